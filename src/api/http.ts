@@ -1,0 +1,106 @@
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { z } from 'zod';
+import { ApiError, DependencyUnavailableError, ValidationError, type Problem } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { isTransientDatabaseError } from '../persistence/retry.js';
+
+/** What a handler answers; the wrapper writes it. Handlers never touch `res`. */
+export interface Reply {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+export type Handler = (req: Request, res: Response) => Promise<Reply | undefined>;
+
+/** Wraps a plain handler for Express. `undefined` means the handler streamed its own answer. */
+export function handle(handler: Handler): RequestHandler {
+  return (req, res, next) => {
+    handler(req, res).then(
+      (reply) => {
+        if (!reply || res.headersSent) return;
+        if (reply.headers) res.set(reply.headers);
+        res.status(reply.status).json(reply.body);
+      },
+      next,
+    );
+  };
+}
+
+/** `['params', 'batch_ids', 2]` -> `params.batch_ids[2]`. */
+export function jsonPath(segments: readonly PropertyKey[]): string {
+  let path = '';
+  for (const segment of segments) {
+    if (typeof segment === 'number') path += `[${segment}]`;
+    else {
+      const key = String(segment);
+      path += /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? (path ? `.${key}` : key) : `[${JSON.stringify(key)}]`;
+    }
+  }
+  return path || '$';
+}
+
+export function zodProblems(error: z.ZodError, prefix: PropertyKey[] = []): Problem[] {
+  return error.issues.map((issue) => ({ path: jsonPath([...prefix, ...issue.path]), message: issue.message }));
+}
+
+/** Parses with a zod schema or throws a 400 listing every problem. */
+export function parseOrThrow<S extends z.ZodType>(schema: S, value: unknown, what: string, prefix: PropertyKey[] = []): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw new ValidationError(`${what} is invalid`, zodProblems(parsed.error, prefix));
+  return parsed.data;
+}
+
+export function errorBody(code: string, message: string, details?: unknown) {
+  return { error: { code, message, ...(details !== undefined ? { details } : {}) } };
+}
+
+const REDIS_DOWN =
+  /Stream isn't writeable|enableOfflineQueue|Connection is closed|Command timed out|ECONNREFUSED.*6379|Reached the max retries per request|connect ETIMEDOUT/i;
+
+function isRedisUnavailable(error: unknown): boolean {
+  return error instanceof Error && (REDIS_DOWN.test(error.message) || error.name === 'MaxRetriesPerRequestError');
+}
+
+interface BodyParserError {
+  type?: string;
+  status?: number;
+  expose?: boolean;
+  message?: string;
+}
+
+/** Maps anything thrown to the contract's error body. Only genuine bugs answer 500. */
+export function toErrorReply(error: unknown, logger: Logger, req?: Request): Reply {
+  if (error instanceof ApiError) return { status: error.status, body: errorBody(error.code, error.message, error.details) };
+  const parser = error as BodyParserError;
+  switch (parser?.type) {
+    case 'entity.too.large':
+      return { status: 413, body: errorBody('payload_too_large', `the request body is larger than the limit`) };
+    case 'entity.parse.failed':
+      return { status: 400, body: errorBody('invalid_json', `the request body is not valid JSON: ${parser.message ?? ''}`.trim()) };
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return { status: 415, body: errorBody('unsupported_media_type', parser.message ?? 'unsupported encoding') };
+    case 'request.aborted':
+    case 'request.size.invalid':
+      return { status: 400, body: errorBody('bad_request', parser.message ?? 'the request body was cut short') };
+  }
+  if (typeof parser?.status === 'number' && parser.status >= 400 && parser.status < 500 && parser.expose) {
+    return { status: parser.status, body: errorBody('bad_request', parser.message ?? 'bad request') };
+  }
+  if (isTransientDatabaseError(error)) return toErrorReply(new DependencyUnavailableError('database', error), logger, req);
+  if (isRedisUnavailable(error)) return toErrorReply(new DependencyUnavailableError('redis', error), logger, req);
+  logger.error('unhandled error', { error: error instanceof Error ? error.stack : String(error), method: req?.method, path: req?.path });
+  return { status: 500, body: errorBody('internal_error', 'an unexpected error occurred') };
+}
+
+export function errorMiddleware(logger: Logger) {
+  return (error: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const reply = toErrorReply(error, logger, req);
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    res.status(reply.status).json(reply.body);
+  };
+}

@@ -1,0 +1,70 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+import { PACKAGE } from '../bootstrap.js';
+import { openDatabase } from '../persistence/database.js';
+import { TaskStore } from '../persistence/task-store.js';
+import { createRedis, waitForRedis } from '../queue/redis.js';
+import { TaskEvents } from '../queue/task-events.js';
+import { TaskQueues } from '../queue/task-queues.js';
+import { TaskService } from '../tasks/task-service.js';
+import type { ToolRegistry } from '../tools/tool.js';
+import { createApp } from './app.js';
+
+export interface ApiServer {
+  server: Server;
+  url: string;
+  tasks: TaskService;
+  /** Stops accepting connections, waits for requests in flight, then closes queues, database and Redis. */
+  close(): Promise<void>;
+}
+
+/** Starts the HTTP API. The database must already be migrated (see prepareDatabase). */
+export async function startApi(config: Config, logger: Logger, registry: ToolRegistry): Promise<ApiServer> {
+  const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
+  const redis = createRedis(config, 'producer', 'api');
+  const subscriber = createRedis(config, 'subscriber', 'api-events');
+  // Start even while Redis is down: the API then answers 503 and recovers by itself.
+  await waitForRedis(redis).catch((error: Error) => logger.warn('Redis not reachable yet', { error: error.message }));
+  const queues = new TaskQueues(redis, config, registry.names());
+  const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
+  await events.start();
+  const store = new TaskStore(db.prisma);
+  const tasks = new TaskService({ config, logger, registry, store, queues, redis, events });
+  const app = createApp({
+    config,
+    logger,
+    registry,
+    tasks,
+    queues,
+    system: { name: PACKAGE.name, version: PACKAGE.version, startedAt: Date.now(), redis, pool: db.pool },
+  });
+
+  const server = app.listen(config.PORT, config.HOST);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  // Long-polls hold requests up to RESULT_WAIT_MAX_S; keep-alive sockets must outlive a proxy's.
+  server.keepAliveTimeout = 65_000;
+  const { port } = server.address() as AddressInfo;
+  const url = `http://127.0.0.1:${port}`;
+  logger.info('API listening', { url, host: config.HOST, port });
+
+  return {
+    server,
+    url,
+    tasks,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await queues.close();
+      subscriber.disconnect();
+      await redis.quit().catch(() => redis.disconnect());
+      await db.close();
+    },
+  };
+}

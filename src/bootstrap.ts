@@ -1,0 +1,37 @@
+import { readFileSync } from 'node:fs';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+import { ensureDatabase } from './persistence/database.js';
+import { migrate } from './persistence/migrate.js';
+
+export const PACKAGE = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { name: string; version: string };
+
+/** Creates the database when missing and applies pending migrations. Every process does this on start. */
+export async function prepareDatabase(config: Pick<Config, 'DATABASE_URL'>, logger: Logger): Promise<void> {
+  if (await ensureDatabase(config.DATABASE_URL)) logger.info('created database', { database: new URL(config.DATABASE_URL).pathname.slice(1) });
+  await migrate(config.DATABASE_URL, logger);
+}
+
+/**
+ * Runs `close` on the first SIGTERM or SIGINT, then exits. A second signal exits at once.
+ */
+export function closeOnSignals(logger: Logger, close: () => Promise<void>): void {
+  let closing = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (closing) {
+      logger.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    closing = true;
+    logger.info('shutting down', { signal });
+    close().then(
+      () => process.exit(0),
+      (error: Error) => {
+        logger.error('shutdown failed', { error: error.message });
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}

@@ -1,0 +1,90 @@
+import { z } from 'zod';
+
+/** Comma-separated list, trimmed, empty entries dropped. */
+const csv = z
+  .string()
+  .transform((value) =>
+    value
+      .split(',')
+      .map((entry) => entry.trim())
+      .filter((entry) => entry.length > 0),
+  );
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/**
+ * Every setting the service reads from the environment. Defaults are the ones a fresh machine
+ * needs (local Redis and PostgreSQL), so `npm start` works without a `.env` file.
+ * `.env.template` documents each variable.
+ */
+const configSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  /** Port of the HTTP API. 0 picks a free port (tests). */
+  PORT: integer(0, 65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default('postgresql://postgres@127.0.0.1:5432/orchestrator'),
+  /** Connections each process keeps to PostgreSQL. */
+  DATABASE_POOL_SIZE: integer(1, 200).default(10),
+  /**
+   * Prefix of every BullMQ key. The braces make it a Redis Cluster hash tag, so all keys of a
+   * task live in one slot and multi-key scripts work on a cluster too.
+   */
+  QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_{}.-]+$/, 'letters, digits, _ . - { } only (no ":")')
+    .default('{orchestrator}'),
+  LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
+  /** json for machines (default in production), pretty for people. */
+  LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
+  /** Also write JSON logs to this file, rotated at 10 MB, 5 files kept. */
+  LOG_FILE: z.string().min(1).optional(),
+  /** Default number of steps one worker process runs at once per tool queue. */
+  WORKER_CONCURRENCY: integer(1, 1000).default(10),
+  /** Tools this worker process runs; empty means every registered tool. */
+  WORKER_TOOLS: csv.default([]),
+  /** How long a stopping worker waits for in-flight steps before it exits anyway. */
+  WORKER_SHUTDOWN_TIMEOUT_MS: integer(0, 600_000).default(30_000),
+  /** Hosts the http tool (and webhooks) may call: `api.example.com`, `*.example.com`, `10.0.0.5`, `127.0.0.1:8080`. */
+  HTTP_TOOL_ALLOWED_HOSTS: csv.default([]),
+  /** Largest JSON body the API accepts (a size string understood by body-parser). */
+  BODY_LIMIT: z
+    .string()
+    .regex(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, 'a size like 1mb, 512kb or 1048576')
+    .default('1mb'),
+  /** Finished BullMQ jobs kept in Redis per queue (PostgreSQL is the record). */
+  QUEUE_KEEP_COMPLETED: integer(0, 1_000_000).default(1000),
+  QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(5000),
+  /** Upper bound on GET /result?wait=N, in seconds. */
+  RESULT_WAIT_MAX_S: integer(0, 300).default(30),
+});
+
+export type Config = Readonly<
+  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT'> & { LOG_FORMAT: 'json' | 'pretty' }
+>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/**
+ * Parses the environment once. A wrong value throws a ConfigError naming each bad variable, so
+ * the process stops at boot instead of failing later.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings (`FOO=` in a .env file) mean "not set", so the default applies.
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
+  const parsed = configSchema.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? '');
+      return `  ${name}: ${issue.message} (got ${JSON.stringify(present[name])})`;
+    });
+    throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
+  }
+  const value = parsed.data;
+  return Object.freeze({
+    ...value,
+    LOG_FORMAT: value.LOG_FORMAT ?? (value.NODE_ENV === 'production' ? 'json' : 'pretty'),
+  });
+}

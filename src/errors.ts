@@ -1,0 +1,119 @@
+/**
+ * The few errors the service distinguishes. API errors carry their HTTP status and the stable
+ * snake_case code of the contract; tool errors tell the worker runtime whether to retry.
+ */
+
+export interface Problem {
+  /** JSON path of the offending value, e.g. `params.batch_ids[2]` or `steps[1].depends_on[0]`. */
+  path: string;
+  message: string;
+}
+
+export class ApiError extends Error {
+  override name = 'ApiError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+export class ValidationError extends ApiError {
+  override name = 'ValidationError';
+  constructor(message: string, problems: Problem[], code = 'validation_error') {
+    super(400, code, message, problems);
+  }
+}
+
+export class NotFoundError extends ApiError {
+  override name = 'NotFoundError';
+  constructor(code: string, message: string, details?: unknown) {
+    super(404, code, message, details);
+  }
+}
+
+export class ConflictError extends ApiError {
+  override name = 'ConflictError';
+  constructor(code: string, message: string, details?: unknown) {
+    super(409, code, message, details);
+  }
+}
+
+/** Redis or PostgreSQL did not answer: the client may retry later. */
+export class DependencyUnavailableError extends ApiError {
+  override name = 'DependencyUnavailableError';
+  constructor(dependency: 'redis' | 'database', cause?: unknown) {
+    super(503, 'service_unavailable', `The ${dependency === 'redis' ? 'queue (Redis)' : 'database (PostgreSQL)'} is unavailable; nothing was created, try again later`, {
+      dependency,
+    });
+    this.cause = cause;
+  }
+}
+
+/** Thrown by a tool adapter when retrying cannot help (bad input, a 4xx answer). */
+export class NonRetryableError extends Error {
+  override name = 'NonRetryableError';
+  constructor(
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/** Thrown by a tool adapter for a transient failure; `retryAfterMs` overrides the backoff. */
+export class RetryableError extends Error {
+  override name = 'RetryableError';
+  constructor(
+    message: string,
+    readonly retryAfterMs?: number,
+    readonly details?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/** The step ran past its timeout; its AbortSignal fired. Counts as a failed attempt. */
+export class ToolTimeoutError extends Error {
+  override name = 'ToolTimeoutError';
+  constructor(readonly timeoutMs: number) {
+    super(`step timed out after ${timeoutMs} ms`);
+  }
+}
+
+/** The task was cancelled (or already ended) while the step waited or ran. Never retried. */
+export class TaskStoppedError extends Error {
+  override name = 'TaskStoppedError';
+  constructor(readonly reason: 'cancelled' | 'task_ended') {
+    super(reason === 'cancelled' ? 'task was cancelled' : 'task already ended');
+  }
+}
+
+/** Turns anything thrown into an Error. */
+export function coerceError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  if (typeof thrown === 'string') return new Error(thrown);
+  try {
+    return new Error(JSON.stringify(thrown));
+  } catch {
+    return new Error(String(thrown));
+  }
+}
+
+/** The serialisable form stored in PostgreSQL and shown by the API. */
+export interface ErrorRecord {
+  name: string;
+  message: string;
+  retryable?: boolean;
+  details?: unknown;
+}
+
+export function toErrorRecord(thrown: unknown): ErrorRecord {
+  const error = coerceError(thrown);
+  const record: ErrorRecord = { name: error.name, message: error.message };
+  if ('details' in error && error.details !== undefined) record.details = error.details;
+  return record;
+}

@@ -1,0 +1,155 @@
+import net from 'node:net';
+
+/**
+ * Which hosts outbound requests (the http tool, webhooks, callbacks) may reach.
+ *
+ * A URL's host must match the allowlist. Then, whatever the allowlist says, the address it
+ * resolves to is checked at connect time (so DNS cannot be swapped between check and use):
+ * - cloud metadata addresses are always refused;
+ * - private, loopback, link-local and other special addresses are refused unless the allowlist
+ *   names them explicitly (an IP, a CIDR containing the address, or the exact hostname, not a
+ *   `*.` wildcard).
+ */
+
+interface HostEntry {
+  kind: 'host';
+  host: string;
+  port?: number;
+}
+interface SuffixEntry {
+  kind: 'suffix';
+  suffix: string;
+  port?: number;
+}
+interface NetworkEntry {
+  kind: 'network';
+  list: net.BlockList;
+  port?: number;
+}
+type Entry = HostEntry | SuffixEntry | NetworkEntry;
+
+const METADATA = new net.BlockList();
+METADATA.addAddress('169.254.169.254');
+METADATA.addAddress('169.254.170.2'); // ECS task metadata
+METADATA.addAddress('100.100.100.200'); // Alibaba Cloud
+METADATA.addAddress('fd00:ec2::254', 'ipv6');
+
+const SPECIAL = new net.BlockList();
+for (const [network, prefix] of [
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['224.0.0.0', 4],
+  ['240.0.0.0', 4],
+] as const) {
+  SPECIAL.addSubnet(network, prefix, 'ipv4');
+}
+for (const [network, prefix] of [
+  ['::', 128],
+  ['::1', 128],
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+] as const) {
+  SPECIAL.addSubnet(network, prefix, 'ipv6');
+}
+
+function family(address: string): 'ipv4' | 'ipv6' {
+  return net.isIPv6(address) ? 'ipv6' : 'ipv4';
+}
+
+/** `::ffff:10.0.0.1` is 10.0.0.1. */
+function unmap(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  return mapped ? mapped[1]! : address;
+}
+
+function parseEntry(raw: string): Entry {
+  const text = raw.trim().toLowerCase();
+  let host = text;
+  let port: number | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  if (bracketed) {
+    host = bracketed[1]!;
+    port = bracketed[2] ? Number(bracketed[2]) : undefined;
+  } else if (!net.isIPv6(text.split('/')[0]!)) {
+    const withPort = /^(.+):(\d+)$/.exec(text);
+    if (withPort) {
+      host = withPort[1]!;
+      port = Number(withPort[2]);
+    }
+  }
+  const [address, prefix] = host.split('/');
+  if (net.isIP(address!)) {
+    const list = new net.BlockList();
+    if (prefix !== undefined) list.addSubnet(address!, Number(prefix), family(address!));
+    else list.addAddress(address!, family(address!));
+    return { kind: 'network', list, ...(port !== undefined ? { port } : {}) };
+  }
+  if (host.startsWith('*.')) return { kind: 'suffix', suffix: host.slice(1), ...(port !== undefined ? { port } : {}) };
+  return { kind: 'host', host, ...(port !== undefined ? { port } : {}) };
+}
+
+export class HostPolicy {
+  private readonly entries: Entry[];
+
+  constructor(allowed: readonly string[]) {
+    this.entries = allowed.map(parseEntry);
+  }
+
+  private portMatches(entry: Entry, port: number): boolean {
+    return entry.port === undefined || entry.port === port;
+  }
+
+  /** Why the URL may not be requested, or undefined when its host is allowlisted. */
+  checkUrl(url: URL): string | undefined {
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return `protocol ${url.protocol} is not allowed`;
+    if (url.username || url.password) return 'credentials in the URL are not allowed';
+    const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+    const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+    if (net.isIP(host)) {
+      const address = unmap(host);
+      if (METADATA.check(address, family(address))) return `${host} is a cloud metadata address`;
+      const listed = this.entries.some(
+        (entry) => entry.kind === 'network' && this.portMatches(entry, port) && entry.list.check(address, family(address)),
+      );
+      return listed ? undefined : `host ${host} is not on HTTP_TOOL_ALLOWED_HOSTS`;
+    }
+    const listed = this.entries.some(
+      (entry) =>
+        this.portMatches(entry, port) &&
+        ((entry.kind === 'host' && entry.host === host) || (entry.kind === 'suffix' && host.endsWith(entry.suffix))),
+    );
+    return listed ? undefined : `host ${host} is not on HTTP_TOOL_ALLOWED_HOSTS`;
+  }
+
+  /** Why a connection to `address` (resolved from `hostname`) is refused, or undefined. */
+  checkAddress(hostname: string, rawAddress: string): string | undefined {
+    const address = unmap(rawAddress);
+    if (METADATA.check(address, family(address))) return `${hostname} resolves to a cloud metadata address`;
+    if (!SPECIAL.check(address, family(address))) return undefined;
+    const name = hostname.toLowerCase();
+    const explicit = this.entries.some(
+      (entry) => (entry.kind === 'network' && entry.list.check(address, family(address))) || (entry.kind === 'host' && entry.host === name),
+    );
+    return explicit ? undefined : `${hostname} resolves to ${address}, a private or link-local address that is not explicitly allowlisted`;
+  }
+}
+
+const cache = new WeakMap<readonly string[], HostPolicy>();
+
+/** One policy per allowlist (the config's array), built once. */
+export function hostPolicyFor(allowed: readonly string[]): HostPolicy {
+  let policy = cache.get(allowed);
+  if (!policy) {
+    policy = new HostPolicy(allowed);
+    cache.set(allowed, policy);
+  }
+  return policy;
+}

@@ -1,0 +1,62 @@
+import winston from 'winston';
+import type { Config } from './config.js';
+
+export type Logger = winston.Logger;
+
+/** Keys whose values never reach a log line, wherever they appear in the metadata. */
+const SECRET_KEY = /authorization|password|passwd|secret|token|api[-_]?key|cookie|credential/i;
+const MAX_DEPTH = 6;
+
+function redact(value: unknown, depth = 0): unknown {
+  if (depth > MAX_DEPTH || value === null || typeof value !== 'object') return value;
+  if (value instanceof Error) return value;
+  if (Array.isArray(value)) return value.map((item) => redact(item, depth + 1));
+  const out: Record<string, unknown> = {};
+  for (const [key, inner] of Object.entries(value)) {
+    out[key] = SECRET_KEY.test(key) ? '[redacted]' : redact(inner, depth + 1);
+  }
+  return out;
+}
+
+const redactSecrets = winston.format((info) => {
+  for (const key of Object.keys(info)) {
+    if (key === 'level' || key === 'message') continue;
+    info[key] = SECRET_KEY.test(key) ? '[redacted]' : redact(info[key]);
+  }
+  return info;
+});
+
+const pretty = winston.format.printf(({ level, message, timestamp, stack, ...meta }) => {
+  const rest = Object.keys(meta).length > 0 ? ` ${JSON.stringify(meta)}` : '';
+  return `${String(timestamp)} ${level} ${String(message)}${rest}${stack ? `\n${String(stack)}` : ''}`;
+});
+
+export function createLogger(config: Pick<Config, 'LOG_LEVEL' | 'LOG_FORMAT' | 'LOG_FILE'>): Logger {
+  const base = [winston.format.errors({ stack: true }), redactSecrets(), winston.format.timestamp()];
+  const json = winston.format.combine(...base, winston.format.json());
+  const transports: winston.transport[] = [
+    new winston.transports.Console({
+      format:
+        config.LOG_FORMAT === 'json'
+          ? json
+          : winston.format.combine(...base, winston.format.colorize(), pretty),
+    }),
+  ];
+  if (config.LOG_FILE) {
+    transports.push(
+      new winston.transports.File({
+        filename: config.LOG_FILE,
+        format: json,
+        maxsize: 10 * 1024 * 1024,
+        maxFiles: 5,
+        tailable: true,
+      }),
+    );
+  }
+  return winston.createLogger({ level: config.LOG_LEVEL, transports });
+}
+
+/** A logger that drops everything: for tests that do not look at logs. */
+export function silentLogger(): Logger {
+  return winston.createLogger({ silent: true, transports: [new winston.transports.Console()] });
+}

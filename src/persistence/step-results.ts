@@ -1,0 +1,553 @@
+import type { Prisma } from './database.js';
+import type { Logger } from '../logger.js';
+import type { ErrorRecord } from '../errors.js';
+import { Batcher, ItemFailure } from '../lib/batcher.js';
+import { isTransientDatabaseError, withRetries } from './retry.js';
+import { findReferences, resolveTemplates } from '../workflows/templates.js';
+import type { ReadyStep } from '../queue/task-queues.js';
+import type { DependencyResult } from '../tools/tool.js';
+import type { StepOptions } from '../tasks/plan.js';
+import type { TransitionEvent } from '../queue/channels.js';
+
+/**
+ * Every state change of a running step goes through here, in batches: one transaction carries
+ * the starts and results of many steps (group commit). A transaction also decides, under row
+ * locks, which steps became ready because this was their last dependency, and whether the task
+ * is finished, so exactly one finishing dependency starts each dependent.
+ *
+ * Writes are idempotent: a result is recorded only while the step is still queued or running
+ * in the same run, so a step that runs twice (a lost lock, a killed worker) keeps its first result.
+ */
+
+export type StepStart = { kind: 'start'; taskId: string; run: number; stepId: string; attempt: number; at: Date };
+
+/** A failed attempt that will be retried. */
+export type StepRetry = {
+  kind: 'retry';
+  taskId: string;
+  run: number;
+  stepId: string;
+  attempt: number;
+  error: ErrorRecord;
+};
+
+export type StepFinish = {
+  kind: 'finish';
+  taskId: string;
+  run: number;
+  stepId: string;
+  tool: string;
+  attempt: number;
+  status: 'completed' | 'failed' | 'cancelled';
+  output?: unknown;
+  error?: ErrorRecord;
+  /** Recorded with a dead letter when the step failed for good. */
+  input?: unknown;
+  startedAt: Date;
+  finishedAt: Date;
+};
+
+export type StepEvent = StepStart | StepRetry | StepFinish;
+
+export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+
+export interface StartOutcome {
+  /** False when the task ended or the step was skipped or cancelled: do not run it. */
+  runnable: boolean;
+}
+
+export interface FinishOutcome {
+  /** False when an earlier result was already recorded (a duplicate delivery). */
+  recorded: boolean;
+  /** Steps of the same task that became ready: enqueue them before acknowledging this one. */
+  ready: ReadyStep[];
+  /** Set when this result ended the task. */
+  taskEnded?: TaskStatus;
+  /** Steps of a failed task that will never run; their jobs can be dropped. */
+  skipped: boolean;
+}
+
+export type Outcome = StartOutcome | FinishOutcome | undefined;
+
+interface TaskRow {
+  id: string;
+  status: TaskStatus;
+  run: number;
+}
+
+const ACTIVE: ReadonlySet<string> = new Set(['queued', 'running']);
+
+export class StepResults {
+  private readonly batcher: Batcher<StepEvent, Outcome>;
+
+  constructor(
+    private readonly prisma: Prisma,
+    private readonly logger: Logger,
+    private readonly onCommitted: (events: TransitionEvent[]) => void = () => undefined,
+    maxBatch = 200,
+  ) {
+    this.batcher = new Batcher((events) => this.flushSafely(events), { maxSize: maxBatch });
+  }
+
+  start(event: Omit<StepStart, 'kind'>): Promise<StartOutcome> {
+    return this.batcher.add({ kind: 'start', ...event }) as Promise<StartOutcome>;
+  }
+
+  retry(event: Omit<StepRetry, 'kind'>): Promise<void> {
+    return this.batcher.add({ kind: 'retry', ...event }) as Promise<undefined>;
+  }
+
+  finish(event: Omit<StepFinish, 'kind'>): Promise<FinishOutcome> {
+    return this.batcher.add({ kind: 'finish', ...event }) as Promise<FinishOutcome>;
+  }
+
+  /** Resolves when every event handed in so far is committed (or failed). */
+  idle(): Promise<void> {
+    return this.batcher.idle();
+  }
+
+  /**
+   * Recovery for a step delivered again after its result was committed (its worker died
+   * before acknowledging it): the dependents its result made ready, which may never have been
+   * enqueued. Adding them again is harmless, since job ids are deterministic.
+   */
+  async pendingDependents(taskId: string, run: number, stepId: string): Promise<ReadyStep[]> {
+    const rows = await this.prisma.$queryRawUnsafe<
+      { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] }[]
+    >(
+      `SELECT d.step_id, d.tool, d.input_template, d.input, d.options, d.depends_on
+         FROM steps s
+         JOIN tasks t ON t.id = s.task_id AND t.run = $2 AND t.status IN ('queued', 'running')
+         JOIN steps d ON d.task_id = s.task_id AND d.step_id = ANY(s.dependents) AND d.status = 'queued'
+        WHERE s.task_id = $1::uuid AND s.step_id = $3 AND s.run = $2
+          AND (s.status = 'completed' OR (s.status = 'failed' AND s.on_failure = 'continue'))`,
+      taskId,
+      run,
+      stepId,
+    );
+    if (rows.length === 0) return [];
+    const context = await loadContext(
+      this.prisma as unknown as Tx,
+      rows.map((row) => ({ ...row, task_id: taskId })),
+    );
+    return rows.map((row) => readyStep(row, context.get(taskId)!));
+  }
+
+  /**
+   * Called when a run's root job runs, i.e. BullMQ holds no more pending steps of the run. If
+   * the task is still active then some step's job ended without a result (removed by hand,
+   * stalled too often): those steps and the task are failed, so nothing stays running forever.
+   */
+  async closeRun(taskId: string, run: number): Promise<TaskStatus | undefined> {
+    return withRetries(
+      () =>
+        this.prisma.$transaction(async (tx) => {
+          const [task] = await tx.$queryRawUnsafe<TaskRow[]>(
+            `SELECT id::text AS id, status::text AS status, run FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+            taskId,
+          );
+          if (!task || task.run !== run || !ACTIVE.has(task.status)) return task?.status;
+          const lost = await tx.$queryRawUnsafe<{ step_id: string }[]>(
+            `UPDATE steps SET status = 'failed', finished_at = now(), error = $3::jsonb
+              WHERE task_id = $1::uuid AND run = $2 AND status IN ('pending', 'queued', 'running')
+          RETURNING step_id`,
+            taskId,
+            run,
+            JSON.stringify({ name: 'LostStep', message: 'the step job ended without recording a result' }),
+          );
+          await tx.$executeRawUnsafe(
+            `UPDATE tasks SET status = 'failed', finished_at = now(), error = $2::jsonb WHERE id = $1::uuid`,
+            taskId,
+            JSON.stringify({ name: 'LostStep', message: `steps ended without a result: ${lost.map((row) => row.step_id).join(', ')}` }),
+          );
+          this.logger.error('task closed with steps that never reported a result', { task_id: taskId, steps: lost.map((row) => row.step_id) });
+          return 'failed' as const;
+        }),
+      { logger: this.logger, label: 'close run' },
+    );
+  }
+
+  /**
+   * Transient errors (lost connection, deadlock) retry the whole batch. Any other error fails
+   * only the item that caused it: the batch is retried one item at a time.
+   */
+  private async flushSafely(events: StepEvent[]): Promise<(Outcome | ItemFailure)[]> {
+    try {
+      return await withRetries(() => this.flush(events), { logger: this.logger, label: 'step results' });
+    } catch (error) {
+      if (events.length === 1 || isTransientDatabaseError(error)) throw error;
+      this.logger.warn('a batch of step results failed; writing them one by one', { error: (error as Error).message });
+      const outcomes: (Outcome | ItemFailure)[] = [];
+      for (const event of events) {
+        try {
+          outcomes.push((await this.flush([event]))[0]);
+        } catch (single) {
+          outcomes.push(new ItemFailure(single));
+        }
+      }
+      return outcomes;
+    }
+  }
+
+  private async flush(events: StepEvent[]): Promise<Outcome[]> {
+    const transitions: TransitionEvent[] = [];
+    const outcomes = await this.prisma.$transaction(
+      async (tx) => {
+        const taskIds = [...new Set(events.map((event) => event.taskId))].sort();
+        // Lock the tasks first, always in id order: cancel and retry lock tasks first too,
+        // so concurrent writers queue up instead of deadlocking.
+        const tasks = await tx.$queryRawUnsafe<TaskRow[]>(
+          `SELECT id::text AS id, status::text AS status, run FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
+          taskIds,
+        );
+        const taskById = new Map(tasks.map((task) => [task.id, task]));
+        const isActive = (event: StepEvent) => {
+          const task = taskById.get(event.taskId);
+          return task !== undefined && task.run === event.run && ACTIVE.has(task.status);
+        };
+        const result: Outcome[] = events.map(() => undefined);
+
+        // Starts: a step may start only while its task is active and it is queued or running.
+        const starts = events.flatMap((event, index) => (event.kind === 'start' && isActive(event) ? [{ event, index }] : []));
+        const started = new Set<string>();
+        if (starts.length > 0) {
+          const rows = await tx.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
+            `UPDATE steps s SET status = 'running', attempts = GREATEST(s.attempts, v.attempt),
+                    started_at = COALESCE(s.started_at, v.at)
+               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::timestamptz[]) AS v(task_id, step_id, run, attempt, at)
+              WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run
+                AND s.status IN ('queued', 'running')
+          RETURNING s.task_id::text AS task_id, s.step_id`,
+            starts.map(({ event }) => event.taskId),
+            starts.map(({ event }) => event.stepId),
+            starts.map(({ event }) => event.run),
+            starts.map(({ event }) => (event as StepStart).attempt),
+            starts.map(({ event }) => (event as StepStart).at.toISOString()),
+          );
+          for (const row of rows) started.add(`${row.task_id}/${row.step_id}`);
+          const queuedTasks = [...new Set(rows.map((row) => row.task_id))].filter((id) => taskById.get(id)?.status === 'queued');
+          if (queuedTasks.length > 0) {
+            await tx.$executeRawUnsafe(
+              `UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, now()) WHERE id = ANY($1::uuid[]) AND status = 'queued'`,
+              queuedTasks,
+            );
+            for (const id of queuedTasks) {
+              taskById.get(id)!.status = 'running';
+              transitions.push({ taskId: id, status: 'running', at: new Date().toISOString() });
+            }
+          }
+          for (const { event } of starts) {
+            if (started.has(`${event.taskId}/${event.stepId}`)) {
+              transitions.push({ taskId: event.taskId, stepId: event.stepId, status: 'running', at: (event as StepStart).at.toISOString() });
+            }
+          }
+        }
+        events.forEach((event, index) => {
+          if (event.kind === 'start') result[index] = { runnable: started.has(`${event.taskId}/${event.stepId}`) };
+        });
+
+        // Failed attempts that will be retried: keep the latest error visible.
+        const retries = events.filter((event): event is StepRetry => event.kind === 'retry');
+        if (retries.length > 0) {
+          await tx.$executeRawUnsafe(
+            `UPDATE steps s SET error = v.error, attempts = GREATEST(s.attempts, v.attempt)
+               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::jsonb[]) AS v(task_id, step_id, run, attempt, error)
+              WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run AND s.status = 'running'`,
+            retries.map((event) => event.taskId),
+            retries.map((event) => event.stepId),
+            retries.map((event) => event.run),
+            retries.map((event) => event.attempt),
+            retries.map((event) => JSON.stringify(event.error)),
+          );
+        }
+
+        // Results. Only a step still queued or running takes one: the first result wins.
+        const finishes = events.flatMap((event, index) => (event.kind === 'finish' ? [{ event, index }] : []));
+        if (finishes.length === 0) return result;
+        const recordedRows = await tx.$queryRawUnsafe<
+          { task_id: string; step_id: string; status: string; on_failure: 'fail' | 'continue'; dependents: string[] }[]
+        >(
+          `UPDATE steps s SET status = v.status::"StepStatus", output = v.output, error = v.error,
+                  attempts = GREATEST(s.attempts, v.attempt),
+                  started_at = COALESCE(s.started_at, v.started_at), finished_at = v.finished_at
+             FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[], $8::timestamptz[], $9::timestamptz[])
+                  AS v(task_id, step_id, run, status, output, error, attempt, started_at, finished_at)
+            WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run
+              AND s.status IN ('queued', 'running')
+        RETURNING s.task_id::text AS task_id, s.step_id, s.status::text AS status, s.on_failure::text AS on_failure, s.dependents`,
+          finishes.map(({ event }) => event.taskId),
+          finishes.map(({ event }) => event.stepId),
+          finishes.map(({ event }) => event.run),
+          finishes.map(({ event }) => (event as StepFinish).status),
+          finishes.map(({ event }) => jsonOrNull((event as StepFinish).output)),
+          finishes.map(({ event }) => jsonOrNull((event as StepFinish).error)),
+          finishes.map(({ event }) => event.attempt),
+          finishes.map(({ event }) => (event as StepFinish).startedAt.toISOString()),
+          finishes.map(({ event }) => (event as StepFinish).finishedAt.toISOString()),
+        );
+        const recorded = new Map(recordedRows.map((row) => [`${row.task_id}/${row.step_id}`, row]));
+        for (const { event, index } of finishes) {
+          const finish = event as StepFinish;
+          const ok = recorded.has(`${finish.taskId}/${finish.stepId}`);
+          result[index] = { recorded: ok, ready: [], skipped: false };
+          if (ok) transitions.push({ taskId: finish.taskId, stepId: finish.stepId, status: finish.status, at: finish.finishedAt.toISOString() });
+        }
+
+        // Dead letters: a step that failed for good, with what it was given.
+        const dead = finishes.filter(({ event }) => {
+          const finish = event as StepFinish;
+          return finish.status === 'failed' && recorded.has(`${finish.taskId}/${finish.stepId}`);
+        });
+        if (dead.length > 0) {
+          await tx.$executeRawUnsafe(
+            `INSERT INTO dead_letters (id, task_id, step_id, run, tool, input, error, attempts)
+             SELECT gen_random_uuid(), v.task_id, v.step_id, v.run, v.tool, v.input, v.error, v.attempt
+               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[])
+                    AS v(task_id, step_id, run, tool, input, error, attempt)
+             ON CONFLICT (task_id, step_id, run) DO NOTHING`,
+            dead.map(({ event }) => event.taskId),
+            dead.map(({ event }) => event.stepId),
+            dead.map(({ event }) => event.run),
+            dead.map(({ event }) => (event as StepFinish).tool),
+            dead.map(({ event }) => jsonOrNull((event as StepFinish).input)),
+            dead.map(({ event }) => jsonOrNull((event as StepFinish).error)),
+            dead.map(({ event }) => event.attempt),
+          );
+        }
+
+        // What the recorded results mean for their tasks, in event order.
+        const finishedPerTask = new Map<string, number>();
+        const unblocked = new Map<string, number>(); // "task/dependent" -> dependencies just resolved
+        const failedTasks: { id: string; error: unknown }[] = [];
+        for (const { event, index } of finishes) {
+          const finish = event as StepFinish;
+          const row = recorded.get(`${finish.taskId}/${finish.stepId}`);
+          const task = taskById.get(finish.taskId);
+          if (!row || !task || !isActive(finish)) continue;
+          finishedPerTask.set(task.id, (finishedPerTask.get(task.id) ?? 0) + 1);
+          const resolvesDependents = finish.status === 'completed' || (finish.status === 'failed' && row.on_failure === 'continue');
+          if (resolvesDependents) {
+            for (const dependent of row.dependents) {
+              const key = `${task.id}/${dependent}`;
+              unblocked.set(key, (unblocked.get(key) ?? 0) + 1);
+            }
+          } else {
+            // The fail policy (or a cancelled attempt): the task fails now.
+            task.status = 'failed';
+            failedTasks.push({ id: task.id, error: { step: finish.stepId, ...(finish.error ?? { name: 'Error', message: 'step failed' }) } });
+            (result[index] as FinishOutcome).taskEnded = 'failed';
+            (result[index] as FinishOutcome).skipped = true;
+          }
+        }
+
+        if (failedTasks.length > 0) {
+          await tx.$executeRawUnsafe(
+            `UPDATE tasks t SET status = 'failed', error = v.error, finished_at = now()
+               FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, error) WHERE t.id = v.id`,
+            failedTasks.map((task) => task.id),
+            failedTasks.map((task) => JSON.stringify(task.error)),
+          );
+          await tx.$executeRawUnsafe(
+            `UPDATE steps SET status = 'skipped', finished_at = now() WHERE task_id = ANY($1::uuid[]) AND status IN ('pending', 'queued')`,
+            failedTasks.map((task) => task.id),
+          );
+          for (const task of failedTasks) transitions.push({ taskId: task.id, status: 'failed', at: new Date().toISOString() });
+        }
+
+        // Dependents whose last dependency just resolved become ready, exactly once: the row
+        // lock makes concurrent decrements of the same step queue up.
+        const pairs = [...unblocked].map(([key, n]) => [...splitKey(key), n] as const).filter(([taskId]) => taskById.get(taskId)?.status !== 'failed');
+        const readyByTask = new Map<string, ReadyStep[]>();
+        if (pairs.length > 0) {
+          const readyRows = await tx.$queryRawUnsafe<
+            { task_id: string; step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] }[]
+          >(
+            `UPDATE steps s SET remaining_deps = s.remaining_deps - v.n,
+                    status = CASE WHEN s.remaining_deps - v.n <= 0 THEN 'queued'::"StepStatus" ELSE s.status END,
+                    queued_at = CASE WHEN s.remaining_deps - v.n <= 0 THEN now() ELSE s.queued_at END
+               FROM unnest($1::uuid[], $2::text[], $3::int[]) AS v(task_id, step_id, n)
+              WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.status = 'pending'
+          RETURNING s.task_id::text AS task_id, s.step_id, s.tool, s.input_template, s.input, s.options, s.depends_on,
+                    s.status::text AS status`,
+            pairs.map(([taskId]) => taskId),
+            pairs.map(([, stepId]) => stepId),
+            pairs.map(([, , n]) => n),
+          ).then((rows) => rows.filter((row) => (row as unknown as { status: string }).status === 'queued'));
+          if (readyRows.length > 0) {
+            const context = await loadContext(tx, readyRows);
+            for (const row of readyRows) {
+              const ctx = context.get(row.task_id)!;
+              const step = readyStep(row, ctx);
+              readyByTask.set(row.task_id, [...(readyByTask.get(row.task_id) ?? []), step]);
+              transitions.push({ taskId: row.task_id, stepId: row.step_id, status: 'queued', at: new Date().toISOString() });
+            }
+          }
+        }
+
+        // Count finished steps down; the task whose count reaches zero is complete.
+        const counted = [...finishedPerTask].filter(([id]) => taskById.get(id)?.status !== 'failed');
+        const completedTasks = new Set<string>();
+        if (counted.length > 0) {
+          const rows = await tx.$queryRawUnsafe<{ id: string; steps_remaining: number }[]>(
+            `UPDATE tasks t SET steps_remaining = t.steps_remaining - v.n
+               FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE t.id = v.id
+           RETURNING t.id::text AS id, t.steps_remaining`,
+            counted.map(([id]) => id),
+            counted.map(([, n]) => n),
+          );
+          const done = rows.filter((row) => row.steps_remaining <= 0).map((row) => row.id);
+          if (done.length > 0) {
+            await completeTasks(tx, done);
+            for (const id of done) {
+              completedTasks.add(id);
+              transitions.push({ taskId: id, status: 'completed', at: new Date().toISOString() });
+            }
+          }
+        }
+
+        // Hand the ready steps and task endings to the callers whose results caused them. A
+        // task's ready steps all go to its last recorded finisher in this batch: it enqueues
+        // them before it is acknowledged, which keeps the run's root waiting.
+        for (let i = finishes.length - 1; i >= 0; i -= 1) {
+          const { event, index } = finishes[i]!;
+          const outcome = result[index] as FinishOutcome;
+          if (!outcome.recorded) continue;
+          const ready = readyByTask.get(event.taskId);
+          if (ready) {
+            outcome.ready = ready;
+            readyByTask.delete(event.taskId);
+          }
+          if (completedTasks.has(event.taskId)) {
+            outcome.taskEnded = 'completed';
+            completedTasks.delete(event.taskId);
+          }
+        }
+        return result;
+      },
+      { timeout: 30_000, maxWait: 10_000 },
+    );
+    if (transitions.length > 0) this.onCommitted(transitions);
+    return outcomes;
+  }
+}
+
+/** Keys are "taskId/stepId"; neither part can hold a "/". */
+function splitKey(key: string): [string, string] {
+  const slash = key.indexOf('/');
+  return [key.slice(0, slash), key.slice(slash + 1)];
+}
+
+function jsonOrNull(value: unknown): string | null {
+  return value === undefined ? null : JSON.stringify(value);
+}
+
+type Tx = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
+
+interface RunContext {
+  params: Record<string, unknown>;
+  steps: Map<string, { status: string; output: unknown; error: unknown }>;
+}
+
+/** Params and the finished steps the ready steps may refer to. */
+async function loadContext(
+  tx: Tx,
+  readyRows: { task_id: string; input_template: unknown; depends_on: string[] }[],
+): Promise<Map<string, RunContext>> {
+  const wanted = new Map<string, Set<string>>();
+  for (const row of readyRows) {
+    const ids = wanted.get(row.task_id) ?? new Set<string>();
+    for (const dep of row.depends_on) ids.add(dep);
+    for (const found of findReferences(row.input_template)) {
+      if (found.reference?.kind === 'steps') ids.add(found.reference.step);
+    }
+    wanted.set(row.task_id, ids);
+  }
+  const taskIds = [...wanted.keys()];
+  const pairs = [...wanted].flatMap(([taskId, ids]) => [...ids].map((id) => [taskId, id] as const));
+  const [params, steps] = await Promise.all([
+    tx.$queryRawUnsafe<{ id: string; params: Record<string, unknown> }[]>(
+      `SELECT id::text AS id, params FROM tasks WHERE id = ANY($1::uuid[])`,
+      taskIds,
+    ),
+    pairs.length === 0
+      ? Promise.resolve([])
+      : tx.$queryRawUnsafe<{ task_id: string; step_id: string; status: string; output: unknown; error: unknown }[]>(
+          `SELECT s.task_id::text AS task_id, s.step_id, s.status::text AS status, s.output, s.error
+             FROM steps s JOIN unnest($1::uuid[], $2::text[]) AS v(task_id, step_id)
+               ON s.task_id = v.task_id AND s.step_id = v.step_id`,
+          pairs.map(([taskId]) => taskId),
+          pairs.map(([, id]) => id),
+        ),
+  ]);
+  const context = new Map<string, RunContext>();
+  for (const row of params) context.set(row.id, { params: row.params, steps: new Map() });
+  for (const row of steps) context.get(row.task_id)?.steps.set(row.step_id, row);
+  return context;
+}
+
+export function readyStep(
+  row: { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] },
+  context: RunContext,
+): ReadyStep {
+  const steps = Object.fromEntries(
+    [...context.steps].map(([id, step]) => [
+      id,
+      { status: step.status, ...(step.output != null ? { output: step.output } : {}), ...(step.error != null ? { error: step.error } : {}) },
+    ]),
+  );
+  const input = row.input_template == null ? row.input : resolveTemplates(row.input_template, { params: context.params, steps });
+  const dependencies: Record<string, DependencyResult> = {};
+  for (const dep of row.depends_on) {
+    const found = context.steps.get(dep);
+    if (!found) continue;
+    dependencies[dep] = {
+      status: found.status === 'completed' ? 'completed' : 'failed',
+      ...(found.output != null ? { output: found.output } : {}),
+      ...(found.error != null ? { error: found.error as DependencyResult['error'] } : {}),
+    };
+  }
+  return {
+    stepId: row.step_id,
+    tool: row.tool,
+    input,
+    retry: row.options.retry,
+    timeoutMs: row.options.timeout_ms,
+    dependencies,
+    ...(row.options.priority ? { priority: row.options.priority } : {}),
+  };
+}
+
+/** Marks tasks completed and stores their result: the workflow's output, or the step's output. */
+async function completeTasks(tx: Tx, ids: string[]): Promise<void> {
+  const tasks = await tx.$queryRawUnsafe<{ id: string; params: Record<string, unknown>; output_template: unknown; workflow_name: string | null }[]>(
+    `SELECT id::text AS id, params, output_template, workflow_name FROM tasks WHERE id = ANY($1::uuid[])`,
+    ids,
+  );
+  const steps = await tx.$queryRawUnsafe<{ task_id: string; step_id: string; status: string; output: unknown; error: unknown }[]>(
+    `SELECT task_id::text AS task_id, step_id, status::text AS status, output, error FROM steps WHERE task_id = ANY($1::uuid[])`,
+    ids,
+  );
+  const results = tasks.map((task) => {
+    const own = steps.filter((step) => step.task_id === task.id);
+    return { id: task.id, result: taskResult(task, own) };
+  });
+  await tx.$executeRawUnsafe(
+    `UPDATE tasks t SET status = 'completed', result = v.result, finished_at = now()
+       FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, result) WHERE t.id = v.id AND t.status IN ('queued', 'running')`,
+    results.map((entry) => entry.id),
+    results.map((entry) => JSON.stringify(entry.result ?? null)),
+  );
+}
+
+export function taskResult(
+  task: { params: Record<string, unknown>; output_template: unknown; workflow_name: string | null },
+  steps: { step_id: string; status: string; output: unknown; error: unknown }[],
+): unknown {
+  if (task.workflow_name === null) return steps[0]?.output ?? null;
+  const byId = Object.fromEntries(
+    steps.map((step) => [step.step_id, { status: step.status, output: step.output ?? undefined, error: step.error ?? undefined }]),
+  );
+  if (task.output_template != null) return resolveTemplates(task.output_template, { params: task.params, steps: byId });
+  // No declared output: every completed step's output, by step id.
+  return Object.fromEntries(steps.filter((step) => step.status === 'completed').map((step) => [step.step_id, step.output]));
+}

@@ -1,0 +1,220 @@
+import { Prisma as P } from '../generated/prisma/client.js';
+import type { Prisma } from './database.js';
+import type { TaskPlan, StepOptions } from '../tasks/plan.js';
+import type { ReadyStep } from '../queue/task-queues.js';
+import { readyStep } from './step-results.js';
+
+export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+export const TASK_STATUSES: readonly TaskStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
+const FINISHED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
+
+export interface NewTask {
+  id: string;
+  idempotencyKey?: string;
+  requestHash: string;
+  priority: number;
+  delayMs: number;
+  callbackUrl?: string;
+}
+
+export type CreateResult = { created: true } | { created: false; id: string; requestHash: string | null };
+
+export interface TaskFilter {
+  status?: TaskStatus;
+  taskType?: string;
+  createdAfter?: Date;
+  createdBefore?: Date;
+  limit: number;
+  cursor?: { createdAt: Date; id: string };
+}
+
+const json = (value: unknown): P.InputJsonValue | typeof P.DbNull =>
+  value === undefined || value === null ? P.DbNull : (value as P.InputJsonValue);
+
+export function isFinished(status: string): boolean {
+  return FINISHED.has(status);
+}
+
+/** Tasks and their steps: what the API reads and writes. Step results go through StepResults. */
+export class TaskStore {
+  constructor(private readonly prisma: Prisma) {}
+
+  /** Stores a task and its steps in one statement; an idempotency key already used returns the first task. */
+  async create(plan: TaskPlan, task: NewTask): Promise<CreateResult> {
+    try {
+      await this.prisma.task.create({
+        data: {
+          id: task.id,
+          taskType: plan.taskType,
+          workflowName: plan.workflow?.name ?? null,
+          workflowVersion: plan.workflow?.version ?? null,
+          params: plan.params as P.InputJsonValue,
+          outputTemplate: json(plan.workflow?.outputTemplate),
+          priority: task.priority,
+          delayMs: task.delayMs,
+          callbackUrl: task.callbackUrl ?? null,
+          idempotencyKey: task.idempotencyKey ?? null,
+          requestHash: task.requestHash,
+          stepsTotal: plan.steps.length,
+          stepsRemaining: plan.steps.length,
+          steps: {
+            createMany: {
+              data: plan.steps.map((step) => ({
+                stepId: step.id,
+                tool: step.tool,
+                dependsOn: step.dependsOn,
+                dependents: step.dependents,
+                remainingDeps: step.dependsOn.length,
+                onFailure: step.onFailure,
+                inputTemplate: json(step.inputTemplate),
+                input: json(step.input),
+                options: step.options as unknown as P.InputJsonValue,
+                status: step.dependsOn.length === 0 ? 'queued' : 'pending',
+                queuedAt: step.dependsOn.length === 0 ? new Date() : null,
+              })),
+            },
+          },
+        },
+      });
+      return { created: true };
+    } catch (error) {
+      if (task.idempotencyKey && error instanceof P.PrismaClientKnownRequestError && error.code === 'P2002') {
+        const existing = await this.prisma.task.findUnique({
+          where: { idempotencyKey: task.idempotencyKey },
+          select: { id: true, requestHash: true },
+        });
+        if (existing) return { created: false, id: existing.id, requestHash: existing.requestHash };
+      }
+      throw error;
+    }
+  }
+
+  /** Undoes `create` when the task could not be enqueued. */
+  async remove(id: string): Promise<void> {
+    await this.prisma.task.deleteMany({ where: { id } });
+  }
+
+  get(id: string) {
+    return this.prisma.task.findUnique({ where: { id }, include: { steps: { orderBy: [{ queuedAt: 'asc' }, { stepId: 'asc' }] } } });
+  }
+
+  /** Status only: the cheap read behind long-polling. */
+  async status(id: string): Promise<TaskStatus | undefined> {
+    const row = await this.prisma.task.findUnique({ where: { id }, select: { status: true } });
+    return row?.status;
+  }
+
+  /** Newest first; the cursor is the last row of the previous page. */
+  list(filter: TaskFilter) {
+    const where: P.TaskWhereInput = {
+      ...(filter.status ? { status: filter.status } : {}),
+      ...(filter.taskType ? { taskType: filter.taskType } : {}),
+      ...(filter.createdAfter || filter.createdBefore
+        ? { createdAt: { ...(filter.createdAfter ? { gte: filter.createdAfter } : {}), ...(filter.createdBefore ? { lt: filter.createdBefore } : {}) } }
+        : {}),
+    };
+    const cursor = filter.cursor;
+    return this.prisma.task.findMany({
+      where: cursor
+        ? { AND: [where, { OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] }
+        : where,
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+      take: filter.limit,
+      select: {
+        id: true,
+        taskType: true,
+        status: true,
+        createdAt: true,
+        startedAt: true,
+        finishedAt: true,
+        stepsTotal: true,
+        stepsRemaining: true,
+        workflowName: true,
+        workflowVersion: true,
+      },
+    });
+  }
+
+  /**
+   * Marks the task cancelled and its steps that have not started. Steps already running are
+   * left to their workers, which are told to abort them and record how they ended.
+   */
+  async cancel(id: string): Promise<{ outcome: 'cancelled'; run: number } | { outcome: 'finished'; status: TaskStatus } | undefined> {
+    return this.prisma.$transaction(async (tx) => {
+      const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number }[]>(
+        `SELECT status::text AS status, run FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+        id,
+      );
+      if (!task) return undefined;
+      if (isFinished(task.status)) return { outcome: 'finished' as const, status: task.status };
+      await tx.$executeRawUnsafe(
+        `UPDATE tasks SET status = 'cancelled', finished_at = now(), error = $2::jsonb WHERE id = $1::uuid`,
+        id,
+        JSON.stringify({ name: 'Cancelled', message: 'task was cancelled' }),
+      );
+      await tx.$executeRawUnsafe(
+        `UPDATE steps SET status = 'cancelled', finished_at = now() WHERE task_id = $1::uuid AND status IN ('pending', 'queued')`,
+        id,
+      );
+      return { outcome: 'cancelled' as const, run: task.run };
+    });
+  }
+
+  /**
+   * Starts a new run of a failed or cancelled task: steps that completed keep their outputs;
+   * every other step is reset and waits for its unfinished dependencies again. `enqueue` is
+   * called inside the transaction, so a failure to enqueue leaves the task as it was.
+   */
+  async resume(
+    id: string,
+    enqueue: (run: { run: number; taskType: string; ready: ReadyStep[] }) => Promise<void>,
+  ): Promise<{ outcome: 'resumed'; run: number } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
+    return this.prisma.$transaction(
+      async (tx) => {
+        const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; params: Record<string, unknown> }[]>(
+          `SELECT status::text AS status, run, task_type, params FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+          id,
+        );
+        if (!task) return undefined;
+        if (task.status !== 'failed' && task.status !== 'cancelled') return { outcome: 'not_resumable' as const, status: task.status };
+        const run = task.run + 1;
+        const steps = await tx.$queryRawUnsafe<
+          { step_id: string; tool: string; status: string; output: unknown; error: unknown; depends_on: string[]; input_template: unknown; input: unknown; options: StepOptions }[]
+        >(
+          `SELECT step_id, tool, status::text AS status, output, error, depends_on, input_template, input, options FROM steps WHERE task_id = $1::uuid`,
+          id,
+        );
+        const completed = new Set(steps.filter((step) => step.status === 'completed').map((step) => step.step_id));
+        const rerun = steps.filter((step) => !completed.has(step.step_id));
+        const remaining = new Map(rerun.map((step) => [step.step_id, step.depends_on.filter((dep) => !completed.has(dep)).length]));
+        await tx.$executeRawUnsafe(
+          `UPDATE steps s SET status = CASE WHEN v.remaining = 0 THEN 'queued'::"StepStatus" ELSE 'pending'::"StepStatus" END,
+                  remaining_deps = v.remaining, run = $2, attempts = 0, output = NULL, error = NULL,
+                  started_at = NULL, finished_at = NULL, queued_at = CASE WHEN v.remaining = 0 THEN now() ELSE NULL END
+             FROM unnest($3::text[], $4::int[]) AS v(step_id, remaining)
+            WHERE s.task_id = $1::uuid AND s.step_id = v.step_id`,
+          id,
+          run,
+          rerun.map((step) => step.step_id),
+          rerun.map((step) => remaining.get(step.step_id)!),
+        );
+        await tx.$executeRawUnsafe(
+          `UPDATE tasks SET status = 'queued', run = $2, steps_remaining = $3, error = NULL, result = NULL, finished_at = NULL WHERE id = $1::uuid`,
+          id,
+          run,
+          rerun.length,
+        );
+        const context = {
+          params: task.params,
+          steps: new Map(steps.filter((step) => completed.has(step.step_id)).map((step) => [step.step_id, step])),
+        };
+        const ready = rerun
+          .filter((step) => remaining.get(step.step_id) === 0)
+          .map((step) => readyStep(step, context));
+        await enqueue({ run, taskType: task.task_type, ready });
+        return { outcome: 'resumed' as const, run };
+      },
+      { timeout: 15_000, maxWait: 5_000 },
+    );
+  }
+}

@@ -1,0 +1,39 @@
+import type { RetryPolicy, DependencyResult } from '../tools/tool.js';
+
+/** Queue of the task (root) jobs: each runs once all steps of its run have finished. */
+export const TASKS_QUEUE = 'tasks';
+
+/** One queue per tool, so each tool has its own concurrency, rate limit and workers. */
+export function toolQueueName(tool: string): string {
+  return `tool.${tool}`;
+}
+
+/** Job ids are deterministic (no ":"), so adding the same job twice is a no-op. */
+export function taskJobId(taskId: string, run: number): string {
+  return `${taskId}.${run}`;
+}
+
+export function stepJobId(taskId: string, run: number, stepId: string): string {
+  return `${taskId}.${run}.${stepId}`;
+}
+
+/** Custom backoff type: the worker computes the delay (jitter, Retry-After). */
+export const BACKOFF_TYPE = 'orchestrator';
+
+export interface TaskJobData {
+  taskId: string;
+  run: number;
+}
+
+export interface StepJobData {
+  taskId: string;
+  run: number;
+  stepId: string;
+  tool: string;
+  /** Resolved input: templates were filled in when the step became ready. */
+  input: unknown;
+  retry: RetryPolicy;
+  timeoutMs: number;
+  /** What the steps this one depends on ended with. */
+  dependencies: Record<string, DependencyResult>;
+}

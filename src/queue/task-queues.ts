@@ -1,0 +1,140 @@
+import { FlowProducer, Queue, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import {
+  BACKOFF_TYPE,
+  stepJobId,
+  TASKS_QUEUE,
+  taskJobId,
+  toolQueueName,
+  type StepJobData,
+  type TaskJobData,
+} from './jobs.js';
+
+/** A step whose dependencies are all done, with its input resolved: ready to become a job. */
+export type ReadyStep = Omit<StepJobData, 'taskId' | 'run'> & { priority?: number; delayMs?: number };
+
+export interface RunKey {
+  taskId: string;
+  run: number;
+}
+
+export interface RunRef extends RunKey {
+  taskType: string;
+}
+
+/**
+ * The producer side of BullMQ: how a task's run maps onto jobs.
+ *
+ * A run is a flow. Its root is a job in the `tasks` queue; its children are the run's steps, each
+ * in its tool's queue. Steps whose dependencies are met when the run starts are created with
+ * the flow; every other step is added as a further child of the same root at the moment its
+ * last dependency commits its result (PostgreSQL decides which dependency is the last one).
+ * Dependents are added before the finishing step is acknowledged, so the root always has a
+ * pending child until the last step is done, and then runs to close the task.
+ */
+export class TaskQueues {
+  readonly tasks: Queue<TaskJobData>;
+  private readonly toolQueues = new Map<string, Queue<StepJobData>>();
+  private readonly flows: FlowProducer;
+
+  constructor(
+    private readonly connection: Redis,
+    private readonly config: Pick<Config, 'QUEUE_PREFIX' | 'QUEUE_KEEP_COMPLETED' | 'QUEUE_KEEP_FAILED'>,
+    toolNames: Iterable<string>,
+  ) {
+    const options = { connection, prefix: config.QUEUE_PREFIX };
+    this.tasks = new Queue<TaskJobData>(TASKS_QUEUE, options);
+    for (const tool of toolNames) this.toolQueues.set(tool, new Queue<StepJobData>(toolQueueName(tool), options));
+    this.flows = new FlowProducer(options);
+  }
+
+  /** Every queue, for Bull Board and metrics. */
+  all(): Queue[] {
+    return [this.tasks, ...this.toolQueues.values()] as Queue[];
+  }
+
+  toolQueue(tool: string): Queue<StepJobData> {
+    const queue = this.toolQueues.get(tool);
+    if (!queue) throw new Error(`no queue for tool ${tool}`);
+    return queue;
+  }
+
+  private keep() {
+    return {
+      removeOnComplete: { count: this.config.QUEUE_KEEP_COMPLETED },
+      removeOnFail: { count: this.config.QUEUE_KEEP_FAILED },
+    };
+  }
+
+  private stepOptions(ref: RunKey, step: ReadyStep): JobsOptions {
+    return {
+      jobId: stepJobId(ref.taskId, ref.run, step.stepId),
+      attempts: step.retry.attempts,
+      backoff: { type: BACKOFF_TYPE },
+      ...(step.priority ? { priority: step.priority } : {}),
+      ...(step.delayMs ? { delay: step.delayMs } : {}),
+      // A failed step must not hold the root in waiting-children forever: its failure is
+      // recorded in PostgreSQL, and the root still runs once the other children are done.
+      ignoreDependencyOnFailure: true,
+      ...this.keep(),
+    };
+  }
+
+  private stepData(ref: RunKey, step: ReadyStep): StepJobData {
+    return {
+      taskId: ref.taskId,
+      run: ref.run,
+      stepId: step.stepId,
+      tool: step.tool,
+      input: step.input,
+      retry: step.retry,
+      timeoutMs: step.timeoutMs,
+      dependencies: step.dependencies,
+    };
+  }
+
+  /** Creates the run's flow atomically: the root and the steps ready now. */
+  async startRun(ref: RunRef, steps: ReadyStep[]): Promise<void> {
+    await this.flows.add({
+      name: ref.taskType,
+      queueName: TASKS_QUEUE,
+      data: { taskId: ref.taskId, run: ref.run },
+      opts: { jobId: taskJobId(ref.taskId, ref.run), attempts: 5, backoff: { type: 'exponential', delay: 1000 }, ...this.keep() },
+      children: steps.map((step) => ({
+        name: step.stepId,
+        queueName: toolQueueName(step.tool),
+        data: this.stepData(ref, step),
+        opts: this.stepOptions(ref, step),
+      })),
+    });
+  }
+
+  /** Adds steps that just became ready as further children of the run's root. */
+  async addSteps(ref: RunKey, steps: ReadyStep[]): Promise<void> {
+    const parent = { id: taskJobId(ref.taskId, ref.run), queue: `${this.config.QUEUE_PREFIX}:${TASKS_QUEUE}` };
+    const byTool = new Map<string, ReadyStep[]>();
+    for (const step of steps) byTool.set(step.tool, [...(byTool.get(step.tool) ?? []), step]);
+    await Promise.all(
+      [...byTool].map(([tool, group]) =>
+        this.toolQueue(tool).addBulk(
+          group.map((step) => ({
+            name: step.stepId,
+            data: this.stepData(ref, step),
+            opts: { ...this.stepOptions(ref, step), parent },
+          })),
+        ),
+      ),
+    );
+  }
+
+  /** Removes the run's steps that have not started (cancel, or a failed task). */
+  async dropUnstartedSteps(ref: RunKey): Promise<void> {
+    const root = await this.tasks.getJob(taskJobId(ref.taskId, ref.run));
+    await root?.removeUnprocessedChildren();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.flows.close(), ...this.all().map((queue) => queue.close())]);
+  }
+}

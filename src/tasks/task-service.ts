@@ -1,0 +1,223 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import { ConflictError, DependencyUnavailableError, NotFoundError, ValidationError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { isFinished, type TaskFilter, type TaskStatus, type TaskStore } from '../persistence/task-store.js';
+import { isTransientDatabaseError } from '../persistence/retry.js';
+import { publishEvents, publishStop } from '../queue/channels.js';
+import type { TaskEvents } from '../queue/task-events.js';
+import type { TaskQueues } from '../queue/task-queues.js';
+import type { ToolRegistry } from '../tools/tool.js';
+import { zodProblems } from '../api/http.js';
+import type { AssignTaskBody } from '../api/schemas.js';
+import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from './plan.js';
+import { taskSummary, taskView } from './task-view.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface TaskServiceDeps {
+  config: Config;
+  logger: Logger;
+  registry: ToolRegistry;
+  store: TaskStore;
+  queues: TaskQueues;
+  /** The producer connection: fails fast while Redis is down. */
+  redis: Redis;
+  events: TaskEvents;
+  /** Builds the plan of a registered workflow, or returns undefined for an unknown name. */
+  planWorkflow?: (name: string, params: Record<string, unknown>, overrides: RunOverrides) => Promise<TaskPlan | undefined>;
+  /** Names of registered workflows, for the 404 of an unknown task_type. */
+  workflowNames?: () => Promise<string[]>;
+}
+
+/** JSON with sorted keys, so the same body hashes the same whatever its key order. */
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value)
+      .filter(([, inner]) => inner !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([key, inner]) => `${JSON.stringify(key)}:${canonical(inner)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function notFound(id: string): NotFoundError {
+  return new NotFoundError('task_not_found', `no task with id ${JSON.stringify(id)}`);
+}
+
+function assertRedis(redis: Redis): void {
+  if (redis.status !== 'ready') throw new DependencyUnavailableError('redis');
+}
+
+async function database<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    if (isTransientDatabaseError(error)) throw new DependencyUnavailableError('database', error);
+    throw error;
+  }
+}
+
+/** Tasks as the API sees them: submit, read, list, cancel, retry. Knows nothing of HTTP. */
+export class TaskService {
+  constructor(private readonly deps: TaskServiceDeps) {}
+
+  private async plan(body: AssignTaskBody): Promise<TaskPlan> {
+    const overrides: RunOverrides = {
+      ...(body.retry ? { retry: body.retry } : {}),
+      ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
+      ...(body.priority ? { priority: body.priority } : {}),
+    };
+    const tool = this.deps.registry.get(body.task_type);
+    if (tool) {
+      const params = tool.input.safeParse(body.params);
+      if (!params.success) {
+        throw new ValidationError(`params do not fit the input schema of tool '${tool.name}'`, zodProblems(params.error, ['params']), 'invalid_params');
+      }
+      return planToolTask(tool, params.data as Record<string, unknown>, overrides);
+    }
+    const workflow = await database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides));
+    if (workflow) return workflow;
+    const workflows = (await database(async () => this.deps.workflowNames?.())) ?? [];
+    throw new NotFoundError('unknown_task_type', `no tool or workflow is named ${JSON.stringify(body.task_type)}`, {
+      known_task_types: [...this.deps.registry.names(), ...workflows].sort(),
+      tools: this.deps.registry.names(),
+      workflows,
+    });
+  }
+
+  async submit(body: AssignTaskBody): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+    const plan = finishPlan(await this.plan(body));
+    // Known down: answer at once, before writing anything.
+    assertRedis(this.deps.redis);
+    const id = randomUUID();
+    const requestHash = createHash('sha256')
+      .update(canonical({ ...body, idempotency_key: undefined }))
+      .digest('hex');
+    const created = await database(() =>
+      this.deps.store.create(plan, {
+        id,
+        requestHash,
+        priority: body.priority ?? 0,
+        delayMs: body.delay_ms ?? 0,
+        ...(body.idempotency_key ? { idempotencyKey: body.idempotency_key } : {}),
+        ...(body.callback_url ? { callbackUrl: body.callback_url } : {}),
+      }),
+    );
+    if (!created.created) {
+      if (created.requestHash !== requestHash) {
+        throw new ConflictError('idempotency_conflict', 'this idempotency_key was used with a different request body', {
+          task_id: created.id,
+        });
+      }
+      return {
+        status: 200,
+        body: {
+          task_id: created.id,
+          status: 'assigned',
+          message: `Task '${body.task_type}' was already assigned with this idempotency_key`,
+          timestamp: new Date().toISOString(),
+        },
+      };
+    }
+    try {
+      await this.deps.queues.startRun({ taskId: id, run: 1, taskType: plan.taskType }, initialSteps(plan, body.delay_ms ?? 0));
+    } catch (error) {
+      // Nothing half-created: the task goes again, and the client is told to retry.
+      await this.deps.store.remove(id).catch((cleanup: Error) =>
+        this.deps.logger.error('could not remove a task that failed to enqueue', { task_id: id, error: cleanup.message }),
+      );
+      throw new DependencyUnavailableError('redis', error);
+    }
+    this.deps.logger.info('task assigned', { task_id: id, task_type: plan.taskType, steps: plan.steps.length });
+    return {
+      status: 202,
+      body: {
+        task_id: id,
+        status: 'assigned',
+        message: `Task '${body.task_type}' successfully assigned`,
+        timestamp: new Date().toISOString(),
+      },
+    };
+  }
+
+  async result(id: string, waitSeconds = 0, signal?: AbortSignal) {
+    if (!UUID.test(id)) throw notFound(id);
+    const waitMs = Math.min(waitSeconds, this.deps.config.RESULT_WAIT_MAX_S) * 1000;
+    if (waitMs > 0) {
+      await this.deps.events.waitForEnd(
+        id,
+        waitMs,
+        async () => {
+          const status = await database(() => this.deps.store.status(id));
+          return status === undefined || isFinished(status);
+        },
+        signal,
+      );
+    }
+    const task = await database(() => this.deps.store.get(id));
+    if (!task) throw notFound(id);
+    return taskView(task);
+  }
+
+  async list(filter: Omit<TaskFilter, 'cursor'> & { cursor?: string }) {
+    let cursor: TaskFilter['cursor'];
+    if (filter.cursor) {
+      const [at, id] = Buffer.from(filter.cursor, 'base64url').toString('utf8').split('|');
+      const createdAt = new Date(at ?? '');
+      if (!id || !UUID.test(id) || Number.isNaN(createdAt.getTime())) {
+        throw new ValidationError('the cursor is invalid', [{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
+      }
+      cursor = { createdAt, id };
+    }
+    const rows = await database(() => this.deps.store.list({ ...filter, cursor, limit: filter.limit + 1 }));
+    const page = rows.slice(0, filter.limit);
+    const last = page.at(-1);
+    return {
+      items: page.map(taskSummary),
+      next_cursor: rows.length > filter.limit && last ? Buffer.from(`${last.createdAt.toISOString()}|${last.id}`).toString('base64url') : null,
+    };
+  }
+
+  async cancel(id: string) {
+    if (!UUID.test(id)) throw notFound(id);
+    const outcome = await database(() => this.deps.store.cancel(id));
+    if (!outcome) throw notFound(id);
+    if (outcome.outcome === 'finished') {
+      throw new ConflictError('task_finished', `the task already ended (${outcome.status}); nothing to cancel`, { status: outcome.status });
+    }
+    // PostgreSQL has the cancellation, so no further step starts. Now stop what is running.
+    const { redis, queues, config, logger } = this.deps;
+    await Promise.all([
+      publishStop(redis, config.QUEUE_PREFIX, { taskId: id, reason: 'cancelled' }),
+      queues.dropUnstartedSteps({ taskId: id, run: outcome.run }),
+      publishEvents(redis, config.QUEUE_PREFIX, [{ taskId: id, status: 'cancelled', at: new Date().toISOString() }]),
+    ]).catch((error: Error) => logger.warn('task cancelled, but running steps could not be told', { task_id: id, error: error.message }));
+    logger.info('task cancelled', { task_id: id });
+    return { task_id: id, status: 'cancelled' as TaskStatus, message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() };
+  }
+
+  async retry(id: string) {
+    if (!UUID.test(id)) throw notFound(id);
+    assertRedis(this.deps.redis);
+    const outcome = await database(() =>
+      this.deps.store.resume(id, async ({ run, taskType, ready }) => {
+        try {
+          await this.deps.queues.startRun({ taskId: id, run, taskType }, ready);
+        } catch (error) {
+          throw new DependencyUnavailableError('redis', error);
+        }
+      }),
+    );
+    if (!outcome) throw notFound(id);
+    if (outcome.outcome === 'not_resumable') {
+      throw new ConflictError('task_not_retryable', `only a failed or cancelled task can be retried; this one is ${outcome.status}`, {
+        status: outcome.status,
+      });
+    }
+    this.deps.logger.info('task resumed', { task_id: id, run: outcome.run });
+    return { task_id: id, status: 'queued' as TaskStatus, run: outcome.run, message: 'Task resumed from its unfinished steps', timestamp: new Date().toISOString() };
+  }
+}

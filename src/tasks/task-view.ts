@@ -1,0 +1,58 @@
+import type { Step, Task } from '../generated/prisma/client.js';
+
+const FINISHED_STEP = new Set(['completed', 'failed', 'skipped', 'cancelled']);
+
+function iso(date: Date | null): string | null {
+  return date ? date.toISOString() : null;
+}
+
+export function stepView(step: Step) {
+  return {
+    id: step.stepId,
+    tool: step.tool,
+    status: step.status,
+    attempts: step.attempts,
+    depends_on: step.dependsOn,
+    started_at: iso(step.startedAt),
+    finished_at: iso(step.finishedAt),
+    duration_ms: step.startedAt && step.finishedAt ? step.finishedAt.getTime() - step.startedAt.getTime() : null,
+    ...(step.output !== null ? { output: step.output } : {}),
+    ...(step.error !== null ? { error: step.error } : {}),
+  };
+}
+
+/** The contract's answer to GET /result/:task_id. */
+export function taskView(task: Task & { steps: Step[] }) {
+  return {
+    task_id: task.id,
+    task_type: task.taskType,
+    ...(task.workflowName ? { workflow: { name: task.workflowName, version: task.workflowVersion } } : {}),
+    status: task.status,
+    ...(task.result !== null ? { result: task.result } : {}),
+    ...(task.error !== null ? { error: task.error } : {}),
+    progress: {
+      /** Steps that have finished, whatever their outcome. */
+      completed: task.steps.filter((step) => FINISHED_STEP.has(step.status)).length,
+      total: task.steps.length,
+    },
+    run: task.run,
+    steps: task.steps.map(stepView),
+    created_at: iso(task.createdAt),
+    started_at: iso(task.startedAt),
+    finished_at: iso(task.finishedAt),
+    timestamp: new Date().toISOString(),
+  };
+}
+
+export function taskSummary(task: Pick<Task, 'id' | 'taskType' | 'status' | 'createdAt' | 'startedAt' | 'finishedAt' | 'stepsTotal' | 'workflowName' | 'workflowVersion'>) {
+  return {
+    task_id: task.id,
+    task_type: task.taskType,
+    ...(task.workflowName ? { workflow: { name: task.workflowName, version: task.workflowVersion } } : {}),
+    status: task.status,
+    steps_total: task.stepsTotal,
+    created_at: iso(task.createdAt),
+    started_at: iso(task.startedAt),
+    finished_at: iso(task.finishedAt),
+  };
+}

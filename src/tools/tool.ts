@@ -1,0 +1,118 @@
+import { z } from 'zod';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+
+/** How a step is retried. `attempts` counts every try, the first included. */
+export interface RetryPolicy {
+  /** @defaultValue 3 */
+  attempts: number;
+  backoff: {
+    /** `exponential` doubles the delay after every failed attempt. */
+    type: 'fixed' | 'exponential';
+    /** Base delay before the second attempt. */
+    delay_ms: number;
+  };
+}
+
+/** At most `max` steps of this tool start per `duration_ms`, across all worker processes. */
+export interface RateLimit {
+  max: number;
+  duration_ms: number;
+}
+
+/** What a dependency of the running step ended with (workflows). */
+export interface DependencyResult {
+  status: 'completed' | 'failed';
+  output?: unknown;
+  error?: { name: string; message: string };
+}
+
+export interface ToolContext {
+  /** Fires when the step times out, the task is cancelled, or the worker is forced to stop. */
+  signal: AbortSignal;
+  taskId: string;
+  stepId: string;
+  /** 1 for the first try. */
+  attempt: number;
+  /** Carries task id, step id, tool and attempt on every line. */
+  logger: Logger;
+  config: Config;
+  /** Results of the steps this step depends on, by step id. */
+  dependencies: Readonly<Record<string, DependencyResult>>;
+}
+
+/**
+ * A tool adapter: one file under workers/adapters that names a tool, declares its input and
+ * output with zod, and runs it. See workers/adapters/approve-batches.ts for a small example.
+ */
+export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = z.ZodType> {
+  /** Letters, digits, `_` and `-`; it is also the task_type that runs this tool alone. */
+  name: string;
+  description: string;
+  input: In;
+  output: Out;
+  /** @defaultValue `{attempts: 3, backoff: {type: 'exponential', delay_ms: 1000}}` */
+  retry: RetryPolicy;
+  /** Each attempt is aborted after this long. @defaultValue 30000 */
+  timeout_ms: number;
+  /** @defaultValue none */
+  rate_limit?: RateLimit;
+  /** Most steps of this tool one worker process runs at once. @defaultValue WORKER_CONCURRENCY */
+  concurrency?: number;
+  run(input: z.output<In>, ctx: ToolContext): Promise<z.input<Out>>;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = Object.freeze({
+  attempts: 3,
+  backoff: Object.freeze({ type: 'exponential', delay_ms: 1000 }),
+}) as RetryPolicy;
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+type ToolSpec<In extends z.ZodType, Out extends z.ZodType> = Omit<Tool<In, Out>, 'retry' | 'timeout_ms'> &
+  Partial<Pick<Tool<In, Out>, 'retry' | 'timeout_ms'>>;
+
+export const TOOL_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
+
+/** Fills in the defaults and checks the name, so a registry only ever holds complete tools. */
+export function defineTool<In extends z.ZodType, Out extends z.ZodType>(spec: ToolSpec<In, Out>): Tool<In, Out> {
+  if (!TOOL_NAME.test(spec.name)) throw new Error(`tool name ${JSON.stringify(spec.name)} must match ${TOOL_NAME}`);
+  return Object.freeze({ ...spec, retry: spec.retry ?? DEFAULT_RETRY, timeout_ms: spec.timeout_ms ?? DEFAULT_TIMEOUT_MS });
+}
+
+export type AnyTool = Tool<z.ZodType, z.ZodType>;
+
+/** The tools a process knows, by name. */
+export class ToolRegistry {
+  private readonly tools = new Map<string, AnyTool>();
+
+  constructor(tools: Iterable<AnyTool>) {
+    for (const tool of tools) {
+      if (this.tools.has(tool.name)) throw new Error(`two tools are named ${tool.name}`);
+      this.tools.set(tool.name, tool);
+    }
+  }
+
+  get(name: string): AnyTool | undefined {
+    return this.tools.get(name);
+  }
+
+  has(name: string): boolean {
+    return this.tools.has(name);
+  }
+
+  names(): string[] {
+    return [...this.tools.keys()].sort();
+  }
+
+  list(): AnyTool[] {
+    return this.names().map((name) => this.tools.get(name)!);
+  }
+
+  /** Only the named tools; an unknown name is an error (a typo in WORKER_TOOLS must not pass). */
+  only(names: readonly string[]): ToolRegistry {
+    if (names.length === 0) return this;
+    const unknown = names.filter((name) => !this.tools.has(name));
+    if (unknown.length > 0) throw new Error(`unknown tools: ${unknown.join(', ')} (known: ${this.names().join(', ')})`);
+    return new ToolRegistry(names.map((name) => this.tools.get(name)!));
+  }
+}

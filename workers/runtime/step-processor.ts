@@ -1,0 +1,144 @@
+import { UnrecoverableError, type Job } from 'bullmq';
+import type { z } from 'zod';
+import type { Config } from '../../src/config.js';
+import {
+  coerceError,
+  NonRetryableError,
+  TaskStoppedError,
+  ToolTimeoutError,
+  toErrorRecord,
+} from '../../src/errors.js';
+import type { Logger } from '../../src/logger.js';
+import type { StepJobData } from '../../src/queue/jobs.js';
+import type { TaskQueues } from '../../src/queue/task-queues.js';
+import type { StepResults } from '../../src/persistence/step-results.js';
+import type { ToolRegistry } from '../../src/tools/tool.js';
+import type { StopSignals } from './stop-signals.js';
+
+export interface StepProcessorDeps {
+  config: Config;
+  logger: Logger;
+  registry: ToolRegistry;
+  results: StepResults;
+  queues: TaskQueues;
+  stops: StopSignals;
+}
+
+function problems(error: z.ZodError) {
+  return error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
+}
+
+/** Rejects when the signal fires, so an adapter that ignores its signal still loses the race. */
+function whenAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+}
+
+/**
+ * Runs one step job: checks with PostgreSQL that the step may start, runs the adapter under
+ * a timeout and the task's stop signal, commits the result, enqueues the dependents it made
+ * ready, and only then lets BullMQ acknowledge the job.
+ */
+export function createStepProcessor(deps: StepProcessorDeps) {
+  const { registry, results, queues, stops, config } = deps;
+
+  return async function processStep(job: Job<StepJobData>): Promise<unknown> {
+    const { taskId, run, stepId, tool: toolName } = job.data;
+    const attempt = job.attemptsMade + 1;
+    const logger = deps.logger.child({ task_id: taskId, step_id: stepId, tool: toolName, attempt, job_id: job.id });
+    const tool = registry.get(toolName);
+    if (!tool) throw new UnrecoverableError(`this worker has no tool ${toolName}`);
+
+    const startedAt = new Date();
+    const { runnable } = await results.start({ taskId, run, stepId, attempt, at: startedAt });
+    if (!runnable) {
+      // Finished already (delivered again after its worker died), skipped or cancelled. If it
+      // finished, make sure what it unblocked was enqueued before this job is acknowledged.
+      const dependents = await results.pendingDependents(taskId, run, stepId);
+      if (dependents.length > 0) await queues.addSteps({ taskId, run }, dependents);
+      logger.info('step not started: it already finished, or its task ended');
+      return { skipped: true };
+    }
+
+    const controller = new AbortController();
+    const untrack = stops.track(taskId, controller);
+    const timer = setTimeout(() => controller.abort(new ToolTimeoutError(job.data.timeoutMs)), job.data.timeoutMs);
+    let output: unknown;
+    try {
+      const input = tool.input.safeParse(job.data.input);
+      if (!input.success) throw new NonRetryableError(`input does not fit the ${toolName} tool's schema`, problems(input.error));
+      logger.debug('step started');
+      const raw = await Promise.race([
+        tool.run(input.data, {
+          signal: controller.signal,
+          taskId,
+          stepId,
+          attempt,
+          logger,
+          config,
+          dependencies: job.data.dependencies,
+        }),
+        whenAborted(controller.signal),
+      ]);
+      const checked = tool.output.safeParse(raw);
+      if (!checked.success) throw new NonRetryableError(`the ${toolName} tool returned output that does not fit its schema`, problems(checked.error));
+      output = checked.data;
+    } catch (thrown) {
+      const error = controller.signal.aborted && controller.signal.reason ? coerceError(controller.signal.reason) : coerceError(thrown);
+      await handleFailure(job, error, attempt, startedAt, logger);
+      throw error; // not reached: handleFailure throws
+    } finally {
+      clearTimeout(timer);
+      untrack();
+    }
+
+    const outcome = await results.finish({
+      taskId,
+      run,
+      stepId,
+      tool: toolName,
+      attempt,
+      status: 'completed',
+      output,
+      startedAt,
+      finishedAt: new Date(),
+    });
+    if (outcome.ready.length > 0) await queues.addSteps({ taskId, run }, outcome.ready);
+    logger.info('step completed', { duration_ms: Date.now() - startedAt.getTime(), recorded: outcome.recorded, task_ended: outcome.taskEnded });
+    return output;
+  };
+
+  async function handleFailure(job: Job<StepJobData>, error: Error, attempt: number, startedAt: Date, logger: Logger): Promise<never> {
+    const { taskId, run, stepId, tool } = job.data;
+    const stopped = error instanceof TaskStoppedError;
+    const final = stopped || error instanceof NonRetryableError || attempt >= job.data.retry.attempts;
+    const record = { ...toErrorRecord(error), retryable: !final };
+    if (!final) {
+      await results.retry({ taskId, run, stepId, attempt, error: record });
+      logger.warn('step attempt failed; it will be retried', { error: error.message });
+      // BullMQ retries it; the backoff strategy reads retryAfterMs from a RetryableError.
+      throw error;
+    }
+    const outcome = await results.finish({
+      taskId,
+      run,
+      stepId,
+      tool,
+      attempt,
+      status: stopped ? 'cancelled' : 'failed',
+      error: record,
+      input: job.data.input,
+      startedAt,
+      finishedAt: new Date(),
+    });
+    if (outcome.ready.length > 0) await queues.addSteps({ taskId, run }, outcome.ready);
+    if (outcome.skipped) await queues.dropUnstartedSteps({ taskId, run });
+    logger[stopped ? 'info' : 'error'](stopped ? 'step stopped with its task' : 'step failed', {
+      error: error.message,
+      task_ended: outcome.taskEnded,
+    });
+    throw new UnrecoverableError(error.message);
+  }
+}

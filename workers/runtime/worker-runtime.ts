@@ -1,0 +1,120 @@
+import { Worker, type MinimalJob } from 'bullmq';
+import type { Config } from '../../src/config.js';
+import { RetryableError } from '../../src/errors.js';
+import type { Logger } from '../../src/logger.js';
+import type { Prisma } from '../../src/persistence/database.js';
+import { StepResults } from '../../src/persistence/step-results.js';
+import { publishEvents } from '../../src/queue/channels.js';
+import { BACKOFF_TYPE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
+import { createRedis } from '../../src/queue/redis.js';
+import { TaskQueues } from '../../src/queue/task-queues.js';
+import type { ToolRegistry } from '../../src/tools/tool.js';
+import { retryDelay } from './backoff.js';
+import { createStepProcessor } from './step-processor.js';
+import { StopSignals } from './stop-signals.js';
+import { createTaskFinalizer } from './task-finalizer.js';
+
+export interface WorkerRuntimeOptions {
+  config: Config;
+  logger: Logger;
+  prisma: Prisma;
+  /** The tools this process runs (already narrowed by WORKER_TOOLS). */
+  registry: ToolRegistry;
+  /** Every tool the deployment knows: dependents may use tools this process does not run. */
+  allTools: readonly string[];
+}
+
+export interface WorkerRuntime {
+  workers: Worker[];
+  results: StepResults;
+  /** Stops taking jobs, lets running steps finish (up to WORKER_SHUTDOWN_TIMEOUT_MS), then closes everything. */
+  close(): Promise<{ drained: boolean }>;
+}
+
+/**
+ * One BullMQ worker per tool queue this process serves, plus one for the tasks queue (run
+ * roots). Each tool's worker runs up to min(tool.concurrency, WORKER_CONCURRENCY) steps and
+ * shares the tool's rate limit with every other process.
+ */
+export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
+  const { config, logger, prisma, registry } = options;
+  const connection = createRedis(config, 'worker', 'worker');
+  const subscriber = createRedis(config, 'subscriber', 'worker-stop');
+  const queues = new TaskQueues(connection, config, options.allTools);
+  const results = new StepResults(prisma, logger, (events) => {
+    publishEvents(connection, config.QUEUE_PREFIX, events).catch((error: Error) =>
+      logger.warn('could not publish step events', { error: error.message }),
+    );
+  });
+  const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
+  await stops.start();
+
+  const processStep = createStepProcessor({ config, logger, registry, results, queues, stops });
+  const common = {
+    connection,
+    prefix: config.QUEUE_PREFIX,
+    // Steps enqueue their dependents and commit results before being acknowledged; a lost
+    // worker's steps come back after the lock expires.
+    lockDuration: 30_000,
+    maxStalledCount: 3,
+  };
+  const workers: Worker[] = registry.list().map(
+    (tool) =>
+      new Worker<StepJobData>(toolQueueName(tool.name), processStep, {
+        ...common,
+        name: `${tool.name}@${process.pid}`,
+        concurrency: Math.min(tool.concurrency ?? Number.POSITIVE_INFINITY, config.WORKER_CONCURRENCY),
+        ...(tool.rate_limit ? { limiter: { max: tool.rate_limit.max, duration: tool.rate_limit.duration_ms } } : {}),
+        settings: {
+          backoffStrategy: (failures: number, type?: string, error?: Error, job?: MinimalJob) => {
+            if (type !== BACKOFF_TYPE || !job) return 0;
+            const data = job.data as StepJobData;
+            return retryDelay(data.retry.backoff, failures, error instanceof RetryableError ? error.retryAfterMs : undefined);
+          },
+        },
+      }),
+  );
+  workers.push(
+    new Worker(TASKS_QUEUE, createTaskFinalizer({ results, logger }), {
+      ...common,
+      name: `tasks@${process.pid}`,
+      concurrency: Math.max(10, config.WORKER_CONCURRENCY),
+    }),
+  );
+  for (const worker of workers) {
+    worker.on('error', (error) => logger.error('worker error', { queue: worker.name, error: error.message }));
+    worker.on('failed', (job, error) => {
+      // A job failed outside the processor (stalled too often): the run's root closes it.
+      if (job && /stalled/i.test(error.message)) logger.error('step job stalled too often', { job_id: job.id, error: error.message });
+    });
+  }
+  await Promise.all(workers.map((worker) => worker.waitUntilReady()));
+  logger.info('worker started', { tools: registry.names(), concurrency: config.WORKER_CONCURRENCY });
+
+  return {
+    workers,
+    results,
+    async close() {
+      // Stop taking jobs and wait for running ones, within the bound; past it, leave them: their
+      // locks expire and another worker runs them again (delivery is at least once).
+      const draining = Promise.all(workers.map((worker) => worker.close()));
+      let timer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        draining.then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), config.WORKER_SHUTDOWN_TIMEOUT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!drained) {
+        logger.warn('shutdown timeout reached with steps still running; they will be retried elsewhere');
+        await Promise.all(workers.map((worker) => worker.close(true).catch(() => undefined)));
+      }
+      await results.idle();
+      await queues.close();
+      subscriber.disconnect();
+      await connection.quit().catch(() => connection.disconnect());
+      return { drained };
+    },
+  };
+}
