@@ -1,0 +1,42 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import type { TestProject } from 'vitest/node';
+import { ensureDatabase, dropDatabase, withDatabase } from '../src/persistence/database.js';
+import { migrate } from '../src/persistence/migrate.js';
+import { silentLogger } from '../src/logger.js';
+import { databaseUrl, TEST_POSTGRES_URL, TEST_REDIS_URL } from './helpers/env.js';
+
+/**
+ * Once per run: checks that the real Redis and PostgreSQL answer, and builds a migrated
+ * template database that every test file clones (CREATE DATABASE ... TEMPLATE), which is much
+ * faster than migrating a database per file. The template's name is unique to this run, so
+ * two runs on one machine do not collide.
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const redis = new Redis(TEST_REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (error) {
+    throw new Error(`tests need Redis at ${TEST_REDIS_URL}: ${(error as Error).message}`);
+  } finally {
+    redis.disconnect();
+  }
+  const probe = new pg.Client({ connectionString: withDatabase(TEST_POSTGRES_URL) });
+  try {
+    await probe.connect();
+  } catch (error) {
+    throw new Error(`tests need PostgreSQL at ${TEST_POSTGRES_URL}: ${(error as Error).message}`);
+  } finally {
+    await probe.end().catch(() => undefined);
+  }
+  const template = `orch_tpl_${randomBytes(4).toString('hex')}`;
+  const url = databaseUrl(template);
+  await ensureDatabase(url);
+  await migrate(url, silentLogger());
+  project.provide('templateDatabase', template);
+  return async () => {
+    await dropDatabase(url).catch(() => undefined);
+  };
+}

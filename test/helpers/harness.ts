@@ -1,0 +1,174 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { inject } from 'vitest';
+import { loadConfig, type Config } from '../../src/config.js';
+import { createLogger, silentLogger, type Logger } from '../../src/logger.js';
+import { dropDatabase, ensureDatabase, openDatabase, type Database } from '../../src/persistence/database.js';
+import { startApi, type ApiServer } from '../../src/api/server.js';
+import { ToolRegistry, type AnyTool } from '../../src/tools/tool.js';
+import { builtinTools } from '../../workers/adapters/index.js';
+import { startWorker, type WorkerProcess } from '../../workers/worker.js';
+import { databaseUrl, TEST_REDIS_URL } from './env.js';
+
+export interface HarnessOptions {
+  /** Environment on top of the test defaults (database, prefix, quiet logs). */
+  env?: Record<string, string>;
+  /** Tools on top of the built-in ones (test doubles). */
+  tools?: AnyTool[];
+  /** Start the HTTP API in this process. @defaultValue true */
+  api?: boolean;
+  /** Start a worker in this process. @defaultValue true */
+  worker?: boolean;
+}
+
+export interface Harness {
+  config: Config;
+  env: Record<string, string>;
+  logger: Logger;
+  registry: ToolRegistry;
+  /** A database of its own, cloned from the migrated template. */
+  db: Database;
+  /** A plain Redis connection for assertions. */
+  redis: Redis;
+  api?: ApiServer;
+  worker?: WorkerProcess;
+  url: string;
+  request<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T; headers: Headers }>;
+  startWorker(env?: Record<string, string>): Promise<WorkerProcess>;
+  close(): Promise<void>;
+}
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${randomBytes(5).toString('hex')}`;
+}
+
+async function cloneTemplate(url: string): Promise<void> {
+  // Cloning fails while another clone of the same template is starting; try again.
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await ensureDatabase(url, inject('templateDatabase'));
+      return;
+    } catch (error) {
+      if (attempt >= 20 || !/being accessed by other users/.test((error as Error).message)) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+    }
+  }
+}
+
+/**
+ * An isolated Orchestrator for one test file: its own database and queue prefix against the
+ * machine's real Redis and PostgreSQL, with the API and a worker in this process.
+ */
+export async function createHarness(options: HarnessOptions = {}): Promise<Harness> {
+  const database = uniqueName('orch_test');
+  const prefix = `{${uniqueName('t')}}`;
+  const env: Record<string, string> = {
+    NODE_ENV: 'test',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    REDIS_URL: TEST_REDIS_URL,
+    DATABASE_URL: databaseUrl(database),
+    DATABASE_POOL_SIZE: '5',
+    QUEUE_PREFIX: prefix,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
+    WORKER_SHUTDOWN_TIMEOUT_MS: '5000',
+    ...options.env,
+  };
+  const config = loadConfig(env);
+  const logger = process.env.TEST_LOG_LEVEL ? createLogger(config) : silentLogger();
+  await cloneTemplate(config.DATABASE_URL);
+  const registry = new ToolRegistry([...builtinTools, ...(options.tools ?? [])]);
+  const db = openDatabase(config.DATABASE_URL, 3, logger);
+  const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
+  const workers: WorkerProcess[] = [];
+
+  const harness: Harness = {
+    config,
+    env,
+    logger,
+    registry,
+    db,
+    redis,
+    url: '',
+    async request(method, path, body, headers = {}) {
+      const response = await fetch(`${harness.url}${path}`, {
+        method,
+        headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+      });
+      const text = await response.text();
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // not JSON: keep the text
+      }
+      return { status: response.status, body: parsed as never, headers: response.headers };
+    },
+    async startWorker(extraEnv = {}) {
+      const worker = await startWorker(loadConfig({ ...env, ...extraEnv }), logger, registry);
+      workers.push(worker);
+      return worker;
+    },
+    async close() {
+      await harness.api?.close();
+      for (const worker of workers.reverse()) await worker.close();
+      await db.close();
+      const keys = await redis.keys(`${prefix}:*`);
+      for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
+      redis.disconnect();
+      await dropDatabase(config.DATABASE_URL);
+    },
+  };
+  if (options.worker !== false) harness.worker = await harness.startWorker();
+  if (options.api !== false) {
+    harness.api = await startApi(config, logger, registry);
+    harness.url = harness.api.url;
+  }
+  return harness;
+}
+
+export interface PollOptions {
+  timeoutMs?: number;
+  intervalMs?: number;
+  label: string;
+}
+
+/** Waits until `check` returns a value other than undefined/false, or fails naming what it waited for. */
+export async function poll<T>(check: () => Promise<T | undefined | false> | T | undefined | false, options: PollOptions): Promise<T> {
+  const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value as T;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${options.label}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 25));
+  }
+}
+
+const FINISHED = new Set(['completed', 'failed', 'cancelled']);
+
+/** Long-polls GET /result until the task ends. */
+export async function waitForTask(harness: Harness, taskId: string, timeoutMs = 20_000): Promise<any> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const left = Math.ceil((deadline - Date.now()) / 1000);
+    const { status, body } = await harness.request('GET', `/result/${taskId}?wait=${Math.max(1, Math.min(left, 10))}`);
+    if (status !== 200) throw new Error(`GET /result/${taskId} answered ${status}: ${JSON.stringify(body)}`);
+    if (FINISHED.has(body.status)) return body;
+    if (Date.now() > deadline) throw new Error(`task ${taskId} still ${body.status} after ${timeoutMs} ms`);
+  }
+}
+
+/** Submits a task and expects 202. */
+export async function submit(harness: Harness, body: Record<string, unknown>): Promise<string> {
+  const response = await harness.request('POST', '/assign-task', body);
+  if (response.status !== 202) throw new Error(`POST /assign-task answered ${response.status}: ${JSON.stringify(response.body)}`);
+  return response.body.task_id as string;
+}
