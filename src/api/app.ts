@@ -8,6 +8,9 @@ import { errorBody, errorMiddleware } from './http.js';
 import { systemRoutes, type SystemInfo } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
 import { toolRoutes } from './routes/tools.js';
+import { workflowRoutes } from './routes/workflows.js';
+import { deadLetterRoutes } from './routes/dead-letters.js';
+import type { WorkflowService } from '../workflows/workflow-service.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { TaskQueues } from '../queue/task-queues.js';
@@ -17,10 +20,9 @@ export interface AppDeps {
   logger: Logger;
   registry: ToolRegistry;
   tasks: TaskService;
+  workflows: WorkflowService;
   queues: TaskQueues;
   system: SystemInfo;
-  /** Routers added by later features (workflows, ...), mounted at the root. */
-  extraRoutes?: express.Router[];
 }
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -44,7 +46,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(systemRoutes(deps.system));
   app.use(taskRoutes(deps.tasks));
   app.use(toolRoutes(deps.registry));
-  for (const router of deps.extraRoutes ?? []) app.use(router);
+  app.use(workflowRoutes(deps.workflows, deps.tasks));
+  app.use(deadLetterRoutes(deps.tasks));
 
   const board = new ExpressAdapter();
   board.setBasePath('/admin/queues');

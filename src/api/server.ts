@@ -9,6 +9,8 @@ import { createRedis, waitForRedis } from '../queue/redis.js';
 import { TaskEvents } from '../queue/task-events.js';
 import { TaskQueues } from '../queue/task-queues.js';
 import { TaskService } from '../tasks/task-service.js';
+import { WorkflowStore } from '../persistence/workflow-store.js';
+import { WorkflowService } from '../workflows/workflow-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { createApp } from './app.js';
 
@@ -16,6 +18,7 @@ export interface ApiServer {
   server: Server;
   url: string;
   tasks: TaskService;
+  workflows: WorkflowService;
   /** Stops accepting connections, waits for requests in flight, then closes queues, database and Redis. */
   close(): Promise<void>;
 }
@@ -31,12 +34,25 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
   await events.start();
   const store = new TaskStore(db.prisma);
-  const tasks = new TaskService({ config, logger, registry, store, queues, redis, events });
+  const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger);
+  await workflows.loadExamples();
+  const tasks = new TaskService({
+    config,
+    logger,
+    registry,
+    store,
+    queues,
+    redis,
+    events,
+    planWorkflow: (name, params, overrides, paramsField) => workflows.plan(name, params, overrides, paramsField),
+    workflowNames: () => workflows.names(),
+  });
   const app = createApp({
     config,
     logger,
     registry,
     tasks,
+    workflows,
     queues,
     system: { name: PACKAGE.name, version: PACKAGE.version, startedAt: Date.now(), redis, pool: db.pool },
   });
@@ -56,6 +72,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     server,
     url,
     tasks,
+    workflows,
     async close() {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -217,4 +217,28 @@ export class TaskStore {
       { timeout: 15_000, maxWait: 5_000 },
     );
   }
+
+  /** Newest first, optionally for one task or tool; the cursor is the last row's (created_at, id). */
+  listDeadLetters(filter: { taskId?: string; tool?: string; limit: number; cursor?: { createdAt: Date; id: string } }) {
+    const where: P.DeadLetterWhereInput = {
+      ...(filter.taskId ? { taskId: filter.taskId } : {}),
+      ...(filter.tool ? { tool: filter.tool } : {}),
+    };
+    const cursor = filter.cursor;
+    return this.prisma.deadLetter.findMany({
+      where: cursor
+        ? { AND: [where, { OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] }
+        : where,
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+      take: filter.limit,
+    });
+  }
+
+  getDeadLetter(id: string) {
+    return this.prisma.deadLetter.findUnique({ where: { id } });
+  }
+
+  async markReplayed(id: string): Promise<void> {
+    await this.prisma.deadLetter.update({ where: { id }, data: { replayedAt: new Date() } });
+  }
 }

@@ -26,9 +26,16 @@ export interface TaskServiceDeps {
   redis: Redis;
   events: TaskEvents;
   /** Builds the plan of a registered workflow, or returns undefined for an unknown name. */
-  planWorkflow?: (name: string, params: Record<string, unknown>, overrides: RunOverrides) => Promise<TaskPlan | undefined>;
+  planWorkflow?: (name: string, params: Record<string, unknown>, overrides: RunOverrides, paramsField: string) => Promise<TaskPlan | undefined>;
   /** Names of registered workflows, for the 404 of an unknown task_type. */
   workflowNames?: () => Promise<string[]>;
+}
+
+export interface SubmitOptions {
+  /** POST /workflows/:name/execute: only a workflow may answer to the name. */
+  workflowOnly?: boolean;
+  /** Where params sit in the request body, for error paths. @defaultValue 'params' */
+  paramsField?: string;
 }
 
 /** JSON with sorted keys, so the same body hashes the same whatever its key order. */
@@ -64,22 +71,23 @@ async function database<T>(work: () => Promise<T>): Promise<T> {
 export class TaskService {
   constructor(private readonly deps: TaskServiceDeps) {}
 
-  private async plan(body: AssignTaskBody): Promise<TaskPlan> {
+  private async plan(body: AssignTaskBody, options: SubmitOptions): Promise<TaskPlan> {
     const overrides: RunOverrides = {
       ...(body.retry ? { retry: body.retry } : {}),
       ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
       ...(body.priority ? { priority: body.priority } : {}),
     };
-    const tool = this.deps.registry.get(body.task_type);
+    const tool = options.workflowOnly ? undefined : this.deps.registry.get(body.task_type);
     if (tool) {
       const params = tool.input.safeParse(body.params);
       if (!params.success) {
-        throw new ValidationError(`params do not fit the input schema of tool '${tool.name}'`, zodProblems(params.error, ['params']), 'invalid_params');
+        throw new ValidationError(`params do not fit the input schema of tool '${tool.name}'`, zodProblems(params.error, [options.paramsField ?? 'params']), 'invalid_params');
       }
       return planToolTask(tool, params.data as Record<string, unknown>, overrides);
     }
-    const workflow = await database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides));
+    const workflow = await database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides, options.paramsField ?? 'params'));
     if (workflow) return workflow;
+    if (options.workflowOnly) throw new NotFoundError('workflow_not_found', `no workflow is named ${JSON.stringify(body.task_type)}`);
     const workflows = (await database(async () => this.deps.workflowNames?.())) ?? [];
     throw new NotFoundError('unknown_task_type', `no tool or workflow is named ${JSON.stringify(body.task_type)}`, {
       known_task_types: [...this.deps.registry.names(), ...workflows].sort(),
@@ -88,8 +96,8 @@ export class TaskService {
     });
   }
 
-  async submit(body: AssignTaskBody): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
-    const plan = finishPlan(await this.plan(body));
+  async submit(body: AssignTaskBody, options: SubmitOptions = {}): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+    const plan = finishPlan(await this.plan(body, options));
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
     const id = randomUUID();
@@ -163,21 +171,13 @@ export class TaskService {
   }
 
   async list(filter: Omit<TaskFilter, 'cursor'> & { cursor?: string }) {
-    let cursor: TaskFilter['cursor'];
-    if (filter.cursor) {
-      const [at, id] = Buffer.from(filter.cursor, 'base64url').toString('utf8').split('|');
-      const createdAt = new Date(at ?? '');
-      if (!id || !UUID.test(id) || Number.isNaN(createdAt.getTime())) {
-        throw new ValidationError('the cursor is invalid', [{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
-      }
-      cursor = { createdAt, id };
-    }
+    const cursor: TaskFilter['cursor'] = filter.cursor ? decodeCursor(filter.cursor) : undefined;
     const rows = await database(() => this.deps.store.list({ ...filter, cursor, limit: filter.limit + 1 }));
     const page = rows.slice(0, filter.limit);
     const last = page.at(-1);
     return {
       items: page.map(taskSummary),
-      next_cursor: rows.length > filter.limit && last ? Buffer.from(`${last.createdAt.toISOString()}|${last.id}`).toString('base64url') : null,
+      next_cursor: rows.length > filter.limit && last ? encodeCursor(last.createdAt, last.id) : null,
     };
   }
 
@@ -220,4 +220,50 @@ export class TaskService {
     this.deps.logger.info('task resumed', { task_id: id, run: outcome.run });
     return { task_id: id, status: 'queued' as TaskStatus, run: outcome.run, message: 'Task resumed from its unfinished steps', timestamp: new Date().toISOString() };
   }
+
+  async deadLetters(filter: { taskId?: string; tool?: string; limit: number; cursor?: string }) {
+    const cursor = filter.cursor ? decodeCursor(filter.cursor) : undefined;
+    if (filter.taskId && !UUID.test(filter.taskId)) return { items: [], next_cursor: null };
+    const rows = await database(() => this.deps.store.listDeadLetters({ ...filter, cursor, limit: filter.limit + 1 }));
+    const page = rows.slice(0, filter.limit);
+    const last = page.at(-1);
+    return {
+      items: page.map((row) => ({
+        id: row.id,
+        task_id: row.taskId,
+        step_id: row.stepId,
+        run: row.run,
+        tool: row.tool,
+        input: row.input,
+        error: row.error,
+        attempts: row.attempts,
+        created_at: row.createdAt.toISOString(),
+        replayed_at: row.replayedAt?.toISOString() ?? null,
+      })),
+      next_cursor: rows.length > filter.limit && last ? encodeCursor(last.createdAt, last.id) : null,
+    };
+  }
+
+  /** Replaying a dead letter resumes its task, as POST /tasks/:id/retry does. */
+  async replayDeadLetter(id: string) {
+    if (!UUID.test(id)) throw new NotFoundError('dead_letter_not_found', `no dead letter with id ${JSON.stringify(id)}`);
+    const letter = await database(() => this.deps.store.getDeadLetter(id));
+    if (!letter) throw new NotFoundError('dead_letter_not_found', `no dead letter with id ${JSON.stringify(id)}`);
+    const resumed = await this.retry(letter.taskId);
+    await database(() => this.deps.store.markReplayed(id));
+    return { ...resumed, dead_letter_id: id };
+  }
+}
+
+function encodeCursor(createdAt: Date, id: string): string {
+  return Buffer.from(`${createdAt.toISOString()}|${id}`).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  const createdAt = new Date(at ?? '');
+  if (!id || !UUID.test(id) || Number.isNaN(createdAt.getTime())) {
+    throw new ValidationError('the cursor is invalid', [{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
+  }
+  return { createdAt, id };
 }

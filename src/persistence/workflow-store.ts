@@ -1,0 +1,98 @@
+import { Prisma as P } from '../generated/prisma/client.js';
+import type { Prisma } from './database.js';
+import type { WorkflowDefinition } from '../workflows/definition.js';
+
+export interface StoredWorkflow {
+  name: string;
+  version: number;
+  description: string | null;
+  definition: WorkflowDefinition;
+  createdAt: Date;
+  archivedAt: Date | null;
+}
+
+/**
+ * Workflow definitions, versioned: posting a name again stores the next version; archiving
+ * hides the name but keeps every version, and tasks keep the version they started with.
+ * The newest version of a name is its current one.
+ */
+export class WorkflowStore {
+  constructor(private readonly prisma: Prisma) {}
+
+  /** Stores the next version of `definition.name`. Two writers of one name both succeed, one after the other. */
+  async create(definition: WorkflowDefinition): Promise<StoredWorkflow> {
+    for (let attempt = 1; ; attempt += 1) {
+      const latest = await this.prisma.workflow.findFirst({ where: { name: definition.name }, orderBy: { version: 'desc' }, select: { version: true } });
+      try {
+        const row = await this.prisma.workflow.create({
+          data: {
+            name: definition.name,
+            version: (latest?.version ?? 0) + 1,
+            description: definition.description ?? null,
+            definition: definition as unknown as P.InputJsonValue,
+          },
+        });
+        return row as unknown as StoredWorkflow;
+      } catch (error) {
+        // Another writer took this version number between our read and our insert.
+        if (attempt < 5 && error instanceof P.PrismaClientKnownRequestError && error.code === 'P2002') continue;
+        throw error;
+      }
+    }
+  }
+
+  /** Stores version 1 unless the name has any version (archived ones included). */
+  async createIfAbsent(definition: WorkflowDefinition): Promise<boolean> {
+    if (await this.prisma.workflow.findFirst({ where: { name: definition.name }, select: { version: true } })) return false;
+    try {
+      await this.prisma.workflow.create({
+        data: { name: definition.name, version: 1, description: definition.description ?? null, definition: definition as unknown as P.InputJsonValue },
+      });
+      return true;
+    } catch (error) {
+      if (error instanceof P.PrismaClientKnownRequestError && error.code === 'P2002') return false;
+      throw error;
+    }
+  }
+
+  /** The current version, or a given one; archived names are not current. */
+  async get(name: string, version?: number): Promise<StoredWorkflow | undefined> {
+    const row =
+      version === undefined
+        ? await this.prisma.workflow.findFirst({ where: { name }, orderBy: { version: 'desc' } })
+        : await this.prisma.workflow.findUnique({ where: { name_version: { name, version } } });
+    if (!row || (version === undefined && row.archivedAt)) return undefined;
+    return row as unknown as StoredWorkflow;
+  }
+
+  /** The current version of every name that is not archived. */
+  async list(): Promise<StoredWorkflow[]> {
+    const rows = await this.prisma.$queryRawUnsafe<{ name: string; version: number; description: string | null; definition: WorkflowDefinition; created_at: Date; archived_at: Date | null }[]>(
+      `SELECT DISTINCT ON (name) name, version, description, definition, created_at, archived_at
+         FROM workflows ORDER BY name, version DESC`,
+    );
+    return rows
+      .filter((row) => row.archived_at === null)
+      .map((row) => ({ name: row.name, version: row.version, description: row.description, definition: row.definition, createdAt: row.created_at, archivedAt: null }));
+  }
+
+  async names(): Promise<string[]> {
+    return (await this.list()).map((workflow) => workflow.name);
+  }
+
+  versions(name: string) {
+    return this.prisma.workflow.findMany({
+      where: { name },
+      orderBy: { version: 'desc' },
+      select: { version: true, description: true, createdAt: true, archivedAt: true },
+    });
+  }
+
+  /** Archives every version of the name. Returns how many versions it has, 0 when unknown. */
+  async archive(name: string): Promise<{ versions: number; archived: boolean }> {
+    const versions = await this.prisma.workflow.count({ where: { name } });
+    if (versions === 0) return { versions, archived: false };
+    const updated = await this.prisma.workflow.updateMany({ where: { name, archivedAt: null }, data: { archivedAt: new Date() } });
+    return { versions, archived: updated.count > 0 };
+  }
+}

@@ -1,0 +1,104 @@
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NotFoundError, ValidationError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { StoredWorkflow, WorkflowStore } from '../persistence/workflow-store.js';
+import type { ToolRegistry } from '../tools/tool.js';
+import { zodProblems } from '../api/http.js';
+import type { RunOverrides, TaskPlan } from '../tasks/plan.js';
+import { checkWorkflow } from './check.js';
+import { compileWorkflow } from './compile.js';
+import { workflowDefinitionSchema, type WorkflowDefinition } from './definition.js';
+
+export const EXAMPLES_DIR = fileURLToPath(new URL('./examples/', import.meta.url));
+
+export function workflowView(workflow: StoredWorkflow) {
+  return {
+    ...workflow.definition,
+    version: workflow.version,
+    created_at: workflow.createdAt.toISOString(),
+    archived_at: workflow.archivedAt?.toISOString() ?? null,
+  };
+}
+
+/** Workflow definitions as the API sees them: checked before storing, compiled for each run. */
+export class WorkflowService {
+  constructor(
+    private readonly store: WorkflowStore,
+    private readonly registry: ToolRegistry,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Parses and checks a definition; every problem is reported at once, with its JSON path. */
+  validate(body: unknown): WorkflowDefinition {
+    const parsed = workflowDefinitionSchema.safeParse(body);
+    if (!parsed.success) throw new ValidationError('the workflow definition is invalid', zodProblems(parsed.error), 'invalid_workflow');
+    const problems = checkWorkflow(parsed.data, this.registry);
+    if (problems.length > 0) throw new ValidationError('the workflow definition is invalid', problems, 'invalid_workflow');
+    return parsed.data;
+  }
+
+  async define(body: unknown) {
+    const definition = this.validate(body);
+    const stored = await this.store.create(definition);
+    this.logger.info('workflow stored', { workflow: stored.name, version: stored.version });
+    return workflowView(stored);
+  }
+
+  async get(name: string, version?: number) {
+    const workflow = await this.store.get(name, version);
+    if (!workflow) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}${version ? ` version ${version}` : ''}`);
+    return workflowView(workflow);
+  }
+
+  async list() {
+    return (await this.store.list()).map((workflow) => ({
+      name: workflow.name,
+      version: workflow.version,
+      description: workflow.description,
+      parameters: workflow.definition.parameters,
+      steps: workflow.definition.steps.length,
+      created_at: workflow.createdAt.toISOString(),
+    }));
+  }
+
+  async versions(name: string) {
+    const versions = await this.store.versions(name);
+    if (versions.length === 0) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}`);
+    return versions.map((version) => ({
+      version: version.version,
+      description: version.description,
+      created_at: version.createdAt.toISOString(),
+      archived_at: version.archivedAt?.toISOString() ?? null,
+    }));
+  }
+
+  async archive(name: string) {
+    const outcome = await this.store.archive(name);
+    if (outcome.versions === 0) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}`);
+    return outcome;
+  }
+
+  /** The plan of a run of the current version, or undefined when no such workflow is active. */
+  async plan(name: string, params: Record<string, unknown>, overrides: RunOverrides, paramsField = 'params'): Promise<TaskPlan | undefined> {
+    const workflow = await this.store.get(name);
+    if (!workflow) return undefined;
+    return compileWorkflow(workflow.definition, workflow.version, params, overrides, this.registry, paramsField);
+  }
+
+  names(): Promise<string[]> {
+    return this.store.names();
+  }
+
+  /** Stores each example shipped with the service unless a workflow of that name exists (even archived). */
+  async loadExamples(dir = EXAMPLES_DIR): Promise<string[]> {
+    const loaded: string[] = [];
+    for (const file of (await readdir(dir)).filter((name) => name.endsWith('.json')).sort()) {
+      const definition = this.validate(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
+      if (await this.store.createIfAbsent(definition)) loaded.push(definition.name);
+    }
+    if (loaded.length > 0) this.logger.info('loaded example workflows', { workflows: loaded });
+    return loaded;
+  }
+}
