@@ -1,0 +1,74 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { poll } from './harness.js';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** When the process ended (Date.now()). */
+  at: number;
+}
+
+/** A TypeScript entry point run by `node --import tsx` in its own process. */
+export interface NodeProcess {
+  child: ChildProcess;
+  /** stdout and stderr so far, interleaved. */
+  readonly output: string;
+  exited: Promise<Exit>;
+  /** Resolves once the output matches; fails with the output so far if the process ends first. */
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Sends a signal and resolves with how the process ended. */
+  signal(signal: NodeJS.Signals): Promise<Exit>;
+  /** Kills the process if it still runs (SIGKILL); safe to call twice. */
+  kill(): Promise<void>;
+}
+
+export function runEntry(entry: string, env: Record<string, string>): NodeProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    cwd: REPO_ROOT,
+    // PATH and HOME only from this process: every setting the service reads is explicit.
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  let exit: Exit | undefined;
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
+  const exited = new Promise<Exit>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exit = { code, signal, at: Date.now() };
+      resolve(exit);
+    });
+  });
+
+  const handle: NodeProcess = {
+    child,
+    get output() {
+      return output;
+    },
+    exited,
+    async waitForOutput(pattern, timeoutMs = 20_000) {
+      await poll(
+        () => {
+          if (pattern.test(output)) return true;
+          if (exit) throw new Error(`process exited (${exit.code ?? exit.signal}) before printing ${pattern}:\n${output}`);
+          return false;
+        },
+        { label: `${entry} to print ${pattern}`, timeoutMs },
+      ).catch((error: Error) => {
+        throw new Error(`${error.message}\noutput so far:\n${output}`);
+      });
+    },
+    async signal(signal) {
+      if (!exit) child.kill(signal);
+      return exited;
+    },
+    async kill() {
+      if (!exit) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  return handle;
+}
