@@ -1,14 +1,11 @@
-# syntax=docker/dockerfile:1
-#
 # One image for both processes:
 #   API     docker run -p 3000:3000 orchestrator                       (the default CMD)
 #   worker  docker run orchestrator node --import tsx workers/main.ts
 # Configuration comes from the environment: see .env.template. Each process creates its
 # database if missing and applies migrations on start, so no separate migration step is needed.
 
-# Prisma 7 needs Node 20.19 or newer (package.json "engines").
-
 # ---- build: install every dependency and generate the Prisma client ----------------------------
+# Prisma 7 needs Node 20.19 or newer (package.json "engines"); both stages use the same base.
 FROM node:20.19-bookworm-slim AS build
 WORKDIR /app
 
@@ -16,7 +13,8 @@ WORKDIR /app
 # or the schema change. postinstall runs scripts/prisma-generate.mjs, the same path as on every
 # other machine: it reads prisma.config.ts and prisma/schema.prisma and writes
 # src/generated/prisma. Generating needs no engine, and the script points
-# PRISMA_SCHEMA_ENGINE_BINARY at an existing file so the build works without binaries.prisma.sh.
+# PRISMA_SCHEMA_ENGINE_BINARY at an existing file so the build works without binaries.prisma.sh
+# (the engine download that @prisma/engines attempts on install fails silently there).
 # Dev dependencies are installed on purpose: prisma generates the client and tsx runs the service.
 COPY package.json package-lock.json prisma.config.ts ./
 COPY scripts ./scripts
@@ -35,9 +33,9 @@ WORKDIR /app
 ENV NODE_ENV=production
 
 # The whole node_modules, dev dependencies included. The service runs its TypeScript through tsx,
-# which is a devDependency (package.json is not ours to change here), so `npm prune --omit=dev`
-# would leave an image that cannot start. What the runtime stage still drops is the npm cache
-# and anything else the build stage left behind.
+# which is a devDependency, so `npm prune --omit=dev` would leave an image that cannot start.
+# (Moving tsx to "dependencies", or compiling to JavaScript, would allow pruning.) What the
+# runtime stage still drops is the npm cache and anything else the build stage left behind.
 # Files stay owned by root and read-only to the service: it never writes under /app.
 # prisma.config.ts is for the Prisma CLI only (e.g. `npx prisma migrate status` from inside the
 # container); the service reads DATABASE_URL from its own config.

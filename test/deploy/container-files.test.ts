@@ -1,0 +1,281 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { ConfigError, loadConfig } from '../../src/config.js';
+
+/**
+ * Checks Dockerfile, docker-compose.yml, .dockerignore and .env.template without a Docker
+ * engine (none runs on CI): they must agree with the repository and with src/config.ts, so a
+ * renamed file or a renamed setting breaks this test instead of a user's deployment.
+ */
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
+
+// ---- src/config.ts -------------------------------------------------------------------------
+
+/**
+ * Whether src/config.ts reads `name`. The schema is not exported and silently drops unknown
+ * keys, so probe: a known key either shows up in the parsed config or is named in the
+ * ConfigError for a value it rejects; an unknown key does neither.
+ */
+function isConfigKey(name: string): boolean {
+  try {
+    return Object.hasOwn(loadConfig({ [name]: 'probe' }), name);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return error.message.split('\n').some((line) => line.trimStart().startsWith(`${name}:`));
+  }
+}
+
+// ---- docker-compose.yml --------------------------------------------------------------------
+
+type Env = Record<string, string>;
+
+interface ComposeService {
+  image?: string;
+  build?: unknown;
+  command?: string | string[];
+  environment?: Record<string, string | number | boolean | null> | string[];
+  ports?: unknown[];
+  container_name?: string;
+  depends_on?: Record<string, { condition?: string }> | string[];
+  healthcheck?: { test?: string | string[]; disable?: boolean };
+  stop_grace_period?: string;
+}
+
+interface ComposeFile {
+  services: Record<string, ComposeService>;
+}
+
+/** Compose's interpolation with an empty shell environment: `${VAR:-default}`, `${VAR-default}`, `${VAR}`, `$$`. */
+function interpolate(value: string): string {
+  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g, (match, _name, fallback: string | undefined) =>
+    match === '$$' ? '$' : (fallback ?? ''),
+  );
+}
+
+function environmentOf(service: ComposeService): Env {
+  const raw = service.environment ?? {};
+  const entries = Array.isArray(raw)
+    ? raw.map((item) => {
+        const [key = '', ...rest] = item.split('=');
+        return [key, rest.join('=')] as const;
+      })
+    : Object.entries(raw).map(([key, value]) => [key, value === null ? '' : String(value)] as const);
+  return Object.fromEntries(entries.map(([key, value]) => [key, interpolate(value)]));
+}
+
+/** A compose duration (`45s`, `1m30s`, `1500ms`) in milliseconds. */
+function durationMs(value: string): number {
+  const parts = [...value.matchAll(/(\d+(?:\.\d+)?)(h|ms|m|s|us)/g)];
+  expect(parts.map((part) => part[0]).join(''), `duration ${value}`).toBe(value);
+  const unit = { h: 3_600_000, m: 60_000, s: 1_000, ms: 1, us: 0.001 } as const;
+  return parts.reduce((total, [, amount, suffix]) => total + Number(amount) * unit[suffix as keyof typeof unit], 0);
+}
+
+const commandText = (command: string | string[] | undefined) => (Array.isArray(command) ? command.join(' ') : (command ?? ''));
+
+// `<<` merge keys are YAML 1.1; docker compose supports them, the yaml package when asked.
+const compose = parse(read('docker-compose.yml'), { merge: true }) as ComposeFile;
+const services = compose.services;
+const APP_SERVICES = ['api', 'worker'] as const;
+
+// ---- Dockerfile ----------------------------------------------------------------------------
+
+interface Instruction {
+  keyword: string;
+  args: string;
+  stage: number;
+}
+
+/** Instructions in order, continuation lines joined, comments dropped, each with its stage index. */
+function dockerfileInstructions(text: string): Instruction[] {
+  const logical: string[] = [];
+  let current = '';
+  for (const line of text.split('\n')) {
+    if (/^\s*#/.test(line)) continue;
+    if (line.trimEnd().endsWith('\\')) {
+      current += `${line.trimEnd().slice(0, -1)} `;
+      continue;
+    }
+    current += line;
+    if (current.trim()) logical.push(current.trim());
+    current = '';
+  }
+  if (current.trim()) logical.push(current.trim());
+  let stage = -1;
+  return logical.map((line) => {
+    const [, keyword = '', args = ''] = /^(\S+)\s*(.*)$/s.exec(line) ?? [];
+    if (keyword.toUpperCase() === 'FROM') stage += 1;
+    return { keyword: keyword.toUpperCase(), args: args.trim(), stage };
+  });
+}
+
+/** Arguments of a shell-form or JSON-form instruction. */
+function splitArgs(args: string): string[] {
+  return args.startsWith('[') ? (JSON.parse(args) as string[]) : args.split(/\s+/).filter(Boolean);
+}
+
+const dockerfile = dockerfileInstructions(read('Dockerfile'));
+const froms = dockerfile.filter((instruction) => instruction.keyword === 'FROM');
+const finalStage = froms.length - 1;
+const inFinalStage = (keyword: string) => dockerfile.filter((i) => i.stage === finalStage && i.keyword === keyword);
+
+const dockerignore = read('.dockerignore')
+  .split('\n')
+  .map((line) => line.trim())
+  .filter((line) => line && !line.startsWith('#') && !line.startsWith('!'));
+
+// ---- the tests -----------------------------------------------------------------------------
+
+describe('docker-compose.yml', () => {
+  it('defines redis, postgres, api and worker', () => {
+    expect(Object.keys(services)).toEqual(expect.arrayContaining(['redis', 'postgres', 'api', 'worker']));
+  });
+
+  it('runs Redis with noeviction (BullMQ requires it) and an append-only file', () => {
+    const command = commandText(services.redis?.command);
+    expect(command).toMatch(/--maxmemory-policy\s+noeviction/);
+    expect(command).toMatch(/--appendonly\s+yes/);
+  });
+
+  it('gives redis and postgres healthchecks, and api and worker wait for them', () => {
+    for (const name of ['redis', 'postgres']) {
+      expect(services[name]?.healthcheck?.test, `${name} healthcheck`).toBeTruthy();
+      expect(services[name]?.healthcheck?.disable, `${name} healthcheck`).not.toBe(true);
+    }
+    for (const name of APP_SERVICES) {
+      const dependsOn = services[name]?.depends_on;
+      expect(dependsOn, `${name} depends_on`).toMatchObject({
+        redis: { condition: 'service_healthy' },
+        postgres: { condition: 'service_healthy' },
+      });
+    }
+  });
+
+  it('publishes the API port and keeps the image healthcheck on the API', () => {
+    expect(services.api?.ports?.map(String)).toContain('3000:3000');
+    expect(services.api?.healthcheck?.disable).not.toBe(true);
+  });
+
+  it('lets the worker scale: no container_name, no ports', () => {
+    const worker = services.worker!;
+    expect(worker).toBeDefined();
+    expect(worker.container_name).toBeUndefined();
+    expect(worker.ports ?? []).toEqual([]);
+    // The image's HEALTHCHECK calls the HTTP API, which a worker does not serve.
+    expect(worker.healthcheck?.disable === true || worker.healthcheck?.test !== undefined).toBe(true);
+  });
+
+  it('runs api and worker from the same build, with entry points that exist', () => {
+    expect(services.api?.build).toBeDefined();
+    expect(services.worker?.image ?? services.worker?.build).toBeDefined();
+    if (services.worker?.image) expect(services.worker.image).toBe(services.api?.image);
+    const command = services.worker?.command;
+    const argv = Array.isArray(command) ? command : (command ?? '').split(/\s+/);
+    const workerScript = argv.find((arg) => arg.endsWith('.ts'));
+    expect(workerScript).toBe('workers/main.ts');
+    expect(existsSync(path.join(ROOT, workerScript!))).toBe(true);
+  });
+
+  it('sets only environment variables that src/config.ts reads, with values it accepts', () => {
+    for (const name of APP_SERVICES) {
+      const env = environmentOf(services[name]!);
+      expect(Object.keys(env).length, `${name} environment`).toBeGreaterThan(0);
+      for (const key of Object.keys(env)) expect(isConfigKey(key), `${name}: ${key} is not read by src/config.ts`).toBe(true);
+      // Hostnames such as `redis` and `postgres` are valid in the URLs.
+      const config = loadConfig(env);
+      expect(new URL(config.REDIS_URL).hostname).toBe('redis');
+      expect(new URL(config.DATABASE_URL).hostname).toBe('postgres');
+      expect(config.HOST, 'a container must listen on every interface').toBe('0.0.0.0');
+    }
+  });
+
+  it('gives a stopping worker longer than WORKER_SHUTDOWN_TIMEOUT_MS before SIGKILL', () => {
+    const worker = services.worker!;
+    const timeout = loadConfig(environmentOf(worker)).WORKER_SHUTDOWN_TIMEOUT_MS;
+    expect(worker.stop_grace_period, 'worker stop_grace_period').toBeDefined();
+    expect(durationMs(worker.stop_grace_period!)).toBeGreaterThan(timeout);
+  });
+
+  // `docker compose config` validates the file against the Compose specification without an
+  // engine. CI machines have the docker client but not always its compose plugin (this one
+  // has neither an engine nor the plugin), so only this check is skipped when it is missing.
+  const probe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
+  const composeMissing = probe.error ? 'no docker binary on PATH' : probe.status !== 0 ? 'docker has no compose plugin' : '';
+  it.skipIf(composeMissing !== '')(`passes docker compose config -q${composeMissing ? ` (skipped: ${composeMissing})` : ''}`, () => {
+    const result = spawnSync('docker', ['compose', '-f', 'docker-compose.yml', 'config', '-q'], { cwd: ROOT, encoding: 'utf8' });
+    expect(result.status, result.stderr).toBe(0);
+  });
+});
+
+describe('Dockerfile', () => {
+  it('is multi-stage', () => {
+    expect(froms.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('builds on Node 20.19 or newer (Prisma 7 needs it)', () => {
+    for (const from of froms) {
+      const image = splitArgs(from.args).find((arg) => !arg.startsWith('--'))!;
+      const tag = /^(?:docker\.io\/)?(?:library\/)?node:(\d+)\.(\d+)/.exec(image);
+      expect(tag, `FROM ${image} must name node:<major>.<minor>`).not.toBeNull();
+      const [major, minor] = [Number(tag![1]), Number(tag![2])];
+      expect(major > 20 || (major === 20 && minor >= 19), `FROM ${image}`).toBe(true);
+    }
+  });
+
+  it('runs the final stage as a user other than root', () => {
+    const users = inFinalStage('USER');
+    expect(users.length, 'USER in the final stage').toBeGreaterThan(0);
+    const user = users.at(-1)!.args.split(':')[0];
+    expect(['root', '0']).not.toContain(user);
+  });
+
+  it('has a HEALTHCHECK on /health and starts node directly (signals reach the service)', () => {
+    const [healthcheck] = inFinalStage('HEALTHCHECK');
+    expect(healthcheck?.args).toMatch(/\/health/);
+    const cmd = inFinalStage('CMD').at(-1);
+    expect(cmd?.args.startsWith('['), 'CMD in exec form').toBe(true);
+    const argv = splitArgs(cmd!.args);
+    expect(argv[0]).toBe('node');
+    const script = argv.find((arg) => arg.endsWith('.ts'));
+    expect(script).toBe('src/api/main.ts');
+    expect(existsSync(path.join(ROOT, script!))).toBe(true);
+    expect(inFinalStage('EXPOSE').map((i) => i.args)).toContain('3000');
+  });
+
+  it('copies only paths that exist and that .dockerignore does not exclude', () => {
+    const sources = dockerfile
+      .filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD')
+      .map((i) => splitArgs(i.args))
+      .filter((args) => !args.some((arg) => arg.startsWith('--from=')))
+      .flatMap((args) => args.filter((arg) => !arg.startsWith('--')).slice(0, -1));
+    expect(sources.length).toBeGreaterThan(0);
+    for (const source of sources) {
+      const relative = source.replace(/^\.\//, '').replace(/\/$/, '');
+      expect(existsSync(path.join(ROOT, relative)), `COPY ${source}: not in the repository`).toBe(true);
+      const excludedBy = dockerignore.find((pattern) => relative === pattern || relative.startsWith(`${pattern}/`));
+      expect(excludedBy, `COPY ${source} is excluded by .dockerignore`).toBeUndefined();
+    }
+  });
+});
+
+describe('.env.template', () => {
+  // Lines like `PORT=3000` or `# PORT=3000`.
+  const documented = new Set(
+    [...read('.env.template').matchAll(/^#?\s?([A-Z][A-Z0-9_]*)=/gm)].map((match) => match[1]!),
+  );
+
+  it('documents only variables that src/config.ts reads', () => {
+    for (const key of documented) expect(isConfigKey(key), `${key} is not read by src/config.ts`).toBe(true);
+  });
+
+  it('documents every variable that src/config.ts reads', () => {
+    // Keys with a default (optional ones without a default, like LOG_FILE, are covered above).
+    for (const key of Object.keys(loadConfig({}))) expect(documented.has(key), `${key} missing from .env.template`).toBe(true);
+  });
+});
