@@ -1,10 +1,34 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { ensureDatabase } from './persistence/database.js';
 import { migrate } from './persistence/migrate.js';
 
 export const PACKAGE = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { name: string; version: string };
+
+/**
+ * Reads `.env` from the working directory when there is one. Variables already set in the
+ * environment win, so a deployment's own settings are never overridden by a stray file.
+ */
+export function loadDotEnv(file = '.env'): void {
+  if (existsSync(file)) process.loadEnvFile(file);
+}
+
+/**
+ * Runs a process's start-up; a failure (bad configuration, database unreachable) is printed as
+ * one clear line instead of a stack trace, and the process exits with status 1.
+ */
+export async function boot(name: string, start: () => Promise<void>): Promise<void> {
+  try {
+    loadDotEnv();
+    await start();
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    process.stderr.write(`${name} could not start: ${message}\n`);
+    if (process.env.LOG_LEVEL === 'debug' && error instanceof Error && error.stack) process.stderr.write(`${error.stack}\n`);
+    process.exit(1);
+  }
+}
 
 /** Creates the database when missing and applies pending migrations. Every process does this on start. */
 export async function prepareDatabase(config: Pick<Config, 'DATABASE_URL'>, logger: Logger): Promise<void> {

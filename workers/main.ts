@@ -1,15 +1,17 @@
-import { closeOnSignals, prepareDatabase } from '../src/bootstrap.js';
+import { boot, closeOnSignals, prepareDatabase } from '../src/bootstrap.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { createToolRegistry } from './adapters/index.js';
 import { startWorker } from './worker.js';
 
 /** `npm run worker`: a worker process. Run as many as you need, on as many machines. */
-const config = loadConfig();
-const logger = createLogger(config).child({ process: 'worker', pid: process.pid });
-await prepareDatabase(config, logger);
-const worker = await startWorker(config, logger, createToolRegistry());
-closeOnSignals(logger, async () => {
-  const { drained } = await worker.close();
-  logger.info('worker stopped', { drained });
+await boot('worker', async () => {
+  const config = loadConfig();
+  const logger = createLogger(config).child({ process: 'worker', pid: process.pid });
+  await prepareDatabase(config, logger);
+  const worker = await startWorker(config, logger, createToolRegistry());
+  closeOnSignals(logger, async () => {
+    const { drained } = await worker.close();
+    logger.info('worker stopped', { drained });
+  });
 });

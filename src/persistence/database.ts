@@ -63,8 +63,10 @@ export async function ensureDatabase(url: string, template?: string): Promise<bo
     await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}${from}`);
     return true;
   } catch (error) {
-    // Another process created it between our check and our CREATE.
-    if ((error as { code?: string }).code === '42P04') return false;
+    // Another process created it between our check and our CREATE: PostgreSQL answers either
+    // "database exists" or a unique violation on pg_database, depending on timing.
+    const code = (error as { code?: string }).code;
+    if (code === '42P04' || code === '23505') return false;
     throw error;
   } finally {
     await client.end();
