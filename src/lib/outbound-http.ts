@@ -52,6 +52,13 @@ function once(policy: HostPolicy, url: URL, request: OutboundRequest, method: st
   const client = url.protocol === 'https:' ? https : http;
   const limit = request.maxResponseBytes ?? 10 * 1024 * 1024;
   return new Promise<OutboundResponse>((resolve, reject) => {
+    // Settled once: after an oversized answer is cut off, its 'end' must not resolve a truncated body.
+    let failed = false;
+    const fail = (error: unknown) => {
+      if (failed) return;
+      failed = true;
+      reject(error);
+    };
     const req = client.request(
       url,
       {
@@ -66,15 +73,18 @@ function once(policy: HostPolicy, url: URL, request: OutboundRequest, method: st
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (chunk: Buffer) => {
+          if (failed) return;
           size += chunk.length;
           if (size > limit) {
-            req.destroy(new NonRetryableError(`response larger than ${limit} bytes`));
+            fail(new NonRetryableError(`response larger than ${limit} bytes`));
+            req.destroy();
             return;
           }
           chunks.push(chunk);
         });
-        res.on('error', reject);
+        res.on('error', fail);
         res.on('end', () => {
+          if (failed) return;
           const headers: Record<string, string> = {};
           for (const [key, value] of Object.entries(res.headers)) {
             if (value !== undefined) headers[key] = Array.isArray(value) ? value.join(', ') : value;
@@ -83,7 +93,7 @@ function once(policy: HostPolicy, url: URL, request: OutboundRequest, method: st
         });
       },
     );
-    req.on('error', reject);
+    req.on('error', fail);
     if (body !== undefined) req.write(body);
     req.end();
   });

@@ -19,6 +19,8 @@ export interface NodeProcess {
   exited: Promise<Exit>;
   /** Resolves once the output matches; fails with the output so far if the process ends first. */
   waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<void>;
+  /** Resolves with how the process ended; fails if it still runs after `timeoutMs`. */
+  waitForExit(timeoutMs?: number): Promise<Exit>;
   /** Sends a signal and resolves with how the process ended. */
   signal(signal: NodeJS.Signals): Promise<Exit>;
   /** Kills the process if it still runs (SIGKILL); safe to call twice. */
@@ -58,6 +60,11 @@ export function runEntry(entry: string, env: Record<string, string>): NodeProces
         },
         { label: `${entry} to print ${pattern}`, timeoutMs },
       ).catch((error: Error) => {
+        throw new Error(`${error.message}\noutput so far:\n${output}`);
+      });
+    },
+    async waitForExit(timeoutMs = 20_000) {
+      return poll(() => exit, { label: `${entry} to exit`, timeoutMs }).catch((error: Error) => {
         throw new Error(`${error.message}\noutput so far:\n${output}`);
       });
     },

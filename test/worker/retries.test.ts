@@ -1,0 +1,156 @@
+import { Queue } from 'bullmq';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
+import { createHarness, poll, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
+
+/** Gaps between consecutive attempts, from the times the flaky tool recorded. */
+function gaps(times: number[]): number[] {
+  return times.slice(1).map((time, index) => time - times[index]!);
+}
+
+// How late BullMQ may start a delayed retry on a busy 2-core machine, on top of its delay.
+const SCHEDULING_SLACK_MS = 1_500;
+
+describe('retries and backoff', () => {
+  let h: Harness;
+  let queues: Map<string, Queue>;
+
+  beforeAll(async () => {
+    h = await createHarness({ tools: testTools, api: true });
+    queues = new Map();
+  });
+  afterAll(async () => {
+    for (const queue of queues.values()) await queue.close();
+    await h.close();
+    await closeTestConnections();
+  });
+
+  function queue(tool: string): Queue {
+    let found = queues.get(tool);
+    if (!found) {
+      found = new Queue(toolQueueName(tool), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+      queues.set(tool, found);
+    }
+    return found;
+  }
+
+  async function observed(key: string): Promise<string[]> {
+    return h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, key), 0, -1);
+  }
+
+  /** The step's BullMQ job has failed for good: BullMQ will not run another attempt. */
+  async function waitForJobFailed(taskId: string, tool: string): Promise<void> {
+    await poll(async () => (await queue(tool).getJobState(stepJobId(taskId, 1, tool))) === 'failed', {
+      label: `job of ${tool} step of ${taskId} to be failed in BullMQ`,
+    });
+  }
+
+  it('retries a flaky step until it succeeds, with exponentially growing, jittered delays', async () => {
+    const key = uniqueName('flaky');
+    // The tool's own policy: 4 attempts, exponential from 100 ms.
+    const id = await submit(h, { task_type: 'flaky', params: { succeed_on: 3, key } });
+    const result = await waitForTask(h, id);
+    expect(result.status).toBe('completed');
+    expect(result.result).toMatchObject({ attempt: 3 });
+    expect(result.steps[0]).toMatchObject({ status: 'completed', attempts: 3, output: { attempt: 3 } });
+
+    const times = (await observed(key)).map(Number);
+    expect(times).toHaveLength(3);
+    const [first, second] = gaps(times) as [number, number];
+    // Equal jitter: delay n lies in [base*2^(n-1)/2, base*2^(n-1)].
+    expect(first).toBeGreaterThanOrEqual(50);
+    expect(second).toBeGreaterThanOrEqual(100);
+    expect(first).toBeLessThan(100 + SCHEDULING_SLACK_MS);
+    expect(second).toBeLessThan(200 + SCHEDULING_SLACK_MS);
+  });
+
+  it('doubles the delay with every failure (three gaps under a per-task exponential policy)', async () => {
+    const key = uniqueName('flaky');
+    const id = await submit(h, {
+      task_type: 'flaky',
+      params: { succeed_on: 4, key },
+      retry: { attempts: 4, backoff: { type: 'exponential', delay_ms: 160 } },
+    });
+    const result = await waitForTask(h, id);
+    expect(result.steps[0]).toMatchObject({ status: 'completed', attempts: 4 });
+    const [first, second, third] = gaps((await observed(key)).map(Number)) as [number, number, number];
+    // Lower bounds half of 160, 320, 640. A fixed delay of 160 could never give the third gap.
+    expect(first).toBeGreaterThanOrEqual(80);
+    expect(second).toBeGreaterThanOrEqual(160);
+    expect(third).toBeGreaterThanOrEqual(320);
+    // The largest first delay (160) is below the smallest third one (320): growth shows despite jitter.
+    expect(third).toBeGreaterThan(first);
+  });
+
+  it('uses the retry policy of the POST body: 2 attempts make a step that needs 3 fail', async () => {
+    const key = uniqueName('flaky');
+    const id = await submit(h, {
+      task_type: 'flaky',
+      params: { succeed_on: 3, key },
+      retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 20 } },
+    });
+    const result = await waitForTask(h, id);
+    expect(result.status).toBe('failed');
+    expect(result.steps[0]).toMatchObject({ status: 'failed', attempts: 2 });
+    expect(result.steps[0].error).toMatchObject({ name: 'RetryableError', message: 'attempt 2 failed on purpose' });
+    await waitForJobFailed(id, 'flaky');
+    expect(await observed(key)).toHaveLength(2);
+  });
+
+  it('honours retry_after_ms of a RetryableError when it asks for more than the backoff', async () => {
+    const key = uniqueName('flaky');
+    const id = await submit(h, { task_type: 'flaky', params: { succeed_on: 2, key, retry_after_ms: 700 } });
+    const result = await waitForTask(h, id);
+    expect(result.steps[0]).toMatchObject({ status: 'completed', attempts: 2 });
+    const [gap] = gaps((await observed(key)).map(Number)) as [number];
+    // The tool's backoff alone would wait 50-100 ms.
+    expect(gap).toBeGreaterThanOrEqual(700);
+    expect(gap).toBeLessThan(700 + SCHEDULING_SLACK_MS);
+  });
+
+  it('fails a non-retryable error after exactly one attempt, with a dead letter', async () => {
+    const key = uniqueName('broken');
+    const id = await submit(h, { task_type: 'broken', params: { retryable: false, message: 'no point trying again', key } });
+    const result = await waitForTask(h, id);
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatchObject({ step: 'broken', name: 'NonRetryableError', message: 'no point trying again' });
+    expect(result.steps[0]).toMatchObject({ status: 'failed', attempts: 1 });
+    expect(result.steps[0].error).toMatchObject({ name: 'NonRetryableError', message: 'no point trying again', retryable: false });
+    await waitForJobFailed(id, 'broken');
+    expect(await observed(key)).toEqual(['1']);
+
+    const letters = await h.db.prisma.deadLetter.findMany({ where: { taskId: id } });
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({
+      stepId: 'broken',
+      run: 1,
+      tool: 'broken',
+      attempts: 1,
+      input: { retryable: false, message: 'no point trying again', key },
+      error: { name: 'NonRetryableError', message: 'no point trying again' },
+      replayedAt: null,
+    });
+  });
+
+  it("fails a retryable error after the tool's 3 attempts, with one dead letter", async () => {
+    const key = uniqueName('broken');
+    const id = await submit(h, { task_type: 'broken', params: { retryable: true, key } });
+    const result = await waitForTask(h, id);
+    expect(result.status).toBe('failed');
+    expect(result.error).toMatchObject({ name: 'RetryableError', message: 'broken on purpose' });
+    expect(result.steps[0]).toMatchObject({ status: 'failed', attempts: 3 });
+    await waitForJobFailed(id, 'broken');
+    expect(await observed(key)).toEqual(['1', '2', '3']);
+    const letters = await h.db.prisma.deadLetter.findMany({ where: { taskId: id } });
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({ attempts: 3, error: { name: 'RetryableError', retryable: false } });
+  });
+
+  it('writes no dead letter for a step that succeeded after retries', async () => {
+    const key = uniqueName('flaky');
+    const id = await submit(h, { task_type: 'flaky', params: { succeed_on: 2, key } });
+    expect((await waitForTask(h, id)).status).toBe('completed');
+    expect(await h.db.prisma.deadLetter.count({ where: { taskId: id } })).toBe(0);
+  });
+});
