@@ -92,6 +92,14 @@ export class TaskStoppedError extends Error {
   }
 }
 
+/** The worker process is stopping past its drain bound; the step will run again elsewhere. */
+export class WorkerStoppingError extends Error {
+  override name = 'WorkerStoppingError';
+  constructor() {
+    super('the worker is shutting down');
+  }
+}
+
 /** Turns anything thrown into an Error. */
 export function coerceError(thrown: unknown): Error {
   if (thrown instanceof Error) return thrown;

@@ -29,8 +29,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const redis = createRedis(config, 'producer', 'api');
   const subscriber = createRedis(config, 'subscriber', 'api-events');
   // Start even while Redis is down: the API then answers 503 and recovers by itself.
-  await waitForRedis(redis).catch((error: Error) => logger.warn('Redis not reachable yet', { error: error.message }));
-  const queues = new TaskQueues(redis, config, registry.names());
+  await waitForRedis(redis, 2_000).catch((error: Error) => logger.warn('Redis not reachable yet', { error: error.message }));
+  const queues = new TaskQueues(redis, config, registry.names(), logger);
   const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
   await events.start();
   const store = new TaskStore(db.prisma);

@@ -19,6 +19,11 @@ import type { TransitionEvent } from '../queue/channels.js';
  * in the same run, so a step that runs twice (a lost lock, a killed worker) keeps its first result.
  */
 
+/**
+ * `attempt` counts deliveries of the step's job (BullMQ's attemptsStarted): a retry and a
+ * delivery after a lost lock both count, so a step stuck "running" behind a dead worker can
+ * be claimed again, while two deliveries of the same attempt cannot both start.
+ */
 export type StepStart = { kind: 'start'; taskId: string; run: number; stepId: string; attempt: number; at: Date };
 
 /** A failed attempt that will be retried. */
@@ -207,8 +212,19 @@ export class StepResults {
         };
         const result: Outcome[] = events.map(() => undefined);
 
-        // Starts: a step may start only while its task is active and it is queued or running.
-        const starts = events.flatMap((event, index) => (event.kind === 'start' && isActive(event) ? [{ event, index }] : []));
+        // Starts: a step may start only while its task is active and it is queued, or running
+        // under an earlier delivery. Of several starts of one step in this batch, the latest
+        // delivery is the one that counts.
+        const latestStart = new Map<string, StepStart>();
+        for (const event of events) {
+          if (event.kind !== 'start') continue;
+          const key = `${event.taskId}/${event.stepId}`;
+          const seen = latestStart.get(key);
+          if (!seen || event.attempt > seen.attempt) latestStart.set(key, event);
+        }
+        const starts = events.flatMap((event, index) =>
+          event.kind === 'start' && isActive(event) && latestStart.get(`${event.taskId}/${event.stepId}`) === event ? [{ event, index }] : [],
+        );
         const started = new Set<string>();
         if (starts.length > 0) {
           const rows = await tx.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
@@ -216,7 +232,7 @@ export class StepResults {
                     started_at = COALESCE(s.started_at, v.at)
                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::timestamptz[]) AS v(task_id, step_id, run, attempt, at)
               WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run
-                AND s.status IN ('queued', 'running')
+                AND (s.status = 'queued' OR (s.status = 'running' AND s.attempts < v.attempt))
           RETURNING s.task_id::text AS task_id, s.step_id`,
             starts.map(({ event }) => event.taskId),
             starts.map(({ event }) => event.stepId),
@@ -243,7 +259,10 @@ export class StepResults {
           }
         }
         events.forEach((event, index) => {
-          if (event.kind === 'start') result[index] = { runnable: started.has(`${event.taskId}/${event.stepId}`) };
+          if (event.kind === 'start') {
+            const key = `${event.taskId}/${event.stepId}`;
+            result[index] = { runnable: started.has(key) && latestStart.get(key) === event };
+          }
         });
 
         // Failed attempts that will be retried: keep the latest error visible.
@@ -261,8 +280,19 @@ export class StepResults {
           );
         }
 
-        // Results. Only a step still queued or running takes one: the first result wins.
-        const finishes = events.flatMap((event, index) => (event.kind === 'finish' ? [{ event, index }] : []));
+        // Results. Only a step still queued or running takes one: the first result wins, in
+        // this batch too (a later finish of the same step and run is answered "not recorded").
+        const firstFinish = new Set<string>();
+        const finishes = events.flatMap((event, index) => {
+          if (event.kind !== 'finish') return [];
+          const key = `${event.taskId}/${event.stepId}/${event.run}`;
+          if (firstFinish.has(key)) {
+            result[index] = { recorded: false, ready: [], skipped: false };
+            return [];
+          }
+          firstFinish.add(key);
+          return [{ event, index }];
+        });
         if (finishes.length === 0) return result;
         const recordedRows = await tx.$queryRawUnsafe<
           { task_id: string; step_id: string; status: string; on_failure: 'fail' | 'continue'; dependents: string[] }[]
@@ -388,8 +418,11 @@ export class StepResults {
         const counted = [...finishedPerTask].filter(([id]) => taskById.get(id)?.status !== 'failed');
         const completedTasks = new Set<string>();
         if (counted.length > 0) {
+          // A task still "queued" whose step reports a result has evidently started.
           const rows = await tx.$queryRawUnsafe<{ id: string; steps_remaining: number }[]>(
-            `UPDATE tasks t SET steps_remaining = t.steps_remaining - v.n
+            `UPDATE tasks t SET steps_remaining = t.steps_remaining - v.n,
+                    status = CASE WHEN t.status = 'queued' THEN 'running'::"TaskStatus" ELSE t.status END,
+                    started_at = COALESCE(t.started_at, now())
                FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE t.id = v.id
            RETURNING t.id::text AS id, t.steps_remaining`,
             counted.map(([id]) => id),

@@ -28,7 +28,9 @@ export class TaskEvents {
         this.logger.warn('ignored a malformed task event', { error: (error as Error).message });
       }
     });
-    await this.subscriber.subscribe(eventsChannel(this.prefix));
+    // Not awaited: an API started while Redis is down must still listen (and answer 503);
+    // ioredis subscribes once Redis is back, and again after every reconnect.
+    this.subscriber.subscribe(eventsChannel(this.prefix)).catch((error: Error) => this.logger.warn('events subscription failed', { error: error.message }));
   }
 
   private wake(taskId: string): void {

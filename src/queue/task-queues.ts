@@ -1,6 +1,7 @@
 import { FlowProducer, Queue, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
 import {
   BACKOFF_TYPE,
   stepJobId,
@@ -42,11 +43,17 @@ export class TaskQueues {
     private readonly connection: Redis,
     private readonly config: Pick<Config, 'QUEUE_PREFIX' | 'QUEUE_KEEP_COMPLETED' | 'QUEUE_KEEP_FAILED'>,
     toolNames: Iterable<string>,
+    logger: Logger,
   ) {
     const options = { connection, prefix: config.QUEUE_PREFIX };
     this.tasks = new Queue<TaskJobData>(TASKS_QUEUE, options);
     for (const tool of toolNames) this.toolQueues.set(tool, new Queue<StepJobData>(toolQueueName(tool), options));
     this.flows = new FlowProducer(options);
+    // Connection errors also fail the calls that meet them; without a listener BullMQ prints
+    // every reconnect attempt to stderr.
+    const onError = (error: Error) => logger.debug('queue connection error', { error: error.message });
+    this.flows.on('error', onError);
+    for (const queue of this.all()) queue.on('error', onError);
   }
 
   /** Every queue, for Bull Board and metrics. */

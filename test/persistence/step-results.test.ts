@@ -93,12 +93,7 @@ describe('StepResults: idempotent step writes', () => {
     expect(await h.db.prisma.deadLetter.count({ where: { taskId: id } })).toBe(0);
   });
 
-  // Known bug in src/persistence/step-results.ts (flush): two finishes of one step in one batch
-  // both match the single row of the UPDATE ... FROM unnest(...), both are reported recorded, and
-  // steps_remaining drops by 2, so the task completes although step b never ran. Owned by the
-  // engineer editing step-results.ts; flip to `it` once finishes are deduplicated per
-  // (task, step, run) before the UPDATE.
-  it.fails('records a result once even when two finishes of one step are committed in the same batch', async () => {
+  it('records a result once even when two finishes of one step are committed in the same batch', async () => {
     const id = await newTask();
     // Added in the same tick: the batcher writes them in one transaction.
     const outcomes = await Promise.all([finish(id, 'a', { output: { from: 'one' } }), finish(id, 'a', { attempt: 2, output: { from: 'two' } })]);
@@ -150,12 +145,23 @@ describe('StepResults: idempotent step writes', () => {
     expect(await stepRow(id, 'b')).toMatchObject({ status: 'completed', attempts: 1 });
   });
 
-  it('lets a running step start again (a redelivery after a lost lock) and marks the task running', async () => {
+  it('lets a running step start again only under a later delivery (a redelivery after a lost lock)', async () => {
     const id = await newTask();
     expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 1, at: new Date() })).toEqual({ runnable: true });
     expect(await taskRow(id)).toMatchObject({ status: 'running' });
-    expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 1, at: new Date() })).toEqual({ runnable: true });
-    expect(await stepRow(id, 'a')).toMatchObject({ status: 'running', attempts: 1 });
+    // The same delivery twice: the second must not run the step a second time.
+    expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 1, at: new Date() })).toEqual({ runnable: false });
+    expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 2, at: new Date() })).toEqual({ runnable: true });
+    expect(await stepRow(id, 'a')).toMatchObject({ status: 'running', attempts: 2 });
+  });
+
+  it('starts a step once when two deliveries of it arrive in the same batch', async () => {
+    const id = await newTask();
+    const outcomes = await Promise.all([
+      results.start({ taskId: id, run: 1, stepId: 'a', attempt: 1, at: new Date() }),
+      results.start({ taskId: id, run: 1, stepId: 'a', attempt: 2, at: new Date() }),
+    ]);
+    expect(outcomes).toEqual([{ runnable: false }, { runnable: true }]);
   });
 
   it('answers runnable: false for a task that does not exist', async () => {
@@ -163,7 +169,7 @@ describe('StepResults: idempotent step writes', () => {
   });
 
   it('keeps one job when the same step job is enqueued twice (deterministic job id)', async () => {
-    const queues = new TaskQueues(h.redis, h.config, h.registry.names());
+    const queues = new TaskQueues(h.redis, h.config, h.registry.names(), h.logger);
     const raw = new Queue(toolQueueName('echo'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
     try {
       const id = await newTask();

@@ -76,14 +76,7 @@ describe('graceful shutdown of a worker process', () => {
     expect(worker.output).toMatch(/closed drained=true/);
   });
 
-  // Known bug in workers/runtime/worker-runtime.ts (close): past WORKER_SHUTDOWN_TIMEOUT_MS it
-  // calls worker.close(true), but BullMQ's Worker.close returns the close already in progress
-  // (`if (this.closing) return this.closing`), which still waits for the running step. So the
-  // process only exits when the step ends by itself (here after 6 s), not after 600 ms. Flip to
-  // `it` once the runtime stops waiting (abort the running steps' signals and close the
-  // connections instead of awaiting a second worker.close).
-  // Last in this file: it leaves a step whose job stays locked in Redis until the lock expires.
-  it.fails('stops waiting for a running step after WORKER_SHUTDOWN_TIMEOUT_MS and still exits 0', async () => {
+  it('stops waiting for a running step after WORKER_SHUTDOWN_TIMEOUT_MS and still exits 0', async () => {
     const worker = await startChild({ WORKER_SHUTDOWN_TIMEOUT_MS: '600' });
     const id = await submit(h, { task_type: 'sleep', params: { ms: 6_000 } });
     await poll(async () => (await result(id)).steps[0].status === 'running', { label: 'the long sleep step to run in the child' });

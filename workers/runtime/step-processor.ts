@@ -6,6 +6,7 @@ import {
   NonRetryableError,
   TaskStoppedError,
   ToolTimeoutError,
+  WorkerStoppingError,
   toErrorRecord,
 } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
@@ -46,13 +47,16 @@ export function createStepProcessor(deps: StepProcessorDeps) {
 
   return async function processStep(job: Job<StepJobData>): Promise<unknown> {
     const { taskId, run, stepId, tool: toolName } = job.data;
+    // The try number the retry policy counts (1 for the first); a redelivery after a lost lock
+    // keeps it. `delivery` counts every start and is what PostgreSQL records as attempts.
     const attempt = job.attemptsMade + 1;
+    const delivery = Math.max(job.attemptsStarted, attempt);
     const logger = deps.logger.child({ task_id: taskId, step_id: stepId, tool: toolName, attempt, job_id: job.id });
     const tool = registry.get(toolName);
     if (!tool) throw new UnrecoverableError(`this worker has no tool ${toolName}`);
 
     const startedAt = new Date();
-    const { runnable } = await results.start({ taskId, run, stepId, attempt, at: startedAt });
+    const { runnable } = await results.start({ taskId, run, stepId, attempt: delivery, at: startedAt });
     if (!runnable) {
       // Finished already (delivered again after its worker died), skipped or cancelled. If it
       // finished, make sure what it unblocked was enqueued before this job is acknowledged.
@@ -87,7 +91,10 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       output = checked.data;
     } catch (thrown) {
       const error = controller.signal.aborted && controller.signal.reason ? coerceError(controller.signal.reason) : coerceError(thrown);
-      await handleFailure(job, error, attempt, startedAt, logger);
+      // The worker is being forced to stop: record nothing. The job's lock expires and another
+      // worker runs the step again; this is not a failed attempt.
+      if (error instanceof WorkerStoppingError) throw error;
+      await handleFailure(job, error, attempt, delivery, startedAt, logger);
       throw error; // not reached: handleFailure throws
     } finally {
       clearTimeout(timer);
@@ -99,7 +106,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       run,
       stepId,
       tool: toolName,
-      attempt,
+      attempt: delivery,
       status: 'completed',
       output,
       startedAt,
@@ -110,13 +117,20 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     return output;
   };
 
-  async function handleFailure(job: Job<StepJobData>, error: Error, attempt: number, startedAt: Date, logger: Logger): Promise<never> {
+  async function handleFailure(
+    job: Job<StepJobData>,
+    error: Error,
+    attempt: number,
+    delivery: number,
+    startedAt: Date,
+    logger: Logger,
+  ): Promise<never> {
     const { taskId, run, stepId, tool } = job.data;
     const stopped = error instanceof TaskStoppedError;
     const final = stopped || error instanceof NonRetryableError || attempt >= job.data.retry.attempts;
     const record = { ...toErrorRecord(error), retryable: !final };
     if (!final) {
-      await results.retry({ taskId, run, stepId, attempt, error: record });
+      await results.retry({ taskId, run, stepId, attempt: delivery, error: record });
       logger.warn('step attempt failed; it will be retried', { error: error.message });
       // BullMQ retries it; the backoff strategy reads retryAfterMs from a RetryableError.
       throw error;
@@ -126,7 +140,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       run,
       stepId,
       tool,
-      attempt,
+      attempt: delivery,
       status: stopped ? 'cancelled' : 'failed',
       error: record,
       input: job.data.input,

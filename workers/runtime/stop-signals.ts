@@ -30,7 +30,14 @@ export class StopSignals {
         this.logger.warn('ignored a malformed stop message', { error: (error as Error).message });
       }
     });
-    await this.subscriber.subscribe(stopChannel(this.prefix));
+    // Not awaited: while Redis is down the subscription waits for it, and ioredis subscribes
+    // again after every reconnect.
+    this.subscriber.subscribe(stopChannel(this.prefix)).catch((error: Error) => this.logger.warn('stop channel subscription failed', { error: error.message }));
+  }
+
+  /** Aborts every step this process runs (a forced shutdown). */
+  abortAll(reason: Error): void {
+    for (const controllers of this.running.values()) for (const controller of controllers) controller.abort(reason);
   }
 
   /** Registers a running step; call the returned function when it ends. */

@@ -1,6 +1,6 @@
 import { Worker, type MinimalJob } from 'bullmq';
 import type { Config } from '../../src/config.js';
-import { RetryableError } from '../../src/errors.js';
+import { RetryableError, WorkerStoppingError } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
 import type { Prisma } from '../../src/persistence/database.js';
 import { StepResults } from '../../src/persistence/step-results.js';
@@ -40,7 +40,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const { config, logger, prisma, registry } = options;
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
-  const queues = new TaskQueues(connection, config, options.allTools);
+  const queues = new TaskQueues(connection, config, options.allTools, logger);
   const results = new StepResults(prisma, logger, (events) => {
     publishEvents(connection, config.QUEUE_PREFIX, events).catch((error: Error) =>
       logger.warn('could not publish step events', { error: error.message }),
@@ -107,8 +107,15 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       ]);
       clearTimeout(timer);
       if (!drained) {
-        logger.warn('shutdown timeout reached with steps still running; they will be retried elsewhere');
-        await Promise.all(workers.map((worker) => worker.close(true).catch(() => undefined)));
+        // Past the bound: stop the adapters' work and drop the connections without
+        // acknowledging anything. The steps' locks expire and other workers run them again.
+        logger.warn('shutdown timeout reached with steps still running; they will run again elsewhere');
+        stops.abortAll(new WorkerStoppingError());
+        for (const worker of workers) void worker.close(true).catch(() => undefined);
+        subscriber.disconnect();
+        connection.disconnect();
+        await queues.close().catch(() => undefined);
+        return { drained };
       }
       await results.idle();
       await queues.close();
