@@ -59,8 +59,9 @@ export class TaskStore {
           stepsRemaining: plan.steps.length,
           steps: {
             createMany: {
-              data: plan.steps.map((step) => ({
+              data: plan.steps.map((step, position) => ({
                 stepId: step.id,
+                position,
                 tool: step.tool,
                 dependsOn: step.dependsOn,
                 dependents: step.dependents,
@@ -94,8 +95,13 @@ export class TaskStore {
     await this.prisma.task.deleteMany({ where: { id } });
   }
 
+  /** The task and its steps, read in one statement so they show one moment. */
   get(id: string) {
-    return this.prisma.task.findUnique({ where: { id }, include: { steps: { orderBy: [{ queuedAt: 'asc' }, { stepId: 'asc' }] } } });
+    return this.prisma.task.findUnique({
+      where: { id },
+      include: { steps: { orderBy: { position: 'asc' } } },
+      relationLoadStrategy: 'join',
+    });
   }
 
   /** Status only: the cheap read behind long-polling. */

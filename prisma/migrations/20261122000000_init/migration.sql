@@ -37,6 +37,7 @@ CREATE TABLE "tasks" (
 CREATE TABLE "steps" (
     "task_id" UUID NOT NULL,
     "step_id" TEXT NOT NULL,
+    "position" INTEGER NOT NULL DEFAULT 0,
     "tool" TEXT NOT NULL,
     "depends_on" TEXT[],
     "dependents" TEXT[],
