@@ -57,6 +57,25 @@ const configSchema = z.object({
   QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(5000),
   /** Upper bound on GET /result?wait=N, in seconds. */
   RESULT_WAIT_MAX_S: integer(0, 300).default(30),
+  /**
+   * Bearer keys the API accepts (comma-separated, so a new key can be added before an old one
+   * is removed). Empty: no authentication. /health, /ready and /metrics stay open.
+   */
+  API_KEYS: csv.pipe(z.array(z.string().min(16, 'each key must be at least 16 characters'))).default([]),
+  /** Origins allowed to call the API from a browser (CORS); `*` allows any. Empty: no CORS headers. */
+  CORS_ORIGINS: csv.default([]),
+  /** Requests per minute per API key (per client address without keys), across API processes. 0: no limit. */
+  RATE_LIMIT_PER_MINUTE: integer(0, 1_000_000).default(0),
+  /** Express "trust proxy": set it when a proxy in front sets X-Forwarded-For (e.g. `1` or `loopback`). */
+  TRUST_PROXY: z.string().optional(),
+  /** HMAC-SHA256 key that signs completion callbacks. Without it, callback_url is refused. */
+  CALLBACK_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
+  /** Tries per callback delivery (exponential backoff from 1 s). */
+  CALLBACK_MAX_ATTEMPTS: integer(1, 50).default(8),
+  /** How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event. */
+  EVENTS_TTL_S: integer(60, 30 * 86_400).default(86_400),
+  /** Port where a worker process serves its own /metrics. Unset: no metrics server in workers. */
+  WORKER_METRICS_PORT: integer(0, 65535).optional(),
 });
 
 export type Config = Readonly<

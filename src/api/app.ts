@@ -11,6 +11,9 @@ import { toolRoutes } from './routes/tools.js';
 import { workflowRoutes } from './routes/workflows.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
+import { taskEventRoutes, type EventStreams } from './routes/task-events.js';
+import type { EventLog } from '../queue/event-log.js';
+import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { TaskQueues } from '../queue/task-queues.js';
@@ -22,6 +25,9 @@ export interface AppDeps {
   tasks: TaskService;
   workflows: WorkflowService;
   queues: TaskQueues;
+  eventLog: EventLog;
+  events: TaskEvents;
+  streams: EventStreams;
   system: SystemInfo;
 }
 
@@ -45,6 +51,7 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(systemRoutes(deps.system));
   app.use(taskRoutes(deps.tasks));
+  app.use(taskEventRoutes({ tasks: deps.tasks, eventLog: deps.eventLog, events: deps.events, logger: deps.logger }, deps.streams));
   app.use(toolRoutes(deps.registry));
   app.use(workflowRoutes(deps.workflows, deps.tasks));
   app.use(deadLetterRoutes(deps.tasks));

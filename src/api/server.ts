@@ -7,12 +7,14 @@ import { openDatabase } from '../persistence/database.js';
 import { TaskStore } from '../persistence/task-store.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
 import { TaskEvents } from '../queue/task-events.js';
+import { EventLog } from '../queue/event-log.js';
 import { TaskQueues } from '../queue/task-queues.js';
 import { TaskService } from '../tasks/task-service.js';
 import { WorkflowStore } from '../persistence/workflow-store.js';
 import { WorkflowService } from '../workflows/workflow-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { createApp } from './app.js';
+import { EventStreams } from './routes/task-events.js';
 
 export interface ApiServer {
   server: Server;
@@ -32,7 +34,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   await waitForRedis(redis, 2_000).catch((error: Error) => logger.warn('Redis not reachable yet', { error: error.message }));
   const queues = new TaskQueues(redis, config, registry.names(), logger);
   const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
-  await events.start();
+  events.start();
+  const eventLog = new EventLog(redis, config.QUEUE_PREFIX, config.EVENTS_TTL_S);
   const store = new TaskStore(db.prisma);
   const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger);
   await workflows.loadExamples();
@@ -44,9 +47,11 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     queues,
     redis,
     events,
+    eventLog,
     planWorkflow: (name, params, overrides, paramsField) => workflows.plan(name, params, overrides, paramsField),
     workflowNames: () => workflows.names(),
   });
+  const streams = new EventStreams();
   const app = createApp({
     config,
     logger,
@@ -54,6 +59,9 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     tasks,
     workflows,
     queues,
+    eventLog,
+    events,
+    streams,
     system: { name: PACKAGE.name, version: PACKAGE.version, startedAt: Date.now(), redis, pool: db.pool },
   });
 
@@ -74,10 +82,12 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     tasks,
     workflows,
     async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
+      // Stop accepting, end event streams with a final event, let requests in flight finish.
+      const closing = new Promise<void>((resolve) => server.close(() => resolve()));
+      streams.closeAll();
+      events.wakeAll();
+      server.closeIdleConnections();
+      await closing;
       await queues.close();
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());

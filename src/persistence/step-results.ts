@@ -52,7 +52,18 @@ export type StepFinish = {
   finishedAt: Date;
 };
 
-export type StepEvent = StepStart | StepRetry | StepFinish;
+/** An adapter's progress report (percent 0-100). */
+export type StepProgress = {
+  kind: 'progress';
+  taskId: string;
+  run: number;
+  stepId: string;
+  percent: number;
+  message?: string;
+  at: Date;
+};
+
+export type StepEvent = StepStart | StepRetry | StepProgress | StepFinish;
 
 export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
@@ -106,6 +117,10 @@ export class StepResults {
     return this.batcher.add({ kind: 'finish', ...event }) as Promise<FinishOutcome>;
   }
 
+  progress(event: Omit<StepProgress, 'kind'>): Promise<void> {
+    return this.batcher.add({ kind: 'progress', ...event }) as Promise<undefined>;
+  }
+
   /** Resolves when every event handed in so far is committed (or failed). */
   idle(): Promise<void> {
     return this.batcher.idle();
@@ -144,14 +159,14 @@ export class StepResults {
    * stalled too often): those steps and the task are failed, so nothing stays running forever.
    */
   async closeRun(taskId: string, run: number): Promise<TaskStatus | undefined> {
-    return withRetries(
+    const outcome = await withRetries(
       () =>
         this.prisma.$transaction(async (tx) => {
           const [task] = await tx.$queryRawUnsafe<TaskRow[]>(
             `SELECT id::text AS id, status::text AS status, run FROM tasks WHERE id = $1::uuid FOR UPDATE`,
             taskId,
           );
-          if (!task || task.run !== run || !ACTIVE.has(task.status)) return task?.status;
+          if (!task || task.run !== run || !ACTIVE.has(task.status)) return { status: task?.status, lost: [] as string[] };
           const lost = await tx.$queryRawUnsafe<{ step_id: string }[]>(
             `UPDATE steps SET status = 'failed', finished_at = now(), error = $3::jsonb
               WHERE task_id = $1::uuid AND run = $2 AND status IN ('pending', 'queued', 'running')
@@ -165,11 +180,16 @@ export class StepResults {
             taskId,
             JSON.stringify({ name: 'LostStep', message: `steps ended without a result: ${lost.map((row) => row.step_id).join(', ')}` }),
           );
-          this.logger.error('task closed with steps that never reported a result', { task_id: taskId, steps: lost.map((row) => row.step_id) });
-          return 'failed' as const;
+          return { status: 'failed' as const, lost: lost.map((row) => row.step_id) };
         }),
       { logger: this.logger, label: 'close run' },
     );
+    if (outcome.lost.length > 0) {
+      this.logger.error('task closed with steps that never reported a result', { task_id: taskId, steps: outcome.lost });
+      const at = new Date().toISOString();
+      this.onCommitted([...outcome.lost.map((stepId) => ({ taskId, stepId, status: 'failed', at })), { taskId, status: 'failed', at }]);
+    }
+    return outcome.status;
   }
 
   /**
@@ -264,6 +284,34 @@ export class StepResults {
             result[index] = { runnable: started.has(key) && latestStart.get(key) === event };
           }
         });
+
+        // Progress of running steps: the latest report of each step wins.
+        const latestProgress = new Map<string, StepProgress>();
+        for (const event of events) if (event.kind === 'progress') latestProgress.set(`${event.taskId}/${event.stepId}`, event);
+        if (latestProgress.size > 0) {
+          const reports = [...latestProgress.values()];
+          const rows = await tx.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
+            `UPDATE steps s SET progress = v.progress
+               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[]) AS v(task_id, step_id, run, progress)
+              WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run AND s.status = 'running'
+          RETURNING s.task_id::text AS task_id, s.step_id`,
+            reports.map((event) => event.taskId),
+            reports.map((event) => event.stepId),
+            reports.map((event) => event.run),
+            reports.map((event) => JSON.stringify({ percent: event.percent, ...(event.message !== undefined ? { message: event.message } : {}) })),
+          );
+          const updated = new Set(rows.map((row) => `${row.task_id}/${row.step_id}`));
+          for (const event of reports) {
+            if (!updated.has(`${event.taskId}/${event.stepId}`)) continue;
+            transitions.push({
+              taskId: event.taskId,
+              stepId: event.stepId,
+              status: 'running',
+              at: event.at.toISOString(),
+              progress: { percent: event.percent, ...(event.message !== undefined ? { message: event.message } : {}) },
+            });
+          }
+        }
 
         // Failed attempts that will be retried: keep the latest error visible.
         const retries = events.filter((event): event is StepRetry => event.kind === 'retry');

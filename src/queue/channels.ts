@@ -3,8 +3,8 @@ import type { Redis } from 'ioredis';
 /**
  * Redis pub/sub between processes.
  * - stop: the API tells every worker to abort the running steps of a cancelled task.
- * - events: workers tell every API process when steps and tasks change state, so long-polls
- *   and event streams answer at once, whichever process received the task.
+ * - events: "these tasks have new events" (see event-log.ts), so long-polls and event streams
+ *   in every API process answer at once, whichever process received the task.
  */
 export function stopChannel(prefix: string): string {
   return `${prefix}:stop`;
@@ -23,15 +23,18 @@ export async function publishStop(redis: Redis, prefix: string, message: StopMes
   await redis.publish(stopChannel(prefix), JSON.stringify(message));
 }
 
-/** A step or task changed state. Without `stepId` it is the task itself. */
+/** A step or task changed state (without `stepId` it is the task itself), or a step reported progress. */
 export interface TransitionEvent {
   taskId: string;
   stepId?: string;
   status: string;
   at: string;
+  /** Progress reports only. */
+  progress?: { percent: number; message?: string };
 }
 
-export async function publishEvents(redis: Redis, prefix: string, events: TransitionEvent[]): Promise<void> {
-  if (events.length === 0) return;
-  await redis.publish(eventsChannel(prefix), JSON.stringify(events));
+/** What the events channel carries: the tasks that have new events, and which of them ended. */
+export interface EventsNotice {
+  tasks: string[];
+  ended: string[];
 }

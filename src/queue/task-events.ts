@@ -1,15 +1,16 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
-import { eventsChannel, type TransitionEvent } from './channels.js';
+import { eventsChannel, type EventsNotice } from './channels.js';
 
-const FINISHED = new Set(['completed', 'failed', 'cancelled']);
+type Listener = (ended: boolean) => void;
 
 /**
- * The API side of the events channel: wakes requests waiting for a task to end. One
- * subscription per API process, whichever process the task was submitted to.
+ * The API side of the events channel: one subscription per API process, fanned out to the
+ * requests interested in a task (event streams and long-polls), whichever process the task
+ * was submitted to.
  */
 export class TaskEvents {
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly listeners = new Map<string, Set<Listener>>();
 
   constructor(
     private readonly subscriber: Redis,
@@ -17,15 +18,17 @@ export class TaskEvents {
     private readonly logger: Logger,
   ) {}
 
-  async start(): Promise<void> {
+  start(): void {
     this.subscriber.on('message', (channel: string, raw: string) => {
       if (channel !== eventsChannel(this.prefix)) return;
       try {
-        for (const event of JSON.parse(raw) as TransitionEvent[]) {
-          if (event.stepId === undefined && FINISHED.has(event.status)) this.wake(event.taskId);
+        const notice = JSON.parse(raw) as EventsNotice;
+        const ended = new Set(notice.ended);
+        for (const taskId of notice.tasks) {
+          for (const listener of this.listeners.get(taskId) ?? []) listener(ended.has(taskId));
         }
       } catch (error) {
-        this.logger.warn('ignored a malformed task event', { error: (error as Error).message });
+        this.logger.warn('ignored a malformed events notice', { error: (error as Error).message });
       }
     });
     // Not awaited: an API started while Redis is down must still listen (and answer 503);
@@ -33,25 +36,34 @@ export class TaskEvents {
     this.subscriber.subscribe(eventsChannel(this.prefix)).catch((error: Error) => this.logger.warn('events subscription failed', { error: error.message }));
   }
 
-  private wake(taskId: string): void {
-    const set = this.waiters.get(taskId);
-    if (!set) return;
-    this.waiters.delete(taskId);
-    for (const wake of set) wake();
+  /** Wakes every listener (the API is stopping): long-polls answer now with what they have. */
+  wakeAll(): void {
+    for (const set of this.listeners.values()) for (const listener of set) listener(true);
+  }
+
+  /** Calls `listener` whenever the task has new events; returns the unsubscribe function. */
+  listen(taskId: string, listener: Listener): () => void {
+    const set = this.listeners.get(taskId) ?? new Set();
+    set.add(listener);
+    this.listeners.set(taskId, set);
+    return () => {
+      set.delete(listener);
+      if (set.size === 0) this.listeners.delete(taskId);
+    };
   }
 
   /**
    * Resolves when the task ends, `timeoutMs` passes or `signal` fires. `isFinished` is asked
-   * once after subscribing, so an end that happened just before is not missed.
+   * once after listening starts, so an end that happened just before is not missed.
    */
   async waitForEnd(taskId: string, timeoutMs: number, isFinished: () => Promise<boolean>, signal?: AbortSignal): Promise<void> {
     let wake!: () => void;
     const woken = new Promise<void>((resolve) => {
       wake = resolve;
     });
-    const set = this.waiters.get(taskId) ?? new Set();
-    set.add(wake);
-    this.waiters.set(taskId, set);
+    const stop = this.listen(taskId, (ended) => {
+      if (ended) wake();
+    });
     const timer = setTimeout(wake, timeoutMs);
     signal?.addEventListener('abort', wake, { once: true });
     try {
@@ -60,9 +72,7 @@ export class TaskEvents {
     } finally {
       clearTimeout(timer);
       signal?.removeEventListener('abort', wake);
-      const current = this.waiters.get(taskId);
-      current?.delete(wake);
-      if (current?.size === 0) this.waiters.delete(taskId);
+      stop();
     }
   }
 }

@@ -5,7 +5,8 @@ import { ConflictError, DependencyUnavailableError, NotFoundError, ValidationErr
 import type { Logger } from '../logger.js';
 import { isFinished, type TaskFilter, type TaskStatus, type TaskStore } from '../persistence/task-store.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
-import { publishEvents, publishStop } from '../queue/channels.js';
+import { publishStop } from '../queue/channels.js';
+import type { EventLog } from '../queue/event-log.js';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
@@ -25,6 +26,7 @@ export interface TaskServiceDeps {
   /** The producer connection: fails fast while Redis is down. */
   redis: Redis;
   events: TaskEvents;
+  eventLog: EventLog;
   /** Builds the plan of a registered workflow, or returns undefined for an unknown name. */
   planWorkflow?: (name: string, params: Record<string, unknown>, overrides: RunOverrides, paramsField: string) => Promise<TaskPlan | undefined>;
   /** Names of registered workflows, for the 404 of an unknown task_type. */
@@ -193,7 +195,7 @@ export class TaskService {
     await Promise.all([
       publishStop(redis, config.QUEUE_PREFIX, { taskId: id, reason: 'cancelled' }),
       queues.dropUnstartedSteps({ taskId: id, run: outcome.run }),
-      publishEvents(redis, config.QUEUE_PREFIX, [{ taskId: id, status: 'cancelled', at: new Date().toISOString() }]),
+      this.deps.eventLog.append([{ taskId: id, status: 'cancelled', at: new Date().toISOString() }]),
     ]).catch((error: Error) => logger.warn('task cancelled, but running steps could not be told', { task_id: id, error: error.message }));
     logger.info('task cancelled', { task_id: id });
     return { task_id: id, status: 'cancelled' as TaskStatus, message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() };

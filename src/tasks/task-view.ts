@@ -16,6 +16,7 @@ export function stepView(step: Step) {
     started_at: iso(step.startedAt),
     finished_at: iso(step.finishedAt),
     duration_ms: step.startedAt && step.finishedAt ? step.finishedAt.getTime() - step.startedAt.getTime() : null,
+    ...(step.progress !== null ? { progress: step.progress } : {}),
     ...(step.output !== null ? { output: step.output } : {}),
     ...(step.error !== null ? { error: step.error } : {}),
   };

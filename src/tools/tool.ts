@@ -39,6 +39,12 @@ export interface ToolContext {
   config: Config;
   /** Results of the steps this step depends on, by step id. */
   dependencies: Readonly<Record<string, DependencyResult>>;
+  /**
+   * Reports how far the step is (0-100) and, optionally, what it is doing. Shown in
+   * GET /result, the task's event stream and Bull Board. Cheap to call often: reports are
+   * coalesced.
+   */
+  progress(percent: number, message?: string): void;
 }
 
 /**

@@ -24,12 +24,14 @@ export default defineTool({
   timeout_ms: 60_000,
   concurrency: 5,
   rate_limit: { max: 100, duration_ms: 1_000 },
-  async run({ batch_ids, auto_approve }, { signal, logger }) {
+  async run({ batch_ids, auto_approve }, { signal, logger, progress }) {
     const approved: string[] = [];
     const rejected: string[] = [];
-    for (const id of new Set(batch_ids)) {
+    const unique = [...new Set(batch_ids)];
+    for (const [index, id] of unique.entries()) {
       signal.throwIfAborted();
       (auto_approve || !id.startsWith('hold-') ? approved : rejected).push(id);
+      progress(((index + 1) / unique.length) * 100, `reviewed ${index + 1} of ${unique.length} batches`);
     }
     logger.info('batches reviewed', { approved: approved.length, rejected: rejected.length });
     return { processed_batches: approved.length + rejected.length, approved, rejected };

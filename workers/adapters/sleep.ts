@@ -4,14 +4,18 @@ import { defineTool } from '../../src/tools/tool.js';
 
 export default defineTool({
   name: 'sleep',
-  description: 'Waits `ms` milliseconds, then returns. Stops at once when the step is cancelled or times out.',
+  description: 'Waits `ms` milliseconds, then returns, reporting progress every tenth of the way. Stops at once when the step is cancelled or times out.',
   input: z.object({ ms: z.int().min(0).max(3_600_000) }),
   output: z.object({ slept_ms: z.int() }),
   retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 0 } },
   timeout_ms: 3_600_000,
-  async run({ ms }, { signal }) {
+  async run({ ms }, { signal, progress }) {
     const started = Date.now();
-    await delay(ms, undefined, { signal });
+    const slices = ms >= 1_000 ? 10 : 1;
+    for (let slice = 1; slice <= slices; slice += 1) {
+      await delay(started + (ms * slice) / slices - Date.now(), undefined, { signal });
+      if (slices > 1) progress((slice / slices) * 100, `slept ${Date.now() - started} of ${ms} ms`);
+    }
     return { slept_ms: Date.now() - started };
   },
 });

@@ -15,6 +15,7 @@ import type { TaskQueues } from '../../src/queue/task-queues.js';
 import type { StepResults } from '../../src/persistence/step-results.js';
 import type { ToolRegistry } from '../../src/tools/tool.js';
 import type { StopSignals } from './stop-signals.js';
+import { progressReporter } from './progress.js';
 
 export interface StepProcessorDeps {
   config: Config;
@@ -68,6 +69,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
 
     const controller = new AbortController();
     const untrack = stops.track(taskId, controller);
+    const progress = progressReporter(job, results, logger);
     const timer = setTimeout(() => controller.abort(new ToolTimeoutError(job.data.timeoutMs)), job.data.timeoutMs);
     let output: unknown;
     try {
@@ -83,6 +85,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
           logger,
           config,
           dependencies: job.data.dependencies,
+          progress: progress.report,
         }),
         whenAborted(controller.signal),
       ]);
@@ -98,6 +101,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       throw error; // not reached: handleFailure throws
     } finally {
       clearTimeout(timer);
+      progress.stop();
       untrack();
     }
 

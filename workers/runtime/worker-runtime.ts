@@ -4,7 +4,7 @@ import { RetryableError, WorkerStoppingError } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
 import type { Prisma } from '../../src/persistence/database.js';
 import { StepResults } from '../../src/persistence/step-results.js';
-import { publishEvents } from '../../src/queue/channels.js';
+import { EventLog } from '../../src/queue/event-log.js';
 import { BACKOFF_TYPE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
@@ -41,10 +41,10 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
   const queues = new TaskQueues(connection, config, options.allTools, logger);
+  const eventLog = new EventLog(connection, config.QUEUE_PREFIX, config.EVENTS_TTL_S);
+  // Events follow commits; losing one (Redis down) costs a live update, never a result.
   const results = new StepResults(prisma, logger, (events) => {
-    publishEvents(connection, config.QUEUE_PREFIX, events).catch((error: Error) =>
-      logger.warn('could not publish step events', { error: error.message }),
-    );
+    eventLog.append(events).catch((error: Error) => logger.warn('could not publish step events', { error: error.message }));
   });
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();

@@ -1,0 +1,126 @@
+import { Router, type Response } from 'express';
+import { ValidationError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { FINISHED_TASK, isEventId, type EventLog, type TaskEvent } from '../../queue/event-log.js';
+import type { TaskEvents } from '../../queue/task-events.js';
+import type { TaskService } from '../../tasks/task-service.js';
+import { handle } from '../http.js';
+
+export interface TaskEventRoutesDeps {
+  tasks: TaskService;
+  eventLog: EventLog;
+  events: TaskEvents;
+  logger: Logger;
+  /** A comment line this often keeps proxies from closing an idle stream. @defaultValue 15000 */
+  heartbeatMs?: number;
+}
+
+/** Open event streams, so a stopping API can end them with a final event. */
+export class EventStreams {
+  private readonly open = new Set<Response>();
+
+  add(res: Response): () => void {
+    this.open.add(res);
+    return () => this.open.delete(res);
+  }
+
+  /** Sends every open stream a `shutdown` event and ends it; clients reconnect with Last-Event-ID. */
+  closeAll(): void {
+    for (const res of this.open) {
+      res.write(`event: shutdown\ndata: ${JSON.stringify({ message: 'the server is restarting; reconnect with Last-Event-ID' })}\n\n`);
+      res.end();
+    }
+    this.open.clear();
+  }
+}
+
+function write(res: Response, event: { id: string; type: string; data: unknown }): void {
+  res.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`);
+}
+
+const ends = (event: TaskEvent) => event.type === 'task' && FINISHED_TASK.has(event.status ?? '');
+
+/**
+ * GET /tasks/:id/events: Server-Sent Events, one per step and task transition (and progress
+ * report), ending after the task ends. A new stream starts with a `snapshot` event (the task
+ * as GET /result shows it); a client that reconnects with Last-Event-ID gets only what it missed.
+ * Events come from Redis, so any API process can serve any task.
+ */
+export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams): Router {
+  const router = Router();
+  const heartbeatMs = deps.heartbeatMs ?? 15_000;
+
+  router.get(
+    '/tasks/:task_id/events',
+    handle(async (req, res) => {
+      const id = String(req.params.task_id);
+      const resumeFrom = req.get('last-event-id') ?? (typeof req.query.last_event_id === 'string' ? req.query.last_event_id : undefined);
+      if (resumeFrom !== undefined && !isEventId(resumeFrom)) {
+        throw new ValidationError('Last-Event-ID is not an event id', [{ path: 'Last-Event-ID', message: 'expected an id like 1700000000000-0' }]);
+      }
+      let wake: () => void = () => undefined;
+      const stopListening = deps.events.listen(id, () => wake());
+      let closed = false;
+      res.on('close', () => {
+        closed = true;
+        wake();
+      });
+      try {
+        // Before the snapshot, so nothing that happens while it is read is missed.
+        let cursor = resumeFrom ?? (await deps.eventLog.lastId(id));
+        // Answers 404 (before any byte of the stream) for an unknown task.
+        const snapshot = await deps.tasks.result(id);
+        res.writeHead(200, {
+          'content-type': 'text/event-stream; charset=utf-8',
+          'cache-control': 'no-cache, no-transform',
+          connection: 'keep-alive',
+          // nginx and similar proxies must not buffer the stream.
+          'x-accel-buffering': 'no',
+        });
+        const forget = streams.add(res);
+        try {
+          if (resumeFrom === undefined) {
+            write(res, { id: cursor, type: 'snapshot', data: snapshot });
+            if (FINISHED_TASK.has(snapshot.status)) return undefined;
+          }
+          for (;;) {
+            const batch = await deps.eventLog.read(id, cursor);
+            for (const event of batch) {
+              const { id: eventId, ...data } = event;
+              write(res, { id: eventId, type: event.type, data });
+              cursor = eventId;
+              if (ends(event)) return undefined;
+            }
+            if (closed) return undefined;
+            if (batch.length === 0 && resumeFrom !== undefined) {
+              // The history may have expired: if the task ended, say so instead of waiting forever.
+              const current = await deps.tasks.result(id);
+              if (FINISHED_TASK.has(current.status)) {
+                write(res, { id: cursor, type: 'snapshot', data: current });
+                return undefined;
+              }
+            }
+            if (batch.length > 0) continue;
+            await new Promise<void>((resolve) => {
+              const timer = setTimeout(() => {
+                if (!closed) res.write(': ping\n\n');
+                resolve();
+              }, heartbeatMs);
+              wake = () => {
+                clearTimeout(timer);
+                resolve();
+              };
+            });
+            if (closed) return undefined;
+          }
+        } finally {
+          forget();
+          if (!res.writableEnded) res.end();
+        }
+      } finally {
+        stopListening();
+      }
+    }),
+  );
+  return router;
+}

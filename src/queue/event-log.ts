@@ -1,0 +1,90 @@
+import type { Redis } from 'ioredis';
+import { eventsChannel, type EventsNotice, type TransitionEvent } from './channels.js';
+
+export const FINISHED_TASK = new Set(['completed', 'failed', 'cancelled']);
+/** Events kept per task; a task has a few per step, so this only trims pathological cases. */
+const MAX_EVENTS_PER_TASK = 2_000;
+
+/** One event as clients see it (SSE `data:`), with its stream id as the SSE `id:`. */
+export interface TaskEvent {
+  id: string;
+  type: 'task' | 'step' | 'progress';
+  task_id: string;
+  step_id?: string;
+  status?: string;
+  percent?: number;
+  message?: string;
+  at: string;
+}
+
+/**
+ * The event history of each task, in a Redis stream per task (so a client can resume with
+ * Last-Event-ID from any API process), plus a notice on the events channel after each append.
+ * Streams expire EVENTS_TTL_S after their last event.
+ */
+export class EventLog {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly ttlSeconds: number,
+  ) {}
+
+  key(taskId: string): string {
+    return `${this.prefix}:events:${taskId}`;
+  }
+
+  /** Appends in one round trip: every XADD, the expiries and the notice. */
+  async append(events: TransitionEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    const tasks = new Set<string>();
+    const ended = new Set<string>();
+    for (const event of events) {
+      tasks.add(event.taskId);
+      const fields = ['type', event.progress ? 'progress' : event.stepId ? 'step' : 'task', 'status', event.status, 'at', event.at];
+      if (event.stepId) fields.push('step_id', event.stepId);
+      if (event.progress) {
+        fields.push('percent', String(event.progress.percent));
+        if (event.progress.message !== undefined) fields.push('message', event.progress.message);
+      }
+      if (!event.stepId && FINISHED_TASK.has(event.status)) ended.add(event.taskId);
+      pipeline.xadd(this.key(event.taskId), 'MAXLEN', '~', String(MAX_EVENTS_PER_TASK), '*', ...fields);
+    }
+    for (const task of tasks) pipeline.expire(this.key(task), this.ttlSeconds);
+    const notice: EventsNotice = { tasks: [...tasks], ended: [...ended] };
+    pipeline.publish(eventsChannel(this.prefix), JSON.stringify(notice));
+    const results = await pipeline.exec();
+    const failed = results?.find(([error]) => error);
+    if (failed) throw failed[0];
+  }
+
+  /** Events after `afterId` (exclusive), oldest first. */
+  async read(taskId: string, afterId = '0-0', count = 500): Promise<TaskEvent[]> {
+    const entries = await this.redis.xrange(this.key(taskId), `(${afterId}`, '+', 'COUNT', count);
+    return entries.map(([id, flat]) => {
+      const fields: Record<string, string> = {};
+      for (let i = 0; i < flat.length; i += 2) fields[flat[i]!] = flat[i + 1]!;
+      return {
+        id,
+        type: fields.type as TaskEvent['type'],
+        task_id: taskId,
+        ...(fields.step_id ? { step_id: fields.step_id } : {}),
+        ...(fields.type !== 'progress' ? { status: fields.status } : {}),
+        ...(fields.percent !== undefined ? { percent: Number(fields.percent) } : {}),
+        ...(fields.message !== undefined ? { message: fields.message } : {}),
+        at: fields.at!,
+      };
+    });
+  }
+
+  /** Id of the newest event, or "0-0" when the task has none (yet, or any more). */
+  async lastId(taskId: string): Promise<string> {
+    const [newest] = await this.redis.xrevrange(this.key(taskId), '+', '-', 'COUNT', 1);
+    return newest?.[0] ?? '0-0';
+  }
+}
+
+/** A valid stream id (what Last-Event-ID must hold). */
+export function isEventId(value: string): boolean {
+  return /^\d{1,20}-\d{1,20}$/.test(value);
+}
