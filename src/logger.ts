@@ -1,5 +1,6 @@
 import winston from 'winston';
 import type { Config } from './config.js';
+import { requestContext } from './lib/request-context.js';
 
 export type Logger = winston.Logger;
 
@@ -26,13 +27,20 @@ const redactSecrets = winston.format((info) => {
   return info;
 });
 
+/** Every line written while serving a request carries its request id. */
+const withRequestId = winston.format((info) => {
+  const context = requestContext.getStore();
+  if (context && info.request_id === undefined) info.request_id = context.requestId;
+  return info;
+});
+
 const pretty = winston.format.printf(({ level, message, timestamp, stack, ...meta }) => {
   const rest = Object.keys(meta).length > 0 ? ` ${JSON.stringify(meta)}` : '';
   return `${String(timestamp)} ${level} ${String(message)}${rest}${stack ? `\n${String(stack)}` : ''}`;
 });
 
 export function createLogger(config: Pick<Config, 'LOG_LEVEL' | 'LOG_FORMAT' | 'LOG_FILE'>): Logger {
-  const base = [winston.format.errors({ stack: true }), redactSecrets(), winston.format.timestamp()];
+  const base = [winston.format.errors({ stack: true }), withRequestId(), redactSecrets(), winston.format.timestamp()];
   const json = winston.format.combine(...base, winston.format.json());
   const transports: winston.transport[] = [
     new winston.transports.Console({

@@ -4,6 +4,7 @@ import { createLogger } from './logger.js';
 import { createToolRegistry } from '../workers/adapters/index.js';
 import { startWorker } from '../workers/worker.js';
 import { startApi } from './api/server.js';
+import { Metrics } from './observability/metrics.js';
 
 /** `npm start`: the API and one worker in one process, for a first try and for development. */
 await boot('orchestrator', async () => {
@@ -11,8 +12,10 @@ await boot('orchestrator', async () => {
   const logger = createLogger(config);
   await prepareDatabase(config, logger);
   const registry = createToolRegistry();
-  const worker = await startWorker(config, logger, registry);
-  const api = await startApi(config, logger, registry);
+  // One process, one set of metrics: GET /metrics shows the API and the worker.
+  const metrics = new Metrics();
+  const worker = await startWorker(config, logger, registry, metrics);
+  const api = await startApi(config, logger, registry, metrics);
   closeOnSignals(logger, async () => {
     await api.close();
     await worker.close();

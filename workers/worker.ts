@@ -1,16 +1,39 @@
+import http from 'node:http';
 import type { Config } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
+import { Metrics } from '../src/observability/metrics.js';
 import { openDatabase } from '../src/persistence/database.js';
 import type { ToolRegistry } from '../src/tools/tool.js';
 import { startWorkerRuntime, type WorkerRuntime } from './runtime/worker-runtime.js';
 
 export interface WorkerProcess {
   runtime: WorkerRuntime;
+  /** The metrics server's URL when WORKER_METRICS_PORT is set. */
+  metricsUrl?: string;
   close(): Promise<{ drained: boolean }>;
 }
 
+/** Serves GET /metrics of this process on its own port, so a scraper sees every worker. */
+async function serveMetrics(metrics: Metrics, port: number, host: string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'route_not_found', message: 'only GET /metrics here' } }));
+      return;
+    }
+    metrics.registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      (error: Error) => res.writeHead(500).end(error.message),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  return server;
+}
+
 /** Starts the workers of this process: every tool of `registry`, narrowed by WORKER_TOOLS. */
-export async function startWorker(config: Config, logger: Logger, registry: ToolRegistry): Promise<WorkerProcess> {
+export async function startWorker(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics()): Promise<WorkerProcess> {
   const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
   const runtime = await startWorkerRuntime({
     config,
@@ -18,11 +41,18 @@ export async function startWorker(config: Config, logger: Logger, registry: Tool
     prisma: db.prisma,
     registry: registry.only(config.WORKER_TOOLS),
     allTools: registry.names(),
+    metrics,
   });
+  const metricsServer = config.WORKER_METRICS_PORT === undefined ? undefined : await serveMetrics(metrics, config.WORKER_METRICS_PORT, config.HOST);
+  const address = metricsServer?.address();
+  const metricsUrl = address && typeof address === 'object' ? `http://127.0.0.1:${address.port}/metrics` : undefined;
+  if (metricsUrl) logger.info('worker metrics listening', { url: metricsUrl });
   return {
     runtime,
+    ...(metricsUrl ? { metricsUrl } : {}),
     async close() {
       const outcome = await runtime.close();
+      await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
       await db.close();
       return outcome;
     },

@@ -1,7 +1,12 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
+import cors from 'cors';
 import express, { type Express } from 'express';
+import helmet from 'helmet';
+import type { Redis } from 'ioredis';
+import type { Metrics } from '../observability/metrics.js';
+import { accessLog, apiKeyAuth, requestIds, requestRateLimit } from './middleware.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { errorBody, errorMiddleware } from './http.js';
@@ -21,6 +26,9 @@ import type { TaskQueues } from '../queue/task-queues.js';
 export interface AppDeps {
   config: Config;
   logger: Logger;
+  metrics: Metrics;
+  /** The producer connection: rate limits are counted in Redis. */
+  redis: Redis;
   registry: ToolRegistry;
   tasks: TaskService;
   workflows: WorkflowService;
@@ -33,10 +41,52 @@ export interface AppDeps {
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
+/** Route pattern of a request, for metric labels (never the raw path: ids would explode them). */
+function routeOf(req: express.Request): string {
+  if (req.route?.path) return `${req.baseUrl}${String(req.route.path)}`;
+  if (req.baseUrl) return req.baseUrl;
+  return 'unmatched';
+}
+
 export function createApp(deps: AppDeps): Express {
+  const { config, metrics } = deps;
   const app = express();
   app.disable('x-powered-by');
-  app.set('trust proxy', false);
+  app.set('trust proxy', config.TRUST_PROXY === undefined ? false : /^\d+$/.test(config.TRUST_PROXY) ? Number(config.TRUST_PROXY) : config.TRUST_PROXY);
+
+  app.use(requestIds());
+  app.use(accessLog(deps.logger));
+  app.use((req, res, next) => {
+    const stop = metrics.httpDuration.startTimer();
+    res.on('finish', () => {
+      const route = routeOf(req);
+      stop({ method: req.method, route });
+      metrics.httpRequests.inc({ method: req.method, route, status: String(res.statusCode) });
+    });
+    next();
+  });
+  // Security headers everywhere; the two browser UIs bring their own scripts and styles.
+  const headers = helmet();
+  const uiHeaders = helmet({ contentSecurityPolicy: false });
+  app.use((req, res, next) => (/^\/(admin\/queues|docs)(\/|$)/.test(req.path) ? uiHeaders : headers)(req, res, next));
+  if (config.CORS_ORIGINS.length > 0) {
+    app.use(
+      cors({
+        origin: config.CORS_ORIGINS.includes('*') ? true : config.CORS_ORIGINS,
+        exposedHeaders: ['X-Request-Id', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
+        maxAge: 600,
+      }),
+    );
+  }
+  if (config.API_KEYS.length > 0) app.use(apiKeyAuth(config.API_KEYS));
+  if (config.RATE_LIMIT_PER_MINUTE > 0) app.use(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));
+  app.get('/metrics', async (_req, res, next) => {
+    try {
+      res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+    } catch (error) {
+      next(error);
+    }
+  });
 
   // A body that is not JSON is refused up front rather than read as empty.
   app.use((req, res, next) => {

@@ -38,7 +38,11 @@ export const assignTaskBody = z
   .strict();
 export type AssignTaskBody = z.output<typeof assignTaskBody>;
 
-export const taskIdParam = z.object({ task_id: z.string() });
+export const taskIdParam = z.object({
+  task_id: z.string().meta({ description: 'The id (a UUID) that POST /assign-task answered. Anything else answers 404.' }),
+});
+export const workflowNameParam = z.object({ name: z.string().meta({ description: 'The name of a workflow.' }) });
+export const deadLetterIdParam = z.object({ id: z.string().meta({ description: 'The id (a UUID) of a dead letter.' }) });
 
 export const resultQuery = z.object({
   wait: z.coerce

@@ -15,6 +15,7 @@ import { WorkflowService } from '../workflows/workflow-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { createApp } from './app.js';
 import { EventStreams } from './routes/task-events.js';
+import { Metrics } from '../observability/metrics.js';
 
 export interface ApiServer {
   server: Server;
@@ -26,7 +27,7 @@ export interface ApiServer {
 }
 
 /** Starts the HTTP API. The database must already be migrated (see prepareDatabase). */
-export async function startApi(config: Config, logger: Logger, registry: ToolRegistry): Promise<ApiServer> {
+export async function startApi(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics()): Promise<ApiServer> {
   const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
   const redis = createRedis(config, 'producer', 'api');
   const subscriber = createRedis(config, 'subscriber', 'api-events');
@@ -37,6 +38,16 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   events.start();
   const eventLog = new EventLog(redis, config.QUEUE_PREFIX, config.EVENTS_TTL_S);
   const store = new TaskStore(db.prisma);
+  metrics.addGauges({
+    queueDepth: async () => {
+      const counts = await Promise.all(
+        queues.all().map(async (queue) => ({ queue: queue.name, counts: await queue.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'waiting-children', 'failed', 'completed') })),
+      );
+      return counts.flatMap(({ queue, counts: byState }) => Object.entries(byState).map(([state, count]) => ({ queue, state, count })));
+    },
+    activeTasks: () => store.activeCounts(),
+    openDeadLetters: () => store.openDeadLetters(),
+  });
   const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger);
   await workflows.loadExamples();
   const tasks = new TaskService({
@@ -48,6 +59,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     redis,
     events,
     eventLog,
+    metrics,
     planWorkflow: (name, params, overrides, paramsField) => workflows.plan(name, params, overrides, paramsField),
     workflowNames: () => workflows.names(),
   });
@@ -55,6 +67,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const app = createApp({
     config,
     logger,
+    metrics,
+    redis,
     registry,
     tasks,
     workflows,

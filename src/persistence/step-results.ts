@@ -79,6 +79,8 @@ export interface FinishOutcome {
   ready: ReadyStep[];
   /** Set when this result ended the task. */
   taskEnded?: TaskStatus;
+  /** The ended task's type and age, for metrics. */
+  task?: { type: string; createdAt: Date };
   /** Steps of a failed task that will never run; their jobs can be dropped. */
   skipped: boolean;
 }
@@ -89,6 +91,8 @@ interface TaskRow {
   id: string;
   status: TaskStatus;
   run: number;
+  task_type: string;
+  created_at: Date;
 }
 
 const ACTIVE: ReadonlySet<string> = new Set(['queued', 'running']);
@@ -158,15 +162,16 @@ export class StepResults {
    * the task is still active then some step's job ended without a result (removed by hand,
    * stalled too often): those steps and the task are failed, so nothing stays running forever.
    */
-  async closeRun(taskId: string, run: number): Promise<TaskStatus | undefined> {
+  async closeRun(taskId: string, run: number): Promise<{ status: TaskStatus | undefined; lost: string[]; task?: { type: string; createdAt: Date } }> {
     const outcome = await withRetries(
       () =>
         this.prisma.$transaction(async (tx) => {
           const [task] = await tx.$queryRawUnsafe<TaskRow[]>(
-            `SELECT id::text AS id, status::text AS status, run FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+            `SELECT id::text AS id, status::text AS status, run, task_type, created_at FROM tasks WHERE id = $1::uuid FOR UPDATE`,
             taskId,
           );
           if (!task || task.run !== run || !ACTIVE.has(task.status)) return { status: task?.status, lost: [] as string[] };
+          const info = { type: task.task_type, createdAt: task.created_at };
           const lost = await tx.$queryRawUnsafe<{ step_id: string }[]>(
             `UPDATE steps SET status = 'failed', finished_at = now(), error = $3::jsonb
               WHERE task_id = $1::uuid AND run = $2 AND status IN ('pending', 'queued', 'running')
@@ -180,7 +185,7 @@ export class StepResults {
             taskId,
             JSON.stringify({ name: 'LostStep', message: `steps ended without a result: ${lost.map((row) => row.step_id).join(', ')}` }),
           );
-          return { status: 'failed' as const, lost: lost.map((row) => row.step_id) };
+          return { status: 'failed' as const, lost: lost.map((row) => row.step_id), task: info };
         }),
       { logger: this.logger, label: 'close run' },
     );
@@ -189,7 +194,7 @@ export class StepResults {
       const at = new Date().toISOString();
       this.onCommitted([...outcome.lost.map((stepId) => ({ taskId, stepId, status: 'failed', at })), { taskId, status: 'failed', at }]);
     }
-    return outcome.status;
+    return outcome;
   }
 
   /**
@@ -222,7 +227,7 @@ export class StepResults {
         // Lock the tasks first, always in id order: cancel and retry lock tasks first too,
         // so concurrent writers queue up instead of deadlocking.
         const tasks = await tx.$queryRawUnsafe<TaskRow[]>(
-          `SELECT id::text AS id, status::text AS status, run FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
+          `SELECT id::text AS id, status::text AS status, run, task_type, created_at FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
           taskIds,
         );
         const taskById = new Map(tasks.map((task) => [task.id, task]));
@@ -414,6 +419,7 @@ export class StepResults {
             task.status = 'failed';
             failedTasks.push({ id: task.id, error: { step: finish.stepId, ...(finish.error ?? { name: 'Error', message: 'step failed' }) } });
             (result[index] as FinishOutcome).taskEnded = 'failed';
+            (result[index] as FinishOutcome).task = { type: task.task_type, createdAt: task.created_at };
             (result[index] as FinishOutcome).skipped = true;
           }
         }
@@ -499,7 +505,9 @@ export class StepResults {
             readyByTask.delete(event.taskId);
           }
           if (completedTasks.has(event.taskId)) {
+            const task = taskById.get(event.taskId)!;
             outcome.taskEnded = 'completed';
+            outcome.task = { type: task.task_type, createdAt: task.created_at };
             completedTasks.delete(event.taskId);
           }
         }

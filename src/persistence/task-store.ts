@@ -145,10 +145,12 @@ export class TaskStore {
    * Marks the task cancelled and its steps that have not started. Steps already running are
    * left to their workers, which are told to abort them and record how they ended.
    */
-  async cancel(id: string): Promise<{ outcome: 'cancelled'; run: number } | { outcome: 'finished'; status: TaskStatus } | undefined> {
+  async cancel(
+    id: string,
+  ): Promise<{ outcome: 'cancelled'; run: number; taskType: string; createdAt: Date } | { outcome: 'finished'; status: TaskStatus } | undefined> {
     return this.prisma.$transaction(async (tx) => {
-      const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number }[]>(
-        `SELECT status::text AS status, run FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+      const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; created_at: Date }[]>(
+        `SELECT status::text AS status, run, task_type, created_at FROM tasks WHERE id = $1::uuid FOR UPDATE`,
         id,
       );
       if (!task) return undefined;
@@ -162,7 +164,7 @@ export class TaskStore {
         `UPDATE steps SET status = 'cancelled', finished_at = now() WHERE task_id = $1::uuid AND status IN ('pending', 'queued')`,
         id,
       );
-      return { outcome: 'cancelled' as const, run: task.run };
+      return { outcome: 'cancelled' as const, run: task.run, taskType: task.task_type, createdAt: task.created_at };
     });
   }
 
@@ -238,6 +240,16 @@ export class TaskStore {
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: filter.limit,
     });
+  }
+
+  /** Queued and running tasks, for the active-tasks gauge. */
+  async activeCounts(): Promise<{ status: string; count: number }[]> {
+    const rows = await this.prisma.task.groupBy({ by: ['status'], where: { status: { in: ['queued', 'running'] } }, _count: { _all: true } });
+    return rows.map((row) => ({ status: row.status, count: row._count._all }));
+  }
+
+  openDeadLetters(): Promise<number> {
+    return this.prisma.deadLetter.count({ where: { replayedAt: null } });
   }
 
   getDeadLetter(id: string) {

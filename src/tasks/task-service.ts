@@ -7,6 +7,7 @@ import { isFinished, type TaskFilter, type TaskStatus, type TaskStore } from '..
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import { publishStop } from '../queue/channels.js';
 import type { EventLog } from '../queue/event-log.js';
+import type { Metrics } from '../observability/metrics.js';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
@@ -27,6 +28,7 @@ export interface TaskServiceDeps {
   redis: Redis;
   events: TaskEvents;
   eventLog: EventLog;
+  metrics: Metrics;
   /** Builds the plan of a registered workflow, or returns undefined for an unknown name. */
   planWorkflow?: (name: string, params: Record<string, unknown>, overrides: RunOverrides, paramsField: string) => Promise<TaskPlan | undefined>;
   /** Names of registered workflows, for the 404 of an unknown task_type. */
@@ -141,6 +143,7 @@ export class TaskService {
       );
       throw new DependencyUnavailableError('redis', error);
     }
+    this.deps.metrics.tasksSubmitted.inc({ task_type: plan.taskType });
     this.deps.logger.info('task assigned', { task_id: id, task_type: plan.taskType, steps: plan.steps.length });
     return {
       status: 202,
@@ -197,6 +200,8 @@ export class TaskService {
       queues.dropUnstartedSteps({ taskId: id, run: outcome.run }),
       this.deps.eventLog.append([{ taskId: id, status: 'cancelled', at: new Date().toISOString() }]),
     ]).catch((error: Error) => logger.warn('task cancelled, but running steps could not be told', { task_id: id, error: error.message }));
+    this.deps.metrics.tasksFinished.inc({ task_type: outcome.taskType, status: 'cancelled' });
+    this.deps.metrics.taskDuration.observe({ task_type: outcome.taskType, status: 'cancelled' }, (Date.now() - outcome.createdAt.getTime()) / 1000);
     logger.info('task cancelled', { task_id: id });
     return { task_id: id, status: 'cancelled' as TaskStatus, message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() };
   }

@@ -98,7 +98,7 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     const id = await submit(h, { task_type: 'sleep', params: { ms: 400 } });
     const started = Date.now();
     const response = await fetch(`${secondUrl}/result/${id}?wait=20`);
-    const body = await response.json();
+    const body = (await response.json()) as { status: string };
     expect(body.status).toBe('completed');
     expect(Date.now() - started).toBeLessThan(5_000);
   });

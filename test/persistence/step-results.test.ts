@@ -129,7 +129,7 @@ describe('StepResults: idempotent step writes', () => {
 
   it('answers runnable: false to a start for a step of a cancelled task', async () => {
     const id = await newTask();
-    expect(await store.cancel(id)).toEqual({ outcome: 'cancelled', run: 1 });
+    expect(await store.cancel(id)).toMatchObject({ outcome: 'cancelled', run: 1 });
     expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 1, at: new Date() })).toEqual({ runnable: false });
     expect(await stepRow(id, 'a')).toMatchObject({ status: 'cancelled', attempts: 0, startedAt: null });
   });

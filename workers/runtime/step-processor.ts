@@ -16,6 +16,8 @@ import type { StepResults } from '../../src/persistence/step-results.js';
 import type { ToolRegistry } from '../../src/tools/tool.js';
 import type { StopSignals } from './stop-signals.js';
 import { progressReporter } from './progress.js';
+import type { Metrics } from '../../src/observability/metrics.js';
+import type { FinishOutcome } from '../../src/persistence/step-results.js';
 
 export interface StepProcessorDeps {
   config: Config;
@@ -24,6 +26,7 @@ export interface StepProcessorDeps {
   results: StepResults;
   queues: TaskQueues;
   stops: StopSignals;
+  metrics: Metrics;
 }
 
 function problems(error: z.ZodError) {
@@ -44,7 +47,18 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  * ready, and only then lets BullMQ acknowledge the job.
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
-  const { registry, results, queues, stops, config } = deps;
+  const { registry, results, queues, stops, config, metrics } = deps;
+
+  function count(tool: string, status: 'completed' | 'failed' | 'cancelled', startedAt: Date, outcome: FinishOutcome): void {
+    if (!outcome.recorded) return;
+    metrics.stepsFinished.inc({ tool, status });
+    metrics.stepDuration.observe({ tool, status }, (Date.now() - startedAt.getTime()) / 1000);
+    if (status === 'failed') metrics.deadLetters.inc({ tool });
+    if (outcome.taskEnded && outcome.task) {
+      metrics.tasksFinished.inc({ task_type: outcome.task.type, status: outcome.taskEnded });
+      metrics.taskDuration.observe({ task_type: outcome.task.type, status: outcome.taskEnded }, (Date.now() - outcome.task.createdAt.getTime()) / 1000);
+    }
+  }
 
   return async function processStep(job: Job<StepJobData>): Promise<unknown> {
     const { taskId, run, stepId, tool: toolName } = job.data;
@@ -117,6 +131,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       finishedAt: new Date(),
     });
     if (outcome.ready.length > 0) await queues.addSteps({ taskId, run }, outcome.ready);
+    count(toolName, 'completed', startedAt, outcome);
     logger.info('step completed', { duration_ms: Date.now() - startedAt.getTime(), recorded: outcome.recorded, task_ended: outcome.taskEnded });
     return output;
   };
@@ -135,6 +150,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const record = { ...toErrorRecord(error), retryable: !final };
     if (!final) {
       await results.retry({ taskId, run, stepId, attempt: delivery, error: record });
+      metrics.stepRetries.inc({ tool });
       logger.warn('step attempt failed; it will be retried', { error: error.message });
       // BullMQ retries it; the backoff strategy reads retryAfterMs from a RetryableError.
       throw error;
@@ -153,6 +169,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     });
     if (outcome.ready.length > 0) await queues.addSteps({ taskId, run }, outcome.ready);
     if (outcome.skipped) await queues.dropUnstartedSteps({ taskId, run });
+    count(tool, stopped ? 'cancelled' : 'failed', startedAt, outcome);
     logger[stopped ? 'info' : 'error'](stopped ? 'step stopped with its task' : 'step failed', {
       error: error.message,
       task_ended: outcome.taskEnded,

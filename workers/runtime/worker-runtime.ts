@@ -9,6 +9,7 @@ import { BACKOFF_TYPE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../.
 import { createRedis } from '../../src/queue/redis.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
 import type { ToolRegistry } from '../../src/tools/tool.js';
+import type { Metrics } from '../../src/observability/metrics.js';
 import { retryDelay } from './backoff.js';
 import { createStepProcessor } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
@@ -22,6 +23,7 @@ export interface WorkerRuntimeOptions {
   registry: ToolRegistry;
   /** Every tool the deployment knows: dependents may use tools this process does not run. */
   allTools: readonly string[];
+  metrics: Metrics;
 }
 
 export interface WorkerRuntime {
@@ -37,7 +39,7 @@ export interface WorkerRuntime {
  * shares the tool's rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
-  const { config, logger, prisma, registry } = options;
+  const { config, logger, prisma, registry, metrics } = options;
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
   const queues = new TaskQueues(connection, config, options.allTools, logger);
@@ -49,7 +51,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
 
-  const processStep = createStepProcessor({ config, logger, registry, results, queues, stops });
+  const processStep = createStepProcessor({ config, logger, registry, results, queues, stops, metrics });
   const common = {
     connection,
     prefix: config.QUEUE_PREFIX,
@@ -75,7 +77,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       }),
   );
   workers.push(
-    new Worker(TASKS_QUEUE, createTaskFinalizer({ results, logger }), {
+    new Worker(TASKS_QUEUE, createTaskFinalizer({ results, logger, metrics }), {
       ...common,
       name: `tasks@${process.pid}`,
       concurrency: Math.max(10, config.WORKER_CONCURRENCY),

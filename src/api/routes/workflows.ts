@@ -11,7 +11,9 @@ export const executeWorkflowBody = assignTaskBody
   .extend({ parameters: z.record(z.string(), z.unknown()).default({}) })
   .strict();
 
-const versionQuery = z.object({ version: z.coerce.number().int().min(1).optional() }).strict();
+export const versionQuery = z
+  .object({ version: z.coerce.number().int().min(1).optional().meta({ description: 'A version of the workflow; without it, the current one.' }) })
+  .strict();
 
 export function workflowRoutes(workflows: WorkflowService, tasks: TaskService): Router {
   const router = Router();

@@ -1,0 +1,120 @@
+import client from 'prom-client';
+
+const SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+
+/**
+ * Prometheus metrics of one process. The API and each worker process have their own (a
+ * scraper reads every process: the API at /metrics, workers at WORKER_METRICS_PORT); `npm start`
+ * runs both in one process and shares one instance.
+ */
+export class Metrics {
+  readonly registry = new client.Registry();
+
+  readonly httpRequests = new client.Counter({
+    name: 'orchestrator_http_requests_total',
+    help: 'HTTP requests answered, by route and status.',
+    labelNames: ['method', 'route', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new client.Histogram({
+    name: 'orchestrator_http_request_duration_seconds',
+    help: 'Time to answer an HTTP request (a long-poll or event stream counts its whole duration).',
+    labelNames: ['method', 'route'] as const,
+    buckets: SECONDS,
+    registers: [this.registry],
+  });
+  readonly tasksSubmitted = new client.Counter({
+    name: 'orchestrator_tasks_submitted_total',
+    help: 'Tasks accepted by the API, by task type.',
+    labelNames: ['task_type'] as const,
+    registers: [this.registry],
+  });
+  readonly tasksFinished = new client.Counter({
+    name: 'orchestrator_tasks_finished_total',
+    help: 'Tasks that ended, by task type and final status.',
+    labelNames: ['task_type', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly taskDuration = new client.Histogram({
+    name: 'orchestrator_task_duration_seconds',
+    help: 'From acceptance to the end of a task, by task type and final status.',
+    labelNames: ['task_type', 'status'] as const,
+    buckets: SECONDS,
+    registers: [this.registry],
+  });
+  readonly stepsFinished = new client.Counter({
+    name: 'orchestrator_steps_finished_total',
+    help: 'Steps that ended, by tool and status (completed, failed, cancelled).',
+    labelNames: ['tool', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly stepDuration = new client.Histogram({
+    name: 'orchestrator_step_duration_seconds',
+    help: "Time a step's last attempt ran, by tool and status.",
+    labelNames: ['tool', 'status'] as const,
+    buckets: SECONDS,
+    registers: [this.registry],
+  });
+  readonly stepRetries = new client.Counter({
+    name: 'orchestrator_step_retries_total',
+    help: 'Failed attempts that will be retried, by tool.',
+    labelNames: ['tool'] as const,
+    registers: [this.registry],
+  });
+  readonly deadLetters = new client.Counter({
+    name: 'orchestrator_dead_letters_total',
+    help: 'Steps that exhausted their retries (dead letters written), by tool.',
+    labelNames: ['tool'] as const,
+    registers: [this.registry],
+  });
+  readonly callbackDeliveries = new client.Counter({
+    name: 'orchestrator_callback_deliveries_total',
+    help: 'Completion callback delivery attempts, by outcome (delivered, failed).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
+  }
+
+  /**
+   * Gauges read when scraped, from where the truth is: queue depth from BullMQ, active tasks and
+   * open dead letters from PostgreSQL. Registered by the API only (one reading per deployment).
+   */
+  addGauges(read: {
+    queueDepth: () => Promise<{ queue: string; state: string; count: number }[]>;
+    activeTasks: () => Promise<{ status: string; count: number }[]>;
+    openDeadLetters: () => Promise<number>;
+  }): void {
+    new client.Gauge({
+      name: 'orchestrator_queue_jobs',
+      help: 'Jobs in each BullMQ queue, by state.',
+      labelNames: ['queue', 'state'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const row of await read.queueDepth()) this.set({ queue: row.queue, state: row.state }, row.count);
+      },
+    });
+    new client.Gauge({
+      name: 'orchestrator_active_tasks',
+      help: 'Tasks queued or running now.',
+      labelNames: ['status'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const status of ['queued', 'running']) this.set({ status }, 0);
+        for (const row of await read.activeTasks()) this.set({ status: row.status }, row.count);
+      },
+    });
+    new client.Gauge({
+      name: 'orchestrator_dead_letters_open',
+      help: 'Dead letters not replayed yet.',
+      registers: [this.registry],
+      async collect() {
+        this.set(await read.openDeadLetters());
+      },
+    });
+  }
+}
