@@ -15,6 +15,7 @@ import { taskRoutes } from './routes/tasks.js';
 import { toolRoutes } from './routes/tools.js';
 import { workflowRoutes } from './routes/workflows.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
+import { docsUi, openApiRoute } from './routes/docs.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
 import { taskEventRoutes, type EventStreams } from './routes/task-events.js';
 import type { EventLog } from '../queue/event-log.js';
@@ -105,6 +106,10 @@ export function createApp(deps: AppDeps): Express {
   app.use(toolRoutes(deps.registry));
   app.use(workflowRoutes(deps.workflows, deps.tasks));
   app.use(deadLetterRoutes(deps.tasks));
+
+  // The API description, generated from the zod schemas (src/api/openapi.ts), and its UI.
+  app.get('/openapi.json', openApiRoute());
+  app.use('/docs', docsUi('/openapi.json'));
 
   const board = new ExpressAdapter();
   board.setBasePath('/admin/queues');

@@ -2,7 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { z } from 'zod';
 import { ApiError, DependencyUnavailableError, ValidationError, type Problem } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { isTransientDatabaseError } from '../persistence/retry.js';
+import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
 
 /** What a handler answers; the wrapper writes it. Handlers never touch `res`. */
 export interface Reply {
@@ -41,7 +41,28 @@ export function jsonPath(segments: readonly PropertyKey[]): string {
 }
 
 export function zodProblems(error: z.ZodError, prefix: PropertyKey[] = []): Problem[] {
-  return error.issues.map((issue) => ({ path: jsonPath([...prefix, ...issue.path]), message: issue.message }));
+  return error.issues.flatMap((issue) =>
+    // zod reports every unknown key in one issue at the object: one problem per key is clearer.
+    issue.code === 'unrecognized_keys'
+      ? issue.keys.map((key) => ({ path: jsonPath([...prefix, ...issue.path, key]), message: `${JSON.stringify(key)} is not a known field` }))
+      : [{ path: jsonPath([...prefix, ...issue.path]), message: issue.message }],
+  );
+}
+
+/**
+ * PostgreSQL can store no NUL character (U+0000) in text or jsonb: find them (in keys too)
+ * before a write, so the client hears where instead of a failed insert.
+ */
+export function nulProblems(value: unknown, prefix: PropertyKey[] = []): Problem[] {
+  const message = 'must not contain the NUL character (U+0000)';
+  if (typeof value === 'string') return value.includes('\u0000') ? [{ path: jsonPath(prefix), message }] : [];
+  if (Array.isArray(value)) return value.flatMap((item, index) => nulProblems(item, [...prefix, index]));
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).flatMap(([key, item]) =>
+      key.includes('\u0000') ? [{ path: jsonPath([...prefix, key]), message: `a key ${message}` }] : nulProblems(item, [...prefix, key]),
+    );
+  }
+  return [];
 }
 
 /** Parses with a zod schema or throws a 400 listing every problem. */
@@ -89,6 +110,11 @@ export function toErrorReply(error: unknown, logger: Logger, req?: Request): Rep
     return { status: parser.status, body: errorBody('bad_request', parser.message ?? 'bad request') };
   }
   if (isTransientDatabaseError(error)) return toErrorReply(new DependencyUnavailableError('database', error), logger, req);
+  // Text PostgreSQL refuses (a NUL character, a broken escape) that no earlier check caught.
+  const state = sqlState(error);
+  if (state === '22021' || state === '22P05') {
+    return { status: 400, body: errorBody('invalid_input', 'a value contains a character that cannot be stored (U+0000)') };
+  }
   if (isRedisUnavailable(error)) return toErrorReply(new DependencyUnavailableError('redis', error), logger, req);
   logger.error('unhandled error', { error: error instanceof Error ? error.stack : String(error), method: req?.method, path: req?.path });
   return { status: 500, body: errorBody('internal_error', 'an unexpected error occurred') };

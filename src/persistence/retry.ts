@@ -10,6 +10,21 @@ const TRANSIENT_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P20
 const TRANSIENT_MESSAGE =
   /connection terminated|terminating connection|connection (is )?closed|connection refused|timeout exceeded when trying to connect|Client has encountered a connection error|server closed the connection|ECONNREFUSED|ECONNRESET|Can't reach database|deadlock detected|could not serialize|Transaction already closed|Transaction API error/i;
 
+/** The PostgreSQL SQLSTATE behind an error, looking through Prisma's and the driver's wrappers. */
+export function sqlState(error: unknown): string | undefined {
+  const seen = new Set<unknown>();
+  let current: unknown = error;
+  while (current && typeof current === 'object' && !seen.has(current)) {
+    seen.add(current);
+    const candidate = current as { code?: unknown; originalCode?: unknown; cause?: unknown; meta?: unknown };
+    for (const code of [candidate.originalCode, candidate.code]) {
+      if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith('P')) return code;
+    }
+    current = candidate.cause ?? (candidate.meta as { driverAdapterError?: unknown } | undefined)?.driverAdapterError;
+  }
+  return undefined;
+}
+
 /** True for failures that another try may not hit: lost connections, deadlocks, restarts. */
 export function isTransientDatabaseError(error: unknown): boolean {
   const seen = new Set<unknown>();

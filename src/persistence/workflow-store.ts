@@ -19,26 +19,21 @@ export interface StoredWorkflow {
 export class WorkflowStore {
   constructor(private readonly prisma: Prisma) {}
 
-  /** Stores the next version of `definition.name`. Two writers of one name both succeed, one after the other. */
+  /** Stores the next version of `definition.name`. Writers of one name queue up on a lock, so each gets its own version. */
   async create(definition: WorkflowDefinition): Promise<StoredWorkflow> {
-    for (let attempt = 1; ; attempt += 1) {
-      const latest = await this.prisma.workflow.findFirst({ where: { name: definition.name }, orderBy: { version: 'desc' }, select: { version: true } });
-      try {
-        const row = await this.prisma.workflow.create({
-          data: {
-            name: definition.name,
-            version: (latest?.version ?? 0) + 1,
-            description: definition.description ?? null,
-            definition: definition as unknown as P.InputJsonValue,
-          },
-        });
-        return row as unknown as StoredWorkflow;
-      } catch (error) {
-        // Another writer took this version number between our read and our insert.
-        if (attempt < 5 && error instanceof P.PrismaClientKnownRequestError && error.code === 'P2002') continue;
-        throw error;
-      }
-    }
+    const row = await this.prisma.$transaction(async (tx) => {
+      await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(hashtext('workflow:' || $1))`, definition.name);
+      const latest = await tx.workflow.findFirst({ where: { name: definition.name }, orderBy: { version: 'desc' }, select: { version: true } });
+      return tx.workflow.create({
+        data: {
+          name: definition.name,
+          version: (latest?.version ?? 0) + 1,
+          description: definition.description ?? null,
+          definition: definition as unknown as P.InputJsonValue,
+        },
+      });
+    });
+    return row as unknown as StoredWorkflow;
   }
 
   /** Stores version 1 unless the name has any version (archived ones included). */

@@ -11,7 +11,8 @@ import type { Metrics } from '../observability/metrics.js';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { zodProblems } from '../api/http.js';
+import { nulProblems, zodProblems } from '../api/http.js';
+import { IDENTIFIER } from '../workflows/definition.js';
 import type { AssignTaskBody } from '../api/schemas.js';
 import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from './plan.js';
 import { taskSummary, taskView } from './task-view.js';
@@ -81,6 +82,8 @@ export class TaskService {
       ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
       ...(body.priority ? { priority: body.priority } : {}),
     };
+    const nul = nulProblems(body.params, [options.paramsField ?? 'params']);
+    if (nul.length > 0) throw new ValidationError('params hold characters that cannot be stored', nul, 'invalid_params');
     const tool = options.workflowOnly ? undefined : this.deps.registry.get(body.task_type);
     if (tool) {
       const params = tool.input.safeParse(body.params);
@@ -89,7 +92,10 @@ export class TaskService {
       }
       return planToolTask(tool, params.data as Record<string, unknown>, overrides);
     }
-    const workflow = await database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides, options.paramsField ?? 'params'));
+    // A name that cannot be a workflow's is not looked up.
+    const workflow = IDENTIFIER.test(body.task_type)
+      ? await database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides, options.paramsField ?? 'params'))
+      : undefined;
     if (workflow) return workflow;
     if (options.workflowOnly) throw new NotFoundError('workflow_not_found', `no workflow is named ${JSON.stringify(body.task_type)}`);
     const workflows = (await database(async () => this.deps.workflowNames?.())) ?? [];

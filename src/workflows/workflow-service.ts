@@ -5,11 +5,11 @@ import { NotFoundError, ValidationError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { StoredWorkflow, WorkflowStore } from '../persistence/workflow-store.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { zodProblems } from '../api/http.js';
+import { nulProblems, zodProblems } from '../api/http.js';
 import type { RunOverrides, TaskPlan } from '../tasks/plan.js';
 import { checkWorkflow } from './check.js';
 import { compileWorkflow } from './compile.js';
-import { workflowDefinitionSchema, type WorkflowDefinition } from './definition.js';
+import { IDENTIFIER, workflowDefinitionSchema, type WorkflowDefinition } from './definition.js';
 
 export const EXAMPLES_DIR = fileURLToPath(new URL('./examples/', import.meta.url));
 
@@ -34,7 +34,7 @@ export class WorkflowService {
   validate(body: unknown): WorkflowDefinition {
     const parsed = workflowDefinitionSchema.safeParse(body);
     if (!parsed.success) throw new ValidationError('the workflow definition is invalid', zodProblems(parsed.error), 'invalid_workflow');
-    const problems = checkWorkflow(parsed.data, this.registry);
+    const problems = [...nulProblems(body), ...checkWorkflow(parsed.data, this.registry)];
     if (problems.length > 0) throw new ValidationError('the workflow definition is invalid', problems, 'invalid_workflow');
     return parsed.data;
   }
@@ -47,7 +47,7 @@ export class WorkflowService {
   }
 
   async get(name: string, version?: number) {
-    const workflow = await this.store.get(name, version);
+    const workflow = IDENTIFIER.test(name) ? await this.store.get(name, version) : undefined;
     if (!workflow) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}${version ? ` version ${version}` : ''}`);
     return workflowView(workflow);
   }
@@ -64,7 +64,7 @@ export class WorkflowService {
   }
 
   async versions(name: string) {
-    const versions = await this.store.versions(name);
+    const versions = IDENTIFIER.test(name) ? await this.store.versions(name) : [];
     if (versions.length === 0) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}`);
     return versions.map((version) => ({
       version: version.version,
@@ -75,7 +75,7 @@ export class WorkflowService {
   }
 
   async archive(name: string) {
-    const outcome = await this.store.archive(name);
+    const outcome = IDENTIFIER.test(name) ? await this.store.archive(name) : { versions: 0, archived: false };
     if (outcome.versions === 0) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}`);
     return outcome;
   }

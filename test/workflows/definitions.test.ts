@@ -190,11 +190,7 @@ describe('workflow definitions over HTTP', () => {
   });
 
   describe('a NUL character (PostgreSQL cannot store it in text or jsonb)', () => {
-    // BUG (src/api/routes/workflows.ts, src/tasks/task-service.ts): a name with U+0000 goes
-    // straight into a Prisma query; PostgreSQL answers 22021 "invalid byte sequence for
-    // encoding UTF8: 0x00", which toErrorReply maps to 500. A name that is not an IDENTIFIER
-    // (src/workflows/definition.ts) cannot be a workflow: answer 404 without a query.
-    it.fails('in a workflow name answers 404, not 500', async () => {
+    it('in a workflow name answers 404, not 500', async () => {
       for (const [method, path, body] of [
         ['GET', '/workflows/a%00b', undefined],
         ['GET', '/workflows/a%00b/versions', undefined],
@@ -207,19 +203,13 @@ describe('workflow definitions over HTTP', () => {
       }
     });
 
-    // BUG (same cause, src/tasks/task-service.ts plan()): an unknown task_type holding U+0000
-    // reaches WorkflowStore.get and answers 500 instead of 404 unknown_task_type.
-    it.fails('in a task_type answers 404 unknown_task_type, not 500', async () => {
+    it('in a task_type answers 404 unknown_task_type, not 500', async () => {
       const response = await h.request('POST', '/assign-task', { task_type: 'a\u0000b', params: {} });
       expect(response.status).toBe(404);
       expect(response.body.error.code).toBe('unknown_task_type');
     });
 
-    // BUG (src/workflows/workflow-service.ts validate / src/persistence/workflow-store.ts):
-    // a definition holding U+0000 (description, a literal input, a default) passes every check,
-    // then the insert fails with 22021 / 22P05 "unsupported Unicode escape sequence" and the API
-    // answers 500. It should be a 400 invalid_workflow with the JSON path of the string.
-    it.fails('inside a definition answers 400 with its path, not 500', async () => {
+    it('inside a definition answers 400 with its path, not 500', async () => {
       for (const [body, path] of [
         [{ ...minimal('nul_description'), description: 'a\u0000b' }, 'description'],
         [{ name: 'nul_input', steps: [{ id: 'a', tool: 'echo', input: { v: 'a\u0000b' } }] }, 'steps[0].input.v'],
@@ -231,10 +221,7 @@ describe('workflow definitions over HTTP', () => {
       }
     });
 
-    // BUG (src/tasks/task-service.ts submit / src/persistence/task-store.ts create): params
-    // holding U+0000 fit the declared types, then the task insert fails with 22P05 and the API
-    // answers 500. It should be 400 invalid_params at the string's path, nothing stored.
-    it.fails('in the params of a run answers 400 invalid_params, not 500', async () => {
+    it('in the params of a run answers 400 invalid_params, not 500', async () => {
       await accepted({ name: 'nul_params', parameters: [{ name: 'x', type: 'string' }], steps: [{ id: 'a', tool: 'echo', input: { v: '{{params.x}}' } }] });
       const before = await h.db.prisma.task.count();
       const response = await h.request('POST', '/workflows/nul_params/execute', { parameters: { x: 'a\u0000b' } });
@@ -546,12 +533,7 @@ describe('workflow definitions over HTTP', () => {
       expect(await h.db.prisma.task.count()).toBe(before);
     });
 
-    // BUG (src/api/http.ts, zodProblems): zod reports unknown keys as one `unrecognized_keys`
-    // issue at the object's own path, with the names in `issue.keys`, so an undeclared
-    // parameter is reported at `parameters` / `params` instead of `parameters.colour`, and two
-    // undeclared parameters share one entry. zodProblems should emit one problem per key at
-    // [...issue.path, key].
-    it.fails('an undeclared parameter is reported at its own path, one entry per parameter', async () => {
+    it('an undeclared parameter is reported at its own path, one entry per parameter', async () => {
       const execute = await h.request('POST', `/workflows/${name}/execute`, { parameters: { url: 'u', colour: 'red', size: 2 } });
       expect(execute.status).toBe(400);
       expect(execute.body.error.details.map((p: Problem) => p.path).sort()).toEqual(['parameters.colour', 'parameters.size']);
