@@ -162,15 +162,18 @@ export class StepResults {
    * the task is still active then some step's job ended without a result (removed by hand,
    * stalled too often): those steps and the task are failed, so nothing stays running forever.
    */
-  async closeRun(taskId: string, run: number): Promise<{ status: TaskStatus | undefined; lost: string[]; task?: { type: string; createdAt: Date } }> {
+  async closeRun(
+    taskId: string,
+    run: number,
+  ): Promise<{ status: TaskStatus | undefined; lost: string[]; callbackUrl?: string | null; task?: { type: string; createdAt: Date } }> {
     const outcome = await withRetries(
       () =>
         this.prisma.$transaction(async (tx) => {
-          const [task] = await tx.$queryRawUnsafe<TaskRow[]>(
-            `SELECT id::text AS id, status::text AS status, run, task_type, created_at FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+          const [task] = await tx.$queryRawUnsafe<(TaskRow & { callback_url: string | null })[]>(
+            `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = $1::uuid FOR UPDATE`,
             taskId,
           );
-          if (!task || task.run !== run || !ACTIVE.has(task.status)) return { status: task?.status, lost: [] as string[] };
+          if (!task || task.run !== run || !ACTIVE.has(task.status)) return { status: task?.status, lost: [] as string[], callbackUrl: task?.callback_url };
           const info = { type: task.task_type, createdAt: task.created_at };
           const lost = await tx.$queryRawUnsafe<{ step_id: string }[]>(
             `UPDATE steps SET status = 'failed', finished_at = now(), error = $3::jsonb
@@ -185,7 +188,7 @@ export class StepResults {
             taskId,
             JSON.stringify({ name: 'LostStep', message: `steps ended without a result: ${lost.map((row) => row.step_id).join(', ')}` }),
           );
-          return { status: 'failed' as const, lost: lost.map((row) => row.step_id), task: info };
+          return { status: 'failed' as const, lost: lost.map((row) => row.step_id), task: info, callbackUrl: task.callback_url };
         }),
       { logger: this.logger, label: 'close run' },
     );

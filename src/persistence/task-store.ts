@@ -99,7 +99,7 @@ export class TaskStore {
   get(id: string) {
     return this.prisma.task.findUnique({
       where: { id },
-      include: { steps: { orderBy: { position: 'asc' } } },
+      include: { steps: { orderBy: { position: 'asc' } }, callbacks: { orderBy: { createdAt: 'asc' } } },
       relationLoadStrategy: 'join',
     });
   }

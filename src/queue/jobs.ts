@@ -3,6 +3,18 @@ import type { RetryPolicy, DependencyResult } from '../tools/tool.js';
 /** Queue of the task (root) jobs: each runs once all steps of its run have finished. */
 export const TASKS_QUEUE = 'tasks';
 
+/** Completion callbacks: one job per finished run whose task has a callback_url. */
+export const CALLBACKS_QUEUE = 'callbacks';
+
+export function callbackJobId(taskId: string, run: number): string {
+  return `${taskId}.${run}.callback`;
+}
+
+export interface CallbackJobData {
+  taskId: string;
+  run: number;
+}
+
 /** One queue per tool, so each tool has its own concurrency, rate limit and workers. */
 export function toolQueueName(tool: string): string {
   return `tool.${tool}`;

@@ -4,6 +4,9 @@ import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import {
   BACKOFF_TYPE,
+  CALLBACKS_QUEUE,
+  callbackJobId,
+  type CallbackJobData,
   stepJobId,
   TASKS_QUEUE,
   taskJobId,
@@ -36,6 +39,7 @@ export interface RunRef extends RunKey {
  */
 export class TaskQueues {
   readonly tasks: Queue<TaskJobData>;
+  readonly callbacks: Queue<CallbackJobData>;
   private readonly toolQueues = new Map<string, Queue<StepJobData>>();
   private readonly flows: FlowProducer;
 
@@ -47,6 +51,7 @@ export class TaskQueues {
   ) {
     const options = { connection, prefix: config.QUEUE_PREFIX };
     this.tasks = new Queue<TaskJobData>(TASKS_QUEUE, options);
+    this.callbacks = new Queue<CallbackJobData>(CALLBACKS_QUEUE, options);
     for (const tool of toolNames) this.toolQueues.set(tool, new Queue<StepJobData>(toolQueueName(tool), options));
     this.flows = new FlowProducer(options);
     // Connection errors also fail the calls that meet them; without a listener BullMQ prints
@@ -58,7 +63,7 @@ export class TaskQueues {
 
   /** Every queue, for Bull Board and metrics. */
   all(): Queue[] {
-    return [this.tasks, ...this.toolQueues.values()] as Queue[];
+    return [this.tasks, ...this.toolQueues.values(), this.callbacks] as Queue[];
   }
 
   toolQueue(tool: string): Queue<StepJobData> {
@@ -132,6 +137,20 @@ export class TaskQueues {
           })),
         ),
       ),
+    );
+  }
+
+  /** Schedules the delivery of a finished run's result to its callback_url (once per run). */
+  async enqueueCallback(ref: RunKey, maxAttempts: number): Promise<void> {
+    await this.callbacks.add(
+      'deliver',
+      { taskId: ref.taskId, run: ref.run },
+      {
+        jobId: callbackJobId(ref.taskId, ref.run),
+        attempts: maxAttempts,
+        backoff: { type: 'exponential', delay: 1_000, jitter: 0.5 },
+        ...this.keep(),
+      },
     );
   }
 

@@ -13,6 +13,7 @@ import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { nulProblems, zodProblems } from '../api/http.js';
 import { IDENTIFIER } from '../workflows/definition.js';
+import { hostPolicyFor } from '../lib/host-policy.js';
 import type { AssignTaskBody } from '../api/schemas.js';
 import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from './plan.js';
 import { taskSummary, taskView } from './task-view.js';
@@ -107,6 +108,7 @@ export class TaskService {
   }
 
   async submit(body: AssignTaskBody, options: SubmitOptions = {}): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+    if (body.callback_url) this.checkCallback(body.callback_url);
     const plan = finishPlan(await this.plan(body, options));
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
@@ -160,6 +162,15 @@ export class TaskService {
         timestamp: new Date().toISOString(),
       },
     };
+  }
+
+  /** A callback must be signable and go to a host the http tool may call. */
+  private checkCallback(url: string): void {
+    if (!this.deps.config.CALLBACK_SECRET) {
+      throw new ValidationError('callbacks are not enabled on this server', [{ path: 'callback_url', message: 'set CALLBACK_SECRET to sign callbacks' }], 'callbacks_disabled');
+    }
+    const refused = hostPolicyFor(this.deps.config.HTTP_TOOL_ALLOWED_HOSTS).checkUrl(new URL(url));
+    if (refused) throw new ValidationError('the callback URL is not allowed', [{ path: 'callback_url', message: refused }], 'callback_url_not_allowed');
   }
 
   async result(id: string, waitSeconds = 0, signal?: AbortSignal) {

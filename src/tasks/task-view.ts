@@ -1,4 +1,5 @@
-import type { Step, Task } from '../generated/prisma/client.js';
+import type { CallbackDelivery, Step, Task } from '../generated/prisma/client.js';
+import type { StepViewBody, TaskSummaryBody, TaskViewBody } from '../api/responses.js';
 
 const FINISHED_STEP = new Set(['completed', 'failed', 'skipped', 'cancelled']);
 
@@ -6,7 +7,7 @@ function iso(date: Date | null): string | null {
   return date ? date.toISOString() : null;
 }
 
-export function stepView(step: Step) {
+export function stepView(step: Step): StepViewBody {
   return {
     id: step.stepId,
     tool: step.tool,
@@ -16,21 +17,38 @@ export function stepView(step: Step) {
     started_at: iso(step.startedAt),
     finished_at: iso(step.finishedAt),
     duration_ms: step.startedAt && step.finishedAt ? step.finishedAt.getTime() - step.startedAt.getTime() : null,
-    ...(step.progress !== null ? { progress: step.progress } : {}),
+    ...(step.progress !== null ? { progress: step.progress as StepViewBody['progress'] } : {}),
     ...(step.output !== null ? { output: step.output } : {}),
-    ...(step.error !== null ? { error: step.error } : {}),
+    ...(step.error !== null ? { error: step.error as StepViewBody['error'] } : {}),
   };
 }
 
 /** The contract's answer to GET /result/:task_id. */
-export function taskView(task: Task & { steps: Step[] }) {
+function callbackView(url: string, deliveries: CallbackDelivery[]) {
+  return {
+    url,
+    delivered: deliveries.some((delivery) => delivery.delivered),
+    deliveries: deliveries.map((delivery) => ({
+      attempt: delivery.attempt,
+      run: delivery.run,
+      event: delivery.event,
+      status_code: delivery.statusCode,
+      error: delivery.error,
+      delivered: delivery.delivered,
+      duration_ms: delivery.durationMs,
+      at: delivery.createdAt.toISOString(),
+    })),
+  };
+}
+
+export function taskView(task: Task & { steps: Step[]; callbacks?: CallbackDelivery[] }): TaskViewBody {
   return {
     task_id: task.id,
     task_type: task.taskType,
     ...(task.workflowName ? { workflow: { name: task.workflowName, version: task.workflowVersion } } : {}),
     status: task.status,
     ...(task.result !== null ? { result: task.result } : {}),
-    ...(task.error !== null ? { error: task.error } : {}),
+    ...(task.error !== null ? { error: task.error as TaskViewBody['error'] } : {}),
     progress: {
       /** Steps that have finished, whatever their outcome. */
       completed: task.steps.filter((step) => FINISHED_STEP.has(step.status)).length,
@@ -38,21 +56,22 @@ export function taskView(task: Task & { steps: Step[] }) {
     },
     run: task.run,
     steps: task.steps.map(stepView),
-    created_at: iso(task.createdAt),
+    ...(task.callbackUrl ? { callback: callbackView(task.callbackUrl, task.callbacks ?? []) } : {}),
+    created_at: task.createdAt.toISOString(),
     started_at: iso(task.startedAt),
     finished_at: iso(task.finishedAt),
     timestamp: new Date().toISOString(),
   };
 }
 
-export function taskSummary(task: Pick<Task, 'id' | 'taskType' | 'status' | 'createdAt' | 'startedAt' | 'finishedAt' | 'stepsTotal' | 'workflowName' | 'workflowVersion'>) {
+export function taskSummary(task: Pick<Task, 'id' | 'taskType' | 'status' | 'createdAt' | 'startedAt' | 'finishedAt' | 'stepsTotal' | 'workflowName' | 'workflowVersion'>): TaskSummaryBody {
   return {
     task_id: task.id,
     task_type: task.taskType,
     ...(task.workflowName ? { workflow: { name: task.workflowName, version: task.workflowVersion } } : {}),
     status: task.status,
     steps_total: task.stepsTotal,
-    created_at: iso(task.createdAt),
+    created_at: task.createdAt.toISOString(),
     started_at: iso(task.startedAt),
     finished_at: iso(task.finishedAt),
   };

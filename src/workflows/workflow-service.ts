@@ -6,6 +6,7 @@ import type { Logger } from '../logger.js';
 import type { StoredWorkflow, WorkflowStore } from '../persistence/workflow-store.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { nulProblems, zodProblems } from '../api/http.js';
+import type { StoredWorkflowBody, WorkflowSummaryBody, WorkflowVersionBody } from '../api/responses.js';
 import type { RunOverrides, TaskPlan } from '../tasks/plan.js';
 import { checkWorkflow } from './check.js';
 import { compileWorkflow } from './compile.js';
@@ -13,7 +14,7 @@ import { IDENTIFIER, workflowDefinitionSchema, type WorkflowDefinition } from '.
 
 export const EXAMPLES_DIR = fileURLToPath(new URL('./examples/', import.meta.url));
 
-export function workflowView(workflow: StoredWorkflow) {
+export function workflowView(workflow: StoredWorkflow): StoredWorkflowBody {
   return {
     ...workflow.definition,
     version: workflow.version,
@@ -52,7 +53,7 @@ export class WorkflowService {
     return workflowView(workflow);
   }
 
-  async list() {
+  async list(): Promise<WorkflowSummaryBody[]> {
     return (await this.store.list()).map((workflow) => ({
       name: workflow.name,
       version: workflow.version,
@@ -63,7 +64,7 @@ export class WorkflowService {
     }));
   }
 
-  async versions(name: string) {
+  async versions(name: string): Promise<WorkflowVersionBody[]> {
     const versions = IDENTIFIER.test(name) ? await this.store.versions(name) : [];
     if (versions.length === 0) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}`);
     return versions.map((version) => ({

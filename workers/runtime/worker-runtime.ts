@@ -5,7 +5,9 @@ import type { Logger } from '../../src/logger.js';
 import type { Prisma } from '../../src/persistence/database.js';
 import { StepResults } from '../../src/persistence/step-results.js';
 import { EventLog } from '../../src/queue/event-log.js';
-import { BACKOFF_TYPE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
+import { BACKOFF_TYPE, CALLBACKS_QUEUE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
+import { TaskStore } from '../../src/persistence/task-store.js';
+import { createCallbackSender } from './callback-sender.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
 import type { ToolRegistry } from '../../src/tools/tool.js';
@@ -77,10 +79,17 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       }),
   );
   workers.push(
-    new Worker(TASKS_QUEUE, createTaskFinalizer({ results, logger, metrics }), {
+    new Worker(TASKS_QUEUE, createTaskFinalizer({ results, logger, metrics, queues, config }), {
       ...common,
       name: `tasks@${process.pid}`,
       concurrency: Math.max(10, config.WORKER_CONCURRENCY),
+    }),
+  );
+  workers.push(
+    new Worker(CALLBACKS_QUEUE, createCallbackSender({ config, logger, prisma, store: new TaskStore(prisma), metrics }), {
+      ...common,
+      name: `callbacks@${process.pid}`,
+      concurrency: 10,
     }),
   );
   for (const worker of workers) {

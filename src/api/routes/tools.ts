@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { AnyTool, ToolRegistry } from '../../tools/tool.js';
 import { handle } from '../http.js';
+import type { ToolBody } from '../responses.js';
 
 /** JSON Schema of what a tool accepts (input) and returns (output). */
 export function toolSchemas(tool: AnyTool) {
@@ -11,7 +12,7 @@ export function toolSchemas(tool: AnyTool) {
   };
 }
 
-export function describeTool(tool: AnyTool) {
+export function describeTool(tool: AnyTool): ToolBody {
   return {
     name: tool.name,
     description: tool.description,
