@@ -39,16 +39,13 @@ const pretty = winston.format.printf(({ level, message, timestamp, stack, ...met
   return `${String(timestamp)} ${level} ${String(message)}${rest}${stack ? `\n${String(stack)}` : ''}`;
 });
 
-export function createLogger(config: Pick<Config, 'LOG_LEVEL' | 'LOG_FORMAT' | 'LOG_FILE'>): Logger {
+/** `destination` replaces the console (tests read what would have been printed). */
+export function createLogger(config: Pick<Config, 'LOG_LEVEL' | 'LOG_FORMAT' | 'LOG_FILE'>, destination?: NodeJS.WritableStream): Logger {
   const base = [winston.format.errors({ stack: true }), withRequestId(), redactSecrets(), winston.format.timestamp()];
   const json = winston.format.combine(...base, winston.format.json());
+  const format = config.LOG_FORMAT === 'json' ? json : winston.format.combine(...base, winston.format.colorize(), pretty);
   const transports: winston.transport[] = [
-    new winston.transports.Console({
-      format:
-        config.LOG_FORMAT === 'json'
-          ? json
-          : winston.format.combine(...base, winston.format.colorize(), pretty),
-    }),
+    destination ? new winston.transports.Stream({ stream: destination, format }) : new winston.transports.Console({ format }),
   ];
   if (config.LOG_FILE) {
     transports.push(

@@ -15,6 +15,8 @@ import { taskRoutes } from './routes/tasks.js';
 import { toolRoutes } from './routes/tools.js';
 import { workflowRoutes } from './routes/workflows.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
+import { statsRoutes } from './routes/stats.js';
+import type { StatsStore } from '../persistence/stats-store.js';
 import { docsUi, openApiRoute } from './routes/docs.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
 import { taskEventRoutes, type EventStreams } from './routes/task-events.js';
@@ -37,6 +39,7 @@ export interface AppDeps {
   eventLog: EventLog;
   events: TaskEvents;
   streams: EventStreams;
+  stats: StatsStore;
   system: SystemInfo;
 }
 
@@ -106,6 +109,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(toolRoutes(deps.registry));
   app.use(workflowRoutes(deps.workflows, deps.tasks));
   app.use(deadLetterRoutes(deps.tasks));
+  app.use(statsRoutes(deps.stats));
 
   // The API description, generated from the zod schemas (src/api/openapi.ts), and its UI.
   app.get('/openapi.json', openApiRoute());

@@ -1,6 +1,6 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { rateLimit } from 'express-rate-limit';
+import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
@@ -108,7 +108,8 @@ export function requestRateLimit(perMinute: number, redis: Redis, prefix: string
     legacyHeaders: false,
     passOnStoreError: true,
     skip: (req) => OPEN_PATHS.has(req.path),
-    keyGenerator: (req) => (req.apiKeyId ? `key:${req.apiKeyId}` : `ip:${req.ip ?? 'unknown'}`),
+    // ipKeyGenerator groups an IPv6 client's whole /56, which it could otherwise rotate through.
+    keyGenerator: (req) => (req.apiKeyId ? `key:${req.apiKeyId}` : `ip:${ipKeyGenerator(req.ip ?? '0.0.0.0')}`),
     store: new RedisStore({
       prefix: `${prefix}:ratelimit:`,
       sendCommand: (command: string, ...args: string[]) => redis.call(command, ...args) as Promise<RedisReply>,

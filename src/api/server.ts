@@ -5,6 +5,7 @@ import type { Logger } from '../logger.js';
 import { PACKAGE } from '../bootstrap.js';
 import { openDatabase } from '../persistence/database.js';
 import { TaskStore } from '../persistence/task-store.js';
+import { StatsStore } from '../persistence/stats-store.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
 import { TaskEvents } from '../queue/task-events.js';
 import { EventLog } from '../queue/event-log.js';
@@ -76,6 +77,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     eventLog,
     events,
     streams,
+    stats: new StatsStore(db.prisma),
     system: { name: PACKAGE.name, version: PACKAGE.version, startedAt: Date.now(), redis, pool: db.pool },
   });
 

@@ -75,7 +75,7 @@ export class Metrics {
   });
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
-    if (options.defaultMetrics ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_process_' });
+    if (options.defaultMetrics ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_' });
   }
 
   /**

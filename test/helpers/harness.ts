@@ -19,6 +19,8 @@ export interface HarnessOptions {
   api?: boolean;
   /** Start a worker in this process. @defaultValue true */
   worker?: boolean;
+  /** Where log lines go; by default they are dropped (TEST_LOG_LEVEL=debug prints them). */
+  logStream?: NodeJS.WritableStream;
 }
 
 export interface Harness {
@@ -75,7 +77,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     ...options.env,
   };
   const config = loadConfig(env);
-  const logger = process.env.TEST_LOG_LEVEL ? createLogger(config) : silentLogger();
+  const logger = options.logStream ? createLogger(config, options.logStream) : process.env.TEST_LOG_LEVEL ? createLogger(config) : silentLogger();
   await cloneTemplate(config.DATABASE_URL);
   const registry = new ToolRegistry([...builtinTools, ...(options.tools ?? [])]);
   const db = openDatabase(config.DATABASE_URL, 3, logger);

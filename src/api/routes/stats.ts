@@ -1,0 +1,36 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { ValidationError } from '../../errors.js';
+import type { StatsStore } from '../../persistence/stats-store.js';
+import { handle, parseOrThrow } from '../http.js';
+
+const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+export const statsQuery = z
+  .object({
+    window: z
+      .string()
+      .regex(/^\d{1,6}[smhd]$/, 'a duration like 15m, 1h, 24h or 7d')
+      .optional()
+      .meta({ description: 'How far back from now (default 24h). Ignored when since is given.' }),
+    since: z.iso.datetime({ offset: true }).optional(),
+    until: z.iso.datetime({ offset: true }).optional(),
+  })
+  .strict();
+
+/** GET /stats: counts by status and task type, duration percentiles per task type and per tool. */
+export function statsRoutes(stats: StatsStore): Router {
+  const router = Router();
+  router.get(
+    '/stats',
+    handle(async (req) => {
+      const query = parseOrThrow(statsQuery, req.query, 'the query');
+      const to = query.until ? new Date(query.until) : new Date();
+      const window = query.window ?? '24h';
+      const from = query.since ? new Date(query.since) : new Date(to.getTime() - Number(window.slice(0, -1)) * UNIT_MS[window.at(-1) as keyof typeof UNIT_MS]);
+      if (from >= to) throw new ValidationError('the window is empty', [{ path: 'since', message: 'must be before until' }]);
+      return { status: 200, body: { window: { from: from.toISOString(), to: to.toISOString() }, ...(await stats.compute(from, to)), timestamp: new Date().toISOString() } };
+    }),
+  );
+  return router;
+}

@@ -1,0 +1,93 @@
+import type { Prisma } from './database.js';
+
+export interface Percentiles {
+  p50: number | null;
+  p90: number | null;
+  p99: number | null;
+  max: number | null;
+}
+
+interface CountRow {
+  key: string;
+  status: string;
+  count: bigint;
+}
+
+interface DurationRow extends Record<'p50' | 'p90' | 'p99' | 'max', number | null> {
+  key: string;
+}
+
+function percentiles(row: DurationRow | undefined): Percentiles {
+  const round = (value: number | null | undefined) => (value === null || value === undefined ? null : Math.round(Number(value) * 10) / 10);
+  return { p50: round(row?.p50), p90: round(row?.p90), p99: round(row?.p99), max: round(row?.max) };
+}
+
+function group(counts: CountRow[], durations: DurationRow[]) {
+  const byKey = new Map<string, { total: number; by_status: Record<string, number> }>();
+  for (const row of counts) {
+    const entry = byKey.get(row.key) ?? { total: 0, by_status: {} };
+    entry.total += Number(row.count);
+    entry.by_status[row.status] = Number(row.count);
+    byKey.set(row.key, entry);
+  }
+  const duration = new Map(durations.map((row) => [row.key, row]));
+  return [...byKey].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, entry]) => ({ key, ...entry, duration_ms: percentiles(duration.get(key)) }));
+}
+
+/**
+ * Counts and duration percentiles, computed in PostgreSQL: of the tasks created in a window
+ * (by task type; duration from acceptance to end, finished tasks only) and of their steps (by
+ * tool; duration of the step's last attempt, finished steps only).
+ */
+export class StatsStore {
+  constructor(private readonly prisma: Prisma) {}
+
+  async compute(from: Date, to: Date) {
+    const percentilesOf = (expression: string) =>
+      `percentile_cont(0.5) WITHIN GROUP (ORDER BY ${expression}) AS p50,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY ${expression}) AS p90,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ${expression}) AS p99,
+       max(${expression}) AS max`;
+    const taskMs = 'extract(epoch FROM t.finished_at - t.created_at) * 1000';
+    const stepMs = 'extract(epoch FROM s.finished_at - s.started_at) * 1000';
+    const [taskCounts, taskDurations, stepCounts, stepDurations] = await this.prisma.$transaction([
+      this.prisma.$queryRawUnsafe<CountRow[]>(
+        `SELECT t.task_type AS key, t.status::text AS status, count(*) AS count
+           FROM tasks t WHERE t.created_at >= $1 AND t.created_at < $2 GROUP BY 1, 2`,
+        from,
+        to,
+      ),
+      this.prisma.$queryRawUnsafe<DurationRow[]>(
+        `SELECT t.task_type AS key, ${percentilesOf(taskMs)}
+           FROM tasks t WHERE t.created_at >= $1 AND t.created_at < $2 AND t.finished_at IS NOT NULL GROUP BY 1`,
+        from,
+        to,
+      ),
+      this.prisma.$queryRawUnsafe<CountRow[]>(
+        `SELECT s.tool AS key, s.status::text AS status, count(*) AS count
+           FROM tasks t JOIN steps s ON s.task_id = t.id
+          WHERE t.created_at >= $1 AND t.created_at < $2 GROUP BY 1, 2`,
+        from,
+        to,
+      ),
+      this.prisma.$queryRawUnsafe<DurationRow[]>(
+        `SELECT s.tool AS key, ${percentilesOf(stepMs)}
+           FROM tasks t JOIN steps s ON s.task_id = t.id
+          WHERE t.created_at >= $1 AND t.created_at < $2 AND s.finished_at IS NOT NULL AND s.started_at IS NOT NULL GROUP BY 1`,
+        from,
+        to,
+      ),
+    ]);
+    const types = group(taskCounts, taskDurations);
+    const byStatus: Record<string, number> = {};
+    for (const row of taskCounts) byStatus[row.status] = (byStatus[row.status] ?? 0) + Number(row.count);
+    return {
+      tasks: {
+        total: types.reduce((sum, entry) => sum + entry.total, 0),
+        by_status: byStatus,
+        by_type: types.map(({ key, ...entry }) => ({ task_type: key, ...entry })),
+      },
+      steps: { by_tool: group(stepCounts, stepDurations).map(({ key, ...entry }) => ({ tool: key, ...entry })) },
+    };
+  }
+}

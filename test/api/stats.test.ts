@@ -1,0 +1,53 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { testTools } from '../fixtures/tools.js';
+
+describe('GET /stats', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness({ tools: testTools });
+    const ids = await Promise.all([
+      ...Array.from({ length: 5 }, () => submit(h, { task_type: 'sleep', params: { ms: 40 } })),
+      ...Array.from({ length: 3 }, () => submit(h, { task_type: 'echo', params: {} })),
+      submit(h, { task_type: 'broken', params: {} }),
+    ]);
+    await Promise.all(ids.map((id) => waitForTask(h, id)));
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('counts tasks by status and type, with duration percentiles computed in PostgreSQL', async () => {
+    const { status, body } = await h.request('GET', '/stats?window=1h');
+    expect(status).toBe(200);
+    expect(body.tasks.total).toBe(9);
+    expect(body.tasks.by_status).toEqual({ completed: 8, failed: 1 });
+    const sleep = body.tasks.by_type.find((entry: { task_type: string }) => entry.task_type === 'sleep');
+    expect(sleep).toMatchObject({ total: 5, by_status: { completed: 5 } });
+    expect(sleep.duration_ms.p50).toBeGreaterThanOrEqual(40);
+    expect(sleep.duration_ms.p50).toBeLessThanOrEqual(sleep.duration_ms.p90);
+    expect(sleep.duration_ms.p90).toBeLessThanOrEqual(sleep.duration_ms.p99);
+    expect(sleep.duration_ms.p99).toBeLessThanOrEqual(sleep.duration_ms.max);
+    // Per tool: the step's own run time, which for sleep is at least what it slept.
+    const sleepTool = body.steps.by_tool.find((entry: { tool: string }) => entry.tool === 'sleep');
+    expect(sleepTool.total).toBe(5);
+    expect(sleepTool.duration_ms.p50).toBeGreaterThanOrEqual(40);
+    expect(body.steps.by_tool.find((entry: { tool: string }) => entry.tool === 'broken').by_status).toEqual({ failed: 1 });
+    expect(Date.parse(body.window.to) - Date.parse(body.window.from)).toBe(3_600_000);
+  });
+
+  it('honours an explicit window', async () => {
+    const future = new Date(Date.now() + 3_600_000).toISOString();
+    const later = new Date(Date.now() + 7_200_000).toISOString();
+    const { body } = await h.request('GET', `/stats?since=${encodeURIComponent(future)}&until=${encodeURIComponent(later)}`);
+    expect(body.tasks).toEqual({ total: 0, by_status: {}, by_type: [] });
+  });
+
+  it('answers 400 for a malformed or empty window', async () => {
+    for (const query of ['window=forever', 'window=10', `since=${encodeURIComponent(new Date().toISOString())}&until=${encodeURIComponent(new Date(Date.now() - 1000).toISOString())}`, 'bogus=1']) {
+      const response = await h.request('GET', `/stats?${query}`);
+      expect(response.status, query).toBe(400);
+      expect(response.body.error.code).toBe('validation_error');
+    }
+  });
+});
