@@ -15,6 +15,8 @@ export interface NewTask {
   priority: number;
   delayMs: number;
   callbackUrl?: string;
+  /** When the API received the request: the task's created_at. */
+  receivedAt: Date;
 }
 
 export type CreateResult = { created: true } | { created: false; id: string; requestHash: string | null };
@@ -39,60 +41,89 @@ export function isFinished(status: string): boolean {
 export class TaskStore {
   constructor(private readonly prisma: Prisma) {}
 
-  /** Stores a task and its steps in one statement; an idempotency key already used returns the first task. */
-  async create(plan: TaskPlan, task: NewTask): Promise<CreateResult> {
-    try {
-      await this.prisma.task.create({
-        data: {
-          id: task.id,
-          taskType: plan.taskType,
-          workflowName: plan.workflow?.name ?? null,
-          workflowVersion: plan.workflow?.version ?? null,
-          params: plan.params as P.InputJsonValue,
-          outputTemplate: json(plan.workflow?.outputTemplate),
-          priority: task.priority,
-          delayMs: task.delayMs,
-          callbackUrl: task.callbackUrl ?? null,
-          idempotencyKey: task.idempotencyKey ?? null,
-          requestHash: task.requestHash,
-          stepsTotal: plan.steps.length,
-          stepsRemaining: plan.steps.length,
-          steps: {
-            createMany: {
-              data: plan.steps.map((step, position) => ({
-                stepId: step.id,
-                position,
-                tool: step.tool,
-                dependsOn: step.dependsOn,
-                dependents: step.dependents,
-                remainingDeps: step.dependsOn.length,
-                onFailure: step.onFailure,
-                inputTemplate: json(step.inputTemplate),
-                input: json(step.input),
-                options: step.options as unknown as P.InputJsonValue,
-                status: step.dependsOn.length === 0 ? 'queued' : 'pending',
-                queuedAt: step.dependsOn.length === 0 ? new Date() : null,
-              })),
-            },
-          },
-        },
+  /**
+   * Stores tasks and their steps, many at once (the API batches concurrent submissions): one
+   * transaction, three statements whatever the number of tasks. A task whose idempotency key is
+   * already taken (by an earlier task or by one earlier in the same batch) is not stored; its
+   * result names the task that holds the key.
+   */
+  async createMany(entries: { plan: TaskPlan; task: NewTask }[]): Promise<CreateResult[]> {
+    const tasks = entries.map(({ plan, task }) => ({
+      id: task.id,
+      task_type: plan.taskType,
+      workflow_name: plan.workflow?.name ?? null,
+      workflow_version: plan.workflow?.version ?? null,
+      params: plan.params,
+      output_template: plan.workflow?.outputTemplate ?? null,
+      priority: task.priority,
+      delay_ms: task.delayMs,
+      callback_url: task.callbackUrl ?? null,
+      idempotency_key: task.idempotencyKey ?? null,
+      request_hash: task.requestHash,
+      steps_total: plan.steps.length,
+      created_at: task.receivedAt.toISOString(),
+    }));
+    const steps = entries.flatMap(({ plan, task }) =>
+      plan.steps.map((step, position) => ({
+        task_id: task.id,
+        step_id: step.id,
+        position,
+        tool: step.tool,
+        depends_on: step.dependsOn,
+        dependents: step.dependents,
+        remaining_deps: step.dependsOn.length,
+        on_failure: step.onFailure,
+        input_template: step.inputTemplate ?? null,
+        input: step.input ?? null,
+        options: step.options,
+        status: step.dependsOn.length === 0 ? 'queued' : 'pending',
+      })),
+    );
+    return this.prisma.$transaction(async (tx) => {
+      const inserted = await tx.$queryRawUnsafe<{ id: string }[]>(
+        `INSERT INTO tasks (id, task_type, workflow_name, workflow_version, params, output_template, priority, delay_ms,
+                            callback_url, idempotency_key, request_hash, steps_total, steps_remaining, created_at)
+         SELECT x.id, x.task_type, x.workflow_name, x.workflow_version, x.params, x.output_template, x.priority, x.delay_ms,
+                x.callback_url, x.idempotency_key, x.request_hash, x.steps_total, x.steps_total, x.created_at
+           FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, task_type text, workflow_name text, workflow_version int, params jsonb,
+                output_template jsonb, priority int, delay_ms int, callback_url text, idempotency_key text, request_hash text,
+                steps_total int, created_at timestamptz)
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING id::text AS id`,
+        JSON.stringify(tasks),
+      );
+      const stored = new Set(inserted.map((row) => row.id));
+      await tx.$executeRawUnsafe(
+        `INSERT INTO steps (task_id, step_id, position, tool, depends_on, dependents, remaining_deps, on_failure,
+                            input_template, input, options, status, queued_at)
+         SELECT x.task_id, x.step_id, x.position, x.tool, x.depends_on, x.dependents, x.remaining_deps, x.on_failure::"FailurePolicy",
+                x.input_template, x.input, x.options, x.status::"StepStatus", CASE WHEN x.status = 'queued' THEN now() END
+           FROM jsonb_to_recordset($1::jsonb) AS x(task_id uuid, step_id text, position int, tool text, depends_on text[],
+                dependents text[], remaining_deps int, on_failure text, input_template jsonb, input jsonb, options jsonb, status text)
+          WHERE x.task_id = ANY($2::uuid[])`,
+        JSON.stringify(steps),
+        [...stored],
+      );
+      const taken = entries.filter(({ task }) => !stored.has(task.id) && task.idempotencyKey).map(({ task }) => task.idempotencyKey!);
+      const holders = taken.length
+        ? await tx.$queryRawUnsafe<{ id: string; idempotency_key: string; request_hash: string | null }[]>(
+            `SELECT id::text AS id, idempotency_key, request_hash FROM tasks WHERE idempotency_key = ANY($1::text[])`,
+            taken,
+          )
+        : [];
+      const byKey = new Map(holders.map((row) => [row.idempotency_key, row]));
+      return entries.map(({ task }): CreateResult => {
+        if (stored.has(task.id)) return { created: true };
+        const holder = byKey.get(task.idempotencyKey ?? '');
+        if (!holder) throw new Error(`task ${task.id} was neither stored nor found by its idempotency key`);
+        return { created: false, id: holder.id, requestHash: holder.request_hash };
       });
-      return { created: true };
-    } catch (error) {
-      if (task.idempotencyKey && error instanceof P.PrismaClientKnownRequestError && error.code === 'P2002') {
-        const existing = await this.prisma.task.findUnique({
-          where: { idempotencyKey: task.idempotencyKey },
-          select: { id: true, requestHash: true },
-        });
-        if (existing) return { created: false, id: existing.id, requestHash: existing.requestHash };
-      }
-      throw error;
-    }
+    });
   }
 
-  /** Undoes `create` when the task could not be enqueued. */
-  async remove(id: string): Promise<void> {
-    await this.prisma.task.deleteMany({ where: { id } });
+  /** Undoes `createMany` for tasks that could not be enqueued. */
+  async removeMany(ids: string[]): Promise<void> {
+    await this.prisma.task.deleteMany({ where: { id: { in: ids } } });
   }
 
   /** The task and its steps, read in one statement so they show one moment. */

@@ -1,4 +1,4 @@
-import { FlowProducer, Queue, type JobsOptions } from 'bullmq';
+import { FlowProducer, Queue, type FlowJob, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -106,9 +106,8 @@ export class TaskQueues {
     };
   }
 
-  /** Creates the run's flow atomically: the root and the steps ready now. */
-  async startRun(ref: RunRef, steps: ReadyStep[]): Promise<void> {
-    await this.flows.add({
+  private flow(ref: RunRef, steps: ReadyStep[]): FlowJob {
+    return {
       name: ref.taskType,
       queueName: TASKS_QUEUE,
       data: { taskId: ref.taskId, run: ref.run },
@@ -119,7 +118,18 @@ export class TaskQueues {
         data: this.stepData(ref, step),
         opts: this.stepOptions(ref, step),
       })),
-    });
+    };
+  }
+
+  /** Creates the run's flow atomically: the root and the steps ready now. */
+  async startRun(ref: RunRef, steps: ReadyStep[]): Promise<void> {
+    await this.flows.add(this.flow(ref, steps));
+  }
+
+  /** Creates several runs' flows in one round trip (each flow is still atomic). */
+  async startRuns(runs: { ref: RunRef; steps: ReadyStep[] }[]): Promise<void> {
+    if (runs.length === 1) return this.startRun(runs[0]!.ref, runs[0]!.steps);
+    await this.flows.addBulk(runs.map(({ ref, steps }) => this.flow(ref, steps)));
   }
 
   /** Adds steps that just became ready as further children of the run's root. */

@@ -3,7 +3,8 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.js';
 import { ConflictError, DependencyUnavailableError, NotFoundError, ValidationError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { isFinished, type TaskFilter, type TaskStatus, type TaskStore } from '../persistence/task-store.js';
+import { isFinished, type CreateResult, type NewTask, type TaskFilter, type TaskStatus, type TaskStore } from '../persistence/task-store.js';
+import { Batcher } from '../lib/batcher.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import { publishStop } from '../queue/channels.js';
 import type { EventLog } from '../queue/event-log.js';
@@ -73,9 +74,19 @@ async function database<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
+interface Submission {
+  plan: TaskPlan;
+  task: NewTask;
+  delayMs: number;
+}
+
 /** Tasks as the API sees them: submit, read, list, cancel, retry. Knows nothing of HTTP. */
 export class TaskService {
-  constructor(private readonly deps: TaskServiceDeps) {}
+  private readonly submissions: Batcher<Submission, CreateResult>;
+
+  constructor(private readonly deps: TaskServiceDeps) {
+    this.submissions = new Batcher((batch) => this.persistAndEnqueue(batch), { maxSize: 200 });
+  }
 
   private async plan(body: AssignTaskBody, options: SubmitOptions): Promise<TaskPlan> {
     const overrides: RunOverrides = {
@@ -108,6 +119,7 @@ export class TaskService {
   }
 
   async submit(body: AssignTaskBody, options: SubmitOptions = {}): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+    const receivedAt = new Date();
     if (body.callback_url) this.checkCallback(body.callback_url);
     const plan = finishPlan(await this.plan(body, options));
     // Known down: answer at once, before writing anything.
@@ -116,16 +128,19 @@ export class TaskService {
     const requestHash = createHash('sha256')
       .update(canonical({ ...body, idempotency_key: undefined }))
       .digest('hex');
-    const created = await database(() =>
-      this.deps.store.create(plan, {
+    const created = await this.submissions.add({
+      plan,
+      delayMs: body.delay_ms ?? 0,
+      task: {
         id,
         requestHash,
+        receivedAt,
         priority: body.priority ?? 0,
         delayMs: body.delay_ms ?? 0,
         ...(body.idempotency_key ? { idempotencyKey: body.idempotency_key } : {}),
         ...(body.callback_url ? { callbackUrl: body.callback_url } : {}),
-      }),
-    );
+      },
+    });
     if (!created.created) {
       if (created.requestHash !== requestHash) {
         throw new ConflictError('idempotency_conflict', 'this idempotency_key was used with a different request body', {
@@ -142,17 +157,8 @@ export class TaskService {
         },
       };
     }
-    try {
-      await this.deps.queues.startRun({ taskId: id, run: 1, taskType: plan.taskType }, initialSteps(plan, body.delay_ms ?? 0));
-    } catch (error) {
-      // Nothing half-created: the task goes again, and the client is told to retry.
-      await this.deps.store.remove(id).catch((cleanup: Error) =>
-        this.deps.logger.error('could not remove a task that failed to enqueue', { task_id: id, error: cleanup.message }),
-      );
-      throw new DependencyUnavailableError('redis', error);
-    }
     this.deps.metrics.tasksSubmitted.inc({ task_type: plan.taskType });
-    this.deps.logger.info('task assigned', { task_id: id, task_type: plan.taskType, steps: plan.steps.length });
+    this.deps.logger.debug('task assigned', { task_id: id, task_type: plan.taskType, steps: plan.steps.length });
     return {
       status: 202,
       body: {
@@ -162,6 +168,30 @@ export class TaskService {
         timestamp: new Date().toISOString(),
       },
     };
+  }
+
+  /**
+   * Writes a batch of concurrent submissions to PostgreSQL in one transaction, then creates their
+   * flows in Redis in one round trip. If Redis refuses, the batch's tasks are deleted again and
+   * every client hears 503: nothing is left half-created.
+   */
+  private async persistAndEnqueue(batch: Submission[]): Promise<CreateResult[]> {
+    const results = await database(() => this.deps.store.createMany(batch));
+    const fresh = batch.filter((_, index) => results[index]!.created);
+    if (fresh.length > 0) {
+      try {
+        await this.deps.queues.startRuns(
+          fresh.map(({ plan, task, delayMs }) => ({ ref: { taskId: task.id, run: 1, taskType: plan.taskType }, steps: initialSteps(plan, delayMs) })),
+        );
+      } catch (error) {
+        const ids = fresh.map(({ task }) => task.id);
+        await this.deps.store.removeMany(ids).catch((cleanup: Error) =>
+          this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: cleanup.message }),
+        );
+        throw new DependencyUnavailableError('redis', error);
+      }
+    }
+    return results;
   }
 
   /** A callback must be signable and go to a host the http tool may call. */

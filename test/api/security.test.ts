@@ -28,7 +28,7 @@ describe('API keys, CORS, request ids and security headers', () => {
   });
 
   it('answers 401 with the contract body without a key or with a wrong one', async () => {
-    for (const headers of [{}, { authorization: 'Bearer wrong-key-0000000000' }, { authorization: `Token ${KEY_A}` }]) {
+    for (const headers of [{}, { authorization: 'Bearer wrong-key-0000000000' }, { authorization: `Token ${KEY_A}` }] as Record<string, string>[]) {
       const response = await h.request('GET', '/tools', undefined, headers);
       expect(response.status).toBe(401);
       expect(response.body.error.code).toBe('unauthorized');

@@ -43,8 +43,8 @@ describe('StepResults: idempotent step writes', () => {
 
   async function newTask(plan = twoStepPlan()): Promise<string> {
     const id = randomUUID();
-    const created = await store.create(plan, { id, requestHash: 'test', priority: 0, delayMs: 0 });
-    expect(created.created).toBe(true);
+    const [created] = await store.createMany([{ plan, task: { id, requestHash: 'test', priority: 0, delayMs: 0, receivedAt: new Date() } }]);
+    expect(created!.created).toBe(true);
     return id;
   }
 
