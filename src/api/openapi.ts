@@ -3,6 +3,7 @@ import { PACKAGE } from '../bootstrap.js';
 import { parameterSchema, stepSchema, workflowDefinitionSchema } from '../workflows/definition.js';
 import * as r from './responses.js';
 import { deadLettersQuery } from './routes/dead-letters.js';
+import { statsQuery } from './routes/stats.js';
 import { executeWorkflowBody, versionQuery } from './routes/workflows.js';
 import { assignTaskBody, deadLetterIdParam, listTasksQuery, resultQuery, retryPolicySchema, taskIdParam, workflowNameParam } from './schemas.js';
 
@@ -297,6 +298,22 @@ export const OPERATIONS: readonly ApiOperation[] = [
     },
   },
 
+  // Statistics
+  {
+    method: 'get',
+    path: '/stats',
+    operationId: 'stats',
+    summary: 'Counts by status and task type, duration percentiles per task type and per tool',
+    description: 'Of the tasks created in the window (and their steps), computed in PostgreSQL.',
+    tags: ['system'],
+    query: statsQuery,
+    responses: {
+      200: { description: 'The statistics of the window.', body: r.statsSchema },
+      400: invalid('The query is invalid, or the window is empty.'),
+      503: unavailable,
+    },
+  },
+
   // System
   {
     method: 'get',
@@ -416,6 +433,7 @@ const RESPONSE_COMPONENTS: [string, z.ZodType][] = [
   ['TaskAssigned', r.assignedSchema],
   ['TaskView', r.taskViewSchema],
   ['TaskStep', r.stepViewSchema],
+  ['TaskCallback', r.callbackSchema],
   ['TaskSummary', r.taskSummarySchema],
   ['TaskStreamEvent', r.taskStreamEventSchema],
   ['Tool', r.toolSchema],

@@ -90,6 +90,25 @@ export const stepViewSchema = z.object({
 });
 export type StepViewBody = z.infer<typeof stepViewSchema>;
 
+export const callbackSchema = z
+  .object({
+    url: z.string(),
+    delivered: z.boolean().meta({ description: 'Whether any attempt was answered with a 2xx.' }),
+    deliveries: z.array(
+      z.object({
+        attempt: z.int().min(1),
+        run: z.int().min(1),
+        event: z.string().meta({ description: '`task.completed`, `task.failed` or `task.cancelled`.' }),
+        status_code: z.int().nullable().meta({ description: "The receiver's HTTP status; null when it could not be reached." }),
+        error: z.string().nullable(),
+        delivered: z.boolean(),
+        duration_ms: count,
+        at: timestamp,
+      }),
+    ),
+  })
+  .meta({ description: 'Present when the task was submitted with a callback_url: every delivery attempt of its final result.' });
+
 export const taskViewSchema = z.object({
   task_id: z.uuid(),
   task_type: z.string(),
@@ -103,6 +122,7 @@ export const taskViewSchema = z.object({
   }),
   run: z.int().min(1).meta({ description: '1, plus one for every retry of the task.' }),
   steps: z.array(stepViewSchema),
+  callback: callbackSchema.optional(),
   created_at: timestamp,
   started_at: timestamp.nullable(),
   finished_at: timestamp.nullable(),
@@ -228,6 +248,27 @@ export const deadLetterSchema = z.object({
 export const deadLetterListSchema = z.object({ items: z.array(deadLetterSchema), next_cursor: nextCursor });
 
 export const deadLetterReplayedSchema = taskResumedSchema.extend({ dead_letter_id: z.uuid() });
+
+// Statistics
+
+const percentilesSchema = z
+  .object({ p50: z.number().nullable(), p90: z.number().nullable(), p99: z.number().nullable(), max: z.number().nullable() })
+  .meta({ description: 'Durations in milliseconds, of finished tasks or steps only; null when none finished.' });
+
+const byStatus = z.record(z.string(), count).meta({ description: 'How many, by status.' });
+
+export const statsSchema = z.object({
+  window: z.object({ from: timestamp, to: timestamp }),
+  tasks: z.object({
+    total: count,
+    by_status: byStatus,
+    by_type: z.array(z.object({ task_type: z.string(), total: count, by_status: byStatus, duration_ms: percentilesSchema })),
+  }),
+  steps: z.object({
+    by_tool: z.array(z.object({ tool: z.string(), total: count, by_status: byStatus, duration_ms: percentilesSchema })),
+  }),
+  timestamp,
+});
 
 // System
 

@@ -1,0 +1,455 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
+import addFormatsPlugin from 'ajv-formats';
+import type { Express } from 'express';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
+import { closeTestConnections, testTools } from '../fixtures/tools.js';
+import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { startServer, type TestServer } from '../helpers/http-server.js';
+
+const addFormats = addFormatsPlugin as unknown as typeof addFormatsPlugin.default;
+const API_KEY = 'openapi-test-key-0123456789';
+const PACKAGE = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+type Operation = { responses: Record<string, { content?: Record<string, unknown> }>; security?: unknown[] };
+interface Answer {
+  status: number;
+  body: any;
+  text: string;
+  headers: Headers;
+}
+
+/** Express's routes: `GET /tasks/{task_id}`, plus the paths where whole sub-apps are mounted (Bull Board, Swagger UI). */
+function expressRoutes(app: Express): { routes: string[]; mounts: string[] } {
+  const routes: string[] = [];
+  const mounts: string[] = [];
+  const openApiPath = (path: string) => path.replace(/:(\w+)/g, '{$1}');
+  const walk = (stack: any[], prefix: string) => {
+    for (const layer of stack) {
+      if (layer.route) {
+        const paths: string[] = [layer.route.path].flat();
+        for (const method of Object.keys(layer.route.methods).filter((name) => name !== '_all')) {
+          for (const path of paths) routes.push(`${method.toUpperCase()} ${openApiPath(prefix + path)}`);
+        }
+      } else if (!layer.slash) {
+        // A router or a whole app (Bull Board) under a path: it serves that path and below.
+        mounts.push(`${prefix}${String(layer.rawPath)}`);
+      } else if (Array.isArray(layer.handle?.stack)) {
+        walk(layer.handle.stack, prefix);
+      }
+    }
+  };
+  walk((app as unknown as { router: { stack: any[] } }).router.stack, '');
+  return { routes, mounts };
+}
+
+/** Server-Sent Events as `{id, event, data}`. */
+function parseEvents(text: string): { id?: string; event: string; data: any }[] {
+  return text
+    .split('\n\n')
+    .filter((block) => block.split('\n').some((line) => line.startsWith('data:')))
+    .map((block) => {
+      const fields = new Map<string, string>();
+      for (const line of block.split('\n')) {
+        const colon = line.indexOf(':');
+        if (colon > 0) fields.set(line.slice(0, colon), line.slice(colon + 1).trim());
+      }
+      return { id: fields.get('id'), event: fields.get('event') ?? 'message', data: JSON.parse(fields.get('data')!) };
+    });
+}
+
+describe('the OpenAPI document', () => {
+  let h: Harness;
+  let secured: Harness;
+  /** Receives completion callbacks. */
+  let receiver: TestServer;
+  let doc: OpenApiDocument;
+  let ajv: Ajv2020;
+  const validators = new Map<string, ValidateFunction>();
+  /** `POST /assign-task 202`: every documented answer a test provoked. */
+  const exercised = new Set<string>();
+
+  beforeAll(async () => {
+    receiver = await startServer((_request, res) => res.writeHead(204).end());
+    [h, secured] = await Promise.all([
+      createHarness({
+        tools: testTools,
+        env: { BODY_LIMIT: '10kb', CALLBACK_SECRET: 'openapi-callback-secret-0123', HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${receiver.port}` },
+      }),
+      createHarness({ worker: false, env: { API_KEYS: API_KEY, RATE_LIMIT_PER_MINUTE: '3' } }),
+    ]);
+    const served = await fetch(`${h.url}/openapi.json`);
+    expect(served.status).toBe(200);
+    doc = (await served.json()) as OpenApiDocument;
+    ajv = new Ajv2020({ strict: false, allErrors: true });
+    addFormats(ajv);
+    // The whole document is one resource, so `#/components/schemas/...` resolves inside it.
+    ajv.addSchema(doc, 'openapi.json');
+  });
+  afterAll(async () => {
+    await Promise.all([h?.close(), secured?.close(), receiver?.close()]);
+    await closeTestConnections();
+  });
+
+  function operationFor(method: string, url: string): { path: string; operation: Operation } {
+    const path = url.split('?')[0]!.replace(/(.)\/$/, '$1');
+    const template = Object.keys(doc.paths).find((candidate) =>
+      new RegExp(`^${candidate.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(path),
+    );
+    const operation = template ? (doc.paths[template]![method.toLowerCase()] as Operation | undefined) : undefined;
+    if (!template || !operation) throw new Error(`${method} ${path} is not in the document`);
+    return { path: template, operation };
+  }
+
+  function schemaValidator(pointer: string): ValidateFunction {
+    let validate = validators.get(pointer);
+    if (!validate) {
+      validate = ajv.compile({ $ref: `openapi.json#${pointer}` });
+      validators.set(pointer, validate);
+    }
+    return validate;
+  }
+
+  const problems = (validate: ValidateFunction) =>
+    (validate.errors ?? []).map((error) => `${error.instancePath || '(body)'} ${error.message} ${JSON.stringify(error.params)}`);
+
+  const escape = (segment: string) => segment.replace(/~/g, '~0').replace(/\//g, '~1');
+
+  /**
+   * Sends a request and checks the answer against the document: the status must be listed for
+   * the operation, the content type must be the documented one, and a JSON body must fit the
+   * documented schema.
+   */
+  async function call(method: string, url: string, body?: unknown, headers: Record<string, string> = {}, on: Harness = h): Promise<Answer> {
+    const response = await fetch(`${on.url}${url}`, {
+      method,
+      redirect: 'manual',
+      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      // not JSON
+    }
+    const answer: Answer = { status: response.status, body: parsed, text, headers: response.headers };
+    const { path, operation } = operationFor(method, url);
+    const where = `${method} ${url} answered ${response.status}`;
+    const documented = operation.responses[String(response.status)];
+    expect(documented, `${where}, which the document does not list for ${method} ${path}: ${text.slice(0, 300)}`).toBeDefined();
+    exercised.add(`${method} ${path} ${response.status}`);
+    if (documented!.content) {
+      const mediaType = (response.headers.get('content-type') ?? '').split(';')[0]!.trim();
+      expect(Object.keys(documented!.content), `${where} with content type ${mediaType}`).toContain(mediaType);
+      if (mediaType === 'application/json') {
+        const validate = schemaValidator(
+          `/paths/${escape(path)}/${method.toLowerCase()}/responses/${response.status}/content/${escape(mediaType)}/schema`,
+        );
+        expect(validate(parsed) ? [] : problems(validate), `${where}: the body does not fit its documented schema: ${text.slice(0, 500)}`).toEqual([]);
+      }
+    }
+    return answer;
+  }
+
+  /** Validates a value against a schema under components/schemas. */
+  function expectComponent(name: string, value: unknown): void {
+    const validate = schemaValidator(`/components/schemas/${name}`);
+    expect(validate(value) ? [] : problems(validate), `${name}: ${JSON.stringify(value).slice(0, 500)}`).toEqual([]);
+  }
+
+  /** Every operation of the document with sample path parameters: `[method, url]`. */
+  function everyOperation(filter: (method: string, operation: Operation) => boolean): [string, string][] {
+    return Object.entries(doc.paths).flatMap(([path, operations]) =>
+      Object.entries(operations)
+        .filter(([method, operation]) => filter(method, operation as Operation))
+        .map(([method]): [string, string] => [method.toUpperCase(), path.replace(/\{[^}]+\}/g, () => randomUUID())]),
+    );
+  }
+
+  it('is a valid OpenAPI 3.1 document, served as built from the zod schemas', async () => {
+    const validator = new Validator();
+    const result = await validator.validate(doc as never);
+    expect(result.errors ?? []).toEqual([]);
+    expect(result.valid).toBe(true);
+    expect(validator.version).toBe('3.1');
+
+    expect(doc).toEqual(JSON.parse(JSON.stringify(buildOpenApiDocument())));
+    expect(doc.info.version).toBe(PACKAGE.version);
+    expect(doc.servers).toEqual([{ url: '/' }]);
+    expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
+    for (const [method, path] of [['get', '/health'], ['get', '/ready'], ['get', '/metrics']] as const) {
+      expect((doc.paths[path]![method] as Operation).security, path).toEqual([]);
+    }
+    expect((doc.paths['/tasks']!.get as Operation).security).toEqual([{}, { bearerAuth: [] }]);
+    // Requests come from the handlers' own schemas: a strict body rejects unknown keys.
+    expect(doc.components.schemas.AssignTaskRequest).toMatchObject({ required: ['task_type'], additionalProperties: false });
+    // Every schema in the document compiles.
+    for (const name of Object.keys(doc.components.schemas)) schemaValidator(`/components/schemas/${name}`);
+  });
+
+  it('documents every route Express serves, and Express serves every documented operation', () => {
+    const app = h.api!.server.listeners('request')[0] as unknown as Express;
+    const { routes, mounts } = expressRoutes(app);
+    const served = new Set([...routes, ...mounts.map((mount) => `GET ${mount}`)]);
+    const documented = new Set(Object.entries(doc.paths).flatMap(([path, operations]) => Object.keys(operations).map((method) => `${method.toUpperCase()} ${path}`)));
+    expect(routes.length).toBeGreaterThan(15);
+    expect([...new Set(mounts)].sort()).toEqual(['/admin/queues', '/docs']);
+    expect([...served].filter((route) => !documented.has(route)), 'served but not documented').toEqual([]);
+    expect([...documented].filter((route) => !served.has(route)), 'documented but not served').toEqual([]);
+  });
+
+  it('POST /assign-task and GET /result, /tasks, /tasks/{task_id} answer as documented', async () => {
+    const sleeping = await call('POST', '/assign-task', { task_type: 'sleep', params: { ms: 1000 } });
+    expect(sleeping.status).toBe(202);
+
+    const accepted = await call('POST', '/assign-task/', { task_type: 'echo', params: { hello: 'world' }, idempotency_key: 'openapi-1' });
+    expect(accepted.status).toBe(202);
+    const again = await call('POST', '/assign-task', { task_type: 'echo', params: { hello: 'world' }, idempotency_key: 'openapi-1' });
+    expect(again.status).toBe(200);
+    expect(again.body.task_id).toBe(accepted.body.task_id);
+    expect((await call('POST', '/assign-task', { task_type: 'echo', params: { hello: 'moon' }, idempotency_key: 'openapi-1' })).status).toBe(409);
+    expect((await call('POST', '/assign-task', { task_type: 'echo', surprise: true })).body.error.code).toBe('validation_error');
+    const badParams = await call('POST', '/assign-task', { task_type: 'approve_batches', params: { batch_ids: [7] } });
+    expect(badParams.status).toBe(400);
+    expect(badParams.body.error.details.length).toBeGreaterThan(0);
+    const unknown = await call('POST', '/assign-task', { task_type: 'no_such_tool' });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.details.known_task_types).toContain('echo');
+
+    const done = await waitForTask(h, accepted.body.task_id);
+    expect(done.status).toBe('completed');
+    const result = await call('GET', `/result/${accepted.body.task_id}?wait=1`);
+    expect(result.status).toBe(200);
+    expect(result.body.steps[0].output).toEqual({ hello: 'world' });
+    expect((await call('GET', `/tasks/${accepted.body.task_id}`)).body.result).toEqual({ hello: 'world' });
+    expect((await call('GET', `/result/${accepted.body.task_id}?wait=-1`)).status).toBe(400);
+    expect((await call('GET', `/result/${randomUUID()}`)).status).toBe(404);
+    expect((await call('GET', `/tasks/not-a-task`)).status).toBe(404);
+
+    // A failed task carries its error, and so does its step.
+    const failedId = await submit(h, { task_type: 'broken', params: { message: 'no luck' } });
+    const failed = await waitForTask(h, failedId);
+    expect(failed.status).toBe('failed');
+    const failedView = await call('GET', `/result/${failedId}`);
+    expect(failedView.body.error).toMatchObject({ message: 'no luck' });
+    expect(failedView.body.steps[0].error).toMatchObject({ message: 'no luck' });
+
+    // A workflow task names its workflow; a step of `sleep` reports progress.
+    const workflowTask = await call('POST', '/assign-task', { task_type: 'diamond', params: { value: 'v' } });
+    expect(workflowTask.status).toBe(202);
+    await waitForTask(h, workflowTask.body.task_id);
+    expect((await call('GET', `/result/${workflowTask.body.task_id}`)).body.workflow).toEqual({ name: 'diamond', version: 1 });
+    await waitForTask(h, sleeping.body.task_id);
+    const slept = await call('GET', `/result/${sleeping.body.task_id}`);
+    expect(slept.body.status).toBe('completed');
+    expect(slept.body.steps[0].progress?.percent).toBeGreaterThan(0);
+
+    const page = await call('GET', '/tasks?limit=2');
+    expect(page.body.items).toHaveLength(2);
+    expect(page.body.next_cursor).toEqual(expect.any(String));
+    const next = await call('GET', `/tasks?limit=2&cursor=${page.body.next_cursor}`);
+    expect(next.body.items[0].task_id).not.toBe(page.body.items[0].task_id);
+    expect((await call('GET', '/tasks?status=completed&task_type=diamond')).body.items[0].workflow).toEqual({ name: 'diamond', version: 1 });
+    expect((await call('GET', '/tasks?status=bogus')).status).toBe(400);
+    expect((await call('GET', '/tasks?cursor=garbage')).status).toBe(400);
+
+    // A task with a callback_url shows its deliveries.
+    const calling = await submit(h, { task_type: 'echo', params: {}, callback_url: `${receiver.origin}/hook` });
+    await poll(async () => (await h.request('GET', `/result/${calling}`)).body.callback?.delivered, { label: 'the callback delivery' });
+    expect((await call('GET', `/result/${calling}`)).body.callback.deliveries[0]).toMatchObject({ status_code: 204, delivered: true });
+  });
+
+  it('GET /tasks/{task_id}/events streams events that fit the documented schemas', async () => {
+    const id = await submit(h, { task_type: 'sleep', params: { ms: 1000 } });
+    // Opened while the task runs: the stream ends when the task does.
+    const live = await call('GET', `/tasks/${id}/events`);
+    expect(live.status).toBe(200);
+    const events = parseEvents(live.text);
+    expect(events[0]!.event).toBe('snapshot');
+    expectComponent('TaskView', events[0]!.data);
+    for (const event of events.slice(1)) {
+      expect(['task', 'step', 'progress']).toContain(event.event);
+      expectComponent('TaskStreamEvent', event.data);
+    }
+    expect(events.at(-1)).toMatchObject({ event: 'task', data: { status: 'completed' } });
+
+    const replayed = parseEvents((await call('GET', `/tasks/${id}/events`, undefined, { 'Last-Event-ID': '0-0' })).text);
+    expect(replayed.some((event) => event.event === 'progress')).toBe(true);
+    for (const event of replayed) expectComponent('TaskStreamEvent', event.data);
+
+    expect((await call('GET', `/tasks/${id}/events`, undefined, { 'Last-Event-ID': 'yesterday' })).status).toBe(400);
+    expect((await call('GET', `/tasks/${randomUUID()}/events`)).status).toBe(404);
+  });
+
+  it('POST /tasks/{task_id}/cancel and /retry answer as documented', async () => {
+    const id = await submit(h, { task_type: 'hang', params: { key: `openapi-${randomUUID()}` } });
+    await poll(async () => (await h.request('GET', `/result/${id}`)).body.status === 'running', { label: 'the hang task to run' });
+    expect((await call('POST', `/tasks/${id}/cancel`)).status).toBe(200);
+    expect((await waitForTask(h, id)).status).toBe('cancelled');
+    expect((await call('POST', `/tasks/${id}/cancel`)).status).toBe(409);
+    expect((await call('POST', `/tasks/${randomUUID()}/cancel`)).status).toBe(404);
+
+    const resumed = await call('POST', `/tasks/${id}/retry`);
+    expect(resumed.status).toBe(202);
+    expect(resumed.body.run).toBe(2);
+    expect((await call('POST', `/tasks/${id}/cancel`)).status).toBe(200);
+    await waitForTask(h, id);
+
+    const completed = await submit(h, { task_type: 'echo', params: {} });
+    await waitForTask(h, completed);
+    expect((await call('POST', `/tasks/${completed}/retry`)).status).toBe(409);
+    expect((await call('POST', `/tasks/${randomUUID()}/retry`)).status).toBe(404);
+  });
+
+  it('GET /tools answers as documented', async () => {
+    const tools = await call('GET', '/tools');
+    expect(tools.status).toBe(200);
+    expect(tools.body.tools.map((tool: { name: string }) => tool.name)).toEqual(expect.arrayContaining(['echo', 'sleep', 'http', 'notify']));
+  });
+
+  it('the workflow endpoints answer as documented', async () => {
+    const definition = {
+      name: 'openapi_flow',
+      description: 'a failing step that does not fail the task',
+      parameters: [{ name: 'value', type: 'string', required: true }],
+      steps: [
+        { id: 'first', tool: 'echo', input: { value: '{{params.value}}' } },
+        { id: 'shaky', tool: 'broken', on_failure: 'continue', input: { message: 'tolerated' } },
+        { id: 'last', tool: 'echo', depends_on: ['first', 'shaky'], input: { got: '{{steps.first.output.value}}' } },
+      ],
+      output: { got: '{{steps.last.output.got}}' },
+    };
+    const stored = await call('POST', '/workflows', definition);
+    expect(stored.status).toBe(201);
+    expect(stored.body.version).toBe(1);
+    expect((await call('POST', '/workflows', { ...definition, description: 'second' })).body.version).toBe(2);
+    const refused = await call('POST', '/workflows', { name: 'openapi_bad', steps: [{ id: 'a', tool: 'nope', depends_on: ['b'] }] });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.code).toBe('invalid_workflow');
+
+    expect((await call('GET', '/workflows')).body.workflows.map((workflow: { name: string }) => workflow.name)).toContain('openapi_flow');
+    expect((await call('GET', '/workflows/openapi_flow')).body.version).toBe(2);
+    expect((await call('GET', '/workflows/openapi_flow?version=1')).body.description).toBe(definition.description);
+    expect((await call('GET', '/workflows/openapi_flow?version=0')).status).toBe(400);
+    expect((await call('GET', '/workflows/openapi_flow?version=9')).status).toBe(404);
+    expect((await call('GET', '/workflows/openapi_flow/versions')).body.versions).toHaveLength(2);
+    expect((await call('GET', '/workflows/no_such_flow/versions')).status).toBe(404);
+
+    const run = await call('POST', '/workflows/openapi_flow/execute', { parameters: { value: 'x' }, idempotency_key: 'openapi-run' });
+    expect(run.status).toBe(202);
+    expect((await call('POST', '/workflows/openapi_flow/execute', { parameters: { value: 'x' }, idempotency_key: 'openapi-run' })).status).toBe(200);
+    expect((await call('POST', '/workflows/openapi_flow/execute', { parameters: { value: 'y' }, idempotency_key: 'openapi-run' })).status).toBe(409);
+    expect((await call('POST', '/workflows/openapi_flow/execute', { parameters: { other: 1 } })).status).toBe(400);
+    expect((await call('POST', '/workflows/no_such_flow/execute', {})).status).toBe(404);
+    const finished = await waitForTask(h, run.body.task_id);
+    expect(finished.status).toBe('completed');
+    expect((await call('GET', `/result/${run.body.task_id}`)).body.result).toEqual({ got: 'x' });
+
+    // Its tolerated failure left a dead letter; replaying it cannot resume a completed task.
+    const letters = await call('GET', `/dead-letters?task_id=${run.body.task_id}`);
+    expect(letters.body.items).toHaveLength(1);
+    expect((await call('POST', `/dead-letters/${letters.body.items[0].id}/replay`)).status).toBe(409);
+
+    expect((await call('DELETE', '/workflows/openapi_flow')).body).toMatchObject({ archived: true, versions: 2 });
+    expect((await call('GET', '/workflows/openapi_flow')).status).toBe(404);
+    expect((await call('DELETE', '/workflows/no_such_flow')).status).toBe(404);
+  });
+
+  it('the dead-letter endpoints answer as documented', async () => {
+    const [id, other] = await Promise.all([submit(h, { task_type: 'broken', params: {} }), submit(h, { task_type: 'broken', params: {} })]);
+    await Promise.all([waitForTask(h, id), waitForTask(h, other!)]);
+    const letters = await call('GET', `/dead-letters?task_id=${id}`);
+    expect(letters.status).toBe(200);
+    expect(letters.body.items).toHaveLength(1);
+    const page = await call('GET', '/dead-letters?limit=1');
+    expect(page.body.next_cursor).toEqual(expect.any(String));
+    expect((await call('GET', `/dead-letters?limit=1&cursor=${page.body.next_cursor}`)).status).toBe(200);
+    expect((await call('GET', '/dead-letters?limit=0')).status).toBe(400);
+    expect((await call('GET', '/dead-letters?cursor=garbage')).status).toBe(400);
+
+    const replay = await call('POST', `/dead-letters/${letters.body.items[0].id}/replay`);
+    expect(replay.status).toBe(202);
+    expect(replay.body.dead_letter_id).toBe(letters.body.items[0].id);
+    await waitForTask(h, id);
+    expect((await call('POST', `/dead-letters/${randomUUID()}/replay`)).status).toBe(404);
+  });
+
+  it('every POST answers 400, 413 and 415 for a body that is not acceptable JSON', async () => {
+    const posts = everyOperation((method) => method === 'post');
+    expect(posts.length).toBeGreaterThanOrEqual(6);
+    for (const [method, url] of posts) {
+      expect((await call(method, url, '{"not": json')).body.error.code, url).toBe('invalid_json');
+      expect((await call(method, url, { blob: 'x'.repeat(20_000) })).body.error.code, url).toBe('payload_too_large');
+      expect((await call(method, url, 'plain words', { 'content-type': 'text/plain' })).body.error.code, url).toBe('unsupported_media_type');
+    }
+  });
+
+  it('the system endpoints answer as documented', async () => {
+    expect((await call('GET', '/')).body.version).toBe(PACKAGE.version);
+    expect((await call('GET', '/health')).body.status).toBe('ok');
+    expect((await call('GET', '/ready')).body.ready).toBe(true);
+    expect((await call('GET', '/metrics')).text).toContain('# TYPE');
+    const stats = await call('GET', '/stats?window=1h');
+    expect(stats.status).toBe(200);
+    expect(stats.body.tasks.total).toBeGreaterThan(0);
+    expect(stats.body.steps.by_tool.map((entry: { tool: string }) => entry.tool)).toContain('echo');
+    expect((await call('GET', '/stats?window=soon')).status).toBe(400);
+    expect((await call('GET', '/openapi.json')).body.openapi).toBe('3.1.0');
+    expect((await call('GET', '/admin/queues')).text).toMatch(/<html/i);
+  });
+
+  it('GET /docs serves Swagger UI from this server, reading /openapi.json', async () => {
+    const redirect = await call('GET', '/docs');
+    expect(redirect.status).toBe(301);
+    expect(redirect.headers.get('location')).toBe('/docs/');
+    const page = await call('GET', '/docs/');
+    expect(page.status).toBe(200);
+    const base = new URL('/docs/', h.url);
+    const assets = [...page.text.matchAll(/<(?:script|link)\b[^>]*\b(?:src|href)=["']([^"']+)["']/gi)].map((match) => new URL(match[1]!, base));
+    expect(assets.map((asset) => asset.pathname)).toEqual(expect.arrayContaining(['/docs/swagger-ui.css', '/docs/swagger-ui-bundle.js', '/docs/swagger-ui-init.js']));
+    for (const asset of assets) {
+      expect(asset.origin, `${asset} is not served by this server`).toBe(base.origin);
+      const response = await fetch(asset);
+      expect(response.status, asset.pathname).toBe(200);
+      const body = await response.text();
+      if (asset.pathname.endsWith('/swagger-ui-init.js')) expect(body).toContain('"swaggerUrl": "/openapi.json"');
+    }
+    // swagger-ui-dist's own demo page points at the Petstore: not served.
+    expect((await fetch(new URL('index.html', base))).status).toBe(404);
+  });
+
+  it('with API_KEYS, every operation but /health, /ready and /metrics answers 401 without a key, and 429 past the rate limit', async () => {
+    const securedOperations = everyOperation((_method, operation) => (operation.security ?? []).length > 0);
+    const openOperations = everyOperation((_method, operation) => (operation.security ?? []).length === 0);
+    expect(openOperations.map(([method, url]) => `${method} ${url}`).sort()).toEqual(['GET /health', 'GET /metrics', 'GET /ready']);
+    for (const [method, url] of securedOperations) {
+      const response = await call(method, url, undefined, {}, secured);
+      expect(response.status, `${method} ${url}`).toBe(401);
+      expect(response.headers.get('www-authenticate')).toMatch(/^(Bearer|Basic) /);
+    }
+    for (const [method, url] of openOperations) expect((await call(method, url, undefined, {}, secured)).status).toBe(200);
+
+    const auth = { authorization: `Bearer ${API_KEY}` };
+    for (let i = 0; i < 3; i += 1) expect((await call('GET', '/tools', undefined, auth, secured)).status).toBe(200);
+    for (const [method, url] of securedOperations) {
+      const response = await call(method, url, undefined, auth, secured);
+      expect(response.status, `${method} ${url}`).toBe(429);
+      expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+  });
+
+  it('every documented answer was provoked, except 503', () => {
+    const documented = Object.entries(doc.paths).flatMap(([path, operations]) =>
+      Object.entries(operations).flatMap(([method, operation]) => Object.keys((operation as Operation).responses).map((status) => `${method.toUpperCase()} ${path} ${status}`)),
+    );
+    // 503 needs Redis or PostgreSQL to stop answering: test/api/dependencies-down.test.ts does
+    // that through TCP proxies; stopping them here would break the test files running alongside.
+    const missing = documented.filter((answer) => !answer.endsWith(' 503') && !exercised.has(answer));
+    expect(missing).toEqual([]);
+  });
+});
