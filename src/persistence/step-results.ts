@@ -87,6 +87,14 @@ export interface FinishOutcome {
 
 export type Outcome = StartOutcome | FinishOutcome | undefined;
 
+/** What closing a run found: the task's status, and the steps that had to be failed because they never reported. */
+export interface RunClosed {
+  status: TaskStatus | undefined;
+  lost: string[];
+  callbackUrl?: string | null;
+  task?: { type: string; createdAt: Date };
+}
+
 interface TaskRow {
   id: string;
   status: TaskStatus;
@@ -99,6 +107,7 @@ const ACTIVE: ReadonlySet<string> = new Set(['queued', 'running']);
 
 export class StepResults {
   private readonly batcher: Batcher<StepEvent, Outcome>;
+  private readonly closes: Batcher<{ taskId: string; run: number }, RunClosed>;
 
   constructor(
     private readonly prisma: Prisma,
@@ -107,6 +116,7 @@ export class StepResults {
     maxBatch = 200,
   ) {
     this.batcher = new Batcher((events) => this.flushSafely(events), { maxSize: maxBatch });
+    this.closes = new Batcher((items) => this.flushCloses(items), { maxSize: maxBatch });
   }
 
   start(event: Omit<StepStart, 'kind'>): Promise<StartOutcome> {
@@ -126,8 +136,8 @@ export class StepResults {
   }
 
   /** Resolves when every event handed in so far is committed (or failed). */
-  idle(): Promise<void> {
-    return this.batcher.idle();
+  async idle(): Promise<void> {
+    await Promise.all([this.batcher.idle(), this.closes.idle()]);
   }
 
   /**
@@ -158,14 +168,36 @@ export class StepResults {
   }
 
   /**
-   * Called when a run's root job runs, i.e. BullMQ holds no more pending steps of the run. If
-   * the task is still active then some step's job ended without a result (removed by hand,
-   * stalled too often): those steps and the task are failed, so nothing stays running forever.
+   * Called when a run's root job runs, i.e. BullMQ holds no more pending steps of the run.
+   * Normally the task ended with its last step's commit, and one read (batched with other
+   * runs' closes) confirms it. If the task is still active, some step's job ended without a
+   * result (removed by hand, stalled too often): those steps and the task are failed, so nothing
+   * stays running forever.
    */
-  async closeRun(
-    taskId: string,
-    run: number,
-  ): Promise<{ status: TaskStatus | undefined; lost: string[]; callbackUrl?: string | null; task?: { type: string; createdAt: Date } }> {
+  closeRun(taskId: string, run: number): Promise<RunClosed> {
+    return this.closes.add({ taskId, run });
+  }
+
+  private async flushCloses(items: { taskId: string; run: number }[]): Promise<RunClosed[]> {
+    const rows = await withRetries(
+      () =>
+        this.prisma.$queryRawUnsafe<(TaskRow & { callback_url: string | null })[]>(
+          `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = ANY($1::uuid[])`,
+          [...new Set(items.map((item) => item.taskId))],
+        ),
+      { logger: this.logger, label: 'close runs' },
+    );
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return Promise.all(
+      items.map(async ({ taskId, run }) => {
+        const task = byId.get(taskId);
+        if (!task || task.run !== run || !ACTIVE.has(task.status)) return { status: task?.status, lost: [], callbackUrl: task?.callback_url };
+        return this.failLostSteps(taskId, run);
+      }),
+    );
+  }
+
+  private async failLostSteps(taskId: string, run: number): Promise<RunClosed> {
     const outcome = await withRetries(
       () =>
         this.prisma.$transaction(async (tx) => {

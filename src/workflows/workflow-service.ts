@@ -23,8 +23,12 @@ export function workflowView(workflow: StoredWorkflow): StoredWorkflowBody {
   };
 }
 
+const CURRENT_VERSION_TTL_MS = 1_000;
+
 /** Workflow definitions as the API sees them: checked before storing, compiled for each run. */
 export class WorkflowService {
+  private readonly current = new Map<string, { workflow: StoredWorkflow; at: number }>();
+
   constructor(
     private readonly store: WorkflowStore,
     private readonly registry: ToolRegistry,
@@ -43,6 +47,7 @@ export class WorkflowService {
   async define(body: unknown) {
     const definition = this.validate(body);
     const stored = await this.store.create(definition);
+    this.current.delete(definition.name);
     this.logger.info('workflow stored', { workflow: stored.name, version: stored.version });
     return workflowView(stored);
   }
@@ -77,15 +82,31 @@ export class WorkflowService {
 
   async archive(name: string) {
     const outcome = IDENTIFIER.test(name) ? await this.store.archive(name) : { versions: 0, archived: false };
+    this.current.delete(name);
     if (outcome.versions === 0) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}`);
     return outcome;
   }
 
   /** The plan of a run of the current version, or undefined when no such workflow is active. */
   async plan(name: string, params: Record<string, unknown>, overrides: RunOverrides, paramsField = 'params'): Promise<TaskPlan | undefined> {
-    const workflow = await this.store.get(name);
+    const workflow = await this.currentVersion(name);
     if (!workflow) return undefined;
     return compileWorkflow(workflow.definition, workflow.version, params, overrides, this.registry, paramsField);
+  }
+
+  /**
+   * The current version of a workflow, read at most once a second per name: running a workflow
+   * must not cost a database read per task. This process sees its own changes at once; another
+   * API process's new version or archive is seen within CURRENT_VERSION_TTL_MS.
+   */
+  private async currentVersion(name: string): Promise<StoredWorkflow | undefined> {
+    const cached = this.current.get(name);
+    if (cached && Date.now() - cached.at < CURRENT_VERSION_TTL_MS) return cached.workflow;
+    const workflow = await this.store.get(name);
+    // Only workflows that exist are kept, so unknown names cannot grow the map.
+    if (workflow) this.current.set(name, { workflow, at: Date.now() });
+    else this.current.delete(name);
+    return workflow;
   }
 
   names(): Promise<string[]> {
