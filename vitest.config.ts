@@ -1,14 +1,45 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
+
+/**
+ * The core and workflow tests that run a second time against a private three-master Redis
+ * Cluster (test/cluster/global-setup.ts). Tests that only make sense on one Redis (a proxy in
+ * front of it, REDIS_URL pointing elsewhere) stay out.
+ */
+const CLUSTER_FILES = [
+  'test/api/assign-task.test.ts',
+  'test/api/events.test.ts',
+  'test/workflows/execution.test.ts',
+  'test/workflows/random-dags.test.ts',
+  'test/workflows/cancel.test.ts',
+  'test/workflows/examples.test.ts',
+];
 
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    globalSetup: ['test/global-setup.ts'],
     // Each file gets its own database and queue prefix, so files run in parallel safely.
     pool: 'forks',
     maxWorkers: 2,
     testTimeout: 30_000,
     hookTimeout: 60_000,
     restoreMocks: true,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'default',
+          include: ['test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, 'test/cluster/**'],
+          globalSetup: ['test/global-setup.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'cluster',
+          include: [...CLUSTER_FILES, 'test/cluster/**/*.test.ts'],
+          globalSetup: ['test/global-setup.ts', 'test/cluster/global-setup.ts'],
+        },
+      },
+    ],
   },
 });

@@ -23,6 +23,14 @@ const configSchema = z.object({
   PORT: integer(0, 65535).default(3000),
   HOST: z.string().min(1).default('0.0.0.0'),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
+  /**
+   * Redis Cluster seed nodes, `host:port` comma-separated. When set, every connection is a
+   * cluster connection (user, password and TLS still come from REDIS_URL) and QUEUE_PREFIX must
+   * hold a hash tag. Empty: the single Redis at REDIS_URL.
+   */
+  REDIS_CLUSTER_NODES: csv
+    .pipe(z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'each node must be host:port')))
+    .default([]),
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default('postgresql://postgres@127.0.0.1:5432/orchestrator'),
   /** Connections each process keeps to PostgreSQL. */
   DATABASE_POOL_SIZE: integer(1, 200).default(10),
@@ -74,13 +82,34 @@ const configSchema = z.object({
   CALLBACK_MAX_ATTEMPTS: integer(1, 50).default(8),
   /** How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event. */
   EVENTS_TTL_S: integer(60, 30 * 86_400).default(86_400),
+  /** How long a worker retries a database write through lost connections before parking the step's result in its job. */
+  DB_WRITE_RETRY_MS: integer(0, 3_600_000).default(60_000),
+  /** How often one worker looks for active runs whose jobs went missing in Redis (see workers/runtime/reconciler.ts). 0: never. */
+  RECONCILE_INTERVAL_MS: integer(0, 3_600_000).default(30_000),
+  /** Runs younger than this are not repaired: their jobs may still be on their way. */
+  RECONCILE_AFTER_MS: integer(0, 86_400_000).default(60_000),
   /** Port where a worker process serves its own /metrics. Unset: no metrics server in workers. */
   WORKER_METRICS_PORT: integer(0, 65535).optional(),
+  /**
+   * OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); spans go to
+   * `<url>/v1/traces`. Unset: tracing is off.
+   */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  /** Service name on exported spans. Unset: orchestrator-api, orchestrator-worker, or orchestrator (npm start). */
+  OTEL_SERVICE_NAME: z.string().min(1).max(255).optional(),
 });
 
 export type Config = Readonly<
   Omit<z.infer<typeof configSchema>, 'LOG_FORMAT'> & { LOG_FORMAT: 'json' | 'pretty' }
 >;
+
+/**
+ * Whether every key under `prefix` hashes by the same tag. Redis hashes the text between the
+ * first `{` of a key and the next `}`, when that text is not empty.
+ */
+export function hasHashTag(prefix: string): boolean {
+  return /^[^{]*\{[^}]+\}/.test(prefix);
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -102,6 +131,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
   }
   const value = parsed.data;
+  if (value.REDIS_CLUSTER_NODES.length > 0 && !hasHashTag(value.QUEUE_PREFIX)) {
+    throw new ConfigError(
+      `Invalid configuration:\n  QUEUE_PREFIX: must contain a Redis Cluster hash tag such as {orchestrator} when REDIS_CLUSTER_NODES is set, so that all keys of a task share one slot (got ${JSON.stringify(value.QUEUE_PREFIX)})`,
+    );
+  }
   return Object.freeze({
     ...value,
     LOG_FORMAT: value.LOG_FORMAT ?? (value.NODE_ENV === 'production' ? 'json' : 'pretty'),

@@ -5,12 +5,14 @@ import { createToolRegistry } from '../workers/adapters/index.js';
 import { startWorker } from '../workers/worker.js';
 import { startApi } from './api/server.js';
 import { Metrics } from './observability/metrics.js';
+import { initTracing } from './observability/tracing.js';
 
 /** `npm start`: the API and one worker in one process, for a first try and for development. */
 await boot('orchestrator', async () => {
   const config = loadConfig();
   const logger = createLogger(config);
   await prepareDatabase(config, logger);
+  const tracing = await initTracing(config, logger, { role: 'all' });
   const registry = createToolRegistry();
   // One process, one set of metrics: GET /metrics shows the API and the worker.
   const metrics = new Metrics();
@@ -19,5 +21,6 @@ await boot('orchestrator', async () => {
   closeOnSignals(logger, async () => {
     await api.close();
     await worker.close();
+    await tracing.shutdown();
   });
 });

@@ -3,15 +3,18 @@ import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/logger.js';
 import { createToolRegistry } from './adapters/index.js';
 import { startWorker } from './worker.js';
+import { initTracing } from '../src/observability/tracing.js';
 
 /** `npm run worker`: a worker process. Run as many as you need, on as many machines. */
 await boot('worker', async () => {
   const config = loadConfig();
   const logger = createLogger(config).child({ process: 'worker', pid: process.pid });
   await prepareDatabase(config, logger);
+  const tracing = await initTracing(config, logger, { role: 'worker' });
   const worker = await startWorker(config, logger, createToolRegistry());
   closeOnSignals(logger, async () => {
     const { drained } = await worker.close();
     logger.info('worker stopped', { drained });
+    await tracing.shutdown();
   });
 });

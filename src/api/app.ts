@@ -4,8 +4,10 @@ import { ExpressAdapter } from '@bull-board/express';
 import cors from 'cors';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 import type { Metrics } from '../observability/metrics.js';
+import { traceRequests } from '../observability/http-tracing.js';
+import { tracingEnabled } from '../observability/tracing.js';
 import { accessLog, apiKeyAuth, requestIds, requestRateLimit } from './middleware.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -31,7 +33,7 @@ export interface AppDeps {
   logger: Logger;
   metrics: Metrics;
   /** The producer connection: rate limits are counted in Redis. */
-  redis: Redis;
+  redis: RedisClient;
   registry: ToolRegistry;
   tasks: TaskService;
   workflows: WorkflowService;
@@ -59,6 +61,8 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', config.TRUST_PROXY === undefined ? false : /^\d+$/.test(config.TRUST_PROXY) ? Number(config.TRUST_PROXY) : config.TRUST_PROXY);
 
   app.use(requestIds());
+  // Off, not even mounted: tracing costs nothing per request.
+  if (tracingEnabled()) app.use(traceRequests());
   app.use(accessLog(deps.logger));
   app.use((req, res, next) => {
     const stop = metrics.httpDuration.startTimer();

@@ -2,7 +2,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
-import type { Redis } from 'ioredis';
+import { sendCommand, type RedisClient } from '../queue/redis.js';
 import type { Logger } from '../logger.js';
 import { requestContext } from '../lib/request-context.js';
 import { errorBody } from './http.js';
@@ -100,7 +100,7 @@ export function apiKeyAuth(keys: readonly string[]): RequestHandler {
  * A per-key (or per-address) request budget shared by every API process through Redis. When
  * Redis does not answer, requests pass: the endpoints that need Redis answer 503 themselves.
  */
-export function requestRateLimit(perMinute: number, redis: Redis, prefix: string): RequestHandler {
+export function requestRateLimit(perMinute: number, redis: RedisClient, prefix: string): RequestHandler {
   return rateLimit({
     windowMs: 60_000,
     limit: perMinute,
@@ -112,7 +112,7 @@ export function requestRateLimit(perMinute: number, redis: Redis, prefix: string
     keyGenerator: (req) => (req.apiKeyId ? `key:${req.apiKeyId}` : `ip:${ipKeyGenerator(req.ip ?? '0.0.0.0')}`),
     store: new RedisStore({
       prefix: `${prefix}:ratelimit:`,
-      sendCommand: (command: string, ...args: string[]) => redis.call(command, ...args) as Promise<RedisReply>,
+      sendCommand: (command: string, ...args: string[]) => sendCommand(redis, command, ...args) as Promise<RedisReply>,
     }),
     handler: (req: Request, res: Response, _next: NextFunction, options) => {
       res.status(options.statusCode).json(errorBody('rate_limited', `more than ${perMinute} requests a minute; retry after the Retry-After delay`));

@@ -20,9 +20,11 @@ import type { TransitionEvent } from '../queue/channels.js';
  */
 
 /**
- * `attempt` counts deliveries of the step's job (BullMQ's attemptsStarted): a retry and a
- * delivery after a lost lock both count, so a step stuck "running" behind a dead worker can
- * be claimed again, while two deliveries of the same attempt cannot both start.
+ * `attempt` counts deliveries of the step's job (BullMQ's attemptsStarted, which grows with
+ * every delivery): a retry and a delivery after a lost lock both count, so a step stuck
+ * "running" behind a dead worker can be claimed by the next delivery, while an older delivery
+ * cannot take it back. Claiming again with the same number succeeds, so a start whose commit
+ * was lost in transit (the connection died before the answer) can simply be written again.
  */
 export type StepStart = { kind: 'start'; taskId: string; run: number; stepId: string; attempt: number; at: Date };
 
@@ -109,14 +111,23 @@ export class StepResults {
   private readonly batcher: Batcher<StepEvent, Outcome>;
   private readonly closes: Batcher<{ taskId: string; run: number }, RunClosed>;
 
+  private readonly retryForMs: number;
+
   constructor(
     private readonly prisma: Prisma,
     private readonly logger: Logger,
     private readonly onCommitted: (events: TransitionEvent[]) => void = () => undefined,
-    maxBatch = 200,
+    options: {
+      /** Most events per transaction. @defaultValue 200 */
+      maxBatch?: number;
+      /** How long a write is retried through lost connections before the caller hears of it. @defaultValue 60000 */
+      retryForMs?: number;
+    } = {},
   ) {
-    this.batcher = new Batcher((events) => this.flushSafely(events), { maxSize: maxBatch });
-    this.closes = new Batcher((items) => this.flushCloses(items), { maxSize: maxBatch });
+    const maxSize = options.maxBatch ?? 200;
+    this.retryForMs = options.retryForMs ?? 60_000;
+    this.batcher = new Batcher((events) => this.flushSafely(events), { maxSize });
+    this.closes = new Batcher((items) => this.flushCloses(items), { maxSize });
   }
 
   start(event: Omit<StepStart, 'kind'>): Promise<StartOutcome> {
@@ -185,7 +196,7 @@ export class StepResults {
           `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = ANY($1::uuid[])`,
           [...new Set(items.map((item) => item.taskId))],
         ),
-      { logger: this.logger, label: 'close runs' },
+      { logger: this.logger, label: 'close runs', maxElapsedMs: this.retryForMs },
     );
     const byId = new Map(rows.map((row) => [row.id, row]));
     return Promise.all(
@@ -222,7 +233,7 @@ export class StepResults {
           );
           return { status: 'failed' as const, lost: lost.map((row) => row.step_id), task: info, callbackUrl: task.callback_url };
         }),
-      { logger: this.logger, label: 'close run' },
+      { logger: this.logger, label: 'close run', maxElapsedMs: this.retryForMs },
     );
     if (outcome.lost.length > 0) {
       this.logger.error('task closed with steps that never reported a result', { task_id: taskId, steps: outcome.lost });
@@ -238,7 +249,7 @@ export class StepResults {
    */
   private async flushSafely(events: StepEvent[]): Promise<(Outcome | ItemFailure)[]> {
     try {
-      return await withRetries(() => this.flush(events), { logger: this.logger, label: 'step results' });
+      return await withRetries(() => this.flush(events), { logger: this.logger, label: 'step results', maxElapsedMs: this.retryForMs });
     } catch (error) {
       if (events.length === 1 || isTransientDatabaseError(error)) throw error;
       this.logger.warn('a batch of step results failed; writing them one by one', { error: (error as Error).message });
@@ -292,7 +303,7 @@ export class StepResults {
                     started_at = COALESCE(s.started_at, v.at)
                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::timestamptz[]) AS v(task_id, step_id, run, attempt, at)
               WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run
-                AND (s.status = 'queued' OR (s.status = 'running' AND s.attempts < v.attempt))
+                AND (s.status = 'queued' OR (s.status = 'running' AND s.attempts <= v.attempt))
           RETURNING s.task_id::text AS task_id, s.step_id`,
             starts.map(({ event }) => event.taskId),
             starts.map(({ event }) => event.stepId),
@@ -565,7 +576,7 @@ function jsonOrNull(value: unknown): string | null {
   return value === undefined ? null : JSON.stringify(value);
 }
 
-type Tx = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
+export type Tx = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
 
 interface RunContext {
   params: Record<string, unknown>;
@@ -573,7 +584,7 @@ interface RunContext {
 }
 
 /** Params and the finished steps the ready steps may refer to. */
-async function loadContext(
+export async function loadContext(
   tx: Tx,
   readyRows: { task_id: string; input_template: unknown; depends_on: string[] }[],
 ): Promise<Map<string, RunContext>> {

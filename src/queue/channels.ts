@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 
 /**
  * Redis pub/sub between processes.
@@ -19,7 +19,7 @@ export interface StopMessage {
   reason: 'cancelled';
 }
 
-export async function publishStop(redis: Redis, prefix: string, message: StopMessage): Promise<void> {
+export async function publishStop(redis: RedisClient, prefix: string, message: StopMessage): Promise<void> {
   await redis.publish(stopChannel(prefix), JSON.stringify(message));
 }
 

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import { eventsChannel, type EventsNotice, type TransitionEvent } from './channels.js';
 
 export const FINISHED_TASK = new Set(['completed', 'failed', 'cancelled']);
@@ -24,7 +24,7 @@ export interface TaskEvent {
  */
 export class EventLog {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly prefix: string,
     private readonly ttlSeconds: number,
   ) {}
@@ -33,7 +33,11 @@ export class EventLog {
     return `${this.prefix}:events:${taskId}`;
   }
 
-  /** Appends in one round trip: every XADD, the expiries and the notice. */
+  /**
+   * Appends in one round trip: every XADD, the expiries and the notice. On a cluster the streams
+   * share the prefix's hash tag, so the pipeline goes to one node; PUBLISH has no key and rides
+   * along (the cluster forwards it to subscribers on every node).
+   */
   async append(events: TransitionEvent[]): Promise<void> {
     if (events.length === 0) return;
     const pipeline = this.redis.pipeline();

@@ -1,4 +1,5 @@
 import type { RetryPolicy, DependencyResult } from '../tools/tool.js';
+import type { ErrorRecord } from '../errors.js';
 
 /** Queue of the task (root) jobs: each runs once all steps of its run have finished. */
 export const TASKS_QUEUE = 'tasks';
@@ -37,6 +38,16 @@ export interface TaskJobData {
   run: number;
 }
 
+/** A step's result that could not be written yet (PostgreSQL unreachable); see step-processor.ts. */
+export interface ParkedResult {
+  status: 'completed' | 'failed' | 'cancelled';
+  output?: unknown;
+  error?: ErrorRecord;
+  attempt: number;
+  startedAt: string;
+  finishedAt: string;
+}
+
 export interface StepJobData {
   taskId: string;
   run: number;
@@ -48,4 +59,6 @@ export interface StepJobData {
   timeoutMs: number;
   /** What the steps this one depends on ended with. */
   dependencies: Record<string, DependencyResult>;
+  /** Set when the step already ran and only its result remains to be written. */
+  parked?: ParkedResult;
 }

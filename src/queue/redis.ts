@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { Config } from '../config.js';
 
 /**
@@ -22,16 +22,70 @@ export function redisOptions(role: RedisRole): RedisOptions {
   return { ...common, maxRetriesPerRequest: null };
 }
 
-export function createRedis(config: Pick<Config, 'REDIS_URL'>, role: RedisRole, name?: string): Redis {
-  const redis = new Redis(config.REDIS_URL, { ...redisOptions(role), connectionName: name ? `orchestrator:${name}` : undefined });
+/** A connection to Redis: one server (REDIS_URL) or a cluster (REDIS_CLUSTER_NODES). */
+export type RedisClient = Redis | Cluster;
+
+export function isCluster(redis: RedisClient): redis is Cluster {
+  return redis instanceof Cluster;
+}
+
+/** The connections that hold keys: the server itself, or every master of a cluster. */
+export function masters(redis: RedisClient): Redis[] {
+  return isCluster(redis) ? redis.nodes('master') : [redis];
+}
+
+function clusterNode(entry: string): ClusterNode {
+  const url = new URL(`redis://${entry}`);
+  return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port) };
+}
+
+/** The options of a cluster connection: per-node options from the role, credentials and TLS from REDIS_URL. */
+export function clusterOptions(redisUrl: string, role: RedisRole, connectionName?: string): ClusterOptions {
+  // ioredis gives node connections no reconnects of their own (a lost node is found again by a
+  // slot refresh) and always an offline queue, so the role's reconnect and offline-queue
+  // settings belong to the cluster as a whole.
+  const { retryStrategy, enableOfflineQueue, ...perNode } = redisOptions(role);
+  const url = new URL(redisUrl);
+  return {
+    clusterRetryStrategy: retryStrategy,
+    enableOfflineQueue: enableOfflineQueue ?? true,
+    redisOptions: {
+      ...perNode,
+      connectionName,
+      ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+      ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+      ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+    },
+  };
+}
+
+export function createRedis(config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>, role: RedisRole, name?: string): RedisClient {
+  const connectionName = name ? `orchestrator:${name}` : undefined;
+  const redis =
+    config.REDIS_CLUSTER_NODES.length > 0
+      ? new Cluster(config.REDIS_CLUSTER_NODES.map(clusterNode), clusterOptions(config.REDIS_URL, role, connectionName))
+      : new Redis(config.REDIS_URL, { ...redisOptions(role), connectionName });
   // Errors also surface on the commands that hit them; without a listener ioredis logs each
   // reconnect failure to stderr.
   redis.on('error', () => undefined);
   return redis;
 }
 
+/**
+ * Sends a raw command (for libraries that speak Redis through a callback). A cluster routes it
+ * by its keys; SCRIPT LOAD has none, so it goes to every master, and EVALSHA finds the script
+ * on whichever master holds its keys.
+ */
+export async function sendCommand(redis: RedisClient, command: string, ...args: string[]): Promise<unknown> {
+  if (isCluster(redis) && command.toUpperCase() === 'SCRIPT' && args[0]?.toUpperCase() === 'LOAD') {
+    const nodes = redis.nodes('master');
+    if (nodes.length > 0) return (await Promise.all(nodes.map((node) => node.call(command, ...args))))[0];
+  }
+  return redis.call(command, ...args);
+}
+
 /** Resolves once the connection is ready, or rejects after `timeoutMs`. */
-export async function waitForRedis(redis: Redis, timeoutMs = 5_000): Promise<void> {
+export async function waitForRedis(redis: RedisClient, timeoutMs = 5_000): Promise<void> {
   if (redis.status === 'ready') return;
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {

@@ -1,7 +1,9 @@
 import { FlowProducer, Queue, type FlowJob, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
+import type { Context } from '@opentelemetry/api';
+import { bullmqTelemetry, jobTraceOptions } from '../observability/tracing.js';
 import {
   BACKOFF_TYPE,
   CALLBACKS_QUEUE,
@@ -44,12 +46,13 @@ export class TaskQueues {
   private readonly flows: FlowProducer;
 
   constructor(
-    private readonly connection: Redis,
+    private readonly connection: RedisClient,
     private readonly config: Pick<Config, 'QUEUE_PREFIX' | 'QUEUE_KEEP_COMPLETED' | 'QUEUE_KEEP_FAILED'>,
     toolNames: Iterable<string>,
     logger: Logger,
   ) {
-    const options = { connection, prefix: config.QUEUE_PREFIX };
+    // With tracing on, BullMQ's producer spans join the caller's trace and every job carries it on.
+    const options = { connection, prefix: config.QUEUE_PREFIX, ...bullmqTelemetry() };
     this.tasks = new Queue<TaskJobData>(TASKS_QUEUE, options);
     this.callbacks = new Queue<CallbackJobData>(CALLBACKS_QUEUE, options);
     for (const tool of toolNames) this.toolQueues.set(tool, new Queue<StepJobData>(toolQueueName(tool), options));
@@ -106,30 +109,32 @@ export class TaskQueues {
     };
   }
 
-  private flow(ref: RunRef, steps: ReadyStep[]): FlowJob {
+  /** `trace`: the trace the run's jobs continue, when they are added outside it (a batch). */
+  private flow(ref: RunRef, steps: ReadyStep[], trace?: Context): FlowJob {
+    const traced = jobTraceOptions(trace);
     return {
       name: ref.taskType,
       queueName: TASKS_QUEUE,
       data: { taskId: ref.taskId, run: ref.run },
-      opts: { jobId: taskJobId(ref.taskId, ref.run), attempts: 5, backoff: { type: 'exponential', delay: 1000 }, ...this.keep() },
+      opts: { jobId: taskJobId(ref.taskId, ref.run), attempts: 5, backoff: { type: 'exponential', delay: 1000 }, ...this.keep(), ...traced },
       children: steps.map((step) => ({
         name: step.stepId,
         queueName: toolQueueName(step.tool),
         data: this.stepData(ref, step),
-        opts: this.stepOptions(ref, step),
+        opts: { ...this.stepOptions(ref, step), ...traced },
       })),
     };
   }
 
   /** Creates the run's flow atomically: the root and the steps ready now. */
-  async startRun(ref: RunRef, steps: ReadyStep[]): Promise<void> {
-    await this.flows.add(this.flow(ref, steps));
+  async startRun(ref: RunRef, steps: ReadyStep[], trace?: Context): Promise<void> {
+    await this.flows.add(this.flow(ref, steps, trace));
   }
 
   /** Creates several runs' flows in one round trip (each flow is still atomic). */
-  async startRuns(runs: { ref: RunRef; steps: ReadyStep[] }[]): Promise<void> {
-    if (runs.length === 1) return this.startRun(runs[0]!.ref, runs[0]!.steps);
-    await this.flows.addBulk(runs.map(({ ref, steps }) => this.flow(ref, steps)));
+  async startRuns(runs: { ref: RunRef; steps: ReadyStep[]; trace?: Context }[]): Promise<void> {
+    if (runs.length === 1) return this.startRun(runs[0]!.ref, runs[0]!.steps, runs[0]!.trace);
+    await this.flows.addBulk(runs.map(({ ref, steps, trace }) => this.flow(ref, steps, trace)));
   }
 
   /** Adds steps that just became ready as further children of the run's root. */

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/redis.js';
 import type { Config } from '../config.js';
 import { ConflictError, DependencyUnavailableError, NotFoundError, ValidationError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -9,6 +9,8 @@ import { isTransientDatabaseError } from '../persistence/retry.js';
 import { publishStop } from '../queue/channels.js';
 import type { EventLog } from '../queue/event-log.js';
 import type { Metrics } from '../observability/metrics.js';
+import { captureTraceContext, inSpan, SpanAttributes, withBatchTraceContext, type SpanHandle } from '../observability/tracing.js';
+import type { Context } from '@opentelemetry/api';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
@@ -28,7 +30,7 @@ export interface TaskServiceDeps {
   store: TaskStore;
   queues: TaskQueues;
   /** The producer connection: fails fast while Redis is down. */
-  redis: Redis;
+  redis: RedisClient;
   events: TaskEvents;
   eventLog: EventLog;
   metrics: Metrics;
@@ -61,7 +63,7 @@ function notFound(id: string): NotFoundError {
   return new NotFoundError('task_not_found', `no task with id ${JSON.stringify(id)}`);
 }
 
-function assertRedis(redis: Redis): void {
+function assertRedis(redis: RedisClient): void {
   if (redis.status !== 'ready') throw new DependencyUnavailableError('redis');
 }
 
@@ -78,6 +80,8 @@ interface Submission {
   plan: TaskPlan;
   task: NewTask;
   delayMs: number;
+  /** The submitter's trace (tracing on): a batch's jobs each continue their own. */
+  trace?: Context;
 }
 
 /** Tasks as the API sees them: submit, read, list, cancel, retry. Knows nothing of HTTP. */
@@ -119,18 +123,24 @@ export class TaskService {
   }
 
   async submit(body: AssignTaskBody, options: SubmitOptions = {}): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+    return inSpan('task.submit', { [SpanAttributes.TASK_TYPE]: body.task_type }, (span) => this.submitInSpan(body, options, span));
+  }
+
+  private async submitInSpan(body: AssignTaskBody, options: SubmitOptions, span: SpanHandle): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
     const receivedAt = new Date();
     if (body.callback_url) this.checkCallback(body.callback_url);
     const plan = finishPlan(await this.plan(body, options));
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
     const id = randomUUID();
+    span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const requestHash = createHash('sha256')
       .update(canonical({ ...body, idempotency_key: undefined }))
       .digest('hex');
     const created = await this.submissions.add({
       plan,
       delayMs: body.delay_ms ?? 0,
+      trace: captureTraceContext(),
       task: {
         id,
         requestHash,
@@ -142,6 +152,7 @@ export class TaskService {
       },
     });
     if (!created.created) {
+      span.setAttributes({ [SpanAttributes.TASK_ID]: created.id, 'orchestrator.task.deduplicated': true });
       if (created.requestHash !== requestHash) {
         throw new ConflictError('idempotency_conflict', 'this idempotency_key was used with a different request body', {
           task_id: created.id,
@@ -180,8 +191,12 @@ export class TaskService {
     const fresh = batch.filter((_, index) => results[index]!.created);
     if (fresh.length > 0) {
       try {
-        await this.deps.queues.startRuns(
-          fresh.map(({ plan, task, delayMs }) => ({ ref: { taskId: task.id, run: 1, taskType: plan.taskType }, steps: initialSteps(plan, delayMs) })),
+        await withBatchTraceContext(
+          fresh.map(({ trace }) => trace),
+          () =>
+            this.deps.queues.startRuns(
+              fresh.map(({ plan, task, delayMs, trace }) => ({ ref: { taskId: task.id, run: 1, taskType: plan.taskType }, steps: initialSteps(plan, delayMs), trace })),
+            ),
         );
       } catch (error) {
         const ids = fresh.map(({ task }) => task.id);

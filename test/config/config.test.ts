@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { clusterOptions } from '../../src/queue/redis.js';
 import { runEntry, type NodeProcess } from '../helpers/child-process.js';
 
 function configError(env: Record<string, string>): ConfigError {
@@ -74,6 +75,7 @@ describe('loadConfig', () => {
     ['REDIS_URL', 'not a url'],
     ['DATABASE_URL', 'mysql://root@127.0.0.1/app'],
     ['QUEUE_PREFIX', 'has:colon'],
+    ['REDIS_CLUSTER_NODES', 'redis-1,redis-2'],
     ['LOG_LEVEL', 'loud'],
     ['NODE_ENV', 'staging'],
     ['BODY_LIMIT', 'lots'],
@@ -89,6 +91,36 @@ describe('loadConfig', () => {
     const error = configError({ PORT: '70000', WORKER_CONCURRENCY: 'abc', REDIS_URL: 'http://x', LOG_LEVEL: 'info' });
     for (const name of ['PORT', 'WORKER_CONCURRENCY', 'REDIS_URL']) expect(error.message).toContain(`${name}:`);
     expect(error.message).not.toContain('LOG_LEVEL');
+  });
+});
+
+describe('Redis Cluster settings', () => {
+  it('parses the seed nodes; empty means the single Redis at REDIS_URL', () => {
+    expect(loadConfig({}).REDIS_CLUSTER_NODES).toEqual([]);
+    expect(loadConfig({ REDIS_CLUSTER_NODES: 'redis-1:7000, 10.0.0.2:7001,[::1]:7002' }).REDIS_CLUSTER_NODES).toEqual(['redis-1:7000', '10.0.0.2:7001', '[::1]:7002']);
+  });
+
+  it.each(['orchestrator', 'pre{}fix', '}x{', 'a{b'])('refuses QUEUE_PREFIX %j on a cluster, naming QUEUE_PREFIX', (prefix) => {
+    const error = configError({ REDIS_CLUSTER_NODES: 'redis-1:7000', QUEUE_PREFIX: prefix });
+    expect(error.message).toMatch(/QUEUE_PREFIX: must contain a Redis Cluster hash tag/);
+    expect(error.message).toContain(JSON.stringify(prefix));
+    // Without a cluster any prefix is fine.
+    expect(loadConfig({ QUEUE_PREFIX: prefix }).QUEUE_PREFIX).toBe(prefix);
+  });
+
+  it.each(['{orchestrator}', 'staging{orchestrator}', '{tenant-1}.jobs'])('accepts QUEUE_PREFIX %j on a cluster', (prefix) => {
+    expect(loadConfig({ REDIS_CLUSTER_NODES: 'redis-1:7000', QUEUE_PREFIX: prefix }).QUEUE_PREFIX).toBe(prefix);
+  });
+
+  it('gives every node the role options and the credentials and TLS of REDIS_URL', () => {
+    const producer = clusterOptions('rediss://app:s%40cret@ignored:6379', 'producer', 'orchestrator:api');
+    expect(producer.enableOfflineQueue).toBe(false);
+    expect(producer.redisOptions).toMatchObject({ maxRetriesPerRequest: 1, username: 'app', password: 's@cret', tls: {}, connectionName: 'orchestrator:api' });
+    const worker = clusterOptions('redis://127.0.0.1:6379', 'worker');
+    expect(worker.enableOfflineQueue).toBe(true);
+    expect(worker.redisOptions).toMatchObject({ maxRetriesPerRequest: null });
+    expect(worker.redisOptions).not.toHaveProperty('password');
+    expect(worker.redisOptions).not.toHaveProperty('tls');
   });
 });
 

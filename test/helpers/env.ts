@@ -12,5 +12,7 @@ declare module 'vitest' {
   export interface ProvidedContext {
     /** The migrated database every test file clones; one per vitest run. */
     templateDatabase: string;
+    /** `host:port,...` of the private Redis Cluster (cluster project only; see test/cluster/global-setup.ts). */
+    redisClusterNodes?: string;
   }
 }

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger, silentLogger, type Logger } from '../../src/logger.js';
 import { dropDatabase, ensureDatabase, openDatabase, type Database } from '../../src/persistence/database.js';
 import { startApi, type ApiServer } from '../../src/api/server.js';
+import { initTracing, type Tracing, type TracingOptions } from '../../src/observability/tracing.js';
+import { createRedis, masters, waitForRedis, type RedisClient } from '../../src/queue/redis.js';
 import { ToolRegistry, type AnyTool } from '../../src/tools/tool.js';
 import { builtinTools } from '../../workers/adapters/index.js';
 import { startWorker, type WorkerProcess } from '../../workers/worker.js';
@@ -19,6 +20,12 @@ export interface HarnessOptions {
   api?: boolean;
   /** Start a worker in this process. @defaultValue true */
   worker?: boolean;
+  /**
+   * Set up tracing (initTracing) before anything starts, e.g. with an in-memory exporter; it is
+   * shut down by close(). Only one harness with tracing may be open at a time (the OpenTelemetry
+   * API is global). @defaultValue no tracing
+   */
+  tracing?: TracingOptions;
   /** Where log lines go; by default they are dropped (TEST_LOG_LEVEL=debug prints them). */
   logStream?: NodeJS.WritableStream;
 }
@@ -30,10 +37,12 @@ export interface Harness {
   registry: ToolRegistry;
   /** A database of its own, cloned from the migrated template. */
   db: Database;
-  /** A plain Redis connection for assertions. */
-  redis: Redis;
+  /** A Redis connection for assertions: a cluster connection in the cluster project. */
+  redis: RedisClient;
   api?: ApiServer;
   worker?: WorkerProcess;
+  /** Present when the harness was created with the tracing option. */
+  tracing?: Tracing;
   url: string;
   request<T = any>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: T; headers: Headers }>;
   startWorker(env?: Record<string, string>): Promise<WorkerProcess>;
@@ -59,16 +68,19 @@ async function cloneTemplate(url: string): Promise<void> {
 
 /**
  * An isolated Orchestrator for one test file: its own database and queue prefix against the
- * machine's real Redis and PostgreSQL, with the API and a worker in this process.
+ * machine's real Redis and PostgreSQL, with the API and a worker in this process. In the
+ * cluster project (see vitest.config.ts) Redis is the project's private Redis Cluster.
  */
 export async function createHarness(options: HarnessOptions = {}): Promise<Harness> {
   const database = uniqueName('orch_test');
   const prefix = `{${uniqueName('t')}}`;
+  const clusterNodes = inject('redisClusterNodes');
   const env: Record<string, string> = {
     NODE_ENV: 'test',
     PORT: '0',
     HOST: '127.0.0.1',
     REDIS_URL: TEST_REDIS_URL,
+    ...(clusterNodes ? { REDIS_CLUSTER_NODES: clusterNodes } : {}),
     DATABASE_URL: databaseUrl(database),
     DATABASE_POOL_SIZE: '5',
     QUEUE_PREFIX: prefix,
@@ -81,8 +93,9 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   await cloneTemplate(config.DATABASE_URL);
   const registry = new ToolRegistry([...builtinTools, ...(options.tools ?? [])]);
   const db = openDatabase(config.DATABASE_URL, 3, logger);
-  const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
+  const redis = createRedis(config, 'worker', 'test');
   const workers: WorkerProcess[] = [];
+  const tracing = options.tracing ? await initTracing(config, logger, options.tracing) : undefined;
 
   const harness: Harness = {
     config,
@@ -91,6 +104,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
     registry,
     db,
     redis,
+    ...(tracing ? { tracing } : {}),
     url: '',
     async request(method, path, body, headers = {}) {
       const response = await fetch(`${harness.url}${path}`, {
@@ -116,10 +130,19 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       await harness.api?.close();
       for (const worker of workers.reverse()) await worker.close();
       await db.close();
-      const keys = await redis.keys(`${prefix}:*`);
-      for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
+      // On a cluster every master is scanned; the prefix's hash tag keeps the keys in one slot.
+      await waitForRedis(redis);
+      for (const node of masters(redis)) {
+        let cursor = '0';
+        do {
+          const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+          if (keys.length > 0) await node.unlink(...keys);
+          cursor = next;
+        } while (cursor !== '0');
+      }
       redis.disconnect();
       await dropDatabase(config.DATABASE_URL);
+      await tracing?.shutdown();
     },
   };
   if (options.worker !== false) harness.worker = await harness.startWorker();

@@ -145,14 +145,16 @@ describe('StepResults: idempotent step writes', () => {
     expect(await stepRow(id, 'b')).toMatchObject({ status: 'completed', attempts: 1 });
   });
 
-  it('lets a running step start again only under a later delivery (a redelivery after a lost lock)', async () => {
+  it('lets a running step start again under a later delivery (after a lost lock), never an older one', async () => {
     const id = await newTask();
     expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 1, at: new Date() })).toEqual({ runnable: true });
     expect(await taskRow(id)).toMatchObject({ status: 'running' });
-    // The same delivery twice: the second must not run the step a second time.
-    expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 1, at: new Date() })).toEqual({ runnable: false });
-    expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 2, at: new Date() })).toEqual({ runnable: true });
-    expect(await stepRow(id, 'a')).toMatchObject({ status: 'running', attempts: 2 });
+    // The same delivery again is a repeated write (its first answer was lost): still runnable.
+    expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 1, at: new Date() })).toEqual({ runnable: true });
+    expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 3, at: new Date() })).toEqual({ runnable: true });
+    // Delivery 2 arrives late, after delivery 3 took the step: it must not run it too.
+    expect(await results.start({ taskId: id, run: 1, stepId: 'a', attempt: 2, at: new Date() })).toEqual({ runnable: false });
+    expect(await stepRow(id, 'a')).toMatchObject({ status: 'running', attempts: 3 });
   });
 
   it('starts a step once when two deliveries of it arrive in the same batch', async () => {

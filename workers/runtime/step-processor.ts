@@ -1,4 +1,4 @@
-import { UnrecoverableError, type Job } from 'bullmq';
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { z } from 'zod';
 import type { Config } from '../../src/config.js';
 import {
@@ -10,13 +10,15 @@ import {
   toErrorRecord,
 } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
-import type { StepJobData } from '../../src/queue/jobs.js';
+import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
+import { isTransientDatabaseError } from '../../src/persistence/retry.js';
 import type { TaskQueues } from '../../src/queue/task-queues.js';
 import type { StepResults } from '../../src/persistence/step-results.js';
 import type { ToolRegistry } from '../../src/tools/tool.js';
 import type { StopSignals } from './stop-signals.js';
 import { progressReporter } from './progress.js';
 import type { Metrics } from '../../src/observability/metrics.js';
+import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
 import type { FinishOutcome } from '../../src/persistence/step-results.js';
 
 export interface StepProcessorDeps {
@@ -28,6 +30,9 @@ export interface StepProcessorDeps {
   stops: StopSignals;
   metrics: Metrics;
 }
+
+/** How long a parked result waits before its job tries to write it again. */
+const PARKED_RETRY_MS = 5_000;
 
 function problems(error: z.ZodError) {
   return error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
@@ -60,7 +65,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     }
   }
 
-  return async function processStep(job: Job<StepJobData>): Promise<unknown> {
+  return async function processStep(job: Job<StepJobData>, token?: string): Promise<unknown> {
     const { taskId, run, stepId, tool: toolName } = job.data;
     // The try number the retry policy counts (1 for the first); a redelivery after a lost lock
     // keeps it. `delivery` counts every start and is what PostgreSQL records as attempts.
@@ -69,6 +74,9 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const logger = deps.logger.child({ task_id: taskId, step_id: stepId, tool: toolName, attempt, job_id: job.id });
     const tool = registry.get(toolName);
     if (!tool) throw new UnrecoverableError(`this worker has no tool ${toolName}`);
+    // The step ran before, but PostgreSQL was down when its result had to be written: write it
+    // now instead of running the adapter again.
+    if (job.data.parked) return commitParked(job, token, logger);
 
     const startedAt = new Date();
     const { runnable } = await results.start({ taskId, run, stepId, attempt: delivery, at: startedAt });
@@ -86,11 +94,20 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const progress = progressReporter(job, results, logger);
     const timer = setTimeout(() => controller.abort(new ToolTimeoutError(job.data.timeoutMs)), job.data.timeoutMs);
     let output: unknown;
+    // A child of BullMQ's `process` span of this job; the adapter's own spans nest in it.
+    const span = startSpan(`step ${toolName}`, {
+      [SpanAttributes.TASK_ID]: taskId,
+      [SpanAttributes.TASK_RUN]: run,
+      [SpanAttributes.STEP_ID]: stepId,
+      [SpanAttributes.STEP_TOOL]: toolName,
+      [SpanAttributes.STEP_ATTEMPT]: attempt,
+      [SpanAttributes.JOB_ID]: job.id ?? '',
+    });
     try {
       const input = tool.input.safeParse(job.data.input);
       if (!input.success) throw new NonRetryableError(`input does not fit the ${toolName} tool's schema`, problems(input.error));
       logger.debug('step started');
-      const raw = await Promise.race([
+      const raw = await span.run(() => Promise.race([
         tool.run(input.data, {
           signal: controller.signal,
           taskId,
@@ -102,16 +119,18 @@ export function createStepProcessor(deps: StepProcessorDeps) {
           progress: progress.report,
         }),
         whenAborted(controller.signal),
-      ]);
+      ]));
       const checked = tool.output.safeParse(raw);
       if (!checked.success) throw new NonRetryableError(`the ${toolName} tool returned output that does not fit its schema`, problems(checked.error));
       output = checked.data;
+      span.end();
     } catch (thrown) {
       const error = controller.signal.aborted && controller.signal.reason ? coerceError(controller.signal.reason) : coerceError(thrown);
+      span.fail(error);
       // The worker is being forced to stop: record nothing. The job's lock expires and another
       // worker runs the step again; this is not a failed attempt.
       if (error instanceof WorkerStoppingError) throw error;
-      await handleFailure(job, error, attempt, delivery, startedAt, logger);
+      await handleFailure(job, token, error, attempt, delivery, startedAt, logger);
       throw error; // not reached: handleFailure throws
     } finally {
       clearTimeout(timer);
@@ -119,25 +138,62 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       untrack();
     }
 
-    const outcome = await results.finish({
-      taskId,
-      run,
-      stepId,
-      tool: toolName,
-      attempt: delivery,
-      status: 'completed',
-      output,
-      startedAt,
-      finishedAt: new Date(),
-    });
-    if (outcome.ready.length > 0) await queues.addSteps({ taskId, run }, outcome.ready);
+    const outcome = await commit(job, token, { status: 'completed', output, attempt: delivery, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString() });
     count(toolName, 'completed', startedAt, outcome);
     logger.info('step completed', { duration_ms: Date.now() - startedAt.getTime(), recorded: outcome.recorded, task_ended: outcome.taskEnded });
     return output;
   };
 
+  /**
+   * Writes a step's final result, then enqueues what it made ready, before the job is
+   * acknowledged. If PostgreSQL stays unreachable past the write retries, the result is parked
+   * in the job and the job delayed (not a failed attempt): the next delivery writes it without
+   * running the adapter again. If the write is answered "already recorded" (its first commit
+   * went through but the answer was lost), the dependents it made ready are looked up and
+   * enqueued all the same.
+   */
+  async function commit(job: Job<StepJobData>, token: string | undefined, result: ParkedResult): Promise<FinishOutcome> {
+    const { taskId, run, stepId, tool } = job.data;
+    let outcome: FinishOutcome;
+    try {
+      outcome = await results.finish({
+        taskId,
+        run,
+        stepId,
+        tool,
+        attempt: result.attempt,
+        status: result.status,
+        ...(result.output !== undefined ? { output: result.output } : {}),
+        ...(result.error !== undefined ? { error: result.error } : {}),
+        ...(result.status === 'failed' ? { input: job.data.input } : {}),
+        startedAt: new Date(result.startedAt),
+        finishedAt: new Date(result.finishedAt),
+      });
+    } catch (error) {
+      if (!token || !isTransientDatabaseError(error)) throw error;
+      await job.updateData({ ...job.data, parked: result });
+      await job.moveToDelayed(Date.now() + PARKED_RETRY_MS, token);
+      deps.logger.warn('database unreachable: step result parked in its job, to be written later', { task_id: taskId, step_id: stepId });
+      throw new DelayedError();
+    }
+    const ready = outcome.recorded ? outcome.ready : await results.pendingDependents(taskId, run, stepId);
+    if (ready.length > 0) await queues.addSteps({ taskId, run }, ready);
+    if (outcome.skipped) await queues.dropUnstartedSteps({ taskId, run });
+    return outcome;
+  }
+
+  async function commitParked(job: Job<StepJobData>, token: string | undefined, logger: Logger): Promise<unknown> {
+    const parked = job.data.parked!;
+    const outcome = await commit(job, token, parked);
+    count(job.data.tool, parked.status, new Date(parked.startedAt), outcome);
+    logger.info('parked step result written', { status: parked.status, recorded: outcome.recorded });
+    if (parked.status !== 'completed') throw new UnrecoverableError(parked.error?.message ?? 'step failed');
+    return parked.output;
+  }
+
   async function handleFailure(
     job: Job<StepJobData>,
+    token: string | undefined,
     error: Error,
     attempt: number,
     delivery: number,
@@ -155,20 +211,13 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       // BullMQ retries it; the backoff strategy reads retryAfterMs from a RetryableError.
       throw error;
     }
-    const outcome = await results.finish({
-      taskId,
-      run,
-      stepId,
-      tool,
-      attempt: delivery,
+    const outcome = await commit(job, token, {
       status: stopped ? 'cancelled' : 'failed',
       error: record,
-      input: job.data.input,
-      startedAt,
-      finishedAt: new Date(),
+      attempt: delivery,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
     });
-    if (outcome.ready.length > 0) await queues.addSteps({ taskId, run }, outcome.ready);
-    if (outcome.skipped) await queues.dropUnstartedSteps({ taskId, run });
     count(tool, stopped ? 'cancelled' : 'failed', startedAt, outcome);
     logger[stopped ? 'info' : 'error'](stopped ? 'step stopped with its task' : 'step failed', {
       error: error.message,

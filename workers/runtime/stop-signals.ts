@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../src/queue/redis.js';
 import { TaskStoppedError } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
 import { stopChannel, type StopMessage } from '../../src/queue/channels.js';
@@ -12,7 +12,7 @@ export class StopSignals {
   private readonly running = new Map<string, Set<AbortController>>();
 
   constructor(
-    private readonly subscriber: Redis,
+    private readonly subscriber: RedisClient,
     private readonly prefix: string,
     private readonly logger: Logger,
   ) {}

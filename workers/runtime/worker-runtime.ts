@@ -12,10 +12,13 @@ import { createRedis } from '../../src/queue/redis.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
 import type { ToolRegistry } from '../../src/tools/tool.js';
 import type { Metrics } from '../../src/observability/metrics.js';
+import { bullmqTelemetry } from '../../src/observability/tracing.js';
 import { retryDelay } from './backoff.js';
 import { createStepProcessor } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
 import { createTaskFinalizer } from './task-finalizer.js';
+import { Reconciler } from './reconciler.js';
+import { RunRecovery } from '../../src/persistence/run-recovery.js';
 
 export interface WorkerRuntimeOptions {
   config: Config;
@@ -31,6 +34,7 @@ export interface WorkerRuntimeOptions {
 export interface WorkerRuntime {
   workers: Worker[];
   results: StepResults;
+  reconciler: Reconciler;
   /** Stops taking jobs, lets running steps finish (up to WORKER_SHUTDOWN_TIMEOUT_MS), then closes everything. */
   close(): Promise<{ drained: boolean }>;
 }
@@ -47,9 +51,14 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const queues = new TaskQueues(connection, config, options.allTools, logger);
   const eventLog = new EventLog(connection, config.QUEUE_PREFIX, config.EVENTS_TTL_S);
   // Events follow commits; losing one (Redis down) costs a live update, never a result.
-  const results = new StepResults(prisma, logger, (events) => {
-    eventLog.append(events).catch((error: Error) => logger.warn('could not publish step events', { error: error.message }));
-  });
+  const results = new StepResults(
+    prisma,
+    logger,
+    (events) => {
+      eventLog.append(events).catch((error: Error) => logger.warn('could not publish step events', { error: error.message }));
+    },
+    { retryForMs: config.DB_WRITE_RETRY_MS },
+  );
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
 
@@ -61,6 +70,8 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     // worker's steps come back after the lock expires.
     lockDuration: 30_000,
     maxStalledCount: 3,
+    // Tracing on: a `process` span per job, continuing the trace its producer put in the job.
+    ...bullmqTelemetry(),
   };
   const workers: Worker[] = registry.list().map(
     (tool) =>
@@ -100,12 +111,24 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     });
   }
   await Promise.all(workers.map((worker) => worker.waitUntilReady()));
+  const reconciler = new Reconciler({
+    redis: connection,
+    queues,
+    recovery: new RunRecovery(prisma),
+    logger,
+    prefix: config.QUEUE_PREFIX,
+    intervalMs: config.RECONCILE_INTERVAL_MS,
+    staleAfterMs: config.RECONCILE_AFTER_MS,
+  });
+  if (config.RECONCILE_INTERVAL_MS > 0) reconciler.start();
   logger.info('worker started', { tools: registry.names(), concurrency: config.WORKER_CONCURRENCY });
 
   return {
     workers,
     results,
+    reconciler,
     async close() {
+      await reconciler.stop();
       // Stop taking jobs and wait for running ones, within the bound; past it, leave them: their
       // locks expire and another worker runs them again (delivery is at least once).
       const draining = Promise.all(workers.map((worker) => worker.close()));

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../queue/redis.js';
 import type pg from 'pg';
 import { errorBody, handle } from '../http.js';
 
@@ -7,7 +7,7 @@ export interface SystemInfo {
   name: string;
   version: string;
   startedAt: number;
-  redis: Redis;
+  redis: RedisClient;
   pool: pg.Pool;
 }
 

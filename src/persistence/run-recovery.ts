@@ -1,0 +1,61 @@
+import type { Prisma } from './database.js';
+import type { ReadyStep } from '../queue/task-queues.js';
+import type { StepOptions } from '../tasks/plan.js';
+import { loadContext, readyStep, type Tx } from './step-results.js';
+
+export interface ActiveRun {
+  id: string;
+  run: number;
+  taskType: string;
+}
+
+/**
+ * What the reconciler needs from PostgreSQL to repair runs that lost their BullMQ jobs: a task
+ * accepted while its flow could not be created (the answer to the API was lost), or a flow that
+ * was removed by hand. The record in PostgreSQL says what the run still has to do.
+ */
+export class RunRecovery {
+  constructor(private readonly prisma: Prisma) {}
+
+  /** Active tasks accepted more than `olderThanMs` ago, oldest first, after `afterId` (paging). */
+  async activeRuns(olderThanMs: number, limit: number, after?: { createdAt: Date; id: string }): Promise<(ActiveRun & { createdAt: Date })[]> {
+    const rows = await this.prisma.$queryRawUnsafe<{ id: string; run: number; task_type: string; created_at: Date }[]>(
+      `SELECT id::text AS id, run, task_type, created_at FROM tasks
+        WHERE status IN ('queued', 'running') AND created_at < now() - make_interval(secs => $1)
+          AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::uuid))
+        ORDER BY created_at, id LIMIT $4`,
+      olderThanMs / 1000,
+      after?.createdAt ?? null,
+      after?.id ?? null,
+      limit,
+    );
+    return rows.map((row) => ({ id: row.id, run: row.run, taskType: row.task_type, createdAt: row.created_at }));
+  }
+
+  /**
+   * The steps to enqueue again for a run that has no flow: those queued, and those "running"
+   * whose job is gone (they run again: delivery is at least once). Runs inside the transaction
+   * with `enqueue`, so the steps go back to queued only if their jobs were created.
+   */
+  async restart(taskId: string, run: number, enqueue: (ready: ReadyStep[]) => Promise<void>): Promise<number> {
+    return this.prisma.$transaction(async (tx) => {
+      const [task] = await tx.$queryRawUnsafe<{ status: string; run: number }[]>(
+        `SELECT status::text AS status, run FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+        taskId,
+      );
+      if (!task || task.run !== run || (task.status !== 'queued' && task.status !== 'running')) return 0;
+      const rows = await tx.$queryRawUnsafe<
+        { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] }[]
+      >(
+        `UPDATE steps SET status = 'queued' WHERE task_id = $1::uuid AND run = $2 AND status IN ('queued', 'running')
+         RETURNING step_id, tool, input_template, input, options, depends_on`,
+        taskId,
+        run,
+      );
+      const context = await loadContext(tx as Tx, rows.map((row) => ({ ...row, task_id: taskId })));
+      const ready = rows.map((row) => readyStep(row, context.get(taskId) ?? { params: {}, steps: new Map() }));
+      await enqueue(ready);
+      return ready.length;
+    });
+  }
+}

@@ -1,0 +1,103 @@
+import { randomUUID } from 'node:crypto';
+import type { RedisClient } from '../../src/queue/redis.js';
+import type { Logger } from '../../src/logger.js';
+import type { RunRecovery } from '../../src/persistence/run-recovery.js';
+import { TASKS_QUEUE, taskJobId } from '../../src/queue/jobs.js';
+import type { TaskQueues } from '../../src/queue/task-queues.js';
+
+export interface ReconcilerOptions {
+  redis: RedisClient;
+  queues: TaskQueues;
+  recovery: RunRecovery;
+  logger: Logger;
+  prefix: string;
+  /** How often one worker of the deployment looks. */
+  intervalMs: number;
+  /** Runs younger than this are left alone: their jobs may still be on their way. */
+  staleAfterMs: number;
+}
+
+export interface Sweep {
+  checked: number;
+  restarted: number;
+  retried: number;
+}
+
+/**
+ * Repairs runs whose BullMQ side went missing while PostgreSQL still says they are active, so
+ * that an accepted task is never silently stuck:
+ * - the run's root job does not exist (its flow was never created: the API lost the answer of
+ *   its insert, or someone removed it): the run's queued and orphaned running steps are enqueued
+ *   again under a new flow;
+ * - the root job failed for good (its database writes kept failing during an outage): it is retried.
+ * One worker of the deployment runs it at a time (a lock in Redis).
+ */
+export class Reconciler {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<unknown>;
+  private readonly owner = randomUUID();
+
+  constructor(private readonly options: ReconcilerOptions) {}
+
+  start(): void {
+    const tick = () => {
+      this.running = this.sweepIfLeader()
+        .catch((error: Error) => this.options.logger.warn('reconciler sweep failed', { error: error.message }))
+        .finally(() => {
+          this.timer = setTimeout(tick, this.options.intervalMs);
+          this.timer.unref();
+        });
+    };
+    this.timer = setTimeout(tick, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private async sweepIfLeader(): Promise<Sweep | undefined> {
+    const lock = `${this.options.prefix}:reconciler`;
+    const taken = await this.options.redis.set(lock, this.owner, 'PX', Math.max(1_000, this.options.intervalMs - 100), 'NX');
+    if (taken !== 'OK') return undefined;
+    return this.sweep();
+  }
+
+  /** One pass over the active runs older than staleAfterMs. */
+  async sweep(): Promise<Sweep> {
+    const { redis, queues, recovery, logger, prefix } = this.options;
+    const result: Sweep = { checked: 0, restarted: 0, retried: 0 };
+    let after: { createdAt: Date; id: string } | undefined;
+    for (;;) {
+      const page = await recovery.activeRuns(this.options.staleAfterMs, 500, after);
+      if (page.length === 0) break;
+      after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
+      const pipeline = redis.pipeline();
+      for (const run of page) {
+        const jobId = taskJobId(run.id, run.run);
+        pipeline.exists(`${prefix}:${TASKS_QUEUE}:${jobId}`);
+        pipeline.zscore(`${prefix}:${TASKS_QUEUE}:failed`, jobId);
+      }
+      const replies = (await pipeline.exec()) ?? [];
+      for (const [index, run] of page.entries()) {
+        result.checked += 1;
+        const [existsError, exists] = replies[index * 2] ?? [];
+        const [failedError, failedScore] = replies[index * 2 + 1] ?? [];
+        if (existsError || failedError) continue;
+        if (exists === 0) {
+          const count = await recovery.restart(run.id, run.run, (ready) => queues.startRun({ taskId: run.id, run: run.run, taskType: run.taskType }, ready));
+          logger.warn('run had no jobs in Redis: enqueued it again', { task_id: run.id, run: run.run, steps: count });
+          result.restarted += 1;
+        } else if (failedScore !== null) {
+          const root = await queues.tasks.getJob(taskJobId(run.id, run.run));
+          await root?.retry('failed');
+          logger.warn('run root job had failed: retried it', { task_id: run.id, run: run.run });
+          result.retried += 1;
+        }
+      }
+      if (page.length < 500) break;
+    }
+    return result;
+  }
+}
