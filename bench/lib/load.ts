@@ -1,0 +1,95 @@
+import { Pool } from 'undici';
+import { epochNow, sleep } from './util.js';
+
+/**
+ * The load generator.
+ *
+ * Open loop: request i is sent at start + i / rate whether or not earlier requests have
+ * answered, so a slow server meets the same arrivals and its queueing shows in the latency.
+ * autocannon (9.x) cannot do this: each of its connections sends its next request only when the
+ * previous response arrived, and `overallRate` just caps requests per second and per connection
+ * (a closed loop with a throttle); it "corrects" the latencies it reports afterwards instead of
+ * keeping the schedule. Hence this small generator over undici's Pool, with enough connections
+ * that a request never waits for a free one below saturation.
+ */
+
+/** One request of a run. Times are ms since the epoch. */
+export interface Arrival {
+  scheduledAt: number;
+  sentAt: number;
+  /** When the answer arrived (or the request failed). */
+  doneAt: number;
+  /** Id of what the request created (task id, job id). */
+  id?: string;
+  error?: string;
+}
+
+export interface LoadRun {
+  startedAt: number;
+  endedAt: number;
+  arrivals: Arrival[];
+  /** How late sends were against their schedule, worst case (ms): the generator's own limit. */
+  maxLagMs: number;
+}
+
+/** Sends one request; resolves with the id of what it created. */
+export type Send = () => Promise<string>;
+
+async function record(send: Send, scheduledAt: number, into: Arrival[]): Promise<void> {
+  const sentAt = epochNow();
+  try {
+    const id = await send();
+    into.push({ scheduledAt, sentAt, doneAt: epochNow(), id });
+  } catch (error) {
+    into.push({ scheduledAt, sentAt, doneAt: epochNow(), error: error instanceof Error ? error.message : String(error) });
+  }
+}
+
+/** Fixed arrival rate for `durationMs`; resolves once every request has answered or failed. */
+export async function openLoop(rate: number, durationMs: number, send: Send): Promise<LoadRun> {
+  const total = Math.max(1, Math.round((rate * durationMs) / 1000));
+  const interval = 1000 / rate;
+  const arrivals: Arrival[] = [];
+  const pending: Promise<void>[] = [];
+  const startedAt = epochNow() + 5;
+  let maxLagMs = 0;
+  let next = 0;
+  while (next < total) {
+    const now = epochNow();
+    while (next < total && startedAt + next * interval <= now) {
+      const scheduledAt = startedAt + next * interval;
+      maxLagMs = Math.max(maxLagMs, now - scheduledAt);
+      pending.push(record(send, scheduledAt, arrivals));
+      next += 1;
+    }
+    if (next < total) await sleep(Math.max(1, Math.floor(startedAt + next * interval - epochNow())));
+  }
+  const endedAt = startedAt + total * interval;
+  await Promise.all(pending);
+  return { startedAt, endedAt, arrivals, maxLagMs };
+}
+
+/** POSTs JSON over keep-alive connections. */
+export class HttpClient {
+  private readonly pool: Pool;
+
+  constructor(origin: string, connections: number) {
+    this.pool = new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  }
+
+  async post(path: string, body: unknown): Promise<{ status: number; json: unknown }> {
+    const response = await this.pool.request({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const text = await response.body.text();
+    let json: unknown;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = text;
+    }
+    return { status: response.statusCode, json };
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}

@@ -1,0 +1,144 @@
+import { parseArgs } from 'node:util';
+
+export const WORKLOAD_IDS = ['W0', 'W1', 'W2', 'W3', 'W4', 'pg-boss', 'graphile-worker'] as const;
+export type WorkloadId = (typeof WORKLOAD_IDS)[number];
+
+/** How long each part of a workload's measurement lasts. */
+export interface PhaseTiming {
+  /** Closed-loop probe that gives the capacity search its starting rate (up to twice as long for a slow system). */
+  probeMs: number;
+  /** One stage of the capacity search at a fixed offered rate. */
+  stageMs: number;
+  /** Most stages per workload, refinements included. */
+  maxStages: number;
+  /** Bisections between the highest passing and the lowest failing rate. */
+  refinements: number;
+  /** Open-loop latency phase at half the maximum rate (the costs are measured over it too). */
+  latencyMs: number;
+}
+
+export interface BenchOptions {
+  /** Fewer, shorter stages: the whole bench in under two minutes. @defaultValue false */
+  quick: boolean;
+  /** Workloads to run, in this order. W0 is always added: every ratio needs it. @defaultValue all */
+  workloads: WorkloadId[];
+  /** Complete runs; the report gives the median of each metric. @defaultValue 1 */
+  runs: number;
+  /** Worker processes (orchestrator workers, raw BullMQ workers, peer workers). @defaultValue 2 */
+  workers: number;
+  /** WORKER_CONCURRENCY: jobs in flight per worker process, for every system. @defaultValue 10 */
+  concurrency: number;
+  /** DATABASE_POOL_SIZE: PostgreSQL connections per process. @defaultValue 10 */
+  poolSize: number;
+  /** Keep-alive connections of the HTTP load generator. @defaultValue 128 */
+  connections: number;
+  /** How far completions may fall behind arrivals in a passing stage (fraction of offered work). @defaultValue 0.05 */
+  tolerance: number;
+  timing: PhaseTiming;
+  /** Use this Redis instead of a private redis-server (its counters then include other clients). */
+  redisUrl?: string;
+  /** PostgreSQL server; the bench creates and drops its own databases there. @defaultValue postgresql://postgres@127.0.0.1:5432/ */
+  postgresUrl: string;
+  /** Keep the databases after the run, for inspection. @defaultValue false */
+  keep: boolean;
+  /** Where results and logs go. @defaultValue bench/results */
+  outDir: string;
+}
+
+const FULL: PhaseTiming = { probeMs: 4_000, stageMs: 8_000, maxStages: 9, refinements: 3, latencyMs: 30_000 };
+const QUICK: PhaseTiming = { probeMs: 1_500, stageMs: 1_500, maxStages: 4, refinements: 1, latencyMs: 2_500 };
+
+export const USAGE = `npm run bench -- [options]
+
+  --quick                 fewer, shorter stages (under two minutes)
+  --workloads W1,W3       run only these (W0, W1, W2, W3, W4, pg-boss, graphile-worker); W0 is always run
+  --runs N                N complete runs; the table shows the median of each metric (default 1)
+  --workers N             worker processes per system (default 2)
+  --concurrency N         jobs in flight per worker process, WORKER_CONCURRENCY (default 10)
+  --pool-size N           PostgreSQL connections per process, DATABASE_POOL_SIZE (default 10)
+  --connections N         HTTP connections of the load generator (default 128)
+  --tolerance F           backlog growth allowed in a passing stage, fraction of offered work (default 0.05)
+  --stage-seconds S       length of one capacity stage (default 8, quick 1.5)
+  --latency-seconds S     length of the latency phase (default 30, quick 2.5)
+  --redis-url URL         use this Redis instead of a private redis-server
+  --postgres-url URL      PostgreSQL server (default postgresql://postgres@127.0.0.1:5432/)
+  --keep                  keep the bench databases afterwards
+  --out DIR               results directory (default bench/results)
+`;
+
+function positiveInt(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < 1) throw new Error(`--${name} must be a positive integer (got ${JSON.stringify(value)})`);
+  return parsed;
+}
+
+function positiveNumber(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed <= 0) throw new Error(`--${name} must be a positive number (got ${JSON.stringify(value)})`);
+  return parsed;
+}
+
+function workloadList(value: string | undefined): WorkloadId[] {
+  if (value === undefined) return [...WORKLOAD_IDS];
+  const wanted = value.split(',').map((entry) => entry.trim()).filter(Boolean);
+  const unknown = wanted.filter((entry) => !(WORKLOAD_IDS as readonly string[]).includes(entry));
+  if (unknown.length > 0) throw new Error(`--workloads: unknown ${unknown.join(', ')} (known: ${WORKLOAD_IDS.join(', ')})`);
+  // Always in the canonical order, W0 first: the baseline is measured before what is compared to it.
+  return WORKLOAD_IDS.filter((id) => id === 'W0' || wanted.includes(id));
+}
+
+/** Parses the command line; returns undefined after printing the usage for --help. */
+export function parseOptions(argv: string[]): BenchOptions | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      quick: { type: 'boolean' },
+      workloads: { type: 'string' },
+      runs: { type: 'string' },
+      workers: { type: 'string' },
+      concurrency: { type: 'string' },
+      'pool-size': { type: 'string' },
+      connections: { type: 'string' },
+      tolerance: { type: 'string' },
+      'stage-seconds': { type: 'string' },
+      'latency-seconds': { type: 'string' },
+      'redis-url': { type: 'string' },
+      'postgres-url': { type: 'string' },
+      keep: { type: 'boolean' },
+      out: { type: 'string' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return undefined;
+  }
+  const quick = values.quick ?? false;
+  const stageSeconds = positiveNumber('stage-seconds', values['stage-seconds']);
+  const latencySeconds = positiveNumber('latency-seconds', values['latency-seconds']);
+  const tolerance = positiveNumber('tolerance', values.tolerance) ?? 0.05;
+  if (tolerance >= 1) throw new Error('--tolerance must be below 1');
+  return {
+    quick,
+    workloads: workloadList(values.workloads),
+    runs: positiveInt('runs', values.runs, 1),
+    workers: positiveInt('workers', values.workers, 2),
+    concurrency: positiveInt('concurrency', values.concurrency, 10),
+    poolSize: positiveInt('pool-size', values['pool-size'], 10),
+    connections: positiveInt('connections', values.connections, 128),
+    tolerance,
+    timing: {
+      ...(quick ? QUICK : FULL),
+      ...(stageSeconds ? { stageMs: stageSeconds * 1000 } : {}),
+      ...(latencySeconds ? { latencyMs: latencySeconds * 1000 } : {}),
+    },
+    ...(values['redis-url'] ? { redisUrl: values['redis-url'] } : {}),
+    postgresUrl: values['postgres-url'] ?? 'postgresql://postgres@127.0.0.1:5432/',
+    keep: values.keep ?? false,
+    outDir: values.out ?? 'bench/results',
+  };
+}

@@ -1,0 +1,126 @@
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Completion } from '../capacity.js';
+import { HttpClient } from '../load.js';
+import { CountingClient } from '../metrics.js';
+import { freePort, spawnNode, type Child } from '../processes.js';
+import { poll } from '../util.js';
+import { deleteKeys, HttpTarget, inChunks, type ResultRecords, type RunContext, type RunningSystem } from './system.js';
+
+function databaseUrl(serverUrl: string, database: string): string {
+  const url = new URL(serverUrl);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+/** Finished tasks as the service records them: tasks.created_at (receipt) and finished_at (final commit). */
+function taskRecords(client: CountingClient): ResultRecords {
+  return {
+    async unfinished(ids) {
+      return inChunks(ids, async (chunk) =>
+        (await client.query<{ id: string }>('SELECT id::text AS id FROM tasks WHERE id = ANY($1::uuid[]) AND finished_at IS NULL', [chunk])).map((row) => row.id),
+      );
+    },
+    async completions(ids) {
+      return inChunks(ids, async (chunk) => {
+        const rows = await client.query<{ id: string; created: number; finished: number; status: string }>(
+          `SELECT id::text AS id, (extract(epoch FROM created_at) * 1000)::float8 AS created,
+                  (extract(epoch FROM finished_at) * 1000)::float8 AS finished, status::text AS status
+             FROM tasks WHERE id = ANY($1::uuid[]) AND finished_at IS NOT NULL`,
+          [chunk],
+        );
+        return rows.map((row): Completion => ({ id: row.id, created: row.created, finished: row.finished, ok: row.status === 'completed' }));
+      });
+    },
+  };
+}
+
+/** Waits until every worker process has a BullMQ worker on `queueName`. */
+async function waitForWorkers(ctx: RunContext, prefix: string, queueName: string, count: number, children: Child[]): Promise<void> {
+  const connection = new Redis(ctx.redisUrl, { maxRetriesPerRequest: null });
+  const queue = new Queue(queueName, { connection, prefix });
+  try {
+    await poll(
+      async () => {
+        const dead = children.find((child) => !child.alive);
+        if (dead) throw new Error(`${dead.name} exited:\n${dead.tail()}`);
+        return (await queue.getWorkersCount()) >= count;
+      },
+      { label: `${count} workers on ${queueName} (their output: ${ctx.logDir})`, timeoutMs: 60_000, intervalMs: 200 },
+    );
+  } finally {
+    await queue.close();
+    connection.disconnect();
+  }
+}
+
+/**
+ * The service as in production: one API process and N worker processes, each
+ * `node --import tsx <entry>`, on a fresh database (they create and migrate it themselves) and a
+ * fresh queue prefix.
+ */
+export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem> {
+  const { options } = ctx;
+  const database = `orch_bench_${ctx.runId}`;
+  const prefix = `{bench_${ctx.runId}}`;
+  const port = await freePort();
+  const dbUrl = databaseUrl(options.postgresUrl, database);
+  if (!options.keep) ctx.releasers.add(`database ${database}`, () => ctx.admin.dropDatabase(database));
+  if (options.redisUrl) ctx.releasers.add(`Redis keys ${prefix}`, () => deleteKeys(ctx.redis, prefix));
+  const env = {
+    NODE_ENV: 'production',
+    LOG_LEVEL: 'warn',
+    LOG_FORMAT: 'json',
+    HOST: '127.0.0.1',
+    REDIS_URL: ctx.redisUrl,
+    DATABASE_URL: dbUrl,
+    DATABASE_POOL_SIZE: String(options.poolSize),
+    QUEUE_PREFIX: prefix,
+    WORKER_CONCURRENCY: String(options.concurrency),
+    WORKER_SHUTDOWN_TIMEOUT_MS: '5000',
+  };
+  const api = spawnNode('api', 'src/api/main.ts', { ...env, PORT: String(port) }, { logDir: ctx.logDir });
+  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'workers/main.ts', env, { logDir: ctx.logDir }));
+  const children = [api, ...workers];
+  const stopAll = ctx.releasers.add('orchestrator processes', async () => {
+    await Promise.all(children.map((child) => child.stop()));
+  });
+
+  const url = `http://127.0.0.1:${port}`;
+  const http = new HttpClient(url, options.connections);
+  const closeHttp = ctx.releasers.add('HTTP client', () => http.close());
+  try {
+    await poll(
+      async () => {
+        const dead = children.find((child) => !child.alive);
+        if (dead) throw new Error(`${dead.name} exited:\n${dead.tail()}`);
+        const response = await fetch(`${url}/ready`).catch(() => undefined);
+        return response?.status === 200;
+      },
+      { label: `the API to be ready (its output: ${api.logFile})`, timeoutMs: 60_000, intervalMs: 200 },
+    );
+    await waitForWorkers(ctx, prefix, 'tool.echo', options.workers, children);
+    await waitForWorkers(ctx, prefix, 'tasks', options.workers, children);
+  } catch (error) {
+    await closeHttp();
+    await stopAll();
+    throw error;
+  }
+
+  const benchClient = new CountingClient(dbUrl);
+  const closeClient = ctx.releasers.add('bench database client', () => benchClient.close());
+  const records = taskRecords(benchClient);
+  return {
+    kind: 'orchestrator',
+    processes: { api: [api.pid], workers: workers.map((worker) => worker.pid) },
+    database,
+    benchClient,
+    target: (body) => new HttpTarget(http, body, records),
+    post: (path, body) => http.post(path, body),
+    async stop() {
+      await closeClient();
+      await closeHttp();
+      await stopAll();
+    },
+  };
+}

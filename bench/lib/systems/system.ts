@@ -1,0 +1,88 @@
+import type { Redis } from 'ioredis';
+import type { Completion, Target } from '../capacity.js';
+import type { ProcessKinds } from '../costs.js';
+import type { HttpClient } from '../load.js';
+import type { CountingClient, PgAdmin } from '../metrics.js';
+import type { BenchOptions } from '../options.js';
+import type { Releasers } from '../releasers.js';
+
+export type SystemKind = 'raw-bullmq' | 'orchestrator' | 'pg-boss' | 'graphile-worker';
+
+/** What every system of one run shares. */
+export interface RunContext {
+  options: BenchOptions;
+  /** Short and unique per run: database names and queue prefixes. */
+  runId: string;
+  redisUrl: string;
+  /** The bench's own Redis connection (counters, and the W0 producer). */
+  redis: Redis;
+  admin: PgAdmin;
+  logDir: string;
+  releasers: Releasers;
+  log(line: string): void;
+}
+
+/** A started system under test: its processes, its database, and how to load it. */
+export interface RunningSystem {
+  kind: SystemKind;
+  processes: ProcessKinds;
+  /** Its PostgreSQL database, when it has one. */
+  database?: string;
+  /** The bench's connection to that database, for reading results. */
+  benchClient?: CountingClient;
+  /** A target that sends `body(tag)` per task (raw BullMQ ignores it and adds a no-op job). */
+  target(body: (tag: string) => unknown): Target;
+  /** POSTs to the system's HTTP API (for definitions made before measuring). */
+  post?(path: string, body: unknown): Promise<{ status: number; json: unknown }>;
+  stop(): Promise<void>;
+}
+
+/** Where an HTTP system records that a task finished. */
+export interface ResultRecords {
+  unfinished(ids: string[]): Promise<string[]>;
+  completions(ids: string[]): Promise<Completion[]>;
+}
+
+/** Tasks sent as POST /assign-task; the answer (202) carries `task_id`. */
+export class HttpTarget implements Target {
+  constructor(
+    private readonly http: HttpClient,
+    private readonly body: (tag: string) => unknown,
+    private readonly records: ResultRecords,
+  ) {}
+
+  async submit(tag: string): Promise<string> {
+    const { status, json } = await this.http.post('/assign-task', this.body(tag));
+    const taskId = (json as { task_id?: unknown } | undefined)?.task_id;
+    if (status !== 202 || typeof taskId !== 'string') {
+      const code = (json as { error?: { code?: string } } | undefined)?.error?.code;
+      throw new Error(`HTTP ${status}${code ? ` ${code}` : ''}`);
+    }
+    return taskId;
+  }
+
+  unfinished(_tag: string, ids: string[]): Promise<string[]> {
+    return this.records.unfinished(ids);
+  }
+
+  completions(_tag: string, ids: string[]): Promise<Completion[]> {
+    return this.records.completions(ids);
+  }
+}
+
+/** Runs `query` over `ids` in chunks (very long arrays make slow statements). */
+export async function inChunks<T>(ids: string[], query: (chunk: string[]) => Promise<T[]>, size = 5_000): Promise<T[]> {
+  const out: T[] = [];
+  for (let start = 0; start < ids.length; start += size) out.push(...(await query(ids.slice(start, start + size))));
+  return out;
+}
+
+/** Deletes every key under `prefix` (only needed on a Redis the bench did not start). */
+export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
