@@ -84,6 +84,20 @@ export async function sendCommand(redis: RedisClient, command: string, ...args: 
   return redis.call(command, ...args);
 }
 
+/**
+ * Subscribes to `channel` each time the connection becomes ready (at start and after every
+ * reconnect; subscribing twice is harmless). Asked before that, ioredis writes SUBSCRIBE in the
+ * middle of the connection handshake: the connection turns into subscriber mode, its ready check
+ * (INFO) is refused, it reconnects, and the subscription is silently gone.
+ */
+export function subscribeWhenReady(subscriber: RedisClient, channel: string, onError: (error: Error) => void): void {
+  const subscribe = () => {
+    subscriber.subscribe(channel).catch(onError);
+  };
+  subscriber.on('ready', subscribe);
+  if (subscriber.status === 'ready') subscribe();
+}
+
 /** Resolves once the connection is ready, or rejects after `timeoutMs`. */
 export async function waitForRedis(redis: RedisClient, timeoutMs = 5_000): Promise<void> {
   if (redis.status === 'ready') return;

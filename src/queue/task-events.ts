@@ -1,4 +1,4 @@
-import type { RedisClient } from './redis.js';
+import { subscribeWhenReady, type RedisClient } from './redis.js';
 import type { Logger } from '../logger.js';
 import { eventsChannel, type EventsNotice } from './channels.js';
 
@@ -31,9 +31,9 @@ export class TaskEvents {
         this.logger.warn('ignored a malformed events notice', { error: (error as Error).message });
       }
     });
-    // Not awaited: an API started while Redis is down must still listen (and answer 503);
-    // ioredis subscribes once Redis is back, and again after every reconnect.
-    this.subscriber.subscribe(eventsChannel(this.prefix)).catch((error: Error) => this.logger.warn('events subscription failed', { error: error.message }));
+    // Not awaited: an API started while Redis is down must still listen (and answer 503); it
+    // subscribes once Redis is ready, and again after every reconnect.
+    subscribeWhenReady(this.subscriber, eventsChannel(this.prefix), (error) => this.logger.warn('events subscription failed', { error: error.message }));
   }
 
   /** Wakes every listener (the API is stopping): long-polls answer now with what they have. */

@@ -1,4 +1,4 @@
-import type { RedisClient } from '../../src/queue/redis.js';
+import { subscribeWhenReady, type RedisClient } from '../../src/queue/redis.js';
 import { TaskStoppedError } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
 import { stopChannel, type StopMessage } from '../../src/queue/channels.js';
@@ -30,9 +30,9 @@ export class StopSignals {
         this.logger.warn('ignored a malformed stop message', { error: (error as Error).message });
       }
     });
-    // Not awaited: while Redis is down the subscription waits for it, and ioredis subscribes
-    // again after every reconnect.
-    this.subscriber.subscribe(stopChannel(this.prefix)).catch((error: Error) => this.logger.warn('stop channel subscription failed', { error: error.message }));
+    // Not awaited: while Redis is down the subscription waits for it; it subscribes once Redis is
+    // ready, and again after every reconnect.
+    subscribeWhenReady(this.subscriber, stopChannel(this.prefix), (error) => this.logger.warn('stop channel subscription failed', { error: error.message }));
   }
 
   /** Aborts every step this process runs (a forced shutdown). */

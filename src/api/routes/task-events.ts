@@ -38,6 +38,9 @@ function write(res: Response, event: { id: string; type: string; data: unknown }
   res.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`);
 }
 
+/** How long a resumed stream waits for a finished task's ending event before sending a snapshot instead. */
+const END_EVENT_GRACE_MS = 2_000;
+
 const ends = (event: TaskEvent) => event.type === 'task' && FINISHED_TASK.has(event.status ?? '');
 
 /**
@@ -59,12 +62,31 @@ export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams
         throw new ValidationError('Last-Event-ID is not an event id', [{ path: 'Last-Event-ID', message: 'expected an id like 1700000000000-0' }]);
       }
       let wake: () => void = () => undefined;
-      const stopListening = deps.events.listen(id, () => wake());
+      // Set by every notice and cleared before each read, so a notice that lands between a read
+      // and the wait after it is not slept through.
+      let notified = false;
+      const stopListening = deps.events.listen(id, () => {
+        notified = true;
+        wake();
+      });
       let closed = false;
       res.on('close', () => {
         closed = true;
         wake();
       });
+      const pause = (ms: number, onTimeout?: () => void) =>
+        new Promise<void>((resolve) => {
+          if (notified || closed) return resolve();
+          const timer = setTimeout(() => {
+            onTimeout?.();
+            resolve();
+          }, ms);
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      let awaitedEnd = false;
       try {
         // Before the snapshot, so nothing that happens while it is read is missed.
         let cursor = resumeFrom ?? (await deps.eventLog.lastId(id));
@@ -84,6 +106,7 @@ export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams
             if (FINISHED_TASK.has(snapshot.status)) return undefined;
           }
           for (;;) {
+            notified = false;
             const batch = await deps.eventLog.read(id, cursor);
             for (const event of batch) {
               const { id: eventId, ...data } = event;
@@ -96,20 +119,20 @@ export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams
               // The history may have expired: if the task ended, say so instead of waiting forever.
               const current = await deps.tasks.result(id);
               if (FINISHED_TASK.has(current.status)) {
+                // The ending event is appended just after the commit that ended the task: give it
+                // a moment to arrive before concluding that the history is gone.
+                if (!awaitedEnd) {
+                  awaitedEnd = true;
+                  await pause(END_EVENT_GRACE_MS);
+                  continue;
+                }
                 write(res, { id: cursor, type: 'snapshot', data: current });
                 return undefined;
               }
             }
             if (batch.length > 0) continue;
-            await new Promise<void>((resolve) => {
-              const timer = setTimeout(() => {
-                if (!closed) res.write(': ping\n\n');
-                resolve();
-              }, heartbeatMs);
-              wake = () => {
-                clearTimeout(timer);
-                resolve();
-              };
+            await pause(heartbeatMs, () => {
+              if (!closed) res.write(': ping\n\n');
             });
             if (closed) return undefined;
           }

@@ -1,0 +1,612 @@
+import { randomBytes } from 'node:crypto';
+import { runEntry, type NodeProcess } from '../helpers/child-process.js';
+import type { Harness } from '../helpers/harness.js';
+import { observationKey, type RecordedCall } from '../fixtures/tools.js';
+
+/**
+ * Shared parts of the chaos suites: size knobs, a fleet of worker processes that can be killed
+ * and replaced, a mixed workload with known expected outcomes, and the check of what
+ * PostgreSQL recorded against what the test tools observed.
+ */
+
+/** `CHAOS_PROFILE=full` (npm run test:chaos) runs the sizes of issue 6; without it, the CI sizes. */
+export const FULL = process.env.CHAOS_PROFILE === 'full';
+
+/** A size knob: the environment variable wins, else the value of the profile. */
+export function knob(name: string, ci: number, full: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return FULL ? full : ci;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0) throw new Error(`${name} must be a non-negative number (got ${JSON.stringify(raw)})`);
+  return value;
+}
+
+/**
+ * Settings of every chaos harness. Small BullMQ retention, so the sweep can tell the finished
+ * jobs Redis is meant to keep from orphans.
+ */
+export const CHAOS_ENV: Record<string, string> = {
+  QUEUE_KEEP_COMPLETED: '50',
+  QUEUE_KEEP_FAILED: '50',
+  EVENTS_TTL_S: '600',
+  WORKER_SHUTDOWN_TIMEOUT_MS: '10000',
+};
+
+/** mulberry32: a small seeded generator, so a workload can be replayed from the seed it prints. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function chaosSeed(): number {
+  return process.env.CHAOS_SEED ? Number(process.env.CHAOS_SEED) : randomBytes(4).readUInt32LE(0);
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+// ---------------------------------------------------------------------------------------------
+// Worker processes
+
+export const WORKER_ENTRY = 'test/fixtures/worker-entry.ts';
+
+/** A process that died although nobody stopped it: always a finding. */
+export interface Crash {
+  pid: number | undefined;
+  /** The end of what it printed. */
+  output: string;
+}
+
+/**
+ * Worker processes (test/fixtures/worker-entry.ts) that a test starts, kills and replaces. With
+ * `restartCrashed`, a worker that dies by itself is counted and replaced, as a container
+ * platform would.
+ */
+export class WorkerFleet {
+  /** Every process started, alive or not. */
+  readonly all: NodeProcess[] = [];
+  /** Processes that run and were not told to stop. */
+  readonly live: NodeProcess[] = [];
+  readonly crashes: Crash[] = [];
+  kills = 0;
+  private readonly meant = new Set<NodeProcess>();
+  private destroyed = false;
+
+  constructor(
+    private readonly env: Record<string, string>,
+    private readonly options: { restartCrashed?: boolean } = {},
+  ) {}
+
+  /** Starts a worker process and waits until its workers listen. */
+  async add(extraEnv: Record<string, string> = {}): Promise<NodeProcess> {
+    const child = runEntry(WORKER_ENTRY, { ...this.env, ...extraEnv });
+    this.all.push(child);
+    void child.exited.then(() => {
+      if (this.meant.has(child)) return;
+      this.release(child);
+      this.crashes.push({ pid: child.child.pid, output: child.output.slice(-4_000) });
+      if (this.options.restartCrashed && !this.destroyed) void this.add().catch(() => undefined);
+    });
+    await child.waitForOutput(/^ready$/m, 60_000);
+    this.live.push(child);
+    return child;
+  }
+
+  async start(count: number): Promise<void> {
+    await Promise.all(Array.from({ length: count }, () => this.add()));
+  }
+
+  /** Takes a process out of the live set: what happens to it next is the test's doing. */
+  release(child: NodeProcess): void {
+    const index = this.live.indexOf(child);
+    if (index >= 0) this.live.splice(index, 1);
+    this.meant.add(child);
+  }
+
+  /** SIGKILLs a random live worker and resolves with its pid once it is gone. */
+  async killRandom(random: () => number): Promise<number> {
+    const victim = this.live[Math.floor(random() * this.live.length)]!;
+    this.release(victim);
+    await victim.kill();
+    this.kills += 1;
+    return victim.child.pid!;
+  }
+
+  /** Cleanup: SIGKILL whatever still runs. Safe to call at any time, twice. */
+  async destroy(): Promise<void> {
+    this.destroyed = true;
+    for (const child of this.all) this.meant.add(child);
+    this.live.splice(0);
+    await Promise.all(this.all.map((child) => child.kill()));
+  }
+}
+
+/**
+ * The API in a process of its own (test/fixtures/api-entry.ts) on a fixed port, restarted when
+ * it dies by itself, so that an API crash is a counted finding instead of the end of the test run.
+ */
+export class ApiProcess {
+  readonly crashes: Crash[] = [];
+  readonly url: string;
+  private current?: NodeProcess;
+  private stopped = false;
+
+  constructor(
+    private readonly env: Record<string, string>,
+    readonly port: number,
+  ) {
+    this.url = `http://127.0.0.1:${port}`;
+  }
+
+  /** Starts the API and resolves once it listens; later crashes restart it in the background. */
+  async start(): Promise<void> {
+    const child = runEntry('test/fixtures/api-entry.ts', { ...this.env, PORT: String(this.port) });
+    this.current = child;
+    void child.exited.then(() => {
+      if (this.stopped || this.current !== child) return;
+      this.crashes.push({ pid: child.child.pid, output: child.output.slice(-4_000) });
+      this.current = undefined;
+      // A restart may fail while a dependency is down: it exits, and lands here again.
+      void sleep(250).then(() => (this.stopped ? undefined : this.start().catch(() => undefined)));
+    });
+    await child.waitForOutput(/^listening /m, 30_000);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    const child = this.current;
+    if (!child) return;
+    child.child.kill('SIGTERM');
+    await child.waitForExit(15_000).catch(() => child.kill());
+  }
+
+  async destroy(): Promise<void> {
+    this.stopped = true;
+    await this.current?.kill();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload
+
+/** What a task is meant to end with, and where the test tools recorded its steps' calls. */
+export interface PlannedTask {
+  kind: string;
+  body: Record<string, unknown>;
+  /** Set for a task meant to fail: the step that fails for good. */
+  failsAt?: string;
+  /** Steps of the record tool: their observation key and the attempt they succeed on. */
+  records: Record<string, { key: string; succeedOn: number }>;
+  /** Steps that may end skipped, or completed if they were already running, when the task fails. */
+  mayBeSkipped?: string[];
+}
+
+const record = (key: string, extra: Record<string, unknown> = {}) => ({ tool: 'record', input: { key, ms: '{{params.ms}}', ...extra } });
+const keyParams = [
+  { name: 'key', type: 'string', required: true },
+  { name: 'ms', type: 'integer', default: 50 },
+  { name: 'flaky', type: 'integer', default: 1 },
+];
+
+/**
+ * The workflows of the mixed workload. Their outputs quote the tokens of the record steps, so
+ * the check can compare a task's stored result with its steps' stored outputs.
+ */
+export const CHAOS_WORKFLOWS = [
+  {
+    name: 'chaos_chain',
+    parameters: keyParams,
+    steps: [
+      { id: 'a', ...record('{{params.key}}-a') },
+      { id: 'b', depends_on: ['a'], ...record('{{params.key}}-b', { succeed_on: '{{params.flaky}}' }) },
+      { id: 'c', depends_on: ['b'], tool: 'echo', input: { a: '{{steps.a.output.token}}', b: '{{steps.b.output.token}}' } },
+    ],
+    output: { a: '{{steps.a.output.token}}', b: '{{steps.b.output.token}}', c: '{{steps.c.output}}' },
+  },
+  {
+    name: 'chaos_diamond',
+    parameters: keyParams,
+    steps: [
+      { id: 'a', ...record('{{params.key}}-a') },
+      { id: 'b', depends_on: ['a'], ...record('{{params.key}}-b', { succeed_on: '{{params.flaky}}' }) },
+      { id: 'c', depends_on: ['a'], tool: 'sleep', input: { ms: '{{params.ms}}' } },
+      { id: 'd', depends_on: ['b', 'c'], tool: 'echo', input: { a: '{{steps.a.output.token}}', b: '{{steps.b.output.token}}', slept: '{{steps.c.output.slept_ms}}' } },
+    ],
+    output: { a: '{{steps.a.output.token}}', b: '{{steps.b.output.token}}', d: '{{steps.d.output}}' },
+  },
+  {
+    name: 'chaos_fan',
+    parameters: keyParams,
+    steps: [
+      { id: 'root', tool: 'echo', input: { key: '{{params.key}}' } },
+      ...['n1', 'n2', 'n3', 'n4'].map((id) => ({ id, depends_on: ['root'], ...record(`{{params.key}}-${id}`) })),
+      {
+        id: 'join',
+        depends_on: ['n1', 'n2', 'n3', 'n4'],
+        tool: 'echo',
+        input: Object.fromEntries(['n1', 'n2', 'n3', 'n4'].map((id) => [id, `{{steps.${id}.output.token}}`])),
+      },
+    ],
+    output: { join: '{{steps.join.output}}' },
+  },
+  {
+    name: 'chaos_doomed',
+    parameters: keyParams,
+    steps: [
+      { id: 'a', ...record('{{params.key}}-a') },
+      { id: 'b', depends_on: ['a'], tool: 'broken', input: { retryable: true, message: 'doomed on purpose' }, retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 20 } } },
+      { id: 'x', depends_on: ['a'], ...record('{{params.key}}-x') },
+      { id: 'c', depends_on: ['b', 'x'], ...record('{{params.key}}-c') },
+    ],
+  },
+];
+
+export async function defineChaosWorkflows(h: Harness): Promise<void> {
+  for (const definition of CHAOS_WORKFLOWS) {
+    const response = await h.request('POST', '/workflows', definition);
+    if (response.status !== 201) throw new Error(`POST /workflows ${definition.name}: ${response.status} ${JSON.stringify(response.body)}`);
+  }
+}
+
+/** Kinds of task in the mix, with their weight. */
+const MIX: [string, number][] = [
+  ['record', 20],
+  ['record_flaky', 10],
+  ['sleep', 8],
+  ['echo', 8],
+  ['broken', 3],
+  ['chaos_chain', 16],
+  ['chaos_diamond', 16],
+  ['chaos_fan', 14],
+  ['chaos_doomed', 5],
+];
+
+/**
+ * `count` tasks of the mixed workload: single tools and DAG workflows, steps sleeping 10-200 ms,
+ * some failing on purpose before they succeed (retries), a few failing for good.
+ */
+export function mixedWorkload(count: number, random: () => number, tag = randomBytes(3).toString('hex')): PlannedTask[] {
+  const total = MIX.reduce((sum, [, weight]) => sum + weight, 0);
+  const pick = () => {
+    let roll = random() * total;
+    for (const [kind, weight] of MIX) {
+      roll -= weight;
+      if (roll < 0) return kind;
+    }
+    return MIX[0]![0];
+  };
+  return Array.from({ length: count }, (_, index) => {
+    const kind = pick();
+    const key = `${tag}-${index}`;
+    const ms = 10 + Math.floor(random() * 191);
+    const task = plan(kind, key, index, ms, random);
+    // A client that did not hear the answer asks again with the same key (see submitPaced).
+    task.body.idempotency_key = key;
+    return task;
+  });
+}
+
+function plan(kind: string, key: string, index: number, ms: number, random: () => number): PlannedTask {
+  switch (kind) {
+    case 'record':
+    case 'record_flaky': {
+      const succeedOn = kind === 'record_flaky' ? 2 : 1;
+      return { kind, body: { task_type: 'record', params: { key, ms, succeed_on: succeedOn } }, records: { record: { key, succeedOn } } };
+    }
+    case 'sleep':
+      return { kind, body: { task_type: 'sleep', params: { ms } }, records: {} };
+    case 'echo':
+      return { kind, body: { task_type: 'echo', params: { n: index, key } }, records: {} };
+    case 'broken':
+      return {
+        kind,
+        body: { task_type: 'broken', params: { retryable: true, message: `broken on purpose ${key}` }, retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 20 } } },
+        failsAt: 'broken',
+        records: {},
+      };
+    default: {
+      const flaky = kind !== 'chaos_doomed' && random() < 0.3 ? 2 : 1;
+      const definition = CHAOS_WORKFLOWS.find((workflow) => workflow.name === kind)!;
+      const records = Object.fromEntries(
+        definition.steps
+          .filter((step) => step.tool === 'record')
+          .map((step) => [step.id, { key: `${key}-${step.id}`, succeedOn: step.id === 'b' ? flaky : 1 }]),
+      );
+      return {
+        kind,
+        body: { task_type: kind, params: { key, ms, flaky } },
+        records,
+        ...(kind === 'chaos_doomed' ? { failsAt: 'b', mayBeSkipped: ['x', 'c'] } : {}),
+      };
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submitting
+
+export interface Submitted {
+  /** Accepted tasks (202, or 200 for a retried request whose first try had created it) by id. */
+  accepted: Map<string, PlannedTask>;
+  /** 503 answers (a dependency down): the request changed nothing. */
+  unavailable: number;
+  /** Slowest 503 answer, in ms. */
+  slowest503Ms: number;
+  /** Requests sent again because no answer came back (the API process was down or died). */
+  resent: number;
+  /** Any other answer: always a finding. */
+  unexpected: { status: number; body: unknown }[];
+}
+
+export function emptySubmitted(): Submitted {
+  return { accepted: new Map(), unavailable: 0, slowest503Ms: 0, resent: 0, unexpected: [] };
+}
+
+/**
+ * Submits `tasks` at about `perSecond` (at most `concurrency` requests in flight), recording
+ * which were accepted. With `resendUnanswered`, a request that got no answer at all is sent
+ * again with the same idempotency key, as a careful client does, until it gets one; and since
+ * the lost try may have created the task, a 503 to such a resend does not settle it either.
+ * Without it, a request without an answer is unexpected.
+ */
+export async function submitPaced(
+  h: Harness,
+  tasks: PlannedTask[],
+  options: { perSecond: number; concurrency: number; into?: Submitted; shouldStop?: () => boolean; resendUnanswered?: boolean },
+): Promise<Submitted> {
+  const result = options.into ?? emptySubmitted();
+  const started = Date.now();
+  let next = 0;
+  const send = async (task: PlannedTask) => {
+    let unanswered = false;
+    for (let tries = 1; ; tries += 1) {
+      const sent = Date.now();
+      let response: { status: number; body: any };
+      try {
+        response = await h.request('POST', '/assign-task', task.body);
+      } catch (error) {
+        if (!options.resendUnanswered || tries >= 400) {
+          result.unexpected.push({ status: 0, body: (error as Error).message });
+          return;
+        }
+        unanswered = true;
+        result.resent += 1;
+        await sleep(250);
+        continue;
+      }
+      if (response.status === 202 || (response.status === 200 && unanswered)) {
+        result.accepted.set(response.body.task_id, task);
+      } else if (response.status === 503 && unanswered && tries < 400) {
+        await sleep(250);
+        continue;
+      } else if (response.status === 503) {
+        result.unavailable += 1;
+        result.slowest503Ms = Math.max(result.slowest503Ms, Date.now() - sent);
+      } else {
+        result.unexpected.push({ status: response.status, body: response.body });
+      }
+      return;
+    }
+  };
+  const lane = async () => {
+    for (;;) {
+      if (options.shouldStop?.()) return;
+      const index = next;
+      next += 1;
+      if (index >= tasks.length) return;
+      const due = started + (index * 1000) / options.perSecond;
+      if (due > Date.now()) await sleep(due - Date.now());
+      await send(tasks[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: options.concurrency }, lane));
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting and checking
+
+/** Waits until PostgreSQL holds no queued or running task; fails naming how many are left. */
+export async function waitForAllEnded(h: Harness, timeoutMs: number, label: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let active = -1;
+  for (;;) {
+    try {
+      const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE status IN ('queued', 'running')`);
+      active = Number(rows[0]!.n);
+      if (active === 0) return;
+    } catch {
+      // The database may be the thing under test; ask again.
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}: ${active} task(s) still queued or running after ${timeoutMs} ms`);
+    await sleep(250);
+  }
+}
+
+interface StepRow {
+  task_id: string;
+  step_id: string;
+  tool: string;
+  status: string;
+  attempts: number;
+  output: any;
+  error: any;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
+export interface Figures {
+  tasks: number;
+  completed: number;
+  failedAsMeant: number;
+  steps: number;
+  /** Calls of the record tool that ran to their end (successful or failed on purpose). */
+  recordCalls: number;
+  /** Steps whose record tool succeeded more than once: at-least-once delivery after a kill. */
+  reexecuted: number;
+  /** Steps delivered more often than their planned attempts: picked up again after a crash or outage. */
+  redelivered: number;
+  deadLetters: number;
+}
+
+/**
+ * Checks what PostgreSQL recorded for every accepted task against what the workload meant and
+ * what the record tool observed. Returns the problems found (empty: nothing lost, nothing
+ * duplicated, nothing half-done) and the figures of the run.
+ */
+export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTask>): Promise<{ problems: string[]; figures: Figures }> {
+  const problems: string[] = [];
+  const problem = (message: string) => {
+    if (problems.length < 50) problems.push(message);
+    else if (problems.length === 50) problems.push('… more problems left out');
+  };
+  const { rows: tasks } = await h.db.pool.query<{ id: string; status: string; task_type: string; result: any; error: any; steps_remaining: number }>(
+    `SELECT id::text AS id, status::text AS status, task_type, result, error, steps_remaining FROM tasks`,
+  );
+  const { rows: steps } = await h.db.pool.query<StepRow>(
+    `SELECT task_id::text AS task_id, step_id, tool, status::text AS status, attempts, output, error, started_at, finished_at FROM steps ORDER BY task_id, position`,
+  );
+  const { rows: letters } = await h.db.pool.query<{ task_id: string; step_id: string }>(`SELECT task_id::text AS task_id, step_id FROM dead_letters`);
+
+  const stepsByTask = new Map<string, StepRow[]>();
+  for (const step of steps) {
+    const own = stepsByTask.get(step.task_id) ?? [];
+    own.push(step);
+    stepsByTask.set(step.task_id, own);
+  }
+  const letterKeys = new Set(letters.map((letter) => `${letter.task_id}/${letter.step_id}`));
+  if (letterKeys.size !== letters.length) problem(`dead letters: ${letters.length - letterKeys.size} duplicate(s)`);
+
+  // What the record tool saw, per observation key.
+  const keys = [...accepted.values()].flatMap((task) => Object.values(task.records).map((entry) => entry.key));
+  const calls = new Map<string, RecordedCall[]>();
+  for (let i = 0; i < keys.length; i += 500) {
+    const pipeline = h.redis.pipeline();
+    for (const key of keys.slice(i, i + 500)) pipeline.lrange(observationKey(h.config.QUEUE_PREFIX, key), 0, -1);
+    const replies = (await pipeline.exec()) ?? [];
+    keys.slice(i, i + 500).forEach((key, index) => {
+      const [error, list] = replies[index] ?? [];
+      if (error) throw error;
+      calls.set(key, (list as string[]).map((entry) => JSON.parse(entry) as RecordedCall));
+    });
+  }
+
+  const figures: Figures = { tasks: tasks.length, completed: 0, failedAsMeant: 0, steps: steps.length, recordCalls: 0, reexecuted: 0, redelivered: 0, deadLetters: letters.length };
+  for (const list of calls.values()) figures.recordCalls += list.length;
+  const seen = new Set<string>();
+  for (const task of tasks) {
+    seen.add(task.id);
+    const planned = accepted.get(task.id);
+    if (!planned) {
+      problem(`task ${task.id} (${task.task_type}, ${task.status}) is stored but was never accepted (half-created by a refused request?)`);
+      continue;
+    }
+    const own = stepsByTask.get(task.id) ?? [];
+    const label = `task ${task.id} (${planned.kind})`;
+    const expected = planned.failsAt ? 'failed' : 'completed';
+    if (task.status !== expected) {
+      problem(`${label}: ${task.status}, meant to end ${expected}; error ${JSON.stringify(task.error)}; steps ${own.map((s) => `${s.step_id}=${s.status}/${s.attempts}`).join(' ')}`);
+      continue;
+    }
+    if (expected === 'completed') figures.completed += 1;
+    else figures.failedAsMeant += 1;
+    if (own.length === 0) problem(`${label}: no steps stored`);
+
+    for (const step of own) {
+      const where = `${label} step ${step.step_id}`;
+      const recordOf = planned.records[step.step_id];
+      const recorded = recordOf ? (calls.get(recordOf.key) ?? []) : [];
+      const succeeded = recorded.filter((call) => call.ok);
+      if (succeeded.length > 1) figures.reexecuted += 1;
+      const plannedAttempts = recordOf?.succeedOn ?? (step.step_id === planned.failsAt ? 2 : 1);
+      if (step.attempts > plannedAttempts) figures.redelivered += 1;
+      const isLetter = letterKeys.has(`${task.id}/${step.step_id}`);
+      switch (step.status) {
+        case 'completed': {
+          if (step.output === null) problem(`${where}: completed without an output`);
+          if (step.error !== null) problem(`${where}: completed with an error ${JSON.stringify(step.error)}`);
+          if (step.attempts < 1) problem(`${where}: completed with ${step.attempts} attempts`);
+          if (!step.started_at || !step.finished_at || step.finished_at < step.started_at) problem(`${where}: completed with started_at ${step.started_at} and finished_at ${step.finished_at}`);
+          if (isLetter) problem(`${where}: completed but has a dead letter`);
+          if (recordOf) {
+            const producer = succeeded.find((call) => call.token === step.output?.token);
+            if (!producer) problem(`${where}: stored output ${JSON.stringify(step.output)} was produced by none of its ${recorded.length} recorded call(s)`);
+            else if (producer.attempt !== step.output.attempt) problem(`${where}: output attempt ${step.output.attempt} differs from the recorded call's ${producer.attempt}`);
+            if (step.output && step.output.attempt < recordOf.succeedOn) problem(`${where}: succeeded at attempt ${step.output.attempt}, before attempt ${recordOf.succeedOn}`);
+            if (step.output && step.output.attempt > step.attempts) problem(`${where}: output of attempt ${step.output.attempt} but only ${step.attempts} attempts recorded`);
+          }
+          break;
+        }
+        case 'failed':
+          if (step.step_id !== planned.failsAt) problem(`${where}: failed (${JSON.stringify(step.error)}), not meant to`);
+          if (step.error === null) problem(`${where}: failed without an error`);
+          if (step.output !== null) problem(`${where}: failed with an output`);
+          if (!isLetter) problem(`${where}: failed for good without a dead letter`);
+          break;
+        case 'skipped':
+          if (!planned.failsAt) problem(`${where}: skipped in a task meant to complete`);
+          else if (!planned.mayBeSkipped?.includes(step.step_id)) problem(`${where}: skipped, not meant to be`);
+          if (succeeded.length > 0) problem(`${where}: skipped, yet the tool ran it ${succeeded.length} time(s)`);
+          if (isLetter) problem(`${where}: skipped but has a dead letter`);
+          break;
+        default:
+          problem(`${where}: left ${step.status} in a ${task.status} task`);
+      }
+    }
+    if (expected === 'failed') {
+      const failedStep = own.find((step) => step.step_id === planned.failsAt);
+      if (failedStep?.status !== 'failed') problem(`${label}: step ${planned.failsAt} is ${failedStep?.status}, meant to fail`);
+      if (task.error?.step !== planned.failsAt) problem(`${label}: task error names step ${task.error?.step}, not ${planned.failsAt}`);
+      continue;
+    }
+    if (task.steps_remaining !== 0) problem(`${label}: completed with steps_remaining ${task.steps_remaining}`);
+    checkResult(task.result, own, planned, label, problem);
+  }
+  for (const id of accepted.keys()) if (!seen.has(id)) problem(`task ${id} was accepted (202) but is not in PostgreSQL: lost`);
+  return { problems, figures };
+}
+
+/** A completed task's result must quote exactly the outputs its steps stored. */
+function checkResult(result: any, steps: StepRow[], planned: PlannedTask, label: string, problem: (message: string) => void): void {
+  const output = (id: string) => steps.find((step) => step.step_id === id)?.output;
+  const same = (what: string, actual: unknown, expected: unknown) => {
+    if (JSON.stringify(actual) !== JSON.stringify(expected)) problem(`${label}: result ${what} is ${JSON.stringify(actual)}, the step stored ${JSON.stringify(expected)}`);
+  };
+  switch (planned.kind) {
+    case 'record':
+    case 'record_flaky':
+    case 'sleep':
+    case 'echo':
+      same('', result, steps[0]?.output);
+      break;
+    case 'chaos_chain':
+      same('a', result?.a, output('a')?.token);
+      same('b', result?.b, output('b')?.token);
+      same('c', result?.c, output('c'));
+      same('c (input of c)', output('c'), { a: output('a')?.token, b: output('b')?.token });
+      break;
+    case 'chaos_diamond':
+      same('a', result?.a, output('a')?.token);
+      same('b', result?.b, output('b')?.token);
+      same('d', result?.d, output('d'));
+      same('d (input of d)', output('d'), { a: output('a')?.token, b: output('b')?.token, slept: output('c')?.slept_ms });
+      break;
+    case 'chaos_fan':
+      same('join', result?.join, output('join'));
+      same('join (input of join)', output('join'), Object.fromEntries(['n1', 'n2', 'n3', 'n4'].map((id) => [id, output(id)?.token])));
+      break;
+  }
+}
+
+/** One line a person can read in the test output. */
+export function report(suite: string, figures: Record<string, unknown>): void {
+  const text = Object.entries(figures)
+    .map(([name, value]) => `${name}=${typeof value === 'object' ? JSON.stringify(value) : String(value)}`)
+    .join(' ');
+  console.log(`[${suite}] ${text}`);
+}

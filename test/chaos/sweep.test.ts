@@ -1,0 +1,41 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { sweep } from './sweep.js';
+import { CHAOS_ENV } from './support.js';
+
+/** The sweep must pass a clean deployment and find each kind of leftover it is meant to find. */
+describe('the stuck-state sweep', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness({ env: CHAOS_ENV });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('passes after tasks ran and ended, and names every leftover it finds', async () => {
+    for (let n = 0; n < 3; n += 1) expect((await waitForTask(h, await submit(h, { task_type: 'echo', params: { n } }))).status).toBe('completed');
+    const clean = await sweep(h, { settleMs: 10_000 });
+    expect(clean.eventStreams).toBe(3);
+    expect(clean.kept.tasks).toEqual([3, 0]);
+
+    const prefix = h.config.QUEUE_PREFIX;
+    const stuck = await submit(h, { task_type: 'sleep', params: { ms: 1 } });
+    await waitForTask(h, stuck);
+    await h.db.pool.query(`UPDATE tasks SET status = 'running' WHERE id = $1`, [stuck]);
+    await h.redis.xadd(`${prefix}:events:no-ttl`, '*', 'type', 'task');
+    await h.redis.hset(`${prefix}:tool.echo:orphan.1.echo`, 'name', 'echo', 'data', '{}');
+    await h.redis.sadd(`${prefix}:tool.echo:gone.1.echo:dependencies`, 'x');
+    await h.redis.zadd(`${prefix}:tasks:completed`, Date.now(), 'vanished.1');
+
+    const found = await sweep(h, { settleMs: 1_000 }).then(
+      () => '',
+      (error: Error) => error.message,
+    );
+    expect(found).toContain(`task ${stuck} is still running`);
+    expect(found).toContain(`event stream ${prefix}:events:no-ttl has no TTL`);
+    expect(found).toContain(`job hash ${prefix}:tool.echo:orphan.1.echo belongs to no finished-job set`);
+    expect(found).toContain(`${prefix}:tool.echo:gone.1.echo:dependencies outlived its job`);
+    expect(found).toContain('tasks lists finished job vanished.1 whose hash is gone');
+  });
+});

@@ -1,0 +1,150 @@
+import { Queue } from 'bullmq';
+import { CALLBACKS_QUEUE, TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
+import { masters } from '../../src/queue/redis.js';
+import type { Harness } from '../helpers/harness.js';
+
+/**
+ * The stuck-state sweep every chaos test ends with. Whatever faults the test injected, once its
+ * tasks have ended nothing may be left behind:
+ * - PostgreSQL: no task queued or running, no step of a finished task still pending, queued or running;
+ * - BullMQ: no job waiting, active, delayed or prioritized in any queue, and no run root left in
+ *   waiting-children in the `tasks` queue;
+ * - Redis: no orphaned key of a finished task. Every job hash belongs to a job in one of its
+ *   queue's state sets; finished jobs are no more than QUEUE_KEEP_COMPLETED / QUEUE_KEEP_FAILED
+ *   per queue; every per-job key (lock, dependencies, processed, ...) has its job; every task event
+ *   stream has a TTL (they expire after EVENTS_TTL_S and are not orphans).
+ */
+
+/** Keys BullMQ keeps once per queue (see QueueKeys in bullmq), not per job. */
+const QUEUE_LEVEL = new Set([
+  'active', 'wait', 'waiting-children', 'paused', 'id', 'delayed', 'prioritized', 'stalled-check', 'completed',
+  'failed', 'stalled', 'repeat', 'limiter', 'meta', 'events', 'pc', 'marker', 'de', 'metrics',
+]);
+/** Keys BullMQ keeps per job, next to the job's hash. */
+const PER_JOB = new Set(['lock', 'logs', 'dependencies', 'processed', 'failed', 'unsuccessful']);
+const UNFINISHED_STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children'] as const;
+
+export interface SweepReport {
+  /** Finished jobs kept per queue: {queue: [completed, failed]}. */
+  kept: Record<string, [number, number]>;
+  eventStreams: number;
+  keys: number;
+}
+
+export interface SweepOptions {
+  /** How long BullMQ may take to settle (jobs of ended tasks finishing, stalled jobs coming back). @defaultValue 90000 */
+  settleMs?: number;
+}
+
+export async function sweep(h: Harness, options: SweepOptions = {}): Promise<SweepReport> {
+  const problems: string[] = [];
+  const prefix = h.config.QUEUE_PREFIX;
+
+  // PostgreSQL.
+  const { rows: active } = await h.db.pool.query<{ id: string; status: string }>(
+    `SELECT id::text AS id, status::text AS status FROM tasks WHERE status IN ('queued', 'running') LIMIT 20`,
+  );
+  for (const task of active) problems.push(`PostgreSQL: task ${task.id} is still ${task.status}`);
+  const { rows: dangling } = await h.db.pool.query<{ task_id: string; step_id: string; status: string; task_status: string }>(
+    `SELECT s.task_id::text AS task_id, s.step_id, s.status::text AS status, t.status::text AS task_status
+       FROM steps s JOIN tasks t ON t.id = s.task_id
+      WHERE t.status IN ('completed', 'failed', 'cancelled') AND s.status IN ('pending', 'queued', 'running') LIMIT 20`,
+  );
+  for (const step of dangling) problems.push(`PostgreSQL: step ${step.step_id} of ${step.task_status} task ${step.task_id} is still ${step.status}`);
+
+  // BullMQ: wait until nothing is left to run, then look at what is.
+  const names = [TASKS_QUEUE, CALLBACKS_QUEUE, ...h.registry.names().map(toolQueueName)];
+  const queues = names.map((name) => new Queue(name, { connection: h.redis, prefix }));
+  const kept: SweepReport['kept'] = {};
+  try {
+    const deadline = Date.now() + (options.settleMs ?? 90_000);
+    let unfinished: Record<string, Record<string, number>> = {};
+    for (;;) {
+      unfinished = {};
+      for (const queue of queues) {
+        const counts = await queue.getJobCounts(...UNFINISHED_STATES);
+        const left = Object.fromEntries(Object.entries(counts).filter(([, n]) => n > 0));
+        if (Object.keys(left).length > 0) unfinished[queue.name] = left;
+      }
+      if (Object.keys(unfinished).length === 0 || Date.now() > deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    for (const [queue, counts] of Object.entries(unfinished)) problems.push(`BullMQ: queue ${queue} still holds ${JSON.stringify(counts)} after the tasks ended`);
+    const stuckRoots = await queues[0]!.getJobs(['waiting-children'], 0, 9);
+    for (const root of stuckRoots) problems.push(`BullMQ: run root ${root.id} is stuck in waiting-children`);
+  } finally {
+    await Promise.all(queues.map((queue) => queue.close()));
+  }
+
+  // Redis keys.
+  const keys: string[] = [];
+  for (const node of masters(h.redis)) {
+    let cursor = '0';
+    do {
+      const [next, found] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      keys.push(...found);
+      cursor = next;
+    } while (cursor !== '0');
+  }
+  const ttls = new Map<string, number>();
+  for (let i = 0; i < keys.length; i += 500) {
+    const pipeline = h.redis.pipeline();
+    for (const key of keys.slice(i, i + 500)) pipeline.pttl(key);
+    const replies = (await pipeline.exec()) ?? [];
+    keys.slice(i, i + 500).forEach((key, index) => ttls.set(key, Number(replies[index]?.[1])));
+  }
+  const jobHashes = new Map<string, Set<string>>(); // queue -> job ids with a hash
+  const perJob: { queue: string; id: string; key: string }[] = [];
+  let eventStreams = 0;
+  for (const key of keys) {
+    const rest = key.slice(prefix.length + 1);
+    const [head, ...tail] = rest.split(':');
+    const ttl = ttls.get(key)!;
+    if (head === 'events') {
+      eventStreams += 1;
+      if (ttl < 0) problems.push(`Redis: event stream ${key} has no TTL: it would never expire`);
+      continue;
+    }
+    if (head === 'test') continue; // what the test tools observed
+    if (!names.includes(head!)) {
+      if (ttl < 0) problems.push(`Redis: unknown key ${key} without a TTL`);
+      continue;
+    }
+    const [idOrName, suffix, ...more] = tail;
+    if (idOrName === undefined || QUEUE_LEVEL.has(idOrName)) continue;
+    if (suffix === undefined) {
+      const set = jobHashes.get(head!) ?? new Set<string>();
+      set.add(idOrName);
+      jobHashes.set(head!, set);
+    } else if (PER_JOB.has(suffix) && more.length === 0) {
+      perJob.push({ queue: head!, id: idOrName, key });
+    } else if (ttl < 0) {
+      problems.push(`Redis: unknown key ${key} without a TTL`);
+    }
+  }
+
+  const keepCompleted = h.config.QUEUE_KEEP_COMPLETED;
+  const keepFailed = h.config.QUEUE_KEEP_FAILED;
+  for (const queue of names) {
+    const hashes = jobHashes.get(queue) ?? new Set<string>();
+    const completed = await h.redis.zrange(`${prefix}:${queue}:completed`, 0, -1);
+    const failed = await h.redis.zrange(`${prefix}:${queue}:failed`, 0, -1);
+    if (completed.length > 0 || failed.length > 0 || hashes.size > 0) kept[queue] = [completed.length, failed.length];
+    if (completed.length > keepCompleted) problems.push(`Redis: ${queue} keeps ${completed.length} completed jobs, more than QUEUE_KEEP_COMPLETED=${keepCompleted}`);
+    if (failed.length > keepFailed) problems.push(`Redis: ${queue} keeps ${failed.length} failed jobs, more than QUEUE_KEEP_FAILED=${keepFailed}`);
+    const inSets = new Set([...completed, ...failed]);
+    for (const id of hashes) if (!inSets.has(id)) problems.push(`Redis: job hash ${prefix}:${queue}:${id} belongs to no finished-job set (orphan)`);
+    for (const id of inSets) if (!hashes.has(id)) problems.push(`Redis: ${queue} lists finished job ${id} whose hash is gone`);
+  }
+  for (const { queue, id, key } of perJob) {
+    if (jobHashes.get(queue)?.has(id)) continue;
+    // A lock of a job removed while its (killed) holder still had it expires by itself.
+    if (key.endsWith(':lock') && (ttls.get(key) ?? -1) > 0) continue;
+    problems.push(`Redis: ${key} outlived its job (orphan)`);
+  }
+
+  if (problems.length > 0) {
+    throw new Error(`stuck-state sweep found ${problems.length} problem(s):\n  ${problems.slice(0, 40).join('\n  ')}`);
+  }
+  return { kept, eventStreams, keys: keys.length };
+}
