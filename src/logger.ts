@@ -19,6 +19,32 @@ function redact(value: unknown, depth = 0): unknown {
   return out;
 }
 
+/**
+ * The values under secret-looking keys of a task's params (at any depth). The key-based
+ * redaction above cannot see them once a template has copied them into another field, or an
+ * adapter has quoted them in an error message: the worker removes these values from what it logs.
+ */
+export function secretValues(value: unknown): string[] {
+  const found = new Set<string>();
+  const stack: [unknown, boolean, number][] = [[value, false, 0]];
+  while (stack.length > 0) {
+    const [current, secret, depth] = stack.pop()!;
+    if (typeof current === 'string') {
+      if (secret && current.length >= 4) found.add(current);
+    } else if (current !== null && typeof current === 'object' && depth < MAX_DEPTH) {
+      for (const [key, inner] of Object.entries(current)) stack.push([inner, secret || SECRET_KEY.test(key), depth + 1]);
+    }
+  }
+  return [...found];
+}
+
+/** `text` with every occurrence of the given secrets replaced. */
+export function redactValues(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) out = out.split(secret).join('[redacted]');
+  return out;
+}
+
 const redactSecrets = winston.format((info) => {
   for (const key of Object.keys(info)) {
     if (key === 'level' || key === 'message') continue;

@@ -11,7 +11,7 @@ import { tracingEnabled } from '../observability/tracing.js';
 import { accessLog, apiKeyAuth, requestIds, requestRateLimit } from './middleware.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { errorBody, errorMiddleware } from './http.js';
+import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
 import { systemRoutes, type SystemInfo } from './routes/system.js';
 import { taskRoutes } from './routes/tasks.js';
 import { toolRoutes } from './routes/tools.js';
@@ -106,6 +106,14 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
   app.use(express.json({ limit: deps.config.BODY_LIMIT, strict: true }));
+  // Every later walk of the body (validation, templates, hashing) may recurse: bound it here.
+  app.use((req, res, next) => {
+    if (req.body !== undefined && jsonDepth(req.body) > MAX_JSON_DEPTH) {
+      res.status(400).json(errorBody('invalid_json', `the request body is nested deeper than ${MAX_JSON_DEPTH} levels`));
+      return;
+    }
+    next();
+  });
 
   app.use(systemRoutes(deps.system));
   app.use(taskRoutes(deps.tasks));

@@ -49,18 +49,46 @@ export function zodProblems(error: z.ZodError, prefix: PropertyKey[] = []): Prob
   );
 }
 
+/** Deepest nesting a request body may have; deeper JSON is refused before anything walks it. */
+export const MAX_JSON_DEPTH = 64;
+
+/** Nesting depth of a parsed JSON value, walked without recursion (so no input can overflow the stack). */
+export function jsonDepth(value: unknown): number {
+  let max = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop()!;
+    if (current === null || typeof current !== 'object') continue;
+    max = Math.max(max, depth + 1);
+    if (max > MAX_JSON_DEPTH) return max;
+    for (const item of Array.isArray(current) ? current : Object.values(current)) stack.push([item, depth + 1]);
+  }
+  return max;
+}
+
+/** Why PostgreSQL could not store this text, if it could not. */
+function unstorable(text: string): string | undefined {
+  if (text.includes('\u0000')) return 'must not contain the NUL character (U+0000)';
+  if (!text.isWellFormed()) return 'must be well-formed Unicode (a lone surrogate cannot be stored)';
+  return undefined;
+}
+
 /**
- * PostgreSQL can store no NUL character (U+0000) in text or jsonb: find them (in keys too)
- * before a write, so the client hears where instead of a failed insert.
+ * PostgreSQL can store neither a NUL character (U+0000) nor a lone UTF-16 surrogate in text or
+ * jsonb: find them (in keys too) before a write, so the client hears where instead of a failed
+ * insert. Callers bound the depth first (MAX_JSON_DEPTH).
  */
-export function nulProblems(value: unknown, prefix: PropertyKey[] = []): Problem[] {
-  const message = 'must not contain the NUL character (U+0000)';
-  if (typeof value === 'string') return value.includes('\u0000') ? [{ path: jsonPath(prefix), message }] : [];
-  if (Array.isArray(value)) return value.flatMap((item, index) => nulProblems(item, [...prefix, index]));
+export function unstorableProblems(value: unknown, prefix: PropertyKey[] = []): Problem[] {
+  if (typeof value === 'string') {
+    const message = unstorable(value);
+    return message ? [{ path: jsonPath(prefix), message }] : [];
+  }
+  if (Array.isArray(value)) return value.flatMap((item, index) => unstorableProblems(item, [...prefix, index]));
   if (value !== null && typeof value === 'object') {
-    return Object.entries(value).flatMap(([key, item]) =>
-      key.includes('\u0000') ? [{ path: jsonPath([...prefix, key]), message: `a key ${message}` }] : nulProblems(item, [...prefix, key]),
-    );
+    return Object.entries(value).flatMap(([key, item]) => {
+      const message = unstorable(key);
+      return message ? [{ path: jsonPath([...prefix, key]), message: `a key ${message}` }] : unstorableProblems(item, [...prefix, key]);
+    });
   }
   return [];
 }
@@ -106,14 +134,19 @@ export function toErrorReply(error: unknown, logger: Logger, req?: Request): Rep
     case 'request.size.invalid':
       return { status: 400, body: errorBody('bad_request', parser.message ?? 'the request body was cut short') };
   }
+  // A path that is not valid percent-encoding: the router cannot decode its parameters.
+  if (error instanceof URIError) return { status: 400, body: errorBody('bad_request', 'the URL is not valid percent-encoding') };
   if (typeof parser?.status === 'number' && parser.status >= 400 && parser.status < 500 && parser.expose) {
     return { status: parser.status, body: errorBody('bad_request', parser.message ?? 'bad request') };
   }
   if (isTransientDatabaseError(error)) return toErrorReply(new DependencyUnavailableError('database', error), logger, req);
   // Text PostgreSQL refuses (a NUL character, a broken escape) that no earlier check caught.
+  // SQLSTATE class 22 is a data exception: a value PostgreSQL cannot take (a date before year 1,
+  // an interval out of range, text it cannot encode) that no earlier check caught. It came from
+  // the client, so it is the client's error.
   const state = sqlState(error);
-  if (state === '22021' || state === '22P05') {
-    return { status: 400, body: errorBody('invalid_input', 'a value contains a character that cannot be stored (U+0000)') };
+  if (state?.startsWith('22')) {
+    return { status: 400, body: errorBody('invalid_input', 'a value in the request cannot be stored or compared (out of range or not encodable)') };
   }
   if (isRedisUnavailable(error)) return toErrorReply(new DependencyUnavailableError('redis', error), logger, req);
   logger.error('unhandled error', { error: error instanceof Error ? error.stack : String(error), method: req?.method, path: req?.path });

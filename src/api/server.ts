@@ -15,6 +15,7 @@ import { WorkflowStore } from '../persistence/workflow-store.js';
 import { WorkflowService } from '../workflows/workflow-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { createApp } from './app.js';
+import { errorBody } from './http.js';
 import { EventStreams } from './routes/task-events.js';
 import { Metrics } from '../observability/metrics.js';
 
@@ -85,6 +86,12 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
+  });
+  // A request Node's HTTP parser refuses never reaches Express: answer it with the contract's body too.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy();
+    const body = JSON.stringify(errorBody('bad_request', 'the HTTP request could not be parsed'));
+    socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   // Long-polls hold requests up to RESULT_WAIT_MAX_S; keep-alive sockets must outlive a proxy's.
   server.keepAliveTimeout = 65_000;

@@ -26,6 +26,10 @@ export function openDatabase(url: string, poolSize: number, logger: Logger): Dat
   });
   // An idle client losing its connection emits 'error' on the pool; without a listener Node exits.
   pool.on('error', (error) => logger.warn('postgres connection lost', { error: error.message }));
+  // A client handed out by the pool has no listener of its own: a backend terminated between
+  // two reads (pg_terminate_backend, a restart) would otherwise crash the process. The query in
+  // flight still fails, and is retried by its caller.
+  pool.on('connect', (client) => client.on('error', (error) => logger.warn('postgres connection lost', { error: error.message })));
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     prisma,

@@ -1,5 +1,5 @@
 import type { Prisma } from './database.js';
-import type { Logger } from '../logger.js';
+import { secretValues, type Logger } from '../logger.js';
 import type { ErrorRecord } from '../errors.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
@@ -648,6 +648,7 @@ export function readyStep(
     retry: row.options.retry,
     timeoutMs: row.options.timeout_ms,
     dependencies,
+    secrets: secretValues(context.params),
     ...(row.options.priority ? { priority: row.options.priority } : {}),
   };
 }

@@ -2,6 +2,24 @@ import { Prisma as P } from '../generated/prisma/client.js';
 import type { Prisma } from './database.js';
 import type { WorkflowDefinition } from '../workflows/definition.js';
 
+interface WorkflowRow {
+  name: string;
+  version: number;
+  description: string | null;
+  definition: WorkflowDefinition;
+  created_at: Date;
+  archived_at: Date | null;
+}
+
+// Definitions are written as JSON text: any key a client used (even "__proto__") is stored as
+// it is, where an object handed to the ORM would be copied by assignment.
+const INSERT = `INSERT INTO workflows (name, version, description, definition) VALUES ($1, $2, $3, $4::jsonb)
+  RETURNING name, version, description, definition, created_at, archived_at`;
+
+function fromRow(row: WorkflowRow): StoredWorkflow {
+  return { name: row.name, version: row.version, description: row.description, definition: row.definition, createdAt: row.created_at, archivedAt: row.archived_at };
+}
+
 export interface StoredWorkflow {
   name: string;
   version: number;
@@ -24,25 +42,17 @@ export class WorkflowStore {
     const row = await this.prisma.$transaction(async (tx) => {
       await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(hashtext('workflow:' || $1))`, definition.name);
       const latest = await tx.workflow.findFirst({ where: { name: definition.name }, orderBy: { version: 'desc' }, select: { version: true } });
-      return tx.workflow.create({
-        data: {
-          name: definition.name,
-          version: (latest?.version ?? 0) + 1,
-          description: definition.description ?? null,
-          definition: definition as unknown as P.InputJsonValue,
-        },
-      });
+      const [row] = await tx.$queryRawUnsafe<WorkflowRow[]>(INSERT, definition.name, (latest?.version ?? 0) + 1, definition.description ?? null, JSON.stringify(definition));
+      return row!;
     });
-    return row as unknown as StoredWorkflow;
+    return fromRow(row);
   }
 
   /** Stores version 1 unless the name has any version (archived ones included). */
   async createIfAbsent(definition: WorkflowDefinition): Promise<boolean> {
     if (await this.prisma.workflow.findFirst({ where: { name: definition.name }, select: { version: true } })) return false;
     try {
-      await this.prisma.workflow.create({
-        data: { name: definition.name, version: 1, description: definition.description ?? null, definition: definition as unknown as P.InputJsonValue },
-      });
+      await this.prisma.$queryRawUnsafe(INSERT, definition.name, 1, definition.description ?? null, JSON.stringify(definition));
       return true;
     } catch (error) {
       if (error instanceof P.PrismaClientKnownRequestError && error.code === 'P2002') return false;

@@ -59,6 +59,8 @@ export interface StepJobData {
   timeoutMs: number;
   /** What the steps this one depends on ended with. */
   dependencies: Record<string, DependencyResult>;
+  /** Values of the task's secret-named params, kept out of the worker's log lines. */
+  secrets?: string[];
   /** Set when the step already ran and only its result remains to be written. */
   parked?: ParkedResult;
 }

@@ -106,6 +106,7 @@ export class TaskQueues {
       retry: step.retry,
       timeoutMs: step.timeoutMs,
       dependencies: step.dependencies,
+      ...(step.secrets?.length ? { secrets: step.secrets } : {}),
     };
   }
 

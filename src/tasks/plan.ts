@@ -1,6 +1,7 @@
 import type { AnyTool, RetryPolicy } from '../tools/tool.js';
 import type { ReadyStep } from '../queue/task-queues.js';
 import { resolveTemplates } from '../workflows/templates.js';
+import { secretValues } from '../logger.js';
 
 /** How one step runs: stored with the step, so a running task never depends on a later definition. */
 export interface StepOptions {
@@ -85,6 +86,7 @@ export function finishPlan(plan: TaskPlan): TaskPlan {
 
 /** The steps that start with the run, ready to become jobs. */
 export function initialSteps(plan: TaskPlan, delayMs = 0): ReadyStep[] {
+  const secrets = secretValues(plan.params);
   return plan.steps
     .filter((step) => step.dependsOn.length === 0)
     .map((step) => ({
@@ -94,6 +96,7 @@ export function initialSteps(plan: TaskPlan, delayMs = 0): ReadyStep[] {
       retry: step.options.retry,
       timeoutMs: step.options.timeout_ms,
       dependencies: {},
+      secrets,
       ...(step.options.priority ? { priority: step.options.priority } : {}),
       ...(delayMs > 0 ? { delayMs } : {}),
     }));

@@ -14,7 +14,7 @@ import type { Context } from '@opentelemetry/api';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { nulProblems, zodProblems } from '../api/http.js';
+import { unstorableProblems, zodProblems } from '../api/http.js';
 import { IDENTIFIER } from '../workflows/definition.js';
 import { hostPolicyFor } from '../lib/host-policy.js';
 import type { AssignTaskBody } from '../api/schemas.js';
@@ -98,7 +98,7 @@ export class TaskService {
       ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
       ...(body.priority ? { priority: body.priority } : {}),
     };
-    const nul = nulProblems(body.params, [options.paramsField ?? 'params']);
+    const nul = unstorableProblems(body.params, [options.paramsField ?? 'params']);
     if (nul.length > 0) throw new ValidationError('params hold characters that cannot be stored', nul, 'invalid_params');
     const tool = options.workflowOnly ? undefined : this.deps.registry.get(body.task_type);
     if (tool) {

@@ -5,7 +5,7 @@ import { NotFoundError, ValidationError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { StoredWorkflow, WorkflowStore } from '../persistence/workflow-store.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { nulProblems, zodProblems } from '../api/http.js';
+import { unstorableProblems, zodProblems } from '../api/http.js';
 import type { StoredWorkflowBody, WorkflowSummaryBody, WorkflowVersionBody } from '../api/responses.js';
 import type { RunOverrides, TaskPlan } from '../tasks/plan.js';
 import { checkWorkflow } from './check.js';
@@ -39,7 +39,7 @@ export class WorkflowService {
   validate(body: unknown): WorkflowDefinition {
     const parsed = workflowDefinitionSchema.safeParse(body);
     if (!parsed.success) throw new ValidationError('the workflow definition is invalid', zodProblems(parsed.error), 'invalid_workflow');
-    const problems = [...nulProblems(body), ...checkWorkflow(parsed.data, this.registry)];
+    const problems = [...unstorableProblems(body), ...checkWorkflow(parsed.data, this.registry)];
     if (problems.length > 0) throw new ValidationError('the workflow definition is invalid', problems, 'invalid_workflow');
     return parsed.data;
   }

@@ -335,15 +335,7 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
     expect(leaks()).toEqual([]);
   });
 
-  // BUG: a failing step's error message is logged as it is ("step attempt failed; it will be
-  // retried" and "step failed", with `error: error.message`, in workers/runtime/step-processor.ts).
-  // The logger's redaction (src/logger.ts) only looks at metadata keys, so when an error message
-  // quotes a secret from the step's input (here through a template, as an adapter quoting what it
-  // was given would), the secret is written to the log. Suggested fix: have the step's child
-  // logger redact the values found under secret-looking keys of the step's input and the task's
-  // params wherever they appear in a line (message and string fields), or log error messages
-  // only at debug level with that redaction.
-  it.fails('never logs secret values that a failing step repeats in its error message', async () => {
+  it('never logs secret values that a failing step repeats in its error message', async () => {
     const defined = await h.request(
       'POST',
       '/workflows',

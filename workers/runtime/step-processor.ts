@@ -9,7 +9,7 @@ import {
   WorkerStoppingError,
   toErrorRecord,
 } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
+import { redactValues, type Logger } from '../../src/logger.js';
 import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
 import { isTransientDatabaseError } from '../../src/persistence/retry.js';
 import type { TaskQueues } from '../../src/queue/task-queues.js';
@@ -207,7 +207,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     if (!final) {
       await results.retry({ taskId, run, stepId, attempt: delivery, error: record });
       metrics.stepRetries.inc({ tool });
-      logger.warn('step attempt failed; it will be retried', { error: error.message });
+      logger.warn('step attempt failed; it will be retried', { error: redactValues(error.message, job.data.secrets ?? []) });
       // BullMQ retries it; the backoff strategy reads retryAfterMs from a RetryableError.
       throw error;
     }
@@ -220,7 +220,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     });
     count(tool, stopped ? 'cancelled' : 'failed', startedAt, outcome);
     logger[stopped ? 'info' : 'error'](stopped ? 'step stopped with its task' : 'step failed', {
-      error: error.message,
+      error: redactValues(error.message, job.data.secrets ?? []),
       task_ended: outcome.taskEnded,
     });
     throw new UnrecoverableError(error.message);
