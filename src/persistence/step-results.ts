@@ -269,6 +269,10 @@ export class StepResults {
     const transitions: TransitionEvent[] = [];
     const outcomes = await this.prisma.$transaction(
       async (tx) => {
+        // A batch of starts and progress reports only need not wait for the disk: if the server
+        // crashed and lost them, the steps' next deliveries would claim them again. Results are
+        // always committed durably.
+        if (!events.some((event) => event.kind === 'finish')) await tx.$executeRawUnsafe(`SET LOCAL synchronous_commit = off`);
         const taskIds = [...new Set(events.map((event) => event.taskId))].sort();
         // Lock the tasks first, always in id order: cancel and retry lock tasks first too,
         // so concurrent writers queue up instead of deadlocking.
