@@ -585,6 +585,8 @@ export type Tx = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
 interface RunContext {
   params: Record<string, unknown>;
   steps: Map<string, { status: string; output: unknown; error: unknown }>;
+  /** Values of secret-named params, found once per task however many of its steps become ready. */
+  secrets?: string[];
 }
 
 /** Params and the finished steps the ready steps may refer to. */
@@ -652,7 +654,7 @@ export function readyStep(
     retry: row.options.retry,
     timeoutMs: row.options.timeout_ms,
     dependencies,
-    secrets: secretValues(context.params),
+    secrets: (context.secrets ??= secretValues(context.params)),
     ...(row.options.priority ? { priority: row.options.priority } : {}),
   };
 }

@@ -4,7 +4,7 @@ import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { runEntry } from '../helpers/child-process.js';
 import { TEST_POSTGRES_URL } from '../helpers/env.js';
 import { createHarness, poll, type Harness } from '../helpers/harness.js';
-import { freePort } from '../helpers/redis-server.js';
+import { freePort } from '../helpers/ports.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { sweep } from './sweep.js';
 import {
