@@ -8,7 +8,11 @@ import net from 'node:net';
  * - cloud metadata addresses are always refused;
  * - private, loopback, link-local and other special addresses are refused unless the allowlist
  *   names them explicitly (an IP, a CIDR containing the address, or the exact hostname, not a
- *   `*.` wildcard).
+ *   `*.` wildcard), on the port being connected to when the entry has one;
+ * - an IPv6 address that reaches an IPv4 host (IPv4-mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96`)
+ *   is judged as that IPv4 address; the tunnelling forms (6to4 `2002::/16`, Teredo `2001::/32`,
+ *   IPv4-compatible `::/96`, local-use NAT64 `64:ff9b:1::/48`) count as special addresses, and
+ *   never lead to a metadata address.
  */
 
 interface HostEntry {
@@ -51,8 +55,10 @@ for (const [network, prefix] of [
   SPECIAL.addSubnet(network, prefix, 'ipv4');
 }
 for (const [network, prefix] of [
-  ['::', 128],
-  ['::1', 128],
+  ['::', 96], // unspecified, loopback, IPv4-compatible (deprecated)
+  ['64:ff9b:1::', 48], // local-use NAT64 (RFC 8215): where it leads is the network's choice
+  ['2001::', 32], // Teredo
+  ['2002::', 16], // 6to4
   ['fc00::', 7],
   ['fe80::', 10],
   ['ff00::', 8],
@@ -64,10 +70,49 @@ function family(address: string): 'ipv4' | 'ipv6' {
   return net.isIPv6(address) ? 'ipv6' : 'ipv4';
 }
 
-/** `::ffff:10.0.0.1` is 10.0.0.1. */
-function unmap(address: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return mapped ? mapped[1]! : address;
+/** The eight 16-bit groups of an IPv6 address (which may end in dotted IPv4 notation). */
+function groups(address: string): number[] {
+  let text = address.toLowerCase();
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, dotted.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const parse = (part: string) => (part ? part.split(':').map((group) => parseInt(group, 16)) : []);
+  const left = parse(head);
+  const right = parse(tail ?? '');
+  return [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+}
+
+const ipv4 = (high: number, low: number) => `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
+
+/**
+ * The address the rules judge: an IPv6 address that reaches an IPv4 host is that IPv4 address
+ * (`::ffff:10.0.0.1` and `64:ff9b::a00:1` are 10.0.0.1). A zone (`fe80::1%eth0`) is dropped.
+ */
+function canonical(raw: string): string {
+  const address = raw.replace(/%.*$/, '');
+  if (!net.isIPv6(address)) return address;
+  const g = groups(address);
+  const zeros = (from: number, to: number) => g.slice(from, to).every((group) => group === 0);
+  if (zeros(0, 5) && g[5] === 0xffff) return ipv4(g[6]!, g[7]!);
+  if (g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6)) return ipv4(g[6]!, g[7]!);
+  return address;
+}
+
+/** IPv4 addresses a tunnelling IPv6 address carries: 6to4's relay target, Teredo's server and client, IPv4-compatible. */
+function tunnelled(address: string): string[] {
+  if (!net.isIPv6(address)) return [];
+  const g = groups(address);
+  if (g[0] === 0x2002) return [ipv4(g[1]!, g[2]!)];
+  if (g[0] === 0x2001 && g[1] === 0) return [ipv4(g[2]!, g[3]!), ipv4(g[6]! ^ 0xffff, g[7]! ^ 0xffff)];
+  if (g.slice(0, 6).every((group) => group === 0)) return [ipv4(g[6]!, g[7]!)];
+  return [];
+}
+
+function isMetadata(address: string): boolean {
+  return [address, ...tunnelled(address)].some((candidate) => METADATA.check(candidate, family(candidate)));
 }
 
 function parseEntry(raw: string): Entry {
@@ -114,8 +159,8 @@ export class HostPolicy {
     const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
     const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
     if (net.isIP(host)) {
-      const address = unmap(host);
-      if (METADATA.check(address, family(address))) return `${host} is a cloud metadata address`;
+      const address = canonical(host);
+      if (isMetadata(address)) return `${host} is a cloud metadata address`;
       const listed = this.entries.some(
         (entry) => entry.kind === 'network' && this.portMatches(entry, port) && entry.list.check(address, family(address)),
       );
@@ -129,16 +174,18 @@ export class HostPolicy {
     return listed ? undefined : `host ${host} is not on HTTP_TOOL_ALLOWED_HOSTS`;
   }
 
-  /** Why a connection to `address` (resolved from `hostname`) is refused, or undefined. */
-  checkAddress(hostname: string, rawAddress: string): string | undefined {
-    const address = unmap(rawAddress);
-    if (METADATA.check(address, family(address))) return `${hostname} resolves to a cloud metadata address`;
+  /** Why a connection to `address` (resolved from `hostname`) on `port` is refused, or undefined. */
+  checkAddress(hostname: string, rawAddress: string, port: number): string | undefined {
+    const address = canonical(rawAddress);
+    if (isMetadata(address)) return `${hostname} resolves to a cloud metadata address`;
     if (!SPECIAL.check(address, family(address))) return undefined;
     const name = hostname.toLowerCase();
     const explicit = this.entries.some(
-      (entry) => (entry.kind === 'network' && entry.list.check(address, family(address))) || (entry.kind === 'host' && entry.host === name),
+      (entry) =>
+        this.portMatches(entry, port) &&
+        ((entry.kind === 'network' && entry.list.check(address, family(address))) || (entry.kind === 'host' && entry.host === name)),
     );
-    return explicit ? undefined : `${hostname} resolves to ${address}, a private or link-local address that is not explicitly allowlisted`;
+    return explicit ? undefined : `${hostname} resolves to ${address}, a private or link-local address that is not explicitly allowlisted on port ${port}`;
   }
 }
 

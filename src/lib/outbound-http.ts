@@ -1,7 +1,8 @@
 import dns from 'node:dns';
 import http from 'node:http';
 import https from 'node:https';
-import type { LookupFunction } from 'node:net';
+import net, { type LookupFunction } from 'node:net';
+import tls from 'node:tls';
 import { NonRetryableError, RetryableError } from '../errors.js';
 import type { HostPolicy } from './host-policy.js';
 
@@ -13,6 +14,7 @@ export class HostRefusedError extends NonRetryableError {
 export interface OutboundRequest {
   method: string;
   url: string;
+  /** Checked by headerProblem: framing and hop-by-hop headers are the client's business, not the caller's. */
   headers?: Record<string, string>;
   body?: string;
   timeoutMs: number;
@@ -21,6 +23,8 @@ export interface OutboundRequest {
   maxRedirects?: number;
   /** Larger answers fail the request. @defaultValue 10 MiB */
   maxResponseBytes?: number;
+  /** CA certificates to trust instead of Node's bundled roots (tests with a local HTTPS server). */
+  ca?: string;
 }
 
 export interface OutboundResponse {
@@ -33,12 +37,46 @@ export interface OutboundResponse {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
-function guardedLookup(policy: HostPolicy): LookupFunction {
+/**
+ * Headers that decide how the message is framed or routed, or that concern one connection:
+ * the HTTP client sets them (Host from the URL, Content-Length from the body). A caller's
+ * value could smuggle a second request, reach another virtual host than the one checked, or
+ * turn the connection into something else.
+ */
+const RESERVED_HEADERS = new Set([
+  'host',
+  'content-length',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'expect',
+  'proxy-connection',
+  'proxy-authorization',
+  'proxy-authenticate',
+  'http2-settings',
+]);
+/** RFC 9110 token. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Visible ASCII, Latin-1 and spaces or tabs: no CR, LF, NUL or other control characters. */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** Why a caller may not send this header, or undefined. */
+export function headerProblem(name: string, value: string): string | undefined {
+  if (!HEADER_NAME.test(name)) return 'is not a valid header name';
+  if (RESERVED_HEADERS.has(name.toLowerCase())) return `${name} is set by the HTTP client and cannot be given`;
+  if (!HEADER_VALUE.test(value)) return 'the value holds a line break, a control character or a character outside Latin-1';
+  return undefined;
+}
+
+function guardedLookup(policy: HostPolicy, port: number): LookupFunction {
   return (hostname, options, callback) => {
     dns.lookup(hostname, { ...options, all: true }, (error, addresses) => {
       if (error) return callback(error, '', 4);
       for (const { address } of addresses) {
-        const refused = policy.checkAddress(hostname, address);
+        const refused = policy.checkAddress(hostname, address, port);
         if (refused) return callback(new HostRefusedError(refused), '', 4);
       }
       if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: dns.LookupAddress[]) => void)(null, addresses);
@@ -48,8 +86,23 @@ function guardedLookup(policy: HostPolicy): LookupFunction {
   };
 }
 
+/**
+ * TLS bound to the URL's host name: it is the SNI sent (none for an IP address) and the name the
+ * certificate must match, whatever else the request carries.
+ */
+function tlsOptions(url: URL, ca: string | undefined): https.RequestOptions {
+  const hostname = url.hostname.replace(/^\[|\]$/g, '');
+  return {
+    servername: net.isIP(hostname) ? '' : hostname,
+    checkServerIdentity: (_name, cert) => tls.checkServerIdentity(hostname, cert),
+    ...(ca !== undefined ? { ca } : {}),
+  };
+}
+
 function once(policy: HostPolicy, url: URL, request: OutboundRequest, method: string, body: string | undefined, signal: AbortSignal) {
-  const client = url.protocol === 'https:' ? https : http;
+  const secure = url.protocol === 'https:';
+  const client = secure ? https : http;
+  const port = Number(url.port || (secure ? 443 : 80));
   const limit = request.maxResponseBytes ?? 10 * 1024 * 1024;
   return new Promise<OutboundResponse>((resolve, reject) => {
     // Settled once: after an oversized answer is cut off, its 'end' must not resolve a truncated body.
@@ -64,7 +117,8 @@ function once(policy: HostPolicy, url: URL, request: OutboundRequest, method: st
       {
         method,
         headers: { ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}), ...request.headers },
-        lookup: guardedLookup(policy),
+        lookup: guardedLookup(policy, port),
+        ...(secure ? tlsOptions(url, request.ca) : {}),
         signal,
         // A fresh connection per request: a pooled socket would skip the address check.
         agent: false,
@@ -105,6 +159,10 @@ function once(policy: HostPolicy, url: URL, request: OutboundRequest, method: st
  * The answer's status is returned as is: the caller decides what a 4xx or 5xx means.
  */
 export async function outboundRequest(policy: HostPolicy, request: OutboundRequest): Promise<OutboundResponse> {
+  for (const [name, value] of Object.entries(request.headers ?? {})) {
+    const problem = headerProblem(name, value);
+    if (problem) throw new NonRetryableError(`header ${JSON.stringify(name)}: ${problem}`);
+  }
   const timeout = AbortSignal.timeout(request.timeoutMs);
   const signal = request.signal ? AbortSignal.any([request.signal, timeout]) : timeout;
   let url = new URL(request.url);
@@ -132,10 +190,9 @@ export async function outboundRequest(policy: HostPolicy, request: OutboundReque
       method = 'GET';
       body = undefined;
     }
-    if (next.origin !== url.origin) {
-      // Credentials are for the origin they were given to.
-      headers = Object.fromEntries(Object.entries(headers).filter(([key]) => !/^(authorization|cookie)$/i.test(key)));
-    }
+    // Every header the caller gave was meant for its origin (credentials are only the obvious
+    // case: API keys, tenant ids, signatures travel in headers of any name).
+    if (next.origin !== url.origin) headers = {};
     url = next;
   }
 }

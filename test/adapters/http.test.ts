@@ -167,14 +167,14 @@ describe('the http tool against local servers', () => {
     expect(target.received('/v6-loopback')).toHaveLength(0);
   });
 
-  it('follows a redirect to another allowlisted host, dropping credentials across origins', async () => {
+  it('follows a redirect to another allowlisted host, dropping every caller header across origins', async () => {
     const to = `http://127.0.0.1:${target.port}/landing`;
-    const { result } = await run({ url: local(`/redirect?status=307&to=${encodeURIComponent(to)}`), headers: { authorization: 'Bearer secret', 'x-keep': '1' } });
+    const { result } = await run({ url: local(`/redirect?status=307&to=${encodeURIComponent(to)}`), headers: { authorization: 'Bearer secret', 'x-api-key': 'k-1' } });
     expect(result.status).toBe('completed');
     expect(result.result).toMatchObject({ status: 200, url: to, body: { landed: true } });
     const [landed] = target.received('/landing');
     expect(landed).toBeDefined();
-    expect(landed!.headers['x-keep']).toBe('1');
+    expect(landed!.headers['x-api-key']).toBeUndefined();
     expect(landed!.headers.authorization).toBeUndefined();
   });
 
@@ -188,6 +188,45 @@ describe('the http tool against local servers', () => {
     expect(result.steps[0]).toMatchObject({ status: 'failed', attempts: 1, error: { name: 'NonRetryableError', message: 'more than 0 redirects' } });
     await expectNoMoreAttempts(id);
     expect(api.received('/json?hop=limit')).toHaveLength(0);
+  });
+
+  it('refuses framing headers and header injection at submit, with the header path', async () => {
+    const before = await h.db.prisma.task.count();
+    const response = await h.request('POST', '/assign-task', {
+      task_type: 'http',
+      params: { url: local('/json'), headers: { Host: 'internal.example.com', 'Transfer-Encoding': 'chunked', 'x-note': 'a\r\nX-Injected: 1', 'x-fine': 'ok' } },
+    });
+    expect(response.status).toBe(400);
+    expect(response.body.error.code).toBe('invalid_params');
+    expect(response.body.error.details.map((problem: { path: string }) => problem.path).sort()).toEqual([
+      'params.headers.Host',
+      'params.headers["Transfer-Encoding"]',
+      'params.headers["x-note"]',
+    ]);
+    expect(await h.db.prisma.task.count()).toBe(before);
+  });
+
+  it('refuses a workflow whose step sends a literal framing header, and fails a templated one at run time without retry', async () => {
+    const stored = await h.request('POST', '/workflows', {
+      name: uniqueName('wf_framing'),
+      steps: [{ id: 'call', tool: 'http', input: { url: local('/json'), headers: { 'content-length': '5' } } }],
+    });
+    expect(stored.status).toBe(400);
+    expect(stored.body.error.details).toEqual([expect.objectContaining({ path: 'steps[0].input.headers["content-length"]' })]);
+
+    const name = uniqueName('wf_templated_header');
+    const created = await h.request('POST', '/workflows', {
+      name,
+      parameters: [{ name: 'note', type: 'string', required: true }],
+      steps: [{ id: 'call', tool: 'http', input: { url: local('/json?templated=1'), headers: { 'x-note': '{{params.note}}' } } }],
+    });
+    expect(created.status).toBe(201);
+    const id = await submit(h, { task_type: name, params: { note: 'a\r\nHost: internal.example.com' } });
+    const result = await waitForTask(h, id);
+    expect(result.status).toBe('failed');
+    expect(result.steps[0]).toMatchObject({ status: 'failed', attempts: 1, error: { name: 'NonRetryableError', retryable: false } });
+    expect(JSON.stringify(result.steps[0].error)).toMatch(/headers/);
+    expect(api.received('/json?templated=1')).toHaveLength(0);
   });
 
   it('rejects params that do not fit the schema before enqueueing', async () => {

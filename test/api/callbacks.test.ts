@@ -1,5 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CALLBACKS_QUEUE, callbackJobId } from '../../src/queue/jobs.js';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { testTools } from '../fixtures/tools.js';
@@ -18,8 +20,19 @@ describe('completion callbacks', () => {
   let h: Harness;
   let receiver: TestServer;
   let failuresLeft = 0;
+  /** Answers of /busy, in order; then 204. */
+  let busyAnswers: { status: number; headers?: Record<string, string> }[] = [];
   beforeAll(async () => {
     receiver = await startServer((request, res) => {
+      if (request.path.startsWith('/down')) {
+        res.writeHead(500).end('down');
+        return;
+      }
+      const busy = request.path.startsWith('/busy') ? busyAnswers.shift() : undefined;
+      if (busy) {
+        res.writeHead(busy.status, busy.headers).end();
+        return;
+      }
       if (request.path.startsWith('/flaky') && failuresLeft > 0) {
         failuresLeft -= 1;
         res.writeHead(503).end('try later');
@@ -86,6 +99,53 @@ describe('completion callbacks', () => {
     expect(times[2] - times[1]).toBeGreaterThanOrEqual(900);
   });
 
+  const deliveriesOf = (id: string) => receiver.requests.filter((request) => request.body.includes(id));
+
+  it('gives up after CALLBACK_MAX_ATTEMPTS, with every attempt recorded and the last one marked final', async () => {
+    const id = await submit(h, { task_type: 'echo', params: {}, callback_url: `${receiver.origin}/down` });
+    const result = await poll(
+      async () => {
+        const { body } = await h.request('GET', `/result/${id}`);
+        return body.callback?.deliveries.length === 3 ? body : undefined;
+      },
+      { label: 'three recorded delivery attempts', timeoutMs: 20_000 },
+    );
+    expect(result.callback.delivered).toBe(false);
+    expect(result.callback.deliveries.map((d: { attempt: number; status_code: number; delivered: boolean; will_retry: boolean }) => [d.attempt, d.status_code, d.delivered, d.will_retry])).toEqual([
+      [1, 500, false, true],
+      [2, 500, false, true],
+      [3, 500, false, false],
+    ]);
+    const queue = new Queue(CALLBACKS_QUEUE, { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    try {
+      await poll(async () => (await queue.getJobState(callbackJobId(id, 1))) === 'failed', { label: 'the callback job to fail for good' });
+      expect((await queue.getJob(callbackJobId(id, 1)))!.attemptsMade).toBe(3);
+    } finally {
+      await queue.close();
+    }
+    expect(deliveriesOf(id)).toHaveLength(3);
+  });
+
+  it("retries after 408 and 429, waiting as long as the receiver's Retry-After asks", async () => {
+    busyAnswers = [{ status: 408 }, { status: 429, headers: { 'retry-after': '3' } }];
+    const id = await submit(h, { task_type: 'echo', params: {}, callback_url: `${receiver.origin}/busy` });
+    const result = await poll(
+      async () => {
+        const { body } = await h.request('GET', `/result/${id}`);
+        return body.callback?.delivered ? body : undefined;
+      },
+      { label: 'the delivery after 408 and 429', timeoutMs: 20_000 },
+    );
+    expect(result.callback.deliveries.map((d: { status_code: number; delivered: boolean; will_retry: boolean }) => [d.status_code, d.delivered, d.will_retry])).toEqual([
+      [408, false, true],
+      [429, false, true],
+      [204, true, false],
+    ]);
+    const [, limited, delivered] = deliveriesOf(id);
+    // The backoff alone would wait 1-2 s after the second failure; Retry-After: 3 wins.
+    expect(delivered!.at - limited!.at).toBeGreaterThanOrEqual(2_950);
+  });
+
   it('does not retry a receiver that refuses with a 4xx, and reports failed tasks too', async () => {
     const id = await submit(h, { task_type: 'broken', params: {}, callback_url: `${receiver.origin}/gone` });
     expect((await waitForTask(h, id)).status).toBe('failed');
@@ -99,7 +159,7 @@ describe('completion callbacks', () => {
       { label: 'the refused delivery to be recorded' },
     );
     expect(result.callback.delivered).toBe(false);
-    expect(result.callback.deliveries).toEqual([expect.objectContaining({ status_code: 410, delivered: false })]);
+    expect(result.callback.deliveries).toEqual([expect.objectContaining({ status_code: 410, delivered: false, will_retry: false })]);
     // Still one attempt after the other steps of a retry would have happened.
     const job = await h.redis.hget(`${h.config.QUEUE_PREFIX}:callbacks:${id}.1.callback`, 'finishedOn');
     expect(job).not.toBeNull();

@@ -82,6 +82,15 @@ describe('HostPolicy.checkUrl', () => {
     expect(allowed(policy, 'http://169.254.1.1/')).toBe(true);
   });
 
+  it('judges IPv6 literals that embed an IPv4 address like that address, and refuses tunnels to metadata', () => {
+    const policy = new HostPolicy(['10.0.0.5', '2002::/16', '::/96']);
+    expect(allowed(policy, 'http://[64:ff9b::a00:5]/')).toBe(true);
+    expect(allowed(policy, 'http://[64:ff9b::a00:6]/')).toBe(false);
+    for (const url of ['http://[64:ff9b::a9fe:a9fe]/', 'http://[2002:a9fe:a9fe::]/', 'http://[::169.254.169.254]/']) {
+      expect(policy.checkUrl(new URL(url)), url).toMatch(/cloud metadata address/);
+    }
+  });
+
   it('refuses other schemes and credentials in the URL', () => {
     const policy = new HostPolicy(['example.com']);
     expect(policy.checkUrl(new URL('ftp://example.com/file'))).toMatch(/protocol ftp: is not allowed/);
@@ -99,30 +108,66 @@ describe('HostPolicy.checkUrl', () => {
 describe('HostPolicy.checkAddress (what a name resolved to, at connect time)', () => {
   it('lets a public address through for any allowlisted name', () => {
     const policy = new HostPolicy(['*.example.com']);
-    expect(policy.checkAddress('www.example.com', '93.184.216.34')).toBeUndefined();
-    expect(policy.checkAddress('www.example.com', '2606:2800:220:1:248:1893:25c8:1946')).toBeUndefined();
+    expect(policy.checkAddress('www.example.com', '93.184.216.34', 443)).toBeUndefined();
+    expect(policy.checkAddress('www.example.com', '2606:2800:220:1:248:1893:25c8:1946', 443)).toBeUndefined();
   });
 
   it('refuses a private, loopback or link-local address reached through a wildcard-matched name', () => {
     const policy = new HostPolicy(['*.example.com']);
     for (const address of ['10.0.0.5', '172.16.3.4', '192.168.1.1', '127.0.0.1', '169.254.10.10', '100.64.0.1', '0.0.0.0', '::1', 'fe80::1', 'fc00::7', '::ffff:192.168.1.1', '::ffff:7f00:1']) {
-      expect(policy.checkAddress('internal.example.com', address), address).toMatch(/private or link-local address that is not explicitly allowlisted/);
+      expect(policy.checkAddress('internal.example.com', address, 443), address).toMatch(/private or link-local address that is not explicitly allowlisted/);
     }
   });
 
   it('allows a private address when the exact name, the address or its range is allowlisted', () => {
-    expect(new HostPolicy(['internal.example.com']).checkAddress('internal.example.com', '10.0.0.5')).toBeUndefined();
-    expect(new HostPolicy(['*.example.com', '10.0.0.0/8']).checkAddress('internal.example.com', '10.0.0.5')).toBeUndefined();
-    expect(new HostPolicy(['*.example.com', '10.0.0.5']).checkAddress('internal.example.com', '10.0.0.5')).toBeUndefined();
-    expect(new HostPolicy(['*.example.com', '10.0.0.6']).checkAddress('internal.example.com', '10.0.0.5')).toMatch(/not explicitly allowlisted/);
+    expect(new HostPolicy(['internal.example.com']).checkAddress('internal.example.com', '10.0.0.5', 443)).toBeUndefined();
+    expect(new HostPolicy(['*.example.com', '10.0.0.0/8']).checkAddress('internal.example.com', '10.0.0.5', 443)).toBeUndefined();
+    expect(new HostPolicy(['*.example.com', '10.0.0.5']).checkAddress('internal.example.com', '10.0.0.5', 443)).toBeUndefined();
+    expect(new HostPolicy(['*.example.com', '10.0.0.6']).checkAddress('internal.example.com', '10.0.0.5', 443)).toMatch(/not explicitly allowlisted/);
   });
 
   it('refuses a metadata address whatever name led to it and whatever the allowlist says', () => {
     const policy = new HostPolicy(['metadata.google.internal', '169.254.169.254', '*.example.com']);
-    expect(policy.checkAddress('metadata.google.internal', '169.254.169.254')).toMatch(/cloud metadata address/);
-    expect(policy.checkAddress('rebind.example.com', '169.254.169.254')).toMatch(/cloud metadata address/);
-    expect(policy.checkAddress('rebind.example.com', '::ffff:169.254.169.254')).toMatch(/cloud metadata address/);
-    expect(policy.checkAddress('rebind.example.com', 'fd00:ec2::254')).toMatch(/cloud metadata address/);
+    expect(policy.checkAddress('metadata.google.internal', '169.254.169.254', 443)).toMatch(/cloud metadata address/);
+    expect(policy.checkAddress('rebind.example.com', '169.254.169.254', 443)).toMatch(/cloud metadata address/);
+    expect(policy.checkAddress('rebind.example.com', '::ffff:169.254.169.254', 443)).toMatch(/cloud metadata address/);
+    expect(policy.checkAddress('rebind.example.com', 'fd00:ec2::254', 443)).toMatch(/cloud metadata address/);
+  });
+  it('holds an allowlist entry with a port to that port when judging a private address', () => {
+    // The URL check lets the wildcard through on any port; the entries that make 10.0.0.5 (or
+    // the name) acceptable only cover port 8080.
+    for (const allow of ['10.0.0.5:8080', '10.0.0.0/24:8080', 'internal.example.com:8080']) {
+      const policy = new HostPolicy(['*.example.com', allow]);
+      expect(policy.checkAddress('internal.example.com', '10.0.0.5', 8080), allow).toBeUndefined();
+      expect(policy.checkAddress('internal.example.com', '10.0.0.5', 9000), allow).toMatch(/not explicitly allowlisted on port 9000/);
+    }
+    const loopback = new HostPolicy(['localhost:8080']);
+    expect(loopback.checkAddress('localhost', '127.0.0.1', 8080)).toBeUndefined();
+    expect(loopback.checkAddress('localhost', '127.0.0.1', 6379)).toMatch(/not explicitly allowlisted on port 6379/);
+  });
+
+  it('judges NAT64 addresses (64:ff9b::/96) as the IPv4 address they reach', () => {
+    const policy = new HostPolicy(['*.example.com']);
+    for (const address of ['64:ff9b::a00:5', '64:ff9b::10.0.0.5', '64:ff9b::7f00:1', '64:ff9b::c0a8:101']) {
+      expect(policy.checkAddress('nat.example.com', address, 443), address).toMatch(/private or link-local address/);
+    }
+    expect(policy.checkAddress('nat.example.com', '64:ff9b::a9fe:a9fe', 443)).toMatch(/cloud metadata address/);
+    // A public IPv4 host behind DNS64/NAT64 stays reachable.
+    expect(policy.checkAddress('nat.example.com', '64:ff9b::5db8:d822', 443)).toBeUndefined();
+    expect(new HostPolicy(['*.example.com', '10.0.0.5']).checkAddress('nat.example.com', '64:ff9b::a00:5', 443)).toBeUndefined();
+  });
+
+  it('refuses the tunnelling forms (6to4, Teredo, IPv4-compatible, local-use NAT64) unless explicitly allowlisted', () => {
+    const policy = new HostPolicy(['*.example.com']);
+    for (const address of ['2002:a00:5::1', '2002:5db8:d822::1', '2001:0:4136:e378:8000:63bf:3fff:fdd2', '::a00:5', '::5db8:d822', '64:ff9b:1::a00:5']) {
+      expect(policy.checkAddress('tunnel.example.com', address, 443), address).toMatch(/private or link-local address/);
+    }
+    expect(new HostPolicy(['*.example.com', '2002::/16']).checkAddress('tunnel.example.com', '2002:5db8:d822::1', 443)).toBeUndefined();
+    // Whatever the allowlist says, none of them may carry a metadata address.
+    const open = new HostPolicy(['*.example.com', '::/0']);
+    for (const address of ['2002:a9fe:a9fe::1', '2001:0:a9fe:a9fe::1', '2001:0:4136:e378:8000:63bf:5601:5601', '::a9fe:a9fe', '::169.254.169.254']) {
+      expect(open.checkAddress('tunnel.example.com', address, 443), address).toMatch(/cloud metadata address/);
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { NonRetryableError, RetryableError } from '../../src/errors.js';
 import { hostPolicyFor } from '../../src/lib/host-policy.js';
-import { outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
+import { headerProblem, outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
 import { defineTool } from '../../src/tools/tool.js';
 
 function decode(body: Buffer, contentType: string | undefined): unknown {
@@ -23,7 +23,16 @@ export default defineTool({
   input: z.object({
     method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']).default('GET'),
     url: z.url({ protocol: /^https?$/ }),
-    headers: z.record(z.string(), z.string()).default({}),
+    /** Host, Content-Length, Transfer-Encoding, Connection and the like are set by the client and refused here. */
+    headers: z
+      .record(z.string(), z.string())
+      .superRefine((headers, ctx) => {
+        for (const [name, value] of Object.entries(headers)) {
+          const problem = headerProblem(name, value);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem, path: [name] });
+        }
+      })
+      .default({}),
     /** A string is sent as is; anything else as JSON. */
     body: z.unknown().optional(),
     timeout_ms: z.int().min(1).max(300_000).optional(),

@@ -1,15 +1,16 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { Config } from '../../src/config.js';
-import { toErrorRecord } from '../../src/errors.js';
+import { NonRetryableError, RetryableError, toErrorRecord } from '../../src/errors.js';
 import { hostPolicyFor } from '../../src/lib/host-policy.js';
-import { outboundRequest } from '../../src/lib/outbound-http.js';
+import { outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
 import type { Logger } from '../../src/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import type { Prisma } from '../../src/persistence/database.js';
 import type { TaskStore } from '../../src/persistence/task-store.js';
 import type { CallbackJobData } from '../../src/queue/jobs.js';
 import { taskView } from '../../src/tasks/task-view.js';
+import { retryDelay } from './backoff.js';
 
 export const SIGNATURE_HEADER = 'x-orchestrator-signature';
 export const TIMESTAMP_HEADER = 'x-orchestrator-timestamp';
@@ -24,9 +25,18 @@ export function signCallback(secret: string, timestamp: number, body: string): s
 }
 
 /**
+ * Delay before the next delivery after `failures` failed ones: exponential from 1 s with jitter,
+ * or the receiver's Retry-After when it asks for longer.
+ */
+export function callbackRetryDelay(failures: number, error: Error | undefined): number {
+  return retryDelay({ type: 'exponential', delay_ms: 1_000 }, failures, error instanceof RetryableError ? error.retryAfterMs : undefined);
+}
+
+/**
  * Delivers a finished task's result to its callback_url. Each try is recorded in PostgreSQL
- * (shown in GET /result); BullMQ retries with exponential backoff up to CALLBACK_MAX_ATTEMPTS.
- * Network errors, 5xx, 408 and 429 are retried; another 4xx means the receiver refuses it.
+ * (shown in GET /result); BullMQ retries up to CALLBACK_MAX_ATTEMPTS, waiting callbackRetryDelay.
+ * Network errors, 5xx, 408 and 429 are retried; another 4xx means the receiver refuses it, and
+ * a refused host or a redirect (callbacks follow none) cannot get better by waiting.
  */
 export function createCallbackSender(deps: { config: Config; logger: Logger; prisma: Prisma; store: TaskStore; metrics: Metrics }) {
   return async function deliverCallback(job: Job<CallbackJobData>): Promise<{ status: number }> {
@@ -42,6 +52,7 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
     const timestamp = Math.floor(Date.now() / 1000);
     const started = Date.now();
     let statusCode: number | undefined;
+    let retryAfterMs: number | undefined;
     let failure: Error | undefined;
     try {
       const response = await outboundRequest(hostPolicyFor(deps.config.HTTP_TOOL_ALLOWED_HOSTS), {
@@ -60,10 +71,16 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
         maxRedirects: 0,
       });
       statusCode = response.status;
-      if (response.status >= 300) failure = new Error(`the callback URL answered ${response.status}`);
+      if (response.status >= 300) {
+        failure = new Error(`the callback URL answered ${response.status}`);
+        retryAfterMs = parseRetryAfter(response.headers['retry-after']);
+      }
     } catch (error) {
       failure = error as Error;
     }
+    const permanent =
+      failure instanceof NonRetryableError || (statusCode !== undefined && statusCode >= 400 && statusCode < 500 && statusCode !== 408 && statusCode !== 429);
+    const willRetry = failure !== undefined && !permanent && attempt < (job.opts.attempts ?? 1);
     await deps.prisma.callbackDelivery.create({
       data: {
         id: randomUUID(),
@@ -75,6 +92,7 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
         statusCode: statusCode ?? null,
         error: failure ? toErrorRecord(failure).message : null,
         delivered: !failure,
+        willRetry,
         durationMs: Date.now() - started,
       },
     });
@@ -83,8 +101,7 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
       logger.info('callback delivered', { status: statusCode });
       return { status: statusCode! };
     }
-    const permanent = statusCode !== undefined && statusCode >= 400 && statusCode < 500 && statusCode !== 408 && statusCode !== 429;
-    logger.warn('callback delivery failed', { error: failure.message, status: statusCode, will_retry: !permanent && attempt < (job.opts.attempts ?? 1) });
-    throw permanent ? new UnrecoverableError(failure.message) : failure;
+    logger.warn('callback delivery failed', { error: failure.message, status: statusCode, will_retry: willRetry });
+    throw permanent ? new UnrecoverableError(failure.message) : new RetryableError(failure.message, retryAfterMs);
   };
 }
