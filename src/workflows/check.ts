@@ -2,16 +2,27 @@ import { z } from 'zod';
 import type { Problem } from '../errors.js';
 import type { ToolRegistry, AnyTool } from '../tools/tool.js';
 import { jsonPath } from '../api/http.js';
-import { findReferences, hasTemplates, type Reference } from './templates.js';
+import { findReferences, hasTemplates, stringsIn, type FoundReference, type Reference } from './templates.js';
 import { parameterType, type WorkflowDefinition } from './definition.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+
+/** `base` and a path relative to it (`a.b`, `["odd key"]`, or nothing). */
+function under(base: string, at: string): string {
+  return at ? `${base}${at.startsWith('[') ? '' : '.'}${at}` : base;
+}
 
 /**
  * Checks a workflow definition before it is stored, reporting every problem with its JSON path:
  * unique step ids, known tools, existing dependencies, no cycles, templates that refer to
  * declared parameters and to steps the step depends on (and to fields the tool's output
- * schema has), and literal inputs that fit the tool's input schema.
+ * schema has), literal inputs that fit the tool's input schema, and the sizes templates may
+ * have (TEMPLATE_STRING_MAX_CHARS, TEMPLATE_MAX_REFERENCES).
  */
-export function checkWorkflow(definition: WorkflowDefinition, registry: ToolRegistry): Problem[] {
+export function checkWorkflow(
+  definition: WorkflowDefinition,
+  registry: ToolRegistry,
+  limits: Pick<Limits, 'TEMPLATE_STRING_MAX_CHARS' | 'TEMPLATE_MAX_REFERENCES'> = DEFAULT_LIMITS,
+): Problem[] {
   const problems: Problem[] = [];
   const add = (path: (string | number)[], message: string) => problems.push({ path: jsonPath(path), message });
 
@@ -51,33 +62,56 @@ export function checkWorkflow(definition: WorkflowDefinition, registry: ToolRegi
   for (const cycle of cycles) add(['steps', steps.get(cycle[0]!)!, 'depends_on'], `dependency cycle: ${[...cycle, cycle[0]].join(' -> ')}`);
   const ancestors = cycles.length === 0 ? ancestorSets(edges) : undefined;
 
-  // Templates in step inputs, and the literal parts of each input against the tool's schema.
-  definition.steps.forEach((step, index) => {
-    const base: (string | number)[] = ['steps', index, 'input'];
-    for (const found of findReferences(step.input)) {
-      const at = `steps[${index}].input${found.at ? (found.at.startsWith('[') ? found.at : `.${found.at}`) : ''}`;
-      if (!found.reference) {
-        problems.push({ path: at, message: found.problem! });
-        continue;
+  // Where templates may be: step inputs and the output. Their strings have a bounded length,
+  // and the definition a bounded number of references (each resolution copies values).
+  const templated = [
+    ...definition.steps.map((step, index) => ({ base: `steps[${index}].input`, value: step.input as unknown, step })),
+    { base: 'output', value: definition.output, step: undefined },
+  ];
+  for (const { base, value } of templated) {
+    for (const { text, at } of stringsIn(value)) {
+      if (text.length > limits.TEMPLATE_STRING_MAX_CHARS) {
+        problems.push({ path: under(base, at), message: `this string has ${text.length} characters; strings in step inputs and the output may have at most ${limits.TEMPLATE_STRING_MAX_CHARS} (TEMPLATE_STRING_MAX_CHARS)` });
       }
-      const message = checkReference(found.reference, { parameters, steps, definition, registry, allowed: ancestors?.get(step.id), stepId: step.id });
-      if (message) problems.push({ path: at, message });
     }
-    const tool = registry.get(step.tool);
-    if (tool) for (const problem of literalProblems(tool, step.input)) add([...base, ...problem.path], problem.message);
-  });
-
-  // Templates in the output: any declared parameter and any step.
-  for (const found of findReferences(definition.output)) {
-    const at = `output${found.at ? (found.at.startsWith('[') ? found.at : `.${found.at}`) : ''}`;
-    if (!found.reference) {
-      problems.push({ path: at, message: found.problem! });
-      continue;
-    }
-    const message = checkReference(found.reference, { parameters, steps, definition, registry, allowed: undefined, stepId: undefined });
-    if (message) problems.push({ path: at, message });
   }
+  const found = templated.map(({ value }) => findReferences(value));
+  const total = found.reduce((sum, references) => sum + references.length, 0);
+  if (total > limits.TEMPLATE_MAX_REFERENCES) {
+    const [base, reference] = nthReference(templated, found, limits.TEMPLATE_MAX_REFERENCES);
+    problems.push({ path: under(base, reference.at), message: `the definition holds ${total} template references; at most ${limits.TEMPLATE_MAX_REFERENCES} are allowed (TEMPLATE_MAX_REFERENCES)` });
+  } else {
+    // Each reference: to a declared parameter, to a step the step depends on (any step, for the output).
+    templated.forEach(({ base, step }, index) => {
+      for (const reference of found[index]!) {
+        const path = under(base, reference.at);
+        if (!reference.reference) {
+          problems.push({ path, message: reference.problem! });
+          continue;
+        }
+        const allowed = step ? ancestors?.get(step.id) : undefined;
+        const message = checkReference(reference.reference, { parameters, steps, definition, registry, allowed, stepId: step?.id });
+        if (message) problems.push({ path, message });
+      }
+    });
+  }
+
+  // The literal parts of each input against the tool's schema.
+  definition.steps.forEach((step, index) => {
+    const tool = registry.get(step.tool);
+    if (tool) for (const problem of literalProblems(tool, step.input)) add(['steps', index, 'input', ...problem.path], problem.message);
+  });
   return problems;
+}
+
+/** The reference at (0-based) position `n` over all templated places, with its place's base path. */
+function nthReference(places: { base: string }[], found: FoundReference[][], n: number): [string, FoundReference] {
+  let left = n;
+  for (const [index, references] of found.entries()) {
+    if (left < references.length) return [places[index]!.base, references[left]!];
+    left -= references.length;
+  }
+  throw new Error('fewer references than counted');
 }
 
 interface ReferenceScope {
@@ -105,8 +139,19 @@ function checkReference(reference: Reference, scope: ReferenceScope): string | u
   if (reference.field !== 'output' || reference.path.length === 0) return undefined;
   const tool = scope.registry.get(scope.definition.steps[index]!.tool);
   if (!tool) return undefined;
-  const missing = missingOutputPath(z.toJSONSchema(tool.output, { io: 'output', unrepresentable: 'any' }) as JsonSchema, reference.path);
+  const missing = missingOutputPath(outputSchema(tool), reference.path);
   return missing === undefined ? undefined : `the ${tool.name} tool's output has no ${missing}`;
+}
+
+/** Each tool's output as JSON Schema, converted once: a definition may hold a thousand references. */
+const outputSchemas = new WeakMap<AnyTool, JsonSchema>();
+function outputSchema(tool: AnyTool): JsonSchema {
+  let schema = outputSchemas.get(tool);
+  if (!schema) {
+    schema = z.toJSONSchema(tool.output, { io: 'output', unrepresentable: 'any' }) as JsonSchema;
+    outputSchemas.set(tool, schema);
+  }
+  return schema;
 }
 
 type JsonSchema = {

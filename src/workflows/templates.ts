@@ -5,11 +5,16 @@
  * scanned again, so template syntax inside params stays text. A string that is exactly one
  * template keeps the referenced value's type; a template inside a longer string is interpolated
  * as text.
+ *
+ * Strings are scanned by hand, in time linear in their length whatever they hold: the regular
+ * expressions used before backtracked, and `{{` followed by 3,000 spaces held the process for
+ * seconds.
  */
 
-const TEMPLATE = /\{\{\s*([^{}]*?)\s*\}\}/g;
-const WHOLE = /^\{\{\s*([^{}]*?)\s*\}\}$/;
+import { jsonLengthAtLeast } from '../limits.js';
+
 const SEGMENT = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+const DIGITS = /^[0-9]+$/;
 
 export type Reference =
   | { kind: 'params'; name: string; path: string[] }
@@ -24,38 +29,102 @@ export interface FoundReference {
   problem?: string;
 }
 
-/** Splits `a.b[0].c` into ['a', 'b', '0', 'c']. */
-function splitPath(expression: string): string[] | undefined {
-  const segments: string[] = [];
-  for (const part of expression.split('.')) {
-    const match = /^([^[\]]*)((?:\[\d+\])*)$/.exec(part);
-    if (!match) return undefined;
-    if (match[1]) segments.push(match[1]);
-    else if (!match[2]) return undefined;
-    for (const index of match[2]!.matchAll(/\[(\d+)\]/g)) segments.push(index[1]!);
+/** Where a template sits in a string, and what is between its braces, trimmed. */
+interface Span {
+  start: number;
+  end: number;
+  expression: string;
+}
+
+const OPEN = 0x7b; // {
+const CLOSE = 0x7d; // }
+
+/**
+ * Every template in `text`, left to right: `{{`, then anything but braces, then `}}`. One pass
+ * over the characters: a template's inside is a run without braces that follows `{{` and is
+ * followed by `}}`, and such runs never overlap.
+ */
+function spansOf(text: string): Span[] {
+  const spans: Span[] = [];
+  // Start of the run of non-brace characters after the latest `{{`; -1 when no `{{` is open.
+  let inside = -1;
+  for (let i = 0; i < text.length; i += 1) {
+    const code = text.charCodeAt(i);
+    if (code === OPEN) {
+      inside = i > 0 && text.charCodeAt(i - 1) === OPEN ? i + 1 : -1;
+    } else if (code === CLOSE) {
+      if (inside >= 0 && text.charCodeAt(i + 1) === CLOSE) {
+        spans.push({ start: inside - 2, end: i + 2, expression: text.slice(inside, i).trim() });
+        i += 1;
+      }
+      inside = -1;
+    }
   }
-  return segments;
+  return spans;
+}
+
+const DOT = 0x2e;
+const LEFT = 0x5b; // [
+const RIGHT = 0x5d; // ]
+const isDigit = (code: number) => code >= 0x30 && code <= 0x39;
+
+/**
+ * Splits `a.b[0].c` into ['a', 'b', '0', 'c'] in one pass; undefined when it is not such a
+ * path. `invalid` is the first name that is neither an identifier nor a number.
+ */
+function splitPath(expression: string): { segments: string[]; invalid?: string } | undefined {
+  const segments: string[] = [];
+  let invalid: string | undefined;
+  for (let at = 0; ; ) {
+    // A part: a name (no brackets), then indexes `[digits]`; at least one of the two.
+    let end = at;
+    for (; end < expression.length; end += 1) {
+      const code = expression.charCodeAt(end);
+      if (code === DOT || code === LEFT) break;
+      if (code === RIGHT) return undefined;
+    }
+    const named = end > at;
+    if (named) {
+      const name = expression.slice(at, end);
+      segments.push(name);
+      if (invalid === undefined && !SEGMENT.test(name) && !DIGITS.test(name)) invalid = name;
+    }
+    let indexes = 0;
+    while (end < expression.length && expression.charCodeAt(end) === LEFT) {
+      let close = end + 1;
+      while (close < expression.length && isDigit(expression.charCodeAt(close))) close += 1;
+      if (close === end + 1 || expression.charCodeAt(close) !== RIGHT) return undefined;
+      segments.push(expression.slice(end + 1, close));
+      indexes += 1;
+      end = close + 1;
+    }
+    if (!named && indexes === 0) return undefined;
+    if (end >= expression.length) return { segments, ...(invalid !== undefined ? { invalid } : {}) };
+    if (expression.charCodeAt(end) !== DOT) return undefined;
+    at = end + 1;
+  }
 }
 
 export function parseReference(expression: string): { reference?: Reference; problem?: string } {
-  const segments = splitPath(expression);
-  if (!segments || segments.length === 0) return { problem: `malformed template {{${expression}}}` };
-  const invalid = segments.find((segment) => !SEGMENT.test(segment) && !/^\d+$/.test(segment));
-  if (invalid !== undefined) return { problem: `malformed path segment "${invalid}" in {{${expression}}}` };
-  const [root, ...rest] = segments;
+  const split = splitPath(expression);
+  if (!split) return { problem: `malformed template {{${expression}}}` };
+  if (split.invalid !== undefined) return { problem: `malformed path segment "${split.invalid}" in {{${expression}}}` };
+  const { segments } = split;
+  const root = segments[0];
   if (root === 'params') {
-    const [name, ...path] = rest;
+    const name = segments[1];
     if (!name) return { problem: `{{${expression}}} names no parameter` };
-    return { reference: { kind: 'params', name, path } };
+    return { reference: { kind: 'params', name, path: segments.slice(2) } };
   }
   if (root === 'steps') {
-    const [step, field, ...path] = rest;
+    const step = segments[1];
+    const field = segments[2];
     if (!step || !field) return { problem: `{{${expression}}} must look like steps.ID.output.PATH` };
     if (field !== 'output' && field !== 'error' && field !== 'status') {
       return { problem: `{{${expression}}}: a step exposes output, error and status, not "${field}"` };
     }
-    if (field === 'status' && path.length > 0) return { problem: `{{${expression}}}: status has no fields` };
-    return { reference: { kind: 'steps', step, field, path } };
+    if (field === 'status' && segments.length > 3) return { problem: `{{${expression}}}: status has no fields` };
+    return { reference: { kind: 'steps', step, field, path: segments.slice(3) } };
   }
   return { problem: `{{${expression}}} must start with params. or steps.` };
 }
@@ -65,20 +134,25 @@ function joinPath(base: string, key: string | number): string {
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? (base ? `${base}.${key}` : key) : `${base}[${JSON.stringify(key)}]`;
 }
 
+/** Every string in a JSON value (not its keys), with where it sits. */
+export function* stringsIn(value: unknown, at = ''): Generator<{ text: string; at: string }> {
+  if (typeof value === 'string') yield { text: value, at };
+  else if (Array.isArray(value)) for (const [index, item] of value.entries()) yield* stringsIn(item, joinPath(at, index));
+  else if (value !== null && typeof value === 'object') for (const [key, item] of Object.entries(value)) yield* stringsIn(item, joinPath(at, key));
+}
+
 /** Every template in a JSON value, with where it sits. */
 export function findReferences(value: unknown, at = ''): FoundReference[] {
-  if (typeof value === 'string') {
-    return [...value.matchAll(TEMPLATE)].map((match) => ({ at, expression: match[1]!, ...parseReference(match[1]!) }));
+  const found: FoundReference[] = [];
+  for (const string of stringsIn(value, at)) {
+    for (const { expression } of spansOf(string.text)) found.push({ at: string.at, expression, ...parseReference(expression) });
   }
-  if (Array.isArray(value)) return value.flatMap((item, index) => findReferences(item, joinPath(at, index)));
-  if (value !== null && typeof value === 'object') {
-    return Object.entries(value).flatMap(([key, item]) => findReferences(item, joinPath(at, key)));
-  }
-  return [];
+  return found;
 }
 
 export function hasTemplates(value: unknown): boolean {
-  return findReferences(value).length > 0;
+  for (const { text } of stringsIn(value)) if (spansOf(text).length > 0) return true;
+  return false;
 }
 
 export interface TemplateContext {
@@ -86,49 +160,131 @@ export interface TemplateContext {
   steps: Record<string, { status: string; output?: unknown; error?: unknown }>;
 }
 
+export interface ResolveOptions {
+  /**
+   * Stop with a ResolvedSizeError as soon as the result's JSON is known to pass this many bytes
+   * (UTF-8): resolution never builds much more than that, however often a large value is
+   * referenced. @defaultValue no bound
+   */
+  maxBytes?: number;
+}
+
+/** The resolved value would be larger than ResolveOptions.maxBytes; `at` is where that became known. */
+export class ResolvedSizeError extends Error {
+  override name = 'ResolvedSizeError';
+  constructor(
+    readonly maxBytes: number,
+    readonly at: string,
+  ) {
+    super(`larger than ${maxBytes} bytes of JSON once its templates are resolved${at ? ` (passed at ${at})` : ''}`);
+  }
+}
+
 /** Own properties only: `{{params.constructor}}` must not reach Object.prototype. */
-function lookup(root: unknown, path: readonly string[]): unknown {
-  let current = root;
+function own(value: unknown, key: string): unknown {
+  if (value === null || typeof value !== 'object' || !Object.hasOwn(value, key)) return undefined;
+  return (value as Record<string, unknown>)[key];
+}
+
+function lookup(root: unknown, first: string, path: readonly string[]): unknown {
+  let current = own(root, first);
   for (const segment of path) {
-    if (current === null || typeof current !== 'object') return undefined;
-    if (!Object.hasOwn(current, segment)) return undefined;
-    current = (current as Record<string, unknown>)[segment];
+    if (current === undefined) return undefined;
+    current = own(current, segment);
   }
   return current;
 }
 
 function valueOf(reference: Reference, context: TemplateContext): unknown {
-  if (reference.kind === 'params') return lookup(context.params, [reference.name, ...reference.path]);
-  const step = Object.hasOwn(context.steps, reference.step) ? context.steps[reference.step] : undefined;
-  if (!step) return undefined;
-  return lookup(step, [reference.field, ...reference.path]);
+  if (reference.kind === 'params') return lookup(context.params, reference.name, reference.path);
+  const step = own(context.steps, reference.step);
+  return step === undefined ? undefined : lookup(step, reference.field, reference.path);
 }
 
-function asText(value: unknown): string {
-  if (value === undefined || value === null) return '';
-  return typeof value === 'string' ? value : JSON.stringify(value);
+/**
+ * Counts what resolution adds to the result's JSON, in lower bounds (a string's UTF-16 length),
+ * before anything large is built.
+ */
+class Budget {
+  used = 0;
+  constructor(private readonly maxBytes: number) {}
+
+  spend(bytes: number, at: string): void {
+    this.used += bytes;
+    if (this.used > this.maxBytes) throw new ResolvedSizeError(this.maxBytes, at);
+  }
+
+  /** Spends the JSON size of a value taken whole. */
+  spendValue(value: unknown, at: string): void {
+    this.spend(jsonLengthAtLeast(value, this.maxBytes - this.used), at);
+  }
+
+  /** The value as interpolated text, paid for before its text is built. */
+  text(value: unknown, at: string): string {
+    if (value === undefined || value === null) return '';
+    if (typeof value === 'string') {
+      this.spend(value.length, at);
+      return value;
+    }
+    this.spendValue(value, at);
+    return JSON.stringify(value);
+  }
 }
 
-function resolveString(text: string, context: TemplateContext): unknown {
-  const whole = WHOLE.exec(text);
-  if (whole) {
-    const { reference } = parseReference(whole[1]!);
+function resolveString(text: string, context: TemplateContext, budget: Budget, at: string): unknown {
+  const spans = spansOf(text);
+  if (spans.length === 1 && spans[0]!.start === 0 && spans[0]!.end === text.length) {
+    const { reference } = parseReference(spans[0]!.expression);
     // A missing value becomes null: JSON has no undefined, and the tool's schema decides.
-    return reference ? (valueOf(reference, context) ?? null) : text;
+    const value = reference ? (valueOf(reference, context) ?? null) : text;
+    budget.spendValue(value, at);
+    return value;
   }
-  return text.replace(TEMPLATE, (match, expression: string) => {
-    const { reference } = parseReference(expression);
-    return reference ? asText(valueOf(reference, context)) : match;
-  });
+  budget.spend(2, at);
+  let out = '';
+  let from = 0;
+  for (const span of spans) {
+    const { reference } = parseReference(span.expression);
+    out += budget.text(text.slice(from, span.start), at);
+    out += reference ? budget.text(valueOf(reference, context), at) : budget.text(text.slice(span.start, span.end), at);
+    from = span.end;
+  }
+  return out + budget.text(text.slice(from), at);
 }
 
-/** A copy of `value` with every template replaced. Only the definition is scanned, never a substituted value. */
-export function resolveTemplates(value: unknown, context: TemplateContext): unknown {
-  if (typeof value === 'string') return resolveString(value, context);
-  if (Array.isArray(value)) return value.map((item) => resolveTemplates(item, context));
-  if (value !== null && typeof value === 'object') {
-    // fromEntries defines own properties, so a "__proto__" key stays a plain key.
-    return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, resolveTemplates(item, context)]));
+function resolve(value: unknown, context: TemplateContext, budget: Budget, at: string): unknown {
+  if (typeof value === 'string') return resolveString(value, context, budget, at);
+  if (Array.isArray(value)) {
+    budget.spend(1 + Math.max(value.length, 1), at);
+    return value.map((item, index) => resolve(item, context, budget, joinPath(at, index)));
   }
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value);
+    budget.spend(1 + Math.max(entries.length, 1), at);
+    // fromEntries defines own properties, so a "__proto__" key stays a plain key.
+    return Object.fromEntries(
+      entries.map(([key, item]) => {
+        const here = joinPath(at, key);
+        budget.spend(key.length + 3, here);
+        return [key, resolve(item, context, budget, here)];
+      }),
+    );
+  }
+  budget.spendValue(value, at);
   return value;
+}
+
+/**
+ * A copy of `value` with every template replaced. Only the definition is scanned, never a
+ * substituted value. With `maxBytes`, throws a ResolvedSizeError instead of returning a value
+ * whose JSON is larger.
+ */
+export function resolveTemplates(value: unknown, context: TemplateContext, options: ResolveOptions = {}): unknown {
+  const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
+  const budget = new Budget(maxBytes);
+  const resolved = resolve(value, context, budget, '');
+  // The budget counted UTF-16 units: escapes and multi-byte characters make the text at most six
+  // times longer, so the exact size needs measuring only near the bound.
+  if (budget.used * 6 > maxBytes && Buffer.byteLength(JSON.stringify(resolved)) > maxBytes) throw new ResolvedSizeError(maxBytes, '');
+  return resolved;
 }

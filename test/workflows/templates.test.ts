@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { findReferences, hasTemplates, parseReference, resolveTemplates, type TemplateContext } from '../../src/workflows/templates.js';
+import { findReferences, hasTemplates, parseReference, ResolvedSizeError, resolveTemplates, type TemplateContext } from '../../src/workflows/templates.js';
 
 const context: TemplateContext = {
   params: {
@@ -236,6 +236,188 @@ describe('resolveTemplates: properties', () => {
         expect(resolveTemplates('{{params.t}}', ctx)).toBe(text);
       }),
       { numRuns: 300 },
+    );
+  });
+});
+
+/**
+ * The regular expressions this module used before its scanner, kept as an oracle: the scanner
+ * must find and resolve exactly what they did. They backtrack (cubic time on `{{` followed by
+ * spaces), so they only ever see short strings here.
+ */
+const OLD_TEMPLATE = /\{\{\s*([^{}]*?)\s*\}\}/g;
+const OLD_WHOLE = /^\{\{\s*([^{}]*?)\s*\}\}$/;
+
+function oldSplitPath(expression: string): string[] | undefined {
+  const segments: string[] = [];
+  for (const part of expression.split('.')) {
+    const match = /^([^[\]]*)((?:\[\d+\])*)$/.exec(part);
+    if (!match) return undefined;
+    if (match[1]) segments.push(match[1]);
+    else if (!match[2]) return undefined;
+    for (const index of match[2]!.matchAll(/\[(\d+)\]/g)) segments.push(index[1]!);
+  }
+  return segments;
+}
+
+function oldParseReference(expression: string): ReturnType<typeof parseReference> {
+  const segments = oldSplitPath(expression);
+  if (!segments || segments.length === 0) return { problem: `malformed template {{${expression}}}` };
+  const invalid = segments.find((segment) => !/^[A-Za-z_][A-Za-z0-9_-]*$/.test(segment) && !/^\d+$/.test(segment));
+  if (invalid !== undefined) return { problem: `malformed path segment "${invalid}" in {{${expression}}}` };
+  const [root, ...rest] = segments;
+  if (root === 'params') {
+    const [name, ...path] = rest;
+    if (!name) return { problem: `{{${expression}}} names no parameter` };
+    return { reference: { kind: 'params', name, path } };
+  }
+  if (root === 'steps') {
+    const [step, field, ...path] = rest;
+    if (!step || !field) return { problem: `{{${expression}}} must look like steps.ID.output.PATH` };
+    if (field !== 'output' && field !== 'error' && field !== 'status') return { problem: `{{${expression}}}: a step exposes output, error and status, not "${field}"` };
+    if (field === 'status' && path.length > 0) return { problem: `{{${expression}}}: status has no fields` };
+    return { reference: { kind: 'steps', step, field, path } };
+  }
+  return { problem: `{{${expression}}} must start with params. or steps.` };
+}
+
+function oldResolveString(text: string, ctx: TemplateContext): unknown {
+  const whole = OLD_WHOLE.exec(text);
+  if (whole) {
+    const { reference } = parseReference(whole[1]!);
+    return reference ? (resolveTemplates(`{{${whole[1]}}}`, ctx) ?? null) : text;
+  }
+  return text.replace(OLD_TEMPLATE, (match, expression: string) => {
+    const { reference } = parseReference(expression);
+    return reference ? (resolveTemplates(`<{{${expression}}}>`, ctx) as string).slice(1, -1) : match;
+  });
+}
+
+describe('the template scanner agrees with the regular expressions it replaced', () => {
+  const templateText = fc.string({
+    unit: fc.constantFrom('{', '{', '}', '}', ' ', '\t', '\n', '\u00a0', '\u2028', 'p', 'a', 'r', 'm', 's', '.', 'params.text', 'params.n', 'steps.fetch.output.items[1]', '[', ']', '0', '😀'),
+    maxLength: 30,
+  });
+  const pathText = fc.string({ unit: fc.constantFrom('params', 'steps', 'output', 'status', 'a', '_b', 'c-d', '.', '.', '[', ']', '0', '12', ' ', '$', 'é'), maxLength: 12 });
+
+  it('finds the same templates, with the same expressions', () => {
+    fc.assert(
+      fc.property(templateText, (text) => {
+        expect(findReferences(text).map((found) => found.expression)).toEqual([...text.matchAll(OLD_TEMPLATE)].map((match) => match[1]));
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it('resolves to the same values', () => {
+    fc.assert(
+      fc.property(templateText, (text) => {
+        expect(resolveTemplates(text, context)).toEqual(oldResolveString(text, context));
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it('parses the same paths', () => {
+    fc.assert(
+      fc.property(pathText, (expression) => {
+        expect(parseReference(expression)).toEqual(oldParseReference(expression));
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+});
+
+describe('templates in linear time', () => {
+  /** Strings that made a backtracking scanner run for seconds or minutes, at 100,000+ characters. */
+  const pathological: [string, string][] = [
+    ['{{ and spaces', `{{${' '.repeat(100_000)}`],
+    ['{{ and whitespace of every kind', `{{${'\t\n\r\u00a0\u2028 '.repeat(20_000)}params.text`],
+    ['{{ repeated', '{{'.repeat(60_000)],
+    ['{{{ repeated', '{{{'.repeat(40_000)],
+    ['{{ and a space, repeated', '{{ '.repeat(40_000)],
+    ['}} repeated', '}}'.repeat(60_000)],
+    ['{{x} repeated', '{{x}'.repeat(30_000)],
+    ['an unclosed template before a long text', `{{params.text ${'a'.repeat(100_000)}`],
+    ['a long path of indexes', `{{params.list${'[0]'.repeat(40_000)}}}`],
+    ['a long path of fields', `{{params${'.a'.repeat(50_000)}}}`],
+    ['a long path with a bad index at the end', `{{params.list${'[0]'.repeat(40_000)}[x]}}`],
+    ['many templates', '{{params.text}}'.repeat(2_000)],
+  ];
+
+  /** The fastest of three runs: a shared machine adds pauses to some runs, a super-linear scan is slow in all. */
+  function fastestMs(run: () => unknown): number {
+    let best = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < 3; i += 1) {
+      const started = performance.now();
+      run();
+      best = Math.min(best, performance.now() - started);
+    }
+    return best;
+  }
+
+  it.each(pathological)('%s: found, checked and resolved, each in well under 100 ms', (_label, text) => {
+    for (const [what, run] of [
+      ['findReferences', () => findReferences({ field: text })],
+      ['hasTemplates', () => hasTemplates({ field: text })],
+      ['resolveTemplates', () => resolveTemplates({ field: text }, context)],
+    ] as const) {
+      expect(fastestMs(run), `${what}, ${text.length} characters`).toBeLessThan(100);
+    }
+  });
+});
+
+describe('resolveTemplates: a byte budget', () => {
+  const big = 'x'.repeat(900_000);
+
+  it('stops as soon as the result would pass maxBytes, without building it', () => {
+    // 20 fields of 450 references to a 900 kB value: 8.1 GB if built.
+    const input = Object.fromEntries(Array.from({ length: 20 }, (_, index) => [`f${index}`, '{{params.big}}'.repeat(450)]));
+    const started = performance.now();
+    const heapBefore = process.memoryUsage().heapUsed;
+    let thrown: unknown;
+    try {
+      resolveTemplates(input, { params: { big }, steps: {} }, { maxBytes: 1_048_576 });
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(ResolvedSizeError);
+    expect(thrown).toMatchObject({ maxBytes: 1_048_576, at: 'f0' });
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it('counts values taken whole, with their type, and says where the bound was passed', () => {
+    const ctx: TemplateContext = { params: { list: Array.from({ length: 1_000 }, (_, index) => ({ index })) }, steps: {} };
+    expect(() => resolveTemplates({ a: { b: ['{{params.list}}', '{{params.list}}'] } }, ctx, { maxBytes: 20_000 })).toThrow(
+      expect.objectContaining({ name: 'ResolvedSizeError', at: 'a.b[1]' }),
+    );
+    expect(resolveTemplates({ a: '{{params.list}}' }, ctx, { maxBytes: 20_000 })).toEqual({ a: ctx.params.list });
+  });
+
+  it('measures the exact JSON size near the bound: escapes and multi-byte characters count', () => {
+    const control = '\u0001'.repeat(100); // 6 bytes each in JSON
+    const ctx: TemplateContext = { params: { control, accents: 'é'.repeat(100) }, steps: {} };
+    const exact = (value: unknown) => Buffer.byteLength(JSON.stringify(value));
+    const resolved = { v: control };
+    expect(() => resolveTemplates({ v: '{{params.control}}' }, ctx, { maxBytes: exact(resolved) - 1 })).toThrow(ResolvedSizeError);
+    expect(resolveTemplates({ v: '{{params.control}}' }, ctx, { maxBytes: exact(resolved) })).toEqual(resolved);
+    const interpolated = { v: `<${'é'.repeat(100)}>` };
+    expect(() => resolveTemplates({ v: '<{{params.accents}}>' }, ctx, { maxBytes: exact(interpolated) - 1 })).toThrow(ResolvedSizeError);
+    expect(resolveTemplates({ v: '<{{params.accents}}>' }, ctx, { maxBytes: exact(interpolated) })).toEqual(interpolated);
+  });
+
+  it('accepts any value within the bound and refuses any beyond it (property)', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.boolean(), fc.integer({ min: -20, max: 20 }), (value, whole, offset) => {
+        const ctx: TemplateContext = { params: { v: value }, steps: {} };
+        const template = { a: whole ? '{{params.v}}' : 'text {{params.v}} text', b: [1, 'two'] };
+        const exact = Buffer.byteLength(JSON.stringify(resolveTemplates(template, ctx)));
+        const maxBytes = Math.max(1, exact + offset);
+        if (maxBytes >= exact) expect(resolveTemplates(template, ctx, { maxBytes })).toEqual(resolveTemplates(template, ctx));
+        else expect(() => resolveTemplates(template, ctx, { maxBytes })).toThrow(ResolvedSizeError);
+      }),
+      { numRuns: 500 },
     );
   });
 });

@@ -2,6 +2,23 @@ import { z } from 'zod';
 import { defineTool } from '../../src/tools/tool.js';
 
 const WORD = /[\p{L}\p{N}][\p{L}\p{N}'-]*/gu;
+const WHITESPACE = /\s/;
+const ENDS_SENTENCE = new Set(['.', '!', '?']);
+
+/**
+ * Runs of `.`, `!` or `?` followed by whitespace or the end of the text, counted in one pass.
+ * (The regular expression this replaces, /[.!?]+(\s|$)/g, took quadratic time on a long run of
+ * `!` followed by a letter: seconds for 40,000 characters.)
+ */
+function countSentences(text: string): number {
+  let count = 0;
+  for (let i = 0; i < text.length; i += 1) {
+    if (!ENDS_SENTENCE.has(text[i]!)) continue;
+    const next = text[i + 1];
+    if (next === undefined || WHITESPACE.test(next)) count += 1;
+  }
+  return count;
+}
 
 export default defineTool({
   name: 'text_stats',
@@ -32,7 +49,7 @@ export default defineTool({
       characters: text.length,
       words: words.length,
       lines: text.length === 0 ? 0 : text.split(/\r?\n/).length,
-      sentences: (text.match(/[.!?]+(\s|$)/g) ?? []).length,
+      sentences: countSentences(text),
       // About 200 words a minute.
       reading_time_s: Math.ceil((words.length / 200) * 60),
       top_words: [...counts]
