@@ -361,4 +361,49 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
     expect(lines.length).toBeGreaterThan(before);
     expect(lines.slice(before).filter((line) => line.includes(PASSWORD) || line.includes(API_KEY_VALUE)).map((line) => line.slice(0, 300))).toEqual([]);
   });
+
+  it('keeps no list of secret values in job data: the worker finds them in PostgreSQL when it logs a failure', async () => {
+    const defined = await h.request(
+      'POST',
+      '/workflows',
+      {
+        name: 'secret_jobs',
+        parameters: [{ name: 'password', type: 'string', required: true }, { name: 'api_key', type: 'string', required: true }],
+        steps: [
+          { id: 'prepare', tool: 'echo', input: { user: 'ada' } },
+          {
+            id: 'login',
+            tool: 'broken',
+            depends_on: ['prepare'],
+            input: { retryable: true, message: 'login refused for password {{params.password}}' },
+            retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 10 } },
+          },
+        ],
+      },
+      authorized,
+    );
+    expect(defined.status).toBe(201);
+    const before = lines.length;
+    const task = await run({ task_type: 'secret_jobs', params: { password: PASSWORD, api_key: API_KEY_VALUE } });
+    expect(task.status).toBe('failed');
+    await h.worker!.runtime.results.idle();
+
+    const jobData = async (tool: string, step: string) => JSON.parse((await h.redis.hget(`${h.config.QUEUE_PREFIX}:tool.${tool}:${task.task_id}.1.${step}`, 'data'))!);
+    // A step that was given no secret carries none.
+    const prepare = await jobData('echo', 'prepare');
+    expect(JSON.stringify(prepare)).not.toContain(PASSWORD);
+    expect(JSON.stringify(prepare)).not.toContain(API_KEY_VALUE);
+    // The failing step carries only what its input asked for, and no list of secrets.
+    const login = await jobData('broken', 'login');
+    expect(login).not.toHaveProperty('secrets');
+    expect(JSON.stringify({ ...login, input: undefined })).not.toContain(PASSWORD);
+    expect(JSON.stringify(login)).not.toContain(API_KEY_VALUE);
+    // Its failures were logged, with the secret taken out.
+    const logged = lines.slice(before).filter((line) => line.includes('login refused for password'));
+    expect(logged.length).toBeGreaterThanOrEqual(2);
+    for (const line of logged) {
+      expect(line).toContain('login refused for password [redacted]');
+      expect(line).not.toContain(PASSWORD);
+    }
+  });
 });

@@ -1,0 +1,43 @@
+import type { Request, RequestHandler } from 'express';
+import type { ApiKeyScope } from '../config.js';
+import { errorBody } from './http.js';
+
+/**
+ * Who may do what, by the scope of the API key. Each route names one of these; with
+ * authentication off every request may do everything.
+ */
+export const ACCESS = {
+  /** Submit tasks: POST /assign-task, POST /workflows/:name/execute. */
+  submit: ['admin', 'client'],
+  /** Read tasks and their events; a client key only its own. */
+  tasks: ['admin', 'client', 'read'],
+  /** Cancel and retry tasks; a client key only its own. */
+  manageTasks: ['admin', 'client'],
+  /** What a client needs to build requests: tools, workflow definitions, the API description, the index. */
+  catalog: ['admin', 'client', 'read'],
+  /** Views over every task: stats, dead letters, Bull Board (read-only unless admin). */
+  monitor: ['admin', 'read'],
+  /** Changes to the deployment: workflow definitions, dead-letter replays, Bull Board actions. */
+  admin: ['admin'],
+} as const satisfies Record<string, readonly ApiKeyScope[]>;
+
+export type Access = keyof typeof ACCESS;
+
+/** Answers 403 `forbidden` when the request's key lacks the scope for `access`. */
+export function requireAccess(access: Access): RequestHandler {
+  const allowed: readonly ApiKeyScope[] = ACCESS[access];
+  return (req, res, next) => {
+    if (req.apiKeyScope === undefined || allowed.includes(req.apiKeyScope)) return next();
+    res.status(403).json(errorBody('forbidden', `a ${req.apiKeyScope} key may not do this; it needs one of the scopes ${allowed.join(', ')}`, { scope: req.apiKeyScope, required: allowed }));
+  };
+}
+
+/** The owner recorded on a task this request submits: its key's id, or '' without authentication. */
+export function submitter(req: Request): string {
+  return req.apiKeyId ?? '';
+}
+
+/** The only owner whose tasks this request may see or change: a client key's own id; undefined for every task. */
+export function ownerScope(req: Request): string | undefined {
+  return req.apiKeyScope === 'client' ? req.apiKeyId : undefined;
+}
