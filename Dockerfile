@@ -1,12 +1,14 @@
 # One image for both processes:
-#   API     docker run -p 3000:3000 orchestrator                       (the default CMD)
-#   worker  docker run orchestrator node --import tsx workers/main.ts
-# Configuration comes from the environment: see .env.template. Each process creates its
-# database if missing and applies migrations on start, so no separate migration step is needed.
+#   API     docker run -p 127.0.0.1:3000:3000 orchestrator                            (the default CMD)
+#   worker  docker run orchestrator node --enable-source-maps dist/workers/main.js
+# Configuration comes from the environment: see .env.template. NODE_ENV is production here, so
+# the API refuses to start without API_KEYS (or API_KEYS_FILE) unless AUTH_DISABLED=true. Each
+# process creates its database if missing and applies migrations on start, so no separate
+# migration step is needed.
 
-# ---- build: install every dependency and generate the Prisma client ----------------------------
-# Prisma 7 needs Node 20.19 or newer (package.json "engines"); both stages use the same base.
-FROM node:20.19-bookworm-slim AS build
+# ---- build: every dependency, the Prisma client, the compiled JavaScript -----------------------
+# A current LTS Node (22). The code also runs on Node 20.19 or newer (package.json "engines").
+FROM node:22-bookworm-slim AS build
 WORKDIR /app
 
 # Only what `npm ci` and its postinstall need, so this layer stays cached until the dependencies
@@ -15,37 +17,40 @@ WORKDIR /app
 # src/generated/prisma. Generating needs no engine, and the script points
 # PRISMA_SCHEMA_ENGINE_BINARY at an existing file so the build works without binaries.prisma.sh
 # (the engine download that @prisma/engines attempts on install fails silently there).
-# Dev dependencies are installed on purpose: prisma generates the client and tsx runs the service.
 COPY package.json package-lock.json prisma.config.ts ./
 COPY scripts ./scripts
 COPY prisma ./prisma
 RUN npm ci --no-audit --no-fund && npm cache clean --force
 
 # The sources last: editing code does not reinstall dependencies. .dockerignore keeps
-# src/generated out, so the client generated above is not replaced by a stale local copy.
-COPY tsconfig.json ./
+# src/generated and dist out, so neither a stale local client nor a stale build gets in.
+# tsc compiles src/ (the generated client included) and workers/ to dist/ (scripts/build.mjs).
+COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY workers ./workers
+RUN npm run build
 
-# ---- runtime -----------------------------------------------------------------------------------
-FROM node:20.19-bookworm-slim AS runtime
+# ---- runtime: compiled JavaScript and production dependencies only -----------------------------
+FROM node:22-bookworm-slim AS runtime
 WORKDIR /app
 ENV NODE_ENV=production
 
-# The whole node_modules, dev dependencies included. The service runs its TypeScript through tsx,
-# which is a devDependency, so `npm prune --omit=dev` would leave an image that cannot start.
-# (Moving tsx to "dependencies", or compiling to JavaScript, would allow pruning.) What the
-# runtime stage still drops is the npm cache and anything else the build stage left behind.
-# Files stay owned by root and read-only to the service: it never writes under /app.
-# prisma.config.ts is for the Prisma CLI only (e.g. `npx prisma migrate status` from inside the
-# container); the service reads DATABASE_URL from its own config.
-COPY --from=build /app/package.json /app/package-lock.json /app/tsconfig.json /app/prisma.config.ts ./
-COPY --from=build /app/node_modules ./node_modules
-COPY --from=build /app/prisma ./prisma
-COPY --from=build /app/src ./src
-COPY --from=build /app/workers ./workers
+# Production dependencies, installed before the code so this layer is cached across code changes.
+# --omit=optional as well: @prisma/client names prisma and typescript as optional peers, which
+# would otherwise bring the whole Prisma CLI (about 250 MB) into a production install; the only
+# other optional packages are msgpackr's native accelerator, which msgpackr does without, and
+# pg-cloudflare. --ignore-scripts: the client is generated in the build stage; nothing here needs
+# an install script. What the generated client needs at run time (@prisma/client's runtime,
+# @prisma/adapter-pg, pg) are regular dependencies.
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
-# The image's unprivileged user (uid 1000). tsx caches compiled files under /tmp, which it can write.
+# The compiled service, and the migrations every process applies on start. Files stay owned by
+# root and read-only to the service: it never writes under /app.
+COPY --from=build /app/dist ./dist
+COPY prisma/migrations ./prisma/migrations
+
+# The image's unprivileged user (uid 1000).
 USER node
 
 EXPOSE 3000
@@ -57,6 +62,7 @@ EXPOSE 3000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3000) + '/health').then(r => process.exit(r.ok ? 0 : 1)).catch(() => process.exit(1))"]
 
-# node itself is PID 1 (not npm, not the tsx CLI, which both spawn a child), so SIGTERM from
-# `docker stop` reaches the service's own handler and it shuts down gracefully.
-CMD ["node", "--import", "tsx", "src/api/main.ts"]
+# node itself is PID 1 (not npm, which spawns a child), so SIGTERM from `docker stop` reaches the
+# service's own handler and it shuts down gracefully. Source maps point stack traces at the
+# TypeScript lines.
+CMD ["node", "--enable-source-maps", "dist/src/api/main.js"]

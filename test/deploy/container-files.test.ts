@@ -4,7 +4,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { CLOSED_BY_DEFAULT, openKeyRing } from '../../src/api/api-keys.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
+import { silentLogger } from '../../src/logger.js';
 
 /**
  * Checks Dockerfile, docker-compose.yml, .dockerignore and .env.template without a Docker
@@ -51,14 +53,23 @@ interface ComposeFile {
   services: Record<string, ComposeService>;
 }
 
-/** Compose's interpolation with an empty shell environment: `${VAR:-default}`, `${VAR-default}`, `${VAR}`, `$$`. */
-function interpolate(value: string): string {
-  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}/g, (match, _name, fallback: string | undefined) =>
-    match === '$$' ? '$' : (fallback ?? ''),
-  );
+/** What a user puts in .env for compose: the variables it requires. */
+const SECRETS: Env = { POSTGRES_PASSWORD: 'pg-superuser-pw', ORCHESTRATOR_DB_PASSWORD: 'app-db-pw', REDIS_PASSWORD: 'redis-pw' };
+
+/**
+ * Compose's interpolation with the shell environment `shell`: `${VAR:-default}`, `${VAR-default}`,
+ * `${VAR}`, `${VAR:?message}` (an error when VAR is unset or empty), `$$`.
+ */
+function interpolate(value: string, shell: Env = SECRETS): string {
+  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*)|(:?\?)([^}]*))?\}/g, (match, name: string, _dash, fallback: string | undefined, required: string | undefined, message: string | undefined) => {
+    if (match === '$$') return '$';
+    const set = shell[name];
+    if (required !== undefined && !set) throw new Error(`required variable ${name} is missing a value: ${message}`);
+    return set || (fallback ?? '');
+  });
 }
 
-function environmentOf(service: ComposeService): Env {
+function environmentOf(service: ComposeService, shell: Env = SECRETS): Env {
   const raw = service.environment ?? {};
   const entries = Array.isArray(raw)
     ? raw.map((item) => {
@@ -66,7 +77,7 @@ function environmentOf(service: ComposeService): Env {
         return [key, rest.join('=')] as const;
       })
     : Object.entries(raw).map(([key, value]) => [key, value === null ? '' : String(value)] as const);
-  return Object.fromEntries(entries.map(([key, value]) => [key, interpolate(value)]));
+  return Object.fromEntries(entries.map(([key, value]) => [key, interpolate(value, shell)]));
 }
 
 /** A compose duration (`45s`, `1m30s`, `1500ms`) in milliseconds. */
@@ -121,6 +132,14 @@ function splitArgs(args: string): string[] {
 }
 
 const dockerfile = dockerfileInstructions(read('Dockerfile'));
+
+/** The TypeScript source tsconfig.build.json compiles to a dist/ file: dist/src/api/main.js <- src/api/main.ts. */
+function sourceOf(compiled: string): string {
+  // tsconfig.build.json has comments; tsc reads it as JSONC.
+  const build = JSON.parse(read('tsconfig.build.json').replace(/^\s*\/\/.*$/gm, '')) as { compilerOptions: { outDir: string; rootDir: string } };
+  expect(build.compilerOptions).toMatchObject({ outDir: 'dist', rootDir: '.' });
+  return compiled.replace(/^dist\//, '').replace(/\.js$/, '.ts');
+}
 const froms = dockerfile.filter((instruction) => instruction.keyword === 'FROM');
 const finalStage = froms.length - 1;
 const inFinalStage = (keyword: string) => dockerfile.filter((i) => i.stage === finalStage && i.keyword === keyword);
@@ -157,9 +176,58 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('publishes the API port and keeps the image healthcheck on the API', () => {
-    expect(services.api?.ports?.map(String)).toContain('3000:3000');
+  it('publishes the API on 127.0.0.1:3000 unless told otherwise, and keeps the image healthcheck on the API', () => {
+    const ports = services.api?.ports?.map(String) ?? [];
+    expect(ports.map((port) => interpolate(port))).toEqual(['127.0.0.1:3000:3000']);
+    expect(ports.map((port) => interpolate(port, { ...SECRETS, API_BIND: '0.0.0.0', API_PORT: '8080' }))).toEqual(['0.0.0.0:8080:3000']);
     expect(services.api?.healthcheck?.disable).not.toBe(true);
+  });
+
+  it('requires the database and Redis passwords: no defaults to fall back on', () => {
+    for (const name of Object.keys(SECRETS)) {
+      const without = { ...SECRETS, [name]: '' };
+      let users = 0;
+      for (const service of [...APP_SERVICES, 'postgres', 'redis']) {
+        const texts = [JSON.stringify(services[service]?.environment ?? {}), commandText(services[service]?.command)];
+        if (!texts.some((text) => text.includes(`\${${name}`))) continue;
+        users += 1;
+        expect(() => texts.forEach((text) => interpolate(text, without)), `${service} without ${name}`).toThrow(new RegExp(`${name} is missing`));
+      }
+      expect(users, `services using ${name}`).toBeGreaterThan(0);
+    }
+    expect(services.postgres?.environment).toMatchObject({ POSTGRES_PASSWORD: expect.stringMatching(/^\$\{POSTGRES_PASSWORD:\?/) });
+  });
+
+  it('runs Redis with a password, and the services connect with it', () => {
+    const command = interpolate(commandText(services.redis?.command));
+    expect(command).toMatch(/--requirepass redis-pw( |$)/);
+    // The healthcheck's redis-cli authenticates through REDISCLI_AUTH.
+    expect(environmentOf(services.redis!).REDISCLI_AUTH).toBe('redis-pw');
+    for (const name of APP_SERVICES) expect(new URL(loadConfig(environmentOf(services[name]!)).REDIS_URL).password).toBe('redis-pw');
+  });
+
+  it('connects the services with a database role of their own, created by the mounted init script', () => {
+    const postgres = environmentOf(services.postgres!);
+    for (const name of APP_SERVICES) {
+      const url = new URL(loadConfig(environmentOf(services[name]!)).DATABASE_URL);
+      expect(url.username, name).not.toBe(postgres.POSTGRES_USER);
+      expect(url.username).toBe(postgres.ORCHESTRATOR_DB_USER);
+      expect(url.password).toBe('app-db-pw');
+      expect(url.pathname).toBe(`/${postgres.POSTGRES_DB}`);
+    }
+    const mount = (services.postgres as { volumes?: string[] }).volumes?.find((volume) => volume.includes('/docker-entrypoint-initdb.d'));
+    expect(mount).toBeDefined();
+    const directory = mount!.split(':')[0]!;
+    expect(existsSync(path.join(ROOT, directory, '10-orchestrator-role.sql')), `${directory}/10-orchestrator-role.sql`).toBe(true);
+  });
+
+  it('starts the API closed: without API_KEYS it refuses to start, unless AUTH_DISABLED=true', async () => {
+    const api = (shell: Env) => loadConfig(environmentOf(services.api!, { ...SECRETS, ...shell }));
+    await expect(openKeyRing(api({}), silentLogger())).rejects.toThrow(CLOSED_BY_DEFAULT);
+    expect((await openKeyRing(api({ API_KEYS: 'compose-admin-key-0123456789' }), silentLogger())).required).toBe(true);
+    expect((await openKeyRing(api({ AUTH_DISABLED: 'true' }), silentLogger())).required).toBe(false);
+    // Only the API gets the keys.
+    expect(environmentOf(services.worker!, { ...SECRETS, API_KEYS: 'compose-admin-key-0123456789' }).API_KEYS).toBeUndefined();
   });
 
   it('lets the worker scale: no container_name, no ports', () => {
@@ -171,15 +239,16 @@ describe('docker-compose.yml', () => {
     expect(worker.healthcheck?.disable === true || worker.healthcheck?.test !== undefined).toBe(true);
   });
 
-  it('runs api and worker from the same build, with entry points that exist', () => {
+  it('runs api and worker from the same build, with compiled entry points whose sources exist', () => {
     expect(services.api?.build).toBeDefined();
     expect(services.worker?.image ?? services.worker?.build).toBeDefined();
     if (services.worker?.image) expect(services.worker.image).toBe(services.api?.image);
     const command = services.worker?.command;
     const argv = Array.isArray(command) ? command : (command ?? '').split(/\s+/);
-    const workerScript = argv.find((arg) => arg.endsWith('.ts'));
-    expect(workerScript).toBe('workers/main.ts');
-    expect(existsSync(path.join(ROOT, workerScript!))).toBe(true);
+    expect(argv[0]).toBe('node');
+    const workerScript = argv.find((arg) => arg.endsWith('.js'));
+    expect(workerScript).toBe('dist/workers/main.js');
+    expect(existsSync(path.join(ROOT, sourceOf(workerScript!))), sourceOf(workerScript!)).toBe(true);
   });
 
   it('sets only environment variables that src/config.ts reads, with values it accepts', () => {
@@ -218,14 +287,28 @@ describe('Dockerfile', () => {
     expect(froms.length).toBeGreaterThanOrEqual(2);
   });
 
-  it('builds on Node 20.19 or newer (Prisma 7 needs it)', () => {
+  it('builds and runs on a current LTS Node, 22 or newer', () => {
     for (const from of froms) {
       const image = splitArgs(from.args).find((arg) => !arg.startsWith('--'))!;
-      const tag = /^(?:docker\.io\/)?(?:library\/)?node:(\d+)\.(\d+)/.exec(image);
-      expect(tag, `FROM ${image} must name node:<major>.<minor>`).not.toBeNull();
-      const [major, minor] = [Number(tag![1]), Number(tag![2])];
-      expect(major > 20 || (major === 20 && minor >= 19), `FROM ${image}`).toBe(true);
+      const tag = /^(?:docker\.io\/)?(?:library\/)?node:(\d+)(?:\.\d+)*-/.exec(image);
+      expect(tag, `FROM ${image} must name node:<major>[.<minor>]-<variant>`).not.toBeNull();
+      const major = Number(tag![1]);
+      // Even majors become LTS.
+      expect(major >= 22 && major % 2 === 0, `FROM ${image}`).toBe(true);
     }
+  });
+
+  it('compiles in the build stage and installs production dependencies only in the final one', () => {
+    const buildRuns = dockerfile.filter((i) => i.stage < finalStage && i.keyword === 'RUN').map((i) => i.args);
+    expect(buildRuns.some((run) => /npm run build\b/.test(run))).toBe(true);
+    const runs = inFinalStage('RUN').map((i) => i.args);
+    expect(runs.some((run) => /npm ci\b.*--omit=dev/.test(run))).toBe(true);
+    // Nothing in the final stage installs or copies in dev dependencies or the TypeScript sources.
+    expect(runs.filter((run) => /npm (ci|install)\b/.test(run)).every((run) => run.includes('--omit=dev'))).toBe(true);
+    const copied = inFinalStage('COPY').map((i) => splitArgs(i.args).filter((arg) => !arg.startsWith('--')).slice(0, -1)).flat();
+    expect(copied).not.toContain('/app/node_modules');
+    expect(copied.some((source) => /^(\/app\/)?(src|workers)\/?$/.test(source))).toBe(false);
+    expect(copied).toContain('/app/dist');
   });
 
   it('runs the final stage as a user other than root', () => {
@@ -242,9 +325,10 @@ describe('Dockerfile', () => {
     expect(cmd?.args.startsWith('['), 'CMD in exec form').toBe(true);
     const argv = splitArgs(cmd!.args);
     expect(argv[0]).toBe('node');
-    const script = argv.find((arg) => arg.endsWith('.ts'));
-    expect(script).toBe('src/api/main.ts');
-    expect(existsSync(path.join(ROOT, script!))).toBe(true);
+    expect(argv).not.toContain('tsx');
+    const script = argv.find((arg) => arg.endsWith('.js'));
+    expect(script).toBe('dist/src/api/main.js');
+    expect(existsSync(path.join(ROOT, sourceOf(script!))), sourceOf(script!)).toBe(true);
     expect(inFinalStage('EXPOSE').map((i) => i.args)).toContain('3000');
   });
 

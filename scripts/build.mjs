@@ -1,0 +1,21 @@
+// Compiles src/ and workers/ to dist/ with tsc (tsconfig.build.json) and copies the data files
+// the code reads from beside itself. Incremental: when nothing changed since the last build it
+// takes about a second, so `npm start`, `npm run api` and `npm run worker` run it every time and
+// always start what the sources say.
+import { spawnSync } from 'node:child_process';
+import { cpSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+let tsc;
+try {
+  tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+} catch {
+  console.error('typescript is not installed: run npm install (with dev dependencies) to build, or start the built dist/ directly with node');
+  process.exit(1);
+}
+const result = spawnSync(process.execPath, [tsc, '--build', 'tsconfig.build.json'], { cwd: root, stdio: 'inherit' });
+if (result.status !== 0) process.exit(result.status ?? 1);
+// Example workflow definitions, loaded at start (src/workflows/workflow-service.ts, EXAMPLES_DIR).
+cpSync(`${root}src/workflows/examples`, `${root}dist/src/workflows/examples`, { recursive: true });

@@ -1,0 +1,58 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { dropDatabase } from '../../src/persistence/database.js';
+import { REPO_ROOT, runEntry, type NodeProcess } from '../helpers/child-process.js';
+import { databaseUrl, TEST_REDIS_URL } from '../helpers/env.js';
+import { uniqueName } from '../helpers/harness.js';
+
+/**
+ * The production build: `npm run build` compiles to dist/, and the compiled entry points start
+ * with node alone (no tsx), find their migrations, example workflows and package.json from
+ * dist/, and serve. What the Dockerfile's runtime stage runs.
+ */
+
+const KEY = 'build-test-admin-key-0123456789';
+
+describe('the compiled build', () => {
+  const children: NodeProcess[] = [];
+  const databases: string[] = [];
+  afterEach(async () => {
+    await Promise.all(children.splice(0).map((child) => child.kill()));
+  });
+  afterAll(async () => {
+    for (const url of databases) await dropDatabase(url);
+  });
+
+  function start(entry: string, env: Record<string, string>): NodeProcess {
+    const url = databaseUrl(uniqueName('orch_build'));
+    databases.push(url);
+    const child = runEntry(entry, { NODE_ENV: 'production', DATABASE_URL: url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: `{${uniqueName('build')}}`, HOST: '127.0.0.1', PORT: '0', ...env }, { compiled: true });
+    children.push(child);
+    return child;
+  }
+
+  it('compiles with npm run build, then the API and the worker start from dist/ and serve', { timeout: 240_000 }, async () => {
+    const build = spawnSync('npm', ['run', 'build'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 180_000 });
+    expect(build.status, `${build.stdout}\n${build.stderr}`).toBe(0);
+    for (const entry of ['dist/src/main.js', 'dist/src/api/main.js', 'dist/workers/main.js', 'dist/src/workflows/examples/diamond.json']) {
+      expect(existsSync(path.join(REPO_ROOT, entry)), entry).toBe(true);
+    }
+
+    const api = start('dist/src/api/main.js', { API_KEYS: KEY });
+    await api.waitForOutput(/"message":"API listening".*"url":"(http:\/\/[^"]+)"/, 60_000);
+    const url = /"url":"(http:\/\/[^"]+)"/.exec(api.output)![1]!;
+    expect(api.output).toMatch(/"message":"applied migration"/);
+    expect(api.output).toMatch(/"message":"loaded example workflows"/);
+    expect((await fetch(`${url}/health`)).status).toBe(200);
+    expect((await fetch(`${url}/tools`)).status).toBe(401);
+    const root = await fetch(`${url}/`, { headers: { authorization: `Bearer ${KEY}` } });
+    expect(((await root.json()) as { version: string }).version).toMatch(/^\d+\.\d+\.\d+/);
+    expect((await api.signal('SIGTERM')).code).toBe(0);
+
+    const worker = start('dist/workers/main.js', {});
+    await worker.waitForOutput(/"message":"worker started"/, 60_000);
+    expect((await worker.signal('SIGTERM')).code).toBe(0);
+  });
+});
