@@ -7,8 +7,11 @@ const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT',
 // Prisma's own codes for "cannot reach the database", "connection closed", "transaction
 // conflict or deadlock" and "timed out fetching a connection".
 const TRANSIENT_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2034']);
+// What Prisma's driver adapter calls a lost or unreachable connection (DriverAdapterError's cause.kind).
+const TRANSIENT_ADAPTER_KINDS = new Set(['ConnectionClosed', 'DatabaseNotReachable', 'SocketTimeout', 'TooManyConnections', 'TransactionWriteConflict', 'TransactionAlreadyClosed']);
+// Last resort, for wrappers that keep only the text (a raw query's P2010 quotes the driver's message).
 const TRANSIENT_MESSAGE =
-  /connection terminated|terminating connection|connection (is )?closed|connection refused|timeout exceeded when trying to connect|Client has encountered a connection error|server closed the connection|ECONNREFUSED|ECONNRESET|Can't reach database|deadlock detected|could not serialize|Transaction already closed|Transaction API error/i;
+  /connection terminated|terminating connection|connection (is )?closed|connection refused|timeout exceeded when trying to connect|Client has encountered a connection error|server (has )?closed the connection|ECONNREFUSED|ECONNRESET|Can't reach database|deadlock detected|could not serialize|Transaction already closed|Transaction API error/i;
 
 /** The PostgreSQL SQLSTATE behind an error, looking through Prisma's and the driver's wrappers. */
 export function sqlState(error: unknown): string | undefined {
@@ -31,7 +34,8 @@ export function isTransientDatabaseError(error: unknown): boolean {
   let current: unknown = error;
   while (current && typeof current === 'object' && !seen.has(current)) {
     seen.add(current);
-    const candidate = current as { code?: unknown; message?: unknown; cause?: unknown; meta?: unknown; originalCode?: unknown };
+    const candidate = current as { code?: unknown; message?: unknown; cause?: unknown; meta?: unknown; originalCode?: unknown; kind?: unknown };
+    if (typeof candidate.kind === 'string' && TRANSIENT_ADAPTER_KINDS.has(candidate.kind)) return true;
     for (const code of [candidate.code, candidate.originalCode]) {
       if (typeof code === 'string' && (TRANSIENT_CODES.has(code) || TRANSIENT_NODE_CODES.has(code) || TRANSIENT_PRISMA_CODES.has(code))) {
         return true;

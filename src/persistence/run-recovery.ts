@@ -2,6 +2,7 @@ import type { Prisma } from './database.js';
 import type { ReadyStep } from '../queue/task-queues.js';
 import type { StepOptions } from '../tasks/plan.js';
 import { loadContext, readyStep, type Tx } from './step-results.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 export interface ActiveRun {
   id: string;
@@ -15,7 +16,11 @@ export interface ActiveRun {
  * was removed by hand. The record in PostgreSQL says what the run still has to do.
  */
 export class RunRecovery {
-  constructor(private readonly prisma: Prisma) {}
+  constructor(
+    private readonly prisma: Prisma,
+    /** Sizes a restarted step's input may have. */
+    private readonly limits: Limits = DEFAULT_LIMITS,
+  ) {}
 
   /** Active tasks accepted more than `olderThanMs` ago, oldest first, after `afterId` (paging). */
   async activeRuns(olderThanMs: number, limit: number, after?: { createdAt: Date; id: string }): Promise<(ActiveRun & { createdAt: Date })[]> {
@@ -53,7 +58,7 @@ export class RunRecovery {
         run,
       );
       const context = await loadContext(tx as Tx, rows.map((row) => ({ ...row, task_id: taskId })));
-      const ready = rows.map((row) => readyStep(row, context.get(taskId) ?? { params: {}, steps: new Map() }));
+      const ready = rows.map((row) => readyStep(row, context.get(taskId) ?? { params: {}, steps: new Map() }, this.limits));
       await enqueue(ready);
       return ready.length;
     });

