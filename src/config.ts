@@ -1,16 +1,55 @@
 import { z } from 'zod';
 
+/** The entries of a comma-separated list, trimmed, empty ones dropped. */
+const listEntries = (value: string) =>
+  value
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry.length > 0);
+
 /** Comma-separated list, trimmed, empty entries dropped. */
-const csv = z
-  .string()
-  .transform((value) =>
-    value
-      .split(',')
-      .map((entry) => entry.trim())
-      .filter((entry) => entry.length > 0),
-  );
+const csv = z.string().transform(listEntries);
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** What an API key may do; README.md "Security" lists the endpoints of each. */
+export const API_KEY_SCOPES = ['admin', 'client', 'read'] as const;
+export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
+
+/** One configured key: its scope, an optional owner name shared by the keys of one client, the secret. */
+export interface ApiKeyEntry {
+  scope: ApiKeyScope;
+  /** Tasks are owned by this name instead of by the key, so rotating a named key keeps its tasks visible. */
+  name?: string;
+  key: string;
+}
+
+const KEY_PREFIX = new RegExp(`^(${API_KEY_SCOPES.join('|')})(?:@([A-Za-z0-9_.-]{1,64}))?$`);
+
+/**
+ * One entry of API_KEYS or of an API_KEYS_FILE line: `KEY` (an admin key, as before scopes
+ * existed), `SCOPE:KEY` or `SCOPE@NAME:KEY`. The text before the first `:` must then be a scope
+ * (with its name): an unknown one is refused rather than taken as part of an admin key, so a
+ * typo never grants admin. A key containing `:` is therefore written with its scope.
+ */
+export const apiKeyEntry = z.string().transform((entry, ctx): ApiKeyEntry => {
+  const colon = entry.indexOf(':');
+  let parsed: ApiKeyEntry = { scope: 'admin', key: entry };
+  if (colon >= 0) {
+    const prefix = KEY_PREFIX.exec(entry.slice(0, colon));
+    if (!prefix) {
+      // The text before ":" is not quoted back: it may be part of a secret.
+      ctx.addIssue({ code: 'custom', message: 'the text before the first ":" is not a scope: write admin:KEY, client:KEY, read:KEY or SCOPE@NAME:KEY (NAME: letters, digits, _ . -)' });
+      return z.NEVER;
+    }
+    parsed = { scope: prefix[1] as ApiKeyScope, ...(prefix[2] ? { name: prefix[2] } : {}), key: entry.slice(colon + 1) };
+  }
+  if (parsed.key.length < 16) {
+    ctx.addIssue({ code: 'custom', message: 'each key must be at least 16 characters' });
+    return z.NEVER;
+  }
+  return parsed;
+});
 
 /**
  * Every setting the service reads from the environment. Defaults are the ones a fresh machine
@@ -53,6 +92,12 @@ const configSchema = z.object({
   WORKER_TOOLS: csv.default([]),
   /** How long a stopping worker waits for in-flight steps before it exits anyway. */
   WORKER_SHUTDOWN_TIMEOUT_MS: integer(0, 600_000).default(30_000),
+  /**
+   * How long a worker's claim on a running step lasts without renewal (renewed every half of
+   * it). A step whose worker died, or gave up at WORKER_SHUTDOWN_TIMEOUT_MS, is run again
+   * elsewhere this long (up to twice this long) later; stalled steps are also looked for this often.
+   */
+  WORKER_LOCK_DURATION_MS: integer(1_000, 600_000).default(30_000),
   /** Hosts the http tool (and webhooks) may call: `api.example.com`, `*.example.com`, `10.0.0.5`, `127.0.0.1:8080`. */
   HTTP_TOOL_ALLOWED_HOSTS: csv.default([]),
   /** Largest JSON body the API accepts (a size string understood by body-parser). */
@@ -65,11 +110,34 @@ const configSchema = z.object({
   QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(5000),
   /** Upper bound on GET /result?wait=N, in seconds. */
   RESULT_WAIT_MAX_S: integer(0, 300).default(30),
+  /** Waiting GET /result?wait=N requests per API key (per client address without keys), across API processes. 0: no limit. */
+  LONG_POLLS_PER_KEY: integer(0, 100_000).default(100),
+  /** Open GET /tasks/:id/events streams per API key (per client address without keys), across API processes. 0: no limit. */
+  EVENT_STREAMS_PER_KEY: integer(0, 100_000).default(100),
+  /** Longest life of an event stream, in seconds; then a `reconnect` event ends it (the client resumes with Last-Event-ID). */
+  EVENT_STREAM_MAX_S: integer(1, 86_400).default(3_600),
+  /** Widest window GET /stats computes, in days; a wider one answers 400. */
+  STATS_MAX_WINDOW_DAYS: integer(1, 3650).default(31),
+  /** PostgreSQL statement_timeout of the GET /stats queries; past it the answer is 503 stats_timeout. */
+  STATS_STATEMENT_TIMEOUT_MS: integer(1, 600_000).default(10_000),
   /**
-   * Bearer keys the API accepts (comma-separated, so a new key can be added before an old one
-   * is removed). Empty: no authentication. /health, /ready and /metrics stay open.
+   * Bearer keys the API accepts, comma-separated, each `KEY` (admin), `SCOPE:KEY` or
+   * `SCOPE@NAME:KEY` (see apiKeyEntry). With neither these nor API_KEYS_FILE there is no
+   * authentication, which production refuses unless AUTH_DISABLED=true. /health, /ready and
+   * /metrics stay open.
    */
-  API_KEYS: csv.pipe(z.array(z.string().min(16, 'each key must be at least 16 characters'))).default([]),
+  API_KEYS: csv.pipe(z.array(apiKeyEntry)).default([]),
+  /** A file of keys, one entry per line as in API_KEYS (`#` starts a comment), re-read when it changes. */
+  API_KEYS_FILE: z.string().min(1).optional(),
+  /** How often the API looks at API_KEYS_FILE for a change; a change is applied once the file has stayed the same for one more look. */
+  API_KEYS_FILE_POLL_MS: integer(100, 3_600_000).default(2_000),
+  /** Run the API without keys in production, on purpose. */
+  AUTH_DISABLED: z
+    .enum(['true', 'false'], { message: 'use true or false' })
+    .transform((value) => value === 'true')
+    .default(false),
+  /** Wrong keys per minute from one client address before its requests with a key get 429; shared across API processes. 0: no limit. */
+  AUTH_FAILURES_PER_MINUTE: integer(0, 1_000_000).default(30),
   /** Origins allowed to call the API from a browser (CORS); `*` allows any. Empty: no CORS headers. */
   CORS_ORIGINS: csv.default([]),
   /** Requests per minute per API key (per client address without keys), across API processes. 0: no limit. */
@@ -90,6 +158,10 @@ const configSchema = z.object({
   RECONCILE_AFTER_MS: integer(0, 86_400_000).default(60_000),
   /** Port where a worker process serves its own /metrics. Unset: no metrics server in workers. */
   WORKER_METRICS_PORT: integer(0, 65535).optional(),
+  /** Bearer token that /metrics (the API's and the workers') requires. Unset: /metrics is open. */
+  METRICS_TOKEN: z.string().min(16, 'use at least 16 characters').optional(),
+  /** How long the API reuses a reading of its queue, task and dead-letter gauges. 0: read at every scrape. */
+  METRICS_CACHE_MS: integer(0, 600_000).default(5_000),
   /**
    * OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); spans go to
    * `<url>/v1/traces`. Unset: tracing is off.
@@ -97,6 +169,31 @@ const configSchema = z.object({
   OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
   /** Service name on exported spans. Unset: orchestrator-api, orchestrator-worker, or orchestrator (npm start). */
   OTEL_SERVICE_NAME: z.string().min(1).max(255).optional(),
+  /**
+   * Longest string (in characters) in a workflow definition's step inputs and output, the
+   * strings templates are read from. A longer one is refused when the definition is posted.
+   */
+  TEMPLATE_STRING_MAX_CHARS: integer(16, 100_000_000).default(65_536),
+  /** Most template references (`{{...}}`) one workflow definition may hold, inputs and output together. */
+  TEMPLATE_MAX_REFERENCES: integer(1, 1_000_000).default(1_000),
+  /**
+   * Largest input of a step, in bytes of JSON, once its templates are resolved. Steps that start
+   * with the task are checked at submit (400); a step that becomes ready later and is over it
+   * fails with StepInputTooLarge without running.
+   */
+  STEP_INPUT_MAX_BYTES: integer(1_024, 1_073_741_824).default(1_048_576),
+  /** Largest output a step may return, in bytes of JSON; over it the step fails with StepOutputTooLarge. */
+  STEP_OUTPUT_MAX_BYTES: integer(1_024, 1_073_741_824).default(1_048_576),
+  /** Deepest nesting of arrays and objects in a step's output; deeper fails with StepOutputTooLarge. */
+  STEP_OUTPUT_MAX_DEPTH: integer(1, 1_000).default(64),
+  /** Largest result of a task (the workflow's output, or the tool's), in bytes of JSON; over it the task fails with TaskResultTooLarge. */
+  TASK_RESULT_MAX_BYTES: integer(1_024, 1_073_741_824).default(4_194_304),
+  /**
+   * A step's output travels in BullMQ (its job's return value, its dependents' job data) only
+   * up to this many bytes of JSON; a larger one stays in PostgreSQL alone, and a small marker
+   * travels instead.
+   */
+  JOB_INLINE_OUTPUT_MAX_BYTES: integer(0, 1_048_576).default(4_096),
 });
 
 export type Config = Readonly<
@@ -115,9 +212,32 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** Variables whose values are secret: a bad one is described by its length, never shown. */
+const SECRET_NAME = /(^|_)(SECRET|TOKEN|PASSWORD|KEYS?|HEADERS)$/;
+/** Variables holding a URL, which may carry a password: shown with the password masked. */
+const URL_NAME = /_(URL|ENDPOINT)$/;
+
+/** `scheme://user:password@host` -> `scheme://user:***@host`; anything up to the last `@` counts as the password. */
+function withoutPassword(url: string): string {
+  return url.replace(/^([^:/?#]+:\/\/[^:@/?#]*:).*@/s, '$1***@');
+}
+
+/** What a problem message says about the value it refused. */
+function describeValue(name: string, value: string | undefined, path: readonly PropertyKey[]): string {
+  if (value === undefined) return '';
+  if (!SECRET_NAME.test(name)) return ` (got ${JSON.stringify(URL_NAME.test(name) ? withoutPassword(value) : value)})`;
+  const index = path[1];
+  if (typeof index === 'number') {
+    const entries = listEntries(value);
+    return ` (entry ${index + 1} of ${entries.length} has ${entries[index]?.length ?? 0} characters; secret values are not shown)`;
+  }
+  return ` (got ${value.length} characters; secret values are not shown)`;
+}
+
 /**
  * Parses the environment once. A wrong value throws a ConfigError naming each bad variable, so
- * the process stops at boot instead of failing later.
+ * the process stops at boot instead of failing later. The message shows bad values, except
+ * secrets (by their length only) and passwords inside URLs (masked): it ends up in logs.
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Empty strings (`FOO=` in a .env file) mean "not set", so the default applies.
@@ -126,7 +246,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
       const name = String(issue.path[0] ?? '');
-      return `  ${name}: ${issue.message} (got ${JSON.stringify(present[name])})`;
+      return `  ${name}: ${issue.message}${describeValue(name, present[name], issue.path)}`;
     });
     throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
   }
@@ -135,6 +255,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(
       `Invalid configuration:\n  QUEUE_PREFIX: must contain a Redis Cluster hash tag such as {orchestrator} when REDIS_CLUSTER_NODES is set, so that all keys of a task share one slot (got ${JSON.stringify(value.QUEUE_PREFIX)})`,
     );
+  }
+  if (value.AUTH_DISABLED && (value.API_KEYS.length > 0 || value.API_KEYS_FILE)) {
+    throw new ConfigError('Invalid configuration:\n  AUTH_DISABLED: true contradicts API_KEYS / API_KEYS_FILE: unset one or the other (got "true")');
   }
   return Object.freeze({
     ...value,

@@ -64,6 +64,23 @@ export class NonRetryableError extends Error {
   }
 }
 
+/** Names of the errors the size limits raise (README "Limits"). */
+export type LimitErrorName = 'StepInputTooLarge' | 'StepOutputTooLarge' | 'TaskResultTooLarge';
+
+/** Data over one of the size limits. Never retried: the same data is as large the next time. */
+export class LimitExceededError extends NonRetryableError {
+  override name: LimitErrorName;
+  constructor(
+    name: LimitErrorName,
+    message: string,
+    /** The limit, the setting that holds it, and where in the data it was passed. */
+    override readonly details: { limit: number; setting: string; at?: string },
+  ) {
+    super(message, details);
+    this.name = name;
+  }
+}
+
 /** Thrown by a tool adapter for a transient failure; `retryAfterMs` overrides the backoff. */
 export class RetryableError extends Error {
   override name = 'RetryableError';
@@ -121,7 +138,34 @@ export interface ErrorRecord {
 
 export function toErrorRecord(thrown: unknown): ErrorRecord {
   const error = coerceError(thrown);
-  const record: ErrorRecord = { name: error.name, message: error.message };
-  if ('details' in error && error.details !== undefined) record.details = error.details;
+  const record: ErrorRecord = { name: storableText(error.name), message: storableText(error.message) };
+  if ('details' in error && error.details !== undefined) record.details = storableJson(plainJson(error.details));
   return record;
+}
+
+/**
+ * PostgreSQL stores neither NUL nor a lone surrogate in text or jsonb. An error is recorded
+ * whatever it quotes (an answer body, an adapter's message), so such characters become U+FFFD
+ * rather than making the write of the step's failure itself fail.
+ */
+function storableText(text: string): string {
+  return text.toWellFormed().replaceAll('\u0000', '\uFFFD');
+}
+
+/** What JSON.stringify makes of a value (dates as strings, no functions), or its text when it has no JSON form. */
+function plainJson(value: unknown): unknown {
+  try {
+    const text = JSON.stringify(value);
+    return text === undefined ? null : JSON.parse(text);
+  } catch {
+    return String(value);
+  }
+}
+
+function storableJson(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return storableText(value);
+  if (value === null || typeof value !== 'object') return value;
+  if (depth >= 32) return '[nested too deep]';
+  if (Array.isArray(value)) return value.map((item) => storableJson(item, depth + 1));
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [storableText(key), storableJson(item, depth + 1)]));
 }

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { Config } from '../src/config.js';
 import type { Logger } from '../src/logger.js';
-import { Metrics } from '../src/observability/metrics.js';
+import { Metrics, scrapeAuthorized } from '../src/observability/metrics.js';
 import { openDatabase } from '../src/persistence/database.js';
 import type { ToolRegistry } from '../src/tools/tool.js';
 import { startWorkerRuntime, type WorkerRuntime } from './runtime/worker-runtime.js';
@@ -14,10 +14,16 @@ export interface WorkerProcess {
 }
 
 /** Serves GET /metrics of this process on its own port, so a scraper sees every worker. */
-async function serveMetrics(metrics: Metrics, port: number, host: string): Promise<http.Server> {
+async function serveMetrics(metrics: Metrics, port: number, host: string, token: string | undefined): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'route_not_found', message: 'only GET /metrics here' } }));
+      return;
+    }
+    if (!scrapeAuthorized(token, req.headers.authorization)) {
+      res
+        .writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="metrics"' })
+        .end(JSON.stringify({ error: { code: 'unauthorized', message: 'the metrics need METRICS_TOKEN: Authorization: Bearer <token>' } }));
       return;
     }
     metrics.registry.metrics().then(
@@ -43,18 +49,23 @@ export async function startWorker(config: Config, logger: Logger, registry: Tool
     allTools: registry.names(),
     metrics,
   });
-  const metricsServer = config.WORKER_METRICS_PORT === undefined ? undefined : await serveMetrics(metrics, config.WORKER_METRICS_PORT, config.HOST);
+  const metricsServer = config.WORKER_METRICS_PORT === undefined ? undefined : await serveMetrics(metrics, config.WORKER_METRICS_PORT, config.HOST, config.METRICS_TOKEN);
   const address = metricsServer?.address();
   const metricsUrl = address && typeof address === 'object' ? `http://127.0.0.1:${address.port}/metrics` : undefined;
   if (metricsUrl) logger.info('worker metrics listening', { url: metricsUrl });
+  let closing: Promise<{ drained: boolean }> | undefined;
   return {
     runtime,
     ...(metricsUrl ? { metricsUrl } : {}),
-    async close() {
-      const outcome = await runtime.close();
-      await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
-      await db.close();
-      return outcome;
+    // Once: a second call (a signal handler and a supervisor both closing) waits for the first.
+    close() {
+      closing ??= (async () => {
+        const outcome = await runtime.close();
+        await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
+        await db.close();
+        return outcome;
+      })();
+      return closing;
     },
   };
 }

@@ -5,10 +5,13 @@ import cors from 'cors';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type { RedisClient } from '../queue/redis.js';
-import type { Metrics } from '../observability/metrics.js';
+import { scrapeAuthorized, type Metrics } from '../observability/metrics.js';
 import { traceRequests } from '../observability/http-tracing.js';
 import { tracingEnabled } from '../observability/tracing.js';
-import { accessLog, apiKeyAuth, requestIds, requestRateLimit } from './middleware.js';
+import { accessLog, apiKeyAuth, isPreflight, requestIds, requestRateLimit } from './middleware.js';
+import { requireAccess } from './access.js';
+import type { KeyRing } from './api-keys.js';
+import { ClientSlots } from './client-slots.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
@@ -43,6 +46,8 @@ export interface AppDeps {
   streams: EventStreams;
   stats: StatsStore;
   system: SystemInfo;
+  /** The API keys; undefined: authentication is off. */
+  keys?: KeyRing;
 }
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -52,6 +57,13 @@ function routeOf(req: express.Request): string {
   if (req.route?.path) return `${req.baseUrl}${String(req.route.path)}`;
   if (req.baseUrl) return req.baseUrl;
   return 'unmatched';
+}
+
+function bullBoard(queues: TaskQueues, readOnlyMode: boolean): express.Router {
+  const adapter = new ExpressAdapter();
+  adapter.setBasePath('/admin/queues');
+  createBullBoard({ queues: queues.all().map((queue) => new BullMQAdapter(queue, { readOnlyMode })), serverAdapter: adapter });
+  return adapter.getRouter() as express.Router;
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -77,18 +89,26 @@ export function createApp(deps: AppDeps): Express {
   const headers = helmet();
   const uiHeaders = helmet({ contentSecurityPolicy: false });
   app.use((req, res, next) => (/^\/(admin\/queues|docs)(\/|$)/.test(req.path) ? uiHeaders : headers)(req, res, next));
-  if (config.CORS_ORIGINS.length > 0) {
-    app.use(
-      cors({
-        origin: config.CORS_ORIGINS.includes('*') ? true : config.CORS_ORIGINS,
-        exposedHeaders: ['X-Request-Id', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
-        maxAge: 600,
-      }),
-    );
+  const corsEnabled = config.CORS_ORIGINS.length > 0;
+  if (corsEnabled) {
+    const corsHeaders = cors({
+      origin: config.CORS_ORIGINS.includes('*') ? true : config.CORS_ORIGINS,
+      exposedHeaders: ['X-Request-Id', 'Retry-After', 'RateLimit', 'RateLimit-Policy'],
+      maxAge: 600,
+    });
+    // cors() would answer any OPTIONS as a preflight; one that is not goes through the key check.
+    app.use((req, res, next) => (req.method === 'OPTIONS' && !isPreflight(req) ? next() : corsHeaders(req, res, next)));
   }
-  if (config.API_KEYS.length > 0) app.use(apiKeyAuth(config.API_KEYS));
+  if (deps.keys) {
+    app.use(apiKeyAuth({ keys: deps.keys, failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE, redis: deps.redis, prefix: config.QUEUE_PREFIX, cors: corsEnabled }));
+  }
   if (config.RATE_LIMIT_PER_MINUTE > 0) app.use(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));
-  app.get('/metrics', async (_req, res, next) => {
+  app.get('/metrics', async (req, res, next) => {
+    if (!scrapeAuthorized(config.METRICS_TOKEN, req.get('authorization'))) {
+      res.setHeader('www-authenticate', 'Bearer realm="metrics"');
+      res.status(401).json(errorBody('unauthorized', 'the metrics need METRICS_TOKEN: Authorization: Bearer <token>'));
+      return;
+    }
     try {
       res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
     } catch (error) {
@@ -116,21 +136,42 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.use(systemRoutes(deps.system));
-  app.use(taskRoutes(deps.tasks));
-  app.use(taskEventRoutes({ tasks: deps.tasks, eventLog: deps.eventLog, events: deps.events, logger: deps.logger }, deps.streams));
+  const slots = (kind: string, max: number, leaseMs: number) => new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
+  // A slot a crashed process never gave back lapses a minute after its request could have ended.
+  app.use(taskRoutes(deps.tasks, slots('long-polls', config.LONG_POLLS_PER_KEY, config.RESULT_WAIT_MAX_S * 1000 + 60_000)));
+  app.use(
+    taskEventRoutes(
+      {
+        tasks: deps.tasks,
+        eventLog: deps.eventLog,
+        events: deps.events,
+        logger: deps.logger,
+        slots: slots('streams', config.EVENT_STREAMS_PER_KEY, config.EVENT_STREAM_MAX_S * 1000 + 60_000),
+        maxLifetimeMs: config.EVENT_STREAM_MAX_S * 1000,
+      },
+      deps.streams,
+    ),
+  );
   app.use(toolRoutes(deps.registry));
   app.use(workflowRoutes(deps.workflows, deps.tasks));
   app.use(deadLetterRoutes(deps.tasks));
-  app.use(statsRoutes(deps.stats));
+  app.use(statsRoutes(deps.stats, config.STATS_MAX_WINDOW_DAYS));
 
   // The API description, generated from the zod schemas (src/api/openapi.ts), and its UI.
-  app.get('/openapi.json', openApiRoute());
-  app.use('/docs', docsUi('/openapi.json'));
+  app.get('/openapi.json', requireAccess('catalog'), openApiRoute());
+  app.use('/docs', requireAccess('catalog'), docsUi('/openapi.json'));
 
-  const board = new ExpressAdapter();
-  board.setBasePath('/admin/queues');
-  createBullBoard({ queues: deps.queues.all().map((queue) => new BullMQAdapter(queue)), serverAdapter: board });
-  app.use('/admin/queues', board.getRouter());
+  // Bull Board shows every task's job data: admin and read keys only. Its API changes queues
+  // with anything but GET, so those need admin; a read key gets a board in read-only mode too,
+  // so the page offers no buttons it could not use.
+  const board = bullBoard(deps.queues, false);
+  const readOnlyBoard = deps.keys ? bullBoard(deps.queues, true) : board;
+  const [monitor, admin] = [requireAccess('monitor'), requireAccess('admin')];
+  app.use(
+    '/admin/queues',
+    (req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? monitor : admin)(req, res, next),
+    (req, res, next) => (req.apiKeyScope === undefined || req.apiKeyScope === 'admin' ? board : readOnlyBoard)(req, res, next),
+  );
 
   app.use((req, res) => {
     res.status(404).json(errorBody('route_not_found', `no route for ${req.method} ${req.path}`));

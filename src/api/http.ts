@@ -104,10 +104,13 @@ export function errorBody(code: string, message: string, details?: unknown) {
   return { error: { code, message, ...(details !== undefined ? { details } : {}) } };
 }
 
+// `ECONNREFUSED \S*:6379` rather than `ECONNREFUSED.*6379`: `.*` rescans the rest of the message
+// from every ECONNREFUSED in it, quadratic on a message that repeats the word.
 const REDIS_DOWN =
-  /Stream isn't writeable|enableOfflineQueue|Connection is closed|Command timed out|ECONNREFUSED.*6379|Reached the max retries per request|connect ETIMEDOUT/i;
+  /Stream isn't writeable|enableOfflineQueue|Connection is closed|Command timed out|ECONNREFUSED \S*:6379|Reached the max retries per request|connect ETIMEDOUT/i;
 
-function isRedisUnavailable(error: unknown): boolean {
+/** Whether an error says Redis cannot be reached (the API then answers 503). */
+export function isRedisUnavailable(error: unknown): boolean {
   return error instanceof Error && (REDIS_DOWN.test(error.message) || error.name === 'MaxRetriesPerRequestError');
 }
 

@@ -4,14 +4,17 @@ import { createLogger } from '../logger.js';
 import { createToolRegistry } from '../../workers/adapters/index.js';
 import { startApi } from './server.js';
 import { initTracing } from '../observability/tracing.js';
+import { openKeyRing } from './api-keys.js';
 
 /** `npm run api`: the HTTP API alone. */
 await boot('api', async () => {
   const config = loadConfig();
   const logger = createLogger(config).child({ process: 'api', pid: process.pid });
+  // Before anything connects: production without keys stops here (closed by default).
+  const keys = await openKeyRing(config, logger);
   await prepareDatabase(config, logger);
   const tracing = await initTracing(config, logger, { role: 'api' });
-  const api = await startApi(config, logger, createToolRegistry());
+  const api = await startApi(config, logger, createToolRegistry(), undefined, keys);
   closeOnSignals(logger, async () => {
     await api.close();
     await tracing.shutdown();

@@ -1,10 +1,12 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
 import { RedisStore, type RedisReply } from 'rate-limit-redis';
 import { sendCommand, type RedisClient } from '../queue/redis.js';
 import type { Logger } from '../logger.js';
 import { requestContext } from '../lib/request-context.js';
+import type { ApiKeyScope } from '../config.js';
+import type { KeyRing } from './api-keys.js';
 import { errorBody } from './http.js';
 
 /** Endpoints a load balancer or scraper calls without a key. */
@@ -18,8 +20,10 @@ declare module 'express-serve-static-core' {
   interface Request {
     /** From X-Request-Id when the client sent a sane one, else generated. */
     id: string;
-    /** A short, non-secret name of the API key used (a hash prefix), for rate limits and logs. */
+    /** The non-secret id of the API key used (its name or a hash prefix): task owner, rate limits, logs. */
     apiKeyId?: string;
+    /** The scope of the API key used; undefined when authentication is off. */
+    apiKeyScope?: ApiKeyScope;
   }
 }
 
@@ -50,8 +54,6 @@ export function accessLog(logger: Logger): RequestHandler {
   };
 }
 
-const sha256 = (value: string) => createHash('sha256').update(value).digest();
-
 function presentedKey(req: Request): string | undefined {
   const header = req.get('authorization');
   if (!header) return undefined;
@@ -67,26 +69,83 @@ function presentedKey(req: Request): string | undefined {
   return undefined;
 }
 
+/** A browser's CORS preflight: an OPTIONS request that names the method it wants to send. */
+export function isPreflight(req: Request): boolean {
+  return req.method === 'OPTIONS' && req.get('origin') !== undefined && req.get('access-control-request-method') !== undefined;
+}
+
+const FAILURE_WINDOW_MS = 60_000;
+// The first failure of a window starts its expiry, in the same step, so a counter never outlives it.
+const COUNT_FAILURE = `local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n`;
+
 /**
- * Requires one of `keys` on every endpoint but the open ones. Keys are compared as SHA-256
- * digests with timingSafeEqual, against every configured key, so the time taken says nothing
- * about how close a guess was or which key matched.
+ * Wrong keys per client address, counted in Redis so every API process sees them. Checked before
+ * a key is compared: past the limit even the right key waits, or guessing would go on at full
+ * speed (a 429 would just mean "wrong"). When Redis does not answer, nothing is limited.
  */
-export function apiKeyAuth(keys: readonly string[]): RequestHandler {
-  const digests = keys.map(sha256);
-  return (req, res, next) => {
-    if (OPEN_PATHS.has(req.path) || req.method === 'OPTIONS') return next();
+class AuthFailures {
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly prefix: string,
+    private readonly perMinute: number,
+  ) {}
+
+  private key(address: string): string {
+    return `${this.prefix}:authfail:${address}`;
+  }
+
+  /** Seconds until the address may try again; undefined while under the limit. */
+  async blockedFor(address: string): Promise<number | undefined> {
+    try {
+      const count = Number((await this.redis.get(this.key(address))) ?? 0);
+      if (count < this.perMinute) return undefined;
+      return Math.max(1, Math.ceil((await this.redis.pttl(this.key(address))) / 1000));
+    } catch {
+      return undefined;
+    }
+  }
+
+  async record(address: string): Promise<void> {
+    await this.redis.eval(COUNT_FAILURE, 1, this.key(address), FAILURE_WINDOW_MS).catch(() => undefined);
+  }
+}
+
+export interface ApiKeyAuthOptions {
+  keys: KeyRing;
+  /** Wrong keys one client address may send per minute before its keyed requests get 429. 0: no limit. */
+  failuresPerMinute: number;
+  /** Where failures are counted: the producer connection and the queue prefix. */
+  redis: RedisClient;
+  prefix: string;
+  /** CORS is configured: browsers' preflights pass without a key (they cannot send one). */
+  cors: boolean;
+}
+
+/**
+ * Requires a key of `keys` on every endpoint but the open ones and CORS preflights, and notes
+ * the key's id and scope on the request for the routes' scope checks (see access.ts).
+ */
+export function apiKeyAuth(options: ApiKeyAuthOptions): RequestHandler {
+  const failures = options.failuresPerMinute > 0 ? new AuthFailures(options.redis, options.prefix, options.failuresPerMinute) : undefined;
+  return async (req, res, next) => {
+    if (OPEN_PATHS.has(req.path) || (options.cors && isPreflight(req))) return next();
     const presented = presentedKey(req);
     if (presented !== undefined) {
-      const digest = sha256(presented);
-      let matched = -1;
-      digests.forEach((known, index) => {
-        if (timingSafeEqual(known, digest) && matched < 0) matched = index;
-      });
-      if (matched >= 0) {
-        req.apiKeyId = digests[matched]!.toString('hex').slice(0, 12);
+      // ipKeyGenerator groups an IPv6 client's whole /56, which it could otherwise rotate through.
+      const address = ipKeyGenerator(req.ip ?? '0.0.0.0');
+      const wait = await failures?.blockedFor(address);
+      if (wait !== undefined) {
+        res.setHeader('retry-after', String(wait));
+        res.status(429).json(errorBody('rate_limited', `more than ${options.failuresPerMinute} wrong API keys a minute from this address; retry after the Retry-After delay`));
+        return;
+      }
+      const key = options.keys.match(presented);
+      if (key) {
+        req.apiKeyId = key.id;
+        req.apiKeyScope = key.scope;
         return next();
       }
+      await failures?.record(address);
     }
     const browser = BROWSER_PATHS.test(req.path);
     res.setHeader('www-authenticate', browser ? 'Basic realm="Orchestrator", charset="UTF-8"' : 'Bearer realm="orchestrator"');

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { PACKAGE } from '../bootstrap.js';
+import { API_KEY_SCOPES } from '../config.js';
 import { parameterSchema, stepSchema, workflowDefinitionSchema } from '../workflows/definition.js';
+import { ACCESS, type Access } from './access.js';
 import * as r from './responses.js';
 import { deadLettersQuery } from './routes/dead-letters.js';
 import { statsQuery } from './routes/stats.js';
@@ -40,6 +42,8 @@ export interface ApiOperation {
   body?: z.ZodType;
   /** Open to anyone even when API_KEYS is set (load balancers, scrapers). */
   open?: boolean;
+  /** Which keys may call it (src/api/access.ts); every operation that is not open names one, and its route checks the same. */
+  access?: Access;
   /** Browser pages: basic auth (any user name, the key as password) works as well as a bearer key. */
   browser?: boolean;
   responses: Record<number, ApiReply>;
@@ -66,6 +70,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'post',
     path: '/assign-task',
     operationId: 'assignTask',
+    access: 'submit',
     summary: 'Submit a task',
     description:
       '`task_type` names a tool (a one-step task) or a registered workflow; `params` is checked against its input schema before anything is enqueued. Also answers on `/assign-task/`.',
@@ -84,8 +89,10 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/result/{task_id}',
     operationId: 'getResult',
+    access: 'tasks',
     summary: 'Read a task, its steps and its result',
-    description: 'With `?wait=N` the answer waits until the task ends or N seconds pass (at most RESULT_WAIT_MAX_S, 30 by default).',
+    description:
+      'With `?wait=N` the answer waits until the task ends or N seconds pass (at most RESULT_WAIT_MAX_S, 30 by default). A key (or an address, without keys) may have LONG_POLLS_PER_KEY such waiting requests open at once.',
     tags: ['tasks'],
     ...taskParams,
     query: resultQuery,
@@ -93,6 +100,11 @@ export const OPERATIONS: readonly ApiOperation[] = [
       200: { description: 'The task.', body: r.taskViewSchema },
       400: invalid('The query is invalid.'),
       404: notFound('No such task (`task_not_found`).'),
+      429: {
+        description: 'The key already has LONG_POLLS_PER_KEY waiting requests open (`too_many_long_polls`), or sent more than RATE_LIMIT_PER_MINUTE requests this minute (`rate_limited`).',
+        body: r.errorBodySchema,
+        headers: { 'Retry-After': { description: 'Seconds to wait before trying again.', schema: { type: 'integer' } } },
+      },
       503: unavailable,
     },
   },
@@ -100,6 +112,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/tasks',
     operationId: 'listTasks',
+    access: 'tasks',
     summary: 'List tasks, newest first',
     tags: ['tasks'],
     query: listTasksQuery,
@@ -113,6 +126,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/tasks/{task_id}',
     operationId: 'getTask',
+    access: 'tasks',
     summary: 'Read a task (as GET /result, without waiting)',
     tags: ['tasks'],
     ...taskParams,
@@ -126,12 +140,15 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/tasks/{task_id}/events',
     operationId: 'streamTaskEvents',
+    access: 'tasks',
     summary: "Follow a task's progress (Server-Sent Events)",
     description: [
       'A new stream starts with a `snapshot` event whose data is the task as GET /result shows it (`TaskView`), then one event per',
       'task or step transition and progress report (`task`, `step`, `progress`; data: `TaskStreamEvent`). It ends after the task',
       'ends. Every event has an `id:`; reconnect with `Last-Event-ID` (or `?last_event_id=`) to receive only what was missed.',
       'A stopping server sends a `shutdown` event first. Comment lines (`: ping`) keep idle streams open.',
+      'A stream lives at most EVENT_STREAM_MAX_S: then a `reconnect` event (its `id:` is the last event id) ends it, and the client resumes from that id.',
+      'A key (or an address, without keys) may have EVENT_STREAMS_PER_KEY streams open at once.',
     ].join(' '),
     tags: ['tasks'],
     ...taskParams,
@@ -141,6 +158,11 @@ export const OPERATIONS: readonly ApiOperation[] = [
       200: { description: 'The event stream.', mediaType: 'text/event-stream', body: z.string() },
       400: invalid('Last-Event-ID is not an event id.'),
       404: notFound('No such task (`task_not_found`).'),
+      429: {
+        description: 'The key already has EVENT_STREAMS_PER_KEY streams open (`too_many_streams`), or sent more than RATE_LIMIT_PER_MINUTE requests this minute (`rate_limited`).',
+        body: r.errorBodySchema,
+        headers: { 'Retry-After': { description: 'Seconds to wait before trying again.', schema: { type: 'integer' } } },
+      },
       503: unavailable,
     },
   },
@@ -148,6 +170,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'post',
     path: '/tasks/{task_id}/cancel',
     operationId: 'cancelTask',
+    access: 'manageTasks',
     summary: 'Cancel a task',
     description: 'No further step starts, and running steps are aborted on whichever worker holds them.',
     tags: ['tasks'],
@@ -163,6 +186,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'post',
     path: '/tasks/{task_id}/retry',
     operationId: 'retryTask',
+    access: 'manageTasks',
     summary: 'Resume a failed or cancelled task',
     description: 'Steps that completed are not run again.',
     tags: ['tasks'],
@@ -180,6 +204,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/tools',
     operationId: 'listTools',
+    access: 'catalog',
     summary: 'List the tool adapters, with their input and output JSON Schemas and defaults',
     tags: ['tools'],
     responses: { 200: { description: 'Every tool this deployment knows.', body: r.toolListSchema } },
@@ -190,6 +215,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'post',
     path: '/workflows',
     operationId: 'defineWorkflow',
+    access: 'admin',
     summary: 'Store a workflow definition (a new version when the name exists)',
     description:
       'Checked before storing: unique step ids, known tools, existing dependencies, no cycles, template references that resolve, literal inputs that fit the tool. Running tasks keep the version they started with.',
@@ -205,6 +231,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/workflows',
     operationId: 'listWorkflows',
+    access: 'catalog',
     summary: 'List the active workflows (current versions)',
     tags: ['workflows'],
     responses: { 200: { description: 'The workflows.', body: r.workflowListSchema }, 503: unavailable },
@@ -213,6 +240,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/workflows/{name}',
     operationId: 'getWorkflow',
+    access: 'catalog',
     summary: 'Read a workflow definition',
     tags: ['workflows'],
     ...workflowParams,
@@ -228,6 +256,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/workflows/{name}/versions',
     operationId: 'listWorkflowVersions',
+    access: 'catalog',
     summary: 'List the versions of a workflow, archived ones included',
     tags: ['workflows'],
     ...workflowParams,
@@ -241,6 +270,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'delete',
     path: '/workflows/{name}',
     operationId: 'archiveWorkflow',
+    access: 'admin',
     summary: 'Archive a workflow',
     description: 'It can no longer be run; its versions and tasks are kept.',
     tags: ['workflows'],
@@ -255,6 +285,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'post',
     path: '/workflows/{name}/execute',
     operationId: 'executeWorkflow',
+    access: 'submit',
     summary: 'Run a workflow (the same answers as POST /assign-task)',
     tags: ['workflows'],
     ...workflowParams,
@@ -274,6 +305,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/dead-letters',
     operationId: 'listDeadLetters',
+    access: 'monitor',
     summary: 'List steps that exhausted their retries, with their input and error',
     tags: ['dead-letters'],
     query: deadLettersQuery,
@@ -287,6 +319,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'post',
     path: '/dead-letters/{id}/replay',
     operationId: 'replayDeadLetter',
+    access: 'admin',
     summary: "Replay a dead letter: resumes its task (as POST /tasks/{task_id}/retry)",
     tags: ['dead-letters'],
     params: deadLetterIdParam,
@@ -303,14 +336,16 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/stats',
     operationId: 'stats',
+    access: 'monitor',
     summary: 'Counts by status and task type, duration percentiles per task type and per tool',
-    description: 'Of the tasks created in the window (and their steps), computed in PostgreSQL.',
+    description:
+      'Of the tasks created in the window (and their steps), computed in PostgreSQL. The window spans at most STATS_MAX_WINDOW_DAYS; the queries run under STATS_STATEMENT_TIMEOUT_MS.',
     tags: ['system'],
     query: statsQuery,
     responses: {
       200: { description: 'The statistics of the window.', body: r.statsSchema },
-      400: invalid('The query is invalid, or the window is empty.'),
-      503: unavailable,
+      400: invalid('The query is invalid, or the window is empty or wider than STATS_MAX_WINDOW_DAYS (path `window` or `since`).'),
+      503: { description: '`stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); or `service_unavailable`.', body: r.errorBodySchema },
     },
   },
 
@@ -319,6 +354,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/',
     operationId: 'serviceInfo',
+    access: 'catalog',
     summary: 'Name, version, uptime and links',
     tags: ['system'],
     responses: { 200: { description: 'About this service.', body: r.serviceInfoSchema } },
@@ -350,6 +386,8 @@ export const OPERATIONS: readonly ApiOperation[] = [
     path: '/metrics',
     operationId: 'metrics',
     summary: 'Prometheus metrics of this API process',
+    description:
+      'Outside API_KEYS. When METRICS_TOKEN is set, it needs `Authorization: Bearer <METRICS_TOKEN>` (else 401 `unauthorized`). Queue, task and dead-letter gauges are read at most once per METRICS_CACHE_MS.',
     tags: ['system'],
     open: true,
     responses: { 200: { description: 'The Prometheus text exposition format.', mediaType: 'text/plain', body: z.string() } },
@@ -358,6 +396,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/openapi.json',
     operationId: 'openApiDocument',
+    access: 'catalog',
     summary: 'This API description (OpenAPI 3.1)',
     tags: ['system'],
     responses: { 200: { description: 'The OpenAPI document.', body: z.record(z.string(), z.unknown()) } },
@@ -366,6 +405,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/docs',
     operationId: 'apiDocsUi',
+    access: 'catalog',
     summary: 'Interactive API documentation (Swagger UI)',
     description: 'The page is served at `/docs/`, its scripts and styles under it; it reads /openapi.json.',
     tags: ['system'],
@@ -382,6 +422,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     method: 'get',
     path: '/admin/queues',
     operationId: 'queuesUi',
+    access: 'monitor',
     summary: 'Bull Board: the queues and their jobs, live',
     description: 'A browser UI; its own API and assets live under `/admin/queues/`. Not a stable interface for programs.',
     tags: ['system'],
@@ -400,12 +441,15 @@ function commonReplies(operation: ApiOperation): Record<number, ApiReply> {
   }
   if (!operation.open) {
     replies[401] = {
-      description: 'API_KEYS is set and no valid key was sent (`unauthorized`).',
+      description: 'API keys are configured and no valid key was sent (`unauthorized`).',
       body: r.errorBodySchema,
       headers: { 'WWW-Authenticate': { description: 'The scheme to use: Bearer, or Basic on browser pages.', schema: text } },
     };
+    if (operation.access && ACCESS[operation.access].length < API_KEY_SCOPES.length) {
+      replies[403] = { description: `The key's scope may not do this (\`forbidden\`): it needs ${ACCESS[operation.access].join(' or ')}.`, body: r.errorBodySchema };
+    }
     replies[429] = {
-      description: 'More than RATE_LIMIT_PER_MINUTE requests this minute with this key (`rate_limited`).',
+      description: 'More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`).',
       body: r.errorBodySchema,
       headers: { 'Retry-After': { description: 'Seconds to wait before trying again.', schema: { type: 'integer' } } },
     };
@@ -546,7 +590,9 @@ export function buildOpenApiDocument(operations: readonly ApiOperation[] = OPERA
       ...(query ? parametersOf('query', query()) : []),
       ...(headers ? parametersOf('header', headers()) : []),
     ];
-    const schemes = operation.browser ? [{}, { bearerAuth: [] }, { basicAuth: [] }] : [{}, { bearerAuth: [] }];
+    // OpenAPI 3.1 lets a bearer or basic requirement list the roles it needs: here the key scopes.
+    const scopes = operation.access ? [...ACCESS[operation.access]] : [];
+    const schemes = operation.browser ? [{}, { bearerAuth: scopes }, { basicAuth: scopes }] : [{}, { bearerAuth: scopes }];
     (paths[operation.path] ??= {})[operation.method] = {
       operationId: operation.operationId,
       summary: operation.summary,
@@ -579,7 +625,8 @@ export function buildOpenApiDocument(operations: readonly ApiOperation[] = OPERA
         'Dependable background work on BullMQ: submit a task (a tool or a workflow), follow it, read its result.',
         'Every error body is `{"error": {"code", "message", "details"?}}` with a stable snake_case `code`.',
         'Every answer carries `X-Request-Id` (the one sent, or a new one).',
-        'When the server has API_KEYS, every endpoint but /health, /ready and /metrics needs `Authorization: Bearer <key>`.',
+        'When the server has API keys, every endpoint but /health, /ready and /metrics needs `Authorization: Bearer <key>`,',
+        'and a key of a scope the operation allows (`admin`, `client`, `read`; listed in its security requirement). A `client` key sees only the tasks it submitted.',
       ].join(' '),
     },
     servers: [{ url: '/' }],
@@ -594,8 +641,8 @@ export function buildOpenApiDocument(operations: readonly ApiOperation[] = OPERA
     components: {
       schemas: { ...requestSchemas, ...responseSchemas },
       securitySchemes: {
-        bearerAuth: { type: 'http', scheme: 'bearer', description: 'One of the keys in API_KEYS.' },
-        basicAuth: { type: 'http', scheme: 'basic', description: 'Browser pages: any user name, one of the keys in API_KEYS as password.' },
+        bearerAuth: { type: 'http', scheme: 'bearer', description: 'One of the keys in API_KEYS or API_KEYS_FILE.' },
+        basicAuth: { type: 'http', scheme: 'basic', description: 'Browser pages: any user name, one of the keys in API_KEYS or API_KEYS_FILE as password.' },
       },
     },
   };

@@ -102,6 +102,7 @@ export const callbackSchema = z
         status_code: z.int().nullable().meta({ description: "The receiver's HTTP status; null when it could not be reached." }),
         error: z.string().nullable(),
         delivered: z.boolean(),
+        will_retry: z.boolean().meta({ description: 'Whether another attempt follows this failed one; false on the last attempt.' }),
         duration_ms: count,
         at: timestamp,
       }),

@@ -18,6 +18,7 @@ import { createApp } from './app.js';
 import { errorBody } from './http.js';
 import { EventStreams } from './routes/task-events.js';
 import { Metrics } from '../observability/metrics.js';
+import { openKeyRing, type KeyRing } from './api-keys.js';
 
 export interface ApiServer {
   server: Server;
@@ -28,8 +29,12 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-/** Starts the HTTP API. The database must already be migrated (see prepareDatabase). */
-export async function startApi(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics()): Promise<ApiServer> {
+/**
+ * Starts the HTTP API. The database must already be migrated (see prepareDatabase). `keys`: as
+ * opened by openKeyRing at boot; opened here when not given. The server closes them.
+ */
+export async function startApi(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics(), keys?: KeyRing): Promise<ApiServer> {
+  const ring = keys ?? (await openKeyRing(config, logger));
   const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
   const redis = createRedis(config, 'producer', 'api');
   const subscriber = createRedis(config, 'subscriber', 'api-events');
@@ -39,18 +44,21 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
   events.start();
   const eventLog = new EventLog(redis, config.QUEUE_PREFIX, config.EVENTS_TTL_S);
-  const store = new TaskStore(db.prisma);
-  metrics.addGauges({
-    queueDepth: async () => {
-      const counts = await Promise.all(
-        queues.all().map(async (queue) => ({ queue: queue.name, counts: await queue.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'waiting-children', 'failed', 'completed') })),
-      );
-      return counts.flatMap(({ queue, counts: byState }) => Object.entries(byState).map(([state, count]) => ({ queue, state, count })));
+  const store = new TaskStore(db.prisma, config);
+  metrics.addGauges(
+    {
+      queueDepth: async () => {
+        const counts = await Promise.all(
+          queues.all().map(async (queue) => ({ queue: queue.name, counts: await queue.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'waiting-children', 'failed', 'completed') })),
+        );
+        return counts.flatMap(({ queue, counts: byState }) => Object.entries(byState).map(([state, count]) => ({ queue, state, count })));
+      },
+      activeTasks: () => store.activeCounts(),
+      openDeadLetters: () => store.openDeadLetters(),
     },
-    activeTasks: () => store.activeCounts(),
-    openDeadLetters: () => store.openDeadLetters(),
-  });
-  const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger);
+    { cacheMs: config.METRICS_CACHE_MS },
+  );
+  const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger, config);
   await workflows.loadExamples();
   const tasks = new TaskService({
     config,
@@ -62,6 +70,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     events,
     eventLog,
     metrics,
+    reachability: db.reachability,
     planWorkflow: (name, params, overrides, paramsField) => workflows.plan(name, params, overrides, paramsField),
     workflowNames: () => workflows.names(),
   });
@@ -78,8 +87,9 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     eventLog,
     events,
     streams,
-    stats: new StatsStore(db.prisma),
+    stats: new StatsStore(db.prisma, { statementTimeoutMs: config.STATS_STATEMENT_TIMEOUT_MS }),
     system: { name: PACKAGE.name, version: PACKAGE.version, startedAt: Date.now(), redis, pool: db.pool },
+    ...(ring.required ? { keys: ring } : {}),
   });
 
   const server = app.listen(config.PORT, config.HOST);
@@ -115,6 +125,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());
       await db.close();
+      ring.close();
     },
   };
 }

@@ -1,4 +1,34 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import client from 'prom-client';
+
+/**
+ * `read` at most once per `ms`: the scrapes of a burst share one reading, even while it is in
+ * flight. A reading that fails is not kept, so the next scrape tries again.
+ */
+function throttled<T>(read: () => Promise<T>, ms: number): () => Promise<T> {
+  let last: { at: number; value: Promise<T> } | undefined;
+  return () => {
+    const now = Date.now();
+    if (!last || now - last.at >= ms) {
+      const value = read();
+      const reading = { at: now, value };
+      last = reading;
+      value.catch(() => {
+        if (last === reading) last = undefined;
+      });
+    }
+    return last.value;
+  };
+}
+
+/** Whether a scrape's Authorization header carries METRICS_TOKEN (always, when no token is set). */
+export function scrapeAuthorized(token: string | undefined, authorization: string | undefined): boolean {
+  if (token === undefined) return true;
+  const presented = /^bearer\s+(.+)$/i.exec(authorization ?? '')?.[1]?.trim();
+  if (presented === undefined) return false;
+  const digest = (value: string) => createHash('sha256').update(value).digest();
+  return timingSafeEqual(digest(presented), digest(token));
+}
 
 const SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
@@ -61,6 +91,12 @@ export class Metrics {
     labelNames: ['tool'] as const,
     registers: [this.registry],
   });
+  readonly stepsPostponed = new client.Counter({
+    name: 'orchestrator_steps_postponed_total',
+    help: 'Step jobs put back for later because PostgreSQL or Redis could not be reached (not counted as attempts), by tool.',
+    labelNames: ['tool'] as const,
+    registers: [this.registry],
+  });
   readonly deadLetters = new client.Counter({
     name: 'orchestrator_dead_letters_total',
     help: 'Steps that exhausted their retries (dead letters written), by tool.',
@@ -81,12 +117,22 @@ export class Metrics {
   /**
    * Gauges read when scraped, from where the truth is: queue depth from BullMQ, active tasks and
    * open dead letters from PostgreSQL. Registered by the API only (one reading per deployment).
+   * Each source is read at most once per `cacheMs` (METRICS_CACHE_MS), so scrapers in a burst
+   * (several Prometheus replicas, a dashboard) cost one round of queries.
    */
-  addGauges(read: {
-    queueDepth: () => Promise<{ queue: string; state: string; count: number }[]>;
-    activeTasks: () => Promise<{ status: string; count: number }[]>;
-    openDeadLetters: () => Promise<number>;
-  }): void {
+  addGauges(
+    sources: {
+      queueDepth: () => Promise<{ queue: string; state: string; count: number }[]>;
+      activeTasks: () => Promise<{ status: string; count: number }[]>;
+      openDeadLetters: () => Promise<number>;
+    },
+    options: { cacheMs: number },
+  ): void {
+    const read = {
+      queueDepth: throttled(sources.queueDepth, options.cacheMs),
+      activeTasks: throttled(sources.activeTasks, options.cacheMs),
+      openDeadLetters: throttled(sources.openDeadLetters, options.cacheMs),
+    };
     new client.Gauge({
       name: 'orchestrator_queue_jobs',
       help: 'Jobs in each BullMQ queue, by state.',

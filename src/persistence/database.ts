@@ -9,7 +9,66 @@ export interface Database {
   prisma: PrismaClient;
   /** The pool under Prisma, for the health check. */
   pool: pg.Pool;
+  /** Whether new connections get through, as this process last saw it. */
+  reachability: Reachability;
   close(): Promise<void>;
+}
+
+/** Connect failures that say the server cannot be reached now (as opposed to a slow connect). */
+const UNREACHABLE = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection terminated unexpectedly|the database system is (starting up|shutting down)/;
+
+/** How often a process that could not connect to PostgreSQL tries again by itself. */
+const PROBE_EVERY_MS = 250;
+
+/**
+ * Whether PostgreSQL can be reached, from this process's own attempts to open connections.
+ * Once a connection is refused or reset, `reachable` is false until one gets through: callers that would
+ * only wait for a connect timeout (an API request) answer at once instead, and a probe tries a
+ * connection a few times a second meanwhile. A backend terminated on a live server does not
+ * count: new connections still get through.
+ */
+export class Reachability {
+  private down?: { since: number; error: string };
+  private probe?: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly tryConnect: () => Promise<void>,
+    private readonly logger: Logger,
+  ) {}
+
+  get reachable(): boolean {
+    return this.down === undefined;
+  }
+
+  connected(): void {
+    if (!this.down) return;
+    this.logger.info('PostgreSQL reachable again', { down_ms: Date.now() - this.down.since });
+    this.down = undefined;
+  }
+
+  connectFailed(error: Error): void {
+    // A slow connect (a busy server, a busy machine) is no outage: only a refused or reset one is.
+    if (this.down || this.closed || !UNREACHABLE.test(`${(error as { code?: string }).code ?? ''} ${error.message}`)) return;
+    this.down = { since: Date.now(), error: error.message };
+    this.logger.warn('PostgreSQL unreachable: answering 503 until a connection gets through', { error: error.message });
+    const again = () => {
+      this.probe = setTimeout(() => {
+        if (this.closed || !this.down) return;
+        this.tryConnect().then(
+          () => this.connected(),
+          () => again(),
+        );
+      }, PROBE_EVERY_MS);
+      this.probe.unref();
+    };
+    again();
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.probe);
+  }
 }
 
 /**
@@ -17,13 +76,32 @@ export interface Database {
  * answers 503 promptly when PostgreSQL is down instead of hanging.
  */
 export function openDatabase(url: string, poolSize: number, logger: Logger): Database {
+  let reachability!: Reachability;
+  // The pool's only view of connection attempts: every new connection goes through here.
+  class WatchedClient extends pg.Client {}
+  const connect = pg.Client.prototype.connect;
+  WatchedClient.prototype.connect = function watchedConnect(this: pg.Client, callback?: (error: Error | null) => void) {
+    const settle = (error?: Error | null) => (error ? reachability.connectFailed(error) : reachability.connected());
+    if (callback) return connect.call(this, (error: Error | null) => (settle(error), callback(error)));
+    return (connect as () => Promise<pg.Client>).call(this).then(
+      (client: pg.Client) => (settle(), client),
+      (error: Error) => {
+        settle(error);
+        throw error;
+      },
+    );
+  } as typeof connect;
   const pool = new pg.Pool({
     connectionString: url,
     max: poolSize,
     connectionTimeoutMillis: 2_000,
     idleTimeoutMillis: 30_000,
     keepAlive: true,
+    Client: WatchedClient,
   });
+  reachability = new Reachability(async () => {
+    await pool.query('SELECT 1');
+  }, logger);
   // An idle client losing its connection emits 'error' on the pool; without a listener Node exits.
   pool.on('error', (error) => logger.warn('postgres connection lost', { error: error.message }));
   // A client handed out by the pool has no listener of its own: a backend terminated between
@@ -34,7 +112,9 @@ export function openDatabase(url: string, poolSize: number, logger: Logger): Dat
   return {
     prisma,
     pool,
+    reachability,
     async close() {
+      reachability.close();
       await prisma.$disconnect();
       await pool.end();
     },

@@ -1,9 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
+import { PACKAGE_ROOT } from '../lib/package-root.js';
 
 /**
  * Applies prisma/migrations the way `prisma migrate deploy` does, without Prisma's schema-engine
@@ -12,7 +12,7 @@ import type { Logger } from '../logger.js';
  * migration.sql), so `prisma migrate deploy` on another machine sees the same history.
  */
 
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../prisma/migrations/', import.meta.url));
+export const MIGRATIONS_DIR = path.join(PACKAGE_ROOT, 'prisma', 'migrations');
 
 // Arbitrary but fixed: every process of every version agrees on it.
 const MIGRATION_LOCK_ID = 72_707_369;

@@ -1,4 +1,14 @@
+import { ApiError } from '../errors.js';
 import type { Prisma } from './database.js';
+import { sqlState } from './retry.js';
+
+/** PostgreSQL cancelled the statistics queries at STATS_STATEMENT_TIMEOUT_MS. */
+export class StatsTimeoutError extends ApiError {
+  override name = 'StatsTimeoutError';
+  constructor(timeoutMs: number) {
+    super(503, 'stats_timeout', `computing the statistics took longer than ${timeoutMs} ms; ask for a shorter window`, { timeout_ms: timeoutMs });
+  }
+}
 
 export interface Percentiles {
   p50: number | null;
@@ -37,12 +47,26 @@ function group(counts: CountRow[], durations: DurationRow[]) {
 /**
  * Counts and duration percentiles, computed in PostgreSQL: of the tasks created in a window
  * (by task type; duration from acceptance to end, finished tasks only) and of their steps (by
- * tool; duration of the step's last attempt, finished steps only).
+ * tool; duration of the step's last attempt, finished steps only). The queries run in one
+ * transaction under a statement timeout, so a wide window cannot hold a connection for long.
  */
 export class StatsStore {
-  constructor(private readonly prisma: Prisma) {}
+  constructor(
+    private readonly prisma: Prisma,
+    private readonly options: { statementTimeoutMs: number },
+  ) {}
 
   async compute(from: Date, to: Date) {
+    try {
+      return await this.query(from, to);
+    } catch (error) {
+      // 57014: query_canceled, which is what statement_timeout raises.
+      if (sqlState(error) === '57014') throw new StatsTimeoutError(this.options.statementTimeoutMs);
+      throw error;
+    }
+  }
+
+  private async query(from: Date, to: Date) {
     const percentilesOf = (expression: string) =>
       `percentile_cont(0.5) WITHIN GROUP (ORDER BY ${expression}) AS p50,
        percentile_cont(0.9) WITHIN GROUP (ORDER BY ${expression}) AS p90,
@@ -50,7 +74,9 @@ export class StatsStore {
        max(${expression}) AS max`;
     const taskMs = 'extract(epoch FROM t.finished_at - t.created_at) * 1000';
     const stepMs = 'extract(epoch FROM s.finished_at - s.started_at) * 1000';
-    const [taskCounts, taskDurations, stepCounts, stepDurations] = await this.prisma.$transaction([
+    const [, taskCounts, taskDurations, stepCounts, stepDurations] = await this.prisma.$transaction([
+      // SET LOCAL, with a bound value: the timeout ends with this transaction.
+      this.prisma.$queryRawUnsafe(`SELECT set_config('statement_timeout', $1, true)`, String(this.options.statementTimeoutMs)),
       this.prisma.$queryRawUnsafe<CountRow[]>(
         `SELECT t.task_type AS key, t.status::text AS status, count(*) AS count
            FROM tasks t WHERE t.created_at >= $1 AND t.created_at < $2 GROUP BY 1, 2`,

@@ -1,10 +1,12 @@
 import type { Prisma } from './database.js';
-import { secretValues, type Logger } from '../logger.js';
-import type { ErrorRecord } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { LimitExceededError, toErrorRecord, type ErrorRecord } from '../errors.js';
+import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
-import { findReferences, resolveTemplates } from '../workflows/templates.js';
+import { findReferences, ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
 import type { ReadyStep } from '../queue/task-queues.js';
+import type { StepJobData } from '../queue/jobs.js';
 import type { DependencyResult } from '../tools/tool.js';
 import type { StepOptions } from '../tasks/plan.js';
 import type { TransitionEvent } from '../queue/channels.js';
@@ -89,12 +91,22 @@ export interface FinishOutcome {
 
 export type Outcome = StartOutcome | FinishOutcome | undefined;
 
-/** What closing a run found: the task's status, and the steps that had to be failed because they never reported. */
+/** A step of a still active run that has no result yet. */
+export interface UnfinishedStep {
+  stepId: string;
+  tool: string;
+  /** pending: waits for dependencies, so it has no job yet. */
+  status: 'pending' | 'queued' | 'running';
+}
+
+/** What closing a run found: the task's status, and the steps that had to be failed because their jobs are gone. */
 export interface RunClosed {
   status: TaskStatus | undefined;
   lost: string[];
   callbackUrl?: string | null;
   task?: { type: string; createdAt: Date };
+  /** Set while the task is still active: its steps without a result. */
+  unfinished?: UnfinishedStep[];
 }
 
 interface TaskRow {
@@ -112,6 +124,7 @@ export class StepResults {
   private readonly closes: Batcher<{ taskId: string; run: number }, RunClosed>;
 
   private readonly retryForMs: number;
+  private readonly limits: Limits;
 
   constructor(
     private readonly prisma: Prisma,
@@ -122,10 +135,13 @@ export class StepResults {
       maxBatch?: number;
       /** How long a write is retried through lost connections before the caller hears of it. @defaultValue 60000 */
       retryForMs?: number;
+      /** Sizes a ready step's input and a task's result may have. @defaultValue DEFAULT_LIMITS */
+      limits?: Limits;
     } = {},
   ) {
     const maxSize = options.maxBatch ?? 200;
     this.retryForMs = options.retryForMs ?? 60_000;
+    this.limits = options.limits ?? DEFAULT_LIMITS;
     this.batcher = new Batcher((events) => this.flushSafely(events), { maxSize });
     this.closes = new Batcher((items) => this.flushCloses(items), { maxSize });
   }
@@ -175,15 +191,23 @@ export class StepResults {
       this.prisma as unknown as Tx,
       rows.map((row) => ({ ...row, task_id: taskId })),
     );
-    return rows.map((row) => readyStep(row, context.get(taskId)!));
+    return rows.map((row) => readyStep(row, context.get(taskId)!, this.limits));
+  }
+
+  /**
+   * A task's params, read when a worker logs a failure: the values under their secret-looking
+   * keys are kept out of the log line. Undefined when the task is gone.
+   */
+  async params(taskId: string): Promise<Record<string, unknown> | undefined> {
+    const [row] = await this.prisma.$queryRawUnsafe<{ params: Record<string, unknown> }[]>(`SELECT params FROM tasks WHERE id = $1::uuid`, taskId);
+    return row?.params;
   }
 
   /**
    * Called when a run's root job runs, i.e. BullMQ holds no more pending steps of the run.
    * Normally the task ended with its last step's commit, and one read (batched with other
-   * runs' closes) confirms it. If the task is still active, some step's job ended without a
-   * result (removed by hand, stalled too often): those steps and the task are failed, so nothing
-   * stays running forever.
+   * runs' closes) confirms it. If the task is still active, `unfinished` lists its steps that
+   * have no result yet: the caller finds out from BullMQ what became of their jobs.
    */
   closeRun(taskId: string, run: number): Promise<RunClosed> {
     return this.closes.add({ taskId, run });
@@ -199,16 +223,43 @@ export class StepResults {
       { logger: this.logger, label: 'close runs', maxElapsedMs: this.retryForMs },
     );
     const byId = new Map(rows.map((row) => [row.id, row]));
-    return Promise.all(
-      items.map(async ({ taskId, run }) => {
-        const task = byId.get(taskId);
-        if (!task || task.run !== run || !ACTIVE.has(task.status)) return { status: task?.status, lost: [], callbackUrl: task?.callback_url };
-        return this.failLostSteps(taskId, run);
-      }),
-    );
+    const open = items.filter(({ taskId, run }) => {
+      const task = byId.get(taskId);
+      return task !== undefined && task.run === run && ACTIVE.has(task.status);
+    });
+    const unfinished = new Map<string, UnfinishedStep[]>();
+    if (open.length > 0) {
+      const steps = await withRetries(
+        () =>
+          this.prisma.$queryRawUnsafe<(UnfinishedStep & { task_id: string })[]>(
+            `SELECT s.task_id::text AS task_id, s.step_id AS "stepId", s.tool, s.status::text AS status
+               FROM steps s JOIN unnest($1::uuid[], $2::int[]) AS v(task_id, run) ON s.task_id = v.task_id AND s.run = v.run
+              WHERE s.status IN ('pending', 'queued', 'running')`,
+            open.map((item) => item.taskId),
+            open.map((item) => item.run),
+          ),
+        { logger: this.logger, label: 'close runs', maxElapsedMs: this.retryForMs },
+      );
+      for (const { task_id: taskId, ...step } of steps) unfinished.set(taskId, [...(unfinished.get(taskId) ?? []), step]);
+    }
+    return items.map(({ taskId, run }) => {
+      const task = byId.get(taskId);
+      const active = task !== undefined && task.run === run && ACTIVE.has(task.status);
+      return {
+        status: task?.status,
+        lost: [],
+        callbackUrl: task?.callback_url,
+        ...(active ? { unfinished: unfinished.get(taskId) ?? [], task: { type: task.task_type, createdAt: task.created_at } } : {}),
+      };
+    });
   }
 
-  private async failLostSteps(taskId: string, run: number): Promise<RunClosed> {
+  /**
+   * Ends a run whose step jobs are gone from BullMQ without a result (removed by hand, or lost
+   * with a Redis that kept nothing): those steps fail as lost, the steps that can no longer run
+   * are skipped, and the task fails naming them. Nothing stays running forever.
+   */
+  async failLostSteps(taskId: string, run: number, lostSteps: string[]): Promise<RunClosed> {
     const outcome = await withRetries(
       () =>
         this.prisma.$transaction(async (tx) => {
@@ -219,24 +270,31 @@ export class StepResults {
           if (!task || task.run !== run || !ACTIVE.has(task.status)) return { status: task?.status, lost: [] as string[], callbackUrl: task?.callback_url };
           const info = { type: task.task_type, createdAt: task.created_at };
           const lost = await tx.$queryRawUnsafe<{ step_id: string }[]>(
-            `UPDATE steps SET status = 'failed', finished_at = now(), error = $3::jsonb
-              WHERE task_id = $1::uuid AND run = $2 AND status IN ('pending', 'queued', 'running')
+            `UPDATE steps SET status = 'failed', finished_at = now(), error = $4::jsonb
+              WHERE task_id = $1::uuid AND run = $2 AND step_id = ANY($3::text[]) AND status IN ('pending', 'queued', 'running')
           RETURNING step_id`,
             taskId,
             run,
-            JSON.stringify({ name: 'LostStep', message: 'the step job ended without recording a result' }),
+            lostSteps,
+            JSON.stringify({ name: 'LostStep', message: 'the step job is gone from the queue without a result' }),
+          );
+          if (lost.length === 0) return { status: task.status, lost: [] as string[], callbackUrl: task.callback_url };
+          await tx.$executeRawUnsafe(
+            `UPDATE steps SET status = 'skipped', finished_at = now() WHERE task_id = $1::uuid AND run = $2 AND status IN ('pending', 'queued', 'running')`,
+            taskId,
+            run,
           );
           await tx.$executeRawUnsafe(
             `UPDATE tasks SET status = 'failed', finished_at = now(), error = $2::jsonb WHERE id = $1::uuid`,
             taskId,
-            JSON.stringify({ name: 'LostStep', message: `steps ended without a result: ${lost.map((row) => row.step_id).join(', ')}` }),
+            JSON.stringify({ name: 'LostStep', message: `step jobs gone from the queue without a result: ${lost.map((row) => row.step_id).join(', ')}` }),
           );
           return { status: 'failed' as const, lost: lost.map((row) => row.step_id), task: info, callbackUrl: task.callback_url };
         }),
       { logger: this.logger, label: 'close run', maxElapsedMs: this.retryForMs },
     );
     if (outcome.lost.length > 0) {
-      this.logger.error('task closed with steps that never reported a result', { task_id: taskId, steps: outcome.lost });
+      this.logger.error('task failed: step jobs gone without a result', { task_id: taskId, steps: outcome.lost });
       const at = new Date().toISOString();
       this.onCommitted([...outcome.lost.map((stepId) => ({ taskId, stepId, status: 'failed', at })), { taskId, status: 'failed', at }]);
     }
@@ -248,15 +306,19 @@ export class StepResults {
    * only the item that caused it: the batch is retried one item at a time.
    */
   private async flushSafely(events: StepEvent[]): Promise<(Outcome | ItemFailure)[]> {
+    const retrying = (batch: StepEvent[]) =>
+      withRetries(() => this.flush(batch), { logger: this.logger, label: 'step results', maxElapsedMs: this.retryForMs });
     try {
-      return await withRetries(() => this.flush(events), { logger: this.logger, label: 'step results', maxElapsedMs: this.retryForMs });
+      return await retrying(events);
     } catch (error) {
       if (events.length === 1 || isTransientDatabaseError(error)) throw error;
       this.logger.warn('a batch of step results failed; writing them one by one', { error: (error as Error).message });
       const outcomes: (Outcome | ItemFailure)[] = [];
       for (const event of events) {
+        // Each alone gets the same retries as the batch: a connection lost meanwhile must not
+        // turn into that one event's failure.
         try {
-          outcomes.push((await this.flush([event]))[0]);
+          outcomes.push((await retrying([event]))[0]);
         } catch (single) {
           outcomes.push(new ItemFailure(single));
         }
@@ -511,16 +573,17 @@ export class StepResults {
             const context = await loadContext(tx, readyRows);
             for (const row of readyRows) {
               const ctx = context.get(row.task_id)!;
-              const step = readyStep(row, ctx);
+              const step = readyStep(row, ctx, this.limits);
               readyByTask.set(row.task_id, [...(readyByTask.get(row.task_id) ?? []), step]);
               transitions.push({ taskId: row.task_id, stepId: row.step_id, status: 'queued', at: new Date().toISOString() });
             }
           }
         }
 
-        // Count finished steps down; the task whose count reaches zero is complete.
+        // Count finished steps down; the task whose count reaches zero is complete (or failed,
+        // when its result is over TASK_RESULT_MAX_BYTES).
         const counted = [...finishedPerTask].filter(([id]) => taskById.get(id)?.status !== 'failed');
-        const completedTasks = new Set<string>();
+        const endedTasks = new Map<string, 'completed' | 'failed'>();
         if (counted.length > 0) {
           // A task still "queued" whose step reports a result has evidently started.
           const rows = await tx.$queryRawUnsafe<{ id: string; steps_remaining: number }[]>(
@@ -534,10 +597,9 @@ export class StepResults {
           );
           const done = rows.filter((row) => row.steps_remaining <= 0).map((row) => row.id);
           if (done.length > 0) {
-            await completeTasks(tx, done);
-            for (const id of done) {
-              completedTasks.add(id);
-              transitions.push({ taskId: id, status: 'completed', at: new Date().toISOString() });
+            for (const [id, status] of await completeTasks(tx, done, this.limits)) {
+              endedTasks.set(id, status);
+              transitions.push({ taskId: id, status, at: new Date().toISOString() });
             }
           }
         }
@@ -554,11 +616,12 @@ export class StepResults {
             outcome.ready = ready;
             readyByTask.delete(event.taskId);
           }
-          if (completedTasks.has(event.taskId)) {
+          const ended = endedTasks.get(event.taskId);
+          if (ended) {
             const task = taskById.get(event.taskId)!;
-            outcome.taskEnded = 'completed';
+            outcome.taskEnded = ended;
             outcome.task = { type: task.task_type, createdAt: task.created_at };
-            completedTasks.delete(event.taskId);
+            endedTasks.delete(event.taskId);
           }
         }
         return result;
@@ -585,8 +648,6 @@ export type Tx = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
 interface RunContext {
   params: Record<string, unknown>;
   steps: Map<string, { status: string; output: unknown; error: unknown }>;
-  /** Values of secret-named params, found once per task however many of its steps become ready. */
-  secrets?: string[];
 }
 
 /** Params and the finished steps the ready steps may refer to. */
@@ -626,9 +687,15 @@ export async function loadContext(
   return context;
 }
 
+/**
+ * A step whose dependencies are done, as its job will carry it: its input resolved within
+ * STEP_INPUT_MAX_BYTES (over it, the job carries the error instead and fails without running),
+ * and what its dependencies ended with, their outputs only up to JOB_INLINE_OUTPUT_MAX_BYTES.
+ */
 export function readyStep(
   row: { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] },
   context: RunContext,
+  limits: Pick<Limits, 'STEP_INPUT_MAX_BYTES' | 'JOB_INLINE_OUTPUT_MAX_BYTES'> = DEFAULT_LIMITS,
 ): ReadyStep {
   const steps = Object.fromEntries(
     [...context.steps].map(([id, step]) => [
@@ -636,14 +703,30 @@ export function readyStep(
       { status: step.status, ...(step.output != null ? { output: step.output } : {}), ...(step.error != null ? { error: step.error } : {}) },
     ]),
   );
-  const input = row.input_template == null ? row.input : resolveTemplates(row.input_template, { params: context.params, steps });
+  let input = row.input;
+  let inputError: StepJobData['inputError'];
+  if (row.input_template != null) {
+    const maxBytes = limits.STEP_INPUT_MAX_BYTES;
+    try {
+      input = resolveTemplates(row.input_template, { params: context.params, steps }, { maxBytes });
+    } catch (error) {
+      if (!(error instanceof ResolvedSizeError)) throw error;
+      input = null;
+      inputError = {
+        name: 'StepInputTooLarge',
+        message: `the input would be larger than ${maxBytes} bytes of JSON once its templates are resolved (STEP_INPUT_MAX_BYTES)`,
+        details: { limit: maxBytes, setting: 'STEP_INPUT_MAX_BYTES', ...(error.at ? { at: error.at } : {}) },
+      };
+    }
+  }
   const dependencies: Record<string, DependencyResult> = {};
   for (const dep of row.depends_on) {
     const found = context.steps.get(dep);
     if (!found) continue;
+    const inline = found.output == null || !jsonSize(found.output, limits.JOB_INLINE_OUTPUT_MAX_BYTES).over;
     dependencies[dep] = {
       status: found.status === 'completed' ? 'completed' : 'failed',
-      ...(found.output != null ? { output: found.output } : {}),
+      ...(found.output != null ? (inline ? { output: found.output } : { output_stored_in: 'postgresql' as const }) : {}),
       ...(found.error != null ? { error: found.error as DependencyResult['error'] } : {}),
     };
   }
@@ -651,16 +734,19 @@ export function readyStep(
     stepId: row.step_id,
     tool: row.tool,
     input,
+    ...(inputError ? { inputError } : {}),
     retry: row.options.retry,
     timeoutMs: row.options.timeout_ms,
     dependencies,
-    secrets: (context.secrets ??= secretValues(context.params)),
     ...(row.options.priority ? { priority: row.options.priority } : {}),
   };
 }
 
-/** Marks tasks completed and stores their result: the workflow's output, or the step's output. */
-async function completeTasks(tx: Tx, ids: string[]): Promise<void> {
+/**
+ * Ends tasks whose last step just finished: completed with their result (the workflow's output,
+ * or the step's output), or failed when that result is over TASK_RESULT_MAX_BYTES.
+ */
+async function completeTasks(tx: Tx, ids: string[], limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>): Promise<Map<string, 'completed' | 'failed'>> {
   const tasks = await tx.$queryRawUnsafe<{ id: string; params: Record<string, unknown>; output_template: unknown; workflow_name: string | null }[]>(
     `SELECT id::text AS id, params, output_template, workflow_name FROM tasks WHERE id = ANY($1::uuid[])`,
     ids,
@@ -669,27 +755,55 @@ async function completeTasks(tx: Tx, ids: string[]): Promise<void> {
     `SELECT task_id::text AS task_id, step_id, status::text AS status, output, error FROM steps WHERE task_id = ANY($1::uuid[])`,
     ids,
   );
-  const results = tasks.map((task) => {
+  const ended = tasks.map((task) => {
     const own = steps.filter((step) => step.task_id === task.id);
-    return { id: task.id, result: taskResult(task, own) };
+    try {
+      return { id: task.id, status: 'completed' as const, result: JSON.stringify(taskResult(task, own, limits) ?? null), error: null };
+    } catch (error) {
+      if (!(error instanceof LimitExceededError)) throw error;
+      return { id: task.id, status: 'failed' as const, result: null, error: JSON.stringify(toErrorRecord(error)) };
+    }
   });
   await tx.$executeRawUnsafe(
-    `UPDATE tasks t SET status = 'completed', result = v.result, finished_at = now()
-       FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, result) WHERE t.id = v.id AND t.status IN ('queued', 'running')`,
-    results.map((entry) => entry.id),
-    results.map((entry) => JSON.stringify(entry.result ?? null)),
+    `UPDATE tasks t SET status = v.status::"TaskStatus", result = v.result, error = v.error, finished_at = now()
+       FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[]) AS v(id, status, result, error) WHERE t.id = v.id AND t.status IN ('queued', 'running')`,
+    ended.map((entry) => entry.id),
+    ended.map((entry) => entry.status),
+    ended.map((entry) => entry.result),
+    ended.map((entry) => entry.error),
   );
+  return new Map(ended.map((entry) => [entry.id, entry.status]));
 }
 
+/** A task's result; a LimitExceededError (TaskResultTooLarge) when its JSON is over TASK_RESULT_MAX_BYTES. */
 export function taskResult(
   task: { params: Record<string, unknown>; output_template: unknown; workflow_name: string | null },
   steps: { step_id: string; status: string; output: unknown; error: unknown }[],
+  limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'> = DEFAULT_LIMITS,
 ): unknown {
-  if (task.workflow_name === null) return steps[0]?.output ?? null;
-  const byId = Object.fromEntries(
-    steps.map((step) => [step.step_id, { status: step.status, output: step.output ?? undefined, error: step.error ?? undefined }]),
-  );
-  if (task.output_template != null) return resolveTemplates(task.output_template, { params: task.params, steps: byId });
-  // No declared output: every completed step's output, by step id.
-  return Object.fromEntries(steps.filter((step) => step.status === 'completed').map((step) => [step.step_id, step.output]));
+  const maxBytes = limits.TASK_RESULT_MAX_BYTES;
+  const tooLarge = (at = '') =>
+    new LimitExceededError('TaskResultTooLarge', `the task's result is larger than ${maxBytes} bytes of JSON (TASK_RESULT_MAX_BYTES)`, {
+      limit: maxBytes,
+      setting: 'TASK_RESULT_MAX_BYTES',
+      ...(at ? { at } : {}),
+    });
+  let result: unknown;
+  if (task.workflow_name === null) result = steps[0]?.output ?? null;
+  else if (task.output_template != null) {
+    const byId = Object.fromEntries(
+      steps.map((step) => [step.step_id, { status: step.status, output: step.output ?? undefined, error: step.error ?? undefined }]),
+    );
+    try {
+      return resolveTemplates(task.output_template, { params: task.params, steps: byId }, { maxBytes });
+    } catch (error) {
+      if (error instanceof ResolvedSizeError) throw tooLarge(error.at);
+      throw error;
+    }
+  } else {
+    // No declared output: every completed step's output, by step id.
+    result = Object.fromEntries(steps.filter((step) => step.status === 'completed').map((step) => [step.step_id, step.output]));
+  }
+  if (jsonSize(result, maxBytes).over) throw tooLarge();
+  return result;
 }

@@ -3,6 +3,7 @@ import type { Prisma } from './database.js';
 import type { TaskPlan, StepOptions } from '../tasks/plan.js';
 import type { ReadyStep } from '../queue/task-queues.js';
 import { readyStep } from './step-results.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const TASK_STATUSES: readonly TaskStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
@@ -10,6 +11,8 @@ const FINISHED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled
 
 export interface NewTask {
   id: string;
+  /** Id of the API key that submitted it; idempotency keys are unique per owner. @defaultValue '' (no authentication) */
+  owner?: string;
   idempotencyKey?: string;
   requestHash: string;
   priority: number;
@@ -22,6 +25,8 @@ export interface NewTask {
 export type CreateResult = { created: true } | { created: false; id: string; requestHash: string | null };
 
 export interface TaskFilter {
+  /** Only this owner's tasks. */
+  owner?: string;
   status?: TaskStatus;
   taskType?: string;
   createdAfter?: Date;
@@ -39,13 +44,17 @@ export function isFinished(status: string): boolean {
 
 /** Tasks and their steps: what the API reads and writes. Step results go through StepResults. */
 export class TaskStore {
-  constructor(private readonly prisma: Prisma) {}
+  constructor(
+    private readonly prisma: Prisma,
+    /** Sizes a resumed step's input may have. */
+    private readonly limits: Limits = DEFAULT_LIMITS,
+  ) {}
 
   /**
    * Stores tasks and their steps, many at once (the API batches concurrent submissions): one
    * transaction, three statements whatever the number of tasks. A task whose idempotency key is
-   * already taken (by an earlier task or by one earlier in the same batch) is not stored; its
-   * result names the task that holds the key.
+   * already taken by its owner (by an earlier task or by one earlier in the same batch) is not
+   * stored; its result names the task that holds the key.
    */
   async createMany(entries: { plan: TaskPlan; task: NewTask }[]): Promise<CreateResult[]> {
     const tasks = entries.map(({ plan, task }) => ({
@@ -58,6 +67,7 @@ export class TaskStore {
       priority: task.priority,
       delay_ms: task.delayMs,
       callback_url: task.callbackUrl ?? null,
+      owner_key: task.owner ?? '',
       idempotency_key: task.idempotencyKey ?? null,
       request_hash: task.requestHash,
       steps_total: plan.steps.length,
@@ -82,13 +92,13 @@ export class TaskStore {
     return this.prisma.$transaction(async (tx) => {
       const inserted = await tx.$queryRawUnsafe<{ id: string }[]>(
         `INSERT INTO tasks (id, task_type, workflow_name, workflow_version, params, output_template, priority, delay_ms,
-                            callback_url, idempotency_key, request_hash, steps_total, steps_remaining, created_at)
+                            callback_url, owner_key, idempotency_key, request_hash, steps_total, steps_remaining, created_at)
          SELECT x.id, x.task_type, x.workflow_name, x.workflow_version, x.params, x.output_template, x.priority, x.delay_ms,
-                x.callback_url, x.idempotency_key, x.request_hash, x.steps_total, x.steps_total, x.created_at
+                x.callback_url, x.owner_key, x.idempotency_key, x.request_hash, x.steps_total, x.steps_total, x.created_at
            FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, task_type text, workflow_name text, workflow_version int, params jsonb,
-                output_template jsonb, priority int, delay_ms int, callback_url text, idempotency_key text, request_hash text,
-                steps_total int, created_at timestamptz)
-         ON CONFLICT (idempotency_key) DO NOTHING
+                output_template jsonb, priority int, delay_ms int, callback_url text, owner_key text, idempotency_key text,
+                request_hash text, steps_total int, created_at timestamptz)
+         ON CONFLICT (owner_key, idempotency_key) DO NOTHING
          RETURNING id::text AS id`,
         JSON.stringify(tasks),
       );
@@ -104,17 +114,22 @@ export class TaskStore {
         JSON.stringify(steps),
         [...stored],
       );
-      const taken = entries.filter(({ task }) => !stored.has(task.id) && task.idempotencyKey).map(({ task }) => task.idempotencyKey!);
+      const taken = entries.filter(({ task }) => !stored.has(task.id) && task.idempotencyKey).map(({ task }) => task);
       const holders = taken.length
-        ? await tx.$queryRawUnsafe<{ id: string; idempotency_key: string; request_hash: string | null }[]>(
-            `SELECT id::text AS id, idempotency_key, request_hash FROM tasks WHERE idempotency_key = ANY($1::text[])`,
-            taken,
+        ? await tx.$queryRawUnsafe<{ id: string; owner_key: string; idempotency_key: string; request_hash: string | null }[]>(
+            `SELECT t.id::text AS id, t.owner_key, t.idempotency_key, t.request_hash
+               FROM tasks t JOIN unnest($1::text[], $2::text[]) AS k(owner_key, idempotency_key)
+                 ON t.owner_key = k.owner_key AND t.idempotency_key = k.idempotency_key`,
+            taken.map((task) => task.owner ?? ''),
+            taken.map((task) => task.idempotencyKey!),
           )
         : [];
-      const byKey = new Map(holders.map((row) => [row.idempotency_key, row]));
+      // JSON of the pair: no separator that a key could contain.
+      const pair = (owner: string, key: string) => JSON.stringify([owner, key]);
+      const byKey = new Map(holders.map((row) => [pair(row.owner_key, row.idempotency_key), row]));
       return entries.map(({ task }): CreateResult => {
         if (stored.has(task.id)) return { created: true };
-        const holder = byKey.get(task.idempotencyKey ?? '');
+        const holder = byKey.get(pair(task.owner ?? '', task.idempotencyKey ?? ''));
         if (!holder) throw new Error(`task ${task.id} was neither stored nor found by its idempotency key`);
         return { created: false, id: holder.id, requestHash: holder.request_hash };
       });
@@ -135,6 +150,12 @@ export class TaskStore {
     });
   }
 
+  /** The owner only, to refuse another owner's task before waiting for it. */
+  async ownerOf(id: string): Promise<string | undefined> {
+    const row = await this.prisma.task.findUnique({ where: { id }, select: { ownerKey: true } });
+    return row?.ownerKey;
+  }
+
   /** Status only: the cheap read behind long-polling. */
   async status(id: string): Promise<TaskStatus | undefined> {
     const row = await this.prisma.task.findUnique({ where: { id }, select: { status: true } });
@@ -144,6 +165,7 @@ export class TaskStore {
   /** Newest first; the cursor is the last row of the previous page. */
   list(filter: TaskFilter) {
     const where: P.TaskWhereInput = {
+      ...(filter.owner !== undefined ? { ownerKey: filter.owner } : {}),
       ...(filter.status ? { status: filter.status } : {}),
       ...(filter.taskType ? { taskType: filter.taskType } : {}),
       ...(filter.createdAfter || filter.createdBefore
@@ -174,15 +196,18 @@ export class TaskStore {
 
   /**
    * Marks the task cancelled and its steps that have not started. Steps already running are
-   * left to their workers, which are told to abort them and record how they ended.
+   * left to their workers, which are told to abort them and record how they ended. With `owner`,
+   * another owner's task is treated as missing.
    */
   async cancel(
     id: string,
+    owner?: string,
   ): Promise<{ outcome: 'cancelled'; run: number; taskType: string; createdAt: Date } | { outcome: 'finished'; status: TaskStatus } | undefined> {
     return this.prisma.$transaction(async (tx) => {
       const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; created_at: Date }[]>(
-        `SELECT status::text AS status, run, task_type, created_at FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+        `SELECT status::text AS status, run, task_type, created_at FROM tasks WHERE id = $1::uuid AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
         id,
+        owner ?? null,
       );
       if (!task) return undefined;
       if (isFinished(task.status)) return { outcome: 'finished' as const, status: task.status };
@@ -202,17 +227,20 @@ export class TaskStore {
   /**
    * Starts a new run of a failed or cancelled task: steps that completed keep their outputs;
    * every other step is reset and waits for its unfinished dependencies again. `enqueue` is
-   * called inside the transaction, so a failure to enqueue leaves the task as it was.
+   * called inside the transaction, so a failure to enqueue leaves the task as it was. With
+   * `owner`, another owner's task is treated as missing.
    */
   async resume(
     id: string,
     enqueue: (run: { run: number; taskType: string; ready: ReadyStep[] }) => Promise<void>,
+    owner?: string,
   ): Promise<{ outcome: 'resumed'; run: number } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
     return this.prisma.$transaction(
       async (tx) => {
         const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; params: Record<string, unknown> }[]>(
-          `SELECT status::text AS status, run, task_type, params FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+          `SELECT status::text AS status, run, task_type, params FROM tasks WHERE id = $1::uuid AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
           id,
+          owner ?? null,
         );
         if (!task) return undefined;
         if (task.status !== 'failed' && task.status !== 'cancelled') return { outcome: 'not_resumable' as const, status: task.status };
@@ -249,7 +277,7 @@ export class TaskStore {
         };
         const ready = rerun
           .filter((step) => remaining.get(step.step_id) === 0)
-          .map((step) => readyStep(step, context));
+          .map((step) => readyStep(step, context, this.limits));
         await enqueue({ run, taskType: task.task_type, ready });
         return { outcome: 'resumed' as const, run };
       },

@@ -103,10 +103,10 @@ export class TaskQueues {
       stepId: step.stepId,
       tool: step.tool,
       input: step.input,
+      ...(step.inputError ? { inputError: step.inputError } : {}),
       retry: step.retry,
       timeoutMs: step.timeoutMs,
       dependencies: step.dependencies,
-      ...(step.secrets?.length ? { secrets: step.secrets } : {}),
     };
   }
 
@@ -164,7 +164,8 @@ export class TaskQueues {
       {
         jobId: callbackJobId(ref.taskId, ref.run),
         attempts: maxAttempts,
-        backoff: { type: 'exponential', delay: 1_000, jitter: 0.5 },
+        // The callback worker computes the delay (callbackRetryDelay): Retry-After counts.
+        backoff: { type: BACKOFF_TYPE },
         ...this.keep(),
       },
     );

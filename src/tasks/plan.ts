@@ -1,7 +1,8 @@
 import type { AnyTool, RetryPolicy } from '../tools/tool.js';
 import type { ReadyStep } from '../queue/task-queues.js';
-import { resolveTemplates } from '../workflows/templates.js';
-import { secretValues } from '../logger.js';
+import { ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
+import { ValidationError } from '../errors.js';
+import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
 
 /** How one step runs: stored with the step, so a running task never depends on a later definition. */
 export interface StepOptions {
@@ -63,8 +64,12 @@ export function planToolTask(tool: AnyTool, params: Record<string, unknown>, ove
   };
 }
 
-/** Fills in `dependents` and the input of every step that has no dependencies. */
-export function finishPlan(plan: TaskPlan): TaskPlan {
+/**
+ * Fills in `dependents` and the input of every step that has no dependencies. An input larger
+ * than STEP_INPUT_MAX_BYTES is a 400 now, while the client can still hear it.
+ * `paramsField`: where the params sit in the request body, for the error's path.
+ */
+export function finishPlan(plan: TaskPlan, limits: Pick<Limits, 'STEP_INPUT_MAX_BYTES'> = DEFAULT_LIMITS, paramsField = 'params'): TaskPlan {
   const dependents = new Map<string, string[]>();
   for (const step of plan.steps) {
     for (const dep of step.dependsOn) dependents.set(dep, [...(dependents.get(dep) ?? []), step.id]);
@@ -74,19 +79,28 @@ export function finishPlan(plan: TaskPlan): TaskPlan {
     steps: plan.steps.map((step) => ({
       ...step,
       dependents: dependents.get(step.id) ?? [],
-      input:
-        step.dependsOn.length > 0
-          ? null
-          : step.inputTemplate === null
-            ? step.input
-            : resolveTemplates(step.inputTemplate, { params: plan.params, steps: {} }),
+      input: step.dependsOn.length > 0 ? null : rootInput(plan, step, limits.STEP_INPUT_MAX_BYTES, paramsField),
     })),
   };
 }
 
+function rootInput(plan: TaskPlan, step: StepPlan, maxBytes: number, paramsField: string): unknown {
+  try {
+    if (step.inputTemplate !== null) return resolveTemplates(step.inputTemplate, { params: plan.params, steps: {} }, { maxBytes });
+    if (jsonSize(step.input, maxBytes).over) throw new ResolvedSizeError(maxBytes, '');
+    return step.input;
+  } catch (error) {
+    if (!(error instanceof ResolvedSizeError)) throw error;
+    const what = plan.workflow ? `the input of step '${step.id}'` : 'the input';
+    const where = error.at ? ` (at input${error.at.startsWith('[') ? '' : '.'}${error.at})` : '';
+    throw new ValidationError(`params make ${what} larger than ${maxBytes} bytes`, [
+      { path: paramsField, message: `${what} would be larger than ${maxBytes} bytes of JSON${plan.workflow ? ' once its templates are resolved' : ''}${where}: the limit is STEP_INPUT_MAX_BYTES` },
+    ], 'invalid_params');
+  }
+}
+
 /** The steps that start with the run, ready to become jobs. */
 export function initialSteps(plan: TaskPlan, delayMs = 0): ReadyStep[] {
-  const secrets = secretValues(plan.params);
   return plan.steps
     .filter((step) => step.dependsOn.length === 0)
     .map((step) => ({
@@ -96,7 +110,6 @@ export function initialSteps(plan: TaskPlan, delayMs = 0): ReadyStep[] {
       retry: step.options.retry,
       timeoutMs: step.options.timeout_ms,
       dependencies: {},
-      secrets,
       ...(step.options.priority ? { priority: step.options.priority } : {}),
       ...(delayMs > 0 ? { delayMs } : {}),
     }));

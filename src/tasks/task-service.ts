@@ -3,6 +3,7 @@ import type { RedisClient } from '../queue/redis.js';
 import type { Config } from '../config.js';
 import { ConflictError, DependencyUnavailableError, NotFoundError, ValidationError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { Reachability } from '../persistence/database.js';
 import { isFinished, type CreateResult, type NewTask, type TaskFilter, type TaskStatus, type TaskStore } from '../persistence/task-store.js';
 import { Batcher } from '../lib/batcher.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
@@ -38,6 +39,8 @@ export interface TaskServiceDeps {
   planWorkflow?: (name: string, params: Record<string, unknown>, overrides: RunOverrides, paramsField: string) => Promise<TaskPlan | undefined>;
   /** Names of registered workflows, for the 404 of an unknown task_type. */
   workflowNames?: () => Promise<string[]>;
+  /** Whether PostgreSQL can be reached: while it cannot, requests answer 503 at once instead of waiting for a connection. */
+  reachability?: Reachability;
 }
 
 export interface SubmitOptions {
@@ -45,6 +48,8 @@ export interface SubmitOptions {
   workflowOnly?: boolean;
   /** Where params sit in the request body, for error paths. @defaultValue 'params' */
   paramsField?: string;
+  /** Id of the API key that submits the task; idempotency keys are per owner. @defaultValue '' (no authentication) */
+  owner?: string;
 }
 
 /** JSON with sorted keys, so the same body hashes the same whatever its key order. */
@@ -67,14 +72,6 @@ function assertRedis(redis: RedisClient): void {
   if (redis.status !== 'ready') throw new DependencyUnavailableError('redis');
 }
 
-async function database<T>(work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (error) {
-    if (isTransientDatabaseError(error)) throw new DependencyUnavailableError('database', error);
-    throw error;
-  }
-}
 
 interface Submission {
   plan: TaskPlan;
@@ -90,6 +87,17 @@ export class TaskService {
 
   constructor(private readonly deps: TaskServiceDeps) {
     this.submissions = new Batcher((batch) => this.persistAndEnqueue(batch), { maxSize: 200 });
+  }
+
+  /** Runs a PostgreSQL call; a database known to be unreachable, or lost meanwhile, answers 503. */
+  private async database<T>(work: () => Promise<T>): Promise<T> {
+    if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
+    try {
+      return await work();
+    } catch (error) {
+      if (isTransientDatabaseError(error)) throw new DependencyUnavailableError('database', error);
+      throw error;
+    }
   }
 
   private async plan(body: AssignTaskBody, options: SubmitOptions): Promise<TaskPlan> {
@@ -110,11 +118,11 @@ export class TaskService {
     }
     // A name that cannot be a workflow's is not looked up.
     const workflow = IDENTIFIER.test(body.task_type)
-      ? await database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides, options.paramsField ?? 'params'))
+      ? await this.database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides, options.paramsField ?? 'params'))
       : undefined;
     if (workflow) return workflow;
     if (options.workflowOnly) throw new NotFoundError('workflow_not_found', `no workflow is named ${JSON.stringify(body.task_type)}`);
-    const workflows = (await database(async () => this.deps.workflowNames?.())) ?? [];
+    const workflows = (await this.database(async () => this.deps.workflowNames?.())) ?? [];
     throw new NotFoundError('unknown_task_type', `no tool or workflow is named ${JSON.stringify(body.task_type)}`, {
       known_task_types: [...this.deps.registry.names(), ...workflows].sort(),
       tools: this.deps.registry.names(),
@@ -129,9 +137,10 @@ export class TaskService {
   private async submitInSpan(body: AssignTaskBody, options: SubmitOptions, span: SpanHandle): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
     const receivedAt = new Date();
     if (body.callback_url) this.checkCallback(body.callback_url);
-    const plan = finishPlan(await this.plan(body, options));
+    const plan = finishPlan(await this.plan(body, options), this.deps.config, options.paramsField);
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
+    if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
     const id = randomUUID();
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const requestHash = createHash('sha256')
@@ -147,6 +156,7 @@ export class TaskService {
         receivedAt,
         priority: body.priority ?? 0,
         delayMs: body.delay_ms ?? 0,
+        owner: options.owner ?? '',
         ...(body.idempotency_key ? { idempotencyKey: body.idempotency_key } : {}),
         ...(body.callback_url ? { callbackUrl: body.callback_url } : {}),
       },
@@ -187,7 +197,7 @@ export class TaskService {
    * every client hears 503: nothing is left half-created.
    */
   private async persistAndEnqueue(batch: Submission[]): Promise<CreateResult[]> {
-    const results = await database(() => this.deps.store.createMany(batch));
+    const results = await this.database(() => this.deps.store.createMany(batch));
     const fresh = batch.filter((_, index) => results[index]!.created);
     if (fresh.length > 0) {
       try {
@@ -218,28 +228,32 @@ export class TaskService {
     if (refused) throw new ValidationError('the callback URL is not allowed', [{ path: 'callback_url', message: refused }], 'callback_url_not_allowed');
   }
 
-  async result(id: string, waitSeconds = 0, signal?: AbortSignal) {
+  /** `owner`: only a task of this owner is found (a client key's view); undefined: any task. */
+  async result(id: string, waitSeconds = 0, signal?: AbortSignal, owner?: string) {
     if (!UUID.test(id)) throw notFound(id);
+    // Another owner's task is not found, and not waited for either: how long the answer takes
+    // would tell that it exists.
+    if (owner !== undefined && waitSeconds > 0 && (await this.database(() => this.deps.store.ownerOf(id))) !== owner) throw notFound(id);
     const waitMs = Math.min(waitSeconds, this.deps.config.RESULT_WAIT_MAX_S) * 1000;
     if (waitMs > 0) {
       await this.deps.events.waitForEnd(
         id,
         waitMs,
         async () => {
-          const status = await database(() => this.deps.store.status(id));
+          const status = await this.database(() => this.deps.store.status(id));
           return status === undefined || isFinished(status);
         },
         signal,
       );
     }
-    const task = await database(() => this.deps.store.get(id));
-    if (!task) throw notFound(id);
+    const task = await this.database(() => this.deps.store.get(id));
+    if (!task || (owner !== undefined && task.ownerKey !== owner)) throw notFound(id);
     return taskView(task);
   }
 
   async list(filter: Omit<TaskFilter, 'cursor'> & { cursor?: string }) {
     const cursor: TaskFilter['cursor'] = filter.cursor ? decodeCursor(filter.cursor) : undefined;
-    const rows = await database(() => this.deps.store.list({ ...filter, cursor, limit: filter.limit + 1 }));
+    const rows = await this.database(() => this.deps.store.list({ ...filter, cursor, limit: filter.limit + 1 }));
     const page = rows.slice(0, filter.limit);
     const last = page.at(-1);
     return {
@@ -248,9 +262,9 @@ export class TaskService {
     };
   }
 
-  async cancel(id: string) {
+  async cancel(id: string, owner?: string) {
     if (!UUID.test(id)) throw notFound(id);
-    const outcome = await database(() => this.deps.store.cancel(id));
+    const outcome = await this.database(() => this.deps.store.cancel(id, owner));
     if (!outcome) throw notFound(id);
     if (outcome.outcome === 'finished') {
       throw new ConflictError('task_finished', `the task already ended (${outcome.status}); nothing to cancel`, { status: outcome.status });
@@ -268,17 +282,21 @@ export class TaskService {
     return { task_id: id, status: 'cancelled' as TaskStatus, message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() };
   }
 
-  async retry(id: string) {
+  async retry(id: string, owner?: string) {
     if (!UUID.test(id)) throw notFound(id);
     assertRedis(this.deps.redis);
-    const outcome = await database(() =>
-      this.deps.store.resume(id, async ({ run, taskType, ready }) => {
-        try {
-          await this.deps.queues.startRun({ taskId: id, run, taskType }, ready);
-        } catch (error) {
-          throw new DependencyUnavailableError('redis', error);
-        }
-      }),
+    const outcome = await this.database(() =>
+      this.deps.store.resume(
+        id,
+        async ({ run, taskType, ready }) => {
+          try {
+            await this.deps.queues.startRun({ taskId: id, run, taskType }, ready);
+          } catch (error) {
+            throw new DependencyUnavailableError('redis', error);
+          }
+        },
+        owner,
+      ),
     );
     if (!outcome) throw notFound(id);
     if (outcome.outcome === 'not_resumable') {
@@ -293,7 +311,7 @@ export class TaskService {
   async deadLetters(filter: { taskId?: string; tool?: string; limit: number; cursor?: string }) {
     const cursor = filter.cursor ? decodeCursor(filter.cursor) : undefined;
     if (filter.taskId && !UUID.test(filter.taskId)) return { items: [], next_cursor: null };
-    const rows = await database(() => this.deps.store.listDeadLetters({ ...filter, cursor, limit: filter.limit + 1 }));
+    const rows = await this.database(() => this.deps.store.listDeadLetters({ ...filter, cursor, limit: filter.limit + 1 }));
     const page = rows.slice(0, filter.limit);
     const last = page.at(-1);
     return {
@@ -316,10 +334,10 @@ export class TaskService {
   /** Replaying a dead letter resumes its task, as POST /tasks/:id/retry does. */
   async replayDeadLetter(id: string) {
     if (!UUID.test(id)) throw new NotFoundError('dead_letter_not_found', `no dead letter with id ${JSON.stringify(id)}`);
-    const letter = await database(() => this.deps.store.getDeadLetter(id));
+    const letter = await this.database(() => this.deps.store.getDeadLetter(id));
     if (!letter) throw new NotFoundError('dead_letter_not_found', `no dead letter with id ${JSON.stringify(id)}`);
     const resumed = await this.retry(letter.taskId);
-    await database(() => this.deps.store.markReplayed(id));
+    await this.database(() => this.deps.store.markReplayed(id));
     return { ...resumed, dead_letter_id: id };
   }
 }

@@ -35,6 +35,7 @@ function callbackView(url: string, deliveries: CallbackDelivery[]) {
       status_code: delivery.statusCode,
       error: delivery.error,
       delivered: delivery.delivered,
+      will_retry: delivery.willRetry,
       duration_ms: delivery.durationMs,
       at: delivery.createdAt.toISOString(),
     })),

@@ -20,10 +20,17 @@ export interface RateLimit {
   duration_ms: number;
 }
 
-/** What a dependency of the running step ended with (workflows). */
+/**
+ * What a dependency of the running step ended with (workflows). It travels in the step's job
+ * data, so a large output is not copied there: templates in the step's input are the way to
+ * pass it (or the part of it the step needs).
+ */
 export interface DependencyResult {
   status: 'completed' | 'failed';
+  /** The dependency's output, when its JSON is at most JOB_INLINE_OUTPUT_MAX_BYTES. */
   output?: unknown;
+  /** Set instead of `output` when the output is larger: it is stored in PostgreSQL only (GET /result shows it). */
+  output_stored_in?: 'postgresql';
   error?: { name: string; message: string };
 }
 
@@ -37,7 +44,10 @@ export interface ToolContext {
   /** Carries task id, step id, tool and attempt on every line. */
   logger: Logger;
   config: Config;
-  /** Results of the steps this step depends on, by step id. */
+  /**
+   * Results of the steps this step depends on, by step id: status, error, and the output when
+   * it is small (see DependencyResult); read what the step needs through its input's templates.
+   */
   dependencies: Readonly<Record<string, DependencyResult>>;
   /**
    * Reports how far the step is (0-100) and, optionally, what it is doing. Shown in

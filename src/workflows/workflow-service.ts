@@ -11,6 +11,7 @@ import type { RunOverrides, TaskPlan } from '../tasks/plan.js';
 import { checkWorkflow } from './check.js';
 import { compileWorkflow } from './compile.js';
 import { IDENTIFIER, workflowDefinitionSchema, type WorkflowDefinition } from './definition.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 export const EXAMPLES_DIR = fileURLToPath(new URL('./examples/', import.meta.url));
 
@@ -33,13 +34,15 @@ export class WorkflowService {
     private readonly store: WorkflowStore,
     private readonly registry: ToolRegistry,
     private readonly logger: Logger,
+    /** Sizes templates may have in a definition. */
+    private readonly limits: Limits = DEFAULT_LIMITS,
   ) {}
 
   /** Parses and checks a definition; every problem is reported at once, with its JSON path. */
   validate(body: unknown): WorkflowDefinition {
     const parsed = workflowDefinitionSchema.safeParse(body);
     if (!parsed.success) throw new ValidationError('the workflow definition is invalid', zodProblems(parsed.error), 'invalid_workflow');
-    const problems = [...unstorableProblems(body), ...checkWorkflow(parsed.data, this.registry)];
+    const problems = [...unstorableProblems(body), ...checkWorkflow(parsed.data, this.registry, this.limits)];
     if (problems.length > 0) throw new ValidationError('the workflow definition is invalid', problems, 'invalid_workflow');
     return parsed.data;
   }
@@ -113,11 +116,22 @@ export class WorkflowService {
     return this.store.names();
   }
 
-  /** Stores each example shipped with the service unless a workflow of that name exists (even archived). */
+  /**
+   * Stores each example shipped with the service unless a workflow of that name exists (even
+   * archived). An example the configured limits refuse (TEMPLATE_MAX_REFERENCES set very low)
+   * is left out with a warning rather than stopping the service.
+   */
   async loadExamples(dir = EXAMPLES_DIR): Promise<string[]> {
     const loaded: string[] = [];
     for (const file of (await readdir(dir)).filter((name) => name.endsWith('.json')).sort()) {
-      const definition = this.validate(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
+      let definition: WorkflowDefinition;
+      try {
+        definition = this.validate(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
+      } catch (error) {
+        if (!(error instanceof ValidationError)) throw error;
+        this.logger.warn('example workflow left out: it does not pass the checks', { file, problems: error.details });
+        continue;
+      }
       if (await this.store.createIfAbsent(definition)) loaded.push(definition.name);
     }
     if (loaded.length > 0) this.logger.info('loaded example workflows', { workflows: loaded });

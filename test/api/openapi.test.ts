@@ -3,15 +3,19 @@ import { readFileSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormatsPlugin from 'ajv-formats';
+import { Queue } from 'bullmq';
 import type { Express } from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
+import { toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 
 const addFormats = addFormatsPlugin as unknown as typeof addFormatsPlugin.default;
 const API_KEY = 'openapi-test-key-0123456789';
+const READ_KEY = 'openapi-read-key-0123456789';
+const CLIENT_KEY = 'openapi-client-key-0123456789';
 const PACKAGE = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 type Operation = { responses: Record<string, { content?: Record<string, unknown> }>; security?: unknown[] };
@@ -64,6 +68,8 @@ function parseEvents(text: string): { id?: string; event: string; data: any }[] 
 describe('the OpenAPI document', () => {
   let h: Harness;
   let secured: Harness;
+  /** Keys of every scope, no rate limit: for the 403 answers. */
+  let scoped: Harness;
   /** Receives completion callbacks. */
   let receiver: TestServer;
   let doc: OpenApiDocument;
@@ -74,12 +80,13 @@ describe('the OpenAPI document', () => {
 
   beforeAll(async () => {
     receiver = await startServer((_request, res) => res.writeHead(204).end());
-    [h, secured] = await Promise.all([
+    [h, secured, scoped] = await Promise.all([
       createHarness({
         tools: testTools,
         env: { BODY_LIMIT: '10kb', CALLBACK_SECRET: 'openapi-callback-secret-0123', HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${receiver.port}` },
       }),
       createHarness({ worker: false, env: { API_KEYS: API_KEY, RATE_LIMIT_PER_MINUTE: '3' } }),
+      createHarness({ worker: false, env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY}` } }),
     ]);
     const served = await fetch(`${h.url}/openapi.json`);
     expect(served.status).toBe(200);
@@ -90,7 +97,7 @@ describe('the OpenAPI document', () => {
     ajv.addSchema(doc, 'openapi.json');
   });
   afterAll(async () => {
-    await Promise.all([h?.close(), secured?.close(), receiver?.close()]);
+    await Promise.all([h?.close(), secured?.close(), scoped?.close(), receiver?.close()]);
     await closeTestConnections();
   });
 
@@ -121,15 +128,24 @@ describe('the OpenAPI document', () => {
   /**
    * Sends a request and checks the answer against the document: the status must be listed for
    * the operation, the content type must be the documented one, and a JSON body must fit the
-   * documented schema.
+   * documented schema. `beforeBody` runs once the answer's head has arrived, before its body is
+   * read (a stream's first event comes with the head).
    */
-  async function call(method: string, url: string, body?: unknown, headers: Record<string, string> = {}, on: Harness = h): Promise<Answer> {
+  async function call(
+    method: string,
+    url: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+    on: Harness = h,
+    beforeBody?: () => Promise<void>,
+  ): Promise<Answer> {
     const response = await fetch(`${on.url}${url}`, {
       method,
       redirect: 'manual',
       headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
+    await beforeBody?.();
     const text = await response.text();
     let parsed: unknown = text;
     try {
@@ -185,7 +201,8 @@ describe('the OpenAPI document', () => {
     for (const [method, path] of [['get', '/health'], ['get', '/ready'], ['get', '/metrics']] as const) {
       expect((doc.paths[path]![method] as Operation).security, path).toEqual([]);
     }
-    expect((doc.paths['/tasks']!.get as Operation).security).toEqual([{}, { bearerAuth: [] }]);
+    expect((doc.paths['/tasks']!.get as Operation).security).toEqual([{}, { bearerAuth: ['admin', 'client', 'read'] }]);
+    expect((doc.paths['/workflows']!.post as Operation).security).toEqual([{}, { bearerAuth: ['admin'] }]);
     // Requests come from the handlers' own schemas: a strict body rejects unknown keys.
     expect(doc.components.schemas.AssignTaskRequest).toMatchObject({ required: ['task_type'], additionalProperties: false });
     // Every schema in the document compiles.
@@ -265,12 +282,23 @@ describe('the OpenAPI document', () => {
   });
 
   it('GET /tasks/{task_id}/events streams events that fit the documented schemas', async () => {
-    const id = await submit(h, { task_type: 'sleep', params: { ms: 1000 } });
-    // Opened while the task runs: the stream ends when the task does.
-    const live = await call('GET', `/tasks/${id}/events`);
+    // Opened while the task waits (its queue paused until the stream has begun), so the stream
+    // carries every transition and ends when the task does.
+    const sleepQueue = new Queue(toolQueueName('sleep'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    await sleepQueue.pause();
+    let id: string;
+    let live: Answer;
+    try {
+      id = await submit(h, { task_type: 'sleep', params: { ms: 1000 } });
+      live = await call('GET', `/tasks/${id}/events`, undefined, {}, h, () => sleepQueue.resume());
+    } finally {
+      await sleepQueue.resume();
+      await sleepQueue.close();
+    }
     expect(live.status).toBe(200);
     const events = parseEvents(live.text);
     expect(events[0]!.event).toBe('snapshot');
+    expect(events[0]!.data.status).toBe('queued');
     expectComponent('TaskView', events[0]!.data);
     for (const event of events.slice(1)) {
       expect(['task', 'step', 'progress']).toContain(event.event);
@@ -441,6 +469,26 @@ describe('the OpenAPI document', () => {
       expect(response.status, `${method} ${url}`).toBe(429);
       expect(Number(response.headers.get('retry-after'))).toBeGreaterThan(0);
     }
+  });
+
+  it('answers 403 to a key whose scope the operation does not list, and only then', async () => {
+    const keys = { admin: API_KEY, read: READ_KEY, client: CLIENT_KEY };
+    let refused = 0;
+    for (const [method, url] of everyOperation((_method, operation) => (operation.security ?? []).length > 0)) {
+      const { operation } = operationFor(method, url);
+      const allowed = (operation.security as Record<string, string[]>[]).find((requirement) => requirement.bearerAuth)!.bearerAuth!;
+      for (const [scope, key] of Object.entries(keys)) {
+        const response = await call(method, url, method === 'GET' ? undefined : {}, { authorization: `Bearer ${key}` }, scoped);
+        if (allowed.includes(scope)) {
+          expect(response.status, `${method} ${url} with a ${scope} key`).not.toBe(403);
+        } else {
+          expect(response.status, `${method} ${url} with a ${scope} key`).toBe(403);
+          expect(response.body.error.code).toBe('forbidden');
+          refused += 1;
+        }
+      }
+    }
+    expect(refused).toBeGreaterThan(5);
   });
 
   it('every documented answer was provoked, except 503', () => {

@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openDatabase } from '../../src/persistence/database.js';
+import { StatsStore, StatsTimeoutError } from '../../src/persistence/stats-store.js';
 import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { testTools } from '../fixtures/tools.js';
 
@@ -48,6 +50,54 @@ describe('GET /stats', () => {
       const response = await h.request('GET', `/stats?${query}`);
       expect(response.status, query).toBe(400);
       expect(response.body.error.code).toBe('validation_error');
+    }
+  });
+
+  it('refuses a window wider than STATS_MAX_WINDOW_DAYS, with the path of what set it', async () => {
+    const long = await h.request('GET', '/stats?window=32d');
+    expect(long.status).toBe(400);
+    expect(long.body.error).toMatchObject({ code: 'validation_error', details: [{ path: 'window', message: 'the window may span at most 31 days' }] });
+    const since = new Date(Date.now() - 40 * 86_400_000).toISOString();
+    const explicit = await h.request('GET', `/stats?since=${encodeURIComponent(since)}`);
+    expect(explicit.status).toBe(400);
+    expect(explicit.body.error.details).toEqual([expect.objectContaining({ path: 'since' })]);
+    expect((await h.request('GET', '/stats?window=31d')).status).toBe(200);
+  });
+});
+
+describe('GET /stats under a statement timeout', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness({ worker: false, env: { STATS_STATEMENT_TIMEOUT_MS: '1' } });
+    // Enough finished tasks that the percentiles take longer than a millisecond.
+    await h.db.prisma.$executeRawUnsafe(
+      `INSERT INTO tasks (id, task_type, params, status, steps_total, steps_remaining, finished_at)
+       SELECT gen_random_uuid(), 'bulk_' || (n % 50), '{}', 'completed', 1, 0, now() + n * interval '1 ms' FROM generate_series(1, 200000) AS n`,
+    );
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('answers 503 stats_timeout when PostgreSQL cancels the queries', async () => {
+    const response = await h.request('GET', '/stats?window=1h');
+    expect(response.status).toBe(503);
+    expect(response.body.error).toMatchObject({ code: 'stats_timeout', details: { timeout_ms: 1 } });
+  });
+
+  it("sets the timeout for the statistics' transaction only, not for the connection", async () => {
+    // One connection: the query after the failed statistics runs on the same one.
+    const db = openDatabase(h.config.DATABASE_URL, 1, h.logger);
+    try {
+      const before = await db.prisma.$queryRawUnsafe('SHOW statement_timeout');
+      const window = [new Date(Date.now() - 3_600_000), new Date()] as const;
+      await expect(new StatsStore(db.prisma, { statementTimeoutMs: 1 }).compute(...window)).rejects.toBeInstanceOf(StatsTimeoutError);
+      expect(await db.prisma.$queryRawUnsafe('SHOW statement_timeout')).toEqual(before);
+      // A committed transaction keeps a plain SET; SET LOCAL ends with it.
+      expect((await new StatsStore(db.prisma, { statementTimeoutMs: 123_456 }).compute(...window)).tasks.total).toBe(200_000);
+      expect(await db.prisma.$queryRawUnsafe('SHOW statement_timeout')).toEqual(before);
+    } finally {
+      await db.close();
     }
   });
 });

@@ -28,6 +28,7 @@ describe('loadConfig', () => {
       WORKER_CONCURRENCY: 10,
       WORKER_TOOLS: [],
       WORKER_SHUTDOWN_TIMEOUT_MS: 30_000,
+      WORKER_LOCK_DURATION_MS: 30_000,
       HTTP_TOOL_ALLOWED_HOSTS: [],
       BODY_LIMIT: '1mb',
       RESULT_WAIT_MAX_S: 30,
@@ -80,6 +81,7 @@ describe('loadConfig', () => {
     ['NODE_ENV', 'staging'],
     ['BODY_LIMIT', 'lots'],
     ['WORKER_SHUTDOWN_TIMEOUT_MS', '-5'],
+    ['WORKER_LOCK_DURATION_MS', '500'],
   ])('throws a ConfigError naming %s for %j', (name, value) => {
     const error = configError({ [name]: value });
     expect(error.name).toBe('ConfigError');
@@ -87,10 +89,40 @@ describe('loadConfig', () => {
     expect(error.message).toContain(JSON.stringify(value));
   });
 
+  it('describes a bad secret by its length and masks passwords in URLs, never printing them', () => {
+    const secrets = ['short-secret', 'good-key-0123456789abcdef', 'tiny-key', 'hunter2-db-password', 'pw-of-redis'];
+    const error = configError({
+      CALLBACK_SECRET: 'short-secret',
+      API_KEYS: 'good-key-0123456789abcdef, tiny-key',
+      DATABASE_URL: 'mysql://app:hunter2-db-password@db.internal/app',
+      REDIS_URL: 'http://:pw-of-redis@redis.internal:6379',
+    });
+    for (const secret of secrets) expect(error.message).not.toContain(secret);
+    expect(error.message).toContain('CALLBACK_SECRET: use at least 16 characters (got 12 characters; secret values are not shown)');
+    expect(error.message).toContain('API_KEYS: each key must be at least 16 characters (entry 2 of 2 has 8 characters; secret values are not shown)');
+    expect(error.message).toContain('DATABASE_URL: Invalid URL (got "mysql://app:***@db.internal/app")');
+    expect(error.message).toContain('REDIS_URL: Invalid URL (got "http://:***@redis.internal:6379")');
+  });
+
   it('names every bad variable at once', () => {
     const error = configError({ PORT: '70000', WORKER_CONCURRENCY: 'abc', REDIS_URL: 'http://x', LOG_LEVEL: 'info' });
     for (const name of ['PORT', 'WORKER_CONCURRENCY', 'REDIS_URL']) expect(error.message).toContain(`${name}:`);
     expect(error.message).not.toContain('LOG_LEVEL');
+  });
+
+  it('bounds sizes by default (README "Limits") and refuses limits out of range', () => {
+    expect(loadConfig({})).toMatchObject({
+      TEMPLATE_STRING_MAX_CHARS: 65_536,
+      TEMPLATE_MAX_REFERENCES: 1_000,
+      STEP_INPUT_MAX_BYTES: 1_048_576,
+      STEP_OUTPUT_MAX_BYTES: 1_048_576,
+      STEP_OUTPUT_MAX_DEPTH: 64,
+      TASK_RESULT_MAX_BYTES: 4_194_304,
+      JOB_INLINE_OUTPUT_MAX_BYTES: 4_096,
+    });
+    expect(loadConfig({ STEP_INPUT_MAX_BYTES: '2048', JOB_INLINE_OUTPUT_MAX_BYTES: '0' })).toMatchObject({ STEP_INPUT_MAX_BYTES: 2_048, JOB_INLINE_OUTPUT_MAX_BYTES: 0 });
+    const error = configError({ STEP_INPUT_MAX_BYTES: '10', STEP_OUTPUT_MAX_DEPTH: '0', TEMPLATE_MAX_REFERENCES: 'many' });
+    for (const name of ['STEP_INPUT_MAX_BYTES', 'STEP_OUTPUT_MAX_DEPTH', 'TEMPLATE_MAX_REFERENCES']) expect(error.message).toContain(name);
   });
 });
 
@@ -138,5 +170,90 @@ describe('a process with a bad configuration', () => {
     expect(exit.code).not.toBe(0);
     expect(exit.code).not.toBeNull();
     expect(child.output).toMatch(/WORKER_CONCURRENCY: .*\(got "abc"\)/);
+  });
+});
+
+describe('API key settings', () => {
+  it('reads KEY as an admin key, SCOPE:KEY and SCOPE@NAME:KEY with their scope; only the first ":" separates', () => {
+    const config = loadConfig({ API_KEYS: 'plain-admin-key-0123456, read:reader-key-0123456789,client@web.app-1:client-key-012345678,admin:with:colon-0123456789' });
+    expect(config.API_KEYS).toEqual([
+      { scope: 'admin', key: 'plain-admin-key-0123456' },
+      { scope: 'read', key: 'reader-key-0123456789' },
+      { scope: 'client', name: 'web.app-1', key: 'client-key-012345678' },
+      { scope: 'admin', key: 'with:colon-0123456789' },
+    ]);
+  });
+
+  it.each([
+    ['an unknown scope (never taken as part of an admin key)', 'clinet:secret-value-0123456789', /the text before the first ":" is not a scope.*\(entry 2 of 2 has 30 characters; secret values are not shown\)/],
+    ['a short key', 'read:short-secret', /each key must be at least 16 characters \(entry 2 of 2 has 17 characters; secret values are not shown\)/],
+    ['a bad name', 'client@no spaces:secret-value-0123456789', /the text before the first ":" is not a scope.*\(entry 2 of 2 has 40 characters; secret values are not shown\)/],
+  ])('refuses %s, naming the entry but never its text', (_what, entry, message) => {
+    const error = configError({ API_KEYS: `fine-admin-key-0123456789,${entry}` });
+    expect(error.message).toMatch(/API_KEYS: /);
+    expect(error.message).toMatch(message);
+    expect(error.message).not.toContain('secret-value');
+    expect(error.message).not.toContain('short-secret');
+    expect(error.message).not.toContain('fine-admin-key');
+    expect(error.message).not.toContain('clinet');
+  });
+
+  it('never repeats the value of CALLBACK_SECRET in an error either', () => {
+    const error = configError({ CALLBACK_SECRET: 'tiny-secret' });
+    expect(error.message).toMatch(/CALLBACK_SECRET: use at least 16 characters \(got 11 characters; secret values are not shown\)/);
+    expect(error.message).not.toContain('tiny-secret');
+  });
+
+  it('takes AUTH_DISABLED as true or false only, and not together with keys', () => {
+    expect(loadConfig({}).AUTH_DISABLED).toBe(false);
+    expect(loadConfig({ AUTH_DISABLED: 'true' }).AUTH_DISABLED).toBe(true);
+    expect(configError({ AUTH_DISABLED: 'yes' }).message).toMatch(/AUTH_DISABLED: use true or false/);
+    for (const keys of [{ API_KEYS: 'some-admin-key-0123456789' }, { API_KEYS_FILE: '/run/secrets/keys' }] as Record<string, string>[]) {
+      expect(configError({ AUTH_DISABLED: 'true', ...keys }).message).toMatch(/AUTH_DISABLED: true contradicts API_KEYS/);
+    }
+  });
+});
+
+describe('closed by default', () => {
+  const children: NodeProcess[] = [];
+  afterEach(async () => {
+    await Promise.all(children.splice(0).map((child) => child.kill()));
+  });
+  // Nothing answers here: a process that gets past the key check fails on PostgreSQL instead.
+  const unreachable = { DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/never', REDIS_URL: 'redis://127.0.0.1:1', LOG_FORMAT: 'json' };
+  const start = (entry: string, env: Record<string, string>) => {
+    const child = runEntry(entry, { ...unreachable, ...env });
+    children.push(child);
+    return child;
+  };
+  const lines = (output: string) => output.split('\n').filter((line) => line.trim() !== '');
+
+  it.each(['src/api/main.ts', 'src/main.ts'])('%s in production without keys exits 1 with one line naming what to set', async (entry) => {
+    const child = start(entry, { NODE_ENV: 'production' });
+    expect((await child.waitForExit()).code).toBe(1);
+    expect(lines(child.output)).toHaveLength(1);
+    expect(child.output).toMatch(/could not start: NODE_ENV=production needs API keys: set API_KEYS \(or API_KEYS_FILE\), or set AUTH_DISABLED=true/);
+  });
+
+  it('starts in production without keys when AUTH_DISABLED=true, with a warning', async () => {
+    const child = start('src/api/main.ts', { NODE_ENV: 'production', AUTH_DISABLED: 'true' });
+    expect((await child.waitForExit()).code).toBe(1);
+    expect(child.output).toMatch(/authentication is disabled \(AUTH_DISABLED=true\)/);
+    expect(child.output).not.toMatch(/needs API keys/);
+    // It got as far as PostgreSQL.
+    expect(child.output).toMatch(/could not start: .*(ECONNREFUSED|connect)/);
+  });
+
+  it('warns once at boot in development when no keys are set', async () => {
+    const child = start('src/api/main.ts', { NODE_ENV: 'development' });
+    await child.waitForExit();
+    expect(child.output.match(/authentication is off/g)).toHaveLength(1);
+    expect(child.output).toMatch(/could not start: .*(ECONNREFUSED|connect)/);
+  });
+
+  it('stops at boot, naming the file, when API_KEYS_FILE cannot be read', async () => {
+    const child = start('src/api/main.ts', { NODE_ENV: 'production', API_KEYS_FILE: '/nonexistent/orchestrator-keys' });
+    expect((await child.waitForExit()).code).toBe(1);
+    expect(lines(child.output)).toEqual(['api could not start: API_KEYS_FILE /nonexistent/orchestrator-keys cannot be read (ENOENT)']);
   });
 });

@@ -11,7 +11,7 @@ export interface Exit {
   at: number;
 }
 
-/** A TypeScript entry point run by `node --import tsx` in its own process. */
+/** An entry point in its own process: TypeScript run by `node --import tsx`, or compiled JavaScript. */
 export interface NodeProcess {
   child: ChildProcess;
   /** stdout and stderr so far, interleaved. */
@@ -27,8 +27,9 @@ export interface NodeProcess {
   kill(): Promise<void>;
 }
 
-export function runEntry(entry: string, env: Record<string, string>): NodeProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+/** `compiled`: `entry` is JavaScript (the build in dist/), run by node alone. */
+export function runEntry(entry: string, env: Record<string, string>, options: { compiled?: boolean } = {}): NodeProcess {
+  const child = spawn(process.execPath, [...(options.compiled ? [] : ['--import', 'tsx']), entry], {
     cwd: REPO_ROOT,
     // PATH and HOME only from this process: every setting the service reads is explicit.
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...env },
@@ -51,7 +52,9 @@ export function runEntry(entry: string, env: Record<string, string>): NodeProces
       return output;
     },
     exited,
-    async waitForOutput(pattern, timeoutMs = 20_000) {
+    // Waiting for a process to start is no bound under test: on a busy machine compiling, migrating
+    // and connecting take a while.
+    async waitForOutput(pattern, timeoutMs = 60_000) {
       await poll(
         () => {
           if (pattern.test(output)) return true;

@@ -1,9 +1,13 @@
+import { Queue } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeTestConnections, testTools } from '../fixtures/tools.js';
+import { EventLog } from '../../src/queue/event-log.js';
+import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
 import { runEntry, type NodeProcess } from '../helpers/child-process.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, poll, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
 
-const SHUTDOWN_TIMEOUT_MS = 5_000;
+/** Far longer than any drain below takes, so exiting before it shows that nothing waited it out. */
+const SHUTDOWN_TIMEOUT_MS = 15_000;
 
 describe('graceful shutdown of a worker process', () => {
   let h: Harness;
@@ -24,7 +28,8 @@ describe('graceful shutdown of a worker process', () => {
   async function startChild(env: Record<string, string> = {}): Promise<NodeProcess> {
     const child = runEntry('test/fixtures/worker-entry.ts', { ...h.env, ...env });
     children.push(child);
-    await child.waitForOutput(/^ready$/m);
+    // Starting a process takes long on a busy machine.
+    await child.waitForOutput(/^ready$/m, 60_000);
     return child;
   }
 
@@ -36,7 +41,7 @@ describe('graceful shutdown of a worker process', () => {
 
   it('finishes the running step on SIGTERM, exits 0, and takes no new step meanwhile', async () => {
     const worker = await startChild();
-    const first = await submit(h, { task_type: 'sleep', params: { ms: 1_500 } });
+    const first = await submit(h, { task_type: 'sleep', params: { ms: 3_000 } });
     await poll(async () => (await result(first)).steps[0].status === 'running', { label: 'the sleep step to run in the child' });
 
     const signalled = Date.now();
@@ -54,7 +59,9 @@ describe('graceful shutdown of a worker process', () => {
     const done = await result(first);
     expect(done.status).toBe('completed');
     expect(done.steps[0]).toMatchObject({ status: 'completed', attempts: 1 });
-    expect(done.steps[0].output.slept_ms).toBeGreaterThanOrEqual(1_500);
+    expect(done.steps[0].output.slept_ms).toBeGreaterThanOrEqual(3_000);
+    // It was still running when the signal came: the drain is what let it finish.
+    expect(Date.parse(done.steps[0].finished_at)).toBeGreaterThanOrEqual(signalled);
 
     const waiting = await result(second);
     expect(waiting.status).toBe('queued');
@@ -65,28 +72,73 @@ describe('graceful shutdown of a worker process', () => {
     expect(finished.status).toBe('completed');
     expect(finished.steps[0].attempts).toBe(1);
     expect((await next.signal('SIGTERM')).code).toBe(0);
-  });
+  }, 120_000);
 
   it('exits 0 at once on SIGTERM when it runs nothing', async () => {
     const worker = await startChild();
     const signalled = Date.now();
     const exit = await worker.signal('SIGTERM');
     expect(exit.code).toBe(0);
-    expect(exit.at - signalled).toBeLessThan(3_000);
+    // It did not wait out the shutdown timeout.
+    expect(exit.at - signalled).toBeLessThan(SHUTDOWN_TIMEOUT_MS);
     expect(worker.output).toMatch(/closed drained=true/);
-  });
+  }, 120_000);
 
-  it('stops waiting for a running step after WORKER_SHUTDOWN_TIMEOUT_MS and still exits 0', async () => {
-    const worker = await startChild({ WORKER_SHUTDOWN_TIMEOUT_MS: '600' });
-    const id = await submit(h, { task_type: 'sleep', params: { ms: 6_000 } });
-    await poll(async () => (await result(id)).steps[0].status === 'running', { label: 'the long sleep step to run in the child' });
+  it('past WORKER_SHUTDOWN_TIMEOUT_MS aborts the running step, records nothing, exits 0; another worker takes the step over', async () => {
+    // Short locks, so the takeover comes within seconds instead of 30 s; long enough that a
+    // busy machine does not lose a lock that is still being renewed.
+    const lock = { WORKER_LOCK_DURATION_MS: '3000' };
+    const worker = await startChild({ ...lock, WORKER_SHUTDOWN_TIMEOUT_MS: '600' });
+    const key = uniqueName('forced');
+    // Hangs until aborted; its second call (the takeover) returns at once.
+    const id = await submit(h, { task_type: 'hang', params: { key, release_on_call: 2 } });
+    const observed = () => h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, key), 0, -1);
+    await poll(async () => (await observed()).includes('started:1') && (await result(id)).steps[0].status === 'running', {
+      label: 'the hang step to run in the child',
+    });
+
     const signalled = Date.now();
     worker.child.kill('SIGTERM');
-    const exit = await worker.waitForExit(3_000);
+    const exit = await worker.waitForExit(SHUTDOWN_TIMEOUT_MS + 10_000);
     expect(exit.code).toBe(0);
     expect(exit.at - signalled).toBeGreaterThanOrEqual(550);
     expect(worker.output).toMatch(/closed drained=false/);
-    // Not failed: another worker takes the step over once its lock expires.
-    expect((await result(id)).status).toBe('running');
-  });
+
+    // The adapter's signal fired, with the forced stop as its reason.
+    await poll(async () => (await observed()).includes('aborted:WorkerStoppingError'), { label: 'the hang tool to record its abort' });
+    expect(await observed()).toEqual(['started:1', 'aborted:WorkerStoppingError']);
+    // Nothing was recorded for that attempt: not in PostgreSQL, not in BullMQ.
+    const stopped = await result(id);
+    expect(stopped.status).toBe('running');
+    expect(stopped.steps[0]).toMatchObject({ status: 'running', attempts: 1, finished_at: null });
+    expect(stopped.steps[0].error ?? null).toBeNull();
+    expect(stopped.steps[0].output ?? null).toBeNull();
+    expect(await h.db.prisma.deadLetter.count({ where: { taskId: id } })).toBe(0);
+    const queue = new Queue(toolQueueName('hang'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    try {
+      const jobId = stepJobId(id, 1, 'hang');
+      const held = await queue.getJob(jobId);
+      expect(held!.attemptsMade).toBe(0);
+      expect(held!.finishedOn ?? null).toBeNull();
+      expect(held!.failedReason ?? null).toBeNull();
+      expect(await held!.getState()).toBe('active');
+
+      // Another worker takes the step over once the lock has expired, and completes it.
+      const next = await startChild(lock);
+      const done = await waitForTask(h, id);
+      expect(done.status).toBe('completed');
+      // Attempts counts deliveries: the aborted one and the takeover.
+      expect(done.steps[0]).toMatchObject({ status: 'completed', attempts: 2, output: {} });
+      expect(await observed()).toEqual(['started:1', 'aborted:WorkerStoppingError', 'started:1', 'released']);
+      const finished = await queue.getJob(jobId);
+      expect(finished!.processedBy).toBe(`hang@${next.child.pid}`);
+      expect(finished).toMatchObject({ attemptsMade: 1, stalledCounter: 1 });
+      // Its result was recorded once: one completion in the task's history.
+      const history = await new EventLog(h.redis, h.config.QUEUE_PREFIX, h.config.EVENTS_TTL_S).read(id);
+      expect(history.filter((event) => event.type === 'step').map((event) => event.status)).toEqual(['running', 'running', 'completed']);
+      expect((await next.signal('SIGTERM')).code).toBe(0);
+    } finally {
+      await queue.close();
+    }
+  }, 120_000);
 });

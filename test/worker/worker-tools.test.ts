@@ -1,6 +1,8 @@
+import { Queue } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { toolQueueName } from '../../src/queue/jobs.js';
 import { runEntry, type NodeProcess } from '../helpers/child-process.js';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 
 describe('WORKER_TOOLS narrows the tools a worker process runs', () => {
   let h: Harness;
@@ -23,6 +25,17 @@ describe('WORKER_TOOLS narrows the tools a worker process runs', () => {
     return child;
   }
 
+  /** Which processes have a BullMQ worker on each tool's queue (BullMQ names its connections `…:w:<tool>@<pid>`). */
+  async function servedBy(tools: string[]): Promise<Record<string, string[]>> {
+    const served: Record<string, string[]> = {};
+    for (const tool of tools) {
+      const queue = new Queue(toolQueueName(tool), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+      served[tool] = (await queue.getWorkers()).map((client) => String(client.rawname).split(':w:')[1] ?? '').sort();
+      await queue.close();
+    }
+    return served;
+  }
+
   async function status(id: string) {
     const response = await h.request('GET', `/result/${id}`);
     expect(response.status).toBe(200);
@@ -31,6 +44,9 @@ describe('WORKER_TOOLS narrows the tools a worker process runs', () => {
 
   it('runs only the listed tools; another process with the other tool picks up the rest', async () => {
     const echoWorker = await startChild('echo');
+    const echoPid = echoWorker.child.pid;
+    // No worker of that process listens on the sleep queue at all.
+    expect(await servedBy(['echo', 'sleep'])).toEqual({ echo: [`echo@${echoPid}`], sleep: [] });
     const sleepTask = await submit(h, { task_type: 'sleep', params: { ms: 10 } });
     const echoTask = await submit(h, { task_type: 'echo', params: { n: 1 } });
     expect((await waitForTask(h, echoTask)).result).toEqual({ n: 1 });
@@ -42,6 +58,9 @@ describe('WORKER_TOOLS narrows the tools a worker process runs', () => {
 
     // And the other way round: with only the sleep worker left, echo waits.
     expect((await echoWorker.signal('SIGTERM')).code).toBe(0);
+    // Connections of the stopped process may take a moment to leave Redis's client list.
+    await poll(async () => (await servedBy(['echo'])).echo!.length === 0, { label: 'the echo worker to leave the echo queue' });
+    expect(await servedBy(['echo', 'sleep'])).toEqual({ echo: [], sleep: [`sleep@${sleepWorker.child.pid}`] });
     const echoLater = await submit(h, { task_type: 'echo', params: { n: 2 } });
     const sleepLater = await submit(h, { task_type: 'sleep', params: { ms: 10 } });
     expect((await waitForTask(h, sleepLater)).status).toBe('completed');

@@ -67,8 +67,10 @@ describe('running workflows', () => {
       name: 'fails_fast',
       steps: [
         { id: 'start', tool: 'echo', input: {} },
-        { id: 'bad', tool: 'broken', depends_on: ['start'], input: { message: 'no luck' } },
-        { id: 'slow', tool: 'sleep', depends_on: ['start'], input: { ms: 400 } },
+        // The gate gives "slow" time to start before "bad" fails.
+        { id: 'gate', tool: 'sleep', depends_on: ['start'], input: { ms: 500 } },
+        { id: 'bad', tool: 'broken', depends_on: ['gate'], input: { message: 'no luck' } },
+        { id: 'slow', tool: 'sleep', depends_on: ['start'], input: { ms: 3_000 } },
         { id: 'after_bad', tool: 'echo', depends_on: ['bad'], input: {} },
         { id: 'after_slow', tool: 'echo', depends_on: ['slow'], input: {} },
       ],
@@ -81,8 +83,6 @@ describe('running workflows', () => {
     expect(steps.bad).toMatchObject({ status: 'failed', attempts: 1 });
     expect(steps.after_bad.status).toBe('skipped');
     expect(steps.after_bad.started_at).toBeNull();
-    // The task failed as soon as "bad" gave up, not after the sleep.
-    expect(Date.parse(task.finished_at)).toBeLessThan(Date.parse(steps.start.finished_at) + 400);
     // The sleep that was already running finishes and is recorded; what depends on it never runs.
     const settled = await poll(
       async () => {
@@ -93,6 +93,9 @@ describe('running workflows', () => {
       { label: 'the running sleep to be recorded' },
     );
     expect(settled.slow.status).toBe('completed');
+    // The task failed as soon as "bad" gave up, not after the sleep that was running beside it.
+    expect(Date.parse(settled.slow.started_at)).toBeLessThan(Date.parse(task.finished_at));
+    expect(Date.parse(task.finished_at)).toBeLessThan(Date.parse(settled.slow.finished_at));
     expect(settled.after_slow.status).toBe('skipped');
     expect(settled.after_slow.started_at).toBeNull();
   });

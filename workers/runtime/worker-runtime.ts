@@ -7,7 +7,7 @@ import { StepResults } from '../../src/persistence/step-results.js';
 import { EventLog } from '../../src/queue/event-log.js';
 import { BACKOFF_TYPE, CALLBACKS_QUEUE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
-import { createCallbackSender } from './callback-sender.js';
+import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
 import type { ToolRegistry } from '../../src/tools/tool.js';
@@ -57,7 +57,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     (events) => {
       eventLog.append(events).catch((error: Error) => logger.warn('could not publish step events', { error: error.message }));
     },
-    { retryForMs: config.DB_WRITE_RETRY_MS },
+    { retryForMs: config.DB_WRITE_RETRY_MS, limits: config },
   );
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
@@ -67,8 +67,9 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     connection,
     prefix: config.QUEUE_PREFIX,
     // Steps enqueue their dependents and commit results before being acknowledged; a lost
-    // worker's steps come back after the lock expires.
-    lockDuration: 30_000,
+    // worker's steps come back after the lock expires, found by the next stalled check.
+    lockDuration: config.WORKER_LOCK_DURATION_MS,
+    stalledInterval: config.WORKER_LOCK_DURATION_MS,
     maxStalledCount: 3,
     // Tracing on: a `process` span per job, continuing the trace its producer put in the job.
     ...bullmqTelemetry(),
@@ -97,10 +98,11 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     }),
   );
   workers.push(
-    new Worker(CALLBACKS_QUEUE, createCallbackSender({ config, logger, prisma, store: new TaskStore(prisma), metrics }), {
+    new Worker(CALLBACKS_QUEUE, createCallbackSender({ config, logger, prisma, store: new TaskStore(prisma, config), metrics }), {
       ...common,
       name: `callbacks@${process.pid}`,
       concurrency: 10,
+      settings: { backoffStrategy: (failures: number, type?: string, error?: Error) => (type === BACKOFF_TYPE ? callbackRetryDelay(failures, error) : 0) },
     }),
   );
   for (const worker of workers) {
@@ -114,7 +116,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const reconciler = new Reconciler({
     redis: connection,
     queues,
-    recovery: new RunRecovery(prisma),
+    recovery: new RunRecovery(prisma, config),
     logger,
     prefix: config.QUEUE_PREFIX,
     intervalMs: config.RECONCILE_INTERVAL_MS,

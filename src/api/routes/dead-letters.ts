@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { TaskService } from '../../tasks/task-service.js';
+import { requireAccess } from '../access.js';
 import { handle, parseOrThrow } from '../http.js';
 
 export const deadLettersQuery = z
@@ -17,6 +18,7 @@ export function deadLetterRoutes(tasks: TaskService): Router {
   const router = Router();
   router.get(
     '/dead-letters',
+    requireAccess('monitor'),
     handle(async (req) => {
       const query = parseOrThrow(deadLettersQuery, req.query, 'the query');
       return {
@@ -32,6 +34,7 @@ export function deadLetterRoutes(tasks: TaskService): Router {
   );
   router.post(
     '/dead-letters/:id/replay',
+    requireAccess('admin'),
     handle(async (req) => ({ status: 202, body: await tasks.replayDeadLetter(String(req.params.id)) })),
   );
   return router;

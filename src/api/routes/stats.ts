@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { ValidationError } from '../../errors.js';
 import type { StatsStore } from '../../persistence/stats-store.js';
+import { requireAccess } from '../access.js';
 import { handle, parseOrThrow } from '../http.js';
 
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
@@ -18,17 +19,26 @@ export const statsQuery = z
   })
   .strict();
 
-/** GET /stats: counts by status and task type, duration percentiles per task type and per tool. */
-export function statsRoutes(stats: StatsStore): Router {
+/**
+ * GET /stats: counts by status and task type, duration percentiles per task type and per tool,
+ * over a window of at most `maxWindowDays` (STATS_MAX_WINDOW_DAYS).
+ */
+export function statsRoutes(stats: StatsStore, maxWindowDays: number): Router {
   const router = Router();
   router.get(
     '/stats',
+    requireAccess('monitor'),
     handle(async (req) => {
       const query = parseOrThrow(statsQuery, req.query, 'the query');
       const to = query.until ? new Date(query.until) : new Date();
       const window = query.window ?? '24h';
       const from = query.since ? new Date(query.since) : new Date(to.getTime() - Number(window.slice(0, -1)) * UNIT_MS[window.at(-1) as keyof typeof UNIT_MS]);
       if (from >= to) throw new ValidationError('the window is empty', [{ path: 'since', message: 'must be before until' }]);
+      if (to.getTime() - from.getTime() > maxWindowDays * UNIT_MS.d) {
+        throw new ValidationError(`the window is longer than ${maxWindowDays} days (STATS_MAX_WINDOW_DAYS)`, [
+          { path: query.since ? 'since' : 'window', message: `the window may span at most ${maxWindowDays} days` },
+        ]);
+      }
       return { status: 200, body: { window: { from: from.toISOString(), to: to.toISOString() }, ...(await stats.compute(from, to)), timestamp: new Date().toISOString() } };
     }),
   );

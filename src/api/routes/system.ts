@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import type { RedisClient } from '../../queue/redis.js';
 import type pg from 'pg';
+import { requireAccess } from '../access.js';
 import { errorBody, handle } from '../http.js';
 
 export interface SystemInfo {
@@ -37,6 +38,7 @@ export function systemRoutes(info: SystemInfo): Router {
 
   router.get(
     '/',
+    requireAccess('catalog'),
     handle(async () => ({
       status: 200,
       body: {

@@ -4,7 +4,9 @@ import type { Logger } from '../../logger.js';
 import { FINISHED_TASK, isEventId, type EventLog, type TaskEvent } from '../../queue/event-log.js';
 import type { TaskEvents } from '../../queue/task-events.js';
 import type { TaskService } from '../../tasks/task-service.js';
-import { handle } from '../http.js';
+import { ownerScope, requireAccess } from '../access.js';
+import { clientOf, type ClientSlots } from '../client-slots.js';
+import { errorBody, handle } from '../http.js';
 
 export interface TaskEventRoutesDeps {
   tasks: TaskService;
@@ -13,7 +15,14 @@ export interface TaskEventRoutesDeps {
   logger: Logger;
   /** A comment line this often keeps proxies from closing an idle stream. @defaultValue 15000 */
   heartbeatMs?: number;
+  /** Open streams per client (EVENT_STREAMS_PER_KEY). */
+  slots: ClientSlots;
+  /** A stream older than this ends with a `reconnect` event (EVENT_STREAM_MAX_S). */
+  maxLifetimeMs: number;
 }
+
+/** Seconds a client over its stream limit is asked to wait. */
+const STREAMS_RETRY_AFTER_S = 5;
 
 /** Open event streams, so a stopping API can end them with a final event. */
 export class EventStreams {
@@ -47,7 +56,9 @@ const ends = (event: TaskEvent) => event.type === 'task' && FINISHED_TASK.has(ev
  * GET /tasks/:id/events: Server-Sent Events, one per step and task transition (and progress
  * report), ending after the task ends. A new stream starts with a `snapshot` event (the task
  * as GET /result shows it); a client that reconnects with Last-Event-ID gets only what it missed.
- * Events come from Redis, so any API process can serve any task.
+ * Events come from Redis, so any API process can serve any task. A client holds at most
+ * EVENT_STREAMS_PER_KEY streams, each for at most EVENT_STREAM_MAX_S: then a `reconnect` event
+ * ends it, and the client resumes from its last event id.
  */
 export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams): Router {
   const router = Router();
@@ -55,95 +66,128 @@ export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams
 
   router.get(
     '/tasks/:task_id/events',
+    requireAccess('tasks'),
     handle(async (req, res) => {
       const id = String(req.params.task_id);
+      const owner = ownerScope(req);
       const resumeFrom = req.get('last-event-id') ?? (typeof req.query.last_event_id === 'string' ? req.query.last_event_id : undefined);
       if (resumeFrom !== undefined && !isEventId(resumeFrom)) {
         throw new ValidationError('Last-Event-ID is not an event id', [{ path: 'Last-Event-ID', message: 'expected an id like 1700000000000-0' }]);
       }
-      let wake: () => void = () => undefined;
-      // Set by every notice and cleared before each read, so a notice that lands between a read
-      // and the wait after it is not slept through.
-      let notified = false;
-      const stopListening = deps.events.listen(id, () => {
-        notified = true;
-        wake();
-      });
-      let closed = false;
-      res.on('close', () => {
-        closed = true;
-        wake();
-      });
-      const pause = (ms: number, onTimeout?: () => void) =>
-        new Promise<void>((resolve) => {
-          if (notified || closed) return resolve();
-          const timer = setTimeout(() => {
-            onTimeout?.();
-            resolve();
-          }, ms);
-          wake = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-      let awaitedEnd = false;
+      const release = await deps.slots.acquire(clientOf(req));
+      if (!release) {
+        return {
+          status: 429,
+          headers: { 'retry-after': String(STREAMS_RETRY_AFTER_S) },
+          body: errorBody('too_many_streams', 'this API key (or address) has as many event streams open as EVENT_STREAMS_PER_KEY allows; close one or retry later'),
+        };
+      }
       try {
-        // Before the snapshot, so nothing that happens while it is read is missed.
-        let cursor = resumeFrom ?? (await deps.eventLog.lastId(id));
-        // Answers 404 (before any byte of the stream) for an unknown task.
-        const snapshot = await deps.tasks.result(id);
-        res.writeHead(200, {
-          'content-type': 'text/event-stream; charset=utf-8',
-          'cache-control': 'no-cache, no-transform',
-          connection: 'keep-alive',
-          // nginx and similar proxies must not buffer the stream.
-          'x-accel-buffering': 'no',
-        });
-        const forget = streams.add(res);
-        try {
-          if (resumeFrom === undefined) {
-            write(res, { id: cursor, type: 'snapshot', data: snapshot });
-            if (FINISHED_TASK.has(snapshot.status)) return undefined;
-          }
-          for (;;) {
-            notified = false;
-            const batch = await deps.eventLog.read(id, cursor);
-            for (const event of batch) {
-              const { id: eventId, ...data } = event;
-              write(res, { id: eventId, type: event.type, data });
-              cursor = eventId;
-              if (ends(event)) return undefined;
-            }
-            if (closed) return undefined;
-            if (batch.length === 0 && resumeFrom !== undefined) {
-              // The history may have expired: if the task ended, say so instead of waiting forever.
-              const current = await deps.tasks.result(id);
-              if (FINISHED_TASK.has(current.status)) {
-                // The ending event is appended just after the commit that ended the task: give it
-                // a moment to arrive before concluding that the history is gone.
-                if (!awaitedEnd) {
-                  awaitedEnd = true;
-                  await pause(END_EVENT_GRACE_MS);
-                  continue;
-                }
-                write(res, { id: cursor, type: 'snapshot', data: current });
-                return undefined;
-              }
-            }
-            if (batch.length > 0) continue;
-            await pause(heartbeatMs, () => {
-              if (!closed) res.write(': ping\n\n');
-            });
-            if (closed) return undefined;
-          }
-        } finally {
-          forget();
-          if (!res.writableEnded) res.end();
-        }
+        return await stream(res, id, resumeFrom, owner);
       } finally {
-        stopListening();
+        release();
       }
     }),
   );
+
+  /** `owner`: set for a client key, which may only follow its own tasks. */
+  async function stream(res: Response, id: string, resumeFrom: string | undefined, owner: string | undefined): Promise<undefined> {
+    let wake: () => void = () => undefined;
+    // Set by every notice and cleared before each read, so a notice that lands between a read
+    // and the wait after it is not slept through.
+    let notified = false;
+    const stopListening = deps.events.listen(id, () => {
+      notified = true;
+      wake();
+    });
+    let closed = false;
+    res.on('close', () => {
+      closed = true;
+      wake();
+    });
+    let expired = false;
+    const lifetime = setTimeout(() => {
+      expired = true;
+      wake();
+    }, deps.maxLifetimeMs);
+    const pause = (ms: number, onTimeout?: () => void) =>
+      new Promise<void>((resolve) => {
+        if (notified || closed || expired) return resolve();
+        const timer = setTimeout(() => {
+          onTimeout?.();
+          resolve();
+        }, ms);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    let awaitedEnd = false;
+    try {
+      // Before the snapshot, so nothing that happens while it is read is missed.
+      let cursor = resumeFrom ?? (await deps.eventLog.lastId(id));
+      // Answers 404 (before any byte of the stream) for an unknown task.
+      const snapshot = await deps.tasks.result(id, 0, undefined, owner);
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache, no-transform',
+        connection: 'keep-alive',
+        // nginx and similar proxies must not buffer the stream.
+        'x-accel-buffering': 'no',
+      });
+      const forget = streams.add(res);
+      try {
+        if (resumeFrom === undefined) {
+          write(res, { id: cursor, type: 'snapshot', data: snapshot });
+          if (FINISHED_TASK.has(snapshot.status)) return undefined;
+        }
+        for (;;) {
+          notified = false;
+          const batch = await deps.eventLog.read(id, cursor);
+          for (const event of batch) {
+            const { id: eventId, ...data } = event;
+            write(res, { id: eventId, type: event.type, data });
+            cursor = eventId;
+            if (ends(event)) return undefined;
+          }
+          if (closed) return undefined;
+          if (expired) {
+            write(res, {
+              id: cursor,
+              type: 'reconnect',
+              data: { reason: 'max_lifetime', message: 'the stream reached its maximum lifetime; reconnect with Last-Event-ID' },
+            });
+            return undefined;
+          }
+          if (batch.length === 0 && resumeFrom !== undefined) {
+            // The history may have expired: if the task ended, say so instead of waiting forever.
+            const current = await deps.tasks.result(id, 0, undefined, owner);
+            if (FINISHED_TASK.has(current.status)) {
+              // The ending event is appended just after the commit that ended the task: give it
+              // a moment to arrive before concluding that the history is gone.
+              if (!awaitedEnd) {
+                awaitedEnd = true;
+                await pause(END_EVENT_GRACE_MS);
+                continue;
+              }
+              write(res, { id: cursor, type: 'snapshot', data: current });
+              return undefined;
+            }
+          }
+          if (batch.length > 0) continue;
+          await pause(heartbeatMs, () => {
+            if (!closed) res.write(': ping\n\n');
+          });
+          if (closed) return undefined;
+        }
+      } finally {
+        forget();
+        if (!res.writableEnded) res.end();
+      }
+    } finally {
+      clearTimeout(lifetime);
+      stopListening();
+    }
+  }
   return router;
 }

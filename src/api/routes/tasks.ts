@@ -1,38 +1,62 @@
 import { Router } from 'express';
 import type { TaskService } from '../../tasks/task-service.js';
-import { handle, parseOrThrow } from '../http.js';
+import { ownerScope, requireAccess, submitter } from '../access.js';
+import { clientOf, type ClientSlots } from '../client-slots.js';
+import { errorBody, handle, parseOrThrow } from '../http.js';
 import { assignTaskBody, listTasksQuery, resultQuery } from '../schemas.js';
 
-export function taskRoutes(tasks: TaskService): Router {
+/** Seconds a client over its long-poll limit is asked to wait. */
+const LONG_POLLS_RETRY_AFTER_S = 5;
+
+/** `longPolls`: waiting GET /result requests per client (LONG_POLLS_PER_KEY). */
+export function taskRoutes(tasks: TaskService, longPolls: ClientSlots): Router {
   const router = Router();
 
   router.post(
     '/assign-task',
+    requireAccess('submit'),
     handle(async (req) => {
       const body = parseOrThrow(assignTaskBody, req.body ?? {}, 'the request body');
-      return tasks.submit(body);
+      return tasks.submit(body, { owner: submitter(req) });
     }),
   );
 
   router.get(
     '/result/:task_id',
+    requireAccess('tasks'),
     handle(async (req, res) => {
       const query = parseOrThrow(resultQuery, req.query, 'the query');
-      // A client that hangs up stops its long-poll.
-      const gone = new AbortController();
-      res.on('close', () => gone.abort());
-      return { status: 200, body: await tasks.result(String(req.params.task_id), query.wait ?? 0, gone.signal) };
+      const wait = query.wait ?? 0;
+      const release = wait > 0 ? await longPolls.acquire(clientOf(req)) : () => undefined;
+      if (!release) {
+        return {
+          status: 429,
+          headers: { 'retry-after': String(LONG_POLLS_RETRY_AFTER_S) },
+          body: errorBody('too_many_long_polls', 'this API key (or address) has as many waiting requests open as LONG_POLLS_PER_KEY allows; retry later'),
+        };
+      }
+      try {
+        // A client that hangs up stops its long-poll.
+        const gone = new AbortController();
+        res.on('close', () => gone.abort());
+        return { status: 200, body: await tasks.result(String(req.params.task_id), wait, gone.signal, ownerScope(req)) };
+      } finally {
+        release();
+      }
     }),
   );
 
   router.get(
     '/tasks',
+    requireAccess('tasks'),
     handle(async (req) => {
       const query = parseOrThrow(listTasksQuery, req.query, 'the query');
+      const owner = ownerScope(req);
       return {
         status: 200,
         body: await tasks.list({
           limit: query.limit,
+          ...(owner !== undefined ? { owner } : {}),
           ...(query.status ? { status: query.status as never } : {}),
           ...(query.task_type ? { taskType: query.task_type } : {}),
           ...(query.created_after ? { createdAfter: new Date(query.created_after) } : {}),
@@ -45,17 +69,20 @@ export function taskRoutes(tasks: TaskService): Router {
 
   router.get(
     '/tasks/:task_id',
-    handle(async (req) => ({ status: 200, body: await tasks.result(String(req.params.task_id)) })),
+    requireAccess('tasks'),
+    handle(async (req) => ({ status: 200, body: await tasks.result(String(req.params.task_id), 0, undefined, ownerScope(req)) })),
   );
 
   router.post(
     '/tasks/:task_id/cancel',
-    handle(async (req) => ({ status: 200, body: await tasks.cancel(String(req.params.task_id)) })),
+    requireAccess('manageTasks'),
+    handle(async (req) => ({ status: 200, body: await tasks.cancel(String(req.params.task_id), ownerScope(req)) })),
   );
 
   router.post(
     '/tasks/:task_id/retry',
-    handle(async (req) => ({ status: 202, body: await tasks.retry(String(req.params.task_id)) })),
+    requireAccess('manageTasks'),
+    handle(async (req) => ({ status: 202, body: await tasks.retry(String(req.params.task_id), ownerScope(req)) })),
   );
 
   return router;

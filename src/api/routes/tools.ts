@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { AnyTool, ToolRegistry } from '../../tools/tool.js';
+import { requireAccess } from '../access.js';
 import { handle } from '../http.js';
 import type { ToolBody } from '../responses.js';
 
@@ -30,6 +31,7 @@ export function toolRoutes(registry: ToolRegistry): Router {
   const described = registry.list().map(describeTool);
   router.get(
     '/tools',
+    requireAccess('catalog'),
     handle(async () => ({ status: 200, body: { tools: described } })),
   );
   return router;

@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { TaskService } from '../../tasks/task-service.js';
 import type { WorkflowService } from '../../workflows/workflow-service.js';
+import { requireAccess, submitter } from '../access.js';
 import { handle, parseOrThrow } from '../http.js';
 import { assignTaskBody } from '../schemas.js';
 
@@ -20,16 +21,19 @@ export function workflowRoutes(workflows: WorkflowService, tasks: TaskService): 
 
   router.post(
     '/workflows',
+    requireAccess('admin'),
     handle(async (req) => ({ status: 201, body: await workflows.define(req.body ?? {}) })),
   );
 
   router.get(
     '/workflows',
+    requireAccess('catalog'),
     handle(async () => ({ status: 200, body: { workflows: await workflows.list() } })),
   );
 
   router.get(
     '/workflows/:name',
+    requireAccess('catalog'),
     handle(async (req) => {
       const { version } = parseOrThrow(versionQuery, req.query, 'the query');
       return { status: 200, body: await workflows.get(String(req.params.name), version) };
@@ -38,6 +42,7 @@ export function workflowRoutes(workflows: WorkflowService, tasks: TaskService): 
 
   router.get(
     '/workflows/:name/versions',
+    requireAccess('catalog'),
     handle(async (req) => {
       const name = String(req.params.name);
       return { status: 200, body: { name, versions: await workflows.versions(name) } };
@@ -46,6 +51,7 @@ export function workflowRoutes(workflows: WorkflowService, tasks: TaskService): 
 
   router.delete(
     '/workflows/:name',
+    requireAccess('admin'),
     handle(async (req) => {
       const name = String(req.params.name);
       const outcome = await workflows.archive(name);
@@ -55,9 +61,10 @@ export function workflowRoutes(workflows: WorkflowService, tasks: TaskService): 
 
   router.post(
     '/workflows/:name/execute',
+    requireAccess('submit'),
     handle(async (req) => {
       const { parameters, ...options } = parseOrThrow(executeWorkflowBody, req.body ?? {}, 'the request body');
-      return tasks.submit({ ...options, task_type: String(req.params.name), params: parameters }, { workflowOnly: true, paramsField: 'parameters' });
+      return tasks.submit({ ...options, task_type: String(req.params.name), params: parameters }, { workflowOnly: true, paramsField: 'parameters', owner: submitter(req) });
     }),
   );
 
