@@ -227,6 +227,31 @@ export class StepResults {
       const task = byId.get(taskId);
       return task !== undefined && task.run === run && ACTIVE.has(task.status);
     });
+    // An ended run's root runs once BullMQ holds no job of it that can still record a result: a
+    // step of a failed or cancelled task still without one (its job was dropped or refused after
+    // it had been claimed) will never get one, and is skipped rather than left running.
+    const ended = items.filter(({ taskId, run }) => {
+      const task = byId.get(taskId);
+      return task !== undefined && task.run === run && (task.status === 'failed' || task.status === 'cancelled');
+    });
+    if (ended.length > 0) {
+      const skipped = await withRetries(
+        () =>
+          this.prisma.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
+            `UPDATE steps s SET status = 'skipped', finished_at = now()
+               FROM unnest($1::uuid[], $2::int[]) AS v(task_id, run)
+              WHERE s.task_id = v.task_id AND s.run = v.run AND s.status IN ('pending', 'queued', 'running')
+          RETURNING s.task_id::text AS task_id, s.step_id`,
+            ended.map((item) => item.taskId),
+            ended.map((item) => item.run),
+          ),
+        { logger: this.logger, label: 'close runs', maxElapsedMs: this.retryForMs },
+      );
+      if (skipped.length > 0) {
+        const at = new Date().toISOString();
+        this.onCommitted(skipped.map((row) => ({ taskId: row.task_id, stepId: row.step_id, status: 'skipped', at })));
+      }
+    }
     const unfinished = new Map<string, UnfinishedStep[]>();
     if (open.length > 0) {
       const steps = await withRetries(

@@ -172,9 +172,30 @@ export class TaskQueues {
   }
 
   /** Removes the run's steps that have not started (cancel, or a failed task). */
+  /**
+   * A failed task's step jobs that have not run yet (waiting, or delayed by a backoff or a
+   * postponement) are removed, so that the run closes now. A parked job is kept: its step ran
+   * and its result is still to be written. An active job is left to finish (remove refuses it).
+   */
   async dropUnstartedSteps(ref: RunKey): Promise<void> {
     const root = await this.tasks.getJob(taskJobId(ref.taskId, ref.run));
-    await root?.removeUnprocessedChildren();
+    if (!root) return;
+    const { unprocessed = [] } = await root.getDependencies({ unprocessed: { count: 1_000 } });
+    const prefix = `${this.config.QUEUE_PREFIX}:`;
+    await Promise.all(
+      unprocessed.map(async (key) => {
+        // A child's key is "<prefix>:<queue>:<job id>"; job ids hold no ":".
+        if (!key.startsWith(prefix)) return;
+        const cut = key.lastIndexOf(':');
+        const queueName = key.slice(prefix.length, cut);
+        const queue = this.all().find((candidate) => candidate.name === queueName);
+        const job = await queue?.getJob(key.slice(cut + 1));
+        if (!job || (job.data as StepJobData).parked) return;
+        const state = await job.getState();
+        if (state !== 'waiting' && state !== 'delayed' && state !== 'prioritized') return;
+        await job.remove().catch(() => undefined); // taken by a worker meanwhile: it finishes or is refused
+      }),
+    );
   }
 
   async close(): Promise<void> {

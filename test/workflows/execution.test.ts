@@ -100,6 +100,34 @@ describe('running workflows', () => {
     expect(settled.after_slow.started_at).toBeNull();
   });
 
+  it('skips a step that was waiting out a retry backoff when the task failed, instead of leaving it running', async () => {
+    const key = `backoff-${Date.now()}`;
+    await define(h, {
+      name: 'fails_during_backoff',
+      parameters: [{ name: 'key', type: 'string', required: true }],
+      steps: [
+        // Fails its first attempt, then waits 30 s for the next: its job is delayed when "bad" fails.
+        { id: 'waiting', tool: 'flaky', retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 30_000 } }, input: { succeed_on: 2, key: '{{params.key}}' } },
+        { id: 'gate', tool: 'sleep', input: { ms: 300 } },
+        { id: 'bad', tool: 'broken', depends_on: ['gate'], input: { message: 'no luck' } },
+      ],
+    });
+    const id = await submit(h, { task_type: 'fails_during_backoff', params: { key } });
+    const task = await waitForTask(h, id);
+    expect(task.status).toBe('failed');
+    // The run closes (its root runs) once the delayed job is dropped, and the step is settled then.
+    const settled = await poll(
+      async () => {
+        const current = byId((await h.request('GET', `/result/${id}`)).body);
+        return current.waiting.status !== 'running' ? current : undefined;
+      },
+      { label: 'the step in backoff to be settled', timeoutMs: 15_000 },
+    );
+    expect(settled.waiting).toMatchObject({ status: 'skipped', attempts: 1 });
+    expect(settled.waiting.error).toMatchObject({ message: 'attempt 1 failed on purpose' });
+    expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, key))).toBe(1);
+  });
+
   it('runs dependents under on_failure "continue", showing them the failure', async () => {
     await define(h, {
       name: 'keeps_going',
