@@ -124,13 +124,21 @@ describe('graceful shutdown of a worker process', () => {
       expect(await held!.getState()).toBe('active');
 
       // Another worker takes the step over once the lock has expired, and completes it.
+      // BullMQ runs a queue's stall check at most once per stalledInterval, across all its
+      // workers: the earlier tests' workers (30 s locks) may have just taken that turn. Clear it,
+      // so the takeover depends on this test's 3 s lock alone.
+      await h.redis.del(queue.keys['stalled-check']!);
       const next = await startChild(lock);
       const done = await waitForTask(h, id);
       expect(done.status).toBe('completed');
       // Attempts counts deliveries: the aborted one and the takeover.
       expect(done.steps[0]).toMatchObject({ status: 'completed', attempts: 2, output: {} });
       expect(await observed()).toEqual(['started:1', 'aborted:WorkerStoppingError', 'started:1', 'released']);
-      const finished = await queue.getJob(jobId);
+      // PostgreSQL has the result before BullMQ acknowledges the job: wait for the acknowledgement.
+      const finished = await poll(async () => {
+        const job = await queue.getJob(jobId);
+        return job?.finishedOn ? job : undefined;
+      }, { label: 'the job to be acknowledged' });
       expect(finished!.processedBy).toBe(`hang@${next.child.pid}`);
       expect(finished).toMatchObject({ attemptsMade: 1, stalledCounter: 1 });
       // Its result was recorded once: one completion in the task's history.
