@@ -150,6 +150,11 @@ const configSchema = z.object({
   CALLBACK_MAX_ATTEMPTS: integer(1, 50).default(8),
   /** How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event. */
   EVENTS_TTL_S: integer(60, 30 * 86_400).default(86_400),
+  /**
+   * How long a finished task's event history stays in Redis after its ending event. A client
+   * that resumes later (Last-Event-ID) gets the task's snapshot from PostgreSQL instead.
+   */
+  EVENTS_KEEP_AFTER_END_S: integer(1, 30 * 86_400).default(60),
   /** How long a worker retries a database write through lost connections before parking the step's result in its job. */
   DB_WRITE_RETRY_MS: integer(0, 3_600_000).default(60_000),
   /** How often one worker looks for active runs whose jobs went missing in Redis (see workers/runtime/reconciler.ts). 0: never. */

@@ -43,7 +43,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const queues = new TaskQueues(redis, config, registry.names(), logger);
   const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
   events.start();
-  const eventLog = new EventLog(redis, config.QUEUE_PREFIX, config.EVENTS_TTL_S);
+  const eventLog = new EventLog(redis, config.QUEUE_PREFIX, { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const store = new TaskStore(db.prisma, config);
   metrics.addGauges(
     {

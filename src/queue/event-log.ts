@@ -20,13 +20,14 @@ export interface TaskEvent {
 /**
  * The event history of each task, in a Redis stream per task (so a client can resume with
  * Last-Event-ID from any API process), plus a notice on the events channel after each append.
- * Streams expire EVENTS_TTL_S after their last event.
+ * A stream expires EVENTS_TTL_S after its last event, or EVENTS_KEEP_AFTER_END_S after the task
+ * ended: PostgreSQL holds the history, and a client resuming later gets a snapshot from there.
  */
 export class EventLog {
   constructor(
     private readonly redis: RedisClient,
     private readonly prefix: string,
-    private readonly ttlSeconds: number,
+    private readonly retention: { ttlSeconds: number; afterEndSeconds: number },
   ) {}
 
   key(taskId: string): string {
@@ -54,7 +55,7 @@ export class EventLog {
       if (!event.stepId && FINISHED_TASK.has(event.status)) ended.add(event.taskId);
       pipeline.xadd(this.key(event.taskId), 'MAXLEN', '~', String(MAX_EVENTS_PER_TASK), '*', ...fields);
     }
-    for (const task of tasks) pipeline.expire(this.key(task), this.ttlSeconds);
+    for (const task of tasks) pipeline.expire(this.key(task), ended.has(task) ? Math.min(this.retention.afterEndSeconds, this.retention.ttlSeconds) : this.retention.ttlSeconds);
     const notice: EventsNotice = { tasks: [...tasks], ended: [...ended] };
     pipeline.publish(eventsChannel(this.prefix), JSON.stringify(notice));
     const results = await pipeline.exec();

@@ -89,6 +89,24 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     expect(resumed.events.some((event) => event.event === 'step' && event.data.step_id === 'last' && event.data.status === 'completed')).toBe(true);
   });
 
+  it('keeps a finished task\'s events in Redis only EVENTS_KEEP_AFTER_END_S; a later resume gets the snapshot', async () => {
+    const id = await submit(h, { task_type: 'echo', params: { kept: true } });
+    const first = await openSse(`${h.url}/tasks/${id}/events`);
+    await first.ended;
+    const lastSeen = first.events.at(-1)!.id!;
+    expect(first.events.at(-1)).toMatchObject({ event: 'task', data: { status: 'completed' } });
+    const key = `${h.config.QUEUE_PREFIX}:events:${id}`;
+    const ttl = await h.redis.ttl(key);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(h.config.EVENTS_KEEP_AFTER_END_S);
+    expect(h.config.EVENTS_KEEP_AFTER_END_S).toBeLessThan(h.config.EVENTS_TTL_S);
+    // What the expiry does, without waiting for it.
+    await h.redis.del(key);
+    const resumed = await openSse(`${secondUrl}/tasks/${id}/events`, { 'last-event-id': lastSeen });
+    await resumed.ended;
+    expect(resumed.events.at(-1)).toMatchObject({ event: 'snapshot', data: { task_id: id, status: 'completed', result: { kept: true } } });
+  });
+
   it('answers a finished task with its snapshot and ends', async () => {
     const id = await submit(h, { task_type: 'echo', params: { a: 1 } });
     await waitForTask(h, id);

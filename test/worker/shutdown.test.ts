@@ -142,7 +142,7 @@ describe('graceful shutdown of a worker process', () => {
       expect(finished!.processedBy).toBe(`hang@${next.child.pid}`);
       expect(finished).toMatchObject({ attemptsMade: 1, stalledCounter: 1 });
       // Its result was recorded once: one completion in the task's history.
-      const history = await new EventLog(h.redis, h.config.QUEUE_PREFIX, h.config.EVENTS_TTL_S).read(id);
+      const history = await new EventLog(h.redis, h.config.QUEUE_PREFIX, { ttlSeconds: h.config.EVENTS_TTL_S, afterEndSeconds: h.config.EVENTS_KEEP_AFTER_END_S }).read(id);
       expect(history.filter((event) => event.type === 'step').map((event) => event.status)).toEqual(['running', 'running', 'completed']);
       expect((await next.signal('SIGTERM')).code).toBe(0);
     } finally {

@@ -49,7 +49,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
   const queues = new TaskQueues(connection, config, options.allTools, logger);
-  const eventLog = new EventLog(connection, config.QUEUE_PREFIX, config.EVENTS_TTL_S);
+  const eventLog = new EventLog(connection, config.QUEUE_PREFIX, { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   // Events follow commits; losing one (Redis down) costs a live update, never a result.
   const results = new StepResults(
     prisma,
