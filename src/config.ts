@@ -144,6 +144,17 @@ const configSchema = z.object({
   RATE_LIMIT_PER_MINUTE: integer(0, 1_000_000).default(0),
   /** Express "trust proxy": set it when a proxy in front sets X-Forwarded-For (e.g. `1` or `loopback`). */
   TRUST_PROXY: z.string().optional(),
+  /**
+   * Admission control: POST /assign-task answers 503 `overloaded` (with Retry-After) while more
+   * step jobs wait in the tool queues than the workers finish in this long. 0: off.
+   */
+  ADMISSION_MAX_WAIT_MS: integer(0, 3_600_000).default(2_000),
+  /** The backlog always admitted, whatever the measured drain rate. */
+  ADMISSION_MIN_BACKLOG: integer(0, 100_000_000).default(1_000),
+  /** A fixed ceiling on the admitted backlog, whatever the drain rate. 0: none. */
+  ADMISSION_MAX_BACKLOG: integer(0, 100_000_000).default(0),
+  /** How often each API process reads the backlog and the drain rate from Redis. */
+  ADMISSION_SAMPLE_MS: integer(10, 60_000).default(200),
   /** HMAC-SHA256 key that signs completion callbacks. Without it, callback_url is refused. */
   CALLBACK_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
   /** Tries per callback delivery (exponential backoff from 1 s). */

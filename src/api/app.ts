@@ -11,6 +11,7 @@ import { tracingEnabled } from '../observability/tracing.js';
 import { accessLog, apiKeyAuth, isPreflight, requestIds, requestRateLimit } from './middleware.js';
 import { requireAccess } from './access.js';
 import type { KeyRing } from './api-keys.js';
+import type { Admission } from './admission.js';
 import { ClientSlots } from './client-slots.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -44,6 +45,8 @@ export interface AppDeps {
   eventLog: EventLog;
   events: TaskEvents;
   streams: EventStreams;
+  /** Refuses new tasks while the backlog is more than the workers drain in ADMISSION_MAX_WAIT_MS. */
+  admission?: Admission;
   stats: StatsStore;
   system: SystemInfo;
   /** The API keys; undefined: authentication is off. */
@@ -72,6 +75,9 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', config.TRUST_PROXY === undefined ? false : /^\d+$/.test(config.TRUST_PROXY) ? Number(config.TRUST_PROXY) : config.TRUST_PROXY);
 
+  // First of all, before ids, logs, metrics, keys and the body: under overload a refusal must
+  // cost next to nothing, or answering refusals takes the CPU the workers need.
+  if (deps.admission?.enabled) app.post(['/assign-task', '/workflows/:name/execute'], deps.admission.middleware());
   app.use(requestIds());
   // Off, not even mounted: tracing costs nothing per request.
   if (tracingEnabled()) app.use(traceRequests());

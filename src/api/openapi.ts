@@ -58,6 +58,12 @@ const unavailable: ApiReply = {
   description: 'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`); nothing was changed. Try again later.',
   body: r.errorBodySchema,
 };
+/** The answers of an endpoint that creates tasks, which admission control may refuse. */
+const unavailableOrOverloaded: ApiReply = {
+  description:
+    'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, `details.backlog` and `details.limit`, with `Retry-After` in seconds); nothing was created. Try again later.',
+  body: r.errorBodySchema,
+};
 const assigned = (status: string): ApiReply => ({ description: status, body: r.assignedSchema });
 
 const taskParams = { params: taskIdParam };
@@ -82,7 +88,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
       400: invalid('The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem.'),
       404: notFound('No tool or workflow has that name (`unknown_task_type`); `details` lists the known ones.'),
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
-      503: unavailable,
+      503: unavailableOrOverloaded,
     },
   },
   {
@@ -296,7 +302,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
       400: invalid('The body is invalid, or `parameters` do not fit the workflow (`invalid_params`).'),
       404: notFound('No active workflow has that name (`workflow_not_found`).'),
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
-      503: unavailable,
+      503: unavailableOrOverloaded,
     },
   },
 

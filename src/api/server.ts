@@ -10,6 +10,8 @@ import { createRedis, waitForRedis } from '../queue/redis.js';
 import { TaskEvents } from '../queue/task-events.js';
 import { EventLog } from '../queue/event-log.js';
 import { TaskQueues } from '../queue/task-queues.js';
+import { toolQueueName } from '../queue/jobs.js';
+import { Admission } from './admission.js';
 import { TaskService } from '../tasks/task-service.js';
 import { WorkflowStore } from '../persistence/workflow-store.js';
 import { WorkflowService } from '../workflows/workflow-service.js';
@@ -75,6 +77,15 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     workflowNames: () => workflows.names(),
   });
   const streams = new EventStreams();
+  const admission = new Admission(
+    redis,
+    config.QUEUE_PREFIX,
+    () => registry.names().map(toolQueueName),
+    { maxWaitMs: config.ADMISSION_MAX_WAIT_MS, minBacklog: config.ADMISSION_MIN_BACKLOG, maxBacklog: config.ADMISSION_MAX_BACKLOG, sampleMs: config.ADMISSION_SAMPLE_MS },
+    metrics,
+    logger,
+  );
+  admission.start();
   const app = createApp({
     config,
     logger,
@@ -87,6 +98,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     eventLog,
     events,
     streams,
+    admission,
     stats: new StatsStore(db.prisma, { statementTimeoutMs: config.STATS_STATEMENT_TIMEOUT_MS }),
     system: { name: PACKAGE.name, version: PACKAGE.version, startedAt: Date.now(), redis, pool: db.pool },
     ...(ring.required ? { keys: ring } : {}),
@@ -116,6 +128,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     workflows,
     async close() {
       // Stop accepting, end event streams with a final event, let requests in flight finish.
+      admission.stop();
       const closing = new Promise<void>((resolve) => server.close(() => resolve()));
       streams.closeAll();
       events.wakeAll();

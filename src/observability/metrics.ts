@@ -110,6 +110,22 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly admissionRefused = new client.Counter({
+    name: 'orchestrator_admission_refused_total',
+    help: 'POST /assign-task refused with 503 overloaded by admission control.',
+    registers: [this.registry],
+  });
+  readonly admissionBacklog = new client.Gauge({
+    name: 'orchestrator_admission_backlog',
+    help: 'Step jobs waiting in the tool queues, as admission control last read them.',
+    registers: [this.registry],
+  });
+  readonly admissionLimit = new client.Gauge({
+    name: 'orchestrator_admission_limit',
+    help: 'The backlog admission control admits now: what the workers drain in ADMISSION_MAX_WAIT_MS.',
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics ?? true) client.collectDefaultMetrics({ register: this.registry, prefix: 'orchestrator_' });
   }

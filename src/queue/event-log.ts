@@ -5,6 +5,13 @@ export const FINISHED_TASK = new Set(['completed', 'failed', 'cancelled']);
 /** Events kept per task; a task has a few per step, so this only trims pathological cases. */
 const MAX_EVENTS_PER_TASK = 2_000;
 
+/** Steps finished since Redis started: the drain rate admission control reads (see src/api/admission.ts). */
+export function finishedStepsKey(prefix: string): string {
+  return `${prefix}:admission:finished-steps`;
+}
+
+const STEP_ENDS = new Set(['completed', 'failed', 'cancelled', 'skipped']);
+
 /** One event as clients see it (SSE `data:`), with its stream id as the SSE `id:`. */
 export interface TaskEvent {
   id: string;
@@ -55,6 +62,8 @@ export class EventLog {
       if (!event.stepId && FINISHED_TASK.has(event.status)) ended.add(event.taskId);
       pipeline.xadd(this.key(event.taskId), 'MAXLEN', '~', String(MAX_EVENTS_PER_TASK), '*', ...fields);
     }
+    const finishedSteps = events.filter((event) => event.stepId && !event.progress && STEP_ENDS.has(event.status)).length;
+    if (finishedSteps > 0) pipeline.incrby(finishedStepsKey(this.prefix), finishedSteps);
     for (const task of tasks) pipeline.expire(this.key(task), ended.has(task) ? Math.min(this.retention.afterEndSeconds, this.retention.ttlSeconds) : this.retention.ttlSeconds);
     const notice: EventsNotice = { tasks: [...tasks], ended: [...ended] };
     pipeline.publish(eventsChannel(this.prefix), JSON.stringify(notice));

@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Admission } from '../../src/api/admission.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { finishedStepsKey } from '../../src/queue/event-log.js';
+import { toolQueueName } from '../../src/queue/jobs.js';
+import { createHarness, poll, waitForTask, type Harness } from '../helpers/harness.js';
+
+const MIN_BACKLOG = 5;
+
+describe('admission control: POST /assign-task under overload', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // No worker at first: nothing drains, so the backlog only grows.
+    h = await createHarness({ worker: false, env: { ADMISSION_MIN_BACKLOG: String(MIN_BACKLOG), ADMISSION_SAMPLE_MS: '20', ADMISSION_MAX_WAIT_MS: '2000' } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('refuses fast with 503 overloaded and Retry-After past the backlog limit, creates nothing then, and admits again once the workers drain it', async () => {
+    const accepted: string[] = [];
+    let refusal: { status: number; body: any; headers: Headers; ms: number } | undefined;
+    // The API reads the backlog every 20 ms: submit until it has seen it pass the limit.
+    await poll(
+      async () => {
+        const sent = Date.now();
+        const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: { n: accepted.length } });
+        if (response.status === 202) {
+          accepted.push(response.body.task_id);
+          return undefined;
+        }
+        refusal = { ...response, ms: Date.now() - sent };
+        return true;
+      },
+      { label: 'a refusal', timeoutMs: 30_000 },
+    );
+    expect(refusal!.status).toBe(503);
+    expect(refusal!.body.error).toMatchObject({ code: 'overloaded', details: { limit: MIN_BACKLOG } });
+    expect(refusal!.body.error.details.backlog).toBeGreaterThan(MIN_BACKLOG);
+    const retryAfter = Number(refusal!.headers.get('retry-after'));
+    expect(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 30).toBe(true);
+    // Admitted up to the limit, and past it only by what arrived between two readings.
+    expect(accepted.length).toBeGreaterThan(MIN_BACKLOG);
+    expect(accepted.length).toBeLessThan(MIN_BACKLOG + 40);
+
+    // Refused requests created nothing; the refusals are counted.
+    const refusedAgain = await h.request('POST', '/assign-task', { task_type: 'echo', params: { refused: true } });
+    expect(refusedAgain.status).toBe(503);
+    const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE task_type = 'echo' AND params ? 'refused'`);
+    expect(Number(rows[0]!.n)).toBe(0);
+    const metrics = await (await fetch(`${h.url}/metrics`)).text();
+    expect(Number(/^orchestrator_admission_refused_total (\d+)$/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(2);
+
+    // A worker drains the backlog: new tasks are admitted again, and every accepted one completes.
+    await h.startWorker();
+    await poll(async () => (await h.request('POST', '/assign-task', { task_type: 'echo', params: { after: true } })).status === 202, {
+      label: 'admission after the drain',
+      timeoutMs: 30_000,
+    });
+    for (const id of accepted) expect((await waitForTask(h, id)).status).toBe('completed');
+  });
+
+  it('admits what the workers drain in ADMISSION_MAX_WAIT_MS, measured from the finished-steps counter in Redis', async () => {
+    const queueNames = [toolQueueName('echo')];
+    const admission = new Admission(h.redis, h.config.QUEUE_PREFIX, () => queueNames, { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 0, sampleMs: 1_000 }, new Metrics({ defaultMetrics: false }), h.logger);
+    const key = finishedStepsKey(h.config.QUEUE_PREFIX);
+    await admission.sample(1_000_000);
+    expect(admission.limit()).toBe(10);
+    // 500 steps finished in the next second: 500/s, so 2 s of work is 1,000 jobs.
+    await h.redis.incrby(key, 500);
+    await admission.sample(1_001_000);
+    expect(admission.limit()).toBe(1_000);
+    const capped = new Admission(h.redis, h.config.QUEUE_PREFIX, () => queueNames, { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 300, sampleMs: 1_000 }, new Metrics({ defaultMetrics: false }), h.logger);
+    await capped.sample(1_000_000);
+    await h.redis.incrby(key, 500);
+    await capped.sample(1_001_000);
+    expect(capped.limit()).toBe(300);
+  });
+});
