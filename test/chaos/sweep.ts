@@ -12,7 +12,8 @@ import type { Harness } from '../helpers/harness.js';
  * - Redis: no orphaned key of a finished task. Every job hash belongs to a job in one of its
  *   queue's state sets; finished jobs are no more than QUEUE_KEEP_COMPLETED / QUEUE_KEEP_FAILED
  *   per queue; every per-job key (lock, dependencies, processed, ...) has its job; every task event
- *   stream has a TTL (they expire after EVENTS_TTL_S and are not orphans).
+ *   stream has a TTL (they expire after EVENTS_TTL_S and are not orphans); the one key that is
+ *   neither BullMQ's nor a task's is admission control's finished-steps counter.
  */
 
 /** Keys BullMQ keeps once per queue (see QueueKeys in bullmq), not per job. */
@@ -106,6 +107,8 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
       continue;
     }
     if (head === 'test') continue; // what the test tools observed
+    // One counter per deployment, not per task: the drain rate admission control reads.
+    if (rest === 'admission:finished-steps') continue;
     if (!names.includes(head!)) {
       if (ttl < 0) problems.push(`Redis: unknown key ${key} without a TTL`);
       continue;
