@@ -292,7 +292,19 @@ export class StepResults {
             `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = $1::uuid FOR UPDATE`,
             taskId,
           );
-          if (!task || task.run !== run || !ACTIVE.has(task.status)) return { status: task?.status, lost: [] as string[], callbackUrl: task?.callback_url };
+          if (!task || task.run !== run || !ACTIVE.has(task.status)) {
+            // The run ended meanwhile (a failure the caller just recorded): its steps whose jobs
+            // are gone will never record a result either.
+            if (task && task.run === run && (task.status === 'failed' || task.status === 'cancelled')) {
+              await tx.$executeRawUnsafe(
+                `UPDATE steps SET status = 'skipped', finished_at = now() WHERE task_id = $1::uuid AND run = $2 AND step_id = ANY($3::text[]) AND status IN ('pending', 'queued', 'running')`,
+                taskId,
+                run,
+                lostSteps,
+              );
+            }
+            return { status: task?.status, lost: [] as string[], callbackUrl: task?.callback_url };
+          }
           const info = { type: task.task_type, createdAt: task.created_at };
           const lost = await tx.$queryRawUnsafe<{ step_id: string }[]>(
             `UPDATE steps SET status = 'failed', finished_at = now(), error = $4::jsonb
