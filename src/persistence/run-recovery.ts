@@ -8,6 +8,8 @@ export interface ActiveRun {
   id: string;
   run: number;
   taskType: string;
+  /** A one-tool task: its run is one job, without a root. */
+  single: boolean;
 }
 
 /**
@@ -24,8 +26,8 @@ export class RunRecovery {
 
   /** Active tasks accepted more than `olderThanMs` ago, oldest first, after `afterId` (paging). */
   async activeRuns(olderThanMs: number, limit: number, after?: { createdAt: Date; id: string }): Promise<(ActiveRun & { createdAt: Date })[]> {
-    const rows = await this.prisma.$queryRawUnsafe<{ id: string; run: number; task_type: string; created_at: Date }[]>(
-      `SELECT id::text AS id, run, task_type, created_at FROM tasks
+    const rows = await this.prisma.$queryRawUnsafe<{ id: string; run: number; task_type: string; single: boolean; created_at: Date }[]>(
+      `SELECT id::text AS id, run, task_type, workflow_name IS NULL AS single, created_at FROM tasks
         WHERE status IN ('queued', 'running') AND created_at < now() - make_interval(secs => $1)
           AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::uuid))
         ORDER BY created_at, id LIMIT $4`,
@@ -34,7 +36,7 @@ export class RunRecovery {
       after?.id ?? null,
       limit,
     );
-    return rows.map((row) => ({ id: row.id, run: row.run, taskType: row.task_type, createdAt: row.created_at }));
+    return rows.map((row) => ({ id: row.id, run: row.run, taskType: row.task_type, single: row.single, createdAt: row.created_at }));
   }
 
   /**

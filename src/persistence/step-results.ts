@@ -83,8 +83,8 @@ export interface FinishOutcome {
   ready: ReadyStep[];
   /** Set when this result ended the task. */
   taskEnded?: TaskStatus;
-  /** The ended task's type and age, for metrics. */
-  task?: { type: string; createdAt: Date };
+  /** The ended task's type and age, for metrics, and whether it has a callback to deliver. */
+  task?: { type: string; createdAt: Date; callback: boolean };
   /** Steps of a failed task that will never run; their jobs can be dropped. */
   skipped: boolean;
 }
@@ -115,6 +115,7 @@ interface TaskRow {
   run: number;
   task_type: string;
   created_at: Date;
+  callback_url: string | null;
 }
 
 const ACTIVE: ReadonlySet<string> = new Set(['queued', 'running']);
@@ -216,7 +217,7 @@ export class StepResults {
   private async flushCloses(items: { taskId: string; run: number }[]): Promise<RunClosed[]> {
     const rows = await withRetries(
       () =>
-        this.prisma.$queryRawUnsafe<(TaskRow & { callback_url: string | null })[]>(
+        this.prisma.$queryRawUnsafe<TaskRow[]>(
           `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = ANY($1::uuid[])`,
           [...new Set(items.map((item) => item.taskId))],
         ),
@@ -288,7 +289,7 @@ export class StepResults {
     const outcome = await withRetries(
       () =>
         this.prisma.$transaction(async (tx) => {
-          const [task] = await tx.$queryRawUnsafe<(TaskRow & { callback_url: string | null })[]>(
+          const [task] = await tx.$queryRawUnsafe<TaskRow[]>(
             `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = $1::uuid FOR UPDATE`,
             taskId,
           );
@@ -376,7 +377,7 @@ export class StepResults {
         // Lock the tasks first, always in id order: cancel and retry lock tasks first too,
         // so concurrent writers queue up instead of deadlocking.
         const tasks = await tx.$queryRawUnsafe<TaskRow[]>(
-          `SELECT id::text AS id, status::text AS status, run, task_type, created_at FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
+          `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
           taskIds,
         );
         const taskById = new Map(tasks.map((task) => [task.id, task]));
@@ -568,7 +569,7 @@ export class StepResults {
             task.status = 'failed';
             failedTasks.push({ id: task.id, error: { step: finish.stepId, ...(finish.error ?? { name: 'Error', message: 'step failed' }) } });
             (result[index] as FinishOutcome).taskEnded = 'failed';
-            (result[index] as FinishOutcome).task = { type: task.task_type, createdAt: task.created_at };
+            (result[index] as FinishOutcome).task = { type: task.task_type, createdAt: task.created_at, callback: task.callback_url !== null };
             (result[index] as FinishOutcome).skipped = true;
           }
         }
@@ -657,7 +658,7 @@ export class StepResults {
           if (ended) {
             const task = taskById.get(event.taskId)!;
             outcome.taskEnded = ended;
-            outcome.task = { type: task.task_type, createdAt: task.created_at };
+            outcome.task = { type: task.task_type, createdAt: task.created_at, callback: task.callback_url !== null };
             endedTasks.delete(event.taskId);
           }
         }

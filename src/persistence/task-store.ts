@@ -202,10 +202,10 @@ export class TaskStore {
   async cancel(
     id: string,
     owner?: string,
-  ): Promise<{ outcome: 'cancelled'; run: number; taskType: string; createdAt: Date } | { outcome: 'finished'; status: TaskStatus } | undefined> {
+  ): Promise<{ outcome: 'cancelled'; run: number; taskType: string; single: boolean; createdAt: Date } | { outcome: 'finished'; status: TaskStatus } | undefined> {
     return this.prisma.$transaction(async (tx) => {
-      const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; created_at: Date }[]>(
-        `SELECT status::text AS status, run, task_type, created_at FROM tasks WHERE id = $1::uuid AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
+      const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; single: boolean; created_at: Date }[]>(
+        `SELECT status::text AS status, run, task_type, workflow_name IS NULL AS single, created_at FROM tasks WHERE id = $1::uuid AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
         id,
         owner ?? null,
       );
@@ -220,7 +220,7 @@ export class TaskStore {
         `UPDATE steps SET status = 'cancelled', finished_at = now() WHERE task_id = $1::uuid AND status IN ('pending', 'queued')`,
         id,
       );
-      return { outcome: 'cancelled' as const, run: task.run, taskType: task.task_type, createdAt: task.created_at };
+      return { outcome: 'cancelled' as const, run: task.run, taskType: task.task_type, single: task.single, createdAt: task.created_at };
     });
   }
 
@@ -232,13 +232,13 @@ export class TaskStore {
    */
   async resume(
     id: string,
-    enqueue: (run: { run: number; taskType: string; ready: ReadyStep[] }) => Promise<void>,
+    enqueue: (run: { run: number; taskType: string; single: boolean; ready: ReadyStep[] }) => Promise<void>,
     owner?: string,
   ): Promise<{ outcome: 'resumed'; run: number } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
     return this.prisma.$transaction(
       async (tx) => {
-        const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; params: Record<string, unknown> }[]>(
-          `SELECT status::text AS status, run, task_type, params FROM tasks WHERE id = $1::uuid AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
+        const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; single: boolean; params: Record<string, unknown> }[]>(
+          `SELECT status::text AS status, run, task_type, workflow_name IS NULL AS single, params FROM tasks WHERE id = $1::uuid AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
           id,
           owner ?? null,
         );
@@ -278,7 +278,7 @@ export class TaskStore {
         const ready = rerun
           .filter((step) => remaining.get(step.step_id) === 0)
           .map((step) => readyStep(step, context, this.limits));
-        await enqueue({ run, taskType: task.task_type, ready });
+        await enqueue({ run, taskType: task.task_type, single: task.single, ready });
         return { outcome: 'resumed' as const, run };
       },
       { timeout: 15_000, maxWait: 5_000 },

@@ -1,7 +1,10 @@
 import type { RetryPolicy, DependencyResult } from '../tools/tool.js';
 import type { ErrorRecord, LimitExceededError } from '../errors.js';
 
-/** Queue of the task (root) jobs: each runs once all steps of its run have finished. */
+/**
+ * Queue of the workflow runs' root jobs: each runs once all steps of its run have finished. A
+ * one-tool task's run has no root: its step is its only job.
+ */
 export const TASKS_QUEUE = 'tasks';
 
 /** Completion callbacks: one job per finished run whose task has a callback_url. */
@@ -63,4 +66,9 @@ export interface StepJobData {
   dependencies: Record<string, DependencyResult>;
   /** Set when the step already ran and only its result remains to be written. */
   parked?: ParkedResult;
+  /**
+   * Set on the job of a one-tool task's run, which is that run's only job: no root job waits
+   * for it, so the step closes the run itself (see workers/runtime/single-run.ts).
+   */
+  single?: true;
 }

@@ -27,13 +27,18 @@ export interface RunKey {
 
 export interface RunRef extends RunKey {
   taskType: string;
+  /**
+   * A one-tool task's run: its one step is its only job, without a root (half the BullMQ work
+   * of a flow). The step closes the run itself; the reconciler repairs a job that went missing.
+   */
+  single?: boolean;
 }
 
 /**
  * The producer side of BullMQ: how a task's run maps onto jobs.
  *
- * A run is a flow. Its root is a job in the `tasks` queue; its children are the run's steps, each
- * in its tool's queue. Steps whose dependencies are met when the run starts are created with
+ * A workflow's run is a flow. Its root is a job in the `tasks` queue; its children are the run's
+ * steps, each in its tool's queue. (A one-tool task's run is its step's job alone: `single`.) Steps whose dependencies are met when the run starts are created with
  * the flow; every other step is added as a further child of the same root at the moment its
  * last dependency commits its result (PostgreSQL decides which dependency is the last one).
  * Dependents are added before the finishing step is acknowledged, so the root always has a
@@ -127,15 +132,29 @@ export class TaskQueues {
     };
   }
 
-  /** Creates the run's flow atomically: the root and the steps ready now. */
+  /** Creates the run's jobs: a flow (the root and the steps ready now), or a single run's one job. */
   async startRun(ref: RunRef, steps: ReadyStep[], trace?: Context): Promise<void> {
-    await this.flows.add(this.flow(ref, steps, trace));
+    await this.startRuns([{ ref, steps, trace }]);
   }
 
-  /** Creates several runs' flows in one round trip (each flow is still atomic). */
+  /**
+   * Creates several runs' jobs: the flows in one round trip (each flow is still atomic), the
+   * single runs' jobs in one round trip per tool queue.
+   */
   async startRuns(runs: { ref: RunRef; steps: ReadyStep[]; trace?: Context }[]): Promise<void> {
-    if (runs.length === 1) return this.startRun(runs[0]!.ref, runs[0]!.steps, runs[0]!.trace);
-    await this.flows.addBulk(runs.map(({ ref, steps, trace }) => this.flow(ref, steps, trace)));
+    const singles = runs.filter(({ ref, steps }) => ref.single && steps.length === 1);
+    const flows = runs.filter((run) => !singles.includes(run));
+    const byTool = new Map<string, { name: string; data: StepJobData; opts: JobsOptions }[]>();
+    for (const { ref, steps: [step], trace } of singles) {
+      const jobs = byTool.get(step!.tool) ?? [];
+      jobs.push({ name: step!.stepId, data: { ...this.stepData(ref, step!), single: true }, opts: { ...this.stepOptions(ref, step!), ...jobTraceOptions(trace) } });
+      byTool.set(step!.tool, jobs);
+    }
+    await Promise.all([
+      ...[...byTool].map(([tool, jobs]) => this.toolQueue(tool).addBulk(jobs)),
+      flows.length === 1 ? this.flows.add(this.flow(flows[0]!.ref, flows[0]!.steps, flows[0]!.trace)) : undefined,
+      flows.length > 1 ? this.flows.addBulk(flows.map(({ ref, steps, trace }) => this.flow(ref, steps, trace))) : undefined,
+    ]);
   }
 
   /** Adds steps that just became ready as further children of the run's root. */
@@ -171,13 +190,17 @@ export class TaskQueues {
     );
   }
 
-  /** Removes the run's steps that have not started (cancel, or a failed task). */
   /**
-   * A failed task's step jobs that have not run yet (waiting, or delayed by a backoff or a
-   * postponement) are removed, so that the run closes now. A parked job is kept: its step ran
-   * and its result is still to be written. An active job is left to finish (remove refuses it).
+   * The step jobs of a cancelled or failed run that have not run yet (waiting, or delayed by a
+   * backoff or a postponement) are removed, so that the run closes now. A parked job is kept: its
+   * step ran and its result is still to be written. An active job is left to finish (remove
+   * refuses it). `single`: the run is a one-tool task's, whose one job is its step's.
    */
-  async dropUnstartedSteps(ref: RunKey): Promise<void> {
+  async dropUnstartedSteps(ref: RunKey & { single?: { tool: string; stepId: string } }): Promise<void> {
+    if (ref.single) {
+      await this.dropIfUnstarted(await this.toolQueue(ref.single.tool).getJob(stepJobId(ref.taskId, ref.run, ref.single.stepId)));
+      return;
+    }
     const root = await this.tasks.getJob(taskJobId(ref.taskId, ref.run));
     if (!root) return;
     const { unprocessed = [] } = await root.getDependencies({ unprocessed: { count: 1_000 } });
@@ -189,13 +212,16 @@ export class TaskQueues {
         const cut = key.lastIndexOf(':');
         const queueName = key.slice(prefix.length, cut);
         const queue = this.all().find((candidate) => candidate.name === queueName);
-        const job = await queue?.getJob(key.slice(cut + 1));
-        if (!job || (job.data as StepJobData).parked) return;
-        const state = await job.getState();
-        if (state !== 'waiting' && state !== 'delayed' && state !== 'prioritized') return;
-        await job.remove().catch(() => undefined); // taken by a worker meanwhile: it finishes or is refused
+        await this.dropIfUnstarted(await queue?.getJob(key.slice(cut + 1)));
       }),
     );
+  }
+
+  private async dropIfUnstarted(job: Awaited<ReturnType<Queue['getJob']>>): Promise<void> {
+    if (!job || (job.data as StepJobData).parked) return;
+    const state = await job.getState();
+    if (state !== 'waiting' && state !== 'delayed' && state !== 'prioritized') return;
+    await job.remove().catch(() => undefined); // taken by a worker meanwhile: it finishes or is refused
   }
 
   async close(): Promise<void> {

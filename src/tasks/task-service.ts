@@ -205,7 +205,11 @@ export class TaskService {
           fresh.map(({ trace }) => trace),
           () =>
             this.deps.queues.startRuns(
-              fresh.map(({ plan, task, delayMs, trace }) => ({ ref: { taskId: task.id, run: 1, taskType: plan.taskType }, steps: initialSteps(plan, delayMs), trace })),
+              fresh.map(({ plan, task, delayMs, trace }) => ({
+                ref: { taskId: task.id, run: 1, taskType: plan.taskType, single: !plan.workflow },
+                steps: initialSteps(plan, delayMs),
+                trace,
+              })),
             ),
         );
       } catch (error) {
@@ -273,7 +277,8 @@ export class TaskService {
     const { redis, queues, config, logger } = this.deps;
     await Promise.all([
       publishStop(redis, config.QUEUE_PREFIX, { taskId: id, reason: 'cancelled' }),
-      queues.dropUnstartedSteps({ taskId: id, run: outcome.run }),
+      // A one-tool task's step is named after its tool (see planToolTask).
+      queues.dropUnstartedSteps({ taskId: id, run: outcome.run, ...(outcome.single ? { single: { tool: outcome.taskType, stepId: outcome.taskType } } : {}) }),
       this.deps.eventLog.append([{ taskId: id, status: 'cancelled', at: new Date().toISOString() }]),
     ]).catch((error: Error) => logger.warn('task cancelled, but running steps could not be told', { task_id: id, error: error.message }));
     this.deps.metrics.tasksFinished.inc({ task_type: outcome.taskType, status: 'cancelled' });
@@ -288,9 +293,9 @@ export class TaskService {
     const outcome = await this.database(() =>
       this.deps.store.resume(
         id,
-        async ({ run, taskType, ready }) => {
+        async ({ run, taskType, single, ready }) => {
           try {
-            await this.deps.queues.startRun({ taskId: id, run, taskType }, ready);
+            await this.deps.queues.startRun({ taskId: id, run, taskType, single }, ready);
           } catch (error) {
             throw new DependencyUnavailableError('redis', error);
           }

@@ -92,8 +92,8 @@ describe('system endpoints', () => {
     expect(names).toContain('callbacks');
     for (const tool of h.registry.names()) expect(names).toContain(`tool.${tool}`);
     expect(names.filter((name) => name !== 'tasks' && name !== 'callbacks').every((name) => name.startsWith('tool.'))).toBe(true);
-    // The task's root waits for its step; the step waits for a worker.
-    expect(queues.find((queue) => queue.name === 'tasks')!.counts['waiting-children']).toBe(1);
+    // A one-tool task is one job, without a root; it waits for a worker.
+    expect(queues.find((queue) => queue.name === 'tasks')!.counts['waiting-children']).toBe(0);
     expect(queues.find((queue) => queue.name === 'tool.echo')!.counts.waiting).toBe(1);
   });
 });

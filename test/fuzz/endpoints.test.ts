@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OPERATIONS, type ApiOperation } from '../../src/api/openapi.js';
-import { TASKS_QUEUE } from '../../src/queue/jobs.js';
+import { TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
 import { testTools } from '../fixtures/tools.js';
 import { createHarness, submit, type Harness } from '../helpers/harness.js';
 
@@ -373,7 +373,8 @@ class HealthProbe<R> {
 
 describe('every endpoint under bad input (fast-check)', () => {
   let h: Harness;
-  let tasksQueue: Queue;
+  /** The run roots' queue and every tool queue: a one-tool task's run is a job in its tool's queue. */
+  let jobQueues: Queue[];
   const ids: string[] = [];
   let tried = 0;
   /** Answers 2xx: a fuzz run that accepts nothing proves nothing about accepted input. */
@@ -385,7 +386,7 @@ describe('every endpoint under bad input (fast-check)', () => {
   beforeAll(async () => {
     // No worker: nothing changes the database behind the test's back between two requests.
     h = await createHarness({ worker: false, tools: testTools, env: { BODY_LIMIT: `${BODY_LIMIT_BYTES}b`, RESULT_WAIT_MAX_S: '1' } });
-    tasksQueue = new Queue(TASKS_QUEUE, { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    jobQueues = [TASKS_QUEUE, ...h.registry.names().map(toolQueueName)].map((name) => new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX }));
     // Real ids among the generated ones: a queued task and a cancelled one.
     ids.push(await submit(h, { task_type: 'echo', params: { real: 1 } }));
     const cancelled = await submit(h, { task_type: 'echo', params: { real: 2 } });
@@ -404,7 +405,7 @@ describe('every endpoint under bad input (fast-check)', () => {
   });
   afterAll(async () => {
     const seen = await health?.stop();
-    await tasksQueue?.close();
+    for (const queue of jobQueues ?? []) await queue.close();
     await h?.close();
     console.log(
       `[fuzz endpoints] inputs_tried=${tried} statuses=${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))} health=${JSON.stringify(seen)}`,
@@ -416,7 +417,8 @@ describe('every endpoint under bad input (fast-check)', () => {
       `SELECT (SELECT count(*) FROM tasks) AS tasks, (SELECT count(*) FROM steps) AS steps,
               (SELECT count(*) FROM workflows) AS workflows, (SELECT count(*) FROM dead_letters) AS dead_letters`,
     );
-    const jobs = await tasksQueue.getJobCountByTypes('waiting', 'delayed', 'prioritized', 'waiting-children', 'active', 'completed', 'failed');
+    let jobs = 0;
+    for (const queue of jobQueues) jobs += await queue.getJobCountByTypes('waiting', 'delayed', 'prioritized', 'waiting-children', 'active', 'completed', 'failed');
     return JSON.stringify({ ...rows[0], jobs });
   }
 

@@ -68,17 +68,32 @@ describe('repairs of broken runs', () => {
     await h.close();
   });
 
-  it('fails a step as lost, and its task, when its job was removed from the queue', async () => {
-    const id = await submit(h, { task_type: 'echo', params: { removed: true } });
+  it('fails a step as lost, and its task, when its job was removed from its workflow run', async () => {
+    const id = await submit(h, { task_type: 'pair' });
     const echo = new Queue(toolQueueName('echo'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
-    await echo.remove(stepJobId(id, 1, 'echo'));
+    expect(await echo.remove(stepJobId(id, 1, 'first'))).toBe(1);
     await echo.close();
     await startWorker();
     const task = await waitForTask(h, id);
     expect(task.status).toBe('failed');
     expect(task.error).toMatchObject({ name: 'LostStep' });
-    expect(task.error.message).toContain('echo');
-    expect(task.steps[0]).toMatchObject({ status: 'failed', error: { name: 'LostStep' } });
+    expect(task.error.message).toContain('first');
+    expect(task.steps.map((step: { id: string; status: string }) => [step.id, step.status])).toEqual([
+      ['first', 'failed'],
+      ['second', 'skipped'],
+    ]);
+  });
+
+  it("enqueues a one-tool task's job again when it was removed (its run's only job), and the task completes", async () => {
+    const id = await submit(h, { task_type: 'echo', params: { removed: true } });
+    const echo = new Queue(toolQueueName('echo'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    expect(await echo.remove(stepJobId(id, 1, 'echo'))).toBe(1);
+    await echo.close();
+    // No root job exists for such a run: the reconciler (every 200 ms here) finds the run without a job.
+    expect(await h.redis.exists(`${h.config.QUEUE_PREFIX}:${TASKS_QUEUE}:${taskJobId(id, 1)}`)).toBe(0);
+    await startWorker();
+    const task = await waitForTask(h, id);
+    expect(task).toMatchObject({ status: 'completed', result: { removed: true } });
   });
 
   it("records the failure of a step job that failed outside the step processor, with BullMQ's reason", async () => {
@@ -107,14 +122,24 @@ describe('repairs of broken runs', () => {
   });
 
   it('retries a run root that failed for good (the reconciler), and the run closes', async () => {
-    const id = await submit(h, { task_type: 'echo', params: { root: 'broken' } });
+    const id = await submit(h, { task_type: 'pair' });
     // The step's job fails outside the processor, then the root fails too: a run nobody would close.
-    expect(await failNextJob(h, toolQueueName('echo'), 'poisoned')).toBe(stepJobId(id, 1, 'echo'));
+    expect(await failNextJob(h, toolQueueName('echo'), 'poisoned')).toBe(stepJobId(id, 1, 'first'));
     expect(await failNextJob(h, TASKS_QUEUE, 'root broke')).toBe(taskJobId(id, 1));
     expect((await h.request('GET', `/result/${id}`)).body.status).toBe('queued');
     await startWorker();
     const task = await waitForTask(h, id);
-    expect(task).toMatchObject({ status: 'failed', error: { name: 'StepJobFailed', message: 'poisoned' } });
+    expect(task).toMatchObject({ status: 'failed', error: { step: 'first', name: 'StepJobFailed', message: 'poisoned' } });
+  });
+
+  it("records the failure of a one-tool task's job that failed outside the step processor (the reconciler)", async () => {
+    const id = await submit(h, { task_type: 'echo', params: { single: 'broken' } });
+    expect(await failNextJob(h, toolQueueName('echo'), 'poisoned')).toBe(stepJobId(id, 1, 'echo'));
+    expect((await h.request('GET', `/result/${id}`)).body.status).toBe('queued');
+    await startWorker();
+    const task = await waitForTask(h, id);
+    expect(task).toMatchObject({ status: 'failed', error: { step: 'echo', name: 'StepJobFailed', message: 'poisoned' } });
+    expect(await h.db.prisma.deadLetter.count({ where: { taskId: id } })).toBe(1);
   });
 
   it('enqueues the dependents of a step whose commit went through but whose answer was lost', async () => {

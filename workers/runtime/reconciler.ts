@@ -1,14 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisClient } from '../../src/queue/redis.js';
 import type { Logger } from '../../src/logger.js';
-import type { RunRecovery } from '../../src/persistence/run-recovery.js';
-import { TASKS_QUEUE, taskJobId } from '../../src/queue/jobs.js';
+import type { ActiveRun, RunRecovery } from '../../src/persistence/run-recovery.js';
+import { stepJobId, TASKS_QUEUE, taskJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { recordJobFailure, type SingleRunDeps } from './single-run.js';
 import type { TaskQueues } from '../../src/queue/task-queues.js';
 
 export interface ReconcilerOptions {
   redis: RedisClient;
   queues: TaskQueues;
   recovery: RunRecovery;
+  /** What recording a single run's failed job needs. */
+  singleRun: SingleRunDeps;
   logger: Logger;
   prefix: string;
   /** How often one worker of the deployment looks. */
@@ -21,6 +24,18 @@ export interface Sweep {
   checked: number;
   restarted: number;
   retried: number;
+  /** Single runs whose job had failed without a result: their failure was recorded. */
+  failed: number;
+}
+
+/**
+ * The job whose presence says a run's BullMQ side is alive: a workflow run's root, or a single
+ * run's one job (a one-tool task's step is named after its tool, see planToolTask).
+ */
+function runJob(run: ActiveRun): { queue: string; jobId: string } {
+  return run.single
+    ? { queue: toolQueueName(run.taskType), jobId: stepJobId(run.id, run.run, run.taskType) }
+    : { queue: TASKS_QUEUE, jobId: taskJobId(run.id, run.run) };
 }
 
 /**
@@ -29,7 +44,9 @@ export interface Sweep {
  * - the run's root job does not exist (its flow was never created: the API lost the answer of
  *   its insert, or someone removed it): the run's queued and orphaned running steps are enqueued
  *   again under a new flow;
- * - the root job failed for good (its database writes kept failing during an outage): it is retried.
+ * - the root job failed for good (its database writes kept failing during an outage): it is retried;
+ * - a one-tool task's job (its run's only job) is missing: it is enqueued again; it failed outside
+ *   the step processor and no worker recorded that: its failure is recorded.
  * One worker of the deployment runs it at a time (a lock in Redis).
  */
 export class Reconciler {
@@ -67,7 +84,7 @@ export class Reconciler {
   /** One pass over the active runs older than staleAfterMs. */
   async sweep(): Promise<Sweep> {
     const { redis, queues, recovery, logger, prefix } = this.options;
-    const result: Sweep = { checked: 0, restarted: 0, retried: 0 };
+    const result: Sweep = { checked: 0, restarted: 0, retried: 0, failed: 0 };
     let after: { createdAt: Date; id: string } | undefined;
     for (;;) {
       const page = await recovery.activeRuns(this.options.staleAfterMs, 500, after);
@@ -75,9 +92,9 @@ export class Reconciler {
       after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
       const pipeline = redis.pipeline();
       for (const run of page) {
-        const jobId = taskJobId(run.id, run.run);
-        pipeline.exists(`${prefix}:${TASKS_QUEUE}:${jobId}`);
-        pipeline.zscore(`${prefix}:${TASKS_QUEUE}:failed`, jobId);
+        const { queue, jobId } = runJob(run);
+        pipeline.exists(`${prefix}:${queue}:${jobId}`);
+        pipeline.zscore(`${prefix}:${queue}:failed`, jobId);
       }
       const replies = (await pipeline.exec()) ?? [];
       for (const [index, run] of page.entries()) {
@@ -86,9 +103,16 @@ export class Reconciler {
         const [failedError, failedScore] = replies[index * 2 + 1] ?? [];
         if (existsError || failedError) continue;
         if (exists === 0) {
-          const count = await recovery.restart(run.id, run.run, (ready) => queues.startRun({ taskId: run.id, run: run.run, taskType: run.taskType }, ready));
+          const count = await recovery.restart(run.id, run.run, (ready) => queues.startRun({ taskId: run.id, run: run.run, taskType: run.taskType, single: run.single }, ready));
           logger.warn('run had no jobs in Redis: enqueued it again', { task_id: run.id, run: run.run, steps: count });
           result.restarted += 1;
+        } else if (failedScore !== null && run.single) {
+          // The step's job failed outside the step processor and no worker recorded it.
+          const job = await queues.toolQueue(run.taskType).getJob(runJob(run).jobId);
+          if (!job) continue;
+          await recordJobFailure(this.options.singleRun, { taskId: run.id, run: run.run, stepId: run.taskType, tool: run.taskType }, job.failedReason || 'the step job failed');
+          logger.warn('single run job had failed without a result: recorded its failure', { task_id: run.id, run: run.run });
+          result.failed += 1;
         } else if (failedScore !== null) {
           const root = await queues.tasks.getJob(taskJobId(run.id, run.run));
           await root?.retry('failed');

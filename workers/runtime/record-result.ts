@@ -8,11 +8,18 @@ import type { TaskQueues } from '../../src/queue/task-queues.js';
  * enqueued all the same (job ids are deterministic, so adding one twice is harmless). A failed
  * task's steps that never started are dropped from the queue.
  */
-export async function recordResult(results: StepResults, queues: TaskQueues, finish: Omit<StepFinish, 'kind'>): Promise<FinishOutcome> {
-  const { taskId, run, stepId } = finish;
+export async function recordResult(
+  results: StepResults,
+  queues: TaskQueues,
+  finish: Omit<StepFinish, 'kind'>,
+  /** `single`: the step is its run's only job (a one-tool task): it has no dependents nor siblings. */
+  run: { single?: boolean } = {},
+): Promise<FinishOutcome> {
   const outcome = await results.finish(finish);
-  const ready = outcome.recorded ? outcome.ready : await results.pendingDependents(taskId, run, stepId);
-  if (ready.length > 0) await queues.addSteps({ taskId, run }, ready);
-  if (outcome.skipped) await queues.dropUnstartedSteps({ taskId, run });
+  if (run.single) return outcome;
+  const { taskId, stepId } = finish;
+  const ready = outcome.recorded ? outcome.ready : await results.pendingDependents(taskId, finish.run, stepId);
+  if (ready.length > 0) await queues.addSteps({ taskId, run: finish.run }, ready);
+  if (outcome.skipped) await queues.dropUnstartedSteps({ taskId, run: finish.run });
   return outcome;
 }

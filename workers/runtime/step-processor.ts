@@ -20,6 +20,7 @@ import type { StopSignals } from './stop-signals.js';
 import { progressReporter } from './progress.js';
 import { postpone } from './postpone.js';
 import { recordResult } from './record-result.js';
+import { closeSingleRun } from './single-run.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
 import type { FinishOutcome } from '../../src/persistence/step-results.js';
@@ -54,6 +55,7 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
   const { registry, results, queues, stops, config, metrics } = deps;
+  const singleRun = { results, queues, config, logger: deps.logger };
 
   function count(tool: string, status: 'completed' | 'failed' | 'cancelled', startedAt: Date, outcome: FinishOutcome): void {
     if (!outcome.recorded) return;
@@ -85,9 +87,13 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       ({ runnable } = await results.start({ taskId, run, stepId, attempt: delivery, at: startedAt }));
       if (!runnable) {
         // Finished already (delivered again after its worker died), skipped or cancelled. If it
-        // finished, make sure what it unblocked was enqueued before this job is acknowledged.
-        const dependents = await results.pendingDependents(taskId, run, stepId);
-        if (dependents.length > 0) await queues.addSteps({ taskId, run }, dependents);
+        // finished, make sure what it unblocked (or, for a single run, its callback) was
+        // enqueued before this job is acknowledged.
+        if (job.data.single) await closeSingleRun(singleRun, { taskId, run });
+        else {
+          const dependents = await results.pendingDependents(taskId, run, stepId);
+          if (dependents.length > 0) await queues.addSteps({ taskId, run }, dependents);
+        }
       }
     } catch (error) {
       // PostgreSQL (or Redis) did not answer in time: however long that lasts, it is not a
@@ -170,12 +176,12 @@ export function createStepProcessor(deps: StepProcessorDeps) {
    * in the job and the job delayed (not a failed attempt): the next delivery writes it without
    * running the adapter again. If the write is answered "already recorded" (its first commit
    * went through but the answer was lost), the dependents it made ready are looked up and
-   * enqueued all the same.
+   * enqueued all the same. A single run's step closes its run (closeSingleRun).
    */
   async function commit(job: Job<StepJobData>, token: string | undefined, result: ParkedResult): Promise<FinishOutcome> {
     const { taskId, run, stepId, tool } = job.data;
     try {
-      return await recordResult(results, queues, {
+      const outcome = await recordResult(results, queues, {
         taskId,
         run,
         stepId,
@@ -187,7 +193,9 @@ export function createStepProcessor(deps: StepProcessorDeps) {
         ...(result.status === 'failed' ? { input: job.data.input } : {}),
         startedAt: new Date(result.startedAt),
         finishedAt: new Date(result.finishedAt),
-      });
+      }, { single: job.data.single });
+      if (job.data.single) await closeSingleRun(singleRun, { taskId, run }, outcome);
+      return outcome;
     } catch (error) {
       // The result could not be written, or the steps it made ready could not be enqueued
       // (PostgreSQL or Redis away, however long). Either way the result is kept in the job, and

@@ -18,6 +18,7 @@ import { createStepProcessor } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
 import { createTaskFinalizer } from './task-finalizer.js';
 import { Reconciler } from './reconciler.js';
+import { recordJobFailure } from './single-run.js';
 import { RunRecovery } from '../../src/persistence/run-recovery.js';
 
 export interface WorkerRuntimeOptions {
@@ -105,6 +106,19 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       settings: { backoffStrategy: (failures: number, type?: string, error?: Error) => (type === BACKOFF_TYPE ? callbackRetryDelay(failures, error) : 0) },
     }),
   );
+  // A one-tool task's job that stalled too often is failed by BullMQ without a root to notice:
+  // the worker that saw the stall records it (the reconciler would, later, if this fails).
+  const singleRun = { results, queues, config, logger };
+  registry.list().forEach((tool, index) => {
+    workers[index]!.on('stalled', (jobId) => {
+      void (async () => {
+        const job = await queues.toolQueue(tool.name).getJob(jobId);
+        if (!job?.data.single || (await job.getState()) !== 'failed') return;
+        const { taskId, run, stepId } = job.data;
+        await recordJobFailure(singleRun, { taskId, run, stepId, tool: tool.name }, job.failedReason || 'the step job failed');
+      })().catch((error: Error) => logger.warn('could not record a stalled job', { job_id: jobId, error: error.message }));
+    });
+  });
   for (const worker of workers) {
     worker.on('error', (error) => logger.error('worker error', { queue: worker.name, error: error.message }));
     worker.on('failed', (job, error) => {
@@ -116,6 +130,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const reconciler = new Reconciler({
     redis: connection,
     queues,
+    singleRun,
     recovery: new RunRecovery(prisma, config),
     logger,
     prefix: config.QUEUE_PREFIX,
