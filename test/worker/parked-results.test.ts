@@ -26,6 +26,8 @@ describe('a step result that cannot be written while PostgreSQL is unreachable',
     const id = await submit(h, { task_type: 'flaky', params: { succeed_on: 1, key, count: 'calls', delay_ms: 600 } });
     const observed = observationKey(h.config.QUEUE_PREFIX, key);
     await poll(async () => (await h.redis.llen(observed)) === 1, { label: 'the step to start' });
+    // A first delivery records its start once it has run STEP_RUNNING_AFTER_MS (50 ms).
+    await poll(async () => (await h.request('GET', `/result/${id}`)).body.status === 'running', { label: 'the start to be recorded' });
     // Cut the worker off while the step works: its result cannot be written.
     proxy.pause();
     const parked = await poll(
