@@ -42,13 +42,15 @@ export class EventLog {
   }
 
   /**
-   * Appends in one round trip: every XADD, the expiries and the notice. On a cluster the streams
-   * share the prefix's hash tag, so the pipeline goes to one node; PUBLISH has no key and rides
-   * along (the cluster forwards it to subscribers on every node).
+   * Appends in one round trip: every XADD, the expiries and the notice, in one MULTI so that a
+   * connection lost half-way (a worker stopped hard, Redis restarting) cannot leave a stream
+   * without its expiry, kept for ever. On a cluster the streams share the prefix's hash tag, so
+   * the transaction goes to one node; PUBLISH has no key and rides along (the cluster forwards
+   * it to subscribers on every node).
    */
   async append(events: TransitionEvent[]): Promise<void> {
     if (events.length === 0) return;
-    const pipeline = this.redis.pipeline();
+    const pipeline = this.redis.multi();
     const tasks = new Set<string>();
     const ended = new Set<string>();
     for (const event of events) {
