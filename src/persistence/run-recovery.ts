@@ -1,6 +1,5 @@
 import type { Prisma } from './database.js';
-import type { ReadyStep } from '../queue/task-queues.js';
-import type { StepOptions } from '../tasks/plan.js';
+import type { ReadyStep, StepOptions } from '../engine/types.js';
 import { loadContext, readyStep, type Tx } from './step-results.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 

@@ -5,10 +5,8 @@ import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
 import { findReferences, ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
-import type { ReadyStep } from '../queue/task-queues.js';
-import type { StepJobData } from '../queue/jobs.js';
+import type { ReadyStep, StepOptions } from '../engine/types.js';
 import type { DependencyResult } from '../tools/tool.js';
-import type { StepOptions } from '../tasks/plan.js';
 import type { TransitionEvent } from '../queue/channels.js';
 
 /**
@@ -741,7 +739,7 @@ export function readyStep(
     ]),
   );
   let input = row.input;
-  let inputError: StepJobData['inputError'];
+  let inputError: ReadyStep['inputError'];
   if (row.input_template != null) {
     const maxBytes = limits.STEP_INPUT_MAX_BYTES;
     try {

@@ -1,7 +1,7 @@
 import { Prisma as P } from '../generated/prisma/client.js';
 import type { Prisma } from './database.js';
-import type { TaskPlan, StepOptions } from '../tasks/plan.js';
-import type { ReadyStep } from '../queue/task-queues.js';
+import type { TaskPlan } from '../engine/plan.js';
+import type { ReadyStep, StepOptions } from '../engine/types.js';
 import { readyStep } from './step-results.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
