@@ -9,6 +9,30 @@ export interface StepOptions {
   priority?: number;
 }
 
+/** A step as stored, with what it needs to become ready. */
+export interface StepRow {
+  step_id: string;
+  tool: string;
+  /** The definition's input, templates unresolved; null when `input` is literal. */
+  input_template: unknown;
+  input: unknown;
+  options: StepOptions;
+  depends_on: string[];
+}
+
+/** What a step ended with, as another step's input templates and `dependencies` see it. */
+export interface FinishedStep {
+  status: string;
+  output: unknown;
+  error: unknown;
+}
+
+/** What a ready step's input may refer to: the task's params and the steps that finished. */
+export interface RunContext {
+  params: Record<string, unknown>;
+  steps: Map<string, FinishedStep>;
+}
+
 /** A step whose dependencies are all done, with its input resolved: ready to become a job. */
 export interface ReadyStep {
   stepId: string;

@@ -1,12 +1,12 @@
 import type { Prisma } from './database.js';
 import type { Logger } from '../logger.js';
-import { LimitExceededError, toErrorRecord, type ErrorRecord } from '../errors.js';
-import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
+import type { ErrorRecord } from '../errors.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
-import { findReferences, ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
-import type { ReadyStep, StepOptions } from '../engine/types.js';
-import type { DependencyResult } from '../tools/tool.js';
+import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
+import { readyStep, referencedSteps } from '../engine/step-input.js';
+import { taskEnding } from '../engine/task-output.js';
 import type { TransitionEvent } from '../queue/channels.js';
 
 /**
@@ -171,9 +171,7 @@ export class StepResults {
    * enqueued. Adding them again is harmless, since job ids are deterministic.
    */
   async pendingDependents(taskId: string, run: number, stepId: string): Promise<ReadyStep[]> {
-    const rows = await this.prisma.$queryRawUnsafe<
-      { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] }[]
-    >(
+    const rows = await this.prisma.$queryRawUnsafe<StepRow[]>(
       `SELECT d.step_id, d.tool, d.input_template, d.input, d.options, d.depends_on
          FROM steps s
          JOIN tasks t ON t.id = s.task_id AND t.run = $2 AND t.status IN ('queued', 'running')
@@ -590,9 +588,7 @@ export class StepResults {
         const pairs = [...unblocked].map(([key, n]) => [...splitKey(key), n] as const).filter(([taskId]) => taskById.get(taskId)?.status !== 'failed');
         const readyByTask = new Map<string, ReadyStep[]>();
         if (pairs.length > 0) {
-          const readyRows = await tx.$queryRawUnsafe<
-            { task_id: string; step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] }[]
-          >(
+          const readyRows = await tx.$queryRawUnsafe<(StepRow & { task_id: string })[]>(
             `UPDATE steps s SET remaining_deps = s.remaining_deps - v.n,
                     status = CASE WHEN s.remaining_deps - v.n <= 0 THEN 'queued'::"StepStatus" ELSE s.status END,
                     queued_at = CASE WHEN s.remaining_deps - v.n <= 0 THEN now() ELSE s.queued_at END
@@ -680,11 +676,6 @@ function jsonOrNull(value: unknown): string | null {
 
 export type Tx = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
 
-interface RunContext {
-  params: Record<string, unknown>;
-  steps: Map<string, { status: string; output: unknown; error: unknown }>;
-}
-
 /** Params and the finished steps the ready steps may refer to. */
 export async function loadContext(
   tx: Tx,
@@ -693,10 +684,7 @@ export async function loadContext(
   const wanted = new Map<string, Set<string>>();
   for (const row of readyRows) {
     const ids = wanted.get(row.task_id) ?? new Set<string>();
-    for (const dep of row.depends_on) ids.add(dep);
-    for (const found of findReferences(row.input_template)) {
-      if (found.reference?.kind === 'steps') ids.add(found.reference.step);
-    }
+    for (const id of referencedSteps(row)) ids.add(id);
     wanted.set(row.task_id, ids);
   }
   const taskIds = [...wanted.keys()];
@@ -723,61 +711,6 @@ export async function loadContext(
 }
 
 /**
- * A step whose dependencies are done, as its job will carry it: its input resolved within
- * STEP_INPUT_MAX_BYTES (over it, the job carries the error instead and fails without running),
- * and what its dependencies ended with, their outputs only up to JOB_INLINE_OUTPUT_MAX_BYTES.
- */
-export function readyStep(
-  row: { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] },
-  context: RunContext,
-  limits: Pick<Limits, 'STEP_INPUT_MAX_BYTES' | 'JOB_INLINE_OUTPUT_MAX_BYTES'> = DEFAULT_LIMITS,
-): ReadyStep {
-  const steps = Object.fromEntries(
-    [...context.steps].map(([id, step]) => [
-      id,
-      { status: step.status, ...(step.output != null ? { output: step.output } : {}), ...(step.error != null ? { error: step.error } : {}) },
-    ]),
-  );
-  let input = row.input;
-  let inputError: ReadyStep['inputError'];
-  if (row.input_template != null) {
-    const maxBytes = limits.STEP_INPUT_MAX_BYTES;
-    try {
-      input = resolveTemplates(row.input_template, { params: context.params, steps }, { maxBytes });
-    } catch (error) {
-      if (!(error instanceof ResolvedSizeError)) throw error;
-      input = null;
-      inputError = {
-        name: 'StepInputTooLarge',
-        message: `the input would be larger than ${maxBytes} bytes of JSON once its templates are resolved (STEP_INPUT_MAX_BYTES)`,
-        details: { limit: maxBytes, setting: 'STEP_INPUT_MAX_BYTES', ...(error.at ? { at: error.at } : {}) },
-      };
-    }
-  }
-  const dependencies: Record<string, DependencyResult> = {};
-  for (const dep of row.depends_on) {
-    const found = context.steps.get(dep);
-    if (!found) continue;
-    const inline = found.output == null || !jsonSize(found.output, limits.JOB_INLINE_OUTPUT_MAX_BYTES).over;
-    dependencies[dep] = {
-      status: found.status === 'completed' ? 'completed' : 'failed',
-      ...(found.output != null ? (inline ? { output: found.output } : { output_stored_in: 'postgresql' as const }) : {}),
-      ...(found.error != null ? { error: found.error as DependencyResult['error'] } : {}),
-    };
-  }
-  return {
-    stepId: row.step_id,
-    tool: row.tool,
-    input,
-    ...(inputError ? { inputError } : {}),
-    retry: row.options.retry,
-    timeoutMs: row.options.timeout_ms,
-    dependencies,
-    ...(row.options.priority ? { priority: row.options.priority } : {}),
-  };
-}
-
-/**
  * Ends tasks whose last step just finished: completed with their result (the workflow's output,
  * or the step's output), or failed when that result is over TASK_RESULT_MAX_BYTES.
  */
@@ -791,13 +724,10 @@ async function completeTasks(tx: Tx, ids: string[], limits: Pick<Limits, 'TASK_R
     ids,
   );
   const ended = tasks.map((task) => {
-    const own = steps.filter((step) => step.task_id === task.id);
-    try {
-      return { id: task.id, status: 'completed' as const, result: JSON.stringify(taskResult(task, own, limits) ?? null), error: null };
-    } catch (error) {
-      if (!(error instanceof LimitExceededError)) throw error;
-      return { id: task.id, status: 'failed' as const, result: null, error: JSON.stringify(toErrorRecord(error)) };
-    }
+    const ending = taskEnding(task, steps.filter((step) => step.task_id === task.id), limits);
+    return ending.status === 'completed'
+      ? { id: task.id, status: ending.status, result: JSON.stringify(ending.result), error: null }
+      : { id: task.id, status: ending.status, result: null, error: JSON.stringify(ending.error) };
   });
   await tx.$executeRawUnsafe(
     `UPDATE tasks t SET status = v.status::"TaskStatus", result = v.result, error = v.error, finished_at = now()
@@ -808,37 +738,4 @@ async function completeTasks(tx: Tx, ids: string[], limits: Pick<Limits, 'TASK_R
     ended.map((entry) => entry.error),
   );
   return new Map(ended.map((entry) => [entry.id, entry.status]));
-}
-
-/** A task's result; a LimitExceededError (TaskResultTooLarge) when its JSON is over TASK_RESULT_MAX_BYTES. */
-export function taskResult(
-  task: { params: Record<string, unknown>; output_template: unknown; workflow_name: string | null },
-  steps: { step_id: string; status: string; output: unknown; error: unknown }[],
-  limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'> = DEFAULT_LIMITS,
-): unknown {
-  const maxBytes = limits.TASK_RESULT_MAX_BYTES;
-  const tooLarge = (at = '') =>
-    new LimitExceededError('TaskResultTooLarge', `the task's result is larger than ${maxBytes} bytes of JSON (TASK_RESULT_MAX_BYTES)`, {
-      limit: maxBytes,
-      setting: 'TASK_RESULT_MAX_BYTES',
-      ...(at ? { at } : {}),
-    });
-  let result: unknown;
-  if (task.workflow_name === null) result = steps[0]?.output ?? null;
-  else if (task.output_template != null) {
-    const byId = Object.fromEntries(
-      steps.map((step) => [step.step_id, { status: step.status, output: step.output ?? undefined, error: step.error ?? undefined }]),
-    );
-    try {
-      return resolveTemplates(task.output_template, { params: task.params, steps: byId }, { maxBytes });
-    } catch (error) {
-      if (error instanceof ResolvedSizeError) throw tooLarge(error.at);
-      throw error;
-    }
-  } else {
-    // No declared output: every completed step's output, by step id.
-    result = Object.fromEntries(steps.filter((step) => step.status === 'completed').map((step) => [step.step_id, step.output]));
-  }
-  if (jsonSize(result, maxBytes).over) throw tooLarge();
-  return result;
 }
