@@ -7,6 +7,7 @@ import { isTransientDatabaseError, withRetries } from './retry.js';
 import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
 import { readyStep, referencedSteps } from '../engine/step-input.js';
 import { taskEnding } from '../engine/task-output.js';
+import { resultTransitions } from '../engine/transitions.js';
 import type { TransitionEvent } from '../queue/channels.js';
 
 /**
@@ -543,51 +544,41 @@ export class StepResults {
           );
         }
 
-        // What the recorded results mean for their tasks, in event order.
-        const finishedPerTask = new Map<string, number>();
-        const unblocked = new Map<string, number>(); // "task/dependent" -> dependencies just resolved
-        const failedTasks: { id: string; error: unknown }[] = [];
-        for (const { event, index } of finishes) {
-          const finish = event as StepFinish;
-          const row = recorded.get(`${finish.taskId}/${finish.stepId}`);
-          const task = taskById.get(finish.taskId);
-          if (!row || !task || !isActive(finish)) continue;
-          finishedPerTask.set(task.id, (finishedPerTask.get(task.id) ?? 0) + 1);
-          const resolvesDependents = finish.status === 'completed' || (finish.status === 'failed' && row.on_failure === 'continue');
-          if (resolvesDependents) {
-            for (const dependent of row.dependents) {
-              const key = `${task.id}/${dependent}`;
-              unblocked.set(key, (unblocked.get(key) ?? 0) + 1);
-            }
-          } else {
-            // The fail policy (or a cancelled attempt): the task fails now.
-            task.status = 'failed';
-            failedTasks.push({ id: task.id, error: { step: finish.stepId, ...(finish.error ?? { name: 'Error', message: 'step failed' }) } });
-            (result[index] as FinishOutcome).taskEnded = 'failed';
-            (result[index] as FinishOutcome).task = { type: task.task_type, createdAt: task.created_at };
-            (result[index] as FinishOutcome).skipped = true;
-          }
-        }
+        // What the recorded results of active tasks mean for those tasks.
+        const counted = finishes.filter(({ event }) => recorded.has(`${event.taskId}/${event.stepId}`) && isActive(event));
+        const decided = resultTransitions(
+          counted.map(({ event }) => {
+            const finish = event as StepFinish;
+            const row = recorded.get(`${finish.taskId}/${finish.stepId}`)!;
+            return { taskId: finish.taskId, stepId: finish.stepId, status: finish.status, error: finish.error, onFailure: row.on_failure, dependents: row.dependents };
+          }),
+        );
 
-        if (failedTasks.length > 0) {
+        if (decided.failed.length > 0) {
+          for (const failure of decided.failed) {
+            const task = taskById.get(failure.taskId)!;
+            const outcome = result[counted[failure.result]!.index] as FinishOutcome;
+            outcome.taskEnded = 'failed';
+            outcome.task = { type: task.task_type, createdAt: task.created_at };
+            outcome.skipped = true;
+          }
           await tx.$executeRawUnsafe(
             `UPDATE tasks t SET status = 'failed', error = v.error, finished_at = now()
                FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, error) WHERE t.id = v.id`,
-            failedTasks.map((task) => task.id),
-            failedTasks.map((task) => JSON.stringify(task.error)),
+            decided.failed.map((failure) => failure.taskId),
+            decided.failed.map((failure) => JSON.stringify(failure.error)),
           );
           await tx.$executeRawUnsafe(
             `UPDATE steps SET status = 'skipped', finished_at = now() WHERE task_id = ANY($1::uuid[]) AND status IN ('pending', 'queued')`,
-            failedTasks.map((task) => task.id),
+            decided.failed.map((failure) => failure.taskId),
           );
-          for (const task of failedTasks) transitions.push({ taskId: task.id, status: 'failed', at: new Date().toISOString() });
+          for (const failure of decided.failed) transitions.push({ taskId: failure.taskId, status: 'failed', at: new Date().toISOString() });
         }
 
         // Dependents whose last dependency just resolved become ready, exactly once: the row
         // lock makes concurrent decrements of the same step queue up.
-        const pairs = [...unblocked].map(([key, n]) => [...splitKey(key), n] as const).filter(([taskId]) => taskById.get(taskId)?.status !== 'failed');
         const readyByTask = new Map<string, ReadyStep[]>();
-        if (pairs.length > 0) {
+        if (decided.resolved.length > 0) {
           const readyRows = await tx.$queryRawUnsafe<(StepRow & { task_id: string })[]>(
             `UPDATE steps s SET remaining_deps = s.remaining_deps - v.n,
                     status = CASE WHEN s.remaining_deps - v.n <= 0 THEN 'queued'::"StepStatus" ELSE s.status END,
@@ -596,9 +587,9 @@ export class StepResults {
               WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.status = 'pending'
           RETURNING s.task_id::text AS task_id, s.step_id, s.tool, s.input_template, s.input, s.options, s.depends_on,
                     s.status::text AS status`,
-            pairs.map(([taskId]) => taskId),
-            pairs.map(([, stepId]) => stepId),
-            pairs.map(([, , n]) => n),
+            decided.resolved.map((entry) => entry.taskId),
+            decided.resolved.map((entry) => entry.stepId),
+            decided.resolved.map((entry) => entry.count),
           ).then((rows) => rows.filter((row) => (row as unknown as { status: string }).status === 'queued'));
           if (readyRows.length > 0) {
             const context = await loadContext(tx, readyRows);
@@ -613,9 +604,8 @@ export class StepResults {
 
         // Count finished steps down; the task whose count reaches zero is complete (or failed,
         // when its result is over TASK_RESULT_MAX_BYTES).
-        const counted = [...finishedPerTask].filter(([id]) => taskById.get(id)?.status !== 'failed');
         const endedTasks = new Map<string, 'completed' | 'failed'>();
-        if (counted.length > 0) {
+        if (decided.finished.length > 0) {
           // A task still "queued" whose step reports a result has evidently started.
           const rows = await tx.$queryRawUnsafe<{ id: string; steps_remaining: number }[]>(
             `UPDATE tasks t SET steps_remaining = t.steps_remaining - v.n,
@@ -623,8 +613,8 @@ export class StepResults {
                     started_at = COALESCE(t.started_at, now())
                FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE t.id = v.id
            RETURNING t.id::text AS id, t.steps_remaining`,
-            counted.map(([id]) => id),
-            counted.map(([, n]) => n),
+            decided.finished.map((entry) => entry.taskId),
+            decided.finished.map((entry) => entry.count),
           );
           const done = rows.filter((row) => row.steps_remaining <= 0).map((row) => row.id);
           if (done.length > 0) {
@@ -662,12 +652,6 @@ export class StepResults {
     if (transitions.length > 0) this.onCommitted(transitions);
     return outcomes;
   }
-}
-
-/** Keys are "taskId/stepId"; neither part can hold a "/". */
-function splitKey(key: string): [string, string] {
-  const slash = key.indexOf('/');
-  return [key.slice(0, slash), key.slice(slash + 1)];
 }
 
 function jsonOrNull(value: unknown): string | null {
