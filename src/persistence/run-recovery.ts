@@ -1,7 +1,7 @@
 import type { Prisma } from './database.js';
-import type { ReadyStep } from '../queue/task-queues.js';
-import type { StepOptions } from '../tasks/plan.js';
-import { loadContext, readyStep, type Tx } from './step-results.js';
+import type { ReadyStep, StepRow } from '../engine/types.js';
+import { readyStep } from '../engine/step-input.js';
+import { loadContext, type Tx } from './step-results.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 export interface ActiveRun {
@@ -51,9 +51,7 @@ export class RunRecovery {
         taskId,
       );
       if (!task || task.run !== run || (task.status !== 'queued' && task.status !== 'running')) return 0;
-      const rows = await tx.$queryRawUnsafe<
-        { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] }[]
-      >(
+      const rows = await tx.$queryRawUnsafe<StepRow[]>(
         `UPDATE steps SET status = 'queued' WHERE task_id = $1::uuid AND run = $2 AND status IN ('queued', 'running')
          RETURNING step_id, tool, input_template, input, options, depends_on`,
         taskId,

@@ -1,14 +1,13 @@
 import type { Prisma } from './database.js';
 import type { Logger } from '../logger.js';
-import { LimitExceededError, toErrorRecord, type ErrorRecord } from '../errors.js';
-import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
+import type { ErrorRecord } from '../errors.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
-import { findReferences, ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
-import type { ReadyStep } from '../queue/task-queues.js';
-import type { StepJobData } from '../queue/jobs.js';
-import type { DependencyResult } from '../tools/tool.js';
-import type { StepOptions } from '../tasks/plan.js';
+import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
+import { readyStep, referencedSteps } from '../engine/step-input.js';
+import { taskEnding } from '../engine/task-output.js';
+import { resultTransitions } from '../engine/transitions.js';
 import type { TransitionEvent } from '../queue/channels.js';
 
 /**
@@ -174,9 +173,7 @@ export class StepResults {
    * enqueued. Adding them again is harmless, since job ids are deterministic.
    */
   async pendingDependents(taskId: string, run: number, stepId: string): Promise<ReadyStep[]> {
-    const rows = await this.prisma.$queryRawUnsafe<
-      { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] }[]
-    >(
+    const rows = await this.prisma.$queryRawUnsafe<StepRow[]>(
       `SELECT d.step_id, d.tool, d.input_template, d.input, d.options, d.depends_on
          FROM steps s
          JOIN tasks t ON t.id = s.task_id AND t.run = $2 AND t.status IN ('queued', 'running')
@@ -548,54 +545,42 @@ export class StepResults {
           );
         }
 
-        // What the recorded results mean for their tasks, in event order.
-        const finishedPerTask = new Map<string, number>();
-        const unblocked = new Map<string, number>(); // "task/dependent" -> dependencies just resolved
-        const failedTasks: { id: string; error: unknown }[] = [];
-        for (const { event, index } of finishes) {
-          const finish = event as StepFinish;
-          const row = recorded.get(`${finish.taskId}/${finish.stepId}`);
-          const task = taskById.get(finish.taskId);
-          if (!row || !task || !isActive(finish)) continue;
-          finishedPerTask.set(task.id, (finishedPerTask.get(task.id) ?? 0) + 1);
-          const resolvesDependents = finish.status === 'completed' || (finish.status === 'failed' && row.on_failure === 'continue');
-          if (resolvesDependents) {
-            for (const dependent of row.dependents) {
-              const key = `${task.id}/${dependent}`;
-              unblocked.set(key, (unblocked.get(key) ?? 0) + 1);
-            }
-          } else {
-            // The fail policy (or a cancelled attempt): the task fails now.
-            task.status = 'failed';
-            failedTasks.push({ id: task.id, error: { step: finish.stepId, ...(finish.error ?? { name: 'Error', message: 'step failed' }) } });
-            (result[index] as FinishOutcome).taskEnded = 'failed';
-            (result[index] as FinishOutcome).task = { type: task.task_type, createdAt: task.created_at, callback: task.callback_url !== null };
-            (result[index] as FinishOutcome).skipped = true;
-          }
-        }
+        // What the recorded results of active tasks mean for those tasks.
+        const counted = finishes.filter(({ event }) => recorded.has(`${event.taskId}/${event.stepId}`) && isActive(event));
+        const decided = resultTransitions(
+          counted.map(({ event }) => {
+            const finish = event as StepFinish;
+            const row = recorded.get(`${finish.taskId}/${finish.stepId}`)!;
+            return { taskId: finish.taskId, stepId: finish.stepId, status: finish.status, error: finish.error, onFailure: row.on_failure, dependents: row.dependents };
+          }),
+        );
 
-        if (failedTasks.length > 0) {
+        if (decided.failed.length > 0) {
+          for (const failure of decided.failed) {
+            const task = taskById.get(failure.taskId)!;
+            const outcome = result[counted[failure.result]!.index] as FinishOutcome;
+            outcome.taskEnded = 'failed';
+            outcome.task = { type: task.task_type, createdAt: task.created_at, callback: task.callback_url !== null };
+            outcome.skipped = true;
+          }
           await tx.$executeRawUnsafe(
             `UPDATE tasks t SET status = 'failed', error = v.error, finished_at = now()
                FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, error) WHERE t.id = v.id`,
-            failedTasks.map((task) => task.id),
-            failedTasks.map((task) => JSON.stringify(task.error)),
+            decided.failed.map((failure) => failure.taskId),
+            decided.failed.map((failure) => JSON.stringify(failure.error)),
           );
           await tx.$executeRawUnsafe(
             `UPDATE steps SET status = 'skipped', finished_at = now() WHERE task_id = ANY($1::uuid[]) AND status IN ('pending', 'queued')`,
-            failedTasks.map((task) => task.id),
+            decided.failed.map((failure) => failure.taskId),
           );
-          for (const task of failedTasks) transitions.push({ taskId: task.id, status: 'failed', at: new Date().toISOString() });
+          for (const failure of decided.failed) transitions.push({ taskId: failure.taskId, status: 'failed', at: new Date().toISOString() });
         }
 
         // Dependents whose last dependency just resolved become ready, exactly once: the row
         // lock makes concurrent decrements of the same step queue up.
-        const pairs = [...unblocked].map(([key, n]) => [...splitKey(key), n] as const).filter(([taskId]) => taskById.get(taskId)?.status !== 'failed');
         const readyByTask = new Map<string, ReadyStep[]>();
-        if (pairs.length > 0) {
-          const readyRows = await tx.$queryRawUnsafe<
-            { task_id: string; step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] }[]
-          >(
+        if (decided.resolved.length > 0) {
+          const readyRows = await tx.$queryRawUnsafe<(StepRow & { task_id: string })[]>(
             `UPDATE steps s SET remaining_deps = s.remaining_deps - v.n,
                     status = CASE WHEN s.remaining_deps - v.n <= 0 THEN 'queued'::"StepStatus" ELSE s.status END,
                     queued_at = CASE WHEN s.remaining_deps - v.n <= 0 THEN now() ELSE s.queued_at END
@@ -603,9 +588,9 @@ export class StepResults {
               WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.status = 'pending'
           RETURNING s.task_id::text AS task_id, s.step_id, s.tool, s.input_template, s.input, s.options, s.depends_on,
                     s.status::text AS status`,
-            pairs.map(([taskId]) => taskId),
-            pairs.map(([, stepId]) => stepId),
-            pairs.map(([, , n]) => n),
+            decided.resolved.map((entry) => entry.taskId),
+            decided.resolved.map((entry) => entry.stepId),
+            decided.resolved.map((entry) => entry.count),
           ).then((rows) => rows.filter((row) => (row as unknown as { status: string }).status === 'queued'));
           if (readyRows.length > 0) {
             const context = await loadContext(tx, readyRows);
@@ -620,9 +605,8 @@ export class StepResults {
 
         // Count finished steps down; the task whose count reaches zero is complete (or failed,
         // when its result is over TASK_RESULT_MAX_BYTES).
-        const counted = [...finishedPerTask].filter(([id]) => taskById.get(id)?.status !== 'failed');
         const endedTasks = new Map<string, 'completed' | 'failed'>();
-        if (counted.length > 0) {
+        if (decided.finished.length > 0) {
           // A task still "queued" whose step reports a result has evidently started.
           const rows = await tx.$queryRawUnsafe<{ id: string; steps_remaining: number }[]>(
             `UPDATE tasks t SET steps_remaining = t.steps_remaining - v.n,
@@ -630,8 +614,8 @@ export class StepResults {
                     started_at = COALESCE(t.started_at, now())
                FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE t.id = v.id
            RETURNING t.id::text AS id, t.steps_remaining`,
-            counted.map(([id]) => id),
-            counted.map(([, n]) => n),
+            decided.finished.map((entry) => entry.taskId),
+            decided.finished.map((entry) => entry.count),
           );
           const done = rows.filter((row) => row.steps_remaining <= 0).map((row) => row.id);
           if (done.length > 0) {
@@ -671,22 +655,11 @@ export class StepResults {
   }
 }
 
-/** Keys are "taskId/stepId"; neither part can hold a "/". */
-function splitKey(key: string): [string, string] {
-  const slash = key.indexOf('/');
-  return [key.slice(0, slash), key.slice(slash + 1)];
-}
-
 function jsonOrNull(value: unknown): string | null {
   return value === undefined ? null : JSON.stringify(value);
 }
 
 export type Tx = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
-
-interface RunContext {
-  params: Record<string, unknown>;
-  steps: Map<string, { status: string; output: unknown; error: unknown }>;
-}
 
 /** Params and the finished steps the ready steps may refer to. */
 export async function loadContext(
@@ -696,10 +669,7 @@ export async function loadContext(
   const wanted = new Map<string, Set<string>>();
   for (const row of readyRows) {
     const ids = wanted.get(row.task_id) ?? new Set<string>();
-    for (const dep of row.depends_on) ids.add(dep);
-    for (const found of findReferences(row.input_template)) {
-      if (found.reference?.kind === 'steps') ids.add(found.reference.step);
-    }
+    for (const id of referencedSteps(row)) ids.add(id);
     wanted.set(row.task_id, ids);
   }
   const taskIds = [...wanted.keys()];
@@ -726,61 +696,6 @@ export async function loadContext(
 }
 
 /**
- * A step whose dependencies are done, as its job will carry it: its input resolved within
- * STEP_INPUT_MAX_BYTES (over it, the job carries the error instead and fails without running),
- * and what its dependencies ended with, their outputs only up to JOB_INLINE_OUTPUT_MAX_BYTES.
- */
-export function readyStep(
-  row: { step_id: string; tool: string; input_template: unknown; input: unknown; options: StepOptions; depends_on: string[] },
-  context: RunContext,
-  limits: Pick<Limits, 'STEP_INPUT_MAX_BYTES' | 'JOB_INLINE_OUTPUT_MAX_BYTES'> = DEFAULT_LIMITS,
-): ReadyStep {
-  const steps = Object.fromEntries(
-    [...context.steps].map(([id, step]) => [
-      id,
-      { status: step.status, ...(step.output != null ? { output: step.output } : {}), ...(step.error != null ? { error: step.error } : {}) },
-    ]),
-  );
-  let input = row.input;
-  let inputError: StepJobData['inputError'];
-  if (row.input_template != null) {
-    const maxBytes = limits.STEP_INPUT_MAX_BYTES;
-    try {
-      input = resolveTemplates(row.input_template, { params: context.params, steps }, { maxBytes });
-    } catch (error) {
-      if (!(error instanceof ResolvedSizeError)) throw error;
-      input = null;
-      inputError = {
-        name: 'StepInputTooLarge',
-        message: `the input would be larger than ${maxBytes} bytes of JSON once its templates are resolved (STEP_INPUT_MAX_BYTES)`,
-        details: { limit: maxBytes, setting: 'STEP_INPUT_MAX_BYTES', ...(error.at ? { at: error.at } : {}) },
-      };
-    }
-  }
-  const dependencies: Record<string, DependencyResult> = {};
-  for (const dep of row.depends_on) {
-    const found = context.steps.get(dep);
-    if (!found) continue;
-    const inline = found.output == null || !jsonSize(found.output, limits.JOB_INLINE_OUTPUT_MAX_BYTES).over;
-    dependencies[dep] = {
-      status: found.status === 'completed' ? 'completed' : 'failed',
-      ...(found.output != null ? (inline ? { output: found.output } : { output_stored_in: 'postgresql' as const }) : {}),
-      ...(found.error != null ? { error: found.error as DependencyResult['error'] } : {}),
-    };
-  }
-  return {
-    stepId: row.step_id,
-    tool: row.tool,
-    input,
-    ...(inputError ? { inputError } : {}),
-    retry: row.options.retry,
-    timeoutMs: row.options.timeout_ms,
-    dependencies,
-    ...(row.options.priority ? { priority: row.options.priority } : {}),
-  };
-}
-
-/**
  * Ends tasks whose last step just finished: completed with their result (the workflow's output,
  * or the step's output), or failed when that result is over TASK_RESULT_MAX_BYTES.
  */
@@ -794,13 +709,10 @@ async function completeTasks(tx: Tx, ids: string[], limits: Pick<Limits, 'TASK_R
     ids,
   );
   const ended = tasks.map((task) => {
-    const own = steps.filter((step) => step.task_id === task.id);
-    try {
-      return { id: task.id, status: 'completed' as const, result: JSON.stringify(taskResult(task, own, limits) ?? null), error: null };
-    } catch (error) {
-      if (!(error instanceof LimitExceededError)) throw error;
-      return { id: task.id, status: 'failed' as const, result: null, error: JSON.stringify(toErrorRecord(error)) };
-    }
+    const ending = taskEnding(task, steps.filter((step) => step.task_id === task.id), limits);
+    return ending.status === 'completed'
+      ? { id: task.id, status: ending.status, result: JSON.stringify(ending.result), error: null }
+      : { id: task.id, status: ending.status, result: null, error: JSON.stringify(ending.error) };
   });
   await tx.$executeRawUnsafe(
     `UPDATE tasks t SET status = v.status::"TaskStatus", result = v.result, error = v.error, finished_at = now()
@@ -811,37 +723,4 @@ async function completeTasks(tx: Tx, ids: string[], limits: Pick<Limits, 'TASK_R
     ended.map((entry) => entry.error),
   );
   return new Map(ended.map((entry) => [entry.id, entry.status]));
-}
-
-/** A task's result; a LimitExceededError (TaskResultTooLarge) when its JSON is over TASK_RESULT_MAX_BYTES. */
-export function taskResult(
-  task: { params: Record<string, unknown>; output_template: unknown; workflow_name: string | null },
-  steps: { step_id: string; status: string; output: unknown; error: unknown }[],
-  limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'> = DEFAULT_LIMITS,
-): unknown {
-  const maxBytes = limits.TASK_RESULT_MAX_BYTES;
-  const tooLarge = (at = '') =>
-    new LimitExceededError('TaskResultTooLarge', `the task's result is larger than ${maxBytes} bytes of JSON (TASK_RESULT_MAX_BYTES)`, {
-      limit: maxBytes,
-      setting: 'TASK_RESULT_MAX_BYTES',
-      ...(at ? { at } : {}),
-    });
-  let result: unknown;
-  if (task.workflow_name === null) result = steps[0]?.output ?? null;
-  else if (task.output_template != null) {
-    const byId = Object.fromEntries(
-      steps.map((step) => [step.step_id, { status: step.status, output: step.output ?? undefined, error: step.error ?? undefined }]),
-    );
-    try {
-      return resolveTemplates(task.output_template, { params: task.params, steps: byId }, { maxBytes });
-    } catch (error) {
-      if (error instanceof ResolvedSizeError) throw tooLarge(error.at);
-      throw error;
-    }
-  } else {
-    // No declared output: every completed step's output, by step id.
-    result = Object.fromEntries(steps.filter((step) => step.status === 'completed').map((step) => [step.step_id, step.output]));
-  }
-  if (jsonSize(result, maxBytes).over) throw tooLarge();
-  return result;
 }

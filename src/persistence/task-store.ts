@@ -1,8 +1,8 @@
 import { Prisma as P } from '../generated/prisma/client.js';
 import type { Prisma } from './database.js';
-import type { TaskPlan, StepOptions } from '../tasks/plan.js';
-import type { ReadyStep } from '../queue/task-queues.js';
-import { readyStep } from './step-results.js';
+import type { TaskPlan } from '../engine/plan.js';
+import type { ReadyStep, StepRow } from '../engine/types.js';
+import { readyStep } from '../engine/step-input.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -246,7 +246,7 @@ export class TaskStore {
         if (task.status !== 'failed' && task.status !== 'cancelled') return { outcome: 'not_resumable' as const, status: task.status };
         const run = task.run + 1;
         const steps = await tx.$queryRawUnsafe<
-          { step_id: string; tool: string; status: string; output: unknown; error: unknown; depends_on: string[]; input_template: unknown; input: unknown; options: StepOptions }[]
+          (StepRow & { status: string; output: unknown; error: unknown })[]
         >(
           `SELECT step_id, tool, status::text AS status, output, error, depends_on, input_template, input, options FROM steps WHERE task_id = $1::uuid`,
           id,

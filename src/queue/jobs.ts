@@ -1,5 +1,5 @@
-import type { RetryPolicy, DependencyResult } from '../tools/tool.js';
-import type { ErrorRecord, LimitExceededError } from '../errors.js';
+import type { ErrorRecord } from '../errors.js';
+import type { ReadyStep } from '../engine/types.js';
 
 /**
  * Queue of the workflow runs' root jobs: each runs once all steps of its run have finished. A
@@ -51,19 +51,10 @@ export interface ParkedResult {
   finishedAt: string;
 }
 
-export interface StepJobData {
+/** A ready step as its job carries it; priority and delay are the job's options, not its data. */
+export interface StepJobData extends Omit<ReadyStep, 'priority' | 'delayMs'> {
   taskId: string;
   run: number;
-  stepId: string;
-  tool: string;
-  /** Resolved input: templates were filled in when the step became ready. At most STEP_INPUT_MAX_BYTES of JSON. */
-  input: unknown;
-  /** Set (and `input` null) when the resolved input would pass STEP_INPUT_MAX_BYTES: the step fails with it, without running. */
-  inputError?: Pick<LimitExceededError, 'name' | 'message' | 'details'>;
-  retry: RetryPolicy;
-  timeoutMs: number;
-  /** What the steps this one depends on ended with; outputs only up to JOB_INLINE_OUTPUT_MAX_BYTES. */
-  dependencies: Record<string, DependencyResult>;
   /** Set when the step already ran and only its result remains to be written. */
   parked?: ParkedResult;
   /**

@@ -16,9 +16,7 @@ import {
   type StepJobData,
   type TaskJobData,
 } from './jobs.js';
-
-/** A step whose dependencies are all done, with its input resolved: ready to become a job. */
-export type ReadyStep = Omit<StepJobData, 'taskId' | 'run'> & { priority?: number; delayMs?: number };
+import type { ReadyStep } from '../engine/types.js';
 
 export interface RunKey {
   taskId: string;

@@ -19,7 +19,7 @@ import { unstorableProblems, zodProblems } from '../api/http.js';
 import { IDENTIFIER } from '../workflows/definition.js';
 import { hostPolicyFor } from '../lib/host-policy.js';
 import type { AssignTaskBody } from '../api/schemas.js';
-import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from './plan.js';
+import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from '../engine/plan.js';
 import { taskSummary, taskView } from './task-view.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -1,7 +1,7 @@
 import { ValidationError } from '../errors.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { zodProblems } from '../api/http.js';
-import type { RunOverrides, TaskPlan } from '../tasks/plan.js';
+import type { RunOverrides, TaskPlan } from '../engine/plan.js';
 import { paramsSchema, type WorkflowDefinition } from './definition.js';
 
 /**

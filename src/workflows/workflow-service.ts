@@ -7,7 +7,7 @@ import type { StoredWorkflow, WorkflowStore } from '../persistence/workflow-stor
 import type { ToolRegistry } from '../tools/tool.js';
 import { unstorableProblems, zodProblems } from '../api/http.js';
 import type { StoredWorkflowBody, WorkflowSummaryBody, WorkflowVersionBody } from '../api/responses.js';
-import type { RunOverrides, TaskPlan } from '../tasks/plan.js';
+import type { RunOverrides, TaskPlan } from '../engine/plan.js';
 import { checkWorkflow } from './check.js';
 import { compileWorkflow } from './compile.js';
 import { IDENTIFIER, workflowDefinitionSchema, type WorkflowDefinition } from './definition.js';

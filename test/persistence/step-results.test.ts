@@ -4,8 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StepResults } from '../../src/persistence/step-results.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
 import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
-import { TaskQueues, type ReadyStep } from '../../src/queue/task-queues.js';
-import { finishPlan, initialSteps, type TaskPlan } from '../../src/tasks/plan.js';
+import { TaskQueues } from '../../src/queue/task-queues.js';
+import { finishPlan, initialSteps, type TaskPlan } from '../../src/engine/plan.js';
+import type { ReadyStep } from '../../src/engine/types.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
 
 const OPTIONS = { retry: { attempts: 3, backoff: { type: 'fixed' as const, delay_ms: 10 } }, timeout_ms: 5_000 };

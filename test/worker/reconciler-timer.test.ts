@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createHarness, poll, waitForTask, type Harness } from '../helpers/harness.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
-import { finishPlan, planToolTask } from '../../src/tasks/plan.js';
+import { finishPlan, planToolTask } from '../../src/engine/plan.js';
 import type { Reconciler, Sweep } from '../../workers/runtime/reconciler.js';
 import type { WorkerProcess } from '../../workers/worker.js';
 

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, waitForTask, type Harness } from '../helpers/harness.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
-import { finishPlan, planToolTask } from '../../src/tasks/plan.js';
+import { finishPlan, planToolTask } from '../../src/engine/plan.js';
 
 describe('the reconciler repairs runs whose jobs went missing', () => {
   let h: Harness;

@@ -1,16 +1,8 @@
 import type { AnyTool, RetryPolicy } from '../tools/tool.js';
-import type { ReadyStep } from '../queue/task-queues.js';
+import type { ReadyStep, StepOptions } from './types.js';
 import { ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
 import { ValidationError } from '../errors.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
-
-/** How one step runs: stored with the step, so a running task never depends on a later definition. */
-export interface StepOptions {
-  retry: RetryPolicy;
-  timeout_ms: number;
-  /** BullMQ priority: 1 is the highest. */
-  priority?: number;
-}
 
 export interface StepPlan {
   id: string;
