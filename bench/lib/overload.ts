@@ -17,6 +17,8 @@ const JUDGED_BIN_MS = 5_000;
 export interface OverloadReport {
   /** W1's maximum throughput in this run, and the rate offered (twice that). */
   maxTasksPerS: number;
+  /** No stage of W1's search failed: its maximum is only a lower bound, so twice it may not overload. */
+  maxIsLowerBound: boolean;
   offeredPerS: number;
   durationMs: number;
   sent: number;
@@ -85,7 +87,14 @@ function errors(run: LoadRun): { errors: number; firstError?: string } {
 }
 
 /** Offers 2 x `maxTasksPerS` for `durationMs`, waits for the accepted tasks, and bins their completions. */
-export async function measureOverload(target: Target, tag: string, maxTasksPerS: number, durationMs: number, drainTimeoutMs: number): Promise<OverloadReport> {
+export async function measureOverload(
+  target: Target,
+  tag: string,
+  max: { tasksPerS: number; lowerBound: boolean },
+  durationMs: number,
+  drainTimeoutMs: number,
+): Promise<OverloadReport> {
+  const maxTasksPerS = max.tasksPerS;
   const offeredPerS = 2 * maxTasksPerS;
   const cpu = process.cpuUsage();
   const run = await openLoop(offeredPerS, durationMs, () => target.submit(tag));
@@ -97,6 +106,7 @@ export async function measureOverload(target: Target, tag: string, maxTasksPerS:
   const minShareOfMax = Math.min(...by5s) / maxTasksPerS;
   return {
     maxTasksPerS,
+    maxIsLowerBound: max.lowerBound,
     offeredPerS,
     durationMs,
     sent: run.arrivals.length,

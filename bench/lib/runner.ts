@@ -160,15 +160,17 @@ async function measureIdleLatency(ctx: RunContext, workload: IdleWorkload, syste
 
 async function measureOverloadOf(ctx: RunContext, workload: OverloadWorkload, system: RunningSystem, earlier: WorkloadResult[]): Promise<Measured> {
   const log = (line: string) => ctx.log(`${workload.id}: ${line}`);
-  const max = earlier.find((result) => result.id === workload.of)?.maxTasksPerS;
+  const of = earlier.find((result) => result.id === workload.of);
+  const max = of?.maxTasksPerS;
   if (!max) throw new Error(`needs ${workload.of}'s max throughput from this run, and there is none`);
   const target = await workload.target(system);
-  const overload = await measureOverload(target, workload.id, max, ctx.options.timing.overloadMs, 60_000);
+  const lowerBound = of.capacity?.lowestFailingRate === undefined;
+  const overload = await measureOverload(target, workload.id, { tasksPerS: max, lowerBound }, ctx.options.timing.overloadMs, 60_000);
   const o = overload;
   log(
     `offered ${o.offeredPerS}/s for ${o.durationMs / 1000} s: ${o.accepted} accepted, ${o.refused} refused` +
       (o.refused > 0 ? ` (${JSON.stringify(o.refusedBy)}; p50 ${o.refusalMs.p50} ms, p99 ${o.refusalMs.p99} ms), ` : ', ') +
-      `${o.errors} errors; completions/s per 5 s ${o.completionsPerSBy5s.join(', ')}; lowest ${Math.round(o.minShareOfMax * 100)} % of ${max}/s ` +
+      `${o.errors} errors; completions/s per 5 s ${o.completionsPerSBy5s.join(', ')}; lowest ${Math.round(o.minShareOfMax * 100)} % of ${lowerBound ? '>= ' : ''}${max}/s ` +
       `(target >= ${o.targetShare * 100} %: ${o.met ? 'met' : 'NOT met'})`,
   );
   const problems = [
