@@ -122,13 +122,17 @@ export async function waitDrained(target: Target, tag: string, ids: string[], ti
   return { drained: true, drainMs: epochNow() - start };
 }
 
-function accepted(run: LoadRun): string[] {
+/** Ids of the tasks a load run created. */
+export function accepted(run: LoadRun): string[] {
   return run.arrivals.flatMap((arrival) => (arrival.id ? [arrival.id] : []));
 }
 
+/** Failed requests; a refusal counts as one here: a stage or latency phase that is refused is not sustained. */
 function errorsOf(run: LoadRun): { errors: number; firstError?: string } {
-  const failed = run.arrivals.filter((arrival) => arrival.error);
-  return { errors: failed.length, ...(failed[0]?.error ? { firstError: failed[0].error } : {}) };
+  const failed = run.arrivals.filter((arrival) => arrival.error || arrival.refused);
+  const first = failed[0];
+  const firstError = first?.error ?? (first?.refused ? `HTTP ${first.refused.status}${first.refused.code ? ` ${first.refused.code}` : ''}` : undefined);
+  return { errors: failed.length, ...(firstError ? { firstError } : {}) };
 }
 
 /** Judges a finished, drained load run: arrivals and completions inside its last two thirds. */

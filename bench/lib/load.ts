@@ -1,4 +1,4 @@
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { epochNow, sleep } from './util.js';
 
 /**
@@ -21,7 +21,23 @@ export interface Arrival {
   doneAt: number;
   /** Id of what the request created (task id, job id). */
   id?: string;
+  /** The server declined the work (admission control, rate limit): nothing was created. */
+  refused?: { status: number; code?: string; retryAfterS?: number };
   error?: string;
+}
+
+/**
+ * Thrown by a `Send` when the server said "not now" (503, 429) rather than failed: an overload
+ * test counts these apart from errors, and how fast they come back is part of what it measures.
+ */
+export class Refused extends Error {
+  constructor(
+    readonly status: number,
+    readonly code?: string,
+    readonly retryAfterS?: number,
+  ) {
+    super(`HTTP ${status}${code ? ` ${code}` : ''}`);
+  }
 }
 
 export interface LoadRun {
@@ -41,7 +57,13 @@ async function record(send: Send, scheduledAt: number, into: Arrival[]): Promise
     const id = await send();
     into.push({ scheduledAt, sentAt, doneAt: epochNow(), id });
   } catch (error) {
-    into.push({ scheduledAt, sentAt, doneAt: epochNow(), error: error instanceof Error ? error.message : String(error) });
+    const doneAt = epochNow();
+    if (error instanceof Refused) {
+      const { status, code, retryAfterS } = error;
+      into.push({ scheduledAt, sentAt, doneAt, refused: { status, ...(code ? { code } : {}), ...(retryAfterS !== undefined ? { retryAfterS } : {}) } });
+    } else {
+      into.push({ scheduledAt, sentAt, doneAt, error: error instanceof Error ? error.message : String(error) });
+    }
   }
 }
 
@@ -69,7 +91,27 @@ export async function openLoop(rate: number, durationMs: number, send: Send): Pr
   return { startedAt, endedAt, arrivals, maxLagMs };
 }
 
-/** POSTs JSON over keep-alive connections. */
+export interface HttpAnswer {
+  status: number;
+  json: unknown;
+  /** Retry-After in seconds, when the server sent one. */
+  retryAfterS?: number;
+}
+
+async function answer(response: Dispatcher.ResponseData): Promise<HttpAnswer> {
+  const text = await response.body.text();
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = text;
+  }
+  const header = response.headers['retry-after'];
+  const retryAfterS = typeof header === 'string' ? Number(header) : Number.NaN;
+  return { status: response.statusCode, json, ...(Number.isFinite(retryAfterS) ? { retryAfterS } : {}) };
+}
+
+/** POSTs JSON (and GETs) over keep-alive connections. */
 export class HttpClient {
   private readonly pool: Pool;
 
@@ -77,16 +119,13 @@ export class HttpClient {
     this.pool = new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: 30_000, bodyTimeout: 30_000 });
   }
 
-  async post(path: string, body: unknown): Promise<{ status: number; json: unknown }> {
-    const response = await this.pool.request({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const text = await response.body.text();
-    let json: unknown;
-    try {
-      json = text ? JSON.parse(text) : undefined;
-    } catch {
-      json = text;
-    }
-    return { status: response.statusCode, json };
+  async post(path: string, body: unknown): Promise<HttpAnswer> {
+    return answer(await this.pool.request({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+  }
+
+  /** A GET; long polls (GET /result/:id?wait=10) may take as long as their wait. */
+  async get(path: string): Promise<HttpAnswer> {
+    return answer(await this.pool.request({ method: 'GET', path }));
   }
 
   close(): Promise<void> {

@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 
-export const WORKLOAD_IDS = ['W0', 'W1', 'W2', 'W3', 'W4', 'pg-boss', 'graphile-worker'] as const;
+// IDLE and W5 run on the orchestrator after W1-W4: IDLE on a service that has settled, W5 last
+// because it overloads it on purpose.
+export const WORKLOAD_IDS = ['W0', 'W1', 'W2', 'W3', 'W4', 'IDLE', 'W5', 'pg-boss', 'graphile-worker'] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
 /** How long each part of a workload's measurement lasts. */
@@ -15,10 +17,18 @@ export interface PhaseTiming {
   refinements: number;
   /** Open-loop latency phase at half the maximum rate (the costs are measured over it too). */
   latencyMs: number;
+  /** W5: how long twice W1's maximum rate is offered. */
+  overloadMs: number;
+  /**
+   * EVENTS_KEEP_AFTER_END_S the orchestrator runs with: how long a finished task's event stream
+   * stays in Redis, and so how long the Redis-memory measurement around W1 waits for it to go.
+   * Full mode keeps the service's default (60 s); quick mode shortens it so as not to wait a minute.
+   */
+  eventsKeepAfterEndS: number;
 }
 
 export interface BenchOptions {
-  /** Fewer, shorter stages: the whole bench in under two minutes. @defaultValue false */
+  /** Fewer, shorter stages: the whole bench in about two minutes. @defaultValue false */
   quick: boolean;
   /** Workloads to run, in this order. W0 is always added: every ratio needs it. @defaultValue all */
   workloads: WorkloadId[];
@@ -45,13 +55,14 @@ export interface BenchOptions {
   outDir: string;
 }
 
-const FULL: PhaseTiming = { probeMs: 4_000, stageMs: 8_000, maxStages: 9, refinements: 3, latencyMs: 30_000 };
-const QUICK: PhaseTiming = { probeMs: 1_500, stageMs: 1_500, maxStages: 4, refinements: 1, latencyMs: 2_500 };
+const FULL: PhaseTiming = { probeMs: 4_000, stageMs: 8_000, maxStages: 9, refinements: 3, latencyMs: 30_000, overloadMs: 30_000, eventsKeepAfterEndS: 60 };
+const QUICK: PhaseTiming = { probeMs: 1_500, stageMs: 1_500, maxStages: 4, refinements: 1, latencyMs: 2_500, overloadMs: 10_000, eventsKeepAfterEndS: 5 };
 
 export const USAGE = `npm run bench -- [options]
 
-  --quick                 fewer, shorter stages (under two minutes)
-  --workloads W1,W3       run only these (W0, W1, W2, W3, W4, pg-boss, graphile-worker); W0 is always run
+  --quick                 fewer, shorter stages (about two minutes)
+  --workloads W1,W3       run only these (W0, W1, W2, W3, W4, IDLE, W5, pg-boss, graphile-worker);
+                          W0 is always run, and W1 too with W5 (W5 offers twice W1's maximum)
   --runs N                N complete runs; the table shows the median of each metric (default 1)
   --workers N             worker processes per system (default 2)
   --concurrency N         jobs in flight per worker process, WORKER_CONCURRENCY (default 10)
@@ -60,6 +71,7 @@ export const USAGE = `npm run bench -- [options]
   --tolerance F           backlog growth allowed in a passing stage, fraction of offered work (default 0.05)
   --stage-seconds S       length of one capacity stage (default 8, quick 1.5)
   --latency-seconds S     length of the latency phase (default 30, quick 2.5)
+  --overload-seconds S    length of W5's overload (default 30, quick 10)
   --redis-url URL         use this Redis instead of a private redis-server
   --postgres-url URL      PostgreSQL server (default postgresql://postgres@127.0.0.1:5432/)
   --keep                  keep the bench databases afterwards
@@ -85,8 +97,10 @@ function workloadList(value: string | undefined): WorkloadId[] {
   const wanted = value.split(',').map((entry) => entry.trim()).filter(Boolean);
   const unknown = wanted.filter((entry) => !(WORKLOAD_IDS as readonly string[]).includes(entry));
   if (unknown.length > 0) throw new Error(`--workloads: unknown ${unknown.join(', ')} (known: ${WORKLOAD_IDS.join(', ')})`);
-  // Always in the canonical order, W0 first: the baseline is measured before what is compared to it.
-  return WORKLOAD_IDS.filter((id) => id === 'W0' || wanted.includes(id));
+  // Always in the canonical order, W0 first: the baseline is measured before what is compared to
+  // it, and W1 before W5, whose offered rate is twice W1's maximum.
+  const needed = new Set<string>(['W0', ...wanted, ...(wanted.includes('W5') ? ['W1'] : [])]);
+  return WORKLOAD_IDS.filter((id) => needed.has(id));
 }
 
 /** Parses the command line; returns undefined after printing the usage for --help. */
@@ -105,6 +119,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       tolerance: { type: 'string' },
       'stage-seconds': { type: 'string' },
       'latency-seconds': { type: 'string' },
+      'overload-seconds': { type: 'string' },
       'redis-url': { type: 'string' },
       'postgres-url': { type: 'string' },
       keep: { type: 'boolean' },
@@ -120,6 +135,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
   const quick = values.quick ?? false;
   const stageSeconds = positiveNumber('stage-seconds', values['stage-seconds']);
   const latencySeconds = positiveNumber('latency-seconds', values['latency-seconds']);
+  const overloadSeconds = positiveNumber('overload-seconds', values['overload-seconds']);
   const tolerance = positiveNumber('tolerance', values.tolerance) ?? 0.05;
   if (tolerance >= 1) throw new Error('--tolerance must be below 1');
   return {
@@ -135,6 +151,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       ...(quick ? QUICK : FULL),
       ...(stageSeconds ? { stageMs: stageSeconds * 1000 } : {}),
       ...(latencySeconds ? { latencyMs: latencySeconds * 1000 } : {}),
+      ...(overloadSeconds ? { overloadMs: overloadSeconds * 1000 } : {}),
     },
     ...(values['redis-url'] ? { redisUrl: values['redis-url'] } : {}),
     postgresUrl: values['postgres-url'] ?? 'postgresql://postgres@127.0.0.1:5432/',

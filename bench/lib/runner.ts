@@ -1,27 +1,35 @@
 import { Redis } from 'ioredis';
 import { findMaxRate, measureLatency, type CapacityReport, type LatencyReport, type SearchPlan } from './capacity.js';
 import { beginCosts, endCosts, type Costs, type CostSources } from './costs.js';
+import { measureIdle, type IdleReport } from './idle.js';
 import { PgAdmin, redisServerInfo } from './metrics.js';
 import type { BenchOptions } from './options.js';
+import { measureOverload, type OverloadReport } from './overload.js';
 import { freePort, spawnRedis } from './processes.js';
+import { keyKinds, memoryReport, readMemory, waitEventStreamsGone, type KeyKinds, type MemoryReading, type RedisMemoryReport } from './redis-memory.js';
 import { Releasers } from './releasers.js';
 import { startOrchestrator } from './systems/orchestrator.js';
 import { startPeer } from './systems/peer.js';
 import { startRawBullmq } from './systems/raw-bullmq.js';
 import type { RunContext, RunningSystem, SystemKind } from './systems/system.js';
 import { coerceError, epochNow, shortId } from './util.js';
-import { WORKLOADS, type Workload } from './workloads.js';
+import { WORKLOADS, type CapacityWorkload, type IdleWorkload, type OverloadWorkload, type Workload } from './workloads.js';
 
 export interface WorkloadResult {
   id: string;
   title: string;
-  stepsPerTask: number;
-  /** Highest sustainable arrival rate, tasks per second (0 when unknown). */
-  maxTasksPerS: number;
-  maxStepsPerS: number;
+  measure: Workload['measure'];
+  stepsPerTask?: number;
+  /** Highest sustainable arrival rate, tasks per second (0 when it could not be found; absent for IDLE and W5). */
+  maxTasksPerS?: number;
+  maxStepsPerS?: number;
   capacity?: CapacityReport;
   latency?: LatencyReport;
   costs?: Costs;
+  /** Redis memory per finished task around the latency phase (W1). */
+  redisMemory?: RedisMemoryReport;
+  idle?: IdleReport;
+  overload?: OverloadReport;
   error?: string;
   elapsedS: number;
 }
@@ -47,7 +55,51 @@ function startSystem(ctx: RunContext, kind: SystemKind): Promise<RunningSystem> 
   }
 }
 
-async function measure(ctx: RunContext, workload: Workload, system: RunningSystem, redisPid: number): Promise<Omit<WorkloadResult, 'elapsedS'>> {
+type Measured = Omit<WorkloadResult, 'elapsedS'>;
+
+/** Redis memory before the latency phase, right after its tasks finished, and after the events window. */
+class MemoryProbe {
+  private before?: { reading: MemoryReading; kinds: KeyKinds };
+  private finished?: MemoryReading;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly windowS: number,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  /**
+   * Before the phase, and before its costs are read from: the capacity search's event streams
+   * must have expired first, or their going would be counted against the phase.
+   */
+  async start(): Promise<void> {
+    this.log(`Redis memory: waiting for the capacity search's event streams to expire (EVENTS_KEEP_AFTER_END_S=${this.windowS})`);
+    await waitEventStreamsGone(this.redis, this.prefix, this.windowS);
+    const kinds = await keyKinds(this.redis, this.prefix);
+    this.before = { reading: await readMemory(this.redis), kinds };
+  }
+
+  /** INFO only, so this may come before the phase's costs are read. */
+  async tasksFinished(): Promise<void> {
+    this.finished = await readMemory(this.redis);
+  }
+
+  /** After the costs are read: the wait's SCANs are not the workload's commands. */
+  async end(tasks: number): Promise<RedisMemoryReport> {
+    const left = await waitEventStreamsGone(this.redis, this.prefix, this.windowS);
+    const afterWindow = await readMemory(this.redis);
+    const kinds = { before: this.before!.kinds, after: await keyKinds(this.redis, this.prefix) };
+    const report = memoryReport(tasks, this.windowS, { before: this.before!.reading, finished: this.finished!, afterWindow }, kinds, left);
+    this.log(
+      `Redis memory per finished task: ${report.bytesPerTaskFinished} B right after, ${report.bytesPerTaskAfterWindow} B after ${report.waitedS} s ` +
+        `(target <= ${report.targetBytesPerTask} B: ${report.met ? 'met' : 'NOT met'}); keys that changed: ${JSON.stringify(report.keyKindsChanged)}`,
+    );
+    return report;
+  }
+}
+
+async function measureCapacity(ctx: RunContext, workload: CapacityWorkload, system: RunningSystem, redisPid: number): Promise<Measured> {
   const { options } = ctx;
   const log = (line: string) => ctx.log(`${workload.id}: ${line}`);
   const target = await workload.target(system);
@@ -65,6 +117,7 @@ async function measure(ctx: RunContext, workload: Workload, system: RunningSyste
   const base = {
     id: workload.id,
     title: workload.title,
+    measure: workload.measure,
     stepsPerTask: workload.stepsPerTask,
     maxTasksPerS: capacity.maxRate,
     maxStepsPerS: capacity.maxRate * workload.stepsPerTask,
@@ -80,18 +133,70 @@ async function measure(ctx: RunContext, workload: Workload, system: RunningSyste
     ...(system.database ? { database: system.database } : {}),
     ...(system.benchClient ? { benchClient: system.benchClient } : {}),
   };
+  const memory = workload.redisMemory && system.queuePrefix ? new MemoryProbe(ctx.redis, system.queuePrefix, options.timing.eventsKeepAfterEndS, log) : undefined;
+  await memory?.start();
   const rate = capacity.maxRate / 2;
   const start = await beginCosts(sources);
   const latency = await measureLatency(target, `${workload.id}-latency`, rate, options.timing.latencyMs, drainTimeoutMs);
+  await memory?.tasksFinished();
   const costs = await endCosts(sources, start, latency.accepted, workload.stepsPerTask);
   const { latencyMs: l } = latency;
   log(`latency at ${rate}/s: p50 ${l.p50} ms, p90 ${l.p90} ms, p99 ${l.p99} ms, max ${l.max} ms (${l.count} tasks)`);
+  const redisMemory = await memory?.end(latency.accepted);
   const problems = [
     latency.drained ? '' : 'latency phase did not drain',
     latency.errors > 0 ? `${latency.errors} requests failed in the latency phase (${latency.firstError ?? ''})` : '',
     latency.failedTasks > 0 ? `${latency.failedTasks} tasks failed in the latency phase` : '',
+    redisMemory && redisMemory.eventStreamsLeft > 0 ? `${redisMemory.eventStreamsLeft} event streams still in Redis after the window` : '',
   ].filter(Boolean);
-  return { ...base, latency, costs, ...(problems.length > 0 ? { error: problems.join('; ') } : {}) };
+  return { ...base, latency, costs, ...(redisMemory ? { redisMemory } : {}), ...(problems.length > 0 ? { error: problems.join('; ') } : {}) };
+}
+
+async function measureIdleLatency(ctx: RunContext, workload: IdleWorkload, system: RunningSystem): Promise<Measured> {
+  const idle = await measureIdle(system, workload.cases, workload.id, (line) => ctx.log(`${workload.id}: ${line}`));
+  const failed = idle.cases.filter((entry) => entry.failedTasks > 0).map((entry) => `${entry.failedTasks} ${entry.name} tasks failed`);
+  return { id: workload.id, title: workload.title, measure: workload.measure, idle, ...(failed.length > 0 ? { error: failed.join('; ') } : {}) };
+}
+
+async function measureOverloadOf(ctx: RunContext, workload: OverloadWorkload, system: RunningSystem, earlier: WorkloadResult[]): Promise<Measured> {
+  const log = (line: string) => ctx.log(`${workload.id}: ${line}`);
+  const of = earlier.find((result) => result.id === workload.of);
+  const max = of?.maxTasksPerS;
+  if (!max) throw new Error(`needs ${workload.of}'s max throughput from this run, and there is none`);
+  const target = await workload.target(system);
+  const lowerBound = of.capacity?.lowestFailingRate === undefined;
+  const overload = await measureOverload(target, workload.id, { tasksPerS: max, lowerBound }, ctx.options.timing.overloadMs, 60_000);
+  const o = overload;
+  log(
+    `offered ${o.offeredPerS}/s for ${o.durationMs / 1000} s: ${o.accepted} accepted, ${o.refused} refused` +
+      (o.refused > 0 ? ` (${JSON.stringify(o.refusedBy)}; p50 ${o.refusalMs.p50} ms, p99 ${o.refusalMs.p99} ms), ` : ', ') +
+      `${o.errors} errors; completions/s per 5 s ${o.completionsPerSBy5s.join(', ')}; lowest ${Math.round(o.minShareOfMax * 100)} % of ${lowerBound ? '>= ' : ''}${max}/s ` +
+      `(target >= ${o.targetShare * 100} %: ${o.met ? 'met' : 'NOT met'})`,
+  );
+  const problems = [
+    o.drained ? '' : 'the accepted tasks did not finish within 60 s',
+    o.errors > 0 ? `${o.errors} requests failed (${o.firstError ?? ''})` : '',
+    o.failedTasks > 0 ? `${o.failedTasks} tasks failed` : '',
+  ].filter(Boolean);
+  return {
+    id: workload.id,
+    title: workload.title,
+    measure: workload.measure,
+    stepsPerTask: workload.stepsPerTask,
+    overload,
+    ...(problems.length > 0 ? { error: problems.join('; ') } : {}),
+  };
+}
+
+function measure(ctx: RunContext, workload: Workload, system: RunningSystem, redisPid: number, earlier: WorkloadResult[]): Promise<Measured> {
+  switch (workload.measure) {
+    case 'capacity':
+      return measureCapacity(ctx, workload, system, redisPid);
+    case 'idle':
+      return measureIdleLatency(ctx, workload, system);
+    case 'overload':
+      return measureOverloadOf(ctx, workload, system, earlier);
+  }
 }
 
 /**
@@ -131,12 +236,13 @@ export async function runOnce(options: BenchOptions, index: number, outer: Relea
           log(`starting ${workload.system}`);
           system = await startSystem(ctx, workload.system);
         }
-        const result = await measure(ctx, workload, system, info.pid);
+        const result = await measure(ctx, workload, system, info.pid, results);
         results.push({ ...result, elapsedS: Math.round((epochNow() - workloadStart) / 100) / 10 });
       } catch (error) {
         const message = coerceError(error).message;
         log(`${workload.id}: FAILED: ${message}`);
-        results.push({ id: workload.id, title: workload.title, stepsPerTask: workload.stepsPerTask, maxTasksPerS: 0, maxStepsPerS: 0, error: message, elapsedS: Math.round((epochNow() - workloadStart) / 100) / 10 });
+        const failed = { id: workload.id, title: workload.title, measure: workload.measure, error: message, elapsedS: Math.round((epochNow() - workloadStart) / 100) / 10 };
+        results.push(workload.measure === 'idle' ? failed : { ...failed, stepsPerTask: workload.stepsPerTask, ...(workload.measure === 'capacity' ? { maxTasksPerS: 0, maxStepsPerS: 0 } : {}) });
         // A system that failed may be in any state: the next workload starts it afresh.
         await system?.stop().catch(() => undefined);
         system = undefined;

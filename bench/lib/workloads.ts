@@ -1,16 +1,41 @@
 import type { Target } from './capacity.js';
+import type { IdleCase } from './idle.js';
 import type { WorkloadId } from './options.js';
 import type { RunningSystem, SystemKind } from './systems/system.js';
 
-export interface Workload {
+interface WorkloadBase {
   id: WorkloadId;
   title: string;
   system: SystemKind;
+}
+
+/** Max throughput, then latency and costs at half of it (W0-W4, the peers). */
+export interface CapacityWorkload extends WorkloadBase {
+  measure: 'capacity';
   /** Steps (jobs) one task runs: the divisor of the per-step costs. */
   stepsPerTask: number;
   /** Prepares what the workload needs on the running system and returns its target. */
   target(system: RunningSystem): Promise<Target>;
+  /** Also read Redis memory per finished task around the latency phase. */
+  redisMemory?: boolean;
 }
+
+/** One task at a time on an idle service (IDLE). */
+export interface IdleWorkload extends WorkloadBase {
+  measure: 'idle';
+  cases: IdleCase[];
+}
+
+/** Twice another workload's max throughput, open loop (W5). */
+export interface OverloadWorkload extends WorkloadBase {
+  measure: 'overload';
+  stepsPerTask: number;
+  /** The workload measured before whose maximum is doubled. */
+  of: WorkloadId;
+  target(system: RunningSystem): Promise<Target>;
+}
+
+export type Workload = CapacityWorkload | IdleWorkload | OverloadWorkload;
 
 /** W2: three echo steps in a row, defined through the API like any user's workflow. */
 const CHAIN = {
@@ -27,6 +52,8 @@ const CHAIN = {
 
 /** The echo task of W1 and of the peers: the same body, so the same validation work. */
 const echoTask = () => ({ task_type: 'echo', params: { value: 'x' } });
+/** W4's body. */
+const diamondTask = () => ({ task_type: 'diamond' });
 
 async function define(system: RunningSystem, definition: unknown): Promise<void> {
   if (!system.post) throw new Error(`${system.kind} has no API to define workflows`);
@@ -39,6 +66,7 @@ export const WORKLOADS: Workload[] = [
     id: 'W0',
     title: 'raw BullMQ no-op job (baseline)',
     system: 'raw-bullmq',
+    measure: 'capacity',
     stepsPerTask: 1,
     target: async (system) => system.target(() => undefined),
   },
@@ -46,13 +74,16 @@ export const WORKLOADS: Workload[] = [
     id: 'W1',
     title: 'one echo task over HTTP',
     system: 'orchestrator',
+    measure: 'capacity',
     stepsPerTask: 1,
     target: async (system) => system.target(echoTask),
+    redisMemory: true,
   },
   {
     id: 'W2',
     title: '3-step chain workflow',
     system: 'orchestrator',
+    measure: 'capacity',
     stepsPerTask: 3,
     target: async (system) => {
       await define(system, CHAIN);
@@ -63,6 +94,7 @@ export const WORKLOADS: Workload[] = [
     id: 'W3',
     title: 'fan_out_fan_in workflow (1->10->1)',
     system: 'orchestrator',
+    measure: 'capacity',
     stepsPerTask: 12,
     // Shipped with the service and loaded by the API at start.
     target: async (system) => system.target(() => ({ task_type: 'fan_out_fan_in' })),
@@ -71,13 +103,35 @@ export const WORKLOADS: Workload[] = [
     id: 'W4',
     title: 'diamond workflow (a -> b, c -> d)',
     system: 'orchestrator',
+    measure: 'capacity',
     stepsPerTask: 4,
-    target: async (system) => system.target(() => ({ task_type: 'diamond' })),
+    target: async (system) => system.target(diamondTask),
+  },
+  {
+    id: 'IDLE',
+    title: 'idle latency: one task at a time',
+    system: 'orchestrator',
+    measure: 'idle',
+    // The issue's targets for the median, created -> finished.
+    cases: [
+      { name: 'echo', body: echoTask, targetMedianMs: 3, stepAlone: true },
+      { name: 'diamond', body: diamondTask, targetMedianMs: 12, stepAlone: false },
+    ],
+  },
+  {
+    id: 'W5',
+    title: "overload: twice W1's max, open loop",
+    system: 'orchestrator',
+    measure: 'overload',
+    stepsPerTask: 1,
+    of: 'W1',
+    target: async (system) => system.target(echoTask),
   },
   {
     id: 'pg-boss',
     title: 'peer: W1 on pg-boss 10',
     system: 'pg-boss',
+    measure: 'capacity',
     stepsPerTask: 1,
     target: async (system) => system.target(echoTask),
   },
@@ -85,6 +139,7 @@ export const WORKLOADS: Workload[] = [
     id: 'graphile-worker',
     title: 'peer: W1 on graphile-worker 0.17',
     system: 'graphile-worker',
+    measure: 'capacity',
     stepsPerTask: 1,
     target: async (system) => system.target(echoTask),
   },

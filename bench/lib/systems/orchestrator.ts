@@ -80,6 +80,10 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     QUEUE_PREFIX: prefix,
     WORKER_CONCURRENCY: String(options.concurrency),
     WORKER_SHUTDOWN_TIMEOUT_MS: '5000',
+    // How long a finished task's event stream stays in Redis: the service's default (60 s) in
+    // full mode, shorter in quick mode so that the Redis-memory measurement need not wait a minute.
+    EVENTS_KEEP_AFTER_END_S: String(options.timing.eventsKeepAfterEndS),
+    // Admission control (ADMISSION_*) keeps its defaults: W5 measures what they do under overload.
   };
   const api = spawnNode('api', 'src/api/main.ts', { ...env, PORT: String(port) }, { logDir: ctx.logDir });
   const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'workers/main.ts', env, { logDir: ctx.logDir }));
@@ -119,6 +123,8 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     benchClient,
     target: (body) => new HttpTarget(http, body, records),
     post: (path, body) => http.post(path, body),
+    get: (path) => http.get(path),
+    queuePrefix: prefix,
     async stop() {
       await closeClient();
       await closeHttp();

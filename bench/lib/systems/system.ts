@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Completion, Target } from '../capacity.js';
 import type { ProcessKinds } from '../costs.js';
-import type { HttpClient } from '../load.js';
+import { Refused, type HttpAnswer, type HttpClient } from '../load.js';
 import type { CountingClient, PgAdmin } from '../metrics.js';
 import type { BenchOptions } from '../options.js';
 import type { Releasers } from '../releasers.js';
@@ -33,7 +33,11 @@ export interface RunningSystem {
   /** A target that sends `body(tag)` per task (raw BullMQ ignores it and adds a no-op job). */
   target(body: (tag: string) => unknown): Target;
   /** POSTs to the system's HTTP API (for definitions made before measuring). */
-  post?(path: string, body: unknown): Promise<{ status: number; json: unknown }>;
+  post?(path: string, body: unknown): Promise<HttpAnswer>;
+  /** GETs from the system's HTTP API (the idle-latency workload's long polls). */
+  get?(path: string): Promise<HttpAnswer>;
+  /** The Redis key prefix of its queues and event streams (QUEUE_PREFIX), when it has one. */
+  queuePrefix?: string;
   stop(): Promise<void>;
 }
 
@@ -52,10 +56,13 @@ export class HttpTarget implements Target {
   ) {}
 
   async submit(tag: string): Promise<string> {
-    const { status, json } = await this.http.post('/assign-task', this.body(tag));
+    const { status, json, retryAfterS } = await this.http.post('/assign-task', this.body(tag));
     const taskId = (json as { task_id?: unknown } | undefined)?.task_id;
     if (status !== 202 || typeof taskId !== 'string') {
       const code = (json as { error?: { code?: string } } | undefined)?.error?.code;
+      // 503 (admission control's `overloaded`, or a dependency down) and 429 create nothing and
+      // ask the client to come back: refusals, which W5 counts apart from errors.
+      if (status === 503 || status === 429) throw new Refused(status, code, retryAfterS);
       throw new Error(`HTTP ${status}${code ? ` ${code}` : ''}`);
     }
     return taskId;
