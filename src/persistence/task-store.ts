@@ -4,23 +4,13 @@ import type { TaskPlan } from '../engine/plan.js';
 import type { ReadyStep, StepRow } from '../engine/types.js';
 import { readyStep } from '../engine/step-input.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import { createTasks, keyHolders, type StoredTask } from '../ledger/create-tasks.js';
 
 export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const TASK_STATUSES: readonly TaskStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
 const FINISHED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
 
-export interface NewTask {
-  id: string;
-  /** Id of the API key that submitted it; idempotency keys are unique per owner. @defaultValue '' (no authentication) */
-  owner?: string;
-  idempotencyKey?: string;
-  requestHash: string;
-  priority: number;
-  delayMs: number;
-  callbackUrl?: string;
-  /** When the API received the request: the task's created_at. */
-  receivedAt: Date;
-}
+export type NewTask = StoredTask;
 
 export type CreateResult = { created: true } | { created: false; id: string; requestHash: string | null };
 
@@ -35,8 +25,6 @@ export interface TaskFilter {
   cursor?: { createdAt: Date; id: string };
 }
 
-const json = (value: unknown): P.InputJsonValue | typeof P.DbNull =>
-  value === undefined || value === null ? P.DbNull : (value as P.InputJsonValue);
 
 export function isFinished(status: string): boolean {
   return FINISHED.has(status);
@@ -51,88 +39,23 @@ export class TaskStore {
   ) {}
 
   /**
-   * Stores tasks and their steps, many at once (the API batches concurrent submissions): one
-   * transaction, three statements whatever the number of tasks. A task whose idempotency key is
-   * already taken by its owner (by an earlier task or by one earlier in the same batch) is not
-   * stored; its result names the task that holds the key.
+   * Stores tasks and their steps, many at once (the API batches concurrent submissions), in one
+   * statement (src/ledger/create-tasks.ts). A task whose idempotency key is already taken by its
+   * owner (by an earlier task or by one earlier in the same batch) is not stored; its result
+   * names the task that holds the key.
    */
   async createMany(entries: { plan: TaskPlan; task: NewTask }[]): Promise<CreateResult[]> {
-    const tasks = entries.map(({ plan, task }) => ({
-      id: task.id,
-      task_type: plan.taskType,
-      workflow_name: plan.workflow?.name ?? null,
-      workflow_version: plan.workflow?.version ?? null,
-      params: plan.params,
-      output_template: plan.workflow?.outputTemplate ?? null,
-      priority: task.priority,
-      delay_ms: task.delayMs,
-      callback_url: task.callbackUrl ?? null,
-      owner_key: task.owner ?? '',
-      idempotency_key: task.idempotencyKey ?? null,
-      request_hash: task.requestHash,
-      steps_total: plan.steps.length,
-      created_at: task.receivedAt.toISOString(),
-    }));
-    const steps = entries.flatMap(({ plan, task }) =>
-      plan.steps.map((step, position) => ({
-        task_id: task.id,
-        step_id: step.id,
-        position,
-        tool: step.tool,
-        depends_on: step.dependsOn,
-        dependents: step.dependents,
-        remaining_deps: step.dependsOn.length,
-        on_failure: step.onFailure,
-        input_template: step.inputTemplate ?? null,
-        input: step.input ?? null,
-        options: step.options,
-        status: step.dependsOn.length === 0 ? 'queued' : 'pending',
-      })),
-    );
-    return this.prisma.$transaction(async (tx) => {
-      const inserted = await tx.$queryRawUnsafe<{ id: string }[]>(
-        `INSERT INTO tasks (id, task_type, workflow_name, workflow_version, params, output_template, priority, delay_ms,
-                            callback_url, owner_key, idempotency_key, request_hash, steps_total, steps_remaining, created_at)
-         SELECT x.id, x.task_type, x.workflow_name, x.workflow_version, x.params, x.output_template, x.priority, x.delay_ms,
-                x.callback_url, x.owner_key, x.idempotency_key, x.request_hash, x.steps_total, x.steps_total, x.created_at
-           FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, task_type text, workflow_name text, workflow_version int, params jsonb,
-                output_template jsonb, priority int, delay_ms int, callback_url text, owner_key text, idempotency_key text,
-                request_hash text, steps_total int, created_at timestamptz)
-         ON CONFLICT (owner_key, idempotency_key) DO NOTHING
-         RETURNING id::text AS id`,
-        JSON.stringify(tasks),
-      );
-      const stored = new Set(inserted.map((row) => row.id));
-      await tx.$executeRawUnsafe(
-        `INSERT INTO steps (task_id, step_id, position, tool, depends_on, dependents, remaining_deps, on_failure,
-                            input_template, input, options, status, queued_at)
-         SELECT x.task_id, x.step_id, x.position, x.tool, x.depends_on, x.dependents, x.remaining_deps, x.on_failure::"FailurePolicy",
-                x.input_template, x.input, x.options, x.status::"StepStatus", CASE WHEN x.status = 'queued' THEN now() END
-           FROM jsonb_to_recordset($1::jsonb) AS x(task_id uuid, step_id text, position int, tool text, depends_on text[],
-                dependents text[], remaining_deps int, on_failure text, input_template jsonb, input jsonb, options jsonb, status text)
-          WHERE x.task_id = ANY($2::uuid[])`,
-        JSON.stringify(steps),
-        [...stored],
-      );
-      const taken = entries.filter(({ task }) => !stored.has(task.id) && task.idempotencyKey).map(({ task }) => task);
-      const holders = taken.length
-        ? await tx.$queryRawUnsafe<{ id: string; owner_key: string; idempotency_key: string; request_hash: string | null }[]>(
-            `SELECT t.id::text AS id, t.owner_key, t.idempotency_key, t.request_hash
-               FROM tasks t JOIN unnest($1::text[], $2::text[]) AS k(owner_key, idempotency_key)
-                 ON t.owner_key = k.owner_key AND t.idempotency_key = k.idempotency_key`,
-            taken.map((task) => task.owner ?? ''),
-            taken.map((task) => task.idempotencyKey!),
-          )
-        : [];
-      // JSON of the pair: no separator that a key could contain.
-      const pair = (owner: string, key: string) => JSON.stringify([owner, key]);
-      const byKey = new Map(holders.map((row) => [pair(row.owner_key, row.idempotency_key), row]));
-      return entries.map(({ task }): CreateResult => {
-        if (stored.has(task.id)) return { created: true };
-        const holder = byKey.get(pair(task.owner ?? '', task.idempotencyKey ?? ''));
-        if (!holder) throw new Error(`task ${task.id} was neither stored nor found by its idempotency key`);
-        return { created: false, id: holder.id, requestHash: holder.request_hash };
-      });
+    const stored = await createTasks(this.prisma, entries);
+    const taken = entries.filter(({ task }) => !stored.has(task.id) && task.idempotencyKey).map(({ task }) => task);
+    const holders = taken.length > 0 ? await keyHolders(this.prisma, taken.map((task) => ({ owner: task.owner ?? '', key: task.idempotencyKey! }))) : [];
+    // JSON of the pair: no separator that a key could contain.
+    const pair = (owner: string, key: string) => JSON.stringify([owner, key]);
+    const byKey = new Map(holders.map((row) => [pair(row.owner_key, row.idempotency_key), row]));
+    return entries.map(({ task }): CreateResult => {
+      if (stored.has(task.id)) return { created: true };
+      const holder = byKey.get(pair(task.owner ?? '', task.idempotencyKey ?? ''));
+      if (!holder) throw new Error(`task ${task.id} was neither stored nor found by its idempotency key`);
+      return { created: false, id: holder.id, requestHash: holder.request_hash };
     });
   }
 
