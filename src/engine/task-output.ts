@@ -2,6 +2,7 @@ import { LimitExceededError, toErrorRecord, type ErrorRecord } from '../errors.j
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
 import { ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
 import type { FinishedStep } from './types.js';
+import { stepFailure } from './transitions.js';
 
 /** What a task's output is made from. `workflow_name` is null for a one-tool task. */
 export interface TaskOutputSource {
@@ -58,4 +59,16 @@ export function taskEnding(
     if (!(error instanceof LimitExceededError)) throw error;
     return { status: 'failed', error: toErrorRecord(error) };
   }
+}
+
+/**
+ * How a one-tool task ends with the result of its only step: completed with the step's output
+ * (failed when that is over TASK_RESULT_MAX_BYTES), or failed with the step's error.
+ */
+export function singleRunEnding(
+  step: { stepId: string; status: 'completed' | 'failed' | 'cancelled'; output?: unknown; error?: ErrorRecord },
+  limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'> = DEFAULT_LIMITS,
+): { status: 'completed'; result: unknown } | { status: 'failed'; error: ErrorRecord } {
+  if (step.status !== 'completed') return { status: 'failed', error: stepFailure(step.stepId, step.error) };
+  return taskEnding({ params: {}, output_template: null, workflow_name: null }, [{ step_id: step.stepId, status: 'completed', output: step.output ?? null, error: null }], limits);
 }

@@ -45,7 +45,7 @@ export function resultTransitions(results: readonly RecordedResult[]): ResultTra
       }
     } else {
       failedTasks.add(result.taskId);
-      failed.push({ taskId: result.taskId, result: index, error: { step: result.stepId, ...(result.error ?? { name: 'Error', message: 'step failed' }) } });
+      failed.push({ taskId: result.taskId, result: index, error: stepFailure(result.stepId, result.error) });
     }
   });
   return {
@@ -53,4 +53,9 @@ export function resultTransitions(results: readonly RecordedResult[]): ResultTra
     resolved: [...resolved.values()].filter((entry) => !failedTasks.has(entry.taskId)),
     finished: [...finished].filter(([taskId]) => !failedTasks.has(taskId)).map(([taskId, count]) => ({ taskId, count })),
   };
+}
+
+/** A task's error when one of its steps failed it: the step's error, naming the step. */
+export function stepFailure(stepId: string, error: ErrorRecord | undefined): ErrorRecord & { step: string } {
+  return { step: stepId, ...(error ?? { name: 'Error', message: 'step failed' }) };
 }

@@ -3,6 +3,7 @@ import type { Logger } from '../logger.js';
 import type { ErrorRecord } from '../errors.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
+import { finishSingleRuns } from '../ledger/finish-single-runs.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
 import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
 import { readyStep, referencedSteps } from '../engine/step-input.js';
@@ -121,6 +122,8 @@ const ACTIVE: ReadonlySet<string> = new Set(['queued', 'running']);
 
 export class StepResults {
   private readonly batcher: Batcher<StepEvent, Outcome>;
+  /** Results of one-tool tasks' steps: one statement ends their tasks (src/ledger/finish-single-runs.ts). */
+  private readonly singles: Batcher<StepFinish, FinishOutcome>;
   private readonly closes: Batcher<{ taskId: string; run: number }, RunClosed>;
 
   private readonly retryForMs: number;
@@ -142,7 +145,8 @@ export class StepResults {
     const maxSize = options.maxBatch ?? 200;
     this.retryForMs = options.retryForMs ?? 60_000;
     this.limits = options.limits ?? DEFAULT_LIMITS;
-    this.batcher = new Batcher((events) => this.flushSafely(events), { maxSize });
+    this.batcher = new Batcher((events) => this.safely(events, (batch) => this.flush(batch)), { maxSize });
+    this.singles = new Batcher((events) => this.safely(events, (batch) => this.flushSingles(batch)), { maxSize });
     this.closes = new Batcher((items) => this.flushCloses(items), { maxSize });
   }
 
@@ -154,7 +158,9 @@ export class StepResults {
     return this.batcher.add({ kind: 'retry', ...event }) as Promise<undefined>;
   }
 
-  finish(event: Omit<StepFinish, 'kind'>): Promise<FinishOutcome> {
+  /** `single`: the step is a one-tool task's only step, whose result ends the task. */
+  finish(event: Omit<StepFinish, 'kind'>, run: { single?: boolean } = {}): Promise<FinishOutcome> {
+    if (run.single) return this.singles.add({ kind: 'finish', ...event });
     return this.batcher.add({ kind: 'finish', ...event }) as Promise<FinishOutcome>;
   }
 
@@ -164,7 +170,7 @@ export class StepResults {
 
   /** Resolves when every event handed in so far is committed (or failed). */
   async idle(): Promise<void> {
-    await Promise.all([this.batcher.idle(), this.closes.idle()]);
+    await Promise.all([this.batcher.idle(), this.singles.idle(), this.closes.idle()]);
   }
 
   /**
@@ -340,26 +346,40 @@ export class StepResults {
    * Transient errors (lost connection, deadlock) retry the whole batch. Any other error fails
    * only the item that caused it: the batch is retried one item at a time.
    */
-  private async flushSafely(events: StepEvent[]): Promise<(Outcome | ItemFailure)[]> {
-    const retrying = (batch: StepEvent[]) =>
-      withRetries(() => this.flush(batch), { logger: this.logger, label: 'step results', maxElapsedMs: this.retryForMs });
+  private async safely<E, O>(events: E[], flush: (batch: E[]) => Promise<O[]>): Promise<(O | ItemFailure)[]> {
+    const retrying = (batch: E[]) =>
+      withRetries(() => flush(batch), { logger: this.logger, label: 'step results', maxElapsedMs: this.retryForMs });
     try {
       return await retrying(events);
     } catch (error) {
       if (events.length === 1 || isTransientDatabaseError(error)) throw error;
       this.logger.warn('a batch of step results failed; writing them one by one', { error: (error as Error).message });
-      const outcomes: (Outcome | ItemFailure)[] = [];
+      const outcomes: (O | ItemFailure)[] = [];
       for (const event of events) {
         // Each alone gets the same retries as the batch: a connection lost meanwhile must not
         // turn into that one event's failure.
         try {
-          outcomes.push((await retrying([event]))[0]);
+          outcomes.push((await retrying([event]))[0]!);
         } catch (single) {
           outcomes.push(new ItemFailure(single));
         }
       }
       return outcomes;
     }
+  }
+
+  private async flushSingles(events: StepFinish[]): Promise<FinishOutcome[]> {
+    const recorded = await finishSingleRuns(this.prisma, events, this.limits);
+    const transitions: TransitionEvent[] = [];
+    const outcomes = events.map((event, index): FinishOutcome => {
+      const done = recorded[index]!;
+      if (!done.recorded) return { recorded: false, ready: [], skipped: false };
+      const at = event.finishedAt.toISOString();
+      transitions.push({ taskId: event.taskId, stepId: event.stepId, status: event.status, at }, { taskId: event.taskId, status: done.taskStatus, at });
+      return { recorded: true, ready: [], taskEnded: done.taskStatus, task: done.task, skipped: false };
+    });
+    if (transitions.length > 0) this.onCommitted(transitions);
+    return outcomes;
   }
 
   private async flush(events: StepEvent[]): Promise<Outcome[]> {

@@ -90,7 +90,8 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
   });
 
   it('keeps a finished task\'s events in Redis only EVENTS_KEEP_AFTER_END_S; a later resume gets the snapshot', async () => {
-    const id = await submit(h, { task_type: 'echo', params: { kept: true } });
+    // Delayed, so that the stream opens before the task ends (an ended task answers its snapshot alone).
+    const id = await submit(h, { task_type: 'echo', params: { kept: true }, delay_ms: 300 });
     const first = await openSse(`${h.url}/tasks/${id}/events`);
     await first.ended;
     const lastSeen = first.events.at(-1)!.id!;

@@ -15,7 +15,7 @@ export async function recordResult(
   /** `single`: the step is its run's only job (a one-tool task): it has no dependents nor siblings. */
   run: { single?: boolean } = {},
 ): Promise<FinishOutcome> {
-  const outcome = await results.finish(finish);
+  const outcome = await results.finish(finish, run);
   if (run.single) return outcome;
   const { taskId, stepId } = finish;
   const ready = outcome.recorded ? outcome.ready : await results.pendingDependents(taskId, finish.run, stepId);
