@@ -167,9 +167,9 @@ const configSchema = z.object({
    */
   EVENTS_KEEP_AFTER_END_S: integer(1, 30 * 86_400).default(60),
   /**
-   * A step is recorded as running once it has run this long (and at once on a redelivery or a
-   * retry). A shorter step goes from queued to its result in one write. 0: record every start
-   * before the adapter runs.
+   * A one-tool task's step is recorded as running once it has run this long (at once on a
+   * redelivery or a retry, and always for a workflow's steps). A shorter step goes from queued to
+   * its result in one write. 0: record every start before the adapter runs.
    */
   STEP_RUNNING_AFTER_MS: integer(0, 3_600_000).default(50),
   /** How long a worker retries a database write through lost connections before parking the step's result in its job. */

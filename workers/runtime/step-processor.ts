@@ -108,11 +108,13 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       logger.info('step not run: it already finished, or its task ended');
       return { skipped: true };
     };
-    // A first delivery runs at once and records its start only if it is still running after
-    // STEP_RUNNING_AFTER_MS: a shorter step goes from queued to its result in one write (its
-    // start rides along), which takes a commit off every fast step's latency. A later delivery
-    // claims the step first: it may find it finished already, or taken by a newer delivery.
-    const lazy = delivery === 1 && config.STEP_RUNNING_AFTER_MS > 0;
+    // A one-tool task's first delivery runs at once and records its start only if it is still
+    // running after STEP_RUNNING_AFTER_MS: a shorter step goes from queued to its result in one
+    // write (its start rides along), which takes a commit off every fast task's latency. A later
+    // delivery claims the step first: it may find it finished already, or taken by a newer
+    // delivery. A workflow's step always claims first: a sibling's failure skips the steps not
+    // yet started, and a skipped step must not have run.
+    const lazy = job.data.single === true && delivery === 1 && config.STEP_RUNNING_AFTER_MS > 0;
     if (!lazy) {
       let runnable: boolean;
       try {
