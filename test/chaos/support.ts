@@ -538,7 +538,10 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
         case 'skipped':
           if (!planned.failsAt) problem(`${where}: skipped in a task meant to complete`);
           else if (!planned.mayBeSkipped?.includes(step.step_id)) problem(`${where}: skipped, not meant to be`);
-          if (succeeded.length > 0) problem(`${where}: skipped, yet the tool ran it ${succeeded.length} time(s)`);
+          // A step that never claimed its start must not have run. One that did (attempts >= 1)
+          // may have run in a worker that died, its result lost, and then been skipped because
+          // its task had failed meanwhile: nothing would run it again.
+          if (succeeded.length > 0 && step.attempts === 0) problem(`${where}: skipped, yet the tool ran it ${succeeded.length} time(s)`);
           if (isLetter) problem(`${where}: skipped but has a dead letter`);
           break;
         default:

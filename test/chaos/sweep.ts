@@ -103,14 +103,15 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
     const ttl = ttls.get(key)!;
     if (head === 'events') {
       eventStreams += 1;
-      if (ttl < 0) problems.push(`Redis: event stream ${key} has no TTL: it would never expire`);
+      // -1: no expiry. (-2: it expired since the scan, as a finished task's stream does.)
+      if (ttl === -1) problems.push(`Redis: event stream ${key} has no TTL: it would never expire`);
       continue;
     }
     if (head === 'test') continue; // what the test tools observed
     // One counter per deployment, not per task: the drain rate admission control reads.
     if (rest === 'admission:finished-steps') continue;
     if (!names.includes(head!)) {
-      if (ttl < 0) problems.push(`Redis: unknown key ${key} without a TTL`);
+      if (ttl === -1) problems.push(`Redis: unknown key ${key} without a TTL`);
       continue;
     }
     const [idOrName, suffix, ...more] = tail;
