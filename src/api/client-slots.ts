@@ -3,6 +3,15 @@ import type { Request } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
 import type { Logger } from '../logger.js';
 import type { RedisClient } from '../queue/redis.js';
+import { errorBody } from './http.js';
+
+/** Seconds a client over one of its slot limits is asked to wait. */
+const SLOTS_RETRY_AFTER_S = 5;
+
+/** The 429 a client gets when all its slots of a kind are taken: nothing was opened. */
+export function slotsFull(code: string, message: string) {
+  return { status: 429 as const, headers: { 'retry-after': String(SLOTS_RETRY_AFTER_S) }, body: errorBody(code, message) };
+}
 
 /** Who holds a slot: the API key, or the client address when the API runs without keys. */
 export function clientOf(req: Request): string {

@@ -3,8 +3,8 @@ import { singleRunEnding } from '../engine/task-output.js';
 import type { Limits } from '../limits.js';
 import type { SqlRunner } from './sql.js';
 
-/** The result of a one-tool task's only step (its run is that step's job alone). */
-export interface SingleRunResult {
+/** A step's final result, as its worker reports it (here: a one-tool task's only step). */
+export interface StepResult {
   taskId: string;
   run: number;
   stepId: string;
@@ -31,7 +31,7 @@ export type SingleRunRecorded =
  * letter. What the task ends with (its result, or why it failed) is decided here by the engine,
  * before the statement. Of several results of one step in a batch, the first is recorded.
  */
-export async function finishSingleRuns(db: SqlRunner, results: readonly SingleRunResult[], limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>): Promise<SingleRunRecorded[]> {
+export async function finishSingleRuns(db: SqlRunner, results: readonly StepResult[], limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>): Promise<SingleRunRecorded[]> {
   const first = new Map<string, number>();
   results.forEach((result, index) => {
     const key = `${result.taskId}/${result.run}`;

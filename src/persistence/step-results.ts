@@ -3,7 +3,7 @@ import type { Logger } from '../logger.js';
 import type { ErrorRecord } from '../errors.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
-import { finishSingleRuns } from '../ledger/finish-single-runs.js';
+import { finishSingleRuns, type StepResult } from '../ledger/finish-single-runs.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
 import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
 import { readyStep, referencedSteps } from '../engine/step-input.js';
@@ -40,21 +40,7 @@ export type StepRetry = {
   error: ErrorRecord;
 };
 
-export type StepFinish = {
-  kind: 'finish';
-  taskId: string;
-  run: number;
-  stepId: string;
-  tool: string;
-  attempt: number;
-  status: 'completed' | 'failed' | 'cancelled';
-  output?: unknown;
-  error?: ErrorRecord;
-  /** Recorded with a dead letter when the step failed for good. */
-  input?: unknown;
-  startedAt: Date;
-  finishedAt: Date;
-};
+export type StepFinish = { kind: 'finish' } & StepResult;
 
 /** An adapter's progress report (percent 0-100). */
 export type StepProgress = {

@@ -140,8 +140,9 @@ export class TaskQueues {
    * single runs' jobs in one round trip per tool queue.
    */
   async startRuns(runs: { ref: RunRef; steps: ReadyStep[]; trace?: Context }[]): Promise<void> {
-    const singles = runs.filter(({ ref, steps }) => ref.single && steps.length === 1);
-    const flows = runs.filter((run) => !singles.includes(run));
+    const isSingle = ({ ref, steps }: (typeof runs)[number]) => ref.single === true && steps.length === 1;
+    const singles = runs.filter(isSingle);
+    const flows = runs.filter((run) => !isSingle(run));
     const byTool = new Map<string, { name: string; data: StepJobData; opts: JobsOptions }[]>();
     for (const { ref, steps: [step], trace } of singles) {
       const jobs = byTool.get(step!.tool) ?? [];

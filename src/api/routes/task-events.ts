@@ -5,8 +5,8 @@ import { FINISHED_TASK, isEventId, type EventLog, type TaskEvent } from '../../q
 import type { TaskEvents } from '../../queue/task-events.js';
 import type { TaskService } from '../../tasks/task-service.js';
 import { ownerScope, requireAccess } from '../access.js';
-import { clientOf, type ClientSlots } from '../client-slots.js';
-import { errorBody, handle } from '../http.js';
+import { clientOf, slotsFull, type ClientSlots } from '../client-slots.js';
+import { handle } from '../http.js';
 
 export interface TaskEventRoutesDeps {
   tasks: TaskService;
@@ -21,8 +21,6 @@ export interface TaskEventRoutesDeps {
   maxLifetimeMs: number;
 }
 
-/** Seconds a client over its stream limit is asked to wait. */
-const STREAMS_RETRY_AFTER_S = 5;
 
 /** Open event streams, so a stopping API can end them with a final event. */
 export class EventStreams {
@@ -76,11 +74,7 @@ export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams
       }
       const release = await deps.slots.acquire(clientOf(req));
       if (!release) {
-        return {
-          status: 429,
-          headers: { 'retry-after': String(STREAMS_RETRY_AFTER_S) },
-          body: errorBody('too_many_streams', 'this API key (or address) has as many event streams open as EVENT_STREAMS_PER_KEY allows; close one or retry later'),
-        };
+        return slotsFull('too_many_streams', 'this API key (or address) has as many event streams open as EVENT_STREAMS_PER_KEY allows; close one or retry later');
       }
       try {
         return await stream(res, id, resumeFrom, owner);

@@ -1,12 +1,10 @@
 import { Router } from 'express';
 import type { TaskService } from '../../tasks/task-service.js';
 import { ownerScope, requireAccess, submitter } from '../access.js';
-import { clientOf, type ClientSlots } from '../client-slots.js';
-import { errorBody, handle, parseOrThrow } from '../http.js';
+import { clientOf, slotsFull, type ClientSlots } from '../client-slots.js';
+import { handle, parseOrThrow } from '../http.js';
 import { assignTaskBody, listTasksQuery, resultQuery } from '../schemas.js';
 
-/** Seconds a client over its long-poll limit is asked to wait. */
-const LONG_POLLS_RETRY_AFTER_S = 5;
 
 /** `longPolls`: waiting GET /result requests per client (LONG_POLLS_PER_KEY). */
 export function taskRoutes(tasks: TaskService, longPolls: ClientSlots): Router {
@@ -29,11 +27,7 @@ export function taskRoutes(tasks: TaskService, longPolls: ClientSlots): Router {
       const wait = query.wait ?? 0;
       const release = wait > 0 ? await longPolls.acquire(clientOf(req)) : () => undefined;
       if (!release) {
-        return {
-          status: 429,
-          headers: { 'retry-after': String(LONG_POLLS_RETRY_AFTER_S) },
-          body: errorBody('too_many_long_polls', 'this API key (or address) has as many waiting requests open as LONG_POLLS_PER_KEY allows; retry later'),
-        };
+        return slotsFull('too_many_long_polls', 'this API key (or address) has as many waiting requests open as LONG_POLLS_PER_KEY allows; retry later');
       }
       try {
         // A client that hangs up stops its long-poll.
