@@ -45,6 +45,7 @@ export async function startWorker(config: Config, logger: Logger, registry: Tool
     config,
     logger,
     prisma: db.prisma,
+    sql: db.sql,
     registry: registry.only(config.WORKER_TOOLS),
     allTools: registry.names(),
     metrics,

@@ -73,10 +73,12 @@ function track(name: string, child: ChildProcess, logDir: string): Child {
 /**
  * Runs a TypeScript entry point as production does: `node --import tsx <entry>`, from the
  * repository root, with PATH and HOME plus exactly the variables given (nothing else leaks in).
- * With `ipc`, the child can `process.send` to the bench.
+ * With `ipc`, the child can `process.send` to the bench. BENCH_NODE_FLAGS adds node flags to
+ * every child, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a workload.
  */
 export function spawnNode(name: string, entry: string, env: Record<string, string>, options: { logDir: string; ipc?: boolean }): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  const flags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...flags, '--import', 'tsx', entry], {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: options.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],

@@ -46,7 +46,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
   events.start();
   const eventLog = new EventLog(redis, config.QUEUE_PREFIX, { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
-  const store = new TaskStore(db.prisma, config);
+  const store = new TaskStore(db.prisma, config, db.sql);
   metrics.addGauges(
     {
       queueDepth: async () => {

@@ -2,6 +2,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { PrismaClient } from '../generated/prisma/client.js';
 import type { Logger } from '../logger.js';
+import { poolSql, type Sql } from '../ledger/sql.js';
 
 export type Prisma = PrismaClient;
 
@@ -9,6 +10,8 @@ export interface Database {
   prisma: PrismaClient;
   /** The pool under Prisma, for the health check. */
   pool: pg.Pool;
+  /** Plain SQL on that pool: the ledger's statements (src/ledger/sql.ts says why not Prisma). */
+  sql: Sql;
   /** Whether new connections get through, as this process last saw it. */
   reachability: Reachability;
   close(): Promise<void>;
@@ -112,6 +115,7 @@ export function openDatabase(url: string, poolSize: number, logger: Logger): Dat
   return {
     prisma,
     pool,
+    sql: poolSql(pool),
     reachability,
     async close() {
       reachability.close();

@@ -1,7 +1,7 @@
 import type { Prisma } from './database.js';
 import type { ReadyStep, StepRow } from '../engine/types.js';
 import { readyStep } from '../engine/step-input.js';
-import { loadContext, type Tx } from './step-results.js';
+import { loadContext } from './step-results.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 export interface ActiveRun {
@@ -57,7 +57,7 @@ export class RunRecovery {
         taskId,
         run,
       );
-      const context = await loadContext(tx as Tx, rows.map((row) => ({ ...row, task_id: taskId })));
+      const context = await loadContext(tx, rows.map((row) => ({ ...row, task_id: taskId })));
       const ready = rows.map((row) => readyStep(row, context.get(taskId) ?? { params: {}, steps: new Map() }, this.limits));
       await enqueue(ready);
       return ready.length;

@@ -1,9 +1,9 @@
-import type { Prisma } from './database.js';
 import type { Logger } from '../logger.js';
 import type { ErrorRecord } from '../errors.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { finishSingleRuns, type StepResult } from '../ledger/finish-single-runs.js';
+import type { Sql, SqlRunner } from '../ledger/sql.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
 import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
 import { readyStep, referencedSteps } from '../engine/step-input.js';
@@ -116,7 +116,7 @@ export class StepResults {
   private readonly limits: Limits;
 
   constructor(
-    private readonly prisma: Prisma,
+    private readonly sql: Sql,
     private readonly logger: Logger,
     private readonly onCommitted: (events: TransitionEvent[]) => void = () => undefined,
     options: {
@@ -165,7 +165,7 @@ export class StepResults {
    * enqueued. Adding them again is harmless, since job ids are deterministic.
    */
   async pendingDependents(taskId: string, run: number, stepId: string): Promise<ReadyStep[]> {
-    const rows = await this.prisma.$queryRawUnsafe<StepRow[]>(
+    const rows = await this.sql.$queryRawUnsafe<StepRow[]>(
       `SELECT d.step_id, d.tool, d.input_template, d.input, d.options, d.depends_on
          FROM steps s
          JOIN tasks t ON t.id = s.task_id AND t.run = $2 AND t.status IN ('queued', 'running')
@@ -178,7 +178,7 @@ export class StepResults {
     );
     if (rows.length === 0) return [];
     const context = await loadContext(
-      this.prisma as unknown as Tx,
+      this.sql,
       rows.map((row) => ({ ...row, task_id: taskId })),
     );
     return rows.map((row) => readyStep(row, context.get(taskId)!, this.limits));
@@ -189,7 +189,7 @@ export class StepResults {
    * keys are kept out of the log line. Undefined when the task is gone.
    */
   async params(taskId: string): Promise<Record<string, unknown> | undefined> {
-    const [row] = await this.prisma.$queryRawUnsafe<{ params: Record<string, unknown> }[]>(`SELECT params FROM tasks WHERE id = $1::uuid`, taskId);
+    const [row] = await this.sql.$queryRawUnsafe<{ params: Record<string, unknown> }[]>(`SELECT params FROM tasks WHERE id = $1::uuid`, taskId);
     return row?.params;
   }
 
@@ -206,7 +206,7 @@ export class StepResults {
   private async flushCloses(items: { taskId: string; run: number }[]): Promise<RunClosed[]> {
     const rows = await withRetries(
       () =>
-        this.prisma.$queryRawUnsafe<TaskRow[]>(
+        this.sql.$queryRawUnsafe<TaskRow[]>(
           `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = ANY($1::uuid[])`,
           [...new Set(items.map((item) => item.taskId))],
         ),
@@ -227,7 +227,7 @@ export class StepResults {
     if (ended.length > 0) {
       const skipped = await withRetries(
         () =>
-          this.prisma.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
+          this.sql.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
             `UPDATE steps s SET status = 'skipped', finished_at = now()
                FROM unnest($1::uuid[], $2::int[]) AS v(task_id, run)
               WHERE s.task_id = v.task_id AND s.run = v.run AND s.status IN ('pending', 'queued', 'running')
@@ -246,7 +246,7 @@ export class StepResults {
     if (open.length > 0) {
       const steps = await withRetries(
         () =>
-          this.prisma.$queryRawUnsafe<(UnfinishedStep & { task_id: string })[]>(
+          this.sql.$queryRawUnsafe<(UnfinishedStep & { task_id: string })[]>(
             `SELECT s.task_id::text AS task_id, s.step_id AS "stepId", s.tool, s.status::text AS status
                FROM steps s JOIN unnest($1::uuid[], $2::int[]) AS v(task_id, run) ON s.task_id = v.task_id AND s.run = v.run
               WHERE s.status IN ('pending', 'queued', 'running')`,
@@ -277,7 +277,7 @@ export class StepResults {
   async failLostSteps(taskId: string, run: number, lostSteps: string[]): Promise<RunClosed> {
     const outcome = await withRetries(
       () =>
-        this.prisma.$transaction(async (tx) => {
+        this.sql.$transaction(async (tx) => {
           const [task] = await tx.$queryRawUnsafe<TaskRow[]>(
             `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = $1::uuid FOR UPDATE`,
             taskId,
@@ -355,7 +355,7 @@ export class StepResults {
   }
 
   private async flushSingles(events: StepFinish[]): Promise<FinishOutcome[]> {
-    const recorded = await finishSingleRuns(this.prisma, events, this.limits);
+    const recorded = await finishSingleRuns(this.sql, events, this.limits);
     const transitions: TransitionEvent[] = [];
     const outcomes = events.map((event, index): FinishOutcome => {
       const done = recorded[index]!;
@@ -370,7 +370,7 @@ export class StepResults {
 
   private async flush(events: StepEvent[]): Promise<Outcome[]> {
     const transitions: TransitionEvent[] = [];
-    const outcomes = await this.prisma.$transaction(
+    const outcomes = await this.sql.$transaction(
       async (tx) => {
         // A batch of starts and progress reports only need not wait for the disk: if the server
         // crashed and lost them, the steps' next deliveries would claim them again. Results are
@@ -654,7 +654,6 @@ export class StepResults {
         }
         return result;
       },
-      { timeout: 30_000, maxWait: 10_000 },
     );
     if (transitions.length > 0) this.onCommitted(transitions);
     return outcomes;
@@ -665,11 +664,9 @@ function jsonOrNull(value: unknown): string | null {
   return value === undefined ? null : JSON.stringify(value);
 }
 
-export type Tx = Parameters<Parameters<Prisma['$transaction']>[0]>[0];
-
 /** Params and the finished steps the ready steps may refer to. */
 export async function loadContext(
-  tx: Tx,
+  tx: SqlRunner,
   readyRows: { task_id: string; input_template: unknown; depends_on: string[] }[],
 ): Promise<Map<string, RunContext>> {
   const wanted = new Map<string, Set<string>>();
@@ -705,7 +702,7 @@ export async function loadContext(
  * Ends tasks whose last step just finished: completed with their result (the workflow's output,
  * or the step's output), or failed when that result is over TASK_RESULT_MAX_BYTES.
  */
-async function completeTasks(tx: Tx, ids: string[], limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>): Promise<Map<string, 'completed' | 'failed'>> {
+async function completeTasks(tx: SqlRunner, ids: string[], limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>): Promise<Map<string, 'completed' | 'failed'>> {
   const tasks = await tx.$queryRawUnsafe<{ id: string; params: Record<string, unknown>; output_template: unknown; workflow_name: string | null }[]>(
     `SELECT id::text AS id, params, output_template, workflow_name FROM tasks WHERE id = ANY($1::uuid[])`,
     ids,

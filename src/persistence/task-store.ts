@@ -1,4 +1,5 @@
 import { Prisma as P } from '../generated/prisma/client.js';
+import type { SqlRunner } from '../ledger/sql.js';
 import type { Prisma } from './database.js';
 import type { TaskPlan } from '../engine/plan.js';
 import type { ReadyStep, StepRow } from '../engine/types.js';
@@ -36,6 +37,8 @@ export class TaskStore {
     private readonly prisma: Prisma,
     /** Sizes a resumed step's input may have. */
     private readonly limits: Limits = DEFAULT_LIMITS,
+    /** Where the ledger's statements run: the pool's plain SQL in the service (Database.sql). */
+    private readonly sql: SqlRunner = prisma,
   ) {}
 
   /**
@@ -45,9 +48,9 @@ export class TaskStore {
    * names the task that holds the key.
    */
   async createMany(entries: { plan: TaskPlan; task: NewTask }[]): Promise<CreateResult[]> {
-    const stored = await createTasks(this.prisma, entries);
+    const stored = await createTasks(this.sql, entries);
     const taken = entries.filter(({ task }) => !stored.has(task.id) && task.idempotencyKey).map(({ task }) => task);
-    const holders = taken.length > 0 ? await keyHolders(this.prisma, taken.map((task) => ({ owner: task.owner ?? '', key: task.idempotencyKey! }))) : [];
+    const holders = taken.length > 0 ? await keyHolders(this.sql, taken.map((task) => ({ owner: task.owner ?? '', key: task.idempotencyKey! }))) : [];
     // JSON of the pair: no separator that a key could contain.
     const pair = (owner: string, key: string) => JSON.stringify([owner, key]);
     const byKey = new Map(holders.map((row) => [pair(row.owner_key, row.idempotency_key), row]));

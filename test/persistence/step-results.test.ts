@@ -35,7 +35,7 @@ describe('StepResults: idempotent step writes', () => {
     // No API and no worker: this file drives the persistence layer by hand.
     h = await createHarness({ api: false, worker: false });
     store = new TaskStore(h.db.prisma);
-    results = new StepResults(h.db.prisma, h.logger);
+    results = new StepResults(h.db.sql, h.logger);
   });
   afterAll(async () => {
     await results.idle();

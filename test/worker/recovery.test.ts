@@ -146,7 +146,7 @@ describe('repairs of broken runs', () => {
     const id = await submit(h, { task_type: 'pair' });
     // The first step's result reaches PostgreSQL, but its worker never hears so: the steps
     // it made ready are not enqueued, and its job is delivered again.
-    const results = new StepResults(h.db.prisma, h.logger);
+    const results = new StepResults(h.db.sql, h.logger);
     const now = new Date();
     const outcome = await results.finish({ taskId: id, run: 1, stepId: 'first', tool: 'echo', attempt: 1, status: 'completed', output: { n: 41 }, startedAt: now, finishedAt: now });
     expect(outcome.ready.map((step) => step.stepId)).toEqual(['second']);

@@ -4,6 +4,7 @@ import { RetryableError, WorkerStoppingError } from '../../src/errors.js';
 import type { Logger } from '../../src/logger.js';
 import type { Prisma } from '../../src/persistence/database.js';
 import { StepResults } from '../../src/persistence/step-results.js';
+import type { Sql } from '../../src/ledger/sql.js';
 import { EventLog } from '../../src/queue/event-log.js';
 import { BACKOFF_TYPE, CALLBACKS_QUEUE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
@@ -25,6 +26,8 @@ export interface WorkerRuntimeOptions {
   config: Config;
   logger: Logger;
   prisma: Prisma;
+  /** The ledger's plain SQL on the same pool (Database.sql). */
+  sql: Sql;
   /** The tools this process runs (already narrowed by WORKER_TOOLS). */
   registry: ToolRegistry;
   /** Every tool the deployment knows: dependents may use tools this process does not run. */
@@ -46,14 +49,14 @@ export interface WorkerRuntime {
  * shares the tool's rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
-  const { config, logger, prisma, registry, metrics } = options;
+  const { config, logger, prisma, sql, registry, metrics } = options;
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
   const queues = new TaskQueues(connection, config, options.allTools, logger);
   const eventLog = new EventLog(connection, config.QUEUE_PREFIX, { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   // Events follow commits; losing one (Redis down) costs a live update, never a result.
   const results = new StepResults(
-    prisma,
+    sql,
     logger,
     (events) => {
       eventLog.append(events).catch((error: Error) => logger.warn('could not publish step events', { error: error.message }));
@@ -99,7 +102,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     }),
   );
   workers.push(
-    new Worker(CALLBACKS_QUEUE, createCallbackSender({ config, logger, prisma, store: new TaskStore(prisma, config), metrics }), {
+    new Worker(CALLBACKS_QUEUE, createCallbackSender({ config, logger, prisma, store: new TaskStore(prisma, config, sql), metrics }), {
       ...common,
       name: `callbacks@${process.pid}`,
       concurrency: 10,
