@@ -4,6 +4,7 @@ import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { finishSingleRuns, type StepResult } from '../ledger/finish-single-runs.js';
 import type { Sql, SqlRunner } from '../ledger/sql.js';
+import { claimSteps, type StepClaim } from '../ledger/claim-steps.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
 import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
 import { readyStep, referencedSteps } from '../engine/step-input.js';
@@ -21,14 +22,8 @@ import type { TransitionEvent } from '../queue/channels.js';
  * in the same run, so a step that runs twice (a lost lock, a killed worker) keeps its first result.
  */
 
-/**
- * `attempt` counts deliveries of the step's job (BullMQ's attemptsStarted, which grows with
- * every delivery): a retry and a delivery after a lost lock both count, so a step stuck
- * "running" behind a dead worker can be claimed by the next delivery, while an older delivery
- * cannot take it back. Claiming again with the same number succeeds, so a start whose commit
- * was lost in transit (the connection died before the answer) can simply be written again.
- */
-export type StepStart = { kind: 'start'; taskId: string; run: number; stepId: string; attempt: number; at: Date };
+/** A worker's claim to run a step (src/ledger/claim-steps.ts). */
+export type StepStart = { kind: 'start' } & StepClaim;
 
 /** A failed attempt that will be retried. */
 export type StepRetry = {
@@ -53,7 +48,7 @@ export type StepProgress = {
   at: Date;
 };
 
-export type StepEvent = StepStart | StepRetry | StepProgress | StepFinish;
+export type StepEvent = StepRetry | StepProgress | StepFinish;
 
 export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
@@ -108,6 +103,11 @@ const ACTIVE: ReadonlySet<string> = new Set(['queued', 'running']);
 
 export class StepResults {
   private readonly batcher: Batcher<StepEvent, Outcome>;
+  /**
+   * Claims have their own batcher and statement: a claim is on the latency path of every
+   * workflow step, and must not wait behind a transaction of results.
+   */
+  private readonly starts: Batcher<StepStart, StartOutcome>;
   /** Results of one-tool tasks' steps: one statement ends their tasks (src/ledger/finish-single-runs.ts). */
   private readonly singles: Batcher<StepFinish, FinishOutcome>;
   private readonly closes: Batcher<{ taskId: string; run: number }, RunClosed>;
@@ -132,12 +132,13 @@ export class StepResults {
     this.retryForMs = options.retryForMs ?? 60_000;
     this.limits = options.limits ?? DEFAULT_LIMITS;
     this.batcher = new Batcher((events) => this.safely(events, (batch) => this.flush(batch)), { maxSize });
+    this.starts = new Batcher((events) => this.safely(events, (batch) => this.flushStarts(batch)), { maxSize });
     this.singles = new Batcher((events) => this.safely(events, (batch) => this.flushSingles(batch)), { maxSize });
     this.closes = new Batcher((items) => this.flushCloses(items), { maxSize });
   }
 
   start(event: Omit<StepStart, 'kind'>): Promise<StartOutcome> {
-    return this.batcher.add({ kind: 'start', ...event }) as Promise<StartOutcome>;
+    return this.starts.add({ kind: 'start', ...event });
   }
 
   retry(event: Omit<StepRetry, 'kind'>): Promise<void> {
@@ -156,7 +157,7 @@ export class StepResults {
 
   /** Resolves when every event handed in so far is committed (or failed). */
   async idle(): Promise<void> {
-    await Promise.all([this.batcher.idle(), this.singles.idle(), this.closes.idle()]);
+    await Promise.all([this.batcher.idle(), this.starts.idle(), this.singles.idle(), this.closes.idle()]);
   }
 
   /**
@@ -354,6 +355,30 @@ export class StepResults {
     }
   }
 
+  /** Of several claims of one step in a batch, the latest delivery's is the one that counts. */
+  private async flushStarts(events: StepStart[]): Promise<StartOutcome[]> {
+    const latest = new Map<string, StepStart>();
+    for (const event of events) {
+      const key = `${event.taskId}/${event.stepId}/${event.run}`;
+      const seen = latest.get(key);
+      if (!seen || event.attempt > seen.attempt) latest.set(key, event);
+    }
+    // A claim lost with a crashed server is made again by the step's next delivery: its commit
+    // need not wait for the disk.
+    const claimed = await this.sql.$transaction((tx) => claimSteps(tx, [...latest.values()]), { durable: false });
+    const took = new Set(claimed.map((claim) => `${claim.taskId}/${claim.stepId}/${claim.run}`));
+    const transitions: TransitionEvent[] = [];
+    for (const claim of claimed) if (claim.taskBegan) transitions.push({ taskId: claim.taskId, status: 'running', at: new Date().toISOString() });
+    const outcomes = events.map((event) => {
+      const key = `${event.taskId}/${event.stepId}/${event.run}`;
+      const runnable = took.has(key) && latest.get(key) === event;
+      if (runnable) transitions.push({ taskId: event.taskId, stepId: event.stepId, status: 'running', at: event.at.toISOString() });
+      return { runnable };
+    });
+    if (transitions.length > 0) this.onCommitted(transitions);
+    return outcomes;
+  }
+
   private async flushSingles(events: StepFinish[]): Promise<FinishOutcome[]> {
     const recorded = await finishSingleRuns(this.sql, events, this.limits);
     const transitions: TransitionEvent[] = [];
@@ -389,59 +414,6 @@ export class StepResults {
           return task !== undefined && task.run === event.run && ACTIVE.has(task.status);
         };
         const result: Outcome[] = events.map(() => undefined);
-
-        // Starts: a step may start only while its task is active and it is queued, or running
-        // under an earlier delivery. Of several starts of one step in this batch, the latest
-        // delivery is the one that counts.
-        const latestStart = new Map<string, StepStart>();
-        for (const event of events) {
-          if (event.kind !== 'start') continue;
-          const key = `${event.taskId}/${event.stepId}`;
-          const seen = latestStart.get(key);
-          if (!seen || event.attempt > seen.attempt) latestStart.set(key, event);
-        }
-        const starts = events.flatMap((event, index) =>
-          event.kind === 'start' && isActive(event) && latestStart.get(`${event.taskId}/${event.stepId}`) === event ? [{ event, index }] : [],
-        );
-        const started = new Set<string>();
-        if (starts.length > 0) {
-          const rows = await tx.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
-            `UPDATE steps s SET status = 'running', attempts = GREATEST(s.attempts, v.attempt),
-                    started_at = COALESCE(s.started_at, v.at)
-               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::timestamptz[]) AS v(task_id, step_id, run, attempt, at)
-              WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run
-                AND (s.status = 'queued' OR (s.status = 'running' AND s.attempts <= v.attempt))
-          RETURNING s.task_id::text AS task_id, s.step_id`,
-            starts.map(({ event }) => event.taskId),
-            starts.map(({ event }) => event.stepId),
-            starts.map(({ event }) => event.run),
-            starts.map(({ event }) => (event as StepStart).attempt),
-            starts.map(({ event }) => (event as StepStart).at.toISOString()),
-          );
-          for (const row of rows) started.add(`${row.task_id}/${row.step_id}`);
-          const queuedTasks = [...new Set(rows.map((row) => row.task_id))].filter((id) => taskById.get(id)?.status === 'queued');
-          if (queuedTasks.length > 0) {
-            await tx.$executeRawUnsafe(
-              `UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, now()) WHERE id = ANY($1::uuid[]) AND status = 'queued'`,
-              queuedTasks,
-            );
-            for (const id of queuedTasks) {
-              taskById.get(id)!.status = 'running';
-              transitions.push({ taskId: id, status: 'running', at: new Date().toISOString() });
-            }
-          }
-          for (const { event } of starts) {
-            if (started.has(`${event.taskId}/${event.stepId}`)) {
-              transitions.push({ taskId: event.taskId, stepId: event.stepId, status: 'running', at: (event as StepStart).at.toISOString() });
-            }
-          }
-        }
-        events.forEach((event, index) => {
-          if (event.kind === 'start') {
-            const key = `${event.taskId}/${event.stepId}`;
-            result[index] = { runnable: started.has(key) && latestStart.get(key) === event };
-          }
-        });
 
         // Progress of running steps: the latest report of each step wins.
         const latestProgress = new Map<string, StepProgress>();
