@@ -86,6 +86,7 @@ const report: Report = {
     workloads: options.workloads,
     runs: options.runs,
     workers: options.workers,
+    apis: options.apis,
     concurrency: options.concurrency,
     poolSize: options.poolSize,
     connections: options.connections,

@@ -111,24 +111,35 @@ async function answer(response: Dispatcher.ResponseData): Promise<HttpAnswer> {
   return { status: response.statusCode, json, ...(Number.isFinite(retryAfterS) ? { retryAfterS } : {}) };
 }
 
-/** POSTs JSON (and GETs) over keep-alive connections. */
+/**
+ * POSTs JSON (and GETs) over keep-alive connections. Given several origins (API replicas), the
+ * connections are split between them and requests go round robin, as a load balancer would.
+ */
 export class HttpClient {
-  private readonly pool: Pool;
+  private readonly pools: Pool[];
+  private next = 0;
 
-  constructor(origin: string, connections: number) {
-    this.pool = new Pool(origin, { connections, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  constructor(origins: string | string[], connections: number) {
+    const list = typeof origins === 'string' ? [origins] : origins;
+    const each = Math.max(1, Math.ceil(connections / list.length));
+    this.pools = list.map((origin) => new Pool(origin, { connections: each, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: 30_000, bodyTimeout: 30_000 }));
+  }
+
+  private pool(): Pool {
+    this.next = (this.next + 1) % this.pools.length;
+    return this.pools[this.next]!;
   }
 
   async post(path: string, body: unknown): Promise<HttpAnswer> {
-    return answer(await this.pool.request({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
+    return answer(await this.pool().request({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }));
   }
 
   /** A GET; long polls (GET /result/:id?wait=10) may take as long as their wait. */
   async get(path: string): Promise<HttpAnswer> {
-    return answer(await this.pool.request({ method: 'GET', path }));
+    return answer(await this.pool().request({ method: 'GET', path }));
   }
 
-  close(): Promise<void> {
-    return this.pool.close();
+  async close(): Promise<void> {
+    await Promise.all(this.pools.map((pool) => pool.close()));
   }
 }

@@ -36,6 +36,8 @@ export interface BenchOptions {
   runs: number;
   /** Worker processes (orchestrator workers, raw BullMQ workers, peer workers). @defaultValue 2 */
   workers: number;
+  /** The orchestrator's API processes; the load generator spreads its requests over them. @defaultValue 1 */
+  apis: number;
   /** WORKER_CONCURRENCY: jobs in flight per worker process, for every system. @defaultValue 10 */
   concurrency: number;
   /** DATABASE_POOL_SIZE: PostgreSQL connections per process. @defaultValue 10 */
@@ -65,6 +67,7 @@ export const USAGE = `npm run bench -- [options]
                           W0 is always run, and W1 too with W5 (W5 offers twice W1's maximum)
   --runs N                N complete runs; the table shows the median of each metric (default 1)
   --workers N             worker processes per system (default 2)
+  --apis N                the orchestrator's API processes, requests spread over them (default 1)
   --concurrency N         jobs in flight per worker process, WORKER_CONCURRENCY (default 10)
   --pool-size N           PostgreSQL connections per process, DATABASE_POOL_SIZE (default 10)
   --connections N         HTTP connections of the load generator (default 128)
@@ -113,6 +116,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       workloads: { type: 'string' },
       runs: { type: 'string' },
       workers: { type: 'string' },
+      apis: { type: 'string' },
       concurrency: { type: 'string' },
       'pool-size': { type: 'string' },
       connections: { type: 'string' },
@@ -143,6 +147,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     workloads: workloadList(values.workloads),
     runs: positiveInt('runs', values.runs, 1),
     workers: positiveInt('workers', values.workers, 2),
+    apis: positiveInt('apis', values.apis, 1),
     concurrency: positiveInt('concurrency', values.concurrency, 10),
     poolSize: positiveInt('pool-size', values['pool-size'], 10),
     connections: positiveInt('connections', values.connections, 128),

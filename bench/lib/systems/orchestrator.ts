@@ -63,7 +63,7 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
   const { options } = ctx;
   const database = `orch_bench_${ctx.runId}`;
   const prefix = `{bench_${ctx.runId}}`;
-  const port = await freePort();
+  const ports = await Promise.all(Array.from({ length: options.apis }, () => freePort()));
   const dbUrl = databaseUrl(options.postgresUrl, database);
   if (!options.keep) ctx.releasers.add(`database ${database}`, () => ctx.admin.dropDatabase(database));
   if (options.redisUrl) ctx.releasers.add(`Redis keys ${prefix}`, () => deleteKeys(ctx.redis, prefix));
@@ -85,25 +85,25 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     EVENTS_KEEP_AFTER_END_S: String(options.timing.eventsKeepAfterEndS),
     // Admission control (ADMISSION_*) keeps its defaults: W5 measures what they do under overload.
   };
-  const api = spawnNode('api', 'src/api/main.ts', { ...env, PORT: String(port) }, { logDir: ctx.logDir });
+  const apis = ports.map((port, index) => spawnNode(ports.length > 1 ? `api-${index + 1}` : 'api', 'src/api/main.ts', { ...env, PORT: String(port) }, { logDir: ctx.logDir }));
   const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'workers/main.ts', env, { logDir: ctx.logDir }));
-  const children = [api, ...workers];
+  const children = [...apis, ...workers];
   const stopAll = ctx.releasers.add('orchestrator processes', async () => {
     await Promise.all(children.map((child) => child.stop()));
   });
 
-  const url = `http://127.0.0.1:${port}`;
-  const http = new HttpClient(url, options.connections);
+  const urls = ports.map((port) => `http://127.0.0.1:${port}`);
+  const http = new HttpClient(urls, options.connections);
   const closeHttp = ctx.releasers.add('HTTP client', () => http.close());
   try {
     await poll(
       async () => {
         const dead = children.find((child) => !child.alive);
         if (dead) throw new Error(`${dead.name} exited:\n${dead.tail()}`);
-        const response = await fetch(`${url}/ready`).catch(() => undefined);
-        return response?.status === 200;
+        const answers = await Promise.all(urls.map((url) => fetch(`${url}/ready`).catch(() => undefined)));
+        return answers.every((response) => response?.status === 200);
       },
-      { label: `the API to be ready (its output: ${api.logFile})`, timeoutMs: 60_000, intervalMs: 200 },
+      { label: `the API to be ready (its output: ${apis.map((api) => api.logFile).join(', ')})`, timeoutMs: 60_000, intervalMs: 200 },
     );
     await waitForWorkers(ctx, prefix, 'tool.echo', options.workers, children);
     await waitForWorkers(ctx, prefix, 'tasks', options.workers, children);
@@ -118,7 +118,7 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
   const records = taskRecords(benchClient);
   return {
     kind: 'orchestrator',
-    processes: { api: [api.pid], workers: workers.map((worker) => worker.pid) },
+    processes: { api: apis.map((api) => api.pid), workers: workers.map((worker) => worker.pid) },
     database,
     benchClient,
     target: (body) => new HttpTarget(http, body, records),
