@@ -8,6 +8,7 @@ import { TaskQueues } from '../../src/queue/task-queues.js';
 import { finishPlan, initialSteps, type TaskPlan } from '../../src/engine/plan.js';
 import type { ReadyStep } from '../../src/engine/types.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
+import { closeSingleRun } from '../../workers/runtime/single-run.js';
 
 const OPTIONS = { retry: { attempts: 3, backoff: { type: 'fixed' as const, delay_ms: 10 } }, timeout_ms: 5_000 };
 
@@ -195,6 +196,38 @@ describe('StepResults: idempotent step writes', () => {
       expect(await root?.getDependenciesCount()).toMatchObject({ unprocessed: 1 });
     } finally {
       await raw.close();
+      await queues.close();
+    }
+  });
+
+  it('keeps a one-tool task\'s result refused before its retry committed, and writes it on the next try', async () => {
+    // A retry enqueues the new run's job just before its transaction commits. A worker that runs
+    // the job in between has its result refused (the statement reads the task as it was): the
+    // run must not be closed over it, or the task would stay queued for ever.
+    const queues = new TaskQueues(h.redis, h.config, h.registry.names(), h.logger);
+    try {
+      const single = finishPlan({ taskType: 'echo', params: {}, steps: [{ ...twoStepPlan().steps[0]!, id: 'echo' }] });
+      const id = await newTask(single);
+      expect(await finish(id, 'echo', { status: 'failed' })).toMatchObject({ recorded: true, taskEnded: 'failed' });
+      const singleFinish = (run: number) =>
+        results.finish(
+          { taskId: id, run, stepId: 'echo', tool: 'echo', attempt: 1, status: 'completed', output: { ok: true }, startedAt: new Date(), finishedAt: new Date() },
+          { single: true },
+        );
+      let refused: Awaited<ReturnType<typeof singleFinish>> | undefined;
+      const resumed = await store.resume(id, async () => {
+        refused = await singleFinish(2);
+      });
+      expect(resumed).toMatchObject({ outcome: 'resumed', run: 2 });
+      expect(refused).toMatchObject({ recorded: false });
+      const deps = { results, queues, config: h.config, logger: h.logger };
+      await expect(closeSingleRun(deps, { taskId: id, run: 2 }, refused)).rejects.toThrow(/refused while that run is active/);
+      // Its next delivery writes it, and the task ends.
+      const again = await singleFinish(2);
+      expect(again).toMatchObject({ recorded: true, taskEnded: 'completed' });
+      await closeSingleRun(deps, { taskId: id, run: 2 }, again);
+      expect((await taskRow(id)).status).toBe('completed');
+    } finally {
       await queues.close();
     }
   });

@@ -20,7 +20,8 @@ export interface SingleRunDeps {
  * recorded (recorded already by a delivery whose worker died before acknowledging, or its task
  * ended meanwhile) closes the run as a root would: a step of a failed or cancelled task still
  * without a result is skipped, and a callback still due is enqueued. Callback job ids are per
- * run, so enqueueing one twice is harmless.
+ * run, so enqueueing one twice is harmless. A result refused while its run is still active
+ * throws, to be written again later (see below).
  */
 export async function closeSingleRun(deps: SingleRunDeps, ref: RunKey, outcome?: FinishOutcome): Promise<void> {
   if (outcome?.recorded) {
@@ -28,6 +29,13 @@ export async function closeSingleRun(deps: SingleRunDeps, ref: RunKey, outcome?:
     return;
   }
   const closed = await deps.results.closeRun(ref.taskId, ref.run);
+  // A result refused although its run is active and its step has none: the statement read the
+  // task as it was before a retry's transaction committed (a retry enqueues the new run's job
+  // just before its commit, and this job ran in between). Nothing is lost: the caller keeps the
+  // result in the job, whose next delivery writes it.
+  if (outcome && closed.unfinished && closed.unfinished.length > 0) {
+    throw new Error(`the result of run ${ref.run} was refused while that run is active: it is written on the job's next delivery`);
+  }
   if (closed.callbackUrl && closed.status && FINISHED_TASK.has(closed.status)) await deps.queues.enqueueCallback(ref, deps.config.CALLBACK_MAX_ATTEMPTS);
 }
 
