@@ -1,12 +1,9 @@
-import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { createClient, defineWorkflow, OrchestratorError, type FollowEvent, type OrchestratorClient, type WorkflowParams } from '../../client/index.js';
-import { toolQueueName } from '../../src/queue/jobs.js';
 import { createHarness, uniqueName, type Harness } from '../helpers/harness.js';
+import { KEY, whilePaused } from './support.js';
 
 /** The typed client (client/index.ts) against a live API and worker over HTTP, with an API key. */
-
-const KEY = 'client-test-admin-key-0123456789';
 
 /** The error a promise rejects with; fails the test if it resolves. */
 async function rejection(promise: Promise<unknown>): Promise<OrchestratorError> {
@@ -31,18 +28,6 @@ describe('the typed client', () => {
     await h?.close();
   });
 
-  /** Holds the tool's queue while `run` runs, so a task of that tool waits for the test. */
-  async function whilePaused<T>(tool: string, run: () => Promise<T>): Promise<T> {
-    const queue = new Queue(toolQueueName(tool), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
-    await queue.pause();
-    try {
-      return await run();
-    } finally {
-      await queue.resume();
-      await queue.close();
-    }
-  }
-
   it('submits a task and waitForResult long-polls until it ends with its output', async () => {
     const params = { hello: 'world', n: [1, 2] };
     const submitted = await client.submit('echo', params);
@@ -56,7 +41,7 @@ describe('the typed client', () => {
 
   it('follow yields a snapshot, then the step and task transitions, ends with the task, and resumes from an event id', async () => {
     const events: FollowEvent[] = [];
-    const { taskId, stream } = await whilePaused('echo', async () => {
+    const { taskId, stream } = await whilePaused(h, 'echo', async () => {
       const taskId = (await client.submit('echo', { followed: true })).task_id;
       const stream = client.follow(taskId, { signal: AbortSignal.timeout(20_000) });
       // The snapshot arrives while the step cannot start: every transition comes after it.
