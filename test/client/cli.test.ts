@@ -8,7 +8,8 @@ import { createHarness, uniqueName, type Harness } from '../helpers/harness.js';
 import { KEY, whilePaused } from './support.js';
 
 /** The CLI (client/cli.ts) as a process of its own, against a live API and worker over HTTP. */
-describe('the orchestrator CLI', () => {
+// Each command is a node process that loads tsx: seconds apiece on a busy machine.
+describe('the orchestrator CLI', { timeout: 90_000 }, () => {
   let h: Harness;
   let client: OrchestratorClient;
   let dir: string;

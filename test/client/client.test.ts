@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { createClient, defineWorkflow, OrchestratorError, type FollowEvent, type OrchestratorClient, type WorkflowParams } from '../../client/index.js';
-import { createHarness, uniqueName, type Harness } from '../helpers/harness.js';
+import { startApi } from '../../src/api/server.js';
+import { loadConfig } from '../../src/config.js';
+import { createHarness, poll, uniqueName, type Harness } from '../helpers/harness.js';
 import { KEY, whilePaused } from './support.js';
 
 /** The typed client (client/index.ts) against a live API and worker over HTTP, with an API key. */
@@ -60,6 +62,42 @@ describe('the typed client', () => {
     const resumed: FollowEvent[] = [];
     for await (const event of client.follow(taskId, { lastEventId: events[0]!.id })) resumed.push(event);
     expect(resumed).toEqual(events.slice(1));
+  });
+
+  it('follow resumes from the last event id when the server ends a stream at its lifetime (EVENT_STREAM_MAX_S)', async () => {
+    const shortLived = await startApi(loadConfig({ ...h.env, EVENT_STREAM_MAX_S: '1' }), h.logger, h.registry);
+    try {
+      const streams: (string | null)[] = [];
+      const watched = createClient({
+        baseUrl: shortLived.url,
+        apiKey: KEY,
+        fetch: (request) => {
+          if (request.url.endsWith('/events')) streams.push(request.headers.get('last-event-id'));
+          return fetch(request);
+        },
+      });
+      const events: FollowEvent[] = [];
+      const { stream, pending } = await whilePaused(h, 'echo', async () => {
+        const { task_id: id } = await watched.submit('echo', { resumed: true });
+        const stream = watched.follow(id, { signal: AbortSignal.timeout(20_000) });
+        const first = await stream.next();
+        if (!first.done) events.push(first.value);
+        // Waiting for the next event: the stream reaches its lifetime meanwhile, and the client opens another.
+        const pending = stream.next();
+        await poll(() => streams.length >= 2, { label: 'a second stream' });
+        return { stream, pending };
+      });
+      const next = await pending;
+      if (!next.done) events.push(next.value);
+      for await (const event of stream) events.push(event);
+
+      expect(streams.slice(0, 2)).toEqual([null, events[0]!.id]);
+      expect(events.filter((event) => event.type === 'snapshot')).toHaveLength(1);
+      expect(events.at(-1)).toMatchObject({ type: 'task', status: 'completed' });
+      expect(new Set(events.map((event) => event.id)).size).toBe(events.length);
+    } finally {
+      await shortLived.close();
+    }
   });
 
   it('defineWorkflow declares a workflow that push stores and submit runs, typed by its parameters', async () => {
