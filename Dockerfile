@@ -1,6 +1,7 @@
 # One image for both processes:
 #   API     docker run -p 127.0.0.1:3000:3000 orchestrator                            (the default CMD)
 #   worker  docker run orchestrator node --enable-source-maps dist/workers/main.js
+#   CLI     docker run --rm -e ORCHESTRATOR_URL -e ORCHESTRATOR_API_KEY orchestrator node dist/client/cli.js tasks
 # Configuration comes from the environment: see .env.template. NODE_ENV is production here, so
 # the API refuses to start without API_KEYS (or API_KEYS_FILE) unless AUTH_DISABLED=true. Each
 # process creates its database if missing and applies migrations on start, so no separate
@@ -24,10 +25,11 @@ RUN npm ci --no-audit --no-fund && npm cache clean --force
 
 # The sources last: editing code does not reinstall dependencies. .dockerignore keeps
 # src/generated and dist out, so neither a stale local client nor a stale build gets in.
-# tsc compiles src/ (the generated client included) and workers/ to dist/ (scripts/build.mjs).
+# tsc compiles src/ (the generated client included), workers/ and client/ to dist/ (scripts/build.mjs).
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY workers ./workers
+COPY client ./client
 RUN npm run build
 
 # ---- runtime: compiled JavaScript and production dependencies only -----------------------------

@@ -1,0 +1,284 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { createClient, FINISHED_STATUSES, OrchestratorError, type FollowEvent, type OrchestratorClient, type TaskView, type WorkflowDefinition } from './index.js';
+
+/** `orchestrator ...` (`npx orchestrator` in this repository): the API from a terminal, on the typed client. */
+
+const USAGE = `Usage: orchestrator <command> [options]
+
+Commands:
+  submit <task_type> [--params JSON] [--idempotency-key KEY] [--priority N] [--delay-ms N] [--wait]
+                                   submit a tool or workflow task; --wait: wait for it to end
+  result <task_id> [--wait SECONDS]
+                                   the task, its steps and its result (--wait: up to 30 s for the end)
+  tasks [--status S] [--type T] [--limit N] [--cursor C]
+                                   tasks, newest first
+  follow <task_id>                 live progress until the task ends
+  cancel <task_id>                 cancel a task, aborting its running steps
+  retry <task_id>                  resume a failed or cancelled task
+  tools                            the tool adapters
+  workflows list                   the workflows
+  workflows get <name> [--version N]
+                                   a workflow's definition
+  workflows push <file.json>       store a definition (a new version when the name exists)
+
+Options:
+  --url URL        the API (ORCHESTRATOR_URL; default http://127.0.0.1:3000)
+  --api-key KEY    sent as a bearer token (ORCHESTRATOR_API_KEY)
+  --json           the API's JSON answers instead of text (follow: one event per line)
+  -h, --help       this text
+
+Exit status: 0 done (submit --wait and follow: the task completed); 1 the task failed or was
+cancelled, or the request failed (the API's error code and the path of each problem are printed);
+2 wrong usage.`;
+
+const DEFAULT_URL = 'http://127.0.0.1:3000';
+const STEP_ENDS = new Set(['completed', 'failed', 'skipped', 'cancelled']);
+
+/** Wrong usage: printed with a pointer to --help, exit status 2. */
+class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+const COMMON: Options = {
+  url: { type: 'string' },
+  'api-key': { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+const COMMANDS: Record<string, Options> = {
+  submit: { params: { type: 'string' }, 'idempotency-key': { type: 'string' }, priority: { type: 'string' }, 'delay-ms': { type: 'string' }, wait: { type: 'boolean' } },
+  result: { wait: { type: 'string' } },
+  tasks: { status: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } },
+  follow: {},
+  cancel: {},
+  retry: {},
+  tools: {},
+  workflows: { version: { type: 'string' } },
+};
+
+function integer(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a whole number, not '${value}'`);
+  return Number(value);
+}
+
+function jsonObject(what: string, text: string): Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`${what} is not JSON: ${(error as Error).message}`);
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`${what} must be a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+const print = (line = '') => process.stdout.write(`${line}\n`);
+const printJson = (value: unknown) => print(JSON.stringify(value, null, 2));
+
+/** Rows in columns, each as wide as its widest cell. */
+function printTable(rows: string[][]): void {
+  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => row[column]!.length))) ?? [];
+  for (const row of rows) print(row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ').trimEnd());
+}
+
+function printTask(task: TaskView): void {
+  print(`task ${task.task_id} ${task.task_type} ${task.status} [${task.progress.completed}/${task.progress.total}]`);
+  for (const step of task.steps) {
+    const facts = [step.status, step.attempts > 1 ? `${step.attempts} attempts` : '', step.duration_ms === null ? '' : `${step.duration_ms} ms`].filter(Boolean);
+    print(`  ${step.id} (${step.tool}) ${facts.join(', ')}${step.error ? `: ${step.error.message}` : ''}`);
+  }
+  printOutcome(task);
+}
+
+function printOutcome(task: TaskView): void {
+  if (task.status === 'completed') printJson(task.result ?? null);
+  else if (task.error) print(`error: ${task.error.message}${task.error.step ? ` (step ${task.error.step})` : ''}`);
+}
+
+const endStatus = (task: TaskView) => (task.status === 'completed' ? 0 : 1);
+
+/** Prints each event as a line, `[completed/total]` first; resolves with the exit status once the task ended. */
+async function follow(client: OrchestratorClient, taskId: string, json: boolean): Promise<number> {
+  const steps = new Map<string, string>();
+  let total = 0;
+  const counter = () => `[${[...steps.values()].filter((status) => STEP_ENDS.has(status)).length}/${total}]`;
+  let last: FollowEvent | undefined;
+  for await (const event of client.follow(taskId)) {
+    last = event;
+    if (json) {
+      print(JSON.stringify(event));
+      continue;
+    }
+    if (event.type === 'snapshot') {
+      total = event.task.progress.total;
+      for (const step of event.task.steps) steps.set(step.id, step.status);
+      print(`${counter()} task ${event.task.task_id} ${event.task.task_type} ${event.task.status}`);
+    } else if (event.type === 'step') {
+      steps.set(event.step_id ?? '', event.status ?? '');
+      print(`${counter()} step ${event.step_id} ${event.status}`);
+    } else if (event.type === 'progress') {
+      print(`${counter()} step ${event.step_id} ${event.percent}%${event.message ? ` ${event.message}` : ''}`);
+    } else {
+      print(`${counter()} task ${event.status}`);
+    }
+  }
+  if (!last) throw new Error(`the event stream of task ${taskId} ended without an event`);
+  // The result (or the error) is in the task, not in its events.
+  const task = await client.result(taskId);
+  if (!json) printOutcome(task);
+  return endStatus(task);
+}
+
+async function run(argv: string[]): Promise<number> {
+  // The command decides which options exist (--wait is a flag for submit, seconds for result).
+  const command = parseArgs({ args: argv, options: COMMON, allowPositionals: true, strict: false }).positionals[0];
+  if (command !== undefined && command !== 'help' && !(command in COMMANDS)) throw new UsageError(`unknown command '${command}'`);
+  const { values, positionals } = parseArgs({ args: argv, options: { ...COMMON, ...(command ? COMMANDS[command] : {}) }, allowPositionals: true });
+  const option = (name: string) => values[name] as string | undefined;
+  if (values.help || command === 'help') {
+    print(USAGE);
+    return 0;
+  }
+  if (!command) throw new UsageError('no command given');
+  const json = values.json === true;
+  const client = createClient({
+    baseUrl: option('url') ?? process.env.ORCHESTRATOR_URL ?? DEFAULT_URL,
+    apiKey: option('api-key') ?? process.env.ORCHESTRATOR_API_KEY,
+  });
+  const args = positionals.slice(1);
+  const argument = (name: string) => {
+    const value = args.shift();
+    if (value === undefined) throw new UsageError(`${command} needs ${name}`);
+    return value;
+  };
+
+  switch (command) {
+    case 'submit': {
+      const taskType = argument('a task type (a tool or a workflow)');
+      const params = option('params') === undefined ? {} : jsonObject('--params', option('params')!);
+      const idempotencyKey = option('idempotency-key');
+      const priority = integer('priority', option('priority'));
+      const delayMs = integer('delay-ms', option('delay-ms'));
+      const submitted = await client.submit(taskType, params, {
+        ...(idempotencyKey !== undefined ? { idempotency_key: idempotencyKey } : {}),
+        ...(priority !== undefined ? { priority } : {}),
+        ...(delayMs !== undefined ? { delay_ms: delayMs } : {}),
+      });
+      if (!values.wait) {
+        if (json) printJson(submitted);
+        else print(submitted.replayed ? `task ${submitted.task_id} already submitted with this idempotency key` : `task ${submitted.task_id} assigned`);
+        return 0;
+      }
+      if (!json) print(`task ${submitted.task_id} assigned, waiting for it to end`);
+      const task = await client.waitForResult(submitted.task_id);
+      if (json) printJson(task);
+      else printTask(task);
+      return endStatus(task);
+    }
+    case 'result': {
+      const task = await client.result(argument('a task id'), { wait: integer('wait', option('wait')) ?? 0 });
+      if (json) printJson(task);
+      else printTask(task);
+      return 0;
+    }
+    case 'tasks': {
+      const limit = integer('limit', option('limit'));
+      const page = await client.tasks({
+        ...(option('status') !== undefined ? { status: option('status') as TaskView['status'] } : {}),
+        ...(option('type') !== undefined ? { task_type: option('type')! } : {}),
+        ...(limit !== undefined ? { limit } : {}),
+        ...(option('cursor') !== undefined ? { cursor: option('cursor')! } : {}),
+      });
+      if (json) {
+        printJson(page);
+        return 0;
+      }
+      printTable(page.items.map((task) => [task.task_id, task.created_at, task.status, task.task_type]));
+      if (page.next_cursor) print(`more: --cursor ${page.next_cursor}`);
+      return 0;
+    }
+    case 'follow':
+      return follow(client, argument('a task id'), json);
+    case 'cancel': {
+      const cancelled = await client.cancel(argument('a task id'));
+      if (json) printJson(cancelled);
+      else print(`task ${cancelled.task_id} cancelled`);
+      return 0;
+    }
+    case 'retry': {
+      const resumed = await client.retry(argument('a task id'));
+      if (json) printJson(resumed);
+      else print(`task ${resumed.task_id} resumed as run ${resumed.run}`);
+      return 0;
+    }
+    case 'tools': {
+      const tools = await client.tools();
+      if (json) printJson(tools);
+      else printTable(tools.map((tool) => [tool.name, tool.description]));
+      return 0;
+    }
+    case 'workflows':
+      return workflows(client, argument('list, get or push'), args, { json, version: integer('version', option('version')) });
+  }
+  throw new UsageError(`unknown command '${command}'`);
+}
+
+async function workflows(client: OrchestratorClient, action: string, args: string[], options: { json: boolean; version: number | undefined }): Promise<number> {
+  if (action === 'list') {
+    const list = await client.workflows.list();
+    if (options.json) printJson(list);
+    else printTable(list.map((workflow) => [workflow.name, `v${workflow.version}`, `${workflow.steps} steps`, workflow.description ?? '']));
+    return 0;
+  }
+  const target = args[0];
+  if (target === undefined) throw new UsageError(`workflows ${action} needs ${action === 'push' ? 'a JSON file' : 'a name'}`);
+  if (action === 'get') {
+    printJson(await client.workflows.get(target, options.version));
+    return 0;
+  }
+  if (action === 'push') {
+    let text: string;
+    try {
+      text = readFileSync(target, 'utf8');
+    } catch (error) {
+      throw new UsageError(`cannot read ${target}: ${(error as Error).message}`);
+    }
+    const stored = await client.workflows.push(jsonObject(target, text) as WorkflowDefinition);
+    if (options.json) printJson(stored);
+    else print(`workflow ${stored.name} stored as version ${stored.version}`);
+    return 0;
+  }
+  throw new UsageError(`unknown workflows action '${action}' (list, get or push)`);
+}
+
+/** The API's code and message, and each problem's path; a network error names what it could not reach. */
+function describe(error: unknown): string[] {
+  if (error instanceof OrchestratorError) {
+    const lines = [`error ${error.code}: ${error.message}`];
+    for (const problem of error.problems) lines.push(`  ${problem.path}: ${problem.message}`);
+    if (error.problems.length === 0 && error.details !== undefined) lines.push(`  details: ${JSON.stringify(error.details)}`);
+    if (error.retryAfterS !== undefined) lines.push(`  retry after ${error.retryAfterS} s`);
+    return lines;
+  }
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  if (error instanceof TypeError && cause) return [`error: cannot reach the API: ${cause.code ?? cause.message}`];
+  return [`error: ${error instanceof Error ? error.message : String(error)}`];
+}
+
+try {
+  process.exitCode = await run(process.argv.slice(2));
+} catch (error) {
+  for (const line of describe(error)) process.stderr.write(`${line}\n`);
+  if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write('run orchestrator --help for the commands and options\n');
+    process.exitCode = 2;
+  } else {
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,131 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createClient, type OrchestratorClient } from '../../client/index.js';
+import { runEntry, type NodeProcess } from '../helpers/child-process.js';
+import { createHarness, uniqueName, type Harness } from '../helpers/harness.js';
+import { KEY, whilePaused } from './support.js';
+
+/** The CLI (client/cli.ts) as a process of its own, against a live API and worker over HTTP. */
+// Each command is a node process that loads tsx: seconds apiece on a busy machine.
+describe('the orchestrator CLI', { timeout: 90_000 }, () => {
+  let h: Harness;
+  let client: OrchestratorClient;
+  let dir: string;
+  const running: NodeProcess[] = [];
+  beforeAll(async () => {
+    h = await createHarness({ env: { API_KEYS: KEY } });
+    client = createClient({ baseUrl: h.url, apiKey: KEY });
+    dir = mkdtempSync(path.join(tmpdir(), 'orchestrator-cli-'));
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((child) => child.kill()));
+  });
+  afterAll(async () => {
+    rmSync(dir, { recursive: true, force: true });
+    await h?.close();
+  });
+
+  function start(...args: string[]): NodeProcess {
+    const child = runEntry('client/cli.ts', { ORCHESTRATOR_URL: h.url, ORCHESTRATOR_API_KEY: KEY }, { args });
+    running.push(child);
+    return child;
+  }
+
+  /** Runs the CLI to its end: its exit status and what it printed. */
+  async function cli(...args: string[]): Promise<{ code: number | null; output: string }> {
+    const child = start(...args);
+    const { code } = await child.waitForExit();
+    return { code, output: child.output };
+  }
+
+  function workflowFile(definition: unknown): string {
+    const file = path.join(dir, `${uniqueName('workflow')}.json`);
+    writeFileSync(file, JSON.stringify(definition));
+    return file;
+  }
+
+  it('submit --wait prints the task and its result, and exits 0', async () => {
+    const { code, output } = await cli('submit', 'echo', '--params', '{"hello": "cli"}', '--wait');
+    expect(output).toMatch(/^task [0-9a-f-]{36} assigned, waiting for it to end$/m);
+    expect(output).toMatch(/^task [0-9a-f-]{36} echo completed \[1\/1\]$/m);
+    expect(output).toContain('{\n  "hello": "cli"\n}');
+    expect(code).toBe(0);
+
+    const json = await cli('submit', 'echo', '--params', '{"n": 1}', '--wait', '--json');
+    expect(JSON.parse(json.output)).toMatchObject({ status: 'completed', result: { n: 1 } });
+  });
+
+  it("a refused request prints the API's error code and each problem's path, and exits 1; wrong usage exits 2", async () => {
+    const invalid = await cli('submit', 'sleep', '--params', '{"ms": "soon"}');
+    expect(invalid.output).toMatch(/^error invalid_params: .+$/m);
+    expect(invalid.output).toMatch(/^ {2}params\.ms: .+$/m);
+    expect(invalid.code).toBe(1);
+
+    const workflow = await cli('workflows', 'push', workflowFile({ name: uniqueName('broken'), steps: [{ id: 'a', tool: 'echo' }, { id: 'b', tool: 'nope', depends_on: ['zz'] }] }));
+    expect(workflow.output).toMatch(/^error invalid_workflow: .+$/m);
+    expect(workflow.output).toMatch(/^ {2}steps\[1\]\.tool: .+$/m);
+    expect(workflow.output).toMatch(/^ {2}steps\[1\]\.depends_on\[0\]: .+$/m);
+    expect(workflow.code).toBe(1);
+
+    const unauthorized = runEntry('client/cli.ts', { ORCHESTRATOR_URL: h.url }, { args: ['tools'] });
+    running.push(unauthorized);
+    expect((await unauthorized.waitForExit()).code).toBe(1);
+    expect(unauthorized.output).toMatch(/^error unauthorized: /m);
+
+    const usage = await cli('submit', 'echo', '--params', '{not json');
+    expect(usage.output).toMatch(/^error: --params is not JSON/m);
+    expect(usage.code).toBe(2);
+  });
+
+  it('workflows push stores a definition; follow prints each step as it ends with [done/total], the result, and exits 0', async () => {
+    const name = uniqueName('two_steps');
+    const pushed = await cli(
+      'workflows',
+      'push',
+      workflowFile({
+        name,
+        steps: [
+          { id: 'a', tool: 'echo', input: { word: 'one' } },
+          { id: 'b', tool: 'echo', depends_on: ['a'], input: { words: ['{{steps.a.output.word}}', 'two'] } },
+        ],
+        output: { words: '{{steps.b.output.words}}' },
+      }),
+    );
+    expect(pushed).toEqual({ code: 0, output: `workflow ${name} stored as version 1\n` });
+    expect((await cli('workflows', 'list')).output).toMatch(new RegExp(`^${name} +v1 +2 steps`, 'm'));
+
+    const follow = await whilePaused(h, 'echo', async () => {
+      const { task_id: id } = await client.submit(name);
+      const follow = start('follow', id);
+      await follow.waitForOutput(new RegExp(`^\\[0/2\\] task ${id} ${name} queued$`, 'm'));
+      return follow;
+    });
+    expect((await follow.waitForExit()).code).toBe(0);
+    const lines = follow.output.trimEnd().split('\n');
+    expect(lines).toEqual(expect.arrayContaining(['[1/2] step a completed', '[2/2] step b completed', '[2/2] task completed']));
+    expect(lines.indexOf('[1/2] step a completed')).toBeLessThan(lines.indexOf('[2/2] step b completed'));
+    expect(follow.output).toContain('"words": [\n    "one",\n    "two"\n  ]');
+  });
+
+  it('cancel, retry, follow of a cancelled task (exits 1), result and tasks', async () => {
+    const { task_id: id } = await client.submit('sleep', { ms: 600_000 });
+    expect(await cli('cancel', id)).toEqual({ code: 0, output: `task ${id} cancelled\n` });
+
+    const followed = await cli('follow', id);
+    expect(followed.output).toMatch(new RegExp(`^\\[\\d/1\\] task ${id} sleep cancelled$`, 'm'));
+    expect(followed.output).toMatch(/^error: /m);
+    expect(followed.code).toBe(1);
+
+    expect(await cli('retry', id)).toEqual({ code: 0, output: `task ${id} resumed as run 2\n` });
+    expect((await cli('cancel', id)).code).toBe(0);
+
+    const result = await cli('result', id, '--wait', '10');
+    expect(result.output).toMatch(new RegExp(`^task ${id} sleep cancelled \\[1/1\\]$`, 'm'));
+    expect(result.code).toBe(0);
+
+    const tasks = await cli('tasks', '--type', 'sleep', '--json');
+    expect(JSON.parse(tasks.output).items).toContainEqual(expect.objectContaining({ task_id: id, status: 'cancelled' }));
+  });
+});
