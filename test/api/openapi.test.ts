@@ -231,7 +231,7 @@ describe('the OpenAPI document', () => {
     expect(again.body.task_id).toBe(accepted.body.task_id);
     expect((await call('POST', '/assign-task', { task_type: 'echo', params: { hello: 'moon' }, idempotency_key: 'openapi-1' })).status).toBe(409);
     expect((await call('POST', '/assign-task', { task_type: 'echo', surprise: true })).body.error.code).toBe('validation_error');
-    const badParams = await call('POST', '/assign-task', { task_type: 'approve_batches', params: { batch_ids: [7] } });
+    const badParams = await call('POST', '/assign-task', { task_type: 'approve_batches', params: { batch_ids: [1.5] } });
     expect(badParams.status).toBe(400);
     expect(badParams.body.error.details.length).toBeGreaterThan(0);
     const unknown = await call('POST', '/assign-task', { task_type: 'no_such_tool' });
