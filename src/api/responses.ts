@@ -116,7 +116,14 @@ export const taskViewSchema = z.object({
   workflow: workflowRef.optional(),
   status: taskStatus,
   result: z.unknown().optional().meta({ description: 'The final result (completed tasks).' }),
-  error: errorRecordSchema.optional(),
+  error: errorRecordSchema.optional().meta({ description: 'Why the task failed or was cancelled. `step` names the step whose failure failed it.' }),
+  error_message: z
+    .string()
+    .optional()
+    .meta({
+      description:
+        'Present with `error`: the same in one line of text, for clients that print it: the failing step, its tool and attempts, then the error\'s name and message (`step fetch (http, 3 attempts) failed: ToolTimeoutError: step timed out after 30000 ms`). Meant for people; programs read `error`.',
+    }),
   progress: z.object({
     completed: count.meta({ description: 'Steps that have finished, whatever their outcome.' }),
     total: count,

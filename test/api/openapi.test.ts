@@ -254,6 +254,8 @@ describe('the OpenAPI document', () => {
     expect(failed.status).toBe('failed');
     const failedView = await call('GET', `/result/${failedId}`);
     expect(failedView.body.error).toMatchObject({ message: 'no luck' });
+    // ...and the same as one line, for clients that print it.
+    expect(failedView.body.error_message).toBe('step broken (1 attempt) failed: NonRetryableError: no luck');
     expect(failedView.body.steps[0].error).toMatchObject({ message: 'no luck' });
 
     // A workflow task names its workflow; a step of `sleep` reports progress.
@@ -318,7 +320,7 @@ describe('the OpenAPI document', () => {
     const id = await submit(h, { task_type: 'hang', params: { key: `openapi-${randomUUID()}` } });
     await poll(async () => (await h.request('GET', `/result/${id}`)).body.status === 'running', { label: 'the hang task to run' });
     expect((await call('POST', `/tasks/${id}/cancel`)).status).toBe(200);
-    expect((await waitForTask(h, id)).status).toBe('cancelled');
+    expect(await waitForTask(h, id)).toMatchObject({ status: 'cancelled', error_message: 'Cancelled: task was cancelled' });
     expect((await call('POST', `/tasks/${id}/cancel`)).status).toBe(409);
     expect((await call('POST', `/tasks/${randomUUID()}/cancel`)).status).toBe(404);
 
