@@ -426,6 +426,17 @@ export const OPERATIONS: readonly ApiOperation[] = [
   },
   {
     method: 'get',
+    path: '/redoc',
+    operationId: 'apiReferenceUi',
+    access: 'catalog',
+    summary: 'API reference documentation (ReDoc)',
+    description: 'Reads /openapi.json. Its script, ReDoc\'s standalone bundle, is served by this server at `/redoc/redoc.standalone.js`: the page loads nothing from elsewhere.',
+    tags: ['system'],
+    browser: true,
+    responses: { 200: { description: 'The page.', mediaType: 'text/html', body: z.string() } },
+  },
+  {
+    method: 'get',
     path: '/admin/queues',
     operationId: 'queuesUi',
     access: 'monitor',

@@ -215,7 +215,7 @@ describe('the OpenAPI document', () => {
     const served = new Set([...routes, ...mounts.map((mount) => `GET ${mount}`)]);
     const documented = new Set(Object.entries(doc.paths).flatMap(([path, operations]) => Object.keys(operations).map((method) => `${method.toUpperCase()} ${path}`)));
     expect(routes.length).toBeGreaterThan(15);
-    expect([...new Set(mounts)].sort()).toEqual(['/admin/queues', '/docs']);
+    expect([...new Set(mounts)].sort()).toEqual(['/admin/queues', '/docs', '/redoc']);
     expect([...served].filter((route) => !documented.has(route)), 'served but not documented').toEqual([]);
     expect([...documented].filter((route) => !served.has(route)), 'documented but not served').toEqual([]);
   });
@@ -451,6 +451,33 @@ describe('the OpenAPI document', () => {
     }
     // swagger-ui-dist's own demo page points at the Petstore: not served.
     expect((await fetch(new URL('index.html', base))).status).toBe(404);
+  });
+
+  it('GET /redoc serves ReDoc from this server, reading /openapi.json, under a CSP that lets it run', async () => {
+    const page = await call('GET', '/redoc');
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<redoc spec-url="/openapi.json"></redoc>');
+    const base = new URL('/redoc', h.url);
+    const scripts = [...page.text.matchAll(/<script\b[^>]*\bsrc=["']([^"']+)["']/gi)].map((match) => new URL(match[1]!, base));
+    expect(scripts.map((script) => script.href)).toEqual([new URL('/redoc/redoc.standalone.js', h.url).href]);
+    // No inline script (the CSP allows none) and nothing from another origin.
+    expect(page.text.match(/<script\b[^>]*>/gi)).toHaveLength(1);
+    expect(page.text).not.toMatch(/https?:\/\//);
+    const bundle = await fetch(scripts[0]!);
+    expect(bundle.status).toBe(200);
+    expect(bundle.headers.get('content-type')).toMatch(/javascript/);
+    expect((await bundle.text()).length).toBeGreaterThan(100_000);
+
+    const csp = Object.fromEntries(
+      page.headers
+        .get('content-security-policy')!
+        .split(';')
+        .map((directive) => directive.trim().split(/\s+/))
+        .map(([name, ...values]) => [name, values]),
+    );
+    expect(csp['script-src']).toEqual(["'self'"]);
+    expect(csp['worker-src']).toEqual(["'self'", 'blob:']);
+    expect(csp).not.toHaveProperty('upgrade-insecure-requests');
   });
 
   it('with API_KEYS, every operation but /health, /ready and /metrics answers 401 without a key, and 429 past the rate limit', async () => {
