@@ -93,7 +93,8 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
   // Security headers everywhere. Bull Board and Swagger UI bring inline scripts and styles: no
-  // CSP there. ReDoc's page has none; it needs only to start its search worker from a blob: URL.
+  // CSP there. ReDoc's page has none; it needs only to start its search worker from a blob: URL
+  // (its logo, which the bundle fetches from Redocly's CDN, stays blocked: the page hides it).
   // Without upgrade-insecure-requests there, so that the page also works over plain HTTP on
   // another host than localhost (its script and /openapi.json would be asked for over HTTPS).
   const headers = helmet();
