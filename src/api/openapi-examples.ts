@@ -13,6 +13,11 @@ export interface ApiExample {
   value: unknown;
 }
 
+/** The definition POST /workflows's example stores, and the workflow its execute example runs. */
+export const EXAMPLE_WORKFLOW = 'greet_twice';
+/** An example workflow every install loads on start (src/workflows/examples): reading it works at once. */
+export const LOADED_WORKFLOW = 'diamond';
+
 const TASK_ID = '4f1c2b7e-8a3d-4e5f-9b6c-0d1e2f3a4b5c';
 const FAILED_TASK_ID = '9d2e4f60-1b3a-4c5d-8e7f-6a5b4c3d2e1f';
 const WORKFLOW_TASK_ID = 'fcc394fe-0e21-4655-bc76-f8165ade9e81';
@@ -28,8 +33,8 @@ export const assignTaskExamples: Record<string, ApiExample> = {
     value: { task_type: 'approve_batches', params: { batch_ids: [1, 2, 3], auto_approve: true } },
   },
   workflow: {
-    summary: 'A workflow: diamond, loaded on start',
-    value: { task_type: 'diamond', params: { value: 'v' } },
+    summary: `A workflow: ${LOADED_WORKFLOW}, loaded on start`,
+    value: { task_type: LOADED_WORKFLOW, params: { value: 'v' } },
   },
   idempotent: {
     summary: 'With an idempotency key and a priority',
@@ -37,9 +42,6 @@ export const assignTaskExamples: Record<string, ApiExample> = {
     value: { task_type: 'echo', params: { order: 42 }, idempotency_key: 'order-42', priority: 1 },
   },
 };
-
-/** The definition POST /workflows's example stores, and the workflow its execute example runs. */
-export const EXAMPLE_WORKFLOW = 'greet_twice';
 
 export const defineWorkflowExamples: Record<string, ApiExample> = {
   greet_twice: {

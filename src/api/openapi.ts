@@ -4,7 +4,7 @@ import { API_KEY_SCOPES } from '../config.js';
 import { parameterSchema, stepSchema, workflowDefinitionSchema } from '../workflows/definition.js';
 import { ACCESS, type Access } from './access.js';
 import * as ex from './openapi-examples.js';
-import type { ApiExample } from './openapi-examples.js';
+import { type ApiExample } from './openapi-examples.js';
 import * as r from './responses.js';
 import { deadLettersQuery } from './routes/dead-letters.js';
 import { statsQuery } from './routes/stats.js';
@@ -272,7 +272,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['workflows'],
     ...workflowParams,
     query: versionQuery,
-    paramExamples: { name: ex.EXAMPLE_WORKFLOW },
+    paramExamples: { name: ex.LOADED_WORKFLOW },
     responses: {
       200: { description: 'The definition.', body: r.storedWorkflowSchema, examples: ex.storedWorkflowExamples },
       400: invalid('The query is invalid.'),
@@ -288,7 +288,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     summary: 'List the versions of a workflow, archived ones included',
     tags: ['workflows'],
     ...workflowParams,
-    paramExamples: { name: ex.EXAMPLE_WORKFLOW },
+    paramExamples: { name: ex.LOADED_WORKFLOW },
     responses: {
       200: { description: 'The versions, oldest first.', body: r.workflowVersionsSchema, examples: ex.workflowVersionsExamples },
       404: notFound('No such workflow (`workflow_not_found`).'),
