@@ -393,6 +393,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/redoc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * API reference documentation (ReDoc)
+         * @description Reads /openapi.json. Its script, ReDoc's standalone bundle, is served by this server at `/redoc/redoc.standalone.js`: the page loads nothing from elsewhere.
+         */
+        get: operations["apiReferenceUi"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/queues": {
         parameters: {
             query?: never;
@@ -582,7 +602,10 @@ export interface components {
             status: "queued" | "running" | "completed" | "failed" | "cancelled";
             /** @description The final result (completed tasks). */
             result?: unknown;
+            /** @description Why the task failed or was cancelled. `step` names the step whose failure failed it. */
             error?: components["schemas"]["ErrorRecord"];
+            /** @description Present with `error`: the same in one line of text, for clients that print it: the failing step, its tool and attempts, then the error's name and message (`step fetch (http, 3 attempts) failed: ToolTimeoutError: step timed out after 30000 ms`). Meant for people; programs read `error`. */
+            error_message?: string;
             progress: {
                 /** @description Steps that have finished, whatever their outcome. */
                 completed: number;
@@ -812,7 +835,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskAssigned"];
                 };
             };
-            /** @description The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem. */
+            /** @description The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1132,7 +1155,22 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        /** @description The `id:` line, e.g. `1795372253145-0`: send it back as Last-Event-ID to resume. Absent on `shutdown`. */
+                        id?: string;
+                        /**
+                         * @description The `event:` line.
+                         * @enum {string}
+                         */
+                        event: "snapshot" | "task" | "step" | "progress" | "reconnect" | "shutdown";
+                        /** @description The `data:` line, one line of JSON: the task (`TaskView`) for `snapshot`; a `TaskStreamEvent` for `task`, `step` and `progress`; `{reason, message}` for `reconnect`; `{message}` for `shutdown`. */
+                        data: components["schemas"]["TaskView"] | components["schemas"]["TaskStreamEvent"] | {
+                            reason: string;
+                            message: string;
+                        } | {
+                            message: string;
+                        };
+                    };
                 };
             };
             /** @description Last-Event-ID is not an event id. */
@@ -1613,7 +1651,10 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description The name of a workflow. */
+                /**
+                 * @description The name of a workflow.
+                 * @example diamond
+                 */
                 name: string;
             };
             cookie?: never;
@@ -1685,7 +1726,10 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The name of a workflow. */
+                /**
+                 * @description The name of a workflow.
+                 * @example greet_twice
+                 */
                 name: string;
             };
             cookie?: never;
@@ -1764,7 +1808,10 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The name of a workflow. */
+                /**
+                 * @description The name of a workflow.
+                 * @example diamond
+                 */
                 name: string;
             };
             cookie?: never;
@@ -1835,7 +1882,10 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description The name of a workflow. */
+                /**
+                 * @description The name of a workflow.
+                 * @example greet_twice
+                 */
                 name: string;
             };
             cookie?: never;
@@ -2343,6 +2393,15 @@ export interface operations {
                     };
                 };
             };
+            /** @description A body was sent and it is not valid JSON (`invalid_json`). Probes need none. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
         };
     };
     ready: {
@@ -2365,6 +2424,15 @@ export interface operations {
                         ready: true;
                         checks: components["schemas"]["DependencyChecks"];
                     };
+                };
+            };
+            /** @description A body was sent and it is not valid JSON (`invalid_json`). Probes need none. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
             /** @description Redis or PostgreSQL does not answer (`not_ready`). */
@@ -2403,6 +2471,17 @@ export interface operations {
                 };
                 content: {
                     "text/plain": string;
+                };
+            };
+            /** @description METRICS_TOKEN is set and the request does not carry it (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description `Bearer realm="metrics"` */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2477,6 +2556,48 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    apiReferenceUi: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The page. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
             };
             /** @description API keys are configured and no valid key was sent (`unauthorized`). */
             401: {

@@ -8,7 +8,7 @@ import type { RedisClient } from '../queue/redis.js';
 import { scrapeAuthorized, type Metrics } from '../observability/metrics.js';
 import { traceRequests } from '../observability/http-tracing.js';
 import { tracingEnabled } from '../observability/tracing.js';
-import { accessLog, apiKeyAuth, isPreflight, requestIds, requestRateLimit } from './middleware.js';
+import { accessLog, apiKeyAuth, BROWSER_PATHS, isPreflight, requestIds, requestRateLimit } from './middleware.js';
 import { requireAccess } from './access.js';
 import type { KeyRing } from './api-keys.js';
 import type { Admission } from './admission.js';
@@ -23,7 +23,7 @@ import { workflowRoutes } from './routes/workflows.js';
 import { deadLetterRoutes } from './routes/dead-letters.js';
 import { statsRoutes } from './routes/stats.js';
 import type { StatsStore } from '../persistence/stats-store.js';
-import { docsUi, openApiRoute } from './routes/docs.js';
+import { docsUi, openApiRoute, redocUi } from './routes/docs.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
 import { taskEventRoutes, type EventStreams } from './routes/task-events.js';
 import type { EventLog } from '../queue/event-log.js';
@@ -54,6 +54,7 @@ export interface AppDeps {
 }
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
+const REDOC_PATHS = /^\/redoc(\/|$)/;
 
 /** Route pattern of a request, for metric labels (never the raw path: ids would explode them). */
 function routeOf(req: express.Request): string {
@@ -91,10 +92,15 @@ export function createApp(deps: AppDeps): Express {
     });
     next();
   });
-  // Security headers everywhere; the two browser UIs bring their own scripts and styles.
+  // Security headers everywhere. Bull Board and Swagger UI bring inline scripts and styles: no
+  // CSP there. ReDoc's page has none; it needs only to start its search worker from a blob: URL
+  // (its logo, which the bundle fetches from Redocly's CDN, stays blocked: the page hides it).
+  // Without upgrade-insecure-requests there, so that the page also works over plain HTTP on
+  // another host than localhost (its script and /openapi.json would be asked for over HTTPS).
   const headers = helmet();
   const uiHeaders = helmet({ contentSecurityPolicy: false });
-  app.use((req, res, next) => (/^\/(admin\/queues|docs)(\/|$)/.test(req.path) ? uiHeaders : headers)(req, res, next));
+  const redocHeaders = helmet({ contentSecurityPolicy: { directives: { workerSrc: ["'self'", 'blob:'], upgradeInsecureRequests: null } } });
+  app.use((req, res, next) => (REDOC_PATHS.test(req.path) ? redocHeaders : BROWSER_PATHS.test(req.path) ? uiHeaders : headers)(req, res, next));
   const corsEnabled = config.CORS_ORIGINS.length > 0;
   if (corsEnabled) {
     const corsHeaders = cors({
@@ -166,6 +172,7 @@ export function createApp(deps: AppDeps): Express {
   // The API description, generated from the zod schemas (src/api/openapi.ts), and its UI.
   app.get('/openapi.json', requireAccess('catalog'), openApiRoute());
   app.use('/docs', requireAccess('catalog'), docsUi('/openapi.json'));
+  app.use('/redoc', requireAccess('catalog'), redocUi('/openapi.json'));
 
   // Bull Board shows every task's job data: admin and read keys only. Its API changes queues
   // with anything but GET, so those need admin; a read key gets a board in read-only mode too,

@@ -12,7 +12,7 @@ import { errorBody } from './http.js';
 /** Endpoints a load balancer or scraper calls without a key. */
 export const OPEN_PATHS = new Set(['/health', '/ready', '/metrics']);
 /** Pages a person opens in a browser: they get a basic-auth prompt instead of a bare 401. */
-const BROWSER_PATHS = /^\/(admin\/queues|docs)(\/|$)/;
+export const BROWSER_PATHS = /^\/(admin\/queues|docs|redoc)(\/|$)/;
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

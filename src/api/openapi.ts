@@ -3,6 +3,8 @@ import { PACKAGE } from '../bootstrap.js';
 import { API_KEY_SCOPES } from '../config.js';
 import { parameterSchema, stepSchema, workflowDefinitionSchema } from '../workflows/definition.js';
 import { ACCESS, type Access } from './access.js';
+import * as ex from './openapi-examples.js';
+import { type ApiExample } from './openapi-examples.js';
 import * as r from './responses.js';
 import { deadLettersQuery } from './routes/dead-letters.js';
 import { statsQuery } from './routes/stats.js';
@@ -25,6 +27,8 @@ export interface ApiReply {
   /** @defaultValue 'application/json' when `body` is set */
   mediaType?: string;
   headers?: Record<string, { description: string; schema: JsonSchema }>;
+  /** Examples of the body, by name (src/api/openapi-examples.ts); each must fit `body`. */
+  examples?: Record<string, ApiExample>;
 }
 
 export interface ApiOperation {
@@ -40,6 +44,13 @@ export interface ApiOperation {
   /** Request headers the operation reads. */
   headers?: z.ZodObject;
   body?: z.ZodType;
+  /**
+   * Examples of the body, by name. The first is what Swagger UI's "Try it out" pre-fills: each
+   * must pass `body` and succeed on a default install (test/api/openapi-examples.test.ts).
+   */
+  bodyExamples?: Record<string, ApiExample>;
+  /** Example values of path and query parameters, by name: what "Try it out" pre-fills. */
+  paramExamples?: Record<string, string | number>;
   /** Open to anyone even when API_KEYS is set (load balancers, scrapers). */
   open?: boolean;
   /** Which keys may call it (src/api/access.ts); every operation that is not open names one, and its route checks the same. */
@@ -64,7 +75,10 @@ const unavailableOrOverloaded: ApiReply = {
     'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, `details.backlog` and `details.limit`, with `Retry-After` in seconds); nothing was created. Try again later.',
   body: r.errorBodySchema,
 };
-const assigned = (status: string): ApiReply => ({ description: status, body: r.assignedSchema });
+const assigned = (status: string, examples: Record<string, ApiExample>): ApiReply => ({ description: status, body: r.assignedSchema, examples });
+
+/** The probes read no body, but a request's body is parsed before any route sees it. */
+const BODY_ON_A_PROBE = 'A body was sent and it is not valid JSON (`invalid_json`). Probes need none.';
 
 const taskParams = { params: taskIdParam };
 const workflowParams = { params: workflowNameParam };
@@ -82,11 +96,17 @@ export const OPERATIONS: readonly ApiOperation[] = [
       '`task_type` names a tool (a one-step task) or a registered workflow; `params` is checked against its input schema before anything is enqueued. Also answers on `/assign-task/`.',
     tags: ['tasks'],
     body: assignTaskBody,
+    bodyExamples: ex.assignTaskExamples,
     responses: {
-      202: assigned('Accepted: the task is stored and enqueued.'),
-      200: assigned('The same `idempotency_key` with the same body was seen before: the first task, nothing new enqueued.'),
-      400: invalid('The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem.'),
-      404: notFound('No tool or workflow has that name (`unknown_task_type`); `details` lists the known ones.'),
+      202: assigned('Accepted: the task is stored and enqueued.', ex.assignedExamples),
+      200: assigned('The same `idempotency_key` with the same body was seen before: the first task, nothing new enqueued.', ex.replayedExamples),
+      400: {
+        ...invalid(
+          'The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`.',
+        ),
+        examples: ex.assignTaskInvalidExamples,
+      },
+      404: { ...notFound('No tool or workflow has that name (`unknown_task_type`); `details` lists the known ones.'), examples: ex.unknownTaskTypeExamples },
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
       503: unavailableOrOverloaded,
     },
@@ -103,7 +123,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     ...taskParams,
     query: resultQuery,
     responses: {
-      200: { description: 'The task.', body: r.taskViewSchema },
+      200: { description: 'The task.', body: r.taskViewSchema, examples: ex.taskViewExamples },
       400: invalid('The query is invalid.'),
       404: notFound('No such task (`task_not_found`).'),
       429: {
@@ -123,7 +143,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['tasks'],
     query: listTasksQuery,
     responses: {
-      200: { description: 'A page of tasks.', body: r.taskListSchema },
+      200: { description: 'A page of tasks.', body: r.taskListSchema, examples: ex.taskListExamples },
       400: invalid('The query or the cursor is invalid.'),
       503: unavailable,
     },
@@ -137,7 +157,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['tasks'],
     ...taskParams,
     responses: {
-      200: { description: 'The task.', body: r.taskViewSchema },
+      200: { description: 'The task.', body: r.taskViewSchema, examples: ex.taskViewExamples },
       404: notFound('No such task (`task_not_found`).'),
       503: unavailable,
     },
@@ -161,7 +181,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     query: z.object({ last_event_id: z.string().optional().meta({ description: 'As the Last-Event-ID header, for clients that cannot set headers.' }) }),
     headers: z.object({ 'Last-Event-ID': z.string().optional().meta({ description: 'The id of the last event received, e.g. `1700000000000-0`.' }) }),
     responses: {
-      200: { description: 'The event stream.', mediaType: 'text/event-stream', body: z.string() },
+      200: { description: 'The event stream.', mediaType: 'text/event-stream', body: r.taskStreamMessageSchema, examples: ex.taskEventExamples },
       400: invalid('Last-Event-ID is not an event id.'),
       404: notFound('No such task (`task_not_found`).'),
       429: {
@@ -182,7 +202,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['tasks'],
     ...taskParams,
     responses: {
-      200: { description: 'Cancelled.', body: r.taskCancelledSchema },
+      200: { description: 'Cancelled.', body: r.taskCancelledSchema, examples: ex.taskCancelledExamples },
       404: notFound('No such task (`task_not_found`).'),
       409: conflict('The task already ended (`task_finished`).'),
       503: unavailable,
@@ -198,7 +218,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['tasks'],
     ...taskParams,
     responses: {
-      202: { description: 'Resumed: its unfinished steps are enqueued again.', body: r.taskResumedSchema },
+      202: { description: 'Resumed: its unfinished steps are enqueued again.', body: r.taskResumedSchema, examples: ex.taskResumedExamples },
       404: notFound('No such task (`task_not_found`).'),
       409: conflict('The task neither failed nor was cancelled (`task_not_retryable`).'),
       503: unavailable,
@@ -213,7 +233,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     access: 'catalog',
     summary: 'List the tool adapters, with their input and output JSON Schemas and defaults',
     tags: ['tools'],
-    responses: { 200: { description: 'Every tool this deployment knows.', body: r.toolListSchema } },
+    responses: { 200: { description: 'Every tool this deployment knows.', body: r.toolListSchema, examples: ex.toolListExamples } },
   },
 
   // Workflows
@@ -227,8 +247,9 @@ export const OPERATIONS: readonly ApiOperation[] = [
       'Checked before storing: unique step ids, known tools, existing dependencies, no cycles, template references that resolve, literal inputs that fit the tool. Running tasks keep the version they started with.',
     tags: ['workflows'],
     body: workflowDefinitionSchema,
+    bodyExamples: ex.defineWorkflowExamples,
     responses: {
-      201: { description: 'Stored; the answer holds its version.', body: r.storedWorkflowSchema },
+      201: { description: 'Stored; the answer holds its version.', body: r.storedWorkflowSchema, examples: ex.storedWorkflowExamples },
       400: invalid('The definition is invalid (`invalid_workflow`): every problem with its JSON path.'),
       503: unavailable,
     },
@@ -240,7 +261,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     access: 'catalog',
     summary: 'List the active workflows (current versions)',
     tags: ['workflows'],
-    responses: { 200: { description: 'The workflows.', body: r.workflowListSchema }, 503: unavailable },
+    responses: { 200: { description: 'The workflows.', body: r.workflowListSchema, examples: ex.workflowListExamples }, 503: unavailable },
   },
   {
     method: 'get',
@@ -251,8 +272,9 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['workflows'],
     ...workflowParams,
     query: versionQuery,
+    paramExamples: { name: ex.LOADED_WORKFLOW },
     responses: {
-      200: { description: 'The definition.', body: r.storedWorkflowSchema },
+      200: { description: 'The definition.', body: r.storedWorkflowSchema, examples: ex.storedWorkflowExamples },
       400: invalid('The query is invalid.'),
       404: notFound('No such workflow or version (`workflow_not_found`).'),
       503: unavailable,
@@ -266,8 +288,9 @@ export const OPERATIONS: readonly ApiOperation[] = [
     summary: 'List the versions of a workflow, archived ones included',
     tags: ['workflows'],
     ...workflowParams,
+    paramExamples: { name: ex.LOADED_WORKFLOW },
     responses: {
-      200: { description: 'The versions, oldest first.', body: r.workflowVersionsSchema },
+      200: { description: 'The versions, oldest first.', body: r.workflowVersionsSchema, examples: ex.workflowVersionsExamples },
       404: notFound('No such workflow (`workflow_not_found`).'),
       503: unavailable,
     },
@@ -281,8 +304,9 @@ export const OPERATIONS: readonly ApiOperation[] = [
     description: 'It can no longer be run; its versions and tasks are kept.',
     tags: ['workflows'],
     ...workflowParams,
+    paramExamples: { name: ex.EXAMPLE_WORKFLOW },
     responses: {
-      200: { description: 'Archived.', body: r.workflowArchivedSchema },
+      200: { description: 'Archived.', body: r.workflowArchivedSchema, examples: ex.workflowArchivedExamples },
       404: notFound('No such workflow (`workflow_not_found`).'),
       503: unavailable,
     },
@@ -296,9 +320,11 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['workflows'],
     ...workflowParams,
     body: executeWorkflowBody,
+    bodyExamples: ex.executeWorkflowExamples,
+    paramExamples: { name: ex.EXAMPLE_WORKFLOW },
     responses: {
-      202: assigned('Accepted: the task is stored and enqueued.'),
-      200: assigned('The same `idempotency_key` with the same body was seen before: the first task.'),
+      202: assigned('Accepted: the task is stored and enqueued.', ex.executedExamples),
+      200: assigned('The same `idempotency_key` with the same body was seen before: the first task.', ex.replayedExamples),
       400: invalid('The body is invalid, or `parameters` do not fit the workflow (`invalid_params`).'),
       404: notFound('No active workflow has that name (`workflow_not_found`).'),
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
@@ -316,7 +342,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['dead-letters'],
     query: deadLettersQuery,
     responses: {
-      200: { description: 'A page of dead letters, newest first.', body: r.deadLetterListSchema },
+      200: { description: 'A page of dead letters, newest first.', body: r.deadLetterListSchema, examples: ex.deadLetterListExamples },
       400: invalid('The query or the cursor is invalid.'),
       503: unavailable,
     },
@@ -330,7 +356,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['dead-letters'],
     params: deadLetterIdParam,
     responses: {
-      202: { description: 'The task was resumed.', body: r.deadLetterReplayedSchema },
+      202: { description: 'The task was resumed.', body: r.deadLetterReplayedSchema, examples: ex.deadLetterReplayedExamples },
       404: notFound('No such dead letter (`dead_letter_not_found`).'),
       409: conflict('Its task neither failed nor was cancelled (`task_not_retryable`).'),
       503: unavailable,
@@ -349,7 +375,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['system'],
     query: statsQuery,
     responses: {
-      200: { description: 'The statistics of the window.', body: r.statsSchema },
+      200: { description: 'The statistics of the window.', body: r.statsSchema, examples: ex.statsExamples },
       400: invalid('The query is invalid, or the window is empty or wider than STATS_MAX_WINDOW_DAYS (path `window` or `since`).'),
       503: { description: '`stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); or `service_unavailable`.', body: r.errorBodySchema },
     },
@@ -363,7 +389,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     access: 'catalog',
     summary: 'Name, version, uptime and links',
     tags: ['system'],
-    responses: { 200: { description: 'About this service.', body: r.serviceInfoSchema } },
+    responses: { 200: { description: 'About this service.', body: r.serviceInfoSchema, examples: ex.serviceInfoExamples } },
   },
   {
     method: 'get',
@@ -373,7 +399,10 @@ export const OPERATIONS: readonly ApiOperation[] = [
     description: 'Answers 200 while the process runs, even when a dependency is down (then `status` is `degraded`).',
     tags: ['system'],
     open: true,
-    responses: { 200: { description: 'The process is alive.', body: r.healthSchema } },
+    responses: {
+      200: { description: 'The process is alive.', body: r.healthSchema, examples: ex.healthExamples },
+      400: invalid(BODY_ON_A_PROBE),
+    },
   },
   {
     method: 'get',
@@ -383,8 +412,9 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['system'],
     open: true,
     responses: {
-      200: { description: 'Ready for traffic.', body: r.readySchema },
-      503: { description: 'Redis or PostgreSQL does not answer (`not_ready`).', body: r.notReadySchema },
+      200: { description: 'Ready for traffic.', body: r.readySchema, examples: ex.readyExamples },
+      400: invalid(BODY_ON_A_PROBE),
+      503: { description: 'Redis or PostgreSQL does not answer (`not_ready`).', body: r.notReadySchema, examples: ex.notReadyExamples },
     },
   },
   {
@@ -396,7 +426,14 @@ export const OPERATIONS: readonly ApiOperation[] = [
       'Outside API_KEYS. When METRICS_TOKEN is set, it needs `Authorization: Bearer <METRICS_TOKEN>` (else 401 `unauthorized`). Queue, task and dead-letter gauges are read at most once per METRICS_CACHE_MS.',
     tags: ['system'],
     open: true,
-    responses: { 200: { description: 'The Prometheus text exposition format.', mediaType: 'text/plain', body: z.string() } },
+    responses: {
+      200: { description: 'The Prometheus text exposition format.', mediaType: 'text/plain', body: z.string(), examples: ex.metricsExamples },
+      401: {
+        description: 'METRICS_TOKEN is set and the request does not carry it (`unauthorized`).',
+        body: r.errorBodySchema,
+        headers: { 'WWW-Authenticate': { description: '`Bearer realm="metrics"`', schema: text } },
+      },
+    },
   },
   {
     method: 'get',
@@ -405,7 +442,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     access: 'catalog',
     summary: 'This API description (OpenAPI 3.1)',
     tags: ['system'],
-    responses: { 200: { description: 'The OpenAPI document.', body: z.record(z.string(), z.unknown()) } },
+    responses: { 200: { description: 'The OpenAPI document.', body: z.record(z.string(), z.unknown()), examples: ex.openApiExamples } },
   },
   {
     method: 'get',
@@ -417,12 +454,23 @@ export const OPERATIONS: readonly ApiOperation[] = [
     tags: ['system'],
     browser: true,
     responses: {
-      200: { description: 'The page (at `/docs/`).', mediaType: 'text/html', body: z.string() },
+      200: { description: 'The page (at `/docs/`).', mediaType: 'text/html', body: z.string(), examples: ex.swaggerPageExamples },
       301: {
         description: '`/docs` redirects to `/docs/`, so the relative URLs of the page resolve.',
         headers: { Location: { description: '`/docs/`', schema: text } },
       },
     },
+  },
+  {
+    method: 'get',
+    path: '/redoc',
+    operationId: 'apiReferenceUi',
+    access: 'catalog',
+    summary: 'API reference documentation (ReDoc)',
+    description: 'Reads /openapi.json. Its script, ReDoc\'s standalone bundle, is served by this server at `/redoc/redoc.standalone.js`: the page loads nothing from elsewhere.',
+    tags: ['system'],
+    browser: true,
+    responses: { 200: { description: 'The page.', mediaType: 'text/html', body: z.string(), examples: ex.redocPageExamples } },
   },
   {
     method: 'get',
@@ -433,7 +481,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     description: 'A browser UI; its own API and assets live under `/admin/queues/`. Not a stable interface for programs.',
     tags: ['system'],
     browser: true,
-    responses: { 200: { description: 'The Bull Board page.', mediaType: 'text/html', body: z.string() } },
+    responses: { 200: { description: 'The Bull Board page.', mediaType: 'text/html', body: z.string(), examples: ex.boardPageExamples } },
   },
 ];
 
@@ -540,7 +588,7 @@ class Converter {
   }
 }
 
-function parametersOf(where: 'path' | 'query' | 'header', schema: JsonSchema): JsonSchema[] {
+function parametersOf(where: 'path' | 'query' | 'header', schema: JsonSchema, examples: Record<string, unknown> = {}): JsonSchema[] {
   const properties = (schema.properties ?? {}) as Record<string, JsonSchema>;
   const required = new Set((schema.required ?? []) as string[]);
   return Object.entries(properties).map(([name, property]) => {
@@ -551,6 +599,7 @@ function parametersOf(where: 'path' | 'query' | 'header', schema: JsonSchema): J
       required: where === 'path' || required.has(name),
       ...(description !== undefined ? { description } : {}),
       schema: rest,
+      ...(examples[name] !== undefined ? { example: examples[name] } : {}),
     };
   });
 }
@@ -592,8 +641,8 @@ export function buildOpenApiDocument(operations: readonly ApiOperation[] = OPERA
   const paths: OpenApiDocument['paths'] = {};
   for (const { operation, params, query, headers, body, replies } of pending) {
     const parameters = [
-      ...(params ? parametersOf('path', params()) : []),
-      ...(query ? parametersOf('query', query()) : []),
+      ...(params ? parametersOf('path', params(), operation.paramExamples) : []),
+      ...(query ? parametersOf('query', query(), operation.paramExamples) : []),
       ...(headers ? parametersOf('header', headers()) : []),
     ];
     // OpenAPI 3.1 lets a bearer or basic requirement list the roles it needs: here the key scopes.
@@ -606,14 +655,21 @@ export function buildOpenApiDocument(operations: readonly ApiOperation[] = OPERA
       tags: operation.tags,
       ...(parameters.length > 0 ? { parameters } : {}),
       // Handlers read a missing body as {}: the body is required only when {} is not enough.
-      ...(body ? { requestBody: { required: !operation.body!.safeParse({}).success, content: { 'application/json': { schema: body() } } } } : {}),
+      ...(body
+        ? {
+            requestBody: {
+              required: !operation.body!.safeParse({}).success,
+              content: { 'application/json': { schema: body(), ...(operation.bodyExamples ? { examples: operation.bodyExamples } : {}) } },
+            },
+          }
+        : {}),
       responses: Object.fromEntries(
         replies.map(({ status, reply, schema }) => [
           status,
           {
             description: reply.description,
             ...(reply.headers ? { headers: reply.headers } : {}),
-            ...(schema ? { content: { [reply.mediaType ?? 'application/json']: { schema: schema() } } } : {}),
+            ...(schema ? { content: { [reply.mediaType ?? 'application/json']: { schema: schema(), ...(reply.examples ? { examples: reply.examples } : {}) } } } : {}),
           },
         ]),
       ),

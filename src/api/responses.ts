@@ -116,7 +116,14 @@ export const taskViewSchema = z.object({
   workflow: workflowRef.optional(),
   status: taskStatus,
   result: z.unknown().optional().meta({ description: 'The final result (completed tasks).' }),
-  error: errorRecordSchema.optional(),
+  error: errorRecordSchema.optional().meta({ description: 'Why the task failed or was cancelled. `step` names the step whose failure failed it.' }),
+  error_message: z
+    .string()
+    .optional()
+    .meta({
+      description:
+        'Present with `error`: the same in one line of text, for clients that print it: the failing step, its tool and attempts, then the error\'s name and message (`step fetch (http, 3 attempts) failed: ToolTimeoutError: step timed out after 30000 ms`). Meant for people; programs read `error`.',
+    }),
   progress: z.object({
     completed: count.meta({ description: 'Steps that have finished, whatever their outcome.' }),
     total: count,
@@ -174,6 +181,28 @@ export const taskStreamEventSchema = z
     at: timestamp,
   })
   .meta({ description: 'A task or step transition, or a progress report, as sent in the event stream.' });
+
+/**
+ * One message of GET /tasks/:id/events as its `id:`, `event:` and `data:` lines carry it. OpenAPI
+ * 3.1 has no way to describe a stream's items, so the stream's schema is that of one message.
+ */
+export const taskStreamMessageSchema = z
+  .object({
+    id: z.string().optional().meta({ description: 'The `id:` line, e.g. `1795372253145-0`: send it back as Last-Event-ID to resume. Absent on `shutdown`.' }),
+    event: z.enum(['snapshot', 'task', 'step', 'progress', 'reconnect', 'shutdown']).meta({ description: 'The `event:` line.' }),
+    data: z
+      .union([
+        taskViewSchema,
+        taskStreamEventSchema,
+        z.object({ reason: z.string(), message: z.string() }),
+        z.object({ message: z.string() }),
+      ])
+      .meta({
+        description:
+          'The `data:` line, one line of JSON: the task (`TaskView`) for `snapshot`; a `TaskStreamEvent` for `task`, `step` and `progress`; `{reason, message}` for `reconnect`; `{message}` for `shutdown`.',
+      }),
+  })
+  .meta({ description: 'One event of the stream; the stream is a sequence of them, each ended by a blank line.' });
 
 // Tools
 

@@ -23,6 +23,23 @@ export function stepView(step: Step): StepViewBody {
   };
 }
 
+type TaskError = NonNullable<TaskViewBody['error']>;
+
+/**
+ * One line for clients that print a task's error rather than read its fields (those written
+ * against the Celery-style contract this service replaces, where `error` is a string): the
+ * failing step, its tool and attempts, then the error's name and message, e.g.
+ * `step fetch (http, 3 attempts) failed: ToolTimeoutError: step timed out after 30000 ms`.
+ */
+export function errorSummary(error: TaskError, steps: readonly Pick<Step, 'stepId' | 'tool' | 'attempts'>[]): string {
+  const cause = `${error.name}: ${error.message}`;
+  if (error.step === undefined) return cause;
+  const step = steps.find((candidate) => candidate.stepId === error.step);
+  if (!step) return `step ${error.step} failed: ${cause}`;
+  const attempts = `${step.attempts} attempt${step.attempts === 1 ? '' : 's'}`;
+  return `step ${step.stepId} (${step.tool === step.stepId ? '' : `${step.tool}, `}${attempts}) failed: ${cause}`;
+}
+
 /** The contract's answer to GET /result/:task_id. */
 function callbackView(url: string, deliveries: CallbackDelivery[]) {
   return {
@@ -49,7 +66,7 @@ export function taskView(task: Task & { steps: Step[]; callbacks?: CallbackDeliv
     ...(task.workflowName ? { workflow: { name: task.workflowName, version: task.workflowVersion } } : {}),
     status: task.status,
     ...(task.result !== null ? { result: task.result } : {}),
-    ...(task.error !== null ? { error: task.error as TaskViewBody['error'] } : {}),
+    ...(task.error !== null ? { error: task.error as TaskError, error_message: errorSummary(task.error as TaskError, task.steps) } : {}),
     progress: {
       /** Steps that have finished, whatever their outcome. */
       completed: task.steps.filter((step) => FINISHED_STEP.has(step.status)).length,

@@ -51,7 +51,7 @@ describe('POST /assign-task and GET /result', () => {
     const before = await h.db.prisma.task.count();
     const response = await h.request('POST', '/assign-task', {
       task_type: 'approve_batches',
-      params: { batch_ids: ['ok', 7, ''], auto_approve: 'yes' },
+      params: { batch_ids: ['ok', 1.5, ''], auto_approve: 'yes' },
     });
     expect(response.status).toBe(400);
     expect(response.body.error.code).toBe('invalid_params');

@@ -1,18 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
-import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
-import addFormatsPlugin from 'ajv-formats';
 import { Queue } from 'bullmq';
 import type { Express } from 'express';
+import { request, type Dispatcher } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
+import { DocumentSchemas, pointerSegment as escape } from '../helpers/openapi.js';
 
-const addFormats = addFormatsPlugin as unknown as typeof addFormatsPlugin.default;
 const API_KEY = 'openapi-test-key-0123456789';
 const READ_KEY = 'openapi-read-key-0123456789';
 const CLIENT_KEY = 'openapi-client-key-0123456789';
@@ -68,13 +67,12 @@ function parseEvents(text: string): { id?: string; event: string; data: any }[] 
 describe('the OpenAPI document', () => {
   let h: Harness;
   let secured: Harness;
-  /** Keys of every scope, no rate limit: for the 403 answers. */
+  /** Keys of every scope, no rate limit: for the 403 answers; and a METRICS_TOKEN. */
   let scoped: Harness;
   /** Receives completion callbacks. */
   let receiver: TestServer;
   let doc: OpenApiDocument;
-  let ajv: Ajv2020;
-  const validators = new Map<string, ValidateFunction>();
+  let schemas: DocumentSchemas;
   /** `POST /assign-task 202`: every documented answer a test provoked. */
   const exercised = new Set<string>();
 
@@ -86,15 +84,12 @@ describe('the OpenAPI document', () => {
         env: { BODY_LIMIT: '10kb', CALLBACK_SECRET: 'openapi-callback-secret-0123', HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${receiver.port}` },
       }),
       createHarness({ worker: false, env: { API_KEYS: API_KEY, RATE_LIMIT_PER_MINUTE: '3' } }),
-      createHarness({ worker: false, env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY}` } }),
+      createHarness({ worker: false, env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY}`, METRICS_TOKEN: 'openapi-metrics-token-0123456789' } }),
     ]);
     const served = await fetch(`${h.url}/openapi.json`);
     expect(served.status).toBe(200);
     doc = (await served.json()) as OpenApiDocument;
-    ajv = new Ajv2020({ strict: false, allErrors: true });
-    addFormats(ajv);
-    // The whole document is one resource, so `#/components/schemas/...` resolves inside it.
-    ajv.addSchema(doc, 'openapi.json');
+    schemas = new DocumentSchemas(doc);
   });
   afterAll(async () => {
     await Promise.all([h?.close(), secured?.close(), scoped?.close(), receiver?.close()]);
@@ -111,25 +106,12 @@ describe('the OpenAPI document', () => {
     return { path: template, operation };
   }
 
-  function schemaValidator(pointer: string): ValidateFunction {
-    let validate = validators.get(pointer);
-    if (!validate) {
-      validate = ajv.compile({ $ref: `openapi.json#${pointer}` });
-      validators.set(pointer, validate);
-    }
-    return validate;
-  }
-
-  const problems = (validate: ValidateFunction) =>
-    (validate.errors ?? []).map((error) => `${error.instancePath || '(body)'} ${error.message} ${JSON.stringify(error.params)}`);
-
-  const escape = (segment: string) => segment.replace(/~/g, '~0').replace(/\//g, '~1');
-
   /**
    * Sends a request and checks the answer against the document: the status must be listed for
    * the operation, the content type must be the documented one, and a JSON body must fit the
    * documented schema. `beforeBody` runs once the answer's head has arrived, before its body is
-   * read (a stream's first event comes with the head).
+   * read (a stream's first event comes with the head). undici's request rather than fetch: it
+   * sends a body with a GET too, as some clients do.
    */
   async function call(
     method: string,
@@ -139,14 +121,17 @@ describe('the OpenAPI document', () => {
     on: Harness = h,
     beforeBody?: () => Promise<void>,
   ): Promise<Answer> {
-    const response = await fetch(`${on.url}${url}`, {
-      method,
-      redirect: 'manual',
+    const answered = await request(`${on.url}${url}`, {
+      method: method as Dispatcher.HttpMethod,
       headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
+    const response = {
+      status: answered.statusCode,
+      headers: new Headers(Object.entries(answered.headers).map(([name, value]): [string, string] => [name, [value ?? ''].flat().join(', ')])),
+    };
     await beforeBody?.();
-    const text = await response.text();
+    const text = await answered.body.text();
     let parsed: unknown = text;
     try {
       parsed = JSON.parse(text);
@@ -163,10 +148,8 @@ describe('the OpenAPI document', () => {
       const mediaType = (response.headers.get('content-type') ?? '').split(';')[0]!.trim();
       expect(Object.keys(documented!.content), `${where} with content type ${mediaType}`).toContain(mediaType);
       if (mediaType === 'application/json') {
-        const validate = schemaValidator(
-          `/paths/${escape(path)}/${method.toLowerCase()}/responses/${response.status}/content/${escape(mediaType)}/schema`,
-        );
-        expect(validate(parsed) ? [] : problems(validate), `${where}: the body does not fit its documented schema: ${text.slice(0, 500)}`).toEqual([]);
+        const pointer = `/paths/${escape(path)}/${method.toLowerCase()}/responses/${response.status}/content/${escape(mediaType)}/schema`;
+        expect(schemas.problems(pointer, parsed), `${where}: the body does not fit its documented schema: ${text.slice(0, 500)}`).toEqual([]);
       }
     }
     return answer;
@@ -174,8 +157,7 @@ describe('the OpenAPI document', () => {
 
   /** Validates a value against a schema under components/schemas. */
   function expectComponent(name: string, value: unknown): void {
-    const validate = schemaValidator(`/components/schemas/${name}`);
-    expect(validate(value) ? [] : problems(validate), `${name}: ${JSON.stringify(value).slice(0, 500)}`).toEqual([]);
+    expect(schemas.problems(`/components/schemas/${name}`, value), `${name}: ${JSON.stringify(value).slice(0, 500)}`).toEqual([]);
   }
 
   /** Every operation of the document with sample path parameters: `[method, url]`. */
@@ -206,7 +188,7 @@ describe('the OpenAPI document', () => {
     // Requests come from the handlers' own schemas: a strict body rejects unknown keys.
     expect(doc.components.schemas.AssignTaskRequest).toMatchObject({ required: ['task_type'], additionalProperties: false });
     // Every schema in the document compiles.
-    for (const name of Object.keys(doc.components.schemas)) schemaValidator(`/components/schemas/${name}`);
+    for (const name of Object.keys(doc.components.schemas)) schemas.validator(`/components/schemas/${name}`);
   });
 
   it('documents every route Express serves, and Express serves every documented operation', () => {
@@ -215,7 +197,7 @@ describe('the OpenAPI document', () => {
     const served = new Set([...routes, ...mounts.map((mount) => `GET ${mount}`)]);
     const documented = new Set(Object.entries(doc.paths).flatMap(([path, operations]) => Object.keys(operations).map((method) => `${method.toUpperCase()} ${path}`)));
     expect(routes.length).toBeGreaterThan(15);
-    expect([...new Set(mounts)].sort()).toEqual(['/admin/queues', '/docs']);
+    expect([...new Set(mounts)].sort()).toEqual(['/admin/queues', '/docs', '/redoc']);
     expect([...served].filter((route) => !documented.has(route)), 'served but not documented').toEqual([]);
     expect([...documented].filter((route) => !served.has(route)), 'documented but not served').toEqual([]);
   });
@@ -231,7 +213,7 @@ describe('the OpenAPI document', () => {
     expect(again.body.task_id).toBe(accepted.body.task_id);
     expect((await call('POST', '/assign-task', { task_type: 'echo', params: { hello: 'moon' }, idempotency_key: 'openapi-1' })).status).toBe(409);
     expect((await call('POST', '/assign-task', { task_type: 'echo', surprise: true })).body.error.code).toBe('validation_error');
-    const badParams = await call('POST', '/assign-task', { task_type: 'approve_batches', params: { batch_ids: [7] } });
+    const badParams = await call('POST', '/assign-task', { task_type: 'approve_batches', params: { batch_ids: [1.5] } });
     expect(badParams.status).toBe(400);
     expect(badParams.body.error.details.length).toBeGreaterThan(0);
     const unknown = await call('POST', '/assign-task', { task_type: 'no_such_tool' });
@@ -254,6 +236,8 @@ describe('the OpenAPI document', () => {
     expect(failed.status).toBe('failed');
     const failedView = await call('GET', `/result/${failedId}`);
     expect(failedView.body.error).toMatchObject({ message: 'no luck' });
+    // ...and the same as one line, for clients that print it.
+    expect(failedView.body.error_message).toBe('step broken (1 attempt) failed: NonRetryableError: no luck');
     expect(failedView.body.steps[0].error).toMatchObject({ message: 'no luck' });
 
     // A workflow task names its workflow; a step of `sleep` reports progress.
@@ -309,6 +293,9 @@ describe('the OpenAPI document', () => {
     const replayed = parseEvents((await call('GET', `/tasks/${id}/events`, undefined, { 'Last-Event-ID': '0-0' })).text);
     expect(replayed.some((event) => event.event === 'progress')).toBe(true);
     for (const event of replayed) expectComponent('TaskStreamEvent', event.data);
+    // Each message as a whole fits the schema the document gives the stream.
+    const messageSchema = `/paths/${escape('/tasks/{task_id}/events')}/get/responses/200/content/${escape('text/event-stream')}/schema`;
+    for (const event of [...events, ...replayed]) expect(schemas.problems(messageSchema, JSON.parse(JSON.stringify(event))), JSON.stringify(event)).toEqual([]);
 
     expect((await call('GET', `/tasks/${id}/events`, undefined, { 'Last-Event-ID': 'yesterday' })).status).toBe(400);
     expect((await call('GET', `/tasks/${randomUUID()}/events`)).status).toBe(404);
@@ -318,7 +305,7 @@ describe('the OpenAPI document', () => {
     const id = await submit(h, { task_type: 'hang', params: { key: `openapi-${randomUUID()}` } });
     await poll(async () => (await h.request('GET', `/result/${id}`)).body.status === 'running', { label: 'the hang task to run' });
     expect((await call('POST', `/tasks/${id}/cancel`)).status).toBe(200);
-    expect((await waitForTask(h, id)).status).toBe('cancelled');
+    expect(await waitForTask(h, id)).toMatchObject({ status: 'cancelled', error_message: 'Cancelled: task was cancelled' });
     expect((await call('POST', `/tasks/${id}/cancel`)).status).toBe(409);
     expect((await call('POST', `/tasks/${randomUUID()}/cancel`)).status).toBe(404);
 
@@ -422,6 +409,9 @@ describe('the OpenAPI document', () => {
     expect((await call('GET', '/health')).body.status).toBe('ok');
     expect((await call('GET', '/ready')).body.ready).toBe(true);
     expect((await call('GET', '/metrics')).text).toContain('# TYPE');
+    expect((await call('GET', '/metrics', undefined, {}, scoped)).body.error.code).toBe('unauthorized');
+    // A body is parsed before any route sees it, a probe's too.
+    for (const probe of ['/health', '/ready']) expect((await call('GET', probe, '{"not": json')).body.error.code, probe).toBe('invalid_json');
     const stats = await call('GET', '/stats?window=1h');
     expect(stats.status).toBe(200);
     expect(stats.body.tasks.total).toBeGreaterThan(0);
@@ -449,6 +439,33 @@ describe('the OpenAPI document', () => {
     }
     // swagger-ui-dist's own demo page points at the Petstore: not served.
     expect((await fetch(new URL('index.html', base))).status).toBe(404);
+  });
+
+  it('GET /redoc serves ReDoc from this server, reading /openapi.json, under a CSP that lets it run', async () => {
+    const page = await call('GET', '/redoc');
+    expect(page.status).toBe(200);
+    expect(page.text).toContain('<redoc spec-url="/openapi.json"></redoc>');
+    const base = new URL('/redoc', h.url);
+    const scripts = [...page.text.matchAll(/<script\b[^>]*\bsrc=["']([^"']+)["']/gi)].map((match) => new URL(match[1]!, base));
+    expect(scripts.map((script) => script.href)).toEqual([new URL('/redoc/redoc.standalone.js', h.url).href]);
+    // No inline script (the CSP allows none) and nothing from another origin.
+    expect(page.text.match(/<script\b[^>]*>/gi)).toHaveLength(1);
+    expect(page.text).not.toMatch(/https?:\/\//);
+    const bundle = await fetch(scripts[0]!);
+    expect(bundle.status).toBe(200);
+    expect(bundle.headers.get('content-type')).toMatch(/javascript/);
+    expect((await bundle.text()).length).toBeGreaterThan(100_000);
+
+    const csp = Object.fromEntries(
+      page.headers
+        .get('content-security-policy')!
+        .split(';')
+        .map((directive) => directive.trim().split(/\s+/))
+        .map(([name, ...values]) => [name, values]),
+    );
+    expect(csp['script-src']).toEqual(["'self'"]);
+    expect(csp['worker-src']).toEqual(["'self'", 'blob:']);
+    expect(csp).not.toHaveProperty('upgrade-insecure-requests');
   });
 
   it('with API_KEYS, every operation but /health, /ready and /metrics answers 401 without a key, and 429 past the rate limit', async () => {

@@ -66,7 +66,10 @@ describe('system endpoints', () => {
     expect(byName.http).toMatchObject({ retry: { attempts: 5, backoff: { type: 'exponential', delay_ms: 500 } }, timeout_ms: 30_000, concurrency: 50 });
     expect(byName.notify.input_schema.properties.channel.enum).toEqual(['log', 'webhook']);
     expect(byName.approve_batches).toMatchObject({
-      input_schema: { properties: { batch_ids: { type: 'array', items: { type: 'string' } }, auto_approve: { type: 'boolean', default: false } }, required: ['batch_ids'] },
+      input_schema: {
+        properties: { batch_ids: { type: 'array', items: { anyOf: [{ type: 'string' }, { type: 'integer' }] } }, auto_approve: { type: 'boolean', default: false } },
+        required: ['batch_ids'],
+      },
       output_schema: { required: expect.arrayContaining(['processed_batches', 'approved', 'rejected']) },
       rate_limit: { max: 100, duration_ms: 1_000 },
       concurrency: 5,

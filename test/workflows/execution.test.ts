@@ -79,6 +79,7 @@ describe('running workflows', () => {
     const task = await waitForTask(h, id);
     expect(task.status).toBe('failed');
     expect(task.error).toMatchObject({ step: 'bad', message: 'no luck' });
+    expect(task.error_message).toBe('step bad (broken, 1 attempt) failed: NonRetryableError: no luck');
     const steps = byId(task);
     expect(steps.bad).toMatchObject({ status: 'failed', attempts: 1 });
     expect(steps.after_bad.status).toBe('skipped');

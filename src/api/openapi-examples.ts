@@ -1,0 +1,437 @@
+/**
+ * The examples of the API description (src/api/openapi.ts). Request examples are what Swagger
+ * UI's "Try it out" pre-fills, so each must succeed as it stands on a default install (no API
+ * keys, no CALLBACK_SECRET): no callback_url, no delay. test/api/openapi-examples.test.ts checks
+ * that every example fits its schema and sends every request example to a running service.
+ * Response examples are answers the service gave, with their ids and times kept consistent.
+ */
+
+/** An OpenAPI Example Object. */
+export interface ApiExample {
+  summary: string;
+  description?: string;
+  value: unknown;
+}
+
+/** The definition POST /workflows's example stores, and the workflow its execute example runs. */
+export const EXAMPLE_WORKFLOW = 'greet_twice';
+/** An example workflow every install loads on start (src/workflows/examples): reading it works at once. */
+export const LOADED_WORKFLOW = 'diamond';
+
+const TASK_ID = '4f1c2b7e-8a3d-4e5f-9b6c-0d1e2f3a4b5c';
+const FAILED_TASK_ID = '9d2e4f60-1b3a-4c5d-8e7f-6a5b4c3d2e1f';
+const WORKFLOW_TASK_ID = 'fcc394fe-0e21-4655-bc76-f8165ade9e81';
+const DEAD_LETTER_ID = '2b7c9d1e-3f4a-4b5c-9d6e-7f8a9b0c1d2e';
+
+// Request bodies
+
+export const assignTaskExamples: Record<string, ApiExample> = {
+  echo: { summary: 'A one-tool task: echo returns its params', value: { task_type: 'echo', params: { hello: 'world' } } },
+  approve_batches: {
+    summary: 'Approve batches (the example of the Celery-style contract this service replaces)',
+    description: 'Batch ids may be integers or strings; the result reports them as sent.',
+    value: { task_type: 'approve_batches', params: { batch_ids: [1, 2, 3], auto_approve: true } },
+  },
+  workflow: {
+    summary: `A workflow: ${LOADED_WORKFLOW}, loaded on start`,
+    value: { task_type: LOADED_WORKFLOW, params: { value: 'v' } },
+  },
+  idempotent: {
+    summary: 'With an idempotency key and a priority',
+    description: 'Sent again with the same body, it answers 200 with the first task; with another body, 409.',
+    value: { task_type: 'echo', params: { order: 42 }, idempotency_key: 'order-42', priority: 1 },
+  },
+};
+
+export const defineWorkflowExamples: Record<string, ApiExample> = {
+  greet_twice: {
+    summary: 'Two steps in parallel, then one that needs both',
+    value: {
+      name: EXAMPLE_WORKFLOW,
+      description: 'Greets someone, then again after a pause.',
+      parameters: [{ name: 'who', type: 'string', required: true }],
+      steps: [
+        { id: 'hello', tool: 'echo', input: { text: 'Hello, {{params.who}}' } },
+        { id: 'pause', tool: 'sleep', input: { ms: 500 } },
+        {
+          id: 'both',
+          tool: 'echo',
+          depends_on: ['hello', 'pause'],
+          input: { greeting: '{{steps.hello.output.text}}', slept: '{{steps.pause.output.slept_ms}}' },
+        },
+      ],
+      output: { message: '{{steps.both.output.greeting}}!' },
+    },
+  },
+};
+
+export const executeWorkflowExamples: Record<string, ApiExample> = {
+  greet_twice: {
+    summary: `Run ${EXAMPLE_WORKFLOW} (stored by the example of POST /workflows)`,
+    value: { parameters: { who: 'Ada' } },
+  },
+};
+
+// Answers
+
+const assigned = (id: string, type: string, replay = false) => ({
+  task_id: id,
+  status: 'assigned',
+  message: replay ? `Task '${type}' was already assigned with this idempotency_key` : `Task '${type}' successfully assigned`,
+  timestamp: '2026-11-22T18:30:01.398Z',
+});
+
+export const assignedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(TASK_ID, 'approve_batches') } };
+export const replayedExamples: Record<string, ApiExample> = { replayed: { summary: 'The first task of this idempotency key', value: assigned(TASK_ID, 'echo', true) } };
+export const executedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(WORKFLOW_TASK_ID, EXAMPLE_WORKFLOW) } };
+
+export const assignTaskInvalidExamples: Record<string, ApiExample> = {
+  invalid_params: {
+    summary: 'params do not fit the tool',
+    value: {
+      error: {
+        code: 'invalid_params',
+        message: "params do not fit the input schema of tool 'approve_batches'",
+        details: [
+          { path: 'params.batch_ids[0]', message: 'Invalid input' },
+          { path: 'params.batch_ids[1]', message: 'Too small: expected string to have >=1 characters' },
+        ],
+      },
+    },
+  },
+  callbacks_disabled: {
+    summary: 'A callback_url on a server without CALLBACK_SECRET',
+    value: {
+      error: {
+        code: 'callbacks_disabled',
+        message: 'callbacks are not enabled on this server',
+        details: [{ path: 'callback_url', message: 'set CALLBACK_SECRET to sign callbacks' }],
+      },
+    },
+  },
+};
+
+export const unknownTaskTypeExamples: Record<string, ApiExample> = {
+  unknown_task_type: {
+    summary: 'No tool or workflow has that name',
+    value: {
+      error: {
+        code: 'unknown_task_type',
+        message: 'no tool or workflow is named "aprove_batches"',
+        details: {
+          known_task_types: ['approve_batches', 'diamond', 'document_analysis', 'echo', 'fan_out_fan_in', 'http', 'notify', 'sleep', 'text_stats'],
+          tools: ['approve_batches', 'echo', 'http', 'notify', 'sleep', 'text_stats'],
+          workflows: ['diamond', 'document_analysis', 'fan_out_fan_in'],
+        },
+      },
+    },
+  },
+};
+
+const completedTask = {
+  task_id: TASK_ID,
+  task_type: 'approve_batches',
+  status: 'completed',
+  result: { processed_batches: 3, approved: [1, 2, 3], rejected: [] },
+  progress: { completed: 1, total: 1 },
+  run: 1,
+  steps: [
+    {
+      id: 'approve_batches',
+      tool: 'approve_batches',
+      status: 'completed',
+      attempts: 1,
+      depends_on: [],
+      started_at: '2026-11-22T18:30:01.405Z',
+      finished_at: '2026-11-22T18:30:01.409Z',
+      duration_ms: 4,
+      progress: { percent: 100, message: 'reviewed 3 of 3 batches' },
+      output: { processed_batches: 3, approved: [1, 2, 3], rejected: [] },
+    },
+  ],
+  created_at: '2026-11-22T18:30:01.396Z',
+  started_at: '2026-11-22T18:30:01.405Z',
+  finished_at: '2026-11-22T18:30:01.409Z',
+  timestamp: '2026-11-22T18:30:02.010Z',
+};
+
+const timeout = { name: 'ToolTimeoutError', message: 'step timed out after 30000 ms', retryable: false };
+
+const failedTask = {
+  task_id: FAILED_TASK_ID,
+  task_type: 'http',
+  status: 'failed',
+  error: { step: 'http', ...timeout },
+  error_message: 'step http (5 attempts) failed: ToolTimeoutError: step timed out after 30000 ms',
+  progress: { completed: 1, total: 1 },
+  run: 1,
+  steps: [
+    {
+      id: 'http',
+      tool: 'http',
+      status: 'failed',
+      attempts: 5,
+      depends_on: [],
+      started_at: '2026-11-22T18:31:00.120Z',
+      finished_at: '2026-11-22T18:33:37.650Z',
+      duration_ms: 157_530,
+      error: timeout,
+    },
+  ],
+  created_at: '2026-11-22T18:31:00.102Z',
+  started_at: '2026-11-22T18:31:00.120Z',
+  finished_at: '2026-11-22T18:33:37.650Z',
+  timestamp: '2026-11-22T18:33:40.001Z',
+};
+
+export const taskViewExamples: Record<string, ApiExample> = {
+  completed: { summary: 'A completed task (the approve_batches example)', value: completedTask },
+  failed: {
+    summary: 'A failed task: its error, and the same as one line in error_message',
+    value: failedTask,
+  },
+};
+
+export const taskListExamples: Record<string, ApiExample> = {
+  page: {
+    summary: 'A page of tasks',
+    value: {
+      items: [
+        {
+          task_id: WORKFLOW_TASK_ID,
+          task_type: EXAMPLE_WORKFLOW,
+          workflow: { name: EXAMPLE_WORKFLOW, version: 1 },
+          status: 'completed',
+          steps_total: 3,
+          created_at: '2026-11-22T18:30:01.358Z',
+          started_at: '2026-11-22T18:30:01.412Z',
+          finished_at: '2026-11-22T18:30:01.968Z',
+        },
+      ],
+      next_cursor: 'MjAyNi0xMS0yMlQxODozMDowMS4zNThafGZjYzM5NGZlLTBlMjEtNDY1NS1iYzc2LWY4MTY1YWRlOWU4MQ',
+    },
+  },
+};
+
+export const taskEventExamples: Record<string, ApiExample> = {
+  step: {
+    summary: 'One event: a step finished',
+    description: 'On the wire: `id: 1795372201963-0`, `event: step` and `data: {"type":"step",…}` lines, then a blank line.',
+    value: {
+      id: '1795372201963-0',
+      event: 'step',
+      data: { type: 'step', task_id: WORKFLOW_TASK_ID, step_id: 'both', status: 'completed', at: '2026-11-22T18:30:01.963Z' },
+    },
+  },
+};
+
+export const taskCancelledExamples: Record<string, ApiExample> = {
+  cancelled: {
+    summary: 'Cancelled',
+    value: { task_id: TASK_ID, status: 'cancelled', message: 'Task cancelled; running steps are being stopped', timestamp: '2026-11-22T18:30:01.500Z' },
+  },
+};
+
+const resumed = { task_id: FAILED_TASK_ID, status: 'queued', run: 2, message: 'Task resumed from its unfinished steps', timestamp: '2026-11-22T18:40:00.000Z' };
+export const taskResumedExamples: Record<string, ApiExample> = { resumed: { summary: 'Resumed as run 2', value: resumed } };
+export const deadLetterReplayedExamples: Record<string, ApiExample> = {
+  replayed: { summary: 'The task resumed as run 2', value: { ...resumed, dead_letter_id: DEAD_LETTER_ID } },
+};
+
+export const toolListExamples: Record<string, ApiExample> = {
+  tools: {
+    summary: 'One tool of the list',
+    value: {
+      tools: [
+        {
+          name: 'echo',
+          description: 'Returns its input unchanged. Useful to test a setup and to shape data between workflow steps.',
+          input_schema: { $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object', propertyNames: { type: 'string' }, additionalProperties: {} },
+          output_schema: { $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object', propertyNames: { type: 'string' }, additionalProperties: {} },
+          retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 0 } },
+          timeout_ms: 5000,
+          rate_limit: null,
+          concurrency: null,
+        },
+      ],
+    },
+  },
+};
+
+const storedGreetTwice = {
+  name: EXAMPLE_WORKFLOW,
+  description: 'Greets someone, then again after a pause.',
+  parameters: [{ name: 'who', type: 'string', required: true }],
+  steps: [
+    { id: 'hello', tool: 'echo', input: { text: 'Hello, {{params.who}}' }, depends_on: [], on_failure: 'fail' },
+    { id: 'pause', tool: 'sleep', input: { ms: 500 }, depends_on: [], on_failure: 'fail' },
+    {
+      id: 'both',
+      tool: 'echo',
+      input: { greeting: '{{steps.hello.output.text}}', slept: '{{steps.pause.output.slept_ms}}' },
+      depends_on: ['hello', 'pause'],
+      on_failure: 'fail',
+    },
+  ],
+  output: { message: '{{steps.both.output.greeting}}!' },
+  version: 1,
+  created_at: '2026-11-22T18:30:01.310Z',
+  archived_at: null,
+};
+
+export const storedWorkflowExamples: Record<string, ApiExample> = {
+  stored: { summary: 'Stored as version 1, defaults filled in', value: storedGreetTwice },
+};
+
+export const workflowListExamples: Record<string, ApiExample> = {
+  workflows: {
+    summary: 'The active workflows',
+    value: {
+      workflows: [
+        {
+          name: 'diamond',
+          version: 1,
+          description: 'A diamond: b and c both need a; d needs b and c. Each step runs exactly once.',
+          parameters: [{ name: 'value', type: 'string', default: 'x', required: false }],
+          steps: 4,
+          created_at: '2026-11-22T18:27:50.812Z',
+        },
+        {
+          name: EXAMPLE_WORKFLOW,
+          version: 1,
+          description: 'Greets someone, then again after a pause.',
+          parameters: [{ name: 'who', type: 'string', required: true }],
+          steps: 3,
+          created_at: '2026-11-22T18:30:01.310Z',
+        },
+      ],
+    },
+  },
+};
+
+export const workflowVersionsExamples: Record<string, ApiExample> = {
+  versions: {
+    summary: 'Two versions, the first archived with the name and revived by the second',
+    value: {
+      name: EXAMPLE_WORKFLOW,
+      versions: [
+        { version: 1, description: 'Greets someone, then again after a pause.', created_at: '2026-11-22T18:30:01.310Z', archived_at: '2026-11-22T18:35:00.000Z' },
+        { version: 2, description: 'Greets someone twice.', created_at: '2026-11-22T18:36:00.000Z', archived_at: null },
+      ],
+    },
+  },
+};
+
+export const workflowArchivedExamples: Record<string, ApiExample> = {
+  archived: {
+    summary: 'Archived',
+    value: { name: EXAMPLE_WORKFLOW, archived: true, versions: 1, message: 'Workflow archived; its versions and tasks are kept' },
+  },
+};
+
+export const deadLetterListExamples: Record<string, ApiExample> = {
+  page: {
+    summary: 'A page of dead letters',
+    value: {
+      items: [
+        {
+          id: DEAD_LETTER_ID,
+          task_id: FAILED_TASK_ID,
+          step_id: 'http',
+          run: 1,
+          tool: 'http',
+          input: { method: 'GET', url: 'https://esc.example.com/batches' },
+          error: timeout,
+          attempts: 5,
+          created_at: '2026-11-22T18:33:37.650Z',
+          replayed_at: null,
+        },
+      ],
+      next_cursor: null,
+    },
+  },
+};
+
+const percentiles = (p50: number, p90: number, p99: number, max: number) => ({ p50, p90, p99, max });
+
+export const statsExamples: Record<string, ApiExample> = {
+  hour: {
+    summary: 'The last hour',
+    value: {
+      window: { from: '2026-11-22T17:30:02.116Z', to: '2026-11-22T18:30:02.116Z' },
+      tasks: {
+        total: 1,
+        by_status: { completed: 1 },
+        by_type: [{ task_type: EXAMPLE_WORKFLOW, total: 1, by_status: { completed: 1 }, duration_ms: percentiles(610, 610, 610, 610) }],
+      },
+      steps: {
+        by_tool: [
+          { tool: 'echo', total: 2, by_status: { completed: 2 }, duration_ms: percentiles(18, 22.8, 23.9, 24) },
+          { tool: 'sleep', total: 1, by_status: { completed: 1 }, duration_ms: percentiles(524, 524, 524, 524) },
+        ],
+      },
+      timestamp: '2026-11-22T18:30:02.122Z',
+    },
+  },
+};
+
+export const serviceInfoExamples: Record<string, ApiExample> = {
+  info: {
+    summary: 'About this service',
+    value: {
+      name: 'orchestrator',
+      version: '0.1.0',
+      uptime_s: 131,
+      links: {
+        assign_task: '/assign-task',
+        result: '/result/{task_id}',
+        tasks: '/tasks',
+        tools: '/tools',
+        workflows: '/workflows',
+        health: '/health',
+        ready: '/ready',
+        queues: '/admin/queues',
+        openapi: '/openapi.json',
+        docs: '/docs/',
+        redoc: '/redoc',
+      },
+    },
+  },
+};
+
+const allUp = { redis: 'up', database: 'up' };
+export const healthExamples: Record<string, ApiExample> = {
+  ok: { summary: 'Redis and PostgreSQL answer', value: { status: 'ok', uptime_s: 134, checks: allUp, timestamp: '2026-11-22T18:30:04.537Z' } },
+  degraded: {
+    summary: 'Redis does not answer; the process is alive',
+    value: { status: 'degraded', uptime_s: 200, checks: { redis: 'down', database: 'up' }, timestamp: '2026-11-22T18:31:10.000Z' },
+  },
+};
+export const readyExamples: Record<string, ApiExample> = { ready: { summary: 'Ready', value: { ready: true, checks: allUp } } };
+export const notReadyExamples: Record<string, ApiExample> = {
+  not_ready: {
+    summary: 'PostgreSQL does not answer',
+    value: { error: { code: 'not_ready', message: 'Redis or PostgreSQL does not answer', details: { checks: { redis: 'up', database: 'down' } } } },
+  },
+};
+
+export const metricsExamples: Record<string, ApiExample> = {
+  excerpt: {
+    summary: 'An excerpt',
+    value: [
+      '# HELP orchestrator_tasks_submitted_total Tasks accepted by the API, by task type.',
+      '# TYPE orchestrator_tasks_submitted_total counter',
+      'orchestrator_tasks_submitted_total{task_type="approve_batches"} 1',
+      '',
+    ].join('\n'),
+  },
+};
+
+export const openApiExamples: Record<string, ApiExample> = {
+  excerpt: { summary: 'Its beginning', value: { openapi: '3.1.0', info: { title: 'Orchestrator API', version: '0.1.0' }, paths: {} } },
+};
+
+const page = (title: string) => ({ page: { summary: 'The page', value: `<!doctype html><html lang="en"><head><title>${title}</title>…</head><body>…</body></html>` } });
+export const swaggerPageExamples: Record<string, ApiExample> = page('Orchestrator API');
+export const redocPageExamples: Record<string, ApiExample> = page('Orchestrator API');
+export const boardPageExamples: Record<string, ApiExample> = page('Bull Dashboard');

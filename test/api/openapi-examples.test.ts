@@ -1,0 +1,125 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildOpenApiDocument, OPERATIONS, type ApiOperation, type OpenApiDocument } from '../../src/api/openapi.js';
+import { createHarness, waitForTask, type Harness } from '../helpers/harness.js';
+import { DocumentSchemas, pointerSegment } from '../helpers/openapi.js';
+
+/**
+ * The examples of the API description cannot rot: each fits its schema (a request example the
+ * zod schema its route validates with), and each request example, sent as Swagger UI's
+ * "Try it out" sends it, succeeds on a default install.
+ */
+
+const doc: OpenApiDocument = JSON.parse(JSON.stringify(buildOpenApiDocument()));
+const schemas = new DocumentSchemas(doc);
+const name = (operation: ApiOperation) => `${operation.method.toUpperCase()} ${operation.path}`;
+const documented = (operation: ApiOperation) => doc.paths[operation.path]![operation.method]! as Record<string, any>;
+const pointer = (operation: ApiOperation, ...rest: string[]) => ['', 'paths', operation.path, operation.method, ...rest].map(pointerSegment).join('/');
+
+/** The URL "Try it out" calls: path parameters filled in with their examples. */
+function exampleUrl(operation: ApiOperation): string {
+  return operation.path.replace(/\{(\w+)\}/g, (_match, parameter: string) => {
+    const value = operation.paramExamples?.[parameter];
+    if (value === undefined) throw new Error(`${name(operation)}: no example for {${parameter}}`);
+    return encodeURIComponent(String(value));
+  });
+}
+
+const tryable = (operation: ApiOperation) => !/\{(\w+)\}/.test(operation.path) || [...operation.path.matchAll(/\{(\w+)\}/g)].every(([, parameter]) => operation.paramExamples?.[parameter!] !== undefined);
+
+describe('the examples of the OpenAPI document', () => {
+  it('cover every request body and the main answer of every operation', () => {
+    for (const operation of OPERATIONS) {
+      if (operation.body) expect(Object.keys(operation.bodyExamples ?? {}), `${name(operation)}: request body examples`).not.toHaveLength(0);
+      const main = Object.entries(operation.responses)
+        .filter(([status, reply]) => Number(status) < 300 && reply.body)
+        .sort(([a], [b]) => Number(a) - Number(b))[0];
+      expect(main, `${name(operation)} has no 2xx answer with a body`).toBeDefined();
+      expect(Object.keys(main![1].examples ?? {}), `${name(operation)} ${main![0]}: examples`).not.toHaveLength(0);
+    }
+  });
+
+  it('request bodies pass the zod schema their route validates with, and the schema of the document', () => {
+    let checked = 0;
+    for (const operation of OPERATIONS) {
+      for (const [label, example] of Object.entries(operation.bodyExamples ?? {})) {
+        const parsed = operation.body!.safeParse(example.value);
+        expect(parsed.success, `${name(operation)} example ${label}: ${parsed.error?.message}`).toBe(true);
+        expect(schemas.problems(pointer(operation, 'requestBody', 'content', 'application/json', 'schema'), example.value), `${name(operation)} example ${label}`).toEqual([]);
+        // "Try it out" on a default install: callbacks are off there, and a delay would leave
+        // the task waiting long after the click.
+        expect(example.value, `${name(operation)} example ${label}`).not.toHaveProperty('callback_url');
+        expect(example.value, `${name(operation)} example ${label}`).not.toHaveProperty('delay_ms');
+        checked += 1;
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(6);
+  });
+
+  it('parameter examples fit their zod schema and the schema of the document', () => {
+    let checked = 0;
+    for (const operation of OPERATIONS) {
+      for (const [parameter, value] of Object.entries(operation.paramExamples ?? {})) {
+        const schema = operation.params?.shape[parameter] ?? operation.query?.shape[parameter];
+        expect(schema, `${name(operation)}: ${parameter} is not one of its parameters`).toBeDefined();
+        expect((schema as { safeParse(value: unknown): { success: boolean } }).safeParse(value).success, `${name(operation)} ${parameter}`).toBe(true);
+        const index = (documented(operation).parameters as { name: string }[]).findIndex((candidate) => candidate.name === parameter);
+        expect(schemas.problems(pointer(operation, 'parameters', String(index), 'schema'), value), `${name(operation)} ${parameter}`).toEqual([]);
+        checked += 1;
+      }
+    }
+    expect(checked).toBeGreaterThan(0);
+  });
+
+  it('every answer example in the document fits the schema it illustrates', () => {
+    let checked = 0;
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        for (const [status, reply] of Object.entries((operation as { responses: Record<string, { content?: Record<string, { examples?: Record<string, { value: unknown }> }> }> }).responses)) {
+          for (const [mediaType, content] of Object.entries(reply.content ?? {})) {
+            for (const [label, example] of Object.entries(content.examples ?? {})) {
+              const at = ['', 'paths', path, method, 'responses', status, 'content', mediaType, 'schema'].map(pointerSegment).join('/');
+              expect(schemas.problems(at, example.value), `${method.toUpperCase()} ${path} ${status} ${mediaType} example ${label}`).toEqual([]);
+              checked += 1;
+            }
+          }
+        }
+      }
+    }
+    expect(checked).toBeGreaterThanOrEqual(OPERATIONS.length);
+  });
+
+  describe('sent to a default install (no API keys, no callbacks)', () => {
+    let h: Harness;
+    beforeAll(async () => {
+      h = await createHarness();
+    });
+    afterAll(async () => {
+      await h?.close();
+    });
+
+    it('every request example succeeds as "Try it out" sends it, and every task it starts completes', async () => {
+      // In the document's order, so the workflow its POST /workflows example stores exists when
+      // its execute example runs; archiving comes last.
+      const withBodies = OPERATIONS.filter((operation) => operation.bodyExamples);
+      const tasks: string[] = [];
+      for (const operation of withBodies) {
+        for (const [label, example] of Object.entries(operation.bodyExamples!)) {
+          const response = await h.request(operation.method.toUpperCase(), exampleUrl(operation), example.value);
+          expect(response.status, `${name(operation)} example ${label}: ${JSON.stringify(response.body)}`).toBeGreaterThanOrEqual(200);
+          expect(response.status, `${name(operation)} example ${label}: ${JSON.stringify(response.body)}`).toBeLessThan(300);
+          if (response.body.task_id) tasks.push(response.body.task_id);
+        }
+      }
+      expect(tasks.length).toBeGreaterThanOrEqual(4);
+      for (const id of tasks) expect((await waitForTask(h, id)).status, `task ${id}`).toBe('completed');
+
+      // The operations without a body whose parameters all have examples: reads, then archiving.
+      const rest = OPERATIONS.filter((operation) => !operation.body && operation.paramExamples && tryable(operation));
+      expect(rest.length).toBeGreaterThan(0);
+      for (const operation of [...rest.filter((operation) => operation.method !== 'delete'), ...rest.filter((operation) => operation.method === 'delete')]) {
+        const response = await h.request(operation.method.toUpperCase(), exampleUrl(operation));
+        expect(response.status, `${name(operation)}: ${JSON.stringify(response.body)}`).toBe(200);
+      }
+    });
+  });
+});
