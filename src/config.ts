@@ -155,6 +155,12 @@ const configSchema = z.object({
   ADMISSION_MAX_BACKLOG: integer(0, 100_000_000).default(0),
   /** How often each API process reads the backlog and the drain rate from Redis. */
   ADMISSION_SAMPLE_MS: integer(10, 60_000).default(200),
+  /**
+   * Most task submissions one API process handles at once (admitted, not yet answered); past it,
+   * 503 `overloaded` at once. Protects a process that a flood of clients reaches before the
+   * backlog shows it. 0: no limit.
+   */
+  ADMISSION_MAX_IN_FLIGHT: integer(0, 1_000_000).default(128),
   /** HMAC-SHA256 key that signs completion callbacks. Without it, callback_url is refused. */
   CALLBACK_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
   /** Tries per callback delivery (exponential backoff from 1 s). */

@@ -1,4 +1,4 @@
-import type { RequestHandler } from 'express';
+import type { RequestHandler, Response } from 'express';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { finishedStepsKey } from '../queue/event-log.js';
@@ -14,6 +14,8 @@ export interface AdmissionSettings {
   maxBacklog: number;
   /** How often the backlog and the drain rate are read from Redis. */
   sampleMs: number;
+  /** Most submissions this process handles at once (admitted, not yet answered). 0: no limit. */
+  maxInFlight: number;
 }
 
 /** Weight of the newest drain-rate reading in the moving average. */
@@ -32,12 +34,19 @@ const MAX_RETRY_AFTER_S = 30;
  * from the same figures. Each process reads them every `sampleMs` and decides from its latest
  * reading: a refusal costs no I/O. If Redis cannot be read, tasks are admitted and the submit path
  * answers for Redis itself.
+ *
+ * The backlog only grows once tasks are created, and a flood of clients can swamp the API before
+ * it does: 1,024 connections at twice the maximum rate had every one of them admitted at once,
+ * and refusals waited 11 s behind them. So each process also bounds the submissions it has
+ * admitted and not yet answered (`maxInFlight`): past that, it refuses at once, which costs a
+ * small part of what creating a task costs, and keeps the CPU for the tasks it took.
  */
 export class Admission {
   private backlog = 0;
   private ratePerS = 0;
   private last: { count: number; at: number } | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private inFlight = 0;
 
   constructor(
     private readonly redis: RedisClient,
@@ -50,7 +59,12 @@ export class Admission {
   ) {}
 
   get enabled(): boolean {
-    return this.settings.maxWaitMs > 0;
+    return this.settings.maxWaitMs > 0 || this.settings.maxInFlight > 0;
+  }
+
+  /** Submissions this process has admitted and not yet answered. */
+  get inFlightNow(): number {
+    return this.inFlight;
   }
 
   /** The backlog admitted now: what the workers drain in maxWaitMs, within [minBacklog, maxBacklog]. */
@@ -61,7 +75,7 @@ export class Admission {
   }
 
   start(): void {
-    if (!this.enabled || this.timer) return;
+    if (this.settings.maxWaitMs === 0 || this.timer) return;
     const tick = () => {
       this.sample()
         .catch((error: Error) => this.logger.debug('admission: could not read the backlog', { error: error.message }))
@@ -103,7 +117,7 @@ export class Admission {
 
   /** Undefined to admit; else the seconds the client should wait. */
   refusal(): number | undefined {
-    if (!this.enabled) return undefined;
+    if (this.settings.maxWaitMs === 0) return undefined;
     const limit = this.limit();
     if (this.backlog <= limit) return undefined;
     const drainS = this.ratePerS > 0 ? (this.backlog - limit) / this.ratePerS : MAX_RETRY_AFTER_S;
@@ -114,15 +128,25 @@ export class Admission {
   middleware(): RequestHandler {
     return (req, res, next) => {
       const retryAfterS = this.refusal();
-      if (retryAfterS === undefined) return next();
-      this.metrics.admissionRefused.inc();
-      res.setHeader('retry-after', String(retryAfterS));
-      res.status(503).json(
-        errorBody('overloaded', 'more work is waiting than the workers finish in ADMISSION_MAX_WAIT_MS; nothing was created, retry after the Retry-After seconds', {
-          backlog: this.backlog,
-          limit: this.limit(),
-        }),
-      );
+      if (retryAfterS !== undefined) {
+        return this.refuse(res, retryAfterS, 'more work is waiting than the workers finish in ADMISSION_MAX_WAIT_MS', { backlog: this.backlog, limit: this.limit() });
+      }
+      const { maxInFlight } = this.settings;
+      if (maxInFlight > 0) {
+        if (this.inFlight >= maxInFlight) {
+          return this.refuse(res, 1, 'this API process is handling ADMISSION_MAX_IN_FLIGHT submissions already', { in_flight: this.inFlight, max_in_flight: maxInFlight });
+        }
+        this.inFlight += 1;
+        // 'close' follows every response, answered or cut off.
+        res.once('close', () => (this.inFlight -= 1));
+      }
+      next();
     };
+  }
+
+  private refuse(res: Response, retryAfterS: number, why: string, details: Record<string, number>): void {
+    this.metrics.admissionRefused.inc();
+    res.setHeader('retry-after', String(retryAfterS));
+    res.status(503).json(errorBody('overloaded', `${why}; nothing was created, retry after the Retry-After seconds`, details));
   }
 }

@@ -81,7 +81,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     redis,
     config.QUEUE_PREFIX,
     () => registry.names().map(toolQueueName),
-    { maxWaitMs: config.ADMISSION_MAX_WAIT_MS, minBacklog: config.ADMISSION_MIN_BACKLOG, maxBacklog: config.ADMISSION_MAX_BACKLOG, sampleMs: config.ADMISSION_SAMPLE_MS },
+    { maxWaitMs: config.ADMISSION_MAX_WAIT_MS, minBacklog: config.ADMISSION_MIN_BACKLOG, maxBacklog: config.ADMISSION_MAX_BACKLOG, sampleMs: config.ADMISSION_SAMPLE_MS, maxInFlight: config.ADMISSION_MAX_IN_FLIGHT },
     metrics,
     logger,
   );

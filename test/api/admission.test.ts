@@ -1,3 +1,5 @@
+import type { AddressInfo } from 'node:net';
+import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Admission } from '../../src/api/admission.js';
 import { Metrics } from '../../src/observability/metrics.js';
@@ -62,7 +64,7 @@ describe('admission control: POST /assign-task under overload', () => {
 
   it('admits what the workers drain in ADMISSION_MAX_WAIT_MS, measured from the finished-steps counter in Redis', async () => {
     const queueNames = [toolQueueName('echo')];
-    const admission = new Admission(h.redis, h.config.QUEUE_PREFIX, () => queueNames, { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 0, sampleMs: 1_000 }, new Metrics({ defaultMetrics: false }), h.logger);
+    const admission = new Admission(h.redis, h.config.QUEUE_PREFIX, () => queueNames, { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 0, sampleMs: 1_000, maxInFlight: 0 }, new Metrics({ defaultMetrics: false }), h.logger);
     const key = finishedStepsKey(h.config.QUEUE_PREFIX);
     await admission.sample(1_000_000);
     expect(admission.limit()).toBe(10);
@@ -70,10 +72,41 @@ describe('admission control: POST /assign-task under overload', () => {
     await h.redis.incrby(key, 500);
     await admission.sample(1_001_000);
     expect(admission.limit()).toBe(1_000);
-    const capped = new Admission(h.redis, h.config.QUEUE_PREFIX, () => queueNames, { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 300, sampleMs: 1_000 }, new Metrics({ defaultMetrics: false }), h.logger);
+    const capped = new Admission(h.redis, h.config.QUEUE_PREFIX, () => queueNames, { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 300, sampleMs: 1_000, maxInFlight: 0 }, new Metrics({ defaultMetrics: false }), h.logger);
     await capped.sample(1_000_000);
     await h.redis.incrby(key, 500);
     await capped.sample(1_001_000);
     expect(capped.limit()).toBe(300);
+  });
+
+  it('refuses at once past ADMISSION_MAX_IN_FLIGHT submissions in flight in one process, and admits again as they are answered', async () => {
+    const admission = new Admission(h.redis, h.config.QUEUE_PREFIX, () => [], { maxWaitMs: 0, minBacklog: 0, maxBacklog: 0, sampleMs: 1_000, maxInFlight: 2 }, new Metrics({ defaultMetrics: false }), h.logger);
+    // A route that holds its answers until told: two submissions stay in flight.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const app = express();
+    app.post('/assign-task', admission.middleware(), async (_req, res) => {
+      await held;
+      res.status(202).json({ ok: true });
+    });
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/assign-task`;
+    try {
+      const first = fetch(url, { method: 'POST' });
+      const second = fetch(url, { method: 'POST' });
+      await poll(() => admission.inFlightNow === 2, { label: 'two submissions in flight', timeoutMs: 10_000 });
+      const third = await fetch(url, { method: 'POST' });
+      expect(third.status).toBe(503);
+      expect(third.headers.get('retry-after')).toBe('1');
+      expect(((await third.json()) as { error: unknown }).error).toMatchObject({ code: 'overloaded', details: { in_flight: 2, max_in_flight: 2 } });
+      release();
+      expect((await first).status).toBe(202);
+      expect((await second).status).toBe(202);
+      await poll(() => admission.inFlightNow === 0, { label: 'answered submissions leave the count', timeoutMs: 10_000 });
+      expect((await fetch(url, { method: 'POST' })).status).toBe(202);
+    } finally {
+      server.close();
+    }
   });
 });

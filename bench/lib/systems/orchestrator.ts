@@ -121,7 +121,12 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     processes: { api: apis.map((api) => api.pid), workers: workers.map((worker) => worker.pid) },
     database,
     benchClient,
-    target: (body) => new HttpTarget(http, body, records),
+    target: (body, { connections } = {}) => {
+      if (!connections) return new HttpTarget(http, body, records);
+      const own = new HttpClient(urls, connections);
+      ctx.releasers.add(`HTTP client (${connections} connections)`, () => own.close());
+      return new HttpTarget(own, body, records);
+    },
     post: (path, body) => http.post(path, body),
     get: (path) => http.get(path),
     queuePrefix: prefix,

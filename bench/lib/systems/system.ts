@@ -30,8 +30,11 @@ export interface RunningSystem {
   database?: string;
   /** The bench's connection to that database, for reading results. */
   benchClient?: CountingClient;
-  /** A target that sends `body(tag)` per task (raw BullMQ ignores it and adds a no-op job). */
-  target(body: (tag: string) => unknown): Target;
+  /**
+   * A target that sends `body(tag)` per task (raw BullMQ ignores it and adds a no-op job).
+   * `connections`: HTTP connections of its own, where the system's shared pool has too few.
+   */
+  target(body: (tag: string) => unknown, options?: { connections?: number }): Target;
   /** POSTs to the system's HTTP API (for definitions made before measuring). */
   post?(path: string, body: unknown): Promise<HttpAnswer>;
   /** GETs from the system's HTTP API (the idle-latency workload's long polls). */
