@@ -1,4 +1,5 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { uuidv7 } from '../lib/uuid7.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { Config } from '../config.js';
 import { ConflictError, DependencyUnavailableError, NotFoundError, ValidationError } from '../errors.js';
@@ -141,7 +142,8 @@ export class TaskService {
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
     if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
-    const id = randomUUID();
+    // The one place task ids are made: the id holds the task's creation time (src/ledger/task-days.ts).
+    const id = uuidv7(receivedAt);
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const requestHash = createHash('sha256')
       .update(canonical({ ...body, idempotency_key: undefined }))
@@ -153,7 +155,6 @@ export class TaskService {
       task: {
         id,
         requestHash,
-        receivedAt,
         priority: body.priority ?? 0,
         delayMs: body.delay_ms ?? 0,
         owner: options.owner ?? '',
