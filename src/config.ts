@@ -184,6 +184,16 @@ const configSchema = z.object({
   RECONCILE_INTERVAL_MS: integer(0, 3_600_000).default(30_000),
   /** Runs younger than this are not repaired: their jobs may still be on their way. */
   RECONCILE_AFTER_MS: integer(0, 86_400_000).default(60_000),
+  /**
+   * Tasks are kept this many days (at most one day more), then dropped with their steps, dead
+   * letters, callback deliveries and idempotency keys, a whole day's partition at once
+   * (src/persistence/partitions.ts). GET /result of an expired task answers 410 task_expired.
+   */
+  RETENTION_DAYS: integer(1, 3650).default(30),
+  /** Days ahead whose partitions exist before their first task (created by one worker each pass). */
+  PARTITIONS_AHEAD_DAYS: integer(1, 90).default(3),
+  /** How often one worker maintains the partitions: creates the days ahead, drops the expired ones. 0: never (not even at start). */
+  RETENTION_INTERVAL_MS: integer(0, 86_400_000).default(3_600_000),
   /** Port where a worker process serves its own /metrics. Unset: no metrics server in workers. */
   WORKER_METRICS_PORT: integer(0, 65535).optional(),
   /** Bearer token that /metrics (the API's and the workers') requires. Unset: /metrics is open. */

@@ -42,6 +42,14 @@ export class ConflictError extends ApiError {
   }
 }
 
+/** The resource existed and is gone for good: a task past RETENTION_DAYS. */
+export class GoneError extends ApiError {
+  override name = 'GoneError';
+  constructor(code: string, message: string, details?: unknown) {
+    super(410, code, message, details);
+  }
+}
+
 /** Redis or PostgreSQL did not answer: the client may retry later. */
 export class DependencyUnavailableError extends ApiError {
   override name = 'DependencyUnavailableError';

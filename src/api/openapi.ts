@@ -64,6 +64,10 @@ const text = { type: 'string' } as const;
 
 const invalid = (what: string): ApiReply => ({ description: what, body: r.validationErrorBodySchema });
 const notFound = (what: string): ApiReply => ({ description: what, body: r.errorBodySchema });
+const gone: ApiReply = {
+  description: 'The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`.',
+  body: r.errorBodySchema,
+};
 const conflict = (what: string): ApiReply => ({ description: what, body: r.errorBodySchema });
 const unavailable: ApiReply = {
   description: 'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`); nothing was changed. Try again later.',
@@ -126,6 +130,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
       200: { description: 'The task.', body: r.taskViewSchema, examples: ex.taskViewExamples },
       400: invalid('The query is invalid.'),
       404: notFound('No such task (`task_not_found`).'),
+      410: gone,
       429: {
         description: 'The key already has LONG_POLLS_PER_KEY waiting requests open (`too_many_long_polls`), or sent more than RATE_LIMIT_PER_MINUTE requests this minute (`rate_limited`).',
         body: r.errorBodySchema,
@@ -159,6 +164,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     responses: {
       200: { description: 'The task.', body: r.taskViewSchema, examples: ex.taskViewExamples },
       404: notFound('No such task (`task_not_found`).'),
+      410: gone,
       503: unavailable,
     },
   },
@@ -184,6 +190,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
       200: { description: 'The event stream.', mediaType: 'text/event-stream', body: r.taskStreamMessageSchema, examples: ex.taskEventExamples },
       400: invalid('Last-Event-ID is not an event id.'),
       404: notFound('No such task (`task_not_found`).'),
+      410: gone,
       429: {
         description: 'The key already has EVENT_STREAMS_PER_KEY streams open (`too_many_streams`), or sent more than RATE_LIMIT_PER_MINUTE requests this minute (`rate_limited`).',
         body: r.errorBodySchema,
@@ -204,6 +211,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     responses: {
       200: { description: 'Cancelled.', body: r.taskCancelledSchema, examples: ex.taskCancelledExamples },
       404: notFound('No such task (`task_not_found`).'),
+      410: gone,
       409: conflict('The task already ended (`task_finished`).'),
       503: unavailable,
     },
@@ -220,6 +228,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     responses: {
       202: { description: 'Resumed: its unfinished steps are enqueued again.', body: r.taskResumedSchema, examples: ex.taskResumedExamples },
       404: notFound('No such task (`task_not_found`).'),
+      410: gone,
       409: conflict('The task neither failed nor was cancelled (`task_not_retryable`).'),
       503: unavailable,
     },
@@ -344,6 +353,7 @@ export const OPERATIONS: readonly ApiOperation[] = [
     responses: {
       200: { description: 'A page of dead letters, newest first.', body: r.deadLetterListSchema, examples: ex.deadLetterListExamples },
       400: invalid('The query or the cursor is invalid.'),
+      410: gone,
       503: unavailable,
     },
   },

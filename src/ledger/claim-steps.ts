@@ -1,4 +1,5 @@
 import type { SqlRunner } from './sql.js';
+import { createdIn, createdTimes } from './task-days.js';
 
 /**
  * A worker's claim to run a step, made before the adapter runs. `attempt` counts deliveries of
@@ -38,19 +39,22 @@ export interface Claimed {
  */
 export async function claimSteps(tx: SqlRunner, claims: readonly StepClaim[]): Promise<Claimed[]> {
   if (claims.length === 0) return [];
-  await tx.$queryRawUnsafe(`SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR SHARE`, [...new Set(claims.map((claim) => claim.taskId))]);
+  const ids = [...new Set(claims.map((claim) => claim.taskId))];
+  const times = createdTimes(ids);
+  await tx.$queryRawUnsafe(`SELECT 1 FROM tasks WHERE id = ANY($1::uuid[]) AND ${createdIn('created_at', '$2')} ORDER BY id FOR SHARE`, ids, times);
   const rows = await tx.$queryRawUnsafe<{ task_id: string; run: number; step_id: string; task_began: boolean }[]>(
     `WITH v AS (
        SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::timestamptz[]) AS v(task_id, step_id, run, attempt, at)
      ), claimed AS (
        UPDATE steps s SET status = 'running', attempts = GREATEST(s.attempts, v.attempt), started_at = COALESCE(s.started_at, v.at)
-         FROM v JOIN tasks t ON t.id = v.task_id AND t.run = v.run AND t.status IN ('queued', 'running')
-        WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run
+         FROM v JOIN tasks t ON t.id = v.task_id AND ${createdIn('t.created_at', '$6')} AND t.run = v.run AND t.status IN ('queued', 'running')
+        WHERE s.task_id = v.task_id AND s.task_created_at = t.created_at AND ${createdIn('s.task_created_at', '$6')}
+          AND s.step_id = v.step_id AND s.run = v.run
           AND (s.status = 'queued' OR (s.status = 'running' AND s.attempts <= v.attempt))
     RETURNING s.task_id, s.run, s.step_id
      ), began AS (
        UPDATE tasks t SET status = 'running', started_at = COALESCE(t.started_at, now())
-        WHERE t.id IN (SELECT task_id FROM claimed) AND t.status = 'queued'
+        WHERE t.id IN (SELECT task_id FROM claimed) AND ${createdIn('t.created_at', '$6')} AND t.status = 'queued'
     RETURNING t.id
      )
      SELECT c.task_id::text AS task_id, c.run, c.step_id, EXISTS (SELECT 1 FROM began b WHERE b.id = c.task_id) AS task_began FROM claimed c`,
@@ -59,6 +63,7 @@ export async function claimSteps(tx: SqlRunner, claims: readonly StepClaim[]): P
     claims.map((claim) => claim.run),
     claims.map((claim) => claim.attempt),
     claims.map((claim) => claim.at.toISOString()),
+    times,
   );
   return rows.map((row) => ({ taskId: row.task_id, run: row.run, stepId: row.step_id, taskBegan: row.task_began }));
 }

@@ -2,6 +2,7 @@ import type { ErrorRecord } from '../errors.js';
 import { singleRunEnding } from '../engine/task-output.js';
 import type { Limits } from '../limits.js';
 import type { SqlRunner } from './sql.js';
+import { createdIn, createdTimes } from './task-days.js';
 
 /** A step's final result, as its worker reports it (here: a one-tool task's only step). */
 export interface StepResult {
@@ -66,22 +67,24 @@ export async function finishSingleRuns(db: SqlRunner, results: readonly StepResu
        UPDATE tasks t SET status = v.task_status::"TaskStatus", result = v.task_result, error = v.task_error, steps_remaining = 0,
               started_at = COALESCE(t.started_at, v.started_at), finished_at = now()
          FROM v
-        WHERE t.id = v.task_id AND t.run = v.run AND t.status IN ('queued', 'running')
+        WHERE t.id = v.task_id AND ${createdIn('t.created_at', '$2')} AND t.run = v.run AND t.status IN ('queued', 'running')
        RETURNING t.id, t.status::text AS status, t.task_type, t.created_at, t.callback_url IS NOT NULL AS callback
      ), s AS (
        UPDATE steps s SET status = v.status::"StepStatus", output = v.output, error = v.error, attempts = GREATEST(s.attempts, v.attempt),
               started_at = COALESCE(s.started_at, v.started_at), finished_at = v.finished_at
          FROM v JOIN t ON t.id = v.task_id
-        WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run AND s.status IN ('queued', 'running')
+        WHERE s.task_id = v.task_id AND s.task_created_at = t.created_at AND ${createdIn('s.task_created_at', '$2')}
+          AND s.step_id = v.step_id AND s.run = v.run AND s.status IN ('queued', 'running')
      ), d AS (
-       INSERT INTO dead_letters (id, task_id, step_id, run, tool, input, error, attempts)
-       SELECT gen_random_uuid(), v.task_id, v.step_id, v.run, v.tool, v.input, v.error, v.attempt
+       INSERT INTO dead_letters (id, task_id, task_created_at, step_id, run, tool, input, error, attempts)
+       SELECT gen_random_uuid(), v.task_id, t.created_at, v.step_id, v.run, v.tool, v.input, v.error, v.attempt
          FROM v JOIN t ON t.id = v.task_id
         WHERE v.status = 'failed'
-       ON CONFLICT (task_id, step_id, run) DO NOTHING
+       ON CONFLICT (task_id, task_created_at, step_id, run) DO NOTHING
      )
      SELECT id::text AS id, status, task_type, created_at, callback FROM t`,
     JSON.stringify(rows),
+    createdTimes(rows.map((row) => row.task_id)),
   );
   const byTask = new Map(ended.map((row) => [row.id, row]));
   return results.map((result, index): SingleRunRecorded => {

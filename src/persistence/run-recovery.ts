@@ -3,6 +3,7 @@ import type { ReadyStep, StepRow } from '../engine/types.js';
 import { readyStep } from '../engine/step-input.js';
 import { loadContext } from './step-results.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import { createdIn, createdTimes } from '../ledger/task-days.js';
 
 export interface ActiveRun {
   id: string;
@@ -45,17 +46,20 @@ export class RunRecovery {
    * with `enqueue`, so the steps go back to queued only if their jobs were created.
    */
   async restart(taskId: string, run: number, enqueue: (ready: ReadyStep[]) => Promise<void>): Promise<number> {
+    const times = createdTimes([taskId]);
     return this.prisma.$transaction(async (tx) => {
       const [task] = await tx.$queryRawUnsafe<{ status: string; run: number }[]>(
-        `SELECT status::text AS status, run FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+        `SELECT status::text AS status, run FROM tasks WHERE id = $1::uuid AND ${createdIn('created_at', '$2')} FOR UPDATE`,
         taskId,
+        times,
       );
       if (!task || task.run !== run || (task.status !== 'queued' && task.status !== 'running')) return 0;
       const rows = await tx.$queryRawUnsafe<StepRow[]>(
-        `UPDATE steps SET status = 'queued' WHERE task_id = $1::uuid AND run = $2 AND status IN ('queued', 'running')
+        `UPDATE steps SET status = 'queued' WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$3')} AND run = $2 AND status IN ('queued', 'running')
          RETURNING step_id, tool, input_template, input, options, depends_on`,
         taskId,
         run,
+        times,
       );
       const context = await loadContext(tx, rows.map((row) => ({ ...row, task_id: taskId })));
       const ready = rows.map((row) => readyStep(row, context.get(taskId) ?? { params: {}, steps: new Map() }, this.limits));

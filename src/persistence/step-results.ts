@@ -5,6 +5,7 @@ import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { finishSingleRuns, type StepResult } from '../ledger/finish-single-runs.js';
 import type { Sql, SqlRunner } from '../ledger/sql.js';
 import { claimSteps, type StepClaim } from '../ledger/claim-steps.js';
+import { createdIn, createdTimes } from '../ledger/task-days.js';
 import { isTransientDatabaseError, withRetries } from './retry.js';
 import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
 import { readyStep, referencedSteps } from '../engine/step-input.js';
@@ -169,13 +170,15 @@ export class StepResults {
     const rows = await this.sql.$queryRawUnsafe<StepRow[]>(
       `SELECT d.step_id, d.tool, d.input_template, d.input, d.options, d.depends_on
          FROM steps s
-         JOIN tasks t ON t.id = s.task_id AND t.run = $2 AND t.status IN ('queued', 'running')
-         JOIN steps d ON d.task_id = s.task_id AND d.step_id = ANY(s.dependents) AND d.status = 'queued'
-        WHERE s.task_id = $1::uuid AND s.step_id = $3 AND s.run = $2
+         JOIN tasks t ON t.id = s.task_id AND t.created_at = s.task_created_at AND ${createdIn('t.created_at', '$4')} AND t.run = $2 AND t.status IN ('queued', 'running')
+         JOIN steps d ON d.task_id = s.task_id AND d.task_created_at = s.task_created_at AND ${createdIn('d.task_created_at', '$4')}
+                     AND d.step_id = ANY(s.dependents) AND d.status = 'queued'
+        WHERE s.task_id = $1::uuid AND ${createdIn('s.task_created_at', '$4')} AND s.step_id = $3 AND s.run = $2
           AND (s.status = 'completed' OR (s.status = 'failed' AND s.on_failure = 'continue'))`,
       taskId,
       run,
       stepId,
+      createdTimes([taskId]),
     );
     if (rows.length === 0) return [];
     const context = await loadContext(
@@ -190,7 +193,11 @@ export class StepResults {
    * keys are kept out of the log line. Undefined when the task is gone.
    */
   async params(taskId: string): Promise<Record<string, unknown> | undefined> {
-    const [row] = await this.sql.$queryRawUnsafe<{ params: Record<string, unknown> }[]>(`SELECT params FROM tasks WHERE id = $1::uuid`, taskId);
+    const [row] = await this.sql.$queryRawUnsafe<{ params: Record<string, unknown> }[]>(
+      `SELECT params FROM tasks WHERE id = $1::uuid AND ${createdIn('created_at', '$2')}`,
+      taskId,
+      createdTimes([taskId]),
+    );
     return row?.params;
   }
 
@@ -205,11 +212,15 @@ export class StepResults {
   }
 
   private async flushCloses(items: { taskId: string; run: number }[]): Promise<RunClosed[]> {
+    const ids = [...new Set(items.map((item) => item.taskId))];
+    const times = createdTimes(ids);
     const rows = await withRetries(
       () =>
         this.sql.$queryRawUnsafe<TaskRow[]>(
-          `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = ANY($1::uuid[])`,
-          [...new Set(items.map((item) => item.taskId))],
+          `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks
+            WHERE id = ANY($1::uuid[]) AND ${createdIn('created_at', '$2')}`,
+          ids,
+          times,
         ),
       { logger: this.logger, label: 'close runs', maxElapsedMs: this.retryForMs },
     );
@@ -231,10 +242,11 @@ export class StepResults {
           this.sql.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
             `UPDATE steps s SET status = 'skipped', finished_at = now()
                FROM unnest($1::uuid[], $2::int[]) AS v(task_id, run)
-              WHERE s.task_id = v.task_id AND s.run = v.run AND s.status IN ('pending', 'queued', 'running')
+              WHERE s.task_id = v.task_id AND ${createdIn('s.task_created_at', '$3')} AND s.run = v.run AND s.status IN ('pending', 'queued', 'running')
           RETURNING s.task_id::text AS task_id, s.step_id`,
             ended.map((item) => item.taskId),
             ended.map((item) => item.run),
+            times,
           ),
         { logger: this.logger, label: 'close runs', maxElapsedMs: this.retryForMs },
       );
@@ -250,9 +262,10 @@ export class StepResults {
           this.sql.$queryRawUnsafe<(UnfinishedStep & { task_id: string })[]>(
             `SELECT s.task_id::text AS task_id, s.step_id AS "stepId", s.tool, s.status::text AS status
                FROM steps s JOIN unnest($1::uuid[], $2::int[]) AS v(task_id, run) ON s.task_id = v.task_id AND s.run = v.run
-              WHERE s.status IN ('pending', 'queued', 'running')`,
+              WHERE ${createdIn('s.task_created_at', '$3')} AND s.status IN ('pending', 'queued', 'running')`,
             open.map((item) => item.taskId),
             open.map((item) => item.run),
+            times,
           ),
         { logger: this.logger, label: 'close runs', maxElapsedMs: this.retryForMs },
       );
@@ -276,22 +289,27 @@ export class StepResults {
    * are skipped, and the task fails naming them. Nothing stays running forever.
    */
   async failLostSteps(taskId: string, run: number, lostSteps: string[]): Promise<RunClosed> {
+    const times = createdTimes([taskId]);
     const outcome = await withRetries(
       () =>
         this.sql.$transaction(async (tx) => {
           const [task] = await tx.$queryRawUnsafe<TaskRow[]>(
-            `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = $1::uuid FOR UPDATE`,
+            `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks
+              WHERE id = $1::uuid AND ${createdIn('created_at', '$2')} FOR UPDATE`,
             taskId,
+            times,
           );
           if (!task || task.run !== run || !ACTIVE.has(task.status)) {
             // The run ended meanwhile (a failure the caller just recorded): its steps whose jobs
             // are gone will never record a result either.
             if (task && task.run === run && (task.status === 'failed' || task.status === 'cancelled')) {
               await tx.$executeRawUnsafe(
-                `UPDATE steps SET status = 'skipped', finished_at = now() WHERE task_id = $1::uuid AND run = $2 AND step_id = ANY($3::text[]) AND status IN ('pending', 'queued', 'running')`,
+                `UPDATE steps SET status = 'skipped', finished_at = now()
+                  WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$4')} AND run = $2 AND step_id = ANY($3::text[]) AND status IN ('pending', 'queued', 'running')`,
                 taskId,
                 run,
                 lostSteps,
+                times,
               );
             }
             return { status: task?.status, lost: [] as string[], callbackUrl: task?.callback_url };
@@ -299,23 +317,27 @@ export class StepResults {
           const info = { type: task.task_type, createdAt: task.created_at };
           const lost = await tx.$queryRawUnsafe<{ step_id: string }[]>(
             `UPDATE steps SET status = 'failed', finished_at = now(), error = $4::jsonb
-              WHERE task_id = $1::uuid AND run = $2 AND step_id = ANY($3::text[]) AND status IN ('pending', 'queued', 'running')
+              WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$5')} AND run = $2 AND step_id = ANY($3::text[]) AND status IN ('pending', 'queued', 'running')
           RETURNING step_id`,
             taskId,
             run,
             lostSteps,
             JSON.stringify({ name: 'LostStep', message: 'the step job is gone from the queue without a result' }),
+            times,
           );
           if (lost.length === 0) return { status: task.status, lost: [] as string[], callbackUrl: task.callback_url };
           await tx.$executeRawUnsafe(
-            `UPDATE steps SET status = 'skipped', finished_at = now() WHERE task_id = $1::uuid AND run = $2 AND status IN ('pending', 'queued', 'running')`,
+            `UPDATE steps SET status = 'skipped', finished_at = now()
+              WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$3')} AND run = $2 AND status IN ('pending', 'queued', 'running')`,
             taskId,
             run,
+            times,
           );
           await tx.$executeRawUnsafe(
-            `UPDATE tasks SET status = 'failed', finished_at = now(), error = $2::jsonb WHERE id = $1::uuid`,
+            `UPDATE tasks SET status = 'failed', finished_at = now(), error = $2::jsonb WHERE id = $1::uuid AND ${createdIn('created_at', '$3')}`,
             taskId,
             JSON.stringify({ name: 'LostStep', message: `step jobs gone from the queue without a result: ${lost.map((row) => row.step_id).join(', ')}` }),
+            times,
           );
           return { status: 'failed' as const, lost: lost.map((row) => row.step_id), task: info, callbackUrl: task.callback_url };
         }),
@@ -402,11 +424,14 @@ export class StepResults {
         // always committed durably.
         if (!events.some((event) => event.kind === 'finish')) await tx.$executeRawUnsafe(`SET LOCAL synchronous_commit = off`);
         const taskIds = [...new Set(events.map((event) => event.taskId))].sort();
+        const times = createdTimes(taskIds);
         // Lock the tasks first, always in id order: cancel and retry lock tasks first too,
         // so concurrent writers queue up instead of deadlocking.
         const tasks = await tx.$queryRawUnsafe<TaskRow[]>(
-          `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`,
+          `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks
+            WHERE id = ANY($1::uuid[]) AND ${createdIn('created_at', '$2')} ORDER BY id FOR UPDATE`,
           taskIds,
+          times,
         );
         const taskById = new Map(tasks.map((task) => [task.id, task]));
         const isActive = (event: StepEvent) => {
@@ -423,12 +448,13 @@ export class StepResults {
           const rows = await tx.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
             `UPDATE steps s SET progress = v.progress
                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[]) AS v(task_id, step_id, run, progress)
-              WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run AND s.status = 'running'
+              WHERE s.task_id = v.task_id AND ${createdIn('s.task_created_at', '$5')} AND s.step_id = v.step_id AND s.run = v.run AND s.status = 'running'
           RETURNING s.task_id::text AS task_id, s.step_id`,
             reports.map((event) => event.taskId),
             reports.map((event) => event.stepId),
             reports.map((event) => event.run),
             reports.map((event) => JSON.stringify({ percent: event.percent, ...(event.message !== undefined ? { message: event.message } : {}) })),
+            times,
           );
           const updated = new Set(rows.map((row) => `${row.task_id}/${row.step_id}`));
           for (const event of reports) {
@@ -449,12 +475,13 @@ export class StepResults {
           await tx.$executeRawUnsafe(
             `UPDATE steps s SET error = v.error, attempts = GREATEST(s.attempts, v.attempt)
                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::jsonb[]) AS v(task_id, step_id, run, attempt, error)
-              WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run AND s.status = 'running'`,
+              WHERE s.task_id = v.task_id AND ${createdIn('s.task_created_at', '$6')} AND s.step_id = v.step_id AND s.run = v.run AND s.status = 'running'`,
             retries.map((event) => event.taskId),
             retries.map((event) => event.stepId),
             retries.map((event) => event.run),
             retries.map((event) => event.attempt),
             retries.map((event) => JSON.stringify(event.error)),
+            times,
           );
         }
 
@@ -480,7 +507,7 @@ export class StepResults {
                   started_at = COALESCE(s.started_at, v.started_at), finished_at = v.finished_at
              FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[], $8::timestamptz[], $9::timestamptz[])
                   AS v(task_id, step_id, run, status, output, error, attempt, started_at, finished_at)
-            WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.run = v.run
+            WHERE s.task_id = v.task_id AND ${createdIn('s.task_created_at', '$10')} AND s.step_id = v.step_id AND s.run = v.run
               AND s.status IN ('queued', 'running')
         RETURNING s.task_id::text AS task_id, s.step_id, s.status::text AS status, s.on_failure::text AS on_failure, s.dependents`,
           finishes.map(({ event }) => event.taskId),
@@ -492,6 +519,7 @@ export class StepResults {
           finishes.map(({ event }) => event.attempt),
           finishes.map(({ event }) => (event as StepFinish).startedAt.toISOString()),
           finishes.map(({ event }) => (event as StepFinish).finishedAt.toISOString()),
+          times,
         );
         const recorded = new Map(recordedRows.map((row) => [`${row.task_id}/${row.step_id}`, row]));
         for (const { event, index } of finishes) {
@@ -508,11 +536,11 @@ export class StepResults {
         });
         if (dead.length > 0) {
           await tx.$executeRawUnsafe(
-            `INSERT INTO dead_letters (id, task_id, step_id, run, tool, input, error, attempts)
-             SELECT gen_random_uuid(), v.task_id, v.step_id, v.run, v.tool, v.input, v.error, v.attempt
-               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[])
-                    AS v(task_id, step_id, run, tool, input, error, attempt)
-             ON CONFLICT (task_id, step_id, run) DO NOTHING`,
+            `INSERT INTO dead_letters (id, task_id, task_created_at, step_id, run, tool, input, error, attempts)
+             SELECT gen_random_uuid(), v.task_id, v.task_created_at, v.step_id, v.run, v.tool, v.input, v.error, v.attempt
+               FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[], $8::timestamptz[])
+                    AS v(task_id, step_id, run, tool, input, error, attempt, task_created_at)
+             ON CONFLICT (task_id, task_created_at, step_id, run) DO NOTHING`,
             dead.map(({ event }) => event.taskId),
             dead.map(({ event }) => event.stepId),
             dead.map(({ event }) => event.run),
@@ -520,6 +548,7 @@ export class StepResults {
             dead.map(({ event }) => jsonOrNull((event as StepFinish).input)),
             dead.map(({ event }) => jsonOrNull((event as StepFinish).error)),
             dead.map(({ event }) => event.attempt),
+            dead.map(({ event }) => taskById.get(event.taskId)!.created_at.toISOString()),
           );
         }
 
@@ -543,13 +572,16 @@ export class StepResults {
           }
           await tx.$executeRawUnsafe(
             `UPDATE tasks t SET status = 'failed', error = v.error, finished_at = now()
-               FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, error) WHERE t.id = v.id`,
+               FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, error) WHERE t.id = v.id AND ${createdIn('t.created_at', '$3')}`,
             decided.failed.map((failure) => failure.taskId),
             decided.failed.map((failure) => JSON.stringify(failure.error)),
+            times,
           );
           await tx.$executeRawUnsafe(
-            `UPDATE steps SET status = 'skipped', finished_at = now() WHERE task_id = ANY($1::uuid[]) AND status IN ('pending', 'queued')`,
+            `UPDATE steps SET status = 'skipped', finished_at = now()
+              WHERE task_id = ANY($1::uuid[]) AND ${createdIn('task_created_at', '$2')} AND status IN ('pending', 'queued')`,
             decided.failed.map((failure) => failure.taskId),
+            times,
           );
           for (const failure of decided.failed) transitions.push({ taskId: failure.taskId, status: 'failed', at: new Date().toISOString() });
         }
@@ -563,12 +595,13 @@ export class StepResults {
                     status = CASE WHEN s.remaining_deps - v.n <= 0 THEN 'queued'::"StepStatus" ELSE s.status END,
                     queued_at = CASE WHEN s.remaining_deps - v.n <= 0 THEN now() ELSE s.queued_at END
                FROM unnest($1::uuid[], $2::text[], $3::int[]) AS v(task_id, step_id, n)
-              WHERE s.task_id = v.task_id AND s.step_id = v.step_id AND s.status = 'pending'
+              WHERE s.task_id = v.task_id AND ${createdIn('s.task_created_at', '$4')} AND s.step_id = v.step_id AND s.status = 'pending'
           RETURNING s.task_id::text AS task_id, s.step_id, s.tool, s.input_template, s.input, s.options, s.depends_on,
                     s.status::text AS status`,
             decided.resolved.map((entry) => entry.taskId),
             decided.resolved.map((entry) => entry.stepId),
             decided.resolved.map((entry) => entry.count),
+            times,
           ).then((rows) => rows.filter((row) => (row as unknown as { status: string }).status === 'queued'));
           if (readyRows.length > 0) {
             const context = await loadContext(tx, readyRows);
@@ -590,10 +623,11 @@ export class StepResults {
             `UPDATE tasks t SET steps_remaining = t.steps_remaining - v.n,
                     status = CASE WHEN t.status = 'queued' THEN 'running'::"TaskStatus" ELSE t.status END,
                     started_at = COALESCE(t.started_at, now())
-               FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE t.id = v.id
+               FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE t.id = v.id AND ${createdIn('t.created_at', '$3')}
            RETURNING t.id::text AS id, t.steps_remaining`,
             decided.finished.map((entry) => entry.taskId),
             decided.finished.map((entry) => entry.count),
+            times,
           );
           const done = rows.filter((row) => row.steps_remaining <= 0).map((row) => row.id);
           if (done.length > 0) {
@@ -648,20 +682,24 @@ export async function loadContext(
     wanted.set(row.task_id, ids);
   }
   const taskIds = [...wanted.keys()];
+  const times = createdTimes(taskIds);
   const pairs = [...wanted].flatMap(([taskId, ids]) => [...ids].map((id) => [taskId, id] as const));
   const [params, steps] = await Promise.all([
     tx.$queryRawUnsafe<{ id: string; params: Record<string, unknown> }[]>(
-      `SELECT id::text AS id, params FROM tasks WHERE id = ANY($1::uuid[])`,
+      `SELECT id::text AS id, params FROM tasks WHERE id = ANY($1::uuid[]) AND ${createdIn('created_at', '$2')}`,
       taskIds,
+      times,
     ),
     pairs.length === 0
       ? Promise.resolve([])
       : tx.$queryRawUnsafe<{ task_id: string; step_id: string; status: string; output: unknown; error: unknown }[]>(
           `SELECT s.task_id::text AS task_id, s.step_id, s.status::text AS status, s.output, s.error
              FROM steps s JOIN unnest($1::uuid[], $2::text[]) AS v(task_id, step_id)
-               ON s.task_id = v.task_id AND s.step_id = v.step_id`,
+               ON s.task_id = v.task_id AND s.step_id = v.step_id
+            WHERE ${createdIn('s.task_created_at', '$3')}`,
           pairs.map(([taskId]) => taskId),
           pairs.map(([, id]) => id),
+          times,
         ),
   ]);
   const context = new Map<string, RunContext>();
@@ -675,13 +713,16 @@ export async function loadContext(
  * or the step's output), or failed when that result is over TASK_RESULT_MAX_BYTES.
  */
 async function completeTasks(tx: SqlRunner, ids: string[], limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>): Promise<Map<string, 'completed' | 'failed'>> {
+  const times = createdTimes(ids);
   const tasks = await tx.$queryRawUnsafe<{ id: string; params: Record<string, unknown>; output_template: unknown; workflow_name: string | null }[]>(
-    `SELECT id::text AS id, params, output_template, workflow_name FROM tasks WHERE id = ANY($1::uuid[])`,
+    `SELECT id::text AS id, params, output_template, workflow_name FROM tasks WHERE id = ANY($1::uuid[]) AND ${createdIn('created_at', '$2')}`,
     ids,
+    times,
   );
   const steps = await tx.$queryRawUnsafe<{ task_id: string; step_id: string; status: string; output: unknown; error: unknown }[]>(
-    `SELECT task_id::text AS task_id, step_id, status::text AS status, output, error FROM steps WHERE task_id = ANY($1::uuid[])`,
+    `SELECT task_id::text AS task_id, step_id, status::text AS status, output, error FROM steps WHERE task_id = ANY($1::uuid[]) AND ${createdIn('task_created_at', '$2')}`,
     ids,
+    times,
   );
   const ended = tasks.map((task) => {
     const ending = taskEnding(task, steps.filter((step) => step.task_id === task.id), limits);
@@ -691,11 +732,13 @@ async function completeTasks(tx: SqlRunner, ids: string[], limits: Pick<Limits, 
   });
   await tx.$executeRawUnsafe(
     `UPDATE tasks t SET status = v.status::"TaskStatus", result = v.result, error = v.error, finished_at = now()
-       FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[]) AS v(id, status, result, error) WHERE t.id = v.id AND t.status IN ('queued', 'running')`,
+       FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[]) AS v(id, status, result, error)
+      WHERE t.id = v.id AND ${createdIn('t.created_at', '$5')} AND t.status IN ('queued', 'running')`,
     ended.map((entry) => entry.id),
     ended.map((entry) => entry.status),
     ended.map((entry) => entry.result),
     ended.map((entry) => entry.error),
+    times,
   );
   return new Map(ended.map((entry) => [entry.id, entry.status]));
 }

@@ -6,6 +6,8 @@ import type { ReadyStep, StepRow } from '../engine/types.js';
 import { readyStep } from '../engine/step-input.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import { createTasks, keyHolders, type StoredTask } from '../ledger/create-tasks.js';
+import { createdIn, createdTimes, taskById } from '../ledger/task-days.js';
+import { uuidv7Time } from '../lib/uuid7.js';
 
 export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 export const TASK_STATUSES: readonly TaskStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
@@ -62,15 +64,24 @@ export class TaskStore {
     });
   }
 
-  /** Undoes `createMany` for tasks that could not be enqueued. */
+  /** Undoes `createMany` for tasks that could not be enqueued: the tasks, their steps and the idempotency keys they took. */
   async removeMany(ids: string[]): Promise<void> {
-    await this.prisma.task.deleteMany({ where: { id: { in: ids } } });
+    await this.sql.$executeRawUnsafe(
+      `WITH t AS (
+         DELETE FROM tasks WHERE id = ANY($1::uuid[]) AND ${createdIn('created_at', '$2')} RETURNING id, created_at, owner_key, idempotency_key
+       ), s AS (
+         DELETE FROM steps s USING t WHERE s.task_id = t.id AND s.task_created_at = t.created_at AND ${createdIn('s.task_created_at', '$2')}
+       )
+       DELETE FROM idempotency_keys k USING t WHERE k.owner_key = t.owner_key AND k.idempotency_key = t.idempotency_key AND k.task_id = t.id`,
+      ids,
+      createdTimes(ids),
+    );
   }
 
   /** The task and its steps, read in one statement so they show one moment. */
   get(id: string) {
-    return this.prisma.task.findUnique({
-      where: { id },
+    return this.prisma.task.findFirst({
+      where: taskById(id),
       include: { steps: { orderBy: { position: 'asc' } }, callbacks: { orderBy: { createdAt: 'asc' } } },
       relationLoadStrategy: 'join',
     });
@@ -78,13 +89,13 @@ export class TaskStore {
 
   /** The owner only, to refuse another owner's task before waiting for it. */
   async ownerOf(id: string): Promise<string | undefined> {
-    const row = await this.prisma.task.findUnique({ where: { id }, select: { ownerKey: true } });
+    const row = await this.prisma.task.findFirst({ where: taskById(id), select: { ownerKey: true } });
     return row?.ownerKey;
   }
 
   /** Status only: the cheap read behind long-polling. */
   async status(id: string): Promise<TaskStatus | undefined> {
-    const row = await this.prisma.task.findUnique({ where: { id }, select: { status: true } });
+    const row = await this.prisma.task.findFirst({ where: taskById(id), select: { status: true } });
     return row?.status;
   }
 
@@ -129,22 +140,27 @@ export class TaskStore {
     id: string,
     owner?: string,
   ): Promise<{ outcome: 'cancelled'; run: number; taskType: string; single: boolean; createdAt: Date } | { outcome: 'finished'; status: TaskStatus } | undefined> {
+    const times = createdTimes([id]);
     return this.prisma.$transaction(async (tx) => {
       const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; single: boolean; created_at: Date }[]>(
-        `SELECT status::text AS status, run, task_type, workflow_name IS NULL AS single, created_at FROM tasks WHERE id = $1::uuid AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
+        `SELECT status::text AS status, run, task_type, workflow_name IS NULL AS single, created_at FROM tasks
+          WHERE id = $1::uuid AND ${createdIn('created_at', '$3')} AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
         id,
         owner ?? null,
+        times,
       );
       if (!task) return undefined;
       if (isFinished(task.status)) return { outcome: 'finished' as const, status: task.status };
       await tx.$executeRawUnsafe(
-        `UPDATE tasks SET status = 'cancelled', finished_at = now(), error = $2::jsonb WHERE id = $1::uuid`,
+        `UPDATE tasks SET status = 'cancelled', finished_at = now(), error = $2::jsonb WHERE id = $1::uuid AND ${createdIn('created_at', '$3')}`,
         id,
         JSON.stringify({ name: 'Cancelled', message: 'task was cancelled' }),
+        times,
       );
       await tx.$executeRawUnsafe(
-        `UPDATE steps SET status = 'cancelled', finished_at = now() WHERE task_id = $1::uuid AND status IN ('pending', 'queued')`,
+        `UPDATE steps SET status = 'cancelled', finished_at = now() WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$2')} AND status IN ('pending', 'queued')`,
         id,
+        times,
       );
       return { outcome: 'cancelled' as const, run: task.run, taskType: task.task_type, single: task.single, createdAt: task.created_at };
     });
@@ -161,12 +177,15 @@ export class TaskStore {
     enqueue: (run: { run: number; taskType: string; single: boolean; ready: ReadyStep[] }) => Promise<void>,
     owner?: string,
   ): Promise<{ outcome: 'resumed'; run: number } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
+    const times = createdTimes([id]);
     return this.prisma.$transaction(
       async (tx) => {
         const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; single: boolean; params: Record<string, unknown> }[]>(
-          `SELECT status::text AS status, run, task_type, workflow_name IS NULL AS single, params FROM tasks WHERE id = $1::uuid AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
+          `SELECT status::text AS status, run, task_type, workflow_name IS NULL AS single, params FROM tasks
+            WHERE id = $1::uuid AND ${createdIn('created_at', '$3')} AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
           id,
           owner ?? null,
+          times,
         );
         if (!task) return undefined;
         if (task.status !== 'failed' && task.status !== 'cancelled') return { outcome: 'not_resumable' as const, status: task.status };
@@ -174,8 +193,9 @@ export class TaskStore {
         const steps = await tx.$queryRawUnsafe<
           (StepRow & { status: string; output: unknown; error: unknown })[]
         >(
-          `SELECT step_id, tool, status::text AS status, output, error, depends_on, input_template, input, options FROM steps WHERE task_id = $1::uuid`,
+          `SELECT step_id, tool, status::text AS status, output, error, depends_on, input_template, input, options FROM steps WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$2')}`,
           id,
+          times,
         );
         const completed = new Set(steps.filter((step) => step.status === 'completed').map((step) => step.step_id));
         const rerun = steps.filter((step) => !completed.has(step.step_id));
@@ -185,17 +205,20 @@ export class TaskStore {
                   remaining_deps = v.remaining, run = $2, attempts = 0, output = NULL, error = NULL,
                   started_at = NULL, finished_at = NULL, queued_at = CASE WHEN v.remaining = 0 THEN now() ELSE NULL END
              FROM unnest($3::text[], $4::int[]) AS v(step_id, remaining)
-            WHERE s.task_id = $1::uuid AND s.step_id = v.step_id`,
+            WHERE s.task_id = $1::uuid AND ${createdIn('s.task_created_at', '$5')} AND s.step_id = v.step_id`,
           id,
           run,
           rerun.map((step) => step.step_id),
           rerun.map((step) => remaining.get(step.step_id)!),
+          times,
         );
         await tx.$executeRawUnsafe(
-          `UPDATE tasks SET status = 'queued', run = $2, steps_remaining = $3, error = NULL, result = NULL, finished_at = NULL WHERE id = $1::uuid`,
+          `UPDATE tasks SET status = 'queued', run = $2, steps_remaining = $3, error = NULL, result = NULL, finished_at = NULL
+            WHERE id = $1::uuid AND ${createdIn('created_at', '$4')}`,
           id,
           run,
           rerun.length,
+          times,
         );
         const context = {
           params: task.params,
@@ -214,7 +237,7 @@ export class TaskStore {
   /** Newest first, optionally for one task or tool; the cursor is the last row's (created_at, id). */
   listDeadLetters(filter: { taskId?: string; tool?: string; limit: number; cursor?: { createdAt: Date; id: string } }) {
     const where: P.DeadLetterWhereInput = {
-      ...(filter.taskId ? { taskId: filter.taskId } : {}),
+      ...(filter.taskId ? { taskId: filter.taskId, ...(uuidv7Time(filter.taskId) ? { taskCreatedAt: uuidv7Time(filter.taskId) } : {}) } : {}),
       ...(filter.tool ? { tool: filter.tool } : {}),
     };
     const cursor = filter.cursor;
@@ -238,10 +261,11 @@ export class TaskStore {
   }
 
   getDeadLetter(id: string) {
-    return this.prisma.deadLetter.findUnique({ where: { id } });
+    // Its id holds no time (dead letters are few, and off the hot path): every day's index is probed.
+    return this.prisma.deadLetter.findFirst({ where: { id } });
   }
 
   async markReplayed(id: string): Promise<void> {
-    await this.prisma.deadLetter.update({ where: { id }, data: { replayedAt: new Date() } });
+    await this.prisma.deadLetter.updateMany({ where: { id }, data: { replayedAt: new Date() } });
   }
 }

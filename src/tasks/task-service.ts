@@ -1,7 +1,10 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
+import { uuidv7 } from '../lib/uuid7.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { Config } from '../config.js';
-import { ConflictError, DependencyUnavailableError, NotFoundError, ValidationError } from '../errors.js';
+import { ConflictError, DependencyUnavailableError, GoneError, NotFoundError, ValidationError, type ApiError } from '../errors.js';
+import { uuidv7Time } from '../lib/uuid7.js';
+import { retentionCutoff } from '../persistence/partitions.js';
 import type { Logger } from '../logger.js';
 import type { Reachability } from '../persistence/database.js';
 import { isFinished, type CreateResult, type NewTask, type TaskFilter, type TaskStatus, type TaskStore } from '../persistence/task-store.js';
@@ -64,7 +67,19 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-function notFound(id: string): NotFoundError {
+/**
+ * What a task id that finds no task means. The id (UUIDv7) says when the task was created: past
+ * RETENTION_DAYS it expired (or, for an id nobody was given, would have by now); otherwise it is
+ * unknown. An id from before UUIDv7 ids holds no time, and is only ever unknown.
+ */
+function missing(id: string, retentionDays: number): ApiError {
+  const createdAt = uuidv7Time(id);
+  if (createdAt && createdAt < retentionCutoff(new Date(), retentionDays)) {
+    return new GoneError('task_expired', `task ${id} was created ${createdAt.toISOString()} and expired after RETENTION_DAYS (${retentionDays}); its record is gone`, {
+      created_at: createdAt.toISOString(),
+      retention_days: retentionDays,
+    });
+  }
   return new NotFoundError('task_not_found', `no task with id ${JSON.stringify(id)}`);
 }
 
@@ -141,7 +156,8 @@ export class TaskService {
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
     if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
-    const id = randomUUID();
+    // The one place task ids are made: the id holds the task's creation time (src/ledger/task-days.ts).
+    const id = uuidv7(receivedAt);
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const requestHash = createHash('sha256')
       .update(canonical({ ...body, idempotency_key: undefined }))
@@ -153,7 +169,6 @@ export class TaskService {
       task: {
         id,
         requestHash,
-        receivedAt,
         priority: body.priority ?? 0,
         delayMs: body.delay_ms ?? 0,
         owner: options.owner ?? '',
@@ -232,12 +247,16 @@ export class TaskService {
     if (refused) throw new ValidationError('the callback URL is not allowed', [{ path: 'callback_url', message: refused }], 'callback_url_not_allowed');
   }
 
+  private missing(id: string): ApiError {
+    return missing(id, this.deps.config.RETENTION_DAYS);
+  }
+
   /** `owner`: only a task of this owner is found (a client key's view); undefined: any task. */
   async result(id: string, waitSeconds = 0, signal?: AbortSignal, owner?: string) {
-    if (!UUID.test(id)) throw notFound(id);
+    if (!UUID.test(id)) throw this.missing(id);
     // Another owner's task is not found, and not waited for either: how long the answer takes
     // would tell that it exists.
-    if (owner !== undefined && waitSeconds > 0 && (await this.database(() => this.deps.store.ownerOf(id))) !== owner) throw notFound(id);
+    if (owner !== undefined && waitSeconds > 0 && (await this.database(() => this.deps.store.ownerOf(id))) !== owner) throw this.missing(id);
     const waitMs = Math.min(waitSeconds, this.deps.config.RESULT_WAIT_MAX_S) * 1000;
     if (waitMs > 0) {
       await this.deps.events.waitForEnd(
@@ -251,7 +270,7 @@ export class TaskService {
       );
     }
     const task = await this.database(() => this.deps.store.get(id));
-    if (!task || (owner !== undefined && task.ownerKey !== owner)) throw notFound(id);
+    if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
     return taskView(task);
   }
 
@@ -267,9 +286,9 @@ export class TaskService {
   }
 
   async cancel(id: string, owner?: string) {
-    if (!UUID.test(id)) throw notFound(id);
+    if (!UUID.test(id)) throw this.missing(id);
     const outcome = await this.database(() => this.deps.store.cancel(id, owner));
-    if (!outcome) throw notFound(id);
+    if (!outcome) throw this.missing(id);
     if (outcome.outcome === 'finished') {
       throw new ConflictError('task_finished', `the task already ended (${outcome.status}); nothing to cancel`, { status: outcome.status });
     }
@@ -288,7 +307,7 @@ export class TaskService {
   }
 
   async retry(id: string, owner?: string) {
-    if (!UUID.test(id)) throw notFound(id);
+    if (!UUID.test(id)) throw this.missing(id);
     assertRedis(this.deps.redis);
     const outcome = await this.database(() =>
       this.deps.store.resume(
@@ -303,7 +322,7 @@ export class TaskService {
         owner,
       ),
     );
-    if (!outcome) throw notFound(id);
+    if (!outcome) throw this.missing(id);
     if (outcome.outcome === 'not_resumable') {
       throw new ConflictError('task_not_retryable', `only a failed or cancelled task can be retried; this one is ${outcome.status}`, {
         status: outcome.status,
@@ -317,6 +336,8 @@ export class TaskService {
     const cursor = filter.cursor ? decodeCursor(filter.cursor) : undefined;
     if (filter.taskId && !UUID.test(filter.taskId)) return { items: [], next_cursor: null };
     const rows = await this.database(() => this.deps.store.listDeadLetters({ ...filter, cursor, limit: filter.limit + 1 }));
+    // An expired task's dead letters went with it: say so, as GET /result does.
+    if (filter.taskId && rows.length === 0 && this.missing(filter.taskId) instanceof GoneError) throw this.missing(filter.taskId);
     const page = rows.slice(0, filter.limit);
     const last = page.at(-1);
     return {

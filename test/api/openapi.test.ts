@@ -7,6 +7,7 @@ import { request, type Dispatcher } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
+import { uuidv7 } from '../../src/lib/uuid7.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
@@ -229,6 +230,18 @@ describe('the OpenAPI document', () => {
     expect((await call('GET', `/result/${accepted.body.task_id}?wait=-1`)).status).toBe(400);
     expect((await call('GET', `/result/${randomUUID()}`)).status).toBe(404);
     expect((await call('GET', `/tasks/not-a-task`)).status).toBe(404);
+    // A task id (UUIDv7) whose time is past RETENTION_DAYS: expired.
+    const expired = uuidv7(new Date(Date.now() - 400 * 86_400_000));
+    for (const [method, path] of [
+      ['GET', `/result/${expired}`],
+      ['GET', `/tasks/${expired}`],
+      ['GET', `/tasks/${expired}/events`],
+      ['POST', `/tasks/${expired}/cancel`],
+      ['POST', `/tasks/${expired}/retry`],
+      ['GET', `/dead-letters?task_id=${expired}`],
+    ] as const) {
+      expect((await call(method, path)).status, `${method} ${path}`).toBe(410);
+    }
 
     // A failed task carries its error, and so does its step.
     const failedId = await submit(h, { task_type: 'broken', params: { message: 'no luck' } });

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { uuidv7 } from '../../src/lib/uuid7.js';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StepResults } from '../../src/persistence/step-results.js';
@@ -44,8 +45,8 @@ describe('StepResults: idempotent step writes', () => {
   });
 
   async function newTask(plan = twoStepPlan()): Promise<string> {
-    const id = randomUUID();
-    const [created] = await store.createMany([{ plan, task: { id, requestHash: 'test', priority: 0, delayMs: 0, receivedAt: new Date() } }]);
+    const id = uuidv7();
+    const [created] = await store.createMany([{ plan, task: { id, requestHash: 'test', priority: 0, delayMs: 0 } }]);
     expect(created!.created).toBe(true);
     return id;
   }
@@ -63,8 +64,8 @@ describe('StepResults: idempotent step writes', () => {
       finishedAt: new Date(),
     });
 
-  const stepRow = (taskId: string, stepId: string) => h.db.prisma.step.findUniqueOrThrow({ where: { taskId_stepId: { taskId, stepId } } });
-  const taskRow = (taskId: string) => h.db.prisma.task.findUniqueOrThrow({ where: { id: taskId } });
+  const stepRow = (taskId: string, stepId: string) => h.db.prisma.step.findFirstOrThrow({ where: { taskId, stepId } });
+  const taskRow = (taskId: string) => h.db.prisma.task.findFirstOrThrow({ where: { id: taskId } });
 
   it('keeps the first result when the same step of the same run finishes again', async () => {
     const id = await newTask();

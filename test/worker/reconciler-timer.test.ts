@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { uuidv7 } from '../../src/lib/uuid7.js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createHarness, poll, waitForTask, type Harness } from '../helpers/harness.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
@@ -62,9 +62,9 @@ describe('the reconciler on its timer, in two workers', () => {
 
   /** A task in PostgreSQL with nothing in Redis (its flow was never created), accepted at `receivedAt`. */
   async function storeWithoutFlow(params: Record<string, unknown>, receivedAt: Date): Promise<string> {
-    const id = randomUUID();
+    const id = uuidv7(receivedAt);
     const plan = finishPlan(planToolTask(h.registry.get('echo')!, params));
-    await store.createMany([{ plan, task: { id, requestHash: 'x', priority: 0, delayMs: 0, receivedAt } }]);
+    await store.createMany([{ plan, task: { id, requestHash: 'x', priority: 0, delayMs: 0 } }]);
     return id;
   }
 
@@ -73,7 +73,7 @@ describe('the reconciler on its timer, in two workers', () => {
     const old = await storeWithoutFlow({ age: 'old' }, new Date(Date.now() - 10 * AGE_MS));
     const young = await storeWithoutFlow({ age: 'young' }, new Date());
     const storedAt = Date.now();
-    const { createdAt: youngSince } = await h.db.prisma.task.findUniqueOrThrow({ where: { id: young } });
+    const { createdAt: youngSince } = await h.db.prisma.task.findFirstOrThrow({ where: { id: young } });
 
     // Nobody calls sweep() here: the timer does.
     expect(await waitForTask(h, old)).toMatchObject({ status: 'completed', result: { age: 'old' } });

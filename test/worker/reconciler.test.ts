@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { uuidv7 } from '../../src/lib/uuid7.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, waitForTask, type Harness } from '../helpers/harness.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
@@ -19,9 +19,9 @@ describe('the reconciler repairs runs whose jobs went missing', () => {
   async function storeWithoutFlow(params: Record<string, unknown>): Promise<string> {
     // What the API leaves behind when its insert committed but it never heard so, and the
     // client saw a 503: a task in PostgreSQL with nothing in Redis.
-    const id = randomUUID();
+    const id = uuidv7();
     const plan = finishPlan(planToolTask(h.registry.get('echo')!, params));
-    await store.createMany([{ plan, task: { id, requestHash: 'x', priority: 0, delayMs: 0, receivedAt: new Date() } }]);
+    await store.createMany([{ plan, task: { id, requestHash: 'x', priority: 0, delayMs: 0 } }]);
     return id;
   }
 
@@ -39,7 +39,7 @@ describe('the reconciler repairs runs whose jobs went missing', () => {
     const id = await storeWithoutFlow({ orphan: 1 });
     // The step claims it started (its worker died), and no job exists any more.
     await h.db.prisma.step.updateMany({ where: { taskId: id }, data: { status: 'running', attempts: 1, startedAt: new Date() } });
-    await h.db.prisma.task.update({ where: { id }, data: { status: 'running' } });
+    await h.db.prisma.task.updateMany({ where: { id }, data: { status: 'running' } });
     const sweep = await h.worker!.runtime.reconciler.sweep();
     expect(sweep.restarted).toBe(1);
     const task = await waitForTask(h, id);

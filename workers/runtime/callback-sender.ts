@@ -85,6 +85,7 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
       data: {
         id: randomUUID(),
         taskId,
+        taskCreatedAt: task.createdAt,
         run,
         attempt,
         url: task.callbackUrl,

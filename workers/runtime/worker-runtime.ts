@@ -19,6 +19,7 @@ import { createStepProcessor } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
 import { createTaskFinalizer } from './task-finalizer.js';
 import { Reconciler } from './reconciler.js';
+import { RetentionTimer } from './retention.js';
 import { recordJobFailure } from './single-run.js';
 import { RunRecovery } from '../../src/persistence/run-recovery.js';
 
@@ -141,6 +142,14 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     staleAfterMs: config.RECONCILE_AFTER_MS,
   });
   if (config.RECONCILE_INTERVAL_MS > 0) reconciler.start();
+  const retention = new RetentionTimer({
+    sql,
+    logger,
+    retentionDays: config.RETENTION_DAYS,
+    aheadDays: config.PARTITIONS_AHEAD_DAYS,
+    intervalMs: config.RETENTION_INTERVAL_MS,
+  });
+  if (config.RETENTION_INTERVAL_MS > 0) retention.start();
   logger.info('worker started', { tools: registry.names(), concurrency: config.WORKER_CONCURRENCY });
 
   return {
@@ -148,7 +157,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     results,
     reconciler,
     async close() {
-      await reconciler.stop();
+      await Promise.all([reconciler.stop(), retention.stop()]);
       // Stop taking jobs and wait for running ones, within the bound; past it, leave them: their
       // locks expire and another worker runs them again (delivery is at least once).
       const draining = Promise.all(workers.map((worker) => worker.close()));

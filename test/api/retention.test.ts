@@ -1,0 +1,61 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { finishPlan, planToolTask } from '../../src/engine/plan.js';
+import { uuidv7 } from '../../src/lib/uuid7.js';
+import { DAY_MS, maintainPartitions } from '../../src/persistence/partitions.js';
+import { TaskStore } from '../../src/persistence/task-store.js';
+import { createHarness, type Harness } from '../helpers/harness.js';
+
+describe('expired tasks (RETENTION_DAYS)', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // No worker: nothing runs the tasks, and the test runs the maintenance itself.
+    h = await createHarness({ worker: false, env: { RETENTION_DAYS: '7' } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('answers 410 task_expired on every endpoint that takes the id of a task past retention, and 404 for an unknown one', async () => {
+    const expired = uuidv7(new Date(Date.now() - 8 * DAY_MS));
+    const paths: [string, string][] = [
+      ['GET', `/result/${expired}`],
+      ['GET', `/result/${expired}?wait=1`],
+      ['GET', `/tasks/${expired}`],
+      ['GET', `/tasks/${expired}/events`],
+      ['POST', `/tasks/${expired}/cancel`],
+      ['POST', `/tasks/${expired}/retry`],
+      ['GET', `/dead-letters?task_id=${expired}`],
+    ];
+    for (const [method, path] of paths) {
+      const response = await h.request(method, path);
+      expect(response.status, `${method} ${path}`).toBe(410);
+      expect(response.body.error).toMatchObject({ code: 'task_expired', details: { retention_days: 7 } });
+    }
+    // A recent id and an id from before UUIDv7 ids that find nothing are unknown, not expired.
+    for (const unknown of [uuidv7(), uuidv7(new Date(Date.now() - 6 * DAY_MS)), randomUUID()]) {
+      const response = await h.request('GET', `/result/${unknown}`);
+      expect(response.status).toBe(404);
+      expect(response.body.error.code).toBe('task_not_found');
+    }
+  });
+
+  it('drops a task past retention with its idempotency key, which a new task may then take', async () => {
+    const store = new TaskStore(h.db.prisma, undefined, h.db.sql);
+    const body = { task_type: 'echo', params: { order: 42 } };
+    // Submitted 8 days ago with the key.
+    const old = uuidv7(new Date(Date.now() - 8 * DAY_MS));
+    await store.createMany([{ plan: finishPlan(planToolTask(h.registry.get('echo')!, body.params)), task: { id: old, idempotencyKey: 'order-42', requestHash: 'old', priority: 0, delayMs: 0 } }]);
+    expect((await h.request('GET', `/result/${old}`)).status).toBe(200);
+
+    await maintainPartitions(h.db.sql, new Date(), { retentionDays: 7, aheadDays: 3 }, h.logger);
+    expect((await h.request('GET', `/result/${old}`)).status).toBe(410);
+    const again = await h.request('POST', '/assign-task', { ...body, idempotency_key: 'order-42' });
+    expect(again.status).toBe(202);
+    expect(again.body.task_id).not.toBe(old);
+    expect((await h.request('GET', `/result/${again.body.task_id}`)).body).toMatchObject({ status: 'queued' });
+    // And the key is held by the new task now.
+    const replay = await h.request('POST', '/assign-task', { ...body, idempotency_key: 'order-42' });
+    expect(replay).toMatchObject({ status: 200, body: { task_id: again.body.task_id } });
+  });
+});
