@@ -975,6 +975,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description The key already has LONG_POLLS_PER_KEY waiting requests open (`too_many_long_polls`), or sent more than RATE_LIMIT_PER_MINUTE requests this minute (`rate_limited`). */
             429: {
                 headers: {
@@ -1109,6 +1118,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -1195,6 +1213,15 @@ export interface operations {
             };
             /** @description No such task (`task_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1292,6 +1319,15 @@ export interface operations {
             };
             /** @description The task already ended (`task_finished`). */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1408,6 +1444,15 @@ export interface operations {
             };
             /** @description The task neither failed nor was cancelled (`task_not_retryable`). */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2050,6 +2095,15 @@ export interface operations {
             };
             /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
