@@ -15,9 +15,10 @@ const CLUSTER_FILES = [
 ];
 
 /**
- * The core and workflow tests that run again with the service's DATABASE_URL through a private
- * PgBouncer in transaction mode (test/pgbouncer/global-setup.ts), and DATABASE_DIRECT_URL to
- * PostgreSQL itself.
+ * The core, workflow and PostgreSQL-fault tests that run again with the service's DATABASE_URL
+ * through a private PgBouncer in transaction mode (test/pgbouncer/global-setup.ts), and
+ * DATABASE_DIRECT_URL to PostgreSQL itself. The chaos files that restart Redis stay out: they
+ * test Redis, not the database's connections.
  */
 const PGBOUNCER_FILES = [
   'test/api/assign-task.test.ts',
@@ -25,6 +26,7 @@ const PGBOUNCER_FILES = [
   'test/workflows/*.test.ts',
   'test/pgbouncer/**/*.test.ts',
 ];
+const PGBOUNCER_CHAOS_FILES = ['test/chaos/postgres-faults.test.ts', 'test/chaos/worker-crash.test.ts'];
 
 export default defineConfig({
   test: {
@@ -72,6 +74,18 @@ export default defineConfig({
           name: 'pgbouncer',
           include: PGBOUNCER_FILES,
           globalSetup: ['test/global-setup.ts', 'test/pgbouncer/global-setup.ts'],
+        },
+      },
+      {
+        // One file at a time, for the reason the chaos project gives, and after it (a group of
+        // its own), so the two never run at once.
+        extends: true,
+        test: {
+          name: 'pgbouncer-chaos',
+          include: PGBOUNCER_CHAOS_FILES,
+          globalSetup: ['test/global-setup.ts', 'test/pgbouncer/global-setup.ts'],
+          fileParallelism: false,
+          sequence: { groupOrder: 2 },
         },
       },
     ],
