@@ -7,6 +7,8 @@ import { freePort } from './ports.js';
 
 /** Server connections per database and user: fewer than the service's clients, so they take turns. */
 export const PGBOUNCER_POOL_SIZE = 5;
+/** How long a query waits for a server connection before PgBouncer fails it (README's value). */
+export const PGBOUNCER_QUERY_WAIT_TIMEOUT_S = 2;
 
 /**
  * A private PgBouncer (Debian's `pgbouncer`) in transaction pooling mode, on a free port of
@@ -65,7 +67,7 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
     // README "Deploying behind PgBouncer" recommends these: with the defaults (120 s, 15 s) a query
     // waits two minutes for a PostgreSQL that cannot be reached, then every query fails for 15 s
     // after it is back.
-    query_wait_timeout: 2,
+    query_wait_timeout: PGBOUNCER_QUERY_WAIT_TIMEOUT_S,
     server_login_retry: 1,
     log_connections: 0,
     log_disconnections: 0,
