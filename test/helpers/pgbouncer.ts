@@ -5,8 +5,12 @@ import path from 'node:path';
 import pg from 'pg';
 import { freePort } from './ports.js';
 
-/** Server connections per database and user: fewer than the service's clients, so they take turns. */
-export const PGBOUNCER_POOL_SIZE = 5;
+/**
+ * Server connections per database and user: fewer than a test's API and workers open as clients
+ * (each process batches its statements, so it rarely holds more than one or two), so their
+ * transactions take turns on shared server connections, which is what breaks session state.
+ */
+export const PGBOUNCER_POOL_SIZE = 2;
 /** How long a query waits for a server connection before PgBouncer fails it (README's value). */
 export const PGBOUNCER_QUERY_WAIT_TIMEOUT_S = 2;
 
