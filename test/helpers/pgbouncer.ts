@@ -23,8 +23,6 @@ export interface PgBouncer {
   port: number;
   /** `url` with PgBouncer's host and port instead of PostgreSQL's. */
   through(url: string): string;
-  /** What PgBouncer printed so far. */
-  readonly output: string;
   close(): Promise<void>;
 }
 
@@ -114,20 +112,17 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
     await rm(dir, { recursive: true, force: true });
   };
 
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const problem = spawnError ?? (child.exitCode !== null ? new Error(`pgbouncer exited (${child.exitCode})`) : undefined);
-    if (problem) {
-      await close();
-      throw new Error(`${problem.message}: is Debian's pgbouncer installed (apt-get install pgbouncer)?\n${output}`);
-    }
+  // Not harness.poll: the global setup that calls this should not load the whole service.
+  for (const deadline = Date.now() + 10_000; ; ) {
     try {
       await pgbouncerAdmin(through(options.postgresUrl), 'SHOW VERSION');
       break;
     } catch (error) {
-      if (Date.now() > deadline) {
+      const died = spawnError || child.exitCode !== null;
+      if (died || Date.now() > deadline) {
         await close();
-        throw new Error(`pgbouncer did not answer on port ${port}: ${(error as Error).message}\n${output}`);
+        const why = died ? `it did not start (${spawnError?.message ?? `exit ${child.exitCode}`}); is Debian's pgbouncer installed (apt-get install pgbouncer) and /usr/sbin on PATH?` : (error as Error).message;
+        throw new Error(`pgbouncer on port ${port}: ${why}\n${output}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
@@ -136,9 +131,6 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
   return {
     port,
     through,
-    get output() {
-      return output;
-    },
     close,
   };
 }
