@@ -14,6 +14,20 @@ const CLUSTER_FILES = [
   'test/workflows/examples.test.ts',
 ];
 
+/**
+ * The core, workflow and PostgreSQL-fault tests that run again with the service's DATABASE_URL
+ * through a private PgBouncer in transaction mode (test/pgbouncer/global-setup.ts), and
+ * DATABASE_DIRECT_URL to PostgreSQL itself. The chaos files that restart Redis stay out: they
+ * test Redis, not the database's connections.
+ */
+const PGBOUNCER_FILES = [
+  'test/api/assign-task.test.ts',
+  'test/api/events.test.ts',
+  'test/workflows/*.test.ts',
+  'test/pgbouncer/**/*.test.ts',
+];
+const PGBOUNCER_CHAOS_FILES = ['test/chaos/postgres-faults.test.ts', 'test/chaos/worker-crash.test.ts'];
+
 export default defineConfig({
   test: {
     // Each file gets its own database and queue prefix, so files run in parallel safely.
@@ -28,7 +42,7 @@ export default defineConfig({
         test: {
           name: 'default',
           include: ['test/**/*.test.ts'],
-          exclude: [...configDefaults.exclude, 'test/cluster/**', 'test/chaos/**'],
+          exclude: [...configDefaults.exclude, 'test/cluster/**', 'test/chaos/**', 'test/pgbouncer/**'],
           globalSetup: ['test/global-setup.ts'],
         },
       },
@@ -52,6 +66,26 @@ export default defineConfig({
           name: 'cluster',
           include: [...CLUSTER_FILES, 'test/cluster/**/*.test.ts'],
           globalSetup: ['test/global-setup.ts', 'test/cluster/global-setup.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'pgbouncer',
+          include: PGBOUNCER_FILES,
+          globalSetup: ['test/global-setup.ts', 'test/pgbouncer/global-setup.ts'],
+        },
+      },
+      {
+        // One file at a time, for the reason the chaos project gives, and after it (a group of
+        // its own), so the two never run at once.
+        extends: true,
+        test: {
+          name: 'pgbouncer-chaos',
+          include: PGBOUNCER_CHAOS_FILES,
+          globalSetup: ['test/global-setup.ts', 'test/pgbouncer/global-setup.ts'],
+          fileParallelism: false,
+          sequence: { groupOrder: 2 },
         },
       },
     ],

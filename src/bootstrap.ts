@@ -32,10 +32,14 @@ export async function boot(name: string, start: () => Promise<void>): Promise<vo
   }
 }
 
-/** Creates the database when missing and applies pending migrations. Every process does this on start. */
-export async function prepareDatabase(config: Pick<Config, 'DATABASE_URL'>, logger: Logger): Promise<void> {
-  if (await ensureDatabase(config.DATABASE_URL)) logger.info('created database', { database: new URL(config.DATABASE_URL).pathname.slice(1) });
-  await migrate(config.DATABASE_URL, logger);
+/**
+ * Creates the database when missing and applies pending migrations. Every process does this on
+ * start, over DATABASE_DIRECT_URL: CREATE DATABASE and the migrations' session advisory lock do
+ * not work through a pooler in transaction mode (README "Deploying behind PgBouncer").
+ */
+export async function prepareDatabase(config: Pick<Config, 'DATABASE_DIRECT_URL'>, logger: Logger): Promise<void> {
+  if (await ensureDatabase(config.DATABASE_DIRECT_URL)) logger.info('created database', { database: new URL(config.DATABASE_DIRECT_URL).pathname.slice(1) });
+  await migrate(config.DATABASE_DIRECT_URL, logger);
 }
 
 /**

@@ -70,7 +70,13 @@ const configSchema = z.object({
   REDIS_CLUSTER_NODES: csv
     .pipe(z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'each node must be host:port')))
     .default([]),
+  /** Every query of the running service: PostgreSQL itself, or a pooler such as PgBouncer in transaction mode. */
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default('postgresql://postgres@127.0.0.1:5432/orchestrator'),
+  /**
+   * The same database reached without a transaction-mode pooler, for what needs a session of its
+   * own: creating the database and migrating it under a session advisory lock. Unset: DATABASE_URL.
+   */
+  DATABASE_DIRECT_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
   /** Connections each process keeps to PostgreSQL. */
   DATABASE_POOL_SIZE: integer(1, 200).default(10),
   /**
@@ -235,7 +241,7 @@ const configSchema = z.object({
 });
 
 export type Config = Readonly<
-  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT'> & { LOG_FORMAT: 'json' | 'pretty' }
+  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL'> & { LOG_FORMAT: 'json' | 'pretty'; DATABASE_DIRECT_URL: string }
 >;
 
 /**
@@ -300,5 +306,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze({
     ...value,
     LOG_FORMAT: value.LOG_FORMAT ?? (value.NODE_ENV === 'production' ? 'json' : 'pretty'),
+    DATABASE_DIRECT_URL: value.DATABASE_DIRECT_URL ?? value.DATABASE_URL,
   });
 }

@@ -111,6 +111,8 @@ export function openDatabase(url: string, poolSize: number, logger: Logger): Dat
   // two reads (pg_terminate_backend, a restart) would otherwise crash the process. The query in
   // flight still fails, and is retried by its caller.
   pool.on('connect', (client) => client.on('error', (error) => logger.warn('postgres connection lost', { error: error.message })));
+  // No statementNameGenerator: named prepared statements outlive a transaction, which PgBouncer
+  // in transaction mode does not allow before 1.21 (README "Deploying behind PgBouncer").
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     prisma,

@@ -52,7 +52,10 @@ export class MigrationError extends Error {
 
 /**
  * Applies every migration not yet applied, in name order, each in its own transaction.
- * An advisory lock serialises processes that start together (an API and several workers).
+ * An advisory lock serialises processes that start together (an API and several workers). It
+ * is a session lock, held across the migrations' transactions, so `url` must reach PostgreSQL
+ * directly (DATABASE_DIRECT_URL): through PgBouncer in transaction mode each statement may run on
+ * another server connection, and the lock would stay behind on one of them.
  * Returns the names applied by this call.
  */
 export async function migrate(url: string, logger: Logger, dir = MIGRATIONS_DIR): Promise<string[]> {

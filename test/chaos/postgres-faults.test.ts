@@ -53,9 +53,12 @@ describe('PostgreSQL connections severed and PostgreSQL unreachable under load',
   const seed = chaosSeed();
 
   beforeAll(async () => {
-    proxy = await startTcpProxy({ port: Number(new URL(TEST_POSTGRES_URL).port || 5432) });
-    // The harness itself (assertions) talks to PostgreSQL directly; the API and the workers go through the proxy.
+    // The harness itself (assertions) talks to PostgreSQL directly; the API and the workers go
+    // through the proxy, in front of what their DATABASE_URL names: PostgreSQL, or PgBouncer in
+    // the pgbouncer-chaos project (where the outage is PgBouncer's; test/pgbouncer stages
+    // PostgreSQL's behind it).
     h = await createHarness({ api: false, worker: false, tools: testTools, env: CHAOS_ENV });
+    proxy = await startTcpProxy({ port: Number(new URL(h.config.DATABASE_URL).port || 5432) });
     const proxied = new URL(h.config.DATABASE_URL);
     proxied.port = String(proxy.port);
     proxied.searchParams.set('application_name', APPLICATION_NAME);

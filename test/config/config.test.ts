@@ -62,6 +62,15 @@ describe('loadConfig', () => {
     });
   });
 
+  it('reaches PostgreSQL directly over DATABASE_URL unless DATABASE_DIRECT_URL names another way', () => {
+    const pooled = 'postgresql://app@pgbouncer:6432/orchestrator';
+    expect(loadConfig({ DATABASE_URL: pooled }).DATABASE_DIRECT_URL).toBe(pooled);
+    expect(loadConfig({ DATABASE_URL: pooled, DATABASE_DIRECT_URL: 'postgresql://app@db:5432/orchestrator' })).toMatchObject({
+      DATABASE_URL: pooled,
+      DATABASE_DIRECT_URL: 'postgresql://app@db:5432/orchestrator',
+    });
+  });
+
   it('treats an empty value as unset, so the default applies', () => {
     expect(loadConfig({ PORT: '', REDIS_URL: '', WORKER_CONCURRENCY: '' })).toMatchObject({ PORT: 3000, REDIS_URL: 'redis://127.0.0.1:6379', WORKER_CONCURRENCY: 10 });
   });
@@ -75,6 +84,7 @@ describe('loadConfig', () => {
     ['REDIS_URL', 'http://x'],
     ['REDIS_URL', 'not a url'],
     ['DATABASE_URL', 'mysql://root@127.0.0.1/app'],
+    ['DATABASE_DIRECT_URL', 'pgbouncer:6432'],
     ['QUEUE_PREFIX', 'has:colon'],
     ['REDIS_CLUSTER_NODES', 'redis-1,redis-2'],
     ['LOG_LEVEL', 'loud'],

@@ -14,5 +14,7 @@ declare module 'vitest' {
     templateDatabase: string;
     /** `host:port,...` of the private Redis Cluster (cluster project only; see test/cluster/global-setup.ts). */
     redisClusterNodes?: string;
+    /** PgBouncer in front of TEST_POSTGRES_URL, same user and path (pgbouncer projects only; see test/pgbouncer/global-setup.ts). */
+    pgbouncerUrl?: string;
   }
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger, silentLogger, type Logger } from '../../src/logger.js';
-import { dropDatabase, ensureDatabase, openDatabase, type Database } from '../../src/persistence/database.js';
+import { dropDatabase, ensureDatabase, openDatabase, withDatabase, type Database } from '../../src/persistence/database.js';
 import { startApi, type ApiServer } from '../../src/api/server.js';
 import { initTracing, type Tracing, type TracingOptions } from '../../src/observability/tracing.js';
 import { createRedis, masters, waitForRedis, type RedisClient } from '../../src/queue/redis.js';
@@ -35,7 +35,7 @@ export interface Harness {
   env: Record<string, string>;
   logger: Logger;
   registry: ToolRegistry;
-  /** A database of its own, cloned from the migrated template. */
+  /** A database of its own, cloned from the migrated template; reached directly, also behind PgBouncer. */
   db: Database;
   /** A Redis connection for assertions: a cluster connection in the cluster project. */
   redis: RedisClient;
@@ -69,19 +69,22 @@ async function cloneTemplate(url: string): Promise<void> {
 /**
  * An isolated Orchestrator for one test file: its own database and queue prefix against the
  * machine's real Redis and PostgreSQL, with the API and a worker in this process. In the
- * cluster project (see vitest.config.ts) Redis is the project's private Redis Cluster.
+ * cluster project (see vitest.config.ts) Redis is the project's private Redis Cluster; in the
+ * pgbouncer projects the service's DATABASE_URL goes through the project's PgBouncer.
  */
 export async function createHarness(options: HarnessOptions = {}): Promise<Harness> {
   const database = uniqueName('orch_test');
   const prefix = `{${uniqueName('t')}}`;
   const clusterNodes = inject('redisClusterNodes');
+  const pgbouncerUrl = inject('pgbouncerUrl');
   const env: Record<string, string> = {
     NODE_ENV: 'test',
     PORT: '0',
     HOST: '127.0.0.1',
     REDIS_URL: TEST_REDIS_URL,
     ...(clusterNodes ? { REDIS_CLUSTER_NODES: clusterNodes } : {}),
-    DATABASE_URL: databaseUrl(database),
+    DATABASE_URL: pgbouncerUrl ? withDatabase(pgbouncerUrl, database) : databaseUrl(database),
+    DATABASE_DIRECT_URL: databaseUrl(database),
     DATABASE_POOL_SIZE: '5',
     QUEUE_PREFIX: prefix,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'error',
@@ -92,9 +95,9 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   };
   const config = loadConfig(env);
   const logger = options.logStream ? createLogger(config, options.logStream) : process.env.TEST_LOG_LEVEL ? createLogger(config) : silentLogger();
-  await cloneTemplate(config.DATABASE_URL);
+  await cloneTemplate(config.DATABASE_DIRECT_URL);
   const registry = new ToolRegistry([...builtinTools, ...(options.tools ?? [])]);
-  const db = openDatabase(config.DATABASE_URL, 3, logger);
+  const db = openDatabase(config.DATABASE_DIRECT_URL, 3, logger);
   const redis = createRedis(config, 'worker', 'test');
   const workers: WorkerProcess[] = [];
   const tracing = options.tracing ? await initTracing(config, logger, options.tracing) : undefined;
@@ -143,7 +146,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
         } while (cursor !== '0');
       }
       redis.disconnect();
-      await dropDatabase(config.DATABASE_URL);
+      await dropDatabase(config.DATABASE_DIRECT_URL);
       await tracing?.shutdown();
     },
   };
