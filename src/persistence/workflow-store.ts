@@ -1,4 +1,3 @@
-import { Prisma as P } from '../generated/prisma/client.js';
 import type { Prisma } from './database.js';
 import type { WorkflowDefinition } from '../workflows/definition.js';
 
@@ -48,16 +47,19 @@ export class WorkflowStore {
     return fromRow(row);
   }
 
-  /** Stores version 1 unless the name has any version (archived ones included). */
+  /**
+   * Stores version 1 unless the name has any version (archived ones included). Processes that
+   * start together (two APIs on a new database) race here: the loser's insert does nothing.
+   */
   async createIfAbsent(definition: WorkflowDefinition): Promise<boolean> {
     if (await this.prisma.workflow.findFirst({ where: { name: definition.name }, select: { version: true } })) return false;
-    try {
-      await this.prisma.$queryRawUnsafe(INSERT, definition.name, 1, definition.description ?? null, JSON.stringify(definition));
-      return true;
-    } catch (error) {
-      if (error instanceof P.PrismaClientKnownRequestError && error.code === 'P2002') return false;
-      throw error;
-    }
+    const inserted = await this.prisma.$queryRawUnsafe<unknown[]>(
+      `INSERT INTO workflows (name, version, description, definition) VALUES ($1, 1, $2, $3::jsonb) ON CONFLICT (name, version) DO NOTHING RETURNING name`,
+      definition.name,
+      definition.description ?? null,
+      JSON.stringify(definition),
+    );
+    return inserted.length > 0;
   }
 
   /** The current version, or a given one; archived names are not current. */

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { WorkflowStore } from '../../src/persistence/workflow-store.js';
 
 /** A workflow that sleeps, then says which version it is. */
 function definition(name: string, says: string, extraStep = false) {
@@ -48,6 +49,14 @@ describe('workflow versions and running tasks', () => {
       { label: `step ${stepId} of task ${taskId} running`, timeoutMs: 10_000 },
     );
   }
+
+  it('stores an example once when several processes load it at the same moment (two APIs starting on a new database)', async () => {
+    const definition = { name: `raced_${Date.now()}`, steps: [{ id: 'a', tool: 'echo', input: { x: 1 } }] };
+    const stores = Array.from({ length: 8 }, () => new WorkflowStore(h.db.prisma));
+    const stored = await Promise.all(stores.map((store) => store.createIfAbsent(definition)));
+    expect(stored.filter(Boolean)).toHaveLength(1);
+    expect(await h.db.prisma.workflow.count({ where: { name: definition.name } })).toBe(1);
+  });
 
   it('a new version does not affect a task already running; the next task uses it', async () => {
     expect(await define(definition('w', 'v1'))).toBe(1);
