@@ -87,6 +87,7 @@ const report: Report = {
     runs: options.runs,
     workers: options.workers,
     apis: options.apis,
+    ...(options.latencyRate ? { latencyRate: options.latencyRate } : {}),
     concurrency: options.concurrency,
     poolSize: options.poolSize,
     connections: options.connections,

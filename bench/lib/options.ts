@@ -38,6 +38,12 @@ export interface BenchOptions {
   workers: number;
   /** The orchestrator's API processes; the load generator spreads its requests over them. @defaultValue 1 */
   apis: number;
+  /**
+   * Tasks/s of every latency phase (and so of the costs measured in it), at most the workload's
+   * max; unset: half the max. Costs per task depend on the rate (batches grow with it), so
+   * configurations are compared at one rate. @defaultValue undefined
+   */
+  latencyRate?: number;
   /** WORKER_CONCURRENCY: jobs in flight per worker process, for every system. @defaultValue 10 */
   concurrency: number;
   /** DATABASE_POOL_SIZE: PostgreSQL connections per process. @defaultValue 10 */
@@ -68,6 +74,7 @@ export const USAGE = `npm run bench -- [options]
   --runs N                N complete runs; the table shows the median of each metric (default 1)
   --workers N             worker processes per system (default 2)
   --apis N                the orchestrator's API processes, requests spread over them (default 1)
+  --latency-rate R        tasks/s of the latency phases, where costs are measured (default: half the max)
   --concurrency N         jobs in flight per worker process, WORKER_CONCURRENCY (default 10)
   --pool-size N           PostgreSQL connections per process, DATABASE_POOL_SIZE (default 10)
   --connections N         HTTP connections of the load generator (default 128)
@@ -117,6 +124,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       runs: { type: 'string' },
       workers: { type: 'string' },
       apis: { type: 'string' },
+      'latency-rate': { type: 'string' },
       concurrency: { type: 'string' },
       'pool-size': { type: 'string' },
       connections: { type: 'string' },
@@ -148,6 +156,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     runs: positiveInt('runs', values.runs, 1),
     workers: positiveInt('workers', values.workers, 2),
     apis: positiveInt('apis', values.apis, 1),
+    ...(values['latency-rate'] ? { latencyRate: positiveNumber('latency-rate', values['latency-rate']) } : {}),
     concurrency: positiveInt('concurrency', values.concurrency, 10),
     poolSize: positiveInt('pool-size', values['pool-size'], 10),
     connections: positiveInt('connections', values.connections, 128),

@@ -70,7 +70,7 @@ export interface Report {
   machine: MachineInfo & { loadAverageEnd: number[] };
   versions: Record<string, string>;
   revision: string;
-  settings: Pick<BenchOptions, 'quick' | 'workloads' | 'runs' | 'workers' | 'apis' | 'concurrency' | 'poolSize' | 'connections' | 'tolerance' | 'timing'> & { redis: string };
+  settings: Pick<BenchOptions, 'quick' | 'workloads' | 'runs' | 'workers' | 'apis' | 'latencyRate' | 'concurrency' | 'poolSize' | 'connections' | 'tolerance' | 'timing'> & { redis: string };
   method: string;
   notes: string[];
   summary: Summary[];
@@ -266,7 +266,7 @@ export function markdown(report: Report): string {
     '',
     `- Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Linux ${machine.kernel}; load average ${machine.loadAverage.join(' / ')} at the start, ${machine.loadAverageEnd.join(' / ')} at the end (the machine is shared: compare ratios, not absolute figures)`,
     `- Versions: node ${report.versions.node}, Redis ${report.versions.redis} (${settings.redis}), PostgreSQL ${report.versions.postgres}, bullmq ${report.versions.bullmq}, pg-boss ${report.versions['pg-boss']}, graphile-worker ${report.versions['graphile-worker']}; orchestrator at ${report.revision}`,
-    `- Settings: ${settings.workers} worker processes x concurrency ${settings.concurrency} for every system${settings.apis > 1 ? `, ${settings.apis} orchestrator API processes` : ''}, ${settings.poolSize} PostgreSQL connections per process, ${settings.connections} HTTP connections; ${settings.quick ? 'quick mode' : 'full mode'} (stages of ${settings.timing.stageMs / 1000} s, latency phase ${settings.timing.latencyMs / 1000} s), tolerance ${settings.tolerance}; ${medianNote}; ${report.elapsedS} s in all`,
+    `- Settings: ${settings.workers} worker processes x concurrency ${settings.concurrency} for every system${settings.apis > 1 ? `, ${settings.apis} orchestrator API processes` : ''}${settings.latencyRate ? `, latency phases (and costs) at ${settings.latencyRate} tasks/s instead of half the max` : ''}, ${settings.poolSize} PostgreSQL connections per process, ${settings.connections} HTTP connections; ${settings.quick ? 'quick mode' : 'full mode'} (stages of ${settings.timing.stageMs / 1000} s, latency phase ${settings.timing.latencyMs / 1000} s), tolerance ${settings.tolerance}; ${medianNote}; ${report.elapsedS} s in all`,
     `- Reproduce: \`npm run bench\`${settings.quick ? ' -- --quick' : ''}`,
     '',
     '| Workload | Max tasks/s | Steps/s | x W0 | p50 ms | p90 ms | p99 ms | max ms | Lua calls/step | Other Redis cmds/step | PG xacts/step | CPU s/1k tasks: API | workers | Redis | PostgreSQL | bench (load generator) |',

@@ -135,7 +135,7 @@ async function measureCapacity(ctx: RunContext, workload: CapacityWorkload, syst
   };
   const memory = workload.redisMemory && system.queuePrefix ? new MemoryProbe(ctx.redis, system.queuePrefix, options.timing.eventsKeepAfterEndS, log) : undefined;
   await memory?.start();
-  const rate = capacity.maxRate / 2;
+  const rate = options.latencyRate ? Math.min(options.latencyRate, capacity.maxRate) : capacity.maxRate / 2;
   const start = await beginCosts(sources);
   const latency = await measureLatency(target, `${workload.id}-latency`, rate, options.timing.latencyMs, drainTimeoutMs);
   await memory?.tasksFinished();
