@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { TASK_STATUSES } from '../persistence/task-store.js';
+import { TASK_STATUSES } from '../engine/status.js';
 import { parameterSchema, stepSchema, workflowDefinitionSchema } from '../workflows/definition.js';
 import { retryPolicySchema } from './schemas.js';
 
@@ -46,8 +46,7 @@ export type ErrorBody = z.infer<typeof errorBodySchema>;
 
 // Tasks
 
-type TaskStatusName = (typeof TASK_STATUSES)[number];
-export const taskStatus = z.enum(TASK_STATUSES as [TaskStatusName, ...TaskStatusName[]]);
+export const taskStatus = z.enum(TASK_STATUSES);
 export const stepStatus = z.enum(['pending', 'queued', 'running', 'completed', 'failed', 'skipped', 'cancelled']);
 
 export const errorRecordSchema = z

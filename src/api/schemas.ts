@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { TASK_STATUSES } from '../persistence/task-store.js';
+import { TASK_STATUSES } from '../engine/status.js';
 
 /**
  * Request shapes, one place for every endpoint: handlers validate with these and the API
@@ -54,7 +54,7 @@ export const resultQuery = z.object({
 
 export const listTasksQuery = z
   .object({
-    status: z.enum(TASK_STATUSES as [string, ...string[]]).optional(),
+    status: z.enum(TASK_STATUSES).optional(),
     task_type: z.string().min(1).max(200).optional(),
     created_after: z.iso.datetime({ offset: true }).optional(),
     created_before: z.iso.datetime({ offset: true }).optional(),

@@ -12,6 +12,7 @@ import { readyStep, referencedSteps } from '../engine/step-input.js';
 import { taskEnding } from '../engine/task-output.js';
 import { resultTransitions } from '../engine/transitions.js';
 import type { TransitionEvent } from '../queue/channels.js';
+import { ACTIVE_TASK_STATUSES, type TaskStatus } from '../engine/status.js';
 
 /**
  * Every state change of a running step goes through here, in batches: one transaction carries
@@ -51,7 +52,6 @@ export type StepProgress = {
 
 export type StepEvent = StepRetry | StepProgress | StepFinish;
 
-export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
 
 export interface StartOutcome {
   /** False when the task ended or the step was skipped or cancelled: do not run it. */
@@ -100,7 +100,6 @@ interface TaskRow {
   callback_url: string | null;
 }
 
-const ACTIVE: ReadonlySet<string> = new Set(['queued', 'running']);
 
 export class StepResults {
   private readonly batcher: Batcher<StepEvent, Outcome>;
@@ -227,7 +226,7 @@ export class StepResults {
     const byId = new Map(rows.map((row) => [row.id, row]));
     const open = items.filter(({ taskId, run }) => {
       const task = byId.get(taskId);
-      return task !== undefined && task.run === run && ACTIVE.has(task.status);
+      return task !== undefined && task.run === run && ACTIVE_TASK_STATUSES.has(task.status);
     });
     // An ended run's root runs once BullMQ holds no job of it that can still record a result: a
     // step of a failed or cancelled task still without one (its job was dropped or refused after
@@ -273,7 +272,7 @@ export class StepResults {
     }
     return items.map(({ taskId, run }) => {
       const task = byId.get(taskId);
-      const active = task !== undefined && task.run === run && ACTIVE.has(task.status);
+      const active = task !== undefined && task.run === run && ACTIVE_TASK_STATUSES.has(task.status);
       return {
         status: task?.status,
         lost: [],
@@ -299,7 +298,7 @@ export class StepResults {
             taskId,
             times,
           );
-          if (!task || task.run !== run || !ACTIVE.has(task.status)) {
+          if (!task || task.run !== run || !ACTIVE_TASK_STATUSES.has(task.status)) {
             // The run ended meanwhile (a failure the caller just recorded): its steps whose jobs
             // are gone will never record a result either.
             if (task && task.run === run && (task.status === 'failed' || task.status === 'cancelled')) {
@@ -436,7 +435,7 @@ export class StepResults {
         const taskById = new Map(tasks.map((task) => [task.id, task]));
         const isActive = (event: StepEvent) => {
           const task = taskById.get(event.taskId);
-          return task !== undefined && task.run === event.run && ACTIVE.has(task.status);
+          return task !== undefined && task.run === event.run && ACTIVE_TASK_STATUSES.has(task.status);
         };
         const result: Outcome[] = events.map(() => undefined);
 

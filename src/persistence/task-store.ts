@@ -9,9 +9,7 @@ import { createTasks, keyHolders, type StoredTask } from '../ledger/create-tasks
 import { createdIn, createdTimes, taskById } from '../ledger/task-days.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 
-export type TaskStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
-export const TASK_STATUSES: readonly TaskStatus[] = ['queued', 'running', 'completed', 'failed', 'cancelled'];
-const FINISHED: ReadonlySet<string> = new Set(['completed', 'failed', 'cancelled']);
+import { isFinished, type TaskStatus } from '../engine/status.js';
 
 export type NewTask = StoredTask;
 
@@ -29,9 +27,6 @@ export interface TaskFilter {
 }
 
 
-export function isFinished(status: string): boolean {
-  return FINISHED.has(status);
-}
 
 /** Tasks and their steps: what the API reads and writes. Step results go through StepResults. */
 export class TaskStore {

@@ -1,7 +1,7 @@
 import type { RedisClient } from './redis.js';
 import { eventsChannel, type EventsNotice, type TransitionEvent } from './channels.js';
+import { isFinished } from '../engine/status.js';
 
-export const FINISHED_TASK = new Set(['completed', 'failed', 'cancelled']);
 /** Events kept per task; a task has a few per step, so this only trims pathological cases. */
 const MAX_EVENTS_PER_TASK = 2_000;
 
@@ -61,7 +61,7 @@ export class EventLog {
         fields.push('percent', String(event.progress.percent));
         if (event.progress.message !== undefined) fields.push('message', event.progress.message);
       }
-      if (!event.stepId && FINISHED_TASK.has(event.status)) ended.add(event.taskId);
+      if (!event.stepId && isFinished(event.status)) ended.add(event.taskId);
       pipeline.xadd(this.key(event.taskId), 'MAXLEN', '~', String(MAX_EVENTS_PER_TASK), '*', ...fields);
     }
     const finishedSteps = events.filter((event) => event.stepId && !event.progress && STEP_ENDS.has(event.status)).length;

@@ -2,6 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { WorkflowStore } from '../../src/persistence/workflow-store.js';
+import { workflowDefinitionSchema } from '../../src/workflows/definition.js';
 
 /** A workflow that sleeps, then says which version it is. */
 function definition(name: string, says: string, extraStep = false) {
@@ -51,7 +52,7 @@ describe('workflow versions and running tasks', () => {
   }
 
   it('stores an example once when several processes load it at the same moment (two APIs starting on a new database)', async () => {
-    const definition = { name: `raced_${Date.now()}`, steps: [{ id: 'a', tool: 'echo', input: { x: 1 } }] };
+    const definition = workflowDefinitionSchema.parse({ name: `raced_${Date.now()}`, steps: [{ id: 'a', tool: 'echo', input: { x: 1 } }] });
     const stores = Array.from({ length: 8 }, () => new WorkflowStore(h.db.prisma));
     const stored = await Promise.all(stores.map((store) => store.createIfAbsent(definition)));
     expect(stored.filter(Boolean)).toHaveLength(1);

@@ -1,7 +1,7 @@
 import type { Config } from '../../src/config.js';
 import type { Logger } from '../../src/logger.js';
 import type { FinishOutcome, StepResults } from '../../src/persistence/step-results.js';
-import { FINISHED_TASK } from '../../src/queue/event-log.js';
+import { isFinished } from '../../src/engine/status.js';
 import type { RunKey, TaskQueues } from '../../src/queue/task-queues.js';
 import { recordResult } from './record-result.js';
 
@@ -36,7 +36,7 @@ export async function closeSingleRun(deps: SingleRunDeps, ref: RunKey, outcome?:
   if (outcome && closed.unfinished && closed.unfinished.length > 0) {
     throw new Error(`the result of run ${ref.run} was refused while that run is active: it is written on the job's next delivery`);
   }
-  if (closed.callbackUrl && closed.status && FINISHED_TASK.has(closed.status)) await deps.queues.enqueueCallback(ref, deps.config.CALLBACK_MAX_ATTEMPTS);
+  if (closed.callbackUrl && closed.status && isFinished(closed.status)) await deps.queues.enqueueCallback(ref, deps.config.CALLBACK_MAX_ATTEMPTS);
 }
 
 /**

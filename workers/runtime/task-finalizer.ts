@@ -4,7 +4,7 @@ import { stepJobId, type TaskJobData } from '../../src/queue/jobs.js';
 import type { RunClosed, StepResults, UnfinishedStep } from '../../src/persistence/step-results.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import type { Config } from '../../src/config.js';
-import { FINISHED_TASK } from '../../src/queue/event-log.js';
+import { isFinished } from '../../src/engine/status.js';
 import type { TaskQueues } from '../../src/queue/task-queues.js';
 import { postpone } from './postpone.js';
 import { recordResult } from './record-result.js';
@@ -82,7 +82,7 @@ export function createTaskFinalizer(deps: { results: StepResults; logger: Logger
     }
     const { status, lost, task, callbackUrl } = closed;
     // The run is over and nothing of it runs any more: its result is final, tell the client.
-    if (callbackUrl && status && FINISHED_TASK.has(status)) await deps.queues.enqueueCallback(job.data, deps.config.CALLBACK_MAX_ATTEMPTS);
+    if (callbackUrl && status && isFinished(status)) await deps.queues.enqueueCallback(job.data, deps.config.CALLBACK_MAX_ATTEMPTS);
     if (lost.length > 0 && task) {
       deps.metrics.tasksFinished.inc({ task_type: task.type, status: 'failed' });
       deps.metrics.taskDuration.observe({ task_type: task.type, status: 'failed' }, (Date.now() - task.createdAt.getTime()) / 1000);

@@ -1,7 +1,8 @@
 import { Router, type Response } from 'express';
 import { ValidationError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import { FINISHED_TASK, isEventId, type EventLog, type TaskEvent } from '../../queue/event-log.js';
+import { isEventId, type EventLog, type TaskEvent } from '../../queue/event-log.js';
+import { isFinished } from '../../engine/status.js';
 import type { TaskEvents } from '../../queue/task-events.js';
 import type { TaskService } from '../../tasks/task-service.js';
 import { ownerScope, requireAccess } from '../access.js';
@@ -48,7 +49,7 @@ function write(res: Response, event: { id: string; type: string; data: unknown }
 /** How long a resumed stream waits for a finished task's ending event before sending a snapshot instead. */
 const END_EVENT_GRACE_MS = 2_000;
 
-const ends = (event: TaskEvent) => event.type === 'task' && FINISHED_TASK.has(event.status ?? '');
+const ends = (event: TaskEvent) => event.type === 'task' && isFinished(event.status ?? '');
 
 /**
  * GET /tasks/:id/events: Server-Sent Events, one per step and task transition (and progress
@@ -133,7 +134,7 @@ export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams
       try {
         if (resumeFrom === undefined) {
           write(res, { id: cursor, type: 'snapshot', data: snapshot });
-          if (FINISHED_TASK.has(snapshot.status)) return undefined;
+          if (isFinished(snapshot.status)) return undefined;
         }
         for (;;) {
           notified = false;
@@ -156,7 +157,7 @@ export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams
           if (batch.length === 0 && resumeFrom !== undefined) {
             // The history may have expired: if the task ended, say so instead of waiting forever.
             const current = await deps.tasks.result(id, 0, undefined, owner);
-            if (FINISHED_TASK.has(current.status)) {
+            if (isFinished(current.status)) {
               // The ending event is appended just after the commit that ended the task: give it
               // a moment to arrive before concluding that the history is gone.
               if (!awaitedEnd) {
