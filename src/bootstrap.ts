@@ -43,17 +43,15 @@ export async function prepareDatabase(config: Pick<Config, 'DATABASE_DIRECT_URL'
 }
 
 /**
- * Runs `close` on the first SIGTERM or SIGINT, then exits. A second signal exits at once.
+ * Installs the SIGTERM and SIGINT handlers at once, before start-up; the process says what
+ * closing does with `closeWith` once it has started. The first signal runs that, then exits; a
+ * signal during start-up waits for start-up to finish (a supervisor that stops a process just
+ * after its first log line must not kill it by Node's default action). A second signal exits at once.
  */
-export function closeOnSignals(logger: Logger, close: () => Promise<void>): void {
+export function closeOnSignals(logger: Logger): { closeWith(close: () => Promise<void>): void } {
   let closing = false;
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (closing) {
-      logger.warn('second signal: exiting now', { signal });
-      process.exit(1);
-    }
-    closing = true;
-    logger.info('shutting down', { signal });
+  let closer: (() => Promise<void>) | undefined;
+  const run = (close: () => Promise<void>) =>
     close().then(
       () => process.exit(0),
       (error: Error) => {
@@ -61,7 +59,22 @@ export function closeOnSignals(logger: Logger, close: () => Promise<void>): void
         process.exit(1);
       },
     );
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (closing) {
+      logger.warn('second signal: exiting now', { signal });
+      process.exit(1);
+    }
+    closing = true;
+    logger.info('shutting down', { signal });
+    // Started: closing begins in this very turn. Starting: closeWith runs it when start-up is done.
+    if (closer) void run(closer);
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  return {
+    closeWith(close) {
+      closer = close;
+      if (closing) void run(close);
+    },
+  };
 }

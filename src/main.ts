@@ -12,6 +12,7 @@ import { openKeyRing } from './api/api-keys.js';
 await boot('orchestrator', async () => {
   const config = loadConfig();
   const logger = createLogger(config);
+  const signals = closeOnSignals(logger);
   // Before anything connects: production without keys stops here (closed by default).
   const keys = await openKeyRing(config, logger);
   await prepareDatabase(config, logger);
@@ -21,7 +22,7 @@ await boot('orchestrator', async () => {
   const metrics = new Metrics();
   const worker = await startWorker(config, logger, registry, metrics);
   const api = await startApi(config, logger, registry, metrics, keys);
-  closeOnSignals(logger, async () => {
+  signals.closeWith(async () => {
     await api.close();
     await worker.close();
     await tracing.shutdown();

@@ -9,10 +9,11 @@ import { initTracing } from '../src/observability/tracing.js';
 await boot('worker', async () => {
   const config = loadConfig();
   const logger = createLogger(config).child({ process: 'worker', pid: process.pid });
+  const signals = closeOnSignals(logger);
   await prepareDatabase(config, logger);
   const tracing = await initTracing(config, logger, { role: 'worker' });
   const worker = await startWorker(config, logger, createToolRegistry());
-  closeOnSignals(logger, async () => {
+  signals.closeWith(async () => {
     const { drained } = await worker.close();
     logger.info('worker stopped', { drained });
     await tracing.shutdown();

@@ -10,12 +10,13 @@ import { openKeyRing } from './api-keys.js';
 await boot('api', async () => {
   const config = loadConfig();
   const logger = createLogger(config).child({ process: 'api', pid: process.pid });
+  const signals = closeOnSignals(logger);
   // Before anything connects: production without keys stops here (closed by default).
   const keys = await openKeyRing(config, logger);
   await prepareDatabase(config, logger);
   const tracing = await initTracing(config, logger, { role: 'api' });
   const api = await startApi(config, logger, createToolRegistry(), undefined, keys);
-  closeOnSignals(logger, async () => {
+  signals.closeWith(async () => {
     await api.close();
     await tracing.shutdown();
   });
