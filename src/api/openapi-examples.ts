@@ -1,3 +1,4 @@
+import { SERVICE_LINKS } from './routes/system.js';
 /**
  * The examples of the API description (src/api/openapi.ts). Request examples are what Swagger
  * UI's "Try it out" pre-fills, so each must succeed as it stands on a default install (no API
@@ -382,19 +383,7 @@ export const serviceInfoExamples: Record<string, ApiExample> = {
       name: 'orchestrator',
       version: '0.1.0',
       uptime_s: 131,
-      links: {
-        assign_task: '/assign-task',
-        result: '/result/{task_id}',
-        tasks: '/tasks',
-        tools: '/tools',
-        workflows: '/workflows',
-        health: '/health',
-        ready: '/ready',
-        queues: '/admin/queues',
-        openapi: '/openapi.json',
-        docs: '/docs/',
-        redoc: '/redoc',
-      },
+      links: SERVICE_LINKS,
     },
   },
 };

@@ -29,6 +29,21 @@ async function probe(check: () => Promise<unknown>, timeoutMs = 1_000): Promise<
   }
 }
 
+/** What GET / links to; the OpenAPI example shows the same object. */
+export const SERVICE_LINKS = {
+  assign_task: '/assign-task',
+  result: '/result/{task_id}',
+  tasks: '/tasks',
+  tools: '/tools',
+  workflows: '/workflows',
+  health: '/health',
+  ready: '/ready',
+  queues: '/admin/queues',
+  openapi: '/openapi.json',
+  docs: '/docs/',
+  redoc: '/redoc',
+};
+
 export function systemRoutes(info: SystemInfo): Router {
   const router = Router();
   const checks = async () => {
@@ -45,19 +60,7 @@ export function systemRoutes(info: SystemInfo): Router {
         name: info.name,
         version: info.version,
         uptime_s: Math.round((Date.now() - info.startedAt) / 1000),
-        links: {
-          assign_task: '/assign-task',
-          result: '/result/{task_id}',
-          tasks: '/tasks',
-          tools: '/tools',
-          workflows: '/workflows',
-          health: '/health',
-          ready: '/ready',
-          queues: '/admin/queues',
-          openapi: '/openapi.json',
-          docs: '/docs/',
-          redoc: '/redoc',
-        },
+        links: SERVICE_LINKS,
       },
     })),
   );
