@@ -71,14 +71,17 @@ function track(name: string, child: ChildProcess, logDir: string): Child {
 }
 
 /**
- * Runs a TypeScript entry point as production does: `node --import tsx <entry>`, from the
- * repository root, with PATH and HOME plus exactly the variables given (nothing else leaks in).
- * With `ipc`, the child can `process.send` to the bench. BENCH_NODE_FLAGS adds node flags to
- * every child, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a workload.
+ * Runs an entry point from the repository root, with PATH and HOME plus exactly the variables
+ * given (nothing else leaks in): a TypeScript one through tsx (`node --import tsx <entry>`), a
+ * compiled one (`.js`, from dist/) as production does (`node --enable-source-maps <entry>`); tsx
+ * turns source maps on too, so both kinds pay for them alike. With `ipc`, the child can
+ * `process.send` to the bench. BENCH_NODE_FLAGS adds node flags to every child, e.g.
+ * `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile a workload.
  */
 export function spawnNode(name: string, entry: string, env: Record<string, string>, options: { logDir: string; ipc?: boolean }): Child {
   const flags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...flags, '--import', 'tsx', entry], {
+  const loader = entry.endsWith('.js') ? ['--enable-source-maps'] : ['--import', 'tsx'];
+  const child = spawn(process.execPath, [...flags, ...loader, entry], {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...env },
     stdio: options.ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],

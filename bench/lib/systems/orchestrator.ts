@@ -1,10 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Completion } from '../capacity.js';
 import { HttpClient } from '../load.js';
 import { CountingClient } from '../metrics.js';
 import { freePort, spawnNode, type Child } from '../processes.js';
-import { poll } from '../util.js';
+import { poll, REPO_ROOT } from '../util.js';
 import { deleteKeys, HttpTarget, inChunks, type ResultRecords, type RunContext, type RunningSystem } from './system.js';
 
 function databaseUrl(serverUrl: string, database: string): string {
@@ -55,9 +56,9 @@ async function waitForWorkers(ctx: RunContext, prefix: string, queueName: string
 }
 
 /**
- * The service as in production: one API process and N worker processes, each
- * `node --import tsx <entry>`, on a fresh database (they create and migrate it themselves) and a
- * fresh queue prefix.
+ * The service as in production: API and worker processes running the compiled build (dist/, as
+ * `npm start` does; built here first), on a fresh database (they create and migrate it
+ * themselves) and a fresh queue prefix.
  */
 export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem> {
   const { options } = ctx;
@@ -85,8 +86,9 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     EVENTS_KEEP_AFTER_END_S: String(options.timing.eventsKeepAfterEndS),
     // Admission control (ADMISSION_*) keeps its defaults: W5 measures what they do under overload.
   };
-  const apis = ports.map((port, index) => spawnNode(ports.length > 1 ? `api-${index + 1}` : 'api', 'src/api/main.ts', { ...env, PORT: String(port) }, { logDir: ctx.logDir }));
-  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'workers/main.ts', env, { logDir: ctx.logDir }));
+  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  const apis = ports.map((port, index) => spawnNode(ports.length > 1 ? `api-${index + 1}` : 'api', 'dist/src/api/main.js', { ...env, PORT: String(port) }, { logDir: ctx.logDir }));
+  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'dist/workers/main.js', env, { logDir: ctx.logDir }));
   const children = [...apis, ...workers];
   const stopAll = ctx.releasers.add('orchestrator processes', async () => {
     await Promise.all(children.map((child) => child.stop()));
