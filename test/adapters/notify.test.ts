@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import winston from 'winston';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ToolContext } from '../../src/tools/tool.js';
-import notify from '../../workers/adapters/notify.js';
+import notify from '../../src/adapters/notify.js';
 import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
 

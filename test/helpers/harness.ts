@@ -7,8 +7,8 @@ import { startApi, type ApiServer } from '../../src/api/server.js';
 import { initTracing, type Tracing, type TracingOptions } from '../../src/observability/tracing.js';
 import { createRedis, masters, waitForRedis, type RedisClient } from '../../src/queue/redis.js';
 import { ToolRegistry, type AnyTool } from '../../src/tools/tool.js';
-import { builtinTools } from '../../workers/adapters/index.js';
-import { startWorker, type WorkerProcess } from '../../workers/worker.js';
+import { builtinTools } from '../../src/adapters/index.js';
+import { startWorker, type WorkerProcess } from '../../src/workers/worker.js';
 import { databaseUrl, TEST_REDIS_URL } from './env.js';
 
 export interface HarnessOptions {

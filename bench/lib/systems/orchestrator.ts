@@ -86,7 +86,7 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     // Admission control (ADMISSION_*) keeps its defaults: W5 measures what they do under overload.
   };
   const apis = ports.map((port, index) => spawnNode(ports.length > 1 ? `api-${index + 1}` : 'api', 'src/api/main.ts', { ...env, PORT: String(port) }, { logDir: ctx.logDir }));
-  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'workers/main.ts', env, { logDir: ctx.logDir }));
+  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'src/workers/main.ts', env, { logDir: ctx.logDir }));
   const children = [...apis, ...workers];
   const stopAll = ctx.releasers.add('orchestrator processes', async () => {
     await Promise.all(children.map((child) => child.stop()));

@@ -1,6 +1,6 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { z } from 'zod';
-import type { Config } from '../../src/config.js';
+import type { Config } from '../../config.js';
 import {
   coerceError,
   LimitExceededError,
@@ -9,22 +9,22 @@ import {
   ToolTimeoutError,
   WorkerStoppingError,
   toErrorRecord,
-} from '../../src/errors.js';
-import { redactValues, secretValues, type Logger } from '../../src/logger.js';
-import { checkStepOutput, jobReturnValue } from '../../src/limits.js';
-import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
-import type { TaskQueues } from '../../src/queue/task-queues.js';
-import type { StepResults } from '../../src/persistence/step-results.js';
-import type { ToolRegistry } from '../../src/tools/tool.js';
+} from '../../errors.js';
+import { redactValues, secretValues, type Logger } from '../../logger.js';
+import { checkStepOutput, jobReturnValue } from '../../limits.js';
+import type { ParkedResult, StepJobData } from '../../queue/jobs.js';
+import type { TaskQueues } from '../../queue/task-queues.js';
+import type { StepResults } from '../../persistence/step-results.js';
+import type { ToolRegistry } from '../../tools/tool.js';
 import type { StopSignals } from './stop-signals.js';
 import { progressReporter } from './progress.js';
 import { postpone } from './postpone.js';
 import { recordResult } from './record-result.js';
 import { closeSingleRun } from './single-run.js';
-import type { Metrics } from '../../src/observability/metrics.js';
-import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
-import type { FinishOutcome } from '../../src/persistence/step-results.js';
-import { unstorableProblems } from '../../src/api/http.js';
+import type { Metrics } from '../../observability/metrics.js';
+import { SpanAttributes, startSpan } from '../../observability/tracing.js';
+import type { FinishOutcome } from '../../persistence/step-results.js';
+import { unstorableProblems } from '../../api/http.js';
 
 export interface StepProcessorDeps {
   config: Config;

@@ -1,4 +1,4 @@
-import { ToolRegistry, type AnyTool } from '../../src/tools/tool.js';
+import { ToolRegistry, type AnyTool } from '../tools/tool.js';
 import approveBatches from './approve-batches.js';
 import echo from './echo.js';
 import http from './http.js';

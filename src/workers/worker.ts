@@ -1,9 +1,9 @@
 import http from 'node:http';
-import type { Config } from '../src/config.js';
-import type { Logger } from '../src/logger.js';
-import { Metrics, scrapeAuthorized } from '../src/observability/metrics.js';
-import { openDatabase } from '../src/persistence/database.js';
-import type { ToolRegistry } from '../src/tools/tool.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+import { Metrics, scrapeAuthorized } from '../observability/metrics.js';
+import { openDatabase } from '../persistence/database.js';
+import type { ToolRegistry } from '../tools/tool.js';
 import { startWorkerRuntime, type WorkerRuntime } from './runtime/worker-runtime.js';
 
 export interface WorkerProcess {

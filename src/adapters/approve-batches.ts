@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTool } from '../../src/tools/tool.js';
+import { defineTool } from '../tools/tool.js';
 
 /**
  * A batch id as the client sends it. Frontends written against the Celery-style service this one

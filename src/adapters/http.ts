@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { NonRetryableError, RetryableError } from '../../src/errors.js';
-import { hostPolicyFor } from '../../src/lib/host-policy.js';
-import { headerProblem, outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
-import { defineTool } from '../../src/tools/tool.js';
+import { NonRetryableError, RetryableError } from '../errors.js';
+import { hostPolicyFor } from '../lib/host-policy.js';
+import { headerProblem, outboundRequest, parseRetryAfter } from '../lib/outbound-http.js';
+import { defineTool } from '../tools/tool.js';
 
 function decode(body: Buffer, contentType: string | undefined): unknown {
   const text = body.toString('utf8');
