@@ -58,8 +58,8 @@ export interface ToolContext {
 }
 
 /**
- * A tool adapter: one file under workers/adapters that names a tool, declares its input and
- * output with zod, and runs it. See workers/adapters/approve-batches.ts for a small example.
+ * A tool adapter: one file under src/adapters that names a tool, declares its input and
+ * output with zod, and runs it. See src/adapters/approve-batches.ts for a small example.
  */
 export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = z.ZodType> {
   /** Letters, digits, `_` and `-`; it is also the task_type that runs this tool alone. */
