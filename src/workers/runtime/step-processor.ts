@@ -15,7 +15,7 @@ import { checkStepOutput, jobReturnValue } from '../../limits.js';
 import type { ParkedResult, StepJobData } from '../../queue/jobs.js';
 import type { TaskQueues } from '../../queue/task-queues.js';
 import type { StepResults } from '../../persistence/step-results.js';
-import type { ToolRegistry } from '../../tools/tool.js';
+import type { ToolRegistry, ToolSettings } from '../../tools/tool.js';
 import type { StopSignals } from './stop-signals.js';
 import { progressReporter } from './progress.js';
 import { postpone } from './postpone.js';
@@ -30,6 +30,8 @@ export interface StepProcessorDeps {
   config: Config;
   logger: Logger;
   registry: ToolRegistry;
+  /** Each tool's ctx.settings (ToolRegistry.settings), resolved once at start. */
+  settings: ToolSettings;
   results: StepResults;
   queues: TaskQueues;
   stops: StopSignals;
@@ -62,7 +64,7 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  * ready, and only then lets BullMQ acknowledge the job.
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
-  const { registry, results, queues, stops, config, metrics } = deps;
+  const { registry, settings, results, queues, stops, config, metrics } = deps;
   const singleRun = { results, queues, config, logger: deps.logger };
 
   function count(tool: string, status: 'completed' | 'failed' | 'cancelled', startedAt: Date, outcome: FinishOutcome): void {
@@ -172,7 +174,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
           stepId,
           attempt,
           logger,
-          config,
+          settings: settings.get(toolName),
           dependencies: job.data.dependencies,
           progress: progress.report,
         }),

@@ -11,7 +11,7 @@ import { TaskStore } from '../../persistence/task-store.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
 import { createRedis } from '../../queue/redis.js';
 import { TaskQueues } from '../../queue/task-queues.js';
-import type { ToolRegistry } from '../../tools/tool.js';
+import type { ToolRegistry, ToolSettings } from '../../tools/tool.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { bullmqTelemetry } from '../../observability/tracing.js';
 import { retryDelay } from './backoff.js';
@@ -31,6 +31,8 @@ export interface WorkerRuntimeOptions {
   sql: Sql;
   /** The tools this process runs (already narrowed by WORKER_TOOLS). */
   registry: ToolRegistry;
+  /** Each of those tools' ctx.settings (ToolRegistry.settings). */
+  settings: ToolSettings;
   /** Every tool the deployment knows: dependents may use tools this process does not run. */
   allTools: readonly string[];
   metrics: Metrics;
@@ -50,7 +52,7 @@ export interface WorkerRuntime {
  * shares the tool's rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
-  const { config, logger, prisma, sql, registry, metrics } = options;
+  const { config, logger, prisma, sql, registry, settings, metrics } = options;
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
   const queues = new TaskQueues(connection, config, options.allTools, logger);
@@ -67,7 +69,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
 
-  const processStep = createStepProcessor({ config, logger, registry, results, queues, stops, metrics });
+  const processStep = createStepProcessor({ config, logger, registry, settings, results, queues, stops, metrics });
   const common = {
     connection,
     prefix: config.QUEUE_PREFIX,
