@@ -1,6 +1,6 @@
 import type { AnyTool, RetryPolicy } from '../tools/tool.js';
 import type { ReadyStep, StepOptions } from './types.js';
-import { ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
+import { ResolvedSizeError, resolveTemplates } from './templates.js';
 import { ValidationError } from '../errors.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
 

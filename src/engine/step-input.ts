@@ -1,5 +1,5 @@
 import type { DependencyResult } from '../tools/tool.js';
-import { findReferences, ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
+import { findReferences, ResolvedSizeError, resolveTemplates } from './templates.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
 import type { ReadyStep, RunContext, StepRow } from './types.js';
 
