@@ -1,41 +1,20 @@
 import { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
+import type { DependencyResult, RetryPolicy } from '../engine/types.js';
 
 // The errors an adapter throws are part of the SDK: an adapter imports this module and nothing
 // else of the service (the import-boundary rules in .dependency-cruiser.cjs hold it to that).
 export { NonRetryableError, RetryableError } from '../errors.js';
 
-/** How a step is retried. `attempts` counts every try, the first included. */
-export interface RetryPolicy {
-  /** @defaultValue 3 */
-  attempts: number;
-  backoff: {
-    /** `exponential` doubles the delay after every failed attempt. */
-    type: 'fixed' | 'exponential';
-    /** Base delay before the second attempt. */
-    delay_ms: number;
-  };
-}
+// Defined in the engine, which plans and resolves steps without knowing the SDK; part of the SDK
+// all the same.
+export type { DependencyResult, RetryPolicy } from '../engine/types.js';
 
 /** At most `max` steps of this tool start per `duration_ms`, across all worker processes. */
 export interface RateLimit {
   max: number;
   duration_ms: number;
-}
-
-/**
- * What a dependency of the running step ended with (workflows). It travels in the step's job
- * data, so a large output is not copied there: templates in the step's input are the way to
- * pass it (or the part of it the step needs).
- */
-export interface DependencyResult {
-  status: 'completed' | 'failed';
-  /** The dependency's output, when its JSON is at most JOB_INLINE_OUTPUT_MAX_BYTES. */
-  output?: unknown;
-  /** Set instead of `output` when the output is larger: it is stored in PostgreSQL only (GET /result shows it). */
-  output_stored_in?: 'postgresql';
-  error?: { name: string; message: string };
 }
 
 export interface ToolContext<Settings = unknown> {
