@@ -24,6 +24,7 @@ import { closeSingleRun } from './single-run.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { SpanAttributes, startSpan } from '../../observability/tracing.js';
 import type { FinishOutcome } from '../../persistence/step-results.js';
+import type { StepOutcome } from '../../engine/status.js';
 import { unstorableProblems } from '../../api/http.js';
 
 export interface StepProcessorDeps {
@@ -67,7 +68,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
   const { registry, settings, results, queues, stops, config, metrics } = deps;
   const singleRun = { results, queues, config, logger: deps.logger };
 
-  function count(tool: string, status: 'completed' | 'failed' | 'cancelled', startedAt: Date, outcome: FinishOutcome): void {
+  function count(tool: string, status: StepOutcome, startedAt: Date, outcome: FinishOutcome): void {
     if (!outcome.recorded) return;
     metrics.stepsFinished.inc({ tool, status });
     metrics.stepDuration.observe({ tool, status }, (Date.now() - startedAt.getTime()) / 1000);
