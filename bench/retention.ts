@@ -20,7 +20,7 @@ import { uuidv7 } from '../src/lib/uuid7.js';
 import { silentLogger } from '../src/logger.js';
 import { dropDatabase, ensureDatabase, withDatabase } from '../src/persistence/database.js';
 import { migrate } from '../src/persistence/migrate.js';
-import echo from '../workers/adapters/echo.js';
+import echo from '../src/adapters/echo.js';
 
 const { values } = parseArgs({
   options: {

@@ -1,12 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs';
-import path from 'node:path';
+import { existsSync } from 'node:fs';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import { ensureDatabase } from './persistence/database.js';
 import { migrate } from './persistence/migrate.js';
-import { PACKAGE_ROOT } from './lib/package-root.js';
-
-export const PACKAGE = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { name: string; version: string };
 
 /**
  * Reads `.env` from the working directory when there is one. Variables already set in the

@@ -186,7 +186,7 @@ const configSchema = z.object({
   STEP_RUNNING_AFTER_MS: integer(0, 3_600_000).default(50),
   /** How long a worker retries a database write through lost connections before parking the step's result in its job. */
   DB_WRITE_RETRY_MS: integer(0, 3_600_000).default(60_000),
-  /** How often one worker looks for active runs whose jobs went missing in Redis (see workers/runtime/reconciler.ts). 0: never. */
+  /** How often one worker looks for active runs whose jobs went missing in Redis (see src/workers/runtime/reconciler.ts). 0: never. */
   RECONCILE_INTERVAL_MS: integer(0, 3_600_000).default(30_000),
   /** Runs younger than this are not repaired: their jobs may still be on their way. */
   RECONCILE_AFTER_MS: integer(0, 86_400_000).default(60_000),

@@ -1,8 +1,8 @@
 import { boot, closeOnSignals, prepareDatabase } from './bootstrap.js';
 import { loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { createToolRegistry } from '../workers/adapters/index.js';
-import { startWorker } from '../workers/worker.js';
+import { createToolRegistry } from './adapters/index.js';
+import { startWorker } from './workers/worker.js';
 import { startApi } from './api/server.js';
 import { Metrics } from './observability/metrics.js';
 import { initTracing } from './observability/tracing.js';

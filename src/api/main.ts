@@ -1,7 +1,7 @@
 import { boot, closeOnSignals, prepareDatabase } from '../bootstrap.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
-import { createToolRegistry } from '../../workers/adapters/index.js';
+import { createToolRegistry } from '../adapters/index.js';
 import { startApi } from './server.js';
 import { initTracing } from '../observability/tracing.js';
 import { openKeyRing } from './api-keys.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { PACKAGE } from '../bootstrap.js';
+import { PACKAGE } from '../lib/package-root.js';
 import { API_KEY_SCOPES } from '../config.js';
 import { parameterSchema, stepSchema, workflowDefinitionSchema } from '../workflows/definition.js';
 import { ACCESS, type Access } from './access.js';

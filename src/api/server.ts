@@ -2,7 +2,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { PACKAGE } from '../bootstrap.js';
+import { PACKAGE } from '../lib/package-root.js';
 import { openDatabase } from '../persistence/database.js';
 import { TaskStore } from '../persistence/task-store.js';
 import { StatsStore } from '../persistence/stats-store.js';

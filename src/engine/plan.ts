@@ -1,6 +1,5 @@
-import type { AnyTool, RetryPolicy } from '../tools/tool.js';
-import type { ReadyStep, StepOptions } from './types.js';
-import { ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
+import type { ReadyStep, RetryPolicy, StepOptions } from './types.js';
+import { ResolvedSizeError, resolveTemplates } from './templates.js';
 import { ValidationError } from '../errors.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
 
@@ -33,7 +32,7 @@ export interface RunOverrides {
 }
 
 /** A one-tool task: a run with one step named after the tool; params are its literal input. */
-export function planToolTask(tool: AnyTool, params: Record<string, unknown>, overrides: RunOverrides = {}): TaskPlan {
+export function planToolTask(tool: { name: string; retry: RetryPolicy; timeout_ms: number }, params: Record<string, unknown>, overrides: RunOverrides = {}): TaskPlan {
   return {
     taskType: tool.name,
     params,

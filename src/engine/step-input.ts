@@ -1,7 +1,6 @@
-import type { DependencyResult } from '../tools/tool.js';
-import { findReferences, ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
+import { findReferences, ResolvedSizeError, resolveTemplates } from './templates.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
-import type { ReadyStep, RunContext, StepRow } from './types.js';
+import type { DependencyResult, ReadyStep, RunContext, StepRow } from './types.js';
 
 /** The steps whose results a step needs once it is ready: its dependencies and those its input's templates name. */
 export function referencedSteps(row: Pick<StepRow, 'input_template' | 'depends_on'>): Set<string> {

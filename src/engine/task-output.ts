@@ -1,6 +1,6 @@
 import { LimitExceededError, toErrorRecord, type ErrorRecord } from '../errors.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
-import { ResolvedSizeError, resolveTemplates } from '../workflows/templates.js';
+import { ResolvedSizeError, resolveTemplates } from './templates.js';
 import type { FinishedStep } from './types.js';
 import { stepFailure } from './transitions.js';
 

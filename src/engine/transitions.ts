@@ -1,10 +1,11 @@
 import type { ErrorRecord } from '../errors.js';
+import type { StepOutcome } from './status.js';
 
 /** A step result just recorded for a task that was still active, with the step's place in the graph. */
 export interface RecordedResult {
   taskId: string;
   stepId: string;
-  status: 'completed' | 'failed' | 'cancelled';
+  status: StepOutcome;
   error?: ErrorRecord;
   onFailure: 'fail' | 'continue';
   dependents: string[];

@@ -1,5 +1,30 @@
-import type { DependencyResult, RetryPolicy } from '../tools/tool.js';
 import type { LimitExceededError } from '../errors.js';
+
+/** How a step is retried. `attempts` counts every try, the first included. */
+export interface RetryPolicy {
+  /** @defaultValue 3 */
+  attempts: number;
+  backoff: {
+    /** `exponential` doubles the delay after every failed attempt. */
+    type: 'fixed' | 'exponential';
+    /** Base delay before the second attempt. */
+    delay_ms: number;
+  };
+}
+
+/**
+ * What a dependency of the running step ended with (workflows). It travels in the step's job
+ * data, so a large output is not copied there: templates in the step's input are the way to
+ * pass it (or the part of it the step needs).
+ */
+export interface DependencyResult {
+  status: 'completed' | 'failed';
+  /** The dependency's output, when its JSON is at most JOB_INLINE_OUTPUT_MAX_BYTES. */
+  output?: unknown;
+  /** Set instead of `output` when the output is larger: it is stored in PostgreSQL only (GET /result shows it). */
+  output_stored_in?: 'postgresql';
+  error?: { name: string; message: string };
+}
 
 /** How one step runs: stored with the step, so a running task never depends on a later definition. */
 export interface StepOptions {

@@ -48,7 +48,7 @@ import {
 import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { Telemetry } from 'bullmq';
 import { BullMQOtel } from 'bullmq-otel';
-import { PACKAGE } from '../bootstrap.js';
+import { PACKAGE } from '../lib/package-root.js';
 import type { Config } from '../config.js';
 import { coerceError } from '../errors.js';
 import type { Logger } from '../logger.js';

@@ -59,7 +59,7 @@ export interface StepJobData extends Omit<ReadyStep, 'priority' | 'delayMs'> {
   parked?: ParkedResult;
   /**
    * Set on the job of a one-tool task's run, which is that run's only job: no root job waits
-   * for it, so the step closes the run itself (see workers/runtime/single-run.ts).
+   * for it, so the step closes the run itself (see src/workers/runtime/single-run.ts).
    */
   single?: true;
 }

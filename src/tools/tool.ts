@@ -1,18 +1,15 @@
 import { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
+import type { DependencyResult, RetryPolicy } from '../engine/types.js';
 
-/** How a step is retried. `attempts` counts every try, the first included. */
-export interface RetryPolicy {
-  /** @defaultValue 3 */
-  attempts: number;
-  backoff: {
-    /** `exponential` doubles the delay after every failed attempt. */
-    type: 'fixed' | 'exponential';
-    /** Base delay before the second attempt. */
-    delay_ms: number;
-  };
-}
+// The errors an adapter throws are part of the SDK: an adapter imports this module and nothing
+// else of the service (the import-boundary rules in .dependency-cruiser.cjs hold it to that).
+export { NonRetryableError, RetryableError } from '../errors.js';
+
+// Defined in the engine, which plans and resolves steps without knowing the SDK; part of the SDK
+// all the same.
+export type { DependencyResult, RetryPolicy } from '../engine/types.js';
 
 /** At most `max` steps of this tool start per `duration_ms`, across all worker processes. */
 export interface RateLimit {
@@ -20,21 +17,7 @@ export interface RateLimit {
   duration_ms: number;
 }
 
-/**
- * What a dependency of the running step ended with (workflows). It travels in the step's job
- * data, so a large output is not copied there: templates in the step's input are the way to
- * pass it (or the part of it the step needs).
- */
-export interface DependencyResult {
-  status: 'completed' | 'failed';
-  /** The dependency's output, when its JSON is at most JOB_INLINE_OUTPUT_MAX_BYTES. */
-  output?: unknown;
-  /** Set instead of `output` when the output is larger: it is stored in PostgreSQL only (GET /result shows it). */
-  output_stored_in?: 'postgresql';
-  error?: { name: string; message: string };
-}
-
-export interface ToolContext {
+export interface ToolContext<Settings = unknown> {
   /** Fires when the step times out, the task is cancelled, or the worker is forced to stop. */
   signal: AbortSignal;
   taskId: string;
@@ -43,7 +26,12 @@ export interface ToolContext {
   attempt: number;
   /** Carries task id, step id, tool and attempt on every line. */
   logger: Logger;
-  config: Config;
+  /**
+   * The settings the tool declares (Tool.settings), as the registry chose them from the
+   * configuration: frozen. The tool sees nothing else of the configuration (no database URL,
+   * no API keys).
+   */
+  settings: Settings;
   /**
    * Results of the steps this step depends on, by step id: status, error, and the output when
    * it is small (see DependencyResult); read what the step needs through its input's templates.
@@ -58,10 +46,10 @@ export interface ToolContext {
 }
 
 /**
- * A tool adapter: one file under workers/adapters that names a tool, declares its input and
- * output with zod, and runs it. See workers/adapters/approve-batches.ts for a small example.
+ * A tool adapter: one file under src/adapters that names a tool, declares its input and
+ * output with zod, and runs it. See src/adapters/approve-batches.ts for a small example.
  */
-export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = z.ZodType> {
+export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = z.ZodType, Settings extends z.ZodType = z.ZodType> {
   /** Letters, digits, `_` and `-`; it is also the task_type that runs this tool alone. */
   name: string;
   description: string;
@@ -75,7 +63,13 @@ export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = 
   rate_limit?: RateLimit;
   /** Most steps of this tool one worker process runs at once. @defaultValue WORKER_CONCURRENCY */
   concurrency?: number;
-  run(input: z.output<In>, ctx: ToolContext): Promise<z.input<Out>>;
+  /**
+   * What the tool needs from the deployment's configuration (an allowlist, a webhook secret),
+   * received as `ctx.settings`. The registry's settings choosers fill it from the configuration
+   * (see SettingsChooser); a worker does not start when they do not fit. @defaultValue none
+   */
+  settings?: Settings;
+  run(input: z.output<In>, ctx: ToolContext<z.output<Settings>>): Promise<z.input<Out>>;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = Object.freeze({
@@ -84,24 +78,50 @@ export const DEFAULT_RETRY: RetryPolicy = Object.freeze({
 }) as RetryPolicy;
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
-type ToolSpec<In extends z.ZodType, Out extends z.ZodType> = Omit<Tool<In, Out>, 'retry' | 'timeout_ms'> &
-  Partial<Pick<Tool<In, Out>, 'retry' | 'timeout_ms'>>;
+type ToolSpec<In extends z.ZodType, Out extends z.ZodType, Settings extends z.ZodType> = Omit<Tool<In, Out, Settings>, 'retry' | 'timeout_ms'> &
+  Partial<Pick<Tool<In, Out, Settings>, 'retry' | 'timeout_ms'>>;
 
 export const TOOL_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 
 /** Fills in the defaults and checks the name, so a registry only ever holds complete tools. */
-export function defineTool<In extends z.ZodType, Out extends z.ZodType>(spec: ToolSpec<In, Out>): Tool<In, Out> {
+export function defineTool<In extends z.ZodType, Out extends z.ZodType, Settings extends z.ZodType = z.ZodType>(
+  spec: ToolSpec<In, Out, Settings>,
+): Tool<In, Out, Settings> {
   if (!TOOL_NAME.test(spec.name)) throw new Error(`tool name ${JSON.stringify(spec.name)} must match ${TOOL_NAME}`);
   return Object.freeze({ ...spec, retry: spec.retry ?? DEFAULT_RETRY, timeout_ms: spec.timeout_ms ?? DEFAULT_TIMEOUT_MS });
 }
 
-export type AnyTool = Tool<z.ZodType, z.ZodType>;
+export type AnyTool = Tool<z.ZodType, z.ZodType, z.ZodType>;
 
-/** The tools a process knows, by name. */
+/**
+ * Picks one tool's settings out of the configuration. The registry holds one per tool that
+ * declares settings, all in one place (src/adapters/index.ts for the built-in tools), so what
+ * each adapter may see of the configuration is written down where it can be reviewed.
+ */
+export type SettingsChooser = (config: Config) => unknown;
+
+/** Each tool's ctx.settings, by tool name (ToolRegistry.settings). */
+export type ToolSettings = ReadonlyMap<string, unknown>;
+
+const NO_SETTINGS = Object.freeze({});
+
+/** Freezes a settings value all the way down: steps running at once share it. */
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+/** The tools a process knows, by name, and where each one's settings come from. */
 export class ToolRegistry {
   private readonly tools = new Map<string, AnyTool>();
 
-  constructor(tools: Iterable<AnyTool>) {
+  constructor(
+    tools: Iterable<AnyTool>,
+    private readonly choosers: Readonly<Record<string, SettingsChooser>> = {},
+  ) {
     for (const tool of tools) {
       if (this.tools.has(tool.name)) throw new Error(`two tools are named ${tool.name}`);
       this.tools.set(tool.name, tool);
@@ -129,6 +149,32 @@ export class ToolRegistry {
     if (names.length === 0) return this;
     const unknown = names.filter((name) => !this.tools.has(name));
     if (unknown.length > 0) throw new Error(`unknown tools: ${unknown.join(', ')} (known: ${this.names().join(', ')})`);
-    return new ToolRegistry(names.map((name) => this.tools.get(name)!));
+    return new ToolRegistry(
+      names.map((name) => this.tools.get(name)!),
+      this.choosers,
+    );
+  }
+
+  /**
+   * Each tool's settings under `config`: what its chooser picks, parsed by the tool's settings
+   * schema and frozen; a tool that declares none gets an empty object. Throws, naming the tool,
+   * when a tool's settings have no chooser or do not fit, or when a chooser serves a tool that
+   * declares no settings, so a worker stops at boot rather than at the first step.
+   */
+  settings(config: Config): ToolSettings {
+    const settings = new Map<string, unknown>();
+    for (const tool of this.list()) {
+      const chooser = Object.hasOwn(this.choosers, tool.name) ? this.choosers[tool.name] : undefined;
+      if (!tool.settings) {
+        if (chooser) throw new Error(`the registry chooses settings for the ${tool.name} tool, which declares none`);
+        settings.set(tool.name, NO_SETTINGS);
+        continue;
+      }
+      if (!chooser) throw new Error(`the ${tool.name} tool declares settings, but the registry has no chooser for them`);
+      const parsed = tool.settings.safeParse(chooser(config));
+      if (!parsed.success) throw new Error(`the ${tool.name} tool's settings do not fit its declaration: ${z.prettifyError(parsed.error)}`);
+      settings.set(tool.name, deepFreeze(parsed.data));
+    }
+    return settings;
   }
 }

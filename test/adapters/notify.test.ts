@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import winston from 'winston';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ToolContext } from '../../src/tools/tool.js';
-import notify from '../../workers/adapters/notify.js';
+import notify from '../../src/adapters/notify.js';
 import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
 
@@ -37,7 +37,8 @@ describe('the notify tool', () => {
       },
     });
     const logger = winston.createLogger({ level: 'info', format: winston.format.json(), transports: [new winston.transports.Stream({ stream: sink })] });
-    const ctx = { logger, signal: new AbortController().signal, config: h.config, taskId: 't', stepId: 's', attempt: 1, dependencies: {} } as ToolContext;
+    const settings = h.registry.settings(h.config).get('notify') as { allowed_hosts: string[] };
+    const ctx = { logger, signal: new AbortController().signal, settings, taskId: 't', stepId: 's', attempt: 1, dependencies: {} } as ToolContext<typeof settings>;
     const input = notify.input.parse({ message: 'disk almost full', level: 'error', data: { used: 0.97 } });
     expect(await notify.run(input, ctx)).toEqual({ delivered: true, channel: 'log' });
     expect(lines).toEqual([expect.objectContaining({ level: 'error', message: 'disk almost full', notification: { used: 0.97 } })]);

@@ -175,7 +175,7 @@ describe('a process with a bad configuration', () => {
 
   it('stops the worker at boot with a non-zero exit code and a message naming the variable', async () => {
     // Nothing else set: it must fail on the config before it touches Redis or PostgreSQL.
-    child = runEntry('workers/main.ts', { WORKER_CONCURRENCY: 'abc', DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/never', REDIS_URL: 'redis://127.0.0.1:1' });
+    child = runEntry('src/workers/main.ts', { WORKER_CONCURRENCY: 'abc', DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/never', REDIS_URL: 'redis://127.0.0.1:1' });
     const exit = await child.waitForExit(20_000);
     expect(exit.code).not.toBe(0);
     expect(exit.code).not.toBeNull();

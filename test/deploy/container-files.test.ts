@@ -247,7 +247,7 @@ describe('docker-compose.yml', () => {
     const argv = Array.isArray(command) ? command : (command ?? '').split(/\s+/);
     expect(argv[0]).toBe('node');
     const workerScript = argv.find((arg) => arg.endsWith('.js'));
-    expect(workerScript).toBe('dist/workers/main.js');
+    expect(workerScript).toBe('dist/src/workers/main.js');
     expect(existsSync(path.join(ROOT, sourceOf(workerScript!))), sourceOf(workerScript!)).toBe(true);
   });
 
@@ -307,7 +307,7 @@ describe('Dockerfile', () => {
     expect(runs.filter((run) => /npm (ci|install)\b/.test(run)).every((run) => run.includes('--omit=dev'))).toBe(true);
     const copied = inFinalStage('COPY').map((i) => splitArgs(i.args).filter((arg) => !arg.startsWith('--')).slice(0, -1)).flat();
     expect(copied).not.toContain('/app/node_modules');
-    expect(copied.some((source) => /^(\/app\/)?(src|workers)\/?$/.test(source))).toBe(false);
+    expect(copied.some((source) => /^(\/app\/)?src\/?$/.test(source))).toBe(false);
     expect(copied).toContain('/app/dist');
   });
 

@@ -1,72 +1,125 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import ts from 'typescript';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 /**
- * The engine decides, it does no I/O: nothing under src/engine may reach persistence, queues,
- * the API or the workers, nor the clients of PostgreSQL, Redis and HTTP, directly or through a
- * local module it imports. Type-only imports count too: they tie the engine to those layers all
- * the same.
+ * The import boundaries are dependency-cruiser rules (.dependency-cruiser.cjs), which CI runs on
+ * src/ (npm run lint:boundaries). Here: the engine's rules hold on src/ (the engine decides and
+ * does no I/O), and the rules catch what they are there to catch, on a small tree built for it.
  */
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const ENGINE = path.join(ROOT, 'src/engine');
-const FORBIDDEN_DIRS = ['src/persistence', 'src/queue', 'src/api', 'src/generated', 'workers'];
-const FORBIDDEN_PACKAGES = ['prisma', '@prisma', 'bullmq', 'ioredis', 'pg', 'express'];
+const CONFIG = path.join(ROOT, '.dependency-cruiser.cjs');
+const CLI = path.join(ROOT, 'node_modules/dependency-cruiser/bin/dependency-cruise.mjs');
 
-/** Every module specifier of a file: import, export-from, import type, dynamic import, require. */
-function specifiers(source: string): string[] {
-  return ts.preProcessFile(source, true, true).importedFiles.map((file) => file.fileName);
+interface Violation {
+  rule: { name: string };
+  from: string;
+  to: string;
 }
 
-/** Walks the relative imports from `entries`; returns "<file> imports '<specifier>'" for each one over the boundary. */
-function boundaryViolations(entries: string[], read: (file: string) => string): string[] {
-  const violations: string[] = [];
-  const seen = new Set(entries);
-  const queue = [...entries];
-  for (let file = queue.shift(); file !== undefined; file = queue.shift()) {
-    for (const specifier of specifiers(read(file))) {
-      const violation = `${path.relative(ROOT, file)} imports '${specifier}'`;
-      if (!specifier.startsWith('.')) {
-        // A package is named by its first segment; '@prisma' stands for all of its scope.
-        if (FORBIDDEN_PACKAGES.includes(specifier.split('/')[0]!)) violations.push(violation);
-        continue;
-      }
-      const target = path.resolve(path.dirname(file), specifier).replace(/\.js$/, '.ts');
-      const relative = path.relative(ROOT, target);
-      if (FORBIDDEN_DIRS.some((dir) => relative === dir || relative.startsWith(`${dir}/`))) violations.push(violation);
-      else if (!seen.has(target)) {
-        seen.add(target);
-        queue.push(target);
-      }
-    }
-  }
-  return violations;
+/** Runs dependency-cruiser on `dir`/src with `config`; the violations it reports. */
+function cruise(dir: string, config: string): Violation[] {
+  const run = spawnSync(process.execPath, [CLI, 'src', '--config', config, '--output-type', 'json'], { cwd: dir, encoding: 'utf8' });
+  if (!run.stdout) throw new Error(`dependency-cruiser failed: ${run.stderr}`);
+  return (JSON.parse(run.stdout) as { summary: { violations: Violation[] } }).summary.violations;
 }
 
-describe('src/engine import boundary', () => {
-  it('src/engine, and every local module it reaches, imports no persistence, queue, api, workers, database or Redis client', () => {
-    const files = readdirSync(ENGINE, { recursive: true, encoding: 'utf8' })
-      .filter((name) => name.endsWith('.ts'))
-      .map((name) => path.join(ENGINE, name));
-    expect(files.length).toBeGreaterThan(0);
-    expect(boundaryViolations(files, (file) => readFileSync(file, 'utf8'))).toEqual([]);
+describe('import boundaries', () => {
+  it('src/engine imports only itself, errors.ts, limits.ts and zod, and reaches no persistence, queue, API, worker, database or Redis code', () => {
+    const engine = cruise(ROOT, CONFIG).filter((violation) => violation.rule.name.startsWith('engine-'));
+    expect(engine).toEqual([]);
   });
 
-  it('the check catches forbidden imports of every form, also through a module the engine imports', () => {
-    const at = (file: string) => path.join(ROOT, file);
-    const sources: Record<string, string> = {
-      [at('src/engine/a.ts')]: `import { b } from './b.js';\nimport type { Row } from '../limits.js';\nexport * from '../queue/jobs.js';`,
-      [at('src/engine/b.ts')]: `import {\n  x,\n} from 'bullmq';\nexport const b = () => import('pg');`,
-      [at('src/limits.ts')]: `import type { PrismaClient } from '@prisma/client';\nimport { y } from '../workers/runtime/z.js';\nimport 'node:fs';\nimport 'pg-boss';`,
-    };
-    expect(boundaryViolations([at('src/engine/a.ts')], (file) => sources[file]!)).toEqual([
-      "src/engine/a.ts imports '../queue/jobs.js'",
-      "src/engine/b.ts imports 'bullmq'",
-      "src/engine/b.ts imports 'pg'",
-      "src/limits.ts imports '@prisma/client'",
-      "src/limits.ts imports '../workers/runtime/z.js'",
-    ]);
+  describe('the rules, on a tree that breaks them', () => {
+    let dir: string;
+    let violations: string[];
+
+    beforeAll(() => {
+      dir = mkdtempSync(path.join(os.tmpdir(), 'boundaries-'));
+      const files: Record<string, string> = {
+        // The engine: through limits.ts it reaches ioredis; it imports the queue (type only) and a package.
+        'src/engine/plan.ts': `import { limit } from '../limits.js';\nimport type { Job } from '../queue/jobs.js';\nimport 'node:fs';\nexport const plan = (job: Job) => limit;`,
+        'src/limits.ts': `import type { Redis } from 'ioredis';\nexport type R = Redis;\nexport const limit = 1;`,
+        'src/queue/jobs.ts': `export interface Job { id: string }`,
+        // An adapter that reads the configuration; the SDK and lib are fine.
+        'src/adapters/mail.ts': `import { config } from '../config.js';\nimport { defineTool } from '../tools/tool.js';\nimport { send } from '../lib/smtp.js';\nexport default defineTool(config, send);`,
+        'src/config.ts': `export const config = {};`,
+        'src/tools/tool.ts': `export const defineTool = (...args: unknown[]) => args;`,
+        'src/lib/smtp.ts': `export const send = () => undefined;`,
+        // The worker runtime reaching into the API; a service importing the API; a store importing a service.
+        'src/workers/runtime/step.ts': `import { problems } from '../../api/http.js';\nexport const step = problems;`,
+        'src/api/http.ts': `export const problems = [];`,
+        'src/tasks/service.ts': `import { problems } from '../api/http.js';\nexport const service = problems;`,
+        'src/persistence/store.ts': `import type { Definition } from '../workflows/definition.js';\nexport type Stored = Definition;`,
+        'src/workflows/definition.ts': `export interface Definition { name: string }`,
+        // Two folders of one layer importing each other.
+        'src/ledger/sql.ts': `import { observe } from '../observability/metrics.js';\nexport const sql = observe;`,
+        'src/observability/metrics.ts': `import type { sql } from '../ledger/sql.js';\nexport const observe = (s?: typeof sql) => s;`,
+        // A folder that has no layer yet.
+        'src/billing/invoice.ts': `import { config } from '../config.js';\nexport const invoice = config;`,
+        // Only entry points pick adapters.
+        'src/api/app.ts': `import mail from '../adapters/mail.js';\nexport const app = mail;`,
+        'src/main.ts': `import mail from './adapters/mail.js';\nexport const main = mail;`,
+      };
+      for (const [file, source] of Object.entries(files)) {
+        mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+        writeFileSync(path.join(dir, file), source);
+      }
+      writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext' } }));
+      symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
+      // The project's rules; packages resolved through the symlink keep their node_modules/ path.
+      writeFileSync(path.join(dir, 'config.cjs'), `module.exports = { extends: ${JSON.stringify(CONFIG)}, options: { preserveSymlinks: true } };`);
+      violations = cruise(dir, 'config.cjs').map((violation) => `${violation.rule.name}: ${violation.from} -> ${violation.to}`);
+    });
+    afterAll(() => {
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('keep the engine pure: no upward import, type-only included, no package but zod, nothing that reaches I/O', () => {
+      expect(violations).toEqual(
+        expect.arrayContaining([
+          'engine-imports-downward: src/engine/plan.ts -> src/queue/jobs.ts',
+          'engine-is-pure: src/engine/plan.ts -> src/queue/jobs.ts',
+          'engine-is-pure: src/engine/plan.ts -> fs',
+          'engine-reaches-no-io: src/engine/plan.ts -> node_modules/ioredis/built/index.js',
+        ]),
+      );
+    });
+
+    it('hold adapters to the tool SDK and src/lib, and let only entry points import them', () => {
+      const adapters = violations.filter((violation) => /adapters/.test(violation));
+      expect(adapters.sort()).toEqual([
+        'adapters-use-the-sdk: src/adapters/mail.ts -> src/config.ts',
+        'only-entry-points-choose-adapters: src/api/app.ts -> src/adapters/mail.ts',
+      ]);
+    });
+
+    it('let layers import only downward, and keep the API and the worker runtime apart', () => {
+      expect(violations).toEqual(
+        expect.arrayContaining([
+          'workers-without-api: src/workers/runtime/step.ts -> src/api/http.ts',
+          'services-imports-downward: src/tasks/service.ts -> src/api/http.ts',
+          'store-imports-downward: src/persistence/store.ts -> src/workflows/definition.ts',
+        ]),
+      );
+    });
+
+    it('refuse cycles between folders and modules, and a folder without a layer', () => {
+      expect(violations).toEqual(
+        expect.arrayContaining([
+          'no-folder-cycles: src/ledger -> src/observability',
+          'no-module-cycles: src/ledger/sql.ts -> src/observability/metrics.ts',
+          'every-module-has-a-layer: src/billing/invoice.ts -> src/config.ts',
+        ]),
+      );
+    });
+
+    it('and nothing more: importing the SDK, src/lib and lower layers passes', () => {
+      expect(violations.filter((violation) => /-> src\/(tools|lib)\/|main\.ts ->/.test(violation))).toEqual([]);
+      expect(violations).toHaveLength(14);
+    });
   });
 });

@@ -6,16 +6,19 @@ import { dropDatabase, ensureDatabase, openDatabase, withDatabase, type Database
 import { startApi, type ApiServer } from '../../src/api/server.js';
 import { initTracing, type Tracing, type TracingOptions } from '../../src/observability/tracing.js';
 import { createRedis, masters, waitForRedis, type RedisClient } from '../../src/queue/redis.js';
-import { ToolRegistry, type AnyTool } from '../../src/tools/tool.js';
-import { builtinTools } from '../../workers/adapters/index.js';
-import { startWorker, type WorkerProcess } from '../../workers/worker.js';
+import type { AnyTool, SettingsChooser, ToolRegistry } from '../../src/tools/tool.js';
+import { createToolRegistry } from '../../src/adapters/index.js';
+import { startWorker, type WorkerProcess } from '../../src/workers/worker.js';
 import { databaseUrl, TEST_REDIS_URL } from './env.js';
+import { testToolSettings } from '../fixtures/tools.js';
 
 export interface HarnessOptions {
   /** Environment on top of the test defaults (database, prefix, quiet logs). */
   env?: Record<string, string>;
   /** Tools on top of the built-in ones (test doubles). */
   tools?: AnyTool[];
+  /** Settings choosers of those tools, on top of the test doubles' (testToolSettings). */
+  settings?: Record<string, SettingsChooser>;
   /** Start the HTTP API in this process. @defaultValue true */
   api?: boolean;
   /** Start a worker in this process. @defaultValue true */
@@ -96,7 +99,7 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
   const config = loadConfig(env);
   const logger = options.logStream ? createLogger(config, options.logStream) : process.env.TEST_LOG_LEVEL ? createLogger(config) : silentLogger();
   await cloneTemplate(config.DATABASE_DIRECT_URL);
-  const registry = new ToolRegistry([...builtinTools, ...(options.tools ?? [])]);
+  const registry = createToolRegistry(options.tools, { ...testToolSettings, ...options.settings });
   const db = openDatabase(config.DATABASE_DIRECT_URL, 3, logger);
   const redis = createRedis(config, 'worker', 'test');
   const workers: WorkerProcess[] = [];

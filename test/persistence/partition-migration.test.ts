@@ -10,7 +10,7 @@ import { TaskStore } from '../../src/persistence/task-store.js';
 import { finishPlan, planToolTask } from '../../src/engine/plan.js';
 import { createdIn, createdTimes } from '../../src/ledger/task-days.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
-import echo from '../../workers/adapters/echo.js';
+import echo from '../../src/adapters/echo.js';
 import { databaseUrl } from '../helpers/env.js';
 import { uniqueName } from '../helpers/harness.js';
 

@@ -9,7 +9,7 @@ import { TaskQueues } from '../../src/queue/task-queues.js';
 import { finishPlan, initialSteps, type TaskPlan } from '../../src/engine/plan.js';
 import type { ReadyStep } from '../../src/engine/types.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
-import { closeSingleRun } from '../../workers/runtime/single-run.js';
+import { closeSingleRun } from '../../src/workers/runtime/single-run.js';
 
 const OPTIONS = { retry: { attempts: 3, backoff: { type: 'fixed' as const, delay_ms: 10 } }, timeout_ms: 5_000 };
 

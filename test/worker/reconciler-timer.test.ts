@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createHarness, poll, waitForTask, type Harness } from '../helpers/harness.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
 import { finishPlan, planToolTask } from '../../src/engine/plan.js';
-import type { Reconciler, Sweep } from '../../workers/runtime/reconciler.js';
-import type { WorkerProcess } from '../../workers/worker.js';
+import type { Reconciler, Sweep } from '../../src/workers/runtime/reconciler.js';
+import type { WorkerProcess } from '../../src/workers/worker.js';
 
 /**
  * The reconciler as it runs in a deployment: on its own timer, in two workers that share one

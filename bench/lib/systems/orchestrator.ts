@@ -88,7 +88,7 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
   };
   execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
   const apis = ports.map((port, index) => spawnNode(ports.length > 1 ? `api-${index + 1}` : 'api', 'dist/src/api/main.js', { ...env, PORT: String(port) }, { logDir: ctx.logDir }));
-  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'dist/workers/main.js', env, { logDir: ctx.logDir }));
+  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'dist/src/workers/main.js', env, { logDir: ctx.logDir }));
   const children = [...apis, ...workers];
   const stopAll = ctx.releasers.add('orchestrator processes', async () => {
     await Promise.all(children.map((child) => child.stop()));

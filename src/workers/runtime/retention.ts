@@ -1,6 +1,6 @@
-import type { Logger } from '../../src/logger.js';
-import type { Sql } from '../../src/ledger/sql.js';
-import { maintainPartitions, type Maintenance, type RetentionPolicy } from '../../src/persistence/partitions.js';
+import type { Logger } from '../../logger.js';
+import type { Sql } from '../../ledger/sql.js';
+import { maintainPartitions, type Maintenance, type RetentionPolicy } from '../../persistence/partitions.js';
 
 /**
  * Runs the partition maintenance (src/persistence/partitions.ts) when a worker starts and then

@@ -1,8 +1,8 @@
-import type { Config } from '../../src/config.js';
-import type { Logger } from '../../src/logger.js';
-import type { FinishOutcome, StepResults } from '../../src/persistence/step-results.js';
-import { isFinished } from '../../src/engine/status.js';
-import type { RunKey, TaskQueues } from '../../src/queue/task-queues.js';
+import type { Config } from '../../config.js';
+import type { Logger } from '../../logger.js';
+import type { FinishOutcome, StepResults } from '../../persistence/step-results.js';
+import { isFinished } from '../../engine/status.js';
+import type { RunKey, TaskQueues } from '../../queue/task-queues.js';
 import { recordResult } from './record-result.js';
 
 export interface SingleRunDeps {

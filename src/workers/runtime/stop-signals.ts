@@ -1,7 +1,7 @@
-import { subscribeWhenReady, type RedisClient } from '../../src/queue/redis.js';
-import { TaskStoppedError } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import { stopChannel, type StopMessage } from '../../src/queue/channels.js';
+import { subscribeWhenReady, type RedisClient } from '../../queue/redis.js';
+import { TaskStoppedError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import { stopChannel, type StopMessage } from '../../queue/channels.js';
 
 /**
  * Aborts the steps this process is running when their task is cancelled through any API

@@ -1,15 +1,15 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { UnrecoverableError, type Job } from 'bullmq';
-import type { Config } from '../../src/config.js';
-import { NonRetryableError, RetryableError, toErrorRecord } from '../../src/errors.js';
-import { hostPolicyFor } from '../../src/lib/host-policy.js';
-import { outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
-import type { Logger } from '../../src/logger.js';
-import type { Metrics } from '../../src/observability/metrics.js';
-import type { Prisma } from '../../src/persistence/database.js';
-import type { TaskStore } from '../../src/persistence/task-store.js';
-import type { CallbackJobData } from '../../src/queue/jobs.js';
-import { taskView } from '../../src/tasks/task-view.js';
+import type { Config } from '../../config.js';
+import { NonRetryableError, RetryableError, toErrorRecord } from '../../errors.js';
+import { hostPolicyFor } from '../../lib/host-policy.js';
+import { outboundRequest, parseRetryAfter } from '../../lib/outbound-http.js';
+import type { Logger } from '../../logger.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { Prisma } from '../../persistence/database.js';
+import type { TaskStore } from '../../persistence/task-store.js';
+import type { CallbackJobData } from '../../queue/jobs.js';
+import { taskView } from '../../tasks/task-view.js';
 import { retryDelay } from './backoff.js';
 
 export const SIGNATURE_HEADER = 'x-orchestrator-signature';

@@ -1,6 +1,6 @@
 import { DelayedError, type Job } from 'bullmq';
-import type { Logger } from '../../src/logger.js';
-import { isTransientDatabaseError } from '../../src/persistence/retry.js';
+import type { Logger } from '../../logger.js';
+import { isTransientDatabaseError } from '../../persistence/retry.js';
 
 /** First wait of a job put back because PostgreSQL (or Redis) could not be reached; it doubles per wait. */
 const POSTPONE_BASE_MS = 1_000;

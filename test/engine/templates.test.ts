@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { findReferences, hasTemplates, parseReference, ResolvedSizeError, resolveTemplates, type TemplateContext } from '../../src/workflows/templates.js';
+import { findReferences, hasTemplates, parseReference, ResolvedSizeError, resolveTemplates, type TemplateContext } from '../../src/engine/templates.js';
 
 const context: TemplateContext = {
   params: {

@@ -1,9 +1,9 @@
 import http from 'node:http';
-import type { Config } from '../src/config.js';
-import type { Logger } from '../src/logger.js';
-import { Metrics, scrapeAuthorized } from '../src/observability/metrics.js';
-import { openDatabase } from '../src/persistence/database.js';
-import type { ToolRegistry } from '../src/tools/tool.js';
+import type { Config } from '../config.js';
+import type { Logger } from '../logger.js';
+import { Metrics, scrapeAuthorized } from '../observability/metrics.js';
+import { openDatabase } from '../persistence/database.js';
+import type { ToolRegistry } from '../tools/tool.js';
 import { startWorkerRuntime, type WorkerRuntime } from './runtime/worker-runtime.js';
 
 export interface WorkerProcess {
@@ -40,13 +40,17 @@ async function serveMetrics(metrics: Metrics, port: number, host: string, token:
 
 /** Starts the workers of this process: every tool of `registry`, narrowed by WORKER_TOOLS. */
 export async function startWorker(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics()): Promise<WorkerProcess> {
+  const tools = registry.only(config.WORKER_TOOLS);
+  // Before anything is opened: settings that do not fit their tool stop the worker at boot.
+  const settings = tools.settings(config);
   const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
   const runtime = await startWorkerRuntime({
     config,
     logger,
     prisma: db.prisma,
     sql: db.sql,
-    registry: registry.only(config.WORKER_TOOLS),
+    registry: tools,
+    settings,
     allTools: registry.names(),
     metrics,
   });

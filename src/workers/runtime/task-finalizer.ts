@@ -1,11 +1,11 @@
 import { WaitingChildrenError, type Job } from 'bullmq';
-import type { Logger } from '../../src/logger.js';
-import { stepJobId, type TaskJobData } from '../../src/queue/jobs.js';
-import type { RunClosed, StepResults, UnfinishedStep } from '../../src/persistence/step-results.js';
-import type { Metrics } from '../../src/observability/metrics.js';
-import type { Config } from '../../src/config.js';
-import { isFinished } from '../../src/engine/status.js';
-import type { TaskQueues } from '../../src/queue/task-queues.js';
+import type { Logger } from '../../logger.js';
+import { stepJobId, type TaskJobData } from '../../queue/jobs.js';
+import type { RunClosed, StepResults, UnfinishedStep } from '../../persistence/step-results.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { Config } from '../../config.js';
+import { isFinished } from '../../engine/status.js';
+import type { TaskQueues } from '../../queue/task-queues.js';
 import { postpone } from './postpone.js';
 import { recordResult } from './record-result.js';
 

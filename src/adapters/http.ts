@@ -1,8 +1,7 @@
 import { z } from 'zod';
-import { NonRetryableError, RetryableError } from '../../src/errors.js';
-import { hostPolicyFor } from '../../src/lib/host-policy.js';
-import { headerProblem, outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
-import { defineTool } from '../../src/tools/tool.js';
+import { hostPolicyFor } from '../lib/host-policy.js';
+import { headerProblem, outboundRequest, parseRetryAfter } from '../lib/outbound-http.js';
+import { defineTool, NonRetryableError, RetryableError } from '../tools/tool.js';
 
 function decode(body: Buffer, contentType: string | undefined): unknown {
   const text = body.toString('utf8');
@@ -47,7 +46,11 @@ export default defineTool({
   retry: { attempts: 5, backoff: { type: 'exponential', delay_ms: 500 } },
   timeout_ms: 30_000,
   concurrency: 50,
-  async run(input, { signal, config }) {
+  settings: z.object({
+    /** HTTP_TOOL_ALLOWED_HOSTS: the hosts a request (and each redirect) may reach (src/lib/host-policy.ts). */
+    allowed_hosts: z.array(z.string()),
+  }),
+  async run(input, { signal, settings }) {
     const headers = { ...input.headers };
     let body: string | undefined;
     if (input.body !== undefined) {
@@ -57,7 +60,7 @@ export default defineTool({
         if (!Object.keys(headers).some((key) => key.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
       }
     }
-    const response = await outboundRequest(hostPolicyFor(config.HTTP_TOOL_ALLOWED_HOSTS), {
+    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts), {
       method: input.method,
       url: input.url,
       headers,

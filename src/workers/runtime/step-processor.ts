@@ -1,6 +1,6 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type { z } from 'zod';
-import type { Config } from '../../src/config.js';
+import type { Config } from '../../config.js';
 import {
   coerceError,
   LimitExceededError,
@@ -9,27 +9,30 @@ import {
   ToolTimeoutError,
   WorkerStoppingError,
   toErrorRecord,
-} from '../../src/errors.js';
-import { redactValues, secretValues, type Logger } from '../../src/logger.js';
-import { checkStepOutput, jobReturnValue } from '../../src/limits.js';
-import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
-import type { TaskQueues } from '../../src/queue/task-queues.js';
-import type { StepResults } from '../../src/persistence/step-results.js';
-import type { ToolRegistry } from '../../src/tools/tool.js';
+} from '../../errors.js';
+import { redactValues, secretValues, type Logger } from '../../logger.js';
+import { checkStepOutput, jobReturnValue } from '../../limits.js';
+import type { ParkedResult, StepJobData } from '../../queue/jobs.js';
+import type { TaskQueues } from '../../queue/task-queues.js';
+import type { StepResults } from '../../persistence/step-results.js';
+import type { ToolRegistry, ToolSettings } from '../../tools/tool.js';
 import type { StopSignals } from './stop-signals.js';
 import { progressReporter } from './progress.js';
 import { postpone } from './postpone.js';
 import { recordResult } from './record-result.js';
 import { closeSingleRun } from './single-run.js';
-import type { Metrics } from '../../src/observability/metrics.js';
-import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
-import type { FinishOutcome } from '../../src/persistence/step-results.js';
-import { unstorableProblems } from '../../src/api/http.js';
+import type { Metrics } from '../../observability/metrics.js';
+import { SpanAttributes, startSpan } from '../../observability/tracing.js';
+import type { FinishOutcome } from '../../persistence/step-results.js';
+import type { StepOutcome } from '../../engine/status.js';
+import { unstorableProblems } from '../../api/http.js';
 
 export interface StepProcessorDeps {
   config: Config;
   logger: Logger;
   registry: ToolRegistry;
+  /** Each tool's ctx.settings (ToolRegistry.settings), resolved once at start. */
+  settings: ToolSettings;
   results: StepResults;
   queues: TaskQueues;
   stops: StopSignals;
@@ -62,10 +65,10 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  * ready, and only then lets BullMQ acknowledge the job.
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
-  const { registry, results, queues, stops, config, metrics } = deps;
+  const { registry, settings, results, queues, stops, config, metrics } = deps;
   const singleRun = { results, queues, config, logger: deps.logger };
 
-  function count(tool: string, status: 'completed' | 'failed' | 'cancelled', startedAt: Date, outcome: FinishOutcome): void {
+  function count(tool: string, status: StepOutcome, startedAt: Date, outcome: FinishOutcome): void {
     if (!outcome.recorded) return;
     metrics.stepsFinished.inc({ tool, status });
     metrics.stepDuration.observe({ tool, status }, (Date.now() - startedAt.getTime()) / 1000);
@@ -172,7 +175,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
           stepId,
           attempt,
           logger,
-          config,
+          settings: settings.get(toolName),
           dependencies: job.data.dependencies,
           progress: progress.report,
         }),

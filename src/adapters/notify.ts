@@ -1,8 +1,7 @@
 import { z } from 'zod';
-import { NonRetryableError, RetryableError } from '../../src/errors.js';
-import { hostPolicyFor } from '../../src/lib/host-policy.js';
-import { outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
-import { defineTool } from '../../src/tools/tool.js';
+import { hostPolicyFor } from '../lib/host-policy.js';
+import { outboundRequest, parseRetryAfter } from '../lib/outbound-http.js';
+import { defineTool, NonRetryableError, RetryableError } from '../tools/tool.js';
 
 export default defineTool({
   name: 'notify',
@@ -22,12 +21,16 @@ export default defineTool({
   output: z.object({ delivered: z.boolean(), channel: z.enum(['log', 'webhook']), status: z.int().optional() }),
   retry: { attempts: 3, backoff: { type: 'exponential', delay_ms: 1000 } },
   timeout_ms: 15_000,
-  async run(input, { logger, signal, config, taskId, stepId }) {
+  settings: z.object({
+    /** The hosts a webhook may be on (HTTP_TOOL_ALLOWED_HOSTS, as for the http tool). */
+    allowed_hosts: z.array(z.string()),
+  }),
+  async run(input, { logger, signal, settings, taskId, stepId }) {
     if (input.channel === 'log') {
       logger.log(input.level, input.message, { notification: input.data ?? {} });
       return { delivered: true, channel: 'log' as const };
     }
-    const response = await outboundRequest(hostPolicyFor(config.HTTP_TOOL_ALLOWED_HOSTS), {
+    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts), {
       method: 'POST',
       url: input.url!,
       headers: { 'content-type': 'application/json' },

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTool } from '../../src/tools/tool.js';
+import { defineTool } from '../tools/tool.js';
 
 const payload = z.record(z.string(), z.unknown());
 

@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import { defineTool } from '../../src/tools/tool.js';
+import { defineTool } from '../tools/tool.js';
 
 export default defineTool({
   name: 'sleep',

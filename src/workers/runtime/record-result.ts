@@ -1,5 +1,5 @@
-import type { FinishOutcome, StepFinish, StepResults } from '../../src/persistence/step-results.js';
-import type { TaskQueues } from '../../src/queue/task-queues.js';
+import type { FinishOutcome, StepFinish, StepResults } from '../../persistence/step-results.js';
+import type { TaskQueues } from '../../queue/task-queues.js';
 
 /**
  * Writes a step's final result, then enqueues the steps it made ready, before the caller lets

@@ -1,4 +1,4 @@
-import type { RetryPolicy } from '../../src/tools/tool.js';
+import type { RetryPolicy } from '../../tools/tool.js';
 
 /**
  * Delay before the next attempt after `failures` failed attempts (1 after the first failure).

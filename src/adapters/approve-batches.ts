@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTool } from '../../src/tools/tool.js';
+import { defineTool } from '../tools/tool.js';
 
 /**
  * A batch id as the client sends it. Frontends written against the Celery-style service this one
@@ -10,7 +10,7 @@ const batchId = z.union([z.string().min(1).max(200), z.int()]);
 
 /**
  * An example adapter: the whole contract of a tool in one file. Copy it to add your own, then
- * list it in workers/adapters/index.ts.
+ * list it in src/adapters/index.ts.
  *
  * A batch is approved when `auto_approve` is set or when it passed review (here: its id does
  * not start with "hold-"); the others are rejected and reported. `1` and `"1"` name the same

@@ -1,19 +1,19 @@
 import { Worker, type MinimalJob } from 'bullmq';
-import type { Config } from '../../src/config.js';
-import { RetryableError, WorkerStoppingError } from '../../src/errors.js';
-import type { Logger } from '../../src/logger.js';
-import type { Prisma } from '../../src/persistence/database.js';
-import { StepResults } from '../../src/persistence/step-results.js';
-import type { Sql } from '../../src/ledger/sql.js';
-import { EventLog } from '../../src/queue/event-log.js';
-import { BACKOFF_TYPE, CALLBACKS_QUEUE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
-import { TaskStore } from '../../src/persistence/task-store.js';
+import type { Config } from '../../config.js';
+import { RetryableError, WorkerStoppingError } from '../../errors.js';
+import type { Logger } from '../../logger.js';
+import type { Prisma } from '../../persistence/database.js';
+import { StepResults } from '../../persistence/step-results.js';
+import type { Sql } from '../../ledger/sql.js';
+import { EventLog } from '../../queue/event-log.js';
+import { BACKOFF_TYPE, CALLBACKS_QUEUE, TASKS_QUEUE, toolQueueName, type StepJobData } from '../../queue/jobs.js';
+import { TaskStore } from '../../persistence/task-store.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
-import { createRedis } from '../../src/queue/redis.js';
-import { TaskQueues } from '../../src/queue/task-queues.js';
-import type { ToolRegistry } from '../../src/tools/tool.js';
-import type { Metrics } from '../../src/observability/metrics.js';
-import { bullmqTelemetry } from '../../src/observability/tracing.js';
+import { createRedis } from '../../queue/redis.js';
+import { TaskQueues } from '../../queue/task-queues.js';
+import type { ToolRegistry, ToolSettings } from '../../tools/tool.js';
+import type { Metrics } from '../../observability/metrics.js';
+import { bullmqTelemetry } from '../../observability/tracing.js';
 import { retryDelay } from './backoff.js';
 import { createStepProcessor } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
@@ -21,7 +21,7 @@ import { createTaskFinalizer } from './task-finalizer.js';
 import { Reconciler } from './reconciler.js';
 import { RetentionTimer } from './retention.js';
 import { recordJobFailure } from './single-run.js';
-import { RunRecovery } from '../../src/persistence/run-recovery.js';
+import { RunRecovery } from '../../persistence/run-recovery.js';
 
 export interface WorkerRuntimeOptions {
   config: Config;
@@ -31,6 +31,8 @@ export interface WorkerRuntimeOptions {
   sql: Sql;
   /** The tools this process runs (already narrowed by WORKER_TOOLS). */
   registry: ToolRegistry;
+  /** Each of those tools' ctx.settings (ToolRegistry.settings). */
+  settings: ToolSettings;
   /** Every tool the deployment knows: dependents may use tools this process does not run. */
   allTools: readonly string[];
   metrics: Metrics;
@@ -50,7 +52,7 @@ export interface WorkerRuntime {
  * shares the tool's rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
-  const { config, logger, prisma, sql, registry, metrics } = options;
+  const { config, logger, prisma, sql, registry, settings, metrics } = options;
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
   const queues = new TaskQueues(connection, config, options.allTools, logger);
@@ -67,7 +69,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
 
-  const processStep = createStepProcessor({ config, logger, registry, results, queues, stops, metrics });
+  const processStep = createStepProcessor({ config, logger, registry, settings, results, queues, stops, metrics });
   const common = {
     connection,
     prefix: config.QUEUE_PREFIX,

@@ -1,7 +1,7 @@
 import type { Job } from 'bullmq';
-import type { Logger } from '../../src/logger.js';
-import type { StepResults } from '../../src/persistence/step-results.js';
-import type { StepJobData } from '../../src/queue/jobs.js';
+import type { Logger } from '../../logger.js';
+import type { StepResults } from '../../persistence/step-results.js';
+import type { StepJobData } from '../../queue/jobs.js';
 
 /** At most one write of a step's progress per interval; the latest report wins. */
 const INTERVAL_MS = 200;

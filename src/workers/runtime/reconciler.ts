@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { RedisClient } from '../../src/queue/redis.js';
-import type { Logger } from '../../src/logger.js';
-import type { ActiveRun, RunRecovery } from '../../src/persistence/run-recovery.js';
-import { stepJobId, TASKS_QUEUE, taskJobId, toolQueueName } from '../../src/queue/jobs.js';
+import type { RedisClient } from '../../queue/redis.js';
+import type { Logger } from '../../logger.js';
+import type { ActiveRun, RunRecovery } from '../../persistence/run-recovery.js';
+import { stepJobId, TASKS_QUEUE, taskJobId, toolQueueName } from '../../queue/jobs.js';
 import { recordJobFailure, type SingleRunDeps } from './single-run.js';
-import type { TaskQueues } from '../../src/queue/task-queues.js';
+import type { TaskQueues } from '../../queue/task-queues.js';
 
 export interface ReconcilerOptions {
   redis: RedisClient;

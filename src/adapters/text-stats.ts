@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTool } from '../../src/tools/tool.js';
+import { defineTool } from '../tools/tool.js';
 
 const WORD = /[\p{L}\p{N}][\p{L}\p{N}'-]*/gu;
 const WHITESPACE = /\s/;
