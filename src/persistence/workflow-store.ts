@@ -28,6 +28,14 @@ export interface StoredWorkflow {
   archivedAt: Date | null;
 }
 
+/** One version of a workflow, without its definition. */
+export interface WorkflowVersion {
+  version: number;
+  description: string | null;
+  createdAt: Date;
+  archivedAt: Date | null;
+}
+
 /**
  * Workflow definitions, versioned: posting a name again stores the next version; archiving
  * hides the name but keeps every version, and tasks keep the version they started with.
@@ -87,7 +95,7 @@ export class WorkflowStore {
     return (await this.list()).map((workflow) => workflow.name);
   }
 
-  versions(name: string) {
+  versions(name: string): Promise<WorkflowVersion[]> {
     return this.prisma.workflow.findMany({
       where: { name },
       orderBy: { version: 'desc' },

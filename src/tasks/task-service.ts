@@ -19,10 +19,10 @@ import type { Context } from '@opentelemetry/api';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { unstorableProblems, zodProblems } from '../api/http.js';
+import { unstorableProblems, zodProblems } from '../lib/problems.js';
 import { IDENTIFIER } from '../workflows/definition.js';
 import { hostPolicyFor } from '../lib/host-policy.js';
-import type { AssignTaskBody } from '../api/schemas.js';
+import type { TaskRequest } from './task-request.js';
 import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from '../engine/plan.js';
 import { taskSummary, taskView } from './task-view.js';
 
@@ -89,6 +89,13 @@ function assertRedis(redis: RedisClient): void {
 }
 
 
+/** A submitted task. */
+export interface Submitted {
+  taskId: string;
+  /** The idempotency key was seen before with the same request: the first task, nothing new enqueued. */
+  replayed: boolean;
+}
+
 interface Submission {
   plan: TaskPlan;
   task: NewTask;
@@ -116,7 +123,7 @@ export class TaskService {
     }
   }
 
-  private async plan(body: AssignTaskBody, options: SubmitOptions): Promise<TaskPlan> {
+  private async plan(body: TaskRequest, options: SubmitOptions): Promise<TaskPlan> {
     const overrides: RunOverrides = {
       ...(body.retry ? { retry: body.retry } : {}),
       ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
@@ -146,11 +153,11 @@ export class TaskService {
     });
   }
 
-  async submit(body: AssignTaskBody, options: SubmitOptions = {}): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+  async submit(body: TaskRequest, options: SubmitOptions = {}): Promise<Submitted> {
     return inSpan('task.submit', { [SpanAttributes.TASK_TYPE]: body.task_type }, (span) => this.submitInSpan(body, options, span));
   }
 
-  private async submitInSpan(body: AssignTaskBody, options: SubmitOptions, span: SpanHandle): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+  private async submitInSpan(body: TaskRequest, options: SubmitOptions, span: SpanHandle): Promise<Submitted> {
     const receivedAt = new Date();
     if (body.callback_url) this.checkCallback(body.callback_url);
     const plan = finishPlan(await this.plan(body, options), this.deps.config, options.paramsField);
@@ -184,27 +191,11 @@ export class TaskService {
           task_id: created.id,
         });
       }
-      return {
-        status: 200,
-        body: {
-          task_id: created.id,
-          status: 'assigned',
-          message: `Task '${body.task_type}' was already assigned with this idempotency_key`,
-          timestamp: new Date().toISOString(),
-        },
-      };
+      return { taskId: created.id, replayed: true };
     }
     this.deps.metrics.tasksSubmitted.inc({ task_type: plan.taskType });
     this.deps.logger.debug('task assigned', { task_id: id, task_type: plan.taskType, steps: plan.steps.length });
-    return {
-      status: 202,
-      body: {
-        task_id: id,
-        status: 'assigned',
-        message: `Task '${body.task_type}' successfully assigned`,
-        timestamp: new Date().toISOString(),
-      },
-    };
+    return { taskId: id, replayed: false };
   }
 
   /**

@@ -1,6 +1,6 @@
 import { ValidationError } from '../errors.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { zodProblems } from '../api/http.js';
+import { zodProblems } from '../lib/problems.js';
 import type { RunOverrides, TaskPlan } from '../engine/plan.js';
 import { paramsSchema, type WorkflowDefinition } from './definition.js';
 

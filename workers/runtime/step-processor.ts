@@ -24,7 +24,7 @@ import { closeSingleRun } from './single-run.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
 import type { FinishOutcome } from '../../src/persistence/step-results.js';
-import { unstorableProblems } from '../../src/api/http.js';
+import { unstorableProblems } from '../../src/lib/problems.js';
 
 export interface StepProcessorDeps {
   config: Config;
