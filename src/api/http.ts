@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { ApiError, DependencyUnavailableError } from '../errors.js';
+import { ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, UnavailableError, ValidationError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
 
@@ -64,9 +64,22 @@ interface BodyParserError {
   message?: string;
 }
 
+/** The HTTP status of each kind of API error; the services throw the kinds and know no statuses. */
+const STATUS_OF: [new (...args: never[]) => ApiError, number][] = [
+  [ValidationError, 400],
+  [NotFoundError, 404],
+  [ConflictError, 409],
+  [GoneError, 410],
+  [UnavailableError, 503],
+];
+
 /** Maps anything thrown to the contract's error body. Only genuine bugs answer 500. */
 export function toErrorReply(error: unknown, logger: Logger, req?: Request): Reply {
-  if (error instanceof ApiError) return { status: error.status, body: errorBody(error.code, error.message, error.details) };
+  if (error instanceof ApiError) {
+    // An API error of no listed kind is about the request, as the base class says.
+    const status = STATUS_OF.find(([kind]) => error instanceof kind)?.[1] ?? 400;
+    return { status, body: errorBody(error.code, error.message, error.details) };
+  }
   const parser = error as BodyParserError;
   switch (parser?.type) {
     case 'entity.too.large':

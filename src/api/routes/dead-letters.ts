@@ -1,9 +1,11 @@
 import { z } from 'zod';
+import type { DeadLetter } from '../../generated/prisma/client.js';
 import * as ex from '../openapi-examples.js';
 import { conflict, gone, invalid, notFound, unavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { route, type Route } from '../route.js';
 import { deadLetterIdParam } from '../schemas.js';
+import { resumedBody } from './tasks.js';
 
 export const deadLettersQuery = z
   .object({
@@ -13,6 +15,21 @@ export const deadLettersQuery = z
     cursor: z.string().max(200).optional(),
   })
   .strict();
+
+function deadLetterView(letter: DeadLetter) {
+  return {
+    id: letter.id,
+    task_id: letter.taskId,
+    step_id: letter.stepId,
+    run: letter.run,
+    tool: letter.tool,
+    input: letter.input,
+    error: letter.error,
+    attempts: letter.attempts,
+    created_at: letter.createdAt.toISOString(),
+    replayed_at: letter.replayedAt?.toISOString() ?? null,
+  };
+}
 
 /** Steps that exhausted their retries, with their input and error; replaying one resumes its task. */
 export const DEAD_LETTER_ROUTES: Route[] = [
@@ -30,15 +47,15 @@ export const DEAD_LETTER_ROUTES: Route[] = [
       410: gone,
       503: unavailable,
     },
-    handler: async ({ query }, { tasks }) => ({
-      status: 200,
-      body: await tasks.deadLetters({
+    handler: async ({ query }, { tasks }) => {
+      const page = await tasks.deadLetters({
         limit: query.limit,
         ...(query.task_id ? { taskId: query.task_id } : {}),
         ...(query.tool ? { tool: query.tool } : {}),
         ...(query.cursor ? { cursor: query.cursor } : {}),
-      }),
-    }),
+      });
+      return { status: 200, body: { items: page.items.map(deadLetterView), next_cursor: page.nextCursor } };
+    },
   }),
   route({
     method: 'post',
@@ -54,6 +71,9 @@ export const DEAD_LETTER_ROUTES: Route[] = [
       409: conflict('Its task neither failed nor was cancelled (`task_not_retryable`).'),
       503: unavailable,
     },
-    handler: async ({ params }, { tasks }) => ({ status: 202, body: await tasks.replayDeadLetter(params.id) }),
+    handler: async ({ params }, { tasks }) => {
+      const { taskId, run } = await tasks.replayDeadLetter(params.id);
+      return { status: 202, body: { ...resumedBody(taskId, run), dead_letter_id: params.id } };
+    },
   }),
 ];

@@ -1,6 +1,6 @@
 import type { Submitted } from '../../tasks/task-service.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
-import { taskViewSchema } from '../../tasks/task-view.js';
+import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
 import { ownerScope, submitter } from '../access.js';
 import { clientOf, slotsFull } from '../client-slots.js';
 import type { Reply } from '../http.js';
@@ -22,6 +22,11 @@ export function assignedReply(submitted: Submitted, taskType: string): Reply {
       timestamp: new Date().toISOString(),
     },
   };
+}
+
+/** The answer to a resumed task (POST /tasks/{task_id}/retry, a replayed dead letter). */
+export function resumedBody(taskId: string, run: number) {
+  return { task_id: taskId, status: 'queued', run, message: 'Task resumed from its unfinished steps', timestamp: new Date().toISOString() };
 }
 
 const tasksTag = ['tasks'];
@@ -106,18 +111,16 @@ export const TASK_ROUTES: Route[] = [
     },
     handler: async ({ query, req }, { tasks }) => {
       const owner = ownerScope(req);
-      return {
-        status: 200,
-        body: await tasks.list({
-          limit: query.limit,
-          ...(owner !== undefined ? { owner } : {}),
-          ...(query.status ? { status: query.status } : {}),
-          ...(query.task_type ? { taskType: query.task_type } : {}),
-          ...(query.created_after ? { createdAfter: new Date(query.created_after) } : {}),
-          ...(query.created_before ? { createdBefore: new Date(query.created_before) } : {}),
-          ...(query.cursor ? { cursor: query.cursor } : {}),
-        }),
-      };
+      const page = await tasks.list({
+        limit: query.limit,
+        ...(owner !== undefined ? { owner } : {}),
+        ...(query.status ? { status: query.status } : {}),
+        ...(query.task_type ? { taskType: query.task_type } : {}),
+        ...(query.created_after ? { createdAfter: new Date(query.created_after) } : {}),
+        ...(query.created_before ? { createdBefore: new Date(query.created_before) } : {}),
+        ...(query.cursor ? { cursor: query.cursor } : {}),
+      });
+      return { status: 200, body: { items: page.items.map(taskSummary), next_cursor: page.nextCursor } };
     },
   }),
   route({
@@ -153,7 +156,13 @@ export const TASK_ROUTES: Route[] = [
       409: conflict('The task already ended (`task_finished`).'),
       503: unavailable,
     },
-    handler: async ({ params, req }, { tasks }) => ({ status: 200, body: await tasks.cancel(params.task_id, ownerScope(req)) }),
+    handler: async ({ params, req }, { tasks }) => {
+      await tasks.cancel(params.task_id, ownerScope(req));
+      return {
+        status: 200,
+        body: { task_id: params.task_id, status: 'cancelled', message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() },
+      };
+    },
   }),
   route({
     method: 'post',
@@ -171,6 +180,6 @@ export const TASK_ROUTES: Route[] = [
       409: conflict('The task neither failed nor was cancelled (`task_not_retryable`).'),
       503: unavailable,
     },
-    handler: async ({ params, req }, { tasks }) => ({ status: 202, body: await tasks.retry(params.task_id, ownerScope(req)) }),
+    handler: async ({ params, req }, { tasks }) => ({ status: 202, body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req))).run) }),
   }),
 ];
