@@ -128,7 +128,7 @@ export function createApp(deps: AppDeps): Express {
     ...(config.METRICS_TOKEN !== undefined ? { metricsToken: config.METRICS_TOKEN } : {}),
     openApiJson,
     queues: deps.queues,
-    keys: deps.keys !== undefined,
+    keysConfigured: deps.keys !== undefined,
   };
   // Routes that answer whatever body a request carries (the metrics) come before it is parsed.
   app.use(routeRouter(ROUTES.filter((route) => route.beforeBody), context));

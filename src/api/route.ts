@@ -55,7 +55,7 @@ export interface RouteContext {
   openApiJson: () => string;
   queues: TaskQueues;
   /** Whether API keys are configured: then a read key gets a read-only Bull Board. */
-  keys: boolean;
+  keysConfigured: boolean;
 }
 
 /** The parsed output of a request schema; `undefined` where the route declares none. */
@@ -94,7 +94,10 @@ interface Declaration {
   responses: Record<number, ApiReply>;
 }
 
-/** Open to anyone even when API_KEYS is set (load balancers, scrapers), or limited to the keys of one access. */
+/**
+ * Who may call a route: anyone even when API_KEYS is set (`open`: load balancers, scrapers), or
+ * the keys whose scope `access` lists (src/api/access.ts); the router checks it before anything else.
+ */
 type Guard = { open: true; access?: undefined } | { open?: false; access: Access };
 
 /** A route whose handler answers JSON (or streams, given `res`), with its inputs validated first. */
@@ -116,8 +119,8 @@ export type JsonRoute<P extends z.ZodObject | undefined = z.ZodObject | undefine
 /** A route Express serves with a handler of its own: pages, files, text (not JSON). */
 export type PlainRoute = Declaration &
   Guard & {
-    params?: z.ZodObject;
-    query?: z.ZodObject;
+    params?: undefined;
+    query?: undefined;
     body?: undefined;
     serve: (ctx: RouteContext) => RequestHandler;
     /** Serves the path and everything below it (a whole UI with its assets), for every method. */

@@ -34,9 +34,9 @@ export const BOARD_ROUTES: Route[] = [
     browser: true,
     mount: true,
     responses: { 200: { description: 'The Bull Board page.', mediaType: 'text/html', body: z.string(), examples: ex.boardPageExamples } },
-    serve: ({ queues, keys }) => {
+    serve: ({ queues, keysConfigured }) => {
       const board = bullBoard(queues, false);
-      const readOnlyBoard = keys ? bullBoard(queues, true) : board;
+      const readOnlyBoard = keysConfigured ? bullBoard(queues, true) : board;
       return (req, res, next) => (req.apiKeyScope === undefined || req.apiKeyScope === 'admin' ? board : readOnlyBoard)(req, res, next);
     },
   }),
