@@ -4,8 +4,9 @@ import * as ex from '../openapi-examples.js';
 import { conflict, gone, invalid, notFound, unavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { route, type Route } from '../route.js';
-import { deadLetterIdParam } from '../schemas.js';
 import { resumedBody } from './tasks.js';
+
+export const deadLetterIdParam = z.object({ id: z.string().meta({ description: 'The id (a UUID) of a dead letter.' }) });
 
 export const deadLettersQuery = z
   .object({

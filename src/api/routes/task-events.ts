@@ -12,7 +12,11 @@ import * as ex from '../openapi-examples.js';
 import { gone, invalid, notFound, tooManyRequests, unavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { route } from '../route.js';
-import { taskIdParam } from '../schemas.js';
+
+/** The path parameter of every /tasks/{task_id}... and /result/{task_id} route. */
+export const taskIdParam = z.object({
+  task_id: z.string().meta({ description: 'The id (a UUID) that POST /assign-task answered. Anything else answers 404.' }),
+});
 
 export interface TaskEventStreamDeps {
   tasks: TaskService;

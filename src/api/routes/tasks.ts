@@ -1,3 +1,5 @@
+import { z } from 'zod';
+import { TASK_STATUSES } from '../../engine/status.js';
 import type { Submitted } from '../../tasks/task-service.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
@@ -8,8 +10,26 @@ import * as ex from '../openapi-examples.js';
 import { assigned, conflict, gone, invalid, notFound, tooManyRequests, unavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { route, type Route } from '../route.js';
-import { listTasksQuery, resultQuery, taskIdParam } from '../schemas.js';
-import { TASK_EVENTS_ROUTE } from './task-events.js';
+import { TASK_EVENTS_ROUTE, taskIdParam } from './task-events.js';
+
+export const resultQuery = z.object({
+  wait: z.coerce
+    .number()
+    .min(0)
+    .optional()
+    .meta({ description: 'Hold the answer until the task ends or this many seconds pass (at most 30).' }),
+});
+
+export const listTasksQuery = z
+  .object({
+    status: z.enum(TASK_STATUSES).optional(),
+    task_type: z.string().min(1).max(200).optional(),
+    created_after: z.iso.datetime({ offset: true }).optional(),
+    created_before: z.iso.datetime({ offset: true }).optional(),
+    limit: z.coerce.number().int().min(1).max(200).default(50),
+    cursor: z.string().max(200).optional(),
+  })
+  .strict();
 
 /** The answer to a submitted task: 202, or 200 when its idempotency key replayed an earlier one. */
 export function assignedReply(submitted: Submitted, taskType: string): Reply {

@@ -7,7 +7,6 @@ import * as ex from '../openapi-examples.js';
 import { assigned, conflict, invalid, notFound, unavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { route, type Route } from '../route.js';
-import { workflowNameParam } from '../schemas.js';
 import { assignedReply } from './tasks.js';
 
 /** The body of POST /workflows/:name/execute: the run's parameters and the same options as /assign-task. */
@@ -15,6 +14,8 @@ export const executeWorkflowBody = taskRequestSchema
   .omit({ task_type: true, params: true })
   .extend({ parameters: z.record(z.string(), z.unknown()).default({}) })
   .strict();
+
+export const workflowNameParam = z.object({ name: z.string().meta({ description: 'The name of a workflow.' }) });
 
 export const versionQuery = z
   .object({ version: z.coerce.number().int().min(1).optional().meta({ description: 'A version of the workflow; without it, the current one.' }) })
