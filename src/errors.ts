@@ -1,6 +1,7 @@
 /**
- * The few errors the service distinguishes. API errors carry their HTTP status and the stable
- * snake_case code of the contract; tool errors tell the worker runtime whether to retry.
+ * The few errors the service distinguishes. API errors carry the stable snake_case code of the
+ * contract; their kind (the class) says what went wrong, and the API alone chooses the HTTP
+ * status for each kind (src/api/http.ts). Tool errors tell the worker runtime whether to retry.
  */
 
 export interface Problem {
@@ -9,10 +10,10 @@ export interface Problem {
   message: string;
 }
 
+/** An error the client hears about, as `{"error": {code, message, details}}`. */
 export class ApiError extends Error {
   override name = 'ApiError';
   constructor(
-    readonly status: number,
     readonly code: string,
     message: string,
     readonly details?: unknown,
@@ -21,40 +22,38 @@ export class ApiError extends Error {
   }
 }
 
+/** The request does not fit: every problem, with its JSON path. */
 export class ValidationError extends ApiError {
   override name = 'ValidationError';
   constructor(message: string, problems: Problem[], code = 'validation_error') {
-    super(400, code, message, problems);
+    super(code, message, problems);
   }
 }
 
 export class NotFoundError extends ApiError {
   override name = 'NotFoundError';
-  constructor(code: string, message: string, details?: unknown) {
-    super(404, code, message, details);
-  }
 }
 
+/** The request contradicts the resource's state or an earlier request. */
 export class ConflictError extends ApiError {
   override name = 'ConflictError';
-  constructor(code: string, message: string, details?: unknown) {
-    super(409, code, message, details);
-  }
 }
 
 /** The resource existed and is gone for good: a task past RETENTION_DAYS. */
 export class GoneError extends ApiError {
   override name = 'GoneError';
-  constructor(code: string, message: string, details?: unknown) {
-    super(410, code, message, details);
-  }
+}
+
+/** The service cannot answer this now; the client may retry later. */
+export class UnavailableError extends ApiError {
+  override name = 'UnavailableError';
 }
 
 /** Redis or PostgreSQL did not answer: the client may retry later. */
-export class DependencyUnavailableError extends ApiError {
+export class DependencyUnavailableError extends UnavailableError {
   override name = 'DependencyUnavailableError';
   constructor(dependency: 'redis' | 'database', cause?: unknown) {
-    super(503, 'service_unavailable', `The ${dependency === 'redis' ? 'queue (Redis)' : 'database (PostgreSQL)'} is unavailable; nothing was created, try again later`, {
+    super('service_unavailable', `The ${dependency === 'redis' ? 'queue (Redis)' : 'database (PostgreSQL)'} is unavailable; nothing was created, try again later`, {
       dependency,
     });
     this.cause = cause;

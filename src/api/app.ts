@@ -1,31 +1,25 @@
-import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { ExpressAdapter } from '@bull-board/express';
 import cors from 'cors';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
 import type { RedisClient } from '../queue/redis.js';
-import { scrapeAuthorized, type Metrics } from '../observability/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import { traceRequests } from '../observability/http-tracing.js';
 import { tracingEnabled } from '../observability/tracing.js';
 import { accessLog, apiKeyAuth, BROWSER_PATHS, isPreflight, requestIds, requestRateLimit } from './middleware.js';
-import { requireAccess } from './access.js';
 import type { KeyRing } from './api-keys.js';
 import type { Admission } from './admission.js';
 import { ClientSlots } from './client-slots.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
 import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
-import { systemRoutes, type SystemInfo } from './routes/system.js';
-import { taskRoutes } from './routes/tasks.js';
-import { toolRoutes } from './routes/tools.js';
-import { workflowRoutes } from './routes/workflows.js';
-import { deadLetterRoutes } from './routes/dead-letters.js';
-import { statsRoutes } from './routes/stats.js';
+import { openApiJson } from './openapi.js';
+import { expressPath, routeRouter, type RouteContext } from './route.js';
+import { ROUTES } from './routes/index.js';
+import type { SystemInfo } from './route.js';
+import { describeTool } from './routes/tools.js';
 import type { StatsStore } from '../persistence/stats-store.js';
-import { docsUi, openApiRoute, redocUi } from './routes/docs.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
-import { taskEventRoutes, type EventStreams } from './routes/task-events.js';
+import type { EventStreams } from './event-streams.js';
 import type { EventLog } from '../queue/event-log.js';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskService } from '../tasks/task-service.js';
@@ -63,13 +57,6 @@ function routeOf(req: express.Request): string {
   return 'unmatched';
 }
 
-function bullBoard(queues: TaskQueues, readOnlyMode: boolean): express.Router {
-  const adapter = new ExpressAdapter();
-  adapter.setBasePath('/admin/queues');
-  createBullBoard({ queues: queues.all().map((queue) => new BullMQAdapter(queue, { readOnlyMode })), serverAdapter: adapter });
-  return adapter.getRouter() as express.Router;
-}
-
 export function createApp(deps: AppDeps): Express {
   const { config, metrics } = deps;
   const app = express();
@@ -78,7 +65,10 @@ export function createApp(deps: AppDeps): Express {
 
   // First of all, before ids, logs, metrics, keys and the body: under overload a refusal must
   // cost next to nothing, or answering refusals takes the CPU the workers need.
-  if (deps.admission?.enabled) app.post(['/assign-task', '/workflows/:name/execute'], deps.admission.middleware());
+  if (deps.admission?.enabled) {
+    const admit = deps.admission.middleware();
+    for (const route of ROUTES.filter((candidate) => candidate.admission)) app[route.method](expressPath(route.path), admit);
+  }
   app.use(requestIds());
   // Off, not even mounted: tracing costs nothing per request.
   if (tracingEnabled()) app.use(traceRequests());
@@ -115,18 +105,33 @@ export function createApp(deps: AppDeps): Express {
     app.use(apiKeyAuth({ keys: deps.keys, failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE, redis: deps.redis, prefix: config.QUEUE_PREFIX, cors: corsEnabled }));
   }
   if (config.RATE_LIMIT_PER_MINUTE > 0) app.use(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));
-  app.get('/metrics', async (req, res, next) => {
-    if (!scrapeAuthorized(config.METRICS_TOKEN, req.get('authorization'))) {
-      res.setHeader('www-authenticate', 'Bearer realm="metrics"');
-      res.status(401).json(errorBody('unauthorized', 'the metrics need METRICS_TOKEN: Authorization: Bearer <token>'));
-      return;
-    }
-    try {
-      res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
-    } catch (error) {
-      next(error);
-    }
-  });
+  const slots = (kind: string, max: number, leaseMs: number) => new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
+  const context: RouteContext = {
+    tasks: deps.tasks,
+    workflows: deps.workflows,
+    tools: deps.registry.list().map(describeTool),
+    stats: deps.stats,
+    statsMaxWindowDays: config.STATS_MAX_WINDOW_DAYS,
+    system: deps.system,
+    // A slot a crashed process never gave back lapses a minute after its request could have ended.
+    longPolls: slots('long-polls', config.LONG_POLLS_PER_KEY, config.RESULT_WAIT_MAX_S * 1000 + 60_000),
+    taskEvents: {
+      tasks: deps.tasks,
+      eventLog: deps.eventLog,
+      events: deps.events,
+      logger: deps.logger,
+      slots: slots('streams', config.EVENT_STREAMS_PER_KEY, config.EVENT_STREAM_MAX_S * 1000 + 60_000),
+      maxLifetimeMs: config.EVENT_STREAM_MAX_S * 1000,
+      streams: deps.streams,
+    },
+    metrics,
+    ...(config.METRICS_TOKEN !== undefined ? { metricsToken: config.METRICS_TOKEN } : {}),
+    openApiJson,
+    queues: deps.queues,
+    keysConfigured: deps.keys !== undefined,
+  };
+  // Routes that answer whatever body a request carries (the metrics) come before it is parsed.
+  app.use(routeRouter(ROUTES.filter((route) => route.beforeBody), context));
 
   // A body that is not JSON is refused up front rather than read as empty.
   app.use((req, res, next) => {
@@ -147,44 +152,7 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
 
-  app.use(systemRoutes(deps.system));
-  const slots = (kind: string, max: number, leaseMs: number) => new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
-  // A slot a crashed process never gave back lapses a minute after its request could have ended.
-  app.use(taskRoutes(deps.tasks, slots('long-polls', config.LONG_POLLS_PER_KEY, config.RESULT_WAIT_MAX_S * 1000 + 60_000)));
-  app.use(
-    taskEventRoutes(
-      {
-        tasks: deps.tasks,
-        eventLog: deps.eventLog,
-        events: deps.events,
-        logger: deps.logger,
-        slots: slots('streams', config.EVENT_STREAMS_PER_KEY, config.EVENT_STREAM_MAX_S * 1000 + 60_000),
-        maxLifetimeMs: config.EVENT_STREAM_MAX_S * 1000,
-      },
-      deps.streams,
-    ),
-  );
-  app.use(toolRoutes(deps.registry));
-  app.use(workflowRoutes(deps.workflows, deps.tasks));
-  app.use(deadLetterRoutes(deps.tasks));
-  app.use(statsRoutes(deps.stats, config.STATS_MAX_WINDOW_DAYS));
-
-  // The API description, generated from the zod schemas (src/api/openapi.ts), and its UI.
-  app.get('/openapi.json', requireAccess('catalog'), openApiRoute());
-  app.use('/docs', requireAccess('catalog'), docsUi('/openapi.json'));
-  app.use('/redoc', requireAccess('catalog'), redocUi('/openapi.json'));
-
-  // Bull Board shows every task's job data: admin and read keys only. Its API changes queues
-  // with anything but GET, so those need admin; a read key gets a board in read-only mode too,
-  // so the page offers no buttons it could not use.
-  const board = bullBoard(deps.queues, false);
-  const readOnlyBoard = deps.keys ? bullBoard(deps.queues, true) : board;
-  const [monitor, admin] = [requireAccess('monitor'), requireAccess('admin')];
-  app.use(
-    '/admin/queues',
-    (req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? monitor : admin)(req, res, next),
-    (req, res, next) => (req.apiKeyScope === undefined || req.apiKeyScope === 'admin' ? board : readOnlyBoard)(req, res, next),
-  );
+  app.use(routeRouter(ROUTES.filter((route) => !route.beforeBody), context));
 
   app.use((req, res) => {
     res.status(404).json(errorBody('route_not_found', `no route for ${req.method} ${req.path}`));

@@ -1,6 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import type { z } from 'zod';
-import { ApiError, DependencyUnavailableError, ValidationError, type Problem } from '../errors.js';
+import { ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, UnavailableError, ValidationError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
 
@@ -27,28 +26,6 @@ export function handle(handler: Handler): RequestHandler {
   };
 }
 
-/** `['params', 'batch_ids', 2]` -> `params.batch_ids[2]`. */
-export function jsonPath(segments: readonly PropertyKey[]): string {
-  let path = '';
-  for (const segment of segments) {
-    if (typeof segment === 'number') path += `[${segment}]`;
-    else {
-      const key = String(segment);
-      path += /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? (path ? `.${key}` : key) : `[${JSON.stringify(key)}]`;
-    }
-  }
-  return path || '$';
-}
-
-export function zodProblems(error: z.ZodError, prefix: PropertyKey[] = []): Problem[] {
-  return error.issues.flatMap((issue) =>
-    // zod reports every unknown key in one issue at the object: one problem per key is clearer.
-    issue.code === 'unrecognized_keys'
-      ? issue.keys.map((key) => ({ path: jsonPath([...prefix, ...issue.path, key]), message: `${JSON.stringify(key)} is not a known field` }))
-      : [{ path: jsonPath([...prefix, ...issue.path]), message: issue.message }],
-  );
-}
-
 /** Deepest nesting a request body may have; deeper JSON is refused before anything walks it. */
 export const MAX_JSON_DEPTH = 64;
 
@@ -64,40 +41,6 @@ export function jsonDepth(value: unknown): number {
     for (const item of Array.isArray(current) ? current : Object.values(current)) stack.push([item, depth + 1]);
   }
   return max;
-}
-
-/** Why PostgreSQL could not store this text, if it could not. */
-function unstorable(text: string): string | undefined {
-  if (text.includes('\u0000')) return 'must not contain the NUL character (U+0000)';
-  if (!text.isWellFormed()) return 'must be well-formed Unicode (a lone surrogate cannot be stored)';
-  return undefined;
-}
-
-/**
- * PostgreSQL can store neither a NUL character (U+0000) nor a lone UTF-16 surrogate in text or
- * jsonb: find them (in keys too) before a write, so the client hears where instead of a failed
- * insert. Callers bound the depth first (MAX_JSON_DEPTH).
- */
-export function unstorableProblems(value: unknown, prefix: PropertyKey[] = []): Problem[] {
-  if (typeof value === 'string') {
-    const message = unstorable(value);
-    return message ? [{ path: jsonPath(prefix), message }] : [];
-  }
-  if (Array.isArray(value)) return value.flatMap((item, index) => unstorableProblems(item, [...prefix, index]));
-  if (value !== null && typeof value === 'object') {
-    return Object.entries(value).flatMap(([key, item]) => {
-      const message = unstorable(key);
-      return message ? [{ path: jsonPath([...prefix, key]), message: `a key ${message}` }] : unstorableProblems(item, [...prefix, key]);
-    });
-  }
-  return [];
-}
-
-/** Parses with a zod schema or throws a 400 listing every problem. */
-export function parseOrThrow<S extends z.ZodType>(schema: S, value: unknown, what: string, prefix: PropertyKey[] = []): z.output<S> {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw new ValidationError(`${what} is invalid`, zodProblems(parsed.error, prefix));
-  return parsed.data;
 }
 
 export function errorBody(code: string, message: string, details?: unknown) {
@@ -121,9 +64,22 @@ interface BodyParserError {
   message?: string;
 }
 
+/** The HTTP status of each kind of API error; the services throw the kinds and know no statuses. */
+const STATUS_OF: [new (...args: never[]) => ApiError, number][] = [
+  [ValidationError, 400],
+  [NotFoundError, 404],
+  [ConflictError, 409],
+  [GoneError, 410],
+  [UnavailableError, 503],
+];
+
 /** Maps anything thrown to the contract's error body. Only genuine bugs answer 500. */
 export function toErrorReply(error: unknown, logger: Logger, req?: Request): Reply {
-  if (error instanceof ApiError) return { status: error.status, body: errorBody(error.code, error.message, error.details) };
+  if (error instanceof ApiError) {
+    // An API error of no listed kind is about the request, as the base class says.
+    const status = STATUS_OF.find(([kind]) => error instanceof kind)?.[1] ?? 400;
+    return { status, body: errorBody(error.code, error.message, error.details) };
+  }
   const parser = error as BodyParserError;
   switch (parser?.type) {
     case 'entity.too.large':

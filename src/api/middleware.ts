@@ -8,11 +8,19 @@ import { requestContext } from '../lib/request-context.js';
 import type { ApiKeyScope } from '../config.js';
 import type { KeyRing } from './api-keys.js';
 import { errorBody } from './http.js';
+import { ROUTES } from './routes/index.js';
 
-/** Endpoints a load balancer or scraper calls without a key. */
-export const OPEN_PATHS = new Set(['/health', '/ready', '/metrics']);
-/** Pages a person opens in a browser: they get a basic-auth prompt instead of a bare 401. */
-export const BROWSER_PATHS = /^\/(admin\/queues|docs|redoc)(\/|$)/;
+/** Endpoints a load balancer or scraper calls without a key: the routes declared open. */
+export const OPEN_PATHS = new Set(ROUTES.filter((route) => route.open).map((route) => route.path));
+/**
+ * Pages a person opens in a browser, with everything below them (their assets): they get a
+ * basic-auth prompt instead of a bare 401.
+ */
+export const BROWSER_PATHS = new RegExp(
+  `^(${ROUTES.filter((route) => route.browser)
+    .map((route) => route.path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+    .join('|')})(/|$)`,
+);
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

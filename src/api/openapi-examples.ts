@@ -1,4 +1,4 @@
-import { SERVICE_LINKS } from './routes/system.js';
+import { SERVICE_LINKS } from './service-links.js';
 /**
  * The examples of the API description (src/api/openapi.ts). Request examples are what Swagger
  * UI's "Try it out" pre-fills, so each must succeed as it stands on a default install (no API

@@ -1,15 +1,13 @@
 import { z } from 'zod';
-import { TASK_STATUSES } from '../engine/status.js';
-import { parameterSchema, stepSchema, workflowDefinitionSchema } from '../workflows/definition.js';
-import { retryPolicySchema } from './schemas.js';
+import { errorRecordSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
+import { parameterSchema, retryPolicySchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
 
 /**
  * Response shapes, one place for every body the API sends. The API description
  * (src/api/openapi.ts) is generated from these, and the functions that build the bodies
- * (taskView, describeTool, workflowView, ...) return their inferred types.
+ * (describeTool, workflowView, ...) return their inferred types. The task as clients see it is
+ * in src/tasks/task-view.ts: the workers send it in callbacks too.
  */
-
-export const timestamp = z.iso.datetime().meta({ description: 'ISO 8601 date and time, UTC.' });
 
 const count = z.int().min(0);
 
@@ -46,23 +44,6 @@ export type ErrorBody = z.infer<typeof errorBodySchema>;
 
 // Tasks
 
-export const taskStatus = z.enum(TASK_STATUSES);
-export const stepStatus = z.enum(['pending', 'queued', 'running', 'completed', 'failed', 'skipped', 'cancelled']);
-
-export const errorRecordSchema = z
-  .looseObject({
-    name: z.string(),
-    message: z.string(),
-    retryable: z.boolean().optional(),
-    details: z.unknown().optional(),
-    step: z.string().optional().meta({ description: 'On a task: the step whose failure failed it.' }),
-  })
-  .meta({ description: 'Why a step or task failed, as recorded.' });
-
-const workflowRef = z
-  .object({ name: z.string(), version: z.int().min(1).nullable() })
-  .meta({ description: 'Present on tasks that run a workflow: the name and the version the task runs.' });
-
 export const assignedSchema = z.object({
   task_id: z.uuid(),
   status: z.literal('assigned'),
@@ -70,84 +51,6 @@ export const assignedSchema = z.object({
   timestamp,
 });
 export type AssignedBody = z.infer<typeof assignedSchema>;
-
-export const stepViewSchema = z.object({
-  id: z.string(),
-  tool: z.string(),
-  status: stepStatus,
-  attempts: count,
-  depends_on: z.array(z.string()),
-  started_at: timestamp.nullable(),
-  finished_at: timestamp.nullable(),
-  duration_ms: count.nullable(),
-  progress: z
-    .object({ percent: z.number().min(0).max(100), message: z.string().optional() })
-    .optional()
-    .meta({ description: "The adapter's last progress report." }),
-  output: z.unknown().optional().meta({ description: "The tool's output (completed steps)." }),
-  error: errorRecordSchema.optional(),
-});
-export type StepViewBody = z.infer<typeof stepViewSchema>;
-
-export const callbackSchema = z
-  .object({
-    url: z.string(),
-    delivered: z.boolean().meta({ description: 'Whether any attempt was answered with a 2xx.' }),
-    deliveries: z.array(
-      z.object({
-        attempt: z.int().min(1),
-        run: z.int().min(1),
-        event: z.string().meta({ description: '`task.completed`, `task.failed` or `task.cancelled`.' }),
-        status_code: z.int().nullable().meta({ description: "The receiver's HTTP status; null when it could not be reached." }),
-        error: z.string().nullable(),
-        delivered: z.boolean(),
-        will_retry: z.boolean().meta({ description: 'Whether another attempt follows this failed one; false on the last attempt.' }),
-        duration_ms: count,
-        at: timestamp,
-      }),
-    ),
-  })
-  .meta({ description: 'Present when the task was submitted with a callback_url: every delivery attempt of its final result.' });
-
-export const taskViewSchema = z.object({
-  task_id: z.uuid(),
-  task_type: z.string(),
-  workflow: workflowRef.optional(),
-  status: taskStatus,
-  result: z.unknown().optional().meta({ description: 'The final result (completed tasks).' }),
-  error: errorRecordSchema.optional().meta({ description: 'Why the task failed or was cancelled. `step` names the step whose failure failed it.' }),
-  error_message: z
-    .string()
-    .optional()
-    .meta({
-      description:
-        'Present with `error`: the same in one line of text, for clients that print it: the failing step, its tool and attempts, then the error\'s name and message (`step fetch (http, 3 attempts) failed: ToolTimeoutError: step timed out after 30000 ms`). Meant for people; programs read `error`.',
-    }),
-  progress: z.object({
-    completed: count.meta({ description: 'Steps that have finished, whatever their outcome.' }),
-    total: count,
-  }),
-  run: z.int().min(1).meta({ description: '1, plus one for every retry of the task.' }),
-  steps: z.array(stepViewSchema),
-  callback: callbackSchema.optional(),
-  created_at: timestamp,
-  started_at: timestamp.nullable(),
-  finished_at: timestamp.nullable(),
-  timestamp,
-});
-export type TaskViewBody = z.infer<typeof taskViewSchema>;
-
-export const taskSummarySchema = z.object({
-  task_id: z.uuid(),
-  task_type: z.string(),
-  workflow: workflowRef.optional(),
-  status: taskStatus,
-  steps_total: count,
-  created_at: timestamp,
-  started_at: timestamp.nullable(),
-  finished_at: timestamp.nullable(),
-});
-export type TaskSummaryBody = z.infer<typeof taskSummarySchema>;
 
 const nextCursor = z.string().nullable().meta({ description: 'Pass as `cursor` for the next page; null on the last page.' });
 

@@ -18,7 +18,7 @@ import { WorkflowService } from '../workflows/workflow-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { createApp } from './app.js';
 import { errorBody } from './http.js';
-import { EventStreams } from './routes/task-events.js';
+import { EventStreams } from './event-streams.js';
 import { Metrics } from '../observability/metrics.js';
 import { openKeyRing, type KeyRing } from './api-keys.js';
 

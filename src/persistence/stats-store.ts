@@ -1,12 +1,12 @@
-import { ApiError } from '../errors.js';
+import { UnavailableError } from '../errors.js';
 import type { Prisma } from './database.js';
 import { sqlState } from './retry.js';
 
 /** PostgreSQL cancelled the statistics queries at STATS_STATEMENT_TIMEOUT_MS. */
-export class StatsTimeoutError extends ApiError {
+export class StatsTimeoutError extends UnavailableError {
   override name = 'StatsTimeoutError';
   constructor(timeoutMs: number) {
-    super(503, 'stats_timeout', `computing the statistics took longer than ${timeoutMs} ms; ask for a shorter window`, { timeout_ms: timeoutMs });
+    super('stats_timeout', `computing the statistics took longer than ${timeoutMs} ms; ask for a shorter window`, { timeout_ms: timeoutMs });
   }
 }
 

@@ -1,5 +1,5 @@
 import type { Prisma } from './database.js';
-import type { WorkflowDefinition } from '../workflows/definition.js';
+import type { WorkflowDefinition } from '../engine/workflow-definition.js';
 
 interface WorkflowRow {
   name: string;
@@ -24,6 +24,14 @@ export interface StoredWorkflow {
   version: number;
   description: string | null;
   definition: WorkflowDefinition;
+  createdAt: Date;
+  archivedAt: Date | null;
+}
+
+/** One version of a workflow, without its definition. */
+export interface WorkflowVersion {
+  version: number;
+  description: string | null;
   createdAt: Date;
   archivedAt: Date | null;
 }
@@ -87,7 +95,7 @@ export class WorkflowStore {
     return (await this.list()).map((workflow) => workflow.name);
   }
 
-  versions(name: string) {
+  versions(name: string): Promise<WorkflowVersion[]> {
     return this.prisma.workflow.findMany({
       where: { name },
       orderBy: { version: 'desc' },

@@ -8,7 +8,7 @@ import { retentionCutoff } from '../persistence/partitions.js';
 import type { Logger } from '../logger.js';
 import type { Reachability } from '../persistence/database.js';
 import type { CreateResult, NewTask, TaskFilter, TaskStore } from '../persistence/task-store.js';
-import { isFinished, type TaskStatus } from '../engine/status.js';
+import { isFinished } from '../engine/status.js';
 import { Batcher } from '../lib/batcher.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import { publishStop } from '../queue/channels.js';
@@ -19,12 +19,16 @@ import type { Context } from '@opentelemetry/api';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { unstorableProblems, zodProblems } from '../api/http.js';
-import { IDENTIFIER } from '../workflows/definition.js';
+import { unstorableProblems, zodProblems } from '../lib/problems.js';
+import { IDENTIFIER } from '../engine/workflow-definition.js';
 import { hostPolicyFor } from '../lib/host-policy.js';
-import type { AssignTaskBody } from '../api/schemas.js';
+import type { TaskRequest } from './task-request.js';
 import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from '../engine/plan.js';
-import { taskSummary, taskView } from './task-view.js';
+import { taskView } from './task-view.js';
+import type { DeadLetter } from '../generated/prisma/client.js';
+
+/** A dead letter as stored: the API shows it (src/api/routes/dead-letters.ts). */
+export type { DeadLetter };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -89,6 +93,19 @@ function assertRedis(redis: RedisClient): void {
 }
 
 
+/** A submitted task. */
+export interface Submitted {
+  taskId: string;
+  /** The idempotency key was seen before with the same request: the first task, nothing new enqueued. */
+  replayed: boolean;
+}
+
+/** One page of a list, newest first; `nextCursor` asks for the next one (null on the last). */
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
 interface Submission {
   plan: TaskPlan;
   task: NewTask;
@@ -116,7 +133,7 @@ export class TaskService {
     }
   }
 
-  private async plan(body: AssignTaskBody, options: SubmitOptions): Promise<TaskPlan> {
+  private async plan(body: TaskRequest, options: SubmitOptions): Promise<TaskPlan> {
     const overrides: RunOverrides = {
       ...(body.retry ? { retry: body.retry } : {}),
       ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
@@ -146,11 +163,11 @@ export class TaskService {
     });
   }
 
-  async submit(body: AssignTaskBody, options: SubmitOptions = {}): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+  async submit(body: TaskRequest, options: SubmitOptions = {}): Promise<Submitted> {
     return inSpan('task.submit', { [SpanAttributes.TASK_TYPE]: body.task_type }, (span) => this.submitInSpan(body, options, span));
   }
 
-  private async submitInSpan(body: AssignTaskBody, options: SubmitOptions, span: SpanHandle): Promise<{ status: 200 | 202; body: Record<string, unknown> }> {
+  private async submitInSpan(body: TaskRequest, options: SubmitOptions, span: SpanHandle): Promise<Submitted> {
     const receivedAt = new Date();
     if (body.callback_url) this.checkCallback(body.callback_url);
     const plan = finishPlan(await this.plan(body, options), this.deps.config, options.paramsField);
@@ -184,27 +201,11 @@ export class TaskService {
           task_id: created.id,
         });
       }
-      return {
-        status: 200,
-        body: {
-          task_id: created.id,
-          status: 'assigned',
-          message: `Task '${body.task_type}' was already assigned with this idempotency_key`,
-          timestamp: new Date().toISOString(),
-        },
-      };
+      return { taskId: created.id, replayed: true };
     }
     this.deps.metrics.tasksSubmitted.inc({ task_type: plan.taskType });
     this.deps.logger.debug('task assigned', { task_id: id, task_type: plan.taskType, steps: plan.steps.length });
-    return {
-      status: 202,
-      body: {
-        task_id: id,
-        status: 'assigned',
-        message: `Task '${body.task_type}' successfully assigned`,
-        timestamp: new Date().toISOString(),
-      },
-    };
+    return { taskId: id, replayed: false };
   }
 
   /**
@@ -278,15 +279,11 @@ export class TaskService {
   async list(filter: Omit<TaskFilter, 'cursor'> & { cursor?: string }) {
     const cursor: TaskFilter['cursor'] = filter.cursor ? decodeCursor(filter.cursor) : undefined;
     const rows = await this.database(() => this.deps.store.list({ ...filter, cursor, limit: filter.limit + 1 }));
-    const page = rows.slice(0, filter.limit);
-    const last = page.at(-1);
-    return {
-      items: page.map(taskSummary),
-      next_cursor: rows.length > filter.limit && last ? encodeCursor(last.createdAt, last.id) : null,
-    };
+    return page(rows, filter.limit);
   }
 
-  async cancel(id: string, owner?: string) {
+  /** Cancels a task: no further step starts, and running ones are told to stop. */
+  async cancel(id: string, owner?: string): Promise<void> {
     if (!UUID.test(id)) throw this.missing(id);
     const outcome = await this.database(() => this.deps.store.cancel(id, owner));
     if (!outcome) throw this.missing(id);
@@ -304,10 +301,10 @@ export class TaskService {
     this.deps.metrics.tasksFinished.inc({ task_type: outcome.taskType, status: 'cancelled' });
     this.deps.metrics.taskDuration.observe({ task_type: outcome.taskType, status: 'cancelled' }, (Date.now() - outcome.createdAt.getTime()) / 1000);
     logger.info('task cancelled', { task_id: id });
-    return { task_id: id, status: 'cancelled' as TaskStatus, message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() };
   }
 
-  async retry(id: string, owner?: string) {
+  /** Resumes a failed or cancelled task from its unfinished steps; returns its new run. */
+  async retry(id: string, owner?: string): Promise<{ run: number }> {
     if (!UUID.test(id)) throw this.missing(id);
     assertRedis(this.deps.redis);
     const outcome = await this.database(() =>
@@ -330,43 +327,34 @@ export class TaskService {
       });
     }
     this.deps.logger.info('task resumed', { task_id: id, run: outcome.run });
-    return { task_id: id, status: 'queued' as TaskStatus, run: outcome.run, message: 'Task resumed from its unfinished steps', timestamp: new Date().toISOString() };
+    return { run: outcome.run };
   }
 
-  async deadLetters(filter: { taskId?: string; tool?: string; limit: number; cursor?: string }) {
+  async deadLetters(filter: { taskId?: string; tool?: string; limit: number; cursor?: string }): Promise<Page<DeadLetter>> {
     const cursor = filter.cursor ? decodeCursor(filter.cursor) : undefined;
-    if (filter.taskId && !UUID.test(filter.taskId)) return { items: [], next_cursor: null };
+    if (filter.taskId && !UUID.test(filter.taskId)) return { items: [], nextCursor: null };
     const rows = await this.database(() => this.deps.store.listDeadLetters({ ...filter, cursor, limit: filter.limit + 1 }));
     // An expired task's dead letters went with it: say so, as GET /result does.
     if (filter.taskId && rows.length === 0 && this.missing(filter.taskId) instanceof GoneError) throw this.missing(filter.taskId);
-    const page = rows.slice(0, filter.limit);
-    const last = page.at(-1);
-    return {
-      items: page.map((row) => ({
-        id: row.id,
-        task_id: row.taskId,
-        step_id: row.stepId,
-        run: row.run,
-        tool: row.tool,
-        input: row.input,
-        error: row.error,
-        attempts: row.attempts,
-        created_at: row.createdAt.toISOString(),
-        replayed_at: row.replayedAt?.toISOString() ?? null,
-      })),
-      next_cursor: rows.length > filter.limit && last ? encodeCursor(last.createdAt, last.id) : null,
-    };
+    return page(rows, filter.limit);
   }
 
   /** Replaying a dead letter resumes its task, as POST /tasks/:id/retry does. */
-  async replayDeadLetter(id: string) {
+  async replayDeadLetter(id: string): Promise<{ taskId: string; run: number }> {
     if (!UUID.test(id)) throw new NotFoundError('dead_letter_not_found', `no dead letter with id ${JSON.stringify(id)}`);
     const letter = await this.database(() => this.deps.store.getDeadLetter(id));
     if (!letter) throw new NotFoundError('dead_letter_not_found', `no dead letter with id ${JSON.stringify(id)}`);
-    const resumed = await this.retry(letter.taskId);
+    const { run } = await this.retry(letter.taskId);
     await this.database(() => this.deps.store.markReplayed(id));
-    return { ...resumed, dead_letter_id: id };
+    return { taskId: letter.taskId, run };
   }
+}
+
+/** `rows`: up to `limit` + 1, so that one more than the page tells that another page follows. */
+function page<T extends { createdAt: Date; id: string }>(rows: T[], limit: number): Page<T> {
+  const items = rows.slice(0, limit);
+  const last = items.at(-1);
+  return { items, nextCursor: rows.length > limit && last ? encodeCursor(last.createdAt, last.id) : null };
 }
 
 function encodeCursor(createdAt: Date, id: string): string {

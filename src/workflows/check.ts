@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import type { Problem } from '../errors.js';
 import type { ToolRegistry, AnyTool } from '../tools/tool.js';
-import { jsonPath } from '../api/http.js';
+import { jsonPath } from '../lib/problems.js';
 import { findReferences, hasTemplates, stringsIn, type FoundReference, type Reference } from '../engine/templates.js';
-import { parameterType, type WorkflowDefinition } from './definition.js';
+import { parameterType, type WorkflowDefinition } from '../engine/workflow-definition.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 /** `base` and a path relative to it (`a.b`, `["odd key"]`, or nothing). */

@@ -3,26 +3,16 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NotFoundError, ValidationError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { StoredWorkflow, WorkflowStore } from '../persistence/workflow-store.js';
+import type { StoredWorkflow, WorkflowStore, WorkflowVersion } from '../persistence/workflow-store.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { unstorableProblems, zodProblems } from '../api/http.js';
-import type { StoredWorkflowBody, WorkflowSummaryBody, WorkflowVersionBody } from '../api/responses.js';
+import { unstorableProblems, zodProblems } from '../lib/problems.js';
 import type { RunOverrides, TaskPlan } from '../engine/plan.js';
 import { checkWorkflow } from './check.js';
 import { compileWorkflow } from './compile.js';
-import { IDENTIFIER, workflowDefinitionSchema, type WorkflowDefinition } from './definition.js';
+import { IDENTIFIER, workflowDefinitionSchema, type WorkflowDefinition } from '../engine/workflow-definition.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 export const EXAMPLES_DIR = fileURLToPath(new URL('./examples/', import.meta.url));
-
-export function workflowView(workflow: StoredWorkflow): StoredWorkflowBody {
-  return {
-    ...workflow.definition,
-    version: workflow.version,
-    created_at: workflow.createdAt.toISOString(),
-    archived_at: workflow.archivedAt?.toISOString() ?? null,
-  };
-}
 
 const CURRENT_VERSION_TTL_MS = 1_000;
 
@@ -47,40 +37,30 @@ export class WorkflowService {
     return parsed.data;
   }
 
-  async define(body: unknown) {
+  async define(body: unknown): Promise<StoredWorkflow> {
     const definition = this.validate(body);
     const stored = await this.store.create(definition);
     this.current.delete(definition.name);
     this.logger.info('workflow stored', { workflow: stored.name, version: stored.version });
-    return workflowView(stored);
+    return stored;
   }
 
-  async get(name: string, version?: number) {
+  async get(name: string, version?: number): Promise<StoredWorkflow> {
     const workflow = IDENTIFIER.test(name) ? await this.store.get(name, version) : undefined;
     if (!workflow) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}${version ? ` version ${version}` : ''}`);
-    return workflowView(workflow);
+    return workflow;
   }
 
-  async list(): Promise<WorkflowSummaryBody[]> {
-    return (await this.store.list()).map((workflow) => ({
-      name: workflow.name,
-      version: workflow.version,
-      description: workflow.description,
-      parameters: workflow.definition.parameters,
-      steps: workflow.definition.steps.length,
-      created_at: workflow.createdAt.toISOString(),
-    }));
+  /** The current version of every active workflow. */
+  list(): Promise<StoredWorkflow[]> {
+    return this.store.list();
   }
 
-  async versions(name: string): Promise<WorkflowVersionBody[]> {
+  /** Every version of a workflow, archived ones included. */
+  async versions(name: string): Promise<WorkflowVersion[]> {
     const versions = IDENTIFIER.test(name) ? await this.store.versions(name) : [];
     if (versions.length === 0) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}`);
-    return versions.map((version) => ({
-      version: version.version,
-      description: version.description,
-      created_at: version.createdAt.toISOString(),
-      archived_at: version.archivedAt?.toISOString() ?? null,
-    }));
+    return versions;
   }
 
   async archive(name: string) {

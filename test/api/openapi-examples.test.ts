@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildOpenApiDocument, OPERATIONS, type ApiOperation, type OpenApiDocument } from '../../src/api/openapi.js';
+import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
+import type { Route } from '../../src/api/route.js';
+import { ROUTES } from '../../src/api/routes/index.js';
 import { createHarness, waitForTask, type Harness } from '../helpers/harness.js';
 import { DocumentSchemas, pointerSegment } from '../helpers/openapi.js';
 
@@ -11,12 +13,12 @@ import { DocumentSchemas, pointerSegment } from '../helpers/openapi.js';
 
 const doc: OpenApiDocument = JSON.parse(JSON.stringify(buildOpenApiDocument()));
 const schemas = new DocumentSchemas(doc);
-const name = (operation: ApiOperation) => `${operation.method.toUpperCase()} ${operation.path}`;
-const documented = (operation: ApiOperation) => doc.paths[operation.path]![operation.method]! as Record<string, any>;
-const pointer = (operation: ApiOperation, ...rest: string[]) => ['', 'paths', operation.path, operation.method, ...rest].map(pointerSegment).join('/');
+const name = (operation: Route) => `${operation.method.toUpperCase()} ${operation.path}`;
+const documented = (operation: Route) => doc.paths[operation.path]![operation.method]! as Record<string, any>;
+const pointer = (operation: Route, ...rest: string[]) => ['', 'paths', operation.path, operation.method, ...rest].map(pointerSegment).join('/');
 
 /** The URL "Try it out" calls: path parameters filled in with their examples. */
-function exampleUrl(operation: ApiOperation): string {
+function exampleUrl(operation: Route): string {
   return operation.path.replace(/\{(\w+)\}/g, (_match, parameter: string) => {
     const value = operation.paramExamples?.[parameter];
     if (value === undefined) throw new Error(`${name(operation)}: no example for {${parameter}}`);
@@ -24,11 +26,11 @@ function exampleUrl(operation: ApiOperation): string {
   });
 }
 
-const tryable = (operation: ApiOperation) => !/\{(\w+)\}/.test(operation.path) || [...operation.path.matchAll(/\{(\w+)\}/g)].every(([, parameter]) => operation.paramExamples?.[parameter!] !== undefined);
+const tryable = (operation: Route) => !/\{(\w+)\}/.test(operation.path) || [...operation.path.matchAll(/\{(\w+)\}/g)].every(([, parameter]) => operation.paramExamples?.[parameter!] !== undefined);
 
 describe('the examples of the OpenAPI document', () => {
   it('cover every request body and the main answer of every operation', () => {
-    for (const operation of OPERATIONS) {
+    for (const operation of ROUTES) {
       if (operation.body) expect(Object.keys(operation.bodyExamples ?? {}), `${name(operation)}: request body examples`).not.toHaveLength(0);
       const main = Object.entries(operation.responses)
         .filter(([status, reply]) => Number(status) < 300 && reply.body)
@@ -40,7 +42,7 @@ describe('the examples of the OpenAPI document', () => {
 
   it('request bodies pass the zod schema their route validates with, and the schema of the document', () => {
     let checked = 0;
-    for (const operation of OPERATIONS) {
+    for (const operation of ROUTES) {
       for (const [label, example] of Object.entries(operation.bodyExamples ?? {})) {
         const parsed = operation.body!.safeParse(example.value);
         expect(parsed.success, `${name(operation)} example ${label}: ${parsed.error?.message}`).toBe(true);
@@ -57,7 +59,7 @@ describe('the examples of the OpenAPI document', () => {
 
   it('parameter examples fit their zod schema and the schema of the document', () => {
     let checked = 0;
-    for (const operation of OPERATIONS) {
+    for (const operation of ROUTES) {
       for (const [parameter, value] of Object.entries(operation.paramExamples ?? {})) {
         const schema = operation.params?.shape[parameter] ?? operation.query?.shape[parameter];
         expect(schema, `${name(operation)}: ${parameter} is not one of its parameters`).toBeDefined();
@@ -85,7 +87,7 @@ describe('the examples of the OpenAPI document', () => {
         }
       }
     }
-    expect(checked).toBeGreaterThanOrEqual(OPERATIONS.length);
+    expect(checked).toBeGreaterThanOrEqual(ROUTES.length);
   });
 
   describe('sent to a default install (no API keys, no callbacks)', () => {
@@ -100,7 +102,7 @@ describe('the examples of the OpenAPI document', () => {
     it('every request example succeeds as "Try it out" sends it, and every task it starts completes', async () => {
       // In the document's order, so the workflow its POST /workflows example stores exists when
       // its execute example runs; archiving comes last.
-      const withBodies = OPERATIONS.filter((operation) => operation.bodyExamples);
+      const withBodies = ROUTES.filter((operation) => operation.bodyExamples);
       const tasks: string[] = [];
       for (const operation of withBodies) {
         for (const [label, example] of Object.entries(operation.bodyExamples!)) {
@@ -114,7 +116,7 @@ describe('the examples of the OpenAPI document', () => {
       for (const id of tasks) expect((await waitForTask(h, id)).status, `task ${id}`).toBe('completed');
 
       // The operations without a body whose parameters all have examples: reads, then archiving.
-      const rest = OPERATIONS.filter((operation) => !operation.body && operation.paramExamples && tryable(operation));
+      const rest = ROUTES.filter((operation) => !operation.body && operation.paramExamples && tryable(operation));
       expect(rest.length).toBeGreaterThan(0);
       for (const operation of [...rest.filter((operation) => operation.method !== 'delete'), ...rest.filter((operation) => operation.method === 'delete')]) {
         const response = await h.request(operation.method.toUpperCase(), exampleUrl(operation));

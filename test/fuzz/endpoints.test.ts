@@ -3,15 +3,15 @@ import net from 'node:net';
 import fc from 'fast-check';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OPERATIONS, type ApiOperation } from '../../src/api/openapi.js';
+import type { Route } from '../../src/api/route.js';
+import { ROUTES } from '../../src/api/routes/index.js';
 import { TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
 import { testTools } from '../fixtures/tools.js';
 import { createHarness, submit, type Harness } from '../helpers/harness.js';
 
 /**
- * Bad input, property-based (fast-check), against every endpoint of OPERATIONS (the list the
- * OpenAPI document and the route test are built from): malformed JSON, wrong types, huge and
- * deeply nested values, `__proto__` / `constructor` keys, unicode edge cases (lone surrogates,
+ * Bad input, property-based (fast-check), against every endpoint of ROUTES (the list the app
+ * and the OpenAPI document are built from): malformed JSON, wrong types, huge and deeply nested values, `__proto__` / `constructor` keys, unicode edge cases (lone surrogates,
  * NUL, RTL, emoji), template syntax inside params, oversized bodies, invalid ids, odd methods,
  * content types and query strings. For every input:
  * - never a 5xx, and an answer within a bound (no hanging request);
@@ -196,7 +196,7 @@ const hugeJson = fc.integer({ min: BODY_LIMIT_BYTES - 200, max: BODY_LIMIT_BYTES
 /** Bytes that are not UTF-8 at all. */
 const invalidUtf8 = fc.uint8Array({ minLength: 1, maxLength: 64 }).map((bytes) => Buffer.concat([Buffer.from('{"task_type":"echo","params":{"x":"'), Buffer.from([0xff, 0xfe, ...bytes]), Buffer.from('"}}')]));
 
-function bodyFor(operation: ApiOperation): fc.Arbitrary<Buffer> {
+function bodyFor(operation: Route): fc.Arbitrary<Buffer> {
   const targeted =
     operation.path === '/assign-task' ? assignBody : operation.path === '/workflows' ? workflowBody : operation.path.endsWith('/execute') ? executeBody : fc.dictionary(nastyKey, nastyValue, { maxKeys: 3 });
   return fc
@@ -229,7 +229,7 @@ const queryValue = fc.oneof(
   fc.constantFrom('0000-01-01T00:00:00Z', '0001-01-01T00:00:00%2B14:00', '9999-12-31T23:59:59Z', '2020-02-30T00:00:00Z', '2020-01-01T00:00:00.123456789Z'),
 );
 
-function queryFor(operation: ApiOperation): fc.Arbitrary<string> {
+function queryFor(operation: Route): fc.Arbitrary<string> {
   const known = Object.keys(operation.query?.shape ?? {});
   const name = fc.oneof(
     ...(known.length > 0 ? [{ arbitrary: fc.constantFrom(...known), weight: 4 }] : []),
@@ -247,7 +247,7 @@ const contentType = fc.constantFrom(
 /** Methods Node's HTTP parser knows, so the request reaches the application. */
 const ODD_METHODS = ['PUT', 'PATCH', 'DELETE', 'OPTIONS', 'HEAD', 'PROPFIND', 'PURGE', 'SEARCH', 'LOCK', 'MKCOL', 'COPY', 'REPORT', 'TRACE', 'LINK', 'QUERY'];
 
-function requestFor(operation: ApiOperation, params: { ids: string[] }): fc.Arbitrary<RawRequest> {
+function requestFor(operation: Route, params: { ids: string[] }): fc.Arbitrary<RawRequest> {
   const template = operation.path;
   const pathArb = fc
     .array(fc.oneof({ arbitrary: segment, weight: 4 }, { arbitrary: fc.constantFrom(...params.ids), weight: 1 }), { minLength: 4, maxLength: 4 })
@@ -478,7 +478,7 @@ describe('every endpoint under bad input (fast-check)', () => {
     return response;
   }
 
-  it.each(OPERATIONS.map((operation) => [`${operation.method.toUpperCase()} ${operation.path}`, operation] as const))(
+  it.each(ROUTES.map((operation) => [`${operation.method.toUpperCase()} ${operation.path}`, operation] as const))(
     '%s: never a 5xx, always the error body, nothing stored when refused',
     async (_name, operation) => {
       // ?wait on a real task and its event stream hold the request on purpose: unknown ids there.
@@ -502,7 +502,7 @@ describe('every endpoint under bad input (fast-check)', () => {
           path: anyPath,
           contentType,
           encoding: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'nonsense', undefined),
-          body: fc.option(bodyFor(OPERATIONS[0]!), { nil: undefined }),
+          body: fc.option(bodyFor(ROUTES[0]!), { nil: undefined }),
         }),
         async ({ method, path, contentType: type, encoding, body }) => {
           const carries = body !== undefined && method !== 'GET' && method !== 'HEAD';

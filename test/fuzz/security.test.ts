@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OPERATIONS } from '../../src/api/openapi.js';
+import { ROUTES } from '../../src/api/routes/index.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
@@ -11,7 +11,7 @@ import { json, startServer, type TestServer } from '../helpers/http-server.js';
  * access-log lines without keys, the constant-time comparison), test/adapters/http.test.ts
  * (allowlist, metadata address, redirects to [::1], metadata and other hosts) and
  * test/api/callbacks.test.ts (callback hosts) already prove:
- * - every operation of OPERATIONS but the open ones, in every method it answers, and Bull
+ * - every operation of ROUTES but the open ones, in every method it answers, and Bull
  *   Board's own API and assets, require a key; paths that look like an open one do not slip by;
  * - the http tool, webhooks and callbacks refuse private, loopback and link-local addresses in
  *   every notation unless allowlisted, directly and behind a redirect, without sending a byte;
@@ -64,7 +64,7 @@ describe('every endpoint requires an API key when keys are set', () => {
   const concrete = (path: string) => path.replace('{task_id}', '00000000-0000-4000-8000-000000000000').replace('{id}', '00000000-0000-4000-8000-000000000000').replace('{name}', 'diamond');
   const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
-  it.each(OPERATIONS.map((operation) => [`${operation.method.toUpperCase()} ${operation.path}`, operation] as const))('%s', async (_name, operation) => {
+  it.each(ROUTES.map((operation) => [`${operation.method.toUpperCase()} ${operation.path}`, operation] as const))('%s', async (_name, operation) => {
     const path = concrete(operation.path);
     const methods = operation.method === 'get' ? ['GET', 'HEAD'] : [operation.method.toUpperCase()];
     for (const method of methods) {

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { WorkflowStore } from '../../src/persistence/workflow-store.js';
-import { workflowDefinitionSchema } from '../../src/workflows/definition.js';
+import { workflowDefinitionSchema } from '../../src/engine/workflow-definition.js';
 
 /** A workflow that sleeps, then says which version it is. */
 function definition(name: string, says: string, extraStep = false) {

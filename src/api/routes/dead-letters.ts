@@ -1,8 +1,12 @@
-import { Router } from 'express';
 import { z } from 'zod';
-import type { TaskService } from '../../tasks/task-service.js';
-import { requireAccess } from '../access.js';
-import { handle, parseOrThrow } from '../http.js';
+import type { DeadLetter } from '../../tasks/task-service.js';
+import * as ex from '../openapi-examples.js';
+import { conflict, gone, invalid, notFound, unavailable } from '../replies.js';
+import * as r from '../responses.js';
+import { route, type Route } from '../route.js';
+import { resumedBody } from './tasks.js';
+
+export const deadLetterIdParam = z.object({ id: z.string().meta({ description: 'The id (a UUID) of a dead letter.' }) });
 
 export const deadLettersQuery = z
   .object({
@@ -13,29 +17,64 @@ export const deadLettersQuery = z
   })
   .strict();
 
-/** Steps that exhausted their retries, with their input and error; replaying one resumes its task. */
-export function deadLetterRoutes(tasks: TaskService): Router {
-  const router = Router();
-  router.get(
-    '/dead-letters',
-    requireAccess('monitor'),
-    handle(async (req) => {
-      const query = parseOrThrow(deadLettersQuery, req.query, 'the query');
-      return {
-        status: 200,
-        body: await tasks.deadLetters({
-          limit: query.limit,
-          ...(query.task_id ? { taskId: query.task_id } : {}),
-          ...(query.tool ? { tool: query.tool } : {}),
-          ...(query.cursor ? { cursor: query.cursor } : {}),
-        }),
-      };
-    }),
-  );
-  router.post(
-    '/dead-letters/:id/replay',
-    requireAccess('admin'),
-    handle(async (req) => ({ status: 202, body: await tasks.replayDeadLetter(String(req.params.id)) })),
-  );
-  return router;
+function deadLetterView(letter: DeadLetter) {
+  return {
+    id: letter.id,
+    task_id: letter.taskId,
+    step_id: letter.stepId,
+    run: letter.run,
+    tool: letter.tool,
+    input: letter.input,
+    error: letter.error,
+    attempts: letter.attempts,
+    created_at: letter.createdAt.toISOString(),
+    replayed_at: letter.replayedAt?.toISOString() ?? null,
+  };
 }
+
+/** Steps that exhausted their retries, with their input and error; replaying one resumes its task. */
+export const DEAD_LETTER_ROUTES: Route[] = [
+  route({
+    method: 'get',
+    path: '/dead-letters',
+    operationId: 'listDeadLetters',
+    access: 'monitor',
+    summary: 'List steps that exhausted their retries, with their input and error',
+    tags: ['dead-letters'],
+    query: deadLettersQuery,
+    responses: {
+      200: { description: 'A page of dead letters, newest first.', body: r.deadLetterListSchema, examples: ex.deadLetterListExamples },
+      400: invalid('The query or the cursor is invalid.'),
+      410: gone,
+      503: unavailable,
+    },
+    handler: async ({ query }, { tasks }) => {
+      const page = await tasks.deadLetters({
+        limit: query.limit,
+        ...(query.task_id ? { taskId: query.task_id } : {}),
+        ...(query.tool ? { tool: query.tool } : {}),
+        ...(query.cursor ? { cursor: query.cursor } : {}),
+      });
+      return { status: 200, body: { items: page.items.map(deadLetterView), next_cursor: page.nextCursor } };
+    },
+  }),
+  route({
+    method: 'post',
+    path: '/dead-letters/{id}/replay',
+    operationId: 'replayDeadLetter',
+    access: 'admin',
+    summary: "Replay a dead letter: resumes its task (as POST /tasks/{task_id}/retry)",
+    tags: ['dead-letters'],
+    params: deadLetterIdParam,
+    responses: {
+      202: { description: 'The task was resumed.', body: r.deadLetterReplayedSchema, examples: ex.deadLetterReplayedExamples },
+      404: notFound('No such dead letter (`dead_letter_not_found`).'),
+      409: conflict('Its task neither failed nor was cancelled (`task_not_retryable`).'),
+      503: unavailable,
+    },
+    handler: async ({ params }, { tasks }) => {
+      const { taskId, run } = await tasks.replayDeadLetter(params.id);
+      return { status: 202, body: { ...resumedBody(taskId, run), dead_letter_id: params.id } };
+    },
+  }),
+];

@@ -1,20 +1,18 @@
 import { createRequire } from 'node:module';
-import { Router, type RequestHandler } from 'express';
+import { Router } from 'express';
 import swaggerUi from 'swagger-ui-express';
-import { openApiJson } from '../openapi.js';
+import { z } from 'zod';
+import * as ex from '../openapi-examples.js';
+import { text } from '../replies.js';
+import { plainRoute, type Route } from '../route.js';
 
-/** GET /openapi.json: the API description, built once. */
-export function openApiRoute(): RequestHandler {
-  return (_req, res) => {
-    res.type('application/json').send(openApiJson());
-  };
-}
+const SPEC_URL = '/openapi.json';
 
 /**
  * The interactive documentation (Swagger UI) at /docs/, reading /openapi.json. Its scripts and
  * styles come from swagger-ui-dist through this server, so it works without internet access.
  */
-export function docsUi(specUrl = '/openapi.json'): Router {
+function docsUi(specUrl: string): Router {
   const router = Router();
   // swagger-ui-dist's own demo page and its initializer point at the Petstore: not ours.
   router.get(['/index.html', '/swagger-initializer.js'], (_req, _res, next) => next('router'));
@@ -31,7 +29,7 @@ const REDOC_BUNDLE = createRequire(import.meta.url).resolve('redoc/bundles/redoc
  * but the bundle, from this server (so it works without internet access), and has no inline
  * script: the bundle renders every `<redoc spec-url>` element by itself.
  */
-export function redocUi(specUrl = '/openapi.json'): Router {
+function redocUi(specUrl: string): Router {
   const router = Router();
   const page = `<!doctype html>
 <html lang="en">
@@ -54,3 +52,53 @@ export function redocUi(specUrl = '/openapi.json'): Router {
   });
   return router;
 }
+
+/** The API description, generated from the routes (src/api/openapi.ts), and its UIs. */
+export const DOCS_ROUTES: Route[] = [
+  plainRoute({
+    method: 'get',
+    path: SPEC_URL,
+    operationId: 'openApiDocument',
+    access: 'catalog',
+    summary: 'This API description (OpenAPI 3.1)',
+    tags: ['system'],
+    responses: { 200: { description: 'The OpenAPI document.', body: z.record(z.string(), z.unknown()), examples: ex.openApiExamples } },
+    serve:
+      ({ openApiJson }) =>
+      (_req, res) => {
+        res.type('application/json').send(openApiJson());
+      },
+  }),
+  plainRoute({
+    method: 'get',
+    path: '/docs',
+    operationId: 'apiDocsUi',
+    access: 'catalog',
+    summary: 'Interactive API documentation (Swagger UI)',
+    description: 'The page is served at `/docs/`, its scripts and styles under it; it reads /openapi.json.',
+    tags: ['system'],
+    browser: true,
+    mount: true,
+    responses: {
+      200: { description: 'The page (at `/docs/`).', mediaType: 'text/html', body: z.string(), examples: ex.swaggerPageExamples },
+      301: {
+        description: '`/docs` redirects to `/docs/`, so the relative URLs of the page resolve.',
+        headers: { Location: { description: '`/docs/`', schema: text } },
+      },
+    },
+    serve: () => docsUi(SPEC_URL),
+  }),
+  plainRoute({
+    method: 'get',
+    path: '/redoc',
+    operationId: 'apiReferenceUi',
+    access: 'catalog',
+    summary: 'API reference documentation (ReDoc)',
+    description: 'Reads /openapi.json. Its script, ReDoc\'s standalone bundle, is served by this server at `/redoc/redoc.standalone.js`: the page loads nothing from elsewhere.',
+    tags: ['system'],
+    browser: true,
+    mount: true,
+    responses: { 200: { description: 'The page.', mediaType: 'text/html', body: z.string(), examples: ex.redocPageExamples } },
+    serve: () => redocUi(SPEC_URL),
+  }),
+];

@@ -1,9 +1,9 @@
-import { Router } from 'express';
 import { z } from 'zod';
 import { ValidationError } from '../../errors.js';
-import type { StatsStore } from '../../persistence/stats-store.js';
-import { requireAccess } from '../access.js';
-import { handle, parseOrThrow } from '../http.js';
+import * as ex from '../openapi-examples.js';
+import { invalid } from '../replies.js';
+import * as r from '../responses.js';
+import { route, type Route } from '../route.js';
 
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
@@ -21,15 +21,25 @@ export const statsQuery = z
 
 /**
  * GET /stats: counts by status and task type, duration percentiles per task type and per tool,
- * over a window of at most `maxWindowDays` (STATS_MAX_WINDOW_DAYS).
+ * over a window of at most STATS_MAX_WINDOW_DAYS.
  */
-export function statsRoutes(stats: StatsStore, maxWindowDays: number): Router {
-  const router = Router();
-  router.get(
-    '/stats',
-    requireAccess('monitor'),
-    handle(async (req) => {
-      const query = parseOrThrow(statsQuery, req.query, 'the query');
+export const STATS_ROUTES: Route[] = [
+  route({
+    method: 'get',
+    path: '/stats',
+    operationId: 'stats',
+    access: 'monitor',
+    summary: 'Counts by status and task type, duration percentiles per task type and per tool',
+    description:
+      'Of the tasks created in the window (and their steps), computed in PostgreSQL. The window spans at most STATS_MAX_WINDOW_DAYS; the queries run under STATS_STATEMENT_TIMEOUT_MS.',
+    tags: ['system'],
+    query: statsQuery,
+    responses: {
+      200: { description: 'The statistics of the window.', body: r.statsSchema, examples: ex.statsExamples },
+      400: invalid('The query is invalid, or the window is empty or wider than STATS_MAX_WINDOW_DAYS (path `window` or `since`).'),
+      503: { description: '`stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); or `service_unavailable`.', body: r.errorBodySchema },
+    },
+    handler: async ({ query }, { stats, statsMaxWindowDays: maxWindowDays }) => {
       const to = query.until ? new Date(query.until) : new Date();
       const window = query.window ?? '24h';
       const from = query.since ? new Date(query.since) : new Date(to.getTime() - Number(window.slice(0, -1)) * UNIT_MS[window.at(-1) as keyof typeof UNIT_MS]);
@@ -40,7 +50,6 @@ export function statsRoutes(stats: StatsStore, maxWindowDays: number): Router {
         ]);
       }
       return { status: 200, body: { window: { from: from.toISOString(), to: to.toISOString() }, ...(await stats.compute(from, to)), timestamp: new Date().toISOString() } };
-    }),
-  );
-  return router;
-}
+    },
+  }),
+];

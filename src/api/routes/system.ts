@@ -1,16 +1,11 @@
-import { Router } from 'express';
-import type { RedisClient } from '../../queue/redis.js';
-import type pg from 'pg';
-import { requireAccess } from '../access.js';
-import { errorBody, handle } from '../http.js';
-
-export interface SystemInfo {
-  name: string;
-  version: string;
-  startedAt: number;
-  redis: RedisClient;
-  pool: pg.Pool;
-}
+import { z } from 'zod';
+import { scrapeAuthorized } from '../../observability/metrics.js';
+import { errorBody } from '../http.js';
+import * as ex from '../openapi-examples.js';
+import { invalid, text } from '../replies.js';
+import * as r from '../responses.js';
+import { plainRoute, route, type Route, type SystemInfo } from '../route.js';
+import { SERVICE_LINKS } from '../service-links.js';
 
 async function probe(check: () => Promise<unknown>, timeoutMs = 1_000): Promise<'up' | 'down'> {
   let timer: NodeJS.Timeout | undefined;
@@ -29,69 +24,111 @@ async function probe(check: () => Promise<unknown>, timeoutMs = 1_000): Promise<
   }
 }
 
-/** What GET / links to; the OpenAPI example shows the same object. */
-export const SERVICE_LINKS = {
-  assign_task: '/assign-task',
-  result: '/result/{task_id}',
-  tasks: '/tasks',
-  tools: '/tools',
-  workflows: '/workflows',
-  health: '/health',
-  ready: '/ready',
-  queues: '/admin/queues',
-  openapi: '/openapi.json',
-  docs: '/docs/',
-  redoc: '/redoc',
-};
+async function checks(info: SystemInfo) {
+  const [redis, database] = await Promise.all([probe(() => info.redis.ping()), probe(() => info.pool.query('SELECT 1'))]);
+  return { redis, database };
+}
 
-export function systemRoutes(info: SystemInfo): Router {
-  const router = Router();
-  const checks = async () => {
-    const [redis, database] = await Promise.all([probe(() => info.redis.ping()), probe(() => info.pool.query('SELECT 1'))]);
-    return { redis, database };
-  };
+/** The probes read no body, but a request's body is parsed before any route sees it. */
+const BODY_ON_A_PROBE = 'A body was sent and it is not valid JSON (`invalid_json`). Probes need none.';
 
-  router.get(
-    '/',
-    requireAccess('catalog'),
-    handle(async () => ({
+/** The index, the probes and the metrics. */
+export const SYSTEM_ROUTES: Route[] = [
+  route({
+    method: 'get',
+    path: '/',
+    operationId: 'serviceInfo',
+    access: 'catalog',
+    summary: 'Name, version, uptime and links',
+    tags: ['system'],
+    responses: { 200: { description: 'About this service.', body: r.serviceInfoSchema, examples: ex.serviceInfoExamples } },
+    handler: async (_input, { system }) => ({
       status: 200,
       body: {
-        name: info.name,
-        version: info.version,
-        uptime_s: Math.round((Date.now() - info.startedAt) / 1000),
+        name: system.name,
+        version: system.version,
+        uptime_s: Math.round((Date.now() - system.startedAt) / 1000),
         links: SERVICE_LINKS,
       },
-    })),
-  );
-
+    }),
+  }),
   // Liveness: the process answers. Dependencies are reported but do not fail it.
-  router.get(
-    '/health',
-    handle(async () => {
-      const dependencies = await checks();
+  route({
+    method: 'get',
+    path: '/health',
+    operationId: 'health',
+    summary: 'Liveness, with the status of Redis and PostgreSQL',
+    description: 'Answers 200 while the process runs, even when a dependency is down (then `status` is `degraded`).',
+    tags: ['system'],
+    open: true,
+    responses: {
+      200: { description: 'The process is alive.', body: r.healthSchema, examples: ex.healthExamples },
+      400: invalid(BODY_ON_A_PROBE),
+    },
+    handler: async (_input, { system }) => {
+      const dependencies = await checks(system);
       return {
         status: 200,
         body: {
           status: dependencies.redis === 'up' && dependencies.database === 'up' ? 'ok' : 'degraded',
-          uptime_s: Math.round((Date.now() - info.startedAt) / 1000),
+          uptime_s: Math.round((Date.now() - system.startedAt) / 1000),
           checks: dependencies,
           timestamp: new Date().toISOString(),
         },
       };
-    }),
-  );
-
+    },
+  }),
   // Readiness: send traffic here only when Redis and PostgreSQL answer.
-  router.get(
-    '/ready',
-    handle(async () => {
-      const dependencies = await checks();
+  route({
+    method: 'get',
+    path: '/ready',
+    operationId: 'ready',
+    summary: 'Readiness: 200 only when Redis and PostgreSQL answer',
+    tags: ['system'],
+    open: true,
+    responses: {
+      200: { description: 'Ready for traffic.', body: r.readySchema, examples: ex.readyExamples },
+      400: invalid(BODY_ON_A_PROBE),
+      503: { description: 'Redis or PostgreSQL does not answer (`not_ready`).', body: r.notReadySchema, examples: ex.notReadyExamples },
+    },
+    handler: async (_input, { system }) => {
+      const dependencies = await checks(system);
       const ready = dependencies.redis === 'up' && dependencies.database === 'up';
       if (ready) return { status: 200, body: { ready, checks: dependencies } };
       return { status: 503, body: errorBody('not_ready', 'Redis or PostgreSQL does not answer', { checks: dependencies }) };
-    }),
-  );
-
-  return router;
-}
+    },
+  }),
+  plainRoute({
+    method: 'get',
+    path: '/metrics',
+    operationId: 'metrics',
+    summary: 'Prometheus metrics of this API process',
+    description:
+      'Outside API_KEYS. When METRICS_TOKEN is set, it needs `Authorization: Bearer <METRICS_TOKEN>` (else 401 `unauthorized`). Queue, task and dead-letter gauges are read at most once per METRICS_CACHE_MS.',
+    tags: ['system'],
+    open: true,
+    beforeBody: true,
+    responses: {
+      200: { description: 'The Prometheus text exposition format.', mediaType: 'text/plain', body: z.string(), examples: ex.metricsExamples },
+      401: {
+        description: 'METRICS_TOKEN is set and the request does not carry it (`unauthorized`).',
+        body: r.errorBodySchema,
+        headers: { 'WWW-Authenticate': { description: '`Bearer realm="metrics"`', schema: text } },
+      },
+    },
+    serve:
+      ({ metrics, metricsToken }) =>
+      async (req, res, next) => {
+        if (!scrapeAuthorized(metricsToken, req.get('authorization'))) {
+          res.setHeader('www-authenticate', 'Bearer realm="metrics"');
+          res.status(401).json(errorBody('unauthorized', 'the metrics need METRICS_TOKEN: Authorization: Bearer <token>'));
+          return;
+        }
+        try {
+          res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+        } catch (error) {
+          next(error);
+        }
+      },
+  }),
+];

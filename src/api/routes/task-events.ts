@@ -1,46 +1,20 @@
-import { Router, type Response } from 'express';
+import type { Response } from 'express';
+import { z } from 'zod';
 import { ValidationError } from '../../errors.js';
-import type { Logger } from '../../logger.js';
-import { isEventId, type EventLog, type TaskEvent } from '../../queue/event-log.js';
+import { isEventId, type TaskEvent } from '../../queue/event-log.js';
 import { isFinished } from '../../engine/status.js';
-import type { TaskEvents } from '../../queue/task-events.js';
-import type { TaskService } from '../../tasks/task-service.js';
-import { ownerScope, requireAccess } from '../access.js';
-import { clientOf, slotsFull, type ClientSlots } from '../client-slots.js';
-import { handle } from '../http.js';
+import { ownerScope } from '../access.js';
+import { clientOf, slotsFull } from '../client-slots.js';
+import * as ex from '../openapi-examples.js';
+import { gone, invalid, notFound, tooManyRequests, unavailable } from '../replies.js';
+import * as r from '../responses.js';
+import type { TaskEventStreamDeps } from '../event-streams.js';
+import { route } from '../route.js';
 
-export interface TaskEventRoutesDeps {
-  tasks: TaskService;
-  eventLog: EventLog;
-  events: TaskEvents;
-  logger: Logger;
-  /** A comment line this often keeps proxies from closing an idle stream. @defaultValue 15000 */
-  heartbeatMs?: number;
-  /** Open streams per client (EVENT_STREAMS_PER_KEY). */
-  slots: ClientSlots;
-  /** A stream older than this ends with a `reconnect` event (EVENT_STREAM_MAX_S). */
-  maxLifetimeMs: number;
-}
-
-
-/** Open event streams, so a stopping API can end them with a final event. */
-export class EventStreams {
-  private readonly open = new Set<Response>();
-
-  add(res: Response): () => void {
-    this.open.add(res);
-    return () => this.open.delete(res);
-  }
-
-  /** Sends every open stream a `shutdown` event and ends it; clients reconnect with Last-Event-ID. */
-  closeAll(): void {
-    for (const res of this.open) {
-      res.write(`event: shutdown\ndata: ${JSON.stringify({ message: 'the server is restarting; reconnect with Last-Event-ID' })}\n\n`);
-      res.end();
-    }
-    this.open.clear();
-  }
-}
+/** The path parameter of every /tasks/{task_id}... and /result/{task_id} route. */
+export const taskIdParam = z.object({
+  task_id: z.string().meta({ description: 'The id (a UUID) that POST /assign-task answered. Anything else answers 404.' }),
+});
 
 function write(res: Response, event: { id: string; type: string; data: unknown }): void {
   res.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`);
@@ -59,130 +33,149 @@ const ends = (event: TaskEvent) => event.type === 'task' && isFinished(event.sta
  * EVENT_STREAMS_PER_KEY streams, each for at most EVENT_STREAM_MAX_S: then a `reconnect` event
  * ends it, and the client resumes from its last event id.
  */
-export function taskEventRoutes(deps: TaskEventRoutesDeps, streams: EventStreams): Router {
-  const router = Router();
-  const heartbeatMs = deps.heartbeatMs ?? 15_000;
-
-  router.get(
-    '/tasks/:task_id/events',
-    requireAccess('tasks'),
-    handle(async (req, res) => {
-      const id = String(req.params.task_id);
-      const owner = ownerScope(req);
-      const resumeFrom = req.get('last-event-id') ?? (typeof req.query.last_event_id === 'string' ? req.query.last_event_id : undefined);
-      if (resumeFrom !== undefined && !isEventId(resumeFrom)) {
-        throw new ValidationError('Last-Event-ID is not an event id', [{ path: 'Last-Event-ID', message: 'expected an id like 1700000000000-0' }]);
-      }
-      const release = await deps.slots.acquire(clientOf(req));
-      if (!release) {
-        return slotsFull('too_many_streams', 'this API key (or address) has as many event streams open as EVENT_STREAMS_PER_KEY allows; close one or retry later');
-      }
-      try {
-        return await stream(res, id, resumeFrom, owner);
-      } finally {
-        release();
-      }
-    }),
-  );
-
-  /** `owner`: set for a client key, which may only follow its own tasks. */
-  async function stream(res: Response, id: string, resumeFrom: string | undefined, owner: string | undefined): Promise<undefined> {
-    let wake: () => void = () => undefined;
-    // Set by every notice and cleared before each read, so a notice that lands between a read
-    // and the wait after it is not slept through.
-    let notified = false;
-    const stopListening = deps.events.listen(id, () => {
-      notified = true;
-      wake();
-    });
-    let closed = false;
-    res.on('close', () => {
-      closed = true;
-      wake();
-    });
-    let expired = false;
-    const lifetime = setTimeout(() => {
-      expired = true;
-      wake();
-    }, deps.maxLifetimeMs);
-    const pause = (ms: number, onTimeout?: () => void) =>
-      new Promise<void>((resolve) => {
-        if (notified || closed || expired) return resolve();
-        const timer = setTimeout(() => {
-          onTimeout?.();
-          resolve();
-        }, ms);
-        wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    let awaitedEnd = false;
+export const TASK_EVENTS_ROUTE = route({
+  method: 'get',
+  path: '/tasks/{task_id}/events',
+  operationId: 'streamTaskEvents',
+  access: 'tasks',
+  summary: "Follow a task's progress (Server-Sent Events)",
+  description: [
+    'A new stream starts with a `snapshot` event whose data is the task as GET /result shows it (`TaskView`), then one event per',
+    'task or step transition and progress report (`task`, `step`, `progress`; data: `TaskStreamEvent`). It ends after the task',
+    'ends. Every event has an `id:`; reconnect with `Last-Event-ID` (or `?last_event_id=`) to receive only what was missed.',
+    'A stopping server sends a `shutdown` event first. Comment lines (`: ping`) keep idle streams open.',
+    'A stream lives at most EVENT_STREAM_MAX_S: then a `reconnect` event (its `id:` is the last event id) ends it, and the client resumes from that id.',
+    'A key (or an address, without keys) may have EVENT_STREAMS_PER_KEY streams open at once.',
+  ].join(' '),
+  tags: ['tasks'],
+  params: taskIdParam,
+  query: z.object({ last_event_id: z.string().optional().meta({ description: 'As the Last-Event-ID header, for clients that cannot set headers.' }) }),
+  headers: z.object({ 'Last-Event-ID': z.string().optional().meta({ description: 'The id of the last event received, e.g. `1700000000000-0`.' }) }),
+  responses: {
+    200: { description: 'The event stream.', mediaType: 'text/event-stream', body: r.taskStreamMessageSchema, examples: ex.taskEventExamples },
+    400: invalid('Last-Event-ID is not an event id.'),
+    404: notFound('No such task (`task_not_found`).'),
+    410: gone,
+    429: tooManyRequests(
+      'The key already has EVENT_STREAMS_PER_KEY streams open (`too_many_streams`), or sent more than RATE_LIMIT_PER_MINUTE requests this minute (`rate_limited`).',
+    ),
+    503: unavailable,
+  },
+  handler: async ({ params, query, req, res }, { taskEvents }) => {
+    const owner = ownerScope(req);
+    const resumeFrom = req.get('last-event-id') ?? query.last_event_id;
+    if (resumeFrom !== undefined && !isEventId(resumeFrom)) {
+      throw new ValidationError('Last-Event-ID is not an event id', [{ path: 'Last-Event-ID', message: 'expected an id like 1700000000000-0' }]);
+    }
+    const release = await taskEvents.slots.acquire(clientOf(req));
+    if (!release) {
+      return slotsFull('too_many_streams', 'this API key (or address) has as many event streams open as EVENT_STREAMS_PER_KEY allows; close one or retry later');
+    }
     try {
-      // Before the snapshot, so nothing that happens while it is read is missed.
-      let cursor = resumeFrom ?? (await deps.eventLog.lastId(id));
-      // Answers 404 (before any byte of the stream) for an unknown task.
-      const snapshot = await deps.tasks.result(id, 0, undefined, owner);
-      res.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache, no-transform',
-        connection: 'keep-alive',
-        // nginx and similar proxies must not buffer the stream.
-        'x-accel-buffering': 'no',
-      });
-      const forget = streams.add(res);
-      try {
-        if (resumeFrom === undefined) {
-          write(res, { id: cursor, type: 'snapshot', data: snapshot });
-          if (isFinished(snapshot.status)) return undefined;
+      return await stream(taskEvents, res, params.task_id, resumeFrom, owner);
+    } finally {
+      release();
+    }
+  },
+});
+
+/** `owner`: set for a client key, which may only follow its own tasks. */
+async function stream(deps: TaskEventStreamDeps, res: Response, id: string, resumeFrom: string | undefined, owner: string | undefined): Promise<undefined> {
+  const heartbeatMs = deps.heartbeatMs ?? 15_000;
+  let wake: () => void = () => undefined;
+  // Set by every notice and cleared before each read, so a notice that lands between a read
+  // and the wait after it is not slept through.
+  let notified = false;
+  const stopListening = deps.events.listen(id, () => {
+    notified = true;
+    wake();
+  });
+  let closed = false;
+  res.on('close', () => {
+    closed = true;
+    wake();
+  });
+  let expired = false;
+  const lifetime = setTimeout(() => {
+    expired = true;
+    wake();
+  }, deps.maxLifetimeMs);
+  const pause = (ms: number, onTimeout?: () => void) =>
+    new Promise<void>((resolve) => {
+      if (notified || closed || expired) return resolve();
+      const timer = setTimeout(() => {
+        onTimeout?.();
+        resolve();
+      }, ms);
+      wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  let awaitedEnd = false;
+  try {
+    // Before the snapshot, so nothing that happens while it is read is missed.
+    let cursor = resumeFrom ?? (await deps.eventLog.lastId(id));
+    // Answers 404 (before any byte of the stream) for an unknown task.
+    const snapshot = await deps.tasks.result(id, 0, undefined, owner);
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      // nginx and similar proxies must not buffer the stream.
+      'x-accel-buffering': 'no',
+    });
+    const forget = deps.streams.add(res);
+    try {
+      if (resumeFrom === undefined) {
+        write(res, { id: cursor, type: 'snapshot', data: snapshot });
+        if (isFinished(snapshot.status)) return undefined;
+      }
+      for (;;) {
+        notified = false;
+        const batch = await deps.eventLog.read(id, cursor);
+        for (const event of batch) {
+          const { id: eventId, ...data } = event;
+          write(res, { id: eventId, type: event.type, data });
+          cursor = eventId;
+          if (ends(event)) return undefined;
         }
-        for (;;) {
-          notified = false;
-          const batch = await deps.eventLog.read(id, cursor);
-          for (const event of batch) {
-            const { id: eventId, ...data } = event;
-            write(res, { id: eventId, type: event.type, data });
-            cursor = eventId;
-            if (ends(event)) return undefined;
-          }
-          if (closed) return undefined;
-          if (expired) {
-            write(res, {
-              id: cursor,
-              type: 'reconnect',
-              data: { reason: 'max_lifetime', message: 'the stream reached its maximum lifetime; reconnect with Last-Event-ID' },
-            });
+        if (closed) return undefined;
+        if (expired) {
+          write(res, {
+            id: cursor,
+            type: 'reconnect',
+            data: { reason: 'max_lifetime', message: 'the stream reached its maximum lifetime; reconnect with Last-Event-ID' },
+          });
+          return undefined;
+        }
+        if (batch.length === 0 && resumeFrom !== undefined) {
+          // The history may have expired: if the task ended, say so instead of waiting forever.
+          const current = await deps.tasks.result(id, 0, undefined, owner);
+          if (isFinished(current.status)) {
+            // The ending event is appended just after the commit that ended the task: give it
+            // a moment to arrive before concluding that the history is gone.
+            if (!awaitedEnd) {
+              awaitedEnd = true;
+              await pause(END_EVENT_GRACE_MS);
+              continue;
+            }
+            write(res, { id: cursor, type: 'snapshot', data: current });
             return undefined;
           }
-          if (batch.length === 0 && resumeFrom !== undefined) {
-            // The history may have expired: if the task ended, say so instead of waiting forever.
-            const current = await deps.tasks.result(id, 0, undefined, owner);
-            if (isFinished(current.status)) {
-              // The ending event is appended just after the commit that ended the task: give it
-              // a moment to arrive before concluding that the history is gone.
-              if (!awaitedEnd) {
-                awaitedEnd = true;
-                await pause(END_EVENT_GRACE_MS);
-                continue;
-              }
-              write(res, { id: cursor, type: 'snapshot', data: current });
-              return undefined;
-            }
-          }
-          if (batch.length > 0) continue;
-          await pause(heartbeatMs, () => {
-            if (!closed) res.write(': ping\n\n');
-          });
-          if (closed) return undefined;
         }
-      } finally {
-        forget();
-        if (!res.writableEnded) res.end();
+        if (batch.length > 0) continue;
+        await pause(heartbeatMs, () => {
+          if (!closed) res.write(': ping\n\n');
+        });
+        if (closed) return undefined;
       }
     } finally {
-      clearTimeout(lifetime);
-      stopListening();
+      forget();
+      if (!res.writableEnded) res.end();
     }
+  } finally {
+    clearTimeout(lifetime);
+    stopListening();
   }
-  return router;
 }

@@ -1,29 +1,106 @@
-import { Router } from 'express';
-import type { TaskService } from '../../tasks/task-service.js';
-import { ownerScope, requireAccess, submitter } from '../access.js';
-import { clientOf, slotsFull, type ClientSlots } from '../client-slots.js';
-import { handle, parseOrThrow } from '../http.js';
-import { assignTaskBody, listTasksQuery, resultQuery } from '../schemas.js';
+import { z } from 'zod';
+import { TASK_STATUSES } from '../../engine/status.js';
+import type { Submitted } from '../../tasks/task-service.js';
+import { taskRequestSchema } from '../../tasks/task-request.js';
+import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
+import { ownerScope, submitter } from '../access.js';
+import { clientOf, slotsFull } from '../client-slots.js';
+import type { Reply } from '../http.js';
+import * as ex from '../openapi-examples.js';
+import { assigned, conflict, gone, invalid, notFound, tooManyRequests, unavailable } from '../replies.js';
+import * as r from '../responses.js';
+import { route, type Route } from '../route.js';
+import { TASK_EVENTS_ROUTE, taskIdParam } from './task-events.js';
 
+export const resultQuery = z.object({
+  wait: z.coerce
+    .number()
+    .min(0)
+    .optional()
+    .meta({ description: 'Hold the answer until the task ends or this many seconds pass (at most 30).' }),
+});
 
-/** `longPolls`: waiting GET /result requests per client (LONG_POLLS_PER_KEY). */
-export function taskRoutes(tasks: TaskService, longPolls: ClientSlots): Router {
-  const router = Router();
+export const listTasksQuery = z
+  .object({
+    status: z.enum(TASK_STATUSES).optional(),
+    task_type: z.string().min(1).max(200).optional(),
+    created_after: z.iso.datetime({ offset: true }).optional(),
+    created_before: z.iso.datetime({ offset: true }).optional(),
+    limit: z.coerce.number().int().min(1).max(200).default(50),
+    cursor: z.string().max(200).optional(),
+  })
+  .strict();
 
-  router.post(
-    '/assign-task',
-    requireAccess('submit'),
-    handle(async (req) => {
-      const body = parseOrThrow(assignTaskBody, req.body ?? {}, 'the request body');
-      return tasks.submit(body, { owner: submitter(req) });
-    }),
-  );
+/** The answer to a submitted task: 202, or 200 when its idempotency key replayed an earlier one. */
+export function assignedReply(submitted: Submitted, taskType: string): Reply {
+  return {
+    status: submitted.replayed ? 200 : 202,
+    body: {
+      task_id: submitted.taskId,
+      status: 'assigned',
+      message: submitted.replayed ? `Task '${taskType}' was already assigned with this idempotency_key` : `Task '${taskType}' successfully assigned`,
+      timestamp: new Date().toISOString(),
+    },
+  };
+}
 
-  router.get(
-    '/result/:task_id',
-    requireAccess('tasks'),
-    handle(async (req, res) => {
-      const query = parseOrThrow(resultQuery, req.query, 'the query');
+/** The answer to a resumed task (POST /tasks/{task_id}/retry, a replayed dead letter). */
+export function resumedBody(taskId: string, run: number) {
+  return { task_id: taskId, status: 'queued', run, message: 'Task resumed from its unfinished steps', timestamp: new Date().toISOString() };
+}
+
+const tasksTag = ['tasks'];
+
+/** Submit tasks and follow them. */
+export const TASK_ROUTES: Route[] = [
+  route({
+    method: 'post',
+    path: '/assign-task',
+    operationId: 'assignTask',
+    access: 'submit',
+    admission: true,
+    summary: 'Submit a task',
+    description:
+      '`task_type` names a tool (a one-step task) or a registered workflow; `params` is checked against its input schema before anything is enqueued. Also answers on `/assign-task/`.',
+    tags: tasksTag,
+    body: taskRequestSchema,
+    bodyExamples: ex.assignTaskExamples,
+    responses: {
+      202: assigned('Accepted: the task is stored and enqueued.', ex.assignedExamples),
+      200: assigned('The same `idempotency_key` with the same body was seen before: the first task, nothing new enqueued.', ex.replayedExamples),
+      400: {
+        ...invalid(
+          'The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`.',
+        ),
+        examples: ex.assignTaskInvalidExamples,
+      },
+      404: { ...notFound('No tool or workflow has that name (`unknown_task_type`); `details` lists the known ones.'), examples: ex.unknownTaskTypeExamples },
+      409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
+    },
+    handler: async ({ body, req }, { tasks }) => assignedReply(await tasks.submit(body, { owner: submitter(req) }), body.task_type),
+  }),
+  route({
+    method: 'get',
+    path: '/result/{task_id}',
+    operationId: 'getResult',
+    access: 'tasks',
+    summary: 'Read a task, its steps and its result',
+    description:
+      'With `?wait=N` the answer waits until the task ends or N seconds pass (at most RESULT_WAIT_MAX_S, 30 by default). A key (or an address, without keys) may have LONG_POLLS_PER_KEY such waiting requests open at once.',
+    tags: tasksTag,
+    params: taskIdParam,
+    query: resultQuery,
+    responses: {
+      200: { description: 'The task.', body: taskViewSchema, examples: ex.taskViewExamples },
+      400: invalid('The query is invalid.'),
+      404: notFound('No such task (`task_not_found`).'),
+      410: gone,
+      429: tooManyRequests(
+        'The key already has LONG_POLLS_PER_KEY waiting requests open (`too_many_long_polls`), or sent more than RATE_LIMIT_PER_MINUTE requests this minute (`rate_limited`).',
+      ),
+      503: unavailable,
+    },
+    handler: async ({ params, query, req, res }, { tasks, longPolls }) => {
       const wait = query.wait ?? 0;
       const release = wait > 0 ? await longPolls.acquire(clientOf(req)) : () => undefined;
       if (!release) {
@@ -31,53 +108,98 @@ export function taskRoutes(tasks: TaskService, longPolls: ClientSlots): Router {
       }
       try {
         // A client that hangs up stops its long-poll.
-        const gone = new AbortController();
-        res.on('close', () => gone.abort());
-        return { status: 200, body: await tasks.result(String(req.params.task_id), wait, gone.signal, ownerScope(req)) };
+        const hungUp = new AbortController();
+        res.on('close', () => hungUp.abort());
+        return { status: 200, body: await tasks.result(params.task_id, wait, hungUp.signal, ownerScope(req)) };
       } finally {
         release();
       }
-    }),
-  );
-
-  router.get(
-    '/tasks',
-    requireAccess('tasks'),
-    handle(async (req) => {
-      const query = parseOrThrow(listTasksQuery, req.query, 'the query');
+    },
+  }),
+  route({
+    method: 'get',
+    path: '/tasks',
+    operationId: 'listTasks',
+    access: 'tasks',
+    summary: 'List tasks, newest first',
+    tags: tasksTag,
+    query: listTasksQuery,
+    responses: {
+      200: { description: 'A page of tasks.', body: r.taskListSchema, examples: ex.taskListExamples },
+      400: invalid('The query or the cursor is invalid.'),
+      503: unavailable,
+    },
+    handler: async ({ query, req }, { tasks }) => {
       const owner = ownerScope(req);
+      const page = await tasks.list({
+        limit: query.limit,
+        ...(owner !== undefined ? { owner } : {}),
+        ...(query.status ? { status: query.status } : {}),
+        ...(query.task_type ? { taskType: query.task_type } : {}),
+        ...(query.created_after ? { createdAfter: new Date(query.created_after) } : {}),
+        ...(query.created_before ? { createdBefore: new Date(query.created_before) } : {}),
+        ...(query.cursor ? { cursor: query.cursor } : {}),
+      });
+      return { status: 200, body: { items: page.items.map(taskSummary), next_cursor: page.nextCursor } };
+    },
+  }),
+  route({
+    method: 'get',
+    path: '/tasks/{task_id}',
+    operationId: 'getTask',
+    access: 'tasks',
+    summary: 'Read a task (as GET /result, without waiting)',
+    tags: tasksTag,
+    params: taskIdParam,
+    responses: {
+      200: { description: 'The task.', body: taskViewSchema, examples: ex.taskViewExamples },
+      404: notFound('No such task (`task_not_found`).'),
+      410: gone,
+      503: unavailable,
+    },
+    handler: async ({ params, req }, { tasks }) => ({ status: 200, body: await tasks.result(params.task_id, 0, undefined, ownerScope(req)) }),
+  }),
+  TASK_EVENTS_ROUTE,
+  route({
+    method: 'post',
+    path: '/tasks/{task_id}/cancel',
+    operationId: 'cancelTask',
+    access: 'manageTasks',
+    summary: 'Cancel a task',
+    description: 'No further step starts, and running steps are aborted on whichever worker holds them.',
+    tags: tasksTag,
+    params: taskIdParam,
+    responses: {
+      200: { description: 'Cancelled.', body: r.taskCancelledSchema, examples: ex.taskCancelledExamples },
+      404: notFound('No such task (`task_not_found`).'),
+      410: gone,
+      409: conflict('The task already ended (`task_finished`).'),
+      503: unavailable,
+    },
+    handler: async ({ params, req }, { tasks }) => {
+      await tasks.cancel(params.task_id, ownerScope(req));
       return {
         status: 200,
-        body: await tasks.list({
-          limit: query.limit,
-          ...(owner !== undefined ? { owner } : {}),
-          ...(query.status ? { status: query.status as never } : {}),
-          ...(query.task_type ? { taskType: query.task_type } : {}),
-          ...(query.created_after ? { createdAfter: new Date(query.created_after) } : {}),
-          ...(query.created_before ? { createdBefore: new Date(query.created_before) } : {}),
-          ...(query.cursor ? { cursor: query.cursor } : {}),
-        }),
+        body: { task_id: params.task_id, status: 'cancelled', message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() },
       };
-    }),
-  );
-
-  router.get(
-    '/tasks/:task_id',
-    requireAccess('tasks'),
-    handle(async (req) => ({ status: 200, body: await tasks.result(String(req.params.task_id), 0, undefined, ownerScope(req)) })),
-  );
-
-  router.post(
-    '/tasks/:task_id/cancel',
-    requireAccess('manageTasks'),
-    handle(async (req) => ({ status: 200, body: await tasks.cancel(String(req.params.task_id), ownerScope(req)) })),
-  );
-
-  router.post(
-    '/tasks/:task_id/retry',
-    requireAccess('manageTasks'),
-    handle(async (req) => ({ status: 202, body: await tasks.retry(String(req.params.task_id), ownerScope(req)) })),
-  );
-
-  return router;
-}
+    },
+  }),
+  route({
+    method: 'post',
+    path: '/tasks/{task_id}/retry',
+    operationId: 'retryTask',
+    access: 'manageTasks',
+    summary: 'Resume a failed or cancelled task',
+    description: 'Steps that completed are not run again.',
+    tags: tasksTag,
+    params: taskIdParam,
+    responses: {
+      202: { description: 'Resumed: its unfinished steps are enqueued again.', body: r.taskResumedSchema, examples: ex.taskResumedExamples },
+      404: notFound('No such task (`task_not_found`).'),
+      410: gone,
+      409: conflict('The task neither failed nor was cancelled (`task_not_retryable`).'),
+      503: unavailable,
+    },
+    handler: async ({ params, req }, { tasks }) => ({ status: 202, body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req))).run) }),
+  }),
+];

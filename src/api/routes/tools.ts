@@ -1,9 +1,9 @@
-import { Router } from 'express';
 import { z } from 'zod';
-import type { AnyTool, ToolRegistry } from '../../tools/tool.js';
-import { requireAccess } from '../access.js';
-import { handle } from '../http.js';
+import type { AnyTool } from '../../tools/tool.js';
+import * as ex from '../openapi-examples.js';
+import * as r from '../responses.js';
 import type { ToolBody } from '../responses.js';
+import { route, type Route } from '../route.js';
 
 /** JSON Schema of what a tool accepts (input) and returns (output). */
 export function toolSchemas(tool: AnyTool) {
@@ -25,14 +25,16 @@ export function describeTool(tool: AnyTool): ToolBody {
   };
 }
 
-export function toolRoutes(registry: ToolRegistry): Router {
-  const router = Router();
-  // Schemas do not change while the process runs.
-  const described = registry.list().map(describeTool);
-  router.get(
-    '/tools',
-    requireAccess('catalog'),
-    handle(async () => ({ status: 200, body: { tools: described } })),
-  );
-  return router;
-}
+/** The tool adapters workers run. */
+export const TOOL_ROUTES: Route[] = [
+  route({
+    method: 'get',
+    path: '/tools',
+    operationId: 'listTools',
+    access: 'catalog',
+    summary: 'List the tool adapters, with their input and output JSON Schemas and defaults',
+    tags: ['tools'],
+    responses: { 200: { description: 'Every tool this deployment knows.', body: r.toolListSchema, examples: ex.toolListExamples } },
+    handler: async (_input, { tools }) => ({ status: 200, body: { tools } }),
+  }),
+];

@@ -1,72 +1,167 @@
-import { Router } from 'express';
 import { z } from 'zod';
-import type { TaskService } from '../../tasks/task-service.js';
-import type { WorkflowService } from '../../workflows/workflow-service.js';
-import { requireAccess, submitter } from '../access.js';
-import { handle, parseOrThrow } from '../http.js';
-import { assignTaskBody } from '../schemas.js';
+import type { StoredWorkflow } from '../../persistence/workflow-store.js';
+import { taskRequestSchema } from '../../tasks/task-request.js';
+import { workflowDefinitionSchema } from '../../engine/workflow-definition.js';
+import { submitter } from '../access.js';
+import * as ex from '../openapi-examples.js';
+import { assigned, conflict, invalid, notFound, unavailable } from '../replies.js';
+import * as r from '../responses.js';
+import { route, type Route } from '../route.js';
+import { assignedReply } from './tasks.js';
 
 /** The body of POST /workflows/:name/execute: the run's parameters and the same options as /assign-task. */
-export const executeWorkflowBody = assignTaskBody
+export const executeWorkflowBody = taskRequestSchema
   .omit({ task_type: true, params: true })
   .extend({ parameters: z.record(z.string(), z.unknown()).default({}) })
   .strict();
+
+export const workflowNameParam = z.object({ name: z.string().meta({ description: 'The name of a workflow.' }) });
 
 export const versionQuery = z
   .object({ version: z.coerce.number().int().min(1).optional().meta({ description: 'A version of the workflow; without it, the current one.' }) })
   .strict();
 
-export function workflowRoutes(workflows: WorkflowService, tasks: TaskService): Router {
-  const router = Router();
-
-  router.post(
-    '/workflows',
-    requireAccess('admin'),
-    handle(async (req) => ({ status: 201, body: await workflows.define(req.body ?? {}) })),
-  );
-
-  router.get(
-    '/workflows',
-    requireAccess('catalog'),
-    handle(async () => ({ status: 200, body: { workflows: await workflows.list() } })),
-  );
-
-  router.get(
-    '/workflows/:name',
-    requireAccess('catalog'),
-    handle(async (req) => {
-      const { version } = parseOrThrow(versionQuery, req.query, 'the query');
-      return { status: 200, body: await workflows.get(String(req.params.name), version) };
-    }),
-  );
-
-  router.get(
-    '/workflows/:name/versions',
-    requireAccess('catalog'),
-    handle(async (req) => {
-      const name = String(req.params.name);
-      return { status: 200, body: { name, versions: await workflows.versions(name) } };
-    }),
-  );
-
-  router.delete(
-    '/workflows/:name',
-    requireAccess('admin'),
-    handle(async (req) => {
-      const name = String(req.params.name);
-      const outcome = await workflows.archive(name);
-      return { status: 200, body: { name, archived: true, versions: outcome.versions, message: 'Workflow archived; its versions and tasks are kept' } };
-    }),
-  );
-
-  router.post(
-    '/workflows/:name/execute',
-    requireAccess('submit'),
-    handle(async (req) => {
-      const { parameters, ...options } = parseOrThrow(executeWorkflowBody, req.body ?? {}, 'the request body');
-      return tasks.submit({ ...options, task_type: String(req.params.name), params: parameters }, { workflowOnly: true, paramsField: 'parameters', owner: submitter(req) });
-    }),
-  );
-
-  return router;
+export function workflowView(workflow: StoredWorkflow): r.StoredWorkflowBody {
+  return {
+    ...workflow.definition,
+    version: workflow.version,
+    created_at: workflow.createdAt.toISOString(),
+    archived_at: workflow.archivedAt?.toISOString() ?? null,
+  };
 }
+
+function workflowSummary(workflow: StoredWorkflow): r.WorkflowSummaryBody {
+  return {
+    name: workflow.name,
+    version: workflow.version,
+    description: workflow.description,
+    parameters: workflow.definition.parameters,
+    steps: workflow.definition.steps.length,
+    created_at: workflow.createdAt.toISOString(),
+  };
+}
+
+const workflowsTag = ['workflows'];
+
+/** Workflow definitions: versioned DAGs of tool steps. */
+export const WORKFLOW_ROUTES: Route[] = [
+  route({
+    method: 'post',
+    path: '/workflows',
+    operationId: 'defineWorkflow',
+    access: 'admin',
+    summary: 'Store a workflow definition (a new version when the name exists)',
+    description:
+      'Checked before storing: unique step ids, known tools, existing dependencies, no cycles, template references that resolve, literal inputs that fit the tool. Running tasks keep the version they started with.',
+    tags: workflowsTag,
+    body: workflowDefinitionSchema,
+    invalidBody: { code: 'invalid_workflow', message: 'the workflow definition is invalid' },
+    bodyExamples: ex.defineWorkflowExamples,
+    responses: {
+      201: { description: 'Stored; the answer holds its version.', body: r.storedWorkflowSchema, examples: ex.storedWorkflowExamples },
+      400: invalid('The definition is invalid (`invalid_workflow`): every problem with its JSON path.'),
+      503: unavailable,
+    },
+    handler: async ({ body }, { workflows }) => ({ status: 201, body: workflowView(await workflows.define(body)) }),
+  }),
+  route({
+    method: 'get',
+    path: '/workflows',
+    operationId: 'listWorkflows',
+    access: 'catalog',
+    summary: 'List the active workflows (current versions)',
+    tags: workflowsTag,
+    responses: { 200: { description: 'The workflows.', body: r.workflowListSchema, examples: ex.workflowListExamples }, 503: unavailable },
+    handler: async (_input, { workflows }) => ({ status: 200, body: { workflows: (await workflows.list()).map(workflowSummary) } }),
+  }),
+  route({
+    method: 'get',
+    path: '/workflows/{name}',
+    operationId: 'getWorkflow',
+    access: 'catalog',
+    summary: 'Read a workflow definition',
+    tags: workflowsTag,
+    params: workflowNameParam,
+    query: versionQuery,
+    paramExamples: { name: ex.LOADED_WORKFLOW },
+    responses: {
+      200: { description: 'The definition.', body: r.storedWorkflowSchema, examples: ex.storedWorkflowExamples },
+      400: invalid('The query is invalid.'),
+      404: notFound('No such workflow or version (`workflow_not_found`).'),
+      503: unavailable,
+    },
+    handler: async ({ params, query }, { workflows }) => ({ status: 200, body: workflowView(await workflows.get(params.name, query.version)) }),
+  }),
+  route({
+    method: 'get',
+    path: '/workflows/{name}/versions',
+    operationId: 'listWorkflowVersions',
+    access: 'catalog',
+    summary: 'List the versions of a workflow, archived ones included',
+    tags: workflowsTag,
+    params: workflowNameParam,
+    paramExamples: { name: ex.LOADED_WORKFLOW },
+    responses: {
+      200: { description: 'The versions, oldest first.', body: r.workflowVersionsSchema, examples: ex.workflowVersionsExamples },
+      404: notFound('No such workflow (`workflow_not_found`).'),
+      503: unavailable,
+    },
+    handler: async ({ params }, { workflows }) => ({
+      status: 200,
+      body: {
+        name: params.name,
+        versions: (await workflows.versions(params.name)).map((version) => ({
+          version: version.version,
+          description: version.description,
+          created_at: version.createdAt.toISOString(),
+          archived_at: version.archivedAt?.toISOString() ?? null,
+        })),
+      },
+    }),
+  }),
+  route({
+    method: 'delete',
+    path: '/workflows/{name}',
+    operationId: 'archiveWorkflow',
+    access: 'admin',
+    summary: 'Archive a workflow',
+    description: 'It can no longer be run; its versions and tasks are kept.',
+    tags: workflowsTag,
+    params: workflowNameParam,
+    paramExamples: { name: ex.EXAMPLE_WORKFLOW },
+    responses: {
+      200: { description: 'Archived.', body: r.workflowArchivedSchema, examples: ex.workflowArchivedExamples },
+      404: notFound('No such workflow (`workflow_not_found`).'),
+      503: unavailable,
+    },
+    handler: async ({ params }, { workflows }) => {
+      const outcome = await workflows.archive(params.name);
+      return { status: 200, body: { name: params.name, archived: true, versions: outcome.versions, message: 'Workflow archived; its versions and tasks are kept' } };
+    },
+  }),
+  route({
+    method: 'post',
+    path: '/workflows/{name}/execute',
+    operationId: 'executeWorkflow',
+    access: 'submit',
+    admission: true,
+    summary: 'Run a workflow (the same answers as POST /assign-task)',
+    tags: workflowsTag,
+    params: workflowNameParam,
+    body: executeWorkflowBody,
+    bodyExamples: ex.executeWorkflowExamples,
+    paramExamples: { name: ex.EXAMPLE_WORKFLOW },
+    responses: {
+      202: assigned('Accepted: the task is stored and enqueued.', ex.executedExamples),
+      200: assigned('The same `idempotency_key` with the same body was seen before: the first task.', ex.replayedExamples),
+      400: invalid('The body is invalid, or `parameters` do not fit the workflow (`invalid_params`).'),
+      404: notFound('No active workflow has that name (`workflow_not_found`).'),
+      409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
+    },
+    handler: async ({ params, body, req }, { tasks }) => {
+      const { parameters, ...options } = body;
+      const submitted = await tasks.submit({ ...options, task_type: params.name, params: parameters }, { workflowOnly: true, paramsField: 'parameters', owner: submitter(req) });
+      return assignedReply(submitted, params.name);
+    },
+  }),
+];

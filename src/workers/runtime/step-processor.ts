@@ -25,7 +25,7 @@ import type { Metrics } from '../../observability/metrics.js';
 import { SpanAttributes, startSpan } from '../../observability/tracing.js';
 import type { FinishOutcome } from '../../persistence/step-results.js';
 import type { StepOutcome } from '../../engine/status.js';
-import { unstorableProblems } from '../../api/http.js';
+import { unstorableProblems } from '../../lib/problems.js';
 
 export interface StepProcessorDeps {
   config: Config;

@@ -1,11 +1,24 @@
 import { z } from 'zod';
-import { retryPolicySchema } from '../api/schemas.js';
 
 /**
  * A workflow definition is data: steps that call tools, the dependencies between them, and
  * templates that carry parameters and step outputs into inputs. This is the body of
  * POST /workflows; src/workflows/check.ts checks what a schema cannot (cycles, references).
  */
+
+/** How often a step is tried and how long it waits between tries: a step's, a tool's default, or a task's override. */
+export const retryPolicySchema = z
+  .object({
+    attempts: z.int().min(1).max(100).meta({ description: 'Tries in all, the first included.' }),
+    backoff: z
+      .object({
+        type: z.enum(['fixed', 'exponential']),
+        delay_ms: z.int().min(0).max(86_400_000),
+      })
+      .strict()
+      .default({ type: 'exponential', delay_ms: 1000 }),
+  })
+  .strict();
 
 export const IDENTIFIER = /^[A-Za-z][A-Za-z0-9_-]{0,63}$/;
 const identifier = (what: string) => z.string().regex(IDENTIFIER, `${what} must start with a letter and hold only letters, digits, _ and - (at most 64)`);

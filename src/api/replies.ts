@@ -1,0 +1,31 @@
+import type { ApiExample } from './openapi-examples.js';
+import * as r from './responses.js';
+import type { ApiReply } from './route.js';
+
+/** Answers several routes share, as the OpenAPI document describes them. */
+
+export const text = { type: 'string' } as const;
+
+export const invalid = (what: string): ApiReply => ({ description: what, body: r.validationErrorBodySchema });
+export const notFound = (what: string): ApiReply => ({ description: what, body: r.errorBodySchema });
+export const gone: ApiReply = {
+  description: 'The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`.',
+  body: r.errorBodySchema,
+};
+export const conflict = (what: string): ApiReply => ({ description: what, body: r.errorBodySchema });
+export const unavailable: ApiReply = {
+  description: 'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`); nothing was changed. Try again later.',
+  body: r.errorBodySchema,
+};
+/** The answers of an endpoint that creates tasks, which admission control may refuse. */
+export const unavailableOrOverloaded: ApiReply = {
+  description:
+    'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, `details.backlog` and `details.limit`, with `Retry-After` in seconds); nothing was created. Try again later.',
+  body: r.errorBodySchema,
+};
+export const assigned = (status: string, examples: Record<string, ApiExample>): ApiReply => ({ description: status, body: r.assignedSchema, examples });
+export const tooManyRequests = (description: string): ApiReply => ({
+  description,
+  body: r.errorBodySchema,
+  headers: { 'Retry-After': { description: 'Seconds to wait before trying again.', schema: { type: 'integer' } } },
+});

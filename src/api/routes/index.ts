@@ -1,0 +1,24 @@
+import type { Route } from '../route.js';
+import { BOARD_ROUTES } from './board.js';
+import { DEAD_LETTER_ROUTES } from './dead-letters.js';
+import { DOCS_ROUTES } from './docs.js';
+import { STATS_ROUTES } from './stats.js';
+import { SYSTEM_ROUTES } from './system.js';
+import { TASK_ROUTES } from './tasks.js';
+import { TOOL_ROUTES } from './tools.js';
+import { WORKFLOW_ROUTES } from './workflows.js';
+
+/**
+ * Every route the API serves, each declared once: the app mounts them (src/api/app.ts) and the
+ * OpenAPI document describes them (src/api/openapi.ts), in this order.
+ */
+export const ROUTES: readonly Route[] = [
+  ...TASK_ROUTES,
+  ...TOOL_ROUTES,
+  ...WORKFLOW_ROUTES,
+  ...DEAD_LETTER_ROUTES,
+  ...STATS_ROUTES,
+  ...SYSTEM_ROUTES,
+  ...DOCS_ROUTES,
+  ...BOARD_ROUTES,
+];

@@ -1,0 +1,56 @@
+import type { z } from 'zod';
+import type { Problem } from '../errors.js';
+
+/**
+ * Problems with a value, each at its JSON path: what a refused request, workflow definition or
+ * step output reports. Here, below the API, the services and the workers, since all of them report them.
+ */
+
+/** `['params', 'batch_ids', 2]` -> `params.batch_ids[2]`. */
+export function jsonPath(segments: readonly PropertyKey[]): string {
+  let path = '';
+  for (const segment of segments) {
+    if (typeof segment === 'number') path += `[${segment}]`;
+    else {
+      const key = String(segment);
+      path += /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? (path ? `.${key}` : key) : `[${JSON.stringify(key)}]`;
+    }
+  }
+  return path || '$';
+}
+
+export function zodProblems(error: z.ZodError, prefix: PropertyKey[] = []): Problem[] {
+  return error.issues.flatMap((issue) =>
+    // zod reports every unknown key in one issue at the object: one problem per key is clearer.
+    issue.code === 'unrecognized_keys'
+      ? issue.keys.map((key) => ({ path: jsonPath([...prefix, ...issue.path, key]), message: `${JSON.stringify(key)} is not a known field` }))
+      : [{ path: jsonPath([...prefix, ...issue.path]), message: issue.message }],
+  );
+}
+
+/** Why PostgreSQL could not store this text, if it could not. */
+function unstorable(text: string): string | undefined {
+  if (text.includes('\u0000')) return 'must not contain the NUL character (U+0000)';
+  if (!text.isWellFormed()) return 'must be well-formed Unicode (a lone surrogate cannot be stored)';
+  return undefined;
+}
+
+/**
+ * PostgreSQL can store neither a NUL character (U+0000) nor a lone UTF-16 surrogate in text or
+ * jsonb: find them (in keys too) before a write, so the client hears where instead of a failed
+ * insert. Callers bound the depth first (MAX_JSON_DEPTH).
+ */
+export function unstorableProblems(value: unknown, prefix: PropertyKey[] = []): Problem[] {
+  if (typeof value === 'string') {
+    const message = unstorable(value);
+    return message ? [{ path: jsonPath(prefix), message }] : [];
+  }
+  if (Array.isArray(value)) return value.flatMap((item, index) => unstorableProblems(item, [...prefix, index]));
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).flatMap(([key, item]) => {
+      const message = unstorable(key);
+      return message ? [{ path: jsonPath([...prefix, key]), message: `a key ${message}` }] : unstorableProblems(item, [...prefix, key]);
+    });
+  }
+  return [];
+}

@@ -1,0 +1,25 @@
+import { z } from 'zod';
+import { retryPolicySchema } from '../engine/workflow-definition.js';
+
+/**
+ * What a client asks for when it submits a task: the body of POST /assign-task, and (with
+ * `params` from its `parameters`) of POST /workflows/:name/execute.
+ */
+export const taskRequestSchema = z
+  .object({
+    task_type: z.string().min(1).max(200).meta({ description: 'A tool name (a one-step task) or a registered workflow.' }),
+    params: z.record(z.string(), z.unknown()).default({}).meta({ description: "Checked against the tool's or workflow's input schema." }),
+    idempotency_key: z
+      .string()
+      .min(1)
+      .max(255)
+      .optional()
+      .meta({ description: 'Same key and body: the first task is returned (200). Same key, other body: 409.' }),
+    priority: z.int().min(1).max(2_097_152).optional().meta({ description: 'BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones.' }),
+    delay_ms: z.int().min(0).max(30 * 86_400_000).optional().meta({ description: 'Start no earlier than this many milliseconds from now.' }),
+    callback_url: z.url({ protocol: /^https?$/ }).max(2048).optional().meta({ description: 'The final result is POSTed here.' }),
+    retry: retryPolicySchema.optional().meta({ description: "Overrides the tool's (or every workflow step's) retry policy." }),
+    timeout_ms: z.int().min(1).max(86_400_000).optional().meta({ description: "Overrides the tool's timeout per attempt." }),
+  })
+  .strict();
+export type TaskRequest = z.output<typeof taskRequestSchema>;
