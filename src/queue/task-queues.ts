@@ -109,6 +109,11 @@ export class TaskQueues {
     }
   }
 
+  /** A new task's id, in the next shard for its type (see Shards.newTaskId). */
+  newTaskId(at: Date, taskType: string): string {
+    return this.map.newTaskId(at, taskType);
+  }
+
   /** The shard that holds a task's jobs. */
   shardOf(taskId: string): QueueShard {
     return this.shards[this.map.indexOf(taskId)]!;

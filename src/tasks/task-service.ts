@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { uuidv7 } from '../lib/uuid7.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { Config } from '../config.js';
 import { ConflictError, DependencyUnavailableError, GoneError, NotFoundError, ValidationError, type ApiError } from '../errors.js';
@@ -157,8 +156,9 @@ export class TaskService {
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
     if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
-    // The one place task ids are made: the id holds the task's creation time (src/ledger/task-days.ts).
-    const id = uuidv7(receivedAt);
+    // The one place task ids are made: the id holds the task's creation time (src/ledger/task-days.ts)
+    // and, through its hash, the queue shard of its jobs.
+    const id = this.deps.queues.newTaskId(receivedAt, plan.taskType);
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const requestHash = createHash('sha256')
       .update(canonical({ ...body, idempotency_key: undefined }))

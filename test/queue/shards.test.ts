@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { CLUSTER_SLOTS, Shards, shareOf } from '../../src/queue/shards.js';
 import { shardLimiter } from '../../workers/runtime/worker-runtime.js';
 import { loadConfig } from '../../src/config.js';
+import { uuidv7Time } from '../../src/lib/uuid7.js';
 
 describe('queue shards', () => {
   it('keeps QUEUE_PREFIX itself with one shard, the default on one Redis', () => {
@@ -45,6 +46,17 @@ describe('queue shards', () => {
       counts[shards.indexOf(id)]! += 1;
     }
     for (const count of counts) expect(Math.abs(count - 10_000)).toBeLessThan(500);
+  });
+
+  it('makes new task ids round the shards for each task type, ids of their creation time', () => {
+    const shards = new Shards('{orchestrator}', 3);
+    const at = new Date('2026-11-22T12:00:00.000Z');
+    const echo = Array.from({ length: 6 }, () => shards.newTaskId(at, 'echo'));
+    const diamond = Array.from({ length: 3 }, () => shards.newTaskId(at, 'diamond'));
+    expect(echo.map((id) => shards.indexOf(id))).toEqual([0, 1, 2, 0, 1, 2]);
+    expect(diamond.map((id) => shards.indexOf(id))).toEqual([0, 1, 2]);
+    for (const id of [...echo, ...diamond]) expect(uuidv7Time(id)).toEqual(at);
+    expect(new Set(echo).size).toBe(6);
   });
 
   it('splits a budget over the shards so that together they keep it', () => {
