@@ -51,8 +51,12 @@ export class GoneError extends ApiError {
 }
 
 /** Redis or PostgreSQL did not answer: the client may retry later. */
+/** The Retry-After of a 503 for a dependency that did not answer: a restart or a cluster failover is seconds away. */
+export const DEPENDENCY_RETRY_AFTER_S = 1;
+
 export class DependencyUnavailableError extends ApiError {
   override name = 'DependencyUnavailableError';
+  readonly retryAfterS = DEPENDENCY_RETRY_AFTER_S;
   constructor(dependency: 'redis' | 'database', cause?: unknown) {
     super(503, 'service_unavailable', `The ${dependency === 'redis' ? 'queue (Redis)' : 'database (PostgreSQL)'} is unavailable; nothing was created, try again later`, {
       dependency,

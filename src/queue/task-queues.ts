@@ -186,20 +186,33 @@ export class TaskQueues {
 
   /** Creates the run's jobs: a flow (the root and the steps ready now), or a single run's one job. */
   async startRun(ref: RunRef, steps: ReadyStep[], trace?: Context): Promise<void> {
-    await this.startRuns([{ ref, steps, trace }]);
+    const [refused] = (await this.startRuns([{ ref, steps, trace }])).values();
+    if (refused !== undefined) throw refused;
   }
 
   /**
    * Creates several runs' jobs: per shard, the flows in one round trip (each flow is still
-   * atomic) and the single runs' jobs in one round trip per tool queue.
+   * atomic) and the single runs' jobs in one round trip per tool queue. Shards are written apart,
+   * so a shard that refuses (its master failing over) fails its own runs only: resolves with the
+   * error of each run that may not have been created, by task id.
    */
-  async startRuns(runs: { ref: RunRef; steps: ReadyStep[]; trace?: Context }[]): Promise<void> {
+  async startRuns(runs: { ref: RunRef; steps: ReadyStep[]; trace?: Context }[]): Promise<Map<string, unknown>> {
     const byShard = new Map<QueueShard, typeof runs>();
     for (const run of runs) {
       const shard = this.shardOf(run.ref.taskId);
       byShard.set(shard, [...(byShard.get(shard) ?? []), run]);
     }
-    await Promise.all([...byShard].map(([shard, shardRuns]) => this.startShardRuns(shard, shardRuns)));
+    const refused = new Map<string, unknown>();
+    await Promise.all(
+      [...byShard].map(async ([shard, shardRuns]) => {
+        try {
+          await this.startShardRuns(shard, shardRuns);
+        } catch (error) {
+          for (const { ref } of shardRuns) refused.set(ref.taskId, error);
+        }
+      }),
+    );
+    return refused;
   }
 
   private async startShardRuns(shard: QueueShard, runs: { ref: RunRef; steps: ReadyStep[]; trace?: Context }[]): Promise<void> {

@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
 import type { Reachability } from '../persistence/database.js';
 import type { CreateResult, NewTask, TaskFilter, TaskStore } from '../persistence/task-store.js';
 import { isFinished, type TaskStatus } from '../engine/status.js';
-import { Batcher } from '../lib/batcher.js';
+import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import { publishStop } from '../queue/channels.js';
 import type { EventLog } from '../queue/event-log.js';
@@ -209,34 +209,39 @@ export class TaskService {
 
   /**
    * Writes a batch of concurrent submissions to PostgreSQL in one transaction, then creates their
-   * flows in Redis in one round trip. If Redis refuses, the batch's tasks are deleted again and
-   * every client hears 503: nothing is left half-created.
+   * flows in Redis in one round trip per queue shard. The tasks of a shard that Redis refused
+   * are deleted again and their clients hear 503 (nothing is left half-created); the others
+   * are accepted.
    */
-  private async persistAndEnqueue(batch: Submission[]): Promise<CreateResult[]> {
+  private async persistAndEnqueue(batch: Submission[]): Promise<(CreateResult | ItemFailure)[]> {
     const results = await this.database(() => this.deps.store.createMany(batch));
     const fresh = batch.filter((_, index) => results[index]!.created);
-    if (fresh.length > 0) {
-      try {
-        await withBatchTraceContext(
-          fresh.map(({ trace }) => trace),
-          () =>
-            this.deps.queues.startRuns(
-              fresh.map(({ plan, task, delayMs, trace }) => ({
-                ref: { taskId: task.id, run: 1, taskType: plan.taskType, single: !plan.workflow },
-                steps: initialSteps(plan, delayMs),
-                trace,
-              })),
-            ),
-        );
-      } catch (error) {
-        const ids = fresh.map(({ task }) => task.id);
-        await this.deps.store.removeMany(ids).catch((cleanup: Error) =>
-          this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: cleanup.message }),
-        );
-        throw new DependencyUnavailableError('redis', error);
-      }
+    if (fresh.length === 0) return results;
+    let refused: Map<string, unknown>;
+    try {
+      refused = await withBatchTraceContext(
+        fresh.map(({ trace }) => trace),
+        () =>
+          this.deps.queues.startRuns(
+            fresh.map(({ plan, task, delayMs, trace }) => ({
+              ref: { taskId: task.id, run: 1, taskType: plan.taskType, single: !plan.workflow },
+              steps: initialSteps(plan, delayMs),
+              trace,
+            })),
+          ),
+      );
+    } catch (error) {
+      refused = new Map(fresh.map(({ task }) => [task.id, error]));
     }
-    return results;
+    if (refused.size === 0) return results;
+    const ids = [...refused.keys()];
+    await this.deps.store.removeMany(ids).catch((cleanup: Error) =>
+      this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: cleanup.message }),
+    );
+    return results.map((result, index) => {
+      const id = batch[index]!.task.id;
+      return result.created && refused.has(id) ? new ItemFailure(new DependencyUnavailableError('redis', refused.get(id))) : result;
+    });
   }
 
   /** A callback must be signable and go to a host the http tool may call. */
