@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEPENDENCY_RETRY_AFTER_S } from '../../src/errors.js';
+import { masters } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
 import { createHarness, poll, type Harness } from '../helpers/harness.js';
 import { startRedisCluster, type RedisCluster } from './redis-cluster.js';
@@ -109,6 +110,15 @@ describe('Redis Cluster failover', () => {
         expect(answer.retryAfter).toBe(String(DEPENDENCY_RETRY_AFTER_S));
       }
       expect(recoveredMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+
+      // The harness's own cluster connection has found the new master (its cleanup scans every master).
+      await poll(
+        async () => {
+          const current = masters(h.redis);
+          return current.length === 3 && current.every((node) => node.options.port !== victimPort);
+        },
+        { label: "the test's cluster connection to drop the killed master", timeoutMs: 10_000 },
+      );
 
       // Every accepted task completes: none lost, none stuck.
       const startedWaiting = Date.now();

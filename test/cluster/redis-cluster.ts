@@ -88,6 +88,9 @@ export async function startRedisCluster(options: RedisClusterOptions): Promise<R
           '--cluster-port', String(busPorts[index]),
           '--cluster-config-file', path.join(dir, `nodes-${port}.conf`),
           '--cluster-node-timeout', String(options.nodeTimeoutMs ?? 5_000),
+          // While a master fails over, the other masters keep serving their slots (the
+          // service's other queue shards) instead of refusing every command (CLUSTERDOWN).
+          '--cluster-require-full-coverage', 'no',
           '--dir', dir,
           '--logfile', path.join(dir, `redis-${port}.log`),
           '--appendonly', 'no',
@@ -116,6 +119,13 @@ export async function startRedisCluster(options: RedisClusterOptions): Promise<R
       await waitFor(`node ${node.port} to report cluster_state:ok with ${options.masters} masters`, async () => {
         const info = await cli(node.port, 'CLUSTER', 'INFO');
         return /cluster_state:ok/.test(info) && new RegExp(`cluster_size:${options.masters}\\b`).test(info) && new RegExp(`cluster_known_nodes:${size}\\b`).test(info);
+      });
+    }
+    // A replica that has not finished its first sync cannot take over from its master.
+    for (const node of nodes) {
+      await waitFor(`node ${node.port} to be a master or a replica in sync`, async () => {
+        const replication = await cli(node.port, 'INFO', 'replication');
+        return /role:master/.test(replication) || /master_link_status:up/.test(replication);
       });
     }
   } catch (error) {
