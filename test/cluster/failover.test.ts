@@ -71,6 +71,7 @@ describe('Redis Cluster failover', () => {
     const load = Promise.all(Array.from({ length: LANES }, lane));
     try {
       await poll(() => answers.filter((answer) => answer.status === 202).length >= 20, { label: 'the load to get going' });
+      // The load runs a while before the kill: a duration of load, not a condition to wait for.
       await new Promise((resolve) => setTimeout(resolve, STEADY_MS));
 
       // The victim: the master that serves shard 1; every master serves two of the six shards.

@@ -58,8 +58,9 @@ export function shardLimiter(limit: RateLimit, shard: number, shards: number): {
 
 /**
  * One BullMQ worker per tool queue this process serves, plus one for the tasks queue (run
- * roots) and one for callbacks, in every queue shard. Each tool's worker runs up to min(tool.concurrency, WORKER_CONCURRENCY) steps and
- * shares the tool's rate limit with every other process.
+ * roots) and one for callbacks, in every queue shard. A tool's workers together run up to
+ * min(tool.concurrency, WORKER_CONCURRENCY) steps (at least one per shard) and share the tool's
+ * rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
   const { config, logger, prisma, sql, registry, metrics } = options;
