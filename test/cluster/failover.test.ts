@@ -51,8 +51,12 @@ describe('Redis Cluster failover', () => {
     });
   });
   afterAll(async () => {
-    await h?.close();
-    await cluster?.stop();
+    // The nodes are stopped even when closing the harness fails: they would outlive the run.
+    try {
+      await h?.close();
+    } finally {
+      await cluster?.stop();
+    }
   });
 
   it('answers 503 while a killed master fails over, accepts again within the failover time, and completes every accepted task', async () => {
