@@ -80,13 +80,21 @@ const configSchema = z.object({
   /** Connections each process keeps to PostgreSQL. */
   DATABASE_POOL_SIZE: integer(1, 200).default(10),
   /**
-   * Prefix of every BullMQ key. The braces make it a Redis Cluster hash tag, so all keys of a
-   * task live in one slot and multi-key scripts work on a cluster too.
+   * Prefix of every Redis key. The braces make it a Redis Cluster hash tag; each queue shard
+   * extends the tag (QUEUE_SHARDS), so all keys of a task live in one slot and multi-key scripts
+   * work on a cluster too.
    */
   QUEUE_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_{}.-]+$/, 'letters, digits, _ . - { } only (no ":")')
     .default('{orchestrator}'),
+  /**
+   * Shards of the queues (src/queue/shards.ts): each task's jobs and events live in one shard,
+   * under a hash tag of its own, so a Redis Cluster spreads tasks over its masters. Unset: 1 on
+   * one Redis (QUEUE_PREFIX's key names, as before shards existed), 6 on a cluster (even over 1,
+   * 2, 3 or 6 masters). Change it only with the queues drained: a task's shard follows from it.
+   */
+  QUEUE_SHARDS: integer(1, 256).optional(),
   LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
   /** json for machines (default in production), pretty for people. */
   LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
@@ -241,8 +249,11 @@ const configSchema = z.object({
 });
 
 export type Config = Readonly<
-  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL'> & { LOG_FORMAT: 'json' | 'pretty'; DATABASE_DIRECT_URL: string }
+  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL' | 'QUEUE_SHARDS'> & { LOG_FORMAT: 'json' | 'pretty'; DATABASE_DIRECT_URL: string; QUEUE_SHARDS: number }
 >;
+
+/** QUEUE_SHARDS on a Redis Cluster when unset. */
+export const CLUSTER_DEFAULT_SHARDS = 6;
 
 /**
  * Whether every key under `prefix` hashes by the same tag. Redis hashes the text between the
@@ -297,7 +308,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const value = parsed.data;
   if (value.REDIS_CLUSTER_NODES.length > 0 && !hasHashTag(value.QUEUE_PREFIX)) {
     throw new ConfigError(
-      `Invalid configuration:\n  QUEUE_PREFIX: must contain a Redis Cluster hash tag such as {orchestrator} when REDIS_CLUSTER_NODES is set, so that all keys of a task share one slot (got ${JSON.stringify(value.QUEUE_PREFIX)})`,
+      `Invalid configuration:\n  QUEUE_PREFIX: must contain a Redis Cluster hash tag such as {orchestrator} when REDIS_CLUSTER_NODES is set, so that all keys of a task share one slot in each queue shard (got ${JSON.stringify(value.QUEUE_PREFIX)})`,
     );
   }
   if (value.AUTH_DISABLED && (value.API_KEYS.length > 0 || value.API_KEYS_FILE)) {
@@ -307,5 +318,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ...value,
     LOG_FORMAT: value.LOG_FORMAT ?? (value.NODE_ENV === 'production' ? 'json' : 'pretty'),
     DATABASE_DIRECT_URL: value.DATABASE_DIRECT_URL ?? value.DATABASE_URL,
+    QUEUE_SHARDS: value.QUEUE_SHARDS ?? (value.REDIS_CLUSTER_NODES.length > 0 ? CLUSTER_DEFAULT_SHARDS : 1),
   });
 }

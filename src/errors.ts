@@ -49,9 +49,13 @@ export class UnavailableError extends ApiError {
   override name = 'UnavailableError';
 }
 
+/** The Retry-After of a 503 for a dependency that did not answer: a restart or a cluster failover is seconds away. */
+export const DEPENDENCY_RETRY_AFTER_S = 1;
+
 /** Redis or PostgreSQL did not answer: the client may retry later. */
 export class DependencyUnavailableError extends UnavailableError {
   override name = 'DependencyUnavailableError';
+  readonly retryAfterS = DEPENDENCY_RETRY_AFTER_S;
   constructor(dependency: 'redis' | 'database', cause?: unknown) {
     super('service_unavailable', `The ${dependency === 'redis' ? 'queue (Redis)' : 'database (PostgreSQL)'} is unavailable; nothing was created, try again later`, {
       dependency,

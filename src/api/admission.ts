@@ -3,6 +3,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { finishedStepsKey } from '../queue/event-log.js';
 import type { RedisClient } from '../queue/redis.js';
+import type { Shards } from '../queue/shards.js';
 import { errorBody } from './http.js';
 
 export interface AdmissionSettings {
@@ -50,8 +51,8 @@ export class Admission {
 
   constructor(
     private readonly redis: RedisClient,
-    private readonly prefix: string,
-    /** The queues whose waiting jobs are the backlog (the tool queues). */
+    private readonly shards: Shards,
+    /** The queues whose waiting jobs are the backlog (the tool queues), in every shard. */
     private readonly queueNames: () => string[],
     private readonly settings: AdmissionSettings,
     private readonly metrics: Metrics,
@@ -91,21 +92,30 @@ export class Admission {
     this.timer = undefined;
   }
 
-  /** One reading: every queue's waiting jobs and the finished-steps counter, in one round trip. */
+  /**
+   * One reading: every queue's waiting jobs and the finished-steps counter, summed over the
+   * shards, in one round trip per shard (a cluster pipeline stays within one slot).
+   */
   async sample(now = Date.now()): Promise<void> {
-    const pipeline = this.redis.pipeline();
     const names = this.queueNames();
-    for (const name of names) {
-      pipeline.llen(`${this.prefix}:${name}:wait`);
-      pipeline.zcard(`${this.prefix}:${name}:prioritized`);
-    }
-    pipeline.get(finishedStepsKey(this.prefix));
-    const results = (await pipeline.exec()) ?? [];
-    const failed = results.find(([error]) => error);
-    if (failed) throw failed[0];
-    const values = results.map(([, value]) => Number(value ?? 0));
-    const count = values.pop()!;
-    this.backlog = values.reduce((sum, value) => sum + value, 0);
+    const readings = await Promise.all(
+      this.shards.prefixes.map(async (prefix) => {
+        const pipeline = this.redis.pipeline();
+        for (const name of names) {
+          pipeline.llen(`${prefix}:${name}:wait`);
+          pipeline.zcard(`${prefix}:${name}:prioritized`);
+        }
+        pipeline.get(finishedStepsKey(prefix));
+        const results = (await pipeline.exec()) ?? [];
+        const failed = results.find(([error]) => error);
+        if (failed) throw failed[0];
+        const values = results.map(([, value]) => Number(value ?? 0));
+        const count = values.pop()!;
+        return { backlog: values.reduce((sum, value) => sum + value, 0), count };
+      }),
+    );
+    const count = readings.reduce((sum, reading) => sum + reading.count, 0);
+    this.backlog = readings.reduce((sum, reading) => sum + reading.backlog, 0);
     if (this.last && now > this.last.at && count >= this.last.count) {
       const instant = ((count - this.last.count) * 1000) / (now - this.last.at);
       this.ratePerS = this.ratePerS === 0 ? instant : this.ratePerS * (1 - SMOOTHING) + instant * SMOOTHING;

@@ -49,8 +49,10 @@ export function errorBody(code: string, message: string, details?: unknown) {
 
 // `ECONNREFUSED \S*:6379` rather than `ECONNREFUSED.*6379`: `.*` rescans the rest of the message
 // from every ECONNREFUSED in it, quadratic on a message that repeats the word.
+// The last ones are a Redis Cluster's while a master fails over: the slots are unserved
+// (CLUSTERDOWN, TRYAGAIN) or the client has not found the new master yet.
 const REDIS_DOWN =
-  /Stream isn't writeable|enableOfflineQueue|Connection is closed|Command timed out|ECONNREFUSED \S*:6379|Reached the max retries per request|connect ETIMEDOUT/i;
+  /Stream isn't writeable|enableOfflineQueue|Connection is closed|Command timed out|ECONNREFUSED \S*:6379|Reached the max retries per request|connect ETIMEDOUT|^CLUSTERDOWN|^TRYAGAIN|Failed to refresh slots cache|Too many Cluster redirections|None of startup nodes is available/i;
 
 /** Whether an error says Redis cannot be reached (the API then answers 503). */
 export function isRedisUnavailable(error: unknown): boolean {
@@ -75,6 +77,9 @@ const STATUS_OF: [new (...args: never[]) => ApiError, number][] = [
 
 /** Maps anything thrown to the contract's error body. Only genuine bugs answer 500. */
 export function toErrorReply(error: unknown, logger: Logger, req?: Request): Reply {
+  if (error instanceof DependencyUnavailableError) {
+    return { status: 503, body: errorBody(error.code, error.message, error.details), headers: { 'retry-after': String(error.retryAfterS) } };
+  }
   if (error instanceof ApiError) {
     // An API error of no listed kind is about the request, as the base class says.
     const status = STATUS_OF.find(([kind]) => error instanceof kind)?.[1] ?? 400;
@@ -119,6 +124,7 @@ export function errorMiddleware(logger: Logger) {
       res.end();
       return;
     }
+    if (reply.headers) res.set(reply.headers);
     res.status(reply.status).json(reply.body);
   };
 }

@@ -14,13 +14,13 @@ export const gone: ApiReply = {
 };
 export const conflict = (what: string): ApiReply => ({ description: what, body: r.errorBodySchema });
 export const unavailable: ApiReply = {
-  description: 'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`); nothing was changed. Try again later.',
+  description: 'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later.',
   body: r.errorBodySchema,
 };
 /** The answers of an endpoint that creates tasks, which admission control may refuse. */
 export const unavailableOrOverloaded: ApiReply = {
   description:
-    'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, `details.backlog` and `details.limit`, with `Retry-After` in seconds); nothing was created. Try again later.',
+    'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, `details.backlog` and `details.limit`), both with `Retry-After` in seconds; nothing was created. Try again later.',
   body: r.errorBodySchema,
 };
 export const assigned = (status: string, examples: Record<string, ApiExample>): ApiReply => ({ description: status, body: r.assignedSchema, examples });

@@ -10,6 +10,7 @@ import { createRedis, waitForRedis } from '../queue/redis.js';
 import { TaskEvents } from '../queue/task-events.js';
 import { EventLog } from '../queue/event-log.js';
 import { TaskQueues } from '../queue/task-queues.js';
+import { Shards } from '../queue/shards.js';
 import { toolQueueName } from '../queue/jobs.js';
 import { Admission } from './admission.js';
 import { TaskService } from '../tasks/task-service.js';
@@ -45,7 +46,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const queues = new TaskQueues(redis, config, registry.names(), logger);
   const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
   events.start();
-  const eventLog = new EventLog(redis, config.QUEUE_PREFIX, { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
+  const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const store = new TaskStore(db.prisma, config, db.sql);
   metrics.addGauges(
     {
@@ -53,7 +54,16 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
         const counts = await Promise.all(
           queues.all().map(async (queue) => ({ queue: queue.name, counts: await queue.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'waiting-children', 'failed', 'completed') })),
         );
-        return counts.flatMap(({ queue, counts: byState }) => Object.entries(byState).map(([state, count]) => ({ queue, state, count })));
+        // A queue's depth is its sum over the shards: the labels stay those of one shard.
+        const totals = new Map<string, { queue: string; state: string; count: number }>();
+        for (const { queue, counts: byState } of counts) {
+          for (const [state, count] of Object.entries(byState)) {
+            const entry = totals.get(`${queue} ${state}`) ?? { queue, state, count: 0 };
+            entry.count += count;
+            totals.set(`${queue} ${state}`, entry);
+          }
+        }
+        return [...totals.values()];
       },
       activeTasks: () => store.activeCounts(),
       openDeadLetters: () => store.openDeadLetters(),
@@ -79,7 +89,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const streams = new EventStreams();
   const admission = new Admission(
     redis,
-    config.QUEUE_PREFIX,
+    Shards.of(config),
     () => registry.names().map(toolQueueName),
     { maxWaitMs: config.ADMISSION_MAX_WAIT_MS, minBacklog: config.ADMISSION_MIN_BACKLOG, maxBacklog: config.ADMISSION_MAX_BACKLOG, sampleMs: config.ADMISSION_SAMPLE_MS, maxInFlight: config.ADMISSION_MAX_IN_FLIGHT },
     metrics,

@@ -1,11 +1,15 @@
 import type { RedisClient } from './redis.js';
+import type { Shards } from './shards.js';
 import { eventsChannel, type EventsNotice, type TransitionEvent } from './channels.js';
 import { isFinished } from '../engine/status.js';
 
 /** Events kept per task; a task has a few per step, so this only trims pathological cases. */
 const MAX_EVENTS_PER_TASK = 2_000;
 
-/** Steps finished since Redis started: the drain rate admission control reads (see src/api/admission.ts). */
+/**
+ * Steps of a shard's tasks finished since Redis started: admission control reads the drain rate
+ * from the sum over the shards (see src/api/admission.ts).
+ */
 export function finishedStepsKey(prefix: string): string {
   return `${prefix}:admission:finished-steps`;
 }
@@ -25,31 +29,40 @@ export interface TaskEvent {
 }
 
 /**
- * The event history of each task, in a Redis stream per task (so a client can resume with
- * Last-Event-ID from any API process), plus a notice on the events channel after each append.
+ * The event history of each task, in a Redis stream per task in the task's shard (so a client
+ * can resume with Last-Event-ID from any API process), plus a notice on the events channel
+ * after each append.
  * A stream expires EVENTS_TTL_S after its last event, or EVENTS_KEEP_AFTER_END_S after the task
  * ended: PostgreSQL holds the history, and a client resuming later gets a snapshot from there.
  */
 export class EventLog {
   constructor(
     private readonly redis: RedisClient,
-    private readonly prefix: string,
+    private readonly shards: Shards,
     private readonly retention: { ttlSeconds: number; afterEndSeconds: number },
   ) {}
 
   key(taskId: string): string {
-    return `${this.prefix}:events:${taskId}`;
+    return `${this.shards.prefixOf(taskId)}:events:${taskId}`;
   }
 
   /**
-   * Appends in one round trip: every XADD, the expiries and the notice, in one MULTI so that a
-   * connection lost half-way (a worker stopped hard, Redis restarting) cannot leave a stream
-   * without its expiry, kept for ever. On a cluster the streams share the prefix's hash tag, so
+   * Appends in one round trip per shard: every XADD, the expiries and the notice, in one MULTI so
+   * that a connection lost half-way (a worker stopped hard, Redis restarting) cannot leave a
+   * stream without its expiry, kept for ever. On a cluster a shard's keys share its hash tag, so
    * the transaction goes to one node; PUBLISH has no key and rides along (the cluster forwards
    * it to subscribers on every node).
    */
   async append(events: TransitionEvent[]): Promise<void> {
-    if (events.length === 0) return;
+    const byShard = new Map<string, TransitionEvent[]>();
+    for (const event of events) {
+      const prefix = this.shards.prefixOf(event.taskId);
+      byShard.set(prefix, [...(byShard.get(prefix) ?? []), event]);
+    }
+    await Promise.all([...byShard].map(([prefix, shardEvents]) => this.appendInShard(prefix, shardEvents)));
+  }
+
+  private async appendInShard(prefix: string, events: TransitionEvent[]): Promise<void> {
     const pipeline = this.redis.multi();
     const tasks = new Set<string>();
     const ended = new Set<string>();
@@ -65,10 +78,10 @@ export class EventLog {
       pipeline.xadd(this.key(event.taskId), 'MAXLEN', '~', String(MAX_EVENTS_PER_TASK), '*', ...fields);
     }
     const finishedSteps = events.filter((event) => event.stepId && !event.progress && STEP_ENDS.has(event.status)).length;
-    if (finishedSteps > 0) pipeline.incrby(finishedStepsKey(this.prefix), finishedSteps);
+    if (finishedSteps > 0) pipeline.incrby(finishedStepsKey(prefix), finishedSteps);
     for (const task of tasks) pipeline.expire(this.key(task), ended.has(task) ? Math.min(this.retention.afterEndSeconds, this.retention.ttlSeconds) : this.retention.ttlSeconds);
     const notice: EventsNotice = { tasks: [...tasks], ended: [...ended] };
-    pipeline.publish(eventsChannel(this.prefix), JSON.stringify(notice));
+    pipeline.publish(eventsChannel(this.shards.base), JSON.stringify(notice));
     const results = await pipeline.exec();
     const failed = results?.find(([error]) => error);
     if (failed) throw failed[0];

@@ -39,6 +39,9 @@ function clusterNode(entry: string): ClusterNode {
   return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port) };
 }
 
+/** How many redirections or retries a producer's command gets on a cluster (see clusterOptions). */
+const PRODUCER_MAX_REDIRECTIONS = 5;
+
 /** The options of a cluster connection: per-node options from the role, credentials and TLS from REDIS_URL. */
 export function clusterOptions(redisUrl: string, role: RedisRole, connectionName?: string): ClusterOptions {
   // ioredis gives node connections no reconnects of their own (a lost node is found again by a
@@ -49,6 +52,11 @@ export function clusterOptions(redisUrl: string, role: RedisRole, connectionName
   return {
     clusterRetryStrategy: retryStrategy,
     enableOfflineQueue: enableOfflineQueue ?? true,
+    // A command to a master that died is retried after a slot refresh every retryDelayOnFailover
+    // (100 ms) up to maxRedirections times. Inside an HTTP request that would hold the answer
+    // through the failover; a producer gives up after a few (about half a second), and the API
+    // answers 503 for the shards of that master only. Workers keep the default 16, and wait.
+    ...(role === 'producer' ? { maxRedirections: PRODUCER_MAX_REDIRECTIONS } : {}),
     redisOptions: {
       ...perNode,
       connectionName,

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { uuidv7 } from '../lib/uuid7.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { Config } from '../config.js';
 import { ConflictError, DependencyUnavailableError, GoneError, NotFoundError, ValidationError, type ApiError } from '../errors.js';
@@ -8,8 +7,8 @@ import { retentionCutoff } from '../persistence/partitions.js';
 import type { Logger } from '../logger.js';
 import type { Reachability } from '../persistence/database.js';
 import type { CreateResult, NewTask, TaskFilter, TaskStore } from '../persistence/task-store.js';
-import { isFinished } from '../engine/status.js';
-import { Batcher } from '../lib/batcher.js';
+import { isFinished, type TaskStatus } from '../engine/status.js';
+import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import { publishStop } from '../queue/channels.js';
 import type { EventLog } from '../queue/event-log.js';
@@ -174,8 +173,9 @@ export class TaskService {
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
     if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
-    // The one place task ids are made: the id holds the task's creation time (src/ledger/task-days.ts).
-    const id = uuidv7(receivedAt);
+    // The one place task ids are made: the id holds the task's creation time (src/ledger/task-days.ts)
+    // and, through its hash, the queue shard of its jobs.
+    const id = this.deps.queues.newTaskId(receivedAt, plan.taskType);
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const requestHash = createHash('sha256')
       .update(canonical({ ...body, idempotency_key: undefined }))
@@ -210,34 +210,39 @@ export class TaskService {
 
   /**
    * Writes a batch of concurrent submissions to PostgreSQL in one transaction, then creates their
-   * flows in Redis in one round trip. If Redis refuses, the batch's tasks are deleted again and
-   * every client hears 503: nothing is left half-created.
+   * flows in Redis in one round trip per queue shard. The tasks of a shard that Redis refused
+   * are deleted again and their clients hear 503 (nothing is left half-created); the others
+   * are accepted.
    */
-  private async persistAndEnqueue(batch: Submission[]): Promise<CreateResult[]> {
+  private async persistAndEnqueue(batch: Submission[]): Promise<(CreateResult | ItemFailure)[]> {
     const results = await this.database(() => this.deps.store.createMany(batch));
     const fresh = batch.filter((_, index) => results[index]!.created);
-    if (fresh.length > 0) {
-      try {
-        await withBatchTraceContext(
-          fresh.map(({ trace }) => trace),
-          () =>
-            this.deps.queues.startRuns(
-              fresh.map(({ plan, task, delayMs, trace }) => ({
-                ref: { taskId: task.id, run: 1, taskType: plan.taskType, single: !plan.workflow },
-                steps: initialSteps(plan, delayMs),
-                trace,
-              })),
-            ),
-        );
-      } catch (error) {
-        const ids = fresh.map(({ task }) => task.id);
-        await this.deps.store.removeMany(ids).catch((cleanup: Error) =>
-          this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: cleanup.message }),
-        );
-        throw new DependencyUnavailableError('redis', error);
-      }
+    if (fresh.length === 0) return results;
+    let refused: Map<string, unknown>;
+    try {
+      refused = await withBatchTraceContext(
+        fresh.map(({ trace }) => trace),
+        () =>
+          this.deps.queues.startRuns(
+            fresh.map(({ plan, task, delayMs, trace }) => ({
+              ref: { taskId: task.id, run: 1, taskType: plan.taskType, single: !plan.workflow },
+              steps: initialSteps(plan, delayMs),
+              trace,
+            })),
+          ),
+      );
+    } catch (error) {
+      refused = new Map(fresh.map(({ task }) => [task.id, error]));
     }
-    return results;
+    if (refused.size === 0) return results;
+    const ids = [...refused.keys()];
+    await this.deps.store.removeMany(ids).catch((cleanup: Error) =>
+      this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: cleanup.message }),
+    );
+    return results.map((result, index) => {
+      const id = batch[index]!.task.id;
+      return result.created && refused.has(id) ? new ItemFailure(new DependencyUnavailableError('redis', refused.get(id))) : result;
+    });
   }
 
   /** A callback must be signable and go to a host the http tool may call. */

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApi, type ApiServer } from '../../src/api/server.js';
 import { loadConfig } from '../../src/config.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
+import { Shards } from '../../src/queue/shards.js';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { runEntry, type NodeProcess } from '../helpers/child-process.js';
 import { openSse, type SseEvent, type SseStream } from '../helpers/sse.js';
@@ -36,9 +37,10 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
 
   it('streams a snapshot, then one event per step and task transition, and ends with the task — from the other API process', async () => {
     // Submitted to the in-process API; watched on the other one. Its first step waits in a paused
-    // queue until the stream has its snapshot, so every transition happens while it is open.
-    const echo = new Queue(toolQueueName('echo'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
-    await echo.pause();
+    // queue (in every queue shard: the task's is not known yet) until the stream has its
+    // snapshot, so every transition happens while it is open.
+    const echoes = Shards.of(h.config).prefixes.map((prefix) => new Queue(toolQueueName('echo'), { connection: h.redis, prefix }));
+    await Promise.all(echoes.map((echo) => echo.pause()));
     let id: string;
     let stream: SseStream;
     try {
@@ -48,8 +50,8 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
       expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
       await stream.waitFor((events) => events.length > 0);
     } finally {
-      await echo.resume();
-      await echo.close();
+      await Promise.all(echoes.map((echo) => echo.resume()));
+      await Promise.all(echoes.map((echo) => echo.close()));
     }
     await stream.ended;
     const events = stream.events;
@@ -96,7 +98,7 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     await first.ended;
     const lastSeen = first.events.at(-1)!.id!;
     expect(first.events.at(-1)).toMatchObject({ event: 'task', data: { status: 'completed' } });
-    const key = `${h.config.QUEUE_PREFIX}:events:${id}`;
+    const key = `${Shards.of(h.config).prefixOf(id)}:events:${id}`;
     const ttl = await h.redis.ttl(key);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(h.config.EVENTS_KEEP_AFTER_END_S);

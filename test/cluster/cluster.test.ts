@@ -2,11 +2,14 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Cluster } from 'ioredis';
 import { taskJobId } from '../../src/queue/jobs.js';
 import { isCluster } from '../../src/queue/redis.js';
+import { Shards } from '../../src/queue/shards.js';
+import { CLUSTER_DEFAULT_SHARDS } from '../../src/config.js';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 
 /**
  * Proves that the cluster project really runs against a Redis Cluster: three masters that share
- * the slots, the service connected to it, and every key of a task in one slot.
+ * the slots, the service connected to it, its queue shards spread over the masters, and every
+ * key of a task in its shard's slot.
  */
 
 const MASTERS = 3;
@@ -16,20 +19,28 @@ function cluster(h: Harness): Cluster {
   return h.redis;
 }
 
-/** Every key under the prefix, by the master that holds it. */
-async function keysByMaster(h: Harness): Promise<Map<string, string[]>> {
+/** Every key that matches `pattern`, by the master that holds it. */
+async function keysByMaster(h: Harness, pattern: string): Promise<Map<string, string[]>> {
   const byMaster = new Map<string, string[]>();
   for (const node of cluster(h).nodes('master')) {
     const keys: string[] = [];
     let cursor = '0';
     do {
-      const [next, batch] = await node.scan(cursor, 'MATCH', `${h.config.QUEUE_PREFIX}:*`, 'COUNT', 1000);
+      const [next, batch] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
       keys.push(...batch);
       cursor = next;
     } while (cursor !== '0');
     if (keys.length > 0) byMaster.set(`${node.options.host}:${node.options.port}`, keys);
   }
   return byMaster;
+}
+
+/** `host:port` of the master that serves `slot`. */
+async function masterOfSlot(h: Harness, slot: number): Promise<string> {
+  const range = (await cluster(h).cluster('SLOTS')).find(([from, to]) => slot >= from && slot <= to);
+  const master = range?.[2];
+  if (!master) throw new Error(`no master serves slot ${slot}`);
+  return `${master[0]}:${master[1]}`;
 }
 
 describe('Redis Cluster', () => {
@@ -57,16 +68,27 @@ describe('Redis Cluster', () => {
     expect(health.body).toMatchObject({ status: 'ok', checks: { redis: 'up', database: 'up' } });
   });
 
-  it('keeps every key of a finished task (BullMQ jobs, queues and the events stream) in one slot', async () => {
+  it('spreads the queue shards evenly over the masters', async () => {
+    const shards = Shards.of(h.config);
+    expect(shards.count).toBe(CLUSTER_DEFAULT_SHARDS);
+    const perMaster = new Map<string, number>();
+    for (const prefix of shards.prefixes) {
+      const master = await masterOfSlot(h, Number(await cluster(h).cluster('KEYSLOT', prefix)));
+      perMaster.set(master, (perMaster.get(master) ?? 0) + 1);
+    }
+    expect([...perMaster.values()]).toEqual(Array(MASTERS).fill(CLUSTER_DEFAULT_SHARDS / MASTERS));
+  });
+
+  it("keeps every key of a finished task (BullMQ jobs, queues and the events stream) in its shard's slot", async () => {
     const id = await submit(h, { task_type: 'diamond', params: { value: 'v' } });
     const task = await waitForTask(h, id);
     expect(task.status).toBe('completed');
     expect(task.result).toEqual({ joined: 'v-b+v-c' });
-    const prefix = h.config.QUEUE_PREFIX;
+    const prefix = Shards.of(h.config).prefixOf(id);
     // The run's root job completes in BullMQ just after the task is closed in PostgreSQL.
     await poll(async () => (await h.redis.zscore(`${prefix}:tasks:completed`, taskJobId(id, 1))) !== null, { label: 'the root job to complete in BullMQ' });
 
-    const byMaster = await keysByMaster(h);
+    const byMaster = await keysByMaster(h, `${prefix}:*`);
     expect(byMaster.size, `keys on ${[...byMaster.keys()].join(', ')}`).toBe(1);
     const keys = [...byMaster.values()][0]!;
     expect(keys).toEqual(expect.arrayContaining([`${prefix}:events:${id}`, `${prefix}:tasks:completed`, `${prefix}:tool.echo:completed`]));
@@ -74,6 +96,9 @@ describe('Redis Cluster', () => {
     expect(keys.filter((key) => key.startsWith(`${prefix}:tool.echo:`) && key.includes(id)).length).toBeGreaterThanOrEqual(4);
     const slots = new Set(await Promise.all(keys.map((key) => cluster(h).cluster('KEYSLOT', key))));
     expect([...slots]).toEqual([await cluster(h).cluster('KEYSLOT', prefix)]);
+    // Nothing of the task lives outside its shard.
+    const elsewhere = [...(await keysByMaster(h, `*${id}*`)).values()].flat().filter((key) => !key.startsWith(`${prefix}:`));
+    expect(elsewhere).toEqual([]);
 
     // The events stream was written through the cluster connection and reads back in order.
     const events = await h.request('GET', `/tasks/${id}/events`);

@@ -1,109 +1,12 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { promisify } from 'node:util';
-import { freePort } from '../helpers/ports.js';
 import type { TestProject } from 'vitest/node';
-
-const run = promisify(execFile);
-const MASTERS = 3;
-const HOST = '127.0.0.1';
-
-
-async function cli(port: number, ...args: string[]): Promise<string> {
-  const { stdout } = await run('redis-cli', ['-h', HOST, '-p', String(port), ...args], { timeout: 10_000 });
-  return stdout;
-}
-
-async function waitFor(label: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`Redis Cluster: timed out waiting for ${label}${last ? ` (${(last as Error).message})` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-interface Node {
-  port: number;
-  process: ChildProcess;
-  exited: Promise<void>;
-}
+import { startRedisCluster } from './redis-cluster.js';
 
 /**
- * Starts a private Redis Cluster of three masters (no replicas) from `redis-server`, on free
- * ports of 127.0.0.1, with its files in a temporary directory; provides its node list as
- * `redisClusterNodes`. Teardown stops the nodes and removes the directory.
+ * Starts the cluster project's private Redis Cluster of three masters (no replicas) and
+ * provides its node list as `redisClusterNodes`. Teardown stops the nodes and removes their files.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'orchestrator-cluster-'));
-  const nodes: Node[] = [];
-  // If vitest dies without running teardown, do not leave the nodes running.
-  const killAll = () => {
-    for (const node of nodes) if (node.process.exitCode === null && node.process.signalCode === null) node.process.kill('SIGKILL');
-  };
-  process.once('exit', killAll);
-  const teardown = async () => {
-    process.off('exit', killAll);
-    for (const node of nodes) if (node.process.exitCode === null && node.process.signalCode === null) node.process.kill('SIGTERM');
-    await Promise.all(nodes.map((node) => node.exited));
-    await rm(dir, { recursive: true, force: true });
-  };
-  try {
-    const ports = new Set<number>();
-    // Client ports and cluster-bus ports, all distinct.
-    while (ports.size < MASTERS * 2) ports.add(await freePort());
-    const [clientPorts, busPorts] = [[...ports].slice(0, MASTERS), [...ports].slice(MASTERS)];
-    for (const [index, port] of clientPorts.entries()) {
-      const child = spawn(
-        'redis-server',
-        [
-          '--port', String(port),
-          '--bind', HOST,
-          '--cluster-enabled', 'yes',
-          '--cluster-port', String(busPorts[index]),
-          '--cluster-config-file', path.join(dir, `nodes-${port}.conf`),
-          '--cluster-node-timeout', '5000',
-          '--dir', dir,
-          '--logfile', path.join(dir, `redis-${port}.log`),
-          '--appendonly', 'no',
-          '--save', '',
-          '--maxmemory-policy', 'noeviction',
-          '--daemonize', 'no',
-        ],
-        { stdio: 'ignore' },
-      );
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      nodes.push({ port, process: child, exited });
-    }
-    for (const node of nodes) {
-      await waitFor(`redis-server on port ${node.port} to answer`, async () => {
-        if (node.process.exitCode !== null) {
-          const log = await readFile(path.join(dir, `redis-${node.port}.log`), 'utf8').catch(() => '');
-          throw new Error(`redis-server on port ${node.port} exited (${node.process.exitCode}):\n${log}`);
-        }
-        return (await cli(node.port, 'PING')).trim() === 'PONG';
-      });
-    }
-    await run('redis-cli', ['--cluster', 'create', ...clientPorts.map((port) => `${HOST}:${port}`), '--cluster-replicas', '0', '--cluster-yes'], {
-      timeout: 30_000,
-    });
-    for (const node of nodes) {
-      await waitFor(`node ${node.port} to report cluster_state:ok with ${MASTERS} masters`, async () => {
-        const info = await cli(node.port, 'CLUSTER', 'INFO');
-        return /cluster_state:ok/.test(info) && new RegExp(`cluster_size:${MASTERS}\\b`).test(info) && new RegExp(`cluster_known_nodes:${MASTERS}\\b`).test(info);
-      });
-    }
-    project.provide('redisClusterNodes', clientPorts.map((port) => `${HOST}:${port}`).join(','));
-  } catch (error) {
-    await teardown();
-    throw error;
-  }
-  return teardown;
+  const cluster = await startRedisCluster({ masters: 3 });
+  project.provide('redisClusterNodes', cluster.seeds);
+  return cluster.stop;
 }

@@ -50,7 +50,7 @@ interface ComposeService {
 }
 
 interface ComposeFile {
-  services: Record<string, ComposeService>;
+  services: Record<string, ComposeService & { profiles?: string[]; volumes?: string[] }>;
 }
 
 /** What a user puts in .env for compose: the variables it requires. */
@@ -89,6 +89,12 @@ function durationMs(value: string): number {
 }
 
 const commandText = (command: string | string[] | undefined) => (Array.isArray(command) ? command.join(' ') : (command ?? ''));
+
+// `docker compose config` validates a file against the Compose specification without an
+// engine. CI machines have the docker client but not always its compose plugin (this one has
+// neither an engine nor the plugin), so only those checks are skipped when it is missing.
+const composeProbe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
+const composeMissing = composeProbe.error ? 'no docker binary on PATH' : composeProbe.status !== 0 ? 'docker has no compose plugin' : '';
 
 // `<<` merge keys are YAML 1.1; docker compose supports them, the yaml package when asked.
 const compose = parse(read('docker-compose.yml'), { merge: true }) as ComposeFile;
@@ -271,13 +277,82 @@ describe('docker-compose.yml', () => {
     expect(durationMs(worker.stop_grace_period!)).toBeGreaterThan(timeout);
   });
 
-  // `docker compose config` validates the file against the Compose specification without an
-  // engine. CI machines have the docker client but not always its compose plugin (this one
-  // has neither an engine nor the plugin), so only this check is skipped when it is missing.
-  const probe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
-  const composeMissing = probe.error ? 'no docker binary on PATH' : probe.status !== 0 ? 'docker has no compose plugin' : '';
   it.skipIf(composeMissing !== '')(`passes docker compose config -q${composeMissing ? ` (skipped: ${composeMissing})` : ''}`, () => {
     const result = spawnSync('docker', ['compose', '-f', 'docker-compose.yml', 'config', '-q'], { cwd: ROOT, encoding: 'utf8' });
+    expect(result.status, result.stderr).toBe(0);
+  });
+});
+
+// deploy/compose.fleet.yml overrides docker-compose.yml: an environment merges key by key, and
+// a `!override` (Compose 2.24.4+) replaces the value, here depends_on.
+const fleet = parse(read('deploy/compose.fleet.yml'), {
+  merge: true,
+  customTags: [{ tag: '!override', collection: 'map', resolve: (value) => value }],
+}) as ComposeFile;
+const REDIS_NODES = ['redis-1', 'redis-2', 'redis-3', 'redis-4', 'redis-5', 'redis-6'];
+const fleetEnvironmentOf = (name: (typeof APP_SERVICES)[number]) => ({ ...environmentOf(services[name]!), ...environmentOf(fleet.services[name]!) });
+
+describe('deploy/compose.fleet.yml', () => {
+  it('runs six Redis Cluster nodes with noeviction, an append-only file and a password, each serving its slots while another fails over', () => {
+    for (const name of REDIS_NODES) {
+      const node = fleet.services[name]!;
+      const command = commandText(node.command);
+      for (const flag of ['--cluster-enabled yes', '--maxmemory-policy noeviction', '--appendonly yes', '--cluster-require-full-coverage no', '--requirepass', '--masterauth']) {
+        expect(command, `${name}: ${flag}`).toContain(flag);
+      }
+      expect(environmentOf(node).NODE_NAME, `${name} announces its service name`).toBe(name);
+      expect(node.volumes, `${name} keeps its data`).toEqual([`${name}-data:/data`]);
+      expect(node.healthcheck?.test).toBeDefined();
+    }
+  });
+
+  it('joins the six nodes into three masters with a replica each, once they are up', () => {
+    const init = fleet.services['redis-cluster']!;
+    const command = commandText(init.command);
+    expect(command).toContain('--cluster-replicas 1');
+    const loop = /for n in ([\d ]+); do/.exec(command);
+    expect(loop?.[1]!.trim().split(' ').map((n) => `redis-${n}`)).toEqual(REDIS_NODES);
+    expect(init.depends_on).toEqual(Object.fromEntries(REDIS_NODES.map((name) => [name, { condition: 'service_healthy' }])));
+  });
+
+  it('points api and worker at the cluster and at PgBouncer, and creates and migrates the database directly', () => {
+    const pgbouncer = environmentOf(fleet.services.pgbouncer!);
+    for (const name of APP_SERVICES) {
+      const env = fleetEnvironmentOf(name);
+      for (const key of Object.keys(environmentOf(fleet.services[name]!))) expect(isConfigKey(key), `${name}: ${key} is not read by src/config.ts`).toBe(true);
+      const config = loadConfig(env);
+      expect(config.REDIS_CLUSTER_NODES).toEqual(REDIS_NODES.map((node) => `${node}:6379`));
+      expect(config.QUEUE_SHARDS % 3, 'shards spread evenly over three masters').toBe(0);
+      const pooled = new URL(config.DATABASE_URL);
+      expect([pooled.hostname, pooled.port]).toEqual(['pgbouncer', pgbouncer.LISTEN_PORT]);
+      expect(new URL(config.DATABASE_DIRECT_URL).host).toBe('postgres:5432');
+      // PgBouncer serves the database the service uses, as the same role.
+      const served = new URL(pgbouncer.DATABASE_URL!);
+      expect([served.pathname, served.username]).toEqual([pooled.pathname, pooled.username]);
+    }
+  });
+
+  it("runs PgBouncer in transaction mode with the README's timeouts, room for fifty processes' pools, and a healthcheck", () => {
+    const pgbouncer = fleet.services.pgbouncer!;
+    const env = environmentOf(pgbouncer);
+    expect(env).toMatchObject({ POOL_MODE: 'transaction', QUERY_WAIT_TIMEOUT: '2', SERVER_LOGIN_RETRY: '1', AUTH_TYPE: 'scram-sha-256' });
+    expect(Number(env.MAX_CLIENT_CONN)).toBeGreaterThanOrEqual(50 * loadConfig(fleetEnvironmentOf('worker')).DATABASE_POOL_SIZE);
+    expect(pgbouncer.healthcheck?.test).toBeDefined();
+  });
+
+  it('makes api and worker wait for the cluster and PgBouncer, and leaves the single Redis off', () => {
+    for (const name of APP_SERVICES) {
+      expect(fleet.services[name]!.depends_on).toEqual({
+        postgres: { condition: 'service_healthy' },
+        pgbouncer: { condition: 'service_healthy' },
+        'redis-cluster': { condition: 'service_completed_successfully' },
+      });
+    }
+    expect(fleet.services.redis!.profiles?.length).toBeGreaterThan(0);
+  });
+
+  it.skipIf(composeMissing !== '')(`passes docker compose config -q with docker-compose.yml${composeMissing ? ` (skipped: ${composeMissing})` : ''}`, () => {
+    const result = spawnSync('docker', ['compose', '-f', 'docker-compose.yml', '-f', 'deploy/compose.fleet.yml', 'config', '-q'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...SECRETS } });
     expect(result.status, result.stderr).toBe(0);
   });
 });

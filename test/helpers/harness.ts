@@ -6,6 +6,7 @@ import { dropDatabase, ensureDatabase, openDatabase, withDatabase, type Database
 import { startApi, type ApiServer } from '../../src/api/server.js';
 import { initTracing, type Tracing, type TracingOptions } from '../../src/observability/tracing.js';
 import { createRedis, masters, waitForRedis, type RedisClient } from '../../src/queue/redis.js';
+import { Shards } from '../../src/queue/shards.js';
 import type { AnyTool, SettingsChooser, ToolRegistry } from '../../src/tools/tool.js';
 import { createToolRegistry } from '../../src/adapters/index.js';
 import { startWorker, type WorkerProcess } from '../../src/workers/worker.js';
@@ -138,15 +139,18 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       await harness.api?.close();
       for (const worker of workers.reverse()) await worker.close();
       await db.close();
-      // On a cluster every master is scanned; the prefix's hash tag keeps the keys in one slot.
+      // On a cluster every master is scanned; each shard's hash tag keeps its keys in one slot.
       await waitForRedis(redis);
+      const prefixes = new Set([prefix, ...Shards.of(config).prefixes]);
       for (const node of masters(redis)) {
-        let cursor = '0';
-        do {
-          const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-          if (keys.length > 0) await node.unlink(...keys);
-          cursor = next;
-        } while (cursor !== '0');
+        for (const keyPrefix of prefixes) {
+          let cursor = '0';
+          do {
+            const [next, keys] = await node.scan(cursor, 'MATCH', `${keyPrefix}:*`, 'COUNT', 1000);
+            if (keys.length > 0) await node.unlink(...keys);
+            cursor = next;
+          } while (cursor !== '0');
+        }
       }
       redis.disconnect();
       await dropDatabase(config.DATABASE_DIRECT_URL);

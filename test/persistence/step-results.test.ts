@@ -193,7 +193,7 @@ describe('StepResults: idempotent step writes', () => {
       const job = await raw.getJob(stepJobId(id, 1, 'a'));
       expect(job?.data).toMatchObject({ taskId: id, run: 1, stepId: 'a', input: { step: 'a' } });
       // The run's root waits for that one child only.
-      const root = await queues.tasks.getJob(`${id}.1`);
+      const root = await queues.shardOf(id).tasks.getJob(`${id}.1`);
       expect(await root?.getDependenciesCount()).toMatchObject({ unprocessed: 1 });
     } finally {
       await raw.close();

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EventLog } from '../../src/queue/event-log.js';
+import { Shards } from '../../src/queue/shards.js';
 import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
 import { runEntry, type NodeProcess } from '../helpers/child-process.js';
@@ -142,7 +143,7 @@ describe('graceful shutdown of a worker process', () => {
       expect(finished!.processedBy).toBe(`hang@${next.child.pid}`);
       expect(finished).toMatchObject({ attemptsMade: 1, stalledCounter: 1 });
       // Its result was recorded once: one completion in the task's history.
-      const history = await new EventLog(h.redis, h.config.QUEUE_PREFIX, { ttlSeconds: h.config.EVENTS_TTL_S, afterEndSeconds: h.config.EVENTS_KEEP_AFTER_END_S }).read(id);
+      const history = await new EventLog(h.redis, Shards.of(h.config), { ttlSeconds: h.config.EVENTS_TTL_S, afterEndSeconds: h.config.EVENTS_KEEP_AFTER_END_S }).read(id);
       expect(history.filter((event) => event.type === 'step').map((event) => event.status)).toEqual(['running', 'running', 'completed']);
       expect((await next.signal('SIGTERM')).code).toBe(0);
     } finally {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { runEntry, type NodeProcess } from '../helpers/child-process.js';
 import { observationKey, testTools } from '../fixtures/tools.js';
+import { Shards } from '../../src/queue/shards.js';
 
 describe('cancelling a task', () => {
   let h: Harness;
@@ -53,7 +54,7 @@ describe('cancelling a task', () => {
     expect(steps.next.status).toBe('cancelled');
     expect(steps.next.started_at).toBeNull();
     // Nothing is left waiting in BullMQ: the run's root job closed.
-    await poll(async () => ((await h.redis.exists(`${h.config.QUEUE_PREFIX}:tasks:${id}.1`)) === 0 || (await rootFinished(h, id)) ? true : undefined), {
+    await poll(async () => ((await h.redis.exists(`${Shards.of(h.config).prefixOf(id)}:tasks:${id}.1`)) === 0 || (await rootFinished(h, id)) ? true : undefined), {
       label: 'the run root to finish',
     });
   });
@@ -76,13 +77,13 @@ describe('cancelling a task', () => {
     expect(task.status).toBe('cancelled');
     expect(task.steps[0]).toMatchObject({ status: 'cancelled', started_at: null });
     // The delayed step job was removed from Redis.
-    await poll(async () => ((await h.redis.zcard(`${h.config.QUEUE_PREFIX}:tool.echo:delayed`)) === 0 ? true : undefined), {
+    await poll(async () => ((await h.redis.zcard(`${Shards.of(h.config).prefixOf(id)}:tool.echo:delayed`)) === 0 ? true : undefined), {
       label: 'the delayed step job to be removed',
     });
   });
 });
 
 async function rootFinished(h: Harness, id: string): Promise<boolean> {
-  const state = await h.redis.hget(`${h.config.QUEUE_PREFIX}:tasks:${id}.1`, 'finishedOn');
+  const state = await h.redis.hget(`${Shards.of(h.config).prefixOf(id)}:tasks:${id}.1`, 'finishedOn');
   return state !== null;
 }

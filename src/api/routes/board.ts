@@ -12,7 +12,11 @@ const BASE_PATH = '/admin/queues';
 function bullBoard(queues: TaskQueues, readOnlyMode: boolean): express.Router {
   const adapter = new ExpressAdapter();
   adapter.setBasePath(BASE_PATH);
-  createBullBoard({ queues: queues.all().map((queue) => new BullMQAdapter(queue, { readOnlyMode })), serverAdapter: adapter });
+  // With several shards each queue appears once per shard, named after its shard ("2.tool.echo").
+  const adapters = queues.shards.flatMap((shard) =>
+    shard.all().map((queue) => new BullMQAdapter(queue, { readOnlyMode, ...(queues.shards.length > 1 ? { prefix: `${shard.index}.` } : {}) })),
+  );
+  createBullBoard({ queues: adapters, serverAdapter: adapter });
   return adapter.getRouter() as express.Router;
 }
 

@@ -13,6 +13,7 @@ export interface ReconcilerOptions {
   /** What recording a single run's failed job needs. */
   singleRun: SingleRunDeps;
   logger: Logger;
+  /** QUEUE_PREFIX: where the lock that elects the reconciling worker lives. */
   prefix: string;
   /** How often one worker of the deployment looks. */
   intervalMs: number;
@@ -83,38 +84,31 @@ export class Reconciler {
 
   /** One pass over the active runs older than staleAfterMs. */
   async sweep(): Promise<Sweep> {
-    const { redis, queues, recovery, logger, prefix } = this.options;
+    const { queues, recovery, logger } = this.options;
     const result: Sweep = { checked: 0, restarted: 0, retried: 0, failed: 0 };
     let after: { createdAt: Date; id: string } | undefined;
     for (;;) {
       const page = await recovery.activeRuns(this.options.staleAfterMs, 500, after);
       if (page.length === 0) break;
       after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
-      const pipeline = redis.pipeline();
+      const found = await this.lookUp(page);
       for (const run of page) {
-        const { queue, jobId } = runJob(run);
-        pipeline.exists(`${prefix}:${queue}:${jobId}`);
-        pipeline.zscore(`${prefix}:${queue}:failed`, jobId);
-      }
-      const replies = (await pipeline.exec()) ?? [];
-      for (const [index, run] of page.entries()) {
         result.checked += 1;
-        const [existsError, exists] = replies[index * 2] ?? [];
-        const [failedError, failedScore] = replies[index * 2 + 1] ?? [];
-        if (existsError || failedError) continue;
-        if (exists === 0) {
+        const state = found.get(run);
+        if (!state) continue;
+        if (!state.exists) {
           const count = await recovery.restart(run.id, run.run, (ready) => queues.startRun({ taskId: run.id, run: run.run, taskType: run.taskType, single: run.single }, ready));
           logger.warn('run had no jobs in Redis: enqueued it again', { task_id: run.id, run: run.run, steps: count });
           result.restarted += 1;
-        } else if (failedScore !== null && run.single) {
+        } else if (state.failed && run.single) {
           // The step's job failed outside the step processor and no worker recorded it.
-          const job = await queues.toolQueue(run.taskType).getJob(runJob(run).jobId);
+          const job = await queues.toolQueue(run.id, run.taskType).getJob(runJob(run).jobId);
           if (!job) continue;
           await recordJobFailure(this.options.singleRun, { taskId: run.id, run: run.run, stepId: run.taskType, tool: run.taskType }, job.failedReason || 'the step job failed');
           logger.warn('single run job had failed without a result: recorded its failure', { task_id: run.id, run: run.run });
           result.failed += 1;
-        } else if (failedScore !== null) {
-          const root = await queues.tasks.getJob(taskJobId(run.id, run.run));
+        } else if (state.failed) {
+          const root = await queues.shardOf(run.id).tasks.getJob(taskJobId(run.id, run.run));
           await root?.retry('failed');
           logger.warn('run root job had failed: retried it', { task_id: run.id, run: run.run });
           result.retried += 1;
@@ -123,5 +117,36 @@ export class Reconciler {
       if (page.length < 500) break;
     }
     return result;
+  }
+
+  /**
+   * Whether each run's job exists and whether it failed, in one round trip per shard (a cluster
+   * pipeline stays within one slot). A run whose shard could not be read is left out.
+   */
+  private async lookUp(page: ActiveRun[]): Promise<Map<ActiveRun, { exists: boolean; failed: boolean }>> {
+    const { redis, queues } = this.options;
+    const byShard = new Map<string, ActiveRun[]>();
+    for (const run of page) {
+      const { prefix } = queues.shardOf(run.id);
+      byShard.set(prefix, [...(byShard.get(prefix) ?? []), run]);
+    }
+    const found = new Map<ActiveRun, { exists: boolean; failed: boolean }>();
+    await Promise.all(
+      [...byShard].map(async ([prefix, runs]) => {
+        const pipeline = redis.pipeline();
+        for (const run of runs) {
+          const { queue, jobId } = runJob(run);
+          pipeline.exists(`${prefix}:${queue}:${jobId}`);
+          pipeline.zscore(`${prefix}:${queue}:failed`, jobId);
+        }
+        const replies = (await pipeline.exec()) ?? [];
+        for (const [index, run] of runs.entries()) {
+          const [existsError, exists] = replies[index * 2] ?? [];
+          const [failedError, failedScore] = replies[index * 2 + 1] ?? [];
+          if (!existsError && !failedError) found.set(run, { exists: exists !== 0, failed: failedScore !== null });
+        }
+      }),
+    );
+    return found;
   }
 }

@@ -26,7 +26,7 @@ type JobFate = { step: UnfinishedStep; fate: 'gone' } | { step: UnfinishedStep; 
  */
 export function createTaskFinalizer(deps: { results: StepResults; logger: Logger; metrics: Metrics; queues: TaskQueues; config: Config }) {
   async function fateOf(ref: TaskJobData, step: UnfinishedStep): Promise<JobFate> {
-    const job = await deps.queues.toolQueue(step.tool).getJob(stepJobId(ref.taskId, ref.run, step.stepId));
+    const job = await deps.queues.toolQueue(ref.taskId, step.tool).getJob(stepJobId(ref.taskId, ref.run, step.stepId));
     if (!job) return { step, fate: 'gone' };
     const state = await job.getState();
     if (state === 'failed') return { step, fate: 'failed', reason: job.failedReason || 'the step job failed' };

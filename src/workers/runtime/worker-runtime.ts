@@ -11,7 +11,8 @@ import { TaskStore } from '../../persistence/task-store.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
 import { createRedis } from '../../queue/redis.js';
 import { TaskQueues } from '../../queue/task-queues.js';
-import type { ToolRegistry, ToolSettings } from '../../tools/tool.js';
+import { shareOf, Shards } from '../../queue/shards.js';
+import type { RateLimit, ToolRegistry, ToolSettings } from '../../tools/tool.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { bullmqTelemetry } from '../../observability/tracing.js';
 import { retryDelay } from './backoff.js';
@@ -47,16 +48,27 @@ export interface WorkerRuntime {
 }
 
 /**
+ * A shard's share of a tool's rate limit (max per duration), so that the shards together keep
+ * the tool's rate. With fewer than one job per shard per duration, each shard's duration
+ * stretches instead.
+ */
+export function shardLimiter(limit: RateLimit, shard: number, shards: number): { max: number; duration: number } {
+  if (limit.max >= shards) return { max: shareOf(limit.max, shard, shards), duration: limit.duration_ms };
+  return { max: 1, duration: Math.ceil((limit.duration_ms * shards) / limit.max) };
+}
+
+/**
  * One BullMQ worker per tool queue this process serves, plus one for the tasks queue (run
- * roots). Each tool's worker runs up to min(tool.concurrency, WORKER_CONCURRENCY) steps and
- * shares the tool's rate limit with every other process.
+ * roots) and one for callbacks, in every queue shard. A tool's workers together run up to
+ * min(tool.concurrency, WORKER_CONCURRENCY) steps (at least one per shard) and share the tool's
+ * rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
   const { config, logger, prisma, sql, registry, settings, metrics } = options;
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
   const queues = new TaskQueues(connection, config, options.allTools, logger);
-  const eventLog = new EventLog(connection, config.QUEUE_PREFIX, { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
+  const eventLog = new EventLog(connection, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   // Events follow commits; losing one (Redis down) costs a live update, never a result.
   const results = new StepResults(
     sql,
@@ -70,24 +82,34 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   await stops.start();
 
   const processStep = createStepProcessor({ config, logger, registry, settings, results, queues, stops, metrics });
-  const common = {
-    connection,
-    prefix: config.QUEUE_PREFIX,
-    // Steps enqueue their dependents and commit results before being acknowledged; a lost
-    // worker's steps come back after the lock expires, found by the next stalled check.
-    lockDuration: config.WORKER_LOCK_DURATION_MS,
-    stalledInterval: config.WORKER_LOCK_DURATION_MS,
-    maxStalledCount: 3,
-    // Tracing on: a `process` span per job, continuing the trace its producer put in the job.
-    ...bullmqTelemetry(),
-  };
-  const workers: Worker[] = registry.list().map(
-    (tool) =>
-      new Worker<StepJobData>(toolQueueName(tool.name), processStep, {
+  const finalizeTask = createTaskFinalizer({ results, logger, metrics, queues, config });
+  const sendCallback = createCallbackSender({ config, logger, prisma, store: new TaskStore(prisma, config, sql), metrics });
+  // A one-tool task's job that stalled too often is failed by BullMQ without a root to notice:
+  // the worker that saw the stall records it (the reconciler would, later, if this fails).
+  const singleRun = { results, queues, config, logger };
+  const shards = queues.shards.length;
+  // Every process consumes every shard. A tool's concurrency and rate limit are split over the
+  // shards (shareOf), so that a process still runs about `concurrency` steps of the tool (at
+  // least one per shard) and the deployment keeps the tool's rate, as with one shard.
+  const workers: Worker[] = queues.shards.flatMap((shard) => {
+    const common = {
+      connection,
+      prefix: shard.prefix,
+      // Steps enqueue their dependents and commit results before being acknowledged; a lost
+      // worker's steps come back after the lock expires, found by the next stalled check.
+      lockDuration: config.WORKER_LOCK_DURATION_MS,
+      stalledInterval: config.WORKER_LOCK_DURATION_MS,
+      maxStalledCount: 3,
+      // Tracing on: a `process` span per job, continuing the trace its producer put in the job.
+      ...bullmqTelemetry(),
+    };
+    const suffix = shards > 1 ? `.${shard.index}` : '';
+    const toolWorkers = registry.list().map((tool) => {
+      const worker = new Worker<StepJobData>(toolQueueName(tool.name), processStep, {
         ...common,
-        name: `${tool.name}@${process.pid}`,
-        concurrency: Math.min(tool.concurrency ?? Number.POSITIVE_INFINITY, config.WORKER_CONCURRENCY),
-        ...(tool.rate_limit ? { limiter: { max: tool.rate_limit.max, duration: tool.rate_limit.duration_ms } } : {}),
+        name: `${tool.name}${suffix}@${process.pid}`,
+        concurrency: Math.max(1, shareOf(Math.min(tool.concurrency ?? Number.POSITIVE_INFINITY, config.WORKER_CONCURRENCY), shard.index, shards)),
+        ...(tool.rate_limit ? { limiter: shardLimiter(tool.rate_limit, shard.index, shards) } : {}),
         settings: {
           backoffStrategy: (failures: number, type?: string, error?: Error, job?: MinimalJob) => {
             if (type !== BACKOFF_TYPE || !job) return 0;
@@ -95,35 +117,31 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
             return retryDelay(data.retry.backoff, failures, error instanceof RetryableError ? error.retryAfterMs : undefined);
           },
         },
-      }),
-  );
-  workers.push(
-    new Worker(TASKS_QUEUE, createTaskFinalizer({ results, logger, metrics, queues, config }), {
-      ...common,
-      name: `tasks@${process.pid}`,
-      concurrency: Math.max(10, config.WORKER_CONCURRENCY),
-    }),
-  );
-  workers.push(
-    new Worker(CALLBACKS_QUEUE, createCallbackSender({ config, logger, prisma, store: new TaskStore(prisma, config, sql), metrics }), {
-      ...common,
-      name: `callbacks@${process.pid}`,
-      concurrency: 10,
-      settings: { backoffStrategy: (failures: number, type?: string, error?: Error) => (type === BACKOFF_TYPE ? callbackRetryDelay(failures, error) : 0) },
-    }),
-  );
-  // A one-tool task's job that stalled too often is failed by BullMQ without a root to notice:
-  // the worker that saw the stall records it (the reconciler would, later, if this fails).
-  const singleRun = { results, queues, config, logger };
-  registry.list().forEach((tool, index) => {
-    workers[index]!.on('stalled', (jobId) => {
-      void (async () => {
-        const job = await queues.toolQueue(tool.name).getJob(jobId);
-        if (!job?.data.single || (await job.getState()) !== 'failed') return;
-        const { taskId, run, stepId } = job.data;
-        await recordJobFailure(singleRun, { taskId, run, stepId, tool: tool.name }, job.failedReason || 'the step job failed');
-      })().catch((error: Error) => logger.warn('could not record a stalled job', { job_id: jobId, error: error.message }));
+      });
+      worker.on('stalled', (jobId) => {
+        void (async () => {
+          const job = await shard.toolQueue(tool.name).getJob(jobId);
+          if (!job?.data.single || (await job.getState()) !== 'failed') return;
+          const { taskId, run, stepId } = job.data;
+          await recordJobFailure(singleRun, { taskId, run, stepId, tool: tool.name }, job.failedReason || 'the step job failed');
+        })().catch((error: Error) => logger.warn('could not record a stalled job', { job_id: jobId, error: error.message }));
+      });
+      return worker;
     });
+    return [
+      ...toolWorkers,
+      new Worker(TASKS_QUEUE, finalizeTask, {
+        ...common,
+        name: `tasks${suffix}@${process.pid}`,
+        concurrency: Math.max(1, shareOf(Math.max(10, config.WORKER_CONCURRENCY), shard.index, shards)),
+      }),
+      new Worker(CALLBACKS_QUEUE, sendCallback, {
+        ...common,
+        name: `callbacks${suffix}@${process.pid}`,
+        concurrency: Math.max(1, shareOf(10, shard.index, shards)),
+        settings: { backoffStrategy: (failures: number, type?: string, error?: Error) => (type === BACKOFF_TYPE ? callbackRetryDelay(failures, error) : 0) },
+      }),
+    ];
   });
   for (const worker of workers) {
     worker.on('error', (error) => logger.error('worker error', { queue: worker.name, error: error.message }));
@@ -152,7 +170,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     intervalMs: config.RETENTION_INTERVAL_MS,
   });
   if (config.RETENTION_INTERVAL_MS > 0) retention.start();
-  logger.info('worker started', { tools: registry.names(), concurrency: config.WORKER_CONCURRENCY });
+  logger.info('worker started', { tools: registry.names(), concurrency: config.WORKER_CONCURRENCY, queue_shards: queues.shards.map((shard) => shard.prefix) });
 
   return {
     workers,
