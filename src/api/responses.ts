@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { TASK_STATUSES } from '../engine/status.js';
-import { parameterSchema, stepSchema, workflowDefinitionSchema } from '../workflows/definition.js';
+import { parameterSchema, workflowDefinitionSchema } from '../workflows/definition.js';
 import { retryPolicySchema } from './schemas.js';
 
 /**
