@@ -49,7 +49,7 @@ export class TaskQueues {
   private readonly flows: FlowProducer;
 
   constructor(
-    private readonly connection: RedisClient,
+    connection: RedisClient,
     private readonly config: Pick<Config, 'QUEUE_PREFIX' | 'QUEUE_KEEP_COMPLETED' | 'QUEUE_KEEP_FAILED'>,
     toolNames: Iterable<string>,
     logger: Logger,
