@@ -36,7 +36,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     restoreMocks: true,
-    // Off unless asked for (`npm test -- --coverage`, as .ci/run does). Only code that runs inside
+    // Off unless asked for (`npm test -- --coverage`; .ci/run asks for the default project). Only code that runs inside
     // vitest's own processes is counted: the API and worker processes some tests spawn are not.
     coverage: {
       provider: 'v8',
