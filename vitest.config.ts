@@ -36,8 +36,9 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     restoreMocks: true,
-    // Off unless asked for (`npm test -- --coverage`; .ci/run asks for the default project). Only code that runs inside
-    // vitest's own processes is counted: the API and worker processes some tests spawn are not.
+    // Off unless asked for (`npm test -- --coverage`; .ci/run asks for it on the default project).
+    // Only code that runs inside vitest's own processes is counted: the API and worker processes
+    // some tests spawn are not.
     coverage: {
       provider: 'v8',
       // src/** also holds workers/ once it moves under src/.
