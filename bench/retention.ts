@@ -97,8 +97,9 @@ try {
       // Every other task has an idempotency key, as a frontend's retries would.
       const entries = Array.from({ length: BATCH_SIZE }, (_, index) => ({
         plan,
-        task: { id: uuidv7(), requestHash: 'h', priority: 0, delayMs: 0, ...(index % 2 === 0 ? { idempotencyKey: `k${(keys += 1)}` } : {}) },
+        task: { id: uuidv7(), requestHash: 'h', priority: 0, delayMs: 0, ...(index % 2 === 0 ? { idempotencyKey: `k${keys + index}` } : {}) },
       }));
+      keys += BATCH_SIZE;
       const [, ms] = await timed(() => createTasks(sql, entries));
       batchMs.push(ms);
     }

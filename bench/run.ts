@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { METHOD } from './lib/capacity.js';
 import { gitRevision, machineInfo, packageVersion, PgAdmin } from './lib/metrics.js';
-import { parseOptions, USAGE } from './lib/options.js';
+import { parseOptions, USAGE, type BenchOptions } from './lib/options.js';
 import { Releasers } from './lib/releasers.js';
 import { NOTES, summarize, writeReport, type Report } from './lib/report.js';
 import { runOnce, type RunResult } from './lib/runner.js';
@@ -15,7 +15,7 @@ import { coerceError, epochNow, REPO_ROOT } from './lib/util.js';
 const started = epochNow();
 const log = (line: string) => process.stderr.write(`[${((epochNow() - started) / 1000).toFixed(1).padStart(6)} s] ${line}\n`);
 
-let options;
+let options: BenchOptions | undefined;
 try {
   options = parseOptions(process.argv.slice(2));
 } catch (error) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createClient, FINISHED_STATUSES, OrchestratorError, type FollowEvent, type OrchestratorClient, type TaskView, type WorkflowDefinition } from './index.js';
+import { createClient, OrchestratorError, type FollowEvent, type OrchestratorClient, type TaskView, type WorkflowDefinition } from './index.js';
 
 /** `orchestrator ...` (`npx orchestrator` in this repository): the API from a terminal, on the typed client. */
 

@@ -131,7 +131,7 @@ export class PgAdmin {
   }
 
   async close(): Promise<void> {
-    if (this.connected) await this.client.end().catch(() => undefined);
+    if (this.connected !== undefined) await this.client.end().catch(() => undefined);
   }
 }
 

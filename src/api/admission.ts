@@ -136,7 +136,7 @@ export class Admission {
 
   /** For POST /assign-task, after authentication and before the body is read. */
   middleware(): RequestHandler {
-    return (req, res, next) => {
+    return (_req, res, next) => {
       const retryAfterS = this.refusal();
       if (retryAfterS !== undefined) {
         return this.refuse(res, retryAfterS, 'more work is waiting than the workers finish in ADMISSION_MAX_WAIT_MS', { backlog: this.backlog, limit: this.limit() });

@@ -181,7 +181,7 @@ export function requestRateLimit(perMinute: number, redis: RedisClient, prefix: 
       prefix: `${prefix}:ratelimit:`,
       sendCommand: (command: string, ...args: string[]) => sendCommand(redis, command, ...args) as Promise<RedisReply>,
     }),
-    handler: (req: Request, res: Response, _next: NextFunction, options) => {
+    handler: (_req: Request, res: Response, _next: NextFunction, options) => {
       res.status(options.statusCode).json(errorBody('rate_limited', `more than ${perMinute} requests a minute; retry after the Retry-After delay`));
     },
   });

@@ -181,7 +181,9 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES): Ope
     // OpenAPI 3.1 lets a bearer or basic requirement list the roles it needs: here the key scopes.
     const scopes = operation.access ? [...ACCESS[operation.access]] : [];
     const schemes = operation.browser ? [{}, { bearerAuth: scopes }, { basicAuth: scopes }] : [{}, { bearerAuth: scopes }];
-    (paths[operation.path] ??= {})[operation.method] = {
+    const pathItem = paths[operation.path] ?? {};
+    paths[operation.path] = pathItem;
+    pathItem[operation.method] = {
       operationId: operation.operationId,
       summary: operation.summary,
       ...(operation.description ? { description: operation.description } : {}),

@@ -120,7 +120,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     server.once('error', reject);
   });
   // A request Node's HTTP parser refuses never reaches Express: answer it with the contract's body too.
-  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+  server.on('clientError', (_error, socket) => {
     if (!socket.writable) return socket.destroy();
     const body = JSON.stringify(errorBody('bad_request', 'the HTTP request could not be parsed'));
     socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);

@@ -195,7 +195,7 @@ function lookup(root: unknown, first: string, path: readonly string[]): unknown 
   return current;
 }
 
-function valueOf(reference: Reference, context: TemplateContext): unknown {
+function referencedValue(reference: Reference, context: TemplateContext): unknown {
   if (reference.kind === 'params') return lookup(context.params, reference.name, reference.path);
   const step = own(context.steps, reference.step);
   return step === undefined ? undefined : lookup(step, reference.field, reference.path);
@@ -236,7 +236,7 @@ function resolveString(text: string, context: TemplateContext, budget: Budget, a
   if (spans.length === 1 && spans[0]!.start === 0 && spans[0]!.end === text.length) {
     const { reference } = parseReference(spans[0]!.expression);
     // A missing value becomes null: JSON has no undefined, and the tool's schema decides.
-    const value = reference ? (valueOf(reference, context) ?? null) : text;
+    const value = reference ? (referencedValue(reference, context) ?? null) : text;
     budget.spendValue(value, at);
     return value;
   }
@@ -246,7 +246,7 @@ function resolveString(text: string, context: TemplateContext, budget: Budget, a
   for (const span of spans) {
     const { reference } = parseReference(span.expression);
     out += budget.text(text.slice(from, span.start), at);
-    out += reference ? budget.text(valueOf(reference, context), at) : budget.text(text.slice(span.start, span.end), at);
+    out += reference ? budget.text(referencedValue(reference, context), at) : budget.text(text.slice(span.start, span.end), at);
     from = span.end;
   }
   return out + budget.text(text.slice(from), at);

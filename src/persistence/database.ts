@@ -85,9 +85,17 @@ export function openDatabase(url: string, poolSize: number, logger: Logger): Dat
   const connect = pg.Client.prototype.connect;
   WatchedClient.prototype.connect = function watchedConnect(this: pg.Client, callback?: (error: Error | null) => void) {
     const settle = (error?: Error | null) => (error ? reachability.connectFailed(error) : reachability.connected());
-    if (callback) return connect.call(this, (error: Error | null) => (settle(error), callback(error)));
+    if (callback) {
+      return connect.call(this, (error: Error | null) => {
+        settle(error);
+        callback(error);
+      });
+    }
     return (connect as () => Promise<pg.Client>).call(this).then(
-      (client: pg.Client) => (settle(), client),
+      (client: pg.Client) => {
+        settle();
+        return client;
+      },
       (error: Error) => {
         settle(error);
         throw error;

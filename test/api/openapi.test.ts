@@ -12,7 +12,7 @@ import { uuidv7 } from '../../src/lib/uuid7.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
-import { DocumentSchemas, pointerSegment as escape } from '../helpers/openapi.js';
+import { DocumentSchemas, pointerSegment } from '../helpers/openapi.js';
 
 const API_KEY = 'openapi-test-key-0123456789';
 const READ_KEY = 'openapi-read-key-0123456789';
@@ -150,7 +150,7 @@ describe('the OpenAPI document', () => {
       const mediaType = (response.headers.get('content-type') ?? '').split(';')[0]!.trim();
       expect(Object.keys(documented!.content), `${where} with content type ${mediaType}`).toContain(mediaType);
       if (mediaType === 'application/json') {
-        const pointer = `/paths/${escape(path)}/${method.toLowerCase()}/responses/${response.status}/content/${escape(mediaType)}/schema`;
+        const pointer = `/paths/${pointerSegment(path)}/${method.toLowerCase()}/responses/${response.status}/content/${pointerSegment(mediaType)}/schema`;
         expect(schemas.problems(pointer, parsed), `${where}: the body does not fit its documented schema: ${text.slice(0, 500)}`).toEqual([]);
       }
     }
@@ -312,7 +312,7 @@ describe('the OpenAPI document', () => {
     expect(replayed.some((event) => event.event === 'progress')).toBe(true);
     for (const event of replayed) expectComponent('TaskStreamEvent', event.data);
     // Each message as a whole fits the schema the document gives the stream.
-    const messageSchema = `/paths/${escape('/tasks/{task_id}/events')}/get/responses/200/content/${escape('text/event-stream')}/schema`;
+    const messageSchema = `/paths/${pointerSegment('/tasks/{task_id}/events')}/get/responses/200/content/${pointerSegment('text/event-stream')}/schema`;
     for (const event of [...events, ...replayed]) expect(schemas.problems(messageSchema, JSON.parse(JSON.stringify(event))), JSON.stringify(event)).toEqual([]);
 
     expect((await call('GET', `/tasks/${id}/events`, undefined, { 'Last-Event-ID': 'yesterday' })).status).toBe(400);

@@ -92,7 +92,7 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
     const pipeline = h.redis.pipeline();
     for (const key of keys.slice(i, i + 500)) pipeline.pttl(key);
     const replies = (await pipeline.exec()) ?? [];
-    keys.slice(i, i + 500).forEach((key, index) => ttls.set(key, Number(replies[index]?.[1])));
+    for (const [index, key] of keys.slice(i, i + 500).entries()) ttls.set(key, Number(replies[index]?.[1]));
   }
   const jobHashes = new Map<string, Set<string>>(); // queue -> job ids with a hash
   const perJob: { queue: string; id: string; key: string }[] = [];

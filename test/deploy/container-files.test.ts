@@ -197,7 +197,9 @@ describe('docker-compose.yml', () => {
         const texts = [JSON.stringify(services[service]?.environment ?? {}), commandText(services[service]?.command)];
         if (!texts.some((text) => text.includes(`\${${name}`))) continue;
         users += 1;
-        expect(() => texts.forEach((text) => interpolate(text, without)), `${service} without ${name}`).toThrow(new RegExp(`${name} is missing`));
+        expect(() => {
+          for (const text of texts) interpolate(text, without);
+        }, `${service} without ${name}`).toThrow(new RegExp(`${name} is missing`));
       }
       expect(users, `services using ${name}`).toBeGreaterThan(0);
     }
@@ -380,7 +382,7 @@ describe('Dockerfile', () => {
     expect(runs.some((run) => /npm ci\b.*--omit=dev/.test(run))).toBe(true);
     // Nothing in the final stage installs or copies in dev dependencies or the TypeScript sources.
     expect(runs.filter((run) => /npm (ci|install)\b/.test(run)).every((run) => run.includes('--omit=dev'))).toBe(true);
-    const copied = inFinalStage('COPY').map((i) => splitArgs(i.args).filter((arg) => !arg.startsWith('--')).slice(0, -1)).flat();
+    const copied = inFinalStage('COPY').flatMap((i) => splitArgs(i.args).filter((arg) => !arg.startsWith('--')).slice(0, -1));
     expect(copied).not.toContain('/app/node_modules');
     expect(copied.some((source) => /^(\/app\/)?src\/?$/.test(source))).toBe(false);
     expect(copied).toContain('/app/dist');

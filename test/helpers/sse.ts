@@ -34,8 +34,7 @@ export async function openSse(url: string, headers: Record<string, string> = {})
     try {
       for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
         buffer += decoder.decode(chunk, { stream: true });
-        let boundary: number;
-        while ((boundary = buffer.indexOf('\n\n')) >= 0) {
+        for (let boundary = buffer.indexOf('\n\n'); boundary >= 0; boundary = buffer.indexOf('\n\n')) {
           const frame = buffer.slice(0, boundary);
           buffer = buffer.slice(boundary + 2);
           const event: SseEvent = { event: 'message', data: undefined };

@@ -69,7 +69,7 @@ describe('the reconciler on its timer, in two workers', () => {
   }
 
   it('repairs a run older than RECONCILE_AFTER_MS by itself, and leaves a younger one alone until it is that old', async () => {
-    workers.forEach((worker, index) => observe(worker.runtime.reconciler, index));
+    for (const [index, worker] of workers.entries()) observe(worker.runtime.reconciler, index);
     const old = await storeWithoutFlow({ age: 'old' }, new Date(Date.now() - 10 * AGE_MS));
     const young = await storeWithoutFlow({ age: 'young' }, new Date());
     const storedAt = Date.now();
@@ -89,7 +89,7 @@ describe('the reconciler on its timer, in two workers', () => {
   });
 
   it('lets one worker sweep per lock period although both tick every interval', async () => {
-    workers.forEach((worker, index) => observe(worker.runtime.reconciler, index));
+    for (const [index, worker] of workers.entries()) observe(worker.runtime.reconciler, index);
     ticks.length = 0;
     sweeps.length = 0;
     const from = Date.now();

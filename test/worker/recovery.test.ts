@@ -27,7 +27,7 @@ async function failNextJob(h: Harness, queue: string, reason: string): Promise<s
   );
   try {
     await poll(() => taken, { label: `a job of ${queue} to be taken`, timeoutMs: 10_000 });
-    await poll(async () => (await worker.isRunning()) && (await h.redis.zscore(`${h.config.QUEUE_PREFIX}:${queue}:failed`, taken!)) !== null, {
+    await poll(async () => worker.isRunning() && (await h.redis.zscore(`${h.config.QUEUE_PREFIX}:${queue}:failed`, taken!)) !== null, {
       label: `job ${taken} to be failed`,
     });
   } finally {

@@ -98,7 +98,7 @@ describe('retries and backoff', () => {
     expect(third).toBeGreaterThanOrEqual(320);
     const delays = await scheduledDelays(id, 'flaky');
     expect(delays).toHaveLength(3);
-    delays.forEach((delay, index) => expect(delay, `delay ${index + 1}`).toBeLessThanOrEqual(160 * 2 ** index));
+    for (const [index, delay] of delays.entries()) expect(delay, `delay ${index + 1}`).toBeLessThanOrEqual(160 * 2 ** index);
     // The largest first delay (160) is below the smallest third one (320): growth shows despite jitter.
     expect(third).toBeGreaterThan(first);
   });

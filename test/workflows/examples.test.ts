@@ -8,7 +8,7 @@ describe('example workflows shipped with the service', () => {
   let server: http.Server;
   let port: number;
   beforeAll(async () => {
-    server = http.createServer((req, res) => {
+    server = http.createServer((_req, res) => {
       res.setHeader('content-type', 'text/plain');
       res.end('The quick brown fox jumps over the lazy dog. The fox runs! Brown foxes everywhere.');
     });

@@ -59,9 +59,9 @@ export async function startRawBullmq(ctx: RunContext): Promise<RunningSystem> {
   const seen = new Map<string, Map<string, Sample>>();
   const refresh = async () => {
     for (const sample of await collect(workers)) {
-      let byId = seen.get(sample[0]);
-      if (!byId) seen.set(sample[0], (byId = new Map()));
+      const byId = seen.get(sample[0]) ?? new Map<string, Sample>();
       byId.set(sample[1], sample);
+      seen.set(sample[0], byId);
     }
   };
   const target: Target = {
