@@ -20,12 +20,7 @@ const CLUSTER_FILES = [
  * DATABASE_DIRECT_URL to PostgreSQL itself. The chaos files that restart Redis stay out: they
  * test Redis, not the database's connections.
  */
-const PGBOUNCER_FILES = [
-  'test/api/assign-task.test.ts',
-  'test/api/events.test.ts',
-  'test/workflows/*.test.ts',
-  'test/pgbouncer/**/*.test.ts',
-];
+const PGBOUNCER_FILES = ['test/api/assign-task.test.ts', 'test/api/events.test.ts', 'test/workflows/*.test.ts', 'test/pgbouncer/**/*.test.ts'];
 const PGBOUNCER_CHAOS_FILES = ['test/chaos/postgres-faults.test.ts', 'test/chaos/worker-crash.test.ts'];
 
 export default defineConfig({

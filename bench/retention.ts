@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import echo from '../src/adapters/echo.js';
 import { finishPlan, planToolTask } from '../src/engine/plan.js';
 import { createTasks } from '../src/ledger/create-tasks.js';
 import { poolSql } from '../src/ledger/sql.js';
@@ -20,7 +21,6 @@ import { uuidv7 } from '../src/lib/uuid7.js';
 import { silentLogger } from '../src/logger.js';
 import { dropDatabase, ensureDatabase, withDatabase } from '../src/persistence/database.js';
 import { migrate } from '../src/persistence/migrate.js';
-import echo from '../src/adapters/echo.js';
 
 const { values } = parseArgs({
   options: {
@@ -72,7 +72,15 @@ try {
       [DAY],
     );
   });
-  const [{ rows: [size] }] = await timed(() => admin.query(`SELECT pg_size_pretty(pg_total_relation_size('tasks_p${DAY.replaceAll('-', '')}') + pg_total_relation_size('steps_p${DAY.replaceAll('-', '')}')) AS size`));
+  const [
+    {
+      rows: [size],
+    },
+  ] = await timed(() =>
+    admin.query(
+      `SELECT pg_size_pretty(pg_total_relation_size('tasks_p${DAY.replaceAll('-', '')}') + pg_total_relation_size('steps_p${DAY.replaceAll('-', '')}')) AS size`,
+    ),
+  );
   log(`filled ${TASKS.toLocaleString('en')} tasks + steps in ${seconds(fillMs)} (${size.size})`);
   await admin.query('CHECKPOINT');
   const [, dropMs] = await timed(() => admin.query(`SELECT drop_day_partitions($1::date)`, [DAY]));

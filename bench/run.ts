@@ -5,11 +5,11 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { METHOD } from './lib/capacity.js';
-import { gitRevision, machineInfo, packageVersion, PgAdmin } from './lib/metrics.js';
-import { parseOptions, USAGE, type BenchOptions } from './lib/options.js';
+import { gitRevision, machineInfo, PgAdmin, packageVersion } from './lib/metrics.js';
+import { type BenchOptions, parseOptions, USAGE } from './lib/options.js';
 import { Releasers } from './lib/releasers.js';
-import { NOTES, summarize, writeReport, type Report } from './lib/report.js';
-import { runOnce, type RunResult } from './lib/runner.js';
+import { NOTES, type Report, summarize, writeReport } from './lib/report.js';
+import { type RunResult, runOnce } from './lib/runner.js';
 import { coerceError, epochNow, REPO_ROOT } from './lib/util.js';
 
 const started = epochNow();

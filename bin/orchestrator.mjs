@@ -11,8 +11,7 @@ const cli = `${root}dist/client/cli.js`;
 // Written by every build that compiled something (tsconfig.build.json).
 const buildInfo = `${root}dist/.tsbuildinfo`;
 const sources = existsSync(`${root}client`) ? readdirSync(`${root}client`).filter((name) => name.endsWith('.ts')) : [];
-const stale =
-  !existsSync(cli) || (existsSync(buildInfo) && sources.some((name) => statSync(`${root}client/${name}`).mtimeMs > statSync(buildInfo).mtimeMs));
+const stale = !existsSync(cli) || (existsSync(buildInfo) && sources.some((name) => statSync(`${root}client/${name}`).mtimeMs > statSync(buildInfo).mtimeMs));
 if (stale) {
   // The build's output goes to stderr: stdout is the command's (--json).
   const build = spawnSync(process.execPath, [`${root}scripts/build.mjs`], { cwd: root, stdio: ['ignore', 2, 2] });

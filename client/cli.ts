@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createClient, OrchestratorError, type FollowEvent, type OrchestratorClient, type TaskView, type WorkflowDefinition } from './index.js';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { createClient, type FollowEvent, type OrchestratorClient, OrchestratorError, type TaskView, type WorkflowDefinition } from './index.js';
 
 /** `orchestrator ...` (`npx orchestrator` in this repository): the API from a terminal, on the typed client. */
 
@@ -51,7 +51,13 @@ const COMMON: Options = {
 };
 
 const COMMANDS: Record<string, Options> = {
-  submit: { params: { type: 'string' }, 'idempotency-key': { type: 'string' }, priority: { type: 'string' }, 'delay-ms': { type: 'string' }, wait: { type: 'boolean' } },
+  submit: {
+    params: { type: 'string' },
+    'idempotency-key': { type: 'string' },
+    priority: { type: 'string' },
+    'delay-ms': { type: 'string' },
+    wait: { type: 'boolean' },
+  },
   result: { wait: { type: 'string' } },
   tasks: { status: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } },
   follow: {},
@@ -84,13 +90,21 @@ const printJson = (value: unknown) => print(JSON.stringify(value, null, 2));
 /** Rows in columns, each as wide as its widest cell. */
 function printTable(rows: string[][]): void {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => row[column]!.length))) ?? [];
-  for (const row of rows) print(row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ').trimEnd());
+  for (const row of rows)
+    print(
+      row
+        .map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!)))
+        .join('  ')
+        .trimEnd(),
+    );
 }
 
 function printTask(task: TaskView): void {
   print(`task ${task.task_id} ${task.task_type} ${task.status} [${task.progress.completed}/${task.progress.total}]`);
   for (const step of task.steps) {
-    const facts = [step.status, step.attempts > 1 ? `${step.attempts} attempts` : '', step.duration_ms === null ? '' : `${step.duration_ms} ms`].filter(Boolean);
+    const facts = [step.status, step.attempts > 1 ? `${step.attempts} attempts` : '', step.duration_ms === null ? '' : `${step.duration_ms} ms`].filter(
+      Boolean,
+    );
     print(`  ${step.id} (${step.tool}) ${facts.join(', ')}${step.error ? `: ${step.error.message}` : ''}`);
   }
   printOutcome(task);

@@ -10,8 +10,8 @@ import type { WorkflowDefinition, WorkflowParams } from './workflow.js';
  */
 
 export { OrchestratorError, type Problem } from './errors.js';
-export { defineWorkflow, type WorkflowDefinition, type WorkflowParams } from './workflow.js';
 export type { components, operations, paths } from './openapi.js';
+export { defineWorkflow, type WorkflowDefinition, type WorkflowParams } from './workflow.js';
 
 type Schemas = components['schemas'];
 export type TaskView = Schemas['TaskView'];

@@ -39,7 +39,10 @@ export const apiKeyEntry = z.string().transform((entry, ctx): ApiKeyEntry => {
     const prefix = KEY_PREFIX.exec(entry.slice(0, colon));
     if (!prefix) {
       // The text before ":" is not quoted back: it may be part of a secret.
-      ctx.addIssue({ code: 'custom', message: 'the text before the first ":" is not a scope: write admin:KEY, client:KEY, read:KEY or SCOPE@NAME:KEY (NAME: letters, digits, _ . -)' });
+      ctx.addIssue({
+        code: 'custom',
+        message: 'the text before the first ":" is not a scope: write admin:KEY, client:KEY, read:KEY or SCOPE@NAME:KEY (NAME: letters, digits, _ . -)',
+      });
       return z.NEVER;
     }
     parsed = { scope: prefix[1] as ApiKeyScope, ...(prefix[2] ? { name: prefix[2] } : {}), key: entry.slice(colon + 1) };
@@ -67,9 +70,7 @@ const configSchema = z.object({
    * cluster connection (user, password and TLS still come from REDIS_URL) and QUEUE_PREFIX must
    * hold a hash tag. Empty: the single Redis at REDIS_URL.
    */
-  REDIS_CLUSTER_NODES: csv
-    .pipe(z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'each node must be host:port')))
-    .default([]),
+  REDIS_CLUSTER_NODES: csv.pipe(z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'each node must be host:port'))).default([]),
   /** Every query of the running service: PostgreSQL itself, or a pooler such as PgBouncer in transaction mode. */
   DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default('postgresql://postgres@127.0.0.1:5432/orchestrator'),
   /**
@@ -249,7 +250,11 @@ const configSchema = z.object({
 });
 
 export type Config = Readonly<
-  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL' | 'QUEUE_SHARDS'> & { LOG_FORMAT: 'json' | 'pretty'; DATABASE_DIRECT_URL: string; QUEUE_SHARDS: number }
+  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL' | 'QUEUE_SHARDS'> & {
+    LOG_FORMAT: 'json' | 'pretty';
+    DATABASE_DIRECT_URL: string;
+    QUEUE_SHARDS: number;
+  }
 >;
 
 /** QUEUE_SHARDS on a Redis Cluster when unset. */

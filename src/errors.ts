@@ -57,9 +57,13 @@ export class DependencyUnavailableError extends UnavailableError {
   override name = 'DependencyUnavailableError';
   readonly retryAfterS = DEPENDENCY_RETRY_AFTER_S;
   constructor(dependency: 'redis' | 'database', cause?: unknown) {
-    super('service_unavailable', `The ${dependency === 'redis' ? 'queue (Redis)' : 'database (PostgreSQL)'} is unavailable; nothing was created, try again later`, {
-      dependency,
-    });
+    super(
+      'service_unavailable',
+      `The ${dependency === 'redis' ? 'queue (Redis)' : 'database (PostgreSQL)'} is unavailable; nothing was created, try again later`,
+      {
+        dependency,
+      },
+    );
     this.cause = cause;
   }
 }

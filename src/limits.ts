@@ -1,4 +1,4 @@
-import { loadConfig, type Config } from './config.js';
+import { type Config, loadConfig } from './config.js';
 import { LimitExceededError } from './errors.js';
 
 /** The size limits (README "Limits"), as configured. */

@@ -1,12 +1,12 @@
+import { createToolRegistry } from './adapters/index.js';
+import { openKeyRing } from './api/api-keys.js';
+import { startApi } from './api/server.js';
 import { boot, closeOnSignals, prepareDatabase } from './bootstrap.js';
 import { loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { createToolRegistry } from './adapters/index.js';
-import { startWorker } from './workers/worker.js';
-import { startApi } from './api/server.js';
 import { Metrics } from './observability/metrics.js';
 import { initTracing } from './observability/tracing.js';
-import { openKeyRing } from './api/api-keys.js';
+import { startWorker } from './workers/worker.js';
 
 /** `npm start`: the API and one worker in one process, for a first try and for development. */
 await boot('orchestrator', async () => {

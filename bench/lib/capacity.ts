@@ -1,5 +1,5 @@
-import { openLoop, type LoadRun } from './load.js';
-import { distribution, type Distribution } from './stats.js';
+import { type LoadRun, openLoop } from './load.js';
+import { type Distribution, distribution } from './stats.js';
 import { epochNow, sleep } from './util.js';
 
 /** A finished task (or job): when the system received it and when its final result was committed. */
@@ -93,7 +93,7 @@ export const METHOD = [
   'between the highest pass and the lowest fail. A stage passes when, over its last two thirds, tasks arrived on schedule (>= 1 - tolerance of the',
   'offered rate, no errors), completions kept up with arrivals (backlog growth <= tolerance of the offered work + 50 ms of arrivals),',
   'and the backlog drained afterwards. Max throughput is the highest passing offered rate.',
-  'Latency: open loop at half that rate; receipt to commit of the final result from the system\'s own timestamps, read afterwards.',
+  "Latency: open loop at half that rate; receipt to commit of the final result from the system's own timestamps, read afterwards.",
   'Costs (Redis commands, PostgreSQL transactions, CPU) are measured over the latency phase, from idle to idle.',
 ].join(' ');
 
@@ -136,7 +136,14 @@ function errorsOf(run: LoadRun): { errors: number; firstError?: string } {
 }
 
 /** Judges a finished, drained load run: arrivals and completions inside its last two thirds. */
-function judge(kind: StageReport['kind'], rate: number, run: LoadRun, done: Completion[], drain: { drained: boolean; drainMs: number }, tolerance: number): StageReport {
+function judge(
+  kind: StageReport['kind'],
+  rate: number,
+  run: LoadRun,
+  done: Completion[],
+  drain: { drained: boolean; drainMs: number },
+  tolerance: number,
+): StageReport {
   const durationMs = run.endedAt - run.startedAt;
   const from = run.startedAt + durationMs / 3;
   const to = run.endedAt;
@@ -339,10 +346,11 @@ export async function measureLatency(target: Target, tag: string, rate: number, 
     maxLagMs: Math.round(run.maxLagMs),
     latencyMs: distribution(ok.map((task) => task.finished - task.created)),
     ackMs: distribution(run.arrivals.map((arrival) => arrival.doneAt - arrival.sentAt)),
-    clientMs: distribution(ok.flatMap((task) => {
-      const at = scheduled.get(task.id);
-      return at === undefined ? [] : [task.finished - at];
-    })),
+    clientMs: distribution(
+      ok.flatMap((task) => {
+        const at = scheduled.get(task.id);
+        return at === undefined ? [] : [task.finished - at];
+      }),
+    ),
   };
 }
-

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { cpuSeconds, LUA_COMMANDS, redisCommandCalls, type CountingClient, type PgAdmin } from './metrics.js';
+import { type CountingClient, cpuSeconds, LUA_COMMANDS, type PgAdmin, redisCommandCalls } from './metrics.js';
 
 /** Processes whose CPU time is charged to a workload, by kind. */
 export interface ProcessKinds {

@@ -1,5 +1,5 @@
 import type { Target } from './capacity.js';
-import { distribution, type Distribution } from './stats.js';
+import { type Distribution, distribution } from './stats.js';
 import type { RunningSystem } from './systems/system.js';
 import { sleep } from './util.js';
 
@@ -93,7 +93,12 @@ async function measureCase(system: RunningSystem, entry: IdleCase, tagPrefix: st
   const done = await target.completions(tag, ids);
   const ok = done.filter((task) => task.ok);
   const latencyMs = distribution(ok.map((task) => task.finished - task.created));
-  const steps = entry.stepAlone ? await stepTimes(system, ok.map((task) => task.id)) : undefined;
+  const steps = entry.stepAlone
+    ? await stepTimes(
+        system,
+        ok.map((task) => task.id),
+      )
+    : undefined;
   return {
     name: entry.name,
     tasks: ids.length,

@@ -1,4 +1,4 @@
-import { Pool, type Dispatcher } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
 import { epochNow, sleep } from './util.js';
 
 /**
@@ -122,7 +122,9 @@ export class HttpClient {
   constructor(origins: string | string[], connections: number) {
     const list = typeof origins === 'string' ? [origins] : origins;
     const each = Math.max(1, Math.ceil(connections / list.length));
-    this.pools = list.map((origin) => new Pool(origin, { connections: each, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: 30_000, bodyTimeout: 30_000 }));
+    this.pools = list.map(
+      (origin) => new Pool(origin, { connections: each, pipelining: 1, keepAliveTimeout: 60_000, headersTimeout: 30_000, bodyTimeout: 30_000 }),
+    );
   }
 
   private pool(): Pool {

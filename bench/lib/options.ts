@@ -104,7 +104,10 @@ function positiveNumber(name: string, value: string | undefined): number | undef
 
 function workloadList(value: string | undefined): WorkloadId[] {
   if (value === undefined) return [...WORKLOAD_IDS];
-  const wanted = value.split(',').map((entry) => entry.trim()).filter(Boolean);
+  const wanted = value
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter(Boolean);
   const unknown = wanted.filter((entry) => !(WORKLOAD_IDS as readonly string[]).includes(entry));
   if (unknown.length > 0) throw new Error(`--workloads: unknown ${unknown.join(', ')} (known: ${WORKLOAD_IDS.join(', ')})`);
   // Always in the canonical order, W0 first: the baseline is measured before what is compared to

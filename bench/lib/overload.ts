@@ -1,6 +1,6 @@
-import { accepted, waitDrained, type Completion, type Target } from './capacity.js';
-import { openLoop, type Arrival, type LoadRun } from './load.js';
-import { distribution, type Distribution } from './stats.js';
+import { accepted, type Completion, type Target, waitDrained } from './capacity.js';
+import { type Arrival, type LoadRun, openLoop } from './load.js';
+import { type Distribution, distribution } from './stats.js';
 
 /**
  * W5, overload: twice the maximum throughput measured for W1 in the same run, offered open loop

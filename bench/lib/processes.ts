@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { REPO_ROOT, poll } from './util.js';
+import { poll, REPO_ROOT } from './util.js';
 
 /** A process the bench started; its output goes to `logFile`, the last lines are kept for errors. */
 export interface Child {

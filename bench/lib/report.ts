@@ -70,7 +70,10 @@ export interface Report {
   machine: MachineInfo & { loadAverageEnd: number[] };
   versions: Record<string, string>;
   revision: string;
-  settings: Pick<BenchOptions, 'quick' | 'workloads' | 'runs' | 'workers' | 'apis' | 'latencyRate' | 'concurrency' | 'poolSize' | 'connections' | 'tolerance' | 'timing'> & { redis: string };
+  settings: Pick<
+    BenchOptions,
+    'quick' | 'workloads' | 'runs' | 'workers' | 'apis' | 'latencyRate' | 'concurrency' | 'poolSize' | 'connections' | 'tolerance' | 'timing'
+  > & { redis: string };
   method: string;
   notes: string[];
   summary: Summary[];
@@ -191,8 +194,17 @@ function idleSection(report: Report): string[] {
     '| Task | Median ms | p90 ms | max ms | Target (median) | Met |',
     '|---|---:|---:|---:|---:|---|',
     ...cases.flatMap((entry) => [
-      row([`${entry.name}: created -> finished`, fmt(entry.p50Ms), fmt(entry.p90Ms), fmt(entry.maxMs), `<= ${entry.targetMedianMs} ms`, met(entry.metRuns, entry.runs)]),
-      ...(entry.stepP50Ms !== undefined ? [row([`${entry.name}: the step alone (started -> finished)`, fmt(entry.stepP50Ms), fmt(entry.stepP90Ms), fmt(entry.stepMaxMs), '', ''])] : []),
+      row([
+        `${entry.name}: created -> finished`,
+        fmt(entry.p50Ms),
+        fmt(entry.p90Ms),
+        fmt(entry.maxMs),
+        `<= ${entry.targetMedianMs} ms`,
+        met(entry.metRuns, entry.runs),
+      ]),
+      ...(entry.stepP50Ms !== undefined
+        ? [row([`${entry.name}: the step alone (started -> finished)`, fmt(entry.stepP50Ms), fmt(entry.stepP90Ms), fmt(entry.stepMaxMs), '', ''])]
+        : []),
     ]),
   ];
 }
@@ -215,7 +227,13 @@ function overloadSection(report: Report): string[] {
         fmt(o.offeredPerS),
         fmt(o.sent),
         fmt(o.accepted),
-        `${fmt(o.refused)}${o.refused > 0 ? ` (${Object.entries(o.refusedBy).map(([why, count]) => `${why}: ${count}`).join(', ')})` : ''}`,
+        `${fmt(o.refused)}${
+          o.refused > 0
+            ? ` (${Object.entries(o.refusedBy)
+                .map(([why, count]) => `${why}: ${count}`)
+                .join(', ')})`
+            : ''
+        }`,
         fmt(o.errors),
         `${fmt(o.refusalMs.p50, 1)} / ${fmt(o.refusalMs.p99, 1)}`,
         o.completionsPerSBy5s.map((rate) => fmt(rate)).join(', '),
@@ -271,26 +289,31 @@ export function markdown(report: Report): string {
     '',
     '| Workload | Max tasks/s | Steps/s | x W0 | p50 ms | p90 ms | p99 ms | max ms | Lua calls/step | Other Redis cmds/step | PG xacts/step | CPU s/1k tasks: API | workers | Redis | PostgreSQL | bench (load generator) |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
-    ...report.summary.filter((row) => row.measure === 'capacity').map((row) =>
-      [
-        `${row.id} ${row.title}${row.errors.length > 0 ? ' (!)' : ''}`,
-        `${row.lowerBound ? '>= ' : ''}${fmt(row.maxTasksPerS)}`,
-        fmt(row.maxStepsPerS),
-        row.id === 'W0' ? '1' : fmt(row.ratioToW0, 3),
-        fmt(row.p50Ms),
-        fmt(row.p90Ms),
-        fmt(row.p99Ms),
-        fmt(row.maxMs),
-        fmt(row.luaPerStep, 2),
-        fmt(row.redisCommandsPerStep, 1),
-        fmt(row.pgTransactionsPerStep, 2),
-        fmt(row.cpuApi, 2),
-        fmt(row.cpuWorkers, 2),
-        fmt(row.cpuRedis, 2),
-        fmt(row.cpuPostgres, 2),
-        fmt(row.cpuGenerator, 2),
-      ].join(' | ').replace(/^/, '| ').replace(/$/, ' |'),
-    ),
+    ...report.summary
+      .filter((row) => row.measure === 'capacity')
+      .map((row) =>
+        [
+          `${row.id} ${row.title}${row.errors.length > 0 ? ' (!)' : ''}`,
+          `${row.lowerBound ? '>= ' : ''}${fmt(row.maxTasksPerS)}`,
+          fmt(row.maxStepsPerS),
+          row.id === 'W0' ? '1' : fmt(row.ratioToW0, 3),
+          fmt(row.p50Ms),
+          fmt(row.p90Ms),
+          fmt(row.p99Ms),
+          fmt(row.maxMs),
+          fmt(row.luaPerStep, 2),
+          fmt(row.redisCommandsPerStep, 1),
+          fmt(row.pgTransactionsPerStep, 2),
+          fmt(row.cpuApi, 2),
+          fmt(row.cpuWorkers, 2),
+          fmt(row.cpuRedis, 2),
+          fmt(row.cpuPostgres, 2),
+          fmt(row.cpuGenerator, 2),
+        ]
+          .join(' | ')
+          .replace(/^/, '| ')
+          .replace(/$/, ' |'),
+      ),
     ...idleSection(report),
     ...overloadSection(report),
     ...redisMemorySection(report),
@@ -309,10 +332,10 @@ export function markdown(report: Report): string {
 }
 
 export const NOTES = [
-  'Latency: W1-W4 from tasks.created_at (the API\'s receipt) to tasks.finished_at (commit of the final result); peers from bench_results.received_at to finished_at; W0 from the job\'s timestamp (queue.add) to its finishedOn. PostgreSQL keeps milliseconds.',
+  "Latency: W1-W4 from tasks.created_at (the API's receipt) to tasks.finished_at (commit of the final result); peers from bench_results.received_at to finished_at; W0 from the job's timestamp (queue.add) to its finishedOn. PostgreSQL keeps milliseconds.",
   'Lua calls/step: EVALSHA + EVAL from INFO commandstats over the latency phase, divided by the steps run. Other Redis commands include those that the scripts themselves run (INFO commandstats counts both).',
-  'PG xacts/step: xact_commit + xact_rollback of the system\'s own database (pg_stat_database), less the bench\'s own queries and one start-up transaction per new connection.',
-  'CPU: utime + stime from /proc/<pid>/stat. W0\'s producer is the bench process itself (no API column); PostgreSQL is the backends serving the system\'s database; bench (load generator) is the bench process itself, which shares the machine with what it measures.',
+  "PG xacts/step: xact_commit + xact_rollback of the system's own database (pg_stat_database), less the bench's own queries and one start-up transaction per new connection.",
+  "CPU: utime + stime from /proc/<pid>/stat. W0's producer is the bench process itself (no API column); PostgreSQL is the backends serving the system's database; bench (load generator) is the bench process itself, which shares the machine with what it measures.",
   'x W0 is tasks/s divided by W0\'s jobs/s in the same run; for workflows, Steps/s shows the work done. ">=" marks a maximum where no stage failed (a lower bound).',
   'pg-boss 10 workers poll (at least every 0.5 s) and take one job per fetch here, for the same jobs in flight per process: its throughput is bounded by workers x concurrency / 0.5 s by design.',
 ];

@@ -1,19 +1,19 @@
 import { Redis } from 'ioredis';
-import { findMaxRate, measureLatency, type CapacityReport, type LatencyReport, type SearchPlan } from './capacity.js';
-import { beginCosts, endCosts, type Costs, type CostSources } from './costs.js';
-import { measureIdle, type IdleReport } from './idle.js';
+import { type CapacityReport, findMaxRate, type LatencyReport, measureLatency, type SearchPlan } from './capacity.js';
+import { beginCosts, type CostSources, type Costs, endCosts } from './costs.js';
+import { type IdleReport, measureIdle } from './idle.js';
 import { PgAdmin, redisServerInfo } from './metrics.js';
 import type { BenchOptions } from './options.js';
 import { measureOverload, type OverloadReport } from './overload.js';
 import { freePort, spawnRedis } from './processes.js';
-import { keyKinds, memoryReport, readMemory, waitEventStreamsGone, type KeyKinds, type MemoryReading, type RedisMemoryReport } from './redis-memory.js';
+import { type KeyKinds, keyKinds, type MemoryReading, memoryReport, type RedisMemoryReport, readMemory, waitEventStreamsGone } from './redis-memory.js';
 import { Releasers } from './releasers.js';
 import { startOrchestrator } from './systems/orchestrator.js';
 import { startPeer } from './systems/peer.js';
 import { startRawBullmq } from './systems/raw-bullmq.js';
 import type { RunContext, RunningSystem, SystemKind } from './systems/system.js';
 import { coerceError, epochNow, shortId } from './util.js';
-import { WORKLOADS, type CapacityWorkload, type IdleWorkload, type OverloadWorkload, type Workload } from './workloads.js';
+import { type CapacityWorkload, type IdleWorkload, type OverloadWorkload, WORKLOADS, type Workload } from './workloads.js';
 
 export interface WorkloadResult {
   id: string;
@@ -133,7 +133,8 @@ async function measureCapacity(ctx: RunContext, workload: CapacityWorkload, syst
     ...(system.database ? { database: system.database } : {}),
     ...(system.benchClient ? { benchClient: system.benchClient } : {}),
   };
-  const memory = workload.redisMemory && system.queuePrefix ? new MemoryProbe(ctx.redis, system.queuePrefix, options.timing.eventsKeepAfterEndS, log) : undefined;
+  const memory =
+    workload.redisMemory && system.queuePrefix ? new MemoryProbe(ctx.redis, system.queuePrefix, options.timing.eventsKeepAfterEndS, log) : undefined;
   await memory?.start();
   const rate = options.latencyRate ? Math.min(options.latencyRate, capacity.maxRate) : capacity.maxRate / 2;
   const start = await beginCosts(sources);
@@ -241,8 +242,18 @@ export async function runOnce(options: BenchOptions, index: number, outer: Relea
       } catch (error) {
         const message = coerceError(error).message;
         log(`${workload.id}: FAILED: ${message}`);
-        const failed = { id: workload.id, title: workload.title, measure: workload.measure, error: message, elapsedS: Math.round((epochNow() - workloadStart) / 100) / 10 };
-        results.push(workload.measure === 'idle' ? failed : { ...failed, stepsPerTask: workload.stepsPerTask, ...(workload.measure === 'capacity' ? { maxTasksPerS: 0, maxStepsPerS: 0 } : {}) });
+        const failed = {
+          id: workload.id,
+          title: workload.title,
+          measure: workload.measure,
+          error: message,
+          elapsedS: Math.round((epochNow() - workloadStart) / 100) / 10,
+        };
+        results.push(
+          workload.measure === 'idle'
+            ? failed
+            : { ...failed, stepsPerTask: workload.stepsPerTask, ...(workload.measure === 'capacity' ? { maxTasksPerS: 0, maxStepsPerS: 0 } : {}) },
+        );
         // A system that failed may be in any state: the next workload starts it afresh.
         await system?.stop().catch(() => undefined);
         system = undefined;

@@ -15,7 +15,10 @@ export function sleep(ms: number): Promise<void> {
  * Calls `check` until it returns something other than undefined/false, or fails naming `label`.
  * An error thrown by `check` ends the wait at once (a process that died will not come back).
  */
-export async function poll<T>(check: () => Promise<T | undefined | false> | T | undefined | false, options: { label: string; timeoutMs: number; intervalMs?: number }): Promise<T> {
+export async function poll<T>(
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  options: { label: string; timeoutMs: number; intervalMs?: number },
+): Promise<T> {
   const deadline = Date.now() + options.timeoutMs;
   for (;;) {
     const value = await check();

@@ -18,8 +18,7 @@ const batchId = z.union([z.string().min(1).max(200), z.int()]);
  */
 export default defineTool({
   name: 'approve_batches',
-  description:
-    'Approves batches by id (integers or strings, reported back as sent): all of them with auto_approve, otherwise those not on hold ("hold-" ids).',
+  description: 'Approves batches by id (integers or strings, reported back as sent): all of them with auto_approve, otherwise those not on hold ("hold-" ids).',
   input: z.object({
     batch_ids: z.array(batchId).min(1).max(10_000),
     auto_approve: z.boolean().default(false),

@@ -1,4 +1,4 @@
-import { ToolRegistry, type AnyTool, type SettingsChooser } from '../tools/tool.js';
+import { type AnyTool, type SettingsChooser, ToolRegistry } from '../tools/tool.js';
 import approveBatches from './approve-batches.js';
 import echo from './echo.js';
 import http from './http.js';

@@ -22,9 +22,10 @@ function countSentences(text: string): number {
 
 export default defineTool({
   name: 'text_stats',
-  description: 'Analyses text: characters, words, lines, sentences, reading time and the most frequent words. A value that is not a string is analysed as its JSON.',
+  description:
+    'Analyses text: characters, words, lines, sentences, reading time and the most frequent words. A value that is not a string is analysed as its JSON.',
   input: z.object({
-    text: z.unknown().transform((value) => (typeof value === 'string' ? value : JSON.stringify(value) ?? '')),
+    text: z.unknown().transform((value) => (typeof value === 'string' ? value : (JSON.stringify(value) ?? ''))),
     top: z.int().min(0).max(100).default(10),
     min_word_length: z.int().min(1).max(50).default(4),
   }),

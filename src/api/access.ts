@@ -28,7 +28,12 @@ export function requireAccess(access: Access): RequestHandler {
   const allowed: readonly ApiKeyScope[] = ACCESS[access];
   return (req, res, next) => {
     if (req.apiKeyScope === undefined || allowed.includes(req.apiKeyScope)) return next();
-    res.status(403).json(errorBody('forbidden', `a ${req.apiKeyScope} key may not do this; it needs one of the scopes ${allowed.join(', ')}`, { scope: req.apiKeyScope, required: allowed }));
+    res.status(403).json(
+      errorBody('forbidden', `a ${req.apiKeyScope} key may not do this; it needs one of the scopes ${allowed.join(', ')}`, {
+        scope: req.apiKeyScope,
+        required: allowed,
+      }),
+    );
   };
 }
 

@@ -139,12 +139,18 @@ export class Admission {
     return (_req, res, next) => {
       const retryAfterS = this.refusal();
       if (retryAfterS !== undefined) {
-        return this.refuse(res, retryAfterS, 'more work is waiting than the workers finish in ADMISSION_MAX_WAIT_MS', { backlog: this.backlog, limit: this.limit() });
+        return this.refuse(res, retryAfterS, 'more work is waiting than the workers finish in ADMISSION_MAX_WAIT_MS', {
+          backlog: this.backlog,
+          limit: this.limit(),
+        });
       }
       const { maxInFlight } = this.settings;
       if (maxInFlight > 0) {
         if (this.inFlight >= maxInFlight) {
-          return this.refuse(res, 1, 'this API process is handling ADMISSION_MAX_IN_FLIGHT submissions already', { in_flight: this.inFlight, max_in_flight: maxInFlight });
+          return this.refuse(res, 1, 'this API process is handling ADMISSION_MAX_IN_FLIGHT submissions already', {
+            in_flight: this.inFlight,
+            max_in_flight: maxInFlight,
+          });
         }
         this.inFlight += 1;
         // 'close' follows every response, answered or cut off.

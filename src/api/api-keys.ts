@@ -1,7 +1,7 @@
 // The default export, not named imports: tests observe calls to timingSafeEqual through it.
 import crypto from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { apiKeyEntry, ConfigError, type ApiKeyEntry, type ApiKeyScope, type Config } from '../config.js';
+import { type ApiKeyEntry, type ApiKeyScope, apiKeyEntry, type Config, ConfigError } from '../config.js';
 import type { Logger } from '../logger.js';
 
 /** A key as the API holds it: the secret itself only as a digest. */
@@ -113,7 +113,11 @@ export class KeyRing {
       try {
         text = await readFile(file, 'utf8');
       } catch (error) {
-        if (!unreadable) logger.error('API_KEYS_FILE cannot be read: keeping the keys read before', { file, error: (error as NodeJS.ErrnoException).code ?? (error as Error).message });
+        if (!unreadable)
+          logger.error('API_KEYS_FILE cannot be read: keeping the keys read before', {
+            file,
+            error: (error as NodeJS.ErrnoException).code ?? (error as Error).message,
+          });
         unreadable = true;
         previous = undefined;
         return;

@@ -1,30 +1,30 @@
 import cors from 'cors';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
-import type { RedisClient } from '../queue/redis.js';
-import type { Metrics } from '../observability/metrics.js';
-import { traceRequests } from '../observability/http-tracing.js';
-import { tracingEnabled } from '../observability/tracing.js';
-import { accessLog, apiKeyAuth, BROWSER_PATHS, isPreflight, requestIds, requestRateLimit } from './middleware.js';
-import type { KeyRing } from './api-keys.js';
-import type { Admission } from './admission.js';
-import { ClientSlots } from './client-slots.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../logger.js';
-import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
-import { openApiJson } from './openapi.js';
-import { expressPath, routeRouter, type RouteContext } from './route.js';
-import { ROUTES } from './routes/index.js';
-import type { SystemInfo } from './route.js';
-import { describeTool } from './routes/tools.js';
+import { traceRequests } from '../observability/http-tracing.js';
+import type { Metrics } from '../observability/metrics.js';
+import { tracingEnabled } from '../observability/tracing.js';
 import type { StatsStore } from '../persistence/stats-store.js';
-import type { WorkflowService } from '../workflows/workflow-service.js';
-import type { EventStreams } from './event-streams.js';
 import type { EventLog } from '../queue/event-log.js';
+import type { RedisClient } from '../queue/redis.js';
 import type { TaskEvents } from '../queue/task-events.js';
+import type { TaskQueues } from '../queue/task-queues.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import type { TaskQueues } from '../queue/task-queues.js';
+import type { WorkflowService } from '../workflows/workflow-service.js';
+import type { Admission } from './admission.js';
+import type { KeyRing } from './api-keys.js';
+import { ClientSlots } from './client-slots.js';
+import type { EventStreams } from './event-streams.js';
+import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
+import { accessLog, apiKeyAuth, BROWSER_PATHS, isPreflight, requestIds, requestRateLimit } from './middleware.js';
+import { openApiJson } from './openapi.js';
+import type { SystemInfo } from './route.js';
+import { expressPath, type RouteContext, routeRouter } from './route.js';
+import { ROUTES } from './routes/index.js';
+import { describeTool } from './routes/tools.js';
 
 export interface AppDeps {
   config: Config;
@@ -102,10 +102,13 @@ export function createApp(deps: AppDeps): Express {
     app.use((req, res, next) => (req.method === 'OPTIONS' && !isPreflight(req) ? next() : corsHeaders(req, res, next)));
   }
   if (deps.keys) {
-    app.use(apiKeyAuth({ keys: deps.keys, failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE, redis: deps.redis, prefix: config.QUEUE_PREFIX, cors: corsEnabled }));
+    app.use(
+      apiKeyAuth({ keys: deps.keys, failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE, redis: deps.redis, prefix: config.QUEUE_PREFIX, cors: corsEnabled }),
+    );
   }
   if (config.RATE_LIMIT_PER_MINUTE > 0) app.use(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));
-  const slots = (kind: string, max: number, leaseMs: number) => new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
+  const slots = (kind: string, max: number, leaseMs: number) =>
+    new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
   const context: RouteContext = {
     tasks: deps.tasks,
     workflows: deps.workflows,
@@ -131,7 +134,12 @@ export function createApp(deps: AppDeps): Express {
     keysConfigured: deps.keys !== undefined,
   };
   // Routes that answer whatever body a request carries (the metrics) come before it is parsed.
-  app.use(routeRouter(ROUTES.filter((route) => route.beforeBody), context));
+  app.use(
+    routeRouter(
+      ROUTES.filter((route) => route.beforeBody),
+      context,
+    ),
+  );
 
   // A body that is not JSON is refused up front rather than read as empty.
   app.use((req, res, next) => {
@@ -152,7 +160,12 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
 
-  app.use(routeRouter(ROUTES.filter((route) => !route.beforeBody), context));
+  app.use(
+    routeRouter(
+      ROUTES.filter((route) => !route.beforeBody),
+      context,
+    ),
+  );
 
   app.use((req, res) => {
     res.status(404).json(errorBody('route_not_found', `no route for ${req.method} ${req.path}`));

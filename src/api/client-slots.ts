@@ -70,7 +70,9 @@ export class ClientSlots {
     return () => {
       if (released) return;
       released = true;
-      redis.zrem(key, member).catch((error: Error) => this.options.logger.warn('could not release a request slot', { kind: this.options.kind, error: error.message }));
+      redis
+        .zrem(key, member)
+        .catch((error: Error) => this.options.logger.warn('could not release a request slot', { kind: this.options.kind, error: error.message }));
     };
   }
 }

@@ -26,7 +26,6 @@ export interface TaskEventStreamDeps {
   streams: EventStreams;
 }
 
-
 /** Open event streams, so a stopping API can end them with a final event. */
 export class EventStreams {
   private readonly open = new Set<Response>();

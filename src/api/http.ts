@@ -15,14 +15,11 @@ export type Handler = (req: Request, res: Response) => Promise<Reply | undefined
 /** Wraps a plain handler for Express. `undefined` means the handler streamed its own answer. */
 export function handle(handler: Handler): RequestHandler {
   return (req, res, next) => {
-    handler(req, res).then(
-      (reply) => {
-        if (!reply || res.headersSent) return;
-        if (reply.headers) res.set(reply.headers);
-        res.status(reply.status).json(reply.body);
-      },
-      next,
-    );
+    handler(req, res).then((reply) => {
+      if (!reply || res.headersSent) return;
+      if (reply.headers) res.set(reply.headers);
+      res.status(reply.status).json(reply.body);
+    }, next);
   };
 }
 

@@ -1,10 +1,10 @@
+import { createToolRegistry } from '../adapters/index.js';
 import { boot, closeOnSignals, prepareDatabase } from '../bootstrap.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
-import { createToolRegistry } from '../adapters/index.js';
-import { startApi } from './server.js';
 import { initTracing } from '../observability/tracing.js';
 import { openKeyRing } from './api-keys.js';
+import { startApi } from './server.js';
 
 /** `npm run api`: the HTTP API alone. */
 await boot('api', async () => {

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ipKeyGenerator, rateLimit } from 'express-rate-limit';
-import { RedisStore, type RedisReply } from 'rate-limit-redis';
-import { sendCommand, type RedisClient } from '../queue/redis.js';
-import type { Logger } from '../logger.js';
-import { requestContext } from '../lib/request-context.js';
+import { type RedisReply, RedisStore } from 'rate-limit-redis';
 import type { ApiKeyScope } from '../config.js';
+import { requestContext } from '../lib/request-context.js';
+import type { Logger } from '../logger.js';
+import { type RedisClient, sendCommand } from '../queue/redis.js';
 import type { KeyRing } from './api-keys.js';
 import { errorBody } from './http.js';
 import { ROUTES } from './routes/index.js';
@@ -144,7 +144,11 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): RequestHandler {
       const wait = await failures?.blockedFor(address);
       if (wait !== undefined) {
         res.setHeader('retry-after', String(wait));
-        res.status(429).json(errorBody('rate_limited', `more than ${options.failuresPerMinute} wrong API keys a minute from this address; retry after the Retry-After delay`));
+        res
+          .status(429)
+          .json(
+            errorBody('rate_limited', `more than ${options.failuresPerMinute} wrong API keys a minute from this address; retry after the Retry-After delay`),
+          );
         return;
       }
       const key = options.keys.match(presented);

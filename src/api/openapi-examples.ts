@@ -83,7 +83,9 @@ const assigned = (id: string, type: string, replay = false) => ({
 });
 
 export const assignedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(TASK_ID, 'approve_batches') } };
-export const replayedExamples: Record<string, ApiExample> = { replayed: { summary: 'The first task of this idempotency key', value: assigned(TASK_ID, 'echo', true) } };
+export const replayedExamples: Record<string, ApiExample> = {
+  replayed: { summary: 'The first task of this idempotency key', value: assigned(TASK_ID, 'echo', true) },
+};
 export const executedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(WORKFLOW_TASK_ID, EXAMPLE_WORKFLOW) } };
 
 export const assignTaskInvalidExamples: Record<string, ApiExample> = {
@@ -247,8 +249,18 @@ export const toolListExamples: Record<string, ApiExample> = {
         {
           name: 'echo',
           description: 'Returns its input unchanged. Useful to test a setup and to shape data between workflow steps.',
-          input_schema: { $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object', propertyNames: { type: 'string' }, additionalProperties: {} },
-          output_schema: { $schema: 'https://json-schema.org/draft/2020-12/schema', type: 'object', propertyNames: { type: 'string' }, additionalProperties: {} },
+          input_schema: {
+            $schema: 'https://json-schema.org/draft/2020-12/schema',
+            type: 'object',
+            propertyNames: { type: 'string' },
+            additionalProperties: {},
+          },
+          output_schema: {
+            $schema: 'https://json-schema.org/draft/2020-12/schema',
+            type: 'object',
+            propertyNames: { type: 'string' },
+            additionalProperties: {},
+          },
           retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 0 } },
           timeout_ms: 5000,
           rate_limit: null,
@@ -316,7 +328,12 @@ export const workflowVersionsExamples: Record<string, ApiExample> = {
     value: {
       name: EXAMPLE_WORKFLOW,
       versions: [
-        { version: 1, description: 'Greets someone, then again after a pause.', created_at: '2026-11-22T18:30:01.310Z', archived_at: '2026-11-22T18:35:00.000Z' },
+        {
+          version: 1,
+          description: 'Greets someone, then again after a pause.',
+          created_at: '2026-11-22T18:30:01.310Z',
+          archived_at: '2026-11-22T18:35:00.000Z',
+        },
         { version: 2, description: 'Greets someone twice.', created_at: '2026-11-22T18:36:00.000Z', archived_at: null },
       ],
     },
@@ -420,7 +437,9 @@ export const openApiExamples: Record<string, ApiExample> = {
   excerpt: { summary: 'Its beginning', value: { openapi: '3.1.0', info: { title: 'Orchestrator API', version: '0.1.0' }, paths: {} } },
 };
 
-const page = (title: string) => ({ page: { summary: 'The page', value: `<!doctype html><html lang="en"><head><title>${title}</title>…</head><body>…</body></html>` } });
+const page = (title: string) => ({
+  page: { summary: 'The page', value: `<!doctype html><html lang="en"><head><title>${title}</title>…</head><body>…</body></html>` },
+});
 export const swaggerPageExamples: Record<string, ApiExample> = page('Orchestrator API');
 export const redocPageExamples: Record<string, ApiExample> = page('Orchestrator API');
 export const boardPageExamples: Record<string, ApiExample> = page('Bull Dashboard');

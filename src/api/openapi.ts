@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { PACKAGE } from '../lib/package-root.js';
 import { API_KEY_SCOPES } from '../config.js';
-import { taskRequestSchema } from '../tasks/task-request.js';
-import { errorRecordSchema, callbackSchema, stepViewSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
 import { parameterSchema, retryPolicySchema, stepSchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
+import { PACKAGE } from '../lib/package-root.js';
+import { taskRequestSchema } from '../tasks/task-request.js';
+import { callbackSchema, errorRecordSchema, stepViewSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
 import { ACCESS } from './access.js';
 import { invalid, text, tooManyRequests, unavailableOrOverloaded } from './replies.js';
 import * as r from './responses.js';
@@ -34,7 +34,10 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
       headers: { 'WWW-Authenticate': { description: 'The scheme to use: Bearer, or Basic on browser pages.', schema: text } },
     };
     if (operation.access && ACCESS[operation.access].length < API_KEY_SCOPES.length) {
-      replies[403] = { description: `The key's scope may not do this (\`forbidden\`): it needs ${ACCESS[operation.access].join(' or ')}.`, body: r.errorBodySchema };
+      replies[403] = {
+        description: `The key's scope may not do this (\`forbidden\`): it needs ${ACCESS[operation.access].join(' or ')}.`,
+        body: r.errorBodySchema,
+      };
     }
     replies[429] = tooManyRequests(
       'More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`).',
@@ -204,7 +207,9 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES): Ope
           {
             description: reply.description,
             ...(reply.headers ? { headers: reply.headers } : {}),
-            ...(schema ? { content: { [reply.mediaType ?? 'application/json']: { schema: schema(), ...(reply.examples ? { examples: reply.examples } : {}) } } } : {}),
+            ...(schema
+              ? { content: { [reply.mediaType ?? 'application/json']: { schema: schema(), ...(reply.examples ? { examples: reply.examples } : {}) } } }
+              : {}),
           },
         ]),
       ),

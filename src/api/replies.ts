@@ -9,12 +9,14 @@ export const text = { type: 'string' } as const;
 export const invalid = (what: string): ApiReply => ({ description: what, body: r.validationErrorBodySchema });
 export const notFound = (what: string): ApiReply => ({ description: what, body: r.errorBodySchema });
 export const gone: ApiReply = {
-  description: 'The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`.',
+  description:
+    'The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`.',
   body: r.errorBodySchema,
 };
 export const conflict = (what: string): ApiReply => ({ description: what, body: r.errorBodySchema });
 export const unavailable: ApiReply = {
-  description: 'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later.',
+  description:
+    'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later.',
   body: r.errorBodySchema,
 };
 /** The answers of an endpoint that creates tasks, which admission control may refuse. */

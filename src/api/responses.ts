@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { errorRecordSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
 import { parameterSchema, retryPolicySchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
+import { errorRecordSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
 
 /**
  * Response shapes, one place for every body the API sends. The API description
@@ -92,17 +92,10 @@ export const taskStreamMessageSchema = z
   .object({
     id: z.string().optional().meta({ description: 'The `id:` line, e.g. `1795372253145-0`: send it back as Last-Event-ID to resume. Absent on `shutdown`.' }),
     event: z.enum(['snapshot', 'task', 'step', 'progress', 'reconnect', 'shutdown']).meta({ description: 'The `event:` line.' }),
-    data: z
-      .union([
-        taskViewSchema,
-        taskStreamEventSchema,
-        z.object({ reason: z.string(), message: z.string() }),
-        z.object({ message: z.string() }),
-      ])
-      .meta({
-        description:
-          'The `data:` line, one line of JSON: the task (`TaskView`) for `snapshot`; a `TaskStreamEvent` for `task`, `step` and `progress`; `{reason, message}` for `reconnect`; `{message}` for `shutdown`.',
-      }),
+    data: z.union([taskViewSchema, taskStreamEventSchema, z.object({ reason: z.string(), message: z.string() }), z.object({ message: z.string() })]).meta({
+      description:
+        'The `data:` line, one line of JSON: the task (`TaskView`) for `snapshot`; a `TaskStreamEvent` for `task`, `step` and `progress`; `{reason, message}` for `reconnect`; `{message}` for `shutdown`.',
+    }),
   })
   .meta({ description: 'One event of the stream; the stream is a sequence of them, each ended by a blank line.' });
 
@@ -111,7 +104,9 @@ export const taskStreamMessageSchema = z
 export const toolSchema = z.object({
   name: z.string(),
   description: z.string(),
-  input_schema: z.record(z.string(), z.unknown()).meta({ description: 'JSON Schema of what the tool accepts (params of a one-step task, input of a workflow step).' }),
+  input_schema: z
+    .record(z.string(), z.unknown())
+    .meta({ description: 'JSON Schema of what the tool accepts (params of a one-step task, input of a workflow step).' }),
   output_schema: z.record(z.string(), z.unknown()).meta({ description: 'JSON Schema of what the tool returns.' }),
   retry: retryPolicySchema,
   timeout_ms: z.int().min(1),

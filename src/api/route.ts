@@ -1,20 +1,20 @@
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+import { type Request, type RequestHandler, type Response, Router } from 'express';
+import type pg from 'pg';
 import type { z } from 'zod';
 import { ValidationError } from '../errors.js';
 import { zodProblems } from '../lib/problems.js';
 import type { Metrics } from '../observability/metrics.js';
-import type pg from 'pg';
+import type { StatsStore } from '../persistence/stats-store.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
-import type { StatsStore } from '../persistence/stats-store.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
-import { requireAccess, type Access } from './access.js';
+import { type Access, requireAccess } from './access.js';
 import type { ClientSlots } from './client-slots.js';
+import type { TaskEventStreamDeps } from './event-streams.js';
 import { handle, type Reply } from './http.js';
 import type { ApiExample } from './openapi-examples.js';
 import type { ToolBody } from './responses.js';
-import type { TaskEventStreamDeps } from './event-streams.js';
 
 /**
  * A route is declared once (src/api/routes/*.ts): method, path, schemas, summary, scope and
@@ -111,7 +111,11 @@ interface Declaration {
 type Guard = { open: true; access?: undefined } | { open?: false; access: Access };
 
 /** A route whose handler answers JSON (or streams, given `res`), with its inputs validated first. */
-export type JsonRoute<P extends z.ZodObject | undefined = z.ZodObject | undefined, Q extends z.ZodObject | undefined = z.ZodObject | undefined, B extends z.ZodType | undefined = z.ZodType | undefined> = Declaration &
+export type JsonRoute<
+  P extends z.ZodObject | undefined = z.ZodObject | undefined,
+  Q extends z.ZodObject | undefined = z.ZodObject | undefined,
+  B extends z.ZodType | undefined = z.ZodType | undefined,
+> = Declaration &
   Guard & {
     params?: P;
     query?: Q;
@@ -146,9 +150,11 @@ export type PlainRoute = Declaration &
 export type Route = JsonRoute | PlainRoute;
 
 /** Declares a JSON route; its handler's inputs are typed by its schemas. */
-export function route<P extends z.ZodObject | undefined = undefined, Q extends z.ZodObject | undefined = undefined, B extends z.ZodType | undefined = undefined>(
-  declaration: JsonRoute<P, Q, B>,
-): Route {
+export function route<
+  P extends z.ZodObject | undefined = undefined,
+  Q extends z.ZodObject | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+>(declaration: JsonRoute<P, Q, B>): Route {
   return declaration as unknown as Route;
 }
 

@@ -1,27 +1,27 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config.js';
-import type { Logger } from '../logger.js';
 import { PACKAGE } from '../lib/package-root.js';
-import { openDatabase } from '../persistence/database.js';
-import { TaskStore } from '../persistence/task-store.js';
-import { StatsStore } from '../persistence/stats-store.js';
-import { createRedis, waitForRedis } from '../queue/redis.js';
-import { TaskEvents } from '../queue/task-events.js';
-import { EventLog } from '../queue/event-log.js';
-import { TaskQueues } from '../queue/task-queues.js';
-import { Shards } from '../queue/shards.js';
-import { toolQueueName } from '../queue/jobs.js';
-import { Admission } from './admission.js';
-import { TaskService } from '../tasks/task-service.js';
-import { WorkflowStore } from '../persistence/workflow-store.js';
-import { WorkflowService } from '../workflows/workflow-service.js';
-import type { ToolRegistry } from '../tools/tool.js';
-import { createApp } from './app.js';
-import { errorBody } from './http.js';
-import { EventStreams } from './event-streams.js';
+import type { Logger } from '../logger.js';
 import { Metrics } from '../observability/metrics.js';
-import { openKeyRing, type KeyRing } from './api-keys.js';
+import { openDatabase } from '../persistence/database.js';
+import { StatsStore } from '../persistence/stats-store.js';
+import { TaskStore } from '../persistence/task-store.js';
+import { WorkflowStore } from '../persistence/workflow-store.js';
+import { EventLog } from '../queue/event-log.js';
+import { toolQueueName } from '../queue/jobs.js';
+import { createRedis, waitForRedis } from '../queue/redis.js';
+import { Shards } from '../queue/shards.js';
+import { TaskEvents } from '../queue/task-events.js';
+import { TaskQueues } from '../queue/task-queues.js';
+import { TaskService } from '../tasks/task-service.js';
+import type { ToolRegistry } from '../tools/tool.js';
+import { WorkflowService } from '../workflows/workflow-service.js';
+import { Admission } from './admission.js';
+import { type KeyRing, openKeyRing } from './api-keys.js';
+import { createApp } from './app.js';
+import { EventStreams } from './event-streams.js';
+import { errorBody } from './http.js';
 
 export interface ApiServer {
   server: Server;
@@ -52,7 +52,10 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     {
       queueDepth: async () => {
         const counts = await Promise.all(
-          queues.all().map(async (queue) => ({ queue: queue.name, counts: await queue.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'waiting-children', 'failed', 'completed') })),
+          queues.all().map(async (queue) => ({
+            queue: queue.name,
+            counts: await queue.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'waiting-children', 'failed', 'completed'),
+          })),
         );
         // A queue's depth is its sum over the shards: the labels stay those of one shard.
         const totals = new Map<string, { queue: string; state: string; count: number }>();
@@ -91,7 +94,13 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     redis,
     Shards.of(config),
     () => registry.names().map(toolQueueName),
-    { maxWaitMs: config.ADMISSION_MAX_WAIT_MS, minBacklog: config.ADMISSION_MIN_BACKLOG, maxBacklog: config.ADMISSION_MAX_BACKLOG, sampleMs: config.ADMISSION_SAMPLE_MS, maxInFlight: config.ADMISSION_MAX_IN_FLIGHT },
+    {
+      maxWaitMs: config.ADMISSION_MAX_WAIT_MS,
+      minBacklog: config.ADMISSION_MIN_BACKLOG,
+      maxBacklog: config.ADMISSION_MAX_BACKLOG,
+      sampleMs: config.ADMISSION_SAMPLE_MS,
+      maxInFlight: config.ADMISSION_MAX_IN_FLIGHT,
+    },
     metrics,
     logger,
   );

@@ -1,7 +1,7 @@
-import type { ReadyStep, RetryPolicy, StepOptions } from './types.js';
-import { ResolvedSizeError, resolveTemplates } from './templates.js';
 import { ValidationError } from '../errors.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
+import { ResolvedSizeError, resolveTemplates } from './templates.js';
+import type { ReadyStep, RetryPolicy, StepOptions } from './types.js';
 
 export interface StepPlan {
   id: string;
@@ -32,7 +32,11 @@ export interface RunOverrides {
 }
 
 /** A one-tool task: a run with one step named after the tool; params are its literal input. */
-export function planToolTask(tool: { name: string; retry: RetryPolicy; timeout_ms: number }, params: Record<string, unknown>, overrides: RunOverrides = {}): TaskPlan {
+export function planToolTask(
+  tool: { name: string; retry: RetryPolicy; timeout_ms: number },
+  params: Record<string, unknown>,
+  overrides: RunOverrides = {},
+): TaskPlan {
   return {
     taskType: tool.name,
     params,
@@ -84,9 +88,16 @@ function rootInput(plan: TaskPlan, step: StepPlan, maxBytes: number, paramsField
     if (!(error instanceof ResolvedSizeError)) throw error;
     const what = plan.workflow ? `the input of step '${step.id}'` : 'the input';
     const where = error.at ? ` (at input${error.at.startsWith('[') ? '' : '.'}${error.at})` : '';
-    throw new ValidationError(`params make ${what} larger than ${maxBytes} bytes`, [
-      { path: paramsField, message: `${what} would be larger than ${maxBytes} bytes of JSON${plan.workflow ? ' once its templates are resolved' : ''}${where}: the limit is STEP_INPUT_MAX_BYTES` },
-    ], 'invalid_params');
+    throw new ValidationError(
+      `params make ${what} larger than ${maxBytes} bytes`,
+      [
+        {
+          path: paramsField,
+          message: `${what} would be larger than ${maxBytes} bytes of JSON${plan.workflow ? ' once its templates are resolved' : ''}${where}: the limit is STEP_INPUT_MAX_BYTES`,
+        },
+      ],
+      'invalid_params',
+    );
   }
 }
 

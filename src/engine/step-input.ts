@@ -1,5 +1,5 @@
-import { findReferences, ResolvedSizeError, resolveTemplates } from './templates.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
+import { findReferences, ResolvedSizeError, resolveTemplates } from './templates.js';
 import type { DependencyResult, ReadyStep, RunContext, StepRow } from './types.js';
 
 /** The steps whose results a step needs once it is ready: its dependencies and those its input's templates name. */

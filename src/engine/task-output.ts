@@ -1,8 +1,8 @@
-import { LimitExceededError, toErrorRecord, type ErrorRecord } from '../errors.js';
+import { type ErrorRecord, LimitExceededError, toErrorRecord } from '../errors.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
 import { ResolvedSizeError, resolveTemplates } from './templates.js';
-import type { FinishedStep } from './types.js';
 import { stepFailure } from './transitions.js';
+import type { FinishedStep } from './types.js';
 
 /** What a task's output is made from. `workflow_name` is null for a one-tool task. */
 export interface TaskOutputSource {
@@ -70,5 +70,9 @@ export function singleRunEnding(
   limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'> = DEFAULT_LIMITS,
 ): { status: 'completed'; result: unknown } | { status: 'failed'; error: ErrorRecord } {
   if (step.status !== 'completed') return { status: 'failed', error: stepFailure(step.stepId, step.error) };
-  return taskEnding({ params: {}, output_template: null, workflow_name: null }, [{ step_id: step.stepId, status: 'completed', output: step.output ?? null, error: null }], limits);
+  return taskEnding(
+    { params: {}, output_template: null, workflow_name: null },
+    [{ step_id: step.stepId, status: 'completed', output: step.output ?? null, error: null }],
+    limits,
+  );
 }

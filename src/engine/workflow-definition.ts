@@ -40,7 +40,10 @@ export const stepSchema = z
   .object({
     id: identifier('a step id'),
     tool: z.string().min(1).max(64),
-    input: z.record(z.string(), z.unknown()).default({}).meta({ description: 'The tool input; strings may hold {{params.NAME}} and {{steps.ID.output.PATH}}.' }),
+    input: z
+      .record(z.string(), z.unknown())
+      .default({})
+      .meta({ description: 'The tool input; strings may hold {{params.NAME}} and {{steps.ID.output.PATH}}.' }),
     depends_on: z.array(z.string()).max(500).default([]),
     retry: retryPolicySchema.optional(),
     timeout_ms: z.int().min(1).max(86_400_000).optional(),

@@ -1,5 +1,5 @@
-import type { ErrorRecord } from '../errors.js';
 import { singleRunEnding } from '../engine/task-output.js';
+import type { ErrorRecord } from '../errors.js';
 import type { Limits } from '../limits.js';
 import type { SqlRunner } from './sql.js';
 import { createdIn, createdTimes } from './task-days.js';
@@ -32,7 +32,11 @@ export type SingleRunRecorded =
  * letter. What the task ends with (its result, or why it failed) is decided here by the engine,
  * before the statement. Of several results of one step in a batch, the first is recorded.
  */
-export async function finishSingleRuns(db: SqlRunner, results: readonly StepResult[], limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>): Promise<SingleRunRecorded[]> {
+export async function finishSingleRuns(
+  db: SqlRunner,
+  results: readonly StepResult[],
+  limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>,
+): Promise<SingleRunRecorded[]> {
   const first = new Map<string, number>();
   results.forEach((result, index) => {
     const key = `${result.taskId}/${result.run}`;
@@ -89,6 +93,8 @@ export async function finishSingleRuns(db: SqlRunner, results: readonly StepResu
   const byTask = new Map(ended.map((row) => [row.id, row]));
   return results.map((result, index): SingleRunRecorded => {
     const row = first.get(`${result.taskId}/${result.run}`) === index ? byTask.get(result.taskId) : undefined;
-    return row ? { recorded: true, taskStatus: row.status, task: { type: row.task_type, createdAt: row.created_at, callback: row.callback } } : { recorded: false };
+    return row
+      ? { recorded: true, taskStatus: row.status, task: { type: row.task_type, createdAt: row.created_at, callback: row.callback } }
+      : { recorded: false };
   });
 }

@@ -161,15 +161,11 @@ export class HostPolicy {
     if (net.isIP(host)) {
       const address = canonical(host);
       if (isMetadata(address)) return `${host} is a cloud metadata address`;
-      const listed = this.entries.some(
-        (entry) => entry.kind === 'network' && this.portMatches(entry, port) && entry.list.check(address, family(address)),
-      );
+      const listed = this.entries.some((entry) => entry.kind === 'network' && this.portMatches(entry, port) && entry.list.check(address, family(address)));
       return listed ? undefined : `host ${host} is not on HTTP_TOOL_ALLOWED_HOSTS`;
     }
     const listed = this.entries.some(
-      (entry) =>
-        this.portMatches(entry, port) &&
-        ((entry.kind === 'host' && entry.host === host) || (entry.kind === 'suffix' && host.endsWith(entry.suffix))),
+      (entry) => this.portMatches(entry, port) && ((entry.kind === 'host' && entry.host === host) || (entry.kind === 'suffix' && host.endsWith(entry.suffix))),
     );
     return listed ? undefined : `host ${host} is not on HTTP_TOOL_ALLOWED_HOSTS`;
   }

@@ -32,25 +32,25 @@
  * every few seconds; such parentless INTERNAL spans are not sampled.
  */
 import {
-  context,
-  diag,
-  DiagLogLevel,
-  propagation,
-  ROOT_CONTEXT,
-  SpanKind,
-  SpanStatusCode,
-  trace,
   type Attributes,
   type Context,
+  context,
+  DiagLogLevel,
+  diag,
+  propagation,
+  ROOT_CONTEXT,
   type Span,
+  SpanKind,
+  SpanStatusCode,
   type Tracer,
+  trace,
 } from '@opentelemetry/api';
 import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { Telemetry } from 'bullmq';
 import { BullMQOtel } from 'bullmq-otel';
-import { PACKAGE } from '../lib/package-root.js';
 import type { Config } from '../config.js';
 import { coerceError } from '../errors.js';
+import { PACKAGE } from '../lib/package-root.js';
 import type { Logger } from '../logger.js';
 
 /** Attributes of Orchestrator's own spans. */
@@ -137,9 +137,9 @@ export async function initTracing(
     toString: () => 'ParentlessInternalSpansDropped',
   };
   const provider = new sdk.BasicTracerProvider({
-    resource: resources.defaultResource().merge(
-      resources.resourceFromAttributes({ [semconv.ATTR_SERVICE_NAME]: serviceName, [semconv.ATTR_SERVICE_VERSION]: PACKAGE.version }),
-    ),
+    resource: resources
+      .defaultResource()
+      .merge(resources.resourceFromAttributes({ [semconv.ATTR_SERVICE_NAME]: serviceName, [semconv.ATTR_SERVICE_VERSION]: PACKAGE.version })),
     sampler: new sdk.ParentBasedSampler({ root: housekeepingDropped }),
     spanProcessors: processors,
   });

@@ -1,8 +1,8 @@
 import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { PrismaClient } from '../generated/prisma/client.js';
-import type { Logger } from '../logger.js';
 import { poolSql, type Sql } from '../ledger/sql.js';
+import type { Logger } from '../logger.js';
 
 export type Prisma = PrismaClient;
 
@@ -18,7 +18,8 @@ export interface Database {
 }
 
 /** Connect failures that say the server cannot be reached now (as opposed to a slow connect). */
-const UNREACHABLE = /ECONNREFUSED|ECONNRESET|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection terminated unexpectedly|the database system is (starting up|shutting down)/;
+const UNREACHABLE =
+  /ECONNREFUSED|ECONNRESET|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection terminated unexpectedly|the database system is (starting up|shutting down)/;
 
 /** How often a process that could not connect to PostgreSQL tries again by itself. */
 const PROBE_EVERY_MS = 250;

@@ -2,8 +2,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
-import type { Logger } from '../logger.js';
 import { PACKAGE_ROOT } from '../lib/package-root.js';
+import type { Logger } from '../logger.js';
 
 /**
  * Applies prisma/migrations the way `prisma migrate deploy` does, without Prisma's schema-engine
@@ -25,7 +25,10 @@ export interface Migration {
 
 export async function readMigrations(dir = MIGRATIONS_DIR): Promise<Migration[]> {
   const entries = await readdir(dir, { withFileTypes: true });
-  const names = entries.filter((entry) => entry.isDirectory()).map((entry) => entry.name).sort();
+  const names = entries
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => entry.name)
+    .sort();
   return Promise.all(
     names.map(async (name) => {
       const sql = await readFile(path.join(dir, name, 'migration.sql'), 'utf8');
@@ -75,9 +78,7 @@ export async function migrate(url: string, logger: Logger, dir = MIGRATIONS_DIR)
     const unfinished = history.rows.filter((row) => !row.finished_at && !row.rolled_back_at);
     if (unfinished.length > 0) {
       // Prisma refuses to go on in this state too (P3009): a person has to look.
-      throw new MigrationError(
-        `migration ${unfinished.map((row) => row.migration_name).join(', ')} failed earlier; resolve it before starting`,
-      );
+      throw new MigrationError(`migration ${unfinished.map((row) => row.migration_name).join(', ')} failed earlier; resolve it before starting`);
     }
     const done = new Map(history.rows.filter((row) => row.finished_at).map((row) => [row.migration_name, row.checksum]));
     for (const migration of migrations) {
@@ -91,15 +92,13 @@ export async function migrate(url: string, logger: Logger, dir = MIGRATIONS_DIR)
       const id = randomUUID();
       await client.query('BEGIN');
       try {
-        await client.query(
-          'INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at) VALUES ($1, $2, $3, now())',
-          [id, migration.checksum, migration.name],
-        );
+        await client.query('INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at) VALUES ($1, $2, $3, now())', [
+          id,
+          migration.checksum,
+          migration.name,
+        ]);
         await client.query(migration.sql);
-        await client.query(
-          'UPDATE "_prisma_migrations" SET finished_at = now(), applied_steps_count = 1 WHERE id = $1',
-          [id],
-        );
+        await client.query('UPDATE "_prisma_migrations" SET finished_at = now(), applied_steps_count = 1 WHERE id = $1', [id]);
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK');

@@ -8,7 +8,14 @@ const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT',
 // conflict or deadlock" and "timed out fetching a connection".
 const TRANSIENT_PRISMA_CODES = new Set(['P1001', 'P1002', 'P1008', 'P1017', 'P2024', 'P2034']);
 // What Prisma's driver adapter calls a lost or unreachable connection (DriverAdapterError's cause.kind).
-const TRANSIENT_ADAPTER_KINDS = new Set(['ConnectionClosed', 'DatabaseNotReachable', 'SocketTimeout', 'TooManyConnections', 'TransactionWriteConflict', 'TransactionAlreadyClosed']);
+const TRANSIENT_ADAPTER_KINDS = new Set([
+  'ConnectionClosed',
+  'DatabaseNotReachable',
+  'SocketTimeout',
+  'TooManyConnections',
+  'TransactionWriteConflict',
+  'TransactionAlreadyClosed',
+]);
 // Last resort, for wrappers that keep only the text (a raw query's P2010 quotes the driver's message).
 const TRANSIENT_MESSAGE =
   /connection terminated|terminating connection|connection (is )?closed|connection refused|timeout exceeded when trying to connect|Client has encountered a connection error|server (has )?closed the connection|ECONNREFUSED|ECONNRESET|Can't reach database|deadlock detected|could not serialize|Transaction already closed|Transaction API error/i;

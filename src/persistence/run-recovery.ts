@@ -1,9 +1,9 @@
-import type { Prisma } from './database.js';
-import type { ReadyStep, StepRow } from '../engine/types.js';
 import { readyStep } from '../engine/step-input.js';
-import { loadContext } from './step-results.js';
-import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import type { ReadyStep, StepRow } from '../engine/types.js';
 import { createdIn, createdTimes } from '../ledger/task-days.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import type { Prisma } from './database.js';
+import { loadContext } from './step-results.js';
 
 export interface ActiveRun {
   id: string;
@@ -61,7 +61,10 @@ export class RunRecovery {
         run,
         times,
       );
-      const context = await loadContext(tx, rows.map((row) => ({ ...row, task_id: taskId })));
+      const context = await loadContext(
+        tx,
+        rows.map((row) => ({ ...row, task_id: taskId })),
+      );
       const ready = rows.map((row) => readyStep(row, context.get(taskId) ?? { params: {}, steps: new Map() }, this.limits));
       await enqueue(ready);
       return ready.length;

@@ -1,18 +1,18 @@
-import type { Logger } from '../logger.js';
-import type { ErrorRecord } from '../errors.js';
-import { DEFAULT_LIMITS, type Limits } from '../limits.js';
-import { Batcher, ItemFailure } from '../lib/batcher.js';
-import { finishSingleRuns, type StepResult } from '../ledger/finish-single-runs.js';
-import type { Sql, SqlRunner } from '../ledger/sql.js';
-import { claimSteps, type StepClaim } from '../ledger/claim-steps.js';
-import { createdIn, createdTimes } from '../ledger/task-days.js';
-import { isTransientDatabaseError, withRetries } from './retry.js';
-import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
+import { ACTIVE_TASK_STATUSES, type TaskStatus } from '../engine/status.js';
 import { readyStep, referencedSteps } from '../engine/step-input.js';
 import { taskEnding } from '../engine/task-output.js';
 import { resultTransitions } from '../engine/transitions.js';
+import type { ReadyStep, RunContext, StepRow } from '../engine/types.js';
+import type { ErrorRecord } from '../errors.js';
+import { claimSteps, type StepClaim } from '../ledger/claim-steps.js';
+import { finishSingleRuns, type StepResult } from '../ledger/finish-single-runs.js';
+import type { Sql, SqlRunner } from '../ledger/sql.js';
+import { createdIn, createdTimes } from '../ledger/task-days.js';
+import { Batcher, ItemFailure } from '../lib/batcher.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import type { Logger } from '../logger.js';
 import type { TransitionEvent } from '../queue/channels.js';
-import { ACTIVE_TASK_STATUSES, type TaskStatus } from '../engine/status.js';
+import { isTransientDatabaseError, withRetries } from './retry.js';
 
 /**
  * Every state change of a running step goes through here, in batches: one transaction carries
@@ -51,7 +51,6 @@ export type StepProgress = {
 };
 
 export type StepEvent = StepRetry | StepProgress | StepFinish;
-
 
 export interface StartOutcome {
   /** False when the task ended or the step was skipped or cancelled: do not run it. */
@@ -99,7 +98,6 @@ interface TaskRow {
   created_at: Date;
   callback_url: string | null;
 }
-
 
 export class StepResults {
   private readonly batcher: Batcher<StepEvent, Outcome>;
@@ -355,8 +353,7 @@ export class StepResults {
    * only the item that caused it: the batch is retried one item at a time.
    */
   private async safely<E, O>(events: E[], flush: (batch: E[]) => Promise<O[]>): Promise<(O | ItemFailure)[]> {
-    const retrying = (batch: E[]) =>
-      withRetries(() => flush(batch), { logger: this.logger, label: 'step results', maxElapsedMs: this.retryForMs });
+    const retrying = (batch: E[]) => withRetries(() => flush(batch), { logger: this.logger, label: 'step results', maxElapsedMs: this.retryForMs });
     try {
       return await retrying(events);
     } catch (error) {
@@ -416,92 +413,91 @@ export class StepResults {
 
   private async flush(events: StepEvent[]): Promise<Outcome[]> {
     const transitions: TransitionEvent[] = [];
-    const outcomes = await this.sql.$transaction(
-      async (tx) => {
-        // A batch of starts and progress reports only need not wait for the disk: if the server
-        // crashed and lost them, the steps' next deliveries would claim them again. Results are
-        // always committed durably.
-        if (!events.some((event) => event.kind === 'finish')) await tx.$executeRawUnsafe(`SET LOCAL synchronous_commit = off`);
-        const taskIds = [...new Set(events.map((event) => event.taskId))].sort();
-        const times = createdTimes(taskIds);
-        // Lock the tasks first, always in id order: cancel and retry lock tasks first too,
-        // so concurrent writers queue up instead of deadlocking.
-        const tasks = await tx.$queryRawUnsafe<TaskRow[]>(
-          `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks
+    const outcomes = await this.sql.$transaction(async (tx) => {
+      // A batch of starts and progress reports only need not wait for the disk: if the server
+      // crashed and lost them, the steps' next deliveries would claim them again. Results are
+      // always committed durably.
+      if (!events.some((event) => event.kind === 'finish')) await tx.$executeRawUnsafe(`SET LOCAL synchronous_commit = off`);
+      const taskIds = [...new Set(events.map((event) => event.taskId))].sort();
+      const times = createdTimes(taskIds);
+      // Lock the tasks first, always in id order: cancel and retry lock tasks first too,
+      // so concurrent writers queue up instead of deadlocking.
+      const tasks = await tx.$queryRawUnsafe<TaskRow[]>(
+        `SELECT id::text AS id, status::text AS status, run, task_type, created_at, callback_url FROM tasks
             WHERE id = ANY($1::uuid[]) AND ${createdIn('created_at', '$2')} ORDER BY id FOR UPDATE`,
-          taskIds,
-          times,
-        );
-        const taskById = new Map(tasks.map((task) => [task.id, task]));
-        const isActive = (event: StepEvent) => {
-          const task = taskById.get(event.taskId);
-          return task !== undefined && task.run === event.run && ACTIVE_TASK_STATUSES.has(task.status);
-        };
-        const result: Outcome[] = events.map(() => undefined);
+        taskIds,
+        times,
+      );
+      const taskById = new Map(tasks.map((task) => [task.id, task]));
+      const isActive = (event: StepEvent) => {
+        const task = taskById.get(event.taskId);
+        return task !== undefined && task.run === event.run && ACTIVE_TASK_STATUSES.has(task.status);
+      };
+      const result: Outcome[] = events.map(() => undefined);
 
-        // Progress of running steps: the latest report of each step wins.
-        const latestProgress = new Map<string, StepProgress>();
-        for (const event of events) if (event.kind === 'progress') latestProgress.set(`${event.taskId}/${event.stepId}`, event);
-        if (latestProgress.size > 0) {
-          const reports = [...latestProgress.values()];
-          const rows = await tx.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
-            `UPDATE steps s SET progress = v.progress
+      // Progress of running steps: the latest report of each step wins.
+      const latestProgress = new Map<string, StepProgress>();
+      for (const event of events) if (event.kind === 'progress') latestProgress.set(`${event.taskId}/${event.stepId}`, event);
+      if (latestProgress.size > 0) {
+        const reports = [...latestProgress.values()];
+        const rows = await tx.$queryRawUnsafe<{ task_id: string; step_id: string }[]>(
+          `UPDATE steps s SET progress = v.progress
                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[]) AS v(task_id, step_id, run, progress)
               WHERE s.task_id = v.task_id AND ${createdIn('s.task_created_at', '$5')} AND s.step_id = v.step_id AND s.run = v.run AND s.status = 'running'
           RETURNING s.task_id::text AS task_id, s.step_id`,
-            reports.map((event) => event.taskId),
-            reports.map((event) => event.stepId),
-            reports.map((event) => event.run),
-            reports.map((event) => JSON.stringify({ percent: event.percent, ...(event.message !== undefined ? { message: event.message } : {}) })),
-            times,
-          );
-          const updated = new Set(rows.map((row) => `${row.task_id}/${row.step_id}`));
-          for (const event of reports) {
-            if (!updated.has(`${event.taskId}/${event.stepId}`)) continue;
-            transitions.push({
-              taskId: event.taskId,
-              stepId: event.stepId,
-              status: 'running',
-              at: event.at.toISOString(),
-              progress: { percent: event.percent, ...(event.message !== undefined ? { message: event.message } : {}) },
-            });
-          }
+          reports.map((event) => event.taskId),
+          reports.map((event) => event.stepId),
+          reports.map((event) => event.run),
+          reports.map((event) => JSON.stringify({ percent: event.percent, ...(event.message !== undefined ? { message: event.message } : {}) })),
+          times,
+        );
+        const updated = new Set(rows.map((row) => `${row.task_id}/${row.step_id}`));
+        for (const event of reports) {
+          if (!updated.has(`${event.taskId}/${event.stepId}`)) continue;
+          transitions.push({
+            taskId: event.taskId,
+            stepId: event.stepId,
+            status: 'running',
+            at: event.at.toISOString(),
+            progress: { percent: event.percent, ...(event.message !== undefined ? { message: event.message } : {}) },
+          });
         }
+      }
 
-        // Failed attempts that will be retried: keep the latest error visible.
-        const retries = events.filter((event): event is StepRetry => event.kind === 'retry');
-        if (retries.length > 0) {
-          await tx.$executeRawUnsafe(
-            `UPDATE steps s SET error = v.error, attempts = GREATEST(s.attempts, v.attempt)
+      // Failed attempts that will be retried: keep the latest error visible.
+      const retries = events.filter((event): event is StepRetry => event.kind === 'retry');
+      if (retries.length > 0) {
+        await tx.$executeRawUnsafe(
+          `UPDATE steps s SET error = v.error, attempts = GREATEST(s.attempts, v.attempt)
                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::int[], $5::jsonb[]) AS v(task_id, step_id, run, attempt, error)
               WHERE s.task_id = v.task_id AND ${createdIn('s.task_created_at', '$6')} AND s.step_id = v.step_id AND s.run = v.run AND s.status = 'running'`,
-            retries.map((event) => event.taskId),
-            retries.map((event) => event.stepId),
-            retries.map((event) => event.run),
-            retries.map((event) => event.attempt),
-            retries.map((event) => JSON.stringify(event.error)),
-            times,
-          );
-        }
+          retries.map((event) => event.taskId),
+          retries.map((event) => event.stepId),
+          retries.map((event) => event.run),
+          retries.map((event) => event.attempt),
+          retries.map((event) => JSON.stringify(event.error)),
+          times,
+        );
+      }
 
-        // Results. Only a step still queued or running takes one: the first result wins, in
-        // this batch too (a later finish of the same step and run is answered "not recorded").
-        const firstFinish = new Set<string>();
-        const finishes = events.flatMap((event, index) => {
-          if (event.kind !== 'finish') return [];
-          const key = `${event.taskId}/${event.stepId}/${event.run}`;
-          if (firstFinish.has(key)) {
-            result[index] = { recorded: false, ready: [], skipped: false };
-            return [];
-          }
-          firstFinish.add(key);
-          return [{ event, index }];
-        });
-        if (finishes.length === 0) return result;
-        const recordedRows = await tx.$queryRawUnsafe<
-          { task_id: string; step_id: string; status: string; on_failure: 'fail' | 'continue'; dependents: string[] }[]
-        >(
-          `UPDATE steps s SET status = v.status::"StepStatus", output = v.output, error = v.error,
+      // Results. Only a step still queued or running takes one: the first result wins, in
+      // this batch too (a later finish of the same step and run is answered "not recorded").
+      const firstFinish = new Set<string>();
+      const finishes = events.flatMap((event, index) => {
+        if (event.kind !== 'finish') return [];
+        const key = `${event.taskId}/${event.stepId}/${event.run}`;
+        if (firstFinish.has(key)) {
+          result[index] = { recorded: false, ready: [], skipped: false };
+          return [];
+        }
+        firstFinish.add(key);
+        return [{ event, index }];
+      });
+      if (finishes.length === 0) return result;
+      const recordedRows = await tx.$queryRawUnsafe<
+        { task_id: string; step_id: string; status: string; on_failure: 'fail' | 'continue'; dependents: string[] }[]
+      >(
+        `UPDATE steps s SET status = v.status::"StepStatus", output = v.output, error = v.error,
                   attempts = GREATEST(s.attempts, v.attempt),
                   started_at = COALESCE(s.started_at, v.started_at), finished_at = v.finished_at
              FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[], $8::timestamptz[], $9::timestamptz[])
@@ -509,87 +505,95 @@ export class StepResults {
             WHERE s.task_id = v.task_id AND ${createdIn('s.task_created_at', '$10')} AND s.step_id = v.step_id AND s.run = v.run
               AND s.status IN ('queued', 'running')
         RETURNING s.task_id::text AS task_id, s.step_id, s.status::text AS status, s.on_failure::text AS on_failure, s.dependents`,
-          finishes.map(({ event }) => event.taskId),
-          finishes.map(({ event }) => event.stepId),
-          finishes.map(({ event }) => event.run),
-          finishes.map(({ event }) => (event as StepFinish).status),
-          finishes.map(({ event }) => jsonOrNull((event as StepFinish).output)),
-          finishes.map(({ event }) => jsonOrNull((event as StepFinish).error)),
-          finishes.map(({ event }) => event.attempt),
-          finishes.map(({ event }) => (event as StepFinish).startedAt.toISOString()),
-          finishes.map(({ event }) => (event as StepFinish).finishedAt.toISOString()),
-          times,
-        );
-        const recorded = new Map(recordedRows.map((row) => [`${row.task_id}/${row.step_id}`, row]));
-        for (const { event, index } of finishes) {
-          const finish = event as StepFinish;
-          const ok = recorded.has(`${finish.taskId}/${finish.stepId}`);
-          result[index] = { recorded: ok, ready: [], skipped: false };
-          if (ok) transitions.push({ taskId: finish.taskId, stepId: finish.stepId, status: finish.status, at: finish.finishedAt.toISOString() });
-        }
+        finishes.map(({ event }) => event.taskId),
+        finishes.map(({ event }) => event.stepId),
+        finishes.map(({ event }) => event.run),
+        finishes.map(({ event }) => (event as StepFinish).status),
+        finishes.map(({ event }) => jsonOrNull((event as StepFinish).output)),
+        finishes.map(({ event }) => jsonOrNull((event as StepFinish).error)),
+        finishes.map(({ event }) => event.attempt),
+        finishes.map(({ event }) => (event as StepFinish).startedAt.toISOString()),
+        finishes.map(({ event }) => (event as StepFinish).finishedAt.toISOString()),
+        times,
+      );
+      const recorded = new Map(recordedRows.map((row) => [`${row.task_id}/${row.step_id}`, row]));
+      for (const { event, index } of finishes) {
+        const finish = event as StepFinish;
+        const ok = recorded.has(`${finish.taskId}/${finish.stepId}`);
+        result[index] = { recorded: ok, ready: [], skipped: false };
+        if (ok) transitions.push({ taskId: finish.taskId, stepId: finish.stepId, status: finish.status, at: finish.finishedAt.toISOString() });
+      }
 
-        // Dead letters: a step that failed for good, with what it was given.
-        const dead = finishes.filter(({ event }) => {
-          const finish = event as StepFinish;
-          return finish.status === 'failed' && recorded.has(`${finish.taskId}/${finish.stepId}`);
-        });
-        if (dead.length > 0) {
-          await tx.$executeRawUnsafe(
-            `INSERT INTO dead_letters (id, task_id, task_created_at, step_id, run, tool, input, error, attempts)
+      // Dead letters: a step that failed for good, with what it was given.
+      const dead = finishes.filter(({ event }) => {
+        const finish = event as StepFinish;
+        return finish.status === 'failed' && recorded.has(`${finish.taskId}/${finish.stepId}`);
+      });
+      if (dead.length > 0) {
+        await tx.$executeRawUnsafe(
+          `INSERT INTO dead_letters (id, task_id, task_created_at, step_id, run, tool, input, error, attempts)
              SELECT gen_random_uuid(), v.task_id, v.task_created_at, v.step_id, v.run, v.tool, v.input, v.error, v.attempt
                FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int[], $8::timestamptz[])
                     AS v(task_id, step_id, run, tool, input, error, attempt, task_created_at)
              ON CONFLICT (task_id, task_created_at, step_id, run) DO NOTHING`,
-            dead.map(({ event }) => event.taskId),
-            dead.map(({ event }) => event.stepId),
-            dead.map(({ event }) => event.run),
-            dead.map(({ event }) => (event as StepFinish).tool),
-            dead.map(({ event }) => jsonOrNull((event as StepFinish).input)),
-            dead.map(({ event }) => jsonOrNull((event as StepFinish).error)),
-            dead.map(({ event }) => event.attempt),
-            dead.map(({ event }) => taskById.get(event.taskId)!.created_at.toISOString()),
-          );
-        }
-
-        // What the recorded results of active tasks mean for those tasks.
-        const counted = finishes.filter(({ event }) => recorded.has(`${event.taskId}/${event.stepId}`) && isActive(event));
-        const decided = resultTransitions(
-          counted.map(({ event }) => {
-            const finish = event as StepFinish;
-            const row = recorded.get(`${finish.taskId}/${finish.stepId}`)!;
-            return { taskId: finish.taskId, stepId: finish.stepId, status: finish.status, error: finish.error, onFailure: row.on_failure, dependents: row.dependents };
-          }),
+          dead.map(({ event }) => event.taskId),
+          dead.map(({ event }) => event.stepId),
+          dead.map(({ event }) => event.run),
+          dead.map(({ event }) => (event as StepFinish).tool),
+          dead.map(({ event }) => jsonOrNull((event as StepFinish).input)),
+          dead.map(({ event }) => jsonOrNull((event as StepFinish).error)),
+          dead.map(({ event }) => event.attempt),
+          dead.map(({ event }) => taskById.get(event.taskId)!.created_at.toISOString()),
         );
+      }
 
-        if (decided.failed.length > 0) {
-          for (const failure of decided.failed) {
-            const task = taskById.get(failure.taskId)!;
-            const outcome = result[counted[failure.result]!.index] as FinishOutcome;
-            outcome.taskEnded = 'failed';
-            outcome.task = { type: task.task_type, createdAt: task.created_at, callback: task.callback_url !== null };
-            outcome.skipped = true;
-          }
-          await tx.$executeRawUnsafe(
-            `UPDATE tasks t SET status = 'failed', error = v.error, finished_at = now()
-               FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, error) WHERE t.id = v.id AND ${createdIn('t.created_at', '$3')}`,
-            decided.failed.map((failure) => failure.taskId),
-            decided.failed.map((failure) => JSON.stringify(failure.error)),
-            times,
-          );
-          await tx.$executeRawUnsafe(
-            `UPDATE steps SET status = 'skipped', finished_at = now()
-              WHERE task_id = ANY($1::uuid[]) AND ${createdIn('task_created_at', '$2')} AND status IN ('pending', 'queued')`,
-            decided.failed.map((failure) => failure.taskId),
-            times,
-          );
-          for (const failure of decided.failed) transitions.push({ taskId: failure.taskId, status: 'failed', at: new Date().toISOString() });
+      // What the recorded results of active tasks mean for those tasks.
+      const counted = finishes.filter(({ event }) => recorded.has(`${event.taskId}/${event.stepId}`) && isActive(event));
+      const decided = resultTransitions(
+        counted.map(({ event }) => {
+          const finish = event as StepFinish;
+          const row = recorded.get(`${finish.taskId}/${finish.stepId}`)!;
+          return {
+            taskId: finish.taskId,
+            stepId: finish.stepId,
+            status: finish.status,
+            error: finish.error,
+            onFailure: row.on_failure,
+            dependents: row.dependents,
+          };
+        }),
+      );
+
+      if (decided.failed.length > 0) {
+        for (const failure of decided.failed) {
+          const task = taskById.get(failure.taskId)!;
+          const outcome = result[counted[failure.result]!.index] as FinishOutcome;
+          outcome.taskEnded = 'failed';
+          outcome.task = { type: task.task_type, createdAt: task.created_at, callback: task.callback_url !== null };
+          outcome.skipped = true;
         }
+        await tx.$executeRawUnsafe(
+          `UPDATE tasks t SET status = 'failed', error = v.error, finished_at = now()
+               FROM unnest($1::uuid[], $2::jsonb[]) AS v(id, error) WHERE t.id = v.id AND ${createdIn('t.created_at', '$3')}`,
+          decided.failed.map((failure) => failure.taskId),
+          decided.failed.map((failure) => JSON.stringify(failure.error)),
+          times,
+        );
+        await tx.$executeRawUnsafe(
+          `UPDATE steps SET status = 'skipped', finished_at = now()
+              WHERE task_id = ANY($1::uuid[]) AND ${createdIn('task_created_at', '$2')} AND status IN ('pending', 'queued')`,
+          decided.failed.map((failure) => failure.taskId),
+          times,
+        );
+        for (const failure of decided.failed) transitions.push({ taskId: failure.taskId, status: 'failed', at: new Date().toISOString() });
+      }
 
-        // Dependents whose last dependency just resolved become ready, exactly once: the row
-        // lock makes concurrent decrements of the same step queue up.
-        const readyByTask = new Map<string, ReadyStep[]>();
-        if (decided.resolved.length > 0) {
-          const readyRows = await tx.$queryRawUnsafe<(StepRow & { task_id: string })[]>(
+      // Dependents whose last dependency just resolved become ready, exactly once: the row
+      // lock makes concurrent decrements of the same step queue up.
+      const readyByTask = new Map<string, ReadyStep[]>();
+      if (decided.resolved.length > 0) {
+        const readyRows = await tx
+          .$queryRawUnsafe<(StepRow & { task_id: string })[]>(
             `UPDATE steps s SET remaining_deps = s.remaining_deps - v.n,
                     status = CASE WHEN s.remaining_deps - v.n <= 0 THEN 'queued'::"StepStatus" ELSE s.status END,
                     queued_at = CASE WHEN s.remaining_deps - v.n <= 0 THEN now() ELSE s.queued_at END
@@ -601,65 +605,65 @@ export class StepResults {
             decided.resolved.map((entry) => entry.stepId),
             decided.resolved.map((entry) => entry.count),
             times,
-          ).then((rows) => rows.filter((row) => (row as unknown as { status: string }).status === 'queued'));
-          if (readyRows.length > 0) {
-            const context = await loadContext(tx, readyRows);
-            for (const row of readyRows) {
-              const ctx = context.get(row.task_id)!;
-              const step = readyStep(row, ctx, this.limits);
-              readyByTask.set(row.task_id, [...(readyByTask.get(row.task_id) ?? []), step]);
-              transitions.push({ taskId: row.task_id, stepId: row.step_id, status: 'queued', at: new Date().toISOString() });
-            }
+          )
+          .then((rows) => rows.filter((row) => (row as unknown as { status: string }).status === 'queued'));
+        if (readyRows.length > 0) {
+          const context = await loadContext(tx, readyRows);
+          for (const row of readyRows) {
+            const ctx = context.get(row.task_id)!;
+            const step = readyStep(row, ctx, this.limits);
+            readyByTask.set(row.task_id, [...(readyByTask.get(row.task_id) ?? []), step]);
+            transitions.push({ taskId: row.task_id, stepId: row.step_id, status: 'queued', at: new Date().toISOString() });
           }
         }
+      }
 
-        // Count finished steps down; the task whose count reaches zero is complete (or failed,
-        // when its result is over TASK_RESULT_MAX_BYTES).
-        const endedTasks = new Map<string, 'completed' | 'failed'>();
-        if (decided.finished.length > 0) {
-          // A task still "queued" whose step reports a result has evidently started.
-          const rows = await tx.$queryRawUnsafe<{ id: string; steps_remaining: number }[]>(
-            `UPDATE tasks t SET steps_remaining = t.steps_remaining - v.n,
+      // Count finished steps down; the task whose count reaches zero is complete (or failed,
+      // when its result is over TASK_RESULT_MAX_BYTES).
+      const endedTasks = new Map<string, 'completed' | 'failed'>();
+      if (decided.finished.length > 0) {
+        // A task still "queued" whose step reports a result has evidently started.
+        const rows = await tx.$queryRawUnsafe<{ id: string; steps_remaining: number }[]>(
+          `UPDATE tasks t SET steps_remaining = t.steps_remaining - v.n,
                     status = CASE WHEN t.status = 'queued' THEN 'running'::"TaskStatus" ELSE t.status END,
                     started_at = COALESCE(t.started_at, now())
                FROM unnest($1::uuid[], $2::int[]) AS v(id, n) WHERE t.id = v.id AND ${createdIn('t.created_at', '$3')}
            RETURNING t.id::text AS id, t.steps_remaining`,
-            decided.finished.map((entry) => entry.taskId),
-            decided.finished.map((entry) => entry.count),
-            times,
-          );
-          const done = rows.filter((row) => row.steps_remaining <= 0).map((row) => row.id);
-          if (done.length > 0) {
-            for (const [id, status] of await completeTasks(tx, done, this.limits)) {
-              endedTasks.set(id, status);
-              transitions.push({ taskId: id, status, at: new Date().toISOString() });
-            }
+          decided.finished.map((entry) => entry.taskId),
+          decided.finished.map((entry) => entry.count),
+          times,
+        );
+        const done = rows.filter((row) => row.steps_remaining <= 0).map((row) => row.id);
+        if (done.length > 0) {
+          for (const [id, status] of await completeTasks(tx, done, this.limits)) {
+            endedTasks.set(id, status);
+            transitions.push({ taskId: id, status, at: new Date().toISOString() });
           }
         }
+      }
 
-        // Hand the ready steps and task endings to the callers whose results caused them. A
-        // task's ready steps all go to its last recorded finisher in this batch: it enqueues
-        // them before it is acknowledged, which keeps the run's root waiting.
-        for (let i = finishes.length - 1; i >= 0; i -= 1) {
-          const { event, index } = finishes[i]!;
-          const outcome = result[index] as FinishOutcome;
-          if (!outcome.recorded) continue;
-          const ready = readyByTask.get(event.taskId);
-          if (ready) {
-            outcome.ready = ready;
-            readyByTask.delete(event.taskId);
-          }
-          const ended = endedTasks.get(event.taskId);
-          if (ended) {
-            const task = taskById.get(event.taskId)!;
-            outcome.taskEnded = ended;
-            outcome.task = { type: task.task_type, createdAt: task.created_at, callback: task.callback_url !== null };
-            endedTasks.delete(event.taskId);
-          }
+      // Hand the ready steps and task endings to the callers whose results caused them. A
+      // task's ready steps all go to its last recorded finisher in this batch: it enqueues
+      // them before it is acknowledged, which keeps the run's root waiting.
+      for (let i = finishes.length - 1; i >= 0; i -= 1) {
+        const { event, index } = finishes[i]!;
+        const outcome = result[index] as FinishOutcome;
+        if (!outcome.recorded) continue;
+        const ready = readyByTask.get(event.taskId);
+        if (ready) {
+          outcome.ready = ready;
+          readyByTask.delete(event.taskId);
         }
-        return result;
-      },
-    );
+        const ended = endedTasks.get(event.taskId);
+        if (ended) {
+          const task = taskById.get(event.taskId)!;
+          outcome.taskEnded = ended;
+          outcome.task = { type: task.task_type, createdAt: task.created_at, callback: task.callback_url !== null };
+          endedTasks.delete(event.taskId);
+        }
+      }
+      return result;
+    });
     if (transitions.length > 0) this.onCommitted(transitions);
     return outcomes;
   }
@@ -724,7 +728,11 @@ async function completeTasks(tx: SqlRunner, ids: string[], limits: Pick<Limits, 
     times,
   );
   const ended = tasks.map((task) => {
-    const ending = taskEnding(task, steps.filter((step) => step.task_id === task.id), limits);
+    const ending = taskEnding(
+      task,
+      steps.filter((step) => step.task_id === task.id),
+      limits,
+    );
     return ending.status === 'completed'
       ? { id: task.id, status: ending.status, result: JSON.stringify(ending.result), error: null }
       : { id: task.id, status: ending.status, result: null, error: JSON.stringify(ending.error) };

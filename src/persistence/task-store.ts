@@ -1,15 +1,14 @@
-import { Prisma as P } from '../generated/prisma/client.js';
-import type { SqlRunner } from '../ledger/sql.js';
-import type { Prisma } from './database.js';
 import type { TaskPlan } from '../engine/plan.js';
-import type { ReadyStep, StepRow } from '../engine/types.js';
+import { isFinished, type TaskStatus } from '../engine/status.js';
 import { readyStep } from '../engine/step-input.js';
-import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import type { ReadyStep, StepRow } from '../engine/types.js';
+import type { Prisma as P } from '../generated/prisma/client.js';
 import { createTasks, keyHolders, type StoredTask } from '../ledger/create-tasks.js';
+import type { SqlRunner } from '../ledger/sql.js';
 import { createdIn, createdTimes, taskById } from '../ledger/task-days.js';
 import { uuidv7Time } from '../lib/uuid7.js';
-
-import { isFinished, type TaskStatus } from '../engine/status.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import type { Prisma } from './database.js';
 
 export type NewTask = StoredTask;
 
@@ -25,8 +24,6 @@ export interface TaskFilter {
   limit: number;
   cursor?: { createdAt: Date; id: string };
 }
-
-
 
 /** Tasks and their steps: what the API reads and writes. Step results go through StepResults. */
 export class TaskStore {
@@ -47,7 +44,13 @@ export class TaskStore {
   async createMany(entries: { plan: TaskPlan; task: NewTask }[]): Promise<CreateResult[]> {
     const stored = await createTasks(this.sql, entries);
     const taken = entries.filter(({ task }) => !stored.has(task.id) && task.idempotencyKey).map(({ task }) => task);
-    const holders = taken.length > 0 ? await keyHolders(this.sql, taken.map((task) => ({ owner: task.owner ?? '', key: task.idempotencyKey! }))) : [];
+    const holders =
+      taken.length > 0
+        ? await keyHolders(
+            this.sql,
+            taken.map((task) => ({ owner: task.owner ?? '', key: task.idempotencyKey! })),
+          )
+        : [];
     // JSON of the pair: no separator that a key could contain.
     const pair = (owner: string, key: string) => JSON.stringify([owner, key]);
     const byKey = new Map(holders.map((row) => [pair(row.owner_key, row.idempotency_key), row]));
@@ -106,9 +109,7 @@ export class TaskStore {
     };
     const cursor = filter.cursor;
     return this.prisma.task.findMany({
-      where: cursor
-        ? { AND: [where, { OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] }
-        : where,
+      where: cursor ? { AND: [where, { OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] } : where,
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: filter.limit,
       select: {
@@ -134,7 +135,9 @@ export class TaskStore {
   async cancel(
     id: string,
     owner?: string,
-  ): Promise<{ outcome: 'cancelled'; run: number; taskType: string; single: boolean; createdAt: Date } | { outcome: 'finished'; status: TaskStatus } | undefined> {
+  ): Promise<
+    { outcome: 'cancelled'; run: number; taskType: string; single: boolean; createdAt: Date } | { outcome: 'finished'; status: TaskStatus } | undefined
+  > {
     const times = createdTimes([id]);
     return this.prisma.$transaction(async (tx) => {
       const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; single: boolean; created_at: Date }[]>(
@@ -185,9 +188,7 @@ export class TaskStore {
         if (!task) return undefined;
         if (task.status !== 'failed' && task.status !== 'cancelled') return { outcome: 'not_resumable' as const, status: task.status };
         const run = task.run + 1;
-        const steps = await tx.$queryRawUnsafe<
-          (StepRow & { status: string; output: unknown; error: unknown })[]
-        >(
+        const steps = await tx.$queryRawUnsafe<(StepRow & { status: string; output: unknown; error: unknown })[]>(
           `SELECT step_id, tool, status::text AS status, output, error, depends_on, input_template, input, options FROM steps WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$2')}`,
           id,
           times,
@@ -219,9 +220,7 @@ export class TaskStore {
           params: task.params,
           steps: new Map(steps.filter((step) => completed.has(step.step_id)).map((step) => [step.step_id, step])),
         };
-        const ready = rerun
-          .filter((step) => remaining.get(step.step_id) === 0)
-          .map((step) => readyStep(step, context, this.limits));
+        const ready = rerun.filter((step) => remaining.get(step.step_id) === 0).map((step) => readyStep(step, context, this.limits));
         await enqueue({ run, taskType: task.task_type, single: task.single, ready });
         return { outcome: 'resumed' as const, run };
       },
@@ -237,9 +236,7 @@ export class TaskStore {
     };
     const cursor = filter.cursor;
     return this.prisma.deadLetter.findMany({
-      where: cursor
-        ? { AND: [where, { OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] }
-        : where,
+      where: cursor ? { AND: [where, { OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] } : where,
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: filter.limit,
     });

@@ -1,5 +1,5 @@
-import type { Prisma } from './database.js';
 import type { WorkflowDefinition } from '../engine/workflow-definition.js';
+import type { Prisma } from './database.js';
 
 interface WorkflowRow {
   name: string;
@@ -16,7 +16,14 @@ const INSERT = `INSERT INTO workflows (name, version, description, definition) V
   RETURNING name, version, description, definition, created_at, archived_at`;
 
 function fromRow(row: WorkflowRow): StoredWorkflow {
-  return { name: row.name, version: row.version, description: row.description, definition: row.definition, createdAt: row.created_at, archivedAt: row.archived_at };
+  return {
+    name: row.name,
+    version: row.version,
+    description: row.description,
+    definition: row.definition,
+    createdAt: row.created_at,
+    archivedAt: row.archived_at,
+  };
 }
 
 export interface StoredWorkflow {
@@ -49,7 +56,13 @@ export class WorkflowStore {
     const row = await this.prisma.$transaction(async (tx) => {
       await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(hashtext('workflow:' || $1))`, definition.name);
       const latest = await tx.workflow.findFirst({ where: { name: definition.name }, orderBy: { version: 'desc' }, select: { version: true } });
-      const [row] = await tx.$queryRawUnsafe<WorkflowRow[]>(INSERT, definition.name, (latest?.version ?? 0) + 1, definition.description ?? null, JSON.stringify(definition));
+      const [row] = await tx.$queryRawUnsafe<WorkflowRow[]>(
+        INSERT,
+        definition.name,
+        (latest?.version ?? 0) + 1,
+        definition.description ?? null,
+        JSON.stringify(definition),
+      );
       return row!;
     });
     return fromRow(row);
@@ -82,13 +95,22 @@ export class WorkflowStore {
 
   /** The current version of every name that is not archived. */
   async list(): Promise<StoredWorkflow[]> {
-    const rows = await this.prisma.$queryRawUnsafe<{ name: string; version: number; description: string | null; definition: WorkflowDefinition; created_at: Date; archived_at: Date | null }[]>(
+    const rows = await this.prisma.$queryRawUnsafe<
+      { name: string; version: number; description: string | null; definition: WorkflowDefinition; created_at: Date; archived_at: Date | null }[]
+    >(
       `SELECT DISTINCT ON (name) name, version, description, definition, created_at, archived_at
          FROM workflows ORDER BY name, version DESC`,
     );
     return rows
       .filter((row) => row.archived_at === null)
-      .map((row) => ({ name: row.name, version: row.version, description: row.description, definition: row.definition, createdAt: row.created_at, archivedAt: null }));
+      .map((row) => ({
+        name: row.name,
+        version: row.version,
+        description: row.description,
+        definition: row.definition,
+        createdAt: row.created_at,
+        archivedAt: null,
+      }));
   }
 
   async names(): Promise<string[]> {

@@ -1,7 +1,7 @@
+import { isFinished } from '../engine/status.js';
+import { type EventsNotice, eventsChannel, type TransitionEvent } from './channels.js';
 import type { RedisClient } from './redis.js';
 import type { Shards } from './shards.js';
-import { eventsChannel, type EventsNotice, type TransitionEvent } from './channels.js';
-import { isFinished } from '../engine/status.js';
 
 /** Events kept per task; a task has a few per step, so this only trims pathological cases. */
 const MAX_EVENTS_PER_TASK = 2_000;
@@ -79,7 +79,8 @@ export class EventLog {
     }
     const finishedSteps = events.filter((event) => event.stepId && !event.progress && STEP_ENDS.has(event.status)).length;
     if (finishedSteps > 0) pipeline.incrby(finishedStepsKey(prefix), finishedSteps);
-    for (const task of tasks) pipeline.expire(this.key(task), ended.has(task) ? Math.min(this.retention.afterEndSeconds, this.retention.ttlSeconds) : this.retention.ttlSeconds);
+    for (const task of tasks)
+      pipeline.expire(this.key(task), ended.has(task) ? Math.min(this.retention.afterEndSeconds, this.retention.ttlSeconds) : this.retention.ttlSeconds);
     const notice: EventsNotice = { tasks: [...tasks], ended: [...ended] };
     pipeline.publish(eventsChannel(this.shards.base), JSON.stringify(notice));
     const results = await pipeline.exec();

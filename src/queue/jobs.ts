@@ -1,5 +1,5 @@
-import type { ErrorRecord } from '../errors.js';
 import type { ReadyStep } from '../engine/types.js';
+import type { ErrorRecord } from '../errors.js';
 
 /**
  * Queue of the workflow runs' root jobs: each runs once all steps of its run have finished. A

@@ -1,6 +1,6 @@
-import { subscribeWhenReady, type RedisClient } from './redis.js';
 import type { Logger } from '../logger.js';
-import { eventsChannel, type EventsNotice } from './channels.js';
+import { type EventsNotice, eventsChannel } from './channels.js';
+import { type RedisClient, subscribeWhenReady } from './redis.js';
 
 type Listener = (ended: boolean) => void;
 

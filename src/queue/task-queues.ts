@@ -1,23 +1,23 @@
-import { FlowProducer, Queue, type FlowJob, type JobsOptions } from 'bullmq';
-import type { RedisClient } from './redis.js';
-import { shareOf, Shards } from './shards.js';
-import type { Config } from '../config.js';
-import type { Logger } from '../logger.js';
 import type { Context } from '@opentelemetry/api';
+import { type FlowJob, FlowProducer, type JobsOptions, Queue } from 'bullmq';
+import type { Config } from '../config.js';
+import type { ReadyStep } from '../engine/types.js';
+import type { Logger } from '../logger.js';
 import { bullmqTelemetry, jobTraceOptions } from '../observability/tracing.js';
 import {
   BACKOFF_TYPE,
   CALLBACKS_QUEUE,
-  callbackJobId,
   type CallbackJobData,
+  callbackJobId,
+  type StepJobData,
   stepJobId,
   TASKS_QUEUE,
+  type TaskJobData,
   taskJobId,
   toolQueueName,
-  type StepJobData,
-  type TaskJobData,
 } from './jobs.js';
-import type { ReadyStep } from '../engine/types.js';
+import type { RedisClient } from './redis.js';
+import { Shards, shareOf } from './shards.js';
 
 export interface RunKey {
   taskId: string;
@@ -220,9 +220,17 @@ export class TaskQueues {
     const singles = runs.filter(isSingle);
     const flows = runs.filter((run) => !isSingle(run));
     const byTool = new Map<string, { name: string; data: StepJobData; opts: JobsOptions }[]>();
-    for (const { ref, steps: [step], trace } of singles) {
+    for (const {
+      ref,
+      steps: [step],
+      trace,
+    } of singles) {
       const jobs = byTool.get(step!.tool) ?? [];
-      jobs.push({ name: step!.stepId, data: { ...this.stepData(ref, step!), single: true }, opts: { ...this.stepOptions(ref, step!), ...jobTraceOptions(trace) } });
+      jobs.push({
+        name: step!.stepId,
+        data: { ...this.stepData(ref, step!), single: true },
+        opts: { ...this.stepOptions(ref, step!), ...jobTraceOptions(trace) },
+      });
       byTool.set(step!.tool, jobs);
     }
     await Promise.all([

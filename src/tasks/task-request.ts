@@ -15,9 +15,23 @@ export const taskRequestSchema = z
       .max(255)
       .optional()
       .meta({ description: 'Same key and body: the first task is returned (200). Same key, other body: 409.' }),
-    priority: z.int().min(1).max(2_097_152).optional().meta({ description: 'BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones.' }),
-    delay_ms: z.int().min(0).max(30 * 86_400_000).optional().meta({ description: 'Start no earlier than this many milliseconds from now.' }),
-    callback_url: z.url({ protocol: /^https?$/ }).max(2048).optional().meta({ description: 'The final result is POSTed here.' }),
+    priority: z
+      .int()
+      .min(1)
+      .max(2_097_152)
+      .optional()
+      .meta({ description: 'BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones.' }),
+    delay_ms: z
+      .int()
+      .min(0)
+      .max(30 * 86_400_000)
+      .optional()
+      .meta({ description: 'Start no earlier than this many milliseconds from now.' }),
+    callback_url: z
+      .url({ protocol: /^https?$/ })
+      .max(2048)
+      .optional()
+      .meta({ description: 'The final result is POSTed here.' }),
     retry: retryPolicySchema.optional().meta({ description: "Overrides the tool's (or every workflow step's) retry policy." }),
     timeout_ms: z.int().min(1).max(86_400_000).optional().meta({ description: "Overrides the tool's timeout per attempt." }),
   })

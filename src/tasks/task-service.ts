@@ -1,30 +1,30 @@
 import { createHash } from 'node:crypto';
-import type { RedisClient } from '../queue/redis.js';
+import type { Context } from '@opentelemetry/api';
 import type { Config } from '../config.js';
-import { ConflictError, DependencyUnavailableError, GoneError, NotFoundError, ValidationError, type ApiError } from '../errors.js';
-import { uuidv7Time } from '../lib/uuid7.js';
-import { retentionCutoff } from '../persistence/partitions.js';
-import type { Logger } from '../logger.js';
-import type { Reachability } from '../persistence/database.js';
-import type { CreateResult, NewTask, TaskFilter, TaskStore } from '../persistence/task-store.js';
-import { isFinished, type TaskStatus } from '../engine/status.js';
+import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from '../engine/plan.js';
+import { isFinished } from '../engine/status.js';
+import { IDENTIFIER } from '../engine/workflow-definition.js';
+import { type ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, ValidationError } from '../errors.js';
+import type { DeadLetter } from '../generated/prisma/client.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
+import { hostPolicyFor } from '../lib/host-policy.js';
+import { unstorableProblems, zodProblems } from '../lib/problems.js';
+import { uuidv7Time } from '../lib/uuid7.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { captureTraceContext, inSpan, SpanAttributes, type SpanHandle, withBatchTraceContext } from '../observability/tracing.js';
+import type { Reachability } from '../persistence/database.js';
+import { retentionCutoff } from '../persistence/partitions.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
+import type { CreateResult, NewTask, TaskFilter, TaskStore } from '../persistence/task-store.js';
 import { publishStop } from '../queue/channels.js';
 import type { EventLog } from '../queue/event-log.js';
-import type { Metrics } from '../observability/metrics.js';
-import { captureTraceContext, inSpan, SpanAttributes, withBatchTraceContext, type SpanHandle } from '../observability/tracing.js';
-import type { Context } from '@opentelemetry/api';
+import type { RedisClient } from '../queue/redis.js';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { unstorableProblems, zodProblems } from '../lib/problems.js';
-import { IDENTIFIER } from '../engine/workflow-definition.js';
-import { hostPolicyFor } from '../lib/host-policy.js';
 import type { TaskRequest } from './task-request.js';
-import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from '../engine/plan.js';
 import { taskView } from './task-view.js';
-import type { DeadLetter } from '../generated/prisma/client.js';
 
 /** A dead letter as stored: the API shows it (src/api/routes/dead-letters.ts). */
 export type { DeadLetter };
@@ -79,10 +79,14 @@ function canonical(value: unknown): string {
 function missing(id: string, retentionDays: number): ApiError {
   const createdAt = uuidv7Time(id);
   if (createdAt && createdAt < retentionCutoff(new Date(), retentionDays)) {
-    return new GoneError('task_expired', `task ${id} was created ${createdAt.toISOString()} and expired after RETENTION_DAYS (${retentionDays}); its record is gone`, {
-      created_at: createdAt.toISOString(),
-      retention_days: retentionDays,
-    });
+    return new GoneError(
+      'task_expired',
+      `task ${id} was created ${createdAt.toISOString()} and expired after RETENTION_DAYS (${retentionDays}); its record is gone`,
+      {
+        created_at: createdAt.toISOString(),
+        retention_days: retentionDays,
+      },
+    );
   }
   return new NotFoundError('task_not_found', `no task with id ${JSON.stringify(id)}`);
 }
@@ -90,7 +94,6 @@ function missing(id: string, retentionDays: number): ApiError {
 function assertRedis(redis: RedisClient): void {
   if (redis.status !== 'ready') throw new DependencyUnavailableError('redis');
 }
-
 
 /** A submitted task. */
 export interface Submitted {
@@ -144,7 +147,11 @@ export class TaskService {
     if (tool) {
       const params = tool.input.safeParse(body.params);
       if (!params.success) {
-        throw new ValidationError(`params do not fit the input schema of tool '${tool.name}'`, zodProblems(params.error, [options.paramsField ?? 'params']), 'invalid_params');
+        throw new ValidationError(
+          `params do not fit the input schema of tool '${tool.name}'`,
+          zodProblems(params.error, [options.paramsField ?? 'params']),
+          'invalid_params',
+        );
       }
       return planToolTask(tool, params.data as Record<string, unknown>, overrides);
     }
@@ -236,9 +243,9 @@ export class TaskService {
     }
     if (refused.size === 0) return results;
     const ids = [...refused.keys()];
-    await this.deps.store.removeMany(ids).catch((cleanup: Error) =>
-      this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: cleanup.message }),
-    );
+    await this.deps.store
+      .removeMany(ids)
+      .catch((cleanup: Error) => this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: cleanup.message }));
     return results.map((result, index) => {
       const id = batch[index]!.task.id;
       return result.created && refused.has(id) ? new ItemFailure(new DependencyUnavailableError('redis', refused.get(id))) : result;
@@ -248,7 +255,11 @@ export class TaskService {
   /** A callback must be signable and go to a host the http tool may call. */
   private checkCallback(url: string): void {
     if (!this.deps.config.CALLBACK_SECRET) {
-      throw new ValidationError('callbacks are not enabled on this server', [{ path: 'callback_url', message: 'set CALLBACK_SECRET to sign callbacks' }], 'callbacks_disabled');
+      throw new ValidationError(
+        'callbacks are not enabled on this server',
+        [{ path: 'callback_url', message: 'set CALLBACK_SECRET to sign callbacks' }],
+        'callbacks_disabled',
+      );
     }
     const refused = hostPolicyFor(this.deps.config.HTTP_TOOL_ALLOWED_HOSTS).checkUrl(new URL(url));
     if (refused) throw new ValidationError('the callback URL is not allowed', [{ path: 'callback_url', message: refused }], 'callback_url_not_allowed');

@@ -1,6 +1,6 @@
-import type { CallbackDelivery, Step, Task } from '../generated/prisma/client.js';
 import { z } from 'zod';
 import { TASK_STATUSES } from '../engine/status.js';
+import type { CallbackDelivery, Step, Task } from '../generated/prisma/client.js';
 
 /**
  * A task as clients see it (GET /result, the event stream's snapshot, completion callbacks): its
@@ -73,13 +73,10 @@ export const taskViewSchema = z.object({
   status: taskStatus,
   result: z.unknown().optional().meta({ description: 'The final result (completed tasks).' }),
   error: errorRecordSchema.optional().meta({ description: 'Why the task failed or was cancelled. `step` names the step whose failure failed it.' }),
-  error_message: z
-    .string()
-    .optional()
-    .meta({
-      description:
-        'Present with `error`: the same in one line of text, for clients that print it: the failing step, its tool and attempts, then the error\'s name and message (`step fetch (http, 3 attempts) failed: ToolTimeoutError: step timed out after 30000 ms`). Meant for people; programs read `error`.',
-    }),
+  error_message: z.string().optional().meta({
+    description:
+      "Present with `error`: the same in one line of text, for clients that print it: the failing step, its tool and attempts, then the error's name and message (`step fetch (http, 3 attempts) failed: ToolTimeoutError: step timed out after 30000 ms`). Meant for people; programs read `error`.",
+  }),
   progress: z.object({
     completed: count.meta({ description: 'Steps that have finished, whatever their outcome.' }),
     total: count,
@@ -105,7 +102,6 @@ export const taskSummarySchema = z.object({
   finished_at: timestamp.nullable(),
 });
 export type TaskSummaryBody = z.infer<typeof taskSummarySchema>;
-
 
 const FINISHED_STEP = new Set(['completed', 'failed', 'skipped', 'cancelled']);
 
@@ -188,7 +184,9 @@ export function taskView(task: Task & { steps: Step[]; callbacks?: CallbackDeliv
   };
 }
 
-export function taskSummary(task: Pick<Task, 'id' | 'taskType' | 'status' | 'createdAt' | 'startedAt' | 'finishedAt' | 'stepsTotal' | 'workflowName' | 'workflowVersion'>): TaskSummaryBody {
+export function taskSummary(
+  task: Pick<Task, 'id' | 'taskType' | 'status' | 'createdAt' | 'startedAt' | 'finishedAt' | 'stepsTotal' | 'workflowName' | 'workflowVersion'>,
+): TaskSummaryBody {
   return {
     task_id: task.id,
     task_type: task.taskType,

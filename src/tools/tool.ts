@@ -1,15 +1,14 @@
 import { z } from 'zod';
 import type { Config } from '../config.js';
-import type { Logger } from '../logger.js';
 import type { DependencyResult, RetryPolicy } from '../engine/types.js';
-
-// The errors an adapter throws are part of the SDK: an adapter imports this module and nothing
-// else of the service (the import-boundary rules in .dependency-cruiser.cjs hold it to that).
-export { NonRetryableError, RetryableError } from '../errors.js';
+import type { Logger } from '../logger.js';
 
 // Defined in the engine, which plans and resolves steps without knowing the SDK; part of the SDK
 // all the same.
 export type { DependencyResult, RetryPolicy } from '../engine/types.js';
+// The errors an adapter throws are part of the SDK: an adapter imports this module and nothing
+// else of the service (the import-boundary rules in .dependency-cruiser.cjs hold it to that).
+export { NonRetryableError, RetryableError } from '../errors.js';
 
 /** At most `max` steps of this tool start per `duration_ms`, across all worker processes. */
 export interface RateLimit {

@@ -1,9 +1,9 @@
+import { createToolRegistry } from '../adapters/index.js';
 import { boot, closeOnSignals, prepareDatabase } from '../bootstrap.js';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../logger.js';
-import { createToolRegistry } from '../adapters/index.js';
-import { startWorker } from './worker.js';
 import { initTracing } from '../observability/tracing.js';
+import { startWorker } from './worker.js';
 
 /** `npm run worker`: a worker process. Run as many as you need, on as many machines. */
 await boot('worker', async () => {

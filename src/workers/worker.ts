@@ -54,7 +54,8 @@ export async function startWorker(config: Config, logger: Logger, registry: Tool
     allTools: registry.names(),
     metrics,
   });
-  const metricsServer = config.WORKER_METRICS_PORT === undefined ? undefined : await serveMetrics(metrics, config.WORKER_METRICS_PORT, config.HOST, config.METRICS_TOKEN);
+  const metricsServer =
+    config.WORKER_METRICS_PORT === undefined ? undefined : await serveMetrics(metrics, config.WORKER_METRICS_PORT, config.HOST, config.METRICS_TOKEN);
   const address = metricsServer?.address();
   const metricsUrl = address && typeof address === 'object' ? `http://127.0.0.1:${address.port}/metrics` : undefined;
   if (metricsUrl) logger.info('worker metrics listening', { url: metricsUrl });

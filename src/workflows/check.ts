@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import type { Problem } from '../errors.js';
-import type { ToolRegistry, AnyTool } from '../tools/tool.js';
-import { jsonPath } from '../lib/problems.js';
-import { findReferences, hasTemplates, stringsIn, type FoundReference, type Reference } from '../engine/templates.js';
+import { type FoundReference, findReferences, hasTemplates, type Reference, stringsIn } from '../engine/templates.js';
 import { parameterType, type WorkflowDefinition } from '../engine/workflow-definition.js';
+import type { Problem } from '../errors.js';
+import { jsonPath } from '../lib/problems.js';
 import { DEFAULT_LIMITS, type Limits } from '../limits.js';
+import type { AnyTool, ToolRegistry } from '../tools/tool.js';
 
 /** `base` and a path relative to it (`a.b`, `["odd key"]`, or nothing). */
 function under(base: string, at: string): string {
@@ -71,7 +71,10 @@ export function checkWorkflow(
   for (const { base, value } of templated) {
     for (const { text, at } of stringsIn(value)) {
       if (text.length > limits.TEMPLATE_STRING_MAX_CHARS) {
-        problems.push({ path: under(base, at), message: `this string has ${text.length} characters; strings in step inputs and the output may have at most ${limits.TEMPLATE_STRING_MAX_CHARS} (TEMPLATE_STRING_MAX_CHARS)` });
+        problems.push({
+          path: under(base, at),
+          message: `this string has ${text.length} characters; strings in step inputs and the output may have at most ${limits.TEMPLATE_STRING_MAX_CHARS} (TEMPLATE_STRING_MAX_CHARS)`,
+        });
       }
     }
   }
@@ -79,7 +82,10 @@ export function checkWorkflow(
   const total = found.reduce((sum, references) => sum + references.length, 0);
   if (total > limits.TEMPLATE_MAX_REFERENCES) {
     const [base, reference] = nthReference(templated, found, limits.TEMPLATE_MAX_REFERENCES);
-    problems.push({ path: under(base, reference.at), message: `the definition holds ${total} template references; at most ${limits.TEMPLATE_MAX_REFERENCES} are allowed (TEMPLATE_MAX_REFERENCES)` });
+    problems.push({
+      path: under(base, reference.at),
+      message: `the definition holds ${total} template references; at most ${limits.TEMPLATE_MAX_REFERENCES} are allowed (TEMPLATE_MAX_REFERENCES)`,
+    });
   } else {
     // Each reference: to a declared parameter, to a step the step depends on (any step, for the output).
     templated.forEach(({ base, step }, index) => {

@@ -1,8 +1,8 @@
-import { ValidationError } from '../errors.js';
-import type { ToolRegistry } from '../tools/tool.js';
-import { zodProblems } from '../lib/problems.js';
 import type { RunOverrides, TaskPlan } from '../engine/plan.js';
 import { paramsSchema, type WorkflowDefinition } from '../engine/workflow-definition.js';
+import { ValidationError } from '../errors.js';
+import { zodProblems } from '../lib/problems.js';
+import type { ToolRegistry } from '../tools/tool.js';
 
 /**
  * Turns a stored (already checked) workflow version and a run's params into a task plan:

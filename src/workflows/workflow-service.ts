@@ -1,16 +1,16 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { RunOverrides, TaskPlan } from '../engine/plan.js';
+import { IDENTIFIER, type WorkflowDefinition, workflowDefinitionSchema } from '../engine/workflow-definition.js';
 import { NotFoundError, ValidationError } from '../errors.js';
+import { unstorableProblems, zodProblems } from '../lib/problems.js';
+import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import type { Logger } from '../logger.js';
 import type { StoredWorkflow, WorkflowStore, WorkflowVersion } from '../persistence/workflow-store.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { unstorableProblems, zodProblems } from '../lib/problems.js';
-import type { RunOverrides, TaskPlan } from '../engine/plan.js';
 import { checkWorkflow } from './check.js';
 import { compileWorkflow } from './compile.js';
-import { IDENTIFIER, workflowDefinitionSchema, type WorkflowDefinition } from '../engine/workflow-definition.js';
-import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 
 export const EXAMPLES_DIR = fileURLToPath(new URL('./examples/', import.meta.url));
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { TOOL_NAME } from '../../src/tools/tool.js';
 import { builtinTools } from '../../src/adapters/index.js';
+import { TOOL_NAME } from '../../src/tools/tool.js';
 
 /**
  * One contract for every registered adapter: what the runtime, the API and the workflow checker

@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
-import { createHarness, poll, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
 
 describe('the http tool against local servers', () => {
@@ -31,7 +31,12 @@ describe('the http tool against local servers', () => {
           res.writeHead(200, { 'content-type': 'text/plain' });
           return res.end('plain words');
         case '/echo':
-          return json(res, 201, { method: request.method, content_type: request.headers['content-type'], custom: request.headers['x-custom'], body: JSON.parse(request.body) });
+          return json(res, 201, {
+            method: request.method,
+            content_type: request.headers['content-type'],
+            custom: request.headers['x-custom'],
+            body: JSON.parse(request.body),
+          });
         case '/flaky':
           return count(`flaky:${key}`) === 1 ? json(res, 500, { error: 'try again' }) : json(res, 200, { ok: true });
         case '/rate':
@@ -158,7 +163,10 @@ describe('the http tool against local servers', () => {
   });
 
   it('refuses a redirect to the cloud metadata address', async () => {
-    await expectRefused({ url: local(`/redirect?to=${encodeURIComponent('http://169.254.169.254/latest/meta-data')}`) }, /^redirect refused: .*cloud metadata address/);
+    await expectRefused(
+      { url: local(`/redirect?to=${encodeURIComponent('http://169.254.169.254/latest/meta-data')}`) },
+      /^redirect refused: .*cloud metadata address/,
+    );
   });
 
   it('refuses a redirect to [::1], loopback that is allowlisted only as 127.0.0.1', async () => {
@@ -169,7 +177,10 @@ describe('the http tool against local servers', () => {
 
   it('follows a redirect to another allowlisted host, dropping every caller header across origins', async () => {
     const to = `http://127.0.0.1:${target.port}/landing`;
-    const { result } = await run({ url: local(`/redirect?status=307&to=${encodeURIComponent(to)}`), headers: { authorization: 'Bearer secret', 'x-api-key': 'k-1' } });
+    const { result } = await run({
+      url: local(`/redirect?status=307&to=${encodeURIComponent(to)}`),
+      headers: { authorization: 'Bearer secret', 'x-api-key': 'k-1' },
+    });
     expect(result.status).toBe('completed');
     expect(result.result).toMatchObject({ status: 200, url: to, body: { landed: true } });
     const [landed] = target.received('/landing');
@@ -194,7 +205,10 @@ describe('the http tool against local servers', () => {
     const before = await h.db.prisma.task.count();
     const response = await h.request('POST', '/assign-task', {
       task_type: 'http',
-      params: { url: local('/json'), headers: { Host: 'internal.example.com', 'Transfer-Encoding': 'chunked', 'x-note': 'a\r\nX-Injected: 1', 'x-fine': 'ok' } },
+      params: {
+        url: local('/json'),
+        headers: { Host: 'internal.example.com', 'Transfer-Encoding': 'chunked', 'x-note': 'a\r\nX-Injected: 1', 'x-fine': 'ok' },
+      },
     });
     expect(response.status).toBe(400);
     expect(response.body.error.code).toBe('invalid_params');

@@ -1,9 +1,9 @@
 import { Writable } from 'node:stream';
-import winston from 'winston';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ToolContext } from '../../src/tools/tool.js';
+import winston from 'winston';
 import notify from '../../src/adapters/notify.js';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import type { ToolContext } from '../../src/tools/tool.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
 
 describe('the notify tool', () => {
@@ -38,7 +38,9 @@ describe('the notify tool', () => {
     });
     const logger = winston.createLogger({ level: 'info', format: winston.format.json(), transports: [new winston.transports.Stream({ stream: sink })] });
     const settings = h.registry.settings(h.config).get('notify') as { allowed_hosts: string[] };
-    const ctx = { logger, signal: new AbortController().signal, settings, taskId: 't', stepId: 's', attempt: 1, dependencies: {} } as ToolContext<typeof settings>;
+    const ctx = { logger, signal: new AbortController().signal, settings, taskId: 't', stepId: 's', attempt: 1, dependencies: {} } as ToolContext<
+      typeof settings
+    >;
     const input = notify.input.parse({ message: 'disk almost full', level: 'error', data: { used: 0.97 } });
     expect(await notify.run(input, ctx)).toEqual({ delivered: true, channel: 'log' });
     expect(lines).toEqual([expect.objectContaining({ level: 'error', message: 'disk almost full', notification: { used: 0.97 } })]);

@@ -3,9 +3,9 @@ import { z } from 'zod';
 import { builtinTools, createToolRegistry } from '../../src/adapters/index.js';
 import { loadConfig } from '../../src/config.js';
 import { silentLogger } from '../../src/logger.js';
-import { defineTool, ToolRegistry, type AnyTool } from '../../src/tools/tool.js';
+import { type AnyTool, defineTool, ToolRegistry } from '../../src/tools/tool.js';
 import { startWorker } from '../../src/workers/worker.js';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 /**
  * An adapter receives the settings it declares, as the registry picks them from the
@@ -21,7 +21,15 @@ const config = loadConfig({
   METRICS_TOKEN: 'metrics-token-4c9b0e7a',
   HTTP_TOOL_ALLOWED_HOSTS: 'api.example.com,*.hooks.example.org',
 });
-const SECRETS = ['db-password-7f3a', 'redis-password-19c2', 'api-key-0b5e61d2c9a84f7e', 'callback-secret-5d1e8a2b', 'metrics-token-4c9b0e7a', 'postgresql:', 'redis:'];
+const SECRETS = [
+  'db-password-7f3a',
+  'redis-password-19c2',
+  'api-key-0b5e61d2c9a84f7e',
+  'callback-secret-5d1e8a2b',
+  'metrics-token-4c9b0e7a',
+  'postgresql:',
+  'redis:',
+];
 
 describe('settings of the built-in adapters', () => {
   const settings = createToolRegistry().settings(config);
@@ -81,7 +89,9 @@ describe('ToolRegistry.settings', () => {
   });
 
   it('refuses a chooser for a tool that declares no settings', () => {
-    expect(() => new ToolRegistry([plain], { plain: (all) => all }).settings(config)).toThrow('the registry chooses settings for the plain tool, which declares none');
+    expect(() => new ToolRegistry([plain], { plain: (all) => all }).settings(config)).toThrow(
+      'the registry chooses settings for the plain tool, which declares none',
+    );
   });
 
   it('resolves only the tools a worker runs (WORKER_TOOLS): a chooser of another tool is not needed', () => {

@@ -4,9 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Admission } from '../../src/api/admission.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { finishedStepsKey } from '../../src/queue/event-log.js';
-import { Shards } from '../../src/queue/shards.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
-import { createHarness, poll, waitForTask, type Harness } from '../helpers/harness.js';
+import { Shards } from '../../src/queue/shards.js';
+import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
 
 const MIN_BACKLOG = 5;
 
@@ -65,7 +65,14 @@ describe('admission control: POST /assign-task under overload', () => {
 
   it('admits what the workers drain in ADMISSION_MAX_WAIT_MS, measured from the finished-steps counter in Redis', async () => {
     const queueNames = [toolQueueName('echo')];
-    const admission = new Admission(h.redis, Shards.of(h.config), () => queueNames, { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 0, sampleMs: 1_000, maxInFlight: 0 }, new Metrics({ defaultMetrics: false }), h.logger);
+    const admission = new Admission(
+      h.redis,
+      Shards.of(h.config),
+      () => queueNames,
+      { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 0, sampleMs: 1_000, maxInFlight: 0 },
+      new Metrics({ defaultMetrics: false }),
+      h.logger,
+    );
     const key = finishedStepsKey(h.config.QUEUE_PREFIX);
     await admission.sample(1_000_000);
     expect(admission.limit()).toBe(10);
@@ -73,7 +80,14 @@ describe('admission control: POST /assign-task under overload', () => {
     await h.redis.incrby(key, 500);
     await admission.sample(1_001_000);
     expect(admission.limit()).toBe(1_000);
-    const capped = new Admission(h.redis, Shards.of(h.config), () => queueNames, { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 300, sampleMs: 1_000, maxInFlight: 0 }, new Metrics({ defaultMetrics: false }), h.logger);
+    const capped = new Admission(
+      h.redis,
+      Shards.of(h.config),
+      () => queueNames,
+      { maxWaitMs: 2_000, minBacklog: 10, maxBacklog: 300, sampleMs: 1_000, maxInFlight: 0 },
+      new Metrics({ defaultMetrics: false }),
+      h.logger,
+    );
     await capped.sample(1_000_000);
     await h.redis.incrby(key, 500);
     await capped.sample(1_001_000);
@@ -81,7 +95,14 @@ describe('admission control: POST /assign-task under overload', () => {
   });
 
   it('refuses at once past ADMISSION_MAX_IN_FLIGHT submissions in flight in one process, and admits again as they are answered', async () => {
-    const admission = new Admission(h.redis, Shards.of(h.config), () => [], { maxWaitMs: 0, minBacklog: 0, maxBacklog: 0, sampleMs: 1_000, maxInFlight: 2 }, new Metrics({ defaultMetrics: false }), h.logger);
+    const admission = new Admission(
+      h.redis,
+      Shards.of(h.config),
+      () => [],
+      { maxWaitMs: 0, minBacklog: 0, maxBacklog: 0, sampleMs: 1_000, maxInFlight: 2 },
+      new Metrics({ defaultMetrics: false }),
+      h.logger,
+    );
     // A route that holds its answers until told: two submissions stay in flight.
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 describe('POST /assign-task and GET /result', () => {
   let h: Harness;

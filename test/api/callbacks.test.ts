@@ -2,9 +2,9 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CALLBACKS_QUEUE, callbackJobId } from '../../src/queue/jobs.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
-import { startServer, type TestServer } from '../helpers/http-server.js';
 import { testTools } from '../fixtures/tools.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
+import { startServer, type TestServer } from '../helpers/http-server.js';
 
 const SECRET = 'test-callback-secret-0123456789';
 
@@ -75,7 +75,9 @@ describe('completion callbacks', () => {
       { label: 'the delivery to be recorded' },
     );
     expect(result.callback).toMatchObject({ url: `${receiver.origin}/hook?x=1`, delivered: true });
-    expect(result.callback.deliveries).toEqual([expect.objectContaining({ attempt: 1, status_code: 204, delivered: true, event: 'task.completed', error: null })]);
+    expect(result.callback.deliveries).toEqual([
+      expect.objectContaining({ attempt: 1, status_code: 204, delivered: true, event: 'task.completed', error: null }),
+    ]);
   });
 
   it('retries a failed delivery with backoff, recording each attempt', async () => {
@@ -111,7 +113,14 @@ describe('completion callbacks', () => {
       { label: 'three recorded delivery attempts', timeoutMs: 20_000 },
     );
     expect(result.callback.delivered).toBe(false);
-    expect(result.callback.deliveries.map((d: { attempt: number; status_code: number; delivered: boolean; will_retry: boolean }) => [d.attempt, d.status_code, d.delivered, d.will_retry])).toEqual([
+    expect(
+      result.callback.deliveries.map((d: { attempt: number; status_code: number; delivered: boolean; will_retry: boolean }) => [
+        d.attempt,
+        d.status_code,
+        d.delivered,
+        d.will_retry,
+      ]),
+    ).toEqual([
       [1, 500, false, true],
       [2, 500, false, true],
       [3, 500, false, false],
@@ -136,7 +145,9 @@ describe('completion callbacks', () => {
       },
       { label: 'the delivery after 408 and 429', timeoutMs: 20_000 },
     );
-    expect(result.callback.deliveries.map((d: { status_code: number; delivered: boolean; will_retry: boolean }) => [d.status_code, d.delivered, d.will_retry])).toEqual([
+    expect(
+      result.callback.deliveries.map((d: { status_code: number; delivered: boolean; will_retry: boolean }) => [d.status_code, d.delivered, d.will_retry]),
+    ).toEqual([
       [408, false, true],
       [429, false, true],
       [204, true, false],

@@ -1,10 +1,10 @@
 import { Queue } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startApi, type ApiServer } from '../../src/api/server.js';
+import { type ApiServer, startApi } from '../../src/api/server.js';
 import { loadConfig } from '../../src/config.js';
 import { TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 /** Sends a request and measures how long the answer took. */

@@ -1,11 +1,11 @@
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startApi, type ApiServer } from '../../src/api/server.js';
+import { type ApiServer, startApi } from '../../src/api/server.js';
 import { loadConfig } from '../../src/config.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
 import { Shards } from '../../src/queue/shards.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { openSse, type SseEvent, type SseStream } from '../helpers/sse.js';
 
 const finished = (events: SseEvent[]) => events.some((event) => event.event === 'task' && ['completed', 'failed', 'cancelled'].includes(event.data.status));
@@ -79,7 +79,9 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
   it('resumes with Last-Event-ID without repeating what the client had', async () => {
     const id = await submit(h, { task_type: 'watched' });
     const first = await openSse(`${h.url}/tasks/${id}/events`);
-    const seen = await first.waitFor((events) => events.some((event) => event.event === 'step' && event.data.step_id === 'first' && event.data.status === 'completed'));
+    const seen = await first.waitFor((events) =>
+      events.some((event) => event.event === 'step' && event.data.step_id === 'first' && event.data.status === 'completed'),
+    );
     first.close();
     const lastSeen = seen.at(-1)!.id!;
     const resumed = await openSse(`${secondUrl}/tasks/${id}/events`, { 'last-event-id': lastSeen });
@@ -91,7 +93,7 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     expect(resumed.events.some((event) => event.event === 'step' && event.data.step_id === 'last' && event.data.status === 'completed')).toBe(true);
   });
 
-  it('keeps a finished task\'s events in Redis only EVENTS_KEEP_AFTER_END_S; a later resume gets the snapshot', async () => {
+  it("keeps a finished task's events in Redis only EVENTS_KEEP_AFTER_END_S; a later resume gets the snapshot", async () => {
     // Delayed, so that the stream opens before the task ends (an ended task answers its snapshot alone).
     const id = await submit(h, { task_type: 'echo', params: { kept: true }, delay_ms: 300 });
     const first = await openSse(`${h.url}/tasks/${id}/events`);
@@ -139,7 +141,7 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     expect(answeredAt - Date.parse(body.finished_at)).toBeLessThan(10_000);
   });
 
-  it('shows an adapter\'s progress in GET /result while it runs', async () => {
+  it("shows an adapter's progress in GET /result while it runs", async () => {
     const id = await submit(h, { task_type: 'sleep', params: { ms: 1500 } });
     const stream = await openSse(`${h.url}/tasks/${id}/events`);
     await stream.waitFor((events) => events.some((event) => event.event === 'progress'));
@@ -210,7 +212,9 @@ describe('limits on event streams and long-polls', () => {
 
   it('caps the waiting long-polls of a key across API processes; plain reads are not counted', async () => {
     const controller = new AbortController();
-    const waiting = [h.url, other.url].map((url) => fetch(`${url}/result/${taskId}?wait=30`, { headers: auth(KEY_A), signal: controller.signal }).catch(() => undefined));
+    const waiting = [h.url, other.url].map((url) =>
+      fetch(`${url}/result/${taskId}?wait=30`, { headers: auth(KEY_A), signal: controller.signal }).catch(() => undefined),
+    );
     try {
       const refused = await poll(
         async () => {
@@ -228,7 +232,9 @@ describe('limits on event streams and long-polls', () => {
       await Promise.all(waiting);
     }
     // Hung-up long-polls give their places back.
-    await poll(async () => (await fetch(`${h.url}/result/${taskId}?wait=1`, { headers: auth(KEY_A) })).status === 200, { label: 'a long-poll slot after the others hung up' });
+    await poll(async () => (await fetch(`${h.url}/result/${taskId}?wait=1`, { headers: auth(KEY_A) })).status === 200, {
+      label: 'a long-poll slot after the others hung up',
+    });
   });
 
   it('ends a stream at EVENT_STREAM_MAX_S with a reconnect event carrying the last id, from which the client resumes', async () => {

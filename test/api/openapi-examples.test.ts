@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
 import type { Route } from '../../src/api/route.js';
 import { ROUTES } from '../../src/api/routes/index.js';
-import { createHarness, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, waitForTask } from '../helpers/harness.js';
 import { DocumentSchemas, pointerSegment } from '../helpers/openapi.js';
 
 /**
@@ -26,7 +26,8 @@ function exampleUrl(operation: Route): string {
   });
 }
 
-const tryable = (operation: Route) => !/\{(\w+)\}/.test(operation.path) || [...operation.path.matchAll(/\{(\w+)\}/g)].every(([, parameter]) => operation.paramExamples?.[parameter!] !== undefined);
+const tryable = (operation: Route) =>
+  !/\{(\w+)\}/.test(operation.path) || [...operation.path.matchAll(/\{(\w+)\}/g)].every(([, parameter]) => operation.paramExamples?.[parameter!] !== undefined);
 
 describe('the examples of the OpenAPI document', () => {
   it('cover every request body and the main answer of every operation', () => {
@@ -46,7 +47,10 @@ describe('the examples of the OpenAPI document', () => {
       for (const [label, example] of Object.entries(operation.bodyExamples ?? {})) {
         const parsed = operation.body!.safeParse(example.value);
         expect(parsed.success, `${name(operation)} example ${label}: ${parsed.error?.message}`).toBe(true);
-        expect(schemas.problems(pointer(operation, 'requestBody', 'content', 'application/json', 'schema'), example.value), `${name(operation)} example ${label}`).toEqual([]);
+        expect(
+          schemas.problems(pointer(operation, 'requestBody', 'content', 'application/json', 'schema'), example.value),
+          `${name(operation)} example ${label}`,
+        ).toEqual([]);
         // "Try it out" on a default install: callbacks are off there, and a delay would leave
         // the task waiting long after the click.
         expect(example.value, `${name(operation)} example ${label}`).not.toHaveProperty('callback_url');
@@ -76,7 +80,9 @@ describe('the examples of the OpenAPI document', () => {
     let checked = 0;
     for (const [path, operations] of Object.entries(doc.paths)) {
       for (const [method, operation] of Object.entries(operations)) {
-        for (const [status, reply] of Object.entries((operation as { responses: Record<string, { content?: Record<string, { examples?: Record<string, { value: unknown }> }> }> }).responses)) {
+        for (const [status, reply] of Object.entries(
+          (operation as { responses: Record<string, { content?: Record<string, { examples?: Record<string, { value: unknown }> }> }> }).responses,
+        )) {
           for (const [mediaType, content] of Object.entries(reply.content ?? {})) {
             for (const [label, example] of Object.entries(content.examples ?? {})) {
               const at = ['', 'paths', path, method, 'responses', status, 'content', mediaType, 'schema'].map(pointerSegment).join('/');

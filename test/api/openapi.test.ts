@@ -3,14 +3,14 @@ import { readFileSync } from 'node:fs';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Queue } from 'bullmq';
 import type { Express } from 'express';
-import { request, type Dispatcher } from 'undici';
+import { type Dispatcher, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
 import { ROUTES } from '../../src/api/routes/index.js';
-import { toolQueueName } from '../../src/queue/jobs.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
+import { toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { DocumentSchemas, pointerSegment } from '../helpers/openapi.js';
 
@@ -86,7 +86,10 @@ describe('the OpenAPI document', () => {
         env: { BODY_LIMIT: '10kb', CALLBACK_SECRET: 'openapi-callback-secret-0123', HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${receiver.port}` },
       }),
       createHarness({ worker: false, env: { API_KEYS: API_KEY, RATE_LIMIT_PER_MINUTE: '3' } }),
-      createHarness({ worker: false, env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY}`, METRICS_TOKEN: 'openapi-metrics-token-0123456789' } }),
+      createHarness({
+        worker: false,
+        env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY}`, METRICS_TOKEN: 'openapi-metrics-token-0123456789' },
+      }),
     ]);
     const served = await fetch(`${h.url}/openapi.json`);
     expect(served.status).toBe(200);
@@ -100,9 +103,7 @@ describe('the OpenAPI document', () => {
 
   function operationFor(method: string, url: string): { path: string; operation: Operation } {
     const path = url.split('?')[0]!.replace(/(.)\/$/, '$1');
-    const template = Object.keys(doc.paths).find((candidate) =>
-      new RegExp(`^${candidate.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(path),
-    );
+    const template = Object.keys(doc.paths).find((candidate) => new RegExp(`^${candidate.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(path));
     const operation = template ? (doc.paths[template]![method.toLowerCase()] as Operation | undefined) : undefined;
     if (!template || !operation) throw new Error(`${method} ${path} is not in the document`);
     return { path: template, operation };
@@ -182,7 +183,11 @@ describe('the OpenAPI document', () => {
     expect(doc.info.version).toBe(PACKAGE.version);
     expect(doc.servers).toEqual([{ url: '/' }]);
     expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });
-    for (const [method, path] of [['get', '/health'], ['get', '/ready'], ['get', '/metrics']] as const) {
+    for (const [method, path] of [
+      ['get', '/health'],
+      ['get', '/ready'],
+      ['get', '/metrics'],
+    ] as const) {
       expect((doc.paths[path]![method] as Operation).security, path).toEqual([]);
     }
     expect((doc.paths['/tasks']!.get as Operation).security).toEqual([{}, { bearerAuth: ['admin', 'client', 'read'] }]);
@@ -201,7 +206,11 @@ describe('the OpenAPI document', () => {
     const app = h.api!.server.listeners('request')[0] as unknown as Express;
     const { routes, mounts } = expressRoutes(app);
     expect(routes.length).toBeGreaterThan(15);
-    expect([...new Set(mounts)].sort()).toEqual(ROUTES.filter((route) => route.mount).map((route) => route.path).sort());
+    expect([...new Set(mounts)].sort()).toEqual(
+      ROUTES.filter((route) => route.mount)
+        .map((route) => route.path)
+        .sort(),
+    );
     const served = [...new Set([...routes, ...mounts.map((mount) => `GET ${mount}`)])].sort();
     const documented = Object.entries(doc.paths).flatMap(([path, operations]) => Object.keys(operations).map((method) => `${method.toUpperCase()} ${path}`));
     expect(served).toEqual([...declared].sort());
@@ -447,7 +456,9 @@ describe('the OpenAPI document', () => {
     expect(page.status).toBe(200);
     const base = new URL('/docs/', h.url);
     const assets = [...page.text.matchAll(/<(?:script|link)\b[^>]*\b(?:src|href)=["']([^"']+)["']/gi)].map((match) => new URL(match[1]!, base));
-    expect(assets.map((asset) => asset.pathname)).toEqual(expect.arrayContaining(['/docs/swagger-ui.css', '/docs/swagger-ui-bundle.js', '/docs/swagger-ui-init.js']));
+    expect(assets.map((asset) => asset.pathname)).toEqual(
+      expect.arrayContaining(['/docs/swagger-ui.css', '/docs/swagger-ui-bundle.js', '/docs/swagger-ui-init.js']),
+    );
     for (const asset of assets) {
       expect(asset.origin, `${asset} is not served by this server`).toBe(base.origin);
       const response = await fetch(asset);
@@ -528,7 +539,9 @@ describe('the OpenAPI document', () => {
 
   it('every documented answer was provoked, except 503', () => {
     const documented = Object.entries(doc.paths).flatMap(([path, operations]) =>
-      Object.entries(operations).flatMap(([method, operation]) => Object.keys((operation as Operation).responses).map((status) => `${method.toUpperCase()} ${path} ${status}`)),
+      Object.entries(operations).flatMap(([method, operation]) =>
+        Object.keys((operation as Operation).responses).map((status) => `${method.toUpperCase()} ${path} ${status}`),
+      ),
     );
     // 503 needs Redis or PostgreSQL to stop answering: test/api/dependencies-down.test.ts does
     // that through TCP proxies; stopping them here would break the test files running alongside.

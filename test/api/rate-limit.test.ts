@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
 
 /**

@@ -45,7 +45,12 @@ describe('expired tasks (RETENTION_DAYS)', () => {
     const body = { task_type: 'echo', params: { order: 42 } };
     // Submitted 8 days ago with the key.
     const old = uuidv7(new Date(Date.now() - 8 * DAY_MS));
-    await store.createMany([{ plan: finishPlan(planToolTask(h.registry.get('echo')!, body.params)), task: { id: old, idempotencyKey: 'order-42', requestHash: 'old', priority: 0, delayMs: 0 } }]);
+    await store.createMany([
+      {
+        plan: finishPlan(planToolTask(h.registry.get('echo')!, body.params)),
+        task: { id: old, idempotencyKey: 'order-42', requestHash: 'old', priority: 0, delayMs: 0 },
+      },
+    ]);
     expect((await h.request('GET', `/result/${old}`)).status).toBe(200);
 
     await maintainPartitions(h.db.sql, new Date(), { retentionDays: 7, aheadDays: 3 }, h.logger);

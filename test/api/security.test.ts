@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createHarness, poll, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
 
 const KEY_A = 'key-a-0123456789abcdef';
 const KEY_B = 'key-b-fedcba9876543210';
@@ -67,7 +67,11 @@ describe('API keys, CORS, request ids and security headers', () => {
   it('compares a presented key with every configured key through timingSafeEqual, whichever matches', async () => {
     // The same work for a hit on the first key, a hit on the last and a miss: nothing returns early.
     const compare = vi.spyOn(crypto, 'timingSafeEqual');
-    for (const [key, status] of [[KEY_A, 200], [KEY_B, 200], ['not-a-key-0123456789', 401]] as const) {
+    for (const [key, status] of [
+      [KEY_A, 200],
+      [KEY_B, 200],
+      ['not-a-key-0123456789', 401],
+    ] as const) {
       compare.mockClear();
       expect((await h.request('GET', '/tools', undefined, { authorization: `Bearer ${key}` })).status).toBe(status);
       expect(compare).toHaveBeenCalledTimes(2);
@@ -99,7 +103,10 @@ describe('API keys, CORS, request ids and security headers', () => {
   });
 
   it('lets only real CORS preflights through without a key: any other OPTIONS needs one', async () => {
-    const preflight = await fetch(`${h.url}/tasks`, { method: 'OPTIONS', headers: { origin: 'https://app.example.com', 'access-control-request-method': 'GET' } });
+    const preflight = await fetch(`${h.url}/tasks`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://app.example.com', 'access-control-request-method': 'GET' },
+    });
     expect(preflight.status).toBe(204);
     for (const headers of [{}, { origin: 'https://app.example.com' }, { 'access-control-request-method': 'GET' }] as Record<string, string>[]) {
       const plain = await h.request('OPTIONS', '/tasks', undefined, headers);
@@ -306,7 +313,11 @@ describe('scoped keys and task ownership', () => {
     expect(queues.length).toBeGreaterThan(0);
     expect(queues.every((queue) => queue.readOnlyMode)).toBe(true);
     const name = encodeURIComponent(queues[0]!.name);
-    for (const [method, url] of [['PUT', `/admin/queues/api/queues/${name}/pause`], ['PUT', '/admin/queues/api/queues/pause'], ['PUT', `/admin/queues/api/queues/${name}/empty`]] as const) {
+    for (const [method, url] of [
+      ['PUT', `/admin/queues/api/queues/${name}/pause`],
+      ['PUT', '/admin/queues/api/queues/pause'],
+      ['PUT', `/admin/queues/api/queues/${name}/empty`],
+    ] as const) {
       const refused = await h.request(method, url, undefined, bearer(READER));
       expect(refused.status, url).toBe(403);
       expect(refused.body.error.code).toBe('forbidden');
@@ -340,7 +351,11 @@ describe('API_KEYS_FILE', () => {
         done();
       },
     });
-    h = await createHarness({ worker: false, logStream, env: { API_KEYS: ADMIN, API_KEYS_FILE: file, API_KEYS_FILE_POLL_MS: '100', LOG_LEVEL: 'info', LOG_FORMAT: 'json' } });
+    h = await createHarness({
+      worker: false,
+      logStream,
+      env: { API_KEYS: ADMIN, API_KEYS_FILE: file, API_KEYS_FILE_POLL_MS: '100', LOG_LEVEL: 'info', LOG_FORMAT: 'json' },
+    });
   });
   afterAll(async () => {
     await h.close();

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
-import { createHarness, poll, submit, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit } from '../helpers/harness.js';
 
 /**
  * The request examples of the Celery-style orchestrator's contract that this service replaces,
@@ -24,7 +24,12 @@ describe("the seed contract's examples", () => {
     const assigned = await fetch(`${h.url}/assign-task/`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: SEED_ASSIGN_BODY });
     expect(assigned.status).toBe(202);
     const body = (await assigned.json()) as Record<string, string>;
-    expect(body).toMatchObject({ task_id: expect.any(String), status: 'assigned', message: "Task 'approve_batches' successfully assigned", timestamp: expect.any(String) });
+    expect(body).toMatchObject({
+      task_id: expect.any(String),
+      status: 'assigned',
+      message: "Task 'approve_batches' successfully assigned",
+      timestamp: expect.any(String),
+    });
 
     // Polled as the seed's clients do: plain GET /result/<id>, no ?wait.
     const result = await poll(

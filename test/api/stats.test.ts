@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/persistence/database.js';
 import { StatsStore, StatsTimeoutError } from '../../src/persistence/stats-store.js';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { testTools } from '../fixtures/tools.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 describe('GET /stats', () => {
   let h: Harness;
@@ -46,7 +46,12 @@ describe('GET /stats', () => {
   });
 
   it('answers 400 for a malformed or empty window', async () => {
-    for (const query of ['window=forever', 'window=10', `since=${encodeURIComponent(new Date().toISOString())}&until=${encodeURIComponent(new Date(Date.now() - 1000).toISOString())}`, 'bogus=1']) {
+    for (const query of [
+      'window=forever',
+      'window=10',
+      `since=${encodeURIComponent(new Date().toISOString())}&until=${encodeURIComponent(new Date(Date.now() - 1000).toISOString())}`,
+      'bogus=1',
+    ]) {
       const response = await h.request('GET', `/stats?${query}`);
       expect(response.status, query).toBe(400);
       expect(response.body.error.code).toBe('validation_error');

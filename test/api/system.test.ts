@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, submit, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, submit } from '../helpers/harness.js';
 
 const PACKAGE = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { name: string; version: string };
 const BUILTIN = ['approve_batches', 'echo', 'http', 'notify', 'sleep'];
@@ -52,7 +52,10 @@ describe('system endpoints', () => {
         // An object schema says what its keys are: named properties, or a rule for any key.
         expect(schema.properties !== undefined || schema.additionalProperties !== undefined, tool.name).toBe(true);
       }
-      expect(tool.retry, tool.name).toMatchObject({ attempts: expect.any(Number), backoff: { type: expect.stringMatching(/^(fixed|exponential)$/), delay_ms: expect.any(Number) } });
+      expect(tool.retry, tool.name).toMatchObject({
+        attempts: expect.any(Number),
+        backoff: { type: expect.stringMatching(/^(fixed|exponential)$/), delay_ms: expect.any(Number) },
+      });
       expect(tool.timeout_ms, tool.name).toBeGreaterThan(0);
       expect(tool).toHaveProperty('rate_limit');
       expect(tool).toHaveProperty('concurrency');
@@ -67,7 +70,10 @@ describe('system endpoints', () => {
     expect(byName.notify.input_schema.properties.channel.enum).toEqual(['log', 'webhook']);
     expect(byName.approve_batches).toMatchObject({
       input_schema: {
-        properties: { batch_ids: { type: 'array', items: { anyOf: [{ type: 'string' }, { type: 'integer' }] } }, auto_approve: { type: 'boolean', default: false } },
+        properties: {
+          batch_ids: { type: 'array', items: { anyOf: [{ type: 'string' }, { type: 'integer' }] } },
+          auto_approve: { type: 'boolean', default: false },
+        },
         required: ['batch_ids'],
       },
       output_schema: { required: expect.arrayContaining(['processed_batches', 'approved', 'rejected']) },

@@ -1,22 +1,22 @@
-import { Queue, type Job } from 'bullmq';
+import { type Job, Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toolQueueName, type StepJobData } from '../../src/queue/jobs.js';
+import { type StepJobData, toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
-import { createHarness, poll, type Harness } from '../helpers/harness.js';
-import { sweep } from './sweep.js';
+import { createHarness, type Harness, poll } from '../helpers/harness.js';
 import {
   CHAOS_ENV,
   chaosSeed,
   checkOutcomes,
   defineChaosWorkflows,
   knob,
+  type PlannedTask,
   report,
   seededRandom,
   submitPaced,
-  waitForAllEnded,
   WorkerFleet,
-  type PlannedTask,
+  waitForAllEnded,
 } from './support.js';
+import { sweep } from './sweep.js';
 
 /**
  * Graceful drain: a worker process told to stop (SIGTERM) in the middle of a load finishes the

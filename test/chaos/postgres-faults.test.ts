@@ -3,10 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { runEntry } from '../helpers/child-process.js';
 import { TEST_POSTGRES_URL } from '../helpers/env.js';
-import { createHarness, poll, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll } from '../helpers/harness.js';
 import { freePort } from '../helpers/ports.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
-import { sweep } from './sweep.js';
 import {
   ApiProcess,
   CHAOS_ENV,
@@ -20,9 +19,10 @@ import {
   seededRandom,
   sleep,
   submitPaced,
-  waitForAllEnded,
   WorkerFleet,
+  waitForAllEnded,
 } from './support.js';
+import { sweep } from './sweep.js';
 
 /**
  * PostgreSQL faults under load, for an API process and three worker processes that reach
@@ -116,10 +116,13 @@ describe('PostgreSQL connections severed and PostgreSQL unreachable under load',
         await sleep(TERMINATE_EVERY_MS * (0.5 + random()));
       }
       // An outage: nobody reaches PostgreSQL through the proxy.
-      await poll(async () => {
-        const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE status = 'running'`);
-        return Number(rows[0]!.n) > 0;
-      }, { label: 'tasks running before the outage', timeoutMs: 60_000 });
+      await poll(
+        async () => {
+          const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE status = 'running'`);
+          return Number(rows[0]!.n) > 0;
+        },
+        { label: 'tasks running before the outage', timeoutMs: 60_000 },
+      );
       await poll(async () => (await h.request('GET', '/health')).status === 200, { label: 'the API to answer before the outage', timeoutMs: 60_000 });
       proxy.pause();
       const downUntil = Date.now() + OUTAGE_MS;
@@ -129,7 +132,8 @@ describe('PostgreSQL connections severed and PostgreSQL unreachable under load',
           const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: { probe: probes.answered } });
           probes.answered += 1;
           probes.slowestMs = Math.max(probes.slowestMs, Date.now() - sent);
-          if (response.status !== 503 || response.body?.error?.code !== 'service_unavailable') probes.notUnavailable.push({ status: response.status, body: response.body });
+          if (response.status !== 503 || response.body?.error?.code !== 'service_unavailable')
+            probes.notUnavailable.push({ status: response.status, body: response.body });
         } catch {
           probes.unanswered += 1; // no answer at all: the API process died or hung up
         }

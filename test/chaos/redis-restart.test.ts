@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
-import { createHarness, poll, type Harness } from '../helpers/harness.js';
-import { startRedisServer, type RedisServer } from '../helpers/redis-server.js';
-import { sweep } from './sweep.js';
+import { createHarness, type Harness, poll } from '../helpers/harness.js';
+import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 import {
   CHAOS_ENV,
   chaosSeed,
@@ -12,13 +11,14 @@ import {
   knob,
   mixedWorkload,
   report,
+  type Submitted,
   seededRandom,
   sleep,
   submitPaced,
-  waitForAllEnded,
   WorkerFleet,
-  type Submitted,
+  waitForAllEnded,
 } from './support.js';
+import { sweep } from './sweep.js';
 
 /**
  * Redis restart: the deployment's Redis (a private redis-server with AOF, fsync on every write)
@@ -79,10 +79,13 @@ describe('Redis restarted under load', () => {
     const probes = { sent: 0, slowestMs: 0, healthySlowestMs: 0, notUnavailable: [] as { status: number; body: unknown }[] };
     for (let outage = 1; outage <= OUTAGES; outage += 1) {
       // Mid-load: some tasks are running.
-      await poll(async () => {
-        const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE status = 'running'`);
-        return Number(rows[0]!.n) > 0;
-      }, { label: 'tasks running before the outage', timeoutMs: 30_000 });
+      await poll(
+        async () => {
+          const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE status = 'running'`);
+          return Number(rows[0]!.n) > 0;
+        },
+        { label: 'tasks running before the outage', timeoutMs: 30_000 },
+      );
       // The baseline: the same request as the probes below, answered with Redis up.
       for (let n = 0; n < BASELINE_PROBES; n += 1) {
         const body = { task_type: 'echo', params: { baseline: `${outage}-${n}` } };
@@ -101,7 +104,8 @@ describe('Redis restarted under load', () => {
         const ms = Date.now() - sent;
         probes.sent += 1;
         probes.slowestMs = Math.max(probes.slowestMs, ms);
-        if (response.status !== 503 || response.body?.error?.code !== 'service_unavailable') probes.notUnavailable.push({ status: response.status, body: response.body });
+        if (response.status !== 503 || response.body?.error?.code !== 'service_unavailable')
+          probes.notUnavailable.push({ status: response.status, body: response.body });
         await sleep(100);
       }
       const ready = await h.request('GET', '/ready');

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
-import type { Harness } from '../helpers/harness.js';
 import { observationKey, type RecordedCall } from '../fixtures/tools.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
+import type { Harness } from '../helpers/harness.js';
 
 /**
  * Shared parts of the chaos suites: size knobs, a fleet of worker processes that can be killed
@@ -208,7 +208,12 @@ export const CHAOS_WORKFLOWS = [
       { id: 'a', ...record('{{params.key}}-a') },
       { id: 'b', depends_on: ['a'], ...record('{{params.key}}-b', { succeed_on: '{{params.flaky}}' }) },
       { id: 'c', depends_on: ['a'], tool: 'sleep', input: { ms: '{{params.ms}}' } },
-      { id: 'd', depends_on: ['b', 'c'], tool: 'echo', input: { a: '{{steps.a.output.token}}', b: '{{steps.b.output.token}}', slept: '{{steps.c.output.slept_ms}}' } },
+      {
+        id: 'd',
+        depends_on: ['b', 'c'],
+        tool: 'echo',
+        input: { a: '{{steps.a.output.token}}', b: '{{steps.b.output.token}}', slept: '{{steps.c.output.slept_ms}}' },
+      },
     ],
     output: { a: '{{steps.a.output.token}}', b: '{{steps.b.output.token}}', d: '{{steps.d.output}}' },
   },
@@ -232,7 +237,13 @@ export const CHAOS_WORKFLOWS = [
     parameters: keyParams,
     steps: [
       { id: 'a', ...record('{{params.key}}-a') },
-      { id: 'b', depends_on: ['a'], tool: 'broken', input: { retryable: true, message: 'doomed on purpose' }, retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 20 } } },
+      {
+        id: 'b',
+        depends_on: ['a'],
+        tool: 'broken',
+        input: { retryable: true, message: 'doomed on purpose' },
+        retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 20 } },
+      },
       { id: 'x', depends_on: ['a'], ...record('{{params.key}}-x') },
       { id: 'c', depends_on: ['b', 'x'], ...record('{{params.key}}-c') },
     ],
@@ -298,7 +309,11 @@ function plan(kind: string, key: string, index: number, ms: number, random: () =
     case 'broken':
       return {
         kind,
-        body: { task_type: 'broken', params: { retryable: true, message: `broken on purpose ${key}` }, retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 20 } } },
+        body: {
+          task_type: 'broken',
+          params: { retryable: true, message: `broken on purpose ${key}` },
+          retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 20 } },
+        },
         failsAt: 'broken',
         records: {},
       };
@@ -479,11 +494,23 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
     keys.slice(i, i + 500).forEach((key, index) => {
       const [error, list] = replies[index] ?? [];
       if (error) throw error;
-      calls.set(key, (list as string[]).map((entry) => JSON.parse(entry) as RecordedCall));
+      calls.set(
+        key,
+        (list as string[]).map((entry) => JSON.parse(entry) as RecordedCall),
+      );
     });
   }
 
-  const figures: Figures = { tasks: tasks.length, completed: 0, failedAsMeant: 0, steps: steps.length, recordCalls: 0, reexecuted: 0, redelivered: 0, deadLetters: letters.length };
+  const figures: Figures = {
+    tasks: tasks.length,
+    completed: 0,
+    failedAsMeant: 0,
+    steps: steps.length,
+    recordCalls: 0,
+    reexecuted: 0,
+    redelivered: 0,
+    deadLetters: letters.length,
+  };
   for (const list of calls.values()) figures.recordCalls += list.length;
   const seen = new Set<string>();
   for (const task of tasks) {
@@ -497,7 +524,9 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
     const label = `task ${task.id} (${planned.kind})`;
     const expected = planned.failsAt ? 'failed' : 'completed';
     if (task.status !== expected) {
-      problem(`${label}: ${task.status}, meant to end ${expected}; error ${JSON.stringify(task.error)}; steps ${own.map((s) => `${s.step_id}=${s.status}/${s.attempts}`).join(' ')}`);
+      problem(
+        `${label}: ${task.status}, meant to end ${expected}; error ${JSON.stringify(task.error)}; steps ${own.map((s) => `${s.step_id}=${s.status}/${s.attempts}`).join(' ')}`,
+      );
       continue;
     }
     if (expected === 'completed') figures.completed += 1;
@@ -518,14 +547,18 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
           if (step.output === null) problem(`${where}: completed without an output`);
           if (step.error !== null) problem(`${where}: completed with an error ${JSON.stringify(step.error)}`);
           if (step.attempts < 1) problem(`${where}: completed with ${step.attempts} attempts`);
-          if (!step.started_at || !step.finished_at || step.finished_at < step.started_at) problem(`${where}: completed with started_at ${step.started_at} and finished_at ${step.finished_at}`);
+          if (!step.started_at || !step.finished_at || step.finished_at < step.started_at)
+            problem(`${where}: completed with started_at ${step.started_at} and finished_at ${step.finished_at}`);
           if (isLetter) problem(`${where}: completed but has a dead letter`);
           if (recordOf) {
             const producer = succeeded.find((call) => call.token === step.output?.token);
             if (!producer) problem(`${where}: stored output ${JSON.stringify(step.output)} was produced by none of its ${recorded.length} recorded call(s)`);
-            else if (producer.attempt !== step.output.attempt) problem(`${where}: output attempt ${step.output.attempt} differs from the recorded call's ${producer.attempt}`);
-            if (step.output && step.output.attempt < recordOf.succeedOn) problem(`${where}: succeeded at attempt ${step.output.attempt}, before attempt ${recordOf.succeedOn}`);
-            if (step.output && step.output.attempt > step.attempts) problem(`${where}: output of attempt ${step.output.attempt} but only ${step.attempts} attempts recorded`);
+            else if (producer.attempt !== step.output.attempt)
+              problem(`${where}: output attempt ${step.output.attempt} differs from the recorded call's ${producer.attempt}`);
+            if (step.output && step.output.attempt < recordOf.succeedOn)
+              problem(`${where}: succeeded at attempt ${step.output.attempt}, before attempt ${recordOf.succeedOn}`);
+            if (step.output && step.output.attempt > step.attempts)
+              problem(`${where}: output of attempt ${step.output.attempt} but only ${step.attempts} attempts recorded`);
           }
           break;
         }
@@ -565,7 +598,8 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
 function checkResult(result: any, steps: StepRow[], planned: PlannedTask, label: string, problem: (message: string) => void): void {
   const output = (id: string) => steps.find((step) => step.step_id === id)?.output;
   const same = (what: string, actual: unknown, expected: unknown) => {
-    if (JSON.stringify(actual) !== JSON.stringify(expected)) problem(`${label}: result ${what} is ${JSON.stringify(actual)}, the step stored ${JSON.stringify(expected)}`);
+    if (JSON.stringify(actual) !== JSON.stringify(expected))
+      problem(`${label}: result ${what} is ${JSON.stringify(actual)}, the step stored ${JSON.stringify(expected)}`);
   };
   switch (planned.kind) {
     case 'record':

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
-import { sweep } from './sweep.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 import { CHAOS_ENV } from './support.js';
+import { sweep } from './sweep.js';
 
 /** The sweep must pass a clean deployment and find each kind of leftover it is meant to find. */
 describe('the stuck-state sweep', () => {

@@ -18,8 +18,25 @@ import type { Harness } from '../helpers/harness.js';
 
 /** Keys BullMQ keeps once per queue (see QueueKeys in bullmq), not per job. */
 const QUEUE_LEVEL = new Set([
-  'active', 'wait', 'waiting-children', 'paused', 'id', 'delayed', 'prioritized', 'stalled-check', 'completed',
-  'failed', 'stalled', 'repeat', 'limiter', 'meta', 'events', 'pc', 'marker', 'de', 'metrics',
+  'active',
+  'wait',
+  'waiting-children',
+  'paused',
+  'id',
+  'delayed',
+  'prioritized',
+  'stalled-check',
+  'completed',
+  'failed',
+  'stalled',
+  'repeat',
+  'limiter',
+  'meta',
+  'events',
+  'pc',
+  'marker',
+  'de',
+  'metrics',
 ]);
 /** Keys BullMQ keeps per job, next to the job's hash. */
 const PER_JOB = new Set(['lock', 'logs', 'dependencies', 'processed', 'failed', 'unsuccessful']);
@@ -70,7 +87,8 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
       if (Object.keys(unfinished).length === 0 || Date.now() > deadline) break;
       await new Promise((resolve) => setTimeout(resolve, 250));
     }
-    for (const [queue, counts] of Object.entries(unfinished)) problems.push(`BullMQ: queue ${queue} still holds ${JSON.stringify(counts)} after the tasks ended`);
+    for (const [queue, counts] of Object.entries(unfinished))
+      problems.push(`BullMQ: queue ${queue} still holds ${JSON.stringify(counts)} after the tasks ended`);
     const stuckRoots = await queues[0]!.getJobs(['waiting-children'], 0, 9);
     for (const root of stuckRoots) problems.push(`BullMQ: run root ${root.id} is stuck in waiting-children`);
   } finally {
@@ -134,7 +152,8 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
     const completed = await h.redis.zrange(`${prefix}:${queue}:completed`, 0, -1);
     const failed = await h.redis.zrange(`${prefix}:${queue}:failed`, 0, -1);
     if (completed.length > 0 || failed.length > 0 || hashes.size > 0) kept[queue] = [completed.length, failed.length];
-    if (completed.length > keepCompleted) problems.push(`Redis: ${queue} keeps ${completed.length} completed jobs, more than QUEUE_KEEP_COMPLETED=${keepCompleted}`);
+    if (completed.length > keepCompleted)
+      problems.push(`Redis: ${queue} keeps ${completed.length} completed jobs, more than QUEUE_KEEP_COMPLETED=${keepCompleted}`);
     if (failed.length > keepFailed) problems.push(`Redis: ${queue} keeps ${failed.length} failed jobs, more than QUEUE_KEEP_FAILED=${keepFailed}`);
     const inSets = new Set([...completed, ...failed]);
     for (const id of hashes) if (!inSets.has(id)) problems.push(`Redis: job hash ${prefix}:${queue}:${id} belongs to no finished-job set (orphan)`);

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
-import { sweep } from './sweep.js';
 import {
   CHAOS_ENV,
   chaosSeed,
@@ -13,9 +12,10 @@ import {
   seededRandom,
   sleep,
   submitPaced,
-  waitForAllEnded,
   WorkerFleet,
+  waitForAllEnded,
 } from './support.js';
+import { sweep } from './sweep.js';
 
 /**
  * Worker crashes: three worker processes run a mixed load (single tools and DAG workflows, some
@@ -50,54 +50,58 @@ describe('worker crashes under load', () => {
     await closeTestConnections();
   }, 120_000);
 
-  it(`ends every accepted task as meant while a worker is SIGKILLed every ${KILL_EVERY_MS} ms`, async () => {
-    const started = Date.now();
-    const random = seededRandom(seed);
-    const tasks = mixedWorkload(TASKS, random);
+  it(
+    `ends every accepted task as meant while a worker is SIGKILLed every ${KILL_EVERY_MS} ms`,
+    async () => {
+      const started = Date.now();
+      const random = seededRandom(seed);
+      const tasks = mixedWorkload(TASKS, random);
 
-    let submitting = true;
-    const submission = submitPaced(h, tasks, { perSecond: SUBMIT_PER_SECOND, concurrency: 16 }).finally(() => (submitting = false));
+      let submitting = true;
+      const submission = submitPaced(h, tasks, { perSecond: SUBMIT_PER_SECOND, concurrency: 16 }).finally(() => (submitting = false));
 
-    // The chaos loop: kill a random worker, start its replacement, wait a few seconds, again.
-    const kills: { pid: number; at: number }[] = [];
-    let submittedAt = 0;
-    const chaos = (async () => {
-      for (;;) {
-        await sleep(KILL_EVERY_MS * (0.5 + random()));
-        if (!submitting) {
-          submittedAt ||= Date.now();
-          if (Date.now() - submittedAt > KILL_AFTER_SUBMIT_MS) return;
-          const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE status IN ('queued', 'running')`);
-          if (Number(rows[0]!.n) === 0) return;
+      // The chaos loop: kill a random worker, start its replacement, wait a few seconds, again.
+      const kills: { pid: number; at: number }[] = [];
+      let submittedAt = 0;
+      const chaos = (async () => {
+        for (;;) {
+          await sleep(KILL_EVERY_MS * (0.5 + random()));
+          if (!submitting) {
+            submittedAt ||= Date.now();
+            if (Date.now() - submittedAt > KILL_AFTER_SUBMIT_MS) return;
+            const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE status IN ('queued', 'running')`);
+            if (Number(rows[0]!.n) === 0) return;
+          }
+          const pid = await fleet.killRandom(random);
+          kills.push({ pid, at: Date.now() - started });
+          await fleet.add();
         }
-        const pid = await fleet.killRandom(random);
-        kills.push({ pid, at: Date.now() - started });
-        await fleet.add();
-      }
-    })();
+      })();
 
-    const submitted = await submission;
-    await chaos;
-    const loadMs = Date.now() - started;
-    expect(submitted.unexpected, 'answers other than 202 to POST /assign-task').toEqual([]);
-    expect(submitted.accepted.size).toBe(TASKS);
+      const submitted = await submission;
+      await chaos;
+      const loadMs = Date.now() - started;
+      expect(submitted.unexpected, 'answers other than 202 to POST /assign-task').toEqual([]);
+      expect(submitted.accepted.size).toBe(TASKS);
 
-    await waitForAllEnded(h, SETTLE_MS, 'every accepted task to end after the crashes');
-    const { problems, figures } = await checkOutcomes(h, submitted.accepted);
-    const swept = await sweep(h);
-    expect(fleet.crashes, 'worker processes that died without being killed').toEqual([]);
-    report('worker-crash', {
-      seed,
-      tasks_run: submitted.accepted.size,
-      ...figures,
-      processes_killed: fleet.kills,
-      processes_started: fleet.all.length,
-      problems: problems.length,
-      load_ms: loadMs,
-      total_ms: Date.now() - started,
-      redis_keys_after: swept.keys,
-    });
-    expect(problems).toEqual([]);
-    expect(fleet.kills).toBeGreaterThan(0);
-  }, SETTLE_MS + 600_000);
+      await waitForAllEnded(h, SETTLE_MS, 'every accepted task to end after the crashes');
+      const { problems, figures } = await checkOutcomes(h, submitted.accepted);
+      const swept = await sweep(h);
+      expect(fleet.crashes, 'worker processes that died without being killed').toEqual([]);
+      report('worker-crash', {
+        seed,
+        tasks_run: submitted.accepted.size,
+        ...figures,
+        processes_killed: fleet.kills,
+        processes_started: fleet.all.length,
+        problems: problems.length,
+        load_ms: loadMs,
+        total_ms: Date.now() - started,
+        redis_keys_after: swept.keys,
+      });
+      expect(problems).toEqual([]);
+      expect(fleet.kills).toBeGreaterThan(0);
+    },
+    SETTLE_MS + 600_000,
+  );
 });

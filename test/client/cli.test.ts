@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type OrchestratorClient } from '../../client/index.js';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
-import { createHarness, uniqueName, type Harness } from '../helpers/harness.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
+import { createHarness, type Harness, uniqueName } from '../helpers/harness.js';
 import { KEY, whilePaused } from './support.js';
 
 /** The CLI (client/cli.ts) as a process of its own, against a live API and worker over HTTP. */
@@ -63,7 +63,17 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
     expect(invalid.output).toMatch(/^ {2}params\.ms: .+$/m);
     expect(invalid.code).toBe(1);
 
-    const workflow = await cli('workflows', 'push', workflowFile({ name: uniqueName('broken'), steps: [{ id: 'a', tool: 'echo' }, { id: 'b', tool: 'nope', depends_on: ['zz'] }] }));
+    const workflow = await cli(
+      'workflows',
+      'push',
+      workflowFile({
+        name: uniqueName('broken'),
+        steps: [
+          { id: 'a', tool: 'echo' },
+          { id: 'b', tool: 'nope', depends_on: ['zz'] },
+        ],
+      }),
+    );
     expect(workflow.output).toMatch(/^error invalid_workflow: .+$/m);
     expect(workflow.output).toMatch(/^ {2}steps\[1\]\.tool: .+$/m);
     expect(workflow.output).toMatch(/^ {2}steps\[1\]\.depends_on\[0\]: .+$/m);

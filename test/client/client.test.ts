@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
-import { createClient, defineWorkflow, OrchestratorError, type FollowEvent, type OrchestratorClient, type WorkflowParams } from '../../client/index.js';
+import { createClient, defineWorkflow, type FollowEvent, type OrchestratorClient, OrchestratorError, type WorkflowParams } from '../../client/index.js';
 import { startApi } from '../../src/api/server.js';
 import { loadConfig } from '../../src/config.js';
-import { createHarness, poll, uniqueName, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, uniqueName } from '../helpers/harness.js';
 import { KEY, whilePaused } from './support.js';
 
 /** The typed client (client/index.ts) against a live API and worker over HTTP, with an API key. */
@@ -122,7 +122,12 @@ describe('the typed client', () => {
 
     const submitted = await client.submit(greet, { who: 'Ada' });
     const task = await client.waitForResult(submitted.task_id, { signal: AbortSignal.timeout(20_000) });
-    expect(task).toMatchObject({ status: 'completed', workflow: { name, version: 1 }, result: { message: 'Hello, Ada!' }, progress: { completed: 2, total: 2 } });
+    expect(task).toMatchObject({
+      status: 'completed',
+      workflow: { name, version: 1 },
+      result: { message: 'Hello, Ada!' },
+      progress: { completed: 2, total: 2 },
+    });
 
     const executed = await client.workflows.execute(name, { who: 'Bob', punctuation: '?' });
     expect(await client.waitForResult(executed.task_id, { signal: AbortSignal.timeout(20_000) })).toMatchObject({ result: { message: 'Hello, Bob?' } });
@@ -138,7 +143,13 @@ describe('the typed client', () => {
     expect(unknown).toMatchObject({ status: 404, code: 'unknown_task_type', problems: [] });
 
     const workflow = await rejection(
-      client.workflows.push({ name: uniqueName('broken'), steps: [{ id: 'a', tool: 'echo' }, { id: 'b', tool: 'nope', depends_on: ['missing'] }] }),
+      client.workflows.push({
+        name: uniqueName('broken'),
+        steps: [
+          { id: 'a', tool: 'echo' },
+          { id: 'b', tool: 'nope', depends_on: ['missing'] },
+        ],
+      }),
     );
     expect(workflow).toMatchObject({ status: 400, code: 'invalid_workflow' });
     expect(workflow.problems.map((problem) => problem.path)).toEqual(expect.arrayContaining(['steps[1].tool', 'steps[1].depends_on[0]']));

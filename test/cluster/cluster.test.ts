@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Cluster } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { CLUSTER_DEFAULT_SHARDS } from '../../src/config.js';
 import { taskJobId } from '../../src/queue/jobs.js';
 import { isCluster } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
-import { CLUSTER_DEFAULT_SHARDS } from '../../src/config.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 /**
  * Proves that the cluster project really runs against a Redis Cluster: three masters that share

@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEPENDENCY_RETRY_AFTER_S } from '../../src/errors.js';
 import { masters } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
-import { createHarness, poll, type Harness } from '../helpers/harness.js';
-import { startRedisCluster, type RedisCluster } from './redis-cluster.js';
+import { createHarness, type Harness, poll } from '../helpers/harness.js';
+import { type RedisCluster, startRedisCluster } from './redis-cluster.js';
 
 /**
  * A master of a Redis Cluster with replicas dies (SIGKILL) under load. Its replica takes over
@@ -166,7 +166,8 @@ function perSecond(answers: Answer[], killedAt: number): Record<string, string> 
   const seconds: Record<string, [number, number]> = {};
   for (const answer of answers) {
     const second = String(Math.floor((answer.at - killedAt) / 1000));
-    const entry = (seconds[second] ??= [0, 0]);
+    const entry = seconds[second] ?? [0, 0];
+    seconds[second] = entry;
     entry[answer.status === 202 ? 0 : 1] += 1;
   }
   return Object.fromEntries(Object.entries(seconds).map(([second, [ok, refused]]) => [second, `${ok}/${refused}`]));

@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -82,21 +82,34 @@ export async function startRedisCluster(options: RedisClusterOptions): Promise<R
       const child = spawn(
         'redis-server',
         [
-          '--port', String(port),
-          '--bind', HOST,
-          '--cluster-enabled', 'yes',
-          '--cluster-port', String(busPorts[index]),
-          '--cluster-config-file', path.join(dir, `nodes-${port}.conf`),
-          '--cluster-node-timeout', String(options.nodeTimeoutMs ?? 5_000),
+          '--port',
+          String(port),
+          '--bind',
+          HOST,
+          '--cluster-enabled',
+          'yes',
+          '--cluster-port',
+          String(busPorts[index]),
+          '--cluster-config-file',
+          path.join(dir, `nodes-${port}.conf`),
+          '--cluster-node-timeout',
+          String(options.nodeTimeoutMs ?? 5_000),
           // While a master fails over, the other masters keep serving their slots (the
           // service's other queue shards) instead of refusing every command (CLUSTERDOWN).
-          '--cluster-require-full-coverage', 'no',
-          '--dir', dir,
-          '--logfile', path.join(dir, `redis-${port}.log`),
-          '--appendonly', 'no',
-          '--save', '',
-          '--maxmemory-policy', 'noeviction',
-          '--daemonize', 'no',
+          '--cluster-require-full-coverage',
+          'no',
+          '--dir',
+          dir,
+          '--logfile',
+          path.join(dir, `redis-${port}.log`),
+          '--appendonly',
+          'no',
+          '--save',
+          '',
+          '--maxmemory-policy',
+          'noeviction',
+          '--daemonize',
+          'no',
         ],
         { stdio: 'ignore' },
       );
@@ -118,7 +131,11 @@ export async function startRedisCluster(options: RedisClusterOptions): Promise<R
     for (const node of nodes) {
       await waitFor(`node ${node.port} to report cluster_state:ok with ${options.masters} masters`, async () => {
         const info = await cli(node.port, 'CLUSTER', 'INFO');
-        return /cluster_state:ok/.test(info) && new RegExp(`cluster_size:${options.masters}\\b`).test(info) && new RegExp(`cluster_known_nodes:${size}\\b`).test(info);
+        return (
+          /cluster_state:ok/.test(info) &&
+          new RegExp(`cluster_size:${options.masters}\\b`).test(info) &&
+          new RegExp(`cluster_known_nodes:${size}\\b`).test(info)
+        );
       });
     }
     // A replica that has not finished its first sync cannot take over from its master.

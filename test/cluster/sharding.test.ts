@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isCluster } from '../../src/queue/redis.js';
-import { createHarness, poll, submit, type Harness } from '../helpers/harness.js';
-import { startRedisCluster, type RedisCluster } from './redis-cluster.js';
+import { createHarness, type Harness, poll, submit } from '../helpers/harness.js';
 import { commandsRun, describeShares } from './helpers.js';
+import { type RedisCluster, startRedisCluster } from './redis-cluster.js';
 
 /**
  * Proves that a Redis Cluster shares the work: a mixed run (one-tool tasks, a workflow over

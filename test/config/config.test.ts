@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { clusterOptions } from '../../src/queue/redis.js';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -72,7 +72,11 @@ describe('loadConfig', () => {
   });
 
   it('treats an empty value as unset, so the default applies', () => {
-    expect(loadConfig({ PORT: '', REDIS_URL: '', WORKER_CONCURRENCY: '' })).toMatchObject({ PORT: 3000, REDIS_URL: 'redis://127.0.0.1:6379', WORKER_CONCURRENCY: 10 });
+    expect(loadConfig({ PORT: '', REDIS_URL: '', WORKER_CONCURRENCY: '' })).toMatchObject({
+      PORT: 3000,
+      REDIS_URL: 'redis://127.0.0.1:6379',
+      WORKER_CONCURRENCY: 10,
+    });
   });
 
   it.each([
@@ -130,7 +134,10 @@ describe('loadConfig', () => {
       TASK_RESULT_MAX_BYTES: 4_194_304,
       JOB_INLINE_OUTPUT_MAX_BYTES: 4_096,
     });
-    expect(loadConfig({ STEP_INPUT_MAX_BYTES: '2048', JOB_INLINE_OUTPUT_MAX_BYTES: '0' })).toMatchObject({ STEP_INPUT_MAX_BYTES: 2_048, JOB_INLINE_OUTPUT_MAX_BYTES: 0 });
+    expect(loadConfig({ STEP_INPUT_MAX_BYTES: '2048', JOB_INLINE_OUTPUT_MAX_BYTES: '0' })).toMatchObject({
+      STEP_INPUT_MAX_BYTES: 2_048,
+      JOB_INLINE_OUTPUT_MAX_BYTES: 0,
+    });
     const error = configError({ STEP_INPUT_MAX_BYTES: '10', STEP_OUTPUT_MAX_DEPTH: '0', TEMPLATE_MAX_REFERENCES: 'many' });
     for (const name of ['STEP_INPUT_MAX_BYTES', 'STEP_OUTPUT_MAX_DEPTH', 'TEMPLATE_MAX_REFERENCES']) expect(error.message).toContain(name);
   });
@@ -139,7 +146,11 @@ describe('loadConfig', () => {
 describe('Redis Cluster settings', () => {
   it('parses the seed nodes; empty means the single Redis at REDIS_URL', () => {
     expect(loadConfig({}).REDIS_CLUSTER_NODES).toEqual([]);
-    expect(loadConfig({ REDIS_CLUSTER_NODES: 'redis-1:7000, 10.0.0.2:7001,[::1]:7002' }).REDIS_CLUSTER_NODES).toEqual(['redis-1:7000', '10.0.0.2:7001', '[::1]:7002']);
+    expect(loadConfig({ REDIS_CLUSTER_NODES: 'redis-1:7000, 10.0.0.2:7001,[::1]:7002' }).REDIS_CLUSTER_NODES).toEqual([
+      'redis-1:7000',
+      '10.0.0.2:7001',
+      '[::1]:7002',
+    ]);
   });
 
   it.each(['orchestrator', 'pre{}fix', '}x{', 'a{b'])('refuses QUEUE_PREFIX %j on a cluster, naming QUEUE_PREFIX', (prefix) => {
@@ -175,7 +186,11 @@ describe('a process with a bad configuration', () => {
 
   it('stops the worker at boot with a non-zero exit code and a message naming the variable', async () => {
     // Nothing else set: it must fail on the config before it touches Redis or PostgreSQL.
-    child = runEntry('src/workers/main.ts', { WORKER_CONCURRENCY: 'abc', DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/never', REDIS_URL: 'redis://127.0.0.1:1' });
+    child = runEntry('src/workers/main.ts', {
+      WORKER_CONCURRENCY: 'abc',
+      DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/never',
+      REDIS_URL: 'redis://127.0.0.1:1',
+    });
     const exit = await child.waitForExit(20_000);
     expect(exit.code).not.toBe(0);
     expect(exit.code).not.toBeNull();
@@ -185,7 +200,9 @@ describe('a process with a bad configuration', () => {
 
 describe('API key settings', () => {
   it('reads KEY as an admin key, SCOPE:KEY and SCOPE@NAME:KEY with their scope; only the first ":" separates', () => {
-    const config = loadConfig({ API_KEYS: 'plain-admin-key-0123456, read:reader-key-0123456789,client@web.app-1:client-key-012345678,admin:with:colon-0123456789' });
+    const config = loadConfig({
+      API_KEYS: 'plain-admin-key-0123456, read:reader-key-0123456789,client@web.app-1:client-key-012345678,admin:with:colon-0123456789',
+    });
     expect(config.API_KEYS).toEqual([
       { scope: 'admin', key: 'plain-admin-key-0123456' },
       { scope: 'read', key: 'reader-key-0123456789' },
@@ -195,9 +212,17 @@ describe('API key settings', () => {
   });
 
   it.each([
-    ['an unknown scope (never taken as part of an admin key)', 'clinet:secret-value-0123456789', /the text before the first ":" is not a scope.*\(entry 2 of 2 has 30 characters; secret values are not shown\)/],
+    [
+      'an unknown scope (never taken as part of an admin key)',
+      'clinet:secret-value-0123456789',
+      /the text before the first ":" is not a scope.*\(entry 2 of 2 has 30 characters; secret values are not shown\)/,
+    ],
     ['a short key', 'read:short-secret', /each key must be at least 16 characters \(entry 2 of 2 has 17 characters; secret values are not shown\)/],
-    ['a bad name', 'client@no spaces:secret-value-0123456789', /the text before the first ":" is not a scope.*\(entry 2 of 2 has 40 characters; secret values are not shown\)/],
+    [
+      'a bad name',
+      'client@no spaces:secret-value-0123456789',
+      /the text before the first ":" is not a scope.*\(entry 2 of 2 has 40 characters; secret values are not shown\)/,
+    ],
   ])('refuses %s, naming the entry but never its text', (_what, entry, message) => {
     const error = configError({ API_KEYS: `fine-admin-key-0123456789,${entry}` });
     expect(error.message).toMatch(/API_KEYS: /);

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { dropDatabase } from '../../src/persistence/database.js';
-import { REPO_ROOT, runEntry, type NodeProcess } from '../helpers/child-process.js';
+import { type NodeProcess, REPO_ROOT, runEntry } from '../helpers/child-process.js';
 import { databaseUrl, TEST_REDIS_URL } from '../helpers/env.js';
 import { uniqueName } from '../helpers/harness.js';
 
@@ -28,7 +28,11 @@ describe('the compiled build', () => {
   function start(entry: string, env: Record<string, string>): NodeProcess {
     const url = databaseUrl(uniqueName('orch_build'));
     databases.push(url);
-    const child = runEntry(entry, { NODE_ENV: 'production', DATABASE_URL: url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: `{${uniqueName('build')}}`, HOST: '127.0.0.1', PORT: '0', ...env }, { compiled: true });
+    const child = runEntry(
+      entry,
+      { NODE_ENV: 'production', DATABASE_URL: url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: `{${uniqueName('build')}}`, HOST: '127.0.0.1', PORT: '0', ...env },
+      { compiled: true },
+    );
     children.push(child);
     return child;
   }

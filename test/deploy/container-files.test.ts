@@ -61,12 +61,15 @@ const SECRETS: Env = { POSTGRES_PASSWORD: 'pg-superuser-pw', ORCHESTRATOR_DB_PAS
  * `${VAR}`, `${VAR:?message}` (an error when VAR is unset or empty), `$$`.
  */
 function interpolate(value: string, shell: Env = SECRETS): string {
-  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*)|(:?\?)([^}]*))?\}/g, (match, name: string, _dash, fallback: string | undefined, required: string | undefined, message: string | undefined) => {
-    if (match === '$$') return '$';
-    const set = shell[name];
-    if (required !== undefined && !set) throw new Error(`required variable ${name} is missing a value: ${message}`);
-    return set || (fallback ?? '');
-  });
+  return value.replace(
+    /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*)|(:?\?)([^}]*))?\}/g,
+    (match, name: string, _dash, fallback: string | undefined, required: string | undefined, message: string | undefined) => {
+      if (match === '$$') return '$';
+      const set = shell[name];
+      if (required !== undefined && !set) throw new Error(`required variable ${name} is missing a value: ${message}`);
+      return set || (fallback ?? '');
+    },
+  );
 }
 
 function environmentOf(service: ComposeService, shell: Env = SECRETS): Env {
@@ -299,7 +302,14 @@ describe('deploy/compose.fleet.yml', () => {
     for (const name of REDIS_NODES) {
       const node = fleet.services[name]!;
       const command = commandText(node.command);
-      for (const flag of ['--cluster-enabled yes', '--maxmemory-policy noeviction', '--appendonly yes', '--cluster-require-full-coverage no', '--requirepass', '--masterauth']) {
+      for (const flag of [
+        '--cluster-enabled yes',
+        '--maxmemory-policy noeviction',
+        '--appendonly yes',
+        '--cluster-require-full-coverage no',
+        '--requirepass',
+        '--masterauth',
+      ]) {
         expect(command, `${name}: ${flag}`).toContain(flag);
       }
       expect(environmentOf(node).NODE_NAME, `${name} announces its service name`).toBe(name);
@@ -313,7 +323,13 @@ describe('deploy/compose.fleet.yml', () => {
     const command = commandText(init.command);
     expect(command).toContain('--cluster-replicas 1');
     const loop = /for n in ([\d ]+); do/.exec(command);
-    expect(loop?.[1]!.trim().split(' ').map((n) => `redis-${n}`)).toEqual(REDIS_NODES);
+    expect(loop).not.toBeNull();
+    expect(
+      loop![1]!
+        .trim()
+        .split(' ')
+        .map((n) => `redis-${n}`),
+    ).toEqual(REDIS_NODES);
     expect(init.depends_on).toEqual(Object.fromEntries(REDIS_NODES.map((name) => [name, { condition: 'service_healthy' }])));
   });
 
@@ -354,7 +370,11 @@ describe('deploy/compose.fleet.yml', () => {
   });
 
   it.skipIf(composeMissing !== '')(`passes docker compose config -q with docker-compose.yml${composeMissing ? ` (skipped: ${composeMissing})` : ''}`, () => {
-    const result = spawnSync('docker', ['compose', '-f', 'docker-compose.yml', '-f', 'deploy/compose.fleet.yml', 'config', '-q'], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...SECRETS } });
+    const result = spawnSync('docker', ['compose', '-f', 'docker-compose.yml', '-f', 'deploy/compose.fleet.yml', 'config', '-q'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, ...SECRETS },
+    });
     expect(result.status, result.stderr).toBe(0);
   });
 });
@@ -382,7 +402,11 @@ describe('Dockerfile', () => {
     expect(runs.some((run) => /npm ci\b.*--omit=dev/.test(run))).toBe(true);
     // Nothing in the final stage installs or copies in dev dependencies or the TypeScript sources.
     expect(runs.filter((run) => /npm (ci|install)\b/.test(run)).every((run) => run.includes('--omit=dev'))).toBe(true);
-    const copied = inFinalStage('COPY').flatMap((i) => splitArgs(i.args).filter((arg) => !arg.startsWith('--')).slice(0, -1));
+    const copied = inFinalStage('COPY').flatMap((i) =>
+      splitArgs(i.args)
+        .filter((arg) => !arg.startsWith('--'))
+        .slice(0, -1),
+    );
     expect(copied).not.toContain('/app/node_modules');
     expect(copied.some((source) => /^(\/app\/)?src\/?$/.test(source))).toBe(false);
     expect(copied).toContain('/app/dist');
@@ -427,9 +451,7 @@ describe('Dockerfile', () => {
 
 describe('.env.template', () => {
   // Lines like `PORT=3000` or `# PORT=3000`.
-  const documented = new Set(
-    [...read('.env.template').matchAll(/^#?\s?([A-Z][A-Z0-9_]*)=/gm)].map((match) => match[1]!),
-  );
+  const documented = new Set([...read('.env.template').matchAll(/^#?\s?([A-Z][A-Z0-9_]*)=/gm)].map((match) => match[1]!));
 
   it('documents only variables that src/config.ts reads', () => {
     for (const key of documented) expect(isConfigKey(key), `${key} is not read by src/config.ts`).toBe(true);

@@ -43,10 +43,28 @@ describe.skipIf(psqlMissing !== '')(`the compose database role${psqlMissing ? ` 
   it('owns the database, is no superuser, and is all the service needs to create its schema and run', async () => {
     // What the image does first: POSTGRES_DB exists, then the init scripts run.
     expect(await ensureDatabase(admin.toString())).toBe(true);
-    const run = spawnSync('psql', ['-v', 'ON_ERROR_STOP=1', '--no-psqlrc', '--host', admin.hostname, '--port', admin.port || '5432', '--username', decodeURIComponent(admin.username), '--dbname', database, '-f', SCRIPT], {
-      encoding: 'utf8',
-      env: { ...process.env, ORCHESTRATOR_DB_USER: role, ORCHESTRATOR_DB_PASSWORD: 'role-password-0123', POSTGRES_DB: database },
-    });
+    const run = spawnSync(
+      'psql',
+      [
+        '-v',
+        'ON_ERROR_STOP=1',
+        '--no-psqlrc',
+        '--host',
+        admin.hostname,
+        '--port',
+        admin.port || '5432',
+        '--username',
+        decodeURIComponent(admin.username),
+        '--dbname',
+        database,
+        '-f',
+        SCRIPT,
+      ],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, ORCHESTRATOR_DB_USER: role, ORCHESTRATOR_DB_PASSWORD: 'role-password-0123', POSTGRES_DB: database },
+      },
+    );
     expect(run.status, run.stderr).toBe(0);
 
     const [found] = (

@@ -65,7 +65,11 @@ describe('taskResult', () => {
   });
 
   it('an output template sees params, and each step status, output and error', () => {
-    const task = { params: { who: 'me' }, output_template: { who: '{{params.who}}', b: '{{steps.b.status}}: {{steps.b.error.message}}', a: '{{steps.a.output.n}}' }, workflow_name: 'w' };
+    const task = {
+      params: { who: 'me' },
+      output_template: { who: '{{params.who}}', b: '{{steps.b.status}}: {{steps.b.error.message}}', a: '{{steps.a.output.n}}' },
+      workflow_name: 'w',
+    };
     const steps = [
       { step_id: 'a', status: 'completed', output: { n: 1 }, error: null },
       { step_id: 'b', status: 'failed', output: null, error: { name: 'Boom', message: 'no' } },

@@ -46,7 +46,14 @@ describe('resolveTemplates: a string that is exactly one template keeps the type
   });
 
   it('turns a missing value into null, never undefined', () => {
-    for (const template of ['{{params.missing}}', '{{params.n.deeper}}', '{{params.list[9]}}', '{{steps.nope.output}}', '{{steps.fetch.output.nope.x}}', '{{steps.broken.output}}']) {
+    for (const template of [
+      '{{params.missing}}',
+      '{{params.n.deeper}}',
+      '{{params.list[9]}}',
+      '{{steps.nope.output}}',
+      '{{steps.fetch.output.nope.x}}',
+      '{{steps.broken.output}}',
+    ]) {
       const resolved = resolve({ value: template }) as Record<string, unknown>;
       expect(Object.hasOwn(resolved, 'value'), template).toBe(true);
       expect(resolved.value, template).toBeNull();
@@ -95,7 +102,9 @@ describe('resolveTemplates: syntax', () => {
     expect(resolve('{{steps.fetch.output.items[0]}}')).toBe(10);
     expect(resolve('{{params.a.b[1].c}}')).toBeNull();
     expect(parseReference('params.a.b[0].c')).toEqual({ reference: { kind: 'params', name: 'a', path: ['b', '0', 'c'] } });
-    expect(parseReference('steps.s1.output.rows[3][1].x')).toEqual({ reference: { kind: 'steps', step: 's1', field: 'output', path: ['rows', '3', '1', 'x'] } });
+    expect(parseReference('steps.s1.output.rows[3][1].x')).toEqual({
+      reference: { kind: 'steps', step: 's1', field: 'output', path: ['rows', '3', '1', 'x'] },
+    });
   });
 
   it('leaves a malformed template as it is written', () => {
@@ -194,7 +203,10 @@ describe('resolveTemplates: properties', () => {
       fc.dictionary(fc.oneof(noTemplateString, fc.constantFrom('__proto__', 'constructor', 'toString')), tie('json'), { maxKeys: 5, noNullPrototype: true }),
     ),
   }));
-  const withoutTemplates = fc.oneof(json, fc.jsonValue().filter((value) => !JSON.stringify(value).includes('{{')));
+  const withoutTemplates = fc.oneof(
+    json,
+    fc.jsonValue().filter((value) => !JSON.stringify(value).includes('{{')),
+  );
 
   /**
    * Structural equality of JSON values: same own keys, same prototypes, Object.is on primitives.
@@ -274,7 +286,8 @@ function oldParseReference(expression: string): ReturnType<typeof parseReference
   if (root === 'steps') {
     const [step, field, ...path] = rest;
     if (!step || !field) return { problem: `{{${expression}}} must look like steps.ID.output.PATH` };
-    if (field !== 'output' && field !== 'error' && field !== 'status') return { problem: `{{${expression}}}: a step exposes output, error and status, not "${field}"` };
+    if (field !== 'output' && field !== 'error' && field !== 'status')
+      return { problem: `{{${expression}}}: a step exposes output, error and status, not "${field}"` };
     if (field === 'status' && path.length > 0) return { problem: `{{${expression}}}: status has no fields` };
     return { reference: { kind: 'steps', step, field, path } };
   }
@@ -295,10 +308,36 @@ function oldResolveString(text: string, ctx: TemplateContext): unknown {
 
 describe('the template scanner agrees with the regular expressions it replaced', () => {
   const templateText = fc.string({
-    unit: fc.constantFrom('{', '{', '}', '}', ' ', '\t', '\n', '\u00a0', '\u2028', 'p', 'a', 'r', 'm', 's', '.', 'params.text', 'params.n', 'steps.fetch.output.items[1]', '[', ']', '0', '😀'),
+    unit: fc.constantFrom(
+      '{',
+      '{',
+      '}',
+      '}',
+      ' ',
+      '\t',
+      '\n',
+      '\u00a0',
+      '\u2028',
+      'p',
+      'a',
+      'r',
+      'm',
+      's',
+      '.',
+      'params.text',
+      'params.n',
+      'steps.fetch.output.items[1]',
+      '[',
+      ']',
+      '0',
+      '😀',
+    ),
     maxLength: 30,
   });
-  const pathText = fc.string({ unit: fc.constantFrom('params', 'steps', 'output', 'status', 'a', '_b', 'c-d', '.', '.', '[', ']', '0', '12', ' ', '$', 'é'), maxLength: 12 });
+  const pathText = fc.string({
+    unit: fc.constantFrom('params', 'steps', 'output', 'status', 'a', '_b', 'c-d', '.', '.', '[', ']', '0', '12', ' ', '$', 'é'),
+    maxLength: 12,
+  });
 
   it('finds the same templates, with the same expressions', () => {
     fc.assert(

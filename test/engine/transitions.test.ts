@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { finishPlan, initialSteps, type StepPlan, type TaskPlan } from '../../src/engine/plan.js';
 import { readyStep } from '../../src/engine/step-input.js';
 import { taskEnding } from '../../src/engine/task-output.js';
-import { resultTransitions, type RecordedResult, type ResultTransitions } from '../../src/engine/transitions.js';
+import { type RecordedResult, type ResultTransitions, resultTransitions } from '../../src/engine/transitions.js';
 import type { FinishedStep, ReadyStep } from '../../src/engine/types.js';
 
 const OPTIONS = { retry: { attempts: 1, backoff: { type: 'fixed' as const, delay_ms: 0 } }, timeout_ms: 1_000 };
@@ -105,7 +105,10 @@ class SimulatedRun {
     this.running = this.running.filter((step) => step.stepId !== stepId);
     this.recorded.push(stepId);
     const error = { name: 'Boom', message: `${stepId} failed` };
-    this.finished.set(stepId, spec.outcome === 'completed' ? { status: 'completed', output: { by: stepId }, error: null } : { status: 'failed', output: null, error });
+    this.finished.set(
+      stepId,
+      spec.outcome === 'completed' ? { status: 'completed', output: { by: stepId }, error: null } : { status: 'failed', output: null, error },
+    );
     return {
       taskId: this.id,
       stepId,

@@ -1,13 +1,13 @@
 import http from 'node:http';
 import net from 'node:net';
-import fc from 'fast-check';
 import { Queue } from 'bullmq';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Route } from '../../src/api/route.js';
 import { ROUTES } from '../../src/api/routes/index.js';
 import { TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
 import { testTools } from '../fixtures/tools.js';
-import { createHarness, submit, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, submit } from '../helpers/harness.js';
 
 /**
  * Bad input, property-based (fast-check), against every endpoint of ROUTES (the list the app
@@ -71,19 +71,52 @@ function pathologicalString(): fc.Arbitrary<string> {
 /** Strings that break naive code: lone surrogates, NUL, bidi overrides, emoji, escapes. */
 const nastyString = fc.oneof(
   fc.constantFrom(
-    '\uD800', '\uDFFF', 'a\uD83D', '\uDE00b', '\u0000', 'nul\u0000inside', '\u202Eevil\u202C', '\u200B\u200D', '👩‍👩‍👧‍👦', '𝕏🚀',
-    'e\u0301\u0301\u0301', '\uFFFF', '\uFEFF', '\\', '"', "'", '\n\r\t', '', ' ', '%00', '%ZZ', '../..', '<script>alert(1)</script>',
+    '\uD800',
+    '\uDFFF',
+    'a\uD83D',
+    '\uDE00b',
+    '\u0000',
+    'nul\u0000inside',
+    '\u202Eevil\u202C',
+    '\u200B\u200D',
+    '👩‍👩‍👧‍👦',
+    '𝕏🚀',
+    'e\u0301\u0301\u0301',
+    '\uFFFF',
+    '\uFEFF',
+    '\\',
+    '"',
+    "'",
+    '\n\r\t',
+    '',
+    ' ',
+    '%00',
+    '%ZZ',
+    '../..',
+    '<script>alert(1)</script>',
     "'; DROP TABLE tasks; --",
     // biome-ignore lint/suspicious/noTemplateCurlyInString: a template literal's syntax, sent as text
     '${process.exit(1)}',
-    '{{params.secret}}', '{{steps.a.output.token}}', '{{constructor.constructor}}',
-    '{{__proto__}}', '{{ params.x }}{{', '}}{{', '{{steps.x.output.a[0].b}}', '__proto__', 'constructor', 'prototype', 'toString',
+    '{{params.secret}}',
+    '{{steps.a.output.token}}',
+    '{{constructor.constructor}}',
+    '{{__proto__}}',
+    '{{ params.x }}{{',
+    '}}{{',
+    '{{steps.x.output.a[0].b}}',
+    '__proto__',
+    'constructor',
+    'prototype',
+    'toString',
   ),
   fc.string({ unit: 'binary', maxLength: 40 }),
   fc.string({ maxLength: 40 }),
 );
 
-const nastyKey = fc.oneof(fc.constantFrom('__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', '', '\u0000', '$ref', 'a.b', 'a[0]'), nastyString);
+const nastyKey = fc.oneof(
+  fc.constantFrom('__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', '', '\u0000', '$ref', 'a.b', 'a[0]'),
+  nastyString,
+);
 
 /** JSON values of every type, with nasty strings (pathological ones too: bodies only, URLs stay short) and keys. */
 const nastyValue: fc.Arbitrary<unknown> = fc.letrec((tie) => ({
@@ -115,7 +148,12 @@ const messyAssignBody = fc.record(
     priority: field(fc.integer({ min: -5, max: 3_000_000 })),
     delay_ms: field(fc.integer({ min: -5, max: 10 })),
     callback_url: field(fc.constantFrom('http://127.0.0.1:1/x', 'http://169.254.169.254/', 'file:///etc/passwd', 'javascript:alert(1)')),
-    retry: field(fc.record({ attempts: field(fc.integer({ min: -1, max: 200 })), backoff: field(fc.record({ type: field(fc.constantFrom('fixed', 'exponential', 'linear')), delay_ms: field(fc.integer()) })) })),
+    retry: field(
+      fc.record({
+        attempts: field(fc.integer({ min: -1, max: 200 })),
+        backoff: field(fc.record({ type: field(fc.constantFrom('fixed', 'exponential', 'linear')), delay_ms: field(fc.integer()) })),
+      }),
+    ),
     timeout_ms: field(fc.integer({ min: -1, max: 100_000_000 })),
     ['__proto__']: nastyValue,
     constructor: nastyValue,
@@ -128,7 +166,10 @@ const wellFormedAssignBody = fc.record(
   {
     task_type: fc.constantFrom('echo', 'echo', 'record', 'diamond'),
     params: paramsValue,
-    idempotency_key: fc.option(nastyString.filter((text) => text.length > 0), { nil: undefined }),
+    idempotency_key: fc.option(
+      nastyString.filter((text) => text.length > 0),
+      { nil: undefined },
+    ),
   },
   { requiredKeys: ['task_type', 'params'] },
 );
@@ -152,7 +193,15 @@ const messyWorkflowBody = fc.record(
   {
     name: field(fc.oneof(fc.constantFrom('fuzz_flow', 'diamond', 'echo', 'a'.repeat(300), 'Bad Name!', '__proto__'), nastyString)),
     description: field(fc.string()),
-    parameters: field(fc.array(fc.record({ name: field(nastyString), type: field(fc.constantFrom('string', 'integer', 'object', 'date')), required: nastyValue, default: nastyValue }, { requiredKeys: [] }), { maxLength: 3 })),
+    parameters: field(
+      fc.array(
+        fc.record(
+          { name: field(nastyString), type: field(fc.constantFrom('string', 'integer', 'object', 'date')), required: nastyValue, default: nastyValue },
+          { requiredKeys: [] },
+        ),
+        { maxLength: 3 },
+      ),
+    ),
     steps: field(fc.array(stepArb, { maxLength: 4 })),
     output: nastyValue,
   },
@@ -173,7 +222,10 @@ const wellFormedWorkflowBody = fc.record({
 const workflowBody = fc.oneof({ arbitrary: messyWorkflowBody, weight: 1 }, { arbitrary: wellFormedWorkflowBody, weight: 2 });
 
 const executeBody = fc.oneof(
-  fc.record({ parameters: field(paramsValue), idempotency_key: field(fc.string()), priority: nastyValue, retry: nastyValue, task_type: nastyValue }, { requiredKeys: [] }),
+  fc.record(
+    { parameters: field(paramsValue), idempotency_key: field(fc.string()), priority: nastyValue, retry: nastyValue, task_type: nastyValue },
+    { requiredKeys: [] },
+  ),
   fc.record({ parameters: fc.record({ value: nastyString }) }),
 );
 
@@ -186,22 +238,59 @@ const deepJson = fc.tuple(fc.integer({ min: 100, max: 30_000 }), fc.boolean(), f
 });
 
 const malformedJson = fc.constantFrom(
-  '', '{', '}', '{"task_type":', '{"task_type":"echo",}', "{'task_type':'echo'}", '{"task_type":"echo" "params":{}}', 'NaN', '{"a":NaN}',
-  '{"a":Infinity}', '{"a":1e999}', '/* c */{}', '\uFEFF{"task_type":"echo"}', 'null', 'true', '"echo"', '[]', '[{"task_type":"echo"}]', '{"a":"\\ud800"}',
-  '{"a":"\\u0000"}', '{"task_type":"echo","params":{"\\u0000":1}}', '{"task_type":"echo","params":{"x":"\\uDFFF\\uD800"}}', '{"__proto__":{"polluted":1}}',
-  '{"task_type":"echo","params":{"__proto__":{"polluted":1},"constructor":{"prototype":{"polluted":1}}}}', '{"task_type":"echo","task_type":"sleep"}',
-  '{"task_type":"echo","params":{"a":1,"a":2}}', '{"task_type":"\\"}', '{"x":"\\q"}', '0x10', '01', '-', '{"a":.5}',
+  '',
+  '{',
+  '}',
+  '{"task_type":',
+  '{"task_type":"echo",}',
+  "{'task_type':'echo'}",
+  '{"task_type":"echo" "params":{}}',
+  'NaN',
+  '{"a":NaN}',
+  '{"a":Infinity}',
+  '{"a":1e999}',
+  '/* c */{}',
+  '\uFEFF{"task_type":"echo"}',
+  'null',
+  'true',
+  '"echo"',
+  '[]',
+  '[{"task_type":"echo"}]',
+  '{"a":"\\ud800"}',
+  '{"a":"\\u0000"}',
+  '{"task_type":"echo","params":{"\\u0000":1}}',
+  '{"task_type":"echo","params":{"x":"\\uDFFF\\uD800"}}',
+  '{"__proto__":{"polluted":1}}',
+  '{"task_type":"echo","params":{"__proto__":{"polluted":1},"constructor":{"prototype":{"polluted":1}}}}',
+  '{"task_type":"echo","task_type":"sleep"}',
+  '{"task_type":"echo","params":{"a":1,"a":2}}',
+  '{"task_type":"\\"}',
+  '{"x":"\\q"}',
+  '0x10',
+  '01',
+  '-',
+  '{"a":.5}',
 );
 
 /** Bodies around and over the body limit. */
-const hugeJson = fc.integer({ min: BODY_LIMIT_BYTES - 200, max: BODY_LIMIT_BYTES * 4 }).map((size) => `{"task_type":"echo","params":{"blob":"${'x'.repeat(size)}"}}`);
+const hugeJson = fc
+  .integer({ min: BODY_LIMIT_BYTES - 200, max: BODY_LIMIT_BYTES * 4 })
+  .map((size) => `{"task_type":"echo","params":{"blob":"${'x'.repeat(size)}"}}`);
 
 /** Bytes that are not UTF-8 at all. */
-const invalidUtf8 = fc.uint8Array({ minLength: 1, maxLength: 64 }).map((bytes) => Buffer.concat([Buffer.from('{"task_type":"echo","params":{"x":"'), Buffer.from([0xff, 0xfe, ...bytes]), Buffer.from('"}}')]));
+const invalidUtf8 = fc
+  .uint8Array({ minLength: 1, maxLength: 64 })
+  .map((bytes) => Buffer.concat([Buffer.from('{"task_type":"echo","params":{"x":"'), Buffer.from([0xff, 0xfe, ...bytes]), Buffer.from('"}}')]));
 
 function bodyFor(operation: Route): fc.Arbitrary<Buffer> {
   const targeted =
-    operation.path === '/assign-task' ? assignBody : operation.path === '/workflows' ? workflowBody : operation.path.endsWith('/execute') ? executeBody : fc.dictionary(nastyKey, nastyValue, { maxKeys: 3 });
+    operation.path === '/assign-task'
+      ? assignBody
+      : operation.path === '/workflows'
+        ? workflowBody
+        : operation.path.endsWith('/execute')
+          ? executeBody
+          : fc.dictionary(nastyKey, nastyValue, { maxKeys: 3 });
   return fc
     .oneof(
       { arbitrary: targeted.map((value) => JSON.stringify(value) ?? 'null'), weight: 10 },
@@ -218,9 +307,34 @@ function bodyFor(operation: Route): fc.Arbitrary<Buffer> {
 const segment = fc.oneof(
   { arbitrary: nastyString.map((text) => encodeURIComponent(text.replace(/[\uD800-\uDFFF]/g, 'x'))), weight: 4 },
   {
-    arbitrary: fc.constantFrom('%', '%ZZ', '%E0%A4%A', '%C0%AF', '%00', '%2F', '%2e%2e', '..', '.', '~', 'null', 'undefined', '0', '-1', 'NaN',
-      '00000000-0000-0000-0000-000000000000', '00000000-0000-4000-8000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', 'g0000000-0000-4000-8000-000000000000',
-      'diamond', 'echo', '__proto__', 'constructor', `${'a'.repeat(4_000)}`, '%F0%9F%92%A9', '%ED%A0%80'),
+    arbitrary: fc.constantFrom(
+      '%',
+      '%ZZ',
+      '%E0%A4%A',
+      '%C0%AF',
+      '%00',
+      '%2F',
+      '%2e%2e',
+      '..',
+      '.',
+      '~',
+      'null',
+      'undefined',
+      '0',
+      '-1',
+      'NaN',
+      '00000000-0000-0000-0000-000000000000',
+      '00000000-0000-4000-8000-000000000000',
+      'ffffffff-ffff-ffff-ffff-ffffffffffff',
+      'g0000000-0000-4000-8000-000000000000',
+      'diamond',
+      'echo',
+      '__proto__',
+      'constructor',
+      `${'a'.repeat(4_000)}`,
+      '%F0%9F%92%A9',
+      '%ED%A0%80',
+    ),
     weight: 3,
   },
   { arbitrary: fc.uuid().map(String), weight: 2 },
@@ -228,23 +342,58 @@ const segment = fc.oneof(
 
 const queryValue = fc.oneof(
   nastyString.map((text) => encodeURIComponent(text.replace(/[\uD800-\uDFFF]/g, 'x'))),
-  fc.constantFrom('%', '%ZZ', '1e999', '-1', '0', '31', '1.5', 'NaN', 'true', '', 'queued', 'completed', '__proto__', '2020-01-01T00:00:00Z', 'not-a-date', '1h', '0s', '999999d', 'eyJ4IjoxfQ', `${'z'.repeat(500)}`),
+  fc.constantFrom(
+    '%',
+    '%ZZ',
+    '1e999',
+    '-1',
+    '0',
+    '31',
+    '1.5',
+    'NaN',
+    'true',
+    '',
+    'queued',
+    'completed',
+    '__proto__',
+    '2020-01-01T00:00:00Z',
+    'not-a-date',
+    '1h',
+    '0s',
+    '999999d',
+    'eyJ4IjoxfQ',
+    `${'z'.repeat(500)}`,
+  ),
   fc.constantFrom('0000-01-01T00:00:00Z', '0001-01-01T00:00:00%2B14:00', '9999-12-31T23:59:59Z', '2020-02-30T00:00:00Z', '2020-01-01T00:00:00.123456789Z'),
 );
 
 function queryFor(operation: Route): fc.Arbitrary<string> {
   const known = Object.keys(operation.query?.shape ?? {});
-  const name = fc.oneof(
-    ...(known.length > 0 ? [{ arbitrary: fc.constantFrom(...known), weight: 4 }] : []),
-    { arbitrary: fc.constantFrom('__proto__', 'constructor', '__proto__[polluted]', 'constructor[prototype][polluted]', 'a[]', 'a[b]', 'wait', 'limit', 'status'), weight: 1 },
-  );
-  return fc.array(fc.tuple(name, queryValue), { maxLength: 4 }).map((pairs) => (pairs.length === 0 ? '' : `?${pairs.map(([key, value]) => `${encodeURIComponent(key)}=${value}`).join('&')}`));
+  const name = fc.oneof(...(known.length > 0 ? [{ arbitrary: fc.constantFrom(...known), weight: 4 }] : []), {
+    arbitrary: fc.constantFrom('__proto__', 'constructor', '__proto__[polluted]', 'constructor[prototype][polluted]', 'a[]', 'a[b]', 'wait', 'limit', 'status'),
+    weight: 1,
+  });
+  return fc
+    .array(fc.tuple(name, queryValue), { maxLength: 4 })
+    .map((pairs) => (pairs.length === 0 ? '' : `?${pairs.map(([key, value]) => `${encodeURIComponent(key)}=${value}`).join('&')}`));
 }
 
 const contentType = fc.constantFrom(
-  'application/json', 'application/json', 'application/json; charset=utf-8', 'application/json; charset=latin1', 'application/json; charset=utf-16',
-  'application/json; charset=nonsense', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/xml',
-  'application/merge-patch+json', 'application/vnd.api+json', '*/*', 'application/json, text/plain', '',
+  'application/json',
+  'application/json',
+  'application/json; charset=utf-8',
+  'application/json; charset=latin1',
+  'application/json; charset=utf-16',
+  'application/json; charset=nonsense',
+  'text/plain',
+  'application/x-www-form-urlencoded',
+  'multipart/form-data; boundary=x',
+  'application/xml',
+  'application/merge-patch+json',
+  'application/vnd.api+json',
+  '*/*',
+  'application/json, text/plain',
+  '',
 );
 
 /** Methods Node's HTTP parser knows, so the request reaches the application. */
@@ -262,8 +411,14 @@ function requestFor(operation: Route, params: { ids: string[] }): fc.Arbitrary<R
   // Mostly what a client sends, so that most bodies reach the handlers; sometimes not.
   const headers = fc.record({
     'content-type': fc.oneof({ arbitrary: fc.constant('application/json'), weight: 5 }, { arbitrary: contentType, weight: 1 }),
-    'last-event-id': fc.option(fc.oneof(fc.constantFrom('0-0', '1-1', '-1', 'abc', '9'.repeat(40), '1700000000000-0'), fc.string({ unit: 'grapheme-ascii', maxLength: 20 })), { nil: undefined }),
-    'content-encoding': fc.oneof({ arbitrary: fc.constant(undefined), weight: 9 }, { arbitrary: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'nonsense'), weight: 1 }),
+    'last-event-id': fc.option(
+      fc.oneof(fc.constantFrom('0-0', '1-1', '-1', 'abc', '9'.repeat(40), '1700000000000-0'), fc.string({ unit: 'grapheme-ascii', maxLength: 20 })),
+      { nil: undefined },
+    ),
+    'content-encoding': fc.oneof(
+      { arbitrary: fc.constant(undefined), weight: 9 },
+      { arbitrary: fc.constantFrom('gzip', 'deflate', 'br', 'identity', 'nonsense'), weight: 1 },
+    ),
     accept: fc.option(fc.constantFrom('text/html', 'application/xml', '*/*', 'text/event-stream'), { nil: undefined }),
   });
   return fc
@@ -421,7 +576,8 @@ describe('every endpoint under bad input (fast-check)', () => {
               (SELECT count(*) FROM workflows) AS workflows, (SELECT count(*) FROM dead_letters) AS dead_letters`,
     );
     let jobs = 0;
-    for (const queue of jobQueues) jobs += await queue.getJobCountByTypes('waiting', 'delayed', 'prioritized', 'waiting-children', 'active', 'completed', 'failed');
+    for (const queue of jobQueues)
+      jobs += await queue.getJobCountByTypes('waiting', 'delayed', 'prioritized', 'waiting-children', 'active', 'completed', 'failed');
     return JSON.stringify({ ...rows[0], jobs });
   }
 
@@ -448,7 +604,9 @@ describe('every endpoint under bad input (fast-check)', () => {
             return;
           }
           res.on('data', (chunk: Buffer) => chunks.push(chunk));
-          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), ms: Date.now() - started }));
+          res.on('end', () =>
+            resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), ms: Date.now() - started }),
+          );
           res.on('error', reject);
         },
       );
@@ -497,7 +655,22 @@ describe('every endpoint under bad input (fast-check)', () => {
   );
 
   it('answers odd methods, content types and encodings on any path with a contract error, never a 5xx', async () => {
-    const anyPath = fc.oneof(fc.constantFrom('/', '/assign-task/', '/assign-task//', '//assign-task', '/ASSIGN-TASK', '/tasks/', '/nope', '/admin', '/metrics/x', '/docs/../tools', '/%2e%2e/tools'), segment.map((value) => `/${value}`));
+    const anyPath = fc.oneof(
+      fc.constantFrom(
+        '/',
+        '/assign-task/',
+        '/assign-task//',
+        '//assign-task',
+        '/ASSIGN-TASK',
+        '/tasks/',
+        '/nope',
+        '/admin',
+        '/metrics/x',
+        '/docs/../tools',
+        '/%2e%2e/tools',
+      ),
+      segment.map((value) => `/${value}`),
+    );
     await fc.assert(
       fc.asyncProperty(
         fc.record({
@@ -569,7 +742,14 @@ describe('every endpoint under bad input (fast-check)', () => {
   }
 
   it('answers a path parameter with a broken percent-encoding with a 4xx, not a 500', async () => {
-    for (const path of ['/result/%ZZ', '/tasks/%E0%A4%A', '/tasks/%/cancel', '/workflows/%C0%AF', '/workflows/%ED%A0%80/versions', '/dead-letters/%ZZ/replay']) {
+    for (const path of [
+      '/result/%ZZ',
+      '/tasks/%E0%A4%A',
+      '/tasks/%/cancel',
+      '/workflows/%C0%AF',
+      '/workflows/%ED%A0%80/versions',
+      '/dead-letters/%ZZ/replay',
+    ]) {
       const method = path.endsWith('cancel') || path.endsWith('replay') ? 'POST' : 'GET';
       expectClientError(await h.request(method, path), `${method} ${path}`);
     }
@@ -611,7 +791,12 @@ describe('every endpoint under bad input (fast-check)', () => {
   });
 
   it('answers dates before year 1 with a 4xx, not a 500', async () => {
-    for (const path of ['/tasks?created_after=0000-01-01T00:00:00Z', '/tasks?created_before=0001-01-01T00:00:00%2B14:00', '/stats?since=0000-01-01T00:00:00Z', '/stats?window=999999d']) {
+    for (const path of [
+      '/tasks?created_after=0000-01-01T00:00:00Z',
+      '/tasks?created_before=0001-01-01T00:00:00%2B14:00',
+      '/stats?since=0000-01-01T00:00:00Z',
+      '/stats?window=999999d',
+    ]) {
       expectClientError(await h.request('GET', path), path);
     }
   });
@@ -625,22 +810,40 @@ describe('every endpoint under bad input (fast-check)', () => {
         body: {
           name: 'fuzz_references',
           parameters: [{ name: 'big', type: 'string' }],
-          steps: [{ id: 'a', tool: 'echo', input: Object.fromEntries(Array.from({ length: fields }, (_, index) => [`f${index}`, '{{params.big}}'.repeat(references)])) }],
+          steps: [
+            {
+              id: 'a',
+              tool: 'echo',
+              input: Object.fromEntries(Array.from({ length: fields }, (_, index) => [`f${index}`, '{{params.big}}'.repeat(references)])),
+            },
+          ],
         },
       })),
       // Text that made a regular expression backtrack, where templates are scanned.
-      pathologicalString().map((text) => ({ expected: undefined, body: { name: 'fuzz_pathological', steps: [{ id: 'a', tool: 'echo', input: { text } }], output: { text } } })),
+      pathologicalString().map((text) => ({
+        expected: undefined,
+        body: { name: 'fuzz_pathological', steps: [{ id: 'a', tool: 'echo', input: { text } }], output: { text } },
+      })),
     );
     const requests = fc.oneof(
       definitions.map(({ expected, body }) => ({ path: '/workflows', expected, body })),
       // fuzz-amplify takes `big` 900 times: refused once its input would pass STEP_INPUT_MAX_BYTES.
-      fc.integer({ min: 0, max: 60_000 }).map((size) => ({ path: '/workflows/fuzz-amplify/execute', expected: 17 + 900 * size > MIB ? 400 : 202, body: { parameters: { big: 'x'.repeat(size) } } })),
+      fc.integer({ min: 0, max: 60_000 }).map((size) => ({
+        path: '/workflows/fuzz-amplify/execute',
+        expected: 17 + 900 * size > MIB ? 400 : 202,
+        body: { parameters: { big: 'x'.repeat(size) } },
+      })),
       pathologicalString().map((text) => ({ path: '/assign-task', expected: 202, body: { task_type: 'echo', params: { text } } })),
     );
     let acceptedHere = 0;
     await fc.assert(
       fc.asyncProperty(requests, async ({ path, expected, body }) => {
-        const response = await check({ method: 'POST', path, headers: { 'content-type': 'application/json' }, body: Buffer.from(JSON.stringify(body), 'utf8') });
+        const response = await check({
+          method: 'POST',
+          path,
+          headers: { 'content-type': 'application/json' },
+          body: Buffer.from(JSON.stringify(body), 'utf8'),
+        });
         if (expected !== undefined) expect(response.status, `${path} ${response.text.slice(0, 300)}`).toBe(expected);
         if (response.status < 300) acceptedHere += 1;
       }),
@@ -666,7 +869,10 @@ describe('every endpoint under bad input (fast-check)', () => {
         const without = await health.slowestDuring(() => new Promise((resolve) => setTimeout(resolve, performance.now() - started)));
         excess = Math.min(excess, withInput - without);
       }
-      if (excess >= 100) confirmed.push(`${Math.round(excess)} ms over idle: ${request.method} ${request.path.slice(0, 100)} ${request.body?.subarray(0, 200).toString('utf8') ?? ''}`);
+      if (excess >= 100)
+        confirmed.push(
+          `${Math.round(excess)} ms over idle: ${request.method} ${request.path.slice(0, 100)} ${request.body?.subarray(0, 200).toString('utf8') ?? ''}`,
+        );
     }
     expect(confirmed, `inputs that held /health 100 ms longer than it took without them (idle: ${seen.idle_ms} ms)`).toEqual([]);
   });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRedisUnavailable } from '../../src/api/http.js';
-import { createHarness, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 
 /**
  * Inputs that cost a backtracking regular expression or an unbounded copy seconds, minutes or
@@ -129,10 +129,17 @@ describe('pathological inputs, with /health polled throughout', () => {
     // The same text without its braces: as large, but nothing for a scanner to chew on.
     const twin = text.replace(/[{}]/g, 'x');
     await measured(async () => {
-      const { answer, extraMs } = await againstTwin('/workflows', () => definition(text), () => definition(twin));
+      const { answer, extraMs } = await againstTwin(
+        '/workflows',
+        () => definition(text),
+        () => definition(twin),
+      );
       expect(answer.status, JSON.stringify(answer.body).slice(0, 300)).toBe(status);
       if (status === 400) {
-        expect(answer.body.error).toMatchObject({ code: 'invalid_workflow', details: [{ path: 'steps[0].input.text', message: expect.stringMatching(/TEMPLATE_STRING_MAX_CHARS/) }] });
+        expect(answer.body.error).toMatchObject({
+          code: 'invalid_workflow',
+          details: [{ path: 'steps[0].input.text', message: expect.stringMatching(/TEMPLATE_STRING_MAX_CHARS/) }],
+        });
       }
       return extraMs;
     });
@@ -145,7 +152,11 @@ describe('pathological inputs, with /health polled throughout', () => {
     let name = '';
     await measured(async () => {
       name = uniqueName('long_paths');
-      const { answer, extraMs } = await againstTwin('/workflows', () => ({ name, parameters, steps: [{ id: 'a', tool: 'echo', input }] }), () => ({ name: uniqueName('twin'), parameters, steps: [{ id: 'a', tool: 'echo', input: twin }] }));
+      const { answer, extraMs } = await againstTwin(
+        '/workflows',
+        () => ({ name, parameters, steps: [{ id: 'a', tool: 'echo', input }] }),
+        () => ({ name: uniqueName('twin'), parameters, steps: [{ id: 'a', tool: 'echo', input: twin }] }),
+      );
       expect(answer.status, JSON.stringify(answer.body).slice(0, 300)).toBe(201);
       return extraMs;
     });
@@ -193,9 +204,16 @@ describe('pathological inputs, with /health polled throughout', () => {
 
     it('20 fields of them are refused when the definition is posted (TEMPLATE_MAX_REFERENCES)', async () => {
       await measured(async () => {
-        const response = await h.request('POST', '/workflows', { name: uniqueName('amplify'), parameters, steps: [{ id: 'a', tool: 'echo', input: fields(20) }] });
+        const response = await h.request('POST', '/workflows', {
+          name: uniqueName('amplify'),
+          parameters,
+          steps: [{ id: 'a', tool: 'echo', input: fields(20) }],
+        });
         expect(response.status).toBe(400);
-        expect(response.body.error).toMatchObject({ code: 'invalid_workflow', details: [{ path: 'steps[0].input.f2', message: expect.stringMatching(/9000 template references.*TEMPLATE_MAX_REFERENCES/) }] });
+        expect(response.body.error).toMatchObject({
+          code: 'invalid_workflow',
+          details: [{ path: 'steps[0].input.f2', message: expect.stringMatching(/9000 template references.*TEMPLATE_MAX_REFERENCES/) }],
+        });
       });
     });
 
@@ -205,11 +223,27 @@ describe('pathological inputs, with /health polled throughout', () => {
       // The twin is as large and refused too, but before any template is resolved: its parameter
       // has another type. (Accepting 900 kB would add the cost of running a task to the measure.)
       const twin = uniqueName('amplify_root_twin');
-      expect((await h.request('POST', '/workflows', { name: twin, parameters: [{ name: 'big', type: 'integer' }], steps: [{ id: 'a', tool: 'echo', input: fields(2) }] })).status).toBe(201);
+      expect(
+        (
+          await h.request('POST', '/workflows', {
+            name: twin,
+            parameters: [{ name: 'big', type: 'integer' }],
+            steps: [{ id: 'a', tool: 'echo', input: fields(2) }],
+          })
+        ).status,
+      ).toBe(201);
       await measured(async () => {
-        const { answer, extraMs } = await againstTwin(`/workflows/${name}/execute`, () => ({ parameters: { big } }), () => ({ parameters: { big } }), `/workflows/${twin}/execute`);
+        const { answer, extraMs } = await againstTwin(
+          `/workflows/${name}/execute`,
+          () => ({ parameters: { big } }),
+          () => ({ parameters: { big } }),
+          `/workflows/${twin}/execute`,
+        );
         expect(answer.status).toBe(400);
-        expect(answer.body.error).toMatchObject({ code: 'invalid_params', details: [{ path: 'parameters', message: expect.stringMatching(/step 'a'.*STEP_INPUT_MAX_BYTES/) }] });
+        expect(answer.body.error).toMatchObject({
+          code: 'invalid_params',
+          details: [{ path: 'parameters', message: expect.stringMatching(/step 'a'.*STEP_INPUT_MAX_BYTES/) }],
+        });
         return extraMs;
       });
       expect(await h.db.prisma.task.count({ where: { taskType: name } })).toBe(0);
@@ -225,13 +259,20 @@ describe('pathological inputs, with /health polled throughout', () => {
       await measured(async () => {
         const task = await waitForTask(h, await submit(h, { task_type: name, params: { big } }));
         expect(task.status).toBe('failed');
-        expect(task.steps[1]).toMatchObject({ id: 'a', status: 'failed', attempts: 1, error: { name: 'StepInputTooLarge', details: { setting: 'STEP_INPUT_MAX_BYTES' } } });
+        expect(task.steps[1]).toMatchObject({
+          id: 'a',
+          status: 'failed',
+          attempts: 1,
+          error: { name: 'StepInputTooLarge', details: { setting: 'STEP_INPUT_MAX_BYTES' } },
+        });
       });
     });
 
     it("in the task's output: the task fails with TaskResultTooLarge, nothing built", async () => {
       const name = uniqueName('amplify_output');
-      expect((await h.request('POST', '/workflows', { name, parameters, steps: [{ id: 'a', tool: 'echo', input: { n: 1 } }], output: fields(2) })).status).toBe(201);
+      expect((await h.request('POST', '/workflows', { name, parameters, steps: [{ id: 'a', tool: 'echo', input: { n: 1 } }], output: fields(2) })).status).toBe(
+        201,
+      );
       await measured(async () => {
         const task = await waitForTask(h, await submit(h, { task_type: name, params: { big } }));
         expect(task.status).toBe('failed');

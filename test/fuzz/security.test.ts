@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../src/api/routes/index.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
 
 /**
@@ -61,7 +61,8 @@ describe('every endpoint requires an API key when keys are set', () => {
   });
 
   /** The operation's path with its parameters filled in. */
-  const concrete = (path: string) => path.replace('{task_id}', '00000000-0000-4000-8000-000000000000').replace('{id}', '00000000-0000-4000-8000-000000000000').replace('{name}', 'diamond');
+  const concrete = (path: string) =>
+    path.replace('{task_id}', '00000000-0000-4000-8000-000000000000').replace('{id}', '00000000-0000-4000-8000-000000000000').replace('{name}', 'diamond');
   const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
   it.each(ROUTES.map((operation) => [`${operation.method.toUpperCase()} ${operation.path}`, operation] as const))('%s', async (_name, operation) => {
@@ -69,9 +70,16 @@ describe('every endpoint requires an API key when keys are set', () => {
     const methods = operation.method === 'get' ? ['GET', 'HEAD'] : [operation.method.toUpperCase()];
     for (const method of methods) {
       const asked = await Promise.all(
-        ([{}, { authorization: 'Bearer not-the-key-000000000' }, { authorization: `Bearer ${KEY}x` }, { authorization: basic('admin', 'wrong-password-000') }, { authorization: KEY }, { 'x-api-key': KEY }] as Record<string, string>[]).map((headers) =>
-          raw(h.url, method, `${path}${path.includes('?') ? '&' : '?'}api_key=${KEY}`, headers),
-        ),
+        (
+          [
+            {},
+            { authorization: 'Bearer not-the-key-000000000' },
+            { authorization: `Bearer ${KEY}x` },
+            { authorization: basic('admin', 'wrong-password-000') },
+            { authorization: KEY },
+            { 'x-api-key': KEY },
+          ] as Record<string, string>[]
+        ).map((headers) => raw(h.url, method, `${path}${path.includes('?') ? '&' : '?'}api_key=${KEY}`, headers)),
       );
       for (const answer of asked) {
         if (operation.open) {
@@ -88,16 +96,38 @@ describe('every endpoint requires an API key when keys are set', () => {
   });
 
   it("puts Bull Board's API and assets behind the key too", async () => {
-    for (const path of ['/admin/queues/api/queues', '/admin/queues/api/queues?activeQueue=tasks&status=latest', '/admin/queues/static/js/main.js', '/admin/queues/queue/tasks']) {
+    for (const path of [
+      '/admin/queues/api/queues',
+      '/admin/queues/api/queues?activeQueue=tasks&status=latest',
+      '/admin/queues/static/js/main.js',
+      '/admin/queues/queue/tasks',
+    ]) {
       expect((await raw(h.url, 'GET', path)).status, path).toBe(401);
     }
-    for (const [method, path] of [['PUT', '/admin/queues/api/queues/tasks/retry/failed'], ['PUT', '/admin/queues/api/queues/tasks/clean/completed'], ['PUT', '/admin/queues/api/queues/tasks/pause']]) {
+    for (const [method, path] of [
+      ['PUT', '/admin/queues/api/queues/tasks/retry/failed'],
+      ['PUT', '/admin/queues/api/queues/tasks/clean/completed'],
+      ['PUT', '/admin/queues/api/queues/tasks/pause'],
+    ]) {
       expect((await raw(h.url, method!, path!)).status, `${method} ${path}`).toBe(401);
     }
   });
 
   it('lets no path that merely resembles an open endpoint through', async () => {
-    for (const path of ['/health/../tools', '/metrics/../tools', '/ready/%2e%2e/tools', '//tools', '/tools/', '/TOOLS', '/Tools', '/tools;health', '/tools?/health', '/%74ools', '/health%2F..%2Ftools', '/tasks?x=/health']) {
+    for (const path of [
+      '/health/../tools',
+      '/metrics/../tools',
+      '/ready/%2e%2e/tools',
+      '//tools',
+      '/tools/',
+      '/TOOLS',
+      '/Tools',
+      '/tools;health',
+      '/tools?/health',
+      '/%74ools',
+      '/health%2F..%2Ftools',
+      '/tasks?x=/health',
+    ]) {
       const answer = await raw(h.url, 'GET', path);
       expect(answer.status, path).toBe(answer.status === 404 ? 404 : 401);
       expect(answer.text, path).not.toMatch(/"input_schema"|"items"/);
@@ -190,9 +220,7 @@ describe('outbound requests refuse private and link-local addresses unless allow
   });
 
   it('the http tool refuses redirects to them, sending nothing there', async () => {
-    await Promise.all(
-      privateUrls().map((to) => expectRefused({ url: `${api.origin}/redirect?to=${encodeURIComponent(to)}` }, /^redirect refused: /)),
-    );
+    await Promise.all(privateUrls().map((to) => expectRefused({ url: `${api.origin}/redirect?to=${encodeURIComponent(to)}` }, /^redirect refused: /)));
     expect(outsider.requests).toHaveLength(0);
   });
 
@@ -291,11 +319,20 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
     // Params under the names secrets go by, nested too.
     const echoed = await run({
       task_type: 'echo',
-      params: { password: PASSWORD, api_key: API_KEY_VALUE, token: TOKEN, nested: { client_secret: PASSWORD, authorization: `Bearer ${TOKEN}` }, list: [{ password: PASSWORD }] },
+      params: {
+        password: PASSWORD,
+        api_key: API_KEY_VALUE,
+        token: TOKEN,
+        nested: { client_secret: PASSWORD, authorization: `Bearer ${TOKEN}` },
+        list: [{ password: PASSWORD }],
+      },
     });
     expect(echoed.status).toBe('completed');
     // The http tool with a token in its URL and headers: a success, a retried 500, a refused host.
-    const called = await run({ task_type: 'http', params: { url: `${service.origin}/ok?token=${TOKEN}`, headers: { authorization: `Bearer ${TOKEN}`, 'x-api-key': API_KEY_VALUE } } });
+    const called = await run({
+      task_type: 'http',
+      params: { url: `${service.origin}/ok?token=${TOKEN}`, headers: { authorization: `Bearer ${TOKEN}`, 'x-api-key': API_KEY_VALUE } },
+    });
     expect(called.status).toBe('completed');
     const failing = await run({
       task_type: 'http',
@@ -311,11 +348,24 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
       '/workflows',
       {
         name: 'secret_flow',
-        parameters: [{ name: 'password', type: 'string', required: true }, { name: 'token', type: 'string', required: true }],
+        parameters: [
+          { name: 'password', type: 'string', required: true },
+          { name: 'token', type: 'string', required: true },
+        ],
         steps: [
           { id: 'login', tool: 'echo', input: { user: 'ada', password: '{{params.password}}' } },
-          { id: 'call', tool: 'http', depends_on: ['login'], input: { url: `${service.origin}/ok?token={{params.token}}`, headers: { authorization: 'Bearer {{params.token}}' } } },
-          { id: 'note', tool: 'notify', depends_on: ['call'], input: { channel: 'log', message: 'signed in', level: 'info', data: { password: '{{params.password}}', token: '{{params.token}}' } } },
+          {
+            id: 'call',
+            tool: 'http',
+            depends_on: ['login'],
+            input: { url: `${service.origin}/ok?token={{params.token}}`, headers: { authorization: 'Bearer {{params.token}}' } },
+          },
+          {
+            id: 'note',
+            tool: 'notify',
+            depends_on: ['call'],
+            input: { channel: 'log', message: 'signed in', level: 'info', data: { password: '{{params.password}}', token: '{{params.token}}' } },
+          },
         ],
       },
       authorized,
@@ -341,7 +391,10 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
       '/workflows',
       {
         name: 'leaky_login',
-        parameters: [{ name: 'password', type: 'string', required: true }, { name: 'api_key', type: 'string', required: true }],
+        parameters: [
+          { name: 'password', type: 'string', required: true },
+          { name: 'api_key', type: 'string', required: true },
+        ],
         steps: [
           {
             id: 'login',
@@ -359,7 +412,12 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
     expect(task.status).toBe('failed');
     await h.worker!.runtime.results.idle();
     expect(lines.length).toBeGreaterThan(before);
-    expect(lines.slice(before).filter((line) => line.includes(PASSWORD) || line.includes(API_KEY_VALUE)).map((line) => line.slice(0, 300))).toEqual([]);
+    expect(
+      lines
+        .slice(before)
+        .filter((line) => line.includes(PASSWORD) || line.includes(API_KEY_VALUE))
+        .map((line) => line.slice(0, 300)),
+    ).toEqual([]);
   });
 
   it('keeps no list of secret values in job data: the worker finds them in PostgreSQL when it logs a failure', async () => {
@@ -368,7 +426,10 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
       '/workflows',
       {
         name: 'secret_jobs',
-        parameters: [{ name: 'password', type: 'string', required: true }, { name: 'api_key', type: 'string', required: true }],
+        parameters: [
+          { name: 'password', type: 'string', required: true },
+          { name: 'api_key', type: 'string', required: true },
+        ],
         steps: [
           { id: 'prepare', tool: 'echo', input: { user: 'ada' } },
           {
@@ -388,7 +449,8 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
     expect(task.status).toBe('failed');
     await h.worker!.runtime.results.idle();
 
-    const jobData = async (tool: string, step: string) => JSON.parse((await h.redis.hget(`${h.config.QUEUE_PREFIX}:tool.${tool}:${task.task_id}.1.${step}`, 'data'))!);
+    const jobData = async (tool: string, step: string) =>
+      JSON.parse((await h.redis.hget(`${h.config.QUEUE_PREFIX}:tool.${tool}:${task.task_id}.1.${step}`, 'data'))!);
     // A step that was given no secret carries none.
     const prepare = await jobData('echo', 'prepare');
     expect(JSON.stringify(prepare)).not.toContain(PASSWORD);

@@ -1,17 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
-import { loadConfig, type Config } from '../../src/config.js';
-import { createLogger, silentLogger, type Logger } from '../../src/logger.js';
-import { dropDatabase, ensureDatabase, openDatabase, withDatabase, type Database } from '../../src/persistence/database.js';
-import { startApi, type ApiServer } from '../../src/api/server.js';
+import { createToolRegistry } from '../../src/adapters/index.js';
+import { type ApiServer, startApi } from '../../src/api/server.js';
+import { type Config, loadConfig } from '../../src/config.js';
+import { createLogger, type Logger, silentLogger } from '../../src/logger.js';
 import { initTracing, type Tracing, type TracingOptions } from '../../src/observability/tracing.js';
-import { createRedis, masters, waitForRedis, type RedisClient } from '../../src/queue/redis.js';
+import { type Database, dropDatabase, ensureDatabase, openDatabase, withDatabase } from '../../src/persistence/database.js';
+import { createRedis, masters, type RedisClient, waitForRedis } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
 import type { AnyTool, SettingsChooser, ToolRegistry } from '../../src/tools/tool.js';
-import { createToolRegistry } from '../../src/adapters/index.js';
 import { startWorker, type WorkerProcess } from '../../src/workers/worker.js';
-import { databaseUrl, TEST_REDIS_URL } from './env.js';
 import { testToolSettings } from '../fixtures/tools.js';
+import { databaseUrl, TEST_REDIS_URL } from './env.js';
 
 export interface HarnessOptions {
   /** Environment on top of the test defaults (database, prefix, quiet logs). */

@@ -121,7 +121,9 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
       const died = spawnError || child.exitCode !== null;
       if (died || Date.now() > deadline) {
         await close();
-        const why = died ? `it did not start (${spawnError?.message ?? `exit ${child.exitCode}`}); is Debian's pgbouncer installed (apt-get install pgbouncer) and /usr/sbin on PATH?` : (error as Error).message;
+        const why = died
+          ? `it did not start (${spawnError?.message ?? `exit ${child.exitCode}`}); is Debian's pgbouncer installed (apt-get install pgbouncer) and /usr/sbin on PATH?`
+          : (error as Error).message;
         throw new Error(`pgbouncer on port ${port}: ${why}\n${output}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 50));

@@ -1,14 +1,13 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from './ports.js';
 import { poll } from './harness.js';
+import { freePort } from './ports.js';
 
 const run = promisify(execFile);
 const HOST = '127.0.0.1';
-
 
 /**
  * A private redis-server for one test file, on a free port of 127.0.0.1, with its data in a
@@ -61,15 +60,24 @@ export async function startRedisServer(): Promise<RedisServer> {
       const spawned = spawn(
         'redis-server',
         [
-          '--port', String(port),
-          '--bind', HOST,
-          '--dir', dir,
-          '--logfile', logfile,
-          '--appendonly', 'yes',
-          '--appendfsync', 'always',
-          '--save', '',
-          '--maxmemory-policy', 'noeviction',
-          '--daemonize', 'no',
+          '--port',
+          String(port),
+          '--bind',
+          HOST,
+          '--dir',
+          dir,
+          '--logfile',
+          logfile,
+          '--appendonly',
+          'yes',
+          '--appendfsync',
+          'always',
+          '--save',
+          '',
+          '--maxmemory-policy',
+          'noeviction',
+          '--daemonize',
+          'no',
         ],
         { stdio: 'ignore' },
       );

@@ -114,7 +114,20 @@ describe('HostPolicy.checkAddress (what a name resolved to, at connect time)', (
 
   it('refuses a private, loopback or link-local address reached through a wildcard-matched name', () => {
     const policy = new HostPolicy(['*.example.com']);
-    for (const address of ['10.0.0.5', '172.16.3.4', '192.168.1.1', '127.0.0.1', '169.254.10.10', '100.64.0.1', '0.0.0.0', '::1', 'fe80::1', 'fc00::7', '::ffff:192.168.1.1', '::ffff:7f00:1']) {
+    for (const address of [
+      '10.0.0.5',
+      '172.16.3.4',
+      '192.168.1.1',
+      '127.0.0.1',
+      '169.254.10.10',
+      '100.64.0.1',
+      '0.0.0.0',
+      '::1',
+      'fe80::1',
+      'fc00::7',
+      '::ffff:192.168.1.1',
+      '::ffff:7f00:1',
+    ]) {
       expect(policy.checkAddress('internal.example.com', address, 443), address).toMatch(/private or link-local address that is not explicitly allowlisted/);
     }
   });

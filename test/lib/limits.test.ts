@@ -49,10 +49,16 @@ describe('checkStepOutput', () => {
   });
 
   it('refuses an output over the byte limit or the depth limit with StepOutputTooLarge', () => {
-    expect(() => checkStepOutput({ blob: 'x'.repeat(10_000) }, limits)).toThrow(expect.objectContaining({ name: 'StepOutputTooLarge', details: { limit: 10_000, setting: 'STEP_OUTPUT_MAX_BYTES' } }));
+    expect(() => checkStepOutput({ blob: 'x'.repeat(10_000) }, limits)).toThrow(
+      expect.objectContaining({ name: 'StepOutputTooLarge', details: { limit: 10_000, setting: 'STEP_OUTPUT_MAX_BYTES' } }),
+    );
     // Escapes count: 2,000 control characters are 12,000 bytes of JSON.
-    expect(() => checkStepOutput({ blob: '\u0001'.repeat(2_000) }, limits)).toThrow(expect.objectContaining({ details: expect.objectContaining({ setting: 'STEP_OUTPUT_MAX_BYTES' }) }));
-    expect(() => checkStepOutput([[[[[[[[[1]]]]]]]]], limits)).toThrow(expect.objectContaining({ name: 'StepOutputTooLarge', details: { limit: 8, setting: 'STEP_OUTPUT_MAX_DEPTH' } }));
+    expect(() => checkStepOutput({ blob: '\u0001'.repeat(2_000) }, limits)).toThrow(
+      expect.objectContaining({ details: expect.objectContaining({ setting: 'STEP_OUTPUT_MAX_BYTES' }) }),
+    );
+    expect(() => checkStepOutput([[[[[[[[[1]]]]]]]]], limits)).toThrow(
+      expect.objectContaining({ name: 'StepOutputTooLarge', details: { limit: 8, setting: 'STEP_OUTPUT_MAX_DEPTH' } }),
+    );
   });
 
   it('ends promptly on outputs an adapter built with cycles or shared parts', () => {

@@ -60,7 +60,11 @@ describe('outboundRequest', () => {
           return undefined;
         }
       }
-      const attempt = outboundRequest(new UrlCheckPasses([`localhost:${server.port}`]), { method: 'GET', url: `http://localhost:${other.port}/other-port`, timeoutMs: 5_000 });
+      const attempt = outboundRequest(new UrlCheckPasses([`localhost:${server.port}`]), {
+        method: 'GET',
+        url: `http://localhost:${other.port}/other-port`,
+        timeoutMs: 5_000,
+      });
       await expect(attempt).rejects.toBeInstanceOf(HostRefusedError);
       await expect(attempt).rejects.toThrow(new RegExp(`not explicitly allowlisted on port ${other.port}`));
       expect(other.requests).toHaveLength(0);
@@ -70,7 +74,11 @@ describe('outboundRequest', () => {
   });
 
   it('lets an exactly allowlisted name resolve to loopback', async () => {
-    const response = await outboundRequest(new HostPolicy([`localhost:${server.port}`]), { method: 'GET', url: `http://localhost:${server.port}/named`, timeoutMs: 5_000 });
+    const response = await outboundRequest(new HostPolicy([`localhost:${server.port}`]), {
+      method: 'GET',
+      url: `http://localhost:${server.port}/named`,
+      timeoutMs: 5_000,
+    });
     expect(response.status).toBe(200);
   });
 

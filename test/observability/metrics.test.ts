@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/observability/metrics.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { testTools } from '../fixtures/tools.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
   for (const line of text.split('\n')) {
@@ -159,7 +159,12 @@ describe('/metrics with METRICS_TOKEN', () => {
 
   it('answers 401 without the token or with another one, on the API and on workers', async () => {
     for (const url of [`${h.url}/metrics`, h.worker!.metricsUrl!]) {
-      for (const headers of [{}, { authorization: `Bearer ${TOKEN}x` }, { authorization: TOKEN }, { authorization: `Basic ${Buffer.from(`x:${TOKEN}`).toString('base64')}` }] as Record<string, string>[]) {
+      for (const headers of [
+        {},
+        { authorization: `Bearer ${TOKEN}x` },
+        { authorization: TOKEN },
+        { authorization: `Basic ${Buffer.from(`x:${TOKEN}`).toString('base64')}` },
+      ] as Record<string, string>[]) {
         const response = await fetch(url, { headers });
         expect(response.status, `${url} ${JSON.stringify(headers)}`).toBe(401);
         expect(response.headers.get('www-authenticate')).toBe('Bearer realm="metrics"');

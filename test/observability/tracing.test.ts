@@ -2,13 +2,13 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
-import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stepJobId } from '../../src/queue/jobs.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { tracesUrl, tracingEnabled } from '../../src/observability/tracing.js';
+import { stepJobId } from '../../src/queue/jobs.js';
 import { testTools } from '../fixtures/tools.js';
-import { createHarness, poll, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
 
 const JOB_ID = 'bullmq.job.id';
 
@@ -81,9 +81,11 @@ describe('tracing: the span tree of a task, from the HTTP request to each adapte
    * Each named step has its consumer span, and for a workflow (`root`) the run's root job
    * (`process tasks`) ran; a one-tool task's run is its step's job alone.
    */
-  const stepsDone = (stepIds: string[], root = false) => (view: TraceView) =>
-    (!root || view.all('process tasks').length > 0) &&
-    stepIds.every((stepId) => view.spans.some((span) => span.name.startsWith('process tool.') && String(span.attributes[JOB_ID]).endsWith(`.${stepId}`)));
+  const stepsDone =
+    (stepIds: string[], root = false) =>
+    (view: TraceView) =>
+      (!root || view.all('process tasks').length > 0) &&
+      stepIds.every((stepId) => view.spans.some((span) => span.name.startsWith('process tool.') && String(span.attributes[JOB_ID]).endsWith(`.${stepId}`)));
 
   beforeAll(async () => {
     h = await createHarness({ tools: testTools, tracing: { spanProcessors: [new SimpleSpanProcessor(exporter)] } });
@@ -209,7 +211,7 @@ describe('tracing: the span tree of a task, from the HTTP request to each adapte
     expect(retried.descendsFrom(second, retried.one('POST /assign-task'))).toBe(true);
   });
 
-  it('continues the caller\'s trace from a W3C traceparent header', async () => {
+  it("continues the caller's trace from a W3C traceparent header", async () => {
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
     const callerSpanId = '00f067aa0ba902b7';
     const { taskId, requestId } = await submitTraced({ task_type: 'echo', params: {} }, { traceparent: `00-${traceId}-${callerSpanId}-01` });
@@ -243,7 +245,6 @@ describe('tracing: the span tree of a task, from the HTTP request to each adapte
       .filter((span) => span.name === 'addBulk tool.echo' && Number(span.attributes['bullmq.job.bulk.count'] ?? 0) > 1);
     expect(batches.length).toBeGreaterThan(0);
     for (const batch of batches) expect(batch.parentSpanContext).toBeUndefined();
-
   });
 
   it('names a request span after its route pattern, and marks only server errors', async () => {
@@ -256,7 +257,7 @@ describe('tracing: the span tree of a task, from the HTTP request to each adapte
     expect(server.status.code).toBe(SpanStatusCode.UNSET);
   });
 
-  it('starts no trace for BullMQ\'s housekeeping (stalled-job checks, lock renewals)', async () => {
+  it("starts no trace for BullMQ's housekeeping (stalled-job checks, lock renewals)", async () => {
     await h.tracing!.forceFlush();
     const roots = exporter.getFinishedSpans().filter((span) => !span.parentSpanContext);
     expect(roots.length).toBeGreaterThan(0);
@@ -291,7 +292,12 @@ describe('tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT)', () => {
     expect(tracingEnabled()).toBe(false);
     expect(trace.getTracer('probe').startSpan('probe').isRecording()).toBe(false);
 
-    const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: { quiet: true } }, { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' });
+    const response = await h.request(
+      'POST',
+      '/assign-task',
+      { task_type: 'echo', params: { quiet: true } },
+      { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' },
+    );
     expect(response.status).toBe(202);
     const taskId = response.body.task_id as string;
     expect((await waitForTask(h, taskId)).result).toEqual({ quiet: true });
@@ -341,7 +347,10 @@ describe('tracing over OTLP/HTTP', () => {
         const spans = requests.flatMap(({ body }) =>
           (body.resourceSpans ?? []).flatMap((resource: any) =>
             resource.scopeSpans.flatMap((scope: any) =>
-              scope.spans.map((span: any) => ({ name: span.name as string, service: resource.resource.attributes.find((a: any) => a.key === 'service.name')?.value.stringValue })),
+              scope.spans.map((span: any) => ({
+                name: span.name as string,
+                service: resource.resource.attributes.find((a: any) => a.key === 'service.name')?.value.stringValue,
+              })),
             ),
           ),
         );

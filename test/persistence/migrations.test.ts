@@ -1,12 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import wasm from '@prisma/prisma-schema-wasm';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.js';
-import { dropDatabase, ensureDatabase, openDatabase, type Database } from '../../src/persistence/database.js';
+import { type Database, dropDatabase, ensureDatabase, openDatabase } from '../../src/persistence/database.js';
 import { MIGRATIONS_DIR, MigrationError, migrate } from '../../src/persistence/migrate.js';
 import { databaseUrl } from '../helpers/env.js';
 import { uniqueName } from '../helpers/harness.js';
@@ -185,7 +185,10 @@ describe('migrate()', () => {
       await addMigration('20260103000000_after', 'CREATE TABLE after_table (id int);');
       await expect(migrate(url, silentLogger(), dir)).rejects.toThrow(MigrationError);
       await expect(migrate(url, silentLogger(), dir)).rejects.toThrow(/20260102000000_broken failed: .*no_such_table/);
-      const tables = await query<{ table_name: string }>(url, `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name`);
+      const tables = await query<{ table_name: string }>(
+        url,
+        `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name`,
+      );
       expect(tables.map((row) => row.table_name)).toEqual(['_prisma_migrations', 'first_table']);
       const rows = await query<{ migration_name: string }>(url, 'SELECT migration_name FROM "_prisma_migrations"');
       expect(rows.map((row) => row.migration_name)).toEqual(['20260101000000_first']);
@@ -243,7 +246,10 @@ describe('the migrated database matches prisma/schema.prisma', () => {
       is_nullable: 'YES' | 'NO';
       datetime_precision: number | null;
       column_default: string | null;
-    }>(url, `SELECT table_name, column_name, data_type, udt_name, is_nullable, datetime_precision, column_default FROM information_schema.columns WHERE table_schema = 'public'`);
+    }>(
+      url,
+      `SELECT table_name, column_name, data_type, udt_name, is_nullable, datetime_precision, column_default FROM information_schema.columns WHERE table_schema = 'public'`,
+    );
     for (const model of dmmf.datamodel.models) {
       const table = tableOf(model);
       const actual = columns.filter((column) => column.table_name === table);
@@ -282,7 +288,9 @@ describe('the migrated database matches prisma/schema.prisma', () => {
         WHERE n.nspname = 'public' GROUP BY t.typname`,
     );
     const actual = Object.fromEntries(rows.map((row) => [row.typname, row.values]));
-    const expected = Object.fromEntries(dmmf.datamodel.enums.map((entry) => [entry.dbName ?? entry.name, entry.values.map((value) => value.dbName ?? value.name)]));
+    const expected = Object.fromEntries(
+      dmmf.datamodel.enums.map((entry) => [entry.dbName ?? entry.name, entry.values.map((value) => value.dbName ?? value.name)]),
+    );
     expect(actual).toEqual(expected);
   });
 
@@ -319,7 +327,10 @@ describe('the migrated database matches prisma/schema.prisma', () => {
   // index, so the client's lookups and cascades are index scans.
   it('has no foreign key, and an index led by the columns of every relation', async () => {
     expect(await readFile(SCHEMA_FILE, 'utf8')).toMatch(/relationMode\s*=\s*"prisma"/);
-    const keys = await query(url, `SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.contype = 'f' AND n.nspname = 'public'`);
+    const keys = await query(
+      url,
+      `SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE c.contype = 'f' AND n.nspname = 'public'`,
+    );
     expect(keys).toEqual([]);
     const indexes = await query<{ table: string; columns: string[] }>(
       url,
@@ -332,7 +343,10 @@ describe('the migrated database matches prisma/schema.prisma', () => {
     const relations = dmmf.datamodel.models.flatMap((model) =>
       model.fields
         .filter((field) => field.kind === 'object' && (field.relationFromFields?.length ?? 0) > 0)
-        .map((field) => ({ table: tableOf(model), columns: field.relationFromFields!.map((name) => columnOf(model.fields.find((candidate) => candidate.name === name)!)) })),
+        .map((field) => ({
+          table: tableOf(model),
+          columns: field.relationFromFields!.map((name) => columnOf(model.fields.find((candidate) => candidate.name === name)!)),
+        })),
     );
     expect(relations.length).toBeGreaterThan(0);
     for (const relation of relations) {
@@ -345,7 +359,10 @@ describe('the migrated database matches prisma/schema.prisma', () => {
     const models = new Map(dmmf.datamodel.models.map((model) => [model.name, model]));
     const enums = new Map(dmmf.datamodel.enums.map((entry) => [entry.name, entry.values.map((value) => value.name)]));
     const createdRows = new Map<string, Record<string, unknown>>();
-    const delegate = (model: DmmfModel) => (db.prisma as unknown as Record<string, { create(args: unknown): Promise<unknown>; findUniqueOrThrow(args: unknown): Promise<Record<string, unknown>> }>)[model.name[0]!.toLowerCase() + model.name.slice(1)]!;
+    const delegate = (model: DmmfModel) =>
+      (db.prisma as unknown as Record<string, { create(args: unknown): Promise<unknown>; findUniqueOrThrow(args: unknown): Promise<Record<string, unknown>> }>)[
+        model.name[0]!.toLowerCase() + model.name.slice(1)
+      ]!;
 
     const valueFor = (model: DmmfModel, field: DmmfField): unknown => {
       const one = (): unknown => {

@@ -3,14 +3,14 @@ import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/logger.js';
-import { dropDatabase, ensureDatabase, openDatabase, type Database } from '../../src/persistence/database.js';
-import { MIGRATIONS_DIR, migrate } from '../../src/persistence/migrate.js';
-import { TaskStore } from '../../src/persistence/task-store.js';
+import echo from '../../src/adapters/echo.js';
 import { finishPlan, planToolTask } from '../../src/engine/plan.js';
 import { createdIn, createdTimes } from '../../src/ledger/task-days.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
-import echo from '../../src/adapters/echo.js';
+import { silentLogger } from '../../src/logger.js';
+import { type Database, dropDatabase, ensureDatabase, openDatabase } from '../../src/persistence/database.js';
+import { MIGRATIONS_DIR, migrate } from '../../src/persistence/migrate.js';
+import { TaskStore } from '../../src/persistence/task-store.js';
 import { databaseUrl } from '../helpers/env.js';
 import { uniqueName } from '../helpers/harness.js';
 
@@ -63,7 +63,10 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
          VALUES ($1, 'echo', 'echo', '{}', '{}', 0, '{}', $2, 'completed', $2), ($1, 'later', 'echo', '{echo}', '{}', 1, '{}', $2, 'failed', NULL)`,
         [id, JSON.stringify({ index })],
       );
-      await db.pool.query(`INSERT INTO dead_letters (id, task_id, step_id, run, tool, error, attempts) VALUES ($1, $2, 'later', 1, 'echo', '{}', 3)`, [randomUUID(), id]);
+      await db.pool.query(`INSERT INTO dead_letters (id, task_id, step_id, run, tool, error, attempts) VALUES ($1, $2, 'later', 1, 'echo', '{}', 3)`, [
+        randomUUID(),
+        id,
+      ]);
       await db.pool.query(
         `INSERT INTO callback_deliveries (id, task_id, run, attempt, url, event, delivered, duration_ms) VALUES ($1, $2, 1, 1, 'http://x', 'task.failed', true, 5)`,
         [randomUUID(), id],
@@ -100,7 +103,9 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
     expect(mismatched.rows).toEqual([]);
     const keys = await db.pool.query(`SELECT owner_key, idempotency_key, task_id::text AS task_id FROM idempotency_keys ORDER BY idempotency_key`);
     expect(keys.rows).toEqual(
-      [0, 3, 6].map((index) => ({ owner_key: 'owner', idempotency_key: `key-${index}`, task_id: ids[index] })).sort((a, b) => a.idempotency_key.localeCompare(b.idempotency_key)),
+      [0, 3, 6]
+        .map((index) => ({ owner_key: 'owner', idempotency_key: `key-${index}`, task_id: ids[index] }))
+        .sort((a, b) => a.idempotency_key.localeCompare(b.idempotency_key)),
     );
 
     // The service on the migrated data: read, replay a key, create, cancel, resume.
@@ -134,7 +139,10 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
     expect(plan).toContain(`tasks_p${today}`);
     expect(plan.match(/tasks_(p\d{8}|default)/g)?.filter((name) => name !== `tasks_p${today}`)).toEqual([]);
     // An id from before UUIDv7 ids holds no time: every partition is searched.
-    const legacy = await db.pool.query(`EXPLAIN SELECT 1 FROM tasks WHERE id = $1::uuid AND ${createdIn('created_at', '$2')}`, [randomUUID(), createdTimes([randomUUID()])]);
+    const legacy = await db.pool.query(`EXPLAIN SELECT 1 FROM tasks WHERE id = $1::uuid AND ${createdIn('created_at', '$2')}`, [
+      randomUUID(),
+      createdTimes([randomUUID()]),
+    ]);
     expect(legacy.rows.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n')).toContain('tasks_default');
   });
 });

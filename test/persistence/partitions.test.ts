@@ -26,11 +26,14 @@ describe('partition maintenance across a simulated clock', () => {
   /** A one-step task created at `at`, holding the idempotency key `key`. */
   async function taskAt(at: Date, key: string): Promise<string> {
     const id = uuidv7(at);
-    const [created] = await store.createMany([{ plan: finishPlan(planToolTask(h.registry.get('echo')!, { key })), task: { id, idempotencyKey: key, requestHash: key, priority: 0, delayMs: 0 } }]);
+    const [created] = await store.createMany([
+      { plan: finishPlan(planToolTask(h.registry.get('echo')!, { key })), task: { id, idempotencyKey: key, requestHash: key, priority: 0, delayMs: 0 } },
+    ]);
     expect(created).toEqual({ created: true });
     return id;
   }
-  const keys = async () => (await h.db.pool.query<{ idempotency_key: string }>(`SELECT idempotency_key FROM idempotency_keys ORDER BY 1`)).rows.map((row) => row.idempotency_key);
+  const keys = async () =>
+    (await h.db.pool.query<{ idempotency_key: string }>(`SELECT idempotency_key FROM idempotency_keys ORDER BY 1`)).rows.map((row) => row.idempotency_key);
 
   it('creates the days ahead, drops the days past RETENTION_DAYS with their rows and keys, and keeps the rest', async () => {
     for (const offset of range(-40, 2)) await h.db.pool.query(`SELECT create_day_partitions($1::date)`, [offset]);

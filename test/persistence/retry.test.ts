@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/logger.js';
-import { openDatabase, type Database } from '../../src/persistence/database.js';
+import { type Database, openDatabase } from '../../src/persistence/database.js';
 import { isTransientDatabaseError } from '../../src/persistence/retry.js';
 import { TEST_POSTGRES_URL } from '../helpers/env.js';
 import { poll } from '../helpers/harness.js';

@@ -1,15 +1,15 @@
 import { randomUUID } from 'node:crypto';
-import { uuidv7 } from '../../src/lib/uuid7.js';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { finishPlan, initialSteps, type TaskPlan } from '../../src/engine/plan.js';
+import type { ReadyStep } from '../../src/engine/types.js';
+import { uuidv7 } from '../../src/lib/uuid7.js';
 import { StepResults } from '../../src/persistence/step-results.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
 import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
-import { finishPlan, initialSteps, type TaskPlan } from '../../src/engine/plan.js';
-import type { ReadyStep } from '../../src/engine/types.js';
-import { createHarness, type Harness } from '../helpers/harness.js';
 import { closeSingleRun } from '../../src/workers/runtime/single-run.js';
+import { createHarness, type Harness } from '../helpers/harness.js';
 
 const OPTIONS = { retry: { attempts: 3, backoff: { type: 'fixed' as const, delay_ms: 10 } }, timeout_ms: 5_000 };
 
@@ -201,7 +201,7 @@ describe('StepResults: idempotent step writes', () => {
     }
   });
 
-  it('keeps a one-tool task\'s result refused before its retry committed, and writes it on the next try', async () => {
+  it("keeps a one-tool task's result refused before its retry committed, and writes it on the next try", async () => {
     // A retry enqueues the new run's job just before its transaction commits. A worker that runs
     // the job in between has its result refused (the statement reads the task as it was): the
     // run must not be closed over it, or the task would stay queued for ever.
@@ -212,7 +212,17 @@ describe('StepResults: idempotent step writes', () => {
       expect(await finish(id, 'echo', { status: 'failed' })).toMatchObject({ recorded: true, taskEnded: 'failed' });
       const singleFinish = (run: number) =>
         results.finish(
-          { taskId: id, run, stepId: 'echo', tool: 'echo', attempt: 1, status: 'completed', output: { ok: true }, startedAt: new Date(), finishedAt: new Date() },
+          {
+            taskId: id,
+            run,
+            stepId: 'echo',
+            tool: 'echo',
+            attempt: 1,
+            status: 'completed',
+            output: { ok: true },
+            startedAt: new Date(),
+            finishedAt: new Date(),
+          },
           { single: true },
         );
       let refused: Awaited<ReturnType<typeof singleFinish>> | undefined;

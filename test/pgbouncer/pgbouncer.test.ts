@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { type ApiServer, startApi } from '../../src/api/server.js';
 import { loadConfig } from '../../src/config.js';
-import { startApi, type ApiServer } from '../../src/api/server.js';
 import { dropDatabase } from '../../src/persistence/database.js';
 import { runEntry } from '../helpers/child-process.js';
-import { TEST_POSTGRES_URL, TEST_REDIS_URL, databaseUrl } from '../helpers/env.js';
-import { createHarness, poll, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
-import { PGBOUNCER_POOL_SIZE, PGBOUNCER_QUERY_WAIT_TIMEOUT_S, pgbouncerAdmin, startPgBouncer, type PgBouncer } from '../helpers/pgbouncer.js';
+import { databaseUrl, TEST_POSTGRES_URL, TEST_REDIS_URL } from '../helpers/env.js';
+import { createHarness, type Harness, poll, submit, uniqueName, waitForTask } from '../helpers/harness.js';
+import { PGBOUNCER_POOL_SIZE, PGBOUNCER_QUERY_WAIT_TIMEOUT_S, type PgBouncer, pgbouncerAdmin, startPgBouncer } from '../helpers/pgbouncer.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 /** Numbers from PgBouncer's console arrive as text. */
@@ -54,13 +54,17 @@ describe('the service behind PgBouncer in transaction mode', () => {
     for (const id of ids) expect((await waitForTask(h, id)).status).toBe('completed');
     // PgBouncer counts a transaction as it takes back its server connection, just after the
     // client got its answer: poll rather than read once.
-    const after = await poll(async () => {
-      const count = await transactionsOf(database);
-      return count - before >= ids.length && count;
-    }, { label: `PgBouncer to count ${ids.length} transactions of ${database}`, timeoutMs: 5_000 });
+    const after = await poll(
+      async () => {
+        const count = await transactionsOf(database);
+        return count - before >= ids.length && count;
+      },
+      { label: `PgBouncer to count ${ids.length} transactions of ${database}`, timeoutMs: 5_000 },
+    );
     expect(after - before).toBeGreaterThanOrEqual(ids.length);
     // The pools keep their connections open for 30 s once idle.
-    const ofDatabase = async (command: string) => (await pgbouncerAdmin<ConnectionRow>(pgbouncerUrl(), command)).filter((row) => row.database === database).length;
+    const ofDatabase = async (command: string) =>
+      (await pgbouncerAdmin<ConnectionRow>(pgbouncerUrl(), command)).filter((row) => row.database === database).length;
     expect(await ofDatabase('SHOW SERVERS')).toBeLessThanOrEqual(PGBOUNCER_POOL_SIZE);
     expect(await ofDatabase('SHOW CLIENTS')).toBeGreaterThan(PGBOUNCER_POOL_SIZE);
   });

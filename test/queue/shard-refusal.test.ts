@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEPENDENCY_RETRY_AFTER_S } from '../../src/errors.js';
 import { Shards } from '../../src/queue/shards.js';
-import { createHarness, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, waitForTask } from '../helpers/harness.js';
 
 /**
  * A batch of submissions is written to Redis shard by shard: a shard that refuses (its master

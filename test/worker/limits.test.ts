@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 
 /**
  * The size limits of README "Limits", each with small values so that a test can pass them:
@@ -82,7 +82,10 @@ describe('size limits', () => {
       const before = await counts();
       const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: { blob: 'x'.repeat(LIMITS.STEP_INPUT_MAX_BYTES) } });
       expect(response.status).toBe(400);
-      expect(response.body.error).toMatchObject({ code: 'invalid_params', details: [{ path: 'params', message: expect.stringMatching(/STEP_INPUT_MAX_BYTES/) }] });
+      expect(response.body.error).toMatchObject({
+        code: 'invalid_params',
+        details: [{ path: 'params', message: expect.stringMatching(/STEP_INPUT_MAX_BYTES/) }],
+      });
       expect(await counts()).toEqual(before);
       // Just under the limit is fine.
       const fits = { blob: 'x'.repeat(LIMITS.STEP_INPUT_MAX_BYTES - 20) };
@@ -92,13 +95,20 @@ describe('size limits', () => {
 
     it('refuses a workflow whose first steps would get an input over STEP_INPUT_MAX_BYTES once templates are resolved', async () => {
       const name = uniqueName('root_too_large');
-      await define({ name, parameters: [{ name: 's', type: 'string' }], steps: [{ id: 'a', tool: 'echo', input: { x: '{{params.s}}', y: 'twice: {{params.s}}' } }] });
+      await define({
+        name,
+        parameters: [{ name: 's', type: 'string' }],
+        steps: [{ id: 'a', tool: 'echo', input: { x: '{{params.s}}', y: 'twice: {{params.s}}' } }],
+      });
       const before = await counts();
       const response = await h.request('POST', `/workflows/${name}/execute`, { parameters: { s: 'x'.repeat(9_000) } });
       expect(response.status).toBe(400);
       expect(response.body.error.code).toBe('invalid_params');
       expect(response.body.error.details).toEqual([
-        { path: 'parameters', message: expect.stringMatching(/^the input of step 'a' would be larger than 16384 bytes.*\(at input\.y\).*STEP_INPUT_MAX_BYTES/) },
+        {
+          path: 'parameters',
+          message: expect.stringMatching(/^the input of step 'a' would be larger than 16384 bytes.*\(at input\.y\).*STEP_INPUT_MAX_BYTES/),
+        },
       ]);
       expect(await counts()).toEqual(before);
       expect((await h.request('POST', `/workflows/${name}/execute`, { parameters: { s: 'x'.repeat(7_000) } })).status).toBe(202);
@@ -122,7 +132,11 @@ describe('size limits', () => {
       expect(task.status).toBe('failed');
       const [a, b, c] = task.steps;
       expect(a.status).toBe('completed');
-      expect(b).toMatchObject({ status: 'failed', attempts: 1, error: { name: 'StepInputTooLarge', retryable: false, details: { limit: 16_384, setting: 'STEP_INPUT_MAX_BYTES', at: 'y' } } });
+      expect(b).toMatchObject({
+        status: 'failed',
+        attempts: 1,
+        error: { name: 'StepInputTooLarge', retryable: false, details: { limit: 16_384, setting: 'STEP_INPUT_MAX_BYTES', at: 'y' } },
+      });
       expect(c.status).toBe('skipped');
       expect(task.error).toMatchObject({ step: 'b', name: 'StepInputTooLarge' });
       // The job carried the error, not an oversized input.
@@ -151,7 +165,11 @@ describe('size limits', () => {
       const id = await submit(h, { task_type: 'echo', params: { blob: 'x'.repeat(12_000) } });
       const task = await waitForTask(h, id);
       expect(task.status).toBe('failed');
-      expect(task.steps[0]).toMatchObject({ status: 'failed', attempts: 1, error: { name: 'StepOutputTooLarge', retryable: false, details: { limit: 10_240, setting: 'STEP_OUTPUT_MAX_BYTES' } } });
+      expect(task.steps[0]).toMatchObject({
+        status: 'failed',
+        attempts: 1,
+        error: { name: 'StepOutputTooLarge', retryable: false, details: { limit: 10_240, setting: 'STEP_OUTPUT_MAX_BYTES' } },
+      });
       expect(task.steps[0].output).toBeUndefined();
       const { rows } = await h.db.pool.query(`SELECT output, error->>'name' AS error FROM steps WHERE task_id = $1`, [id]);
       expect(rows).toEqual([{ output: null, error: 'StepOutputTooLarge' }]);
@@ -162,7 +180,11 @@ describe('size limits', () => {
     it('fails a step whose output nests deeper than STEP_OUTPUT_MAX_DEPTH (StepOutputTooLarge)', async () => {
       const id = await submit(h, { task_type: 'echo', params: { a: { b: { c: { d: { e: { f: 1 } } } } } } });
       const task = await waitForTask(h, id);
-      expect(task.steps[0]).toMatchObject({ status: 'failed', attempts: 1, error: { name: 'StepOutputTooLarge', details: { limit: 5, setting: 'STEP_OUTPUT_MAX_DEPTH' } } });
+      expect(task.steps[0]).toMatchObject({
+        status: 'failed',
+        attempts: 1,
+        error: { name: 'StepOutputTooLarge', details: { limit: 5, setting: 'STEP_OUTPUT_MAX_DEPTH' } },
+      });
       // Five levels are fine.
       expect((await waitForTask(h, await submit(h, { task_type: 'echo', params: { a: { b: { c: { d: 1 } } } } }))).status).toBe('completed');
     });
@@ -177,7 +199,10 @@ describe('size limits', () => {
       for (const name of [byDefault, templated]) {
         const task = await waitForTask(h, await submit(h, { task_type: name, params: { s: 'x'.repeat(8_000) } }));
         expect(task.status, name).toBe('failed');
-        expect(task.steps.map((step: { status: string }) => step.status), name).toEqual(['completed', 'completed', 'completed']);
+        expect(
+          task.steps.map((step: { status: string }) => step.status),
+          name,
+        ).toEqual(['completed', 'completed', 'completed']);
         expect(task.error, name).toMatchObject({ name: 'TaskResultTooLarge', details: { limit: 20_480, setting: 'TASK_RESULT_MAX_BYTES' } });
         expect(task.result ?? null, name).toBeNull();
       }

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
-import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
+import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 describe('a step result that cannot be written while PostgreSQL is unreachable', () => {
   let h: Harness;

@@ -1,10 +1,10 @@
-import { uuidv7 } from '../../src/lib/uuid7.js';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createHarness, poll, waitForTask, type Harness } from '../helpers/harness.js';
-import { TaskStore } from '../../src/persistence/task-store.js';
 import { finishPlan, planToolTask } from '../../src/engine/plan.js';
+import { uuidv7 } from '../../src/lib/uuid7.js';
+import { TaskStore } from '../../src/persistence/task-store.js';
 import type { Reconciler, Sweep } from '../../src/workers/runtime/reconciler.js';
 import type { WorkerProcess } from '../../src/workers/worker.js';
+import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
 
 /**
  * The reconciler as it runs in a deployment: on its own timer, in two workers that share one

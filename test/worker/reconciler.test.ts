@@ -1,8 +1,8 @@
-import { uuidv7 } from '../../src/lib/uuid7.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, waitForTask, type Harness } from '../helpers/harness.js';
-import { TaskStore } from '../../src/persistence/task-store.js';
 import { finishPlan, planToolTask } from '../../src/engine/plan.js';
+import { uuidv7 } from '../../src/lib/uuid7.js';
+import { TaskStore } from '../../src/persistence/task-store.js';
+import { createHarness, type Harness, waitForTask } from '../helpers/harness.js';
 
 describe('the reconciler repairs runs whose jobs went missing', () => {
   let h: Harness;

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { StepResults } from '../../src/persistence/step-results.js';
 import { stepJobId, TASKS_QUEUE, taskJobId, toolQueueName } from '../../src/queue/jobs.js';
 import { createRedis } from '../../src/queue/redis.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 /**
@@ -148,7 +148,17 @@ describe('repairs of broken runs', () => {
     // it made ready are not enqueued, and its job is delivered again.
     const results = new StepResults(h.db.sql, h.logger);
     const now = new Date();
-    const outcome = await results.finish({ taskId: id, run: 1, stepId: 'first', tool: 'echo', attempt: 1, status: 'completed', output: { n: 41 }, startedAt: now, finishedAt: now });
+    const outcome = await results.finish({
+      taskId: id,
+      run: 1,
+      stepId: 'first',
+      tool: 'echo',
+      attempt: 1,
+      status: 'completed',
+      output: { n: 41 },
+      startedAt: now,
+      finishedAt: now,
+    });
     expect(outcome.ready.map((step) => step.stepId)).toEqual(['second']);
     await startWorker();
     const task = await waitForTask(h, id);

@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
-import { createHarness, poll, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 
 /** Gaps between consecutive attempts, from the times the flaky tool recorded. */
 function gaps(times: number[]): number[] {

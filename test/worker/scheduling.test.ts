@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { defineTool, type AnyTool } from '../../src/tools/tool.js';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { type AnyTool, defineTool } from '../../src/tools/tool.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 /** When each step of `ids` started, from PostgreSQL, earliest first. */
 async function startTimes(h: Harness, ids: string[]): Promise<{ taskId: string; started: number; finished: number }[]> {
@@ -82,7 +82,10 @@ describe('priority', () => {
     // One worker running one step at a time takes them in the queue's order.
     await h.startWorker({ WORKER_CONCURRENCY: '1' });
     for (const { id } of submitted) expect((await waitForTask(h, id)).status).toBe('completed');
-    const steps = await startTimes(h, submitted.map((task) => task.id));
+    const steps = await startTimes(
+      h,
+      submitted.map((task) => task.id),
+    );
     const label = new Map(submitted.map((task) => [task.id, task.label]));
     expect(steps.map((step) => label.get(step.taskId))).toEqual(['none', 'p1 first', 'p1 second', 'p2', 'p3']);
     // One at a time: each started after the one before it finished, so the order is the queue's.

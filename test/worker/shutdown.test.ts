@@ -1,11 +1,11 @@
 import { Queue } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EventLog } from '../../src/queue/event-log.js';
-import { Shards } from '../../src/queue/shards.js';
 import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { Shards } from '../../src/queue/shards.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
-import { createHarness, poll, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
+import { createHarness, type Harness, poll, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 
 /** Far longer than any drain below takes, so exiting before it shows that nothing waited it out. */
 const SHUTDOWN_TIMEOUT_MS = 15_000;
@@ -136,14 +136,20 @@ describe('graceful shutdown of a worker process', () => {
       expect(done.steps[0]).toMatchObject({ status: 'completed', attempts: 2, output: {} });
       expect(await observed()).toEqual(['started:1', 'aborted:WorkerStoppingError', 'started:1', 'released']);
       // PostgreSQL has the result before BullMQ acknowledges the job: wait for the acknowledgement.
-      const finished = await poll(async () => {
-        const job = await queue.getJob(jobId);
-        return job?.finishedOn ? job : undefined;
-      }, { label: 'the job to be acknowledged' });
+      const finished = await poll(
+        async () => {
+          const job = await queue.getJob(jobId);
+          return job?.finishedOn ? job : undefined;
+        },
+        { label: 'the job to be acknowledged' },
+      );
       expect(finished!.processedBy).toBe(`hang@${next.child.pid}`);
       expect(finished).toMatchObject({ attemptsMade: 1, stalledCounter: 1 });
       // Its result was recorded once: one completion in the task's history.
-      const history = await new EventLog(h.redis, Shards.of(h.config), { ttlSeconds: h.config.EVENTS_TTL_S, afterEndSeconds: h.config.EVENTS_KEEP_AFTER_END_S }).read(id);
+      const history = await new EventLog(h.redis, Shards.of(h.config), {
+        ttlSeconds: h.config.EVENTS_TTL_S,
+        afterEndSeconds: h.config.EVENTS_KEEP_AFTER_END_S,
+      }).read(id);
       expect(history.filter((event) => event.type === 'step').map((event) => event.status)).toEqual(['running', 'running', 'completed']);
       expect((await next.signal('SIGTERM')).code).toBe(0);
     } finally {

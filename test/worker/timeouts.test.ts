@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeTestConnections, hang, observationKey, testTools } from '../fixtures/tools.js';
-import { createHarness, poll, submit, uniqueName, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 
 describe('step timeouts', () => {
   let h: Harness;

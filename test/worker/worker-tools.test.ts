@@ -1,8 +1,8 @@
 import { Queue } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { toolQueueName } from '../../src/queue/jobs.js';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 describe('WORKER_TOOLS narrows the tools a worker process runs', () => {
   let h: Harness;

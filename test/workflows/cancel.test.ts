@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
-import { runEntry, type NodeProcess } from '../helpers/child-process.js';
-import { observationKey, testTools } from '../fixtures/tools.js';
 import { Shards } from '../../src/queue/shards.js';
+import { observationKey, testTools } from '../fixtures/tools.js';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 describe('cancelling a task', () => {
   let h: Harness;
@@ -54,9 +54,12 @@ describe('cancelling a task', () => {
     expect(steps.next.status).toBe('cancelled');
     expect(steps.next.started_at).toBeNull();
     // Nothing is left waiting in BullMQ: the run's root job closed.
-    await poll(async () => ((await h.redis.exists(`${Shards.of(h.config).prefixOf(id)}:tasks:${id}.1`)) === 0 || (await rootFinished(h, id)) ? true : undefined), {
-      label: 'the run root to finish',
-    });
+    await poll(
+      async () => ((await h.redis.exists(`${Shards.of(h.config).prefixOf(id)}:tasks:${id}.1`)) === 0 || (await rootFinished(h, id)) ? true : undefined),
+      {
+        label: 'the run root to finish',
+      },
+    );
   });
 
   it('answers 409 for a task that already ended and 404 for an unknown one', async () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 interface Problem {
   path: string;
@@ -48,7 +48,14 @@ describe('workflow definitions over HTTP', () => {
   describe('lifecycle: versions and archiving', () => {
     const name = 'lifecycle';
     const v1 = { name, description: 'first', steps: [{ id: 'a', tool: 'echo', input: { says: 'one' } }] };
-    const v2 = { name, description: 'second', steps: [{ id: 'a', tool: 'echo', input: { says: 'two' } }, { id: 'b', tool: 'echo', depends_on: ['a'], input: { got: '{{steps.a.output.says}}' } }] };
+    const v2 = {
+      name,
+      description: 'second',
+      steps: [
+        { id: 'a', tool: 'echo', input: { says: 'two' } },
+        { id: 'b', tool: 'echo', depends_on: ['a'], input: { got: '{{steps.a.output.says}}' } },
+      ],
+    };
 
     it('stores version 1, then version 2 for the same name', async () => {
       const first = await h.request('POST', '/workflows', v1);
@@ -373,7 +380,11 @@ describe('workflow definitions over HTTP', () => {
         { id: 'e', tool: 'echo', input: { any: 1 } },
         { id: 'use', tool: 'echo', depends_on: ['s', 'e'], input },
       ];
-      await oneProblem({ name: 'bad_output_path', steps: steps({ x: '{{steps.s.output.nope}}' }) }, 'steps[2].input.x', /text_stats tool's output has no field nope/);
+      await oneProblem(
+        { name: 'bad_output_path', steps: steps({ x: '{{steps.s.output.nope}}' }) },
+        'steps[2].input.x',
+        /text_stats tool's output has no field nope/,
+      );
       await oneProblem({ name: 'bad_output_path', steps: steps({ x: 'n={{steps.s.output.words.value}}' }) }, 'steps[2].input.x', /words/);
       await oneProblem({ name: 'bad_output_path', steps: steps({ x: '{{steps.s.output.top_words.word}}' }) }, 'steps[2].input.x', /top_words/);
       await oneProblem({ name: 'bad_output_path', steps: steps({ x: '{{steps.s.output.top_words[0].nope}}' }) }, 'steps[2].input.x', /top_words\.0\.nope/);
@@ -467,7 +478,24 @@ describe('workflow definitions over HTTP', () => {
 
     it('stored nothing for any rejected definition', async () => {
       const names = (await h.db.prisma.workflow.findMany({ select: { name: true } })).map((row) => row.name);
-      for (const name of ['dup_ids', 'unknown_tool', 'missing_dep', 'self_dep', 'cyclic', 'undeclared_param', 'not_a_dependency', 'unknown_step_ref', 'own_output', 'bad_output_path', 'bad_literal', 'malformed', 'echo', 'sleep', 'bad_default', 'bad_output']) {
+      for (const name of [
+        'dup_ids',
+        'unknown_tool',
+        'missing_dep',
+        'self_dep',
+        'cyclic',
+        'undeclared_param',
+        'not_a_dependency',
+        'unknown_step_ref',
+        'own_output',
+        'bad_output_path',
+        'bad_literal',
+        'malformed',
+        'echo',
+        'sleep',
+        'bad_default',
+        'bad_output',
+      ]) {
         expect(names, name).not.toContain(name);
       }
     });
@@ -486,7 +514,14 @@ describe('workflow definitions over HTTP', () => {
           { name: 'note', type: 'string' },
         ],
         steps: [{ id: 'a', tool: 'echo', input: { url: '{{params.url}}', count: '{{params.count}}' } }],
-        output: { url: '{{params.url}}', count: '{{params.count}}', loud: '{{params.loud}}', tags: '{{params.tags}}', note: '{{params.note}}', text: '{{params.count}}x' },
+        output: {
+          url: '{{params.url}}',
+          count: '{{params.count}}',
+          loud: '{{params.loud}}',
+          tags: '{{params.tags}}',
+          note: '{{params.note}}',
+          text: '{{params.count}}x',
+        },
       });
     });
 

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 describe('example workflows shipped with the service', () => {
   let h: Harness;
@@ -39,7 +39,9 @@ describe('example workflows shipped with the service', () => {
   });
 
   it('runs fan-out/fan-in 1 -> 10 -> 1 through /workflows/:name/execute', async () => {
-    const { status, body } = await h.request('POST', '/workflows/fan_out_fan_in/execute', { parameters: { items: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'] } });
+    const { status, body } = await h.request('POST', '/workflows/fan_out_fan_in/execute', {
+      parameters: { items: ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'] },
+    });
     expect(status).toBe(202);
     const task = await waitForTask(h, body.task_id);
     expect(task.status).toBe('completed');

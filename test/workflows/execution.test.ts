@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 async function define(h: Harness, definition: Record<string, unknown>): Promise<number> {
   const response = await h.request('POST', '/workflows', definition);
@@ -31,8 +31,18 @@ describe('running workflows', () => {
       ],
       steps: [
         { id: 'first', tool: 'echo', input: { n: '{{params.n}}', tags: ['a', 'b'], flag: true } },
-        { id: 'second', tool: 'echo', depends_on: ['first'], input: { n: '{{steps.first.output.n}}', tags: '{{steps.first.output.tags}}', text: '{{params.label}} #{{steps.first.output.n}}' } },
-        { id: 'third', tool: 'echo', depends_on: ['second'], input: { all: '{{steps.second.output}}', flag: '{{steps.first.output.flag}}', missing: '{{steps.first.output.nothing}}' } },
+        {
+          id: 'second',
+          tool: 'echo',
+          depends_on: ['first'],
+          input: { n: '{{steps.first.output.n}}', tags: '{{steps.first.output.tags}}', text: '{{params.label}} #{{steps.first.output.n}}' },
+        },
+        {
+          id: 'third',
+          tool: 'echo',
+          depends_on: ['second'],
+          input: { all: '{{steps.second.output}}', flag: '{{steps.first.output.flag}}', missing: '{{steps.first.output.nothing}}' },
+        },
       ],
       output: { n: '{{steps.third.output.all.n}}', summary: 'n={{steps.second.output.n}} tags={{steps.second.output.tags}}' },
     });
@@ -139,7 +149,12 @@ describe('running workflows', () => {
           id: 'report',
           tool: 'echo',
           depends_on: ['bad', 'good'],
-          input: { bad_status: '{{steps.bad.status}}', bad_error: '{{steps.bad.error.message}}', good: '{{steps.good.output.ok}}', bad_output: '{{steps.bad.output}}' },
+          input: {
+            bad_status: '{{steps.bad.status}}',
+            bad_error: '{{steps.bad.error.message}}',
+            good: '{{steps.good.output.ok}}',
+            bad_output: '{{steps.bad.output}}',
+          },
         },
       ],
     });

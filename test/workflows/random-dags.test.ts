@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, submit, waitForTask, type Harness } from '../helpers/harness.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
+import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 /** A random DAG: step i may depend on any steps before it, so it is acyclic by construction. */
 const dagArbitrary = fc
@@ -69,7 +69,13 @@ describe('random DAGs (property-based)', () => {
       ...layers[1]!.map((id) => ({ id, tool: 'echo', depends_on: ['s0'], input: {} })),
       ...layers[2]!.map((id, index) =>
         id === 's9'
-          ? { id, tool: 'broken', depends_on: ['s3'], input: { message: '{{params.failure}}' }, retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 5 } } }
+          ? {
+              id,
+              tool: 'broken',
+              depends_on: ['s3'],
+              input: { message: '{{params.failure}}' },
+              retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 5 } },
+            }
           : { id, tool: 'sleep', depends_on: [layers[1]![index % 3]!], input: { ms: 20 } },
       ),
       { id: 's10', tool: 'echo', depends_on: ['s4', 's5', 's6'], input: {} },

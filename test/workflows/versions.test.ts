@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHarness, poll, submit, waitForTask, type Harness } from '../helpers/harness.js';
-import { WorkflowStore } from '../../src/persistence/workflow-store.js';
 import { workflowDefinitionSchema } from '../../src/engine/workflow-definition.js';
+import { WorkflowStore } from '../../src/persistence/workflow-store.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 /** A workflow that sleeps, then says which version it is. */
 function definition(name: string, says: string, extraStep = false) {
@@ -141,7 +141,11 @@ describe('workflow versions and running tasks', () => {
       expect(status).toBe(200);
       const nap = body.steps.find((s: { id: string }) => s.id === 'nap');
       // Either moment is fine; a mix of the two is not.
-      expect([['queued', 'queued'], ['queued', 'pending'], ['running', 'running']]).toContainEqual([body.status, nap.status]);
+      expect([
+        ['queued', 'queued'],
+        ['queued', 'pending'],
+        ['running', 'running'],
+      ]).toContainEqual([body.status, nap.status]);
     } finally {
       await sql.query('ROLLBACK').catch(() => undefined);
       await sql.end();

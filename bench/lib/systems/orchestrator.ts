@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import type { Completion } from '../capacity.js';
 import { HttpClient } from '../load.js';
 import { CountingClient } from '../metrics.js';
-import { freePort, spawnNode, type Child } from '../processes.js';
+import { type Child, freePort, spawnNode } from '../processes.js';
 import { poll, REPO_ROOT } from '../util.js';
 import { deleteKeys, HttpTarget, inChunks, type ResultRecords, type RunContext, type RunningSystem } from './system.js';
 
@@ -19,7 +19,9 @@ function taskRecords(client: CountingClient): ResultRecords {
   return {
     async unfinished(ids) {
       return inChunks(ids, async (chunk) =>
-        (await client.query<{ id: string }>('SELECT id::text AS id FROM tasks WHERE id = ANY($1::uuid[]) AND finished_at IS NULL', [chunk])).map((row) => row.id),
+        (await client.query<{ id: string }>('SELECT id::text AS id FROM tasks WHERE id = ANY($1::uuid[]) AND finished_at IS NULL', [chunk])).map(
+          (row) => row.id,
+        ),
       );
     },
     async completions(ids) {
@@ -87,8 +89,12 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     // Admission control (ADMISSION_*) keeps its defaults: W5 measures what they do under overload.
   };
   execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
-  const apis = ports.map((port, index) => spawnNode(ports.length > 1 ? `api-${index + 1}` : 'api', 'dist/src/api/main.js', { ...env, PORT: String(port) }, { logDir: ctx.logDir }));
-  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'dist/src/workers/main.js', env, { logDir: ctx.logDir }));
+  const apis = ports.map((port, index) =>
+    spawnNode(ports.length > 1 ? `api-${index + 1}` : 'api', 'dist/src/api/main.js', { ...env, PORT: String(port) }, { logDir: ctx.logDir }),
+  );
+  const workers = Array.from({ length: options.workers }, (_, index) =>
+    spawnNode(`worker-${index + 1}`, 'dist/src/workers/main.js', env, { logDir: ctx.logDir }),
+  );
   const children = [...apis, ...workers];
   const stopAll = ctx.releasers.add('orchestrator processes', async () => {
     await Promise.all(children.map((child) => child.stop()));

@@ -1,7 +1,7 @@
 import type { Completion } from '../capacity.js';
 import { HttpClient } from '../load.js';
 import { CountingClient } from '../metrics.js';
-import { freePort, spawnNode, waitForReadyMessage, type Child } from '../processes.js';
+import { type Child, freePort, spawnNode, waitForReadyMessage } from '../processes.js';
 import { HttpTarget, inChunks, type ResultRecords, type RunContext, type RunningSystem } from './system.js';
 
 /** Finished tasks as a peer records them: bench_results.received_at and finished_at. */

@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Completion, Target } from '../capacity.js';
-import { spawnNode, waitForReadyMessage, type Child } from '../processes.js';
+import { type Child, spawnNode, waitForReadyMessage } from '../processes.js';
 import { deleteKeys, type RunContext, type RunningSystem } from './system.js';
 
 type Sample = [tag: string, id: string, created: number, finished: number];

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Completion, Target } from '../capacity.js';
 import type { ProcessKinds } from '../costs.js';
-import { Refused, type HttpAnswer, type HttpClient } from '../load.js';
+import { type HttpAnswer, type HttpClient, Refused } from '../load.js';
 import type { CountingClient, PgAdmin } from '../metrics.js';
 import type { BenchOptions } from '../options.js';
 import type { Releasers } from '../releasers.js';

@@ -2,9 +2,10 @@
  * graphile-worker worker process: `run()` with CONCURRENCY jobs at once; new jobs arrive by
  * LISTEN/NOTIFY, so there is no polling delay.
  */
-import pg from 'pg';
+
 import { Logger, run } from 'graphile-worker';
-import { INSERT_RESULT, RESULTS_TABLE, ready, settings, type PeerJob } from '../shared.js';
+import pg from 'pg';
+import { INSERT_RESULT, type PeerJob, RESULTS_TABLE, ready, settings } from '../shared.js';
 
 // Warnings and errors only, like LOG_LEVEL=warn for the orchestrator.
 const logger = new Logger(() => (level, message) => {

@@ -5,7 +5,7 @@
  * one job each at the shortest interval pg-boss allows.
  */
 import PgBoss from 'pg-boss';
-import { INSERT_RESULT, RESULTS_TABLE, ready, settings, type PeerJob } from '../shared.js';
+import { INSERT_RESULT, type PeerJob, RESULTS_TABLE, ready, settings } from '../shared.js';
 
 const QUEUE = 'echo';
 

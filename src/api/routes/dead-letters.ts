@@ -3,7 +3,7 @@ import type { DeadLetter } from '../../tasks/task-service.js';
 import * as ex from '../openapi-examples.js';
 import { conflict, gone, invalid, notFound, unavailable } from '../replies.js';
 import * as r from '../responses.js';
-import { route, type Route } from '../route.js';
+import { type Route, route } from '../route.js';
 import { resumedBody } from './tasks.js';
 
 export const deadLetterIdParam = z.object({ id: z.string().meta({ description: 'The id (a UUID) of a dead letter.' }) });
@@ -63,7 +63,7 @@ export const DEAD_LETTER_ROUTES: Route[] = [
     path: '/dead-letters/{id}/replay',
     operationId: 'replayDeadLetter',
     access: 'admin',
-    summary: "Replay a dead letter: resumes its task (as POST /tasks/{task_id}/retry)",
+    summary: 'Replay a dead letter: resumes its task (as POST /tasks/{task_id}/retry)',
     tags: ['dead-letters'],
     params: deadLetterIdParam,
     responses: {

@@ -94,7 +94,8 @@ export const DOCS_ROUTES: Route[] = [
     operationId: 'apiReferenceUi',
     access: 'catalog',
     summary: 'API reference documentation (ReDoc)',
-    description: 'Reads /openapi.json. Its script, ReDoc\'s standalone bundle, is served by this server at `/redoc/redoc.standalone.js`: the page loads nothing from elsewhere.',
+    description:
+      "Reads /openapi.json. Its script, ReDoc's standalone bundle, is served by this server at `/redoc/redoc.standalone.js`: the page loads nothing from elsewhere.",
     tags: ['system'],
     browser: true,
     mount: true,

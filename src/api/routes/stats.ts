@@ -3,7 +3,7 @@ import { ValidationError } from '../../errors.js';
 import * as ex from '../openapi-examples.js';
 import { invalid } from '../replies.js';
 import * as r from '../responses.js';
-import { route, type Route } from '../route.js';
+import { type Route, route } from '../route.js';
 
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
@@ -37,7 +37,10 @@ export const STATS_ROUTES: Route[] = [
     responses: {
       200: { description: 'The statistics of the window.', body: r.statsSchema, examples: ex.statsExamples },
       400: invalid('The query is invalid, or the window is empty or wider than STATS_MAX_WINDOW_DAYS (path `window` or `since`).'),
-      503: { description: '`stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); or `service_unavailable`.', body: r.errorBodySchema },
+      503: {
+        description: '`stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); or `service_unavailable`.',
+        body: r.errorBodySchema,
+      },
     },
     handler: async ({ query }, { stats, statsMaxWindowDays: maxWindowDays }) => {
       const to = query.until ? new Date(query.until) : new Date();
@@ -49,7 +52,10 @@ export const STATS_ROUTES: Route[] = [
           { path: query.since ? 'since' : 'window', message: `the window may span at most ${maxWindowDays} days` },
         ]);
       }
-      return { status: 200, body: { window: { from: from.toISOString(), to: to.toISOString() }, ...(await stats.compute(from, to)), timestamp: new Date().toISOString() } };
+      return {
+        status: 200,
+        body: { window: { from: from.toISOString(), to: to.toISOString() }, ...(await stats.compute(from, to)), timestamp: new Date().toISOString() },
+      };
     },
   }),
 ];

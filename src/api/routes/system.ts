@@ -4,7 +4,7 @@ import { errorBody } from '../http.js';
 import * as ex from '../openapi-examples.js';
 import { invalid, text } from '../replies.js';
 import * as r from '../responses.js';
-import { plainRoute, route, type Route, type SystemInfo } from '../route.js';
+import { plainRoute, type Route, route, type SystemInfo } from '../route.js';
 import { SERVICE_LINKS } from '../service-links.js';
 
 async function probe(check: () => Promise<unknown>, timeoutMs = 1_000): Promise<'up' | 'down'> {

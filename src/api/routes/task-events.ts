@@ -1,14 +1,14 @@
 import type { Response } from 'express';
 import { z } from 'zod';
+import { isFinished } from '../../engine/status.js';
 import { ValidationError } from '../../errors.js';
 import { isEventId, type TaskEvent } from '../../queue/event-log.js';
-import { isFinished } from '../../engine/status.js';
 import { ownerScope } from '../access.js';
 import { clientOf, slotsFull } from '../client-slots.js';
+import type { TaskEventStreamDeps } from '../event-streams.js';
 import * as ex from '../openapi-examples.js';
 import { gone, invalid, notFound, tooManyRequests, unavailable } from '../replies.js';
 import * as r from '../responses.js';
-import type { TaskEventStreamDeps } from '../event-streams.js';
 import { route } from '../route.js';
 
 /** The path parameter of every /tasks/{task_id}... and /result/{task_id} route. */
@@ -69,7 +69,10 @@ export const TASK_EVENTS_ROUTE = route({
     }
     const release = await taskEvents.slots.acquire(clientOf(req));
     if (!release) {
-      return slotsFull('too_many_streams', 'this API key (or address) has as many event streams open as EVENT_STREAMS_PER_KEY allows; close one or retry later');
+      return slotsFull(
+        'too_many_streams',
+        'this API key (or address) has as many event streams open as EVENT_STREAMS_PER_KEY allows; close one or retry later',
+      );
     }
     try {
       return await stream(taskEvents, res, params.task_id, resumeFrom, owner);

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { TASK_STATUSES } from '../../engine/status.js';
-import type { Submitted } from '../../tasks/task-service.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
+import type { Submitted } from '../../tasks/task-service.js';
 import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
 import { ownerScope, submitter } from '../access.js';
 import { clientOf, slotsFull } from '../client-slots.js';
@@ -9,15 +9,11 @@ import type { Reply } from '../http.js';
 import * as ex from '../openapi-examples.js';
 import { assigned, conflict, gone, invalid, notFound, tooManyRequests, unavailable } from '../replies.js';
 import * as r from '../responses.js';
-import { route, type Route } from '../route.js';
+import { type Route, route } from '../route.js';
 import { TASK_EVENTS_ROUTE, taskIdParam } from './task-events.js';
 
 export const resultQuery = z.object({
-  wait: z.coerce
-    .number()
-    .min(0)
-    .optional()
-    .meta({ description: 'Hold the answer until the task ends or this many seconds pass (at most 30).' }),
+  wait: z.coerce.number().min(0).optional().meta({ description: 'Hold the answer until the task ends or this many seconds pass (at most 30).' }),
 });
 
 export const listTasksQuery = z
@@ -200,6 +196,9 @@ export const TASK_ROUTES: Route[] = [
       409: conflict('The task neither failed nor was cancelled (`task_not_retryable`).'),
       503: unavailable,
     },
-    handler: async ({ params, req }, { tasks }) => ({ status: 202, body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req))).run) }),
+    handler: async ({ params, req }, { tasks }) => ({
+      status: 202,
+      body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req))).run),
+    }),
   }),
 ];

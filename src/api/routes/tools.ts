@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import type { AnyTool } from '../../tools/tool.js';
 import * as ex from '../openapi-examples.js';
-import * as r from '../responses.js';
 import type { ToolBody } from '../responses.js';
-import { route, type Route } from '../route.js';
+import * as r from '../responses.js';
+import { type Route, route } from '../route.js';
 
 /** JSON Schema of what a tool accepts (input) and returns (output). */
 export function toolSchemas(tool: AnyTool) {

@@ -1,12 +1,12 @@
 import { z } from 'zod';
+import { workflowDefinitionSchema } from '../../engine/workflow-definition.js';
 import type { StoredWorkflow } from '../../persistence/workflow-store.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
-import { workflowDefinitionSchema } from '../../engine/workflow-definition.js';
 import { submitter } from '../access.js';
 import * as ex from '../openapi-examples.js';
 import { assigned, conflict, invalid, notFound, unavailable } from '../replies.js';
 import * as r from '../responses.js';
-import { route, type Route } from '../route.js';
+import { type Route, route } from '../route.js';
 import { assignedReply } from './tasks.js';
 
 /** The body of POST /workflows/:name/execute: the run's parameters and the same options as /assign-task. */
@@ -136,7 +136,10 @@ export const WORKFLOW_ROUTES: Route[] = [
     },
     handler: async ({ params }, { workflows }) => {
       const outcome = await workflows.archive(params.name);
-      return { status: 200, body: { name: params.name, archived: true, versions: outcome.versions, message: 'Workflow archived; its versions and tasks are kept' } };
+      return {
+        status: 200,
+        body: { name: params.name, archived: true, versions: outcome.versions, message: 'Workflow archived; its versions and tasks are kept' },
+      };
     },
   }),
   route({
@@ -160,7 +163,10 @@ export const WORKFLOW_ROUTES: Route[] = [
     },
     handler: async ({ params, body, req }, { tasks }) => {
       const { parameters, ...options } = body;
-      const submitted = await tasks.submit({ ...options, task_type: params.name, params: parameters }, { workflowOnly: true, paramsField: 'parameters', owner: submitter(req) });
+      const submitted = await tasks.submit(
+        { ...options, task_type: params.name, params: parameters },
+        { workflowOnly: true, paramsField: 'parameters', owner: submitter(req) },
+      );
       return assignedReply(submitted, params.name);
     },
   }),

@@ -6,12 +6,7 @@ import type { RetryPolicy } from '../../tools/tool.js';
  * nominal one, so retries of many steps spread out while each step's delays still grow.
  * A Retry-After from the failed call wins when it asks for longer.
  */
-export function retryDelay(
-  backoff: RetryPolicy['backoff'],
-  failures: number,
-  retryAfterMs?: number,
-  random: () => number = Math.random,
-): number {
+export function retryDelay(backoff: RetryPolicy['backoff'], failures: number, retryAfterMs?: number, random: () => number = Math.random): number {
   const nominal = backoff.type === 'exponential' ? backoff.delay_ms * 2 ** Math.max(0, failures - 1) : backoff.delay_ms;
   const capped = Math.min(nominal, 24 * 60 * 60 * 1000);
   const jittered = Math.round(capped / 2 + (random() * capped) / 2);

@@ -1,5 +1,5 @@
 import { createHmac, randomUUID } from 'node:crypto';
-import { UnrecoverableError, type Job } from 'bullmq';
+import { type Job, UnrecoverableError } from 'bullmq';
 import type { Config } from '../../config.js';
 import { NonRetryableError, RetryableError, toErrorRecord } from '../../errors.js';
 import { hostPolicyFor } from '../../lib/host-policy.js';

@@ -28,7 +28,10 @@ export function progressReporter(job: Job<StepJobData>, results: StepResults, lo
   return {
     report(percent: number, message?: string) {
       if (stopped || !Number.isFinite(percent)) return;
-      latest = { percent: Math.min(100, Math.max(0, Math.round(percent * 10) / 10)), ...(message !== undefined ? { message: String(message).slice(0, 500) } : {}) };
+      latest = {
+        percent: Math.min(100, Math.max(0, Math.round(percent * 10) / 10)),
+        ...(message !== undefined ? { message: String(message).slice(0, 500) } : {}),
+      };
       timer ??= setTimeout(flush, INTERVAL_MS);
     },
     /** The step ended: pending reports are dropped (the result says more). */

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { RedisClient } from '../../queue/redis.js';
 import type { Logger } from '../../logger.js';
 import type { ActiveRun, RunRecovery } from '../../persistence/run-recovery.js';
 import { stepJobId, TASKS_QUEUE, taskJobId, toolQueueName } from '../../queue/jobs.js';
-import { recordJobFailure, type SingleRunDeps } from './single-run.js';
+import type { RedisClient } from '../../queue/redis.js';
 import type { TaskQueues } from '../../queue/task-queues.js';
+import { recordJobFailure, type SingleRunDeps } from './single-run.js';
 
 export interface ReconcilerOptions {
   redis: RedisClient;
@@ -97,14 +97,20 @@ export class Reconciler {
         const state = found.get(run);
         if (!state) continue;
         if (!state.exists) {
-          const count = await recovery.restart(run.id, run.run, (ready) => queues.startRun({ taskId: run.id, run: run.run, taskType: run.taskType, single: run.single }, ready));
+          const count = await recovery.restart(run.id, run.run, (ready) =>
+            queues.startRun({ taskId: run.id, run: run.run, taskType: run.taskType, single: run.single }, ready),
+          );
           logger.warn('run had no jobs in Redis: enqueued it again', { task_id: run.id, run: run.run, steps: count });
           result.restarted += 1;
         } else if (state.failed && run.single) {
           // The step's job failed outside the step processor and no worker recorded it.
           const job = await queues.toolQueue(run.id, run.taskType).getJob(runJob(run).jobId);
           if (!job) continue;
-          await recordJobFailure(this.options.singleRun, { taskId: run.id, run: run.run, stepId: run.taskType, tool: run.taskType }, job.failedReason || 'the step job failed');
+          await recordJobFailure(
+            this.options.singleRun,
+            { taskId: run.id, run: run.run, stepId: run.taskType, tool: run.taskType },
+            job.failedReason || 'the step job failed',
+          );
           logger.warn('single run job had failed without a result: recorded its failure', { task_id: run.id, run: run.run });
           result.failed += 1;
         } else if (state.failed) {

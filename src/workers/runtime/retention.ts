@@ -1,6 +1,6 @@
-import type { Logger } from '../../logger.js';
 import type { Sql } from '../../ledger/sql.js';
-import { maintainPartitions, type Maintenance, type RetentionPolicy } from '../../persistence/partitions.js';
+import type { Logger } from '../../logger.js';
+import { type Maintenance, maintainPartitions, type RetentionPolicy } from '../../persistence/partitions.js';
 
 /**
  * Runs the partition maintenance (src/persistence/partitions.ts) when a worker starts and then
@@ -10,9 +10,7 @@ export class RetentionTimer {
   private timer?: NodeJS.Timeout;
   private running?: Promise<unknown>;
 
-  constructor(
-    private readonly options: RetentionPolicy & { sql: Sql; logger: Logger; intervalMs: number; now?: () => Date },
-  ) {}
+  constructor(private readonly options: RetentionPolicy & { sql: Sql; logger: Logger; intervalMs: number; now?: () => Date }) {}
 
   start(): void {
     const tick = () => {

@@ -1,7 +1,7 @@
 import type { Config } from '../../config.js';
+import { isFinished } from '../../engine/status.js';
 import type { Logger } from '../../logger.js';
 import type { FinishOutcome, StepResults } from '../../persistence/step-results.js';
-import { isFinished } from '../../engine/status.js';
 import type { RunKey, TaskQueues } from '../../queue/task-queues.js';
 import { recordResult } from './record-result.js';
 
@@ -46,17 +46,22 @@ export async function closeSingleRun(deps: SingleRunDeps, ref: RunKey, outcome?:
  */
 export async function recordJobFailure(deps: SingleRunDeps, ref: RunKey & { stepId: string; tool: string }, reason: string): Promise<void> {
   const now = new Date();
-  const outcome = await recordResult(deps.results, deps.queues, {
-    taskId: ref.taskId,
-    run: ref.run,
-    stepId: ref.stepId,
-    tool: ref.tool,
-    attempt: 0,
-    status: 'failed',
-    error: { name: 'StepJobFailed', message: reason, retryable: false },
-    startedAt: now,
-    finishedAt: now,
-  }, { single: true });
+  const outcome = await recordResult(
+    deps.results,
+    deps.queues,
+    {
+      taskId: ref.taskId,
+      run: ref.run,
+      stepId: ref.stepId,
+      tool: ref.tool,
+      attempt: 0,
+      status: 'failed',
+      error: { name: 'StepJobFailed', message: reason, retryable: false },
+      startedAt: now,
+      finishedAt: now,
+    },
+    { single: true },
+  );
   if (outcome.recorded) deps.logger.error('step job failed without a result; its failure is recorded', { task_id: ref.taskId, step_id: ref.stepId, reason });
   await closeSingleRun(deps, ref, outcome);
 }

@@ -1,31 +1,22 @@
-import { UnrecoverableError, type Job } from 'bullmq';
+import { type Job, UnrecoverableError } from 'bullmq';
 import type { z } from 'zod';
 import type { Config } from '../../config.js';
-import {
-  coerceError,
-  LimitExceededError,
-  NonRetryableError,
-  TaskStoppedError,
-  ToolTimeoutError,
-  WorkerStoppingError,
-  toErrorRecord,
-} from '../../errors.js';
-import { redactValues, secretValues, type Logger } from '../../logger.js';
+import type { StepOutcome } from '../../engine/status.js';
+import { coerceError, LimitExceededError, NonRetryableError, TaskStoppedError, ToolTimeoutError, toErrorRecord, WorkerStoppingError } from '../../errors.js';
+import { unstorableProblems } from '../../lib/problems.js';
 import { checkStepOutput, jobReturnValue } from '../../limits.js';
-import type { ParkedResult, StepJobData } from '../../queue/jobs.js';
-import type { TaskQueues } from '../../queue/task-queues.js';
-import type { StepResults } from '../../persistence/step-results.js';
-import type { ToolRegistry, ToolSettings } from '../../tools/tool.js';
-import type { StopSignals } from './stop-signals.js';
-import { progressReporter } from './progress.js';
-import { postpone } from './postpone.js';
-import { recordResult } from './record-result.js';
-import { closeSingleRun } from './single-run.js';
+import { type Logger, redactValues, secretValues } from '../../logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { SpanAttributes, startSpan } from '../../observability/tracing.js';
-import type { FinishOutcome } from '../../persistence/step-results.js';
-import type { StepOutcome } from '../../engine/status.js';
-import { unstorableProblems } from '../../lib/problems.js';
+import type { FinishOutcome, StepResults } from '../../persistence/step-results.js';
+import type { ParkedResult, StepJobData } from '../../queue/jobs.js';
+import type { TaskQueues } from '../../queue/task-queues.js';
+import type { ToolRegistry, ToolSettings } from '../../tools/tool.js';
+import { postpone } from './postpone.js';
+import { progressReporter } from './progress.js';
+import { recordResult } from './record-result.js';
+import { closeSingleRun } from './single-run.js';
+import type { StopSignals } from './stop-signals.js';
 
 export interface StepProcessorDeps {
   config: Config;
@@ -168,19 +159,21 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       const input = tool.input.safeParse(job.data.input);
       if (!input.success) throw new NonRetryableError(`input does not fit the ${toolName} tool's schema`, problems(input.error));
       logger.debug('step started');
-      const raw = await span.run(() => Promise.race([
-        tool.run(input.data, {
-          signal: controller.signal,
-          taskId,
-          stepId,
-          attempt,
-          logger,
-          settings: settings.get(toolName),
-          dependencies: job.data.dependencies,
-          progress: progress.report,
-        }),
-        whenAborted(controller.signal),
-      ]));
+      const raw = await span.run(() =>
+        Promise.race([
+          tool.run(input.data, {
+            signal: controller.signal,
+            taskId,
+            stepId,
+            attempt,
+            logger,
+            settings: settings.get(toolName),
+            dependencies: job.data.dependencies,
+            progress: progress.report,
+          }),
+          whenAborted(controller.signal),
+        ]),
+      );
       const checked = tool.output.safeParse(raw);
       if (!checked.success) throw new NonRetryableError(`the ${toolName} tool returned output that does not fit its schema`, problems(checked.error));
       outputBytes = checkStepOutput(checked.data, config);
@@ -211,7 +204,13 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     // Its start was claimed while it ran, and refused: the step must not record a result.
     if (claim && !(await claim)) return notRunnable();
 
-    const outcome = await commit(job, token, { status: 'completed', output, attempt: delivery, startedAt: startedAt.toISOString(), finishedAt: new Date().toISOString() });
+    const outcome = await commit(job, token, {
+      status: 'completed',
+      output,
+      attempt: delivery,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+    });
     count(toolName, 'completed', startedAt, outcome);
     logger.info('step completed', { duration_ms: Date.now() - startedAt.getTime(), recorded: outcome.recorded, task_ended: outcome.taskEnded });
     // The output is in PostgreSQL: BullMQ keeps it in Redis only when it is small.
@@ -229,19 +228,24 @@ export function createStepProcessor(deps: StepProcessorDeps) {
   async function commit(job: Job<StepJobData>, token: string | undefined, result: ParkedResult): Promise<FinishOutcome> {
     const { taskId, run, stepId, tool } = job.data;
     try {
-      const outcome = await recordResult(results, queues, {
-        taskId,
-        run,
-        stepId,
-        tool,
-        attempt: result.attempt,
-        status: result.status,
-        ...(result.output !== undefined ? { output: result.output } : {}),
-        ...(result.error !== undefined ? { error: result.error } : {}),
-        ...(result.status === 'failed' ? { input: job.data.input } : {}),
-        startedAt: new Date(result.startedAt),
-        finishedAt: new Date(result.finishedAt),
-      }, { single: job.data.single });
+      const outcome = await recordResult(
+        results,
+        queues,
+        {
+          taskId,
+          run,
+          stepId,
+          tool,
+          attempt: result.attempt,
+          status: result.status,
+          ...(result.output !== undefined ? { output: result.output } : {}),
+          ...(result.error !== undefined ? { error: result.error } : {}),
+          ...(result.status === 'failed' ? { input: job.data.input } : {}),
+          startedAt: new Date(result.startedAt),
+          finishedAt: new Date(result.finishedAt),
+        },
+        { single: job.data.single },
+      );
       if (job.data.single) await closeSingleRun(singleRun, { taskId, run }, outcome);
       return outcome;
     } catch (error) {
@@ -252,7 +256,13 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       if (!token) throw error;
       await job.updateData({ ...job.data, parked: result });
       metrics.stepsPostponed.inc({ tool });
-      return postpone(job, token, error, deps.logger.child({ task_id: taskId, step_id: stepId, tool }), 'could not record the step result: it is kept in the job and written later');
+      return postpone(
+        job,
+        token,
+        error,
+        deps.logger.child({ task_id: taskId, step_id: stepId, tool }),
+        'could not record the step result: it is kept in the job and written later',
+      );
     }
   }
 

@@ -1,7 +1,7 @@
-import { subscribeWhenReady, type RedisClient } from '../../queue/redis.js';
 import { TaskStoppedError } from '../../errors.js';
 import type { Logger } from '../../logger.js';
-import { stopChannel, type StopMessage } from '../../queue/channels.js';
+import { type StopMessage, stopChannel } from '../../queue/channels.js';
+import { type RedisClient, subscribeWhenReady } from '../../queue/redis.js';
 
 /**
  * Aborts the steps this process is running when their task is cancelled through any API

@@ -1,10 +1,10 @@
-import { WaitingChildrenError, type Job } from 'bullmq';
-import type { Logger } from '../../logger.js';
-import { stepJobId, type TaskJobData } from '../../queue/jobs.js';
-import type { RunClosed, StepResults, UnfinishedStep } from '../../persistence/step-results.js';
-import type { Metrics } from '../../observability/metrics.js';
+import { type Job, WaitingChildrenError } from 'bullmq';
 import type { Config } from '../../config.js';
 import { isFinished } from '../../engine/status.js';
+import type { Logger } from '../../logger.js';
+import type { Metrics } from '../../observability/metrics.js';
+import type { RunClosed, StepResults, UnfinishedStep } from '../../persistence/step-results.js';
+import { stepJobId, type TaskJobData } from '../../queue/jobs.js';
 import type { TaskQueues } from '../../queue/task-queues.js';
 import { postpone } from './postpone.js';
 import { recordResult } from './record-result.js';
@@ -43,7 +43,12 @@ export function createTaskFinalizer(deps: { results: StepResults; logger: Logger
     if (!closed.unfinished) return closed;
     const withJobs = closed.unfinished.filter((step) => step.status !== 'pending');
     // Only steps waiting for dependencies that will never finish: nothing can run them any more.
-    if (withJobs.length === 0) return deps.results.failLostSteps(ref.taskId, ref.run, closed.unfinished.map((step) => step.stepId));
+    if (withJobs.length === 0)
+      return deps.results.failLostSteps(
+        ref.taskId,
+        ref.run,
+        closed.unfinished.map((step) => step.stepId),
+      );
     const fates = await Promise.all(withJobs.map((step) => fateOf(ref, step)));
     let waitAgain = fates.some((entry) => entry.fate === 'pending');
     for (const entry of fates) {
@@ -78,7 +83,13 @@ export function createTaskFinalizer(deps: { results: StepResults; logger: Logger
       closed = await close(job, token);
     } catch (error) {
       if (error instanceof WaitingChildrenError) throw error;
-      return postpone(job, token, error, deps.logger.child({ task_id: job.data.taskId, run: job.data.run }), 'could not close the run: its root job comes back later');
+      return postpone(
+        job,
+        token,
+        error,
+        deps.logger.child({ task_id: job.data.taskId, run: job.data.run }),
+        'could not close the run: its root job comes back later',
+      );
     }
     const { status, lost, task, callbackUrl } = closed;
     // The run is over and nothing of it runs any more: its result is final, tell the client.
