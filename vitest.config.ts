@@ -36,8 +36,7 @@ export default defineConfig({
     // some tests spawn are not.
     coverage: {
       provider: 'v8',
-      // src/** also holds workers/ once it moves under src/.
-      include: ['src/**/*.ts', 'workers/**/*.ts'],
+      include: ['src/**/*.ts'],
       // Tests, bench and scripts lie outside include; the Prisma client is generated.
       exclude: ['src/generated/**', '**/*.d.ts'],
       reporter: ['text-summary', 'json-summary', 'html'],
