@@ -53,7 +53,7 @@ export class TaskEvents {
   }
 
   /**
-   * Resolves when the task ends, `timeoutMs` passes or `signal` fires. `isFinished` is asked
+   * Resolves when the task ends, `timeoutMs` passes or `signal` fires (or had fired). `isFinished` is asked
    * once after listening starts, so an end that happened just before is not missed.
    */
   async waitForEnd(taskId: string, timeoutMs: number, isFinished: () => Promise<boolean>, signal?: AbortSignal): Promise<void> {
@@ -66,6 +66,9 @@ export class TaskEvents {
     });
     const timer = setTimeout(wake, timeoutMs);
     signal?.addEventListener('abort', wake, { once: true });
+    // A signal that fired before the listener was added (the client went away while the request
+    // was on its way here) fires no more: without this the wait held its slot until the timeout.
+    if (signal?.aborted) wake();
     try {
       if (await isFinished()) return;
       await woken;
