@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../helpers/ports.js';
+import { redisServerArgs } from '../helpers/redis-server.js';
 
 const run = promisify(execFile);
 const HOST = '127.0.0.1';
@@ -81,11 +82,7 @@ export async function startRedisCluster(options: RedisClusterOptions): Promise<R
     for (const [index, port] of clientPorts.entries()) {
       const child = spawn(
         'redis-server',
-        [
-          '--port',
-          String(port),
-          '--bind',
-          HOST,
+        redisServerArgs(port, dir, path.join(dir, `redis-${port}.log`), [
           '--cluster-enabled',
           'yes',
           '--cluster-port',
@@ -98,19 +95,9 @@ export async function startRedisCluster(options: RedisClusterOptions): Promise<R
           // service's other queue shards) instead of refusing every command (CLUSTERDOWN).
           '--cluster-require-full-coverage',
           'no',
-          '--dir',
-          dir,
-          '--logfile',
-          path.join(dir, `redis-${port}.log`),
           '--appendonly',
           'no',
-          '--save',
-          '',
-          '--maxmemory-policy',
-          'noeviction',
-          '--daemonize',
-          'no',
-        ],
+        ]),
         { stdio: 'ignore' },
       );
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

@@ -10,6 +10,30 @@ const run = promisify(execFile);
 const HOST = '127.0.0.1';
 
 /**
+ * The command line of a private redis-server in the foreground on 127.0.0.1: its files in `dir`,
+ * no RDB snapshots, and noeviction as BullMQ needs; `extra` adds persistence or cluster flags.
+ */
+export function redisServerArgs(port: number, dir: string, logfile: string, extra: string[]): string[] {
+  return [
+    '--port',
+    String(port),
+    '--bind',
+    HOST,
+    ...extra,
+    '--dir',
+    dir,
+    '--logfile',
+    logfile,
+    '--save',
+    '',
+    '--maxmemory-policy',
+    'noeviction',
+    '--daemonize',
+    'no',
+  ];
+}
+
+/**
  * A private redis-server for one test file, on a free port of 127.0.0.1, with its data in a
  * temporary directory: AOF on and fsynced on every write, no RDB snapshots, so a restart
  * (stop, then start on the same directory) keeps every acknowledged write.
@@ -57,30 +81,7 @@ export async function startRedisServer(): Promise<RedisServer> {
     async start() {
       if (alive()) return;
       // "--save ''": no RDB snapshots; the AOF alone carries the data across a restart.
-      const spawned = spawn(
-        'redis-server',
-        [
-          '--port',
-          String(port),
-          '--bind',
-          HOST,
-          '--dir',
-          dir,
-          '--logfile',
-          logfile,
-          '--appendonly',
-          'yes',
-          '--appendfsync',
-          'always',
-          '--save',
-          '',
-          '--maxmemory-policy',
-          'noeviction',
-          '--daemonize',
-          'no',
-        ],
-        { stdio: 'ignore' },
-      );
+      const spawned = spawn('redis-server', redisServerArgs(port, dir, logfile, ['--appendonly', 'yes', '--appendfsync', 'always']), { stdio: 'ignore' });
       child = spawned;
       exited = new Promise<void>((resolve) => spawned.once('exit', () => resolve()));
       starts += 1;
