@@ -13,7 +13,10 @@ export default defineTool({
     const started = Date.now();
     const slices = ms >= 1_000 ? 10 : 1;
     for (let slice = 1; slice <= slices; slice += 1) {
-      await delay(started + (ms * slice) / slices - Date.now(), undefined, { signal });
+      const until = started + (ms * slice) / slices;
+      // A timer may fire a millisecond before the clock reads its time (timers and Date.now()
+      // round differently): wait again for what is left, so that the step never sleeps short.
+      while (Date.now() < until) await delay(until - Date.now(), undefined, { signal });
       if (slices > 1) progress((slice / slices) * 100, `slept ${Date.now() - started} of ${ms} ms`);
     }
     return { slept_ms: Date.now() - started };
