@@ -1,29 +1,30 @@
-// Import boundaries of src/ (npm run lint:boundaries, run by .ci/run after the typecheck).
+// Import boundaries of src/ and workers/ (npm run lint:boundaries, run by .ci/run after the typecheck).
 //
 // The layers, lowest first; a module may import its own layer and the ones below it, never one
 // above (between folders of one layer, the no-folder-cycles rule keeps the imports one way):
 //
-//   base      src/lib, config.ts, logger.ts, errors.ts, limits.ts   shared helpers, no service state
+//   base      src/lib         configuration, logger, errors, limits and shared helpers, no service state
 //   engine    src/engine      the pure decider: plans, step inputs, transitions, task outputs, templates
 //   sdk       src/tools       the tool SDK: what an adapter implements, and the registry
 //   store     src/ledger, src/persistence, src/queue, src/observability
 //   services  src/tasks, src/workflows
-//   edge      src/api, src/workers (the worker runtime), which do not import each other
-//   entry     src/main.ts, src/api/main.ts, src/workers/main.ts, src/bootstrap.ts
+//   edge      src/api, workers/ (the worker process and its runtime), which do not import each other
+//   entry     src/main.ts, src/api/main.ts, workers/main.ts, src/bootstrap.ts
 //
-// Beside the layers: the engine imports nothing but itself, the base modules it needs (errors.ts,
-// limits.ts) and zod, and reaches no database, queue or HTTP code even indirectly; the adapters
-// (src/adapters) import only the tool SDK and src/lib, and only entry points import them.
+// Beside the layers: the engine imports nothing but itself, the base modules it needs (src/lib's
+// errors.ts and limits.ts), zod and the CEL evaluator of step conditions (@bufbuild/cel with the
+// packages it is built on), and reaches no database, queue or HTTP code even indirectly; the adapters
+// (workers/adapters) import only the tool SDK and src/lib, and only entry points import them.
 
-/** @type {{ name: string; path: string }[]} */
+/** @type {{ name: string; path: string | string[] }[]} */
 const LAYERS = [
-  { name: 'base', path: '^src/(lib/|config\\.ts$|logger\\.ts$|errors\\.ts$|limits\\.ts$)' },
+  { name: 'base', path: '^src/lib/' },
   { name: 'engine', path: '^src/engine/' },
   { name: 'sdk', path: '^src/tools/' },
   { name: 'store', path: '^src/(ledger|persistence|queue|observability)/' },
   { name: 'services', path: '^src/(tasks|workflows)/' },
-  { name: 'edge', path: '^src/(api|workers)/(?!main\\.ts$)' },
-  { name: 'entry', path: '^src/(main\\.ts|api/main\\.ts|workers/main\\.ts|bootstrap\\.ts)$' },
+  { name: 'edge', path: ['^src/api/(?!main\\.ts$)', '^workers/(?!main\\.ts$|adapters/)'] },
+  { name: 'entry', path: '^(src/(main\\.ts|api/main\\.ts|bootstrap\\.ts)|workers/main\\.ts)$' },
 ];
 
 /** For each layer, a rule forbidding imports of every layer above it. */
@@ -34,7 +35,7 @@ const downwardOnly = LAYERS.slice(0, -1).map((layer, index) => ({
     .map((above) => above.name)
     .join(', ')}: a layer imports only its own and the ones below it`,
   from: { path: layer.path },
-  to: { path: LAYERS.slice(index + 1).map((above) => above.path) },
+  to: { path: LAYERS.slice(index + 1).flatMap((above) => above.path) },
 }));
 
 /** @type {import('dependency-cruiser').IConfiguration} */
@@ -46,8 +47,8 @@ module.exports = {
       severity: 'error',
       comment: 'a new folder or top-level file of src/ gets its place in LAYERS (or beside them) first',
       from: {
-        path: '^src/',
-        pathNot: [...LAYERS.map((layer) => layer.path), '^src/adapters/', '^src/generated/'],
+        path: '^(src|workers)/',
+        pathNot: [...LAYERS.flatMap((layer) => layer.path), '^workers/adapters/', '^src/generated/'],
       },
       to: {},
     },
@@ -55,22 +56,23 @@ module.exports = {
       name: 'workers-without-api',
       severity: 'error',
       comment: 'the worker runtime and the API are two processes on the same services: neither imports the other',
-      from: { path: '^src/workers/' },
+      from: { path: '^workers/' },
       to: { path: '^src/api/' },
     },
     {
       name: 'api-without-workers',
       severity: 'error',
       comment: 'the worker runtime and the API are two processes on the same services: neither imports the other',
-      from: { path: '^src/api/' },
-      to: { path: '^src/workers/' },
+      from: { path: '^src/api/(?!main\\.ts$)' },
+      to: { path: '^workers/(?!adapters/)' },
     },
     {
       name: 'engine-is-pure',
       severity: 'error',
-      comment: 'the engine decides and does no I/O: it imports itself, errors.ts, limits.ts (and through it config.ts) and zod, nothing else',
+      comment:
+        'the engine decides and does no I/O: it imports itself, errors.ts, limits.ts (and through it config.ts), zod and the CEL packages (@bufbuild/cel, its AST types in cel-spec, protobuf, RE2), nothing else',
       from: { path: '^src/engine/' },
-      to: { pathNot: ['^src/engine/', '^src/(errors|limits)\\.ts$', '^node_modules/zod/'] },
+      to: { pathNot: ['^src/engine/', '^src/lib/(errors|limits)\\.ts$', '^node_modules/zod/', '^node_modules/@bufbuild/(cel|cel-spec|protobuf|re2)/'] },
     },
     {
       name: 'engine-reaches-no-io',
@@ -79,7 +81,8 @@ module.exports = {
       from: { path: '^src/engine/' },
       to: {
         path: [
-          '^src/(persistence|ledger|queue|api|workers|adapters|generated)/',
+          '^src/(persistence|ledger|queue|api|generated)/',
+          '^workers/',
           '^node_modules/(prisma|@prisma/[^/]+|bullmq|ioredis|pg|express)/',
         ],
         reachable: true,
@@ -89,44 +92,45 @@ module.exports = {
       name: 'adapters-use-the-sdk',
       severity: 'error',
       comment:
-        'an adapter imports the tool SDK (src/tools) and src/lib (outbound HTTP under the host allowlist), packages and node: nothing else of the service; src/adapters/index.ts, the registry, imports the adapters too',
-      from: { path: '^src/adapters/' },
-      to: { path: '^src/', pathNot: '^src/(tools|lib|adapters)/' },
+        'an adapter imports the tool SDK (src/tools) and src/lib (outbound HTTP under the host allowlist) but not the configuration (its settings come through ctx.settings), packages and node: nothing else of the service; workers/adapters/index.ts, the registry, imports the adapters too',
+      from: { path: '^workers/adapters/' },
+      to: { path: '^(src|workers)/', pathNot: '^(src/tools/|src/lib/(?!config\\.ts$)|workers/adapters/)' },
     },
     {
       name: 'only-entry-points-choose-adapters',
       severity: 'error',
       comment: 'which adapters a process runs is the entry points\' choice; the layers below take a ToolRegistry',
-      from: { path: '^src/', pathNot: [LAYERS.at(-1).path, '^src/adapters/'] },
-      to: { path: '^src/adapters/' },
+      from: { path: '^(src|workers)/', pathNot: [LAYERS.at(-1).path, '^workers/adapters/'] },
+      to: { path: '^workers/adapters/' },
     },
     {
       name: 'prisma-client-in-persistence',
       severity: 'error',
       comment: 'the generated Prisma client is persistence\'s business (and the task view\'s row types)',
-      from: { path: '^src/', pathNot: '^src/(persistence|tasks|generated)/' },
+      from: { path: '^(src|workers)/', pathNot: '^src/(persistence|tasks|generated)/' },
       to: { path: '^src/generated/' },
     },
     {
       name: 'no-folder-cycles',
       severity: 'error',
-      comment: 'two folders never import each other, directly or in a ring',
+      comment:
+        'two folders never import each other, directly or in a ring; src/ itself is left out, since its top-level files are the base modules and the entry points, which the layers keep apart',
       scope: 'folder',
-      from: { path: '^src/', pathNot: '^src/generated/' },
-      to: { circular: true },
+      from: { path: '^(src|workers)/', pathNot: ['^src/generated/', '^src/?$'] },
+      to: { circular: true, viaOnly: { pathNot: '^src/?$' } },
     },
     {
       name: 'no-module-cycles',
       severity: 'error',
       comment: 'no module imports itself through others: a cycle makes start-up order matter',
-      from: { path: '^src/', pathNot: '^src/generated/' },
+      from: { path: '^(src|workers)/', pathNot: '^src/generated/' },
       to: { circular: true },
     },
     {
       name: 'no-unresolvable',
       severity: 'error',
       comment: 'an import that resolves to nothing would fail at run time',
-      from: { path: '^src/', pathNot: '^src/generated/' },
+      from: { path: '^(src|workers)/', pathNot: '^src/generated/' },
       to: { couldNotResolve: true },
     },
   ],

@@ -1,6 +1,6 @@
 # One image for both processes:
 #   API     docker run -p 127.0.0.1:3000:3000 orchestrator                            (the default CMD)
-#   worker  docker run orchestrator node --enable-source-maps dist/src/workers/main.js
+#   worker  docker run orchestrator node --enable-source-maps dist/workers/main.js
 #   CLI     docker run --rm -e ORCHESTRATOR_URL -e ORCHESTRATOR_API_KEY orchestrator node dist/client/cli.js tasks
 # Configuration comes from the environment: see .env.template. NODE_ENV is production here, so
 # the API refuses to start without API_KEYS (or API_KEYS_FILE) unless AUTH_DISABLED=true. Each
@@ -25,9 +25,10 @@ RUN npm ci --no-audit --no-fund && npm cache clean --force
 
 # The sources last: editing code does not reinstall dependencies. .dockerignore keeps
 # src/generated and dist out, so neither a stale local client nor a stale build gets in.
-# tsc compiles src/ (the generated client included) and client/ to dist/ (scripts/build.mjs).
+# tsc compiles src/ (the generated client included), workers/ and client/ to dist/ (scripts/build.mjs).
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+COPY workers ./workers
 COPY client ./client
 RUN npm run build
 

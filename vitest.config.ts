@@ -36,7 +36,7 @@ export default defineConfig({
     // some tests spawn are not.
     coverage: {
       provider: 'v8',
-      include: ['src/**/*.ts'],
+      include: ['src/**/*.ts', 'workers/**/*.ts'],
       // Tests, bench and scripts lie outside include; the Prisma client is generated.
       exclude: ['src/generated/**', '**/*.d.ts'],
       reporter: ['text-summary', 'json-summary', 'html'],

@@ -1,7 +1,15 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { createClient, type FollowEvent, type OrchestratorClient, OrchestratorError, type TaskView, type WorkflowDefinition } from './index.js';
+import {
+  createClient,
+  type FollowEvent,
+  type OrchestratorClient,
+  OrchestratorError,
+  type StepItemQuery,
+  type TaskView,
+  type WorkflowDefinition,
+} from './index.js';
 
 /** `orchestrator ...` (`npx orchestrator` in this repository): the API from a terminal, on the typed client. */
 
@@ -14,6 +22,8 @@ Commands:
                                    the task, its steps and its result (--wait: up to 30 s for the end)
   tasks [--status S] [--type T] [--limit N] [--cursor C]
                                    tasks, newest first
+  items <task_id> <step_id> [--status S] [--limit N] [--cursor C]
+                                   a for_each step's items, in order
   follow <task_id>                 live progress until the task ends
   cancel <task_id>                 cancel a task, aborting its running steps
   retry <task_id>                  resume a failed or cancelled task
@@ -60,6 +70,7 @@ const COMMANDS: Record<string, Options> = {
   },
   result: { wait: { type: 'string' } },
   tasks: { status: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } },
+  items: { status: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } },
   follow: {},
   cancel: {},
   retry: {},
@@ -105,9 +116,17 @@ function printTask(task: TaskView): void {
     const facts = [step.status, step.attempts > 1 ? `${step.attempts} attempts` : '', step.duration_ms === null ? '' : `${step.duration_ms} ms`].filter(
       Boolean,
     );
-    print(`  ${step.id} (${step.tool}) ${facts.join(', ')}${step.error ? `: ${step.error.message}` : ''}`);
+    print(`  ${step.id} (${stepLabel(step)}) ${facts.join(', ')}${step.reason ? ` (${step.reason})` : ''}${step.error ? `: ${step.error.message}` : ''}`);
   }
   printOutcome(task);
+}
+
+/** What a step runs, by kind: `http`, `http for_each 3/10`, `workflow → <child task>`, `sleep until <time>`. */
+function stepLabel(step: TaskView['steps'][number]): string {
+  if (step.items) return `${step.tool} for_each ${step.items.done}/${step.items.total}`;
+  if (step.kind === 'workflow') return `workflow${step.child_task_id ? ` → ${step.child_task_id}` : ''}`;
+  if (step.kind === 'sleep') return `sleep${step.wake_at ? ` until ${step.wake_at}` : ''}`;
+  return step.tool ?? step.kind;
 }
 
 function printOutcome(task: TaskView): void {
@@ -214,6 +233,22 @@ async function run(argv: string[]): Promise<number> {
         return 0;
       }
       printTable(page.items.map((task) => [task.task_id, task.created_at, task.status, task.task_type]));
+      if (page.next_cursor) print(`more: --cursor ${page.next_cursor}`);
+      return 0;
+    }
+    case 'items': {
+      const taskId = argument('a task id');
+      const limit = integer('limit', option('limit'));
+      const page = await client.items(taskId, argument('a step id'), {
+        ...(option('status') !== undefined ? { status: option('status') as StepItemQuery['status'] } : {}),
+        ...(limit !== undefined ? { limit } : {}),
+        ...(option('cursor') !== undefined ? { cursor: option('cursor')! } : {}),
+      });
+      if (json) {
+        printJson(page);
+        return 0;
+      }
+      printTable(page.items.map((item) => [String(item.item), item.status, item.error ? item.error.message : JSON.stringify(item.output ?? null)]));
       if (page.next_cursor) print(`more: --cursor ${page.next_cursor}`);
       return 0;
     }

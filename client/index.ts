@@ -21,6 +21,7 @@ export type StoredWorkflow = Schemas['StoredWorkflow'];
 export type WorkflowSummary = Schemas['WorkflowSummary'];
 export type Tool = Schemas['Tool'];
 export type TaskQuery = NonNullable<operations['listTasks']['parameters']['query']>;
+export type StepItemQuery = NonNullable<operations['listStepItems']['parameters']['query']>;
 /** What `POST /assign-task` takes besides `task_type` and `params`. */
 export type SubmitOptions = Omit<Schemas['AssignTaskRequest'], 'task_type' | 'params'>;
 
@@ -203,6 +204,11 @@ export class OrchestratorClient {
   /** Tasks, newest first; pass `next_cursor` back as `cursor` for the next page. */
   async tasks(query: TaskQuery = {}) {
     return (await unwrap(this.api.GET('/tasks', { params: { query } }))).data;
+  }
+
+  /** A for_each step's items, in order, with their status, output or error; pass `next_cursor` back as `cursor`. */
+  async items(taskId: string, stepId: string, query: StepItemQuery = {}) {
+    return (await unwrap(this.api.GET('/tasks/{task_id}/steps/{step_id}/items', { params: { path: { task_id: taskId, step_id: stepId }, query } }))).data;
   }
 
   /** Cancels the task; its running steps are aborted wherever they run. A finished task throws `task_finished`. */

@@ -75,6 +75,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/tasks/{task_id}/steps/{step_id}/items": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a for_each step's items: each one's status, attempts, input, output and error
+         * @description In item order, a page at a time. GET /result shows the step with its items counted; this shows them one by one.
+         */
+        get: operations["listStepItems"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/tasks/{task_id}/events": {
         parameters: {
             query?: never;
@@ -447,6 +467,8 @@ export interface components {
             params?: {
                 [key: string]: unknown;
             };
+            /** @description A workflow task: the version to run (without it, the current one). Not for a tool. */
+            version?: number;
             /** @description Same key and body: the first task is returned (200). Same key, other body: 409. */
             idempotency_key?: string;
             /** @description BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones. */
@@ -464,6 +486,8 @@ export interface components {
             timeout_ms?: number;
         };
         ExecuteWorkflowRequest: {
+            /** @description A workflow task: the version to run (without it, the current one). Not for a tool. */
+            version?: number;
             /** @description Same key and body: the first task is returned (200). Same key, other body: 409. */
             idempotency_key?: string;
             /** @description BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones. */
@@ -519,9 +543,20 @@ export interface components {
         };
         WorkflowStep: {
             id: string;
-            tool: string;
+            /** @description A tool step: the tool it runs. */
+            tool?: string;
+            /** @description A sub-workflow step: the stored workflow it runs as a child task. */
+            workflow?: string;
+            /** @description With `workflow`: the version to run; without it, the current one when the task starts. */
+            version?: number;
+            /** @description `{"ms": N}` (milliseconds, or a template that gives them) or `{"until": "<ISO 8601 time or a template that gives one>"}`. The step waits holding no worker, and survives restarts. */
+            sleep?: {
+                ms: number | string;
+            } | {
+                until: string;
+            };
             /**
-             * @description The tool input; strings may hold {{params.NAME}} and {{steps.ID.output.PATH}}.
+             * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
              * @default {}
              */
             input?: {
@@ -529,10 +564,16 @@ export interface components {
             };
             /** @default [] */
             depends_on?: string[];
+            /** @description A CEL expression over `params` and `steps.<ancestor>.output` / `.status`; false skips the step (reason `condition`). A skipped step counts as done for its dependents. */
+            when?: string;
+            /** @description Tool steps: a template that gives a list (or a literal list); the tool runs once per item, and the output is the list of their outputs. */
+            for_each?: string | unknown[];
+            /** @description With `for_each`: most items running at once, across all workers. */
+            max_parallel?: number;
             retry?: components["schemas"]["RetryPolicy"];
             timeout_ms?: number;
             /**
-             * @description fail: the task fails once this step has exhausted its retries. continue: dependents run and see the failure.
+             * @description fail: the task fails once this step has failed for good. continue: dependents run and see the failure.
              * @default fail
              * @enum {string}
              */
@@ -613,6 +654,12 @@ export interface components {
             };
             /** @description 1, plus one for every retry of the task. */
             run: number;
+            /** @description A sub-workflow's child task: its parent task and the step that awaits it. */
+            parent?: {
+                /** Format: uuid */
+                task_id: string;
+                step_id: string;
+            };
             steps: components["schemas"]["TaskStep"][];
             callback?: components["schemas"]["TaskCallback"];
             created_at: components["schemas"]["Timestamp"];
@@ -622,9 +669,17 @@ export interface components {
         };
         TaskStep: {
             id: string;
-            tool: string;
+            /**
+             * @description tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits.
+             * @enum {string}
+             */
+            kind: "tool" | "workflow" | "sleep";
+            /** @description The tool a tool step runs; null for the other kinds. */
+            tool: string | null;
             /** @enum {string} */
-            status: "pending" | "queued" | "running" | "completed" | "failed" | "skipped" | "cancelled";
+            status: "pending" | "queued" | "running" | "waiting" | "completed" | "failed" | "skipped" | "cancelled";
+            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`). */
+            reason?: string;
             attempts: number;
             depends_on: string[];
             started_at: components["schemas"]["Timestamp"] | null;
@@ -635,9 +690,27 @@ export interface components {
                 percent: number;
                 message?: string;
             };
-            /** @description The tool's output (completed steps). */
+            /** @description The input it ran with, its templates resolved (a sub-workflow: its child's params). */
+            input?: unknown;
+            /** @description The step's output (completed steps): a map's is the list of its items' outputs. */
             output?: unknown;
             error?: components["schemas"]["ErrorRecord"];
+            /** @description A sleeping step: when it wakes. */
+            wake_at?: components["schemas"]["Timestamp"];
+            /** @description A for_each step: its items, counted. GET /tasks/{task_id}/steps/{step_id}/items lists them. */
+            items?: {
+                total: number;
+                /** @description Items with their final result (completed, or failed under on_failure continue). */
+                done: number;
+                failed: number;
+                /** @description Items queued or running now (at most max_parallel). */
+                running: number;
+            };
+            /**
+             * Format: uuid
+             * @description A sub-workflow step: its child task (GET /result/{child_task_id}).
+             */
+            child_task_id?: string;
         };
         /** @description Present when the task was submitted with a callback_url: every delivery attempt of its final result. */
         TaskCallback: {
@@ -671,6 +744,11 @@ export interface components {
             /** @enum {string} */
             status: "queued" | "running" | "completed" | "failed" | "cancelled";
             steps_total: number;
+            /**
+             * Format: uuid
+             * @description A sub-workflow's child task: its parent.
+             */
+            parent_task_id?: string;
             created_at: components["schemas"]["Timestamp"];
             started_at: components["schemas"]["Timestamp"] | null;
             finished_at: components["schemas"]["Timestamp"] | null;
@@ -683,6 +761,8 @@ export interface components {
             task_id: string;
             step_id?: string;
             status?: string;
+            /** @description Why a step is skipped or waiting (as in GET /result). */
+            reason?: string;
             percent?: number;
             message?: string;
             at: components["schemas"]["Timestamp"];
@@ -745,9 +825,20 @@ export interface components {
         };
         StoredWorkflowStep: {
             id: string;
-            tool: string;
+            /** @description A tool step: the tool it runs. */
+            tool?: string;
+            /** @description A sub-workflow step: the stored workflow it runs as a child task. */
+            workflow?: string;
+            /** @description With `workflow`: the version to run; without it, the current one when the task starts. */
+            version?: number;
+            /** @description `{"ms": N}` (milliseconds, or a template that gives them) or `{"until": "<ISO 8601 time or a template that gives one>"}`. The step waits holding no worker, and survives restarts. */
+            sleep?: {
+                ms: number | string;
+            } | {
+                until: string;
+            };
             /**
-             * @description The tool input; strings may hold {{params.NAME}} and {{steps.ID.output.PATH}}.
+             * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
              * @default {}
              */
             input: {
@@ -755,10 +846,16 @@ export interface components {
             };
             /** @default [] */
             depends_on: string[];
+            /** @description A CEL expression over `params` and `steps.<ancestor>.output` / `.status`; false skips the step (reason `condition`). A skipped step counts as done for its dependents. */
+            when?: string;
+            /** @description Tool steps: a template that gives a list (or a literal list); the tool runs once per item, and the output is the list of their outputs. */
+            for_each?: string | unknown[];
+            /** @description With `for_each`: most items running at once, across all workers. */
+            max_parallel?: number;
             retry?: components["schemas"]["AppliedRetryPolicy"];
             timeout_ms?: number;
             /**
-             * @description fail: the task fails once this step has exhausted its retries. continue: dependents run and see the failure.
+             * @description fail: the task fails once this step has failed for good. continue: dependents run and see the failure.
              * @default fail
              * @enum {string}
              */
@@ -1110,6 +1207,115 @@ export interface operations {
                 };
             };
             /** @description No such task (`task_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listStepItems: {
+        parameters: {
+            query?: {
+                /** @description Only the items in this status (`failed`, say). */
+                status?: "pending" | "queued" | "running" | "waiting" | "completed" | "failed" | "skipped" | "cancelled";
+                limit?: number;
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The id (a UUID) that POST /assign-task answered. Anything else answers 404. */
+                task_id: string;
+                /** @description A for_each step of the task. */
+                step_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of items. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        task_id: string;
+                        step_id: string;
+                        items: {
+                            /** @description The item's place in the step's list, from 0. */
+                            item: number;
+                            /** @enum {string} */
+                            status: "pending" | "queued" | "running" | "waiting" | "completed" | "failed" | "skipped" | "cancelled";
+                            attempts: number;
+                            run: number;
+                            /** @description The item's input, its templates resolved ({{item}}, {{index}}). */
+                            input?: unknown;
+                            output?: unknown;
+                            error?: components["schemas"]["ErrorRecord"];
+                            started_at: components["schemas"]["Timestamp"] | null;
+                            finished_at: components["schemas"]["Timestamp"] | null;
+                            duration_ms: number | null;
+                        }[];
+                        /** @description Pass as `cursor` for the next page; null on the last page. */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The query or the cursor is invalid. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such task (`task_not_found`), or no such step (`step_not_found`). */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -1,4 +1,4 @@
-// Compiles src/ and client/ to dist/ with tsc (tsconfig.build.json) and copies the data files
+// Compiles src/, workers/ and client/ to dist/ with tsc (tsconfig.build.json) and copies the data files
 // the code reads from beside itself. Incremental: when nothing changed since the last build it
 // takes about a second, so `npm start`, `npm run api` and `npm run worker` run it every time and
 // always start what the sources say.

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
-import type { Config } from './config.js';
-import type { Logger } from './logger.js';
+import type { Config } from './lib/config.js';
+import type { Logger } from './lib/logger.js';
 import { ensureDatabase } from './persistence/database.js';
 import { migrate } from './persistence/migrate.js';
 
@@ -67,6 +67,8 @@ export function closeOnSignals(logger: Logger): { closeWith(close: () => Promise
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  // Started by `npm start` (src/main.ts): the supervisor going away, however it went, closes this process too.
+  if (process.connected) process.once('disconnect', () => closing || onSignal('SIGTERM'));
   return {
     closeWith(close) {
       closer = close;

@@ -1,30 +1,76 @@
-import { createToolRegistry } from './adapters/index.js';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { openKeyRing } from './api/api-keys.js';
-import { startApi } from './api/server.js';
-import { boot, closeOnSignals, prepareDatabase } from './bootstrap.js';
-import { loadConfig } from './config.js';
-import { createLogger } from './logger.js';
-import { Metrics } from './observability/metrics.js';
-import { initTracing } from './observability/tracing.js';
-import { startWorker } from './workers/worker.js';
+import { boot, prepareDatabase } from './bootstrap.js';
+import { loadConfig } from './lib/config.js';
+import { createLogger } from './lib/logger.js';
 
-/** `npm start`: the API and one worker in one process, for a first try and for development. */
+/** A worker that dies is started again after this long, doubling up to WORKER_RESTART_MAX_MS. */
+const WORKER_RESTART_MS = 1_000;
+const WORKER_RESTART_MAX_MS = 30_000;
+/** A worker that ran this long before dying starts again after WORKER_RESTART_MS. */
+const WORKER_STABLE_MS = 60_000;
+
+/**
+ * `npm start`: the API and one worker, as two processes (as in production: the work never shares
+ * the API's event loop). A worker that dies is started again; the API dying, or a signal, stops
+ * both. The entry points run beside this file (.ts under tsx, .js in dist/), with its Node flags.
+ */
 await boot('orchestrator', async () => {
   const config = loadConfig();
-  const logger = createLogger(config);
-  const signals = closeOnSignals(logger);
-  // Before anything connects: production without keys stops here (closed by default).
-  const keys = await openKeyRing(config, logger);
+  const logger = createLogger(config).child({ process: 'supervisor', pid: process.pid });
+  // Before anything starts: production without keys stops here, in one line (closed by default).
+  await openKeyRing(config, logger);
+  // Once, before both processes start (each would otherwise migrate, one waiting for the other).
   await prepareDatabase(config, logger);
-  const tracing = await initTracing(config, logger, { role: 'all' });
-  const registry = createToolRegistry();
-  // One process, one set of metrics: GET /metrics shows the API and the worker.
-  const metrics = new Metrics();
-  const worker = await startWorker(config, logger, registry, metrics);
-  const api = await startApi(config, logger, registry, metrics, keys);
-  signals.closeWith(async () => {
-    await api.close();
-    await worker.close();
-    await tracing.shutdown();
+  const ext = extname(fileURLToPath(import.meta.url));
+  const entry = (relative: string) => fileURLToPath(new URL(`${relative}${ext}`, import.meta.url));
+  const run = (name: string, path: string): ChildProcess => {
+    // Its own process group: a terminal's Ctrl-C reaches this process alone, which stops both children
+    // once (a second signal would make them exit without draining). The IPC channel closes when this
+    // process dies, however it dies, and a child closes when it does (closeOnSignals).
+    const child = spawn(process.execPath, [...process.execArgv, path], { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: process.env, detached: true });
+    logger.info('process started', { name, pid: child.pid });
+    return child;
+  };
+
+  let stopping = false;
+  let worker: ChildProcess | undefined;
+  let restartDelay = WORKER_RESTART_MS;
+  const startWorker = () => {
+    const startedAt = Date.now();
+    worker = run('worker', entry('../workers/main'));
+    worker.once('exit', (code, signal) => {
+      worker = undefined;
+      if (stopping) return;
+      restartDelay = Date.now() - startedAt > WORKER_STABLE_MS ? WORKER_RESTART_MS : Math.min(restartDelay * 2, WORKER_RESTART_MAX_MS);
+      logger.error('worker exited; starting it again', { code, signal, delay_ms: restartDelay });
+      setTimeout(() => stopping || startWorker(), restartDelay).unref();
+    });
+  };
+  const api = run('api', entry('./api/main'));
+  startWorker();
+
+  const exited = (child: ChildProcess | undefined) =>
+    child && child.exitCode === null && child.signalCode === null ? new Promise((resolve) => child.once('exit', resolve)) : Promise.resolve();
+  const stop = async (status: number) => {
+    if (stopping) return;
+    stopping = true;
+    const children = [api, worker].filter((child): child is ChildProcess => child !== undefined);
+    for (const child of children) child.kill('SIGTERM');
+    await Promise.all(children.map(exited));
+    process.exit(status);
+  };
+  api.once('exit', (code, signal) => {
+    if (stopping) return;
+    logger.error('the API exited; stopping the worker', { code, signal });
+    void stop(1);
   });
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      logger.info('shutting down', { signal });
+      void stop(0);
+    });
+  }
 });

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { silentLogger } from '../src/logger.js';
+import { silentLogger } from '../src/lib/logger.js';
 import { dropDatabase, ensureDatabase, withDatabase } from '../src/persistence/database.js';
 import { migrate } from '../src/persistence/migrate.js';
 import { databaseUrl, TEST_POSTGRES_URL, TEST_REDIS_URL } from './helpers/env.js';

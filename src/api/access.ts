@@ -1,5 +1,5 @@
 import type { Request, RequestHandler } from 'express';
-import type { ApiKeyScope } from '../config.js';
+import type { ApiKeyScope } from '../lib/config.js';
 import { errorBody } from './http.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { RequestHandler, Response } from 'express';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { finishedStepsKey } from '../queue/event-log.js';
 import type { RedisClient } from '../queue/redis.js';

@@ -1,8 +1,8 @@
 // The default export, not named imports: tests observe calls to timingSafeEqual through it.
 import crypto from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { type ApiKeyEntry, type ApiKeyScope, apiKeyEntry, type Config, ConfigError } from '../config.js';
-import type { Logger } from '../logger.js';
+import { type ApiKeyEntry, type ApiKeyScope, apiKeyEntry, type Config, ConfigError } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
 
 /** A key as the API holds it: the secret itself only as a digest. */
 export interface ApiKey {

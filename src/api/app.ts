@@ -1,8 +1,8 @@
 import cors from 'cors';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
-import type { Config } from '../config.js';
-import type { Logger } from '../logger.js';
+import type { Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
 import { traceRequests } from '../observability/http-tracing.js';
 import type { Metrics } from '../observability/metrics.js';
 import { tracingEnabled } from '../observability/tracing.js';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Request } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { RedisClient } from '../queue/redis.js';
 import { errorBody } from './http.js';
 

@@ -1,5 +1,5 @@
 import type { Response } from 'express';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../lib/logger.js';
 import type { EventLog } from '../queue/event-log.js';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskService } from '../tasks/task-service.js';

@@ -1,6 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, UnavailableError, ValidationError } from '../errors.js';
-import type { Logger } from '../logger.js';
+import { ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, UnavailableError, ValidationError } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
 import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
 
 /** What a handler answers; the wrapper writes it. Handlers never touch `res`. */

@@ -1,7 +1,7 @@
-import { createToolRegistry } from '../adapters/index.js';
+import { createToolRegistry } from '../../workers/adapters/index.js';
 import { boot, closeOnSignals, prepareDatabase } from '../bootstrap.js';
-import { loadConfig } from '../config.js';
-import { createLogger } from '../logger.js';
+import { loadConfig } from '../lib/config.js';
+import { createLogger } from '../lib/logger.js';
 import { initTracing } from '../observability/tracing.js';
 import { openKeyRing } from './api-keys.js';
 import { startApi } from './server.js';

@@ -141,6 +141,7 @@ const completedTask = {
   steps: [
     {
       id: 'approve_batches',
+      kind: 'tool',
       tool: 'approve_batches',
       status: 'completed',
       attempts: 1,
@@ -149,6 +150,7 @@ const completedTask = {
       finished_at: '2026-11-22T18:30:01.409Z',
       duration_ms: 4,
       progress: { percent: 100, message: 'reviewed 3 of 3 batches' },
+      input: { batch_ids: [1, 2, 3], auto_approve: true },
       output: { processed_batches: 3, approved: [1, 2, 3], rejected: [] },
     },
   ],
@@ -171,6 +173,7 @@ const failedTask = {
   steps: [
     {
       id: 'http',
+      kind: 'tool',
       tool: 'http',
       status: 'failed',
       attempts: 5,
@@ -187,8 +190,109 @@ const failedTask = {
   timestamp: '2026-11-22T18:33:40.001Z',
 };
 
+const runningWorkflow = {
+  task_id: WORKFLOW_TASK_ID,
+  task_type: 'fetch_pages',
+  workflow: { name: 'fetch_pages', version: 2 },
+  status: 'running',
+  progress: { completed: 2, total: 4 },
+  run: 1,
+  steps: [
+    {
+      id: 'list',
+      kind: 'tool',
+      tool: 'echo',
+      status: 'completed',
+      attempts: 1,
+      depends_on: [],
+      started_at: '2026-11-22T18:30:01.405Z',
+      finished_at: '2026-11-22T18:30:01.406Z',
+      duration_ms: 1,
+      input: { urls: ['https://example.com/a', 'https://example.com/b', 'https://example.com/c'] },
+      output: { urls: ['https://example.com/a', 'https://example.com/b', 'https://example.com/c'] },
+    },
+    {
+      id: 'announce',
+      kind: 'tool',
+      tool: 'notify',
+      status: 'skipped',
+      reason: 'condition',
+      attempts: 0,
+      depends_on: ['list'],
+      started_at: null,
+      finished_at: '2026-11-22T18:30:01.410Z',
+      duration_ms: null,
+    },
+    {
+      id: 'fetch_each',
+      kind: 'tool',
+      tool: 'http',
+      status: 'running',
+      attempts: 0,
+      depends_on: ['list'],
+      started_at: '2026-11-22T18:30:01.410Z',
+      finished_at: null,
+      duration_ms: null,
+      items: { total: 3, done: 1, failed: 0, running: 2 },
+    },
+    {
+      id: 'cool_off',
+      kind: 'sleep',
+      tool: null,
+      status: 'pending',
+      attempts: 0,
+      depends_on: ['fetch_each'],
+      started_at: null,
+      finished_at: null,
+      duration_ms: null,
+    },
+  ],
+  created_at: '2026-11-22T18:30:01.396Z',
+  started_at: '2026-11-22T18:30:01.405Z',
+  finished_at: null,
+  timestamp: '2026-11-22T18:30:01.800Z',
+};
+
+export const stepItemListExamples: Record<string, ApiExample> = {
+  page: {
+    summary: "A for_each step's items",
+    value: {
+      task_id: WORKFLOW_TASK_ID,
+      step_id: 'fetch_each',
+      items: [
+        {
+          item: 0,
+          status: 'completed',
+          attempts: 1,
+          run: 1,
+          input: { url: 'https://example.com/a' },
+          output: { status: 200, headers: { 'content-type': 'text/html' }, body: '<!doctype html>' },
+          started_at: '2026-11-22T18:30:01.412Z',
+          finished_at: '2026-11-22T18:30:01.520Z',
+          duration_ms: 108,
+        },
+        {
+          item: 1,
+          status: 'running',
+          attempts: 1,
+          run: 1,
+          input: { url: 'https://example.com/b' },
+          started_at: '2026-11-22T18:30:01.413Z',
+          finished_at: null,
+          duration_ms: null,
+        },
+      ],
+      next_cursor: '1',
+    },
+  },
+};
+
 export const taskViewExamples: Record<string, ApiExample> = {
   completed: { summary: 'A completed task (the approve_batches example)', value: completedTask },
+  workflow: {
+    summary: 'A workflow as it runs: a step skipped by its condition, a map with items done out of total, a sleep still to come',
+    value: runningWorkflow,
+  },
   failed: {
     summary: 'A failed task: its error, and the same as one line in error_message',
     value: failedTask,

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { API_KEY_SCOPES } from '../config.js';
 import { parameterSchema, retryPolicySchema, stepSchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
+import { API_KEY_SCOPES } from '../lib/config.js';
 import { PACKAGE } from '../lib/package-root.js';
 import { taskRequestSchema } from '../tasks/task-request.js';
 import { callbackSchema, errorRecordSchema, stepViewSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parameterSchema, retryPolicySchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
-import { errorRecordSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
+import { errorRecordSchema, stepStatus, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
 
 /**
  * Response shapes, one place for every body the API sends. The API description
@@ -71,6 +71,27 @@ export const taskResumedSchema = z.object({
   timestamp,
 });
 
+/** One item of a for_each step (GET /tasks/{task_id}/steps/{step_id}/items). */
+export const stepItemSchema = z.object({
+  item: z.int().min(0).meta({ description: "The item's place in the step's list, from 0." }),
+  status: stepStatus,
+  attempts: z.int().min(0),
+  run: z.int().min(1),
+  input: z.unknown().optional().meta({ description: "The item's input, its templates resolved ({{item}}, {{index}})." }),
+  output: z.unknown().optional(),
+  error: errorRecordSchema.optional(),
+  started_at: timestamp.nullable(),
+  finished_at: timestamp.nullable(),
+  duration_ms: z.int().min(0).nullable(),
+});
+
+export const stepItemListSchema = z.object({
+  task_id: z.uuid(),
+  step_id: z.string(),
+  items: z.array(stepItemSchema),
+  next_cursor: nextCursor,
+});
+
 /** One event of GET /tasks/:id/events (the SSE `data:`; its `id:` is the event id). */
 export const taskStreamEventSchema = z
   .object({
@@ -78,6 +99,7 @@ export const taskStreamEventSchema = z
     task_id: z.uuid(),
     step_id: z.string().optional(),
     status: z.string().optional(),
+    reason: z.string().optional().meta({ description: 'Why a step is skipped or waiting (as in GET /result).' }),
     percent: z.number().min(0).max(100).optional(),
     message: z.string().optional(),
     at: timestamp,

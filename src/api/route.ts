@@ -1,7 +1,7 @@
 import { type Request, type RequestHandler, type Response, Router } from 'express';
 import type pg from 'pg';
 import type { z } from 'zod';
-import { ValidationError } from '../errors.js';
+import { ValidationError } from '../lib/errors.js';
 import { zodProblems } from '../lib/problems.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { StatsStore } from '../persistence/stats-store.js';

@@ -1,19 +1,21 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Config } from '../config.js';
+import type { Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
 import { PACKAGE } from '../lib/package-root.js';
-import type { Logger } from '../logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { openDatabase } from '../persistence/database.js';
 import { StatsStore } from '../persistence/stats-store.js';
 import { TaskStore } from '../persistence/task-store.js';
 import { WorkflowStore } from '../persistence/workflow-store.js';
+import { publishStop } from '../queue/channels.js';
 import { EventLog } from '../queue/event-log.js';
 import { toolQueueName } from '../queue/jobs.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
 import { Shards } from '../queue/shards.js';
 import { TaskEvents } from '../queue/task-events.js';
 import { TaskQueues } from '../queue/task-queues.js';
+import { Runs } from '../tasks/runs.js';
 import { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { WorkflowService } from '../workflows/workflow-service.js';
@@ -47,7 +49,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
   events.start();
   const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
-  const store = new TaskStore(db.prisma, config, db.sql);
+  const store = new TaskStore(db.prisma, db.sql);
   metrics.addGauges(
     {
       queueDepth: async () => {
@@ -75,6 +77,16 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   );
   const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger, config);
   await workflows.loadExamples();
+  const runs = new Runs({
+    sql: db.sql,
+    queues,
+    publish: (transitions) => eventLog.append(transitions),
+    logger,
+    config,
+    planChild: (workflow, params) => workflows.planChild(workflow, params),
+    stopTask: (taskId) => publishStop(redis, config.QUEUE_PREFIX, { taskId, reason: 'cancelled' }),
+    onEnded: (ended) => metrics.taskEnded(ended.taskType, ended.status, ended.createdAt),
+  });
   const tasks = new TaskService({
     config,
     logger,
@@ -83,10 +95,10 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     queues,
     redis,
     events,
-    eventLog,
     metrics,
+    runs,
     reachability: db.reachability,
-    planWorkflow: (name, params, overrides, paramsField) => workflows.plan(name, params, overrides, paramsField),
+    planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
   });
   const streams = new EventStreams();

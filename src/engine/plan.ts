@@ -1,30 +1,110 @@
-import { ValidationError } from '../errors.js';
-import { DEFAULT_LIMITS, jsonSize, type Limits } from '../limits.js';
-import { ResolvedSizeError, resolveTemplates } from './templates.js';
-import type { ReadyStep, RetryPolicy, StepOptions } from './types.js';
+import { findReferences } from './templates.js';
+import type { RetryPolicy, StepOptions } from './types.js';
 
-export interface StepPlan {
+/** The kinds of step: what a step does once its dependencies are done (src/engine/steps/). */
+export type StepKind = 'tool' | 'workflow' | 'sleep';
+
+/**
+ * A step as its task runs it: its definition with every choice made (a sub-workflow's version
+ * pinned, retry and timeout filled in from the task, the step and the tool). It is stored with
+ * the task (tasks.plan), so a later version of the definition never changes a running task.
+ */
+export interface PlanStep {
   id: string;
-  tool: string;
+  kind: StepKind;
+  /** Tool steps: the tool it runs (each item, for a map). */
+  tool?: string;
+  /** Sub-workflow steps: the workflow and the version the child task runs. */
+  workflow?: { name: string; version: number };
+  /** Sleep steps: how long, or until when (either may be a template). */
+  sleep?: { ms?: number | string; until?: string };
   dependsOn: string[];
-  dependents: string[];
   onFailure: 'fail' | 'continue';
-  /** Workflow steps: the definition's input, templates unresolved. Null when `input` is literal. */
-  inputTemplate: unknown;
-  /** Resolved input of a step that can start at once; null for steps that wait for others. */
+  /** Templates unresolved; a one-tool task's literal input. */
   input: unknown;
+  /** A CEL condition: false skips the step. */
+  when?: string;
+  /** Tool steps: a template that gives the list to map over, or a literal list. */
+  forEach?: unknown;
+  /** With forEach: most items queued or running at once, across all workers. */
+  maxParallel?: number;
+  /** Tool steps (and sub-workflows: its priority). */
   options: StepOptions;
 }
 
-/** Everything needed to store a task and start it. */
-export interface TaskPlan {
-  taskType: string;
-  workflow?: { name: string; version: number; outputTemplate: unknown };
-  params: Record<string, unknown>;
-  steps: StepPlan[];
+/** What a task runs: its steps, in the order they were written, and its output template. */
+export interface Plan {
+  steps: PlanStep[];
+  /** The task's result; templates allowed. Absent: every completed step's output by id (a one-tool task: its step's output). */
+  output?: unknown;
+  /** A one-tool task: one step, whose output is the result. */
+  single?: boolean;
 }
 
-/** Per-task overrides of the tool or workflow defaults. */
+/** A plan with what the decider looks up over and over, worked out once per task. */
+export interface RunPlan {
+  plan: Plan;
+  byId: ReadonlyMap<string, PlanStep>;
+  /** Steps in an order where every step comes after its dependencies. */
+  order: readonly PlanStep[];
+  dependents: ReadonlyMap<string, readonly string[]>;
+  ancestors: ReadonlyMap<string, ReadonlySet<string>>;
+  /**
+   * The steps whose output a step reads when it becomes ready: those its templates name, and
+   * for a `when`, every ancestor (an expression may name any of them).
+   */
+  reads: ReadonlyMap<string, ReadonlySet<string>>;
+  /** The steps the output template names; undefined: every step (no template). */
+  outputReads?: ReadonlySet<string>;
+}
+
+function stepsNamedIn(value: unknown): Set<string> {
+  const ids = new Set<string>();
+  for (const found of findReferences(value)) if (found.reference?.kind === 'steps') ids.add(found.reference.step);
+  return ids;
+}
+
+/** Works out a plan's lookups (the plan must be acyclic: definitions are checked when stored). */
+export function prepare(plan: Plan): RunPlan {
+  const byId = new Map(plan.steps.map((step) => [step.id, step]));
+  const dependents = new Map<string, string[]>(plan.steps.map((step) => [step.id, []]));
+  for (const step of plan.steps) for (const dep of step.dependsOn) dependents.get(dep)?.push(step.id);
+  const order: PlanStep[] = [];
+  const ancestors = new Map<string, Set<string>>();
+  const visit = (step: PlanStep) => {
+    if (ancestors.has(step.id)) return;
+    const set = new Set<string>();
+    ancestors.set(step.id, set);
+    for (const dep of step.dependsOn) {
+      const parent = byId.get(dep);
+      if (!parent) continue;
+      visit(parent);
+      set.add(dep);
+      for (const ancestor of ancestors.get(dep)!) set.add(ancestor);
+    }
+    order.push(step);
+  };
+  for (const step of plan.steps) visit(step);
+  const reads = new Map(
+    plan.steps.map((step) => {
+      const ids = stepsNamedIn([step.input, step.forEach ?? null, step.sleep ?? null]);
+      for (const dep of step.dependsOn) ids.add(dep);
+      if (step.when !== undefined) for (const ancestor of ancestors.get(step.id)!) ids.add(ancestor);
+      return [step.id, ids] as const;
+    }),
+  );
+  return {
+    plan,
+    byId,
+    order,
+    dependents,
+    ancestors,
+    reads,
+    ...(plan.output !== undefined && !plan.single ? { outputReads: stepsNamedIn(plan.output) } : {}),
+  };
+}
+
+/** Per-task overrides of the tool or workflow defaults (POST /assign-task's retry, timeout_ms, priority). */
 export interface RunOverrides {
   retry?: RetryPolicy;
   timeout_ms?: number;
@@ -36,18 +116,16 @@ export function planToolTask(
   tool: { name: string; retry: RetryPolicy; timeout_ms: number },
   params: Record<string, unknown>,
   overrides: RunOverrides = {},
-): TaskPlan {
+): Plan {
   return {
-    taskType: tool.name,
-    params,
+    single: true,
     steps: [
       {
         id: tool.name,
+        kind: 'tool',
         tool: tool.name,
         dependsOn: [],
-        dependents: [],
         onFailure: 'fail',
-        inputTemplate: null,
         input: params,
         options: {
           retry: overrides.retry ?? tool.retry,
@@ -57,62 +135,4 @@ export function planToolTask(
       },
     ],
   };
-}
-
-/**
- * Fills in `dependents` and the input of every step that has no dependencies. An input larger
- * than STEP_INPUT_MAX_BYTES is a 400 now, while the client can still hear it.
- * `paramsField`: where the params sit in the request body, for the error's path.
- */
-export function finishPlan(plan: TaskPlan, limits: Pick<Limits, 'STEP_INPUT_MAX_BYTES'> = DEFAULT_LIMITS, paramsField = 'params'): TaskPlan {
-  const dependents = new Map<string, string[]>();
-  for (const step of plan.steps) {
-    for (const dep of step.dependsOn) dependents.set(dep, [...(dependents.get(dep) ?? []), step.id]);
-  }
-  return {
-    ...plan,
-    steps: plan.steps.map((step) => ({
-      ...step,
-      dependents: dependents.get(step.id) ?? [],
-      input: step.dependsOn.length > 0 ? null : rootInput(plan, step, limits.STEP_INPUT_MAX_BYTES, paramsField),
-    })),
-  };
-}
-
-function rootInput(plan: TaskPlan, step: StepPlan, maxBytes: number, paramsField: string): unknown {
-  try {
-    if (step.inputTemplate !== null) return resolveTemplates(step.inputTemplate, { params: plan.params, steps: {} }, { maxBytes });
-    if (jsonSize(step.input, maxBytes).over) throw new ResolvedSizeError(maxBytes, '');
-    return step.input;
-  } catch (error) {
-    if (!(error instanceof ResolvedSizeError)) throw error;
-    const what = plan.workflow ? `the input of step '${step.id}'` : 'the input';
-    const where = error.at ? ` (at input${error.at.startsWith('[') ? '' : '.'}${error.at})` : '';
-    throw new ValidationError(
-      `params make ${what} larger than ${maxBytes} bytes`,
-      [
-        {
-          path: paramsField,
-          message: `${what} would be larger than ${maxBytes} bytes of JSON${plan.workflow ? ' once its templates are resolved' : ''}${where}: the limit is STEP_INPUT_MAX_BYTES`,
-        },
-      ],
-      'invalid_params',
-    );
-  }
-}
-
-/** The steps that start with the run, ready to become jobs. */
-export function initialSteps(plan: TaskPlan, delayMs = 0): ReadyStep[] {
-  return plan.steps
-    .filter((step) => step.dependsOn.length === 0)
-    .map((step) => ({
-      stepId: step.id,
-      tool: step.tool,
-      input: step.input,
-      retry: step.options.retry,
-      timeoutMs: step.options.timeout_ms,
-      dependencies: {},
-      ...(step.options.priority ? { priority: step.options.priority } : {}),
-      ...(delayMs > 0 ? { delayMs } : {}),
-    }));
 }

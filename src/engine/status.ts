@@ -1,6 +1,9 @@
 /**
  * A task's statuses: the one list every layer uses (the API's schemas, the stores, the events),
  * the TaskStatus enum of prisma/schema.prisma (a test holds the two together).
+ *
+ * "assigned", which POST /assign-task answers, is not a status: it says the request was taken.
+ * The task it made is `queued` until a step starts.
  */
 export const TASK_STATUSES = ['queued', 'running', 'completed', 'failed', 'cancelled'] as const;
 
@@ -17,12 +20,26 @@ export function isFinished(status: string): boolean {
 }
 
 /**
- * A step's statuses, the StepStatus enum of prisma/schema.prisma: a task's, plus `pending` (its
- * dependencies are not done) and `skipped` (its task failed before it could run).
+ * A step's statuses (and a map item's), the StepStatus enum of prisma/schema.prisma, in its
+ * order. How a step moves between them is src/engine/lifecycle.ts.
  */
-export const STEP_STATUSES = ['pending', 'queued', 'running', 'completed', 'failed', 'skipped', 'cancelled'] as const;
+export const STEP_STATUSES = ['pending', 'queued', 'running', 'waiting', 'completed', 'failed', 'skipped', 'cancelled'] as const;
 
 export type StepStatus = (typeof STEP_STATUSES)[number];
 
-/** How a step that ran ended: what its result records. */
+/** How a step's attempt ended, as its worker reports it. */
 export type StepOutcome = Extract<StepStatus, 'completed' | 'failed' | 'cancelled'>;
+
+/** A step in one of these has its final state for the run. */
+export const FINISHED_STEP_STATUSES: ReadonlySet<string> = new Set<StepStatus>(['completed', 'failed', 'skipped', 'cancelled']);
+
+/**
+ * Why a step was skipped: its `when` was false; every step it depends on was skipped (the
+ * branch it is on was not taken); or its task failed before it could run.
+ */
+export const SKIP_REASONS = ['condition', 'branch_not_taken', 'task_failed'] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
+
+/** What a waiting step waits for: a durable sleep's wake-up time. */
+export const WAIT_REASONS = ['sleep'] as const;
+export type WaitReason = (typeof WAIT_REASONS)[number];

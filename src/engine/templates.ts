@@ -1,5 +1,6 @@
 /**
- * `{{params.NAME}}` and `{{steps.ID.output.PATH}}` in workflow inputs and outputs.
+ * `{{params.NAME}}` and `{{steps.ID.output.PATH}}` in workflow inputs and outputs, and in a
+ * `for_each` step's input `{{item.PATH}}` and `{{index}}`.
  *
  * Templates are data: a reference is looked up, never evaluated, and a substituted value is not
  * scanned again, so template syntax inside params stays text. A string that is exactly one
@@ -11,14 +12,16 @@
  * seconds.
  */
 
-import { jsonLengthAtLeast } from '../limits.js';
+import { jsonLengthAtLeast } from '../lib/limits.js';
 
 const SEGMENT = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 const DIGITS = /^[0-9]+$/;
 
 export type Reference =
   | { kind: 'params'; name: string; path: string[] }
-  | { kind: 'steps'; step: string; field: 'output' | 'error' | 'status'; path: string[] };
+  | { kind: 'steps'; step: string; field: 'output' | 'error' | 'status'; path: string[] }
+  | { kind: 'item'; path: string[] }
+  | { kind: 'index' };
 
 export interface FoundReference {
   /** JSON path of the string holding the template, relative to the scanned value. */
@@ -126,7 +129,12 @@ export function parseReference(expression: string): { reference?: Reference; pro
     if (field === 'status' && segments.length > 3) return { problem: `{{${expression}}}: status has no fields` };
     return { reference: { kind: 'steps', step, field, path: segments.slice(3) } };
   }
-  return { problem: `{{${expression}}} must start with params. or steps.` };
+  if (root === 'item') return { reference: { kind: 'item', path: segments.slice(1) } };
+  if (root === 'index') {
+    if (segments.length > 1) return { problem: `{{${expression}}}: index has no fields` };
+    return { reference: { kind: 'index' } };
+  }
+  return { problem: `{{${expression}}} must start with params., steps., item or index` };
 }
 
 function joinPath(base: string, key: string | number): string {
@@ -158,6 +166,8 @@ export function hasTemplates(value: unknown): boolean {
 export interface TemplateContext {
   params: Record<string, unknown>;
   steps: Record<string, { status: string; output?: unknown; error?: unknown }>;
+  /** A `for_each` step's item and its position, for `{{item}}` and `{{index}}`. */
+  item?: { value: unknown; index: number };
 }
 
 export interface ResolveOptions {
@@ -197,6 +207,8 @@ function lookup(root: unknown, first: string, path: readonly string[]): unknown 
 
 function referencedValue(reference: Reference, context: TemplateContext): unknown {
   if (reference.kind === 'params') return lookup(context.params, reference.name, reference.path);
+  if (reference.kind === 'index') return context.item?.index;
+  if (reference.kind === 'item') return lookup({ item: context.item?.value }, 'item', reference.path);
   const step = own(context.steps, reference.step);
   return step === undefined ? undefined : lookup(step, reference.field, reference.path);
 }

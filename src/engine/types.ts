@@ -1,5 +1,3 @@
-import type { LimitExceededError } from '../errors.js';
-
 /** How a step is retried. `attempts` counts every try, the first included. */
 export interface RetryPolicy {
   /** @defaultValue 3 */
@@ -18,7 +16,7 @@ export interface RetryPolicy {
  * pass it (or the part of it the step needs).
  */
 export interface DependencyResult {
-  status: 'completed' | 'failed';
+  status: 'completed' | 'failed' | 'skipped';
   /** The dependency's output, when its JSON is at most JOB_INLINE_OUTPUT_MAX_BYTES. */
   output?: unknown;
   /** Set instead of `output` when the output is larger: it is stored in PostgreSQL only (GET /result shows it). */
@@ -26,7 +24,7 @@ export interface DependencyResult {
   error?: { name: string; message: string };
 }
 
-/** How one step runs: stored with the step, so a running task never depends on a later definition. */
+/** How a tool step runs: stored with the task's plan, so a running task never depends on a later definition. */
 export interface StepOptions {
   retry: RetryPolicy;
   timeout_ms: number;
@@ -34,43 +32,30 @@ export interface StepOptions {
   priority?: number;
 }
 
-/** A step as stored, with what it needs to become ready. */
-export interface StepRow {
-  step_id: string;
-  tool: string;
-  /** The definition's input, templates unresolved; null when `input` is literal. */
-  input_template: unknown;
-  input: unknown;
-  options: StepOptions;
-  depends_on: string[];
-}
-
-/** What a step ended with, as another step's input templates and `dependencies` see it. */
-export interface FinishedStep {
-  status: string;
-  output: unknown;
-  error: unknown;
-}
-
-/** What a ready step's input may refer to: the task's params and the steps that finished. */
-export interface RunContext {
-  params: Record<string, unknown>;
-  steps: Map<string, FinishedStep>;
-}
-
-/** A step whose dependencies are all done, with its input resolved: ready to become a job. */
+/**
+ * A tool step (or one item of a map) whose dependencies are done, with its input resolved: what
+ * its job carries. A delivery of that job is one attempt of the step.
+ */
 export interface ReadyStep {
+  taskId: string;
+  run: number;
   stepId: string;
+  /** A map item's position in its list; absent for a plain step. */
+  item?: number;
   tool: string;
   /** Resolved input: templates were filled in when the step became ready. At most STEP_INPUT_MAX_BYTES of JSON. */
   input: unknown;
-  /** Set (and `input` null) when the resolved input would pass STEP_INPUT_MAX_BYTES: the step fails with it, without running. */
-  inputError?: Pick<LimitExceededError, 'name' | 'message' | 'details'>;
   retry: RetryPolicy;
   timeoutMs: number;
-  /** What the steps this one depends on ended with; outputs only up to JOB_INLINE_OUTPUT_MAX_BYTES. */
+  /** What the steps this one depends on ended with; outputs only up to JOB_INLINE_OUTPUT_MAX_BYTES. Empty for a map item. */
   dependencies: Record<string, DependencyResult>;
   /** BullMQ priority: 1 is the highest. */
   priority?: number;
   delayMs?: number;
 }
+
+/** The options of a step that is not a tool (a sleep, a sub-workflow): it runs no attempts of its own. */
+export const DEFAULT_RETRY_FOR_KINDS: StepOptions = Object.freeze({
+  retry: Object.freeze({ attempts: 1, backoff: Object.freeze({ type: 'fixed', delay_ms: 0 }) }),
+  timeout_ms: 0,
+}) as StepOptions;

@@ -1,9 +1,13 @@
 import { z } from 'zod';
 
 /**
- * A workflow definition is data: steps that call tools, the dependencies between them, and
- * templates that carry parameters and step outputs into inputs. This is the body of
- * POST /workflows; src/workflows/check.ts checks what a schema cannot (cycles, references).
+ * A workflow definition is data: steps, the dependencies between them, and templates that carry
+ * parameters and step outputs into inputs. This is the body of POST /workflows; what a schema
+ * cannot say (cycles, references, each kind's rules) is checked by src/engine/check.ts.
+ *
+ * A step is one of three kinds, by the field it carries: `tool` (runs a tool adapter),
+ * `workflow` (runs a stored workflow as a child task and awaits it) or `sleep` (waits, holding
+ * no worker). Any step may have a `when` condition; a tool step may map over a list (`for_each`).
  */
 
 /** How often a step is tried and how long it waits between tries: a step's, a tool's default, or a task's override. */
@@ -36,19 +40,44 @@ export const parameterSchema = z
   })
   .strict();
 
+/** Longest durable sleep: a year. */
+export const SLEEP_MAX_MS = 366 * 86_400_000;
+
+export const sleepSchema = z
+  .union([z.object({ ms: z.union([z.int().min(0).max(SLEEP_MAX_MS), z.string().max(1000)]) }).strict(), z.object({ until: z.string().max(1000) }).strict()])
+  .meta({
+    description:
+      '`{"ms": N}` (milliseconds, or a template that gives them) or `{"until": "<ISO 8601 time or a template that gives one>"}`. The step waits holding no worker, and survives restarts.',
+  });
+
 export const stepSchema = z
   .object({
     id: identifier('a step id'),
-    tool: z.string().min(1).max(64),
-    input: z
-      .record(z.string(), z.unknown())
-      .default({})
-      .meta({ description: 'The tool input; strings may hold {{params.NAME}} and {{steps.ID.output.PATH}}.' }),
+    tool: z.string().min(1).max(64).optional().meta({ description: 'A tool step: the tool it runs.' }),
+    workflow: identifier('a workflow name').optional().meta({ description: 'A sub-workflow step: the stored workflow it runs as a child task.' }),
+    version: z.int().min(1).optional().meta({ description: 'With `workflow`: the version to run; without it, the current one when the task starts.' }),
+    sleep: sleepSchema.optional(),
+    input: z.record(z.string(), z.unknown()).default({}).meta({
+      description:
+        "The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.",
+    }),
     depends_on: z.array(z.string()).max(500).default([]),
+    // CONDITION_MAX_CHARS (condition.ts, which reads these types): longer ones are refused by the check with their path.
+    when: z.string().min(1).max(100_000).optional().meta({
+      description:
+        'A CEL expression over `params` and `steps.<ancestor>.output` / `.status`; false skips the step (reason `condition`). A skipped step counts as done for its dependents.',
+    }),
+    for_each: z
+      .union([z.string().min(1).max(1000), z.array(z.unknown()).max(100_000)])
+      .optional()
+      .meta({
+        description: 'Tool steps: a template that gives a list (or a literal list); the tool runs once per item, and the output is the list of their outputs.',
+      }),
+    max_parallel: z.int().min(1).max(10_000).optional().meta({ description: 'With `for_each`: most items running at once, across all workers.' }),
     retry: retryPolicySchema.optional(),
     timeout_ms: z.int().min(1).max(86_400_000).optional(),
     on_failure: z.enum(['fail', 'continue']).default('fail').meta({
-      description: 'fail: the task fails once this step has exhausted its retries. continue: dependents run and see the failure.',
+      description: 'fail: the task fails once this step has failed for good. continue: dependents run and see the failure.',
     }),
   })
   .strict();

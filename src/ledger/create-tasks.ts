@@ -1,11 +1,15 @@
-import type { TaskPlan } from '../engine/plan.js';
+import type { Plan } from '../engine/plan.js';
+import type { Decision, StepSet, TaskSet } from '../engine/state.js';
 import type { SqlRunner } from './sql.js';
-import { createdAtOf } from './task-days.js';
 
-/** What the API knows of a task when it stores it (the rest is in its plan). */
+/** What the API knows of a task when it stores it, besides its plan. */
 export interface StoredTask {
   /** A UUIDv7 (src/lib/uuid7.ts): the task's created_at is its time. */
   id: string;
+  createdAt: Date;
+  taskType: string;
+  workflow?: { name: string; version: number };
+  params: Record<string, unknown>;
   /** Id of the API key that submitted it; idempotency keys are unique per owner. @defaultValue '' (no authentication) */
   owner?: string;
   idempotencyKey?: string;
@@ -13,78 +17,89 @@ export interface StoredTask {
   priority: number;
   delayMs: number;
   callbackUrl?: string;
+  /** A sub-workflow's child: the parent task and its step that awaits it. */
+  parent?: { taskId: string; createdAt: Date; stepId: string };
+  depth?: number;
+}
+
+/** A new task with its plan and what the engine decided when it started it (src/engine/decide.ts, start). */
+export interface NewTask {
+  task: StoredTask;
+  plan: Plan;
+  decision: Decision;
+}
+
+/** The plan as stored: a one-tool task's input is its params, which the task row holds already. */
+export function storedPlan(plan: Plan): Plan {
+  return plan.single ? { ...plan, steps: plan.steps.map(({ input: _input, ...step }) => ({ ...step, input: undefined })) } : plan;
 }
 
 /**
- * Inserts tasks and their steps in one statement: one round trip and one commit for the whole
- * batch. A task whose (owner, idempotency key) is taken, in idempotency_keys, is skipped, and so
- * are its steps: they join the ids the task insert returned. Returns the ids stored.
+ * Inserts tasks, their steps and their maps' items in one call for the whole batch
+ * (ledger_create, prisma/migrations/…_engine_v2), each step as the engine left it when the task
+ * started. A task whose (owner, idempotency key) is taken, in idempotency_keys, is skipped, and so
+ * are its steps. Returns the ids stored.
  */
-export async function createTasks(db: SqlRunner, entries: { plan: TaskPlan; task: StoredTask }[]): Promise<Set<string>> {
-  const tasks = entries.map(({ plan, task }) => ({
-    id: task.id,
-    task_type: plan.taskType,
-    workflow_name: plan.workflow?.name ?? null,
-    workflow_version: plan.workflow?.version ?? null,
-    params: plan.params,
-    output_template: plan.workflow?.outputTemplate ?? null,
-    priority: task.priority,
-    delay_ms: task.delayMs,
-    callback_url: task.callbackUrl ?? null,
-    owner_key: task.owner ?? '',
-    idempotency_key: task.idempotencyKey ?? null,
-    request_hash: task.requestHash,
-    steps_total: plan.steps.length,
-    created_at: createdAtOf(task.id).toISOString(),
-  }));
-  const steps = entries.flatMap(({ plan, task }) =>
-    plan.steps.map((step, position) => ({
-      task_id: task.id,
-      step_id: step.id,
-      position,
-      tool: step.tool,
-      depends_on: step.dependsOn,
-      dependents: step.dependents,
-      remaining_deps: step.dependsOn.length,
-      on_failure: step.onFailure,
-      input_template: step.inputTemplate ?? null,
-      input: step.input ?? null,
-      options: step.options,
-      status: step.dependsOn.length === 0 ? 'queued' : 'pending',
-    })),
+export async function createTasks(db: SqlRunner, entries: readonly NewTask[]): Promise<Set<string>> {
+  const tasks = entries.map(({ task, plan, decision }) => {
+    const set: TaskSet = decision.tasks.find((change) => change.taskId === task.id)?.set ?? {};
+    return {
+      id: task.id,
+      task_type: task.taskType,
+      workflow_name: task.workflow?.name ?? null,
+      workflow_version: task.workflow?.version ?? null,
+      params: task.params,
+      plan: storedPlan(plan),
+      priority: task.priority,
+      delay_ms: task.delayMs,
+      callback_url: task.callbackUrl ?? null,
+      owner_key: task.owner ?? '',
+      idempotency_key: task.idempotencyKey ?? null,
+      request_hash: task.requestHash,
+      steps_total: plan.steps.length,
+      created_at: task.createdAt,
+      status: set.status ?? 'queued',
+      result: set.result ?? null,
+      error: set.error ?? null,
+      started_at: set.started_at ?? null,
+      finished_at: set.finished_at ?? null,
+      parent_task_id: task.parent?.taskId ?? null,
+      parent_created_at: task.parent?.createdAt ?? null,
+      parent_step_id: task.parent?.stepId ?? null,
+      depth: task.depth ?? 0,
+    };
+  });
+  const steps = entries.flatMap(({ task, plan, decision }) => {
+    const sets = new Map<string, StepSet>(decision.steps.filter((change) => change.taskId === task.id).map((change) => [change.stepId, change.set]));
+    return plan.steps.map((step, position) => {
+      const set = sets.get(step.id) ?? {};
+      return {
+        task_id: task.id,
+        step_id: step.id,
+        position,
+        kind: step.kind,
+        tool: step.tool ?? null,
+        depends_on: step.dependsOn,
+        status: set.status ?? 'pending',
+        reason: set.reason ?? null,
+        input: set.input ?? null,
+        output: set.output ?? null,
+        error: set.error ?? null,
+        queued_at: set.queued_at ?? null,
+        started_at: set.started_at ?? null,
+        finished_at: set.finished_at ?? null,
+        wake_at: set.wake_at ?? null,
+        child_task_id: set.child_task_id ?? null,
+        items: set.items ?? null,
+      };
+    });
+  });
+  const items = entries.flatMap(({ task, decision }) =>
+    decision.newItems
+      .filter((item) => item.taskId === task.id)
+      .map((item) => ({ task_id: task.id, step_id: item.stepId, item: item.item, run: item.run, status: item.status ?? 'pending', input: item.input })),
   );
-  // Keys first: of two tasks with one key, in this batch or not, the one whose key row goes in
-  // is stored (ON CONFLICT DO NOTHING skips a key taken earlier in the same statement too).
-  const rows = await db.$queryRawUnsafe<{ id: string }[]>(
-    `WITH x AS (
-       SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, task_type text, workflow_name text, workflow_version int, params jsonb,
-              output_template jsonb, priority int, delay_ms int, callback_url text, owner_key text, idempotency_key text,
-              request_hash text, steps_total int, created_at timestamptz)
-     ), k AS (
-       INSERT INTO idempotency_keys (owner_key, idempotency_key, task_id, task_created_at)
-       SELECT x.owner_key, x.idempotency_key, x.id, x.created_at FROM x WHERE x.idempotency_key IS NOT NULL
-       ON CONFLICT (owner_key, idempotency_key) DO NOTHING
-       RETURNING task_id
-     ), t AS (
-       INSERT INTO tasks (id, task_type, workflow_name, workflow_version, params, output_template, priority, delay_ms,
-                          callback_url, owner_key, idempotency_key, request_hash, steps_total, steps_remaining, created_at)
-       SELECT x.id, x.task_type, x.workflow_name, x.workflow_version, x.params, x.output_template, x.priority, x.delay_ms,
-              x.callback_url, x.owner_key, x.idempotency_key, x.request_hash, x.steps_total, x.steps_total, x.created_at
-         FROM x WHERE x.idempotency_key IS NULL OR x.id IN (SELECT task_id FROM k)
-       RETURNING id, created_at
-     ), s AS (
-       INSERT INTO steps (task_id, task_created_at, step_id, position, tool, depends_on, dependents, remaining_deps, on_failure,
-                          input_template, input, options, status, queued_at)
-       SELECT x.task_id, t.created_at, x.step_id, x.position, x.tool, x.depends_on, x.dependents, x.remaining_deps, x.on_failure::"FailurePolicy",
-              x.input_template, x.input, x.options, x.status::"StepStatus", CASE WHEN x.status = 'queued' THEN now() END
-         FROM jsonb_to_recordset($2::jsonb) AS x(task_id uuid, step_id text, position int, tool text, depends_on text[],
-              dependents text[], remaining_deps int, on_failure text, input_template jsonb, input jsonb, options jsonb, status text)
-         JOIN t ON t.id = x.task_id
-     )
-     SELECT id::text AS id FROM t`,
-    JSON.stringify(tasks),
-    JSON.stringify(steps),
-  );
+  const rows = await db.$queryRawUnsafe<{ id: string }[]>('SELECT ledger_create($1::jsonb)::text AS id', JSON.stringify({ tasks, steps, items }));
   return new Set(rows.map((row) => row.id));
 }
 

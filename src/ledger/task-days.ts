@@ -1,4 +1,5 @@
 import { uuidv7Time } from '../lib/uuid7.js';
+import type { SqlRunner } from './sql.js';
 
 /*
  * Tasks, steps, dead letters and callback deliveries are partitioned by the task's creation time
@@ -42,4 +43,27 @@ export function createdIn(column: string, param: string): string {
 export function taskById(id: string): { id: string; createdAt?: Date } {
   const at = uuidv7Time(id);
   return at ? { id, createdAt: at } : { id };
+}
+
+/**
+ * The creation time of each task, for the ledger's functions, which name every task with it:
+ * from its id, or (a task from before UUIDv7 ids) read from the database. A task not found is
+ * left out.
+ */
+export async function creationTimes(db: SqlRunner, ids: Iterable<string>): Promise<Map<string, Date>> {
+  const times = new Map<string, Date>();
+  const old: string[] = [];
+  for (const id of ids) {
+    const at = uuidv7Time(id);
+    if (at) times.set(id, at);
+    else old.push(id);
+  }
+  if (old.length > 0) {
+    const rows = await db.$queryRawUnsafe<{ id: string; created_at: Date }[]>(
+      `SELECT id::text AS id, created_at FROM tasks WHERE id = ANY($1::uuid[])`,
+      old.filter((id) => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)),
+    );
+    for (const row of rows) times.set(row.id, row.created_at);
+  }
+  return times;
 }

@@ -3,7 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net, { type LookupFunction } from 'node:net';
 import tls from 'node:tls';
-import { NonRetryableError, RetryableError } from '../errors.js';
+import { NonRetryableError, RetryableError } from './errors.js';
 import type { HostPolicy } from './host-policy.js';
 
 /** The request went to, or was redirected to, a host the policy refuses. Never retried. */

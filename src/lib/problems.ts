@@ -1,32 +1,11 @@
-import type { z } from 'zod';
-import type { Problem } from '../errors.js';
+import { jsonPath, type Problem } from './errors.js';
+
+export { jsonPath, zodProblems } from './errors.js';
 
 /**
  * Problems with a value, each at its JSON path: what a refused request, workflow definition or
  * step output reports. Here, below the API, the services and the workers, since all of them report them.
  */
-
-/** `['params', 'batch_ids', 2]` -> `params.batch_ids[2]`. */
-export function jsonPath(segments: readonly PropertyKey[]): string {
-  let path = '';
-  for (const segment of segments) {
-    if (typeof segment === 'number') path += `[${segment}]`;
-    else {
-      const key = String(segment);
-      path += /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? (path ? `.${key}` : key) : `[${JSON.stringify(key)}]`;
-    }
-  }
-  return path || '$';
-}
-
-export function zodProblems(error: z.ZodError, prefix: PropertyKey[] = []): Problem[] {
-  return error.issues.flatMap((issue) =>
-    // zod reports every unknown key in one issue at the object: one problem per key is clearer.
-    issue.code === 'unrecognized_keys'
-      ? issue.keys.map((key) => ({ path: jsonPath([...prefix, ...issue.path, key]), message: `${JSON.stringify(key)} is not a known field` }))
-      : [{ path: jsonPath([...prefix, ...issue.path]), message: issue.message }],
-  );
-}
 
 /** Why PostgreSQL could not store this text, if it could not. */
 function unstorable(text: string): string | undefined {

@@ -72,6 +72,12 @@ export class Metrics {
     buckets: SECONDS,
     registers: [this.registry],
   });
+  /** A task ended: counted, and its time from acceptance observed. */
+  taskEnded(taskType: string, status: string, createdAt: Date): void {
+    this.tasksFinished.inc({ task_type: taskType, status });
+    this.taskDuration.observe({ task_type: taskType, status }, (Date.now() - createdAt.getTime()) / 1000);
+  }
+
   readonly stepsFinished = new client.Counter({
     name: 'orchestrator_steps_finished_total',
     help: 'Steps that ended, by tool and status (completed, failed, cancelled).',

@@ -48,10 +48,10 @@ import {
 import type { Sampler, SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { Telemetry } from 'bullmq';
 import { BullMQOtel } from 'bullmq-otel';
-import type { Config } from '../config.js';
-import { coerceError } from '../errors.js';
+import type { Config } from '../lib/config.js';
+import { coerceError } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
 import { PACKAGE } from '../lib/package-root.js';
-import type { Logger } from '../logger.js';
 
 /** Attributes of Orchestrator's own spans. */
 export const SpanAttributes = {

@@ -2,7 +2,7 @@ import { PrismaPg } from '@prisma/adapter-pg';
 import pg from 'pg';
 import { PrismaClient } from '../generated/prisma/client.js';
 import { poolSql, type Sql } from '../ledger/sql.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../lib/logger.js';
 
 export type Prisma = PrismaClient;
 

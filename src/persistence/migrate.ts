@@ -2,8 +2,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
+import type { Logger } from '../lib/logger.js';
 import { PACKAGE_ROOT } from '../lib/package-root.js';
-import type { Logger } from '../logger.js';
 
 /**
  * Applies prisma/migrations the way `prisma migrate deploy` does, without Prisma's schema-engine

@@ -1,5 +1,5 @@
 import type { Sql } from '../ledger/sql.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../lib/logger.js';
 
 /**
  * Retention by partition. Tasks and what belongs to them (steps, dead letters, callback

@@ -1,4 +1,4 @@
-import type { Logger } from '../logger.js';
+import type { Logger } from '../lib/logger.js';
 
 // SQLSTATEs worth retrying: serialization failure, deadlock, the server shutting down or
 // terminating our backend, connection failures, too many connections.

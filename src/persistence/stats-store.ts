@@ -1,4 +1,4 @@
-import { UnavailableError } from '../errors.js';
+import { UnavailableError } from '../lib/errors.js';
 import type { Prisma } from './database.js';
 import { sqlState } from './retry.js';
 

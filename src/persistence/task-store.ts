@@ -1,18 +1,10 @@
-import type { TaskPlan } from '../engine/plan.js';
-import { isFinished, type TaskStatus } from '../engine/status.js';
-import { readyStep } from '../engine/step-input.js';
-import type { ReadyStep, StepRow } from '../engine/types.js';
+import type { StepStatus, TaskStatus } from '../engine/status.js';
 import type { Prisma as P } from '../generated/prisma/client.js';
-import { createTasks, keyHolders, type StoredTask } from '../ledger/create-tasks.js';
+import { keyHolders } from '../ledger/create-tasks.js';
 import type { SqlRunner } from '../ledger/sql.js';
-import { createdIn, createdTimes, taskById } from '../ledger/task-days.js';
+import { taskById } from '../ledger/task-days.js';
 import { uuidv7Time } from '../lib/uuid7.js';
-import { DEFAULT_LIMITS, type Limits } from '../limits.js';
 import type { Prisma } from './database.js';
-
-export type NewTask = StoredTask;
-
-export type CreateResult = { created: true } | { created: false; id: string; requestHash: string | null };
 
 export interface TaskFilter {
   /** Only this owner's tasks. */
@@ -25,55 +17,26 @@ export interface TaskFilter {
   cursor?: { createdAt: Date; id: string };
 }
 
-/** Tasks and their steps: what the API reads and writes. Step results go through StepResults. */
+/** A task's partition key where its id holds it: a lookup by task id then reads one day's partitions. */
+function taskRef(taskId: string): { taskId: string; taskCreatedAt?: Date } {
+  const at = uuidv7Time(taskId);
+  return at ? { taskId, taskCreatedAt: at } : { taskId };
+}
+
+/**
+ * What the API reads of tasks, their steps, items and dead letters. Every change to a run goes
+ * through the ledger (src/tasks/runs.ts).
+ */
 export class TaskStore {
   constructor(
     private readonly prisma: Prisma,
-    /** Sizes a resumed step's input may have. */
-    private readonly limits: Limits = DEFAULT_LIMITS,
     /** Where the ledger's statements run: the pool's plain SQL in the service (Database.sql). */
     private readonly sql: SqlRunner = prisma,
   ) {}
 
-  /**
-   * Stores tasks and their steps, many at once (the API batches concurrent submissions), in one
-   * statement (src/ledger/create-tasks.ts). A task whose idempotency key is already taken by its
-   * owner (by an earlier task or by one earlier in the same batch) is not stored; its result
-   * names the task that holds the key.
-   */
-  async createMany(entries: { plan: TaskPlan; task: NewTask }[]): Promise<CreateResult[]> {
-    const stored = await createTasks(this.sql, entries);
-    const taken = entries.filter(({ task }) => !stored.has(task.id) && task.idempotencyKey).map(({ task }) => task);
-    const holders =
-      taken.length > 0
-        ? await keyHolders(
-            this.sql,
-            taken.map((task) => ({ owner: task.owner ?? '', key: task.idempotencyKey! })),
-          )
-        : [];
-    // JSON of the pair: no separator that a key could contain.
-    const pair = (owner: string, key: string) => JSON.stringify([owner, key]);
-    const byKey = new Map(holders.map((row) => [pair(row.owner_key, row.idempotency_key), row]));
-    return entries.map(({ task }): CreateResult => {
-      if (stored.has(task.id)) return { created: true };
-      const holder = byKey.get(pair(task.owner ?? '', task.idempotencyKey ?? ''));
-      if (!holder) throw new Error(`task ${task.id} was neither stored nor found by its idempotency key`);
-      return { created: false, id: holder.id, requestHash: holder.request_hash };
-    });
-  }
-
-  /** Undoes `createMany` for tasks that could not be enqueued: the tasks, their steps and the idempotency keys they took. */
-  async removeMany(ids: string[]): Promise<void> {
-    await this.sql.$executeRawUnsafe(
-      `WITH t AS (
-         DELETE FROM tasks WHERE id = ANY($1::uuid[]) AND ${createdIn('created_at', '$2')} RETURNING id, created_at, owner_key, idempotency_key
-       ), s AS (
-         DELETE FROM steps s USING t WHERE s.task_id = t.id AND s.task_created_at = t.created_at AND ${createdIn('s.task_created_at', '$2')}
-       )
-       DELETE FROM idempotency_keys k USING t WHERE k.owner_key = t.owner_key AND k.idempotency_key = t.idempotency_key AND k.task_id = t.id`,
-      ids,
-      createdTimes(ids),
-    );
+  /** The tasks that hold these (owner, idempotency key) pairs, and the request each was made with. */
+  keyHolders(keys: { owner: string; key: string }[]) {
+    return keyHolders(this.sql, keys);
   }
 
   /** The task and its steps, read in one statement so they show one moment. */
@@ -120,118 +83,44 @@ export class TaskStore {
         startedAt: true,
         finishedAt: true,
         stepsTotal: true,
-        stepsRemaining: true,
         workflowName: true,
+        parentTaskId: true,
         workflowVersion: true,
       },
     });
   }
 
-  /**
-   * Marks the task cancelled and its steps that have not started. Steps already running are
-   * left to their workers, which are told to abort them and record how they ended. With `owner`,
-   * another owner's task is treated as missing.
-   */
-  async cancel(
-    id: string,
-    owner?: string,
-  ): Promise<
-    { outcome: 'cancelled'; run: number; taskType: string; single: boolean; createdAt: Date } | { outcome: 'finished'; status: TaskStatus } | undefined
-  > {
-    const times = createdTimes([id]);
-    return this.prisma.$transaction(async (tx) => {
-      const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; single: boolean; created_at: Date }[]>(
-        `SELECT status::text AS status, run, task_type, workflow_name IS NULL AS single, created_at FROM tasks
-          WHERE id = $1::uuid AND ${createdIn('created_at', '$3')} AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
-        id,
-        owner ?? null,
-        times,
-      );
-      if (!task) return undefined;
-      if (isFinished(task.status)) return { outcome: 'finished' as const, status: task.status };
-      await tx.$executeRawUnsafe(
-        `UPDATE tasks SET status = 'cancelled', finished_at = now(), error = $2::jsonb WHERE id = $1::uuid AND ${createdIn('created_at', '$3')}`,
-        id,
-        JSON.stringify({ name: 'Cancelled', message: 'task was cancelled' }),
-        times,
-      );
-      await tx.$executeRawUnsafe(
-        `UPDATE steps SET status = 'cancelled', finished_at = now() WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$2')} AND status IN ('pending', 'queued')`,
-        id,
-        times,
-      );
-      return { outcome: 'cancelled' as const, run: task.run, taskType: task.task_type, single: task.single, createdAt: task.created_at };
+  /** A map's items, in order, after `after` (a page of `limit`); with `status`, only those. */
+  items(taskId: string, stepId: string, page: { limit: number; after?: number; status?: StepStatus }) {
+    return this.prisma.stepItem.findMany({
+      where: {
+        ...taskRef(taskId),
+        stepId,
+        ...(page.after !== undefined ? { item: { gt: page.after } } : {}),
+        ...(page.status ? { status: page.status } : {}),
+      },
+      orderBy: { item: 'asc' },
+      take: page.limit,
     });
   }
 
-  /**
-   * Starts a new run of a failed or cancelled task: steps that completed keep their outputs;
-   * every other step is reset and waits for its unfinished dependencies again. `enqueue` is
-   * called inside the transaction, so a failure to enqueue leaves the task as it was. With
-   * `owner`, another owner's task is treated as missing.
-   */
-  async resume(
-    id: string,
-    enqueue: (run: { run: number; taskType: string; single: boolean; ready: ReadyStep[] }) => Promise<void>,
-    owner?: string,
-  ): Promise<{ outcome: 'resumed'; run: number } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
-    const times = createdTimes([id]);
-    return this.prisma.$transaction(
-      async (tx) => {
-        const [task] = await tx.$queryRawUnsafe<{ status: TaskStatus; run: number; task_type: string; single: boolean; params: Record<string, unknown> }[]>(
-          `SELECT status::text AS status, run, task_type, workflow_name IS NULL AS single, params FROM tasks
-            WHERE id = $1::uuid AND ${createdIn('created_at', '$3')} AND ($2::text IS NULL OR owner_key = $2) FOR UPDATE`,
-          id,
-          owner ?? null,
-          times,
-        );
-        if (!task) return undefined;
-        if (task.status !== 'failed' && task.status !== 'cancelled') return { outcome: 'not_resumable' as const, status: task.status };
-        const run = task.run + 1;
-        const steps = await tx.$queryRawUnsafe<(StepRow & { status: string; output: unknown; error: unknown })[]>(
-          `SELECT step_id, tool, status::text AS status, output, error, depends_on, input_template, input, options FROM steps WHERE task_id = $1::uuid AND ${createdIn('task_created_at', '$2')}`,
-          id,
-          times,
-        );
-        const completed = new Set(steps.filter((step) => step.status === 'completed').map((step) => step.step_id));
-        const rerun = steps.filter((step) => !completed.has(step.step_id));
-        const remaining = new Map(rerun.map((step) => [step.step_id, step.depends_on.filter((dep) => !completed.has(dep)).length]));
-        await tx.$executeRawUnsafe(
-          `UPDATE steps s SET status = CASE WHEN v.remaining = 0 THEN 'queued'::"StepStatus" ELSE 'pending'::"StepStatus" END,
-                  remaining_deps = v.remaining, run = $2, attempts = 0, output = NULL, error = NULL,
-                  started_at = NULL, finished_at = NULL, queued_at = CASE WHEN v.remaining = 0 THEN now() ELSE NULL END
-             FROM unnest($3::text[], $4::int[]) AS v(step_id, remaining)
-            WHERE s.task_id = $1::uuid AND ${createdIn('s.task_created_at', '$5')} AND s.step_id = v.step_id`,
-          id,
-          run,
-          rerun.map((step) => step.step_id),
-          rerun.map((step) => remaining.get(step.step_id)!),
-          times,
-        );
-        await tx.$executeRawUnsafe(
-          `UPDATE tasks SET status = 'queued', run = $2, steps_remaining = $3, error = NULL, result = NULL, finished_at = NULL
-            WHERE id = $1::uuid AND ${createdIn('created_at', '$4')}`,
-          id,
-          run,
-          rerun.length,
-          times,
-        );
-        const context = {
-          params: task.params,
-          steps: new Map(steps.filter((step) => completed.has(step.step_id)).map((step) => [step.step_id, step])),
-        };
-        const ready = rerun.filter((step) => remaining.get(step.step_id) === 0).map((step) => readyStep(step, context, this.limits));
-        await enqueue({ run, taskType: task.task_type, single: task.single, ready });
-        return { outcome: 'resumed' as const, run };
-      },
-      { timeout: 15_000, maxWait: 5_000 },
-    );
+  async hasStep(taskId: string, stepId: string): Promise<boolean> {
+    return (await this.prisma.step.count({ where: { ...taskRef(taskId), stepId } })) > 0;
+  }
+
+  /** The child tasks of a task's sub-workflow steps. */
+  children(taskId: string) {
+    return this.prisma.task.findMany({
+      where: { parentTaskId: taskId },
+      select: { id: true, taskType: true, status: true, parentStepId: true, workflowVersion: true, createdAt: true },
+      orderBy: { createdAt: 'asc' },
+    });
   }
 
   /** Newest first, optionally for one task or tool; the cursor is the last row's (created_at, id). */
   listDeadLetters(filter: { taskId?: string; tool?: string; limit: number; cursor?: { createdAt: Date; id: string } }) {
     const where: P.DeadLetterWhereInput = {
-      ...(filter.taskId ? { taskId: filter.taskId, ...(uuidv7Time(filter.taskId) ? { taskCreatedAt: uuidv7Time(filter.taskId) } : {}) } : {}),
+      ...(filter.taskId ? taskRef(filter.taskId) : {}),
       ...(filter.tool ? { tool: filter.tool } : {}),
     };
     const cursor = filter.cursor;
@@ -240,6 +129,21 @@ export class TaskStore {
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: filter.limit,
     });
+  }
+
+  /** Active tasks accepted more than `olderThanMs` ago, oldest first, after `after` (paging): what the reconciler looks at. */
+  async activeRuns(olderThanMs: number, limit: number, after?: { createdAt: Date; id: string }): Promise<{ id: string; createdAt: Date }[]> {
+    const rows = await this.sql.$queryRawUnsafe<{ id: string; created_at: Date }[]>(
+      `SELECT id::text AS id, created_at FROM tasks
+        WHERE status IN ('queued', 'running') AND created_at < now() - make_interval(secs => $1)
+          AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::uuid))
+        ORDER BY created_at, id LIMIT $4`,
+      olderThanMs / 1000,
+      after?.createdAt ?? null,
+      after?.id ?? null,
+      limit,
+    );
+    return rows.map((row) => ({ id: row.id, createdAt: row.created_at }));
   }
 
   /** Queued and running tasks, for the active-tasks gauge. */

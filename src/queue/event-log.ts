@@ -23,6 +23,8 @@ export interface TaskEvent {
   task_id: string;
   step_id?: string;
   status?: string;
+  /** Why a step is skipped or waiting. */
+  reason?: string;
   percent?: number;
   message?: string;
   at: string;
@@ -70,6 +72,7 @@ export class EventLog {
       tasks.add(event.taskId);
       const fields = ['type', event.progress ? 'progress' : event.stepId ? 'step' : 'task', 'status', event.status, 'at', event.at];
       if (event.stepId) fields.push('step_id', event.stepId);
+      if (event.reason) fields.push('reason', event.reason);
       if (event.progress) {
         fields.push('percent', String(event.progress.percent));
         if (event.progress.message !== undefined) fields.push('message', event.progress.message);
@@ -99,6 +102,7 @@ export class EventLog {
         type: fields.type as TaskEvent['type'],
         task_id: taskId,
         ...(fields.step_id ? { step_id: fields.step_id } : {}),
+        ...(fields.reason ? { reason: fields.reason } : {}),
         ...(fields.type !== 'progress' ? { status: fields.status } : {}),
         ...(fields.percent !== undefined ? { percent: Number(fields.percent) } : {}),
         ...(fields.message !== undefined ? { message: fields.message } : {}),

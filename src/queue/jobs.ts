@@ -1,11 +1,15 @@
 import type { ReadyStep } from '../engine/types.js';
-import type { ErrorRecord } from '../errors.js';
+import type { ErrorRecord } from '../lib/errors.js';
 
 /**
- * Queue of the workflow runs' root jobs: each runs once all steps of its run have finished. A
- * one-tool task's run has no root: its step is its only job.
+ * The queues of a shard (see shards.ts) and what their jobs carry. Every step of a run, a
+ * workflow's as a one-tool task's, is one job in its tool's queue, without a parent: the run's
+ * graph is kept in PostgreSQL, where the engine decides which step is ready (BullMQ flows are
+ * trees, and a diamond is not one).
  */
-export const TASKS_QUEUE = 'tasks';
+
+/** A durable sleep's wake-up: a delayed job per sleeping step, which reports the step done. */
+export const TIMERS_QUEUE = 'timers';
 
 /** Completion callbacks: one job per finished run whose task has a callback_url. */
 export const CALLBACKS_QUEUE = 'callbacks';
@@ -24,24 +28,25 @@ export function toolQueueName(tool: string): string {
   return `tool.${tool}`;
 }
 
-/** Job ids are deterministic (no ":"), so adding the same job twice is a no-op. */
-export function taskJobId(taskId: string, run: number): string {
-  return `${taskId}.${run}`;
+/** Job ids are deterministic (no ":"), so adding the same job twice is a no-op. A map item's job names its item. */
+export function stepJobId(taskId: string, run: number, stepId: string, item?: number): string {
+  return item === undefined ? `${taskId}.${run}.${stepId}` : `${taskId}.${run}.${stepId}.${item}`;
 }
 
-export function stepJobId(taskId: string, run: number, stepId: string): string {
-  return `${taskId}.${run}.${stepId}`;
+export function timerJobId(taskId: string, run: number, stepId: string): string {
+  return `${taskId}.${run}.${stepId}.wake`;
 }
 
 /** Custom backoff type: the worker computes the delay (jitter, Retry-After). */
 export const BACKOFF_TYPE = 'orchestrator';
 
-export interface TaskJobData {
+export interface TimerJobData {
   taskId: string;
   run: number;
+  stepId: string;
 }
 
-/** A step's result that could not be written yet (PostgreSQL unreachable); see step-processor.ts. */
+/** A step's result that could not be written yet (PostgreSQL unreachable); see workers/runtime/step-processor.ts. */
 export interface ParkedResult {
   status: 'completed' | 'failed' | 'cancelled';
   output?: unknown;
@@ -53,13 +58,11 @@ export interface ParkedResult {
 
 /** A ready step as its job carries it; priority and delay are the job's options, not its data. */
 export interface StepJobData extends Omit<ReadyStep, 'priority' | 'delayMs'> {
-  taskId: string;
-  run: number;
   /** Set when the step already ran and only its result remains to be written. */
   parked?: ParkedResult;
   /**
-   * Set on the job of a one-tool task's run, which is that run's only job: no root job waits
-   * for it, so the step closes the run itself (see src/workers/runtime/single-run.ts).
+   * Set on a one-tool task's step, whose result ends its task: the worker records both in one
+   * statement, and may run it before claiming it (workers/runtime/step-processor.ts).
    */
   single?: true;
 }

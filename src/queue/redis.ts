@@ -1,5 +1,5 @@
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
-import type { Config } from '../config.js';
+import type { Config } from '../lib/config.js';
 
 /**
  * `worker`: BullMQ workers; commands wait through a reconnect instead of failing

@@ -1,4 +1,4 @@
-import type { Logger } from '../logger.js';
+import type { Logger } from '../lib/logger.js';
 import { type EventsNotice, eventsChannel } from './channels.js';
 import { type RedisClient, subscribeWhenReady } from './redis.js';
 

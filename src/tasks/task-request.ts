@@ -9,6 +9,7 @@ export const taskRequestSchema = z
   .object({
     task_type: z.string().min(1).max(200).meta({ description: 'A tool name (a one-step task) or a registered workflow.' }),
     params: z.record(z.string(), z.unknown()).default({}).meta({ description: "Checked against the tool's or workflow's input schema." }),
+    version: z.int().min(1).optional().meta({ description: 'A workflow task: the version to run (without it, the current one). Not for a tool.' }),
     idempotency_key: z
       .string()
       .min(1)

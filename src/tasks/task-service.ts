@@ -1,28 +1,26 @@
 import { createHash } from 'node:crypto';
-import type { Context } from '@opentelemetry/api';
-import type { Config } from '../config.js';
-import { finishPlan, initialSteps, planToolTask, type RunOverrides, type TaskPlan } from '../engine/plan.js';
-import { isFinished } from '../engine/status.js';
+import { type Plan, planToolTask, type RunOverrides } from '../engine/plan.js';
+import { isFinished, type StepStatus } from '../engine/status.js';
 import { IDENTIFIER } from '../engine/workflow-definition.js';
-import { type ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, ValidationError } from '../errors.js';
 import type { DeadLetter } from '../generated/prisma/client.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
+import type { Config } from '../lib/config.js';
+import { type ApiError, ConflictError, DependencyUnavailableError, type ErrorRecord, GoneError, NotFoundError, ValidationError } from '../lib/errors.js';
 import { hostPolicyFor } from '../lib/host-policy.js';
+import type { Logger } from '../lib/logger.js';
 import { unstorableProblems, zodProblems } from '../lib/problems.js';
 import { uuidv7Time } from '../lib/uuid7.js';
-import type { Logger } from '../logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { captureTraceContext, inSpan, SpanAttributes, type SpanHandle, withBatchTraceContext } from '../observability/tracing.js';
 import type { Reachability } from '../persistence/database.js';
 import { retentionCutoff } from '../persistence/partitions.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
-import type { CreateResult, NewTask, TaskFilter, TaskStore } from '../persistence/task-store.js';
-import { publishStop } from '../queue/channels.js';
-import type { EventLog } from '../queue/event-log.js';
+import type { TaskFilter, TaskStore } from '../persistence/task-store.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
+import type { CreateOutcome, PreparedTask, Runs } from './runs.js';
 import type { TaskRequest } from './task-request.js';
 import { taskView } from './task-view.js';
 
@@ -40,10 +38,20 @@ export interface TaskServiceDeps {
   /** The producer connection: fails fast while Redis is down. */
   redis: RedisClient;
   events: TaskEvents;
-  eventLog: EventLog;
   metrics: Metrics;
-  /** Builds the plan of a registered workflow, or returns undefined for an unknown name. */
-  planWorkflow?: (name: string, params: Record<string, unknown>, overrides: RunOverrides, paramsField: string) => Promise<TaskPlan | undefined>;
+  /** Where runs start, end and change (the ledger and the engine). */
+  runs: Runs;
+  /**
+   * Builds the plan of a registered workflow (of `version`, or the current one), or returns
+   * undefined for an unknown name.
+   */
+  planWorkflow?: (
+    name: string,
+    params: Record<string, unknown>,
+    overrides: RunOverrides,
+    paramsField: string,
+    version?: number,
+  ) => Promise<{ plan: Plan; params: Record<string, unknown>; workflow: { name: string; version: number } } | undefined>;
   /** Names of registered workflows, for the 404 of an unknown task_type. */
   workflowNames?: () => Promise<string[]>;
   /** Whether PostgreSQL can be reached: while it cannot, requests answer 503 at once instead of waiting for a connection. */
@@ -108,17 +116,12 @@ export interface Page<T> {
   nextCursor: string | null;
 }
 
-interface Submission {
-  plan: TaskPlan;
-  task: NewTask;
-  delayMs: number;
-  /** The submitter's trace (tracing on): a batch's jobs each continue their own. */
-  trace?: Context;
-}
+/** What storing a submission did: stored it, or found the task its idempotency key names. */
+type CreateResult = { created: true } | { created: false; id: string; requestHash: string | null };
 
 /** Tasks as the API sees them: submit, read, list, cancel, retry. Knows nothing of HTTP. */
 export class TaskService {
-  private readonly submissions: Batcher<Submission, CreateResult>;
+  private readonly submissions: Batcher<PreparedTask, CreateResult>;
 
   constructor(private readonly deps: TaskServiceDeps) {
     this.submissions = new Batcher((batch) => this.persistAndEnqueue(batch), { maxSize: 200 });
@@ -135,32 +138,41 @@ export class TaskService {
     }
   }
 
-  private async plan(body: TaskRequest, options: SubmitOptions): Promise<TaskPlan> {
+  private async plan(
+    body: TaskRequest,
+    options: SubmitOptions,
+  ): Promise<{ plan: Plan; params: Record<string, unknown>; workflow?: { name: string; version: number } }> {
     const overrides: RunOverrides = {
       ...(body.retry ? { retry: body.retry } : {}),
       ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
       ...(body.priority ? { priority: body.priority } : {}),
     };
-    const nul = unstorableProblems(body.params, [options.paramsField ?? 'params']);
+    const paramsField = options.paramsField ?? 'params';
+    const nul = unstorableProblems(body.params, [paramsField]);
     if (nul.length > 0) throw new ValidationError('params hold characters that cannot be stored', nul, 'invalid_params');
     const tool = options.workflowOnly ? undefined : this.deps.registry.get(body.task_type);
     if (tool) {
+      if (body.version !== undefined) {
+        throw new ValidationError('a tool has no versions', [{ path: 'version', message: `${tool.name} is a tool; version is for workflows` }]);
+      }
       const params = tool.input.safeParse(body.params);
       if (!params.success) {
-        throw new ValidationError(
-          `params do not fit the input schema of tool '${tool.name}'`,
-          zodProblems(params.error, [options.paramsField ?? 'params']),
-          'invalid_params',
-        );
+        throw new ValidationError(`params do not fit the input schema of tool '${tool.name}'`, zodProblems(params.error, [paramsField]), 'invalid_params');
       }
-      return planToolTask(tool, params.data as Record<string, unknown>, overrides);
+      const input = params.data as Record<string, unknown>;
+      return { plan: planToolTask(tool, input, overrides), params: input };
     }
     // A name that cannot be a workflow's is not looked up.
     const workflow = IDENTIFIER.test(body.task_type)
-      ? await this.database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides, options.paramsField ?? 'params'))
+      ? await this.database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides, paramsField, body.version))
       : undefined;
     if (workflow) return workflow;
-    if (options.workflowOnly) throw new NotFoundError('workflow_not_found', `no workflow is named ${JSON.stringify(body.task_type)}`);
+    if (options.workflowOnly || body.version !== undefined) {
+      throw new NotFoundError(
+        'workflow_not_found',
+        `no workflow is named ${JSON.stringify(body.task_type)}${body.version !== undefined ? ` with a version ${body.version}` : ''}`,
+      );
+    }
     const workflows = (await this.database(async () => this.deps.workflowNames?.())) ?? [];
     throw new NotFoundError('unknown_task_type', `no tool or workflow is named ${JSON.stringify(body.task_type)}`, {
       known_task_types: [...this.deps.registry.names(), ...workflows].sort(),
@@ -176,23 +188,26 @@ export class TaskService {
   private async submitInSpan(body: TaskRequest, options: SubmitOptions, span: SpanHandle): Promise<Submitted> {
     const receivedAt = new Date();
     if (body.callback_url) this.checkCallback(body.callback_url);
-    const plan = finishPlan(await this.plan(body, options), this.deps.config, options.paramsField);
+    const planned = await this.plan(body, options);
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
     if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
-    // The one place task ids are made: the id holds the task's creation time (src/ledger/task-days.ts)
-    // and, through its hash, the queue shard of its jobs.
-    const id = this.deps.queues.newTaskId(receivedAt, plan.taskType);
+    // The one place task ids are made for clients: the id holds the task's creation time
+    // (src/ledger/task-days.ts) and, through its hash, the queue shard of its jobs.
+    const taskType = planned.workflow?.name ?? body.task_type;
+    const id = this.deps.queues.newTaskId(receivedAt, taskType);
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const requestHash = createHash('sha256')
       .update(canonical({ ...body, idempotency_key: undefined }))
       .digest('hex');
-    const created = await this.submissions.add({
-      plan,
-      delayMs: body.delay_ms ?? 0,
-      trace: captureTraceContext(),
-      task: {
+    // The engine starts the task (which steps start at once): a first step whose input is too large is a 400 now.
+    const prepared = this.deps.runs.prepare(
+      {
         id,
+        createdAt: uuidv7Time(id)!,
+        taskType,
+        ...(planned.workflow ? { workflow: planned.workflow } : {}),
+        params: planned.params,
         requestHash,
         priority: body.priority ?? 0,
         delayMs: body.delay_ms ?? 0,
@@ -200,7 +215,11 @@ export class TaskService {
         ...(body.idempotency_key ? { idempotencyKey: body.idempotency_key } : {}),
         ...(body.callback_url ? { callbackUrl: body.callback_url } : {}),
       },
-    });
+      planned.plan,
+      options.paramsField,
+    );
+    const trace = captureTraceContext();
+    const created = await this.submissions.add({ ...prepared, ...(trace ? { trace } : {}) });
     if (!created.created) {
       span.setAttributes({ [SpanAttributes.TASK_ID]: created.id, 'orchestrator.task.deduplicated': true });
       if (created.requestHash !== requestHash) {
@@ -210,45 +229,40 @@ export class TaskService {
       }
       return { taskId: created.id, replayed: true };
     }
-    this.deps.metrics.tasksSubmitted.inc({ task_type: plan.taskType });
-    this.deps.logger.debug('task assigned', { task_id: id, task_type: plan.taskType, steps: plan.steps.length });
+    this.deps.metrics.tasksSubmitted.inc({ task_type: taskType });
+    this.deps.logger.debug('task assigned', { task_id: id, task_type: taskType, steps: planned.plan.steps.length });
     return { taskId: id, replayed: false };
   }
 
   /**
-   * Writes a batch of concurrent submissions to PostgreSQL in one transaction, then creates their
-   * flows in Redis in one round trip per queue shard. The tasks of a shard that Redis refused
-   * are deleted again and their clients hear 503 (nothing is left half-created); the others
-   * are accepted.
+   * Stores a batch of concurrent submissions in one statement and adds their jobs in one round
+   * trip per queue shard (Runs.create). Tasks a shard refused are removed again and their
+   * clients hear 503 (nothing is left half-created); a task whose idempotency key is taken
+   * names the task that holds it.
    */
-  private async persistAndEnqueue(batch: Submission[]): Promise<(CreateResult | ItemFailure)[]> {
-    const results = await this.database(() => this.deps.store.createMany(batch));
-    const fresh = batch.filter((_, index) => results[index]!.created);
-    if (fresh.length === 0) return results;
-    let refused: Map<string, unknown>;
-    try {
-      refused = await withBatchTraceContext(
-        fresh.map(({ trace }) => trace),
-        () =>
-          this.deps.queues.startRuns(
-            fresh.map(({ plan, task, delayMs, trace }) => ({
-              ref: { taskId: task.id, run: 1, taskType: plan.taskType, single: !plan.workflow },
-              steps: initialSteps(plan, delayMs),
-              trace,
-            })),
-          ),
-      );
-    } catch (error) {
-      refused = new Map(fresh.map(({ task }) => [task.id, error]));
-    }
-    if (refused.size === 0) return results;
-    const ids = [...refused.keys()];
-    await this.deps.store
-      .removeMany(ids)
-      .catch((cleanup: Error) => this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: cleanup.message }));
-    return results.map((result, index) => {
-      const id = batch[index]!.task.id;
-      return result.created && refused.has(id) ? new ItemFailure(new DependencyUnavailableError('redis', refused.get(id))) : result;
+  private async persistAndEnqueue(batch: PreparedTask[]): Promise<(CreateResult | ItemFailure)[]> {
+    const outcomes: CreateOutcome[] = await withBatchTraceContext(
+      batch.map(({ trace }) => trace),
+      () => this.database(() => this.deps.runs.create(batch)),
+    );
+    const taken = batch.filter(({ task }, index) => {
+      const outcome = outcomes[index]!;
+      return 'created' in outcome && !outcome.created && task.idempotencyKey;
+    });
+    const holders =
+      taken.length > 0
+        ? await this.database(() => this.deps.store.keyHolders(taken.map(({ task }) => ({ owner: task.owner ?? '', key: task.idempotencyKey! }))))
+        : [];
+    // JSON of the pair: no separator that a key could contain.
+    const pair = (owner: string, key: string) => JSON.stringify([owner, key]);
+    const byKey = new Map(holders.map((row) => [pair(row.owner_key, row.idempotency_key), row]));
+    return batch.map(({ task }, index): CreateResult | ItemFailure => {
+      const outcome = outcomes[index]!;
+      if ('refused' in outcome) return new ItemFailure(new DependencyUnavailableError('redis', outcome.refused));
+      if (outcome.created) return { created: true };
+      const holder = byKey.get(pair(task.owner ?? '', task.idempotencyKey ?? ''));
+      if (!holder) return new ItemFailure(new Error(`task ${task.id} was neither stored nor found by its idempotency key`));
+      return { created: false, id: holder.id, requestHash: holder.request_hash };
     });
   }
 
@@ -292,50 +306,74 @@ export class TaskService {
     return taskView(task);
   }
 
+  /** A page of a for_each step's items, in item order; `cursor` is the last item of the previous page. */
+  async items(id: string, stepId: string, page: { limit: number; status?: StepStatus; cursor?: string }, owner?: string) {
+    if (!UUID.test(id)) throw this.missing(id);
+    const after = page.cursor === undefined ? undefined : Number(page.cursor);
+    if (after !== undefined && (!Number.isInteger(after) || after < 0)) {
+      throw new ValidationError('the cursor is invalid', [{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
+    }
+    const task = await this.database(() => this.deps.store.ownerOf(id));
+    if (task === undefined || (owner !== undefined && task !== owner)) throw this.missing(id);
+    const rows = await this.database(() =>
+      this.deps.store.items(id, stepId, { limit: page.limit + 1, ...(after !== undefined ? { after } : {}), ...(page.status ? { status: page.status } : {}) }),
+    );
+    if (rows.length === 0 && after === undefined && !(await this.database(() => this.deps.store.hasStep(id, stepId)))) {
+      throw new NotFoundError('step_not_found', `task ${id} has no step ${JSON.stringify(stepId)}`);
+    }
+    const items = rows.slice(0, page.limit);
+    return {
+      task_id: id,
+      step_id: stepId,
+      items: items.map((row) => ({
+        item: row.item,
+        status: row.status,
+        attempts: row.attempts,
+        run: row.run,
+        ...(row.input !== null ? { input: row.input } : {}),
+        ...(row.output !== null ? { output: row.output } : {}),
+        ...(row.error !== null ? { error: row.error as unknown as ErrorRecord } : {}),
+        started_at: row.startedAt?.toISOString() ?? null,
+        finished_at: row.finishedAt?.toISOString() ?? null,
+        duration_ms: row.startedAt && row.finishedAt ? row.finishedAt.getTime() - row.startedAt.getTime() : null,
+      })),
+      next_cursor: rows.length > page.limit ? String(items.at(-1)!.item) : null,
+    };
+  }
+
   async list(filter: Omit<TaskFilter, 'cursor'> & { cursor?: string }) {
     const cursor: TaskFilter['cursor'] = filter.cursor ? decodeCursor(filter.cursor) : undefined;
     const rows = await this.database(() => this.deps.store.list({ ...filter, cursor, limit: filter.limit + 1 }));
     return page(rows, filter.limit);
   }
 
-  /** Cancels a task: no further step starts, and running ones are told to stop. */
+  /**
+   * Cancels a task and its sub-workflows' children: no further step starts, waiting steps end,
+   * and the workers holding its running steps are told to abort them.
+   */
   async cancel(id: string, owner?: string): Promise<void> {
     if (!UUID.test(id)) throw this.missing(id);
-    const outcome = await this.database(() => this.deps.store.cancel(id, owner));
+    const outcome = await this.database(() => this.deps.runs.cancel(id, owner));
     if (!outcome) throw this.missing(id);
     if (outcome.outcome === 'finished') {
       throw new ConflictError('task_finished', `the task already ended (${outcome.status}); nothing to cancel`, { status: outcome.status });
     }
-    // PostgreSQL has the cancellation, so no further step starts. Now stop what is running.
-    const { redis, queues, config, logger } = this.deps;
-    await Promise.all([
-      publishStop(redis, config.QUEUE_PREFIX, { taskId: id, reason: 'cancelled' }),
-      // A one-tool task's step is named after its tool (see planToolTask).
-      queues.dropUnstartedSteps({ taskId: id, run: outcome.run, ...(outcome.single ? { single: { tool: outcome.taskType, stepId: outcome.taskType } } : {}) }),
-      this.deps.eventLog.append([{ taskId: id, status: 'cancelled', at: new Date().toISOString() }]),
-    ]).catch((error: Error) => logger.warn('task cancelled, but running steps could not be told', { task_id: id, error: error.message }));
-    this.deps.metrics.tasksFinished.inc({ task_type: outcome.taskType, status: 'cancelled' });
-    this.deps.metrics.taskDuration.observe({ task_type: outcome.taskType, status: 'cancelled' }, (Date.now() - outcome.createdAt.getTime()) / 1000);
-    logger.info('task cancelled', { task_id: id });
+    this.deps.logger.info('task cancelled', { task_id: id });
   }
 
-  /** Resumes a failed or cancelled task from its unfinished steps; returns its new run. */
+  /** Resumes a failed or cancelled task from its unfinished steps (and its children's); returns its new run. */
   async retry(id: string, owner?: string): Promise<{ run: number }> {
     if (!UUID.test(id)) throw this.missing(id);
     assertRedis(this.deps.redis);
-    const outcome = await this.database(() =>
-      this.deps.store.resume(
-        id,
-        async ({ run, taskType, single, ready }) => {
-          try {
-            await this.deps.queues.startRun({ taskId: id, run, taskType, single }, ready);
-          } catch (error) {
-            throw new DependencyUnavailableError('redis', error);
-          }
-        },
-        owner,
-      ),
-    );
+    let outcome: Awaited<ReturnType<Runs['resume']>>;
+    try {
+      outcome = await this.database(() => this.deps.runs.resume(id, owner));
+    } catch (error) {
+      if (error instanceof DependencyUnavailableError || isTransientDatabaseError(error)) throw error;
+      // Adding the new run's jobs failed (the transaction rolled back): Redis is away.
+      if (this.deps.redis.status !== 'ready') throw new DependencyUnavailableError('redis', error);
+      throw error;
+    }
     if (!outcome) throw this.missing(id);
     if (outcome.outcome === 'not_resumable') {
       throw new ConflictError('task_not_retryable', `only a failed or cancelled task can be retried; this one is ${outcome.status}`, {

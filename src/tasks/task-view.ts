@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { TASK_STATUSES } from '../engine/status.js';
+import { STEP_STATUSES, TASK_STATUSES } from '../engine/status.js';
 import type { CallbackDelivery, Step, Task } from '../generated/prisma/client.js';
 
 /**
@@ -12,7 +12,7 @@ export const timestamp = z.iso.datetime().meta({ description: 'ISO 8601 date and
 const count = z.int().min(0);
 
 export const taskStatus = z.enum(TASK_STATUSES);
-export const stepStatus = z.enum(['pending', 'queued', 'running', 'completed', 'failed', 'skipped', 'cancelled']);
+export const stepStatus = z.enum(STEP_STATUSES);
 
 export const errorRecordSchema = z
   .looseObject({
@@ -28,10 +28,21 @@ const workflowRef = z
   .object({ name: z.string(), version: z.int().min(1).nullable() })
   .meta({ description: 'Present on tasks that run a workflow: the name and the version the task runs.' });
 
+export const itemCountsSchema = z
+  .object({
+    total: count,
+    done: count.meta({ description: 'Items with their final result (completed, or failed under on_failure continue).' }),
+    failed: count,
+    running: count.meta({ description: 'Items queued or running now (at most max_parallel).' }),
+  })
+  .meta({ description: 'A for_each step: its items, counted. GET /tasks/{task_id}/steps/{step_id}/items lists them.' });
+
 export const stepViewSchema = z.object({
   id: z.string(),
-  tool: z.string(),
+  kind: z.enum(['tool', 'workflow', 'sleep']).meta({ description: 'tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits.' }),
+  tool: z.string().nullable().meta({ description: 'The tool a tool step runs; null for the other kinds.' }),
   status: stepStatus,
+  reason: z.string().optional().meta({ description: 'Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`).' }),
   attempts: count,
   depends_on: z.array(z.string()),
   started_at: timestamp.nullable(),
@@ -41,8 +52,12 @@ export const stepViewSchema = z.object({
     .object({ percent: z.number().min(0).max(100), message: z.string().optional() })
     .optional()
     .meta({ description: "The adapter's last progress report." }),
-  output: z.unknown().optional().meta({ description: "The tool's output (completed steps)." }),
+  input: z.unknown().optional().meta({ description: "The input it ran with, its templates resolved (a sub-workflow: its child's params)." }),
+  output: z.unknown().optional().meta({ description: "The step's output (completed steps): a map's is the list of its items' outputs." }),
   error: errorRecordSchema.optional(),
+  wake_at: timestamp.optional().meta({ description: 'A sleeping step: when it wakes.' }),
+  items: itemCountsSchema.optional(),
+  child_task_id: z.uuid().optional().meta({ description: 'A sub-workflow step: its child task (GET /result/{child_task_id}).' }),
 });
 export type StepViewBody = z.infer<typeof stepViewSchema>;
 
@@ -82,6 +97,10 @@ export const taskViewSchema = z.object({
     total: count,
   }),
   run: z.int().min(1).meta({ description: '1, plus one for every retry of the task.' }),
+  parent: z
+    .object({ task_id: z.uuid(), step_id: z.string() })
+    .optional()
+    .meta({ description: "A sub-workflow's child task: its parent task and the step that awaits it." }),
   steps: z.array(stepViewSchema),
   callback: callbackSchema.optional(),
   created_at: timestamp,
@@ -97,6 +116,7 @@ export const taskSummarySchema = z.object({
   workflow: workflowRef.optional(),
   status: taskStatus,
   steps_total: count,
+  parent_task_id: z.uuid().optional().meta({ description: "A sub-workflow's child task: its parent." }),
   created_at: timestamp,
   started_at: timestamp.nullable(),
   finished_at: timestamp.nullable(),
@@ -112,16 +132,22 @@ function iso(date: Date | null): string | null {
 export function stepView(step: Step): StepViewBody {
   return {
     id: step.stepId,
+    kind: step.kind as StepViewBody['kind'],
     tool: step.tool,
     status: step.status,
+    ...(step.reason !== null ? { reason: step.reason } : {}),
     attempts: step.attempts,
     depends_on: step.dependsOn,
     started_at: iso(step.startedAt),
     finished_at: iso(step.finishedAt),
     duration_ms: step.startedAt && step.finishedAt ? step.finishedAt.getTime() - step.startedAt.getTime() : null,
     ...(step.progress !== null ? { progress: step.progress as StepViewBody['progress'] } : {}),
+    ...(step.input !== null ? { input: step.input } : {}),
     ...(step.output !== null ? { output: step.output } : {}),
     ...(step.error !== null ? { error: step.error as StepViewBody['error'] } : {}),
+    ...(step.wakeAt !== null && step.status === 'waiting' ? { wake_at: step.wakeAt.toISOString() } : {}),
+    ...(step.items !== null ? { items: step.items as StepViewBody['items'] } : {}),
+    ...(step.childTaskId !== null ? { child_task_id: step.childTaskId } : {}),
   };
 }
 
@@ -175,6 +201,7 @@ export function taskView(task: Task & { steps: Step[]; callbacks?: CallbackDeliv
       total: task.steps.length,
     },
     run: task.run,
+    ...(task.parentTaskId && task.parentStepId ? { parent: { task_id: task.parentTaskId, step_id: task.parentStepId } } : {}),
     steps: task.steps.map(stepView),
     ...(task.callbackUrl ? { callback: callbackView(task.callbackUrl, task.callbacks ?? []) } : {}),
     created_at: task.createdAt.toISOString(),
@@ -185,7 +212,10 @@ export function taskView(task: Task & { steps: Step[]; callbacks?: CallbackDeliv
 }
 
 export function taskSummary(
-  task: Pick<Task, 'id' | 'taskType' | 'status' | 'createdAt' | 'startedAt' | 'finishedAt' | 'stepsTotal' | 'workflowName' | 'workflowVersion'>,
+  task: Pick<
+    Task,
+    'id' | 'taskType' | 'status' | 'createdAt' | 'startedAt' | 'finishedAt' | 'stepsTotal' | 'workflowName' | 'workflowVersion' | 'parentTaskId'
+  >,
 ): TaskSummaryBody {
   return {
     task_id: task.id,
@@ -193,6 +223,7 @@ export function taskSummary(
     ...(task.workflowName ? { workflow: { name: task.workflowName, version: task.workflowVersion } } : {}),
     status: task.status,
     steps_total: task.stepsTotal,
+    ...(task.parentTaskId ? { parent_task_id: task.parentTaskId } : {}),
     created_at: task.createdAt.toISOString(),
     started_at: iso(task.startedAt),
     finished_at: iso(task.finishedAt),

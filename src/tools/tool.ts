@@ -1,14 +1,14 @@
 import { z } from 'zod';
-import type { Config } from '../config.js';
 import type { DependencyResult, RetryPolicy } from '../engine/types.js';
-import type { Logger } from '../logger.js';
+import type { Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
 
 // Defined in the engine, which plans and resolves steps without knowing the SDK; part of the SDK
 // all the same.
 export type { DependencyResult, RetryPolicy } from '../engine/types.js';
 // The errors an adapter throws are part of the SDK: an adapter imports this module and nothing
 // else of the service (the import-boundary rules in .dependency-cruiser.cjs hold it to that).
-export { NonRetryableError, RetryableError } from '../errors.js';
+export { NonRetryableError, RetryableError } from '../lib/errors.js';
 
 /** At most `max` steps of this tool start per `duration_ms`, across all worker processes. */
 export interface RateLimit {
@@ -45,8 +45,8 @@ export interface ToolContext<Settings = unknown> {
 }
 
 /**
- * A tool adapter: one file under src/adapters that names a tool, declares its input and
- * output with zod, and runs it. See src/adapters/approve-batches.ts for a small example.
+ * A tool adapter: one file under workers/adapters that names a tool, declares its input and
+ * output with zod, and runs it. See workers/adapters/approve-batches.ts for a small example.
  */
 export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = z.ZodType, Settings extends z.ZodType = z.ZodType> {
   /** Letters, digits, `_` and `-`; it is also the task_type that runs this tool alone. */
@@ -94,7 +94,7 @@ export type AnyTool = Tool<z.ZodType, z.ZodType, z.ZodType>;
 
 /**
  * Picks one tool's settings out of the configuration. The registry holds one per tool that
- * declares settings, all in one place (src/adapters/index.ts for the built-in tools), so what
+ * declares settings, all in one place (workers/adapters/index.ts for the built-in tools), so what
  * each adapter may see of the configuration is written down where it can be reviewed.
  */
 export type SettingsChooser = (config: Config) => unknown;

@@ -1,44 +1,55 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RunOverrides, TaskPlan } from '../engine/plan.js';
+import type { Catalog, WorkflowSpec } from '../engine/catalog.js';
+import { checkWorkflow, referencedWorkflows } from '../engine/check.js';
+import { compileWorkflow } from '../engine/compile.js';
+import type { Plan, RunOverrides } from '../engine/plan.js';
 import { IDENTIFIER, type WorkflowDefinition, workflowDefinitionSchema } from '../engine/workflow-definition.js';
-import { NotFoundError, ValidationError } from '../errors.js';
-import { unstorableProblems, zodProblems } from '../lib/problems.js';
-import { DEFAULT_LIMITS, type Limits } from '../limits.js';
-import type { Logger } from '../logger.js';
+import { NotFoundError, ValidationError, zodProblems } from '../lib/errors.js';
+import { DEFAULT_LIMITS, type Limits } from '../lib/limits.js';
+import type { Logger } from '../lib/logger.js';
+import { unstorableProblems } from '../lib/problems.js';
 import type { StoredWorkflow, WorkflowStore, WorkflowVersion } from '../persistence/workflow-store.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { checkWorkflow } from './check.js';
-import { compileWorkflow } from './compile.js';
 
 export const EXAMPLES_DIR = fileURLToPath(new URL('./examples/', import.meta.url));
 
 const CURRENT_VERSION_TTL_MS = 1_000;
 
-/** Workflow definitions as the API sees them: checked before storing, compiled for each run. */
+/** A compiled run of a workflow: its plan, its params (defaults filled in), and the version it runs. */
+export interface PlannedRun {
+  plan: Plan;
+  params: Record<string, unknown>;
+  workflow: { name: string; version: number };
+}
+
+/** Workflow definitions as the API sees them: checked before storing (src/engine/check.ts), compiled for each run (src/engine/compile.ts). */
 export class WorkflowService {
-  private readonly current = new Map<string, { workflow: StoredWorkflow; at: number }>();
+  private readonly current = new Map<string, { workflow: StoredWorkflow | undefined; at: number }>();
+  /** Stored versions never change: each is read once. */
+  private readonly versionsRead = new Map<string, StoredWorkflow>();
 
   constructor(
     private readonly store: WorkflowStore,
     private readonly registry: ToolRegistry,
     private readonly logger: Logger,
-    /** Sizes templates may have in a definition. */
+    /** Sizes templates may have in a definition; how deep sub-workflows may nest. */
     private readonly limits: Limits = DEFAULT_LIMITS,
   ) {}
 
   /** Parses and checks a definition; every problem is reported at once, with its JSON path. */
-  validate(body: unknown): WorkflowDefinition {
+  async validate(body: unknown): Promise<WorkflowDefinition> {
     const parsed = workflowDefinitionSchema.safeParse(body);
     if (!parsed.success) throw new ValidationError('the workflow definition is invalid', zodProblems(parsed.error), 'invalid_workflow');
-    const problems = [...unstorableProblems(body), ...checkWorkflow(parsed.data, this.registry, this.limits)];
+    const catalog = await this.catalogFor(parsed.data);
+    const problems = [...unstorableProblems(body), ...checkWorkflow(parsed.data, catalog, this.limits)];
     if (problems.length > 0) throw new ValidationError('the workflow definition is invalid', problems, 'invalid_workflow');
     return parsed.data;
   }
 
   async define(body: unknown): Promise<StoredWorkflow> {
-    const definition = this.validate(body);
+    const definition = await this.validate(body);
     const stored = await this.store.create(definition);
     this.current.delete(definition.name);
     this.logger.info('workflow stored', { workflow: stored.name, version: stored.version });
@@ -70,11 +81,45 @@ export class WorkflowService {
     return outcome;
   }
 
-  /** The plan of a run of the current version, or undefined when no such workflow is active. */
-  async plan(name: string, params: Record<string, unknown>, overrides: RunOverrides, paramsField = 'params'): Promise<TaskPlan | undefined> {
-    const workflow = await this.currentVersion(name);
+  /**
+   * The plan of a run of an active workflow (`version`, or its current one), or undefined when
+   * no such workflow is active.
+   */
+  async plan(
+    name: string,
+    params: Record<string, unknown>,
+    overrides: RunOverrides,
+    paramsField = 'params',
+    version?: number,
+  ): Promise<PlannedRun | undefined> {
+    const workflow = await this.runnable(name, version);
     if (!workflow) return undefined;
-    return compileWorkflow(workflow.definition, workflow.version, params, overrides, this.registry, paramsField);
+    const catalog = await this.catalogFor(workflow.definition);
+    return { ...compileWorkflow(workflow.definition, params, overrides, catalog, paramsField), workflow: { name: workflow.name, version: workflow.version } };
+  }
+
+  /** A sub-workflow's child: the version its parent pinned, with the params the parent's step gives. */
+  async planChild(workflow: { name: string; version: number }, params: Record<string, unknown>): Promise<{ plan: Plan; params: Record<string, unknown> }> {
+    const stored = await this.version(workflow.name, workflow.version);
+    if (!stored) throw new ValidationError(`workflow ${workflow.name} v${workflow.version} is gone`, [{ path: 'workflow', message: 'no such version' }]);
+    return compileWorkflow(stored.definition, params, {}, await this.catalogFor(stored.definition), 'input');
+  }
+
+  /** An active workflow's version: archived names run no more. */
+  private async runnable(name: string, version?: number): Promise<StoredWorkflow | undefined> {
+    const current = await this.currentVersion(name);
+    if (!current) return undefined;
+    return version === undefined ? current : this.version(name, version);
+  }
+
+  private async version(name: string, version: number): Promise<StoredWorkflow | undefined> {
+    const key = `${name}@${version}`;
+    let found = this.versionsRead.get(key);
+    if (!found) {
+      found = await this.store.get(name, version);
+      if (found) this.versionsRead.set(key, found);
+    }
+    return found;
   }
 
   /**
@@ -86,10 +131,34 @@ export class WorkflowService {
     const cached = this.current.get(name);
     if (cached && Date.now() - cached.at < CURRENT_VERSION_TTL_MS) return cached.workflow;
     const workflow = await this.store.get(name);
-    // Only workflows that exist are kept, so unknown names cannot grow the map.
-    if (workflow) this.current.set(name, { workflow, at: Date.now() });
-    else this.current.delete(name);
+    // Unknown names are kept briefly too, but only while the map is small: they cannot grow it without bound.
+    if (workflow || this.current.size < 10_000) this.current.set(name, { workflow, at: Date.now() });
     return workflow;
+  }
+
+  /** The tools, and every workflow `definition` reaches through its sub-workflow steps (read before the pure check or compile). */
+  private async catalogFor(definition: WorkflowDefinition): Promise<Catalog> {
+    const found = new Map<string, WorkflowSpec | undefined>();
+    const key = (name: string, version?: number) => (version === undefined ? name : `${name}@${version}`);
+    let frontier = referencedWorkflows(definition);
+    for (let depth = 0; frontier.length > 0 && depth <= this.limits.SUBWORKFLOW_MAX_DEPTH + 1; depth += 1) {
+      const next: { name: string; version?: number }[] = [];
+      for (const ref of frontier) {
+        if (found.has(key(ref.name, ref.version))) continue;
+        const stored = ref.version === undefined ? await this.currentVersion(ref.name) : await this.runnable(ref.name, ref.version);
+        found.set(key(ref.name, ref.version), stored);
+        // A pinned version that is missing: whether the name has others says which problem it is.
+        if (ref.version !== undefined && !found.has(ref.name)) found.set(ref.name, await this.currentVersion(ref.name));
+        if (stored) next.push(...referencedWorkflows(stored.definition));
+      }
+      frontier = next;
+    }
+    const registry = this.registry;
+    return {
+      tool: (name) => registry.get(name),
+      toolNames: () => registry.names(),
+      workflow: (name, version) => found.get(key(name, version)),
+    };
   }
 
   names(): Promise<string[]> {
@@ -99,20 +168,28 @@ export class WorkflowService {
   /**
    * Stores each example shipped with the service unless a workflow of that name exists (even
    * archived). An example the configured limits refuse (TEMPLATE_MAX_REFERENCES set very low)
-   * is left out with a warning rather than stopping the service.
+   * is left out with a warning rather than stopping the service. Examples that run others are
+   * stored after those (in file order, retried once the others are in).
    */
   async loadExamples(dir = EXAMPLES_DIR): Promise<string[]> {
     const loaded: string[] = [];
-    for (const file of (await readdir(dir)).filter((name) => name.endsWith('.json')).sort()) {
-      let definition: WorkflowDefinition;
-      try {
-        definition = this.validate(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
-      } catch (error) {
-        if (!(error instanceof ValidationError)) throw error;
-        this.logger.warn('example workflow left out: it does not pass the checks', { file, problems: error.details });
-        continue;
+    let left = (await readdir(dir)).filter((name) => name.endsWith('.json')).sort();
+    for (let pass = 0; left.length > 0 && pass < 3; pass += 1) {
+      const later: string[] = [];
+      for (const file of left) {
+        let definition: WorkflowDefinition;
+        try {
+          definition = await this.validate(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
+        } catch (error) {
+          if (!(error instanceof ValidationError)) throw error;
+          if (pass < 2 && JSON.stringify(error.details).includes('no active workflow')) later.push(file);
+          else this.logger.warn('example workflow left out: it does not pass the checks', { file, problems: error.details });
+          continue;
+        }
+        if (await this.store.createIfAbsent(definition)) loaded.push(definition.name);
+        this.current.delete(definition.name);
       }
-      if (await this.store.createIfAbsent(definition)) loaded.push(definition.name);
+      left = later;
     }
     if (loaded.length > 0) this.logger.info('loaded example workflows', { workflows: loaded });
     return loaded;

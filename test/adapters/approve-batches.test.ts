@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import approveBatches from '../../src/adapters/approve-batches.js';
-import { silentLogger } from '../../src/logger.js';
+import { silentLogger } from '../../src/lib/logger.js';
 import type { ToolContext } from '../../src/tools/tool.js';
+import approveBatches from '../../workers/adapters/approve-batches.js';
 
 const context = { signal: new AbortController().signal, logger: silentLogger(), progress: () => undefined } as unknown as ToolContext;
 const approve = (params: unknown) => approveBatches.run(approveBatches.input.parse(params), context);

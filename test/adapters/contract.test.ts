@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { builtinTools } from '../../src/adapters/index.js';
 import { TOOL_NAME } from '../../src/tools/tool.js';
+import { builtinTools } from '../../workers/adapters/index.js';
 
 /**
  * One contract for every registered adapter: what the runtime, the API and the workflow checker
- * rely on. A new adapter in src/adapters/index.ts is checked by this file without edits.
+ * rely on. A new adapter in workers/adapters/index.ts is checked by this file without edits.
  */
 describe.each(builtinTools.map((tool) => [tool.name, tool] as const))('tool adapter %s', (_name, tool) => {
   it('has a valid name and a description', () => {

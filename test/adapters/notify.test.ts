@@ -1,8 +1,8 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import winston from 'winston';
-import notify from '../../src/adapters/notify.js';
 import type { ToolContext } from '../../src/tools/tool.js';
+import notify from '../../workers/adapters/notify.js';
 import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
 

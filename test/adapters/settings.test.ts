@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { builtinTools, createToolRegistry } from '../../src/adapters/index.js';
-import { loadConfig } from '../../src/config.js';
-import { silentLogger } from '../../src/logger.js';
+import { loadConfig } from '../../src/lib/config.js';
+import { silentLogger } from '../../src/lib/logger.js';
 import { type AnyTool, defineTool, ToolRegistry } from '../../src/tools/tool.js';
-import { startWorker } from '../../src/workers/worker.js';
+import { builtinTools, createToolRegistry } from '../../workers/adapters/index.js';
+import { startWorker } from '../../workers/worker.js';
 import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 /**

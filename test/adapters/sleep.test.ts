@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import sleep from '../../src/adapters/sleep.js';
 import type { ToolContext } from '../../src/tools/tool.js';
+import sleep from '../../workers/adapters/sleep.js';
 
 const context = (signal = new AbortController().signal) => ({ signal, progress: () => undefined }) as unknown as ToolContext;
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import textStats from '../../src/adapters/text-stats.js';
 import type { ToolContext } from '../../src/tools/tool.js';
+import textStats from '../../workers/adapters/text-stats.js';
 
 const analyse = (text: string) => textStats.run(textStats.input.parse({ text }), {} as ToolContext);
 

@@ -1,8 +1,8 @@
 import { Queue } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiServer, startApi } from '../../src/api/server.js';
-import { loadConfig } from '../../src/config.js';
-import { TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
+import { loadConfig } from '../../src/lib/config.js';
+import { TIMERS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
@@ -32,7 +32,7 @@ describe('the API while Redis or PostgreSQL is down', () => {
     redisUrl.port = String(redisProxy.port);
     api = await startApi(loadConfig({ ...h.env, REDIS_URL: redisUrl.toString(), DATABASE_URL: databaseUrl.toString() }), h.logger, h.registry);
     h.url = api.url;
-    queues = [TASKS_QUEUE, ...h.registry.names().map(toolQueueName)].map((name) => new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX }));
+    queues = [TIMERS_QUEUE, ...h.registry.names().map(toolQueueName)].map((name) => new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX }));
   });
   afterEach(() => {
     redisProxy?.resume();

@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiServer, startApi } from '../../src/api/server.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/lib/config.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
 import { Shards } from '../../src/queue/shards.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';

@@ -253,6 +253,7 @@ describe('the OpenAPI document', () => {
       ['POST', `/tasks/${expired}/cancel`],
       ['POST', `/tasks/${expired}/retry`],
       ['GET', `/dead-letters?task_id=${expired}`],
+      ['GET', `/tasks/${expired}/steps/a/items`],
     ] as const) {
       expect((await call(method, path)).status, `${method} ${path}`).toBe(410);
     }
@@ -272,6 +273,10 @@ describe('the OpenAPI document', () => {
     expect(workflowTask.status).toBe(202);
     await waitForTask(h, workflowTask.body.task_id);
     expect((await call('GET', `/result/${workflowTask.body.task_id}`)).body.workflow).toEqual({ name: 'diamond', version: 1 });
+    // A step's items: a plain step lists none; a bad filter is refused; an unknown step is 404.
+    expect((await call('GET', `/tasks/${workflowTask.body.task_id}/steps/a/items`)).body.items).toEqual([]);
+    expect((await call('GET', `/tasks/${workflowTask.body.task_id}/steps/a/items?status=bogus`)).status).toBe(400);
+    expect((await call('GET', `/tasks/${workflowTask.body.task_id}/steps/nope/items`)).body.error.code).toBe('step_not_found');
     await waitForTask(h, sleeping.body.task_id);
     const slept = await call('GET', `/result/${sleeping.body.task_id}`);
     expect(slept.body.status).toBe('completed');

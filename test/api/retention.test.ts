@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { finishPlan, planToolTask } from '../../src/engine/plan.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
 import { DAY_MS, maintainPartitions } from '../../src/persistence/partitions.js';
-import { TaskStore } from '../../src/persistence/task-store.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
+import { storeToolTasks } from '../helpers/stored-tasks.js';
 
 describe('expired tasks (RETENTION_DAYS)', () => {
   let h: Harness;
@@ -41,16 +40,10 @@ describe('expired tasks (RETENTION_DAYS)', () => {
   });
 
   it('drops a task past retention with its idempotency key, which a new task may then take', async () => {
-    const store = new TaskStore(h.db.prisma, undefined, h.db.sql);
     const body = { task_type: 'echo', params: { order: 42 } };
     // Submitted 8 days ago with the key.
     const old = uuidv7(new Date(Date.now() - 8 * DAY_MS));
-    await store.createMany([
-      {
-        plan: finishPlan(planToolTask(h.registry.get('echo')!, body.params)),
-        task: { id: old, idempotencyKey: 'order-42', requestHash: 'old', priority: 0, delayMs: 0 },
-      },
-    ]);
+    await storeToolTasks(h.db.sql, h.registry, [{ id: old, params: body.params, idempotencyKey: 'order-42', requestHash: 'old' }]);
     expect((await h.request('GET', `/result/${old}`)).status).toBe(200);
 
     await maintainPartitions(h.db.sql, new Date(), { retentionDays: 7, aheadDays: 3 }, h.logger);

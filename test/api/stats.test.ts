@@ -76,8 +76,8 @@ describe('GET /stats under a statement timeout', () => {
     h = await createHarness({ worker: false, env: { STATS_STATEMENT_TIMEOUT_MS: '1' } });
     // Enough finished tasks that the percentiles take longer than a millisecond.
     await h.db.prisma.$executeRawUnsafe(
-      `INSERT INTO tasks (id, task_type, params, status, steps_total, steps_remaining, finished_at)
-       SELECT gen_random_uuid(), 'bulk_' || (n % 50), '{}', 'completed', 1, 0, now() + n * interval '1 ms' FROM generate_series(1, 200000) AS n`,
+      `INSERT INTO tasks (id, task_type, params, status, steps_total, finished_at)
+       SELECT gen_random_uuid(), 'bulk_' || (n % 50), '{}', 'completed', 1, now() + n * interval '1 ms' FROM generate_series(1, 200000) AS n`,
     );
   });
   afterAll(async () => {

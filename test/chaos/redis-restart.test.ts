@@ -1,6 +1,8 @@
+import { readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
-import { createHarness, type Harness, poll } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { type RedisServer, startRedisServer } from '../helpers/redis-server.js';
 import {
   CHAOS_ENV,
@@ -144,4 +146,50 @@ describe('Redis restarted under load', () => {
     });
     expect(problems).toEqual([]);
   }, 600_000);
+});
+
+describe('a durable sleep across a Redis that lost everything', () => {
+  let redis: RedisServer;
+  let h: Harness;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+    // The reconciler looks every 300 ms at every active run: it makes the lost timer again.
+    h = await createHarness({ env: { ...CHAOS_ENV, REDIS_URL: redis.url, RECONCILE_INTERVAL_MS: '300', RECONCILE_AFTER_MS: '0' } });
+    const defined = await h.request('POST', '/workflows', {
+      name: 'nap_across',
+      steps: [
+        { id: 'a', tool: 'echo', input: { n: 1 } },
+        { id: 'nap', depends_on: ['a'], sleep: { ms: 3_000 } },
+        { id: 'b', tool: 'echo', depends_on: ['nap'], input: { woke: '{{steps.nap.output.woke_at}}' } },
+      ],
+    });
+    expect(defined.status).toBe(201);
+  }, 120_000);
+  afterAll(async () => {
+    if (redis && !redis.running) await redis.start().catch(() => undefined);
+    await h?.close().catch((error: Error) => console.error(`harness close: ${error.message}`));
+    await redis?.close();
+  }, 120_000);
+
+  it('wakes on time after Redis restarts empty: PostgreSQL keeps wake_at, and the timer is made again', async () => {
+    const id = await submit(h, { task_type: 'nap_across' });
+    const wakeAt = await poll(
+      async () => {
+        const nap = (await h.request('GET', `/result/${id}`)).body.steps?.find((step: { id: string }) => step.id === 'nap');
+        return nap?.status === 'waiting' ? Date.parse(nap.wake_at) : undefined;
+      },
+      { label: 'the step to sleep' },
+    );
+    // Redis goes, and comes back with nothing: its append-only files are gone.
+    await redis.stop('shutdown');
+    for (const entry of await readdir(redis.dir)) if (entry.startsWith('appendonly')) await rm(path.join(redis.dir, entry), { recursive: true, force: true });
+    await redis.start();
+    expect(await h.redis.dbsize()).toBe(0);
+    const task = await waitForTask(h, id, 30_000);
+    expect(task.status).toBe('completed');
+    const nap = task.steps.find((step: { id: string }) => step.id === 'nap');
+    expect(nap.status).toBe('completed');
+    expect(Date.parse(nap.output.woke_at)).toBeGreaterThanOrEqual(wakeAt);
+    expect(task.steps.find((step: { id: string }) => step.id === 'b').output).toEqual({ woke: nap.output.woke_at });
+  }, 120_000);
 });

@@ -177,6 +177,10 @@ export interface PlannedTask {
   records: Record<string, { key: string; succeedOn: number }>;
   /** Steps that may end skipped, or completed if they were already running, when the task fails. */
   mayBeSkipped?: string[];
+  /** for_each steps of the record tool: each item's observation key, in item order. */
+  maps?: Record<string, string[]>;
+  /** Sub-workflow steps: what their child task is meant to do. */
+  children?: Record<string, PlannedTask>;
 }
 
 const record = (key: string, extra: Record<string, unknown> = {}) => ({ tool: 'record', input: { key, ms: '{{params.ms}}', ...extra } });
@@ -233,6 +237,41 @@ export const CHAOS_WORKFLOWS = [
     output: { join: '{{steps.join.output}}' },
   },
   {
+    name: 'chaos_map',
+    parameters: keyParams,
+    steps: [
+      { id: 'list', tool: 'echo', input: { items: [0, 1, 2, 3, 4, 5] } },
+      {
+        id: 'each',
+        depends_on: ['list'],
+        tool: 'record',
+        for_each: '{{steps.list.output.items}}',
+        max_parallel: 3,
+        input: { key: '{{params.key}}-each-{{item}}', ms: '{{params.ms}}' },
+      },
+    ],
+    output: { each: '{{steps.each.output}}' },
+  },
+  {
+    name: 'chaos_nap',
+    parameters: keyParams,
+    steps: [
+      { id: 'a', ...record('{{params.key}}-a') },
+      { id: 'nap', depends_on: ['a'], sleep: { ms: '{{params.ms}}' } },
+      { id: 'b', depends_on: ['nap'], ...record('{{params.key}}-b') },
+    ],
+    output: { a: '{{steps.a.output.token}}', b: '{{steps.b.output.token}}' },
+  },
+  {
+    name: 'chaos_parent',
+    parameters: keyParams,
+    steps: [
+      { id: 'sub', workflow: 'chaos_chain', input: { key: '{{params.key}}-sub', ms: '{{params.ms}}' } },
+      { id: 'after', depends_on: ['sub'], tool: 'echo', input: { chain: '{{steps.sub.output}}' } },
+    ],
+    output: { sub: '{{steps.sub.output}}', after: '{{steps.after.output}}' },
+  },
+  {
     name: 'chaos_doomed',
     parameters: keyParams,
     steps: [
@@ -268,6 +307,9 @@ const MIX: [string, number][] = [
   ['chaos_diamond', 16],
   ['chaos_fan', 14],
   ['chaos_doomed', 5],
+  ['chaos_map', 10],
+  ['chaos_nap', 6],
+  ['chaos_parent', 6],
 ];
 
 /**
@@ -317,13 +359,24 @@ function plan(kind: string, key: string, index: number, ms: number, random: () =
         failsAt: 'broken',
         records: {},
       };
+    case 'chaos_map':
+      return {
+        kind,
+        body: { task_type: kind, params: { key, ms } },
+        records: {},
+        maps: { each: [0, 1, 2, 3, 4, 5].map((item) => `${key}-each-${item}`) },
+      };
+    case 'chaos_parent': {
+      const child = plan('chaos_chain', `${key}-sub`, index, ms, () => 1);
+      return { kind, body: { task_type: kind, params: { key, ms } }, records: {}, children: { sub: child } };
+    }
     default: {
       const flaky = kind !== 'chaos_doomed' && random() < 0.3 ? 2 : 1;
       const definition = CHAOS_WORKFLOWS.find((workflow) => workflow.name === kind)!;
       const records = Object.fromEntries(
         definition.steps
-          .filter((step) => step.tool === 'record')
-          .map((step) => [step.id, { key: `${key}-${step.id}`, succeedOn: step.id === 'b' ? flaky : 1 }]),
+          .filter((step) => 'tool' in step && step.tool === 'record')
+          .map((step) => [step.id, { key: `${key}-${step.id}`, succeedOn: 'input' in step && 'succeed_on' in step.input ? flaky : 1 }]),
       );
       return {
         kind,
@@ -430,10 +483,30 @@ export async function waitForAllEnded(h: Harness, timeoutMs: number, label: stri
   }
 }
 
+interface TaskRow {
+  id: string;
+  status: string;
+  task_type: string;
+  result: any;
+  error: any;
+  parent_task_id: string | null;
+  parent_step_id: string | null;
+}
+
+interface ItemRow {
+  task_id: string;
+  step_id: string;
+  item: number;
+  status: string;
+  attempts: number;
+  output: any;
+}
+
 interface StepRow {
   task_id: string;
   step_id: string;
-  tool: string;
+  kind: string;
+  tool: string | null;
   status: string;
   attempts: number;
   output: any;
@@ -443,7 +516,10 @@ interface StepRow {
 }
 
 export interface Figures {
+  /** Tasks submitted (not counting the sub-workflows' child tasks). */
   tasks: number;
+  /** Child tasks that sub-workflow steps started. */
+  children: number;
   completed: number;
   failedAsMeant: number;
   steps: number;
@@ -467,11 +543,14 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
     if (problems.length < 50) problems.push(message);
     else if (problems.length === 50) problems.push('… more problems left out');
   };
-  const { rows: tasks } = await h.db.pool.query<{ id: string; status: string; task_type: string; result: any; error: any; steps_remaining: number }>(
-    `SELECT id::text AS id, status::text AS status, task_type, result, error, steps_remaining FROM tasks`,
+  const { rows: tasks } = await h.db.pool.query<TaskRow>(
+    `SELECT id::text AS id, status::text AS status, task_type, result, error, parent_task_id::text AS parent_task_id, parent_step_id FROM tasks`,
   );
   const { rows: steps } = await h.db.pool.query<StepRow>(
-    `SELECT task_id::text AS task_id, step_id, tool, status::text AS status, attempts, output, error, started_at, finished_at FROM steps ORDER BY task_id, position`,
+    `SELECT task_id::text AS task_id, step_id, kind, tool, status::text AS status, attempts, output, error, started_at, finished_at FROM steps ORDER BY task_id, position`,
+  );
+  const { rows: items } = await h.db.pool.query<ItemRow>(
+    `SELECT task_id::text AS task_id, step_id, item, status::text AS status, attempts, output FROM step_items`,
   );
   const { rows: letters } = await h.db.pool.query<{ task_id: string; step_id: string }>(`SELECT task_id::text AS task_id, step_id FROM dead_letters`);
 
@@ -485,7 +564,12 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
   if (letterKeys.size !== letters.length) problem(`dead letters: ${letters.length - letterKeys.size} duplicate(s)`);
 
   // What the record tool saw, per observation key.
-  const keys = [...accepted.values()].flatMap((task) => Object.values(task.records).map((entry) => entry.key));
+  const keysOf = (task: PlannedTask): string[] => [
+    ...Object.values(task.records).map((entry) => entry.key),
+    ...Object.values(task.maps ?? {}).flat(),
+    ...Object.values(task.children ?? {}).flatMap(keysOf),
+  ];
+  const keys = [...accepted.values()].flatMap(keysOf);
   const calls = new Map<string, RecordedCall[]>();
   for (let i = 0; i < keys.length; i += 500) {
     const pipeline = h.redis.pipeline();
@@ -502,7 +586,8 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
   }
 
   const figures: Figures = {
-    tasks: tasks.length,
+    tasks: tasks.filter((task) => !task.parent_task_id).length,
+    children: tasks.filter((task) => task.parent_task_id).length,
     completed: 0,
     failedAsMeant: 0,
     steps: steps.length,
@@ -513,21 +598,33 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
   };
   for (const list of calls.values()) figures.recordCalls += list.length;
   const seen = new Set<string>();
-  for (const task of tasks) {
-    seen.add(task.id);
-    const planned = accepted.get(task.id);
-    if (!planned) {
-      problem(`task ${task.id} (${task.task_type}, ${task.status}) is stored but was never accepted (half-created by a refused request?)`);
-      continue;
-    }
+  const byParent = new Map(tasks.filter((task) => task.parent_task_id).map((task) => [`${task.parent_task_id}/${task.parent_step_id}`, task]));
+  const itemsOf = new Map<string, ItemRow[]>();
+  for (const item of items) {
+    const key = `${item.task_id}/${item.step_id}`;
+    itemsOf.set(key, [...(itemsOf.get(key) ?? []), item]);
+  }
+
+  /** The record tool's calls under `key`: one of them produced `output`; more than one successful is a re-execution. */
+  const quoted = (where: string, key: string, output: any, succeedOn = 1) => {
+    const recorded = calls.get(key) ?? [];
+    const succeeded = recorded.filter((call) => call.ok);
+    if (succeeded.length > 1) figures.reexecuted += 1;
+    const producer = succeeded.find((call) => call.token === output?.token);
+    if (!producer) problem(`${where}: stored output ${JSON.stringify(output)} was produced by none of its ${recorded.length} recorded call(s)`);
+    else if (producer.attempt !== output.attempt) problem(`${where}: output attempt ${output.attempt} differs from the recorded call's ${producer.attempt}`);
+    if (output && output.attempt < succeedOn) problem(`${where}: succeeded at attempt ${output.attempt}, before attempt ${succeedOn}`);
+  };
+
+  /** One task against what it was meant to do; a sub-workflow's child is checked through its parent's step. */
+  const checkTask = (task: TaskRow, planned: PlannedTask, label: string) => {
     const own = stepsByTask.get(task.id) ?? [];
-    const label = `task ${task.id} (${planned.kind})`;
     const expected = planned.failsAt ? 'failed' : 'completed';
     if (task.status !== expected) {
       problem(
         `${label}: ${task.status}, meant to end ${expected}; error ${JSON.stringify(task.error)}; steps ${own.map((s) => `${s.step_id}=${s.status}/${s.attempts}`).join(' ')}`,
       );
-      continue;
+      return;
     }
     if (expected === 'completed') figures.completed += 1;
     else figures.failedAsMeant += 1;
@@ -538,28 +635,45 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
       const recordOf = planned.records[step.step_id];
       const recorded = recordOf ? (calls.get(recordOf.key) ?? []) : [];
       const succeeded = recorded.filter((call) => call.ok);
-      if (succeeded.length > 1) figures.reexecuted += 1;
       const plannedAttempts = recordOf?.succeedOn ?? (step.step_id === planned.failsAt ? 2 : 1);
       if (step.attempts > plannedAttempts) figures.redelivered += 1;
       const isLetter = letterKeys.has(`${task.id}/${step.step_id}`);
       switch (step.status) {
         case 'completed': {
-          if (step.output === null) problem(`${where}: completed without an output`);
+          if (step.output === null && step.kind === 'tool') problem(`${where}: completed without an output`);
           if (step.error !== null) problem(`${where}: completed with an error ${JSON.stringify(step.error)}`);
-          if (step.attempts < 1) problem(`${where}: completed with ${step.attempts} attempts`);
+          if (step.kind === 'tool' && step.attempts < 1 && !planned.maps?.[step.step_id]) problem(`${where}: completed with ${step.attempts} attempts`);
           if (!step.started_at || !step.finished_at || step.finished_at < step.started_at)
             problem(`${where}: completed with started_at ${step.started_at} and finished_at ${step.finished_at}`);
           if (isLetter) problem(`${where}: completed but has a dead letter`);
           if (recordOf) {
-            const producer = succeeded.find((call) => call.token === step.output?.token);
-            if (!producer) problem(`${where}: stored output ${JSON.stringify(step.output)} was produced by none of its ${recorded.length} recorded call(s)`);
-            else if (producer.attempt !== step.output.attempt)
-              problem(`${where}: output attempt ${step.output.attempt} differs from the recorded call's ${producer.attempt}`);
-            if (step.output && step.output.attempt < recordOf.succeedOn)
-              problem(`${where}: succeeded at attempt ${step.output.attempt}, before attempt ${recordOf.succeedOn}`);
+            quoted(where, recordOf.key, step.output, recordOf.succeedOn);
             if (step.output && step.output.attempt > step.attempts)
               problem(`${where}: output of attempt ${step.output.attempt} but only ${step.attempts} attempts recorded`);
           }
+          // A map: every item recorded exactly once, each output quoting a call of its own, the step's output their list.
+          const itemKeys = planned.maps?.[step.step_id];
+          if (itemKeys) {
+            const rows = (itemsOf.get(`${task.id}/${step.step_id}`) ?? []).sort((a, b) => a.item - b.item);
+            if (rows.map((row) => row.item).join() !== itemKeys.map((_, index) => index).join())
+              problem(`${where}: items ${rows.map((row) => row.item).join()}, meant ${itemKeys.length}`);
+            for (const row of rows) {
+              if (row.status !== 'completed') problem(`${where} item ${row.item}: ${row.status}`);
+              else quoted(`${where} item ${row.item}`, itemKeys[row.item]!, row.output);
+            }
+            if (JSON.stringify(step.output) !== JSON.stringify(rows.map((row) => row.output))) problem(`${where}: output is not its items' outputs in order`);
+          }
+          // A sub-workflow: its child ended as meant, and its result is the step's output.
+          const childPlan = planned.children?.[step.step_id];
+          if (childPlan) {
+            const child = byParent.get(`${task.id}/${step.step_id}`);
+            if (!child) problem(`${where}: no child task`);
+            else {
+              checkTask(child, childPlan, `${label} child ${child.id}`);
+              if (JSON.stringify(step.output) !== JSON.stringify(child.result)) problem(`${where}: output differs from the child's result`);
+            }
+          }
+          if (step.kind === 'sleep' && !step.output?.woke_at) problem(`${where}: a sleep completed without woke_at`);
           break;
         }
         case 'failed':
@@ -577,6 +691,13 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
           if (succeeded.length > 0 && step.attempts === 0) problem(`${where}: skipped, yet the tool ran it ${succeeded.length} time(s)`);
           if (isLetter) problem(`${where}: skipped but has a dead letter`);
           break;
+        case 'cancelled':
+          // Waiting out a retry's backoff (or left running by a worker that died) when a sibling
+          // failed the task: its job was dropped, and it was closed as cancelled.
+          if (!planned.failsAt) problem(`${where}: cancelled in a task meant to complete`);
+          else if (!planned.mayBeSkipped?.includes(step.step_id)) problem(`${where}: cancelled, not meant to be`);
+          if (isLetter) problem(`${where}: cancelled but has a dead letter`);
+          break;
         default:
           problem(`${where}: left ${step.status} in a ${task.status} task`);
       }
@@ -585,10 +706,21 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
       const failedStep = own.find((step) => step.step_id === planned.failsAt);
       if (failedStep?.status !== 'failed') problem(`${label}: step ${planned.failsAt} is ${failedStep?.status}, meant to fail`);
       if (task.error?.step !== planned.failsAt) problem(`${label}: task error names step ${task.error?.step}, not ${planned.failsAt}`);
+      return;
+    }
+    if (own.some((step) => step.status !== 'completed')) problem(`${label}: completed with steps ${own.map((s) => `${s.step_id}=${s.status}`).join(' ')}`);
+    checkResult(task.result, own, planned, label, problem);
+  };
+
+  for (const task of tasks) {
+    seen.add(task.id);
+    if (task.parent_task_id) continue;
+    const planned = accepted.get(task.id);
+    if (!planned) {
+      problem(`task ${task.id} (${task.task_type}, ${task.status}) is stored but was never accepted (half-created by a refused request?)`);
       continue;
     }
-    if (task.steps_remaining !== 0) problem(`${label}: completed with steps_remaining ${task.steps_remaining}`);
-    checkResult(task.result, own, planned, label, problem);
+    checkTask(task, planned, `task ${task.id} (${planned.kind})`);
   }
   for (const id of accepted.keys()) if (!seen.has(id)) problem(`task ${id} was accepted (202) but is not in PostgreSQL: lost`);
   return { problems, figures };
@@ -619,6 +751,18 @@ function checkResult(result: any, steps: StepRow[], planned: PlannedTask, label:
       same('b', result?.b, output('b')?.token);
       same('d', result?.d, output('d'));
       same('d (input of d)', output('d'), { a: output('a')?.token, b: output('b')?.token, slept: output('c')?.slept_ms });
+      break;
+    case 'chaos_map':
+      same('each', result?.each, output('each'));
+      break;
+    case 'chaos_nap':
+      same('a', result?.a, output('a')?.token);
+      same('b', result?.b, output('b')?.token);
+      break;
+    case 'chaos_parent':
+      same('sub', result?.sub, output('sub'));
+      same('after', result?.after, output('after'));
+      same('after (input of after)', output('after'), { chain: output('sub') });
       break;
     case 'chaos_fan':
       same('join', result?.join, output('join'));

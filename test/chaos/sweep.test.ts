@@ -17,9 +17,8 @@ describe('the stuck-state sweep', () => {
     for (let n = 0; n < 3; n += 1) expect((await waitForTask(h, await submit(h, { task_type: 'echo', params: { n } }))).status).toBe('completed');
     const clean = await sweep(h, { settleMs: 10_000 });
     expect(clean.eventStreams).toBe(3);
-    // A one-tool task's run is one job in its tool's queue: no root job in `tasks`.
-    expect(clean.kept['tool.echo']).toEqual([3, 0]);
-    expect(clean.kept.tasks).toBeUndefined();
+    // A one-tool task's run is one job in its tool's queue, and nothing else.
+    expect(clean.kept).toEqual({ 'tool.echo': [3, 0] });
 
     const prefix = h.config.QUEUE_PREFIX;
     const stuck = await submit(h, { task_type: 'sleep', params: { ms: 1 } });
@@ -28,7 +27,7 @@ describe('the stuck-state sweep', () => {
     await h.redis.xadd(`${prefix}:events:no-ttl`, '*', 'type', 'task');
     await h.redis.hset(`${prefix}:tool.echo:orphan.1.echo`, 'name', 'echo', 'data', '{}');
     await h.redis.sadd(`${prefix}:tool.echo:gone.1.echo:dependencies`, 'x');
-    await h.redis.zadd(`${prefix}:tasks:completed`, Date.now(), 'vanished.1');
+    await h.redis.zadd(`${prefix}:timers:completed`, Date.now(), 'vanished.1.nap.wake');
 
     const found = await sweep(h, { settleMs: 1_000 }).then(
       () => '',
@@ -38,6 +37,6 @@ describe('the stuck-state sweep', () => {
     expect(found).toContain(`event stream ${prefix}:events:no-ttl has no TTL`);
     expect(found).toContain(`job hash ${prefix}:tool.echo:orphan.1.echo belongs to no finished-job set`);
     expect(found).toContain(`${prefix}:tool.echo:gone.1.echo:dependencies outlived its job`);
-    expect(found).toContain('tasks lists finished job vanished.1 whose hash is gone');
+    expect(found).toContain('timers lists finished job vanished.1.nap.wake whose hash is gone');
   });
 });

@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import { CALLBACKS_QUEUE, TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
+import { CALLBACKS_QUEUE, TIMERS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
 import { masters } from '../../src/queue/redis.js';
 import type { Harness } from '../helpers/harness.js';
 
@@ -71,7 +71,7 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
   for (const step of dangling) problems.push(`PostgreSQL: step ${step.step_id} of ${step.task_status} task ${step.task_id} is still ${step.status}`);
 
   // BullMQ: wait until nothing is left to run, then look at what is.
-  const names = [TASKS_QUEUE, CALLBACKS_QUEUE, ...h.registry.names().map(toolQueueName)];
+  const names = [TIMERS_QUEUE, CALLBACKS_QUEUE, ...h.registry.names().map(toolQueueName)];
   const queues = names.map((name) => new Queue(name, { connection: h.redis, prefix }));
   const kept: SweepReport['kept'] = {};
   try {

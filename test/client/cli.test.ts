@@ -138,4 +138,37 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
     const tasks = await cli('tasks', '--type', 'sleep', '--json');
     expect(JSON.parse(tasks.output).items).toContainEqual(expect.objectContaining({ task_id: id, status: 'cancelled' }));
   });
+
+  it('result shows a for_each step with its item counts and a skipped step with its reason; items lists the items in order', async () => {
+    const name = uniqueName('each_word');
+    expect(
+      (
+        await cli(
+          'workflows',
+          'push',
+          workflowFile({
+            name,
+            parameters: [{ name: 'words', type: 'array', required: true }],
+            steps: [
+              { id: 'each', tool: 'echo', for_each: '{{params.words}}', max_parallel: 2, input: { word: '{{item}}', at: '{{index}}' } },
+              { id: 'never', tool: 'echo', depends_on: ['each'], when: 'size(steps.each.output) > 10' },
+            ],
+          }),
+        )
+      ).code,
+    ).toBe(0);
+    const { task_id: id } = await client.submit(name, { words: ['x', 'y', 'z'] });
+    const result = await cli('result', id, '--wait', '10');
+    expect(result.output).toMatch(/^ {2}each \(echo for_each 3\/3\) completed/m);
+    expect(result.output).toMatch(/^ {2}never \(echo\) skipped.* \(condition\)$/m);
+
+    const items = await cli('items', id, 'each', '--limit', '2');
+    expect(items.code).toBe(0);
+    expect(items.output).toMatch(/^0 +completed +\{"at":0,"word":"x"\}$/m);
+    expect(items.output).toMatch(/^1 +completed +\{"at":1,"word":"y"\}$/m);
+    expect(items.output).toMatch(/^more: --cursor \S+$/m);
+    const rest = items.output.match(/^more: --cursor (\S+)$/m)![1]!;
+    expect((await cli('items', id, 'each', '--cursor', rest)).output).toMatch(/^2 +completed +\{"at":2,"word":"z"\}$/m);
+    expect((await cli('items', id, 'nope')).output).toMatch(/^error step_not_found: /m);
+  });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { createClient, defineWorkflow, type FollowEvent, type OrchestratorClient, OrchestratorError, type WorkflowParams } from '../../client/index.js';
 import { startApi } from '../../src/api/server.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/lib/config.js';
 import { createHarness, type Harness, poll, uniqueName } from '../helpers/harness.js';
 import { KEY, whilePaused } from './support.js';
 

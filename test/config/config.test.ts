@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.js';
+import { ConfigError, loadConfig } from '../../src/lib/config.js';
 import { clusterOptions } from '../../src/queue/redis.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 
@@ -186,7 +186,7 @@ describe('a process with a bad configuration', () => {
 
   it('stops the worker at boot with a non-zero exit code and a message naming the variable', async () => {
     // Nothing else set: it must fail on the config before it touches Redis or PostgreSQL.
-    child = runEntry('src/workers/main.ts', {
+    child = runEntry('workers/main.ts', {
       WORKER_CONCURRENCY: 'abc',
       DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/never',
       REDIS_URL: 'redis://127.0.0.1:1',

@@ -40,7 +40,7 @@ describe('the compiled build', () => {
   it('compiles with npm run build, then the API and the worker start from dist/ and serve', { timeout: 240_000 }, async () => {
     const build = spawnSync('npm', ['run', 'build'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 180_000 });
     expect(build.status, `${build.stdout}\n${build.stderr}`).toBe(0);
-    for (const entry of ['dist/src/main.js', 'dist/src/api/main.js', 'dist/src/workers/main.js', 'dist/src/workflows/examples/diamond.json']) {
+    for (const entry of ['dist/src/main.js', 'dist/src/api/main.js', 'dist/workers/main.js', 'dist/src/workflows/examples/diamond.json']) {
       expect(existsSync(path.join(REPO_ROOT, entry)), entry).toBe(true);
     }
 
@@ -55,7 +55,7 @@ describe('the compiled build', () => {
     expect(((await root.json()) as { version: string }).version).toMatch(/^\d+\.\d+\.\d+/);
     expect((await api.signal('SIGTERM')).code).toBe(0);
 
-    const worker = start('dist/src/workers/main.js', {});
+    const worker = start('dist/workers/main.js', {});
     await worker.waitForOutput(/"message":"worker started"/, 60_000);
     expect((await worker.signal('SIGTERM')).code).toBe(0);
   });

@@ -5,22 +5,22 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { CLOSED_BY_DEFAULT, openKeyRing } from '../../src/api/api-keys.js';
-import { ConfigError, loadConfig } from '../../src/config.js';
-import { silentLogger } from '../../src/logger.js';
+import { ConfigError, loadConfig } from '../../src/lib/config.js';
+import { silentLogger } from '../../src/lib/logger.js';
 
 /**
  * Checks Dockerfile, docker-compose.yml, .dockerignore and .env.template without a Docker
- * engine (none runs on CI): they must agree with the repository and with src/config.ts, so a
+ * engine (none runs on CI): they must agree with the repository and with src/lib/config.ts, so a
  * renamed file or a renamed setting breaks this test instead of a user's deployment.
  */
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
 
-// ---- src/config.ts -------------------------------------------------------------------------
+// ---- src/lib/config.ts -------------------------------------------------------------------------
 
 /**
- * Whether src/config.ts reads `name`. The schema is not exported and silently drops unknown
+ * Whether src/lib/config.ts reads `name`. The schema is not exported and silently drops unknown
  * keys, so probe: a known key either shows up in the parsed config or is named in the
  * ConfigError for a value it rejects; an unknown key does neither.
  */
@@ -258,15 +258,15 @@ describe('docker-compose.yml', () => {
     const argv = Array.isArray(command) ? command : (command ?? '').split(/\s+/);
     expect(argv[0]).toBe('node');
     const workerScript = argv.find((arg) => arg.endsWith('.js'));
-    expect(workerScript).toBe('dist/src/workers/main.js');
+    expect(workerScript).toBe('dist/workers/main.js');
     expect(existsSync(path.join(ROOT, sourceOf(workerScript!))), sourceOf(workerScript!)).toBe(true);
   });
 
-  it('sets only environment variables that src/config.ts reads, with values it accepts', () => {
+  it('sets only environment variables that src/lib/config.ts reads, with values it accepts', () => {
     for (const name of APP_SERVICES) {
       const env = environmentOf(services[name]!);
       expect(Object.keys(env).length, `${name} environment`).toBeGreaterThan(0);
-      for (const key of Object.keys(env)) expect(isConfigKey(key), `${name}: ${key} is not read by src/config.ts`).toBe(true);
+      for (const key of Object.keys(env)) expect(isConfigKey(key), `${name}: ${key} is not read by src/lib/config.ts`).toBe(true);
       // Hostnames such as `redis` and `postgres` are valid in the URLs.
       const config = loadConfig(env);
       expect(new URL(config.REDIS_URL).hostname).toBe('redis');
@@ -337,7 +337,8 @@ describe('deploy/compose.fleet.yml', () => {
     const pgbouncer = environmentOf(fleet.services.pgbouncer!);
     for (const name of APP_SERVICES) {
       const env = fleetEnvironmentOf(name);
-      for (const key of Object.keys(environmentOf(fleet.services[name]!))) expect(isConfigKey(key), `${name}: ${key} is not read by src/config.ts`).toBe(true);
+      for (const key of Object.keys(environmentOf(fleet.services[name]!)))
+        expect(isConfigKey(key), `${name}: ${key} is not read by src/lib/config.ts`).toBe(true);
       const config = loadConfig(env);
       expect(config.REDIS_CLUSTER_NODES).toEqual(REDIS_NODES.map((node) => `${node}:6379`));
       expect(config.QUEUE_SHARDS % 3, 'shards spread evenly over three masters').toBe(0);
@@ -453,11 +454,11 @@ describe('.env.template', () => {
   // Lines like `PORT=3000` or `# PORT=3000`.
   const documented = new Set([...read('.env.template').matchAll(/^#?\s?([A-Z][A-Z0-9_]*)=/gm)].map((match) => match[1]!));
 
-  it('documents only variables that src/config.ts reads', () => {
-    for (const key of documented) expect(isConfigKey(key), `${key} is not read by src/config.ts`).toBe(true);
+  it('documents only variables that src/lib/config.ts reads', () => {
+    for (const key of documented) expect(isConfigKey(key), `${key} is not read by src/lib/config.ts`).toBe(true);
   });
 
-  it('documents every variable that src/config.ts reads', () => {
+  it('documents every variable that src/lib/config.ts reads', () => {
     // Keys with a default (optional ones without a default, like LOG_FILE, are covered above).
     for (const key of Object.keys(loadConfig({}))) expect(documented.has(key), `${key} missing from .env.template`).toBe(true);
   });

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/logger.js';
+import { silentLogger } from '../../src/lib/logger.js';
 import { dropDatabase, ensureDatabase, openDatabase } from '../../src/persistence/database.js';
 import { migrate, readMigrations } from '../../src/persistence/migrate.js';
 import { databaseUrl, TEST_POSTGRES_URL } from '../helpers/env.js';

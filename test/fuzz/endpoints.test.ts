@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Route } from '../../src/api/route.js';
 import { ROUTES } from '../../src/api/routes/index.js';
-import { TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
+import { TIMERS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
 import { testTools } from '../fixtures/tools.js';
 import { createHarness, type Harness, submit } from '../helpers/harness.js';
 
@@ -544,7 +544,7 @@ describe('every endpoint under bad input (fast-check)', () => {
   beforeAll(async () => {
     // No worker: nothing changes the database behind the test's back between two requests.
     h = await createHarness({ worker: false, tools: testTools, env: { BODY_LIMIT: `${BODY_LIMIT_BYTES}b`, RESULT_WAIT_MAX_S: '1' } });
-    jobQueues = [TASKS_QUEUE, ...h.registry.names().map(toolQueueName)].map((name) => new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX }));
+    jobQueues = [TIMERS_QUEUE, ...h.registry.names().map(toolQueueName)].map((name) => new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX }));
     // Real ids among the generated ones: a queued task and a cancelled one.
     ids.push(await submit(h, { task_type: 'echo', params: { real: 1 } }));
     const cancelled = await submit(h, { task_type: 'echo', params: { real: 2 } });

@@ -259,10 +259,11 @@ describe('pathological inputs, with /health polled throughout', () => {
       await measured(async () => {
         const task = await waitForTask(h, await submit(h, { task_type: name, params: { big } }));
         expect(task.status).toBe('failed');
+        // The engine found it when the step became ready: it failed without a job, without running.
         expect(task.steps[1]).toMatchObject({
           id: 'a',
           status: 'failed',
-          attempts: 1,
+          attempts: 0,
           error: { name: 'StepInputTooLarge', details: { setting: 'STEP_INPUT_MAX_BYTES' } },
         });
       });

@@ -379,7 +379,7 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
     // Refused requests carrying secrets: a 400 and a 401.
     expect((await h.request('POST', '/assign-task', { task_type: 'record', params: { key: 5, password: PASSWORD } }, authorized)).status).toBe(400);
     expect((await h.request('GET', `/tools?api_key=${KEY}`, undefined, { authorization: `Bearer ${KEY}-wrong` })).status).toBe(401);
-    await h.worker!.runtime.results.idle();
+    await h.worker!.runtime.runs.idle();
 
     expect(lines.length).toBeGreaterThan(20);
     expect(leaks()).toEqual([]);
@@ -410,7 +410,7 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
     const before = lines.length;
     const task = await run({ task_type: 'leaky_login', params: { password: PASSWORD, api_key: API_KEY_VALUE } });
     expect(task.status).toBe('failed');
-    await h.worker!.runtime.results.idle();
+    await h.worker!.runtime.runs.idle();
     expect(lines.length).toBeGreaterThan(before);
     expect(
       lines
@@ -447,7 +447,7 @@ describe('secrets stay out of the logs at LOG_LEVEL=debug', () => {
     const before = lines.length;
     const task = await run({ task_type: 'secret_jobs', params: { password: PASSWORD, api_key: API_KEY_VALUE } });
     expect(task.status).toBe('failed');
-    await h.worker!.runtime.results.idle();
+    await h.worker!.runtime.runs.idle();
 
     const jobData = async (tool: string, step: string) =>
       JSON.parse((await h.redis.hget(`${h.config.QUEUE_PREFIX}:tool.${tool}:${task.task_id}.1.${step}`, 'data'))!);

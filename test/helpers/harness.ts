@@ -1,15 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
-import { createToolRegistry } from '../../src/adapters/index.js';
 import { type ApiServer, startApi } from '../../src/api/server.js';
-import { type Config, loadConfig } from '../../src/config.js';
-import { createLogger, type Logger, silentLogger } from '../../src/logger.js';
+import { type Config, loadConfig } from '../../src/lib/config.js';
+import { createLogger, type Logger, silentLogger } from '../../src/lib/logger.js';
 import { initTracing, type Tracing, type TracingOptions } from '../../src/observability/tracing.js';
 import { type Database, dropDatabase, ensureDatabase, openDatabase, withDatabase } from '../../src/persistence/database.js';
 import { createRedis, masters, type RedisClient, waitForRedis } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
 import type { AnyTool, SettingsChooser, ToolRegistry } from '../../src/tools/tool.js';
-import { startWorker, type WorkerProcess } from '../../src/workers/worker.js';
+import { createToolRegistry } from '../../workers/adapters/index.js';
+import { startWorker, type WorkerProcess } from '../../workers/worker.js';
 import { testToolSettings } from '../fixtures/tools.js';
 import { databaseUrl, TEST_REDIS_URL } from './env.js';
 

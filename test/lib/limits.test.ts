@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { checkStepOutput, DEFAULT_LIMITS, jobReturnValue, jsonLengthAtLeast, jsonSize, nestsDeeperThan } from '../../src/limits.js';
+import { checkStepOutput, DEFAULT_LIMITS, jobReturnValue, jsonLengthAtLeast, jsonSize, nestsDeeperThan } from '../../src/lib/limits.js';
 
 const exact = (value: unknown) => Buffer.byteLength(JSON.stringify(value));
 

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NonRetryableError, RetryableError } from '../../src/errors.js';
+import { NonRetryableError, RetryableError } from '../../src/lib/errors.js';
 import { HostPolicy } from '../../src/lib/host-policy.js';
 import { HostRefusedError, outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import wasm from '@prisma/prisma-schema-wasm';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/logger.js';
+import { silentLogger } from '../../src/lib/logger.js';
 import { type Database, dropDatabase, ensureDatabase, openDatabase } from '../../src/persistence/database.js';
 import { MIGRATIONS_DIR, MigrationError, migrate } from '../../src/persistence/migrate.js';
 import { databaseUrl } from '../helpers/env.js';

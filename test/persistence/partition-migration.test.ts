@@ -3,16 +3,20 @@ import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import echo from '../../src/adapters/echo.js';
-import { finishPlan, planToolTask } from '../../src/engine/plan.js';
 import { createdIn, createdTimes } from '../../src/ledger/task-days.js';
+import { loadConfig } from '../../src/lib/config.js';
+import { silentLogger } from '../../src/lib/logger.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
-import { silentLogger } from '../../src/logger.js';
 import { type Database, dropDatabase, ensureDatabase, openDatabase } from '../../src/persistence/database.js';
 import { MIGRATIONS_DIR, migrate } from '../../src/persistence/migrate.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
-import { databaseUrl } from '../helpers/env.js';
+import { createRedis } from '../../src/queue/redis.js';
+import { TaskQueues } from '../../src/queue/task-queues.js';
+import { Runs } from '../../src/tasks/runs.js';
+import { createToolRegistry } from '../../workers/adapters/index.js';
+import { databaseUrl, TEST_REDIS_URL } from '../helpers/env.js';
 import { uniqueName } from '../helpers/harness.js';
+import { storeToolTasks } from '../helpers/stored-tasks.js';
 
 const PARTITIONING = '20261124000000_partition_by_day';
 const DAY_MS = 86_400_000;
@@ -34,12 +38,13 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
   beforeAll(async () => {
     url = databaseUrl(uniqueName('orch_part'));
     await ensureDatabase(url);
-    // The schema as it was before: every migration up to this one.
+    // The schema as it was before: every migration up to this one; then this one alone.
     olderMigrations = await mkdtemp(path.join(tmpdir(), 'orch-old-migrations-'));
     for (const name of (await readdir(MIGRATIONS_DIR)).filter((name) => name < PARTITIONING)) {
       await cp(path.join(MIGRATIONS_DIR, name), path.join(olderMigrations, name), { recursive: true });
     }
     await migrate(url, silentLogger(), olderMigrations);
+    await cp(path.join(MIGRATIONS_DIR, PARTITIONING), path.join(olderMigrations, PARTITIONING), { recursive: true });
     db = openDatabase(url, 2, silentLogger());
   });
   afterAll(async () => {
@@ -79,7 +84,7 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
       callbacks: await rows(db, 'callback_deliveries', '*'),
     };
 
-    expect(await migrate(url, silentLogger())).toEqual([PARTITIONING]);
+    expect(await migrate(url, silentLogger(), olderMigrations)).toEqual([PARTITIONING]);
 
     const without = (list: unknown[]) => list.map((row) => Object.fromEntries(Object.entries(row as object).filter(([name]) => name !== 'task_created_at')));
     expect(await rows(db, 'tasks', '*')).toEqual(before.tasks);
@@ -108,27 +113,47 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
         .sort((a, b) => a.idempotency_key.localeCompare(b.idempotency_key)),
     );
 
-    // The service on the migrated data: read, replay a key, create, cancel, resume.
-    const store = new TaskStore(db.prisma, undefined, db.sql);
+    // Then every later migration (the engine's plans are made for the tasks already stored), and
+    // the service on the migrated data: read, replay a key, create, cancel, resume.
+    expect(await migrate(url, silentLogger())).toEqual((await readdir(MIGRATIONS_DIR)).filter((name) => /^\d/.test(name) && name > PARTITIONING).sort());
+    const store = new TaskStore(db.prisma, db.sql);
     const old = await store.get(ids[4]!);
     expect(old).toMatchObject({ id: ids[4], params: { index: 4 }, status: 'failed' });
     expect(old!.steps.map((step) => step.stepId)).toEqual(['echo', 'later']);
     expect(old!.callbacks).toHaveLength(1);
 
-    const plan = finishPlan(planToolTask(echo, { fresh: true }));
+    const registry = createToolRegistry();
     const replay = uuidv7();
     const fresh = uuidv7();
-    const created = await store.createMany([
-      { plan, task: { id: replay, owner: 'owner', idempotencyKey: 'key-3', requestHash: 'hash', priority: 0, delayMs: 0 } },
-      { plan, task: { id: fresh, owner: 'owner', idempotencyKey: 'key-new', requestHash: 'hash', priority: 0, delayMs: 0 } },
+    const stored = await storeToolTasks(db.sql, registry, [
+      { id: replay, params: { fresh: true }, owner: 'owner', idempotencyKey: 'key-3', requestHash: 'hash' },
+      { id: fresh, params: { fresh: true }, owner: 'owner', idempotencyKey: 'key-new', requestHash: 'hash' },
     ]);
-    expect(created).toEqual([{ created: false, id: ids[3], requestHash: 'hash' }, { created: true }]);
+    expect([...stored]).toEqual([fresh]);
+    expect(await store.keyHolders([{ owner: 'owner', key: 'key-3' }])).toEqual([
+      { id: ids[3], owner_key: 'owner', idempotency_key: 'key-3', request_hash: 'hash' },
+    ]);
     expect(await store.get(fresh)).toMatchObject({ id: fresh, status: 'queued', steps: [{ stepId: 'echo', status: 'queued' }] });
-    expect(await store.cancel(fresh)).toMatchObject({ outcome: 'cancelled' });
 
-    const resumed = await store.resume(ids[7]!, async ({ ready }) => expect(ready.map((step) => step.stepId)).toEqual(['later']));
-    expect(resumed).toEqual({ outcome: 'resumed', run: 2 });
-    expect(await store.status(ids[7]!)).toBe('queued');
+    const config = loadConfig({ QUEUE_PREFIX: `{${uniqueName('part')}}` });
+    const redis = createRedis({ ...config, REDIS_URL: TEST_REDIS_URL }, 'producer', 'test');
+    const queues = new TaskQueues(redis, config, registry.names(), silentLogger());
+    const runs = new Runs({ sql: db.sql, queues, publish: async () => undefined, logger: silentLogger(), config });
+    try {
+      expect(await runs.cancel(fresh)).toMatchObject({ outcome: 'cancelled' });
+      expect(await runs.resume(ids[7]!)).toMatchObject({ outcome: 'resumed', run: 2 });
+      expect(await store.status(ids[7]!)).toBe('queued');
+      // The step that had failed is queued again, its job made; the one that completed kept its output.
+      const resumed = await store.get(ids[7]!);
+      expect(resumed!.steps.map((step) => [step.stepId, step.status])).toEqual([
+        ['echo', 'completed'],
+        ['later', 'queued'],
+      ]);
+      expect(await queues.toolQueue(ids[7]!, 'echo').getJob(`${ids[7]}.2.later`)).toBeDefined();
+    } finally {
+      await queues.close();
+      redis.disconnect();
+    }
   });
 
   it('lets a lookup by a UUIDv7 task id read one partition only', async () => {

@@ -1,10 +1,10 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { finishPlan, planToolTask } from '../../src/engine/plan.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
 import { DAY_MS, maintainPartitions, partitionDays } from '../../src/persistence/partitions.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
+import { storeToolTasks } from '../helpers/stored-tasks.js';
 
 /** Days around a simulated today D, far from the real clock (whose partitions the migration made). */
 const D = Date.parse('2031-03-10T15:30:00Z');
@@ -17,7 +17,7 @@ describe('partition maintenance across a simulated clock', () => {
   let store: TaskStore;
   beforeAll(async () => {
     h = await createHarness({ api: false, worker: false });
-    store = new TaskStore(h.db.prisma, undefined, h.db.sql);
+    store = new TaskStore(h.db.prisma, h.db.sql);
   });
   afterAll(async () => {
     await h?.close();
@@ -26,10 +26,8 @@ describe('partition maintenance across a simulated clock', () => {
   /** A one-step task created at `at`, holding the idempotency key `key`. */
   async function taskAt(at: Date, key: string): Promise<string> {
     const id = uuidv7(at);
-    const [created] = await store.createMany([
-      { plan: finishPlan(planToolTask(h.registry.get('echo')!, { key })), task: { id, idempotencyKey: key, requestHash: key, priority: 0, delayMs: 0 } },
-    ]);
-    expect(created).toEqual({ created: true });
+    const created = await storeToolTasks(h.db.sql, h.registry, [{ id, params: { key }, idempotencyKey: key, requestHash: key }]);
+    expect([...created]).toEqual([id]);
     return id;
   }
   const keys = async () =>

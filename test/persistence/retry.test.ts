@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/logger.js';
+import { silentLogger } from '../../src/lib/logger.js';
 import { type Database, openDatabase } from '../../src/persistence/database.js';
 import { isTransientDatabaseError } from '../../src/persistence/retry.js';
 import { TEST_POSTGRES_URL } from '../helpers/env.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { type ApiServer, startApi } from '../../src/api/server.js';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/lib/config.js';
 import { dropDatabase } from '../../src/persistence/database.js';
 import { runEntry } from '../helpers/child-process.js';
 import { databaseUrl, TEST_POSTGRES_URL, TEST_REDIS_URL } from '../helpers/env.js';

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
+import { loadConfig } from '../../src/lib/config.js';
 import { createRedis, type RedisClient, subscribeWhenReady } from '../../src/queue/redis.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { poll, uniqueName } from '../helpers/harness.js';

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEPENDENCY_RETRY_AFTER_S } from '../../src/errors.js';
+import { DEPENDENCY_RETRY_AFTER_S } from '../../src/lib/errors.js';
 import { Shards } from '../../src/queue/shards.js';
 import { createHarness, type Harness, waitForTask } from '../helpers/harness.js';
 

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { silentLogger } from '../../src/logger.js';
+import { silentLogger } from '../../src/lib/logger.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { TaskEvents } from '../../src/queue/task-events.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';

@@ -42,7 +42,8 @@ describe('size limits', () => {
   async function stepJob(taskId: string, stepId: string) {
     const key = `${h.config.QUEUE_PREFIX}:tool.echo:${taskId}.1.${stepId}`;
     const [data, returnvalue] = await h.redis.hmget(key, 'data', 'returnvalue');
-    return { data: JSON.parse(data!), text: data!, returnvalue: returnvalue ? JSON.parse(returnvalue) : undefined };
+    if (!data) return undefined;
+    return { data: JSON.parse(data), text: data, returnvalue: returnvalue ? JSON.parse(returnvalue) : undefined };
   }
 
   describe('when a definition is posted', () => {
@@ -116,7 +117,7 @@ describe('size limits', () => {
   });
 
   describe('while a task runs', () => {
-    it('fails a step whose input passes STEP_INPUT_MAX_BYTES once it is ready (StepInputTooLarge), at its first attempt', async () => {
+    it('fails a step whose input passes STEP_INPUT_MAX_BYTES once it is ready (StepInputTooLarge), without running it', async () => {
       const name = uniqueName('input_too_large');
       await define({
         name,
@@ -134,15 +135,14 @@ describe('size limits', () => {
       expect(a.status).toBe('completed');
       expect(b).toMatchObject({
         status: 'failed',
-        attempts: 1,
+        attempts: 0,
         error: { name: 'StepInputTooLarge', retryable: false, details: { limit: 16_384, setting: 'STEP_INPUT_MAX_BYTES', at: 'y' } },
       });
       expect(c.status).toBe('skipped');
       expect(task.error).toMatchObject({ step: 'b', name: 'StepInputTooLarge' });
-      // The job carried the error, not an oversized input.
-      const job = await stepJob(id, 'b');
-      expect(job.data.input).toBeNull();
-      expect(job.text.length).toBeLessThan(2_000);
+      // The engine failed it when it became ready: no job was made, no oversized input stored.
+      expect(await stepJob(id, 'b')).toBeUndefined();
+      expect(b.input).toBeUndefined();
     });
 
     it('lets dependents run under on_failure "continue", seeing the StepInputTooLarge failure', async () => {
@@ -229,14 +229,14 @@ describe('size limits', () => {
       // PostgreSQL, and so GET /result, has every output in full.
       expect(task.steps[0].output).toEqual({ x: 'x'.repeat(2_000) });
 
-      const after = await stepJob(id, 'after');
+      const after = (await stepJob(id, 'after'))!;
       expect(after.data.dependencies).toEqual({
         large: { status: 'completed', output_stored_in: 'postgresql' },
         small: { status: 'completed', output: { x: 'small' } },
       });
       expect(after.text.length).toBeLessThan(1_000);
-      expect((await stepJob(id, 'large')).returnvalue).toEqual({ stored_in: 'postgresql', bytes: bytes({ x: 'x'.repeat(2_000) }) });
-      expect((await stepJob(id, 'small')).returnvalue).toEqual({ x: 'small' });
+      expect((await stepJob(id, 'large'))!.returnvalue).toEqual({ stored_in: 'postgresql', bytes: bytes({ x: 'x'.repeat(2_000) }) });
+      expect((await stepJob(id, 'small'))!.returnvalue).toEqual({ x: 'small' });
     });
   });
 });

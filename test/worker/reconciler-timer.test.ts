@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { finishPlan, planToolTask } from '../../src/engine/plan.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
-import { TaskStore } from '../../src/persistence/task-store.js';
-import type { Reconciler, Sweep } from '../../src/workers/runtime/reconciler.js';
-import type { WorkerProcess } from '../../src/workers/worker.js';
+import type { Reconciler, Sweep } from '../../workers/runtime/reconciler.js';
+import type { WorkerProcess } from '../../workers/worker.js';
 import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
+import { storeToolTasks } from '../helpers/stored-tasks.js';
 
 /**
  * The reconciler as it runs in a deployment: on its own timer, in two workers that share one
@@ -27,7 +26,6 @@ interface Observed {
 
 describe('the reconciler on its timer, in two workers', () => {
   let h: Harness;
-  let store: TaskStore;
   const workers: WorkerProcess[] = [];
   /** Every tick of either worker's timer, and what the sweeps found (only the leader sweeps). */
   const ticks: Observed[] = [];
@@ -53,18 +51,16 @@ describe('the reconciler on its timer, in two workers', () => {
 
   beforeAll(async () => {
     h = await createHarness({ worker: false, env: { RECONCILE_INTERVAL_MS: String(INTERVAL_MS), RECONCILE_AFTER_MS: String(AGE_MS) } });
-    store = new TaskStore(h.db.prisma);
     for (let n = 0; n < 2; n += 1) workers.push(await h.startWorker());
   });
   afterAll(async () => {
     await h.close();
   });
 
-  /** A task in PostgreSQL with nothing in Redis (its flow was never created), accepted at `receivedAt`. */
+  /** A task in PostgreSQL with nothing in Redis (its jobs were never added), accepted at `receivedAt`. */
   async function storeWithoutFlow(params: Record<string, unknown>, receivedAt: Date): Promise<string> {
     const id = uuidv7(receivedAt);
-    const plan = finishPlan(planToolTask(h.registry.get('echo')!, params));
-    await store.createMany([{ plan, task: { id, requestHash: 'x', priority: 0, delayMs: 0 } }]);
+    await storeToolTasks(h.db.sql, h.registry, [{ id, params }]);
     return id;
   }
 

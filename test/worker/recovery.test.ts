@@ -1,16 +1,18 @@
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { StepResults } from '../../src/persistence/step-results.js';
-import { stepJobId, TASKS_QUEUE, taskJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { loadConfig } from '../../src/lib/config.js';
+import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
 import { createRedis } from '../../src/queue/redis.js';
+import { TaskQueues } from '../../src/queue/task-queues.js';
+import { Runs } from '../../src/tasks/runs.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
 
 /**
  * The repairs that the chaos suites reach only by chance, each from a broken state built by
- * hand: a step job removed from Redis, a step job that failed outside the step processor, a run
- * root that failed for good, a commit whose answer was lost, a flow Redis refused after the
- * task was stored, and a start claim that cannot reach PostgreSQL for longer than its retries.
+ * hand: a step job removed from Redis, a step job that failed outside the step processor, a
+ * result committed whose effects were never carried out, jobs Redis refused after the task was
+ * stored, and a start claim that cannot reach PostgreSQL for longer than its retries.
  */
 
 /** Takes one job of `queue` with a plain BullMQ worker (not the service's) and fails it for good. */
@@ -68,19 +70,18 @@ describe('repairs of broken runs', () => {
     await h.close();
   });
 
-  it('fails a step as lost, and its task, when its job was removed from its workflow run', async () => {
+  it("enqueues a workflow step's job again when it was removed, and the task completes", async () => {
     const id = await submit(h, { task_type: 'pair' });
     const echo = new Queue(toolQueueName('echo'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
     expect(await echo.remove(stepJobId(id, 1, 'first'))).toBe(1);
     await echo.close();
+    // The reconciler (every 200 ms here) finds the queued step without its job.
     await startWorker();
     const task = await waitForTask(h, id);
-    expect(task.status).toBe('failed');
-    expect(task.error).toMatchObject({ name: 'LostStep' });
-    expect(task.error.message).toContain('first');
+    expect(task.status).toBe('completed');
     expect(task.steps.map((step: { id: string; status: string }) => [step.id, step.status])).toEqual([
-      ['first', 'failed'],
-      ['second', 'skipped'],
+      ['first', 'completed'],
+      ['second', 'completed'],
     ]);
   });
 
@@ -89,8 +90,6 @@ describe('repairs of broken runs', () => {
     const echo = new Queue(toolQueueName('echo'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
     expect(await echo.remove(stepJobId(id, 1, 'echo'))).toBe(1);
     await echo.close();
-    // No root job exists for such a run: the reconciler (every 200 ms here) finds the run without a job.
-    expect(await h.redis.exists(`${h.config.QUEUE_PREFIX}:${TASKS_QUEUE}:${taskJobId(id, 1)}`)).toBe(0);
     await startWorker();
     const task = await waitForTask(h, id);
     expect(task).toMatchObject({ status: 'completed', result: { removed: true } });
@@ -121,17 +120,6 @@ describe('repairs of broken runs', () => {
     expect(task.steps.find((step: { id: string }) => step.id === 'second')).toMatchObject({ status: 'completed', output: { first_status: 'failed' } });
   });
 
-  it('retries a run root that failed for good (the reconciler), and the run closes', async () => {
-    const id = await submit(h, { task_type: 'pair' });
-    // The step's job fails outside the processor, then the root fails too: a run nobody would close.
-    expect(await failNextJob(h, toolQueueName('echo'), 'poisoned')).toBe(stepJobId(id, 1, 'first'));
-    expect(await failNextJob(h, TASKS_QUEUE, 'root broke')).toBe(taskJobId(id, 1));
-    expect((await h.request('GET', `/result/${id}`)).body.status).toBe('queued');
-    await startWorker();
-    const task = await waitForTask(h, id);
-    expect(task).toMatchObject({ status: 'failed', error: { step: 'first', name: 'StepJobFailed', message: 'poisoned' } });
-  });
-
   it("records the failure of a one-tool task's job that failed outside the step processor (the reconciler)", async () => {
     const id = await submit(h, { task_type: 'echo', params: { single: 'broken' } });
     expect(await failNextJob(h, toolQueueName('echo'), 'poisoned')).toBe(stepJobId(id, 1, 'echo'));
@@ -142,24 +130,28 @@ describe('repairs of broken runs', () => {
     expect(await h.db.prisma.deadLetter.count({ where: { taskId: id } })).toBe(1);
   });
 
-  it('enqueues the dependents of a step whose commit went through but whose answer was lost', async () => {
+  it('enqueues the dependents of a step whose result was committed but whose effects were never carried out', async () => {
     const id = await submit(h, { task_type: 'pair' });
-    // The first step's result reaches PostgreSQL, but its worker never hears so: the steps
-    // it made ready are not enqueued, and its job is delivered again.
-    const results = new StepResults(h.db.sql, h.logger);
+    // The first step's result reaches PostgreSQL, and its worker dies before enqueueing what it
+    // made ready (here: the jobs go to another prefix, where nobody looks); its job is delivered again.
+    const elsewhere = loadConfig({ QUEUE_PREFIX: `${h.config.QUEUE_PREFIX}-lost` });
+    const queues = new TaskQueues(h.redis, elsewhere, h.registry.names(), h.logger);
+    const runs = new Runs({ sql: h.db.sql, queues, publish: async () => undefined, logger: h.logger, config: h.config });
     const now = new Date();
-    const outcome = await results.finish({
+    const outcome = await runs.report({
+      type: 'result',
       taskId: id,
       run: 1,
       stepId: 'first',
-      tool: 'echo',
       attempt: 1,
       status: 'completed',
       output: { n: 41 },
       startedAt: now,
       finishedAt: now,
     });
-    expect(outcome.ready.map((step) => step.stepId)).toEqual(['second']);
+    expect(outcome.recorded).toBe(true);
+    expect(await h.db.prisma.step.findFirst({ where: { taskId: id, stepId: 'second' } })).toMatchObject({ status: 'queued' });
+    await queues.close();
     await startWorker();
     const task = await waitForTask(h, id);
     expect(task.status).toBe('completed');
@@ -171,7 +163,7 @@ describe('repairs of broken runs', () => {
   });
 });
 
-describe('a flow that Redis refuses after the task was stored', () => {
+describe('jobs that Redis refuses after the task was stored', () => {
   let h: Harness;
   let proxy: TcpProxy;
   beforeAll(async () => {
@@ -186,15 +178,14 @@ describe('a flow that Redis refuses after the task was stored', () => {
 
   it('answers 503 and removes the stored task, so nothing is half-created', async () => {
     // Redis goes away at the worst moment: right after the PostgreSQL insert committed.
-    const store = (h.api!.tasks as unknown as { deps: { store: { createMany: (...args: unknown[]) => Promise<unknown> } } }).deps.store;
-    const createMany = store.createMany.bind(store);
-    store.createMany = async (...args: unknown[]) => {
-      const created = await createMany(...args);
+    const queues = (h.api!.tasks as unknown as { deps: { queues: { addJobs: (...args: unknown[]) => Promise<unknown> } } }).deps.queues;
+    const addJobs = queues.addJobs.bind(queues);
+    queues.addJobs = async (...args: unknown[]) => {
       proxy.pause();
-      return created;
+      return addJobs(...args);
     };
     const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: { half: true }, idempotency_key: 'half-created' });
-    store.createMany = createMany;
+    queues.addJobs = addJobs;
     expect(response.status).toBe(503);
     expect(response.body.error).toMatchObject({ code: 'service_unavailable', details: { dependency: 'redis' } });
     expect(await h.db.prisma.task.count()).toBe(0);

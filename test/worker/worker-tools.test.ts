@@ -70,7 +70,7 @@ describe('WORKER_TOOLS narrows the tools a worker process runs', () => {
 
   it('refuses to start with an unknown tool in WORKER_TOOLS, naming it', async () => {
     // The real entry point, as `npm run worker` starts it.
-    const child = runEntry('src/workers/main.ts', { ...h.env, WORKER_TOOLS: 'echo, no_such_tool' });
+    const child = runEntry('workers/main.ts', { ...h.env, WORKER_TOOLS: 'echo, no_such_tool' });
     children.push(child);
     const exit = await child.waitForExit(20_000);
     expect(exit.code).not.toBe(0);

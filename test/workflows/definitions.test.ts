@@ -380,11 +380,7 @@ describe('workflow definitions over HTTP', () => {
         { id: 'e', tool: 'echo', input: { any: 1 } },
         { id: 'use', tool: 'echo', depends_on: ['s', 'e'], input },
       ];
-      await oneProblem(
-        { name: 'bad_output_path', steps: steps({ x: '{{steps.s.output.nope}}' }) },
-        'steps[2].input.x',
-        /text_stats tool's output has no field nope/,
-      );
+      await oneProblem({ name: 'bad_output_path', steps: steps({ x: '{{steps.s.output.nope}}' }) }, 'steps[2].input.x', /step s.s output has no field nope/);
       await oneProblem({ name: 'bad_output_path', steps: steps({ x: 'n={{steps.s.output.words.value}}' }) }, 'steps[2].input.x', /words/);
       await oneProblem({ name: 'bad_output_path', steps: steps({ x: '{{steps.s.output.top_words.word}}' }) }, 'steps[2].input.x', /top_words/);
       await oneProblem({ name: 'bad_output_path', steps: steps({ x: '{{steps.s.output.top_words[0].nope}}' }) }, 'steps[2].input.x', /top_words\.0\.nope/);
@@ -412,7 +408,111 @@ describe('workflow definitions over HTTP', () => {
 
     it('a malformed template', async () => {
       await oneProblem({ name: 'malformed', steps: [{ id: 'a', tool: 'echo', input: { v: 'x {{params}} y' } }] }, 'steps[0].input.v', /./);
-      await oneProblem({ name: 'malformed', steps: [{ id: 'a', tool: 'echo', input: { v: '{{env.HOME}}' } }] }, 'steps[0].input.v', /params\. or steps\./);
+      await oneProblem({ name: 'malformed', steps: [{ id: 'a', tool: 'echo', input: { v: '{{env.HOME}}' } }] }, 'steps[0].input.v', /params\., steps\./);
+    });
+
+    it('a step of no kind, or of two', async () => {
+      await oneProblem({ name: 'kindless', steps: [{ id: 'a' }] }, 'steps[0]', /exactly one of tool, workflow or sleep/);
+      await oneProblem({ name: 'two_kinds', steps: [{ id: 'a', tool: 'echo', sleep: { ms: 5 } }] }, 'steps[0]', /exactly one of tool, workflow or sleep/);
+    });
+
+    it('a when that does not parse, names what it may not, or cannot be true or false: each at steps[i].when', async () => {
+      const base = (when: string) => ({
+        name: 'bad_when',
+        parameters: [{ name: 'n', type: 'integer' }],
+        steps: [
+          { id: 'a', tool: 'text_stats', input: { text: 'x' } },
+          { id: 'b', tool: 'echo', depends_on: ['a'], when },
+          { id: 'c', tool: 'echo' },
+        ],
+      });
+      await oneProblem(base('steps.a.output.words >'), 'steps[1].when', /./);
+      await oneProblem(base('params.nope'), 'steps[1].when', /nope/);
+      await oneProblem(base("steps.c.status == 'completed'"), 'steps[1].when', /\bc\b/);
+      await oneProblem(base('steps.a.output.not_a_field > 1'), 'steps[1].when', /not_a_field/);
+      await oneProblem(base('params.n + 1'), 'steps[1].when', /./);
+      await oneProblem(base('x'.repeat(2_001)), 'steps[1].when', /./);
+    });
+
+    it('for_each that is not a list nor one template, max_parallel without it, {{item}} outside a map', async () => {
+      await oneProblem(
+        { name: 'bad_map', parameters: [{ name: 'x', type: 'array' }], steps: [{ id: 'a', tool: 'echo', for_each: 'items: {{params.x}}' }] },
+        'steps[0].for_each',
+        /exactly one template/,
+      );
+      await oneProblem({ name: 'bad_map', steps: [{ id: 'a', tool: 'echo', max_parallel: 2 }] }, 'steps[0].max_parallel', /goes with for_each/);
+      await oneProblem(
+        { name: 'bad_map', steps: [{ id: 'a', tool: 'echo', input: { v: '{{item}}' } }] },
+        'steps[0].input.v',
+        /only defined in the input of a for_each step/,
+      );
+      await oneProblem(
+        { name: 'bad_map', steps: [{ id: 'a', tool: 'echo', for_each: '{{item}}' }] },
+        'steps[0].for_each',
+        /only defined in the input of a for_each step/,
+      );
+      // A map's output is the list of the items' outputs: a reference must index it.
+      await oneProblem(
+        {
+          name: 'bad_map',
+          steps: [
+            { id: 'a', tool: 'text_stats', for_each: [1, 2], input: { text: 'x' } },
+            { id: 'b', tool: 'echo', depends_on: ['a'], input: { w: '{{steps.a.output.words}}' } },
+          ],
+        },
+        'steps[1].input.w',
+        /it is a list/,
+      );
+    });
+
+    it('a sleep with input, a retry, or a time that is neither a number nor a template', async () => {
+      await oneProblem({ name: 'bad_sleep', steps: [{ id: 'a', sleep: { ms: 5 }, input: { x: 1 } }] }, 'steps[0].input', /takes no input/);
+      await oneProblem({ name: 'bad_sleep', steps: [{ id: 'a', sleep: { ms: 5 }, retry: { attempts: 2 } }] }, 'steps[0].retry', /has no retry/);
+      await oneProblem(
+        { name: 'bad_sleep', steps: [{ id: 'a', sleep: { until: 'tomorrow' } }] },
+        'steps[0].sleep.until',
+        /neither an ISO 8601 time nor a template/,
+      );
+      await oneProblem({ name: 'bad_sleep', steps: [{ id: 'a', sleep: { ms: 'soon' } }] }, 'steps[0].sleep.ms', /whole number of milliseconds/);
+    });
+
+    it('a sub-workflow that is not stored, of a version it does not have, or given params it does not take', async () => {
+      await oneProblem({ name: 'bad_sub', steps: [{ id: 'a', workflow: 'nowhere' }] }, 'steps[0].workflow', /no active workflow is named nowhere/);
+      await h.request('POST', '/workflows', {
+        name: 'sub_target',
+        parameters: [{ name: 'n', type: 'integer', required: true }],
+        steps: [{ id: 'a', tool: 'echo' }],
+      });
+      await oneProblem({ name: 'bad_sub', steps: [{ id: 'a', workflow: 'sub_target', version: 7, input: { n: 1 } }] }, 'steps[0].version', /has no version 7/);
+      await oneProblem({ name: 'bad_sub', steps: [{ id: 'a', workflow: 'sub_target' }] }, 'steps[0].input', /needs parameter n/);
+      await oneProblem({ name: 'bad_sub', steps: [{ id: 'a', workflow: 'sub_target', input: { n: 'one' } }] }, 'steps[0].input.n', /of type integer/);
+      await oneProblem({ name: 'bad_sub', steps: [{ id: 'a', workflow: 'sub_target', input: { n: 1, m: 2 } }] }, 'steps[0].input.m', /has no parameter m/);
+      await oneProblem(
+        { name: 'bad_sub', steps: [{ id: 'a', workflow: 'sub_target', input: { n: 1 }, retry: { attempts: 2 } }] },
+        'steps[0].retry',
+        /has no retry/,
+      );
+    });
+
+    it('a cycle between workflows, named by its path, and nesting deeper than SUBWORKFLOW_MAX_DEPTH', async () => {
+      expect((await h.request('POST', '/workflows', { name: 'ring_a', steps: [{ id: 'a', tool: 'echo' }] })).status).toBe(201);
+      expect((await h.request('POST', '/workflows', { name: 'ring_b', steps: [{ id: 'b', workflow: 'ring_a' }] })).status).toBe(201);
+      // ring_a calling ring_b would close the ring: ring_a -> ring_b -> ring_a.
+      const cycle = await rejected({ name: 'ring_a', steps: [{ id: 'a', workflow: 'ring_b' }] });
+      expect(cycle).toEqual([{ path: 'steps[0].workflow', message: 'workflow cycle: ring_a -> ring_b -> ring_a' }]);
+      expect((await rejected({ name: 'selfish', steps: [{ id: 'a', workflow: 'selfish' }] }))[0]).toEqual({
+        path: 'steps[0].workflow',
+        message: 'workflow cycle: selfish -> selfish',
+      });
+      // Five levels below a task are allowed (the default), a sixth is not.
+      let below = 'ring_a';
+      for (const level of [1, 2, 3, 4, 5]) {
+        const name = `deep_${level}`;
+        expect((await h.request('POST', '/workflows', { name, steps: [{ id: 's', workflow: below }] })).status).toBe(201);
+        below = name;
+      }
+      const deep = await rejected({ name: 'deep_6', steps: [{ id: 's', workflow: below }] });
+      expect(deep).toEqual([{ path: 'steps[0].workflow', message: expect.stringMatching(/nest 6 deep .*at most 5 \(SUBWORKFLOW_MAX_DEPTH\)/) }]);
     });
 
     it('a workflow named like a tool', async () => {

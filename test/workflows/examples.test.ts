@@ -8,7 +8,12 @@ describe('example workflows shipped with the service', () => {
   let server: http.Server;
   let port: number;
   beforeAll(async () => {
-    server = http.createServer((_req, res) => {
+    server = http.createServer((req, res) => {
+      if (req.url === '/missing') {
+        res.statusCode = 404;
+        res.end('no such page');
+        return;
+      }
       res.setHeader('content-type', 'text/plain');
       res.end('The quick brown fox jumps over the lazy dog. The fox runs! Brown foxes everywhere.');
     });
@@ -24,7 +29,15 @@ describe('example workflows shipped with the service', () => {
   it('are loaded on start', async () => {
     const { status, body } = await h.request('GET', '/workflows');
     expect(status).toBe(200);
-    expect(body.workflows.map((w: { name: string }) => w.name).sort()).toEqual(['diamond', 'document_analysis', 'fan_out_fan_in']);
+    expect(body.workflows.map((w: { name: string }) => w.name).sort()).toEqual([
+      'diamond',
+      'document_analysis',
+      'enrich_customer',
+      'fan_out_fan_in',
+      'fetch_urls',
+      'order_approval',
+      'order_with_profile',
+    ]);
   });
 
   it('runs the diamond: every step once, d after b and c', async () => {
@@ -55,5 +68,38 @@ describe('example workflows shipped with the service', () => {
     expect(task.status).toBe('completed');
     expect(task.result).toMatchObject({ http_status: 200, words: 15 });
     expect(task.result.top_words[0]).toEqual({ word: 'brown', count: 2 });
+  });
+
+  it('runs the order approval: a small order takes the policy branch, a large one the review branch, and the join records either', async () => {
+    const small = await waitForTask(h, await submit(h, { task_type: 'order_approval', params: { order_id: 'o-1', amount: 120 } }));
+    expect(small).toMatchObject({ status: 'completed', result: { order_id: 'o-1', decision: 'approved', sent_to_review: 'skipped' } });
+    const large = await waitForTask(h, await submit(h, { task_type: 'order_approval', params: { order_id: 'o-2', amount: 12_000 } }));
+    expect(large).toMatchObject({ status: 'completed', result: { order_id: 'o-2', decision: null, sent_to_review: 'completed' } });
+    const steps = Object.fromEntries(large.steps.map((s: any) => [s.id, s]));
+    expect(steps.auto_approve).toMatchObject({ status: 'skipped', reason: 'condition' });
+    expect(steps.record).toMatchObject({ status: 'completed', output: { order_id: 'o-2', auto: 'skipped', review: 'completed' } });
+  });
+
+  it('runs the map over URLs: each fetched once, in order, a failing one reported in its place', async () => {
+    const urls = [1, 2, 3, 4, 5, 6, 7].map((n) => `http://127.0.0.1:${port}/page-${n}`);
+    const task = await waitForTask(h, await submit(h, { task_type: 'fetch_urls', params: { urls: [...urls, `http://127.0.0.1:${port}/missing`] } }), 30_000);
+    expect(task.status).toBe('completed');
+    expect(task.result.pages).toHaveLength(8);
+    expect(task.result.pages.slice(0, 7).map((page: { status: number }) => page.status)).toEqual(Array(7).fill(200));
+    expect(task.result.pages[7]).toEqual({ error: expect.objectContaining({ name: 'NonRetryableError' }) });
+  });
+
+  it('runs the parent with a sub-workflow: the child is a task of its own, and its result prices the order', async () => {
+    const task = await waitForTask(h, await submit(h, { task_type: 'order_with_profile', params: { order_id: 'o-3', customer_id: 'c-9' } }));
+    expect(task).toMatchObject({
+      status: 'completed',
+      result: { order_id: 'o-3', customer: { customer_id: 'c-9', tier: 'gold', score: 87 }, price: { order_id: 'o-3', tier: 'gold', discount: 87 } },
+    });
+    const child = task.steps.find((step: { id: string }) => step.id === 'enrich').child_task_id;
+    expect((await h.request('GET', `/result/${child}`)).body).toMatchObject({
+      task_type: 'enrich_customer',
+      status: 'completed',
+      parent: { task_id: task.task_id },
+    });
   });
 });

@@ -111,7 +111,7 @@ describe('running workflows', () => {
     expect(settled.after_slow.started_at).toBeNull();
   });
 
-  it('skips a step that was waiting out a retry backoff when the task failed, instead of leaving it running', async () => {
+  it('cancels a step that was waiting out a retry backoff when the task failed, instead of leaving it running', async () => {
     const key = `backoff-${Date.now()}`;
     await define(h, {
       name: 'fails_during_backoff',
@@ -126,7 +126,8 @@ describe('running workflows', () => {
     const id = await submit(h, { task_type: 'fails_during_backoff', params: { key } });
     const task = await waitForTask(h, id);
     expect(task.status).toBe('failed');
-    // The run closes (its root runs) once the delayed job is dropped, and the step is settled then.
+    // The step's job, delayed by its backoff, is dropped when the task fails, and the step is
+    // settled then: cancelled (it had run an attempt; skipped is for steps that never started).
     const settled = await poll(
       async () => {
         const current = byId((await h.request('GET', `/result/${id}`)).body);
@@ -134,7 +135,7 @@ describe('running workflows', () => {
       },
       { label: 'the step in backoff to be settled', timeoutMs: 15_000 },
     );
-    expect(settled.waiting).toMatchObject({ status: 'skipped', attempts: 1 });
+    expect(settled.waiting).toMatchObject({ status: 'cancelled', attempts: 1 });
     expect(settled.waiting.error).toMatchObject({ message: 'attempt 1 failed on purpose' });
     expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, key))).toBe(1);
   });

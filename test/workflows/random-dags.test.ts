@@ -61,6 +61,96 @@ describe('random DAGs (property-based)', () => {
     );
   }, 180_000);
 
+  it('runs random DAGs of every kind (when, for_each of 0 to 4 items, sub-workflows, failures under continue) as a reference interpreter says', async () => {
+    // A child every sub-workflow step runs: one recorded step.
+    const child = await h.request('POST', '/workflows', {
+      name: 'prop_child',
+      parameters: [{ name: 'key', type: 'string', required: true }],
+      steps: [{ id: 'c', tool: 'record', input: { key: '{{params.key}}' } }],
+      output: { token: '{{steps.c.output.token}}' },
+    });
+    expect(child.status).toBe(201);
+    const kinds = ['tool', 'tool', 'map', 'sub', 'fail'] as const;
+    const stepArbitrary = (index: number) =>
+      fc.record({
+        deps: index === 0 ? fc.constant<number[]>([]) : fc.uniqueArray(fc.integer({ min: 0, max: index - 1 }), { maxLength: Math.min(index, 3) }),
+        kind: fc.constantFrom(...kinds),
+        when: fc.option(fc.boolean(), { nil: undefined }),
+        size: fc.integer({ min: 0, max: 4 }),
+      });
+    const graphs = fc.integer({ min: 1, max: 10 }).chain((size) => fc.tuple(...Array.from({ length: size }, (_, index) => stepArbitrary(index))));
+
+    await fc.assert(
+      fc.asyncProperty(graphs, async (generated) => {
+        counter += 1;
+        const name = `kinds_${counter}`;
+        const key = `${name}-${Date.now()}`;
+        const whens = generated.flatMap((step, index) => (step.when === undefined ? [] : [[`w${index}`, step.when] as const]));
+        const steps = generated.map((step, index) => {
+          const id = `s${index}`;
+          const common = {
+            id,
+            depends_on: step.deps.map((dep) => `s${dep}`),
+            ...(step.when !== undefined ? { when: `params.w${index}` } : {}),
+          };
+          const byKind = {
+            tool: { tool: 'record', input: { key: `${key}-${id}` } },
+            map: { tool: 'record', for_each: `{{params.list${index}}}`, max_parallel: 2, input: { key: `${key}-${id}-{{index}}` } },
+            sub: { workflow: 'prop_child', input: { key: `${key}-${id}` } },
+            fail: { tool: 'broken', on_failure: 'continue', input: { key: `${key}-${id}` }, retry: { attempts: 1 } },
+          };
+          return { ...common, ...byKind[step.kind] };
+        });
+        const parameters = [
+          ...whens.map(([param]) => ({ name: param, type: 'boolean', required: true })),
+          ...generated.flatMap((step, index) => (step.kind === 'map' ? [{ name: `list${index}`, type: 'array', required: true }] : [])),
+        ];
+        const params = {
+          ...Object.fromEntries(whens),
+          ...Object.fromEntries(
+            generated.flatMap((step, index) => (step.kind === 'map' ? [[`list${index}`, Array.from({ length: step.size }, (_, item) => item)]] : [])),
+          ),
+        };
+        const output = Object.fromEntries(steps.map((step) => [step.id, `{{steps.${step.id}.status}}`]));
+        const defined = await h.request('POST', '/workflows', { name, parameters, steps, output });
+        expect(defined.status, JSON.stringify(defined.body)).toBe(201);
+
+        // The reference interpreter: what each step ends as.
+        const expected: string[] = [];
+        generated.forEach((step, index) => {
+          const deps = step.deps.map((dep) => expected[dep]!);
+          if (deps.length > 0 && deps.every((status) => status.startsWith('skipped'))) expected[index] = 'skipped:branch_not_taken';
+          else if (step.when === false) expected[index] = 'skipped:condition';
+          else expected[index] = step.kind === 'fail' ? 'failed' : 'completed';
+        });
+
+        const id = await submit(h, { task_type: name, params });
+        const task = await waitForTask(h, id, 60_000);
+        expect(task.status).toBe('completed');
+        const byId = new Map<string, any>(task.steps.map((step: { id: string }) => [step.id, step]));
+        expect(task.result).toEqual(Object.fromEntries(expected.map((status, index) => [`s${index}`, status.split(':')[0]])));
+        for (const [index, step] of generated.entries()) {
+          const id = `s${index}`;
+          const row = byId.get(id);
+          expect(row.reason ? `${row.status}:${row.reason}` : row.status, id).toBe(expected[index]);
+          const runs = expected[index] === 'completed' || expected[index] === 'failed';
+          // Each runnable step (each item of a map, a sub-workflow's child) ran exactly once; a skipped one never.
+          const keys = step.kind === 'map' ? Array.from({ length: step.size }, (_, item) => `${key}-${id}-${item}`) : [`${key}-${id}`];
+          for (const observed of keys) expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, observed)), observed).toBe(runs ? 1 : 0);
+          if (step.kind === 'map' && runs) expect(row.output).toHaveLength(step.size);
+          // None ran before its dependencies ended.
+          if (runs && row.started_at) {
+            for (const dep of step.deps) {
+              const before = byId.get(`s${dep}`);
+              if (before.finished_at) expect(Date.parse(row.started_at)).toBeGreaterThanOrEqual(Date.parse(before.finished_at));
+            }
+          }
+        }
+      }),
+      { numRuns: 25 },
+    );
+  }, 300_000);
+
   it('ends every task under load when a step deep in the DAG fails', async () => {
     // 12 steps in four layers; step s9 (third layer) breaks in every other task.
     const layers = [['s0'], ['s1', 's2', 's3'], ['s4', 's5', 's6', 's7', 's8', 's9'], ['s10', 's11']];

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ValidationError } from '../../errors.js';
+import { ValidationError } from '../../lib/errors.js';
 import * as ex from '../openapi-examples.js';
 import { invalid } from '../replies.js';
 import * as r from '../responses.js';

@@ -1,7 +1,7 @@
 import type { Response } from 'express';
 import { z } from 'zod';
 import { isFinished } from '../../engine/status.js';
-import { ValidationError } from '../../errors.js';
+import { ValidationError } from '../../lib/errors.js';
 import { isEventId, type TaskEvent } from '../../queue/event-log.js';
 import { ownerScope } from '../access.js';
 import { clientOf, slotsFull } from '../client-slots.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { TASK_STATUSES } from '../../engine/status.js';
+import { STEP_STATUSES, TASK_STATUSES } from '../../engine/status.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import type { Submitted } from '../../tasks/task-service.js';
 import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
@@ -15,6 +15,16 @@ import { TASK_EVENTS_ROUTE, taskIdParam } from './task-events.js';
 export const resultQuery = z.object({
   wait: z.coerce.number().min(0).optional().meta({ description: 'Hold the answer until the task ends or this many seconds pass (at most 30).' }),
 });
+
+export const stepItemsParams = taskIdParam.extend({ step_id: z.string().max(64).meta({ description: 'A for_each step of the task.' }) });
+
+export const stepItemsQuery = z
+  .object({
+    status: z.enum(STEP_STATUSES).optional().meta({ description: 'Only the items in this status (`failed`, say).' }),
+    limit: z.coerce.number().int().min(1).max(500).default(100),
+    cursor: z.string().max(20).optional(),
+  })
+  .strict();
 
 export const listTasksQuery = z
   .object({
@@ -154,6 +164,33 @@ export const TASK_ROUTES: Route[] = [
       503: unavailable,
     },
     handler: async ({ params, req }, { tasks }) => ({ status: 200, body: await tasks.result(params.task_id, 0, undefined, ownerScope(req)) }),
+  }),
+  route({
+    method: 'get',
+    path: '/tasks/{task_id}/steps/{step_id}/items',
+    operationId: 'listStepItems',
+    access: 'tasks',
+    summary: "List a for_each step's items: each one's status, attempts, input, output and error",
+    description: 'In item order, a page at a time. GET /result shows the step with its items counted; this shows them one by one.',
+    tags: tasksTag,
+    params: stepItemsParams,
+    query: stepItemsQuery,
+    responses: {
+      200: { description: 'A page of items.', body: r.stepItemListSchema, examples: ex.stepItemListExamples },
+      400: invalid('The query or the cursor is invalid.'),
+      404: notFound('No such task (`task_not_found`), or no such step (`step_not_found`).'),
+      410: gone,
+      503: unavailable,
+    },
+    handler: async ({ params, query, req }, { tasks }) => ({
+      status: 200,
+      body: await tasks.items(
+        params.task_id,
+        params.step_id,
+        { limit: query.limit, ...(query.status ? { status: query.status } : {}), ...(query.cursor ? { cursor: query.cursor } : {}) },
+        ownerScope(req),
+      ),
+    }),
   }),
   TASK_EVENTS_ROUTE,
   route({

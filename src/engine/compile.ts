@@ -1,0 +1,44 @@
+import { ValidationError, zodProblems } from '../lib/errors.js';
+import type { Catalog } from './catalog.js';
+import { kindModule, kindOf } from './check.js';
+import type { Plan, RunOverrides } from './plan.js';
+import { paramsSchema, type WorkflowDefinition } from './workflow-definition.js';
+
+/**
+ * Turns a stored (already checked) workflow version and a run's params into the task's plan:
+ * one step per definition step, each with every choice made by its kind (retry and timeout from
+ * the task's override, then the step's own setting, then the tool's default; a sub-workflow's
+ * version pinned to the current one when the definition names none), so later versions of any
+ * definition never change a task that already started. Params that do not fit the workflow's
+ * parameters are a 400 with one problem per field, at `paramsField`.
+ */
+export function compileWorkflow(
+  definition: WorkflowDefinition,
+  rawParams: Record<string, unknown>,
+  overrides: RunOverrides,
+  catalog: Catalog,
+  paramsField = 'params',
+): { params: Record<string, unknown>; plan: Plan } {
+  const parsed = paramsSchema(definition.parameters).safeParse(rawParams);
+  if (!parsed.success) {
+    throw new ValidationError(`params do not fit the parameters of workflow '${definition.name}'`, zodProblems(parsed.error, [paramsField]), 'invalid_params');
+  }
+  return {
+    params: parsed.data,
+    plan: {
+      ...(definition.output !== undefined ? { output: definition.output } : {}),
+      steps: definition.steps.map((step) => {
+        const kind = kindOf(step);
+        if (!kind) throw new Error(`workflow ${definition.name}: step ${step.id} has no kind (the definition was not checked)`);
+        return {
+          id: step.id,
+          ...kindModule(kind).compile(step, { catalog, overrides }),
+          dependsOn: step.depends_on,
+          onFailure: step.on_failure,
+          input: step.input,
+          ...(step.when !== undefined ? { when: step.when } : {}),
+        };
+      }),
+    },
+  };
+}

@@ -1,0 +1,620 @@
+import { type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
+import { jsonSize } from '../lib/limits.js';
+import { assertStepMove, assertTaskMove } from './lifecycle.js';
+import { type Plan, type PlanStep, prepare, type StepKind } from './plan.js';
+import type { Decision, ItemSet, ItemState, Needs, Report, StepSet, StepState, TaskSet, TaskState } from './state.js';
+import { emptyDecision } from './state.js';
+import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, type SkipReason } from './status.js';
+import type { EngineLimits, Resolved, Run, StepKindRunner } from './steps/kind.js';
+import { mapStep } from './steps/map.js';
+import { sleepStep } from './steps/sleep.js';
+import { readyJob, toolStep } from './steps/tool.js';
+import { decideWhen } from './steps/when.js';
+import { workflowStep } from './steps/workflow.js';
+import { stepFailure, taskEnding } from './task-output.js';
+import { ResolvedSizeError, resolveTemplates } from './templates.js';
+
+/**
+ * The decider: what reports about steps (a worker's result, a sleep's wake-up, a child task's
+ * end) mean for their tasks, and what starting, cancelling or retrying a task does. Pure: it
+ * reads tasks as the ledger loaded them (under their locks) and returns a Decision, which the
+ * ledger applies in one statement and the runtime carries out (jobs, timers, child tasks,
+ * events, callbacks). Each step kind's part is its module in ./steps/.
+ *
+ * When it lacks data (an output too large to be loaded with its task, a map's items), the
+ * Decision carries `needs` and nothing else: the caller loads that and decides again.
+ */
+
+export type { EngineLimits } from './steps/kind.js';
+
+export interface DecideOptions {
+  limits: EngineLimits;
+  now: Date;
+  /** Makes the id of a new task (a sub-workflow's child), in its queue shard. */
+  newTaskId(taskType: string): string;
+}
+
+const KINDS: Record<StepKind, StepKindRunner> = { tool: toolStep, workflow: workflowStep, sleep: sleepStep };
+
+/** A copy of the task that the decider may change as it goes (the caller's stays as loaded). */
+function working(task: TaskState): TaskState {
+  return {
+    ...task,
+    params: task.params,
+    steps: new Map([...task.steps].map(([id, step]) => [id, { ...step, items: step.items ? { ...step.items } : null }])),
+    items: new Map([...task.items].map(([id, items]) => [id, new Map([...items].map(([index, item]) => [index, { ...item }]))])),
+    allItemsLoaded: new Set(task.allItemsLoaded),
+  };
+}
+
+class TaskRun implements Run {
+  readonly task: TaskState;
+  readonly now: Date;
+  readonly limits: EngineLimits;
+  private readonly at: string;
+  private taskSet: TaskSet | undefined;
+  private readonly stepSets = new Map<string, StepSet>();
+  private readonly itemSets = new Map<string, { stepId: string; item: number; set: ItemSet }>();
+  readonly needs: Needs = { outputs: [], items: [] };
+
+  constructor(
+    loaded: TaskState,
+    readonly decision: Decision,
+    private readonly options: DecideOptions,
+  ) {
+    this.task = working(loaded);
+    this.now = options.now;
+    this.limits = options.limits;
+    this.at = options.now.toISOString();
+  }
+
+  get active(): boolean {
+    return ACTIVE_TASK_STATUSES.has(this.task.status);
+  }
+
+  get blocked(): boolean {
+    return this.needs.outputs.length > 0 || this.needs.items.length > 0;
+  }
+
+  state(stepId: string): StepState {
+    const state = this.task.steps.get(stepId);
+    if (!state) throw new Error(`task ${this.task.id} has no step ${stepId} in its record`);
+    return state;
+  }
+
+  newTaskId(taskType: string): string {
+    return this.options.newTaskId(taskType);
+  }
+
+  need(kind: 'output' | 'items', stepId: string): void {
+    const list = kind === 'output' ? this.needs.outputs : this.needs.items;
+    if (!list.some((entry) => entry.stepId === stepId)) list.push({ taskId: this.task.id, stepId });
+  }
+
+  resolve(step: PlanStep, value: unknown, options: { item?: { value: unknown; index: number }; maxBytes?: number } = {}): Resolved {
+    const maxBytes = options.maxBytes ?? this.limits.STEP_INPUT_MAX_BYTES;
+    const tooLarge = (at: string): Resolved => ({
+      ok: false,
+      error: {
+        ...toErrorRecord(
+          new LimitExceededError(
+            'StepInputTooLarge',
+            `the input would be larger than ${maxBytes} bytes of JSON${this.task.plan.plan.single ? '' : ' once its templates are resolved'} (STEP_INPUT_MAX_BYTES)`,
+            { limit: maxBytes, setting: 'STEP_INPUT_MAX_BYTES', ...(at ? { at } : {}) },
+          ),
+        ),
+        retryable: false,
+      },
+    });
+    // A one-tool task's input is its params, literally: template syntax in them stays text.
+    if (this.task.plan.plan.single) return jsonSize(value, maxBytes).over ? tooLarge('') : { ok: true, value };
+    const steps: Record<string, { status: string; output?: unknown; error?: unknown }> = {};
+    let missing = false;
+    for (const id of this.task.plan.reads.get(step.id) ?? []) {
+      const state = this.state(id);
+      if (!FINISHED_STEP_STATUSES.has(state.status)) continue;
+      if (state.output === undefined) {
+        this.need('output', id);
+        missing = true;
+        continue;
+      }
+      steps[id] = { status: state.status, ...(state.output !== null ? { output: state.output } : {}), ...(state.error ? { error: state.error } : {}) };
+    }
+    if (missing) return { ok: false, missing: true };
+    try {
+      return { ok: true, value: resolveTemplates(value, { params: this.task.params, steps, ...(options.item ? { item: options.item } : {}) }, { maxBytes }) };
+    } catch (error) {
+      if (error instanceof ResolvedSizeError) return tooLarge(error.at);
+      throw error;
+    }
+  }
+
+  item(stepId: string, item: number): ItemState | undefined {
+    return this.task.items.get(stepId)?.get(item);
+  }
+
+  allItems(stepId: string): ItemState[] | undefined {
+    return this.task.allItemsLoaded.has(stepId) ? [...(this.task.items.get(stepId)?.values() ?? [])] : undefined;
+  }
+
+  setTask(set: TaskSet): void {
+    if (set.status) assertTaskMove(`task ${this.task.id}`, this.task.status, set.status);
+    const from = this.task.status;
+    if (set.status) this.task.status = set.status;
+    if (set.run !== undefined) this.task.run = set.run;
+    if (set.started_at !== undefined) this.task.startedAt = set.started_at ? new Date(set.started_at) : null;
+    if (set.finished_at !== undefined) this.task.finishedAt = set.finished_at ? new Date(set.finished_at) : null;
+    this.taskSet = { ...this.taskSet, ...set };
+    if (set.status && set.status !== from) this.decision.transitions.push({ taskId: this.task.id, from, status: set.status, at: this.at });
+  }
+
+  setStep(step: PlanStep, set: StepSet): void {
+    const state = this.state(step.id);
+    const from = state.status;
+    if (set.status) assertStepMove(`step ${step.id} of task ${this.task.id}`, from, set.status);
+    // A reason says why a step is skipped or waiting: it goes when the step leaves that state.
+    if (set.status && set.status !== from && (from === 'waiting' || from === 'skipped') && set.reason === undefined) set = { ...set, reason: null };
+    if (set.status) state.status = set.status;
+    if (set.reason !== undefined) state.reason = set.reason;
+    if (set.output !== undefined) state.output = set.output;
+    if (set.error !== undefined) state.error = set.error;
+    if (set.attempts !== undefined) state.attempts = set.attempts;
+    if (set.run !== undefined) state.run = set.run;
+    if (set.started_at !== undefined) state.startedAt = set.started_at ? new Date(set.started_at) : null;
+    if (set.finished_at !== undefined) state.finishedAt = set.finished_at ? new Date(set.finished_at) : null;
+    if (set.wake_at !== undefined) state.wakeAt = set.wake_at ? new Date(set.wake_at) : null;
+    if (set.child_task_id !== undefined) state.childTaskId = set.child_task_id;
+    if (set.items !== undefined) state.items = set.items ? { ...set.items } : null;
+    this.stepSets.set(step.id, { ...this.stepSets.get(step.id), ...set });
+    if (set.status && set.status !== from) {
+      this.decision.transitions.push({
+        taskId: this.task.id,
+        stepId: step.id,
+        from,
+        status: set.status,
+        at: this.at,
+        ...(state.reason && (set.status === 'skipped' || set.status === 'waiting') ? { reason: state.reason } : {}),
+      });
+      // Something of the task started (or ended without running): it is no longer only queued.
+      if (this.task.status === 'queued' && set.status !== 'queued' && set.status !== 'pending' && set.status !== 'skipped') {
+        this.setTask({ status: 'running', started_at: this.task.startedAt?.toISOString() ?? this.at });
+      }
+    }
+  }
+
+  setItem(step: PlanStep, item: number, set: ItemSet): void {
+    const state = this.item(step.id, item);
+    if (state) {
+      if (set.status) assertStepMove(`item ${item} of step ${step.id} of task ${this.task.id}`, state.status, set.status);
+      if (set.status) state.status = set.status;
+      if (set.output !== undefined) state.output = set.output;
+      if (set.error !== undefined) state.error = set.error;
+      if (set.attempts !== undefined) state.attempts = set.attempts;
+    }
+    const key = `${step.id}/${item}`;
+    this.itemSets.set(key, { stepId: step.id, item, set: { ...this.itemSets.get(key)?.set, ...set } });
+  }
+
+  complete(step: PlanStep, output: unknown): void {
+    this.setStep(step, { status: 'completed', output, error: null, finished_at: this.at, started_at: this.state(step.id).startedAt?.toISOString() ?? this.at });
+  }
+
+  fail(step: PlanStep, error: ErrorRecord): void {
+    const state = this.state(step.id);
+    this.setStep(step, { status: 'failed', error, finished_at: this.at });
+    if (step.forEach !== undefined) mapStep.stop(this, step, 'skipped');
+    // A step that failed without running (its condition, its input, its list) is a dead letter
+    // too, when it is a tool step: replaying it resumes the task.
+    if (step.kind === 'tool' && state.attempts === 0 && step.forEach === undefined) {
+      this.decision.deadLetters.push({
+        taskId: this.task.id,
+        createdAt: this.task.createdAt,
+        stepId: step.id,
+        run: this.task.run,
+        tool: step.tool!,
+        input: null,
+        error,
+        attempts: 0,
+      });
+    }
+    if (this.active && step.onFailure === 'fail') this.failTask(stepFailure(step.id, error));
+  }
+
+  skip(step: PlanStep, reason: SkipReason): void {
+    this.setStep(step, { status: 'skipped', reason, finished_at: this.at });
+  }
+
+  /** Ends the task's steps that have not run when the task ends; a running tool step finishes on its own. */
+  private settle(to: 'skipped' | 'cancelled'): void {
+    for (const step of this.task.plan.order) {
+      const state = this.state(step.id);
+      if (state.status === 'pending' || state.status === 'queued') {
+        if (state.status === 'queued') this.decision.dropJobs.push({ taskId: this.task.id, run: this.task.run, stepId: step.id, tool: step.tool! });
+        if (to === 'skipped') this.skip(step, 'task_failed');
+        else this.setStep(step, { status: 'cancelled', finished_at: this.at });
+      } else if (state.status === 'waiting') {
+        this.decision.dropJobs.push({ taskId: this.task.id, run: this.task.run, stepId: step.id });
+        this.setStep(step, { status: 'cancelled', finished_at: this.at });
+      } else if (state.status === 'running' && step.forEach !== undefined) {
+        this.setStep(step, { status: 'cancelled', finished_at: this.at });
+        mapStep.stop(this, step, to);
+      } else if (state.status === 'running' && step.kind === 'workflow') {
+        this.setStep(step, { status: 'cancelled', finished_at: this.at });
+        if (state.childTaskId) this.decision.cancelChildren.push(state.childTaskId);
+      } else if (state.status === 'running' && step.kind === 'tool') {
+        // Running: it finishes and is recorded; waiting out a retry's backoff, it stops here.
+        this.decision.dropJobs.push({ taskId: this.task.id, run: this.task.run, stepId: step.id, tool: step.tool!, running: true });
+      }
+    }
+  }
+
+  failTask(error: ErrorRecord): void {
+    if (!this.active) return;
+    this.setTask({ status: 'failed', error, finished_at: this.at });
+    this.settle('skipped');
+    this.ended();
+  }
+
+  /** The task ended: its callback, waiting clients, and its parent's step if it is a sub-workflow. */
+  private ended(): void {
+    const { task } = this;
+    this.decision.ended.push({
+      taskId: task.id,
+      run: task.run,
+      status: task.status,
+      taskType: task.taskType,
+      createdAt: task.createdAt,
+      callback: task.callback,
+    });
+    if (!task.parent) return;
+    const status = task.status as 'completed' | 'failed' | 'cancelled';
+    const result = this.taskSet && 'result' in this.taskSet ? this.taskSet.result : task.result;
+    const error = this.taskSet?.error ?? task.error;
+    this.decision.parentReports.push({
+      type: 'child',
+      taskId: task.parent.taskId,
+      stepId: task.parent.stepId,
+      childTaskId: task.id,
+      status,
+      ...(status === 'completed' ? { output: result ?? null } : { error: error ?? { name: 'Error', message: `task ${status}` } }),
+      at: this.now,
+    });
+  }
+
+  /**
+   * What the run waits on outside PostgreSQL, to be made again where it went missing (a worker
+   * died between a commit and what follows it, Redis lost its data): jobs of queued and running
+   * steps and items, sleeps' timers, sub-workflows' children; for an ended task, its callback and
+   * its parent's report. Needs the task loaded with its inputs.
+   */
+  outstanding(): void {
+    if (!this.active) {
+      if (this.task.status !== 'queued') this.ended();
+      return;
+    }
+    for (const step of this.task.plan.order) {
+      const state = this.state(step.id);
+      if (step.kind === 'tool' && step.forEach === undefined && (state.status === 'queued' || state.status === 'running') && state.input !== undefined) {
+        this.decision.jobs.push(readyJob(this, step, state.input));
+      } else if (step.forEach !== undefined && state.status === 'running') {
+        const items = this.allItems(step.id);
+        if (!items) {
+          this.need('items', step.id);
+          continue;
+        }
+        for (const item of items) {
+          if ((item.status === 'queued' || item.status === 'running') && item.run === this.task.run)
+            this.decision.jobs.push(readyJob(this, step, item.input ?? null, item.item));
+        }
+      } else if (step.kind === 'sleep' && state.status === 'waiting' && state.wakeAt) {
+        this.decision.timers.push({ taskId: this.task.id, run: this.task.run, stepId: step.id, at: state.wakeAt });
+      } else if (step.kind === 'workflow' && state.status === 'running' && state.childTaskId) {
+        this.decision.children.push({
+          parentTaskId: this.task.id,
+          parentCreatedAt: this.task.createdAt,
+          stepId: step.id,
+          childTaskId: state.childTaskId,
+          existing: true,
+          workflow: step.workflow!,
+          params: (state.input ?? {}) as Record<string, unknown>,
+          depth: this.task.depth + 1,
+          owner: this.task.owner,
+          ...(step.options.priority ? { priority: step.options.priority } : {}),
+        });
+      }
+    }
+  }
+
+  report(report: Report): boolean {
+    const step = this.task.plan.byId.get(report.stepId);
+    const state = this.task.steps.get(report.stepId);
+    if (!step || !state) return false;
+    if (report.type !== 'child' && report.run !== this.task.run) return false;
+    if (report.type === 'result' && report.item === undefined && state.run !== report.run) return false;
+    if (report.type === 'result' && report.item !== undefined) {
+      return step.forEach !== undefined && mapStep.itemResult(this, step, state, report);
+    }
+    if (report.type === 'lost') return this.lost(step, state, report.item);
+    return KINDS[step.kind].report?.(this, step, state, report) ?? false;
+  }
+
+  /** A job that went missing (see Report 'lost'). Needs the task loaded with its inputs (and the item, for an item). */
+  private lost(step: PlanStep, state: StepState, item?: number): boolean {
+    if (step.kind !== 'tool') return false;
+    if (item !== undefined) {
+      const found = this.item(step.id, item);
+      if (!found || found.run !== this.task.run || (found.status !== 'queued' && found.status !== 'running')) return false;
+      if (!this.active || state.status !== 'running') {
+        this.setItem(step, item, { status: 'cancelled', finished_at: this.at });
+        return true;
+      }
+      this.setItem(step, item, { status: 'queued' });
+      this.decision.jobs.push(readyJob(this, step, found.input ?? null, item));
+      return true;
+    }
+    if (step.forEach !== undefined || state.run !== this.task.run || (state.status !== 'queued' && state.status !== 'running')) return false;
+    if (!this.active) {
+      this.setStep(step, { status: 'cancelled', finished_at: this.at });
+      return true;
+    }
+    if (state.input === undefined) throw new Error(`step ${step.id} of task ${this.task.id}: its input was not loaded`);
+    this.setStep(step, { status: 'queued', queued_at: this.at });
+    this.decision.jobs.push(readyJob(this, step, state.input));
+    return true;
+  }
+
+  /** Moves every step whose dependencies are done on, as its kind says, until nothing moves; ends the task when nothing is left. */
+  advance(): void {
+    for (let moved = true; moved && this.active && !this.blocked; ) {
+      moved = false;
+      for (const step of this.task.plan.order) {
+        const state = this.state(step.id);
+        if (state.status !== 'pending') continue;
+        if (!step.dependsOn.every((dep) => FINISHED_STEP_STATUSES.has(this.state(dep).status))) continue;
+        this.ready(step, state);
+        if (this.blocked || !this.active) return;
+        if (state.status !== 'pending') moved = true;
+      }
+    }
+    if (!this.active || this.blocked) return;
+    if ([...this.task.steps.values()].every((state) => FINISHED_STEP_STATUSES.has(state.status))) this.end();
+  }
+
+  private ready(step: PlanStep, state: StepState): void {
+    // Every path to the step went through a skipped step: the branch it is on was not taken.
+    if (step.dependsOn.length > 0 && step.dependsOn.every((dep) => this.state(dep).status === 'skipped')) {
+      this.skip(step, 'branch_not_taken');
+      return;
+    }
+    if (step.when !== undefined) {
+      const verdict = decideWhen(this, step);
+      if (verdict === undefined) return;
+      if (!verdict) {
+        this.skip(step, 'condition');
+        return;
+      }
+    }
+    if (step.forEach !== undefined) {
+      mapStep.ready(this, step, state);
+      return;
+    }
+    KINDS[step.kind].ready(this, step, state);
+  }
+
+  private end(): void {
+    const reads = this.task.plan.outputReads ?? new Set(this.task.plan.plan.steps.map((step) => step.id));
+    for (const id of reads) if (this.task.steps.get(id)?.output === undefined) this.need('output', id);
+    if (this.blocked) return;
+    const ending = taskEnding(
+      { params: this.task.params, plan: this.task.plan.plan },
+      this.task.plan.plan.steps.map((step) => {
+        const state = this.state(step.id);
+        return { id: step.id, status: state.status, output: state.output ?? null, error: state.error };
+      }),
+      this.limits,
+    );
+    const started = this.task.startedAt?.toISOString() ?? this.at;
+    if (ending.status === 'completed') this.setTask({ status: 'completed', result: ending.result, finished_at: this.at, started_at: started });
+    else this.setTask({ status: 'failed', error: ending.error, finished_at: this.at, started_at: started });
+    this.ended();
+  }
+
+  cancel(): boolean {
+    if (!this.active) return false;
+    this.setTask({ status: 'cancelled', error: { name: 'Cancelled', message: 'task was cancelled' }, finished_at: this.at });
+    this.settle('cancelled');
+    this.ended();
+    return true;
+  }
+
+  resume(): boolean {
+    if (this.task.status !== 'failed' && this.task.status !== 'cancelled') return false;
+    // Every map with items kept needs them all, to count those that completed.
+    for (const step of this.task.plan.order) {
+      const state = this.state(step.id);
+      if (state.status !== 'completed' && step.forEach !== undefined && state.items && this.keepsItems(step) && !this.allItems(step.id))
+        this.need('items', step.id);
+    }
+    if (this.blocked) return true;
+    const run = this.task.run + 1;
+    this.setTask({ status: 'queued', run, result: null, error: null, finished_at: null });
+    for (const step of this.task.plan.order) {
+      const state = this.state(step.id);
+      if (state.status === 'completed') continue;
+      let items = null;
+      if (step.forEach !== undefined && state.items) {
+        if (this.keepsItems(step)) {
+          const done = this.allItems(step.id)!.filter((item) => item.status === 'completed').length;
+          items = { total: state.items.total, done, failed: 0, running: 0 };
+          this.decision.sweeps.push({
+            taskId: this.task.id,
+            createdAt: this.task.createdAt,
+            stepId: step.id,
+            from: ['pending', 'queued', 'running', 'failed', 'skipped', 'cancelled'],
+            to: 'pending',
+            run,
+            reset: true,
+          });
+        } else {
+          this.decision.sweeps.push({ taskId: this.task.id, createdAt: this.task.createdAt, stepId: step.id, delete: true });
+        }
+      }
+      this.setStep(step, {
+        status: 'pending',
+        run,
+        attempts: 0,
+        input: null,
+        output: null,
+        error: null,
+        reason: null,
+        queued_at: null,
+        started_at: null,
+        finished_at: null,
+        wake_at: null,
+        items,
+        progress: null,
+      });
+    }
+    this.advance();
+    return true;
+  }
+
+  /** A retried map keeps its items when what its list came from is kept (every step it reads completed). */
+  private keepsItems(step: PlanStep): boolean {
+    return [...(this.task.plan.reads.get(step.id) ?? [])].every((id) => this.state(id).status === 'completed');
+  }
+
+  /** Writes what changed into the decision. */
+  flush(): void {
+    const { id, createdAt } = this.task;
+    if (this.taskSet) this.decision.tasks.push({ taskId: id, createdAt, set: this.taskSet });
+    for (const [stepId, set] of this.stepSets) this.decision.steps.push({ taskId: id, createdAt, stepId, set });
+    for (const { stepId, item, set } of this.itemSets.values()) this.decision.items.push({ taskId: id, createdAt, stepId, item, set });
+  }
+}
+
+/** Merges the runs' needs; undefined when none lacks anything. */
+function neededBy(runs: TaskRun[]): Needs | undefined {
+  const needs: Needs = { outputs: runs.flatMap((run) => run.needs.outputs), items: runs.flatMap((run) => run.needs.items) };
+  return needs.outputs.length > 0 || needs.items.length > 0 ? needs : undefined;
+}
+
+function decideAll(tasks: readonly TaskState[], options: DecideOptions, act: (run: TaskRun) => void): Decision {
+  const decision = emptyDecision();
+  const runs = tasks.map((task) => new TaskRun(task, decision, options));
+  for (const run of runs) act(run);
+  const needs = neededBy(runs);
+  if (needs) return { ...emptyDecision(), needs };
+  for (const run of runs) run.flush();
+  return decision;
+}
+
+/** What reports about steps mean for their tasks (loaded under their locks), in the order given. */
+export function decide(tasks: readonly TaskState[], reports: readonly Report[], options: DecideOptions): Decision {
+  const recorded: boolean[] = reports.map(() => false);
+  const byTask = new Map<string, number[]>();
+  reports.forEach((report, index) => {
+    byTask.set(report.taskId, [...(byTask.get(report.taskId) ?? []), index]);
+  });
+  const decision = decideAll(tasks, options, (run) => {
+    for (const index of byTask.get(run.task.id) ?? []) {
+      if (run.blocked) return;
+      recorded[index] = run.report(reports[index]!);
+    }
+    run.advance();
+  });
+  return decision.needs ? decision : { ...decision, recorded };
+}
+
+/** What the engine knows of a task that is being submitted, besides its plan. */
+export interface NewTaskMeta {
+  id: string;
+  createdAt: Date;
+  taskType: string;
+  params: Record<string, unknown>;
+  callback: boolean;
+  owner: string;
+  depth: number;
+  parent: { taskId: string; stepId: string } | null;
+}
+
+/** A task being submitted, as the engine starts it: queued, every step pending. */
+export function freshState(task: NewTaskMeta, plan: Plan): TaskState {
+  return {
+    ...task,
+    status: 'queued',
+    run: 1,
+    plan: prepare(plan),
+    startedAt: null,
+    finishedAt: null,
+    steps: new Map(
+      plan.steps.map((step) => [
+        step.id,
+        {
+          id: step.id,
+          status: 'pending',
+          reason: null,
+          attempts: 0,
+          run: 1,
+          output: null,
+          error: null,
+          startedAt: null,
+          finishedAt: null,
+          wakeAt: null,
+          childTaskId: null,
+          items: null,
+        },
+      ]),
+    ),
+    items: new Map(),
+    allItemsLoaded: new Set(),
+  };
+}
+
+/** A new task: which of its steps start at once (the caller stores it with the decision's changes). */
+export function start(task: TaskState, options: DecideOptions): Decision {
+  return decideAll([task], options, (run) => run.advance());
+}
+
+/** Cancels active tasks; `cancelled` lists those that were (the others had ended). */
+export function cancel(tasks: readonly TaskState[], options: DecideOptions): Decision & { cancelled: string[] } {
+  const cancelled: string[] = [];
+  const decision = decideAll(tasks, options, (run) => {
+    if (run.cancel()) cancelled.push(run.task.id);
+  });
+  return { ...decision, cancelled: decision.needs ? [] : cancelled };
+}
+
+/** Starts a new run of failed or cancelled tasks; `resumed` lists those that were (the others were not resumable). */
+export function resume(tasks: readonly TaskState[], options: DecideOptions): Decision & { resumed: string[] } {
+  const resumed: string[] = [];
+  const decision = decideAll(tasks, options, (run) => {
+    if (run.resume() && !run.blocked) resumed.push(run.task.id);
+  });
+  return { ...decision, resumed: decision.needs ? [] : resumed };
+}
+
+/** What runs wait on outside PostgreSQL (TaskRun.outstanding), as a decision that changes nothing in the database. */
+export function outstanding(tasks: readonly TaskState[], options: DecideOptions): Decision {
+  return decideAll(tasks, options, (run) => run.outstanding());
+}
+
+/** Why a step's failed attempt does not get another one. */
+export type FinalReason = 'no_attempts_left' | 'not_retryable' | 'stopped';
+
+/**
+ * Whether a failed attempt is retried: not when the task was stopped, when the error says
+ * retrying cannot help, or when the step's retry policy has no attempt left.
+ */
+export function attemptOutcome(
+  attempt: number,
+  attempts: number,
+  error: { retryable?: boolean; stopped?: boolean },
+): { retry: true } | { retry: false; why: FinalReason } {
+  if (error.stopped) return { retry: false, why: 'stopped' };
+  if (error.retryable === false) return { retry: false, why: 'not_retryable' };
+  if (attempt >= attempts) return { retry: false, why: 'no_attempts_left' };
+  return { retry: true };
+}
+
+export type { ErrorRecord };

@@ -1,0 +1,277 @@
+import type { ErrorRecord } from '../lib/errors.js';
+import type { RunPlan } from './plan.js';
+import type { StepOutcome, StepStatus, TaskStatus } from './status.js';
+import type { ReadyStep } from './types.js';
+
+/**
+ * What the decider reads (a task as PostgreSQL holds it, loaded under the task's lock) and what
+ * it decides (the changes the ledger applies and the effects the runtime carries out). Only
+ * data: src/engine/decide.ts works on it, src/ledger/ reads and writes it.
+ */
+
+/** A map step's items, counted. */
+export interface ItemCounts {
+  total: number;
+  /** Items that have their final result (completed, or failed under on_failure continue). */
+  done: number;
+  failed: number;
+  /** Items queued or running: at most the step's max_parallel. */
+  running: number;
+}
+
+export interface StepState {
+  id: string;
+  status: StepStatus;
+  /** Why it is skipped (SkipReason) or waiting (WaitReason). */
+  reason: string | null;
+  attempts: number;
+  run: number;
+  /** Undefined when not loaded: large outputs are read only when a step needs them. */
+  output: unknown;
+  error: ErrorRecord | null;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  wakeAt: Date | null;
+  /** A sub-workflow step's child task. */
+  childTaskId: string | null;
+  items: ItemCounts | null;
+  /** The resolved input of a queued or running step, when loaded to make its job again. */
+  input?: unknown;
+}
+
+/** One item of a map, as loaded when the map needs all of them (to assemble its output). */
+export interface ItemState {
+  item: number;
+  run: number;
+  status: StepStatus;
+  attempts: number;
+  output: unknown;
+  error: ErrorRecord | null;
+  startedAt: Date | null;
+  input?: unknown;
+}
+
+export interface TaskState {
+  id: string;
+  createdAt: Date;
+  taskType: string;
+  status: TaskStatus;
+  run: number;
+  params: Record<string, unknown>;
+  plan: RunPlan;
+  /** Whether a callback_url waits for the task's end. */
+  callback: boolean;
+  owner: string;
+  /** 0 for a task submitted by a client; a sub-workflow's child is one deeper than its parent. */
+  depth: number;
+  parent: { taskId: string; stepId: string } | null;
+  startedAt: Date | null;
+  finishedAt: Date | null;
+  /** An ended task's error; its result only when loaded to repair what its end left undone. */
+  error?: ErrorRecord | null;
+  result?: unknown;
+  steps: Map<string, StepState>;
+  /**
+   * Map items, by step id then position: the ones this batch reports about, and every item of a
+   * map once the decider asked for them (`allItems`).
+   */
+  items: Map<string, Map<number, ItemState>>;
+  /** Maps whose every item is in `items`. */
+  allItemsLoaded: Set<string>;
+}
+
+/** What a worker, a timer or a child task reports about a step. */
+export type Report =
+  | {
+      type: 'result';
+      taskId: string;
+      run: number;
+      stepId: string;
+      /** A map item's position; absent for a plain step. */
+      item?: number;
+      status: StepOutcome;
+      output?: unknown;
+      error?: ErrorRecord;
+      /** Deliveries of the job so far (the attempts PostgreSQL records). */
+      attempt: number;
+      startedAt: Date;
+      finishedAt: Date;
+      /** The input it ran with: kept with the dead letter of a failure. */
+      input?: unknown;
+    }
+  | { type: 'wake'; taskId: string; run: number; stepId: string; at: Date }
+  /**
+   * A job that went missing (Redis lost it, or it was taken over and given up): a step or item
+   * of an active task that was queued or running is queued again (its job made again); one of a
+   * task that ended while it ran is cancelled.
+   */
+  | { type: 'lost'; taskId: string; run: number; stepId: string; item?: number; at: Date }
+  | {
+      type: 'child';
+      taskId: string;
+      stepId: string;
+      childTaskId: string;
+      status: 'completed' | 'failed' | 'cancelled';
+      output?: unknown;
+      error?: ErrorRecord;
+      at: Date;
+    };
+
+/** Fields of a step row to set; absent fields keep their value. */
+export interface StepSet {
+  status?: StepStatus;
+  reason?: string | null;
+  input?: unknown;
+  output?: unknown;
+  error?: ErrorRecord | null;
+  attempts?: number;
+  run?: number;
+  queued_at?: string | null;
+  started_at?: string | null;
+  finished_at?: string | null;
+  wake_at?: string | null;
+  child_task_id?: string | null;
+  items?: ItemCounts | null;
+  progress?: null;
+}
+
+export interface TaskSet {
+  status?: TaskStatus;
+  run?: number;
+  result?: unknown;
+  error?: ErrorRecord | null;
+  started_at?: string | null;
+  finished_at?: string | null;
+}
+
+export interface ItemSet {
+  status?: StepStatus;
+  output?: unknown;
+  error?: ErrorRecord | null;
+  attempts?: number;
+  started_at?: string | null;
+  finished_at?: string | null;
+}
+
+/**
+ * A change to many items of one map at once: those in `from` move to `to` (with `run`, their
+ * results cleared when `reset`), or are deleted; `start` queues the next `start` pending items
+ * in list order. The ledger answers which items it moved (their jobs are made or dropped).
+ */
+export interface ItemSweep {
+  taskId: string;
+  createdAt: Date;
+  stepId: string;
+  from?: StepStatus[];
+  to?: StepStatus;
+  run?: number;
+  reset?: boolean;
+  delete?: boolean;
+  start?: number;
+}
+
+/** A sub-workflow's child task to start (or resume, when the step had one in an earlier run). */
+export interface ChildStart {
+  parentTaskId: string;
+  parentCreatedAt: Date;
+  stepId: string;
+  childTaskId: string;
+  /** The child existed before this run (a retried parent): resume it instead of creating it. */
+  existing: boolean;
+  workflow: { name: string; version: number };
+  params: Record<string, unknown>;
+  depth: number;
+  owner: string;
+  priority?: number;
+}
+
+/** A state change, as event streams show it; `item` and `progress` for a map's items. */
+export interface Transition {
+  taskId: string;
+  stepId?: string;
+  /** The status it left (absent on progress reports). */
+  from?: string;
+  status: string;
+  at: string;
+  reason?: string;
+  progress?: { percent: number; message?: string };
+}
+
+/** A job no longer wanted: its step was skipped or cancelled before it started. */
+export interface JobRef {
+  taskId: string;
+  run: number;
+  stepId: string;
+  item?: number;
+  /** The tool queue of a step's job; absent for a sleep's timer. */
+  tool?: string;
+  /**
+   * The step is running: its job is dropped only if it waits out a retry's backoff, and then the
+   * step is settled (reported lost, hence cancelled, its task having ended).
+   */
+  running?: true;
+}
+
+export interface DeadLetterRow {
+  taskId: string;
+  createdAt: Date;
+  stepId: string;
+  run: number;
+  tool: string;
+  input: unknown;
+  error: ErrorRecord;
+  attempts: number;
+}
+
+/** Data the decider lacks: load it and decide again. */
+export interface Needs {
+  /** Outputs too large to be loaded with the task, by task id. */
+  outputs: { taskId: string; stepId: string }[];
+  /** Every item of these maps. */
+  items: { taskId: string; stepId: string }[];
+}
+
+export interface Decision {
+  /** Per report given: whether it was recorded (false: a duplicate, or its run or task has moved on). */
+  recorded: boolean[];
+  tasks: { taskId: string; createdAt: Date; set: TaskSet }[];
+  steps: { taskId: string; createdAt: Date; stepId: string; set: StepSet }[];
+  /** A map's items, stored when it starts: pending, or queued for the first max_parallel. */
+  newItems: { taskId: string; createdAt: Date; stepId: string; item: number; run: number; input: unknown; status?: 'queued' }[];
+  items: { taskId: string; createdAt: Date; stepId: string; item: number; set: ItemSet }[];
+  sweeps: ItemSweep[];
+  deadLetters: DeadLetterRow[];
+  /** Tool steps to enqueue (items are enqueued from what the ledger answers for `start` sweeps). */
+  jobs: ReadyStep[];
+  timers: { taskId: string; run: number; stepId: string; at: Date }[];
+  children: ChildStart[];
+  /** Active child tasks to cancel: their parent ended. */
+  cancelChildren: string[];
+  /** What ended child tasks report to their parents' steps. */
+  parentReports: Report[];
+  dropJobs: JobRef[];
+  transitions: Transition[];
+  /** Tasks that ended: their callbacks, metrics and waiting clients. */
+  ended: { taskId: string; run: number; status: TaskStatus; taskType: string; createdAt: Date; callback: boolean }[];
+  needs?: Needs;
+}
+
+export function emptyDecision(): Decision {
+  return {
+    recorded: [],
+    tasks: [],
+    steps: [],
+    newItems: [],
+    items: [],
+    sweeps: [],
+    deadLetters: [],
+    jobs: [],
+    timers: [],
+    children: [],
+    cancelChildren: [],
+    parentReports: [],
+    dropJobs: [],
+    transitions: [],
+    ended: [],
+  };
+}

@@ -1,0 +1,67 @@
+import { hasTemplates } from '../templates.js';
+import { DEFAULT_RETRY_FOR_KINDS } from '../types.js';
+import { SLEEP_MAX_MS } from '../workflow-definition.js';
+import { refuseFields, type StepKindModule } from './kind.js';
+
+/**
+ * A durable sleep: once ready it waits until its wake-up time holding no worker and no active
+ * job (a delayed timer job stands for it, and PostgreSQL keeps `wake_at`, from which the
+ * reconciler makes the timer again if Redis lost it). The timer's report completes it with
+ * `{woke_at}`. A wake-up time already past completes it at once.
+ */
+export const sleepStep: StepKindModule = {
+  check(step, index, context) {
+    refuseFields(step, index, context, 'sleep', ['version', 'for_each', 'max_parallel', 'retry', 'timeout_ms']);
+    if (Object.keys(step.input).length > 0) context.add(['steps', index, 'input'], 'a sleep step takes no input');
+    const spec = step.sleep as { ms?: number | string; until?: string };
+    const literal = typeof spec.ms === 'string' ? spec.ms : spec.until;
+    if (literal === undefined || hasTemplates(literal)) return;
+    const problem = wakeTime(spec, new Date(0));
+    if (typeof problem === 'string' && spec.until === undefined) context.add(['steps', index, 'sleep', 'ms'], `${problem}, or a template that gives one`);
+    else if (spec.until !== undefined && Number.isNaN(Date.parse(spec.until)))
+      context.add(['steps', index, 'sleep', 'until'], `${JSON.stringify(spec.until)} is neither an ISO 8601 time nor a template`);
+  },
+
+  outputSchema() {
+    return { type: 'object', properties: { woke_at: { type: 'string' } }, additionalProperties: false };
+  },
+
+  compile(step) {
+    return { kind: 'sleep', sleep: step.sleep as { ms?: number | string; until?: string }, options: DEFAULT_RETRY_FOR_KINDS };
+  },
+
+  ready(run, step) {
+    const spec = run.resolve(step, step.sleep ?? {});
+    if (!spec.ok) {
+      if ('error' in spec) run.fail(step, spec.error);
+      return;
+    }
+    const wakeAt = wakeTime(spec.value as { ms?: unknown; until?: unknown }, run.now);
+    if (typeof wakeAt === 'string') return run.fail(step, { name: 'InvalidSleep', message: wakeAt, retryable: false });
+    if (wakeAt.getTime() <= run.now.getTime()) return run.complete(step, { woke_at: run.now.toISOString() });
+    run.setStep(step, { status: 'waiting', reason: 'sleep', wake_at: wakeAt.toISOString(), started_at: run.now.toISOString(), run: run.task.run });
+    run.decision.timers.push({ taskId: run.task.id, run: run.task.run, stepId: step.id, at: wakeAt });
+  },
+
+  report(run, step, state, report) {
+    if (report.type !== 'wake' || state.status !== 'waiting') return false;
+    run.setStep(step, { reason: null });
+    run.complete(step, { woke_at: report.at.toISOString() });
+    return true;
+  },
+};
+
+/** When a resolved sleep ends, or why it cannot: `ms` a whole number of milliseconds, `until` an ISO 8601 time. */
+export function wakeTime(spec: { ms?: unknown; until?: unknown }, now: Date): Date | string {
+  if (spec.until !== undefined) {
+    if (typeof spec.until !== 'string') return `sleep.until must be an ISO 8601 time, not ${JSON.stringify(spec.until)}`;
+    const at = Date.parse(spec.until);
+    if (Number.isNaN(at)) return `sleep.until ${JSON.stringify(spec.until.slice(0, 100))} is not an ISO 8601 time`;
+    if (at - now.getTime() > SLEEP_MAX_MS) return `sleep.until is more than a year away`;
+    return new Date(at);
+  }
+  const ms = typeof spec.ms === 'string' && /^\d{1,15}$/.test(spec.ms) ? Number(spec.ms) : spec.ms;
+  if (typeof ms !== 'number' || !Number.isInteger(ms) || ms < 0) return `sleep.ms must be a whole number of milliseconds, not ${JSON.stringify(spec.ms)}`;
+  if (ms > SLEEP_MAX_MS) return `sleep.ms is more than a year (${SLEEP_MAX_MS} ms)`;
+  return new Date(now.getTime() + ms);
+}

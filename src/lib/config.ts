@@ -1,0 +1,336 @@
+import { z } from 'zod';
+
+/** The entries of a comma-separated list, trimmed, empty ones dropped. */
+const listEntries = (value: string) =>
+  value
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry.length > 0);
+
+/** Comma-separated list, trimmed, empty entries dropped. */
+const csv = z.string().transform(listEntries);
+
+const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** What an API key may do; README.md "Security" lists the endpoints of each. */
+export const API_KEY_SCOPES = ['admin', 'client', 'read'] as const;
+export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
+
+/** One configured key: its scope, an optional owner name shared by the keys of one client, the secret. */
+export interface ApiKeyEntry {
+  scope: ApiKeyScope;
+  /** Tasks are owned by this name instead of by the key, so rotating a named key keeps its tasks visible. */
+  name?: string;
+  key: string;
+}
+
+const KEY_PREFIX = new RegExp(`^(${API_KEY_SCOPES.join('|')})(?:@([A-Za-z0-9_.-]{1,64}))?$`);
+
+/**
+ * One entry of API_KEYS or of an API_KEYS_FILE line: `KEY` (an admin key, as before scopes
+ * existed), `SCOPE:KEY` or `SCOPE@NAME:KEY`. The text before the first `:` must then be a scope
+ * (with its name): an unknown one is refused rather than taken as part of an admin key, so a
+ * typo never grants admin. A key containing `:` is therefore written with its scope.
+ */
+export const apiKeyEntry = z.string().transform((entry, ctx): ApiKeyEntry => {
+  const colon = entry.indexOf(':');
+  let parsed: ApiKeyEntry = { scope: 'admin', key: entry };
+  if (colon >= 0) {
+    const prefix = KEY_PREFIX.exec(entry.slice(0, colon));
+    if (!prefix) {
+      // The text before ":" is not quoted back: it may be part of a secret.
+      ctx.addIssue({
+        code: 'custom',
+        message: 'the text before the first ":" is not a scope: write admin:KEY, client:KEY, read:KEY or SCOPE@NAME:KEY (NAME: letters, digits, _ . -)',
+      });
+      return z.NEVER;
+    }
+    parsed = { scope: prefix[1] as ApiKeyScope, ...(prefix[2] ? { name: prefix[2] } : {}), key: entry.slice(colon + 1) };
+  }
+  if (parsed.key.length < 16) {
+    ctx.addIssue({ code: 'custom', message: 'each key must be at least 16 characters' });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+/**
+ * Every setting the service reads from the environment. Defaults are the ones a fresh machine
+ * needs (local Redis and PostgreSQL), so `npm start` works without a `.env` file.
+ * `.env.template` documents each variable.
+ */
+const configSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  /** Port of the HTTP API. 0 picks a free port (tests). */
+  PORT: integer(0, 65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
+  /**
+   * Redis Cluster seed nodes, `host:port` comma-separated. When set, every connection is a
+   * cluster connection (user, password and TLS still come from REDIS_URL) and QUEUE_PREFIX must
+   * hold a hash tag. Empty: the single Redis at REDIS_URL.
+   */
+  REDIS_CLUSTER_NODES: csv.pipe(z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$/, 'each node must be host:port'))).default([]),
+  /** Every query of the running service: PostgreSQL itself, or a pooler such as PgBouncer in transaction mode. */
+  DATABASE_URL: z.url({ protocol: /^postgres(ql)?$/ }).default('postgresql://postgres@127.0.0.1:5432/orchestrator'),
+  /**
+   * The same database reached without a transaction-mode pooler, for what needs a session of its
+   * own: creating the database and migrating it under a session advisory lock. Unset: DATABASE_URL.
+   */
+  DATABASE_DIRECT_URL: z.url({ protocol: /^postgres(ql)?$/ }).optional(),
+  /** Connections each process keeps to PostgreSQL. */
+  DATABASE_POOL_SIZE: integer(1, 200).default(10),
+  /**
+   * Prefix of every Redis key. The braces make it a Redis Cluster hash tag; each queue shard
+   * extends the tag (QUEUE_SHARDS), so all keys of a task live in one slot and multi-key scripts
+   * work on a cluster too.
+   */
+  QUEUE_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_{}.-]+$/, 'letters, digits, _ . - { } only (no ":")')
+    .default('{orchestrator}'),
+  /**
+   * Shards of the queues (src/queue/shards.ts): each task's jobs and events live in one shard,
+   * under a hash tag of its own, so a Redis Cluster spreads tasks over its masters. Unset: 1 on
+   * one Redis (QUEUE_PREFIX's key names, as before shards existed), 6 on a cluster (even over 1,
+   * 2, 3 or 6 masters). Change it only with the queues drained: a task's shard follows from it.
+   */
+  QUEUE_SHARDS: integer(1, 256).optional(),
+  LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
+  /** json for machines (default in production), pretty for people. */
+  LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
+  /** Also write JSON logs to this file, rotated at 10 MB, 5 files kept. */
+  LOG_FILE: z.string().min(1).optional(),
+  /** Default number of steps one worker process runs at once per tool queue. */
+  WORKER_CONCURRENCY: integer(1, 1000).default(10),
+  /** Tools this worker process runs; empty means every registered tool. */
+  WORKER_TOOLS: csv.default([]),
+  /** How long a stopping worker waits for in-flight steps before it exits anyway. */
+  WORKER_SHUTDOWN_TIMEOUT_MS: integer(0, 600_000).default(30_000),
+  /**
+   * How long a worker's claim on a running step lasts without renewal (renewed every half of
+   * it). A step whose worker died, or gave up at WORKER_SHUTDOWN_TIMEOUT_MS, is run again
+   * elsewhere this long (up to twice this long) later; stalled steps are also looked for this often.
+   */
+  WORKER_LOCK_DURATION_MS: integer(1_000, 600_000).default(30_000),
+  /** Hosts the http tool (and webhooks) may call: `api.example.com`, `*.example.com`, `10.0.0.5`, `127.0.0.1:8080`. */
+  HTTP_TOOL_ALLOWED_HOSTS: csv.default([]),
+  /** Largest JSON body the API accepts (a size string understood by body-parser). */
+  BODY_LIMIT: z
+    .string()
+    .regex(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, 'a size like 1mb, 512kb or 1048576')
+    .default('1mb'),
+  /** Finished BullMQ jobs kept in Redis per queue (PostgreSQL is the record). */
+  QUEUE_KEEP_COMPLETED: integer(0, 1_000_000).default(1000),
+  QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(5000),
+  /** Upper bound on GET /result?wait=N, in seconds. */
+  RESULT_WAIT_MAX_S: integer(0, 300).default(30),
+  /** Waiting GET /result?wait=N requests per API key (per client address without keys), across API processes. 0: no limit. */
+  LONG_POLLS_PER_KEY: integer(0, 100_000).default(100),
+  /** Open GET /tasks/:id/events streams per API key (per client address without keys), across API processes. 0: no limit. */
+  EVENT_STREAMS_PER_KEY: integer(0, 100_000).default(100),
+  /** Longest life of an event stream, in seconds; then a `reconnect` event ends it (the client resumes with Last-Event-ID). */
+  EVENT_STREAM_MAX_S: integer(1, 86_400).default(3_600),
+  /** Widest window GET /stats computes, in days; a wider one answers 400. */
+  STATS_MAX_WINDOW_DAYS: integer(1, 3650).default(31),
+  /** PostgreSQL statement_timeout of the GET /stats queries; past it the answer is 503 stats_timeout. */
+  STATS_STATEMENT_TIMEOUT_MS: integer(1, 600_000).default(10_000),
+  /**
+   * Bearer keys the API accepts, comma-separated, each `KEY` (admin), `SCOPE:KEY` or
+   * `SCOPE@NAME:KEY` (see apiKeyEntry). With neither these nor API_KEYS_FILE there is no
+   * authentication, which production refuses unless AUTH_DISABLED=true. /health, /ready and
+   * /metrics stay open.
+   */
+  API_KEYS: csv.pipe(z.array(apiKeyEntry)).default([]),
+  /** A file of keys, one entry per line as in API_KEYS (`#` starts a comment), re-read when it changes. */
+  API_KEYS_FILE: z.string().min(1).optional(),
+  /** How often the API looks at API_KEYS_FILE for a change; a change is applied once the file has stayed the same for one more look. */
+  API_KEYS_FILE_POLL_MS: integer(100, 3_600_000).default(2_000),
+  /** Run the API without keys in production, on purpose. */
+  AUTH_DISABLED: z
+    .enum(['true', 'false'], { message: 'use true or false' })
+    .transform((value) => value === 'true')
+    .default(false),
+  /** Wrong keys per minute from one client address before its requests with a key get 429; shared across API processes. 0: no limit. */
+  AUTH_FAILURES_PER_MINUTE: integer(0, 1_000_000).default(30),
+  /** Origins allowed to call the API from a browser (CORS); `*` allows any. Empty: no CORS headers. */
+  CORS_ORIGINS: csv.default([]),
+  /** Requests per minute per API key (per client address without keys), across API processes. 0: no limit. */
+  RATE_LIMIT_PER_MINUTE: integer(0, 1_000_000).default(0),
+  /** Express "trust proxy": set it when a proxy in front sets X-Forwarded-For (e.g. `1` or `loopback`). */
+  TRUST_PROXY: z.string().optional(),
+  /**
+   * Admission control: POST /assign-task answers 503 `overloaded` (with Retry-After) while more
+   * step jobs wait in the tool queues than the workers finish in this long. 0: off.
+   */
+  ADMISSION_MAX_WAIT_MS: integer(0, 3_600_000).default(2_000),
+  /** The backlog always admitted, whatever the measured drain rate. */
+  ADMISSION_MIN_BACKLOG: integer(0, 100_000_000).default(1_000),
+  /** A fixed ceiling on the admitted backlog, whatever the drain rate. 0: none. */
+  ADMISSION_MAX_BACKLOG: integer(0, 100_000_000).default(0),
+  /** How often each API process reads the backlog and the drain rate from Redis. */
+  ADMISSION_SAMPLE_MS: integer(10, 60_000).default(200),
+  /**
+   * Most task submissions one API process handles at once (admitted, not yet answered); past it,
+   * 503 `overloaded` at once. Protects a process that a flood of clients reaches before the
+   * backlog shows it. 0: no limit.
+   */
+  ADMISSION_MAX_IN_FLIGHT: integer(0, 1_000_000).default(128),
+  /** HMAC-SHA256 key that signs completion callbacks. Without it, callback_url is refused. */
+  CALLBACK_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
+  /** Tries per callback delivery (exponential backoff from 1 s). */
+  CALLBACK_MAX_ATTEMPTS: integer(1, 50).default(8),
+  /** How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event. */
+  EVENTS_TTL_S: integer(60, 30 * 86_400).default(86_400),
+  /**
+   * How long a finished task's event history stays in Redis after its ending event. A client
+   * that resumes later (Last-Event-ID) gets the task's snapshot from PostgreSQL instead.
+   */
+  EVENTS_KEEP_AFTER_END_S: integer(1, 30 * 86_400).default(60),
+  /**
+   * A one-tool task's step is recorded as running once it has run this long (at once on a
+   * redelivery or a retry, and always for a workflow's steps). A shorter step goes from queued to
+   * its result in one write. 0: record every start before the adapter runs.
+   */
+  STEP_RUNNING_AFTER_MS: integer(0, 3_600_000).default(50),
+  /** How long a worker retries a database write through lost connections before parking the step's result in its job. */
+  DB_WRITE_RETRY_MS: integer(0, 3_600_000).default(60_000),
+  /** How often one worker looks for active runs whose jobs went missing in Redis (see workers/runtime/reconciler.ts). 0: never. */
+  RECONCILE_INTERVAL_MS: integer(0, 3_600_000).default(30_000),
+  /** Runs younger than this are not repaired: their jobs may still be on their way. */
+  RECONCILE_AFTER_MS: integer(0, 86_400_000).default(60_000),
+  /**
+   * Tasks are kept this many days (at most one day more), then dropped with their steps, dead
+   * letters, callback deliveries and idempotency keys, a whole day's partition at once
+   * (src/persistence/partitions.ts). GET /result of an expired task answers 410 task_expired.
+   */
+  RETENTION_DAYS: integer(1, 3650).default(30),
+  /** Days ahead whose partitions exist before their first task (created by one worker each pass). */
+  PARTITIONS_AHEAD_DAYS: integer(1, 90).default(3),
+  /** How often one worker maintains the partitions: creates the days ahead, drops the expired ones. 0: never (not even at start). */
+  RETENTION_INTERVAL_MS: integer(0, 86_400_000).default(3_600_000),
+  /** Port where a worker process serves its own /metrics. Unset: no metrics server in workers. */
+  WORKER_METRICS_PORT: integer(0, 65535).optional(),
+  /** Bearer token that /metrics (the API's and the workers') requires. Unset: /metrics is open. */
+  METRICS_TOKEN: z.string().min(16, 'use at least 16 characters').optional(),
+  /** How long the API reuses a reading of its queue, task and dead-letter gauges. 0: read at every scrape. */
+  METRICS_CACHE_MS: integer(0, 600_000).default(5_000),
+  /**
+   * OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); spans go to
+   * `<url>/v1/traces`. Unset: tracing is off.
+   */
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url({ protocol: /^https?$/ }).optional(),
+  /** Service name on exported spans. Unset: orchestrator-api, orchestrator-worker, or orchestrator (npm start). */
+  OTEL_SERVICE_NAME: z.string().min(1).max(255).optional(),
+  /**
+   * Longest string (in characters) in a workflow definition's step inputs and output, the
+   * strings templates are read from. A longer one is refused when the definition is posted.
+   */
+  TEMPLATE_STRING_MAX_CHARS: integer(16, 100_000_000).default(65_536),
+  /** Most template references (`{{...}}`) one workflow definition may hold, inputs and output together. */
+  TEMPLATE_MAX_REFERENCES: integer(1, 1_000_000).default(1_000),
+  /**
+   * Largest input of a step, in bytes of JSON, once its templates are resolved. Steps that start
+   * with the task are checked at submit (400); a step that becomes ready later and is over it
+   * fails with StepInputTooLarge without running.
+   */
+  STEP_INPUT_MAX_BYTES: integer(1_024, 1_073_741_824).default(1_048_576),
+  /** Largest output a step may return, in bytes of JSON; over it the step fails with StepOutputTooLarge. */
+  STEP_OUTPUT_MAX_BYTES: integer(1_024, 1_073_741_824).default(1_048_576),
+  /** Deepest nesting of arrays and objects in a step's output; deeper fails with StepOutputTooLarge. */
+  STEP_OUTPUT_MAX_DEPTH: integer(1, 1_000).default(64),
+  /** Largest result of a task (the workflow's output, or the tool's), in bytes of JSON; over it the task fails with TaskResultTooLarge. */
+  TASK_RESULT_MAX_BYTES: integer(1_024, 1_073_741_824).default(4_194_304),
+  /**
+   * A step's output travels in BullMQ (its job's return value, its dependents' job data) only
+   * up to this many bytes of JSON; a larger one stays in PostgreSQL alone, and a small marker
+   * travels instead.
+   */
+  JOB_INLINE_OUTPUT_MAX_BYTES: integer(0, 1_048_576).default(4_096),
+  /** Most items a `for_each` step may map over; a longer list fails the step with TooManyItems. */
+  MAP_MAX_ITEMS: integer(1, 1_000_000).default(1_000),
+  /** Largest sum of a map's item inputs, in bytes of JSON (they are stored when the map starts); over it the step fails with StepInputTooLarge. */
+  MAP_INPUTS_MAX_BYTES: integer(1_024, 1_073_741_824).default(16_777_216),
+  /** A `for_each` step's max_parallel when its definition sets none: most of its items queued or running at once. */
+  MAP_MAX_PARALLEL: integer(1, 100_000).default(100),
+  /** Deepest nesting of sub-workflows (a child of a child …); checked when a definition is stored, and at run time. */
+  SUBWORKFLOW_MAX_DEPTH: integer(1, 100).default(5),
+});
+
+export type Config = Readonly<
+  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL' | 'QUEUE_SHARDS'> & {
+    LOG_FORMAT: 'json' | 'pretty';
+    DATABASE_DIRECT_URL: string;
+    QUEUE_SHARDS: number;
+  }
+>;
+
+/** QUEUE_SHARDS on a Redis Cluster when unset. */
+export const CLUSTER_DEFAULT_SHARDS = 6;
+
+/**
+ * Whether every key under `prefix` hashes by the same tag. Redis hashes the text between the
+ * first `{` of a key and the next `}`, when that text is not empty.
+ */
+export function hasHashTag(prefix: string): boolean {
+  return /^[^{]*\{[^}]+\}/.test(prefix);
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** Variables whose values are secret: a bad one is described by its length, never shown. */
+const SECRET_NAME = /(^|_)(SECRET|TOKEN|PASSWORD|KEYS?|HEADERS)$/;
+/** Variables holding a URL, which may carry a password: shown with the password masked. */
+const URL_NAME = /_(URL|ENDPOINT)$/;
+
+/** `scheme://user:password@host` -> `scheme://user:***@host`; anything up to the last `@` counts as the password. */
+function withoutPassword(url: string): string {
+  return url.replace(/^([^:/?#]+:\/\/[^:@/?#]*:).*@/s, '$1***@');
+}
+
+/** What a problem message says about the value it refused. */
+function describeValue(name: string, value: string | undefined, path: readonly PropertyKey[]): string {
+  if (value === undefined) return '';
+  if (!SECRET_NAME.test(name)) return ` (got ${JSON.stringify(URL_NAME.test(name) ? withoutPassword(value) : value)})`;
+  const index = path[1];
+  if (typeof index === 'number') {
+    const entries = listEntries(value);
+    return ` (entry ${index + 1} of ${entries.length} has ${entries[index]?.length ?? 0} characters; secret values are not shown)`;
+  }
+  return ` (got ${value.length} characters; secret values are not shown)`;
+}
+
+/**
+ * Parses the environment once. A wrong value throws a ConfigError naming each bad variable, so
+ * the process stops at boot instead of failing later. The message shows bad values, except
+ * secrets (by their length only) and passwords inside URLs (masked): it ends up in logs.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings (`FOO=` in a .env file) mean "not set", so the default applies.
+  const present = Object.fromEntries(Object.entries(env).filter(([, value]) => value !== undefined && value !== ''));
+  const parsed = configSchema.safeParse(present);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? '');
+      return `  ${name}: ${issue.message}${describeValue(name, present[name], issue.path)}`;
+    });
+    throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
+  }
+  const value = parsed.data;
+  if (value.REDIS_CLUSTER_NODES.length > 0 && !hasHashTag(value.QUEUE_PREFIX)) {
+    throw new ConfigError(
+      `Invalid configuration:\n  QUEUE_PREFIX: must contain a Redis Cluster hash tag such as {orchestrator} when REDIS_CLUSTER_NODES is set, so that all keys of a task share one slot in each queue shard (got ${JSON.stringify(value.QUEUE_PREFIX)})`,
+    );
+  }
+  if (value.AUTH_DISABLED && (value.API_KEYS.length > 0 || value.API_KEYS_FILE)) {
+    throw new ConfigError('Invalid configuration:\n  AUTH_DISABLED: true contradicts API_KEYS / API_KEYS_FILE: unset one or the other (got "true")');
+  }
+  return Object.freeze({
+    ...value,
+    LOG_FORMAT: value.LOG_FORMAT ?? (value.NODE_ENV === 'production' ? 'json' : 'pretty'),
+    DATABASE_DIRECT_URL: value.DATABASE_DIRECT_URL ?? value.DATABASE_URL,
+    QUEUE_SHARDS: value.QUEUE_SHARDS ?? (value.REDIS_CLUSTER_NODES.length > 0 ? CLUSTER_DEFAULT_SHARDS : 1),
+  });
+}

@@ -1,0 +1,605 @@
+import type { Context } from '@opentelemetry/api';
+import {
+  cancel as cancelRuns,
+  type DecideOptions,
+  decide,
+  type EngineLimits,
+  freshState,
+  type NewTaskMeta,
+  outstanding,
+  resume as resumeRuns,
+  start,
+} from '../engine/decide.js';
+import type { Plan } from '../engine/plan.js';
+import { type ChildStart, type Decision, emptyDecision, type Report, type TaskState, type Transition } from '../engine/state.js';
+import { isFinished, type TaskStatus } from '../engine/status.js';
+import { type Applied, applyDecision } from '../ledger/apply-decision.js';
+import { type Claimed, claimSteps, type StepClaim } from '../ledger/claim-steps.js';
+import { createTasks, type NewTask, type StoredTask } from '../ledger/create-tasks.js';
+import { finishSingleRuns, type SingleResult, type SingleRunRecorded } from '../ledger/finish-single-runs.js';
+import { loadMore, loadRuns, PlanCache } from '../ledger/load-runs.js';
+import { noteSteps, type StepNote } from '../ledger/note-steps.js';
+import type { Sql, SqlRunner } from '../ledger/sql.js';
+import { creationTimes } from '../ledger/task-days.js';
+import { Batcher, ItemFailure } from '../lib/batcher.js';
+import type { Config } from '../lib/config.js';
+import { type ErrorRecord, toErrorRecord, ValidationError } from '../lib/errors.js';
+import type { Logger } from '../lib/logger.js';
+import { uuidv7Time } from '../lib/uuid7.js';
+import { captureTraceContext } from '../observability/tracing.js';
+import { isTransientDatabaseError, withRetries } from '../persistence/retry.js';
+import type { NewJob, TaskQueues } from '../queue/task-queues.js';
+
+/**
+ * Every change to a task's run goes through here: starting it, a worker's claim, notes and
+ * results, a sleep's wake-up, a child task's end, cancelling and retrying. Each is the same
+ * three moves: the ledger loads the tasks under their locks, the engine decides
+ * (src/engine/decide.ts), the ledger applies the decision in one call; then what the decision
+ * asks of the world outside PostgreSQL is carried out (jobs, timers, child tasks, events,
+ * callbacks). Claims, notes and results are batched (group commit): one transaction serves
+ * every step committing at that moment.
+ */
+
+export interface RunsDeps {
+  sql: Sql;
+  queues: TaskQueues;
+  /** Where transitions go (the event log); losing one costs a live update, never a result. */
+  publish(transitions: Transition[]): Promise<void>;
+  logger: Logger;
+  config: Pick<Config, 'CALLBACK_MAX_ATTEMPTS' | 'DB_WRITE_RETRY_MS' | 'TASK_RESULT_MAX_BYTES'> & EngineLimits;
+  /**
+   * A sub-workflow's child plan: the workflow version its parent pinned and the params the
+   * parent's step gives (a ValidationError when they do not fit).
+   */
+  planChild?(workflow: { name: string; version: number }, params: Record<string, unknown>): Promise<{ plan: Plan; params: Record<string, unknown> }>;
+  /** Tells every worker to abort the running steps of a cancelled task. */
+  stopTask?(taskId: string): Promise<void>;
+  /** A task ended (metrics). */
+  onEnded?(ended: Decision['ended'][number]): void;
+}
+
+/** What a report did: recorded or not (a duplicate, or its run moved on); `done` settles once what it caused elsewhere has been carried out. */
+export interface ReportOutcome {
+  recorded: boolean;
+}
+
+/** A new task, planned and started by the engine, ready to be stored (Runs.create). */
+export interface PreparedTask extends NewTask {
+  trace?: Context;
+}
+
+export type CreateOutcome = { created: true } | { created: false } | { refused: unknown };
+
+type Transaction = { states: TaskState[]; decision: Decision; applied: Applied };
+
+export class Runs {
+  private readonly plans = new PlanCache();
+  private readonly claims: Batcher<StepClaim, Claimed | undefined>;
+  private readonly notes: Batcher<StepNote, boolean>;
+  private readonly reports: Batcher<{ report: Report; trace?: Context }, { recorded: boolean; followUp: Promise<void> }>;
+  private readonly singles: Batcher<SingleResult, SingleRunRecorded>;
+
+  constructor(private readonly deps: RunsDeps) {
+    const maxSize = 200;
+    this.claims = new Batcher((claims) => this.safely(claims, (batch) => this.flushClaims(batch)), { maxSize });
+    this.notes = new Batcher((notes) => this.safely(notes, (batch) => this.flushNotes(batch)), { maxSize });
+    this.reports = new Batcher((reports) => this.safely(reports, (batch) => this.flushReports(batch)), { maxSize });
+    this.singles = new Batcher((results) => this.safely(results, (batch) => this.flushSingles(batch)), { maxSize });
+  }
+
+  private options(): DecideOptions {
+    return { limits: this.deps.config, now: new Date(), newTaskId: (taskType) => this.deps.queues.newTaskId(new Date(), taskType) };
+  }
+
+  private retrying<T>(label: string, work: () => Promise<T>): Promise<T> {
+    return withRetries(work, { logger: this.deps.logger, label, maxElapsedMs: this.deps.config.DB_WRITE_RETRY_MS });
+  }
+
+  /**
+   * Transient errors (lost connection, deadlock) retry the whole batch. Any other error fails
+   * only the item that caused it: the batch is retried one item at a time.
+   */
+  private async safely<E, O>(items: E[], flush: (batch: E[]) => Promise<O[]>): Promise<(O | ItemFailure)[]> {
+    const retrying = (batch: E[]) => this.retrying('ledger', () => flush(batch));
+    try {
+      return await retrying(items);
+    } catch (error) {
+      if (items.length === 1 || isTransientDatabaseError(error)) throw error;
+      this.deps.logger.warn('a batch failed; writing its items one by one', { error: (error as Error).message });
+      const outcomes: (O | ItemFailure)[] = [];
+      for (const item of items) {
+        try {
+          outcomes.push((await retrying([item]))[0]!);
+        } catch (single) {
+          outcomes.push(new ItemFailure(single));
+        }
+      }
+      return outcomes;
+    }
+  }
+
+  /** Resolves when every item handed in so far is written (or failed). */
+  async idle(): Promise<void> {
+    await Promise.all([this.claims.idle(), this.notes.idle(), this.reports.idle(), this.singles.idle()]);
+  }
+
+  // ---- Starting tasks -----------------------------------------------------------------------
+
+  /**
+   * A new task's plan, started by the engine: which steps start at once, which are skipped or
+   * wait. A step that starts at once with an input over STEP_INPUT_MAX_BYTES is the client's
+   * 400, heard now, rather than a task that fails.
+   */
+  prepare(task: StoredTask, plan: Plan, paramsField = 'params'): NewTask {
+    const decision = start(freshState(taskMeta(task), plan), this.options());
+    const tooLarge = decision.steps.find((change) => change.set.status === 'failed' && change.set.error?.name === 'StepInputTooLarge');
+    if (tooLarge) {
+      const what = plan.single ? 'the input' : `the input of step '${tooLarge.stepId}'`;
+      const at = (tooLarge.set.error?.details as { at?: string } | undefined)?.at;
+      const where = at ? ` (at input${at.startsWith('[') ? '' : '.'}${at})` : '';
+      const max = this.deps.config.STEP_INPUT_MAX_BYTES;
+      throw new ValidationError(
+        `params make ${what} larger than ${max} bytes`,
+        [
+          {
+            path: paramsField,
+            message: `${what} would be larger than ${max} bytes of JSON${plan.single ? '' : ' once its templates are resolved'}${where}: the limit is STEP_INPUT_MAX_BYTES`,
+          },
+        ],
+        'invalid_params',
+      );
+    }
+    return { task, plan, decision };
+  }
+
+  /**
+   * Stores prepared tasks in one statement, then adds their jobs (one round trip per shard and
+   * tool). A task whose jobs a shard refused is removed again (nothing is left half created).
+   * Returns, per task, whether it was stored (not: its idempotency key is taken) or refused.
+   */
+  async create(entries: readonly PreparedTask[]): Promise<CreateOutcome[]> {
+    const stored = await createTasks(this.deps.sql, entries);
+    const fresh = entries.filter(({ task }) => stored.has(task.id));
+    const refused = new Map<string, unknown>();
+    if (fresh.length > 0) {
+      try {
+        const jobs: NewJob[] = fresh.flatMap(({ task, plan, decision, trace }) =>
+          decision.jobs.map((step) => ({
+            step: { ...step, ...(task.delayMs > 0 ? { delayMs: task.delayMs } : {}) },
+            single: plan.single === true,
+            ...(trace ? { trace } : {}),
+          })),
+        );
+        for (const [id, error] of await this.deps.queues.addJobs(jobs)) refused.set(id, error);
+      } catch (error) {
+        for (const { task } of fresh) refused.set(task.id, error);
+      }
+      if (refused.size > 0) await this.remove([...refused.keys()]);
+      const accepted = fresh.filter(({ task }) => !refused.has(task.id));
+      const decision = merge(accepted.map(({ decision }) => decision));
+      const states = accepted.map(({ task, plan }) => freshState(taskMeta(task), plan));
+      // Jobs are in; what else a start may ask for (timers, children, an immediate end) follows. A
+      // new task's first transitions are not published: a client following it starts from a snapshot.
+      await this.carryOut({ ...decision, jobs: [], transitions: [] }, { started: [], moved: [] }, states);
+    }
+    return entries.map(({ task }) => (refused.has(task.id) ? { refused: refused.get(task.id) } : stored.has(task.id) ? { created: true } : { created: false }));
+  }
+
+  /** Undoes `create` for tasks that could not be enqueued: the tasks, their steps and items, and the idempotency keys they took. */
+  private async remove(ids: string[]): Promise<void> {
+    await this.deps.sql
+      .$executeRawUnsafe(
+        `WITH t AS (
+           DELETE FROM tasks WHERE id = ANY($1::uuid[]) RETURNING id, created_at, owner_key, idempotency_key
+         ), s AS (
+           DELETE FROM steps s USING t WHERE s.task_id = t.id AND s.task_created_at = t.created_at
+         ), i AS (
+           DELETE FROM step_items i USING t WHERE i.task_id = t.id AND i.task_created_at = t.created_at
+         )
+         DELETE FROM idempotency_keys k USING t WHERE k.owner_key = t.owner_key AND k.idempotency_key = t.idempotency_key AND k.task_id = t.id`,
+        ids,
+      )
+      .catch((error: Error) => this.deps.logger.error('could not remove tasks that failed to enqueue', { task_ids: ids, error: error.message }));
+  }
+
+  // ---- A worker's step ----------------------------------------------------------------------
+
+  /** A worker's claim to run a step or item; false: it may not run (its task ended, it finished, a later delivery has it). */
+  async claim(claim: Omit<StepClaim, 'createdAt'>): Promise<boolean> {
+    const createdAt = await this.createdAt(claim.taskId);
+    return (await this.claims.add({ ...claim, createdAt })) !== undefined;
+  }
+
+  /** An adapter's progress, or a failed attempt that will be retried. */
+  async note(note: Omit<StepNote, 'createdAt'>): Promise<void> {
+    const createdAt = await this.createdAt(note.taskId);
+    await this.notes.add({ ...note, createdAt });
+  }
+
+  /** A report about a step (a result, a wake-up, a child's end): recorded, decided and carried out. */
+  async report(report: Report): Promise<ReportOutcome> {
+    // The jobs the report makes continue the reporter's trace (a step's job, its dependents').
+    const trace = captureTraceContext();
+    const { recorded, followUp } = await this.reports.add({ report, ...(trace ? { trace } : {}) });
+    await followUp;
+    return { recorded };
+  }
+
+  /** A one-tool task's result, which ends it. */
+  async finishSingle(result: Omit<SingleResult, 'createdAt'>): Promise<SingleRunRecorded> {
+    const createdAt = await this.createdAt(result.taskId);
+    const outcome = await this.singles.add({ ...result, createdAt });
+    if (outcome.recorded && outcome.task.callback) await this.deps.queues.enqueueCallback(result, this.deps.config.CALLBACK_MAX_ATTEMPTS);
+    return outcome;
+  }
+
+  private async createdAt(taskId: string): Promise<Date> {
+    const at = uuidv7Time(taskId) ?? (await creationTimes(this.deps.sql, [taskId])).get(taskId);
+    if (!at) throw new Error(`task ${taskId} is gone`);
+    return at;
+  }
+
+  private async flushClaims(batch: StepClaim[]): Promise<(Claimed | undefined)[]> {
+    // Of several claims of one step in a batch, the latest delivery's is the one that counts.
+    const key = (claim: StepClaim) => `${claim.taskId}/${claim.stepId}/${claim.item ?? ''}/${claim.run}`;
+    const latest = new Map<string, StepClaim>();
+    for (const claim of batch) {
+      const seen = latest.get(key(claim));
+      if (!seen || claim.attempt > seen.attempt) latest.set(key(claim), claim);
+    }
+    const claimed = await claimSteps(this.deps.sql, [...latest.values()]);
+    const took = new Map(claimed.map((claim) => [`${claim.taskId}/${claim.stepId}/${claim.item ?? ''}`, claim]));
+    const transitions: Transition[] = [];
+    const at = new Date().toISOString();
+    for (const claim of claimed) {
+      if (claim.taskBegan) transitions.push({ taskId: claim.taskId, status: 'running', at });
+      if (claim.item === undefined) transitions.push({ taskId: claim.taskId, stepId: claim.stepId, status: 'running', at });
+    }
+    this.publish(transitions);
+    return batch.map((claim) => (latest.get(key(claim)) === claim ? took.get(`${claim.taskId}/${claim.stepId}/${claim.item ?? ''}`) : undefined));
+  }
+
+  private async flushNotes(batch: StepNote[]): Promise<boolean[]> {
+    const taken = await noteSteps(this.deps.sql, batch);
+    const keys = new Set(taken.map((note) => `${note.taskId}/${note.stepId}/${note.item ?? ''}`));
+    const at = new Date().toISOString();
+    this.publish(
+      batch
+        .filter((note) => note.progress && note.item === undefined && keys.has(`${note.taskId}/${note.stepId}/`))
+        .map((note) => ({ taskId: note.taskId, stepId: note.stepId, status: 'running', at, progress: note.progress! })),
+    );
+    return batch.map((note) => keys.has(`${note.taskId}/${note.stepId}/${note.item ?? ''}`));
+  }
+
+  private async flushSingles(batch: SingleResult[]): Promise<SingleRunRecorded[]> {
+    const recorded = await finishSingleRuns(this.deps.sql, batch, this.deps.config);
+    const transitions: Transition[] = [];
+    recorded.forEach((outcome, index) => {
+      if (!outcome.recorded) return;
+      const result = batch[index]!;
+      const at = result.finishedAt.toISOString();
+      transitions.push({ taskId: result.taskId, stepId: result.stepId, status: result.status, at }, { taskId: result.taskId, status: outcome.taskStatus, at });
+      this.deps.onEnded?.({
+        taskId: result.taskId,
+        run: result.run,
+        status: outcome.taskStatus,
+        taskType: outcome.task.type,
+        createdAt: outcome.task.createdAt,
+        callback: outcome.task.callback,
+      });
+    });
+    this.publish(transitions);
+    return recorded;
+  }
+
+  /**
+   * One transaction: load and lock `taskIds`, decide (loading more while the engine asks), apply.
+   * `decideWith` is pure; `before` runs inside the transaction once the decision is applied (the
+   * jobs of a retried run are added before it commits, so a failure to add them leaves the task
+   * as it was).
+   */
+  private async transaction(
+    taskIds: readonly string[],
+    decideWith: (states: TaskState[]) => Decision,
+    options: {
+      items?: { taskId: string; stepId: string; item: number }[];
+      inputs?: boolean;
+      before?: (tx: SqlRunner, result: Transaction) => Promise<void>;
+    } = {},
+  ): Promise<Transaction> {
+    const times = await creationTimes(this.deps.sql, taskIds);
+    return this.deps.sql.$transaction(async (tx) => {
+      const states = await loadRuns(
+        tx,
+        times,
+        { taskIds: [...new Set(taskIds)].sort(), ...(options.items ? { items: options.items } : {}), inputs: options.inputs ?? false },
+        this.plans,
+      );
+      let decision = decideWith(states);
+      for (let round = 0; decision.needs; round += 1) {
+        if (round > 10) throw new Error('the engine keeps asking for more data');
+        await loadMore(tx, decision.needs, states);
+        decision = decideWith(states);
+      }
+      const applied = await applyDecision(tx, decision);
+      const result = { states, decision, applied };
+      await options.before?.(tx, result);
+      return result;
+    });
+  }
+
+  private async flushReports(entries: { report: Report; trace?: Context }[]): Promise<{ recorded: boolean; followUp: Promise<void> }[]> {
+    const batch = entries.map((entry) => entry.report);
+    const traces = new Map(entries.flatMap((entry) => (entry.trace ? [[entry.report.taskId, entry.trace] as const] : [])));
+    const items = batch.flatMap((report) =>
+      (report.type === 'result' || report.type === 'lost') && report.item !== undefined
+        ? [{ taskId: report.taskId, stepId: report.stepId, item: report.item }]
+        : [],
+    );
+    const options = this.options();
+    const { states, decision, applied } = await this.transaction(
+      batch.map((report) => report.taskId),
+      (loaded) => decide(loaded, batch, options),
+      // A lost job is made again from the input its step was given.
+      { items, inputs: batch.some((report) => report.type === 'lost') },
+    );
+    const followUp = this.carryOut(decision, applied, states, traces);
+    // Nobody waits on it within the batch: a child's end reports to its parent through this same batcher.
+    followUp.catch(() => undefined);
+    return batch.map((_, index) => ({ recorded: decision.recorded[index] ?? false, followUp }));
+  }
+
+  /**
+   * What a committed decision asks of the world outside PostgreSQL: jobs (with the items its
+   * sweeps queued), timers, jobs to drop, events, callbacks; then, once those are done, what
+   * goes through the ledger again (children to start or cancel, reports to parents).
+   */
+  private async carryOut(decision: Decision, applied: Applied, states: readonly TaskState[], traces: ReadonlyMap<string, Context> = new Map()): Promise<void> {
+    const byId = new Map(states.map((state) => [state.id, state]));
+    const traced = (taskId: string) => (traces.has(taskId) ? { trace: traces.get(taskId)! } : {});
+    const jobs: NewJob[] = decision.jobs.map((step) => ({ step, single: byId.get(step.taskId)?.plan.plan.single === true, ...traced(step.taskId) }));
+    for (const started of applied.started) {
+      const task = byId.get(started.taskId);
+      const step = task?.plan.byId.get(started.stepId);
+      if (task && step?.tool)
+        jobs.push({
+          step: {
+            taskId: task.id,
+            // A retried task's items run in its new run.
+            run: decision.tasks.find((change) => change.taskId === task.id)?.set.run ?? task.run,
+            stepId: step.id,
+            item: started.item,
+            tool: step.tool,
+            input: started.input,
+            retry: step.options.retry,
+            timeoutMs: step.options.timeout_ms,
+            dependencies: {},
+            ...(step.options.priority ? { priority: step.options.priority } : {}),
+          },
+          ...traced(task.id),
+        });
+    }
+    const drops = [
+      ...decision.dropJobs,
+      ...applied.moved.flatMap((moved) => {
+        const task = byId.get(moved.taskId);
+        const tool = task?.plan.byId.get(moved.stepId)?.tool;
+        return moved.from === 'queued' && task && tool ? [{ taskId: task.id, run: task.run, stepId: moved.stepId, item: moved.item, tool }] : [];
+      }),
+    ];
+    const refused = jobs.length > 0 ? await this.deps.queues.addJobs(jobs) : new Map();
+    const [error] = refused.values();
+    if (error !== undefined) throw error;
+    await Promise.all([
+      decision.timers.length > 0 ? this.deps.queues.addTimers(decision.timers) : undefined,
+      ...decision.ended.filter((ended) => ended.callback).map((ended) => this.deps.queues.enqueueCallback(ended, this.deps.config.CALLBACK_MAX_ATTEMPTS)),
+    ]);
+    const dropping = drops.length > 0 ? this.deps.queues.dropJobs(drops) : Promise.resolve([]);
+    this.publish(decision.transitions);
+    for (const ended of decision.ended) this.deps.onEnded?.(ended);
+    // A running step whose job waited out a retry's backoff is settled once its job is gone.
+    const settling = dropping.then(
+      (dropped) =>
+        Promise.all(
+          dropped
+            .filter((ref) => ref.running)
+            .map((ref) => this.report({ type: 'lost', taskId: ref.taskId, run: ref.run, stepId: ref.stepId, at: new Date() })),
+        ),
+      (dropError: Error) => this.deps.logger.warn('could not drop jobs', { error: dropError.message }),
+    );
+    await Promise.all([
+      settling,
+      ...decision.children.map((child) => this.startChild(child)),
+      ...decision.cancelChildren.map((id) => this.cancel(id).then(() => undefined)),
+      ...decision.parentReports.map((report) => this.report(report).then(() => undefined)),
+    ]);
+  }
+
+  private publish(transitions: Transition[]): void {
+    if (transitions.length === 0) return;
+    this.deps.publish(transitions).catch((error: Error) => this.deps.logger.warn('could not publish events', { error: error.message }));
+  }
+
+  // ---- Sub-workflows ------------------------------------------------------------------------
+
+  /**
+   * Starts a sub-workflow step's child task, once: its id was chosen (and stored with the step)
+   * before. A child that exists already (a retried parent, or a start made again after a crash) is
+   * resumed when it failed or was cancelled, reports its result when it completed, and is left
+   * to run otherwise.
+   */
+  private async startChild(child: ChildStart): Promise<void> {
+    const [state] = await this.peek([child.childTaskId]);
+    if (state) {
+      if (state.status === 'failed' || state.status === 'cancelled') await this.resume(child.childTaskId);
+      else if (state.status === 'completed') await this.report(childReport(child, state));
+      return;
+    }
+    if (!this.deps.planChild) throw new Error('this process cannot start sub-workflows (no planChild)');
+    let prepared: NewTask;
+    try {
+      const { plan, params } = await this.deps.planChild(child.workflow, child.params);
+      prepared = this.prepare(
+        {
+          id: child.childTaskId,
+          createdAt: uuidv7Time(child.childTaskId)!,
+          taskType: child.workflow.name,
+          workflow: child.workflow,
+          params,
+          owner: child.owner,
+          requestHash: '',
+          priority: child.priority ?? 0,
+          delayMs: 0,
+          parent: { taskId: child.parentTaskId, createdAt: child.parentCreatedAt, stepId: child.stepId },
+          depth: child.depth,
+        },
+        plan,
+      );
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      // The child cannot start with these params: the parent's step fails with the reasons.
+      await this.report({
+        type: 'child',
+        taskId: child.parentTaskId,
+        stepId: child.stepId,
+        childTaskId: child.childTaskId,
+        status: 'failed',
+        error: { ...toErrorRecord(error), name: 'InvalidChildParams', details: error.details },
+        at: new Date(),
+      });
+      return;
+    }
+    // Made once: the child's id was stored with the parent's step, and a second insert of it does nothing.
+    const [outcome] = await this.create([prepared]);
+    if (outcome && 'refused' in outcome) throw outcome.refused;
+  }
+
+  /** Tasks as they are, without locking them. */
+  private async peek(taskIds: readonly string[]): Promise<TaskState[]> {
+    const times = await creationTimes(this.deps.sql, taskIds);
+    return this.deps.sql.$transaction((tx) => loadRuns(tx, times, { taskIds, inputs: true }, this.plans));
+  }
+
+  // ---- Cancel, retry, repair ----------------------------------------------------------------
+
+  /**
+   * Cancels a task (and its sub-workflows' children): no further step starts, waiting steps end,
+   * and workers are told to abort the steps they run. `owner`: only a task of this owner is found.
+   */
+  async cancel(taskId: string, owner?: string): Promise<{ outcome: 'cancelled'; task: TaskState } | { outcome: 'finished'; status: TaskStatus } | undefined> {
+    let found: TaskState | undefined;
+    const options = this.options();
+    const result = await this.transaction([taskId], (states) => {
+      found = states.find((state) => state.id === taskId && (owner === undefined || state.owner === owner));
+      return found ? cancelRuns([found], options) : { ...cancelRuns([], options) };
+    });
+    if (!found) return undefined;
+    if (!isFinished(found.status) && result.decision.ended.length > 0) {
+      await this.deps
+        .stopTask?.(taskId)
+        .catch((error: Error) => this.deps.logger.warn('task cancelled, but running steps could not be told', { task_id: taskId, error: error.message }));
+      await this.carryOut(result.decision, result.applied, result.states);
+      return { outcome: 'cancelled', task: found };
+    }
+    return { outcome: 'finished', status: found.status };
+  }
+
+  /**
+   * Resumes a failed or cancelled task as a new run: completed steps (and map items) keep their
+   * outputs, the others run again as their dependencies allow; a sub-workflow's child is
+   * resumed too. The new run's jobs are added before its transaction commits, so a Redis that
+   * refuses them leaves the task as it was.
+   */
+  async resume(
+    taskId: string,
+    owner?: string,
+  ): Promise<{ outcome: 'resumed'; run: number; task: TaskState } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
+    let found: TaskState | undefined;
+    const options = this.options();
+    const result = await this.transaction(
+      [taskId],
+      (states) => {
+        found = states.find((state) => state.id === taskId && (owner === undefined || state.owner === owner));
+        return resumeRuns(found ? [found] : [], options);
+      },
+      {
+        before: async (_tx, { decision }) => {
+          if (decision.jobs.length > 0) await this.deps.queues.addSteps(decision.jobs);
+        },
+      },
+    );
+    if (!found) return undefined;
+    const run = result.decision.tasks.find((change) => change.taskId === taskId)?.set.run;
+    if (run === undefined) return { outcome: 'not_resumable', status: found.status };
+    await this.carryOut({ ...result.decision, jobs: [] }, result.applied, result.states);
+    return { outcome: 'resumed', run, task: found };
+  }
+
+  /** What these runs wait on outside PostgreSQL (the engine's outstanding), with the runs as loaded. */
+  async outstanding(taskIds: readonly string[]): Promise<{ states: TaskState[]; decision: Decision }> {
+    const options = this.options();
+    const states = await this.peek(taskIds);
+    let decision = outstanding(states, options);
+    if (decision.needs) {
+      const needs = decision.needs;
+      await this.deps.sql.$transaction((tx) => loadMore(tx, needs, states));
+      decision = outstanding(states, options);
+    }
+    return { states, decision };
+  }
+
+  /**
+   * Makes again what these runs wait on outside PostgreSQL (jobs, timers, children, callbacks,
+   * parents' reports), idempotently: for a step delivered again after its result was committed
+   * (its worker died before carrying the result's effects out), and for the reconciler.
+   */
+  async repair(taskIds: readonly string[]): Promise<void> {
+    const { states, decision } = await this.outstanding(taskIds);
+    await this.carryOut(decision, { started: [], moved: [] }, states);
+  }
+
+  /** Each task's state as the ledger has it (the reconciler compares it with BullMQ). */
+  states(taskIds: readonly string[]): Promise<TaskState[]> {
+    return this.peek(taskIds);
+  }
+}
+
+/** What the engine needs to know of a new task besides its plan. */
+function taskMeta(task: StoredTask): NewTaskMeta {
+  return {
+    id: task.id,
+    createdAt: task.createdAt,
+    taskType: task.taskType,
+    params: task.params,
+    callback: task.callbackUrl !== undefined,
+    owner: task.owner ?? '',
+    depth: task.depth ?? 0,
+    parent: task.parent ? { taskId: task.parent.taskId, stepId: task.parent.stepId } : null,
+  };
+}
+
+function childReport(child: ChildStart, state: TaskState): Report {
+  return {
+    type: 'child',
+    taskId: child.parentTaskId,
+    stepId: child.stepId,
+    childTaskId: child.childTaskId,
+    status: 'completed',
+    output: state.result ?? null,
+    at: new Date(),
+  };
+}
+
+/** Several decisions as one (their lists joined), to carry out together. */
+function merge(decisions: Decision[]): Decision {
+  const merged = emptyDecision();
+  for (const decision of decisions) {
+    for (const key of Object.keys(merged) as (keyof Decision)[]) {
+      const value = merged[key];
+      if (Array.isArray(value)) (merged as unknown as Record<string, unknown[]>)[key] = [...value, ...(decision[key] as unknown[])];
+    }
+  }
+  return merged;
+}
+
+export type { ErrorRecord };

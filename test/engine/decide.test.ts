@@ -1,0 +1,452 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { attemptOutcome, cancel, decide, freshState, outstanding, resume, start } from '../../src/engine/decide.js';
+import { assertStepMove, IllegalTransitionError, STEP_TRANSITIONS } from '../../src/engine/lifecycle.js';
+import type { Plan, PlanStep } from '../../src/engine/plan.js';
+import type { Decision, ItemState, Report, TaskState } from '../../src/engine/state.js';
+import { STEP_STATUSES } from '../../src/engine/status.js';
+import { DEFAULT_LIMITS } from '../../src/lib/limits.js';
+
+/**
+ * The decider, pure: states as the ledger would load them, decisions as it would apply them. A
+ * small applier below plays the ledger (and keeps every step move it sees, for the last test:
+ * every transition the state machine allows is one the decider makes somewhere).
+ */
+
+const NOW = new Date('2026-11-23T10:00:00.000Z');
+const options = {
+  limits: { ...DEFAULT_LIMITS, MAP_MAX_PARALLEL: 2, SUBWORKFLOW_MAX_DEPTH: 2 },
+  now: NOW,
+  newTaskId: () => '0197a000-0000-7000-8000-00000000c01d',
+};
+const retry = { attempts: 1, backoff: { type: 'fixed' as const, delay_ms: 0 } };
+
+function tool(id: string, dependsOn: string[] = [], extra: Partial<PlanStep> = {}): PlanStep {
+  return { id, kind: 'tool', tool: 'echo', dependsOn, onFailure: 'fail', input: {}, options: { retry, timeout_ms: 1000 }, ...extra };
+}
+
+function taskOf(steps: PlanStep[], params: Record<string, unknown> = {}, output?: unknown, extra: Partial<Plan> = {}): TaskState {
+  return freshState(
+    { id: '0197a000-0000-7000-8000-000000000001', createdAt: NOW, taskType: 'w', params, callback: false, owner: '', depth: 0, parent: null },
+    { steps, ...(output !== undefined ? { output } : {}), ...extra },
+  );
+}
+
+/** Every (from, to) step move the decisions made (their transitions say both). */
+const seen = new Set<string>();
+
+/** Plays the ledger: applies a decision to a loaded state (a copy), as ledger_apply would. */
+function apply(task: TaskState, decision: Decision): TaskState {
+  expect(decision.needs).toBeUndefined();
+  for (const transition of decision.transitions) if (transition.stepId && transition.from) seen.add(`${transition.from}>${transition.status}`);
+  const next: TaskState = { ...task, steps: new Map([...task.steps].map(([id, step]) => [id, { ...step }])), items: new Map(task.items) };
+  for (const change of decision.tasks.filter((entry) => entry.taskId === task.id)) {
+    if (change.set.status) next.status = change.set.status;
+    if (change.set.run !== undefined) next.run = change.set.run;
+  }
+  for (const change of decision.steps.filter((entry) => entry.taskId === task.id)) {
+    const step = next.steps.get(change.stepId)!;
+    Object.assign(step, {
+      ...(change.set.status ? { status: change.set.status } : {}),
+      ...('output' in change.set ? { output: change.set.output } : {}),
+      ...('error' in change.set ? { error: change.set.error } : {}),
+      ...('reason' in change.set ? { reason: change.set.reason } : {}),
+      ...(change.set.run !== undefined ? { run: change.set.run } : {}),
+      ...(change.set.attempts !== undefined ? { attempts: change.set.attempts } : {}),
+      ...('items' in change.set ? { items: change.set.items } : {}),
+      ...('child_task_id' in change.set ? { childTaskId: change.set.child_task_id } : {}),
+      ...('wake_at' in change.set ? { wakeAt: change.set.wake_at ? new Date(change.set.wake_at) : null } : {}),
+      ...('input' in change.set ? { input: change.set.input } : {}),
+    });
+  }
+  for (const item of decision.newItems.filter((entry) => entry.taskId === task.id)) {
+    const items = new Map(next.items.get(item.stepId) ?? []);
+    items.set(item.item, {
+      item: item.item,
+      run: item.run,
+      status: item.status ?? 'pending',
+      attempts: 0,
+      output: null,
+      error: null,
+      startedAt: null,
+      input: item.input,
+    });
+    next.items.set(item.stepId, items);
+    next.allItemsLoaded = new Set([...next.allItemsLoaded, item.stepId]);
+  }
+  for (const change of decision.items.filter((entry) => entry.taskId === task.id)) {
+    const item = next.items.get(change.stepId)!.get(change.item)!;
+    next.items.get(change.stepId)!.set(change.item, { ...item, ...(change.set as Partial<ItemState>) });
+  }
+  for (const sweep of decision.sweeps.filter((entry) => entry.taskId === task.id)) {
+    const items = next.items.get(sweep.stepId);
+    if (!items) continue;
+    if (sweep.start !== undefined) {
+      const pending = [...items.values()].filter((item) => item.status === 'pending').sort((a, b) => a.item - b.item);
+      for (const item of pending.slice(0, sweep.start)) items.set(item.item, { ...item, status: 'queued' });
+    } else if (sweep.from) {
+      for (const item of items.values()) {
+        if (sweep.from.includes(item.status))
+          items.set(item.item, {
+            ...item,
+            status: sweep.to!,
+            ...(sweep.run ? { run: sweep.run } : {}),
+            ...(sweep.reset ? { output: null, error: null, attempts: 0 } : {}),
+          });
+      }
+    }
+  }
+  return next;
+}
+
+const result = (stepId: string, status: 'completed' | 'failed' | 'cancelled', extra: Partial<Extract<Report, { type: 'result' }>> = {}): Report => ({
+  type: 'result',
+  taskId: '0197a000-0000-7000-8000-000000000001',
+  run: 1,
+  stepId,
+  status,
+  attempt: 1,
+  startedAt: NOW,
+  finishedAt: NOW,
+  ...(status === 'completed' ? { output: { from: stepId } } : { error: { name: 'Boom', message: `${stepId} broke` } }),
+  ...extra,
+});
+
+/** Starts a task, then feeds it reports one batch at a time; returns the state and the last decision. */
+function run(task: TaskState, ...batches: Report[][]): { task: TaskState; decision: Decision } {
+  let decision = start(task, options);
+  let state = apply(task, decision);
+  for (const batch of batches) {
+    decision = decide([state], batch, options);
+    state = apply(state, decision);
+  }
+  return { task: state, decision };
+}
+
+const status = (task: TaskState) => Object.fromEntries([...task.steps].map(([id, step]) => [id, step.reason ? `${step.status}:${step.reason}` : step.status]));
+
+describe('the decider: a DAG of tool steps', () => {
+  it('starts the steps without dependencies, with their inputs resolved, and leaves the task queued', () => {
+    const task = taskOf([tool('a', [], { input: { who: '{{params.who}}' } }), tool('b', ['a'])], { who: 'Ada' });
+    const { task: state, decision } = run(task);
+    expect(status(state)).toEqual({ a: 'queued', b: 'pending' });
+    expect(decision.jobs).toMatchObject([{ stepId: 'a', tool: 'echo', input: { who: 'Ada' }, dependencies: {} }]);
+    expect(state.status).toBe('queued');
+  });
+
+  it('queues a dependent once its last dependency completes (a diamond: once, when both finish in one batch)', () => {
+    const task = taskOf(
+      [tool('a'), tool('b', ['a']), tool('c', ['a']), tool('d', ['b', 'c'], { input: { b: '{{steps.b.output.from}}' } })],
+      {},
+      { d: '{{steps.d.output}}' },
+    );
+    const afterA = run(task, [result('a', 'completed')]);
+    expect(status(afterA.task)).toEqual({ a: 'completed', b: 'queued', c: 'queued', d: 'pending' });
+    const both = decide([afterA.task], [result('b', 'completed'), result('c', 'completed')], options);
+    expect(both.jobs.map((job) => job.stepId)).toEqual(['d']);
+    expect(both.jobs[0]).toMatchObject({ input: { b: 'b' }, dependencies: { b: { status: 'completed', output: { from: 'b' } } } });
+    const done = apply(apply(afterA.task, both), decide([apply(afterA.task, both)], [result('d', 'completed')], options));
+    expect(done.status).toBe('completed');
+  });
+
+  it('ends the task with its output template once nothing is left; a result for another run is not recorded', () => {
+    const task = taskOf([tool('a')], {}, { got: '{{steps.a.output.from}}' });
+    const { task: state, decision } = run(task, [result('a', 'completed', { run: 2 }), result('a', 'completed')]);
+    expect(decision.recorded).toEqual([false, true]);
+    expect(state.status).toBe('completed');
+    expect(decision.tasks[0]!.set).toMatchObject({ status: 'completed', result: { got: 'a' } });
+    expect(decision.ended).toMatchObject([{ status: 'completed', taskType: 'w' }]);
+  });
+
+  it('fails the task under on_failure fail: steps not started are skipped (task_failed), running ones finish, a job in backoff is dropped', () => {
+    const task = taskOf([tool('a'), tool('slow'), tool('idle'), tool('b', ['a']), tool('c', ['slow'])]);
+    const started = run(task);
+    const claimed: TaskState = { ...started.task, steps: new Map(started.task.steps) };
+    claimed.steps.set('slow', { ...claimed.steps.get('slow')!, status: 'running' });
+    const decision = decide([claimed], [result('a', 'failed')], options);
+    const state = apply(claimed, decision);
+    expect(state.status).toBe('failed');
+    expect(status(state)).toEqual({ a: 'failed', slow: 'running', idle: 'skipped:task_failed', b: 'skipped:task_failed', c: 'skipped:task_failed' });
+    expect(decision.tasks[0]!.set.error).toMatchObject({ step: 'a', name: 'Boom' });
+    expect(decision.dropJobs).toEqual([expect.objectContaining({ stepId: 'slow', running: true }), expect.objectContaining({ stepId: 'idle', tool: 'echo' })]);
+    expect(decision.deadLetters).toMatchObject([{ stepId: 'a' }]);
+    // The running step's result is recorded, and changes nothing.
+    const late = decide([state], [result('slow', 'completed')], options);
+    expect(late.recorded).toEqual([true]);
+    expect(late.tasks).toEqual([]);
+  });
+
+  it('under on_failure continue, dependents run and see the failure', () => {
+    const task = taskOf([tool('a', [], { onFailure: 'continue' }), tool('b', ['a'], { input: { s: '{{steps.a.status}}', m: '{{steps.a.error.message}}' } })]);
+    const { decision } = run(task, [result('a', 'failed')]);
+    expect(decision.jobs).toMatchObject([
+      { stepId: 'b', input: { s: 'failed', m: 'a broke' }, dependencies: { a: { status: 'failed', error: { name: 'Boom' } } } },
+    ]);
+  });
+
+  it('fails a step whose resolved input is too large when it becomes ready, without a job', () => {
+    const task = taskOf([tool('a'), tool('b', ['a'], { input: { x: '{{steps.a.output.big}}' } })]);
+    const big = 'x'.repeat(DEFAULT_LIMITS.STEP_INPUT_MAX_BYTES);
+    const { task: state, decision } = run(task, [result('a', 'completed', { output: { big } })]);
+    expect(decision.jobs).toEqual([]);
+    expect(state.steps.get('b')).toMatchObject({ status: 'failed', error: { name: 'StepInputTooLarge', retryable: false } });
+    expect(state.status).toBe('failed');
+  });
+
+  it('asks for an output too large to have been loaded, and decides once it has it', () => {
+    const task = taskOf([tool('a'), tool('b', ['a'], { input: { x: '{{steps.a.output.from}}' } })]);
+    const { task: state } = run(task, [result('a', 'completed')]);
+    const b = state.steps.get('b')!;
+    const loaded: TaskState = { ...state, steps: new Map(state.steps) };
+    loaded.steps.set('b', { ...b, status: 'pending' });
+    loaded.steps.set('a', { ...loaded.steps.get('a')!, output: undefined });
+    const decision = decide([loaded], [], options);
+    expect(decision.needs).toEqual({ outputs: [{ taskId: loaded.id, stepId: 'a' }], items: [] });
+    loaded.steps.set('a', { ...loaded.steps.get('a')!, output: { from: 'a' } });
+    expect(decide([loaded], [], options).jobs).toMatchObject([{ stepId: 'b', input: { x: 'a' } }]);
+  });
+});
+
+describe('the decider: when', () => {
+  const branches = () =>
+    taskOf(
+      [
+        tool('total'),
+        tool('big', ['total'], { when: "steps.total.output.from == 'total' && params.notify" }),
+        tool('small', ['total'], { when: "steps.total.output.from != 'total'" }),
+        tool('after_small', ['small']),
+        tool('join', ['big', 'small'], { input: { big: '{{steps.big.status}}', small: '{{steps.small.output}}' } }),
+      ],
+      { notify: true },
+    );
+
+  it('skips a step whose condition is false (reason condition); a step all of whose dependencies were skipped is skipped too (branch_not_taken); a join with one branch taken runs', () => {
+    const { task: state, decision } = run(branches(), [result('total', 'completed')]);
+    expect(status(state)).toEqual({ total: 'completed', big: 'queued', small: 'skipped:condition', after_small: 'skipped:branch_not_taken', join: 'pending' });
+    expect(decision.transitions).toContainEqual(expect.objectContaining({ stepId: 'small', status: 'skipped', reason: 'condition' }));
+    const joined = decide([state], [result('big', 'completed')], options);
+    // A skipped step's output is null to templates, its status "skipped".
+    expect(joined.jobs).toMatchObject([{ stepId: 'join', input: { big: 'completed', small: null }, dependencies: { small: { status: 'skipped' } } }]);
+  });
+
+  it('completes a task whose every step is skipped, at once', () => {
+    const task = taskOf([tool('a', [], { when: 'params.go' }), tool('b', ['a'])], { go: false });
+    const { task: state, decision } = run(task);
+    expect(status(state)).toEqual({ a: 'skipped:condition', b: 'skipped:branch_not_taken' });
+    expect(state.status).toBe('completed');
+    expect(decision.jobs).toEqual([]);
+  });
+
+  it('fails the step with ConditionError when the condition cannot be evaluated', () => {
+    const task = taskOf([tool('a'), tool('b', ['a'], { when: 'steps.a.output.missing > 1.0' })]);
+    const { task: state } = run(task, [result('a', 'completed')]);
+    expect(state.steps.get('b')).toMatchObject({ status: 'failed', error: { name: 'ConditionError', retryable: false } });
+    expect(state.status).toBe('failed');
+  });
+});
+
+describe('the decider: for_each', () => {
+  const map = (extra: Partial<PlanStep> = {}) =>
+    tool('each', ['list'], { forEach: '{{steps.list.output.items}}', input: { v: '{{item}}', i: '{{index}}' }, ...extra });
+
+  it('completes a map over an empty list with []', () => {
+    const { task: state } = run(taskOf([tool('list'), map()]), [result('list', 'completed', { output: { items: [] } })]);
+    expect(state.steps.get('each')).toMatchObject({ status: 'completed', output: [] });
+    expect(state.status).toBe('completed');
+  });
+
+  it('stores every item, queues max_parallel of them, queues the next as each ends, and outputs the items in order', () => {
+    const { task: state, decision } = run(taskOf([tool('list'), map()]), [result('list', 'completed', { output: { items: ['x', 'y', 'z'] } })]);
+    expect(state.steps.get('each')).toMatchObject({ status: 'running', items: { total: 3, done: 0, failed: 0, running: 2 } });
+    expect(decision.newItems.map((item) => [item.item, item.status ?? 'pending', item.input])).toEqual([
+      [0, 'queued', { v: 'x', i: 0 }],
+      [1, 'queued', { v: 'y', i: 1 }],
+      [2, 'pending', { v: 'z', i: 2 }],
+    ]);
+    expect(decision.jobs.map((job) => [job.stepId, job.item])).toEqual([
+      ['each', 0],
+      ['each', 1],
+    ]);
+    const item1 = decide([state], [result('each', 'completed', { item: 1, output: 'Y' })], options);
+    expect(item1.sweeps).toEqual([expect.objectContaining({ stepId: 'each', start: 1 })]);
+    const after1 = apply(state, item1);
+    // A second result for the same item (a redelivery) is not recorded.
+    expect(decide([after1], [result('each', 'completed', { item: 1, output: 'Y2' })], options).recorded).toEqual([false]);
+    const last = decide([after1], [result('each', 'completed', { item: 0, output: 'X' }), result('each', 'completed', { item: 2, output: 'Z' })], options);
+    const done = apply(after1, last);
+    expect(done.steps.get('each')).toMatchObject({ status: 'completed', output: ['X', 'Y', 'Z'] });
+    expect(done.status).toBe('completed');
+  });
+
+  it('fails the map at its first failed item under fail (no further item starts), and keeps {error} in order under continue', () => {
+    const listed = run(taskOf([tool('list'), map()]), [result('list', 'completed', { output: { items: [1, 2, 3] } })]).task;
+    const failed = decide([listed], [result('each', 'failed', { item: 0 })], options);
+    expect(apply(listed, failed).steps.get('each')).toMatchObject({ status: 'failed', error: { name: 'Boom', details: { item: 0 } } });
+    expect(failed.sweeps).toEqual([expect.objectContaining({ from: ['pending', 'queued'], to: 'skipped' })]);
+    expect(failed.deadLetters.map((letter) => letter.stepId)).toEqual(['each[0]']);
+
+    const lenient = run(taskOf([tool('list'), map({ onFailure: 'continue' })]), [result('list', 'completed', { output: { items: [1, 2] } })]).task;
+    const both = apply(lenient, decide([lenient], [result('each', 'failed', { item: 0 }), result('each', 'completed', { item: 1, output: 2 })], options));
+    expect(both.steps.get('each')).toMatchObject({ status: 'completed', output: [{ error: { name: 'Boom', message: 'each broke' } }, 2] });
+  });
+
+  it('refuses a list that is not one, and a list longer than MAP_MAX_ITEMS', () => {
+    expect(run(taskOf([tool('list'), map()]), [result('list', 'completed', { output: { items: 'no' } })]).task.steps.get('each')).toMatchObject({
+      status: 'failed',
+      error: { name: 'ForEachNotAList' },
+    });
+    const long = Array.from({ length: DEFAULT_LIMITS.MAP_MAX_ITEMS + 1 }, (_, index) => index);
+    expect(run(taskOf([tool('list'), map()]), [result('list', 'completed', { output: { items: long } })]).task.steps.get('each')).toMatchObject({
+      status: 'failed',
+      error: { name: 'TooManyItems', details: { setting: 'MAP_MAX_ITEMS' } },
+    });
+  });
+});
+
+describe('the decider: sleep and sub-workflows', () => {
+  const sleep = (id: string, spec: PlanStep['sleep'], dependsOn: string[] = []): PlanStep => ({
+    ...tool(id, dependsOn),
+    kind: 'sleep',
+    tool: undefined,
+    sleep: spec,
+  });
+
+  it('waits (reason sleep) with a timer at wake_at, completes on the wake-up, and at once when the time has passed', () => {
+    const { task: state, decision } = run(taskOf([sleep('nap', { ms: 60_000 }), sleep('past', { until: '2020-01-01T00:00:00Z' })]));
+    expect(state.steps.get('nap')).toMatchObject({ status: 'waiting', reason: 'sleep', wakeAt: new Date(NOW.getTime() + 60_000) });
+    expect(decision.timers).toEqual([{ taskId: state.id, run: 1, stepId: 'nap', at: new Date(NOW.getTime() + 60_000) }]);
+    expect(state.steps.get('past')).toMatchObject({ status: 'completed' });
+    expect(state.status).toBe('running');
+    const woke = apply(state, decide([state], [{ type: 'wake', taskId: state.id, run: 1, stepId: 'nap', at: NOW }], options));
+    expect(woke.steps.get('nap')).toMatchObject({ status: 'completed', output: { woke_at: NOW.toISOString() } });
+    expect(woke.status).toBe('completed');
+  });
+
+  it('fails a sleep whose time does not resolve to one', () => {
+    expect(run(taskOf([sleep('nap', { until: '{{params.at}}' })], { at: 'soon' })).task.steps.get('nap')).toMatchObject({
+      status: 'failed',
+      error: { name: 'InvalidSleep' },
+    });
+  });
+
+  it("starts a child task with the resolved params, and takes its result (or its failure) as the step's", () => {
+    const sub: PlanStep = { ...tool('enrich'), kind: 'workflow', tool: undefined, workflow: { name: 'child', version: 3 }, input: { id: '{{params.id}}' } };
+    const { task: state, decision } = run(taskOf([sub], { id: 7 }));
+    expect(decision.children).toMatchObject([{ stepId: 'enrich', workflow: { name: 'child', version: 3 }, params: { id: 7 }, depth: 1, existing: false }]);
+    const child = decision.children[0]!.childTaskId;
+    expect(state.steps.get('enrich')).toMatchObject({ status: 'running', childTaskId: child });
+    const report = { type: 'child' as const, taskId: state.id, stepId: 'enrich', childTaskId: child, at: NOW };
+    expect(apply(state, decide([state], [{ ...report, status: 'completed', output: { ok: 1 } }], options)).steps.get('enrich')).toMatchObject({
+      status: 'completed',
+      output: { ok: 1 },
+    });
+    const failed = apply(state, decide([state], [{ ...report, status: 'failed', error: { name: 'Boom', message: 'no' } }], options));
+    expect(failed.steps.get('enrich')).toMatchObject({ status: 'failed', error: { name: 'SubWorkflowFailed', details: { task_id: child } } });
+    expect(failed.status).toBe('failed');
+  });
+
+  it('refuses to nest deeper than SUBWORKFLOW_MAX_DEPTH, and a child reports to its parent when it ends', () => {
+    const sub: PlanStep = { ...tool('deeper'), kind: 'workflow', tool: undefined, workflow: { name: 'child', version: 1 } };
+    const deep = { ...taskOf([sub]), depth: 2 };
+    expect(run(deep).task.steps.get('deeper')).toMatchObject({ status: 'failed', error: { name: 'SubWorkflowTooDeep' } });
+    const child = { ...taskOf([tool('a')]), parent: { taskId: 'parent', stepId: 'enrich' } };
+    expect(run(child, [result('a', 'completed')]).decision.parentReports).toMatchObject([
+      { type: 'child', taskId: 'parent', stepId: 'enrich', status: 'completed' },
+    ]);
+  });
+});
+
+describe('the decider: cancel, retry, lost jobs, what runs wait on', () => {
+  it('cancels: queued steps (their jobs dropped), sleeps (their timers), maps and children end; running steps are left to their workers', () => {
+    const steps = [tool('a'), { ...tool('nap'), kind: 'sleep' as const, tool: undefined, sleep: { ms: 1000 } }, tool('later', ['a'])];
+    const { task: state } = run(taskOf(steps));
+    const decision = cancel([state], options);
+    expect(decision.cancelled).toEqual([state.id]);
+    expect(status(apply(state, decision))).toEqual({ a: 'cancelled', nap: 'cancelled', later: 'cancelled' });
+    expect(decision.dropJobs.map((job) => [job.stepId, job.tool ?? 'timer'])).toEqual([
+      ['a', 'echo'],
+      ['nap', 'timer'],
+    ]);
+    expect(cancel([apply(state, decision)], options).cancelled).toEqual([]);
+  });
+
+  it('retries a failed task as a new run: completed steps keep their output, the others run again', () => {
+    const { task: failed } = run(
+      taskOf([tool('a'), tool('b', ['a'], { input: { x: '{{steps.a.output.from}}' } })]),
+      [result('a', 'completed')],
+      [result('b', 'failed')],
+    );
+    expect(failed.status).toBe('failed');
+    const decision = resume([failed], options);
+    expect(decision.resumed).toEqual([failed.id]);
+    const again = apply(failed, decision);
+    expect(again.run).toBe(2);
+    expect(status(again)).toEqual({ a: 'completed', b: 'queued' });
+    expect(decision.jobs).toMatchObject([{ stepId: 'b', run: 2, input: { x: 'a' } }]);
+    expect(resume([again], options).resumed).toEqual([]);
+  });
+
+  it('retries every step that did not complete: skipped, cancelled, and one still running from the run that failed', () => {
+    const steps = [tool('bad'), tool('slow'), tool('off', [], { when: 'params.on' }), tool('after', ['bad'])];
+    const started = run(taskOf(steps, { on: false })).task;
+    started.steps.set('slow', { ...started.steps.get('slow')!, status: 'running' });
+    const failed = apply(started, decide([started], [result('bad', 'failed')], options));
+    expect(status(failed)).toEqual({ bad: 'failed', slow: 'running', off: 'skipped:condition', after: 'skipped:task_failed' });
+    const again = apply(failed, resume([failed], options));
+    expect(status(again)).toEqual({ bad: 'queued', slow: 'queued', off: 'skipped:condition', after: 'pending' });
+    const cancelled = apply(again, cancel([again], options));
+    expect(status(apply(cancelled, resume([cancelled], options)))).toMatchObject({ bad: 'queued', slow: 'queued', after: 'pending' });
+  });
+
+  it('queues again a step whose job was lost, from the input it was given; closes it when its task ended', () => {
+    const { task: state } = run(taskOf([tool('a', [], { input: { n: 1 } })]));
+    const loaded: TaskState = { ...state, steps: new Map([['a', { ...state.steps.get('a')!, status: 'running', input: { n: 1 } }]]) };
+    const lost = decide([loaded], [{ type: 'lost', taskId: state.id, run: 1, stepId: 'a', at: NOW }], options);
+    expect(lost.jobs).toMatchObject([{ stepId: 'a', input: { n: 1 } }]);
+    expect(apply(loaded, lost).steps.get('a')!.status).toBe('queued');
+    const ended = { ...loaded, status: 'failed' as const };
+    expect(apply(ended, decide([ended], [{ type: 'lost', taskId: state.id, run: 1, stepId: 'a', at: NOW }], options)).steps.get('a')!.status).toBe('cancelled');
+  });
+
+  it('lists what a run waits on outside PostgreSQL', () => {
+    const steps = [tool('a', [], { input: { n: 1 } }), { ...tool('nap'), kind: 'sleep' as const, tool: undefined, sleep: { ms: 1000 } }];
+    const { task: state } = run(taskOf(steps));
+    const loaded: TaskState = { ...state, steps: new Map(state.steps) };
+    loaded.steps.set('a', { ...loaded.steps.get('a')!, input: { n: 1 } });
+    const waits = outstanding([loaded], options);
+    expect(waits.jobs).toMatchObject([{ stepId: 'a', input: { n: 1 } }]);
+    expect(waits.timers).toMatchObject([{ stepId: 'nap' }]);
+  });
+
+  it('retries an attempt unless the task stopped, the error says retrying cannot help, or no attempt is left', () => {
+    expect(attemptOutcome(1, 3, {})).toEqual({ retry: true });
+    expect(attemptOutcome(3, 3, {})).toEqual({ retry: false, why: 'no_attempts_left' });
+    expect(attemptOutcome(1, 3, { retryable: false })).toEqual({ retry: false, why: 'not_retryable' });
+    expect(attemptOutcome(1, 3, { stopped: true })).toEqual({ retry: false, why: 'stopped' });
+  });
+});
+
+describe("the step's state machine (src/engine/lifecycle.ts)", () => {
+  it('refuses every move it does not list', () => {
+    for (const from of STEP_STATUSES) {
+      for (const to of STEP_STATUSES) {
+        const allowed = from === to || STEP_TRANSITIONS[from].includes(to);
+        if (allowed) expect(() => assertStepMove('test', from, to)).not.toThrow();
+        else expect(() => assertStepMove('test', from, to), `${from} -> ${to}`).toThrow(IllegalTransitionError);
+      }
+    }
+  });
+
+  afterAll(() => {
+    // Every move the machine allows is one the decider made in the tests above, through the
+    // applier (running → pending and running → queued: a retry while a step still runs, a lost
+    // job; the ledger alone moves queued → running, by a worker's claim).
+    const allowed = STEP_STATUSES.flatMap((from) => STEP_TRANSITIONS[from].map((to) => `${from}>${to}`));
+    const byClaim = new Set(['queued>running']);
+    const missing = allowed.filter((move) => !seen.has(move) && !byClaim.has(move));
+    expect(missing).toEqual([]);
+  });
+
+  it('(the moves seen are checked once every test above has run)', () => {
+    expect(seen.size).toBeGreaterThan(0);
+  });
+});

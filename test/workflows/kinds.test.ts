@@ -1,0 +1,324 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TIMERS_QUEUE, timerJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
+
+/**
+ * The step kinds and their modifiers end to end, through the HTTP API, with real workers, Redis
+ * and PostgreSQL: `when`, `for_each`, durable `sleep`, sub-workflows, and running a pinned version.
+ */
+
+type StepView = {
+  id: string;
+  status: string;
+  reason?: string;
+  output?: unknown;
+  error?: { name: string };
+  items?: Record<string, number>;
+  child_task_id?: string;
+  wake_at?: string;
+};
+const byId = (task: { steps: StepView[] }) => Object.fromEntries(task.steps.map((step) => [step.id, step])) as Record<string, StepView>;
+
+describe('step kinds', () => {
+  let h: Harness;
+  const define = async (definition: Record<string, unknown>) => {
+    const response = await h.request('POST', '/workflows', definition);
+    expect(response.status, JSON.stringify(response.body)).toBe(201);
+    return response.body as { version: number };
+  };
+  beforeAll(async () => {
+    h = await createHarness({ tools: testTools, env: { MAP_MAX_ITEMS: '50' } });
+  });
+  afterAll(async () => {
+    await h.close();
+    await closeTestConnections();
+  });
+
+  describe('when', () => {
+    beforeAll(async () => {
+      await define({
+        name: 'route_order',
+        parameters: [{ name: 'amount', type: 'number', required: true }],
+        steps: [
+          { id: 'total', tool: 'echo', input: { amount: '{{params.amount}}' } },
+          { id: 'manual', tool: 'echo', depends_on: ['total'], when: 'steps.total.output.amount > 1000', input: { route: 'manual' } },
+          { id: 'auto', tool: 'echo', depends_on: ['total'], when: 'steps.total.output.amount <= 1000', input: { route: 'auto' } },
+          { id: 'after_manual', tool: 'echo', depends_on: ['manual'], input: { checked: true } },
+          { id: 'join', tool: 'echo', depends_on: ['manual', 'auto'], input: { manual: '{{steps.manual.output.route}}', auto: '{{steps.auto.output.route}}' } },
+        ],
+        output: { route: '{{steps.join.output}}', manual: '{{steps.manual.status}}' },
+      });
+    });
+
+    it('runs one branch of an if/else and the join after it; the other branch is skipped, and what is only after it too', async () => {
+      const big = await waitForTask(h, await submit(h, { task_type: 'route_order', params: { amount: 1500.5 } }));
+      expect(big.status).toBe('completed');
+      expect(big.result).toEqual({ route: { manual: 'manual', auto: null }, manual: 'completed' });
+      const small = await waitForTask(h, await submit(h, { task_type: 'route_order', params: { amount: 10 } }));
+      expect(small.result).toEqual({ route: { manual: null, auto: 'auto' }, manual: 'skipped' });
+      const steps = byId(small);
+      expect(steps.manual).toMatchObject({ status: 'skipped', reason: 'condition' });
+      expect(steps.after_manual).toMatchObject({ status: 'skipped', reason: 'branch_not_taken' });
+      expect(steps.auto!.status).toBe('completed');
+      expect(small.progress).toEqual({ completed: 5, total: 5 });
+    });
+  });
+
+  describe('for_each', () => {
+    beforeAll(async () => {
+      await define({
+        name: 'map_values',
+        parameters: [
+          { name: 'values', type: 'array', required: true },
+          { name: 'key', type: 'string', required: true },
+        ],
+        steps: [
+          { id: 'list', tool: 'echo', input: { values: '{{params.values}}' } },
+          {
+            id: 'each',
+            tool: 'concurrent',
+            depends_on: ['list'],
+            for_each: '{{steps.list.output.values}}',
+            max_parallel: 2,
+            input: { key: '{{params.key}}', ms: 150, value: { v: '{{item}}', at: '{{index}}' } },
+          },
+        ],
+        output: { values: '{{steps.each.output}}' },
+      });
+      await define({
+        name: 'map_failing',
+        parameters: [{ name: 'n', type: 'array', required: true }],
+        steps: [{ id: 'each', tool: 'broken', for_each: '{{params.n}}', max_parallel: 1, on_failure: 'continue', input: { message: 'item {{index}} broke' } }],
+        output: { each: '{{steps.each.output}}' },
+      });
+      await define({
+        name: 'map_strict',
+        parameters: [{ name: 'n', type: 'array', required: true }],
+        steps: [{ id: 'each', tool: 'broken', for_each: '{{params.n}}', max_parallel: 1, input: { message: 'item {{index}} broke' } }],
+      });
+    });
+
+    it('runs the tool once per item, at most max_parallel at once across two workers (each its own BullMQ connections), and outputs the items in order', async () => {
+      const second = await h.startWorker();
+      try {
+        const key = `map-${Date.now()}`;
+        const values = ['a', 'b', 'c', 'd', 'e', 'f'];
+        const id = await submit(h, { task_type: 'map_values', params: { values, key } });
+        const task = await waitForTask(h, id, 30_000);
+        expect(task.status).toBe('completed');
+        expect((task.result.values as { value: unknown }[]).map((entry) => entry.value)).toEqual(values.map((v, at) => ({ v, at })));
+        expect(Number(await h.redis.get(`${observationKey(h.config.QUEUE_PREFIX, key)}:max`))).toBe(2);
+        expect(byId(task).each).toMatchObject({ status: 'completed', items: { total: 6, done: 6, failed: 0, running: 0 } });
+
+        // Per-item detail, a page at a time.
+        const first = await h.request('GET', `/tasks/${id}/steps/each/items?limit=4`);
+        expect(first.status).toBe(200);
+        expect(first.body.items.map((item: { item: number; status: string }) => [item.item, item.status])).toEqual([
+          [0, 'completed'],
+          [1, 'completed'],
+          [2, 'completed'],
+          [3, 'completed'],
+        ]);
+        expect(first.body.items[2]).toMatchObject({ attempts: 1, input: { key, ms: 150, value: { v: 'c', at: 2 } }, output: { value: { v: 'c', at: 2 } } });
+        const rest = await h.request('GET', `/tasks/${id}/steps/each/items?limit=4&cursor=${first.body.next_cursor}`);
+        expect(rest.body).toMatchObject({ next_cursor: null });
+        expect(rest.body.items.map((item: { item: number }) => item.item)).toEqual([4, 5]);
+        expect((await h.request('GET', `/tasks/${id}/steps/nope/items`)).body.error.code).toBe('step_not_found');
+        expect((await h.request('GET', `/tasks/${id}/steps/each/items?cursor=x`)).status).toBe(400);
+      } finally {
+        await second.close();
+      }
+    });
+
+    it('completes over an empty list with [], and fails a list longer than MAP_MAX_ITEMS with TooManyItems', async () => {
+      const empty = await waitForTask(h, await submit(h, { task_type: 'map_values', params: { values: [], key: 'empty' } }));
+      expect(empty).toMatchObject({ status: 'completed', result: { values: [] } });
+      const long = await waitForTask(h, await submit(h, { task_type: 'map_values', params: { values: Array.from({ length: 51 }, (_, i) => i), key: 'long' } }));
+      expect(long).toMatchObject({ status: 'failed', error: { step: 'each', name: 'TooManyItems' } });
+    });
+
+    it('under on_failure continue, a failed item is {error} in its place; under fail, the first fails the step and no further item starts', async () => {
+      const lenient = await waitForTask(h, await submit(h, { task_type: 'map_failing', params: { n: [1, 2] } }));
+      expect(lenient.status).toBe('completed');
+      expect(lenient.result.each).toEqual([
+        { error: expect.objectContaining({ name: 'NonRetryableError', message: 'item 0 broke' }) },
+        { error: expect.objectContaining({ message: 'item 1 broke' }) },
+      ]);
+      expect(byId(lenient).each!.items).toEqual({ total: 2, done: 2, failed: 2, running: 0 });
+      const strict = await waitForTask(h, await submit(h, { task_type: 'map_strict', params: { n: [1, 2, 3] } }));
+      expect(strict).toMatchObject({ status: 'failed', error: { step: 'each', message: 'item 0: item 0 broke' } });
+      const items = (await h.request('GET', `/tasks/${strict.task_id}/steps/each/items`)).body.items;
+      expect(items.map((item: { status: string; attempts: number }) => [item.status, item.attempts])).toEqual([
+        ['failed', 1],
+        ['skipped', 0],
+        ['skipped', 0],
+      ]);
+      // Each failed item is a dead letter of its own.
+      const letters = await h.request('GET', `/dead-letters?task_id=${lenient.task_id}`);
+      expect(letters.body.items.map((letter: { step_id: string }) => letter.step_id).sort()).toEqual(['each[0]', 'each[1]']);
+    });
+  });
+
+  describe('sleep', () => {
+    beforeAll(async () => {
+      await define({
+        name: 'nap',
+        parameters: [{ name: 'ms', type: 'integer', default: 1500 }],
+        steps: [
+          { id: 'before', tool: 'echo', input: {} },
+          { id: 'cool_off', sleep: { ms: '{{params.ms}}' }, depends_on: ['before'] },
+          { id: 'after', tool: 'echo', depends_on: ['cool_off'], input: { woke: '{{steps.cool_off.output.woke_at}}' } },
+        ],
+      });
+    });
+
+    it('waits holding no worker and no active job (a delayed timer stands for it), shows waiting with wake_at, then goes on', async () => {
+      const id = await submit(h, { task_type: 'nap', params: { ms: 1500 } });
+      const waiting = await poll(
+        async () => {
+          const step = byId((await h.request('GET', `/result/${id}`)).body).cool_off!;
+          return step.status === 'waiting' ? step : undefined;
+        },
+        { label: 'the step to wait' },
+      );
+      expect(waiting).toMatchObject({ reason: 'sleep' });
+      expect(Date.parse(waiting.wake_at!)).toBeGreaterThan(Date.now());
+      const timers = h.api!.tasks as unknown as {
+        deps: { queues: { shardOf(id: string): { timers: { getJob(id: string): Promise<{ getState(): Promise<string> } | undefined> } } } };
+      };
+      const timer = await timers.deps.queues.shardOf(id).timers.getJob(timerJobId(id, 1, 'cool_off'));
+      expect(await timer!.getState()).toBe('delayed');
+      for (const tool of h.registry.names()) {
+        const active = await h.redis.llen(`${h.config.QUEUE_PREFIX}:${toolQueueName(tool)}:active`);
+        expect(active, tool).toBe(0);
+      }
+      const task = await waitForTask(h, id);
+      expect(task.status).toBe('completed');
+      const steps = byId(task);
+      expect(steps.cool_off).toMatchObject({ status: 'completed', output: { woke_at: expect.any(String) } });
+      expect(Date.parse((steps.cool_off!.output as { woke_at: string }).woke_at)).toBeGreaterThanOrEqual(Date.parse(waiting.wake_at!));
+      expect(steps.after!.status).toBe('completed');
+    });
+
+    it('ends when its task is cancelled: the step is cancelled and its timer goes', async () => {
+      const id = await submit(h, { task_type: 'nap', params: { ms: 600_000 } });
+      await poll(async () => byId((await h.request('GET', `/result/${id}`)).body).cool_off!.status === 'waiting', { label: 'the step to wait' });
+      expect((await h.request('POST', `/tasks/${id}/cancel`)).status).toBe(200);
+      const task = await waitForTask(h, id);
+      expect(task.status).toBe('cancelled');
+      expect(byId(task).cool_off).toMatchObject({ status: 'cancelled' });
+      expect(byId(task).cool_off!.reason).toBeUndefined();
+      await poll(async () => (await h.redis.zscore(`${h.config.QUEUE_PREFIX}:${TIMERS_QUEUE}:delayed`, timerJobId(id, 1, 'cool_off'))) === null, {
+        label: 'the timer to be removed',
+      });
+    });
+  });
+
+  describe('sub-workflows', () => {
+    beforeAll(async () => {
+      await define({
+        name: 'child_record',
+        parameters: [
+          { name: 'key', type: 'string', required: true },
+          { name: 'fail', type: 'boolean', default: false },
+        ],
+        steps: [
+          { id: 'work', tool: 'record', input: { key: '{{params.key}}' } },
+          {
+            id: 'maybe',
+            tool: 'flaky',
+            depends_on: ['work'],
+            when: 'params.fail',
+            input: { succeed_on: 99, key: '{{params.key}}-flaky', count: 'calls' },
+            retry: { attempts: 1 },
+          },
+          { id: 'wait', tool: 'hang', depends_on: ['work'], when: '!params.fail && params.key.startsWith("hang")', input: { key: '{{params.key}}-hang' } },
+        ],
+        output: { token: '{{steps.work.output.token}}' },
+      });
+      await define({
+        name: 'parent_of_child',
+        parameters: [
+          { name: 'key', type: 'string', required: true },
+          { name: 'fail', type: 'boolean', default: false },
+        ],
+        steps: [
+          { id: 'enrich', workflow: 'child_record', input: { key: '{{params.key}}', fail: '{{params.fail}}' } },
+          { id: 'use', tool: 'echo', depends_on: ['enrich'], input: { token: '{{steps.enrich.output.token}}' } },
+        ],
+        output: { token: '{{steps.use.output.token}}' },
+      });
+    });
+
+    it("runs the child as a task of its own, linked both ways, and takes its result as the step's output", async () => {
+      const id = await submit(h, { task_type: 'parent_of_child', params: { key: `sub-${Date.now()}` } });
+      const task = await waitForTask(h, id);
+      expect(task.status).toBe('completed');
+      const enrich = byId(task).enrich!;
+      expect(enrich).toMatchObject({ status: 'completed', output: { token: task.result.token } });
+      const child = await h.request('GET', `/result/${enrich.child_task_id}`);
+      expect(child.body).toMatchObject({ status: 'completed', workflow: { name: 'child_record', version: 1 }, parent: { task_id: id, step_id: 'enrich' } });
+      const listed = await h.request('GET', '/tasks?task_type=child_record&limit=200');
+      expect(listed.body.items).toContainEqual(expect.objectContaining({ task_id: enrich.child_task_id, parent_task_id: id }));
+    });
+
+    it("fails the parent's step with the child's failure; retrying the parent resumes the child without running its completed steps again", async () => {
+      const key = `subfail-${Date.now()}`;
+      const id = await submit(h, { task_type: 'parent_of_child', params: { key, fail: true } });
+      const failed = await waitForTask(h, id);
+      expect(failed).toMatchObject({ status: 'failed', error: { step: 'enrich', name: 'SubWorkflowFailed' } });
+      const childId = byId(failed).enrich!.child_task_id!;
+      expect((await h.request('GET', `/result/${childId}`)).body).toMatchObject({ status: 'failed', error: { step: 'maybe' } });
+      expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, key))).toBe(1);
+
+      expect((await h.request('POST', `/tasks/${id}/retry`)).status).toBe(202);
+      // The child resumes as its run 2: its completed step keeps its output (not run again); the failing one fails again.
+      const again = await waitForTask(h, id);
+      expect(again).toMatchObject({ status: 'failed', run: 2, error: { step: 'enrich' } });
+      const child = (await h.request('GET', `/result/${childId}`)).body;
+      expect(child).toMatchObject({ status: 'failed', run: 2 });
+      expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, key))).toBe(1);
+      expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-flaky`))).toBe(2);
+    });
+
+    it('cancels the child with its parent', async () => {
+      const key = `hang-${Date.now()}`;
+      const id = await submit(h, { task_type: 'parent_of_child', params: { key } });
+      const childId = await poll(
+        async () => {
+          const step = byId((await h.request('GET', `/result/${id}`)).body).enrich!;
+          return step.child_task_id;
+        },
+        { label: 'the child to start' },
+      );
+      await poll(async () => (await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, `${key}-hang`), 0, -1)).includes('started:1'), {
+        label: "the child's hanging step to start",
+      });
+      expect((await h.request('POST', `/tasks/${id}/cancel`)).status).toBe(200);
+      expect((await waitForTask(h, id)).status).toBe('cancelled');
+      const child = await waitForTask(h, childId);
+      expect(child.status).toBe('cancelled');
+      // Its running step was told to stop, wherever it ran.
+      await poll(async () => (await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, `${key}-hang`), 0, -1)).some((entry) => entry.startsWith('aborted')), {
+        label: "the child's step to be aborted",
+      });
+    });
+  });
+
+  describe('versions', () => {
+    it('runs the version a request names, by execute or /assign-task; a tool has none, an unknown version is 404', async () => {
+      const one = await define({ name: 'versioned', steps: [{ id: 'a', tool: 'echo', input: { v: 1 } }] });
+      await define({ name: 'versioned', steps: [{ id: 'a', tool: 'echo', input: { v: 2 } }] });
+      const pinned = await h.request('POST', '/workflows/versioned/execute', { parameters: {}, version: one.version });
+      expect(pinned.status).toBe(202);
+      expect((await waitForTask(h, pinned.body.task_id)).result).toEqual({ a: { v: 1 } });
+      const current = await waitForTask(h, await submit(h, { task_type: 'versioned' }));
+      expect(current).toMatchObject({ result: { a: { v: 2 } }, workflow: { version: 2 } });
+      const byAssign = await waitForTask(h, await submit(h, { task_type: 'versioned', version: 1 }));
+      expect(byAssign.workflow).toEqual({ name: 'versioned', version: 1 });
+      expect((await h.request('POST', '/assign-task', { task_type: 'echo', version: 1 })).status).toBe(400);
+      expect((await h.request('POST', '/workflows/versioned/execute', { parameters: {}, version: 9 })).body.error.code).toBe('workflow_not_found');
+    });
+  });
+});

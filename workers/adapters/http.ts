@@ -1,0 +1,83 @@
+import { z } from 'zod';
+import { hostPolicyFor } from '../../src/lib/host-policy.js';
+import { headerProblem, outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
+import { defineTool, NonRetryableError, RetryableError } from '../../src/tools/tool.js';
+
+function decode(body: Buffer, contentType: string | undefined): unknown {
+  const text = body.toString('utf8');
+  if (contentType && /[/+]json\b/i.test(contentType)) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
+  return text;
+}
+
+export default defineTool({
+  name: 'http',
+  description:
+    'Calls an HTTP endpoint on an allowlisted host (HTTP_TOOL_ALLOWED_HOSTS). Network errors, 5xx and 429 are retried (honouring Retry-After); other 4xx fail at once.',
+  input: z.object({
+    method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']).default('GET'),
+    url: z.url({ protocol: /^https?$/ }),
+    /** Host, Content-Length, Transfer-Encoding, Connection and the like are set by the client and refused here. */
+    headers: z
+      .record(z.string(), z.string())
+      .superRefine((headers, ctx) => {
+        for (const [name, value] of Object.entries(headers)) {
+          const problem = headerProblem(name, value);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem, path: [name] });
+        }
+      })
+      .default({}),
+    /** A string is sent as is; anything else as JSON. */
+    body: z.unknown().optional(),
+    timeout_ms: z.int().min(1).max(300_000).optional(),
+    max_redirects: z.int().min(0).max(10).default(5),
+  }),
+  output: z.object({
+    status: z.int(),
+    headers: z.record(z.string(), z.string()),
+    body: z.unknown(),
+    url: z.string(),
+  }),
+  retry: { attempts: 5, backoff: { type: 'exponential', delay_ms: 500 } },
+  timeout_ms: 30_000,
+  concurrency: 50,
+  settings: z.object({
+    /** HTTP_TOOL_ALLOWED_HOSTS: the hosts a request (and each redirect) may reach (src/lib/host-policy.ts). */
+    allowed_hosts: z.array(z.string()),
+  }),
+  async run(input, { signal, settings }) {
+    const headers = { ...input.headers };
+    let body: string | undefined;
+    if (input.body !== undefined) {
+      if (typeof input.body === 'string') body = input.body;
+      else {
+        body = JSON.stringify(input.body);
+        if (!Object.keys(headers).some((key) => key.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
+      }
+    }
+    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts), {
+      method: input.method,
+      url: input.url,
+      headers,
+      body,
+      timeoutMs: input.timeout_ms ?? 30_000,
+      signal,
+      maxRedirects: input.max_redirects,
+    });
+    const result = { status: response.status, headers: response.headers, body: decode(response.body, response.headers['content-type']), url: response.url };
+    if (response.status === 429 || response.status >= 500) {
+      throw new RetryableError(`HTTP ${response.status} from ${new URL(response.url).host}`, parseRetryAfter(response.headers['retry-after']), {
+        status: response.status,
+      });
+    }
+    if (response.status >= 400) {
+      throw new NonRetryableError(`HTTP ${response.status} from ${new URL(response.url).host}`, { status: response.status, body: result.body });
+    }
+    return result;
+  },
+});

@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { hostPolicyFor } from '../../src/lib/host-policy.js';
+import { outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
+import { defineTool, NonRetryableError, RetryableError } from '../../src/tools/tool.js';
+
+export default defineTool({
+  name: 'notify',
+  description: 'Tells someone: writes a log line (channel "log") or POSTs JSON to a webhook on an allowlisted host (channel "webhook").',
+  input: z
+    .object({
+      channel: z.enum(['log', 'webhook']).default('log'),
+      message: z.string().min(1).max(10_000),
+      level: z.enum(['info', 'warn', 'error']).default('info'),
+      url: z.url({ protocol: /^https?$/ }).optional(),
+      data: z.record(z.string(), z.unknown()).optional(),
+    })
+    .refine((input) => input.channel !== 'webhook' || input.url !== undefined, {
+      message: 'a webhook needs a url',
+      path: ['url'],
+    }),
+  output: z.object({ delivered: z.boolean(), channel: z.enum(['log', 'webhook']), status: z.int().optional() }),
+  retry: { attempts: 3, backoff: { type: 'exponential', delay_ms: 1000 } },
+  timeout_ms: 15_000,
+  settings: z.object({
+    /** The hosts a webhook may be on (HTTP_TOOL_ALLOWED_HOSTS, as for the http tool). */
+    allowed_hosts: z.array(z.string()),
+  }),
+  async run(input, { logger, signal, settings, taskId, stepId }) {
+    if (input.channel === 'log') {
+      logger.log(input.level, input.message, { notification: input.data ?? {} });
+      return { delivered: true, channel: 'log' as const };
+    }
+    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts), {
+      method: 'POST',
+      url: input.url!,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ message: input.message, data: input.data ?? {}, task_id: taskId, step_id: stepId }),
+      timeoutMs: 10_000,
+      signal,
+    });
+    if (response.status === 429 || response.status >= 500) {
+      throw new RetryableError(`webhook answered ${response.status}`, parseRetryAfter(response.headers['retry-after']));
+    }
+    if (response.status >= 400) throw new NonRetryableError(`webhook answered ${response.status}`);
+    return { delivered: true, channel: 'webhook' as const, status: response.status };
+  },
+});

@@ -1,0 +1,108 @@
+import { createHmac, randomUUID } from 'node:crypto';
+import { type Job, UnrecoverableError } from 'bullmq';
+import type { Config } from '../../src/lib/config.js';
+import { NonRetryableError, RetryableError, toErrorRecord } from '../../src/lib/errors.js';
+import { hostPolicyFor } from '../../src/lib/host-policy.js';
+import type { Logger } from '../../src/lib/logger.js';
+import { outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
+import type { Metrics } from '../../src/observability/metrics.js';
+import type { Prisma } from '../../src/persistence/database.js';
+import type { TaskStore } from '../../src/persistence/task-store.js';
+import type { CallbackJobData } from '../../src/queue/jobs.js';
+import { taskView } from '../../src/tasks/task-view.js';
+import { retryDelay } from './backoff.js';
+
+export const SIGNATURE_HEADER = 'x-orchestrator-signature';
+export const TIMESTAMP_HEADER = 'x-orchestrator-timestamp';
+
+/**
+ * The signature a receiver recomputes to trust a callback: HMAC-SHA256 with CALLBACK_SECRET over
+ * `${timestamp}.${body}`, hex, sent as `sha256=<hex>`. The timestamp (Unix seconds, also a
+ * header) lets the receiver refuse replays of old deliveries.
+ */
+export function signCallback(secret: string, timestamp: number, body: string): string {
+  return `sha256=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
+}
+
+/**
+ * Delay before the next delivery after `failures` failed ones: exponential from 1 s with jitter,
+ * or the receiver's Retry-After when it asks for longer.
+ */
+export function callbackRetryDelay(failures: number, error: Error | undefined): number {
+  return retryDelay({ type: 'exponential', delay_ms: 1_000 }, failures, error instanceof RetryableError ? error.retryAfterMs : undefined);
+}
+
+/**
+ * Delivers a finished task's result to its callback_url. Each try is recorded in PostgreSQL
+ * (shown in GET /result); BullMQ retries up to CALLBACK_MAX_ATTEMPTS, waiting callbackRetryDelay.
+ * Network errors, 5xx, 408 and 429 are retried; another 4xx means the receiver refuses it, and
+ * a refused host or a redirect (callbacks follow none) cannot get better by waiting.
+ */
+export function createCallbackSender(deps: { config: Config; logger: Logger; prisma: Prisma; store: TaskStore; metrics: Metrics }) {
+  return async function deliverCallback(job: Job<CallbackJobData>): Promise<{ status: number }> {
+    const { taskId, run } = job.data;
+    const attempt = job.attemptsMade + 1;
+    const logger = deps.logger.child({ task_id: taskId, callback_attempt: attempt });
+    const task = await deps.store.get(taskId);
+    if (!task?.callbackUrl || task.run !== run) return { status: 0 };
+    const secret = deps.config.CALLBACK_SECRET;
+    if (!secret) throw new UnrecoverableError('CALLBACK_SECRET is not set on this worker: callbacks cannot be signed');
+    const event = `task.${task.status}`;
+    const body = JSON.stringify({ event, delivery_id: job.id, attempt, task: taskView(task) });
+    const timestamp = Math.floor(Date.now() / 1000);
+    const started = Date.now();
+    let statusCode: number | undefined;
+    let retryAfterMs: number | undefined;
+    let failure: Error | undefined;
+    try {
+      const response = await outboundRequest(hostPolicyFor(deps.config.HTTP_TOOL_ALLOWED_HOSTS), {
+        method: 'POST',
+        url: task.callbackUrl,
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'orchestrator-callbacks',
+          'x-orchestrator-event': event,
+          'x-orchestrator-delivery': `${job.id}#${attempt}`,
+          [TIMESTAMP_HEADER]: String(timestamp),
+          [SIGNATURE_HEADER]: signCallback(secret, timestamp, body),
+        },
+        body,
+        timeoutMs: 10_000,
+        maxRedirects: 0,
+      });
+      statusCode = response.status;
+      if (response.status >= 300) {
+        failure = new Error(`the callback URL answered ${response.status}`);
+        retryAfterMs = parseRetryAfter(response.headers['retry-after']);
+      }
+    } catch (error) {
+      failure = error as Error;
+    }
+    const permanent =
+      failure instanceof NonRetryableError || (statusCode !== undefined && statusCode >= 400 && statusCode < 500 && statusCode !== 408 && statusCode !== 429);
+    const willRetry = failure !== undefined && !permanent && attempt < (job.opts.attempts ?? 1);
+    await deps.prisma.callbackDelivery.create({
+      data: {
+        id: randomUUID(),
+        taskId,
+        taskCreatedAt: task.createdAt,
+        run,
+        attempt,
+        url: task.callbackUrl,
+        event,
+        statusCode: statusCode ?? null,
+        error: failure ? toErrorRecord(failure).message : null,
+        delivered: !failure,
+        willRetry,
+        durationMs: Date.now() - started,
+      },
+    });
+    deps.metrics.callbackDeliveries.inc({ outcome: failure ? 'failed' : 'delivered' });
+    if (!failure) {
+      logger.info('callback delivered', { status: statusCode });
+      return { status: statusCode! };
+    }
+    logger.warn('callback delivery failed', { error: failure.message, status: statusCode, will_retry: willRetry });
+    throw permanent ? new UnrecoverableError(failure.message) : new RetryableError(failure.message, retryAfterMs);
+  };
+}

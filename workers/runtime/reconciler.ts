@@ -1,0 +1,147 @@
+import { randomUUID } from 'node:crypto';
+import type { Job } from 'bullmq';
+import type { ReadyStep } from '../../src/engine/types.js';
+import type { Logger } from '../../src/lib/logger.js';
+import type { TaskStore } from '../../src/persistence/task-store.js';
+import { stepJobId } from '../../src/queue/jobs.js';
+import type { RedisClient } from '../../src/queue/redis.js';
+import type { TaskQueues } from '../../src/queue/task-queues.js';
+import type { Runs } from '../../src/tasks/runs.js';
+
+export interface ReconcilerOptions {
+  redis: RedisClient;
+  queues: TaskQueues;
+  runs: Runs;
+  store: TaskStore;
+  logger: Logger;
+  /** QUEUE_PREFIX: where the lock that elects the reconciling worker lives. */
+  prefix: string;
+  /** How often one worker of the deployment looks. */
+  intervalMs: number;
+  /** Runs younger than this are left alone: their jobs may still be on their way. */
+  staleAfterMs: number;
+}
+
+export interface Sweep {
+  checked: number;
+  /** Steps or items whose job was gone (or finished without a result): queued again. */
+  requeued: number;
+  /** Jobs BullMQ failed outside the step processor (they stalled too often): their failure was recorded. */
+  failed: number;
+  /** Tasks whose timers, children, callbacks or queued jobs were made again where they were missing. */
+  repaired: number;
+}
+
+/**
+ * Makes BullMQ agree with PostgreSQL again for runs PostgreSQL says are active, so that an
+ * accepted task is never silently stuck: every queued or running step (and map item) must have
+ * its job, every sleeping step its timer, every running sub-workflow its child. A job that is
+ * gone, or that finished without its step having a result, is made again (the step queued
+ * again: delivery is at least once); a job BullMQ failed outside the step processor (it stalled
+ * too often: its workers kept dying) records the step's failure with BullMQ's reason; what else
+ * is missing is made again (Runs.repair). One worker of the deployment runs it at a time (a lock in Redis).
+ */
+export class Reconciler {
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<unknown>;
+  private readonly owner = randomUUID();
+
+  constructor(private readonly options: ReconcilerOptions) {}
+
+  start(): void {
+    const tick = () => {
+      this.running = this.sweepIfLeader()
+        .catch((error: Error) => this.options.logger.warn('reconciler sweep failed', { error: error.message }))
+        .finally(() => {
+          this.timer = setTimeout(tick, this.options.intervalMs);
+          this.timer.unref();
+        });
+    };
+    this.timer = setTimeout(tick, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private async sweepIfLeader(): Promise<Sweep | undefined> {
+    const lock = `${this.options.prefix}:reconciler`;
+    const taken = await this.options.redis.set(lock, this.owner, 'PX', Math.max(1_000, this.options.intervalMs - 100), 'NX');
+    if (taken !== 'OK') return undefined;
+    return this.sweep();
+  }
+
+  /** One pass over the active runs older than staleAfterMs. */
+  async sweep(): Promise<Sweep> {
+    const { store, runs, logger } = this.options;
+    const result: Sweep = { checked: 0, requeued: 0, failed: 0, repaired: 0 };
+    let after: { createdAt: Date; id: string } | undefined;
+    for (;;) {
+      const page = await store.activeRuns(this.options.staleAfterMs, 200, after);
+      if (page.length === 0) break;
+      after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
+      const { decision } = await runs.outstanding(page.map((task) => task.id));
+      const byTask = new Map<string, ReadyStep[]>();
+      for (const job of decision.jobs) byTask.set(job.taskId, [...(byTask.get(job.taskId) ?? []), job]);
+      for (const task of page) {
+        result.checked += 1;
+        try {
+          const outcome = await this.reconcile(task.id, byTask.get(task.id) ?? []);
+          result.requeued += outcome.requeued;
+          result.failed += outcome.failed;
+          if (outcome.requeued + outcome.failed === 0) await runs.repair([task.id]);
+          result.repaired += 1;
+        } catch (error) {
+          logger.warn('could not reconcile a run', { task_id: task.id, error: (error as Error).message });
+        }
+      }
+      if (page.length < 200) break;
+    }
+    return result;
+  }
+
+  /** Compares a run's expected jobs with what BullMQ holds, and reports what went wrong with them. */
+  private async reconcile(taskId: string, jobs: ReadyStep[]): Promise<{ requeued: number; failed: number }> {
+    const { queues, runs, logger } = this.options;
+    let requeued = 0;
+    let failed = 0;
+    for (const step of jobs) {
+      const job: Job | undefined = await queues.toolQueue(taskId, step.tool).getJob(stepJobId(taskId, step.run, step.stepId, step.item));
+      const state = job ? await job.getState() : 'missing';
+      const where = { task_id: taskId, step_id: step.stepId, ...(step.item !== undefined ? { item: step.item } : {}) };
+      if (state === 'failed') {
+        const now = new Date();
+        const reason = job?.failedReason || 'the step job failed';
+        const error = { name: 'StepJobFailed', message: reason, retryable: false };
+        const report = { taskId, run: step.run, stepId: step.stepId, attempt: 0, status: 'failed' as const, error, startedAt: now, finishedAt: now };
+        const single = (job?.data as { single?: boolean } | undefined)?.single;
+        const recorded = single
+          ? (await runs.finishSingle({ ...report, tool: step.tool })).recorded
+          : (await runs.report({ type: 'result', ...report, ...(step.item !== undefined ? { item: step.item } : {}) })).recorded;
+        if (recorded) {
+          logger.warn('step job had failed without a result: recorded its failure', { ...where, reason });
+          failed += 1;
+        }
+      } else if (state === 'missing' || state === 'completed' || state === 'unknown') {
+        // Completed without a result in PostgreSQL cannot come from the step processor, which
+        // acknowledges a job only after its result is written: the job is stale, and goes.
+        if (job) await job.remove().catch(() => undefined);
+        const { recorded } = await runs.report({
+          type: 'lost',
+          taskId,
+          run: step.run,
+          stepId: step.stepId,
+          ...(step.item !== undefined ? { item: step.item } : {}),
+          at: new Date(),
+        });
+        if (recorded) {
+          logger.warn('step job was gone without a result: queued it again', { ...where, state });
+          requeued += 1;
+        }
+      }
+    }
+    return { requeued, failed };
+  }
+}

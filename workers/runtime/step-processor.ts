@@ -1,0 +1,344 @@
+import { type Job, UnrecoverableError } from 'bullmq';
+import type { z } from 'zod';
+import { attemptOutcome } from '../../src/engine/decide.js';
+import type { StepOutcome } from '../../src/engine/status.js';
+import type { Config } from '../../src/lib/config.js';
+import {
+  coerceError,
+  LimitExceededError,
+  NonRetryableError,
+  TaskStoppedError,
+  ToolTimeoutError,
+  toErrorRecord,
+  WorkerStoppingError,
+} from '../../src/lib/errors.js';
+import { checkStepOutput, jobReturnValue } from '../../src/lib/limits.js';
+import { type Logger, redactValues, secretValues } from '../../src/lib/logger.js';
+import { unstorableProblems } from '../../src/lib/problems.js';
+import type { Metrics } from '../../src/observability/metrics.js';
+import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
+import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
+import type { Runs } from '../../src/tasks/runs.js';
+import type { ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
+import { postpone } from './postpone.js';
+import { progressReporter } from './progress.js';
+import type { StopSignals } from './stop-signals.js';
+
+export interface StepProcessorDeps {
+  config: Config;
+  logger: Logger;
+  registry: ToolRegistry;
+  /** Each tool's ctx.settings (ToolRegistry.settings), resolved once at start. */
+  settings: ToolSettings;
+  runs: Runs;
+  stops: StopSignals;
+  metrics: Metrics;
+}
+
+function problems(error: z.ZodError) {
+  return error.issues.map((issue) => ({ path: issue.path.join('.'), message: issue.message }));
+}
+
+/** Aborts a step whose start, claimed while it ran, was refused (its task ended meanwhile). */
+class NotRunnable extends Error {
+  override name = 'NotRunnable';
+  constructor() {
+    super('the step may not run: its task ended, or it finished already');
+  }
+}
+
+/** Rejects when the signal fires, so an adapter that ignores its signal still loses the race. */
+function whenAborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+  });
+}
+
+/**
+ * Runs one job of a step (or of a map's item): claims it with PostgreSQL, runs the adapter
+ * under a timeout and the task's stop signal, reports how the attempt ended (the engine decides
+ * what it means for the task, and its effects are carried out), and only then lets BullMQ
+ * acknowledge the job. An attempt is one try of the step's retry policy; a delivery is one time
+ * BullMQ hands the job to a worker (a redelivery after a lost lock is a delivery, not an attempt).
+ */
+export function createStepProcessor(deps: StepProcessorDeps) {
+  const { registry, settings, runs, stops, config, metrics } = deps;
+
+  function count(tool: string, status: StepOutcome, startedAt: Date): void {
+    metrics.stepsFinished.inc({ tool, status });
+    metrics.stepDuration.observe({ tool, status }, (Date.now() - startedAt.getTime()) / 1000);
+    if (status === 'failed') metrics.deadLetters.inc({ tool });
+  }
+
+  return async function processStep(job: Job<StepJobData>, token?: string): Promise<unknown> {
+    const { taskId, run, stepId, item, tool: toolName } = job.data;
+    // The try number the retry policy counts (1 for the first); a redelivery after a lost lock
+    // keeps it. `delivery` counts every start and is what PostgreSQL records as attempts.
+    const attempt = job.attemptsMade + 1;
+    const delivery = Math.max(job.attemptsStarted, attempt);
+    const logger = deps.logger.child({ task_id: taskId, step_id: stepId, ...(item !== undefined ? { item } : {}), tool: toolName, attempt, job_id: job.id });
+    const tool = registry.get(toolName);
+    if (!tool) throw new UnrecoverableError(`this worker has no tool ${toolName}`);
+    // The step ran before, but PostgreSQL was down when its result had to be written: write it
+    // now instead of running the adapter again.
+    if (job.data.parked) return commitParked(job, token, logger);
+
+    const startedAt = new Date();
+    const claimStart = () => runs.claim({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt: delivery, at: startedAt });
+    /** The step finished already (delivered again after its worker died), or its task ended: what its result caused is made sure of instead. */
+    const notRunnable = async (): Promise<unknown> => {
+      try {
+        await settle(job);
+      } catch (error) {
+        metrics.stepsPostponed.inc({ tool: toolName });
+        return postpone(job, token, error, logger, 'could not close a step that will not run: its job comes back later');
+      }
+      logger.info('step not run: it already finished, or its task ended');
+      return { skipped: true };
+    };
+    // A one-tool task's first delivery runs at once and records its start only if it is still
+    // running after STEP_RUNNING_AFTER_MS: a shorter step goes from queued to its result in one
+    // write (its start rides along), which takes a commit off every fast task's latency. A later
+    // delivery claims the step first. A workflow's step always claims first: a sibling's failure
+    // skips the steps not yet started, and a skipped step must not have run.
+    const lazy = job.data.single === true && delivery === 1 && config.STEP_RUNNING_AFTER_MS > 0;
+    if (!lazy) {
+      let runnable: boolean;
+      try {
+        runnable = await claimStart();
+      } catch (error) {
+        // PostgreSQL (or Redis) did not answer in time: however long that lasts, it is not a
+        // failed attempt of the step. Its job waits and comes back.
+        metrics.stepsPostponed.inc({ tool: toolName });
+        return postpone(job, token, error, logger, 'could not start the step: its job comes back later');
+      }
+      if (!runnable) return notRunnable();
+    }
+    let claim: Promise<boolean> | undefined;
+    /** Whether the step may go on; a claim that cannot reach PostgreSQL does not stop it (its result is parked if need be). */
+    const claimed = (): Promise<boolean> => {
+      claim ??= claimStart().then(
+        (runnable) => runnable,
+        () => true,
+      );
+      return claim;
+    };
+
+    const controller = new AbortController();
+    const untrack = stops.track(taskId, controller);
+    const progress = progressReporter(job, runs, logger);
+    const timer = setTimeout(() => controller.abort(new ToolTimeoutError(job.data.timeoutMs)), job.data.timeoutMs);
+    const claimTimer = lazy
+      ? setTimeout(() => {
+          void claimed().then((runnable) => {
+            if (!runnable) controller.abort(new NotRunnable());
+          });
+        }, config.STEP_RUNNING_AFTER_MS)
+      : undefined;
+    let output: unknown;
+    let outputBytes = 0;
+    // A child of BullMQ's `process` span of this job; the adapter's own spans nest in it.
+    const span = startSpan(`step ${toolName}`, {
+      [SpanAttributes.TASK_ID]: taskId,
+      [SpanAttributes.TASK_RUN]: run,
+      [SpanAttributes.STEP_ID]: stepId,
+      [SpanAttributes.STEP_TOOL]: toolName,
+      [SpanAttributes.STEP_ATTEMPT]: attempt,
+      [SpanAttributes.JOB_ID]: job.id ?? '',
+    });
+    try {
+      const input = tool.input.safeParse(job.data.input);
+      if (!input.success) throw new NonRetryableError(`input does not fit the ${toolName} tool's schema`, problems(input.error));
+      logger.debug('step started');
+      const raw = await span.run(() =>
+        Promise.race([
+          tool.run(input.data, {
+            signal: controller.signal,
+            taskId,
+            stepId,
+            attempt,
+            logger,
+            settings: settings.get(toolName),
+            dependencies: job.data.dependencies,
+            progress: progress.report,
+          }),
+          whenAborted(controller.signal),
+        ]),
+      );
+      const checked = tool.output.safeParse(raw);
+      if (!checked.success) throw new NonRetryableError(`the ${toolName} tool returned output that does not fit its schema`, problems(checked.error));
+      outputBytes = checkStepOutput(checked.data, config);
+      // Text PostgreSQL cannot store (NUL, a lone surrogate) would make the result's write fail
+      // for ever: it is the adapter's failure, found here (the depth is bounded just above).
+      const unstorable = unstorableProblems(checked.data);
+      if (unstorable.length > 0) throw new NonRetryableError(`the ${toolName} tool returned output that cannot be stored`, unstorable);
+      output = checked.data;
+      span.end();
+    } catch (thrown) {
+      const error = controller.signal.aborted && controller.signal.reason ? coerceError(controller.signal.reason) : coerceError(thrown);
+      span.fail(error);
+      // The worker is being forced to stop: record nothing. The job's lock expires and another
+      // worker runs the step again; this is not a failed attempt.
+      if (error instanceof WorkerStoppingError) throw error;
+      clearTimeout(claimTimer);
+      // A lazy start is claimed before a failure is recorded: a retried step shows as running
+      // with its latest error while it waits, as a claimed one does.
+      if (lazy && !(await claimed())) return notRunnable();
+      await handleFailure(job, token, error, attempt, delivery, startedAt, logger);
+      throw error; // not reached: handleFailure throws
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(claimTimer);
+      progress.stop();
+      untrack();
+    }
+    // Its start was claimed while it ran, and refused: the step must not record a result.
+    if (claim && !(await claim)) return notRunnable();
+
+    const recorded = await commit(job, token, {
+      status: 'completed',
+      output,
+      attempt: delivery,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+    });
+    if (recorded) count(toolName, 'completed', startedAt);
+    logger.info('step completed', { duration_ms: Date.now() - startedAt.getTime(), recorded });
+    // The output is in PostgreSQL: BullMQ keeps it in Redis only when it is small.
+    return jobReturnValue(output, outputBytes, config);
+  };
+
+  /**
+   * After a result that was not recorded (a duplicate, or its run moved on) or a delivery that
+   * may not run: what the recorded result caused is made again where it went missing (the
+   * worker that recorded it died before carrying it out). A one-tool task's result refused while
+   * its run is active and its step has none read the task before a retry's transaction committed
+   * (a retry adds the new run's job before it commits, and that job ran in between): it throws,
+   * and the result is written on the job's next delivery. A step left running in a task that
+   * ended meanwhile (its worker died) is closed as cancelled.
+   */
+  async function settle(job: Job<StepJobData>): Promise<void> {
+    const { taskId, run, stepId, item, single } = job.data;
+    const [task] = await runs.states([taskId]);
+    if (!task || task.run !== run) return;
+    const step = task.steps.get(stepId);
+    const active = task.status === 'queued' || task.status === 'running';
+    if (single && active && step && (step.status === 'queued' || step.status === 'running')) {
+      throw new Error(`the result of run ${run} was refused while that run is active: it is written on the job's next delivery`);
+    }
+    // A step (or item) left running by a task or map that ended meanwhile, whose job came back after a backoff or a crash: closed.
+    const stopped = !active || (item !== undefined && step?.status !== 'running');
+    if (stopped && (item !== undefined || step?.status === 'running'))
+      await runs.report({ type: 'lost', taskId, run, stepId, ...(item !== undefined ? { item } : {}), at: new Date() });
+    else await runs.repair([taskId]);
+  }
+
+  /**
+   * Writes a step's final result (the engine decides what it means, and what it made ready is
+   * enqueued) before the job is acknowledged. If PostgreSQL stays unreachable past the write
+   * retries, the result is parked in the job and the job delayed (not a failed attempt): the
+   * next delivery writes it without running the adapter again. Returns whether it was recorded.
+   */
+  async function commit(job: Job<StepJobData>, token: string | undefined, result: ParkedResult): Promise<boolean> {
+    const { taskId, run, stepId, item, tool } = job.data;
+    try {
+      const common = {
+        taskId,
+        run,
+        stepId,
+        attempt: result.attempt,
+        status: result.status,
+        ...(result.output !== undefined ? { output: result.output } : {}),
+        ...(result.error !== undefined ? { error: result.error } : {}),
+        ...(result.status === 'failed' ? { input: job.data.input } : {}),
+        startedAt: new Date(result.startedAt),
+        finishedAt: new Date(result.finishedAt),
+      };
+      const recorded = job.data.single
+        ? (await runs.finishSingle({ ...common, tool })).recorded
+        : (await runs.report({ type: 'result', ...common, ...(item !== undefined ? { item } : {}) })).recorded;
+      if (!recorded) await settle(job);
+      return recorded;
+    } catch (error) {
+      // The result could not be written, or what it caused could not be carried out (PostgreSQL
+      // or Redis away, however long). Either way the result is kept in the job, and the job
+      // waits: its next delivery writes it (a second write is answered "not recorded", and what
+      // it caused is made sure of), without running the adapter again.
+      if (!token) throw error;
+      await job.updateData({ ...job.data, parked: result });
+      metrics.stepsPostponed.inc({ tool });
+      return postpone(
+        job,
+        token,
+        error,
+        deps.logger.child({ task_id: taskId, step_id: stepId, tool }),
+        'could not record the step result: it is kept in the job and written later',
+      );
+    }
+  }
+
+  async function commitParked(job: Job<StepJobData>, token: string | undefined, logger: Logger): Promise<unknown> {
+    const parked = job.data.parked!;
+    const recorded = await commit(job, token, parked);
+    if (recorded) count(job.data.tool, parked.status, new Date(parked.startedAt));
+    logger.info('parked step result written', { status: parked.status, recorded });
+    if (parked.status !== 'completed') throw new UnrecoverableError(parked.error?.message ?? 'step failed');
+    return jobReturnValue(parked.output, Buffer.byteLength(JSON.stringify(parked.output ?? null)), config);
+  }
+
+  /**
+   * Values of the task's secret-named params, to keep out of a failure's log line. Read from
+   * PostgreSQL only here, on the rare failure path, so that no job in Redis carries them as a
+   * list; if PostgreSQL cannot answer, the secret-named values of the step's own input.
+   */
+  async function secretsOf(job: Job<StepJobData>): Promise<string[]> {
+    const params = await runs
+      .states([job.data.taskId])
+      .then(([task]) => task?.params)
+      .catch(() => undefined);
+    return secretValues(params ?? job.data.input);
+  }
+
+  async function handleFailure(
+    job: Job<StepJobData>,
+    token: string | undefined,
+    error: Error,
+    attempt: number,
+    delivery: number,
+    startedAt: Date,
+    logger: Logger,
+  ): Promise<never> {
+    const { taskId, run, stepId, item, tool } = job.data;
+    const stopped = error instanceof TaskStoppedError;
+    const outcome = attemptOutcome(attempt, job.data.retry.attempts, {
+      stopped,
+      retryable: !(error instanceof NonRetryableError || error instanceof LimitExceededError),
+    });
+    const record = { ...toErrorRecord(error), retryable: outcome.retry };
+    if (outcome.retry) {
+      // Only shows the latest error while the step waits for its next try: not worth failing over.
+      await runs
+        .note({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt: delivery, error: record })
+        .catch((writeError: Error) => logger.warn('could not record the failed attempt', { error: writeError.message }));
+      metrics.stepRetries.inc({ tool });
+      logger.warn('step attempt failed; it will be retried', { error: redactValues(error.message, await secretsOf(job)) });
+      // BullMQ retries it; the backoff strategy reads retryAfterMs from a RetryableError.
+      throw error;
+    }
+    const status = stopped ? 'cancelled' : 'failed';
+    const recorded = await commit(job, token, {
+      status,
+      error: record,
+      attempt: delivery,
+      startedAt: startedAt.toISOString(),
+      finishedAt: new Date().toISOString(),
+    });
+    if (recorded) count(tool, status, startedAt);
+    logger[stopped ? 'info' : 'error'](stopped ? 'step stopped with its task' : 'step failed', {
+      error: redactValues(error.message, await secretsOf(job)),
+      recorded,
+    });
+    throw new UnrecoverableError(error.message);
+  }
+}

@@ -1,0 +1,56 @@
+import { TaskStoppedError } from '../../src/lib/errors.js';
+import type { Logger } from '../../src/lib/logger.js';
+import { type StopMessage, stopChannel } from '../../src/queue/channels.js';
+import { type RedisClient, subscribeWhenReady } from '../../src/queue/redis.js';
+
+/**
+ * Aborts the steps this process is running when their task is cancelled through any API
+ * process: the API publishes on the stop channel; every worker listens and fires the
+ * AbortSignal of each matching step it holds.
+ */
+export class StopSignals {
+  private readonly running = new Map<string, Set<AbortController>>();
+
+  constructor(
+    private readonly subscriber: RedisClient,
+    private readonly prefix: string,
+    private readonly logger: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.subscriber.on('message', (channel: string, raw: string) => {
+      if (channel !== stopChannel(this.prefix)) return;
+      try {
+        const message = JSON.parse(raw) as StopMessage;
+        const controllers = this.running.get(message.taskId);
+        if (!controllers) return;
+        this.logger.info('aborting running steps of a stopped task', { task_id: message.taskId, steps: controllers.size });
+        for (const controller of controllers) controller.abort(new TaskStoppedError(message.reason));
+      } catch (error) {
+        this.logger.warn('ignored a malformed stop message', { error: (error as Error).message });
+      }
+    });
+    // Not awaited: while Redis is down the subscription waits for it; it subscribes once Redis is
+    // ready, and again after every reconnect.
+    subscribeWhenReady(this.subscriber, stopChannel(this.prefix), (error) => this.logger.warn('stop channel subscription failed', { error: error.message }));
+  }
+
+  /** Aborts every step this process runs (a forced shutdown). */
+  abortAll(reason: Error): void {
+    for (const controllers of this.running.values()) for (const controller of controllers) controller.abort(reason);
+  }
+
+  /** Registers a running step; call the returned function when it ends. */
+  track(taskId: string, controller: AbortController): () => void {
+    let set = this.running.get(taskId);
+    if (!set) {
+      set = new Set();
+      this.running.set(taskId, set);
+    }
+    set.add(controller);
+    return () => {
+      set.delete(controller);
+      if (set.size === 0) this.running.delete(taskId);
+    };
+  }
+}

@@ -1,0 +1,234 @@
+import { type Job, type MinimalJob, Worker } from 'bullmq';
+import type { Sql } from '../../src/ledger/sql.js';
+import type { Config } from '../../src/lib/config.js';
+import { RetryableError, WorkerStoppingError } from '../../src/lib/errors.js';
+import type { Logger } from '../../src/lib/logger.js';
+import type { Metrics } from '../../src/observability/metrics.js';
+import { bullmqTelemetry } from '../../src/observability/tracing.js';
+import type { Prisma } from '../../src/persistence/database.js';
+import { TaskStore } from '../../src/persistence/task-store.js';
+import { WorkflowStore } from '../../src/persistence/workflow-store.js';
+import { EventLog } from '../../src/queue/event-log.js';
+import { BACKOFF_TYPE, CALLBACKS_QUEUE, type StepJobData, TIMERS_QUEUE, type TimerJobData, toolQueueName } from '../../src/queue/jobs.js';
+import { createRedis } from '../../src/queue/redis.js';
+import { Shards, shareOf } from '../../src/queue/shards.js';
+import { TaskQueues } from '../../src/queue/task-queues.js';
+import { Runs } from '../../src/tasks/runs.js';
+import type { RateLimit, ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
+import { WorkflowService } from '../../src/workflows/workflow-service.js';
+import { retryDelay } from './backoff.js';
+import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
+import { postpone } from './postpone.js';
+import { Reconciler } from './reconciler.js';
+import { RetentionTimer } from './retention.js';
+import { createStepProcessor } from './step-processor.js';
+import { StopSignals } from './stop-signals.js';
+
+export interface WorkerRuntimeOptions {
+  config: Config;
+  logger: Logger;
+  prisma: Prisma;
+  /** The ledger's plain SQL on the same pool (Database.sql). */
+  sql: Sql;
+  /** The tools this process runs (already narrowed by WORKER_TOOLS). */
+  registry: ToolRegistry;
+  /** Each of those tools' ctx.settings (ToolRegistry.settings). */
+  settings: ToolSettings;
+  /** Every tool the deployment knows: ready steps may use tools this process does not run, and sub-workflows compile with them. */
+  allTools: ToolRegistry;
+  metrics: Metrics;
+}
+
+export interface WorkerRuntime {
+  workers: Worker[];
+  runs: Runs;
+  reconciler: Reconciler;
+  /** Stops taking jobs, lets running steps finish (up to WORKER_SHUTDOWN_TIMEOUT_MS), then closes everything. */
+  close(): Promise<{ drained: boolean }>;
+}
+
+/**
+ * A shard's share of a tool's rate limit (max per duration), so that the shards together keep
+ * the tool's rate. With fewer than one job per shard per duration, each shard's duration
+ * stretches instead.
+ */
+export function shardLimiter(limit: RateLimit, shard: number, shards: number): { max: number; duration: number } {
+  if (limit.max >= shards) return { max: shareOf(limit.max, shard, shards), duration: limit.duration_ms };
+  return { max: 1, duration: Math.ceil((limit.duration_ms * shards) / limit.max) };
+}
+
+/**
+ * One BullMQ worker per tool queue this process serves, plus one for the tasks queue (run
+ * roots) and one for callbacks, in every queue shard. A tool's workers together run up to
+ * min(tool.concurrency, WORKER_CONCURRENCY) steps (at least one per shard) and share the tool's
+ * rate limit with every other process.
+ */
+export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
+  const { config, logger, prisma, sql, registry, settings, metrics } = options;
+  const connection = createRedis(config, 'worker', 'worker');
+  const subscriber = createRedis(config, 'subscriber', 'worker-stop');
+  const queues = new TaskQueues(connection, config, options.allTools.names(), logger);
+  const eventLog = new EventLog(connection, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
+  const workflows = new WorkflowService(new WorkflowStore(prisma), options.allTools, logger, config);
+  const runs = new Runs({
+    sql,
+    queues,
+    publish: (transitions) => eventLog.append(transitions),
+    logger,
+    config,
+    planChild: (workflow, params) => workflows.planChild(workflow, params),
+    onEnded: (ended) => metrics.taskEnded(ended.taskType, ended.status, ended.createdAt),
+  });
+  const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
+  await stops.start();
+  const store = new TaskStore(prisma, sql);
+
+  const processStep = createStepProcessor({ config, logger, registry, settings, runs, stops, metrics });
+  const sendCallback = createCallbackSender({ config, logger, prisma, store, metrics });
+  /** A sleep's wake-up: the step is done. PostgreSQL away is no failure: the timer comes back. */
+  const wake = async (job: Job<TimerJobData>, token?: string) => {
+    const { taskId, run, stepId } = job.data;
+    try {
+      const { recorded } = await runs.report({ type: 'wake', taskId, run, stepId, at: new Date() });
+      return { recorded };
+    } catch (error) {
+      return postpone(job, token, error, logger.child({ task_id: taskId, step_id: stepId }), 'could not wake a sleeping step: its timer comes back later');
+    }
+  };
+  const shards = queues.shards.length;
+  // Every process consumes every shard. A tool's concurrency and rate limit are split over the
+  // shards (shareOf), so that a process still runs about `concurrency` steps of the tool (at
+  // least one per shard) and the deployment keeps the tool's rate, as with one shard.
+  const workers: Worker[] = queues.shards.flatMap((shard) => {
+    const common = {
+      connection,
+      prefix: shard.prefix,
+      // A step commits its result and carries out what it caused before being acknowledged; a
+      // lost worker's steps come back after the lock expires, found by the next stalled check.
+      lockDuration: config.WORKER_LOCK_DURATION_MS,
+      stalledInterval: config.WORKER_LOCK_DURATION_MS,
+      maxStalledCount: 3,
+      // Tracing on: a `process` span per job, continuing the trace its producer put in the job.
+      ...bullmqTelemetry(),
+    };
+    const suffix = shards > 1 ? `.${shard.index}` : '';
+    const toolWorkers = registry.list().map((tool) => {
+      const worker = new Worker<StepJobData>(toolQueueName(tool.name), processStep, {
+        ...common,
+        name: `${tool.name}${suffix}@${process.pid}`,
+        concurrency: Math.max(1, shareOf(Math.min(tool.concurrency ?? Number.POSITIVE_INFINITY, config.WORKER_CONCURRENCY), shard.index, shards)),
+        ...(tool.rate_limit ? { limiter: shardLimiter(tool.rate_limit, shard.index, shards) } : {}),
+        settings: {
+          backoffStrategy: (failures: number, type?: string, error?: Error, job?: MinimalJob) => {
+            if (type !== BACKOFF_TYPE || !job) return 0;
+            const data = job.data as StepJobData;
+            return retryDelay(data.retry.backoff, failures, error instanceof RetryableError ? error.retryAfterMs : undefined);
+          },
+        },
+      });
+      // A job BullMQ failed without the step processor (it stalled too often: its workers kept
+      // dying): the worker that saw it records the step's failure (the reconciler would, later).
+      worker.on('stalled', (jobId) => {
+        void (async () => {
+          const job = await shard.toolQueue(tool.name).getJob(jobId);
+          if (!job || (await job.getState()) !== 'failed') return;
+          const { taskId, run, stepId, item, single } = job.data;
+          const now = new Date();
+          const report = {
+            taskId,
+            run,
+            stepId,
+            attempt: 0,
+            status: 'failed' as const,
+            error: { name: 'StepJobFailed', message: job.failedReason || 'the step job failed', retryable: false },
+            startedAt: now,
+            finishedAt: now,
+          };
+          if (single) await runs.finishSingle({ ...report, tool: tool.name });
+          else await runs.report({ type: 'result', ...report, ...(item !== undefined ? { item } : {}) });
+        })().catch((error: Error) => logger.warn('could not record a stalled job', { job_id: jobId, error: error.message }));
+      });
+      return worker;
+    });
+    return [
+      ...toolWorkers,
+      new Worker(TIMERS_QUEUE, wake, {
+        ...common,
+        name: `timers${suffix}@${process.pid}`,
+        concurrency: Math.max(1, shareOf(Math.max(10, config.WORKER_CONCURRENCY), shard.index, shards)),
+      }),
+      new Worker(CALLBACKS_QUEUE, sendCallback, {
+        ...common,
+        name: `callbacks${suffix}@${process.pid}`,
+        concurrency: Math.max(1, shareOf(10, shard.index, shards)),
+        settings: { backoffStrategy: (failures: number, type?: string, error?: Error) => (type === BACKOFF_TYPE ? callbackRetryDelay(failures, error) : 0) },
+      }),
+    ];
+  });
+  for (const worker of workers) {
+    worker.on('error', (error) => logger.error('worker error', { queue: worker.name, error: error.message }));
+    worker.on('failed', (job, error) => {
+      // A job failed outside the processor (stalled too often): the run's root closes it.
+      if (job && /stalled/i.test(error.message)) logger.error('step job stalled too often', { job_id: job.id, error: error.message });
+    });
+  }
+  await Promise.all(workers.map((worker) => worker.waitUntilReady()));
+  const reconciler = new Reconciler({
+    redis: connection,
+    queues,
+    runs,
+    store,
+    logger,
+    prefix: config.QUEUE_PREFIX,
+    intervalMs: config.RECONCILE_INTERVAL_MS,
+    staleAfterMs: config.RECONCILE_AFTER_MS,
+  });
+  if (config.RECONCILE_INTERVAL_MS > 0) reconciler.start();
+  const retention = new RetentionTimer({
+    sql,
+    logger,
+    retentionDays: config.RETENTION_DAYS,
+    aheadDays: config.PARTITIONS_AHEAD_DAYS,
+    intervalMs: config.RETENTION_INTERVAL_MS,
+  });
+  if (config.RETENTION_INTERVAL_MS > 0) retention.start();
+  logger.info('worker started', { tools: registry.names(), concurrency: config.WORKER_CONCURRENCY, queue_shards: queues.shards.map((shard) => shard.prefix) });
+
+  return {
+    workers,
+    runs,
+    reconciler,
+    async close() {
+      // Stop taking jobs first, then wait for running ones, within the bound; past it, leave
+      // them: their locks expire and another worker runs them again (delivery is at least once).
+      // Stopping the reconciler may wait for its pass to end: the workers must not take new jobs
+      // meanwhile (a busy machine's drain test saw one taken 14 ms after the signal).
+      const draining = Promise.all(workers.map((worker) => worker.close()));
+      await Promise.all([reconciler.stop(), retention.stop()]);
+      let timer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([
+        draining.then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), config.WORKER_SHUTDOWN_TIMEOUT_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (!drained) {
+        // Past the bound: stop the adapters' work and drop the connections without
+        // acknowledging anything. The steps' locks expire and other workers run them again.
+        logger.warn('shutdown timeout reached with steps still running; they will run again elsewhere');
+        stops.abortAll(new WorkerStoppingError());
+        for (const worker of workers) void worker.close(true).catch(() => undefined);
+        subscriber.disconnect();
+        connection.disconnect();
+        await queues.close().catch(() => undefined);
+        return { drained };
+      }
+      await runs.idle();
+      await queues.close();
+      subscriber.disconnect();
+      await connection.quit().catch(() => connection.disconnect());
+      return { drained };
+    },
+  };
+}

@@ -1,0 +1,77 @@
+import http from 'node:http';
+import type { Config } from '../src/lib/config.js';
+import type { Logger } from '../src/lib/logger.js';
+import { Metrics, scrapeAuthorized } from '../src/observability/metrics.js';
+import { openDatabase } from '../src/persistence/database.js';
+import type { ToolRegistry } from '../src/tools/tool.js';
+import { startWorkerRuntime, type WorkerRuntime } from './runtime/worker-runtime.js';
+
+export interface WorkerProcess {
+  runtime: WorkerRuntime;
+  /** The metrics server's URL when WORKER_METRICS_PORT is set. */
+  metricsUrl?: string;
+  close(): Promise<{ drained: boolean }>;
+}
+
+/** Serves GET /metrics of this process on its own port, so a scraper sees every worker. */
+async function serveMetrics(metrics: Metrics, port: number, host: string, token: string | undefined): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'route_not_found', message: 'only GET /metrics here' } }));
+      return;
+    }
+    if (!scrapeAuthorized(token, req.headers.authorization)) {
+      res
+        .writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="metrics"' })
+        .end(JSON.stringify({ error: { code: 'unauthorized', message: 'the metrics need METRICS_TOKEN: Authorization: Bearer <token>' } }));
+      return;
+    }
+    metrics.registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      (error: Error) => res.writeHead(500).end(error.message),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  return server;
+}
+
+/** Starts the workers of this process: every tool of `registry`, narrowed by WORKER_TOOLS. */
+export async function startWorker(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics()): Promise<WorkerProcess> {
+  const tools = registry.only(config.WORKER_TOOLS);
+  // Before anything is opened: settings that do not fit their tool stop the worker at boot.
+  const settings = tools.settings(config);
+  const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
+  const runtime = await startWorkerRuntime({
+    config,
+    logger,
+    prisma: db.prisma,
+    sql: db.sql,
+    registry: tools,
+    settings,
+    allTools: registry,
+    metrics,
+  });
+  const metricsServer =
+    config.WORKER_METRICS_PORT === undefined ? undefined : await serveMetrics(metrics, config.WORKER_METRICS_PORT, config.HOST, config.METRICS_TOKEN);
+  const address = metricsServer?.address();
+  const metricsUrl = address && typeof address === 'object' ? `http://127.0.0.1:${address.port}/metrics` : undefined;
+  if (metricsUrl) logger.info('worker metrics listening', { url: metricsUrl });
+  let closing: Promise<{ drained: boolean }> | undefined;
+  return {
+    runtime,
+    ...(metricsUrl ? { metricsUrl } : {}),
+    // Once: a second call (a signal handler and a supervisor both closing) waits for the first.
+    close() {
+      closing ??= (async () => {
+        const outcome = await runtime.close();
+        await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
+        await db.close();
+        return outcome;
+      })();
+      return closing;
+    },
+  };
+}
