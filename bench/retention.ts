@@ -13,14 +13,16 @@
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import echo from '../src/adapters/echo.js';
-import { finishPlan, planToolTask } from '../src/engine/plan.js';
+import { freshState, start } from '../src/engine/decide.js';
+import { planToolTask } from '../src/engine/plan.js';
 import { createTasks } from '../src/ledger/create-tasks.js';
 import { poolSql } from '../src/ledger/sql.js';
-import { uuidv7 } from '../src/lib/uuid7.js';
-import { silentLogger } from '../src/logger.js';
+import { DEFAULT_LIMITS } from '../src/lib/limits.js';
+import { silentLogger } from '../src/lib/logger.js';
+import { uuidv7, uuidv7Time } from '../src/lib/uuid7.js';
 import { dropDatabase, ensureDatabase, withDatabase } from '../src/persistence/database.js';
 import { migrate } from '../src/persistence/migrate.js';
+import echo from '../workers/adapters/echo.js';
 
 const { values } = parseArgs({
   options: {
@@ -60,15 +62,15 @@ try {
   await admin.query(`SELECT create_day_partitions($1::date)`, [DAY]);
   const [, fillMs] = await timed(async () => {
     await admin.query(
-      `INSERT INTO tasks (id, task_type, params, status, result, steps_total, steps_remaining, created_at, finished_at)
-       SELECT gen_random_uuid(), 'echo', jsonb_build_object('n', n), 'completed', jsonb_build_object('n', n), 1, 0,
+      `INSERT INTO tasks (id, task_type, params, status, result, steps_total, created_at, finished_at)
+       SELECT gen_random_uuid(), 'echo', jsonb_build_object('n', n), 'completed', jsonb_build_object('n', n), 1,
               $2::date::timestamptz + n * interval '80 ms', $2::date::timestamptz + n * interval '80 ms'
          FROM generate_series(1, $1) AS n`,
       [TASKS, DAY],
     );
     await admin.query(
-      `INSERT INTO steps (task_id, task_created_at, step_id, tool, depends_on, dependents, remaining_deps, options, input, output, status, attempts)
-       SELECT id, created_at, 'echo', 'echo', '{}', '{}', 0, '{}', params, result, 'completed', 1 FROM tasks WHERE created_at >= $1::date AND created_at < $1::date + 1`,
+      `INSERT INTO steps (task_id, task_created_at, step_id, tool, depends_on, input, output, status, attempts)
+       SELECT id, created_at, 'echo', 'echo', '{}', params, result, 'completed', 1 FROM tasks WHERE created_at >= $1::date AND created_at < $1::date + 1`,
       [DAY],
     );
   });
@@ -87,7 +89,7 @@ try {
   log(`dropped that day in ${dropMs.toFixed(1)} ms`);
 
   // 2. The create statement, partitioned against unpartitioned copies of the same tables.
-  for (const table of ['tasks', 'steps', 'idempotency_keys']) {
+  for (const table of ['tasks', 'steps', 'step_items', 'idempotency_keys']) {
     await admin.query(`CREATE SCHEMA IF NOT EXISTS flat`);
     await admin.query(`CREATE TABLE flat.${table} (LIKE public.${table} INCLUDING ALL)`);
   }
@@ -96,17 +98,33 @@ try {
   pools.push(partitioned, flat);
   // Dropping the database at the end ends their connections from the server side.
   for (const pool of pools) pool.on('error', () => undefined);
-  const plan = finishPlan(planToolTask(echo, { hello: 'world' }));
+  const plan = planToolTask(echo, { hello: 'world' });
+  /** A new one-tool task as the API would store it: the engine decides its start. */
+  const newTask = (id: string, idempotencyKey?: string) => {
+    const meta = { id, createdAt: uuidv7Time(id)!, taskType: 'echo', params: { hello: 'world' }, callback: false, owner: '', depth: 0, parent: null };
+    return {
+      task: {
+        id: meta.id,
+        createdAt: meta.createdAt,
+        taskType: meta.taskType,
+        params: meta.params,
+        owner: meta.owner,
+        requestHash: 'h',
+        priority: 0,
+        delayMs: 0,
+        ...(idempotencyKey ? { idempotencyKey } : {}),
+      },
+      plan,
+      decision: start(freshState(meta, plan), { limits: DEFAULT_LIMITS, now: new Date(), newTaskId: () => '' }),
+    };
+  };
   let keys = 0;
   const round = async (pool: pg.Pool) => {
     const sql = poolSql(pool);
     const batchMs: number[] = [];
     for (let batch = 0; batch < BATCHES; batch += 1) {
       // Every other task has an idempotency key, as a frontend's retries would.
-      const entries = Array.from({ length: BATCH_SIZE }, (_, index) => ({
-        plan,
-        task: { id: uuidv7(), requestHash: 'h', priority: 0, delayMs: 0, ...(index % 2 === 0 ? { idempotencyKey: `k${keys + index}` } : {}) },
-      }));
+      const entries = Array.from({ length: BATCH_SIZE }, (_, index) => newTask(uuidv7(), index % 2 === 0 ? `k${keys + index}` : undefined));
       keys += BATCH_SIZE;
       const [, ms] = await timed(() => createTasks(sql, entries));
       batchMs.push(ms);

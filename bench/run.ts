@@ -8,7 +8,7 @@ import { METHOD } from './lib/capacity.js';
 import { gitRevision, machineInfo, PgAdmin, packageVersion } from './lib/metrics.js';
 import { type BenchOptions, parseOptions, USAGE } from './lib/options.js';
 import { Releasers } from './lib/releasers.js';
-import { NOTES, type Report, summarize, writeReport } from './lib/report.js';
+import { NOTES, type Report, summarize, summarizeFloors, targets, writeReport } from './lib/report.js';
 import { type RunResult, runOnce } from './lib/runner.js';
 import { coerceError, epochNow, REPO_ROOT } from './lib/util.js';
 
@@ -88,6 +88,8 @@ const report: Report = {
     workers: options.workers,
     apis: options.apis,
     ...(options.latencyRate ? { latencyRate: options.latencyRate } : {}),
+    unitRate: options.unitRate,
+    drainConnections: options.drainConnections,
     concurrency: options.concurrency,
     poolSize: options.poolSize,
     connections: options.connections,
@@ -98,6 +100,8 @@ const report: Report = {
   method: METHOD,
   notes: NOTES,
   summary: summarize(runs),
+  floors: summarizeFloors(runs),
+  targets: targets(runs),
   runs,
   elapsedS: Math.round((epochNow() - started) / 1000),
 };

@@ -96,6 +96,8 @@ export interface HttpAnswer {
   json: unknown;
   /** Retry-After in seconds, when the server sent one. */
   retryAfterS?: number;
+  /** Size of the body as received, in bytes (MAPSCALE reports it). */
+  bytes: number;
 }
 
 async function answer(response: Dispatcher.ResponseData): Promise<HttpAnswer> {
@@ -108,7 +110,7 @@ async function answer(response: Dispatcher.ResponseData): Promise<HttpAnswer> {
   }
   const header = response.headers['retry-after'];
   const retryAfterS = typeof header === 'string' ? Number(header) : Number.NaN;
-  return { status: response.statusCode, json, ...(Number.isFinite(retryAfterS) ? { retryAfterS } : {}) };
+  return { status: response.statusCode, json, bytes: Buffer.byteLength(text), ...(Number.isFinite(retryAfterS) ? { retryAfterS } : {}) };
 }
 
 /**

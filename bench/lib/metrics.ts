@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import type { Redis } from 'ioredis';
 import pg from 'pg';
@@ -14,16 +14,99 @@ const CLK_TCK = (() => {
   }
 })();
 
-/** utime + stime of a process (all its threads), in seconds; undefined once it is gone. */
-export function cpuSeconds(pid: number): number | undefined {
+/** What /proc/<pid>/stat says about a process's parent and CPU time, in seconds. */
+interface ProcStat {
+  ppid: number;
+  /** utime + stime: the process itself, all its threads. */
+  cpu: number;
+  /** cutime + cstime: the children it has waited for (reaped), whole lifetimes. */
+  reapedChildrenCpu: number;
+}
+
+function procStat(pid: number): ProcStat | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    // The slice starts at field 3 (state): ppid is field 4, utime..cstime are fields 14-17.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // Fields 14 and 15 of the line are utime and stime; the slice starts at field 3.
-    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+    return {
+      ppid: Number(fields[1]),
+      cpu: (Number(fields[11]) + Number(fields[12])) / CLK_TCK,
+      reapedChildrenCpu: (Number(fields[13]) + Number(fields[14])) / CLK_TCK,
+    };
   } catch {
     return undefined;
+  }
+}
+
+/** utime + stime of a process (all its threads), in seconds; undefined once it is gone. */
+export function cpuSeconds(pid: number): number | undefined {
+  return procStat(pid)?.cpu;
+}
+
+/** The parent of a process, from /proc (undefined once it is gone). */
+export function parentPid(pid: number): number | undefined {
+  return procStat(pid)?.ppid;
+}
+
+/** CPU of a PostgreSQL server, every process of it, at one moment. */
+export interface ClusterCpu {
+  /** Everything: the postmaster, its live children, and the children it has reaped. */
+  total: number;
+  /** Live processes read (the postmaster included). */
+  processes: number;
+}
+
+/**
+ * Every process of a PostgreSQL server: the postmaster and all its children (client backends of
+ * every database, checkpointer, background writer, WAL writer, autovacuum launcher and workers,
+ * parallel workers, the logical replication launcher; PostgreSQL 15 has no stats collector
+ * process any more). A child that exits is reaped by the postmaster, and the kernel adds its whole
+ * CPU time to the postmaster's cutime + cstime: so the postmaster's own time + its children's +
+ * its reaped children's only grows, and its difference between two readings counts backends that
+ * came and went in between, whole. A child reaped while the children are being read could be
+ * counted twice or not at all: the postmaster is read before and after, and the reading is
+ * repeated when its reaped time moved.
+ */
+export class PostgresCluster {
+  constructor(readonly postmasterPid: number) {}
+
+  /**
+   * The postmaster is the parent of any backend: that of the bench's admin connection. Undefined
+   * when PostgreSQL runs where this machine's /proc cannot see it (another host, a container).
+   */
+  static async find(admin: PgAdmin): Promise<PostgresCluster | undefined> {
+    const backend = await admin.backendPid();
+    const postmaster = parentPid(backend);
+    if (postmaster === undefined || postmaster <= 1) return undefined;
+    let name = '';
+    try {
+      name = readFileSync(`/proc/${postmaster}/comm`, 'utf8').trim();
+    } catch {
+      return undefined;
+    }
+    return /postgres|postmaster/.test(name) ? new PostgresCluster(postmaster) : undefined;
+  }
+
+  cpu(): ClusterCpu {
+    for (let attempt = 0; ; attempt += 1) {
+      const before = procStat(this.postmasterPid);
+      if (!before) throw new Error(`the PostgreSQL postmaster (pid ${this.postmasterPid}) is gone`);
+      let children = 0;
+      let processes = 1;
+      for (const entry of readdirSync('/proc')) {
+        if (!/^\d+$/.test(entry)) continue;
+        const stat = procStat(Number(entry));
+        if (stat?.ppid !== this.postmasterPid) continue;
+        children += stat.cpu;
+        processes += 1;
+      }
+      const after = procStat(this.postmasterPid);
+      if (!after) throw new Error(`the PostgreSQL postmaster (pid ${this.postmasterPid}) is gone`);
+      if (after.reapedChildrenCpu === before.reapedChildrenCpu || attempt >= 4) {
+        return { total: after.cpu + children + after.reapedChildrenCpu, processes };
+      }
+    }
   }
 }
 
@@ -61,6 +144,7 @@ export const LUA_COMMANDS = ['evalsha', 'eval', 'evalsha_ro', 'eval_ro', 'fcall'
 export class PgAdmin {
   private readonly client: pg.Client;
   private connected?: Promise<void>;
+  private pid?: number;
 
   constructor(serverUrl: string) {
     const url = new URL(serverUrl);
@@ -73,6 +157,17 @@ export class PgAdmin {
     this.connected ??= this.client.connect().then(() => undefined);
     await this.connected;
     return (await this.client.query<T>(text, values)).rows;
+  }
+
+  /** The server process of this admin connection. */
+  async backendPid(): Promise<number> {
+    this.pid ??= (await this.query<{ pid: number }>('SELECT pg_backend_pid() AS pid'))[0]!.pid;
+    return this.pid;
+  }
+
+  /** CPU seconds its backend has spent so far (the bench's own queries, taken out of PostgreSQL's CPU). */
+  async ownCpuSeconds(): Promise<number> {
+    return cpuSeconds(await this.backendPid()) ?? 0;
   }
 
   async version(): Promise<string> {
@@ -143,8 +238,14 @@ export class PgAdmin {
 export class CountingClient {
   private client?: pg.Client;
   private connecting?: Promise<pg.Client>;
+  private backend?: number;
   /** Transactions this client caused so far. */
   transactions = 0;
+  /**
+   * CPU seconds its closed connections' backends spent (read just before each close): the bench's
+   * own queries, which are taken out of PostgreSQL's CPU. It is closed before costs are read.
+   */
+  closedBackendCpuS = 0;
 
   constructor(private readonly url: string) {}
 
@@ -153,7 +254,9 @@ export class CountingClient {
       const client = new pg.Client({ connectionString: this.url });
       client.on('error', () => undefined);
       await client.connect();
-      this.transactions += 1;
+      // The connection's start-up, and the statement that asks for its server process.
+      this.transactions += 2;
+      this.backend = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
       this.client = client;
       return client;
     })();
@@ -166,6 +269,8 @@ export class CountingClient {
     const client = this.client;
     this.client = undefined;
     this.connecting = undefined;
+    if (this.backend !== undefined) this.closedBackendCpuS += cpuSeconds(this.backend) ?? 0;
+    this.backend = undefined;
     if (client) await client.end().catch(() => undefined);
   }
 }

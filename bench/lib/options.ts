@@ -1,8 +1,10 @@
 import { parseArgs } from 'node:util';
 
-// IDLE and W5 run on the orchestrator after W1-W4: IDLE on a service that has settled, W5 last
-// because it overloads it on purpose.
-export const WORKLOAD_IDS = ['W0', 'W1', 'W2', 'W3', 'W4', 'IDLE', 'W5', 'pg-boss', 'graphile-worker'] as const;
+// RATE, IDLE, MAPSCALE and W5 run on the orchestrator after W1-W4 and W6: IDLE on a service that
+// has settled, MAPSCALE after it (its maps of 1,000 items would disturb IDLE's one-at-a-time
+// tasks), W5 after them because it overloads it on purpose; DRAIN last, on a service started
+// again with admission control off.
+export const WORKLOAD_IDS = ['W0', 'W1', 'W2', 'W3', 'W4', 'W6', 'RATE', 'IDLE', 'MAPSCALE', 'W5', 'DRAIN', 'pg-boss', 'graphile-worker'] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
 /** How long each part of a workload's measurement lasts. */
@@ -25,6 +27,14 @@ export interface PhaseTiming {
    * Full mode keeps the service's default (60 s); quick mode shortens it so as not to wait a minute.
    */
   eventsKeepAfterEndS: number;
+  /** RATE: how long each kind is offered at the common units-per-second rate. */
+  rateMs: number;
+  /** DRAIN: units (steps) submitted at once per kind. */
+  drainUnits: number;
+  /** The idle floor measured after each system starts: how long nothing is sent. */
+  floorMs: number;
+  /** MAPSCALE: cancellations of each kind (a chain, maps of 1,000 items), interleaved. */
+  mapCancelRounds: number;
 }
 
 export interface BenchOptions {
@@ -44,6 +54,13 @@ export interface BenchOptions {
    * configurations are compared at one rate. @defaultValue undefined
    */
   latencyRate?: number;
+  /**
+   * RATE: units (steps) per second every kind is offered at: W1 at this many tasks/s, W2 at a
+   * third of it, W3 at a twelfth. @defaultValue 180
+   */
+  unitRate: number;
+  /** DRAIN: concurrent HTTP connections that submit the backlog. @defaultValue 64 */
+  drainConnections: number;
   /** WORKER_CONCURRENCY: jobs in flight per worker process, for every system. @defaultValue 10 */
   concurrency: number;
   /** DATABASE_POOL_SIZE: PostgreSQL connections per process. @defaultValue 10 */
@@ -63,18 +80,49 @@ export interface BenchOptions {
   outDir: string;
 }
 
-const FULL: PhaseTiming = { probeMs: 4_000, stageMs: 8_000, maxStages: 9, refinements: 3, latencyMs: 30_000, overloadMs: 30_000, eventsKeepAfterEndS: 60 };
-const QUICK: PhaseTiming = { probeMs: 1_500, stageMs: 1_500, maxStages: 4, refinements: 1, latencyMs: 2_500, overloadMs: 10_000, eventsKeepAfterEndS: 5 };
+const FULL: PhaseTiming = {
+  probeMs: 4_000,
+  stageMs: 8_000,
+  maxStages: 9,
+  refinements: 3,
+  latencyMs: 30_000,
+  overloadMs: 30_000,
+  eventsKeepAfterEndS: 60,
+  rateMs: 20_000,
+  drainUnits: 3_600,
+  floorMs: 10_000,
+  mapCancelRounds: 5,
+};
+const QUICK: PhaseTiming = {
+  probeMs: 1_500,
+  stageMs: 1_500,
+  maxStages: 4,
+  refinements: 1,
+  latencyMs: 2_500,
+  overloadMs: 10_000,
+  eventsKeepAfterEndS: 5,
+  rateMs: 4_000,
+  drainUnits: 900,
+  floorMs: 2_000,
+  mapCancelRounds: 3,
+};
 
 export const USAGE = `npm run bench -- [options]
 
-  --quick                 fewer, shorter stages (about two minutes)
-  --workloads W1,W3       run only these (W0, W1, W2, W3, W4, IDLE, W5, pg-boss, graphile-worker);
-                          W0 is always run, and W1 too with W5 (W5 offers twice W1's maximum)
+  --quick                 fewer, shorter stages (about three minutes)
+  --workloads W1,W3       run only these (W0, W1, W2, W3, W4, W6, RATE, IDLE, MAPSCALE, W5, DRAIN,
+                          pg-boss, graphile-worker); W0 is always run, and W1 too with W5 (W5
+                          offers twice W1's maximum)
   --runs N                N complete runs; the table shows the median of each metric (default 1)
   --workers N             worker processes per system (default 2)
   --apis N                the orchestrator's API processes, requests spread over them (default 1)
   --latency-rate R        tasks/s of the latency phases, where costs are measured (default: half the max)
+  --unit-rate R           RATE: units (steps) per second of every kind: W1 at R tasks/s, W2 at R/3,
+                          W3 at R/12 (default 180)
+  --rate-seconds S        RATE: how long each kind is offered (default 20, quick 4)
+  --drain-units N         DRAIN: steps submitted at once per kind (default 3600, quick 900)
+  --drain-connections N   DRAIN: concurrent HTTP connections submitting them (default 64)
+  --floor-seconds S       idle floor after each system starts: CPU per second with no load (default 10, quick 2)
   --concurrency N         jobs in flight per worker process, WORKER_CONCURRENCY (default 10)
   --pool-size N           PostgreSQL connections per process, DATABASE_POOL_SIZE (default 10)
   --connections N         HTTP connections of the load generator (default 128)
@@ -128,6 +176,11 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       workers: { type: 'string' },
       apis: { type: 'string' },
       'latency-rate': { type: 'string' },
+      'unit-rate': { type: 'string' },
+      'rate-seconds': { type: 'string' },
+      'drain-units': { type: 'string' },
+      'drain-connections': { type: 'string' },
+      'floor-seconds': { type: 'string' },
       concurrency: { type: 'string' },
       'pool-size': { type: 'string' },
       connections: { type: 'string' },
@@ -151,6 +204,9 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
   const stageSeconds = positiveNumber('stage-seconds', values['stage-seconds']);
   const latencySeconds = positiveNumber('latency-seconds', values['latency-seconds']);
   const overloadSeconds = positiveNumber('overload-seconds', values['overload-seconds']);
+  const rateSeconds = positiveNumber('rate-seconds', values['rate-seconds']);
+  const floorSeconds = positiveNumber('floor-seconds', values['floor-seconds']);
+  const drainUnits = values['drain-units'] === undefined ? undefined : positiveInt('drain-units', values['drain-units'], 1);
   const tolerance = positiveNumber('tolerance', values.tolerance) ?? 0.05;
   if (tolerance >= 1) throw new Error('--tolerance must be below 1');
   return {
@@ -160,6 +216,8 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     workers: positiveInt('workers', values.workers, 2),
     apis: positiveInt('apis', values.apis, 1),
     ...(values['latency-rate'] ? { latencyRate: positiveNumber('latency-rate', values['latency-rate']) } : {}),
+    unitRate: positiveNumber('unit-rate', values['unit-rate']) ?? 180,
+    drainConnections: positiveInt('drain-connections', values['drain-connections'], 64),
     concurrency: positiveInt('concurrency', values.concurrency, 10),
     poolSize: positiveInt('pool-size', values['pool-size'], 10),
     connections: positiveInt('connections', values.connections, 128),
@@ -169,6 +227,9 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       ...(stageSeconds ? { stageMs: stageSeconds * 1000 } : {}),
       ...(latencySeconds ? { latencyMs: latencySeconds * 1000 } : {}),
       ...(overloadSeconds ? { overloadMs: overloadSeconds * 1000 } : {}),
+      ...(rateSeconds ? { rateMs: rateSeconds * 1000 } : {}),
+      ...(floorSeconds ? { floorMs: floorSeconds * 1000 } : {}),
+      ...(drainUnits ? { drainUnits } : {}),
     },
     ...(values['redis-url'] ? { redisUrl: values['redis-url'] } : {}),
     postgresUrl: values['postgres-url'] ?? 'postgresql://postgres@127.0.0.1:5432/',

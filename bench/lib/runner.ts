@@ -1,11 +1,14 @@
 import { Redis } from 'ioredis';
 import { type CapacityReport, findMaxRate, type LatencyReport, measureLatency, type SearchPlan } from './capacity.js';
-import { beginCosts, type CostSources, type Costs, endCosts } from './costs.js';
+import { beginCosts, type CostSources, type Costs, endCosts, type IdleFloor, measureFloor } from './costs.js';
+import { type DrainReport, measureDrain } from './drain.js';
 import { type IdleReport, measureIdle } from './idle.js';
-import { PgAdmin, redisServerInfo } from './metrics.js';
+import { type MapScaleReport, measureMapScale } from './mapscale.js';
+import { PgAdmin, PostgresCluster, redisServerInfo } from './metrics.js';
 import type { BenchOptions } from './options.js';
 import { measureOverload, type OverloadReport } from './overload.js';
 import { freePort, spawnRedis } from './processes.js';
+import { measureRate, type RateReport } from './rate.js';
 import { type KeyKinds, keyKinds, type MemoryReading, memoryReport, type RedisMemoryReport, readMemory, waitEventStreamsGone } from './redis-memory.js';
 import { Releasers } from './releasers.js';
 import { startOrchestrator } from './systems/orchestrator.js';
@@ -13,7 +16,17 @@ import { startPeer } from './systems/peer.js';
 import { startRawBullmq } from './systems/raw-bullmq.js';
 import type { RunContext, RunningSystem, SystemKind } from './systems/system.js';
 import { coerceError, epochNow, shortId } from './util.js';
-import { type CapacityWorkload, type IdleWorkload, type OverloadWorkload, WORKLOADS, type Workload } from './workloads.js';
+import {
+  type CapacityWorkload,
+  DefinitionRefused,
+  type DrainWorkload,
+  type IdleWorkload,
+  type MapScaleWorkload,
+  type OverloadWorkload,
+  type RateWorkload,
+  WORKLOADS,
+  type Workload,
+} from './workloads.js';
 
 export interface WorkloadResult {
   id: string;
@@ -30,6 +43,9 @@ export interface WorkloadResult {
   redisMemory?: RedisMemoryReport;
   idle?: IdleReport;
   overload?: OverloadReport;
+  drain?: DrainReport;
+  rate?: RateReport;
+  mapScale?: MapScaleReport;
   error?: string;
   elapsedS: number;
 }
@@ -40,15 +56,19 @@ export interface RunResult {
   startedAt: string;
   elapsedS: number;
   redis: { url: string; private: boolean; version: string };
+  /** The PostgreSQL server's postmaster, whose processes' CPU is counted; absent when /proc cannot see it. */
+  postmasterPid?: number;
+  /** CPU per second with no load, measured after each system started. */
+  floors: IdleFloor[];
   workloads: WorkloadResult[];
 }
 
-function startSystem(ctx: RunContext, kind: SystemKind): Promise<RunningSystem> {
+function startSystem(ctx: RunContext, kind: SystemKind, env: Record<string, string>): Promise<RunningSystem> {
   switch (kind) {
     case 'raw-bullmq':
       return startRawBullmq(ctx);
     case 'orchestrator':
-      return startOrchestrator(ctx);
+      return startOrchestrator(ctx, env);
     case 'pg-boss':
     case 'graphile-worker':
       return startPeer(ctx, kind);
@@ -56,6 +76,21 @@ function startSystem(ctx: RunContext, kind: SystemKind): Promise<RunningSystem> 
 }
 
 type Measured = Omit<WorkloadResult, 'elapsedS'>;
+
+function costSources(ctx: RunContext, system: RunningSystem): CostSources {
+  return {
+    redis: ctx.redis,
+    redisPid: ctx.redisPid,
+    admin: ctx.admin,
+    ...(ctx.cluster ? { cluster: ctx.cluster } : {}),
+    processes: system.processes,
+    ...(system.database ? { database: system.database } : {}),
+    ...(system.benchClient ? { benchClient: system.benchClient } : {}),
+  };
+}
+
+/** A system's settings as a key: the runner restarts the system when a workload asks for others. */
+const envKey = (env: Record<string, string> | undefined) => JSON.stringify(Object.entries(env ?? {}).sort());
 
 /** Redis memory before the latency phase, right after its tasks finished, and after the events window. */
 class MemoryProbe {
@@ -99,11 +134,14 @@ class MemoryProbe {
   }
 }
 
-async function measureCapacity(ctx: RunContext, workload: CapacityWorkload, system: RunningSystem, redisPid: number): Promise<Measured> {
+async function measureCapacity(ctx: RunContext, workload: CapacityWorkload, system: RunningSystem): Promise<Measured> {
   const { options } = ctx;
   const log = (line: string) => ctx.log(`${workload.id}: ${line}`);
   const target = await workload.target(system);
-  const drainTimeoutMs = options.quick ? 15_000 : 30_000;
+  // Scaled by the steps per task beyond W3's 12: a W6 task is 101 steps, and the probe's 20-30
+  // outstanding W6 tasks (2,000-3,000 steps) took more than 15 s to run in a quick run on a busy
+  // machine (W1's max 92/s), which failed W6 as if nothing ran.
+  const drainTimeoutMs = (options.quick ? 15_000 : 30_000) * Math.max(1, workload.stepsPerTask / 12);
   const plan: SearchPlan = {
     probeMs: options.timing.probeMs,
     probeOutstanding: options.workers * options.concurrency,
@@ -125,14 +163,7 @@ async function measureCapacity(ctx: RunContext, workload: CapacityWorkload, syst
   };
   if (capacity.maxRate === 0) return { ...base, error: 'no stage passed: no sustainable rate found' };
 
-  const sources: CostSources = {
-    redis: ctx.redis,
-    redisPid,
-    admin: ctx.admin,
-    processes: system.processes,
-    ...(system.database ? { database: system.database } : {}),
-    ...(system.benchClient ? { benchClient: system.benchClient } : {}),
-  };
+  const sources = costSources(ctx, system);
   const memory =
     workload.redisMemory && system.queuePrefix ? new MemoryProbe(ctx.redis, system.queuePrefix, options.timing.eventsKeepAfterEndS, log) : undefined;
   await memory?.start();
@@ -154,7 +185,7 @@ async function measureCapacity(ctx: RunContext, workload: CapacityWorkload, syst
 }
 
 async function measureIdleLatency(ctx: RunContext, workload: IdleWorkload, system: RunningSystem): Promise<Measured> {
-  const idle = await measureIdle(system, workload.cases, workload.id, (line) => ctx.log(`${workload.id}: ${line}`));
+  const idle = await measureIdle(system, workload.cases, workload.id, (line) => ctx.log(`${workload.id}: ${line}`), workload.chainLevels);
   const failed = idle.cases.filter((entry) => entry.failedTasks > 0).map((entry) => `${entry.failedTasks} ${entry.name} tasks failed`);
   return { id: workload.id, title: workload.title, measure: workload.measure, idle, ...(failed.length > 0 ? { error: failed.join('; ') } : {}) };
 }
@@ -189,15 +220,148 @@ async function measureOverloadOf(ctx: RunContext, workload: OverloadWorkload, sy
   };
 }
 
-function measure(ctx: RunContext, workload: Workload, system: RunningSystem, redisPid: number, earlier: WorkloadResult[]): Promise<Measured> {
+async function measureDrainOf(ctx: RunContext, workload: DrainWorkload, system: RunningSystem): Promise<Measured> {
+  const { options } = ctx;
+  const drain = await measureDrain(
+    system,
+    workload.kinds,
+    {
+      units: options.timing.drainUnits,
+      connections: options.drainConnections,
+      drainTimeoutMs: 180_000,
+      baseline: workload.baseline,
+      targetRatio: workload.targetRatio,
+    },
+    workload.id,
+    (line) => ctx.log(`${workload.id}: ${line}`),
+  );
+  const problems = drain.kinds.flatMap((entry) =>
+    [
+      entry.drained ? '' : `${entry.id} did not drain within 180 s`,
+      entry.refused > 0 ? `${entry.id}: ${entry.refused} submissions refused` : '',
+      entry.errors > 0 ? `${entry.id}: ${entry.errors} submissions failed (${entry.firstError ?? ''})` : '',
+      entry.failedTasks > 0 ? `${entry.id}: ${entry.failedTasks} tasks failed` : '',
+      entry.steps !== entry.expectedSteps ? `${entry.id}: ${entry.steps} steps finished, ${entry.expectedSteps} expected` : '',
+    ].filter(Boolean),
+  );
+  ctx.log(
+    `${workload.id}: steps/s over ${workload.baseline} tasks/s: ${
+      Object.entries(drain.ratios)
+        .map(([id, ratio]) => `${id} ${ratio}`)
+        .join(', ') || '-'
+    } (target >= ${workload.targetRatio})`,
+  );
+  return { id: workload.id, title: workload.title, measure: workload.measure, drain, ...(problems.length > 0 ? { error: problems.join('; ') } : {}) };
+}
+
+async function measureRateOf(ctx: RunContext, workload: RateWorkload, system: RunningSystem, earlier: WorkloadResult[]): Promise<Measured> {
+  const { options } = ctx;
+  const log = (line: string) => ctx.log(`${workload.id}: ${line}`);
+  // A rate above a kind's maximum in this run measures a growing backlog, not a cost at that rate.
+  const maxTasksPerS: Record<string, number> = {};
+  for (const kind of workload.kinds) {
+    const max = earlier.find((result) => result.id === kind.id)?.maxTasksPerS;
+    if (!max) continue;
+    maxTasksPerS[kind.id] = max;
+    if (options.unitRate / kind.stepsPerTask > max)
+      log(`warning: ${options.unitRate / kind.stepsPerTask} ${kind.id} tasks/s is above its maximum in this run (${max}/s)`);
+  }
+  const rate = await measureRate(
+    system,
+    costSources(ctx, system),
+    workload.kinds,
+    {
+      unitsPerS: options.unitRate,
+      durationMs: options.timing.rateMs,
+      // Above a kind's maximum (a busy machine) the backlog takes a while: the costs wait for it.
+      drainTimeoutMs: 60_000,
+      baseline: workload.baseline,
+      targetRatio: workload.targetRatio,
+      maxTasksPerS,
+    },
+    workload.id,
+    log,
+  );
+  log(
+    `CPU per unit over ${workload.baseline}'s: ${
+      Object.entries(rate.ratios)
+        .map(([id, ratio]) => `${id} ${ratio}`)
+        .join(', ') || '-'
+    } (target <= ${workload.targetRatio})`,
+  );
+  const problems = rate.kinds.flatMap((entry) =>
+    [
+      entry.drained ? '' : `${entry.id} did not drain`,
+      entry.errors > 0 ? `${entry.id}: ${entry.errors} requests failed (${entry.firstError ?? ''})` : '',
+      entry.failedTasks > 0 ? `${entry.id}: ${entry.failedTasks} tasks failed` : '',
+    ].filter(Boolean),
+  );
+  return { id: workload.id, title: workload.title, measure: workload.measure, rate, ...(problems.length > 0 ? { error: problems.join('; ') } : {}) };
+}
+
+async function measureMapScaleOf(ctx: RunContext, workload: MapScaleWorkload, system: RunningSystem): Promise<Measured> {
+  const mapScale = await measureMapScale(
+    system,
+    ctx.redis,
+    {
+      items: workload.items,
+      samples: 30,
+      cancelRounds: ctx.options.timing.mapCancelRounds,
+      // In flight for at least items / max_parallel * sleep = 5 s: far longer than its /result series.
+      sleepMs: 100,
+      maxParallel: 20,
+      // Under 1 s, the sleep tool reports no progress: nothing but the cancel happens meanwhile.
+      cancelSleepMs: 900,
+      cancelMaxParallel: [20, workload.items],
+      timeoutMs: 30_000,
+      targets: { resultRatio: workload.targetResultRatio, cancelRatio: workload.targetCancelRatio },
+    },
+    (line) => ctx.log(`${workload.id}: ${line}`),
+  );
+  const { result, cancel } = mapScale;
+  ctx.log(
+    `${workload.id}: /result of the map in flight / the echo task's, p50: ${result.inFlight.ratioP50} (target <= ${workload.targetResultRatio}: ` +
+      `${result.inFlight.ratioP50 <= workload.targetResultRatio ? 'met' : 'NOT met'}); finished: ${result.finished.ratioP50}; cancel answer / the chain's: ${cancel.kinds
+        .filter((kind) => kind.answerRatioToChain !== undefined)
+        .map((kind) => `max_parallel ${kind.maxParallel} ${kind.answerRatioToChain}`)
+        .join(', ')} (target <= ${workload.targetCancelRatio})`,
+  );
+  return {
+    id: workload.id,
+    title: workload.title,
+    measure: workload.measure,
+    mapScale,
+    ...(mapScale.problems.length > 0 ? { error: mapScale.problems.join('; ') } : {}),
+  };
+}
+
+function measure(ctx: RunContext, workload: Workload, system: RunningSystem, earlier: WorkloadResult[]): Promise<Measured> {
   switch (workload.measure) {
     case 'capacity':
-      return measureCapacity(ctx, workload, system, redisPid);
+      return measureCapacity(ctx, workload, system);
     case 'idle':
       return measureIdleLatency(ctx, workload, system);
     case 'overload':
       return measureOverloadOf(ctx, workload, system, earlier);
+    case 'drain':
+      return measureDrainOf(ctx, workload, system);
+    case 'rate':
+      return measureRateOf(ctx, workload, system, earlier);
+    case 'mapscale':
+      return measureMapScaleOf(ctx, workload, system);
   }
+}
+
+/** The idle floor of a system just started: a moment to settle, then CPU per second with no load. */
+async function floorOf(ctx: RunContext, system: RunningSystem, label: string): Promise<IdleFloor> {
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  const floor = await measureFloor(label, costSources(ctx, system), ctx.options.timing.floorMs);
+  const c = floor.cpuMsPerS;
+  ctx.log(
+    `${label}: idle floor, CPU ms per second: ${c.api !== undefined ? `API ${c.api}, ` : ''}workers ${c.workers}, Redis ${c.redis}` +
+      `${c.postgres !== undefined ? `, PostgreSQL ${c.postgres} (all its processes; the bench's own queries, ${floor.postgresBenchMsPerS}, taken out)` : ''}, bench ${c.generator}`,
+  );
+  return floor;
 }
 
 /**
@@ -224,20 +388,32 @@ export async function runOnce(options: BenchOptions, index: number, outer: Relea
     const info = await redisServerInfo(redis);
     const admin = new PgAdmin(options.postgresUrl);
     releasers.add('PostgreSQL admin connection', () => admin.close());
-    const ctx: RunContext = { options, runId, redisUrl, redis, admin, logDir, releasers, log };
+    const cluster = await PostgresCluster.find(admin);
+    if (!cluster) log('PostgreSQL runs where /proc does not show it: its CPU is not measured');
+    const ctx: RunContext = { options, runId, redisUrl, redis, admin, ...(cluster ? { cluster } : {}), redisPid: info.pid, logDir, releasers, log };
 
     const results: WorkloadResult[] = [];
+    const floors: IdleFloor[] = [];
     let system: RunningSystem | undefined;
     for (const workload of WORKLOADS.filter((entry) => options.workloads.includes(entry.id))) {
       const workloadStart = epochNow();
       try {
-        if (system?.kind !== workload.system) {
+        if (system?.kind !== workload.system || envKey(system.env) !== envKey(workload.env)) {
           await system?.stop();
           system = undefined;
-          log(`starting ${workload.system}`);
-          system = await startSystem(ctx, workload.system);
+          const label = `${workload.system}${
+            workload.env
+              ? ` (${Object.entries(workload.env)
+                  .map(([key, value]) => `${key}=${value}`)
+                  .join(', ')})`
+              : ''
+          }`;
+          log(`starting ${label}`);
+          system = await startSystem(ctx, workload.system, workload.env ?? {});
+          // Once per system and settings in a run: a restart after a failure does not measure it again.
+          if (!floors.some((floor) => floor.system === label)) floors.push(await floorOf(ctx, system, label));
         }
-        const result = await measure(ctx, workload, system, info.pid, results);
+        const result = await measure(ctx, workload, system, results);
         results.push({ ...result, elapsedS: Math.round((epochNow() - workloadStart) / 100) / 10 });
       } catch (error) {
         const message = coerceError(error).message;
@@ -250,13 +426,16 @@ export async function runOnce(options: BenchOptions, index: number, outer: Relea
           elapsedS: Math.round((epochNow() - workloadStart) / 100) / 10,
         };
         results.push(
-          workload.measure === 'idle'
-            ? failed
-            : { ...failed, stepsPerTask: workload.stepsPerTask, ...(workload.measure === 'capacity' ? { maxTasksPerS: 0, maxStepsPerS: 0 } : {}) },
+          workload.measure === 'capacity' || workload.measure === 'overload'
+            ? { ...failed, stepsPerTask: workload.stepsPerTask, ...(workload.measure === 'capacity' ? { maxTasksPerS: 0, maxStepsPerS: 0 } : {}) }
+            : failed,
         );
-        // A system that failed may be in any state: the next workload starts it afresh.
-        await system?.stop().catch(() => undefined);
-        system = undefined;
+        // A system that failed may be in any state: the next workload starts it afresh; unless the
+        // failure was a definition it refused (W6 before for_each existed), which changed nothing.
+        if (!(error instanceof DefinitionRefused)) {
+          await system?.stop().catch(() => undefined);
+          system = undefined;
+        }
       }
     }
     await system?.stop();
@@ -266,6 +445,8 @@ export async function runOnce(options: BenchOptions, index: number, outer: Relea
       startedAt: new Date(started).toISOString(),
       elapsedS: Math.round((epochNow() - started) / 1000),
       redis: { url: redisUrl, private: !options.redisUrl, version: info.version },
+      ...(cluster ? { postmasterPid: cluster.postmasterPid } : {}),
+      floors,
       workloads: results,
     };
   } finally {

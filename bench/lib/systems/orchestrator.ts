@@ -57,15 +57,41 @@ async function waitForWorkers(ctx: RunContext, prefix: string, queueName: string
   }
 }
 
+/** Starts of the service in this process: the second one in a run gets a database and prefix of its own. */
+let starts = 0;
+
+/**
+ * The queues some BullMQ worker (or queue-events reader) of `prefix` is connected to, from
+ * CLIENT LIST: BullMQ names each connection `<prefix>:<base64 of the queue name>[suffix]`. The
+ * bench thus needs no knowledge of how the service names its queues.
+ */
+async function listenedQueues(redis: Redis, prefix: string): Promise<string[]> {
+  const list = (await redis.client('LIST')) as string;
+  const names = new Set<string>();
+  for (const line of list.split('\n')) {
+    const name = /(?:^| )name=(\S+)/.exec(line)?.[1];
+    if (!name?.startsWith(`${prefix}:`)) continue;
+    const encoded = name.slice(prefix.length + 1).split(':')[0]!;
+    const decoded = Buffer.from(encoded, 'base64').toString('utf8');
+    if (decoded && Buffer.from(decoded).toString('base64') === encoded) names.add(decoded);
+  }
+  return [...names].sort();
+}
+
+/** The compiled build is made once per bench: a restart mid-bench (DRAIN) runs the same code as the phases before it. */
+let built = false;
+
 /**
  * The service as in production: API and worker processes running the compiled build (dist/, as
  * `npm start` does; built here first), on a fresh database (they create and migrate it
- * themselves) and a fresh queue prefix.
+ * themselves) and a fresh queue prefix. `extraEnv` adds settings (DRAIN turns admission control off).
  */
-export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem> {
+export async function startOrchestrator(ctx: RunContext, extraEnv: Record<string, string> = {}): Promise<RunningSystem> {
   const { options } = ctx;
-  const database = `orch_bench_${ctx.runId}`;
-  const prefix = `{bench_${ctx.runId}}`;
+  starts += 1;
+  const suffix = starts > 1 ? `_${starts}` : '';
+  const database = `orch_bench_${ctx.runId}${suffix}`;
+  const prefix = `{bench_${ctx.runId}${suffix}}`;
   const ports = await Promise.all(Array.from({ length: options.apis }, () => freePort()));
   const dbUrl = databaseUrl(options.postgresUrl, database);
   if (!options.keep) ctx.releasers.add(`database ${database}`, () => ctx.admin.dropDatabase(database));
@@ -86,15 +112,16 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     // How long a finished task's event stream stays in Redis: the service's default (60 s) in
     // full mode, shorter in quick mode so that the Redis-memory measurement need not wait a minute.
     EVENTS_KEEP_AFTER_END_S: String(options.timing.eventsKeepAfterEndS),
-    // Admission control (ADMISSION_*) keeps its defaults: W5 measures what they do under overload.
+    // Admission control (ADMISSION_*) keeps its defaults, which W5 measures under overload,
+    // unless a workload says otherwise (DRAIN, on a service of its own).
+    ...extraEnv,
   };
-  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  if (!built) execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
+  built = true;
   const apis = ports.map((port, index) =>
     spawnNode(ports.length > 1 ? `api-${index + 1}` : 'api', 'dist/src/api/main.js', { ...env, PORT: String(port) }, { logDir: ctx.logDir }),
   );
-  const workers = Array.from({ length: options.workers }, (_, index) =>
-    spawnNode(`worker-${index + 1}`, 'dist/src/workers/main.js', env, { logDir: ctx.logDir }),
-  );
+  const workers = Array.from({ length: options.workers }, (_, index) => spawnNode(`worker-${index + 1}`, 'dist/workers/main.js', env, { logDir: ctx.logDir }));
   const children = [...apis, ...workers];
   const stopAll = ctx.releasers.add('orchestrator processes', async () => {
     await Promise.all(children.map((child) => child.stop()));
@@ -114,7 +141,7 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
       { label: `the API to be ready (its output: ${apis.map((api) => api.logFile).join(', ')})`, timeoutMs: 60_000, intervalMs: 200 },
     );
     await waitForWorkers(ctx, prefix, 'tool.echo', options.workers, children);
-    await waitForWorkers(ctx, prefix, 'tasks', options.workers, children);
+    await waitForWorkers(ctx, prefix, 'timers', options.workers, children);
   } catch (error) {
     await closeHttp();
     await stopAll();
@@ -138,6 +165,23 @@ export async function startOrchestrator(ctx: RunContext): Promise<RunningSystem>
     post: (path, body) => http.post(path, body),
     get: (path) => http.get(path),
     queuePrefix: prefix,
+    env: extraEnv,
+    async pauseQueues() {
+      const names = await listenedQueues(ctx.redis, prefix);
+      if (names.length === 0) throw new Error(`no BullMQ worker of ${prefix} found in CLIENT LIST`);
+      const connection = new Redis(ctx.redisUrl, { maxRetriesPerRequest: null });
+      connection.on('error', () => undefined);
+      const queues = names.map((name) => new Queue(name, { connection, prefix }));
+      await Promise.all(queues.map((queue) => queue.pause()));
+      return {
+        names,
+        async resume() {
+          await Promise.all(queues.map((queue) => queue.resume()));
+          await Promise.all(queues.map((queue) => queue.close()));
+          connection.disconnect();
+        },
+      };
+    },
     async stop() {
       await closeClient();
       await closeHttp();

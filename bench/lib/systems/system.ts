@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Completion, Target } from '../capacity.js';
 import type { ProcessKinds } from '../costs.js';
 import { type HttpAnswer, type HttpClient, Refused } from '../load.js';
-import type { CountingClient, PgAdmin } from '../metrics.js';
+import type { CountingClient, PgAdmin, PostgresCluster } from '../metrics.js';
 import type { BenchOptions } from '../options.js';
 import type { Releasers } from '../releasers.js';
 
@@ -17,6 +17,10 @@ export interface RunContext {
   /** The bench's own Redis connection (counters, and the W0 producer). */
   redis: Redis;
   admin: PgAdmin;
+  /** Every process of the PostgreSQL server, for its CPU; undefined when this machine cannot see them. */
+  cluster?: PostgresCluster;
+  /** The Redis server's process (its CPU is charged to every system). */
+  redisPid: number;
   logDir: string;
   releasers: Releasers;
   log(line: string): void;
@@ -41,6 +45,13 @@ export interface RunningSystem {
   get?(path: string): Promise<HttpAnswer>;
   /** The Redis key prefix of its queues and event streams (QUEUE_PREFIX), when it has one. */
   queuePrefix?: string;
+  /** Settings it was started with on top of its own (see Workload.env). */
+  env?: Record<string, string>;
+  /**
+   * Pauses every BullMQ queue its workers take jobs from (BullMQ's Queue.pause: workers finish
+   * what they hold and fetch nothing more) until `resume`. DRAIN builds its backlog this way.
+   */
+  pauseQueues?(): Promise<{ names: string[]; resume(): Promise<void> }>;
   stop(): Promise<void>;
 }
 
