@@ -285,11 +285,18 @@ class TaskRun implements Run {
    * What the run waits on outside PostgreSQL, to be made again where it went missing (a worker
    * died between a commit and what follows it, Redis lost its data): jobs of queued and running
    * steps and items, sleeps' timers, sub-workflows' children; for an ended task, its callback and
-   * its parent's report. Needs the task loaded with its inputs.
+   * its parent's report, and the job of a tool step that was running when the task ended (it
+   * finishes on its own; made again, it is refused and closes the step). Needs the task loaded
+   * with its inputs.
    */
   outstanding(): void {
     if (!this.active) {
       if (this.task.status !== 'queued') this.ended();
+      for (const step of this.task.plan.order) {
+        const state = this.state(step.id);
+        if (step.kind === 'tool' && step.forEach === undefined && (state.status === 'queued' || state.status === 'running') && state.input !== undefined)
+          this.decision.jobs.push(readyJob(this, step, state.input));
+      }
       return;
     }
     for (const step of this.task.plan.order) {

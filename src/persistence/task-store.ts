@@ -6,6 +6,9 @@ import { taskById } from '../ledger/task-days.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 import type { Prisma } from './database.js';
 
+/** How far back the reconciler looks for ended tasks with steps left open: two days of its being down. */
+const ENDED_LOOKBACK = '2 days';
+
 export interface TaskFilter {
   /** Only this owner's tasks. */
   owner?: string;
@@ -138,6 +141,27 @@ export class TaskStore {
         WHERE status IN ('queued', 'running') AND created_at < now() - make_interval(secs => $1)
           AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::uuid))
         ORDER BY created_at, id LIMIT $4`,
+      olderThanMs / 1000,
+      after?.createdAt ?? null,
+      after?.id ?? null,
+      limit,
+    );
+    return rows.map((row) => ({ id: row.id, createdAt: row.created_at }));
+  }
+
+  /**
+   * Failed or cancelled tasks of the last ENDED_LOOKBACK with a step still queued or running,
+   * oldest first, after `after` (paging): a tool step running when its task ended finishes on its
+   * own, unless its job went missing or BullMQ failed it meanwhile; the reconciler closes those.
+   */
+  async endedWithOpenSteps(olderThanMs: number, limit: number, after?: { createdAt: Date; id: string }): Promise<{ id: string; createdAt: Date }[]> {
+    const rows = await this.sql.$queryRawUnsafe<{ id: string; created_at: Date }[]>(
+      `SELECT t.id::text AS id, t.created_at FROM tasks t
+        WHERE t.status IN ('failed', 'cancelled')
+          AND t.created_at >= now() - interval '${ENDED_LOOKBACK}' AND t.created_at < now() - make_interval(secs => $1)
+          AND ($2::timestamptz IS NULL OR (t.created_at, t.id) > ($2::timestamptz, $3::uuid))
+          AND EXISTS (SELECT 1 FROM steps s WHERE s.task_id = t.id AND s.task_created_at = t.created_at AND s.status IN ('queued', 'running'))
+        ORDER BY t.created_at, t.id LIMIT $4`,
       olderThanMs / 1000,
       after?.createdAt ?? null,
       after?.id ?? null,

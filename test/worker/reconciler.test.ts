@@ -43,6 +43,23 @@ describe('the reconciler repairs runs whose jobs went missing', () => {
     expect(task.steps[0].attempts).toBeGreaterThanOrEqual(1);
   });
 
+  it('closes a step left running in a task that ended, whose job vanished', async () => {
+    const id = await storeWithoutFlow({ left: 1 });
+    // A step ran while its task failed (a sibling failed it); its job was lost with Redis.
+    await h.db.prisma.step.updateMany({ where: { taskId: id }, data: { status: 'running', attempts: 1, startedAt: new Date() } });
+    await h.db.prisma.task.updateMany({
+      where: { id },
+      data: { status: 'failed', finishedAt: new Date(), error: { name: 'StepFailed', message: 'a sibling failed' } },
+    });
+    const sweep = await h.worker!.runtime.reconciler.sweep();
+    expect(sweep.requeued).toBe(1);
+    const task = (await h.request('GET', `/result/${id}`)).body;
+    expect(task.status).toBe('failed');
+    expect(task.steps[0].status).toBe('cancelled');
+    // Nothing was enqueued for it, and the next sweep does not look at it again.
+    expect(await h.worker!.runtime.reconciler.sweep()).toMatchObject({ requeued: 0, failed: 0 });
+  });
+
   it('leaves healthy runs alone', async () => {
     const { body } = await h.request('POST', '/assign-task', { task_type: 'sleep', params: { ms: 500 } });
     const sweep = await h.worker!.runtime.reconciler.sweep();

@@ -8,6 +8,9 @@ import type { RedisClient } from '../../src/queue/redis.js';
 import type { TaskQueues } from '../../src/queue/task-queues.js';
 import type { Runs } from '../../src/tasks/runs.js';
 
+/** Runs looked at per query. */
+const PAGE = 200;
+
 export interface ReconcilerOptions {
   redis: RedisClient;
   queues: TaskQueues;
@@ -24,7 +27,7 @@ export interface ReconcilerOptions {
 
 export interface Sweep {
   checked: number;
-  /** Steps or items whose job was gone (or finished without a result): queued again. */
+  /** Steps or items whose job was gone (or finished without a result): queued again (closed, when their task had ended). */
   requeued: number;
   /** Jobs BullMQ failed outside the step processor (they stalled too often): their failure was recorded. */
   failed: number;
@@ -73,13 +76,29 @@ export class Reconciler {
     return this.sweep();
   }
 
-  /** One pass over the active runs older than staleAfterMs. */
+  /**
+   * One pass over the active runs older than staleAfterMs, then over the ended tasks with a step
+   * left open (a step running when its task ended, whose job went missing or was failed by
+   * BullMQ, would stay running: its report closes it). Ended tasks are not repaired: what they
+   * wait on (callbacks, parents' reports) was carried out when they ended.
+   */
   async sweep(): Promise<Sweep> {
-    const { store, runs, logger } = this.options;
+    const { store } = this.options;
     const result: Sweep = { checked: 0, requeued: 0, failed: 0, repaired: 0 };
+    await this.pages((after) => store.activeRuns(this.options.staleAfterMs, PAGE, after), result, true);
+    await this.pages((after) => store.endedWithOpenSteps(this.options.staleAfterMs, PAGE, after), result, false);
+    return result;
+  }
+
+  private async pages(
+    next: (after?: { createdAt: Date; id: string }) => Promise<{ id: string; createdAt: Date }[]>,
+    result: Sweep,
+    repair: boolean,
+  ): Promise<void> {
+    const { runs, logger } = this.options;
     let after: { createdAt: Date; id: string } | undefined;
     for (;;) {
-      const page = await store.activeRuns(this.options.staleAfterMs, 200, after);
+      const page = await next(after);
       if (page.length === 0) break;
       after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
       const { decision } = await runs.outstanding(page.map((task) => task.id));
@@ -91,15 +110,16 @@ export class Reconciler {
           const outcome = await this.reconcile(task.id, byTask.get(task.id) ?? []);
           result.requeued += outcome.requeued;
           result.failed += outcome.failed;
-          if (outcome.requeued + outcome.failed === 0) await runs.repair([task.id]);
-          result.repaired += 1;
+          if (repair && outcome.requeued + outcome.failed === 0) {
+            await runs.repair([task.id]);
+            result.repaired += 1;
+          }
         } catch (error) {
           logger.warn('could not reconcile a run', { task_id: task.id, error: (error as Error).message });
         }
       }
-      if (page.length < 200) break;
+      if (page.length < PAGE) break;
     }
-    return result;
   }
 
   /** Compares a run's expected jobs with what BullMQ holds, and reports what went wrong with them. */
