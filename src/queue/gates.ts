@@ -11,7 +11,8 @@ import type { RedisClient } from './redis.js';
  * Releasing a unit's leases lets the heads of those gates' lines in, in the order they came; a
  * rate gate's line is let in by a timer when its window moves on.
  *
- * Leases expire after LEASE_TTL_MS at the latest; long before that, the reconciler releases
+ * Every key expires (a rate window after twice its length, the rest after LEASE_TTL_MS of
+ * disuse), and leases after LEASE_TTL_MS at the latest; long before that, the reconciler releases
  * the leases of steps and tasks that PostgreSQL says have ended (a process that died between
  * its commit and its release). All keys share one hash tag, so one script sees them all on a
  * Redis Cluster.
@@ -118,12 +119,14 @@ local function enter(unit, gates, task)
   redis.call('SADD', key('t', task), unit)
   redis.call('PEXPIRE', key('t', task), ttl)
   redis.call('SADD', base .. ':tasks', task)
+  redis.call('PEXPIRE', base .. ':tasks', ttl)
   for _, g in ipairs(gates) do
     if not room(g, unit) then
       local line = redis.call('HGET', u, 'line')
       if line ~= g.id then
         if line and line ~= '' then redis.call('LREM', key('q', line), 0, unit) end
         redis.call('RPUSH', key('q', g.id), unit)
+        redis.call('PEXPIRE', key('q', g.id), ttl)
         redis.call('HSET', u, 'line', g.id)
       end
       return { unit = unit, admitted = false, gate = g.id, kind = g.kind, wakeAt = wakeAt(g) }
@@ -132,8 +135,10 @@ local function enter(unit, gates, task)
   for _, g in ipairs(gates) do
     if g.kind == 'c' then
       redis.call('ZADD', key('l', g.id), now + ttl, unit)
+      redis.call('PEXPIRE', key('l', g.id), ttl)
     else
       redis.call('ZADD', key('s', g.id), now, unit)
+      redis.call('PEXPIRE', key('s', g.id), g.windowMs * 2)
     end
     local q = key('q', g.id)
     if redis.call('LINDEX', q, 0) == unit then redis.call('LPOP', q) end
