@@ -167,6 +167,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       events.wakeAll();
       server.closeIdleConnections();
       await closing;
+      // What cancels left to do in the background (removing the jobs of queued steps and items).
+      await runs.idle();
       await queues.close();
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());

@@ -35,7 +35,8 @@ export class QueueShard {
   constructor(
     readonly index: number,
     readonly prefix: string,
-    connection: RedisClient,
+    /** The shard's Redis connection (the one its queues use), for reads of its keys. */
+    readonly connection: RedisClient,
     toolNames: Iterable<string>,
   ) {
     // With tracing on, BullMQ's producer spans join the caller's trace and every job carries it on.
@@ -252,25 +253,83 @@ export class TaskQueues {
    * sleep) of steps that will not run now: skipped or cancelled. A parked job is kept: its step
    * ran and its result is still to be written. An active job is left to finish (remove refuses
    * it): its claim or its result is refused. Returns the jobs removed.
+   *
+   * The jobs of queued steps and items (a cancelled map's, up to MAP_MAX_ITEMS of them) go in
+   * bulk, a few round trips per queue whatever their number: see dropUnstarted. A running step's
+   * job and a sleep's timer are looked at one by one (dropOne).
    */
   async dropJobs(jobs: readonly JobRef[]): Promise<JobRef[]> {
-    const dropped = await Promise.all(
-      jobs.map(async (ref) => {
-        const shard = this.shardOf(ref.taskId);
-        const job = ref.tool
-          ? await shard.toolQueue(ref.tool).getJob(stepJobId(ref.taskId, ref.run, ref.stepId, ref.item))
-          : await shard.timers.getJob(timerJobId(ref.taskId, ref.run, ref.stepId));
-        if (!job || (job.data as StepJobData).parked) return false;
-        const state = await job.getState();
-        if (state !== 'waiting' && state !== 'delayed' && state !== 'prioritized') return false;
-        // Taken by a worker meanwhile: it finishes, or its claim is refused.
-        return job.remove().then(
-          () => true,
-          () => false,
-        );
+    const dropped = new Set<JobRef>();
+    const queued = new Map<Queue<StepJobData>, { shard: QueueShard; refs: JobRef[] }>();
+    const others: JobRef[] = [];
+    for (const ref of jobs) {
+      if (!ref.tool || ref.running) {
+        others.push(ref);
+        continue;
+      }
+      const shard = this.shardOf(ref.taskId);
+      const queue = shard.toolQueue(ref.tool);
+      const group = queued.get(queue) ?? { shard, refs: [] };
+      group.refs.push(ref);
+      queued.set(queue, group);
+    }
+    await Promise.all([
+      ...[...queued].map(([queue, { shard, refs }]) => this.dropUnstarted(shard, queue, refs, dropped)),
+      ...others.map(async (ref) => {
+        if (await this.dropOne(ref)) dropped.add(ref);
+      }),
+    ]);
+    return jobs.filter((ref) => dropped.has(ref));
+  }
+
+  /**
+   * The jobs of one queue, in bulk: one pipeline reads whether each exists and was ever
+   * delivered (BullMQ's `timestamp` and `ats`, attempts started, which only grows), then those
+   * never delivered are removed together. A job that was never delivered cannot be parked (only a
+   * delivery parks its result), so nothing more need be read of it; `remove` itself refuses a job
+   * a worker took meanwhile (it is locked). A job delivered before (its claim postponed, its
+   * result parked) is looked at whole (dropOne).
+   */
+  private async dropUnstarted(shard: QueueShard, queue: Queue<StepJobData>, refs: readonly JobRef[], dropped: Set<JobRef>): Promise<void> {
+    const ids = refs.map((ref) => stepJobId(ref.taskId, ref.run, ref.stepId, ref.item));
+    // One slot on a cluster: a shard's keys share its hash tag.
+    const pipeline = shard.connection.pipeline();
+    for (const id of ids) pipeline.hmget(queue.toKey(id), 'timestamp', 'ats');
+    const replies = (await pipeline.exec()) ?? [];
+    const failed = replies.find(([error]) => error);
+    if (failed) throw failed[0];
+    await Promise.all(
+      replies.map(async ([, value], index) => {
+        const [timestamp, started] = value as [string | null, string | null];
+        const ref = refs[index]!;
+        if (timestamp === null) return; // gone already
+        // remove answers 1 (removed) or 0: locked, a worker took it meanwhile (it finishes, or its claim is refused).
+        const removed =
+          started !== null && Number(started) > 0
+            ? await this.dropOne(ref)
+            : await queue.remove(ids[index]!, { removeChildren: false }).then(
+                (code) => code === 1,
+                () => false,
+              );
+        if (removed) dropped.add(ref);
       }),
     );
-    return jobs.filter((_, index) => dropped[index]);
+  }
+
+  /** One job, looked at whole: removed only if it waits (not active, not finished) and is not parked. */
+  private async dropOne(ref: JobRef): Promise<boolean> {
+    const shard = this.shardOf(ref.taskId);
+    const job = ref.tool
+      ? await shard.toolQueue(ref.tool).getJob(stepJobId(ref.taskId, ref.run, ref.stepId, ref.item))
+      : await shard.timers.getJob(timerJobId(ref.taskId, ref.run, ref.stepId));
+    if (!job || (job.data as StepJobData).parked) return false;
+    const state = await job.getState();
+    if (state !== 'waiting' && state !== 'delayed' && state !== 'prioritized') return false;
+    // Taken by a worker meanwhile: it finishes, or its claim is refused.
+    return job.remove().then(
+      () => true,
+      () => false,
+    );
   }
 
   async close(): Promise<void> {

@@ -12,7 +12,7 @@ import {
 } from '../engine/decide.js';
 import { holdBack, ownerLimits } from '../engine/key-limits.js';
 import type { Plan } from '../engine/plan.js';
-import { type ChildStart, type Decision, emptyDecision, type Report, type TaskState, type Transition } from '../engine/state.js';
+import { type ChildStart, type Decision, emptyDecision, type JobRef, type Report, type TaskState, type Transition } from '../engine/state.js';
 import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, isFinished, type TaskStatus, waitsForTurn } from '../engine/status.js';
 import type { KeyLimit, ReadyStep } from '../engine/types.js';
 import { type Applied, applyDecision } from '../ledger/apply-decision.js';
@@ -83,6 +83,7 @@ export class Runs {
   private readonly notes: Batcher<StepNote, boolean>;
   private readonly reports: Batcher<{ report: Report; trace?: Context }, { recorded: boolean; followUp: Promise<void> }>;
   private readonly singles: Batcher<SingleResult, SingleRunRecorded>;
+  private readonly background = new Set<Promise<void>>();
 
   constructor(private readonly deps: RunsDeps) {
     const maxSize = 200;
@@ -123,9 +124,20 @@ export class Runs {
     }
   }
 
-  /** Resolves when every item handed in so far is written (or failed). */
+  /** Resolves when every item handed in so far is written (or failed), and what runs in the background is done. */
   async idle(): Promise<void> {
-    await Promise.all([this.claims.idle(), this.notes.idle(), this.reports.idle(), this.singles.idle()]);
+    await Promise.all([this.claims.idle(), this.notes.idle(), this.reports.idle(), this.singles.idle(), ...this.background]);
+  }
+
+  /**
+   * Work nobody waits on (it handles its own errors), which idle() still waits for. It starts
+   * once the current I/O callbacks are done (setImmediate), so that even its synchronous part
+   * (a pipeline of 1,000 commands is built in one go) runs after whatever its caller answers.
+   */
+  private inBackground(work: () => Promise<unknown>): void {
+    const done = new Promise((resolve) => setImmediate(resolve)).then(work).then(() => undefined);
+    this.background.add(done);
+    void done.finally(() => this.background.delete(done));
   }
 
   // ---- Starting tasks -----------------------------------------------------------------------
@@ -402,7 +414,7 @@ export class Runs {
           ...traced(task.id),
         });
     }
-    const drops = [
+    const drops: JobRef[] = [
       ...decision.dropJobs,
       ...applied.moved.flatMap((moved) => {
         const task = byId.get(moved.taskId);
@@ -422,17 +434,22 @@ export class Runs {
       decision.timers.length > 0 ? this.deps.queues.addTimers(decision.timers) : undefined,
       ...decision.ended.filter((ended) => ended.callback).map((ended) => this.deps.queues.enqueueCallback(ended, this.deps.config.CALLBACK_MAX_ATTEMPTS)),
     ]);
-    const dropping = drops.length > 0 ? this.deps.queues.dropJobs(drops) : Promise.resolve([]);
+    // The jobs of queued steps and items (a cancelled map's: up to MAP_MAX_ITEMS) are removed
+    // in the background: PostgreSQL already refuses their claims, so one that a worker takes
+    // first never runs its tool; removing them only spares the workers that. Whoever waits on
+    // this (a cancel's answer, a worker's acknowledgement) does not wait on Redis for them.
+    const cleanup = drops.filter((ref) => !ref.running);
+    if (cleanup.length > 0)
+      this.inBackground(() =>
+        this.deps.queues.dropJobs(cleanup).catch((dropError: Error) => this.deps.logger.warn('could not drop jobs', { error: dropError.message })),
+      );
+    const running = drops.filter((ref) => ref.running);
+    const dropping = running.length > 0 ? this.deps.queues.dropJobs(running) : Promise.resolve([]);
     this.publish(decision.transitions);
     for (const ended of decision.ended) this.deps.onEnded?.(ended);
     // A running step whose job waited out a retry's backoff is settled once its job is gone.
     const settling = dropping.then(
-      (dropped) =>
-        Promise.all(
-          dropped
-            .filter((ref) => ref.running)
-            .map((ref) => this.report({ type: 'lost', taskId: ref.taskId, run: ref.run, stepId: ref.stepId, at: new Date() })),
-        ),
+      (dropped) => Promise.all(dropped.map((ref) => this.report({ type: 'lost', taskId: ref.taskId, run: ref.run, stepId: ref.stepId, at: new Date() }))),
       (dropError: Error) => this.deps.logger.warn('could not drop jobs', { error: dropError.message }),
     );
     await Promise.all([

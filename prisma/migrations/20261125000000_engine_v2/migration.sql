@@ -272,6 +272,7 @@ DECLARE
   lo timestamptz;
   hi timestamptz;
   sweep jsonb;
+  swept "StepStatus";
   started jsonb := '[]'::jsonb;
   moved jsonb := '[]'::jsonb;
   found jsonb;
@@ -351,27 +352,29 @@ BEGIN
        WHERE i.task_id = (sweep->>'task_id')::uuid AND i.task_created_at = (sweep->>'created_at')::timestamptz
          AND i.task_created_at BETWEEN lo AND hi AND i.step_id = sweep->>'step_id';
     ELSE
-      WITH old AS (
-        SELECT i.item, i.status FROM step_items i
-         WHERE i.task_id = (sweep->>'task_id')::uuid AND i.task_created_at = (sweep->>'created_at')::timestamptz
-           AND i.task_created_at BETWEEN lo AND hi AND i.step_id = sweep->>'step_id'
-           AND i.status::text IN (SELECT jsonb_array_elements_text(sweep->'from'))
-      ), changed AS (
-        UPDATE step_items i SET status = (sweep->>'to')::"StepStatus",
-               run = COALESCE((sweep->>'run')::int, i.run),
-               output = CASE WHEN (sweep->>'reset')::boolean THEN NULL ELSE i.output END,
-               error = CASE WHEN (sweep->>'reset')::boolean THEN NULL ELSE i.error END,
-               attempts = CASE WHEN (sweep->>'reset')::boolean THEN 0 ELSE i.attempts END,
-               started_at = CASE WHEN (sweep->>'reset')::boolean THEN NULL ELSE i.started_at END,
-               finished_at = CASE WHEN (sweep->>'reset')::boolean THEN NULL ELSE COALESCE(i.finished_at, now()) END
-          FROM old
-         WHERE i.task_id = (sweep->>'task_id')::uuid AND i.task_created_at = (sweep->>'created_at')::timestamptz
-           AND i.task_created_at BETWEEN lo AND hi AND i.step_id = sweep->>'step_id' AND i.item = old.item
-        RETURNING i.task_id, i.step_id, i.item, old.status
-      )
-      SELECT COALESCE(jsonb_agg(jsonb_build_object('task_id', c.task_id, 'step_id', c.step_id, 'item', c.item, 'from', c.status)), '[]'::jsonb)
-        INTO found FROM changed c;
-      moved := moved || found;
+      -- One plain UPDATE per status swept from, each answering the status its rows had (the
+      -- statement's own): joining the items to themselves to learn it was a nested loop over a
+      -- map's items (1,000 x 1,000 rows for a cancelled map of 1,000) whenever the planner
+      -- misjudged their number. The target status goes first when it is swept from too (a resumed
+      -- map's items go back to pending), so that no row is moved twice.
+      FOR swept IN SELECT d.s FROM (SELECT DISTINCT f.s::"StepStatus" AS s FROM jsonb_array_elements_text(sweep->'from') AS f(s)) d
+                    ORDER BY d.s::text = sweep->>'to' DESC LOOP
+        WITH changed AS (
+          UPDATE step_items i SET status = (sweep->>'to')::"StepStatus",
+                 run = COALESCE((sweep->>'run')::int, i.run),
+                 output = CASE WHEN (sweep->>'reset')::boolean THEN NULL ELSE i.output END,
+                 error = CASE WHEN (sweep->>'reset')::boolean THEN NULL ELSE i.error END,
+                 attempts = CASE WHEN (sweep->>'reset')::boolean THEN 0 ELSE i.attempts END,
+                 started_at = CASE WHEN (sweep->>'reset')::boolean THEN NULL ELSE i.started_at END,
+                 finished_at = CASE WHEN (sweep->>'reset')::boolean THEN NULL ELSE COALESCE(i.finished_at, now()) END
+           WHERE i.task_id = (sweep->>'task_id')::uuid AND i.task_created_at = (sweep->>'created_at')::timestamptz
+             AND i.task_created_at BETWEEN lo AND hi AND i.step_id = sweep->>'step_id' AND i.status = swept
+          RETURNING i.task_id, i.step_id, i.item
+        )
+        SELECT COALESCE(jsonb_agg(jsonb_build_object('task_id', c.task_id, 'step_id', c.step_id, 'item', c.item, 'from', swept)), '[]'::jsonb)
+          INTO found FROM changed c;
+        moved := moved || found;
+      END LOOP;
     END IF;
   END LOOP;
 
