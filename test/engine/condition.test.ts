@@ -248,7 +248,12 @@ describe('checkCondition', () => {
 describe('bounds: the worst inputs finish quickly or fail with a ConditionError', () => {
   const nums = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-  /** Evaluates, asserts it took well under a second, and returns the boolean or the ConditionError's message (anything else thrown fails the test). */
+  /**
+   * Evaluates, asserts it finished in seconds, and returns the boolean or the ConditionError's
+   * message (anything else thrown fails the test). The bound tells linear work from runaway work
+   * (catastrophic backtracking on these inputs would take far longer); it is loose because a busy
+   * machine slows linear work too (a 1 s bound failed under load in CI-like runs).
+   */
   function bounded(expression: string, on: ConditionData): { result: boolean | string; ms: number } {
     const started = performance.now();
     let result: boolean | string;
@@ -259,7 +264,7 @@ describe('bounds: the worst inputs finish quickly or fail with a ConditionError'
       result = error.message;
     }
     const ms = performance.now() - started;
-    expect(ms, expression.slice(0, 80)).toBeLessThan(1000);
+    expect(ms, expression.slice(0, 80)).toBeLessThan(5_000);
     return { result, ms };
   }
   const overBudget = expect.stringMatching(/^does more work than a condition may/);
