@@ -176,6 +176,16 @@ const configSchema = z.object({
    * backlog shows it. 0: no limit.
    */
   ADMISSION_MAX_IN_FLIGHT: integer(0, 1_000_000).default(128),
+  /** Of those, most one API key (one client address without keys) may hold in one process; past it, 429 `too_many_in_flight`. 0: no limit. */
+  ADMISSION_MAX_IN_FLIGHT_PER_KEY: integer(0, 1_000_000).default(32),
+  /** Unfinished tasks (waiting, delayed, prioritized or running) one API key may have; past it, 429 `quota_exceeded`. 0: no limit. */
+  QUOTA_MAX_BACKLOG_PER_KEY: integer(0, 100_000_000).default(100_000),
+  /** Bytes of params (JSON) of one API key's unfinished tasks, which their jobs hold in Redis; past it, 429 `quota_exceeded`. 0: no limit. */
+  QUOTA_MAX_BYTES_PER_KEY: integer(0, 1_000_000_000_000).default(268_435_456),
+  /** Longest an HTTP request may take to arrive whole (headers and body); past it the connection is closed with 408. */
+  HTTP_REQUEST_TIMEOUT_MS: integer(1_000, 600_000).default(15_000),
+  /** Longest the request line and headers may take to arrive. */
+  HTTP_HEADERS_TIMEOUT_MS: integer(1_000, 600_000).default(10_000),
   /** HMAC-SHA256 key that signs completion callbacks. Without it, callback_url is refused. */
   CALLBACK_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
   /** Tries per callback delivery (exponential backoff from 1 s). */
