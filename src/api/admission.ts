@@ -21,6 +21,13 @@ export interface AdmissionSettings {
   maxInFlight: number;
   /** Of those, most one client (API key, or address without keys) may hold. 0: no limit. @defaultValue 0 */
   maxInFlightPerKey?: number;
+  /**
+   * How long the front door holds a refusal before answering it. A client that retries at once
+   * (most do, whatever Retry-After says) then sends one request per this long on each connection
+   * instead of hundreds, and the process keeps its event loop for the work it took. 0: at once.
+   * @defaultValue 0
+   */
+  refusalDelayMs?: number;
 }
 
 /** What the front door needs beyond the settings; each part optional. */
@@ -76,6 +83,13 @@ export class Admission {
   private timer: NodeJS.Timeout | undefined;
   private inFlight = 0;
   private readonly inFlightOf = new Map<string, number>();
+  /**
+   * Submissions per client let through the front door whose slot is not taken yet (their body is
+   * arriving): counted against their own client's cap, so that a flood does not pass the door in
+   * the time a body takes to parse, while slow uploads of one client only hold that client back.
+   */
+  private readonly arrivingOf = new Map<string, number>();
+  private readonly arriving = new WeakMap<IncomingMessage, string>();
   /** Unfinished tasks per client, their sum, and how many clients hold any, as last read. */
   private counts = new Map<string, number>();
   private countsTotal = 0;
@@ -193,11 +207,27 @@ export class Admission {
     const retryAfterS = this.refusal(client);
     if (retryAfterS !== undefined) return this.rawRefuse(res, 503, retryAfterS, 'overloaded', OVERLOADED);
     const perKey = this.settings.maxInFlightPerKey ?? 0;
-    if (client !== undefined && perKey > 0 && (this.inFlightOf.get(client) ?? 0) >= perKey) {
+    if (client !== undefined && perKey > 0 && (this.inFlightOf.get(client) ?? 0) + (this.arrivingOf.get(client) ?? 0) >= perKey) {
       return this.rawRefuse(res, 429, 1, 'too_many_in_flight', KEY_BUSY);
     }
     if (this.settings.maxInFlight > 0 && this.inFlight >= this.settings.maxInFlight) return this.rawRefuse(res, 503, 1, 'overloaded', BUSY);
+    if (client !== undefined && perKey > 0) {
+      this.arrivingOf.set(client, (this.arrivingOf.get(client) ?? 0) + 1);
+      this.arriving.set(req, client);
+      // Answered or cut off before its slot was taken (a 401, a bad body, a timeout).
+      res.once('close', () => this.arrived(req));
+    }
     return false;
+  }
+
+  /** A request let through the front door has its body (or ended): it no longer counts as arriving. */
+  private arrived(req: IncomingMessage): void {
+    const client = this.arriving.get(req);
+    if (client === undefined) return;
+    this.arriving.delete(req);
+    const left = (this.arrivingOf.get(client) ?? 1) - 1;
+    if (left > 0) this.arrivingOf.set(client, left);
+    else this.arrivingOf.delete(client);
   }
 
   private rawRefuse(res: ServerResponse, status: number, retryAfterS: number, code: string, message: string): true {
@@ -208,6 +238,16 @@ export class Admission {
       this.refusals.set(key, refusal);
     }
     this.metrics.admissionRefused.inc();
+    const answer = refusal;
+    const delay = this.settings.refusalDelayMs ?? 0;
+    if (delay > 0) {
+      setTimeout(() => {
+        if (res.destroyed) return;
+        res.writeHead(answer.status, answer.headers);
+        res.end(answer.body);
+      }, delay);
+      return true;
+    }
     res.writeHead(refusal.status, refusal.headers);
     res.end(refusal.body);
     return true;
@@ -220,6 +260,7 @@ export class Admission {
    */
   middleware(): RequestHandler {
     return (req, res, next) => {
+      this.arrived(req);
       const client = clientOf(req);
       const retryAfterS = this.refusal(client);
       if (retryAfterS !== undefined) {

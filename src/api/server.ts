@@ -124,6 +124,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       sampleMs: config.ADMISSION_SAMPLE_MS,
       maxInFlight: config.ADMISSION_MAX_IN_FLIGHT,
       maxInFlightPerKey: config.ADMISSION_MAX_IN_FLIGHT_PER_KEY,
+      refusalDelayMs: config.ADMISSION_REFUSAL_DELAY_MS,
     },
     metrics,
     logger,

@@ -108,12 +108,12 @@ describe('the front door', () => {
     await h.close();
   });
 
-  it('slow uploads from one key hold no submission slot: another key, and the same key, still get 202; the request timeout closes them', async () => {
+  it('slow uploads from one key hold only that key back: another key still gets 202; the request timeout closes them', async () => {
     const { port } = new URL(h.url);
     const body = JSON.stringify({ task_type: 'echo', params: { slow: true } });
     const sockets: Socket[] = [];
     const answers: string[] = [];
-    // Twice the process's in-flight limit, each sending its headers and half its body, then nothing.
+    // Twice the process's in-flight limit, each sending its headers and part of its body, then nothing.
     for (let i = 0; i < 8; i += 1) {
       const socket = connect(Number(port), '127.0.0.1');
       await new Promise((resolve) => socket.once('connect', resolve));
@@ -127,14 +127,18 @@ describe('the front door', () => {
     try {
       const other = await h.request('POST', '/assign-task', { task_type: 'echo', params: { polite: true } }, bearer(KEY_B));
       expect(other.status).toBe(202);
+      // Key A's own: its uploads in progress count against its own in-flight cap, only.
       const same = await h.request('POST', '/assign-task', { task_type: 'echo', params: { whole: true } }, bearer(KEY_A));
-      expect(same.status).toBe(202);
+      expect(same.status).toBe(429);
+      expect(same.body.error.code).toBe('too_many_in_flight');
       // The slow ones were still open meanwhile, and nothing was stored for them.
       expect(sockets.every((socket) => !socket.destroyed)).toBe(true);
       expect(await storedWith(h, 'slow')).toBe(0);
       // HTTP_REQUEST_TIMEOUT_MS ends them: 408, connection closed.
       await poll(() => sockets.every((socket) => socket.readableEnded || socket.destroyed), { label: 'slow uploads timed out', timeoutMs: 15_000 });
-      for (const answer of answers) expect(answer ?? '').toMatch(/^HTTP\/1\.1 408/);
+      // Those past key A's in-flight cap were refused at the door (429); the others timed out (408).
+      const statuses = answers.map((answer) => /^HTTP\/1\.1 (\d+)/.exec(answer ?? '')?.[1]).sort();
+      expect(statuses).toEqual(['408', '408', '429', '429', '429', '429', '429', '429']);
     } finally {
       for (const socket of sockets) socket.destroy();
     }
