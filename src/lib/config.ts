@@ -120,9 +120,12 @@ const configSchema = z.object({
     .string()
     .regex(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, 'a size like 1mb, 512kb or 1048576')
     .default('1mb'),
-  /** Finished BullMQ jobs kept in Redis per queue (PostgreSQL is the record). */
-  QUEUE_KEEP_COMPLETED: integer(0, 1_000_000).default(1000),
-  QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(5000),
+  /**
+   * Finished BullMQ jobs kept in Redis per queue (PostgreSQL is the record). Each keeps its step's
+   * input, up to STEP_INPUT_MAX_BYTES: 1,000 of 1 MiB held 1 GiB per queue, so fewer are kept.
+   */
+  QUEUE_KEEP_COMPLETED: integer(0, 1_000_000).default(100),
+  QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(1000),
   /** Upper bound on GET /result?wait=N, in seconds. */
   RESULT_WAIT_MAX_S: integer(0, 300).default(30),
   /** Waiting GET /result?wait=N requests per API key (per client address without keys), across API processes. 0: no limit. */
