@@ -51,7 +51,7 @@ function rawRefusal(status: number, code: string, message: string, retryAfterS: 
 }
 const OVERLOADED = 'the service is taking no new tasks from this client now';
 const BUSY = 'this API process is handling as many submissions as it takes at once';
-const KEY_BUSY = 'this API key (or address) has ADMISSION_MAX_IN_FLIGHT_PER_KEY submissions in flight in this API process';
+const KEY_BUSY = 'this API key has ADMISSION_MAX_IN_FLIGHT_PER_KEY submissions in flight in this API process';
 
 /** Weight of the newest drain-rate reading in the moving average. */
 const SMOOTHING = 0.3;
@@ -206,7 +206,7 @@ export class Admission {
     const client = this.door.identify?.(req);
     const retryAfterS = this.refusal(client);
     if (retryAfterS !== undefined) return this.rawRefuse(res, 503, retryAfterS, 'overloaded', OVERLOADED);
-    const perKey = this.settings.maxInFlightPerKey ?? 0;
+    const perKey = this.capOf(client);
     if (client !== undefined && perKey > 0 && (this.inFlightOf.get(client) ?? 0) + (this.arrivingOf.get(client) ?? 0) >= perKey) {
       return this.rawRefuse(res, 429, 1, 'too_many_in_flight', KEY_BUSY);
     }
@@ -218,6 +218,14 @@ export class Admission {
       res.once('close', () => this.arrived(req));
     }
     return false;
+  }
+
+  /**
+   * The in-flight cap of a client: API keys only. Without keys every caller of one address would
+   * share it (a backend serving many users from one host), and slow uploads hold no slot anyway.
+   */
+  private capOf(client: string | undefined): number {
+    return client?.startsWith('key:') ? (this.settings.maxInFlightPerKey ?? 0) : 0;
   }
 
   /** A request let through the front door has its body (or ended): it no longer counts as arriving. */
@@ -270,7 +278,7 @@ export class Admission {
         });
       }
       const { maxInFlight } = this.settings;
-      const perKey = this.settings.maxInFlightPerKey ?? 0;
+      const perKey = this.capOf(client);
       const held = this.inFlightOf.get(client) ?? 0;
       if (perKey > 0 && held >= perKey) {
         return this.refuse(res, 429, 'too_many_in_flight', 1, KEY_BUSY, { in_flight: held, max_in_flight_per_key: perKey });

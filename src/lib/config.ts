@@ -179,7 +179,7 @@ const configSchema = z.object({
    * backlog shows it. 0: no limit.
    */
   ADMISSION_MAX_IN_FLIGHT: integer(0, 1_000_000).default(128),
-  /** Of those, most one API key (one client address without keys) may hold in one process (half of ADMISSION_MAX_IN_FLIGHT: one key never takes them all); past it, 429 `too_many_in_flight`. 0: no limit. */
+  /** Of those, most one API key may hold in one process (half of ADMISSION_MAX_IN_FLIGHT: one key never takes them all); past it, 429 `too_many_in_flight`. Without keys, only ADMISSION_MAX_IN_FLIGHT applies. 0: no limit. */
   ADMISSION_MAX_IN_FLIGHT_PER_KEY: integer(0, 1_000_000).default(64),
   /** How long the front door holds a refusal (503 overloaded, 429 too_many_in_flight) before answering it, so that clients retrying at once come back less often. 0: at once. */
   ADMISSION_REFUSAL_DELAY_MS: integer(0, 30_000).default(500),
