@@ -84,6 +84,8 @@ export default defineConfig({
         test: {
           name: 'pgbouncer',
           include: PGBOUNCER_FILES,
+          // Limits per key live in Redis: the database's connections change nothing there.
+          exclude: [...configDefaults.exclude, 'test/workflows/per-key-limits.test.ts'],
           globalSetup: ['test/global-setup.ts', 'test/pgbouncer/global-setup.ts'],
         },
       },

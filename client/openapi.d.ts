@@ -484,6 +484,19 @@ export interface components {
             retry?: components["schemas"]["RetryPolicy"];
             /** @description Overrides the tool's timeout per attempt. */
             timeout_ms?: number;
+            /** @description A one-tool task: at most `limit` such tasks run at once per key ({{params.NAME}} allowed); a workflow sets its own in its definition. */
+            concurrency?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                limit: number;
+            };
+            /** @description A one-tool task: at most so many such tasks start per minute (or second) per key; a workflow sets its own in its definition. */
+            rate_limit?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                per_minute?: number;
+                per_second?: number;
+            };
         };
         ExecuteWorkflowRequest: {
             /** @description A workflow task: the version to run (without it, the current one). Not for a tool. */
@@ -503,6 +516,19 @@ export interface components {
             retry?: components["schemas"]["RetryPolicy"];
             /** @description Overrides the tool's timeout per attempt. */
             timeout_ms?: number;
+            /** @description A one-tool task: at most `limit` such tasks run at once per key ({{params.NAME}} allowed); a workflow sets its own in its definition. */
+            concurrency?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                limit: number;
+            };
+            /** @description A one-tool task: at most so many such tasks start per minute (or second) per key; a workflow sets its own in its definition. */
+            rate_limit?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                per_minute?: number;
+                per_second?: number;
+            };
             /** @default {} */
             parameters?: {
                 [key: string]: unknown;
@@ -531,6 +557,19 @@ export interface components {
             steps: components["schemas"]["WorkflowStep"][];
             /** @description The task's result; templates allowed. Without it: every completed step's output by step id. */
             output?: unknown;
+            /** @description At most `limit` runs of this workflow at once per key; the others wait before their first step. */
+            concurrency?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                limit: number;
+            };
+            /** @description At most so many runs of this workflow started per minute or second per key. */
+            rate_limit?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                per_minute?: number;
+                per_second?: number;
+            };
         };
         WorkflowParameter: {
             name: string;
@@ -578,6 +617,19 @@ export interface components {
              * @enum {string}
              */
             on_failure?: "fail" | "continue";
+            /** @description Tool steps: at most `limit` runs of this step (items, in a map) at once per key. */
+            concurrency?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                limit: number;
+            };
+            /** @description Tool steps: at most so many starts of this step (items, in a map) per minute or second per key. */
+            rate_limit?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                per_minute?: number;
+                per_second?: number;
+            };
         };
         /**
          * Format: date-time
@@ -810,6 +862,19 @@ export interface components {
             steps: components["schemas"]["StoredWorkflowStep"][];
             /** @description The task's result; templates allowed. Without it: every completed step's output by step id. */
             output?: unknown;
+            /** @description At most `limit` runs of this workflow at once per key; the others wait before their first step. */
+            concurrency?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                limit: number;
+            };
+            /** @description At most so many runs of this workflow started per minute or second per key. */
+            rate_limit?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                per_minute?: number;
+                per_second?: number;
+            };
             version: number;
             created_at: components["schemas"]["Timestamp"];
             archived_at: components["schemas"]["Timestamp"] | null;
@@ -860,6 +925,19 @@ export interface components {
              * @enum {string}
              */
             on_failure: "fail" | "continue";
+            /** @description Tool steps: at most `limit` runs of this step (items, in a map) at once per key. */
+            concurrency?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                limit: number;
+            };
+            /** @description Tool steps: at most so many starts of this step (items, in a map) per minute or second per key. */
+            rate_limit?: {
+                /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                key: string;
+                per_minute?: number;
+                per_second?: number;
+            };
         };
         WorkflowSummary: {
             name: string;

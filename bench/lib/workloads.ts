@@ -19,7 +19,8 @@ interface WorkloadBase {
  * compare. A unit of work is one step (a W1 task is one unit; a W3 task, twelve).
  */
 export interface TaskKind {
-  id: WorkloadId;
+  /** A workload's id, or W1L (a RATE kind of its own). */
+  id: WorkloadId | 'W1L';
   title: string;
   /** Steps (jobs) one task runs: the divisor of the per-step costs. */
   stepsPerTask: number;
@@ -142,6 +143,12 @@ const MAP_BODY = { task_type: MAP.name, params: { items: Array.from({ length: MA
 
 /** The echo task of W1 and of the peers: the same body, so the same validation work. */
 const echoTask = () => ({ task_type: 'echo', params: { value: 'x' } });
+/** W1L's body: W1 under a concurrency limit per key, 100 keys in turn, a limit that never binds: what passing a gate costs. */
+let tenant = 0;
+const limitedEchoTask = () => {
+  tenant = (tenant + 1) % 100;
+  return { task_type: 'echo', params: { value: 'x', tenant: `t${tenant}` }, concurrency: { key: 'bench-{{params.tenant}}', limit: 10_000 } };
+};
 /** W4's body. */
 const diamondTask = () => ({ task_type: 'diamond' });
 
@@ -157,6 +164,7 @@ async function define(system: RunningSystem, definition: unknown): Promise<void>
 /** The orchestrator's task kinds, by workload id. */
 export const KINDS = {
   W1: { id: 'W1', title: 'one echo task over HTTP', stepsPerTask: 1, body: echoTask },
+  W1L: { id: 'W1L', title: 'W1 under a concurrency limit per key (100 keys)', stepsPerTask: 1, body: limitedEchoTask },
   W2: {
     id: 'W2',
     title: '3-step chain workflow',
@@ -176,7 +184,7 @@ export const KINDS = {
   },
 } satisfies Record<string, TaskKind>;
 
-function capacityOf(kind: TaskKind, extra: Partial<CapacityWorkload> = {}): CapacityWorkload {
+function capacityOf(kind: TaskKind & { id: WorkloadId }, extra: Partial<CapacityWorkload> = {}): CapacityWorkload {
   return {
     id: kind.id,
     title: kind.title,
@@ -210,7 +218,8 @@ export const WORKLOADS: Workload[] = [
     title: 'CPU per unit at the same units per second (W1 tasks, W2 and W3 steps)',
     system: 'orchestrator',
     measure: 'rate',
-    kinds: [KINDS.W1, KINDS.W2, KINDS.W3],
+    // W1L: what a limit per key adds to a W1 task (issue 20 asks for the cost; it sets no target).
+    kinds: [KINDS.W1, KINDS.W2, KINDS.W3, KINDS.W1L],
     baseline: 'W1',
     // The issue's target: a workflow step costs at most 1.2 times a W1 task, at the same rate.
     targetRatio: 1.2,

@@ -12,6 +12,7 @@ import { TaskStore } from '../persistence/task-store.js';
 import { WorkflowStore } from '../persistence/workflow-store.js';
 import { publishStop } from '../queue/channels.js';
 import { EventLog } from '../queue/event-log.js';
+import { Gates } from '../queue/gates.js';
 import { toolQueueName } from '../queue/jobs.js';
 import { KeyQuotas } from '../queue/key-quotas.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
@@ -90,6 +91,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     publish: (transitions) => eventLog.append(transitions),
     logger,
     config,
+    gates: new Gates(redis, config.QUEUE_PREFIX),
     planChild: (workflow, params) => workflows.planChild(workflow, params),
     stopTask: (taskId) => publishStop(redis, config.QUEUE_PREFIX, { taskId, reason: 'cancelled' }),
     onEnded: (ended) => {

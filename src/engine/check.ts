@@ -2,6 +2,7 @@ import { jsonPath, type Problem } from '../lib/errors.js';
 import { DEFAULT_LIMITS, type Limits } from '../lib/limits.js';
 import { type Catalog, type JsonSchema, missingPath } from './catalog.js';
 import { checkCondition } from './condition.js';
+import { keyProblems, type LimitSpecs } from './key-limits.js';
 import type { StepKind } from './plan.js';
 import type { CheckContext, StepKindModule } from './steps/kind.js';
 import { sleepStep } from './steps/sleep.js';
@@ -151,6 +152,19 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
       };
       for (const message of checkCondition(step.when, scope)) add(['steps', index, 'when'], message);
     });
+  }
+
+  // Limits per key: their keys name declared parameters only (filled in when a task is submitted).
+  const names = [...parameters.keys()];
+  const limited: { path: (string | number)[]; specs: LimitSpecs }[] = [
+    { path: [], specs: definition },
+    ...definition.steps.map((step, index) => ({ path: ['steps', index] as (string | number)[], specs: step as LimitSpecs })),
+  ];
+  for (const { path, specs } of limited) {
+    for (const field of ['concurrency', 'rate_limit'] as const) {
+      const key = specs[field]?.key;
+      if (key !== undefined) for (const message of keyProblems(key, names)) add([...path, field, 'key'], message);
+    }
   }
 
   checkSubWorkflows(definition, catalog, limits.SUBWORKFLOW_MAX_DEPTH, add);

@@ -1,6 +1,7 @@
 import { ValidationError, zodProblems } from '../lib/errors.js';
 import type { Catalog } from './catalog.js';
 import { kindModule, kindOf } from './check.js';
+import { resolveLimits } from './key-limits.js';
 import type { Plan, RunOverrides } from './plan.js';
 import { paramsSchema, type WorkflowDefinition } from './workflow-definition.js';
 
@@ -23,13 +24,18 @@ export function compileWorkflow(
   if (!parsed.success) {
     throw new ValidationError(`params do not fit the parameters of workflow '${definition.name}'`, zodProblems(parsed.error, [paramsField]), 'invalid_params');
   }
+  const params = parsed.data;
+  // Keys are made now: a param that cannot make one is the client's 400, not a failed task.
+  const limits = resolveLimits(definition, params, 'workflow');
   return {
-    params: parsed.data,
+    params,
     plan: {
       ...(definition.output !== undefined ? { output: definition.output } : {}),
-      steps: definition.steps.map((step) => {
+      ...(limits ? { limits } : {}),
+      steps: definition.steps.map((step, index) => {
         const kind = kindOf(step);
         if (!kind) throw new Error(`workflow ${definition.name}: step ${step.id} has no kind (the definition was not checked)`);
+        const stepLimits = resolveLimits(step, params, `steps[${index}]`);
         return {
           id: step.id,
           ...kindModule(kind).compile(step, { catalog, overrides }),
@@ -37,6 +43,7 @@ export function compileWorkflow(
           onFailure: step.on_failure,
           input: step.input,
           ...(step.when !== undefined ? { when: step.when } : {}),
+          ...(stepLimits ? { limits: stepLimits } : {}),
         };
       }),
     },

@@ -4,7 +4,7 @@ import { assertStepMove, assertTaskMove } from './lifecycle.js';
 import { type Plan, type PlanStep, prepare, type StepKind } from './plan.js';
 import type { Decision, ItemSet, ItemState, Needs, Report, StepSet, StepState, TaskSet, TaskState } from './state.js';
 import { emptyDecision } from './state.js';
-import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, type SkipReason } from './status.js';
+import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, type SkipReason, waitsForTurn } from './status.js';
 import type { EngineLimits, Resolved, Run, StepKindRunner } from './steps/kind.js';
 import { mapStep } from './steps/map.js';
 import { sleepStep } from './steps/sleep.js';
@@ -333,6 +333,7 @@ class TaskRun implements Run {
   }
 
   report(report: Report): boolean {
+    if (report.type === 'admitted') return this.admitted(report);
     const step = this.task.plan.byId.get(report.stepId);
     const state = this.task.steps.get(report.stepId);
     if (!step || !state) return false;
@@ -343,6 +344,37 @@ class TaskRun implements Run {
     }
     if (report.type === 'lost') return this.lost(step, state, report.item);
     return KINDS[step.kind].report?.(this, step, state, report) ?? false;
+  }
+
+  /**
+   * Work a limit per key held back got its turn (see Report 'admitted'): a waiting step is
+   * queued with its job, a held map item gets its job, and a run let in does both for all it held.
+   */
+  private admitted(report: Extract<Report, { type: 'admitted' }>): boolean {
+    if (!this.active || report.run !== this.task.run) return false;
+    const steps = report.stepId === undefined ? this.task.plan.order : [this.task.plan.byId.get(report.stepId)].filter((step) => step !== undefined);
+    let moved = false;
+    for (const step of steps) {
+      const state = this.state(step.id);
+      if (step.kind !== 'tool') continue;
+      if (waitsForTurn(state.status, state.reason) && step.forEach === undefined) {
+        toolStep.ready(this, step, state);
+        moved = true;
+      } else if (step.forEach !== undefined && state.status === 'running') {
+        // Items held back stay queued without a job: each gets its job (one that has it already is not made twice).
+        const items = report.item !== undefined ? [this.item(step.id, report.item)].filter((item) => item !== undefined) : this.allItems(step.id);
+        if (!items) {
+          this.need('items', step.id);
+          continue;
+        }
+        for (const item of items) {
+          if (item.status !== 'queued' || item.run !== this.task.run) continue;
+          this.decision.jobs.push(readyJob(this, step, item.input ?? null, item.item));
+          moved = true;
+        }
+      }
+    }
+    return moved;
   }
 
   /** A job that went missing (see Report 'lost'). Needs the task loaded with its inputs (and the item, for an item). */

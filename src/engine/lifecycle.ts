@@ -7,7 +7,7 @@ import type { StepStatus, TaskStatus } from './status.js';
  *
  *   pending  → queued     its dependencies are done and it is a tool step: a job is enqueued
  *   pending  → running    a map that started its items, or a sub-workflow whose child started
- *   pending  → waiting    a durable sleep
+ *   pending  → waiting    a durable sleep, or a tool step over a limit per key (reason concurrency, rate_limit)
  *   pending  → completed  done at once: a map over no items, a sub-workflow whose child had completed
  *   pending  → failed     it could not start: its `when` failed to evaluate, its input is too large…
  *   pending  → skipped    its `when` was false, its branch was not taken, or its task failed
@@ -18,6 +18,7 @@ import type { StepStatus, TaskStatus } from './status.js';
  *   running  → pending    its task is retried while it still runs from the run that failed (its result will be refused)
  *   running  → completed|failed|cancelled   its result, its child's end, or its task's end
  *   waiting  → completed|cancelled          its wake-up, or its task's end
+ *   waiting  → queued     its turn came under its limits per key: a job is enqueued
  *   * → cancelled         its task was cancelled (steps already finished keep their status)
  *   failed|skipped|cancelled → pending   the task is retried: a new run (completed steps keep their output)
  */
@@ -25,7 +26,7 @@ export const STEP_TRANSITIONS: Readonly<Record<StepStatus, readonly StepStatus[]
   pending: ['queued', 'running', 'waiting', 'completed', 'failed', 'skipped', 'cancelled'],
   queued: ['running', 'completed', 'failed', 'skipped', 'cancelled'],
   running: ['queued', 'pending', 'completed', 'failed', 'cancelled'],
-  waiting: ['completed', 'cancelled'],
+  waiting: ['queued', 'completed', 'cancelled'],
   completed: [],
   failed: ['pending'],
   skipped: ['pending'],

@@ -1,5 +1,5 @@
 import { findReferences } from './templates.js';
-import type { RetryPolicy, StepOptions } from './types.js';
+import type { KeyLimit, RetryPolicy, StepOptions } from './types.js';
 
 /** The kinds of step: what a step does once its dependencies are done (src/engine/steps/). */
 export type StepKind = 'tool' | 'workflow' | 'sleep';
@@ -30,6 +30,8 @@ export interface PlanStep {
   maxParallel?: number;
   /** Tool steps (and sub-workflows: its priority). */
   options: StepOptions;
+  /** Tool steps: limits per key on each run of it (each item, in a map), keys resolved. */
+  limits?: KeyLimit[];
 }
 
 /** What a task runs: its steps, in the order they were written, and its output template. */
@@ -39,6 +41,8 @@ export interface Plan {
   output?: unknown;
   /** A one-tool task: one step, whose output is the result. */
   single?: boolean;
+  /** Limits per key on the whole run (a workflow's `concurrency`, `rate_limit`), keys resolved. */
+  limits?: KeyLimit[];
 }
 
 /** A plan with what the decider looks up over and over, worked out once per task. */
@@ -109,6 +113,8 @@ export interface RunOverrides {
   retry?: RetryPolicy;
   timeout_ms?: number;
   priority?: number;
+  /** A one-tool task's limits per key (its request's `concurrency`, `rate_limit`), keys resolved. */
+  limits?: KeyLimit[];
 }
 
 /** A one-tool task: a run with one step named after the tool; params are its literal input. */
@@ -132,6 +138,7 @@ export function planToolTask(
           timeout_ms: overrides.timeout_ms ?? tool.timeout_ms,
           ...(overrides.priority ? { priority: overrides.priority } : {}),
         },
+        ...(overrides.limits ? { limits: overrides.limits } : {}),
       },
     ],
   };

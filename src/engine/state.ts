@@ -101,6 +101,11 @@ export type Report =
     }
   | { type: 'wake'; taskId: string; run: number; stepId: string; at: Date }
   /**
+   * Work held back by a limit per key got its turn: a waiting step (`stepId`), a queued map item
+   * (`item`) or, with no `stepId`, the whole run (a workflow's own limit).
+   */
+  | { type: 'admitted'; taskId: string; run: number; stepId?: string; item?: number; at: Date }
+  /**
    * A job that went missing (Redis lost it, or it was taken over and given up): a step or item
    * of an active task that was queued or running is queued again (its job made again); one of a
    * task that ended while it ran is cancelled.

@@ -40,6 +40,14 @@ export const FINISHED_STEP_STATUSES: ReadonlySet<string> = new Set<StepStatus>([
 export const SKIP_REASONS = ['condition', 'branch_not_taken', 'task_failed'] as const;
 export type SkipReason = (typeof SKIP_REASONS)[number];
 
-/** What a waiting step waits for: a durable sleep's wake-up time. */
-export const WAIT_REASONS = ['sleep'] as const;
+/**
+ * What a waiting step waits for: a durable sleep's wake-up time, or its turn under a limit per
+ * key (`concurrency`, `rate_limit`: src/engine/key-limits.ts).
+ */
+export const WAIT_REASONS = ['sleep', 'concurrency', 'rate_limit'] as const;
 export type WaitReason = (typeof WAIT_REASONS)[number];
+
+/** A step waiting for its turn under a limit per key: let in, it is queued. */
+export function waitsForTurn(status: string, reason: string | null): boolean {
+  return status === 'waiting' && (reason === 'concurrency' || reason === 'rate_limit');
+}

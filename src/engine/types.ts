@@ -52,6 +52,8 @@ export interface ReadyStep {
   /** BullMQ priority: 1 is the highest. */
   priority?: number;
   delayMs?: number;
+  /** It passed limits per key: its end releases them (src/queue/gates.ts). */
+  limited?: true;
 }
 
 /** The options of a step that is not a tool (a sleep, a sub-workflow): it runs no attempts of its own. */
@@ -59,3 +61,11 @@ export const DEFAULT_RETRY_FOR_KINDS: StepOptions = Object.freeze({
   retry: Object.freeze({ attempts: 1, backoff: Object.freeze({ type: 'fixed', delay_ms: 0 }) }),
   timeout_ms: 0,
 }) as StepOptions;
+
+/** A concurrency (`c`) or rate (`r`, over `windowMs`) limit with its key resolved, as a plan carries it (src/engine/key-limits.ts). */
+export interface KeyLimit {
+  kind: 'c' | 'r';
+  key: string;
+  limit: number;
+  windowMs?: number;
+}

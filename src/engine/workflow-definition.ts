@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { concurrencySchema, rateLimitSchema } from './key-limits.js';
 
 /**
  * A workflow definition is data: steps, the dependencies between them, and templates that carry
@@ -79,6 +80,10 @@ export const stepSchema = z
     on_failure: z.enum(['fail', 'continue']).default('fail').meta({
       description: 'fail: the task fails once this step has failed for good. continue: dependents run and see the failure.',
     }),
+    concurrency: concurrencySchema.optional().meta({ description: 'Tool steps: at most `limit` runs of this step (items, in a map) at once per key.' }),
+    rate_limit: rateLimitSchema
+      .optional()
+      .meta({ description: 'Tool steps: at most so many starts of this step (items, in a map) per minute or second per key.' }),
   })
   .strict();
 
@@ -89,6 +94,10 @@ export const workflowDefinitionSchema = z
     parameters: z.array(parameterSchema).max(200).default([]),
     steps: z.array(stepSchema).min(1).max(500),
     output: z.unknown().optional().meta({ description: "The task's result; templates allowed. Without it: every completed step's output by step id." }),
+    concurrency: concurrencySchema
+      .optional()
+      .meta({ description: 'At most `limit` runs of this workflow at once per key; the others wait before their first step.' }),
+    rate_limit: rateLimitSchema.optional().meta({ description: 'At most so many runs of this workflow started per minute or second per key.' }),
   })
   .strict();
 

@@ -214,6 +214,10 @@ const configSchema = z.object({
   RECONCILE_INTERVAL_MS: integer(0, 3_600_000).default(30_000),
   /** Runs younger than this are not repaired: their jobs may still be on their way. */
   RECONCILE_AFTER_MS: integer(0, 86_400_000).default(60_000),
+  /** Every API key's tool steps (and map items) running at once, across the deployment; the rest wait their turn. 0: no limit. */
+  KEY_CONCURRENCY: integer(0, 100_000).default(0),
+  /** Every API key's tool steps (and map items) started per minute, across the deployment; the rest wait their turn. 0: no limit. */
+  KEY_RATE_PER_MINUTE: integer(0, 10_000_000).default(0),
   /**
    * Tasks are kept this many days (at most one day more), then dropped with their steps, dead
    * letters, callback deliveries and idempotency keys, a whole day's partition at once

@@ -46,6 +46,11 @@ export interface TimerJobData {
   stepId: string;
 }
 
+/** A rate gate's wake-up (job name `gate`, in the timers queue): its line is let in as far as its window allows. */
+export interface GateTimerData {
+  gate: string;
+}
+
 /** A step's result that could not be written yet (PostgreSQL unreachable); see workers/runtime/step-processor.ts. */
 export interface ParkedResult {
   status: 'completed' | 'failed' | 'cancelled';

@@ -10,6 +10,7 @@ import {
   CALLBACKS_QUEUE,
   type CallbackJobData,
   callbackJobId,
+  type GateTimerData,
   type StepJobData,
   stepJobId,
   TIMERS_QUEUE,
@@ -27,7 +28,7 @@ export interface RunKey {
 
 /** One shard's queues (see shards.ts): one per tool, the timers and the callbacks, all under the shard's prefix. */
 export class QueueShard {
-  readonly timers: Queue<TimerJobData>;
+  readonly timers: Queue<TimerJobData | GateTimerData>;
   readonly callbacks: Queue<CallbackJobData>;
   private readonly toolQueues = new Map<string, Queue<StepJobData>>();
 
@@ -39,7 +40,7 @@ export class QueueShard {
   ) {
     // With tracing on, BullMQ's producer spans join the caller's trace and every job carries it on.
     const options = { connection, prefix, ...bullmqTelemetry() };
-    this.timers = new Queue<TimerJobData>(TIMERS_QUEUE, options);
+    this.timers = new Queue<TimerJobData | GateTimerData>(TIMERS_QUEUE, options);
     this.callbacks = new Queue<CallbackJobData>(CALLBACKS_QUEUE, options);
     for (const tool of toolNames) this.toolQueues.set(tool, new Queue<StepJobData>(toolQueueName(tool), options));
   }
@@ -138,6 +139,7 @@ export class TaskQueues {
         timeoutMs: step.timeoutMs,
         dependencies: step.dependencies,
         ...(single ? { single: true as const } : {}),
+        ...(step.limited ? { limited: true as const } : {}),
       },
       opts: {
         jobId: stepJobId(step.taskId, step.run, step.stepId, step.item),
@@ -201,6 +203,32 @@ export class TaskQueues {
           },
         ),
       ),
+    );
+  }
+
+  /**
+   * Wake-ups of rate gates whose lines wait for their window to move on (src/queue/gates.ts):
+   * one timer per gate and second, in the first shard (gates are not a task's).
+   */
+  async addGateWakes(wakes: readonly { gate: string; at: number }[]): Promise<void> {
+    const now = Date.now();
+    const timers = this.shards[0]!.timers;
+    await Promise.all(
+      wakes.map((wake) => {
+        const second = Math.ceil(wake.at / 1000);
+        return timers.add(
+          'gate',
+          { gate: wake.gate },
+          {
+            jobId: `gate.${wake.gate}.${second}`,
+            delay: Math.max(0, second * 1000 - now),
+            attempts: 5,
+            backoff: { type: 'exponential', delay: 1_000 },
+            removeOnComplete: true,
+            removeOnFail: 100,
+          },
+        );
+      }),
     );
   }
 

@@ -10,9 +10,11 @@ import {
   resume as resumeRuns,
   start,
 } from '../engine/decide.js';
+import { holdBack, ownerLimits } from '../engine/key-limits.js';
 import type { Plan } from '../engine/plan.js';
 import { type ChildStart, type Decision, emptyDecision, type Report, type TaskState, type Transition } from '../engine/state.js';
-import { isFinished, type TaskStatus } from '../engine/status.js';
+import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, isFinished, type TaskStatus, waitsForTurn } from '../engine/status.js';
+import type { KeyLimit, ReadyStep } from '../engine/types.js';
 import { type Applied, applyDecision } from '../ledger/apply-decision.js';
 import { type Claimed, claimSteps, type StepClaim } from '../ledger/claim-steps.js';
 import { createTasks, type NewTask, type StoredTask } from '../ledger/create-tasks.js';
@@ -28,6 +30,7 @@ import type { Logger } from '../lib/logger.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 import { captureTraceContext } from '../observability/tracing.js';
 import { isTransientDatabaseError, withRetries } from '../persistence/retry.js';
+import { type GateEntry, type Gates, parseUnit, type Released, runUnit, stepUnit } from '../queue/gates.js';
 import type { NewJob, TaskQueues } from '../queue/task-queues.js';
 
 /**
@@ -46,7 +49,9 @@ export interface RunsDeps {
   /** Where transitions go (the event log); losing one costs a live update, never a result. */
   publish(transitions: Transition[]): Promise<void>;
   logger: Logger;
-  config: Pick<Config, 'CALLBACK_MAX_ATTEMPTS' | 'DB_WRITE_RETRY_MS' | 'TASK_RESULT_MAX_BYTES'> & EngineLimits;
+  config: Pick<Config, 'CALLBACK_MAX_ATTEMPTS' | 'DB_WRITE_RETRY_MS' | 'TASK_RESULT_MAX_BYTES' | 'KEY_CONCURRENCY' | 'KEY_RATE_PER_MINUTE'> & EngineLimits;
+  /** Limits per key (src/queue/gates.ts); without, limits are not enforced (a process that only reads). */
+  gates?: Gates;
   /**
    * A sub-workflow's child plan: the workflow version its parent pinned and the params the
    * parent's step gives (a ValidationError when they do not fit).
@@ -157,8 +162,18 @@ export class Runs {
    * tool). A task whose jobs a shard refused is removed again (nothing is left half created).
    * Returns, per task, whether it was stored (not: its idempotency key is taken) or refused.
    */
-  async create(entries: readonly PreparedTask[]): Promise<CreateOutcome[]> {
-    const stored = await createTasks(this.deps.sql, entries);
+  async create(prepared: readonly PreparedTask[]): Promise<CreateOutcome[]> {
+    // Limits per key first: a step held back is stored waiting, with no job.
+    const held = await this.gateJobs(
+      prepared.flatMap(({ decision }) => decision.jobs),
+      new Map(prepared.map(({ task, plan }) => [task.id, { plan, owner: task.owner ?? '' }])),
+    );
+    const entries = held.size > 0 ? prepared.map((entry) => ({ ...entry, decision: holdBack(entry.decision, held) })) : prepared;
+    const release = (list: readonly PreparedTask[]) => this.releaseTasks(list.filter(({ plan }) => this.limited(plan)).map(({ task }) => task.id));
+    const stored = await createTasks(this.deps.sql, entries).catch(async (error: unknown) => {
+      await release(entries);
+      throw error;
+    });
     const fresh = entries.filter(({ task }) => stored.has(task.id));
     const refused = new Map<string, unknown>();
     if (fresh.length > 0) {
@@ -175,13 +190,15 @@ export class Runs {
         for (const { task } of fresh) refused.set(task.id, error);
       }
       if (refused.size > 0) await this.remove([...refused.keys()]);
+      await release(entries.filter(({ task }) => refused.has(task.id) || !stored.has(task.id)));
       const accepted = fresh.filter(({ task }) => !refused.has(task.id));
       const decision = merge(accepted.map(({ decision }) => decision));
       const states = accepted.map(({ task, plan }) => freshState(taskMeta(task), plan));
       // Jobs are in; what else a start may ask for (timers, children, an immediate end) follows. A
       // new task's first transitions are not published: a client following it starts from a snapshot.
       await this.carryOut({ ...decision, jobs: [], transitions: [] }, { started: [], moved: [] }, states);
-    }
+      if (held.size > 0) await this.admittedMeanwhile(accepted, held);
+    } else await release(entries);
     return entries.map(({ task }) => (refused.has(task.id) ? { refused: refused.get(task.id) } : stored.has(task.id) ? { created: true } : { created: false }));
   }
 
@@ -225,11 +242,12 @@ export class Runs {
     return { recorded };
   }
 
-  /** A one-tool task's result, which ends it. */
-  async finishSingle(result: Omit<SingleResult, 'createdAt'>): Promise<SingleRunRecorded> {
+  /** A one-tool task's result, which ends it; `limited`: its job passed limits per key, which it releases. */
+  async finishSingle(result: Omit<SingleResult, 'createdAt'>, limited = false): Promise<SingleRunRecorded> {
     const createdAt = await this.createdAt(result.taskId);
     const outcome = await this.singles.add({ ...result, createdAt });
     if (outcome.recorded && outcome.task.callback) await this.deps.queues.enqueueCallback(result, this.deps.config.CALLBACK_MAX_ATTEMPTS);
+    if (outcome.recorded && limited) await this.releaseTasks([result.taskId]);
     return outcome;
   }
 
@@ -321,6 +339,11 @@ export class Runs {
         await loadMore(tx, decision.needs, states);
         decision = decideWith(states);
       }
+      // Limits per key: a step held back waits instead of being queued (its job is not made).
+      if (decision.jobs.length > 0 && this.deps.gates) {
+        const held = await this.gateJobs(decision.jobs, new Map(states.map((state) => [state.id, { plan: state.plan.plan, owner: state.owner }])));
+        decision = holdBack(decision, held);
+      }
       const applied = await applyDecision(tx, decision);
       const result = { states, decision, applied };
       await options.before?.(tx, result);
@@ -332,7 +355,7 @@ export class Runs {
     const batch = entries.map((entry) => entry.report);
     const traces = new Map(entries.flatMap((entry) => (entry.trace ? [[entry.report.taskId, entry.trace] as const] : [])));
     const items = batch.flatMap((report) =>
-      (report.type === 'result' || report.type === 'lost') && report.item !== undefined
+      (report.type === 'result' || report.type === 'lost' || report.type === 'admitted') && report.item !== undefined && report.stepId !== undefined
         ? [{ taskId: report.taskId, stepId: report.stepId, item: report.item }]
         : [],
     );
@@ -387,7 +410,12 @@ export class Runs {
         return moved.from === 'queued' && task && tool ? [{ taskId: task.id, run: task.run, stepId: moved.stepId, item: moved.item, tool }] : [];
       }),
     ];
-    const refused = jobs.length > 0 ? await this.deps.queues.addJobs(jobs) : new Map();
+    // Jobs not gated where they were decided (a map's items, jobs made again): held ones are not made.
+    const ungated = jobs.filter(({ step }) => !this.passed.has(step)).map(({ step }) => step);
+    const held =
+      ungated.length > 0 ? await this.gateJobs(ungated, new Map(states.map((state) => [state.id, { plan: state.plan.plan, owner: state.owner }]))) : new Map();
+    const admitted = held.size > 0 ? jobs.filter(({ step }) => !held.has(heldKey(step))) : jobs;
+    const refused = admitted.length > 0 ? await this.deps.queues.addJobs(admitted) : new Map();
     const [error] = refused.values();
     if (error !== undefined) throw error;
     await Promise.all([
@@ -409,6 +437,7 @@ export class Runs {
     );
     await Promise.all([
       settling,
+      this.releaseEnded(decision, byId),
       ...decision.children.map((child) => this.startChild(child)),
       ...decision.cancelChildren.map((id) => this.cancel(id).then(() => undefined)),
       ...decision.parentReports.map((report) => this.report(report).then(() => undefined)),
@@ -418,6 +447,165 @@ export class Runs {
   private publish(transitions: Transition[]): void {
     if (transitions.length === 0) return;
     this.deps.publish(transitions).catch((error: Error) => this.deps.logger.warn('could not publish events', { error: error.message }));
+  }
+
+  // ---- Limits per key (src/engine/key-limits.ts, src/queue/gates.ts) -----------------------
+
+  /** Whether a task's work passes gates: its plan has limits per key, or every API key has one. */
+  private limited(plan: Plan): boolean {
+    if (!this.deps.gates) return false;
+    const { KEY_CONCURRENCY, KEY_RATE_PER_MINUTE } = this.deps.config;
+    return KEY_CONCURRENCY > 0 || KEY_RATE_PER_MINUTE > 0 || plan.limits !== undefined || plan.steps.some((step) => step.limits !== undefined);
+  }
+
+  /**
+   * Jobs enter their gates (one round trip): a task's run first when its workflow has limits of
+   * its own, then each job's step (or item) with its step's limits and its API key's defaults.
+   * Returns the jobs held back, by heldKey, with the kind of limit that holds them; jobs let in
+   * are marked `limited` (their end releases the gates).
+   */
+  private async gateJobs(jobs: readonly ReadyStep[], tasks: ReadonlyMap<string, { plan: Plan; owner: string }>): Promise<Map<string, 'c' | 'r'>> {
+    const held = new Map<string, 'c' | 'r'>();
+    if (!this.deps.gates) return held;
+    const { KEY_CONCURRENCY, KEY_RATE_PER_MINUTE } = this.deps.config;
+    const entries: GateEntry[] = [];
+    const byUnit = new Map<string, ReadyStep>();
+    const runs = new Set<string>();
+    for (const job of jobs) {
+      const task = tasks.get(job.taskId);
+      if (!task || !this.limited(task.plan)) continue;
+      let after: string | undefined;
+      if (task.plan.limits) {
+        after = runUnit(job.taskId, job.run);
+        if (!runs.has(after)) entries.push({ taskId: job.taskId, unit: after, limits: task.plan.limits });
+        runs.add(after);
+      }
+      const limits: KeyLimit[] = [
+        ...(task.plan.steps.find((step) => step.id === job.stepId)?.limits ?? []),
+        ...ownerLimits(task.owner, { concurrency: KEY_CONCURRENCY, perMinute: KEY_RATE_PER_MINUTE }),
+      ];
+      const unit = stepUnit(job.taskId, job.run, job.stepId, job.item);
+      byUnit.set(unit, job);
+      entries.push({ taskId: job.taskId, unit, limits, ...(after ? { after } : {}) });
+    }
+    if (entries.length === 0) return held;
+    const wakes: { gate: string; at: number }[] = [];
+    for (const result of await this.deps.gates.enter(entries)) {
+      const job = byUnit.get(result.unit);
+      if (result.admitted) {
+        if (job) {
+          job.limited = true;
+          this.passed.add(job);
+        }
+        continue;
+      }
+      if (result.kind === 'r' && result.wakeAt !== undefined) wakes.push({ gate: result.gate, at: result.wakeAt });
+      if (job) held.set(heldKey(job), result.kind);
+    }
+    if (wakes.length > 0) await this.deps.queues.addGateWakes(wakes);
+    return held;
+  }
+
+  /**
+   * Held back before its task was stored, a step may have been let in before the task was there
+   * to hear it (the release found no task): it is told now. Told twice, the second is a no-op.
+   */
+  private async admittedMeanwhile(tasks: readonly PreparedTask[], held: ReadonlyMap<string, 'c' | 'r'>): Promise<void> {
+    const keys = [...held.keys()].map((key) => key.split('/'));
+    const asked: { taskId: string; stepId?: string; unit: string }[] = [];
+    for (const { task, plan } of tasks) {
+      const steps = keys.filter(([taskId, , item]) => taskId === task.id && item === undefined).map(([, stepId]) => stepId!);
+      if (steps.length === 0) continue;
+      if (plan.limits) asked.push({ taskId: task.id, unit: runUnit(task.id, 1) });
+      for (const stepId of steps) asked.push({ taskId: task.id, stepId, unit: stepUnit(task.id, 1, stepId) });
+    }
+    const where = await this.deps.gates!.where(asked.map(({ unit }) => unit));
+    await Promise.all(
+      asked.map(({ taskId, stepId }, index) =>
+        where[index] === 'in' ? this.report({ type: 'admitted', taskId, run: 1, ...(stepId ? { stepId } : {}), at: new Date() }) : undefined,
+      ),
+    );
+  }
+
+  /** Jobs that passed their gates where they were decided: carrying the decision out does not gate them again. */
+  private readonly passed = new WeakSet<ReadyStep>();
+
+  /** Releases everything these tasks hold in gates, and lets in what now fits. */
+  async releaseTasks(taskIds: readonly string[]): Promise<void> {
+    if (!this.deps.gates || taskIds.length === 0) return;
+    await this.admit(await this.deps.gates.release(taskIds.map((id) => ({ id, prefixes: [''] }))));
+  }
+
+  /** What a committed decision ended gives its gates back: ended tasks all they hold, ended steps (and their items) theirs. */
+  private async releaseEnded(decision: Decision, byId: ReadonlyMap<string, TaskState>): Promise<void> {
+    if (!this.deps.gates) return;
+    const prefixes = new Map<string, string[]>();
+    const add = (taskId: string, prefix: string) => {
+      const task = byId.get(taskId);
+      if (!task || !this.limited(task.plan.plan)) return;
+      prefixes.set(taskId, [...(prefixes.get(taskId) ?? []), prefix]);
+    };
+    const ended = new Set(decision.ended.map((end) => end.taskId));
+    for (const taskId of ended) add(taskId, '');
+    for (const transition of decision.transitions) {
+      if (transition.stepId === undefined || ended.has(transition.taskId) || !FINISHED_STEP_STATUSES.has(transition.status)) continue;
+      add(transition.taskId, stepUnit(transition.taskId, byId.get(transition.taskId)?.run ?? 1, transition.stepId));
+    }
+    for (const change of decision.items) {
+      if (ended.has(change.taskId) || !change.set.status || !FINISHED_STEP_STATUSES.has(change.set.status)) continue;
+      add(change.taskId, stepUnit(change.taskId, byId.get(change.taskId)?.run ?? 1, change.stepId, change.item));
+    }
+    if (prefixes.size === 0) return;
+    await this.admit(await this.deps.gates.release([...prefixes].map(([id, list]) => ({ id, prefixes: list }))));
+  }
+
+  /** A rate gate's window moved on (its timer): lets in what fits. */
+  async wakeGate(gate: string): Promise<void> {
+    if (this.deps.gates) await this.admit(await this.deps.gates.wake(gate));
+  }
+
+  /** Work let in by a release or a wake-up gets its jobs; rate gates still holding some wake up later. */
+  private async admit(released: Released): Promise<void> {
+    await Promise.all([
+      released.wakes.length > 0 ? this.deps.queues.addGateWakes(released.wakes) : undefined,
+      ...released.admitted.map((unit) => this.report({ type: 'admitted', ...parseUnit(unit), at: new Date() })),
+    ]);
+  }
+
+  /**
+   * Gates against PostgreSQL, for the reconciler: what a task that ended, or a step that is no
+   * longer queued, running or waiting, still holds is released (a process died between its commit
+   * and its release); a step let in whose admission was lost is admitted again. Returns how many
+   * units were released and admitted.
+   */
+  async reconcileGates(): Promise<{ released: number; admitted: number }> {
+    const outcome = { released: 0, admitted: 0 };
+    const gates = this.deps.gates;
+    if (!gates) return outcome;
+    const taskIds = await gates.tasks();
+    for (let start = 0; start < taskIds.length; start += 200) {
+      const chunk = taskIds.slice(start, start + 200);
+      const states = new Map((await this.peek(chunk)).map((state) => [state.id, state]));
+      const release: { id: string; prefixes: string[] }[] = [];
+      for (const taskId of chunk) {
+        const state = states.get(taskId);
+        if (!state || !ACTIVE_TASK_STATUSES.has(state.status)) {
+          release.push({ id: taskId, prefixes: [''] });
+          continue;
+        }
+        const units = (await gates.units(taskId)).filter((unit) => {
+          const { run, stepId, item } = parseUnit(unit);
+          if (run !== state.run) return true;
+          const step = stepId !== undefined ? state.steps.get(stepId) : undefined;
+          return stepId !== undefined && item === undefined && (!step || FINISHED_STEP_STATUSES.has(step.status) || step.status === 'pending');
+        });
+        if (units.length > 0) release.push({ id: taskId, prefixes: units });
+        outcome.released += units.length;
+      }
+      outcome.released += release.filter((entry) => entry.prefixes[0] === '').length;
+      await this.admit(await gates.release(release));
+    }
+    return outcome;
   }
 
   // ---- Sub-workflows ------------------------------------------------------------------------
@@ -536,7 +724,7 @@ export class Runs {
   }
 
   /** What these runs wait on outside PostgreSQL (the engine's outstanding), with the runs as loaded. */
-  async outstanding(taskIds: readonly string[]): Promise<{ states: TaskState[]; decision: Decision }> {
+  async outstanding(taskIds: readonly string[]): Promise<{ states: TaskState[]; decision: Decision; turns: Report[] }> {
     const options = this.options();
     const states = await this.peek(taskIds);
     let decision = outstanding(states, options);
@@ -545,7 +733,22 @@ export class Runs {
       await this.deps.sql.$transaction((tx) => loadMore(tx, needs, states));
       decision = outstanding(states, options);
     }
-    return { states, decision };
+    const turns: Report[] = [];
+    const limited = states.filter((state) => ACTIVE_TASK_STATUSES.has(state.status) && this.limited(state.plan.plan));
+    if (this.deps.gates && limited.length > 0) {
+      // Held back by a limit, a queued item has no job, and a step waits its turn: neither is missing.
+      const units = decision.jobs.map((job) => stepUnit(job.taskId, job.run, job.stepId, job.item));
+      const waiting = limited.flatMap((state) =>
+        [...state.steps.values()].filter((step) => waitsForTurn(step.status, step.reason)).map((step) => ({ state, step })),
+      );
+      const where = await this.deps.gates.where([...units, ...waiting.map(({ state, step }) => stepUnit(state.id, state.run, step.id))]);
+      decision = { ...decision, jobs: decision.jobs.filter((_, index) => where[index] !== 'line') };
+      // A step let in whose admission was lost, or one Redis forgot, is admitted again (it enters its gates again).
+      waiting.forEach(({ state, step }, index) => {
+        if (where[units.length + index] !== 'line') turns.push({ type: 'admitted', taskId: state.id, run: state.run, stepId: step.id, at: new Date() });
+      });
+    }
+    return { states, decision, turns };
   }
 
   /**
@@ -554,8 +757,9 @@ export class Runs {
    * (its worker died before carrying the result's effects out), and for the reconciler.
    */
   async repair(taskIds: readonly string[]): Promise<void> {
-    const { states, decision } = await this.outstanding(taskIds);
+    const { states, decision, turns } = await this.outstanding(taskIds);
     await this.carryOut(decision, { started: [], moved: [] }, states);
+    await Promise.all(turns.map((turn) => this.report(turn)));
   }
 
   /** Each task's state as the ledger has it (the reconciler compares it with BullMQ). */
@@ -588,6 +792,11 @@ function childReport(child: ChildStart, state: TaskState): Report {
     output: state.result ?? null,
     at: new Date(),
   };
+}
+
+/** How a held-back job is named: `taskId/stepId`, or `taskId/stepId/item` (engine's holdBack). */
+function heldKey(job: Pick<ReadyStep, 'taskId' | 'stepId' | 'item'>): string {
+  return job.item === undefined ? `${job.taskId}/${job.stepId}` : `${job.taskId}/${job.stepId}/${job.item}`;
 }
 
 /** Several decisions as one (their lists joined), to carry out together. */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { concurrencySchema, rateLimitSchema } from '../engine/key-limits.js';
 import { retryPolicySchema } from '../engine/workflow-definition.js';
 
 /**
@@ -35,6 +36,12 @@ export const taskRequestSchema = z
       .meta({ description: 'The final result is POSTed here.' }),
     retry: retryPolicySchema.optional().meta({ description: "Overrides the tool's (or every workflow step's) retry policy." }),
     timeout_ms: z.int().min(1).max(86_400_000).optional().meta({ description: "Overrides the tool's timeout per attempt." }),
+    concurrency: concurrencySchema.optional().meta({
+      description: 'A one-tool task: at most `limit` such tasks run at once per key ({{params.NAME}} allowed); a workflow sets its own in its definition.',
+    }),
+    rate_limit: rateLimitSchema
+      .optional()
+      .meta({ description: 'A one-tool task: at most so many such tasks start per minute (or second) per key; a workflow sets its own in its definition.' }),
   })
   .strict();
 export type TaskRequest = z.output<typeof taskRequestSchema>;

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { keyProblems, resolveLimits } from '../engine/key-limits.js';
 import { type Plan, planToolTask, type RunOverrides } from '../engine/plan.js';
 import { isFinished, type StepStatus } from '../engine/status.js';
 import { IDENTIFIER } from '../engine/workflow-definition.js';
@@ -166,12 +167,23 @@ export class TaskService {
         throw new ValidationError(`params do not fit the input schema of tool '${tool.name}'`, zodProblems(params.error, [paramsField]), 'invalid_params');
       }
       const input = params.data as Record<string, unknown>;
-      return { plan: planToolTask(tool, input, overrides), params: input };
+      const problems = (['concurrency', 'rate_limit'] as const).flatMap((field) =>
+        body[field] ? keyProblems(body[field].key, Object.keys(input)).map((message) => ({ path: `${field}.key`, message })) : [],
+      );
+      if (problems.length > 0) throw new ValidationError('a limit key cannot be made from these params', problems, 'invalid_params');
+      const limits = resolveLimits(body, input, 'task');
+      return { plan: planToolTask(tool, input, { ...overrides, ...(limits ? { limits } : {}) }), params: input };
     }
     // A name that cannot be a workflow's is not looked up.
     const workflow = IDENTIFIER.test(body.task_type)
       ? await this.database(async () => this.deps.planWorkflow?.(body.task_type, body.params, overrides, paramsField, body.version))
       : undefined;
+    if (workflow && (body.concurrency || body.rate_limit)) {
+      const field = body.concurrency ? 'concurrency' : 'rate_limit';
+      throw new ValidationError('a workflow sets its limits per key in its definition', [
+        { path: field, message: `${field} on a request is for a one-tool task; give the workflow (or its steps) a ${field}` },
+      ]);
+    }
     if (workflow) return workflow;
     if (options.workflowOnly || body.version !== undefined) {
       throw new NotFoundError(

@@ -300,6 +300,7 @@ export async function defineChaosWorkflows(h: Harness): Promise<void> {
 const MIX: [string, number][] = [
   ['record', 20],
   ['record_flaky', 10],
+  ['record_limited', 8],
   ['sleep', 8],
   ['echo', 8],
   ['broken', 3],
@@ -344,6 +345,13 @@ function plan(kind: string, key: string, index: number, ms: number, random: () =
       const succeedOn = kind === 'record_flaky' ? 2 : 1;
       return { kind, body: { task_type: 'record', params: { key, ms, succeed_on: succeedOn } }, records: { record: { key, succeedOn } } };
     }
+    case 'record_limited':
+      // One key for all of them: at most two hold its slots, through the crashes and outages.
+      return {
+        kind,
+        body: { task_type: 'record', params: { key, ms }, concurrency: { key: 'chaos-limited', limit: 2 } },
+        records: { record: { key, succeedOn: 1 } },
+      };
     case 'sleep':
       return { kind, body: { task_type: 'sleep', params: { ms } }, records: {} };
     case 'echo':

@@ -14,7 +14,8 @@ import type { Harness } from '../helpers/harness.js';
  *   queue's state sets; finished jobs are no more than QUEUE_KEEP_COMPLETED / QUEUE_KEEP_FAILED
  *   per queue; every per-job key (lock, dependencies, processed, ...) has its job; every task event
  *   stream has a TTL (they expire after EVENTS_TTL_S and are not orphans); the one key that is
- *   neither BullMQ's nor a task's is admission control's finished-steps counter.
+ *   neither BullMQ's nor a task's is admission control's finished-steps counter; of limits per
+ *   key, nothing but rate windows (no lease, no line, no task holding one).
  */
 
 /** Keys BullMQ keeps once per queue (see QueueKeys in bullmq), not per job. */
@@ -125,6 +126,11 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
       continue;
     }
     if (head === 'test') continue; // what the test tools observed
+    // Limits per key (src/queue/gates.ts): once every task ended, only rate windows may be left (they expire).
+    if (head === '{gates}') {
+      if (tail[0] !== 's') problems.push(`Redis: ${key} of limits per key is left after its tasks ended`);
+      continue;
+    }
     // One counter per deployment, not per task: the drain rate admission control reads.
     if (rest === 'admission:finished-steps') continue;
     if (!names.includes(head!)) {

@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { attemptOutcome, cancel, decide, freshState, outstanding, resume, start } from '../../src/engine/decide.js';
+import { holdBack } from '../../src/engine/key-limits.js';
 import { assertStepMove, IllegalTransitionError, STEP_TRANSITIONS } from '../../src/engine/lifecycle.js';
 import type { Plan, PlanStep } from '../../src/engine/plan.js';
 import type { Decision, ItemState, Report, TaskState } from '../../src/engine/state.js';
@@ -422,6 +423,59 @@ describe('the decider: cancel, retry, lost jobs, what runs wait on', () => {
     expect(attemptOutcome(3, 3, {})).toEqual({ retry: false, why: 'no_attempts_left' });
     expect(attemptOutcome(1, 3, { retryable: false })).toEqual({ retry: false, why: 'not_retryable' });
     expect(attemptOutcome(1, 3, { stopped: true })).toEqual({ retry: false, why: 'stopped' });
+  });
+});
+
+describe('the decider: limits per key (src/engine/key-limits.ts)', () => {
+  const taskId = '0197a000-0000-7000-8000-000000000001';
+  const admitted = (stepId?: string): Report => ({ type: 'admitted', taskId, run: 1, ...(stepId ? { stepId } : {}), at: NOW });
+
+  it('a job held back makes its step wait with the reason; let in, it is queued with its job; the task stays queued meanwhile', () => {
+    const task = taskOf([tool('a'), tool('b')]);
+    const started = start(task, options);
+    const held = holdBack(started, new Map([[`${taskId}/a`, 'c']]));
+    expect(held.jobs.map((job) => job.stepId)).toEqual(['b']);
+    expect(held.transitions.filter((transition) => transition.stepId === 'a')).toMatchObject([{ from: 'pending', status: 'waiting', reason: 'concurrency' }]);
+    let state = apply(task, held);
+    expect(status(state)).toEqual({ a: 'waiting:concurrency', b: 'queued' });
+    expect(state.status).toBe('queued');
+    const turn = decide([state], [admitted('a')], options);
+    expect(turn.recorded).toEqual([true]);
+    expect(turn.jobs).toMatchObject([{ stepId: 'a' }]);
+    state = apply(state, turn);
+    expect(status(state)).toEqual({ a: 'queued', b: 'queued' });
+    // Let in twice (a release and the reconciler): the second changes nothing.
+    expect(decide([state], [admitted('a')], options)).toMatchObject({ recorded: [false], jobs: [] });
+  });
+
+  it('held back again after its turn (the limit filled meanwhile), a step keeps waiting and says nothing new', () => {
+    const task = taskOf([tool('a')]);
+    let state = apply(task, holdBack(start(task, options), new Map([[`${taskId}/a`, 'r']])));
+    expect(status(state)).toEqual({ a: 'waiting:rate_limit' });
+    const again = holdBack(decide([state], [admitted('a')], options), new Map([[`${taskId}/a`, 'r']]));
+    expect(again.jobs).toEqual([]);
+    expect(again.transitions).toEqual([]);
+    state = apply(state, again);
+    expect(status(state)).toEqual({ a: 'waiting:rate_limit' });
+  });
+
+  it('a run let in queues every step its own limit held; cancelled, a waiting step is cancelled', () => {
+    const task = taskOf([tool('a'), tool('b')]);
+    const held = holdBack(
+      start(task, options),
+      new Map([
+        [`${taskId}/a`, 'c'],
+        [`${taskId}/b`, 'c'],
+      ]),
+    );
+    let state = apply(task, held);
+    expect(status(state)).toEqual({ a: 'waiting:concurrency', b: 'waiting:concurrency' });
+    const cancelled = apply(state, cancel([state], options));
+    expect(status(cancelled)).toEqual({ a: 'cancelled', b: 'cancelled' });
+    const turn = decide([state], [admitted()], options);
+    expect(turn.jobs.map((job) => job.stepId).sort()).toEqual(['a', 'b']);
+    state = apply(state, turn);
+    expect(status(state)).toEqual({ a: 'queued', b: 'queued' });
   });
 });
 

@@ -192,11 +192,11 @@ export async function poll<T>(check: () => Promise<T | undefined | false> | T | 
 const FINISHED = new Set(['completed', 'failed', 'cancelled']);
 
 /** Long-polls GET /result until the task ends. */
-export async function waitForTask(harness: Harness, taskId: string, timeoutMs = 20_000): Promise<any> {
+export async function waitForTask(harness: Harness, taskId: string, timeoutMs = 20_000, headers: Record<string, string> = {}): Promise<any> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const left = Math.ceil((deadline - Date.now()) / 1000);
-    const { status, body } = await harness.request('GET', `/result/${taskId}?wait=${Math.max(1, Math.min(left, 10))}`);
+    const { status, body } = await harness.request('GET', `/result/${taskId}?wait=${Math.max(1, Math.min(left, 10))}`, undefined, headers);
     // 503: a dependency did not answer in time (a busy machine); a client asks again, and so do we.
     if (status === 503 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 200));

@@ -33,6 +33,8 @@ export interface Sweep {
   failed: number;
   /** Tasks whose timers, children, callbacks or queued jobs were made again where they were missing. */
   repaired: number;
+  /** Leases of limits per key whose work had ended (src/queue/gates.ts): given back. */
+  released: number;
 }
 
 /**
@@ -84,9 +86,11 @@ export class Reconciler {
    */
   async sweep(): Promise<Sweep> {
     const { store } = this.options;
-    const result: Sweep = { checked: 0, requeued: 0, failed: 0, repaired: 0 };
+    const result: Sweep = { checked: 0, requeued: 0, failed: 0, repaired: 0, released: 0 };
     await this.pages((after) => store.activeRuns(this.options.staleAfterMs, PAGE, after), result, true);
     await this.pages((after) => store.endedWithOpenSteps(this.options.staleAfterMs, PAGE, after), result, false);
+    const gates = await this.options.runs.reconcileGates();
+    result.released = gates.released;
     return result;
   }
 

@@ -256,7 +256,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
         finishedAt: new Date(result.finishedAt),
       };
       const recorded = job.data.single
-        ? (await runs.finishSingle({ ...common, tool })).recorded
+        ? (await runs.finishSingle({ ...common, tool }, job.data.limited === true)).recorded
         : (await runs.report({ type: 'result', ...common, ...(item !== undefined ? { item } : {}) })).recorded;
       if (!recorded) await settle(job);
       return recorded;

@@ -9,7 +9,8 @@ import type { Prisma } from '../../src/persistence/database.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
 import { WorkflowStore } from '../../src/persistence/workflow-store.js';
 import { EventLog } from '../../src/queue/event-log.js';
-import { BACKOFF_TYPE, CALLBACKS_QUEUE, type StepJobData, TIMERS_QUEUE, type TimerJobData, toolQueueName } from '../../src/queue/jobs.js';
+import { Gates } from '../../src/queue/gates.js';
+import { BACKOFF_TYPE, CALLBACKS_QUEUE, type GateTimerData, type StepJobData, TIMERS_QUEUE, type TimerJobData, toolQueueName } from '../../src/queue/jobs.js';
 import { KeyQuotas } from '../../src/queue/key-quotas.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { Shards, shareOf } from '../../src/queue/shards.js';
@@ -84,6 +85,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     publish: (transitions) => eventLog.append(transitions),
     logger,
     config,
+    gates: new Gates(connection, config.QUEUE_PREFIX),
     planChild: (workflow, params) => workflows.planChild(workflow, params),
     onEnded: (ended) => {
       metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
@@ -97,7 +99,9 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const processStep = createStepProcessor({ config, logger, registry, settings, runs, stops, metrics });
   const sendCallback = createCallbackSender({ config, logger, prisma, store, metrics });
   /** A sleep's wake-up: the step is done. PostgreSQL away is no failure: the timer comes back. */
-  const wake = async (job: Job<TimerJobData>, token?: string) => {
+  const wake = async (job: Job<TimerJobData | GateTimerData>, token?: string) => {
+    // A rate gate's window moved on: its line is let in (a failure retries the timer).
+    if ('gate' in job.data) return runs.wakeGate(job.data.gate);
     const { taskId, run, stepId } = job.data;
     try {
       const { recorded } = await runs.report({ type: 'wake', taskId, run, stepId, at: new Date() });

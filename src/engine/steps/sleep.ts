@@ -11,7 +11,7 @@ import { refuseFields, type StepKindModule } from './kind.js';
  */
 export const sleepStep: StepKindModule = {
   check(step, index, context) {
-    refuseFields(step, index, context, 'sleep', ['version', 'for_each', 'max_parallel', 'retry', 'timeout_ms']);
+    refuseFields(step, index, context, 'sleep', ['version', 'for_each', 'max_parallel', 'retry', 'timeout_ms', 'concurrency', 'rate_limit']);
     if (Object.keys(step.input).length > 0) context.add(['steps', index, 'input'], 'a sleep step takes no input');
     const spec = step.sleep as { ms?: number | string; until?: string };
     const literal = typeof spec.ms === 'string' ? spec.ms : spec.until;

@@ -14,7 +14,7 @@ import { refuseFields, type StepKindModule } from './kind.js';
  */
 export const workflowStep: StepKindModule = {
   check(step, index, context) {
-    refuseFields(step, index, context, 'sub-workflow', ['for_each', 'max_parallel', 'retry', 'timeout_ms']);
+    refuseFields(step, index, context, 'sub-workflow', ['for_each', 'max_parallel', 'retry', 'timeout_ms', 'concurrency', 'rate_limit']);
     // The definition being stored, calling itself: a cycle, which check.ts reports with its path.
     if (step.workflow === context.definition.name && step.version === undefined) return;
     const child = context.catalog.workflow(step.workflow!, step.version);
