@@ -1075,7 +1075,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            /** @description This key (or address, without keys) is at one of its quotas: QUOTA_MAX_BACKLOG_PER_KEY unfinished tasks or QUOTA_MAX_BYTES_PER_KEY bytes of their params (`quota_exceeded`, `details.limit` names it), or has ADMISSION_MAX_IN_FLIGHT_PER_KEY submissions in flight in this process (`too_many_in_flight`); or `rate_limited` as on every endpoint. Nothing was created. */
             429: {
                 headers: {
                     /** @description Seconds to wait before trying again. */
@@ -1086,7 +1086,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, `details.backlog` and `details.limit`), both with `Retry-After` in seconds; nothing was created. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), both with `Retry-After` in seconds; nothing was created. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2308,7 +2308,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            /** @description This key (or address, without keys) is at one of its quotas: QUOTA_MAX_BACKLOG_PER_KEY unfinished tasks or QUOTA_MAX_BYTES_PER_KEY bytes of their params (`quota_exceeded`, `details.limit` names it), or has ADMISSION_MAX_IN_FLIGHT_PER_KEY submissions in flight in this process (`too_many_in_flight`); or `rate_limited` as on every endpoint. Nothing was created. */
             429: {
                 headers: {
                     /** @description Seconds to wait before trying again. */
@@ -2319,7 +2319,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, `details.backlog` and `details.limit`), both with `Retry-After` in seconds; nothing was created. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), both with `Retry-After` in seconds; nothing was created. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -63,12 +63,6 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', config.TRUST_PROXY === undefined ? false : /^\d+$/.test(config.TRUST_PROXY) ? Number(config.TRUST_PROXY) : config.TRUST_PROXY);
 
-  // First of all, before ids, logs, metrics, keys and the body: under overload a refusal must
-  // cost next to nothing, or answering refusals takes the CPU the workers need.
-  if (deps.admission?.enabled) {
-    const admit = deps.admission.middleware();
-    for (const route of ROUTES.filter((candidate) => candidate.admission)) app[route.method](expressPath(route.path), admit);
-  }
   app.use(requestIds());
   // Off, not even mounted: tracing costs nothing per request.
   if (tracingEnabled()) app.use(traceRequests());
@@ -160,6 +154,12 @@ export function createApp(deps: AppDeps): Express {
     next();
   });
 
+  // The in-flight slot of a submission: after the key and the body, so that slow uploads hold
+  // none. The cheap refusals come before Express (Admission.front, in src/api/server.ts).
+  if (deps.admission?.enabled) {
+    const admit = deps.admission.middleware();
+    for (const route of ROUTES.filter((candidate) => candidate.admission)) app[route.method](expressPath(route.path), admit);
+  }
   app.use(
     routeRouter(
       ROUTES.filter((route) => !route.beforeBody),

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, UnavailableError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
 
 /** What a handler answers; the wrapper writes it. Handlers never touch `res`. */
@@ -76,6 +77,9 @@ const STATUS_OF: [new (...args: never[]) => ApiError, number][] = [
 export function toErrorReply(error: unknown, logger: Logger, req?: Request): Reply {
   if (error instanceof DependencyUnavailableError) {
     return { status: 503, body: errorBody(error.code, error.message, error.details), headers: { 'retry-after': String(error.retryAfterS) } };
+  }
+  if (error instanceof QuotaExceededError) {
+    return { status: 429, body: errorBody(error.code, error.message, error.details), headers: { 'retry-after': String(error.retryAfterS) } };
   }
   if (error instanceof ApiError) {
     // An API error of no listed kind is about the request, as the base class says.

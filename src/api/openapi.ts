@@ -43,7 +43,12 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
       'More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`).',
     );
   }
-  if (operation.admission) replies[503] = unavailableOrOverloaded;
+  if (operation.admission) {
+    replies[429] = tooManyRequests(
+      'This key (or address, without keys) is at one of its quotas: QUOTA_MAX_BACKLOG_PER_KEY unfinished tasks or QUOTA_MAX_BYTES_PER_KEY bytes of their params (`quota_exceeded`, `details.limit` names it), or has ADMISSION_MAX_IN_FLIGHT_PER_KEY submissions in flight in this process (`too_many_in_flight`); or `rate_limited` as on every endpoint. Nothing was created.',
+    );
+    replies[503] = unavailableOrOverloaded;
+  }
   return replies;
 }
 

@@ -1,5 +1,7 @@
-import type { Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Express } from 'express';
+import { ipKeyGenerator } from 'express-rate-limit';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { PACKAGE } from '../lib/package-root.js';
@@ -12,6 +14,7 @@ import { publishStop } from '../queue/channels.js';
 import { EventLog } from '../queue/event-log.js';
 import { Gates } from '../queue/gates.js';
 import { toolQueueName } from '../queue/jobs.js';
+import { KeyQuotas } from '../queue/key-quotas.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
 import { Shards } from '../queue/shards.js';
 import { TaskEvents } from '../queue/task-events.js';
@@ -25,9 +28,12 @@ import { type KeyRing, openKeyRing } from './api-keys.js';
 import { createApp } from './app.js';
 import { EventStreams } from './event-streams.js';
 import { errorBody } from './http.js';
+import { ROUTES } from './routes/index.js';
 
 export interface ApiServer {
   server: Server;
+  /** The Express app behind the server's front door (Admission.front). */
+  app: Express;
   url: string;
   tasks: TaskService;
   workflows: WorkflowService;
@@ -51,6 +57,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   events.start();
   const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const store = new TaskStore(db.prisma, db.sql);
+  const quotas = new KeyQuotas(redis, config.QUEUE_PREFIX, { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
   metrics.addGauges(
     {
       queueDepth: async () => {
@@ -87,7 +94,10 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     gates: new Gates(redis, config.QUEUE_PREFIX),
     planChild: (workflow, params) => workflows.planChild(workflow, params),
     stopTask: (taskId) => publishStop(redis, config.QUEUE_PREFIX, { taskId, reason: 'cancelled' }),
-    onEnded: (ended) => metrics.taskEnded(ended.taskType, ended.status, ended.createdAt),
+    onEnded: (ended) => {
+      metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
+      quotas.release(ended.taskId);
+    },
   });
   const tasks = new TaskService({
     config,
@@ -100,6 +110,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     metrics,
     runs,
     reachability: db.reachability,
+    quotas,
     planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
   });
@@ -114,9 +125,20 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       maxBacklog: config.ADMISSION_MAX_BACKLOG,
       sampleMs: config.ADMISSION_SAMPLE_MS,
       maxInFlight: config.ADMISSION_MAX_IN_FLIGHT,
+      maxInFlightPerKey: config.ADMISSION_MAX_IN_FLIGHT_PER_KEY,
+      refusalDelayMs: config.ADMISSION_REFUSAL_DELAY_MS,
     },
     metrics,
     logger,
+    {
+      ...(quotas.enabled ? { counts: () => quotas.counts() } : {}),
+      identify: frontDoorClient(config, ring),
+      paths: new RegExp(
+        `^(${ROUTES.filter((route) => route.admission && route.method === 'post')
+          .map((route) => route.path.replace(/\{\w+\}/g, '[^/]+'))
+          .join('|')})/?$`,
+      ),
+    },
   );
   admission.start();
   const app = createApp({
@@ -137,16 +159,37 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     ...(ring.required ? { keys: ring } : {}),
   });
 
-  const server = app.listen(config.PORT, config.HOST);
+  // Submissions admission refuses are answered here, ahead of Express (Admission.front). Short
+  // request and header timeouts: a slow client cannot hold a connection for long (the slot of a
+  // submission is only taken once its body has arrived); long-polls and streams are not affected,
+  // these bound how long the request takes to arrive, not the answer. The timeouts are checked
+  // every second rather than every 30.
+  const server = createServer(
+    {
+      requestTimeout: config.HTTP_REQUEST_TIMEOUT_MS,
+      headersTimeout: Math.min(config.HTTP_HEADERS_TIMEOUT_MS, config.HTTP_REQUEST_TIMEOUT_MS),
+      connectionsCheckingInterval: 1_000,
+    },
+    (req, res) => {
+      if (!admission.front(req, res)) app(req, res);
+    },
+  );
+  server.listen(config.PORT, config.HOST);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
     server.once('error', reject);
   });
   // A request Node's HTTP parser refuses never reaches Express: answer it with the contract's body too.
-  server.on('clientError', (_error, socket) => {
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy();
-    const body = JSON.stringify(errorBody('bad_request', 'the HTTP request could not be parsed'));
-    socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    const timedOut = error.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+    const body = JSON.stringify(
+      timedOut
+        ? errorBody('request_timeout', 'the request did not arrive whole within HTTP_REQUEST_TIMEOUT_MS')
+        : errorBody('bad_request', 'the HTTP request could not be parsed'),
+    );
+    const status = timedOut ? '408 Request Timeout' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
   });
   // Long-polls hold requests up to RESULT_WAIT_MAX_S; keep-alive sockets must outlive a proxy's.
   server.keepAliveTimeout = 65_000;
@@ -156,6 +199,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
 
   return {
     server,
+    app,
     url,
     tasks,
     workflows,
@@ -169,6 +213,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       await closing;
       // What cancels left to do in the background (removing the jobs of queued steps and items).
       await runs.idle();
+      await quotas.settled();
       await queues.close();
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());
@@ -176,4 +221,23 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       ring.close();
     },
   };
+}
+
+/**
+ * Who a raw request comes from, for the front door's per-client checks, named as clientOf names
+ * an authenticated request: the bearer key's id (constant-time, as the key check), or the
+ * address when the API runs without keys and behind no proxy. Undefined otherwise: such requests
+ * are only refused by what concerns every client.
+ */
+function frontDoorClient(config: Config, ring: KeyRing): (req: IncomingMessage) => string | undefined {
+  if (ring.required) {
+    return (req) => {
+      const header = req.headers.authorization;
+      if (header === undefined || !/^bearer /i.test(header)) return undefined;
+      const key = ring.match(header.slice(7).trim());
+      return key ? `key:${key.id}` : undefined;
+    };
+  }
+  if (config.TRUST_PROXY !== undefined) return () => undefined;
+  return (req) => `ip:${ipKeyGenerator(req.socket.remoteAddress ?? '0.0.0.0')}`;
 }

@@ -120,9 +120,12 @@ const configSchema = z.object({
     .string()
     .regex(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, 'a size like 1mb, 512kb or 1048576')
     .default('1mb'),
-  /** Finished BullMQ jobs kept in Redis per queue (PostgreSQL is the record). */
-  QUEUE_KEEP_COMPLETED: integer(0, 1_000_000).default(1000),
-  QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(5000),
+  /**
+   * Finished BullMQ jobs kept in Redis per queue (PostgreSQL is the record). Each keeps its step's
+   * input, up to STEP_INPUT_MAX_BYTES: 1,000 of 1 MiB held 1 GiB per queue, so fewer are kept.
+   */
+  QUEUE_KEEP_COMPLETED: integer(0, 1_000_000).default(100),
+  QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(1000),
   /** Upper bound on GET /result?wait=N, in seconds. */
   RESULT_WAIT_MAX_S: integer(0, 300).default(30),
   /** Waiting GET /result?wait=N requests per API key (per client address without keys), across API processes. 0: no limit. */
@@ -176,6 +179,18 @@ const configSchema = z.object({
    * backlog shows it. 0: no limit.
    */
   ADMISSION_MAX_IN_FLIGHT: integer(0, 1_000_000).default(128),
+  /** Of those, most one API key may hold in one process (half of ADMISSION_MAX_IN_FLIGHT: one key never takes them all); past it, 429 `too_many_in_flight`. Without keys, only ADMISSION_MAX_IN_FLIGHT applies. 0: no limit. */
+  ADMISSION_MAX_IN_FLIGHT_PER_KEY: integer(0, 1_000_000).default(64),
+  /** How long the front door holds a refusal (503 overloaded, 429 too_many_in_flight) before answering it, so that clients retrying at once come back less often. 0: at once. */
+  ADMISSION_REFUSAL_DELAY_MS: integer(0, 30_000).default(500),
+  /** Unfinished tasks (waiting, delayed, prioritized or running) one API key may have; past it, 429 `quota_exceeded`. 0: no limit. */
+  QUOTA_MAX_BACKLOG_PER_KEY: integer(0, 100_000_000).default(100_000),
+  /** Bytes of params (JSON) of one API key's unfinished tasks, which their jobs hold in Redis; past it, 429 `quota_exceeded`. 0: no limit. */
+  QUOTA_MAX_BYTES_PER_KEY: integer(0, 1_000_000_000_000).default(268_435_456),
+  /** Longest an HTTP request may take to arrive whole (headers and body); past it the connection is closed with 408. */
+  HTTP_REQUEST_TIMEOUT_MS: integer(1_000, 600_000).default(15_000),
+  /** Longest the request line and headers may take to arrive. */
+  HTTP_HEADERS_TIMEOUT_MS: integer(1_000, 600_000).default(10_000),
   /** HMAC-SHA256 key that signs completion callbacks. Without it, callback_url is refused. */
   CALLBACK_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
   /** Tries per callback delivery (exponential backoff from 1 s). */

@@ -10,6 +10,7 @@ import { type ApiError, ConflictError, DependencyUnavailableError, type ErrorRec
 import { hostPolicyFor } from '../lib/host-policy.js';
 import type { Logger } from '../lib/logger.js';
 import { unstorableProblems, zodProblems } from '../lib/problems.js';
+import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 import type { Metrics } from '../observability/metrics.js';
 import { captureTraceContext, inSpan, SpanAttributes, type SpanHandle, withBatchTraceContext } from '../observability/tracing.js';
@@ -17,6 +18,7 @@ import type { Reachability } from '../persistence/database.js';
 import { retentionCutoff } from '../persistence/partitions.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import type { TaskFilter, TaskStore } from '../persistence/task-store.js';
+import type { KeyQuotas } from '../queue/key-quotas.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
@@ -57,6 +59,8 @@ export interface TaskServiceDeps {
   workflowNames?: () => Promise<string[]>;
   /** Whether PostgreSQL can be reached: while it cannot, requests answer 503 at once instead of waiting for a connection. */
   reachability?: Reachability;
+  /** Quotas per client on unfinished tasks and their bytes (QUOTA_*); counted when `SubmitOptions.client` is given. */
+  quotas?: KeyQuotas;
 }
 
 export interface SubmitOptions {
@@ -66,6 +70,8 @@ export interface SubmitOptions {
   paramsField?: string;
   /** Id of the API key that submits the task; idempotency keys are per owner. @defaultValue '' (no authentication) */
   owner?: string;
+  /** Who the quotas count the task against (`key:<id>` or `ip:<address>`); undefined: not counted. */
+  client?: string;
 }
 
 /** JSON with sorted keys, so the same body hashes the same whatever its key order. */
@@ -231,8 +237,24 @@ export class TaskService {
       options.paramsField,
     );
     const trace = captureTraceContext();
-    const created = await this.submissions.add({ ...prepared, ...(trace ? { trace } : {}) });
+    const quotas = options.client !== undefined && this.deps.quotas?.enabled ? this.deps.quotas : undefined;
+    if (quotas) {
+      const refused = await quotas.reserve(options.client!, id, Buffer.byteLength(JSON.stringify(planned.params)), body.delay_ms ?? 0);
+      if (refused) {
+        throw new QuotaExceededError(
+          refused.limit,
+          refused.max,
+          refused.held,
+          refused.limit === 'QUOTA_MAX_BYTES_PER_KEY' ? 'bytes of params' : 'unfinished tasks',
+        );
+      }
+    }
+    const created = await this.submissions.add({ ...prepared, ...(trace ? { trace } : {}) }).catch((error: unknown) => {
+      quotas?.release(id);
+      throw error;
+    });
     if (!created.created) {
+      quotas?.release(id);
       span.setAttributes({ [SpanAttributes.TASK_ID]: created.id, 'orchestrator.task.deduplicated': true });
       if (created.requestHash !== requestHash) {
         throw new ConflictError('idempotency_conflict', 'this idempotency_key was used with a different request body', {

@@ -65,7 +65,7 @@ describe('limits per key, in one worker process', () => {
           .slice(at, at + 30)
           .map(({ key, n }) => submit(h, { task_type: 'concurrent', params: { key, ms: 40, value: n }, concurrency: { key: '{{params.key}}', limit: 2 } })),
       );
-      bodies.slice(at, at + 30).forEach(({ key }, index) => ids.get(key)!.push(sent[index]!));
+      for (const [index, { key }] of bodies.slice(at, at + 30).entries()) ids.get(key)!.push(sent[index]!);
     }
     // Some wait their turn, and say why.
     const all = [...ids.values()].flat();

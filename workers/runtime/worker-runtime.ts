@@ -11,6 +11,7 @@ import { WorkflowStore } from '../../src/persistence/workflow-store.js';
 import { EventLog } from '../../src/queue/event-log.js';
 import { Gates } from '../../src/queue/gates.js';
 import { BACKOFF_TYPE, CALLBACKS_QUEUE, type GateTimerData, type StepJobData, TIMERS_QUEUE, type TimerJobData, toolQueueName } from '../../src/queue/jobs.js';
+import { KeyQuotas } from '../../src/queue/key-quotas.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { Shards, shareOf } from '../../src/queue/shards.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
@@ -71,6 +72,13 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const queues = new TaskQueues(connection, config, options.allTools.names(), logger);
   const eventLog = new EventLog(connection, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const workflows = new WorkflowService(new WorkflowStore(prisma), options.allTools, logger, config);
+  // Ended tasks stop counting against their client's quotas (src/queue/key-quotas.ts).
+  const quotas = new KeyQuotas(
+    connection,
+    config.QUEUE_PREFIX,
+    { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY },
+    logger,
+  );
   const runs = new Runs({
     sql,
     queues,
@@ -79,7 +87,10 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     config,
     gates: new Gates(connection, config.QUEUE_PREFIX),
     planChild: (workflow, params) => workflows.planChild(workflow, params),
-    onEnded: (ended) => metrics.taskEnded(ended.taskType, ended.status, ended.createdAt),
+    onEnded: (ended) => {
+      metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
+      quotas.release(ended.taskId);
+    },
   });
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
@@ -229,6 +240,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
         return { drained };
       }
       await runs.idle();
+      await quotas.settled();
       await queues.close();
       subscriber.disconnect();
       await connection.quit().catch(() => connection.disconnect());

@@ -83,7 +83,7 @@ export const TASK_ROUTES: Route[] = [
       404: { ...notFound('No tool or workflow has that name (`unknown_task_type`); `details` lists the known ones.'), examples: ex.unknownTaskTypeExamples },
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
     },
-    handler: async ({ body, req }, { tasks }) => assignedReply(await tasks.submit(body, { owner: submitter(req) }), body.task_type),
+    handler: async ({ body, req }, { tasks }) => assignedReply(await tasks.submit(body, { owner: submitter(req), client: clientOf(req) }), body.task_type),
   }),
   route({
     method: 'get',

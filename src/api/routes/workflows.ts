@@ -3,6 +3,7 @@ import { workflowDefinitionSchema } from '../../engine/workflow-definition.js';
 import type { StoredWorkflow } from '../../persistence/workflow-store.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import { submitter } from '../access.js';
+import { clientOf } from '../client-slots.js';
 import * as ex from '../openapi-examples.js';
 import { assigned, conflict, invalid, notFound, unavailable } from '../replies.js';
 import * as r from '../responses.js';
@@ -165,7 +166,7 @@ export const WORKFLOW_ROUTES: Route[] = [
       const { parameters, ...options } = body;
       const submitted = await tasks.submit(
         { ...options, task_type: params.name, params: parameters },
-        { workflowOnly: true, paramsField: 'parameters', owner: submitter(req) },
+        { workflowOnly: true, paramsField: 'parameters', owner: submitter(req), client: clientOf(req) },
       );
       return assignedReply(submitted, params.name);
     },

@@ -1,0 +1,176 @@
+import { connect, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createHarness, type Harness, poll } from '../helpers/harness.js';
+
+/**
+ * Quotas per API key (QUOTA_MAX_BACKLOG_PER_KEY, QUOTA_MAX_BYTES_PER_KEY) and the front door:
+ * a key's slow uploads hold no submission slot, a key over its share does not shut the others
+ * out, and what is refused before the key is checked carries no figures.
+ */
+
+const KEY_A = 'client@alice:quota-test-key-alice-0123456789';
+const KEY_B = 'client@bob:quota-test-key-bob-0123456789';
+const KEY_C = 'client@carol:quota-test-key-carol-0123456789';
+const bearer = (entry: string) => ({ authorization: `Bearer ${entry.slice(entry.indexOf(':') + 1)}` });
+
+async function storedWith(h: Harness, marker: string): Promise<number> {
+  const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE params ? $1`, [marker]);
+  return Number(rows[0]!.n);
+}
+
+describe('quotas per API key', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // No worker at first: nothing ends, so what a key submits stays unfinished.
+    h = await createHarness({
+      worker: false,
+      env: { API_KEYS: `${KEY_A},${KEY_B},${KEY_C}`, QUOTA_MAX_BACKLOG_PER_KEY: '3', QUOTA_MAX_BYTES_PER_KEY: '3000', ADMISSION_MAX_WAIT_MS: '0' },
+    });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('answers 429 quota_exceeded with Retry-After naming the limit, stores nothing, leaves other keys alone, and admits again once tasks end', async () => {
+    const accepted: string[] = [];
+    // A delayed task counts like any other.
+    for (const body of [{ n: 1 }, { n: 2 }, { n: 3 }]) {
+      const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: body, delay_ms: body.n === 1 ? 600_000 : 0 }, bearer(KEY_A));
+      expect(response.status).toBe(202);
+      accepted.push(response.body.task_id);
+    }
+    const refused = await h.request('POST', '/assign-task', { task_type: 'echo', params: { over_backlog: true } }, bearer(KEY_A));
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(refused.body.error).toMatchObject({ code: 'quota_exceeded', details: { limit: 'QUOTA_MAX_BACKLOG_PER_KEY', max: 3, held: 3 } });
+    expect(refused.body.error.message).toContain('QUOTA_MAX_BACKLOG_PER_KEY');
+    expect(await storedWith(h, 'over_backlog')).toBe(0);
+    // The same through /workflows/:name/execute.
+    const executed = await h.request('POST', '/workflows/diamond/execute', { parameters: {} }, bearer(KEY_A));
+    expect(executed.status).toBe(429);
+
+    // Another key is not affected.
+    const other = await h.request('POST', '/assign-task', { task_type: 'echo', params: { small: 1 } }, bearer(KEY_B));
+    expect(other.status).toBe(202);
+
+    // Bytes: params of 2,000 bytes fit once in 3,000, not twice.
+    const big = 'x'.repeat(2_000);
+    expect((await h.request('POST', '/assign-task', { task_type: 'echo', params: { big } }, bearer(KEY_C))).status).toBe(202);
+    const tooBig = await h.request('POST', '/assign-task', { task_type: 'echo', params: { big, over_bytes: true } }, bearer(KEY_C));
+    expect(tooBig.status).toBe(429);
+    expect(tooBig.body.error).toMatchObject({ code: 'quota_exceeded', details: { limit: 'QUOTA_MAX_BYTES_PER_KEY', max: 3000 } });
+    expect(await storedWith(h, 'over_bytes')).toBe(0);
+
+    // An idempotent replay is no new task: it is answered, and counts nothing more.
+    const replayKey = { task_type: 'echo', params: { replay: 1 }, idempotency_key: 'quota-replay' };
+    expect((await h.request('POST', '/assign-task', replayKey, bearer(KEY_B))).status).toBe(202);
+    expect((await h.request('POST', '/assign-task', replayKey, bearer(KEY_B))).status).toBe(200);
+    expect((await h.request('POST', '/assign-task', { task_type: 'echo', params: { third: 1 } }, bearer(KEY_B))).status).toBe(202);
+
+    // Tasks end (a worker runs them, the delayed one is cancelled): the key is admitted again.
+    expect((await h.request('POST', `/tasks/${accepted[0]}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
+    await h.startWorker();
+    for (const id of accepted.slice(1)) {
+      const ended = await poll(
+        async () => {
+          const { body } = await h.request('GET', `/result/${id}?wait=5`, undefined, bearer(KEY_A));
+          return body.status === 'completed' ? body : undefined;
+        },
+        { label: `task ${id} completed`, timeoutMs: 20_000 },
+      );
+      expect(ended.status).toBe('completed');
+    }
+    await poll(async () => (await h.request('POST', '/assign-task', { task_type: 'echo', params: { again: true } }, bearer(KEY_A))).status === 202, {
+      label: 'key A admitted once its tasks ended',
+      timeoutMs: 15_000,
+    });
+  });
+});
+
+describe('the front door', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness({
+      worker: false,
+      env: {
+        API_KEYS: `${KEY_A},${KEY_B}`,
+        ADMISSION_MAX_IN_FLIGHT: '4',
+        ADMISSION_MAX_IN_FLIGHT_PER_KEY: '2',
+        ADMISSION_MIN_BACKLOG: '5',
+        ADMISSION_MAX_WAIT_MS: '2000',
+        ADMISSION_SAMPLE_MS: '20',
+        HTTP_REQUEST_TIMEOUT_MS: '2000',
+        HTTP_HEADERS_TIMEOUT_MS: '2000',
+      },
+    });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('slow uploads from one key hold only that key back: another key still gets 202; the request timeout closes them', async () => {
+    const { port } = new URL(h.url);
+    const body = JSON.stringify({ task_type: 'echo', params: { slow: true } });
+    const sockets: Socket[] = [];
+    const answers: string[] = [];
+    // Twice the process's in-flight limit, each sending its headers and part of its body, then nothing.
+    for (let i = 0; i < 8; i += 1) {
+      const socket = connect(Number(port), '127.0.0.1');
+      await new Promise((resolve) => socket.once('connect', resolve));
+      socket.on('data', (chunk) => (answers[i] = (answers[i] ?? '') + chunk.toString('utf8')));
+      socket.on('error', () => undefined);
+      socket.write(
+        `POST /assign-task HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: ${bearer(KEY_A).authorization}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body.slice(0, 10)}`,
+      );
+      sockets.push(socket);
+    }
+    try {
+      const other = await h.request('POST', '/assign-task', { task_type: 'echo', params: { polite: true } }, bearer(KEY_B));
+      expect(other.status).toBe(202);
+      // Key A's own: its uploads in progress count against its own in-flight cap, only.
+      const same = await h.request('POST', '/assign-task', { task_type: 'echo', params: { whole: true } }, bearer(KEY_A));
+      expect(same.status).toBe(429);
+      expect(same.body.error.code).toBe('too_many_in_flight');
+      // The slow ones were still open meanwhile, and nothing was stored for them.
+      expect(sockets.every((socket) => !socket.destroyed)).toBe(true);
+      expect(await storedWith(h, 'slow')).toBe(0);
+      // HTTP_REQUEST_TIMEOUT_MS ends them: 408, connection closed.
+      await poll(() => sockets.every((socket) => socket.readableEnded || socket.destroyed), { label: 'slow uploads timed out', timeoutMs: 15_000 });
+      // Those past key A's in-flight cap were refused at the door (429); the others timed out (408).
+      const statuses = answers.map((answer) => /^HTTP\/1\.1 (\d+)/.exec(answer ?? '')?.[1]).sort();
+      expect(statuses).toEqual(['408', '408', '429', '429', '429', '429', '429', '429']);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+    }
+  });
+
+  it('past the backlog limit, the key that fills it is refused and a key holding little is still admitted; refusals before the key is known carry no figures', async () => {
+    // Key A fills the backlog (no worker drains it) until the front door refuses it.
+    let refusal: { status: number; body: any; headers: Headers } | undefined;
+    let n = 0;
+    await poll(
+      async () => {
+        n += 1;
+        const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: { fill: n } }, bearer(KEY_A));
+        if (response.status === 202) return undefined;
+        refusal = response;
+        return true;
+      },
+      { label: 'key A refused', timeoutMs: 30_000 },
+    );
+    expect(refusal!.status).toBe(503);
+    expect(refusal!.body.error.code).toBe('overloaded');
+    expect(refusal!.body.error.details).toBeUndefined();
+    expect(Number(refusal!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // Key B holds less than an equal share: admitted.
+    expect((await h.request('POST', '/assign-task', { task_type: 'echo', params: { fair: true } }, bearer(KEY_B))).status).toBe(202);
+    // No key, or a wrong one: refused before authentication, with no figures.
+    for (const headers of [{}, { authorization: 'Bearer not-a-key-of-this-service-000' }] as Record<string, string>[]) {
+      const anonymous = await h.request('POST', '/assign-task', { task_type: 'echo', params: { anonymous: true } }, headers);
+      expect(anonymous.status).toBe(503);
+      expect(anonymous.body).toEqual({ error: { code: 'overloaded', message: expect.any(String) } });
+    }
+    // Other endpoints are not refused.
+    expect((await h.request('GET', '/tools', undefined, bearer(KEY_A))).status).toBe(200);
+  });
+});
