@@ -142,6 +142,14 @@ describe('the front door', () => {
     } finally {
       for (const socket of sockets) socket.destroy();
     }
+    // The server hears the last of them close: key A's in-flight count is free again (the next test fills A's backlog).
+    await poll(
+      async () => {
+        const response = await h.request('POST', '/assign-task', { task_type: 'echo', params: { after: true } }, bearer(KEY_A));
+        return response.status !== 429 || response.body.error.code !== 'too_many_in_flight';
+      },
+      { label: "key A's in-flight slots freed" },
+    );
   });
 
   it('past the backlog limit, the key that fills it is refused and a key holding little is still admitted; refusals before the key is known carry no figures', async () => {
@@ -158,7 +166,7 @@ describe('the front door', () => {
       },
       { label: 'key A refused', timeoutMs: 30_000 },
     );
-    expect(refusal!.status).toBe(503);
+    expect(refusal!.status, JSON.stringify(refusal!.body)).toBe(503);
     expect(refusal!.body.error.code).toBe('overloaded');
     expect(refusal!.body.error.details).toBeUndefined();
     expect(Number(refusal!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
