@@ -116,7 +116,8 @@ export class OrchestratorClient {
   constructor(options: ClientOptions = {}) {
     this.api = createFetchClient<paths>({
       baseUrl: options.baseUrl?.replace(/\/+$/, '') ?? '',
-      ...(options.apiKey ? { headers: { authorization: `Bearer ${options.apiKey}` } } : {}),
+      // X-Requested-With: the API refuses a POST without it or a JSON body (its CSRF rule).
+      headers: { 'x-requested-with': 'orchestrator-client', ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}) },
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
   }

@@ -19,7 +19,7 @@ import type { KeyRing } from './api-keys.js';
 import { ClientSlots } from './client-slots.js';
 import type { EventStreams } from './event-streams.js';
 import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
-import { accessLog, apiKeyAuth, BROWSER_PATHS, isPreflight, requestIds, requestRateLimit } from './middleware.js';
+import { accessLog, apiKeyAuth, BROWSER_PATHS, csrfGuard, isPreflight, requestIds, requestRateLimit } from './middleware.js';
 import { openApiJson } from './openapi.js';
 import type { SystemInfo } from './route.js';
 import { expressPath, type RouteContext, routeRouter } from './route.js';
@@ -107,6 +107,7 @@ export function createApp(deps: AppDeps): Express {
     );
   }
   if (config.RATE_LIMIT_PER_MINUTE > 0) app.use(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));
+  app.use(csrfGuard());
   const slots = (kind: string, max: number, leaseMs: number) =>
     new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
   const context: RouteContext = {

@@ -39,6 +39,13 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
         body: r.errorBodySchema,
       };
     }
+  }
+  if (operation.method === 'post') {
+    const csrf =
+      'A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends.';
+    replies[403] = { description: replies[403] ? `${replies[403].description} ${csrf}` : csrf, body: r.errorBodySchema };
+  }
+  if (!operation.open) {
     replies[429] = tooManyRequests(
       'More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`).',
     );
@@ -46,6 +53,16 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
   if (operation.admission) replies[503] = unavailableOrOverloaded;
   return replies;
 }
+
+/** What a POST without a JSON body sends to pass the CSRF rule (src/api/middleware.ts csrfGuard). */
+const CSRF_PARAMETER = {
+  name: 'X-Requested-With',
+  in: 'header',
+  required: false,
+  description: 'Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).',
+  schema: { type: 'string' },
+  example: 'orchestrator-client',
+};
 
 /** Shared schemas, under components/schemas. Requests are described as clients send them (zod input). */
 const REQUEST_COMPONENTS: [string, z.ZodType][] = [
@@ -180,6 +197,7 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES): Ope
       ...(params ? parametersOf('path', params(), operation.paramExamples) : []),
       ...(query ? parametersOf('query', query(), operation.paramExamples) : []),
       ...(headers ? parametersOf('header', headers()) : []),
+      ...(operation.method === 'post' ? [CSRF_PARAMETER] : []),
     ];
     // OpenAPI 3.1 lets a bearer or basic requirement list the roles it needs: here the key scopes.
     const scopes = operation.access ? [...ACCESS[operation.access]] : [];

@@ -126,7 +126,12 @@ describe('the OpenAPI document', () => {
   ): Promise<Answer> {
     const answered = await request(`${on.url}${url}`, {
       method: method as Dispatcher.HttpMethod,
-      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      // As the typed client does; a header given as '' is left out.
+      headers: Object.fromEntries(
+        Object.entries({ 'x-requested-with': 'openapi-test', ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers }).filter(
+          ([, value]) => value !== '',
+        ),
+      ),
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
     const response = {
@@ -433,6 +438,17 @@ describe('the OpenAPI document', () => {
       expect((await call(method, url, '{"not": json')).body.error.code, url).toBe('invalid_json');
       expect((await call(method, url, { blob: 'x'.repeat(20_000) })).body.error.code, url).toBe('payload_too_large');
       expect((await call(method, url, 'plain words', { 'content-type': 'text/plain' })).body.error.code, url).toBe('unsupported_media_type');
+    }
+  });
+
+  it('every POST answers 403 csrf_header_required without a JSON content type or X-Requested-With, as a cross-site form sends it', async () => {
+    const posts = everyOperation((method) => method === 'post');
+    for (const [method, url] of posts) {
+      const refused = await call(method, url, undefined, { 'x-requested-with': '' });
+      expect(refused.status, url).toBe(403);
+      expect(refused.body.error.code, url).toBe('csrf_header_required');
+      const form = await call(method, url, undefined, { 'x-requested-with': '', 'content-type': 'application/x-www-form-urlencoded' });
+      expect(form.status, url).toBe(403);
     }
   });
 
