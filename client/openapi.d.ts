@@ -155,6 +155,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/callback-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The secret that signs this key's completion callbacks
+         * @description Each API key has its own callback secret, derived from CALLBACK_SECRET and the key id: a callback signed with it names this owner and its URL, and another key cannot sign one. Verify `sha256=HMAC-SHA256(secret, "<timestamp>.<raw body>")` against X-Orchestrator-Signature, refuse old timestamps, and check `owner` and `callback_url` in the body.
+         */
+        get: operations["callbackSecret"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/tools": {
         parameters: {
             query?: never;
@@ -1716,6 +1736,76 @@ export interface operations {
             /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
             503: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    callbackSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key's callback secret and how callbacks are signed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The key's id, which every callback of its tasks names in `owner` (and the X-Orchestrator-Owner header); '' without keys. */
+                        owner: string;
+                        /** @description The HMAC-SHA256 key of this owner's callbacks, as this text (its UTF-8 bytes are the key). */
+                        secret: string;
+                        /** @constant */
+                        algorithm: "HMAC-SHA256";
+                        signature_header: string;
+                        timestamp_header: string;
+                        signed_content: string;
+                    };
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description CALLBACK_SECRET is not set on this server (`callbacks_disabled`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

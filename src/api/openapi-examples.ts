@@ -547,3 +547,17 @@ const page = (title: string) => ({
 export const swaggerPageExamples: Record<string, ApiExample> = page('Orchestrator API');
 export const redocPageExamples: Record<string, ApiExample> = page('Orchestrator API');
 export const boardPageExamples: Record<string, ApiExample> = page('Bull Dashboard');
+
+export const callbackSecretExamples: Record<string, ApiExample> = {
+  secret: {
+    summary: "A client key's callback secret",
+    value: {
+      owner: 'shop',
+      secret: '3f0c8e2a9b7d4c1e6a5f0b9d8c7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e',
+      algorithm: 'HMAC-SHA256',
+      signature_header: 'x-orchestrator-signature',
+      timestamp_header: 'x-orchestrator-timestamp',
+      signed_content: '<timestamp header>.<raw body>',
+    },
+  },
+};

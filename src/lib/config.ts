@@ -176,8 +176,29 @@ const configSchema = z.object({
    * backlog shows it. 0: no limit.
    */
   ADMISSION_MAX_IN_FLIGHT: integer(0, 1_000_000).default(128),
-  /** HMAC-SHA256 key that signs completion callbacks. Without it, callback_url is refused. */
+  /**
+   * The root of the keys that sign completion callbacks: each API key's callbacks are signed with
+   * a secret derived from it and the key's id (GET /callback-secret). Without it, callback_url is refused.
+   */
   CALLBACK_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
+  /**
+   * Callback hosts per API key id (its name, or `key:` and 16 hex digits), as JSON:
+   * `{"shop": ["hooks.shop.example", "*.shop.example:8443"]}`, entries as in
+   * HTTP_TOOL_ALLOWED_HOSTS. A key listed here may send callbacks only there; other keys use
+   * HTTP_TOOL_ALLOWED_HOSTS.
+   */
+  CALLBACK_ALLOWED_HOSTS_BY_KEY: z
+    .string()
+    .transform((text, ctx) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be a JSON object: {"KEY_ID": ["host", ...]}' });
+        return z.NEVER;
+      }
+    })
+    .pipe(z.record(z.string().min(1), z.array(z.string().min(1)), 'must be a JSON object: {"KEY_ID": ["host", ...]}'))
+    .default({}),
   /** Tries per callback delivery (exponential backoff from 1 s). */
   CALLBACK_MAX_ATTEMPTS: integer(1, 50).default(8),
   /** How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event. */

@@ -452,6 +452,12 @@ describe('the OpenAPI document', () => {
     }
   });
 
+  it('GET /callback-secret answers as documented', async () => {
+    expect((await call('GET', '/callback-secret')).body.secret).toMatch(/^[0-9a-f]{64}$/);
+    const disabled = await call('GET', '/callback-secret', undefined, { authorization: `Bearer ${API_KEY}` }, scoped);
+    expect(disabled.body.error.code).toBe('callbacks_disabled');
+  });
+
   it('the system endpoints answer as documented', async () => {
     expect((await call('GET', '/')).body.version).toBe(PACKAGE.version);
     expect((await call('GET', '/health')).body.status).toBe('ok');
