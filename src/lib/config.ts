@@ -63,7 +63,11 @@ const configSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   /** Port of the HTTP API. 0 picks a free port (tests). */
   PORT: integer(0, 65535).default(3000),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  /**
+   * Address the API listens on. Unset: every interface (0.0.0.0) in production (a container),
+   * 127.0.0.1 otherwise, so a developer's API without keys is not on the network by accident.
+   */
+  HOST: z.string().min(1).optional(),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
   /**
    * Redis Cluster seed nodes, `host:port` comma-separated. When set, every connection is a
@@ -279,8 +283,9 @@ const configSchema = z.object({
 });
 
 export type Config = Readonly<
-  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL' | 'QUEUE_SHARDS'> & {
+  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL' | 'QUEUE_SHARDS' | 'HOST'> & {
     LOG_FORMAT: 'json' | 'pretty';
+    HOST: string;
     DATABASE_DIRECT_URL: string;
     QUEUE_SHARDS: number;
   }
@@ -314,6 +319,8 @@ function withoutPassword(url: string): string {
 /** What a problem message says about the value it refused. */
 function describeValue(name: string, value: string | undefined, path: readonly PropertyKey[]): string {
   if (value === undefined) return '';
+  // Cluster nodes are host:port, but a mistaken `user:password@host:port` would show the password.
+  if (name === 'REDIS_CLUSTER_NODES') return ' (the value is not shown: it may hold a password)';
   if (!SECRET_NAME.test(name)) return ` (got ${JSON.stringify(URL_NAME.test(name) ? withoutPassword(value) : value)})`;
   const index = path[1];
   if (typeof index === 'number') {
@@ -351,6 +358,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze({
     ...value,
     LOG_FORMAT: value.LOG_FORMAT ?? (value.NODE_ENV === 'production' ? 'json' : 'pretty'),
+    HOST: value.HOST ?? (value.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'),
     DATABASE_DIRECT_URL: value.DATABASE_DIRECT_URL ?? value.DATABASE_URL,
     QUEUE_SHARDS: value.QUEUE_SHARDS ?? (value.REDIS_CLUSTER_NODES.length > 0 ? CLUSTER_DEFAULT_SHARDS : 1),
   });
