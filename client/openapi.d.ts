@@ -2691,9 +2691,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); or `service_unavailable`. */
+            /** @description `stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); `stats_busy`: STATS_MAX_CONCURRENT requests are being computed in this process (retry after Retry-After); or `service_unavailable`. */
             503: {
                 headers: {
+                    /** @description With `stats_busy`: seconds to wait. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -116,6 +116,7 @@ export function createApp(deps: AppDeps): Express {
     tools: deps.registry.list().map(describeTool),
     stats: deps.stats,
     statsMaxWindowDays: config.STATS_MAX_WINDOW_DAYS,
+    statsSlots: { max: config.STATS_MAX_CONCURRENT, inUse: 0 },
     system: deps.system,
     // A slot a crashed process never gave back lapses a minute after its request could have ended.
     longPolls: slots('long-polls', config.LONG_POLLS_PER_KEY, config.RESULT_WAIT_MAX_S * 1000 + 60_000),

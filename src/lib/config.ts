@@ -140,6 +140,11 @@ const configSchema = z.object({
   /** PostgreSQL statement_timeout of the GET /stats queries; past it the answer is 503 stats_timeout. */
   STATS_STATEMENT_TIMEOUT_MS: integer(1, 600_000).default(10_000),
   /**
+   * GET /stats requests one API process computes at once; more answer 503 `stats_busy` with
+   * Retry-After, so monitors polling /stats cannot take the database pool from the tasks.
+   */
+  STATS_MAX_CONCURRENT: integer(1, 100).default(2),
+  /**
    * Bearer keys the API accepts, comma-separated, each `KEY` (admin), `SCOPE:KEY` or
    * `SCOPE@NAME:KEY` (see apiKeyEntry). With neither these nor API_KEYS_FILE there is no
    * authentication, which production refuses unless AUTH_DISABLED=true. /health, /ready and
