@@ -131,7 +131,8 @@ export function createApp(deps: AppDeps): Express {
     },
     metrics,
     ...(config.METRICS_TOKEN !== undefined ? { metricsToken: config.METRICS_TOKEN } : {}),
-    openApiJson,
+    // The document says what this service requires: a key on every operation, or none.
+    openApiJson: () => openApiJson(deps.keys !== undefined),
     queues: deps.queues,
     keysConfigured: deps.keys !== undefined,
   };

@@ -91,7 +91,8 @@ describe('the OpenAPI document', () => {
         env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY}`, METRICS_TOKEN: 'openapi-metrics-token-0123456789' },
       }),
     ]);
-    const served = await fetch(`${h.url}/openapi.json`);
+    // As a service with keys describes itself: the requirement of each operation is its key.
+    const served = await fetch(`${scoped.url}/openapi.json`, { headers: { authorization: `Bearer ${API_KEY}` } });
     expect(served.status).toBe(200);
     doc = (await served.json()) as OpenApiDocument;
     schemas = new DocumentSchemas(doc);
@@ -177,6 +178,25 @@ describe('the OpenAPI document', () => {
     );
   }
 
+  it('says what the running service requires: with keys, only a key (no optional {} first); without keys, nothing', async () => {
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        const security = (operation as Operation).security as Record<string, string[]>[];
+        const where = `${method.toUpperCase()} ${path}`;
+        if (['/health', '/ready', '/metrics'].includes(path)) expect(security, where).toEqual([]);
+        else {
+          expect(security.length, where).toBeGreaterThan(0);
+          for (const requirement of security) expect(Object.keys(requirement), where).toHaveLength(1);
+          expect(Object.keys(security[0]!), where).toEqual(['bearerAuth']);
+        }
+      }
+    }
+    const open = (await (await fetch(`${h.url}/openapi.json`)).json()) as OpenApiDocument;
+    for (const operations of Object.values(open.paths))
+      for (const operation of Object.values(operations)) expect((operation as Operation).security).toEqual([]);
+    expect(open).toEqual(JSON.parse(JSON.stringify(buildOpenApiDocument(undefined, { keys: false }))));
+  });
+
   it('is a valid OpenAPI 3.1 document, served as built from the zod schemas', async () => {
     const validator = new Validator();
     const result = await validator.validate(doc as never);
@@ -195,8 +215,8 @@ describe('the OpenAPI document', () => {
     ] as const) {
       expect((doc.paths[path]![method] as Operation).security, path).toEqual([]);
     }
-    expect((doc.paths['/tasks']!.get as Operation).security).toEqual([{}, { bearerAuth: ['admin', 'client', 'read'] }]);
-    expect((doc.paths['/workflows']!.post as Operation).security).toEqual([{}, { bearerAuth: ['admin'] }]);
+    expect((doc.paths['/tasks']!.get as Operation).security).toEqual([{ bearerAuth: ['admin', 'client', 'read'] }]);
+    expect((doc.paths['/workflows']!.post as Operation).security).toEqual([{ bearerAuth: ['admin'] }]);
     // Requests come from the handlers' own schemas: a strict body rejects unknown keys.
     expect(doc.components.schemas.AssignTaskRequest).toMatchObject({ required: ['task_type'], additionalProperties: false });
     // Every schema in the document compiles.
