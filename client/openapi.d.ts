@@ -2255,7 +2255,7 @@ export interface operations {
             path: {
                 /**
                  * @description The name of a workflow.
-                 * @example greet_twice
+                 * @example diamond
                  */
                 name: string;
             };

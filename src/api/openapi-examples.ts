@@ -66,10 +66,12 @@ export const defineWorkflowExamples: Record<string, ApiExample> = {
   },
 };
 
+// For the workflow every install loads (the path example of /workflows/{name}/execute), so that
+// a collection generated from the document alone runs it successfully.
 export const executeWorkflowExamples: Record<string, ApiExample> = {
-  greet_twice: {
-    summary: `Run ${EXAMPLE_WORKFLOW} (stored by the example of POST /workflows)`,
-    value: { parameters: { who: 'Ada' } },
+  [LOADED_WORKFLOW]: {
+    summary: `Run ${LOADED_WORKFLOW} (loaded on start)`,
+    value: { parameters: { value: 'v' } },
   },
 };
 
@@ -86,7 +88,7 @@ export const assignedExamples: Record<string, ApiExample> = { assigned: { summar
 export const replayedExamples: Record<string, ApiExample> = {
   replayed: { summary: 'The first task of this idempotency key', value: assigned(TASK_ID, 'echo', true) },
 };
-export const executedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(WORKFLOW_TASK_ID, EXAMPLE_WORKFLOW) } };
+export const executedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(WORKFLOW_TASK_ID, LOADED_WORKFLOW) } };
 
 export const assignTaskInvalidExamples: Record<string, ApiExample> = {
   invalid_params: {
