@@ -35,7 +35,9 @@ Commands:
 
 Options:
   --url URL        the API (ORCHESTRATOR_URL; default http://127.0.0.1:3000)
-  --api-key KEY    sent as a bearer token (ORCHESTRATOR_API_KEY)
+  --api-key-file F the API key, from the first line of file F (ORCHESTRATOR_API_KEY_FILE), or
+                   ORCHESTRATOR_API_KEY; never the key itself on the command line, where
+                   ps and shell history show it
   --json           the API's JSON answers instead of text (follow: one event per line)
   -h, --help       this text
 
@@ -51,11 +53,34 @@ class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
+/**
+ * The API key: from a file (--api-key-file, ORCHESTRATOR_API_KEY_FILE) or ORCHESTRATOR_API_KEY.
+ * A key given as an argument is refused: every user of the machine sees it in `ps`, and the
+ * shell keeps it in its history.
+ */
+function apiKey(given: string | undefined, file: string | undefined): string | undefined {
+  if (given !== undefined) {
+    throw new UsageError('--api-key is not accepted (ps and shell history would show the key): use ORCHESTRATOR_API_KEY or --api-key-file');
+  }
+  const path = file ?? process.env.ORCHESTRATOR_API_KEY_FILE;
+  if (path === undefined) return process.env.ORCHESTRATOR_API_KEY || undefined;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`the API key file ${path} cannot be read: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
+  const key = text.split(/\r?\n/, 1)[0]!.trim();
+  if (!key) throw new UsageError(`the API key file ${path} is empty`);
+  return key;
+}
+
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 const COMMON: Options = {
   url: { type: 'string' },
   'api-key': { type: 'string' },
+  'api-key-file': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 };
@@ -182,7 +207,7 @@ async function run(argv: string[]): Promise<number> {
   const json = values.json === true;
   const client = createClient({
     baseUrl: option('url') ?? process.env.ORCHESTRATOR_URL ?? DEFAULT_URL,
-    apiKey: option('api-key') ?? process.env.ORCHESTRATOR_API_KEY,
+    apiKey: apiKey(option('api-key'), option('api-key-file')),
   });
   const args = positionals.slice(1);
   const argument = (name: string) => {

@@ -9,6 +9,7 @@ import type { WorkflowDefinition, WorkflowParams } from './workflow.js';
  * come from the API description (client/openapi.d.ts, `npm run client:generate`).
  */
 
+export { type CallbackPayload, type VerifiedCallback, type VerifyCallbackOptions, verifyCallback } from './callbacks.js';
 export { OrchestratorError, type Problem } from './errors.js';
 export type { components, operations, paths } from './openapi.js';
 export { defineWorkflow, type WorkflowDefinition, type WorkflowParams } from './workflow.js';
@@ -116,7 +117,8 @@ export class OrchestratorClient {
   constructor(options: ClientOptions = {}) {
     this.api = createFetchClient<paths>({
       baseUrl: options.baseUrl?.replace(/\/+$/, '') ?? '',
-      ...(options.apiKey ? { headers: { authorization: `Bearer ${options.apiKey}` } } : {}),
+      // X-Requested-With: the API refuses a POST without it or a JSON body (its CSRF rule).
+      headers: { 'x-requested-with': 'orchestrator-client', ...(options.apiKey ? { authorization: `Bearer ${options.apiKey}` } : {}) },
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
   }
@@ -219,6 +221,11 @@ export class OrchestratorClient {
   /** Resumes a failed or cancelled task as a new run; completed steps are not run again. */
   async retry(taskId: string) {
     return (await unwrap(this.api.POST('/tasks/{task_id}/retry', { params: { path: { task_id: taskId } } }))).data;
+  }
+
+  /** This key's callback secret, for `verifyCallback`; throws `callbacks_disabled` when the server signs none. */
+  async callbackSecret() {
+    return (await unwrap(this.api.GET('/callback-secret'))).data;
   }
 
   /** The tool adapters, with their input and output JSON Schemas. */

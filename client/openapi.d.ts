@@ -155,6 +155,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/callback-secret": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The secret that signs this key's completion callbacks
+         * @description Each API key has its own callback secret, derived from CALLBACK_SECRET and the key id: a callback signed with it names this owner and its URL, and another key cannot sign one. Verify `sha256=HMAC-SHA256(secret, "<timestamp>.<raw body>")` against X-Orchestrator-Signature, refuse old timestamps, and check `owner` and `callback_url` in the body.
+         */
+        get: operations["callbackSecret"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/tools": {
         parameters: {
             query?: never;
@@ -982,7 +1002,13 @@ export interface operations {
     assignTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1030,7 +1056,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1538,7 +1564,13 @@ export interface operations {
     cancelTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
             path: {
                 /** @description The id (a UUID) that POST /assign-task answered. Anything else answers 404. */
                 task_id: string;
@@ -1583,7 +1615,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1662,7 +1694,13 @@ export interface operations {
     retryTask: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
             path: {
                 /** @description The id (a UUID) that POST /assign-task answered. Anything else answers 404. */
                 task_id: string;
@@ -1708,7 +1746,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1776,6 +1814,76 @@ export interface operations {
             /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
             503: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    callbackSecret: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key's callback secret and how callbacks are signed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The key's id, which every callback of its tasks names in `owner` (and the X-Orchestrator-Owner header); '' without keys. */
+                        owner: string;
+                        /** @description The HMAC-SHA256 key of this owner's callbacks, as this text (its UTF-8 bytes are the key). */
+                        secret: string;
+                        /** @constant */
+                        algorithm: "HMAC-SHA256";
+                        signature_header: string;
+                        timestamp_header: string;
+                        signed_content: string;
+                    };
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description CALLBACK_SECRET is not set on this server (`callbacks_disabled`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -1884,7 +1992,13 @@ export interface operations {
     defineWorkflow: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1923,7 +2037,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2209,11 +2323,17 @@ export interface operations {
     executeWorkflow: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
             path: {
                 /**
                  * @description The name of a workflow.
-                 * @example greet_twice
+                 * @example diamond
                  */
                 name: string;
             };
@@ -2263,7 +2383,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2420,7 +2540,13 @@ export interface operations {
     replayDeadLetter: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
             path: {
                 /** @description The id (a UUID) of a dead letter. */
                 id: string;
@@ -2468,7 +2594,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2643,9 +2769,11 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description `stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); or `service_unavailable`. */
+            /** @description `stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); `stats_busy`: STATS_MAX_CONCURRENT requests are being computed in this process (retry after Retry-After); or `service_unavailable`. */
             503: {
                 headers: {
+                    /** @description With `stats_busy`: seconds to wait. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -19,7 +19,7 @@ import type { KeyRing } from './api-keys.js';
 import { ClientSlots } from './client-slots.js';
 import type { EventStreams } from './event-streams.js';
 import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
-import { accessLog, apiKeyAuth, BROWSER_PATHS, isPreflight, requestIds, requestRateLimit } from './middleware.js';
+import { accessLog, apiKeyAuth, BROWSER_PATHS, csrfGuard, isPreflight, requestIds, requestRateLimit } from './middleware.js';
 import { openApiJson } from './openapi.js';
 import type { SystemInfo } from './route.js';
 import { expressPath, type RouteContext, routeRouter } from './route.js';
@@ -101,6 +101,7 @@ export function createApp(deps: AppDeps): Express {
     );
   }
   if (config.RATE_LIMIT_PER_MINUTE > 0) app.use(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));
+  app.use(csrfGuard());
   const slots = (kind: string, max: number, leaseMs: number) =>
     new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
   const context: RouteContext = {
@@ -109,6 +110,7 @@ export function createApp(deps: AppDeps): Express {
     tools: deps.registry.list().map(describeTool),
     stats: deps.stats,
     statsMaxWindowDays: config.STATS_MAX_WINDOW_DAYS,
+    statsSlots: { max: config.STATS_MAX_CONCURRENT, inUse: 0 },
     system: deps.system,
     // A slot a crashed process never gave back lapses a minute after its request could have ended.
     longPolls: slots('long-polls', config.LONG_POLLS_PER_KEY, config.RESULT_WAIT_MAX_S * 1000 + 60_000),
@@ -123,7 +125,8 @@ export function createApp(deps: AppDeps): Express {
     },
     metrics,
     ...(config.METRICS_TOKEN !== undefined ? { metricsToken: config.METRICS_TOKEN } : {}),
-    openApiJson,
+    // The document says what this service requires: a key on every operation, or none.
+    openApiJson: () => openApiJson(deps.keys !== undefined),
     queues: deps.queues,
     keysConfigured: deps.keys !== undefined,
   };

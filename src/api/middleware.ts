@@ -68,13 +68,42 @@ function presentedKey(req: Request): string | undefined {
   const [scheme, value] = header.split(/\s+/, 2) as [string, string | undefined];
   if (!value) return undefined;
   if (/^bearer$/i.test(scheme)) return value;
-  // Browsers: the key is the password of basic auth (the user name is ignored).
-  if (/^basic$/i.test(scheme)) {
+  // Browser pages only: the key is the password of basic auth (the user name is ignored). A
+  // browser sends cached basic credentials by itself, with requests other sites make it send.
+  if (/^basic$/i.test(scheme) && BROWSER_PATHS.test(req.path)) {
     const decoded = Buffer.from(value, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     return colon >= 0 ? decoded.slice(colon + 1) : undefined;
   }
   return undefined;
+}
+
+/** The header a client sets to show that a POST comes from a program, not a cross-site form. */
+export const CSRF_HEADER = 'x-requested-with';
+const JSON_TYPE = /^\s*application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+
+/**
+ * Refuses a POST that another site's page could have made a browser send (a form, or fetch
+ * without a preflight): one without `Content-Type: application/json` and without an
+ * X-Requested-With header. Neither can be set cross-site without a CORS preflight, which only
+ * CORS_ORIGINS pass. Without it, a page could cancel tasks on an API without keys (a
+ * developer's), or act on Bull Board with the basic credentials a browser keeps. A POST with a
+ * body of another type is left to the 415 that follows (except under /admin/, Bull Board's own).
+ */
+export function csrfGuard(): RequestHandler {
+  return (req, res, next) => {
+    if (req.method !== 'POST' || JSON_TYPE.test(req.get('content-type') ?? '') || req.get(CSRF_HEADER) !== undefined) return next();
+    const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+    if (hasBody && !req.path.startsWith('/admin/')) return next();
+    res
+      .status(403)
+      .json(
+        errorBody(
+          'csrf_header_required',
+          `a POST needs Content-Type: application/json or an X-Requested-With header (any value), which a cross-site form cannot send`,
+        ),
+      );
+  };
 }
 
 /** A browser's CORS preflight: an OPTIONS request that names the method it wants to send. */

@@ -66,10 +66,12 @@ export const defineWorkflowExamples: Record<string, ApiExample> = {
   },
 };
 
+// For the workflow every install loads (the path example of /workflows/{name}/execute), so that
+// a collection generated from the document alone runs it successfully.
 export const executeWorkflowExamples: Record<string, ApiExample> = {
-  greet_twice: {
-    summary: `Run ${EXAMPLE_WORKFLOW} (stored by the example of POST /workflows)`,
-    value: { parameters: { who: 'Ada' } },
+  [LOADED_WORKFLOW]: {
+    summary: `Run ${LOADED_WORKFLOW} (loaded on start)`,
+    value: { parameters: { value: 'v' } },
   },
 };
 
@@ -86,7 +88,7 @@ export const assignedExamples: Record<string, ApiExample> = { assigned: { summar
 export const replayedExamples: Record<string, ApiExample> = {
   replayed: { summary: 'The first task of this idempotency key', value: assigned(TASK_ID, 'echo', true) },
 };
-export const executedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(WORKFLOW_TASK_ID, EXAMPLE_WORKFLOW) } };
+export const executedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(WORKFLOW_TASK_ID, LOADED_WORKFLOW) } };
 
 export const assignTaskInvalidExamples: Record<string, ApiExample> = {
   invalid_params: {
@@ -547,3 +549,17 @@ const page = (title: string) => ({
 export const swaggerPageExamples: Record<string, ApiExample> = page('Orchestrator API');
 export const redocPageExamples: Record<string, ApiExample> = page('Orchestrator API');
 export const boardPageExamples: Record<string, ApiExample> = page('Bull Dashboard');
+
+export const callbackSecretExamples: Record<string, ApiExample> = {
+  secret: {
+    summary: "A client key's callback secret",
+    value: {
+      owner: 'shop',
+      secret: '3f0c8e2a9b7d4c1e6a5f0b9d8c7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e',
+      algorithm: 'HMAC-SHA256',
+      signature_header: 'x-orchestrator-signature',
+      timestamp_header: 'x-orchestrator-timestamp',
+      signed_content: '<timestamp header>.<raw body>',
+    },
+  },
+};

@@ -39,6 +39,13 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
         body: r.errorBodySchema,
       };
     }
+  }
+  if (operation.method === 'post') {
+    const csrf =
+      'A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends.';
+    replies[403] = { description: replies[403] ? `${replies[403].description} ${csrf}` : csrf, body: r.errorBodySchema };
+  }
+  if (!operation.open) {
     replies[429] = tooManyRequests(
       'More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`).',
     );
@@ -51,6 +58,16 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
   }
   return replies;
 }
+
+/** What a POST without a JSON body sends to pass the CSRF rule (src/api/middleware.ts csrfGuard). */
+const CSRF_PARAMETER = {
+  name: 'X-Requested-With',
+  in: 'header',
+  required: false,
+  description: 'Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).',
+  schema: { type: 'string' },
+  example: 'orchestrator-client',
+};
 
 /** Shared schemas, under components/schemas. Requests are described as clients send them (zod input). */
 const REQUEST_COMPONENTS: [string, z.ZodType][] = [
@@ -154,8 +171,19 @@ export interface OpenApiDocument {
   components: { schemas: Record<string, JsonSchema>; securitySchemes: Record<string, JsonSchema> };
 }
 
+export interface OpenApiOptions {
+  /**
+   * The service requires API keys: every operation but the open ones lists the key it needs
+   * (bearer, or basic on browser pages) and nothing else. Without keys no operation lists any,
+   * since none is needed. Tools that import the document (Postman, Portman) take the first
+   * requirement, so an optional `{}` first would make them send no key. @defaultValue true
+   */
+  keys?: boolean;
+}
+
 /** Builds the document from the routes. Use `openApiDocument()`, which builds it once. */
-export function buildOpenApiDocument(operations: readonly Route[] = ROUTES): OpenApiDocument {
+export function buildOpenApiDocument(operations: readonly Route[] = ROUTES, options: OpenApiOptions = {}): OpenApiDocument {
+  const keys = options.keys ?? true;
   const requests = new Converter('input', REQUEST_COMPONENTS);
   const responses = new Converter('output', RESPONSE_COMPONENTS);
 
@@ -185,10 +213,11 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES): Ope
       ...(params ? parametersOf('path', params(), operation.paramExamples) : []),
       ...(query ? parametersOf('query', query(), operation.paramExamples) : []),
       ...(headers ? parametersOf('header', headers()) : []),
+      ...(operation.method === 'post' ? [CSRF_PARAMETER] : []),
     ];
     // OpenAPI 3.1 lets a bearer or basic requirement list the roles it needs: here the key scopes.
     const scopes = operation.access ? [...ACCESS[operation.access]] : [];
-    const schemes = operation.browser ? [{}, { bearerAuth: scopes }, { basicAuth: scopes }] : [{}, { bearerAuth: scopes }];
+    const schemes = operation.browser ? [{ bearerAuth: scopes }, { basicAuth: scopes }] : [{ bearerAuth: scopes }];
     const pathItem = paths[operation.path] ?? {};
     paths[operation.path] = pathItem;
     pathItem[operation.method] = {
@@ -218,8 +247,8 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES): Ope
           },
         ]),
       ),
-      // Optional until API_KEYS is set: then every operation but the open ones needs a key.
-      security: operation.open ? [] : schemes,
+      // What the running service requires: with keys, a key on every operation but the open ones.
+      security: operation.open || !keys ? [] : schemes,
     };
   }
 
@@ -255,19 +284,24 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES): Ope
   };
 }
 
-let cached: { document: OpenApiDocument; json: string } | undefined;
+const cached = new Map<boolean, { document: OpenApiDocument; json: string }>();
 
-/** The document, built on first use: schemas do not change while the process runs. */
-export function openApiDocument(): OpenApiDocument {
-  cached ??= (() => {
-    const document = buildOpenApiDocument();
-    return { document, json: JSON.stringify(document) };
-  })();
-  return cached.document;
+function built(keys: boolean) {
+  let entry = cached.get(keys);
+  if (!entry) {
+    const document = buildOpenApiDocument(ROUTES, { keys });
+    entry = { document, json: JSON.stringify(document) };
+    cached.set(keys, entry);
+  }
+  return entry;
+}
+
+/** The document, built on first use: schemas do not change while the process runs. `keys`: see OpenApiOptions. */
+export function openApiDocument(keys = true): OpenApiDocument {
+  return built(keys).document;
 }
 
 /** The document as JSON text, serialised once. */
-export function openApiJson(): string {
-  openApiDocument();
-  return cached!.json;
+export function openApiJson(keys = true): string {
+  return built(keys).json;
 }

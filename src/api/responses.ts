@@ -222,6 +222,17 @@ export const statsSchema = z.object({
 // System
 
 const up = z.enum(['up', 'down']);
+export const callbackSecretSchema = z.object({
+  owner: z
+    .string()
+    .meta({ description: "The key's id, which every callback of its tasks names in `owner` (and the X-Orchestrator-Owner header); '' without keys." }),
+  secret: z.string().meta({ description: "The HMAC-SHA256 key of this owner's callbacks, as this text (its UTF-8 bytes are the key)." }),
+  algorithm: z.literal('HMAC-SHA256'),
+  signature_header: z.string(),
+  timestamp_header: z.string(),
+  signed_content: z.string(),
+});
+
 export const dependencyChecksSchema = z.object({ redis: up, database: up });
 
 export const serviceInfoSchema = z.object({

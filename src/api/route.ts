@@ -54,6 +54,8 @@ export interface RouteContext {
   stats: StatsStore;
   /** STATS_MAX_WINDOW_DAYS */
   statsMaxWindowDays: number;
+  /** GET /stats computed at once in this process (STATS_MAX_CONCURRENT). */
+  statsSlots: { max: number; inUse: number };
   system: SystemInfo;
   /** Waiting GET /result requests per client (LONG_POLLS_PER_KEY). */
   longPolls: ClientSlots;

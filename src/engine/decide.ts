@@ -1,4 +1,4 @@
-import { type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
+import { capErrorRecord, type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
 import { jsonSize } from '../lib/limits.js';
 import { assertStepMove, assertTaskMove } from './lifecycle.js';
 import { type Plan, type PlanStep, prepare, type StepKind } from './plan.js';
@@ -138,6 +138,7 @@ class TaskRun implements Run {
   }
 
   setTask(set: TaskSet): void {
+    if (set.error) set = { ...set, error: capErrorRecord(set.error) };
     if (set.status) assertTaskMove(`task ${this.task.id}`, this.task.status, set.status);
     const from = this.task.status;
     if (set.status) this.task.status = set.status;
@@ -149,6 +150,7 @@ class TaskRun implements Run {
   }
 
   setStep(step: PlanStep, set: StepSet): void {
+    if (set.error) set = { ...set, error: capErrorRecord(set.error) };
     const state = this.state(step.id);
     const from = state.status;
     if (set.status) assertStepMove(`step ${step.id} of task ${this.task.id}`, from, set.status);
@@ -183,6 +185,7 @@ class TaskRun implements Run {
   }
 
   setItem(step: PlanStep, item: number, set: ItemSet): void {
+    if (set.error) set = { ...set, error: capErrorRecord(set.error) };
     const state = this.item(step.id, item);
     if (state) {
       if (set.status) assertStepMove(`item ${item} of step ${step.id} of task ${this.task.id}`, state.status, set.status);
@@ -213,7 +216,7 @@ class TaskRun implements Run {
         run: this.task.run,
         tool: step.tool!,
         input: null,
-        error,
+        error: capErrorRecord(error),
         attempts: 0,
       });
     }

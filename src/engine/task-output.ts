@@ -1,4 +1,4 @@
-import { type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
+import { capErrorRecord, type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../lib/limits.js';
 import type { Plan } from './plan.js';
 import { ResolvedSizeError, resolveTemplates } from './templates.js';
@@ -62,7 +62,7 @@ export function taskEnding(
 
 /** A task's error when one of its steps failed it: the step's error, naming the step. */
 export function stepFailure(stepId: string, error: ErrorRecord | undefined | null): ErrorRecord & { step: string } {
-  return { step: stepId, ...(error ?? { name: 'Error', message: 'step failed' }) };
+  return capErrorRecord({ step: stepId, ...(error ?? { name: 'Error', message: 'step failed' }) });
 }
 
 /**

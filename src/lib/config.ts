@@ -63,7 +63,11 @@ const configSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   /** Port of the HTTP API. 0 picks a free port (tests). */
   PORT: integer(0, 65535).default(3000),
-  HOST: z.string().min(1).default('0.0.0.0'),
+  /**
+   * Address the API listens on. Unset: every interface (0.0.0.0) in production (a container),
+   * 127.0.0.1 otherwise, so a developer's API without keys is not on the network by accident.
+   */
+  HOST: z.string().min(1).optional(),
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
   /**
    * Redis Cluster seed nodes, `host:port` comma-separated. When set, every connection is a
@@ -139,6 +143,11 @@ const configSchema = z.object({
   /** PostgreSQL statement_timeout of the GET /stats queries; past it the answer is 503 stats_timeout. */
   STATS_STATEMENT_TIMEOUT_MS: integer(1, 600_000).default(10_000),
   /**
+   * GET /stats requests one API process computes at once; more answer 503 `stats_busy` with
+   * Retry-After, so monitors polling /stats cannot take the database pool from the tasks.
+   */
+  STATS_MAX_CONCURRENT: integer(1, 100).default(2),
+  /**
    * Bearer keys the API accepts, comma-separated, each `KEY` (admin), `SCOPE:KEY` or
    * `SCOPE@NAME:KEY` (see apiKeyEntry). With neither these nor API_KEYS_FILE there is no
    * authentication, which production refuses unless AUTH_DISABLED=true. /health, /ready and
@@ -191,8 +200,29 @@ const configSchema = z.object({
   HTTP_REQUEST_TIMEOUT_MS: integer(1_000, 600_000).default(15_000),
   /** Longest the request line and headers may take to arrive. */
   HTTP_HEADERS_TIMEOUT_MS: integer(1_000, 600_000).default(10_000),
-  /** HMAC-SHA256 key that signs completion callbacks. Without it, callback_url is refused. */
+  /**
+   * The root of the keys that sign completion callbacks: each API key's callbacks are signed with
+   * a secret derived from it and the key's id (GET /callback-secret). Without it, callback_url is refused.
+   */
   CALLBACK_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
+  /**
+   * Callback hosts per API key id (its name, or `key:` and 16 hex digits), as JSON:
+   * `{"shop": ["hooks.shop.example", "*.shop.example:8443"]}`, entries as in
+   * HTTP_TOOL_ALLOWED_HOSTS. A key listed here may send callbacks only there; other keys use
+   * HTTP_TOOL_ALLOWED_HOSTS.
+   */
+  CALLBACK_ALLOWED_HOSTS_BY_KEY: z
+    .string()
+    .transform((text, ctx) => {
+      try {
+        return JSON.parse(text) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be a JSON object: {"KEY_ID": ["host", ...]}' });
+        return z.NEVER;
+      }
+    })
+    .pipe(z.record(z.string().min(1), z.array(z.string().min(1)), 'must be a JSON object: {"KEY_ID": ["host", ...]}'))
+    .default({}),
   /** Tries per callback delivery (exponential backoff from 1 s). */
   CALLBACK_MAX_ATTEMPTS: integer(1, 50).default(8),
   /** How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event. */
@@ -277,8 +307,9 @@ const configSchema = z.object({
 });
 
 export type Config = Readonly<
-  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL' | 'QUEUE_SHARDS'> & {
+  Omit<z.infer<typeof configSchema>, 'LOG_FORMAT' | 'DATABASE_DIRECT_URL' | 'QUEUE_SHARDS' | 'HOST'> & {
     LOG_FORMAT: 'json' | 'pretty';
+    HOST: string;
     DATABASE_DIRECT_URL: string;
     QUEUE_SHARDS: number;
   }
@@ -312,6 +343,8 @@ function withoutPassword(url: string): string {
 /** What a problem message says about the value it refused. */
 function describeValue(name: string, value: string | undefined, path: readonly PropertyKey[]): string {
   if (value === undefined) return '';
+  // Cluster nodes are host:port, but a mistaken `user:password@host:port` would show the password.
+  if (name === 'REDIS_CLUSTER_NODES') return ' (the value is not shown: it may hold a password)';
   if (!SECRET_NAME.test(name)) return ` (got ${JSON.stringify(URL_NAME.test(name) ? withoutPassword(value) : value)})`;
   const index = path[1];
   if (typeof index === 'number') {
@@ -349,6 +382,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return Object.freeze({
     ...value,
     LOG_FORMAT: value.LOG_FORMAT ?? (value.NODE_ENV === 'production' ? 'json' : 'pretty'),
+    HOST: value.HOST ?? (value.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'),
     DATABASE_DIRECT_URL: value.DATABASE_DIRECT_URL ?? value.DATABASE_URL,
     QUEUE_SHARDS: value.QUEUE_SHARDS ?? (value.REDIS_CLUSTER_NODES.length > 0 ? CLUSTER_DEFAULT_SHARDS : 1),
   });

@@ -188,11 +188,84 @@ export interface ErrorRecord {
   details?: unknown;
 }
 
+/**
+ * The most an error record keeps, in UTF-8 bytes of its parts: whatever an adapter throws (the
+ * http tool quotes a 4xx answer's body, up to 10 MiB), the record is copied into the step, the
+ * task, the dead letter and dependents' job data, so it stays a few KiB.
+ */
+export const ERROR_LIMITS = { nameBytes: 200, messageBytes: 2048, detailsBytes: 2048 } as const;
+
 export function toErrorRecord(thrown: unknown): ErrorRecord {
   const error = coerceError(thrown);
-  const record: ErrorRecord = { name: storableText(error.name), message: storableText(error.message) };
-  if ('details' in error && error.details !== undefined) record.details = storableJson(plainJson(error.details));
-  return record;
+  const record: ErrorRecord = { name: error.name, message: error.message };
+  if ('details' in error && error.details !== undefined) record.details = error.details;
+  return capErrorRecord(record);
+}
+
+/**
+ * The one bound on an error record, used wherever one is built, stored or copied: the name and
+ * message cut to their limits, the details cut to a budget (long strings shortened, long lists and
+ * objects ended early, each cut saying how much it left out), and text PostgreSQL can store.
+ * Idempotent: a capped record passes through unchanged. Other fields (`retryable`, `step`) are kept.
+ */
+export function capErrorRecord<T extends ErrorRecord>(record: T): T {
+  const capped: T = {
+    ...record,
+    name: storableText(cutText(String(record.name), ERROR_LIMITS.nameBytes)),
+    message: storableText(cutText(String(record.message), ERROR_LIMITS.messageBytes)),
+  };
+  if (record.details !== undefined) capped.details = storableJson(plainJson(new Budget(ERROR_LIMITS.detailsBytes).take(record.details, 0)));
+  return capped;
+}
+
+/** `text` when its UTF-8 is at most `maxBytes`, else its start and how much was cut. */
+function cutText(text: string, maxBytes: number): string {
+  if (text.length * 3 <= maxBytes || Buffer.byteLength(text) <= maxBytes) return text;
+  const total = Buffer.byteLength(text);
+  const marker = `… [cut: ${total} bytes in all]`;
+  // Cut on a code point: a lone surrogate would become U+FFFD.
+  const keep = Buffer.from(text.slice(0, maxBytes))
+    .subarray(0, Math.max(0, maxBytes - Buffer.byteLength(marker)))
+    .toString('utf8')
+    .replace(/\uFFFD$/, '');
+  return `${keep}${marker}`;
+}
+
+/** Walks a value once, keeping what fits in a byte budget (about JSON's size) and never building the whole text. */
+class Budget {
+  constructor(private left: number) {}
+
+  take(value: unknown, depth: number): unknown {
+    if (value !== null && typeof value === 'object' && typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+      value = (value as { toJSON(): unknown }).toJSON();
+    }
+    if (typeof value === 'string') {
+      const kept = cutText(value, Math.max(this.left - 2, 64));
+      this.left -= Buffer.byteLength(kept) + 2;
+      return kept;
+    }
+    if (value === null || typeof value !== 'object') {
+      this.left -= String(value).length;
+      return value;
+    }
+    if (depth >= 32) return '[nested too deep]';
+    const entries = Array.isArray(value) ? value.map((item, index) => [index, item] as const) : Object.entries(value);
+    const kept: [string | number, unknown][] = [];
+    let omitted = 0;
+    this.left -= 2;
+    for (const [key, item] of entries) {
+      if (item === undefined || typeof item === 'function' || typeof item === 'symbol') continue;
+      if (this.left <= 0) omitted += 1;
+      else {
+        this.left -= String(key).length + 4;
+        kept.push([key, this.take(item, depth + 1)]);
+      }
+    }
+    if (Array.isArray(value)) return omitted > 0 ? [...kept.map(([, item]) => item), `… [cut: ${omitted} more items]`] : kept.map(([, item]) => item);
+    const object = Object.fromEntries(kept);
+    if (omitted > 0) object['…'] = `cut: ${omitted} more fields`;
+    return object;
+  }
 }
 
 /**

@@ -8,9 +8,12 @@ import net from 'node:net';
  * - cloud metadata addresses are always refused;
  * - private, loopback, link-local and other special addresses are refused unless the allowlist
  *   names them explicitly (an IP, a CIDR containing the address, or the exact hostname, not a
- *   `*.` wildcard), on the port being connected to when the entry has one;
+ *   `*.` wildcard), on the port being connected to;
+ * - an entry without a port allows only the scheme's default port (80 for http, 443 for https):
+ *   `api.example.com` must not open `http://api.example.com:6379/` to a Redis behind the name;
  * - an IPv6 address that reaches an IPv4 host (IPv4-mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96`)
- *   is judged as that IPv4 address; the tunnelling forms (6to4 `2002::/16`, Teredo `2001::/32`,
+ *   is judged as that IPv4 address, and so is an IPv4-translated one (`::ffff:0:0:0/96`, RFC
+ *   2765: `::ffff:0:7f00:1` is 127.0.0.1); the tunnelling forms (6to4 `2002::/16`, Teredo `2001::/32`,
  *   IPv4-compatible `::/96`, local-use NAT64 `64:ff9b:1::/48`) count as special addresses, and
  *   never lead to a metadata address.
  */
@@ -61,6 +64,7 @@ for (const [network, prefix] of [
   ['2002::', 16], // 6to4
   ['fc00::', 7],
   ['fe80::', 10],
+  ['fec0::', 10], // site-local (deprecated, RFC 3879), still routed privately where used
   ['ff00::', 8],
 ] as const) {
   SPECIAL.addSubnet(network, prefix, 'ipv6');
@@ -97,6 +101,7 @@ function canonical(raw: string): string {
   const g = groups(address);
   const zeros = (from: number, to: number) => g.slice(from, to).every((group) => group === 0);
   if (zeros(0, 5) && g[5] === 0xffff) return ipv4(g[6]!, g[7]!);
+  if (zeros(0, 4) && g[4] === 0xffff && g[5] === 0) return ipv4(g[6]!, g[7]!);
   if (g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6)) return ipv4(g[6]!, g[7]!);
   return address;
 }
@@ -148,8 +153,9 @@ export class HostPolicy {
     this.entries = allowed.map(parseEntry);
   }
 
-  private portMatches(entry: Entry, port: number): boolean {
-    return entry.port === undefined || entry.port === port;
+  /** `defaults`: the ports an entry without one allows (the URL's scheme default; 80 and 443 when only the port is known). */
+  private portMatches(entry: Entry, port: number, defaults: readonly number[]): boolean {
+    return entry.port === undefined ? defaults.includes(port) : entry.port === port;
   }
 
   /** Why the URL may not be requested, or undefined when its host is allowlisted. */
@@ -157,28 +163,38 @@ export class HostPolicy {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') return `protocol ${url.protocol} is not allowed`;
     if (url.username || url.password) return 'credentials in the URL are not allowed';
     const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
-    const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+    const defaultPort = url.protocol === 'https:' ? 443 : 80;
+    const port = Number(url.port || defaultPort);
+    const defaults = [defaultPort];
     if (net.isIP(host)) {
       const address = canonical(host);
       if (isMetadata(address)) return `${host} is a cloud metadata address`;
-      const listed = this.entries.some((entry) => entry.kind === 'network' && this.portMatches(entry, port) && entry.list.check(address, family(address)));
+      const listed = this.entries.some(
+        (entry) => entry.kind === 'network' && this.portMatches(entry, port, defaults) && entry.list.check(address, family(address)),
+      );
       return listed ? undefined : `host ${host} is not on HTTP_TOOL_ALLOWED_HOSTS`;
     }
     const listed = this.entries.some(
-      (entry) => this.portMatches(entry, port) && ((entry.kind === 'host' && entry.host === host) || (entry.kind === 'suffix' && host.endsWith(entry.suffix))),
+      (entry) =>
+        this.portMatches(entry, port, defaults) && ((entry.kind === 'host' && entry.host === host) || (entry.kind === 'suffix' && host.endsWith(entry.suffix))),
     );
     return listed ? undefined : `host ${host} is not on HTTP_TOOL_ALLOWED_HOSTS`;
   }
 
-  /** Why a connection to `address` (resolved from `hostname`) on `port` is refused, or undefined. */
-  checkAddress(hostname: string, rawAddress: string, port: number): string | undefined {
+  /**
+   * Why a connection to `address` (resolved from `hostname`) on `port` is refused, or undefined.
+   * `defaultPort`: the URL's scheme default, which an entry without a port allows (both 80 and
+   * 443 when not given).
+   */
+  checkAddress(hostname: string, rawAddress: string, port: number, defaultPort?: number): string | undefined {
+    const defaults = defaultPort === undefined ? [80, 443] : [defaultPort];
     const address = canonical(rawAddress);
     if (isMetadata(address)) return `${hostname} resolves to a cloud metadata address`;
     if (!SPECIAL.check(address, family(address))) return undefined;
     const name = hostname.toLowerCase();
     const explicit = this.entries.some(
       (entry) =>
-        this.portMatches(entry, port) &&
+        this.portMatches(entry, port, defaults) &&
         ((entry.kind === 'network' && entry.list.check(address, family(address))) || (entry.kind === 'host' && entry.host === name)),
     );
     return explicit ? undefined : `${hostname} resolves to ${address}, a private or link-local address that is not explicitly allowlisted on port ${port}`;

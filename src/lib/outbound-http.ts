@@ -71,12 +71,12 @@ export function headerProblem(name: string, value: string): string | undefined {
   return undefined;
 }
 
-function guardedLookup(policy: HostPolicy, port: number): LookupFunction {
+function guardedLookup(policy: HostPolicy, port: number, defaultPort: number): LookupFunction {
   return (hostname, options, callback) => {
     dns.lookup(hostname, { ...options, all: true }, (error, addresses) => {
       if (error) return callback(error, '', 4);
       for (const { address } of addresses) {
-        const refused = policy.checkAddress(hostname, address, port);
+        const refused = policy.checkAddress(hostname, address, port, defaultPort);
         if (refused) return callback(new HostRefusedError(refused), '', 4);
       }
       if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: dns.LookupAddress[]) => void)(null, addresses);
@@ -117,7 +117,7 @@ function once(policy: HostPolicy, url: URL, request: OutboundRequest, method: st
       {
         method,
         headers: { ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}), ...request.headers },
-        lookup: guardedLookup(policy, port),
+        lookup: guardedLookup(policy, port, secure ? 443 : 80),
         ...(secure ? tlsOptions(url, request.ca) : {}),
         signal,
         // A fresh connection per request: a pooled socket would skip the address check.

@@ -25,7 +25,7 @@ import type { Sql, SqlRunner } from '../ledger/sql.js';
 import { creationTimes } from '../ledger/task-days.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import type { Config } from '../lib/config.js';
-import { type ErrorRecord, toErrorRecord, ValidationError } from '../lib/errors.js';
+import { capErrorRecord, type ErrorRecord, toErrorRecord, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 import { captureTraceContext } from '../observability/tracing.js';
@@ -669,7 +669,7 @@ export class Runs {
         stepId: child.stepId,
         childTaskId: child.childTaskId,
         status: 'failed',
-        error: { ...toErrorRecord(error), name: 'InvalidChildParams', details: error.details },
+        error: capErrorRecord({ ...toErrorRecord(error), name: 'InvalidChildParams', details: error.details }),
         at: new Date(),
       });
       return;

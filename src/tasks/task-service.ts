@@ -5,6 +5,7 @@ import { isFinished, type StepStatus } from '../engine/status.js';
 import { IDENTIFIER } from '../engine/workflow-definition.js';
 import type { DeadLetter } from '../generated/prisma/client.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
+import { CALLBACK_HEADERS, callbackHostsFor, callbackSecretFor } from '../lib/callback-signing.js';
 import type { Config } from '../lib/config.js';
 import { type ApiError, ConflictError, DependencyUnavailableError, type ErrorRecord, GoneError, NotFoundError, ValidationError } from '../lib/errors.js';
 import { hostPolicyFor } from '../lib/host-policy.js';
@@ -205,7 +206,7 @@ export class TaskService {
 
   private async submitInSpan(body: TaskRequest, options: SubmitOptions, span: SpanHandle): Promise<Submitted> {
     const receivedAt = new Date();
-    if (body.callback_url) this.checkCallback(body.callback_url);
+    if (body.callback_url) this.checkCallback(body.callback_url, options.owner ?? '');
     const planned = await this.plan(body, options);
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
@@ -300,8 +301,8 @@ export class TaskService {
     });
   }
 
-  /** A callback must be signable and go to a host the http tool may call. */
-  private checkCallback(url: string): void {
+  /** A callback must be signable and go to a host its owner's callbacks may reach. */
+  private checkCallback(url: string, owner: string): void {
     if (!this.deps.config.CALLBACK_SECRET) {
       throw new ValidationError(
         'callbacks are not enabled on this server',
@@ -309,8 +310,22 @@ export class TaskService {
         'callbacks_disabled',
       );
     }
-    const refused = hostPolicyFor(this.deps.config.HTTP_TOOL_ALLOWED_HOSTS).checkUrl(new URL(url));
+    const refused = hostPolicyFor(callbackHostsFor(this.deps.config, owner)).checkUrl(new URL(url));
     if (refused) throw new ValidationError('the callback URL is not allowed', [{ path: 'callback_url', message: refused }], 'callback_url_not_allowed');
+  }
+
+  /** What `owner` needs to verify its callbacks: the secret derived for it, and how it signs. */
+  callbackSecret(owner: string) {
+    const root = this.deps.config.CALLBACK_SECRET;
+    if (!root) throw new NotFoundError('callbacks_disabled', 'callbacks are not enabled on this server: there is no secret to verify them with');
+    return {
+      owner,
+      secret: callbackSecretFor(root, owner),
+      algorithm: 'HMAC-SHA256' as const,
+      signature_header: CALLBACK_HEADERS.signature,
+      timestamp_header: CALLBACK_HEADERS.timestamp,
+      signed_content: '<timestamp header>.<raw body>',
+    };
   }
 
   private missing(id: string): ApiError {

@@ -23,7 +23,9 @@ describe.each(builtinTools.map((tool) => [tool.name, tool] as const))('tool adap
   it('has sane defaults for retry, timeout, rate limit and concurrency', () => {
     expect(Number.isInteger(tool.retry.attempts) && tool.retry.attempts >= 1).toBe(true);
     expect(['fixed', 'exponential']).toContain(tool.retry.backoff.type);
-    expect(tool.retry.backoff.delay_ms).toBeGreaterThanOrEqual(0);
+    // A tool that retries waits between attempts: 0 would retry at once, hammering what failed.
+    expect(Number.isInteger(tool.retry.backoff.delay_ms)).toBe(true);
+    if (tool.retry.attempts > 1) expect(tool.retry.backoff.delay_ms).toBeGreaterThan(0);
     expect(tool.timeout_ms).toBeGreaterThan(0);
     if (tool.rate_limit) {
       expect(tool.rate_limit.max).toBeGreaterThan(0);

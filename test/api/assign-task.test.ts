@@ -28,8 +28,11 @@ describe('POST /assign-task and GET /result', () => {
     expect(result.steps).toHaveLength(1);
     const [step] = result.steps;
     expect(step).toMatchObject({ id: 'echo', tool: 'echo', status: 'completed', attempts: 1, output: { hello: 'world', n: 3 } });
-    expect(step.duration_ms).toBeGreaterThanOrEqual(0);
+    // The duration is the step's own span, not a number that merely exists.
     expect(Date.parse(step.finished_at)).toBeGreaterThanOrEqual(Date.parse(step.started_at));
+    expect(step.duration_ms).toBe(Date.parse(step.finished_at) - Date.parse(step.started_at));
+    expect(Date.parse(step.started_at)).toBeGreaterThanOrEqual(Date.parse(result.created_at));
+    expect(Date.parse(result.finished_at)).toBeGreaterThanOrEqual(Date.parse(step.finished_at));
     for (const field of ['created_at', 'started_at', 'finished_at', 'timestamp']) expect(Date.parse(result[field])).not.toBeNaN();
   });
 

@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { callbackSecretFor } from '../../src/lib/callback-signing.js';
 import { CALLBACKS_QUEUE, callbackJobId } from '../../src/queue/jobs.js';
 import { testTools } from '../fixtures/tools.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
@@ -8,10 +9,10 @@ import { startServer, type TestServer } from '../helpers/http-server.js';
 
 const SECRET = 'test-callback-secret-0123456789';
 
-/** What a receiver does to trust a callback: recompute the signature over timestamp and body. */
+/** What a receiver does to trust a callback: recompute the signature over timestamp and body, with its owner's secret ('' without keys). */
 function verify(headers: Record<string, string | string[] | undefined>, body: string): boolean {
   const timestamp = String(headers['x-orchestrator-timestamp']);
-  const expected = `sha256=${createHmac('sha256', SECRET).update(`${timestamp}.${body}`).digest('hex')}`;
+  const expected = `sha256=${createHmac('sha256', callbackSecretFor(SECRET, '')).update(`${timestamp}.${body}`).digest('hex')}`;
   const given = String(headers['x-orchestrator-signature']);
   return given.length === expected.length && timingSafeEqual(Buffer.from(given), Buffer.from(expected));
 }

@@ -91,7 +91,8 @@ describe('the OpenAPI document', () => {
         env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY}`, METRICS_TOKEN: 'openapi-metrics-token-0123456789' },
       }),
     ]);
-    const served = await fetch(`${h.url}/openapi.json`);
+    // As a service with keys describes itself: the requirement of each operation is its key.
+    const served = await fetch(`${scoped.url}/openapi.json`, { headers: { authorization: `Bearer ${API_KEY}` } });
     expect(served.status).toBe(200);
     doc = (await served.json()) as OpenApiDocument;
     schemas = new DocumentSchemas(doc);
@@ -126,7 +127,12 @@ describe('the OpenAPI document', () => {
   ): Promise<Answer> {
     const answered = await request(`${on.url}${url}`, {
       method: method as Dispatcher.HttpMethod,
-      headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      // As the typed client does; a header given as '' is left out.
+      headers: Object.fromEntries(
+        Object.entries({ 'x-requested-with': 'openapi-test', ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers }).filter(
+          ([, value]) => value !== '',
+        ),
+      ),
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
     const response = {
@@ -172,6 +178,25 @@ describe('the OpenAPI document', () => {
     );
   }
 
+  it('says what the running service requires: with keys, only a key (no optional {} first); without keys, nothing', async () => {
+    for (const [path, operations] of Object.entries(doc.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        const security = (operation as Operation).security as Record<string, string[]>[];
+        const where = `${method.toUpperCase()} ${path}`;
+        if (['/health', '/ready', '/metrics'].includes(path)) expect(security, where).toEqual([]);
+        else {
+          expect(security.length, where).toBeGreaterThan(0);
+          for (const requirement of security) expect(Object.keys(requirement), where).toHaveLength(1);
+          expect(Object.keys(security[0]!), where).toEqual(['bearerAuth']);
+        }
+      }
+    }
+    const open = (await (await fetch(`${h.url}/openapi.json`)).json()) as OpenApiDocument;
+    for (const operations of Object.values(open.paths))
+      for (const operation of Object.values(operations)) expect((operation as Operation).security).toEqual([]);
+    expect(open).toEqual(JSON.parse(JSON.stringify(buildOpenApiDocument(undefined, { keys: false }))));
+  });
+
   it('is a valid OpenAPI 3.1 document, served as built from the zod schemas', async () => {
     const validator = new Validator();
     const result = await validator.validate(doc as never);
@@ -190,8 +215,8 @@ describe('the OpenAPI document', () => {
     ] as const) {
       expect((doc.paths[path]![method] as Operation).security, path).toEqual([]);
     }
-    expect((doc.paths['/tasks']!.get as Operation).security).toEqual([{}, { bearerAuth: ['admin', 'client', 'read'] }]);
-    expect((doc.paths['/workflows']!.post as Operation).security).toEqual([{}, { bearerAuth: ['admin'] }]);
+    expect((doc.paths['/tasks']!.get as Operation).security).toEqual([{ bearerAuth: ['admin', 'client', 'read'] }]);
+    expect((doc.paths['/workflows']!.post as Operation).security).toEqual([{ bearerAuth: ['admin'] }]);
     // Requests come from the handlers' own schemas: a strict body rejects unknown keys.
     expect(doc.components.schemas.AssignTaskRequest).toMatchObject({ required: ['task_type'], additionalProperties: false });
     // Every schema in the document compiles.
@@ -434,6 +459,23 @@ describe('the OpenAPI document', () => {
       expect((await call(method, url, { blob: 'x'.repeat(20_000) })).body.error.code, url).toBe('payload_too_large');
       expect((await call(method, url, 'plain words', { 'content-type': 'text/plain' })).body.error.code, url).toBe('unsupported_media_type');
     }
+  });
+
+  it('every POST answers 403 csrf_header_required without a JSON content type or X-Requested-With, as a cross-site form sends it', async () => {
+    const posts = everyOperation((method) => method === 'post');
+    for (const [method, url] of posts) {
+      const refused = await call(method, url, undefined, { 'x-requested-with': '' });
+      expect(refused.status, url).toBe(403);
+      expect(refused.body.error.code, url).toBe('csrf_header_required');
+      const form = await call(method, url, undefined, { 'x-requested-with': '', 'content-type': 'application/x-www-form-urlencoded' });
+      expect(form.status, url).toBe(403);
+    }
+  });
+
+  it('GET /callback-secret answers as documented', async () => {
+    expect((await call('GET', '/callback-secret')).body.secret).toMatch(/^[0-9a-f]{64}$/);
+    const disabled = await call('GET', '/callback-secret', undefined, { authorization: `Bearer ${API_KEY}` }, scoped);
+    expect(disabled.body.error.code).toBe('callbacks_disabled');
   });
 
   it('the system endpoints answer as documented', async () => {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/persistence/database.js';
 import { StatsStore, StatsTimeoutError } from '../../src/persistence/stats-store.js';
 import { testTools } from '../fixtures/tools.js';
-import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 describe('GET /stats', () => {
   let h: Harness;
@@ -43,6 +43,31 @@ describe('GET /stats', () => {
     const later = new Date(Date.now() + 7_200_000).toISOString();
     const { body } = await h.request('GET', `/stats?since=${encodeURIComponent(future)}&until=${encodeURIComponent(later)}`);
     expect(body.tasks).toEqual({ total: 0, by_status: {}, by_type: [] });
+  });
+
+  it('computes at most STATS_MAX_CONCURRENT (2) at once per process: more get 503 stats_busy with Retry-After', async () => {
+    // The statistics' queries wait on this lock: two requests stay in flight until it goes.
+    const holder = await h.db.pool.connect();
+    const held: Promise<{ status: number }>[] = [];
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE');
+      held.push(h.request('GET', '/stats?window=1h'), h.request('GET', '/stats?window=1h'));
+      const busy = await poll(
+        async () => {
+          const answer = await h.request('GET', '/stats?window=1h');
+          return answer.status === 503 ? answer : undefined;
+        },
+        { label: 'a third /stats refused while two are held', timeoutMs: 10_000 },
+      );
+      expect(busy.body.error).toMatchObject({ code: 'stats_busy', details: { max_concurrent: 2 } });
+      expect(busy.headers.get('retry-after')).toBe('1');
+    } finally {
+      await holder.query('ROLLBACK');
+      holder.release();
+    }
+    expect((await Promise.all(held)).map((answer) => answer.status)).toEqual([200, 200]);
+    expect((await h.request('GET', '/stats?window=1h')).status).toBe(200);
   });
 
   it('answers 400 for a malformed or empty window', async () => {

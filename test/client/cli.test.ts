@@ -171,4 +171,23 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
     expect((await cli('items', id, 'each', '--cursor', rest)).output).toMatch(/^2 +completed +\{"at":2,"word":"z"\}$/m);
     expect((await cli('items', id, 'nope')).output).toMatch(/^error step_not_found: /m);
   });
+
+  it('takes the key from a file or the environment, and refuses it as an argument', async () => {
+    const keyFile = path.join(dir, 'api-key');
+    writeFileSync(keyFile, `${KEY}\n`);
+    const fromFile = runEntry('client/cli.ts', { ORCHESTRATOR_URL: h.url, ORCHESTRATOR_API_KEY: '' }, { args: ['tools', '--api-key-file', keyFile] });
+    running.push(fromFile);
+    expect((await fromFile.waitForExit()).code).toBe(0);
+    expect(fromFile.output).toMatch(/^echo\b/m);
+    const fromEnvFile = runEntry(
+      'client/cli.ts',
+      { ORCHESTRATOR_URL: h.url, ORCHESTRATOR_API_KEY: '', ORCHESTRATOR_API_KEY_FILE: keyFile },
+      { args: ['tools'] },
+    );
+    running.push(fromEnvFile);
+    expect((await fromEnvFile.waitForExit()).code).toBe(0);
+    const onTheCommandLine = await cli('tools', '--api-key', KEY);
+    expect(onTheCommandLine.code).toBe(2);
+    expect(onTheCommandLine.output).toContain('--api-key is not accepted');
+  });
 });

@@ -21,7 +21,7 @@ describe('loadConfig', () => {
     expect(config).toMatchObject({
       NODE_ENV: 'development',
       PORT: 3000,
-      HOST: '0.0.0.0',
+      HOST: '127.0.0.1',
       QUEUE_PREFIX: '{orchestrator}',
       LOG_LEVEL: 'info',
       LOG_FORMAT: 'pretty',
@@ -90,7 +90,6 @@ describe('loadConfig', () => {
     ['DATABASE_URL', 'mysql://root@127.0.0.1/app'],
     ['DATABASE_DIRECT_URL', 'pgbouncer:6432'],
     ['QUEUE_PREFIX', 'has:colon'],
-    ['REDIS_CLUSTER_NODES', 'redis-1,redis-2'],
     ['LOG_LEVEL', 'loud'],
     ['NODE_ENV', 'staging'],
     ['BODY_LIMIT', 'lots'],
@@ -231,6 +230,22 @@ describe('API key settings', () => {
     expect(error.message).not.toContain('short-secret');
     expect(error.message).not.toContain('fine-admin-key');
     expect(error.message).not.toContain('clinet');
+  });
+
+  it('listens on 127.0.0.1 outside production and on every interface in production, unless HOST says', () => {
+    expect(loadConfig({ NODE_ENV: 'test' }).HOST).toBe('127.0.0.1');
+    expect(loadConfig({ NODE_ENV: 'production', AUTH_DISABLED: 'true' }).HOST).toBe('0.0.0.0');
+    expect(loadConfig({ HOST: '0.0.0.0' }).HOST).toBe('0.0.0.0');
+    expect(loadConfig({ NODE_ENV: 'production', HOST: '10.0.0.7' }).HOST).toBe('10.0.0.7');
+  });
+
+  it('never shows REDIS_CLUSTER_NODES in an error: a mistaken entry may carry a password', () => {
+    for (const value of ['redis-1,redis-2', 'default:hunter2-secret@redis-1:7000', 'redis://:hunter2-secret@redis-1:7000']) {
+      const error = configError({ REDIS_CLUSTER_NODES: value });
+      expect(error.message).toMatch(/REDIS_CLUSTER_NODES: each node must be host:port \(the value is not shown: it may hold a password\)/);
+      expect(error.message).not.toContain('hunter2');
+      expect(error.message).not.toContain('redis-1');
+    }
   });
 
   it('never repeats the value of CALLBACK_SECRET in an error either', () => {

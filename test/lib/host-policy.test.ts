@@ -4,10 +4,11 @@ import { HostPolicy, hostPolicyFor } from '../../src/lib/host-policy.js';
 const allowed = (policy: HostPolicy, url: string) => policy.checkUrl(new URL(url)) === undefined;
 
 describe('HostPolicy.checkUrl', () => {
-  it('matches exact host names, case-insensitively, on any port unless one is given', () => {
+  it('matches exact host names, case-insensitively, on the scheme default port unless one is given', () => {
     const policy = new HostPolicy(['API.example.com', 'hooks.example.com:8443']);
     expect(allowed(policy, 'https://api.example.com/v1')).toBe(true);
-    expect(allowed(policy, 'http://Api.Example.COM:9000/')).toBe(true);
+    expect(allowed(policy, 'http://Api.Example.COM/')).toBe(true);
+    expect(allowed(policy, 'http://Api.Example.COM:9000/')).toBe(false);
     expect(allowed(policy, 'https://other.example.com/')).toBe(false);
     expect(allowed(policy, 'https://example.com/')).toBe(false);
     expect(allowed(policy, 'https://hooks.example.com:8443/in')).toBe(true);
@@ -24,6 +25,26 @@ describe('HostPolicy.checkUrl', () => {
     expect(allowed(policy, 'https://example.com.evil.net/')).toBe(false);
   });
 
+  it('allows only the scheme default port for an entry without one, whatever its kind', () => {
+    const policy = new HostPolicy(['api.example.com', '*.hooks.example.com', '10.0.0.0/8', '192.0.2.7', '[2001:db8::1]']);
+    for (const url of ['https://api.example.com/', 'http://api.example.com/', 'http://api.example.com:80/', 'https://api.example.com:443/']) {
+      expect(allowed(policy, url), url).toBe(true);
+    }
+    for (const url of [
+      'http://api.example.com:6379/',
+      'https://api.example.com:80/',
+      'http://api.example.com:443/',
+      'http://a.hooks.example.com:8080/',
+      'http://10.0.0.1:6379/',
+      'http://192.0.2.7:5432/',
+      'http://[2001:db8::1]:8080/',
+    ]) {
+      expect(allowed(policy, url), url).toBe(false);
+    }
+    expect(allowed(policy, 'https://a.hooks.example.com/')).toBe(true);
+    expect(allowed(policy, 'http://10.0.0.1/')).toBe(true);
+  });
+
   it('takes the scheme default port into account for entries with a port', () => {
     const policy = new HostPolicy(['secure.example.com:443', 'plain.example.com:80', '127.0.0.1:8080']);
     expect(allowed(policy, 'https://secure.example.com/')).toBe(true);
@@ -38,7 +59,7 @@ describe('HostPolicy.checkUrl', () => {
   it('matches IPv4 addresses and CIDR ranges, whatever notation the URL uses', () => {
     const policy = new HostPolicy(['10.1.0.0/16', '192.0.2.7']);
     expect(allowed(policy, 'http://10.1.2.3/')).toBe(true);
-    expect(allowed(policy, 'http://10.1.255.255:8080/')).toBe(true);
+    expect(allowed(policy, 'http://10.1.255.255/')).toBe(true);
     expect(allowed(policy, 'http://10.2.0.1/')).toBe(false);
     expect(allowed(policy, 'http://192.0.2.7/')).toBe(true);
     expect(allowed(policy, 'http://192.0.2.8/')).toBe(false);
@@ -53,7 +74,7 @@ describe('HostPolicy.checkUrl', () => {
     expect(allowed(policy, 'http://[2001:db8::1]/')).toBe(false);
     expect(allowed(policy, 'http://[2001:db8:1:ffff::5]/')).toBe(true);
     expect(allowed(policy, 'http://[2001:db8:2::5]/')).toBe(false);
-    expect(allowed(policy, 'http://[::1]:3000/')).toBe(true);
+    expect(allowed(policy, 'http://[::1]/')).toBe(true);
     expect(allowed(policy, 'http://[0:0:0:0:0:0:0:1]/')).toBe(true);
   });
 
@@ -61,6 +82,8 @@ describe('HostPolicy.checkUrl', () => {
     const policy = new HostPolicy(['127.0.0.1']);
     expect(allowed(policy, 'http://[::ffff:127.0.0.1]/')).toBe(true);
     expect(allowed(policy, 'http://[::ffff:7f00:1]/')).toBe(true);
+    // IPv4-translated (::ffff:0:0:0/96) too.
+    expect(allowed(policy, 'http://[::ffff:0:7f00:1]/')).toBe(true);
     expect(allowed(policy, 'http://[::ffff:10.0.0.1]/')).toBe(false);
     // Loopback by IPv6 is another address: not allowed by the IPv4 entry.
     expect(allowed(policy, 'http://[::1]/')).toBe(false);
@@ -127,6 +150,10 @@ describe('HostPolicy.checkAddress (what a name resolved to, at connect time)', (
       'fc00::7',
       '::ffff:192.168.1.1',
       '::ffff:7f00:1',
+      '::ffff:0:7f00:1',
+      '::ffff:0:a00:5',
+      'fec0::1',
+      'feff::1',
     ]) {
       expect(policy.checkAddress('internal.example.com', address, 443), address).toMatch(/private or link-local address that is not explicitly allowlisted/);
     }
@@ -154,6 +181,12 @@ describe('HostPolicy.checkAddress (what a name resolved to, at connect time)', (
       expect(policy.checkAddress('internal.example.com', '10.0.0.5', 8080), allow).toBeUndefined();
       expect(policy.checkAddress('internal.example.com', '10.0.0.5', 9000), allow).toMatch(/not explicitly allowlisted on port 9000/);
     }
+    // Without a port, only the scheme's default: 443 or 80 (both when the scheme is not said).
+    const bare = new HostPolicy(['*.example.com', 'internal.example.com']);
+    expect(bare.checkAddress('internal.example.com', '10.0.0.5', 443, 443)).toBeUndefined();
+    expect(bare.checkAddress('internal.example.com', '10.0.0.5', 80, 443)).toMatch(/not explicitly allowlisted on port 80/);
+    expect(bare.checkAddress('internal.example.com', '10.0.0.5', 80)).toBeUndefined();
+    expect(bare.checkAddress('internal.example.com', '10.0.0.5', 6379)).toMatch(/not explicitly allowlisted on port 6379/);
     const loopback = new HostPolicy(['localhost:8080']);
     expect(loopback.checkAddress('localhost', '127.0.0.1', 8080)).toBeUndefined();
     expect(loopback.checkAddress('localhost', '127.0.0.1', 6379)).toMatch(/not explicitly allowlisted on port 6379/);

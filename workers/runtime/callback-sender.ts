@@ -1,5 +1,6 @@
-import { createHmac, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { type Job, UnrecoverableError } from 'bullmq';
+import { CALLBACK_HEADERS, callbackHostsFor, callbackSecretFor, signCallback } from '../../src/lib/callback-signing.js';
 import type { Config } from '../../src/lib/config.js';
 import { NonRetryableError, RetryableError, toErrorRecord } from '../../src/lib/errors.js';
 import { hostPolicyFor } from '../../src/lib/host-policy.js';
@@ -12,17 +13,9 @@ import type { CallbackJobData } from '../../src/queue/jobs.js';
 import { taskView } from '../../src/tasks/task-view.js';
 import { retryDelay } from './backoff.js';
 
-export const SIGNATURE_HEADER = 'x-orchestrator-signature';
-export const TIMESTAMP_HEADER = 'x-orchestrator-timestamp';
-
-/**
- * The signature a receiver recomputes to trust a callback: HMAC-SHA256 with CALLBACK_SECRET over
- * `${timestamp}.${body}`, hex, sent as `sha256=<hex>`. The timestamp (Unix seconds, also a
- * header) lets the receiver refuse replays of old deliveries.
- */
-export function signCallback(secret: string, timestamp: number, body: string): string {
-  return `sha256=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
-}
+export const SIGNATURE_HEADER = CALLBACK_HEADERS.signature;
+export const TIMESTAMP_HEADER = CALLBACK_HEADERS.timestamp;
+export { signCallback };
 
 /**
  * Delay before the next delivery after `failures` failed ones: exponential from 1 s with jitter,
@@ -45,17 +38,21 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
     const logger = deps.logger.child({ task_id: taskId, callback_attempt: attempt });
     const task = await deps.store.get(taskId);
     if (!task?.callbackUrl || task.run !== run) return { status: 0 };
-    const secret = deps.config.CALLBACK_SECRET;
-    if (!secret) throw new UnrecoverableError('CALLBACK_SECRET is not set on this worker: callbacks cannot be signed');
+    const root = deps.config.CALLBACK_SECRET;
+    if (!root) throw new UnrecoverableError('CALLBACK_SECRET is not set on this worker: callbacks cannot be signed');
+    // Signed with the owner's own secret, and naming the owner and the URL: a receiver that
+    // checks them cannot be sent another client's callback, nor one meant for another URL.
+    const owner = task.ownerKey;
+    const secret = callbackSecretFor(root, owner);
     const event = `task.${task.status}`;
-    const body = JSON.stringify({ event, delivery_id: job.id, attempt, task: taskView(task) });
+    const body = JSON.stringify({ event, delivery_id: job.id, attempt, owner, callback_url: task.callbackUrl, task: taskView(task) });
     const timestamp = Math.floor(Date.now() / 1000);
     const started = Date.now();
     let statusCode: number | undefined;
     let retryAfterMs: number | undefined;
     let failure: Error | undefined;
     try {
-      const response = await outboundRequest(hostPolicyFor(deps.config.HTTP_TOOL_ALLOWED_HOSTS), {
+      const response = await outboundRequest(hostPolicyFor(callbackHostsFor(deps.config, owner)), {
         method: 'POST',
         url: task.callbackUrl,
         headers: {
@@ -64,6 +61,7 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
           'x-orchestrator-event': event,
           'x-orchestrator-delivery': `${job.id}#${attempt}`,
           [TIMESTAMP_HEADER]: String(timestamp),
+          [CALLBACK_HEADERS.owner]: encodeURIComponent(owner),
           [SIGNATURE_HEADER]: signCallback(secret, timestamp, body),
         },
         body,

@@ -7,6 +7,7 @@ import {
   coerceError,
   LimitExceededError,
   NonRetryableError,
+  RetryableError,
   TaskStoppedError,
   ToolTimeoutError,
   toErrorRecord,
@@ -322,9 +323,10 @@ export function createStepProcessor(deps: StepProcessorDeps) {
         .note({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt: delivery, error: record })
         .catch((writeError: Error) => logger.warn('could not record the failed attempt', { error: writeError.message }));
       metrics.stepRetries.inc({ tool });
-      logger.warn('step attempt failed; it will be retried', { error: redactValues(error.message, await secretsOf(job)) });
-      // BullMQ retries it; the backoff strategy reads retryAfterMs from a RetryableError.
-      throw error;
+      logger.warn('step attempt failed; it will be retried', { error: redactValues(record.message, await secretsOf(job)) });
+      // BullMQ retries it, keeping the message and stack in Redis: only the capped message goes
+      // there. The backoff strategy reads retryAfterMs from a RetryableError.
+      throw new RetryableError(record.message, error instanceof RetryableError ? error.retryAfterMs : undefined);
     }
     const status = stopped ? 'cancelled' : 'failed';
     const recorded = await commit(job, token, {
@@ -336,9 +338,9 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     });
     if (recorded) count(tool, status, startedAt);
     logger[stopped ? 'info' : 'error'](stopped ? 'step stopped with its task' : 'step failed', {
-      error: redactValues(error.message, await secretsOf(job)),
+      error: redactValues(record.message, await secretsOf(job)),
       recorded,
     });
-    throw new UnrecoverableError(error.message);
+    throw new UnrecoverableError(record.message);
   }
 }

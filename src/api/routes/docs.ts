@@ -16,8 +16,15 @@ function docsUi(specUrl: string): Router {
   const router = Router();
   // swagger-ui-dist's own demo page and its initializer point at the Petstore: not ours.
   router.get(['/index.html', '/swagger-initializer.js'], (_req, _res, next) => next('router'));
-  router.use(swaggerUi.serveFiles(undefined, { swaggerUrl: specUrl }));
-  router.get('/', swaggerUi.setup(undefined, { swaggerUrl: specUrl, customSiteTitle: 'Orchestrator API' }));
+  // "Try it out" sends X-Requested-With, so a POST without a body (cancel, retry) passes the CSRF rule.
+  const swaggerOptions = {
+    requestInterceptor: (request: { headers: Record<string, string> }) => {
+      request.headers['X-Requested-With'] = 'swagger-ui';
+      return request;
+    },
+  };
+  router.use(swaggerUi.serveFiles(undefined, { swaggerUrl: specUrl, swaggerOptions }));
+  router.get('/', swaggerUi.setup(undefined, { swaggerUrl: specUrl, customSiteTitle: 'Orchestrator API', swaggerOptions }));
   return router;
 }
 

@@ -1,5 +1,6 @@
 import type { Route } from '../route.js';
 import { BOARD_ROUTES } from './board.js';
+import { CALLBACK_ROUTES } from './callbacks.js';
 import { DEAD_LETTER_ROUTES } from './dead-letters.js';
 import { DOCS_ROUTES } from './docs.js';
 import { STATS_ROUTES } from './stats.js';
@@ -14,6 +15,7 @@ import { WORKFLOW_ROUTES } from './workflows.js';
  */
 export const ROUTES: readonly Route[] = [
   ...TASK_ROUTES,
+  ...CALLBACK_ROUTES,
   ...TOOL_ROUTES,
   ...WORKFLOW_ROUTES,
   ...DEAD_LETTER_ROUTES,

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ValidationError } from '../../lib/errors.js';
+import { errorBody } from '../http.js';
 import * as ex from '../openapi-examples.js';
 import { invalid } from '../replies.js';
 import * as r from '../responses.js';
@@ -38,11 +39,13 @@ export const STATS_ROUTES: Route[] = [
       200: { description: 'The statistics of the window.', body: r.statsSchema, examples: ex.statsExamples },
       400: invalid('The query is invalid, or the window is empty or wider than STATS_MAX_WINDOW_DAYS (path `window` or `since`).'),
       503: {
-        description: '`stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); or `service_unavailable`.',
+        description:
+          '`stats_timeout`: the queries took longer than STATS_STATEMENT_TIMEOUT_MS (ask for a shorter window); `stats_busy`: STATS_MAX_CONCURRENT requests are being computed in this process (retry after Retry-After); or `service_unavailable`.',
         body: r.errorBodySchema,
+        headers: { 'Retry-After': { description: 'With `stats_busy`: seconds to wait.', schema: { type: 'integer' } } },
       },
     },
-    handler: async ({ query }, { stats, statsMaxWindowDays: maxWindowDays }) => {
+    handler: async ({ query }, { stats, statsMaxWindowDays: maxWindowDays, statsSlots }) => {
       const to = query.until ? new Date(query.until) : new Date();
       const window = query.window ?? '24h';
       const from = query.since ? new Date(query.since) : new Date(to.getTime() - Number(window.slice(0, -1)) * UNIT_MS[window.at(-1) as keyof typeof UNIT_MS]);
@@ -52,10 +55,25 @@ export const STATS_ROUTES: Route[] = [
           { path: query.since ? 'since' : 'window', message: `the window may span at most ${maxWindowDays} days` },
         ]);
       }
-      return {
-        status: 200,
-        body: { window: { from: from.toISOString(), to: to.toISOString() }, ...(await stats.compute(from, to)), timestamp: new Date().toISOString() },
-      };
+      // Each request holds pool connections for its queries: past the cap, refuse rather than queue.
+      if (statsSlots.inUse >= statsSlots.max) {
+        return {
+          status: 503,
+          body: errorBody('stats_busy', `${statsSlots.max} /stats requests are being computed (STATS_MAX_CONCURRENT); retry after Retry-After`, {
+            max_concurrent: statsSlots.max,
+          }),
+          headers: { 'retry-after': '1' },
+        };
+      }
+      statsSlots.inUse += 1;
+      try {
+        return {
+          status: 200,
+          body: { window: { from: from.toISOString(), to: to.toISOString() }, ...(await stats.compute(from, to)), timestamp: new Date().toISOString() },
+        };
+      } finally {
+        statsSlots.inUse -= 1;
+      }
     },
   }),
 ];

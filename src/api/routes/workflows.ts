@@ -154,7 +154,7 @@ export const WORKFLOW_ROUTES: Route[] = [
     params: workflowNameParam,
     body: executeWorkflowBody,
     bodyExamples: ex.executeWorkflowExamples,
-    paramExamples: { name: ex.EXAMPLE_WORKFLOW },
+    paramExamples: { name: ex.LOADED_WORKFLOW },
     responses: {
       202: assigned('Accepted: the task is stored and enqueued.', ex.executedExamples),
       200: assigned('The same `idempotency_key` with the same body was seen before: the first task.', ex.replayedExamples),

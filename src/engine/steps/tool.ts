@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { capErrorRecord } from '../../lib/errors.js';
 import { jsonSize } from '../../lib/limits.js';
 import { type Catalog, type JsonSchema, type ToolSpec, toolOutputSchema } from '../catalog.js';
 import type { PlanStep } from '../plan.js';
@@ -84,7 +85,7 @@ export function deadLetter(run: Run, step: PlanStep, stepId: string, report: Ext
     run: run.task.run,
     tool: step.tool ?? step.kind,
     input: report.input ?? null,
-    error: report.error ?? { name: 'Error', message: 'step failed' },
+    error: capErrorRecord(report.error ?? { name: 'Error', message: 'step failed' }),
     attempts: report.attempt,
   });
 }
@@ -102,7 +103,7 @@ export function readyJob(run: Run, step: PlanStep, input: unknown, item?: number
       dependencies[dep] = {
         status: found.status,
         ...(stored ? { output_stored_in: 'postgresql' as const } : output !== null ? { output } : {}),
-        ...(found.error ? { error: { name: found.error.name, message: found.error.message } } : {}),
+        ...(found.error ? { error: capErrorRecord({ name: found.error.name, message: found.error.message }) } : {}),
       };
     }
   }
