@@ -8,8 +8,8 @@ import type { Metrics } from '../observability/metrics.js';
 import { tracingEnabled } from '../observability/tracing.js';
 import type { StatsStore } from '../persistence/stats-store.js';
 import type { EventLog } from '../queue/event-log.js';
+import type { EventNotices } from '../queue/event-notices.js';
 import type { RedisClient } from '../queue/redis.js';
-import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
@@ -37,7 +37,7 @@ export interface AppDeps {
   workflows: WorkflowService;
   queues: TaskQueues;
   eventLog: EventLog;
-  events: TaskEvents;
+  events: EventNotices;
   streams: EventStreams;
   /** Refuses new tasks while the backlog is more than the workers drain in ADMISSION_MAX_WAIT_MS. */
   admission?: Admission;

@@ -1,7 +1,7 @@
 import type { Response } from 'express';
 import type { Logger } from '../lib/logger.js';
 import type { EventLog } from '../queue/event-log.js';
-import type { TaskEvents } from '../queue/task-events.js';
+import type { EventNotices } from '../queue/event-notices.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ClientSlots } from './client-slots.js';
 
@@ -14,7 +14,7 @@ import type { ClientSlots } from './client-slots.js';
 export interface TaskEventStreamDeps {
   tasks: TaskService;
   eventLog: EventLog;
-  events: TaskEvents;
+  events: EventNotices;
   logger: Logger;
   /** A comment line this often keeps proxies from closing an idle stream. @defaultValue 15000 */
   heartbeatMs?: number;

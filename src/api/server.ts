@@ -12,12 +12,12 @@ import { TaskStore } from '../persistence/task-store.js';
 import { WorkflowStore } from '../persistence/workflow-store.js';
 import { publishStop } from '../queue/channels.js';
 import { EventLog } from '../queue/event-log.js';
+import { EventNotices } from '../queue/event-notices.js';
 import { Gates } from '../queue/gates.js';
 import { toolQueueName } from '../queue/jobs.js';
 import { KeyQuotas } from '../queue/key-quotas.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
 import { Shards } from '../queue/shards.js';
-import { TaskEvents } from '../queue/task-events.js';
 import { TaskQueues } from '../queue/task-queues.js';
 import { Runs } from '../tasks/runs.js';
 import { TaskService } from '../tasks/task-service.js';
@@ -53,7 +53,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   // Start even while Redis is down: the API then answers 503 and recovers by itself.
   await waitForRedis(redis, 2_000).catch((error: Error) => logger.warn('Redis not reachable yet', { error: error.message }));
   const queues = new TaskQueues(redis, config, registry.names(), logger);
-  const events = new TaskEvents(subscriber, config.QUEUE_PREFIX, logger);
+  const events = new EventNotices(subscriber, config.QUEUE_PREFIX, logger);
   events.start();
   const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const store = new TaskStore(db.prisma, db.sql);

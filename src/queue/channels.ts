@@ -23,9 +23,6 @@ export async function publishStop(redis: RedisClient, prefix: string, message: S
   await redis.publish(stopChannel(prefix), JSON.stringify(message));
 }
 
-/** A step or task changed state (without `stepId` it is the task itself), or a step reported progress: the engine's Transition. */
-export type { Transition as TransitionEvent } from '../engine/state.js';
-
 /** What the events channel carries: the tasks that have new events, and which of them ended. */
 export interface EventsNotice {
   tasks: string[];

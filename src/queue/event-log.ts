@@ -1,5 +1,6 @@
+import type { Transition } from '../engine/state.js';
 import { isFinished } from '../engine/status.js';
-import { type EventsNotice, eventsChannel, type TransitionEvent } from './channels.js';
+import { type EventsNotice, eventsChannel } from './channels.js';
 import type { RedisClient } from './redis.js';
 import type { Shards } from './shards.js';
 
@@ -55,8 +56,8 @@ export class EventLog {
    * the transaction goes to one node; PUBLISH has no key and rides along (the cluster forwards
    * it to subscribers on every node).
    */
-  async append(events: TransitionEvent[]): Promise<void> {
-    const byShard = new Map<string, TransitionEvent[]>();
+  async append(events: Transition[]): Promise<void> {
+    const byShard = new Map<string, Transition[]>();
     for (const event of events) {
       const prefix = this.shards.prefixOf(event.taskId);
       byShard.set(prefix, [...(byShard.get(prefix) ?? []), event]);
@@ -64,7 +65,7 @@ export class EventLog {
     await Promise.all([...byShard].map(([prefix, shardEvents]) => this.appendInShard(prefix, shardEvents)));
   }
 
-  private async appendInShard(prefix: string, events: TransitionEvent[]): Promise<void> {
+  private async appendInShard(prefix: string, events: Transition[]): Promise<void> {
     const pipeline = this.redis.multi();
     const tasks = new Set<string>();
     const ended = new Set<string>();

@@ -19,9 +19,9 @@ import type { Reachability } from '../persistence/database.js';
 import { retentionCutoff } from '../persistence/partitions.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import type { TaskFilter, TaskStore } from '../persistence/task-store.js';
+import type { EventNotices } from '../queue/event-notices.js';
 import type { KeyQuotas } from '../queue/key-quotas.js';
 import type { RedisClient } from '../queue/redis.js';
-import type { TaskEvents } from '../queue/task-events.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { CreateOutcome, PreparedTask, Runs } from './runs.js';
@@ -41,7 +41,7 @@ export interface TaskServiceDeps {
   queues: TaskQueues;
   /** The producer connection: fails fast while Redis is down. */
   redis: RedisClient;
-  events: TaskEvents;
+  events: EventNotices;
   metrics: Metrics;
   /** Where runs start, end and change (the ledger and the engine). */
   runs: Runs;

@@ -1,11 +1,11 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/lib/logger.js';
+import { EventNotices } from '../../src/queue/event-notices.js';
 import { createRedis } from '../../src/queue/redis.js';
-import { TaskEvents } from '../../src/queue/task-events.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 
 const subscriber = createRedis({ REDIS_URL: TEST_REDIS_URL, REDIS_CLUSTER_NODES: [] }, 'subscriber', 'test');
-const events = new TaskEvents(subscriber, `{test-task-events-${process.pid}}`, silentLogger());
+const events = new EventNotices(subscriber, `{test-task-events-${process.pid}}`, silentLogger());
 afterAll(() => subscriber.disconnect());
 
 /** Whether `wait` settles before `ms` (the wait under test is far longer than that). */
@@ -21,7 +21,7 @@ async function settlesWithin(wait: Promise<void>, ms: number): Promise<boolean> 
   }
 }
 
-describe('TaskEvents.waitForEnd', () => {
+describe('EventNotices.waitForEnd', () => {
   it('returns at once for a signal that had already fired (the client left before the wait began)', async () => {
     const signal = AbortSignal.abort();
     expect(

@@ -7,9 +7,10 @@ type Listener = (ended: boolean) => void;
 /**
  * The API side of the events channel: one subscription per API process, fanned out to the
  * requests interested in a task (event streams and long-polls), whichever process the task
- * was submitted to.
+ * was submitted to. A notice says only that a task has new events (and whether it ended); the
+ * events themselves are read from the task's stream (EventLog).
  */
-export class TaskEvents {
+export class EventNotices {
   private readonly listeners = new Map<string, Set<Listener>>();
 
   constructor(
