@@ -3,6 +3,7 @@ import { ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoun
 import type { Logger } from '../lib/logger.js';
 import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
+import { isRedisUnavailable } from '../queue/redis.js';
 
 /** What a handler answers; the wrapper writes it. Handlers never touch `res`. */
 export interface Reply {
@@ -43,18 +44,6 @@ export function jsonDepth(value: unknown): number {
 
 export function errorBody(code: string, message: string, details?: unknown) {
   return { error: { code, message, ...(details !== undefined ? { details } : {}) } };
-}
-
-// `ECONNREFUSED \S*:6379` rather than `ECONNREFUSED.*6379`: `.*` rescans the rest of the message
-// from every ECONNREFUSED in it, quadratic on a message that repeats the word.
-// The last ones are a Redis Cluster's while a master fails over: the slots are unserved
-// (CLUSTERDOWN, TRYAGAIN) or the client has not found the new master yet.
-const REDIS_DOWN =
-  /Stream isn't writeable|enableOfflineQueue|Connection is closed|Command timed out|ECONNREFUSED \S*:6379|Reached the max retries per request|connect ETIMEDOUT|^CLUSTERDOWN|^TRYAGAIN|Failed to refresh slots cache|Too many Cluster redirections|None of startup nodes is available/i;
-
-/** Whether an error says Redis cannot be reached (the API then answers 503). */
-export function isRedisUnavailable(error: unknown): boolean {
-  return error instanceof Error && (REDIS_DOWN.test(error.message) || error.name === 'MaxRetriesPerRequestError');
 }
 
 interface BodyParserError {

@@ -57,7 +57,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   events.start();
   const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const store = new TaskStore(db.prisma, db.sql);
-  const quotas = new KeyQuotas(redis, config.QUEUE_PREFIX, { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
+  const quotas = new KeyQuotas(redis, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
   metrics.addGauges(
     {
       queueDepth: async () => {

@@ -1,5 +1,6 @@
 import type { Logger } from '../lib/logger.js';
 import type { RedisClient } from './redis.js';
+import type { Shards } from './shards.js';
 
 export interface KeyQuotaSettings {
   /** Unfinished tasks one client may have. 0: no limit. */
@@ -62,6 +63,10 @@ return 0
  * of their params, which their jobs hold in Redis; counted in Redis across every API process.
  * A task is counted from its submission until it ends (the worker or the API that ends it
  * releases it), so what one client holds in Redis is bounded whatever its tasks' delays.
+ *
+ * A task counts in its own queue shard, against that shard's share of each limit: with a Redis
+ * Cluster the counts spread over the masters with the tasks (new ids take the shards in turn), and
+ * a master that fails over refuses only its own shards' submissions, as every other write does.
  */
 export class KeyQuotas {
   private readonly pending = new Set<string>();
@@ -69,8 +74,8 @@ export class KeyQuotas {
 
   constructor(
     private readonly redis: RedisClient,
-    /** QUEUE_PREFIX: its hash tag keeps every quota key in one cluster slot. */
-    private readonly prefix: string,
+    /** The queue shards: each one's prefix keeps its quota keys in its cluster slot. */
+    private readonly shards: Shards,
     private readonly settings: KeyQuotaSettings,
     private readonly logger: Logger,
   ) {}
@@ -79,20 +84,27 @@ export class KeyQuotas {
     return this.settings.maxTasks > 0 || this.settings.maxBytes > 0;
   }
 
-  private keys(client: string): string[] {
-    const base = `${this.prefix}:quota`;
+  private keys(prefix: string, client: string): string[] {
+    const base = `${prefix}:quota`;
     return [`${base}:tasks:${client}`, `${base}:client-of`, `${base}:bytes-of`, `${base}:count`, `${base}:bytes`];
+  }
+
+  /** A limit's share in one shard (0 stays 0: no limit). */
+  private share(limit: number): number {
+    return limit > 0 ? Math.max(1, Math.ceil(limit / this.shards.count)) : 0;
   }
 
   /** Counts a new task against its client; the limit it would pass instead, if any. Redis errors are thrown. */
   async reserve(client: string, taskId: string, bytes: number, delayMs: number, now = Date.now()): Promise<QuotaRefusal | undefined> {
     if (!this.enabled) return undefined;
-    const { maxTasks, maxBytes } = this.settings;
+    const prefix = this.shards.prefixOf(taskId);
+    const maxTasks = this.share(this.settings.maxTasks);
+    const maxBytes = this.share(this.settings.maxBytes);
     const [refused, held] = (await this.redis.eval(
       RESERVE,
       5,
-      ...this.keys(client),
-      `${this.prefix}:quota:tasks:`,
+      ...this.keys(prefix, client),
+      `${prefix}:quota:tasks:`,
       now,
       client,
       taskId,
@@ -101,8 +113,9 @@ export class KeyQuotas {
       maxTasks,
       maxBytes,
     )) as [number, number];
-    if (refused === 1) return { limit: 'QUOTA_MAX_BACKLOG_PER_KEY', max: maxTasks, held };
-    if (refused === 2) return { limit: 'QUOTA_MAX_BYTES_PER_KEY', max: maxBytes, held };
+    // Named as the settings: what the client holds in this shard, against this shard's share.
+    if (refused === 1) return { limit: 'QUOTA_MAX_BACKLOG_PER_KEY', max: this.settings.maxTasks, held: held * this.shards.count };
+    if (refused === 2) return { limit: 'QUOTA_MAX_BYTES_PER_KEY', max: this.settings.maxBytes, held: held * this.shards.count };
     return undefined;
   }
 
@@ -122,17 +135,29 @@ export class KeyQuotas {
     while (this.pending.size > 0) {
       const ids = [...this.pending].slice(0, 500);
       for (const id of ids) this.pending.delete(id);
-      const [, ...keys] = this.keys('');
-      await this.redis
-        .eval(RELEASE, 5, `${this.prefix}:quota:tasks:`, ...keys, `${this.prefix}:quota:tasks:`, ...ids)
-        .catch((error: Error) => this.logger.warn('could not release tasks from their quota; they lapse later', { error: error.message, tasks: ids.length }));
+      const byShard = new Map<string, string[]>();
+      for (const id of ids) byShard.set(this.shards.prefixOf(id), [...(byShard.get(this.shards.prefixOf(id)) ?? []), id]);
+      await Promise.all(
+        [...byShard].map(([prefix, shardIds]) => {
+          const [, ...keys] = this.keys(prefix, '');
+          return this.redis
+            .eval(RELEASE, 5, `${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardIds)
+            .catch((error: Error) =>
+              this.logger.warn('could not release tasks from their quota; they lapse later', { error: error.message, tasks: shardIds.length }),
+            );
+        }),
+      );
     }
     this.flushing = undefined;
   }
 
-  /** Unfinished tasks per client, for admission's fair share. */
+  /** Unfinished tasks per client, summed over the shards, for admission's fair share. */
   async counts(): Promise<Map<string, number>> {
-    const counts = await this.redis.hgetall(`${this.prefix}:quota:count`);
-    return new Map(Object.entries(counts).map(([client, count]) => [client, Number(count)]));
+    const counts = new Map<string, number>();
+    for (const prefix of this.shards.prefixes) {
+      for (const [client, count] of Object.entries(await this.redis.hgetall(`${prefix}:quota:count`)))
+        counts.set(client, (counts.get(client) ?? 0) + Number(count));
+    }
+    return counts;
   }
 }

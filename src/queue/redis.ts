@@ -125,3 +125,15 @@ export async function waitForRedis(redis: RedisClient, timeoutMs = 5_000): Promi
     redis.on('ready', onReady);
   });
 }
+
+// `ECONNREFUSED \S*:6379` rather than `ECONNREFUSED.*6379`: `.*` rescans the rest of the message
+// from every ECONNREFUSED in it, quadratic on a message that repeats the word.
+// The last ones are a Redis Cluster's while a master fails over: the slots are unserved
+// (CLUSTERDOWN, TRYAGAIN) or the client has not found the new master yet.
+const REDIS_DOWN =
+  /Stream isn't writeable|enableOfflineQueue|Connection is closed|Command timed out|ECONNREFUSED \S*:6379|Reached the max retries per request|connect ETIMEDOUT|^CLUSTERDOWN|^TRYAGAIN|Failed to refresh slots cache|Too many Cluster redirections|None of startup nodes is available/i;
+
+/** Whether an error says Redis cannot be reached (the API then answers 503). */
+export function isRedisUnavailable(error: unknown): boolean {
+  return error instanceof Error && (REDIS_DOWN.test(error.message) || error.name === 'MaxRetriesPerRequestError');
+}

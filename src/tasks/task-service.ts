@@ -22,6 +22,7 @@ import type { TaskFilter, TaskStore } from '../persistence/task-store.js';
 import type { EventNotices } from '../queue/event-notices.js';
 import type { KeyQuotas } from '../queue/key-quotas.js';
 import type { RedisClient } from '../queue/redis.js';
+import { isRedisUnavailable } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { CreateOutcome, PreparedTask, Runs } from './runs.js';
@@ -240,7 +241,12 @@ export class TaskService {
     const trace = captureTraceContext();
     const quotas = options.client !== undefined && this.deps.quotas?.enabled ? this.deps.quotas : undefined;
     if (quotas) {
-      const refused = await quotas.reserve(options.client!, id, Buffer.byteLength(JSON.stringify(planned.params)), body.delay_ms ?? 0);
+      // Only Redis is asked here: a lost connection is Redis away (a master failing over), not the database.
+      const refused = await quotas
+        .reserve(options.client!, id, Buffer.byteLength(JSON.stringify(planned.params)), body.delay_ms ?? 0)
+        .catch((error: unknown) => {
+          throw isRedisUnavailable(error) ? new DependencyUnavailableError('redis', error) : error;
+        });
       if (refused) {
         throw new QuotaExceededError(
           refused.limit,

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isRedisUnavailable } from '../../src/api/http.js';
+import { isRedisUnavailable } from '../../src/queue/redis.js';
 import { createHarness, type Harness, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 
 /**

@@ -73,12 +73,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const eventLog = new EventLog(connection, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const workflows = new WorkflowService(new WorkflowStore(prisma), options.allTools, logger, config);
   // Ended tasks stop counting against their client's quotas (src/queue/key-quotas.ts).
-  const quotas = new KeyQuotas(
-    connection,
-    config.QUEUE_PREFIX,
-    { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY },
-    logger,
-  );
+  const quotas = new KeyQuotas(connection, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
   const runs = new Runs({
     sql,
     queues,
