@@ -385,7 +385,7 @@ export interface paths {
         };
         /**
          * Prometheus metrics of this API process
-         * @description Outside API_KEYS. When METRICS_TOKEN is set, it needs `Authorization: Bearer <METRICS_TOKEN>` (else 401 `unauthorized`). Queue, task and dead-letter gauges are read at most once per METRICS_CACHE_MS.
+         * @description Outside API_KEYS. When METRICS_TOKEN is set, it needs `Authorization: Bearer <METRICS_TOKEN>` (else 401 `unauthorized`); with NODE_ENV=production and no METRICS_TOKEN it is not served (404). Queue, task and dead-letter gauges are read at most once per METRICS_CACHE_MS.
          */
         get: operations["metrics"];
         put?: never;
@@ -2944,6 +2944,15 @@ export interface operations {
                 headers: {
                     /** @description `Bearer realm="metrics"` */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description NODE_ENV=production without METRICS_TOKEN: metrics are not served on the API port (`not_found`). */
+            404: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

@@ -125,6 +125,7 @@ export function createApp(deps: AppDeps): Express {
     },
     metrics,
     ...(config.METRICS_TOKEN !== undefined ? { metricsToken: config.METRICS_TOKEN } : {}),
+    metricsClosed: config.NODE_ENV === 'production' && config.METRICS_TOKEN === undefined,
     // The document says what this service requires: a key on every operation, or none.
     openApiJson: () => openApiJson(deps.keys !== undefined),
     queues: deps.queues,

@@ -61,8 +61,10 @@ export interface RouteContext {
   longPolls: ClientSlots;
   taskEvents: TaskEventStreamDeps;
   metrics: Metrics;
-  /** METRICS_TOKEN; unset: /metrics is open. */
+  /** METRICS_TOKEN; unset: /metrics is open, except in production, where it is not served (metricsClosed). */
   metricsToken?: string;
+  /** NODE_ENV=production without METRICS_TOKEN: /metrics answers 404 (the workers' WORKER_METRICS_PORT is a port of its own). */
+  metricsClosed?: boolean;
   /** The OpenAPI document as JSON text. */
   openApiJson: () => string;
   queues: TaskQueues;

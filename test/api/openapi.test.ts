@@ -484,6 +484,13 @@ describe('the OpenAPI document', () => {
     expect((await call('GET', '/ready')).body.ready).toBe(true);
     expect((await call('GET', '/metrics')).text).toContain('# TYPE');
     expect((await call('GET', '/metrics', undefined, {}, scoped)).body.error.code).toBe('unauthorized');
+    // Production without METRICS_TOKEN does not serve them.
+    const production = await createHarness({ worker: false, env: { NODE_ENV: 'production', API_KEYS: API_KEY, HOST: '127.0.0.1' } });
+    try {
+      expect((await call('GET', '/metrics', undefined, {}, production)).body.error.code).toBe('not_found');
+    } finally {
+      await production.close();
+    }
     // A body is parsed before any route sees it, a probe's too.
     for (const probe of ['/health', '/ready']) expect((await call('GET', probe, '{"not": json')).body.error.code, probe).toBe('invalid_json');
     const stats = await call('GET', '/stats?window=1h');

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uuidv7 } from '../../src/lib/uuid7.js';
 import { DAY_MS, maintainPartitions } from '../../src/persistence/partitions.js';
-import { createHarness, type Harness } from '../helpers/harness.js';
+import { createHarness, type Harness, poll } from '../helpers/harness.js';
 import { storeToolTasks } from '../helpers/stored-tasks.js';
 
 describe('expired tasks (RETENTION_DAYS)', () => {
@@ -55,5 +55,27 @@ describe('expired tasks (RETENTION_DAYS)', () => {
     // And the key is held by the new task now.
     const replay = await h.request('POST', '/assign-task', { ...body, idempotency_key: 'order-42' });
     expect(replay).toMatchObject({ status: 200, body: { task_id: again.body.task_id } });
+  });
+});
+
+describe("a worker's retention timer (RETENTION_INTERVAL_MS)", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // The worker maintains the partitions at start and then every 200 ms: the test only waits.
+    h = await createHarness({ env: { RETENTION_DAYS: '7', RETENTION_INTERVAL_MS: '200' } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('drops a day past retention by itself, and keeps the days within it', async () => {
+    const old = uuidv7(new Date(Date.now() - 8 * DAY_MS));
+    const recent = uuidv7(new Date(Date.now() - 6 * DAY_MS));
+    await storeToolTasks(h.db.sql, h.registry, [
+      { id: old, params: { age: 'old' } },
+      { id: recent, params: { age: 'recent' } },
+    ]);
+    await poll(async () => (await h.request('GET', `/result/${old}`)).status === 410, { label: "the worker's timer to drop the expired day" });
+    expect((await h.request('GET', `/result/${recent}`)).status).toBe(200);
   });
 });

@@ -51,8 +51,26 @@ describe('the compiled build', () => {
     expect(api.output).toMatch(/"message":"loaded example workflows"/);
     expect((await fetch(`${url}/health`)).status).toBe(200);
     expect((await fetch(`${url}/tools`)).status).toBe(401);
+    // Production without METRICS_TOKEN does not serve its metrics to whoever reaches the API.
+    expect((await fetch(`${url}/metrics`)).status).toBe(404);
     const root = await fetch(`${url}/`, { headers: { authorization: `Bearer ${KEY}` } });
     expect(((await root.json()) as { version: string }).version).toMatch(/^\d+\.\d+\.\d+/);
+    // The CLI as a user runs it: `npx orchestrator` is bin/orchestrator.mjs, which runs the compiled dist/client/cli.js.
+    const cli = spawnSync(process.execPath, ['bin/orchestrator.mjs', 'tools', '--json'], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, ORCHESTRATOR_URL: url, ORCHESTRATOR_API_KEY: KEY },
+    });
+    expect(cli.status, cli.stderr).toBe(0);
+    expect((JSON.parse(cli.stdout) as { name: string }[]).map((tool) => tool.name)).toContain('echo');
+    const refused = spawnSync(process.execPath, ['bin/orchestrator.mjs', 'tools'], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, ORCHESTRATOR_URL: url, ORCHESTRATOR_API_KEY: '' },
+    });
+    expect(refused.status, 'without a key').not.toBe(0);
     expect((await api.signal('SIGTERM')).code).toBe(0);
 
     const worker = start('dist/workers/main.js', {});

@@ -104,12 +104,13 @@ export const SYSTEM_ROUTES: Route[] = [
     operationId: 'metrics',
     summary: 'Prometheus metrics of this API process',
     description:
-      'Outside API_KEYS. When METRICS_TOKEN is set, it needs `Authorization: Bearer <METRICS_TOKEN>` (else 401 `unauthorized`). Queue, task and dead-letter gauges are read at most once per METRICS_CACHE_MS.',
+      'Outside API_KEYS. When METRICS_TOKEN is set, it needs `Authorization: Bearer <METRICS_TOKEN>` (else 401 `unauthorized`); with NODE_ENV=production and no METRICS_TOKEN it is not served (404). Queue, task and dead-letter gauges are read at most once per METRICS_CACHE_MS.',
     tags: ['system'],
     open: true,
     beforeBody: true,
     responses: {
       200: { description: 'The Prometheus text exposition format.', mediaType: 'text/plain', body: z.string(), examples: ex.metricsExamples },
+      404: { description: 'NODE_ENV=production without METRICS_TOKEN: metrics are not served on the API port (`not_found`).', body: r.errorBodySchema },
       401: {
         description: 'METRICS_TOKEN is set and the request does not carry it (`unauthorized`).',
         body: r.errorBodySchema,
@@ -117,8 +118,13 @@ export const SYSTEM_ROUTES: Route[] = [
       },
     },
     serve:
-      ({ metrics, metricsToken }) =>
+      ({ metrics, metricsToken, metricsClosed }) =>
       async (req, res, next) => {
+        // Production does not show its figures to anyone who reaches the API: it needs a token.
+        if (metricsClosed) {
+          res.status(404).json(errorBody('not_found', 'NODE_ENV=production serves /metrics only with METRICS_TOKEN set'));
+          return;
+        }
         if (!scrapeAuthorized(metricsToken, req.get('authorization'))) {
           res.setHeader('www-authenticate', 'Bearer realm="metrics"');
           res.status(401).json(errorBody('unauthorized', 'the metrics need METRICS_TOKEN: Authorization: Bearer <token>'));
