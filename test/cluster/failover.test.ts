@@ -113,12 +113,14 @@ describe('Redis Cluster failover', () => {
           `its shards accepted again after ${recoveredMs} ms; ${accepted.length} tasks accepted of ${answers.length} submissions; ` +
           `slowest answer after the kill ${Math.max(...afterKill.map((answer) => answer.at - answer.sent))} ms; accepted/refused by second from the kill: ${JSON.stringify(perSecond(answers, killedAt))}`,
       );
-      // The killed master's shards were refused while it failed over (a run that refused nothing
-      // tested nothing); never anything but 202 or 503, every 503 in the contract's shape with a Retry-After.
-      expect(refused.length, 'refusals after the kill').toBeGreaterThan(0);
-      expect(new Set(answers.map((answer) => answer.status))).toEqual(new Set([202, 503]));
+      // The failover was felt (a run it did not touch would test nothing): the killed master's
+      // shards were refused, or their requests waited out the master's detection. Never anything
+      // but 202 or 503, every 503 in the contract's shape with a Retry-After.
+      const slowest = Math.max(...afterKill.map((answer) => answer.at - answer.sent));
+      expect(refused.length > 0 || slowest >= NODE_TIMEOUT_MS, `refusals ${refused.length}, slowest answer ${slowest} ms after the kill`).toBe(true);
+      expect(new Set(answers.map((answer) => answer.status))).toEqual(new Set(refused.length > 0 ? [202, 503] : [202]));
       // No request stalls through the failover: each is answered, accepted or refused, within the failover's bound.
-      expect(Math.max(...afterKill.map((answer) => answer.at - answer.sent)), 'slowest answer after the kill').toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+      expect(slowest, 'slowest answer after the kill').toBeLessThanOrEqual(RECOVERY_BOUND_MS);
       for (const answer of refused) {
         expect(answer.body).toMatchObject({ error: { code: 'service_unavailable', details: { dependency: 'redis' } } });
         expect(answer.retryAfter).toBe(String(DEPENDENCY_RETRY_AFTER_S));
