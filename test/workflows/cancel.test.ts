@@ -1,4 +1,6 @@
+import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toolQueueName } from '../../src/queue/jobs.js';
 import { Shards } from '../../src/queue/shards.js';
 import { observationKey, testTools } from '../fixtures/tools.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
@@ -53,13 +55,21 @@ describe('cancelling a task', () => {
     expect(steps.wait.status).toBe('cancelled');
     expect(steps.next.status).toBe('cancelled');
     expect(steps.next.started_at).toBeNull();
-    // Nothing is left waiting in BullMQ: the run's root job closed.
-    await poll(
-      async () => ((await h.redis.exists(`${Shards.of(h.config).prefixOf(id)}:tasks:${id}.1`)) === 0 || (await rootFinished(h, id)) ? true : undefined),
-      {
-        label: 'the run root to finish',
-      },
-    );
+    // Nothing of the task is left to run in BullMQ: the aborted step's job finished, and the next step never had one.
+    const queues = ['hang', 'echo'].map((tool) => new Queue(toolQueueName(tool), { connection: h.redis, prefix: Shards.of(h.config).prefixOf(id) }));
+    try {
+      await poll(
+        async () => {
+          const left = (await Promise.all(queues.map((queue) => queue.getJobs(['waiting', 'active', 'delayed', 'prioritized'])))).flat();
+          return left.every((job) => job.data.taskId !== id);
+        },
+        { label: "the task's jobs to be done" },
+      );
+      const finished = (await Promise.all(queues.map((queue) => queue.getJobs(['completed', 'failed'])))).flat().filter((job) => job.data.taskId === id);
+      expect(finished.map((job) => job.data.stepId)).toEqual(['wait']);
+    } finally {
+      await Promise.all(queues.map((queue) => queue.close()));
+    }
   });
 
   it('answers 409 for a task that already ended and 404 for an unknown one', async () => {
@@ -85,8 +95,3 @@ describe('cancelling a task', () => {
     });
   });
 });
-
-async function rootFinished(h: Harness, id: string): Promise<boolean> {
-  const state = await h.redis.hget(`${Shards.of(h.config).prefixOf(id)}:tasks:${id}.1`, 'finishedOn');
-  return state !== null;
-}
