@@ -22,6 +22,10 @@ export interface QuotaRefusal {
  */
 const LEASE_MS = 3_600_000;
 
+/** A release that Redis refused is tried again this often, this many times (half a minute), before it is left to lapse. */
+const RELEASE_RETRY_MS = 1_000;
+const RELEASE_ATTEMPTS = 30;
+
 // KEYS: the client's tasks (zset: id -> lease end), the task -> client hash, the task -> bytes
 // hash, the client -> count hash, the client -> bytes hash. Every key shares the prefix's hash tag.
 const DROP = `
@@ -138,13 +142,22 @@ export class KeyQuotas {
       const byShard = new Map<string, string[]>();
       for (const id of ids) byShard.set(this.shards.prefixOf(id), [...(byShard.get(this.shards.prefixOf(id)) ?? []), id]);
       await Promise.all(
-        [...byShard].map(([prefix, shardIds]) => {
+        [...byShard].map(async ([prefix, shardIds]) => {
           const [, ...keys] = this.keys(prefix, '');
-          return this.redis
-            .eval(RELEASE, 5, `${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardIds)
-            .catch((error: Error) =>
-              this.logger.warn('could not release tasks from their quota; they lapse later', { error: error.message, tasks: shardIds.length }),
-            );
+          // Redis away (a restart, a failover) is waited out for a while: a release lost would hold
+          // the client's count up until its lease lapses.
+          for (let attempt = 1; ; attempt += 1) {
+            try {
+              await this.redis.eval(RELEASE, 5, `${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardIds);
+              return;
+            } catch (error) {
+              if (attempt >= RELEASE_ATTEMPTS) {
+                this.logger.warn('could not release tasks from their quota; they lapse later', { error: (error as Error).message, tasks: shardIds.length });
+                return;
+              }
+              await new Promise((resolve) => setTimeout(resolve, RELEASE_RETRY_MS));
+            }
+          }
         }),
       );
     }
