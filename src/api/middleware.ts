@@ -10,8 +10,24 @@ import type { KeyRing } from './api-keys.js';
 import { errorBody } from './http.js';
 import { ROUTES } from './routes/index.js';
 
-/** Endpoints a load balancer or scraper calls without a key: the routes declared open. */
-export const OPEN_PATHS = new Set(ROUTES.filter((route) => route.open).map((route) => route.path));
+/** Endpoints a load balancer or scraper calls without a key: the routes declared open (without path parameters). */
+export const OPEN_PATHS = new Set(ROUTES.filter((route) => route.open && !route.path.includes('{')).map((route) => route.path));
+/**
+ * Open routes with a path parameter: pages whose link carries its own authority (an approval
+ * link's signature). Each parameter matches one path segment.
+ */
+const OPEN_PATTERN = new RegExp(
+  `^(${
+    ROUTES.filter((route) => route.open && route.path.includes('{'))
+      .map((route) => route.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{\w+\}/g, '[^/]+'))
+      .join('|') || '(?!)'
+  })$`,
+);
+
+/** Whether a path is served without a key. */
+export function isOpenPath(path: string): boolean {
+  return OPEN_PATHS.has(path) || OPEN_PATTERN.test(path);
+}
 /**
  * Pages a person opens in a browser, with everything below them (their assets): they get a
  * basic-auth prompt instead of a bare 401.
@@ -165,7 +181,7 @@ export interface ApiKeyAuthOptions {
 export function apiKeyAuth(options: ApiKeyAuthOptions): RequestHandler {
   const failures = options.failuresPerMinute > 0 ? new AuthFailures(options.redis, options.prefix, options.failuresPerMinute) : undefined;
   return async (req, res, next) => {
-    if (OPEN_PATHS.has(req.path) || (options.cors && isPreflight(req))) return next();
+    if (isOpenPath(req.path) || (options.cors && isPreflight(req))) return next();
     const presented = presentedKey(req);
     if (presented !== undefined) {
       // ipKeyGenerator groups an IPv6 client's whole /56, which it could otherwise rotate through.

@@ -341,6 +341,20 @@ export const taskCancelledExamples: Record<string, ApiExample> = {
   },
 };
 
+export const signalExamples: Record<string, ApiExample> = {
+  approval: {
+    summary: "An approval's decision, sent with a key",
+    value: { decision: 'approved', comment: 'Checked the totals', fields: {} },
+  },
+  payload: { summary: "A signal's payload (checked against the step's wait.schema)", value: { approved: true, approver: 'ops@example.com' } },
+};
+export const signalRecordedExamples: Record<string, ApiExample> = {
+  recorded: {
+    summary: 'Recorded',
+    value: { task_id: TASK_ID, step_id: 'approval', signal: 'approval', status: 'recorded', timestamp: '2026-11-22T18:31:00.000Z' },
+  },
+};
+
 const resumed = { task_id: FAILED_TASK_ID, status: 'queued', run: 2, message: 'Task resumed from its unfinished steps', timestamp: '2026-11-22T18:40:00.000Z' };
 export const taskResumedExamples: Record<string, ApiExample> = { resumed: { summary: 'Resumed as run 2', value: resumed } };
 export const deadLetterReplayedExamples: Record<string, ApiExample> = {

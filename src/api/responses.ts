@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parameterSchema, retryPolicySchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
-import { errorRecordSchema, stepStatus, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
+import { errorRecordSchema, stepStatus, taskSummarySchema, taskViewSchema, timestamp, waitingForSchema } from '../tasks/task-view.js';
 
 /**
  * Response shapes, one place for every body the API sends. The API description
@@ -63,6 +63,14 @@ export const taskCancelledSchema = z.object({
   timestamp,
 });
 
+export const signalRecordedSchema = z.object({
+  task_id: z.uuid(),
+  step_id: z.string().meta({ description: 'The wait step that took the signal: it completed, its output the payload (an approval: the decision).' }),
+  signal: z.string(),
+  status: z.literal('recorded'),
+  timestamp,
+});
+
 export const taskResumedSchema = z.object({
   task_id: z.uuid(),
   status: z.literal('queued'),
@@ -100,6 +108,9 @@ export const taskStreamEventSchema = z
     step_id: z.string().optional(),
     status: z.string().optional(),
     reason: z.string().optional().meta({ description: 'Why a step is skipped or waiting (as in GET /result).' }),
+    waiting_for: waitingForSchema
+      .optional()
+      .meta({ description: 'A step that starts waiting for a signal or an approval: what it waits for (its approval links), as in GET /result.' }),
     percent: z.number().min(0).max(100).optional(),
     message: z.string().optional(),
     at: timestamp,

@@ -137,7 +137,8 @@ export type JsonRoute<
 /** A route Express serves with a handler of its own: pages, files, text (not JSON). */
 export type PlainRoute = Declaration &
   Guard & {
-    params?: undefined;
+    /** Path parameters, described (the handler reads req.params itself). */
+    params?: z.ZodObject;
     query?: undefined;
     body?: undefined;
     serve: (ctx: RouteContext) => RequestHandler;

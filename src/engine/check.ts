@@ -7,6 +7,7 @@ import type { StepKind } from './plan.js';
 import type { CheckContext, StepKindModule } from './steps/kind.js';
 import { sleepStep } from './steps/sleep.js';
 import { toolStep } from './steps/tool.js';
+import { waitStep } from './steps/wait.js';
 import { workflowStep } from './steps/workflow.js';
 import { type FoundReference, findReferences, type Reference, stringsIn } from './templates.js';
 import { parameterType, type WorkflowDefinition, type WorkflowStep } from './workflow-definition.js';
@@ -20,11 +21,11 @@ import { parameterType, type WorkflowDefinition, type WorkflowStep } from './wor
  * The catalog must hold every workflow the definition reaches (referencedWorkflows).
  */
 
-const KINDS: Record<StepKind, StepKindModule> = { tool: toolStep, workflow: workflowStep, sleep: sleepStep };
+const KINDS: Record<StepKind, StepKindModule> = { tool: toolStep, workflow: workflowStep, sleep: sleepStep, wait: waitStep };
 
 /** The kind of a definition's step, by the field that names it; undefined when it names none or several. */
 export function kindOf(step: WorkflowStep): StepKind | undefined {
-  const kinds = (['tool', 'workflow', 'sleep'] as const).filter((kind) => step[kind] !== undefined);
+  const kinds = (['tool', 'workflow', 'sleep', 'wait'] as const).filter((kind) => step[kind] !== undefined);
   return kinds.length === 1 ? kinds[0] : undefined;
 }
 
@@ -70,7 +71,7 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     else steps.set(step.id, index);
     const kind = kindOf(step);
     if (kind) KINDS[kind].check(step, index, context);
-    else add(['steps', index], 'a step has exactly one of tool, workflow or sleep');
+    else add(['steps', index], 'a step has exactly one of tool, workflow, sleep or wait');
     if (step.version !== undefined && step.workflow === undefined) add(['steps', index, 'version'], 'version goes with workflow');
   });
   definition.steps.forEach((step, index) => {

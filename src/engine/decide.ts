@@ -9,6 +9,7 @@ import type { EngineLimits, Resolved, Run, StepKindRunner } from './steps/kind.j
 import { mapStep } from './steps/map.js';
 import { sleepStep } from './steps/sleep.js';
 import { readyJob, toolStep } from './steps/tool.js';
+import { waitStep } from './steps/wait.js';
 import { decideWhen } from './steps/when.js';
 import { workflowStep } from './steps/workflow.js';
 import { stepFailure, taskEnding } from './task-output.js';
@@ -34,7 +35,7 @@ export interface DecideOptions {
   newTaskId(taskType: string): string;
 }
 
-const KINDS: Record<StepKind, StepKindRunner> = { tool: toolStep, workflow: workflowStep, sleep: sleepStep };
+const KINDS: Record<StepKind, StepKindRunner> = { tool: toolStep, workflow: workflowStep, sleep: sleepStep, wait: waitStep };
 
 /** A copy of the task that the decider may change as it goes (the caller's stays as loaded). */
 function working(task: TaskState): TaskState {
@@ -316,7 +317,7 @@ class TaskRun implements Run {
           if ((item.status === 'queued' || item.status === 'running') && item.run === this.task.run)
             this.decision.jobs.push(readyJob(this, step, item.input ?? null, item.item));
         }
-      } else if (step.kind === 'sleep' && state.status === 'waiting' && state.wakeAt) {
+      } else if ((step.kind === 'sleep' || step.kind === 'wait') && state.status === 'waiting' && state.wakeAt) {
         this.decision.timers.push({ taskId: this.task.id, run: this.task.run, stepId: step.id, at: state.wakeAt });
       } else if (step.kind === 'workflow' && state.status === 'running' && state.childTaskId) {
         this.decision.children.push({

@@ -7,7 +7,7 @@ import type { StepStatus, TaskStatus } from './status.js';
  *
  *   pending  → queued     its dependencies are done and it is a tool step: a job is enqueued
  *   pending  → running    a map that started its items, or a sub-workflow whose child started
- *   pending  → waiting    a durable sleep, or a tool step over a limit per key (reason concurrency, rate_limit)
+ *   pending  → waiting    a durable sleep, a wait step (reason signal, approval), or a tool step over a limit per key (reason concurrency, rate_limit)
  *   pending  → completed  done at once: a map over no items, a sub-workflow whose child had completed
  *   pending  → failed     it could not start: its `when` failed to evaluate, its input is too large…
  *   pending  → skipped    its `when` was false, its branch was not taken, or its task failed
@@ -17,7 +17,8 @@ import type { StepStatus, TaskStatus } from './status.js';
  *   running  → queued     its job was lost (the reconciler enqueues it again)
  *   running  → pending    its task is retried while it still runs from the run that failed (its result will be refused)
  *   running  → completed|failed|cancelled   its result, its child's end, or its task's end
- *   waiting  → completed|cancelled          its wake-up, or its task's end
+ *   waiting  → completed|cancelled          its wake-up, its signal or decision, or its task's end
+ *   waiting  → failed     a wait step's timeout under on_timeout fail
  *   waiting  → queued     its turn came under its limits per key: a job is enqueued
  *   * → cancelled         its task was cancelled (steps already finished keep their status)
  *   failed|skipped|cancelled → pending   the task is retried: a new run (completed steps keep their output)
@@ -26,7 +27,7 @@ export const STEP_TRANSITIONS: Readonly<Record<StepStatus, readonly StepStatus[]
   pending: ['queued', 'running', 'waiting', 'completed', 'failed', 'skipped', 'cancelled'],
   queued: ['running', 'completed', 'failed', 'skipped', 'cancelled'],
   running: ['queued', 'pending', 'completed', 'failed', 'cancelled'],
-  waiting: ['queued', 'completed', 'cancelled'],
+  waiting: ['queued', 'completed', 'failed', 'cancelled'],
   completed: [],
   failed: ['pending'],
   skipped: ['pending'],

@@ -1,8 +1,9 @@
 import { findReferences } from './templates.js';
 import type { KeyLimit, RetryPolicy, StepOptions } from './types.js';
+import type { WaitSpec } from './workflow-definition.js';
 
 /** The kinds of step: what a step does once its dependencies are done (src/engine/steps/). */
-export type StepKind = 'tool' | 'workflow' | 'sleep';
+export type StepKind = 'tool' | 'workflow' | 'sleep' | 'wait';
 
 /**
  * A step as its task runs it: its definition with every choice made (a sub-workflow's version
@@ -18,6 +19,8 @@ export interface PlanStep {
   workflow?: { name: string; version: number };
   /** Sleep steps: how long, or until when (either may be a template). */
   sleep?: { ms?: number | string; until?: string };
+  /** Wait steps: the signal it answers to (an approval's: its step id unless named) and how long it waits. */
+  wait?: WaitSpec & { signal: string };
   dependsOn: string[];
   onFailure: 'fail' | 'continue';
   /** Templates unresolved; a one-tool task's literal input. */

@@ -101,6 +101,23 @@ export type Report =
     }
   | { type: 'wake'; taskId: string; run: number; stepId: string; at: Date }
   /**
+   * A wait step's signal (POST /tasks/:id/signals/:name, payload checked against its schema) or
+   * an approval's decision (through its link, or as a signal): the first one recorded stands.
+   */
+  | {
+      type: 'signal';
+      taskId: string;
+      run: number;
+      stepId: string;
+      signal: string;
+      payload: unknown;
+      /** Who sent it: an API key's id, or an approver's name from their link. */
+      by: string;
+      /** How: with a key, or through an approval link. */
+      via: 'key' | 'link';
+      at: Date;
+    }
+  /**
    * Work held back by a limit per key got its turn: a waiting step (`stepId`), a queued map item
    * (`item`) or, with no `stepId`, the whole run (a workflow's own limit).
    */

@@ -41,13 +41,19 @@ export const SKIP_REASONS = ['condition', 'branch_not_taken', 'task_failed'] as 
 export type SkipReason = (typeof SKIP_REASONS)[number];
 
 /**
- * What a waiting step waits for: a durable sleep's wake-up time, or its turn under a limit per
- * key (`concurrency`, `rate_limit`: src/engine/key-limits.ts).
+ * What a waiting step waits for: a durable sleep's wake-up time, its turn under a limit per
+ * key (`concurrency`, `rate_limit`: src/engine/key-limits.ts), or someone: a signal sent with a
+ * key (`signal`) or a person's decision through a link (`approval`).
  */
-export const WAIT_REASONS = ['sleep', 'concurrency', 'rate_limit'] as const;
+export const WAIT_REASONS = ['sleep', 'concurrency', 'rate_limit', 'signal', 'approval'] as const;
 export type WaitReason = (typeof WAIT_REASONS)[number];
 
 /** A step waiting for its turn under a limit per key: let in, it is queued. */
 export function waitsForTurn(status: string, reason: string | null): boolean {
   return status === 'waiting' && (reason === 'concurrency' || reason === 'rate_limit');
+}
+
+/** A step waiting on someone (a signal or an approval), not on time or its turn. */
+export function waitsForSomeone(status: string, reason: string | null): boolean {
+  return status === 'waiting' && (reason === 'signal' || reason === 'approval');
 }

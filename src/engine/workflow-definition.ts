@@ -6,9 +6,10 @@ import { concurrencySchema, rateLimitSchema } from './key-limits.js';
  * parameters and step outputs into inputs. This is the body of POST /workflows; what a schema
  * cannot say (cycles, references, each kind's rules) is checked by src/engine/check.ts.
  *
- * A step is one of three kinds, by the field it carries: `tool` (runs a tool adapter),
- * `workflow` (runs a stored workflow as a child task and awaits it) or `sleep` (waits, holding
- * no worker). Any step may have a `when` condition; a tool step may map over a list (`for_each`).
+ * A step is one of four kinds, by the field it carries: `tool` (runs a tool adapter),
+ * `workflow` (runs a stored workflow as a child task and awaits it), `sleep` (waits, holding
+ * no worker) or `wait` (waits for a signal or a person's approval, holding no worker). Any step
+ * may have a `when` condition; a tool step may map over a list (`for_each`).
  */
 
 /** How often a step is tried and how long it waits between tries: a step's, a tool's default, or a task's override. */
@@ -51,6 +52,44 @@ export const sleepSchema = z
       '`{"ms": N}` (milliseconds, or a template that gives them) or `{"until": "<ISO 8601 time or a template that gives one>"}`. The step waits holding no worker, and survives restarts.',
   });
 
+/** A JSON Schema given in a definition (a signal's payload, an approval's form): checked when stored (src/engine/steps/wait.ts). */
+const jsonSchemaObject = z.record(z.string(), z.unknown());
+
+export const waitSchema = z
+  .object({
+    signal: identifier('a signal name')
+      .optional()
+      .meta({ description: 'The name POST /tasks/{task_id}/signals/{name} sends; an approval step answers to its step id unless it names one.' }),
+    schema: jsonSchemaObject.optional().meta({ description: "JSON Schema of the signal's payload: a payload that does not fit gets 400." }),
+    approval: z
+      .object({
+        approvers: z
+          .array(z.string().min(1).max(200))
+          .min(1)
+          .max(20)
+          .optional()
+          .meta({ description: 'Who may decide: each gets a link of their own, and the decision records who used it. Without it: one link.' }),
+        form: jsonSchemaObject
+          .optional()
+          .meta({ description: 'JSON Schema (an object of string, number, integer, boolean and enum fields) of what the approver fills in.' }),
+        show: z
+          .array(z.string().min(1).max(64))
+          .max(50)
+          .optional()
+          .meta({ description: "The step's input fields the approval page shows; without it, all of them." }),
+      })
+      .strict()
+      .optional()
+      .meta({ description: 'A person decides through a signed, single-use link (no API key needed): approved or rejected, with a comment and the form.' }),
+    timeout_ms: z.int().min(1).max(SLEEP_MAX_MS).optional().meta({ description: 'How long it waits at most; then `on_timeout` applies.' }),
+    on_timeout: z.enum(['fail', 'continue']).default('fail').meta({
+      description: 'fail: the step fails (`WaitTimedOut`). continue: it completes with `{"timed_out": true}` (an approval: decision `timed_out`).',
+    }),
+  })
+  .strict();
+
+export type WaitSpec = z.output<typeof waitSchema>;
+
 export const stepSchema = z
   .object({
     id: identifier('a step id'),
@@ -58,6 +97,7 @@ export const stepSchema = z
     workflow: identifier('a workflow name').optional().meta({ description: 'A sub-workflow step: the stored workflow it runs as a child task.' }),
     version: z.int().min(1).optional().meta({ description: 'With `workflow`: the version to run; without it, the current one when the task starts.' }),
     sleep: sleepSchema.optional(),
+    wait: waitSchema.optional().meta({ description: 'A wait step: it waits for a signal (`signal`) or an approval (`approval`), holding no worker.' }),
     input: z.record(z.string(), z.unknown()).default({}).meta({
       description:
         "The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.",

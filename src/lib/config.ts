@@ -223,6 +223,16 @@ const configSchema = z.object({
     })
     .pipe(z.record(z.string().min(1), z.array(z.string().min(1)), 'must be a JSON object: {"KEY_ID": ["host", ...]}'))
     .default({}),
+  /**
+   * The key that signs approval links (wait steps with `approval`). Unset: derived from
+   * CALLBACK_SECRET; without either, development uses a fixed key (links work, but anyone who
+   * reads this code can forge them) and production makes no links (decide with a key instead).
+   */
+  APPROVAL_SECRET: z.string().min(16, 'use at least 16 characters').optional(),
+  /** How long an approval link of a wait step without timeout_ms stays valid (a step with one: until it times out). */
+  APPROVAL_LINK_TTL_DAYS: integer(1, 366).default(30),
+  /** The API's address as people reach it: approval links start with it. Unset: http://localhost:PORT. */
+  PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
   /** Tries per callback delivery (exponential backoff from 1 s). */
   CALLBACK_MAX_ATTEMPTS: integer(1, 50).default(8),
   /** How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event. */

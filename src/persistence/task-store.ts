@@ -9,10 +9,14 @@ import type { Prisma } from './database.js';
 /** How far back the reconciler looks for ended tasks with steps left open: two days of its being down. */
 const ENDED_LOOKBACK = '2 days';
 
+/** Steps waiting for a signal or an approval (src/engine/status.ts waitsForSomeone). */
+const WAITING_FOR_SOMEONE = { status: 'waiting', reason: { in: ['signal', 'approval'] } } satisfies P.StepWhereInput;
+
 export interface TaskFilter {
   /** Only this owner's tasks. */
   owner?: string;
-  status?: TaskStatus;
+  /** `waiting`: tasks with a step waiting for someone (a signal or an approval). */
+  status?: TaskStatus | 'waiting';
   taskType?: string;
   createdAfter?: Date;
   createdBefore?: Date;
@@ -67,7 +71,11 @@ export class TaskStore {
   list(filter: TaskFilter) {
     const where: P.TaskWhereInput = {
       ...(filter.owner !== undefined ? { ownerKey: filter.owner } : {}),
-      ...(filter.status ? { status: filter.status } : {}),
+      ...(filter.status === 'waiting'
+        ? { status: { in: ['queued', 'running'] as TaskStatus[] }, steps: { some: WAITING_FOR_SOMEONE } }
+        : filter.status
+          ? { status: filter.status }
+          : {}),
       ...(filter.taskType ? { taskType: filter.taskType } : {}),
       ...(filter.createdAfter || filter.createdBefore
         ? { createdAt: { ...(filter.createdAfter ? { gte: filter.createdAfter } : {}), ...(filter.createdBefore ? { lt: filter.createdBefore } : {}) } }
@@ -89,6 +97,7 @@ export class TaskStore {
         workflowName: true,
         parentTaskId: true,
         workflowVersion: true,
+        ...(filter.status === 'waiting' ? { steps: { where: WAITING_FOR_SOMEONE, select: { stepId: true, reason: true, wakeAt: true } } } : {}),
       },
     });
   }

@@ -14,13 +14,15 @@ export const TIMERS_QUEUE = 'timers';
 /** Completion callbacks: one job per finished run whose task has a callback_url. */
 export const CALLBACKS_QUEUE = 'callbacks';
 
-export function callbackJobId(taskId: string, run: number): string {
-  return `${taskId}.${run}.callback`;
+export function callbackJobId(taskId: string, run: number, waitingStep?: string): string {
+  return waitingStep === undefined ? `${taskId}.${run}.callback` : `${taskId}.${run}.${waitingStep}.waiting`;
 }
 
 export interface CallbackJobData {
   taskId: string;
   run: number;
+  /** A `task.waiting` callback: this step started waiting for a signal or an approval. Absent: the task's end. */
+  waitingStep?: string;
 }
 
 /** One queue per tool, so each tool has its own concurrency, rate limit and workers. */

@@ -234,12 +234,13 @@ export class TaskQueues {
   }
 
   /** Schedules the delivery of a finished run's result to its callback_url (once per run). */
-  async enqueueCallback(ref: RunKey, maxAttempts: number): Promise<void> {
+  /** The callback of a task's end, or (`waitingStep`) of a step that started waiting for someone. */
+  async enqueueCallback(ref: RunKey & { waitingStep?: string }, maxAttempts: number): Promise<void> {
     await this.shardOf(ref.taskId).callbacks.add(
       'deliver',
-      { taskId: ref.taskId, run: ref.run },
+      { taskId: ref.taskId, run: ref.run, ...(ref.waitingStep !== undefined ? { waitingStep: ref.waitingStep } : {}) },
       {
-        jobId: callbackJobId(ref.taskId, ref.run),
+        jobId: callbackJobId(ref.taskId, ref.run, ref.waitingStep),
         attempts: maxAttempts,
         // The callback worker computes the delay (callbackRetryDelay): Retry-After counts.
         backoff: { type: BACKOFF_TYPE },

@@ -13,7 +13,7 @@ import {
 import { holdBack, ownerLimits } from '../engine/key-limits.js';
 import type { Plan } from '../engine/plan.js';
 import { type ChildStart, type Decision, emptyDecision, type JobRef, type Report, type TaskState, type Transition } from '../engine/state.js';
-import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, isFinished, type TaskStatus, waitsForTurn } from '../engine/status.js';
+import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, isFinished, type TaskStatus, waitsForSomeone, waitsForTurn } from '../engine/status.js';
 import type { KeyLimit, ReadyStep } from '../engine/types.js';
 import { type Applied, applyDecision } from '../ledger/apply-decision.js';
 import { type Claimed, claimSteps, type StepClaim } from '../ledger/claim-steps.js';
@@ -433,6 +433,19 @@ export class Runs {
     await Promise.all([
       decision.timers.length > 0 ? this.deps.queues.addTimers(decision.timers) : undefined,
       ...decision.ended.filter((ended) => ended.callback).map((ended) => this.deps.queues.enqueueCallback(ended, this.deps.config.CALLBACK_MAX_ATTEMPTS)),
+      // A step that starts waiting for someone tells the task's callback_url (an approval: with its links).
+      ...decision.transitions
+        .filter((change) => change.stepId !== undefined && waitsForSomeone(change.status, change.reason ?? null) && byId.get(change.taskId)?.callback)
+        .map((change) =>
+          this.deps.queues.enqueueCallback(
+            {
+              taskId: change.taskId,
+              run: decision.tasks.find((task) => task.taskId === change.taskId)?.set.run ?? byId.get(change.taskId)!.run,
+              waitingStep: change.stepId!,
+            },
+            this.deps.config.CALLBACK_MAX_ATTEMPTS,
+          ),
+        ),
     ]);
     // The jobs of queued steps and items (a cancelled map's: up to MAP_MAX_ITEMS) are removed
     // in the background: PostgreSQL already refuses their claims, so one that a worker takes

@@ -28,6 +28,7 @@ import type { ToolRegistry } from '../tools/tool.js';
 import type { CreateOutcome, PreparedTask, Runs } from './runs.js';
 import type { TaskRequest } from './task-request.js';
 import { taskView } from './task-view.js';
+import { Waits } from './waits.js';
 
 /** A dead letter as stored: the API shows it (src/api/routes/dead-letters.ts). */
 export type { DeadLetter };
@@ -132,7 +133,11 @@ type CreateResult = { created: true } | { created: false; id: string; requestHas
 export class TaskService {
   private readonly submissions: Batcher<PreparedTask, CreateResult>;
 
+  /** Wait steps from the outside: signals, approval links and pages. */
+  readonly waits: Waits;
+
   constructor(private readonly deps: TaskServiceDeps) {
+    this.waits = new Waits({ config: deps.config, store: deps.store, runs: deps.runs });
     this.submissions = new Batcher((batch) => this.persistAndEnqueue(batch), { maxSize: 200 });
   }
 
@@ -358,7 +363,15 @@ export class TaskService {
     }
     const task = await this.database(() => this.deps.store.get(id));
     if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
-    return taskView(task);
+    return taskView(task, (step) => this.waits.waitingFor(task, step));
+  }
+
+  /** Sends signal `name` to the wait step of task `id` that waits for it; `by`: the sender's key id. */
+  async signal(id: string, name: string, payload: unknown, by: string, owner?: string): Promise<{ stepId: string }> {
+    if (!UUID.test(id)) throw this.missing(id);
+    const task = await this.database(() => this.deps.store.get(id));
+    if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
+    return this.database(() => this.waits.signal(task, name, payload, by));
   }
 
   /** A page of a for_each step's items, in item order; `cursor` is the last item of the previous page. */

@@ -37,12 +37,33 @@ export const itemCountsSchema = z
   })
   .meta({ description: 'A for_each step: its items, counted. GET /tasks/{task_id}/steps/{step_id}/items lists them.' });
 
+export const waitingForSchema = z
+  .object({
+    signal: z.string().meta({ description: 'Send it with POST /tasks/{task_id}/signals/{signal} (an approval: its decision).' }),
+    timeout_at: timestamp.optional(),
+    approval: z
+      .object({
+        approvers: z.array(z.string()),
+        links: z.array(z.object({ approver: z.string().nullable(), url: z.string(), expires_at: timestamp })).meta({
+          description:
+            'Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET).',
+        }),
+      })
+      .optional(),
+  })
+  .meta({ description: 'A wait step waiting for someone: the signal it takes and, for an approval, its links.' });
+
 export const stepViewSchema = z.object({
   id: z.string(),
-  kind: z.enum(['tool', 'workflow', 'sleep']).meta({ description: 'tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits.' }),
+  kind: z
+    .enum(['tool', 'workflow', 'sleep', 'wait'])
+    .meta({ description: 'tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits; wait: waits for a signal or an approval.' }),
   tool: z.string().nullable().meta({ description: 'The tool a tool step runs; null for the other kinds.' }),
   status: stepStatus,
-  reason: z.string().optional().meta({ description: 'Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`).' }),
+  reason: z.string().optional().meta({
+    description:
+      'Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, or its turn under a limit per key: `concurrency`, `rate_limit`).',
+  }),
   attempts: count,
   depends_on: z.array(z.string()),
   started_at: timestamp.nullable(),
@@ -55,7 +76,8 @@ export const stepViewSchema = z.object({
   input: z.unknown().optional().meta({ description: "The input it ran with, its templates resolved (a sub-workflow: its child's params)." }),
   output: z.unknown().optional().meta({ description: "The step's output (completed steps): a map's is the list of its items' outputs." }),
   error: errorRecordSchema.optional(),
-  wake_at: timestamp.optional().meta({ description: 'A sleeping step: when it wakes.' }),
+  wake_at: timestamp.optional().meta({ description: 'A sleeping step: when it wakes; a wait step: when it times out.' }),
+  waiting_for: waitingForSchema.optional(),
   items: itemCountsSchema.optional(),
   child_task_id: z.uuid().optional().meta({ description: 'A sub-workflow step: its child task (GET /result/{child_task_id}).' }),
 });
@@ -117,6 +139,10 @@ export const taskSummarySchema = z.object({
   status: taskStatus,
   steps_total: count,
   parent_task_id: z.uuid().optional().meta({ description: "A sub-workflow's child task: its parent." }),
+  waiting_for: z
+    .array(z.object({ step_id: z.string(), reason: z.enum(['signal', 'approval']), timeout_at: timestamp.optional() }))
+    .optional()
+    .meta({ description: 'With `status=waiting`: the steps that wait for someone (GET /result shows their signals and approval links).' }),
   created_at: timestamp,
   started_at: timestamp.nullable(),
   finished_at: timestamp.nullable(),
@@ -187,7 +213,11 @@ function callbackView(url: string, deliveries: CallbackDelivery[]) {
   };
 }
 
-export function taskView(task: Task & { steps: Step[]; callbacks?: CallbackDelivery[] }): TaskViewBody {
+/** `waitingFor`: what a step waiting on someone waits for (src/tasks/waits.ts). */
+export function taskView(
+  task: Task & { steps: Step[]; callbacks?: CallbackDelivery[] },
+  waitingFor?: (step: Step) => StepViewBody['waiting_for'],
+): TaskViewBody {
   return {
     task_id: task.id,
     task_type: task.taskType,
@@ -202,7 +232,11 @@ export function taskView(task: Task & { steps: Step[]; callbacks?: CallbackDeliv
     },
     run: task.run,
     ...(task.parentTaskId && task.parentStepId ? { parent: { task_id: task.parentTaskId, step_id: task.parentStepId } } : {}),
-    steps: task.steps.map(stepView),
+    steps: task.steps.map((step) => {
+      const view = stepView(step);
+      const waiting = waitingFor?.(step);
+      return waiting ? { ...view, waiting_for: waiting } : view;
+    }),
     ...(task.callbackUrl ? { callback: callbackView(task.callbackUrl, task.callbacks ?? []) } : {}),
     created_at: task.createdAt.toISOString(),
     started_at: iso(task.startedAt),
@@ -215,7 +249,7 @@ export function taskSummary(
   task: Pick<
     Task,
     'id' | 'taskType' | 'status' | 'createdAt' | 'startedAt' | 'finishedAt' | 'stepsTotal' | 'workflowName' | 'workflowVersion' | 'parentTaskId'
-  >,
+  > & { steps?: Pick<Step, 'stepId' | 'reason' | 'wakeAt'>[] },
 ): TaskSummaryBody {
   return {
     task_id: task.id,
@@ -224,6 +258,15 @@ export function taskSummary(
     status: task.status,
     steps_total: task.stepsTotal,
     ...(task.parentTaskId ? { parent_task_id: task.parentTaskId } : {}),
+    ...(task.steps
+      ? {
+          waiting_for: task.steps.map((step) => ({
+            step_id: step.stepId,
+            reason: step.reason as 'signal' | 'approval',
+            ...(step.wakeAt ? { timeout_at: step.wakeAt.toISOString() } : {}),
+          })),
+        }
+      : {}),
     created_at: task.createdAt.toISOString(),
     started_at: iso(task.startedAt),
     finished_at: iso(task.finishedAt),

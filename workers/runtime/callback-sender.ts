@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type Job, UnrecoverableError } from 'bullmq';
+import { waitsForSomeone } from '../../src/engine/status.js';
 import { CALLBACK_HEADERS, callbackHostsFor, callbackSecretFor, signCallback } from '../../src/lib/callback-signing.js';
 import type { Config } from '../../src/lib/config.js';
 import { NonRetryableError, RetryableError, toErrorRecord } from '../../src/lib/errors.js';
@@ -11,6 +12,7 @@ import type { Prisma } from '../../src/persistence/database.js';
 import type { TaskStore } from '../../src/persistence/task-store.js';
 import type { CallbackJobData } from '../../src/queue/jobs.js';
 import { taskView } from '../../src/tasks/task-view.js';
+import { waitingForView } from '../../src/tasks/waits.js';
 import { retryDelay } from './backoff.js';
 
 export const SIGNATURE_HEADER = CALLBACK_HEADERS.signature;
@@ -32,8 +34,9 @@ export function callbackRetryDelay(failures: number, error: Error | undefined): 
  * a refused host or a redirect (callbacks follow none) cannot get better by waiting.
  */
 export function createCallbackSender(deps: { config: Config; logger: Logger; prisma: Prisma; store: TaskStore; metrics: Metrics }) {
+  const waitingView = waitingForView(deps.config);
   return async function deliverCallback(job: Job<CallbackJobData>): Promise<{ status: number }> {
-    const { taskId, run } = job.data;
+    const { taskId, run, waitingStep } = job.data;
     const attempt = job.attemptsMade + 1;
     const logger = deps.logger.child({ task_id: taskId, callback_attempt: attempt });
     const task = await deps.store.get(taskId);
@@ -44,8 +47,20 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
     // checks them cannot be sent another client's callback, nor one meant for another URL.
     const owner = task.ownerKey;
     const secret = callbackSecretFor(root, owner);
-    const event = `task.${task.status}`;
-    const body = JSON.stringify({ event, delivery_id: job.id, attempt, owner, callback_url: task.callbackUrl, task: taskView(task) });
+    // A step's wait is told only while it lasts: once signalled, decided or ended there is nothing to act on.
+    const waiting = waitingStep === undefined ? undefined : task.steps.find((step) => step.stepId === waitingStep);
+    if (waiting && !waitsForSomeone(waiting.status, waiting.reason)) return { status: 0 };
+    const event = waitingStep === undefined ? `task.${task.status}` : 'task.waiting';
+    const view = taskView(task, (step) => waitingView(task, step));
+    const body = JSON.stringify({
+      event,
+      delivery_id: job.id,
+      attempt,
+      owner,
+      callback_url: task.callbackUrl,
+      ...(waitingStep ? { step_id: waitingStep } : {}),
+      task: view,
+    });
     const timestamp = Math.floor(Date.now() / 1000);
     const started = Date.now();
     let statusCode: number | undefined;

@@ -7,6 +7,7 @@ import { STATS_ROUTES } from './stats.js';
 import { SYSTEM_ROUTES } from './system.js';
 import { TASK_ROUTES } from './tasks.js';
 import { TOOL_ROUTES } from './tools.js';
+import { WAIT_ROUTES } from './waits.js';
 import { WORKFLOW_ROUTES } from './workflows.js';
 
 /**
@@ -15,6 +16,7 @@ import { WORKFLOW_ROUTES } from './workflows.js';
  */
 export const ROUTES: readonly Route[] = [
   ...TASK_ROUTES,
+  ...WAIT_ROUTES,
   ...CALLBACK_ROUTES,
   ...TOOL_ROUTES,
   ...WORKFLOW_ROUTES,

@@ -116,6 +116,13 @@ async function stream(deps: TaskEventStreamDeps, res: Response, id: string, resu
       };
     });
   let awaitedEnd = false;
+  // A step that starts waiting for someone says for what (an approval: its links), as GET /result does.
+  const withWaitingFor = async (data: Omit<TaskEvent, 'id'>) => {
+    if (data.type !== 'step' || data.status !== 'waiting' || (data.reason !== 'signal' && data.reason !== 'approval')) return data;
+    const view = await deps.tasks.result(id, 0, undefined, owner);
+    const waiting = view.steps.find((step) => step.id === data.step_id)?.waiting_for;
+    return waiting ? { ...data, waiting_for: waiting } : data;
+  };
   try {
     // Before the snapshot, so nothing that happens while it is read is missed.
     let cursor = resumeFrom ?? (await deps.eventLog.lastId(id));
@@ -139,7 +146,7 @@ async function stream(deps: TaskEventStreamDeps, res: Response, id: string, resu
         const batch = await deps.eventLog.read(id, cursor);
         for (const event of batch) {
           const { id: eventId, ...data } = event;
-          write(res, { id: eventId, type: event.type, data });
+          write(res, { id: eventId, type: event.type, data: await withWaitingFor(data) });
           cursor = eventId;
           if (ends(event)) return undefined;
         }

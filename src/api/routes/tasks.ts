@@ -28,7 +28,10 @@ export const stepItemsQuery = z
 
 export const listTasksQuery = z
   .object({
-    status: z.enum(TASK_STATUSES).optional(),
+    status: z
+      .enum([...TASK_STATUSES, 'waiting'])
+      .optional()
+      .meta({ description: '`waiting`: the unfinished tasks with a step waiting for someone (a signal or an approval), each with `waiting_for`.' }),
     task_type: z.string().min(1).max(200).optional(),
     created_after: z.iso.datetime({ offset: true }).optional(),
     created_before: z.iso.datetime({ offset: true }).optional(),
@@ -146,7 +149,7 @@ export const TASK_ROUTES: Route[] = [
         ...(query.created_before ? { createdBefore: new Date(query.created_before) } : {}),
         ...(query.cursor ? { cursor: query.cursor } : {}),
       });
-      return { status: 200, body: { items: page.items.map(taskSummary), next_cursor: page.nextCursor } };
+      return { status: 200, body: { items: page.items.map((task) => taskSummary(task)), next_cursor: page.nextCursor } };
     },
   }),
   route({

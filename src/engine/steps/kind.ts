@@ -84,7 +84,7 @@ export interface StepKindDefinition {
   /** JSON Schema of the step's output, for references to it and `when`s over it; undefined when not known. */
   outputSchema(step: WorkflowStep, catalog: Catalog): JsonSchema | undefined;
   /** The kind's fields of the step's plan; the step is known to have passed its check. */
-  compile(step: WorkflowStep, context: CompileContext): Pick<PlanStep, 'kind' | 'tool' | 'workflow' | 'sleep' | 'forEach' | 'maxParallel' | 'options'>;
+  compile(step: WorkflowStep, context: CompileContext): Pick<PlanStep, 'kind' | 'tool' | 'workflow' | 'sleep' | 'wait' | 'forEach' | 'maxParallel' | 'options'>;
 }
 
 export type StepKindModule = StepKindRunner & StepKindDefinition;

@@ -1,0 +1,155 @@
+import { schemaProblem } from '../../lib/json-schema.js';
+import type { JsonSchema } from '../catalog.js';
+import type { PlanStep } from '../plan.js';
+import { DEFAULT_RETRY_FOR_KINDS } from '../types.js';
+import type { WaitSpec, WorkflowStep } from '../workflow-definition.js';
+import { refuseFields, type StepKindModule } from './kind.js';
+
+/**
+ * A wait step waits for someone: a signal sent with an API key (POST /tasks/:id/signals/:name,
+ * its payload checked against `schema`), or a person's decision through a signed link
+ * (`approval`, src/lib/approval-links.ts; the API serves the page). Like a sleep it holds no
+ * worker and no active job: PostgreSQL records it `waiting` (reason `signal` or `approval`), and
+ * a delayed timer job stands for its timeout, made again by the reconciler if Redis lost it.
+ *
+ * The first signal (or decision) recorded completes it: its payload (an approval: the decision,
+ * comment and form fields, and who decided) is the step's output, which later steps branch on
+ * with `when`. A later one is refused (the API answers 409). The timeout follows `on_timeout`;
+ * the task's cancel ends the wait.
+ */
+
+/** The signal a wait step answers to: its own name, or an approval's step id. */
+export function signalName(step: Pick<WorkflowStep, 'id'> & { wait?: WaitSpec }): string {
+  return step.wait?.signal ?? step.id;
+}
+
+/** What an approval's decision may be, and what a timeout under on_timeout continue records. */
+export const APPROVAL_DECISIONS = ['approved', 'rejected'] as const;
+
+/** The fields of an approval's form: a flat object of text, numbers, yes/no and choices (what a page without scripts can ask). */
+const FORM_FIELD_TYPES = new Set(['string', 'number', 'integer', 'boolean']);
+
+function formProblem(form: Record<string, unknown>): string | undefined {
+  if (form.type !== 'object' || typeof form.properties !== 'object' || form.properties === null)
+    return 'a form is an object schema: {"type": "object", "properties": {…}}';
+  for (const [name, field] of Object.entries(form.properties as Record<string, Record<string, unknown>>)) {
+    if (typeof field !== 'object' || field === null) return `form field ${name} is not a schema`;
+    if (!FORM_FIELD_TYPES.has(String(field.type)) && !Array.isArray(field.enum))
+      return `form field ${name} must be of type string, number, integer or boolean, or have an enum`;
+  }
+  return schemaProblem(form);
+}
+
+export const waitStep: StepKindModule = {
+  check(step, index, context) {
+    refuseFields(step, index, context, 'wait', ['version', 'for_each', 'max_parallel', 'retry', 'timeout_ms', 'concurrency', 'rate_limit']);
+    const spec = step.wait!;
+    const at = (...path: (string | number)[]) => ['steps', index, 'wait', ...path];
+    if (spec.approval === undefined && spec.signal === undefined) context.add(at(), 'a wait step names the signal it waits for, or is an approval');
+    if (spec.approval !== undefined && spec.schema !== undefined)
+      context.add(at('schema'), "an approval's payload is its decision: ask for fields with approval.form");
+    if (spec.schema !== undefined) {
+      const problem = schemaProblem(spec.schema);
+      if (problem) context.add(at('schema'), `not a usable JSON Schema: ${problem}`);
+    }
+    if (spec.approval?.form !== undefined) {
+      const problem = formProblem(spec.approval.form);
+      if (problem) context.add(at('approval', 'form'), problem);
+    }
+    spec.approval?.show?.forEach((field, position) => {
+      if (!(field in step.input)) context.add(at('approval', 'show', position), `the step's input has no field ${field} to show`);
+    });
+    const approvers = spec.approval?.approvers ?? [];
+    if (new Set(approvers).size !== approvers.length) context.add(at('approval', 'approvers'), 'an approver is named twice');
+    // A signal reaches one step: two wait steps may not answer to the same name.
+    const name = signalName(step);
+    const first = context.definition.steps.findIndex((other) => other.wait !== undefined && signalName(other) === name);
+    if (first !== index) context.add(at(spec.signal !== undefined ? 'signal' : 'approval'), `steps[${first}] already waits for signal ${name}`);
+  },
+
+  outputSchema(step) {
+    const spec = step.wait!;
+    if (spec.approval !== undefined) {
+      return {
+        type: 'object',
+        properties: {
+          decision: { type: 'string', enum: [...APPROVAL_DECISIONS, 'timed_out'] },
+          approved: { type: 'boolean' },
+          comment: { type: 'string' },
+          fields: (spec.approval.form as JsonSchema | undefined) ?? { type: 'object' },
+          by: { type: 'string' },
+          decided_at: { type: 'string' },
+          timed_out: { type: 'boolean' },
+        },
+        additionalProperties: false,
+      };
+    }
+    if (spec.schema === undefined) return undefined;
+    if (spec.on_timeout === 'fail') return spec.schema as JsonSchema;
+    return { anyOf: [spec.schema as JsonSchema, { type: 'object', properties: { timed_out: { type: 'boolean' } } }] };
+  },
+
+  compile(step) {
+    return { kind: 'wait', wait: { ...step.wait!, signal: signalName(step) }, options: DEFAULT_RETRY_FOR_KINDS };
+  },
+
+  ready(run, step) {
+    // The input is what the wait is about: an approval page shows it.
+    const input = run.resolve(step, step.input);
+    if (!input.ok) {
+      if ('error' in input) run.fail(step, input.error);
+      return;
+    }
+    const spec = step.wait!;
+    const wakeAt = spec.timeout_ms !== undefined ? new Date(run.now.getTime() + spec.timeout_ms) : undefined;
+    run.setStep(step, {
+      status: 'waiting',
+      reason: spec.approval !== undefined ? 'approval' : 'signal',
+      input: input.value,
+      started_at: run.now.toISOString(),
+      run: run.task.run,
+      ...(wakeAt ? { wake_at: wakeAt.toISOString() } : {}),
+    });
+    if (wakeAt) run.decision.timers.push({ taskId: run.task.id, run: run.task.run, stepId: step.id, at: wakeAt });
+  },
+
+  report(run, step, state, report) {
+    if (state.status !== 'waiting' || (state.reason !== 'signal' && state.reason !== 'approval')) return false;
+    const spec = step.wait!;
+    if (report.type === 'wake') {
+      run.setStep(step, { reason: null });
+      if (spec.on_timeout === 'continue') completeTimedOut(run, step, report.at);
+      else run.fail(step, { name: 'WaitTimedOut', message: `no ${describe(step)} came within ${spec.timeout_ms} ms`, retryable: false });
+      return true;
+    }
+    if (report.type !== 'signal' || report.signal !== spec.signal) return false;
+    run.setStep(step, { reason: null });
+    if (spec.approval === undefined) {
+      run.complete(step, report.payload);
+      return true;
+    }
+    const decision = report.payload as { decision: (typeof APPROVAL_DECISIONS)[number]; comment?: string; fields?: Record<string, unknown> };
+    run.complete(step, {
+      decision: decision.decision,
+      approved: decision.decision === 'approved',
+      ...(decision.comment ? { comment: decision.comment } : {}),
+      fields: decision.fields ?? {},
+      by: report.by,
+      decided_at: report.at.toISOString(),
+    });
+    return true;
+  },
+};
+
+function describe(step: PlanStep): string {
+  return step.wait?.approval !== undefined ? 'decision' : `signal ${step.wait?.signal}`;
+}
+
+function completeTimedOut(run: Parameters<NonNullable<StepKindModule['report']>>[0], step: PlanStep, at: Date): void {
+  run.complete(
+    step,
+    step.wait?.approval !== undefined
+      ? { decision: 'timed_out', approved: false, fields: {}, decided_at: at.toISOString(), timed_out: true }
+      : { timed_out: true },
+  );
+}

@@ -1,0 +1,250 @@
+import { z } from 'zod';
+import type { Plan, PlanStep } from '../engine/plan.js';
+import { isFinished, waitsForSomeone } from '../engine/status.js';
+import { APPROVAL_DECISIONS } from '../engine/steps/wait.js';
+import type { Step, Task } from '../generated/prisma/client.js';
+import { type ApprovalGrant, approvalKey, approvalLinks, type GrantProblem, openGrant } from '../lib/approval-links.js';
+import type { Config } from '../lib/config.js';
+import { ConflictError, jsonPath, NotFoundError, type Problem, ValidationError } from '../lib/errors.js';
+import { schemaProblems } from '../lib/json-schema.js';
+import { jsonSize } from '../lib/limits.js';
+import { unstorableProblems, zodProblems } from '../lib/problems.js';
+import type { TaskStore } from '../persistence/task-store.js';
+import type { Runs } from './runs.js';
+import type { StepViewBody } from './task-view.js';
+
+/**
+ * Wait steps from the outside (src/engine/steps/wait.ts): signals sent with a key, approvals
+ * decided through their links, and what a waiting step shows (its signal, its links).
+ */
+
+export const COMMENT_MAX_CHARS = 2000;
+
+/** An approval's decision as a signal's payload (sent with a key), or as its page posts it. */
+export const decisionSchema = z
+  .object({
+    decision: z.enum(APPROVAL_DECISIONS),
+    comment: z.string().max(COMMENT_MAX_CHARS).optional(),
+    fields: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict();
+
+export interface WaitsDeps {
+  config: LinkConfig & Pick<Config, 'STEP_OUTPUT_MAX_BYTES'>;
+  store: TaskStore;
+  runs: Runs;
+}
+
+type StoredTask = Task & { steps: Step[] };
+
+/** What an approval page shows, or why its link is refused. */
+export type ApprovalPage =
+  | {
+      ok: true;
+      taskId: string;
+      taskType: string;
+      stepId: string;
+      approver: string | null;
+      shown: Record<string, unknown>;
+      form?: Record<string, unknown>;
+      expiresAt: Date;
+    }
+  | { ok: false; problem: GrantProblem | 'unavailable' | 'decided' | 'not_found'; status?: string };
+
+type LinkConfig = Pick<Config, 'APPROVAL_SECRET' | 'CALLBACK_SECRET' | 'NODE_ENV' | 'APPROVAL_LINK_TTL_DAYS' | 'PUBLIC_URL' | 'PORT'>;
+
+/** What a step waiting on someone waits for (its signal; an approval: its links); undefined for any other step. */
+export type WaitingView = (
+  task: Pick<Task, 'id' | 'run'> & { plan: unknown },
+  step: Pick<Step, 'stepId' | 'status' | 'reason' | 'startedAt' | 'wakeAt'>,
+) => StepViewBody['waiting_for'];
+
+/** The view of waiting steps, with links signed by this configuration's key. */
+export function waitingForView(config: LinkConfig): WaitingView {
+  const key = approvalKey(config);
+  const baseUrl = config.PUBLIC_URL ?? `http://localhost:${config.PORT}`;
+  return (task, step) => {
+    if (!waitsForSomeone(step.status, step.reason)) return undefined;
+    const planned = (task.plan as Plan | null)?.steps.find((candidate) => candidate.id === step.stepId);
+    if (!planned?.wait) return undefined;
+    const approval = planned.wait.approval;
+    const approvers = approval?.approvers ?? [];
+    return {
+      signal: planned.wait.signal,
+      ...(step.wakeAt ? { timeout_at: step.wakeAt.toISOString() } : {}),
+      ...(approval
+        ? {
+            approval: {
+              approvers,
+              links:
+                key && step.startedAt
+                  ? approvalLinks(
+                      key,
+                      baseUrl,
+                      { taskId: task.id, stepId: step.stepId, run: task.run, approvers, startedAt: step.startedAt, wakeAt: step.wakeAt },
+                      config.APPROVAL_LINK_TTL_DAYS,
+                    )
+                  : [],
+            },
+          }
+        : {}),
+    };
+  };
+}
+
+export class Waits {
+  private readonly key: Buffer | undefined;
+
+  constructor(private readonly deps: WaitsDeps) {
+    this.key = approvalKey(deps.config);
+    this.waitingFor = waitingForView(deps.config);
+  }
+
+  /** Whether approval links are made (production needs APPROVAL_SECRET or CALLBACK_SECRET). */
+  get linksEnabled(): boolean {
+    return this.key !== undefined;
+  }
+
+  /** What a waiting step waits for, shown on the step in /result, the event stream and callbacks. */
+  readonly waitingFor: WaitingView;
+
+  /** POST /tasks/:id/signals/:name: the payload checked, then recorded if the step still waits. */
+  async signal(task: StoredTask, name: string, payload: unknown, by: string): Promise<{ stepId: string }> {
+    const step = (task.plan as Plan | null)?.steps.find((candidate) => candidate.wait?.signal === name);
+    if (!step) {
+      const known = ((task.plan as Plan | null)?.steps ?? []).flatMap((candidate) => (candidate.wait ? [candidate.wait.signal] : []));
+      throw new NotFoundError('signal_not_found', `task ${task.id} has no step that waits for signal ${JSON.stringify(name)}`, { signals: known });
+    }
+    const checked = this.checkPayload(step, payload, [], false);
+    await this.record(task, step, checked, by, 'key');
+    return { stepId: step.id };
+  }
+
+  /** The approval a link is for, to show on its page. */
+  async page(token: string): Promise<ApprovalPage> {
+    const found = await this.open(token);
+    if (!found.ok) return found;
+    const { grant, task, step, planned } = found;
+    const input = (step.input ?? {}) as Record<string, unknown>;
+    const show = planned.wait!.approval!.show;
+    return {
+      ok: true,
+      taskId: task.id,
+      taskType: task.taskType,
+      stepId: step.stepId,
+      approver: approverOf(planned, grant),
+      shown: show ? Object.fromEntries(show.filter((field) => field in input).map((field) => [field, input[field]])) : input,
+      ...(planned.wait!.approval!.form ? { form: planned.wait!.approval!.form } : {}),
+      expiresAt: new Date(grant.expiresAt * 1000),
+    };
+  }
+
+  /** A decision posted on a link's page: recorded if the step still waits; problems with the form come back to show. */
+  async decide(
+    token: string,
+    form: { decision: unknown; comment?: unknown; fields: Record<string, unknown>; name?: unknown },
+  ): Promise<{ ok: true; decision: string } | { ok: false; problem: ApprovalPage & { ok: false } } | { ok: false; problems: Problem[] }> {
+    const found = await this.open(token);
+    if (!found.ok) return { ok: false, problem: found };
+    const { grant, task, planned } = found;
+    let payload: z.output<typeof decisionSchema>;
+    try {
+      payload = this.checkPayload(
+        planned,
+        { decision: form.decision, ...(form.comment ? { comment: form.comment } : {}), fields: form.fields },
+        [],
+        true,
+      ) as typeof payload;
+    } catch (error) {
+      if (error instanceof ValidationError) return { ok: false, problems: error.details as Problem[] };
+      throw error;
+    }
+    const named = typeof form.name === 'string' && form.name.trim() !== '' ? form.name.trim().slice(0, 200) : undefined;
+    const by = approverOf(planned, grant) ?? (named ? `link:${named}` : 'link');
+    try {
+      await this.record(task, planned, payload, by, 'link');
+    } catch (error) {
+      if (error instanceof ConflictError) return { ok: false, problem: { ok: false, problem: 'decided' } };
+      throw error;
+    }
+    return { ok: true, decision: payload.decision };
+  }
+
+  private async open(
+    token: string,
+  ): Promise<{ ok: true; grant: ApprovalGrant; task: StoredTask; step: Step; planned: PlanStep } | (ApprovalPage & { ok: false })> {
+    if (!this.key) return { ok: false, problem: 'unavailable' };
+    const grant = openGrant(this.key, token);
+    if (typeof grant === 'string') return { ok: false, problem: grant };
+    const task = await this.deps.store.get(grant.taskId);
+    const step = task?.steps.find((candidate) => candidate.stepId === grant.stepId);
+    const planned = (task?.plan as Plan | null)?.steps.find((candidate) => candidate.id === grant.stepId);
+    if (!task || !step || !planned?.wait?.approval) return { ok: false, problem: 'not_found' };
+    // Single use: the decision recorded, the step waits no more (nor does it for a link of an earlier run).
+    if (task.run !== grant.run || !waitsForSomeone(step.status, step.reason) || isFinished(task.status))
+      return { ok: false, problem: 'decided', status: step.status };
+    return { ok: true, grant, task, step, planned };
+  }
+
+  /** The payload as the step will record it, or a ValidationError with every problem at its path under `prefix`. */
+  private checkPayload(step: PlanStep, payload: unknown, prefix: PropertyKey[], coerce: boolean): unknown {
+    const problems: Problem[] = unstorableProblems(payload, prefix);
+    let value = payload;
+    if (step.wait!.approval) {
+      const parsed = decisionSchema.safeParse(payload);
+      if (!parsed.success) problems.push(...zodProblems(parsed.error, prefix));
+      else {
+        value = parsed.data;
+        const form = step.wait!.approval.form;
+        if (form) problems.push(...schemaProblems(form, parsed.data.fields, [...prefix, 'fields'], coerce));
+      }
+    } else if (step.wait!.schema) {
+      problems.push(...schemaProblems(step.wait!.schema, payload, prefix));
+    }
+    const size = jsonSize(value, this.deps.config.STEP_OUTPUT_MAX_BYTES);
+    if (size.over)
+      problems.push({ path: jsonPath(prefix), message: `is more than STEP_OUTPUT_MAX_BYTES (${this.deps.config.STEP_OUTPUT_MAX_BYTES}) bytes of JSON` });
+    if (problems.length > 0) throw new ValidationError(`the payload does not fit signal ${step.wait!.signal} of step ${step.id}`, problems, 'invalid_payload');
+    return value;
+  }
+
+  private async record(task: StoredTask, step: PlanStep, payload: unknown, by: string, via: 'key' | 'link'): Promise<void> {
+    const state = task.steps.find((candidate) => candidate.stepId === step.id);
+    if (isFinished(task.status))
+      throw new ConflictError('task_finished', `the task already ended (${task.status}); it waits for nothing`, { status: task.status });
+    if (!state || !waitsForSomeone(state.status, state.reason)) throw notWaiting(step, state?.status);
+    const { recorded } = await this.deps.runs.report({
+      type: 'signal',
+      taskId: task.id,
+      run: task.run,
+      stepId: step.id,
+      signal: step.wait!.signal,
+      payload,
+      by,
+      via,
+      at: new Date(),
+    });
+    // Another signal got there first (or the wait timed out, or the task ended) since it was read.
+    if (!recorded) throw notWaiting(step, 'completed');
+  }
+}
+
+function notWaiting(step: PlanStep, status: string | undefined): ConflictError {
+  return status === 'pending' || status === undefined
+    ? new ConflictError(
+        'not_waiting',
+        `step ${step.id} does not wait for signal ${step.wait!.signal} yet (it is ${status ?? 'pending'}); send it once it waits`,
+        {
+          step: step.id,
+          status: status ?? 'pending',
+        },
+      )
+    : new ConflictError('already_signalled', `step ${step.id} no longer waits for signal ${step.wait!.signal} (it is ${status}): the first signal stands`, {
+        step: step.id,
+        status,
+      });
+}
+
+function approverOf(step: PlanStep, grant: ApprovalGrant): string | null {
+  return grant.approver >= 0 ? (step.wait!.approval!.approvers?.[grant.approver] ?? null) : null;
+}
