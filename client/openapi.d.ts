@@ -155,6 +155,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/tasks/{task_id}/signals/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Send a signal to a wait step
+         * @description The JSON body is the payload, checked against the step's `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step's output. The first signal stands: a later one gets 409, as does one sent before the step waits.
+         */
+        post: operations["signalTask"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/approvals/{token}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The approval page of a signed link (HTML, for people)
+         * @description Opened from an approval link (GET /result shows them under `waiting_for.approval.links`). No API key: the signed link is the authority. Works without JavaScript.
+         */
+        get: operations["approvalPage"];
+        put?: never;
+        /**
+         * Decide an approval through its link (the page's form)
+         * @description An HTML form post (`application/x-www-form-urlencoded`): `decision` (`approved` or `rejected`), `comment`, `name` (a link without an approver), and `fields.NAME` for the form. Recorded once; any later use of the link changes nothing.
+         */
+        post: operations["decideApproval"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/callback-secret": {
         parameters: {
             query?: never;
@@ -614,6 +658,34 @@ export interface components {
             } | {
                 until: string;
             };
+            /** @description A wait step: it waits for a signal (`signal`) or an approval (`approval`), holding no worker. */
+            wait?: {
+                /** @description The name POST /tasks/{task_id}/signals/{name} sends; an approval step answers to its step id unless it names one. */
+                signal?: string;
+                /** @description JSON Schema of the signal's payload: a payload that does not fit gets 400. */
+                schema?: {
+                    [key: string]: unknown;
+                };
+                /** @description A person decides through a signed, single-use link (no API key needed): approved or rejected, with a comment and the form. */
+                approval?: {
+                    /** @description Who may decide: each gets a link of their own, and the decision records who used it. Without it: one link. */
+                    approvers?: string[];
+                    /** @description JSON Schema (an object of string, number, integer, boolean and enum fields) of what the approver fills in. */
+                    form?: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The step's input fields the approval page shows; without it, all of them. */
+                    show?: string[];
+                };
+                /** @description How long it waits at most; then `on_timeout` applies. */
+                timeout_ms?: number;
+                /**
+                 * @description fail: the step fails (`WaitTimedOut`). continue: it completes with `{"timed_out": true}` (an approval: decision `timed_out`).
+                 * @default fail
+                 * @enum {string}
+                 */
+                on_timeout?: "fail" | "continue";
+            };
             /**
              * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
              * @default {}
@@ -742,15 +814,15 @@ export interface components {
         TaskStep: {
             id: string;
             /**
-             * @description tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits.
+             * @description tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits; wait: waits for a signal or an approval.
              * @enum {string}
              */
-            kind: "tool" | "workflow" | "sleep";
+            kind: "tool" | "workflow" | "sleep" | "wait";
             /** @description The tool a tool step runs; null for the other kinds. */
             tool: string | null;
             /** @enum {string} */
             status: "pending" | "queued" | "running" | "waiting" | "completed" | "failed" | "skipped" | "cancelled";
-            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`). */
+            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, or its turn under a limit per key: `concurrency`, `rate_limit`). */
             reason?: string;
             attempts: number;
             depends_on: string[];
@@ -767,8 +839,23 @@ export interface components {
             /** @description The step's output (completed steps): a map's is the list of its items' outputs. */
             output?: unknown;
             error?: components["schemas"]["ErrorRecord"];
-            /** @description A sleeping step: when it wakes. */
+            /** @description A sleeping step: when it wakes; a wait step: when it times out. */
             wake_at?: components["schemas"]["Timestamp"];
+            /** @description A wait step waiting for someone: the signal it takes and, for an approval, its links. */
+            waiting_for?: {
+                /** @description Send it with POST /tasks/{task_id}/signals/{signal} (an approval: its decision). */
+                signal: string;
+                timeout_at?: components["schemas"]["Timestamp"];
+                approval?: {
+                    approvers: string[];
+                    /** @description Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET). */
+                    links: {
+                        approver: string | null;
+                        url: string;
+                        expires_at: components["schemas"]["Timestamp"];
+                    }[];
+                };
+            };
             /** @description A for_each step: its items, counted. GET /tasks/{task_id}/steps/{step_id}/items lists them. */
             items?: {
                 total: number;
@@ -821,6 +908,13 @@ export interface components {
              * @description A sub-workflow's child task: its parent.
              */
             parent_task_id?: string;
+            /** @description With `status=waiting`: the steps that wait for someone (GET /result shows their signals and approval links). */
+            waiting_for?: {
+                step_id: string;
+                /** @enum {string} */
+                reason: "signal" | "approval";
+                timeout_at?: components["schemas"]["Timestamp"];
+            }[];
             created_at: components["schemas"]["Timestamp"];
             started_at: components["schemas"]["Timestamp"] | null;
             finished_at: components["schemas"]["Timestamp"] | null;
@@ -835,6 +929,21 @@ export interface components {
             status?: string;
             /** @description Why a step is skipped or waiting (as in GET /result). */
             reason?: string;
+            /** @description A step that starts waiting for a signal or an approval: what it waits for (its approval links), as in GET /result. */
+            waiting_for?: {
+                /** @description Send it with POST /tasks/{task_id}/signals/{signal} (an approval: its decision). */
+                signal: string;
+                timeout_at?: components["schemas"]["Timestamp"];
+                approval?: {
+                    approvers: string[];
+                    /** @description Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET). */
+                    links: {
+                        approver: string | null;
+                        url: string;
+                        expires_at: components["schemas"]["Timestamp"];
+                    }[];
+                };
+            };
             percent?: number;
             message?: string;
             at: components["schemas"]["Timestamp"];
@@ -921,6 +1030,34 @@ export interface components {
                 ms: number | string;
             } | {
                 until: string;
+            };
+            /** @description A wait step: it waits for a signal (`signal`) or an approval (`approval`), holding no worker. */
+            wait?: {
+                /** @description The name POST /tasks/{task_id}/signals/{name} sends; an approval step answers to its step id unless it names one. */
+                signal?: string;
+                /** @description JSON Schema of the signal's payload: a payload that does not fit gets 400. */
+                schema?: {
+                    [key: string]: unknown;
+                };
+                /** @description A person decides through a signed, single-use link (no API key needed): approved or rejected, with a comment and the form. */
+                approval?: {
+                    /** @description Who may decide: each gets a link of their own, and the decision records who used it. Without it: one link. */
+                    approvers?: string[];
+                    /** @description JSON Schema (an object of string, number, integer, boolean and enum fields) of what the approver fills in. */
+                    form?: {
+                        [key: string]: unknown;
+                    };
+                    /** @description The step's input fields the approval page shows; without it, all of them. */
+                    show?: string[];
+                };
+                /** @description How long it waits at most; then `on_timeout` applies. */
+                timeout_ms?: number;
+                /**
+                 * @description fail: the step fails (`WaitTimedOut`). continue: it completes with `{"timed_out": true}` (an approval: decision `timed_out`).
+                 * @default fail
+                 * @enum {string}
+                 */
+                on_timeout: "fail" | "continue";
             };
             /**
              * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
@@ -1210,7 +1347,8 @@ export interface operations {
     listTasks: {
         parameters: {
             query?: {
-                status?: "queued" | "running" | "completed" | "failed" | "cancelled";
+                /** @description `waiting`: the unfinished tasks with a step waiting for someone (a signal or an approval), each with `waiting_for`. */
+                status?: "queued" | "running" | "completed" | "failed" | "cancelled" | "waiting";
                 task_type?: string;
                 created_after?: string;
                 created_before?: string;
@@ -1818,6 +1956,316 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    signalTask: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path: {
+                /** @description The id (a UUID) that POST /assign-task answered. Anything else answers 404. */
+                task_id: string;
+                /**
+                 * @description The signal a wait step of the task waits for (an approval: its step id, unless it names one).
+                 * @example approval
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": unknown;
+            };
+        };
+        responses: {
+            /** @description Recorded: the step completed with the payload as its output. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        task_id: string;
+                        /** @description The wait step that took the signal: it completed, its output the payload (an approval: the decision). */
+                        step_id: string;
+                        signal: string;
+                        /** @constant */
+                        status: "recorded";
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description The payload does not fit the signal's schema (`invalid_payload`), with one entry per problem. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such task (`task_not_found`), or no step of it waits for that signal (`signal_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The step already got its signal or decision, timed out or ended (`already_signalled`), does not wait yet (`not_waiting`), or the task ended (`task_finished`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    approvalPage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The signed token of an approval link. */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The approval page (HTML): what is to be approved, the form, Approve and Reject. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description A malformed link, or (POST) a form that does not fit: the page again, with the problems. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description A link whose signature does not match. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description The task or its step is gone. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Already decided (single use), or the task moved on: nothing is changed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description The link expired. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description This server makes no approval links (production without APPROVAL_SECRET or CALLBACK_SECRET), or PostgreSQL is away. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+        };
+    };
+    decideApproval: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path: {
+                /** @description The signed token of an approval link. */
+                token: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The decision was recorded. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description A malformed link, or (POST) a form that does not fit: the page again, with the problems. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description A link whose signature does not match. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description The task or its step is gone. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description Already decided (single use), or the task moved on: nothing is changed. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description The link expired. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
+                };
+            };
+            /** @description The form is larger than 64kb (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description This server makes no approval links (production without APPROVAL_SECRET or CALLBACK_SECRET), or PostgreSQL is away. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
                 };
             };
         };

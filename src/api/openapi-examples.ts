@@ -563,6 +563,8 @@ const page = (title: string) => ({
 export const swaggerPageExamples: Record<string, ApiExample> = page('Orchestrator API');
 export const redocPageExamples: Record<string, ApiExample> = page('Orchestrator API');
 export const boardPageExamples: Record<string, ApiExample> = page('Bull Dashboard');
+export const approvalPageExamples: Record<string, ApiExample> = page('Approval: review');
+export const approvalDecidedExamples: Record<string, ApiExample> = page('Decision recorded');
 
 export const callbackSecretExamples: Record<string, ApiExample> = {
   secret: {

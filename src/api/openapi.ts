@@ -22,7 +22,8 @@ type JsonSchema = Record<string, unknown>;
 /** Answers every operation can give besides its own: a body that is not JSON, keys, rate limits. */
 function commonReplies(operation: Route): Record<number, ApiReply> {
   const replies: Record<number, ApiReply> = {};
-  if (operation.method === 'post') {
+  // A page's own form (served by its handler) is not JSON: its answers are its own.
+  if (operation.method === 'post' && !operation.serve) {
     replies[400] = invalid('The body is not valid JSON (`invalid_json`).');
     replies[413] = { description: 'The body is larger than BODY_LIMIT (`payload_too_large`).', body: r.errorBodySchema };
     replies[415] = { description: 'A body was sent that is not `application/json` (`unsupported_media_type`).', body: r.errorBodySchema };

@@ -1,6 +1,15 @@
 import { findReferences } from './templates.js';
 import type { KeyLimit, RetryPolicy, StepOptions } from './types.js';
-import type { WaitSpec } from './workflow-definition.js';
+
+/** A wait step as its task runs it (src/engine/steps/wait.ts): the signal it answers to, always named. */
+export interface PlanWait {
+  signal: string;
+  /** JSON Schema of a signal's payload. */
+  schema?: Record<string, unknown>;
+  approval?: { approvers?: string[]; form?: Record<string, unknown>; show?: string[] };
+  timeout_ms?: number;
+  on_timeout: 'fail' | 'continue';
+}
 
 /** The kinds of step: what a step does once its dependencies are done (src/engine/steps/). */
 export type StepKind = 'tool' | 'workflow' | 'sleep' | 'wait';
@@ -20,7 +29,7 @@ export interface PlanStep {
   /** Sleep steps: how long, or until when (either may be a template). */
   sleep?: { ms?: number | string; until?: string };
   /** Wait steps: the signal it answers to (an approval's: its step id unless named) and how long it waits. */
-  wait?: WaitSpec & { signal: string };
+  wait?: PlanWait;
   dependsOn: string[];
   onFailure: 'fail' | 'continue';
   /** Templates unresolved; a one-tool task's literal input. */

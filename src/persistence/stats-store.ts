@@ -92,14 +92,14 @@ export class StatsStore {
       this.prisma.$queryRawUnsafe<CountRow[]>(
         `SELECT s.tool AS key, s.status::text AS status, count(*) AS count
            FROM tasks t JOIN steps s ON s.task_id = t.id AND s.task_created_at = t.created_at
-          WHERE t.created_at >= $1 AND t.created_at < $2 AND s.task_created_at >= $1 AND s.task_created_at < $2 GROUP BY 1, 2`,
+          WHERE t.created_at >= $1 AND t.created_at < $2 AND s.task_created_at >= $1 AND s.task_created_at < $2 AND s.tool IS NOT NULL GROUP BY 1, 2`,
         from,
         to,
       ),
       this.prisma.$queryRawUnsafe<DurationRow[]>(
         `SELECT s.tool AS key, ${percentilesOf(stepMs)}
            FROM tasks t JOIN steps s ON s.task_id = t.id AND s.task_created_at = t.created_at
-          WHERE t.created_at >= $1 AND t.created_at < $2 AND s.task_created_at >= $1 AND s.task_created_at < $2 AND s.finished_at IS NOT NULL AND s.started_at IS NOT NULL GROUP BY 1`,
+          WHERE t.created_at >= $1 AND t.created_at < $2 AND s.task_created_at >= $1 AND s.task_created_at < $2 AND s.finished_at IS NOT NULL AND s.started_at IS NOT NULL AND s.tool IS NOT NULL GROUP BY 1`,
         from,
         to,
       ),

@@ -7,6 +7,7 @@ import { type Dispatcher, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
 import { ROUTES } from '../../src/api/routes/index.js';
+import { approvalKey, signGrant } from '../../src/lib/approval-links.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
@@ -164,6 +165,12 @@ describe('the OpenAPI document', () => {
     return answer;
   }
 
+  /** A browser's form post (no JSON, no X-Requested-With), checked against the document as `call` does. */
+  function callForm(url: string, form: { 'content-type': string; 'x-requested-with': string; body: string }): Promise<Answer> {
+    const { body, ...headers } = form;
+    return call('POST', url, body, headers);
+  }
+
   /** Validates a value against a schema under components/schemas. */
   function expectComponent(name: string, value: unknown): void {
     expect(schemas.problems(`/components/schemas/${name}`, value), `${name}: ${JSON.stringify(value).slice(0, 500)}`).toEqual([]);
@@ -183,7 +190,7 @@ describe('the OpenAPI document', () => {
       for (const [method, operation] of Object.entries(operations)) {
         const security = (operation as Operation).security as Record<string, string[]>[];
         const where = `${method.toUpperCase()} ${path}`;
-        if (['/health', '/ready', '/metrics'].includes(path)) expect(security, where).toEqual([]);
+        if (['/health', '/ready', '/metrics', '/approvals/{token}'].includes(path)) expect(security, where).toEqual([]);
         else {
           expect(security.length, where).toBeGreaterThan(0);
           for (const requirement of security) expect(Object.keys(requirement), where).toHaveLength(1);
@@ -451,8 +458,11 @@ describe('the OpenAPI document', () => {
     expect((await call('POST', `/dead-letters/${randomUUID()}/replay`)).status).toBe(404);
   });
 
+  /** POSTs of JSON; an approval page's form is posted by a browser (and answers by its link first). */
+  const jsonPosts = () => everyOperation((method) => method === 'post').filter(([, url]) => !url.startsWith('/approvals/'));
+
   it('every POST answers 400, 413 and 415 for a body that is not acceptable JSON', async () => {
-    const posts = everyOperation((method) => method === 'post');
+    const posts = jsonPosts();
     expect(posts.length).toBeGreaterThanOrEqual(6);
     for (const [method, url] of posts) {
       expect((await call(method, url, '{"not": json')).body.error.code, url).toBe('invalid_json');
@@ -462,7 +472,7 @@ describe('the OpenAPI document', () => {
   });
 
   it('every POST answers 403 csrf_header_required without a JSON content type or X-Requested-With, as a cross-site form sends it', async () => {
-    const posts = everyOperation((method) => method === 'post');
+    const posts = jsonPosts();
     for (const [method, url] of posts) {
       const refused = await call(method, url, undefined, { 'x-requested-with': '' });
       expect(refused.status, url).toBe(403);
@@ -470,6 +480,57 @@ describe('the OpenAPI document', () => {
       const form = await call(method, url, undefined, { 'x-requested-with': '', 'content-type': 'application/x-www-form-urlencoded' });
       expect(form.status, url).toBe(403);
     }
+  });
+
+  it('signals and approval pages answer as documented', async () => {
+    const defined = await call('POST', '/workflows', {
+      name: 'openapi_waits',
+      steps: [
+        { id: 'paid', wait: { signal: 'payment', schema: { type: 'object', properties: { amount: { type: 'number' } }, required: ['amount'] } } },
+        { id: 'review', wait: { approval: { form: { type: 'object', properties: { ticket: { type: 'integer' } } } } } },
+      ],
+    });
+    expect(defined.status).toBe(201);
+    const id = await submit(h, { task_type: 'openapi_waits' });
+    const links = await poll(
+      async () => {
+        const steps = (await call('GET', `/tasks/${id}`)).body.steps as {
+          id: string;
+          status: string;
+          waiting_for?: { approval?: { links: { url: string }[] } };
+        }[];
+        return steps.every((step) => step.status === 'waiting') ? steps.find((step) => step.id === 'review')!.waiting_for!.approval!.links : undefined;
+      },
+      { label: 'both steps to wait' },
+    );
+    const page = new URL(links[0]!.url).pathname;
+    expect((await call('POST', `/tasks/${id}/signals/payment`, { amount: 'ten' })).status).toBe(400);
+    expect((await call('POST', `/tasks/${id}/signals/nothing`, {})).status).toBe(404);
+    expect((await call('POST', `/tasks/${uuidv7(new Date(Date.now() - 400 * 86_400_000))}/signals/payment`, {})).status).toBe(410);
+    expect((await call('POST', `/tasks/${id}/signals/payment`, { amount: 10 })).status).toBe(200);
+    expect((await call('POST', `/tasks/${id}/signals/payment`, { amount: 11 })).status).toBe(409);
+
+    const key = approvalKey(h.config)!;
+    const signed = (grant: Partial<Parameters<typeof signGrant>[1]>) =>
+      `/approvals/${signGrant(key, { taskId: id, stepId: 'review', run: 1, approver: -1, expiresAt: Math.floor(Date.now() / 1000) + 600, ...grant })}`;
+    const form = (body: string) => ({ 'content-type': 'application/x-www-form-urlencoded', 'x-requested-with': '', body });
+    for (const method of ['GET', 'POST']) {
+      const post = (url: string, body = 'decision=approved') => (method === 'GET' ? call('GET', url) : callForm(url, form(body)));
+      expect((await post('/approvals/nonsense')).status).toBe(400);
+      expect((await post(`${page.slice(0, -2)}xx`)).status).toBe(403);
+      expect((await post(signed({ taskId: uuidv7() }))).status).toBe(404);
+      expect((await post(signed({ expiresAt: Math.floor(Date.now() / 1000) - 1 }))).status).toBe(410);
+      if (method === 'POST') {
+        expect((await post(page, 'decision=approved&fields.ticket=many')).status).toBe(400);
+        expect((await post(page, `decision=approved&comment=${'x'.repeat(70_000)}`)).status).toBe(413);
+      }
+    }
+    expect((await call('GET', page)).status).toBe(200);
+    expect((await callForm(page, form('decision=rejected&comment=no'))).status).toBe(200);
+    expect((await call('GET', page)).status).toBe(409);
+    expect((await callForm(page, form('decision=approved'))).status).toBe(409);
+    expect((await call('POST', `/tasks/${id}/signals/review`, { decision: 'approved' })).status).toBe(409);
+    expect((await waitForTask(h, id)).status).toBe('completed');
   });
 
   it('GET /callback-secret answers as documented', async () => {
@@ -554,13 +615,21 @@ describe('the OpenAPI document', () => {
   it('with API_KEYS, every operation but /health, /ready and /metrics answers 401 without a key, and 429 past the rate limit', async () => {
     const securedOperations = everyOperation((_method, operation) => (operation.security ?? []).length > 0);
     const openOperations = everyOperation((_method, operation) => (operation.security ?? []).length === 0);
-    expect(openOperations.map(([method, url]) => `${method} ${url}`).sort()).toEqual(['GET /health', 'GET /metrics', 'GET /ready']);
+    // Approval pages carry their authority in their signed link; a made-up token is a malformed one.
+    const approvalPage = /^\/approvals\/[^/]+$/;
+    expect(openOperations.map(([method, url]) => `${method} ${url.replace(approvalPage, '/approvals/{token}')}`).sort()).toEqual([
+      'GET /approvals/{token}',
+      'GET /health',
+      'GET /metrics',
+      'GET /ready',
+      'POST /approvals/{token}',
+    ]);
     for (const [method, url] of securedOperations) {
       const response = await call(method, url, undefined, {}, secured);
       expect(response.status, `${method} ${url}`).toBe(401);
       expect(response.headers.get('www-authenticate')).toMatch(/^(Bearer|Basic) /);
     }
-    for (const [method, url] of openOperations) expect((await call(method, url, undefined, {}, secured)).status).toBe(200);
+    for (const [method, url] of openOperations) expect((await call(method, url, undefined, {}, secured)).status).toBe(approvalPage.test(url) ? 400 : 200);
 
     const auth = { authorization: `Bearer ${API_KEY}` };
     for (let i = 0; i < 3; i += 1) expect((await call('GET', '/tools', undefined, auth, secured)).status).toBe(200);

@@ -164,6 +164,15 @@ describe('a durable sleep across a Redis that lost everything', () => {
       ],
     });
     expect(defined.status).toBe(201);
+    const waits = await h.request('POST', '/workflows', {
+      name: 'wait_across',
+      steps: [
+        { id: 'hold', wait: { signal: 'go' } },
+        { id: 'timed', wait: { signal: 'never', timeout_ms: 3_000, on_timeout: 'continue' } },
+        { id: 'b', tool: 'echo', depends_on: ['hold', 'timed'], input: { got: '{{steps.hold.output}}', timed_out: '{{steps.timed.output.timed_out}}' } },
+      ],
+    });
+    expect(waits.status).toBe(201);
   }, 120_000);
   afterAll(async () => {
     if (redis && !redis.running) await redis.start().catch(() => undefined);
@@ -194,5 +203,29 @@ describe('a durable sleep across a Redis that lost everything', () => {
     expect(nap.status).toBe('completed');
     expect(Date.parse(nap.output.woke_at)).toBeGreaterThanOrEqual(wakeAt);
     expect(task.steps.find((step: { id: string }) => step.id === 'b').output).toEqual({ woke: nap.output.woke_at });
+  }, 120_000);
+
+  it('keeps a wait across a worker restart and a Redis that lost everything: the signal is taken after, and the timeout fires from the timer made again', async () => {
+    const id = await submit(h, { task_type: 'wait_across' });
+    await poll(
+      async () => {
+        const steps = (await h.request('GET', `/result/${id}`)).body.steps ?? [];
+        return steps.filter((step: { status: string }) => step.status === 'waiting').length === 2;
+      },
+      { label: 'both steps to wait' },
+    );
+    await h.worker!.close();
+    const sentinel = `${h.config.QUEUE_PREFIX}:test:sentinel`;
+    await h.redis.set(sentinel, 'before');
+    await redis.stop('shutdown');
+    for (const entry of await readdir(redis.dir)) if (entry.startsWith('appendonly')) await rm(path.join(redis.dir, entry), { recursive: true, force: true });
+    await redis.start();
+    expect(await h.redis.exists(sentinel)).toBe(0);
+    await h.startWorker();
+    const signalled = await h.request('POST', `/tasks/${id}/signals/go`, { after: 'restarts' });
+    expect(signalled.status, JSON.stringify(signalled.body)).toBe(200);
+    const task = await waitForTask(h, id, 30_000);
+    expect(task.status).toBe('completed');
+    expect(task.steps.find((step: { id: string }) => step.id === 'b').output).toEqual({ got: { after: 'restarts' }, timed_out: true });
   }, 120_000);
 });

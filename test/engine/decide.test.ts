@@ -322,6 +322,44 @@ describe('the decider: sleep and sub-workflows', () => {
     expect(woke.status).toBe('completed');
   });
 
+  it('waits for a signal (the first one recorded completes it, a second is refused) and times out as on_timeout says', () => {
+    const wait = (id: string, spec: Partial<NonNullable<PlanStep['wait']>>): PlanStep => ({
+      ...tool(id),
+      kind: 'wait',
+      tool: undefined,
+      wait: { signal: id, on_timeout: 'fail', ...spec },
+    });
+    const { task: state, decision } = run(taskOf([wait('go', { timeout_ms: 5_000 }), wait('lenient', { timeout_ms: 5_000, on_timeout: 'continue' })]));
+    expect(state.steps.get('go')).toMatchObject({ status: 'waiting', reason: 'signal', wakeAt: new Date(NOW.getTime() + 5_000) });
+    expect(decision.timers.map((timer) => timer.stepId).sort()).toEqual(['go', 'lenient']);
+    const signal = (payload: unknown) => ({
+      type: 'signal' as const,
+      taskId: state.id,
+      run: 1,
+      stepId: 'go',
+      signal: 'go',
+      payload,
+      by: 'k',
+      via: 'key' as const,
+      at: NOW,
+    });
+    const first = decide([state], [signal({ n: 1 }), signal({ n: 2 })], options);
+    expect(first.recorded).toEqual([true, false]);
+    expect(apply(state, first).steps.get('go')).toMatchObject({ status: 'completed', output: { n: 1 } });
+    const timedOut = apply(
+      state,
+      decide(
+        [state],
+        // lenient first: go's failure fails the task, which cancels a step still waiting.
+        ['lenient', 'go'].map((stepId) => ({ type: 'wake' as const, taskId: state.id, run: 1, stepId, at: NOW })),
+        options,
+      ),
+    );
+    expect(timedOut.steps.get('go')).toMatchObject({ status: 'failed', error: { name: 'WaitTimedOut' } });
+    expect(timedOut.steps.get('lenient')).toMatchObject({ status: 'completed', output: { timed_out: true } });
+    expect(timedOut.status).toBe('failed');
+  });
+
   it('fails a sleep whose time does not resolve to one', () => {
     expect(run(taskOf([sleep('nap', { until: '{{params.at}}' })], { at: 'soon' })).task.steps.get('nap')).toMatchObject({
       status: 'failed',

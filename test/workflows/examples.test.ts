@@ -30,6 +30,7 @@ describe('example workflows shipped with the service', () => {
     const { status, body } = await h.request('GET', '/workflows');
     expect(status).toBe(200);
     expect(body.workflows.map((w: { name: string }) => w.name).sort()).toEqual([
+      'batch_approval',
       'diamond',
       'document_analysis',
       'enrich_customer',

@@ -40,7 +40,11 @@ describe('wait steps', () => {
           depends_on: ['prepare'],
           wait: {
             signal: 'payment',
-            schema: { type: 'object', properties: { amount: { type: 'number', minimum: 0 }, currency: { enum: ['EUR', 'USD'] } }, required: ['amount', 'currency'] },
+            schema: {
+              type: 'object',
+              properties: { amount: { type: 'number', minimum: 0 }, currency: { enum: ['EUR', 'USD'] } },
+              required: ['amount', 'currency'],
+            },
           },
         },
         { id: 'ship', tool: 'echo', depends_on: ['paid'], when: 'steps.paid.output.amount >= 10', input: { amount: '{{steps.paid.output.amount}}' } },
@@ -198,7 +202,14 @@ describe('wait steps', () => {
     expect(response.status).toBe(400);
     const paths = response.body.error.details.map((problem: { path: string }) => problem.path);
     expect(paths).toEqual(
-      expect.arrayContaining(['steps[0].wait', 'steps[1].wait.schema', 'steps[2].wait.signal', 'steps[3].wait.approval.form', 'steps[3].wait.approval.show[0]', 'steps[4].retry']),
+      expect.arrayContaining([
+        'steps[0].wait',
+        'steps[1].wait.schema',
+        'steps[2].wait.signal',
+        'steps[3].wait.approval.form',
+        'steps[3].wait.approval.show[0]',
+        'steps[4].retry',
+      ]),
     );
   });
 

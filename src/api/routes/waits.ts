@@ -70,7 +70,12 @@ function approvalPages(waits: Waits): RequestHandler {
 }
 
 const pageResponses = {
-  200: { description: 'The approval page (HTML): what is to be approved, the form, Approve and Reject.', mediaType: 'text/html', body: z.string() },
+  200: {
+    description: 'The approval page (HTML): what is to be approved, the form, Approve and Reject.',
+    mediaType: 'text/html',
+    body: z.string(),
+    examples: ex.approvalPageExamples,
+  },
   400: { description: 'A malformed link, or (POST) a form that does not fit: the page again, with the problems.', mediaType: 'text/html', body: z.string() },
   403: { description: 'A link whose signature does not match.', mediaType: 'text/html', body: z.string() },
   404: { description: 'The task or its step is gone.', mediaType: 'text/html', body: z.string() },
@@ -123,7 +128,6 @@ export const WAIT_ROUTES: Route[] = [
       'Opened from an approval link (GET /result shows them under `waiting_for.approval.links`). No API key: the signed link is the authority. Works without JavaScript.',
     tags: ['tasks'],
     params: tokenParam,
-    paramExamples: { token: 'eyJ0Ijoi.invalid' },
     responses: pageResponses,
     serve: ({ tasks }) => approvalPages(tasks.waits),
   }),
@@ -138,8 +142,11 @@ export const WAIT_ROUTES: Route[] = [
       'An HTML form post (`application/x-www-form-urlencoded`): `decision` (`approved` or `rejected`), `comment`, `name` (a link without an approver), and `fields.NAME` for the form. Recorded once; any later use of the link changes nothing.',
     tags: ['tasks'],
     params: tokenParam,
-    paramExamples: { token: 'eyJ0Ijoi.invalid' },
-    responses: { ...pageResponses, 200: { description: 'The decision was recorded.', mediaType: 'text/html', body: z.string() } },
+    responses: {
+      ...pageResponses,
+      413: { description: `The form is larger than ${FORM_LIMIT} (\`payload_too_large\`).`, body: r.errorBodySchema },
+      200: { description: 'The decision was recorded.', mediaType: 'text/html', body: z.string(), examples: ex.approvalDecidedExamples },
+    },
     serve: ({ tasks }) => approvalPages(tasks.waits),
   }),
 ];
