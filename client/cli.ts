@@ -21,12 +21,15 @@ Commands:
   result <task_id> [--wait SECONDS]
                                    the task, its steps and its result (--wait: up to 30 s for the end)
   tasks [--status S] [--type T] [--limit N] [--cursor C]
-                                   tasks, newest first
+                                   tasks, newest first (--status waiting: those waiting for someone)
   items <task_id> <step_id> [--status S] [--limit N] [--cursor C]
                                    a for_each step's items, in order
   follow <task_id>                 live progress until the task ends
   cancel <task_id>                 cancel a task, aborting its running steps
   retry <task_id>                  resume a failed or cancelled task
+  signal <task_id> <name> [--payload JSON]
+                                   send a signal to the step waiting for it (an approval:
+                                   --payload '{"decision": "approved"}')
   tools                            the tool adapters
   workflows list                   the workflows
   workflows get <name> [--version N]
@@ -99,6 +102,7 @@ const COMMANDS: Record<string, Options> = {
   follow: {},
   cancel: {},
   retry: {},
+  signal: { payload: { type: 'string' } },
   tools: {},
   workflows: { version: { type: 'string' } },
 };
@@ -109,13 +113,16 @@ function integer(name: string, value: string | undefined): number | undefined {
   return Number(value);
 }
 
-function jsonObject(what: string, text: string): Record<string, unknown> {
-  let value: unknown;
+function jsonValue(what: string, text: string): unknown {
   try {
-    value = JSON.parse(text);
+    return JSON.parse(text);
   } catch (error) {
     throw new UsageError(`${what} is not JSON: ${(error as Error).message}`);
   }
+}
+
+function jsonObject(what: string, text: string): Record<string, unknown> {
+  const value = jsonValue(what, text);
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`${what} must be a JSON object`);
   return value as Record<string, unknown>;
 }
@@ -142,6 +149,8 @@ function printTask(task: TaskView): void {
       Boolean,
     );
     print(`  ${step.id} (${stepLabel(step)}) ${facts.join(', ')}${step.reason ? ` (${step.reason})` : ''}${step.error ? `: ${step.error.message}` : ''}`);
+    if (step.waiting_for) print(`    waits for signal ${step.waiting_for.signal}${step.waiting_for.timeout_at ? ` until ${step.waiting_for.timeout_at}` : ''}`);
+    for (const link of step.waiting_for?.approval?.links ?? []) print(`    approve${link.approver ? ` (${link.approver})` : ''}: ${link.url}`);
   }
   printOutcome(task);
 }
@@ -289,6 +298,14 @@ async function run(argv: string[]): Promise<number> {
       const resumed = await client.retry(argument('a task id'));
       if (json) printJson(resumed);
       else print(`task ${resumed.task_id} resumed as run ${resumed.run}`);
+      return 0;
+    }
+    case 'signal': {
+      const taskId = argument('a task id');
+      const name = argument('a signal name');
+      const recorded = await client.signal(taskId, name, option('payload') === undefined ? {} : jsonValue('--payload', option('payload')!));
+      if (json) printJson(recorded);
+      else print(`task ${recorded.task_id}: step ${recorded.step_id} took signal ${recorded.signal}`);
       return 0;
     }
     case 'tools': {

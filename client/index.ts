@@ -223,6 +223,15 @@ export class OrchestratorClient {
     return (await unwrap(this.api.POST('/tasks/{task_id}/retry', { params: { path: { task_id: taskId } } }))).data;
   }
 
+  /**
+   * Sends signal `name` to the wait step of the task that waits for it; `payload` becomes the
+   * step's output (an approval's: `{decision: "approved" | "rejected", comment?, fields?}`).
+   * Throws `already_signalled` when the step got its signal first, `not_waiting` before it waits.
+   */
+  async signal(taskId: string, name: string, payload: unknown = {}) {
+    return (await unwrap(this.api.POST('/tasks/{task_id}/signals/{name}', { params: { path: { task_id: taskId, name } }, body: payload as never }))).data;
+  }
+
   /** This key's callback secret, for `verifyCallback`; throws `callbacks_disabled` when the server signs none. */
   async callbackSecret() {
     return (await unwrap(this.api.GET('/callback-secret'))).data;

@@ -1,5 +1,6 @@
 import { RE2JS } from '@bufbuild/re2';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import addFormats from 'ajv-formats';
 import { jsonPath, type Problem } from './errors.js';
 
 /**
@@ -20,7 +21,19 @@ function re2(pattern: string): { test(text: string): boolean } {
 }
 
 function makeAjv(coerceTypes: boolean): Ajv {
-  return new Ajv({ allErrors: true, strict: true, coerceTypes, code: { regExp: re2 as never } });
+  // Strict about what is surely a mistake (unknown keywords and formats), not about what JSON
+  // Schema allows (`required` without `properties`, `properties` without `type`).
+  const ajv = new Ajv({
+    allErrors: true,
+    strict: true,
+    strictRequired: false,
+    strictTypes: false,
+    strictTuples: false,
+    coerceTypes,
+    code: { regExp: re2 as never },
+  });
+  (addFormats as unknown as (ajv: Ajv) => Ajv)(ajv);
+  return ajv;
 }
 
 const plain = makeAjv(false);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type OrchestratorClient } from '../../client/index.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
-import { createHarness, type Harness, uniqueName } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, uniqueName } from '../helpers/harness.js';
 import { KEY, whilePaused } from './support.js';
 
 /** The CLI (client/cli.ts) as a process of its own, against a live API and worker over HTTP. */

@@ -167,6 +167,17 @@ describe('the typed client', () => {
     expect(await rejection(client.submit('echo', { order: 2 }, { idempotency_key: key }))).toMatchObject({ status: 409, code: 'idempotency_conflict' });
   });
 
+  it('signals a wait step; a payload off its schema throws invalid_payload, and a second signal 409 (the task has ended)', async () => {
+    const name = uniqueName('client_signal');
+    await client.workflows.push({ name, steps: [{ id: 'hold', wait: { signal: 'go', schema: { type: 'object', required: ['ok'] } } }] } as never);
+    const { task_id: id } = await client.submit(name);
+    await poll(async () => (await client.result(id)).steps[0]?.status === 'waiting', { label: 'the step to wait' });
+    expect(await rejection(client.signal(id, 'go', {}))).toMatchObject({ status: 400, code: 'invalid_payload' });
+    expect(await client.signal(id, 'go', { ok: true })).toMatchObject({ task_id: id, step_id: 'hold', status: 'recorded' });
+    expect(await client.waitForResult(id, { signal: AbortSignal.timeout(20_000) })).toMatchObject({ status: 'completed', result: { hold: { ok: true } } });
+    expect(await rejection(client.signal(id, 'go', { ok: false }))).toMatchObject({ status: 409, code: 'task_finished' });
+  });
+
   it('cancels a task and retries it as a new run', async () => {
     const submitted = await client.submit('sleep', { ms: 600_000 });
     expect(await client.cancel(submitted.task_id)).toMatchObject({ task_id: submitted.task_id, status: 'cancelled' });
