@@ -119,6 +119,30 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
     expect(follow.output).toContain('"words": [\n    "one",\n    "two"\n  ]');
   });
 
+  it('signal: shows a waiting step with its approval link, lists it under tasks --status waiting, and sends the decision', async () => {
+    const name = uniqueName('cli_approval');
+    await client.workflows.push({ name, steps: [{ id: 'review', wait: { approval: {} } }, { id: 'after', sleep: { ms: 600_000 }, depends_on: ['review'] }] } as never);
+    const { task_id: id } = await client.submit(name);
+    const waiting = await poll(
+      async () => {
+        const shown = await cli('result', id);
+        return shown.output.includes('approve: ') ? shown : undefined;
+      },
+      { label: 'the step to wait' },
+    );
+    expect(waiting.output).toMatch(/^ {4}waits for signal review$/m);
+    expect(waiting.output).toMatch(/^ {4}approve: http:\/\/\S+\/approvals\/\S+$/m);
+    expect(JSON.parse((await cli('tasks', '--status', 'waiting', '--json')).output).items).toContainEqual(
+      expect.objectContaining({ task_id: id, waiting_for: [expect.objectContaining({ step_id: 'review', reason: 'approval' })] }),
+    );
+    expect((await cli('signal', id, 'review', '--payload', 'not json')).code).toBe(2);
+    expect(await cli('signal', id, 'review', '--payload', '{"decision": "approved"}')).toEqual({ code: 0, output: `task ${id}: step review took signal review\n` });
+    const again = await cli('signal', id, 'review', '--payload', '{"decision": "rejected"}');
+    expect(again.code).toBe(1);
+    expect(again.output).toContain('already_signalled');
+    await client.cancel(id);
+  });
+
   it('cancel, retry, follow of a cancelled task (exits 1), result and tasks', async () => {
     const { task_id: id } = await client.submit('sleep', { ms: 600_000 });
     expect(await cli('cancel', id)).toEqual({ code: 0, output: `task ${id} cancelled\n` });
