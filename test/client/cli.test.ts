@@ -121,7 +121,13 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
 
   it('signal: shows a waiting step with its approval link, lists it under tasks --status waiting, and sends the decision', async () => {
     const name = uniqueName('cli_approval');
-    await client.workflows.push({ name, steps: [{ id: 'review', wait: { approval: {} } }, { id: 'after', sleep: { ms: 600_000 }, depends_on: ['review'] }] } as never);
+    await client.workflows.push({
+      name,
+      steps: [
+        { id: 'review', wait: { approval: {} } },
+        { id: 'after', sleep: { ms: 600_000 }, depends_on: ['review'] },
+      ],
+    } as never);
     const { task_id: id } = await client.submit(name);
     const waiting = await poll(
       async () => {
@@ -136,7 +142,10 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
       expect.objectContaining({ task_id: id, waiting_for: [expect.objectContaining({ step_id: 'review', reason: 'approval' })] }),
     );
     expect((await cli('signal', id, 'review', '--payload', 'not json')).code).toBe(2);
-    expect(await cli('signal', id, 'review', '--payload', '{"decision": "approved"}')).toEqual({ code: 0, output: `task ${id}: step review took signal review\n` });
+    expect(await cli('signal', id, 'review', '--payload', '{"decision": "approved"}')).toEqual({
+      code: 0,
+      output: `task ${id}: step review took signal review\n`,
+    });
     const again = await cli('signal', id, 'review', '--payload', '{"decision": "rejected"}');
     expect(again.code).toBe(1);
     expect(again.output).toContain('already_signalled');
