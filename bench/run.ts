@@ -2,7 +2,8 @@
  * `npm run bench`: the orchestrator against raw BullMQ and two peer queues, in one run, on this
  * machine. See bench/README.md for what is measured and how.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { METHOD } from './lib/capacity.js';
 import { gitRevision, machineInfo, PgAdmin, packageVersion } from './lib/metrics.js';
@@ -61,6 +62,24 @@ try {
 }
 await releasers.releaseAll();
 
+// STORM: bench/storm.ts, on npm start's build with its own Redis and database, after the rest.
+let storm: unknown;
+if (options.workloads.includes('STORM')) {
+  log('STORM: W5 closed loop, W5 fair and the cost of a refusal (bench/storm.ts)');
+  const child = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'bench/storm.ts'), '--runs', String(options.runs)], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    encoding: 'utf8',
+  });
+  process.stderr.write(child.stdout);
+  const written = /wrote (\S+\.json)/.exec(child.stdout)?.[1];
+  if (child.status !== 0 || !written) {
+    log(`STORM failed (exit ${child.status})`);
+    process.exit(1);
+  }
+  storm = JSON.parse(readFileSync(written, 'utf8'));
+}
+
 let redisVersion = runs[0]?.redis.version ?? 'unknown';
 if (redisVersion === 'unknown') {
   try {
@@ -103,6 +122,7 @@ const report: Report = {
   floors: summarizeFloors(runs),
   targets: targets(runs),
   runs,
+  ...(storm !== undefined ? { storm } : {}),
   elapsedS: Math.round((epochNow() - started) / 1000),
 };
 const { markdown, files } = writeReport(report, outDir);

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 // has settled, MAPSCALE after it (its maps of 1,000 items would disturb IDLE's one-at-a-time
 // tasks), W5 after them because it overloads it on purpose; DRAIN last, on a service started
 // again with admission control off.
-export const WORKLOAD_IDS = ['W0', 'W1', 'W2', 'W3', 'W4', 'W6', 'RATE', 'IDLE', 'MAPSCALE', 'W5', 'DRAIN', 'pg-boss', 'graphile-worker'] as const;
+export const WORKLOAD_IDS = ['W0', 'W1', 'W2', 'W3', 'W4', 'W6', 'RATE', 'IDLE', 'MAPSCALE', 'W5', 'DRAIN', 'pg-boss', 'graphile-worker', 'STORM'] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
 /** How long each part of a workload's measurement lasts. */
@@ -111,8 +111,10 @@ export const USAGE = `npm run bench -- [options]
 
   --quick                 fewer, shorter stages (about three minutes)
   --workloads W1,W3       run only these (W0, W1, W2, W3, W4, W6, RATE, IDLE, MAPSCALE, W5, DRAIN,
-                          pg-boss, graphile-worker); W0 is always run, and W1 too with W5 (W5
-                          offers twice W1's maximum)
+                          pg-boss, graphile-worker, STORM); W0 is always run, and W1 too with W5
+                          (W5 offers twice W1's maximum). STORM: W5 under a retry storm on
+                          npm start's build (bench/storm.ts: W5 closed loop, W5 fair, the cost
+                          of a refusal), after the other workloads; not in --quick unless named
   --runs N                N complete runs; the table shows the median of each metric (default 1)
   --workers N             worker processes per system (default 2)
   --apis N                the orchestrator's API processes, requests spread over them (default 1)
@@ -211,7 +213,8 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
   if (tolerance >= 1) throw new Error('--tolerance must be below 1');
   return {
     quick,
-    workloads: workloadList(values.workloads),
+    // The storm takes minutes of its own: quick runs have it only when it is named.
+    workloads: workloadList(values.workloads).filter((id) => id !== 'STORM' || !quick || values.workloads !== undefined),
     runs: positiveInt('runs', values.runs, 1),
     workers: positiveInt('workers', values.workers, 2),
     apis: positiveInt('apis', values.apis, 1),

@@ -222,6 +222,8 @@ export interface Report {
   floors: FloorSummary[];
   targets: TargetRow[];
   runs: RunResult[];
+  /** STORM: bench/storm.ts's results, one per run (its own JSON, as it wrote it). */
+  storm?: unknown;
   elapsedS: number;
 }
 
@@ -926,6 +928,33 @@ function reproduceArgs(settings: Report['settings']): string {
   return args.length > 0 ? ` -- ${args.join(' ')}` : '';
 }
 
+/** STORM (bench/storm.ts): per run, W5 closed loop and W5 fair against the run's maximum, and the cost of a refusal. */
+function stormSection(report: Report): string[] {
+  type StormRun = {
+    run: number;
+    maxPerS: number;
+    stormOverMax: number;
+    fairOverMax: number;
+    storm: { completedPerS: number; notCompleted: number; total: number };
+    fair: { completedPerS: number; extra: { polite: { acceptedShare: number; completedShare: number; p50Ms: number; p99Ms: number } } };
+    refusal: { cpuMsPerRefusal: number; refused: number };
+  };
+  const runs = report.storm as StormRun[] | undefined;
+  if (!runs) return [];
+  return [
+    '',
+    '### STORM: W5 under a retry storm (npm start, wrk 256 connections closed loop, Retry-After ignored)',
+    '',
+    '| Run | Max tasks/s | W5 closed loop: completions vs max | not completed | W5 fair: completions vs max | polite accepted | polite completed | polite p50 ms | polite p99 ms | CPU ms per refusal |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...runs.map(
+      (run) =>
+        `| ${run.run} | ${fmt(run.maxPerS)} | ${fmt(run.stormOverMax * 100)} % | ${run.storm.notCompleted}/${run.storm.total} | ${fmt(run.fairOverMax * 100)} % | ` +
+        `${fmt(run.fair.extra.polite.acceptedShare * 100, 1)} % | ${fmt(run.fair.extra.polite.completedShare * 100, 1)} % | ${fmt(run.fair.extra.polite.p50Ms)} | ${fmt(run.fair.extra.polite.p99Ms)} | ${fmt(run.refusal.cpuMsPerRefusal, 4)} |`,
+    ),
+  ];
+}
+
 export function markdown(report: Report): string {
   const { machine, settings } = report;
   const medianNote =
@@ -975,6 +1004,7 @@ export function markdown(report: Report): string {
     ...overloadSection(report),
     ...redisMemorySection(report),
     ...floorSection(report),
+    ...stormSection(report),
     '',
     `Method. ${report.method}`,
     '',
