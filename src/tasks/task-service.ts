@@ -396,6 +396,40 @@ export class TaskService {
     };
   }
 
+  /**
+   * A page of a task's durable history, in order (README "History"); `after` is the cursor of
+   * the previous page, `stepId` keeps one step's events. A task of another owner is not found.
+   */
+  async history(id: string, page: { limit: number; after?: string; stepId?: string }, owner?: string) {
+    if (!UUID.test(id)) throw this.missing(id);
+    const after = page.after === undefined ? undefined : decodeHistoryCursor(page.after);
+    const task = await this.database(() => this.deps.store.ownerOf(id));
+    if (task === undefined || (owner !== undefined && task !== owner)) throw this.missing(id);
+    const rows = await this.database(() =>
+      this.deps.store.history(id, {
+        limit: page.limit + 1,
+        ...(after !== undefined ? { after } : {}),
+        ...(page.stepId !== undefined ? { stepId: page.stepId } : {}),
+      }),
+    );
+    const events = rows.slice(0, page.limit);
+    const last = events.at(-1);
+    return {
+      task_id: id,
+      events: events.map((row) => ({
+        seq: Number(row.seq),
+        type: row.type,
+        at: row.at.toISOString(),
+        run: row.run,
+        ...(row.stepId !== null ? { step_id: row.stepId } : {}),
+        ...(row.item !== null ? { item: row.item } : {}),
+        ...(row.attempt !== null ? { attempt: row.attempt } : {}),
+        ...(row.data !== null ? { data: row.data as Record<string, unknown> } : {}),
+      })),
+      next_cursor: rows.length > page.limit && last ? encodeHistoryCursor(last.seq) : null,
+    };
+  }
+
   async list(filter: Omit<TaskFilter, 'cursor'> & { cursor?: string }) {
     const cursor: TaskFilter['cursor'] = filter.cursor ? decodeCursor(filter.cursor) : undefined;
     const rows = await this.database(() => this.deps.store.list({ ...filter, cursor, limit: filter.limit + 1 }));
@@ -477,4 +511,16 @@ function decodeCursor(cursor: string): { createdAt: Date; id: string } {
     throw new ValidationError('the cursor is invalid', [{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
   }
   return { createdAt, id };
+}
+
+/** A history cursor: the last event's seq, opaque to clients. */
+function encodeHistoryCursor(seq: bigint): string {
+  return Buffer.from(`e${seq}`).toString('base64url');
+}
+
+function decodeHistoryCursor(cursor: string): bigint {
+  const text = /^[A-Za-z0-9_-]{1,40}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString('utf8') : '';
+  const match = /^e(\d{1,19})$/.exec(text);
+  if (!match) throw new ValidationError('the cursor is invalid', [{ path: 'after', message: 'not a cursor returned by this endpoint' }]);
+  return BigInt(match[1]!);
 }
