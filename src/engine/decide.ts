@@ -146,15 +146,17 @@ class TaskRun implements Run {
     if (set.started_at !== undefined) this.task.startedAt = set.started_at ? new Date(set.started_at) : null;
     if (set.finished_at !== undefined) this.task.finishedAt = set.finished_at ? new Date(set.finished_at) : null;
     this.taskSet = { ...this.taskSet, ...set };
-    if (set.status && set.status !== from) this.transition({ taskId: this.task.id, from, status: set.status, at: this.at });
+    if (set.status && set.status !== from) this.transition({ taskId: this.task.id, from, status: set.status, at: this.at }, { error: set.error ?? null });
   }
 
   /** A status change: an event for the streams, and one of the task's history. */
-  private transition(transition: Transition, waitedFor: string | null = null): void {
+  private transition(transition: Transition, extra: { waitedFor?: string | null; error?: ErrorRecord | null } = {}): void {
     this.decision.transitions.push(transition);
     const event = historyEvent(transition, this.task);
     // A step that leaves `waiting`: why it had waited (sleep, concurrency, rate_limit, a signal...).
-    if (waitedFor) event.data = { ...event.data, waited_for: waitedFor };
+    if (extra.waitedFor) event.data = { ...event.data, waited_for: extra.waitedFor };
+    // A failure: why (a step that failed without running has no attempt to say it).
+    if (extra.error && transition.status === 'failed') event.data = { ...event.data, error: extra.error };
     this.decision.history.push(event);
   }
 
@@ -193,7 +195,7 @@ class TaskRun implements Run {
           at: this.at,
           ...(state.reason && (set.status === 'skipped' || set.status === 'waiting') ? { reason: state.reason } : {}),
         },
-        from === 'waiting' ? waitedFor : null,
+        { waitedFor: from === 'waiting' ? waitedFor : null, error: set.error ?? null },
       );
       // Something of the task started (or ended without running): it is no longer only queued.
       if (this.task.status === 'queued' && set.status !== 'queued' && set.status !== 'pending' && set.status !== 'skipped') {
