@@ -388,32 +388,24 @@ BEGIN
      WHERE v.status = 'failed'
     ON CONFLICT (task_id, task_created_at, step_id, run) DO NOTHING
   ), e AS (
+    -- One pass over the tasks ended, each giving its events in order (a LATERAL list of them).
     INSERT INTO task_events (task_id, task_created_at, run, step_id, item, type, attempt, at, data)
-    SELECT x.task_id, x.created_at, x.run, x.step_id, NULL, x.type, x.attempt, x.at, x.data FROM (
-      SELECT v.task_id, t.created_at, v.run, NULL::text AS step_id, 'task_started' AS type, NULL::int AS attempt, v.started_at AS at,
-             '{"from": "queued", "to": "running"}'::jsonb AS data, 0 AS o
-        FROM v JOIN t ON t.id = v.task_id JOIN was w ON w.task_id = v.task_id WHERE v.history AND w.status = 'queued'
-      UNION ALL
-      SELECT v.task_id, t.created_at, v.run, v.step_id, 'step_running', NULL, v.started_at, '{"from": "queued", "to": "running"}'::jsonb, 1
-        FROM v JOIN t ON t.id = v.task_id JOIN was w ON w.task_id = v.task_id WHERE v.history AND w.status = 'queued'
-      UNION ALL
-      SELECT v.task_id, t.created_at, v.run, v.step_id, 'attempt_started', v.attempt, v.started_at,
-             jsonb_strip_nulls(jsonb_build_object('try', v.try, 'delivery', v.attempt, 'worker', v.worker, 'job_id', v.job_id)), 2
-        FROM v JOIN t ON t.id = v.task_id JOIN was w ON w.task_id = v.task_id WHERE v.history AND w.status = 'queued'
-      UNION ALL
-      SELECT v.task_id, t.created_at, v.run, v.step_id, 'attempt_ended', v.attempt, v.finished_at,
-             jsonb_strip_nulls(jsonb_build_object('status', v.status, 'try', v.try, 'error', v.error, 'will_retry', false,
-                                                  'duration_ms', (extract(epoch FROM v.finished_at - v.started_at) * 1000)::int)), 3
-        FROM v JOIN t ON t.id = v.task_id WHERE v.history
-      UNION ALL
-      SELECT v.task_id, t.created_at, v.run, v.step_id, 'step_' || v.status, NULL, v.finished_at,
-             jsonb_build_object('from', 'running', 'to', v.status), 4
-        FROM v JOIN t ON t.id = v.task_id WHERE v.history
-      UNION ALL
-      SELECT v.task_id, t.created_at, v.run, NULL, 'task_' || t.status, NULL, v.finished_at,
-             jsonb_build_object('from', 'running', 'to', t.status), 5
-        FROM v JOIN t ON t.id = v.task_id WHERE v.history
-    ) x ORDER BY x.task_id, x.o
+    SELECT v.task_id, t.created_at, v.run, x.step_id, NULL, x.type, x.attempt, x.at, x.data
+      FROM v JOIN t ON t.id = v.task_id LEFT JOIN was w ON w.task_id = v.task_id
+     CROSS JOIN LATERAL (VALUES
+       (0, w.status = 'queued', NULL::text, 'task_started', NULL::int, v.started_at, '{"from": "queued", "to": "running"}'::jsonb),
+       (1, w.status = 'queued', v.step_id, 'step_running', NULL, v.started_at, '{"from": "queued", "to": "running"}'::jsonb),
+       (2, w.status = 'queued', v.step_id, 'attempt_started', v.attempt, v.started_at,
+        jsonb_strip_nulls(jsonb_build_object('try', v.try, 'delivery', v.attempt, 'worker', v.worker, 'job_id', v.job_id))),
+       (3, true, v.step_id, 'attempt_ended', v.attempt, v.finished_at,
+        jsonb_strip_nulls(jsonb_build_object('status', v.status, 'try', v.try, 'error', v.error, 'will_retry', false,
+                                             'duration_ms', (extract(epoch FROM v.finished_at - v.started_at) * 1000)::int))),
+       (4, true, v.step_id, 'step_' || v.status, NULL, v.finished_at, jsonb_build_object('from', 'running', 'to', v.status)),
+       (5, true, NULL, 'task_' || t.status, NULL, v.finished_at,
+        jsonb_strip_nulls(jsonb_build_object('from', 'running', 'to', t.status, 'error', v.task_error)))
+     ) AS x(o, wanted, step_id, type, attempt, at, data)
+     WHERE v.history AND x.wanted
+     ORDER BY v.task_id, x.o
   )
   SELECT COALESCE(jsonb_agg(jsonb_build_object('id', t.id, 'status', t.status, 'task_type', t.task_type, 'created_at', t.created_at,
                                                'callback', t.callback)), '[]'::jsonb)
