@@ -243,6 +243,22 @@ describe('task history', () => {
     ]);
   }, 60_000);
 
+  it("records a map's items' attempts, each with its item, and its step's changes", async () => {
+    const name = `history_map_${Date.now()}`;
+    const defined = await h.request('POST', '/workflows', {
+      name,
+      steps: [{ id: 'each', tool: 'echo', for_each: [10, 20, 30], max_parallel: 2, input: { value: '{{item}}' } }],
+    });
+    expect(defined.status, JSON.stringify(defined.body)).toBe(201);
+    const id = await submit(h, { task_type: name });
+    expect((await waitForTask(h, id)).status).toBe('completed');
+    const events = await history(h, id, 'step=each');
+    expect(events.filter((event) => event.item === undefined).map(shape)).toEqual(['step_running', 'step_completed']);
+    for (const item of [0, 1, 2]) {
+      expect(events.filter((event) => event.item === item).map(shape), `item ${item}`).toEqual(['attempt_started#1', 'attempt_ended#1:completed']);
+    }
+  }, 60_000);
+
   it('records a cancel and a resume, and the resumed run apart', async () => {
     const name = `history_cancel_${Date.now()}`;
     const key = `${name}-hang`;

@@ -153,22 +153,22 @@ BEGIN
     SELECT s.task_id, s.step_id, s.status FROM steps s JOIN active a ON s.task_id = a.task_id AND s.task_created_at = a.created_at AND s.step_id = a.step_id
      WHERE history AND a.item IS NULL AND s.task_created_at BETWEEN lo AND hi
   ), e AS (
+    -- One pass over the claims that took, each giving its events in order: the task's start (with
+    -- its first claim), the step's (when the claim moved it), the attempt's.
     INSERT INTO task_events (task_id, task_created_at, run, step_id, item, type, attempt, at, data)
-    SELECT x.task_id, x.created_at, x.run, x.step_id, x.item, x.type, x.attempt, x.at, x.data FROM (
-      (SELECT DISTINCT ON (a.task_id) a.task_id, a.created_at, a.run, NULL::text AS step_id, NULL::int AS item, 'task_started' AS type,
-              NULL::int AS attempt, a.at, '{"from": "queued", "to": "running"}'::jsonb AS data, k.n, 0 AS o
-         FROM claimed k JOIN active a ON a.n = k.n JOIN began b ON b.id = k.task_id
-        WHERE history ORDER BY a.task_id, k.n)
-      UNION ALL
-      SELECT a.task_id, a.created_at, a.run, a.step_id, NULL, 'step_running', NULL, a.at, '{"from": "queued", "to": "running"}'::jsonb, k.n, 1
-        FROM claimed k JOIN active a ON a.n = k.n JOIN was w ON w.task_id = k.task_id AND w.step_id = k.step_id
-       WHERE history AND k.item IS NULL AND w.status = 'queued'
-      UNION ALL
-      SELECT a.task_id, a.created_at, a.run, a.step_id, a.item, 'attempt_started', a.attempt, a.at,
-             jsonb_strip_nulls(jsonb_build_object('try', a.try, 'delivery', a.attempt, 'worker', a.worker, 'job_id', a.job_id)), k.n, 2
-        FROM claimed k JOIN active a ON a.n = k.n
-       WHERE history
-    ) x ORDER BY x.n, x.o
+    SELECT a.task_id, a.created_at, a.run, x.step_id, x.item, x.type, x.attempt, a.at, x.data
+      FROM (SELECT k.*, k.n = min(k.n) OVER (PARTITION BY k.task_id) AS first FROM claimed k) k
+      JOIN active a ON a.n = k.n
+      LEFT JOIN began b ON b.id = k.task_id
+      LEFT JOIN was w ON k.item IS NULL AND w.task_id = k.task_id AND w.step_id = k.step_id
+     CROSS JOIN LATERAL (VALUES
+       (0, k.first AND b.id IS NOT NULL, NULL::text, NULL::int, 'task_started', NULL::int, '{"from": "queued", "to": "running"}'::jsonb),
+       (1, w.status = 'queued', a.step_id, NULL, 'step_running', NULL, '{"from": "queued", "to": "running"}'::jsonb),
+       (2, true, a.step_id, a.item, 'attempt_started', a.attempt,
+        jsonb_strip_nulls(jsonb_build_object('try', a.try, 'delivery', a.attempt, 'worker', a.worker, 'job_id', a.job_id)))
+     ) AS x(o, wanted, step_id, item, type, attempt, data)
+     WHERE history AND x.wanted
+     ORDER BY k.n, x.o
   )
   SELECT COALESCE(jsonb_agg(jsonb_build_object('task_id', c.task_id, 'step_id', c.step_id, 'item', c.item,
                                                'task_began', EXISTS (SELECT 1 FROM began b WHERE b.id = c.task_id))), '[]'::jsonb)
@@ -333,18 +333,15 @@ BEGIN
   ), e AS (
     -- A failed attempt that will be retried: its end, and the retry with its delay.
     INSERT INTO task_events (task_id, task_created_at, run, step_id, item, type, attempt, at, data)
-    SELECT x.task_id, x.created_at, x.run, x.step_id, x.item, x.type, x.attempt, x.at, x.data FROM (
-      SELECT c.task_id, c.created_at, c.run, c.step_id, c.item, c.attempt, c.finished_at AS at, 'attempt_ended' AS type, 0 AS o,
-             jsonb_strip_nulls(jsonb_build_object('status', 'failed', 'try', c.try, 'error', c.error, 'will_retry', true,
-                                                  'duration_ms', (extract(epoch FROM c.finished_at - c.started_at) * 1000)::int)) AS data
-        FROM c JOIN (SELECT * FROM st UNION ALL SELECT * FROM it) n ON n.task_id = c.task_id AND n.step_id = c.step_id AND n.item IS NOT DISTINCT FROM c.item
-       WHERE c.history AND c.error IS NOT NULL
-      UNION ALL
-      SELECT c.task_id, c.created_at, c.run, c.step_id, c.item, c.attempt, c.finished_at, 'retried', 1,
-             jsonb_strip_nulls(jsonb_build_object('delay_ms', c.delay_ms, 'next_try', c.try + 1))
-        FROM c JOIN (SELECT * FROM st UNION ALL SELECT * FROM it) n ON n.task_id = c.task_id AND n.step_id = c.step_id AND n.item IS NOT DISTINCT FROM c.item
-       WHERE c.history AND c.error IS NOT NULL
-    ) x ORDER BY x.task_id, x.step_id, x.item, x.o
+    SELECT c.task_id, c.created_at, c.run, c.step_id, c.item, x.type, c.attempt, c.finished_at, x.data
+      FROM c JOIN (SELECT * FROM st UNION ALL SELECT * FROM it) n ON n.task_id = c.task_id AND n.step_id = c.step_id AND n.item IS NOT DISTINCT FROM c.item
+     CROSS JOIN LATERAL (VALUES
+       (0, 'attempt_ended', jsonb_strip_nulls(jsonb_build_object('status', 'failed', 'try', c.try, 'error', c.error, 'will_retry', true,
+                                                                 'duration_ms', (extract(epoch FROM c.finished_at - c.started_at) * 1000)::int))),
+       (1, 'retried', jsonb_strip_nulls(jsonb_build_object('delay_ms', c.delay_ms, 'next_try', c.try + 1)))
+     ) AS x(o, type, data)
+     WHERE c.history AND c.error IS NOT NULL
+     ORDER BY c.task_id, c.step_id, c.item, x.o
   )
   SELECT COALESCE(jsonb_agg(jsonb_build_object('task_id', n.task_id, 'step_id', n.step_id, 'item', n.item)), '[]'::jsonb) INTO answer
     FROM (SELECT * FROM st UNION ALL SELECT * FROM it) n;
