@@ -700,12 +700,16 @@ export class Runs {
    * Cancels a task (and its sub-workflows' children): no further step starts, waiting steps end,
    * and workers are told to abort the steps they run. `owner`: only a task of this owner is found.
    */
-  async cancel(taskId: string, owner?: string): Promise<{ outcome: 'cancelled'; task: TaskState } | { outcome: 'finished'; status: TaskStatus } | undefined> {
+  async cancel(
+    taskId: string,
+    owner?: string,
+    by?: string,
+  ): Promise<{ outcome: 'cancelled'; task: TaskState } | { outcome: 'finished'; status: TaskStatus } | undefined> {
     let found: TaskState | undefined;
     const options = this.options();
     const result = await this.transaction([taskId], (states) => {
       found = states.find((state) => state.id === taskId && (owner === undefined || state.owner === owner));
-      return found ? cancelRuns([found], options) : { ...cancelRuns([], options) };
+      return requestedBy(found ? cancelRuns([found], options) : { ...cancelRuns([], options) }, taskId, 'task_cancelled', by);
     });
     if (!found) return undefined;
     if (!isFinished(found.status) && result.decision.ended.length > 0) {
@@ -727,6 +731,7 @@ export class Runs {
   async resume(
     taskId: string,
     owner?: string,
+    by?: string,
   ): Promise<{ outcome: 'resumed'; run: number; task: TaskState } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
     let found: TaskState | undefined;
     const options = this.options();
@@ -734,7 +739,7 @@ export class Runs {
       [taskId],
       (states) => {
         found = states.find((state) => state.id === taskId && (owner === undefined || state.owner === owner));
-        return resumeRuns(found ? [found] : [], options);
+        return requestedBy(resumeRuns(found ? [found] : [], options), taskId, 'task_resumed', by);
       },
       {
         before: async (_tx, { decision }) => {
@@ -792,6 +797,15 @@ export class Runs {
   states(taskIds: readonly string[]): Promise<TaskState[]> {
     return this.peek(taskIds);
   }
+}
+
+/** Who asked (an API key's id) on the history event of a cancel or a resume of `taskId`; a child's, cancelled with its parent, says nothing. */
+function requestedBy<D extends Decision>(decision: D, taskId: string, type: string, by: string | undefined): D {
+  if (by === undefined) return decision;
+  return {
+    ...decision,
+    history: decision.history.map((event) => (event.taskId === taskId && event.type === type ? { ...event, data: { ...event.data, by } } : event)),
+  };
 }
 
 /** What the engine needs to know of a new task besides its plan. */

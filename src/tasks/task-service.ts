@@ -440,9 +440,10 @@ export class TaskService {
    * Cancels a task and its sub-workflows' children: no further step starts, waiting steps end,
    * and the workers holding its running steps are told to abort them.
    */
-  async cancel(id: string, owner?: string): Promise<void> {
+  /** `by`: who asks (an API key's id, '' without keys), recorded in the task's history. */
+  async cancel(id: string, owner?: string, by?: string): Promise<void> {
     if (!UUID.test(id)) throw this.missing(id);
-    const outcome = await this.database(() => this.deps.runs.cancel(id, owner));
+    const outcome = await this.database(() => this.deps.runs.cancel(id, owner, by));
     if (!outcome) throw this.missing(id);
     if (outcome.outcome === 'finished') {
       throw new ConflictError('task_finished', `the task already ended (${outcome.status}); nothing to cancel`, { status: outcome.status });
@@ -451,12 +452,12 @@ export class TaskService {
   }
 
   /** Resumes a failed or cancelled task from its unfinished steps (and its children's); returns its new run. */
-  async retry(id: string, owner?: string): Promise<{ run: number }> {
+  async retry(id: string, owner?: string, by?: string): Promise<{ run: number }> {
     if (!UUID.test(id)) throw this.missing(id);
     assertRedis(this.deps.redis);
     let outcome: Awaited<ReturnType<Runs['resume']>>;
     try {
-      outcome = await this.database(() => this.deps.runs.resume(id, owner));
+      outcome = await this.database(() => this.deps.runs.resume(id, owner, by));
     } catch (error) {
       if (error instanceof DependencyUnavailableError || isTransientDatabaseError(error)) throw error;
       // Adding the new run's jobs failed (the transaction rolled back): Redis is away.

@@ -95,6 +95,35 @@ describe('GET /tasks/:id/history', () => {
   });
 });
 
+describe('who cancelled and who resumed', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness({ env: { API_KEYS: `client@alpha:${ALPHA}` } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('records the key that cancelled or resumed a task', async () => {
+    const submitted = await h.request('POST', '/assign-task', { task_type: 'sleep', params: { ms: 600_000 } }, bearer(ALPHA));
+    expect(submitted.status).toBe(202);
+    const id = submitted.body.task_id as string;
+    expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(ALPHA))).status).toBe(200);
+    expect((await h.request('POST', `/tasks/${id}/retry`, undefined, bearer(ALPHA))).status).toBe(202);
+    expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(ALPHA))).status).toBe(200);
+    const events = (await h.request('GET', `/tasks/${id}/history`, undefined, bearer(ALPHA))).body.events as Event[];
+    expect(
+      events.filter((event) => event.type === 'task_cancelled' || event.type === 'task_resumed').map((event) => [event.type, event.run, event.data?.by]),
+    ).toEqual([
+      ['task_cancelled', 1, 'alpha'],
+      ['task_resumed', 2, 'alpha'],
+      ['task_cancelled', 2, 'alpha'],
+    ]);
+  });
+});
+
+type Event = { type: string; run: number; data?: Record<string, unknown> };
+
 describe('TASK_HISTORY=off', () => {
   let h: Harness;
   beforeAll(async () => {

@@ -245,7 +245,7 @@ export const TASK_ROUTES: Route[] = [
       503: unavailable,
     },
     handler: async ({ params, req }, { tasks }) => {
-      await tasks.cancel(params.task_id, ownerScope(req));
+      await tasks.cancel(params.task_id, ownerScope(req), submitter(req));
       return {
         status: 200,
         body: { task_id: params.task_id, status: 'cancelled', message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() },
@@ -270,7 +270,7 @@ export const TASK_ROUTES: Route[] = [
     },
     handler: async ({ params, req }, { tasks }) => ({
       status: 202,
-      body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req))).run),
+      body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req), submitter(req))).run),
     }),
   }),
 ];
