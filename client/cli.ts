@@ -4,6 +4,7 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import {
   createClient,
   type FollowEvent,
+  type HistoryEvent,
   type OrchestratorClient,
   OrchestratorError,
   type StepItemQuery,
@@ -24,6 +25,8 @@ Commands:
                                    tasks, newest first (--status waiting: those waiting for someone)
   items <task_id> <step_id> [--status S] [--limit N] [--cursor C]
                                    a for_each step's items, in order
+  history <task_id> [--step ID] [--limit N] [--after C]
+                                   the task's history: every change, attempt and retry, in order
   follow <task_id>                 live progress until the task ends
   cancel <task_id>                 cancel a task, aborting its running steps
   retry <task_id>                  resume a failed or cancelled task
@@ -99,6 +102,7 @@ const COMMANDS: Record<string, Options> = {
   result: { wait: { type: 'string' } },
   tasks: { status: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } },
   items: { status: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } },
+  history: { step: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' } },
   follow: {},
   cancel: {},
   retry: {},
@@ -286,6 +290,29 @@ async function run(argv: string[]): Promise<number> {
       if (page.next_cursor) print(`more: --cursor ${page.next_cursor}`);
       return 0;
     }
+    case 'history': {
+      const taskId = argument('a task id');
+      const limit = integer('limit', option('limit'));
+      const page = await client.history(taskId, {
+        ...(option('step') !== undefined ? { step: option('step')! } : {}),
+        ...(limit !== undefined ? { limit } : {}),
+        ...(option('after') !== undefined ? { after: option('after')! } : {}),
+      });
+      if (json) {
+        printJson(page);
+        return 0;
+      }
+      printTable(
+        page.events.map((event) => [
+          event.at,
+          event.step_id === undefined ? '' : event.item === undefined ? event.step_id : `${event.step_id}[${event.item}]`,
+          event.attempt === undefined ? event.type : `${event.type} #${event.attempt}`,
+          historyDetail(event),
+        ]),
+      );
+      if (page.next_cursor) print(`more: --after ${page.next_cursor}`);
+      return 0;
+    }
     case 'follow':
       return follow(client, argument('a task id'), json);
     case 'cancel': {
@@ -372,4 +399,19 @@ try {
   } else {
     process.exitCode = 1;
   }
+}
+
+/** What a history event says, in a few words: a change's reason, an attempt's end, a retry's delay. */
+function historyDetail(event: HistoryEvent): string {
+  const data = (event.data ?? {}) as Record<string, unknown>;
+  const parts: string[] = [];
+  if (typeof data.reason === 'string') parts.push(data.reason);
+  if (typeof data.waited_for === 'string') parts.push(`waited for ${data.waited_for}`);
+  if (typeof data.status === 'string' && event.type === 'attempt_ended') parts.push(data.status);
+  if (typeof data.duration_ms === 'number') parts.push(`${data.duration_ms} ms`);
+  if (data.error && typeof data.error === 'object') parts.push(String((data.error as { message?: unknown }).message ?? ''));
+  if (typeof data.error === 'string') parts.push(data.error);
+  if (typeof data.delay_ms === 'number') parts.push(`in ${data.delay_ms} ms`);
+  if (typeof data.worker === 'string') parts.push(`on ${data.worker}`);
+  return parts.join(', ');
 }

@@ -23,6 +23,9 @@ export type WorkflowSummary = Schemas['WorkflowSummary'];
 export type Tool = Schemas['Tool'];
 export type TaskQuery = NonNullable<operations['listTasks']['parameters']['query']>;
 export type StepItemQuery = NonNullable<operations['listStepItems']['parameters']['query']>;
+export type HistoryQuery = NonNullable<operations['getTaskHistory']['parameters']['query']>;
+/** One event of a task's durable history (`history`). */
+export type HistoryEvent = Schemas['HistoryEvent'];
 /** What `POST /assign-task` takes besides `task_type` and `params`. */
 export type SubmitOptions = Omit<Schemas['AssignTaskRequest'], 'task_type' | 'params'>;
 
@@ -211,6 +214,14 @@ export class OrchestratorClient {
   /** A for_each step's items, in order, with their status, output or error; pass `next_cursor` back as `cursor`. */
   async items(taskId: string, stepId: string, query: StepItemQuery = {}) {
     return (await unwrap(this.api.GET('/tasks/{task_id}/steps/{step_id}/items', { params: { path: { task_id: taskId, step_id: stepId }, query } }))).data;
+  }
+
+  /**
+   * A page of the task's durable history, oldest first: every state change, attempt, retry and
+   * callback delivery; `step` keeps one step's events. Pass `next_cursor` back as `after`.
+   */
+  async history(taskId: string, query: HistoryQuery = {}) {
+    return (await unwrap(this.api.GET('/tasks/{task_id}/history', { params: { path: { task_id: taskId }, query } }))).data;
   }
 
   /** Cancels the task; its running steps are aborted wherever they run. A finished task throws `task_finished`. */

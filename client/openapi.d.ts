@@ -95,6 +95,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/tasks/{task_id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a task's durable history: every state change, attempt, retry and callback delivery, in order
+         * @description Kept as long as the task (RETENTION_DAYS). Each event has its `seq` (increasing in the order of the changes), `type`, `at`, `run`, the step (and item) it concerns and its `data`; README "History" lists them. A page at a time, oldest first; `?step=` keeps one step's events.
+         */
+        get: operations["getTaskHistory"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/tasks/{task_id}/events": {
         parameters: {
             query?: never;
@@ -825,6 +845,19 @@ export interface components {
             /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, or its turn under a limit per key: `concurrency`, `rate_limit`). */
             reason?: string;
             attempts: number;
+            /** @description The step's last ended attempts in this run, newest first (at most 3), each with its error and duration, from its history (GET /tasks/{task_id}/history has them all). Absent when none is recorded (TASK_HISTORY off, or not run yet). */
+            last_attempts?: {
+                /** @description The step's delivery count at this attempt (as `attempts`). */
+                attempt: number;
+                /** @description The retry policy's try (1 for the first). */
+                try?: number;
+                /** @description `completed`, `failed` or `cancelled`. */
+                status: string;
+                error?: components["schemas"]["ErrorRecord"];
+                duration_ms: number | null;
+                will_retry: boolean;
+                ended_at: components["schemas"]["Timestamp"];
+            }[];
             depends_on: string[];
             started_at: components["schemas"]["Timestamp"] | null;
             finished_at: components["schemas"]["Timestamp"] | null;
@@ -947,6 +980,24 @@ export interface components {
             percent?: number;
             message?: string;
             at: components["schemas"]["Timestamp"];
+        };
+        /** @description One event of a task history. */
+        HistoryEvent: {
+            /** @description The event's place: increasing in the order of the task's changes. */
+            seq: number;
+            /** @description `submitted`; `task_<status>` (`task_started`, `task_completed`, `task_failed`, `task_cancelled`) and `task_resumed`; `step_<status>` (`step_queued`, `step_running`, `step_waiting`, `step_skipped`, ...) and `step_woken`; `attempt_started`, `attempt_ended`, `retried`; `callback_delivered`, `callback_failed`; and what step kinds record (`signal_received`, `approval_decided`). */
+            type: string;
+            at: components["schemas"]["Timestamp"];
+            run: number;
+            step_id?: string;
+            /** @description A for_each step's item. */
+            item?: number;
+            /** @description An attempt's events: the step's delivery count (as the step's `attempts`). */
+            attempt?: number;
+            /** @description What the event says: a status change its `from`, `to` and `reason`; an attempt its `try`, `delivery`, `worker`, `job_id`, and at its end `status`, `error`, `duration_ms`, `will_retry`; a retry its `delay_ms`. */
+            data?: {
+                [key: string]: unknown;
+            };
         };
         Tool: {
             name: string;
@@ -1558,6 +1609,99 @@ export interface operations {
                 };
             };
             /** @description No such task (`task_not_found`), or no such step (`step_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getTaskHistory: {
+        parameters: {
+            query?: {
+                /** @description The previous page's `next_cursor`. */
+                after?: string;
+                limit?: number;
+                /** @description Only this step's events (its items' too). */
+                step?: string;
+            };
+            header?: never;
+            path: {
+                /** @description The id (a UUID) that POST /assign-task answered. Anything else answers 404. */
+                task_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of events. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        task_id: string;
+                        events: components["schemas"]["HistoryEvent"][];
+                        /** @description Pass as `after` for the next page; null on the last page. */
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The query or the cursor is invalid. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such task (`task_not_found`). */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -4,7 +4,23 @@ import { parseArgs } from 'node:util';
 // has settled, MAPSCALE after it (its maps of 1,000 items would disturb IDLE's one-at-a-time
 // tasks), W5 after them because it overloads it on purpose; DRAIN last, on a service started
 // again with admission control off.
-export const WORKLOAD_IDS = ['W0', 'W1', 'W2', 'W3', 'W4', 'W6', 'RATE', 'IDLE', 'MAPSCALE', 'W5', 'DRAIN', 'pg-boss', 'graphile-worker', 'STORM'] as const;
+export const WORKLOAD_IDS = [
+  'W0',
+  'W1',
+  'W2',
+  'W3',
+  'W4',
+  'W6',
+  'RATE',
+  'HIST',
+  'IDLE',
+  'MAPSCALE',
+  'W5',
+  'DRAIN',
+  'pg-boss',
+  'graphile-worker',
+  'STORM',
+] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
 /** How long each part of a workload's measurement lasts. */
@@ -110,7 +126,7 @@ const QUICK: PhaseTiming = {
 export const USAGE = `npm run bench -- [options]
 
   --quick                 fewer, shorter stages (about three minutes)
-  --workloads W1,W3       run only these (W0, W1, W2, W3, W4, W6, RATE, IDLE, MAPSCALE, W5, DRAIN,
+  --workloads W1,W3       run only these (W0, W1, W2, W3, W4, W6, RATE, HIST, IDLE, MAPSCALE, W5, DRAIN,
                           pg-boss, graphile-worker, STORM); W0 is always run, and W1 too with W5
                           (W5 offers twice W1's maximum). STORM: W5 under a retry storm on
                           npm start's build (bench/storm.ts: W5 closed loop, W5 fair, the cost

@@ -7,6 +7,7 @@ import type { MachineInfo } from './metrics.js';
 import { type BenchOptions, WORKLOAD_IDS } from './options.js';
 import type { RunResult, WorkloadResult } from './runner.js';
 import { median } from './stats.js';
+import { WORKLOADS } from './workloads.js';
 
 /**
  * Every figure of the report is the median over the runs of that figure measured in each run;
@@ -728,10 +729,40 @@ function targetsSection(report: Report): string[] {
   ];
 }
 
+/** A section per rate workload: RATE, and HIST (RATE's W1 and W3 with TASK_HISTORY=off, to compare with RATE's). */
 function rateSection(report: Report): string[] {
-  const kinds = report.summary.find((entry) => entry.rate)?.rate;
-  if (!kinds) return [];
-  const sample = report.runs.flatMap((run) => run.workloads.flatMap((result) => (result.rate ? [result.rate] : [])))[0];
+  return report.summary.flatMap((entry) => (entry.rate ? rateTable(report, entry.id, entry.rate) : []));
+}
+
+function rateTable(report: Report, id: string, kinds: RateSummary[]): string[] {
+  const sample = report.runs.flatMap((run) => run.workloads.flatMap((result) => (result.id === id && result.rate ? [result.rate] : [])))[0];
+  if (id !== 'RATE') {
+    const title = WORKLOADS.find((workload) => workload.id === id)?.title ?? id;
+    const rate = report.summary.find((entry) => entry.id === 'RATE')?.rate ?? [];
+    return [
+      '',
+      `**${id}: ${title}**, measured as RATE is, in the same run. The last column: CPU per unit with the history (RATE's row) over without (this one).`,
+      '',
+      '| Kind | Tasks/s | CPU ms/unit: API | workers | Redis | PostgreSQL | total | PG xacts/step | p50 ms | RATE total / this |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+      ...kinds.map((kind) => {
+        const on = rate.find((candidate) => candidate.id === kind.id)?.cpuMsPerUnit.total;
+        const off = kind.cpuMsPerUnit.total;
+        return row([
+          `${kind.id} ${kind.title}`,
+          fmt(kind.tasksPerS, kind.tasksPerS !== undefined && kind.tasksPerS < 100 ? 1 : 0),
+          fmt(kind.cpuMsPerUnit.api, 3),
+          fmt(kind.cpuMsPerUnit.workers, 3),
+          fmt(kind.cpuMsPerUnit.redis, 3),
+          fmt(kind.cpuMsPerUnit.postgres, 3),
+          fmt(kind.cpuMsPerUnit.total, 3),
+          fmt(kind.pgTransactionsPerStep, 2),
+          fmt(kind.p50Ms),
+          on !== undefined && off ? fmt(on / off, 2) : '–',
+        ]);
+      }),
+    ];
+  }
   return [
     '',
     `**CPU per unit at the same rate (RATE)**: each kind offered open loop at ${fmt(report.settings.unitRate)} units (steps) per second for ${fmt((sample?.durationMs ?? 0) / 1000)} s ` +

@@ -225,6 +225,17 @@ export const WORKLOADS: Workload[] = [
     targetRatio: 1.2,
   },
   {
+    // What the durable history costs (README "History"): RATE's W1 and W3 on a service without it.
+    id: 'HIST',
+    title: "RATE's W1 and W3 with TASK_HISTORY=off",
+    system: 'orchestrator',
+    env: { TASK_HISTORY: 'off' },
+    measure: 'rate',
+    kinds: [KINDS.W1, KINDS.W3],
+    baseline: 'W1',
+    targetRatio: 1.2,
+  },
+  {
     id: 'IDLE',
     title: 'idle latency: one task at a time',
     system: 'orchestrator',

@@ -255,6 +255,47 @@ const runningWorkflow = {
   timestamp: '2026-11-22T18:30:01.800Z',
 };
 
+export const taskHistoryExamples: Record<string, ApiExample> = {
+  retried: {
+    summary: 'A one-tool task whose first attempt failed and was retried',
+    value: {
+      task_id: TASK_ID,
+      events: [
+        { seq: 101, type: 'submitted', at: '2026-11-22T18:30:00.000Z', run: 1, data: { task_type: 'http' } },
+        { seq: 102, type: 'step_queued', at: '2026-11-22T18:30:00.000Z', run: 1, step_id: 'http', data: { from: 'pending', to: 'queued' } },
+        { seq: 107, type: 'task_started', at: '2026-11-22T18:30:00.012Z', run: 1, data: { from: 'queued', to: 'running' } },
+        { seq: 108, type: 'step_running', at: '2026-11-22T18:30:00.012Z', run: 1, step_id: 'http', data: { from: 'queued', to: 'running' } },
+        {
+          seq: 109,
+          type: 'attempt_started',
+          at: '2026-11-22T18:30:00.012Z',
+          run: 1,
+          step_id: 'http',
+          attempt: 1,
+          data: { try: 1, delivery: 1, worker: 'worker-7f9c/41', job_id: '4f1c2b7e-8a3d-4e5f-9b6c-0d1e2f3a4b5c.1.http' },
+        },
+        {
+          seq: 131,
+          type: 'attempt_ended',
+          at: '2026-11-22T18:30:00.530Z',
+          run: 1,
+          step_id: 'http',
+          attempt: 1,
+          data: {
+            status: 'failed',
+            try: 1,
+            error: { name: 'HttpError', message: 'upstream answered 503', retryable: true },
+            will_retry: true,
+            duration_ms: 518,
+          },
+        },
+        { seq: 132, type: 'retried', at: '2026-11-22T18:30:00.530Z', run: 1, step_id: 'http', attempt: 1, data: { delay_ms: 740, next_try: 2 } },
+      ],
+      next_cursor: 'ZTEzMg',
+    },
+  },
+};
+
 export const stepItemListExamples: Record<string, ApiExample> = {
   page: {
     summary: "A for_each step's items",

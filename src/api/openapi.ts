@@ -93,6 +93,7 @@ const RESPONSE_COMPONENTS: [string, z.ZodType][] = [
   ['TaskCallback', callbackSchema],
   ['TaskSummary', taskSummarySchema],
   ['TaskStreamEvent', r.taskStreamEventSchema],
+  ['HistoryEvent', r.historyEventSchema],
   ['Tool', r.toolSchema],
   ['AppliedRetryPolicy', retryPolicySchema],
   ['StoredWorkflow', r.storedWorkflowSchema],

@@ -100,6 +100,32 @@ export const stepItemListSchema = z.object({
   next_cursor: nextCursor,
 });
 
+/** One event of a task's durable history (GET /tasks/:id/history; README "History"). */
+export const historyEventSchema = z
+  .object({
+    seq: z.int().min(1).meta({ description: "The event's place: increasing in the order of the task's changes." }),
+    type: z.string().meta({
+      description:
+        '`submitted`; `task_<status>` (`task_started`, `task_completed`, `task_failed`, `task_cancelled`) and `task_resumed`; `step_<status>` (`step_queued`, `step_running`, `step_waiting`, `step_skipped`, ...) and `step_woken`; `attempt_started`, `attempt_ended`, `retried`; `callback_delivered`, `callback_failed`; and what step kinds record (`signal_received`, `approval_decided`).',
+    }),
+    at: timestamp,
+    run: z.int().min(1),
+    step_id: z.string().optional(),
+    item: z.int().min(0).optional().meta({ description: "A for_each step's item." }),
+    attempt: z.int().min(0).optional().meta({ description: "An attempt's events: the step's delivery count (as the step's `attempts`)." }),
+    data: z.record(z.string(), z.unknown()).optional().meta({
+      description:
+        'What the event says: a status change its `from`, `to` and `reason`; an attempt its `try`, `delivery`, `worker`, `job_id`, and at its end `status`, `error`, `duration_ms`, `will_retry`; a retry its `delay_ms`.',
+    }),
+  })
+  .meta({ description: 'One event of a task history.' });
+
+export const taskHistorySchema = z.object({
+  task_id: z.uuid(),
+  events: z.array(historyEventSchema),
+  next_cursor: z.string().nullable().meta({ description: 'Pass as `after` for the next page; null on the last page.' }),
+});
+
 /** One event of GET /tasks/:id/events (the SSE `data:`; its `id:` is the event id). */
 export const taskStreamEventSchema = z
   .object({

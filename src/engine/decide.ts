@@ -2,8 +2,8 @@ import { capErrorRecord, type ErrorRecord, LimitExceededError, toErrorRecord } f
 import { jsonSize } from '../lib/limits.js';
 import { assertStepMove, assertTaskMove } from './lifecycle.js';
 import { type Plan, type PlanStep, prepare, type StepKind } from './plan.js';
-import type { Decision, ItemSet, ItemState, Needs, Report, StepSet, StepState, TaskSet, TaskState } from './state.js';
-import { emptyDecision } from './state.js';
+import type { Decision, HistoryEvent, ItemSet, ItemState, Needs, Report, StepSet, StepState, TaskSet, TaskState, Transition } from './state.js';
+import { emptyDecision, historyEvent } from './state.js';
 import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, type SkipReason, waitsForTurn } from './status.js';
 import type { EngineLimits, Resolved, Run, StepKindRunner } from './steps/kind.js';
 import { mapStep } from './steps/map.js';
@@ -147,13 +147,30 @@ class TaskRun implements Run {
     if (set.started_at !== undefined) this.task.startedAt = set.started_at ? new Date(set.started_at) : null;
     if (set.finished_at !== undefined) this.task.finishedAt = set.finished_at ? new Date(set.finished_at) : null;
     this.taskSet = { ...this.taskSet, ...set };
-    if (set.status && set.status !== from) this.decision.transitions.push({ taskId: this.task.id, from, status: set.status, at: this.at });
+    if (set.status && set.status !== from) this.transition({ taskId: this.task.id, from, status: set.status, at: this.at }, { error: set.error ?? null });
+  }
+
+  /** A status change: an event for the streams, and one of the task's history. */
+  private transition(transition: Transition, extra: { waitedFor?: string | null; error?: ErrorRecord | null } = {}): void {
+    this.decision.transitions.push(transition);
+    const event = historyEvent(transition, this.task);
+    // A step that leaves `waiting`: why it had waited (sleep, concurrency, rate_limit, a signal...).
+    if (extra.waitedFor) event.data = { ...event.data, waited_for: extra.waitedFor };
+    // A failure: why (a step that failed without running has no attempt to say it).
+    if (extra.error && transition.status === 'failed') event.data = { ...event.data, error: extra.error };
+    this.decision.history.push(event);
+  }
+
+  record(event: { type: string; stepId?: string; item?: number; attempt?: number; at?: Date; data?: Record<string, unknown> }): void {
+    const { at, ...rest } = event;
+    this.decision.history.push({ taskId: this.task.id, createdAt: this.task.createdAt, run: this.task.run, ...rest, at: at?.toISOString() ?? this.at });
   }
 
   setStep(step: PlanStep, set: StepSet): void {
     if (set.error) set = { ...set, error: capErrorRecord(set.error) };
     const state = this.state(step.id);
     const from = state.status;
+    const waitedFor = state.reason;
     if (set.status) assertStepMove(`step ${step.id} of task ${this.task.id}`, from, set.status);
     // A reason says why a step is skipped or waiting: it goes when the step leaves that state.
     if (set.status && set.status !== from && (from === 'waiting' || from === 'skipped') && set.reason === undefined) set = { ...set, reason: null };
@@ -170,14 +187,17 @@ class TaskRun implements Run {
     if (set.items !== undefined) state.items = set.items ? { ...set.items } : null;
     this.stepSets.set(step.id, { ...this.stepSets.get(step.id), ...set });
     if (set.status && set.status !== from) {
-      this.decision.transitions.push({
-        taskId: this.task.id,
-        stepId: step.id,
-        from,
-        status: set.status,
-        at: this.at,
-        ...(state.reason && (set.status === 'skipped' || set.status === 'waiting') ? { reason: state.reason } : {}),
-      });
+      this.transition(
+        {
+          taskId: this.task.id,
+          stepId: step.id,
+          from,
+          status: set.status,
+          at: this.at,
+          ...(state.reason && (set.status === 'skipped' || set.status === 'waiting') ? { reason: state.reason } : {}),
+        },
+        { waitedFor: from === 'waiting' ? waitedFor : null, error: set.error ?? null },
+      );
       // Something of the task started (or ended without running): it is no longer only queued.
       if (this.task.status === 'queued' && set.status !== 'queued' && set.status !== 'pending' && set.status !== 'skipped') {
         this.setTask({ status: 'running', started_at: this.task.startedAt?.toISOString() ?? this.at });
@@ -336,7 +356,17 @@ class TaskRun implements Run {
     }
   }
 
+  /** A report, and the end of the attempt it carries (a worker's result) in the history once it is recorded. */
   report(report: Report): boolean {
+    if (report.type !== 'result') return this.reported(report);
+    const mark = this.decision.history.length;
+    this.decision.history.push(attemptEnded(this.task, report));
+    const recorded = this.reported(report);
+    if (!recorded) this.decision.history.splice(mark, 1);
+    return recorded;
+  }
+
+  private reported(report: Report): boolean {
     if (report.type === 'admitted') return this.admitted(report);
     const step = this.task.plan.byId.get(report.stepId);
     const state = this.task.steps.get(report.stepId);
@@ -534,6 +564,29 @@ class TaskRun implements Run {
     for (const [stepId, set] of this.stepSets) this.decision.steps.push({ taskId: id, createdAt, stepId, set });
     for (const { stepId, item, set } of this.itemSets.values()) this.decision.items.push({ taskId: id, createdAt, stepId, item, set });
   }
+}
+
+/** The history event of a worker's final result: how its last attempt ended (it is not retried). */
+function attemptEnded(task: TaskState, report: Extract<Report, { type: 'result' }>): HistoryEvent {
+  return {
+    taskId: task.id,
+    createdAt: task.createdAt,
+    run: report.run,
+    stepId: report.stepId,
+    ...(report.item !== undefined ? { item: report.item } : {}),
+    type: 'attempt_ended',
+    attempt: report.attempt,
+    at: report.finishedAt.toISOString(),
+    data: {
+      status: report.status,
+      ...(report.try !== undefined ? { try: report.try } : {}),
+      ...(report.worker !== undefined ? { worker: report.worker } : {}),
+      ...(report.jobId !== undefined ? { job_id: report.jobId } : {}),
+      ...(report.error ? { error: capErrorRecord(report.error) } : {}),
+      will_retry: false,
+      duration_ms: Math.max(0, report.finishedAt.getTime() - report.startedAt.getTime()),
+    },
+  };
 }
 
 /** Merges the runs' needs; undefined when none lacks anything. */

@@ -133,5 +133,12 @@ export function holdBack(decision: Decision, held: ReadonlyMap<string, 'c' | 'r'
       if (transition.from === 'waiting') return [];
       return [{ ...transition, status: 'waiting', reason: waitReason(kind) }];
     }),
+    // The history's transitions alike (historyEvent): queued becomes waiting, and a step woken only to wait again did not move.
+    history: decision.history.flatMap((event) => {
+      const kind = event.stepId !== undefined && event.item === undefined ? held.get(keyOf(event.taskId, event.stepId)) : undefined;
+      if (!kind || event.data?.to !== 'queued' || (event.type !== 'step_queued' && event.type !== 'step_woken')) return [event];
+      if (event.type === 'step_woken') return [];
+      return [{ ...event, type: 'step_waiting', data: { ...event.data, to: 'waiting', reason: waitReason(kind) } }];
+    }),
   };
 }

@@ -94,6 +94,11 @@ export type Report =
       error?: ErrorRecord;
       /** Deliveries of the job so far (the attempts PostgreSQL records). */
       attempt: number;
+      /** The retry policy's try it was (1 for the first), for the history. */
+      try?: number;
+      /** The worker that ran it and its job's id, for the history. */
+      worker?: string;
+      jobId?: string;
       startedAt: Date;
       finishedAt: Date;
       /** The input it ran with: kept with the dead letter of a failure. */
@@ -219,6 +224,45 @@ export interface Transition {
   progress?: { percent: number; message?: string };
 }
 
+/**
+ * One event of a task's durable history (README "History"), stored by the ledger with the
+ * decision. Every transition of the decision is one (historyEvent below); a step kind records
+ * events that change no status through Run.record (a signal received, an approval decided), and
+ * the decider records each attempt's end. `type` is snake_case; `data` is free-form JSON.
+ */
+export interface HistoryEvent {
+  taskId: string;
+  /** The task's created_at (its partition). */
+  createdAt: Date;
+  /** The task's run when it happened. */
+  run: number;
+  stepId?: string;
+  item?: number;
+  type: string;
+  /** The step's delivery count, for an attempt's events. */
+  attempt?: number;
+  at: string;
+  data?: Record<string, unknown>;
+}
+
+/**
+ * A transition as a history event: `task_<status>` or `step_<status>` with from, to and the
+ * reason; a resumed task is `task_resumed`, a task's start `task_started`, and a step leaving
+ * `waiting` for anything but its end by cancellation `step_woken` (with the status it went to
+ * and why it had waited). Generic over step kinds: a new kind's transitions need no code here.
+ */
+export function historyEvent(transition: Transition, task: { run: number; createdAt: Date }): HistoryEvent {
+  const { taskId, stepId, from, status, at, reason } = transition;
+  let type: string;
+  if (stepId === undefined) {
+    type = status === 'running' ? 'task_started' : status === 'queued' && (from === 'failed' || from === 'cancelled') ? 'task_resumed' : `task_${status}`;
+  } else {
+    type = from === 'waiting' && status !== 'cancelled' && status !== 'waiting' ? 'step_woken' : `step_${status}`;
+  }
+  const data: Record<string, unknown> = { ...(from !== undefined ? { from } : {}), to: status, ...(reason !== undefined ? { reason } : {}) };
+  return { taskId, createdAt: task.createdAt, run: task.run, ...(stepId !== undefined ? { stepId } : {}), type, at, data };
+}
+
 /** A job no longer wanted: its step was skipped or cancelled before it started. */
 export interface JobRef {
   taskId: string;
@@ -273,6 +317,11 @@ export interface Decision {
   parentReports: Report[];
   dropJobs: JobRef[];
   transitions: Transition[];
+  /**
+   * The tasks' history (HistoryEvent): every transition above, in order, with the events that
+   * are not status changes between them. The ledger stores it with the changes (TASK_HISTORY).
+   */
+  history: HistoryEvent[];
   /** Tasks that ended: their callbacks, metrics and waiting clients. */
   ended: { taskId: string; run: number; status: TaskStatus; taskType: string; createdAt: Date; callback: boolean }[];
   needs?: Needs;
@@ -294,6 +343,7 @@ export function emptyDecision(): Decision {
     parentReports: [],
     dropJobs: [],
     transitions: [],
+    history: [],
     ended: [],
   };
 }

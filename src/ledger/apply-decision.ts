@@ -1,4 +1,4 @@
-import type { Decision } from '../engine/state.js';
+import type { Decision, HistoryEvent } from '../engine/state.js';
 import type { SqlRunner } from './sql.js';
 
 /** What applying a decision did to map items: those its sweeps queued (with their inputs: their jobs are made) and moved (with the status they had). */
@@ -13,9 +13,16 @@ export interface Applied {
  * transaction. What the runtime does besides (jobs, timers, child tasks, events, callbacks) is
  * carried out once this commits.
  */
-export async function applyDecision(tx: SqlRunner, decision: Decision): Promise<Applied> {
+export async function applyDecision(tx: SqlRunner, decision: Decision, options: { history?: boolean } = {}): Promise<Applied> {
+  const events = options.history === false ? [] : decision.history;
   const nothing =
-    decision.tasks.length + decision.steps.length + decision.newItems.length + decision.items.length + decision.sweeps.length + decision.deadLetters.length ===
+    decision.tasks.length +
+      decision.steps.length +
+      decision.newItems.length +
+      decision.items.length +
+      decision.sweeps.length +
+      decision.deadLetters.length +
+      events.length ===
     0;
   if (nothing) return { started: [], moved: [] };
   const [row] = await tx.$queryRawUnsafe<
@@ -64,11 +71,27 @@ export async function applyDecision(tx: SqlRunner, decision: Decision): Promise<
         error: letter.error,
         attempts: letter.attempts,
       })),
+      ...(events.length > 0 ? { events: events.map(eventRow) } : {}),
     }),
   );
   const applied = row!.applied;
   return {
     started: applied.started.map((item) => ({ taskId: item.task_id, stepId: item.step_id, item: item.item, input: item.input })),
     moved: applied.moved.map((item) => ({ taskId: item.task_id, stepId: item.step_id, item: item.item, from: item.from })),
+  };
+}
+
+/** A history event as the ledger's functions take it (`events`, in order). */
+export function eventRow(event: HistoryEvent) {
+  return {
+    task_id: event.taskId,
+    created_at: event.createdAt,
+    run: event.run,
+    step_id: event.stepId ?? null,
+    item: event.item ?? null,
+    type: event.type,
+    attempt: event.attempt ?? null,
+    at: event.at,
+    data: event.data ?? null,
   };
 }

@@ -16,6 +16,10 @@ export interface StepClaim {
   item?: number;
   attempt: number;
   at: Date;
+  /** For the history: the retry policy's try (1 for the first), the worker, its job's id. */
+  try?: number;
+  worker?: string;
+  jobId?: string;
 }
 
 export interface Claimed {
@@ -27,12 +31,12 @@ export interface Claimed {
 }
 
 /** Claims a batch of steps in one call (ledger_claim, prisma/migrations/…_engine_v2); returns the claims that took. At most one claim per step. */
-export async function claimSteps(db: SqlRunner, claims: readonly StepClaim[]): Promise<Claimed[]> {
+export async function claimSteps(db: SqlRunner, claims: readonly StepClaim[], options: { history?: boolean } = {}): Promise<Claimed[]> {
   if (claims.length === 0) return [];
   const [row] = await db.$queryRawUnsafe<{ claimed: { task_id: string; step_id: string; item: number | null; task_began: boolean }[] }[]>(
     'SELECT ledger_claim($1::jsonb) AS claimed',
     JSON.stringify(
-      claims.map((claim) => ({
+      claims.map((claim, index) => ({
         task_id: claim.taskId,
         created_at: claim.createdAt,
         run: claim.run,
@@ -40,6 +44,9 @@ export async function claimSteps(db: SqlRunner, claims: readonly StepClaim[]): P
         item: claim.item ?? null,
         attempt: claim.attempt,
         at: claim.at,
+        // Each claim that takes records its attempt's start in the history (the first row says whether).
+        ...(index === 0 ? { history: options.history !== false } : {}),
+        ...(options.history !== false ? { try: claim.try ?? null, worker: claim.worker ?? null, job_id: claim.jobId ?? null } : {}),
       })),
     ),
   );

@@ -1,5 +1,6 @@
 import type { Plan } from '../engine/plan.js';
 import type { Decision, StepSet, TaskSet } from '../engine/state.js';
+import { eventRow } from './apply-decision.js';
 import type { SqlRunner } from './sql.js';
 
 /** What the API knows of a task when it stores it, besides its plan. */
@@ -40,7 +41,7 @@ export function storedPlan(plan: Plan): Plan {
  * started. A task whose (owner, idempotency key) is taken, in idempotency_keys, is skipped, and so
  * are its steps. Returns the ids stored.
  */
-export async function createTasks(db: SqlRunner, entries: readonly NewTask[]): Promise<Set<string>> {
+export async function createTasks(db: SqlRunner, entries: readonly NewTask[], options: { history?: boolean } = {}): Promise<Set<string>> {
   const tasks = entries.map(({ task, plan, decision }) => {
     const set: TaskSet = decision.tasks.find((change) => change.taskId === task.id)?.set ?? {};
     return {
@@ -99,7 +100,32 @@ export async function createTasks(db: SqlRunner, entries: readonly NewTask[]): P
       .filter((item) => item.taskId === task.id)
       .map((item) => ({ task_id: task.id, step_id: item.stepId, item: item.item, run: item.run, status: item.status ?? 'pending', input: item.input })),
   );
-  const rows = await db.$queryRawUnsafe<{ id: string }[]>('SELECT ledger_create($1::jsonb)::text AS id', JSON.stringify({ tasks, steps, items }));
+  // The history starts with the submission, then what starting the task changed.
+  const events =
+    options.history === false
+      ? []
+      : entries.flatMap(({ task, decision }) => [
+          eventRow({
+            taskId: task.id,
+            createdAt: task.createdAt,
+            run: 1,
+            type: 'submitted',
+            at: task.createdAt.toISOString(),
+            data: {
+              task_type: task.taskType,
+              ...(task.workflow ? { workflow: task.workflow } : {}),
+              ...(task.owner ? { owner: task.owner } : {}),
+              ...(task.parent ? { parent: { task_id: task.parent.taskId, step_id: task.parent.stepId } } : {}),
+              ...(task.delayMs > 0 ? { delay_ms: task.delayMs } : {}),
+              ...(task.priority ? { priority: task.priority } : {}),
+            },
+          }),
+          ...decision.history.filter((event) => event.taskId === task.id).map(eventRow),
+        ]);
+  const rows = await db.$queryRawUnsafe<{ id: string }[]>(
+    'SELECT ledger_create($1::jsonb)::text AS id',
+    JSON.stringify({ tasks, steps, items, ...(events.length > 0 ? { events } : {}) }),
+  );
   return new Set(rows.map((row) => row.id));
 }
 

@@ -19,6 +19,10 @@ export interface SingleResult {
   input?: unknown;
   startedAt: Date;
   finishedAt: Date;
+  /** For the history: the retry policy's try, the worker, its job's id. */
+  try?: number;
+  worker?: string;
+  jobId?: string;
 }
 
 /** What recording one result did: nothing (an earlier result, or the task ended meanwhile), or end its task. */
@@ -36,6 +40,7 @@ export async function finishSingleRuns(
   db: SqlRunner,
   results: readonly SingleResult[],
   limits: Pick<Limits, 'TASK_RESULT_MAX_BYTES'>,
+  options: { history?: boolean } = {},
 ): Promise<SingleRunRecorded[]> {
   const first = new Map<string, number>();
   results.forEach((result, index) => {
@@ -61,6 +66,7 @@ export async function finishSingleRuns(
       task_status: ending.status,
       task_result: ending.status === 'completed' ? ending.result : null,
       task_error: ending.status === 'failed' ? ending.error : null,
+      ...(options.history !== false ? { history: true, try: result.try ?? null, worker: result.worker ?? null, job_id: result.jobId ?? null } : {}),
     };
   });
   const [row] = await db.$queryRawUnsafe<

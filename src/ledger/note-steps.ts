@@ -12,10 +12,19 @@ export interface StepNote {
   attempt?: number;
   error?: ErrorRecord;
   progress?: { percent: number; message?: string };
+  /** With a failed attempt, for the history: its try, when it ran, and the delay before the next. */
+  try?: number;
+  startedAt?: Date;
+  finishedAt?: Date;
+  delayMs?: number;
 }
 
 /** Writes a batch of notes in one call (ledger_note); returns the ones taken (the step or item was still running in that run). */
-export async function noteSteps(db: SqlRunner, notes: readonly StepNote[]): Promise<{ taskId: string; stepId: string; item?: number }[]> {
+export async function noteSteps(
+  db: SqlRunner,
+  notes: readonly StepNote[],
+  options: { history?: boolean } = {},
+): Promise<{ taskId: string; stepId: string; item?: number }[]> {
   if (notes.length === 0) return [];
   const [row] = await db.$queryRawUnsafe<{ taken: { task_id: string; step_id: string; item: number | null }[] }[]>(
     'SELECT ledger_note($1::jsonb) AS taken',
@@ -29,6 +38,15 @@ export async function noteSteps(db: SqlRunner, notes: readonly StepNote[]): Prom
         attempt: note.attempt ?? null,
         error: note.error ?? null,
         progress: note.progress ?? null,
+        ...(note.error && options.history !== false
+          ? {
+              history: true,
+              try: note.try ?? null,
+              started_at: note.startedAt ?? null,
+              finished_at: note.finishedAt ?? new Date(),
+              delay_ms: note.delayMs ?? null,
+            }
+          : {}),
       })),
     ),
   );

@@ -264,6 +264,13 @@ const configSchema = z.object({
    * (src/persistence/partitions.ts). GET /result of an expired task answers 410 task_expired.
    */
   RETENTION_DAYS: integer(1, 3650).default(30),
+  /**
+   * The durable history of every task (GET /tasks/:id/history, the attempts in GET /result): each
+   * state change, attempt, retry and callback delivery, written in the same statements as the
+   * changes themselves and kept as long as the task (RETENTION_DAYS). `off`: nothing is written
+   * (what is already stored stays readable).
+   */
+  TASK_HISTORY: z.enum(['on', 'off']).default('on'),
   /** Days ahead whose partitions exist before their first task (created by one worker each pass). */
   PARTITIONS_AHEAD_DAYS: integer(1, 90).default(3),
   /** How often one worker maintains the partitions: creates the days ahead, drops the expired ones. 0: never (not even at start). */

@@ -136,6 +136,8 @@ export class ConditionError extends NonRetryableError {
 /** Thrown by a tool adapter for a transient failure; `retryAfterMs` overrides the backoff. */
 export class RetryableError extends Error {
   override name = 'RetryableError';
+  /** Set by the step processor: the delay it chose (and recorded in the history), which the backoff strategy then uses. */
+  delayMs?: number;
   constructor(
     message: string,
     readonly retryAfterMs?: number,

@@ -3,7 +3,7 @@ import type { Logger } from '../lib/logger.js';
 
 /**
  * Retention by partition. Tasks and what belongs to them (steps, dead letters, callback
- * deliveries) live in one partition per UTC day of the task's creation (the migration
+ * deliveries, history) live in one partition per UTC day of the task's creation (the migration
  * 20261124000000_partition_by_day defines create_day_partitions and drop_day_partitions).
  * Keeping RETENTION_DAYS means dropping whole days: no row is read or deleted, so a day of
  * a million tasks goes in milliseconds (npm run bench:retention). A task is kept at least
@@ -92,7 +92,8 @@ export async function maintainPartitions(sql: Sql, now: Date, policy: RetentionP
     await tx.$executeRawUnsafe(
       `WITH t AS (DELETE FROM tasks_default WHERE created_at < $1),
             s AS (DELETE FROM steps_default WHERE task_created_at < $1),
-            d AS (DELETE FROM dead_letters_default WHERE task_created_at < $1)
+            d AS (DELETE FROM dead_letters_default WHERE task_created_at < $1),
+            e AS (DELETE FROM task_events_default WHERE task_created_at < $1)
        DELETE FROM callback_deliveries_default WHERE task_created_at < $1`,
       keepFrom,
     );

@@ -25,6 +25,9 @@ export interface TaskFilter {
 }
 
 /** A task's partition key where its id holds it: a lookup by task id then reads one day's partitions. */
+/** How many of a task's newest ended attempts GET /result reads (the last few of each step are shown). */
+const ATTEMPT_EVENTS_READ = 500;
+
 function taskRef(taskId: string): { taskId: string; taskCreatedAt?: Date } {
   const at = uuidv7Time(taskId);
   return at ? { taskId, taskCreatedAt: at } : { taskId };
@@ -50,7 +53,12 @@ export class TaskStore {
   get(id: string) {
     return this.prisma.task.findFirst({
       where: taskById(id),
-      include: { steps: { orderBy: { position: 'asc' } }, callbacks: { orderBy: { createdAt: 'asc' } } },
+      include: {
+        steps: { orderBy: { position: 'asc' } },
+        callbacks: { orderBy: { createdAt: 'asc' } },
+        // The steps' ended attempts, newest first, for their last few in GET /result (taskView).
+        events: { where: { type: 'attempt_ended', item: null }, orderBy: { seq: 'desc' }, take: ATTEMPT_EVENTS_READ },
+      },
       relationLoadStrategy: 'join',
     });
   }
@@ -112,6 +120,19 @@ export class TaskStore {
         ...(page.status ? { status: page.status } : {}),
       },
       orderBy: { item: 'asc' },
+      take: page.limit,
+    });
+  }
+
+  /** A page of a task's history, in order, after the event `after` (its seq); of one step with `stepId`. */
+  history(taskId: string, page: { limit: number; after?: bigint; stepId?: string }) {
+    return this.prisma.taskEvent.findMany({
+      where: {
+        ...taskRef(taskId),
+        ...(page.after !== undefined ? { seq: { gt: page.after } } : {}),
+        ...(page.stepId !== undefined ? { stepId: page.stepId } : {}),
+      },
+      orderBy: { seq: 'asc' },
       take: page.limit,
     });
   }

@@ -49,7 +49,9 @@ export interface RunsDeps {
   /** Where transitions go (the event log); losing one costs a live update, never a result. */
   publish(transitions: Transition[]): Promise<void>;
   logger: Logger;
-  config: Pick<Config, 'CALLBACK_MAX_ATTEMPTS' | 'DB_WRITE_RETRY_MS' | 'TASK_RESULT_MAX_BYTES' | 'KEY_CONCURRENCY' | 'KEY_RATE_PER_MINUTE'> & EngineLimits;
+  config: Pick<Config, 'CALLBACK_MAX_ATTEMPTS' | 'DB_WRITE_RETRY_MS' | 'TASK_RESULT_MAX_BYTES' | 'KEY_CONCURRENCY' | 'KEY_RATE_PER_MINUTE'> &
+    Partial<Pick<Config, 'TASK_HISTORY'>> &
+    EngineLimits;
   /** Limits per key (src/queue/gates.ts); without, limits are not enforced (a process that only reads). */
   gates?: Gates;
   /**
@@ -91,6 +93,11 @@ export class Runs {
     this.notes = new Batcher((notes) => this.safely(notes, (batch) => this.flushNotes(batch)), { maxSize });
     this.reports = new Batcher((reports) => this.safely(reports, (batch) => this.flushReports(batch)), { maxSize });
     this.singles = new Batcher((results) => this.safely(results, (batch) => this.flushSingles(batch)), { maxSize });
+  }
+
+  /** Whether the ledger writes the tasks' history (TASK_HISTORY, on unless `off`). */
+  private get history(): { history: boolean } {
+    return { history: this.deps.config.TASK_HISTORY !== 'off' };
   }
 
   private options(): DecideOptions {
@@ -182,7 +189,7 @@ export class Runs {
     );
     const entries = held.size > 0 ? prepared.map((entry) => ({ ...entry, decision: holdBack(entry.decision, held) })) : prepared;
     const release = (list: readonly PreparedTask[]) => this.releaseTasks(list.filter(({ plan }) => this.limited(plan)).map(({ task }) => task.id));
-    const stored = await createTasks(this.deps.sql, entries).catch(async (error: unknown) => {
+    const stored = await createTasks(this.deps.sql, entries, this.history).catch(async (error: unknown) => {
       await release(entries);
       throw error;
     });
@@ -214,7 +221,7 @@ export class Runs {
     return entries.map(({ task }) => (refused.has(task.id) ? { refused: refused.get(task.id) } : stored.has(task.id) ? { created: true } : { created: false }));
   }
 
-  /** Undoes `create` for tasks that could not be enqueued: the tasks, their steps and items, and the idempotency keys they took. */
+  /** Undoes `create` for tasks that could not be enqueued: the tasks, their steps, items and history, and the idempotency keys they took. */
   private async remove(ids: string[]): Promise<void> {
     await this.deps.sql
       .$executeRawUnsafe(
@@ -224,6 +231,8 @@ export class Runs {
            DELETE FROM steps s USING t WHERE s.task_id = t.id AND s.task_created_at = t.created_at
          ), i AS (
            DELETE FROM step_items i USING t WHERE i.task_id = t.id AND i.task_created_at = t.created_at
+         ), e AS (
+           DELETE FROM task_events e USING t WHERE e.task_id = t.id AND e.task_created_at = t.created_at
          )
          DELETE FROM idempotency_keys k USING t WHERE k.owner_key = t.owner_key AND k.idempotency_key = t.idempotency_key AND k.task_id = t.id`,
         ids,
@@ -277,7 +286,7 @@ export class Runs {
       const seen = latest.get(key(claim));
       if (!seen || claim.attempt > seen.attempt) latest.set(key(claim), claim);
     }
-    const claimed = await claimSteps(this.deps.sql, [...latest.values()]);
+    const claimed = await claimSteps(this.deps.sql, [...latest.values()], this.history);
     const took = new Map(claimed.map((claim) => [`${claim.taskId}/${claim.stepId}/${claim.item ?? ''}`, claim]));
     const transitions: Transition[] = [];
     const at = new Date().toISOString();
@@ -290,7 +299,7 @@ export class Runs {
   }
 
   private async flushNotes(batch: StepNote[]): Promise<boolean[]> {
-    const taken = await noteSteps(this.deps.sql, batch);
+    const taken = await noteSteps(this.deps.sql, batch, this.history);
     const keys = new Set(taken.map((note) => `${note.taskId}/${note.stepId}/${note.item ?? ''}`));
     const at = new Date().toISOString();
     this.publish(
@@ -302,7 +311,7 @@ export class Runs {
   }
 
   private async flushSingles(batch: SingleResult[]): Promise<SingleRunRecorded[]> {
-    const recorded = await finishSingleRuns(this.deps.sql, batch, this.deps.config);
+    const recorded = await finishSingleRuns(this.deps.sql, batch, this.deps.config, this.history);
     const transitions: Transition[] = [];
     recorded.forEach((outcome, index) => {
       if (!outcome.recorded) return;
@@ -356,7 +365,7 @@ export class Runs {
         const held = await this.gateJobs(decision.jobs, new Map(states.map((state) => [state.id, { plan: state.plan.plan, owner: state.owner }])));
         decision = holdBack(decision, held);
       }
-      const applied = await applyDecision(tx, decision);
+      const applied = await applyDecision(tx, decision, this.history);
       const result = { states, decision, applied };
       await options.before?.(tx, result);
       return result;
@@ -704,12 +713,16 @@ export class Runs {
    * Cancels a task (and its sub-workflows' children): no further step starts, waiting steps end,
    * and workers are told to abort the steps they run. `owner`: only a task of this owner is found.
    */
-  async cancel(taskId: string, owner?: string): Promise<{ outcome: 'cancelled'; task: TaskState } | { outcome: 'finished'; status: TaskStatus } | undefined> {
+  async cancel(
+    taskId: string,
+    owner?: string,
+    by?: string,
+  ): Promise<{ outcome: 'cancelled'; task: TaskState } | { outcome: 'finished'; status: TaskStatus } | undefined> {
     let found: TaskState | undefined;
     const options = this.options();
     const result = await this.transaction([taskId], (states) => {
       found = states.find((state) => state.id === taskId && (owner === undefined || state.owner === owner));
-      return found ? cancelRuns([found], options) : { ...cancelRuns([], options) };
+      return requestedBy(found ? cancelRuns([found], options) : { ...cancelRuns([], options) }, taskId, 'task_cancelled', by);
     });
     if (!found) return undefined;
     if (!isFinished(found.status) && result.decision.ended.length > 0) {
@@ -731,6 +744,7 @@ export class Runs {
   async resume(
     taskId: string,
     owner?: string,
+    by?: string,
   ): Promise<{ outcome: 'resumed'; run: number; task: TaskState } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
     let found: TaskState | undefined;
     const options = this.options();
@@ -738,7 +752,7 @@ export class Runs {
       [taskId],
       (states) => {
         found = states.find((state) => state.id === taskId && (owner === undefined || state.owner === owner));
-        return resumeRuns(found ? [found] : [], options);
+        return requestedBy(resumeRuns(found ? [found] : [], options), taskId, 'task_resumed', by);
       },
       {
         before: async (_tx, { decision }) => {
@@ -796,6 +810,15 @@ export class Runs {
   states(taskIds: readonly string[]): Promise<TaskState[]> {
     return this.peek(taskIds);
   }
+}
+
+/** Who asked (an API key's id) on the history event of a cancel or a resume of `taskId`; a child's, cancelled with its parent, says nothing. */
+function requestedBy<D extends Decision>(decision: D, taskId: string, type: string, by: string | undefined): D {
+  if (by === undefined) return decision;
+  return {
+    ...decision,
+    history: decision.history.map((event) => (event.taskId === taskId && event.type === type ? { ...event, data: { ...event.data, by } } : event)),
+  };
 }
 
 /** What the engine needs to know of a new task besides its plan. */

@@ -409,6 +409,40 @@ export class TaskService {
     };
   }
 
+  /**
+   * A page of a task's durable history, in order (README "History"); `after` is the cursor of
+   * the previous page, `stepId` keeps one step's events. A task of another owner is not found.
+   */
+  async history(id: string, page: { limit: number; after?: string; stepId?: string }, owner?: string) {
+    if (!UUID.test(id)) throw this.missing(id);
+    const after = page.after === undefined ? undefined : decodeHistoryCursor(page.after);
+    const task = await this.database(() => this.deps.store.ownerOf(id));
+    if (task === undefined || (owner !== undefined && task !== owner)) throw this.missing(id);
+    const rows = await this.database(() =>
+      this.deps.store.history(id, {
+        limit: page.limit + 1,
+        ...(after !== undefined ? { after } : {}),
+        ...(page.stepId !== undefined ? { stepId: page.stepId } : {}),
+      }),
+    );
+    const events = rows.slice(0, page.limit);
+    const last = events.at(-1);
+    return {
+      task_id: id,
+      events: events.map((row) => ({
+        seq: Number(row.seq),
+        type: row.type,
+        at: row.at.toISOString(),
+        run: row.run,
+        ...(row.stepId !== null ? { step_id: row.stepId } : {}),
+        ...(row.item !== null ? { item: row.item } : {}),
+        ...(row.attempt !== null ? { attempt: row.attempt } : {}),
+        ...(row.data !== null ? { data: row.data as Record<string, unknown> } : {}),
+      })),
+      next_cursor: rows.length > page.limit && last ? encodeHistoryCursor(last.seq) : null,
+    };
+  }
+
   async list(filter: Omit<TaskFilter, 'cursor'> & { cursor?: string }) {
     const cursor: TaskFilter['cursor'] = filter.cursor ? decodeCursor(filter.cursor) : undefined;
     const rows = await this.database(() => this.deps.store.list({ ...filter, cursor, limit: filter.limit + 1 }));
@@ -419,9 +453,10 @@ export class TaskService {
    * Cancels a task and its sub-workflows' children: no further step starts, waiting steps end,
    * and the workers holding its running steps are told to abort them.
    */
-  async cancel(id: string, owner?: string): Promise<void> {
+  /** `by`: who asks (an API key's id, '' without keys), recorded in the task's history. */
+  async cancel(id: string, owner?: string, by?: string): Promise<void> {
     if (!UUID.test(id)) throw this.missing(id);
-    const outcome = await this.database(() => this.deps.runs.cancel(id, owner));
+    const outcome = await this.database(() => this.deps.runs.cancel(id, owner, by));
     if (!outcome) throw this.missing(id);
     if (outcome.outcome === 'finished') {
       throw new ConflictError('task_finished', `the task already ended (${outcome.status}); nothing to cancel`, { status: outcome.status });
@@ -430,12 +465,12 @@ export class TaskService {
   }
 
   /** Resumes a failed or cancelled task from its unfinished steps (and its children's); returns its new run. */
-  async retry(id: string, owner?: string): Promise<{ run: number }> {
+  async retry(id: string, owner?: string, by?: string): Promise<{ run: number }> {
     if (!UUID.test(id)) throw this.missing(id);
     assertRedis(this.deps.redis);
     let outcome: Awaited<ReturnType<Runs['resume']>>;
     try {
-      outcome = await this.database(() => this.deps.runs.resume(id, owner));
+      outcome = await this.database(() => this.deps.runs.resume(id, owner, by));
     } catch (error) {
       if (error instanceof DependencyUnavailableError || isTransientDatabaseError(error)) throw error;
       // Adding the new run's jobs failed (the transaction rolled back): Redis is away.
@@ -490,4 +525,16 @@ function decodeCursor(cursor: string): { createdAt: Date; id: string } {
     throw new ValidationError('the cursor is invalid', [{ path: 'cursor', message: 'not a cursor returned by this endpoint' }]);
   }
   return { createdAt, id };
+}
+
+/** A history cursor: the last event's seq, opaque to clients. */
+function encodeHistoryCursor(seq: bigint): string {
+  return Buffer.from(`e${seq}`).toString('base64url');
+}
+
+function decodeHistoryCursor(cursor: string): bigint {
+  const text = /^[A-Za-z0-9_-]{1,40}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString('utf8') : '';
+  const match = /^e(\d{1,19})$/.exec(text);
+  if (!match) throw new ValidationError('the cursor is invalid', [{ path: 'after', message: 'not a cursor returned by this endpoint' }]);
+  return BigInt(match[1]!);
 }

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { STEP_STATUSES, TASK_STATUSES } from '../engine/status.js';
-import type { CallbackDelivery, Step, Task } from '../generated/prisma/client.js';
+import type { CallbackDelivery, Step, Task, TaskEvent } from '../generated/prisma/client.js';
 
 /**
  * A task as clients see it (GET /result, the event stream's snapshot, completion callbacks): its
@@ -65,6 +65,23 @@ export const stepViewSchema = z.object({
       'Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, or its turn under a limit per key: `concurrency`, `rate_limit`).',
   }),
   attempts: count,
+  last_attempts: z
+    .array(
+      z.object({
+        attempt: count.meta({ description: "The step's delivery count at this attempt (as `attempts`)." }),
+        try: z.int().min(1).optional().meta({ description: "The retry policy's try (1 for the first)." }),
+        status: z.string().meta({ description: '`completed`, `failed` or `cancelled`.' }),
+        error: errorRecordSchema.optional(),
+        duration_ms: count.nullable(),
+        will_retry: z.boolean(),
+        ended_at: timestamp,
+      }),
+    )
+    .optional()
+    .meta({
+      description:
+        "The step's last ended attempts in this run, newest first (at most 3), each with its error and duration, from its history (GET /tasks/{task_id}/history has them all). Absent when none is recorded (TASK_HISTORY off, or not run yet).",
+    }),
   depends_on: z.array(z.string()),
   started_at: timestamp.nullable(),
   finished_at: timestamp.nullable(),
@@ -155,7 +172,34 @@ function iso(date: Date | null): string | null {
   return date ? date.toISOString() : null;
 }
 
-export function stepView(step: Step): StepViewBody {
+/** How many of a step's last attempts GET /result shows. */
+export const LAST_ATTEMPTS = 3;
+
+type AttemptView = NonNullable<StepViewBody['last_attempts']>[number];
+
+/** The last LAST_ATTEMPTS ended attempts of each step in `run`, newest first, from its history's attempt_ended events (newest first). */
+function lastAttempts(events: readonly Pick<TaskEvent, 'stepId' | 'run' | 'attempt' | 'at' | 'data'>[], run: number): Map<string, AttemptView[]> {
+  const byStep = new Map<string, AttemptView[]>();
+  for (const event of events) {
+    if (event.run !== run || event.stepId === null) continue;
+    const list = byStep.get(event.stepId) ?? [];
+    if (list.length >= LAST_ATTEMPTS) continue;
+    const data = (event.data ?? {}) as { status?: string; try?: number; error?: AttemptView['error']; duration_ms?: number; will_retry?: boolean };
+    list.push({
+      attempt: event.attempt ?? 0,
+      ...(data.try !== undefined ? { try: data.try } : {}),
+      status: data.status ?? 'failed',
+      ...(data.error ? { error: data.error } : {}),
+      duration_ms: data.duration_ms ?? null,
+      will_retry: data.will_retry === true,
+      ended_at: event.at.toISOString(),
+    });
+    byStep.set(event.stepId, list);
+  }
+  return byStep;
+}
+
+export function stepView(step: Step, attempts?: AttemptView[]): StepViewBody {
   return {
     id: step.stepId,
     kind: step.kind as StepViewBody['kind'],
@@ -163,6 +207,7 @@ export function stepView(step: Step): StepViewBody {
     status: step.status,
     ...(step.reason !== null ? { reason: step.reason } : {}),
     attempts: step.attempts,
+    ...(attempts && attempts.length > 0 ? { last_attempts: attempts } : {}),
     depends_on: step.dependsOn,
     started_at: iso(step.startedAt),
     finished_at: iso(step.finishedAt),
@@ -215,9 +260,10 @@ function callbackView(url: string, deliveries: CallbackDelivery[]) {
 
 /** `waitingFor`: what a step waiting on someone waits for (src/tasks/waits.ts). */
 export function taskView(
-  task: Task & { steps: Step[]; callbacks?: CallbackDelivery[] },
+  task: Task & { steps: Step[]; callbacks?: CallbackDelivery[]; events?: Pick<TaskEvent, 'stepId' | 'run' | 'attempt' | 'at' | 'data'>[] },
   waitingFor?: (step: Step) => StepViewBody['waiting_for'],
 ): TaskViewBody {
+  const attempts = task.events ? lastAttempts(task.events, task.run) : undefined;
   return {
     task_id: task.id,
     task_type: task.taskType,
@@ -233,7 +279,7 @@ export function taskView(
     run: task.run,
     ...(task.parentTaskId && task.parentStepId ? { parent: { task_id: task.parentTaskId, step_id: task.parentStepId } } : {}),
     steps: task.steps.map((step) => {
-      const view = stepView(step);
+      const view = stepView(step, attempts?.get(step.stepId));
       const waiting = waitingFor?.(step);
       return waiting ? { ...view, waiting_for: waiting } : view;
     }),

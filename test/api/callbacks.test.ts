@@ -100,6 +100,16 @@ describe('completion callbacks', () => {
     // Exponential from 1 s with jitter: at least half a second, then at least a second.
     expect(times[1] - times[0]).toBeGreaterThanOrEqual(450);
     expect(times[2] - times[1]).toBeGreaterThanOrEqual(900);
+    // The task's history has each delivery attempt, after the task's end.
+    const history = (await h.request('GET', `/tasks/${id}/history`)).body.events as { type: string; attempt?: number; data?: Record<string, unknown> }[];
+    const ended = history.findIndex((event) => event.type === 'task_completed');
+    const callbacks = history.filter((event) => event.type.startsWith('callback_'));
+    expect(callbacks.map((event) => [event.type, event.attempt, event.data?.status_code, event.data?.will_retry])).toEqual([
+      ['callback_failed', 1, 503, true],
+      ['callback_failed', 2, 503, true],
+      ['callback_delivered', 3, 204, undefined],
+    ]);
+    expect(history.indexOf(callbacks[0]!)).toBeGreaterThan(ended);
   });
 
   const deliveriesOf = (id: string) => receiver.requests.filter((request) => request.body.includes(id));

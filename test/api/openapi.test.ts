@@ -286,6 +286,7 @@ describe('the OpenAPI document', () => {
       ['POST', `/tasks/${expired}/retry`],
       ['GET', `/dead-letters?task_id=${expired}`],
       ['GET', `/tasks/${expired}/steps/a/items`],
+      ['GET', `/tasks/${expired}/history`],
     ] as const) {
       expect((await call(method, path)).status, `${method} ${path}`).toBe(410);
     }
@@ -309,6 +310,13 @@ describe('the OpenAPI document', () => {
     expect((await call('GET', `/tasks/${workflowTask.body.task_id}/steps/a/items`)).body.items).toEqual([]);
     expect((await call('GET', `/tasks/${workflowTask.body.task_id}/steps/a/items?status=bogus`)).status).toBe(400);
     expect((await call('GET', `/tasks/${workflowTask.body.task_id}/steps/nope/items`)).body.error.code).toBe('step_not_found');
+    // Its history: a page, a bad cursor refused, an unknown task not found.
+    const history = await call('GET', `/tasks/${workflowTask.body.task_id}/history?limit=2`);
+    expect(history.status).toBe(200);
+    expect(history.body.events[0].type).toBe('submitted');
+    expect((await call('GET', `/tasks/${workflowTask.body.task_id}/history?after=${history.body.next_cursor}`)).status).toBe(200);
+    expect((await call('GET', `/tasks/${workflowTask.body.task_id}/history?after=bogus`)).status).toBe(400);
+    expect((await call('GET', `/tasks/${randomUUID()}/history`)).status).toBe(404);
     await waitForTask(h, sleeping.body.task_id);
     const slept = await call('GET', `/result/${sleeping.body.task_id}`);
     expect(slept.body.status).toBe('completed');

@@ -170,6 +170,18 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
 
     const tasks = await cli('tasks', '--type', 'sleep', '--json');
     expect(JSON.parse(tasks.output).items).toContainEqual(expect.objectContaining({ task_id: id, status: 'cancelled' }));
+
+    // The history: every change in order, a page at a time, as text or JSON; the typed client reads the same.
+    const history = await cli('history', id, '--limit', '4');
+    expect(history.code).toBe(0);
+    expect(history.output).toMatch(/^\S+ +submitted$/m);
+    expect(history.output).toMatch(/^\S+ +sleep +step_queued$/m);
+    expect(history.output).toMatch(/^more: --after \S+$/m);
+    const after = history.output.match(/^more: --after (\S+)$/m)![1]!;
+    const rest = JSON.parse((await cli('history', id, '--after', after, '--json')).output);
+    const all = await client.history(id, { limit: 500 });
+    expect(rest.events).toEqual(all.events.slice(4));
+    expect(all.events.map((event) => event.type)).toEqual(expect.arrayContaining(['task_cancelled', 'task_resumed']));
   });
 
   it('result shows a for_each step with its item counts and a skipped step with its reason; items lists the items in order', async () => {

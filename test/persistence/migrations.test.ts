@@ -372,6 +372,8 @@ describe('the migrated database matches prisma/schema.prisma', () => {
             return field.nativeType?.[0] === 'Uuid' ? randomUUID() : `${model.name}.${field.name} ✓`;
           case 'Int':
             return 7;
+          case 'BigInt':
+            return 7n;
           case 'Json':
             return { nested: { list: [1, 'two', null], flag: true }, [field.name]: 1 };
           case 'DateTime':

@@ -162,6 +162,8 @@ describe('wait steps', () => {
     expect(lenient.status).toBe('completed');
     expect(byId(lenient).hold).toMatchObject({ status: 'completed', output: { timed_out: true } });
     expect(byId(lenient).after).toMatchObject({ status: 'completed', output: { timed_out: true } });
+    const events = (await h.request('GET', `/tasks/${lenient.task_id}/history?step=hold`)).body.events as { type: string }[];
+    expect(events.map((event) => event.type)).toEqual(['step_waiting', 'wait_timed_out', 'step_woken']);
   });
 
   it('takes an approval decided with a key: the decision and the form (checked) are its output, with who decided', async () => {
@@ -186,6 +188,11 @@ describe('wait steps', () => {
     expect(done.status).toBe('completed');
     expect(byId(done).review!.output).toMatchObject({ decision: 'approved', approved: true, comment: 'fine', fields: { ticket: 42 }, by: 'anonymous' });
     expect(byId(done).pay).toMatchObject({ status: 'completed', output: { ticket: 42 } });
+    // The history says who decided, how, and that the step then woke and completed.
+    const history = (await h.request('GET', `/tasks/${id}/history?step=review`)).body.events as { type: string; data?: Record<string, unknown> }[];
+    expect(history.map((event) => event.type)).toEqual(['step_waiting', 'approval_decided', 'step_woken']);
+    expect(history[1]!.data).toMatchObject({ decision: 'approved', by: 'anonymous', via: 'key', comment: 'fine' });
+    expect(history[0]!.data).toMatchObject({ reason: 'approval' });
   });
 
   it('refuses definitions whose waits cannot work, with their paths', async () => {

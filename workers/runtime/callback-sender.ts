@@ -94,7 +94,8 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
     const permanent =
       failure instanceof NonRetryableError || (statusCode !== undefined && statusCode >= 400 && statusCode < 500 && statusCode !== 408 && statusCode !== 429);
     const willRetry = failure !== undefined && !permanent && attempt < (job.opts.attempts ?? 1);
-    await deps.prisma.callbackDelivery.create({
+    const durationMs = Date.now() - started;
+    const delivery = deps.prisma.callbackDelivery.create({
       data: {
         id: randomUUID(),
         taskId,
@@ -107,9 +108,32 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
         error: failure ? toErrorRecord(failure).message : null,
         delivered: !failure,
         willRetry,
-        durationMs: Date.now() - started,
+        durationMs,
       },
     });
+    if (deps.config.TASK_HISTORY === 'off') await delivery;
+    else {
+      // The task's history too, in the same transaction (README "History").
+      await deps.prisma.$transaction([
+        delivery,
+        deps.prisma.taskEvent.create({
+          data: {
+            taskId,
+            taskCreatedAt: task.createdAt,
+            run,
+            type: failure ? 'callback_failed' : 'callback_delivered',
+            attempt,
+            at: new Date(),
+            data: {
+              event,
+              status_code: statusCode ?? null,
+              ...(failure ? { error: toErrorRecord(failure).message, will_retry: willRetry } : {}),
+              duration_ms: durationMs,
+            },
+          },
+        }),
+      ]);
+    }
     deps.metrics.callbackDeliveries.inc({ outcome: failure ? 'failed' : 'delivered' });
     if (!failure) {
       logger.info('callback delivered', { status: statusCode });

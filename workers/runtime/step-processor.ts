@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { type Job, UnrecoverableError } from 'bullmq';
 import type { z } from 'zod';
 import { attemptOutcome } from '../../src/engine/decide.js';
@@ -21,6 +22,7 @@ import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
 import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
 import type { Runs } from '../../src/tasks/runs.js';
 import type { ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
+import { retryDelay } from './backoff.js';
 import { postpone } from './postpone.js';
 import { progressReporter } from './progress.js';
 import type { StopSignals } from './stop-signals.js';
@@ -65,6 +67,8 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
   const { registry, settings, runs, stops, config, metrics } = deps;
+  /** Who ran an attempt, in the history: this host and process. */
+  const worker = `${hostname()}/${process.pid}`;
 
   function count(tool: string, status: StepOutcome, startedAt: Date): void {
     metrics.stepsFinished.inc({ tool, status });
@@ -86,7 +90,8 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     if (job.data.parked) return commitParked(job, token, logger);
 
     const startedAt = new Date();
-    const claimStart = () => runs.claim({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt: delivery, at: startedAt });
+    const who = { try: attempt, worker, ...(job.id !== undefined ? { jobId: job.id } : {}) };
+    const claimStart = () => runs.claim({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt: delivery, at: startedAt, ...who });
     /** The step finished already (delivered again after its worker died), or its task ended: what its result caused is made sure of instead. */
     const notRunnable = async (): Promise<unknown> => {
       try {
@@ -249,6 +254,9 @@ export function createStepProcessor(deps: StepProcessorDeps) {
         run,
         stepId,
         attempt: result.attempt,
+        try: job.attemptsMade + 1,
+        worker,
+        ...(job.id !== undefined ? { jobId: job.id } : {}),
         status: result.status,
         ...(result.output !== undefined ? { output: result.output } : {}),
         ...(result.error !== undefined ? { error: result.error } : {}),
@@ -318,15 +326,31 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     });
     const record = { ...toErrorRecord(error), retryable: outcome.retry };
     if (outcome.retry) {
+      // The delay is chosen here, to be recorded with the retry; the backoff strategy uses it (worker-runtime.ts).
+      const retryAfterMs = error instanceof RetryableError ? error.retryAfterMs : undefined;
+      const delayMs = retryDelay(job.data.retry.backoff, attempt, retryAfterMs);
       // Only shows the latest error while the step waits for its next try: not worth failing over.
       await runs
-        .note({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt: delivery, error: record })
+        .note({
+          taskId,
+          run,
+          stepId,
+          ...(item !== undefined ? { item } : {}),
+          attempt: delivery,
+          error: record,
+          try: attempt,
+          startedAt,
+          finishedAt: new Date(),
+          delayMs,
+        })
         .catch((writeError: Error) => logger.warn('could not record the failed attempt', { error: writeError.message }));
       metrics.stepRetries.inc({ tool });
       logger.warn('step attempt failed; it will be retried', { error: redactValues(record.message, await secretsOf(job)) });
       // BullMQ retries it, keeping the message and stack in Redis: only the capped message goes
       // there. The backoff strategy reads retryAfterMs from a RetryableError.
-      throw new RetryableError(record.message, error instanceof RetryableError ? error.retryAfterMs : undefined);
+      const retry = new RetryableError(record.message, retryAfterMs);
+      retry.delayMs = delayMs;
+      throw retry;
     }
     const status = stopped ? 'cancelled' : 'failed';
     const recorded = await commit(job, token, {

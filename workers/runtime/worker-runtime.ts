@@ -132,6 +132,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
           backoffStrategy: (failures: number, type?: string, error?: Error, job?: MinimalJob) => {
             if (type !== BACKOFF_TYPE || !job) return 0;
             const data = job.data as StepJobData;
+            if (error instanceof RetryableError && error.delayMs !== undefined) return error.delayMs;
             return retryDelay(data.retry.backoff, failures, error instanceof RetryableError ? error.retryAfterMs : undefined);
           },
         },

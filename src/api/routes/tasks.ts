@@ -26,6 +26,14 @@ export const stepItemsQuery = z
   })
   .strict();
 
+export const historyQuery = z
+  .object({
+    after: z.string().max(64).optional().meta({ description: "The previous page's `next_cursor`." }),
+    limit: z.coerce.number().int().min(1).max(500).default(100),
+    step: z.string().min(1).max(64).optional().meta({ description: "Only this step's events (its items' too)." }),
+  })
+  .strict();
+
 export const listTasksQuery = z
   .object({
     status: z
@@ -195,6 +203,33 @@ export const TASK_ROUTES: Route[] = [
       ),
     }),
   }),
+  route({
+    method: 'get',
+    path: '/tasks/{task_id}/history',
+    operationId: 'getTaskHistory',
+    access: 'tasks',
+    summary: "Read a task's durable history: every state change, attempt, retry and callback delivery, in order",
+    description:
+      'Kept as long as the task (RETENTION_DAYS). Each event has its `seq` (increasing in the order of the changes), `type`, `at`, `run`, the step (and item) it concerns and its `data`; README "History" lists them. A page at a time, oldest first; `?step=` keeps one step\'s events.',
+    tags: tasksTag,
+    params: taskIdParam,
+    query: historyQuery,
+    responses: {
+      200: { description: 'A page of events.', body: r.taskHistorySchema, examples: ex.taskHistoryExamples },
+      400: invalid('The query or the cursor is invalid.'),
+      404: notFound('No such task (`task_not_found`).'),
+      410: gone,
+      503: unavailable,
+    },
+    handler: async ({ params, query, req }, { tasks }) => ({
+      status: 200,
+      body: await tasks.history(
+        params.task_id,
+        { limit: query.limit, ...(query.after !== undefined ? { after: query.after } : {}), ...(query.step !== undefined ? { stepId: query.step } : {}) },
+        ownerScope(req),
+      ),
+    }),
+  }),
   TASK_EVENTS_ROUTE,
   route({
     method: 'post',
@@ -213,7 +248,7 @@ export const TASK_ROUTES: Route[] = [
       503: unavailable,
     },
     handler: async ({ params, req }, { tasks }) => {
-      await tasks.cancel(params.task_id, ownerScope(req));
+      await tasks.cancel(params.task_id, ownerScope(req), submitter(req));
       return {
         status: 200,
         body: { task_id: params.task_id, status: 'cancelled', message: 'Task cancelled; running steps are being stopped', timestamp: new Date().toISOString() },
@@ -238,7 +273,7 @@ export const TASK_ROUTES: Route[] = [
     },
     handler: async ({ params, req }, { tasks }) => ({
       status: 202,
-      body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req))).run),
+      body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req), submitter(req))).run),
     }),
   }),
 ];

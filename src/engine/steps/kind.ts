@@ -54,6 +54,12 @@ export interface Run {
   need(kind: 'output' | 'items', stepId: string): void;
   /** The id of a new task (a sub-workflow's child). */
   newTaskId(taskType: string): string;
+  /**
+   * Adds an event that is no status change to the task's history (README "History"), e.g.
+   * `{ type: 'signal_received', stepId, data: { by, at } }`; status changes are recorded by
+   * setStep and setTask themselves. `at` defaults to the decision's time.
+   */
+  record(event: { type: string; stepId?: string; item?: number; attempt?: number; at?: Date; data?: Record<string, unknown> }): void;
   readonly decision: Decision;
 }
 

@@ -117,18 +117,27 @@ export const waitStep: StepKindModule = {
     if (state.status !== 'waiting' || (state.reason !== 'signal' && state.reason !== 'approval')) return false;
     const spec = step.wait!;
     if (report.type === 'wake') {
+      run.record({ type: 'wait_timed_out', stepId: step.id, at: report.at, data: { on_timeout: spec.on_timeout } });
       run.setStep(step, { reason: null });
       if (spec.on_timeout === 'continue') completeTimedOut(run, step, report.at);
       else run.fail(step, { name: 'WaitTimedOut', message: `no ${describe(step)} came within ${spec.timeout_ms} ms`, retryable: false });
       return true;
     }
     if (report.type !== 'signal' || report.signal !== spec.signal) return false;
-    run.setStep(step, { reason: null });
     if (spec.approval === undefined) {
+      run.record({ type: 'signal_received', stepId: step.id, at: report.at, data: { signal: report.signal, by: report.by, via: report.via } });
+      run.setStep(step, { reason: null });
       run.complete(step, report.payload);
       return true;
     }
     const decision = report.payload as { decision: (typeof APPROVAL_DECISIONS)[number]; comment?: string; fields?: Record<string, unknown> };
+    run.record({
+      type: 'approval_decided',
+      stepId: step.id,
+      at: report.at,
+      data: { decision: decision.decision, by: report.by, via: report.via, ...(decision.comment ? { comment: decision.comment } : {}) },
+    });
+    run.setStep(step, { reason: null });
     run.complete(step, {
       decision: decision.decision,
       approved: decision.decision === 'approved',
