@@ -32,6 +32,9 @@ import { taskView } from './task-view.js';
 /** A dead letter as stored: the API shows it (src/api/routes/dead-letters.ts). */
 export type { DeadLetter };
 
+/** The idempotency keys of tasks that schedules make start with this. */
+export const SCHEDULE_KEY_PREFIX = 'schedule:';
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface TaskServiceDeps {
@@ -63,6 +66,8 @@ export interface TaskServiceDeps {
   reachability?: Reachability;
   /** Quotas per client on unfinished tasks and their bytes (QUOTA_*); counted when `SubmitOptions.client` is given. */
   quotas?: KeyQuotas;
+  /** The schedule and tick that made a task (ScheduleStore.tickOf), for its view. */
+  tickOf?: (taskId: string) => Promise<{ name: string; tickAt: Date } | undefined>;
 }
 
 export interface SubmitOptions {
@@ -199,6 +204,11 @@ export class TaskService {
       tools: this.deps.registry.names(),
       workflows,
     });
+  }
+
+  /** Checks a request as submit does (known task type, params that fit), storing and enqueuing nothing. */
+  async check(body: TaskRequest, options: SubmitOptions = {}): Promise<void> {
+    await this.plan(body, options);
   }
 
   async submit(body: TaskRequest, options: SubmitOptions = {}): Promise<Submitted> {
@@ -358,7 +368,9 @@ export class TaskService {
     }
     const task = await this.database(() => this.deps.store.get(id));
     if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
-    return taskView(task);
+    // Only a schedule's tasks carry its idempotency keys (src/schedules/schedule-service.ts): no lookup for the others.
+    const tick = task.idempotencyKey?.startsWith(SCHEDULE_KEY_PREFIX) ? await this.database(async () => this.deps.tickOf?.(id)) : undefined;
+    return tick ? { ...taskView(task), schedule: { name: tick.name, tick_at: tick.tickAt.toISOString() } } : taskView(task);
   }
 
   /** A page of a for_each step's items, in item order; `cursor` is the last item of the previous page. */
