@@ -20,8 +20,8 @@ CREATE TABLE "schedules" (
     "created_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "updated_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
 
-    CONSTRAINT "schedules_pkey" PRIMARY KEY ("id"),
-    CONSTRAINT "schedules_one_timing" CHECK (("cron" IS NULL) <> ("every_ms" IS NULL))
+    -- Exactly one of cron and every_ms is set (src/schedules/schedule-request.ts checks it).
+    CONSTRAINT "schedules_pkey" PRIMARY KEY ("id")
 );
 
 -- CreateTable
