@@ -432,6 +432,31 @@ describe('the OpenAPI document', () => {
     expect((await call('DELETE', '/workflows/no_such_flow')).status).toBe(404);
   });
 
+  it('the schedule endpoints answer as documented', async () => {
+    const schedule = {
+      name: 'openapi-schedule',
+      cron: '0 2 * * *',
+      timezone: 'Europe/Berlin',
+      task_type: 'echo',
+      params: { a: 1 },
+      catch_up: { all_within_ms: 60_000 },
+    };
+    const created = await call('POST', '/schedules', schedule);
+    expect(created.status).toBe(201);
+    expect(created.body.next_fire_times).toHaveLength(5);
+    expect((await call('POST', '/schedules', schedule)).status).toBe(409);
+    expect((await call('POST', '/schedules', { ...schedule, name: 'openapi-bad', cron: 'not cron' })).body.error.code).toBe('invalid_schedule');
+    expect((await call('GET', '/schedules')).body.schedules).toHaveLength(1);
+    expect((await call('GET', '/schedules/openapi-schedule')).body.recent_runs).toEqual([]);
+    expect((await call('GET', '/schedules/1-not-a-name')).status).toBe(400);
+    expect((await call('GET', '/schedules/no-such-schedule')).status).toBe(404);
+    expect((await call('PATCH', '/schedules/openapi-schedule', { paused: true })).body.paused).toBe(true);
+    expect((await call('PATCH', '/schedules/openapi-schedule', { overlap: 'sometimes' })).status).toBe(400);
+    expect((await call('PATCH', '/schedules/no-such-schedule', { paused: true })).status).toBe(404);
+    expect((await call('DELETE', '/schedules/openapi-schedule')).body).toMatchObject({ deleted: true });
+    expect((await call('DELETE', '/schedules/openapi-schedule')).status).toBe(404);
+  });
+
   it('the dead-letter endpoints answer as documented', async () => {
     const [id, other] = await Promise.all([submit(h, { task_type: 'broken', params: {} }), submit(h, { task_type: 'broken', params: {} })]);
     await Promise.all([waitForTask(h, id), waitForTask(h, other!)]);
@@ -451,8 +476,8 @@ describe('the OpenAPI document', () => {
     expect((await call('POST', `/dead-letters/${randomUUID()}/replay`)).status).toBe(404);
   });
 
-  it('every POST answers 400, 413 and 415 for a body that is not acceptable JSON', async () => {
-    const posts = everyOperation((method) => method === 'post');
+  it('every POST and PATCH answers 400, 413 and 415 for a body that is not acceptable JSON', async () => {
+    const posts = everyOperation((method) => method === 'post' || method === 'patch');
     expect(posts.length).toBeGreaterThanOrEqual(6);
     for (const [method, url] of posts) {
       expect((await call(method, url, '{"not": json')).body.error.code, url).toBe('invalid_json');
