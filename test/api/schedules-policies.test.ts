@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DAY_MS, maintainPartitions } from '../../src/persistence/partitions.js';
 import { ScheduleStore } from '../../src/persistence/schedule-store.js';
 import { ScheduleQueue } from '../../src/queue/schedule-queue.js';
 import { Shards } from '../../src/queue/shards.js';
@@ -200,5 +201,18 @@ describe('schedule policies', () => {
     await h.request('PATCH', `/schedules/${name}`, { params: { ms: 1 } });
     await tick(id, first + HOUR);
     expect((await runs(name)).map((recorded) => recorded.outcome)).toEqual(['failed', 'created']);
+  });
+
+  it('ticks expire with RETENTION_DAYS, as the tasks they made', async () => {
+    const { id, first } = await hourly({ overlap: 'allow' });
+    await tick(id, first);
+    await h.db.sql.$executeRawUnsafe(
+      `INSERT INTO schedule_ticks (schedule_id, tick_at, schedule_name, outcome, recorded_at) VALUES ($1::uuid, $2, 'old', 'skipped', $2)`,
+      id,
+      new Date(Date.now() - 40 * DAY_MS),
+    );
+    await maintainPartitions(h.db.sql, new Date(), { retentionDays: 30, aheadDays: 1 }, h.logger);
+    const left = await h.db.sql.$queryRawUnsafe<{ outcome: string }[]>(`SELECT outcome FROM schedule_ticks WHERE schedule_id = $1::uuid`, id);
+    expect(left.map((row) => row.outcome)).toEqual(['created']);
   });
 });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ScheduleQueue } from '../../src/queue/schedule-queue.js';
 import { Shards } from '../../src/queue/shards.js';
@@ -91,10 +92,12 @@ describe('schedules end to end', () => {
     expect((await h.request('PATCH', `/schedules/${name}`, { task_type: 'no_such_tool' })).body.error.code).toBe('unknown_task_type');
   });
 
-  it('shows the next 5 fire times in the time zone, and none while paused', async () => {
-    const name = uniqueName('nightly');
-    await h.request('POST', '/schedules', { name, cron: '0 2 * * *', timezone: 'Europe/Berlin', task_type: 'echo', catch_up: 'latest' });
+  it('takes the shipped nightly example, shows its next 5 fire times in its time zone, and none while paused', async () => {
+    const example = JSON.parse(readFileSync(new URL('../../src/schedules/examples/nightly-report.json', import.meta.url), 'utf8'));
+    const name = example.name;
+    expect((await h.request('POST', '/schedules', example)).status).toBe(201);
     const { body } = await h.request('GET', `/schedules/${name}`);
+    expect(body).toMatchObject({ cron: '0 2 * * *', timezone: 'Europe/Berlin', task_type: 'notify', overlap: 'skip', catch_up: 'latest' });
     expect(body.next_fire_times).toHaveLength(5);
     for (const at of body.next_fire_times as string[]) {
       // 02:00 in Berlin is 01:00 UTC in winter and 00:00 UTC in summer.
