@@ -119,12 +119,13 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     workflowNames: () => workflows.names(),
     tickOf: (taskId) => scheduleStore.tickOf(taskId),
   });
-  const scheduleQueue = new ScheduleQueue(redis, queues.shards[0]!.prefix);
+  const scheduleQueue = new ScheduleQueue(redis, queues.shards[0]!.prefix, logger);
   const schedules = new ScheduleService({
     store: scheduleStore,
     queue: scheduleQueue,
     logger,
     checkTask: (request, options) => tasks.check(request, options),
+    reachability: db.reachability,
   });
   const streams = new EventStreams();
   const admission = new Admission(

@@ -1,4 +1,5 @@
 import { Queue } from 'bullmq';
+import type { Logger } from '../lib/logger.js';
 import { bullmqTelemetry } from '../observability/tracing.js';
 import type { RedisClient } from './redis.js';
 
@@ -34,10 +35,18 @@ export class ScheduleQueue {
   readonly queue: Queue<ScheduleJobData, unknown, string>;
 
   constructor(
-    connection: RedisClient,
+    private readonly connection: RedisClient,
     readonly prefix: string,
+    logger?: Logger,
   ) {
     this.queue = new Queue<ScheduleJobData, unknown, string>(SCHEDULES_QUEUE, { connection, prefix, ...bullmqTelemetry() });
+    // Connection errors also fail the calls that meet them; without a listener BullMQ prints every reconnect attempt.
+    this.queue.on('error', (error) => logger?.debug('queue connection error', { queue: SCHEDULES_QUEUE, error: error.message }));
+  }
+
+  /** Whether the connection is up (a producer's commands fail at once while it is not). */
+  connected(): boolean {
+    return this.connection.status === 'ready';
   }
 
   /** Creates or replaces a schedule's job scheduler. An interval starts at its next multiple since the epoch, as the schedule's own tick times. */

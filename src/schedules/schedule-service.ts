@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ApiError, ConflictError, DependencyUnavailableError, NotFoundError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import type { Reachability } from '../persistence/database.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import type { ScheduleChange, ScheduleRow, ScheduleStore, TickRow } from '../persistence/schedule-store.js';
 import { isRedisUnavailable } from '../queue/redis.js';
@@ -26,6 +27,8 @@ export interface ScheduleServiceDeps {
   checkTask: (request: TaskRequest, options: SubmitOptions) => Promise<void>;
   /** Submits a tick's task (TaskService.submit); only the worker side needs it. */
   submit?: (request: TaskRequest, options: SubmitOptions) => Promise<Submitted>;
+  /** Whether PostgreSQL can be reached: while it cannot, requests answer 503 at once instead of waiting for a connection. */
+  reachability?: Reachability;
   /** @defaultValue DEFAULT_MISFIRE_GRACE_MS */
   graceMs?: number;
   /** @defaultValue DEFAULT_DRAIN_INTERVAL_MS */
@@ -91,6 +94,7 @@ export class ScheduleService {
   }
 
   private async database<T>(work: () => Promise<T>): Promise<T> {
+    if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
     try {
       return await work();
     } catch (error) {
@@ -100,6 +104,7 @@ export class ScheduleService {
   }
 
   private async redis<T>(work: () => Promise<T>): Promise<T> {
+    if (!this.deps.queue.connected()) throw new DependencyUnavailableError('redis');
     try {
       return await work();
     } catch (error) {
@@ -116,7 +121,9 @@ export class ScheduleService {
       await this.deps.checkTask({ task_type: taskType, params }, { owner });
     } catch (error) {
       if (error instanceof NotFoundError && (error.code === 'unknown_task_type' || error.code === 'workflow_not_found')) {
-        throw new ValidationError(`unknown task_type: ${error.message}`, [{ path: 'task_type', message: error.message }], 'unknown_task_type');
+        const known = (error.details as { known_task_types?: string[] } | undefined)?.known_task_types;
+        const message = known ? `${error.message}; known: ${known.join(', ')}` : error.message;
+        throw new ValidationError(`unknown task_type: ${error.message}`, [{ path: 'task_type', message }], 'unknown_task_type');
       }
       throw error;
     }
@@ -152,6 +159,8 @@ export class ScheduleService {
 
   async create(body: CreateSchedule, owner: string): Promise<ScheduleView> {
     await this.checkTask(body.task_type, body.params, owner);
+    // Known down: answer at once, before storing anything.
+    if (!body.paused && !this.deps.queue.connected()) throw new DependencyUnavailableError('redis');
     const now = this.now();
     const id = randomUUID();
     const row = {
@@ -223,6 +232,11 @@ export class ScheduleService {
       if (updated.paused) await this.deps.queue.uninstall(updated.id);
       else if (retimed || resumed || change.paused === false) await this.deps.queue.install(updated.id, repeatOf(updated));
       if (resumed) await this.deps.queue.catchUp(updated.id);
+    }).catch(async (error: unknown) => {
+      // Redis refused: the schedule is put back as it was, so that the 503 means nothing changed.
+      const before = Object.fromEntries(Object.keys(columns).map((column) => [column, row[column as keyof ScheduleRow]])) as ScheduleChange;
+      await this.deps.store.update(row.id, before).catch(() => undefined);
+      throw error;
     });
     this.deps.logger.info('schedule changed', { schedule: name, fields: Object.keys(change) });
     return this.view(updated);

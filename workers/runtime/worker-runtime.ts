@@ -114,7 +114,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
   });
-  const scheduleQueue = new ScheduleQueue(connection, queues.shards[0]!.prefix);
+  const scheduleQueue = new ScheduleQueue(connection, queues.shards[0]!.prefix, logger);
   const schedules = new ScheduleService({
     store: new ScheduleStore(sql),
     queue: scheduleQueue,
