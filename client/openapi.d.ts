@@ -2893,6 +2893,15 @@ export interface operations {
                     };
                 };
             };
+            /** @description The name is not a schedule name. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
             /** @description API keys are configured and no valid key was sent (`unauthorized`). */
             401: {
                 headers: {

@@ -455,6 +455,7 @@ describe('the OpenAPI document', () => {
     expect((await call('PATCH', '/schedules/no-such-schedule', { paused: true })).status).toBe(404);
     expect((await call('DELETE', '/schedules/openapi-schedule')).body).toMatchObject({ deleted: true });
     expect((await call('DELETE', '/schedules/openapi-schedule')).status).toBe(404);
+    expect((await call('DELETE', '/schedules/1-not-a-name')).status).toBe(400);
   });
 
   it('the dead-letter endpoints answer as documented', async () => {

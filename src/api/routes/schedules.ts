@@ -98,6 +98,7 @@ export const SCHEDULE_ROUTES: Route[] = [
     paramExamples: { name: ex.EXAMPLE_SCHEDULE },
     responses: {
       200: { description: 'Deleted.', body: r.scheduleDeletedSchema, examples: ex.scheduleDeletedExamples },
+      400: invalid('The name is not a schedule name.'),
       404: missing,
       503: unavailable,
     },
