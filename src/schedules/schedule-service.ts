@@ -85,6 +85,11 @@ export function tickIdempotencyKey(scheduleId: string, tickAt: Date): string {
 export class ScheduleService {
   constructor(private readonly deps: ScheduleServiceDeps) {}
 
+  /** The BullMQ queue of the ticks, for Bull Board. */
+  get queue() {
+    return this.deps.queue.queue;
+  }
+
   get drainIntervalMs(): number {
     return this.deps.drainIntervalMs ?? DEFAULT_DRAIN_INTERVAL_MS;
   }
