@@ -24,6 +24,12 @@ export function schedulerId(scheduleId: string): string {
   return `schedule-${scheduleId}`;
 }
 
+/** A tick job's time: BullMQ names a job scheduler's jobs `repeat:<scheduler id>:<time in ms>`. */
+export function tickTime(jobId: string | undefined): Date | undefined {
+  const millis = Number(jobId?.match(/^repeat:.+:(\d+)$/)?.[1]);
+  return Number.isFinite(millis) && millis > 0 ? new Date(millis) : undefined;
+}
+
 const JOB_OPTIONS = {
   attempts: 10,
   backoff: { type: 'exponential', delay: 500 },

@@ -143,6 +143,7 @@ describe('schedules end to end', () => {
     }
     // Nothing to wait for but time: six intervals pass without a tick.
     await new Promise((resolve) => setTimeout(resolve, 1_800));
+    await poll(async () => (await ticks(name)).every((row) => row.outcome === 'created'), { label: 'every task made after the pause' });
     const after = await ticks(name);
     expect(after.filter((row) => row.tick_at.getTime() > pausedAt + 300)).toEqual([]);
     // One task per tick: as many tasks of the schedule as ticks that made one, each a different task.
@@ -194,6 +195,8 @@ describe('schedules end to end', () => {
         label: 'the pending tick recorded',
       });
       await h.request('PATCH', `/schedules/${name}`, { paused: true });
+      // A tick decided just before the pause may still be making its task.
+      await poll(async () => (await ticks(name)).every((row) => row.outcome === 'created'), { label: 'every task made after the pause' });
       const final = await ticks(name);
       expect(final.find((row) => row.tick_at.getTime() === made[2]!.tick_at.getTime())!.task_id).toBe(made[2]!.task_id);
       const tasks = await h.db.sql.$queryRawUnsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM tasks WHERE idempotency_key LIKE $1`, `schedule:${id}:%`);

@@ -15,7 +15,7 @@ import { Gates } from '../../src/queue/gates.js';
 import { BACKOFF_TYPE, CALLBACKS_QUEUE, type GateTimerData, type StepJobData, TIMERS_QUEUE, type TimerJobData, toolQueueName } from '../../src/queue/jobs.js';
 import { KeyQuotas } from '../../src/queue/key-quotas.js';
 import { createRedis } from '../../src/queue/redis.js';
-import { SCHEDULES_QUEUE, type ScheduleJobData, ScheduleQueue } from '../../src/queue/schedule-queue.js';
+import { SCHEDULES_QUEUE, type ScheduleJobData, ScheduleQueue, tickTime } from '../../src/queue/schedule-queue.js';
 import { Shards, shareOf } from '../../src/queue/shards.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
 import { ScheduleService } from '../../src/schedules/schedule-service.js';
@@ -132,7 +132,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       await job.moveToDelayed(Date.now() + schedules.drainIntervalMs, token);
       throw new DelayedError();
     }
-    const tickAt = job.name === 'tick' && job.opts.prevMillis ? new Date(job.opts.prevMillis) : undefined;
+    const tickAt = job.name === 'tick' ? tickTime(job.id) : undefined;
     return schedules.tick(scheduleId, tickAt);
   };
 
