@@ -216,7 +216,9 @@ export class ScheduleService {
     if (change.timezone !== undefined) columns.timezone = change.timezone;
     const cron = columns.every_ms !== undefined && columns.every_ms !== null ? null : (columns.cron ?? row.cron);
     const problem = cron === null ? undefined : cronProblem(cron, columns.timezone ?? row.timezone);
-    if (problem) throw new ValidationError('the schedule is invalid', [{ path: change.cron !== undefined ? 'cron' : 'timezone', message: problem }]);
+    if (problem) {
+      throw new ValidationError('the schedule is invalid', [{ path: change.cron !== undefined ? 'cron' : 'timezone', message: problem }], 'invalid_schedule');
+    }
     const retimed = change.cron !== undefined || change.every_ms !== undefined || change.timezone !== undefined;
     // New timing: only its ticks from now on count, none of the past ones.
     if (retimed) columns.decided_until = now;

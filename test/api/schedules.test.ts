@@ -85,7 +85,12 @@ describe('schedules end to end', () => {
     }
     const badPatch = await h.request('PATCH', `/schedules/${name}`, { cron: '0 25 * * *' });
     expect(badPatch.status).toBe(400);
-    expect(badPatch.body.error.details[0].path).toBe('cron');
+    expect(badPatch.body.error).toMatchObject({ code: 'invalid_schedule', details: [{ path: 'cron' }] });
+    // An interval schedule becomes a cron one in a time zone.
+    const every = uniqueName('every');
+    await h.request('POST', '/schedules', { name: every, every_ms: 60_000, task_type: 'echo', paused: true });
+    const toCron = await h.request('PATCH', `/schedules/${every}`, { cron: '*/5 * * * *', timezone: 'Asia/Tokyo' });
+    expect(toCron.body).toMatchObject({ cron: '*/5 * * * *', every_ms: null, timezone: 'Asia/Tokyo' });
     const badZone = await h.request('PATCH', `/schedules/${name}`, { timezone: 'Nowhere/Atall' });
     expect(badZone.status).toBe(400);
     expect(badZone.body.error.details[0].path).toBe('timezone');
