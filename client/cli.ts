@@ -5,8 +5,10 @@ import {
   createClient,
   type FollowEvent,
   type HistoryEvent,
+  type NewSchedule,
   type OrchestratorClient,
   OrchestratorError,
+  type Schedule,
   type StepItemQuery,
   type TaskView,
   type WorkflowDefinition,
@@ -38,6 +40,15 @@ Commands:
   workflows get <name> [--version N]
                                    a workflow's definition
   workflows push <file.json>       store a definition (a new version when the name exists)
+  schedules list                   the schedules
+  schedules get <name>             a schedule, its next 5 fire times and its latest runs
+  schedules create <name> (--cron EXPR [--timezone TZ] | --every-ms N) --type T [--params JSON]
+                   [--overlap skip|allow|buffer_one] [--catch-up none|latest|MS] [--paused]
+                                   create a schedule (--catch-up MS: every missed tick of the
+                                   last MS milliseconds); or: schedules create --file F.json
+  schedules pause <name>           stop its ticks
+  schedules resume <name>          start them again (missed ticks run as its catch-up says)
+  schedules delete <name>          delete it (its tasks are kept)
 
 Options:
   --url URL        the API (ORCHESTRATOR_URL; default http://127.0.0.1:3000)
@@ -109,6 +120,17 @@ const COMMANDS: Record<string, Options> = {
   signal: { payload: { type: 'string' } },
   tools: {},
   workflows: { version: { type: 'string' } },
+  schedules: {
+    cron: { type: 'string' },
+    timezone: { type: 'string' },
+    'every-ms': { type: 'string' },
+    type: { type: 'string' },
+    params: { type: 'string' },
+    overlap: { type: 'string' },
+    'catch-up': { type: 'string' },
+    paused: { type: 'boolean' },
+    file: { type: 'string' },
+  },
 };
 
 function integer(name: string, value: string | undefined): number | undefined {
@@ -343,6 +365,8 @@ async function run(argv: string[]): Promise<number> {
     }
     case 'workflows':
       return workflows(client, argument('list, get or push'), args, { json, version: integer('version', option('version')) });
+    case 'schedules':
+      return schedules(client, argument('list, get, create, pause, resume or delete'), args, { json, option });
   }
   throw new UsageError(`unknown command '${command}'`);
 }
@@ -373,6 +397,90 @@ async function workflows(client: OrchestratorClient, action: string, args: strin
     return 0;
   }
   throw new UsageError(`unknown workflows action '${action}' (list, get or push)`);
+}
+
+function readJsonFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read ${path}: ${(error as Error).message}`);
+  }
+  return jsonObject(path, text);
+}
+
+/** A schedule from the flags of `schedules create`. */
+function scheduleFromFlags(name: string, option: (name: string) => string | undefined, paused: boolean): NewSchedule {
+  const taskType = option('type');
+  if (taskType === undefined) throw new UsageError('schedules create needs --type (a tool or a workflow)');
+  const everyMs = integer('every-ms', option('every-ms'));
+  const catchUp = option('catch-up');
+  return {
+    name,
+    task_type: taskType,
+    ...(option('cron') !== undefined ? { cron: option('cron')! } : {}),
+    ...(everyMs !== undefined ? { every_ms: everyMs } : {}),
+    ...(option('timezone') !== undefined ? { timezone: option('timezone')! } : {}),
+    ...(option('params') !== undefined ? { params: jsonObject('--params', option('params')!) } : {}),
+    ...(option('overlap') !== undefined ? { overlap: option('overlap') as NewSchedule['overlap'] } : {}),
+    ...(catchUp !== undefined ? { catch_up: /^\d+$/.test(catchUp) ? { all_within_ms: Number(catchUp) } : (catchUp as 'none' | 'latest') } : {}),
+    ...(paused ? { paused: true } : {}),
+  };
+}
+
+const timingOf = (schedule: Schedule) => (schedule.cron !== null ? `cron '${schedule.cron}' ${schedule.timezone}` : `every ${schedule.every_ms} ms`);
+
+async function schedules(
+  client: OrchestratorClient,
+  action: string,
+  args: string[],
+  options: { json: boolean; option: (name: string) => string | undefined },
+): Promise<number> {
+  const show = (schedule: Schedule, done: string) => (options.json ? printJson(schedule) : print(`schedule ${schedule.name} ${done}`));
+  if (action === 'list') {
+    const list = await client.schedules.list();
+    if (options.json) printJson(list);
+    else
+      printTable(
+        list.map((schedule) => [schedule.name, timingOf(schedule), schedule.task_type, schedule.paused ? 'paused' : (schedule.next_fire_times[0] ?? '')]),
+      );
+    return 0;
+  }
+  if (action === 'create' && options.option('file') !== undefined) {
+    show(await client.schedules.create(readJsonFile(options.option('file')!) as NewSchedule), 'created');
+    return 0;
+  }
+  const name = args[0];
+  if (name === undefined) throw new UsageError(`schedules ${action} needs a name`);
+  switch (action) {
+    case 'get': {
+      const schedule = await client.schedules.get(name);
+      if (options.json) {
+        printJson(schedule);
+        return 0;
+      }
+      print(`schedule ${schedule.name}: ${timingOf(schedule)}, ${schedule.task_type}, overlap ${schedule.overlap}${schedule.paused ? ', paused' : ''}`);
+      for (const at of schedule.next_fire_times) print(`  next ${at}`);
+      printTable(schedule.recent_runs.map((run) => [`  ${run.tick_at}`, run.outcome, run.task_id ?? '', run.status ?? run.error ?? '']));
+      return 0;
+    }
+    case 'create':
+      show(await client.schedules.create(scheduleFromFlags(name, options.option, options.option('paused') !== undefined)), 'created');
+      return 0;
+    case 'pause':
+      show(await client.schedules.pause(name), 'paused');
+      return 0;
+    case 'resume':
+      show(await client.schedules.resume(name), 'resumed');
+      return 0;
+    case 'delete': {
+      const deleted = await client.schedules.delete(name);
+      if (options.json) printJson(deleted);
+      else print(`schedule ${name} deleted`);
+      return 0;
+    }
+  }
+  throw new UsageError(`unknown schedules action '${action}' (list, get, create, pause, resume or delete)`);
 }
 
 /** The API's code and message, and each problem's path; a network error names what it could not reach. */

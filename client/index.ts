@@ -21,6 +21,11 @@ export type TaskSummary = Schemas['TaskSummary'];
 export type StoredWorkflow = Schemas['StoredWorkflow'];
 export type WorkflowSummary = Schemas['WorkflowSummary'];
 export type Tool = Schemas['Tool'];
+export type Schedule = Schemas['Schedule'];
+export type ScheduleDetail = Schemas['ScheduleDetail'];
+export type ScheduleRun = Schemas['ScheduleRun'];
+export type NewSchedule = Schemas['CreateScheduleRequest'];
+export type ScheduleChange = Schemas['UpdateScheduleRequest'];
 export type TaskQuery = NonNullable<operations['listTasks']['parameters']['query']>;
 export type StepItemQuery = NonNullable<operations['listStepItems']['parameters']['query']>;
 export type HistoryQuery = NonNullable<operations['getTaskHistory']['parameters']['query']>;
@@ -125,6 +130,22 @@ export class OrchestratorClient {
       ...(options.fetch ? { fetch: options.fetch } : {}),
     });
   }
+
+  /** Schedules: a task on every tick of a cron expression or an interval (README "Schedules"). */
+  readonly schedules = {
+    /** Creates a schedule (201); a bad cron or time zone throws `invalid_schedule` with the reason at its path, a taken name `schedule_exists`. */
+    create: async (schedule: NewSchedule): Promise<Schedule> => (await unwrap(this.api.POST('/schedules', { body: schedule }))).data,
+    list: async (): Promise<Schedule[]> => (await unwrap(this.api.GET('/schedules'))).data.schedules,
+    /** The schedule with its next 5 fire times and its latest runs (tick, outcome, task). */
+    get: async (name: string): Promise<ScheduleDetail> => (await unwrap(this.api.GET('/schedules/{name}', { params: { path: { name } } }))).data,
+    /** Changes only the fields given. */
+    update: async (name: string, change: ScheduleChange): Promise<Schedule> =>
+      (await unwrap(this.api.PATCH('/schedules/{name}', { params: { path: { name } }, body: change }))).data,
+    pause: async (name: string): Promise<Schedule> => this.schedules.update(name, { paused: true }),
+    /** Resumes it; the ticks missed meanwhile run as its `catch_up` says. */
+    resume: async (name: string): Promise<Schedule> => this.schedules.update(name, { paused: false }),
+    delete: async (name: string) => (await unwrap(this.api.DELETE('/schedules/{name}', { params: { path: { name } } }))).data,
+  };
 
   /**
    * Submits a task: a tool or a workflow by name, or a workflow declared with `defineWorkflow`

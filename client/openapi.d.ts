@@ -332,6 +332,52 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/schedules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the schedules */
+        get: operations["listSchedules"];
+        put?: never;
+        /**
+         * Create a schedule
+         * @description Exactly one of `cron` and `every_ms`. The task type and params are checked as /assign-task checks them. Its tasks belong to the key that creates it.
+         */
+        post: operations["createSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/schedules/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Read a schedule, its next 5 ticks and its latest runs */
+        get: operations["getSchedule"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a schedule
+         * @description No further tick makes a task; the tasks it made are kept and still name it.
+         */
+        delete: operations["deleteSchedule"];
+        options?: never;
+        head?: never;
+        /**
+         * Pause, resume or change a schedule
+         * @description Only the fields given change. `{"paused": true}` stops its ticks; `{"paused": false}` resumes it, and the ticks missed meanwhile run as `catch_up` says. A new cron, interval or time zone counts from now.
+         */
+        patch: operations["updateSchedule"];
+        trace?: never;
+    };
     "/dead-letters": {
         parameters: {
             query?: never;
@@ -743,6 +789,79 @@ export interface components {
                 per_second?: number;
             };
         };
+        CreateScheduleRequest: {
+            /**
+             * @description Unique across the deployment; part of the URL.
+             * @example nightly-report
+             */
+            name: string;
+            /**
+             * @description A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first. Evaluated in `timezone`.
+             * @example 0 2 * * *
+             */
+            cron?: string;
+            /** @description Instead of cron: a tick every so many milliseconds, at multiples of it since 1970-01-01T00:00Z (at least 100). */
+            every_ms?: number;
+            /**
+             * @description IANA time zone of the cron expression (ignored with every_ms).
+             * @default UTC
+             * @example Europe/Berlin
+             */
+            timezone?: string;
+            /** @description A tool or a registered workflow, as in /assign-task. */
+            task_type: string;
+            /**
+             * @description The params of every task the schedule makes, checked like /assign-task's when stored (at most 65536 bytes as JSON).
+             * @default {}
+             */
+            params?: {
+                [key: string]: unknown;
+            };
+            /**
+             * @description A tick while an earlier task of the schedule is still queued or running: `skip` makes no task (the tick is recorded as skipped), `allow` makes one anyway, `buffer_one` lets one tick wait and starts it when the running task ends (further ticks are skipped).
+             * @default skip
+             * @enum {string}
+             */
+            overlap?: "skip" | "allow" | "buffer_one";
+            /** @default none */
+            catch_up?: components["schemas"]["ScheduleCatchUp"];
+            /**
+             * @description A paused schedule makes no task; resuming it applies `catch_up`.
+             * @default false
+             */
+            paused?: boolean;
+        };
+        UpdateScheduleRequest: {
+            /**
+             * @description A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first. Evaluated in `timezone`.
+             * @example 0 2 * * *
+             */
+            cron?: string;
+            /** @description Instead of cron: a tick every so many milliseconds, at multiples of it since 1970-01-01T00:00Z (at least 100). */
+            every_ms?: number;
+            /**
+             * @description IANA time zone of the cron expression (ignored with every_ms).
+             * @example Europe/Berlin
+             */
+            timezone?: string;
+            task_type?: string;
+            /** @description The params of every task the schedule makes, checked like /assign-task's when stored (at most 65536 bytes as JSON). */
+            params?: {
+                [key: string]: unknown;
+            };
+            /**
+             * @description A tick while an earlier task of the schedule is still queued or running: `skip` makes no task (the tick is recorded as skipped), `allow` makes one anyway, `buffer_one` lets one tick wait and starts it when the running task ends (further ticks are skipped).
+             * @enum {string}
+             */
+            overlap?: "skip" | "allow" | "buffer_one";
+            catch_up?: components["schemas"]["ScheduleCatchUp"];
+            /** @description A paused schedule makes no task; resuming it applies `catch_up`. */
+            paused?: boolean;
+        };
+        /** @description Ticks missed while the schedule was paused or no worker ran: `none` runs none, `latest` runs the most recent one, `{"all_within_ms": N}` runs every one of the last N milliseconds (at most 1000). */
+        ScheduleCatchUp: ("none" | "latest") | {
+            all_within_ms: number;
+        };
         /**
          * Format: date-time
          * @description ISO 8601 date and time, UTC.
@@ -826,6 +945,11 @@ export interface components {
             };
             steps: components["schemas"]["TaskStep"][];
             callback?: components["schemas"]["TaskCallback"];
+            /** @description A task a schedule made: the schedule and the tick it was made for (GET /schedules/{name}). */
+            schedule?: {
+                name: string;
+                tick_at: components["schemas"]["Timestamp"];
+            };
             created_at: components["schemas"]["Timestamp"];
             started_at: components["schemas"]["Timestamp"] | null;
             finished_at: components["schemas"]["Timestamp"] | null;
@@ -1177,6 +1301,62 @@ export interface components {
             redis: "up" | "down";
             /** @enum {string} */
             database: "up" | "down";
+        };
+        /** @description A schedule: a task of `task_type` with `params` on every tick (README "Schedules"). */
+        Schedule: {
+            name: string;
+            cron: string | null;
+            every_ms: number | null;
+            timezone: string;
+            task_type: string;
+            params: {
+                [key: string]: unknown;
+            };
+            /** @enum {string} */
+            overlap: "skip" | "allow" | "buffer_one";
+            catch_up: ("none" | "latest") | {
+                all_within_ms: number;
+            };
+            paused: boolean;
+            /** @description The next 5 ticks (none while paused). */
+            next_fire_times: components["schemas"]["Timestamp"][];
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        ScheduleDetail: {
+            name: string;
+            cron: string | null;
+            every_ms: number | null;
+            timezone: string;
+            task_type: string;
+            params: {
+                [key: string]: unknown;
+            };
+            /** @enum {string} */
+            overlap: "skip" | "allow" | "buffer_one";
+            catch_up: ("none" | "latest") | {
+                all_within_ms: number;
+            };
+            paused: boolean;
+            /** @description The next 5 ticks (none while paused). */
+            next_fire_times: components["schemas"]["Timestamp"][];
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+            /** @description The latest 20 ticks, newest first (missed ticks that catch_up did not run leave none). */
+            recent_runs: components["schemas"]["ScheduleRun"][];
+        };
+        ScheduleRun: {
+            /** @description The tick the task was made for. */
+            tick_at: components["schemas"]["Timestamp"];
+            /**
+             * @description `created`: its task was made (`task_id`); `pending`: being made; `skipped`: the overlap policy made none; `buffered`: waits for the running task to end (buffer_one); `failed`: the task could not be made (`error`).
+             * @enum {string}
+             */
+            outcome: "created" | "pending" | "skipped" | "buffered" | "failed";
+            task_id: string | null;
+            /** @description The task's status; null without a task, or once it expired. */
+            status: ("queued" | "running" | "completed" | "failed" | "cancelled") | null;
+            error?: string;
         };
     };
     responses: never;
@@ -3032,6 +3212,435 @@ export interface operations {
                 };
             };
             /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), both with `Retry-After` in seconds; nothing was created. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listSchedules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedules, by name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        schedules: components["schemas"]["Schedule"][];
+                    };
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    createSchedule: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateScheduleRequest"];
+            };
+        };
+        responses: {
+            /** @description Stored and installed. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            /** @description The body is invalid (`invalid_schedule`: a bad cron expression or time zone, with the reason at its path), the task type is unknown (`unknown_task_type`) or the params do not fit it (`invalid_params`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A schedule of that name exists (`schedule_exists`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Unique across the deployment; part of the URL.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The schedule. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduleDetail"];
+                };
+            };
+            /** @description The name is not a schedule name. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No schedule has that name, or it is another client key's (`schedule_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deleteSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Unique across the deployment; part of the URL.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        name: string;
+                        /** @constant */
+                        deleted: true;
+                        message: string;
+                    };
+                };
+            };
+            /** @description The name is not a schedule name. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No schedule has that name, or it is another client key's (`schedule_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    updateSchedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description Unique across the deployment; part of the URL.
+                 * @example nightly-report
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["UpdateScheduleRequest"];
+            };
+        };
+        responses: {
+            /** @description Changed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            /** @description The body is invalid (`invalid_schedule`), the task type unknown (`unknown_task_type`) or the params do not fit it (`invalid_params`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No schedule has that name, or it is another client key's (`schedule_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -11,6 +11,7 @@ import type { EventLog } from '../queue/event-log.js';
 import type { EventNotices } from '../queue/event-notices.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
+import type { ScheduleService } from '../schedules/schedule-service.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
@@ -35,6 +36,7 @@ export interface AppDeps {
   registry: ToolRegistry;
   tasks: TaskService;
   workflows: WorkflowService;
+  schedules: ScheduleService;
   queues: TaskQueues;
   eventLog: EventLog;
   events: EventNotices;
@@ -107,6 +109,7 @@ export function createApp(deps: AppDeps): Express {
   const context: RouteContext = {
     tasks: deps.tasks,
     workflows: deps.workflows,
+    schedules: deps.schedules,
     tools: deps.registry.list().map(describeTool),
     stats: deps.stats,
     statsMaxWindowDays: config.STATS_MAX_WINDOW_DAYS,

@@ -620,3 +620,65 @@ export const callbackSecretExamples: Record<string, ApiExample> = {
     },
   },
 };
+
+// Schedules
+
+/** The schedule POST /schedules's example stores; the other schedule operations' examples use it, deleting it last. */
+export const EXAMPLE_SCHEDULE = 'nightly-report';
+
+export const createScheduleExamples: Record<string, ApiExample> = {
+  nightly: {
+    summary: 'Every night at 02:00 Berlin time (the example of README "Schedules")',
+    value: {
+      name: EXAMPLE_SCHEDULE,
+      cron: '0 2 * * *',
+      timezone: 'Europe/Berlin',
+      task_type: 'echo',
+      params: { report: 'daily-sales' },
+      overlap: 'skip',
+      catch_up: 'latest',
+    },
+  },
+};
+
+export const updateScheduleExamples: Record<string, ApiExample> = {
+  pause: { summary: 'Pause it', value: { paused: true } },
+  resume: { summary: 'Resume it: missed ticks run as catch_up says', value: { paused: false } },
+  retime: { summary: 'Move it to 03:30 and run every missed tick of the last 6 hours', value: { cron: '30 3 * * *', catch_up: { all_within_ms: 21_600_000 } } },
+};
+
+const nightly = {
+  name: EXAMPLE_SCHEDULE,
+  cron: '0 2 * * *',
+  every_ms: null,
+  timezone: 'Europe/Berlin',
+  task_type: 'echo',
+  params: { report: 'daily-sales' },
+  overlap: 'skip',
+  catch_up: 'latest',
+  paused: false,
+  next_fire_times: ['2026-11-24T01:00:00.000Z', '2026-11-25T01:00:00.000Z', '2026-11-26T01:00:00.000Z', '2026-11-27T01:00:00.000Z', '2026-11-28T01:00:00.000Z'],
+  created_at: '2026-11-22T09:12:44.120Z',
+  updated_at: '2026-11-22T09:12:44.120Z',
+};
+
+export const scheduleExamples: Record<string, ApiExample> = { nightly: { summary: 'A nightly schedule', value: nightly } };
+
+export const scheduleListExamples: Record<string, ApiExample> = { schedules: { summary: 'The schedules this key sees', value: { schedules: [nightly] } } };
+
+export const scheduleDetailExamples: Record<string, ApiExample> = {
+  nightly: {
+    summary: 'Its next ticks, and its latest runs: one task per tick',
+    value: {
+      ...nightly,
+      recent_runs: [
+        { tick_at: '2026-11-23T01:00:00.000Z', outcome: 'created', task_id: '019ab0c3-8e40-7c21-9f3e-2d4b6a8c0e11', status: 'completed' },
+        { tick_at: '2026-11-22T01:00:00.000Z', outcome: 'created', task_id: '019aab9d-3240-7a55-8b1c-5e7f9a1b3c22', status: 'completed' },
+      ],
+    },
+  },
+};
+
+export const scheduleDeletedExamples: Record<string, ApiExample> = {
+  deleted: { summary: 'Deleted', value: { name: EXAMPLE_SCHEDULE, deleted: true, message: 'Schedule deleted; the tasks it made are kept' } },
+};

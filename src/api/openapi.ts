@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parameterSchema, retryPolicySchema, stepSchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
 import { API_KEY_SCOPES } from '../lib/config.js';
 import { PACKAGE } from '../lib/package-root.js';
+import { catchUpSchema, createScheduleSchema, updateScheduleSchema } from '../schedules/schedule-request.js';
 import { taskRequestSchema } from '../tasks/task-request.js';
 import { callbackSchema, errorRecordSchema, stepViewSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
 import { ACCESS } from './access.js';
@@ -23,7 +24,7 @@ type JsonSchema = Record<string, unknown>;
 function commonReplies(operation: Route): Record<number, ApiReply> {
   const replies: Record<number, ApiReply> = {};
   // A page's own form (served by its handler) is not JSON: its answers are its own.
-  if (operation.method === 'post' && !operation.serve) {
+  if ((operation.method === 'post' || operation.method === 'patch') && !operation.serve) {
     replies[400] = invalid('The body is not valid JSON (`invalid_json`).');
     replies[413] = { description: 'The body is larger than BODY_LIMIT (`payload_too_large`).', body: r.errorBodySchema };
     replies[415] = { description: 'A body was sent that is not `application/json` (`unsupported_media_type`).', body: r.errorBodySchema };
@@ -78,6 +79,9 @@ const REQUEST_COMPONENTS: [string, z.ZodType][] = [
   ['WorkflowDefinition', workflowDefinitionSchema],
   ['WorkflowParameter', parameterSchema],
   ['WorkflowStep', stepSchema],
+  ['CreateScheduleRequest', createScheduleSchema],
+  ['UpdateScheduleRequest', updateScheduleSchema],
+  ['ScheduleCatchUp', catchUpSchema],
 ];
 
 /** Responses are described as the API sends them (zod output: defaults filled in). */
@@ -102,6 +106,9 @@ const RESPONSE_COMPONENTS: [string, z.ZodType][] = [
   ['WorkflowSummary', r.workflowSummarySchema],
   ['DeadLetter', r.deadLetterSchema],
   ['DependencyChecks', r.dependencyChecksSchema],
+  ['Schedule', r.scheduleSchema],
+  ['ScheduleDetail', r.scheduleDetailSchema],
+  ['ScheduleRun', r.scheduleRunSchema],
 ];
 
 const INLINE = '__inline_';
@@ -271,6 +278,7 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES, opti
     tags: [
       { name: 'tasks', description: 'Submit tasks and follow them.' },
       { name: 'workflows', description: 'Workflow definitions: versioned DAGs of tool steps.' },
+      { name: 'schedules', description: 'Tasks made on every tick of a cron expression or an interval.' },
       { name: 'tools', description: 'The tool adapters workers run.' },
       { name: 'dead-letters', description: 'Steps that exhausted their retries.' },
       { name: 'system', description: 'Health, metrics and documentation.' },

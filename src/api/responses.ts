@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parameterSchema, retryPolicySchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
-import { errorRecordSchema, stepStatus, taskSummarySchema, taskViewSchema, timestamp, waitingForSchema } from '../tasks/task-view.js';
+import { OVERLAP_POLICIES } from '../schedules/decide-ticks.js';
+import { errorRecordSchema, stepStatus, taskStatus, taskSummarySchema, taskViewSchema, timestamp, waitingForSchema } from '../tasks/task-view.js';
 
 /**
  * Response shapes, one place for every body the API sends. The API description
@@ -295,3 +296,41 @@ export const notReadySchema = z.object({
     details: z.object({ checks: dependencyChecksSchema }),
   }),
 });
+
+// Schedules
+
+export const scheduleSchema = z
+  .object({
+    name: z.string(),
+    cron: z.string().nullable(),
+    every_ms: z.int().nullable(),
+    timezone: z.string(),
+    task_type: z.string(),
+    params: z.record(z.string(), z.unknown()),
+    overlap: z.enum(OVERLAP_POLICIES),
+    catch_up: z.union([z.enum(['none', 'latest']), z.object({ all_within_ms: z.int() })]),
+    paused: z.boolean(),
+    next_fire_times: z.array(timestamp).meta({ description: 'The next 5 ticks (none while paused).' }),
+    created_at: timestamp,
+    updated_at: timestamp,
+  })
+  .meta({ description: 'A schedule: a task of `task_type` with `params` on every tick (README "Schedules").' });
+
+export const scheduleRunSchema = z.object({
+  tick_at: timestamp.meta({ description: 'The tick the task was made for.' }),
+  outcome: z.enum(['created', 'pending', 'skipped', 'buffered', 'failed']).meta({
+    description:
+      '`created`: its task was made (`task_id`); `pending`: being made; `skipped`: the overlap policy made none; `buffered`: waits for the running task to end (buffer_one); `failed`: the task could not be made (`error`).',
+  }),
+  task_id: z.uuid().nullable(),
+  status: taskStatus.nullable().meta({ description: "The task's status; null without a task, or once it expired." }),
+  error: z.string().optional(),
+});
+
+export const scheduleDetailSchema = scheduleSchema.extend({
+  recent_runs: z.array(scheduleRunSchema).meta({ description: 'The latest 20 ticks, newest first (missed ticks that catch_up did not run leave none).' }),
+});
+
+export const scheduleListSchema = z.object({ schedules: z.array(scheduleSchema) });
+
+export const scheduleDeletedSchema = z.object({ name: z.string(), deleted: z.literal(true), message: z.string() });

@@ -7,6 +7,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { StatsStore } from '../persistence/stats-store.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
+import type { ScheduleService } from '../schedules/schedule-service.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
 import { type Access, requireAccess } from './access.js';
@@ -23,7 +24,7 @@ import type { ToolBody } from './responses.js';
  */
 
 type JsonSchema = Record<string, unknown>;
-export type HttpMethod = 'get' | 'post' | 'delete';
+export type HttpMethod = 'get' | 'post' | 'patch' | 'delete';
 
 /** One answer of an operation. A JSON body unless `mediaType` says otherwise. */
 export interface ApiReply {
@@ -49,6 +50,7 @@ export interface SystemInfo {
 export interface RouteContext {
   tasks: TaskService;
   workflows: WorkflowService;
+  schedules: ScheduleService;
   /** GET /tools's answer: tool schemas do not change while the process runs. */
   tools: ToolBody[];
   stats: StatsStore;

@@ -7,6 +7,7 @@ import type { Logger } from '../lib/logger.js';
 import { PACKAGE } from '../lib/package-root.js';
 import { Metrics } from '../observability/metrics.js';
 import { openDatabase } from '../persistence/database.js';
+import { ScheduleStore } from '../persistence/schedule-store.js';
 import { StatsStore } from '../persistence/stats-store.js';
 import { TaskStore } from '../persistence/task-store.js';
 import { WorkflowStore } from '../persistence/workflow-store.js';
@@ -17,8 +18,10 @@ import { Gates } from '../queue/gates.js';
 import { toolQueueName } from '../queue/jobs.js';
 import { KeyQuotas } from '../queue/key-quotas.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
+import { ScheduleQueue } from '../queue/schedule-queue.js';
 import { Shards } from '../queue/shards.js';
 import { TaskQueues } from '../queue/task-queues.js';
+import { ScheduleService } from '../schedules/schedule-service.js';
 import { Runs } from '../tasks/runs.js';
 import { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
@@ -57,6 +60,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   events.start();
   const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const store = new TaskStore(db.prisma, db.sql);
+  const scheduleStore = new ScheduleStore(db.sql);
   const quotas = new KeyQuotas(redis, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
   metrics.addGauges(
     {
@@ -113,6 +117,15 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     quotas,
     planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
+    tickOf: (taskId) => scheduleStore.tickOf(taskId),
+  });
+  const scheduleQueue = new ScheduleQueue(redis, queues.shards[0]!.prefix, logger);
+  const schedules = new ScheduleService({
+    store: scheduleStore,
+    queue: scheduleQueue,
+    logger,
+    checkTask: (request, options) => tasks.check(request, options),
+    reachability: db.reachability,
   });
   const streams = new EventStreams();
   const admission = new Admission(
@@ -149,6 +162,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     registry,
     tasks,
     workflows,
+    schedules,
     queues,
     eventLog,
     events,
@@ -215,6 +229,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       await runs.idle();
       await quotas.settled();
       await queues.close();
+      await scheduleQueue.close();
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());
       await db.close();

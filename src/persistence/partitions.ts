@@ -87,6 +87,8 @@ export async function maintainPartitions(sql: Sql, now: Date, policy: RetentionP
     }
     // Keys first: once its task is gone, a key would answer a replay with an expired task.
     const expiredKeys = await tx.$executeRawUnsafe(`DELETE FROM idempotency_keys WHERE task_created_at < $1`, keepFrom);
+    // A schedule's ticks expire with the tasks they made (not partitioned: deleted row by row, by recorded_at).
+    await tx.$executeRawUnsafe(`DELETE FROM schedule_ticks WHERE recorded_at < $1`, keepFrom);
     const dropped = [...existing].filter((day) => new Date(day) < keepFrom);
     for (const day of dropped) await tx.$executeRawUnsafe(`SELECT drop_day_partitions($1::date)`, day);
     await tx.$executeRawUnsafe(

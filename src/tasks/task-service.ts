@@ -33,6 +33,9 @@ import { Waits } from './waits.js';
 /** A dead letter as stored: the API shows it (src/api/routes/dead-letters.ts). */
 export type { DeadLetter };
 
+/** The idempotency keys of tasks that schedules make start with this. */
+export const SCHEDULE_KEY_PREFIX = 'schedule:';
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface TaskServiceDeps {
@@ -64,6 +67,8 @@ export interface TaskServiceDeps {
   reachability?: Reachability;
   /** Quotas per client on unfinished tasks and their bytes (QUOTA_*); counted when `SubmitOptions.client` is given. */
   quotas?: KeyQuotas;
+  /** The schedule and tick that made a task (ScheduleStore.tickOf), for its view. */
+  tickOf?: (taskId: string) => Promise<{ name: string; tickAt: Date } | undefined>;
 }
 
 export interface SubmitOptions {
@@ -204,6 +209,11 @@ export class TaskService {
       tools: this.deps.registry.names(),
       workflows,
     });
+  }
+
+  /** Checks a request as submit does (known task type, params that fit), storing and enqueuing nothing. */
+  async check(body: TaskRequest, options: SubmitOptions = {}): Promise<void> {
+    await this.plan(body, options);
   }
 
   async submit(body: TaskRequest, options: SubmitOptions = {}): Promise<Submitted> {
@@ -363,7 +373,10 @@ export class TaskService {
     }
     const task = await this.database(() => this.deps.store.get(id));
     if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
-    return taskView(task, (step) => this.waits.waitingFor(task, step));
+    // Only a schedule's tasks carry its idempotency keys (src/schedules/schedule-service.ts): no lookup for the others.
+    const tick = task.idempotencyKey?.startsWith(SCHEDULE_KEY_PREFIX) ? await this.database(async () => this.deps.tickOf?.(id)) : undefined;
+    const view = taskView(task, (step) => this.waits.waitingFor(task, step));
+    return tick ? { ...view, schedule: { name: tick.name, tick_at: tick.tickAt.toISOString() } } : view;
   }
 
   /** Sends signal `name` to the wait step of task `id` that waits for it; `by`: the sender's key id. */

@@ -142,6 +142,10 @@ export const taskViewSchema = z.object({
     .meta({ description: "A sub-workflow's child task: its parent task and the step that awaits it." }),
   steps: z.array(stepViewSchema),
   callback: callbackSchema.optional(),
+  schedule: z
+    .object({ name: z.string(), tick_at: timestamp })
+    .optional()
+    .meta({ description: 'A task a schedule made: the schedule and the tick it was made for (GET /schedules/{name}).' }),
   created_at: timestamp,
   started_at: timestamp.nullable(),
   finished_at: timestamp.nullable(),

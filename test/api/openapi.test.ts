@@ -447,6 +447,32 @@ describe('the OpenAPI document', () => {
     expect((await call('DELETE', '/workflows/no_such_flow')).status).toBe(404);
   });
 
+  it('the schedule endpoints answer as documented', async () => {
+    const schedule = {
+      name: 'openapi-schedule',
+      cron: '0 2 * * *',
+      timezone: 'Europe/Berlin',
+      task_type: 'echo',
+      params: { a: 1 },
+      catch_up: { all_within_ms: 60_000 },
+    };
+    const created = await call('POST', '/schedules', schedule);
+    expect(created.status).toBe(201);
+    expect(created.body.next_fire_times).toHaveLength(5);
+    expect((await call('POST', '/schedules', schedule)).status).toBe(409);
+    expect((await call('POST', '/schedules', { ...schedule, name: 'openapi-bad', cron: 'not cron' })).body.error.code).toBe('invalid_schedule');
+    expect((await call('GET', '/schedules')).body.schedules).toHaveLength(1);
+    expect((await call('GET', '/schedules/openapi-schedule')).body.recent_runs).toEqual([]);
+    expect((await call('GET', '/schedules/1-not-a-name')).status).toBe(400);
+    expect((await call('GET', '/schedules/no-such-schedule')).status).toBe(404);
+    expect((await call('PATCH', '/schedules/openapi-schedule', { paused: true })).body.paused).toBe(true);
+    expect((await call('PATCH', '/schedules/openapi-schedule', { overlap: 'sometimes' })).status).toBe(400);
+    expect((await call('PATCH', '/schedules/no-such-schedule', { paused: true })).status).toBe(404);
+    expect((await call('DELETE', '/schedules/openapi-schedule')).body).toMatchObject({ deleted: true });
+    expect((await call('DELETE', '/schedules/openapi-schedule')).status).toBe(404);
+    expect((await call('DELETE', '/schedules/1-not-a-name')).status).toBe(400);
+  });
+
   it('the dead-letter endpoints answer as documented', async () => {
     const [id, other] = await Promise.all([submit(h, { task_type: 'broken', params: {} }), submit(h, { task_type: 'broken', params: {} })]);
     await Promise.all([waitForTask(h, id), waitForTask(h, other!)]);
@@ -466,11 +492,11 @@ describe('the OpenAPI document', () => {
     expect((await call('POST', `/dead-letters/${randomUUID()}/replay`)).status).toBe(404);
   });
 
-  /** POSTs of JSON; an approval page's form is posted by a browser (and answers by its link first). */
-  const jsonPosts = () => everyOperation((method) => method === 'post').filter(([, url]) => !url.startsWith('/approvals/'));
+  /** POSTs and PATCHes of JSON; an approval page's form is posted by a browser (and answers by its link first). */
+  const jsonBodies = () => everyOperation((method) => method === 'post' || method === 'patch').filter(([, url]) => !url.startsWith('/approvals/'));
 
-  it('every POST answers 400, 413 and 415 for a body that is not acceptable JSON', async () => {
-    const posts = jsonPosts();
+  it('every POST and PATCH answers 400, 413 and 415 for a body that is not acceptable JSON', async () => {
+    const posts = jsonBodies();
     expect(posts.length).toBeGreaterThanOrEqual(6);
     for (const [method, url] of posts) {
       expect((await call(method, url, '{"not": json')).body.error.code, url).toBe('invalid_json');
@@ -480,7 +506,7 @@ describe('the OpenAPI document', () => {
   });
 
   it('every POST answers 403 csrf_header_required without a JSON content type or X-Requested-With, as a cross-site form sends it', async () => {
-    const posts = jsonPosts();
+    const posts = jsonBodies().filter(([method]) => method === 'POST');
     for (const [method, url] of posts) {
       const refused = await call(method, url, undefined, { 'x-requested-with': '' });
       expect(refused.status, url).toBe(403);

@@ -1,4 +1,4 @@
-import { type Job, type MinimalJob, Worker } from 'bullmq';
+import { DelayedError, type Job, type MinimalJob, Worker } from 'bullmq';
 import type { Sql } from '../../src/ledger/sql.js';
 import type { Config } from '../../src/lib/config.js';
 import { RetryableError, WorkerStoppingError } from '../../src/lib/errors.js';
@@ -6,16 +6,21 @@ import type { Logger } from '../../src/lib/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import { bullmqTelemetry } from '../../src/observability/tracing.js';
 import type { Prisma } from '../../src/persistence/database.js';
+import { ScheduleStore } from '../../src/persistence/schedule-store.js';
 import { TaskStore } from '../../src/persistence/task-store.js';
 import { WorkflowStore } from '../../src/persistence/workflow-store.js';
 import { EventLog } from '../../src/queue/event-log.js';
+import { EventNotices } from '../../src/queue/event-notices.js';
 import { Gates } from '../../src/queue/gates.js';
 import { BACKOFF_TYPE, CALLBACKS_QUEUE, type GateTimerData, type StepJobData, TIMERS_QUEUE, type TimerJobData, toolQueueName } from '../../src/queue/jobs.js';
 import { KeyQuotas } from '../../src/queue/key-quotas.js';
 import { createRedis } from '../../src/queue/redis.js';
+import { SCHEDULES_QUEUE, type ScheduleJobData, ScheduleQueue, tickTime } from '../../src/queue/schedule-queue.js';
 import { Shards, shareOf } from '../../src/queue/shards.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
+import { ScheduleService } from '../../src/schedules/schedule-service.js';
 import { Runs } from '../../src/tasks/runs.js';
+import { TaskService } from '../../src/tasks/task-service.js';
 import type { RateLimit, ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
 import { WorkflowService } from '../../src/workflows/workflow-service.js';
 import { retryDelay } from './backoff.js';
@@ -39,11 +44,15 @@ export interface WorkerRuntimeOptions {
   /** Every tool the deployment knows: ready steps may use tools this process does not run, and sub-workflows compile with them. */
   allTools: ToolRegistry;
   metrics: Metrics;
+  /** Schedules' timing knobs, for tests. @defaultValue the ScheduleService defaults */
+  schedules?: { graceMs?: number; drainIntervalMs?: number };
 }
 
 export interface WorkerRuntime {
   workers: Worker[];
   runs: Runs;
+  /** The schedules' side that decides ticks and makes their tasks. */
+  schedules: ScheduleService;
   reconciler: Reconciler;
   /** Stops taking jobs, lets running steps finish (up to WORKER_SHUTDOWN_TIMEOUT_MS), then closes everything. */
   close(): Promise<{ drained: boolean }>;
@@ -90,6 +99,42 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
   const store = new TaskStore(prisma, sql);
+
+  // Ticks of schedules make tasks here, as POST /assign-task would (without admission or quotas).
+  const submitter = new TaskService({
+    config,
+    logger,
+    registry: options.allTools,
+    store,
+    queues,
+    redis: connection,
+    events: new EventNotices(subscriber, config.QUEUE_PREFIX, logger),
+    metrics,
+    runs,
+    planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
+    workflowNames: () => workflows.names(),
+  });
+  const scheduleQueue = new ScheduleQueue(connection, queues.shards[0]!.prefix, logger);
+  const schedules = new ScheduleService({
+    store: new ScheduleStore(sql),
+    queue: scheduleQueue,
+    logger,
+    checkTask: (request, submitOptions) => submitter.check(request, submitOptions),
+    submit: (request, submitOptions) => submitter.submit(request, submitOptions),
+    ...options.schedules,
+  });
+  /** A schedule's job: a tick (its time is the job's), a catch-up, or a buffered tick waiting for the running task to end. */
+  const processSchedule = async (job: Job<ScheduleJobData>, token?: string) => {
+    const { scheduleId } = job.data;
+    if (job.name === 'drain') {
+      const outcome = await schedules.drain(scheduleId, { later: false });
+      if (outcome !== 'waiting') return { outcome };
+      await job.moveToDelayed(Date.now() + schedules.drainIntervalMs, token);
+      throw new DelayedError();
+    }
+    const tickAt = job.name === 'tick' ? tickTime(job.id) : undefined;
+    return schedules.tick(scheduleId, tickAt);
+  };
 
   const processStep = createStepProcessor({ config, logger, registry, settings, runs, stops, metrics });
   const sendCallback = createCallbackSender({ config, logger, prisma, store, metrics });
@@ -176,6 +221,17 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       }),
     ];
   });
+  workers.push(
+    new Worker(SCHEDULES_QUEUE, processSchedule, {
+      connection,
+      prefix: scheduleQueue.prefix,
+      name: `schedules@${process.pid}`,
+      concurrency: 5,
+      lockDuration: config.WORKER_LOCK_DURATION_MS,
+      stalledInterval: config.WORKER_LOCK_DURATION_MS,
+      ...bullmqTelemetry(),
+    }),
+  );
   for (const worker of workers) {
     worker.on('error', (error) => logger.error('worker error', { queue: worker.name, error: error.message }));
     worker.on('failed', (job, error) => {
@@ -203,11 +259,17 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     intervalMs: config.RETENTION_INTERVAL_MS,
   });
   if (config.RETENTION_INTERVAL_MS > 0) retention.start();
+  // A flushed Redis loses no schedule: their job schedulers are made again from PostgreSQL.
+  await schedules.installAll().then(
+    (installed) => installed > 0 && logger.info('schedules installed', { schedules: installed }),
+    (error: Error) => logger.error('could not install the schedules', { error: error.message }),
+  );
   logger.info('worker started', { tools: registry.names(), concurrency: config.WORKER_CONCURRENCY, queue_shards: queues.shards.map((shard) => shard.prefix) });
 
   return {
     workers,
     runs,
+    schedules,
     reconciler,
     async close() {
       // Stop taking jobs first, then wait for running ones, within the bound; past it, leave
@@ -233,11 +295,13 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
         subscriber.disconnect();
         connection.disconnect();
         await queues.close().catch(() => undefined);
+        await scheduleQueue.close().catch(() => undefined);
         return { drained };
       }
       await runs.idle();
       await quotas.settled();
       await queues.close();
+      await scheduleQueue.close();
       subscriber.disconnect();
       await connection.quit().catch(() => connection.disconnect());
       return { drained };

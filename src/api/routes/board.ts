@@ -1,6 +1,7 @@
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
+import type { Queue } from 'bullmq';
 import type express from 'express';
 import { z } from 'zod';
 import type { TaskQueues } from '../../queue/task-queues.js';
@@ -9,14 +10,15 @@ import { plainRoute, type Route } from '../route.js';
 
 const BASE_PATH = '/admin/queues';
 
-function bullBoard(queues: TaskQueues, readOnlyMode: boolean): express.Router {
+function bullBoard(queues: TaskQueues, others: Queue[], readOnlyMode: boolean): express.Router {
   const adapter = new ExpressAdapter();
   adapter.setBasePath(BASE_PATH);
   // With several shards each queue appears once per shard, named after its shard ("2.tool.echo").
   const adapters = queues.shards.flatMap((shard) =>
     shard.all().map((queue) => new BullMQAdapter(queue, { readOnlyMode, ...(queues.shards.length > 1 ? { prefix: `${shard.index}.` } : {}) })),
   );
-  createBullBoard({ queues: adapters, serverAdapter: adapter });
+  // Queues outside the shards (the schedules' ticks) appear once.
+  createBullBoard({ queues: [...adapters, ...others.map((queue) => new BullMQAdapter(queue, { readOnlyMode }))], serverAdapter: adapter });
   return adapter.getRouter() as express.Router;
 }
 
@@ -38,9 +40,10 @@ export const BOARD_ROUTES: Route[] = [
     browser: true,
     mount: true,
     responses: { 200: { description: 'The Bull Board page.', mediaType: 'text/html', body: z.string(), examples: ex.boardPageExamples } },
-    serve: ({ queues, keysConfigured }) => {
-      const board = bullBoard(queues, false);
-      const readOnlyBoard = keysConfigured ? bullBoard(queues, true) : board;
+    serve: ({ queues, schedules, keysConfigured }) => {
+      const others = [schedules.queue] as Queue[];
+      const board = bullBoard(queues, others, false);
+      const readOnlyBoard = keysConfigured ? bullBoard(queues, others, true) : board;
       return (req, res, next) => (req.apiKeyScope === undefined || req.apiKeyScope === 'admin' ? board : readOnlyBoard)(req, res, next);
     },
   }),
