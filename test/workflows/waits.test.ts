@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TIMERS_QUEUE, timerJobId } from '../../src/queue/jobs.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
+import { startServer, type TestServer } from '../helpers/http-server.js';
+import { openSse } from '../helpers/sse.js';
 
 /**
  * Wait steps end to end, through the HTTP API with a real worker, Redis and PostgreSQL: a signal
@@ -230,5 +232,55 @@ describe('wait steps', () => {
     // With a backtracking engine this input takes longer than the age of the universe.
     expect(Date.now() - started).toBeLessThan(5_000);
     await h.request('POST', `/tasks/${id}/cancel`);
+  });
+
+  describe('what a waiting step tells outside /result', () => {
+    let withCallbacks: Harness;
+    let receiver: TestServer;
+    beforeAll(async () => {
+      receiver = await startServer((_request, res) => res.writeHead(204).end());
+      withCallbacks = await createHarness({
+        env: { CALLBACK_SECRET: 'waits-callback-secret-0123456789', HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${receiver.port}` },
+      });
+      const defined = await withCallbacks.request('POST', '/workflows', {
+        name: 'told_approval',
+        steps: [
+          { id: 'first', tool: 'echo', input: { n: 1 } },
+          { id: 'review', depends_on: ['first'], wait: { approval: { approvers: ['ops'] } } },
+        ],
+      });
+      expect(defined.status).toBe(201);
+    });
+    afterAll(async () => {
+      await withCallbacks?.close();
+      await receiver?.close();
+    });
+
+    it('the event stream and a task.waiting callback carry the approval link; the final callback follows the decision', async () => {
+      const id = await submit(withCallbacks, { task_type: 'told_approval', callback_url: `${receiver.origin}/hook` });
+      const stream = await openSse(`${withCallbacks.url}/tasks/${id}/events`);
+      const events = await stream.waitFor((seen) => seen.some((event) => event.event === 'step' && event.data.status === 'waiting'));
+      stream.close();
+      const waiting = events.find((event) => event.event === 'step' && event.data.status === 'waiting')!;
+      expect(waiting.data).toMatchObject({ step_id: 'review', reason: 'approval', waiting_for: { signal: 'review', approval: { approvers: ['ops'] } } });
+      const link = waiting.data.waiting_for.approval.links[0];
+      expect(link).toMatchObject({ approver: 'ops' });
+
+      const told = await poll(() => receiver.requests.find((request) => request.headers['x-orchestrator-event'] === 'task.waiting'), {
+        label: 'the task.waiting callback',
+      });
+      const body = JSON.parse(told.body);
+      expect(body).toMatchObject({ event: 'task.waiting', step_id: 'review', task: { task_id: id, status: 'running' } });
+      const step = body.task.steps.find((candidate: { id: string }) => candidate.id === 'review');
+      expect(step.waiting_for.approval.links[0].url).toBe(link.url);
+
+      expect((await withCallbacks.request('POST', `/tasks/${id}/signals/review`, { decision: 'rejected' })).status).toBe(200);
+      expect((await waitForTask(withCallbacks, id)).status).toBe('completed');
+      const ended = await poll(() => receiver.requests.find((request) => request.headers['x-orchestrator-event'] === 'task.completed'), {
+        label: 'the final callback',
+      });
+      expect(JSON.parse(ended.body).task.steps[1]).toMatchObject({ id: 'review', output: { decision: 'rejected', approved: false } });
+      expect(receiver.requests.filter((request) => request.headers['x-orchestrator-event'] === 'task.waiting')).toHaveLength(1);
+    });
   });
 });
