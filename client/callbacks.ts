@@ -2,7 +2,10 @@ import type { components } from './openapi.js';
 
 /** The body of a completion callback: the event, the owner and URL it was signed for, and the task. */
 export interface CallbackPayload {
-  event: 'task.completed' | 'task.failed' | 'task.cancelled';
+  /** `task.waiting`: a step (`step_id`) started waiting for a signal or an approval; the others: the task's end. */
+  event: 'task.completed' | 'task.failed' | 'task.cancelled' | 'task.waiting';
+  /** With `task.waiting`: the step that waits (its `waiting_for` holds the signal and the approval links). */
+  step_id?: string;
   delivery_id: string;
   attempt: number;
   owner: string;

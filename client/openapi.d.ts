@@ -1036,7 +1036,7 @@ export interface components {
             deliveries: {
                 attempt: number;
                 run: number;
-                /** @description `task.completed`, `task.failed` or `task.cancelled`. */
+                /** @description `task.completed`, `task.failed` or `task.cancelled`; `task.waiting` when a step started waiting for a signal or an approval. */
                 event: string;
                 /** @description The receiver's HTTP status; null when it could not be reached. */
                 status_code: number | null;

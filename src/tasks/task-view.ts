@@ -108,7 +108,9 @@ export const callbackSchema = z
       z.object({
         attempt: z.int().min(1),
         run: z.int().min(1),
-        event: z.string().meta({ description: '`task.completed`, `task.failed` or `task.cancelled`.' }),
+        event: z.string().meta({
+          description: '`task.completed`, `task.failed` or `task.cancelled`; `task.waiting` when a step started waiting for a signal or an approval.',
+        }),
         status_code: z.int().nullable().meta({ description: "The receiver's HTTP status; null when it could not be reached." }),
         error: z.string().nullable(),
         delivered: z.boolean(),
