@@ -162,8 +162,12 @@ describe('graceful drain on SIGTERM under load', () => {
       // list was read just before it), and the process waited for them.
       const runningAtSignal = worker.inFlight.filter((id) => byId.get(id)!.finishedOn! >= worker.signalledAt);
       expect(runningAtSignal.length, `steps of worker ${worker.pid} that finished after its signal`).toBeGreaterThan(0);
-      // Nothing taken after its shutdown had begun.
-      const late = mine.filter((job) => job.processedOn! > worker.closingSeenAt);
+      // Nothing taken after its shutdown had begun. A fetch already on its way to Redis when the
+      // process printed "closing" may still be answered just after (processedOn is Redis's time
+      // of the move to active, not the time the fetch was sent): one round trip on a busy
+      // machine is allowed for it (a fetch sent after closing would keep coming, job after job).
+      const FETCH_IN_FLIGHT_MS = 50;
+      const late = mine.filter((job) => job.processedOn! > worker.closingSeenAt + FETCH_IN_FLIGHT_MS);
       expect(late.map((job) => `${job.id} taken ${job.processedOn! - worker.closingSeenAt} ms after "closing"`)).toEqual([]);
       // Its drain fitted WORKER_SHUTDOWN_TIMEOUT_MS by the process's own clock ("drained=true",
       // checked above); the time to exit adds the teardown after it, which a busy machine
