@@ -1173,7 +1173,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskAssigned"];
                 };
             };
-            /** @description The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`. */
+            /** @description The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`; also when a policy service rewrote them into params that do not fit): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1193,7 +1193,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1249,7 +1249,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), both with `Retry-After` in seconds; nothing was created. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); all with `Retry-After` in seconds; nothing was created. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2811,7 +2811,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskAssigned"];
                 };
             };
-            /** @description The body is invalid, or `parameters` do not fit the workflow (`invalid_params`). */
+            /** @description The body is invalid, or `parameters` do not fit the workflow (`invalid_params`; also when a policy service rewrote them into parameters that do not fit). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2831,7 +2831,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2887,7 +2887,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), both with `Retry-After` in seconds; nothing was created. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); all with `Retry-After` in seconds; nothing was created. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -46,6 +46,11 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
       'A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends.';
     replies[403] = { description: replies[403] ? `${replies[403].description} ${csrf}` : csrf, body: r.errorBodySchema };
   }
+  if (operation.admission) {
+    const policy =
+      'With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created.';
+    replies[403] = { description: replies[403] ? `${replies[403].description} ${policy}` : policy, body: r.errorBodySchema };
+  }
   if (!operation.open) {
     replies[429] = tooManyRequests(
       'More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`).',

@@ -19,6 +19,7 @@ import { KeyQuotas } from '../queue/key-quotas.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
 import { Shards } from '../queue/shards.js';
 import { TaskQueues } from '../queue/task-queues.js';
+import { PolicyHook } from '../tasks/policy-hook.js';
 import { Runs } from '../tasks/runs.js';
 import { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
@@ -111,6 +112,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     runs,
     reachability: db.reachability,
     quotas,
+    policy: PolicyHook.fromConfig(config, metrics, logger),
     planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
   });

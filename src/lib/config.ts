@@ -196,6 +196,22 @@ const configSchema = z.object({
   QUOTA_MAX_BACKLOG_PER_KEY: integer(0, 100_000_000).default(100_000),
   /** Bytes of params (JSON) of one API key's unfinished tasks, which their jobs hold in Redis; past it, 429 `quota_exceeded`. 0: no limit. */
   QUOTA_MAX_BYTES_PER_KEY: integer(0, 1_000_000_000_000).default(268_435_456),
+  /**
+   * Policy hook: before a task is accepted (after its params are validated, before anything is
+   * stored) the API POSTs `{task_type, params, key_id, scope}` here and expects `{allow, reason?,
+   * params?}`. Unset: no policy.
+   */
+  POLICY_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** Longest the policy service may take to answer; past it POLICY_FAIL_MODE decides. */
+  POLICY_TIMEOUT_MS: integer(1, 60_000).default(1_000),
+  /** What a policy service that times out, fails or answers nonsense means: `open` accepts the task as submitted, `closed` answers 503 `policy_unavailable`. */
+  POLICY_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
+  /** How long a decision is reused for an identical input (task type, params, key id, scope). 0: the policy is asked every time. */
+  POLICY_CACHE_TTL_MS: integer(0, 3_600_000).default(2_000),
+  /** Most decisions kept in the cache (least recently used go first). */
+  POLICY_CACHE_MAX: integer(1, 1_000_000).default(10_000),
+  /** Largest answer read from the policy service, in bytes; a larger one counts as a failure. */
+  POLICY_MAX_RESPONSE_BYTES: integer(256, 16_777_216).default(1_048_576),
   /** Longest an HTTP request may take to arrive whole (headers and body); past it the connection is closed with 408. */
   HTTP_REQUEST_TIMEOUT_MS: integer(1_000, 600_000).default(15_000),
   /** Longest the request line and headers may take to arrive. */
