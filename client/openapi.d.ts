@@ -1182,7 +1182,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1293,7 +1293,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1383,7 +1383,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1437,7 +1437,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskView"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1546,7 +1546,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1648,7 +1648,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1742,7 +1742,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1873,7 +1873,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2014,7 +2014,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2298,7 +2298,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2360,7 +2360,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2404,7 +2404,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2474,7 +2474,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2570,7 +2570,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2643,7 +2643,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2726,7 +2726,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2820,7 +2820,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2934,7 +2934,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3031,7 +3031,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3186,7 +3186,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3256,7 +3256,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3429,7 +3429,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3480,7 +3480,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3522,7 +3522,7 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3564,7 +3564,7 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */

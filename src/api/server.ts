@@ -29,6 +29,7 @@ import { type KeyRing, openKeyRing } from './api-keys.js';
 import { createApp } from './app.js';
 import { EventStreams } from './event-streams.js';
 import { errorBody } from './http.js';
+import { IdentityTokens } from './identity-tokens.js';
 import { ROUTES } from './routes/index.js';
 
 export interface ApiServer {
@@ -48,6 +49,7 @@ export interface ApiServer {
  */
 export async function startApi(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics(), keys?: KeyRing): Promise<ApiServer> {
   const ring = keys ?? (await openKeyRing(config, logger));
+  const tokens = IdentityTokens.fromConfig(config);
   const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
   const redis = createRedis(config, 'producer', 'api');
   const subscriber = createRedis(config, 'subscriber', 'api-events');
@@ -159,6 +161,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     stats: new StatsStore(db.prisma, { statementTimeoutMs: config.STATS_STATEMENT_TIMEOUT_MS }),
     system: { name: PACKAGE.name, version: PACKAGE.version, startedAt: Date.now(), redis, pool: db.pool },
     ...(ring.required ? { keys: ring } : {}),
+    ...(ring.required && tokens ? { tokens } : {}),
   });
 
   // Submissions admission refuses are answered here, ahead of Express (Admission.front). Short

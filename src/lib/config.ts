@@ -163,6 +163,26 @@ const configSchema = z.object({
     .enum(['true', 'false'], { message: 'use true or false' })
     .transform((value) => value === 'true')
     .default(false),
+  /**
+   * Identity tokens: a JWKS whose keys sign the JWT bearer tokens the API accepts beside API keys
+   * (fetched on first use, cached, fetched again for an unknown `kid`). Needs AUTH_JWT_ISSUER and
+   * AUTH_JWT_AUDIENCE. With it (or AUTH_JWT_SECRET) authentication is on, even without API_KEYS.
+   */
+  AUTH_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** Shared secret of HS256 identity tokens, beside or instead of AUTH_JWKS_URL. */
+  AUTH_JWT_SECRET: z.string().min(32, 'use at least 32 characters (256 bits for HS256)').optional(),
+  /** The `iss` every identity token must carry. */
+  AUTH_JWT_ISSUER: z.string().min(1).optional(),
+  /** The `aud` every identity token must carry (one of its audiences). */
+  AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
+  /** The claim naming the token's scope: exactly one of admin, client, read (a space-separated string or a list; other entries are ignored). */
+  AUTH_JWT_SCOPE_CLAIM: z.string().min(1).default('scope'),
+  /** The claim naming the token's owner; tasks are owned by `jwt:<value>`. */
+  AUTH_JWT_OWNER_CLAIM: z.string().min(1).default('sub'),
+  /** Least time between two fetches of the JWKS for a `kid` it does not hold (a rotated key is seen at most this late). */
+  AUTH_JWKS_COOLDOWN_MS: integer(0, 3_600_000).default(30_000),
+  /** How long a fetched JWKS is used before it is fetched again. */
+  AUTH_JWKS_MAX_AGE_MS: integer(1_000, 86_400_000).default(600_000),
   /** Wrong keys per minute from one client address before its requests with a key get 429; shared across API processes. 0: no limit. */
   AUTH_FAILURES_PER_MINUTE: integer(0, 1_000_000).default(30),
   /** Origins allowed to call the API from a browser (CORS); `*` allows any. Empty: no CORS headers. */
@@ -404,6 +424,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (value.AUTH_DISABLED && (value.API_KEYS.length > 0 || value.API_KEYS_FILE)) {
     throw new ConfigError('Invalid configuration:\n  AUTH_DISABLED: true contradicts API_KEYS / API_KEYS_FILE: unset one or the other (got "true")');
+  }
+  if (value.AUTH_DISABLED && (value.AUTH_JWKS_URL || value.AUTH_JWT_SECRET)) {
+    throw new ConfigError('Invalid configuration:\n  AUTH_DISABLED: true contradicts AUTH_JWKS_URL / AUTH_JWT_SECRET: unset one or the other (got "true")');
+  }
+  if (value.AUTH_JWKS_URL || value.AUTH_JWT_SECRET) {
+    // A token from the same identity provider for another service must not open this one.
+    const missing = (['AUTH_JWT_ISSUER', 'AUTH_JWT_AUDIENCE'] as const).filter((name) => value[name] === undefined);
+    if (missing.length > 0) {
+      throw new ConfigError(`Invalid configuration:\n${missing.map((name) => `  ${name}: required when AUTH_JWKS_URL or AUTH_JWT_SECRET is set`).join('\n')}`);
+    }
   }
   return Object.freeze({
     ...value,
