@@ -27,6 +27,8 @@ export interface IdentityTokenOptions {
 /** A token the API does not accept; the message says why, and is what the client hears. */
 export class TokenRefusedError extends Error {
   override name = 'TokenRefusedError';
+  /** The token was not judged: its keys could not be fetched (not the client's mistake). */
+  keysUnavailable = false;
 }
 
 /** Three base64url parts: a JWS in compact form (an unsecured one has an empty third part). */
@@ -51,12 +53,10 @@ function refusal(error: unknown): string {
   if (error instanceof errors.JWSSignatureVerificationFailed) return "the token's signature does not verify";
   if (error instanceof errors.JWKSNoMatchingKey) return "no key of the JWKS matches the token's kid";
   if (error instanceof errors.JOSEAlgNotAllowed) return "the token's algorithm (alg) is not accepted";
-  if (error instanceof errors.JWKSTimeout || error instanceof errors.JWKSInvalid) return 'the keys of AUTH_JWKS_URL could not be fetched';
   if (error instanceof errors.JWTInvalid || error instanceof errors.JWSInvalid) return 'the token is malformed';
+  if (error instanceof errors.JWKSMultipleMatchingKeys) return "more than one key of the JWKS matches the token's kid";
   if (error instanceof TokenRefusedError) return error.message;
-  if (error instanceof errors.JOSEError) return 'the token is not valid';
-  // Not jose's judgement of the token: fetching the JWKS failed (refused, unreachable, not JSON).
-  return 'the token could not be verified: the keys of AUTH_JWKS_URL could not be fetched';
+  return 'the token is not valid';
 }
 
 /**
@@ -78,8 +78,16 @@ export class IdentityTokens {
     // Only an HS256 token is checked with the secret: the algorithm cannot make a public key a secret.
     this.getKey = async (header, token) => {
       if (header.alg === 'HS256' && secret) return secret;
-      if (jwks) return jwks(header, token);
-      throw new TokenRefusedError("the token's algorithm (alg) is not accepted");
+      if (!jwks) throw new TokenRefusedError("the token's algorithm (alg) is not accepted");
+      try {
+        return await jwks(header, token);
+      } catch (error) {
+        if (error instanceof errors.JWKSNoMatchingKey || error instanceof errors.JWKSMultipleMatchingKeys) throw error;
+        // Not a judgement of the token: the JWKS did not arrive (unreachable, not 200, not a JWKS, too slow).
+        const refused = new TokenRefusedError('the token could not be verified: the keys of AUTH_JWKS_URL could not be fetched', { cause: error });
+        refused.keysUnavailable = true;
+        throw refused;
+      }
     };
   }
 
@@ -108,6 +116,7 @@ export class IdentityTokens {
         algorithms: this.algorithms,
       }));
     } catch (error) {
+      if (error instanceof TokenRefusedError) throw error;
       throw new TokenRefusedError(refusal(error), { cause: error });
     }
     return { id: `jwt:${this.owner(payload)}`, scope: this.scope(payload) };

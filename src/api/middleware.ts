@@ -8,7 +8,7 @@ import { requestContext } from '../lib/request-context.js';
 import { type RedisClient, sendCommand } from '../queue/redis.js';
 import type { KeyRing } from './api-keys.js';
 import { errorBody } from './http.js';
-import { type IdentityTokens, looksLikeJwt } from './identity-tokens.js';
+import { type IdentityTokens, looksLikeJwt, TokenRefusedError } from './identity-tokens.js';
 import { ROUTES } from './routes/index.js';
 
 /** Endpoints a load balancer or scraper calls without a key: the routes declared open (without path parameters). */
@@ -187,6 +187,7 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): RequestHandler {
     if (isOpenPath(req.path) || (options.cors && isPreflight(req))) return next();
     const presented = presentedKey(req);
     let refused: string | undefined;
+    let unjudged = false;
     if (presented !== undefined) {
       // ipKeyGenerator groups an IPv6 client's whole /56, which it could otherwise rotate through.
       const address = ipKeyGenerator(req.ip ?? '0.0.0.0');
@@ -215,9 +216,11 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): RequestHandler {
           return next();
         } catch (error) {
           refused = (error as Error).message;
+          unjudged = error instanceof TokenRefusedError && error.keysUnavailable;
         }
       }
-      await failures?.record(address);
+      // A token that could not be checked (the JWKS is away) is no wrong guess.
+      if (!unjudged) await failures?.record(address);
     }
     const browser = BROWSER_PATHS.test(req.path);
     res.setHeader(

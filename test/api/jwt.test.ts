@@ -170,6 +170,25 @@ describe('identity tokens (JWT bearer tokens)', () => {
     expect(rs.body.error.message).toMatch(/algorithm \(alg\) is not accepted/);
   });
 
+  it('answers 401 saying so when the JWKS cannot be fetched, without counting it as a wrong key', async () => {
+    const broken = await startServer((_request, res) => json(res, 500, { error: 'down' }));
+    const unfetchable = await createHarness({
+      worker: false,
+      env: { AUTH_JWKS_URL: `${broken.origin}/jwks.json`, AUTH_JWT_ISSUER: ISSUER, AUTH_JWT_AUDIENCE: AUDIENCE, AUTH_FAILURES_PER_MINUTE: '1' },
+    });
+    try {
+      for (let i = 0; i < 2; i += 1) {
+        const response = await unfetchable.request('GET', '/tasks', undefined, bearer(await token(first)));
+        expect(response.status).toBe(401);
+        expect(response.body.error.message).toBe('the token could not be verified: the keys of AUTH_JWKS_URL could not be fetched');
+      }
+      expect(broken.received('/jwks.json').length).toBeGreaterThanOrEqual(1);
+    } finally {
+      await unfetchable.close();
+      await broken.close();
+    }
+  });
+
   it('counts refused tokens as wrong keys toward AUTH_FAILURES_PER_MINUTE', async () => {
     const limited = await createHarness({
       worker: false,
