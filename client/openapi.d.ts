@@ -1404,7 +1404,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskAssigned"];
                 };
             };
-            /** @description The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`. */
+            /** @description The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`; also when a policy service rewrote them into params that do not fit): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`. */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -1413,7 +1413,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1424,7 +1424,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -1480,7 +1480,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), both with `Retry-After` in seconds; nothing was created. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); all with `Retry-After` in seconds; nothing was created. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1524,7 +1524,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1614,7 +1614,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1668,7 +1668,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskView"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1777,7 +1777,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1870,7 +1870,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -1972,7 +1972,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2066,7 +2066,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2197,7 +2197,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2338,7 +2338,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2622,7 +2622,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2684,7 +2684,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2728,7 +2728,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2798,7 +2798,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2894,7 +2894,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -2967,7 +2967,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3050,7 +3050,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3135,7 +3135,7 @@ export interface operations {
                     "application/json": components["schemas"]["TaskAssigned"];
                 };
             };
-            /** @description The body is invalid, or `parameters` do not fit the workflow (`invalid_params`). */
+            /** @description The body is invalid, or `parameters` do not fit the workflow (`invalid_params`; also when a policy service rewrote them into parameters that do not fit). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3144,7 +3144,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3155,7 +3155,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3211,7 +3211,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), both with `Retry-After` in seconds; nothing was created. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); all with `Retry-After` in seconds; nothing was created. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3242,7 +3242,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3312,7 +3312,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3414,7 +3414,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3494,7 +3494,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3582,7 +3582,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3687,7 +3687,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3784,7 +3784,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -3939,7 +3939,7 @@ export interface operations {
                     "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -4009,7 +4009,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -4182,7 +4182,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -4233,7 +4233,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -4275,7 +4275,7 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
@@ -4317,7 +4317,7 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description API keys are configured and no valid key was sent (`unauthorized`). */
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
             401: {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */

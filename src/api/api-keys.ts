@@ -167,7 +167,8 @@ export async function openKeyRing(config: Config, logger: Logger): Promise<KeyRi
   const fixed = config.API_KEYS.map(toKey);
   const file = config.API_KEYS_FILE;
   if (!file) {
-    if (fixed.length > 0) return new KeyRing(fixed);
+    // Identity tokens alone turn authentication on: a request needs a key (none) or a token.
+    if (fixed.length > 0 || config.AUTH_JWKS_URL || config.AUTH_JWT_SECRET) return new KeyRing(fixed);
     if (config.NODE_ENV === 'production' && !config.AUTH_DISABLED) throw new ConfigError(CLOSED_BY_DEFAULT);
     logger.warn(
       config.AUTH_DISABLED

@@ -20,6 +20,7 @@ import type { KeyRing } from './api-keys.js';
 import { ClientSlots } from './client-slots.js';
 import type { EventStreams } from './event-streams.js';
 import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
+import type { IdentityTokens } from './identity-tokens.js';
 import { accessLog, apiKeyAuth, BROWSER_PATHS, csrfGuard, isPreflight, requestIds, requestRateLimit } from './middleware.js';
 import { openApiJson } from './openapi.js';
 import type { SystemInfo } from './route.js';
@@ -47,6 +48,8 @@ export interface AppDeps {
   system: SystemInfo;
   /** The API keys; undefined: authentication is off. */
   keys?: KeyRing;
+  /** Identity tokens accepted beside the keys (only with `keys`: authentication is on). */
+  tokens?: IdentityTokens;
 }
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -99,7 +102,14 @@ export function createApp(deps: AppDeps): Express {
   }
   if (deps.keys) {
     app.use(
-      apiKeyAuth({ keys: deps.keys, failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE, redis: deps.redis, prefix: config.QUEUE_PREFIX, cors: corsEnabled }),
+      apiKeyAuth({
+        keys: deps.keys,
+        failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE,
+        redis: deps.redis,
+        prefix: config.QUEUE_PREFIX,
+        cors: corsEnabled,
+        ...(deps.tokens ? { tokens: deps.tokens } : {}),
+      }),
     );
   }
   if (config.RATE_LIMIT_PER_MINUTE > 0) app.use(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));

@@ -1,5 +1,14 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, UnavailableError, ValidationError } from '../lib/errors.js';
+import {
+  ApiError,
+  ConflictError,
+  DependencyUnavailableError,
+  ForbiddenError,
+  GoneError,
+  NotFoundError,
+  UnavailableError,
+  ValidationError,
+} from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
@@ -56,6 +65,7 @@ interface BodyParserError {
 /** The HTTP status of each kind of API error; the services throw the kinds and know no statuses. */
 const STATUS_OF: [new (...args: never[]) => ApiError, number][] = [
   [ValidationError, 400],
+  [ForbiddenError, 403],
   [NotFoundError, 404],
   [ConflictError, 409],
   [GoneError, 410],
@@ -73,7 +83,12 @@ export function toErrorReply(error: unknown, logger: Logger, req?: Request): Rep
   if (error instanceof ApiError) {
     // An API error of no listed kind is about the request, as the base class says.
     const status = STATUS_OF.find(([kind]) => error instanceof kind)?.[1] ?? 400;
-    return { status, body: errorBody(error.code, error.message, error.details) };
+    const retryAfterS = (error as { retryAfterS?: unknown }).retryAfterS;
+    return {
+      status,
+      body: errorBody(error.code, error.message, error.details),
+      ...(typeof retryAfterS === 'number' ? { headers: { 'retry-after': String(retryAfterS) } } : {}),
+    };
   }
   const parser = error as BodyParserError;
   switch (parser?.type) {

@@ -8,6 +8,7 @@ import { requestContext } from '../lib/request-context.js';
 import { type RedisClient, sendCommand } from '../queue/redis.js';
 import type { KeyRing } from './api-keys.js';
 import { errorBody } from './http.js';
+import { type IdentityTokens, looksLikeJwt, TokenRefusedError } from './identity-tokens.js';
 import { ROUTES } from './routes/index.js';
 
 /** Endpoints a load balancer or scraper calls without a key: the routes declared open (without path parameters). */
@@ -172,6 +173,8 @@ export interface ApiKeyAuthOptions {
   prefix: string;
   /** CORS is configured: browsers' preflights pass without a key (they cannot send one). */
   cors: boolean;
+  /** Identity tokens (AUTH_JWKS_URL, AUTH_JWT_SECRET): a bearer value that is no key but looks like a JWT is verified as one. */
+  tokens?: IdentityTokens;
 }
 
 /**
@@ -183,6 +186,8 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): RequestHandler {
   return async (req, res, next) => {
     if (isOpenPath(req.path) || (options.cors && isPreflight(req))) return next();
     const presented = presentedKey(req);
+    let refused: string | undefined;
+    let unjudged = false;
     if (presented !== undefined) {
       // ipKeyGenerator groups an IPv6 client's whole /56, which it could otherwise rotate through.
       const address = ipKeyGenerator(req.ip ?? '0.0.0.0');
@@ -202,13 +207,36 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): RequestHandler {
         req.apiKeyScope = key.scope;
         return next();
       }
-      await failures?.record(address);
+      // Keys are matched first, so a key costs what it did before tokens existed.
+      if (options.tokens && looksLikeJwt(presented)) {
+        try {
+          const identity = await options.tokens.verify(presented);
+          req.apiKeyId = identity.id;
+          req.apiKeyScope = identity.scope;
+          return next();
+        } catch (error) {
+          refused = (error as Error).message;
+          unjudged = error instanceof TokenRefusedError && error.keysUnavailable;
+        }
+      }
+      // A token that could not be checked (the JWKS is away) is no wrong guess.
+      if (!unjudged) await failures?.record(address);
     }
     const browser = BROWSER_PATHS.test(req.path);
-    res.setHeader('www-authenticate', browser ? 'Basic realm="Orchestrator", charset="UTF-8"' : 'Bearer realm="orchestrator"');
+    res.setHeader(
+      'www-authenticate',
+      browser ? 'Basic realm="Orchestrator", charset="UTF-8"' : `Bearer realm="orchestrator"${refused ? ', error="invalid_token"' : ''}`,
+    );
     res
       .status(401)
-      .json(errorBody('unauthorized', presented === undefined ? 'an API key is required: Authorization: Bearer <key>' : 'the API key is not valid'));
+      .json(
+        errorBody(
+          'unauthorized',
+          presented === undefined
+            ? `an API key${options.tokens ? ' or identity token' : ''} is required: Authorization: Bearer <key>`
+            : (refused ?? 'the API key is not valid'),
+        ),
+      );
   };
 }
 

@@ -31,7 +31,8 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
   }
   if (!operation.open) {
     replies[401] = {
-      description: 'API keys are configured and no valid key was sent (`unauthorized`).',
+      description:
+        'API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused).',
       body: r.errorBodySchema,
       headers: { 'WWW-Authenticate': { description: 'The scheme to use: Bearer, or Basic on browser pages.', schema: text } },
     };
@@ -46,6 +47,11 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
     const csrf =
       'A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends.';
     replies[403] = { description: replies[403] ? `${replies[403].description} ${csrf}` : csrf, body: r.errorBodySchema };
+  }
+  if (operation.admission) {
+    const policy =
+      'With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created.';
+    replies[403] = { description: replies[403] ? `${replies[403].description} ${policy}` : policy, body: r.errorBodySchema };
   }
   if (!operation.open) {
     replies[429] = tooManyRequests(
@@ -287,7 +293,12 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES, opti
     components: {
       schemas: { ...requestSchemas, ...responseSchemas },
       securitySchemes: {
-        bearerAuth: { type: 'http', scheme: 'bearer', description: 'One of the keys in API_KEYS or API_KEYS_FILE.' },
+        bearerAuth: {
+          type: 'http',
+          scheme: 'bearer',
+          description:
+            'One of the keys in API_KEYS or API_KEYS_FILE, or, with AUTH_JWKS_URL or AUTH_JWT_SECRET, an identity token: a JWT whose signature, issuer (AUTH_JWT_ISSUER), audience (AUTH_JWT_AUDIENCE), `exp` and `nbf` are checked, and whose scope (AUTH_JWT_SCOPE_CLAIM, exactly one of admin, client, read) and owner (AUTH_JWT_OWNER_CLAIM) come from its claims. A token that is not accepted answers 401 `unauthorized`, saying why.',
+        },
         basicAuth: { type: 'http', scheme: 'basic', description: 'Browser pages: any user name, one of the keys in API_KEYS or API_KEYS_FILE as password.' },
       },
     },

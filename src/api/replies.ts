@@ -22,7 +22,7 @@ export const unavailable: ApiReply = {
 /** The answers of an endpoint that creates tasks, which admission control may refuse. */
 export const unavailableOrOverloaded: ApiReply = {
   description:
-    'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), both with `Retry-After` in seconds; nothing was created. Try again later.',
+    'Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); all with `Retry-After` in seconds; nothing was created. Try again later.',
   body: r.errorBodySchema,
 };
 export const assigned = (status: string, examples: Record<string, ApiExample>): ApiReply => ({ description: status, body: r.assignedSchema, examples });

@@ -22,6 +22,7 @@ import { ScheduleQueue } from '../queue/schedule-queue.js';
 import { Shards } from '../queue/shards.js';
 import { TaskQueues } from '../queue/task-queues.js';
 import { ScheduleService } from '../schedules/schedule-service.js';
+import { PolicyHook } from '../tasks/policy-hook.js';
 import { Runs } from '../tasks/runs.js';
 import { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
@@ -31,6 +32,7 @@ import { type KeyRing, openKeyRing } from './api-keys.js';
 import { createApp } from './app.js';
 import { EventStreams } from './event-streams.js';
 import { errorBody } from './http.js';
+import { IdentityTokens } from './identity-tokens.js';
 import { ROUTES } from './routes/index.js';
 
 export interface ApiServer {
@@ -50,6 +52,7 @@ export interface ApiServer {
  */
 export async function startApi(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics(), keys?: KeyRing): Promise<ApiServer> {
   const ring = keys ?? (await openKeyRing(config, logger));
+  const tokens = IdentityTokens.fromConfig(config);
   const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
   const redis = createRedis(config, 'producer', 'api');
   const subscriber = createRedis(config, 'subscriber', 'api-events');
@@ -115,6 +118,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     runs,
     reachability: db.reachability,
     quotas,
+    policy: PolicyHook.fromConfig(config, metrics, logger),
     planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
     tickOf: (taskId) => scheduleStore.tickOf(taskId),
@@ -171,6 +175,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     stats: new StatsStore(db.prisma, { statementTimeoutMs: config.STATS_STATEMENT_TIMEOUT_MS }),
     system: { name: PACKAGE.name, version: PACKAGE.version, startedAt: Date.now(), redis, pool: db.pool },
     ...(ring.required ? { keys: ring } : {}),
+    ...(ring.required && tokens ? { tokens } : {}),
   });
 
   // Submissions admission refuses are answered here, ahead of Express (Admission.front). Short

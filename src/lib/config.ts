@@ -163,6 +163,26 @@ const configSchema = z.object({
     .enum(['true', 'false'], { message: 'use true or false' })
     .transform((value) => value === 'true')
     .default(false),
+  /**
+   * Identity tokens: a JWKS whose keys sign the JWT bearer tokens the API accepts beside API keys
+   * (fetched on first use, cached, fetched again for an unknown `kid`). Needs AUTH_JWT_ISSUER and
+   * AUTH_JWT_AUDIENCE. With it (or AUTH_JWT_SECRET) authentication is on, even without API_KEYS.
+   */
+  AUTH_JWKS_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** Shared secret of HS256 identity tokens, beside or instead of AUTH_JWKS_URL. */
+  AUTH_JWT_SECRET: z.string().min(32, 'use at least 32 characters (256 bits for HS256)').optional(),
+  /** The `iss` every identity token must carry. */
+  AUTH_JWT_ISSUER: z.string().min(1).optional(),
+  /** The `aud` every identity token must carry (one of its audiences). */
+  AUTH_JWT_AUDIENCE: z.string().min(1).optional(),
+  /** The claim naming the token's scope: exactly one of admin, client, read (a space-separated string or a list; other entries are ignored). */
+  AUTH_JWT_SCOPE_CLAIM: z.string().min(1).default('scope'),
+  /** The claim naming the token's owner; tasks are owned by `jwt:<value>`. */
+  AUTH_JWT_OWNER_CLAIM: z.string().min(1).default('sub'),
+  /** Least time between two fetches of the JWKS for a `kid` it does not hold (a rotated key is seen at most this late). */
+  AUTH_JWKS_COOLDOWN_MS: integer(0, 3_600_000).default(30_000),
+  /** How long a fetched JWKS is used before it is fetched again. */
+  AUTH_JWKS_MAX_AGE_MS: integer(1_000, 86_400_000).default(600_000),
   /** Wrong keys per minute from one client address before its requests with a key get 429; shared across API processes. 0: no limit. */
   AUTH_FAILURES_PER_MINUTE: integer(0, 1_000_000).default(30),
   /** Origins allowed to call the API from a browser (CORS); `*` allows any. Empty: no CORS headers. */
@@ -196,6 +216,22 @@ const configSchema = z.object({
   QUOTA_MAX_BACKLOG_PER_KEY: integer(0, 100_000_000).default(100_000),
   /** Bytes of params (JSON) of one API key's unfinished tasks, which their jobs hold in Redis; past it, 429 `quota_exceeded`. 0: no limit. */
   QUOTA_MAX_BYTES_PER_KEY: integer(0, 1_000_000_000_000).default(268_435_456),
+  /**
+   * Policy hook: before a task is accepted (after its params are validated, before anything is
+   * stored) the API POSTs `{task_type, params, key_id, scope}` here and expects `{allow, reason?,
+   * params?}`. Unset: no policy.
+   */
+  POLICY_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /** Longest the policy service may take to answer; past it POLICY_FAIL_MODE decides. */
+  POLICY_TIMEOUT_MS: integer(1, 60_000).default(1_000),
+  /** What a policy service that times out, fails or answers nonsense means: `open` accepts the task as submitted, `closed` answers 503 `policy_unavailable`. */
+  POLICY_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
+  /** How long a decision is reused for an identical input (task type, params, key id, scope). 0: the policy is asked every time. */
+  POLICY_CACHE_TTL_MS: integer(0, 3_600_000).default(2_000),
+  /** Most decisions kept in the cache (least recently used go first). */
+  POLICY_CACHE_MAX: integer(1, 1_000_000).default(10_000),
+  /** Largest answer read from the policy service, in bytes; a larger one counts as a failure. */
+  POLICY_MAX_RESPONSE_BYTES: integer(256, 16_777_216).default(1_048_576),
   /** Longest an HTTP request may take to arrive whole (headers and body); past it the connection is closed with 408. */
   HTTP_REQUEST_TIMEOUT_MS: integer(1_000, 600_000).default(15_000),
   /** Longest the request line and headers may take to arrive. */
@@ -395,6 +431,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (value.AUTH_DISABLED && (value.API_KEYS.length > 0 || value.API_KEYS_FILE)) {
     throw new ConfigError('Invalid configuration:\n  AUTH_DISABLED: true contradicts API_KEYS / API_KEYS_FILE: unset one or the other (got "true")');
+  }
+  if (value.AUTH_DISABLED && (value.AUTH_JWKS_URL || value.AUTH_JWT_SECRET)) {
+    throw new ConfigError('Invalid configuration:\n  AUTH_DISABLED: true contradicts AUTH_JWKS_URL / AUTH_JWT_SECRET: unset one or the other (got "true")');
+  }
+  if (value.AUTH_JWKS_URL || value.AUTH_JWT_SECRET) {
+    // A token from the same identity provider for another service must not open this one.
+    const missing = (['AUTH_JWT_ISSUER', 'AUTH_JWT_AUDIENCE'] as const).filter((name) => value[name] === undefined);
+    if (missing.length > 0) {
+      throw new ConfigError(`Invalid configuration:\n${missing.map((name) => `  ${name}: required when AUTH_JWKS_URL or AUTH_JWT_SECRET is set`).join('\n')}`);
+    }
   }
   return Object.freeze({
     ...value,

@@ -58,6 +58,11 @@ export class NotFoundError extends ApiError {
   override name = 'NotFoundError';
 }
 
+/** The request is understood and authenticated, but refused (a policy said no). */
+export class ForbiddenError extends ApiError {
+  override name = 'ForbiddenError';
+}
+
 /** The request contradicts the resource's state or an earlier request. */
 export class ConflictError extends ApiError {
   override name = 'ConflictError';

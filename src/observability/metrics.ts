@@ -72,6 +72,18 @@ export class Metrics {
     buckets: SECONDS,
     registers: [this.registry],
   });
+  readonly policyDuration = new client.Histogram({
+    name: 'orchestrator_policy_duration_seconds',
+    help: 'Calls to the policy service (POLICY_URL), by outcome: allow, deny, or error (a timeout, a failure, an answer that is not a decision). Cached decisions are not calls.',
+    labelNames: ['outcome'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+  readonly policyCacheHits = new client.Counter({
+    name: 'orchestrator_policy_cache_hits_total',
+    help: 'Submissions decided by a cached policy decision (POLICY_CACHE_TTL_MS) instead of a call.',
+    registers: [this.registry],
+  });
   /** A task ended: counted, and its time from acceptance observed. */
   taskEnded(taskType: string, status: string, createdAt: Date): void {
     this.tasksFinished.inc({ task_type: taskType, status });

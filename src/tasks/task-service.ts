@@ -6,10 +6,21 @@ import { IDENTIFIER } from '../engine/workflow-definition.js';
 import type { DeadLetter } from '../generated/prisma/client.js';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import { CALLBACK_HEADERS, callbackHostsFor, callbackSecretFor } from '../lib/callback-signing.js';
-import type { Config } from '../lib/config.js';
-import { type ApiError, ConflictError, DependencyUnavailableError, type ErrorRecord, GoneError, NotFoundError, ValidationError } from '../lib/errors.js';
+import { canonicalJson } from '../lib/canonical-json.js';
+import type { ApiKeyScope, Config } from '../lib/config.js';
+import {
+  type ApiError,
+  ConflictError,
+  DependencyUnavailableError,
+  type ErrorRecord,
+  GoneError,
+  NotFoundError,
+  type Problem,
+  ValidationError,
+} from '../lib/errors.js';
 import { hostPolicyFor } from '../lib/host-policy.js';
 import type { Logger } from '../lib/logger.js';
+import { PolicyDeniedError } from '../lib/policy-errors.js';
 import { unstorableProblems, zodProblems } from '../lib/problems.js';
 import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { uuidv7Time } from '../lib/uuid7.js';
@@ -25,6 +36,7 @@ import type { RedisClient } from '../queue/redis.js';
 import { isRedisUnavailable } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
+import type { PolicyHook } from './policy-hook.js';
 import type { CreateOutcome, PreparedTask, Runs } from './runs.js';
 import type { TaskRequest } from './task-request.js';
 import { taskView } from './task-view.js';
@@ -69,6 +81,8 @@ export interface TaskServiceDeps {
   quotas?: KeyQuotas;
   /** The schedule and tick that made a task (ScheduleStore.tickOf), for its view. */
   tickOf?: (taskId: string) => Promise<{ name: string; tickAt: Date } | undefined>;
+  /** Asked before a task is accepted (POLICY_URL); undefined: no policy. */
+  policy?: PolicyHook;
 }
 
 export interface SubmitOptions {
@@ -78,20 +92,10 @@ export interface SubmitOptions {
   paramsField?: string;
   /** Id of the API key that submits the task; idempotency keys are per owner. @defaultValue '' (no authentication) */
   owner?: string;
+  /** Scope of that key, for the policy hook; undefined without authentication. */
+  scope?: ApiKeyScope;
   /** Who the quotas count the task against (`key:<id>` or `ip:<address>`); undefined: not counted. */
   client?: string;
-}
-
-/** JSON with sorted keys, so the same body hashes the same whatever its key order. */
-function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value)
-      .filter(([, inner]) => inner !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([key, inner]) => `${JSON.stringify(key)}:${canonical(inner)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
 }
 
 /**
@@ -216,6 +220,32 @@ export class TaskService {
     await this.plan(body, options);
   }
 
+  /**
+   * Asks the policy about a validated task: a refusal throws PolicyDeniedError; params the policy
+   * rewrote are validated and planned again, as if submitted (400 when they do not fit). A
+   * workflow is planned again at the version found first.
+   */
+  private async applyPolicy(policy: PolicyHook, body: TaskRequest, options: SubmitOptions, planned: Awaited<ReturnType<TaskService['plan']>>) {
+    const taskType = planned.workflow?.name ?? body.task_type;
+    const decision = await policy.decide({ task_type: taskType, params: planned.params, key_id: options.owner || null, scope: options.scope ?? null });
+    if (!decision.allow) throw new PolicyDeniedError(decision.reason);
+    if (!decision.params) return planned;
+    const rewritten: TaskRequest = {
+      ...body,
+      task_type: taskType,
+      params: decision.params,
+      ...(planned.workflow ? { version: planned.workflow.version } : {}),
+    };
+    try {
+      return await this.plan(rewritten, options);
+    } catch (error) {
+      if (error instanceof ValidationError) {
+        throw new ValidationError(`the params as the policy rewrote them do not fit: ${error.message}`, error.details as Problem[], error.code);
+      }
+      throw error;
+    }
+  }
+
   async submit(body: TaskRequest, options: SubmitOptions = {}): Promise<Submitted> {
     return inSpan('task.submit', { [SpanAttributes.TASK_TYPE]: body.task_type }, (span) => this.submitInSpan(body, options, span));
   }
@@ -223,7 +253,8 @@ export class TaskService {
   private async submitInSpan(body: TaskRequest, options: SubmitOptions, span: SpanHandle): Promise<Submitted> {
     const receivedAt = new Date();
     if (body.callback_url) this.checkCallback(body.callback_url, options.owner ?? '');
-    const planned = await this.plan(body, options);
+    const validated = await this.plan(body, options);
+    const planned = this.deps.policy ? await this.applyPolicy(this.deps.policy, body, options, validated) : validated;
     // Known down: answer at once, before writing anything.
     assertRedis(this.deps.redis);
     if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
@@ -233,7 +264,7 @@ export class TaskService {
     const id = this.deps.queues.newTaskId(receivedAt, taskType);
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const requestHash = createHash('sha256')
-      .update(canonical({ ...body, idempotency_key: undefined }))
+      .update(canonicalJson({ ...body, idempotency_key: undefined }))
       .digest('hex');
     // The engine starts the task (which steps start at once): a first step whose input is too large is a 400 now.
     const prepared = this.deps.runs.prepare(

@@ -6,6 +6,7 @@ import type { Express } from 'express';
 import { type Dispatcher, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildOpenApiDocument, type OpenApiDocument } from '../../src/api/openapi.js';
+import * as ex from '../../src/api/openapi-examples.js';
 import { ROUTES } from '../../src/api/routes/index.js';
 import { approvalKey, signGrant } from '../../src/lib/approval-links.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
@@ -595,6 +596,31 @@ describe('the OpenAPI document', () => {
     expect((await call('GET', '/stats?window=soon')).status).toBe(400);
     expect((await call('GET', '/openapi.json')).body.openapi).toBe('3.1.0');
     expect((await call('GET', '/admin/queues')).text).toMatch(/<html/i);
+  });
+
+  it('the submit routes answer 403 policy_denied and 503 policy_unavailable as documented, with a policy service (POLICY_URL)', async () => {
+    // Refuses everything but an echo task asking for a failure, which it answers with a 500.
+    const policy = await startServer((request, res) => {
+      const input = JSON.parse(request.body) as { params: { policy?: string } };
+      if (input.params.policy === 'fail') res.writeHead(500).end();
+      else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ allow: false, reason: 'not today' }));
+    });
+    const guarded = await createHarness({ worker: false, env: { POLICY_URL: `${policy.origin}/decide`, POLICY_FAIL_MODE: 'closed' } });
+    try {
+      const denied = await call('POST', '/assign-task', { task_type: 'echo', params: {} }, {}, guarded);
+      expect(denied.status).toBe(403);
+      expect(denied.body.error).toMatchObject({ code: 'policy_denied', details: { reason: 'not today' } });
+      const executed = await call('POST', `/workflows/${ex.LOADED_WORKFLOW}/execute`, { parameters: { value: 'v' } }, {}, guarded);
+      expect(executed.status).toBe(403);
+      expect(executed.body.error.code).toBe('policy_denied');
+      const unavailable = await call('POST', '/assign-task', { task_type: 'echo', params: { policy: 'fail' } }, {}, guarded);
+      expect(unavailable.status).toBe(503);
+      expect(unavailable.body.error.code).toBe('policy_unavailable');
+      expect(unavailable.headers.get('retry-after')).toBe('1');
+    } finally {
+      await guarded.close();
+      await policy.close();
+    }
   });
 
   it('GET /docs serves Swagger UI from this server, reading /openapi.json', async () => {

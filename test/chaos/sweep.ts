@@ -1,7 +1,7 @@
 import { Queue } from 'bullmq';
 import { CALLBACKS_QUEUE, TIMERS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
-import { SCHEDULES_QUEUE } from '../../src/queue/schedule-queue.js';
 import { masters } from '../../src/queue/redis.js';
+import { SCHEDULES_QUEUE } from '../../src/queue/schedule-queue.js';
 import type { Harness } from '../helpers/harness.js';
 
 /**

@@ -87,14 +87,15 @@ export const TASK_ROUTES: Route[] = [
       200: assigned('The same `idempotency_key` with the same body was seen before: the first task, nothing new enqueued.', ex.replayedExamples),
       400: {
         ...invalid(
-          'The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`.',
+          'The body does not fit the contract (`validation_error`), or `params` do not fit the input schema (`invalid_params`; also when a policy service rewrote them into params that do not fit): one entry per problem. A `callback_url` on a server without CALLBACK_SECRET: `callbacks_disabled`.',
         ),
         examples: ex.assignTaskInvalidExamples,
       },
       404: { ...notFound('No tool or workflow has that name (`unknown_task_type`); `details` lists the known ones.'), examples: ex.unknownTaskTypeExamples },
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
     },
-    handler: async ({ body, req }, { tasks }) => assignedReply(await tasks.submit(body, { owner: submitter(req), client: clientOf(req) }), body.task_type),
+    handler: async ({ body, req }, { tasks }) =>
+      assignedReply(await tasks.submit(body, { owner: submitter(req), scope: req.apiKeyScope, client: clientOf(req) }), body.task_type),
   }),
   route({
     method: 'get',

@@ -158,7 +158,9 @@ export const WORKFLOW_ROUTES: Route[] = [
     responses: {
       202: assigned('Accepted: the task is stored and enqueued.', ex.executedExamples),
       200: assigned('The same `idempotency_key` with the same body was seen before: the first task.', ex.replayedExamples),
-      400: invalid('The body is invalid, or `parameters` do not fit the workflow (`invalid_params`).'),
+      400: invalid(
+        'The body is invalid, or `parameters` do not fit the workflow (`invalid_params`; also when a policy service rewrote them into parameters that do not fit).',
+      ),
       404: notFound('No active workflow has that name (`workflow_not_found`).'),
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
     },
@@ -166,7 +168,7 @@ export const WORKFLOW_ROUTES: Route[] = [
       const { parameters, ...options } = body;
       const submitted = await tasks.submit(
         { ...options, task_type: params.name, params: parameters },
-        { workflowOnly: true, paramsField: 'parameters', owner: submitter(req), client: clientOf(req) },
+        { workflowOnly: true, paramsField: 'parameters', owner: submitter(req), scope: req.apiKeyScope, client: clientOf(req) },
       );
       return assignedReply(submitted, params.name);
     },
