@@ -11,6 +11,7 @@ import type { EventLog } from '../queue/event-log.js';
 import type { EventNotices } from '../queue/event-notices.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
+import type { ServiceRegistry } from '../services/service-registry.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
@@ -33,6 +34,7 @@ export interface AppDeps {
   /** The producer connection: rate limits are counted in Redis. */
   redis: RedisClient;
   registry: ToolRegistry;
+  services: ServiceRegistry;
   tasks: TaskService;
   workflows: WorkflowService;
   queues: TaskQueues;
@@ -107,7 +109,8 @@ export function createApp(deps: AppDeps): Express {
   const context: RouteContext = {
     tasks: deps.tasks,
     workflows: deps.workflows,
-    tools: deps.registry.list().map(describeTool),
+    tools: () => deps.registry.list().map(describeTool),
+    services: deps.services,
     stats: deps.stats,
     statsMaxWindowDays: config.STATS_MAX_WINDOW_DAYS,
     statsSlots: { max: config.STATS_MAX_CONCURRENT, inUse: 0 },

@@ -1,5 +1,14 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { ApiError, ConflictError, DependencyUnavailableError, GoneError, NotFoundError, UnavailableError, ValidationError } from '../lib/errors.js';
+import {
+  ApiError,
+  ConflictError,
+  DependencyUnavailableError,
+  GoneError,
+  NotFoundError,
+  UnavailableError,
+  UpstreamError,
+  ValidationError,
+} from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
@@ -60,6 +69,7 @@ const STATUS_OF: [new (...args: never[]) => ApiError, number][] = [
   [ConflictError, 409],
   [GoneError, 410],
   [UnavailableError, 503],
+  [UpstreamError, 502],
 ];
 
 /** Maps anything thrown to the contract's error body. Only genuine bugs answer 500. */

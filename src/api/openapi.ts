@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parameterSchema, retryPolicySchema, stepSchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
 import { API_KEY_SCOPES } from '../lib/config.js';
 import { PACKAGE } from '../lib/package-root.js';
+import { circuitSchema, serviceAuthSchema, serviceBodySchema, serviceHeadersSchema, serviceRateLimitSchema } from '../services/service-request.js';
 import { taskRequestSchema } from '../tasks/task-request.js';
 import { callbackSchema, errorRecordSchema, stepViewSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
 import { ACCESS } from './access.js';
@@ -78,6 +79,11 @@ const REQUEST_COMPONENTS: [string, z.ZodType][] = [
   ['WorkflowDefinition', workflowDefinitionSchema],
   ['WorkflowParameter', parameterSchema],
   ['WorkflowStep', stepSchema],
+  ['ServiceRegistration', serviceBodySchema],
+  ['ServiceAuth', serviceAuthSchema],
+  ['ServiceCircuit', circuitSchema],
+  ['ServiceRateLimit', serviceRateLimitSchema],
+  ['ServiceHeaders', serviceHeadersSchema],
 ];
 
 /** Responses are described as the API sends them (zod output: defaults filled in). */
@@ -101,6 +107,8 @@ const RESPONSE_COMPONENTS: [string, z.ZodType][] = [
   ['WorkflowSummary', r.workflowSummarySchema],
   ['DeadLetter', r.deadLetterSchema],
   ['DependencyChecks', r.dependencyChecksSchema],
+  ['Service', r.serviceSchema],
+  ['AffectedWorkflows', r.affectedWorkflowsSchema],
 ];
 
 const INLINE = '__inline_';
@@ -270,6 +278,7 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES, opti
     tags: [
       { name: 'tasks', description: 'Submit tasks and follow them.' },
       { name: 'workflows', description: 'Workflow definitions: versioned DAGs of tool steps.' },
+      { name: 'services', description: 'The service registry: third-party HTTP services whose OpenAPI operations are tools, each with a circuit breaker.' },
       { name: 'tools', description: 'The tool adapters workers run.' },
       { name: 'dead-letters', description: 'Steps that exhausted their retries.' },
       { name: 'system', description: 'Health, metrics and documentation.' },

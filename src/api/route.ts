@@ -7,6 +7,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { StatsStore } from '../persistence/stats-store.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
+import type { ServiceRegistry } from '../services/service-registry.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
 import { type Access, requireAccess } from './access.js';
@@ -23,7 +24,7 @@ import type { ToolBody } from './responses.js';
  */
 
 type JsonSchema = Record<string, unknown>;
-export type HttpMethod = 'get' | 'post' | 'delete';
+export type HttpMethod = 'get' | 'post' | 'patch' | 'delete';
 
 /** One answer of an operation. A JSON body unless `mediaType` says otherwise. */
 export interface ApiReply {
@@ -49,8 +50,10 @@ export interface SystemInfo {
 export interface RouteContext {
   tasks: TaskService;
   workflows: WorkflowService;
-  /** GET /tools's answer: tool schemas do not change while the process runs. */
-  tools: ToolBody[];
+  /** GET /tools's answer: the adapters and the registered services' operations. */
+  tools: () => ToolBody[];
+  /** The registered services (/services). */
+  services: ServiceRegistry;
   stats: StatsStore;
   /** STATS_MAX_WINDOW_DAYS */
   statsMaxWindowDays: number;

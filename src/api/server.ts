@@ -19,6 +19,7 @@ import { KeyQuotas } from '../queue/key-quotas.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
 import { Shards } from '../queue/shards.js';
 import { TaskQueues } from '../queue/task-queues.js';
+import { openServiceRegistry } from '../services/service-registry.js';
 import { Runs } from '../tasks/runs.js';
 import { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
@@ -52,6 +53,18 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const subscriber = createRedis(config, 'subscriber', 'api-events');
   // Start even while Redis is down: the API then answers 503 and recovers by itself.
   await waitForRedis(redis, 2_000).catch((error: Error) => logger.warn('Redis not reachable yet', { error: error.message }));
+  // Registered services' operations are tools too: read now, and again on every change.
+  const services = openServiceRegistry({
+    config,
+    prisma: db.prisma,
+    redis,
+    subscriber: createRedis(config, 'subscriber', 'api-services'),
+    logger,
+    metrics,
+    checksHealth: true,
+  });
+  await services.start();
+  registry = registry.withDynamic(services);
   const queues = new TaskQueues(redis, config, registry.names(), logger);
   const events = new EventNotices(subscriber, config.QUEUE_PREFIX, logger);
   events.start();
@@ -84,6 +97,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     { cacheMs: config.METRICS_CACHE_MS },
   );
   const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger, config);
+  services.workflows = workflows;
   await workflows.loadExamples();
   const runs = new Runs({
     sql: db.sql,
@@ -118,7 +132,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const admission = new Admission(
     redis,
     Shards.of(config),
-    () => registry.names().map(toolQueueName),
+    () => [...new Set(registry.names().map(toolQueueName))],
     {
       maxWaitMs: config.ADMISSION_MAX_WAIT_MS,
       minBacklog: config.ADMISSION_MIN_BACKLOG,
@@ -147,6 +161,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     metrics,
     redis,
     registry,
+    services,
     tasks,
     workflows,
     queues,
@@ -215,6 +230,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       await runs.idle();
       await quotas.settled();
       await queues.close();
+      services.stop();
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());
       await db.close();

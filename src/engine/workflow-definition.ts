@@ -93,7 +93,12 @@ export type WaitSpec = z.output<typeof waitSchema>;
 export const stepSchema = z
   .object({
     id: identifier('a step id'),
-    tool: z.string().min(1).max(64).optional().meta({ description: 'A tool step: the tool it runs.' }),
+    tool: z
+      .string()
+      .min(1)
+      .max(129)
+      .optional()
+      .meta({ description: "A tool step: the tool it runs (a registered service's operation: `<service>.<operationId>`)." }),
     workflow: identifier('a workflow name').optional().meta({ description: 'A sub-workflow step: the stored workflow it runs as a child task.' }),
     version: z.int().min(1).optional().meta({ description: 'With `workflow`: the version to run; without it, the current one when the task starts.' }),
     sleep: sleepSchema.optional(),

@@ -3,6 +3,7 @@ import { BOARD_ROUTES } from './board.js';
 import { CALLBACK_ROUTES } from './callbacks.js';
 import { DEAD_LETTER_ROUTES } from './dead-letters.js';
 import { DOCS_ROUTES } from './docs.js';
+import { SERVICE_ROUTES } from './services.js';
 import { STATS_ROUTES } from './stats.js';
 import { SYSTEM_ROUTES } from './system.js';
 import { TASK_ROUTES } from './tasks.js';
@@ -20,6 +21,7 @@ export const ROUTES: readonly Route[] = [
   ...CALLBACK_ROUTES,
   ...TOOL_ROUTES,
   ...WORKFLOW_ROUTES,
+  ...SERVICE_ROUTES,
   ...DEAD_LETTER_ROUTES,
   ...STATS_ROUTES,
   ...SYSTEM_ROUTES,
