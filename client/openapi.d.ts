@@ -749,6 +749,21 @@ export interface components {
                  */
                 on_timeout?: "fail" | "continue";
             };
+            /** @description A call of a registered service's operation: stored as the tool step `<service>.<operationId>` with the input `{path, query, headers, body}`. */
+            service_call?: {
+                service: string;
+                /** @description The path as the service's OpenAPI document writes it: `/items/{id}`. */
+                endpoint: string;
+                /** @default GET */
+                method?: string;
+                /**
+                 * @description The operation's path, query and header parameters by name, and its JSON body under `body`; templates allowed.
+                 * @default {}
+                 */
+                parameters?: {
+                    [key: string]: unknown;
+                };
+            };
             /**
              * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
              * @default {}
@@ -1183,6 +1198,21 @@ export interface components {
                  * @enum {string}
                  */
                 on_timeout: "fail" | "continue";
+            };
+            /** @description A call of a registered service's operation: stored as the tool step `<service>.<operationId>` with the input `{path, query, headers, body}`. */
+            service_call?: {
+                service: string;
+                /** @description The path as the service's OpenAPI document writes it: `/items/{id}`. */
+                endpoint: string;
+                /** @default GET */
+                method: string;
+                /**
+                 * @description The operation's path, query and header parameters by name, and its JSON body under `body`; templates allowed.
+                 * @default {}
+                 */
+                parameters: {
+                    [key: string]: unknown;
+                };
             };
             /**
              * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.

@@ -24,6 +24,17 @@ export interface ToolSpec {
   schemas?: { input: JsonSchema; output: JsonSchema };
   /** Limits per key every step of this tool is under (a service's concurrency and rate limit). */
   limits?: readonly KeyLimit[];
+  /** A registered service's operation: what a `service_call` step names it by, and where its parameters go. */
+  operation?: ServiceOperationRef;
+}
+
+export interface ServiceOperationRef {
+  service: string;
+  /** Upper case: GET, POST… */
+  method: string;
+  /** The path template as the document writes it: `/items/{id}`. */
+  path: string;
+  parameters: readonly { name: string; in: 'path' | 'query' | 'header' }[];
 }
 
 export interface WorkflowSpec {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { JsonSchema } from '../engine/catalog.js';
+import type { JsonSchema, ServiceOperationRef } from '../engine/catalog.js';
 import type { DependencyResult, KeyLimit, RetryPolicy } from '../engine/types.js';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
@@ -78,6 +78,8 @@ export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = 
   schemas?: { input: JsonSchema; output: JsonSchema };
   /** Limits per key every step of the tool is under (a service's concurrency and rate limit). @defaultValue none */
   limits?: readonly KeyLimit[];
+  /** A registered service's operation this tool calls (`service_call` steps name it so). @defaultValue none */
+  operation?: ServiceOperationRef;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = Object.freeze({

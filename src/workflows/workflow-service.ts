@@ -5,6 +5,7 @@ import type { Catalog, ToolSpec, WorkflowSpec } from '../engine/catalog.js';
 import { checkWorkflow, referencedWorkflows } from '../engine/check.js';
 import { compileWorkflow } from '../engine/compile.js';
 import type { Plan, RunOverrides } from '../engine/plan.js';
+import { expandServiceCalls } from '../engine/steps/service-call.js';
 import { IDENTIFIER, type WorkflowDefinition, workflowDefinitionSchema } from '../engine/workflow-definition.js';
 import { NotFoundError, type Problem, ValidationError, zodProblems } from '../lib/errors.js';
 import { DEFAULT_LIMITS, type Limits } from '../lib/limits.js';
@@ -43,9 +44,12 @@ export class WorkflowService {
     const parsed = workflowDefinitionSchema.safeParse(body);
     if (!parsed.success) throw new ValidationError('the workflow definition is invalid', zodProblems(parsed.error), 'invalid_workflow');
     const catalog = await this.catalogFor(parsed.data);
-    const problems = [...unstorableProblems(body), ...checkWorkflow(parsed.data, catalog, this.limits)];
+    // Seed-style service_call steps become the tool steps of the operations they name.
+    const expanded = expandServiceCalls(parsed.data, catalog);
+    if (expanded.problems.length > 0) throw new ValidationError('the workflow definition is invalid', expanded.problems, 'invalid_workflow');
+    const problems = [...unstorableProblems(body), ...checkWorkflow(expanded.definition, catalog, this.limits)];
     if (problems.length > 0) throw new ValidationError('the workflow definition is invalid', problems, 'invalid_workflow');
-    return parsed.data;
+    return expanded.definition;
   }
 
   async define(body: unknown): Promise<StoredWorkflow> {

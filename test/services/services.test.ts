@@ -240,6 +240,41 @@ describe('the service registry', () => {
     expect(finished.status).toBe('completed');
     expect(finished.result).toEqual({ total: 10, price: 2.5 });
 
+    // The seed's shape: a service_call step is stored as the operation's tool step.
+    const seeded = await h.request('POST', '/workflows', {
+      name: 'seeded_order',
+      parameters: [{ name: 'item_id', type: 'string', required: true }],
+      steps: [
+        {
+          id: 'item',
+          service_call: { service: 'inventory', endpoint: '/items/{id}', method: 'get', parameters: { id: '{{params.item_id}}', verbose: false } },
+        },
+        {
+          id: 'order',
+          depends_on: ['item'],
+          service_call: {
+            service: 'inventory',
+            endpoint: '/orders',
+            method: 'POST',
+            parameters: { body: { item_id: '{{steps.item.output.id}}', quantity: 2 } },
+          },
+        },
+      ],
+      output: '{{steps.order.output.total}}',
+    });
+    expect(seeded.status, JSON.stringify(seeded.body)).toBe(201);
+    expect(seeded.body.steps[0]).toMatchObject({ tool: 'inventory.getItem', input: { path: { id: '{{params.item_id}}' }, query: { verbose: false } } });
+    expect(seeded.body.steps[0]).not.toHaveProperty('service_call');
+    expect(seeded.body.steps[1]).toMatchObject({ tool: 'inventory.createOrder', input: { body: { item_id: '{{steps.item.output.id}}', quantity: 2 } } });
+    const seededRun = await h.request('POST', '/workflows/seeded_order/execute', { parameters: { item_id: 's1' } });
+    expect((await waitForTask(h, seededRun.body.task_id)).result).toBe(5);
+    const unknownCall = await h.request('POST', '/workflows', {
+      name: 'seeded_bad',
+      steps: [{ id: 'a', service_call: { service: 'inventory', endpoint: '/nowhere', method: 'GET', parameters: {} } }],
+    });
+    expect(unknownCall.status).toBe(400);
+    expect(unknownCall.body.error.details).toEqual([{ path: 'steps[0].service_call', message: expect.stringContaining('no operation GET /nowhere') }]);
+
     // A 4xx answer fails the step at once, without retrying.
     const missing = await waitForTask(h, await submit(h, { task_type: 'inventory.getItem', params: { path: { id: 'missing' } } }));
     expect(missing.status).toBe('failed');
@@ -259,7 +294,7 @@ describe('the service registry', () => {
       version: 2,
       operations: { added: ['inventory.placeOrder'], removed: ['inventory.createOrder'], changed: ['inventory.getItem'] },
     });
-    expect(refreshed.body.affected_workflows).toHaveLength(1);
+    expect(refreshed.body.affected_workflows.map((workflow: { name: string }) => workflow.name)).toEqual(['order_item', 'seeded_order']);
     const [affected] = refreshed.body.affected_workflows;
     expect(affected.name).toBe('order_item');
     expect(affected.problems.map((problem: { path: string }) => problem.path)).toEqual(expect.arrayContaining(['steps[1].tool', 'output.price']));
