@@ -4149,6 +4149,10 @@ export interface operations {
                         /** @constant */
                         ready: true;
                         checks: components["schemas"]["DependencyChecks"];
+                        /** @description Each registered service's last health check (`unknown`: none yet, or no health_path). Information only: a service down does not make this one unready. */
+                        services: {
+                            [key: string]: "up" | "down" | "unknown";
+                        };
                     };
                 };
             };

@@ -533,7 +533,12 @@ export const healthExamples: Record<string, ApiExample> = {
     value: { status: 'degraded', uptime_s: 200, checks: { redis: 'down', database: 'up' }, timestamp: '2026-11-22T18:31:10.000Z' },
   },
 };
-export const readyExamples: Record<string, ApiExample> = { ready: { summary: 'Ready', value: { ready: true, checks: allUp } } };
+export const readyExamples: Record<string, ApiExample> = {
+  ready: {
+    summary: 'Ready (one registered service is down: information only)',
+    value: { ready: true, checks: allUp, services: { billing: 'up', shipping: 'down' } },
+  },
+};
 export const notReadyExamples: Record<string, ApiExample> = {
   not_ready: {
     summary: 'PostgreSQL does not answer',

@@ -260,7 +260,14 @@ export const healthSchema = z.object({
   timestamp,
 });
 
-export const readySchema = z.object({ ready: z.literal(true), checks: dependencyChecksSchema });
+export const readySchema = z.object({
+  ready: z.literal(true),
+  checks: dependencyChecksSchema,
+  services: z.record(z.string(), z.enum(['up', 'down', 'unknown'])).meta({
+    description:
+      "Each registered service's last health check (`unknown`: none yet, or no health_path). Information only: a service down does not make this one unready.",
+  }),
+});
 
 export const notReadySchema = z.object({
   error: z.object({

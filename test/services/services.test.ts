@@ -182,6 +182,8 @@ describe('the service registry', () => {
     expect(one.body.circuit_state.state).toBe('closed');
     // Health is checked in the background, and shown in /services and (as information) /ready.
     await poll(async () => (await h.request('GET', '/services')).body.services[0]?.health?.status === 'up', { label: 'a health check' });
+    expect((await h.request('GET', '/ready')).body.services).toEqual({ inventory: 'up' });
+    expect(await (await fetch(`${h.url}/metrics`)).text()).toContain('orchestrator_service_up{service="inventory"} 1');
     expect((await h.request('GET', '/services/nothing')).status).toBe(404);
   });
 
@@ -199,6 +201,20 @@ describe('the service registry', () => {
     const rows = await h.db.pool.query(`SELECT row_to_json(s)::text AS row FROM services s UNION ALL SELECT row_to_json(d)::text FROM service_documents d`);
     expect(rows.rows.length).toBeGreaterThanOrEqual(2);
     for (const { row } of rows.rows) expect(row).not.toContain(SECRET);
+    // From the environment as well: SERVICE_SECRET_<REF>.
+    process.env.SERVICE_SECRET_FROM_ENV = 'env-secret-value-0123456789';
+    try {
+      const withEnv = await h.request('POST', '/services', {
+        name: 'envauth',
+        base_url: inventory.origin,
+        auth: { type: 'header', secret_ref: 'from.env', header_name: 'X-Key' },
+      });
+      expect(withEnv.body.service.auth).toEqual({ type: 'header', secret_ref: 'from.env', header_name: 'X-Key', secret_set: true });
+      expect(JSON.stringify(withEnv.body)).not.toContain('env-secret-value');
+    } finally {
+      delete process.env.SERVICE_SECRET_FROM_ENV;
+      await h.request('DELETE', '/services/envauth');
+    }
     // The secret did reach the service, in the header its auth names.
     await submit(h, { task_type: 'inventory.getItem', params: { path: { id: 'probe' } } }).then((id) => waitForTask(h, id));
     expect(inventory.received('/items/probe').at(-1)?.headers.authorization).toBe(`Bearer ${SECRET}`);
