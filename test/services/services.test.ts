@@ -86,6 +86,9 @@ describe('the service registry', () => {
   let h: Harness;
   let inventory: TestServer;
   let flaky: TestServer;
+  let slow: TestServer;
+  let inFlight = 0;
+  let mostInFlight = 0;
   let secretsDir: string;
   let documentVersion: 1 | 2 = 1;
   let flakyFails = true;
@@ -112,11 +115,30 @@ describe('the service registry', () => {
       if (flakyFails) return json(res, 503, { error: 'down' });
       return json(res, 200, { ok: true });
     });
+    slow = await startServer((request, res) => {
+      if (request.path === '/openapi.json') {
+        return json(res, 200, {
+          openapi: '3.1.0',
+          info: { title: 'Slow', version: '1' },
+          paths: {
+            '/work': {
+              post: { operationId: 'work', responses: { '200': { description: 'done', content: { 'application/json': { schema: { type: 'object' } } } } } },
+            },
+          },
+        });
+      }
+      inFlight += 1;
+      mostInFlight = Math.max(mostInFlight, inFlight);
+      setTimeout(() => {
+        inFlight -= 1;
+        json(res, 200, { done: true });
+      }, 300);
+    });
     secretsDir = await mkdtemp(path.join(tmpdir(), 'service-secrets-'));
     await writeFile(path.join(secretsDir, 'secrets.json'), JSON.stringify({ inventory_token: SECRET }));
     h = await createHarness({
       env: {
-        HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${inventory.port},127.0.0.1:${flaky.port}`,
+        HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${inventory.port},127.0.0.1:${flaky.port},127.0.0.1:${slow.port}`,
         SERVICE_SECRETS_FILE: path.join(secretsDir, 'secrets.json'),
         SERVICE_HEALTH_INTERVAL_MS: '200',
         SERVICES_RELOAD_MS: '500',
@@ -125,7 +147,7 @@ describe('the service registry', () => {
   });
   afterAll(async () => {
     await h?.close();
-    await Promise.all([inventory?.close(), flaky?.close()]);
+    await Promise.all([inventory?.close(), flaky?.close(), slow?.close()]);
     if (secretsDir) await rm(secretsDir, { recursive: true, force: true });
     await closeTestConnections();
   });
@@ -325,6 +347,27 @@ describe('the service registry', () => {
     const deleted = await h.request('DELETE', '/services/plain');
     expect(deleted.body).toEqual({ deleted: 'plain', affected_workflows: [] });
     expect((await h.request('DELETE', '/services/plain')).status).toBe(404);
+  });
+
+  it("holds a service's calls to its concurrency: the others wait (reason concurrency) holding no worker", async () => {
+    const registered = await h.request('POST', '/services', {
+      name: 'slow',
+      base_url: slow.origin,
+      openapi_url: `${slow.origin}/openapi.json`,
+      concurrency: 1,
+    });
+    expect(registered.status, JSON.stringify(registered.body)).toBe(201);
+    const ids = await Promise.all([1, 2, 3].map(() => submit(h, { task_type: 'slow.work', params: {} })));
+    await poll(
+      async () => {
+        const steps = await Promise.all(ids.map(async (id) => (await h.request('GET', `/result/${id}`)).body.steps[0]));
+        return steps.some((step) => step.status === 'waiting' && step.reason === 'concurrency');
+      },
+      { label: 'a call waiting for its turn', timeoutMs: 10_000, intervalMs: 20 },
+    );
+    for (const id of ids) expect((await waitForTask(h, id)).status).toBe('completed');
+    expect(slow.received('/work')).toHaveLength(3);
+    expect(mostInFlight).toBe(1);
   });
 
   it('opens the circuit of a failing service: steps wait without calls while it is open, probes half-open it, it closes on recovery', async () => {

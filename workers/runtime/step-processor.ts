@@ -1,7 +1,7 @@
 import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import type { z } from 'zod';
 import { attemptOutcome } from '../../src/engine/decide.js';
-import type { StepOutcome } from '../../src/engine/status.js';
+import { isFinished, type StepOutcome } from '../../src/engine/status.js';
 import type { Config } from '../../src/lib/config.js';
 import {
   coerceError,
@@ -244,7 +244,12 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     if (!token) throw new Error('a job without a token cannot wait for its circuit');
     metrics.serviceCallsHeld.inc({ service: tool.slice(0, tool.indexOf('.')) });
     try {
-      if (!job.data.held) await report(true);
+      const { recorded } = job.data.held ? { recorded: false } : await report(true);
+      // Its task ended meanwhile (cancelled): no wait; the claim refuses it and it is closed.
+      if (!recorded) {
+        const [task] = await runs.states([taskId]);
+        if (!task || task.run !== run || isFinished(task.status)) return undefined;
+      }
     } catch (error) {
       return postpone(job, token, error, logger, 'could not record a step waiting for its circuit: its job comes back later');
     }
