@@ -142,6 +142,7 @@ describe('the service registry', () => {
         SERVICE_SECRETS_FILE: path.join(secretsDir, 'secrets.json'),
         SERVICE_HEALTH_INTERVAL_MS: '200',
         SERVICES_RELOAD_MS: '500',
+        WORKER_METRICS_PORT: '0',
       },
     });
   });
@@ -418,6 +419,17 @@ describe('the service registry', () => {
       const during = calls.filter((at) => at > transition.at + (transition.from === 'closed' ? 100 : 5) && at < end);
       expect(during, `calls while open from ${new Date(transition.at).toISOString()}`).toHaveLength(0);
     }
+    // The worker that made each transition counted it.
+    const metrics = await (await fetch(h.worker!.metricsUrl!)).text();
+    for (const [from, to] of [
+      ['closed', 'open'],
+      ['open', 'half_open'],
+      ['half_open', 'open'],
+      ['half_open', 'closed'],
+    ]) {
+      expect(metrics).toMatch(new RegExp(`orchestrator_circuit_transitions_total\\{service="flaky",from="${from}",to="${to}"\\} [1-9]`));
+    }
+    expect(metrics).toMatch(/orchestrator_service_calls_held_total\{service="flaky"\} [1-9]/);
     // Each half-open period let one probe through (half_open_probes: 1).
     for (const [index, transition] of transitions.entries()) {
       if (transition.to !== 'half_open') continue;
