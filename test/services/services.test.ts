@@ -390,6 +390,15 @@ describe('the service registry', () => {
       },
       { label: 'a step waiting for the circuit', timeoutMs: 10_000, intervalMs: 10 },
     );
+    // A waiting step's task can be cancelled: the step ends, and its held job never calls.
+    const cancelled = await submit(h, { task_type: 'flaky.ping', params: {}, retry });
+    await poll(async () => (await h.request('GET', `/result/${cancelled}`)).body.steps[0].reason === 'circuit_open', {
+      label: 'the fourth step waiting',
+      timeoutMs: 10_000,
+      intervalMs: 10,
+    });
+    expect((await h.request('POST', `/tasks/${cancelled}/cancel`)).status).toBe(200);
+    expect((await waitForTask(h, cancelled)).steps[0].status).toBe('cancelled');
     // Through one failed probe (half_open -> open), then the service recovers.
     await poll(
       async () =>
