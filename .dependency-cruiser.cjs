@@ -7,7 +7,7 @@
 //   engine    src/engine      the pure decider: plans, step inputs, transitions, task outputs, templates
 //   sdk       src/tools       the tool SDK: what an adapter implements, and the registry
 //   store     src/ledger, src/persistence, src/queue, src/observability
-//   services  src/tasks, src/workflows, src/schedules
+//   services  src/tasks, src/workflows, src/schedules, src/services (the registry of third-party services)
 //   edge      src/api, workers/ (the worker process and its runtime), which do not import each other
 //   entry     src/main.ts, src/api/main.ts, workers/main.ts, src/bootstrap.ts
 //
@@ -22,7 +22,7 @@ const LAYERS = [
   { name: 'engine', path: '^src/engine/' },
   { name: 'sdk', path: '^src/tools/' },
   { name: 'store', path: '^src/(ledger|persistence|queue|observability)/' },
-  { name: 'services', path: '^src/(tasks|workflows|schedules)/' },
+  { name: 'services', path: '^src/(tasks|workflows|schedules|services)/' },
   { name: 'edge', path: ['^src/api/(?!main\\.ts$)', '^workers/(?!main\\.ts$|adapters/)'] },
   { name: 'entry', path: '^(src/(main\\.ts|api/main\\.ts|bootstrap\\.ts)|workers/main\\.ts)$' },
 ];

@@ -378,6 +378,69 @@ export interface paths {
         patch: operations["updateSchedule"];
         trace?: never;
     };
+    "/services": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the registered services, with their health and circuit state */
+        get: operations["listServices"];
+        put?: never;
+        /**
+         * Register a service; its OpenAPI operations become tools
+         * @description With `openapi_url`, its OpenAPI 3.x document (JSON) is fetched, validated and stored as version 1; every operation with an operationId becomes the tool `<name>.<operationId>`, input `{path?, query?, headers?, body?}`, output the JSON body of its 2xx answer. Secrets are named (`auth.secret_ref`), never given.
+         */
+        post: operations["registerService"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/services/{name}/refresh": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Fetch a service's OpenAPI document again; report the workflows a change breaks
+         * @description A changed document is stored as the next version and the tools follow it. The answer lists operations added, removed and changed, and every active workflow that calls one that is gone or whose schemas no longer fit, with its problems.
+         */
+        post: operations["refreshService"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/services/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A registered service, with its operations, health and circuit state */
+        get: operations["getService"];
+        put?: never;
+        post?: never;
+        /** Delete a service; its tools go with it */
+        delete: operations["deleteService"];
+        options?: never;
+        head?: never;
+        /**
+         * Change a service's settings
+         * @description Given fields replace the stored ones; `null` removes an optional one. A new `openapi_url` is fetched at once; otherwise the document stays (see refresh).
+         */
+        patch: operations["updateService"];
+        trace?: never;
+    };
     "/dead-letters": {
         parameters: {
             query?: never;
@@ -712,7 +775,7 @@ export interface components {
         };
         WorkflowStep: {
             id: string;
-            /** @description A tool step: the tool it runs. */
+            /** @description A tool step: the tool it runs (a registered service's operation: `<service>.<operationId>`). */
             tool?: string;
             /** @description A sub-workflow step: the stored workflow it runs as a child task. */
             workflow?: string;
@@ -751,6 +814,21 @@ export interface components {
                  * @enum {string}
                  */
                 on_timeout?: "fail" | "continue";
+            };
+            /** @description A call of a registered service's operation: stored as the tool step `<service>.<operationId>` with the input `{path, query, headers, body}`. */
+            service_call?: {
+                service: string;
+                /** @description The path as the service's OpenAPI document writes it: `/items/{id}`. */
+                endpoint: string;
+                /** @default GET */
+                method?: string;
+                /**
+                 * @description The operation's path, query and header parameters by name, and its JSON body under `body`; templates allowed.
+                 * @default {}
+                 */
+                parameters?: {
+                    [key: string]: unknown;
+                };
             };
             /**
              * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
@@ -862,6 +940,68 @@ export interface components {
         ScheduleCatchUp: ("none" | "latest") | {
             all_within_ms: number;
         };
+        ServiceRegistration: {
+            name: string;
+            /**
+             * Format: uri
+             * @description The URL operations' paths are appended to; its host must be on HTTP_TOOL_ALLOWED_HOSTS.
+             */
+            base_url: string;
+            /**
+             * Format: uri
+             * @description Where its OpenAPI 3.x document (JSON) is fetched, at registration and on POST /services/{name}/refresh.
+             */
+            openapi_url?: string;
+            /** @default {} */
+            headers?: components["schemas"]["ServiceHeaders"];
+            auth?: components["schemas"]["ServiceAuth"];
+            /** @description Checked in the background with GET; shown in GET /services, /ready and the metrics. */
+            health_path?: string;
+            /**
+             * @description Each call is aborted after this long (default 30000).
+             * @default 30000
+             */
+            timeout_ms?: number;
+            circuit?: components["schemas"]["ServiceCircuit"];
+            /** @description Most calls at once, across every worker; the rest wait (reason concurrency). */
+            concurrency?: number;
+            rate_limit?: components["schemas"]["ServiceRateLimit"];
+        };
+        ServiceAuth: {
+            /**
+             * @description bearer: `Authorization: Bearer <secret>`; basic: the secret is `user:password`; header: the secret in `header_name`.
+             * @enum {string}
+             */
+            type: "bearer" | "basic" | "header";
+            /** @description The name of the secret: SERVICE_SECRET_<REF> in the environment (upper-cased, other characters as _), or the key in SERVICE_SECRETS_FILE. Its value is never stored nor shown. */
+            secret_ref: string;
+            /** @description type header: the header that carries the secret (default X-API-Key). */
+            header_name?: string;
+        };
+        /** @description Circuit breaker settings; every service has one, with these defaults. */
+        ServiceCircuit: {
+            /** @description Failures in a row that open the circuit (default 5). */
+            failure_threshold?: number;
+            /** @description A failure ratio within window_ms that opens it once min_calls were made; 0: off (default 0.5). */
+            failure_ratio?: number;
+            /** @description Default 60000. */
+            window_ms?: number;
+            /** @description Default 10. */
+            min_calls?: number;
+            /** @description How long it stays open before probes go through (default 30000). */
+            open_ms?: number;
+            /** @description Probe calls let through while half-open; all succeeding closes it (default 1). */
+            half_open_probes?: number;
+        };
+        /** @description Most calls started per minute (or second), across every worker; the rest wait (reason rate_limit). */
+        ServiceRateLimit: {
+            per_minute?: number;
+            per_second?: number;
+        };
+        /** @description Headers sent with every call. Not for secrets: they are stored and shown; put credentials in `auth`. */
+        ServiceHeaders: {
+            [key: string]: string;
+        };
         /**
          * Format: date-time
          * @description ISO 8601 date and time, UTC.
@@ -966,7 +1106,7 @@ export interface components {
             tool: string | null;
             /** @enum {string} */
             status: "pending" | "queued" | "running" | "waiting" | "completed" | "failed" | "skipped" | "cancelled";
-            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, or its turn under a limit per key: `concurrency`, `rate_limit`). */
+            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, its turn under a limit per key: `concurrency`, `rate_limit`, or its service's circuit breaker to half-open: `circuit_open`). */
             reason?: string;
             attempts: number;
             /** @description The step's last ended attempts in this run, newest first (at most 3), each with its error and duration, from its history (GET /tasks/{task_id}/history has them all). Absent when none is recorded (TASK_HISTORY off, or not run yet). */
@@ -1194,7 +1334,7 @@ export interface components {
         };
         StoredWorkflowStep: {
             id: string;
-            /** @description A tool step: the tool it runs. */
+            /** @description A tool step: the tool it runs (a registered service's operation: `<service>.<operationId>`). */
             tool?: string;
             /** @description A sub-workflow step: the stored workflow it runs as a child task. */
             workflow?: string;
@@ -1233,6 +1373,21 @@ export interface components {
                  * @enum {string}
                  */
                 on_timeout: "fail" | "continue";
+            };
+            /** @description A call of a registered service's operation: stored as the tool step `<service>.<operationId>` with the input `{path, query, headers, body}`. */
+            service_call?: {
+                service: string;
+                /** @description The path as the service's OpenAPI document writes it: `/items/{id}`. */
+                endpoint: string;
+                /** @default GET */
+                method: string;
+                /**
+                 * @description The operation's path, query and header parameters by name, and its JSON body under `body`; templates allowed.
+                 * @default {}
+                 */
+                parameters: {
+                    [key: string]: unknown;
+                };
             };
             /**
              * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
@@ -1358,6 +1513,82 @@ export interface components {
             status: ("queued" | "running" | "completed" | "failed" | "cancelled") | null;
             error?: string;
         };
+        /** @description A registered service. Secrets are referred to by name only. */
+        Service: {
+            name: string;
+            base_url: string;
+            openapi_url: string | null;
+            headers: {
+                [key: string]: string;
+            };
+            auth: {
+                /** @enum {string} */
+                type: "bearer" | "basic" | "header";
+                secret_ref: string;
+                header_name?: string;
+                /** @description Whether this process finds the secret (SERVICE_SECRET_<REF> or SERVICE_SECRETS_FILE). Its value is never shown. */
+                secret_set: boolean;
+            } | null;
+            health_path: string | null;
+            timeout_ms: number;
+            /** @description The circuit breaker settings in force (defaults filled in). */
+            circuit: {
+                failure_threshold: number;
+                failure_ratio: number;
+                window_ms: number;
+                min_calls: number;
+                open_ms: number;
+                half_open_probes: number;
+            };
+            concurrency: number | null;
+            rate_limit: {
+                per_minute?: number;
+                per_second?: number;
+            } | null;
+            /** @description The version of the OpenAPI document in use; 0: none. */
+            document_version: number;
+            /** @description Its operations as tools (`<service>.<operationId>`): see GET /tools for their schemas. */
+            operations: {
+                tool: string;
+                method: string;
+                path: string;
+                summary: string;
+            }[];
+            /** @description The last background check of health_path; null before the first, or without health_path. */
+            health: {
+                /** @enum {string} */
+                status: "up" | "down";
+                checked_at: components["schemas"]["Timestamp"];
+                http_status?: number;
+                error?: string;
+            } | null;
+            /** @description The circuit breaker as every worker shares it (Redis); null when Redis does not answer. */
+            circuit_state: {
+                /** @enum {string} */
+                state: "closed" | "open" | "half_open";
+                since: components["schemas"]["Timestamp"] | null;
+                open_until: components["schemas"]["Timestamp"] | null;
+                failures_in_a_row: number;
+                window: {
+                    calls: number;
+                    failures: number;
+                };
+                /** @description The latest transitions, newest first. */
+                transitions: {
+                    from: string;
+                    to: string;
+                    at: components["schemas"]["Timestamp"];
+                }[];
+            } | null;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        /** @description The active workflows the change breaks: an operation they call is gone, or its schemas no longer fit their inputs or templates. */
+        AffectedWorkflows: {
+            name: string;
+            version: number;
+            problems: components["schemas"]["Problem"][];
+        }[];
     };
     responses: never;
     parameters: never;
@@ -3651,6 +3882,605 @@ export interface operations {
             };
         };
     };
+    listServices: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The services. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        services: components["schemas"]["Service"][];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    registerService: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ServiceRegistration"];
+            };
+        };
+        responses: {
+            /** @description Registered. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        service: components["schemas"]["Service"];
+                        imported: {
+                            version: number;
+                            tools: string[];
+                            /** @description Operations that did not become tools (no operationId, or one that makes no tool name). */
+                            skipped: {
+                                where: string;
+                                reason: string;
+                            }[];
+                        };
+                    };
+                };
+            };
+            /** @description The body is invalid (`invalid_service`), the document is not a valid OpenAPI 3.x JSON document or too large (`invalid_openapi_document`), or its host is not on HTTP_TOOL_ALLOWED_HOSTS (`host_not_allowed`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A service has this name (`service_exists`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The OpenAPI document could not be fetched (`openapi_fetch_failed`): the service did not answer 200, or not at all. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    refreshService: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path: {
+                /**
+                 * @description The name of a registered service.
+                 * @example billing
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Fetched (stored when it changed); a service without `openapi_url` has nothing to fetch: `changed` false. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        name: string;
+                        version: number;
+                        /** @description false: the document is the same as the stored one; nothing was stored. */
+                        changed: boolean;
+                        operations: {
+                            added: string[];
+                            removed: string[];
+                            changed: string[];
+                        };
+                        affected_workflows: components["schemas"]["AffectedWorkflows"];
+                    };
+                };
+            };
+            /** @description The document is invalid (`invalid_openapi_document`) or on a host not allowed (`host_not_allowed`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No service has this name (`service_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The OpenAPI document could not be fetched (`openapi_fetch_failed`): the service did not answer 200, or not at all. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getService: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The name of a registered service.
+                 * @example billing
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The service. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Service"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No service has this name (`service_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deleteService: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The name of a registered service.
+                 * @example billing
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted; the workflows that called it are named. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        deleted: string;
+                        affected_workflows: components["schemas"]["AffectedWorkflows"];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No service has this name (`service_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    updateService: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The name of a registered service.
+                 * @example billing
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /**
+                     * Format: uri
+                     * @description The URL operations' paths are appended to; its host must be on HTTP_TOOL_ALLOWED_HOSTS.
+                     */
+                    base_url?: string;
+                    openapi_url?: string | null;
+                    headers?: components["schemas"]["ServiceHeaders"];
+                    auth?: components["schemas"]["ServiceAuth"] | null;
+                    health_path?: string | null;
+                    /** @description Each call is aborted after this long (default 30000). */
+                    timeout_ms?: number;
+                    circuit?: components["schemas"]["ServiceCircuit"] | null;
+                    concurrency?: number | null;
+                    rate_limit?: components["schemas"]["ServiceRateLimit"] | null;
+                };
+            };
+        };
+        responses: {
+            /** @description Changed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Service"];
+                };
+            };
+            /** @description The change is invalid (`invalid_service`), or the new document is (`invalid_openapi_document`, `host_not_allowed`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No service has this name (`service_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The OpenAPI document could not be fetched (`openapi_fetch_failed`): the service did not answer 200, or not at all. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     listDeadLetters: {
         parameters: {
             query?: {
@@ -4090,6 +4920,10 @@ export interface operations {
                         /** @constant */
                         ready: true;
                         checks: components["schemas"]["DependencyChecks"];
+                        /** @description Each registered service's last health check (`unknown`: none yet, or no health_path). Information only: a service down does not make this one unready. */
+                        services: {
+                            [key: string]: "up" | "down" | "unknown";
+                        };
                     };
                 };
             };

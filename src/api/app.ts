@@ -12,6 +12,7 @@ import type { EventNotices } from '../queue/event-notices.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ScheduleService } from '../schedules/schedule-service.js';
+import type { ServiceRegistry } from '../services/service-registry.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
@@ -35,6 +36,7 @@ export interface AppDeps {
   /** The producer connection: rate limits are counted in Redis. */
   redis: RedisClient;
   registry: ToolRegistry;
+  services: ServiceRegistry;
   tasks: TaskService;
   workflows: WorkflowService;
   schedules: ScheduleService;
@@ -120,7 +122,8 @@ export function createApp(deps: AppDeps): Express {
     tasks: deps.tasks,
     workflows: deps.workflows,
     schedules: deps.schedules,
-    tools: deps.registry.list().map(describeTool),
+    tools: () => deps.registry.list().map(describeTool),
+    services: deps.services,
     stats: deps.stats,
     statsMaxWindowDays: config.STATS_MAX_WINDOW_DAYS,
     statsSlots: { max: config.STATS_MAX_CONCURRENT, inUse: 0 },

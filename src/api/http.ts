@@ -7,6 +7,7 @@ import {
   GoneError,
   NotFoundError,
   UnavailableError,
+  UpstreamError,
   ValidationError,
 } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
@@ -70,6 +71,7 @@ const STATUS_OF: [new (...args: never[]) => ApiError, number][] = [
   [ConflictError, 409],
   [GoneError, 410],
   [UnavailableError, 503],
+  [UpstreamError, 502],
 ];
 
 /** Maps anything thrown to the contract's error body. Only genuine bugs answer 500. */

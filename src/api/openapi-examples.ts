@@ -574,7 +574,12 @@ export const healthExamples: Record<string, ApiExample> = {
     value: { status: 'degraded', uptime_s: 200, checks: { redis: 'down', database: 'up' }, timestamp: '2026-11-22T18:31:10.000Z' },
   },
 };
-export const readyExamples: Record<string, ApiExample> = { ready: { summary: 'Ready', value: { ready: true, checks: allUp } } };
+export const readyExamples: Record<string, ApiExample> = {
+  ready: {
+    summary: 'Ready (one registered service is down: information only)',
+    value: { ready: true, checks: allUp, services: { billing: 'up', shipping: 'down' } },
+  },
+};
 export const notReadyExamples: Record<string, ApiExample> = {
   not_ready: {
     summary: 'PostgreSQL does not answer',
@@ -681,4 +686,84 @@ export const scheduleDetailExamples: Record<string, ApiExample> = {
 
 export const scheduleDeletedExamples: Record<string, ApiExample> = {
   deleted: { summary: 'Deleted', value: { name: EXAMPLE_SCHEDULE, deleted: true, message: 'Schedule deleted; the tasks it made are kept' } },
+};
+
+// Services
+
+/** The service the examples register (without a document: a default install allows no host to fetch one from). */
+export const EXAMPLE_SERVICE = 'billing';
+
+export const registerServiceExamples: Record<string, ApiExample> = {
+  billing: {
+    summary: 'A service with a bearer token from SERVICE_SECRET_BILLING_TOKEN',
+    value: {
+      name: EXAMPLE_SERVICE,
+      base_url: 'https://billing.example.com/v1',
+      auth: { type: 'bearer', secret_ref: 'billing_token' },
+      health_path: '/health',
+      timeout_ms: 10000,
+      circuit: { failure_threshold: 5, open_ms: 30000 },
+      concurrency: 10,
+    },
+  },
+};
+
+export const patchServiceExamples: Record<string, ApiExample> = {
+  slower: { summary: 'A longer timeout and a rate limit', value: { timeout_ms: 20000, rate_limit: { per_second: 5 } } },
+};
+
+const exampleServiceView = {
+  name: EXAMPLE_SERVICE,
+  base_url: 'https://billing.example.com/v1',
+  openapi_url: 'https://billing.example.com/v1/openapi.json',
+  headers: {},
+  auth: { type: 'bearer', secret_ref: 'billing_token', secret_set: true },
+  health_path: '/health',
+  timeout_ms: 10000,
+  circuit: { failure_threshold: 5, failure_ratio: 0.5, window_ms: 60000, min_calls: 10, open_ms: 30000, half_open_probes: 1 },
+  concurrency: 10,
+  rate_limit: null,
+  document_version: 1,
+  operations: [{ tool: 'billing.getInvoice', method: 'GET', path: '/invoices/{id}', summary: 'An invoice' }],
+  health: { status: 'up', checked_at: '2026-11-26T10:00:00.000Z', http_status: 200 },
+  circuit_state: {
+    state: 'closed',
+    since: '2026-11-26T09:58:00.000Z',
+    open_until: null,
+    failures_in_a_row: 0,
+    window: { calls: 12, failures: 1 },
+    transitions: [
+      { from: 'half_open', to: 'closed', at: '2026-11-26T09:58:00.000Z' },
+      { from: 'open', to: 'half_open', at: '2026-11-26T09:57:59.000Z' },
+    ],
+  },
+  created_at: '2026-11-26T09:00:00.000Z',
+  updated_at: '2026-11-26T09:00:00.000Z',
+};
+
+export const serviceExamples: Record<string, ApiExample> = { billing: { summary: 'A service with one operation', value: exampleServiceView } };
+export const serviceListExamples: Record<string, ApiExample> = { services: { summary: 'The registered services', value: { services: [exampleServiceView] } } };
+export const registeredServiceExamples: Record<string, ApiExample> = {
+  registered: {
+    summary: 'Registered, its document imported',
+    value: {
+      service: exampleServiceView,
+      imported: { version: 1, tools: ['billing.getInvoice'], skipped: [{ where: 'GET /internal', reason: 'no operationId' }] },
+    },
+  },
+};
+export const serviceRefreshExamples: Record<string, ApiExample> = {
+  breaking: {
+    summary: 'An operation renamed: a workflow that calls it is named',
+    value: {
+      name: EXAMPLE_SERVICE,
+      version: 2,
+      changed: true,
+      operations: { added: ['billing.fetchInvoice'], removed: ['billing.getInvoice'], changed: [] },
+      affected_workflows: [{ name: 'monthly_close', version: 3, problems: [{ path: 'steps[1].tool', message: 'unknown tool billing.getInvoice (known: …)' }] }],
+    },
+  },
+};
+export const serviceDeletedExamples: Record<string, ApiExample> = {
+  deleted: { summary: 'Deleted; no workflow called it', value: { deleted: EXAMPLE_SERVICE, affected_workflows: [] } },
 };

@@ -3,6 +3,7 @@ import { parameterSchema, retryPolicySchema, stepSchema, workflowDefinitionSchem
 import { API_KEY_SCOPES } from '../lib/config.js';
 import { PACKAGE } from '../lib/package-root.js';
 import { catchUpSchema, createScheduleSchema, updateScheduleSchema } from '../schedules/schedule-request.js';
+import { circuitSchema, serviceAuthSchema, serviceBodySchema, serviceHeadersSchema, serviceRateLimitSchema } from '../services/service-request.js';
 import { taskRequestSchema } from '../tasks/task-request.js';
 import { callbackSchema, errorRecordSchema, stepViewSchema, taskSummarySchema, taskViewSchema, timestamp } from '../tasks/task-view.js';
 import { ACCESS } from './access.js';
@@ -88,6 +89,11 @@ const REQUEST_COMPONENTS: [string, z.ZodType][] = [
   ['CreateScheduleRequest', createScheduleSchema],
   ['UpdateScheduleRequest', updateScheduleSchema],
   ['ScheduleCatchUp', catchUpSchema],
+  ['ServiceRegistration', serviceBodySchema],
+  ['ServiceAuth', serviceAuthSchema],
+  ['ServiceCircuit', circuitSchema],
+  ['ServiceRateLimit', serviceRateLimitSchema],
+  ['ServiceHeaders', serviceHeadersSchema],
 ];
 
 /** Responses are described as the API sends them (zod output: defaults filled in). */
@@ -115,6 +121,8 @@ const RESPONSE_COMPONENTS: [string, z.ZodType][] = [
   ['Schedule', r.scheduleSchema],
   ['ScheduleDetail', r.scheduleDetailSchema],
   ['ScheduleRun', r.scheduleRunSchema],
+  ['Service', r.serviceSchema],
+  ['AffectedWorkflows', r.affectedWorkflowsSchema],
 ];
 
 const INLINE = '__inline_';
@@ -285,6 +293,7 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES, opti
       { name: 'tasks', description: 'Submit tasks and follow them.' },
       { name: 'workflows', description: 'Workflow definitions: versioned DAGs of tool steps.' },
       { name: 'schedules', description: 'Tasks made on every tick of a cron expression or an interval.' },
+      { name: 'services', description: 'The service registry: third-party HTTP services whose OpenAPI operations are tools, each with a circuit breaker.' },
       { name: 'tools', description: 'The tool adapters workers run.' },
       { name: 'dead-letters', description: 'Steps that exhausted their retries.' },
       { name: 'system', description: 'Health, metrics and documentation.' },

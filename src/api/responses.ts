@@ -287,7 +287,14 @@ export const healthSchema = z.object({
   timestamp,
 });
 
-export const readySchema = z.object({ ready: z.literal(true), checks: dependencyChecksSchema });
+export const readySchema = z.object({
+  ready: z.literal(true),
+  checks: dependencyChecksSchema,
+  services: z.record(z.string(), z.enum(['up', 'down', 'unknown'])).meta({
+    description:
+      "Each registered service's last health check (`unknown`: none yet, or no health_path). Information only: a service down does not make this one unready.",
+  }),
+});
 
 export const notReadySchema = z.object({
   error: z.object({
@@ -334,3 +341,86 @@ export const scheduleDetailSchema = scheduleSchema.extend({
 export const scheduleListSchema = z.object({ schedules: z.array(scheduleSchema) });
 
 export const scheduleDeletedSchema = z.object({ name: z.string(), deleted: z.literal(true), message: z.string() });
+
+// Services
+
+export const serviceSchema = z
+  .object({
+    name: z.string(),
+    base_url: z.string(),
+    openapi_url: z.string().nullable(),
+    headers: z.record(z.string(), z.string()),
+    auth: z
+      .object({
+        type: z.enum(['bearer', 'basic', 'header']),
+        secret_ref: z.string(),
+        header_name: z.string().optional(),
+        secret_set: z
+          .boolean()
+          .meta({ description: 'Whether this process finds the secret (SERVICE_SECRET_<REF> or SERVICE_SECRETS_FILE). Its value is never shown.' }),
+      })
+      .nullable(),
+    health_path: z.string().nullable(),
+    timeout_ms: z.int(),
+    circuit: z
+      .object({
+        failure_threshold: z.int(),
+        failure_ratio: z.number(),
+        window_ms: z.int(),
+        min_calls: z.int(),
+        open_ms: z.int(),
+        half_open_probes: z.int(),
+      })
+      .meta({ description: 'The circuit breaker settings in force (defaults filled in).' }),
+    concurrency: z.int().nullable(),
+    rate_limit: z.object({ per_minute: z.int().optional(), per_second: z.int().optional() }).nullable(),
+    document_version: z.int().min(0).meta({ description: 'The version of the OpenAPI document in use; 0: none.' }),
+    operations: z
+      .array(z.object({ tool: z.string(), method: z.string(), path: z.string(), summary: z.string() }))
+      .meta({ description: 'Its operations as tools (`<service>.<operationId>`): see GET /tools for their schemas.' }),
+    health: z
+      .object({ status: z.enum(['up', 'down']), checked_at: timestamp, http_status: z.int().optional(), error: z.string().optional() })
+      .nullable()
+      .meta({ description: 'The last background check of health_path; null before the first, or without health_path.' }),
+    circuit_state: z
+      .object({
+        state: z.enum(['closed', 'open', 'half_open']),
+        since: timestamp.nullable(),
+        open_until: timestamp.nullable(),
+        failures_in_a_row: z.int(),
+        window: z.object({ calls: z.int(), failures: z.int() }),
+        transitions: z.array(z.object({ from: z.string(), to: z.string(), at: timestamp })).meta({ description: 'The latest transitions, newest first.' }),
+      })
+      .nullable()
+      .meta({ description: 'The circuit breaker as every worker shares it (Redis); null when Redis does not answer.' }),
+    created_at: timestamp,
+    updated_at: timestamp,
+  })
+  .meta({ description: 'A registered service. Secrets are referred to by name only.' });
+
+export const serviceListSchema = z.object({ services: z.array(serviceSchema) });
+
+export const registeredServiceSchema = z.object({
+  service: serviceSchema,
+  imported: z.object({
+    version: z.int().min(0),
+    tools: z.array(z.string()),
+    skipped: z
+      .array(z.object({ where: z.string(), reason: z.string() }))
+      .meta({ description: 'Operations that did not become tools (no operationId, or one that makes no tool name).' }),
+  }),
+});
+
+export const affectedWorkflowsSchema = z
+  .array(z.object({ name: z.string(), version: z.int(), problems: z.array(problemSchema) }))
+  .meta({ description: 'The active workflows the change breaks: an operation they call is gone, or its schemas no longer fit their inputs or templates.' });
+
+export const serviceRefreshSchema = z.object({
+  name: z.string(),
+  version: z.int().min(0),
+  changed: z.boolean().meta({ description: 'false: the document is the same as the stored one; nothing was stored.' }),
+  operations: z.object({ added: z.array(z.string()), removed: z.array(z.string()), changed: z.array(z.string()) }),
+  affected_workflows: affectedWorkflowsSchema,
+});
+
+export const serviceDeletedSchema = z.object({ deleted: z.string(), affected_workflows: affectedWorkflowsSchema });

@@ -8,6 +8,7 @@ import type { StatsStore } from '../persistence/stats-store.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ScheduleService } from '../schedules/schedule-service.js';
+import type { ServiceRegistry } from '../services/service-registry.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
 import { type Access, requireAccess } from './access.js';
@@ -51,8 +52,10 @@ export interface RouteContext {
   tasks: TaskService;
   workflows: WorkflowService;
   schedules: ScheduleService;
-  /** GET /tools's answer: tool schemas do not change while the process runs. */
-  tools: ToolBody[];
+  /** GET /tools's answer: the adapters and the registered services' operations. */
+  tools: () => ToolBody[];
+  /** The registered services (/services). */
+  services: ServiceRegistry;
   stats: StatsStore;
   /** STATS_MAX_WINDOW_DAYS */
   statsMaxWindowDays: number;

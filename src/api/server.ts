@@ -22,6 +22,7 @@ import { ScheduleQueue } from '../queue/schedule-queue.js';
 import { Shards } from '../queue/shards.js';
 import { TaskQueues } from '../queue/task-queues.js';
 import { ScheduleService } from '../schedules/schedule-service.js';
+import { openServiceRegistry } from '../services/service-registry.js';
 import { PolicyHook } from '../tasks/policy-hook.js';
 import { Runs } from '../tasks/runs.js';
 import { TaskService } from '../tasks/task-service.js';
@@ -58,6 +59,18 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const subscriber = createRedis(config, 'subscriber', 'api-events');
   // Start even while Redis is down: the API then answers 503 and recovers by itself.
   await waitForRedis(redis, 2_000).catch((error: Error) => logger.warn('Redis not reachable yet', { error: error.message }));
+  // Registered services' operations are tools too: read now, and again on every change.
+  const services = openServiceRegistry({
+    config,
+    prisma: db.prisma,
+    redis,
+    subscriber: createRedis(config, 'subscriber', 'api-services'),
+    logger,
+    metrics,
+    checksHealth: true,
+  });
+  await services.start();
+  registry = registry.withDynamic(services);
   const queues = new TaskQueues(redis, config, registry.names(), logger);
   const events = new EventNotices(subscriber, config.QUEUE_PREFIX, logger);
   events.start();
@@ -91,6 +104,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     { cacheMs: config.METRICS_CACHE_MS },
   );
   const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger, config);
+  services.workflows = workflows;
   await workflows.loadExamples();
   const runs = new Runs({
     sql: db.sql,
@@ -135,7 +149,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const admission = new Admission(
     redis,
     Shards.of(config),
-    () => registry.names().map(toolQueueName),
+    () => [...new Set(registry.names().map(toolQueueName))],
     {
       maxWaitMs: config.ADMISSION_MAX_WAIT_MS,
       minBacklog: config.ADMISSION_MIN_BACKLOG,
@@ -164,6 +178,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     metrics,
     redis,
     registry,
+    services,
     tasks,
     workflows,
     schedules,
@@ -235,6 +250,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       await quotas.settled();
       await queues.close();
       await scheduleQueue.close();
+      services.stop();
       subscriber.disconnect();
       await redis.quit().catch(() => redis.disconnect());
       await db.close();

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { JsonSchema } from './condition.js';
-import type { RetryPolicy } from './types.js';
+import type { KeyLimit, RetryPolicy } from './types.js';
 import type { WorkflowDefinition } from './workflow-definition.js';
 
 /**
@@ -15,6 +15,26 @@ export interface ToolSpec {
   output: z.ZodType;
   retry: RetryPolicy;
   timeout_ms: number;
+  /**
+   * The JSON Schemas as written, when the tool was made from them (a service's OpenAPI
+   * operation): the checks read these rather than the zod types made from them, which are
+   * looser (an undeclared field of an answer is let through at run time, but a template that
+   * names one is refused when the definition is stored).
+   */
+  schemas?: { input: JsonSchema; output: JsonSchema };
+  /** Limits per key every step of this tool is under (a service's concurrency and rate limit). */
+  limits?: readonly KeyLimit[];
+  /** A registered service's operation: what a `service_call` step names it by, and where its parameters go. */
+  operation?: ServiceOperationRef;
+}
+
+export interface ServiceOperationRef {
+  service: string;
+  /** Upper case: GET, POST… */
+  method: string;
+  /** The path template as the document writes it: `/items/{id}`. */
+  path: string;
+  parameters: readonly { name: string; in: 'path' | 'query' | 'header' }[];
 }
 
 export interface WorkflowSpec {
@@ -38,7 +58,7 @@ const outputSchemas = new WeakMap<ToolSpec, JsonSchema>();
 export function toolOutputSchema(tool: ToolSpec): JsonSchema {
   let schema = outputSchemas.get(tool);
   if (!schema) {
-    schema = z.toJSONSchema(tool.output, { io: 'output', unrepresentable: 'any' }) as JsonSchema;
+    schema = tool.schemas?.output ?? (z.toJSONSchema(tool.output, { io: 'output', unrepresentable: 'any' }) as JsonSchema);
     outputSchemas.set(tool, schema);
   }
   return schema;

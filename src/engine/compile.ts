@@ -35,7 +35,10 @@ export function compileWorkflow(
       steps: definition.steps.map((step, index) => {
         const kind = kindOf(step);
         if (!kind) throw new Error(`workflow ${definition.name}: step ${step.id} has no kind (the definition was not checked)`);
-        const stepLimits = resolveLimits(step, params, `steps[${index}]`);
+        // A service's own concurrency and rate limit hold every step that calls it.
+        const toolLimits = step.tool !== undefined ? (catalog.tool(step.tool)?.limits ?? []) : [];
+        const resolved = resolveLimits(step, params, `steps[${index}]`) ?? [];
+        const stepLimits = resolved.length + toolLimits.length > 0 ? [...resolved, ...toolLimits] : undefined;
         return {
           id: step.id,
           ...kindModule(kind).compile(step, { catalog, overrides }),

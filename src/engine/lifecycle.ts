@@ -14,19 +14,21 @@ import type { StepStatus, TaskStatus } from './status.js';
  *   queued   → running    a worker claimed it
  *   queued   → completed|failed|cancelled   a one-tool task's step reports without a claim (it ran at once)
  *   queued   → skipped    its task failed before it started
+ *   queued   → waiting    the circuit of the service it calls is open (reason circuit_open)
+ *   running  → waiting    the same, on a retry (a retried step shows running while it waits for its next try)
  *   running  → queued     its job was lost (the reconciler enqueues it again)
  *   running  → pending    its task is retried while it still runs from the run that failed (its result will be refused)
  *   running  → completed|failed|cancelled   its result, its child's end, or its task's end
  *   waiting  → completed|cancelled          its wake-up, its signal or decision, or its task's end
  *   waiting  → failed     a wait step's timeout under on_timeout fail
- *   waiting  → queued     its turn came under its limits per key: a job is enqueued
+ *   waiting  → queued     its turn came under its limits per key (a job is enqueued), or its service's circuit half-opened
  *   * → cancelled         its task was cancelled (steps already finished keep their status)
  *   failed|skipped|cancelled → pending   the task is retried: a new run (completed steps keep their output)
  */
 export const STEP_TRANSITIONS: Readonly<Record<StepStatus, readonly StepStatus[]>> = {
   pending: ['queued', 'running', 'waiting', 'completed', 'failed', 'skipped', 'cancelled'],
-  queued: ['running', 'completed', 'failed', 'skipped', 'cancelled'],
-  running: ['queued', 'pending', 'completed', 'failed', 'cancelled'],
+  queued: ['running', 'waiting', 'completed', 'failed', 'skipped', 'cancelled'],
+  running: ['queued', 'pending', 'waiting', 'completed', 'failed', 'cancelled'],
   waiting: ['queued', 'completed', 'failed', 'cancelled'],
   completed: [],
   failed: ['pending'],

@@ -131,10 +131,11 @@ export interface RunOverrides {
 
 /** A one-tool task: a run with one step named after the tool; params are its literal input. */
 export function planToolTask(
-  tool: { name: string; retry: RetryPolicy; timeout_ms: number },
+  tool: { name: string; retry: RetryPolicy; timeout_ms: number; limits?: readonly KeyLimit[] },
   params: Record<string, unknown>,
   overrides: RunOverrides = {},
 ): Plan {
+  const limits = [...(overrides.limits ?? []), ...(tool.limits ?? [])];
   return {
     single: true,
     steps: [
@@ -150,7 +151,7 @@ export function planToolTask(
           timeout_ms: overrides.timeout_ms ?? tool.timeout_ms,
           ...(overrides.priority ? { priority: overrides.priority } : {}),
         },
-        ...(overrides.limits ? { limits: overrides.limits } : {}),
+        ...(limits.length > 0 ? { limits } : {}),
       },
     ],
   };

@@ -128,6 +128,12 @@ export type Report =
    */
   | { type: 'admitted'; taskId: string; run: number; stepId?: string; item?: number; at: Date }
   /**
+   * A tool step's service has its circuit open (src/queue/circuits.ts): the step waits (reason
+   * circuit_open) without using an attempt, its job delayed until the circuit half-opens; `open`
+   * false: the circuit let it through, and it is queued again (its job exists: none is made).
+   */
+  | { type: 'circuit'; taskId: string; run: number; stepId: string; open: boolean; at: Date }
+  /**
    * A job that went missing (Redis lost it, or it was taken over and given up): a step or item
    * of an active task that was queued or running is queued again (its job made again); one of a
    * task that ended while it ran is cancelled.

@@ -42,10 +42,11 @@ export type SkipReason = (typeof SKIP_REASONS)[number];
 
 /**
  * What a waiting step waits for: a durable sleep's wake-up time, its turn under a limit per
- * key (`concurrency`, `rate_limit`: src/engine/key-limits.ts), or someone: a signal sent with a
- * key (`signal`) or a person's decision through a link (`approval`).
+ * key (`concurrency`, `rate_limit`: src/engine/key-limits.ts), someone: a signal sent with a
+ * key (`signal`) or a person's decision through a link (`approval`), or the circuit of the
+ * service it calls to half-open (`circuit_open`).
  */
-export const WAIT_REASONS = ['sleep', 'concurrency', 'rate_limit', 'signal', 'approval'] as const;
+export const WAIT_REASONS = ['sleep', 'concurrency', 'rate_limit', 'signal', 'approval', 'circuit_open'] as const;
 export type WaitReason = (typeof WAIT_REASONS)[number];
 
 /** A step waiting for its turn under a limit per key: let in, it is queued. */

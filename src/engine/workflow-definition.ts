@@ -90,14 +90,43 @@ export const waitSchema = z
 
 export type WaitSpec = z.output<typeof waitSchema>;
 
+/**
+ * A seed-style call of a registered service's operation, turned into the tool step
+ * `<service>.<operationId>` when the definition is stored (src/engine/steps/service-call.ts).
+ */
+export const serviceCallSchema = z
+  .object({
+    service: identifier('a service name'),
+    endpoint: z.string().min(1).max(2000).meta({ description: "The path as the service's OpenAPI document writes it: `/items/{id}`." }),
+    method: z
+      .string()
+      .regex(/^(get|put|post|delete|options|head|patch|trace)$/i, 'an HTTP method')
+      .default('GET'),
+    parameters: z.record(z.string(), z.unknown()).default({}).meta({
+      description: "The operation's path, query and header parameters by name, and its JSON body under `body`; templates allowed.",
+    }),
+  })
+  .strict()
+  .meta({
+    description: "A call of a registered service's operation: stored as the tool step `<service>.<operationId>` with the input `{path, query, headers, body}`.",
+  });
+
+export type ServiceCall = z.output<typeof serviceCallSchema>;
+
 export const stepSchema = z
   .object({
     id: identifier('a step id'),
-    tool: z.string().min(1).max(64).optional().meta({ description: 'A tool step: the tool it runs.' }),
+    tool: z
+      .string()
+      .min(1)
+      .max(129)
+      .optional()
+      .meta({ description: "A tool step: the tool it runs (a registered service's operation: `<service>.<operationId>`)." }),
     workflow: identifier('a workflow name').optional().meta({ description: 'A sub-workflow step: the stored workflow it runs as a child task.' }),
     version: z.int().min(1).optional().meta({ description: 'With `workflow`: the version to run; without it, the current one when the task starts.' }),
     sleep: sleepSchema.optional(),
     wait: waitSchema.optional().meta({ description: 'A wait step: it waits for a signal (`signal`) or an approval (`approval`), holding no worker.' }),
+    service_call: serviceCallSchema.optional(),
     input: z.record(z.string(), z.unknown()).default({}).meta({
       description:
         "The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.",

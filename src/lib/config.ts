@@ -119,6 +119,19 @@ const configSchema = z.object({
   WORKER_LOCK_DURATION_MS: integer(1_000, 600_000).default(30_000),
   /** Hosts the http tool (and webhooks) may call: `api.example.com`, `*.example.com`, `10.0.0.5`, `127.0.0.1:8080`. */
   HTTP_TOOL_ALLOWED_HOSTS: csv.default([]),
+  /**
+   * A JSON object of the secrets registered services name (`auth.secret_ref`), by ref; besides
+   * SERVICE_SECRET_<REF> variables. Read when it changes; never copied into PostgreSQL.
+   */
+  SERVICE_SECRETS_FILE: z.string().min(1).optional(),
+  /** How often every process re-reads the service registry (changes are also announced at once through Redis). */
+  SERVICES_RELOAD_MS: integer(100, 3_600_000).default(10_000),
+  /** How often the API checks each service's health_path. 0: never. */
+  SERVICE_HEALTH_INTERVAL_MS: integer(0, 3_600_000).default(30_000),
+  /** Largest OpenAPI document a service may have (bytes). */
+  SERVICE_DOCUMENT_MAX_BYTES: integer(1_000, 50_000_000).default(2_000_000),
+  /** Most operations (tools) one service's document may have. */
+  SERVICE_MAX_OPERATIONS: integer(1, 10_000).default(500),
   /** Largest JSON body the API accepts (a size string understood by body-parser). */
   BODY_LIMIT: z
     .string()

@@ -78,6 +78,11 @@ export class UnavailableError extends ApiError {
   override name = 'UnavailableError';
 }
 
+/** A third-party service this deployment reads (a registered service's OpenAPI document) did not answer as it should. */
+export class UpstreamError extends ApiError {
+  override name = 'UpstreamError';
+}
+
 /** The Retry-After of a 503 for a dependency that did not answer: a restart or a cluster failover is seconds away. */
 export const DEPENDENCY_RETRY_AFTER_S = 1;
 

@@ -40,6 +40,30 @@ const SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 export class Metrics {
   readonly registry = new client.Registry();
 
+  readonly circuitTransitions = new client.Counter({
+    name: 'orchestrator_circuit_transitions_total',
+    help: "Transitions of services' circuit breakers this process made, by service, from and to (closed, open, half_open).",
+    labelNames: ['service', 'from', 'to'] as const,
+    registers: [this.registry],
+  });
+  readonly circuitState = new client.Gauge({
+    name: 'orchestrator_circuit_open',
+    help: "1 while a service's circuit is open or half-open as this process last saw it, else 0.",
+    labelNames: ['service', 'state'] as const,
+    registers: [this.registry],
+  });
+  readonly serviceUp = new client.Gauge({
+    name: 'orchestrator_service_up',
+    help: "1 when a registered service's last health check (health_path) answered 2xx, 0 when it did not.",
+    labelNames: ['service'] as const,
+    registers: [this.registry],
+  });
+  readonly serviceCallsHeld = new client.Counter({
+    name: 'orchestrator_service_calls_held_total',
+    help: "Deliveries of steps held back because their service's circuit was open (the step waits, reason circuit_open).",
+    labelNames: ['service'] as const,
+    registers: [this.registry],
+  });
   readonly httpRequests = new client.Counter({
     name: 'orchestrator_http_requests_total',
     help: 'HTTP requests answered, by route and status.',

@@ -25,9 +25,16 @@ export interface CallbackJobData {
   waitingStep?: string;
 }
 
-/** One queue per tool, so each tool has its own concurrency, rate limit and workers. */
+/**
+ * The one queue of every registered service's operations (`<service>.<operationId>`): services
+ * come and go while workers run, and a service's own concurrency and rate limit are limits per
+ * key (src/tools/openapi-tools.ts serviceLimits), not the queue's.
+ */
+export const SERVICES_QUEUE = 'services';
+
+/** One queue per tool adapter, so each has its own concurrency, rate limit and workers; services' tools share SERVICES_QUEUE. */
 export function toolQueueName(tool: string): string {
-  return `tool.${tool}`;
+  return tool.includes('.') ? SERVICES_QUEUE : `tool.${tool}`;
 }
 
 /** Job ids are deterministic (no ":"), so adding the same job twice is a no-op. A map item's job names its item. */
@@ -72,4 +79,6 @@ export interface StepJobData extends Omit<ReadyStep, 'priority' | 'delayMs'> {
    * statement, and may run it before claiming it (workers/runtime/step-processor.ts).
    */
   single?: true;
+  /** Set while the step waits for its service's circuit (workers/runtime/step-processor.ts holdForCircuit). */
+  held?: true;
 }

@@ -11,6 +11,7 @@ import {
   type CallbackJobData,
   callbackJobId,
   type GateTimerData,
+  SERVICES_QUEUE,
   type StepJobData,
   stepJobId,
   TIMERS_QUEUE,
@@ -26,7 +27,7 @@ export interface RunKey {
   run: number;
 }
 
-/** One shard's queues (see shards.ts): one per tool, the timers and the callbacks, all under the shard's prefix. */
+/** One shard's queues (see shards.ts): one per tool adapter, one for services' tools, the timers and the callbacks, all under the shard's prefix. */
 export class QueueShard {
   readonly timers: Queue<TimerJobData | GateTimerData>;
   readonly callbacks: Queue<CallbackJobData>;
@@ -43,7 +44,7 @@ export class QueueShard {
     const options = { connection, prefix, ...bullmqTelemetry() };
     this.timers = new Queue<TimerJobData | GateTimerData>(TIMERS_QUEUE, options);
     this.callbacks = new Queue<CallbackJobData>(CALLBACKS_QUEUE, options);
-    for (const tool of toolNames) this.toolQueues.set(tool, new Queue<StepJobData>(toolQueueName(tool), options));
+    for (const name of new Set([...toolNames].map(toolQueueName)).add(SERVICES_QUEUE)) this.toolQueues.set(name, new Queue<StepJobData>(name, options));
   }
 
   /** Every queue of the shard. */
@@ -52,7 +53,7 @@ export class QueueShard {
   }
 
   toolQueue(tool: string): Queue<StepJobData> {
-    const queue = this.toolQueues.get(tool);
+    const queue = this.toolQueues.get(toolQueueName(tool));
     if (!queue) throw new Error(`no queue for tool ${tool}`);
     return queue;
   }

@@ -62,7 +62,7 @@ export const stepViewSchema = z.object({
   status: stepStatus,
   reason: z.string().optional().meta({
     description:
-      'Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, or its turn under a limit per key: `concurrency`, `rate_limit`).',
+      "Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, its turn under a limit per key: `concurrency`, `rate_limit`, or its service's circuit breaker to half-open: `circuit_open`).",
   }),
   attempts: count,
   last_attempts: z

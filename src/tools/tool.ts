@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import type { DependencyResult, RetryPolicy } from '../engine/types.js';
+import type { JsonSchema, ServiceOperationRef } from '../engine/catalog.js';
+import type { DependencyResult, KeyLimit, RetryPolicy } from '../engine/types.js';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 
@@ -69,6 +70,16 @@ export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = 
    */
   settings?: Settings;
   run(input: z.output<In>, ctx: ToolContext<z.output<Settings>>): Promise<z.input<Out>>;
+  /**
+   * The JSON Schemas of input and output as written, when the tool was made from them (a
+   * service's OpenAPI operation, src/tools/openapi-tools.ts); GET /tools and the checks show
+   * and read these. @defaultValue made from `input` and `output`
+   */
+  schemas?: { input: JsonSchema; output: JsonSchema };
+  /** Limits per key every step of the tool is under (a service's concurrency and rate limit). @defaultValue none */
+  limits?: readonly KeyLimit[];
+  /** A registered service's operation this tool calls (`service_call` steps name it so). @defaultValue none */
+  operation?: ServiceOperationRef;
 }
 
 export const DEFAULT_RETRY: RetryPolicy = Object.freeze({
@@ -113,6 +124,17 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/**
+ * Tools that come and go while the process runs: the operations of registered services
+ * (`<service>.<operationId>`, src/services/service-registry.ts), read from PostgreSQL.
+ */
+export interface DynamicTools {
+  get(name: string): AnyTool | undefined;
+  list(): AnyTool[];
+  /** Reads the tools again and looks `name` up: a service registered through another process a moment ago. */
+  refresh(name: string): Promise<AnyTool | undefined>;
+}
+
 /** The tools a process knows, by name, and where each one's settings come from. */
 export class ToolRegistry {
   private readonly tools = new Map<string, AnyTool>();
@@ -120,6 +142,7 @@ export class ToolRegistry {
   constructor(
     tools: Iterable<AnyTool>,
     private readonly choosers: Readonly<Record<string, SettingsChooser>> = {},
+    private readonly dynamic?: DynamicTools,
   ) {
     for (const tool of tools) {
       if (this.tools.has(tool.name)) throw new Error(`two tools are named ${tool.name}`);
@@ -127,30 +150,46 @@ export class ToolRegistry {
     }
   }
 
+  /** The same adapters, and the tools of `dynamic` (registered services' operations) besides. */
+  withDynamic(dynamic: DynamicTools): ToolRegistry {
+    return new ToolRegistry(this.tools.values(), this.choosers, dynamic);
+  }
+
   get(name: string): AnyTool | undefined {
-    return this.tools.get(name);
+    return this.tools.get(name) ?? this.dynamic?.get(name);
+  }
+
+  /** As get, but a tool not known yet is looked for again (a service registered through another process). */
+  async resolve(name: string): Promise<AnyTool | undefined> {
+    return this.get(name) ?? (await this.dynamic?.refresh(name));
   }
 
   has(name: string): boolean {
-    return this.tools.has(name);
+    return this.get(name) !== undefined;
   }
 
   names(): string[] {
-    return [...this.tools.keys()].sort();
+    return this.list().map((tool) => tool.name);
   }
 
   list(): AnyTool[] {
-    return this.names().map((name) => this.tools.get(name)!);
+    return [...this.adapters(), ...(this.dynamic?.list() ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  /** Only the named tools; an unknown name is an error (a typo in WORKER_TOOLS must not pass). */
+  /** The tool adapters alone (each with a queue of its own), without the dynamic tools. */
+  adapters(): AnyTool[] {
+    return [...this.tools.keys()].sort().map((name) => this.tools.get(name)!);
+  }
+
+  /** Only the named adapters (the dynamic tools stay); an unknown name is an error (a typo in WORKER_TOOLS must not pass). */
   only(names: readonly string[]): ToolRegistry {
     if (names.length === 0) return this;
     const unknown = names.filter((name) => !this.tools.has(name));
-    if (unknown.length > 0) throw new Error(`unknown tools: ${unknown.join(', ')} (known: ${this.names().join(', ')})`);
+    if (unknown.length > 0) throw new Error(`unknown tools: ${unknown.join(', ')} (known: ${[...this.tools.keys()].sort().join(', ')})`);
     return new ToolRegistry(
       names.map((name) => this.tools.get(name)!),
       this.choosers,
+      this.dynamic,
     );
   }
 
@@ -162,7 +201,7 @@ export class ToolRegistry {
    */
   settings(config: Config): ToolSettings {
     const settings = new Map<string, unknown>();
-    for (const tool of this.list()) {
+    for (const tool of this.adapters()) {
       const chooser = Object.hasOwn(this.choosers, tool.name) ? this.choosers[tool.name] : undefined;
       if (!tool.settings) {
         if (chooser) throw new Error(`the registry chooses settings for the ${tool.name} tool, which declares none`);

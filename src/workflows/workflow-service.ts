@@ -1,12 +1,13 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Catalog, WorkflowSpec } from '../engine/catalog.js';
+import type { Catalog, ToolSpec, WorkflowSpec } from '../engine/catalog.js';
 import { checkWorkflow, referencedWorkflows } from '../engine/check.js';
 import { compileWorkflow } from '../engine/compile.js';
 import type { Plan, RunOverrides } from '../engine/plan.js';
+import { expandServiceCalls } from '../engine/steps/service-call.js';
 import { IDENTIFIER, type WorkflowDefinition, workflowDefinitionSchema } from '../engine/workflow-definition.js';
-import { NotFoundError, ValidationError, zodProblems } from '../lib/errors.js';
+import { NotFoundError, type Problem, ValidationError, zodProblems } from '../lib/errors.js';
 import { DEFAULT_LIMITS, type Limits } from '../lib/limits.js';
 import type { Logger } from '../lib/logger.js';
 import { unstorableProblems } from '../lib/problems.js';
@@ -43,9 +44,12 @@ export class WorkflowService {
     const parsed = workflowDefinitionSchema.safeParse(body);
     if (!parsed.success) throw new ValidationError('the workflow definition is invalid', zodProblems(parsed.error), 'invalid_workflow');
     const catalog = await this.catalogFor(parsed.data);
-    const problems = [...unstorableProblems(body), ...checkWorkflow(parsed.data, catalog, this.limits)];
+    // Seed-style service_call steps become the tool steps of the operations they name.
+    const expanded = expandServiceCalls(parsed.data, catalog);
+    if (expanded.problems.length > 0) throw new ValidationError('the workflow definition is invalid', expanded.problems, 'invalid_workflow');
+    const problems = [...unstorableProblems(body), ...checkWorkflow(expanded.definition, catalog, this.limits)];
     if (problems.length > 0) throw new ValidationError('the workflow definition is invalid', problems, 'invalid_workflow');
-    return parsed.data;
+    return expanded.definition;
   }
 
   async define(body: unknown): Promise<StoredWorkflow> {
@@ -136,8 +140,25 @@ export class WorkflowService {
     return workflow;
   }
 
+  /**
+   * The active workflows (current versions) that call a tool named `<prefix>...` and that would
+   * not pass the checks if the tools were as `tools` says (a service's operations after a
+   * refresh: one gone, or its schemas changed so that an input or a template no longer fits),
+   * each with its problems. Tools named `<prefix>...` are looked up in `tools` alone.
+   */
+  async affectedBy(prefix: string, tools: ReadonlyMap<string, ToolSpec>): Promise<{ name: string; version: number; problems: Problem[] }[]> {
+    const affected: { name: string; version: number; problems: Problem[] }[] = [];
+    for (const workflow of await this.list()) {
+      if (!workflow.definition.steps.some((step) => step.tool?.startsWith(prefix))) continue;
+      const catalog = await this.catalogFor(workflow.definition, (name) => (name.startsWith(prefix) ? tools.get(name) : this.registry.get(name)));
+      const problems = checkWorkflow(workflow.definition, catalog, this.limits);
+      if (problems.length > 0) affected.push({ name: workflow.name, version: workflow.version, problems });
+    }
+    return affected;
+  }
+
   /** The tools, and every workflow `definition` reaches through its sub-workflow steps (read before the pure check or compile). */
-  private async catalogFor(definition: WorkflowDefinition): Promise<Catalog> {
+  private async catalogFor(definition: WorkflowDefinition, tools?: (name: string) => ToolSpec | undefined): Promise<Catalog> {
     const found = new Map<string, WorkflowSpec | undefined>();
     const key = (name: string, version?: number) => (version === undefined ? name : `${name}@${version}`);
     let frontier = referencedWorkflows(definition);
@@ -155,7 +176,7 @@ export class WorkflowService {
     }
     const registry = this.registry;
     return {
-      tool: (name) => registry.get(name),
+      tool: tools ?? ((name) => registry.get(name)),
       toolNames: () => registry.names(),
       workflow: (name, version) => found.get(key(name, version)),
     };

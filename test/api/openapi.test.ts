@@ -77,11 +77,26 @@ describe('the OpenAPI document', () => {
   let receiver: TestServer;
   let doc: OpenApiDocument;
   let schemas: DocumentSchemas;
+  /** The service document the receiver serves has gone (a refresh answers 502). */
+  let hooksDocumentGone = false;
+  /** …or is not a valid OpenAPI document (a refresh answers 400). */
+  let hooksDocumentInvalid = false;
   /** `POST /assign-task 202`: every documented answer a test provoked. */
   const exercised = new Set<string>();
 
   beforeAll(async () => {
-    receiver = await startServer((_request, res) => res.writeHead(204).end());
+    // Also a registered service's OpenAPI document (/openapi.json, until it is gone); anything else answers 204.
+    receiver = await startServer((request, res) => {
+      if (request.path !== '/openapi.json' || hooksDocumentGone) return res.writeHead(204).end();
+      if (hooksDocumentInvalid) return res.writeHead(200, { 'content-type': 'application/json' }).end('{"openapi": "3.1.0", "paths": 7}');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          openapi: '3.1.0',
+          info: { title: 'Hooks', version: '1' },
+          paths: { '/hook': { post: { operationId: 'hook', responses: { '204': { description: 'taken' } } } } },
+        }),
+      );
+    });
     [h, secured, scoped] = await Promise.all([
       createHarness({
         tools: testTools,
@@ -472,6 +487,44 @@ describe('the OpenAPI document', () => {
     expect((await call('DELETE', '/schedules/openapi-schedule')).body).toMatchObject({ deleted: true });
     expect((await call('DELETE', '/schedules/openapi-schedule')).status).toBe(404);
     expect((await call('DELETE', '/schedules/1-not-a-name')).status).toBe(400);
+  });
+
+  it('the service endpoints answer as documented', async () => {
+    const service = {
+      name: 'openapi_hooks',
+      base_url: receiver.origin,
+      openapi_url: `${receiver.origin}/openapi.json`,
+      auth: { type: 'bearer', secret_ref: 'hooks' },
+    };
+    const registered = await call('POST', '/services', service);
+    expect(registered.status).toBe(201);
+    expect(registered.body.imported.tools).toEqual(['openapi_hooks.hook']);
+    expect((await call('POST', '/services', service)).status).toBe(409);
+    expect((await call('POST', '/services', { ...service, name: 'openapi bad' })).status).toBe(400);
+    expect((await call('POST', '/services', { ...service, name: 'openapi_gone', openapi_url: `${receiver.origin}/nothing.json` })).status).toBe(502);
+    expect((await call('GET', '/services')).body.services.map((one: { name: string }) => one.name)).toEqual(['openapi_hooks']);
+    expect((await call('GET', '/services/openapi_hooks')).body.operations).toHaveLength(1);
+    expect((await call('GET', '/services/no_such_service')).status).toBe(404);
+    expect((await call('PATCH', '/services/openapi_hooks', { timeout_ms: 5000 })).body.timeout_ms).toBe(5000);
+    expect((await call('PATCH', '/services/openapi_hooks', { timeout_ms: -1 })).status).toBe(400);
+    expect((await call('PATCH', '/services/openapi_hooks', { openapi_url: `${receiver.origin}/nothing.json` })).status).toBe(502);
+    expect((await call('PATCH', '/services/no_such_service', {})).status).toBe(404);
+    expect((await call('POST', '/services/openapi_hooks/refresh')).body).toMatchObject({ changed: false, version: 1 });
+    expect((await call('POST', '/services/no_such_service/refresh')).status).toBe(404);
+    expect((await call('PATCH', '/services/openapi_hooks', { openapi_url: null })).body.openapi_url).toBeNull();
+    expect((await call('POST', '/services/openapi_hooks/refresh')).body).toMatchObject({ changed: false });
+    expect((await call('PATCH', '/services/openapi_hooks', { openapi_url: `${receiver.origin}/openapi.json` })).status).toBe(200);
+    hooksDocumentInvalid = true;
+    const invalidDocument = await call('POST', '/services/openapi_hooks/refresh');
+    hooksDocumentInvalid = false;
+    expect(invalidDocument.status).toBe(400);
+    expect(invalidDocument.body.error.code).toBe('invalid_openapi_document');
+    // The document is fetched again when refreshed; here it has gone.
+    hooksDocumentGone = true;
+    expect((await call('POST', '/services/openapi_hooks/refresh')).status).toBe(502);
+    hooksDocumentGone = false;
+    expect((await call('DELETE', '/services/openapi_hooks')).body).toEqual({ deleted: 'openapi_hooks', affected_workflows: [] });
+    expect((await call('DELETE', '/services/openapi_hooks')).status).toBe(404);
   });
 
   it('the dead-letter endpoints answer as documented', async () => {

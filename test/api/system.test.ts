@@ -91,7 +91,7 @@ describe('system endpoints', () => {
     expect(response.body).toContain('<base href="/admin/queues/"');
   });
 
-  it("Bull Board's API lists every tool queue, the timers queue, the callbacks queue and the schedules queue, with live counts", async () => {
+  it("Bull Board's API lists every tool queue, the services queue, the timers queue, the callbacks queue and the schedules queue, with live counts", async () => {
     await submit(h, { task_type: 'echo', params: { for: 'the board' } });
     const response = await h.request('GET', '/admin/queues/api/queues');
     expect(response.status).toBe(200);
@@ -101,7 +101,9 @@ describe('system endpoints', () => {
     expect(names).toContain('callbacks');
     expect(names).toContain('schedules');
     for (const tool of h.registry.names()) expect(names).toContain(`tool.${tool}`);
-    expect(names.filter((name) => !['timers', 'callbacks', 'schedules'].includes(name)).every((name) => name.startsWith('tool.'))).toBe(true);
+    // …and the one queue of every registered service's operations.
+    expect(names).toContain('services');
+    expect(names.filter((name) => !['timers', 'callbacks', 'schedules', 'services'].includes(name)).every((name) => name.startsWith('tool.'))).toBe(true);
     // A step is one job, without a parent: the task's graph is in PostgreSQL. It waits for a worker.
     expect(queues.find((queue) => queue.name === 'tool.echo')!.counts['waiting-children']).toBe(0);
     expect(queues.find((queue) => queue.name === 'tool.echo')!.counts.waiting).toBe(1);

@@ -517,6 +517,35 @@ describe('the decider: limits per key (src/engine/key-limits.ts)', () => {
   });
 });
 
+describe("the decider: a service's circuit breaker (src/queue/circuits.ts)", () => {
+  const taskId = '0197a000-0000-7000-8000-000000000001';
+  const circuit = (stepId: string, open: boolean): Report => ({ type: 'circuit', taskId, run: 1, stepId, open, at: NOW });
+
+  it('an open circuit makes a queued or running step wait (reason circuit_open) without a new job; let through, it is queued again, its job still there', () => {
+    const task = taskOf([tool('a'), tool('b')]);
+    let state = apply(task, start(task, options));
+    state.steps.set('b', { ...state.steps.get('b')!, status: 'running' });
+    const held = decide([state], [circuit('a', true), circuit('b', true)], options);
+    expect(held.recorded).toEqual([true, true]);
+    expect(held.jobs).toEqual([]);
+    expect(
+      held.transitions
+        .filter((transition) => transition.stepId)
+        .map((transition) => `${transition.stepId}:${transition.from}>${transition.status}:${transition.reason}`),
+    ).toEqual(['a:queued>waiting:circuit_open', 'b:running>waiting:circuit_open']);
+    state = apply(state, held);
+    expect(status(state)).toEqual({ a: 'waiting:circuit_open', b: 'waiting:circuit_open' });
+    // Held twice (a redelivery): nothing new.
+    expect(decide([state], [circuit('a', true)], options)).toMatchObject({ recorded: [false], jobs: [] });
+    const through = decide([state], [circuit('a', false)], options);
+    expect(through).toMatchObject({ recorded: [true], jobs: [] });
+    state = apply(state, through);
+    expect(status(state)).toEqual({ a: 'queued', b: 'waiting:circuit_open' });
+    // A step waiting for another reason is not let through by its circuit.
+    expect(decide([state], [circuit('a', false)], options).recorded).toEqual([false]);
+  });
+});
+
 describe("the step's state machine (src/engine/lifecycle.ts)", () => {
   it('refuses every move it does not list', () => {
     for (const from of STEP_STATUSES) {

@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
-import { type Job, UnrecoverableError } from 'bullmq';
+import { DelayedError, type Job, UnrecoverableError } from 'bullmq';
 import type { z } from 'zod';
 import { attemptOutcome } from '../../src/engine/decide.js';
-import type { StepOutcome } from '../../src/engine/status.js';
+import { isFinished, type StepOutcome } from '../../src/engine/status.js';
 import type { Config } from '../../src/lib/config.js';
 import {
   coerceError,
@@ -21,6 +21,7 @@ import type { Metrics } from '../../src/observability/metrics.js';
 import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
 import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
 import type { Runs } from '../../src/tasks/runs.js';
+import { isServiceTool } from '../../src/tools/openapi-tools.js';
 import type { ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
 import { retryDelay } from './backoff.js';
 import { postpone } from './postpone.js';
@@ -36,6 +37,8 @@ export interface StepProcessorDeps {
   runs: Runs;
   stops: StopSignals;
   metrics: Metrics;
+  /** The circuit breakers of registered services: a step whose service's circuit is open waits (reason circuit_open). */
+  circuits?: { admit(tool: string): Promise<{ ok: true; probe: boolean } | { ok: false; until: number }> };
 }
 
 function problems(error: z.ZodError) {
@@ -83,11 +86,16 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const attempt = job.attemptsMade + 1;
     const delivery = Math.max(job.attemptsStarted, attempt);
     const logger = deps.logger.child({ task_id: taskId, step_id: stepId, ...(item !== undefined ? { item } : {}), tool: toolName, attempt, job_id: job.id });
-    const tool = registry.get(toolName);
+    // A registered service's tool may be newer than this process's reading of the registry.
+    const tool = await registry.resolve(toolName);
     if (!tool) throw new UnrecoverableError(`this worker has no tool ${toolName}`);
     // The step ran before, but PostgreSQL was down when its result had to be written: write it
     // now instead of running the adapter again.
     if (job.data.parked) return commitParked(job, token, logger);
+    if (isServiceTool(toolName) && deps.circuits) {
+      const held = await holdForCircuit(job, token, logger);
+      if (held) return held;
+    }
 
     const startedAt = new Date();
     const who = { try: attempt, worker, ...(job.id !== undefined ? { jobId: job.id } : {}) };
@@ -214,6 +222,47 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     // The output is in PostgreSQL: BullMQ keeps it in Redis only when it is small.
     return jobReturnValue(output, outputBytes, config);
   };
+
+  /**
+   * A step whose service's circuit is open waits (reason circuit_open) until the circuit
+   * half-opens: its job is delayed to then (BullMQ's DelayedError: no attempt used, no worker
+   * slot held) and the step shows waiting. Let through later, it is queued again, then claimed.
+   * A map item is delayed the same way, without a status of its own. Returns undefined when the
+   * step may run now; otherwise throws DelayedError (or postpones, PostgreSQL away).
+   */
+  async function holdForCircuit(job: Job<StepJobData>, token: string | undefined, logger: Logger): Promise<unknown> {
+    const { taskId, run, stepId, item, tool } = job.data;
+    const admission = await deps.circuits!.admit(tool);
+    const report = (open: boolean) =>
+      item === undefined ? runs.report({ type: 'circuit', taskId, run, stepId, open, at: new Date() }) : Promise.resolve({ recorded: false });
+    if (admission.ok) {
+      if (job.data.held) {
+        try {
+          await report(false);
+        } catch (error) {
+          return postpone(job, token, error, logger, 'could not queue a step its circuit let through: its job comes back later');
+        }
+        await job.updateData({ ...job.data, held: undefined });
+      }
+      return undefined;
+    }
+    if (!token) throw new Error('a job without a token cannot wait for its circuit');
+    metrics.serviceCallsHeld.inc({ service: tool.slice(0, tool.indexOf('.')) });
+    try {
+      const { recorded } = job.data.held ? { recorded: false } : await report(true);
+      // Its task ended meanwhile (cancelled): no wait; the claim refuses it and it is closed.
+      if (!recorded) {
+        const [task] = await runs.states([taskId]);
+        if (!task || task.run !== run || isFinished(task.status)) return undefined;
+      }
+    } catch (error) {
+      return postpone(job, token, error, logger, 'could not record a step waiting for its circuit: its job comes back later');
+    }
+    if (!job.data.held) await job.updateData({ ...job.data, held: true });
+    logger.info('service circuit open: the step waits', { until: new Date(admission.until).toISOString() });
+    await job.moveToDelayed(Math.max(admission.until, Date.now() + 10), token);
+    throw new DelayedError();
+  }
 
   /**
    * After a result that was not recorded (a duplicate, or its run moved on) or a delivery that

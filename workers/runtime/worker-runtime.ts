@@ -12,13 +12,23 @@ import { WorkflowStore } from '../../src/persistence/workflow-store.js';
 import { EventLog } from '../../src/queue/event-log.js';
 import { EventNotices } from '../../src/queue/event-notices.js';
 import { Gates } from '../../src/queue/gates.js';
-import { BACKOFF_TYPE, CALLBACKS_QUEUE, type GateTimerData, type StepJobData, TIMERS_QUEUE, type TimerJobData, toolQueueName } from '../../src/queue/jobs.js';
+import {
+  BACKOFF_TYPE,
+  CALLBACKS_QUEUE,
+  type GateTimerData,
+  SERVICES_QUEUE,
+  type StepJobData,
+  TIMERS_QUEUE,
+  type TimerJobData,
+  toolQueueName,
+} from '../../src/queue/jobs.js';
 import { KeyQuotas } from '../../src/queue/key-quotas.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { SCHEDULES_QUEUE, type ScheduleJobData, ScheduleQueue, tickTime } from '../../src/queue/schedule-queue.js';
 import { Shards, shareOf } from '../../src/queue/shards.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
 import { ScheduleService } from '../../src/schedules/schedule-service.js';
+import { openServiceRegistry } from '../../src/services/service-registry.js';
 import { Runs } from '../../src/tasks/runs.js';
 import { TaskService } from '../../src/tasks/task-service.js';
 import type { RateLimit, ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
@@ -75,12 +85,25 @@ export function shardLimiter(limit: RateLimit, shard: number, shards: number): {
  * rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
-  const { config, logger, prisma, sql, registry, settings, metrics } = options;
+  const { config, logger, prisma, sql, settings, metrics } = options;
   const connection = createRedis(config, 'worker', 'worker');
   const subscriber = createRedis(config, 'subscriber', 'worker-stop');
-  const queues = new TaskQueues(connection, config, options.allTools.names(), logger);
+  // Registered services' operations are tools too, all in one queue (SERVICES_QUEUE): read now, and again on every change.
+  const services = openServiceRegistry({
+    config,
+    prisma,
+    redis: connection,
+    subscriber: createRedis(config, 'subscriber', 'worker-services'),
+    logger,
+    metrics,
+    checksHealth: false,
+  });
+  await services.start();
+  const registry = options.registry.withDynamic(services);
+  const allTools = options.allTools.withDynamic(services);
+  const queues = new TaskQueues(connection, config, allTools.names(), logger);
   const eventLog = new EventLog(connection, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
-  const workflows = new WorkflowService(new WorkflowStore(prisma), options.allTools, logger, config);
+  const workflows = new WorkflowService(new WorkflowStore(prisma), allTools, logger, config);
   // Ended tasks stop counting against their client's quotas (src/queue/key-quotas.ts).
   const quotas = new KeyQuotas(connection, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
   const runs = new Runs({
@@ -136,7 +159,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     return schedules.tick(scheduleId, tickAt);
   };
 
-  const processStep = createStepProcessor({ config, logger, registry, settings, runs, stops, metrics });
+  const processStep = createStepProcessor({ config, logger, registry, settings, runs, stops, metrics, circuits: services });
   const sendCallback = createCallbackSender({ config, logger, prisma, store, metrics });
   /** A sleep's wake-up: the step is done. PostgreSQL away is no failure: the timer comes back. */
   const wake = async (job: Job<TimerJobData | GateTimerData>, token?: string) => {
@@ -167,8 +190,14 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       ...bullmqTelemetry(),
     };
     const suffix = shards > 1 ? `.${shard.index}` : '';
-    const toolWorkers = registry.list().map((tool) => {
-      const worker = new Worker<StepJobData>(toolQueueName(tool.name), processStep, {
+    // The services' queue is served by workers that run every tool (WORKER_TOOLS empty); a
+    // service's own concurrency and rate limit are limits per key on its steps.
+    const queued: { name: string; queue: string; concurrency?: number; rate_limit?: RateLimit }[] = [
+      ...registry.adapters().map((tool) => ({ ...tool, queue: toolQueueName(tool.name) })),
+      ...(config.WORKER_TOOLS.length === 0 ? [{ name: SERVICES_QUEUE, queue: SERVICES_QUEUE }] : []),
+    ];
+    const toolWorkers = queued.map((tool) => {
+      const worker = new Worker<StepJobData>(tool.queue, processStep, {
         ...common,
         name: `${tool.name}${suffix}@${process.pid}`,
         concurrency: Math.max(1, shareOf(Math.min(tool.concurrency ?? Number.POSITIVE_INFINITY, config.WORKER_CONCURRENCY), shard.index, shards)),
@@ -186,7 +215,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       // dying): the worker that saw it records the step's failure (the reconciler would, later).
       worker.on('stalled', (jobId) => {
         void (async () => {
-          const job = await shard.toolQueue(tool.name).getJob(jobId);
+          const job = await shard.toolQueue(tool.queue === SERVICES_QUEUE ? 'service.any' : tool.name).getJob(jobId);
           if (!job || (await job.getState()) !== 'failed') return;
           const { taskId, run, stepId, item, single } = job.data;
           const now = new Date();
@@ -200,7 +229,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
             startedAt: now,
             finishedAt: now,
           };
-          if (single) await runs.finishSingle({ ...report, tool: tool.name });
+          if (single) await runs.finishSingle({ ...report, tool: job.data.tool });
           else await runs.report({ type: 'result', ...report, ...(item !== undefined ? { item } : {}) });
         })().catch((error: Error) => logger.warn('could not record a stalled job', { job_id: jobId, error: error.message }));
       });
@@ -264,7 +293,12 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     (installed) => installed > 0 && logger.info('schedules installed', { schedules: installed }),
     (error: Error) => logger.error('could not install the schedules', { error: error.message }),
   );
-  logger.info('worker started', { tools: registry.names(), concurrency: config.WORKER_CONCURRENCY, queue_shards: queues.shards.map((shard) => shard.prefix) });
+  logger.info('worker started', {
+    tools: registry.adapters().map((tool) => tool.name),
+    services: services.list().length,
+    concurrency: config.WORKER_CONCURRENCY,
+    queue_shards: queues.shards.map((shard) => shard.prefix),
+  });
 
   return {
     workers,
@@ -292,6 +326,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
         logger.warn('shutdown timeout reached with steps still running; they will run again elsewhere');
         stops.abortAll(new WorkerStoppingError());
         for (const worker of workers) void worker.close(true).catch(() => undefined);
+        services.stop();
         subscriber.disconnect();
         connection.disconnect();
         await queues.close().catch(() => undefined);
@@ -302,6 +337,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       await quotas.settled();
       await queues.close();
       await scheduleQueue.close();
+      services.stop();
       subscriber.disconnect();
       await connection.quit().catch(() => connection.disconnect());
       return { drained };

@@ -4,6 +4,7 @@ import { CALLBACK_ROUTES } from './callbacks.js';
 import { DEAD_LETTER_ROUTES } from './dead-letters.js';
 import { DOCS_ROUTES } from './docs.js';
 import { SCHEDULE_ROUTES } from './schedules.js';
+import { SERVICE_ROUTES } from './services.js';
 import { STATS_ROUTES } from './stats.js';
 import { SYSTEM_ROUTES } from './system.js';
 import { TASK_ROUTES } from './tasks.js';
@@ -22,6 +23,7 @@ export const ROUTES: readonly Route[] = [
   ...TOOL_ROUTES,
   ...WORKFLOW_ROUTES,
   ...SCHEDULE_ROUTES,
+  ...SERVICE_ROUTES,
   ...DEAD_LETTER_ROUTES,
   ...STATS_ROUTES,
   ...SYSTEM_ROUTES,

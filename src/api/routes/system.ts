@@ -91,10 +91,10 @@ export const SYSTEM_ROUTES: Route[] = [
       400: invalid(BODY_ON_A_PROBE),
       503: { description: 'Redis or PostgreSQL does not answer (`not_ready`).', body: r.notReadySchema, examples: ex.notReadyExamples },
     },
-    handler: async (_input, { system }) => {
+    handler: async (_input, { system, services }) => {
       const dependencies = await checks(system);
       const ready = dependencies.redis === 'up' && dependencies.database === 'up';
-      if (ready) return { status: 200, body: { ready, checks: dependencies } };
+      if (ready) return { status: 200, body: { ready, checks: dependencies, services: services.healthSummary() } };
       return { status: 503, body: errorBody('not_ready', 'Redis or PostgreSQL does not answer', { checks: dependencies }) };
     },
   }),

@@ -7,6 +7,7 @@ import { type Route, route } from '../route.js';
 
 /** JSON Schema of what a tool accepts (input) and returns (output). */
 export function toolSchemas(tool: AnyTool) {
+  if (tool.schemas) return { input_schema: tool.schemas.input, output_schema: tool.schemas.output };
   return {
     input_schema: z.toJSONSchema(tool.input, { io: 'input', unrepresentable: 'any' }),
     output_schema: z.toJSONSchema(tool.output, { io: 'output', unrepresentable: 'any' }),
@@ -35,6 +36,6 @@ export const TOOL_ROUTES: Route[] = [
     summary: 'List the tool adapters, with their input and output JSON Schemas and defaults',
     tags: ['tools'],
     responses: { 200: { description: 'Every tool this deployment knows.', body: r.toolListSchema, examples: ex.toolListExamples } },
-    handler: async (_input, { tools }) => ({ status: 200, body: { tools } }),
+    handler: async (_input, { tools }) => ({ status: 200, body: { tools: tools() } }),
   }),
 ];

@@ -3,7 +3,7 @@ import { capErrorRecord } from '../../lib/errors.js';
 import { jsonSize } from '../../lib/limits.js';
 import { type Catalog, type JsonSchema, type ToolSpec, toolOutputSchema } from '../catalog.js';
 import type { PlanStep } from '../plan.js';
-import type { Report } from '../state.js';
+import type { Report, StepState } from '../state.js';
 import { stepFailure } from '../task-output.js';
 import { hasTemplates } from '../templates.js';
 import type { DependencyResult, ReadyStep } from '../types.js';
@@ -56,6 +56,7 @@ export const toolStep: StepKindModule = {
   },
 
   report(run, step, state, report) {
+    if (report.type === 'circuit') return circuitReport(run, step, state, report.open);
     if (report.type !== 'result' || report.item !== undefined) return false;
     if (state.status !== 'queued' && state.status !== 'running') return false;
     run.setStep(step, {
@@ -75,6 +76,20 @@ export const toolStep: StepKindModule = {
     return true;
   },
 };
+
+/** A step held back by its service's open circuit waits; let through, it is queued again (its job is still there). */
+function circuitReport(run: Run, step: PlanStep, state: StepState, open: boolean): boolean {
+  if (!run.active || step.forEach !== undefined) return false;
+  if (open && (state.status === 'queued' || state.status === 'running')) {
+    run.setStep(step, { status: 'waiting', reason: 'circuit_open' });
+    return true;
+  }
+  if (!open && state.status === 'waiting' && state.reason === 'circuit_open') {
+    run.setStep(step, { status: 'queued' });
+    return true;
+  }
+  return false;
+}
 
 /** A dead letter: a step (or map item) that failed for good, with what it was given. */
 export function deadLetter(run: Run, step: PlanStep, stepId: string, report: Extract<Report, { type: 'result' }>): void {

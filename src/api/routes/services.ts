@@ -1,0 +1,126 @@
+import { z } from 'zod';
+import { serviceBodySchema, servicePatchSchema } from '../../services/service-request.js';
+import * as ex from '../openapi-examples.js';
+import { conflict, invalid, notFound, unavailable } from '../replies.js';
+import * as r from '../responses.js';
+import { type Route, route } from '../route.js';
+
+const serviceNameParam = z.object({ name: z.string().max(200).meta({ description: 'The name of a registered service.' }) });
+const servicesTag = ['services'];
+const unknownService = notFound('No service has this name (`service_not_found`).');
+const badGateway = {
+  description: 'The OpenAPI document could not be fetched (`openapi_fetch_failed`): the service did not answer 200, or not at all.',
+  body: r.errorBodySchema,
+};
+
+/** The service registry: third-party HTTP services whose OpenAPI operations are tools (`<service>.<operationId>`). */
+export const SERVICE_ROUTES: Route[] = [
+  route({
+    method: 'post',
+    path: '/services',
+    operationId: 'registerService',
+    access: 'admin',
+    summary: 'Register a service; its OpenAPI operations become tools',
+    description:
+      'With `openapi_url`, its OpenAPI 3.x document (JSON) is fetched, validated and stored as version 1; every operation with an operationId becomes the tool `<name>.<operationId>`, input `{path?, query?, headers?, body?}`, output the JSON body of its 2xx answer. Secrets are named (`auth.secret_ref`), never given.',
+    tags: servicesTag,
+    body: serviceBodySchema,
+    invalidBody: { code: 'invalid_service', message: 'the service is invalid' },
+    bodyExamples: ex.registerServiceExamples,
+    responses: {
+      201: { description: 'Registered.', body: r.registeredServiceSchema, examples: ex.registeredServiceExamples },
+      400: invalid(
+        'The body is invalid (`invalid_service`), the document is not a valid OpenAPI 3.x JSON document or too large (`invalid_openapi_document`), or its host is not on HTTP_TOOL_ALLOWED_HOSTS (`host_not_allowed`).',
+      ),
+      409: conflict('A service has this name (`service_exists`).'),
+      502: badGateway,
+      503: unavailable,
+    },
+    handler: async ({ body }, { services }) => ({ status: 201, body: await services.register(body) }),
+  }),
+  route({
+    method: 'get',
+    path: '/services',
+    operationId: 'listServices',
+    access: 'admin',
+    summary: 'List the registered services, with their health and circuit state',
+    tags: servicesTag,
+    responses: { 200: { description: 'The services.', body: r.serviceListSchema, examples: ex.serviceListExamples }, 503: unavailable },
+    handler: async (_input, { services }) => ({ status: 200, body: { services: await services.listServices() } }),
+  }),
+  route({
+    method: 'post',
+    path: '/services/{name}/refresh',
+    operationId: 'refreshService',
+    access: 'admin',
+    summary: "Fetch a service's OpenAPI document again; report the workflows a change breaks",
+    description:
+      'A changed document is stored as the next version and the tools follow it. The answer lists operations added, removed and changed, and every active workflow that calls one that is gone or whose schemas no longer fit, with its problems.',
+    tags: servicesTag,
+    params: serviceNameParam,
+    paramExamples: { name: ex.EXAMPLE_SERVICE },
+    responses: {
+      200: {
+        description: 'Fetched (stored when it changed); a service without `openapi_url` has nothing to fetch: `changed` false.',
+        body: r.serviceRefreshSchema,
+        examples: ex.serviceRefreshExamples,
+      },
+      400: invalid('The document is invalid (`invalid_openapi_document`) or on a host not allowed (`host_not_allowed`).'),
+      404: unknownService,
+      502: badGateway,
+      503: unavailable,
+    },
+    handler: async ({ params }, { services }) => ({ status: 200, body: await services.refreshService(params.name) }),
+  }),
+  route({
+    method: 'get',
+    path: '/services/{name}',
+    operationId: 'getService',
+    access: 'admin',
+    summary: 'A registered service, with its operations, health and circuit state',
+    tags: servicesTag,
+    params: serviceNameParam,
+    paramExamples: { name: ex.EXAMPLE_SERVICE },
+    responses: { 200: { description: 'The service.', body: r.serviceSchema, examples: ex.serviceExamples }, 404: unknownService, 503: unavailable },
+    handler: async ({ params }, { services }) => ({ status: 200, body: await services.describe(params.name) }),
+  }),
+  route({
+    method: 'patch',
+    path: '/services/{name}',
+    operationId: 'updateService',
+    access: 'admin',
+    summary: "Change a service's settings",
+    description:
+      'Given fields replace the stored ones; `null` removes an optional one. A new `openapi_url` is fetched at once; otherwise the document stays (see refresh).',
+    tags: servicesTag,
+    params: serviceNameParam,
+    paramExamples: { name: ex.EXAMPLE_SERVICE },
+    body: servicePatchSchema,
+    invalidBody: { code: 'invalid_service', message: 'the change is invalid' },
+    bodyExamples: ex.patchServiceExamples,
+    responses: {
+      200: { description: 'Changed.', body: r.serviceSchema, examples: ex.serviceExamples },
+      400: invalid('The change is invalid (`invalid_service`), or the new document is (`invalid_openapi_document`, `host_not_allowed`).'),
+      404: unknownService,
+      502: badGateway,
+      503: unavailable,
+    },
+    handler: async ({ params, body }, { services }) => ({ status: 200, body: await services.update(params.name, body) }),
+  }),
+  route({
+    method: 'delete',
+    path: '/services/{name}',
+    operationId: 'deleteService',
+    access: 'admin',
+    summary: 'Delete a service; its tools go with it',
+    tags: servicesTag,
+    params: serviceNameParam,
+    paramExamples: { name: ex.EXAMPLE_SERVICE },
+    responses: {
+      200: { description: 'Deleted; the workflows that called it are named.', body: r.serviceDeletedSchema, examples: ex.serviceDeletedExamples },
+      404: unknownService,
+      503: unavailable,
+    },
+    handler: async ({ params }, { services }) => ({ status: 200, body: await services.delete(params.name) }),
+  }),
+];

@@ -1,0 +1,189 @@
+import type { Prisma } from './database.js';
+
+/** A registered service as stored: no secret, only the name of one (`auth.secret_ref`). */
+export interface ServiceRecord {
+  name: string;
+  baseUrl: string;
+  openapiUrl: string | null;
+  headers: Record<string, string>;
+  auth: { type: 'bearer' | 'basic' | 'header'; secret_ref: string; header_name?: string } | null;
+  healthPath: string | null;
+  timeoutMs: number;
+  circuit: Record<string, number> | null;
+  concurrency: number | null;
+  rateLimit: { per_minute?: number; per_second?: number } | null;
+  documentVersion: number;
+  health: ServiceHealth | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface ServiceHealth {
+  status: 'up' | 'down';
+  checked_at: string;
+  http_status?: number;
+  error?: string;
+}
+
+export interface ServiceDocumentRecord {
+  version: number;
+  sha256: string;
+  document: Record<string, unknown>;
+  fetchedAt: Date;
+}
+
+export type ServiceFields = Omit<ServiceRecord, 'name' | 'documentVersion' | 'health' | 'createdAt' | 'updatedAt'>;
+
+interface Row {
+  name: string;
+  base_url: string;
+  openapi_url: string | null;
+  headers: Record<string, string>;
+  auth: ServiceRecord['auth'];
+  health_path: string | null;
+  timeout_ms: number;
+  circuit: ServiceRecord['circuit'];
+  concurrency: number | null;
+  rate_limit: ServiceRecord['rateLimit'];
+  document_version: number;
+  health: ServiceHealth | null;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const COLUMNS = `name, base_url, openapi_url, headers, auth, health_path, timeout_ms, circuit, concurrency, rate_limit, document_version, health, created_at, updated_at`;
+
+function fromRow(row: Row): ServiceRecord {
+  return {
+    name: row.name,
+    baseUrl: row.base_url,
+    openapiUrl: row.openapi_url,
+    headers: row.headers ?? {},
+    auth: row.auth,
+    healthPath: row.health_path,
+    timeoutMs: row.timeout_ms,
+    circuit: row.circuit,
+    concurrency: row.concurrency,
+    rateLimit: row.rate_limit,
+    documentVersion: row.document_version,
+    health: row.health,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
+
+const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value));
+
+/** The service registry's rows (services) and their OpenAPI documents by version (service_documents). */
+export class ServiceStore {
+  constructor(private readonly prisma: Prisma) {}
+
+  async list(): Promise<ServiceRecord[]> {
+    return (await this.prisma.$queryRawUnsafe<Row[]>(`SELECT ${COLUMNS} FROM services ORDER BY name`)).map(fromRow);
+  }
+
+  async get(name: string): Promise<ServiceRecord | undefined> {
+    const [row] = await this.prisma.$queryRawUnsafe<Row[]>(`SELECT ${COLUMNS} FROM services WHERE name = $1`, name);
+    return row ? fromRow(row) : undefined;
+  }
+
+  /** Each service's name and when it last changed: what a reload compares. */
+  async versions(): Promise<Map<string, number>> {
+    const rows = await this.prisma.$queryRawUnsafe<{ name: string; updated_at: Date }[]>(`SELECT name, updated_at FROM services`);
+    return new Map(rows.map((row) => [row.name, row.updated_at.getTime()]));
+  }
+
+  /**
+   * Inserts a service with its first document (version 1 when there is one), or answers
+   * undefined when the name is taken.
+   */
+  async create(name: string, fields: ServiceFields, document?: { sha256: string; document: Record<string, unknown> }): Promise<ServiceRecord | undefined> {
+    return this.prisma.$transaction(async (tx) => {
+      const [row] = await tx.$queryRawUnsafe<Row[]>(
+        `INSERT INTO services (name, base_url, openapi_url, headers, auth, health_path, timeout_ms, circuit, concurrency, rate_limit, document_version)
+         VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8::jsonb, $9, $10::jsonb, $11)
+         ON CONFLICT (name) DO NOTHING RETURNING ${COLUMNS}`,
+        name,
+        fields.baseUrl,
+        fields.openapiUrl,
+        JSON.stringify(fields.headers),
+        json(fields.auth),
+        fields.healthPath,
+        fields.timeoutMs,
+        json(fields.circuit),
+        fields.concurrency,
+        json(fields.rateLimit),
+        document ? 1 : 0,
+      );
+      if (!row) return undefined;
+      if (document) {
+        await tx.$executeRawUnsafe(`DELETE FROM service_documents WHERE service = $1`, name);
+        await tx.$executeRawUnsafe(
+          `INSERT INTO service_documents (service, version, sha256, document) VALUES ($1, 1, $2, $3::jsonb)`,
+          name,
+          document.sha256,
+          JSON.stringify(document.document),
+        );
+      }
+      return fromRow(row);
+    });
+  }
+
+  /** Changes a service's settings and, given one, stores its next document version. */
+  async update(name: string, fields: ServiceFields, document?: { sha256: string; document: Record<string, unknown> }): Promise<ServiceRecord | undefined> {
+    return this.prisma.$transaction(async (tx) => {
+      const [current] = await tx.$queryRawUnsafe<{ document_version: number }[]>(`SELECT document_version FROM services WHERE name = $1 FOR UPDATE`, name);
+      if (!current) return undefined;
+      const version = document ? current.document_version + 1 : current.document_version;
+      if (document) {
+        await tx.$executeRawUnsafe(
+          `INSERT INTO service_documents (service, version, sha256, document) VALUES ($1, $2, $3, $4::jsonb)`,
+          name,
+          version,
+          document.sha256,
+          JSON.stringify(document.document),
+        );
+      }
+      const [row] = await tx.$queryRawUnsafe<Row[]>(
+        `UPDATE services SET base_url = $2, openapi_url = $3, headers = $4::jsonb, auth = $5::jsonb, health_path = $6, timeout_ms = $7,
+                circuit = $8::jsonb, concurrency = $9, rate_limit = $10::jsonb, document_version = $11, updated_at = clock_timestamp()
+          WHERE name = $1 RETURNING ${COLUMNS}`,
+        name,
+        fields.baseUrl,
+        fields.openapiUrl,
+        JSON.stringify(fields.headers),
+        json(fields.auth),
+        fields.healthPath,
+        fields.timeoutMs,
+        json(fields.circuit),
+        fields.concurrency,
+        json(fields.rateLimit),
+        version,
+      );
+      return row ? fromRow(row) : undefined;
+    });
+  }
+
+  async delete(name: string): Promise<boolean> {
+    return this.prisma.$transaction(async (tx) => {
+      const deleted = await tx.$executeRawUnsafe(`DELETE FROM services WHERE name = $1`, name);
+      await tx.$executeRawUnsafe(`DELETE FROM service_documents WHERE service = $1`, name);
+      return deleted > 0;
+    });
+  }
+
+  /** The service's document at `version` (its current one: ServiceRecord.documentVersion). */
+  async document(name: string, version: number): Promise<ServiceDocumentRecord | undefined> {
+    const [row] = await this.prisma.$queryRawUnsafe<{ version: number; sha256: string; document: Record<string, unknown>; fetched_at: Date }[]>(
+      `SELECT version, sha256, document, fetched_at FROM service_documents WHERE service = $1 AND version = $2`,
+      name,
+      version,
+    );
+    return row ? { version: row.version, sha256: row.sha256, document: row.document, fetchedAt: row.fetched_at } : undefined;
+  }
+
+  /** Records a health check; does not count as a change of the service (updated_at stays). */
+  async setHealth(name: string, health: ServiceHealth): Promise<void> {
+    await this.prisma.$executeRawUnsafe(`UPDATE services SET health = $2::jsonb WHERE name = $1`, name, JSON.stringify(health));
+  }
+}

@@ -1,0 +1,575 @@
+import { createHash } from 'node:crypto';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import type { Config } from '../lib/config.js';
+import { ConflictError, NotFoundError, type Problem, UpstreamError, ValidationError } from '../lib/errors.js';
+import { type HostPolicy, hostPolicyFor } from '../lib/host-policy.js';
+import type { Logger } from '../lib/logger.js';
+import { HostRefusedError, outboundRequest } from '../lib/outbound-http.js';
+import { Secrets } from '../lib/secrets.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { Prisma } from '../persistence/database.js';
+import { type ServiceFields, type ServiceHealth, type ServiceRecord, ServiceStore } from '../persistence/service-store.js';
+import { type Admission, type CircuitSettings, Circuits, type CircuitTransition, type CircuitView, DEFAULT_CIRCUIT } from '../queue/circuits.js';
+import type { RedisClient } from '../queue/redis.js';
+import {
+  type CallGuard,
+  isServiceTool,
+  operationsOf,
+  type ServiceAuth,
+  type ServiceOperation,
+  type ServiceTarget,
+  serviceOf,
+  serviceTool,
+} from '../tools/openapi-tools.js';
+import type { AnyTool, DynamicTools } from '../tools/tool.js';
+import type { WorkflowService } from '../workflows/workflow-service.js';
+import type { ServiceBody, ServicePatch } from './service-request.js';
+
+/** The channel on which a process announces a change of the registry: every process reloads. */
+export function servicesChannel(prefix: string): string {
+  return `${prefix}:services`;
+}
+
+interface Installed {
+  record: ServiceRecord;
+  target: ServiceTarget;
+  circuit: CircuitSettings;
+  operations: ServiceOperation[];
+  skipped: { where: string; reason: string }[];
+  tools: Map<string, AnyTool>;
+  sha256: string | null;
+}
+
+/** A workflow that calls a service's operations and no longer passes its checks after a change. */
+export interface AffectedWorkflow {
+  name: string;
+  version: number;
+  problems: Problem[];
+}
+
+export interface ServiceRegistryDeps {
+  store: ServiceStore;
+  /** HTTP_TOOL_ALLOWED_HOSTS: services' calls, documents and health checks go only there. */
+  policy: HostPolicy;
+  secrets: Secrets;
+  circuits: Circuits;
+  logger: Logger;
+  metrics: Metrics;
+  /** To announce changes (publish). */
+  redis: RedisClient;
+  /** A connection in subscriber mode, to hear other processes' changes. */
+  subscriber?: RedisClient;
+  prefix: string;
+  reloadMs: number;
+  /** 0: no health checks from this process. */
+  healthIntervalMs: number;
+  documentMaxBytes: number;
+  maxOperations: number;
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+
+/**
+ * The registered services and their operations as tools (`<service>.<operationId>`), in every
+ * process: read from PostgreSQL at start, again when a process announces a change on Redis
+ * (servicesChannel), and every SERVICES_RELOAD_MS in case a notice was missed; a worker that
+ * meets an unknown service tool reads them at once (DynamicTools.refresh).
+ */
+export class ServiceRegistry implements DynamicTools, CallGuard {
+  private readonly installed = new Map<string, Installed>();
+  private loaded = new Map<string, number>();
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private loading: Promise<void> | undefined;
+  private stopped = false;
+  /** For POST /services/{name}/refresh and DELETE: the workflows a change breaks (set once made: they need these tools). */
+  workflows: WorkflowService | undefined;
+
+  constructor(private readonly deps: ServiceRegistryDeps) {}
+
+  async start(): Promise<void> {
+    await this.reload().catch((error: Error) => this.deps.logger.warn('could not read the service registry; retried later', { error: error.message }));
+    if (this.deps.subscriber) {
+      const channel = servicesChannel(this.deps.prefix);
+      this.deps.subscriber.on('message', (from: string) => {
+        if (from === channel) void this.reload().catch(() => undefined);
+      });
+      await this.deps.subscriber
+        .subscribe(channel)
+        .catch((error: Error) => this.deps.logger.warn('could not subscribe to service changes', { error: error.message }));
+    }
+    this.reloadTimer = setInterval(() => void this.reload().catch(() => undefined), this.deps.reloadMs);
+    this.reloadTimer.unref();
+    if (this.deps.healthIntervalMs > 0) {
+      this.healthTimer = setInterval(() => void this.checkHealth().catch(() => undefined), this.deps.healthIntervalMs);
+      this.healthTimer.unref();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.reloadTimer);
+    clearInterval(this.healthTimer);
+    this.deps.subscriber?.disconnect();
+  }
+
+  // DynamicTools
+
+  get(name: string): AnyTool | undefined {
+    if (!isServiceTool(name)) return undefined;
+    return this.installed.get(serviceOf(name))?.tools.get(name);
+  }
+
+  list(): AnyTool[] {
+    return [...this.installed.values()].flatMap((service) => [...service.tools.values()]);
+  }
+
+  async refresh(name: string): Promise<AnyTool | undefined> {
+    if (!isServiceTool(name)) return undefined;
+    await this.reload();
+    return this.get(name);
+  }
+
+  // CallGuard: how calls ended, for the circuit breaker.
+
+  async record(service: string, failed: boolean): Promise<void> {
+    const installed = this.installed.get(service);
+    if (!installed) return;
+    try {
+      await this.deps.circuits.record(service, installed.circuit, failed);
+    } catch (error) {
+      this.deps.logger.warn('could not record a call in the circuit breaker', { service, error: (error as Error).message });
+    }
+  }
+
+  /** Whether a step calling `tool` may run now, or when to ask again (its service's circuit is open). Redis away: it may run. */
+  async admit(tool: string): Promise<Admission> {
+    const installed = this.installed.get(serviceOf(tool));
+    if (!installed) return { ok: true, probe: false };
+    try {
+      return await this.deps.circuits.acquire(installed.record.name, installed.circuit, installed.target.timeoutMs + 5_000);
+    } catch (error) {
+      this.deps.logger.warn('could not read the circuit breaker; the call goes through', { tool, error: (error as Error).message });
+      return { ok: true, probe: false };
+    }
+  }
+
+  /** Metrics and logs of a circuit's transition (Circuits' onTransition). */
+  static transitionReporter(metrics: Metrics, logger: Logger): (transition: CircuitTransition) => void {
+    return (transition) => {
+      metrics.circuitTransitions.inc({ service: transition.service, from: transition.from, to: transition.to });
+      for (const state of ['closed', 'open', 'half_open']) metrics.circuitState.set({ service: transition.service, state }, state === transition.to ? 1 : 0);
+      logger.info('circuit breaker transition', { service: transition.service, from: transition.from, to: transition.to });
+    };
+  }
+
+  // Reading the registry
+
+  /** Reads the services that changed since the last reading (one at a time). */
+  reload(): Promise<void> {
+    this.loading ??= this.readChanges().finally(() => {
+      this.loading = undefined;
+    });
+    return this.loading;
+  }
+
+  private async readChanges(): Promise<void> {
+    const versions = await this.deps.store.versions();
+    for (const name of [...this.installed.keys()]) {
+      if (!versions.has(name)) {
+        this.installed.delete(name);
+        this.loaded.delete(name);
+      }
+    }
+    for (const [name, at] of versions) {
+      if (this.loaded.get(name) === at) continue;
+      const record = await this.deps.store.get(name);
+      if (!record) continue;
+      const document = record.documentVersion > 0 ? await this.deps.store.document(name, record.documentVersion) : undefined;
+      this.install(record, document?.document, document?.sha256 ?? null);
+      this.loaded.set(name, record.updatedAt.getTime());
+    }
+  }
+
+  private install(record: ServiceRecord, document: Record<string, unknown> | undefined, hash: string | null): Installed {
+    const target = targetOf(record);
+    const { operations, skipped } = document ? operationsOf(record.name, document) : { operations: [], skipped: [] };
+    const tools = new Map(
+      operations.map((operation) => [operation.tool, serviceTool(target, operation, { policy: this.deps.policy, secrets: this.deps.secrets, guard: this })]),
+    );
+    const installed: Installed = { record, target, circuit: { ...DEFAULT_CIRCUIT, ...(record.circuit ?? {}) }, operations, skipped, tools, sha256: hash };
+    this.installed.set(record.name, installed);
+    return installed;
+  }
+
+  private async announce(name: string): Promise<void> {
+    await this.deps.redis
+      .publish(servicesChannel(this.deps.prefix), name)
+      .catch((error: Error) =>
+        this.deps.logger.warn('could not announce a service change; other processes see it within SERVICES_RELOAD_MS', { service: name, error: error.message }),
+      );
+  }
+
+  // The API's operations
+
+  async register(body: ServiceBody): Promise<{ service: ServiceView; imported: ImportSummary }> {
+    if (await this.deps.store.get(body.name)) throw new ConflictError('service_exists', `a service is named ${body.name}; PATCH it, or DELETE it first`);
+    const fields = fieldsOf(body);
+    const fetched = fields.openapiUrl ? await this.fetchDocument(fields) : undefined;
+    const record = await this.deps.store.create(body.name, fields, fetched);
+    if (!record) throw new ConflictError('service_exists', `a service is named ${body.name}; PATCH it, or DELETE it first`);
+    this.loaded.set(record.name, record.updatedAt.getTime());
+    const installed = this.install(record, fetched?.document, fetched?.sha256 ?? null);
+    await this.announce(record.name);
+    this.deps.logger.info('service registered', { service: record.name, operations: installed.operations.length });
+    return { service: await this.view(installed), imported: importSummary(installed) };
+  }
+
+  async listServices(): Promise<ServiceView[]> {
+    await this.reload();
+    return Promise.all([...this.installed.values()].sort((a, b) => (a.record.name < b.record.name ? -1 : 1)).map((installed) => this.view(installed)));
+  }
+
+  async describe(name: string): Promise<ServiceView> {
+    return this.view(await this.found(name));
+  }
+
+  async update(name: string, patch: ServicePatch): Promise<ServiceView> {
+    const current = await this.found(name);
+    const merged = mergePatch(current.record, patch);
+    // A new document address is read at once; otherwise the document stays (POST .../refresh reads it again).
+    const fetched = patch.openapi_url ? await this.fetchDocument(merged) : undefined;
+    const record = await this.deps.store.update(name, merged, fetched);
+    if (!record) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
+    this.loaded.set(name, record.updatedAt.getTime());
+    const document = fetched ?? (record.documentVersion > 0 ? await this.deps.store.document(name, record.documentVersion) : undefined);
+    const installed = this.install(record, document?.document, document?.sha256 ?? null);
+    await this.announce(name);
+    return this.view(installed);
+  }
+
+  async delete(name: string): Promise<{ deleted: string; affected_workflows: AffectedWorkflow[] }> {
+    await this.found(name);
+    const affected = (await this.workflows?.affectedBy(`${name}.`, new Map())) ?? [];
+    if (!(await this.deps.store.delete(name))) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
+    this.installed.delete(name);
+    this.loaded.delete(name);
+    await this.deps.circuits.forget(name).catch(() => undefined);
+    await this.announce(name);
+    return { deleted: name, affected_workflows: affected };
+  }
+
+  /**
+   * Reads the service's OpenAPI document again. When it changed, its next version is stored and
+   * its tools follow it; the answer lists the operations added, removed and changed, and the
+   * workflows the change breaks (an operation they call is gone, or its schemas no longer fit
+   * their inputs or templates), each with its problems. The change is made either way.
+   */
+  async refreshService(name: string): Promise<RefreshOutcome> {
+    const current = await this.found(name);
+    // Nothing to read: a service without a document has no operations, now as before.
+    if (!current.record.openapiUrl) {
+      return { name, version: current.record.documentVersion, changed: false, operations: { added: [], removed: [], changed: [] }, affected_workflows: [] };
+    }
+    const fields = mergePatch(current.record, {});
+    const fetched = await this.fetchDocument(fields);
+    if (fetched.sha256 === current.sha256) {
+      return { name, version: current.record.documentVersion, changed: false, operations: { added: [], removed: [], changed: [] }, affected_workflows: [] };
+    }
+    const { operations } = operationsOf(name, fetched.document);
+    const before = new Map(current.operations.map((operation) => [operation.tool, operation]));
+    const after = new Map(operations.map((operation) => [operation.tool, operation]));
+    const signature = (operation: ServiceOperation) => JSON.stringify([operation.method, operation.path, operation.inputSchema, operation.outputSchema]);
+    const diff = {
+      added: [...after.keys()].filter((tool) => !before.has(tool)).sort(),
+      removed: [...before.keys()].filter((tool) => !after.has(tool)).sort(),
+      changed: [...after.keys()].filter((tool) => before.has(tool) && signature(before.get(tool)!) !== signature(after.get(tool)!)).sort(),
+    };
+    const target = current.target;
+    const next = new Map(
+      operations.map((operation) => [operation.tool, serviceTool(target, operation, { policy: this.deps.policy, secrets: this.deps.secrets })]),
+    );
+    const affected = (await this.workflows?.affectedBy(`${name}.`, next)) ?? [];
+    const record = await this.deps.store.update(name, fields, fetched);
+    if (!record) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
+    this.loaded.set(name, record.updatedAt.getTime());
+    this.install(record, fetched.document, fetched.sha256);
+    await this.announce(name);
+    if (affected.length > 0)
+      this.deps.logger.warn('a service change breaks workflows', { service: name, workflows: affected.map((workflow) => workflow.name) });
+    return { name, version: record.documentVersion, changed: true, operations: diff, affected_workflows: affected };
+  }
+
+  private async found(name: string): Promise<Installed> {
+    let installed = this.installed.get(name);
+    if (!installed) {
+      await this.reload();
+      installed = this.installed.get(name);
+    }
+    if (!installed) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
+    return installed;
+  }
+
+  /** Fetches, parses, validates and bounds a service's OpenAPI document. */
+  private async fetchDocument(fields: ServiceFields): Promise<{ sha256: string; document: Record<string, unknown> }> {
+    const url = fields.openapiUrl!;
+    // Credentials go only to the service's own origin.
+    const sameOrigin = new URL(url).origin === new URL(fields.baseUrl).origin;
+    let text: string;
+    try {
+      const response = await outboundRequest(this.deps.policy, {
+        method: 'GET',
+        url,
+        headers: { accept: 'application/json', ...(sameOrigin ? { ...fields.headers, ...authHeader(fields.auth, this.deps.secrets) } : {}) },
+        timeoutMs: fields.timeoutMs,
+        maxRedirects: 0,
+        maxResponseBytes: this.deps.documentMaxBytes,
+      });
+      if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
+      text = response.body.toString('utf8');
+    } catch (error) {
+      const message = (error as Error).message;
+      if (error instanceof HostRefusedError) {
+        throw new ValidationError(
+          'the OpenAPI document is on a host this deployment may not call',
+          [{ path: 'openapi_url', message: `${message} (HTTP_TOOL_ALLOWED_HOSTS)` }],
+          'host_not_allowed',
+        );
+      }
+      if (/larger than/.test(message)) {
+        throw new ValidationError(
+          'the OpenAPI document is too large',
+          [{ path: 'openapi_url', message: `${message} (SERVICE_DOCUMENT_MAX_BYTES)` }],
+          'invalid_openapi_document',
+        );
+      }
+      throw new UpstreamError('openapi_fetch_failed', `could not fetch the OpenAPI document from ${url}: ${message}`, { openapi_url: url });
+    }
+    let document: unknown;
+    try {
+      document = JSON.parse(text);
+    } catch {
+      throw new ValidationError(
+        'the OpenAPI document is not JSON',
+        [{ path: 'openapi_url', message: 'serve the document as JSON' }],
+        'invalid_openapi_document',
+      );
+    }
+    const problems = await validateDocument(document, this.deps.maxOperations);
+    if (problems.length > 0) throw new ValidationError('the OpenAPI document is invalid', problems, 'invalid_openapi_document');
+    return { sha256: sha256(text), document: document as Record<string, unknown> };
+  }
+
+  // Health
+
+  /** Checks every service with a health_path once; each result is stored and counted. */
+  async checkHealth(): Promise<void> {
+    for (const installed of [...this.installed.values()]) {
+      if (this.stopped) return;
+      const { record } = installed;
+      if (!record.healthPath) continue;
+      const health = await this.probeHealth(installed);
+      this.deps.metrics.serviceUp.set({ service: record.name }, health.status === 'up' ? 1 : 0);
+      installed.record = { ...record, health };
+      await this.deps.store.setHealth(record.name, health).catch(() => undefined);
+    }
+  }
+
+  private async probeHealth({ record, target }: Installed): Promise<ServiceHealth> {
+    const checkedAt = new Date().toISOString();
+    try {
+      const response = await outboundRequest(this.deps.policy, {
+        method: 'GET',
+        url: target.baseUrl.replace(/\/+$/, '') + record.healthPath,
+        headers: { ...target.headers, ...authHeader(target.auth, this.deps.secrets) },
+        timeoutMs: Math.min(target.timeoutMs, 5_000),
+        maxRedirects: 0,
+        maxResponseBytes: 64 * 1024,
+      });
+      return { status: response.status >= 200 && response.status < 300 ? 'up' : 'down', checked_at: checkedAt, http_status: response.status };
+    } catch (error) {
+      return { status: 'down', checked_at: checkedAt, error: (error as Error).message.slice(0, 500) };
+    }
+  }
+
+  /** Each service's last health, for /ready (information only: a service down does not make this one unready). */
+  healthSummary(): Record<string, 'up' | 'down' | 'unknown'> {
+    return Object.fromEntries([...this.installed.values()].map(({ record }) => [record.name, record.health?.status ?? 'unknown']));
+  }
+
+  private async view(installed: Installed): Promise<ServiceView> {
+    const { record } = installed;
+    const circuit = await this.deps.circuits.view(record.name).catch(() => undefined);
+    return {
+      name: record.name,
+      base_url: record.baseUrl,
+      openapi_url: record.openapiUrl,
+      headers: record.headers,
+      auth: record.auth ? { ...record.auth, secret_set: this.deps.secrets.has(record.auth.secret_ref) } : null,
+      health_path: record.healthPath,
+      timeout_ms: record.timeoutMs,
+      circuit: installed.circuit,
+      concurrency: record.concurrency,
+      rate_limit: record.rateLimit,
+      document_version: record.documentVersion,
+      operations: installed.operations.map((operation) => ({
+        tool: operation.tool,
+        method: operation.method,
+        path: operation.path,
+        summary: operation.summary,
+      })),
+      health: record.health,
+      circuit_state: circuit
+        ? {
+            ...circuit,
+            transitions: circuit.transitions.map((transition) => ({ from: transition.from, to: transition.to, at: new Date(transition.at).toISOString() })),
+            since: circuit.since === null ? null : new Date(circuit.since).toISOString(),
+            open_until: circuit.open_until === null ? null : new Date(circuit.open_until).toISOString(),
+          }
+        : null,
+      created_at: record.createdAt.toISOString(),
+      updated_at: record.updatedAt.toISOString(),
+    };
+  }
+}
+
+export interface ImportSummary {
+  version: number;
+  tools: string[];
+  skipped: { where: string; reason: string }[];
+}
+
+export interface RefreshOutcome {
+  name: string;
+  version: number;
+  changed: boolean;
+  operations: { added: string[]; removed: string[]; changed: string[] };
+  affected_workflows: AffectedWorkflow[];
+}
+
+export interface ServiceView {
+  name: string;
+  base_url: string;
+  openapi_url: string | null;
+  headers: Record<string, string>;
+  auth: (ServiceAuth & { secret_set: boolean }) | null;
+  health_path: string | null;
+  timeout_ms: number;
+  circuit: CircuitSettings;
+  concurrency: number | null;
+  rate_limit: { per_minute?: number; per_second?: number } | null;
+  document_version: number;
+  operations: { tool: string; method: string; path: string; summary: string }[];
+  health: ServiceHealth | null;
+  circuit_state:
+    | (Omit<CircuitView, 'transitions' | 'since' | 'open_until'> & {
+        since: string | null;
+        open_until: string | null;
+        transitions: { from: string; to: string; at: string }[];
+      })
+    | null;
+  created_at: string;
+  updated_at: string;
+}
+
+function importSummary(installed: Installed): ImportSummary {
+  return { version: installed.record.documentVersion, tools: installed.operations.map((operation) => operation.tool), skipped: installed.skipped };
+}
+
+function targetOf(record: ServiceRecord): ServiceTarget {
+  return {
+    name: record.name,
+    baseUrl: record.baseUrl,
+    headers: record.headers,
+    ...(record.auth ? { auth: record.auth } : {}),
+    timeoutMs: record.timeoutMs,
+    ...(record.concurrency !== null ? { concurrency: record.concurrency } : {}),
+    ...(record.rateLimit ? { rateLimit: record.rateLimit } : {}),
+  };
+}
+
+function fieldsOf(body: ServiceBody): ServiceFields {
+  return {
+    baseUrl: body.base_url,
+    openapiUrl: body.openapi_url ?? null,
+    headers: body.headers,
+    auth: body.auth ?? null,
+    healthPath: body.health_path ?? null,
+    timeoutMs: body.timeout_ms,
+    circuit: body.circuit ?? null,
+    concurrency: body.concurrency ?? null,
+    rateLimit: body.rate_limit ?? null,
+  };
+}
+
+function mergePatch(record: ServiceRecord, patch: ServicePatch): ServiceFields {
+  const pick = <T>(value: T | null | undefined, current: T | null): T | null => (value === undefined ? current : value);
+  return {
+    baseUrl: patch.base_url ?? record.baseUrl,
+    openapiUrl: pick(patch.openapi_url, record.openapiUrl),
+    headers: patch.headers ?? record.headers,
+    auth: pick(patch.auth, record.auth),
+    healthPath: pick(patch.health_path, record.healthPath),
+    timeoutMs: patch.timeout_ms ?? record.timeoutMs,
+    circuit: pick(patch.circuit, record.circuit),
+    concurrency: pick(patch.concurrency, record.concurrency),
+    rateLimit: pick(patch.rate_limit, record.rateLimit),
+  };
+}
+
+function authHeader(auth: ServiceAuth | null | undefined, secrets: Secrets): Record<string, string> {
+  if (!auth) return {};
+  const secret = secrets.get(auth.secret_ref);
+  if (secret === undefined) return {};
+  if (auth.type === 'bearer') return { authorization: `Bearer ${secret}` };
+  if (auth.type === 'basic') return { authorization: `Basic ${Buffer.from(secret, 'utf8').toString('base64')}` };
+  return { [auth.header_name ?? 'X-API-Key']: secret };
+}
+
+/** What is wrong with a document: not OpenAPI 3.x, invalid against its schema, or more operations than allowed. */
+async function validateDocument(document: unknown, maxOperations: number): Promise<Problem[]> {
+  if (document === null || typeof document !== 'object' || Array.isArray(document))
+    return [{ path: 'openapi_url', message: 'the document is not a JSON object' }];
+  const version = (document as { openapi?: unknown }).openapi;
+  if (typeof version !== 'string' || !/^3\.[01]\.\d+$/.test(version)) return [{ path: 'openapi', message: 'only OpenAPI 3.0 and 3.1 documents are read' }];
+  const result = await new Validator().validate(document as Record<string, unknown>);
+  if (!result.valid) {
+    const errors = Array.isArray(result.errors) ? result.errors : [{ instancePath: '', message: String(result.errors) }];
+    return errors.slice(0, 20).map((error) => ({ path: `openapi_document${error.instancePath.replace(/\//g, '.')}`, message: error.message ?? 'invalid' }));
+  }
+  const paths = (document as { paths?: Record<string, unknown> }).paths ?? {};
+  let count = 0;
+  for (const item of Object.values(paths))
+    if (item && typeof item === 'object') count += Object.keys(item).filter((key) => /^(get|put|post|delete|options|head|patch|trace)$/.test(key)).length;
+  if (count > maxOperations) return [{ path: 'openapi_document.paths', message: `${count} operations, more than ${maxOperations} (SERVICE_MAX_OPERATIONS)` }];
+  return [];
+}
+
+/** A process's service registry, its parts made from the configuration. Call start(), and stop() at shutdown. */
+export function openServiceRegistry(options: {
+  config: Config;
+  prisma: Prisma;
+  redis: RedisClient;
+  subscriber?: RedisClient;
+  logger: Logger;
+  metrics: Metrics;
+  /** The API checks health; workers do not. */
+  checksHealth: boolean;
+}): ServiceRegistry {
+  const { config, logger, metrics } = options;
+  return new ServiceRegistry({
+    store: new ServiceStore(options.prisma),
+    policy: hostPolicyFor(config.HTTP_TOOL_ALLOWED_HOSTS),
+    secrets: new Secrets(process.env, config.SERVICE_SECRETS_FILE),
+    circuits: new Circuits(options.redis, config.QUEUE_PREFIX, ServiceRegistry.transitionReporter(metrics, logger)),
+    logger,
+    metrics,
+    redis: options.redis,
+    ...(options.subscriber ? { subscriber: options.subscriber } : {}),
+    prefix: config.QUEUE_PREFIX,
+    reloadMs: config.SERVICES_RELOAD_MS,
+    healthIntervalMs: options.checksHealth ? config.SERVICE_HEALTH_INTERVAL_MS : 0,
+    documentMaxBytes: config.SERVICE_DOCUMENT_MAX_BYTES,
+    maxOperations: config.SERVICE_MAX_OPERATIONS,
+  });
+}

@@ -1,0 +1,116 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { Circuits, type CircuitTransition, DEFAULT_CIRCUIT } from '../../src/queue/circuits.js';
+import { createRedis } from '../../src/queue/redis.js';
+import { operationsOf, plainSchema, runtimeType, serviceLimits } from '../../src/tools/openapi-tools.js';
+import { TEST_REDIS_URL } from '../helpers/env.js';
+import { uniqueName } from '../helpers/harness.js';
+
+const redis = createRedis({ REDIS_URL: TEST_REDIS_URL, REDIS_CLUSTER_NODES: [] }, 'worker', 'test');
+const prefix = `{${uniqueName('circuits')}}`;
+
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}:*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+describe('a circuit breaker (Redis, Lua)', () => {
+  const seen: CircuitTransition[] = [];
+  const circuits = new Circuits(redis, prefix, (transition) => seen.push(transition));
+  const settings = { ...DEFAULT_CIRCUIT, failure_threshold: 100, failure_ratio: 0.5, min_calls: 4, window_ms: 60_000, open_ms: 200, half_open_probes: 2 };
+
+  it('opens on a failure ratio over min_calls in the window, not before', async () => {
+    expect(await circuits.record('ratio', settings, true)).toBe('closed');
+    expect(await circuits.record('ratio', settings, false)).toBe('closed');
+    expect(await circuits.record('ratio', settings, false)).toBe('closed');
+    // 2 failures of 4 calls: 0.5.
+    expect(await circuits.record('ratio', settings, true)).toBe('open');
+    expect(seen.map((transition) => `${transition.from}>${transition.to}`)).toEqual(['closed>open']);
+    const refused = await circuits.acquire('ratio', settings, 1_000);
+    expect(refused.ok).toBe(false);
+    expect((await circuits.view('ratio')).state).toBe('open');
+  });
+
+  it('half-opens after open_ms with half_open_probes probes; all succeeding close it', async () => {
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    const admissions = await Promise.all([1, 2, 3].map(() => circuits.acquire('ratio', settings, 1_000)));
+    expect(admissions.filter((admission) => admission.ok)).toEqual([
+      { ok: true, probe: true },
+      { ok: true, probe: true },
+    ]);
+    expect(await circuits.record('ratio', settings, false)).toBe('half_open');
+    expect(await circuits.record('ratio', settings, false)).toBe('closed');
+    const view = await circuits.view('ratio');
+    expect(view.transitions.map((transition) => `${transition.from}>${transition.to}`)).toEqual(['half_open>closed', 'open>half_open', 'closed>open']);
+    expect((await circuits.acquire('ratio', settings, 1_000)).ok).toBe(true);
+  });
+
+  it('gives up a probe whose worker never reported after probe_ttl, so the circuit cannot stay half-open', async () => {
+    const one = { ...settings, failure_threshold: 1, half_open_probes: 1 };
+    expect(await circuits.record('lost', one, true)).toBe('open');
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    expect(await circuits.acquire('lost', one, 100)).toEqual({ ok: true, probe: true });
+    expect((await circuits.acquire('lost', one, 100)).ok).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(await circuits.acquire('lost', one, 100)).toEqual({ ok: true, probe: true });
+    await circuits.forget('lost');
+    expect((await circuits.view('lost')).state).toBe('closed');
+  });
+});
+
+describe('OpenAPI operations as tools', () => {
+  const document = {
+    openapi: '3.0.3',
+    paths: {
+      '/nodes/{id}': {
+        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'integer' } }],
+        get: {
+          operationId: 'getNode',
+          parameters: [{ $ref: '#/components/parameters/Trace' }],
+          responses: { '200': { description: 'a node', content: { 'application/json': { schema: { $ref: '#/components/schemas/Node' } } } } },
+        },
+        delete: { operationId: 'drop node', responses: { '204': { description: 'gone' } } },
+      },
+    },
+    components: {
+      parameters: { Trace: { name: 'X-Trace', in: 'header', schema: { type: 'string', pattern: '^(a+)+$' } } },
+      schemas: {
+        Node: {
+          type: 'object',
+          properties: { name: { type: 'string', nullable: true, pattern: '^(a+)+$' }, parent: { $ref: '#/components/schemas/Node' } },
+        },
+      },
+    },
+  };
+
+  it('reads parameters by where they go, resolves references (a recursive one ends as anything) and nullable, and skips what makes no tool name', () => {
+    const { operations, skipped } = operationsOf('graph', document);
+    expect(skipped).toEqual([{ where: 'DELETE /nodes/{id}', reason: expect.stringContaining('drop node') }]);
+    const [node] = operations;
+    expect(node).toMatchObject({ tool: 'graph.getNode', method: 'GET', path: '/nodes/{id}' });
+    expect(node!.inputSchema).toMatchObject({
+      properties: { path: { properties: { id: { type: 'integer' } }, required: ['id'] }, headers: { properties: { 'X-Trace': { type: 'string' } } } },
+      required: ['path'],
+      additionalProperties: false,
+    });
+    expect(node!.outputSchema).toMatchObject({ properties: { name: { type: ['string', 'null'] } } });
+    expect((node!.outputSchema.properties as Record<string, unknown>).parent).toEqual({});
+    expect(plainSchema(document, { $ref: '#/nowhere' })).toEqual({});
+  });
+
+  it("checks values at run time without the document's regular expressions", () => {
+    const { operations } = operationsOf('graph', document);
+    const output = runtimeType(operations[0]!.outputSchema);
+    // `^(a+)+$` would backtrack for ever on this; without patterns it is only a string.
+    expect(output.safeParse({ name: `${'a'.repeat(40)}!`, extra: 1 }).success).toBe(true);
+    expect(output.safeParse({ name: 7 }).success).toBe(false);
+    expect(runtimeType(operations[0]!.inputSchema).safeParse({ path: { id: 'x' } }).success).toBe(false);
+  });
+
+  it("makes a service's concurrency and rate limit limits per key", () => {
+    expect(serviceLimits({ name: 'graph', baseUrl: 'http://x', headers: {}, timeoutMs: 1, concurrency: 2, rateLimit: { per_minute: 30 } })).toEqual([
+      { kind: 'c', key: 'service:graph', limit: 2 },
+      { kind: 'r', key: 'service:graph', limit: 30, windowMs: 60_000 },
+    ]);
+  });
+});
