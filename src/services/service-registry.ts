@@ -94,7 +94,9 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
       this.deps.subscriber.on('message', (from: string) => {
         if (from === channel) void this.reload().catch(() => undefined);
       });
-      await this.deps.subscriber
+      // Not awaited: with Redis down a subscription waits for it, and a process must start
+      // without Redis (it answers 503 meanwhile); the reload timer covers the gap.
+      void this.deps.subscriber
         .subscribe(channel)
         .catch((error: Error) => this.deps.logger.warn('could not subscribe to service changes', { error: error.message }));
     }
