@@ -46,7 +46,8 @@ export async function consolePage(
     viewport: options.viewport ?? { width: 1280, height: 900 },
     ...(key ? { httpCredentials: { username: 'console', password: key } } : {}),
   });
-  if (key) await context.addInitScript((value) => sessionStorage.setItem('orchestrator.console.apiKey', value), key);
+  // A script as text: it runs in the page, whose globals (sessionStorage) this file's types do not know.
+  if (key) await context.addInitScript({ content: `sessionStorage.setItem('orchestrator.console.apiKey', ${JSON.stringify(key)})` });
   const page = await context.newPage();
   const errors: string[] = [];
   page.on('console', (message) => {
@@ -68,8 +69,8 @@ export interface AxeViolation {
 /** axe-core's serious and critical violations on the page as it is now (WCAG 2 A and AA rules). */
 export async function seriousViolations(page: Page): Promise<AxeViolation[]> {
   await page.addScriptTag({ content: AXE_SOURCE });
-  const violations = await page.evaluate(async () => {
-    const axe = (window as unknown as { axe: { run: (context: unknown, options: unknown) => Promise<{ violations: AxeViolation[] }> } }).axe;
+  // Run in the page (a string: its globals are the browser's).
+  const violations = (await page.evaluate(`(async () => {
     const result = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } });
     return result.violations.map((violation) => ({
       id: violation.id,
@@ -77,6 +78,6 @@ export async function seriousViolations(page: Page): Promise<AxeViolation[]> {
       help: violation.help,
       nodes: violation.nodes.slice(0, 3).map((node) => ({ target: node.target, failureSummary: node.failureSummary })),
     }));
-  });
+  })()`)) as AxeViolation[];
   return violations.filter((violation) => violation.impact === 'serious' || violation.impact === 'critical');
 }
