@@ -74,8 +74,8 @@ describe('the client package', { timeout: 180_000 }, () => {
     await expect(run(process.execPath, [TSC, '-p', dir], { cwd: dir })).resolves.toBeDefined();
   });
 
-  it('installs its CLI as `orchestrator`', async () => {
-    const { stdout } = await run(path.join(dir, 'node_modules/.bin/orchestrator'), ['--help'], { cwd: dir });
+  it("installs its CLI as `orchestrator-client` (in this repository `orchestrator` is the root package's, which builds first)", async () => {
+    const { stdout } = await run(path.join(dir, 'node_modules/.bin/orchestrator-client'), ['--help'], { cwd: dir });
     expect(stdout).toMatch(/^Usage: orchestrator <command>/);
   });
 });
