@@ -408,7 +408,8 @@ describe('the service registry', () => {
       { label: 'a failed probe', timeoutMs: 10_000 },
     );
     flakyFails = false;
-    for (const id of ids) expect((await waitForTask(h, id, 20_000)).status).toBe('completed');
+    const finished = await Promise.all(ids.map((id) => waitForTask(h, id, 20_000)));
+    for (const task of finished) expect(task.status).toBe('completed');
 
     const view = (await h.request('GET', '/services/flaky')).body;
     expect(view.circuit_state.state).toBe('closed');
@@ -445,6 +446,8 @@ describe('the service registry', () => {
       const end = transitions[index + 1]?.at ?? Number.POSITIVE_INFINITY;
       expect(calls.filter((at) => at >= transition.at - 5 && at <= end + 5)).toHaveLength(1);
     }
+    // Every attempt a step recorded is a call the service received: deliveries held back by the open circuit are none.
+    expect(finished.reduce((sum, task) => sum + task.steps[0].attempts, 0)).toBe(calls.length);
     // Until it closed: the three first calls (two failures opened it) and one probe per half-open period.
     const halfOpenPeriods = transitions.filter((transition) => transition.to === 'half_open').length;
     expect(calls.filter((at) => at <= Date.parse(view.circuit_state.since) + 5).length).toBeLessThanOrEqual(3 + halfOpenPeriods);
