@@ -61,8 +61,8 @@ export interface ServiceUse {
 export interface ServiceUsers {
   /** The steps not yet finished, of queued or running tasks, whose tool starts with `prefix`. */
   using(prefix: string): Promise<ServiceUse[]>;
-  /** Fails those steps at once with `error` (their tasks fail, or go on under on_failure continue); returns how many it failed. */
-  fail(steps: ServiceUse[], error: ErrorRecord): Promise<number>;
+  /** Fails those steps at once with `error` (their tasks fail, or go on under on_failure continue); returns the tasks of the steps it failed. */
+  fail(steps: ServiceUse[], error: ErrorRecord): Promise<string[]>;
 }
 
 export interface ServiceRegistryDeps {
@@ -297,18 +297,13 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     this.loaded.delete(name);
     await this.deps.circuits.forget(name).catch(() => undefined);
     await this.announce(name);
-    const failed: string[] = [];
+    let failed: string[] = [];
     if (force && this.users) {
       // Read again once it is gone: a task accepted meanwhile is among them.
       const steps = await this.users.using(prefix);
-      await this.users.fail(steps, {
-        name: 'ServiceDeleted',
-        message: `the service ${name} was deleted (DELETE /services/${name}?force=true)`,
-        retryable: false,
-      });
-      failed.push(...new Set(steps.map((use) => use.taskId)));
-      if (steps.length > 0)
-        this.deps.logger.warn('service deleted by force: steps that used it failed', { service: name, tasks: failed.length, steps: steps.length });
+      const error = { name: 'ServiceDeleted', message: `the service ${name} was deleted (DELETE /services/${name}?force=true)`, retryable: false };
+      failed = await this.users.fail(steps, error);
+      if (failed.length > 0) this.deps.logger.warn('service deleted by force: steps that used it failed', { service: name, tasks: failed.length });
     }
     return { deleted: name, affected_workflows: affected, failed_tasks: failed };
   }

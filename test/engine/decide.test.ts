@@ -575,6 +575,14 @@ describe('the decider: a step whose tool is withdrawn (its service deleted by fo
     expect(status(state)).toEqual({ a: 'failed', b: 'queued' });
     expect(decision.jobs.map((job) => job.stepId)).toEqual(['b']);
   });
+
+  it("leaves a compensation alone: it runs only if its task fails, and is the compensating decider's to end", () => {
+    const compensation = tool('a.compensate', [], { compensationOf: 'a', onFailure: 'continue' });
+    const task = taskOf([tool('a'), compensation]);
+    const state = apply(task, start(task, options));
+    expect(state.steps.get('a.compensate')!.status).toBe('pending');
+    expect(decide([state], [withdrawn('a.compensate')], options).recorded).toEqual([false]);
+  });
 });
 
 describe('the decider: compensation (sagas)', () => {

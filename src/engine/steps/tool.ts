@@ -92,9 +92,14 @@ function circuitReport(run: Run, step: PlanStep, state: StepState, open: boolean
   return false;
 }
 
-/** A step whose tool is gone for good fails now, instead of failing later as an unknown tool; its job goes (a running one finishes, refused). */
+/**
+ * A step whose tool is gone for good fails now, instead of failing later as an unknown tool; its
+ * job goes (a running one finishes, refused). A compensation is left alone: it runs only if its
+ * task fails, and is the compensating decider's to end.
+ */
 function withdrawnReport(run: Run, step: PlanStep, state: StepState, error: ErrorRecord): boolean {
-  if (!run.active || (state.status !== 'pending' && state.status !== 'queued' && state.status !== 'waiting' && state.status !== 'running')) return false;
+  if (!run.active || step.compensationOf !== undefined) return false;
+  if (state.status !== 'pending' && state.status !== 'queued' && state.status !== 'waiting' && state.status !== 'running') return false;
   if (step.forEach === undefined && state.status !== 'pending')
     run.decision.dropJobs.push({
       taskId: run.task.id,
