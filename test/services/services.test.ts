@@ -167,7 +167,7 @@ describe('the service registry', () => {
     const registered = await registerInventory();
     expect(registered.status, JSON.stringify(registered.body)).toBe(201);
     expect(registered.body.imported.version).toBe(1);
-    expect(registered.body.imported.tools).toEqual(['inventory.getItem', 'inventory.createOrder']);
+    expect(registered.body.imported.tools).toEqual(['inventory.createOrder', 'inventory.getItem']);
     expect(registered.body.imported.skipped).toEqual([{ where: 'GET /internal', reason: 'no operationId' }]);
     expect(registered.body.service.auth).toEqual({ type: 'bearer', secret_ref: 'inventory_token', secret_set: true });
 
@@ -201,7 +201,7 @@ describe('the service registry', () => {
 
     const one = await h.request('GET', '/services/inventory');
     expect(one.status).toBe(200);
-    expect(one.body.operations.map((operation: { tool: string }) => operation.tool)).toEqual(['inventory.getItem', 'inventory.createOrder']);
+    expect(one.body.operations.map((operation: { tool: string }) => operation.tool)).toEqual(['inventory.createOrder', 'inventory.getItem']);
     expect(one.body.circuit_state.state).toBe('closed');
     // Health is checked in the background, and shown in /services and (as information) /ready.
     await poll(async () => (await h.request('GET', '/services')).body.services[0]?.health?.status === 'up', { label: 'a health check' });
