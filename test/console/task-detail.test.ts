@@ -41,6 +41,15 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
         ],
       },
       {
+        // A map over three items, then a sub-workflow: the console shows items done out of total and links parent and child.
+        name: 'map_then_child',
+        steps: [
+          { id: 'each', tool: 'echo', for_each: '{{params.items}}', input: { item: '{{item}}' } },
+          { id: 'child', workflow: 'diamond', depends_on: ['each'], input: { value: 'nested' } },
+        ],
+        parameters: [{ name: 'items', type: 'array', required: true }],
+      },
+      {
         name: 'await_go',
         steps: [
           { id: 'hold', wait: { signal: 'go', schema: { type: 'object', properties: { speed: { type: 'integer' } }, required: ['speed'] } } },
@@ -183,6 +192,22 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
     await node(page, 'run').and(page.locator('[data-status="completed"]')).waitFor({ timeout: 20_000 });
     expect((await waitForTask(h, id, 20_000, AUTH)).result).toMatchObject({ run: { speed: 7 } });
     expect(errors.filter((error) => !/status of 400 .*\/signals\/go/.test(error))).toEqual([]);
+  });
+
+  it("shows a for_each step's items done out of total, and links a sub-workflow's child task and its parent", async () => {
+    const { page, errors } = tab;
+    const id = await submit(h, { task_type: 'map_then_child', params: { items: ['x', 'y', 'z'] } });
+    expect((await waitForTask(h, id, 30_000, AUTH)).status).toBe('completed');
+    await page.goto(`/console/tasks/${id}`);
+    await node(page, 'each').getByText('3/3 items').waitFor();
+    await page.getByRole('row', { name: /each/ }).getByText('3/3 items').waitFor();
+    await page.getByRole('link', { name: 'workflow (child task)' }).click();
+    await page.getByRole('heading', { name: /diamond/ }).waitFor();
+    await node(page, 'd').and(page.locator('[data-status="completed"]')).waitFor();
+    await page.getByRole('link', { name: id }).click();
+    await page.waitForURL(new RegExp(`/console/tasks/${id}$`));
+    await node(page, 'child').and(page.locator('[data-status="completed"]')).waitFor();
+    expect(errors).toEqual([]);
   });
 
   it('shows a read key no action buttons', async () => {

@@ -75,8 +75,14 @@ export default function TaskDetailPage() {
   const task = useQuery({
     queryKey: ['task', taskId, 'view'],
     queryFn: ({ signal }) => call(client.api.GET('/result/{task_id}', { params: { path: { task_id: taskId }, query: {} }, signal })),
-    // The stream carries the changes; this catches up if it breaks.
-    refetchInterval: (query) => (query.state.data && FINISHED_STATUSES.has(query.state.data.status) ? false : 5_000),
+    // The stream carries the changes; this catches up if it breaks. A cancelled task's running step
+    // is recorded as cancelled once its worker has stopped it, after the task's own end: until then
+    // the page asks every second.
+    refetchInterval: (query) => {
+      const data = query.state.data;
+      if (!data || !FINISHED_STATUSES.has(data.status)) return 5_000;
+      return data.steps.some((step) => step.status === 'running' || step.status === 'queued') ? 1_000 : false;
+    },
   });
   const finished = task.data ? FINISHED_STATUSES.has(task.data.status) : true;
   useLiveTask(taskId, task.data?.run, !task.data || finished);
