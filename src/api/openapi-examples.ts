@@ -66,6 +66,20 @@ export const defineWorkflowExamples: Record<string, ApiExample> = {
   },
 };
 
+/** A definition with an unknown tool and a dependency on a step that does not exist: POST /workflows/check's problems. */
+const brokenDefinition = {
+  name: 'broken_example',
+  steps: [
+    { id: 'fetch', tool: 'no_such_tool', input: {} },
+    { id: 'report', tool: 'echo', depends_on: ['fetched'], input: { text: 'done' } },
+  ],
+};
+
+export const checkWorkflowExamples: Record<string, ApiExample> = {
+  valid: { summary: 'A definition that would be stored', value: defineWorkflowExamples.greet_twice!.value },
+  problems: { summary: 'An unknown tool and a missing dependency', value: brokenDefinition },
+};
+
 // For the workflow every install loads (the path example of /workflows/{name}/execute), so that
 // a collection generated from the document alone runs it successfully.
 export const executeWorkflowExamples: Record<string, ApiExample> = {
@@ -455,6 +469,20 @@ const storedGreetTwice = {
 
 export const storedWorkflowExamples: Record<string, ApiExample> = {
   stored: { summary: 'Stored as version 1, defaults filled in', value: storedGreetTwice },
+};
+
+export const workflowCheckExamples: Record<string, ApiExample> = {
+  valid: { summary: 'No problems: POST /workflows would store it', value: { valid: true, problems: [] } },
+  problems: {
+    summary: 'Each problem at its path',
+    value: {
+      valid: false,
+      problems: [
+        { path: 'steps[0].tool', message: 'unknown tool no_such_tool (known: echo, http, notify, sleep, text_stats)' },
+        { path: 'steps[1].depends_on[0]', message: 'no step is named fetched' },
+      ],
+    },
+  },
 };
 
 export const workflowListExamples: Record<string, ApiExample> = {

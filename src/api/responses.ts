@@ -188,6 +188,11 @@ export const storedWorkflowSchema = workflowDefinitionSchema
   .meta({ description: 'A stored version of a workflow definition, with its defaults filled in.' });
 export type StoredWorkflowBody = z.infer<typeof storedWorkflowSchema>;
 
+export const workflowCheckSchema = z.object({
+  valid: z.boolean().meta({ description: 'Whether POST /workflows would store this definition (true: no problems).' }),
+  problems: z.array(problemSchema).meta({ description: 'Every problem with its JSON path, as POST /workflows would list them in its 400 `invalid_workflow`.' }),
+});
+
 export const workflowSummarySchema = z.object({
   name: z.string(),
   version: z.int().min(1).meta({ description: 'The current version.' }),

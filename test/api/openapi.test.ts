@@ -434,6 +434,11 @@ describe('the OpenAPI document', () => {
     const refused = await call('POST', '/workflows', { name: 'openapi_bad', steps: [{ id: 'a', tool: 'nope', depends_on: ['b'] }] });
     expect(refused.status).toBe(400);
     expect(refused.body.error.code).toBe('invalid_workflow');
+    expect((await call('POST', '/workflows/check', definition)).body).toEqual({ valid: true, problems: [] });
+    expect((await call('POST', '/workflows/check', { name: 'openapi_bad', steps: [{ id: 'a', tool: 'nope', depends_on: ['b'] }] })).body.problems).toEqual(
+      refused.body.error.details,
+    );
+    expect((await call('POST', '/workflows/check', [])).status).toBe(400);
 
     expect((await call('GET', '/workflows')).body.workflows.map((workflow: { name: string }) => workflow.name)).toContain('openapi_flow');
     expect((await call('GET', '/workflows/openapi_flow')).body.version).toBe(2);
