@@ -20,6 +20,8 @@ export interface TaskFilter {
   taskType?: string;
   createdAfter?: Date;
   createdBefore?: Date;
+  /** Only ids in this range (uuidPrefixRange), created in `created` when given. */
+  ids?: { first: string; last: string; created?: { from: Date; to: Date } };
   limit: number;
   cursor?: { createdAt: Date; id: string };
 }
@@ -89,9 +91,19 @@ export class TaskStore {
         ? { createdAt: { ...(filter.createdAfter ? { gte: filter.createdAfter } : {}), ...(filter.createdBefore ? { lt: filter.createdBefore } : {}) } }
         : {}),
     };
+    const ids = filter.ids;
+    // Both bounds: the id's on the primary key, its creation time's to prune the partitions (and as an index range on created_at).
+    const byId: P.TaskWhereInput[] = ids
+      ? [{ id: { gte: ids.first, lte: ids.last } }, ...(ids.created ? [{ createdAt: { gte: ids.created.from, lte: ids.created.to } }] : [])]
+      : [];
     const cursor = filter.cursor;
+    const conditions: P.TaskWhereInput[] = [
+      where,
+      ...byId,
+      ...(cursor ? [{ OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] : []),
+    ];
     return this.prisma.task.findMany({
-      where: cursor ? { AND: [where, { OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] } : where,
+      where: conditions.length === 1 ? where : { AND: conditions },
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: filter.limit,
       select: {

@@ -103,13 +103,13 @@ describe('POST /workflows/check', () => {
       body: '{"name": "w", "steps": [',
     });
     expect(malformed.status).toBe(400);
-    expect((await malformed.json()).error).toMatchObject({ code: 'invalid_json', message: expect.any(String) });
+    expect(((await malformed.json()) as { error: unknown }).error).toMatchObject({ code: 'invalid_json', message: expect.any(String) });
 
     // The JSON parser is strict: a bare string or number is not a body.
     for (const body of ['"text"', '42']) {
       const response = await fetch(`${h.url}/workflows/check`, { method: 'POST', headers: { 'content-type': 'application/json', ...read }, body });
       expect(response.status, body).toBe(400);
-      expect((await response.json()).error.code).toBe('invalid_json');
+      expect(((await response.json()) as { error: { code: string } }).error.code).toBe('invalid_json');
     }
     const list = await h.request('POST', '/workflows/check', [], read);
     expect(list.status).toBe(400);

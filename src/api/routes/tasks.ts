@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { STEP_STATUSES, TASK_STATUSES } from '../../engine/status.js';
+import { UUID_PREFIX, uuidPrefixRange } from '../../lib/uuid7.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import type { Submitted } from '../../tasks/task-service.js';
 import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
@@ -41,6 +42,15 @@ export const listTasksQuery = z
       .optional()
       .meta({ description: '`waiting`: the unfinished tasks with a step waiting for someone (a signal or an approval), each with `waiting_for`.' }),
     task_type: z.string().min(1).max(200).optional(),
+    id_prefix: z
+      .string()
+      .regex(UUID_PREFIX, 'the start of a task id: hex digits, dashes where a task id has them')
+      .optional()
+      .meta({
+        description:
+          'Only the tasks whose id starts with this (case-insensitive), e.g. `0198c3f2` or `0198c3f2-7a1b`: from a few digits to a whole id. Found through the id and creation-time indexes (a task id starts with its creation time).',
+        example: '0198c3f2-7a1b',
+      }),
     created_after: z.iso.datetime({ offset: true }).optional(),
     created_before: z.iso.datetime({ offset: true }).optional(),
     limit: z.coerce.number().int().min(1).max(200).default(50),
@@ -154,6 +164,7 @@ export const TASK_ROUTES: Route[] = [
         ...(owner !== undefined ? { owner } : {}),
         ...(query.status ? { status: query.status } : {}),
         ...(query.task_type ? { taskType: query.task_type } : {}),
+        ...(query.id_prefix ? { ids: uuidPrefixRange(query.id_prefix) } : {}),
         ...(query.created_after ? { createdAfter: new Date(query.created_after) } : {}),
         ...(query.created_before ? { createdBefore: new Date(query.created_before) } : {}),
         ...(query.cursor ? { cursor: query.cursor } : {}),
