@@ -559,7 +559,7 @@ export const deadLetterListExamples: Record<string, ApiExample> = {
   },
 };
 
-const percentiles = (p50: number, p90: number, p99: number, max: number) => ({ p50, p90, p99, max });
+const percentiles = (p50: number | null, p90: number | null, p99: number | null, max: number | null) => ({ p50, p90, p99, max });
 
 export const statsExamples: Record<string, ApiExample> = {
   hour: {
@@ -577,6 +577,39 @@ export const statsExamples: Record<string, ApiExample> = {
           { tool: 'sleep', total: 1, by_status: { completed: 1 }, duration_ms: percentiles(524, 524, 524, 524) },
         ],
       },
+      // 48 buckets of 75 s; here the last two (the others are empty alike).
+      series: {
+        bucket_ms: 75_000,
+        points: [
+          { at: '2026-11-22T18:27:32.116Z', created: 0, completed: 0, failed: 0, duration_ms: percentiles(null, null, null, null) },
+          { at: '2026-11-22T18:28:47.116Z', created: 1, completed: 1, failed: 0, duration_ms: percentiles(610, 610, 610, 610) },
+        ],
+      },
+      timestamp: '2026-11-22T18:30:02.122Z',
+    },
+  },
+};
+
+const depths = (wait: number, active: number, completed: number) => ({
+  wait,
+  prioritized: 0,
+  active,
+  delayed: 0,
+  'waiting-children': 0,
+  failed: 0,
+  completed,
+});
+
+export const queueDepthsExamples: Record<string, ApiExample> = {
+  queues: {
+    summary: 'A backlog in the echo queue',
+    value: {
+      queues: [
+        { name: 'tool.echo', counts: depths(120, 8, 100) },
+        { name: 'tool.sleep', counts: depths(0, 1, 14) },
+        { name: 'timers', counts: { ...depths(0, 0, 3), delayed: 2 } },
+        { name: 'callbacks', counts: depths(0, 0, 0) },
+      ],
       timestamp: '2026-11-22T18:30:02.122Z',
     },
   },

@@ -26,7 +26,8 @@ export function uuidv7Time(id: string): Date | undefined {
 }
 
 /** What a prefix of an id's canonical text (8-4-4-4-12 hex digits) may be: a few digits up to the whole id. */
-export const UUID_PREFIX = /^(?:[0-9a-f]{1,8}|[0-9a-f]{8}-[0-9a-f]{0,4}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{0,4}|[0-9a-f]{8}(?:-[0-9a-f]{4}){2}-[0-9a-f]{0,4}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{0,12})$/i;
+export const UUID_PREFIX =
+  /^(?:[0-9a-f]{1,8}|[0-9a-f]{8}-[0-9a-f]{0,4}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{0,4}|[0-9a-f]{8}(?:-[0-9a-f]{4}){2}-[0-9a-f]{0,4}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{0,12})$/i;
 
 /**
  * The ids that start with `prefix` (UUID_PREFIX), as a range: the first and the last. For the
@@ -37,8 +38,7 @@ export const UUID_PREFIX = /^(?:[0-9a-f]{1,8}|[0-9a-f]{8}-[0-9a-f]{0,4}|[0-9a-f]
  */
 export function uuidPrefixRange(prefix: string): { first: string; last: string; created?: { from: Date; to: Date } } {
   const hex = prefix.replaceAll('-', '').toLowerCase();
-  const canonical = (digits: string) =>
-    `${digits.slice(0, 8)}-${digits.slice(8, 12)}-${digits.slice(12, 16)}-${digits.slice(16, 20)}-${digits.slice(20)}`;
+  const canonical = (digits: string) => `${digits.slice(0, 8)}-${digits.slice(8, 12)}-${digits.slice(12, 16)}-${digits.slice(16, 20)}-${digits.slice(20)}`;
   const range = { first: canonical(hex.padEnd(32, '0')), last: canonical(hex.padEnd(32, 'f')) };
   if (hex.length > 12 && hex[12] !== '7') return range;
   const time = (digits: string) => new Date(Number.parseInt(digits.slice(0, 12), 16));

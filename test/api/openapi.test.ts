@@ -652,6 +652,7 @@ describe('the OpenAPI document', () => {
     expect(stats.body.tasks.total).toBeGreaterThan(0);
     expect(stats.body.steps.by_tool.map((entry: { tool: string }) => entry.tool)).toContain('echo');
     expect((await call('GET', '/stats?window=soon')).status).toBe(400);
+    expect((await call('GET', '/stats/queues')).body.queues.map((queue: { name: string }) => queue.name)).toContain('timers');
     expect((await call('GET', '/openapi.json')).body.openapi).toBe('3.1.0');
     expect((await call('GET', '/admin/queues')).text).toMatch(/<html/i);
   });

@@ -47,7 +47,10 @@ describe('GET /tasks?id_prefix=', () => {
   it('answers exactly the tasks whose id starts with the prefix, newest first, paged with the cursor', async () => {
     // 8 hex digits are 2^16 ms of creation times: about 65 s, some 18 of these tasks; 7 digits about 290.
     for (const prefix of [ids[5000]!.slice(0, 8), ids[5000]!.slice(0, 7)]) {
-      const expected = ids.filter((id) => id.startsWith(prefix)).sort().reverse();
+      const expected = ids
+        .filter((id) => id.startsWith(prefix))
+        .sort()
+        .reverse();
       const found: string[] = [];
       let cursor = '';
       for (let page = 0; page < 10; page += 1) {

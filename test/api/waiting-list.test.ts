@@ -62,7 +62,12 @@ describe('GET /tasks?status=waiting&waiting_reason=', () => {
   });
 
   it('refuses an unknown reason, and a reason without status=waiting, at the path waiting_reason', async () => {
-    for (const query of ['status=waiting&waiting_reason=bored', 'status=waiting&waiting_reason=', 'waiting_reason=signal', 'status=running&waiting_reason=signal']) {
+    for (const query of [
+      'status=waiting&waiting_reason=bored',
+      'status=waiting&waiting_reason=',
+      'waiting_reason=signal',
+      'status=running&waiting_reason=signal',
+    ]) {
       const response = await h.request('GET', `/tasks?${query}`);
       expect(response.status, query).toBe(400);
       expect(response.body.error.code, query).toBe('validation_error');

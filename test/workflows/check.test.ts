@@ -86,7 +86,13 @@ describe('POST /workflows/check', () => {
   });
 
   it('reports every problem at once', async () => {
-    const answer = await check({ name: 'w', steps: [{ id: 'a', tool: 'no_such_tool' }, { id: 'b', tool: 'echo', depends_on: ['ghost'] }] });
+    const answer = await check({
+      name: 'w',
+      steps: [
+        { id: 'a', tool: 'no_such_tool' },
+        { id: 'b', tool: 'echo', depends_on: ['ghost'] },
+      ],
+    });
     expect(answer.problems.map((problem) => problem.path)).toEqual(expect.arrayContaining(['steps[0].tool', 'steps[1].depends_on[0]']));
   });
 

@@ -56,15 +56,11 @@ export const listTasksQuery = z
         example: 'signal,approval,concurrency,rate_limit,circuit_open',
       }),
     task_type: z.string().min(1).max(200).optional(),
-    id_prefix: z
-      .string()
-      .regex(UUID_PREFIX, 'the start of a task id: hex digits, dashes where a task id has them')
-      .optional()
-      .meta({
-        description:
-          'Only the tasks whose id starts with this (case-insensitive), e.g. `0198c3f2` or `0198c3f2-7a1b`: from a few digits to a whole id. Found through the id and creation-time indexes (a task id starts with its creation time).',
-        example: '0198c3f2-7a1b',
-      }),
+    id_prefix: z.string().regex(UUID_PREFIX, 'the start of a task id: hex digits, dashes where a task id has them').optional().meta({
+      description:
+        'Only the tasks whose id starts with this (case-insensitive), e.g. `0198c3f2` or `0198c3f2-7a1b`: from a few digits to a whole id. Found through the id and creation-time indexes (a task id starts with its creation time).',
+      example: '0198c3f2-7a1b',
+    }),
     created_after: z.iso.datetime({ offset: true }).optional(),
     created_before: z.iso.datetime({ offset: true }).optional(),
     limit: z.coerce.number().int().min(1).max(200).default(50),
