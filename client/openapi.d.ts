@@ -4062,7 +4062,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4382,7 +4382,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
             403: {
                 headers: {
                     [name: string]: unknown;
