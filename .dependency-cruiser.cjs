@@ -11,6 +11,9 @@
 //   edge      src/api, workers/ (the worker process and its runtime), which do not import each other
 //   entry     src/main.ts, src/api/main.ts, workers/main.ts, src/bootstrap.ts
 //
+// The console (src/console) is a browser app beside the layers: it reaches the service only over
+// HTTP, through the client package (@orchestrator/client), and no server code imports it.
+//
 // Beside the layers: the engine imports nothing but itself, the base modules it needs (src/lib's
 // errors.ts and limits.ts), zod and the CEL evaluator of step conditions (@bufbuild/cel with the
 // packages it is built on), and reaches no database, queue or HTTP code even indirectly; the adapters
@@ -48,9 +51,30 @@ module.exports = {
       comment: 'a new folder or top-level file of src/ gets its place in LAYERS (or beside them) first',
       from: {
         path: '^(src|workers)/',
-        pathNot: [...LAYERS.flatMap((layer) => layer.path), '^workers/adapters/', '^src/generated/'],
+        pathNot: [...LAYERS.flatMap((layer) => layer.path), '^workers/adapters/', '^src/generated/', '^src/console/'],
       },
       to: {},
+    },
+    {
+      name: 'server-without-console',
+      severity: 'error',
+      comment: 'the console is a browser app the API serves as files: no server or worker module imports it',
+      from: { path: '^(src|workers)/', pathNot: '^src/console/' },
+      to: { path: '^src/console/' },
+    },
+    {
+      name: 'console-uses-the-public-api',
+      severity: 'error',
+      comment: 'the console imports its own files, packages and the client package by its name (@orchestrator/client), never the service\'s code',
+      from: { path: '^src/console/' },
+      to: { path: '^(src|workers|scripts|test|bench|prisma)/', pathNot: '^src/console/' },
+    },
+    {
+      name: 'console-imports-the-client-by-name',
+      severity: 'error',
+      comment: 'the console imports the client as the package it is (@orchestrator/client), not by a relative path into client/',
+      from: { path: '^src/console/' },
+      to: { path: '^client/', dependencyTypesNot: ['aliased-workspace'] },
     },
     {
       name: 'workers-without-api',
@@ -143,8 +167,9 @@ module.exports = {
     doNotFollow: { path: ['node_modules', '^src/generated/'] },
     enhancedResolveOptions: {
       exportsFields: ['exports'],
-      conditionNames: ['import', 'require', 'node', 'default', 'types'],
-      extensions: ['.ts', '.js', '.json', '.d.ts'],
+      // orchestrator-source: the client package's TypeScript sources, as the console's build reads them.
+      conditionNames: ['orchestrator-source', 'import', 'require', 'node', 'default', 'types'],
+      extensions: ['.ts', '.tsx', '.js', '.json', '.d.ts'],
     },
     reporterOptions: { text: { highlightFocused: true } },
   },

@@ -5,7 +5,13 @@ import { type EventSourceMessage, EventSourceParserStream } from 'eventsource-pa
  * fetch's body rather than with `EventSource`, which can send no `Authorization` header.
  */
 export async function* readEventStream(body: ReadableStream<Uint8Array>): AsyncGenerator<EventSourceMessage> {
-  const reader = body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream()).getReader();
+  const reader = body
+    .pipeThrough(
+      // DOM's and Node's typings of TextDecoderStream differ (BufferSource or Uint8Array in); both take Uint8Array.
+      new TextDecoderStream() as unknown as TransformStream<Uint8Array, string>,
+    )
+    .pipeThrough(new EventSourceParserStream())
+    .getReader();
   try {
     for (;;) {
       const { done, value } = await reader.read();

@@ -1,6 +1,6 @@
-// Compiles src/, workers/ and client/ to dist/ with tsc (tsconfig.build.json) and copies the data files
-// the code reads from beside itself. Incremental: when nothing changed since the last build it
-// takes about a second, so `npm start`, `npm run api` and `npm run worker` run it every time and
+// Compiles src/, workers/ and client/ to dist/ with tsc (tsconfig.build.json), copies the data files
+// the code reads from beside itself, and builds the console into dist/console (scripts/build-console.mjs). Incremental: when nothing changed since the last build it
+// takes about a second (the console's build is skipped too), so `npm start`, `npm run api` and `npm run worker` run it every time and
 // always start what the sources say.
 import { spawnSync } from 'node:child_process';
 import { cpSync } from 'node:fs';
@@ -19,3 +19,16 @@ const result = spawnSync(process.execPath, [tsc, '--build', 'tsconfig.build.json
 if (result.status !== 0) process.exit(result.status ?? 1);
 // Example workflow definitions, loaded at start (src/workflows/workflow-service.ts, EXAMPLES_DIR).
 cpSync(`${root}src/workflows/examples`, `${root}dist/src/workflows/examples`, { recursive: true });
+// The console, which the API serves at /console. Vite is a development dependency: an install
+// without it (npm ci --omit=dev) starts without a console, which answers 503 saying so.
+let buildConsole;
+try {
+  ({ buildConsole } = await import('./build-console.mjs'));
+  createRequire(import.meta.url).resolve('vite');
+} catch {
+  console.error('vite is not installed: the console is not built (run npm install with dev dependencies)');
+}
+if (buildConsole) {
+  const { built } = await buildConsole();
+  if (built) console.log('console built into dist/console');
+}

@@ -26,6 +26,7 @@ import { accessLog, apiKeyAuth, BROWSER_PATHS, csrfGuard, isPreflight, requestId
 import { openApiJson } from './openapi.js';
 import type { SystemInfo } from './route.js';
 import { expressPath, type RouteContext, routeRouter } from './route.js';
+import { CONSOLE_PATH, DEFAULT_CONSOLE_DIR } from './routes/console.js';
 import { ROUTES } from './routes/index.js';
 import { describeTool } from './routes/tools.js';
 
@@ -56,6 +57,7 @@ export interface AppDeps {
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 const REDOC_PATHS = /^\/redoc(\/|$)/;
+const CONSOLE_PATHS = new RegExp(`^${CONSOLE_PATH}(/|$)`);
 
 /** Route pattern of a request, for metric labels (never the raw path: ids would explode them). */
 function routeOf(req: express.Request): string {
@@ -91,7 +93,12 @@ export function createApp(deps: AppDeps): Express {
   const headers = helmet();
   const uiHeaders = helmet({ contentSecurityPolicy: false });
   const redocHeaders = helmet({ contentSecurityPolicy: { directives: { workerSrc: ["'self'", 'blob:'], upgradeInsecureRequests: null } } });
-  app.use((req, res, next) => (REDOC_PATHS.test(req.path) ? redocHeaders : BROWSER_PATHS.test(req.path) ? uiHeaders : headers)(req, res, next));
+  // The console is built by this project: its scripts and styles are files of its own, so it runs
+  // under the default policy (without upgrade-insecure-requests, for the same reason as ReDoc).
+  const consoleHeaders = helmet({ contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } });
+  const headersFor = (path: string) =>
+    REDOC_PATHS.test(path) ? redocHeaders : CONSOLE_PATHS.test(path) ? consoleHeaders : BROWSER_PATHS.test(path) ? uiHeaders : headers;
+  app.use((req, res, next) => headersFor(req.path)(req, res, next));
   const corsEnabled = config.CORS_ORIGINS.length > 0;
   if (corsEnabled) {
     const corsHeaders = cors({
@@ -146,6 +153,7 @@ export function createApp(deps: AppDeps): Express {
     openApiJson: () => openApiJson(deps.keys !== undefined),
     queues: deps.queues,
     keysConfigured: deps.keys !== undefined,
+    consoleDir: config.CONSOLE_DIR ?? DEFAULT_CONSOLE_DIR,
   };
   // Routes that answer whatever body a request carries (the metrics) come before it is parsed.
   app.use(

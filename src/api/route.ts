@@ -73,6 +73,8 @@ export interface RouteContext {
   /** The OpenAPI document as JSON text. */
   openApiJson: () => string;
   queues: TaskQueues;
+  /** The built console's directory (CONSOLE_DIR), served at /console. */
+  consoleDir: string;
   /** Whether API keys are configured: then a read key gets a read-only Bull Board. */
   keysConfigured: boolean;
 }

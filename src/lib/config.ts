@@ -326,6 +326,12 @@ const configSchema = z.object({
   RETENTION_INTERVAL_MS: integer(0, 86_400_000).default(3_600_000),
   /** Port where a worker process serves its own /metrics. Unset: no metrics server in workers. */
   WORKER_METRICS_PORT: integer(0, 65535).optional(),
+  /**
+   * Where the built console is (scripts/build.mjs writes it to dist/console). Unset: dist/console
+   * beside the compiled API (dist/src/...); run from TypeScript (tsx) there is none, and /console
+   * answers 503 until this names a build.
+   */
+  CONSOLE_DIR: z.string().min(1).optional(),
   /** Bearer token that /metrics (the API's and the workers') requires. Unset: /metrics is open. */
   METRICS_TOKEN: z.string().min(16, 'use at least 16 characters').optional(),
   /** How long the API reuses a reading of its queue, task and dead-letter gauges. 0: read at every scrape. */

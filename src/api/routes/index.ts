@@ -1,6 +1,7 @@
 import type { Route } from '../route.js';
 import { BOARD_ROUTES } from './board.js';
 import { CALLBACK_ROUTES } from './callbacks.js';
+import { CONSOLE_ROUTES } from './console.js';
 import { DEAD_LETTER_ROUTES } from './dead-letters.js';
 import { DOCS_ROUTES } from './docs.js';
 import { SCHEDULE_ROUTES } from './schedules.js';
@@ -29,4 +30,5 @@ export const ROUTES: readonly Route[] = [
   ...SYSTEM_ROUTES,
   ...DOCS_ROUTES,
   ...BOARD_ROUTES,
+  ...CONSOLE_ROUTES,
 ];

@@ -1,0 +1,177 @@
+import type { TaskQuery, TaskSummary } from '@orchestrator/client';
+import { keepPreviousData, useQuery } from '@tanstack/react-query';
+import { type FormEvent, useState } from 'react';
+import { Link, useNavigate, useSearchParams } from 'react-router';
+import { call, useApi } from '../components/api.tsx';
+import { formatDuration, formatTime } from '../components/format.ts';
+import { ErrorBox, Loading } from '../components/states.tsx';
+import { StatusBadge } from '../components/status-badge.tsx';
+
+const STATUSES = ['queued', 'running', 'waiting', 'completed', 'failed', 'cancelled'] as const;
+const PAGE_SIZE = 50;
+/** The list refreshes itself this often: new tasks and status changes appear without a reload. */
+const REFRESH_MS = 2_000;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** `datetime-local` (the browser's local time, no zone) to the API's ISO time; '' to nothing. */
+function isoOf(local: string | null): string | undefined {
+  if (!local) return undefined;
+  const time = new Date(local);
+  return Number.isNaN(time.getTime()) ? undefined : time.toISOString();
+}
+
+/**
+ * Every task, newest first, a page at a time (the API's cursor): filters by status, type and
+ * creation time, kept in the URL so a filtered list can be shared and the back button works.
+ */
+export default function TasksPage() {
+  const { client } = useApi();
+  const navigate = useNavigate();
+  const [search, setSearch] = useSearchParams();
+  // The cursors of the pages before this one: Previous goes back through them.
+  const [cursors, setCursors] = useState<(string | undefined)[]>([undefined]);
+  const cursor = cursors.at(-1);
+  const query: TaskQuery = { limit: PAGE_SIZE };
+  const status = search.get('status');
+  if (status) query.status = status as TaskQuery['status'];
+  const type = search.get('type');
+  if (type) query.task_type = type;
+  const after = isoOf(search.get('after'));
+  if (after) query.created_after = after;
+  const before = isoOf(search.get('before'));
+  if (before) query.created_before = before;
+  if (cursor) query.cursor = cursor;
+
+  const tasks = useQuery({
+    queryKey: ['tasks', query],
+    queryFn: ({ signal }) => call(client.api.GET('/tasks', { params: { query }, signal })),
+    refetchInterval: REFRESH_MS,
+    placeholderData: keepPreviousData,
+  });
+
+  const applyFilters = (event: FormEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    const form = new FormData(event.currentTarget);
+    const next = new URLSearchParams();
+    for (const name of ['status', 'type', 'after', 'before']) {
+      const value = String(form.get(name) ?? '').trim();
+      if (value) next.set(name, value);
+    }
+    setCursors([undefined]);
+    setSearch(next);
+  };
+  const [idError, setIdError] = useState<string>();
+  const openById = (event: FormEvent<HTMLFormElement>) => {
+    event.preventDefault();
+    const id = String(new FormData(event.currentTarget).get('id') ?? '').trim();
+    if (!UUID.test(id)) return setIdError('A task id is a UUID, as POST /assign-task answered it.');
+    setIdError(undefined);
+    navigate(`/tasks/${id}`);
+  };
+
+  return (
+    <>
+      <h1>Tasks</h1>
+      <div className="toolbar">
+        <form className="filters" onSubmit={applyFilters} aria-label="Filter tasks" key={search.toString()}>
+          <label>
+            Status
+            <select name="status" defaultValue={status ?? ''}>
+              <option value="">any</option>
+              {STATUSES.map((value) => (
+                <option key={value}>{value}</option>
+              ))}
+            </select>
+          </label>
+          <label>
+            Type
+            <input name="type" defaultValue={type ?? ''} placeholder="tool or workflow" />
+          </label>
+          <label>
+            Created after
+            <input name="after" type="datetime-local" step="1" defaultValue={search.get('after') ?? ''} />
+          </label>
+          <label>
+            Created before
+            <input name="before" type="datetime-local" step="1" defaultValue={search.get('before') ?? ''} />
+          </label>
+          <button type="submit">Filter</button>
+        </form>
+        <form className="filters" onSubmit={openById} aria-label="Open a task by id">
+          <label>
+            Task id
+            <input name="id" placeholder="0192…" aria-invalid={idError ? true : undefined} aria-describedby={idError ? 'id-error' : undefined} />
+          </label>
+          <button type="submit">Open</button>
+          {idError && (
+            <p id="id-error" className="field-error" role="alert">
+              {idError}
+            </p>
+          )}
+        </form>
+      </div>
+      {tasks.isPending ? (
+        <Loading label="Loading tasks" />
+      ) : tasks.error && !tasks.data ? (
+        <ErrorBox error={tasks.error} title="The tasks could not be loaded" />
+      ) : (
+        <>
+          {tasks.error && <ErrorBox error={tasks.error} title="Refreshing failed; showing the last answer" />}
+          <TaskTable items={tasks.data?.items ?? []} />
+          <nav className="pager" aria-label="Pages">
+            <button type="button" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
+              Previous
+            </button>
+            <span>Page {cursors.length}</span>
+            <button
+              type="button"
+              disabled={!tasks.data?.next_cursor}
+              onClick={() => tasks.data?.next_cursor && setCursors([...cursors, tasks.data.next_cursor])}
+            >
+              Next
+            </button>
+          </nav>
+        </>
+      )}
+    </>
+  );
+}
+
+function TaskTable({ items }: { items: TaskSummary[] }) {
+  if (items.length === 0) return <p className="empty">No tasks match.</p>;
+  return (
+    <div className="table-wrap">
+      <table className="tasks">
+        <caption className="visually-hidden">Tasks, newest first</caption>
+        <thead>
+          <tr>
+            <th scope="col">Task</th>
+            <th scope="col">Type</th>
+            <th scope="col">Status</th>
+            <th scope="col">Steps</th>
+            <th scope="col">Created</th>
+            <th scope="col">Duration</th>
+          </tr>
+        </thead>
+        <tbody>
+          {items.map((task) => (
+            <tr key={task.task_id} data-task={task.task_id}>
+              <td>
+                <Link to={`/tasks/${task.task_id}`} className="mono">
+                  {task.task_id.slice(0, 8)}…<span className="visually-hidden">{task.task_id.slice(8)}</span>
+                </Link>
+              </td>
+              <td>{task.task_type}</td>
+              <td>
+                <StatusBadge status={task.waiting_for?.length ? 'waiting' : task.status} />
+              </td>
+              <td>{task.steps_total}</td>
+              <td>{formatTime(task.created_at)}</td>
+              <td>{task.started_at ? formatDuration(Date.parse(task.finished_at ?? new Date().toISOString()) - Date.parse(task.started_at)) : '—'}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}

@@ -1,0 +1,83 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import { buildConsole } from '../../scripts/build-console.mjs';
+import type { Harness } from '../helpers/harness.js';
+
+/** The console in a real browser: the build the API serves, headless Chromium, axe, the page's errors. */
+
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+export const ADMIN_KEY = 'console-admin-key-0123456789';
+export const READ_KEY = 'console-read-key-0123456789';
+/** API_KEYS for a harness the console signs in to: an admin key and a read key. */
+export const CONSOLE_KEYS = `admin:${ADMIN_KEY},read:${READ_KEY}`;
+
+/**
+ * The console built as `npm start` builds it (dist/console), once for all test files: a build
+ * from the same inputs is reused. Returns the directory, for the harness's CONSOLE_DIR.
+ */
+export async function builtConsole(): Promise<string> {
+  return (await buildConsole()).outDir;
+}
+
+export function launchBrowser(): Promise<Browser> {
+  return chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+}
+
+export interface ConsolePage {
+  page: Page;
+  context: BrowserContext;
+  /** Console errors and uncaught exceptions the page has had so far. */
+  errors: string[];
+}
+
+/**
+ * A tab of the console, signed in with `key` (its sessionStorage set before the page runs, as the
+ * sign-in form sets it); the browser's basic credentials open /console itself, as a person's do.
+ */
+export async function consolePage(
+  browser: Browser,
+  h: Harness,
+  options: { key?: string | undefined; viewport?: { width: number; height: number } } = {},
+): Promise<ConsolePage> {
+  const key = 'key' in options ? options.key : ADMIN_KEY;
+  const context = await browser.newContext({
+    baseURL: h.url,
+    viewport: options.viewport ?? { width: 1280, height: 900 },
+    ...(key ? { httpCredentials: { username: 'console', password: key } } : {}),
+  });
+  // A script as text: it runs in the page, whose globals (sessionStorage) this file's types do not know.
+  if (key) await context.addInitScript({ content: `sessionStorage.setItem('orchestrator.console.apiKey', ${JSON.stringify(key)})` });
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('console', (message) => {
+    if (message.type() === 'error') errors.push(`${message.text()} (${message.location().url})`);
+  });
+  page.on('pageerror', (error) => errors.push(`uncaught: ${error.message}`));
+  return { page, context, errors };
+}
+
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+export interface AxeViolation {
+  id: string;
+  impact: string | null;
+  help: string;
+  nodes: { target: string[]; failureSummary?: string }[];
+}
+
+/** axe-core's serious and critical violations on the page as it is now (WCAG 2 A and AA rules). */
+export async function seriousViolations(page: Page): Promise<AxeViolation[]> {
+  await page.addScriptTag({ content: AXE_SOURCE });
+  // Run in the page (a string: its globals are the browser's).
+  const violations = (await page.evaluate(`(async () => {
+    const result = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } });
+    return result.violations.map((violation) => ({
+      id: violation.id,
+      impact: violation.impact,
+      help: violation.help,
+      nodes: violation.nodes.slice(0, 3).map((node) => ({ target: node.target, failureSummary: node.failureSummary })),
+    }));
+  })()`)) as AxeViolation[];
+  return violations.filter((violation) => violation.impact === 'serious' || violation.impact === 'critical');
+}
