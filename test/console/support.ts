@@ -33,21 +33,22 @@ export interface ConsolePage {
 
 /**
  * A tab of the console, signed in with `key` (its sessionStorage set before the page runs, as the
- * sign-in form sets it); the browser's basic credentials open /console itself, as a person's do.
+ * sign-in form sets it; `signedIn: false` leaves the form to the test); the browser's basic
+ * credentials open /console itself, as a person's do.
  */
 export async function consolePage(
   browser: Browser,
   h: Harness,
-  options: { key?: string | undefined; viewport?: { width: number; height: number } } = {},
+  options: { key?: string; viewport?: { width: number; height: number }; signedIn?: boolean } = {},
 ): Promise<ConsolePage> {
-  const key = 'key' in options ? options.key : ADMIN_KEY;
+  const key = options.key ?? ADMIN_KEY;
   const context = await browser.newContext({
     baseURL: h.url,
     viewport: options.viewport ?? { width: 1280, height: 900 },
-    ...(key ? { httpCredentials: { username: 'console', password: key } } : {}),
+    httpCredentials: { username: 'console', password: key },
   });
   // A script as text: it runs in the page, whose globals (sessionStorage) this file's types do not know.
-  if (key) await context.addInitScript({ content: `sessionStorage.setItem('orchestrator.console.apiKey', ${JSON.stringify(key)})` });
+  if (options.signedIn !== false) await context.addInitScript({ content: `sessionStorage.setItem('orchestrator.console.apiKey', ${JSON.stringify(key)})` });
   const page = await context.newPage();
   const errors: string[] = [];
   page.on('console', (message) => {
@@ -68,7 +69,8 @@ export interface AxeViolation {
 
 /** axe-core's serious and critical violations on the page as it is now (WCAG 2 A and AA rules). */
 export async function seriousViolations(page: Page): Promise<AxeViolation[]> {
-  await page.addScriptTag({ content: AXE_SOURCE });
+  // Evaluated, not a <script>: the console's CSP (script-src 'self') refuses inline scripts, as it should.
+  await page.evaluate(AXE_SOURCE);
   // Run in the page (a string: its globals are the browser's).
   const violations = (await page.evaluate(`(async () => {
     const result = await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } });

@@ -304,6 +304,7 @@ function StepPanel({ task, step }: { task: TaskView; step: Step }) {
 
 function TaskHistory({ task }: { task: TaskView }) {
   const { client } = useApi();
+  const [open, setOpen] = useState(false);
   const history = useQuery({
     queryKey: ['task', task.task_id, 'history'],
     queryFn: async ({ signal }) => {
@@ -327,8 +328,10 @@ function TaskHistory({ task }: { task: TaskView }) {
   return (
     <>
       <Timeline spans={spans} stepIds={task.steps.map((step) => step.id)} />
-      <details>
+      <details onToggle={(event) => setOpen(event.currentTarget.open)}>
         <summary>History: {history.data.length} events</summary>
+        {/* Drawn only when opened: a big task has thousands of events. */}
+        {open && (
         <ol className="history">
           {history.data.map((event) => (
             <li key={event.seq}>
@@ -339,6 +342,7 @@ function TaskHistory({ task }: { task: TaskView }) {
             </li>
           ))}
         </ol>
+        )}
       </details>
     </>
   );

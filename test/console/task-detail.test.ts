@@ -1,0 +1,171 @@
+import { mkdirSync } from 'node:fs';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { closeTestConnections, testTools } from '../fixtures/tools.js';
+import { createHarness, type Harness, uniqueName, waitForTask } from '../helpers/harness.js';
+import { ADMIN_KEY, builtConsole, CONSOLE_KEYS, type ConsolePage, consolePage, launchBrowser, READ_KEY, seriousViolations } from './support.js';
+
+/** Written by this run and committed: the README shows them. */
+const SCREENSHOTS = new URL('./screenshots/', import.meta.url);
+const AUTH = { authorization: `Bearer ${ADMIN_KEY}` };
+
+/** The step's node in the graph, by step id. */
+const node = (page: Page, step: string) => page.locator(`.dag-node[data-step="${step}"]`);
+
+async function submit(h: Harness, body: Record<string, unknown>): Promise<string> {
+  const answer = await h.request('POST', '/assign-task', body, AUTH);
+  expect(answer.status, JSON.stringify(answer.body)).toBe(202);
+  return answer.body.task_id as string;
+}
+
+/**
+ * The console's task pages in headless Chromium against a real API and worker: submit through the
+ * form, watch the graph turn, cancel, retry, approve; the read key sees no actions; axe on each page.
+ */
+describe('the console: submit and task detail', () => {
+  let h: Harness;
+  let browser: Browser;
+  let tab: ConsolePage;
+
+  beforeAll(async () => {
+    const dir = await builtConsole();
+    [h, browser] = await Promise.all([createHarness({ tools: testTools, env: { API_KEYS: CONSOLE_KEYS, CONSOLE_DIR: dir } }), launchBrowser()]);
+    tab = await consolePage(browser, h);
+    const workflows = [
+      {
+        name: 'sign_off',
+        steps: [
+          { id: 'review', wait: { approval: {} }, input: { note: 'pay the supplier' } },
+          { id: 'pay', tool: 'echo', depends_on: ['review'], input: { decision: '{{steps.review.output.decision}}' } },
+        ],
+      },
+      {
+        // Fails on its first call and succeeds on the next: a retry of the failed task completes.
+        name: 'second_time_lucky',
+        parameters: [{ name: 'key', type: 'string', required: true }],
+        steps: [
+          { id: 'prepare', tool: 'echo', input: { ok: true } },
+          {
+            id: 'call',
+            tool: 'flaky',
+            depends_on: ['prepare'],
+            retry: { attempts: 1 },
+            input: { succeed_on: 2, count: 'calls', key: '{{params.key}}' },
+          },
+        ],
+      },
+    ];
+    for (const workflow of workflows) expect((await h.request('POST', '/workflows', workflow, AUTH)).status).toBe(201);
+  }, 180_000);
+  // Each test answers for the errors of its own pages.
+  beforeEach(() => {
+    if (tab) tab.errors.length = 0;
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await h?.close();
+    await closeTestConnections();
+  });
+
+  it('submits the diamond through the form and shows its four steps turn completed in the graph, live', async () => {
+    const { page, errors } = tab;
+    await page.goto('/console/submit');
+    await page.getByLabel('Tool or workflow').selectOption('diamond');
+    const value = page.getByLabel(/^value/);
+    await expect.poll(() => value.inputValue()).toBe('x');
+    await value.fill('from the console');
+    expect(await seriousViolations(page)).toEqual([]);
+    await page.getByRole('button', { name: 'Submit diamond' }).click();
+    await page.waitForURL(/\/console\/tasks\/[0-9a-f-]{36}$/);
+    for (const step of ['a', 'b', 'c', 'd']) await node(page, step).and(page.locator('[data-status="completed"]')).waitFor({ timeout: 20_000 });
+    await page.getByRole('heading', { name: /diamond/ }).getByText('completed').waitFor();
+    const id = page.url().split('/').at(-1)!;
+    expect((await waitForTask(h, id, 20_000, AUTH)).result).toEqual({ joined: 'from the console-b+from the console-c' });
+    // Each step's attempt is on the timeline; a step's input and output open from the table.
+    await page.locator('.timeline-row', { hasText: 'd' }).locator('.bar.attempt.status-completed').first().waitFor();
+    await page.getByRole('button', { name: 'd', exact: true }).click();
+    await expect.poll(() => page.getByLabel('Output').textContent()).toContain('from the console-b+from the console-c');
+    expect(await seriousViolations(page)).toEqual([]);
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    await page.screenshot({ path: new URL('task-detail.png', SCREENSHOTS).pathname, fullPage: false });
+    expect(errors).toEqual([]);
+  });
+
+  it('shows the API validation errors at their fields', async () => {
+    const { page, errors } = tab;
+    await page.goto('/console/submit?type=second_time_lucky');
+    await page.getByRole('button', { name: 'Submit second_time_lucky' }).click();
+    const field = page.locator('[data-field="key"]');
+    await field.locator('.field-error').waitFor();
+    expect(await field.locator('.field-error').textContent()).toMatch(/params\.key/);
+    expect(await field.getByRole('textbox').getAttribute('aria-invalid')).toBe('true');
+    expect(page.url()).toMatch(/\/submit\?type=second_time_lucky$/);
+    // The browser reports the refused request itself; nothing else went wrong.
+    expect(errors.filter((error) => !/status of 400 .*\/assign-task/.test(error))).toEqual([]);
+  });
+
+  it('cancels a long sleep', async () => {
+    const { page, errors } = tab;
+    const id = await submit(h, { task_type: 'sleep', params: { ms: 600_000 } });
+    await page.goto(`/console/tasks/${id}`);
+    await node(page, 'sleep').and(page.locator('[data-status="running"]')).waitFor({ timeout: 20_000 });
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.getByRole('button', { name: 'Cancel task' }).click();
+    await page.getByRole('heading', { name: /sleep/ }).getByText('cancelled').waitFor({ timeout: 20_000 });
+    expect((await waitForTask(h, id, 20_000, AUTH)).status).toBe('cancelled');
+    await node(page, 'sleep').and(page.locator('[data-status="cancelled"]')).waitFor();
+    expect(await page.getByRole('button', { name: 'Cancel task' }).count()).toBe(0);
+    expect(errors).toEqual([]);
+  });
+
+  it('retries a failed task: the failed step runs again and the task completes', async () => {
+    const { page, errors } = tab;
+    const id = await submit(h, { task_type: 'second_time_lucky', params: { key: uniqueName('lucky') } });
+    expect((await waitForTask(h, id, 20_000, AUTH)).status).toBe('failed');
+    await page.goto(`/console/tasks/${id}`);
+    await node(page, 'call').and(page.locator('[data-status="failed"]')).waitFor();
+    await page.getByRole('button', { name: 'Retry task' }).click();
+    await node(page, 'call').and(page.locator('[data-status="completed"]')).waitFor({ timeout: 20_000 });
+    await page.getByRole('heading', { name: /second_time_lucky/ }).getByText('completed').waitFor();
+    const task = await waitForTask(h, id, 20_000, AUTH);
+    expect(task.status).toBe('completed');
+    expect(task.run).toBe(2);
+    expect(errors).toEqual([]);
+  });
+
+  it('approves a waiting task from the step panel', async () => {
+    const { page, errors } = tab;
+    const id = await submit(h, { task_type: 'sign_off', params: {} });
+    await page.goto(`/console/tasks/${id}`);
+    await node(page, 'review').and(page.locator('[data-status="waiting"]')).waitFor({ timeout: 20_000 });
+    await page.getByRole('button', { name: 'review', exact: true }).click();
+    await page.getByRole('heading', { name: 'Waiting for an approval' }).waitFor();
+    // The wait is on the timeline as a wait, not an attempt.
+    await page.locator('.timeline-row', { hasText: 'review' }).locator('.bar.wait').first().waitFor();
+    expect(await seriousViolations(page)).toEqual([]);
+    await page.getByRole('button', { name: 'Approve' }).click();
+    await node(page, 'pay').and(page.locator('[data-status="completed"]')).waitFor({ timeout: 20_000 });
+    const task = await waitForTask(h, id, 20_000, AUTH);
+    expect(task.status).toBe('completed');
+    expect(task.steps.find((step: { id: string }) => step.id === 'review').output).toMatchObject({ decision: 'approved' });
+    expect(errors).toEqual([]);
+  });
+
+  it('shows a read key no action buttons', async () => {
+    const reader = await consolePage(browser, h, { key: READ_KEY });
+    try {
+      const id = await submit(h, { task_type: 'sign_off', params: {} });
+      await reader.page.goto(`/console/tasks/${id}`);
+      await node(reader.page, 'review').and(reader.page.locator('[data-status="waiting"]')).waitFor({ timeout: 20_000 });
+      await reader.page.getByRole('button', { name: 'review', exact: true }).click();
+      await reader.page.getByText('Waiting for the signal review.').waitFor();
+      expect(await reader.page.getByRole('button', { name: /Cancel task|Retry task|Approve|Reject|Send signal/ }).count()).toBe(0);
+      expect(await reader.page.getByRole('link', { name: 'Submit' }).count()).toBe(1);
+      await reader.page.goto('/console/submit');
+      await reader.page.getByText('This key may not submit tasks').waitFor();
+      expect(reader.errors).toEqual([]);
+    } finally {
+      await reader.context.close();
+    }
+  });
+});
