@@ -57,7 +57,7 @@ function ServiceCard({ service }: { service: Service }) {
         <h2 id={headingId}>{service.name}</h2>
         {canRefresh && service.openapi_url && (
           <div className="actions">
-            <button type="button" disabled={refresh.isPending} onClick={() => refresh.mutate()} aria-label={`Refresh ${service.name}'s document`}>
+            <button type="button" disabled={refresh.isPending} onClick={() => refresh.mutate()} aria-label={`Refresh document of ${service.name}`}>
               {refresh.isPending ? 'Refreshing…' : 'Refresh document'}
             </button>
           </div>
