@@ -42,7 +42,11 @@ describe('the console: operations pages', () => {
           JSON.stringify({
             openapi: '3.1.0',
             info: { title: 'Ping', version: '1' },
-            paths: { '/ping': { get: { operationId: 'ping', responses: { '200': { description: 'pong', content: { 'application/json': { schema: { type: 'object' } } } } } } } },
+            paths: {
+              '/ping': {
+                get: { operationId: 'ping', responses: { '200': { description: 'pong', content: { 'application/json': { schema: { type: 'object' } } } } } },
+              },
+            },
           }),
         );
       }
@@ -71,14 +75,11 @@ describe('the console: operations pages', () => {
     const letters = await h.request('GET', `/dead-letters?task_id=${failed}`, undefined, admin);
     deadLetter = letters.body.items[0];
     expect(deadLetter).toBeDefined();
-    expect(
-      (await h.request('POST', '/workflows', { name: 'console_wait', steps: [{ id: 'go_ahead', wait: { signal: 'go' } }] }, admin)).status,
-    ).toBe(201);
+    expect((await h.request('POST', '/workflows', { name: 'console_wait', steps: [{ id: 'go_ahead', wait: { signal: 'go' } }] }, admin)).status).toBe(201);
     waitingTask = await submit(h, { task_type: 'console_wait', params: {} });
-    await poll(
-      async () => ((await h.request('GET', '/tasks?status=waiting', undefined, admin)).body.items.length > 0 ? true : undefined),
-      { label: 'the wait step waiting' },
-    );
+    await poll(async () => ((await h.request('GET', '/tasks?status=waiting', undefined, admin)).body.items.length > 0 ? true : undefined), {
+      label: 'the wait step waiting',
+    });
   }, 180_000);
   afterAll(async () => {
     await browser?.close();
@@ -125,7 +126,20 @@ describe('the console: operations pages', () => {
     await typeDefinition(page, '{"name": "console_flow", "steps": [');
     await page.locator('li[data-path="(JSON)"]').first().waitFor();
 
-    await typeDefinition(page, JSON.stringify({ name: 'console_flow', steps: [{ id: 'fetch', tool: 'echo' }, { id: 'report', tool: 'echo', depends_on: ['fetch'] }] }, null, 2));
+    await typeDefinition(
+      page,
+      JSON.stringify(
+        {
+          name: 'console_flow',
+          steps: [
+            { id: 'fetch', tool: 'echo' },
+            { id: 'report', tool: 'echo', depends_on: ['fetch'] },
+          ],
+        },
+        null,
+        2,
+      ),
+    );
     await page.getByText('No problems: it can be stored.').waitFor();
     expect(await page.locator('.problems').count()).toBe(0);
     expect(await page.locator('.cm-lintRange-error').count()).toBe(0);

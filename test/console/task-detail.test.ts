@@ -78,7 +78,10 @@ describe('the console: submit and task detail', () => {
     await page.getByRole('button', { name: 'Submit diamond' }).click();
     await page.waitForURL(/\/console\/tasks\/[0-9a-f-]{36}$/);
     for (const step of ['a', 'b', 'c', 'd']) await node(page, step).and(page.locator('[data-status="completed"]')).waitFor({ timeout: 20_000 });
-    await page.getByRole('heading', { name: /diamond/ }).getByText('completed').waitFor();
+    await page
+      .getByRole('heading', { name: /diamond/ })
+      .getByText('completed')
+      .waitFor();
     const id = page.url().split('/').at(-1)!;
     expect((await waitForTask(h, id, 20_000, AUTH)).result).toEqual({ joined: 'from the console-b+from the console-c' });
     // Each step's attempt is on the timeline; a step's input and output open from the table.
@@ -126,7 +129,10 @@ describe('the console: submit and task detail', () => {
     await node(page, 'call').and(page.locator('[data-status="failed"]')).waitFor();
     await page.getByRole('button', { name: 'Retry task' }).click();
     await node(page, 'call').and(page.locator('[data-status="completed"]')).waitFor({ timeout: 20_000 });
-    await page.getByRole('heading', { name: /second_time_lucky/ }).getByText('completed').waitFor();
+    await page
+      .getByRole('heading', { name: /second_time_lucky/ })
+      .getByText('completed')
+      .waitFor();
     const task = await waitForTask(h, id, 20_000, AUTH);
     expect(task.status).toBe('completed');
     expect(task.run).toBe(2);

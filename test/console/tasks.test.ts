@@ -98,9 +98,7 @@ describe('the console: tasks list, sign-in and budgets', () => {
     const firstPage = await page.locator('table.tasks tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-task')));
     await page.getByRole('button', { name: 'Next' }).click();
     await page.getByText('Page 2').waitFor();
-    await expect
-      .poll(async () => page.locator('table.tasks tbody tr').first().getAttribute('data-task'))
-      .not.toBe(firstPage[0]);
+    await expect.poll(async () => page.locator('table.tasks tbody tr').first().getAttribute('data-task')).not.toBe(firstPage[0]);
     const secondPage = await page.locator('table.tasks tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-task')));
     expect(secondPage.filter((id) => firstPage.includes(id))).toEqual([]);
     await page.getByRole('button', { name: 'Previous' }).click();
