@@ -430,7 +430,7 @@ export interface paths {
         put?: never;
         /**
          * Fetch a service's OpenAPI document again; report the workflows a change breaks
-         * @description A changed document is stored as the next version and the tools follow it. The answer lists operations added, removed and changed, and every active workflow that calls one that is gone or whose schemas no longer fit, with its problems.
+         * @description A changed document is stored as the next version and the tools follow it. The answer lists operations added, removed and changed. A change that breaks an active workflow (it calls an operation that is gone, or one whose schemas no longer fit its inputs or templates) is refused with 409 `breaking_change`, naming the workflows and their problems, and nothing is stored; `?force=true` applies it anyway and names them in `affected_workflows`.
          */
         post: operations["refreshService"];
         delete?: never;
@@ -450,7 +450,10 @@ export interface paths {
         get: operations["getService"];
         put?: never;
         post?: never;
-        /** Delete a service; its tools go with it */
+        /**
+         * Delete a service; its tools go with it
+         * @description Refused with 409 `service_in_use` while steps of unfinished (queued or running) tasks are still to call its operations. With `?force=true` it is deleted anyway, and those steps fail at once (error `ServiceDeleted`): their tasks fail, or go on under `on_failure: continue`; they are named in `failed_tasks`.
+         */
         delete: operations["deleteService"];
         options?: never;
         head?: never;
@@ -946,6 +949,20 @@ export interface components {
                 per_minute?: number;
                 per_second?: number;
             };
+            /** @description Run when the task fails under on_failure fail after this step completed: compensations run in reverse dependency order, each with its own retries, recorded as steps `<id>.compensate` with `compensation_of`. */
+            compensate?: {
+                /** @description The tool that undoes the step (a registered service's operation: `<service>.<operationId>`). */
+                tool: string;
+                /**
+                 * @description The tool's input; strings may hold {{input.PATH}} and {{output.PATH}} (the step's own input and output), {{params.NAME}} and {{steps.ID.output.PATH}} of the step's ancestors.
+                 * @default {}
+                 */
+                input?: {
+                    [key: string]: unknown;
+                };
+                retry?: components["schemas"]["RetryPolicy"];
+                timeout_ms?: number;
+            };
         };
         CreateScheduleRequest: {
             /**
@@ -1157,6 +1174,13 @@ export interface components {
             };
             /** @description 1, plus one for every retry of the task. */
             run: number;
+            /** @description A task that failed after steps with `compensate` completed: true when every compensation completed, `partial` when one failed or was cancelled (its dead letter says why). A retry then starts over. */
+            compensated?: true | "partial";
+            /**
+             * @description The task failed (`error` says why) and runs its compensations; it ends `failed` once they are done.
+             * @constant
+             */
+            compensating?: true;
             /** @description A sub-workflow's child task: its parent task and the step that awaits it. */
             parent?: {
                 /** Format: uuid */
@@ -1186,7 +1210,7 @@ export interface components {
             tool: string | null;
             /** @enum {string} */
             status: "pending" | "queued" | "running" | "waiting" | "completed" | "failed" | "skipped" | "cancelled";
-            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, its turn under a limit per key: `concurrency`, `rate_limit`, or its service's circuit breaker to half-open: `circuit_open`). */
+            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`; a compensation with nothing to undo: `not_needed`) or waiting (`sleep`, `signal`, `approval`, its turn under a limit per key: `concurrency`, `rate_limit`, or its service's circuit breaker to half-open: `circuit_open`). */
             reason?: string;
             attempts: number;
             /** @description The step's last ended attempts in this run, newest first (at most 3), each with its error and duration, from its history (GET /tasks/{task_id}/history has them all). Absent when none is recorded (TASK_HISTORY off, or not run yet). */
@@ -1247,6 +1271,8 @@ export interface components {
              * @description A sub-workflow step: its child task (GET /result/{child_task_id}).
              */
             child_task_id?: string;
+            /** @description A compensation (`<step>.compensate`): the step it undoes. It runs only when the task fails after that step completed. */
+            compensation_of?: string;
         };
         /** @description Present when the task was submitted with a callback_url: every delivery attempt of its final result. */
         TaskCallback: {
@@ -1505,6 +1531,20 @@ export interface components {
                 key: string;
                 per_minute?: number;
                 per_second?: number;
+            };
+            /** @description Run when the task fails under on_failure fail after this step completed: compensations run in reverse dependency order, each with its own retries, recorded as steps `<id>.compensate` with `compensation_of`. */
+            compensate?: {
+                /** @description The tool that undoes the step (a registered service's operation: `<service>.<operationId>`). */
+                tool: string;
+                /**
+                 * @description The tool's input; strings may hold {{input.PATH}} and {{output.PATH}} (the step's own input and output), {{params.NAME}} and {{steps.ID.output.PATH}} of the step's ancestors.
+                 * @default {}
+                 */
+                input: {
+                    [key: string]: unknown;
+                };
+                retry?: components["schemas"]["AppliedRetryPolicy"];
+                timeout_ms?: number;
             };
         };
         WorkflowSummary: {
@@ -2150,7 +2190,7 @@ export interface operations {
                 /** @description The previous page's `next_cursor`. */
                 after?: string;
                 limit?: number;
-                /** @description Only this step's events (its items' too). */
+                /** @description Only this step's events (its items' too; a compensation's: `<step>.compensate`). */
                 step?: string;
             };
             header?: never;
@@ -4261,7 +4301,10 @@ export interface operations {
     };
     refreshService: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description true: do it although it breaks workflows or stops unfinished tasks (what it broke is in the answer). */
+                force?: "true" | "false";
+            };
             header?: {
                 /**
                  * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
@@ -4300,7 +4343,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The document is invalid (`invalid_openapi_document`) or on a host not allowed (`host_not_allowed`). */
+            /** @description The document is invalid (`invalid_openapi_document`), on a host not allowed (`host_not_allowed`), or `force` is neither true nor false (`validation_error`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4331,6 +4374,15 @@ export interface operations {
             };
             /** @description No service has this name (`service_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The new document breaks workflows (`breaking_change`); nothing was stored. `details`: `{version, operations: {added, removed, changed}, affected_workflows: [{name, version, problems}]}`. Fix the workflows first, or refresh with `?force=true`. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4464,7 +4516,10 @@ export interface operations {
     };
     deleteService: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description true: do it although it breaks workflows or stops unfinished tasks (what it broke is in the answer). */
+                force?: "true" | "false";
+            };
             header?: never;
             path: {
                 /**
@@ -4477,7 +4532,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Deleted; the workflows that called it are named. */
+            /** @description Deleted; the workflows that called it, and the tasks whose steps failed (force), are named. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4486,7 +4541,18 @@ export interface operations {
                     "application/json": {
                         deleted: string;
                         affected_workflows: components["schemas"]["AffectedWorkflows"];
+                        /** @description With `?force=true`: the unfinished tasks whose steps that used the service failed at once. */
+                        failed_tasks: string[];
                     };
+                };
+            };
+            /** @description `force` is neither true nor false (`validation_error`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
             /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
@@ -4511,6 +4577,15 @@ export interface operations {
             };
             /** @description No service has this name (`service_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unfinished tasks use the service (`service_in_use`); nothing was deleted. `details`: `{task_count, tasks}` (the first 100 task ids). Wait for them, cancel them, or delete with `?force=true`. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
