@@ -18,14 +18,17 @@ WORKDIR /app
 # src/generated/prisma. Generating needs no engine, and the script points
 # PRISMA_SCHEMA_ENGINE_BINARY at an existing file so the build works without binaries.prisma.sh
 # (the engine download that @prisma/engines attempts on install fails silently there).
+# client/package.json: the client is a workspace of the root package, which npm ci installs too.
 COPY package.json package-lock.json prisma.config.ts ./
+COPY client/package.json ./client/
 COPY scripts ./scripts
 COPY prisma ./prisma
 RUN npm ci --no-audit --no-fund && npm cache clean --force
 
 # The sources last: editing code does not reinstall dependencies. .dockerignore keeps
 # src/generated and dist out, so neither a stale local client nor a stale build gets in.
-# tsc compiles src/ (the generated client included), workers/ and client/ to dist/ (scripts/build.mjs).
+# tsc compiles src/ (the generated client included), workers/ and client/ to dist/, and Vite
+# builds the console (src/console) into dist/console (scripts/build.mjs).
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY workers ./workers
@@ -45,9 +48,10 @@ ENV NODE_ENV=production
 # an install script. What the generated client needs at run time (@prisma/client's runtime,
 # @prisma/adapter-pg, pg) are regular dependencies.
 COPY package.json package-lock.json ./
+COPY client/package.json ./client/
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
-# The compiled service, and the migrations every process applies on start. Files stay owned by
+# The compiled service (the console's files in dist/console), and the migrations every process applies on start. Files stay owned by
 # root and read-only to the service: it never writes under /app.
 COPY --from=build /app/dist ./dist
 COPY prisma/migrations ./prisma/migrations

@@ -46,6 +46,7 @@ export async function consoleViteConfig(outDir) {
     root: CONSOLE_SOURCE,
     base: '/console/',
     logLevel: 'warn',
+    mode: 'production',
     plugins: [react()],
     // The client package from its TypeScript sources (its "orchestrator-source" export), so the
     // console needs no separate build of the package first.
@@ -73,7 +74,16 @@ export async function buildConsole({ outDir = CONSOLE_OUT, force = false } = {})
   if (!force && existsSync(hashFile) && readFileSync(hashFile, 'utf8') === hash) return { outDir, built: false };
   const { build } = await import('vite');
   const staging = `${outDir}.${process.pid}.${Date.now()}`;
-  await build(await consoleViteConfig(staging));
+  // Always React's production build and JSX transform: Vite and its React plugin follow the calling
+  // process's NODE_ENV (vitest sets `test`), which would bundle React's development build.
+  const nodeEnv = process.env.NODE_ENV;
+  process.env.NODE_ENV = 'production';
+  try {
+    await build(await consoleViteConfig(staging));
+  } finally {
+    if (nodeEnv === undefined) delete process.env.NODE_ENV;
+    else process.env.NODE_ENV = nodeEnv;
+  }
   writeFileSync(join(staging, HASH_FILE), hash);
   // Another process (a parallel test file) may have put the same build in place meanwhile: keep
   // that one, which a server may be reading.

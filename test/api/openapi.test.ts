@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { Queue } from 'bullmq';
 import type { Express } from 'express';
@@ -721,6 +723,53 @@ describe('the OpenAPI document', () => {
     }
     // swagger-ui-dist's own demo page points at the Petstore: not served.
     expect((await fetch(new URL('index.html', base))).status).toBe(404);
+  });
+
+  it('GET /console serves the built console under a CSP, its page for every route below, assets cached for good; 503 until built', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'console-build-'));
+    mkdirSync(path.join(dir, 'assets'));
+    writeFileSync(path.join(dir, 'index.html'), '<!doctype html><title>console</title><script type="module" src="/console/assets/app-1a2b.js"></script>');
+    writeFileSync(path.join(dir, 'assets', 'app-1a2b.js'), 'console.log(1)');
+    const built = await createHarness({ worker: false, env: { CONSOLE_DIR: dir } });
+    try {
+      const page = await call('GET', '/console', undefined, {}, built);
+      expect(page.status).toBe(200);
+      expect(page.text).toContain('/console/assets/app-1a2b.js');
+      expect(page.headers.get('cache-control')).toBe('no-cache');
+      expect(page.headers.get('content-security-policy')).toContain("script-src 'self'");
+      // A route of the app, reloaded: the same page, which routes itself.
+      const deep = await fetch(`${built.url}/console/tasks/${randomUUID()}`);
+      expect(deep.status).toBe(200);
+      expect(await deep.text()).toBe(page.text);
+      const asset = await fetch(`${built.url}/console/assets/app-1a2b.js`);
+      expect(asset.status).toBe(200);
+      expect(asset.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+      const gone = await fetch(`${built.url}/console/assets/app-0000.js`);
+      expect(gone.status).toBe(404);
+      expect(((await gone.json()) as { error: { code: string } }).error.code).toBe('not_found');
+    } finally {
+      await built.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // Run from TypeScript, the API has no build beside it.
+    const unbuilt = await call('GET', '/console/');
+    expect(unbuilt.status).toBe(503);
+    expect(unbuilt.text).toContain('npm run build');
+  });
+
+  it('GET /whoami says which key calls, its scope and what it may do', async () => {
+    const read = await call('GET', '/whoami', undefined, { authorization: `Bearer ${READ_KEY}` }, scoped);
+    expect(read.status).toBe(200);
+    expect(read.body).toEqual({ key_id: expect.any(String), scope: 'read', access: ['tasks', 'catalog', 'monitor'] });
+    const admin = await call('GET', '/whoami', undefined, { authorization: `Bearer ${API_KEY}` }, scoped);
+    expect(admin.body.scope).toBe('admin');
+    expect(admin.body.access).toEqual(['submit', 'tasks', 'manageTasks', 'catalog', 'monitor', 'admin']);
+    // Without keys everything is allowed.
+    expect((await call('GET', '/whoami')).body).toEqual({
+      key_id: null,
+      scope: null,
+      access: ['submit', 'tasks', 'manageTasks', 'catalog', 'monitor', 'admin'],
+    });
   });
 
   it('GET /redoc serves ReDoc from this server, reading /openapi.json, under a CSP that lets it run', async () => {

@@ -22,7 +22,8 @@ async function submit(h: Harness, body: Record<string, unknown>): Promise<string
  * The console's task pages in headless Chromium against a real API and worker: submit through the
  * form, watch the graph turn, cancel, retry, approve; the read key sees no actions; axe on each page.
  */
-describe('the console: submit and task detail', () => {
+// Browser steps take seconds apiece when the machine is busy.
+describe('the console: submit and task detail', { timeout: 120_000 }, () => {
   let h: Harness;
   let browser: Browser;
   let tab: ConsolePage;
@@ -37,6 +38,13 @@ describe('the console: submit and task detail', () => {
         steps: [
           { id: 'review', wait: { approval: {} }, input: { note: 'pay the supplier' } },
           { id: 'pay', tool: 'echo', depends_on: ['review'], input: { decision: '{{steps.review.output.decision}}' } },
+        ],
+      },
+      {
+        name: 'await_go',
+        steps: [
+          { id: 'hold', wait: { signal: 'go', schema: { type: 'object', properties: { speed: { type: 'integer' } }, required: ['speed'] } } },
+          { id: 'run', tool: 'echo', depends_on: ['hold'], input: { speed: '{{steps.hold.output.speed}}' } },
         ],
       },
       {
@@ -90,7 +98,7 @@ describe('the console: submit and task detail', () => {
     await expect.poll(() => page.getByLabel('Output').textContent()).toContain('from the console-b+from the console-c');
     expect(await seriousViolations(page)).toEqual([]);
     mkdirSync(SCREENSHOTS, { recursive: true });
-    await page.screenshot({ path: new URL('task-detail.png', SCREENSHOTS).pathname, fullPage: false });
+    await page.screenshot({ path: new URL('task-detail.png', SCREENSHOTS).pathname, fullPage: true });
     expect(errors).toEqual([]);
   });
 
@@ -155,6 +163,26 @@ describe('the console: submit and task detail', () => {
     expect(task.status).toBe('completed');
     expect(task.steps.find((step: { id: string }) => step.id === 'review').output).toMatchObject({ decision: 'approved' });
     expect(errors).toEqual([]);
+  });
+
+  it('sends a signal with a JSON payload: text that is not JSON is caught at the field, a payload off the schema refused by the API', async () => {
+    const { page, errors } = tab;
+    const id = await submit(h, { task_type: 'await_go', params: {} });
+    await page.goto(`/console/tasks/${id}`);
+    await node(page, 'hold').and(page.locator('[data-status="waiting"]')).waitFor({ timeout: 20_000 });
+    await page.getByRole('button', { name: 'hold', exact: true }).click();
+    const payload = page.getByLabel('Payload (JSON)');
+    await payload.fill('{speed: fast');
+    await page.getByRole('button', { name: 'Send signal' }).click();
+    expect(await payload.getAttribute('aria-invalid')).toBe('true');
+    await payload.fill('{"speed": "fast"}');
+    await page.getByRole('button', { name: 'Send signal' }).click();
+    await page.getByText('The signal was refused').waitFor();
+    await payload.fill('{"speed": 7}');
+    await page.getByRole('button', { name: 'Send signal' }).click();
+    await node(page, 'run').and(page.locator('[data-status="completed"]')).waitFor({ timeout: 20_000 });
+    expect((await waitForTask(h, id, 20_000, AUTH)).result).toMatchObject({ run: { speed: 7 } });
+    expect(errors.filter((error) => !/status of 400 .*\/signals\/go/.test(error))).toEqual([]);
   });
 
   it('shows a read key no action buttons', async () => {

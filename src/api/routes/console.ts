@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import express, { Router } from 'express';
 import { z } from 'zod';
 import { ACCESS, type Access } from '../access.js';
+import { errorBody } from '../http.js';
 import { plainRoute, type Route, route } from '../route.js';
 
 export const CONSOLE_PATH = '/console';
@@ -30,8 +31,12 @@ const NOT_BUILT = `<!doctype html>
 function consoleApp(dir: string): Router {
   const router = Router();
   const index = join(dir, 'index.html');
-  router.use('/assets', express.static(join(dir, 'assets'), { immutable: true, maxAge: '365d', index: false, fallthrough: false }));
-  router.use(express.static(dir, { index: false, maxAge: 0 }));
+  router.use('/assets', express.static(join(dir, 'assets'), { immutable: true, maxAge: '365d', index: false }), (req, res) => {
+    // An asset of another build (a page loaded before a deploy): not the page in its place.
+    res.status(404).json(errorBody('not_found', `no console asset ${req.path}: reload the page`));
+  });
+  // No redirect of /console to /console/: the page is the same at both.
+  router.use(express.static(dir, { index: false, maxAge: 0, redirect: false }));
   router.get('/{*rest}', (_req, res, next) => {
     if (!existsSync(index)) {
       res.status(503).type('html').send(NOT_BUILT);

@@ -48,14 +48,16 @@ export function layeredLayout(steps: readonly LayoutStep[], options: LayoutOptio
   const last = Math.max(-1, ...column.values()) + 1;
   for (const step of steps) if (!column.has(step.id)) column.set(step.id, last);
 
-  const columns: string[][] = [];
-  for (const step of steps) (columns[column.get(step.id)!] ??= []).push(step.id);
-  const filled = columns.filter((ids) => ids !== undefined);
+  const columns: string[][] = Array.from({ length: Math.max(0, ...column.values()) + 1 }, () => []);
+  for (const step of steps) columns[column.get(step.id)!]!.push(step.id);
+  const filled = columns.filter((ids) => ids.length > 0);
 
   // Order within columns: by the mean row of the neighbours in the column before (forward) or after (backward).
   const row = new Map<string, number>();
-  const number = (ids: string[]) => ids.forEach((id, index) => row.set(id, index));
-  filled.forEach(number);
+  const number = (ids: string[]) => {
+    for (const [index, id] of ids.entries()) row.set(id, index);
+  };
+  for (const ids of filled) number(ids);
   const sweep = (ids: string[], neighbours: Map<string, string[]>) => {
     const weight = (id: string) => {
       const around = neighbours.get(id)!.filter((other) => row.has(other));
