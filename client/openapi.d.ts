@@ -277,6 +277,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/workflows/check": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Check a workflow definition without storing it
+         * @description Runs the checks of POST /workflows (the same problems at the same JSON paths) and stores nothing: what an editor asks as its user types. A definition that does not fit the schema is an answer too (200, `valid: false`), not a 400; only a body that is not a JSON object is refused. The same body limits as POST /workflows (BODY_LIMIT).
+         */
+        post: operations["checkWorkflow"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/workflows/{name}": {
         parameters: {
             query?: never;
@@ -490,6 +510,26 @@ export interface paths {
          * @description Of the tasks created in the window (and their steps), computed in PostgreSQL. The window spans at most STATS_MAX_WINDOW_DAYS; the queries run under STATS_STATEMENT_TIMEOUT_MS.
          */
         get: operations["stats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/stats/queues": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * How many jobs each queue holds, by state
+         * @description Read from Redis now (Bull Board shows the jobs themselves): a backlog shows as `wait` and `prioritized`, the work in hand as `active`, retries and sleeps as `delayed`. The same figures as the `orchestrator_queue_jobs` metric.
+         */
+        get: operations["queueDepths"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1271,11 +1311,12 @@ export interface components {
              * @description A sub-workflow's child task: its parent.
              */
             parent_task_id?: string;
-            /** @description With `status=waiting`: the steps that wait for someone (GET /result shows their signals and approval links). */
+            /** @description With `status=waiting`: the steps that wait for someone (GET /result shows their signals and approval links), or for one of `waiting_reason`. */
             waiting_for?: {
                 step_id: string;
                 /** @enum {string} */
-                reason: "signal" | "approval";
+                reason: "sleep" | "concurrency" | "rate_limit" | "signal" | "approval" | "circuit_open";
+                /** @description A signal or an approval: when the wait times out; a sleep: when it wakes. */
                 timeout_at?: components["schemas"]["Timestamp"];
             }[];
             created_at: components["schemas"]["Timestamp"];
@@ -1889,9 +1930,13 @@ export interface operations {
     listTasks: {
         parameters: {
             query?: {
-                /** @description `waiting`: the unfinished tasks with a step waiting for someone (a signal or an approval), each with `waiting_for`. */
+                /** @description `waiting`: the unfinished tasks with a step waiting for someone (a signal or an approval), or for one of `waiting_reason`, each with `waiting_for`. */
                 status?: "queued" | "running" | "completed" | "failed" | "cancelled" | "waiting";
+                /** @description With `status=waiting`: the reasons to list, comma-separated, of `sleep`, `concurrency`, `rate_limit`, `signal`, `approval`, `circuit_open` (default `signal,approval`): `concurrency,rate_limit` lists the tasks waiting for their turn under a limit per key, `circuit_open` those held by an open circuit. */
+                waiting_reason?: string;
                 task_type?: string;
+                /** @description Only the tasks whose id starts with this (case-insensitive), e.g. `0198c3f2` or `0198c3f2-7a1b`: from a few digits to a whole id. Found through the id and creation-time indexes (a task id starts with its creation time). */
+                id_prefix?: string;
                 created_after?: string;
                 created_before?: string;
                 limit?: number;
@@ -3169,6 +3214,110 @@ export interface operations {
             };
         };
     };
+    checkWorkflow: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description The problems, none when POST /workflows would store it. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Whether POST /workflows would store this definition (true: no problems). */
+                        valid: boolean;
+                        /** @description Every problem with its JSON path, as POST /workflows would list them in its 400 `invalid_workflow`. */
+                        problems: components["schemas"]["Problem"][];
+                    };
+                };
+            };
+            /** @description The body is not a JSON object (`validation_error`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     getWorkflow: {
         parameters: {
             query?: {
@@ -3993,7 +4142,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4325,7 +4474,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4871,6 +5020,25 @@ export interface operations {
                                 };
                             }[];
                         };
+                        /** @description The window in 48 buckets of `bucket_ms`, oldest first, empty ones included: the tasks created in each, how many of them completed or failed, and their duration percentiles. A chart of throughput and latency over the window. */
+                        series: {
+                            bucket_ms: number;
+                            points: {
+                                /** @description Where the bucket starts. */
+                                at: components["schemas"]["Timestamp"];
+                                created: number;
+                                /** @description Of the tasks created in the bucket, how many completed (so far). */
+                                completed: number;
+                                failed: number;
+                                /** @description Durations in milliseconds, of finished tasks or steps only; null when none finished. */
+                                duration_ms: {
+                                    p50: number | null;
+                                    p90: number | null;
+                                    p99: number | null;
+                                    max: number | null;
+                                };
+                            }[];
+                        };
                         timestamp: components["schemas"]["Timestamp"];
                     };
                 };
@@ -4920,6 +5088,82 @@ export interface operations {
                 headers: {
                     /** @description With `stats_busy`: seconds to wait. */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    queueDepths: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every queue of this deployment, by name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        queues: {
+                            /** @description A tool's queue (`tool.<name>`), `services`, `timers` or `callbacks`. */
+                            name: string;
+                            /** @description Its jobs by BullMQ state, summed over the queue shards. Finished jobs only as many as QUEUE_KEEP_COMPLETED and QUEUE_KEEP_FAILED keep. */
+                            counts: {
+                                wait: number;
+                                prioritized: number;
+                                active: number;
+                                delayed: number;
+                                "waiting-children": number;
+                                failed: number;
+                                completed: number;
+                            };
+                        }[];
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

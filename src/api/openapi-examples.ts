@@ -66,6 +66,20 @@ export const defineWorkflowExamples: Record<string, ApiExample> = {
   },
 };
 
+/** A definition with an unknown tool and a dependency on a step that does not exist: POST /workflows/check's problems. */
+const brokenDefinition = {
+  name: 'broken_example',
+  steps: [
+    { id: 'fetch', tool: 'no_such_tool', input: {} },
+    { id: 'report', tool: 'echo', depends_on: ['fetched'], input: { text: 'done' } },
+  ],
+};
+
+export const checkWorkflowExamples: Record<string, ApiExample> = {
+  valid: { summary: 'A definition that would be stored', value: defineWorkflowExamples.greet_twice!.value },
+  problems: { summary: 'An unknown tool and a missing dependency', value: brokenDefinition },
+};
+
 // For the workflow every install loads (the path example of /workflows/{name}/execute), so that
 // a collection generated from the document alone runs it successfully.
 export const executeWorkflowExamples: Record<string, ApiExample> = {
@@ -457,6 +471,20 @@ export const storedWorkflowExamples: Record<string, ApiExample> = {
   stored: { summary: 'Stored as version 1, defaults filled in', value: storedGreetTwice },
 };
 
+export const workflowCheckExamples: Record<string, ApiExample> = {
+  valid: { summary: 'No problems: POST /workflows would store it', value: { valid: true, problems: [] } },
+  problems: {
+    summary: 'Each problem at its path',
+    value: {
+      valid: false,
+      problems: [
+        { path: 'steps[0].tool', message: 'unknown tool no_such_tool (known: echo, http, notify, sleep, text_stats)' },
+        { path: 'steps[1].depends_on[0]', message: 'no step is named fetched' },
+      ],
+    },
+  },
+};
+
 export const workflowListExamples: Record<string, ApiExample> = {
   workflows: {
     summary: 'The active workflows',
@@ -531,7 +559,7 @@ export const deadLetterListExamples: Record<string, ApiExample> = {
   },
 };
 
-const percentiles = (p50: number, p90: number, p99: number, max: number) => ({ p50, p90, p99, max });
+const percentiles = (p50: number | null, p90: number | null, p99: number | null, max: number | null) => ({ p50, p90, p99, max });
 
 export const statsExamples: Record<string, ApiExample> = {
   hour: {
@@ -549,6 +577,39 @@ export const statsExamples: Record<string, ApiExample> = {
           { tool: 'sleep', total: 1, by_status: { completed: 1 }, duration_ms: percentiles(524, 524, 524, 524) },
         ],
       },
+      // 48 buckets of 75 s; here the last two (the others are empty alike).
+      series: {
+        bucket_ms: 75_000,
+        points: [
+          { at: '2026-11-22T18:27:32.116Z', created: 0, completed: 0, failed: 0, duration_ms: percentiles(null, null, null, null) },
+          { at: '2026-11-22T18:28:47.116Z', created: 1, completed: 1, failed: 0, duration_ms: percentiles(610, 610, 610, 610) },
+        ],
+      },
+      timestamp: '2026-11-22T18:30:02.122Z',
+    },
+  },
+};
+
+const depths = (wait: number, active: number, completed: number) => ({
+  wait,
+  prioritized: 0,
+  active,
+  delayed: 0,
+  'waiting-children': 0,
+  failed: 0,
+  completed,
+});
+
+export const queueDepthsExamples: Record<string, ApiExample> = {
+  queues: {
+    summary: 'A backlog in the echo queue',
+    value: {
+      queues: [
+        { name: 'tool.echo', counts: depths(120, 8, 100) },
+        { name: 'tool.sleep', counts: depths(0, 1, 14) },
+        { name: 'timers', counts: { ...depths(0, 0, 3), delayed: 2 } },
+        { name: 'callbacks', counts: depths(0, 0, 0) },
+      ],
       timestamp: '2026-11-22T18:30:02.122Z',
     },
   },

@@ -188,6 +188,11 @@ export const storedWorkflowSchema = workflowDefinitionSchema
   .meta({ description: 'A stored version of a workflow definition, with its defaults filled in.' });
 export type StoredWorkflowBody = z.infer<typeof storedWorkflowSchema>;
 
+export const workflowCheckSchema = z.object({
+  valid: z.boolean().meta({ description: 'Whether POST /workflows would store this definition (true: no problems).' }),
+  problems: z.array(problemSchema).meta({ description: 'Every problem with its JSON path, as POST /workflows would list them in its 400 `invalid_workflow`.' }),
+});
+
 export const workflowSummarySchema = z.object({
   name: z.string(),
   version: z.int().min(1).meta({ description: 'The current version.' }),
@@ -254,6 +259,35 @@ export const statsSchema = z.object({
   steps: z.object({
     by_tool: z.array(z.object({ tool: z.string(), total: count, by_status: byStatus, duration_ms: percentilesSchema })),
   }),
+  series: z
+    .object({
+      bucket_ms: z.int().min(1),
+      points: z.array(
+        z.object({
+          at: timestamp.meta({ description: 'Where the bucket starts.' }),
+          created: count,
+          completed: count.meta({ description: 'Of the tasks created in the bucket, how many completed (so far).' }),
+          failed: count,
+          duration_ms: percentilesSchema,
+        }),
+      ),
+    })
+    .meta({
+      description:
+        'The window in 48 buckets of `bucket_ms`, oldest first, empty ones included: the tasks created in each, how many of them completed or failed, and their duration percentiles. A chart of throughput and latency over the window.',
+    }),
+  timestamp,
+});
+
+export const queueDepthsSchema = z.object({
+  queues: z.array(
+    z.object({
+      name: z.string().meta({ description: "A tool's queue (`tool.<name>`), `services`, `timers` or `callbacks`." }),
+      counts: z.object({ wait: count, prioritized: count, active: count, delayed: count, 'waiting-children': count, failed: count, completed: count }).meta({
+        description: 'Its jobs by BullMQ state, summed over the queue shards. Finished jobs only as many as QUEUE_KEEP_COMPLETED and QUEUE_KEEP_FAILED keep.',
+      }),
+    }),
+  ),
   timestamp,
 });
 

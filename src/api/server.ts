@@ -80,24 +80,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const quotas = new KeyQuotas(redis, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
   metrics.addGauges(
     {
-      queueDepth: async () => {
-        const counts = await Promise.all(
-          queues.all().map(async (queue) => ({
-            queue: queue.name,
-            counts: await queue.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'waiting-children', 'failed', 'completed'),
-          })),
-        );
-        // A queue's depth is its sum over the shards: the labels stay those of one shard.
-        const totals = new Map<string, { queue: string; state: string; count: number }>();
-        for (const { queue, counts: byState } of counts) {
-          for (const [state, count] of Object.entries(byState)) {
-            const entry = totals.get(`${queue} ${state}`) ?? { queue, state, count: 0 };
-            entry.count += count;
-            totals.set(`${queue} ${state}`, entry);
-          }
-        }
-        return [...totals.values()];
-      },
+      queueDepth: async () =>
+        [...(await queues.depths())].flatMap(([queue, byState]) => Object.entries(byState).map(([state, count]) => ({ queue, state, count }))),
       activeTasks: () => store.activeCounts(),
       openDeadLetters: () => store.openDeadLetters(),
     },

@@ -17,6 +17,12 @@ export const PAGES: readonly PageEntry[] = [
   { path: 'tasks', nav: 'Tasks', component: lazy(() => import('./pages/tasks.tsx')) },
   { path: 'tasks/:taskId', component: lazy(() => import('./pages/task-detail.tsx')) },
   { path: 'submit', nav: 'Submit', component: lazy(() => import('./pages/submit.tsx')) },
+  { path: 'workflows', nav: 'Workflows', component: lazy(() => import('./pages/workflows.tsx')) },
+  { path: 'waiting', nav: 'Waiting', component: lazy(() => import('./pages/waiting.tsx')) },
+  { path: 'dead-letters', nav: 'Dead letters', component: lazy(() => import('./pages/dead-letters.tsx')) },
+  { path: 'schedules', nav: 'Schedules', component: lazy(() => import('./pages/schedules.tsx')) },
+  { path: 'services', nav: 'Services', component: lazy(() => import('./pages/services.tsx')) },
+  { path: 'overview', nav: 'Overview', component: lazy(() => import('./pages/overview.tsx')) },
 ];
 
 /** Where /console/ itself leads. */

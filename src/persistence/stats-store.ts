@@ -23,11 +23,21 @@ interface CountRow {
   count: bigint;
 }
 
+/** How many points GET /stats's series has: enough for a chart, few enough to read at a glance. */
+export const SERIES_POINTS = 48;
+
+interface BucketRow extends Record<'p50' | 'p90' | 'p99' | 'max', number | null> {
+  at: Date;
+  created: bigint;
+  completed: bigint;
+  failed: bigint;
+}
+
 interface DurationRow extends Record<'p50' | 'p90' | 'p99' | 'max', number | null> {
   key: string;
 }
 
-function percentiles(row: DurationRow | undefined): Percentiles {
+function percentiles(row: Pick<DurationRow, 'p50' | 'p90' | 'p99' | 'max'> | undefined): Percentiles {
   const round = (value: number | null | undefined) => (value === null || value === undefined ? null : Math.round(Number(value) * 10) / 10);
   return { p50: round(row?.p50), p90: round(row?.p90), p99: round(row?.p99), max: round(row?.max) };
 }
@@ -67,14 +77,18 @@ export class StatsStore {
   }
 
   private async query(from: Date, to: Date) {
-    const percentilesOf = (expression: string) =>
-      `percentile_cont(0.5) WITHIN GROUP (ORDER BY ${expression}) AS p50,
-       percentile_cont(0.9) WITHIN GROUP (ORDER BY ${expression}) AS p90,
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY ${expression}) AS p99,
-       max(${expression}) AS max`;
+    const percentilesOf = (expression: string, only = '') => {
+      const filter = only ? ` FILTER (WHERE ${only})` : '';
+      return `percentile_cont(0.5) WITHIN GROUP (ORDER BY ${expression})${filter} AS p50,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY ${expression})${filter} AS p90,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY ${expression})${filter} AS p99,
+       max(${expression})${filter} AS max`;
+    };
     const taskMs = 'extract(epoch FROM t.finished_at - t.created_at) * 1000';
     const stepMs = 'extract(epoch FROM s.finished_at - s.started_at) * 1000';
-    const [, taskCounts, taskDurations, stepCounts, stepDurations] = await this.prisma.$transaction([
+    // The window in SERIES_POINTS buckets of whole milliseconds, the first starting at `from`.
+    const bucketMs = Math.max(1, Math.ceil((to.getTime() - from.getTime()) / SERIES_POINTS));
+    const [, taskCounts, taskDurations, stepCounts, stepDurations, buckets] = await this.prisma.$transaction([
       // SET LOCAL, with a bound value: the timeout ends with this transaction.
       this.prisma.$queryRawUnsafe(`SELECT set_config('statement_timeout', $1, true)`, String(this.options.statementTimeoutMs)),
       this.prisma.$queryRawUnsafe<CountRow[]>(
@@ -103,8 +117,29 @@ export class StatsStore {
         from,
         to,
       ),
+      this.prisma.$queryRawUnsafe<BucketRow[]>(
+        `SELECT date_bin($3::interval, t.created_at, $1) AS at, count(*) AS created,
+                count(*) FILTER (WHERE t.status = 'completed') AS completed, count(*) FILTER (WHERE t.status = 'failed') AS failed,
+                ${percentilesOf(taskMs, 't.finished_at IS NOT NULL')}
+           FROM tasks t WHERE t.created_at >= $1 AND t.created_at < $2 GROUP BY 1`,
+        from,
+        to,
+        `${bucketMs} milliseconds`,
+      ),
     ]);
     const types = group(taskCounts, taskDurations);
+    const byBucket = new Map(buckets.map((row) => [row.at.getTime(), row]));
+    const points = Array.from({ length: Math.ceil((to.getTime() - from.getTime()) / bucketMs) }, (_, index) => {
+      const at = from.getTime() + index * bucketMs;
+      const row = byBucket.get(at);
+      return {
+        at: new Date(at).toISOString(),
+        created: Number(row?.created ?? 0),
+        completed: Number(row?.completed ?? 0),
+        failed: Number(row?.failed ?? 0),
+        duration_ms: percentiles(row),
+      };
+    });
     const byStatus: Record<string, number> = {};
     for (const row of taskCounts) byStatus[row.status] = (byStatus[row.status] ?? 0) + Number(row.count);
     return {
@@ -114,6 +149,7 @@ export class StatsStore {
         by_type: types.map(({ key, ...entry }) => ({ task_type: key, ...entry })),
       },
       steps: { by_tool: group(stepCounts, stepDurations).map(({ key, ...entry }) => ({ tool: key, ...entry })) },
+      series: { bucket_ms: bucketMs, points },
     };
   }
 }

@@ -1,4 +1,4 @@
-import type { StepStatus, TaskStatus } from '../engine/status.js';
+import type { StepStatus, TaskStatus, WaitReason } from '../engine/status.js';
 import type { Prisma as P } from '../generated/prisma/client.js';
 import { keyHolders } from '../ledger/create-tasks.js';
 import type { SqlRunner } from '../ledger/sql.js';
@@ -9,17 +9,22 @@ import type { Prisma } from './database.js';
 /** How far back the reconciler looks for ended tasks with steps left open: two days of its being down. */
 const ENDED_LOOKBACK = '2 days';
 
-/** Steps waiting for a signal or an approval (src/engine/status.ts waitsForSomeone). */
-const WAITING_FOR_SOMEONE = { status: 'waiting', reason: { in: ['signal', 'approval'] } } satisfies P.StepWhereInput;
+/** Steps waiting for one of these reasons; by default for someone: a signal or an approval (src/engine/status.ts waitsForSomeone). */
+function waitingFor(reasons: readonly WaitReason[] = ['signal', 'approval']) {
+  return { status: 'waiting', reason: { in: [...reasons] } } satisfies P.StepWhereInput;
+}
 
 export interface TaskFilter {
   /** Only this owner's tasks. */
   owner?: string;
-  /** `waiting`: tasks with a step waiting for someone (a signal or an approval). */
+  /** `waiting`: tasks with a step waiting for someone (a signal or an approval), or for one of `waitingReasons`. */
   status?: TaskStatus | 'waiting';
+  waitingReasons?: readonly WaitReason[];
   taskType?: string;
   createdAfter?: Date;
   createdBefore?: Date;
+  /** Only ids in this range (uuidPrefixRange), created in `created` when given. */
+  ids?: { first: string; last: string; created?: { from: Date; to: Date } };
   limit: number;
   cursor?: { createdAt: Date; id: string };
 }
@@ -80,7 +85,7 @@ export class TaskStore {
     const where: P.TaskWhereInput = {
       ...(filter.owner !== undefined ? { ownerKey: filter.owner } : {}),
       ...(filter.status === 'waiting'
-        ? { status: { in: ['queued', 'running'] as TaskStatus[] }, steps: { some: WAITING_FOR_SOMEONE } }
+        ? { status: { in: ['queued', 'running'] as TaskStatus[] }, steps: { some: waitingFor(filter.waitingReasons) } }
         : filter.status
           ? { status: filter.status }
           : {}),
@@ -89,9 +94,19 @@ export class TaskStore {
         ? { createdAt: { ...(filter.createdAfter ? { gte: filter.createdAfter } : {}), ...(filter.createdBefore ? { lt: filter.createdBefore } : {}) } }
         : {}),
     };
+    const ids = filter.ids;
+    // Both bounds: the id's on the primary key, its creation time's to prune the partitions (and as an index range on created_at).
+    const byId: P.TaskWhereInput[] = ids
+      ? [{ id: { gte: ids.first, lte: ids.last } }, ...(ids.created ? [{ createdAt: { gte: ids.created.from, lte: ids.created.to } }] : [])]
+      : [];
     const cursor = filter.cursor;
+    const conditions: P.TaskWhereInput[] = [
+      where,
+      ...byId,
+      ...(cursor ? [{ OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] : []),
+    ];
     return this.prisma.task.findMany({
-      where: cursor ? { AND: [where, { OR: [{ createdAt: { lt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { lt: cursor.id } }] }] } : where,
+      where: conditions.length === 1 ? where : { AND: conditions },
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
       take: filter.limit,
       select: {
@@ -105,7 +120,7 @@ export class TaskStore {
         workflowName: true,
         parentTaskId: true,
         workflowVersion: true,
-        ...(filter.status === 'waiting' ? { steps: { where: WAITING_FOR_SOMEONE, select: { stepId: true, reason: true, wakeAt: true } } } : {}),
+        ...(filter.status === 'waiting' ? { steps: { where: waitingFor(filter.waitingReasons), select: { stepId: true, reason: true, wakeAt: true } } } : {}),
       },
     });
   }

@@ -71,6 +71,10 @@ export interface NewJob {
   trace?: Context;
 }
 
+/** The states of BullMQ jobs a queue's depth is counted in (Queue.getJobCounts). */
+export const QUEUE_STATES = ['wait', 'prioritized', 'active', 'delayed', 'waiting-children', 'failed', 'completed'] as const;
+export type QueueState = (typeof QUEUE_STATES)[number];
+
 /**
  * The producer side of BullMQ: how a task's run maps onto jobs. Every step (and map item) is a
  * job of its own in its tool's queue, made when the engine decides the step is ready; a sleep's
@@ -110,6 +114,21 @@ export class TaskQueues {
   /** Every queue of every shard, for Bull Board and metrics. */
   all(): Queue[] {
     return this.shards.flatMap((shard) => shard.all());
+  }
+
+  /**
+   * How many jobs each queue holds in each state, summed over the shards (a queue's name is the
+   * same in every shard): for the queue-depth metrics and GET /stats/queues.
+   */
+  async depths(): Promise<Map<string, Record<QueueState, number>>> {
+    const counted = await Promise.all(this.all().map(async (queue) => ({ name: queue.name, counts: await queue.getJobCounts(...QUEUE_STATES) })));
+    const totals = new Map<string, Record<QueueState, number>>();
+    for (const { name, counts } of counted) {
+      const total = totals.get(name) ?? (Object.fromEntries(QUEUE_STATES.map((state) => [state, 0])) as Record<QueueState, number>);
+      for (const state of QUEUE_STATES) total[state] += counts[state] ?? 0;
+      totals.set(name, total);
+    }
+    return totals;
   }
 
   /** The queue of `tool` in the shard of `taskId`. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { STEP_STATUSES, TASK_STATUSES } from '../engine/status.js';
+import { STEP_STATUSES, TASK_STATUSES, WAIT_REASONS, type WaitReason } from '../engine/status.js';
 import { compensationOf } from '../engine/steps/compensate.js';
 import type { CallbackDelivery, Step, Task, TaskEvent } from '../generated/prisma/client.js';
 
@@ -178,9 +178,18 @@ export const taskSummarySchema = z.object({
   steps_total: count,
   parent_task_id: z.uuid().optional().meta({ description: "A sub-workflow's child task: its parent." }),
   waiting_for: z
-    .array(z.object({ step_id: z.string(), reason: z.enum(['signal', 'approval']), timeout_at: timestamp.optional() }))
+    .array(
+      z.object({
+        step_id: z.string(),
+        reason: z.enum(WAIT_REASONS),
+        timeout_at: timestamp.optional().meta({ description: 'A signal or an approval: when the wait times out; a sleep: when it wakes.' }),
+      }),
+    )
     .optional()
-    .meta({ description: 'With `status=waiting`: the steps that wait for someone (GET /result shows their signals and approval links).' }),
+    .meta({
+      description:
+        'With `status=waiting`: the steps that wait for someone (GET /result shows their signals and approval links), or for one of `waiting_reason`.',
+    }),
   created_at: timestamp,
   started_at: timestamp.nullable(),
   finished_at: timestamp.nullable(),
@@ -342,7 +351,7 @@ export function taskSummary(
       ? {
           waiting_for: task.steps.map((step) => ({
             step_id: step.stepId,
-            reason: step.reason as 'signal' | 'approval',
+            reason: step.reason as WaitReason,
             ...(step.wakeAt ? { timeout_at: step.wakeAt.toISOString() } : {}),
           })),
         }

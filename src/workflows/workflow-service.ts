@@ -52,6 +52,20 @@ export class WorkflowService {
     return expanded.definition;
   }
 
+  /**
+   * The checks `define` runs, without storing: every problem with its JSON path, none when the
+   * definition would be stored (an editor asks as its user types).
+   */
+  async check(body: unknown): Promise<Problem[]> {
+    try {
+      await this.validate(body);
+      return [];
+    } catch (error) {
+      if (error instanceof ValidationError && error.code === 'invalid_workflow') return error.details as Problem[];
+      throw error;
+    }
+  }
+
   async define(body: unknown): Promise<StoredWorkflow> {
     const definition = await this.validate(body);
     const stored = await this.store.create(definition);

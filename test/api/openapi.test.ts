@@ -438,6 +438,11 @@ describe('the OpenAPI document', () => {
     const refused = await call('POST', '/workflows', { name: 'openapi_bad', steps: [{ id: 'a', tool: 'nope', depends_on: ['b'] }] });
     expect(refused.status).toBe(400);
     expect(refused.body.error.code).toBe('invalid_workflow');
+    expect((await call('POST', '/workflows/check', definition)).body).toEqual({ valid: true, problems: [] });
+    expect((await call('POST', '/workflows/check', { name: 'openapi_bad', steps: [{ id: 'a', tool: 'nope', depends_on: ['b'] }] })).body.problems).toEqual(
+      refused.body.error.details,
+    );
+    expect((await call('POST', '/workflows/check', [])).status).toBe(400);
 
     expect((await call('GET', '/workflows')).body.workflows.map((workflow: { name: string }) => workflow.name)).toContain('openapi_flow');
     expect((await call('GET', '/workflows/openapi_flow')).body.version).toBe(2);
@@ -668,6 +673,7 @@ describe('the OpenAPI document', () => {
     expect(stats.body.tasks.total).toBeGreaterThan(0);
     expect(stats.body.steps.by_tool.map((entry: { tool: string }) => entry.tool)).toContain('echo');
     expect((await call('GET', '/stats?window=soon')).status).toBe(400);
+    expect((await call('GET', '/stats/queues')).body.queues.map((queue: { name: string }) => queue.name)).toContain('timers');
     expect((await call('GET', '/openapi.json')).body.openapi).toBe('3.1.0');
     expect((await call('GET', '/admin/queues')).text).toMatch(/<html/i);
   });

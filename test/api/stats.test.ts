@@ -38,11 +38,45 @@ describe('GET /stats', () => {
     expect(Date.parse(body.window.to) - Date.parse(body.window.from)).toBe(3_600_000);
   });
 
+  it('has a series of 48 buckets over the window for charts: tasks created in each, how they ended, their percentiles', async () => {
+    const { body } = await h.request('GET', '/stats?window=1h');
+    expect(body.series.bucket_ms).toBe(75_000);
+    expect(body.series.points).toHaveLength(48);
+    expect(body.series.points[0].at).toBe(body.window.from);
+    const sum = (field: 'created' | 'completed' | 'failed') =>
+      body.series.points.reduce((total: number, point: Record<string, number>) => total + point[field]!, 0);
+    expect([sum('created'), sum('completed'), sum('failed')]).toEqual([9, 8, 1]);
+    const busy = body.series.points.filter((point: { created: number }) => point.created > 0);
+    expect(busy.length).toBeGreaterThan(0);
+    for (const point of busy) expect(point.duration_ms.p50).toBeGreaterThan(0);
+    const empty = body.series.points.find((point: { created: number }) => point.created === 0);
+    expect(empty.duration_ms).toEqual({ p50: null, p90: null, p99: null, max: null });
+  });
+
+  it('GET /stats/queues counts the jobs of every queue by state, from Redis', async () => {
+    const delayed = await submit(h, { task_type: 'echo', params: {}, delay_ms: 600_000 });
+    const answer = await poll(
+      async () => {
+        const response = await h.request('GET', '/stats/queues');
+        expect(response.status).toBe(200);
+        const echo = response.body.queues.find((queue: { name: string }) => queue.name === 'tool.echo');
+        return echo?.counts.delayed === 1 ? response.body : undefined;
+      },
+      { label: 'the delayed echo job counted', timeoutMs: 10_000 },
+    );
+    const names = answer.queues.map((queue: { name: string }) => queue.name);
+    expect(names).toEqual(expect.arrayContaining(['tool.echo', 'tool.sleep', 'timers', 'callbacks', 'services']));
+    expect(names).toEqual([...names].sort());
+    expect(answer.queues.find((queue: { name: string }) => queue.name === 'tool.sleep').counts.completed).toBe(5);
+    expect((await h.request('POST', `/tasks/${delayed}/cancel`)).status).toBe(200);
+  });
+
   it('honours an explicit window', async () => {
     const future = new Date(Date.now() + 3_600_000).toISOString();
     const later = new Date(Date.now() + 7_200_000).toISOString();
     const { body } = await h.request('GET', `/stats?since=${encodeURIComponent(future)}&until=${encodeURIComponent(later)}`);
     expect(body.tasks).toEqual({ total: 0, by_status: {}, by_type: [] });
+    expect(body.series.points.every((point: { created: number }) => point.created === 0)).toBe(true);
   });
 
   it('computes at most STATS_MAX_CONCURRENT (2) at once per process: more get 503 stats_busy with Retry-After', async () => {

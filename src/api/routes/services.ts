@@ -48,7 +48,8 @@ export const SERVICE_ROUTES: Route[] = [
     method: 'get',
     path: '/services',
     operationId: 'listServices',
-    access: 'admin',
+    // Operators with a read key watch health and circuits (the console's Services page): secrets are references only, never values.
+    access: 'monitor',
     summary: 'List the registered services, with their health and circuit state',
     tags: servicesTag,
     responses: { 200: { description: 'The services.', body: r.serviceListSchema, examples: ex.serviceListExamples }, 503: unavailable },
@@ -88,7 +89,8 @@ export const SERVICE_ROUTES: Route[] = [
     method: 'get',
     path: '/services/{name}',
     operationId: 'getService',
-    access: 'admin',
+    // Operators with a read key watch health and circuits (the console's Services page): secrets are references only, never values.
+    access: 'monitor',
     summary: 'A registered service, with its operations, health and circuit state',
     tags: servicesTag,
     params: serviceNameParam,

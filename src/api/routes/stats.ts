@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { ValidationError } from '../../lib/errors.js';
+import { DependencyUnavailableError, ValidationError } from '../../lib/errors.js';
 import { errorBody } from '../http.js';
 import * as ex from '../openapi-examples.js';
-import { invalid } from '../replies.js';
+import { invalid, unavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { type Route, route } from '../route.js';
 
@@ -74,6 +74,32 @@ export const STATS_ROUTES: Route[] = [
       } finally {
         statsSlots.inUse -= 1;
       }
+    },
+  }),
+  route({
+    method: 'get',
+    path: '/stats/queues',
+    operationId: 'queueDepths',
+    access: 'monitor',
+    summary: 'How many jobs each queue holds, by state',
+    description:
+      'Read from Redis now (Bull Board shows the jobs themselves): a backlog shows as `wait` and `prioritized`, the work in hand as `active`, retries and sleeps as `delayed`. The same figures as the `orchestrator_queue_jobs` metric.',
+    tags: ['system'],
+    responses: {
+      200: { description: 'Every queue of this deployment, by name.', body: r.queueDepthsSchema, examples: ex.queueDepthsExamples },
+      503: unavailable,
+    },
+    handler: async (_input, { queues, system }) => {
+      // Fail fast: the queues' connection would otherwise hold the request until Redis is back.
+      if (system.redis.status !== 'ready') throw new DependencyUnavailableError('redis');
+      const depths = await queues.depths();
+      return {
+        status: 200,
+        body: {
+          queues: [...depths].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, counts]) => ({ name, counts })),
+          timestamp: new Date().toISOString(),
+        },
+      };
     },
   }),
 ];

@@ -1,5 +1,7 @@
 import { z } from 'zod';
-import { STEP_STATUSES, TASK_STATUSES } from '../../engine/status.js';
+import { STEP_STATUSES, TASK_STATUSES, WAIT_REASONS } from '../../engine/status.js';
+import { ValidationError } from '../../lib/errors.js';
+import { UUID_PREFIX, uuidPrefixRange } from '../../lib/uuid7.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import type { Submitted } from '../../tasks/task-service.js';
 import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
@@ -39,8 +41,26 @@ export const listTasksQuery = z
     status: z
       .enum([...TASK_STATUSES, 'waiting'])
       .optional()
-      .meta({ description: '`waiting`: the unfinished tasks with a step waiting for someone (a signal or an approval), each with `waiting_for`.' }),
+      .meta({
+        description:
+          '`waiting`: the unfinished tasks with a step waiting for someone (a signal or an approval), or for one of `waiting_reason`, each with `waiting_for`.',
+      }),
+    waiting_reason: z
+      .string()
+      .max(200)
+      .transform((text) => text.split(','))
+      .pipe(z.array(z.enum(WAIT_REASONS)).min(1))
+      .optional()
+      .meta({
+        description: `With \`status=waiting\`: the reasons to list, comma-separated, of ${WAIT_REASONS.map((reason) => `\`${reason}\``).join(', ')} (default \`signal,approval\`): \`concurrency,rate_limit\` lists the tasks waiting for their turn under a limit per key, \`circuit_open\` those held by an open circuit.`,
+        example: 'signal,approval,concurrency,rate_limit,circuit_open',
+      }),
     task_type: z.string().min(1).max(200).optional(),
+    id_prefix: z.string().regex(UUID_PREFIX, 'the start of a task id: hex digits, dashes where a task id has them').optional().meta({
+      description:
+        'Only the tasks whose id starts with this (case-insensitive), e.g. `0198c3f2` or `0198c3f2-7a1b`: from a few digits to a whole id. Found through the id and creation-time indexes (a task id starts with its creation time).',
+      example: '0198c3f2-7a1b',
+    }),
     created_after: z.iso.datetime({ offset: true }).optional(),
     created_before: z.iso.datetime({ offset: true }).optional(),
     limit: z.coerce.number().int().min(1).max(200).default(50),
@@ -148,12 +168,17 @@ export const TASK_ROUTES: Route[] = [
       503: unavailable,
     },
     handler: async ({ query, req }, { tasks }) => {
+      if (query.waiting_reason && query.status !== 'waiting') {
+        throw new ValidationError('the query is invalid', [{ path: 'waiting_reason', message: 'goes with status=waiting' }]);
+      }
       const owner = ownerScope(req);
       const page = await tasks.list({
         limit: query.limit,
         ...(owner !== undefined ? { owner } : {}),
         ...(query.status ? { status: query.status } : {}),
+        ...(query.waiting_reason ? { waitingReasons: query.waiting_reason } : {}),
         ...(query.task_type ? { taskType: query.task_type } : {}),
+        ...(query.id_prefix ? { ids: uuidPrefixRange(query.id_prefix) } : {}),
         ...(query.created_after ? { createdAfter: new Date(query.created_after) } : {}),
         ...(query.created_before ? { createdBefore: new Date(query.created_before) } : {}),
         ...(query.cursor ? { cursor: query.cursor } : {}),

@@ -66,6 +66,29 @@ export const WORKFLOW_ROUTES: Route[] = [
     handler: async ({ body }, { workflows }) => ({ status: 201, body: workflowView(await workflows.define(body)) }),
   }),
   route({
+    method: 'post',
+    path: '/workflows/check',
+    operationId: 'checkWorkflow',
+    // It changes nothing and tells no more than GET /tools and GET /workflows do: any key that may read the catalog.
+    access: 'catalog',
+    summary: 'Check a workflow definition without storing it',
+    description:
+      'Runs the checks of POST /workflows (the same problems at the same JSON paths) and stores nothing: what an editor asks as its user types. A definition that does not fit the schema is an answer too (200, `valid: false`), not a 400; only a body that is not a JSON object is refused. The same body limits as POST /workflows (BODY_LIMIT).',
+    tags: workflowsTag,
+    // Loose on purpose: a half-typed definition is what this answers about; WorkflowDefinition is what passes.
+    body: z.record(z.string(), z.unknown()).meta({ description: 'A workflow definition (WorkflowDefinition), valid or not.' }),
+    bodyExamples: ex.checkWorkflowExamples,
+    responses: {
+      200: { description: 'The problems, none when POST /workflows would store it.', body: r.workflowCheckSchema, examples: ex.workflowCheckExamples },
+      400: invalid('The body is not a JSON object (`validation_error`).'),
+      503: unavailable,
+    },
+    handler: async ({ body }, { workflows }) => {
+      const problems = await workflows.check(body);
+      return { status: 200, body: { valid: problems.length === 0, problems } };
+    },
+  }),
+  route({
     method: 'get',
     path: '/workflows',
     operationId: 'listWorkflows',
