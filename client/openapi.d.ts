@@ -866,6 +866,20 @@ export interface components {
                 per_minute?: number;
                 per_second?: number;
             };
+            /** @description Run when the task fails under on_failure fail after this step completed: compensations run in reverse dependency order, each with its own retries, recorded as steps `<id>.compensate` with `compensation_of`. */
+            compensate?: {
+                /** @description The tool that undoes the step (a registered service's operation: `<service>.<operationId>`). */
+                tool: string;
+                /**
+                 * @description The tool's input; strings may hold {{input.PATH}} and {{output.PATH}} (the step's own input and output), {{params.NAME}} and {{steps.ID.output.PATH}} of the step's ancestors.
+                 * @default {}
+                 */
+                input?: {
+                    [key: string]: unknown;
+                };
+                retry?: components["schemas"]["RetryPolicy"];
+                timeout_ms?: number;
+            };
         };
         CreateScheduleRequest: {
             /**
@@ -1077,6 +1091,13 @@ export interface components {
             };
             /** @description 1, plus one for every retry of the task. */
             run: number;
+            /** @description A task that failed after steps with `compensate` completed: true when every compensation completed, `partial` when one failed or was cancelled (its dead letter says why). A retry then starts over. */
+            compensated?: true | "partial";
+            /**
+             * @description The task failed (`error` says why) and runs its compensations; it ends `failed` once they are done.
+             * @constant
+             */
+            compensating?: true;
             /** @description A sub-workflow's child task: its parent task and the step that awaits it. */
             parent?: {
                 /** Format: uuid */
@@ -1106,7 +1127,7 @@ export interface components {
             tool: string | null;
             /** @enum {string} */
             status: "pending" | "queued" | "running" | "waiting" | "completed" | "failed" | "skipped" | "cancelled";
-            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, its turn under a limit per key: `concurrency`, `rate_limit`, or its service's circuit breaker to half-open: `circuit_open`). */
+            /** @description Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`; a compensation with nothing to undo: `not_needed`) or waiting (`sleep`, `signal`, `approval`, its turn under a limit per key: `concurrency`, `rate_limit`, or its service's circuit breaker to half-open: `circuit_open`). */
             reason?: string;
             attempts: number;
             /** @description The step's last ended attempts in this run, newest first (at most 3), each with its error and duration, from its history (GET /tasks/{task_id}/history has them all). Absent when none is recorded (TASK_HISTORY off, or not run yet). */
@@ -1167,6 +1188,8 @@ export interface components {
              * @description A sub-workflow step: its child task (GET /result/{child_task_id}).
              */
             child_task_id?: string;
+            /** @description A compensation (`<step>.compensate`): the step it undoes. It runs only when the task fails after that step completed. */
+            compensation_of?: string;
         };
         /** @description Present when the task was submitted with a callback_url: every delivery attempt of its final result. */
         TaskCallback: {
@@ -1424,6 +1447,20 @@ export interface components {
                 key: string;
                 per_minute?: number;
                 per_second?: number;
+            };
+            /** @description Run when the task fails under on_failure fail after this step completed: compensations run in reverse dependency order, each with its own retries, recorded as steps `<id>.compensate` with `compensation_of`. */
+            compensate?: {
+                /** @description The tool that undoes the step (a registered service's operation: `<service>.<operationId>`). */
+                tool: string;
+                /**
+                 * @description The tool's input; strings may hold {{input.PATH}} and {{output.PATH}} (the step's own input and output), {{params.NAME}} and {{steps.ID.output.PATH}} of the step's ancestors.
+                 * @default {}
+                 */
+                input: {
+                    [key: string]: unknown;
+                };
+                retry?: components["schemas"]["AppliedRetryPolicy"];
+                timeout_ms?: number;
             };
         };
         WorkflowSummary: {
@@ -2065,7 +2102,7 @@ export interface operations {
                 /** @description The previous page's `next_cursor`. */
                 after?: string;
                 limit?: number;
-                /** @description Only this step's events (its items' too). */
+                /** @description Only this step's events (its items' too; a compensation's: `<step>.compensate`). */
                 step?: string;
             };
             header?: never;

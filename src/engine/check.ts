@@ -4,6 +4,7 @@ import { type Catalog, type JsonSchema, missingPath } from './catalog.js';
 import { checkCondition } from './condition.js';
 import { keyProblems, type LimitSpecs } from './key-limits.js';
 import type { StepKind } from './plan.js';
+import { checkCompensation, compensationId, compensationInput } from './steps/compensate.js';
 import type { CheckContext, StepKindModule } from './steps/kind.js';
 import { sleepStep } from './steps/sleep.js';
 import { toolStep } from './steps/tool.js';
@@ -73,6 +74,7 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     if (kind) KINDS[kind].check(step, index, context);
     else add(['steps', index], 'a step has exactly one of tool, workflow, sleep or wait');
     if (step.version !== undefined && step.workflow === undefined) add(['steps', index, 'version'], 'version goes with workflow');
+    checkCompensation(step, index, context);
   });
   definition.steps.forEach((step, index) => {
     const seen = new Set<string>();
@@ -94,16 +96,24 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     return kind ? KINDS[kind].outputSchema(step, catalog) : undefined;
   };
 
-  // Where templates may be: step inputs, for_each, sleep, and the output. Their strings have a
+  // Where templates may be: step inputs, for_each, sleep, compensations, and the output. Their strings have a
   // bounded length, and the definition a bounded number of references (each resolution copies values).
-  const templated = [
+  // A compensation's {{input…}} and {{output…}} are rewritten first; it may refer to its step and the step's ancestors.
+  const templated: { base: string; value: unknown; step: WorkflowStep | undefined; inMap: boolean; compensation?: true }[] = [
     ...definition.steps.flatMap((step, index) => [
       { base: `steps[${index}].input`, value: step.input as unknown, step, inMap: step.for_each !== undefined },
       ...(typeof step.for_each === 'string' ? [{ base: `steps[${index}].for_each`, value: step.for_each as unknown, step, inMap: false }] : []),
       ...(step.sleep ? [{ base: `steps[${index}].sleep`, value: step.sleep as unknown, step, inMap: false }] : []),
+      ...(step.compensate ? [compensationPlace(step, index)] : []),
     ]),
     { base: 'output', value: definition.output, step: undefined, inMap: false },
   ];
+  function compensationPlace(step: WorkflowStep, index: number) {
+    const base = `steps[${index}].compensate.input`;
+    const rewritten = compensationInput(step);
+    for (const problem of rewritten.problems) problems.push({ path: under(base, problem.at), message: problem.message });
+    return { base, value: rewritten.value, step, inMap: false, compensation: true as const };
+  }
   for (const { base, value } of templated) {
     for (const { text, at } of stringsIn(value)) {
       if (text.length > limits.TEMPLATE_STRING_MAX_CHARS) {
@@ -124,15 +134,17 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     });
   } else {
     // Each reference: to a declared parameter, to a step the step depends on (any step, for the output).
-    templated.forEach(({ base, step, inMap }, index) => {
+    templated.forEach(({ base, step, inMap, compensation }, index) => {
       for (const reference of found[index]!) {
         const path = under(base, reference.at);
         if (!reference.reference) {
           problems.push({ path, message: reference.problem! });
           continue;
         }
-        const allowed = step ? ancestors?.get(step.id) : undefined;
-        const message = checkReference(reference.reference, { parameters, steps, allowed, stepId: step?.id, inMap, outputOf });
+        const above = step ? ancestors?.get(step.id) : undefined;
+        const allowed = compensation && above ? new Set([...above, step!.id]) : above;
+        const stepId = compensation ? compensationId(step!.id) : step?.id;
+        const message = checkReference(reference.reference, { parameters, steps, allowed, stepId, inMap, outputOf });
         if (message) problems.push({ path, message });
       }
     });

@@ -69,8 +69,22 @@ class TaskRun implements Run {
     this.at = options.now.toISOString();
   }
 
+  /** The task is queued or running and not compensating: its steps' results still decide its fate. */
   get active(): boolean {
-    return ACTIVE_TASK_STATUSES.has(this.task.status);
+    return ACTIVE_TASK_STATUSES.has(this.task.status) && !this.compensating;
+  }
+
+  /**
+   * The task failed and runs its compensations (README "Compensation"): it stays `running`
+   * with its error recorded until they are done, then ends failed.
+   */
+  get compensating(): boolean {
+    return this.task.status === 'running' && this.task.error != null && this.task.plan.compensations.length > 0;
+  }
+
+  /** Whether reports about a step still count: a compensation's while its task compensates, any other step's while the task is active. */
+  live(step: PlanStep): boolean {
+    return step.compensationOf !== undefined ? this.compensating : this.active;
   }
 
   get blocked(): boolean {
@@ -144,6 +158,7 @@ class TaskRun implements Run {
     const from = this.task.status;
     if (set.status) this.task.status = set.status;
     if (set.run !== undefined) this.task.run = set.run;
+    if (set.error !== undefined) this.task.error = set.error;
     if (set.started_at !== undefined) this.task.startedAt = set.started_at ? new Date(set.started_at) : null;
     if (set.finished_at !== undefined) this.task.finishedAt = set.finished_at ? new Date(set.finished_at) : null;
     this.taskSet = { ...this.taskSet, ...set };
@@ -252,6 +267,8 @@ class TaskRun implements Run {
   private settle(to: 'skipped' | 'cancelled'): void {
     for (const step of this.task.plan.order) {
       const state = this.state(step.id);
+      // A failed task's compensations are the compensator's (compensate) to run or skip.
+      if (to === 'skipped' && step.compensationOf !== undefined) continue;
       if (state.status === 'pending' || state.status === 'queued') {
         if (state.status === 'queued') this.decision.dropJobs.push({ taskId: this.task.id, run: this.task.run, stepId: step.id, tool: step.tool! });
         if (to === 'skipped') this.skip(step, 'task_failed');
@@ -272,11 +289,53 @@ class TaskRun implements Run {
     }
   }
 
-  failTask(error: ErrorRecord): void {
+  failTask(error: ErrorRecord, started?: string): void {
     if (!this.active) return;
-    this.setTask({ status: 'failed', error, finished_at: this.at });
+    if (this.task.plan.compensations.length > 0) {
+      // The error is kept on the running task until its compensations are done (compensating).
+      this.setTask({ ...(this.task.status === 'queued' ? { status: 'running' as const, started_at: started ?? this.at } : {}), error });
+      this.record({ type: 'compensation_started', data: { error: this.task.error } });
+      this.settle('skipped');
+      this.compensate();
+      return;
+    }
+    this.setTask({ status: 'failed', error, finished_at: this.at, ...(started ? { started_at: started } : {}) });
     this.settle('skipped');
     this.ended();
+  }
+
+  /**
+   * Moves a failing task's compensations on: one whose step completed runs once the
+   * compensations below it are done and its step is no longer running (a step that completes
+   * after the failure is compensated too); one whose step did not complete is skipped
+   * (`not_needed`). When all are done the task ends failed, `compensated` true or partial.
+   */
+  private compensate(): void {
+    for (const step of this.task.plan.compensations) {
+      const state = this.state(step.id);
+      if (state.status !== 'pending') continue;
+      if (!step.dependsOn.every((dep) => FINISHED_STEP_STATUSES.has(this.state(dep).status))) continue;
+      const undone = this.state(step.compensationOf!);
+      if (!FINISHED_STEP_STATUSES.has(undone.status)) continue;
+      if (undone.status !== 'completed') this.skip(step, 'not_needed');
+      else toolStep.ready(this, step, state);
+      if (this.blocked) return;
+    }
+    const compensations = this.task.plan.compensations.map((step) => this.state(step.id));
+    if (!compensations.every((state) => FINISHED_STEP_STATUSES.has(state.status))) return;
+    const ran = compensations.filter((state) => state.status !== 'skipped');
+    const compensated = ran.every((state) => state.status === 'completed') ? true : 'partial';
+    this.record({ type: 'compensation_ended', data: { compensated, ran: ran.length } });
+    this.setTask({ status: 'failed', error: this.task.error!, finished_at: this.at });
+    this.ended();
+  }
+
+  /** Whether this run's failure ran compensations (a retry then starts over: what completed was undone). */
+  private compensated(): boolean {
+    return this.task.plan.compensations.some((step) => {
+      const state = this.state(step.id);
+      return state.status !== 'pending' && state.status !== 'skipped';
+    });
   }
 
   /** The task ended: its callback, waiting clients, and its parent's step if it is a sub-workflow. */
@@ -314,7 +373,7 @@ class TaskRun implements Run {
    * with its inputs.
    */
   outstanding(): void {
-    if (!this.active) {
+    if (!ACTIVE_TASK_STATUSES.has(this.task.status)) {
       if (this.task.status !== 'queued') this.ended();
       for (const step of this.task.plan.order) {
         const state = this.state(step.id);
@@ -385,12 +444,12 @@ class TaskRun implements Run {
    * queued with its job, a held map item gets its job, and a run let in does both for all it held.
    */
   private admitted(report: Extract<Report, { type: 'admitted' }>): boolean {
-    if (!this.active || report.run !== this.task.run) return false;
+    if (!ACTIVE_TASK_STATUSES.has(this.task.status) || report.run !== this.task.run) return false;
     const steps = report.stepId === undefined ? this.task.plan.order : [this.task.plan.byId.get(report.stepId)].filter((step) => step !== undefined);
     let moved = false;
     for (const step of steps) {
       const state = this.state(step.id);
-      if (step.kind !== 'tool') continue;
+      if (step.kind !== 'tool' || !this.live(step)) continue;
       if (waitsForTurn(state.status, state.reason) && step.forEach === undefined) {
         toolStep.ready(this, step, state);
         moved = true;
@@ -417,7 +476,7 @@ class TaskRun implements Run {
     if (item !== undefined) {
       const found = this.item(step.id, item);
       if (!found || found.run !== this.task.run || (found.status !== 'queued' && found.status !== 'running')) return false;
-      if (!this.active || state.status !== 'running') {
+      if (!this.live(step) || state.status !== 'running') {
         this.setItem(step, item, { status: 'cancelled', finished_at: this.at });
         return true;
       }
@@ -426,7 +485,7 @@ class TaskRun implements Run {
       return true;
     }
     if (step.forEach !== undefined || state.run !== this.task.run || (state.status !== 'queued' && state.status !== 'running')) return false;
-    if (!this.active) {
+    if (!this.live(step)) {
       this.setStep(step, { status: 'cancelled', finished_at: this.at });
       return true;
     }
@@ -438,11 +497,15 @@ class TaskRun implements Run {
 
   /** Moves every step whose dependencies are done on, as its kind says, until nothing moves; ends the task when nothing is left. */
   advance(): void {
+    if (this.compensating) {
+      if (!this.blocked) this.compensate();
+      return;
+    }
     for (let moved = true; moved && this.active && !this.blocked; ) {
       moved = false;
       for (const step of this.task.plan.order) {
         const state = this.state(step.id);
-        if (state.status !== 'pending') continue;
+        if (state.status !== 'pending' || step.compensationOf !== undefined) continue;
         if (!step.dependsOn.every((dep) => FINISHED_STEP_STATUSES.has(this.state(dep).status))) continue;
         this.ready(step, state);
         if (this.blocked || !this.active) return;
@@ -450,7 +513,7 @@ class TaskRun implements Run {
       }
     }
     if (!this.active || this.blocked) return;
-    if ([...this.task.steps.values()].every((state) => FINISHED_STEP_STATUSES.has(state.status))) this.end();
+    if (this.task.plan.order.every((step) => step.compensationOf !== undefined || FINISHED_STEP_STATUSES.has(this.state(step.id).status))) this.end();
   }
 
   private ready(step: PlanStep, state: StepState): void {
@@ -487,13 +550,18 @@ class TaskRun implements Run {
       this.limits,
     );
     const started = this.task.startedAt?.toISOString() ?? this.at;
-    if (ending.status === 'completed') this.setTask({ status: 'completed', result: ending.result, finished_at: this.at, started_at: started });
-    else this.setTask({ status: 'failed', error: ending.error, finished_at: this.at, started_at: started });
+    if (ending.status === 'failed') {
+      this.failTask(ending.error, started);
+      return;
+    }
+    // Nothing failed: nothing is to be undone.
+    for (const step of this.task.plan.compensations) this.skip(step, 'not_needed');
+    this.setTask({ status: 'completed', result: ending.result, finished_at: this.at, started_at: started });
     this.ended();
   }
 
   cancel(): boolean {
-    if (!this.active) return false;
+    if (!ACTIVE_TASK_STATUSES.has(this.task.status)) return false;
     this.setTask({ status: 'cancelled', error: { name: 'Cancelled', message: 'task was cancelled' }, finished_at: this.at });
     this.settle('cancelled');
     this.ended();
@@ -502,10 +570,12 @@ class TaskRun implements Run {
 
   resume(): boolean {
     if (this.task.status !== 'failed' && this.task.status !== 'cancelled') return false;
+    // After compensations ran, what completed was undone: the new run starts over.
+    const over = this.compensated();
     // Every map with items kept needs them all, to count those that completed.
     for (const step of this.task.plan.order) {
       const state = this.state(step.id);
-      if (state.status !== 'completed' && step.forEach !== undefined && state.items && this.keepsItems(step) && !this.allItems(step.id))
+      if (!over && state.status !== 'completed' && step.forEach !== undefined && state.items && this.keepsItems(step) && !this.allItems(step.id))
         this.need('items', step.id);
     }
     if (this.blocked) return true;
@@ -513,10 +583,10 @@ class TaskRun implements Run {
     this.setTask({ status: 'queued', run, result: null, error: null, finished_at: null });
     for (const step of this.task.plan.order) {
       const state = this.state(step.id);
-      if (state.status === 'completed') continue;
+      if (state.status === 'completed' && !over) continue;
       let items = null;
       if (step.forEach !== undefined && state.items) {
-        if (this.keepsItems(step)) {
+        if (!over && this.keepsItems(step)) {
           const done = this.allItems(step.id)!.filter((item) => item.status === 'completed').length;
           items = { total: state.items.total, done, failed: 0, running: 0 };
           this.decision.sweeps.push({
@@ -546,6 +616,8 @@ class TaskRun implements Run {
         wake_at: null,
         items,
         progress: null,
+        // Starting over, a sub-workflow runs a new child (the old one's work was undone).
+        ...(over ? { child_task_id: null } : {}),
       });
     }
     this.advance();

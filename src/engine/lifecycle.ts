@@ -24,13 +24,14 @@ import type { StepStatus, TaskStatus } from './status.js';
  *   waiting  → queued     its turn came under its limits per key (a job is enqueued), or its service's circuit half-opened
  *   * → cancelled         its task was cancelled (steps already finished keep their status)
  *   failed|skipped|cancelled → pending   the task is retried: a new run (completed steps keep their output)
+ *   completed → pending   the task is retried after its compensations ran: the new run starts over
  */
 export const STEP_TRANSITIONS: Readonly<Record<StepStatus, readonly StepStatus[]>> = {
   pending: ['queued', 'running', 'waiting', 'completed', 'failed', 'skipped', 'cancelled'],
   queued: ['running', 'waiting', 'completed', 'failed', 'skipped', 'cancelled'],
   running: ['queued', 'pending', 'waiting', 'completed', 'failed', 'cancelled'],
   waiting: ['queued', 'completed', 'failed', 'cancelled'],
-  completed: [],
+  completed: ['pending'],
   failed: ['pending'],
   skipped: ['pending'],
   cancelled: ['pending'],

@@ -44,6 +44,11 @@ export interface PlanStep {
   options: StepOptions;
   /** Tool steps: limits per key on each run of it (each item, in a map), keys resolved. */
   limits?: KeyLimit[];
+  /**
+   * A compensation (README "Compensation"): the tool step that undoes this step of the plan. It
+   * runs only while its task compensates, after the compensations of the steps below it.
+   */
+  compensationOf?: string;
 }
 
 /** What a task runs: its steps, in the order they were written, and its output template. */
@@ -72,6 +77,8 @@ export interface RunPlan {
   reads: ReadonlyMap<string, ReadonlySet<string>>;
   /** The steps the output template names; undefined: every step (no template). */
   outputReads?: ReadonlySet<string>;
+  /** The compensations, in `order` (each after those it waits for). */
+  compensations: readonly PlanStep[];
 }
 
 function stepsNamedIn(value: unknown): Set<string> {
@@ -117,6 +124,7 @@ export function prepare(plan: Plan): RunPlan {
     ancestors,
     reads,
     ...(plan.output !== undefined && !plan.single ? { outputReads: stepsNamedIn(plan.output) } : {}),
+    compensations: order.filter((step) => step.compensationOf !== undefined),
   };
 }
 

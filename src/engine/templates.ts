@@ -300,3 +300,77 @@ export function resolveTemplates(value: unknown, context: TemplateContext, optio
   if (budget.used * 6 > maxBytes && Buffer.byteLength(JSON.stringify(resolved)) > maxBytes) throw new ResolvedSizeError(maxBytes, '');
   return resolved;
 }
+
+/**
+ * A compensation's input (README "Compensation") refers to its step's own input and output as
+ * `{{input.PATH}}` and `{{output.PATH}}`; they are rewritten once, when the definition is
+ * checked and compiled, into templates the resolver knows: `{{output.PATH}}` becomes
+ * `{{steps.ID.output.PATH}}`, and `{{input.PATH}}` what the step's input holds at PATH (a
+ * literal, or the step's own template — a path below a template that is a whole string extends
+ * it). Resolved when the compensation runs, they give what the step ran with: params and
+ * completed steps' outputs never change within a run. `problems` says where a path leads nowhere.
+ */
+export function rewriteOwnReferences(
+  value: unknown,
+  step: { id: string; input: Record<string, unknown> },
+): { value: unknown; problems: { at: string; message: string }[] } {
+  const problems: { at: string; message: string }[] = [];
+  const rewriteString = (text: string, at: string): unknown => {
+    const spans = spansOf(text);
+    if (spans.length === 0) return text;
+    const whole = spans.length === 1 && spans[0]!.start === 0 && spans[0]!.end === text.length;
+    let out = '';
+    let from = 0;
+    for (const span of spans) {
+      const replaced = ownReference(span.expression, step);
+      if (replaced === undefined) {
+        out += text.slice(from, span.end);
+      } else if ('problem' in replaced) {
+        problems.push({ at, message: replaced.problem });
+        out += text.slice(from, span.end);
+      } else if (whole) {
+        return replaced.value;
+      } else if (typeof replaced.value === 'string' || typeof replaced.value === 'number' || typeof replaced.value === 'boolean') {
+        out += text.slice(from, span.start) + String(replaced.value);
+      } else {
+        problems.push({ at, message: `{{${span.expression}}} is not text: only a whole string may be an object or a list` });
+        out += text.slice(from, span.end);
+      }
+      from = span.end;
+    }
+    return out + text.slice(from);
+  };
+  const walk = (node: unknown, at: string): unknown => {
+    if (typeof node === 'string') return rewriteString(node, at);
+    if (Array.isArray(node)) return node.map((item, index) => walk(item, joinPath(at, index)));
+    if (node !== null && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([key, item]) => [key, walk(item, joinPath(at, key))]));
+    return node;
+  };
+  return { value: walk(value, ''), problems };
+}
+
+/** What `{{input…}}` or `{{output…}}` stands for; undefined for any other template. */
+function ownReference(expression: string, step: { id: string; input: Record<string, unknown> }): { value: unknown } | { problem: string } | undefined {
+  const split = splitPath(expression);
+  const root = split?.segments[0];
+  if (!split || (root !== 'input' && root !== 'output')) return undefined;
+  const path = split.segments.slice(1);
+  const suffix = path.map((segment) => (DIGITS.test(segment) ? `[${segment}]` : `.${segment}`)).join('');
+  if (root === 'output') return { value: `{{steps.${step.id}.output${suffix}}}` };
+  let current: unknown = step.input;
+  for (const [index, segment] of path.entries()) {
+    if (typeof current === 'string') {
+      const spans = spansOf(current);
+      const template = spans.length === 1 && spans[0]!.start === 0 && spans[0]!.end === current.length ? spans[0]!.expression : undefined;
+      if (template === undefined) return { problem: `{{${expression}}}: the step's input at ${path.slice(0, index).join('.')} is text, with no fields` };
+      const rest = path
+        .slice(index)
+        .map((part) => (DIGITS.test(part) ? `[${part}]` : `.${part}`))
+        .join('');
+      return { value: `{{${template}${rest}}}` };
+    }
+    current = own(current, segment);
+    if (current === undefined) return { problem: `{{${expression}}}: the step's input has no ${path.slice(0, index + 1).join('.')}` };
+  }
+  return { value: current };
+}

@@ -113,6 +113,23 @@ export const serviceCallSchema = z
 
 export type ServiceCall = z.output<typeof serviceCallSchema>;
 
+/** What undoes a tool step when its task fails (README "Compensation"): src/engine/steps/compensate.ts. */
+export const compensateSchema = z
+  .object({
+    tool: z.string().min(1).max(129).meta({ description: "The tool that undoes the step (a registered service's operation: `<service>.<operationId>`)." }),
+    input: z.record(z.string(), z.unknown()).default({}).meta({
+      description:
+        "The tool's input; strings may hold {{input.PATH}} and {{output.PATH}} (the step's own input and output), {{params.NAME}} and {{steps.ID.output.PATH}} of the step's ancestors.",
+    }),
+    retry: retryPolicySchema.optional(),
+    timeout_ms: z.int().min(1).max(86_400_000).optional(),
+  })
+  .strict()
+  .meta({
+    description:
+      'Run when the task fails under on_failure fail after this step completed: compensations run in reverse dependency order, each with its own retries, recorded as steps `<id>.compensate` with `compensation_of`.',
+  });
+
 export const stepSchema = z
   .object({
     id: identifier('a step id'),
@@ -153,6 +170,7 @@ export const stepSchema = z
     rate_limit: rateLimitSchema
       .optional()
       .meta({ description: 'Tool steps: at most so many starts of this step (items, in a map) per minute or second per key.' }),
+    compensate: compensateSchema.optional(),
   })
   .strict();
 

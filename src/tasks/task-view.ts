@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { STEP_STATUSES, TASK_STATUSES } from '../engine/status.js';
+import { compensationOf } from '../engine/steps/compensate.js';
 import type { CallbackDelivery, Step, Task, TaskEvent } from '../generated/prisma/client.js';
 
 /**
@@ -62,7 +63,7 @@ export const stepViewSchema = z.object({
   status: stepStatus,
   reason: z.string().optional().meta({
     description:
-      "Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`) or waiting (`sleep`, `signal`, `approval`, its turn under a limit per key: `concurrency`, `rate_limit`, or its service's circuit breaker to half-open: `circuit_open`).",
+      "Why a step is skipped (`condition`, `branch_not_taken`, `task_failed`; a compensation with nothing to undo: `not_needed`) or waiting (`sleep`, `signal`, `approval`, its turn under a limit per key: `concurrency`, `rate_limit`, or its service's circuit breaker to half-open: `circuit_open`).",
   }),
   attempts: count,
   last_attempts: z
@@ -97,6 +98,9 @@ export const stepViewSchema = z.object({
   waiting_for: waitingForSchema.optional(),
   items: itemCountsSchema.optional(),
   child_task_id: z.uuid().optional().meta({ description: 'A sub-workflow step: its child task (GET /result/{child_task_id}).' }),
+  compensation_of: z.string().optional().meta({
+    description: 'A compensation (`<step>.compensate`): the step it undoes. It runs only when the task fails after that step completed.',
+  }),
 });
 export type StepViewBody = z.infer<typeof stepViewSchema>;
 
@@ -138,6 +142,17 @@ export const taskViewSchema = z.object({
     total: count,
   }),
   run: z.int().min(1).meta({ description: '1, plus one for every retry of the task.' }),
+  compensated: z
+    .union([z.literal(true), z.literal('partial')])
+    .optional()
+    .meta({
+      description:
+        'A task that failed after steps with `compensate` completed: true when every compensation completed, `partial` when one failed or was cancelled (its dead letter says why). A retry then starts over.',
+    }),
+  compensating: z
+    .literal(true)
+    .optional()
+    .meta({ description: 'The task failed (`error` says why) and runs its compensations; it ends `failed` once they are done.' }),
   parent: z
     .object({ task_id: z.uuid(), step_id: z.string() })
     .optional()
@@ -225,7 +240,19 @@ export function stepView(step: Step, attempts?: AttemptView[]): StepViewBody {
     ...(step.wakeAt !== null && step.status === 'waiting' ? { wake_at: step.wakeAt.toISOString() } : {}),
     ...(step.items !== null ? { items: step.items as StepViewBody['items'] } : {}),
     ...(step.childTaskId !== null ? { child_task_id: step.childTaskId } : {}),
+    ...(compensationOf(step.stepId) !== undefined ? { compensation_of: compensationOf(step.stepId) } : {}),
   };
+}
+
+/** Whether a failed task's compensations ran, and how they ended (README "Compensation"). */
+function compensationView(
+  task: Pick<Task, 'status' | 'error'> & { steps: Pick<Step, 'stepId' | 'status'>[] },
+): Pick<TaskViewBody, 'compensated' | 'compensating'> {
+  // Only a compensating task runs with its error recorded (src/engine/decide.ts).
+  if (task.status === 'running' && task.error !== null) return { compensating: true };
+  const ran = task.steps.filter((step) => compensationOf(step.stepId) !== undefined && step.status !== 'pending' && step.status !== 'skipped');
+  if (ran.length === 0 || task.status === 'completed') return {};
+  return { compensated: ran.every((step) => step.status === 'completed') ? true : 'partial' };
 }
 
 type TaskError = NonNullable<TaskViewBody['error']>;
@@ -283,6 +310,7 @@ export function taskView(
       total: task.steps.length,
     },
     run: task.run,
+    ...compensationView(task),
     ...(task.parentTaskId && task.parentStepId ? { parent: { task_id: task.parentTaskId, step_id: task.parentStepId } } : {}),
     steps: task.steps.map((step) => {
       const view = stepView(step, attempts?.get(step.stepId));

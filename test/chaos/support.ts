@@ -287,6 +287,27 @@ export const CHAOS_WORKFLOWS = [
       { id: 'c', depends_on: ['b', 'x'], ...record('{{params.key}}-c') },
     ],
   },
+  {
+    // A saga that always fails at its last step: what a and b did is undone, b first (README "Compensation").
+    name: 'chaos_saga',
+    parameters: keyParams,
+    steps: [
+      { id: 'a', ...record('{{params.key}}-a'), compensate: { tool: 'record', input: { key: '{{params.key}}-a-undo' } } },
+      {
+        id: 'b',
+        depends_on: ['a'],
+        ...record('{{params.key}}-b'),
+        compensate: { tool: 'record', input: { key: '{{params.key}}-b-undo', ms: '{{params.ms}}' } },
+      },
+      {
+        id: 'c',
+        depends_on: ['b'],
+        tool: 'broken',
+        input: { retryable: true, message: 'the saga fails here' },
+        retry: { attempts: 2, backoff: { type: 'fixed', delay_ms: 20 } },
+      },
+    ],
+  },
 ];
 
 export async function defineChaosWorkflows(h: Harness): Promise<void> {
@@ -311,6 +332,7 @@ const MIX: [string, number][] = [
   ['chaos_map', 10],
   ['chaos_nap', 6],
   ['chaos_parent', 6],
+  ['chaos_saga', 5],
 ];
 
 /**
@@ -386,11 +408,14 @@ function plan(kind: string, key: string, index: number, ms: number, random: () =
           .filter((step) => 'tool' in step && step.tool === 'record')
           .map((step) => [step.id, { key: `${key}-${step.id}`, succeedOn: 'input' in step && 'succeed_on' in step.input ? flaky : 1 }]),
       );
+      // A saga's compensations record their calls too: each must run, and its output quote one of them.
+      if (kind === 'chaos_saga') for (const id of ['a', 'b']) records[`${id}.compensate`] = { key: `${key}-${id}-undo`, succeedOn: 1 };
       return {
         kind,
         body: { task_type: kind, params: { key, ms, flaky } },
         records,
         ...(kind === 'chaos_doomed' ? { failsAt: 'b', mayBeSkipped: ['x', 'c'] } : {}),
+        ...(kind === 'chaos_saga' ? { failsAt: 'c' } : {}),
       };
     }
   }

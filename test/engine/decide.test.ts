@@ -43,6 +43,7 @@ function apply(task: TaskState, decision: Decision): TaskState {
   for (const change of decision.tasks.filter((entry) => entry.taskId === task.id)) {
     if (change.set.status) next.status = change.set.status;
     if (change.set.run !== undefined) next.run = change.set.run;
+    if ('error' in change.set) next.error = change.set.error ?? null;
   }
   for (const change of decision.steps.filter((entry) => entry.taskId === task.id)) {
     const step = next.steps.get(change.stepId)!;
@@ -543,6 +544,108 @@ describe("the decider: a service's circuit breaker (src/queue/circuits.ts)", () 
     expect(status(state)).toEqual({ a: 'queued', b: 'waiting:circuit_open' });
     // A step waiting for another reason is not let through by its circuit.
     expect(decide([state], [circuit('a', false)], options).recorded).toEqual([false]);
+  });
+});
+
+describe('the decider: compensation (sagas)', () => {
+  /** A step and its compensation, as compile makes them (src/engine/steps/compensate.ts). */
+  const undo = (id: string, waitsFor: string[] = [], extra: Partial<PlanStep> = {}): PlanStep =>
+    tool(
+      `${id}.compensate`,
+      waitsFor.map((below) => `${below}.compensate`),
+      {
+        compensationOf: id,
+        onFailure: 'continue',
+        input: { undo: `{{steps.${id}.output.from}}` },
+        ...extra,
+      },
+    );
+  /** A diamond a → b, c → d, every step compensated. */
+  const diamond = () =>
+    taskOf([tool('a'), tool('b', ['a']), tool('c', ['a']), tool('d', ['b', 'c']), undo('d'), undo('b', ['d']), undo('c', ['d']), undo('a', ['b', 'c'])]);
+  const queuedJobs = (decision: Decision) => decision.jobs.map((job) => job.stepId);
+
+  it('a diamond failing at its last step: compensations run in reverse dependency order with the outputs of what they undo, then the task fails', () => {
+    const { task: failing, decision } = run(
+      diamond(),
+      [result('a', 'completed')],
+      [result('b', 'completed'), result('c', 'completed')],
+      [result('d', 'failed')],
+    );
+    // d did not complete: nothing of it to undo. b and c are undone first, side by side.
+    expect(status(failing)).toMatchObject({
+      'd.compensate': 'skipped:not_needed',
+      'b.compensate': 'queued',
+      'c.compensate': 'queued',
+      'a.compensate': 'pending',
+    });
+    expect(decision.jobs).toMatchObject([
+      { stepId: 'b.compensate', input: { undo: 'b' } },
+      { stepId: 'c.compensate', input: { undo: 'c' } },
+    ]);
+    expect(failing.status).toBe('running');
+    expect(decision.history.map((event) => event.type)).toContain('compensation_started');
+    const afterB = apply(failing, decide([failing], [result('b.compensate', 'completed')], options));
+    expect(afterB.steps.get('a.compensate')!.status).toBe('pending');
+    const last = decide([afterB], [result('c.compensate', 'completed')], options);
+    expect(queuedJobs(last)).toEqual(['a.compensate']);
+    const done = decide([apply(afterB, last)], [result('a.compensate', 'completed')], options);
+    const ended = apply(apply(afterB, last), done);
+    expect(ended.status).toBe('failed');
+    expect(done.tasks[0]!.set.error).toMatchObject({ step: 'd', name: 'Boom' });
+    expect(done.history.find((event) => event.type === 'compensation_ended')!.data).toEqual({ compensated: true, ran: 3 });
+    expect(done.ended).toMatchObject([{ status: 'failed' }]);
+  });
+
+  it('a step that completes after the failure is compensated too, before the steps above it; a failed compensation does not stop the others', () => {
+    const task = taskOf([tool('a'), tool('b', ['a']), tool('c', ['a']), undo('a', ['c']), undo('c')]);
+    const started = run(task, [result('a', 'completed')]).task;
+    started.steps.set('c', { ...started.steps.get('c')!, status: 'running' });
+    const failing = apply(started, decide([started], [result('b', 'failed')], options));
+    expect(status(failing)).toMatchObject({ c: 'running', 'c.compensate': 'pending', 'a.compensate': 'pending' });
+    // While compensating, a step's late result is recorded and moves no ordinary step on.
+    const cDone = decide([failing], [result('c', 'completed')], options);
+    expect(queuedJobs(cDone)).toEqual(['c.compensate']);
+    const undoFailed = apply(apply(failing, cDone), decide([apply(failing, cDone)], [result('c.compensate', 'failed')], options));
+    expect(undoFailed.steps.get('a.compensate')!.status).toBe('queued');
+    const ended = decide([undoFailed], [result('a.compensate', 'completed')], options);
+    expect(ended.history.find((event) => event.type === 'compensation_ended')!.data).toEqual({ compensated: 'partial', ran: 2 });
+    expect(apply(undoFailed, ended).status).toBe('failed');
+  });
+
+  it('a retry after compensations ran starts over (completed steps run again); one with nothing undone keeps what completed', () => {
+    const { task: failing } = run(diamond(), [result('a', 'completed')], [result('b', 'completed'), result('c', 'failed')]);
+    const compensated = [['b.compensate'], ['a.compensate']].reduce(
+      (state, [id]) => apply(state, decide([state], [result(id!, 'completed')], options)),
+      failing,
+    );
+    expect(compensated.status).toBe('failed');
+    const again = apply(compensated, resume([compensated], options));
+    expect(status(again)).toEqual({
+      a: 'queued',
+      b: 'pending',
+      c: 'pending',
+      d: 'pending',
+      'a.compensate': 'pending',
+      'b.compensate': 'pending',
+      'c.compensate': 'pending',
+      'd.compensate': 'pending',
+    });
+    // Nothing completed before the failure: no compensation runs, and the task fails at once.
+    const first = run(diamond(), [result('a', 'failed')]).task;
+    expect(first.status).toBe('failed');
+    expect(status(first)).toMatchObject({ 'a.compensate': 'skipped:not_needed', 'b.compensate': 'skipped:not_needed' });
+  });
+
+  it('a task that completes skips its compensations (not_needed); cancelling a compensating task cancels what is left of them', () => {
+    const completed = run(diamond(), [result('a', 'completed')], [result('b', 'completed'), result('c', 'completed')], [result('d', 'completed')]).task;
+    expect(completed.status).toBe('completed');
+    expect(status(completed)['a.compensate']).toBe('skipped:not_needed');
+    const failing = run(diamond(), [result('a', 'completed')], [result('b', 'failed')]).task;
+    expect(status(failing)).toMatchObject({ 'a.compensate': 'queued' });
+    const decision = cancel([failing], options);
+    expect(decision.cancelled).toEqual([failing.id]);
+    expect(status(apply(failing, decision))).toMatchObject({ 'a.compensate': 'cancelled' });
   });
 });
 

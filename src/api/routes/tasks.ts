@@ -30,7 +30,7 @@ export const historyQuery = z
   .object({
     after: z.string().max(64).optional().meta({ description: "The previous page's `next_cursor`." }),
     limit: z.coerce.number().int().min(1).max(500).default(100),
-    step: z.string().min(1).max(64).optional().meta({ description: "Only this step's events (its items' too)." }),
+    step: z.string().min(1).max(80).optional().meta({ description: "Only this step's events (its items' too; a compensation's: `<step>.compensate`)." }),
   })
   .strict();
 

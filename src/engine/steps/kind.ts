@@ -3,6 +3,7 @@ import type { Limits } from '../../lib/limits.js';
 import type { Catalog, JsonSchema } from '../catalog.js';
 import type { PlanStep, RunOverrides } from '../plan.js';
 import type { Decision, ItemSet, ItemState, Report, StepSet, StepState, TaskState } from '../state.js';
+import type { SkipReason } from '../status.js';
 import type { WorkflowDefinition, WorkflowStep } from '../workflow-definition.js';
 
 /** The limits the decider enforces. */
@@ -31,8 +32,10 @@ export interface Run {
   readonly task: TaskState;
   readonly now: Date;
   readonly limits: EngineLimits;
-  /** The task is queued or running: its steps' results still decide its fate. */
+  /** The task is queued or running (and not compensating): its steps' results still decide its fate. */
   readonly active: boolean;
+  /** Whether reports about this step still count (a compensation's count while its task compensates). */
+  live(step: PlanStep): boolean;
   state(stepId: string): StepState;
   /** `value` with its templates resolved for `step` (and `item`, in a map); size-bounded by `maxBytes`. */
   resolve(step: PlanStep, value: unknown, options?: { item?: { value: unknown; index: number }; maxBytes?: number }): Resolved;
@@ -47,7 +50,7 @@ export interface Run {
   /** The step ends failed; the task fails too unless its policy is to continue. */
   fail(step: PlanStep, error: ErrorRecord): void;
   /** The step was skipped for `reason`. */
-  skip(step: PlanStep, reason: 'condition' | 'branch_not_taken' | 'task_failed'): void;
+  skip(step: PlanStep, reason: SkipReason): void;
   /** The task fails now with `error` (a step failed under on_failure fail, or a step was cancelled while the task ran). */
   failTask(error: ErrorRecord): void;
   /** The data is not loaded: the decision waits for it. */

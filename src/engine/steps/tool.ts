@@ -79,7 +79,7 @@ export const toolStep: StepKindModule = {
 
 /** A step held back by its service's open circuit waits; let through, it is queued again (its job is still there). */
 function circuitReport(run: Run, step: PlanStep, state: StepState, open: boolean): boolean {
-  if (!run.active || step.forEach !== undefined) return false;
+  if (!run.live(step) || step.forEach !== undefined) return false;
   if (open && (state.status === 'queued' || state.status === 'running')) {
     run.setStep(step, { status: 'waiting', reason: 'circuit_open' });
     return true;
