@@ -31,8 +31,9 @@ const CLUSTER_FILES = [
  * Not rerun, since their queries are the same as those files' and what they add is elsewhere:
  * events (its streams and long-polls wait on Redis), random-dags, history and examples (DAG
  * semantics), approval-links (a browser on the waits' pages), cancel-map (bulk statements, one
- * transaction), per-key-limits (its state is in Redis). Busy machine, 2026-11-23: those six took
- * 163 s of the project's 356 s of test files.
+ * transaction), per-key-limits (its state is in Redis), compensation-dags (DAG semantics). Busy
+ * machine, 2026-11-23: the first six took 163 s of the project's 356 s of test files. A new test
+ * file joins this list when it uses a database connection in a way the kept files do not.
  */
 const PGBOUNCER_FILES = [
   'test/api/assign-task.test.ts',
