@@ -410,7 +410,7 @@ export interface paths {
         put?: never;
         /**
          * Fetch a service's OpenAPI document again; report the workflows a change breaks
-         * @description A changed document is stored as the next version and the tools follow it. The answer lists operations added, removed and changed, and every active workflow that calls one that is gone or whose schemas no longer fit, with its problems.
+         * @description A changed document is stored as the next version and the tools follow it. The answer lists operations added, removed and changed. A change that breaks an active workflow (it calls an operation that is gone, or one whose schemas no longer fit its inputs or templates) is refused with 409 `breaking_change`, naming the workflows and their problems, and nothing is stored; `?force=true` applies it anyway and names them in `affected_workflows`.
          */
         post: operations["refreshService"];
         delete?: never;
@@ -430,7 +430,10 @@ export interface paths {
         get: operations["getService"];
         put?: never;
         post?: never;
-        /** Delete a service; its tools go with it */
+        /**
+         * Delete a service; its tools go with it
+         * @description Refused with 409 `service_in_use` while steps of unfinished (queued or running) tasks are still to call its operations. With `?force=true` it is deleted anyway, and those steps fail at once (error `ServiceDeleted`): their tasks fail, or go on under `on_failure: continue`; they are named in `failed_tasks`.
+         */
         delete: operations["deleteService"];
         options?: never;
         head?: never;
@@ -4109,7 +4112,10 @@ export interface operations {
     };
     refreshService: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description true: do it although it breaks workflows or stops unfinished tasks (what it broke is in the answer). */
+                force?: "true" | "false";
+            };
             header?: {
                 /**
                  * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
@@ -4148,7 +4154,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The document is invalid (`invalid_openapi_document`) or on a host not allowed (`host_not_allowed`). */
+            /** @description The document is invalid (`invalid_openapi_document`), on a host not allowed (`host_not_allowed`), or `force` is neither true nor false (`validation_error`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4179,6 +4185,15 @@ export interface operations {
             };
             /** @description No service has this name (`service_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The new document breaks workflows (`breaking_change`); nothing was stored. `details`: `{version, operations: {added, removed, changed}, affected_workflows: [{name, version, problems}]}`. Fix the workflows first, or refresh with `?force=true`. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4312,7 +4327,10 @@ export interface operations {
     };
     deleteService: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description true: do it although it breaks workflows or stops unfinished tasks (what it broke is in the answer). */
+                force?: "true" | "false";
+            };
             header?: never;
             path: {
                 /**
@@ -4325,7 +4343,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Deleted; the workflows that called it are named. */
+            /** @description Deleted; the workflows that called it, and the tasks whose steps failed (force), are named. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -4334,7 +4352,18 @@ export interface operations {
                     "application/json": {
                         deleted: string;
                         affected_workflows: components["schemas"]["AffectedWorkflows"];
+                        /** @description With `?force=true`: the unfinished tasks whose steps that used the service failed at once. */
+                        failed_tasks: string[];
                     };
+                };
+            };
+            /** @description `force` is neither true nor false (`validation_error`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
             /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
@@ -4359,6 +4388,15 @@ export interface operations {
             };
             /** @description No service has this name (`service_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Unfinished tasks use the service (`service_in_use`); nothing was deleted. `details`: `{task_count, tasks}` (the first 100 task ids). Wait for them, cancel them, or delete with `?force=true`. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

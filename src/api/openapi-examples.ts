@@ -765,5 +765,5 @@ export const serviceRefreshExamples: Record<string, ApiExample> = {
   },
 };
 export const serviceDeletedExamples: Record<string, ApiExample> = {
-  deleted: { summary: 'Deleted; no workflow called it', value: { deleted: EXAMPLE_SERVICE, affected_workflows: [] } },
+  deleted: { summary: 'Deleted; no workflow called it', value: { deleted: EXAMPLE_SERVICE, affected_workflows: [], failed_tasks: [] } },
 };

@@ -423,4 +423,8 @@ export const serviceRefreshSchema = z.object({
   affected_workflows: affectedWorkflowsSchema,
 });
 
-export const serviceDeletedSchema = z.object({ deleted: z.string(), affected_workflows: affectedWorkflowsSchema });
+export const serviceDeletedSchema = z.object({
+  deleted: z.string(),
+  affected_workflows: affectedWorkflowsSchema,
+  failed_tasks: z.array(z.string()).meta({ description: 'With `?force=true`: the unfinished tasks whose steps that used the service failed at once.' }),
+});

@@ -120,6 +120,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       quotas.release(ended.taskId);
     },
   });
+  services.users = { using: (prefix) => store.unfinishedStepsCalling(prefix), fail: (steps, error) => runs.withdraw(steps, error) };
   const tasks = new TaskService({
     config,
     logger,

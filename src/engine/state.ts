@@ -139,6 +139,11 @@ export type Report =
    * task that ended while it ran is cancelled.
    */
   | { type: 'lost'; taskId: string; run: number; stepId: string; item?: number; at: Date }
+  /**
+   * The tool a step calls is gone for good (its service was deleted with `?force=true`): a tool
+   * step of an active task that has not finished fails at once with `error`, its job dropped.
+   */
+  | { type: 'withdrawn'; taskId: string; run: number; stepId: string; error: ErrorRecord; at: Date }
   | {
       type: 'child';
       taskId: string;

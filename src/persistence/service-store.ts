@@ -74,6 +74,30 @@ function fromRow(row: Row): ServiceRecord {
 
 const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value));
 
+/** A service's settings as columns: what create inserts and update sets, each bound once, in this order. */
+const SETTINGS: readonly { column: string; cast?: '::jsonb'; value: (fields: ServiceFields) => unknown }[] = [
+  { column: 'base_url', value: (fields) => fields.baseUrl },
+  { column: 'openapi_url', value: (fields) => fields.openapiUrl },
+  { column: 'headers', cast: '::jsonb', value: (fields) => JSON.stringify(fields.headers) },
+  { column: 'auth', cast: '::jsonb', value: (fields) => json(fields.auth) },
+  { column: 'health_path', value: (fields) => fields.healthPath },
+  { column: 'timeout_ms', value: (fields) => fields.timeoutMs },
+  { column: 'circuit', cast: '::jsonb', value: (fields) => json(fields.circuit) },
+  { column: 'concurrency', value: (fields) => fields.concurrency },
+  { column: 'rate_limit', cast: '::jsonb', value: (fields) => json(fields.rateLimit) },
+];
+/** `$2`, `$3`…: the settings follow the name ($1); the document version comes after them. */
+const settingParam = (index: number) => `$${index + 2}${SETTINGS[index]!.cast ?? ''}`;
+const VERSION_PARAM = `$${SETTINGS.length + 2}`;
+/** The parameters of INSERT_SERVICE and UPDATE_SERVICE: the name, the settings, the document version. */
+const serviceParams = (name: string, fields: ServiceFields, version: number) => [name, ...SETTINGS.map((setting) => setting.value(fields)), version];
+const INSERT_SERVICE = `INSERT INTO services (name, ${SETTINGS.map((setting) => setting.column).join(', ')}, document_version)
+  VALUES ($1, ${SETTINGS.map((_, index) => settingParam(index)).join(', ')}, ${VERSION_PARAM})
+  ON CONFLICT (name) DO NOTHING RETURNING ${COLUMNS}`;
+const UPDATE_SERVICE = `UPDATE services SET ${SETTINGS.map((setting, index) => `${setting.column} = ${settingParam(index)}`).join(', ')},
+  document_version = ${VERSION_PARAM}, updated_at = clock_timestamp()
+  WHERE name = $1 RETURNING ${COLUMNS}`;
+
 /** The service registry's rows (services) and their OpenAPI documents by version (service_documents). */
 export class ServiceStore {
   constructor(private readonly prisma: Prisma) {}
@@ -99,22 +123,7 @@ export class ServiceStore {
    */
   async create(name: string, fields: ServiceFields, document?: { sha256: string; document: Record<string, unknown> }): Promise<ServiceRecord | undefined> {
     return this.prisma.$transaction(async (tx) => {
-      const [row] = await tx.$queryRawUnsafe<Row[]>(
-        `INSERT INTO services (name, base_url, openapi_url, headers, auth, health_path, timeout_ms, circuit, concurrency, rate_limit, document_version)
-         VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6, $7, $8::jsonb, $9, $10::jsonb, $11)
-         ON CONFLICT (name) DO NOTHING RETURNING ${COLUMNS}`,
-        name,
-        fields.baseUrl,
-        fields.openapiUrl,
-        JSON.stringify(fields.headers),
-        json(fields.auth),
-        fields.healthPath,
-        fields.timeoutMs,
-        json(fields.circuit),
-        fields.concurrency,
-        json(fields.rateLimit),
-        document ? 1 : 0,
-      );
+      const [row] = await tx.$queryRawUnsafe<Row[]>(INSERT_SERVICE, ...serviceParams(name, fields, document ? 1 : 0));
       if (!row) return undefined;
       if (document) {
         await tx.$executeRawUnsafe(`DELETE FROM service_documents WHERE service = $1`, name);
@@ -144,22 +153,7 @@ export class ServiceStore {
           JSON.stringify(document.document),
         );
       }
-      const [row] = await tx.$queryRawUnsafe<Row[]>(
-        `UPDATE services SET base_url = $2, openapi_url = $3, headers = $4::jsonb, auth = $5::jsonb, health_path = $6, timeout_ms = $7,
-                circuit = $8::jsonb, concurrency = $9, rate_limit = $10::jsonb, document_version = $11, updated_at = clock_timestamp()
-          WHERE name = $1 RETURNING ${COLUMNS}`,
-        name,
-        fields.baseUrl,
-        fields.openapiUrl,
-        JSON.stringify(fields.headers),
-        json(fields.auth),
-        fields.healthPath,
-        fields.timeoutMs,
-        json(fields.circuit),
-        fields.concurrency,
-        json(fields.rateLimit),
-        version,
-      );
+      const [row] = await tx.$queryRawUnsafe<Row[]>(UPDATE_SERVICE, ...serviceParams(name, fields, version));
       return row ? fromRow(row) : undefined;
     });
   }

@@ -164,6 +164,23 @@ export class TaskStore {
     });
   }
 
+  /**
+   * The steps not yet finished, of queued or running tasks, whose tool starts with `prefix` (a
+   * service's `<name>.`): what deleting a service would strand. Compared with left(), not LIKE,
+   * since a service's name may hold `_`.
+   */
+  async unfinishedStepsCalling(prefix: string): Promise<{ taskId: string; run: number; stepId: string }[]> {
+    const rows = await this.sql.$queryRawUnsafe<{ task_id: string; run: number; step_id: string }[]>(
+      `SELECT t.id::text AS task_id, t.run, s.step_id FROM tasks t
+         JOIN steps s ON s.task_id = t.id AND s.task_created_at = t.created_at
+        WHERE t.status IN ('queued', 'running') AND s.status IN ('pending', 'queued', 'running', 'waiting') AND left(s.tool, $2) = $1
+        ORDER BY t.created_at, t.id, s.step_id`,
+      prefix,
+      prefix.length,
+    );
+    return rows.map((row) => ({ taskId: row.task_id, run: row.run, stepId: row.step_id }));
+  }
+
   /** Active tasks accepted more than `olderThanMs` ago, oldest first, after `after` (paging): what the reconciler looks at. */
   async activeRuns(olderThanMs: number, limit: number, after?: { createdAt: Date; id: string }): Promise<{ id: string; createdAt: Date }[]> {
     const rows = await this.sql.$queryRawUnsafe<{ id: string; created_at: Date }[]>(

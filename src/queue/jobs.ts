@@ -81,4 +81,9 @@ export interface StepJobData extends Omit<ReadyStep, 'priority' | 'delayMs'> {
   single?: true;
   /** Set while the step waits for its service's circuit (workers/runtime/step-processor.ts holdForCircuit). */
   held?: true;
+  /**
+   * Deliveries that the open circuit held back (holdForCircuit): BullMQ counts them as started,
+   * but they ran nothing, so they are no attempts of the step.
+   */
+  heldDeliveries?: number;
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import type { Config } from '../lib/config.js';
-import { ConflictError, NotFoundError, type Problem, UpstreamError, ValidationError } from '../lib/errors.js';
+import { ConflictError, type ErrorRecord, NotFoundError, type Problem, UpstreamError, ValidationError } from '../lib/errors.js';
 import { type HostPolicy, hostPolicyFor } from '../lib/host-policy.js';
 import type { Logger } from '../lib/logger.js';
 import { HostRefusedError, outboundRequest } from '../lib/outbound-http.js';
@@ -47,6 +47,24 @@ export interface AffectedWorkflow {
   problems: Problem[];
 }
 
+/** A step of an unfinished task that will call, or calls, one of a service's operations. */
+export interface ServiceUse {
+  taskId: string;
+  run: number;
+  stepId: string;
+}
+
+/**
+ * The unfinished work that uses a service (DELETE /services/{name}): the API's process sets it,
+ * since the tasks are not the registry's to read.
+ */
+export interface ServiceUsers {
+  /** The steps not yet finished, of queued or running tasks, whose tool starts with `prefix`. */
+  using(prefix: string): Promise<ServiceUse[]>;
+  /** Fails those steps at once with `error` (their tasks fail, or go on under on_failure continue); returns the tasks of the steps it failed. */
+  fail(steps: ServiceUse[], error: ErrorRecord): Promise<string[]>;
+}
+
 export interface ServiceRegistryDeps {
   store: ServiceStore;
   /** HTTP_TOOL_ALLOWED_HOSTS: services' calls, documents and health checks go only there. */
@@ -67,6 +85,9 @@ export interface ServiceRegistryDeps {
   maxOperations: number;
 }
 
+/** Tasks named in a 409 service_in_use (the count says how many there are). */
+const MAX_NAMED_TASKS = 100;
+
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 /**
@@ -84,6 +105,8 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
   private stopped = false;
   /** For POST /services/{name}/refresh and DELETE: the workflows a change breaks (set once made: they need these tools). */
   workflows: WorkflowService | undefined;
+  /** For DELETE: the unfinished tasks that use a service (unset: none are looked for). */
+  users: ServiceUsers | undefined;
 
   constructor(private readonly deps: ServiceRegistryDeps) {}
 
@@ -250,24 +273,49 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     return this.view(installed);
   }
 
-  async delete(name: string): Promise<{ deleted: string; affected_workflows: AffectedWorkflow[] }> {
+  /**
+   * Deletes a service and its tools. While steps of unfinished tasks use it (to call one of its
+   * operations, now or later), it is refused (409 `service_in_use`, naming the tasks) unless
+   * `force`: then it is deleted and those steps fail at once, saying why, instead of failing
+   * later as calls of an unknown tool.
+   */
+  async delete(name: string, force = false): Promise<{ deleted: string; affected_workflows: AffectedWorkflow[]; failed_tasks: string[] }> {
     await this.found(name);
-    const affected = (await this.workflows?.affectedBy(`${name}.`, new Map())) ?? [];
+    const prefix = `${name}.`;
+    const using = (await this.users?.using(prefix)) ?? [];
+    if (using.length > 0 && !force) {
+      const tasks = [...new Set(using.map((use) => use.taskId))];
+      throw new ConflictError(
+        'service_in_use',
+        `${tasks.length} unfinished task(s) use the service ${name}: nothing was deleted (?force=true deletes it and fails their steps that call it)`,
+        { task_count: tasks.length, tasks: tasks.slice(0, MAX_NAMED_TASKS) },
+      );
+    }
+    const affected = (await this.workflows?.affectedBy(prefix, new Map())) ?? [];
     if (!(await this.deps.store.delete(name))) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
     this.installed.delete(name);
     this.loaded.delete(name);
     await this.deps.circuits.forget(name).catch(() => undefined);
     await this.announce(name);
-    return { deleted: name, affected_workflows: affected };
+    let failed: string[] = [];
+    if (force && this.users) {
+      // Read again once it is gone: a task accepted meanwhile is among them.
+      const steps = await this.users.using(prefix);
+      const error = { name: 'ServiceDeleted', message: `the service ${name} was deleted (DELETE /services/${name}?force=true)`, retryable: false };
+      failed = await this.users.fail(steps, error);
+      if (failed.length > 0) this.deps.logger.warn('service deleted by force: steps that used it failed', { service: name, tasks: failed.length });
+    }
+    return { deleted: name, affected_workflows: affected, failed_tasks: failed };
   }
 
   /**
    * Reads the service's OpenAPI document again. When it changed, its next version is stored and
    * its tools follow it; the answer lists the operations added, removed and changed, and the
    * workflows the change breaks (an operation they call is gone, or its schemas no longer fit
-   * their inputs or templates), each with its problems. The change is made either way.
+   * their inputs or templates), each with its problems. A change that breaks workflows is refused
+   * (409 `breaking_change`, with the same report) and nothing is stored, unless `force`.
    */
-  async refreshService(name: string): Promise<RefreshOutcome> {
+  async refreshService(name: string, force = false): Promise<RefreshOutcome> {
     const current = await this.found(name);
     // Nothing to read: a service without a document has no operations, now as before.
     if (!current.record.openapiUrl) {
@@ -292,6 +340,13 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
       operations.map((operation) => [operation.tool, serviceTool(target, operation, { policy: this.deps.policy, secrets: this.deps.secrets })]),
     );
     const affected = (await this.workflows?.affectedBy(`${name}.`, next)) ?? [];
+    if (affected.length > 0 && !force) {
+      throw new ConflictError(
+        'breaking_change',
+        `the new document of ${name} breaks ${affected.length} workflow(s): nothing was changed (?force=true applies it)`,
+        { version: current.record.documentVersion, operations: diff, affected_workflows: affected },
+      );
+    }
     const record = await this.deps.store.update(name, fields, fetched);
     if (!record) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
     this.loaded.set(name, record.updatedAt.getTime());

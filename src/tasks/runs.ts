@@ -806,6 +806,12 @@ export class Runs {
     await Promise.all(turns.map((turn) => this.report(turn)));
   }
 
+  /** Fails these steps at once: the tool they call is gone for good (Report 'withdrawn'). Returns the tasks of the steps it failed. */
+  async withdraw(steps: readonly { taskId: string; run: number; stepId: string }[], error: ErrorRecord): Promise<string[]> {
+    const outcomes = await Promise.all(steps.map((step) => this.report({ type: 'withdrawn', ...step, error, at: new Date() })));
+    return [...new Set(steps.filter((_, index) => outcomes[index]!.recorded).map((step) => step.taskId))];
+  }
+
   /** Each task's state as the ledger has it (the reconciler compares it with BullMQ). */
   states(taskIds: readonly string[]): Promise<TaskState[]> {
     return this.peek(taskIds);

@@ -234,6 +234,9 @@ export function operationsOf(service: string, document: Json): { operations: Ser
       });
     }
   }
+  // By name: the document is stored as jsonb, which does not keep its keys' order, so the order
+  // read back would differ from the order fetched; every listing must be the same.
+  operations.sort((a, b) => (a.tool < b.tool ? -1 : a.tool > b.tool ? 1 : 0));
   return { operations, skipped };
 }
 

@@ -81,6 +81,8 @@ describe('the OpenAPI document', () => {
   let hooksDocumentGone = false;
   /** …or is not a valid OpenAPI document (a refresh answers 400). */
   let hooksDocumentInvalid = false;
+  /** …or renames its operation (a refresh breaks the workflow that calls it: 409). */
+  let hooksDocumentRenamed = false;
   /** `POST /assign-task 202`: every documented answer a test provoked. */
   const exercised = new Set<string>();
 
@@ -93,7 +95,7 @@ describe('the OpenAPI document', () => {
         JSON.stringify({
           openapi: '3.1.0',
           info: { title: 'Hooks', version: '1' },
-          paths: { '/hook': { post: { operationId: 'hook', responses: { '204': { description: 'taken' } } } } },
+          paths: { '/hook': { post: { operationId: hooksDocumentRenamed ? 'takeHook' : 'hook', responses: { '204': { description: 'taken' } } } } },
         }),
       );
     });
@@ -523,7 +525,24 @@ describe('the OpenAPI document', () => {
     hooksDocumentGone = true;
     expect((await call('POST', '/services/openapi_hooks/refresh')).status).toBe(502);
     hooksDocumentGone = false;
-    expect((await call('DELETE', '/services/openapi_hooks')).body).toEqual({ deleted: 'openapi_hooks', affected_workflows: [] });
+    // A change that breaks a workflow is refused, unless forced.
+    expect((await call('POST', '/workflows', { name: 'openapi_hooks_flow', steps: [{ id: 'a', tool: 'openapi_hooks.hook' }] })).status).toBe(201);
+    hooksDocumentRenamed = true;
+    expect((await call('POST', '/services/openapi_hooks/refresh')).body.error.code).toBe('breaking_change');
+    expect((await call('POST', '/services/openapi_hooks/refresh?force=true')).body.affected_workflows).toHaveLength(1);
+    hooksDocumentRenamed = false;
+    expect((await call('POST', '/services/openapi_hooks/refresh')).body).toMatchObject({ changed: true, affected_workflows: [] });
+    expect((await call('DELETE', '/workflows/openapi_hooks_flow')).status).toBe(200);
+    // Deleting it while an unfinished task is to call it is refused, unless forced.
+    const later = await call('POST', '/assign-task', { task_type: 'openapi_hooks.hook', params: {}, delay_ms: 600_000 });
+    expect(later.status).toBe(202);
+    expect((await call('DELETE', '/services/openapi_hooks')).body.error.code).toBe('service_in_use');
+    expect((await call('DELETE', '/services/openapi_hooks?force=sure')).status).toBe(400);
+    expect((await call('DELETE', '/services/openapi_hooks?force=true')).body).toEqual({
+      deleted: 'openapi_hooks',
+      affected_workflows: [],
+      failed_tasks: [later.body.task_id],
+    });
     expect((await call('DELETE', '/services/openapi_hooks')).status).toBe(404);
   });
 

@@ -15,8 +15,9 @@ import type { Harness } from '../helpers/harness.js';
  *   queue's state sets; finished jobs are no more than QUEUE_KEEP_COMPLETED / QUEUE_KEEP_FAILED
  *   per queue; every per-job key (lock, dependencies, processed, ...) has its job; every task event
  *   stream has a TTL (they expire after EVENTS_TTL_S and are not orphans); the one key that is
- *   neither BullMQ's nor a task's is admission control's finished-steps counter; of limits per
- *   key, nothing but rate windows (no lease, no line, no task holding one).
+ *   neither BullMQ's nor a task's is admission control's finished-steps counter (and each registered
+ *   service's circuit breaker); of limits per key, nothing but rate windows (no lease, no line, no
+ *   task holding one).
  */
 
 /** Keys BullMQ keeps once per queue (see QueueKeys in bullmq), not per job. */
@@ -134,6 +135,8 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
     }
     // One counter per deployment, not per task: the drain rate admission control reads.
     if (rest === 'admission:finished-steps') continue;
+    // One circuit breaker per registered service, not per task (src/queue/circuits.ts): its state and latest transitions.
+    if (head === 'circuit') continue;
     if (!names.includes(head!)) {
       if (ttl === -1) problems.push(`Redis: unknown key ${key} without a TTL`);
       continue;

@@ -547,6 +547,44 @@ describe("the decider: a service's circuit breaker (src/queue/circuits.ts)", () 
   });
 });
 
+describe('the decider: a step whose tool is withdrawn (its service deleted by force)', () => {
+  const taskId = '0197a000-0000-7000-8000-000000000001';
+  const error = { name: 'ServiceDeleted', message: 'the service s was deleted', retryable: false };
+  const withdrawn = (stepId: string): Report => ({ type: 'withdrawn', taskId, run: 1, stepId, error, at: NOW });
+
+  it('fails a waiting or pending step at once, dropping its job; its task fails under on_failure fail', () => {
+    const task = taskOf([tool('a'), tool('b', ['a'])]);
+    let state = apply(task, start(task, options));
+    state = apply(state, decide([state], [{ type: 'circuit', taskId, run: 1, stepId: 'a', open: true, at: NOW }], options));
+    const decision = decide([state], [withdrawn('a')], options);
+    expect(decision.recorded).toEqual([true]);
+    expect(decision.dropJobs).toEqual([expect.objectContaining({ taskId, run: 1, stepId: 'a' })]);
+    state = apply(state, decision);
+    expect(status(state)).toEqual({ a: 'failed', b: 'skipped:task_failed' });
+    expect(state.status).toBe('failed');
+    expect(state.steps.get('a')!.error).toEqual(error);
+    // The task ended: a second report changes nothing.
+    expect(decide([state], [withdrawn('b')], options).recorded).toEqual([false]);
+  });
+
+  it('under on_failure continue, fails the step and runs its dependents', () => {
+    const task = taskOf([tool('a', [], { onFailure: 'continue' }), tool('b', ['a'])]);
+    let state = apply(task, start(task, options));
+    const decision = decide([state], [withdrawn('a')], options);
+    state = apply(state, decision);
+    expect(status(state)).toEqual({ a: 'failed', b: 'queued' });
+    expect(decision.jobs.map((job) => job.stepId)).toEqual(['b']);
+  });
+
+  it("leaves a compensation alone: it runs only if its task fails, and is the compensating decider's to end", () => {
+    const compensation = tool('a.compensate', [], { compensationOf: 'a', onFailure: 'continue' });
+    const task = taskOf([tool('a'), compensation]);
+    const state = apply(task, start(task, options));
+    expect(state.steps.get('a.compensate')!.status).toBe('pending');
+    expect(decide([state], [withdrawn('a.compensate')], options).recorded).toEqual([false]);
+  });
+});
+
 describe('the decider: compensation (sagas)', () => {
   /** A step and its compensation, as compile makes them (src/engine/steps/compensate.ts). */
   const undo = (id: string, waitsFor: string[] = [], extra: Partial<PlanStep> = {}): PlanStep =>

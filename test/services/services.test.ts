@@ -167,7 +167,7 @@ describe('the service registry', () => {
     const registered = await registerInventory();
     expect(registered.status, JSON.stringify(registered.body)).toBe(201);
     expect(registered.body.imported.version).toBe(1);
-    expect(registered.body.imported.tools).toEqual(['inventory.getItem', 'inventory.createOrder']);
+    expect(registered.body.imported.tools).toEqual(['inventory.createOrder', 'inventory.getItem']);
     expect(registered.body.imported.skipped).toEqual([{ where: 'GET /internal', reason: 'no operationId' }]);
     expect(registered.body.service.auth).toEqual({ type: 'bearer', secret_ref: 'inventory_token', secret_set: true });
 
@@ -201,7 +201,7 @@ describe('the service registry', () => {
 
     const one = await h.request('GET', '/services/inventory');
     expect(one.status).toBe(200);
-    expect(one.body.operations.map((operation: { tool: string }) => operation.tool)).toEqual(['inventory.getItem', 'inventory.createOrder']);
+    expect(one.body.operations.map((operation: { tool: string }) => operation.tool)).toEqual(['inventory.createOrder', 'inventory.getItem']);
     expect(one.body.circuit_state.state).toBe('closed');
     // Health is checked in the background, and shown in /services and (as information) /ready.
     await poll(async () => (await h.request('GET', '/services')).body.services[0]?.health?.status === 'up', { label: 'a health check' });
@@ -320,19 +320,28 @@ describe('the service registry', () => {
     expect(inventory.received('/items/missing')).toHaveLength(1);
   });
 
-  it('reports, on refresh, the workflows a changed document breaks', async () => {
+  it('refuses, on refresh, a changed document that breaks workflows, naming them; ?force=true applies it', async () => {
     const same = await h.request('POST', '/services/inventory/refresh');
     expect(same.status).toBe(200);
     expect(same.body).toMatchObject({ changed: false, version: 1 });
 
     documentVersion = 2;
-    const refreshed = await h.request('POST', '/services/inventory/refresh');
+    const refused = await h.request('POST', '/services/inventory/refresh');
+    expect(refused.status, JSON.stringify(refused.body)).toBe(409);
+    expect(refused.body.error.code).toBe('breaking_change');
+    const operations = { added: ['inventory.placeOrder'], removed: ['inventory.createOrder'], changed: ['inventory.getItem'] };
+    expect(refused.body.error.details).toMatchObject({ version: 1, operations });
+    expect(refused.body.error.details.affected_workflows.map((workflow: { name: string }) => workflow.name)).toEqual(['order_item', 'seeded_order']);
+    // Nothing changed: the stored version, the tools, and the workflows still run.
+    expect((await h.request('GET', '/services/inventory')).body.document_version).toBe(1);
+    expect((await h.request('GET', '/tools')).body.tools.map((tool: { name: string }) => tool.name)).toContain('inventory.createOrder');
+    const stillRuns = await h.request('POST', '/workflows/order_item/execute', { parameters: { item_id: 'w2' } });
+    expect((await waitForTask(h, stillRuns.body.task_id)).status).toBe('completed');
+    expect((await h.request('POST', '/services/inventory/refresh?force=maybe')).status).toBe(400);
+
+    const refreshed = await h.request('POST', '/services/inventory/refresh?force=true');
     expect(refreshed.status, JSON.stringify(refreshed.body)).toBe(200);
-    expect(refreshed.body).toMatchObject({
-      changed: true,
-      version: 2,
-      operations: { added: ['inventory.placeOrder'], removed: ['inventory.createOrder'], changed: ['inventory.getItem'] },
-    });
+    expect(refreshed.body).toMatchObject({ changed: true, version: 2, operations });
     expect(refreshed.body.affected_workflows.map((workflow: { name: string }) => workflow.name)).toEqual(['order_item', 'seeded_order']);
     const [affected] = refreshed.body.affected_workflows;
     expect(affected.name).toBe('order_item');
@@ -346,7 +355,7 @@ describe('the service registry', () => {
     expect(noDocument.status).toBe(201);
     expect((await h.request('POST', '/services/plain/refresh')).body).toMatchObject({ changed: false, version: 0 });
     const deleted = await h.request('DELETE', '/services/plain');
-    expect(deleted.body).toEqual({ deleted: 'plain', affected_workflows: [] });
+    expect(deleted.body).toEqual({ deleted: 'plain', affected_workflows: [], failed_tasks: [] });
     expect((await h.request('DELETE', '/services/plain')).status).toBe(404);
   });
 
@@ -408,7 +417,8 @@ describe('the service registry', () => {
       { label: 'a failed probe', timeoutMs: 10_000 },
     );
     flakyFails = false;
-    for (const id of ids) expect((await waitForTask(h, id, 20_000)).status).toBe('completed');
+    const finished = await Promise.all(ids.map((id) => waitForTask(h, id, 20_000)));
+    for (const task of finished) expect(task.status).toBe('completed');
 
     const view = (await h.request('GET', '/services/flaky')).body;
     expect(view.circuit_state.state).toBe('closed');
@@ -445,8 +455,48 @@ describe('the service registry', () => {
       const end = transitions[index + 1]?.at ?? Number.POSITIVE_INFINITY;
       expect(calls.filter((at) => at >= transition.at - 5 && at <= end + 5)).toHaveLength(1);
     }
+    // Every attempt a step recorded is a call the service received: deliveries held back by the open circuit are none.
+    expect(finished.reduce((sum, task) => sum + task.steps[0].attempts, 0)).toBe(calls.length);
     // Until it closed: the three first calls (two failures opened it) and one probe per half-open period.
     const halfOpenPeriods = transitions.filter((transition) => transition.to === 'half_open').length;
     expect(calls.filter((at) => at <= Date.parse(view.circuit_state.since) + 5).length).toBeLessThanOrEqual(3 + halfOpenPeriods);
+  });
+
+  it('refuses to delete a service that unfinished tasks use, naming them; ?force=true deletes it and fails their steps at once', async () => {
+    flakyFails = false;
+    // A task accepted for later, and a workflow whose call of the service comes after a long sleep.
+    const later = await submit(h, { task_type: 'flaky.ping', params: {}, delay_ms: 600_000 });
+    const stored = await h.request('POST', '/workflows', {
+      name: 'nap_then_ping',
+      steps: [
+        { id: 'nap', sleep: { ms: 600_000 } },
+        { id: 'ping', tool: 'flaky.ping', depends_on: ['nap'] },
+      ],
+    });
+    expect(stored.status, JSON.stringify(stored.body)).toBe(201);
+    const napping = (await h.request('POST', '/workflows/nap_then_ping/execute', { parameters: {} })).body.task_id;
+    const done = await submit(h, { task_type: 'flaky.ping', params: {} });
+    expect((await waitForTask(h, done)).status).toBe('completed');
+
+    const refused = await h.request('DELETE', '/services/flaky');
+    expect(refused.status, JSON.stringify(refused.body)).toBe(409);
+    expect(refused.body.error.code).toBe('service_in_use');
+    expect(refused.body.error.details.task_count).toBe(2);
+    expect([...refused.body.error.details.tasks].sort()).toEqual([later, napping].sort());
+    expect((await h.request('GET', '/services/flaky')).status).toBe(200);
+    expect((await h.request('DELETE', '/services/flaky?force=yes')).status).toBe(400);
+
+    const forced = await h.request('DELETE', '/services/flaky?force=true');
+    expect(forced.status, JSON.stringify(forced.body)).toBe(200);
+    expect([...forced.body.failed_tasks].sort()).toEqual([later, napping].sort());
+    expect((await h.request('GET', '/services/flaky')).status).toBe(404);
+    // At once, not when the delay or the sleep is over, and saying why.
+    for (const id of [later, napping]) {
+      const task = (await h.request('GET', `/result/${id}`)).body;
+      expect(task.status).toBe('failed');
+      const step = task.steps.find((one: { tool: string }) => one.tool === 'flaky.ping');
+      expect(step).toMatchObject({ status: 'failed', error: { name: 'ServiceDeleted', message: expect.stringContaining('flaky was deleted') } });
+    }
+    expect((await h.request('GET', `/result/${napping}`)).body.steps.find((one: { id: string }) => one.id === 'nap').status).not.toBe('waiting');
   });
 });

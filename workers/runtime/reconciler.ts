@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Job } from 'bullmq';
+import type { TaskState } from '../../src/engine/state.js';
 import type { ReadyStep } from '../../src/engine/types.js';
 import type { Logger } from '../../src/lib/logger.js';
 import type { TaskStore } from '../../src/persistence/task-store.js';
@@ -40,7 +41,8 @@ export interface Sweep {
 /**
  * Makes BullMQ agree with PostgreSQL again for runs PostgreSQL says are active, so that an
  * accepted task is never silently stuck: every queued or running step (and map item) must have
- * its job, every sleeping step its timer, every running sub-workflow its child. A job that is
+ * its job, every sleeping step its timer, every running sub-workflow its child, every step
+ * waiting for its service's circuit its delayed job. A job that is
  * gone, or that finished without its step having a result, is made again (the step queued
  * again: delivery is at least once); a job BullMQ failed outside the step processor (it stalled
  * too often: its workers kept dying) records the step's failure with BullMQ's reason; what else
@@ -105,13 +107,14 @@ export class Reconciler {
       const page = await next(after);
       if (page.length === 0) break;
       after = { createdAt: page.at(-1)!.createdAt, id: page.at(-1)!.id };
-      const { decision } = await runs.outstanding(page.map((task) => task.id));
+      const { decision, states } = await runs.outstanding(page.map((task) => task.id));
       const byTask = new Map<string, ReadyStep[]>();
       for (const job of decision.jobs) byTask.set(job.taskId, [...(byTask.get(job.taskId) ?? []), job]);
+      const held = new Map(states.map((state) => [state.id, circuitHeld(state)]));
       for (const task of page) {
         result.checked += 1;
         try {
-          const outcome = await this.reconcile(task.id, byTask.get(task.id) ?? []);
+          const outcome = await this.reconcile(task.id, byTask.get(task.id) ?? [], held.get(task.id) ?? []);
           result.requeued += outcome.requeued;
           result.failed += outcome.failed;
           if (repair && outcome.requeued + outcome.failed === 0) {
@@ -127,10 +130,24 @@ export class Reconciler {
   }
 
   /** Compares a run's expected jobs with what BullMQ holds, and reports what went wrong with them. */
-  private async reconcile(taskId: string, jobs: ReadyStep[]): Promise<{ requeued: number; failed: number }> {
+  private async reconcile(taskId: string, jobs: ReadyStep[], held: HeldStep[]): Promise<{ requeued: number; failed: number }> {
     const { queues, runs, logger } = this.options;
     let requeued = 0;
     let failed = 0;
+    // A step held by its service's open circuit waits in its delayed job (the engine expects no
+    // job of a waiting step). Gone with Redis, it is let through as the circuit would: queued
+    // again, its job made from PostgreSQL; its worker holds it again while the circuit is open.
+    for (const step of held) {
+      const job: Job | undefined = await queues.toolQueue(taskId, step.tool).getJob(stepJobId(taskId, step.run, step.stepId));
+      const state = job ? await job.getState() : 'missing';
+      if (state !== 'missing' && state !== 'completed' && state !== 'failed' && state !== 'unknown') continue;
+      if (job) await job.remove().catch(() => undefined);
+      const { recorded } = await runs.report({ type: 'circuit', taskId, run: step.run, stepId: step.stepId, open: false, at: new Date() });
+      if (!recorded) continue;
+      await runs.repair([taskId]);
+      logger.warn('the job of a step waiting for its circuit was gone: queued it again', { task_id: taskId, step_id: step.stepId, state });
+      requeued += 1;
+    }
     for (const step of jobs) {
       const job: Job | undefined = await queues.toolQueue(taskId, step.tool).getJob(stepJobId(taskId, step.run, step.stepId, step.item));
       const state = job ? await job.getState() : 'missing';
@@ -168,4 +185,20 @@ export class Reconciler {
     }
     return { requeued, failed };
   }
+}
+
+interface HeldStep {
+  stepId: string;
+  run: number;
+  tool: string;
+}
+
+/** The steps of an active run that wait for their service's circuit (reason circuit_open). */
+function circuitHeld(state: TaskState): HeldStep[] {
+  if (state.status !== 'queued' && state.status !== 'running') return [];
+  return [...state.steps.values()].flatMap((step) => {
+    const planned = state.plan.byId.get(step.id);
+    if (step.status !== 'waiting' || step.reason !== 'circuit_open' || planned?.tool === undefined) return [];
+    return [{ stepId: step.id, run: state.run, tool: planned.tool }];
+  });
 }

@@ -82,9 +82,10 @@ export function createStepProcessor(deps: StepProcessorDeps) {
   return async function processStep(job: Job<StepJobData>, token?: string): Promise<unknown> {
     const { taskId, run, stepId, item, tool: toolName } = job.data;
     // The try number the retry policy counts (1 for the first); a redelivery after a lost lock
-    // keeps it. `delivery` counts every start and is what PostgreSQL records as attempts.
+    // keeps it. `delivery` counts every start but those its service's open circuit held back, and
+    // is what PostgreSQL records as attempts.
     const attempt = job.attemptsMade + 1;
-    const delivery = Math.max(job.attemptsStarted, attempt);
+    const delivery = Math.max(job.attemptsStarted - (job.data.heldDeliveries ?? 0), attempt);
     const logger = deps.logger.child({ task_id: taskId, step_id: stepId, ...(item !== undefined ? { item } : {}), tool: toolName, attempt, job_id: job.id });
     // A registered service's tool may be newer than this process's reading of the registry.
     const tool = await registry.resolve(toolName);
@@ -114,9 +115,10 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     // A one-tool task's first delivery runs at once and records its start only if it is still
     // running after STEP_RUNNING_AFTER_MS: a shorter step goes from queued to its result in one
     // write (its start rides along), which takes a commit off every fast task's latency. A later
-    // delivery claims the step first. A workflow's step always claims first: a sibling's failure
-    // skips the steps not yet started, and a skipped step must not have run.
-    const lazy = job.data.single === true && delivery === 1 && config.STEP_RUNNING_AFTER_MS > 0;
+    // delivery claims the step first, and so does one that its service's open circuit held back
+    // before (its task may have been cancelled while it waited). A workflow's step always claims
+    // first: a sibling's failure skips the steps not yet started, and a skipped step must not have run.
+    const lazy = job.data.single === true && delivery === 1 && !job.data.heldDeliveries && config.STEP_RUNNING_AFTER_MS > 0;
     if (!lazy) {
       let runnable: boolean;
       try {
@@ -258,7 +260,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     } catch (error) {
       return postpone(job, token, error, logger, 'could not record a step waiting for its circuit: its job comes back later');
     }
-    if (!job.data.held) await job.updateData({ ...job.data, held: true });
+    await job.updateData({ ...job.data, held: true, heldDeliveries: (job.data.heldDeliveries ?? 0) + 1 });
     logger.info('service circuit open: the step waits', { until: new Date(admission.until).toISOString() });
     await job.moveToDelayed(Math.max(admission.until, Date.now() + 10), token);
     throw new DelayedError();

@@ -6,6 +6,12 @@ import * as r from '../responses.js';
 import { type Route, route } from '../route.js';
 
 const serviceNameParam = z.object({ name: z.string().max(200).meta({ description: 'The name of a registered service.' }) });
+const forceQuery = z.object({
+  force: z
+    .enum(['true', 'false'])
+    .optional()
+    .meta({ description: 'true: do it although it breaks workflows or stops unfinished tasks (what it broke is in the answer).' }),
+});
 const servicesTag = ['services'];
 const unknownService = notFound('No service has this name (`service_not_found`).');
 const badGateway = {
@@ -55,9 +61,10 @@ export const SERVICE_ROUTES: Route[] = [
     access: 'admin',
     summary: "Fetch a service's OpenAPI document again; report the workflows a change breaks",
     description:
-      'A changed document is stored as the next version and the tools follow it. The answer lists operations added, removed and changed, and every active workflow that calls one that is gone or whose schemas no longer fit, with its problems.',
+      'A changed document is stored as the next version and the tools follow it. The answer lists operations added, removed and changed. A change that breaks an active workflow (it calls an operation that is gone, or one whose schemas no longer fit its inputs or templates) is refused with 409 `breaking_change`, naming the workflows and their problems, and nothing is stored; `?force=true` applies it anyway and names them in `affected_workflows`.',
     tags: servicesTag,
     params: serviceNameParam,
+    query: forceQuery,
     paramExamples: { name: ex.EXAMPLE_SERVICE },
     responses: {
       200: {
@@ -65,12 +72,17 @@ export const SERVICE_ROUTES: Route[] = [
         body: r.serviceRefreshSchema,
         examples: ex.serviceRefreshExamples,
       },
-      400: invalid('The document is invalid (`invalid_openapi_document`) or on a host not allowed (`host_not_allowed`).'),
+      400: invalid(
+        'The document is invalid (`invalid_openapi_document`), on a host not allowed (`host_not_allowed`), or `force` is neither true nor false (`validation_error`).',
+      ),
       404: unknownService,
+      409: conflict(
+        'The new document breaks workflows (`breaking_change`); nothing was stored. `details`: `{version, operations: {added, removed, changed}, affected_workflows: [{name, version, problems}]}`. Fix the workflows first, or refresh with `?force=true`.',
+      ),
       502: badGateway,
       503: unavailable,
     },
-    handler: async ({ params }, { services }) => ({ status: 200, body: await services.refreshService(params.name) }),
+    handler: async ({ params, query }, { services }) => ({ status: 200, body: await services.refreshService(params.name, query.force === 'true') }),
   }),
   route({
     method: 'get',
@@ -113,14 +125,25 @@ export const SERVICE_ROUTES: Route[] = [
     operationId: 'deleteService',
     access: 'admin',
     summary: 'Delete a service; its tools go with it',
+    description:
+      'Refused with 409 `service_in_use` while steps of unfinished (queued or running) tasks are still to call its operations. With `?force=true` it is deleted anyway, and those steps fail at once (error `ServiceDeleted`): their tasks fail, or go on under `on_failure: continue`; they are named in `failed_tasks`.',
     tags: servicesTag,
     params: serviceNameParam,
+    query: forceQuery,
     paramExamples: { name: ex.EXAMPLE_SERVICE },
     responses: {
-      200: { description: 'Deleted; the workflows that called it are named.', body: r.serviceDeletedSchema, examples: ex.serviceDeletedExamples },
+      200: {
+        description: 'Deleted; the workflows that called it, and the tasks whose steps failed (force), are named.',
+        body: r.serviceDeletedSchema,
+        examples: ex.serviceDeletedExamples,
+      },
+      400: invalid('`force` is neither true nor false (`validation_error`).'),
       404: unknownService,
+      409: conflict(
+        'Unfinished tasks use the service (`service_in_use`); nothing was deleted. `details`: `{task_count, tasks}` (the first 100 task ids). Wait for them, cancel them, or delete with `?force=true`.',
+      ),
       503: unavailable,
     },
-    handler: async ({ params }, { services }) => ({ status: 200, body: await services.delete(params.name) }),
+    handler: async ({ params, query }, { services }) => ({ status: 200, body: await services.delete(params.name, query.force === 'true') }),
   }),
 ];

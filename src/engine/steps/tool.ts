@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { capErrorRecord } from '../../lib/errors.js';
+import { capErrorRecord, type ErrorRecord } from '../../lib/errors.js';
 import { jsonSize } from '../../lib/limits.js';
 import { type Catalog, type JsonSchema, type ToolSpec, toolOutputSchema } from '../catalog.js';
 import type { PlanStep } from '../plan.js';
@@ -57,6 +57,7 @@ export const toolStep: StepKindModule = {
 
   report(run, step, state, report) {
     if (report.type === 'circuit') return circuitReport(run, step, state, report.open);
+    if (report.type === 'withdrawn') return withdrawnReport(run, step, state, report.error);
     if (report.type !== 'result' || report.item !== undefined) return false;
     if (state.status !== 'queued' && state.status !== 'running') return false;
     run.setStep(step, {
@@ -89,6 +90,26 @@ function circuitReport(run: Run, step: PlanStep, state: StepState, open: boolean
     return true;
   }
   return false;
+}
+
+/**
+ * A step whose tool is gone for good fails now, instead of failing later as an unknown tool; its
+ * job goes (a running one finishes, refused). A compensation is left alone: it runs only if its
+ * task fails, and is the compensating decider's to end.
+ */
+function withdrawnReport(run: Run, step: PlanStep, state: StepState, error: ErrorRecord): boolean {
+  if (!run.active || step.compensationOf !== undefined) return false;
+  if (state.status !== 'pending' && state.status !== 'queued' && state.status !== 'waiting' && state.status !== 'running') return false;
+  if (step.forEach === undefined && state.status !== 'pending')
+    run.decision.dropJobs.push({
+      taskId: run.task.id,
+      run: run.task.run,
+      stepId: step.id,
+      tool: step.tool!,
+      ...(state.status === 'running' ? { running: true } : {}),
+    });
+  run.fail(step, error);
+  return true;
 }
 
 /** A dead letter: a step (or map item) that failed for good, with what it was given. */
