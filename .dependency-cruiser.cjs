@@ -1,4 +1,4 @@
-// Import boundaries of src/ and workers/ (npm run lint:boundaries, run by .ci/run after the typecheck).
+// Import boundaries of src/ and workers/ (npm run lint:boundaries, run by .ci/run beside the typecheck).
 //
 // The layers, lowest first; a module may import its own layer and the ones below it, never one
 // above (between folders of one layer, the no-folder-cycles rule keeps the imports one way):
