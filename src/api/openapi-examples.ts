@@ -672,6 +672,7 @@ export const redocPageExamples: Record<string, ApiExample> = page('Orchestrator 
 export const boardPageExamples: Record<string, ApiExample> = page('Bull Dashboard');
 export const approvalPageExamples: Record<string, ApiExample> = page('Approval: review');
 export const approvalDecidedExamples: Record<string, ApiExample> = page('Decision recorded');
+export const consolePageExamples: Record<string, ApiExample> = page('Orchestrator console');
 
 export const callbackSecretExamples: Record<string, ApiExample> = {
   secret: {
@@ -827,4 +828,12 @@ export const serviceRefreshExamples: Record<string, ApiExample> = {
 };
 export const serviceDeletedExamples: Record<string, ApiExample> = {
   deleted: { summary: 'Deleted; no workflow called it', value: { deleted: EXAMPLE_SERVICE, affected_workflows: [], failed_tasks: [] } },
+};
+
+export const whoamiExamples: Record<string, ApiExample> = {
+  read: { summary: 'A read key', value: { key_id: 'dashboard', scope: 'read', access: ['tasks', 'catalog', 'monitor'] } },
+  admin: {
+    summary: 'An admin key',
+    value: { key_id: 'ops', scope: 'admin', access: ['submit', 'tasks', 'manageTasks', 'catalog', 'monitor', 'admin'] },
+  },
 };

@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, type Harness } from '../helpers/harness.js';
 
@@ -30,11 +33,15 @@ interface Operation {
 
 describe('a collection generated from the live /openapi.json', () => {
   let h: Harness;
+  // A built console, as a deployment has (tests run the API from its sources, where /console says to build it: 503).
+  const consoleDir = mkdtempSync(path.join(tmpdir(), 'console-'));
   beforeAll(async () => {
-    h = await createHarness({ env: { API_KEYS: KEY, CALLBACK_SECRET: 'collection-callback-secret-0123' } });
+    writeFileSync(path.join(consoleDir, 'index.html'), '<!doctype html><title>console</title>');
+    h = await createHarness({ env: { API_KEYS: KEY, CALLBACK_SECRET: 'collection-callback-secret-0123', CONSOLE_DIR: consoleDir } });
   });
   afterAll(async () => {
     await h?.close();
+    rmSync(consoleDir, { recursive: true, force: true });
   });
 
   it('passes against the live service with the key supplied', async () => {

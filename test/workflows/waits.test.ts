@@ -118,7 +118,9 @@ describe('wait steps', () => {
     expect([first.status, second.status].sort()).toEqual([200, 409]);
     const winner = first.status === 200 ? { amount: 25, currency: 'EUR' } : { amount: 5, currency: 'USD' };
     const loser = first.status === 200 ? second : first;
-    expect(loser.body.error.code).toBe('already_signalled');
+    // The loser read the task either while the step had its signal and the rest still ran, or after
+    // the task had ended (the steps after the wait are quick echoes): both say the first one stands.
+    expect(['already_signalled', 'task_finished']).toContain(loser.body.error.code);
 
     const done = await waitForTask(h, id);
     expect(done.status).toBe('completed');

@@ -5,6 +5,7 @@ import express, { Router } from 'express';
 import { z } from 'zod';
 import { ACCESS, type Access } from '../access.js';
 import { errorBody } from '../http.js';
+import * as ex from '../openapi-examples.js';
 import { plainRoute, type Route, route } from '../route.js';
 
 export const CONSOLE_PATH = '/console';
@@ -69,7 +70,7 @@ export const CONSOLE_ROUTES: Route[] = [
     summary: 'The calling key: its id, scope and what it may do',
     description: 'The console reads it to offer only the actions the key may take (a read key sees no buttons).',
     tags: ['system'],
-    responses: { 200: { description: 'The caller.', body: whoamiSchema } },
+    responses: { 200: { description: 'The caller.', body: whoamiSchema, examples: ex.whoamiExamples } },
     handler: async ({ req }) => {
       const scope = req.apiKeyScope ?? null;
       const access = (Object.keys(ACCESS) as Access[]).filter((name) => scope === null || (ACCESS[name] as readonly string[]).includes(scope));
@@ -88,7 +89,7 @@ export const CONSOLE_ROUTES: Route[] = [
     browser: true,
     mount: true,
     responses: {
-      200: { description: 'The page.', mediaType: 'text/html', body: z.string() },
+      200: { description: 'The page.', mediaType: 'text/html', body: z.string(), examples: ex.consolePageExamples },
       503: { description: 'The console is not built (`npm run build` builds it into `dist/console`).', mediaType: 'text/html', body: z.string() },
     },
     serve: ({ consoleDir }) => consoleApp(consoleDir),
