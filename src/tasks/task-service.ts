@@ -291,6 +291,9 @@ export class TaskService {
       const refused = await quotas
         .reserve(options.client!, id, Buffer.byteLength(JSON.stringify(planned.params)), body.delay_ms ?? 0)
         .catch((error: unknown) => {
+          // Unanswered is not undone: the client may resend the reservation once Redis is back
+          // (an in-flight command is replayed on reconnect), so it is released as well.
+          quotas.release(id);
           throw isRedisUnavailable(error) ? new DependencyUnavailableError('redis', error) : error;
         });
       if (refused) {

@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Queue } from 'bullmq';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -540,10 +543,18 @@ describe('every endpoint under bad input (fast-check)', () => {
   const statuses = new Map<number, number>();
   const prototypeKeysBefore = Object.getOwnPropertyNames(Object.prototype).sort();
   let health: HealthProbe<RawRequest>;
+  let consoleDir: string | undefined;
 
   beforeAll(async () => {
     // No worker: nothing changes the database behind the test's back between two requests.
-    h = await createHarness({ worker: false, tools: testTools, env: { BODY_LIMIT: `${BODY_LIMIT_BYTES}b`, RESULT_WAIT_MAX_S: '1' } });
+    // A built console, as a deployment has (run from its sources, /console answers 503: build it).
+    consoleDir = mkdtempSync(path.join(tmpdir(), 'console-'));
+    writeFileSync(path.join(consoleDir, 'index.html'), '<!doctype html><title>console</title>');
+    h = await createHarness({
+      worker: false,
+      tools: testTools,
+      env: { BODY_LIMIT: `${BODY_LIMIT_BYTES}b`, RESULT_WAIT_MAX_S: '1', CONSOLE_DIR: consoleDir },
+    });
     jobQueues = [TIMERS_QUEUE, ...h.registry.names().map(toolQueueName)].map((name) => new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX }));
     // Real ids among the generated ones: a queued task and a cancelled one.
     ids.push(await submit(h, { task_type: 'echo', params: { real: 1 } }));
@@ -565,6 +576,7 @@ describe('every endpoint under bad input (fast-check)', () => {
     const seen = await health?.stop();
     for (const queue of jobQueues ?? []) await queue.close();
     await h?.close();
+    if (consoleDir) rmSync(consoleDir, { recursive: true, force: true });
     console.log(
       `[fuzz endpoints] inputs_tried=${tried} statuses=${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))} health=${JSON.stringify(seen)}`,
     );
