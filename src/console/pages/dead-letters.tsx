@@ -6,6 +6,7 @@ import { call, useApi, useCan } from '../components/api.tsx';
 import { formatTime } from '../components/format.ts';
 import { JsonView } from '../components/json-view.tsx';
 import { ErrorBox, Loading } from '../components/states.tsx';
+import { Pager } from '../components/pager.tsx';
 
 const PAGE_SIZE = 50;
 
@@ -37,19 +38,7 @@ export default function DeadLettersPage() {
               <DeadLetter key={letter.id} letter={letter} />
             ))}
           </ul>
-          <nav className="pager" aria-label="Pages">
-            <button type="button" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
-              Previous
-            </button>
-            <span>Page {cursors.length}</span>
-            <button
-              type="button"
-              disabled={!letters.data.next_cursor}
-              onClick={() => letters.data.next_cursor && setCursors([...cursors, letters.data.next_cursor])}
-            >
-              Next
-            </button>
-          </nav>
+          <Pager cursors={cursors} setCursors={setCursors} next={letters.data.next_cursor} />
         </>
       )}
     </>

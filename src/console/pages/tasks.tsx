@@ -6,6 +6,7 @@ import { call, useApi } from '../components/api.tsx';
 import { formatDuration, formatTime } from '../components/format.ts';
 import { ErrorBox, Loading } from '../components/states.tsx';
 import { StatusBadge } from '../components/status-badge.tsx';
+import { Pager } from '../components/pager.tsx';
 
 const STATUSES = ['queued', 'running', 'waiting', 'completed', 'failed', 'cancelled'] as const;
 const PAGE_SIZE = 50;
@@ -118,19 +119,7 @@ export default function TasksPage() {
         <>
           {tasks.error && <ErrorBox error={tasks.error} title="Refreshing failed; showing the last answer" />}
           <TaskTable items={tasks.data?.items ?? []} />
-          <nav className="pager" aria-label="Pages">
-            <button type="button" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
-              Previous
-            </button>
-            <span>Page {cursors.length}</span>
-            <button
-              type="button"
-              disabled={!tasks.data?.next_cursor}
-              onClick={() => tasks.data?.next_cursor && setCursors([...cursors, tasks.data.next_cursor])}
-            >
-              Next
-            </button>
-          </nav>
+          <Pager cursors={cursors} setCursors={setCursors} next={tasks.data?.next_cursor} />
         </>
       )}
     </>

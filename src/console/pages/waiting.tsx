@@ -4,6 +4,7 @@ import { Link, useSearchParams } from 'react-router';
 import { call, useApi } from '../components/api.tsx';
 import { formatTime } from '../components/format.ts';
 import { ErrorBox, Loading } from '../components/states.tsx';
+import { Pager } from '../components/pager.tsx';
 
 /** What a task can wait on that someone may want to act on or explain, with its label. */
 const REASONS = {
@@ -112,19 +113,7 @@ export default function WaitingPage() {
               </table>
             </div>
           )}
-          <nav className="pager" aria-label="Pages">
-            <button type="button" disabled={cursors.length === 1} onClick={() => setCursors(cursors.slice(0, -1))}>
-              Previous
-            </button>
-            <span>Page {cursors.length}</span>
-            <button
-              type="button"
-              disabled={!tasks.data.next_cursor}
-              onClick={() => tasks.data.next_cursor && setCursors([...cursors, tasks.data.next_cursor])}
-            >
-              Next
-            </button>
-          </nav>
+          <Pager cursors={cursors} setCursors={setCursors} next={tasks.data.next_cursor} />
         </>
       )}
     </>
