@@ -4,8 +4,8 @@
 #   CLI     docker run --rm -e ORCHESTRATOR_URL -e ORCHESTRATOR_API_KEY orchestrator node dist/client/cli.js tasks
 # Configuration comes from the environment: see .env.template. NODE_ENV is production here, so
 # the API refuses to start without API_KEYS (or API_KEYS_FILE) unless AUTH_DISABLED=true. Each
-# process creates its database if missing and applies migrations on start, so no separate
-# migration step is needed.
+# process creates its database if missing and applies migrations and the database's functions on
+# start, so no separate migration step is needed.
 
 # ---- build: every dependency, the Prisma client, the compiled JavaScript -----------------------
 # A current LTS Node (22). The code also runs on Node 20.19 or newer (package.json "engines").
@@ -19,10 +19,11 @@ WORKDIR /app
 # PRISMA_SCHEMA_ENGINE_BINARY at an existing file so the build works without binaries.prisma.sh
 # (the engine download that @prisma/engines attempts on install fails silently there).
 # client/package.json: the client is a workspace of the root package, which npm ci installs too.
+# Of prisma/, only the schema: editing a migration or a function must not reinstall everything.
 COPY package.json package-lock.json prisma.config.ts ./
 COPY client/package.json ./client/
 COPY scripts ./scripts
-COPY prisma ./prisma
+COPY prisma/schema.prisma ./prisma/
 RUN npm ci --no-audit --no-fund && npm cache clean --force
 
 # The sources last: editing code does not reinstall dependencies. .dockerignore keeps
@@ -51,10 +52,12 @@ COPY package.json package-lock.json ./
 COPY client/package.json ./client/
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
-# The compiled service (the console's files in dist/console), and the migrations every process applies on start. Files stay owned by
-# root and read-only to the service: it never writes under /app.
+# The compiled service (the console's files in dist/console), and the migrations and functions every process applies on start
+# (src/persistence/migrate.ts reads them from prisma/ beside package.json). Files stay owned by root and read-only to the
+# service: it never writes under /app.
 COPY --from=build /app/dist ./dist
 COPY prisma/migrations ./prisma/migrations
+COPY prisma/functions ./prisma/functions
 
 # The image's unprivileged user (uid 1000).
 USER node

@@ -95,6 +95,11 @@ function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
+/** The `?owner=` of a schedule's operations, when given. */
+function whose(owner: string | undefined): { query?: { owner: string } } {
+  return owner === undefined ? {} : { query: { owner } };
+}
+
 export class OrchestratorClient {
   /**
    * Every endpoint of the API, typed (openapi-fetch): `await client.api.GET('/stats', {params: {query: {window: '1h'}}})`.
@@ -131,20 +136,25 @@ export class OrchestratorClient {
     });
   }
 
-  /** Schedules: a task on every tick of a cron expression or an interval (README "Schedules"). */
+  /**
+   * Schedules: a task on every tick of a cron expression or an interval (README "Schedules").
+   * Names are unique per owner: `owner` (a key id) says whose schedule of a name an admin or read
+   * key means when several keys use it; a client key's is always its own.
+   */
   readonly schedules = {
-    /** Creates a schedule (201); a bad cron or time zone throws `invalid_schedule` with the reason at its path, a taken name `schedule_exists`. */
+    /** Creates a schedule (201); a bad cron or time zone throws `invalid_schedule` with the reason at its path, a name of yours `schedule_exists`. */
     create: async (schedule: NewSchedule): Promise<Schedule> => (await unwrap(this.api.POST('/schedules', { body: schedule }))).data,
     list: async (): Promise<Schedule[]> => (await unwrap(this.api.GET('/schedules'))).data.schedules,
     /** The schedule with its next 5 fire times and its latest runs (tick, outcome, task). */
-    get: async (name: string): Promise<ScheduleDetail> => (await unwrap(this.api.GET('/schedules/{name}', { params: { path: { name } } }))).data,
+    get: async (name: string, owner?: string): Promise<ScheduleDetail> =>
+      (await unwrap(this.api.GET('/schedules/{name}', { params: { path: { name }, ...whose(owner) } }))).data,
     /** Changes only the fields given. */
-    update: async (name: string, change: ScheduleChange): Promise<Schedule> =>
-      (await unwrap(this.api.PATCH('/schedules/{name}', { params: { path: { name } }, body: change }))).data,
-    pause: async (name: string): Promise<Schedule> => this.schedules.update(name, { paused: true }),
+    update: async (name: string, change: ScheduleChange, owner?: string): Promise<Schedule> =>
+      (await unwrap(this.api.PATCH('/schedules/{name}', { params: { path: { name }, ...whose(owner) }, body: change }))).data,
+    pause: async (name: string, owner?: string): Promise<Schedule> => this.schedules.update(name, { paused: true }, owner),
     /** Resumes it; the ticks missed meanwhile run as its `catch_up` says. */
-    resume: async (name: string): Promise<Schedule> => this.schedules.update(name, { paused: false }),
-    delete: async (name: string) => (await unwrap(this.api.DELETE('/schedules/{name}', { params: { path: { name } } }))).data,
+    resume: async (name: string, owner?: string): Promise<Schedule> => this.schedules.update(name, { paused: false }, owner),
+    delete: async (name: string, owner?: string) => (await unwrap(this.api.DELETE('/schedules/{name}', { params: { path: { name }, ...whose(owner) } }))).data,
   };
 
   /**

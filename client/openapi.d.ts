@@ -166,7 +166,7 @@ export interface paths {
         put?: never;
         /**
          * Resume a failed or cancelled task
-         * @description Steps that completed are not run again.
+         * @description Steps that completed are not run again. The resumed task is work again: the policy is asked (POLICY_URL, kind `retry`) and it counts against its owner's quotas.
          */
         post: operations["retryTask"];
         delete?: never;
@@ -186,7 +186,7 @@ export interface paths {
         put?: never;
         /**
          * Send a signal to a wait step
-         * @description The JSON body is the payload, checked against the step's `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step's output. The first signal stands: a later one gets 409, as does one sent before the step waits.
+         * @description The JSON body is the payload, checked against the step's `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step's output. The first signal stands: a later one gets 409, as does one sent before the step waits. The policy is asked first (POLICY_URL, kind `signal`). An approval is decided by someone other than the task's submitter: the key that submitted the task gets 403 `approval_by_submitter`, and another key's decision is recorded as `key:<id>`.
          */
         post: operations["signalTask"];
         delete?: never;
@@ -263,7 +263,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List the active workflows (current versions) */
+        /**
+         * List the active workflows (current versions)
+         * @description By name. `status=archived` lists the archived ones instead, `created_by` those a key created; `page` and `page_size` (seed 001's paging) cut the list in pages and count them all in `total`.
+         */
         get: operations["listWorkflows"];
         put?: never;
         /**
@@ -304,9 +307,16 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Read a workflow definition */
+        /**
+         * Read a workflow definition
+         * @description By its name, or by its display name (seed 001's name with spaces: `Simple Notification`). Posted in seed 001's format, it shows its `actions` as posted beside the steps they became.
+         */
         get: operations["getWorkflow"];
-        put?: never;
+        /**
+         * Change a workflow (seed 001): a new version, or its display name alone
+         * @description Description, tags, parameters or actions make a new version (running tasks keep theirs); a `name` alone changes the display name of the current version, no new version. Fields replace the stored ones; the others are kept. A workflow posted in seed 001's format keeps its actions unless new ones are given; one posted natively keeps its steps (actions, if given, replace them).
+         */
+        put: operations["updateWorkflow"];
         post?: never;
         /**
          * Archive a workflow
@@ -344,7 +354,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Run a workflow (the same answers as POST /assign-task) */
+        /**
+         * Run a workflow (the same answers as POST /assign-task)
+         * @description By its name or its display name. The answer has seed 001's `execution_id` (the task id) and `workflow_id` besides.
+         */
         post: operations["executeWorkflow"];
         delete?: never;
         options?: never;
@@ -359,12 +372,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List the schedules */
+        /** List the schedules (a client key: its own), each with its owner */
         get: operations["listSchedules"];
         put?: never;
         /**
          * Create a schedule
-         * @description Exactly one of `cron` and `every_ms`. The task type and params are checked as /assign-task checks them. Its tasks belong to the key that creates it.
+         * @description Exactly one of `cron` and `every_ms`. The task type and params are checked as /assign-task checks them, and put to the policy (POLICY_URL, kind `schedule`); each tick asks again (kind `tick`) and counts against the owner's quotas. Its tasks belong to the key that creates it. A client key may have SCHEDULES_MAX_PER_KEY schedules.
          */
         post: operations["createSchedule"];
         delete?: never;
@@ -638,7 +651,7 @@ export interface paths {
         };
         /**
          * Interactive API documentation (Swagger UI)
-         * @description The page is served at `/docs/`, its scripts and styles under it; it reads /openapi.json.
+         * @description The page is served at `/docs/`, its scripts and styles under it; it reads /openapi.json. Opened with a key (basic auth in a browser, the key as password), it sends that key as a bearer key with the document request and with "Try it out".
          */
         get: operations["apiDocsUi"];
         put?: never;
@@ -658,7 +671,7 @@ export interface paths {
         };
         /**
          * API reference documentation (ReDoc)
-         * @description Reads /openapi.json. Its script, ReDoc's standalone bundle, is served by this server at `/redoc/redoc.standalone.js`: the page loads nothing from elsewhere.
+         * @description Reads the API description at `/redoc/openapi.json` (the same document as /openapi.json, below the page so that a browser's basic credentials reach it). Its script, ReDoc's standalone bundle, is served by this server at `/redoc/redoc.standalone.js`: the page loads nothing from elsewhere.
          */
         get: operations["apiReferenceUi"];
         put?: never;
@@ -721,6 +734,468 @@ export interface paths {
          * @description A browser UI (a single-page app); its assets live under `/console/assets/` and every other path below `/console/` answers its page. Not a stable interface for programs: it uses the public API.
          */
         get: operations["consoleUi"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/executions/{execution_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read an execution (seed 001): a task, in seed 001's words
+         * @description As GET /result/{task_id} (a client key: its own tasks only), with `execution_id`, `workflow_id` and `completed_at`; `pending` is a queued task.
+         */
+        get: operations["getExecution"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/{name}/executions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a workflow's executions (seed 001), newest first
+         * @description The tasks of the workflow (GET /tasks?task_type=ID; a client key: its own), a page of `limit` at a time.
+         */
+        get: operations["listExecutions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/executions/{execution_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel an execution (seed 001): POST /tasks/{task_id}/cancel */
+        post: operations["cancelExecution"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/from-template": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Store a workflow made from a template (seed 001): a shipped example, customized
+         * @description The templates are the examples this service ships (GET /workflows/templates). `customizations.name` names the new workflow (a name with spaces: its slug is the id, the name its display name); `description` and `tags` replace the template's; `parameters` gives new defaults by name. Stored as POST /workflows stores (a name that exists gets a new version).
+         */
+        post: operations["workflowFromTemplate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the workflow templates (seed 001): the examples this service ships */
+        get: operations["listWorkflowTemplates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Search the active workflows (seed 001) by name, display name, description and tags */
+        get: operations["searchWorkflows"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/statistics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Runs of each active workflow (seed 001): by status, p50 and p95 duration, the last run
+         * @description Computed as GET /stats computes them (the same queries, bounds and STATS_MAX_CONCURRENT), over the tasks created in the window: by default the widest one allowed, STATS_MAX_WINDOW_DAYS. Durations run from acceptance to end, of finished tasks only.
+         */
+        get: operations["workflowStatistics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Whether workflows can run (seed 001): Redis and PostgreSQL, and how many workflows are active
+         * @description `healthy` when Redis and PostgreSQL answer, else `degraded` (still 200, as GET /health). GET /ready is the probe to route traffic by.
+         */
+        get: operations["workflowHealth"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/health/system": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** GET /health, by its legacy name (seed 001), with the name and version */
+        get: operations["legacySystemHealth"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/info": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** GET /, by its legacy name (seed 001): name, version, uptime and links */
+        get: operations["legacyInfo"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/config/effective": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The settings in effect (seed 001): every variable, secrets only as set or not set
+         * @description Keys, tokens, secrets, passwords and header sets show `set` or `not set`; a password inside a URL shows as `***`. Settings are read from the environment once, at start.
+         */
+        get: operations["effectiveConfig"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/registry/register": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * POST /services, by its legacy name (seed 001): register a service; its OpenAPI operations become tools
+         * @description The body and the answers of POST /services: a service is registered by its OpenAPI document.
+         */
+        post: operations["legacyRegisterService"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/registry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** GET /services, by its legacy name (seed 001): the registered services, their health and circuits */
+        get: operations["legacyListServices"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/infrastructure/dlq/stats": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Dead letters counted by tool (seed 001's DLQ): how many, how many not replayed, the oldest and newest
+         * @description GET /dead-letters lists them one by one.
+         */
+        get: operations["deadLetterStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/infrastructure/dlq/retry": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replay dead letters (seed 001's DLQ retry): given ones, or a tool's, each as POST /dead-letters/{id}/replay
+         * @description Each dead letter resumes its task as POST /dead-letters/{id}/replay does: through the policy (kind `replay`) and its owner's quotas. Each is answered on its own: `retried`, or `failed` with the error that replay answered (a task already resumed by another of its letters: `task_not_retryable`). `all_for_tool`: that tool's letters not replayed yet, oldest first, at most 100 a call (`more`: others are left).
+         */
+        post: operations["retryDeadLetters"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workflows/executions/{execution_id}/{rest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Seed 001's other execution routes: gone (410)
+         * @description Any method, this path and any below it: 410 `gone`, an execution is a task here; its steps, history and events are read through the task routes. `details.use` names the routes to use: `GET /workflows/executions/{execution_id}`, `POST /workflows/executions/{execution_id}/cancel`, `GET /tasks/{task_id}/history`, `GET /tasks/{task_id}/events`, `POST /tasks/{task_id}/retry`.
+         */
+        get: operations["goneExecutionRoutes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/registry/{rest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Seed 001's other registry routes: gone (410)
+         * @description Any method, this path and any below it: 410 `gone`, the registry is the service registry, which knows services by their OpenAPI documents (no heartbeats, no agents). `details.use` names the routes to use: `POST /registry/register`, `GET /registry`, `GET /services/{name}`, `PATCH /services/{name}`, `DELETE /services/{name}`.
+         */
+        get: operations["goneRegistryRoutes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/infrastructure/{rest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Seed 001's other infrastructure routes: gone (410)
+         * @description Any method, this path and any below it: 410 `gone`, the queues are BullMQ queues, watched in Bull Board and /stats/queues, and failed steps are dead letters. `details.use` names the routes to use: `GET /infrastructure/dlq/stats`, `POST /infrastructure/dlq/retry`, `GET /dead-letters`, `GET /stats/queues`, `GET /admin/queues`.
+         */
+        get: operations["goneInfrastructureRoutes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/config/{rest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Seed 001's other configuration routes: gone (410)
+         * @description Any method, this path and any below it: 410 `gone`, settings are environment variables, read once at start (change them and restart). `details.use` names the routes to use: `GET /config/effective`.
+         */
+        get: operations["goneConfigRoutes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/health/{rest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Seed 001's other health routes: gone (410)
+         * @description Any method, this path and any below it: 410 `gone`, liveness and readiness are two probes here. `details.use` names the routes to use: `GET /health`, `GET /ready`, `GET /health/system`, `GET /workflows/health`.
+         */
+        get: operations["goneHealthRoutes"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Start a session (seed 003): a task, as POST /assign-task submits it
+         * @description `workflow` (an id or a display name) or `task_type`, with `parameters` or `params`. The session id is the task id, or the `session_id` you give, kept as the task's idempotency key: the same id and body again answer 200 with the same session, another body 409. Admission, the policy (kind `submit`) and quotas apply as to any submission.
+         */
+        post: operations["startSession"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read a session (seed 003): its task, in the seed's words, with the actions it awaits
+         * @description A session id you chose is found for the key that started the session; a task id, for any key that may read the task (a client key: its own).
+         */
+        get: operations["getSession"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/sessions/{session_id}/actions/{action}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Act on a session (seed 003): cancel, retry, or a signal with the body as its payload
+         * @description `cancel`: POST /tasks/{task_id}/cancel. `retry`: POST /tasks/{task_id}/retry (the policy is asked, kind `retry`). Any other action is the signal of that name, the body its payload, under the rules of POST /tasks/{task_id}/signals/{name}: the owner only, the wait step's schema, 409 once signalled or ended, and the policy (kind `signal`).
+         */
+        post: operations["sessionAction"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/{rest}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Seed 003's other routes: gone (410)
+         * @description Any method, any path below /v1/ but the three session routes: 410 `gone`, since sessions are tasks here. `details.use` names the routes to use: `POST /v1/sessions`, `GET /v1/sessions/{session_id}`, `POST /v1/sessions/{session_id}/actions/{action}`, `GET /tasks` (the list), `GET /tasks/{task_id}/history`. The policy engine's `/v1/evaluate` is the policy service's own route (POLICY_ENGINE_URL), not this service's.
+         */
+        get: operations["goneSessionRoutes"];
         put?: never;
         post?: never;
         delete?: never;
@@ -854,6 +1329,8 @@ export interface components {
             /** @default false */
             required?: boolean;
             default?: unknown;
+            /** @description The only values the parameter may take (each of its type); a run with another is refused with 400. */
+            enum?: (string | number | boolean)[];
             description?: string;
         };
         WorkflowStep: {
@@ -966,7 +1443,7 @@ export interface components {
         };
         CreateScheduleRequest: {
             /**
-             * @description Unique across the deployment; part of the URL.
+             * @description Unique among its owner's schedules (another key may use the same name); part of the URL.
              * @example nightly-report
              */
             name: string;
@@ -1033,7 +1510,7 @@ export interface components {
             /** @description A paused schedule makes no task; resuming it applies `catch_up`. */
             paused?: boolean;
         };
-        /** @description Ticks missed while the schedule was paused or no worker ran: `none` runs none, `latest` runs the most recent one, `{"all_within_ms": N}` runs every one of the last N milliseconds (at most 1000). */
+        /** @description Ticks missed while the schedule was paused or no worker ran: `none` runs none, `latest` runs the most recent one, `{"all_within_ms": N}` runs those of the last N milliseconds (N at most 30 days), at most SCHEDULE_CATCH_UP_MAX (24 by default) of them per catch-up: the newest. */
         ScheduleCatchUp: ("none" | "latest") | {
             all_within_ms: number;
         };
@@ -1089,6 +1566,8 @@ export interface components {
             open_ms?: number;
             /** @description Probe calls let through while half-open; all succeeding closes it (default 1). */
             half_open_probes?: number;
+            /** @description Each API key has a circuit of its own, with these settings, that holds back its own calls; the service's shared circuit, which holds back every key's, opens only once calls of at least this many distinct keys failed within window_ms, or when the health check fails (default 3; 1: any one key). */
+            keys_to_open?: number;
         };
         /** @description Most calls started per minute (or second), across every worker; the rest wait (reason rate_limit). */
         ServiceRateLimit: {
@@ -1098,6 +1577,54 @@ export interface components {
         /** @description Headers sent with every call. Not for secrets: they are stored and shown; put credentials in `auth`. */
         ServiceHeaders: {
             [key: string]: string;
+        };
+        /** @description A workflow in seed 001's format: translated into a WorkflowDefinition (the stored form), its actions kept as posted. */
+        Seed001Workflow: {
+            /** @description Its id when it is one (letters, digits, _ and -); otherwise the display name, and the id is its slug (`Simple Notification` → `simple-notification`). */
+            name: string;
+            description?: string;
+            /** @default [] */
+            parameters?: components["schemas"]["Seed001Parameter"][];
+            actions: components["schemas"]["Seed001Action"][];
+            tags?: string[];
+        };
+        /** @description An action of a seed 001 workflow: one step (a notification: one per channel). */
+        Seed001Action: {
+            /** @description Becomes the step id: letters, digits, _ and -, starting with a letter. */
+            action_id: string;
+            /** @enum {string} */
+            action_type: "service_call" | "notification" | "tool";
+            name?: string;
+            description?: string;
+            /**
+             * @description service_call: `{service, endpoint, method, parameters}`; notification: `{message, channels?, level?, url?, data?}`; tool: `{tool, input?}`. Strings may hold `{{PARAMETER}}` and `{{ACTION_ID.response.PATH}}`.
+             * @default {}
+             */
+            config?: {
+                [key: string]: unknown;
+            };
+            /**
+             * @description Action ids this one runs after.
+             * @default []
+             */
+            depends_on?: string[];
+        };
+        /** @description A parameter as seed 001 writes it. */
+        Seed001Parameter: {
+            name: string;
+            /**
+             * @description One of string, number, integer, boolean, object, array, str, int, float, bool, dict, list.
+             * @default string
+             */
+            type?: string;
+            description?: string;
+            /** @default false */
+            required?: boolean;
+            default?: unknown;
+            /** @description Seed 001's name for `default`; either may be given. */
+            default_value?: unknown;
+            /** @description The values it may take: stored as the parameter's `enum`. */
+            allowed_values?: (string | number | boolean)[];
         };
         /**
          * Format: date-time
@@ -1249,8 +1776,8 @@ export interface components {
                 timeout_at?: components["schemas"]["Timestamp"];
                 approval?: {
                     approvers: string[];
-                    /** @description Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET). */
-                    links: {
+                    /** @description Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Shown only to admin keys (and in the task.waiting callback), who hand them to their approvers: a link decides for its approver, so the submitter never sees one. Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET). */
+                    links?: {
                         approver: string | null;
                         url: string;
                         expires_at: components["schemas"]["Timestamp"];
@@ -1340,8 +1867,8 @@ export interface components {
                 timeout_at?: components["schemas"]["Timestamp"];
                 approval?: {
                     approvers: string[];
-                    /** @description Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET). */
-                    links: {
+                    /** @description Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Shown only to admin keys (and in the task.waiting callback), who hand them to their approvers: a link decides for its approver, so the submitter never sees one. Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET). */
+                    links?: {
                         approver: string | null;
                         url: string;
                         expires_at: components["schemas"]["Timestamp"];
@@ -1429,6 +1956,17 @@ export interface components {
             version: number;
             created_at: components["schemas"]["Timestamp"];
             archived_at: components["schemas"]["Timestamp"] | null;
+            /** @description Its id, the same as `name` (seed 001 reads `workflow_id`). */
+            workflow_id: string;
+            /** @description The name it was posted under when that is not an id (it has spaces; the id is its slug): GET /workflows/{display name} finds it too. */
+            display_name: string | null;
+            tags: string[];
+            /** @description The key that stored its first version; null without authentication. */
+            created_by: string | null;
+            /** @enum {string} */
+            status: "active" | "archived";
+            /** @description A workflow posted in seed 001's format: its actions as posted (`steps` are what they became). */
+            actions?: unknown[];
         };
         StoredWorkflowParameter: {
             name: string;
@@ -1437,6 +1975,8 @@ export interface components {
             /** @default false */
             required: boolean;
             default?: unknown;
+            /** @description The only values the parameter may take (each of its type); a run with another is refused with 400. */
+            enum?: (string | number | boolean)[];
             description?: string;
         };
         StoredWorkflowStep: {
@@ -1556,6 +2096,15 @@ export interface components {
             /** @description How many steps the current version has. */
             steps: number;
             created_at: components["schemas"]["Timestamp"];
+            /** @description Its id, the same as `name` (seed 001 reads `workflow_id`). */
+            workflow_id: string;
+            /** @description The name it was posted under when that is not an id (it has spaces; the id is its slug): GET /workflows/{display name} finds it too. */
+            display_name: string | null;
+            tags: string[];
+            /** @description The key that stored its first version; null without authentication. */
+            created_by: string | null;
+            /** @enum {string} */
+            status: "active" | "archived";
         };
         DeadLetter: {
             /** Format: uuid */
@@ -1581,6 +2130,8 @@ export interface components {
         /** @description A schedule: a task of `task_type` with `params` on every tick (README "Schedules"). */
         Schedule: {
             name: string;
+            /** @description The key whose schedule it is (its id): its ticks' tasks are that key's. Names are unique per owner. Null without authentication. */
+            owner: string | null;
             cron: string | null;
             every_ms: number | null;
             timezone: string;
@@ -1601,6 +2152,8 @@ export interface components {
         };
         ScheduleDetail: {
             name: string;
+            /** @description The key whose schedule it is (its id): its ticks' tasks are that key's. Names are unique per owner. Null without authentication. */
+            owner: string | null;
             cron: string | null;
             every_ms: number | null;
             timezone: string;
@@ -1625,10 +2178,10 @@ export interface components {
             /** @description The tick the task was made for. */
             tick_at: components["schemas"]["Timestamp"];
             /**
-             * @description `created`: its task was made (`task_id`); `pending`: being made; `skipped`: the overlap policy made none; `buffered`: waits for the running task to end (buffer_one); `failed`: the task could not be made (`error`).
+             * @description `created`: its task was made (`task_id`); `pending`: being made; `skipped`: the overlap policy made none; `buffered`: waits for the running task to end (buffer_one); `failed`: the task could not be made (`error`); `denied`: the policy service or the owner's quotas refused it (`error`: the reason), and no task was made.
              * @enum {string}
              */
-            outcome: "created" | "pending" | "skipped" | "buffered" | "failed";
+            outcome: "created" | "pending" | "skipped" | "buffered" | "failed" | "denied";
             task_id: string | null;
             /** @description The task's status; null without a task, or once it expired. */
             status: ("queued" | "running" | "completed" | "failed" | "cancelled") | null;
@@ -1660,6 +2213,7 @@ export interface components {
                 min_calls: number;
                 open_ms: number;
                 half_open_probes: number;
+                keys_to_open: number;
             };
             concurrency: number | null;
             rate_limit: {
@@ -1683,7 +2237,9 @@ export interface components {
                 http_status?: number;
                 error?: string;
             } | null;
-            /** @description The circuit breaker as every worker shares it (Redis); null when Redis does not answer. */
+            /** @description Why its stored document gives no tools (it is over SERVICE_SCHEMA_MAX_NODES or SERVICE_SCHEMA_MAX_BYTES, lowered since it was stored, say); null when its tools are in use. POST /services/{name}/refresh or a PATCH of openapi_url reads it again. */
+            error: string | null;
+            /** @description The service's shared circuit breaker as every worker shares it (Redis); null when Redis does not answer. It holds back every key's calls: it opens on failures of several keys (keys_to_open) or a failed health check. */
             circuit_state: {
                 /** @enum {string} */
                 state: "closed" | "open" | "half_open";
@@ -1699,6 +2255,19 @@ export interface components {
                     from: string;
                     to: string;
                     at: components["schemas"]["Timestamp"];
+                }[];
+                /** @description Admin keys only: each calling key's own circuit, which holds back that key's calls alone (the most recent 100 keys). */
+                keys?: {
+                    key: string;
+                    /** @enum {string} */
+                    state: "closed" | "open" | "half_open";
+                    since: components["schemas"]["Timestamp"] | null;
+                    open_until: components["schemas"]["Timestamp"] | null;
+                    failures_in_a_row: number;
+                    window: {
+                        calls: number;
+                        failures: number;
+                    };
                 }[];
             } | null;
             created_at: components["schemas"]["Timestamp"];
@@ -1776,7 +2345,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2433,7 +3002,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2564,7 +3133,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2618,7 +3187,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            /** @description The task's owner is at one of its quotas (`quota_exceeded`, `details.limit` names it: a resumed task counts again), or `rate_limited` as on every endpoint. Nothing was changed. */
             429: {
                 headers: {
                     /** @description Seconds to wait before trying again. */
@@ -2629,7 +3198,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); both with `Retry-After` in seconds; nothing was changed. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2705,7 +3274,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`: it needs admin or client); the key submitted the task and the step is an approval (`approval_by_submitter`: an approver decides through their link, or another admin key); with POLICY_URL, the policy refused the signal (`policy_denied`, `details.reason`); or a POST the CSRF rule refuses (`csrf_header_required`). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2770,7 +3339,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); both with `Retry-After` in seconds; nothing was changed. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2811,7 +3380,7 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description A link whose signature does not match. */
+            /** @description A link whose signature does not match, or (POST) a decision the policy service refused (POLICY_URL, kind `signal`). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2847,7 +3416,7 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description This server makes no approval links (production without APPROVAL_SECRET or CALLBACK_SECRET), or PostgreSQL is away. */
+            /** @description This server makes no approval links (production without APPROVAL_SECRET or CALLBACK_SECRET), PostgreSQL is away, or (POST) the policy service could not decide (POLICY_FAIL_MODE=closed). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2894,7 +3463,7 @@ export interface operations {
                     "text/html": string;
                 };
             };
-            /** @description A link whose signature does not match. */
+            /** @description A link whose signature does not match, or (POST) a decision the policy service refused (POLICY_URL, kind `signal`). */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2939,7 +3508,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description This server makes no approval links (production without APPROVAL_SECRET or CALLBACK_SECRET), or PostgreSQL is away. */
+            /** @description This server makes no approval links (production without APPROVAL_SECRET or CALLBACK_SECRET), PostgreSQL is away, or (POST) the policy service could not decide (POLICY_FAIL_MODE=closed). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3066,7 +3635,16 @@ export interface operations {
     };
     listWorkflows: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description active (the default): the workflows that run; archived: those that no longer do. */
+                status?: "active" | "archived";
+                /** @description Only the workflows whose first version this key stored. */
+                created_by?: string;
+                /** @description With page_size: the page (from 1); the answer counts them all in `total`. */
+                page?: number;
+                /** @description With page: how many per page (default 20); without either, all of them. */
+                page_size?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -3081,7 +3659,20 @@ export interface operations {
                 content: {
                     "application/json": {
                         workflows: components["schemas"]["WorkflowSummary"][];
+                        /** @description With `page` or `page_size`: how many match, on all pages. */
+                        total?: number;
+                        page?: number;
+                        page_size?: number;
                     };
+                };
+            };
+            /** @description The query is invalid. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
                 };
             };
             /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
@@ -3130,9 +3721,11 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody: {
+        requestBody?: {
             content: {
-                "application/json": components["schemas"]["WorkflowDefinition"];
+                "application/json": {
+                    [key: string]: unknown;
+                } & (components["schemas"]["WorkflowDefinition"] | components["schemas"]["Seed001Workflow"]);
             };
         };
         responses: {
@@ -3145,7 +3738,7 @@ export interface operations {
                     "application/json": components["schemas"]["StoredWorkflow"];
                 };
             };
-            /** @description The definition is invalid (`invalid_workflow`): every problem with its JSON path. */
+            /** @description The definition is invalid (`invalid_workflow`): every problem with its JSON path, in the form posted (seed 001's: `actions[1].config.parameters.url`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3165,8 +3758,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Seed 001's format: another workflow already answers to its name as a display name (`workflow_name_taken`). */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3269,7 +3871,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3367,6 +3969,165 @@ export interface operations {
             };
             /** @description No such workflow or version (`workflow_not_found`). */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    updateWorkflow: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description A workflow's id (its name), or its display name (seed 001's name with spaces).
+                 * @example diamond
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": {
+                    /** @description A new display name: metadata, no new version (the id stays). */
+                    name?: string;
+                    description?: string;
+                    parameters?: components["schemas"]["Seed001Parameter"][];
+                    actions?: components["schemas"]["Seed001Action"][];
+                    tags?: string[];
+                };
+            };
+        };
+        responses: {
+            /** @description Changed. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        name: string;
+                        description?: string;
+                        /** @default [] */
+                        parameters: components["schemas"]["StoredWorkflowParameter"][];
+                        steps: components["schemas"]["StoredWorkflowStep"][];
+                        /** @description The task's result; templates allowed. Without it: every completed step's output by step id. */
+                        output?: unknown;
+                        /** @description At most `limit` runs of this workflow at once per key; the others wait before their first step. */
+                        concurrency?: {
+                            /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                            key: string;
+                            limit: number;
+                        };
+                        /** @description At most so many runs of this workflow started per minute or second per key. */
+                        rate_limit?: {
+                            /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                            key: string;
+                            per_minute?: number;
+                            per_second?: number;
+                        };
+                        version: number;
+                        created_at: components["schemas"]["Timestamp"];
+                        archived_at: components["schemas"]["Timestamp"] | null;
+                        /** @description Its id, the same as `name` (seed 001 reads `workflow_id`). */
+                        workflow_id: string;
+                        /** @description The name it was posted under when that is not an id (it has spaces; the id is its slug): GET /workflows/{display name} finds it too. */
+                        display_name: string | null;
+                        tags: string[];
+                        /** @description The key that stored its first version; null without authentication. */
+                        created_by: string | null;
+                        /** @enum {string} */
+                        status: "active" | "archived";
+                        /** @description A workflow posted in seed 001's format: its actions as posted (`steps` are what they became). */
+                        actions?: unknown[];
+                        /** @description Whether a version was stored (false: the display name alone changed). */
+                        new_version: boolean;
+                    };
+                };
+            };
+            /** @description The change is invalid (`invalid_workflow`, each problem at its path), or changes nothing (`validation_error`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No active workflow has this id or display name (`workflow_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Another workflow already answers to the new name (`workflow_name_taken`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3583,7 +4344,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TaskAssigned"];
+                    "application/json": {
+                        /** Format: uuid */
+                        task_id: string;
+                        /** @constant */
+                        status: "assigned";
+                        message: string;
+                        timestamp: components["schemas"]["Timestamp"];
+                        /**
+                         * Format: uuid
+                         * @description The task id, by seed 001's name (GET /workflows/executions/{execution_id}).
+                         */
+                        execution_id: string;
+                        /** @description The workflow run (its id, when the path named its display name). */
+                        workflow_id: string;
+                    };
                 };
             };
             /** @description Accepted: the task is stored and enqueued. */
@@ -3592,7 +4367,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TaskAssigned"];
+                    "application/json": {
+                        /** Format: uuid */
+                        task_id: string;
+                        /** @constant */
+                        status: "assigned";
+                        message: string;
+                        timestamp: components["schemas"]["Timestamp"];
+                        /**
+                         * Format: uuid
+                         * @description The task id, by seed 001's name (GET /workflows/executions/{execution_id}).
+                         */
+                        execution_id: string;
+                        /** @description The workflow run (its id, when the path named its display name). */
+                        workflow_id: string;
+                    };
                 };
             };
             /** @description The body is invalid, or `parameters` do not fit the workflow (`invalid_params`; also when a policy service rewrote them into parameters that do not fit). */
@@ -3615,7 +4404,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3783,7 +4572,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3792,7 +4581,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A schedule of that name exists (`schedule_exists`). */
+            /** @description You have a schedule of that name (`schedule_exists`; another key's of the same name does not count), or as many schedules as SCHEDULES_MAX_PER_KEY allows a client key (`too_many_schedules`, `details.max` and `details.held`). */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3830,7 +4619,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); both with `Retry-After` in seconds; nothing was changed. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3843,11 +4632,14 @@ export interface operations {
     };
     getSchedule: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Whose schedule of that name (a key id, as `owner` shows it), for admin and read keys when several keys use the name. A client key's is always its own. */
+                owner?: string;
+            };
             header?: never;
             path: {
                 /**
-                 * @description Unique across the deployment; part of the URL.
+                 * @description Unique among its owner's schedules (another key may use the same name); part of the URL.
                  * @example nightly-report
                  */
                 name: string;
@@ -3885,8 +4677,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No schedule has that name, or it is another client key's (`schedule_not_found`). */
+            /** @description No schedule of yours has that name (`schedule_not_found`): another client key's schedules are not found. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Several keys have a schedule of that name (`schedule_ambiguous`, `details.owners`): say whose with `?owner=`. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3918,11 +4719,14 @@ export interface operations {
     };
     deleteSchedule: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Whose schedule of that name (a key id, as `owner` shows it), for admin and read keys when several keys use the name. A client key's is always its own. */
+                owner?: string;
+            };
             header?: never;
             path: {
                 /**
-                 * @description Unique across the deployment; part of the URL.
+                 * @description Unique among its owner's schedules (another key may use the same name); part of the URL.
                  * @example nightly-report
                  */
                 name: string;
@@ -3974,8 +4778,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No schedule has that name, or it is another client key's (`schedule_not_found`). */
+            /** @description No schedule of yours has that name (`schedule_not_found`): another client key's schedules are not found. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Several keys have a schedule of that name (`schedule_ambiguous`, `details.owners`): say whose with `?owner=`. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4007,11 +4820,14 @@ export interface operations {
     };
     updateSchedule: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Whose schedule of that name (a key id, as `owner` shows it), for admin and read keys when several keys use the name. A client key's is always its own. */
+                owner?: string;
+            };
             header?: never;
             path: {
                 /**
-                 * @description Unique across the deployment; part of the URL.
+                 * @description Unique among its owner's schedules (another key may use the same name); part of the URL.
                  * @example nightly-report
                  */
                 name: string;
@@ -4053,7 +4869,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4062,8 +4878,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No schedule has that name, or it is another client key's (`schedule_not_found`). */
+            /** @description No schedule of yours has that name (`schedule_not_found`): another client key's schedules are not found. */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Several keys have a schedule of that name (`schedule_ambiguous`, `details.owners`): say whose with `?owner=`. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4100,7 +4925,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); both with `Retry-After` in seconds; nothing was changed. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4212,7 +5037,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The body is invalid (`invalid_service`), the document is not a valid OpenAPI 3.x JSON document or too large (`invalid_openapi_document`), or its host is not on HTTP_TOOL_ALLOWED_HOSTS (`host_not_allowed`). */
+            /** @description The body is invalid (`invalid_service`), the document is not a valid OpenAPI 3.x JSON document or too large (`invalid_openapi_document`), its tools would weigh more than SERVICE_SCHEMA_MAX_NODES or SERVICE_SCHEMA_MAX_BYTES (`document_too_complex`, naming the place in the document where it stopped), or its host is not on HTTP_TOOL_ALLOWED_HOSTS (`host_not_allowed`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4232,7 +5057,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4343,7 +5168,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The document is invalid (`invalid_openapi_document`), on a host not allowed (`host_not_allowed`), or `force` is neither true nor false (`validation_error`). */
+            /** @description The document is invalid (`invalid_openapi_document`), over the schema budget (`document_too_complex`), on a host not allowed (`host_not_allowed`), or `force` is neither true nor false (`validation_error`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4363,7 +5188,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4658,7 +5483,7 @@ export interface operations {
                     "application/json": components["schemas"]["Service"];
                 };
             };
-            /** @description The change is invalid (`invalid_service`), or the new document is (`invalid_openapi_document`, `host_not_allowed`). */
+            /** @description The change is invalid (`invalid_service`), or the new document is (`invalid_openapi_document`, `document_too_complex`, `host_not_allowed`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4889,7 +5714,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4934,7 +5759,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            /** @description The task's owner is at one of its quotas (`quota_exceeded`, `details.limit` names it: a resumed task counts again), or `rate_limited` as on every endpoint. Nothing was changed. */
             429: {
                 headers: {
                     /** @description Seconds to wait before trying again. */
@@ -4945,7 +5770,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); both with `Retry-After` in seconds; nothing was changed. Try again later. */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -4994,10 +5819,13 @@ export interface operations {
                                 by_status: {
                                     [key: string]: number;
                                 };
+                                /** @description When the newest of them (its task) was created. */
+                                last_created_at: components["schemas"]["Timestamp"];
                                 /** @description Durations in milliseconds, of finished tasks or steps only; null when none finished. */
                                 duration_ms: {
                                     p50: number | null;
                                     p90: number | null;
+                                    p95: number | null;
                                     p99: number | null;
                                     max: number | null;
                                 };
@@ -5011,10 +5839,13 @@ export interface operations {
                                 by_status: {
                                     [key: string]: number;
                                 };
+                                /** @description When the newest of them (its task) was created. */
+                                last_created_at: components["schemas"]["Timestamp"];
                                 /** @description Durations in milliseconds, of finished tasks or steps only; null when none finished. */
                                 duration_ms: {
                                     p50: number | null;
                                     p90: number | null;
+                                    p95: number | null;
                                     p99: number | null;
                                     max: number | null;
                                 };
@@ -5034,6 +5865,7 @@ export interface operations {
                                 duration_ms: {
                                     p50: number | null;
                                     p90: number | null;
+                                    p95: number | null;
                                     p99: number | null;
                                     max: number | null;
                                 };
@@ -5639,6 +6471,2025 @@ export interface operations {
                 };
                 content: {
                     "text/html": string;
+                };
+            };
+        };
+    };
+    getExecution: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The id (a UUID) that POST /assign-task answered. Anything else answers 404. */
+                execution_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The execution. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        execution_id: string;
+                        /** @description The workflow run (a one-tool task: its tool). */
+                        workflow_id: string;
+                        workflow_version: number | null;
+                        /**
+                         * @description `pending` is a queued task; the others are as GET /result says.
+                         * @enum {string}
+                         */
+                        status: "pending" | "running" | "completed" | "failed" | "cancelled";
+                        created_at: components["schemas"]["Timestamp"];
+                        started_at: components["schemas"]["Timestamp"] | null;
+                        /** @description When it ended, however it ended. */
+                        completed_at: components["schemas"]["Timestamp"] | null;
+                        /**
+                         * Format: uuid
+                         * @description The same id: GET /result/{task_id} and GET /tasks/{task_id}/history read it too.
+                         */
+                        task_id: string;
+                        result?: unknown;
+                        /** @description Why it failed or was cancelled (as GET /result's `error`). */
+                        error?: components["schemas"]["ErrorRecord"];
+                        progress: {
+                            completed: number;
+                            total: number;
+                        };
+                        steps: components["schemas"]["TaskStep"][];
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such execution (`task_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listExecutions: {
+        parameters: {
+            query?: {
+                limit?: number;
+                /** @description The previous page's `next_cursor`. */
+                cursor?: string;
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description A workflow's id (its name), or its display name (seed 001's name with spaces).
+                 * @example diamond
+                 */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of executions. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        workflow_id: string;
+                        executions: {
+                            /** Format: uuid */
+                            execution_id: string;
+                            /** @description The workflow run (a one-tool task: its tool). */
+                            workflow_id: string;
+                            workflow_version: number | null;
+                            /**
+                             * @description `pending` is a queued task; the others are as GET /result says.
+                             * @enum {string}
+                             */
+                            status: "pending" | "running" | "completed" | "failed" | "cancelled";
+                            created_at: components["schemas"]["Timestamp"];
+                            started_at: components["schemas"]["Timestamp"] | null;
+                            /** @description When it ended, however it ended. */
+                            completed_at: components["schemas"]["Timestamp"] | null;
+                        }[];
+                        next_cursor: string | null;
+                    };
+                };
+            };
+            /** @description The query or the cursor is invalid. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No workflow has this id or display name, archived ones included (`workflow_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    cancelExecution: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path: {
+                /** @description The id (a UUID) that POST /assign-task answered. Anything else answers 404. */
+                execution_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Cancelled. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        execution_id: string;
+                        /** Format: uuid */
+                        task_id: string;
+                        /** @constant */
+                        status: "cancelled";
+                        message: string;
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description The body is not valid JSON (`invalid_json`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such execution (`task_not_found`; a client key: not one of its own). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description It already ended (`task_finished`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    workflowFromTemplate: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description One of GET /workflows/templates. */
+                    template_name: string;
+                    customizations: {
+                        /** @description The new workflow's name: its id, or a display name whose slug is the id. */
+                        name: string;
+                        description?: string;
+                        tags?: string[];
+                        /** @description New defaults of the template's parameters, by name (a parameter given one is no longer required). */
+                        parameters?: {
+                            [key: string]: unknown;
+                        };
+                    };
+                };
+            };
+        };
+        responses: {
+            /** @description Stored. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        name: string;
+                        description?: string;
+                        /** @default [] */
+                        parameters: components["schemas"]["StoredWorkflowParameter"][];
+                        steps: components["schemas"]["StoredWorkflowStep"][];
+                        /** @description The task's result; templates allowed. Without it: every completed step's output by step id. */
+                        output?: unknown;
+                        /** @description At most `limit` runs of this workflow at once per key; the others wait before their first step. */
+                        concurrency?: {
+                            /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                            key: string;
+                            limit: number;
+                        };
+                        /** @description At most so many runs of this workflow started per minute or second per key. */
+                        rate_limit?: {
+                            /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
+                            key: string;
+                            per_minute?: number;
+                            per_second?: number;
+                        };
+                        version: number;
+                        created_at: components["schemas"]["Timestamp"];
+                        archived_at: components["schemas"]["Timestamp"] | null;
+                        /** @description Its id, the same as `name` (seed 001 reads `workflow_id`). */
+                        workflow_id: string;
+                        /** @description The name it was posted under when that is not an id (it has spaces; the id is its slug): GET /workflows/{display name} finds it too. */
+                        display_name: string | null;
+                        tags: string[];
+                        /** @description The key that stored its first version; null without authentication. */
+                        created_by: string | null;
+                        /** @enum {string} */
+                        status: "active" | "archived";
+                        /** @description A workflow posted in seed 001's format: its actions as posted (`steps` are what they became). */
+                        actions?: unknown[];
+                        template_name: string;
+                    };
+                };
+            };
+            /** @description The body is invalid, or the customized workflow does not pass the checks (`invalid_workflow`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No template has this name (`template_not_found`; `details.templates` lists them). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Another workflow already answers to the name (`workflow_name_taken`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listWorkflowTemplates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The templates. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        templates: {
+                            template_name: string;
+                            description: string | null;
+                            parameters: components["schemas"]["StoredWorkflowParameter"][];
+                            steps: number;
+                        }[];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    searchWorkflows: {
+        parameters: {
+            query: {
+                /**
+                 * @description Text found (case-insensitive) in the name, display name, description or a tag.
+                 * @example diamond
+                 */
+                q: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The workflows found, by name; `total` counts them all. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        query: string;
+                        results: components["schemas"]["WorkflowSummary"][];
+                        total: number;
+                    };
+                };
+            };
+            /** @description The query is invalid (`q` is required). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    workflowStatistics: {
+        parameters: {
+            query?: {
+                /** @description How far back from now (default 24h). Ignored when since is given. */
+                window?: string;
+                since?: string;
+                until?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Each active workflow, runs or none. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        window: {
+                            from: components["schemas"]["Timestamp"];
+                            to: components["schemas"]["Timestamp"];
+                        };
+                        workflows: {
+                            workflow_id: string;
+                            display_name: string | null;
+                            runs: {
+                                total: number;
+                                by_status: {
+                                    [key: string]: number;
+                                };
+                            };
+                            duration_ms: {
+                                p50: number | null;
+                                p95: number | null;
+                            };
+                            /** @description When the newest run in the window was accepted. */
+                            last_run_at: components["schemas"]["Timestamp"] | null;
+                        }[];
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description The query is invalid, or the window is empty or wider than STATS_MAX_WINDOW_DAYS. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description As GET /stats: `stats_timeout`, `stats_busy` or `service_unavailable`. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    workflowHealth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The health of the workflow service. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @enum {string} */
+                        status: "healthy" | "degraded";
+                        checks: components["schemas"]["DependencyChecks"];
+                        workflows: {
+                            /** @description null while PostgreSQL does not answer. */
+                            active: number | null;
+                        };
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    legacySystemHealth: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description As GET /health. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /**
+                         * @description `degraded` while Redis or PostgreSQL does not answer; the process itself is alive.
+                         * @enum {string}
+                         */
+                        status: "ok" | "degraded";
+                        uptime_s: number;
+                        checks: components["schemas"]["DependencyChecks"];
+                        timestamp: components["schemas"]["Timestamp"];
+                        name: string;
+                        version: string;
+                    };
+                };
+            };
+            /** @description A body was sent and it is not valid JSON (`invalid_json`). Probes need none. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    legacyInfo: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description About this service. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        name: string;
+                        version: string;
+                        uptime_s: number;
+                        /** @description Where to go next, by name. */
+                        links: {
+                            [key: string]: string;
+                        };
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    effectiveConfig: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The settings, by variable name. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        settings: {
+                            [key: string]: unknown;
+                        };
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    legacyRegisterService: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ServiceRegistration"];
+            };
+        };
+        responses: {
+            /** @description Registered. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        service: components["schemas"]["Service"];
+                        imported: {
+                            version: number;
+                            tools: string[];
+                            /** @description Operations that did not become tools (no operationId, or one that makes no tool name). */
+                            skipped: {
+                                where: string;
+                                reason: string;
+                            }[];
+                        };
+                    };
+                };
+            };
+            /** @description As POST /services: `invalid_service`, `invalid_openapi_document`, `document_too_complex` or `host_not_allowed`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A service has this name (`service_exists`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The OpenAPI document could not be fetched (`openapi_fetch_failed`). */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    legacyListServices: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The services. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        services: components["schemas"]["Service"][];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deadLetterStats: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The counts. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        total: number;
+                        /** @description Not replayed yet. */
+                        open: number;
+                        by_tool: {
+                            tool: string;
+                            total: number;
+                            open: number;
+                            oldest_at: components["schemas"]["Timestamp"];
+                            newest_at: components["schemas"]["Timestamp"];
+                        }[];
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    retryDeadLetters: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Dead letters to replay. */
+                    ids?: string[];
+                    /** @description A tool: its dead letters not replayed yet (at most 100 a call; `more` says whether others are left). */
+                    all_for_tool?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description What each replay did. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        retried: {
+                            /** Format: uuid */
+                            id: string;
+                            /** Format: uuid */
+                            task_id: string;
+                            run: number;
+                        }[];
+                        failed: {
+                            id: string;
+                            error: {
+                                code: string;
+                                message: string;
+                            };
+                        }[];
+                        /** @description `all_for_tool`: whether letters of the tool are left to replay. */
+                        more: boolean;
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description Neither or both of `ids` and `all_for_tool` (`validation_error`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task's owner is at one of its quotas (`quota_exceeded`, `details.limit` names it: a resumed task counts again), or `rate_limited` as on every endpoint. Nothing was changed. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); both with `Retry-After` in seconds; nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    goneExecutionRoutes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                execution_id: string;
+                /** @example status */
+                rest: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Gone: an execution is a task here; its steps, history and events are read through the task routes. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    goneRegistryRoutes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example status */
+                rest: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Gone: the registry is the service registry, which knows services by their OpenAPI documents (no heartbeats, no agents). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    goneInfrastructureRoutes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example status */
+                rest: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Gone: the queues are BullMQ queues, watched in Bull Board and /stats/queues, and failed steps are dead letters. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    goneConfigRoutes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example status */
+                rest: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Gone: settings are environment variables, read once at start (change them and restart). */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    goneHealthRoutes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example status */
+                rest: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Gone: liveness and readiness are two probes here. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    startSession: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description A workflow to run: its id or display name. Or give `task_type`. */
+                    workflow?: string;
+                    /** @description A tool or a workflow, as POST /assign-task takes it. Or give `workflow`. */
+                    task_type?: string;
+                    /** @description Its parameters (or `params`). */
+                    parameters?: {
+                        [key: string]: unknown;
+                    };
+                    params?: {
+                        [key: string]: unknown;
+                    };
+                    /** @description An id of your choosing: it is the task's idempotency key (the same id and body again: the same session, 200; another body: 409). Without it, the session id is the task id. */
+                    session_id?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description This `session_id` was started before with the same body: that session. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        session_id: string;
+                        /** Format: uuid */
+                        task_id: string;
+                        /** @description What runs: the workflow (its id) or the tool. */
+                        task_type: string;
+                        /** @enum {string} */
+                        status: "pending" | "running" | "waiting" | "completed" | "failed" | "cancelled";
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description Started: the task is stored and enqueued. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        session_id: string;
+                        /** Format: uuid */
+                        task_id: string;
+                        /** @description What runs: the workflow (its id) or the tool. */
+                        task_type: string;
+                        /** @enum {string} */
+                        status: "pending" | "running" | "waiting" | "completed" | "failed" | "cancelled";
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description The body is invalid, or the parameters do not fit (`invalid_params`, at `parameters.*` or `params.*`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No tool or workflow has that name (`unknown_task_type`, `workflow_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description This `session_id` was used with another body (`idempotency_conflict`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description This key (or address, without keys) is at one of its quotas: QUOTA_MAX_BACKLOG_PER_KEY unfinished tasks or QUOTA_MAX_BYTES_PER_KEY bytes of their params (`quota_exceeded`, `details.limit` names it), or has ADMISSION_MAX_IN_FLIGHT_PER_KEY submissions in flight in this process (`too_many_in_flight`); or `rate_limited` as on every endpoint. Nothing was created. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or admission control refuses new work while the backlog is more than the workers finish in ADMISSION_MAX_WAIT_MS (`overloaded`, with no figures: it may be answered before the key is checked), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); all with `Retry-After` in seconds; nothing was created. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getSession: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description What POST /v1/sessions answered: the id you chose, or the task id. */
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The session. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        session_id: string;
+                        /** Format: uuid */
+                        task_id: string;
+                        task_type: string;
+                        /**
+                         * @description In seed 003's words (docs/compat/seed-003.md); `task_status` is the task's own.
+                         * @enum {string}
+                         */
+                        status: "pending" | "running" | "waiting" | "completed" | "failed" | "cancelled";
+                        /** @enum {string} */
+                        task_status: "queued" | "running" | "completed" | "failed" | "cancelled";
+                        /** @description The actions (signals) its wait steps wait for: POST /v1/sessions/{session_id}/actions/{action}. */
+                        awaiting: {
+                            action: string;
+                            step_id: string;
+                            timeout_at?: components["schemas"]["Timestamp"];
+                        }[];
+                        /** @description The actions it takes now: cancel while it runs, retry once it failed or was cancelled, and the awaited signals. */
+                        actions: string[];
+                        result?: unknown;
+                        error?: components["schemas"]["ErrorRecord"];
+                        progress: {
+                            completed: number;
+                            total: number;
+                        };
+                        created_at: components["schemas"]["Timestamp"];
+                        started_at: components["schemas"]["Timestamp"] | null;
+                        finished_at: components["schemas"]["Timestamp"] | null;
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session (`session_not_found`, `task_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    sessionAction: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path: {
+                /** @description What POST /v1/sessions answered: the id you chose, or the task id. */
+                session_id: string;
+                /**
+                 * @description `cancel`, `retry`, or the name of a signal a wait step of the task waits for (the body is its payload).
+                 * @example approval
+                 */
+                action: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": unknown;
+            };
+        };
+        responses: {
+            /** @description Done: cancelled, or the signal recorded. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        session_id: string;
+                        /** Format: uuid */
+                        task_id: string;
+                        action: string;
+                        /**
+                         * @description cancel: `cancelled`; retry: `pending` (queued again); a signal: `recorded`.
+                         * @enum {string}
+                         */
+                        status: "cancelled" | "pending" | "recorded";
+                        /** @description retry: the run it started. */
+                        run?: number;
+                        /** @description A signal: the wait step that took it. */
+                        step_id?: string;
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description Retried: its unfinished steps are enqueued again. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        session_id: string;
+                        /** Format: uuid */
+                        task_id: string;
+                        action: string;
+                        /**
+                         * @description cancel: `cancelled`; retry: `pending` (queued again); a signal: `recorded`.
+                         * @enum {string}
+                         */
+                        status: "cancelled" | "pending" | "recorded";
+                        /** @description retry: the run it started. */
+                        run?: number;
+                        /** @description A signal: the wait step that took it. */
+                        step_id?: string;
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
+            /** @description The payload does not fit the signal's schema (`invalid_payload`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session (`session_not_found`, `task_not_found`), or no step waits for that signal (`signal_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description cancel: it ended (`task_finished`); retry: it neither failed nor was cancelled (`task_not_retryable`); a signal: already given, not awaited yet, or the task ended (`already_signalled`, `not_waiting`, `task_finished`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task's owner is at one of its quotas (`quota_exceeded`, `details.limit` names it: a resumed task counts again), or `rate_limited` as on every endpoint. Nothing was changed. */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`), or, with POLICY_URL and POLICY_FAIL_MODE=closed, the policy service did not decide in time or failed (`policy_unavailable`, `details.reason`); both with `Retry-After` in seconds; nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    goneSessionRoutes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @example evaluate */
+                rest: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Gone: sessions are tasks here. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };

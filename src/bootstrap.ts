@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 import type { Config } from './lib/config.js';
 import type { Logger } from './lib/logger.js';
-import { ensureDatabase } from './persistence/database.js';
-import { migrate } from './persistence/migrate.js';
+import { ensureDatabase, startupError } from './persistence/database.js';
+import { MigrationError, migrate } from './persistence/migrate.js';
 
 /**
  * Reads `.env` from the working directory when there is one. Variables already set in the
@@ -31,11 +31,20 @@ export async function boot(name: string, start: () => Promise<void>): Promise<vo
 /**
  * Creates the database when missing and applies pending migrations. Every process does this on
  * start, over DATABASE_DIRECT_URL: CREATE DATABASE and the migrations' session advisory lock do
- * not work through a pooler in transaction mode (README "Deploying behind PgBouncer").
+ * not work through a pooler in transaction mode (README "Deploying behind PgBouncer"). A server
+ * that cannot be reached (or refuses) stops the start with a line naming PostgreSQL, its host and
+ * port, and the setting to look at.
  */
-export async function prepareDatabase(config: Pick<Config, 'DATABASE_DIRECT_URL'>, logger: Logger): Promise<void> {
-  if (await ensureDatabase(config.DATABASE_DIRECT_URL)) logger.info('created database', { database: new URL(config.DATABASE_DIRECT_URL).pathname.slice(1) });
-  await migrate(config.DATABASE_DIRECT_URL, logger);
+export async function prepareDatabase(config: Pick<Config, 'DATABASE_URL' | 'DATABASE_DIRECT_URL'>, logger: Logger): Promise<void> {
+  const url = config.DATABASE_DIRECT_URL;
+  try {
+    if (await ensureDatabase(url)) logger.info('created database', { database: new URL(url).pathname.slice(1) });
+    await migrate(url, logger);
+  } catch (error) {
+    // A migration that failed says so itself.
+    if (error instanceof MigrationError) throw error;
+    throw startupError(error, url, url === config.DATABASE_URL ? 'DATABASE_URL' : 'DATABASE_DIRECT_URL');
+  }
 }
 
 /**
@@ -43,8 +52,10 @@ export async function prepareDatabase(config: Pick<Config, 'DATABASE_DIRECT_URL'
  * closing does with `closeWith` once it has started. The first signal runs that, then exits; a
  * signal during start-up waits for start-up to finish (a supervisor that stops a process just
  * after its first log line must not kill it by Node's default action). A second signal exits at once.
+ * `limitMs`: past this long after the first signal, the process exits (status 1) however far
+ * start-up or closing got, so that nothing it waits for (a Redis that is away) can hold it.
  */
-export function closeOnSignals(logger: Logger): { closeWith(close: () => Promise<void>): void } {
+export function closeOnSignals(logger: Logger, options: { limitMs?: number } = {}): { closeWith(close: () => Promise<void>): void } {
   let closing = false;
   let closer: (() => Promise<void>) | undefined;
   const run = (close: () => Promise<void>) =>
@@ -62,6 +73,12 @@ export function closeOnSignals(logger: Logger): { closeWith(close: () => Promise
     }
     closing = true;
     logger.info('shutting down', { signal });
+    if (options.limitMs !== undefined) {
+      setTimeout(() => {
+        logger.error(`shutdown did not end within ${options.limitMs} ms: exiting now`, { stage: closer ? 'closing' : 'starting' });
+        process.exit(1);
+      }, options.limitMs).unref();
+    }
     // Started: closing begins in this very turn. Starting: closeWith runs it when start-up is done.
     if (closer) void run(closer);
   };

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { type CountingClient, cpuSeconds, LUA_COMMANDS, type PgAdmin, type PostgresCluster, redisCommandCalls } from './metrics.js';
+import { type CountingClient, cpuSeconds, LUA_COMMANDS, type PgAdmin, type PostgresCluster, redisCommandCalls, redisReads } from './metrics.js';
 import { epochNow, sleep } from './util.js';
 
 /** Processes whose CPU time is charged to a workload, by kind. */
@@ -24,6 +24,7 @@ export interface CostSources {
 interface Snapshot {
   at: number;
   redisCalls: Map<string, number>;
+  redisReads: number;
   cpu: { api: number; workers: number; redis: number };
   /** The bench process itself: the load generator (and W0's producer). */
   generator: NodeJS.CpuUsage;
@@ -47,6 +48,11 @@ export interface Costs {
   redisCommandsPerStep: number;
   /** The most frequent Redis commands, calls per step. */
   redisTop: Record<string, number>;
+  /**
+   * Round trips to Redis per task, every client's (Redis's total_reads_processed), idle traffic
+   * included (workers' blocking fetches, stalled checks): compare it between builds, at one rate.
+   */
+  redisRoundTripsPerTask: number;
   /** Transactions in the system's database per step; absent without PostgreSQL. */
   pgTransactionsPerStep?: number;
   /** Raw transaction count, and the connection start-ups taken out of it. */
@@ -107,6 +113,7 @@ export async function beginCosts(sources: CostSources): Promise<Snapshot> {
     at: epochNow(),
     ...(own ? { ownBackends: own } : {}),
     redisCalls: await redisCommandCalls(sources.redis),
+    redisReads: await redisReads(sources.redis),
     cpu: { api: sumCpu(sources.processes.api), workers: sumCpu(sources.processes.workers), redis: cpuSeconds(sources.redisPid) ?? 0 },
     ...(postgres ? { postgres } : {}),
     generator: process.cpuUsage(),
@@ -131,6 +138,8 @@ interface Deltas {
   };
   /** Redis commands and their calls, most frequent first (the bench's own INFO and CONFIG left out). */
   redis: [string, number][];
+  /** Reads Redis processed (round trips), less the bench's own two INFO calls. */
+  reads: number;
   transactions?: number;
   newConnections?: number;
 }
@@ -142,6 +151,7 @@ async function readDeltas(sources: CostSources, start: Snapshot): Promise<Deltas
   const postgres = await postgresCpu(sources);
   const own = await ownBackends(sources);
   const redisCalls = await redisCommandCalls(sources.redis);
+  const reads = (await redisReads(sources.redis)) - start.redisReads - 2;
   const durationS = (epochNow() - start.at) / 1000;
   let ownBackendsCpu: number | undefined;
   if (own && start.ownBackends) {
@@ -185,6 +195,7 @@ async function readDeltas(sources: CostSources, start: Snapshot): Promise<Deltas
       ...(ownBackendsCpu !== undefined ? { postgresOwnBackends: ownBackendsCpu } : {}),
     },
     redis,
+    reads,
     ...(transactions !== undefined ? { transactions } : {}),
     ...(newConnections !== undefined ? { newConnections } : {}),
   };
@@ -210,6 +221,7 @@ export async function endCosts(sources: CostSources, start: Snapshot, tasks: num
     luaPerStep: perStep(lua),
     redisCommandsPerStep: perStep(other),
     redisTop: Object.fromEntries(deltas.redis.slice(0, 8).map(([command, delta]) => [command, Math.round(perStep(delta) * 100) / 100])),
+    redisRoundTripsPerTask: tasks > 0 ? deltas.reads / tasks : 0,
     ...(transactions !== undefined
       ? { pgTransactionsPerStep: perStep(transactions - (newConnections ?? 0)), pgTransactions: transactions, pgNewConnections: newConnections ?? 0 }
       : {}),

@@ -121,6 +121,14 @@ export async function redisCommandCalls(redis: Redis): Promise<Map<string, numbe
   return calls;
 }
 
+/**
+ * Reads Redis has processed since it started (`INFO stats` total_reads_processed, Redis 7+): one
+ * per request or pipeline a client sends, so the round trips clients make, idle or not.
+ */
+export async function redisReads(redis: Redis): Promise<number> {
+  return Number(/^total_reads_processed:(\d+)/m.exec(await redis.info('stats'))?.[1] ?? 0);
+}
+
 export async function redisServerInfo(redis: Redis): Promise<{ pid: number; version: string }> {
   const text = await redis.info('server');
   const field = (name: string) => new RegExp(`^${name}:(.*)$`, 'm').exec(text)?.[1]?.trim() ?? '';

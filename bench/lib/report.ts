@@ -174,6 +174,7 @@ export interface Summary {
   p50RatioToW1?: number;
   luaPerStep?: number;
   redisCommandsPerStep?: number;
+  redisRoundTripsPerTask?: number;
   pgTransactionsPerStep?: number;
   cpuApi?: number;
   cpuWorkers?: number;
@@ -599,6 +600,7 @@ export function summarize(runs: RunResult[]): Summary[] {
       ...(id !== 'W0' && id !== 'W1' && entries[0]?.result.latency ? { p50RatioToW1: m((result, run) => p50RatioToW1(result, run)) } : {}),
       luaPerStep: m((result) => result.costs?.luaPerStep),
       redisCommandsPerStep: m((result) => result.costs?.redisCommandsPerStep),
+      redisRoundTripsPerTask: m((result) => result.costs?.redisRoundTripsPerTask),
       pgTransactionsPerStep: m((result) => result.costs?.pgTransactionsPerStep),
       cpuApi: m((result) => result.costs?.cpuPer1000.api),
       cpuWorkers: m((result) => result.costs?.cpuPer1000.workers),
@@ -998,8 +1000,8 @@ export function markdown(report: Report): string {
     `- Settings: ${settings.workers} worker processes x concurrency ${settings.concurrency} for every system${settings.apis > 1 ? `, ${settings.apis} orchestrator API processes` : ''}${settings.latencyRate ? `, latency phases (and costs) at ${settings.latencyRate} tasks/s instead of half the max` : ''}, ${settings.poolSize} PostgreSQL connections per process, ${settings.connections} HTTP connections; ${settings.quick ? 'quick mode' : 'full mode'} (stages of ${settings.timing.stageMs / 1000} s, latency phase ${settings.timing.latencyMs / 1000} s), tolerance ${settings.tolerance}; ${medianNote}; ${report.elapsedS} s in all`,
     `- Reproduce: \`npm run bench${reproduceArgs(settings)}\``,
     '',
-    '| Workload | Max tasks/s | Steps/s | x W0 | p50 ms | p90 ms | p99 ms | max ms | Lua calls/step | Other Redis cmds/step | PG xacts/step | PG CPU ms/step | CPU s/1k tasks: API | workers | Redis | PostgreSQL | bench (load generator) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| Workload | Max tasks/s | Steps/s | x W0 | p50 ms | p90 ms | p99 ms | max ms | Lua calls/step | Other Redis cmds/step | Redis round trips/task | PG xacts/step | PG CPU ms/step | CPU s/1k tasks: API | workers | Redis | PostgreSQL | bench (load generator) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...report.summary
       .filter((row) => row.measure === 'capacity')
       .map((row) =>
@@ -1014,6 +1016,7 @@ export function markdown(report: Report): string {
           fmt(row.maxMs),
           fmt(row.luaPerStep, 2),
           fmt(row.redisCommandsPerStep, 1),
+          fmt(row.redisRoundTripsPerTask, 1),
           fmt(row.pgTransactionsPerStep, 2),
           fmt(row.pgCpuMsPerStep, 3),
           fmt(row.cpuApi, 2),
@@ -1053,6 +1056,7 @@ export function markdown(report: Report): string {
 export const NOTES = [
   "Latency: W1-W4 and W6 from tasks.created_at (the API's receipt) to tasks.finished_at (commit of the final result); peers from bench_results.received_at to finished_at; W0 from the job's timestamp (queue.add) to its finishedOn. PostgreSQL keeps milliseconds.",
   'Lua calls/step: EVALSHA + EVAL from INFO commandstats over the latency phase, divided by the steps run. Other Redis commands include those that the scripts themselves run (INFO commandstats counts both).',
+  "Redis round trips/task: the reads Redis processed (INFO stats total_reads_processed: one per request or pipeline a client sends) over the latency phase, divided by the tasks run; every client's, idle traffic included (workers' blocking fetches, stalled checks), so compare it between builds at the same rate.",
   "PG xacts/step: xact_commit + xact_rollback of the system's own database (pg_stat_database), less the bench's own queries and one start-up transaction per new connection.",
   "CPU: utime + stime from /proc/<pid>/stat. PostgreSQL is every process of the server: the postmaster and all its children (every database's backends, background writer, checkpointer, WAL writer, autovacuum), and, through the postmaster's cutime + cstime, the children that exited during the phase; the bench's own connections' backends are taken out. It therefore includes other databases' activity on the same server (nothing else runs on it during the bench on the machine it was written for). W0 has no database and is not charged for PostgreSQL. W0's producer is the bench process itself (no API column); bench (load generator) is the bench process itself, which shares the machine with what it measures. PG CPU ms/step is the PostgreSQL column divided by the steps per task.",
   'x W0 is tasks/s divided by W0\'s jobs/s in the same run; for workflows, Steps/s shows the work done. ">=" marks a maximum where no stage failed (a lower bound). With several runs, every ratio (x W0, the targets, RATE and DRAIN) is computed within each run, then its median taken.',

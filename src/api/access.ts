@@ -1,5 +1,6 @@
 import type { Request, RequestHandler } from 'express';
 import type { ApiKeyScope } from '../lib/config.js';
+import { clientOf } from './client-slots.js';
 import { errorBody } from './http.js';
 
 /**
@@ -45,4 +46,25 @@ export function submitter(req: Request): string {
 /** The only owner whose tasks this request may see or change: a client key's own id; undefined for every task. */
 export function ownerScope(req: Request): string | undefined {
   return req.apiKeyScope === 'client' ? req.apiKeyId : undefined;
+}
+
+/**
+ * What this request may read of tasks: a client key only its own; approval links only an admin
+ * key (or anyone, without authentication), who may hand them to their approvers. A link decides
+ * for its approver, so the submitter (or a read key) holding one would void the four-eyes rule.
+ */
+export function viewer(req: Request): { owner?: string; links: boolean } {
+  const owner = ownerScope(req);
+  return { ...(owner !== undefined ? { owner } : {}), links: req.apiKeyScope === undefined || req.apiKeyScope === 'admin' };
+}
+
+/** Who asks, for the services' gate (a retry, a replay, a signal): the key, its scope, its client, and the owner it is confined to. */
+export function asker(req: Request): { owner?: string; keyId?: string; scope?: ApiKeyScope; client: string } {
+  const owner = ownerScope(req);
+  return {
+    ...(owner !== undefined ? { owner } : {}),
+    ...(req.apiKeyId !== undefined ? { keyId: req.apiKeyId } : {}),
+    ...(req.apiKeyScope !== undefined ? { scope: req.apiKeyScope } : {}),
+    client: clientOf(req),
+  };
 }

@@ -26,6 +26,23 @@ function toKey(entry: ApiKeyEntry): ApiKey {
   return { id: entry.name ?? `key:${digest.toString('hex').slice(0, 16)}`, scope: entry.scope, digest };
 }
 
+/**
+ * The key (or identity token) an Authorization header carries: `Bearer <key>`, or, when `basic`
+ * is allowed, the password of basic auth (the user name is ignored).
+ */
+export function credentialOf(header: string | undefined, basic: boolean): string | undefined {
+  if (!header) return undefined;
+  const [scheme, value] = header.split(/\s+/, 2) as [string, string | undefined];
+  if (!value) return undefined;
+  if (/^bearer$/i.test(scheme)) return value;
+  if (basic && /^basic$/i.test(scheme)) {
+    const decoded = Buffer.from(value, 'base64').toString('utf8');
+    const colon = decoded.indexOf(':');
+    return colon >= 0 ? decoded.slice(colon + 1) : undefined;
+  }
+  return undefined;
+}
+
 /** Refuses a key listed twice: which of its scopes applies would depend on the order. */
 function distinct(keys: readonly ApiKey[], where: string): readonly ApiKey[] {
   const seen = new Set<string>();

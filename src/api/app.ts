@@ -57,7 +57,7 @@ export interface AppDeps {
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 const REDOC_PATHS = /^\/redoc(\/|$)/;
-const CONSOLE_PATHS = new RegExp(`^${CONSOLE_PATH}(/|$)`);
+const OWN_PAGES = new RegExp(`^(${CONSOLE_PATH}|/docs)(/|$)`);
 
 /** Route pattern of a request, for metric labels (never the raw path: ids would explode them). */
 function routeOf(req: express.Request): string {
@@ -85,19 +85,20 @@ export function createApp(deps: AppDeps): Express {
     });
     next();
   });
-  // Security headers everywhere. Bull Board and Swagger UI bring inline scripts and styles: no
-  // CSP there. ReDoc's page has none; it needs only to start its search worker from a blob: URL
-  // (its logo, which the bundle fetches from Redocly's CDN, stays blocked: the page hides it).
-  // Without upgrade-insecure-requests there, so that the page also works over plain HTTP on
-  // another host than localhost (its script and /openapi.json would be asked for over HTTPS).
+  // Security headers everywhere. Bull Board brings inline scripts and styles: no CSP there.
+  // ReDoc's page has none; it needs only to start its search worker from a blob: URL (its logo,
+  // which the bundle fetches from Redocly's CDN, stays blocked: the page hides it). Without
+  // upgrade-insecure-requests there, so that the page also works over plain HTTP on another host
+  // than localhost (its script and /openapi.json would be asked for over HTTPS).
   const headers = helmet();
   const uiHeaders = helmet({ contentSecurityPolicy: false });
   const redocHeaders = helmet({ contentSecurityPolicy: { directives: { workerSrc: ["'self'", 'blob:'], upgradeInsecureRequests: null } } });
-  // The console is built by this project: its scripts and styles are files of its own, so it runs
-  // under the default policy (without upgrade-insecure-requests, for the same reason as ReDoc).
-  const consoleHeaders = helmet({ contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } });
+  // The console is built by this project, and Swagger UI's page is this project's (it holds the
+  // key it was opened with): their scripts are files of their own, so they run under the default
+  // policy (without upgrade-insecure-requests, for the same reason as ReDoc).
+  const ownPageHeaders = helmet({ contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } });
   const headersFor = (path: string) =>
-    REDOC_PATHS.test(path) ? redocHeaders : CONSOLE_PATHS.test(path) ? consoleHeaders : BROWSER_PATHS.test(path) ? uiHeaders : headers;
+    REDOC_PATHS.test(path) ? redocHeaders : OWN_PAGES.test(path) ? ownPageHeaders : BROWSER_PATHS.test(path) ? uiHeaders : headers;
   app.use((req, res, next) => headersFor(req.path)(req, res, next));
   const corsEnabled = config.CORS_ORIGINS.length > 0;
   if (corsEnabled) {
@@ -126,6 +127,7 @@ export function createApp(deps: AppDeps): Express {
   const slots = (kind: string, max: number, leaseMs: number) =>
     new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
   const context: RouteContext = {
+    config,
     tasks: deps.tasks,
     workflows: deps.workflows,
     schedules: deps.schedules,

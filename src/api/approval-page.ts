@@ -89,6 +89,8 @@ const REFUSALS = {
   decided: [409, 'This approval is closed', 'It was already decided (or the task moved on), so this link no longer works. Nothing was changed.'],
   not_found: [404, 'No such approval', 'The task or its step is gone (it may have expired after the retention period).'],
   unavailable: [503, 'Approval links are off', 'This server makes no approval links (set APPROVAL_SECRET); decide with an API key instead.'],
+  refused: [403, 'This decision was refused', "The organisation's policy did not allow it. Nothing was changed."],
+  policy_unavailable: [503, 'Please try again', 'The decision could not be checked just now. Nothing was changed: try again in a moment.'],
 } as const;
 
 /** The page of a link that cannot be used, with its HTTP status. */

@@ -22,6 +22,8 @@ export interface IdentityTokenOptions {
   cooldownMs: number;
   /** How long a fetched JWKS is used. @defaultValue 600000 */
   maxAgeMs: number;
+  /** Longest life of a token (`exp - iat`, or `exp` - now without `iat`), in seconds. @defaultValue 86400 */
+  maxTokenLifeS: number;
 }
 
 /** A token the API does not accept; the message says why, and is what the client hears. */
@@ -45,6 +47,7 @@ const OWNER_MAX_CHARS = 200;
 function refusal(error: unknown): string {
   if (error instanceof errors.JWTExpired) return 'the token has expired';
   if (error instanceof errors.JWTClaimValidationFailed) {
+    if (error.claim === 'exp' && error.reason === 'missing') return 'the token has no expiry (exp): identity tokens must expire';
     if (error.claim === 'nbf') return 'the token is not valid yet (nbf)';
     if (error.claim === 'iss') return 'the token was not issued by AUTH_JWT_ISSUER (iss)';
     if (error.claim === 'aud') return 'the token is not meant for this service (aud)';
@@ -62,8 +65,9 @@ function refusal(error: unknown): string {
 /**
  * Verifies JWT bearer tokens (identity tokens) with jose: a signature by a key of the JWKS at
  * AUTH_JWKS_URL (fetched when first needed, cached, fetched again for an unknown `kid`: keys
- * rotate without a restart) or by AUTH_JWT_SECRET (HS256); the issuer and audience; `exp` and
- * `nbf`. The scope and owner come from configurable claims.
+ * rotate without a restart) or by AUTH_JWT_SECRET (HS256); the issuer and audience; `exp`
+ * (required, at most AUTH_JWT_MAX_AGE_S after `iat`) and `nbf`. The scope and owner come from
+ * configurable claims.
  */
 export class IdentityTokens {
   private readonly getKey: JWTVerifyGetKey;
@@ -103,6 +107,7 @@ export class IdentityTokens {
       ownerClaim: config.AUTH_JWT_OWNER_CLAIM,
       cooldownMs: config.AUTH_JWKS_COOLDOWN_MS,
       maxAgeMs: config.AUTH_JWKS_MAX_AGE_MS,
+      maxTokenLifeS: config.AUTH_JWT_MAX_AGE_S,
     });
   }
 
@@ -114,12 +119,26 @@ export class IdentityTokens {
         issuer: this.options.issuer,
         audience: this.options.audience,
         algorithms: this.algorithms,
+        // A token without exp would never expire: a leaked one would be a key no one can revoke.
+        requiredClaims: ['exp'],
       }));
     } catch (error) {
       if (error instanceof TokenRefusedError) throw error;
       throw new TokenRefusedError(refusal(error), { cause: error });
     }
+    this.checkLifetime(payload);
     return { id: `jwt:${this.owner(payload)}`, scope: this.scope(payload) };
+  }
+
+  /** jose checked that exp is a number in the future, and iat a number when present. */
+  private checkLifetime(payload: JWTPayload): void {
+    const from = payload.iat ?? Math.floor(Date.now() / 1000);
+    const lifetime = payload.exp! - from;
+    if (lifetime > this.options.maxTokenLifeS) {
+      throw new TokenRefusedError(
+        `the token lives ${lifetime} s (exp - ${payload.iat === undefined ? 'now' : 'iat'}), longer than AUTH_JWT_MAX_AGE_S (${this.options.maxTokenLifeS} s)`,
+      );
+    }
   }
 
   private scope(payload: JWTPayload): ApiKeyScope {

@@ -6,7 +6,7 @@ import type { ApiKeyScope } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { requestContext } from '../lib/request-context.js';
 import { type RedisClient, sendCommand } from '../queue/redis.js';
-import type { KeyRing } from './api-keys.js';
+import { credentialOf, type KeyRing } from './api-keys.js';
 import { errorBody } from './http.js';
 import { type IdentityTokens, looksLikeJwt, TokenRefusedError } from './identity-tokens.js';
 import { ROUTES } from './routes/index.js';
@@ -80,24 +80,15 @@ export function accessLog(logger: Logger): RequestHandler {
 }
 
 function presentedKey(req: Request): string | undefined {
-  const header = req.get('authorization');
-  if (!header) return undefined;
-  const [scheme, value] = header.split(/\s+/, 2) as [string, string | undefined];
-  if (!value) return undefined;
-  if (/^bearer$/i.test(scheme)) return value;
-  // Browser pages only: the key is the password of basic auth (the user name is ignored). A
-  // browser sends cached basic credentials by itself, with requests other sites make it send.
-  if (/^basic$/i.test(scheme) && BROWSER_PATHS.test(req.path)) {
-    const decoded = Buffer.from(value, 'base64').toString('utf8');
-    const colon = decoded.indexOf(':');
-    return colon >= 0 ? decoded.slice(colon + 1) : undefined;
-  }
-  return undefined;
+  // Basic auth on browser pages only: a browser sends cached basic credentials by itself, with
+  // requests other sites make it send.
+  return credentialOf(req.get('authorization'), BROWSER_PATHS.test(req.path));
 }
 
 /** The header a client sets to show that a POST comes from a program, not a cross-site form. */
 export const CSRF_HEADER = 'x-requested-with';
 const JSON_TYPE = /^\s*application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+const BEARER = /^\s*bearer\s/i;
 
 /**
  * Refuses a POST that another site's page could have made a browser send (a form, or fetch
@@ -106,10 +97,13 @@ const JSON_TYPE = /^\s*application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
  * CORS_ORIGINS pass. Without it, a page could cancel tasks on an API without keys (a
  * developer's), or act on Bull Board with the basic credentials a browser keeps. A POST with a
  * body of another type is left to the 415 that follows (except under /admin/, Bull Board's own).
+ * The guard is for credentials a browser sends by itself (basic auth, or none at all): a request
+ * with `Authorization: Bearer` passes, since no cross-site form or simple fetch can set that header.
  */
 export function csrfGuard(): RequestHandler {
   return (req, res, next) => {
-    if (req.method !== 'POST' || JSON_TYPE.test(req.get('content-type') ?? '') || req.get(CSRF_HEADER) !== undefined) return next();
+    if (req.method !== 'POST' || BEARER.test(req.get('authorization') ?? '')) return next();
+    if (JSON_TYPE.test(req.get('content-type') ?? '') || req.get(CSRF_HEADER) !== undefined) return next();
     const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
     if (hasBody && !req.path.startsWith('/admin/')) return next();
     res
@@ -117,7 +111,7 @@ export function csrfGuard(): RequestHandler {
       .json(
         errorBody(
           'csrf_header_required',
-          `a POST needs Content-Type: application/json or an X-Requested-With header (any value), which a cross-site form cannot send`,
+          `a POST without a bearer key needs Content-Type: application/json or an X-Requested-With header (any value), which a cross-site form cannot send`,
         ),
       );
   };

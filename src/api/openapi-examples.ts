@@ -102,7 +102,9 @@ export const assignedExamples: Record<string, ApiExample> = { assigned: { summar
 export const replayedExamples: Record<string, ApiExample> = {
   replayed: { summary: 'The first task of this idempotency key', value: assigned(TASK_ID, 'echo', true) },
 };
-export const executedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: assigned(WORKFLOW_TASK_ID, LOADED_WORKFLOW) } };
+const executed = (replay = false) => ({ ...assigned(WORKFLOW_TASK_ID, LOADED_WORKFLOW, replay), execution_id: WORKFLOW_TASK_ID, workflow_id: LOADED_WORKFLOW });
+export const executedExamples: Record<string, ApiExample> = { assigned: { summary: 'Accepted', value: executed() } };
+export const reexecutedExamples: Record<string, ApiExample> = { replayed: { summary: 'The first task of this idempotency key', value: executed(true) } };
 
 export const assignTaskInvalidExamples: Record<string, ApiExample> = {
   invalid_params: {
@@ -465,6 +467,11 @@ const storedGreetTwice = {
   version: 1,
   created_at: '2026-11-22T18:30:01.310Z',
   archived_at: null,
+  workflow_id: EXAMPLE_WORKFLOW,
+  display_name: null,
+  tags: [],
+  created_by: null,
+  status: 'active',
 };
 
 export const storedWorkflowExamples: Record<string, ApiExample> = {
@@ -497,6 +504,11 @@ export const workflowListExamples: Record<string, ApiExample> = {
           parameters: [{ name: 'value', type: 'string', default: 'x', required: false }],
           steps: 4,
           created_at: '2026-11-22T18:27:50.812Z',
+          workflow_id: 'diamond',
+          display_name: null,
+          tags: [],
+          created_by: null,
+          status: 'active',
         },
         {
           name: EXAMPLE_WORKFLOW,
@@ -505,6 +517,11 @@ export const workflowListExamples: Record<string, ApiExample> = {
           parameters: [{ name: 'who', type: 'string', required: true }],
           steps: 3,
           created_at: '2026-11-22T18:30:01.310Z',
+          workflow_id: EXAMPLE_WORKFLOW,
+          display_name: null,
+          tags: [],
+          created_by: null,
+          status: 'active',
         },
       ],
     },
@@ -559,7 +576,13 @@ export const deadLetterListExamples: Record<string, ApiExample> = {
   },
 };
 
-const percentiles = (p50: number | null, p90: number | null, p99: number | null, max: number | null) => ({ p50, p90, p99, max });
+const percentiles = (p50: number | null, p90: number | null, p99: number | null, max: number | null, p95 = p99 === null ? null : (p90! + p99) / 2) => ({
+  p50,
+  p90,
+  p95,
+  p99,
+  max,
+});
 
 export const statsExamples: Record<string, ApiExample> = {
   hour: {
@@ -569,12 +592,26 @@ export const statsExamples: Record<string, ApiExample> = {
       tasks: {
         total: 1,
         by_status: { completed: 1 },
-        by_type: [{ task_type: EXAMPLE_WORKFLOW, total: 1, by_status: { completed: 1 }, duration_ms: percentiles(610, 610, 610, 610) }],
+        by_type: [
+          {
+            task_type: EXAMPLE_WORKFLOW,
+            total: 1,
+            by_status: { completed: 1 },
+            last_created_at: '2026-11-22T18:29:30.004Z',
+            duration_ms: percentiles(610, 610, 610, 610),
+          },
+        ],
       },
       steps: {
         by_tool: [
-          { tool: 'echo', total: 2, by_status: { completed: 2 }, duration_ms: percentiles(18, 22.8, 23.9, 24) },
-          { tool: 'sleep', total: 1, by_status: { completed: 1 }, duration_ms: percentiles(524, 524, 524, 524) },
+          {
+            tool: 'echo',
+            total: 2,
+            by_status: { completed: 2 },
+            last_created_at: '2026-11-22T18:29:30.004Z',
+            duration_ms: percentiles(18, 22.8, 23.9, 24, 23.4),
+          },
+          { tool: 'sleep', total: 1, by_status: { completed: 1 }, last_created_at: '2026-11-22T18:29:30.004Z', duration_ms: percentiles(524, 524, 524, 524) },
         ],
       },
       // 48 buckets of 75 s; here the last two (the others are empty alike).
@@ -716,6 +753,7 @@ export const updateScheduleExamples: Record<string, ApiExample> = {
 
 const nightly = {
   name: EXAMPLE_SCHEDULE,
+  owner: 'reports-team',
   cron: '0 2 * * *',
   every_ms: null,
   timezone: 'Europe/Berlin',
@@ -740,7 +778,14 @@ export const scheduleDetailExamples: Record<string, ApiExample> = {
       ...nightly,
       recent_runs: [
         { tick_at: '2026-11-23T01:00:00.000Z', outcome: 'created', task_id: '019ab0c3-8e40-7c21-9f3e-2d4b6a8c0e11', status: 'completed' },
-        { tick_at: '2026-11-22T01:00:00.000Z', outcome: 'created', task_id: '019aab9d-3240-7a55-8b1c-5e7f9a1b3c22', status: 'completed' },
+        {
+          tick_at: '2026-11-22T01:00:00.000Z',
+          outcome: 'denied',
+          task_id: null,
+          status: null,
+          error: 'policy_denied: the policy refused this scheduled task: reports are paused during the migration',
+        },
+        { tick_at: '2026-11-21T01:00:00.000Z', outcome: 'created', task_id: '019aab9d-3240-7a55-8b1c-5e7f9a1b3c22', status: 'completed' },
       ],
     },
   },
@@ -782,12 +827,13 @@ const exampleServiceView = {
   auth: { type: 'bearer', secret_ref: 'billing_token', secret_set: true },
   health_path: '/health',
   timeout_ms: 10000,
-  circuit: { failure_threshold: 5, failure_ratio: 0.5, window_ms: 60000, min_calls: 10, open_ms: 30000, half_open_probes: 1 },
+  circuit: { failure_threshold: 5, failure_ratio: 0.5, window_ms: 60000, min_calls: 10, open_ms: 30000, half_open_probes: 1, keys_to_open: 3 },
   concurrency: 10,
   rate_limit: null,
   document_version: 1,
   operations: [{ tool: 'billing.getInvoice', method: 'GET', path: '/invoices/{id}', summary: 'An invoice' }],
   health: { status: 'up', checked_at: '2026-11-26T10:00:00.000Z', http_status: 200 },
+  error: null,
   circuit_state: {
     state: 'closed',
     since: '2026-11-26T09:58:00.000Z',
@@ -797,6 +843,16 @@ const exampleServiceView = {
     transitions: [
       { from: 'half_open', to: 'closed', at: '2026-11-26T09:58:00.000Z' },
       { from: 'open', to: 'half_open', at: '2026-11-26T09:57:59.000Z' },
+    ],
+    keys: [
+      {
+        key: 'alice',
+        state: 'open',
+        since: '2026-11-26T09:59:30.000Z',
+        open_until: '2026-11-26T10:00:00.000Z',
+        failures_in_a_row: 0,
+        window: { calls: 0, failures: 0 },
+      },
     ],
   },
   created_at: '2026-11-26T09:00:00.000Z',

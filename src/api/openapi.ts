@@ -10,6 +10,8 @@ import { ACCESS } from './access.js';
 import { invalid, text, tooManyRequests, unavailableOrOverloaded } from './replies.js';
 import * as r from './responses.js';
 import type { ApiReply, Route } from './route.js';
+import { seed001ActionSchema, seed001ParameterSchema, seed001WorkflowSchema } from './routes/compat/seed-001-format.js';
+import { COMPAT_TAGS } from './routes/compat/tags.js';
 import { ROUTES } from './routes/index.js';
 import { executeWorkflowBody } from './routes/workflows.js';
 
@@ -25,7 +27,7 @@ type JsonSchema = Record<string, unknown>;
 function commonReplies(operation: Route): Record<number, ApiReply> {
   const replies: Record<number, ApiReply> = {};
   // A page's own form (served by its handler) is not JSON: its answers are its own.
-  if ((operation.method === 'post' || operation.method === 'patch') && !operation.serve) {
+  if ((operation.method === 'post' || operation.method === 'put' || operation.method === 'patch') && !operation.serve) {
     replies[400] = invalid('The body is not valid JSON (`invalid_json`).');
     replies[413] = { description: 'The body is larger than BODY_LIMIT (`payload_too_large`).', body: r.errorBodySchema };
     replies[415] = { description: 'A body was sent that is not `application/json` (`unsupported_media_type`).', body: r.errorBodySchema };
@@ -46,12 +48,12 @@ function commonReplies(operation: Route): Record<number, ApiReply> {
   }
   if (operation.method === 'post') {
     const csrf =
-      'A POST with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends.';
+      'A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends.';
     replies[403] = { description: replies[403] ? `${replies[403].description} ${csrf}` : csrf, body: r.errorBodySchema };
   }
-  if (operation.admission) {
+  if (operation.admission || operation.gated) {
     const policy =
-      'With POLICY_URL, the policy service refused the task (`policy_denied`, its reason in the message and in `details.reason`); nothing was created.';
+      'With POLICY_URL, the policy service refused the work (`policy_denied`, its reason in the message and in `details.reason`); nothing was created or changed.';
     replies[403] = { description: replies[403] ? `${replies[403].description} ${policy}` : policy, body: r.errorBodySchema };
   }
   if (!operation.open) {
@@ -94,6 +96,9 @@ const REQUEST_COMPONENTS: [string, z.ZodType][] = [
   ['ServiceCircuit', circuitSchema],
   ['ServiceRateLimit', serviceRateLimitSchema],
   ['ServiceHeaders', serviceHeadersSchema],
+  ['Seed001Workflow', seed001WorkflowSchema],
+  ['Seed001Action', seed001ActionSchema],
+  ['Seed001Parameter', seed001ParameterSchema],
 ];
 
 /** Responses are described as the API sends them (zod output: defaults filled in). */
@@ -204,14 +209,22 @@ export interface OpenApiOptions {
   keys?: boolean;
 }
 
+const COMPAT_TAG_NAMES: ReadonlySet<string> = new Set(COMPAT_TAGS.map((tag) => tag.name));
+
 /** Builds the document from the routes. Use `openApiDocument()`, which builds it once. */
 export function buildOpenApiDocument(operations: readonly Route[] = ROUTES, options: OpenApiOptions = {}): OpenApiDocument {
   const keys = options.keys ?? true;
   const requests = new Converter('input', REQUEST_COMPONENTS);
   const responses = new Converter('output', RESPONSE_COMPONENTS);
 
+  // The compatibility routes are mounted before the native ones whose paths they share a prefix
+  // with (/workflows/search is not a workflow), but a reader (and an importer that runs the
+  // operations in order, as Postman does) meets the native API first.
+  const compat = (operation: Route) => operation.tags.every((tag) => COMPAT_TAG_NAMES.has(tag));
+  const ordered = [...operations.filter((operation) => !compat(operation)), ...operations.filter(compat)];
+
   // Register everything first, then convert each direction once, then assemble.
-  const pending = operations.map((operation) => {
+  const pending = ordered.map((operation) => {
     const replies = { ...commonReplies(operation), ...operation.responses };
     return {
       operation,
@@ -297,6 +310,7 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES, opti
       { name: 'tools', description: 'The tool adapters workers run.' },
       { name: 'dead-letters', description: 'Steps that exhausted their retries.' },
       { name: 'system', description: 'Health, metrics and documentation.' },
+      ...COMPAT_TAGS,
     ],
     paths,
     components: {

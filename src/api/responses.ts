@@ -53,6 +53,12 @@ export const assignedSchema = z.object({
 });
 export type AssignedBody = z.infer<typeof assignedSchema>;
 
+/** A run of a workflow accepted: as a task assigned, with seed 001's names for the task and the workflow besides. */
+export const executedSchema = assignedSchema.extend({
+  execution_id: z.uuid().meta({ description: "The task id, by seed 001's name (GET /workflows/executions/{execution_id})." }),
+  workflow_id: z.string().meta({ description: 'The workflow run (its id, when the path named its display name).' }),
+});
+
 const nextCursor = z.string().nullable().meta({ description: 'Pass as `cursor` for the next page; null on the last page.' });
 
 export const taskListSchema = z.object({ items: z.array(taskSummarySchema), next_cursor: nextCursor });
@@ -179,11 +185,27 @@ export const toolListSchema = z.object({ tools: z.array(toolSchema) });
 
 // Workflows
 
+/** What a workflow carries besides its definition; `workflow_id` and `status` are seed 001's words for its name and state. */
+const workflowMetadata = {
+  workflow_id: z.string().meta({ description: 'Its id, the same as `name` (seed 001 reads `workflow_id`).' }),
+  display_name: z.string().nullable().meta({
+    description: 'The name it was posted under when that is not an id (it has spaces; the id is its slug): GET /workflows/{display name} finds it too.',
+  }),
+  tags: z.array(z.string()),
+  created_by: z.string().nullable().meta({ description: 'The key that stored its first version; null without authentication.' }),
+  status: z.enum(['active', 'archived']),
+};
+
 export const storedWorkflowSchema = workflowDefinitionSchema
   .extend({
     version: z.int().min(1),
     created_at: timestamp,
     archived_at: timestamp.nullable(),
+    ...workflowMetadata,
+    actions: z
+      .array(z.unknown())
+      .optional()
+      .meta({ description: "A workflow posted in seed 001's format: its actions as posted (`steps` are what they became)." }),
   })
   .meta({ description: 'A stored version of a workflow definition, with its defaults filled in.' });
 export type StoredWorkflowBody = z.infer<typeof storedWorkflowSchema>;
@@ -200,10 +222,16 @@ export const workflowSummarySchema = z.object({
   parameters: z.array(parameterSchema),
   steps: count.meta({ description: 'How many steps the current version has.' }),
   created_at: timestamp,
+  ...workflowMetadata,
 });
 export type WorkflowSummaryBody = z.infer<typeof workflowSummarySchema>;
 
-export const workflowListSchema = z.object({ workflows: z.array(workflowSummarySchema) });
+export const workflowListSchema = z.object({
+  workflows: z.array(workflowSummarySchema),
+  total: count.optional().meta({ description: 'With `page` or `page_size`: how many match, on all pages.' }),
+  page: z.int().min(1).optional(),
+  page_size: z.int().min(1).optional(),
+});
 
 export const workflowVersionSchema = z.object({
   version: z.int().min(1),
@@ -244,20 +272,21 @@ export const deadLetterReplayedSchema = taskResumedSchema.extend({ dead_letter_i
 // Statistics
 
 const percentilesSchema = z
-  .object({ p50: z.number().nullable(), p90: z.number().nullable(), p99: z.number().nullable(), max: z.number().nullable() })
+  .object({ p50: z.number().nullable(), p90: z.number().nullable(), p95: z.number().nullable(), p99: z.number().nullable(), max: z.number().nullable() })
   .meta({ description: 'Durations in milliseconds, of finished tasks or steps only; null when none finished.' });
 
 const byStatus = z.record(z.string(), count).meta({ description: 'How many, by status.' });
+const lastCreatedAt = timestamp.meta({ description: 'When the newest of them (its task) was created.' });
 
 export const statsSchema = z.object({
   window: z.object({ from: timestamp, to: timestamp }),
   tasks: z.object({
     total: count,
     by_status: byStatus,
-    by_type: z.array(z.object({ task_type: z.string(), total: count, by_status: byStatus, duration_ms: percentilesSchema })),
+    by_type: z.array(z.object({ task_type: z.string(), total: count, by_status: byStatus, last_created_at: lastCreatedAt, duration_ms: percentilesSchema })),
   }),
   steps: z.object({
-    by_tool: z.array(z.object({ tool: z.string(), total: count, by_status: byStatus, duration_ms: percentilesSchema })),
+    by_tool: z.array(z.object({ tool: z.string(), total: count, by_status: byStatus, last_created_at: lastCreatedAt, duration_ms: percentilesSchema })),
   }),
   series: z
     .object({
@@ -343,6 +372,9 @@ export const notReadySchema = z.object({
 export const scheduleSchema = z
   .object({
     name: z.string(),
+    owner: z.string().nullable().meta({
+      description: "The key whose schedule it is (its id): its ticks' tasks are that key's. Names are unique per owner. Null without authentication.",
+    }),
     cron: z.string().nullable(),
     every_ms: z.int().nullable(),
     timezone: z.string(),
@@ -359,9 +391,9 @@ export const scheduleSchema = z
 
 export const scheduleRunSchema = z.object({
   tick_at: timestamp.meta({ description: 'The tick the task was made for.' }),
-  outcome: z.enum(['created', 'pending', 'skipped', 'buffered', 'failed']).meta({
+  outcome: z.enum(['created', 'pending', 'skipped', 'buffered', 'failed', 'denied']).meta({
     description:
-      '`created`: its task was made (`task_id`); `pending`: being made; `skipped`: the overlap policy made none; `buffered`: waits for the running task to end (buffer_one); `failed`: the task could not be made (`error`).',
+      "`created`: its task was made (`task_id`); `pending`: being made; `skipped`: the overlap policy made none; `buffered`: waits for the running task to end (buffer_one); `failed`: the task could not be made (`error`); `denied`: the policy service or the owner's quotas refused it (`error`: the reason), and no task was made.",
   }),
   task_id: z.uuid().nullable(),
   status: taskStatus.nullable().meta({ description: "The task's status; null without a task, or once it expired." }),
@@ -404,6 +436,7 @@ export const serviceSchema = z
         min_calls: z.int(),
         open_ms: z.int(),
         half_open_probes: z.int(),
+        keys_to_open: z.int(),
       })
       .meta({ description: 'The circuit breaker settings in force (defaults filled in).' }),
     concurrency: z.int().nullable(),
@@ -416,6 +449,10 @@ export const serviceSchema = z
       .object({ status: z.enum(['up', 'down']), checked_at: timestamp, http_status: z.int().optional(), error: z.string().optional() })
       .nullable()
       .meta({ description: 'The last background check of health_path; null before the first, or without health_path.' }),
+    error: z.string().nullable().meta({
+      description:
+        'Why its stored document gives no tools (it is over SERVICE_SCHEMA_MAX_NODES or SERVICE_SCHEMA_MAX_BYTES, lowered since it was stored, say); null when its tools are in use. POST /services/{name}/refresh or a PATCH of openapi_url reads it again.',
+    }),
     circuit_state: z
       .object({
         state: z.enum(['closed', 'open', 'half_open']),
@@ -424,9 +461,25 @@ export const serviceSchema = z
         failures_in_a_row: z.int(),
         window: z.object({ calls: z.int(), failures: z.int() }),
         transitions: z.array(z.object({ from: z.string(), to: z.string(), at: timestamp })).meta({ description: 'The latest transitions, newest first.' }),
+        keys: z
+          .array(
+            z.object({
+              key: z.string(),
+              state: z.enum(['closed', 'open', 'half_open']),
+              since: timestamp.nullable(),
+              open_until: timestamp.nullable(),
+              failures_in_a_row: z.int(),
+              window: z.object({ calls: z.int(), failures: z.int() }),
+            }),
+          )
+          .optional()
+          .meta({ description: "Admin keys only: each calling key's own circuit, which holds back that key's calls alone (the most recent 100 keys)." }),
       })
       .nullable()
-      .meta({ description: 'The circuit breaker as every worker shares it (Redis); null when Redis does not answer.' }),
+      .meta({
+        description:
+          "The service's shared circuit breaker as every worker shares it (Redis); null when Redis does not answer. It holds back every key's calls: it opens on failures of several keys (keys_to_open) or a failed health check.",
+      }),
     created_at: timestamp,
     updated_at: timestamp,
   })

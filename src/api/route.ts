@@ -1,6 +1,7 @@
 import { type Request, type RequestHandler, type Response, Router } from 'express';
 import type pg from 'pg';
 import type { z } from 'zod';
+import type { Config } from '../lib/config.js';
 import { ValidationError } from '../lib/errors.js';
 import { zodProblems } from '../lib/problems.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -25,7 +26,7 @@ import type { ToolBody } from './responses.js';
  */
 
 type JsonSchema = Record<string, unknown>;
-export type HttpMethod = 'get' | 'post' | 'patch' | 'delete';
+export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'delete';
 
 /** One answer of an operation. A JSON body unless `mediaType` says otherwise. */
 export interface ApiReply {
@@ -49,6 +50,8 @@ export interface SystemInfo {
 
 /** What a route's handlers may use; made once per app (src/api/app.ts). */
 export interface RouteContext {
+  /** The settings in effect (GET /config/effective shows them, secrets as set or not set). */
+  config: Config;
   tasks: TaskService;
   workflows: WorkflowService;
   schedules: ScheduleService;
@@ -112,6 +115,8 @@ interface Declaration {
   browser?: boolean;
   /** Creates tasks: admission control may refuse it (503 `overloaded`) before anything else runs. */
   admission?: boolean;
+  /** Makes work through the services' gate (src/tasks/work-gate.ts): the policy may refuse it (403 `policy_denied`). */
+  gated?: boolean;
   responses: Record<number, ApiReply>;
 }
 

@@ -18,6 +18,7 @@ import { Gates } from '../queue/gates.js';
 import { toolQueueName } from '../queue/jobs.js';
 import { KeyQuotas } from '../queue/key-quotas.js';
 import { createRedis, waitForRedis } from '../queue/redis.js';
+import { RedisOutage, redisAddress } from '../queue/redis-outage.js';
 import { ScheduleQueue } from '../queue/schedule-queue.js';
 import { Shards } from '../queue/shards.js';
 import { TaskQueues } from '../queue/task-queues.js';
@@ -26,6 +27,7 @@ import { openServiceRegistry } from '../services/service-registry.js';
 import { PolicyHook } from '../tasks/policy-hook.js';
 import { Runs } from '../tasks/runs.js';
 import { TaskService } from '../tasks/task-service.js';
+import { WorkGate } from '../tasks/work-gate.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import { WorkflowService } from '../workflows/workflow-service.js';
 import { Admission } from './admission.js';
@@ -55,16 +57,18 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const ring = keys ?? (await openKeyRing(config, logger));
   const tokens = IdentityTokens.fromConfig(config);
   const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
-  const redis = createRedis(config, 'producer', 'api');
-  const subscriber = createRedis(config, 'subscriber', 'api-events');
-  // Start even while Redis is down: the API then answers 503 and recovers by itself.
-  await waitForRedis(redis, 2_000).catch((error: Error) => logger.warn('Redis not reachable yet', { error: error.message }));
+  // Every connection of this process reports to one place: an outage is said once, not by each.
+  const outage = new RedisOutage(logger, redisAddress(config));
+  const redis = outage.watch(createRedis(config, 'producer', 'api'));
+  const subscriber = outage.watch(createRedis(config, 'subscriber', 'api-events'));
+  // Start even while Redis is down (the outage says so): the API then answers 503 and recovers by itself.
+  await waitForRedis(redis, 2_000).catch(() => undefined);
   // Registered services' operations are tools too: read now, and again on every change.
   const services = openServiceRegistry({
     config,
     prisma: db.prisma,
     redis,
-    subscriber: createRedis(config, 'subscriber', 'api-services'),
+    subscriber: outage.watch(createRedis(config, 'subscriber', 'api-services')),
     logger,
     metrics,
     checksHealth: true,
@@ -90,6 +94,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger, config);
   services.workflows = workflows;
   await workflows.loadExamples();
+  // One admission for every path that makes work here: submissions, schedules' definitions, retries, replays, signals, children.
+  const gate = new WorkGate({ policy: PolicyHook.fromConfig(config, metrics, logger), quotas });
   const runs = new Runs({
     sql: db.sql,
     queues,
@@ -98,7 +104,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     config,
     gates: new Gates(redis, config.QUEUE_PREFIX),
     planChild: (workflow, params) => workflows.planChild(workflow, params),
-    stopTask: (taskId) => publishStop(redis, config.QUEUE_PREFIX, { taskId, reason: 'cancelled' }),
+    stopTask: (taskId, run) => publishStop(redis, config.QUEUE_PREFIX, { taskId, run, reason: 'cancelled' }),
+    gate,
     onEnded: (ended) => {
       metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
       quotas.release(ended.taskId);
@@ -116,8 +123,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     metrics,
     runs,
     reachability: db.reachability,
-    quotas,
-    policy: PolicyHook.fromConfig(config, metrics, logger),
+    gate,
     planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
     tickOf: (taskId) => scheduleStore.tickOf(taskId),
@@ -129,6 +135,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     logger,
     checkTask: (request, options) => tasks.check(request, options),
     reachability: db.reachability,
+    maxPerOwner: config.SCHEDULES_MAX_PER_KEY,
   });
   const streams = new EventStreams();
   const admission = new Admission(

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { JsonSchema } from './condition.js';
+import { dereferenced, type JsonSchema } from './condition.js';
 import type { KeyLimit, RetryPolicy } from './types.js';
 import type { WorkflowDefinition } from './workflow-definition.js';
 
@@ -64,13 +64,18 @@ export function toolOutputSchema(tool: ToolSpec): JsonSchema {
   return schema;
 }
 
-/** The first path segment a JSON Schema rules out, or undefined when the path may exist. */
-export function missingPath(schema: JsonSchema | boolean, path: readonly string[], walked: string[] = []): string | undefined {
+/**
+ * The first path segment a JSON Schema rules out, or undefined when the path may exist. Local
+ * references (`#/$defs/...`, as a service's schemas keep them) are followed within `root`.
+ */
+export function missingPath(raw: JsonSchema | boolean, path: readonly string[], walked: string[] = [], root: JsonSchema | boolean = raw): string | undefined {
+  const schema = dereferenced(raw, root);
   // `true` (and a schema of a JSON Schema's boolean form) allows anything; `false` nothing, but nothing is written that way here.
-  if (path.length === 0 || typeof schema === 'boolean') return undefined;
+  if (path.length === 0 || schema === undefined || typeof schema === 'boolean') return undefined;
+  const under = (child: JsonSchema | boolean, rest: readonly string[], at: string[]) => missingPath(child, rest, at, root);
   const alternatives = schema.anyOf ?? schema.oneOf;
   if (alternatives) {
-    const misses = alternatives.map((option) => missingPath(option, path, walked));
+    const misses = alternatives.map((option) => under(option, path, walked));
     return misses.every((miss) => miss !== undefined) ? misses[0] : undefined;
   }
   const [segment, ...rest] = path as [string, ...string[]];
@@ -78,15 +83,15 @@ export function missingPath(schema: JsonSchema | boolean, path: readonly string[
   if (schema.type === 'array' || (Array.isArray(schema.type) && schema.type.includes('array'))) {
     if (!/^\d+$/.test(segment)) return `field ${here.join('.')} (it is a list; use an index)`;
     const items = Array.isArray(schema.items) ? schema.items[Number(segment)] : schema.items;
-    return items ? missingPath(items, rest, here) : undefined;
+    return items ? under(items, rest, here) : undefined;
   }
   if (schema.properties) {
     const property = schema.properties[segment];
-    if (property) return missingPath(property, rest, here);
+    if (property) return under(property, rest, here);
     if (schema.additionalProperties === undefined || schema.additionalProperties === false) return `field ${here.join('.')}`;
-    return typeof schema.additionalProperties === 'object' ? missingPath(schema.additionalProperties, rest, here) : undefined;
+    return typeof schema.additionalProperties === 'object' ? under(schema.additionalProperties, rest, here) : undefined;
   }
-  if (typeof schema.additionalProperties === 'object') return missingPath(schema.additionalProperties, rest, here);
+  if (typeof schema.additionalProperties === 'object') return under(schema.additionalProperties, rest, here);
   if (typeof schema.type === 'string' && schema.type !== 'object') return `field ${here.join('.')} (it is a ${schema.type})`;
   // No declared shape (unknown, any): nothing to check.
   return undefined;

@@ -1,45 +1,23 @@
 import { jsonPath, type Problem } from '../lib/errors.js';
-import { DEFAULT_LIMITS, type Limits } from '../lib/limits.js';
+import { DEFAULT_LIMITS } from '../lib/limits.js';
 import { type Catalog, type JsonSchema, missingPath } from './catalog.js';
-import { checkCondition } from './condition.js';
 import { keyProblems, type LimitSpecs } from './key-limits.js';
-import type { StepKind } from './plan.js';
-import { checkCompensation, compensationId, compensationInput } from './steps/compensate.js';
-import type { CheckContext, StepKindModule } from './steps/kind.js';
-import { sleepStep } from './steps/sleep.js';
-import { toolStep } from './steps/tool.js';
-import { waitStep } from './steps/wait.js';
-import { workflowStep } from './steps/workflow.js';
+import type { CheckContext, CheckLimits, FlowContext, TemplatePlace } from './kinds/kind.js';
+import { checkDefinition, checkFlow, checkStep, outputSchemaOf, templatePlaces } from './registry.js';
 import { type FoundReference, findReferences, type Reference, stringsIn } from './templates.js';
 import { parameterType, type WorkflowDefinition, type WorkflowStep } from './workflow-definition.js';
 
 /**
  * Checks a workflow definition before it is stored, reporting every problem with its JSON path:
- * unique step ids, one kind per step, existing dependencies, no cycles (between steps, and
- * between workflows through sub-workflow steps), templates that refer to declared parameters and
- * to steps the step depends on (and to fields their outputs have), `when` conditions that parse
- * and type-check, each kind's own rules (src/engine/steps/), and the sizes templates may have.
- * The catalog must hold every workflow the definition reaches (referencedWorkflows).
+ * unique step ids, one kind per step, existing dependencies, no cycles, templates that refer to
+ * declared parameters and to steps the step depends on (and to fields their outputs have), and
+ * the sizes templates may have; each kind's and each modifier's own rules (`when` conditions
+ * that parse and type-check, sub-workflows without cycles between workflows…) are theirs, asked
+ * through the registry (src/engine/registry.ts). The catalog must hold every workflow the
+ * definition reaches (referencedWorkflows, src/engine/kinds/workflow.ts).
  */
 
-const KINDS: Record<StepKind, StepKindModule> = { tool: toolStep, workflow: workflowStep, sleep: sleepStep, wait: waitStep };
-
-/** The kind of a definition's step, by the field that names it; undefined when it names none or several. */
-export function kindOf(step: WorkflowStep): StepKind | undefined {
-  const kinds = (['tool', 'workflow', 'sleep', 'wait'] as const).filter((kind) => step[kind] !== undefined);
-  return kinds.length === 1 ? kinds[0] : undefined;
-}
-
-export function kindModule(kind: StepKind): StepKindModule {
-  return KINDS[kind];
-}
-
-/** The workflows a definition's sub-workflow steps name (a version, or the current one). */
-export function referencedWorkflows(definition: Pick<WorkflowDefinition, 'steps'>): { name: string; version?: number }[] {
-  return definition.steps.flatMap((step) => (step.workflow ? [{ name: step.workflow, ...(step.version !== undefined ? { version: step.version } : {}) }] : []));
-}
-
-export type CheckLimits = Pick<Limits, 'TEMPLATE_STRING_MAX_CHARS' | 'TEMPLATE_MAX_REFERENCES' | 'SUBWORKFLOW_MAX_DEPTH'>;
+export type { CheckLimits } from './kinds/kind.js';
 
 /** `base` and a path relative to it (`a.b`, `["odd key"]`, or nothing). */
 function under(base: string, at: string): string {
@@ -49,7 +27,7 @@ function under(base: string, at: string): string {
 export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, limits: CheckLimits = DEFAULT_LIMITS): Problem[] {
   const problems: Problem[] = [];
   const add = (path: (string | number)[], message: string) => problems.push({ path: jsonPath(path), message });
-  const context: CheckContext = { catalog, definition, add };
+  const context: CheckContext = { catalog, definition, limits, add };
 
   if (catalog.tool(definition.name)) add(['name'], `a tool is already named ${definition.name}; task_type would be ambiguous`);
 
@@ -65,16 +43,12 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     }
   });
 
-  // Steps: unique ids, one kind each (then the kind's own rules), existing dependencies.
+  // Steps: unique ids, one kind each (then the kind's and the modifiers' own rules), existing dependencies.
   const steps = new Map<string, number>();
   definition.steps.forEach((step, index) => {
     if (steps.has(step.id)) add(['steps', index, 'id'], `duplicate step id ${step.id} (also steps[${steps.get(step.id)}])`);
     else steps.set(step.id, index);
-    const kind = kindOf(step);
-    if (kind) KINDS[kind].check(step, index, context);
-    else add(['steps', index], 'a step has exactly one of tool, workflow, sleep or wait');
-    if (step.version !== undefined && step.workflow === undefined) add(['steps', index, 'version'], 'version goes with workflow');
-    checkCompensation(step, index, context);
+    checkStep(step, index, context);
   });
   definition.steps.forEach((step, index) => {
     const seen = new Set<string>();
@@ -90,29 +64,18 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
   const cycles = findCycles(edges);
   for (const cycle of cycles) add(['steps', steps.get(cycle[0]!)!, 'depends_on'], `dependency cycle: ${[...cycle, cycle[0]].join(' -> ')}`);
   const ancestors = cycles.length === 0 ? ancestorSets(edges) : undefined;
-  const outputOf = (id: string): JsonSchema | undefined => {
-    const step = definition.steps[steps.get(id)!]!;
-    const kind = kindOf(step);
-    return kind ? KINDS[kind].outputSchema(step, catalog) : undefined;
-  };
+  const outputOf = (id: string): JsonSchema | undefined => outputSchemaOf(definition.steps[steps.get(id)!]!, catalog);
 
-  // Where templates may be: step inputs, for_each, sleep, compensations, and the output. Their strings have a
-  // bounded length, and the definition a bounded number of references (each resolution copies values).
-  // A compensation's {{input…}} and {{output…}} are rewritten first; it may refer to its step and the step's ancestors.
-  const templated: { base: string; value: unknown; step: WorkflowStep | undefined; inMap: boolean; compensation?: true }[] = [
-    ...definition.steps.flatMap((step, index) => [
-      { base: `steps[${index}].input`, value: step.input as unknown, step, inMap: step.for_each !== undefined },
-      ...(typeof step.for_each === 'string' ? [{ base: `steps[${index}].for_each`, value: step.for_each as unknown, step, inMap: false }] : []),
-      ...(step.sleep ? [{ base: `steps[${index}].sleep`, value: step.sleep as unknown, step, inMap: false }] : []),
-      ...(step.compensate ? [compensationPlace(step, index)] : []),
-    ]),
-    { base: 'output', value: definition.output, step: undefined, inMap: false },
+  // Where templates may be: step inputs, the kinds' and modifiers' fields (for_each, sleep, compensations), and
+  // the output. Their strings have a bounded length, and the definition a bounded number of references (each
+  // resolution copies values). A place resolved `as` another step (a compensation, its {{input…}} and {{output…}}
+  // rewritten first) may refer to its step and the step's ancestors.
+  const templated: (TemplatePlace & { step: WorkflowStep | undefined })[] = [
+    ...definition.steps.flatMap((step, index) => templatePlaces(step, index).map((place) => ({ ...place, step }))),
+    { base: 'output', value: definition.output, step: undefined },
   ];
-  function compensationPlace(step: WorkflowStep, index: number) {
-    const base = `steps[${index}].compensate.input`;
-    const rewritten = compensationInput(step);
-    for (const problem of rewritten.problems) problems.push({ path: under(base, problem.at), message: problem.message });
-    return { base, value: rewritten.value, step, inMap: false, compensation: true as const };
+  for (const place of templated) {
+    for (const problem of place.problems ?? []) problems.push({ path: under(place.base, problem.at), message: problem.message });
   }
   for (const { base, value } of templated) {
     for (const { text, at } of stringsIn(value)) {
@@ -134,7 +97,7 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     });
   } else {
     // Each reference: to a declared parameter, to a step the step depends on (any step, for the output).
-    templated.forEach(({ base, step, inMap, compensation }, index) => {
+    templated.forEach(({ base, step, perItem, as }, index) => {
       for (const reference of found[index]!) {
         const path = under(base, reference.at);
         if (!reference.reference) {
@@ -142,29 +105,23 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
           continue;
         }
         const above = step ? ancestors?.get(step.id) : undefined;
-        const allowed = compensation && above ? new Set([...above, step!.id]) : above;
-        const stepId = compensation ? compensationId(step!.id) : step?.id;
-        const message = checkReference(reference.reference, { parameters, steps, allowed, stepId, inMap, outputOf });
+        const allowed = as !== undefined && step && above ? new Set([...above, step.id]) : above;
+        const stepId = as ?? step?.id;
+        const message = checkReference(reference.reference, { parameters, steps, allowed, stepId, inMap: perItem === true, outputOf });
         if (message) problems.push({ path, message });
       }
     });
   }
 
-  // Conditions: they parse, name declared parameters and ancestors only, and type-check against their schemas.
+  // What only the dependency graph shows (a `when` over its ancestors' outputs).
   if (ancestors) {
-    definition.steps.forEach((step, index) => {
-      if (step.when === undefined) return;
-      const scope = {
-        params: Object.fromEntries([...parameters].map(([name, parameter]) => [name, parameter.type])),
-        steps: Object.fromEntries(
-          [...(ancestors.get(step.id) ?? [])].map((id) => {
-            const output = outputOf(id);
-            return [id, output ? { output } : {}];
-          }),
-        ),
-      };
-      for (const message of checkCondition(step.when, scope)) add(['steps', index, 'when'], message);
-    });
+    const flow: FlowContext = {
+      ...context,
+      parameters: Object.fromEntries([...parameters].map(([name, parameter]) => [name, parameter.type])),
+      ancestors: (id) => ancestors.get(id) ?? new Set(),
+      outputOf,
+    };
+    for (const [index, step] of definition.steps.entries()) checkFlow(step, index, flow);
   }
 
   // Limits per key: their keys name declared parameters only (filled in when a task is submitted).
@@ -180,54 +137,8 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     }
   }
 
-  checkSubWorkflows(definition, catalog, limits.SUBWORKFLOW_MAX_DEPTH, add);
+  checkDefinition(definition, context);
   return problems;
-}
-
-/**
- * Sub-workflows may not call back into the workflow being stored (directly or through others),
- * nor nest deeper than SUBWORKFLOW_MAX_DEPTH; each problem names the path. A step that names
- * the stored workflow without a version names this very definition.
- */
-function checkSubWorkflows(
-  definition: WorkflowDefinition,
-  catalog: Catalog,
-  maxDepth: number,
-  add: (path: (string | number)[], message: string) => void,
-): void {
-  const resolve = (name: string, version?: number): WorkflowDefinition | undefined =>
-    name === definition.name && version === undefined ? definition : catalog.workflow(name, version)?.definition;
-  /** The deepest chain of sub-workflows below `node`, or a cycle back to the stored definition. */
-  const deepest = (node: WorkflowDefinition, path: string[], seen: Set<WorkflowDefinition>): { depth: number; path: string[]; cycle?: boolean } => {
-    let best = { depth: 0, path };
-    for (const step of node.steps) {
-      if (!step.workflow) continue;
-      const child = resolve(step.workflow, step.version);
-      if (!child) continue;
-      const childPath = [...path, step.version ? `${step.workflow} v${step.version}` : step.workflow];
-      if (child === definition) return { depth: Number.POSITIVE_INFINITY, path: childPath, cycle: true };
-      if (seen.has(child) || childPath.length > maxDepth + 2) continue;
-      const below = deepest(child, childPath, new Set([...seen, child]));
-      if (below.cycle) return below;
-      if (below.depth + 1 > best.depth) best = { depth: below.depth + 1, path: below.path };
-    }
-    return best;
-  };
-  definition.steps.forEach((step, index) => {
-    if (!step.workflow) return;
-    const child = resolve(step.workflow, step.version);
-    if (!child) return;
-    const start = [definition.name, step.version ? `${step.workflow} v${step.version}` : step.workflow];
-    if (child === definition) {
-      add(['steps', index, 'workflow'], `workflow cycle: ${start.join(' -> ')}`);
-      return;
-    }
-    const below = deepest(child, start, new Set([child]));
-    if (below.cycle) add(['steps', index, 'workflow'], `workflow cycle: ${below.path.join(' -> ')}`);
-    else if (below.depth + 1 > maxDepth) {
-      add(['steps', index, 'workflow'], `sub-workflows nest ${below.depth + 1} deep (${below.path.join(' -> ')}); at most ${maxDepth} (SUBWORKFLOW_MAX_DEPTH)`);
-    }
-  });
 }
 
 /** The reference at (0-based) position `n` over all templated places, with its place's base path. */

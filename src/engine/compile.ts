@@ -1,18 +1,17 @@
 import { ValidationError, zodProblems } from '../lib/errors.js';
 import type { Catalog } from './catalog.js';
-import { kindModule, kindOf } from './check.js';
 import { resolveLimits } from './key-limits.js';
-import type { Plan, RunOverrides } from './plan.js';
-import { compileCompensations } from './steps/compensate.js';
+import type { Plan, PlanStep, RunOverrides } from './plan.js';
+import { addedSteps, compileStep } from './registry.js';
 import { paramsSchema, type WorkflowDefinition } from './workflow-definition.js';
 
 /**
  * Turns a stored (already checked) workflow version and a run's params into the task's plan:
- * one step per definition step, each with every choice made by its kind (retry and timeout from
- * the task's override, then the step's own setting, then the tool's default; a sub-workflow's
- * version pinned to the current one when the definition names none), then the compensations
- * (steps/compensate.ts), so later versions of any
- * definition never change a task that already started. Params that do not fit the workflow's
+ * one step per definition step, each with every choice made by its kind and its modifiers
+ * (retry and timeout from the task's override, then the step's own setting, then the tool's
+ * default; a sub-workflow's version pinned to the current one when the definition names none),
+ * then the steps modifiers add (compensations), so later versions of any definition never
+ * change a task that already started. Params that do not fit the workflow's
  * parameters are a 400 with one problem per field, at `paramsField`.
  */
 export function compileWorkflow(
@@ -35,24 +34,20 @@ export function compileWorkflow(
       ...(definition.output !== undefined ? { output: definition.output } : {}),
       ...(limits ? { limits } : {}),
       steps: [
-        ...definition.steps.map((step, index) => {
-          const kind = kindOf(step);
-          if (!kind) throw new Error(`workflow ${definition.name}: step ${step.id} has no kind (the definition was not checked)`);
-          // A service's own concurrency and rate limit hold every step that calls it.
-          const toolLimits = step.tool !== undefined ? (catalog.tool(step.tool)?.limits ?? []) : [];
-          const resolved = resolveLimits(step, params, `steps[${index}]`) ?? [];
-          const stepLimits = resolved.length + toolLimits.length > 0 ? [...resolved, ...toolLimits] : undefined;
+        ...definition.steps.map((step, index): PlanStep => {
+          // The step's own limits, then those its kind brings (a service's hold every step that calls it).
+          const { limits: brought = [], ...fields } = compileStep(step, { catalog, overrides });
+          const stepLimits = [...(resolveLimits(step, params, `steps[${index}]`) ?? []), ...brought];
           return {
             id: step.id,
-            ...kindModule(kind).compile(step, { catalog, overrides }),
+            ...fields,
             dependsOn: step.depends_on,
             onFailure: step.on_failure,
             input: step.input,
-            ...(step.when !== undefined ? { when: step.when } : {}),
-            ...(stepLimits ? { limits: stepLimits } : {}),
+            ...(stepLimits.length > 0 ? { limits: stepLimits } : {}),
           };
         }),
-        ...compileCompensations(definition, catalog, overrides),
+        ...addedSteps(definition, { catalog, overrides }),
       ],
     },
   };

@@ -662,14 +662,45 @@ function comparable(a: Type, b: Type): boolean {
   return true;
 }
 
+/**
+ * What a local reference (`#/$defs/Item`: a service's schemas keep theirs) in a schema under
+ * `root` refers to; the schema itself when it is no reference, undefined when it leads nowhere.
+ */
+export function dereferenced(schema: JsonSchema | boolean, root: JsonSchema | boolean): JsonSchema | boolean | undefined {
+  let current: unknown = schema;
+  for (let hops = 0; hops < 8 && typeof current === 'object' && current !== null && typeof (current as JsonSchema).$ref === 'string'; hops += 1) {
+    const ref = (current as JsonSchema).$ref!;
+    if (!ref.startsWith('#/')) return undefined;
+    current = root;
+    for (const raw of ref.slice(2).split('/')) {
+      const segment = raw.replace(/~1/g, '/').replace(/~0/g, '~');
+      if (typeof current !== 'object' || current === null || !Object.hasOwn(current, segment)) return undefined;
+      current = (current as Record<string, unknown>)[segment];
+    }
+  }
+  return current as JsonSchema | boolean | undefined;
+}
+
+/** Schema nodes one output's type is read from: past them (references fanning out), values are dyn. */
+const SCHEMA_TYPE_NODES = 2_000;
+
 /** The CEL type of values that fit `schema`; any value (dyn) where it says too little or too much. */
-function schemaType(schema: JsonSchema | boolean | undefined, path: string, depth = 0): Type {
-  if (schema === undefined || typeof schema === 'boolean' || depth > 32) return ANY;
+function schemaType(
+  raw: JsonSchema | boolean | undefined,
+  path: string,
+  depth = 0,
+  root: JsonSchema | boolean | undefined = raw,
+  budget = { left: SCHEMA_TYPE_NODES },
+): Type {
+  budget.left -= 1;
+  const schema = raw === undefined || root === undefined ? undefined : dereferenced(raw, root);
+  if (schema === undefined || typeof schema === 'boolean' || depth > 32 || budget.left < 0) return ANY;
+  const schemaType_ = (child: JsonSchema | boolean | undefined, at: string) => schemaType(child, at, depth + 1, root, budget);
   const alternatives = schema.anyOf ?? schema.oneOf;
   if (alternatives) {
     // A nullable value (zod's .nullable()) has the type of its other alternative.
     const others = alternatives.filter((option) => option.type !== 'null');
-    return others.length === 1 ? schemaType(others[0], path, depth + 1) : ANY;
+    return others.length === 1 ? schemaType_(others[0], path) : ANY;
   }
   const types = (Array.isArray(schema.type) ? schema.type : schema.type ? [schema.type] : []).filter((type) => type !== 'null');
   const type = types.length === 1 ? types[0] : types.length === 0 && schema.properties ? 'object' : undefined;
@@ -682,17 +713,17 @@ function schemaType(schema: JsonSchema | boolean | undefined, path: string, dept
     case 'boolean':
       return BOOL;
     case 'array':
-      return { kind: 'list', element: Array.isArray(schema.items) ? ANY : schemaType(schema.items, `${path}[]`, depth + 1) };
+      return { kind: 'list', element: Array.isArray(schema.items) ? ANY : schemaType_(schema.items, `${path}[]`) };
     case 'object': {
       const extra = schema.additionalProperties;
       if (!schema.properties) {
         if (extra === false) return { kind: 'object', fields: new Map(), missing: (field) => `${path} has no field ${field}` };
-        return { kind: 'map', value: typeof extra === 'object' ? schemaType(extra, `${path}.*`, depth + 1) : ANY };
+        return { kind: 'map', value: typeof extra === 'object' ? schemaType_(extra, `${path}.*`) : ANY };
       }
       // Without additionalProperties, no other field, as src/workflows/check.ts reads templates (zod writes `false`).
-      const fields = new Map(Object.entries(schema.properties).map(([name, property]) => [name, schemaType(property, `${path}.${name}`, depth + 1)]));
+      const fields = new Map(Object.entries(schema.properties).map(([name, property]) => [name, schemaType_(property, `${path}.${name}`)]));
       const object: Type = { kind: 'object', fields, missing: (field) => `${path} has no field ${field}` };
-      if (extra === true || typeof extra === 'object') object.rest = schemaType(extra, `${path}.*`, depth + 1);
+      if (extra === true || typeof extra === 'object') object.rest = schemaType_(extra, `${path}.*`);
       return object;
     }
     default:

@@ -1,17 +1,13 @@
 import { capErrorRecord, type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
 import { jsonSize } from '../lib/limits.js';
+import type { EngineLimits, Resolved, Run, Settle } from './kinds/kind.js';
 import { assertStepMove, assertTaskMove } from './lifecycle.js';
-import { type Plan, type PlanStep, prepare, type StepKind } from './plan.js';
+import type { Plan, PlanStep } from './plan.js';
+import { prepare } from './prepare.js';
+import { runnerOf } from './registry.js';
 import type { Decision, HistoryEvent, ItemSet, ItemState, Needs, Report, StepSet, StepState, TaskSet, TaskState, Transition } from './state.js';
 import { emptyDecision, historyEvent } from './state.js';
-import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, type SkipReason, waitsForTurn } from './status.js';
-import type { EngineLimits, Resolved, Run, StepKindRunner } from './steps/kind.js';
-import { mapStep } from './steps/map.js';
-import { sleepStep } from './steps/sleep.js';
-import { readyJob, toolStep } from './steps/tool.js';
-import { waitStep } from './steps/wait.js';
-import { decideWhen } from './steps/when.js';
-import { workflowStep } from './steps/workflow.js';
+import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, type SkipReason } from './status.js';
 import { stepFailure, taskEnding } from './task-output.js';
 import { ResolvedSizeError, resolveTemplates } from './templates.js';
 
@@ -20,22 +16,28 @@ import { ResolvedSizeError, resolveTemplates } from './templates.js';
  * end) mean for their tasks, and what starting, cancelling or retrying a task does. Pure: it
  * reads tasks as the ledger loaded them (under their locks) and returns a Decision, which the
  * ledger applies in one statement and the runtime carries out (jobs, timers, child tasks,
- * events, callbacks). Each step kind's part is its module in ./steps/.
+ * events, callbacks). It knows no step kind: what a step does at each moment (ready, a report,
+ * its task's end, what it waits on outside PostgreSQL) is its runner's, made of its kind and
+ * its modifiers by the registry (./registry.ts).
  *
  * When it lacks data (an output too large to be loaded with its task, a map's items), the
  * Decision carries `needs` and nothing else: the caller loads that and decides again.
  */
 
-export type { EngineLimits } from './steps/kind.js';
+export type { EngineLimits } from './kinds/kind.js';
 
 export interface DecideOptions {
   limits: EngineLimits;
   now: Date;
-  /** Makes the id of a new task (a sub-workflow's child), in its queue shard. */
-  newTaskId(taskType: string): string;
+  /** Makes the id of a new task (a sub-workflow's child of `parentTaskId`), in its queue shard. */
+  newTaskId(taskType: string, parentTaskId: string): string;
+  /**
+   * Whether a running task's steps made ready are claimed at once (see Run.claimsReady): not for a
+   * task under limits per key (a job they hold back is not made, and its step waits instead).
+   * @defaultValue every task
+   */
+  claimReady?(task: TaskState): boolean;
 }
-
-const KINDS: Record<StepKind, StepKindRunner> = { tool: toolStep, workflow: workflowStep, sleep: sleepStep, wait: waitStep };
 
 /** A copy of the task that the decider may change as it goes (the caller's stays as loaded). */
 function working(task: TaskState): TaskState {
@@ -69,6 +71,10 @@ class TaskRun implements Run {
     this.at = options.now.toISOString();
   }
 
+  get claimsReady(): boolean {
+    return !this.task.plan.plan.single && this.task.status === 'running' && (this.options.claimReady?.(this.task) ?? true);
+  }
+
   /** The task is queued or running and not compensating: its steps' results still decide its fate. */
   get active(): boolean {
     return ACTIVE_TASK_STATUSES.has(this.task.status) && !this.compensating;
@@ -98,7 +104,7 @@ class TaskRun implements Run {
   }
 
   newTaskId(taskType: string): string {
-    return this.options.newTaskId(taskType);
+    return this.options.newTaskId(taskType, this.task.id);
   }
 
   need(kind: 'output' | 'items', stepId: string): void {
@@ -241,21 +247,7 @@ class TaskRun implements Run {
   fail(step: PlanStep, error: ErrorRecord): void {
     const state = this.state(step.id);
     this.setStep(step, { status: 'failed', error, finished_at: this.at });
-    if (step.forEach !== undefined) mapStep.stop(this, step, 'skipped');
-    // A step that failed without running (its condition, its input, its list) is a dead letter
-    // too, when it is a tool step: replaying it resumes the task.
-    if (step.kind === 'tool' && state.attempts === 0 && step.forEach === undefined) {
-      this.decision.deadLetters.push({
-        taskId: this.task.id,
-        createdAt: this.task.createdAt,
-        stepId: step.id,
-        run: this.task.run,
-        tool: step.tool!,
-        input: null,
-        error: capErrorRecord(error),
-        attempts: 0,
-      });
-    }
+    runnerOf(step).failed(this, step, state, error);
     if (this.active && step.onFailure === 'fail') this.failTask(stepFailure(step.id, error));
   }
 
@@ -263,29 +255,11 @@ class TaskRun implements Run {
     this.setStep(step, { status: 'skipped', reason, finished_at: this.at });
   }
 
-  /** Ends the task's steps that have not run when the task ends; a running tool step finishes on its own. */
-  private settle(to: 'skipped' | 'cancelled'): void {
+  /** Ends the task's steps that had not finished when the task ends, as each one's runner says (a running tool step finishes on its own). */
+  private settle(to: Settle): void {
     for (const step of this.task.plan.order) {
       const state = this.state(step.id);
-      // A failed task's compensations are the compensator's (compensate) to run or skip.
-      if (to === 'skipped' && step.compensationOf !== undefined) continue;
-      if (state.status === 'pending' || state.status === 'queued') {
-        if (state.status === 'queued') this.decision.dropJobs.push({ taskId: this.task.id, run: this.task.run, stepId: step.id, tool: step.tool! });
-        if (to === 'skipped') this.skip(step, 'task_failed');
-        else this.setStep(step, { status: 'cancelled', finished_at: this.at });
-      } else if (state.status === 'waiting') {
-        this.decision.dropJobs.push({ taskId: this.task.id, run: this.task.run, stepId: step.id });
-        this.setStep(step, { status: 'cancelled', finished_at: this.at });
-      } else if (state.status === 'running' && step.forEach !== undefined) {
-        this.setStep(step, { status: 'cancelled', finished_at: this.at });
-        mapStep.stop(this, step, to);
-      } else if (state.status === 'running' && step.kind === 'workflow') {
-        this.setStep(step, { status: 'cancelled', finished_at: this.at });
-        if (state.childTaskId) this.decision.cancelChildren.push(state.childTaskId);
-      } else if (state.status === 'running' && step.kind === 'tool') {
-        // Running: it finishes and is recorded; waiting out a retry's backoff, it stops here.
-        this.decision.dropJobs.push({ taskId: this.task.id, run: this.task.run, stepId: step.id, tool: step.tool!, running: true });
-      }
+      if (!FINISHED_STEP_STATUSES.has(state.status)) runnerOf(step).settle(this, step, state, to);
     }
   }
 
@@ -318,7 +292,7 @@ class TaskRun implements Run {
       const undone = this.state(step.compensationOf!);
       if (!FINISHED_STEP_STATUSES.has(undone.status)) continue;
       if (undone.status !== 'completed') this.skip(step, 'not_needed');
-      else toolStep.ready(this, step, state);
+      else runnerOf(step).ready(this, step, state);
       if (this.blocked) return;
     }
     const compensations = this.task.plan.compensations.map((step) => this.state(step.id));
@@ -366,53 +340,15 @@ class TaskRun implements Run {
 
   /**
    * What the run waits on outside PostgreSQL, to be made again where it went missing (a worker
-   * died between a commit and what follows it, Redis lost its data): jobs of queued and running
-   * steps and items, sleeps' timers, sub-workflows' children; for an ended task, its callback and
-   * its parent's report, and the job of a tool step that was running when the task ended (it
-   * finishes on its own; made again, it is refused and closes the step). Needs the task loaded
-   * with its inputs.
+   * died between a commit and what follows it, Redis lost its data), as each step's runner says:
+   * jobs of queued and running steps and items, timers, sub-workflows' children; for an ended
+   * task, its callback and its parent's report, and the job of a tool step that was running when
+   * the task ended (it finishes on its own; made again, it is refused and closes the step). Needs
+   * the task loaded with its inputs.
    */
   outstanding(): void {
-    if (!ACTIVE_TASK_STATUSES.has(this.task.status)) {
-      if (this.task.status !== 'queued') this.ended();
-      for (const step of this.task.plan.order) {
-        const state = this.state(step.id);
-        if (step.kind === 'tool' && step.forEach === undefined && (state.status === 'queued' || state.status === 'running') && state.input !== undefined)
-          this.decision.jobs.push(readyJob(this, step, state.input));
-      }
-      return;
-    }
-    for (const step of this.task.plan.order) {
-      const state = this.state(step.id);
-      if (step.kind === 'tool' && step.forEach === undefined && (state.status === 'queued' || state.status === 'running') && state.input !== undefined) {
-        this.decision.jobs.push(readyJob(this, step, state.input));
-      } else if (step.forEach !== undefined && state.status === 'running') {
-        const items = this.allItems(step.id);
-        if (!items) {
-          this.need('items', step.id);
-          continue;
-        }
-        for (const item of items) {
-          if ((item.status === 'queued' || item.status === 'running') && item.run === this.task.run)
-            this.decision.jobs.push(readyJob(this, step, item.input ?? null, item.item));
-        }
-      } else if ((step.kind === 'sleep' || step.kind === 'wait') && state.status === 'waiting' && state.wakeAt) {
-        this.decision.timers.push({ taskId: this.task.id, run: this.task.run, stepId: step.id, at: state.wakeAt });
-      } else if (step.kind === 'workflow' && state.status === 'running' && state.childTaskId) {
-        this.decision.children.push({
-          parentTaskId: this.task.id,
-          parentCreatedAt: this.task.createdAt,
-          stepId: step.id,
-          childTaskId: state.childTaskId,
-          existing: true,
-          workflow: step.workflow!,
-          params: (state.input ?? {}) as Record<string, unknown>,
-          depth: this.task.depth + 1,
-          owner: this.task.owner,
-          ...(step.options.priority ? { priority: step.options.priority } : {}),
-        });
-      }
-    }
+    if (!ACTIVE_TASK_STATUSES.has(this.task.status)) this.ended();
+    for (const step of this.task.plan.order) runnerOf(step).outstanding(this, step, this.state(step.id));
   }
 
   /** A report, and the end of the attempt it carries (a worker's result) in the history once it is recorded. */
@@ -432,11 +368,7 @@ class TaskRun implements Run {
     if (!step || !state) return false;
     if (report.type !== 'child' && report.run !== this.task.run) return false;
     if (report.type === 'result' && report.item === undefined && state.run !== report.run) return false;
-    if (report.type === 'result' && report.item !== undefined) {
-      return step.forEach !== undefined && mapStep.itemResult(this, step, state, report);
-    }
-    if (report.type === 'lost') return this.lost(step, state, report.item);
-    return KINDS[step.kind].report?.(this, step, state, report) ?? false;
+    return runnerOf(step).report(this, step, state, report);
   }
 
   /**
@@ -447,52 +379,8 @@ class TaskRun implements Run {
     if (!ACTIVE_TASK_STATUSES.has(this.task.status) || report.run !== this.task.run) return false;
     const steps = report.stepId === undefined ? this.task.plan.order : [this.task.plan.byId.get(report.stepId)].filter((step) => step !== undefined);
     let moved = false;
-    for (const step of steps) {
-      const state = this.state(step.id);
-      if (step.kind !== 'tool' || !this.live(step)) continue;
-      if (waitsForTurn(state.status, state.reason) && step.forEach === undefined) {
-        toolStep.ready(this, step, state);
-        moved = true;
-      } else if (step.forEach !== undefined && state.status === 'running') {
-        // Items held back stay queued without a job: each gets its job (one that has it already is not made twice).
-        const items = report.item !== undefined ? [this.item(step.id, report.item)].filter((item) => item !== undefined) : this.allItems(step.id);
-        if (!items) {
-          this.need('items', step.id);
-          continue;
-        }
-        for (const item of items) {
-          if (item.status !== 'queued' || item.run !== this.task.run) continue;
-          this.decision.jobs.push(readyJob(this, step, item.input ?? null, item.item));
-          moved = true;
-        }
-      }
-    }
+    for (const step of steps) if (runnerOf(step).admitted(this, step, this.state(step.id), report.item)) moved = true;
     return moved;
-  }
-
-  /** A job that went missing (see Report 'lost'). Needs the task loaded with its inputs (and the item, for an item). */
-  private lost(step: PlanStep, state: StepState, item?: number): boolean {
-    if (step.kind !== 'tool') return false;
-    if (item !== undefined) {
-      const found = this.item(step.id, item);
-      if (!found || found.run !== this.task.run || (found.status !== 'queued' && found.status !== 'running')) return false;
-      if (!this.live(step) || state.status !== 'running') {
-        this.setItem(step, item, { status: 'cancelled', finished_at: this.at });
-        return true;
-      }
-      this.setItem(step, item, { status: 'queued' });
-      this.decision.jobs.push(readyJob(this, step, found.input ?? null, item));
-      return true;
-    }
-    if (step.forEach !== undefined || state.run !== this.task.run || (state.status !== 'queued' && state.status !== 'running')) return false;
-    if (!this.live(step)) {
-      this.setStep(step, { status: 'cancelled', finished_at: this.at });
-      return true;
-    }
-    if (state.input === undefined) throw new Error(`step ${step.id} of task ${this.task.id}: its input was not loaded`);
-    this.setStep(step, { status: 'queued', queued_at: this.at });
-    this.decision.jobs.push(readyJob(this, step, state.input));
-    return true;
   }
 
   /** Moves every step whose dependencies are done on, as its kind says, until nothing moves; ends the task when nothing is left. */
@@ -522,19 +410,7 @@ class TaskRun implements Run {
       this.skip(step, 'branch_not_taken');
       return;
     }
-    if (step.when !== undefined) {
-      const verdict = decideWhen(this, step);
-      if (verdict === undefined) return;
-      if (!verdict) {
-        this.skip(step, 'condition');
-        return;
-      }
-    }
-    if (step.forEach !== undefined) {
-      mapStep.ready(this, step, state);
-      return;
-    }
-    KINDS[step.kind].ready(this, step, state);
+    runnerOf(step).ready(this, step, state);
   }
 
   private end(): void {
@@ -572,36 +448,15 @@ class TaskRun implements Run {
     if (this.task.status !== 'failed' && this.task.status !== 'cancelled') return false;
     // After compensations ran, what completed was undone: the new run starts over.
     const over = this.compensated();
-    // Every map with items kept needs them all, to count those that completed.
-    for (const step of this.task.plan.order) {
-      const state = this.state(step.id);
-      if (!over && state.status !== 'completed' && step.forEach !== undefined && state.items && this.keepsItems(step) && !this.allItems(step.id))
-        this.need('items', step.id);
-    }
+    for (const step of this.task.plan.order) runnerOf(step).loadForRerun(this, step, this.state(step.id), over);
     if (this.blocked) return true;
     const run = this.task.run + 1;
     this.setTask({ status: 'queued', run, result: null, error: null, finished_at: null });
     for (const step of this.task.plan.order) {
       const state = this.state(step.id);
       if (state.status === 'completed' && !over) continue;
-      let items = null;
-      if (step.forEach !== undefined && state.items) {
-        if (!over && this.keepsItems(step)) {
-          const done = this.allItems(step.id)!.filter((item) => item.status === 'completed').length;
-          items = { total: state.items.total, done, failed: 0, running: 0 };
-          this.decision.sweeps.push({
-            taskId: this.task.id,
-            createdAt: this.task.createdAt,
-            stepId: step.id,
-            from: ['pending', 'queued', 'running', 'failed', 'skipped', 'cancelled'],
-            to: 'pending',
-            run,
-            reset: true,
-          });
-        } else {
-          this.decision.sweeps.push({ taskId: this.task.id, createdAt: this.task.createdAt, stepId: step.id, delete: true });
-        }
-      }
+      // What it keeps of the last run (a map: its completed items, when its list is kept).
+      const { items } = runnerOf(step).rerun(this, step, state, over, run);
       this.setStep(step, {
         status: 'pending',
         run,
@@ -622,11 +477,6 @@ class TaskRun implements Run {
     }
     this.advance();
     return true;
-  }
-
-  /** A retried map keeps its items when what its list came from is kept (every step it reads completed). */
-  private keepsItems(step: PlanStep): boolean {
-    return [...(this.task.plan.reads.get(step.id) ?? [])].every((id) => this.state(id).status === 'completed');
   }
 
   /** Writes what changed into the decision. */

@@ -5,8 +5,8 @@ import type { StepStatus, TaskStatus } from './status.js';
  * (README "Workflows" draws it). The decider (decide.ts) checks every change it makes against it,
  * so a change the machine does not allow is a bug that fails loudly instead of a wrong record.
  *
- *   pending  → queued     its dependencies are done and it is a tool step: a job is enqueued
- *   pending  → running    a map that started its items, or a sub-workflow whose child started
+ *   pending  → queued     its dependencies are done and it is a one-tool task's step: a job is enqueued
+ *   pending  → running    a workflow's tool step made ready (claimed for its first delivery with its job), a map that started its items, or a sub-workflow whose child started
  *   pending  → waiting    a durable sleep, a wait step (reason signal, approval), or a tool step over a limit per key (reason concurrency, rate_limit)
  *   pending  → completed  done at once: a map over no items, a sub-workflow whose child had completed
  *   pending  → failed     it could not start: its `when` failed to evaluate, its input is too large…

@@ -33,7 +33,7 @@ export interface FoundReference {
 }
 
 /** Where a template sits in a string, and what is between its braces, trimmed. */
-interface Span {
+export interface Span {
   start: number;
   end: number;
   expression: string;
@@ -47,7 +47,7 @@ const CLOSE = 0x7d; // }
  * over the characters: a template's inside is a run without braces that follows `{{` and is
  * followed by `}}`, and such runs never overlap.
  */
-function spansOf(text: string): Span[] {
+export function spansOf(text: string): Span[] {
   const spans: Span[] = [];
   // Start of the run of non-brace characters after the latest `{{`; -1 when no `{{` is open.
   let inside = -1;
@@ -75,7 +75,7 @@ const isDigit = (code: number) => code >= 0x30 && code <= 0x39;
  * Splits `a.b[0].c` into ['a', 'b', '0', 'c'] in one pass; undefined when it is not such a
  * path. `invalid` is the first name that is neither an identifier nor a number.
  */
-function splitPath(expression: string): { segments: string[]; invalid?: string } | undefined {
+export function splitPath(expression: string): { segments: string[]; invalid?: string } | undefined {
   const segments: string[] = [];
   let invalid: string | undefined;
   for (let at = 0; ; ) {

@@ -54,6 +54,13 @@ export interface ReadyStep {
   delayMs?: number;
   /** It passed limits per key: its end releases them (src/queue/gates.ts). */
   limited?: true;
+  /** The key that submitted its task (the task's owner): a registered service's circuits count its calls by it. Absent without authentication. */
+  owner?: string;
+  /**
+   * Its step was claimed for its first delivery in the decision that made it ready (Run.claimsReady):
+   * that delivery runs without a claim of its own. Later deliveries (a retry, a lost lock) claim as ever.
+   */
+  claimed?: true;
 }
 
 /** The options of a step that is not a tool (a sleep, a sub-workflow): it runs no attempts of its own. */

@@ -9,7 +9,9 @@ import { concurrencySchema, rateLimitSchema } from './key-limits.js';
  * A step is one of four kinds, by the field it carries: `tool` (runs a tool adapter),
  * `workflow` (runs a stored workflow as a child task and awaits it), `sleep` (waits, holding
  * no worker) or `wait` (waits for a signal or a person's approval, holding no worker). Any step
- * may have a `when` condition; a tool step may map over a list (`for_each`).
+ * may have a `when` condition; a tool step may map over a list (`for_each`). Each kind's and
+ * modifier's rules and meaning are its module's (src/engine/kinds/, src/engine/modifiers/);
+ * their fields are declared here, the HTTP contract's one place.
  */
 
 /** How often a step is tried and how long it waits between tries: a step's, a tool's default, or a task's override. */
@@ -32,15 +34,34 @@ const identifier = (what: string) => z.string().regex(IDENTIFIER, `${what} must 
 export const PARAMETER_TYPES = ['string', 'number', 'integer', 'boolean', 'object', 'array'] as const;
 export type ParameterType = (typeof PARAMETER_TYPES)[number];
 
+/** Most values a parameter's `enum` may list. */
+export const PARAMETER_ENUM_MAX = 100;
+
 export const parameterSchema = z
   .object({
     name: identifier('a parameter name'),
     type: z.enum(PARAMETER_TYPES),
     required: z.boolean().default(false),
     default: z.unknown().optional(),
+    enum: z
+      .array(z.union([z.string().max(200), z.number(), z.boolean()]))
+      .min(1)
+      .max(PARAMETER_ENUM_MAX)
+      .optional()
+      .meta({ description: 'The only values the parameter may take (each of its type); a run with another is refused with 400.' }),
     description: z.string().max(2000).optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((parameter, ctx) => {
+    if (!parameter.enum) return;
+    const type = parameterType(parameter.type);
+    parameter.enum.forEach((value, index) => {
+      if (!type.safeParse(value).success) ctx.addIssue({ code: 'custom', path: ['enum', index], message: `not of type ${parameter.type}` });
+    });
+    if (parameter.default !== undefined && !parameter.enum.includes(parameter.default as never)) {
+      ctx.addIssue({ code: 'custom', path: ['default'], message: 'the default is not one of enum' });
+    }
+  });
 
 /** Longest durable sleep: a year. */
 export const SLEEP_MAX_MS = 366 * 86_400_000;
@@ -52,7 +73,7 @@ export const sleepSchema = z
       '`{"ms": N}` (milliseconds, or a template that gives them) or `{"until": "<ISO 8601 time or a template that gives one>"}`. The step waits holding no worker, and survives restarts.',
   });
 
-/** A JSON Schema given in a definition (a signal's payload, an approval's form): checked when stored (src/engine/steps/wait.ts). */
+/** A JSON Schema given in a definition (a signal's payload, an approval's form): checked when stored (src/engine/kinds/wait.ts). */
 const jsonSchemaObject = z.record(z.string(), z.unknown());
 
 export const waitSchema = z
@@ -92,7 +113,7 @@ export type WaitSpec = z.output<typeof waitSchema>;
 
 /**
  * A seed-style call of a registered service's operation, turned into the tool step
- * `<service>.<operationId>` when the definition is stored (src/engine/steps/service-call.ts).
+ * `<service>.<operationId>` when the definition is stored (src/engine/modifiers/service-call.ts).
  */
 export const serviceCallSchema = z
   .object({
@@ -113,7 +134,7 @@ export const serviceCallSchema = z
 
 export type ServiceCall = z.output<typeof serviceCallSchema>;
 
-/** What undoes a tool step when its task fails (README "Compensation"): src/engine/steps/compensate.ts. */
+/** What undoes a tool step when its task fails (README "Compensation"): src/engine/modifiers/compensate.ts. */
 export const compensateSchema = z
   .object({
     tool: z.string().min(1).max(129).meta({ description: "The tool that undoes the step (a registered service's operation: `<service>.<operationId>`)." }),
@@ -216,7 +237,13 @@ export function paramsSchema(parameters: readonly WorkflowParameter[]) {
     .object(
       Object.fromEntries(
         parameters.map((parameter) => {
-          const type = parameterType(parameter.type);
+          const allowed = parameter.enum;
+          const type = allowed
+            ? parameterType(parameter.type).refine(
+                (value) => allowed.includes(value as never),
+                `must be one of ${allowed.map((value) => JSON.stringify(value)).join(', ')}`,
+              )
+            : parameterType(parameter.type);
           if (parameter.default !== undefined) return [parameter.name, type.default(parameter.default as never)];
           return [parameter.name, parameter.required ? type : type.optional()];
         }),

@@ -9,7 +9,7 @@ export interface Applied {
 
 /**
  * The applier: writes one decision of the engine (src/engine/decide.ts) in one call
- * (ledger_apply, prisma/migrations/…_engine_v2) to tasks that ledger_load locked in the same
+ * (prisma/functions/ledger_apply.sql) to tasks that ledger_load locked in the same
  * transaction. What the runtime does besides (jobs, timers, child tasks, events, callbacks) is
  * carried out once this commits.
  */

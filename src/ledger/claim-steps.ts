@@ -30,7 +30,7 @@ export interface Claimed {
   taskBegan: boolean;
 }
 
-/** Claims a batch of steps in one call (ledger_claim, prisma/migrations/…_engine_v2); returns the claims that took. At most one claim per step. */
+/** Claims a batch of steps in one call (prisma/functions/ledger_claim.sql); returns the claims that took. At most one claim per step. */
 export async function claimSteps(db: SqlRunner, claims: readonly StepClaim[], options: { history?: boolean } = {}): Promise<Claimed[]> {
   if (claims.length === 0) return [];
   const [row] = await db.$queryRawUnsafe<{ claimed: { task_id: string; step_id: string; item: number | null; task_began: boolean }[] }[]>(

@@ -1,4 +1,5 @@
 import type { Plan } from '../engine/plan.js';
+import { jobTool } from '../engine/registry.js';
 import type { Decision, StepSet, TaskSet } from '../engine/state.js';
 import { eventRow } from './apply-decision.js';
 import type { SqlRunner } from './sql.js';
@@ -37,7 +38,7 @@ export function storedPlan(plan: Plan): Plan {
 
 /**
  * Inserts tasks, their steps and their maps' items in one call for the whole batch
- * (ledger_create, prisma/migrations/…_engine_v2), each step as the engine left it when the task
+ * (prisma/functions/ledger_create.sql), each step as the engine left it when the task
  * started. A task whose (owner, idempotency key) is taken, in idempotency_keys, is skipped, and so
  * are its steps. Returns the ids stored.
  */
@@ -79,7 +80,7 @@ export async function createTasks(db: SqlRunner, entries: readonly NewTask[], op
         step_id: step.id,
         position,
         kind: step.kind,
-        tool: step.tool ?? null,
+        tool: jobTool(step) ?? null,
         depends_on: step.dependsOn,
         status: set.status ?? 'pending',
         reason: set.reason ?? null,

@@ -1,4 +1,5 @@
-import { type Plan, prepare, type RunPlan } from '../engine/plan.js';
+import type { Plan, RunPlan } from '../engine/plan.js';
+import { prepare } from '../engine/prepare.js';
 import type { ItemState, Needs, StepState, TaskState } from '../engine/state.js';
 import type { StepStatus, TaskStatus } from '../engine/status.js';
 import type { ErrorRecord } from '../lib/errors.js';

@@ -17,6 +17,9 @@ export interface StepNote {
   startedAt?: Date;
   finishedAt?: Date;
   delayMs?: number;
+  /** With a failed attempt, for the history: the worker that ran it and its job's id. */
+  worker?: string;
+  jobId?: string;
 }
 
 /** Writes a batch of notes in one call (ledger_note); returns the ones taken (the step or item was still running in that run). */
@@ -45,6 +48,8 @@ export async function noteSteps(
               started_at: note.startedAt ?? null,
               finished_at: note.finishedAt ?? new Date(),
               delay_ms: note.delayMs ?? null,
+              worker: note.worker ?? null,
+              job_id: note.jobId ?? null,
             }
           : {}),
       })),

@@ -2,7 +2,8 @@ import type pg from 'pg';
 
 /**
  * The ledger: the hot path's PostgreSQL operations, one module each, each one statement over a
- * whole batch (one round trip, one commit).
+ * whole batch (one round trip, one commit), most of them a call of one of the functions in
+ * prisma/functions (one file each, the function as it runs).
  *
  * They run on the pg pool under Prisma rather than through Prisma's raw queries: a profile of a
  * workflow's worker put 38 % of its CPU in Prisma's client and driver adapter, which wrap every

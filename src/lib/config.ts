@@ -120,6 +120,12 @@ const configSchema = z.object({
   /** Hosts the http tool (and webhooks) may call: `api.example.com`, `*.example.com`, `10.0.0.5`, `127.0.0.1:8080`. */
   HTTP_TOOL_ALLOWED_HOSTS: csv.default([]),
   /**
+   * `allow`: an exact hostname on an allowlist may resolve to a private address (an internal
+   * service by name). `refuse`: private answers are refused for every name, so a DNS record that
+   * changes cannot lead inside; IP and CIDR entries still open private addresses.
+   */
+  HTTP_TOOL_PRIVATE_NAMES: z.enum(['allow', 'refuse']).default('allow'),
+  /**
    * A JSON object of the secrets registered services name (`auth.secret_ref`), by ref; besides
    * SERVICE_SECRET_<REF> variables. Read when it changes; never copied into PostgreSQL.
    */
@@ -132,6 +138,14 @@ const configSchema = z.object({
   SERVICE_DOCUMENT_MAX_BYTES: integer(1_000, 50_000_000).default(2_000_000),
   /** Most operations (tools) one service's document may have. */
   SERVICE_MAX_OPERATIONS: integer(1, 10_000).default(500),
+  /**
+   * Most schema objects in one service's tools: every operation's input and output schema with
+   * the `$defs` it reaches. A document over it (or over SERVICE_SCHEMA_MAX_BYTES) is refused
+   * (400 `document_too_complex`), and a stored one is left without tools.
+   */
+  SERVICE_SCHEMA_MAX_NODES: integer(100, 10_000_000).default(50_000),
+  /** Most bytes of JSON in one service's tools' schemas and summaries, as GET /tools serves them. */
+  SERVICE_SCHEMA_MAX_BYTES: integer(10_000, 1_000_000_000).default(800_000),
   /** Largest JSON body the API accepts (a size string understood by body-parser). */
   BODY_LIMIT: z
     .string()
@@ -192,6 +206,11 @@ const configSchema = z.object({
   AUTH_JWT_SCOPE_CLAIM: z.string().min(1).default('scope'),
   /** The claim naming the token's owner; tasks are owned by `jwt:<value>`. */
   AUTH_JWT_OWNER_CLAIM: z.string().min(1).default('sub'),
+  /**
+   * Longest life an identity token may have, in seconds: `exp - iat` (`exp` - now without `iat`).
+   * A token without `exp` is refused whatever this says: a stolen one would open the API for ever.
+   */
+  AUTH_JWT_MAX_AGE_S: integer(60, 31_536_000).default(86_400),
   /** Least time between two fetches of the JWKS for a `kid` it does not hold (a rotated key is seen at most this late). */
   AUTH_JWKS_COOLDOWN_MS: integer(0, 3_600_000).default(30_000),
   /** How long a fetched JWKS is used before it is fetched again. */
@@ -229,12 +248,26 @@ const configSchema = z.object({
   QUOTA_MAX_BACKLOG_PER_KEY: integer(0, 100_000_000).default(100_000),
   /** Bytes of params (JSON) of one API key's unfinished tasks, which their jobs hold in Redis; past it, 429 `quota_exceeded`. 0: no limit. */
   QUOTA_MAX_BYTES_PER_KEY: integer(0, 1_000_000_000_000).default(268_435_456),
+  /** Schedules one API key (a client key; admin keys are exempt) may have; past it, 409 `too_many_schedules`. 0: no limit. */
+  SCHEDULES_MAX_PER_KEY: integer(0, 1_000_000).default(100),
   /**
-   * Policy hook: before a task is accepted (after its params are validated, before anything is
-   * stored) the API POSTs `{task_type, params, key_id, scope}` here and expects `{allow, reason?,
-   * params?}`. Unset: no policy.
+   * Most missed ticks one catch-up runs (`catch_up: {"all_within_ms": N}` after a pause or while
+   * no worker ran): the newest of them; older ones leave no trace, as missed ticks outside the window.
+   */
+  SCHEDULE_CATCH_UP_MAX: integer(1, 1_000).default(24),
+  /**
+   * Policy hook: before work is accepted on any path (src/tasks/work-gate.ts: a submission, a
+   * schedule and each of its ticks, a retry, a replay, a sub-workflow's child, a signal; after
+   * its params are validated, before anything is stored) the API or worker POSTs `{kind,
+   * task_type, params, key_id, scope, owner, ...}` here and expects `{allow, reason?, params?}`.
+   * Unset: no policy.
    */
   POLICY_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /**
+   * The policy service as seed 003 names it: its base URL, to which `/v1/evaluate` is appended
+   * (POLICY_URL = POLICY_ENGINE_URL + `/v1/evaluate`). POLICY_URL wins when both are set.
+   */
+  POLICY_ENGINE_URL: z.url({ protocol: /^https?$/ }).optional(),
   /** Longest the policy service may take to answer; past it POLICY_FAIL_MODE decides. */
   POLICY_TIMEOUT_MS: integer(1, 60_000).default(1_000),
   /** What a policy service that times out, fails or answers nonsense means: `open` accepts the task as submitted, `closed` answers 503 `policy_unavailable`. */
@@ -407,6 +440,38 @@ const SECRET_NAME = /(^|_)(SECRET|TOKEN|PASSWORD|KEYS?|HEADERS)$/;
 /** Variables holding a URL, which may carry a password: shown with the password masked. */
 const URL_NAME = /_(URL|ENDPOINT)$/;
 
+/** The path seed 003's policy engine answers on, below POLICY_ENGINE_URL. */
+export const POLICY_ENGINE_PATH = '/v1/evaluate';
+
+/** POLICY_ENGINE_URL + `/v1/evaluate`, with one slash between them however the base ends. */
+export function policyEngineEvaluateUrl(base: string): string {
+  const url = new URL(base);
+  let end = url.pathname.length;
+  while (end > 0 && url.pathname.charCodeAt(end - 1) === 0x2f) end -= 1;
+  url.pathname = `${url.pathname.slice(0, end)}${POLICY_ENGINE_PATH}`;
+  return url.toString();
+}
+
+/**
+ * The settings in effect, as GET /config/effective shows them: secrets (keys, tokens, secrets,
+ * passwords, header sets, cluster nodes) only as set or not set, passwords inside URLs masked.
+ */
+export function effectiveConfig(config: Config): Record<string, unknown> {
+  const shown: Record<string, unknown> = {};
+  // Every setting, those left unset too (a parsed config leaves them out).
+  const names = [...new Set([...Object.keys(configSchema.shape), ...Object.keys(config)])].sort();
+  for (const name of names) {
+    const value = (config as Record<string, unknown>)[name];
+    const empty = value === undefined || value === null || (Array.isArray(value) && value.length === 0);
+    // A number or a switch is a setting, not a secret (LONG_POLLS_PER_KEY ends like a key's name).
+    const secret = (SECRET_NAME.test(name) || name === 'REDIS_CLUSTER_NODES') && typeof value !== 'number' && typeof value !== 'boolean';
+    if (secret) shown[name] = empty ? 'not set' : 'set';
+    else if (URL_NAME.test(name) && typeof value === 'string') shown[name] = withoutPassword(value);
+    else shown[name] = value ?? null;
+  }
+  return shown;
+}
+
 /** `scheme://user:password@host` -> `scheme://user:***@host`; anything up to the last `@` counts as the password. */
 function withoutPassword(url: string): string {
   return url.replace(/^([^:/?#]+:\/\/[^:@/?#]*:).*@/s, '$1***@');
@@ -467,5 +532,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     HOST: value.HOST ?? (value.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'),
     DATABASE_DIRECT_URL: value.DATABASE_DIRECT_URL ?? value.DATABASE_URL,
     QUEUE_SHARDS: value.QUEUE_SHARDS ?? (value.REDIS_CLUSTER_NODES.length > 0 ? CLUSTER_DEFAULT_SHARDS : 1),
+    POLICY_URL: value.POLICY_URL ?? (value.POLICY_ENGINE_URL === undefined ? undefined : policyEngineEvaluateUrl(value.POLICY_ENGINE_URL)),
   });
 }

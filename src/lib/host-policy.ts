@@ -8,7 +8,9 @@ import net from 'node:net';
  * - cloud metadata addresses are always refused;
  * - private, loopback, link-local and other special addresses are refused unless the allowlist
  *   names them explicitly (an IP, a CIDR containing the address, or the exact hostname, not a
- *   `*.` wildcard), on the port being connected to;
+ *   `*.` wildcard), on the port being connected to; with `privateNames: 'refuse'`
+ *   (HTTP_TOOL_PRIVATE_NAMES) an exact hostname no longer counts, so a name whose DNS answer
+ *   changes to a private address cannot lead inside: only IP and CIDR entries open those;
  * - an entry without a port allows only the scheme's default port (80 for http, 443 for https):
  *   `api.example.com` must not open `http://api.example.com:6379/` to a Redis behind the name;
  * - an IPv6 address that reaches an IPv4 host (IPv4-mapped `::ffff:0:0/96`, NAT64 `64:ff9b::/96`)
@@ -146,10 +148,16 @@ function parseEntry(raw: string): Entry {
   return { kind: 'host', host, ...(port !== undefined ? { port } : {}) };
 }
 
+/** Whether an exact hostname on the allowlist may resolve to a private address (HTTP_TOOL_PRIVATE_NAMES). */
+export type PrivateNames = 'allow' | 'refuse';
+
 export class HostPolicy {
   private readonly entries: Entry[];
 
-  constructor(allowed: readonly string[]) {
+  constructor(
+    allowed: readonly string[],
+    private readonly privateNames: PrivateNames = 'allow',
+  ) {
     this.entries = allowed.map(parseEntry);
   }
 
@@ -195,20 +203,25 @@ export class HostPolicy {
     const explicit = this.entries.some(
       (entry) =>
         this.portMatches(entry, port, defaults) &&
-        ((entry.kind === 'network' && entry.list.check(address, family(address))) || (entry.kind === 'host' && entry.host === name)),
+        ((entry.kind === 'network' && entry.list.check(address, family(address))) ||
+          (entry.kind === 'host' && entry.host === name && this.privateNames === 'allow')),
     );
-    return explicit ? undefined : `${hostname} resolves to ${address}, a private or link-local address that is not explicitly allowlisted on port ${port}`;
+    if (explicit) return undefined;
+    if (this.privateNames === 'refuse' && this.entries.some((entry) => entry.kind === 'host' && entry.host === name)) {
+      return `${hostname} resolves to ${address}, a private or link-local address: HTTP_TOOL_PRIVATE_NAMES=refuse lets only IP or CIDR entries reach those`;
+    }
+    return `${hostname} resolves to ${address}, a private or link-local address that is not explicitly allowlisted on port ${port}`;
   }
 }
 
-const cache = new WeakMap<readonly string[], HostPolicy>();
+const cache = { allow: new WeakMap<readonly string[], HostPolicy>(), refuse: new WeakMap<readonly string[], HostPolicy>() };
 
-/** One policy per allowlist (the config's array), built once. */
-export function hostPolicyFor(allowed: readonly string[]): HostPolicy {
-  let policy = cache.get(allowed);
+/** One policy per allowlist (the config's array) and HTTP_TOOL_PRIVATE_NAMES, built once. */
+export function hostPolicyFor(allowed: readonly string[], privateNames: PrivateNames = 'allow'): HostPolicy {
+  let policy = cache[privateNames].get(allowed);
   if (!policy) {
-    policy = new HostPolicy(allowed);
-    cache.set(allowed, policy);
+    policy = new HostPolicy(allowed, privateNames);
+    cache[privateNames].set(allowed, policy);
   }
   return policy;
 }

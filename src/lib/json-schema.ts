@@ -20,6 +20,27 @@ function re2(pattern: string): { test(text: string): boolean } {
   return { test: (text: string) => compiled.test(text) };
 }
 
+const matchers = new Map<string, { test(text: string): boolean } | null>();
+
+/**
+ * A JSON Schema `pattern` a third party wrote (a service's OpenAPI document), on RE2: found
+ * anywhere in the text, in time linear in it. Undefined when RE2 cannot run it (a lookaround, a
+ * backreference, longer than PATTERN_MAX_CHARS): such a pattern is not checked.
+ */
+export function patternMatcher(pattern: string): { test(text: string): boolean } | undefined {
+  let found = matchers.get(pattern);
+  if (found === undefined) {
+    try {
+      found = re2(pattern);
+    } catch {
+      found = null;
+    }
+    matchers.set(pattern, found);
+    if (matchers.size > CACHE_SIZE) matchers.delete(matchers.keys().next().value!);
+  }
+  return found ?? undefined;
+}
+
 function makeAjv(coerceTypes: boolean): Ajv {
   // Strict about what is surely a mistake (unknown keywords and formats), not about what JSON
   // Schema allows (`required` without `properties`, `properties` without `type`).

@@ -1,10 +1,13 @@
 import { ForbiddenError, UnavailableError } from './errors.js';
 
-/** The policy service refused the task (POLICY_URL): nothing was stored. The API answers 403. */
+/** The policy service refused the work (POLICY_URL): nothing was stored. The API answers 403. `what`: the work refused. */
 export class PolicyDeniedError extends ForbiddenError {
   override name = 'PolicyDeniedError';
-  constructor(reason: string | undefined) {
-    super('policy_denied', reason ? `the policy refused this task: ${reason}` : 'the policy refused this task', reason ? { reason } : undefined);
+  constructor(
+    readonly reason: string | undefined,
+    what = 'task',
+  ) {
+    super('policy_denied', reason ? `the policy refused this ${what}: ${reason}` : `the policy refused this ${what}`, reason ? { reason } : undefined);
   }
 }
 

@@ -16,10 +16,11 @@
  * - `task.submit` (INTERNAL), child of the request span: validation, the PostgreSQL insert and
  *   the enqueue. `orchestrator.task.id`, `orchestrator.task.type`.
  * - BullMQ's own spans, from bullmq-otel, which carries the trace context in each job
- *   (`opts.telemetry`): `addFlow tasks` > `addNode tasks` > `addNode tool.<name>` (PRODUCER) for
- *   the run's flow (when concurrent submissions are enqueued together, their `addBulkFlows` round
- *   trip is a trace of its own, and each task's jobs still carry their own trace); `addBulk
- *   tool.<name>` (PRODUCER) for the dependents a worker enqueues once a step commits; `process tool.<name>` / `process tasks` / `process callbacks` (CONSUMER), each
+ *   (`opts.telemetry`): `addBulkFlows` > `addNode tasks` (the run's root) > `addNode tool.<name>`
+ *   (PRODUCER) for a workflow run's flow (when concurrent submissions are enqueued together, their
+ *   `addBulkFlows` round trip is a trace of its own, and each task's jobs still carry their own
+ *   trace); `addBulk tool.<name>` (PRODUCER) for a one-tool task's job and for the dependents a
+ *   worker enqueues once a step commits; `process tool.<name>` / `process tasks` / `process callbacks` (CONSUMER), each
  *   a child of the producer span of its job (every attempt of a job: a failed one gets a
  *   `delay tool.<name>` or `retry tool.<name>` child as BullMQ schedules the next); and under
  *   those `getNextJob <queue>`, `complete <queue>`, `fail <queue>`, `add callbacks.deliver`.

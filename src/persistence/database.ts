@@ -136,6 +136,28 @@ export function openDatabase(url: string, poolSize: number, logger: Logger): Dat
   };
 }
 
+/** Where a connection URL points: host and port (never the credentials), as PostgreSQL's clients default them. */
+export function databaseAddress(url: string): string {
+  const parsed = new URL(url);
+  const host = decodeURIComponent(parsed.hostname) || parsed.searchParams.get('host') || 'localhost';
+  return `${host}:${parsed.port || '5432'}`;
+}
+
+/**
+ * An error of opening a connection, said with where PostgreSQL was looked for and the setting
+ * that says so: "connect ECONNREFUSED 127.0.0.1:5439" alone names neither PostgreSQL nor what to
+ * change. An error PostgreSQL answered (a SQLSTATE: a wrong password, a missing role) is told
+ * apart from a server that was not reached.
+ */
+export function startupError(error: unknown, url: string, variable: string): Error {
+  const message = error instanceof Error ? error.message : String(error);
+  const password = decodeURIComponent(new URL(url).password);
+  const said = password ? message.replaceAll(password, '***') : message;
+  const answered = /^[0-9A-Z]{5}$/.test(String((error as { code?: unknown }).code ?? ''));
+  const where = `PostgreSQL at ${databaseAddress(url)} (${variable})`;
+  return new Error(answered ? `${where} refused: ${said}` : `cannot reach ${where}: ${said}`, { cause: error });
+}
+
 /** Name of the database in a connection URL. */
 export function databaseName(url: string): string {
   const name = decodeURIComponent(new URL(url).pathname.replace(/^\//, ''));

@@ -3,8 +3,8 @@ import type { Logger } from '../lib/logger.js';
 
 /**
  * Retention by partition. Tasks and what belongs to them (steps, dead letters, callback
- * deliveries, history) live in one partition per UTC day of the task's creation (the migration
- * 20261124000000_partition_by_day defines create_day_partitions and drop_day_partitions).
+ * deliveries, history) live in one partition per UTC day of the task's creation
+ * (prisma/functions/create_day_partitions.sql and drop_day_partitions.sql).
  * Keeping RETENTION_DAYS means dropping whole days: no row is read or deleted, so a day of
  * a million tasks goes in milliseconds (npm run bench:retention). A task is kept at least
  * RETENTION_DAYS, and at most one day more (until its whole day is past).

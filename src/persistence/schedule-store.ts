@@ -1,6 +1,6 @@
 import type { Sql, SqlRunner } from '../ledger/sql.js';
 
-/** A schedule as stored (prisma/migrations/20261126000000_schedules). */
+/** A schedule as stored (prisma/migrations/20261126000000_schedules, 20261127010000_schedules_per_owner). */
 export interface ScheduleRow {
   id: string;
   name: string;
@@ -32,8 +32,9 @@ export interface TickRow {
 export type NewSchedule = Omit<ScheduleRow, 'created_at' | 'updated_at' | 'missed_until'>;
 export type ScheduleChange = Partial<Omit<ScheduleRow, 'id' | 'name' | 'owner_key' | 'created_at' | 'updated_at'>>;
 
-const COLUMNS = `id::text, name, owner_key, cron, every_ms, timezone, task_type, params, overlap, catch_up, catch_up_window_ms, paused,
-  decided_until, missed_until, created_at, updated_at`;
+// catch_up_window_ms is a bigint (up to 30 days of milliseconds): read as a JS number, which holds it exactly.
+const COLUMNS = `id::text, name, owner_key, cron, every_ms, timezone, task_type, params, overlap, catch_up, catch_up_window_ms::float8 AS catch_up_window_ms,
+  paused, decided_until, missed_until, created_at, updated_at`;
 
 /** Tasks that have not ended hold an overlap; only a schedule's latest tasks are looked at. */
 const ACTIVE_LOOKBACK = 20;
@@ -46,12 +47,30 @@ function ownerFilter(owner: string | undefined, index: number): string {
 export class ScheduleStore {
   constructor(private readonly sql: Sql) {}
 
-  /** Stores a new schedule; false when its name is taken. */
-  async insert(row: NewSchedule): Promise<boolean> {
-    const inserted = await this.sql.$executeRawUnsafe(
+  /**
+   * Stores a new schedule: `exists` when its owner has one of that name, `limit` (with how many it
+   * holds) when its owner holds `maxPerOwner` already (0: no limit). The owner's schedules are
+   * counted under a lock of that owner, so that concurrent creations cannot pass the limit together.
+   */
+  insert(row: NewSchedule, maxPerOwner = 0): Promise<{ outcome: 'inserted' | 'exists' } | { outcome: 'limit'; held: number }> {
+    return this.sql.$transaction(async (tx) => {
+      if (maxPerOwner > 0) {
+        await tx.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(hashtext('schedules:' || $1))`, row.owner_key);
+        const [{ held } = { held: 0 }] = await tx.$queryRawUnsafe<{ held: number }[]>(
+          `SELECT count(*)::int AS held FROM schedules WHERE owner_key = $1`,
+          row.owner_key,
+        );
+        if (held >= maxPerOwner) return { outcome: 'limit' as const, held };
+      }
+      return { outcome: (await this.insertRow(tx, row)) ? ('inserted' as const) : ('exists' as const) };
+    });
+  }
+
+  private async insertRow(db: SqlRunner, row: NewSchedule): Promise<boolean> {
+    const inserted = await db.$executeRawUnsafe(
       `INSERT INTO schedules (id, name, owner_key, cron, every_ms, timezone, task_type, params, overlap, catch_up, catch_up_window_ms, paused, decided_until)
        VALUES ($1::uuid, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13)
-       ON CONFLICT (name) DO NOTHING`,
+       ON CONFLICT (owner_key, name) DO NOTHING`,
       row.id,
       row.name,
       row.owner_key,
@@ -72,18 +91,18 @@ export class ScheduleStore {
   /** `owner`: only that key's schedules; undefined: every one. */
   list(owner?: string): Promise<ScheduleRow[]> {
     return this.sql.$queryRawUnsafe<ScheduleRow[]>(
-      `SELECT ${COLUMNS} FROM schedules WHERE true${ownerFilter(owner, 1)} ORDER BY name`,
+      `SELECT ${COLUMNS} FROM schedules WHERE true${ownerFilter(owner, 1)} ORDER BY name, owner_key`,
       ...(owner === undefined ? [] : [owner]),
     );
   }
 
-  async get(name: string, owner?: string): Promise<ScheduleRow | undefined> {
-    const rows = await this.sql.$queryRawUnsafe<ScheduleRow[]>(
-      `SELECT ${COLUMNS} FROM schedules WHERE name = $1${ownerFilter(owner, 2)}`,
+  /** The schedules of this name: the owner's one, or (undefined) every owner's; names are unique per owner. */
+  named(name: string, owner?: string): Promise<ScheduleRow[]> {
+    return this.sql.$queryRawUnsafe<ScheduleRow[]>(
+      `SELECT ${COLUMNS} FROM schedules WHERE name = $1${ownerFilter(owner, 2)} ORDER BY owner_key LIMIT 100`,
       name,
       ...(owner === undefined ? [] : [owner]),
     );
-    return rows[0];
   }
 
   async byId(id: string, db: SqlRunner = this.sql, lock = false): Promise<ScheduleRow | undefined> {
@@ -174,14 +193,15 @@ export class ScheduleStore {
     return rows.map((row) => row.tick_at);
   }
 
-  async finish(id: string, tickAt: Date, outcome: { taskId: string } | { error: string }): Promise<void> {
+  /** A pending tick made its task, could not (`error`), or was refused by the gate (`denied`, with the reason). */
+  async finish(id: string, tickAt: Date, outcome: { taskId: string } | { error: string } | { denied: string }): Promise<void> {
     await this.sql.$executeRawUnsafe(
       `UPDATE schedule_ticks SET outcome = $3, task_id = $4::uuid, error = $5 WHERE schedule_id = $1::uuid AND tick_at = $2 AND outcome = 'pending'`,
       id,
       tickAt,
-      'taskId' in outcome ? 'created' : 'failed',
+      'taskId' in outcome ? 'created' : 'denied' in outcome ? 'denied' : 'failed',
       'taskId' in outcome ? outcome.taskId : null,
-      'error' in outcome ? outcome.error : null,
+      'error' in outcome ? outcome.error : 'denied' in outcome ? outcome.denied : null,
     );
   }
 

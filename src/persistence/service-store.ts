@@ -25,11 +25,21 @@ export interface ServiceHealth {
   error?: string;
 }
 
+/**
+ * A service's OpenAPI document, as JSON text: it is parsed off the main thread
+ * (src/services/document-reader.ts), since a large one would hold up the process's event loop.
+ */
 export interface ServiceDocumentRecord {
   version: number;
   sha256: string;
-  document: Record<string, unknown>;
+  text: string;
   fetchedAt: Date;
+}
+
+/** A fetched document to store: its JSON text and the SHA-256 of it. */
+export interface FetchedDocument {
+  sha256: string;
+  text: string;
 }
 
 export type ServiceFields = Omit<ServiceRecord, 'name' | 'documentVersion' | 'health' | 'createdAt' | 'updatedAt'>;
@@ -121,7 +131,7 @@ export class ServiceStore {
    * Inserts a service with its first document (version 1 when there is one), or answers
    * undefined when the name is taken.
    */
-  async create(name: string, fields: ServiceFields, document?: { sha256: string; document: Record<string, unknown> }): Promise<ServiceRecord | undefined> {
+  async create(name: string, fields: ServiceFields, document?: FetchedDocument): Promise<ServiceRecord | undefined> {
     return this.prisma.$transaction(async (tx) => {
       const [row] = await tx.$queryRawUnsafe<Row[]>(INSERT_SERVICE, ...serviceParams(name, fields, document ? 1 : 0));
       if (!row) return undefined;
@@ -131,7 +141,7 @@ export class ServiceStore {
           `INSERT INTO service_documents (service, version, sha256, document) VALUES ($1, 1, $2, $3::jsonb)`,
           name,
           document.sha256,
-          JSON.stringify(document.document),
+          document.text,
         );
       }
       return fromRow(row);
@@ -139,7 +149,7 @@ export class ServiceStore {
   }
 
   /** Changes a service's settings and, given one, stores its next document version. */
-  async update(name: string, fields: ServiceFields, document?: { sha256: string; document: Record<string, unknown> }): Promise<ServiceRecord | undefined> {
+  async update(name: string, fields: ServiceFields, document?: FetchedDocument): Promise<ServiceRecord | undefined> {
     return this.prisma.$transaction(async (tx) => {
       const [current] = await tx.$queryRawUnsafe<{ document_version: number }[]>(`SELECT document_version FROM services WHERE name = $1 FOR UPDATE`, name);
       if (!current) return undefined;
@@ -150,7 +160,7 @@ export class ServiceStore {
           name,
           version,
           document.sha256,
-          JSON.stringify(document.document),
+          document.text,
         );
       }
       const [row] = await tx.$queryRawUnsafe<Row[]>(UPDATE_SERVICE, ...serviceParams(name, fields, version));
@@ -168,12 +178,12 @@ export class ServiceStore {
 
   /** The service's document at `version` (its current one: ServiceRecord.documentVersion). */
   async document(name: string, version: number): Promise<ServiceDocumentRecord | undefined> {
-    const [row] = await this.prisma.$queryRawUnsafe<{ version: number; sha256: string; document: Record<string, unknown>; fetched_at: Date }[]>(
-      `SELECT version, sha256, document, fetched_at FROM service_documents WHERE service = $1 AND version = $2`,
+    const [row] = await this.prisma.$queryRawUnsafe<{ version: number; sha256: string; text: string; fetched_at: Date }[]>(
+      `SELECT version, sha256, document::text AS text, fetched_at FROM service_documents WHERE service = $1 AND version = $2`,
       name,
       version,
     );
-    return row ? { version: row.version, sha256: row.sha256, document: row.document, fetchedAt: row.fetched_at } : undefined;
+    return row ? { version: row.version, sha256: row.sha256, text: row.text, fetchedAt: row.fetched_at } : undefined;
   }
 
   /** Records a health check; does not count as a change of the service (updated_at stays). */

@@ -13,6 +13,7 @@ export class StatsTimeoutError extends UnavailableError {
 export interface Percentiles {
   p50: number | null;
   p90: number | null;
+  p95: number | null;
   p99: number | null;
   max: number | null;
 }
@@ -21,37 +22,42 @@ interface CountRow {
   key: string;
   status: string;
   count: bigint;
+  /** The newest task created in the window, of this key and status. */
+  last: Date;
 }
 
 /** How many points GET /stats's series has: enough for a chart, few enough to read at a glance. */
 export const SERIES_POINTS = 48;
 
-interface BucketRow extends Record<'p50' | 'p90' | 'p99' | 'max', number | null> {
+interface BucketRow extends Record<'p50' | 'p90' | 'p95' | 'p99' | 'max', number | null> {
   at: Date;
   created: bigint;
   completed: bigint;
   failed: bigint;
 }
 
-interface DurationRow extends Record<'p50' | 'p90' | 'p99' | 'max', number | null> {
+interface DurationRow extends Record<'p50' | 'p90' | 'p95' | 'p99' | 'max', number | null> {
   key: string;
 }
 
-function percentiles(row: Pick<DurationRow, 'p50' | 'p90' | 'p99' | 'max'> | undefined): Percentiles {
+function percentiles(row: Pick<DurationRow, 'p50' | 'p90' | 'p95' | 'p99' | 'max'> | undefined): Percentiles {
   const round = (value: number | null | undefined) => (value === null || value === undefined ? null : Math.round(Number(value) * 10) / 10);
-  return { p50: round(row?.p50), p90: round(row?.p90), p99: round(row?.p99), max: round(row?.max) };
+  return { p50: round(row?.p50), p90: round(row?.p90), p95: round(row?.p95), p99: round(row?.p99), max: round(row?.max) };
 }
 
 function group(counts: CountRow[], durations: DurationRow[]) {
-  const byKey = new Map<string, { total: number; by_status: Record<string, number> }>();
+  const byKey = new Map<string, { total: number; by_status: Record<string, number>; last: Date }>();
   for (const row of counts) {
-    const entry = byKey.get(row.key) ?? { total: 0, by_status: {} };
+    const entry = byKey.get(row.key) ?? { total: 0, by_status: {}, last: row.last };
     entry.total += Number(row.count);
     entry.by_status[row.status] = Number(row.count);
+    if (row.last > entry.last) entry.last = row.last;
     byKey.set(row.key, entry);
   }
   const duration = new Map(durations.map((row) => [row.key, row]));
-  return [...byKey].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, entry]) => ({ key, ...entry, duration_ms: percentiles(duration.get(key)) }));
+  return [...byKey]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([key, { last, ...entry }]) => ({ key, ...entry, last_created_at: last.toISOString(), duration_ms: percentiles(duration.get(key)) }));
 }
 
 /**
@@ -81,6 +87,7 @@ export class StatsStore {
       const filter = only ? ` FILTER (WHERE ${only})` : '';
       return `percentile_cont(0.5) WITHIN GROUP (ORDER BY ${expression})${filter} AS p50,
        percentile_cont(0.9) WITHIN GROUP (ORDER BY ${expression})${filter} AS p90,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY ${expression})${filter} AS p95,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY ${expression})${filter} AS p99,
        max(${expression})${filter} AS max`;
     };
@@ -92,7 +99,7 @@ export class StatsStore {
       // SET LOCAL, with a bound value: the timeout ends with this transaction.
       this.prisma.$queryRawUnsafe(`SELECT set_config('statement_timeout', $1, true)`, String(this.options.statementTimeoutMs)),
       this.prisma.$queryRawUnsafe<CountRow[]>(
-        `SELECT t.task_type AS key, t.status::text AS status, count(*) AS count
+        `SELECT t.task_type AS key, t.status::text AS status, count(*) AS count, max(t.created_at) AS last
            FROM tasks t WHERE t.created_at >= $1 AND t.created_at < $2 GROUP BY 1, 2`,
         from,
         to,
@@ -104,7 +111,7 @@ export class StatsStore {
         to,
       ),
       this.prisma.$queryRawUnsafe<CountRow[]>(
-        `SELECT s.tool AS key, s.status::text AS status, count(*) AS count
+        `SELECT s.tool AS key, s.status::text AS status, count(*) AS count, max(t.created_at) AS last
            FROM tasks t JOIN steps s ON s.task_id = t.id AND s.task_created_at = t.created_at
           WHERE t.created_at >= $1 AND t.created_at < $2 AND s.task_created_at >= $1 AND s.task_created_at < $2 AND s.tool IS NOT NULL GROUP BY 1, 2`,
         from,

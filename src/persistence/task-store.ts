@@ -74,6 +74,12 @@ export class TaskStore {
     return row?.ownerKey;
   }
 
+  /** What the gate asks about a task that is to run again (a retry, a replay): its owner, type, params and status. */
+  async summary(id: string): Promise<{ ownerKey: string; taskType: string; params: Record<string, unknown>; status: TaskStatus } | undefined> {
+    const row = await this.prisma.task.findFirst({ where: taskById(id), select: { ownerKey: true, taskType: true, params: true, status: true } });
+    return row ? { ...row, params: (row.params ?? {}) as Record<string, unknown> } : undefined;
+  }
+
   /** Status only: the cheap read behind long-polling. */
   async status(id: string): Promise<TaskStatus | undefined> {
     const row = await this.prisma.task.findFirst({ where: taskById(id), select: { status: true } });
@@ -240,6 +246,34 @@ export class TaskStore {
 
   openDeadLetters(): Promise<number> {
     return this.prisma.deadLetter.count({ where: { replayedAt: null } });
+  }
+
+  /** A tool's dead letters not replayed yet, oldest first (through the index of the open ones). */
+  openDeadLettersOf(tool: string, limit: number) {
+    return this.prisma.deadLetter.findMany({
+      where: { tool, replayedAt: null },
+      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+      take: limit,
+      select: { id: true },
+    });
+  }
+
+  /** Dead letters by tool: how many, how many not replayed yet, the oldest and newest. */
+  async deadLetterCounts(): Promise<{ tool: string; total: number; open: number; oldest: Date; newest: Date }[]> {
+    const rows = await this.prisma.deadLetter.groupBy({
+      by: ['tool'],
+      _count: { _all: true, replayedAt: true },
+      _min: { createdAt: true },
+      _max: { createdAt: true },
+      orderBy: { tool: 'asc' },
+    });
+    return rows.map((row) => ({
+      tool: row.tool,
+      total: row._count._all,
+      open: row._count._all - row._count.replayedAt,
+      oldest: row._min.createdAt!,
+      newest: row._max.createdAt!,
+    }));
   }
 
   getDeadLetter(id: string) {

@@ -16,6 +16,8 @@ export function eventsChannel(prefix: string): string {
 
 export interface StopMessage {
   taskId: string;
+  /** The run that was cancelled: a later run of the task (a retry) is not stopped by it. */
+  run?: number;
   reason: 'cancelled';
 }
 

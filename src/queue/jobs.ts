@@ -2,11 +2,46 @@ import type { ReadyStep } from '../engine/types.js';
 import type { ErrorRecord } from '../lib/errors.js';
 
 /**
- * The queues of a shard (see shards.ts) and what their jobs carry. Every step of a run, a
- * workflow's as a one-tool task's, is one job in its tool's queue, without a parent: the run's
- * graph is kept in PostgreSQL, where the engine decides which step is ready (BullMQ flows are
- * trees, and a diamond is not one).
+ * The queues of a shard (see shards.ts) and what their jobs carry.
+ *
+ * A one-tool task is one job in its tool's queue. A workflow's run is a BullMQ flow: a root job
+ * in TASKS_QUEUE (one per run) whose children are everything the run waits on in Redis: its
+ * steps' and map items' jobs (in their tools' queues), its sleeps' and waits' timers, holds (a
+ * long-delayed placeholder for a step that waits with no job of its own: a signal, its turn under
+ * a limit, a sub-workflow) and its sub-workflows' own roots. A step that makes others ready adds
+ * their jobs under the same root before its own job completes, so the root has a pending child
+ * while work remains and BullMQ releases it only after the last one. The run's graph stays in
+ * PostgreSQL, where the engine decides which step is ready (flows are trees, and a diamond is
+ * not one): BullMQ carries the tree, not the decisions. Every child ignores its own failure as
+ * far as BullMQ is concerned (ignoreDependencyOnFailure): what a failure means is the engine's.
  */
+
+/** The runs' roots: one job per workflow run (its id is rootJobId), which ends it or checks that it ended. */
+export const TASKS_QUEUE = 'tasks';
+
+export function rootJobId(taskId: string, run: number): string {
+  return `${taskId}.${run}`;
+}
+
+/** A run's root job: what its processor checks (workers/runtime/run-roots.ts). */
+export interface RootJobData {
+  taskId: string;
+  run: number;
+}
+
+/** A hold: the placeholder child of a step (or map item) that waits with no job of its own. */
+export function holdJobId(taskId: string, run: number, stepId: string, item?: number): string {
+  return item === undefined ? `${taskId}.${run}.${stepId}.hold` : `${taskId}.${run}.${stepId}.${item}.hold`;
+}
+
+/** A hold's data (job name `<step> (hold)`, in the timers queue). */
+export interface HoldJobData {
+  taskId: string;
+  run: number;
+  stepId: string;
+  item?: number;
+  hold: true;
+}
 
 /** A durable sleep's wake-up: a delayed job per sleeping step, which reports the step done. */
 export const TIMERS_QUEUE = 'timers';
@@ -79,6 +114,12 @@ export interface StepJobData extends Omit<ReadyStep, 'priority' | 'delayMs'> {
    * statement, and may run it before claiming it (workers/runtime/step-processor.ts).
    */
   single?: true;
+  /**
+   * Set when the step's failure does not fail its task (on_failure `continue`): a final failure
+   * completes the job with its error instead of failing it, so BullMQ (and Bull Board) show as
+   * failed only the jobs whose failure mattered.
+   */
+  continues?: true;
   /** Set while the step waits for its service's circuit (workers/runtime/step-processor.ts holdForCircuit). */
   held?: true;
   /**

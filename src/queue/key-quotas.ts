@@ -44,6 +44,8 @@ end
 // ARGV: the clients' key prefix, now, client, task id, bytes, lease end, max tasks, max bytes.
 const RESERVE = `${DROP}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])) do drop(id) end
+-- Counted already (a retry of a task whose end was not released yet): once is enough.
+if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return {0, 0} end
 local tasks = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '0')
 local bytes = tonumber(redis.call('HGET', KEYS[5], ARGV[3]) or '0')
 if tonumber(ARGV[7]) > 0 and tasks + 1 > tonumber(ARGV[7]) then return {1, tasks} end

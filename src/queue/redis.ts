@@ -137,3 +137,13 @@ const REDIS_DOWN =
 export function isRedisUnavailable(error: unknown): boolean {
   return error instanceof Error && (REDIS_DOWN.test(error.message) || error.name === 'MaxRetriesPerRequestError');
 }
+
+const SOCKET_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+/**
+ * Whether an error is a connection's failing to reach Redis (on any port), as BullMQ's workers
+ * and queues repeat them for each reconnect attempt: RedisOutage says those once.
+ */
+export function isConnectionError(error: unknown): boolean {
+  return isRedisUnavailable(error) || (error instanceof Error && SOCKET_ERRORS.has((error as NodeJS.ErrnoException).code ?? ''));
+}

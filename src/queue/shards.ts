@@ -82,12 +82,16 @@ export class Shards {
    * still follows from the id alone (indexOf); choosing the id spreads each process's tasks of
    * each type evenly over the shards at once, where ids left to chance spread a few hundred
    * workflows (which weigh far more in Redis than one-tool tasks) to within 15% only. About
-   * `count` UUIDs are made per id.
+   * `count` UUIDs are made per id. `shard` pins the id to a shard instead (a sub-workflow's child
+   * lives in its parent's, so that the child's flow can hang under the parent's: one hash slot).
    */
-  newTaskId(at: Date, taskType: string): string {
+  newTaskId(at: Date, taskType: string, shard?: number): string {
     if (this.count === 1) return uuidv7(at);
-    const turn = this.turns.get(taskType) ?? 0;
-    this.turns.set(taskType, (turn + 1) % this.count);
+    let turn = shard;
+    if (turn === undefined) {
+      turn = this.turns.get(taskType) ?? 0;
+      this.turns.set(taskType, (turn + 1) % this.count);
+    }
     for (;;) {
       const id = uuidv7(at);
       if (this.indexOf(id) === turn) return id;

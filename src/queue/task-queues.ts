@@ -1,5 +1,5 @@
 import type { Context } from '@opentelemetry/api';
-import { type JobsOptions, Queue } from 'bullmq';
+import { type FlowJob, FlowProducer, type JobsOptions, type ParentOptions, Queue } from 'bullmq';
 import type { JobRef } from '../engine/state.js';
 import type { ReadyStep } from '../engine/types.js';
 import type { Config } from '../lib/config.js';
@@ -11,9 +11,14 @@ import {
   type CallbackJobData,
   callbackJobId,
   type GateTimerData,
+  type HoldJobData,
+  holdJobId,
+  type RootJobData,
+  rootJobId,
   SERVICES_QUEUE,
   type StepJobData,
   stepJobId,
+  TASKS_QUEUE,
   TIMERS_QUEUE,
   type TimerJobData,
   timerJobId,
@@ -27,10 +32,20 @@ export interface RunKey {
   run: number;
 }
 
-/** One shard's queues (see shards.ts): one per tool adapter, one for services' tools, the timers and the callbacks, all under the shard's prefix. */
+/**
+ * How long a hold waits before it looks again whether its step still waits (workers/runtime/
+ * run-roots.ts): a hold whose drop was lost (Redis away at that moment) keeps its run's root
+ * waiting at most this long after its step moved on.
+ */
+export const HOLD_RECHECK_MS = 10 * 60_000;
+
+/** One shard's queues (see shards.ts): the runs' roots, one per tool adapter, one for services' tools, the timers and the callbacks, all under the shard's prefix. */
 export class QueueShard {
-  readonly timers: Queue<TimerJobData | GateTimerData>;
+  readonly tasks: Queue<RootJobData>;
+  readonly timers: Queue<TimerJobData | GateTimerData | HoldJobData>;
   readonly callbacks: Queue<CallbackJobData>;
+  /** Adds a run's root with its first children in one MULTI (a flow). */
+  readonly flows: FlowProducer;
   private readonly toolQueues = new Map<string, Queue<StepJobData>>();
 
   constructor(
@@ -42,14 +57,21 @@ export class QueueShard {
   ) {
     // With tracing on, BullMQ's producer spans join the caller's trace and every job carries it on.
     const options = { connection, prefix, ...bullmqTelemetry() };
-    this.timers = new Queue<TimerJobData | GateTimerData>(TIMERS_QUEUE, options);
+    this.tasks = new Queue<RootJobData>(TASKS_QUEUE, options);
+    this.timers = new Queue<TimerJobData | GateTimerData | HoldJobData>(TIMERS_QUEUE, options);
     this.callbacks = new Queue<CallbackJobData>(CALLBACKS_QUEUE, options);
+    this.flows = new FlowProducer(options);
     for (const name of new Set([...toolNames].map(toolQueueName)).add(SERVICES_QUEUE)) this.toolQueues.set(name, new Queue<StepJobData>(name, options));
   }
 
   /** Every queue of the shard. */
   all(): Queue[] {
-    return [...this.toolQueues.values(), this.timers, this.callbacks] as Queue[];
+    return [this.tasks, ...this.toolQueues.values(), this.timers, this.callbacks] as Queue[];
+  }
+
+  /** Where a run's children point: its root job, in this shard's tasks queue. */
+  rootOf(run: RunKey): ParentOptions {
+    return { id: rootJobId(run.taskId, run.run), queue: this.tasks.qualifiedName };
   }
 
   toolQueue(tool: string): Queue<StepJobData> {
@@ -59,7 +81,7 @@ export class QueueShard {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.all().map((queue) => queue.close()));
+    await Promise.all([...this.all().map((queue) => queue.close()), this.flows.close()]);
   }
 }
 
@@ -67,8 +89,51 @@ export class QueueShard {
 export interface NewJob {
   step: ReadyStep;
   single?: boolean;
+  /** The job is a child of its run's root (a workflow's run is a flow; a one-tool task is not). */
+  flow?: boolean;
+  /** Its failure does not fail the task (on_failure continue): see StepJobData.continues. */
+  continues?: boolean;
   /** The trace the job continues, when it is added outside it (a batch). */
   trace?: Context;
+}
+
+/** A durable sleep's wake-up, or a wait's timeout: a delayed job in the timers queue. */
+export interface NewTimer {
+  taskId: string;
+  run: number;
+  stepId: string;
+  at: Date;
+}
+
+/** A step (or map item) that waits with no job of its own: its run's root gets a hold in its place. */
+export interface HoldRef {
+  taskId: string;
+  run: number;
+  stepId: string;
+  item?: number;
+}
+
+/**
+ * A workflow run to start as a flow: its root, with the children its first decision makes (jobs,
+ * timers, holds). A sub-workflow's run names its parent's: its root is a child of that root.
+ */
+export interface NewRun {
+  taskId: string;
+  run: number;
+  taskType: string;
+  jobs: readonly NewJob[];
+  timers: readonly NewTimer[];
+  holds: readonly HoldRef[];
+  parent?: RunKey;
+  trace?: Context;
+}
+
+/** A child's add that BullMQ refused because its run's root is gone (Redis lost it). */
+export class MissingRootError extends Error {
+  override name = 'MissingRootError';
+  constructor(readonly runs: RunKey[]) {
+    super(`the root job of ${runs.length === 1 ? `run ${runs[0]!.run} of task ${runs[0]!.taskId}` : `${runs.length} runs`} is gone`);
+  }
 }
 
 /** The states of BullMQ jobs a queue's depth is counted in (Queue.getJobCounts). */
@@ -76,10 +141,12 @@ export const QUEUE_STATES = ['wait', 'prioritized', 'active', 'delayed', 'waitin
 export type QueueState = (typeof QUEUE_STATES)[number];
 
 /**
- * The producer side of BullMQ: how a task's run maps onto jobs. Every step (and map item) is a
- * job of its own in its tool's queue, made when the engine decides the step is ready; a sleep's
- * wake-up is a delayed job in the timers queue. A task's jobs all live in its shard (shardOf its
- * id), so that a Redis Cluster spreads tasks over its masters.
+ * The producer side of BullMQ: how a task's run maps onto jobs (src/queue/jobs.ts). Every step
+ * (and map item) is a job of its own in its tool's queue, made when the engine decides the step
+ * is ready; a sleep's wake-up is a delayed job in the timers queue; a workflow's run is a flow,
+ * whose root (TASKS_QUEUE) has those jobs as children. A task's jobs all live in its shard
+ * (shardOf its id), and a sub-workflow's child task in its parent's, so that a flow's keys share
+ * one hash slot while a Redis Cluster spreads tasks over its masters.
  */
 export class TaskQueues {
   /** Every shard's queues, by index. */
@@ -101,9 +168,9 @@ export class TaskQueues {
     for (const shard of this.shards) for (const queue of shard.all()) queue.on('error', onError);
   }
 
-  /** A new task's id, in the next shard for its type (see Shards.newTaskId). */
-  newTaskId(at: Date, taskType: string): string {
-    return this.map.newTaskId(at, taskType);
+  /** A new task's id, in the next shard for its type (see Shards.newTaskId); a sub-workflow's child in its parent's shard, so that its root can be a child of its parent's root. */
+  newTaskId(at: Date, taskType: string, parentTaskId?: string): string {
+    return this.map.newTaskId(at, taskType, parentTaskId === undefined ? undefined : this.map.indexOf(parentTaskId));
   }
 
   /** The shard that holds a task's jobs. */
@@ -146,7 +213,12 @@ export class TaskQueues {
     };
   }
 
-  private job({ step, single, trace }: NewJob): { name: string; data: StepJobData; opts: JobsOptions } {
+  /** A child's options in its run's flow: its root, and BullMQ told to let the root go on whatever the child's fate (the engine decides what a failure means). */
+  private child(run: RunKey): Pick<JobsOptions, 'parent' | 'ignoreDependencyOnFailure'> {
+    return { parent: this.shardOf(run.taskId).rootOf(run), ignoreDependencyOnFailure: true };
+  }
+
+  private job({ step, single, flow, continues, trace }: NewJob): { name: string; data: StepJobData; opts: JobsOptions } {
     return {
       name: step.item === undefined ? step.stepId : `${step.stepId}[${step.item}]`,
       data: {
@@ -160,7 +232,10 @@ export class TaskQueues {
         timeoutMs: step.timeoutMs,
         dependencies: step.dependencies,
         ...(single ? { single: true as const } : {}),
+        ...(continues ? { continues: true as const } : {}),
+        ...(step.claimed ? { claimed: true as const } : {}),
         ...(step.limited ? { limited: true as const } : {}),
+        ...(step.owner ? { owner: step.owner } : {}),
       },
       opts: {
         jobId: stepJobId(step.taskId, step.run, step.stepId, step.item),
@@ -169,6 +244,7 @@ export class TaskQueues {
         ...(step.priority ? { priority: step.priority } : {}),
         ...(step.delayMs ? { delay: step.delayMs } : {}),
         ...this.keep(step.taskId),
+        ...(flow ? this.child(step) : {}),
         ...jobTraceOptions(trace),
       },
     };
@@ -191,7 +267,14 @@ export class TaskQueues {
     await Promise.all(
       [...byShard].map(async ([shard, byTool]) => {
         try {
-          await Promise.all([...byTool].map(([tool, group]) => shard.toolQueue(tool).addBulk(group.map((job) => this.job(job)))));
+          const added = await Promise.all([...byTool].map(([tool, group]) => shard.toolQueue(tool).addBulk(group.map((job) => this.job(job)))));
+          // BullMQ answers a child whose parent is gone with -5 in place of its id, and adds nothing.
+          const orphans = [...byTool.values()].flat().filter((_, index) => typeof added.flat()[index]?.id !== 'string');
+          if (orphans.length > 0) {
+            const runs = new Map(orphans.map(({ step }) => [rootJobId(step.taskId, step.run), { taskId: step.taskId, run: step.run }]));
+            const error = new MissingRootError([...runs.values()]);
+            for (const { step } of orphans) refused.set(step.taskId, error);
+          }
         } catch (error) {
           for (const group of byTool.values()) for (const job of group) refused.set(job.step.taskId, error);
         }
@@ -200,30 +283,143 @@ export class TaskQueues {
     return refused;
   }
 
+  /**
+   * Starts workflow runs as flows: each run's root with its first children, in one MULTI per
+   * shard (atomic: a shard that refuses adds nothing of its runs). Resolves with the error of each
+   * task whose run was not added, by task id. A sub-workflow's run (`parent`) is added on its own,
+   * so that a parent's root that is gone refuses that run alone.
+   */
+  async addRuns(runs: readonly NewRun[]): Promise<Map<string, unknown>> {
+    const refused = new Map<string, unknown>();
+    const byShard = new Map<QueueShard, NewRun[]>();
+    const attached: NewRun[] = [];
+    for (const run of runs) {
+      if (run.parent) attached.push(run);
+      else byShard.set(this.shardOf(run.taskId), [...(byShard.get(this.shardOf(run.taskId)) ?? []), run]);
+    }
+    await Promise.all([
+      ...[...byShard].map(async ([shard, group]) => {
+        try {
+          await shard.flows.addBulk(group.map((run) => this.flow(run)));
+        } catch (error) {
+          for (const run of group) refused.set(run.taskId, error);
+        }
+      }),
+      ...attached.map(async (run) => {
+        try {
+          await this.shardOf(run.taskId).flows.add(this.flow(run));
+        } catch (error) {
+          refused.set(run.taskId, /Missing key for parent job/.test((error as Error).message) ? new MissingRootError([run.parent!]) : error);
+        }
+      }),
+    ]);
+    return refused;
+  }
+
+  private flow(run: NewRun): FlowJob {
+    // FlowProducer links the children to the root itself.
+    const inTree = <T extends { opts: JobsOptions }>(job: T, queueName: string) => ({
+      ...job,
+      queueName,
+      opts: { ...job.opts, ignoreDependencyOnFailure: true },
+    });
+    return {
+      name: run.taskType,
+      queueName: TASKS_QUEUE,
+      data: { taskId: run.taskId, run: run.run },
+      opts: {
+        jobId: rootJobId(run.taskId, run.run),
+        ...this.keep(run.taskId),
+        ...(run.parent ? this.child(run.parent) : {}),
+        ...jobTraceOptions(run.trace),
+      },
+      children: [
+        ...run.jobs.map((job) => inTree(this.job({ ...job, flow: false }), toolQueueName(job.step.tool))),
+        ...run.timers.map((timer) => inTree(this.timer(timer), TIMERS_QUEUE)),
+        ...run.holds.map((hold) => inTree(this.hold(hold), TIMERS_QUEUE)),
+      ],
+    };
+  }
+
+  /**
+   * Tells a run's root that the run ended (its progress), so that its processor closes it
+   * without asking PostgreSQL. A root that is gone is no matter: a run that ended needs none.
+   */
+  async markEnded(taskId: string, run: number, status: string): Promise<void> {
+    await this.shardOf(taskId)
+      .tasks.updateJobProgress(rootJobId(taskId, run), { ended: status })
+      .catch(() => undefined);
+  }
+
+  /**
+   * Makes again the root of runs whose root is gone (Redis lost it): it waits in `wait`, and its
+   * processor (workers/runtime/run-roots.ts) makes the run's children again and waits for them.
+   */
+  async remakeRoots(runs: readonly RunKey[]): Promise<void> {
+    await Promise.all(runs.map((run) => this.shardOf(run.taskId).tasks.add('run', run, { jobId: rootJobId(run.taskId, run.run), ...this.keep(run.taskId) })));
+  }
+
   /** Adds the steps' jobs, or throws the first refusal. */
   async addSteps(steps: readonly ReadyStep[]): Promise<void> {
     const [refused] = (await this.addJobs(steps.map((step) => ({ step })))).values();
     if (refused !== undefined) throw refused;
   }
 
-  /** Adds sleeping steps' wake-ups, each a job delayed until its time. */
-  async addTimers(timers: readonly { taskId: string; run: number; stepId: string; at: Date }[]): Promise<void> {
-    const now = Date.now();
+  private timer(timer: NewTimer, flow = false): { name: string; data: TimerJobData; opts: JobsOptions } {
+    return {
+      // Named after its step: Bull Board's flow view shows the name.
+      name: `${timer.stepId} (timer)`,
+      data: { taskId: timer.taskId, run: timer.run, stepId: timer.stepId },
+      opts: {
+        jobId: timerJobId(timer.taskId, timer.run, timer.stepId),
+        delay: Math.max(0, timer.at.getTime() - Date.now()),
+        // A wake-up that could not report (PostgreSQL away) is put back by postpone; these are for Redis hiccups.
+        attempts: 5,
+        backoff: { type: 'exponential', delay: 1_000 },
+        ...this.keep(timer.taskId),
+        ...(flow ? this.child(timer) : {}),
+      },
+    };
+  }
+
+  /** Adds sleeping steps' wake-ups (and waits' timeouts), each a job delayed until its time; `flow`: each a child of its run's root. */
+  async addTimers(timers: readonly NewTimer[], flow: (taskId: string) => boolean = () => false): Promise<void> {
+    await this.addToTimers(timers.map((timer) => this.timer(timer, flow(timer.taskId))));
+  }
+
+  private hold(hold: HoldRef, flow = false): { name: string; data: HoldJobData; opts: JobsOptions } {
+    return {
+      name: `${hold.item === undefined ? hold.stepId : `${hold.stepId}[${hold.item}]`} (hold)`,
+      data: { taskId: hold.taskId, run: hold.run, stepId: hold.stepId, ...(hold.item !== undefined ? { item: hold.item } : {}), hold: true },
+      opts: {
+        jobId: holdJobId(hold.taskId, hold.run, hold.stepId, hold.item),
+        delay: HOLD_RECHECK_MS,
+        ...this.keep(hold.taskId),
+        ...(flow ? this.child(hold) : {}),
+      },
+    };
+  }
+
+  /** Adds holds (src/queue/jobs.ts): each a long-delayed child of its run's root, in the place of a step that waits with no job. */
+  async addHolds(holds: readonly HoldRef[]): Promise<void> {
+    await this.addToTimers(holds.map((hold) => this.hold(hold, true)));
+  }
+
+  /** Removes holds whose steps no longer wait (one that is being looked at, active, ends on its own). */
+  async dropHolds(holds: readonly HoldRef[]): Promise<void> {
+    await Promise.all(holds.map((hold) => this.shardOf(hold.taskId).timers.remove(holdJobId(hold.taskId, hold.run, hold.stepId, hold.item))));
+  }
+
+  /** Jobs of the timers queue, a bulk per shard; a child whose root is gone rejects with MissingRootError. */
+  private async addToTimers(jobs: { name: string; data: TimerJobData | HoldJobData; opts: JobsOptions }[]): Promise<void> {
+    const byShard = new Map<QueueShard, typeof jobs>();
+    for (const job of jobs) byShard.set(this.shardOf(job.data.taskId), [...(byShard.get(this.shardOf(job.data.taskId)) ?? []), job]);
     await Promise.all(
-      timers.map((timer) =>
-        this.shardOf(timer.taskId).timers.add(
-          'wake',
-          { taskId: timer.taskId, run: timer.run, stepId: timer.stepId },
-          {
-            jobId: timerJobId(timer.taskId, timer.run, timer.stepId),
-            delay: Math.max(0, timer.at.getTime() - now),
-            // A wake-up that could not report (PostgreSQL away) is put back by postpone; these are for Redis hiccups.
-            attempts: 5,
-            backoff: { type: 'exponential', delay: 1_000 },
-            ...this.keep(timer.taskId),
-          },
-        ),
-      ),
+      [...byShard].map(async ([shard, group]) => {
+        const added = await shard.timers.addBulk(group);
+        const orphans = group.filter((_, index) => typeof added[index]?.id !== 'string');
+        if (orphans.length > 0) throw new MissingRootError(orphans.map(({ data }) => ({ taskId: data.taskId, run: data.run })));
+      }),
     );
   }
 

@@ -11,12 +11,17 @@ export type TickOutcome = 'pending' | 'skipped' | 'buffered';
 /** At most this many ticks are decided at once: a catch-up over a long pause runs the newest of them. */
 export const MAX_TICKS_PER_DECISION = 1000;
 
+/** Most missed ticks one catch-up runs, unless SCHEDULE_CATCH_UP_MAX says otherwise (a day of hourly ticks). */
+export const DEFAULT_CATCH_UP_MAX = 24;
+
 export interface TickPolicy {
   timing: Timing;
   overlap: Overlap;
   catchUp: CatchUp;
   /** all_within_ms: how far back from now a missed tick is still run. */
   catchUpWindowMs?: number;
+  /** all_within_ms: most missed ticks run, the newest. @defaultValue DEFAULT_CATCH_UP_MAX */
+  catchUpMax?: number;
   /** Every tick at or before this was decided before. */
   decidedUntil: Date;
   /** Ticks at or before this are missed however recent (they fell while the schedule was paused). */
@@ -43,7 +48,9 @@ export function decideTicks(policy: TickPolicy, state: TickState, now: Date, gra
   const missed = (at: Date) => (policy.missedUntil !== undefined && at <= policy.missedUntil) || now.getTime() - at.getTime() > graceMs;
   const runs = recent.filter((at) => !missed(at));
   const missedRecent = recent.filter(missed);
-  if (policy.catchUp === 'all_within_ms') runs.push(...missedRecent.filter((at) => now.getTime() - at.getTime() <= window));
+  // Newest first: a window of many ticks (a fast interval, a long outage) runs its newest few, not a burst.
+  if (policy.catchUp === 'all_within_ms')
+    runs.push(...missedRecent.filter((at) => now.getTime() - at.getTime() <= window).slice(0, policy.catchUpMax ?? DEFAULT_CATCH_UP_MAX));
   if (policy.catchUp === 'latest') {
     // The newest missed tick may lie before the horizon, when every later one is on time.
     const latest = missedRecent[0] ?? fireTimesBetween(policy.timing, policy.decidedUntil, new Date(horizon.getTime() - 1), 1)[0];

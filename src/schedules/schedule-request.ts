@@ -14,7 +14,7 @@ export const MAX_CATCH_UP_WINDOW_MS = 30 * 86_400_000;
 export const scheduleName = z
   .string()
   .regex(IDENTIFIER, 'a schedule name starts with a letter and holds only letters, digits, _ and - (at most 64)')
-  .meta({ description: 'Unique across the deployment; part of the URL.', example: 'nightly-report' });
+  .meta({ description: "Unique among its owner's schedules (another key may use the same name); part of the URL.", example: 'nightly-report' });
 
 const cron = z.string().min(1).max(200).meta({
   description: 'A cron expression: 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first. Evaluated in `timezone`.',
@@ -40,7 +40,7 @@ export const catchUpSchema = z
   ])
   .meta({
     description:
-      'Ticks missed while the schedule was paused or no worker ran: `none` runs none, `latest` runs the most recent one, `{"all_within_ms": N}` runs every one of the last N milliseconds (at most 1000).',
+      'Ticks missed while the schedule was paused or no worker ran: `none` runs none, `latest` runs the most recent one, `{"all_within_ms": N}` runs those of the last N milliseconds (N at most 30 days), at most SCHEDULE_CATCH_UP_MAX (24 by default) of them per catch-up: the newest.',
   });
 const paused = z.boolean().meta({ description: 'A paused schedule makes no task; resuming it applies `catch_up`.' });
 

@@ -1,6 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { ApiError, ConflictError, DependencyUnavailableError, NotFoundError, ValidationError } from '../lib/errors.js';
+import type { ApiKeyScope } from '../lib/config.js';
+import { ApiError, ConflictError, DependencyUnavailableError, NotFoundError, UnavailableError, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import { PolicyDeniedError } from '../lib/policy-errors.js';
+import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import type { Reachability } from '../persistence/database.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import type { ScheduleChange, ScheduleRow, ScheduleStore, TickRow } from '../persistence/schedule-store.js';
@@ -8,6 +11,7 @@ import { isRedisUnavailable } from '../queue/redis.js';
 import type { Repeat, ScheduleQueue } from '../queue/schedule-queue.js';
 import type { TaskRequest } from '../tasks/task-request.js';
 import { SCHEDULE_KEY_PREFIX, type SubmitOptions, type Submitted } from '../tasks/task-service.js';
+import { ownerClient } from '../tasks/work-gate.js';
 import { type CatchUp, decideTicks, type Overlap } from './decide-ticks.js';
 import type { CreateSchedule, UpdateSchedule } from './schedule-request.js';
 import { cronProblem, nextFireTimes, type Timing } from './timing.js';
@@ -23,10 +27,14 @@ export interface ScheduleServiceDeps {
   store: ScheduleStore;
   queue: ScheduleQueue;
   logger: Logger;
-  /** Checks a task request as /assign-task would, without storing anything (TaskService.check). */
+  /** Checks a task request as /assign-task would, without storing anything; with `kind` it asks the gate too (TaskService.check). */
   checkTask: (request: TaskRequest, options: SubmitOptions) => Promise<void>;
-  /** Submits a tick's task (TaskService.submit); only the worker side needs it. */
+  /** Submits a tick's task through the gate (TaskService.submit); only the worker side needs it. */
   submit?: (request: TaskRequest, options: SubmitOptions) => Promise<Submitted>;
+  /** Schedules a client key may have (SCHEDULES_MAX_PER_KEY); admin keys, and requests without authentication, have no limit. 0: none. */
+  maxPerOwner?: number;
+  /** Most missed ticks a catch-up runs (SCHEDULE_CATCH_UP_MAX). @defaultValue DEFAULT_CATCH_UP_MAX */
+  catchUpMax?: number;
   /** Whether PostgreSQL can be reached: while it cannot, requests answer 503 at once instead of waiting for a connection. */
   reachability?: Reachability;
   /** @defaultValue DEFAULT_MISFIRE_GRACE_MS */
@@ -40,6 +48,8 @@ export type CatchUpView = 'none' | 'latest' | { all_within_ms: number };
 
 export interface ScheduleView {
   name: string;
+  /** The key whose schedule it is (its ticks' tasks are that key's); null without authentication. */
+  owner: string | null;
   cron: string | null;
   every_ms: number | null;
   timezone: string;
@@ -55,11 +65,21 @@ export interface ScheduleView {
 
 export interface ScheduleRunView {
   tick_at: string;
-  outcome: 'created' | 'pending' | 'skipped' | 'buffered' | 'failed';
+  outcome: 'created' | 'pending' | 'skipped' | 'buffered' | 'failed' | 'denied';
   task_id: string | null;
   /** The task's status; null when no task was made or it expired. */
   status: string | null;
   error?: string;
+}
+
+/** Who asks for a schedule: the owner whose schedules it may reach (a client key: its own; undefined: any), and the key itself. */
+export interface ScheduleAsker {
+  /** Only this owner's schedules are found (a client key's view). */
+  owner?: string;
+  /** Which owner's schedule of the name is meant (`?owner=`), for keys that see every owner's. */
+  pick?: string;
+  keyId?: string;
+  scope?: ApiKeyScope;
 }
 
 export function timingOf(row: Pick<ScheduleRow, 'cron' | 'every_ms' | 'timezone'>): Timing {
@@ -120,10 +140,14 @@ export class ScheduleService {
     }
   }
 
-  /** A task type and params that /assign-task would accept; an unknown type is a 400 here (the schedule is the resource). */
-  private async checkTask(taskType: string, params: Record<string, unknown>, owner: string): Promise<void> {
+  /**
+   * A task type and params that /assign-task would accept; an unknown type is a 400 here (the
+   * schedule is the resource). The policy is asked too (kind `schedule`): a schedule it refuses is
+   * not stored (nor changed), and each tick asks again.
+   */
+  private async checkTask(taskType: string, params: Record<string, unknown>, options: SubmitOptions): Promise<void> {
     try {
-      await this.deps.checkTask({ task_type: taskType, params }, { owner });
+      await this.deps.checkTask({ task_type: taskType, params }, { ...options, kind: 'schedule' });
     } catch (error) {
       if (error instanceof NotFoundError && (error.code === 'unknown_task_type' || error.code === 'workflow_not_found')) {
         const known = (error.details as { known_task_types?: string[] } | undefined)?.known_task_types;
@@ -138,6 +162,7 @@ export class ScheduleService {
     const catchUp: CatchUpView = row.catch_up === 'all_within_ms' ? { all_within_ms: row.catch_up_window_ms ?? 0 } : (row.catch_up as 'none' | 'latest');
     return {
       name: row.name,
+      owner: row.owner_key || null,
       cron: row.cron,
       every_ms: row.every_ms,
       timezone: row.timezone,
@@ -156,14 +181,27 @@ export class ScheduleService {
     return new NotFoundError('schedule_not_found', `no schedule is named ${JSON.stringify(name)}`);
   }
 
-  private async find(name: string, owner?: string): Promise<ScheduleRow> {
-    const row = await this.database(() => this.deps.store.get(name, owner));
-    if (!row) throw this.missing(name);
-    return row;
+  /**
+   * The schedule `name` that `asker` means. Names are unique per owner: a client key finds its own
+   * (another key's of the same name is not found, and nothing says it exists); a key that sees
+   * every owner's names one with `pick` when several owners use the name (409 `schedule_ambiguous`).
+   */
+  private async find(name: string, asker: ScheduleAsker): Promise<ScheduleRow> {
+    if (asker.owner !== undefined && asker.pick !== undefined && asker.pick !== asker.owner) throw this.missing(name);
+    const rows = await this.database(() => this.deps.store.named(name, asker.owner ?? asker.pick));
+    if (rows.length === 0) throw this.missing(name);
+    if (rows.length > 1) {
+      throw new ConflictError('schedule_ambiguous', `${rows.length} keys have a schedule named ${JSON.stringify(name)}: say whose with ?owner=<key id>`, {
+        owners: rows.map((row) => row.owner_key),
+      });
+    }
+    return rows[0]!;
   }
 
-  async create(body: CreateSchedule, owner: string): Promise<ScheduleView> {
-    await this.checkTask(body.task_type, body.params, owner);
+  /** `asker.keyId` owns the new schedule ('' without authentication). */
+  async create(body: CreateSchedule, asker: Pick<ScheduleAsker, 'keyId' | 'scope'>): Promise<ScheduleView> {
+    const owner = asker.keyId ?? '';
+    await this.checkTask(body.task_type, body.params, { owner, ...(asker.scope ? { scope: asker.scope } : {}), schedule: body.name });
     // Known down: answer at once, before storing anything.
     if (!body.paused && !this.deps.queue.connected()) throw new DependencyUnavailableError('redis');
     const now = this.now();
@@ -182,8 +220,18 @@ export class ScheduleService {
       paused: body.paused,
       decided_until: now,
     };
-    if (!(await this.database(() => this.deps.store.insert(row)))) {
-      throw new ConflictError('schedule_exists', `a schedule named ${JSON.stringify(body.name)} exists already`, { name: body.name });
+    // A client key has a bounded number of schedules (each one makes work on its own); an admin key is the operator's.
+    const max = asker.scope !== undefined && asker.scope !== 'admin' ? (this.deps.maxPerOwner ?? 0) : 0;
+    const inserted = await this.database(() => this.deps.store.insert(row, max));
+    if (inserted.outcome === 'limit') {
+      throw new ConflictError(
+        'too_many_schedules',
+        `this key has ${inserted.held} schedules, as many as SCHEDULES_MAX_PER_KEY (${max}) allows: delete one before creating another`,
+        { max, held: inserted.held },
+      );
+    }
+    if (inserted.outcome === 'exists') {
+      throw new ConflictError('schedule_exists', `you have a schedule named ${JSON.stringify(body.name)} already`, { name: body.name });
     }
     const stored = (await this.database(() => this.deps.store.byId(id)))!;
     if (!stored.paused) {
@@ -201,14 +249,14 @@ export class ScheduleService {
     return (await this.database(() => this.deps.store.list(owner))).map((row) => this.view(row));
   }
 
-  async get(name: string, owner?: string): Promise<ScheduleView & { recent_runs: ScheduleRunView[] }> {
-    const row = await this.find(name, owner);
+  async get(name: string, asker: ScheduleAsker = {}): Promise<ScheduleView & { recent_runs: ScheduleRunView[] }> {
+    const row = await this.find(name, asker);
     const ticks = await this.database(() => this.deps.store.recent(row.id, RECENT_RUNS));
     return { ...this.view(row), recent_runs: ticks.map(runView) };
   }
 
-  async update(name: string, change: UpdateSchedule, owner?: string): Promise<ScheduleView> {
-    const row = await this.find(name, owner);
+  async update(name: string, change: UpdateSchedule, asker: ScheduleAsker = {}): Promise<ScheduleView> {
+    const row = await this.find(name, asker);
     const columns: ScheduleChange = {};
     const now = this.now();
     if (change.cron !== undefined) Object.assign(columns, { cron: change.cron, every_ms: null });
@@ -225,12 +273,22 @@ export class ScheduleService {
     if (change.task_type !== undefined || change.params !== undefined) {
       columns.task_type = change.task_type ?? row.task_type;
       columns.params = change.params ?? row.params;
-      await this.checkTask(columns.task_type, columns.params, row.owner_key);
     }
     if (change.overlap !== undefined) columns.overlap = change.overlap;
     if (change.catch_up !== undefined) Object.assign(columns, catchUpColumns(change.catch_up));
     const resumed = change.paused === false && row.paused;
     if (change.paused !== undefined) columns.paused = change.paused;
+    // What it runs is checked, and put to the policy, when it changes and whenever the schedule
+    // stays active after the change; a pause alone makes no work and needs no decision.
+    if (columns.task_type !== undefined || !(columns.paused ?? row.paused)) {
+      const options: SubmitOptions = {
+        owner: row.owner_key,
+        ...(asker.keyId !== undefined ? { keyId: asker.keyId } : {}),
+        ...(asker.scope !== undefined ? { scope: asker.scope } : {}),
+        schedule: row.name,
+      };
+      await this.checkTask(columns.task_type ?? row.task_type, columns.params ?? row.params, options);
+    }
     // Ticks that fell while it was paused are missed ones, however recent: catch_up says which run.
     if (resumed) columns.missed_until = now;
     const updated = await this.database(() => this.deps.store.update(row.id, columns));
@@ -249,8 +307,8 @@ export class ScheduleService {
     return this.view(updated);
   }
 
-  async delete(name: string, owner?: string): Promise<void> {
-    const row = await this.find(name, owner);
+  async delete(name: string, asker: ScheduleAsker = {}): Promise<void> {
+    const row = await this.find(name, asker);
     await this.database(() => this.deps.store.delete(row.id));
     // A tick already in flight finds no schedule and makes nothing; a scheduler left behind by a lost Redis is removed at the next worker start.
     await this.deps.queue
@@ -301,6 +359,7 @@ export class ScheduleService {
           overlap: schedule.overlap as Overlap,
           catchUp: schedule.catch_up as CatchUp,
           ...(schedule.catch_up_window_ms !== null ? { catchUpWindowMs: schedule.catch_up_window_ms } : {}),
+          ...(this.deps.catchUpMax !== undefined ? { catchUpMax: this.deps.catchUpMax } : {}),
           decidedUntil: schedule.decided_until,
           ...(schedule.missed_until ? { missedUntil: schedule.missed_until } : {}),
         },
@@ -333,29 +392,38 @@ export class ScheduleService {
     return 'started';
   }
 
-  /** Makes the task of every tick decided to run and not made yet. */
+  /**
+   * Makes the task of every tick decided to run and not made yet, through the gate as its owner's
+   * submission (kind `tick`, counted against the owner's quotas). A tick the gate refuses (the
+   * policy, a quota) is recorded `denied` with the reason and makes no task; one it cannot decide
+   * now (the policy unavailable under the closed fail mode, Redis or PostgreSQL away) stays
+   * pending, and the tick job is retried.
+   */
   private async makeTasks(schedule: ScheduleRow): Promise<void> {
     const submit = this.deps.submit;
     if (!submit) throw new Error('this ScheduleService cannot submit tasks');
     for (const tickAt of await this.deps.store.pending(schedule.id)) {
-      let result: { taskId: string } | { error: string };
+      let result: { taskId: string } | { error: string } | { denied: string };
       try {
         const submitted = await submit(
           { task_type: schedule.task_type, params: schedule.params, idempotency_key: tickIdempotencyKey(schedule.id, tickAt) },
-          { owner: schedule.owner_key },
+          { owner: schedule.owner_key, kind: 'tick', client: ownerClient(schedule.owner_key), schedule: schedule.name },
         );
         result = { taskId: submitted.taskId };
       } catch (error) {
         // The schedule's params changed between deciding and making: the key names the task made first.
         const holder = error instanceof ConflictError ? (error.details as { task_id?: string } | undefined)?.task_id : undefined;
         if (holder) result = { taskId: holder };
+        else if (error instanceof PolicyDeniedError || error instanceof QuotaExceededError) result = { denied: `${error.code}: ${error.message}` };
         // The task type or params no longer fit (a workflow archived or changed): this tick fails; the next may not.
-        else if (error instanceof ApiError && !(error instanceof DependencyUnavailableError)) result = { error: `${error.code}: ${error.message}` };
+        else if (error instanceof ApiError && !(error instanceof UnavailableError)) result = { error: `${error.code}: ${error.message}` };
         else throw error;
       }
       await this.deps.store.finish(schedule.id, tickAt, result);
       if ('error' in result)
         this.deps.logger.warn('a scheduled task could not be made', { schedule: schedule.name, tick_at: tickAt.toISOString(), error: result.error });
+      if ('denied' in result)
+        this.deps.logger.info('a scheduled task was refused', { schedule: schedule.name, tick_at: tickAt.toISOString(), reason: result.denied });
     }
   }
 }

@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { Validator } from '@seriousme/openapi-schema-validator';
 import type { Config } from '../lib/config.js';
 import { ConflictError, type ErrorRecord, NotFoundError, type Problem, UpstreamError, ValidationError } from '../lib/errors.js';
 import { type HostPolicy, hostPolicyFor } from '../lib/host-policy.js';
@@ -8,21 +7,23 @@ import { HostRefusedError, outboundRequest } from '../lib/outbound-http.js';
 import { Secrets } from '../lib/secrets.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { Prisma } from '../persistence/database.js';
-import { type ServiceFields, type ServiceHealth, type ServiceRecord, ServiceStore } from '../persistence/service-store.js';
-import { type Admission, type CircuitSettings, Circuits, type CircuitTransition, type CircuitView, DEFAULT_CIRCUIT } from '../queue/circuits.js';
-import type { RedisClient } from '../queue/redis.js';
+import { type FetchedDocument, type ServiceFields, type ServiceHealth, type ServiceRecord, ServiceStore } from '../persistence/service-store.js';
 import {
-  type CallGuard,
-  isServiceTool,
-  operationsOf,
-  type ServiceAuth,
-  type ServiceOperation,
-  type ServiceTarget,
-  serviceOf,
-  serviceTool,
-} from '../tools/openapi-tools.js';
+  type Admission,
+  type CircuitSettings,
+  Circuits,
+  type CircuitTransition,
+  type CircuitView,
+  DEFAULT_CIRCUIT,
+  type KeyCircuitView,
+} from '../queue/circuits.js';
+import type { RedisClient } from '../queue/redis.js';
+import type { SchemaBudget, ServiceOperation } from '../tools/openapi-operations.js';
+import { type CallGuard, isServiceTool, type ServiceAuth, type ServiceTarget, serviceOf, serviceTool } from '../tools/openapi-tools.js';
 import type { AnyTool, DynamicTools } from '../tools/tool.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
+import { DocumentReader } from './document-reader.js';
+import type { DocumentReading } from './openapi-document.js';
 import type { ServiceBody, ServicePatch } from './service-request.js';
 
 /** The channel on which a process announces a change of the registry: every process reloads. */
@@ -38,7 +39,13 @@ interface Installed {
   skipped: { where: string; reason: string }[];
   tools: Map<string, AnyTool>;
   sha256: string | null;
+  /** Why its stored document gives no tools (read again under a lower budget, say): GET /services shows it. */
+  error: string | null;
 }
+
+/** A document's operations, read (openapi-document.ts). */
+type Operations = Extract<DocumentReading, { ok: true }>;
+const NO_OPERATIONS: Operations = { ok: true, operations: [], skipped: [] };
 
 /** A workflow that calls a service's operations and no longer passes its checks after a change. */
 export interface AffectedWorkflow {
@@ -83,6 +90,12 @@ export interface ServiceRegistryDeps {
   healthIntervalMs: number;
   documentMaxBytes: number;
   maxOperations: number;
+  /** SERVICE_SCHEMA_MAX_NODES, SERVICE_SCHEMA_MAX_BYTES */
+  budget: SchemaBudget;
+  /** Where documents are parsed and their operations made, off the event loop. */
+  reader: DocumentReader;
+  /** Have the reader ready at start (the API, where documents are registered); a worker only reads stored ones. */
+  warmReader?: boolean;
 }
 
 /** Tasks named in a 409 service_in_use (the count says how many there are). */
@@ -111,6 +124,7 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
   constructor(private readonly deps: ServiceRegistryDeps) {}
 
   async start(): Promise<void> {
+    if (this.deps.warmReader) this.deps.reader.warm();
     await this.reload().catch((error: Error) => this.deps.logger.warn('could not read the service registry; retried later', { error: error.message }));
     if (this.deps.subscriber) {
       const channel = servicesChannel(this.deps.prefix);
@@ -136,6 +150,7 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     clearInterval(this.reloadTimer);
     clearInterval(this.healthTimer);
     this.deps.subscriber?.disconnect();
+    void this.deps.reader.stop();
   }
 
   // DynamicTools
@@ -157,22 +172,25 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
 
   // CallGuard: how calls ended, for the circuit breaker.
 
-  async record(service: string, failed: boolean): Promise<void> {
+  async record(service: string, failed: boolean, caller?: string): Promise<void> {
     const installed = this.installed.get(service);
     if (!installed) return;
     try {
-      await this.deps.circuits.record(service, installed.circuit, failed);
+      await this.deps.circuits.record(service, installed.circuit, failed, caller);
     } catch (error) {
       this.deps.logger.warn('could not record a call in the circuit breaker', { service, error: (error as Error).message });
     }
   }
 
-  /** Whether a step calling `tool` may run now, or when to ask again (its service's circuit is open). Redis away: it may run. */
-  async admit(tool: string): Promise<Admission> {
+  /**
+   * Whether a step calling `tool` for `caller` (the key that submitted its task) may run now, or
+   * when to ask again (its service's shared circuit, or the caller's own, is open). Redis away: it may run.
+   */
+  async admit(tool: string, caller?: string): Promise<Admission> {
     const installed = this.installed.get(serviceOf(tool));
     if (!installed) return { ok: true, probe: false };
     try {
-      return await this.deps.circuits.acquire(installed.record.name, installed.circuit, installed.target.timeoutMs + 5_000);
+      return await this.deps.circuits.acquire(installed.record.name, installed.circuit, installed.target.timeoutMs + 5_000, caller);
     } catch (error) {
       this.deps.logger.warn('could not read the circuit breaker; the call goes through', { tool, error: (error as Error).message });
       return { ok: true, probe: false };
@@ -182,6 +200,11 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
   /** Metrics and logs of a circuit's transition (Circuits' onTransition). */
   static transitionReporter(metrics: Metrics, logger: Logger): (transition: CircuitTransition) => void {
     return (transition) => {
+      // A key's own circuit: logged, not a metric (one series per key would be unbounded).
+      if (transition.key !== undefined) {
+        logger.info("a key's circuit breaker transition", { service: transition.service, key: transition.key, from: transition.from, to: transition.to });
+        return;
+      }
       metrics.circuitTransitions.inc({ service: transition.service, from: transition.from, to: transition.to });
       for (const state of ['closed', 'open', 'half_open']) metrics.circuitState.set({ service: transition.service, state }, state === transition.to ? 1 : 0);
       logger.info('circuit breaker transition', { service: transition.service, from: transition.from, to: transition.to });
@@ -210,19 +233,49 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
       if (this.loaded.get(name) === at) continue;
       const record = await this.deps.store.get(name);
       if (!record) continue;
-      const document = record.documentVersion > 0 ? await this.deps.store.document(name, record.documentVersion) : undefined;
-      this.install(record, document?.document, document?.sha256 ?? null);
+      const stored = record.documentVersion > 0 ? await this.deps.store.document(name, record.documentVersion) : undefined;
+      const reading = stored ? await this.read(name, stored.text, true) : NO_OPERATIONS;
+      // Marked read either way: a document over the budget is logged once, not at every reload.
       this.loaded.set(name, record.updatedAt.getTime());
+      if (!reading.ok) {
+        this.deps.logger.error('a stored OpenAPI document cannot be used: the service has no tools until it is refreshed or its document fixed', {
+          service: name,
+          document_version: record.documentVersion,
+          error: reading.message,
+        });
+        this.install(record, NO_OPERATIONS, stored?.sha256 ?? null, reading.message);
+        continue;
+      }
+      this.install(record, reading, stored?.sha256 ?? null);
     }
   }
 
-  private install(record: ServiceRecord, document: Record<string, unknown> | undefined, hash: string | null): Installed {
+  private read(service: string, text: string, stored = false): Promise<DocumentReading> {
+    return this.deps.reader.read({ service, text, maxOperations: this.deps.maxOperations, budget: this.deps.budget, stored });
+  }
+
+  /** The operations of a fetched document; a 400 saying why when it cannot be used. */
+  private async operationsOf(service: string, fetched: FetchedDocument): Promise<Operations> {
+    const reading = await this.read(service, fetched.text);
+    if (!reading.ok) throw new ValidationError(reading.message, reading.problems, reading.code);
+    return reading;
+  }
+
+  private install(record: ServiceRecord, { operations, skipped }: Operations, hash: string | null, error: string | null = null): Installed {
     const target = targetOf(record);
-    const { operations, skipped } = document ? operationsOf(record.name, document) : { operations: [], skipped: [] };
     const tools = new Map(
       operations.map((operation) => [operation.tool, serviceTool(target, operation, { policy: this.deps.policy, secrets: this.deps.secrets, guard: this })]),
     );
-    const installed: Installed = { record, target, circuit: { ...DEFAULT_CIRCUIT, ...(record.circuit ?? {}) }, operations, skipped, tools, sha256: hash };
+    const installed: Installed = {
+      record,
+      target,
+      circuit: { ...DEFAULT_CIRCUIT, ...(record.circuit ?? {}) },
+      operations,
+      skipped,
+      tools,
+      sha256: hash,
+      error,
+    };
     this.installed.set(record.name, installed);
     return installed;
   }
@@ -241,22 +294,25 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     if (await this.deps.store.get(body.name)) throw new ConflictError('service_exists', `a service is named ${body.name}; PATCH it, or DELETE it first`);
     const fields = fieldsOf(body);
     const fetched = fields.openapiUrl ? await this.fetchDocument(fields) : undefined;
+    // Read before it is stored: a document that cannot be used is never stored.
+    const operations = fetched ? await this.operationsOf(body.name, fetched) : NO_OPERATIONS;
     const record = await this.deps.store.create(body.name, fields, fetched);
     if (!record) throw new ConflictError('service_exists', `a service is named ${body.name}; PATCH it, or DELETE it first`);
     this.loaded.set(record.name, record.updatedAt.getTime());
-    const installed = this.install(record, fetched?.document, fetched?.sha256 ?? null);
+    const installed = this.install(record, operations, fetched?.sha256 ?? null);
     await this.announce(record.name);
     this.deps.logger.info('service registered', { service: record.name, operations: installed.operations.length });
     return { service: await this.view(installed), imported: importSummary(installed) };
   }
 
-  async listServices(): Promise<ServiceView[]> {
+  /** `keys`: show each key's own circuit too (admins only: it names the keys that call the service). */
+  async listServices(options: { keys?: boolean } = {}): Promise<ServiceView[]> {
     await this.reload();
-    return Promise.all([...this.installed.values()].sort((a, b) => (a.record.name < b.record.name ? -1 : 1)).map((installed) => this.view(installed)));
+    return Promise.all([...this.installed.values()].sort((a, b) => (a.record.name < b.record.name ? -1 : 1)).map((installed) => this.view(installed, options)));
   }
 
-  async describe(name: string): Promise<ServiceView> {
-    return this.view(await this.found(name));
+  async describe(name: string, options: { keys?: boolean } = {}): Promise<ServiceView> {
+    return this.view(await this.found(name), options);
   }
 
   async update(name: string, patch: ServicePatch): Promise<ServiceView> {
@@ -264,11 +320,14 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     const merged = mergePatch(current.record, patch);
     // A new document address is read at once; otherwise the document stays (POST .../refresh reads it again).
     const fetched = patch.openapi_url ? await this.fetchDocument(merged) : undefined;
+    const operations = fetched ? await this.operationsOf(name, fetched) : undefined;
     const record = await this.deps.store.update(name, merged, fetched);
     if (!record) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
     this.loaded.set(name, record.updatedAt.getTime());
-    const document = fetched ?? (record.documentVersion > 0 ? await this.deps.store.document(name, record.documentVersion) : undefined);
-    const installed = this.install(record, document?.document, document?.sha256 ?? null);
+    const installed =
+      fetched && operations
+        ? this.install(record, operations, fetched.sha256)
+        : this.install(record, { ok: true, operations: current.operations, skipped: current.skipped }, current.sha256, current.error);
     await this.announce(name);
     return this.view(installed);
   }
@@ -326,7 +385,7 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     if (fetched.sha256 === current.sha256) {
       return { name, version: current.record.documentVersion, changed: false, operations: { added: [], removed: [], changed: [] }, affected_workflows: [] };
     }
-    const { operations } = operationsOf(name, fetched.document);
+    const { operations, skipped } = await this.operationsOf(name, fetched);
     const before = new Map(current.operations.map((operation) => [operation.tool, operation]));
     const after = new Map(operations.map((operation) => [operation.tool, operation]));
     const signature = (operation: ServiceOperation) => JSON.stringify([operation.method, operation.path, operation.inputSchema, operation.outputSchema]);
@@ -350,7 +409,7 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     const record = await this.deps.store.update(name, fields, fetched);
     if (!record) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
     this.loaded.set(name, record.updatedAt.getTime());
-    this.install(record, fetched.document, fetched.sha256);
+    this.install(record, { ok: true, operations, skipped }, fetched.sha256);
     await this.announce(name);
     if (affected.length > 0)
       this.deps.logger.warn('a service change breaks workflows', { service: name, workflows: affected.map((workflow) => workflow.name) });
@@ -367,8 +426,8 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     return installed;
   }
 
-  /** Fetches, parses, validates and bounds a service's OpenAPI document. */
-  private async fetchDocument(fields: ServiceFields): Promise<{ sha256: string; document: Record<string, unknown> }> {
+  /** Fetches a service's OpenAPI document (its text: it is read on the reader's thread), within SERVICE_DOCUMENT_MAX_BYTES. */
+  private async fetchDocument(fields: ServiceFields): Promise<FetchedDocument> {
     const url = fields.openapiUrl!;
     // Credentials go only to the service's own origin.
     const sameOrigin = new URL(url).origin === new URL(fields.baseUrl).origin;
@@ -402,19 +461,7 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
       }
       throw new UpstreamError('openapi_fetch_failed', `could not fetch the OpenAPI document from ${url}: ${message}`, { openapi_url: url });
     }
-    let document: unknown;
-    try {
-      document = JSON.parse(text);
-    } catch {
-      throw new ValidationError(
-        'the OpenAPI document is not JSON',
-        [{ path: 'openapi_url', message: 'serve the document as JSON' }],
-        'invalid_openapi_document',
-      );
-    }
-    const problems = await validateDocument(document, this.deps.maxOperations);
-    if (problems.length > 0) throw new ValidationError('the OpenAPI document is invalid', problems, 'invalid_openapi_document');
-    return { sha256: sha256(text), document: document as Record<string, unknown> };
+    return { sha256: sha256(text), text };
   }
 
   // Health
@@ -427,6 +474,8 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
       if (!record.healthPath) continue;
       const health = await this.probeHealth(installed);
       this.deps.metrics.serviceUp.set({ service: record.name }, health.status === 'up' ? 1 : 0);
+      // A service that fails its health check is down for every caller: its shared circuit opens.
+      if (health.status === 'down') await this.deps.circuits.trip(record.name, installed.circuit).catch(() => undefined);
       installed.record = { ...record, health };
       await this.deps.store.setHealth(record.name, health).catch(() => undefined);
     }
@@ -454,9 +503,11 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     return Object.fromEntries([...this.installed.values()].map(({ record }) => [record.name, record.health?.status ?? 'unknown']));
   }
 
-  private async view(installed: Installed): Promise<ServiceView> {
+  private async view(installed: Installed, options: { keys?: boolean } = {}): Promise<ServiceView> {
     const { record } = installed;
     const circuit = await this.deps.circuits.view(record.name).catch(() => undefined);
+    const keys = options.keys ? await this.deps.circuits.keyViews(record.name).catch(() => undefined) : undefined;
+    const at = (time: number | null) => (time === null ? null : new Date(time).toISOString());
     return {
       name: record.name,
       base_url: record.baseUrl,
@@ -476,12 +527,14 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
         summary: operation.summary,
       })),
       health: record.health,
+      error: installed.error,
       circuit_state: circuit
         ? {
             ...circuit,
             transitions: circuit.transitions.map((transition) => ({ from: transition.from, to: transition.to, at: new Date(transition.at).toISOString() })),
-            since: circuit.since === null ? null : new Date(circuit.since).toISOString(),
-            open_until: circuit.open_until === null ? null : new Date(circuit.open_until).toISOString(),
+            since: at(circuit.since),
+            open_until: at(circuit.open_until),
+            ...(keys ? { keys: keys.map((key) => ({ ...key, since: at(key.since), open_until: at(key.open_until) })) } : {}),
           }
         : null,
       created_at: record.createdAt.toISOString(),
@@ -518,11 +571,15 @@ export interface ServiceView {
   document_version: number;
   operations: { tool: string; method: string; path: string; summary: string }[];
   health: ServiceHealth | null;
+  /** Why the stored document gives no tools; null when it is in use. */
+  error: string | null;
   circuit_state:
     | (Omit<CircuitView, 'transitions' | 'since' | 'open_until'> & {
         since: string | null;
         open_until: string | null;
         transitions: { from: string; to: string; at: string }[];
+        /** Admins: each calling key's own circuit. */
+        keys?: (Omit<KeyCircuitView, 'since' | 'open_until'> & { since: string | null; open_until: string | null })[];
       })
     | null;
   created_at: string;
@@ -583,25 +640,6 @@ function authHeader(auth: ServiceAuth | null | undefined, secrets: Secrets): Rec
   return { [auth.header_name ?? 'X-API-Key']: secret };
 }
 
-/** What is wrong with a document: not OpenAPI 3.x, invalid against its schema, or more operations than allowed. */
-async function validateDocument(document: unknown, maxOperations: number): Promise<Problem[]> {
-  if (document === null || typeof document !== 'object' || Array.isArray(document))
-    return [{ path: 'openapi_url', message: 'the document is not a JSON object' }];
-  const version = (document as { openapi?: unknown }).openapi;
-  if (typeof version !== 'string' || !/^3\.[01]\.\d+$/.test(version)) return [{ path: 'openapi', message: 'only OpenAPI 3.0 and 3.1 documents are read' }];
-  const result = await new Validator().validate(document as Record<string, unknown>);
-  if (!result.valid) {
-    const errors = Array.isArray(result.errors) ? result.errors : [{ instancePath: '', message: String(result.errors) }];
-    return errors.slice(0, 20).map((error) => ({ path: `openapi_document${error.instancePath.replace(/\//g, '.')}`, message: error.message ?? 'invalid' }));
-  }
-  const paths = (document as { paths?: Record<string, unknown> }).paths ?? {};
-  let count = 0;
-  for (const item of Object.values(paths))
-    if (item && typeof item === 'object') count += Object.keys(item).filter((key) => /^(get|put|post|delete|options|head|patch|trace)$/.test(key)).length;
-  if (count > maxOperations) return [{ path: 'openapi_document.paths', message: `${count} operations, more than ${maxOperations} (SERVICE_MAX_OPERATIONS)` }];
-  return [];
-}
-
 /** A process's service registry, its parts made from the configuration. Call start(), and stop() at shutdown. */
 export function openServiceRegistry(options: {
   config: Config;
@@ -616,7 +654,7 @@ export function openServiceRegistry(options: {
   const { config, logger, metrics } = options;
   return new ServiceRegistry({
     store: new ServiceStore(options.prisma),
-    policy: hostPolicyFor(config.HTTP_TOOL_ALLOWED_HOSTS),
+    policy: hostPolicyFor(config.HTTP_TOOL_ALLOWED_HOSTS, config.HTTP_TOOL_PRIVATE_NAMES),
     secrets: new Secrets(process.env, config.SERVICE_SECRETS_FILE),
     circuits: new Circuits(options.redis, config.QUEUE_PREFIX, ServiceRegistry.transitionReporter(metrics, logger)),
     logger,
@@ -628,5 +666,8 @@ export function openServiceRegistry(options: {
     healthIntervalMs: options.checksHealth ? config.SERVICE_HEALTH_INTERVAL_MS : 0,
     documentMaxBytes: config.SERVICE_DOCUMENT_MAX_BYTES,
     maxOperations: config.SERVICE_MAX_OPERATIONS,
+    budget: { maxNodes: config.SERVICE_SCHEMA_MAX_NODES, maxBytes: config.SERVICE_SCHEMA_MAX_BYTES },
+    reader: new DocumentReader(),
+    warmReader: options.checksHealth,
   });
 }

@@ -53,6 +53,10 @@ export const circuitSchema = z
       .max(100)
       .optional()
       .meta({ description: 'Probe calls let through while half-open; all succeeding closes it (default 1).' }),
+    keys_to_open: z.int().min(1).max(1_000).optional().meta({
+      description:
+        "Each API key has a circuit of its own, with these settings, that holds back its own calls; the service's shared circuit, which holds back every key's, opens only once calls of at least this many distinct keys failed within window_ms, or when the health check fails (default 3; 1: any one key).",
+    }),
   })
   .strict()
   .meta({ description: 'Circuit breaker settings; every service has one, with these defaults.' });

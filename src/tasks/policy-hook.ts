@@ -7,15 +7,31 @@ import type { Logger } from '../lib/logger.js';
 import { PolicyUnavailableError } from '../lib/policy-errors.js';
 import type { Metrics } from '../observability/metrics.js';
 
-/** What the policy service is asked about a task before it is accepted. */
+/**
+ * What the policy service is asked before work is made (src/tasks/work-gate.ts): which path asks
+ * (`kind`), the task type and params concerned, who asks and whose work it is.
+ */
 export interface PolicyInput {
+  /** The path that makes the work: a submission, a schedule's definition or tick, a retry, a dead-letter replay, a sub-workflow's child, a signal. */
+  kind: 'submit' | 'schedule' | 'tick' | 'retry' | 'replay' | 'child' | 'signal';
   /** The tool, or the workflow's name. */
   task_type: string;
-  /** The params as validated (defaults filled in). */
+  /** The params as validated (defaults filled in); a signal's and a retry's: the task's. */
   params: Record<string, unknown>;
-  /** The submitting key's id (`jwt:<owner>` for a token); null without authentication. */
+  /** The asking key's id (`jwt:<owner>` for a token); a tick's and a child's: their owner's (no request asks); null without authentication. */
   key_id: string | null;
+  /** That key's scope; null for a tick or a child (no request asks) and without authentication. */
   scope: ApiKeyScope | null;
+  /** Whose work it is: the owner of the task or schedule (its key's id); null without authentication. */
+  owner: string | null;
+  /** The task concerned: the one retried, replayed or signalled, or the new child. */
+  task_id?: string;
+  /** The schedule defined or ticking. */
+  schedule?: string;
+  /** A signal: its name, its payload and who sends it (`key:<id>`, an approver's name, `link`). */
+  signal?: { name: string; payload: unknown; by: string };
+  /** A child: its parent task and the step that starts it. */
+  parent?: { task_id: string; step_id: string };
 }
 
 /** The policy's answer; `params` (on allow) replace the submitted ones, and are validated again. */

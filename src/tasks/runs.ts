@@ -12,6 +12,7 @@ import {
 } from '../engine/decide.js';
 import { holdBack, ownerLimits } from '../engine/key-limits.js';
 import type { Plan } from '../engine/plan.js';
+import { jobTool } from '../engine/registry.js';
 import { type ChildStart, type Decision, emptyDecision, type JobRef, type Report, type TaskState, type Transition } from '../engine/state.js';
 import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, isFinished, type TaskStatus, waitsForSomeone, waitsForTurn } from '../engine/status.js';
 import type { KeyLimit, ReadyStep } from '../engine/types.js';
@@ -27,11 +28,14 @@ import { Batcher, ItemFailure } from '../lib/batcher.js';
 import type { Config } from '../lib/config.js';
 import { capErrorRecord, type ErrorRecord, toErrorRecord, ValidationError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import { PolicyDeniedError } from '../lib/policy-errors.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 import { captureTraceContext } from '../observability/tracing.js';
 import { isTransientDatabaseError, withRetries } from '../persistence/retry.js';
 import { type GateEntry, type Gates, parseUnit, type Released, runUnit, stepUnit } from '../queue/gates.js';
-import type { NewJob, TaskQueues } from '../queue/task-queues.js';
+import { type HoldRef, MissingRootError, type NewJob, type NewRun, type RunKey, type TaskQueues } from '../queue/task-queues.js';
+import { currentHolds, holdChanges, isFlow } from './flows.js';
+import { admitChild, type WorkGate } from './work-gate.js';
 
 /**
  * Every change to a task's run goes through here: starting it, a worker's claim, notes and
@@ -60,9 +64,11 @@ export interface RunsDeps {
    */
   planChild?(workflow: { name: string; version: number }, params: Record<string, unknown>): Promise<{ plan: Plan; params: Record<string, unknown> }>;
   /** Tells every worker to abort the running steps of a cancelled task. */
-  stopTask?(taskId: string): Promise<void>;
+  stopTask?(taskId: string, run: number): Promise<void>;
   /** A task ended (metrics). */
   onEnded?(ended: Decision['ended'][number]): void;
+  /** Asked before a sub-workflow's child is created (src/tasks/work-gate.ts admitChild). */
+  gate?: WorkGate;
 }
 
 /** What a report did: recorded or not (a duplicate, or its run moved on); `done` settles once what it caused elsewhere has been carried out. */
@@ -77,7 +83,7 @@ export interface PreparedTask extends NewTask {
 
 export type CreateOutcome = { created: true } | { created: false } | { refused: unknown };
 
-type Transaction = { states: TaskState[]; decision: Decision; applied: Applied };
+type Transaction = { states: TaskState[]; decision: Decision; applied: Applied; heldItems: HoldRef[] };
 
 export class Runs {
   private readonly plans = new PlanCache();
@@ -101,7 +107,13 @@ export class Runs {
   }
 
   private options(): DecideOptions {
-    return { limits: this.deps.config, now: new Date(), newTaskId: (taskType) => this.deps.queues.newTaskId(new Date(), taskType) };
+    return {
+      limits: this.deps.config,
+      now: new Date(),
+      newTaskId: (taskType, parentTaskId) => this.deps.queues.newTaskId(new Date(), taskType, parentTaskId),
+      // A job that limits per key may hold back is not claimed before its gates let it in.
+      claimReady: (task) => !this.limited(task.plan.plan),
+    };
   }
 
   private retrying<T>(label: string, work: () => Promise<T>): Promise<T> {
@@ -177,11 +189,13 @@ export class Runs {
   }
 
   /**
-   * Stores prepared tasks in one statement, then adds their jobs (one round trip per shard and
+   * Stores prepared tasks in one statement, then adds their jobs: a one-tool task's one job, a
+   * workflow's run as a flow (its root with its first children), one round trip per shard (and
    * tool). A task whose jobs a shard refused is removed again (nothing is left half created).
+   * `parent`: the run of a sub-workflow's parent, whose root the child's root hangs under.
    * Returns, per task, whether it was stored (not: its idempotency key is taken) or refused.
    */
-  async create(prepared: readonly PreparedTask[]): Promise<CreateOutcome[]> {
+  async create(prepared: readonly PreparedTask[], parent?: RunKey): Promise<CreateOutcome[]> {
     // Limits per key first: a step held back is stored waiting, with no job.
     const held = await this.gateJobs(
       prepared.flatMap(({ decision }) => decision.jobs),
@@ -196,15 +210,38 @@ export class Runs {
     const fresh = entries.filter(({ task }) => stored.has(task.id));
     const refused = new Map<string, unknown>();
     if (fresh.length > 0) {
+      // The jobs before limits held some back: a held map item's hold stands in for its job.
+      const original = new Map(prepared.map(({ task, decision }) => [task.id, decision.jobs]));
+      const states = new Map(fresh.map(({ task, plan }) => [task.id, freshState(taskMeta(task), plan)]));
       try {
-        const jobs: NewJob[] = fresh.flatMap(({ task, plan, decision, trace }) =>
-          decision.jobs.map((step) => ({
-            step: { ...step, ...(task.delayMs > 0 ? { delayMs: task.delayMs } : {}) },
-            single: plan.single === true,
-            ...(trace ? { trace } : {}),
-          })),
-        );
-        for (const [id, error] of await this.deps.queues.addJobs(jobs)) refused.set(id, error);
+        const jobOf = ({ task, plan, trace }: PreparedTask, step: ReadyStep): NewJob => ({
+          step: { ...step, ...(task.delayMs > 0 ? { delayMs: task.delayMs } : {}) },
+          single: plan.single === true,
+          ...this.jobOptions(states.get(task.id)!, step, true),
+          ...(trace ? { trace } : {}),
+        });
+        const singles = fresh.filter(({ plan }) => !isFlow(plan));
+        const runs: NewRun[] = fresh
+          .filter(({ plan }) => isFlow(plan))
+          .map((entry) => {
+            const { task, decision, trace } = entry;
+            const own = new Map([[task.id, states.get(task.id)!]]);
+            return {
+              taskId: task.id,
+              run: 1,
+              taskType: task.taskType,
+              jobs: decision.jobs.map((step) => jobOf(entry, step)),
+              timers: decision.timers,
+              holds: [...holdChanges(decision, own).add, ...heldItems(original.get(task.id) ?? [], held)],
+              ...(parent && this.deps.queues.shardOf(parent.taskId) === this.deps.queues.shardOf(task.id) ? { parent } : {}),
+              ...(trace ? { trace } : {}),
+            };
+          });
+        const [jobsRefused, runsRefused] = await Promise.all([
+          this.deps.queues.addJobs(singles.flatMap((entry) => entry.decision.jobs.map((step) => jobOf(entry, step)))),
+          runs.length > 0 ? this.addRuns(runs) : new Map<string, unknown>(),
+        ]);
+        for (const [id, error] of [...jobsRefused, ...runsRefused]) refused.set(id, error);
       } catch (error) {
         for (const { task } of fresh) refused.set(task.id, error);
       }
@@ -212,13 +249,45 @@ export class Runs {
       await release(entries.filter(({ task }) => refused.has(task.id) || !stored.has(task.id)));
       const accepted = fresh.filter(({ task }) => !refused.has(task.id));
       const decision = merge(accepted.map(({ decision }) => decision));
-      const states = accepted.map(({ task, plan }) => freshState(taskMeta(task), plan));
-      // Jobs are in; what else a start may ask for (timers, children, an immediate end) follows. A
-      // new task's first transitions are not published: a client following it starts from a snapshot.
-      await this.carryOut({ ...decision, jobs: [], transitions: [] }, { started: [], moved: [] }, states);
+      // Jobs, timers and holds are in (a flow's with its root); what else a start may ask for
+      // (children, an immediate end) follows. A new task's first transitions are not published: a
+      // client following it starts from a snapshot.
+      await this.carryOut(
+        { ...decision, jobs: [], timers: [], transitions: [] },
+        { started: [], moved: [] },
+        accepted.map(({ task }) => states.get(task.id)!),
+        new Map(),
+        { treesMade: true },
+      );
       if (held.size > 0) await this.admittedMeanwhile(accepted, held);
     } else await release(entries);
     return entries.map(({ task }) => (refused.has(task.id) ? { refused: refused.get(task.id) } : stored.has(task.id) ? { created: true } : { created: false }));
+  }
+
+  /**
+   * Adds runs as flows; a sub-workflow's run whose parent's root is gone (Redis lost it) makes
+   * that root again (its processor then waits for what the parent's run waits on) and is added again.
+   */
+  private async addRuns(runs: readonly NewRun[]): Promise<Map<string, unknown>> {
+    const refused = await this.deps.queues.addRuns(runs);
+    const orphans = runs.filter((run) => refused.get(run.taskId) instanceof MissingRootError);
+    if (orphans.length === 0) return refused;
+    await this.deps.queues.remakeRoots(orphans.map((run) => run.parent!));
+    const again = await this.deps.queues.addRuns(orphans);
+    for (const run of orphans) {
+      if (again.has(run.taskId)) refused.set(run.taskId, again.get(run.taskId));
+      else refused.delete(run.taskId);
+    }
+    return refused;
+  }
+
+  /** How a step's job sits in its run: a child of the run's root when the run is a flow and still active, and whether its failure fails the task. */
+  private jobOptions(state: TaskState, step: Pick<ReadyStep, 'stepId'>, active: boolean): Pick<NewJob, 'flow' | 'continues'> {
+    const planned = state.plan.byId.get(step.stepId);
+    return {
+      ...(active && isFlow(state.plan.plan) ? { flow: true } : {}),
+      ...(planned?.onFailure === 'continue' ? { continues: true } : {}),
+    };
   }
 
   /** Undoes `create` for tasks that could not be enqueued: the tasks, their steps, items and history, and the idempotency keys they took. */
@@ -361,12 +430,14 @@ export class Runs {
         decision = decideWith(states);
       }
       // Limits per key: a step held back waits instead of being queued (its job is not made).
+      let held: HoldRef[] = [];
       if (decision.jobs.length > 0 && this.deps.gates) {
-        const held = await this.gateJobs(decision.jobs, new Map(states.map((state) => [state.id, { plan: state.plan.plan, owner: state.owner }])));
-        decision = holdBack(decision, held);
+        const gated = await this.gateJobs(decision.jobs, new Map(states.map((state) => [state.id, { plan: state.plan.plan, owner: state.owner }])));
+        held = heldItems(decision.jobs, gated);
+        decision = holdBack(decision, gated);
       }
       const applied = await applyDecision(tx, decision, this.history);
-      const result = { states, decision, applied };
+      const result = { states, decision, applied, heldItems: held };
       await options.before?.(tx, result);
       return result;
     });
@@ -381,13 +452,24 @@ export class Runs {
         : [],
     );
     const options = this.options();
-    const { states, decision, applied } = await this.transaction(
+    const {
+      states,
+      decision,
+      applied,
+      heldItems: held,
+    } = await this.transaction(
       batch.map((report) => report.taskId),
       (loaded) => decide(loaded, batch, options),
       // A lost job is made again from the input its step was given.
       { items, inputs: batch.some((report) => report.type === 'lost') },
     );
-    const followUp = this.carryOut(decision, applied, states, traces);
+    // Map items let in by a limit lose their holds once their jobs are in.
+    const admitted = batch.flatMap((report) =>
+      report.type === 'admitted' && report.item !== undefined && report.stepId !== undefined
+        ? [{ taskId: report.taskId, run: report.run, stepId: report.stepId, item: report.item }]
+        : [],
+    );
+    const followUp = this.carryOut(decision, applied, states, traces, { holds: held, admitted });
     // Nobody waits on it within the batch: a child's end reports to its parent through this same batcher.
     followUp.catch(() => undefined);
     return batch.map((_, index) => ({ recorded: decision.recorded[index] ?? false, followUp }));
@@ -395,39 +477,70 @@ export class Runs {
 
   /**
    * What a committed decision asks of the world outside PostgreSQL: jobs (with the items its
-   * sweeps queued), timers, jobs to drop, events, callbacks; then, once those are done, what
-   * goes through the ledger again (children to start or cancel, reports to parents).
+   * sweeps queued), timers, holds, jobs to drop, events, callbacks; then, once those are done,
+   * what goes through the ledger again (children to start or cancel, reports to parents).
+   *
+   * In a flow, every new child (job, timer, hold) is added under its run's root before anything
+   * is dropped, and before the job whose report made this decision is acknowledged: the root
+   * always has a pending child while its run has work left (src/queue/jobs.ts). `treesMade`: the
+   * decision's runs were just added as flows with their first children and holds (create, resume).
+   * `holds`: more holds to make (map items held back where the decision was made, holds made
+   * again by a repair). `admitted`: map items let in by a limit per key, whose holds go once
+   * their jobs are in.
    */
-  private async carryOut(decision: Decision, applied: Applied, states: readonly TaskState[], traces: ReadonlyMap<string, Context> = new Map()): Promise<void> {
+  private async carryOut(
+    decision: Decision,
+    applied: Applied,
+    states: readonly TaskState[],
+    traces: ReadonlyMap<string, Context> = new Map(),
+    options: { treesMade?: boolean; holds?: HoldRef[]; admitted?: HoldRef[] } = {},
+  ): Promise<void> {
     const byId = new Map(states.map((state) => [state.id, state]));
+    const ended = new Set(decision.ended.map((end) => end.taskId));
+    const runOf = (task: TaskState) => decision.tasks.find((change) => change.taskId === task.id)?.set.run ?? task.run;
+    /** A run's new children hang under its root while the run is active. */
+    const inFlow = (taskId: string) => {
+      const task = byId.get(taskId);
+      return task !== undefined && isFlow(task.plan.plan) && !ended.has(taskId) && (ACTIVE_TASK_STATUSES.has(task.status) || runOf(task) > task.run);
+    };
     const traced = (taskId: string) => (traces.has(taskId) ? { trace: traces.get(taskId)! } : {});
-    const jobs: NewJob[] = decision.jobs.map((step) => ({ step, single: byId.get(step.taskId)?.plan.plan.single === true, ...traced(step.taskId) }));
+    const jobOf = (step: ReadyStep): NewJob => {
+      const task = byId.get(step.taskId);
+      return {
+        step,
+        single: task?.plan.plan.single === true,
+        ...(task ? this.jobOptions(task, step, inFlow(task.id)) : {}),
+        ...traced(step.taskId),
+      };
+    };
+    const jobs: NewJob[] = decision.jobs.map(jobOf);
     for (const started of applied.started) {
       const task = byId.get(started.taskId);
       const step = task?.plan.byId.get(started.stepId);
-      if (task && step?.tool)
-        jobs.push({
-          step: {
+      const tool = step && jobTool(step);
+      if (task && step && tool)
+        jobs.push(
+          jobOf({
             taskId: task.id,
             // A retried task's items run in its new run.
-            run: decision.tasks.find((change) => change.taskId === task.id)?.set.run ?? task.run,
+            run: runOf(task),
             stepId: step.id,
             item: started.item,
-            tool: step.tool,
+            tool,
             input: started.input,
             retry: step.options.retry,
             timeoutMs: step.options.timeout_ms,
             dependencies: {},
             ...(step.options.priority ? { priority: step.options.priority } : {}),
-          },
-          ...traced(task.id),
-        });
+          }),
+        );
     }
     const drops: JobRef[] = [
       ...decision.dropJobs,
       ...applied.moved.flatMap((moved) => {
         const task = byId.get(moved.taskId);
-        const tool = task?.plan.byId.get(moved.stepId)?.tool;
+        const step = task?.plan.byId.get(moved.stepId);
+        const tool = step && jobTool(step);
         return moved.from === 'queued' && task && tool ? [{ taskId: task.id, run: task.run, stepId: moved.stepId, item: moved.item, tool }] : [];
       }),
     ];
@@ -436,22 +549,33 @@ export class Runs {
     const held =
       ungated.length > 0 ? await this.gateJobs(ungated, new Map(states.map((state) => [state.id, { plan: state.plan.plan, owner: state.owner }]))) : new Map();
     const admitted = held.size > 0 ? jobs.filter(({ step }) => !held.has(heldKey(step))) : jobs;
-    const refused = admitted.length > 0 ? await this.deps.queues.addJobs(admitted) : new Map();
-    const [error] = refused.values();
-    if (error !== undefined) throw error;
+    const holds = options.treesMade ? { add: [], drop: [] } : holdChanges(decision, byId);
+    // A map item held back by a limit waits with no job: its hold stands in for it.
+    const itemHolds = [...(options.holds ?? []), ...heldItems(ungated, held)].filter((hold) => inFlow(hold.taskId));
+    await this.withRoots(async () => {
+      const refused = admitted.length > 0 ? await this.deps.queues.addJobs(admitted) : new Map();
+      const [error] = refused.values();
+      if (error !== undefined) throw error;
+      await Promise.all([
+        decision.timers.length > 0 ? this.deps.queues.addTimers(decision.timers, inFlow) : undefined,
+        holds.add.length + itemHolds.length > 0 ? this.deps.queues.addHolds([...holds.add, ...itemHolds]) : undefined,
+      ]);
+    });
+    // The new children are in: now what no longer holds the runs may go.
+    const unheld = [...holds.drop, ...(options.admitted ?? [])];
     await Promise.all([
-      decision.timers.length > 0 ? this.deps.queues.addTimers(decision.timers) : undefined,
+      unheld.length > 0 ? this.deps.queues.dropHolds(unheld) : undefined,
+      // A flow's root learns that its run ended, so that it closes without asking PostgreSQL (workers/runtime/run-roots.ts).
+      ...decision.ended
+        .filter((end) => isFlow(byId.get(end.taskId)?.plan.plan ?? { steps: [], single: true }))
+        .map((end) => this.deps.queues.markEnded(end.taskId, end.run, end.status)),
       ...decision.ended.filter((ended) => ended.callback).map((ended) => this.deps.queues.enqueueCallback(ended, this.deps.config.CALLBACK_MAX_ATTEMPTS)),
       // A step that starts waiting for someone tells the task's callback_url (an approval: with its links).
       ...decision.transitions
         .filter((change) => change.stepId !== undefined && waitsForSomeone(change.status, change.reason ?? null) && byId.get(change.taskId)?.callback)
         .map((change) =>
           this.deps.queues.enqueueCallback(
-            {
-              taskId: change.taskId,
-              run: decision.tasks.find((task) => task.taskId === change.taskId)?.set.run ?? byId.get(change.taskId)!.run,
-              waitingStep: change.stepId!,
-            },
+            { taskId: change.taskId, run: runOf(byId.get(change.taskId)!), waitingStep: change.stepId! },
             this.deps.config.CALLBACK_MAX_ATTEMPTS,
           ),
         ),
@@ -477,10 +601,28 @@ export class Runs {
     await Promise.all([
       settling,
       this.releaseEnded(decision, byId),
-      ...decision.children.map((child) => this.startChild(child)),
+      ...decision.children.map((child) => {
+        const parent = byId.get(child.parentTaskId);
+        return this.startChild(child, parent ? { taskId: parent.id, run: runOf(parent) } : undefined);
+      }),
       ...decision.cancelChildren.map((id) => this.cancel(id).then(() => undefined)),
       ...decision.parentReports.map((report) => this.report(report).then(() => undefined)),
     ]);
+  }
+
+  /**
+   * Runs `add` (new children of flows); when a root is gone (Redis lost it), makes it again and
+   * runs `add` once more: the remade root's processor waits for what its run waits on.
+   */
+  private async withRoots(add: () => Promise<void>): Promise<void> {
+    try {
+      await add();
+    } catch (error) {
+      if (!(error instanceof MissingRootError)) throw error;
+      this.deps.logger.warn("a run's root job was gone: made it again", { runs: error.runs });
+      await this.deps.queues.remakeRoots(error.runs);
+      await add();
+    }
   }
 
   private publish(transitions: Transition[]): void {
@@ -655,7 +797,7 @@ export class Runs {
    * resumed when it failed or was cancelled, reports its result when it completed, and is left
    * to run otherwise.
    */
-  private async startChild(child: ChildStart): Promise<void> {
+  private async startChild(child: ChildStart, parent?: RunKey): Promise<void> {
     const [state] = await this.peek([child.childTaskId]);
     if (state) {
       if (state.status === 'failed' || state.status === 'cancelled') await this.resume(child.childTaskId);
@@ -665,7 +807,17 @@ export class Runs {
     if (!this.deps.planChild) throw new Error('this process cannot start sub-workflows (no planChild)');
     let prepared: NewTask;
     try {
-      const { plan, params } = await this.deps.planChild(child.workflow, child.params);
+      const planChild = (params: Record<string, unknown>) => this.deps.planChild!(child.workflow, params);
+      const planned = await planChild(child.params);
+      const admitted = this.deps.gate ? await admitChild(this.deps.gate, child, planned, planChild) : planned;
+      if (admitted === 'held') {
+        this.deps.logger.warn('the policy could not decide on a sub-workflow: its child starts once it can', {
+          task_id: child.parentTaskId,
+          step_id: child.stepId,
+        });
+        return;
+      }
+      const { plan, params } = admitted;
       prepared = this.prepare(
         {
           id: child.childTaskId,
@@ -683,22 +835,32 @@ export class Runs {
         plan,
       );
     } catch (error) {
-      if (!(error instanceof ValidationError)) throw error;
-      // The child cannot start with these params: the parent's step fails with the reasons.
+      if (!(error instanceof ValidationError || error instanceof PolicyDeniedError)) throw error;
+      // The child cannot start with these params (or may not): the parent's step fails with the reasons.
       await this.report({
         type: 'child',
         taskId: child.parentTaskId,
         stepId: child.stepId,
         childTaskId: child.childTaskId,
         status: 'failed',
-        error: capErrorRecord({ ...toErrorRecord(error), name: 'InvalidChildParams', details: error.details }),
+        error: capErrorRecord({
+          ...toErrorRecord(error),
+          name: error instanceof PolicyDeniedError ? 'PolicyDenied' : 'InvalidChildParams',
+          details: error.details,
+        }),
         at: new Date(),
       });
       return;
     }
     // Made once: the child's id was stored with the parent's step, and a second insert of it does nothing.
-    const [outcome] = await this.create([prepared]);
+    const [outcome] = await this.create([prepared], parent);
     if (outcome && 'refused' in outcome) throw outcome.refused;
+  }
+
+  /** The run a task is in now: a resumed sub-workflow's child hangs its new root under it. */
+  private async parentRun(taskId: string): Promise<RunKey | undefined> {
+    const [state] = await this.peek([taskId]);
+    return state && ACTIVE_TASK_STATUSES.has(state.status) ? { taskId, run: state.run } : undefined;
   }
 
   /** Tasks as they are, without locking them. */
@@ -727,7 +889,7 @@ export class Runs {
     if (!found) return undefined;
     if (!isFinished(found.status) && result.decision.ended.length > 0) {
       await this.deps
-        .stopTask?.(taskId)
+        .stopTask?.(taskId, found.run)
         .catch((error: Error) => this.deps.logger.warn('task cancelled, but running steps could not be told', { task_id: taskId, error: error.message }));
       await this.carryOut(result.decision, result.applied, result.states);
       return { outcome: 'cancelled', task: found };
@@ -755,20 +917,47 @@ export class Runs {
         return requestedBy(resumeRuns(found ? [found] : [], options), taskId, 'task_resumed', by);
       },
       {
-        before: async (_tx, { decision }) => {
-          if (decision.jobs.length > 0) await this.deps.queues.addSteps(decision.jobs);
+        // The new run's jobs (a workflow's: its flow, root first) go in before the commit.
+        before: async (_tx, { states, decision, heldItems: held }) => {
+          const state = states.find((loaded) => loaded.id === taskId);
+          const run = decision.tasks.find((change) => change.taskId === taskId)?.set.run;
+          if (!state || run === undefined) return;
+          if (!isFlow(state.plan.plan)) {
+            if (decision.jobs.length > 0) await this.deps.queues.addSteps(decision.jobs);
+            return;
+          }
+          const parent = state.parent ? await this.parentRun(state.parent.taskId) : undefined;
+          const [error] = (
+            await this.addRuns([
+              {
+                taskId,
+                run,
+                taskType: state.taskType,
+                jobs: decision.jobs.map((step) => ({ step, ...this.jobOptions(state, step, true) })),
+                timers: decision.timers,
+                holds: [...holdChanges(decision, new Map([[taskId, state]])).add, ...held],
+                ...(parent && this.deps.queues.shardOf(parent.taskId) === this.deps.queues.shardOf(taskId) ? { parent } : {}),
+              },
+            ])
+          ).values();
+          if (error !== undefined) throw error;
         },
       },
     );
     if (!found) return undefined;
     const run = result.decision.tasks.find((change) => change.taskId === taskId)?.set.run;
     if (run === undefined) return { outcome: 'not_resumable', status: found.status };
-    await this.carryOut({ ...result.decision, jobs: [] }, result.applied, result.states);
+    const flow = isFlow(found.plan.plan);
+    await this.carryOut({ ...result.decision, jobs: [], ...(flow ? { timers: [] } : {}) }, result.applied, result.states, new Map(), { treesMade: flow });
     return { outcome: 'resumed', run, task: found };
   }
 
-  /** What these runs wait on outside PostgreSQL (the engine's outstanding), with the runs as loaded. */
-  async outstanding(taskIds: readonly string[]): Promise<{ states: TaskState[]; decision: Decision; turns: Report[] }> {
+  /**
+   * What these runs wait on outside PostgreSQL (the engine's outstanding), with the runs as
+   * loaded, and the holds their roots need (src/tasks/flows.ts): steps that wait with no job, and
+   * map items a limit per key holds back.
+   */
+  async outstanding(taskIds: readonly string[]): Promise<{ states: TaskState[]; decision: Decision; turns: Report[]; holds: HoldRef[] }> {
     const options = this.options();
     const states = await this.peek(taskIds);
     let decision = outstanding(states, options);
@@ -778,6 +967,7 @@ export class Runs {
       decision = outstanding(states, options);
     }
     const turns: Report[] = [];
+    const holds = states.flatMap(currentHolds);
     const limited = states.filter((state) => ACTIVE_TASK_STATUSES.has(state.status) && this.limited(state.plan.plan));
     if (this.deps.gates && limited.length > 0) {
       // Held back by a limit, a queued item has no job, and a step waits its turn: neither is missing.
@@ -786,24 +976,49 @@ export class Runs {
         [...state.steps.values()].filter((step) => waitsForTurn(step.status, step.reason)).map((step) => ({ state, step })),
       );
       const where = await this.deps.gates.where([...units, ...waiting.map(({ state, step }) => stepUnit(state.id, state.run, step.id))]);
+      for (const [index, job] of decision.jobs.entries())
+        if (where[index] === 'line' && job.item !== undefined) holds.push({ taskId: job.taskId, run: job.run, stepId: job.stepId, item: job.item });
       decision = { ...decision, jobs: decision.jobs.filter((_, index) => where[index] !== 'line') };
       // A step let in whose admission was lost, or one Redis forgot, is admitted again (it enters its gates again).
       waiting.forEach(({ state, step }, index) => {
         if (where[units.length + index] !== 'line') turns.push({ type: 'admitted', taskId: state.id, run: state.run, stepId: step.id, at: new Date() });
       });
     }
-    return { states, decision, turns };
+    return { states, decision, turns, holds };
   }
 
   /**
-   * Makes again what these runs wait on outside PostgreSQL (jobs, timers, children, callbacks,
-   * parents' reports), idempotently: for a step delivered again after its result was committed
-   * (its worker died before carrying the result's effects out), and for the reconciler.
+   * Makes again what these runs wait on outside PostgreSQL (jobs, timers, holds, children,
+   * callbacks, parents' reports), idempotently: for a step delivered again after its result was
+   * committed (its worker died before carrying the result's effects out), for a run's root that
+   * came up before its run ended, and for the reconciler. A flow's root that is gone is made again.
    */
   async repair(taskIds: readonly string[]): Promise<void> {
-    const { states, decision, turns } = await this.outstanding(taskIds);
-    await this.carryOut(decision, { started: [], moved: [] }, states);
+    const { states, decision, turns, holds } = await this.outstanding(taskIds);
+    await this.carryOut(decision, { started: [], moved: [] }, states, new Map(), { holds });
     await Promise.all(turns.map((turn) => this.report(turn)));
+  }
+
+  /**
+   * A run's root job came up (workers/runtime/run-roots.ts): true when its run has ended (or a
+   * later run replaced it), so the root completes; otherwise what the run waits on is made again
+   * (repair) and the root waits for its children again.
+   */
+  async closeRun(taskId: string, run: number): Promise<boolean> {
+    const [state] = await this.peek([taskId]);
+    if (!state || state.run !== run || isFinished(state.status)) return true;
+    await this.repair([taskId]);
+    return false;
+  }
+
+  /** Whether a hold still stands for a step (or map item) that waits with no job: its run is active and the step still waits so. */
+  async holds(hold: HoldRef): Promise<boolean> {
+    const [state] = await this.peek([hold.taskId]);
+    if (!state || state.run !== hold.run || isFinished(state.status)) return false;
+    const step = state.steps.get(hold.stepId);
+    if (!step || step.run !== hold.run) return false;
+    if (hold.item !== undefined) return step.status === 'running';
+    return currentHolds(state).some((current) => current.stepId === hold.stepId);
   }
 
   /** Fails these steps at once: the tool they call is gone for good (Report 'withdrawn'). Returns the tasks of the steps it failed. */
@@ -856,6 +1071,14 @@ function childReport(child: ChildStart, state: TaskState): Report {
 /** How a held-back job is named: `taskId/stepId`, or `taskId/stepId/item` (engine's holdBack). */
 function heldKey(job: Pick<ReadyStep, 'taskId' | 'stepId' | 'item'>): string {
   return job.item === undefined ? `${job.taskId}/${job.stepId}` : `${job.taskId}/${job.stepId}/${job.item}`;
+}
+
+/** The map items among `jobs` that limits per key held back: each waits with no job, and its run's root gets a hold in its place. */
+function heldItems(jobs: readonly ReadyStep[], held: ReadonlyMap<string, 'c' | 'r'>): HoldRef[] {
+  if (held.size === 0) return [];
+  return jobs
+    .filter((job) => job.item !== undefined && held.has(heldKey(job)))
+    .map((job) => ({ taskId: job.taskId, run: job.run, stepId: job.stepId, item: job.item }));
 }
 
 /** Several decisions as one (their lists joined), to carry out together. */

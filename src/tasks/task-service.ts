@@ -20,9 +20,7 @@ import {
 } from '../lib/errors.js';
 import { hostPolicyFor } from '../lib/host-policy.js';
 import type { Logger } from '../lib/logger.js';
-import { PolicyDeniedError } from '../lib/policy-errors.js';
 import { unstorableProblems, zodProblems } from '../lib/problems.js';
-import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 import type { Metrics } from '../observability/metrics.js';
 import { captureTraceContext, inSpan, SpanAttributes, type SpanHandle, withBatchTraceContext } from '../observability/tracing.js';
@@ -31,16 +29,14 @@ import { retentionCutoff } from '../persistence/partitions.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
 import type { TaskFilter, TaskStore } from '../persistence/task-store.js';
 import type { EventNotices } from '../queue/event-notices.js';
-import type { KeyQuotas } from '../queue/key-quotas.js';
 import type { RedisClient } from '../queue/redis.js';
-import { isRedisUnavailable } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import type { PolicyHook } from './policy-hook.js';
 import type { CreateOutcome, PreparedTask, Runs } from './runs.js';
 import type { TaskRequest } from './task-request.js';
 import { taskView } from './task-view.js';
-import { Waits } from './waits.js';
+import { type Sender, Waits } from './waits.js';
+import { ownerClient, type QuotaClaim, type WorkGate } from './work-gate.js';
 
 /** A dead letter as stored: the API shows it (src/api/routes/dead-letters.ts). */
 export type { DeadLetter };
@@ -77,12 +73,14 @@ export interface TaskServiceDeps {
   workflowNames?: () => Promise<string[]>;
   /** Whether PostgreSQL can be reached: while it cannot, requests answer 503 at once instead of waiting for a connection. */
   reachability?: Reachability;
-  /** Quotas per client on unfinished tasks and their bytes (QUOTA_*); counted when `SubmitOptions.client` is given. */
-  quotas?: KeyQuotas;
   /** The schedule and tick that made a task (ScheduleStore.tickOf), for its view. */
   tickOf?: (taskId: string) => Promise<{ name: string; tickAt: Date } | undefined>;
-  /** Asked before a task is accepted (POLICY_URL); undefined: no policy. */
-  policy?: PolicyHook;
+  /**
+   * The admission of every path that makes work (src/tasks/work-gate.ts): the policy hook and
+   * the quotas per client. The same one is given to `runs` (sub-workflows' children). Undefined:
+   * no policy, no quotas.
+   */
+  gate?: WorkGate;
 }
 
 export interface SubmitOptions {
@@ -92,10 +90,35 @@ export interface SubmitOptions {
   paramsField?: string;
   /** Id of the API key that submits the task; idempotency keys are per owner. @defaultValue '' (no authentication) */
   owner?: string;
-  /** Scope of that key, for the policy hook; undefined without authentication. */
+  /** The asking key, when it is not the owner (an admin changing another key's schedule). @defaultValue owner */
+  keyId?: string;
+  /** Scope of that key, for the policy hook; undefined without authentication (and for a tick). */
   scope?: ApiKeyScope;
-  /** Who the quotas count the task against (`key:<id>` or `ip:<address>`); undefined: not counted. */
+  /** Who the quotas count the task against (`key:<id>`, `ip:<address>`, ownerClient); undefined: not counted. */
   client?: string;
+  /** Which path submits (or, for check, defines): the policy is told. @defaultValue 'submit' (check: the policy is not asked) */
+  kind?: 'submit' | 'tick' | 'schedule';
+  /** The schedule that defines or ticks the task, for the policy. */
+  schedule?: string;
+}
+
+/** Who asks, on a path that changes an existing task (retry, replay, signal). */
+export interface Asker {
+  /** Only a task of this owner is found (a client key's view); undefined: any task. */
+  owner?: string;
+  /** The asking key's id; '' or undefined without authentication. */
+  keyId?: string;
+  scope?: ApiKeyScope;
+  /** The asking client (`key:<id>`, `ip:<address>`): what a resumed task without an owner counts against. */
+  client?: string;
+}
+
+/** What a reader of tasks may see: only its own (a client key), and approval links only where it may hand them out (an admin key). */
+export interface Viewer {
+  /** Only a task of this owner is found; undefined: any task. */
+  owner?: string;
+  /** Whether approval links are shown. */
+  links: boolean;
 }
 
 /**
@@ -146,7 +169,7 @@ export class TaskService {
   readonly waits: Waits;
 
   constructor(private readonly deps: TaskServiceDeps) {
-    this.waits = new Waits({ config: deps.config, store: deps.store, runs: deps.runs });
+    this.waits = new Waits({ config: deps.config, store: deps.store, runs: deps.runs, ...(deps.gate ? { gate: deps.gate } : {}) });
     this.submissions = new Batcher((batch) => this.persistAndEnqueue(batch), { maxSize: 200 });
   }
 
@@ -215,30 +238,51 @@ export class TaskService {
     });
   }
 
-  /** Checks a request as submit does (known task type, params that fit), storing and enqueuing nothing. */
+  /**
+   * Checks a request as submit does (known task type, params that fit), storing and enqueuing
+   * nothing. With `kind` (a schedule's definition) the gate is asked too; params the policy
+   * rewrites are not kept (each tick asks again, and its rewrite applies).
+   */
   async check(body: TaskRequest, options: SubmitOptions = {}): Promise<void> {
-    await this.plan(body, options);
+    const planned = await this.plan(body, options);
+    if (options.kind && this.deps.gate) await this.deps.gate.admit(this.workRequest(body, options, planned));
+  }
+
+  private workRequest(body: TaskRequest, options: SubmitOptions, planned: Awaited<ReturnType<TaskService['plan']>>) {
+    const owner = options.owner ?? '';
+    return {
+      kind: options.kind ?? 'submit',
+      taskType: planned.workflow?.name ?? body.task_type,
+      params: planned.params,
+      // A tick acts for its schedule's owner: no request asks.
+      keyId: (options.keyId ?? owner) || null,
+      scope: options.scope ?? null,
+      owner,
+      ...(options.schedule !== undefined ? { schedule: options.schedule } : {}),
+    };
   }
 
   /**
-   * Asks the policy about a validated task: a refusal throws PolicyDeniedError; params the policy
-   * rewrote are validated and planned again, as if submitted (400 when they do not fit). A
-   * workflow is planned again at the version found first.
+   * Admits a validated task through the gate (the policy, then its quota when `claim` is
+   * given): params the policy rewrote are validated and planned again, as if submitted (400
+   * when they do not fit, the quota given back). A workflow is planned again at the version
+   * found first.
    */
-  private async applyPolicy(policy: PolicyHook, body: TaskRequest, options: SubmitOptions, planned: Awaited<ReturnType<TaskService['plan']>>) {
-    const taskType = planned.workflow?.name ?? body.task_type;
-    const decision = await policy.decide({ task_type: taskType, params: planned.params, key_id: options.owner || null, scope: options.scope ?? null });
-    if (!decision.allow) throw new PolicyDeniedError(decision.reason);
-    if (!decision.params) return planned;
-    const rewritten: TaskRequest = {
+  private async admit(body: TaskRequest, options: SubmitOptions, planned: Awaited<ReturnType<TaskService['plan']>>, claim: QuotaClaim | undefined) {
+    const gate = this.deps.gate;
+    if (!gate) return planned;
+    const { rewritten } = await gate.admit(this.workRequest(body, options, planned), claim);
+    if (!rewritten) return planned;
+    const again: TaskRequest = {
       ...body,
-      task_type: taskType,
-      params: decision.params,
+      task_type: planned.workflow?.name ?? body.task_type,
+      params: rewritten,
       ...(planned.workflow ? { version: planned.workflow.version } : {}),
     };
     try {
-      return await this.plan(rewritten, options);
+      return await this.plan(again, options);
     } catch (error) {
+      if (claim) gate.release(claim.taskId);
       if (error instanceof ValidationError) {
         throw new ValidationError(`the params as the policy rewrote them do not fit: ${error.message}`, error.details as Problem[], error.code);
       }
@@ -254,63 +298,51 @@ export class TaskService {
     const receivedAt = new Date();
     if (body.callback_url) this.checkCallback(body.callback_url, options.owner ?? '');
     const validated = await this.plan(body, options);
-    const planned = this.deps.policy ? await this.applyPolicy(this.deps.policy, body, options, validated) : validated;
-    // Known down: answer at once, before writing anything.
+    // Known down: answer at once, before asking anyone or writing anything.
     assertRedis(this.deps.redis);
     if (this.deps.reachability && !this.deps.reachability.reachable) throw new DependencyUnavailableError('database');
     // The one place task ids are made for clients: the id holds the task's creation time
     // (src/ledger/task-days.ts) and, through its hash, the queue shard of its jobs.
-    const taskType = planned.workflow?.name ?? body.task_type;
+    const taskType = validated.workflow?.name ?? body.task_type;
     const id = this.deps.queues.newTaskId(receivedAt, taskType);
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
+    const claim = options.client !== undefined && this.deps.gate?.counts ? { client: options.client, taskId: id, delayMs: body.delay_ms ?? 0 } : undefined;
+    const planned = await this.admit(body, options, validated, claim);
+    const release = () => claim && this.deps.gate?.release(id);
     const requestHash = createHash('sha256')
       .update(canonicalJson({ ...body, idempotency_key: undefined }))
       .digest('hex');
-    // The engine starts the task (which steps start at once): a first step whose input is too large is a 400 now.
-    const prepared = this.deps.runs.prepare(
-      {
-        id,
-        createdAt: uuidv7Time(id)!,
-        taskType,
-        ...(planned.workflow ? { workflow: planned.workflow } : {}),
-        params: planned.params,
-        requestHash,
-        priority: body.priority ?? 0,
-        delayMs: body.delay_ms ?? 0,
-        owner: options.owner ?? '',
-        ...(body.idempotency_key ? { idempotencyKey: body.idempotency_key } : {}),
-        ...(body.callback_url ? { callbackUrl: body.callback_url } : {}),
-      },
-      planned.plan,
-      options.paramsField,
-    );
-    const trace = captureTraceContext();
-    const quotas = options.client !== undefined && this.deps.quotas?.enabled ? this.deps.quotas : undefined;
-    if (quotas) {
-      // Only Redis is asked here: a lost connection is Redis away (a master failing over), not the database.
-      const refused = await quotas
-        .reserve(options.client!, id, Buffer.byteLength(JSON.stringify(planned.params)), body.delay_ms ?? 0)
-        .catch((error: unknown) => {
-          // Unanswered is not undone: the client may resend the reservation once Redis is back
-          // (an in-flight command is replayed on reconnect), so it is released as well.
-          quotas.release(id);
-          throw isRedisUnavailable(error) ? new DependencyUnavailableError('redis', error) : error;
-        });
-      if (refused) {
-        throw new QuotaExceededError(
-          refused.limit,
-          refused.max,
-          refused.held,
-          refused.limit === 'QUOTA_MAX_BYTES_PER_KEY' ? 'bytes of params' : 'unfinished tasks',
-        );
-      }
+    let prepared: PreparedTask;
+    try {
+      // The engine starts the task (which steps start at once): a first step whose input is too large is a 400 now.
+      prepared = this.deps.runs.prepare(
+        {
+          id,
+          createdAt: uuidv7Time(id)!,
+          taskType,
+          ...(planned.workflow ? { workflow: planned.workflow } : {}),
+          params: planned.params,
+          requestHash,
+          priority: body.priority ?? 0,
+          delayMs: body.delay_ms ?? 0,
+          owner: options.owner ?? '',
+          ...(body.idempotency_key ? { idempotencyKey: body.idempotency_key } : {}),
+          ...(body.callback_url ? { callbackUrl: body.callback_url } : {}),
+        },
+        planned.plan,
+        options.paramsField,
+      );
+    } catch (error) {
+      release();
+      throw error;
     }
+    const trace = captureTraceContext();
     const created = await this.submissions.add({ ...prepared, ...(trace ? { trace } : {}) }).catch((error: unknown) => {
-      quotas?.release(id);
+      release();
       throw error;
     });
     if (!created.created) {
-      quotas?.release(id);
+      release();
       span.setAttributes({ [SpanAttributes.TASK_ID]: created.id, 'orchestrator.task.deduplicated': true });
       if (created.requestHash !== requestHash) {
         throw new ConflictError('idempotency_conflict', 'this idempotency_key was used with a different request body', {
@@ -387,8 +419,9 @@ export class TaskService {
     return missing(id, this.deps.config.RETENTION_DAYS);
   }
 
-  /** `owner`: only a task of this owner is found (a client key's view); undefined: any task. */
-  async result(id: string, waitSeconds = 0, signal?: AbortSignal, owner?: string) {
+  /** `viewer`: whose tasks may be found, and whether approval links are shown (by default: any task, no links). */
+  async result(id: string, waitSeconds = 0, signal?: AbortSignal, viewer: Viewer = { links: false }) {
+    const owner = viewer.owner;
     if (!UUID.test(id)) throw this.missing(id);
     // Another owner's task is not found, and not waited for either: how long the answer takes
     // would tell that it exists.
@@ -409,16 +442,17 @@ export class TaskService {
     if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
     // Only a schedule's tasks carry its idempotency keys (src/schedules/schedule-service.ts): no lookup for the others.
     const tick = task.idempotencyKey?.startsWith(SCHEDULE_KEY_PREFIX) ? await this.database(async () => this.deps.tickOf?.(id)) : undefined;
-    const view = taskView(task, (step) => this.waits.waitingFor(task, step));
+    const view = taskView(task, (step) => this.waits.waitingFor(task, step, viewer.links));
     return tick ? { ...view, schedule: { name: tick.name, tick_at: tick.tickAt.toISOString() } } : view;
   }
 
-  /** Sends signal `name` to the wait step of task `id` that waits for it; `by`: the sender's key id. */
-  async signal(id: string, name: string, payload: unknown, by: string, owner?: string): Promise<{ stepId: string }> {
+  /** Sends signal `name` to the wait step of task `id` that waits for it, through the gate (Waits.signal). */
+  async signal(id: string, name: string, payload: unknown, asker: Asker = {}): Promise<{ stepId: string }> {
     if (!UUID.test(id)) throw this.missing(id);
     const task = await this.database(() => this.deps.store.get(id));
-    if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
-    return this.database(() => this.waits.signal(task, name, payload, by));
+    if (!task || (asker.owner !== undefined && task.ownerKey !== asker.owner)) throw this.missing(id);
+    const sender: Sender = { keyId: asker.keyId || null, scope: asker.scope ?? null };
+    return this.database(() => this.waits.signal(task, name, payload, sender));
   }
 
   /** A page of a for_each step's items, in item order; `cursor` is the last item of the previous page. */
@@ -511,24 +545,47 @@ export class TaskService {
     this.deps.logger.info('task cancelled', { task_id: id });
   }
 
-  /** Resumes a failed or cancelled task from its unfinished steps (and its children's); returns its new run. */
-  async retry(id: string, owner?: string, by?: string): Promise<{ run: number }> {
+  /**
+   * Resumes a failed or cancelled task from its unfinished steps (and its children's); returns
+   * its new run. The gate is asked first (`kind` retry, or replay for a dead letter's): a
+   * resumed task is work again, counted against its owner's quotas. A rewrite of the params by
+   * the policy does not apply: a retry resumes the task as it was submitted.
+   */
+  async retry(id: string, asker: Asker = {}, kind: 'retry' | 'replay' = 'retry'): Promise<{ run: number }> {
     if (!UUID.test(id)) throw this.missing(id);
     assertRedis(this.deps.redis);
+    const gate = this.deps.gate;
+    let claim: QuotaClaim | undefined;
+    if (gate) {
+      const task = await this.database(() => this.deps.store.summary(id));
+      if (!task || (asker.owner !== undefined && task.ownerKey !== asker.owner)) throw this.missing(id);
+      // Only what can be resumed is put to the policy: the 409 needs no decision.
+      if (task.status !== 'failed' && task.status !== 'cancelled') throw notRetryable(task.status);
+      const taskId = id;
+      claim = gate.counts ? { client: task.ownerKey ? ownerClient(task.ownerKey) : (asker.client ?? ownerClient('')), taskId } : undefined;
+      await gate.admit(
+        { kind, taskType: task.taskType, params: task.params, keyId: asker.keyId || null, scope: asker.scope ?? null, owner: task.ownerKey, taskId },
+        claim,
+      );
+    }
+    const release = () => claim && gate?.release(id);
     let outcome: Awaited<ReturnType<Runs['resume']>>;
     try {
-      outcome = await this.database(() => this.deps.runs.resume(id, owner, by));
+      outcome = await this.database(() => this.deps.runs.resume(id, asker.owner, asker.keyId ?? ''));
     } catch (error) {
+      release();
       if (error instanceof DependencyUnavailableError || isTransientDatabaseError(error)) throw error;
       // Adding the new run's jobs failed (the transaction rolled back): Redis is away.
       if (this.deps.redis.status !== 'ready') throw new DependencyUnavailableError('redis', error);
       throw error;
     }
-    if (!outcome) throw this.missing(id);
+    if (!outcome) {
+      release();
+      throw this.missing(id);
+    }
     if (outcome.outcome === 'not_resumable') {
-      throw new ConflictError('task_not_retryable', `only a failed or cancelled task can be retried; this one is ${outcome.status}`, {
-        status: outcome.status,
-      });
+      release();
+      throw notRetryable(outcome.status);
     }
     this.deps.logger.info('task resumed', { task_id: id, run: outcome.run });
     return { run: outcome.run };
@@ -543,15 +600,35 @@ export class TaskService {
     return page(rows, filter.limit);
   }
 
-  /** Replaying a dead letter resumes its task, as POST /tasks/:id/retry does. */
-  async replayDeadLetter(id: string): Promise<{ taskId: string; run: number }> {
+  /** The task `owner` submitted with this idempotency key; undefined when none. */
+  async byIdempotencyKey(owner: string, key: string): Promise<string | undefined> {
+    const [holder] = await this.database(() => this.deps.store.keyHolders([{ owner, key }]));
+    return holder?.id;
+  }
+
+  /** The ids of a tool's dead letters not replayed yet, oldest first, at most `limit`. */
+  async openDeadLetters(tool: string, limit: number): Promise<string[]> {
+    return (await this.database(() => this.deps.store.openDeadLettersOf(tool, limit))).map((letter) => letter.id);
+  }
+
+  /** Dead letters counted by tool (GET /infrastructure/dlq/stats). */
+  deadLetterCounts() {
+    return this.database(() => this.deps.store.deadLetterCounts());
+  }
+
+  /** Replaying a dead letter resumes its task, as POST /tasks/:id/retry does (the policy is told it is a replay). */
+  async replayDeadLetter(id: string, asker: Asker = {}): Promise<{ taskId: string; run: number }> {
     if (!UUID.test(id)) throw new NotFoundError('dead_letter_not_found', `no dead letter with id ${JSON.stringify(id)}`);
     const letter = await this.database(() => this.deps.store.getDeadLetter(id));
     if (!letter) throw new NotFoundError('dead_letter_not_found', `no dead letter with id ${JSON.stringify(id)}`);
-    const { run } = await this.retry(letter.taskId);
+    const { run } = await this.retry(letter.taskId, asker, 'replay');
     await this.database(() => this.deps.store.markReplayed(id));
     return { taskId: letter.taskId, run };
   }
+}
+
+function notRetryable(status: string): ConflictError {
+  return new ConflictError('task_not_retryable', `only a failed or cancelled task can be retried; this one is ${status}`, { status });
 }
 
 /** `rows`: up to `limit` + 1, so that one more than the page tells that another page follows. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
+import { compensationOf } from '../engine/modifiers/compensate.js';
+import { KINDS, STEP_KINDS } from '../engine/registry.js';
 import { STEP_STATUSES, TASK_STATUSES, WAIT_REASONS, type WaitReason } from '../engine/status.js';
-import { compensationOf } from '../engine/steps/compensate.js';
 import type { CallbackDelivery, Step, Task, TaskEvent } from '../generated/prisma/client.js';
 
 /**
@@ -45,10 +46,13 @@ export const waitingForSchema = z
     approval: z
       .object({
         approvers: z.array(z.string()),
-        links: z.array(z.object({ approver: z.string().nullable(), url: z.string(), expires_at: timestamp })).meta({
-          description:
-            'Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET).',
-        }),
+        links: z
+          .array(z.object({ approver: z.string().nullable(), url: z.string(), expires_at: timestamp }))
+          .optional()
+          .meta({
+            description:
+              'Signed, single-use links to the approval page, one per approver (one for anyone without approvers). Shown only to admin keys (and in the task.waiting callback), who hand them to their approvers: a link decides for its approver, so the submitter never sees one. Empty when the server makes none (production without APPROVAL_SECRET or CALLBACK_SECRET).',
+          }),
       })
       .optional(),
   })
@@ -56,9 +60,7 @@ export const waitingForSchema = z
 
 export const stepViewSchema = z.object({
   id: z.string(),
-  kind: z
-    .enum(['tool', 'workflow', 'sleep', 'wait'])
-    .meta({ description: 'tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits; wait: waits for a signal or an approval.' }),
+  kind: z.enum(STEP_KINDS).meta({ description: `${STEP_KINDS.map((kind) => `${kind}: ${KINDS[kind].summary}`).join('; ')}.` }),
   tool: z.string().nullable().meta({ description: 'The tool a tool step runs; null for the other kinds.' }),
   status: stepStatus,
   reason: z.string().optional().meta({

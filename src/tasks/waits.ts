@@ -1,20 +1,23 @@
 import { z } from 'zod';
-import type { Plan, PlanStep } from '../engine/plan.js';
+import { APPROVAL_DECISIONS, type PlanWait, type WaitStep } from '../engine/kinds/wait.js';
+import type { Plan } from '../engine/plan.js';
+import { isKind } from '../engine/registry.js';
 import { isFinished, waitsForSomeone } from '../engine/status.js';
-import { APPROVAL_DECISIONS } from '../engine/steps/wait.js';
 import type { Step, Task } from '../generated/prisma/client.js';
 import { type ApprovalGrant, approvalKey, approvalLinks, type GrantProblem, openGrant } from '../lib/approval-links.js';
-import type { Config } from '../lib/config.js';
-import { ConflictError, jsonPath, NotFoundError, type Problem, ValidationError } from '../lib/errors.js';
+import type { ApiKeyScope, Config } from '../lib/config.js';
+import { ConflictError, ForbiddenError, jsonPath, NotFoundError, type Problem, ValidationError } from '../lib/errors.js';
 import { schemaProblems } from '../lib/json-schema.js';
 import { jsonSize } from '../lib/limits.js';
+import { PolicyDeniedError, PolicyUnavailableError } from '../lib/policy-errors.js';
 import { unstorableProblems, zodProblems } from '../lib/problems.js';
 import type { TaskStore } from '../persistence/task-store.js';
 import type { Runs } from './runs.js';
 import type { StepViewBody } from './task-view.js';
+import type { WorkGate } from './work-gate.js';
 
 /**
- * Wait steps from the outside (src/engine/steps/wait.ts): signals sent with a key, approvals
+ * Wait steps from the outside (src/engine/kinds/wait.ts): signals sent with a key, approvals
  * decided through their links, and what a waiting step shows (its signal, its links).
  */
 
@@ -33,9 +36,24 @@ export interface WaitsDeps {
   config: LinkConfig & Pick<Config, 'STEP_OUTPUT_MAX_BYTES'>;
   store: TaskStore;
   runs: Runs;
+  /** Asked before a signal or a decision is recorded (kind `signal`). */
+  gate?: WorkGate;
+}
+
+/** Who sends a signal with a key: its id and scope (null without authentication). */
+export interface Sender {
+  keyId: string | null;
+  scope: ApiKeyScope | null;
 }
 
 type StoredTask = Task & { steps: Step[] };
+
+/** The wait steps of a stored task's plan. */
+function waitSteps(task: { plan: unknown }): WaitStep[] {
+  return ((task.plan as Plan | null)?.steps ?? []).filter((step) => isKind(step, 'wait'));
+}
+
+type Approval = NonNullable<PlanWait['approval']>;
 
 /** What an approval page shows, or why its link is refused. */
 export type ApprovalPage =
@@ -49,24 +67,29 @@ export type ApprovalPage =
       form?: Record<string, unknown>;
       expiresAt: Date;
     }
-  | { ok: false; problem: GrantProblem | 'unavailable' | 'decided' | 'not_found'; status?: string };
+  | { ok: false; problem: GrantProblem | 'unavailable' | 'decided' | 'not_found' | 'refused' | 'policy_unavailable'; status?: string; reason?: string };
 
 type LinkConfig = Pick<Config, 'APPROVAL_SECRET' | 'CALLBACK_SECRET' | 'NODE_ENV' | 'APPROVAL_LINK_TTL_DAYS' | 'PUBLIC_URL' | 'PORT'>;
 
-/** What a step waiting on someone waits for (its signal; an approval: its links); undefined for any other step. */
+/**
+ * What a step waiting on someone waits for (its signal; an approval: for whom, and with `links`
+ * its signed links); undefined for any other step. Links go only to those who may hand them out
+ * (an admin key, the task.waiting callback): whoever else holds one could decide for its approver.
+ */
 export type WaitingView = (
   task: Pick<Task, 'id' | 'run'> & { plan: unknown },
   step: Pick<Step, 'stepId' | 'status' | 'reason' | 'startedAt' | 'wakeAt'>,
+  links: boolean,
 ) => StepViewBody['waiting_for'];
 
 /** The view of waiting steps, with links signed by this configuration's key. */
 export function waitingForView(config: LinkConfig): WaitingView {
   const key = approvalKey(config);
   const baseUrl = config.PUBLIC_URL ?? `http://localhost:${config.PORT}`;
-  return (task, step) => {
+  return (task, step, links) => {
     if (!waitsForSomeone(step.status, step.reason)) return undefined;
-    const planned = (task.plan as Plan | null)?.steps.find((candidate) => candidate.id === step.stepId);
-    if (!planned?.wait) return undefined;
+    const planned = waitSteps(task).find((candidate) => candidate.id === step.stepId);
+    if (!planned) return undefined;
     const approval = planned.wait.approval;
     const approvers = approval?.approvers ?? [];
     return {
@@ -76,15 +99,19 @@ export function waitingForView(config: LinkConfig): WaitingView {
         ? {
             approval: {
               approvers,
-              links:
-                key && step.startedAt
-                  ? approvalLinks(
-                      key,
-                      baseUrl,
-                      { taskId: task.id, stepId: step.stepId, run: task.run, approvers, startedAt: step.startedAt, wakeAt: step.wakeAt },
-                      config.APPROVAL_LINK_TTL_DAYS,
-                    )
-                  : [],
+              ...(links
+                ? {
+                    links:
+                      key && step.startedAt
+                        ? approvalLinks(
+                            key,
+                            baseUrl,
+                            { taskId: task.id, stepId: step.stepId, run: task.run, approvers, startedAt: step.startedAt, wakeAt: step.wakeAt },
+                            config.APPROVAL_LINK_TTL_DAYS,
+                          )
+                        : [],
+                  }
+                : {}),
             },
           }
         : {}),
@@ -108,15 +135,30 @@ export class Waits {
   /** What a waiting step waits for, shown on the step in /result, the event stream and callbacks. */
   readonly waitingFor: WaitingView;
 
-  /** POST /tasks/:id/signals/:name: the payload checked, then recorded if the step still waits. */
-  async signal(task: StoredTask, name: string, payload: unknown, by: string): Promise<{ stepId: string }> {
-    const step = (task.plan as Plan | null)?.steps.find((candidate) => candidate.wait?.signal === name);
+  /**
+   * POST /tasks/:id/signals/:name: the payload checked, then recorded if the step still waits. An
+   * approval is decided by someone other than its task's submitter (four eyes): the key that
+   * submitted the task is refused (403 `approval_by_submitter`), and the decision of another key
+   * is recorded as `key:<id>`, apart from the approvers' names that links record.
+   */
+  async signal(task: StoredTask, name: string, payload: unknown, sender: Sender): Promise<{ stepId: string }> {
+    const step = waitSteps(task).find((candidate) => candidate.wait.signal === name);
     if (!step) {
-      const known = ((task.plan as Plan | null)?.steps ?? []).flatMap((candidate) => (candidate.wait ? [candidate.wait.signal] : []));
+      const known = waitSteps(task).map((candidate) => candidate.wait.signal);
       throw new NotFoundError('signal_not_found', `task ${task.id} has no step that waits for signal ${JSON.stringify(name)}`, { signals: known });
     }
+    const approval = step.wait.approval;
+    // Without authentication nobody is told apart: there is no submitter to refuse.
+    if (approval && sender.keyId !== null && sender.keyId === task.ownerKey) {
+      throw new ForbiddenError(
+        'approval_by_submitter',
+        `step ${step.id} is an approval: the key that submitted the task may not decide it; an approver decides through their link, or another (admin) key`,
+        { step: step.id, approvers: approval.approvers ?? [] },
+      );
+    }
     const checked = this.checkPayload(step, payload, [], false);
-    await this.record(task, step, checked, by, 'key');
+    const by = sender.keyId === null ? 'anonymous' : approval ? `key:${sender.keyId}` : sender.keyId;
+    await this.record(task, step, checked, by, 'key', sender);
     return { stepId: step.id };
   }
 
@@ -124,17 +166,17 @@ export class Waits {
   async page(token: string): Promise<ApprovalPage> {
     const found = await this.open(token);
     if (!found.ok) return found;
-    const { grant, task, step, planned } = found;
+    const { grant, task, step, approval } = found;
     const input = (step.input ?? {}) as Record<string, unknown>;
-    const show = planned.wait!.approval!.show;
+    const show = approval.show;
     return {
       ok: true,
       taskId: task.id,
       taskType: task.taskType,
       stepId: step.stepId,
-      approver: approverOf(planned, grant),
+      approver: approverOf(approval, grant),
       shown: show ? Object.fromEntries(show.filter((field) => field in input).map((field) => [field, input[field]])) : input,
-      ...(planned.wait!.approval!.form ? { form: planned.wait!.approval!.form } : {}),
+      ...(approval.form ? { form: approval.form } : {}),
       expiresAt: new Date(grant.expiresAt * 1000),
     };
   }
@@ -146,7 +188,7 @@ export class Waits {
   ): Promise<{ ok: true; decision: string } | { ok: false; problem: ApprovalPage & { ok: false } } | { ok: false; problems: Problem[] }> {
     const found = await this.open(token);
     if (!found.ok) return { ok: false, problem: found };
-    const { grant, task, planned } = found;
+    const { grant, task, planned, approval } = found;
     let payload: z.output<typeof decisionSchema>;
     try {
       payload = this.checkPayload(
@@ -160,11 +202,14 @@ export class Waits {
       throw error;
     }
     const named = typeof form.name === 'string' && form.name.trim() !== '' ? form.name.trim().slice(0, 200) : undefined;
-    const by = approverOf(planned, grant) ?? (named ? `link:${named}` : 'link');
+    const by = approverOf(approval, grant) ?? (named ? `link:${named}` : 'link');
     try {
-      await this.record(task, planned, payload, by, 'link');
+      await this.record(task, planned, payload, by, 'link', { keyId: null, scope: null });
     } catch (error) {
       if (error instanceof ConflictError) return { ok: false, problem: { ok: false, problem: 'decided' } };
+      if (error instanceof PolicyDeniedError)
+        return { ok: false, problem: { ok: false, problem: 'refused', ...(error.reason ? { reason: error.reason } : {}) } };
+      if (error instanceof PolicyUnavailableError) return { ok: false, problem: { ok: false, problem: 'policy_unavailable' } };
       throw error;
     }
     return { ok: true, decision: payload.decision };
@@ -172,53 +217,65 @@ export class Waits {
 
   private async open(
     token: string,
-  ): Promise<{ ok: true; grant: ApprovalGrant; task: StoredTask; step: Step; planned: PlanStep } | (ApprovalPage & { ok: false })> {
+  ): Promise<{ ok: true; grant: ApprovalGrant; task: StoredTask; step: Step; planned: WaitStep; approval: Approval } | (ApprovalPage & { ok: false })> {
     if (!this.key) return { ok: false, problem: 'unavailable' };
     const grant = openGrant(this.key, token);
     if (typeof grant === 'string') return { ok: false, problem: grant };
     const task = await this.deps.store.get(grant.taskId);
     const step = task?.steps.find((candidate) => candidate.stepId === grant.stepId);
-    const planned = (task?.plan as Plan | null)?.steps.find((candidate) => candidate.id === grant.stepId);
-    if (!task || !step || !planned?.wait?.approval) return { ok: false, problem: 'not_found' };
+    const planned = task ? waitSteps(task).find((candidate) => candidate.id === grant.stepId) : undefined;
+    const approval = planned?.wait.approval;
+    if (!task || !step || !planned || !approval) return { ok: false, problem: 'not_found' };
     // Single use: the decision recorded, the step waits no more (nor does it for a link of an earlier run).
     if (task.run !== grant.run || !waitsForSomeone(step.status, step.reason) || isFinished(task.status))
       return { ok: false, problem: 'decided', status: step.status };
-    return { ok: true, grant, task, step, planned };
+    return { ok: true, grant, task, step, planned, approval };
   }
 
   /** The payload as the step will record it, or a ValidationError with every problem at its path under `prefix`. */
-  private checkPayload(step: PlanStep, payload: unknown, prefix: PropertyKey[], coerce: boolean): unknown {
+  private checkPayload(step: WaitStep, payload: unknown, prefix: PropertyKey[], coerce: boolean): unknown {
     const problems: Problem[] = unstorableProblems(payload, prefix);
     let value = payload;
-    if (step.wait!.approval) {
+    if (step.wait.approval) {
       const parsed = decisionSchema.safeParse(payload);
       if (!parsed.success) problems.push(...zodProblems(parsed.error, prefix));
       else {
         value = parsed.data;
-        const form = step.wait!.approval.form;
+        const form = step.wait.approval.form;
         if (form) problems.push(...schemaProblems(form, parsed.data.fields, [...prefix, 'fields'], coerce));
       }
-    } else if (step.wait!.schema) {
-      problems.push(...schemaProblems(step.wait!.schema, payload, prefix));
+    } else if (step.wait.schema) {
+      problems.push(...schemaProblems(step.wait.schema, payload, prefix));
     }
     const size = jsonSize(value, this.deps.config.STEP_OUTPUT_MAX_BYTES);
     if (size.over)
       problems.push({ path: jsonPath(prefix), message: `is more than STEP_OUTPUT_MAX_BYTES (${this.deps.config.STEP_OUTPUT_MAX_BYTES}) bytes of JSON` });
-    if (problems.length > 0) throw new ValidationError(`the payload does not fit signal ${step.wait!.signal} of step ${step.id}`, problems, 'invalid_payload');
+    if (problems.length > 0) throw new ValidationError(`the payload does not fit signal ${step.wait.signal} of step ${step.id}`, problems, 'invalid_payload');
     return value;
   }
 
-  private async record(task: StoredTask, step: PlanStep, payload: unknown, by: string, via: 'key' | 'link'): Promise<void> {
+  private async record(task: StoredTask, step: WaitStep, payload: unknown, by: string, via: 'key' | 'link', sender: Sender): Promise<void> {
     const state = task.steps.find((candidate) => candidate.stepId === step.id);
     if (isFinished(task.status))
       throw new ConflictError('task_finished', `the task already ended (${task.status}); it waits for nothing`, { status: task.status });
     if (!state || !waitsForSomeone(state.status, state.reason)) throw notWaiting(step, state?.status);
+    // What the signal lets go on is work: the gate decides, as for a submission.
+    await this.deps.gate?.admit({
+      kind: 'signal',
+      taskType: task.taskType,
+      params: (task.params ?? {}) as Record<string, unknown>,
+      keyId: sender.keyId,
+      scope: sender.scope,
+      owner: task.ownerKey,
+      taskId: task.id,
+      signal: { name: step.wait.signal, payload, by },
+    });
     const { recorded } = await this.deps.runs.report({
       type: 'signal',
       taskId: task.id,
       run: task.run,
       stepId: step.id,
-      signal: step.wait!.signal,
+      signal: step.wait.signal,
       payload,
       by,
       via,
@@ -229,22 +286,22 @@ export class Waits {
   }
 }
 
-function notWaiting(step: PlanStep, status: string | undefined): ConflictError {
+function notWaiting(step: WaitStep, status: string | undefined): ConflictError {
   return status === 'pending' || status === undefined
     ? new ConflictError(
         'not_waiting',
-        `step ${step.id} does not wait for signal ${step.wait!.signal} yet (it is ${status ?? 'pending'}); send it once it waits`,
+        `step ${step.id} does not wait for signal ${step.wait.signal} yet (it is ${status ?? 'pending'}); send it once it waits`,
         {
           step: step.id,
           status: status ?? 'pending',
         },
       )
-    : new ConflictError('already_signalled', `step ${step.id} no longer waits for signal ${step.wait!.signal} (it is ${status}): the first signal stands`, {
+    : new ConflictError('already_signalled', `step ${step.id} no longer waits for signal ${step.wait.signal} (it is ${status}): the first signal stands`, {
         step: step.id,
         status,
       });
 }
 
-function approverOf(step: PlanStep, grant: ApprovalGrant): string | null {
-  return grant.approver >= 0 ? (step.wait!.approval!.approvers?.[grant.approver] ?? null) : null;
+function approverOf(approval: Approval, grant: ApprovalGrant): string | null {
+  return grant.approver >= 0 ? (approval.approvers?.[grant.approver] ?? null) : null;
 }

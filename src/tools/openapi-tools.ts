@@ -1,11 +1,14 @@
+import { Validator } from '@cfworker/json-schema';
 import { z } from 'zod';
 import type { JsonSchema } from '../engine/catalog.js';
 import type { KeyLimit } from '../engine/types.js';
 import { NonRetryableError, RetryableError } from '../lib/errors.js';
 import type { HostPolicy } from '../lib/host-policy.js';
+import { patternMatcher } from '../lib/json-schema.js';
 import { outboundRequest, parseRetryAfter } from '../lib/outbound-http.js';
 import type { Secrets } from '../lib/secrets.js';
-import { type AnyTool, DEFAULT_RETRY, TOOL_NAME } from './tool.js';
+import { follow, isObject, type Json, SCHEMA_LISTS, SCHEMA_MAPS, SCHEMA_VALUES, type ServiceOperation } from './openapi-operations.js';
+import { type AnyTool, DEFAULT_RETRY } from './tool.js';
 
 /**
  * A registered service's OpenAPI operations as tools. Each operation with an operationId is a
@@ -17,9 +20,6 @@ import { type AnyTool, DEFAULT_RETRY, TOOL_NAME } from './tool.js';
  * 429 are retried (honouring Retry-After), other 4xx fail at once.
  */
 
-/** `<service>.<operationId>`: a service name and an operationId, each like a tool name. */
-export const SERVICE_TOOL_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,63}\.[A-Za-z][A-Za-z0-9_-]{0,63}$/;
-
 export function isServiceTool(name: string): boolean {
   return name.includes('.');
 }
@@ -27,8 +27,6 @@ export function isServiceTool(name: string): boolean {
 export function serviceOf(toolName: string): string {
   return toolName.slice(0, toolName.indexOf('.'));
 }
-
-export const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const;
 
 export interface ServiceAuth {
   type: 'bearer' | 'basic' | 'header';
@@ -50,224 +48,132 @@ export interface ServiceTarget {
   rateLimit?: { per_minute?: number; per_second?: number };
 }
 
-export interface OperationParameter {
-  name: string;
-  in: 'path' | 'query' | 'header';
-  required: boolean;
-  schema: JsonSchema;
-}
-
-/** One operation of a document, with its schemas as JSON Schema (references resolved). */
-export interface ServiceOperation {
-  operationId: string;
-  tool: string;
-  method: string;
-  /** The path template as the document writes it: `/users/{id}`. */
-  path: string;
-  summary: string;
-  parameters: OperationParameter[];
-  body?: { required: boolean; schema: JsonSchema };
-  inputSchema: JsonSchema;
-  outputSchema: JsonSchema;
-}
-
-export interface DocumentLimits {
-  maxOperations: number;
-}
-
-type Json = Record<string, unknown>;
-
-const isObject = (value: unknown): value is Json => value !== null && typeof value === 'object' && !Array.isArray(value);
-
-/** Follows a local `#/...` reference; undefined when it leads nowhere. */
-function follow(document: Json, ref: string): unknown {
-  if (!ref.startsWith('#/')) return undefined;
-  let current: unknown = document;
-  for (const raw of ref.slice(2).split('/')) {
-    const segment = raw.replace(/~1/g, '/').replace(/~0/g, '~');
-    if (!isObject(current) || !Object.hasOwn(current, segment)) return undefined;
-    current = current[segment];
-  }
-  return current;
-}
-
-/** Most nested references inlined in one schema; deeper (a recursive schema) becomes `{}`. */
-const MAX_REF_DEPTH = 12;
-
-/**
- * A schema of the document as plain JSON Schema: local references inlined (a reference within
- * itself, and anything past MAX_REF_DEPTH, becomes `{}`, anything), OpenAPI 3.0's `nullable`
- * turned into a `null` type.
- */
-export function plainSchema(document: Json, schema: unknown, seen: readonly string[] = []): JsonSchema {
-  if (!isObject(schema)) return typeof schema === 'boolean' ? (schema ? {} : { not: {} }) : {};
-  if (typeof schema.$ref === 'string') {
-    const ref = schema.$ref;
-    if (seen.includes(ref) || seen.length >= MAX_REF_DEPTH) return {};
-    return plainSchema(document, follow(document, ref), [...seen, ref]);
-  }
+/** A schema without the keywords the interpreter must not run: `pattern` (RE2 checks it), `patternProperties` and `format`. */
+function withoutPatterns(schema: unknown): unknown {
+  if (!isObject(schema)) return schema;
   const out: Json = {};
   for (const [key, value] of Object.entries(schema)) {
-    if (key === 'nullable' || key === 'discriminator' || key === 'xml' || key === 'externalDocs' || key === 'example') continue;
-    if ((key === 'properties' || key === 'patternProperties' || key === '$defs' || key === 'definitions') && isObject(value)) {
-      out[key] = Object.fromEntries(Object.entries(value).map(([name, child]) => [name, plainSchema(document, child, seen)]));
-    } else if ((key === 'items' || key === 'additionalProperties' || key === 'not' || key === 'contains') && (isObject(value) || typeof value === 'boolean')) {
-      out[key] = typeof value === 'boolean' ? value : plainSchema(document, value, seen);
-    } else if ((key === 'allOf' || key === 'anyOf' || key === 'oneOf' || key === 'prefixItems') && Array.isArray(value)) {
-      out[key] = value.map((child) => plainSchema(document, child, seen));
-    } else {
-      out[key] = value;
-    }
+    if (key === 'pattern' || key === 'patternProperties' || key === 'format') continue;
+    if (SCHEMA_MAPS.has(key) && isObject(value)) out[key] = Object.fromEntries(Object.entries(value).map(([name, child]) => [name, withoutPatterns(child)]));
+    else if (SCHEMA_VALUES.has(key)) out[key] = withoutPatterns(value);
+    else if (SCHEMA_LISTS.has(key) && Array.isArray(value)) out[key] = value.map(withoutPatterns);
+    else out[key] = value;
   }
-  if (schema.nullable === true && typeof out.type === 'string') out.type = [out.type, 'null'];
-  return out as JsonSchema;
+  return out;
 }
 
-function jsonContent(content: unknown): unknown {
-  if (!isObject(content)) return undefined;
-  const type = Object.keys(content).find((candidate) => /^application\/(.+\+)?json\b/i.test(candidate));
-  return type !== undefined && isObject(content[type]) ? (content[type] as Json).schema : undefined;
+/** `#/a/b~1c` -> `['a', 'b/c']`, array indexes as numbers. */
+function pointerPath(pointer: string): PropertyKey[] {
+  return pointer
+    .replace(/^#/, '')
+    .split('/')
+    .slice(1)
+    .map((segment) => decodeURIComponent(segment).replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((segment) => (/^\d+$/.test(segment) ? Number(segment) : segment));
 }
 
-function successResponse(responses: unknown): { schema: unknown } | undefined {
-  if (!isObject(responses)) return undefined;
-  const codes = Object.keys(responses)
-    .filter((code) => /^2(\d\d|XX)$/i.test(code))
-    .sort();
-  for (const code of codes) {
-    const response = responses[code];
-    if (isObject(response)) return { schema: jsonContent(response.content) };
-  }
-  return undefined;
+/** An interpreter's error as a problem at the value's path: a missing property at its own path. */
+function problemOf(error: { instanceLocation: string; keyword: string; error: string }): { path: PropertyKey[]; message: string } {
+  const path = pointerPath(error.instanceLocation);
+  const missing = error.keyword === 'required' ? /property "(.*)"\.$/.exec(error.error) : null;
+  if (missing) return { path: [...path, missing[1]!], message: 'is required' };
+  // additionalProperties: false, or any `false` schema.
+  if (error.keyword === 'false') return { path, message: 'is not a field of this schema' };
+  return { path, message: error.error };
 }
 
-function group(parameters: OperationParameter[], where: OperationParameter['in']): JsonSchema | undefined {
-  const these = parameters.filter((parameter) => parameter.in === where);
-  if (these.length === 0) return undefined;
-  const required = these.filter((parameter) => parameter.required).map((parameter) => parameter.name);
-  return {
-    type: 'object',
-    properties: Object.fromEntries(these.map((parameter) => [parameter.name, parameter.schema])),
-    ...(required.length > 0 ? { required } : {}),
-    additionalProperties: false,
-  } as JsonSchema;
-}
+/** Keywords whose errors only say that something under them failed: the failure itself is reported too. */
+const WRAPPERS = new Set([
+  'properties',
+  'items',
+  'prefixItems',
+  'additionalProperties',
+  '$ref',
+  'allOf',
+  'unevaluatedProperties',
+  'unevaluatedItems',
+  'contains',
+]);
+const MAX_PROBLEMS = 20;
 
 /**
- * The operations of a validated document that become tools (those with an operationId that
- * makes a tool name), and the ones left out, with why.
+ * The `pattern`s `value` breaks, on RE2, where the schema says which subschema a value is under
+ * (properties, additionalProperties, items, prefixItems, allOf, references). Inside anyOf, oneOf,
+ * not and if, which alternative applies is the interpreter's business: patterns there are not checked.
  */
-export function operationsOf(service: string, document: Json): { operations: ServiceOperation[]; skipped: { where: string; reason: string }[] } {
-  const operations: ServiceOperation[] = [];
-  const skipped: { where: string; reason: string }[] = [];
-  const paths = isObject(document.paths) ? document.paths : {};
-  for (const [path, rawItem] of Object.entries(paths)) {
-    const item = isObject(rawItem) && typeof rawItem.$ref === 'string' ? follow(document, rawItem.$ref) : rawItem;
-    if (!isObject(item)) continue;
-    const shared = Array.isArray(item.parameters) ? item.parameters : [];
-    for (const method of HTTP_METHODS) {
-      const operation = item[method];
-      if (!isObject(operation)) continue;
-      const where = `${method.toUpperCase()} ${path}`;
-      const operationId = operation.operationId;
-      if (typeof operationId !== 'string') {
-        skipped.push({ where, reason: 'no operationId' });
-        continue;
-      }
-      const tool = `${service}.${operationId}`;
-      if (!TOOL_NAME.test(operationId) || !SERVICE_TOOL_NAME.test(tool)) {
-        skipped.push({
-          where,
-          reason: `operationId ${JSON.stringify(operationId)} must start with a letter and hold only letters, digits, _ and - (at most 64)`,
-        });
-        continue;
-      }
-      const byKey = new Map<string, OperationParameter>();
-      for (const raw of [...shared, ...(Array.isArray(operation.parameters) ? operation.parameters : [])]) {
-        const parameter = isObject(raw) && typeof raw.$ref === 'string' ? follow(document, raw.$ref) : raw;
-        if (!isObject(parameter) || typeof parameter.name !== 'string') continue;
-        if (parameter.in !== 'path' && parameter.in !== 'query' && parameter.in !== 'header') continue;
-        byKey.set(`${parameter.in} ${parameter.name}`, {
-          name: parameter.name,
-          in: parameter.in,
-          required: parameter.in === 'path' || parameter.required === true,
-          schema: plainSchema(document, parameter.schema ?? jsonContent(parameter.content)),
-        });
-      }
-      const parameters = [...byKey.values()];
-      const requestBody =
-        isObject(operation.requestBody) && typeof operation.requestBody.$ref === 'string'
-          ? follow(document, operation.requestBody.$ref)
-          : operation.requestBody;
-      const bodySchema = isObject(requestBody) ? jsonContent(requestBody.content) : undefined;
-      const body =
-        isObject(requestBody) && bodySchema !== undefined ? { required: requestBody.required === true, schema: plainSchema(document, bodySchema) } : undefined;
-      const parts: [string, JsonSchema | undefined][] = [
-        ['path', group(parameters, 'path')],
-        ['query', group(parameters, 'query')],
-        ['headers', group(parameters, 'header')],
-        ['body', body?.schema],
-      ];
-      const present = parts.filter((part): part is [string, JsonSchema] => part[1] !== undefined);
-      const required = [
-        ...(parameters.some((parameter) => parameter.in === 'path') ? ['path'] : []),
-        ...(parameters.some((parameter) => parameter.in === 'query' && parameter.required) ? ['query'] : []),
-        ...(parameters.some((parameter) => parameter.in === 'header' && parameter.required) ? ['headers'] : []),
-        ...(body?.required ? ['body'] : []),
-      ];
-      const success = successResponse(operation.responses);
-      operations.push({
-        operationId,
-        tool,
-        method: method.toUpperCase(),
-        path,
-        summary: typeof operation.summary === 'string' ? operation.summary : typeof operation.description === 'string' ? operation.description : where,
-        parameters,
-        ...(body ? { body } : {}),
-        inputSchema: {
-          type: 'object',
-          properties: Object.fromEntries(present),
-          ...(required.length > 0 ? { required } : {}),
-          additionalProperties: false,
-        } as JsonSchema,
-        outputSchema: success?.schema !== undefined ? plainSchema(document, success.schema) : {},
-      });
-    }
+function patternProblems(root: Json, schema: unknown, value: unknown, path: PropertyKey[], out: { path: PropertyKey[]; message: string }[], depth = 0): void {
+  if (!isObject(schema) || depth > 64 || out.length >= MAX_PROBLEMS) return;
+  if (typeof schema.$ref === 'string') {
+    patternProblems(root, follow(root, schema.$ref), value, path, out, depth + 1);
+    return;
   }
-  // By name: the document is stored as jsonb, which does not keep its keys' order, so the order
-  // read back would differ from the order fetched; every listing must be the same.
-  operations.sort((a, b) => (a.tool < b.tool ? -1 : a.tool > b.tool ? 1 : 0));
-  return { operations, skipped };
-}
-
-/**
- * The zod type a tool checks values with at run time: the schema without `pattern` (a third
- * party's regular expression must not run on Node's backtracking engine) nor `format`; a schema
- * zod cannot read accepts anything (the document's schema still serves the checks and /tools).
- */
-export function runtimeType(schema: JsonSchema): z.ZodType {
-  // Inside `properties` the keys are names (a field may be called "pattern"), not keywords.
-  const strip = (value: unknown, names = false): unknown => {
-    if (Array.isArray(value)) return value.map((child) => strip(child));
-    if (!isObject(value)) return value;
-    const out: Json = {};
+  if (typeof value === 'string' && typeof schema.pattern === 'string' && patternMatcher(schema.pattern)?.test(value) === false) {
+    out.push({ path, message: `does not match the pattern ${JSON.stringify(schema.pattern)}` });
+  }
+  if (Array.isArray(schema.allOf)) for (const part of schema.allOf) patternProblems(root, part, value, path, out, depth + 1);
+  if (isObject(value)) {
+    const properties = isObject(schema.properties) ? schema.properties : {};
     for (const [key, child] of Object.entries(value)) {
-      if (!names && (key === 'pattern' || key === 'format' || key === 'patternProperties')) continue;
-      out[key] = strip(child, !names && (key === 'properties' || key === '$defs' || key === 'definitions'));
+      const under = Object.hasOwn(properties, key) ? properties[key] : schema.additionalProperties;
+      patternProblems(root, under, child, [...path, key], out, depth + 1);
     }
-    return out;
-  };
-  try {
-    return z.fromJSONSchema(strip(schema) as Parameters<typeof z.fromJSONSchema>[0]);
-  } catch {
-    return z.unknown();
+  } else if (Array.isArray(value)) {
+    const prefix = Array.isArray(schema.prefixItems) ? schema.prefixItems : [];
+    for (const [index, child] of value.entries())
+      patternProblems(root, index < prefix.length ? prefix[index] : schema.items, child, [...path, index], out, depth + 1);
   }
+}
+
+/**
+ * The zod type a tool checks values with at run time. The schema is interpreted
+ * (@cfworker/json-schema), never compiled: a large document costs nothing until a value is
+ * checked, and checking costs what the value holds. Its `pattern`s run on RE2 (a third party's
+ * regular expression must not run on Node's backtracking engine); `format` is not checked.
+ * `refine` adds checks of its own (a service's path parameters).
+ */
+export function runtimeType(schema: JsonSchema, refine?: (value: unknown) => { path: PropertyKey[]; message: string }[]): z.ZodType {
+  let validator: Validator | undefined;
+  return z.unknown().superRefine((value, ctx) => {
+    validator ??= new Validator(withoutPatterns(schema) as Record<string, unknown>, '2020-12', false);
+    const problems: { path: PropertyKey[]; message: string }[] = [];
+    const result = validator.validate(value);
+    if (!result.valid) {
+      const leaves = result.errors.filter((error) => !WRAPPERS.has(error.keyword));
+      for (const error of (leaves.length > 0 ? leaves : result.errors).slice(0, MAX_PROBLEMS)) problems.push(problemOf(error));
+    }
+    patternProblems(schema as Json, schema, value, [], problems);
+    problems.push(...(refine?.(value) ?? []));
+    for (const problem of problems.slice(0, MAX_PROBLEMS)) ctx.addIssue({ code: 'custom', message: problem.message, path: problem.path });
+  });
+}
+
+/**
+ * Path parameters whose values would change the path's structure: a segment that becomes `.` or
+ * `..` (which URL resolution climbs with) or empty. Other characters cannot: each value is
+ * percent-encoded into its segment (`/` as `%2F`).
+ */
+export function pathProblems(template: string, values: unknown): { path: PropertyKey[]; message: string }[] {
+  if (!isObject(values)) return [];
+  const problems: { path: PropertyKey[]; message: string }[] = [];
+  for (const segment of template.split('/')) {
+    const names = [...segment.matchAll(/\{([^}]+)\}/g)].map((match) => match[1]!);
+    if (names.length === 0 || names.some((name) => values[name] === undefined)) continue;
+    const filled = segment.replace(/\{([^}]+)\}/g, (_, name: string) => encodeURIComponent(scalar(values[name])));
+    if (filled !== '' && filled !== '.' && filled !== '..') continue;
+    const what = filled === '' ? 'an empty path segment' : `the path segment ${JSON.stringify(filled)}, which would climb out of it`;
+    for (const name of names) problems.push({ path: ['path', name], message: `would make ${what} (in ${template})` });
+  }
+  return problems;
 }
 
 /** Where a service tool's calls are judged and counted: the circuit breaker's side of a call. */
 export interface CallGuard {
-  /** A call ended: `failed` when the service failed (network error, timeout, 5xx, 408, 429), not when the request was refused (4xx). */
-  record(service: string, failed: boolean): Promise<void>;
+  /**
+   * A call ended: `failed` when the service failed (network error, timeout, 5xx, 408, 429), not
+   * when the request was refused (4xx). `caller`: the key that submitted the task, whose own
+   * circuit counts it too.
+   */
+  record(service: string, failed: boolean, caller?: string): Promise<void>;
 }
 
 export interface ServiceToolDeps {
@@ -311,8 +217,16 @@ export function operationRequest(
   input: Json,
 ): { url: string; headers: Record<string, string>; body?: string } {
   const path = isObject(input.path) ? input.path : {};
+  // Checked when the input was, and again here: nothing may take a call out of base_url.
+  const [problem] = pathProblems(operation.path, path);
+  if (problem) throw new NonRetryableError(`path parameter ${String(problem.path[1])} ${problem.message}`);
   const filled = operation.path.replace(/\{([^}]+)\}/g, (_, name: string) => encodeURIComponent(scalar(path[name])));
+  const base = new URL(target.baseUrl);
   const url = new URL(target.baseUrl.replace(/\/+$/, '') + filled);
+  const basePath = base.pathname.replace(/\/+$/, '');
+  if (url.origin !== base.origin || (url.pathname !== basePath && !url.pathname.startsWith(`${basePath}/`))) {
+    throw new NonRetryableError(`the call would leave the service's base_url (${url.pathname} is not under ${basePath || '/'})`);
+  }
   if (isObject(input.query)) {
     for (const [name, value] of Object.entries(input.query)) {
       if (value === undefined || value === null) continue;
@@ -344,7 +258,7 @@ export function serviceTool(target: ServiceTarget, operation: ServiceOperation, 
   return Object.freeze({
     name: operation.tool,
     description: `${operation.method} ${operation.path} on ${target.name}: ${operation.summary}`.slice(0, 2000),
-    input: runtimeType(operation.inputSchema),
+    input: runtimeType(operation.inputSchema, (value) => pathProblems(operation.path, isObject(value) ? value.path : undefined)),
     output: runtimeType(operation.outputSchema),
     schemas: { input: operation.inputSchema, output: operation.outputSchema },
     limits: serviceLimits(target),
@@ -357,7 +271,7 @@ export function serviceTool(target: ServiceTarget, operation: ServiceOperation, 
     retry: DEFAULT_RETRY,
     timeout_ms: target.timeoutMs,
     ...(target.concurrency !== undefined ? { concurrency: target.concurrency } : {}),
-    async run(input: unknown, { signal }: { signal: AbortSignal }) {
+    async run(input: unknown, { signal, caller }: { signal: AbortSignal; caller?: string }) {
       const request = operationRequest(target, operation, isObject(input) ? input : {});
       const headers = { ...request.headers, ...authHeaders(target.auth, deps.secrets) };
       let response: Awaited<ReturnType<typeof outboundRequest>>;
@@ -373,12 +287,12 @@ export function serviceTool(target: ServiceTarget, operation: ServiceOperation, 
         });
       } catch (error) {
         // A refused host is the registration's fault, not the service's; a network error or a timeout is.
-        if (!(error instanceof NonRetryableError)) await deps.guard?.record(target.name, true);
+        if (!(error instanceof NonRetryableError)) await deps.guard?.record(target.name, true, caller);
         throw error;
       }
       const status = response.status;
       const failed = status >= 500 || status === 408 || status === 429;
-      await deps.guard?.record(target.name, failed);
+      await deps.guard?.record(target.name, failed, caller);
       const body = decode(response.body, response.headers['content-type']);
       if (failed) {
         throw new RetryableError(`HTTP ${status} from ${target.name} (${operation.operationId})`, parseRetryAfter(response.headers['retry-after']), { status });

@@ -43,6 +43,11 @@ export interface ToolContext<Settings = unknown> {
    * coalesced.
    */
   progress(percent: number, message?: string): void;
+  /**
+   * The key (its id) that submitted the task; absent without authentication. A registered
+   * service's circuits count its calls by it: one key's failures open its own circuit first.
+   */
+  caller?: string;
 }
 
 /**

@@ -2,21 +2,25 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Catalog, ToolSpec, WorkflowSpec } from '../engine/catalog.js';
-import { checkWorkflow, referencedWorkflows } from '../engine/check.js';
+import { checkWorkflow } from '../engine/check.js';
 import { compileWorkflow } from '../engine/compile.js';
+import { referencedWorkflows } from '../engine/kinds/workflow.js';
 import type { Plan, RunOverrides } from '../engine/plan.js';
-import { expandServiceCalls } from '../engine/steps/service-call.js';
+import { expand } from '../engine/registry.js';
 import { IDENTIFIER, type WorkflowDefinition, workflowDefinitionSchema } from '../engine/workflow-definition.js';
 import { NotFoundError, type Problem, ValidationError, zodProblems } from '../lib/errors.js';
 import { DEFAULT_LIMITS, type Limits } from '../lib/limits.js';
 import type { Logger } from '../lib/logger.js';
 import { unstorableProblems } from '../lib/problems.js';
-import type { StoredWorkflow, WorkflowStore, WorkflowVersion } from '../persistence/workflow-store.js';
+import type { StoredWorkflow, WorkflowMetadata, WorkflowStore, WorkflowVersion } from '../persistence/workflow-store.js';
 import type { ToolRegistry } from '../tools/tool.js';
 
 export const EXAMPLES_DIR = fileURLToPath(new URL('./examples/', import.meta.url));
 
 const CURRENT_VERSION_TTL_MS = 1_000;
+
+/** The longest display name a workflow may have (a name posted with spaces, kept beside its id). */
+export const DISPLAY_NAME_MAX = 200;
 
 /** A compiled run of a workflow: its plan, its params (defaults filled in), and the version it runs. */
 export interface PlannedRun {
@@ -30,6 +34,8 @@ export class WorkflowService {
   private readonly current = new Map<string, { workflow: StoredWorkflow | undefined; at: number }>();
   /** Stored versions never change: each is read once. */
   private readonly versionsRead = new Map<string, StoredWorkflow>();
+  /** The shipped examples, read once. */
+  private shipped: Promise<WorkflowDefinition[]> | undefined;
 
   constructor(
     private readonly store: WorkflowStore,
@@ -45,7 +51,7 @@ export class WorkflowService {
     if (!parsed.success) throw new ValidationError('the workflow definition is invalid', zodProblems(parsed.error), 'invalid_workflow');
     const catalog = await this.catalogFor(parsed.data);
     // Seed-style service_call steps become the tool steps of the operations they name.
-    const expanded = expandServiceCalls(parsed.data, catalog);
+    const expanded = expand(parsed.data, catalog);
     if (expanded.problems.length > 0) throw new ValidationError('the workflow definition is invalid', expanded.problems, 'invalid_workflow');
     const problems = [...unstorableProblems(body), ...checkWorkflow(expanded.definition, catalog, this.limits)];
     if (problems.length > 0) throw new ValidationError('the workflow definition is invalid', problems, 'invalid_workflow');
@@ -66,23 +72,67 @@ export class WorkflowService {
     }
   }
 
-  async define(body: unknown): Promise<StoredWorkflow> {
+  /** Checks and stores a definition as its name's next version, with what it carries besides (`metadata`). */
+  async define(body: unknown, metadata: WorkflowMetadata = {}): Promise<StoredWorkflow> {
     const definition = await this.validate(body);
-    const stored = await this.store.create(definition);
+    const stored = await this.store.create(definition, metadata);
     this.current.delete(definition.name);
     this.logger.info('workflow stored', { workflow: stored.name, version: stored.version });
     return stored;
   }
 
+  /** A workflow by its name or by the display name of its current version (a name posted with spaces). */
   async get(name: string, version?: number): Promise<StoredWorkflow> {
-    const workflow = IDENTIFIER.test(name) ? await this.store.get(name, version) : undefined;
+    let workflow = IDENTIFIER.test(name) ? await this.store.get(name, version) : undefined;
+    if (!workflow) {
+      const id = await this.byDisplayName(name);
+      if (id !== undefined) workflow = await this.store.get(id, version);
+    }
     if (!workflow) throw new NotFoundError('workflow_not_found', `no workflow ${JSON.stringify(name)}${version ? ` version ${version}` : ''}`);
     return workflow;
   }
 
-  /** The current version of every active workflow. */
-  list(): Promise<StoredWorkflow[]> {
-    return this.store.list();
+  /**
+   * The name of the active workflow that `name` designates: itself when a workflow has it, else
+   * the one whose current version has it as its display name; undefined when none.
+   */
+  async resolve(name: string): Promise<string | undefined> {
+    if (IDENTIFIER.test(name) && (await this.currentVersion(name))) return name;
+    return this.byDisplayName(name);
+  }
+
+  private byDisplayName(name: string): Promise<string | undefined> {
+    // A display name is at most DISPLAY_NAME_MAX characters, and storable: anything else is no workflow's.
+    const possible = name.length <= DISPLAY_NAME_MAX && unstorableProblems(name).length === 0;
+    return possible ? this.store.findByDisplayName(name) : Promise.resolve(undefined);
+  }
+
+  /** Changes the display name of a workflow's current version: metadata, no new version. */
+  async rename(workflow: StoredWorkflow, displayName: string | null): Promise<StoredWorkflow> {
+    await this.store.rename(workflow.name, workflow.version, displayName);
+    this.current.delete(workflow.name);
+    return { ...workflow, displayName };
+  }
+
+  /** The current version of every active workflow (with `archived`: of every archived one). */
+  list(options: { archived?: boolean } = {}): Promise<StoredWorkflow[]> {
+    return this.store.list(options);
+  }
+
+  /** The examples shipped with the service (src/workflows/examples), as their files hold them: seed 001's templates. */
+  async examples(dir = EXAMPLES_DIR): Promise<WorkflowDefinition[]> {
+    if (!this.shipped) {
+      this.shipped = (async () => {
+        const files = (await readdir(dir)).filter((name) => name.endsWith('.json')).sort();
+        const definitions: WorkflowDefinition[] = [];
+        for (const file of files) {
+          const parsed = workflowDefinitionSchema.safeParse(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
+          if (parsed.success) definitions.push(parsed.data);
+        }
+        return definitions;
+      })();
+    }
+    return this.shipped;
   }
 
   /** Every version of a workflow, archived ones included. */

@@ -38,8 +38,8 @@ describe('settings of the built-in adapters', () => {
     expect(Object.fromEntries(settings)).toEqual({
       echo: {},
       sleep: {},
-      http: { allowed_hosts: ['api.example.com', '*.hooks.example.org'] },
-      notify: { allowed_hosts: ['api.example.com', '*.hooks.example.org'] },
+      http: { allowed_hosts: ['api.example.com', '*.hooks.example.org'], private_names: 'allow' },
+      notify: { allowed_hosts: ['api.example.com', '*.hooks.example.org'], private_names: 'allow' },
       text_stats: {},
       approve_batches: {},
     });

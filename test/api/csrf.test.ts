@@ -61,6 +61,18 @@ describe('the CSRF rule, without keys (a developer machine)', () => {
     expect((await raw(h, 'POST', `/tasks/${other}/cancel`, { 'x-requested-with': 'XMLHttpRequest' })).status).toBe(200);
     expect((await raw(h, 'POST', `/tasks/${randomUUID()}/cancel`, { 'x-requested-with': 'x' })).status).toBe(404);
   });
+
+  it('lets through a bodiless POST with a bearer header even here, since no cross-site form can set Authorization', async () => {
+    const id = await submit(h, { task_type: 'echo', params: { d: 1 } });
+    const cancelled = await raw(h, 'POST', `/tasks/${id}/cancel`, { authorization: 'Bearer not-checked-without-keys' });
+    expect(cancelled.status).toBe(200);
+    expect((await h.request('GET', `/result/${id}`)).body.status).toBe('cancelled');
+    // A basic header is what a browser adds by itself: it gets no such pass.
+    const other = await submit(h, { task_type: 'echo', params: { e: 1 } });
+    const basicPost = await raw(h, 'POST', `/tasks/${other}/cancel`, { authorization: basic('anything') });
+    expect(basicPost.status).toBe(403);
+    expect(basicPost.body.error.code).toBe('csrf_header_required');
+  });
 });
 
 describe('basic auth and the CSRF rule, with keys', () => {
@@ -84,6 +96,33 @@ describe('basic auth and the CSRF rule, with keys', () => {
     }
     const submitted = await raw(h, 'POST', '/assign-task', { authorization: basic(KEY), 'content-type': 'application/json' }, '{"task_type":"echo"}');
     expect(submitted.status).toBe(401);
+  });
+
+  it('takes a POST without a body, content type or X-Requested-With when it carries a bearer key (curl -X POST -H "Authorization: Bearer $KEY")', async () => {
+    const bearer = { authorization: `Bearer ${KEY}` };
+    const assigned = await raw(h, 'POST', '/assign-task', { ...bearer, 'content-type': 'application/json' }, '{"task_type":"echo"}');
+    expect(assigned.status).toBe(202);
+    const id = assigned.body.task_id as string;
+    const cancelled = await raw(h, 'POST', `/tasks/${id}/cancel`, bearer);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.body.status).toBe('cancelled');
+    const retried = await raw(h, 'POST', `/tasks/${id}/retry`, bearer);
+    expect(retried.body.error?.code).not.toBe('csrf_header_required');
+    // The same POST on Bull Board's API: a program with its key, not a form.
+    const board = await raw(h, 'POST', '/admin/queues/api/queues/unknown_queue/add', bearer);
+    expect(board.status).not.toBe(403);
+    expect(board.status).not.toBe(401);
+    // A wrong bearer key is still refused by the key check, before the CSRF rule.
+    const wrong = await raw(h, 'POST', `/tasks/${id}/cancel`, { authorization: 'Bearer wrong-key-0123456789' });
+    expect(wrong.status).toBe(401);
+  });
+
+  it("refuses a bodiless POST made with the browser's basic credentials, on every browser page", async () => {
+    for (const path of ['/admin/queues/api/queues/tool.echo/add', '/docs/', '/redoc']) {
+      const refused = await raw(h, 'POST', path, { authorization: basic(KEY) });
+      expect(refused.status, path).toBe(403);
+      expect(refused.body.error.code, path).toBe('csrf_header_required');
+    }
   });
 
   it("refuses a form POST to Bull Board's API with the browser's basic credentials, and takes the UI's own JSON one", async () => {

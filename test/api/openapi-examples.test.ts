@@ -17,22 +17,31 @@ const name = (operation: Route) => `${operation.method.toUpperCase()} ${operatio
 const documented = (operation: Route) => doc.paths[operation.path]![operation.method]! as Record<string, any>;
 const pointer = (operation: Route, ...rest: string[]) => ['', 'paths', operation.path, operation.method, ...rest].map(pointerSegment).join('/');
 
-/** The URL "Try it out" calls: path parameters filled in with their examples. */
+/** The URL "Try it out" calls: path parameters filled in with their examples, and the query parameters that have one. */
 function exampleUrl(operation: Route): string {
-  return operation.path.replace(/\{(\w+)\}/g, (_match, parameter: string) => {
+  const path = operation.path.replace(/\{(\w+)\}/g, (_match, parameter: string) => {
     const value = operation.paramExamples?.[parameter];
     if (value === undefined) throw new Error(`${name(operation)}: no example for {${parameter}}`);
     return encodeURIComponent(String(value));
   });
+  const query = Object.entries(operation.paramExamples ?? {}).filter(([parameter]) => operation.query?.shape[parameter] !== undefined);
+  return query.length === 0 ? path : `${path}?${new URLSearchParams(query.map(([parameter, value]): [string, string] => [parameter, String(value)]))}`;
 }
 
+/** Answers only errors, 410 among them: a seed's route with no counterpart here (src/api/routes/compat). */
+const gone = (operation: Route) => operation.responses[410] !== undefined && Object.keys(operation.responses).every((status) => Number(status) >= 400);
+
 const tryable = (operation: Route) =>
-  !/\{(\w+)\}/.test(operation.path) || [...operation.path.matchAll(/\{(\w+)\}/g)].every(([, parameter]) => operation.paramExamples?.[parameter!] !== undefined);
+  !gone(operation) &&
+  (!/\{(\w+)\}/.test(operation.path) ||
+    [...operation.path.matchAll(/\{(\w+)\}/g)].every(([, parameter]) => operation.paramExamples?.[parameter!] !== undefined));
 
 describe('the examples of the OpenAPI document', () => {
   it('cover every request body and the main answer of every operation', () => {
     for (const operation of ROUTES) {
       if (operation.body) expect(Object.keys(operation.bodyExamples ?? {}), `${name(operation)}: request body examples`).not.toHaveLength(0);
+      // A seed's route that means nothing here exists to answer 410 with the routes to use: it has no main answer.
+      if (gone(operation)) continue;
       const main = Object.entries(operation.responses)
         .filter(([status, reply]) => Number(status) < 300 && reply.body)
         .sort(([a], [b]) => Number(a) - Number(b))[0];

@@ -45,7 +45,7 @@ function expressRoutes(app: Express): { routes: string[]; mounts: string[] } {
         }
       } else if (!layer.slash) {
         // A router or a whole app (Bull Board) under a path: it serves that path and below.
-        mounts.push(`${prefix}${String(layer.rawPath)}`);
+        mounts.push(openApiPath(`${prefix}${String(layer.rawPath)}`));
       } else if (Array.isArray(layer.handle?.stack)) {
         walk(layer.handle.stack, prefix);
       }
@@ -125,7 +125,11 @@ describe('the OpenAPI document', () => {
 
   function operationFor(method: string, url: string): { path: string; operation: Operation } {
     const path = url.split('?')[0]!.replace(/(.)\/$/, '$1');
-    const template = Object.keys(doc.paths).find((candidate) => new RegExp(`^${candidate.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(path));
+    // As OpenAPI matches: a concrete path before a templated one (/workflows/check before /workflows/{name}).
+    const params = (candidate: string) => candidate.split('{').length;
+    const template = Object.keys(doc.paths)
+      .filter((candidate) => new RegExp(`^${candidate.replace(/\{[^}]+\}/g, '[^/]+')}$`).test(path))
+      .sort((a, b) => params(a) - params(b))[0];
     const operation = template ? (doc.paths[template]![method.toLowerCase()] as Operation | undefined) : undefined;
     if (!template || !operation) throw new Error(`${method} ${path} is not in the document`);
     return { path: template, operation };
@@ -496,6 +500,26 @@ describe('the OpenAPI document', () => {
     expect((await call('DELETE', '/schedules/openapi-schedule')).body).toMatchObject({ deleted: true });
     expect((await call('DELETE', '/schedules/openapi-schedule')).status).toBe(404);
     expect((await call('DELETE', '/schedules/1-not-a-name')).status).toBe(400);
+
+    // Names are unique per owner: a client and the admin may both use one, and a key that sees
+    // every owner's is asked whose it means.
+    const admin = { authorization: `Bearer ${API_KEY}` };
+    const client = { authorization: `Bearer ${CLIENT_KEY}` };
+    const twin = { name: 'openapi-twin', every_ms: 60_000, task_type: 'echo', paused: true };
+    expect((await call('POST', '/schedules', twin, client, scoped)).status).toBe(201);
+    const mine = await call('POST', '/schedules', twin, admin, scoped);
+    expect(mine.status).toBe(201);
+    for (const [method, body] of [
+      ['GET', undefined],
+      ['PATCH', { paused: true }],
+      ['DELETE', undefined],
+    ] as const) {
+      const ambiguous = await call(method, '/schedules/openapi-twin', body, admin, scoped);
+      expect(ambiguous.status, method).toBe(409);
+      expect(ambiguous.body.error.code).toBe('schedule_ambiguous');
+    }
+    expect((await call('DELETE', `/schedules/openapi-twin?owner=${encodeURIComponent(mine.body.owner)}`, undefined, admin, scoped)).status).toBe(200);
+    expect((await call('DELETE', '/schedules/openapi-twin', undefined, client, scoped)).status).toBe(200);
   });
 
   it('the service endpoints answer as documented', async () => {
@@ -572,10 +596,87 @@ describe('the OpenAPI document', () => {
     expect((await call('POST', `/dead-letters/${randomUUID()}/replay`)).status).toBe(404);
   });
 
-  /** POSTs and PATCHes of JSON; an approval page's form is posted by a browser (and answers by its link first). */
-  const jsonBodies = () => everyOperation((method) => method === 'post' || method === 'patch').filter(([, url]) => !url.startsWith('/approvals/'));
+  it('the compatibility routes (seeds 001 and 003) answer as documented', async () => {
+    const expired = uuidv7(new Date(Date.now() - 400 * 86_400_000));
+    // Seed 001's format, its names, and a display name another workflow already answers to.
+    const posted = await call('POST', '/workflows', {
+      name: 'Compat One',
+      parameters: [{ name: 'text', type: 'str', required: true }],
+      actions: [{ action_id: 'say', action_type: 'tool', config: { tool: 'echo', input: { said: '{{text}}' } } }],
+    });
+    expect(posted.status).toBe(201);
+    expect(posted.body).toMatchObject({ workflow_id: 'compat-one', display_name: 'Compat One' });
+    expect((await call('GET', '/workflows?page=0')).status).toBe(400);
+    expect((await call('PUT', '/workflows/Compat%20One', { name: 'Compat Two' })).body).toMatchObject({ new_version: false, display_name: 'Compat Two' });
+    expect((await call('PUT', '/workflows/compat-one', { tags: ['compat'] })).body).toMatchObject({ new_version: true, version: 2 });
+    // Its slug (compat-two) is not compat-one, which answers to that name: refused.
+    expect(
+      (await call('POST', '/workflows', { name: 'Compat Two', parameters: [{ name: 'text', type: 'string' }], actions: posted.body.actions })).body.error.code,
+    ).toBe('workflow_name_taken');
+    expect((await call('PUT', `/workflows/${ex.LOADED_WORKFLOW}`, { name: 'Compat Two' })).status).toBe(409);
+    expect((await call('GET', '/workflows/search?q=compat')).body.results.map((one: { name: string }) => one.name)).toEqual(['compat-one']);
+    expect((await call('GET', '/workflows/statistics?window=soon')).status).toBe(400);
 
-  it('every POST and PATCH answers 400, 413 and 415 for a body that is not acceptable JSON', async () => {
+    const template = { template_name: ex.LOADED_WORKFLOW, customizations: { name: 'Compat Diamond', parameters: { value: 'y' } } };
+    expect((await call('POST', '/workflows/from-template', template)).status).toBe(201);
+    expect((await call('POST', '/workflows/from-template', { ...template, template_name: 'no_such_template' })).status).toBe(404);
+    expect((await call('POST', '/workflows/from-template', { ...template, customizations: { name: 'Compat Two' } })).status).toBe(409);
+
+    // Executions are tasks.
+    const run = await call('POST', '/workflows/Compat%20Two/execute', { parameters: { text: 'hi' } });
+    expect(run.body).toMatchObject({ execution_id: run.body.task_id, workflow_id: 'compat-one' });
+    await waitForTask(h, run.body.task_id);
+    expect((await call('GET', `/workflows/executions/${run.body.task_id}`)).body).toMatchObject({ status: 'completed', workflow_id: 'compat-one' });
+    expect((await call('GET', `/workflows/executions/${expired}`)).status).toBe(410);
+    expect((await call('GET', '/workflows/compat-one/executions?limit=5')).body.executions).toHaveLength(1);
+    expect((await call('GET', '/workflows/compat-one/executions?limit=0')).status).toBe(400);
+    const hanging = await submit(h, { task_type: 'hang', params: { key: `openapi-${randomUUID()}` } });
+    expect((await call('POST', `/workflows/executions/${hanging}/cancel`)).status).toBe(200);
+    expect((await call('POST', `/workflows/executions/${hanging}/cancel`)).status).toBe(409);
+    expect((await call('POST', `/workflows/executions/${expired}/cancel`)).status).toBe(410);
+
+    // The legacy table.
+    expect((await call('GET', '/health/system', '{"not": json')).body.error.code).toBe('invalid_json');
+    const legacy = { name: 'openapi_legacy', base_url: receiver.origin, openapi_url: `${receiver.origin}/openapi.json` };
+    expect((await call('POST', '/registry/register', legacy)).status).toBe(201);
+    expect((await call('POST', '/registry/register', legacy)).status).toBe(409);
+    expect((await call('POST', '/registry/register', { ...legacy, name: 'openapi_legacy_gone', openapi_url: `${receiver.origin}/nothing.json` })).status).toBe(
+      502,
+    );
+    expect((await call('DELETE', '/services/openapi_legacy')).status).toBe(200);
+    expect((await call('POST', '/infrastructure/dlq/retry', { ids: [randomUUID()] })).body.failed[0].error.code).toBe('dead_letter_not_found');
+
+    // Seed 003's sessions.
+    const session = { task_type: 'hang', params: { key: `openapi-${randomUUID()}` }, session_id: `openapi-${randomUUID()}` };
+    expect((await call('POST', '/v1/sessions', session)).status).toBe(202);
+    expect((await call('POST', '/v1/sessions', session)).status).toBe(200);
+    expect((await call('POST', '/v1/sessions', { ...session, params: { key: 'other' } })).status).toBe(409);
+    expect((await call('POST', '/v1/sessions', { workflow: 'no_such_flow' })).status).toBe(404);
+    expect((await call('GET', `/v1/sessions/${session.session_id}`)).body.actions).toContain('cancel');
+    expect((await call('GET', `/v1/sessions/${expired}`)).status).toBe(410);
+    expect((await call('POST', `/v1/sessions/${session.session_id}/actions/cancel`)).status).toBe(200);
+    expect((await call('POST', `/v1/sessions/${session.session_id}/actions/cancel`)).status).toBe(409);
+    expect((await call('POST', `/v1/sessions/${session.session_id}/actions/retry`)).status).toBe(202);
+    expect((await call('POST', `/v1/sessions/${session.session_id}/actions/cancel`)).status).toBe(200);
+    expect((await call('POST', `/v1/sessions/${expired}/actions/cancel`)).status).toBe(410);
+    // Unknown ones, each at its own route (the generic tests' random ids do not always reach them).
+    for (const [method, url] of [
+      ['POST', '/v1/sessions/no-such-session/actions/cancel'],
+      ['GET', '/v1/sessions/no-such-session'],
+      ['GET', `/workflows/executions/${randomUUID()}`],
+      ['POST', `/workflows/executions/${randomUUID()}/cancel`],
+      ['GET', '/workflows/no-such-flow/executions'],
+    ] as const) {
+      expect((await call(method, url)).status, `${method} ${url}`).toBe(404);
+    }
+    expect((await call('PUT', '/workflows/no-such-flow', { tags: [] })).status).toBe(404);
+  });
+
+  /** POSTs, PUTs and PATCHes of JSON; an approval page's form is posted by a browser (and answers by its link first). */
+  const jsonBodies = () =>
+    everyOperation((method) => method === 'post' || method === 'put' || method === 'patch').filter(([, url]) => !url.startsWith('/approvals/'));
+
+  it('every POST, PUT and PATCH answers 400, 413 and 415 for a body that is not acceptable JSON', async () => {
     const posts = jsonBodies();
     expect(posts.length).toBeGreaterThanOrEqual(6);
     for (const [method, url] of posts) {
@@ -703,7 +804,7 @@ describe('the OpenAPI document', () => {
     }
   });
 
-  it('GET /docs serves Swagger UI from this server, reading /openapi.json', async () => {
+  it('GET /docs serves Swagger UI from this server, reading /openapi.json, under a CSP without inline scripts', async () => {
     const redirect = await call('GET', '/docs');
     expect(redirect.status).toBe(301);
     expect(redirect.headers.get('location')).toBe('/docs/');
@@ -711,18 +812,41 @@ describe('the OpenAPI document', () => {
     expect(page.status).toBe(200);
     const base = new URL('/docs/', h.url);
     const assets = [...page.text.matchAll(/<(?:script|link)\b[^>]*\b(?:src|href)=["']([^"']+)["']/gi)].map((match) => new URL(match[1]!, base));
-    expect(assets.map((asset) => asset.pathname)).toEqual(
-      expect.arrayContaining(['/docs/swagger-ui.css', '/docs/swagger-ui-bundle.js', '/docs/swagger-ui-init.js']),
-    );
+    expect(assets.map((asset) => asset.pathname)).toEqual(expect.arrayContaining(['/docs/swagger-ui.css', '/docs/swagger-ui-bundle.js', '/docs/init.js']));
     for (const asset of assets) {
       expect(asset.origin, `${asset} is not served by this server`).toBe(base.origin);
       const response = await fetch(asset);
       expect(response.status, asset.pathname).toBe(200);
       const body = await response.text();
-      if (asset.pathname.endsWith('/swagger-ui-init.js')) expect(body).toContain('"swaggerUrl": "/openapi.json"');
+      if (asset.pathname.endsWith('/init.js')) expect(body).toContain('url: "/openapi.json"');
     }
+    // Without keys the page carries none.
+    expect(page.text).not.toContain('orchestrator-api-key');
+    expect(page.text.match(/<script\b[^>]*>/gi)).toHaveLength(2);
+    expect(page.text.match(/<script\b[^>]*\bsrc=/gi)).toHaveLength(2);
+    expect(page.headers.get('content-security-policy')).toMatch(/(^|;)\s*script-src 'self'\s*(;|$)/);
     // swagger-ui-dist's own demo page points at the Petstore: not served.
     expect((await fetch(new URL('index.html', base))).status).toBe(404);
+    expect((await fetch(new URL('swagger-initializer.js', base))).status).toBe(404);
+  });
+
+  it('with keys, /docs/ carries the key it was opened with (and only that), uncached; /redoc/openapi.json is the document, for the same keys', async () => {
+    const basic = (key: string) => `Basic ${Buffer.from(`someone:${key}`).toString('base64')}`;
+    const opened = await fetch(`${scoped.url}/docs/`, { headers: { authorization: basic(READ_KEY) } });
+    expect(opened.status).toBe(200);
+    expect(opened.headers.get('cache-control')).toBe('no-store');
+    expect(await opened.text()).toContain(`<meta name="orchestrator-api-key" content="${READ_KEY}">`);
+    expect((await fetch(`${scoped.url}/docs/`, { headers: { authorization: basic('not-a-key-0123456789') } })).status).toBe(401);
+    // The script is the same for everyone: no key in it.
+    const script = await (await fetch(`${scoped.url}/docs/init.js`, { headers: { authorization: basic(READ_KEY) } })).text();
+    expect(script).not.toContain(READ_KEY);
+
+    const document = await fetch(`${scoped.url}/redoc/openapi.json`, { headers: { authorization: basic(READ_KEY) } });
+    expect(document.status).toBe(200);
+    expect(await document.text()).toBe(await (await fetch(`${scoped.url}/openapi.json`, { headers: { authorization: `Bearer ${READ_KEY}` } })).text());
+    expect((await fetch(`${scoped.url}/redoc/openapi.json`)).status).toBe(401);
+    // /openapi.json itself still takes a bearer key only.
+    expect((await fetch(`${scoped.url}/openapi.json`, { headers: { authorization: basic(READ_KEY) } })).status).toBe(401);
   });
 
   it('GET /console serves the built console under a CSP, its page for every route below, assets cached for good; 503 until built', async () => {
@@ -772,10 +896,10 @@ describe('the OpenAPI document', () => {
     });
   });
 
-  it('GET /redoc serves ReDoc from this server, reading /openapi.json, under a CSP that lets it run', async () => {
+  it('GET /redoc serves ReDoc from this server, reading the document below it, under a CSP that lets it run', async () => {
     const page = await call('GET', '/redoc');
     expect(page.status).toBe(200);
-    expect(page.text).toContain('<redoc spec-url="/openapi.json"></redoc>');
+    expect(page.text).toContain('<redoc spec-url="/redoc/openapi.json"></redoc>');
     const base = new URL('/redoc', h.url);
     const scripts = [...page.text.matchAll(/<script\b[^>]*\bsrc=["']([^"']+)["']/gi)].map((match) => new URL(match[1]!, base));
     expect(scripts.map((script) => script.href)).toEqual([new URL('/redoc/redoc.standalone.js', h.url).href]);

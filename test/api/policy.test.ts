@@ -63,7 +63,7 @@ describe('the policy hook (POLICY_URL)', () => {
     return { tasks: await closed.db.prisma.task.count(), jobs: counts.flatMap((byState) => Object.values(byState)).reduce((a, b) => a + b, 0) };
   }
 
-  it('asks with the task type, the validated params, the key id and its scope, and accepts what it allows', async () => {
+  it('asks with the path (kind), the task type, the validated params, the key id, its scope and the owner, and accepts what it allows', async () => {
     const marker = randomUUID();
     const response = await closed.request('POST', '/assign-task', { task_type: 'echo', params: { message: 'hello', marker } }, asClient);
     expect(response.status).toBe(202);
@@ -71,7 +71,14 @@ describe('the policy hook (POLICY_URL)', () => {
     expect(call?.method).toBe('POST');
     expect(call?.path).toBe('/decide');
     expect(call?.headers['content-type']).toBe('application/json');
-    expect(JSON.parse(call!.body)).toEqual({ task_type: 'echo', params: { message: 'hello', marker }, key_id: 'shop', scope: 'client' });
+    expect(JSON.parse(call!.body)).toEqual({
+      kind: 'submit',
+      task_type: 'echo',
+      params: { message: 'hello', marker },
+      key_id: 'shop',
+      scope: 'client',
+      owner: 'shop',
+    });
     const task = await closed.db.prisma.task.findFirstOrThrow({ where: { id: response.body.task_id } });
     expect(task.params).toEqual({ message: 'hello', marker });
   });
@@ -108,7 +115,14 @@ describe('the policy hook (POLICY_URL)', () => {
     expect(await stored()).toEqual(before);
     const allowed = await closed.request('POST', `/workflows/${name}/execute`, { parameters: { message: 'fine' } }, asClient);
     expect(allowed.status).toBe(202);
-    expect(JSON.parse(policy.requests.at(-1)!.body)).toEqual({ task_type: name, params: { message: 'fine' }, key_id: 'shop', scope: 'client' });
+    expect(JSON.parse(policy.requests.at(-1)!.body)).toEqual({
+      kind: 'submit',
+      task_type: name,
+      params: { message: 'fine' },
+      key_id: 'shop',
+      scope: 'client',
+      owner: 'shop',
+    });
   });
 
   it('stores the params a policy rewrote, validated again; a rewrite that does not fit is 400 and stores nothing', async () => {

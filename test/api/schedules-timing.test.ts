@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decideTicks, MAX_TICKS_PER_DECISION } from '../../src/schedules/decide-ticks.js';
+import { DEFAULT_CATCH_UP_MAX, decideTicks, MAX_TICKS_PER_DECISION } from '../../src/schedules/decide-ticks.js';
 import { cronProblem, fireTimesBetween, nextFireTimes, timezoneProblem } from '../../src/schedules/timing.js';
 
 /** The pure rules of schedules: fire times, and which ticks run. */
@@ -114,10 +114,17 @@ describe('which ticks run', () => {
     ]);
   });
 
-  it('a catch-up over a long stop runs at most MAX_TICKS_PER_DECISION ticks, the newest', () => {
+  it('a catch-up runs at most SCHEDULE_CATCH_UP_MAX missed ticks, the newest, however wide its window', () => {
+    // Issue 28, finding 4: a window of 2,000,000,000 ms made up to MAX_TICKS_PER_DECISION (1,000) tasks in one resume.
     const now = new Date(base + 10_000 * MIN);
-    const decided = decideTicks(policy({ timing: { everyMs: 1_000 }, catchUp: 'all_within_ms', catchUpWindowMs: 86_400_000 }), idle, now, 0);
-    expect(decided).toHaveLength(MAX_TICKS_PER_DECISION);
+    const wide = { timing: { everyMs: 1_000 }, catchUp: 'all_within_ms' as const, catchUpWindowMs: 2_000_000_000, missedUntil: now };
+    const decided = decideTicks(policy(wide), idle, now, 0);
+    expect(decided).toHaveLength(DEFAULT_CATCH_UP_MAX);
     expect(decided.at(-1)!.tickAt.getTime()).toBe(now.getTime());
+    expect(decided[0]!.tickAt.getTime()).toBe(now.getTime() - (DEFAULT_CATCH_UP_MAX - 1) * 1_000);
+    expect(decideTicks(policy({ ...wide, catchUpMax: 3 }), idle, now, 0)).toHaveLength(3);
+    // On-time ticks are not catch-up: a long stop still decides at most MAX_TICKS_PER_DECISION of them at once.
+    const onTime = decideTicks(policy({ timing: { everyMs: 1_000 } }), idle, now, 10_000 * MIN);
+    expect(onTime).toHaveLength(MAX_TICKS_PER_DECISION);
   });
 });

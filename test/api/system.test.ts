@@ -91,20 +91,23 @@ describe('system endpoints', () => {
     expect(response.body).toContain('<base href="/admin/queues/"');
   });
 
-  it("Bull Board's API lists every tool queue, the services queue, the timers queue, the callbacks queue and the schedules queue, with live counts", async () => {
+  it("Bull Board's API lists the runs' roots, every tool queue, the services queue, the timers queue, the callbacks queue and the schedules queue, with live counts", async () => {
     await submit(h, { task_type: 'echo', params: { for: 'the board' } });
     const response = await h.request('GET', '/admin/queues/api/queues');
     expect(response.status).toBe(200);
     const queues = response.body.queues as { name: string; counts: Record<string, number> }[];
     const names = queues.map((queue) => queue.name);
+    expect(names).toContain('tasks');
     expect(names).toContain('timers');
     expect(names).toContain('callbacks');
     expect(names).toContain('schedules');
     for (const tool of h.registry.names()) expect(names).toContain(`tool.${tool}`);
     // …and the one queue of every registered service's operations.
     expect(names).toContain('services');
-    expect(names.filter((name) => !['timers', 'callbacks', 'schedules', 'services'].includes(name)).every((name) => name.startsWith('tool.'))).toBe(true);
-    // A step is one job, without a parent: the task's graph is in PostgreSQL. It waits for a worker.
+    expect(names.filter((name) => !['tasks', 'timers', 'callbacks', 'schedules', 'services'].includes(name)).every((name) => name.startsWith('tool.'))).toBe(
+      true,
+    );
+    // A one-tool task is one job, without a parent (a workflow's run is a flow: test/workflows/flows.test.ts). It waits for a worker.
     expect(queues.find((queue) => queue.name === 'tool.echo')!.counts['waiting-children']).toBe(0);
     expect(queues.find((queue) => queue.name === 'tool.echo')!.counts.waiting).toBe(1);
   });

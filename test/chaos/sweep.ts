@@ -1,5 +1,5 @@
 import { Queue } from 'bullmq';
-import { CALLBACKS_QUEUE, SERVICES_QUEUE, TIMERS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
+import { CALLBACKS_QUEUE, SERVICES_QUEUE, TASKS_QUEUE, TIMERS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
 import { masters } from '../../src/queue/redis.js';
 import { SCHEDULES_QUEUE } from '../../src/queue/schedule-queue.js';
 import type { Harness } from '../helpers/harness.js';
@@ -63,7 +63,8 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
   const prefix = h.config.QUEUE_PREFIX;
 
   // BullMQ: wait until nothing is left to run, then look at what is.
-  const names = [TIMERS_QUEUE, CALLBACKS_QUEUE, SCHEDULES_QUEUE, SERVICES_QUEUE, ...h.registry.names().map(toolQueueName)];
+  // The runs' roots too: a flow whose root is left in waiting-children is a run BullMQ still thinks is on.
+  const names = [TASKS_QUEUE, TIMERS_QUEUE, CALLBACKS_QUEUE, SCHEDULES_QUEUE, SERVICES_QUEUE, ...h.registry.names().map(toolQueueName)];
   const queues = names.map((name) => new Queue(name, { connection: h.redis, prefix }));
   const kept: SweepReport['kept'] = {};
   try {

@@ -7,6 +7,9 @@ import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, uniqueName } from '../helpers/harness.js';
 import { KEY, whilePaused } from './support.js';
 
+/** A client key that submits the approval task: its own key may not decide it (four eyes), the admin KEY may. */
+const SUBMITTER_KEY = 'client-test-submitter-key-0123456789';
+
 /** The CLI (client/cli.ts) as a process of its own, against a live API and worker over HTTP. */
 // Each command is a node process that loads tsx: seconds apiece on a busy machine.
 describe('the orchestrator CLI', { timeout: 90_000 }, () => {
@@ -15,7 +18,7 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
   let dir: string;
   const running: NodeProcess[] = [];
   beforeAll(async () => {
-    h = await createHarness({ env: { API_KEYS: KEY } });
+    h = await createHarness({ env: { API_KEYS: `${KEY},client@submitter:${SUBMITTER_KEY}` } });
     client = createClient({ baseUrl: h.url, apiKey: KEY });
     dir = mkdtempSync(path.join(tmpdir(), 'orchestrator-cli-'));
   });
@@ -128,7 +131,7 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
         { id: 'after', sleep: { ms: 600_000 }, depends_on: ['review'] },
       ],
     } as never);
-    const { task_id: id } = await client.submit(name);
+    const { task_id: id } = await createClient({ baseUrl: h.url, apiKey: SUBMITTER_KEY }).submit(name);
     const waiting = await poll(
       async () => {
         const shown = await cli('result', id);

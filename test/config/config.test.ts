@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/lib/config.js';
+import { ConfigError, effectiveConfig, loadConfig } from '../../src/lib/config.js';
 import { clusterOptions } from '../../src/queue/redis.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 
@@ -139,6 +139,54 @@ describe('loadConfig', () => {
     });
     const error = configError({ STEP_INPUT_MAX_BYTES: '10', STEP_OUTPUT_MAX_DEPTH: '0', TEMPLATE_MAX_REFERENCES: 'many' });
     for (const name of ['STEP_INPUT_MAX_BYTES', 'STEP_OUTPUT_MAX_DEPTH', 'TEMPLATE_MAX_REFERENCES']) expect(error.message).toContain(name);
+  });
+});
+
+describe('the policy service', () => {
+  it("takes seed 003's POLICY_ENGINE_URL: POLICY_URL is it + /v1/evaluate, however the base ends; POLICY_URL wins when both are set", () => {
+    expect(loadConfig({}).POLICY_URL).toBeUndefined();
+    expect(loadConfig({ POLICY_ENGINE_URL: 'http://opa.internal:8181' }).POLICY_URL).toBe('http://opa.internal:8181/v1/evaluate');
+    expect(loadConfig({ POLICY_ENGINE_URL: 'https://policy.example.com/base/' }).POLICY_URL).toBe('https://policy.example.com/base/v1/evaluate');
+    expect(loadConfig({ POLICY_ENGINE_URL: 'https://policy.example.com/base///' }).POLICY_URL).toBe('https://policy.example.com/base/v1/evaluate');
+    expect(loadConfig({ POLICY_ENGINE_URL: 'http://opa.internal:8181', POLICY_URL: 'http://gate.internal/decide' }).POLICY_URL).toBe(
+      'http://gate.internal/decide',
+    );
+    // An empty value is unset, as for every variable.
+    expect(loadConfig({ POLICY_ENGINE_URL: '', POLICY_URL: '' }).POLICY_URL).toBeUndefined();
+    expect(configError({ POLICY_ENGINE_URL: 'ftp://opa.internal' }).message).toMatch(/POLICY_ENGINE_URL/);
+  });
+
+  it('a base of many slashes is joined in time linear in its length', () => {
+    const base = `http://opa.internal/${'/'.repeat(100_000)}`;
+    const started = performance.now();
+    expect(loadConfig({ POLICY_ENGINE_URL: base }).POLICY_URL).toBe('http://opa.internal/v1/evaluate');
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+});
+
+describe('the settings in effect (GET /config/effective)', () => {
+  it('lists every setting, set or not; secrets only as set or not set; passwords in URLs masked', () => {
+    const shown = effectiveConfig(
+      loadConfig({
+        API_KEYS: 'admin:effective-admin-key-0123456789',
+        DATABASE_URL: 'postgresql://orch:hunter2-password@db.internal:5432/orch',
+        METRICS_TOKEN: 'effective-metrics-token-0123456789',
+      }),
+    );
+    expect(shown).toMatchObject({
+      API_KEYS: 'set',
+      METRICS_TOKEN: 'set',
+      CALLBACK_SECRET: 'not set',
+      AUTH_JWT_SECRET: 'not set',
+      DATABASE_URL: 'postgresql://orch:***@db.internal:5432/orch',
+      POLICY_URL: null,
+      // A number is a setting, though its name ends like a key's.
+      QUOTA_MAX_BACKLOG_PER_KEY: expect.any(Number),
+      WORKER_CONCURRENCY: 10,
+    });
+    const text = JSON.stringify(shown);
+    for (const secret of ['effective-admin-key', 'hunter2', 'effective-metrics-token']) expect(text).not.toContain(secret);
+    expect(Object.keys(shown)).toEqual([...Object.keys(shown)].sort());
   });
 });
 

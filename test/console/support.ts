@@ -9,8 +9,10 @@ import type { Harness } from '../helpers/harness.js';
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const ADMIN_KEY = 'console-admin-key-0123456789';
 export const READ_KEY = 'console-read-key-0123456789';
-/** API_KEYS for a harness the console signs in to: an admin key and a read key. */
-export const CONSOLE_KEYS = `admin:${ADMIN_KEY},read:${READ_KEY}`;
+/** A client key: it submits the tasks whose approvals the admin decides in the console (the submitter's own key may not: four eyes). */
+export const CLIENT_KEY = 'console-client-key-0123456789';
+/** API_KEYS for a harness the console signs in to: an admin key, a read key and a client key. */
+export const CONSOLE_KEYS = `admin:${ADMIN_KEY},read:${READ_KEY},client@shop:${CLIENT_KEY}`;
 
 /**
  * The console built as `npm start` builds it (dist/console), once for all test files: a build

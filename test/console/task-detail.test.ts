@@ -3,7 +3,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, type Harness, uniqueName, waitForTask } from '../helpers/harness.js';
-import { ADMIN_KEY, builtConsole, CONSOLE_KEYS, type ConsolePage, consolePage, launchBrowser, READ_KEY, seriousViolations } from './support.js';
+import { ADMIN_KEY, builtConsole, CLIENT_KEY, CONSOLE_KEYS, type ConsolePage, consolePage, launchBrowser, READ_KEY, seriousViolations } from './support.js';
 
 /** Written by this run and committed: the README shows them. */
 const SCREENSHOTS = new URL('./screenshots/', import.meta.url);
@@ -12,8 +12,8 @@ const AUTH = { authorization: `Bearer ${ADMIN_KEY}` };
 /** The step's node in the graph, by step id. */
 const node = (page: Page, step: string) => page.locator(`.dag-node[data-step="${step}"]`);
 
-async function submit(h: Harness, body: Record<string, unknown>): Promise<string> {
-  const answer = await h.request('POST', '/assign-task', body, AUTH);
+async function submit(h: Harness, body: Record<string, unknown>, key = ADMIN_KEY): Promise<string> {
+  const answer = await h.request('POST', '/assign-task', body, { authorization: `Bearer ${key}` });
   expect(answer.status, JSON.stringify(answer.body)).toBe(202);
   return answer.body.task_id as string;
 }
@@ -158,7 +158,8 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
 
   it('approves a waiting task from the step panel', async () => {
     const { page, errors } = tab;
-    const id = await submit(h, { task_type: 'sign_off', params: {} });
+    // A client submits it; the admin signed in to the console decides it (the submitter's key may not).
+    const id = await submit(h, { task_type: 'sign_off', params: {} }, CLIENT_KEY);
     await page.goto(`/console/tasks/${id}`);
     await node(page, 'review').and(page.locator('[data-status="waiting"]')).waitFor({ timeout: 20_000 });
     await page.getByRole('button', { name: 'review', exact: true }).click();

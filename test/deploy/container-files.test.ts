@@ -7,6 +7,8 @@ import { parse } from 'yaml';
 import { CLOSED_BY_DEFAULT, openKeyRing } from '../../src/api/api-keys.js';
 import { ConfigError, loadConfig } from '../../src/lib/config.js';
 import { silentLogger } from '../../src/lib/logger.js';
+import { PACKAGE_ROOT } from '../../src/lib/package-root.js';
+import { FUNCTIONS_DIR, MIGRATIONS_DIR } from '../../src/persistence/migrate.js';
 
 /**
  * Checks Dockerfile, docker-compose.yml, .dockerignore and .env.template without a Docker
@@ -411,6 +413,25 @@ describe('Dockerfile', () => {
     expect(copied).not.toContain('/app/node_modules');
     expect(copied.some((source) => /^(\/app\/)?src\/?$/.test(source))).toBe(false);
     expect(copied).toContain('/app/dist');
+  });
+
+  it('copies into the final stage, where the code looks for them, the migrations and the functions every process applies on start', () => {
+    const normal = (file: string) => file.replace(/^\.\//, '').replace(/\/$/, '');
+    const copies = inFinalStage('COPY')
+      .map((i) => splitArgs(i.args))
+      .filter((args) => !args.some((arg) => arg.startsWith('--from=')))
+      .map((args) => args.filter((arg) => !arg.startsWith('--')).map(normal));
+    const workdir = inFinalStage('WORKDIR').at(-1)?.args;
+    expect(workdir).toBe('/app');
+    for (const dir of [MIGRATIONS_DIR, FUNCTIONS_DIR]) {
+      const relative = path.relative(PACKAGE_ROOT, dir);
+      // The directory itself, or one holding it, copied to the same place under WORKDIR (the package root there).
+      const copied = copies.some((args) => {
+        const target = args.at(-1)!.replace(/^\/app\//, '');
+        return args.slice(0, -1).some((source) => source === target && (relative === source || relative.startsWith(`${source}/`)));
+      });
+      expect(copied, `COPY ${relative} ./${relative} in the final stage`).toBe(true);
+    }
   });
 
   it('runs the final stage as a user other than root', () => {

@@ -14,15 +14,28 @@ import { DEFAULT_LIMITS } from '../../src/lib/limits.js';
  */
 
 const NOW = new Date('2026-11-23T10:00:00.000Z');
+/**
+ * Steps made ready are queued and claimed by their first delivery, as for a task under limits per
+ * key or with a first delay; the claim made where a step is made ready (one commit per level) has
+ * its own tests below (`claimed`).
+ */
 const options = {
   limits: { ...DEFAULT_LIMITS, MAP_MAX_PARALLEL: 2, SUBWORKFLOW_MAX_DEPTH: 2 },
   now: NOW,
   newTaskId: () => '0197a000-0000-7000-8000-00000000c01d',
+  claimReady: () => false,
 };
+const claimed = { ...options, claimReady: () => true };
 const retry = { attempts: 1, backoff: { type: 'fixed' as const, delay_ms: 0 } };
 
-function tool(id: string, dependsOn: string[] = [], extra: Partial<PlanStep> = {}): PlanStep {
+function tool(id: string, dependsOn: string[] = [], extra: Partial<PlanStep<'tool'>> = {}): PlanStep<'tool'> {
   return { id, kind: 'tool', tool: 'echo', dependsOn, onFailure: 'fail', input: {}, options: { retry, timeout_ms: 1000 }, ...extra };
+}
+
+/** A tool step's fields that any step has (to make a step of another kind). */
+function common(id: string, dependsOn: string[] = []) {
+  const { kind: _kind, tool: _tool, ...rest } = tool(id, dependsOn);
+  return rest;
 }
 
 function taskOf(steps: PlanStep[], params: Record<string, unknown> = {}, output?: unknown, extra: Partial<Plan> = {}): TaskState {
@@ -115,10 +128,14 @@ const result = (stepId: string, status: 'completed' | 'failed' | 'cancelled', ex
 
 /** Starts a task, then feeds it reports one batch at a time; returns the state and the last decision. */
 function run(task: TaskState, ...batches: Report[][]): { task: TaskState; decision: Decision } {
-  let decision = start(task, options);
+  return runWith(options, task, ...batches);
+}
+
+function runWith(with_: typeof options, task: TaskState, ...batches: Report[][]): { task: TaskState; decision: Decision } {
+  let decision = start(task, with_);
   let state = apply(task, decision);
   for (const batch of batches) {
-    decision = decide([state], batch, options);
+    decision = decide([state], batch, with_);
     state = apply(state, decision);
   }
   return { task: state, decision };
@@ -208,6 +225,56 @@ describe('the decider: a DAG of tool steps', () => {
   });
 });
 
+describe('the decider: a step claimed where it is made ready (one commit per level)', () => {
+  it("leaves a new task's first steps queued: the task is queued until a worker takes one (its delivery claims it)", () => {
+    const { task: state, decision } = runWith(claimed, taskOf([tool('a'), tool('b', ['a'])]));
+    expect(status(state)).toEqual({ a: 'queued', b: 'pending' });
+    expect(decision.jobs[0]!.claimed).toBeUndefined();
+    expect(state.status).toBe('queued');
+  });
+
+  it("claims a step made ready while its task runs, for its first delivery: running, attempt 1, its attempt's start in the history", () => {
+    const task = taskOf([tool('a'), tool('b', ['a'])]);
+    const { task: state, decision } = runWith(claimed, { ...task, status: 'running' }, [result('a', 'completed')]);
+    expect(status(state)).toEqual({ a: 'completed', b: 'running' });
+    expect(state.steps.get('b')!.attempts).toBe(1);
+    expect(decision.jobs).toMatchObject([{ stepId: 'b', claimed: true }]);
+    expect(decision.history.filter((event) => event.stepId === 'b').map((event) => event.type)).toEqual(['step_running', 'attempt_started']);
+    expect(decision.history.find((event) => event.stepId === 'b' && event.type === 'attempt_started')).toMatchObject({
+      attempt: 1,
+      data: { try: 1, delivery: 1, claimed_when_ready: true },
+    });
+  });
+
+  it("claims a dependent in the decision that records its dependency's result; the result's start is the step's start", () => {
+    const task = taskOf([tool('a'), tool('b', ['a']), tool('c', ['a'])]);
+    const later = new Date(NOW.getTime() + 5_000);
+    const { task: state, decision } = runWith(claimed, task, [result('a', 'completed', { startedAt: later, finishedAt: later })]);
+    expect(status(state)).toEqual({ a: 'completed', b: 'running', c: 'running' });
+    expect(decision.jobs.map((job) => [job.stepId, job.claimed])).toEqual([
+      ['b', true],
+      ['c', true],
+    ]);
+    expect(decision.steps.find((change) => change.stepId === 'a')!.set.started_at).toBe(later.toISOString());
+  });
+
+  it("a sibling's failure leaves a claimed step running (its job dropped as a running step's: it stops there if it has not started), never skipped", () => {
+    const task = taskOf([tool('a'), tool('b', ['a']), tool('c', ['a']), tool('d', ['b', 'c'])]);
+    const { task: state, decision } = runWith(claimed, task, [result('a', 'completed')], [result('b', 'failed')]);
+    expect(state.status).toBe('failed');
+    expect(status(state)).toEqual({ a: 'completed', b: 'failed', c: 'running', d: 'skipped:task_failed' });
+    expect(decision.dropJobs).toEqual([{ taskId: task.id, run: 1, stepId: 'c', tool: 'echo', running: true }]);
+  });
+
+  it('is not made for a one-tool task (its start rides with its result), nor where the caller says not (limits per key)', () => {
+    const single = taskOf([tool('echo')], {}, undefined, { single: true });
+    expect(status(runWith(claimed, single).task)).toEqual({ echo: 'queued' });
+    const held = runWith({ ...claimed, claimReady: () => false }, taskOf([tool('a'), tool('b', ['a'])]), [result('a', 'completed')]);
+    expect(status(held.task)).toEqual({ a: 'completed', b: 'queued' });
+    expect(held.decision.jobs[0]!.claimed).toBeUndefined();
+  });
+});
+
 describe('the decider: when', () => {
   const branches = () =>
     taskOf(
@@ -247,7 +314,7 @@ describe('the decider: when', () => {
 });
 
 describe('the decider: for_each', () => {
-  const map = (extra: Partial<PlanStep> = {}) =>
+  const map = (extra: Partial<PlanStep<'tool'>> = {}) =>
     tool('each', ['list'], { forEach: '{{steps.list.output.items}}', input: { v: '{{item}}', i: '{{index}}' }, ...extra });
 
   it('completes a map over an empty list with []', () => {
@@ -305,10 +372,9 @@ describe('the decider: for_each', () => {
 });
 
 describe('the decider: sleep and sub-workflows', () => {
-  const sleep = (id: string, spec: PlanStep['sleep'], dependsOn: string[] = []): PlanStep => ({
-    ...tool(id, dependsOn),
+  const sleep = (id: string, spec: PlanStep<'sleep'>['sleep'], dependsOn: string[] = []): PlanStep => ({
+    ...common(id, dependsOn),
     kind: 'sleep',
-    tool: undefined,
     sleep: spec,
   });
 
@@ -324,10 +390,9 @@ describe('the decider: sleep and sub-workflows', () => {
   });
 
   it('waits for a signal (the first one recorded completes it, a second is refused) and times out as on_timeout says', () => {
-    const wait = (id: string, spec: Partial<NonNullable<PlanStep['wait']>>): PlanStep => ({
-      ...tool(id),
+    const wait = (id: string, spec: Partial<PlanStep<'wait'>['wait']>): PlanStep => ({
+      ...common(id),
       kind: 'wait',
-      tool: undefined,
       wait: { signal: id, on_timeout: 'fail', ...spec },
     });
     const { task: state, decision } = run(taskOf([wait('go', { timeout_ms: 5_000 }), wait('lenient', { timeout_ms: 5_000, on_timeout: 'continue' })]));
@@ -369,7 +434,7 @@ describe('the decider: sleep and sub-workflows', () => {
   });
 
   it("starts a child task with the resolved params, and takes its result (or its failure) as the step's", () => {
-    const sub: PlanStep = { ...tool('enrich'), kind: 'workflow', tool: undefined, workflow: { name: 'child', version: 3 }, input: { id: '{{params.id}}' } };
+    const sub: PlanStep = { ...common('enrich'), kind: 'workflow', workflow: { name: 'child', version: 3 }, input: { id: '{{params.id}}' } };
     const { task: state, decision } = run(taskOf([sub], { id: 7 }));
     expect(decision.children).toMatchObject([{ stepId: 'enrich', workflow: { name: 'child', version: 3 }, params: { id: 7 }, depth: 1, existing: false }]);
     const child = decision.children[0]!.childTaskId;
@@ -385,7 +450,7 @@ describe('the decider: sleep and sub-workflows', () => {
   });
 
   it('refuses to nest deeper than SUBWORKFLOW_MAX_DEPTH, and a child reports to its parent when it ends', () => {
-    const sub: PlanStep = { ...tool('deeper'), kind: 'workflow', tool: undefined, workflow: { name: 'child', version: 1 } };
+    const sub: PlanStep = { ...common('deeper'), kind: 'workflow', workflow: { name: 'child', version: 1 } };
     const deep = { ...taskOf([sub]), depth: 2 };
     expect(run(deep).task.steps.get('deeper')).toMatchObject({ status: 'failed', error: { name: 'SubWorkflowTooDeep' } });
     const child = { ...taskOf([tool('a')]), parent: { taskId: 'parent', stepId: 'enrich' } };
@@ -397,7 +462,7 @@ describe('the decider: sleep and sub-workflows', () => {
 
 describe('the decider: cancel, retry, lost jobs, what runs wait on', () => {
   it('cancels: queued steps (their jobs dropped), sleeps (their timers), maps and children end; running steps are left to their workers', () => {
-    const steps = [tool('a'), { ...tool('nap'), kind: 'sleep' as const, tool: undefined, sleep: { ms: 1000 } }, tool('later', ['a'])];
+    const steps = [tool('a'), { ...common('nap'), kind: 'sleep' as const, sleep: { ms: 1000 } }, tool('later', ['a'])];
     const { task: state } = run(taskOf(steps));
     const decision = cancel([state], options);
     expect(decision.cancelled).toEqual([state.id]);
@@ -448,7 +513,7 @@ describe('the decider: cancel, retry, lost jobs, what runs wait on', () => {
   });
 
   it('lists what a run waits on outside PostgreSQL', () => {
-    const steps = [tool('a', [], { input: { n: 1 } }), { ...tool('nap'), kind: 'sleep' as const, tool: undefined, sleep: { ms: 1000 } }];
+    const steps = [tool('a', [], { input: { n: 1 } }), { ...common('nap'), kind: 'sleep' as const, sleep: { ms: 1000 } }];
     const { task: state } = run(taskOf(steps));
     const loaded: TaskState = { ...state, steps: new Map(state.steps) };
     loaded.steps.set('a', { ...loaded.steps.get('a')!, input: { n: 1 } });
@@ -586,8 +651,8 @@ describe('the decider: a step whose tool is withdrawn (its service deleted by fo
 });
 
 describe('the decider: compensation (sagas)', () => {
-  /** A step and its compensation, as compile makes them (src/engine/steps/compensate.ts). */
-  const undo = (id: string, waitsFor: string[] = [], extra: Partial<PlanStep> = {}): PlanStep =>
+  /** A step and its compensation, as compile makes them (src/engine/modifiers/compensate.ts). */
+  const undo = (id: string, waitsFor: string[] = [], extra: Partial<PlanStep<'tool'>> = {}): PlanStep =>
     tool(
       `${id}.compensate`,
       waitsFor.map((below) => `${below}.compensate`),

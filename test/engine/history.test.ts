@@ -8,7 +8,8 @@ import { DEFAULT_LIMITS } from '../../src/lib/limits.js';
 /** The history the decider writes into its decisions (pure): one event per transition, in order, and each attempt's end. */
 
 const NOW = new Date('2026-11-23T10:00:00.000Z');
-const options = { limits: DEFAULT_LIMITS, now: NOW, newTaskId: () => '' };
+/** Steps are queued and claimed by their first delivery here; decide.test.ts holds the claim made where a step is made ready. */
+const options = { limits: DEFAULT_LIMITS, now: NOW, newTaskId: () => '', claimReady: () => false };
 const retry = { attempts: 1, backoff: { type: 'fixed' as const, delay_ms: 0 } };
 const tool = (id: string, dependsOn: string[] = []): PlanStep => ({
   id,

@@ -166,6 +166,16 @@ describe('HostPolicy.checkAddress (what a name resolved to, at connect time)', (
     expect(new HostPolicy(['*.example.com', '10.0.0.6']).checkAddress('internal.example.com', '10.0.0.5', 443)).toMatch(/not explicitly allowlisted/);
   });
 
+  it('with privateNames refuse (HTTP_TOOL_PRIVATE_NAMES), an exact name no longer opens a private address; IPs and CIDRs still do', () => {
+    const named = new HostPolicy(['internal.example.com'], 'refuse');
+    expect(named.checkUrl(new URL('https://internal.example.com/'))).toBeUndefined();
+    expect(named.checkAddress('internal.example.com', '10.0.0.5', 443)).toMatch(/HTTP_TOOL_PRIVATE_NAMES=refuse/);
+    expect(named.checkAddress('internal.example.com', '::ffff:127.0.0.1', 443)).toMatch(/HTTP_TOOL_PRIVATE_NAMES=refuse/);
+    expect(named.checkAddress('internal.example.com', '93.184.216.34', 443)).toBeUndefined();
+    expect(new HostPolicy(['internal.example.com', '10.0.0.0/8'], 'refuse').checkAddress('internal.example.com', '10.0.0.5', 443)).toBeUndefined();
+    expect(hostPolicyFor(['a.example.com'], 'refuse')).not.toBe(hostPolicyFor(['a.example.com']));
+  });
+
   it('refuses a metadata address whatever name led to it and whatever the allowlist says', () => {
     const policy = new HostPolicy(['metadata.google.internal', '169.254.169.254', '*.example.com']);
     expect(policy.checkAddress('metadata.google.internal', '169.254.169.254', 443)).toMatch(/cloud metadata address/);

@@ -82,6 +82,24 @@ describe('outboundRequest', () => {
     expect(response.status).toBe(200);
   });
 
+  it('with HTTP_TOOL_PRIVATE_NAMES=refuse, refuses that name resolving to loopback before sending anything; an IP entry still reaches it', async () => {
+    const before = server.requests.length;
+    const attempt = outboundRequest(new HostPolicy([`localhost:${server.port}`], 'refuse'), {
+      method: 'GET',
+      url: `http://localhost:${server.port}/named-refused`,
+      timeoutMs: 5_000,
+    });
+    await expect(attempt).rejects.toBeInstanceOf(HostRefusedError);
+    await expect(attempt).rejects.toThrow(/localhost resolves to 127\.0\.0\.1, a private or link-local address: HTTP_TOOL_PRIVATE_NAMES=refuse/);
+    expect(server.requests.length).toBe(before);
+    const byAddress = await outboundRequest(new HostPolicy([`127.0.0.1:${server.port}`], 'refuse'), {
+      method: 'GET',
+      url: `${server.origin}/by-address`,
+      timeoutMs: 5_000,
+    });
+    expect(byAddress.status).toBe(200);
+  });
+
   it('turns a refused connection into a RetryableError', async () => {
     const closed = net.createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', () => resolve()));

@@ -163,17 +163,23 @@ describe('tracing: the span tree of a task, from the HTTP request to each adapte
     expect(view.parentOf(stepB)).toBe(consumerB);
     expect(stepB.attributes).toMatchObject({ 'orchestrator.task.id': taskId, 'orchestrator.step.tool': 'echo', 'orchestrator.step.attempt': 1 });
 
-    // a's job was added with the task (under the submission); b's by a's worker, once a's result
-    // made it ready (the jobs it made continue the trace of the step that made them).
-    const adds = view.all('addBulk tool.echo');
-    expect(adds).toHaveLength(2);
+    // The run is a flow added with the task (under the submission): its root in `tasks`, a's job
+    // as the root's child. b's job was added by a's worker, once a's result made it ready (the
+    // jobs it made continue the trace of the step that made them), and the root was processed
+    // once b, its last child, completed.
     const submitted = view.one('task.submit');
-    const [addA, addB] = view.descendsFrom(adds[0]!, submitted) ? [adds[0]!, adds[1]!] : [adds[1]!, adds[0]!];
-    expect(view.descendsFrom(addA, submitted)).toBe(true);
+    const flow = view.one('addBulkFlows');
+    expect(view.parentOf(flow)).toBe(submitted);
+    const rootAdd = view.one('addNode tasks');
+    expect(view.parentOf(rootAdd)).toBe(flow);
+    const addA = view.one('addNode tool.echo');
+    expect(view.parentOf(addA)).toBe(rootAdd);
     expect(view.parentOf(consumerA)).toBe(addA);
+    const addB = view.one('addBulk tool.echo');
     expect(addB.kind).toBe(SpanKind.PRODUCER);
     expect(view.descendsFrom(addB, consumerA)).toBe(true);
     expect(view.parentOf(consumerB)).toBe(addB);
+    expect(view.parentOf(view.one('process tasks'))).toBe(rootAdd);
     expect(view.descendsFrom(stepB, server)).toBe(true);
   });
 

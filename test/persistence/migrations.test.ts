@@ -183,8 +183,8 @@ describe('migrate()', () => {
       await addMigration('20260101000000_first', 'CREATE TABLE first_table (id int PRIMARY KEY);');
       await addMigration('20260102000000_broken', 'CREATE TABLE half_done (id int); SELECT * FROM no_such_table;');
       await addMigration('20260103000000_after', 'CREATE TABLE after_table (id int);');
-      await expect(migrate(url, silentLogger(), dir)).rejects.toThrow(MigrationError);
-      await expect(migrate(url, silentLogger(), dir)).rejects.toThrow(/20260102000000_broken failed: .*no_such_table/);
+      await expect(migrate(url, silentLogger(), { migrations: dir, functions: null })).rejects.toThrow(MigrationError);
+      await expect(migrate(url, silentLogger(), { migrations: dir, functions: null })).rejects.toThrow(/20260102000000_broken failed: .*no_such_table/);
       const tables = await query<{ table_name: string }>(
         url,
         `SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name`,
@@ -197,9 +197,9 @@ describe('migrate()', () => {
 
     it('refuses to go on while a migration is recorded as started but not finished (as Prisma does)', async () => {
       const url = await freshDatabase();
-      await migrate(url, silentLogger(), dir);
+      await migrate(url, silentLogger(), { migrations: dir, functions: null });
       await query(url, `INSERT INTO "_prisma_migrations" (id, checksum, migration_name) VALUES ($1, 'x', '20260104000000_interrupted')`, [randomUUID()]);
-      await expect(migrate(url, silentLogger(), dir)).rejects.toThrow(/20260104000000_interrupted failed earlier/);
+      await expect(migrate(url, silentLogger(), { migrations: dir, functions: null })).rejects.toThrow(/20260104000000_interrupted failed earlier/);
     });
   });
 });

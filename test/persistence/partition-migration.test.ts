@@ -43,7 +43,7 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
     for (const name of (await readdir(MIGRATIONS_DIR)).filter((name) => name < PARTITIONING)) {
       await cp(path.join(MIGRATIONS_DIR, name), path.join(olderMigrations, name), { recursive: true });
     }
-    await migrate(url, silentLogger(), olderMigrations);
+    await migrate(url, silentLogger(), { migrations: olderMigrations, functions: null });
     await cp(path.join(MIGRATIONS_DIR, PARTITIONING), path.join(olderMigrations, PARTITIONING), { recursive: true });
     db = openDatabase(url, 2, silentLogger());
   });
@@ -84,7 +84,7 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
       callbacks: await rows(db, 'callback_deliveries', '*'),
     };
 
-    expect(await migrate(url, silentLogger(), olderMigrations)).toEqual([PARTITIONING]);
+    expect(await migrate(url, silentLogger(), { migrations: olderMigrations, functions: null })).toEqual([PARTITIONING]);
 
     const without = (list: unknown[]) => list.map((row) => Object.fromEntries(Object.entries(row as object).filter(([name]) => name !== 'task_created_at')));
     expect(await rows(db, 'tasks', '*')).toEqual(before.tasks);

@@ -1,7 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { Circuits, type CircuitTransition, DEFAULT_CIRCUIT } from '../../src/queue/circuits.js';
 import { createRedis } from '../../src/queue/redis.js';
-import { operationsOf, plainSchema, runtimeType, serviceLimits } from '../../src/tools/openapi-tools.js';
+import { operationsOf } from '../../src/tools/openapi-operations.js';
+import { runtimeType, serviceLimits } from '../../src/tools/openapi-tools.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { uniqueName } from '../helpers/harness.js';
 
@@ -83,8 +84,10 @@ describe('OpenAPI operations as tools', () => {
     },
   };
 
-  it('reads parameters by where they go, resolves references (a recursive one ends as anything) and nullable, and skips what makes no tool name', () => {
-    const { operations, skipped } = operationsOf('graph', document);
+  const budget = { maxNodes: 50_000, maxBytes: 800_000 };
+
+  it('reads parameters by where they go, keeps references as $defs (a recursive one too) and nullable, and skips what makes no tool name', () => {
+    const { operations, skipped } = operationsOf('graph', document, budget);
     expect(skipped).toEqual([{ where: 'DELETE /nodes/{id}', reason: expect.stringContaining('drop node') }]);
     const [node] = operations;
     expect(node).toMatchObject({ tool: 'graph.getNode', method: 'GET', path: '/nodes/{id}' });
@@ -93,17 +96,44 @@ describe('OpenAPI operations as tools', () => {
       required: ['path'],
       additionalProperties: false,
     });
+    // The root shows the referred shape; the recursion is a reference into its $defs.
     expect(node!.outputSchema).toMatchObject({ properties: { name: { type: ['string', 'null'] } } });
-    expect((node!.outputSchema.properties as Record<string, unknown>).parent).toEqual({});
-    expect(plainSchema(document, { $ref: '#/nowhere' })).toEqual({});
+    expect((node!.outputSchema.properties as Record<string, unknown>).parent).toEqual({ $ref: '#/$defs/Node' });
+    expect(node!.outputSchema.$defs).toMatchObject({ Node: { properties: { parent: { $ref: '#/$defs/Node' } } } });
+    const output = runtimeType(node!.outputSchema);
+    expect(output.safeParse({ name: 'a', parent: { name: null, parent: { name: 'aaa' } } }).success).toBe(true);
+    const deep = output.safeParse({ name: 'a', parent: { parent: { name: 7 } } });
+    expect(deep.success).toBe(false);
+    expect(deep.error!.issues.map((issue) => issue.path)).toEqual([['parent', 'parent', 'name']]);
+    // A reference to nowhere allows anything, as before.
+    const nowhere = operationsOf(
+      'graph',
+      {
+        ...document,
+        paths: {
+          '/x': { get: { operationId: 'x', responses: { '200': { description: 'x', content: { 'application/json': { schema: { $ref: '#/nowhere' } } } } } } },
+        },
+      },
+      budget,
+    );
+    expect(nowhere.operations[0]!.outputSchema).toEqual({});
   });
 
-  it("checks values at run time without the document's regular expressions", () => {
-    const { operations } = operationsOf('graph', document);
+  it("checks the document's regular expressions at run time on RE2, in linear time even on their worst input", () => {
+    const { operations } = operationsOf('graph', document, budget);
     const output = runtimeType(operations[0]!.outputSchema);
-    // `^(a+)+$` would backtrack for ever on this; without patterns it is only a string.
-    expect(output.safeParse({ name: `${'a'.repeat(40)}!`, extra: 1 }).success).toBe(true);
+    // `^(a+)+$` backtracks exponentially on this in a backtracking engine: RE2 answers at once.
+    const started = performance.now();
+    const worst = output.safeParse({ name: `${'a'.repeat(100_000)}!`, extra: 1 });
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(worst.success).toBe(false);
+    expect(worst.error!.issues).toEqual([expect.objectContaining({ path: ['name'], message: 'does not match the pattern "^(a+)+$"' })]);
+    expect(output.safeParse({ name: 'aaaa', extra: 1 }).success).toBe(true);
     expect(output.safeParse({ name: 7 }).success).toBe(false);
+    // In a parameter too (a header here), and through a reference of the recursion.
+    const input = runtimeType(operations[0]!.inputSchema);
+    expect(input.safeParse({ path: { id: 1 }, headers: { 'X-Trace': 'ab' } }).error!.issues.map((issue) => issue.path)).toEqual([['headers', 'X-Trace']]);
+    expect(output.safeParse({ name: 'a', parent: { name: 'b' } }).error!.issues.map((issue) => issue.path)).toEqual([['parent', 'name']]);
     expect(runtimeType(operations[0]!.inputSchema).safeParse({ path: { id: 'x' } }).success).toBe(false);
   });
 

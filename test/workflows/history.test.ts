@@ -68,7 +68,9 @@ function reference(plan: Plan[]): { steps: string[][]; ends: string[] } {
       ends[index] = 'skipped';
       return ['step_skipped:condition'];
     }
-    const events = ['step_queued', 'step_running'];
+    // A step made ready while its task runs is claimed in that commit: pending to running. A
+    // step without dependencies is queued with the new task, and its delivery claims it.
+    const events = step.deps.length === 0 ? ['step_queued', 'step_running'] : ['step_running'];
     if (step.fate.kind === 'broken') {
       ends[index] = 'failed';
       return [...events, 'attempt_started#1', 'attempt_ended#1:failed', 'step_failed'];
@@ -167,11 +169,15 @@ describe('task history', () => {
           const started = events.findIndex((event) => event.type === 'task_started');
           expect(started).toBeLessThan(events.findIndex((event) => event.type === 'attempt_started'));
         }
-        // Attempts carry their worker, delivery and job; ends their duration and errors.
+        // Attempts carry their worker, delivery and job (a first attempt claimed when its step was
+        // made ready has no worker yet: its end says which ran it); ends their duration and errors.
         for (const event of events.filter((candidate) => candidate.type === 'attempt_started')) {
-          expect(event.data).toMatchObject({ try: event.attempt, delivery: event.attempt, worker: expect.any(String), job_id: expect.any(String) });
+          expect(event.data).toMatchObject({ try: event.attempt, delivery: event.attempt });
+          if (event.data!.claimed_when_ready) expect(event.attempt).toBe(1);
+          else expect(event.data).toMatchObject({ worker: expect.any(String), job_id: expect.any(String) });
         }
         for (const event of events.filter((candidate) => candidate.type === 'attempt_ended')) {
+          expect(event.data, 'who ran it').toMatchObject({ worker: expect.any(String), job_id: expect.any(String) });
           expect(event.data!.duration_ms).toBeGreaterThanOrEqual(0);
           if (event.data!.status === 'failed') expect(event.data!.error).toMatchObject({ name: expect.any(String), message: expect.any(String) });
         }
@@ -288,13 +294,13 @@ describe('task history', () => {
     expect(tasks).toEqual(['submitted@1', 'task_started@1', 'task_cancelled@1', 'task_resumed@2', 'task_started@2', 'task_completed@2']);
     const wait = events.filter((event) => event.step_id === 'wait').map((event) => `${shape(event)}@${event.run}`);
     expect(wait).toEqual([
-      'step_queued@1',
       'step_running@1',
       'attempt_started#1@1',
       // Aborted with its task: the attempt's end, as the worker reported it.
       'attempt_ended#1:cancelled@1',
       'step_cancelled@1',
       'step_pending@2',
+      // A retried task is queued until a worker takes a step: the step's delivery claims it.
       'step_queued@2',
       'step_running@2',
       'attempt_started#1@2',

@@ -1,6 +1,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rootJobId, stepJobId, TASKS_QUEUE, toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
+import { FlowInspector } from '../helpers/flows.js';
 import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 /** A random DAG: step i may depend on any steps before it, so it is acyclic by construction. */
@@ -18,10 +20,14 @@ let counter = 0;
 
 describe('random DAGs (property-based)', () => {
   let h: Harness;
+  let flows: FlowInspector;
   beforeAll(async () => {
-    h = await createHarness({ tools: testTools, env: { WORKER_CONCURRENCY: '16' } });
+    // Finished jobs are kept, so that each run's flow can be read once it has ended.
+    h = await createHarness({ tools: testTools, env: { WORKER_CONCURRENCY: '16', QUEUE_KEEP_COMPLETED: '100000' } });
+    flows = new FlowInspector(h);
   });
   afterAll(async () => {
+    await flows?.close();
     await h.close();
     await closeTestConnections();
   });
@@ -56,6 +62,11 @@ describe('random DAGs (property-based)', () => {
             expect(row.startedAt!.getTime()).toBeGreaterThanOrEqual(byId.get(dep)!.finishedAt!.getTime());
           }
         }
+        // BullMQ carried the run as one flow: every step's job under its root, which completed once, after the last.
+        await flows.expectClosedFlow(
+          id,
+          steps.map((step) => ({ queue: toolQueueName('flaky'), id: stepJobId(id, 1, step.id) })),
+        );
       }),
       { numRuns: 20 },
     );
@@ -124,10 +135,11 @@ describe('random DAGs (property-based)', () => {
           else expected[index] = step.kind === 'fail' ? 'failed' : 'completed';
         });
 
-        const id = await submit(h, { task_type: name, params });
-        const task = await waitForTask(h, id, 60_000);
+        const taskId = await submit(h, { task_type: name, params });
+        const task = await waitForTask(h, taskId, 60_000);
         expect(task.status).toBe('completed');
         const byId = new Map<string, any>(task.steps.map((step: { id: string }) => [step.id, step]));
+        const children: { queue: string; id: string }[] = [];
         expect(task.result).toEqual(Object.fromEntries(expected.map((status, index) => [`s${index}`, status.split(':')[0]])));
         for (const [index, step] of generated.entries()) {
           const id = `s${index}`;
@@ -138,6 +150,11 @@ describe('random DAGs (property-based)', () => {
           const keys = step.kind === 'map' ? Array.from({ length: step.size }, (_, item) => `${key}-${id}-${item}`) : [`${key}-${id}`];
           for (const observed of keys) expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, observed)), observed).toBe(runs ? 1 : 0);
           if (step.kind === 'map' && runs) expect(row.output).toHaveLength(step.size);
+          // The jobs BullMQ ran for it, each a child of the run's root: a step's, each item's, a sub-workflow's root.
+          if (runs && step.kind === 'map') {
+            for (let item = 0; item < step.size; item += 1) children.push({ queue: toolQueueName('record'), id: stepJobId(taskId, 1, id, item) });
+          } else if (runs && step.kind === 'sub') children.push({ queue: TASKS_QUEUE, id: rootJobId(row.child_task_id, 1) });
+          else if (runs) children.push({ queue: toolQueueName(step.kind === 'fail' ? 'broken' : 'record'), id: stepJobId(taskId, 1, id) });
           // None ran before its dependencies ended.
           if (runs && row.started_at) {
             for (const dep of step.deps) {
@@ -146,6 +163,7 @@ describe('random DAGs (property-based)', () => {
             }
           }
         }
+        await flows.expectClosedFlow(taskId, children);
       }),
       { numRuns: 25 },
     );

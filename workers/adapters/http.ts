@@ -49,6 +49,8 @@ export default defineTool({
   settings: z.object({
     /** HTTP_TOOL_ALLOWED_HOSTS: the hosts a request (and each redirect) may reach (src/lib/host-policy.ts). */
     allowed_hosts: z.array(z.string()),
+    /** HTTP_TOOL_PRIVATE_NAMES: whether an allowlisted hostname may resolve to a private address. */
+    private_names: z.enum(['allow', 'refuse']).default('allow'),
   }),
   async run(input, { signal, settings }) {
     const headers = { ...input.headers };
@@ -60,7 +62,7 @@ export default defineTool({
         if (!Object.keys(headers).some((key) => key.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
       }
     }
-    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts), {
+    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts, settings.private_names), {
       method: input.method,
       url: input.url,
       headers,

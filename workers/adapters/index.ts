@@ -15,8 +15,8 @@ export const builtinTools: AnyTool[] = [echo, sleep, http, notify, textStats, ap
  * never reaches an adapter. An adapter that declares settings needs a line here.
  */
 export const builtinSettings: Readonly<Record<string, SettingsChooser>> = {
-  http: (config) => ({ allowed_hosts: config.HTTP_TOOL_ALLOWED_HOSTS }),
-  notify: (config) => ({ allowed_hosts: config.HTTP_TOOL_ALLOWED_HOSTS }),
+  http: (config) => ({ allowed_hosts: config.HTTP_TOOL_ALLOWED_HOSTS, private_names: config.HTTP_TOOL_PRIVATE_NAMES }),
+  notify: (config) => ({ allowed_hosts: config.HTTP_TOOL_ALLOWED_HOSTS, private_names: config.HTTP_TOOL_PRIVATE_NAMES }),
 };
 
 /** The built-in tools and `extra` ones, with the built-in settings choosers and `extraSettings` for the extra tools. */

@@ -24,13 +24,15 @@ export default defineTool({
   settings: z.object({
     /** The hosts a webhook may be on (HTTP_TOOL_ALLOWED_HOSTS, as for the http tool). */
     allowed_hosts: z.array(z.string()),
+    /** HTTP_TOOL_PRIVATE_NAMES: whether an allowlisted hostname may resolve to a private address. */
+    private_names: z.enum(['allow', 'refuse']).default('allow'),
   }),
   async run(input, { logger, signal, settings, taskId, stepId }) {
     if (input.channel === 'log') {
       logger.log(input.level, input.message, { notification: input.data ?? {} });
       return { delivered: true, channel: 'log' as const };
     }
-    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts), {
+    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts, settings.private_names), {
       method: 'POST',
       url: input.url!,
       headers: { 'content-type': 'application/json' },

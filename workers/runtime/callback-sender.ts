@@ -51,7 +51,8 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
     const waiting = waitingStep === undefined ? undefined : task.steps.find((step) => step.stepId === waitingStep);
     if (waiting && !waitsForSomeone(waiting.status, waiting.reason)) return { status: 0 };
     const event = waitingStep === undefined ? `task.${task.status}` : 'task.waiting';
-    const view = taskView(task, (step) => waitingView(task, step));
+    // The task.waiting callback carries the approval links: it goes where the operator lets the owner's callbacks go (CALLBACK_HOSTS).
+    const view = taskView(task, (step) => waitingView(task, step, true));
     const body = JSON.stringify({
       event,
       delivery_id: job.id,
@@ -67,7 +68,7 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
     let retryAfterMs: number | undefined;
     let failure: Error | undefined;
     try {
-      const response = await outboundRequest(hostPolicyFor(callbackHostsFor(deps.config, owner)), {
+      const response = await outboundRequest(hostPolicyFor(callbackHostsFor(deps.config, owner), deps.config.HTTP_TOOL_PRIVATE_NAMES), {
         method: 'POST',
         url: task.callbackUrl,
         headers: {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Job } from 'bullmq';
+import { jobTool } from '../../src/engine/registry.js';
 import type { TaskState } from '../../src/engine/state.js';
 import type { ReadyStep } from '../../src/engine/types.js';
 import type { Logger } from '../../src/lib/logger.js';
@@ -198,7 +199,8 @@ function circuitHeld(state: TaskState): HeldStep[] {
   if (state.status !== 'queued' && state.status !== 'running') return [];
   return [...state.steps.values()].flatMap((step) => {
     const planned = state.plan.byId.get(step.id);
-    if (step.status !== 'waiting' || step.reason !== 'circuit_open' || planned?.tool === undefined) return [];
-    return [{ stepId: step.id, run: state.run, tool: planned.tool }];
+    const tool = planned && jobTool(planned);
+    if (step.status !== 'waiting' || step.reason !== 'circuit_open' || tool === undefined) return [];
+    return [{ stepId: step.id, run: state.run, tool }];
   });
 }

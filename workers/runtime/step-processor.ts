@@ -38,7 +38,7 @@ export interface StepProcessorDeps {
   stops: StopSignals;
   metrics: Metrics;
   /** The circuit breakers of registered services: a step whose service's circuit is open waits (reason circuit_open). */
-  circuits?: { admit(tool: string): Promise<{ ok: true; probe: boolean } | { ok: false; until: number }> };
+  circuits?: { admit(tool: string, caller?: string): Promise<{ ok: true; probe: boolean } | { ok: false; until: number }> };
 }
 
 function problems(error: z.ZodError) {
@@ -119,7 +119,10 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     // before (its task may have been cancelled while it waited). A workflow's step always claims
     // first: a sibling's failure skips the steps not yet started, and a skipped step must not have run.
     const lazy = job.data.single === true && delivery === 1 && !job.data.heldDeliveries && config.STEP_RUNNING_AFTER_MS > 0;
-    if (!lazy) {
+    // A workflow's step claimed in the commit that made it ready: its first delivery runs at once,
+    // PostgreSQL shows it running already (one commit per level). A later delivery claims.
+    const preclaimed = job.data.claimed === true && delivery === 1 && !job.data.heldDeliveries;
+    if (!lazy && !preclaimed) {
       let runnable: boolean;
       try {
         runnable = await claimStart();
@@ -143,6 +146,8 @@ export function createStepProcessor(deps: StepProcessorDeps) {
 
     const controller = new AbortController();
     const untrack = stops.track(taskId, controller);
+    // Its task was cancelled before this delivery (a claim would have been refused): it does not start.
+    if (stops.wasStopped(taskId, run)) controller.abort(new TaskStoppedError('cancelled'));
     const progress = progressReporter(job, runs, logger);
     const timer = setTimeout(() => controller.abort(new ToolTimeoutError(job.data.timeoutMs)), job.data.timeoutMs);
     const claimTimer = lazy
@@ -164,6 +169,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       [SpanAttributes.JOB_ID]: job.id ?? '',
     });
     try {
+      if (controller.signal.aborted) throw controller.signal.reason;
       const input = tool.input.safeParse(job.data.input);
       if (!input.success) throw new NonRetryableError(`input does not fit the ${toolName} tool's schema`, problems(input.error));
       logger.debug('step started');
@@ -178,6 +184,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
             settings: settings.get(toolName),
             dependencies: job.data.dependencies,
             progress: progress.report,
+            ...(job.data.owner ? { caller: job.data.owner } : {}),
           }),
           whenAborted(controller.signal),
         ]),
@@ -201,8 +208,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       // A lazy start is claimed before a failure is recorded: a retried step shows as running
       // with its latest error while it waits, as a claimed one does.
       if (lazy && !(await claimed())) return notRunnable();
-      await handleFailure(job, token, error, attempt, delivery, startedAt, logger);
-      throw error; // not reached: handleFailure throws
+      return await handleFailure(job, token, error, attempt, delivery, startedAt, logger);
     } finally {
       clearTimeout(timer);
       clearTimeout(claimTimer);
@@ -234,7 +240,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
    */
   async function holdForCircuit(job: Job<StepJobData>, token: string | undefined, logger: Logger): Promise<unknown> {
     const { taskId, run, stepId, item, tool } = job.data;
-    const admission = await deps.circuits!.admit(tool);
+    const admission = await deps.circuits!.admit(tool, job.data.owner);
     const report = (open: boolean) =>
       item === undefined ? runs.report({ type: 'circuit', taskId, run, stepId, open, at: new Date() }) : Promise.resolve({ recorded: false });
     if (admission.ok) {
@@ -343,7 +349,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const recorded = await commit(job, token, parked);
     if (recorded) count(job.data.tool, parked.status, new Date(parked.startedAt));
     logger.info('parked step result written', { status: parked.status, recorded });
-    if (parked.status !== 'completed') throw new UnrecoverableError(parked.error?.message ?? 'step failed');
+    if (parked.status !== 'completed') return finalFailure(job, parked.status, parked.error?.message ?? 'step failed');
     return jobReturnValue(parked.output, Buffer.byteLength(JSON.stringify(parked.output ?? null)), config);
   }
 
@@ -368,7 +374,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     delivery: number,
     startedAt: Date,
     logger: Logger,
-  ): Promise<never> {
+  ): Promise<unknown> {
     const { taskId, run, stepId, item, tool } = job.data;
     const stopped = error instanceof TaskStoppedError;
     const outcome = attemptOutcome(attempt, job.data.retry.attempts, {
@@ -393,6 +399,8 @@ export function createStepProcessor(deps: StepProcessorDeps) {
           startedAt,
           finishedAt: new Date(),
           delayMs,
+          worker,
+          ...(job.id !== undefined ? { jobId: job.id } : {}),
         })
         .catch((writeError: Error) => logger.warn('could not record the failed attempt', { error: writeError.message }));
       metrics.stepRetries.inc({ tool });
@@ -416,6 +424,16 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       error: redactValues(record.message, await secretsOf(job)),
       recorded,
     });
-    throw new UnrecoverableError(record.message);
+    return finalFailure(job, status, record.message);
+  }
+
+  /**
+   * How a step's job ends after its last attempt failed: BullMQ fails it only when the failure
+   * mattered. A step (or map item) under on_failure `continue`, or one stopped with its task,
+   * completes carrying its error, so Bull Board's Failed lists the failures that failed a task.
+   */
+  function finalFailure(job: Job<StepJobData>, status: 'failed' | 'cancelled', message: string): { status: string; error: string } {
+    if (status === 'cancelled' || job.data.continues) return { status, error: message };
+    throw new UnrecoverableError(message);
   }
 }

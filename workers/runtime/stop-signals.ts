@@ -3,13 +3,19 @@ import type { Logger } from '../../src/lib/logger.js';
 import { type StopMessage, stopChannel } from '../../src/queue/channels.js';
 import { type RedisClient, subscribeWhenReady } from '../../src/queue/redis.js';
 
+/** How long a stopped task is remembered: a job of it taken after the stop message came is not run. */
+const REMEMBER_MS = 10 * 60_000;
+
 /**
  * Aborts the steps this process is running when their task is cancelled through any API
  * process: the API publishes on the stop channel; every worker listens and fires the
- * AbortSignal of each matching step it holds.
+ * AbortSignal of each matching step it holds. It remembers the tasks stopped lately, so that a
+ * step claimed when it was made ready, whose job a worker takes after the stop, never starts.
  */
 export class StopSignals {
   private readonly running = new Map<string, Set<AbortController>>();
+  /** Tasks stopped lately: the run stopped, and when it is forgotten (insertion order is expiry order). */
+  private readonly stopped = new Map<string, { run: number; until: number }>();
 
   constructor(
     private readonly subscriber: RedisClient,
@@ -22,6 +28,7 @@ export class StopSignals {
       if (channel !== stopChannel(this.prefix)) return;
       try {
         const message = JSON.parse(raw) as StopMessage;
+        this.remember(message.taskId, message.run ?? Number.MAX_SAFE_INTEGER);
         const controllers = this.running.get(message.taskId);
         if (!controllers) return;
         this.logger.info('aborting running steps of a stopped task', { task_id: message.taskId, steps: controllers.size });
@@ -33,6 +40,22 @@ export class StopSignals {
     // Not awaited: while Redis is down the subscription waits for it; it subscribes once Redis is
     // ready, and again after every reconnect.
     subscribeWhenReady(this.subscriber, stopChannel(this.prefix), (error) => this.logger.warn('stop channel subscription failed', { error: error.message }));
+  }
+
+  private remember(taskId: string, run: number): void {
+    const now = Date.now();
+    for (const [id, { until }] of this.stopped) {
+      if (until > now) break;
+      this.stopped.delete(id);
+    }
+    this.stopped.delete(taskId);
+    this.stopped.set(taskId, { run, until: now + REMEMBER_MS });
+  }
+
+  /** Whether this run of the task was stopped lately (its steps must not start; a retry's run may). */
+  wasStopped(taskId: string, run: number): boolean {
+    const stopped = this.stopped.get(taskId);
+    return stopped !== undefined && stopped.until > Date.now() && run <= stopped.run;
   }
 
   /** Aborts every step this process runs (a forced shutdown). */

@@ -16,21 +16,26 @@ import {
   BACKOFF_TYPE,
   CALLBACKS_QUEUE,
   type GateTimerData,
+  type HoldJobData,
   SERVICES_QUEUE,
   type StepJobData,
+  TASKS_QUEUE,
   TIMERS_QUEUE,
   type TimerJobData,
   toolQueueName,
 } from '../../src/queue/jobs.js';
 import { KeyQuotas } from '../../src/queue/key-quotas.js';
-import { createRedis } from '../../src/queue/redis.js';
+import { createRedis, isConnectionError } from '../../src/queue/redis.js';
+import { RedisOutage, redisAddress } from '../../src/queue/redis-outage.js';
 import { SCHEDULES_QUEUE, type ScheduleJobData, ScheduleQueue, tickTime } from '../../src/queue/schedule-queue.js';
 import { Shards, shareOf } from '../../src/queue/shards.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
 import { ScheduleService } from '../../src/schedules/schedule-service.js';
 import { openServiceRegistry } from '../../src/services/service-registry.js';
+import { PolicyHook } from '../../src/tasks/policy-hook.js';
 import { Runs } from '../../src/tasks/runs.js';
 import { TaskService } from '../../src/tasks/task-service.js';
+import { WorkGate } from '../../src/tasks/work-gate.js';
 import type { RateLimit, ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
 import { WorkflowService } from '../../src/workflows/workflow-service.js';
 import { retryDelay } from './backoff.js';
@@ -38,6 +43,7 @@ import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
 import { postpone } from './postpone.js';
 import { Reconciler } from './reconciler.js';
 import { RetentionTimer } from './retention.js';
+import { createRootProcessor, processHold } from './run-roots.js';
 import { createStepProcessor } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
 
@@ -68,6 +74,21 @@ export interface WorkerRuntime {
   close(): Promise<{ drained: boolean }>;
 }
 
+/** What `work` resolves with, or `late` once `deadline` (a Date.now() time) has passed. */
+async function until<T>(work: Promise<T>, deadline: number, late: T): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<T>((resolve) => {
+        timer = setTimeout(() => resolve(late), Math.max(0, deadline - Date.now()));
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * A shard's share of a tool's rate limit (max per duration), so that the shards together keep
  * the tool's rate. With fewer than one job per shard per duration, each shard's duration
@@ -79,21 +100,23 @@ export function shardLimiter(limit: RateLimit, shard: number, shards: number): {
 }
 
 /**
- * One BullMQ worker per tool queue this process serves, plus one for the tasks queue (run
- * roots) and one for callbacks, in every queue shard. A tool's workers together run up to
+ * One BullMQ worker per tool queue this process serves, plus one for the runs' roots (the tasks
+ * queue), one for timers and holds and one for callbacks, in every queue shard. A tool's workers together run up to
  * min(tool.concurrency, WORKER_CONCURRENCY) steps (at least one per shard) and share the tool's
  * rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
   const { config, logger, prisma, sql, settings, metrics } = options;
-  const connection = createRedis(config, 'worker', 'worker');
-  const subscriber = createRedis(config, 'subscriber', 'worker-stop');
+  // Every connection of this process reports to one place: an outage is said once, not by each.
+  const outage = new RedisOutage(logger, redisAddress(config));
+  const connection = outage.watch(createRedis(config, 'worker', 'worker'));
+  const subscriber = outage.watch(createRedis(config, 'subscriber', 'worker-stop'));
   // Registered services' operations are tools too, all in one queue (SERVICES_QUEUE): read now, and again on every change.
   const services = openServiceRegistry({
     config,
     prisma,
     redis: connection,
-    subscriber: createRedis(config, 'subscriber', 'worker-services'),
+    subscriber: outage.watch(createRedis(config, 'subscriber', 'worker-services')),
     logger,
     metrics,
     checksHealth: false,
@@ -106,6 +129,8 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const workflows = new WorkflowService(new WorkflowStore(prisma), allTools, logger, config);
   // Ended tasks stop counting against their client's quotas (src/queue/key-quotas.ts).
   const quotas = new KeyQuotas(connection, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
+  // The same admission as the API's: schedules' ticks and sub-workflows' children are work too.
+  const gate = new WorkGate({ policy: PolicyHook.fromConfig(config, metrics, logger), quotas });
   const runs = new Runs({
     sql,
     queues,
@@ -114,6 +139,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     config,
     gates: new Gates(connection, config.QUEUE_PREFIX),
     planChild: (workflow, params) => workflows.planChild(workflow, params),
+    gate,
     onEnded: (ended) => {
       metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
       quotas.release(ended.taskId);
@@ -123,7 +149,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   await stops.start();
   const store = new TaskStore(prisma, sql);
 
-  // Ticks of schedules make tasks here, as POST /assign-task would (without admission or quotas).
+  // Ticks of schedules make tasks here, through the same gate as POST /assign-task (policy and the owner's quotas).
   const submitter = new TaskService({
     config,
     logger,
@@ -134,6 +160,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     events: new EventNotices(subscriber, config.QUEUE_PREFIX, logger),
     metrics,
     runs,
+    gate,
     planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
   });
@@ -144,6 +171,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     logger,
     checkTask: (request, submitOptions) => submitter.check(request, submitOptions),
     submit: (request, submitOptions) => submitter.submit(request, submitOptions),
+    catchUpMax: config.SCHEDULE_CATCH_UP_MAX,
     ...options.schedules,
   });
   /** A schedule's job: a tick (its time is the job's), a catch-up, or a buffered tick waiting for the running task to end. */
@@ -161,10 +189,12 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
 
   const processStep = createStepProcessor({ config, logger, registry, settings, runs, stops, metrics, circuits: services });
   const sendCallback = createCallbackSender({ config, logger, prisma, store, metrics });
-  /** A sleep's wake-up: the step is done. PostgreSQL away is no failure: the timer comes back. */
-  const wake = async (job: Job<TimerJobData | GateTimerData>, token?: string) => {
+  const processRoot = createRootProcessor({ runs, logger });
+  /** A sleep's wake-up (or a wait's timeout): the step is done. PostgreSQL away is no failure: the timer comes back. */
+  const wake = async (job: Job<TimerJobData | GateTimerData | HoldJobData>, token?: string) => {
     // A rate gate's window moved on: its line is let in (a failure retries the timer).
     if ('gate' in job.data) return runs.wakeGate(job.data.gate);
+    if ('hold' in job.data) return processHold(job as Job<HoldJobData>, token, runs, logger);
     const { taskId, run, stepId } = job.data;
     try {
       const { recorded } = await runs.report({ type: 'wake', taskId, run, stepId, at: new Date() });
@@ -237,6 +267,11 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     });
     return [
       ...toolWorkers,
+      new Worker(TASKS_QUEUE, processRoot, {
+        ...common,
+        name: `tasks${suffix}@${process.pid}`,
+        concurrency: Math.max(1, shareOf(Math.max(10, config.WORKER_CONCURRENCY), shard.index, shards)),
+      }),
       new Worker(TIMERS_QUEUE, wake, {
         ...common,
         name: `timers${suffix}@${process.pid}`,
@@ -262,7 +297,8 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     }),
   );
   for (const worker of workers) {
-    worker.on('error', (error) => logger.error('worker error', { queue: worker.name, error: error.message }));
+    // A lost connection is the outage's to say (each worker would repeat it at every reconnect attempt).
+    worker.on('error', (error) => isConnectionError(error) || logger.error('worker error', { queue: worker.name, error: error.message }));
     worker.on('failed', (job, error) => {
       // A job failed outside the processor (stalled too often): the run's root closes it.
       if (job && /stalled/i.test(error.message)) logger.error('step job stalled too often', { job_id: job.id, error: error.message });
@@ -306,40 +342,49 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     schedules,
     reconciler,
     async close() {
-      // Stop taking jobs first, then wait for running ones, within the bound; past it, leave
-      // them: their locks expire and another worker runs them again (delivery is at least once).
+      // One bound for the whole shutdown, whatever Redis does: with Redis away, closing a worker,
+      // a reconciler pass or a queue waits for it, for good (a worker told to stop ran on for ten
+      // minutes). Stop taking jobs first, then wait for running ones; past the bound, leave them:
+      // their locks expire and another worker runs them again (delivery is at least once).
       // Stopping the reconciler may wait for its pass to end: the workers must not take new jobs
       // meanwhile (a busy machine's drain test saw one taken 14 ms after the signal).
-      const draining = Promise.all(workers.map((worker) => worker.close()));
-      await Promise.all([reconciler.stop(), retention.stop()]);
-      let timer: NodeJS.Timeout | undefined;
-      const drained = await Promise.race([
+      const deadline = Date.now() + config.WORKER_SHUTDOWN_TIMEOUT_MS;
+      const draining = Promise.all([...workers.map((worker) => worker.close()), reconciler.stop(), retention.stop()]);
+      const drained = await until(
         draining.then(() => true),
-        new Promise<boolean>((resolve) => {
-          timer = setTimeout(() => resolve(false), config.WORKER_SHUTDOWN_TIMEOUT_MS);
-        }),
-      ]);
-      clearTimeout(timer);
+        deadline,
+        false,
+      );
       if (!drained) {
         // Past the bound: stop the adapters' work and drop the connections without
         // acknowledging anything. The steps' locks expire and other workers run them again.
-        logger.warn('shutdown timeout reached with steps still running; they will run again elsewhere');
+        logger.warn('shutdown timeout reached before the workers closed; steps still running will run again elsewhere', { redis_down: outage.down });
         stops.abortAll(new WorkerStoppingError());
         for (const worker of workers) void worker.close(true).catch(() => undefined);
-        services.stop();
-        subscriber.disconnect();
-        connection.disconnect();
-        await queues.close().catch(() => undefined);
-        await scheduleQueue.close().catch(() => undefined);
-        return { drained };
       }
-      await runs.idle();
-      await quotas.settled();
-      await queues.close();
-      await scheduleQueue.close();
       services.stop();
       subscriber.disconnect();
-      await connection.quit().catch(() => connection.disconnect());
+      // What the steps caused (the next steps' jobs, quota releases), then the queues: within what
+      // is left of the bound. Whatever Redis did not take by then, the reconciler repairs.
+      const closed =
+        drained &&
+        (await until(
+          (async () => {
+            await runs.idle();
+            await quotas.settled();
+            await queues.close();
+            await scheduleQueue.close();
+            await connection.quit().catch(() => connection.disconnect());
+            return true;
+          })(),
+          deadline,
+          false,
+        ));
+      if (drained && !closed) logger.warn('Redis did not answer within the shutdown bound: closing without it');
+      if (!closed) {
+        connection.disconnect();
+        void Promise.all([queues.close(), scheduleQueue.close()]).catch(() => undefined);
+      }
       return { drained };
     },
   };

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import type { DeadLetter } from '../../tasks/task-service.js';
+import { asker } from '../access.js';
 import * as ex from '../openapi-examples.js';
-import { conflict, gone, invalid, notFound, unavailable } from '../replies.js';
+import { conflict, gone, invalid, notFound, policyUnavailable, resumedOverQuota, unavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { type Route, route } from '../route.js';
 import { resumedBody } from './tasks.js';
@@ -63,6 +64,7 @@ export const DEAD_LETTER_ROUTES: Route[] = [
     path: '/dead-letters/{id}/replay',
     operationId: 'replayDeadLetter',
     access: 'admin',
+    gated: true,
     summary: 'Replay a dead letter: resumes its task (as POST /tasks/{task_id}/retry)',
     tags: ['dead-letters'],
     params: deadLetterIdParam,
@@ -70,10 +72,11 @@ export const DEAD_LETTER_ROUTES: Route[] = [
       202: { description: 'The task was resumed.', body: r.deadLetterReplayedSchema, examples: ex.deadLetterReplayedExamples },
       404: notFound('No such dead letter (`dead_letter_not_found`).'),
       409: conflict('Its task neither failed nor was cancelled (`task_not_retryable`).'),
-      503: unavailable,
+      429: resumedOverQuota,
+      503: policyUnavailable,
     },
-    handler: async ({ params }, { tasks }) => {
-      const { taskId, run } = await tasks.replayDeadLetter(params.id);
+    handler: async ({ params, req }, { tasks }) => {
+      const { taskId, run } = await tasks.replayDeadLetter(params.id, asker(req));
       return { status: 202, body: { ...resumedBody(taskId, run), dead_letter_id: params.id } };
     },
   }),

@@ -1,6 +1,8 @@
 import type { Route } from '../route.js';
 import { BOARD_ROUTES } from './board.js';
 import { CALLBACK_ROUTES } from './callbacks.js';
+import { SEED_001_ROUTES } from './compat/seed-001.js';
+import { SEED_003_ROUTES } from './compat/seed-003.js';
 import { CONSOLE_ROUTES } from './console.js';
 import { DEAD_LETTER_ROUTES } from './dead-letters.js';
 import { DOCS_ROUTES } from './docs.js';
@@ -22,6 +24,8 @@ export const ROUTES: readonly Route[] = [
   ...WAIT_ROUTES,
   ...CALLBACK_ROUTES,
   ...TOOL_ROUTES,
+  // Before the workflow routes: /workflows/search and its kin are not workflows named so.
+  ...SEED_001_ROUTES,
   ...WORKFLOW_ROUTES,
   ...SCHEDULE_ROUTES,
   ...SERVICE_ROUTES,
@@ -31,4 +35,5 @@ export const ROUTES: readonly Route[] = [
   ...DOCS_ROUTES,
   ...BOARD_ROUTES,
   ...CONSOLE_ROUTES,
+  ...SEED_003_ROUTES,
 ];

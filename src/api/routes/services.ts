@@ -1,3 +1,4 @@
+import type { Request } from 'express';
 import { z } from 'zod';
 import { serviceBodySchema, servicePatchSchema } from '../../services/service-request.js';
 import * as ex from '../openapi-examples.js';
@@ -13,6 +14,8 @@ const forceQuery = z.object({
     .meta({ description: 'true: do it although it breaks workflows or stops unfinished tasks (what it broke is in the answer).' }),
 });
 const servicesTag = ['services'];
+/** Each key's own circuit names the keys that call a service: admins see them (and everyone when no keys are set). */
+const seesKeys = (req: Request) => req.apiKeyScope === undefined || req.apiKeyScope === 'admin';
 const unknownService = notFound('No service has this name (`service_not_found`).');
 const badGateway = {
   description: 'The OpenAPI document could not be fetched (`openapi_fetch_failed`): the service did not answer 200, or not at all.',
@@ -36,7 +39,7 @@ export const SERVICE_ROUTES: Route[] = [
     responses: {
       201: { description: 'Registered.', body: r.registeredServiceSchema, examples: ex.registeredServiceExamples },
       400: invalid(
-        'The body is invalid (`invalid_service`), the document is not a valid OpenAPI 3.x JSON document or too large (`invalid_openapi_document`), or its host is not on HTTP_TOOL_ALLOWED_HOSTS (`host_not_allowed`).',
+        'The body is invalid (`invalid_service`), the document is not a valid OpenAPI 3.x JSON document or too large (`invalid_openapi_document`), its tools would weigh more than SERVICE_SCHEMA_MAX_NODES or SERVICE_SCHEMA_MAX_BYTES (`document_too_complex`, naming the place in the document where it stopped), or its host is not on HTTP_TOOL_ALLOWED_HOSTS (`host_not_allowed`).',
       ),
       409: conflict('A service has this name (`service_exists`).'),
       502: badGateway,
@@ -53,7 +56,7 @@ export const SERVICE_ROUTES: Route[] = [
     summary: 'List the registered services, with their health and circuit state',
     tags: servicesTag,
     responses: { 200: { description: 'The services.', body: r.serviceListSchema, examples: ex.serviceListExamples }, 503: unavailable },
-    handler: async (_input, { services }) => ({ status: 200, body: { services: await services.listServices() } }),
+    handler: async ({ req }, { services }) => ({ status: 200, body: { services: await services.listServices({ keys: seesKeys(req) }) } }),
   }),
   route({
     method: 'post',
@@ -74,7 +77,7 @@ export const SERVICE_ROUTES: Route[] = [
         examples: ex.serviceRefreshExamples,
       },
       400: invalid(
-        'The document is invalid (`invalid_openapi_document`), on a host not allowed (`host_not_allowed`), or `force` is neither true nor false (`validation_error`).',
+        'The document is invalid (`invalid_openapi_document`), over the schema budget (`document_too_complex`), on a host not allowed (`host_not_allowed`), or `force` is neither true nor false (`validation_error`).',
       ),
       404: unknownService,
       409: conflict(
@@ -96,7 +99,7 @@ export const SERVICE_ROUTES: Route[] = [
     params: serviceNameParam,
     paramExamples: { name: ex.EXAMPLE_SERVICE },
     responses: { 200: { description: 'The service.', body: r.serviceSchema, examples: ex.serviceExamples }, 404: unknownService, 503: unavailable },
-    handler: async ({ params }, { services }) => ({ status: 200, body: await services.describe(params.name) }),
+    handler: async ({ params, req }, { services }) => ({ status: 200, body: await services.describe(params.name, { keys: seesKeys(req) }) }),
   }),
   route({
     method: 'patch',
@@ -114,7 +117,9 @@ export const SERVICE_ROUTES: Route[] = [
     bodyExamples: ex.patchServiceExamples,
     responses: {
       200: { description: 'Changed.', body: r.serviceSchema, examples: ex.serviceExamples },
-      400: invalid('The change is invalid (`invalid_service`), or the new document is (`invalid_openapi_document`, `host_not_allowed`).'),
+      400: invalid(
+        'The change is invalid (`invalid_service`), or the new document is (`invalid_openapi_document`, `document_too_complex`, `host_not_allowed`).',
+      ),
       404: unknownService,
       502: badGateway,
       503: unavailable,

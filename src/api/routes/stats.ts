@@ -1,10 +1,12 @@
 import { z } from 'zod';
 import { DependencyUnavailableError, ValidationError } from '../../lib/errors.js';
+import type { StatsStore } from '../../persistence/stats-store.js';
+import type { Reply } from '../http.js';
 import { errorBody } from '../http.js';
 import * as ex from '../openapi-examples.js';
 import { invalid, unavailable } from '../replies.js';
 import * as r from '../responses.js';
-import { type Route, route } from '../route.js';
+import { type Route, type RouteContext, route } from '../route.js';
 
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
@@ -19,6 +21,46 @@ export const statsQuery = z
     until: z.iso.datetime({ offset: true }).optional(),
   })
   .strict();
+
+/**
+ * The statistics of a window as GET /stats computes them: the window checked against
+ * STATS_MAX_WINDOW_DAYS (400 at `window` or `since`), at most STATS_MAX_CONCURRENT computed at
+ * once in this process (past it, `busy` is the 503 to answer). `defaultWindow`: without
+ * `window` or `since`.
+ */
+export async function windowStats(
+  query: z.output<typeof statsQuery>,
+  { stats, statsMaxWindowDays: maxWindowDays, statsSlots }: Pick<RouteContext, 'stats' | 'statsMaxWindowDays' | 'statsSlots'>,
+  defaultWindow = '24h',
+): Promise<{ busy: Reply } | { window: { from: string; to: string }; stats: Awaited<ReturnType<StatsStore['compute']>> }> {
+  const to = query.until ? new Date(query.until) : new Date();
+  const window = query.window ?? defaultWindow;
+  const from = query.since ? new Date(query.since) : new Date(to.getTime() - Number(window.slice(0, -1)) * UNIT_MS[window.at(-1) as keyof typeof UNIT_MS]);
+  if (from >= to) throw new ValidationError('the window is empty', [{ path: 'since', message: 'must be before until' }]);
+  if (to.getTime() - from.getTime() > maxWindowDays * UNIT_MS.d) {
+    throw new ValidationError(`the window is longer than ${maxWindowDays} days (STATS_MAX_WINDOW_DAYS)`, [
+      { path: query.since ? 'since' : 'window', message: `the window may span at most ${maxWindowDays} days` },
+    ]);
+  }
+  // Each request holds pool connections for its queries: past the cap, refuse rather than queue.
+  if (statsSlots.inUse >= statsSlots.max) {
+    return {
+      busy: {
+        status: 503,
+        body: errorBody('stats_busy', `${statsSlots.max} /stats requests are being computed (STATS_MAX_CONCURRENT); retry after Retry-After`, {
+          max_concurrent: statsSlots.max,
+        }),
+        headers: { 'retry-after': '1' },
+      },
+    };
+  }
+  statsSlots.inUse += 1;
+  try {
+    return { window: { from: from.toISOString(), to: to.toISOString() }, stats: await stats.compute(from, to) };
+  } finally {
+    statsSlots.inUse -= 1;
+  }
+}
 
 /**
  * GET /stats: counts by status and task type, duration percentiles per task type and per tool,
@@ -45,35 +87,10 @@ export const STATS_ROUTES: Route[] = [
         headers: { 'Retry-After': { description: 'With `stats_busy`: seconds to wait.', schema: { type: 'integer' } } },
       },
     },
-    handler: async ({ query }, { stats, statsMaxWindowDays: maxWindowDays, statsSlots }) => {
-      const to = query.until ? new Date(query.until) : new Date();
-      const window = query.window ?? '24h';
-      const from = query.since ? new Date(query.since) : new Date(to.getTime() - Number(window.slice(0, -1)) * UNIT_MS[window.at(-1) as keyof typeof UNIT_MS]);
-      if (from >= to) throw new ValidationError('the window is empty', [{ path: 'since', message: 'must be before until' }]);
-      if (to.getTime() - from.getTime() > maxWindowDays * UNIT_MS.d) {
-        throw new ValidationError(`the window is longer than ${maxWindowDays} days (STATS_MAX_WINDOW_DAYS)`, [
-          { path: query.since ? 'since' : 'window', message: `the window may span at most ${maxWindowDays} days` },
-        ]);
-      }
-      // Each request holds pool connections for its queries: past the cap, refuse rather than queue.
-      if (statsSlots.inUse >= statsSlots.max) {
-        return {
-          status: 503,
-          body: errorBody('stats_busy', `${statsSlots.max} /stats requests are being computed (STATS_MAX_CONCURRENT); retry after Retry-After`, {
-            max_concurrent: statsSlots.max,
-          }),
-          headers: { 'retry-after': '1' },
-        };
-      }
-      statsSlots.inUse += 1;
-      try {
-        return {
-          status: 200,
-          body: { window: { from: from.toISOString(), to: to.toISOString() }, ...(await stats.compute(from, to)), timestamp: new Date().toISOString() },
-        };
-      } finally {
-        statsSlots.inUse -= 1;
-      }
+    handler: async ({ query }, ctx) => {
+      const computed = await windowStats(query, ctx);
+      if ('busy' in computed) return computed.busy;
+      return { status: 200, body: { window: computed.window, ...computed.stats, timestamp: new Date().toISOString() } };
     },
   }),
   route({

@@ -24,7 +24,8 @@ async function probe(check: () => Promise<unknown>, timeoutMs = 1_000): Promise<
   }
 }
 
-async function checks(info: SystemInfo) {
+/** Whether Redis and PostgreSQL answer now (within a second each). */
+export async function checks(info: SystemInfo) {
   const [redis, database] = await Promise.all([probe(() => info.redis.ping()), probe(() => info.pool.query('SELECT 1'))]);
   return { redis, database };
 }

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { isFinished } from '../../engine/status.js';
 import { ValidationError } from '../../lib/errors.js';
 import { isEventId, type TaskEvent } from '../../queue/event-log.js';
-import { ownerScope } from '../access.js';
+import { viewer } from '../access.js';
 import { clientOf, slotsFull } from '../client-slots.js';
 import type { TaskEventStreamDeps } from '../event-streams.js';
 import * as ex from '../openapi-examples.js';
@@ -62,7 +62,7 @@ export const TASK_EVENTS_ROUTE = route({
     503: unavailable,
   },
   handler: async ({ params, query, req, res }, { taskEvents }) => {
-    const owner = ownerScope(req);
+    const reader = viewer(req);
     const resumeFrom = req.get('last-event-id') ?? query.last_event_id;
     if (resumeFrom !== undefined && !isEventId(resumeFrom)) {
       throw new ValidationError('Last-Event-ID is not an event id', [{ path: 'Last-Event-ID', message: 'expected an id like 1700000000000-0' }]);
@@ -75,15 +75,21 @@ export const TASK_EVENTS_ROUTE = route({
       );
     }
     try {
-      return await stream(taskEvents, res, params.task_id, resumeFrom, owner);
+      return await stream(taskEvents, res, params.task_id, resumeFrom, reader);
     } finally {
       release();
     }
   },
 });
 
-/** `owner`: set for a client key, which may only follow its own tasks. */
-async function stream(deps: TaskEventStreamDeps, res: Response, id: string, resumeFrom: string | undefined, owner: string | undefined): Promise<undefined> {
+/** `reader`: a client key may only follow its own tasks, and only an admin key sees approval links. */
+async function stream(
+  deps: TaskEventStreamDeps,
+  res: Response,
+  id: string,
+  resumeFrom: string | undefined,
+  reader: { owner?: string; links: boolean },
+): Promise<undefined> {
   const heartbeatMs = deps.heartbeatMs ?? 15_000;
   let wake: () => void = () => undefined;
   // Set by every notice and cleared before each read, so a notice that lands between a read
@@ -116,10 +122,10 @@ async function stream(deps: TaskEventStreamDeps, res: Response, id: string, resu
       };
     });
   let awaitedEnd = false;
-  // A step that starts waiting for someone says for what (an approval: its links), as GET /result does.
+  // A step that starts waiting for someone says for what (an approval: its links, to an admin key), as GET /result does.
   const withWaitingFor = async (data: Omit<TaskEvent, 'id'>) => {
     if (data.type !== 'step' || data.status !== 'waiting' || (data.reason !== 'signal' && data.reason !== 'approval')) return data;
-    const view = await deps.tasks.result(id, 0, undefined, owner);
+    const view = await deps.tasks.result(id, 0, undefined, reader);
     const waiting = view.steps.find((step) => step.id === data.step_id)?.waiting_for;
     return waiting ? { ...data, waiting_for: waiting } : data;
   };
@@ -127,7 +133,7 @@ async function stream(deps: TaskEventStreamDeps, res: Response, id: string, resu
     // Before the snapshot, so nothing that happens while it is read is missed.
     let cursor = resumeFrom ?? (await deps.eventLog.lastId(id));
     // Answers 404 (before any byte of the stream) for an unknown task.
-    const snapshot = await deps.tasks.result(id, 0, undefined, owner);
+    const snapshot = await deps.tasks.result(id, 0, undefined, reader);
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
@@ -161,7 +167,7 @@ async function stream(deps: TaskEventStreamDeps, res: Response, id: string, resu
         }
         if (batch.length === 0 && resumeFrom !== undefined) {
           // The history may have expired: if the task ended, say so instead of waiting forever.
-          const current = await deps.tasks.result(id, 0, undefined, owner);
+          const current = await deps.tasks.result(id, 0, undefined, reader);
           if (isFinished(current.status)) {
             // The ending event is appended just after the commit that ended the task: give it
             // a moment to arrive before concluding that the history is gone.

@@ -5,11 +5,11 @@ import { UUID_PREFIX, uuidPrefixRange } from '../../lib/uuid7.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import type { Submitted } from '../../tasks/task-service.js';
 import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
-import { ownerScope, submitter } from '../access.js';
+import { asker, ownerScope, submitter, viewer } from '../access.js';
 import { clientOf, slotsFull } from '../client-slots.js';
 import type { Reply } from '../http.js';
 import * as ex from '../openapi-examples.js';
-import { assigned, conflict, gone, invalid, notFound, tooManyRequests, unavailable } from '../replies.js';
+import { assigned, conflict, gone, invalid, notFound, policyUnavailable, resumedOverQuota, tooManyRequests, unavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { type Route, route } from '../route.js';
 import { TASK_EVENTS_ROUTE, taskIdParam } from './task-events.js';
@@ -148,7 +148,7 @@ export const TASK_ROUTES: Route[] = [
         // A client that hangs up stops its long-poll.
         const hungUp = new AbortController();
         res.on('close', () => hungUp.abort());
-        return { status: 200, body: await tasks.result(params.task_id, wait, hungUp.signal, ownerScope(req)) };
+        return { status: 200, body: await tasks.result(params.task_id, wait, hungUp.signal, viewer(req)) };
       } finally {
         release();
       }
@@ -200,7 +200,7 @@ export const TASK_ROUTES: Route[] = [
       410: gone,
       503: unavailable,
     },
-    handler: async ({ params, req }, { tasks }) => ({ status: 200, body: await tasks.result(params.task_id, 0, undefined, ownerScope(req)) }),
+    handler: async ({ params, req }, { tasks }) => ({ status: 200, body: await tasks.result(params.task_id, 0, undefined, viewer(req)) }),
   }),
   route({
     method: 'get',
@@ -286,8 +286,10 @@ export const TASK_ROUTES: Route[] = [
     path: '/tasks/{task_id}/retry',
     operationId: 'retryTask',
     access: 'manageTasks',
+    gated: true,
     summary: 'Resume a failed or cancelled task',
-    description: 'Steps that completed are not run again.',
+    description:
+      "Steps that completed are not run again. The resumed task is work again: the policy is asked (POLICY_URL, kind `retry`) and it counts against its owner's quotas.",
     tags: tasksTag,
     params: taskIdParam,
     responses: {
@@ -295,11 +297,12 @@ export const TASK_ROUTES: Route[] = [
       404: notFound('No such task (`task_not_found`).'),
       410: gone,
       409: conflict('The task neither failed nor was cancelled (`task_not_retryable`).'),
-      503: unavailable,
+      429: resumedOverQuota,
+      503: policyUnavailable,
     },
     handler: async ({ params, req }, { tasks }) => ({
       status: 202,
-      body: resumedBody(params.task_id, (await tasks.retry(params.task_id, ownerScope(req), submitter(req))).run),
+      body: resumedBody(params.task_id, (await tasks.retry(params.task_id, asker(req))).run),
     }),
   }),
 ];

@@ -2,10 +2,10 @@ import express, { type RequestHandler } from 'express';
 import { z } from 'zod';
 import { IDENTIFIER } from '../../engine/workflow-definition.js';
 import type { Waits } from '../../tasks/waits.js';
-import { ownerScope, submitter } from '../access.js';
+import { asker } from '../access.js';
 import { approvalForm, decidedPage, refusedPage } from '../approval-page.js';
 import * as ex from '../openapi-examples.js';
-import { conflict, gone, invalid, notFound, unavailable } from '../replies.js';
+import { conflict, gone, invalid, notFound, policyUnavailable } from '../replies.js';
 import * as r from '../responses.js';
 import { plainRoute, type Route, route } from '../route.js';
 import { taskIdParam } from './task-events.js';
@@ -77,12 +77,17 @@ const pageResponses = {
     examples: ex.approvalPageExamples,
   },
   400: { description: 'A malformed link, or (POST) a form that does not fit: the page again, with the problems.', mediaType: 'text/html', body: z.string() },
-  403: { description: 'A link whose signature does not match.', mediaType: 'text/html', body: z.string() },
+  403: {
+    description: 'A link whose signature does not match, or (POST) a decision the policy service refused (POLICY_URL, kind `signal`).',
+    mediaType: 'text/html',
+    body: z.string(),
+  },
   404: { description: 'The task or its step is gone.', mediaType: 'text/html', body: z.string() },
   409: { description: 'Already decided (single use), or the task moved on: nothing is changed.', mediaType: 'text/html', body: z.string() },
   410: { description: 'The link expired.', mediaType: 'text/html', body: z.string() },
   503: {
-    description: 'This server makes no approval links (production without APPROVAL_SECRET or CALLBACK_SECRET), or PostgreSQL is away.',
+    description:
+      'This server makes no approval links (production without APPROVAL_SECRET or CALLBACK_SECRET), PostgreSQL is away, or (POST) the policy service could not decide (POLICY_FAIL_MODE=closed).',
     mediaType: 'text/html',
     body: z.string(),
   },
@@ -95,9 +100,10 @@ export const WAIT_ROUTES: Route[] = [
     path: '/tasks/{task_id}/signals/{name}',
     operationId: 'signalTask',
     access: 'manageTasks',
+    gated: true,
     summary: 'Send a signal to a wait step',
     description:
-      'The JSON body is the payload, checked against the step\'s `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step\'s output. The first signal stands: a later one gets 409, as does one sent before the step waits.',
+      'The JSON body is the payload, checked against the step\'s `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step\'s output. The first signal stands: a later one gets 409, as does one sent before the step waits. The policy is asked first (POLICY_URL, kind `signal`). An approval is decided by someone other than the task\'s submitter: the key that submitted the task gets 403 `approval_by_submitter`, and another key\'s decision is recorded as `key:<id>`.',
     tags: ['tasks'],
     params: signalParams,
     body: z.unknown(),
@@ -106,15 +112,20 @@ export const WAIT_ROUTES: Route[] = [
     responses: {
       200: { description: 'Recorded: the step completed with the payload as its output.', body: r.signalRecordedSchema, examples: ex.signalRecordedExamples },
       400: invalid("The payload does not fit the signal's schema (`invalid_payload`), with one entry per problem."),
+      403: {
+        description:
+          "The key's scope may not do this (`forbidden`: it needs admin or client); the key submitted the task and the step is an approval (`approval_by_submitter`: an approver decides through their link, or another admin key); with POLICY_URL, the policy refused the signal (`policy_denied`, `details.reason`); or a POST the CSRF rule refuses (`csrf_header_required`).",
+        body: r.errorBodySchema,
+      },
       404: notFound('No such task (`task_not_found`), or no step of it waits for that signal (`signal_not_found`).'),
       409: conflict(
         'The step already got its signal or decision, timed out or ended (`already_signalled`), does not wait yet (`not_waiting`), or the task ended (`task_finished`).',
       ),
       410: gone,
-      503: unavailable,
+      503: policyUnavailable,
     },
     handler: async ({ params, body, req }, { tasks }) => {
-      const { stepId } = await tasks.signal(params.task_id, params.name, body, submitter(req) || 'anonymous', ownerScope(req));
+      const { stepId } = await tasks.signal(params.task_id, params.name, body, asker(req));
       return { status: 200, body: { task_id: params.task_id, step_id: stepId, signal: params.name, status: 'recorded', timestamp: new Date().toISOString() } };
     },
   }),

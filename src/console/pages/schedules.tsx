@@ -4,7 +4,10 @@ import { call, useApi, useCan } from '../components/api.tsx';
 import { formatDuration, formatTime } from '../components/format.ts';
 import { ErrorBox, Loading } from '../components/states.tsx';
 
-/** The schedules (GET /schedules) with their next ticks; a key that may manage tasks pauses and resumes them (PATCH paused). */
+/**
+ * The schedules (GET /schedules) with their next ticks and owners (names are unique per owner); a
+ * key that may manage tasks pauses and resumes them (PATCH paused, naming the owner).
+ */
 export default function SchedulesPage() {
   const { client } = useApi();
   const schedules = useQuery({ queryKey: ['schedules'], queryFn: ({ signal }) => call(client.api.GET('/schedules', { signal })) });
@@ -35,7 +38,7 @@ export default function SchedulesPage() {
             </thead>
             <tbody>
               {schedules.data.schedules.map((schedule) => (
-                <ScheduleRow key={schedule.name} schedule={schedule} />
+                <ScheduleRow key={`${schedule.owner ?? ''}/${schedule.name}`} schedule={schedule} />
               ))}
             </tbody>
           </table>
@@ -51,12 +54,19 @@ function ScheduleRow({ schedule }: { schedule: Schedule }) {
   const canChange = useCan('manageTasks');
   const toggle = useMutation({
     mutationFn: () =>
-      call(client.api.PATCH('/schedules/{name}', { params: { path: { name: schedule.name } }, body: { paused: !schedule.paused } })),
+      call(
+        client.api.PATCH('/schedules/{name}', {
+          params: { path: { name: schedule.name }, ...(schedule.owner !== null ? { query: { owner: schedule.owner } } : {}) },
+          body: { paused: !schedule.paused },
+        }),
+      ),
     onSettled: () => queryClient.invalidateQueries({ queryKey: ['schedules'] }),
   });
   return (
     <tr data-schedule={schedule.name}>
-      <th scope="row">{schedule.name}</th>
+      <th scope="row">
+        {schedule.name} {schedule.owner !== null && <span className="hint">{schedule.owner}</span>}
+      </th>
       <td>
         {schedule.cron ? <code>{schedule.cron}</code> : `every ${formatDuration(schedule.every_ms)}`} <span className="hint">{schedule.timezone}</span>
       </td>

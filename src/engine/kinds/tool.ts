@@ -1,63 +1,93 @@
 import type { z } from 'zod';
 import { capErrorRecord, type ErrorRecord } from '../../lib/errors.js';
 import { jsonSize } from '../../lib/limits.js';
-import { type Catalog, type JsonSchema, type ToolSpec, toolOutputSchema } from '../catalog.js';
+import { type Catalog, type ToolSpec, toolOutputSchema } from '../catalog.js';
 import type { PlanStep } from '../plan.js';
 import type { Report, StepState } from '../state.js';
+import { waitsForTurn } from '../status.js';
 import { stepFailure } from '../task-output.js';
 import { hasTemplates } from '../templates.js';
 import type { DependencyResult, ReadyStep } from '../types.js';
-import type { WorkflowStep } from '../workflow-definition.js';
-import { type CheckContext, type Run, refuseFields, type StepKindModule } from './kind.js';
+import { endUnstarted, type KindStep, type Run, refuseFields, type StepKindModule } from './kind.js';
 
 /**
  * A tool step runs a tool adapter: ready, its input is resolved and a job is enqueued in the
  * tool's queue; a worker claims it, runs the adapter (retrying as its policy says) and reports
- * how its last attempt ended. A failure under on_failure `fail` fails the task.
+ * how its last attempt ended. A failure under on_failure `fail` fails the task. With `for_each`
+ * it maps over a list (src/engine/modifiers/map.ts), each item a job of this kind.
  */
-export const toolStep: StepKindModule = {
+
+declare module '../plan.js' {
+  interface StepKinds {
+    /** The tool it runs (each item, for a map). */
+    tool: { tool: string };
+  }
+}
+
+export type ToolStep = PlanStep<'tool'>;
+
+function ready(run: Run, step: ToolStep): void {
+  const input = run.resolve(step, step.input);
+  if (!input.ok) {
+    if ('error' in input) run.fail(step, input.error);
+    return;
+  }
+  const at = run.now.toISOString();
+  if (!run.claimsReady) {
+    run.setStep(step, { status: 'queued', input: input.value, queued_at: at, run: run.task.run });
+    run.decision.jobs.push(readyJob(run, step, input.value));
+    return;
+  }
+  // Claimed for its first delivery here, in the commit that made it ready (Run.claimsReady).
+  run.setStep(step, { status: 'running', input: input.value, queued_at: at, started_at: at, attempts: 1, run: run.task.run });
+  // No worker yet: the attempt's end says which ran it.
+  run.record({ type: 'attempt_started', stepId: step.id, attempt: 1, data: { try: 1, delivery: 1, claimed_when_ready: true } });
+  run.decision.jobs.push({ ...readyJob(run, step, input.value), claimed: true });
+}
+
+export const toolKind: StepKindModule<'tool'> = {
+  name: 'tool',
+  label: 'tool',
+  summary: 'runs a tool',
+
   check(step, index, context) {
-    const tool = context.catalog.tool(step.tool!);
+    const tool = context.catalog.tool(step.tool);
     if (!tool) context.add(['steps', index, 'tool'], `unknown tool ${step.tool} (known: ${context.catalog.toolNames().join(', ')})`);
     refuseFields(step, index, context, 'tool', ['version']);
-    checkForEach(step, index, context);
     if (tool) for (const problem of literalProblems(tool, step.input)) context.add(['steps', index, 'input', ...problem.path], problem.message);
   },
 
   outputSchema(step, catalog) {
-    const tool = catalog.tool(step.tool!);
-    if (!tool) return undefined;
-    return step.for_each === undefined ? toolOutputSchema(tool) : { type: 'array', items: outputOrError(toolOutputSchema(tool), step) };
+    const tool = catalog.tool(step.tool);
+    return tool ? toolOutputSchema(tool) : undefined;
   },
 
   compile(step, { catalog, overrides }) {
-    const tool = catalog.tool(step.tool!)!;
+    const tool = toolOf(step, catalog);
     return {
       kind: 'tool',
       tool: tool.name,
-      ...(step.for_each !== undefined ? { forEach: step.for_each } : {}),
-      ...(step.max_parallel !== undefined ? { maxParallel: step.max_parallel } : {}),
       options: {
         retry: overrides.retry ?? step.retry ?? tool.retry,
         timeout_ms: overrides.timeout_ms ?? step.timeout_ms ?? tool.timeout_ms,
         ...(overrides.priority ? { priority: overrides.priority } : {}),
       },
+      // A service's own concurrency and rate limit hold every step that calls it.
+      ...(tool.limits && tool.limits.length > 0 ? { limits: [...tool.limits] } : {}),
     };
   },
 
-  ready(run, step) {
-    const input = run.resolve(step, step.input);
-    if (!input.ok) {
-      if ('error' in input) run.fail(step, input.error);
-      return;
-    }
-    run.setStep(step, { status: 'queued', input: input.value, queued_at: run.now.toISOString(), run: run.task.run });
-    run.decision.jobs.push(readyJob(run, step, input.value));
-  },
+  jobTool: (step) => step.tool,
+
+  // Held back by a limit per key, it has no job until its turn comes.
+  waitsWithoutJob: (status, reason) => status === 'waiting' && (reason === 'concurrency' || reason === 'rate_limit'),
+
+  ready,
 
   report(run, step, state, report) {
     if (report.type === 'circuit') return circuitReport(run, step, state, report.open);
-    if (report.type === 'withdrawn') return withdrawnReport(run, step, state, report.error);
+    if (report.type === 'withdrawn') return withdrawn(run, step, state, report.error, true);
+    if (report.type === 'lost') return report.item === undefined && lostReport(run, step, state);
     if (report.type !== 'result' || report.item !== undefined) return false;
     if (state.status !== 'queued' && state.status !== 'running') return false;
     run.setStep(step, {
@@ -65,7 +95,8 @@ export const toolStep: StepKindModule = {
       output: report.output ?? null,
       error: report.error ?? null,
       attempts: Math.max(state.attempts, report.attempt),
-      started_at: (state.startedAt ?? report.startedAt).toISOString(),
+      // A step claimed when it was made ready started, really, when its first delivery began.
+      started_at: (report.attempt === 1 ? report.startedAt : (state.startedAt ?? report.startedAt)).toISOString(),
       finished_at: report.finishedAt.toISOString(),
     });
     if (report.status === 'failed') deadLetter(run, step, report.stepId, report);
@@ -76,11 +107,55 @@ export const toolStep: StepKindModule = {
     run.failTask(stepFailure(step.id, error));
     return true;
   },
+
+  failed(run, step, state, error) {
+    // A step that failed without running (its condition, its input) is a dead letter too:
+    // replaying it resumes the task.
+    if (state.attempts !== 0) return;
+    run.decision.deadLetters.push({
+      taskId: run.task.id,
+      createdAt: run.task.createdAt,
+      stepId: step.id,
+      run: run.task.run,
+      tool: step.tool,
+      input: null,
+      error: capErrorRecord(error),
+      attempts: 0,
+    });
+  },
+
+  settle(run, step, state, to) {
+    const job = { taskId: run.task.id, run: run.task.run, stepId: step.id, tool: step.tool };
+    if (state.status === 'running') {
+      // Running: it finishes and is recorded; waiting out a retry's backoff, it stops here.
+      run.decision.dropJobs.push({ ...job, running: true });
+      return;
+    }
+    if (state.status === 'queued') run.decision.dropJobs.push(job);
+    endUnstarted(run, step, state, to);
+  },
+
+  outstanding(run, step, state) {
+    if ((state.status === 'queued' || state.status === 'running') && state.input !== undefined) run.decision.jobs.push(readyJob(run, step, state.input));
+  },
+
+  admitted(run, step, state) {
+    if (!run.live(step) || !waitsForTurn(state.status, state.reason)) return false;
+    ready(run, step);
+    return true;
+  },
 };
 
+/** The tool a checked definition's tool step names. */
+function toolOf(step: KindStep<'tool'>, catalog: Catalog): ToolSpec {
+  const tool = catalog.tool(step.tool);
+  if (!tool) throw new Error(`step ${step.id} names unknown tool ${step.tool} (the definition was not checked)`);
+  return tool;
+}
+
 /** A step held back by its service's open circuit waits; let through, it is queued again (its job is still there). */
-function circuitReport(run: Run, step: PlanStep, state: StepState, open: boolean): boolean {
-  if (!run.live(step) || step.forEach !== undefined) return false;
+function circuitReport(run: Run, step: ToolStep, state: StepState, open: boolean): boolean {
+  if (!run.live(step)) return false;
   if (open && (state.status === 'queued' || state.status === 'running')) {
     run.setStep(step, { status: 'waiting', reason: 'circuit_open' });
     return true;
@@ -94,32 +169,45 @@ function circuitReport(run: Run, step: PlanStep, state: StepState, open: boolean
 
 /**
  * A step whose tool is gone for good fails now, instead of failing later as an unknown tool; its
- * job goes (a running one finishes, refused). A compensation is left alone: it runs only if its
- * task fails, and is the compensating decider's to end.
+ * job goes (a running one finishes, refused). `job`: whether the step has a job of its own (a
+ * map's items are swept when it fails).
  */
-function withdrawnReport(run: Run, step: PlanStep, state: StepState, error: ErrorRecord): boolean {
-  if (!run.active || step.compensationOf !== undefined) return false;
+export function withdrawn(run: Run, step: ToolStep, state: StepState, error: ErrorRecord, job: boolean): boolean {
+  if (!run.active) return false;
   if (state.status !== 'pending' && state.status !== 'queued' && state.status !== 'waiting' && state.status !== 'running') return false;
-  if (step.forEach === undefined && state.status !== 'pending')
+  if (job && state.status !== 'pending')
     run.decision.dropJobs.push({
       taskId: run.task.id,
       run: run.task.run,
       stepId: step.id,
-      tool: step.tool!,
+      tool: step.tool,
       ...(state.status === 'running' ? { running: true } : {}),
     });
   run.fail(step, error);
   return true;
 }
 
+/** The step's job went missing (see Report 'lost'): queued again with its job made again, or cancelled if its task ended. Needs its input loaded. */
+function lostReport(run: Run, step: ToolStep, state: StepState): boolean {
+  if (state.run !== run.task.run || (state.status !== 'queued' && state.status !== 'running')) return false;
+  if (!run.live(step)) {
+    run.setStep(step, { status: 'cancelled', finished_at: run.now.toISOString() });
+    return true;
+  }
+  if (state.input === undefined) throw new Error(`step ${step.id} of task ${run.task.id}: its input was not loaded`);
+  run.setStep(step, { status: 'queued', queued_at: run.now.toISOString() });
+  run.decision.jobs.push(readyJob(run, step, state.input));
+  return true;
+}
+
 /** A dead letter: a step (or map item) that failed for good, with what it was given. */
-export function deadLetter(run: Run, step: PlanStep, stepId: string, report: Extract<Report, { type: 'result' }>): void {
+export function deadLetter(run: Run, step: ToolStep, stepId: string, report: Extract<Report, { type: 'result' }>): void {
   run.decision.deadLetters.push({
     taskId: run.task.id,
     createdAt: run.task.createdAt,
     stepId,
     run: run.task.run,
-    tool: step.tool ?? step.kind,
+    tool: step.tool,
     input: report.input ?? null,
     error: capErrorRecord(report.error ?? { name: 'Error', message: 'step failed' }),
     attempts: report.attempt,
@@ -127,7 +215,7 @@ export function deadLetter(run: Run, step: PlanStep, stepId: string, report: Ext
 }
 
 /** The job of a ready tool step: its input, and what its direct dependencies ended with (small outputs inline). */
-export function readyJob(run: Run, step: PlanStep, input: unknown, item?: number): ReadyStep {
+export function readyJob(run: Run, step: ToolStep, input: unknown, item?: number): ReadyStep {
   const dependencies: Record<string, DependencyResult> = {};
   if (item === undefined) {
     for (const dep of step.dependsOn) {
@@ -148,34 +236,14 @@ export function readyJob(run: Run, step: PlanStep, input: unknown, item?: number
     run: run.task.run,
     stepId: step.id,
     ...(item !== undefined ? { item } : {}),
-    tool: step.tool!,
+    tool: step.tool,
     input,
     retry: step.options.retry,
     timeoutMs: step.options.timeout_ms,
     dependencies,
     ...(step.options.priority ? { priority: step.options.priority } : {}),
+    ...(run.task.owner ? { owner: run.task.owner } : {}),
   };
-}
-
-/** A map item's place in the map's output: the tool's output, or `{error}` under on_failure continue. */
-function outputOrError(schema: JsonSchema, step: WorkflowStep): JsonSchema {
-  return step.on_failure === 'continue' ? { anyOf: [schema, { type: 'object', properties: { error: {} } }] } : schema;
-}
-
-/** for_each: a literal list, or a string that is exactly one template (it keeps the list's type); max_parallel only with it. */
-function checkForEach(step: WorkflowStep, index: number, context: CheckContext): void {
-  if (step.for_each === undefined) {
-    if (step.max_parallel !== undefined) context.add(['steps', index, 'max_parallel'], 'max_parallel goes with for_each');
-    return;
-  }
-  if (typeof step.for_each !== 'string') return;
-  const text = step.for_each.trim();
-  const whole = text.startsWith('{{') && text.endsWith('}}') && text.indexOf('{{', 2) === -1;
-  if (!whole) {
-    context.add(['steps', index, 'for_each'], 'for_each must be a list or exactly one template that gives one, such as "{{steps.list.output.items}}"');
-    return;
-  }
-  // What it refers to is checked with every other template (check.ts): {{item}} is not defined there.
 }
 
 /** Problems of the literal part of an input: issues under a templated value are left for run time. */
@@ -196,5 +264,3 @@ function underTemplate(root: unknown, path: readonly PropertyKey[]): boolean {
   }
   return typeof current === 'string' && hasTemplates(current);
 }
-
-export type { Catalog };

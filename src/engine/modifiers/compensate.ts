@@ -1,9 +1,10 @@
 import type { Catalog } from '../catalog.js';
+import { type CheckContext, refuseFields } from '../kinds/kind.js';
+import { literalProblems } from '../kinds/tool.js';
 import type { PlanStep, RunOverrides } from '../plan.js';
 import { rewriteOwnReferences } from '../templates.js';
 import type { WorkflowDefinition, WorkflowStep } from '../workflow-definition.js';
-import { type CheckContext, refuseFields } from './kind.js';
-import { literalProblems } from './tool.js';
+import type { StepModifier } from './modifier.js';
 
 /**
  * Compensation (sagas, README "Compensation"): a tool step may say what undoes it
@@ -13,6 +14,16 @@ import { literalProblems } from './tool.js';
  * pending while the task runs; when the task fails, the decider (decide.ts) runs the
  * compensations of the steps that completed and ends the task failed once they are done.
  */
+
+declare module '../plan.js' {
+  interface StepModifiers {
+    /**
+     * A compensation: the tool step that undoes this step of the plan. It runs only while its
+     * task compensates, after the compensations of the steps below it.
+     */
+    compensationOf?: string;
+  }
+}
 
 const SUFFIX = '.compensate';
 
@@ -26,20 +37,48 @@ export function compensationOf(stepId: string): string | undefined {
 }
 
 /** A step's compensation input, its `{{input…}}` and `{{output…}}` rewritten (templates.ts rewriteOwnReferences). */
-export function compensationInput(step: WorkflowStep): ReturnType<typeof rewriteOwnReferences> {
+function compensationInput(step: WorkflowStep): ReturnType<typeof rewriteOwnReferences> {
   return rewriteOwnReferences(step.compensate?.input ?? {}, { id: step.id, input: step.input });
 }
 
+export const compensate: StepModifier = {
+  // Its own check says it is a tool step's (a compensation is a tool step).
+  check: checkCompensation,
+
+  // Its input's references are checked as the compensation's: it may name its step and the step's ancestors.
+  templatePlaces(step, index) {
+    if (!step.compensate) return [];
+    const { value, problems } = compensationInput(step);
+    return [{ base: `steps[${index}].compensate.input`, value, as: compensationId(step.id), problems }];
+  },
+
+  planSteps: (definition, { catalog, overrides }) => compileCompensations(definition, catalog, overrides),
+
+  applies: (step) => step.compensationOf !== undefined,
+
+  around: (inner) => ({
+    settle(run, step, state, to) {
+      // A failed task's compensations are its compensator's (decide.ts) to run or skip.
+      if (to !== 'skipped') inner.settle(run, step, state, to);
+    },
+
+    report(run, step, state, report) {
+      // Its tool withdrawn, it is left alone: it runs only if its task fails, and is the compensating decider's to end.
+      return report.type !== 'withdrawn' && inner.report(run, step, state, report);
+    },
+  }),
+};
+
 /** The compensation's own rules: a plain tool step (not a map), a known tool, a literal input that fits it. Templates are checked with the others (check.ts). */
-export function checkCompensation(step: WorkflowStep, index: number, context: CheckContext): void {
-  const compensate = step.compensate;
-  if (!compensate) return;
+function checkCompensation(step: WorkflowStep, index: number, context: CheckContext): void {
+  const undo = step.compensate;
+  if (!undo) return;
   if (step.tool === undefined) refuseFields(step, index, context, 'non-tool', ['compensate']);
   else if (step.for_each !== undefined)
     context.add(['steps', index, 'compensate'], 'a for_each step cannot be compensated (compensate each item in a step of its own)');
-  const tool = context.catalog.tool(compensate.tool);
+  const tool = context.catalog.tool(undo.tool);
   if (!tool) {
-    context.add(['steps', index, 'compensate', 'tool'], `unknown tool ${compensate.tool} (known: ${context.catalog.toolNames().join(', ')})`);
+    context.add(['steps', index, 'compensate', 'tool'], `unknown tool ${undo.tool} (known: ${context.catalog.toolNames().join(', ')})`);
     return;
   }
   const { value } = compensationInput(step);
@@ -52,7 +91,7 @@ export function checkCompensation(step: WorkflowStep, index: number, context: Ch
  * below its step: walking down from the step, a path stops at the first step that has one
  * (that one waits for those further down).
  */
-export function compileCompensations(definition: WorkflowDefinition, catalog: Catalog, overrides: RunOverrides): PlanStep[] {
+function compileCompensations(definition: WorkflowDefinition, catalog: Catalog, overrides: RunOverrides): PlanStep[] {
   const dependents = new Map<string, string[]>(definition.steps.map((step) => [step.id, []]));
   for (const step of definition.steps) for (const dep of step.depends_on) dependents.get(dep)?.push(step.id);
   const compensated = new Set(definition.steps.filter((step) => step.compensate).map((step) => step.id));

@@ -3,7 +3,7 @@ import type { JsonSchema } from '../catalog.js';
 import type { PlanStep } from '../plan.js';
 import { DEFAULT_RETRY_FOR_KINDS } from '../types.js';
 import type { WaitSpec, WorkflowStep } from '../workflow-definition.js';
-import { refuseFields, type StepKindModule } from './kind.js';
+import { outstandingTimer, type Run, refuseFields, type StepKindModule } from './kind.js';
 
 /**
  * A wait step waits for someone: a signal sent with an API key (POST /tasks/:id/signals/:name,
@@ -17,6 +17,25 @@ import { refuseFields, type StepKindModule } from './kind.js';
  * with `when`. A later one is refused (the API answers 409). The timeout follows `on_timeout`;
  * the task's cancel ends the wait.
  */
+
+declare module '../plan.js' {
+  interface StepKinds {
+    /** The signal it answers to (an approval's: its step id unless named) and how long it waits. */
+    wait: { wait: PlanWait };
+  }
+}
+
+/** A wait step as its task runs it: the signal it answers to, always named. */
+export interface PlanWait {
+  signal: string;
+  /** JSON Schema of a signal's payload. */
+  schema?: Record<string, unknown>;
+  approval?: { approvers?: string[]; form?: Record<string, unknown>; show?: string[] };
+  timeout_ms?: number;
+  on_timeout: 'fail' | 'continue';
+}
+
+export type WaitStep = PlanStep<'wait'>;
 
 /** The signal a wait step answers to: its own name, or an approval's step id. */
 export function signalName(step: Pick<WorkflowStep, 'id'> & { wait?: WaitSpec }): string {
@@ -40,10 +59,14 @@ function formProblem(form: Record<string, unknown>): string | undefined {
   return schemaProblem(form);
 }
 
-export const waitStep: StepKindModule = {
+export const waitKind: StepKindModule<'wait'> = {
+  name: 'wait',
+  label: 'wait',
+  summary: 'waits for a signal or an approval',
+
   check(step, index, context) {
-    refuseFields(step, index, context, 'wait', ['version', 'for_each', 'max_parallel', 'retry', 'timeout_ms', 'concurrency', 'rate_limit']);
-    const spec = step.wait!;
+    refuseFields(step, index, context, 'wait', ['version', 'retry', 'timeout_ms', 'concurrency', 'rate_limit']);
+    const spec = step.wait;
     const at = (...path: (string | number)[]) => ['steps', index, 'wait', ...path];
     if (spec.approval === undefined && spec.signal === undefined) context.add(at(), 'a wait step names the signal it waits for, or is an approval');
     if (spec.approval !== undefined && spec.schema !== undefined)
@@ -68,7 +91,7 @@ export const waitStep: StepKindModule = {
   },
 
   outputSchema(step) {
-    const spec = step.wait!;
+    const spec = step.wait;
     if (spec.approval !== undefined) {
       return {
         type: 'object',
@@ -89,8 +112,11 @@ export const waitStep: StepKindModule = {
     return { anyOf: [spec.schema as JsonSchema, { type: 'object', properties: { timed_out: { type: 'boolean' } } }] };
   },
 
+  // A wait with a timeout has its timer; without one, nothing of it is in Redis until its signal.
+  waitsWithoutJob: (status, reason, hasTimer) => status === 'waiting' && (reason === 'signal' || reason === 'approval') && !hasTimer,
+
   compile(step) {
-    return { kind: 'wait', wait: { ...step.wait!, signal: signalName(step) }, options: DEFAULT_RETRY_FOR_KINDS };
+    return { kind: 'wait', wait: { ...step.wait, signal: signalName(step) }, options: DEFAULT_RETRY_FOR_KINDS };
   },
 
   ready(run, step) {
@@ -100,7 +126,7 @@ export const waitStep: StepKindModule = {
       if ('error' in input) run.fail(step, input.error);
       return;
     }
-    const spec = step.wait!;
+    const spec = step.wait;
     const wakeAt = spec.timeout_ms !== undefined ? new Date(run.now.getTime() + spec.timeout_ms) : undefined;
     run.setStep(step, {
       status: 'waiting',
@@ -115,7 +141,7 @@ export const waitStep: StepKindModule = {
 
   report(run, step, state, report) {
     if (state.status !== 'waiting' || (state.reason !== 'signal' && state.reason !== 'approval')) return false;
-    const spec = step.wait!;
+    const spec = step.wait;
     if (report.type === 'wake') {
       run.record({ type: 'wait_timed_out', stepId: step.id, at: report.at, data: { on_timeout: spec.on_timeout } });
       run.setStep(step, { reason: null });
@@ -124,6 +150,8 @@ export const waitStep: StepKindModule = {
       return true;
     }
     if (report.type !== 'signal' || report.signal !== spec.signal) return false;
+    // Its timeout's timer is no longer wanted (in a flow, it would hold the run's root until then).
+    if (state.wakeAt) run.decision.dropJobs.push({ taskId: run.task.id, run: run.task.run, stepId: step.id });
     if (spec.approval === undefined) {
       run.record({ type: 'signal_received', stepId: step.id, at: report.at, data: { signal: report.signal, by: report.by, via: report.via } });
       run.setStep(step, { reason: null });
@@ -148,16 +176,18 @@ export const waitStep: StepKindModule = {
     });
     return true;
   },
+
+  outstanding: outstandingTimer,
 };
 
-function describe(step: PlanStep): string {
-  return step.wait?.approval !== undefined ? 'decision' : `signal ${step.wait?.signal}`;
+function describe(step: WaitStep): string {
+  return step.wait.approval !== undefined ? 'decision' : `signal ${step.wait.signal}`;
 }
 
-function completeTimedOut(run: Parameters<NonNullable<StepKindModule['report']>>[0], step: PlanStep, at: Date): void {
+function completeTimedOut(run: Run, step: WaitStep, at: Date): void {
   run.complete(
     step,
-    step.wait?.approval !== undefined
+    step.wait.approval !== undefined
       ? { decision: 'timed_out', approved: false, fields: {}, decided_at: at.toISOString(), timed_out: true }
       : { timed_out: true },
   );

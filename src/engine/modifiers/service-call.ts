@@ -1,6 +1,7 @@
 import type { Problem } from '../../lib/errors.js';
 import type { Catalog, ServiceOperationRef } from '../catalog.js';
 import type { ServiceCall, WorkflowDefinition, WorkflowStep } from '../workflow-definition.js';
+import type { ExpandContext, StepModifier } from './modifier.js';
 
 /**
  * A `service_call` step (`{service, endpoint, method, parameters}`, the seed's shape) is the tool
@@ -9,13 +10,17 @@ import type { ServiceCall, WorkflowDefinition, WorkflowStep } from '../workflow-
  * the operation says it goes (the JSON body under `parameters.body`). The definition is stored
  * that way; what cannot be resolved is a problem at `steps[i].service_call`.
  */
-export function expandServiceCalls(definition: WorkflowDefinition, catalog: Catalog): { definition: WorkflowDefinition; problems: Problem[] } {
+export const serviceCall: StepModifier = {
+  expand: expandServiceCalls,
+};
+
+function expandServiceCalls(definition: WorkflowDefinition, { catalog, kindsOf }: ExpandContext): { definition: WorkflowDefinition; problems: Problem[] } {
   if (!definition.steps.some((step) => step.service_call !== undefined)) return { definition, problems: [] };
   const problems: Problem[] = [];
   const steps = definition.steps.map((step, index): WorkflowStep => {
     if (!step.service_call) return step;
     const where = `steps[${index}].service_call`;
-    const others = (['tool', 'workflow', 'sleep', 'wait'] as const).filter((kind) => step[kind] !== undefined);
+    const others = kindsOf(step);
     if (others.length > 0)
       problems.push({ path: `steps[${index}]`, message: `service_call makes the step a tool step: it cannot also have ${others.join(', ')}` });
     if (Object.keys(step.input).length > 0)

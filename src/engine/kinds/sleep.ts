@@ -1,7 +1,7 @@
 import { hasTemplates } from '../templates.js';
 import { DEFAULT_RETRY_FOR_KINDS } from '../types.js';
 import { SLEEP_MAX_MS } from '../workflow-definition.js';
-import { refuseFields, type StepKindModule } from './kind.js';
+import { outstandingTimer, refuseFields, type StepKindModule } from './kind.js';
 
 /**
  * A durable sleep: once ready it waits until its wake-up time holding no worker and no active
@@ -9,11 +9,25 @@ import { refuseFields, type StepKindModule } from './kind.js';
  * reconciler makes the timer again if Redis lost it). The timer's report completes it with
  * `{woke_at}`. A wake-up time already past completes it at once.
  */
-export const sleepStep: StepKindModule = {
+
+declare module '../plan.js' {
+  interface StepKinds {
+    /** How long, or until when (either may be a template). */
+    sleep: { sleep: SleepSpec };
+  }
+}
+
+type SleepSpec = { ms?: number | string; until?: string };
+
+export const sleepKind: StepKindModule<'sleep'> = {
+  name: 'sleep',
+  label: 'sleep',
+  summary: 'waits',
+
   check(step, index, context) {
-    refuseFields(step, index, context, 'sleep', ['version', 'for_each', 'max_parallel', 'retry', 'timeout_ms', 'concurrency', 'rate_limit']);
+    refuseFields(step, index, context, 'sleep', ['version', 'retry', 'timeout_ms', 'concurrency', 'rate_limit']);
     if (Object.keys(step.input).length > 0) context.add(['steps', index, 'input'], 'a sleep step takes no input');
-    const spec = step.sleep as { ms?: number | string; until?: string };
+    const spec: SleepSpec = step.sleep;
     const literal = typeof spec.ms === 'string' ? spec.ms : spec.until;
     if (literal === undefined || hasTemplates(literal)) return;
     const problem = wakeTime(spec, new Date(0));
@@ -26,12 +40,16 @@ export const sleepStep: StepKindModule = {
     return { type: 'object', properties: { woke_at: { type: 'string' } }, additionalProperties: false };
   },
 
+  templatePlaces: (step, index) => [{ base: `steps[${index}].sleep`, value: step.sleep }],
+
   compile(step) {
-    return { kind: 'sleep', sleep: step.sleep as { ms?: number | string; until?: string }, options: DEFAULT_RETRY_FOR_KINDS };
+    return { kind: 'sleep', sleep: step.sleep, options: DEFAULT_RETRY_FOR_KINDS };
   },
 
+  templates: (step) => [step.sleep],
+
   ready(run, step) {
-    const spec = run.resolve(step, step.sleep ?? {});
+    const spec = run.resolve(step, step.sleep);
     if (!spec.ok) {
       if ('error' in spec) run.fail(step, spec.error);
       return;
@@ -49,6 +67,8 @@ export const sleepStep: StepKindModule = {
     run.complete(step, { woke_at: report.at.toISOString() });
     return true;
   },
+
+  outstanding: outstandingTimer,
 };
 
 /** When a resolved sleep ends, or why it cannot: `ms` a whole number of milliseconds, `until` an ISO 8601 time. */

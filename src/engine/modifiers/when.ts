@@ -1,0 +1,76 @@
+import { ConditionError, toErrorRecord } from '../../lib/errors.js';
+import { checkCondition, evaluateCondition } from '../condition.js';
+import type { Run } from '../kinds/kind.js';
+import type { PlanStep } from '../plan.js';
+import type { StepModifier } from './modifier.js';
+
+/**
+ * `when`: a CEL condition decided once the step's dependencies are done, over `params` and
+ * `steps.<ancestor>.output` / `.status` / `.error`. True: the step goes on as its kind says;
+ * false: it is skipped (reason `condition`) and never runs; an error evaluating it fails the
+ * step (ConditionError). It parses and type-checks when the definition is stored, against the
+ * parameters' types and the ancestors' output schemas.
+ */
+
+declare module '../plan.js' {
+  interface StepModifiers {
+    /** A CEL condition: false skips the step. */
+    when?: string;
+  }
+}
+
+export const when: StepModifier = {
+  checkFlow(step, index, context) {
+    if (step.when === undefined) return;
+    const scope = {
+      params: context.parameters,
+      steps: Object.fromEntries(
+        [...context.ancestors(step.id)].map((id) => {
+          const output = context.outputOf(id);
+          return [id, output ? { output } : {}];
+        }),
+      ),
+    };
+    for (const message of checkCondition(step.when, scope)) context.add(['steps', index, 'when'], message);
+  },
+
+  compile: (step) => (step.when !== undefined ? { when: step.when } : {}),
+
+  applies: (step) => step.when !== undefined,
+
+  // An expression may name any ancestor.
+  reads: (step, ancestors) => (step.when !== undefined ? ancestors : []),
+
+  around: (inner) => ({
+    ready(run, step, state) {
+      const verdict = decideWhen(run, step);
+      if (verdict === undefined) return;
+      if (!verdict) return run.skip(step, 'condition');
+      inner.ready(run, step, state);
+    },
+  }),
+};
+
+/** The condition's verdict; undefined when an ancestor's output is not loaded yet, or the step failed evaluating it. */
+function decideWhen(run: Run, step: PlanStep): boolean | undefined {
+  if (step.when === undefined) return true;
+  const steps: Record<string, { status: string; output?: unknown; error?: unknown }> = {};
+  let missing = false;
+  for (const id of run.task.plan.ancestors.get(step.id) ?? []) {
+    const state = run.state(id);
+    if (state.output === undefined) {
+      run.need('output', id);
+      missing = true;
+      continue;
+    }
+    steps[id] = { status: state.status, output: state.output, ...(state.error ? { error: state.error } : {}) };
+  }
+  if (missing) return undefined;
+  try {
+    return evaluateCondition(step.when, { params: run.task.params, steps });
+  } catch (error) {
+    const failure = error instanceof ConditionError ? error : new ConditionError(`when: ${(error as Error).message}`);
+    run.fail(step, { ...toErrorRecord(failure), retryable: false });
+    return undefined;
+  }
+}

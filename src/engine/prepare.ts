@@ -1,0 +1,55 @@
+import type { Plan, PlanStep, RunPlan } from './plan.js';
+import { readsOf, templatesOf } from './registry.js';
+import { findReferences } from './templates.js';
+
+function stepsNamedIn(value: unknown): Set<string> {
+  const ids = new Set<string>();
+  for (const found of findReferences(value)) if (found.reference?.kind === 'steps') ids.add(found.reference.step);
+  return ids;
+}
+
+/**
+ * Works out a plan's lookups (the plan must be acyclic: definitions are checked when stored).
+ * What a step reads when it becomes ready is what its kind and its modifiers say
+ * (src/engine/registry.ts): the steps its templates name, its dependencies, and for a `when`
+ * every ancestor.
+ */
+export function prepare(plan: Plan): RunPlan {
+  const byId = new Map(plan.steps.map((step) => [step.id, step]));
+  const dependents = new Map<string, string[]>(plan.steps.map((step) => [step.id, []]));
+  for (const step of plan.steps) for (const dep of step.dependsOn) dependents.get(dep)?.push(step.id);
+  const order: PlanStep[] = [];
+  const ancestors = new Map<string, Set<string>>();
+  const visit = (step: PlanStep) => {
+    if (ancestors.has(step.id)) return;
+    const set = new Set<string>();
+    ancestors.set(step.id, set);
+    for (const dep of step.dependsOn) {
+      const parent = byId.get(dep);
+      if (!parent) continue;
+      visit(parent);
+      set.add(dep);
+      for (const ancestor of ancestors.get(dep)!) set.add(ancestor);
+    }
+    order.push(step);
+  };
+  for (const step of plan.steps) visit(step);
+  const reads = new Map(
+    plan.steps.map((step) => {
+      const ids = stepsNamedIn(templatesOf(step));
+      for (const dep of step.dependsOn) ids.add(dep);
+      for (const id of readsOf(step, ancestors.get(step.id)!)) ids.add(id);
+      return [step.id, ids] as const;
+    }),
+  );
+  return {
+    plan,
+    byId,
+    order,
+    dependents,
+    ancestors,
+    reads,
+    ...(plan.output !== undefined && !plan.single ? { outputReads: stepsNamedIn(plan.output) } : {}),
+    compensations: order.filter((step) => step.compensationOf !== undefined),
+  };
+}
