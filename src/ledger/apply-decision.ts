@@ -1,5 +1,5 @@
 import type { Decision, HistoryEvent } from '../engine/state.js';
-import type { SqlRunner } from './sql.js';
+import type { SqlRunner, TransactionRunner } from './sql.js';
 
 /** What applying a decision did to map items: those its sweeps queued (with their inputs: their jobs are made) and moved (with the status they had). */
 export interface Applied {
@@ -11,9 +11,14 @@ export interface Applied {
  * The applier: writes one decision of the engine (src/engine/decide.ts) in one call
  * (prisma/functions/ledger_apply.sql) to tasks that ledger_load locked in the same
  * transaction. What the runtime does besides (jobs, timers, child tasks, events, callbacks) is
- * carried out once this commits.
+ * carried out once this commits. `commit`: the transaction ends with this statement, which then
+ * carries its COMMIT in the same round trip.
  */
-export async function applyDecision(tx: SqlRunner, decision: Decision, options: { history?: boolean } = {}): Promise<Applied> {
+export async function applyDecision(
+  tx: SqlRunner | TransactionRunner,
+  decision: Decision,
+  options: { history?: boolean; commit?: boolean } = {},
+): Promise<Applied> {
   const events = options.history === false ? [] : decision.history;
   const nothing =
     decision.tasks.length +
@@ -25,7 +30,8 @@ export async function applyDecision(tx: SqlRunner, decision: Decision, options: 
       events.length ===
     0;
   if (nothing) return { started: [], moved: [] };
-  const [row] = await tx.$queryRawUnsafe<
+  const query = options.commit && '$queryAndCommit' in tx ? tx.$queryAndCommit.bind(tx) : tx.$queryRawUnsafe.bind(tx);
+  const [row] = await query<
     {
       applied: {
         started: { task_id: string; step_id: string; item: number; input: unknown }[];

@@ -436,7 +436,8 @@ export class Runs {
         held = heldItems(decision.jobs, gated);
         decision = holdBack(decision, gated);
       }
-      const applied = await applyDecision(tx, decision, this.history);
+      // With nothing to run after it, the apply carries the COMMIT (one round trip fewer per level).
+      const applied = await applyDecision(tx, decision, { ...this.history, commit: options.before === undefined });
       const result = { states, decision, applied, heldItems: held };
       await options.before?.(tx, result);
       return result;
