@@ -8,6 +8,7 @@
 //   sdk       src/tools       the tool SDK: what an adapter implements, and the registry
 //   store     src/ledger, src/persistence, src/queue, src/observability
 //   services  src/tasks, src/workflows, src/schedules, src/services (the registry of third-party services)
+//   core      src/composition.ts: builds what the API and a worker both run on, once
 //   edge      src/api, workers/ (the worker process and its runtime), which do not import each other
 //   entry     src/main.ts, src/api/main.ts, workers/main.ts, src/bootstrap.ts
 //
@@ -26,6 +27,7 @@ const LAYERS = [
   { name: 'sdk', path: '^src/tools/' },
   { name: 'store', path: '^src/(ledger|persistence|queue|observability)/' },
   { name: 'services', path: '^src/(tasks|workflows|schedules|services)/' },
+  { name: 'core', path: '^src/composition\\.ts$' },
   { name: 'edge', path: ['^src/api/(?!main\\.ts$)', '^workers/(?!main\\.ts$|adapters/)'] },
   { name: 'entry', path: '^(src/(main\\.ts|api/main\\.ts|bootstrap\\.ts)|workers/main\\.ts)$' },
 ];

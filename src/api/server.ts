@@ -2,34 +2,19 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
+import { openCore } from '../composition.js';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { PACKAGE } from '../lib/package-root.js';
 import { Metrics } from '../observability/metrics.js';
 import { openDatabase } from '../persistence/database.js';
-import { ScheduleStore } from '../persistence/schedule-store.js';
 import { StatsStore } from '../persistence/stats-store.js';
-import { TaskStore } from '../persistence/task-store.js';
-import { WorkflowStore } from '../persistence/workflow-store.js';
-import { publishStop } from '../queue/channels.js';
-import { EventLog } from '../queue/event-log.js';
-import { EventNotices } from '../queue/event-notices.js';
-import { Gates } from '../queue/gates.js';
 import { toolQueueName } from '../queue/jobs.js';
-import { KeyQuotas } from '../queue/key-quotas.js';
-import { createRedis, waitForRedis } from '../queue/redis.js';
-import { RedisOutage, redisAddress } from '../queue/redis-outage.js';
-import { ScheduleQueue } from '../queue/schedule-queue.js';
 import { Shards } from '../queue/shards.js';
-import { TaskQueues } from '../queue/task-queues.js';
 import { ScheduleService } from '../schedules/schedule-service.js';
-import { openServiceRegistry } from '../services/service-registry.js';
-import { PolicyHook } from '../tasks/policy-hook.js';
-import { Runs } from '../tasks/runs.js';
-import { TaskService } from '../tasks/task-service.js';
-import { WorkGate } from '../tasks/work-gate.js';
+import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
-import { WorkflowService } from '../workflows/workflow-service.js';
+import type { WorkflowService } from '../workflows/workflow-service.js';
 import { Admission } from './admission.js';
 import { type KeyRing, openKeyRing } from './api-keys.js';
 import { createApp } from './app.js';
@@ -57,31 +42,10 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   const ring = keys ?? (await openKeyRing(config, logger));
   const tokens = IdentityTokens.fromConfig(config);
   const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
-  // Every connection of this process reports to one place: an outage is said once, not by each.
-  const outage = new RedisOutage(logger, redisAddress(config));
-  const redis = outage.watch(createRedis(config, 'producer', 'api'));
-  const subscriber = outage.watch(createRedis(config, 'subscriber', 'api-events'));
-  // Start even while Redis is down (the outage says so): the API then answers 503 and recovers by itself.
-  await waitForRedis(redis, 2_000).catch(() => undefined);
-  // Registered services' operations are tools too: read now, and again on every change.
-  const services = openServiceRegistry({
-    config,
-    prisma: db.prisma,
-    redis,
-    subscriber: outage.watch(createRedis(config, 'subscriber', 'api-services')),
-    logger,
-    metrics,
-    checksHealth: true,
-  });
-  await services.start();
-  registry = registry.withDynamic(services);
-  const queues = new TaskQueues(redis, config, registry.names(), logger);
-  const events = new EventNotices(subscriber, config.QUEUE_PREFIX, logger);
+  const core = await openCore({ config, logger, metrics, prisma: db.prisma, sql: db.sql, reachability: db.reachability, tools: registry, role: 'api' });
+  const { redis, services, queues, events, eventLog, store, scheduleStore, scheduleQueue, quotas, workflows, tasks } = core;
+  registry = core.tools;
   events.start();
-  const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
-  const store = new TaskStore(db.prisma, db.sql);
-  const scheduleStore = new ScheduleStore(db.sql);
-  const quotas = new KeyQuotas(redis, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
   metrics.addGauges(
     {
       queueDepth: async () =>
@@ -91,44 +55,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     },
     { cacheMs: config.METRICS_CACHE_MS },
   );
-  const workflows = new WorkflowService(new WorkflowStore(db.prisma), registry, logger, config);
-  services.workflows = workflows;
   await workflows.loadExamples();
-  // One admission for every path that makes work here: submissions, schedules' definitions, retries, replays, signals, children.
-  const gate = new WorkGate({ policy: PolicyHook.fromConfig(config, metrics, logger), quotas });
-  const runs = new Runs({
-    sql: db.sql,
-    queues,
-    publish: (transitions) => eventLog.append(transitions),
-    logger,
-    config,
-    gates: new Gates(redis, config.QUEUE_PREFIX),
-    planChild: (workflow, params) => workflows.planChild(workflow, params),
-    stopTask: (taskId, run) => publishStop(redis, config.QUEUE_PREFIX, { taskId, run, reason: 'cancelled' }),
-    gate,
-    onEnded: (ended) => {
-      metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
-      quotas.release(ended.taskId);
-    },
-  });
-  services.users = { using: (prefix) => store.unfinishedStepsCalling(prefix), fail: (steps, error) => runs.withdraw(steps, error) };
-  const tasks = new TaskService({
-    config,
-    logger,
-    registry,
-    store,
-    queues,
-    redis,
-    events,
-    metrics,
-    runs,
-    reachability: db.reachability,
-    gate,
-    planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
-    workflowNames: () => workflows.names(),
-    tickOf: (taskId) => scheduleStore.tickOf(taskId),
-  });
-  const scheduleQueue = new ScheduleQueue(redis, queues.shards[0]!.prefix, logger);
   const schedules = new ScheduleService({
     store: scheduleStore,
     queue: scheduleQueue,
@@ -237,14 +164,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       events.wakeAll();
       server.closeIdleConnections();
       await closing;
-      // What cancels left to do in the background (removing the jobs of queued steps and items).
-      await runs.idle();
-      await quotas.settled();
-      await queues.close();
-      await scheduleQueue.close();
-      services.stop();
-      subscriber.disconnect();
-      await redis.quit().catch(() => redis.disconnect());
+      core.stopListening();
+      await core.close();
       await db.close();
       ring.close();
     },

@@ -1,4 +1,5 @@
 import { DelayedError, type Job, type MinimalJob, Worker } from 'bullmq';
+import { openCore } from '../../src/composition.js';
 import type { Sql } from '../../src/ledger/sql.js';
 import type { Config } from '../../src/lib/config.js';
 import { RetryableError, WorkerStoppingError } from '../../src/lib/errors.js';
@@ -6,12 +7,6 @@ import type { Logger } from '../../src/lib/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import { bullmqTelemetry } from '../../src/observability/tracing.js';
 import type { Prisma } from '../../src/persistence/database.js';
-import { ScheduleStore } from '../../src/persistence/schedule-store.js';
-import { TaskStore } from '../../src/persistence/task-store.js';
-import { WorkflowStore } from '../../src/persistence/workflow-store.js';
-import { EventLog } from '../../src/queue/event-log.js';
-import { EventNotices } from '../../src/queue/event-notices.js';
-import { Gates } from '../../src/queue/gates.js';
 import {
   BACKOFF_TYPE,
   CALLBACKS_QUEUE,
@@ -24,20 +19,12 @@ import {
   type TimerJobData,
   toolQueueName,
 } from '../../src/queue/jobs.js';
-import { KeyQuotas } from '../../src/queue/key-quotas.js';
-import { createRedis, isConnectionError } from '../../src/queue/redis.js';
-import { RedisOutage, redisAddress } from '../../src/queue/redis-outage.js';
-import { SCHEDULES_QUEUE, type ScheduleJobData, ScheduleQueue, tickTime } from '../../src/queue/schedule-queue.js';
-import { Shards, shareOf } from '../../src/queue/shards.js';
-import { TaskQueues } from '../../src/queue/task-queues.js';
+import { isConnectionError } from '../../src/queue/redis.js';
+import { SCHEDULES_QUEUE, type ScheduleJobData, tickTime } from '../../src/queue/schedule-queue.js';
+import { shareOf } from '../../src/queue/shards.js';
 import { ScheduleService } from '../../src/schedules/schedule-service.js';
-import { openServiceRegistry } from '../../src/services/service-registry.js';
-import { PolicyHook } from '../../src/tasks/policy-hook.js';
-import { Runs } from '../../src/tasks/runs.js';
-import { TaskService } from '../../src/tasks/task-service.js';
-import { WorkGate } from '../../src/tasks/work-gate.js';
+import type { Runs } from '../../src/tasks/runs.js';
 import type { RateLimit, ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
-import { WorkflowService } from '../../src/workflows/workflow-service.js';
 import { retryDelay } from './backoff.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
 import { postpone } from './postpone.js';
@@ -107,66 +94,14 @@ export function shardLimiter(limit: RateLimit, shard: number, shards: number): {
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
   const { config, logger, prisma, sql, settings, metrics } = options;
-  // Every connection of this process reports to one place: an outage is said once, not by each.
-  const outage = new RedisOutage(logger, redisAddress(config));
-  const connection = outage.watch(createRedis(config, 'worker', 'worker'));
-  const subscriber = outage.watch(createRedis(config, 'subscriber', 'worker-stop'));
-  // Registered services' operations are tools too, all in one queue (SERVICES_QUEUE): read now, and again on every change.
-  const services = openServiceRegistry({
-    config,
-    prisma,
-    redis: connection,
-    subscriber: outage.watch(createRedis(config, 'subscriber', 'worker-services')),
-    logger,
-    metrics,
-    checksHealth: false,
-  });
-  await services.start();
+  const core = await openCore({ config, logger, metrics, prisma, sql, tools: options.allTools, role: 'worker' });
+  const { outage, redis: connection, subscriber, services, queues, runs, store, scheduleStore, scheduleQueue, tasks: submitter } = core;
   const registry = options.registry.withDynamic(services);
-  const allTools = options.allTools.withDynamic(services);
-  const queues = new TaskQueues(connection, config, allTools.names(), logger);
-  const eventLog = new EventLog(connection, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
-  const workflows = new WorkflowService(new WorkflowStore(prisma), allTools, logger, config);
-  // Ended tasks stop counting against their client's quotas (src/queue/key-quotas.ts).
-  const quotas = new KeyQuotas(connection, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
-  // The same admission as the API's: schedules' ticks and sub-workflows' children are work too.
-  const gate = new WorkGate({ policy: PolicyHook.fromConfig(config, metrics, logger), quotas });
-  const runs = new Runs({
-    sql,
-    queues,
-    publish: (transitions) => eventLog.append(transitions),
-    logger,
-    config,
-    gates: new Gates(connection, config.QUEUE_PREFIX),
-    planChild: (workflow, params) => workflows.planChild(workflow, params),
-    gate,
-    onEnded: (ended) => {
-      metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
-      quotas.release(ended.taskId);
-    },
-  });
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
-  const store = new TaskStore(prisma, sql);
-
   // Ticks of schedules make tasks here, through the same gate as POST /assign-task (policy and the owner's quotas).
-  const submitter = new TaskService({
-    config,
-    logger,
-    registry: options.allTools,
-    store,
-    queues,
-    redis: connection,
-    events: new EventNotices(subscriber, config.QUEUE_PREFIX, logger),
-    metrics,
-    runs,
-    gate,
-    planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
-    workflowNames: () => workflows.names(),
-  });
-  const scheduleQueue = new ScheduleQueue(connection, queues.shards[0]!.prefix, logger);
   const schedules = new ScheduleService({
-    store: new ScheduleStore(sql),
+    store: scheduleStore,
     queue: scheduleQueue,
     logger,
     checkTask: (request, submitOptions) => submitter.check(request, submitOptions),
@@ -362,29 +297,18 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
         stops.abortAll(new WorkerStoppingError());
         for (const worker of workers) void worker.close(true).catch(() => undefined);
       }
-      services.stop();
-      subscriber.disconnect();
+      core.stopListening();
       // What the steps caused (the next steps' jobs, quota releases), then the queues: within what
       // is left of the bound. Whatever Redis did not take by then, the reconciler repairs.
       const closed =
         drained &&
         (await until(
-          (async () => {
-            await runs.idle();
-            await quotas.settled();
-            await queues.close();
-            await scheduleQueue.close();
-            await connection.quit().catch(() => connection.disconnect());
-            return true;
-          })(),
+          core.close().then(() => true),
           deadline,
           false,
         ));
       if (drained && !closed) logger.warn('Redis did not answer within the shutdown bound: closing without it');
-      if (!closed) {
-        connection.disconnect();
-        void Promise.all([queues.close(), scheduleQueue.close()]).catch(() => undefined);
-      }
+      if (!closed) core.disconnect();
       return { drained };
     },
   };

@@ -1,0 +1,178 @@
+import type { Sql } from './ledger/sql.js';
+import type { Config } from './lib/config.js';
+import type { Logger } from './lib/logger.js';
+import type { Metrics } from './observability/metrics.js';
+import type { Prisma, Reachability } from './persistence/database.js';
+import { ScheduleStore } from './persistence/schedule-store.js';
+import { TaskStore } from './persistence/task-store.js';
+import { WorkflowStore } from './persistence/workflow-store.js';
+import { publishStop } from './queue/channels.js';
+import { EventLog } from './queue/event-log.js';
+import { EventNotices } from './queue/event-notices.js';
+import { Gates } from './queue/gates.js';
+import { KeyQuotas } from './queue/key-quotas.js';
+import { createRedis, type RedisClient, waitForRedis } from './queue/redis.js';
+import { RedisOutage, redisAddress } from './queue/redis-outage.js';
+import { ScheduleQueue } from './queue/schedule-queue.js';
+import { Shards } from './queue/shards.js';
+import { TaskQueues } from './queue/task-queues.js';
+import { openServiceRegistry, type ServiceRegistry } from './services/service-registry.js';
+import { PolicyHook } from './tasks/policy-hook.js';
+import { Runs } from './tasks/runs.js';
+import { TaskService } from './tasks/task-service.js';
+import { WorkGate } from './tasks/work-gate.js';
+import type { ToolRegistry } from './tools/tool.js';
+import { WorkflowService } from './workflows/workflow-service.js';
+
+export interface CoreOptions {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  prisma: Prisma;
+  sql: Sql;
+  /** Whether PostgreSQL answers (Database.reachability): a task service that knows answers 503 at once while it does not. */
+  reachability?: Reachability;
+  /** Every tool the deployment knows; the registered services' operations are added to it. */
+  tools: ToolRegistry;
+  /** Which process this is: the API (its Redis connection fails fast) or a worker (it waits). */
+  role: 'api' | 'worker';
+}
+
+/**
+ * What the API and a worker both run on, built in one place: the Redis connections (under one
+ * outage report), the service registry, the queues, the event log, the workflows, quotas and the
+ * work gate (policy), the run driver and the task service. Each process adds only its own: the
+ * API its HTTP app and admission, a worker its BullMQ workers, reconciler and schedules' ticks.
+ */
+export interface Core {
+  outage: RedisOutage;
+  /** The connection commands go on (the API's producer, a worker's). */
+  redis: RedisClient;
+  /** The subscriber connection: task event notices, and a worker's stop signals. */
+  subscriber: RedisClient;
+  services: ServiceRegistry;
+  /** `tools` with the registered services' operations. */
+  tools: ToolRegistry;
+  queues: TaskQueues;
+  eventLog: EventLog;
+  /** Notices that a task has new events (started by the API, whose long-polls wait on them). */
+  events: EventNotices;
+  store: TaskStore;
+  scheduleStore: ScheduleStore;
+  scheduleQueue: ScheduleQueue;
+  workflows: WorkflowService;
+  quotas: KeyQuotas;
+  /** One admission for every path that makes work: submissions, schedules, retries, replays, signals, children. */
+  gate: WorkGate;
+  runs: Runs;
+  tasks: TaskService;
+  /** Stops listening: the service registry's change feed and the subscriber. */
+  stopListening(): void;
+  /** Settles what runs and quotas still do in the background, closes the queues, then quits Redis. */
+  close(): Promise<void>;
+  /** Drops the Redis connections at once (a shutdown past its bound). */
+  disconnect(): void;
+}
+
+export async function openCore(options: CoreOptions): Promise<Core> {
+  const { config, logger, metrics, prisma, sql, role } = options;
+  // Every connection of this process reports to one place: an outage is said once, not by each.
+  const outage = new RedisOutage(logger, redisAddress(config));
+  const redis = outage.watch(createRedis(config, role === 'api' ? 'producer' : 'worker', role));
+  const subscriber = outage.watch(createRedis(config, 'subscriber', role === 'api' ? 'api-events' : 'worker-stop'));
+  // The API starts even while Redis is down (the outage says so): it then answers 503 and recovers by itself.
+  if (role === 'api') await waitForRedis(redis, 2_000).catch(() => undefined);
+  // Registered services' operations are tools too: read now, and again on every change. The API
+  // checks their health; workers only call them.
+  const services = openServiceRegistry({
+    config,
+    prisma,
+    redis,
+    subscriber: outage.watch(createRedis(config, 'subscriber', `${role}-services`)),
+    logger,
+    metrics,
+    checksHealth: role === 'api',
+  });
+  await services.start();
+  const tools = options.tools.withDynamic(services);
+  const queues = new TaskQueues(redis, config, tools.names(), logger);
+  const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
+  const events = new EventNotices(subscriber, config.QUEUE_PREFIX, logger);
+  const store = new TaskStore(prisma, sql);
+  const scheduleStore = new ScheduleStore(sql);
+  // Ended tasks stop counting against their client's quotas (src/queue/key-quotas.ts).
+  const quotas = new KeyQuotas(redis, Shards.of(config), { maxTasks: config.QUOTA_MAX_BACKLOG_PER_KEY, maxBytes: config.QUOTA_MAX_BYTES_PER_KEY }, logger);
+  const workflows = new WorkflowService(new WorkflowStore(prisma), tools, logger, config);
+  services.workflows = workflows;
+  const gate = new WorkGate({ policy: PolicyHook.fromConfig(config, metrics, logger), quotas });
+  const runs = new Runs({
+    sql,
+    queues,
+    publish: (transitions) => eventLog.append(transitions),
+    logger,
+    config,
+    gates: new Gates(redis, config.QUEUE_PREFIX),
+    planChild: (workflow, params) => workflows.planChild(workflow, params),
+    // A cancel tells every worker to abort the task's running steps, whichever process cancels
+    // (the API for a client, a worker for the children of a run that failed).
+    stopTask: (taskId, run) => publishStop(redis, config.QUEUE_PREFIX, { taskId, run, reason: 'cancelled' }),
+    gate,
+    onEnded: (ended) => {
+      metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
+      quotas.release(ended.taskId);
+    },
+  });
+  services.users = { using: (prefix) => store.unfinishedStepsCalling(prefix), fail: (steps, error) => runs.withdraw(steps, error) };
+  const tasks = new TaskService({
+    config,
+    logger,
+    registry: tools,
+    store,
+    queues,
+    redis,
+    events,
+    metrics,
+    runs,
+    ...(options.reachability ? { reachability: options.reachability } : {}),
+    gate,
+    planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
+    workflowNames: () => workflows.names(),
+    tickOf: (taskId) => scheduleStore.tickOf(taskId),
+  });
+  const scheduleQueue = new ScheduleQueue(redis, queues.shards[0]!.prefix, logger);
+  return {
+    outage,
+    redis,
+    subscriber,
+    services,
+    tools,
+    queues,
+    eventLog,
+    events,
+    store,
+    scheduleStore,
+    scheduleQueue,
+    workflows,
+    quotas,
+    gate,
+    runs,
+    tasks,
+    stopListening() {
+      services.stop();
+      subscriber.disconnect();
+    },
+    async close() {
+      // What cancels and steps left to do in the background (next steps' jobs, removing the jobs
+      // of queued steps, quota releases), then the queues.
+      await runs.idle();
+      await quotas.settled();
+      await queues.close();
+      await scheduleQueue.close();
+      await redis.quit().catch(() => redis.disconnect());
+    },
+    disconnect() {
+      redis.disconnect();
+      void Promise.all([queues.close(), scheduleQueue.close()]).catch(() => undefined);
+    },
+  };
+}

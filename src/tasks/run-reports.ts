@@ -1,0 +1,102 @@
+import type { Context } from '@opentelemetry/api';
+import { decide } from '../engine/decide.js';
+import type { Report, Transition } from '../engine/state.js';
+import { finishSingleRuns, type SingleResult, type SingleRunRecorded } from '../ledger/finish-single-runs.js';
+import { Batcher } from '../lib/batcher.js';
+import { captureTraceContext } from '../observability/tracing.js';
+import type { ReportOutcome, RunCore } from './run-core.js';
+
+/** Items per batch: one ledger call writes at most this many. */
+const BATCH_MAX = 200;
+
+/**
+ * Reports about steps (a result, a wake-up, a child's end, an admission), batched (group commit):
+ * one transaction loads every task reported on, the engine decides, the ledger applies, and the
+ * decision is carried out (run-effects.ts). A one-tool task's result skips the decider
+ * (ledger_finish_singles).
+ */
+export class RunReports {
+  private readonly reports: Batcher<{ report: Report; trace?: Context }, { recorded: boolean; followUp: Promise<void> }>;
+  private readonly singles: Batcher<SingleResult, SingleRunRecorded>;
+
+  constructor(private readonly core: RunCore) {
+    this.reports = new Batcher((reports) => this.core.safely(reports, (batch) => this.flushReports(batch)), { maxSize: BATCH_MAX });
+    this.singles = new Batcher((results) => this.core.safely(results, (batch) => this.flushSingles(batch)), { maxSize: BATCH_MAX });
+  }
+
+  /** Resolves when every report and result handed in so far is written (or failed). */
+  async idle(): Promise<void> {
+    await Promise.all([this.reports.idle(), this.singles.idle()]);
+  }
+
+  /** A report about a step (a result, a wake-up, a child's end): recorded, decided and carried out. */
+  async report(report: Report): Promise<ReportOutcome> {
+    // The jobs the report makes continue the reporter's trace (a step's job, its dependents').
+    const trace = captureTraceContext();
+    const { recorded, followUp } = await this.reports.add({ report, ...(trace ? { trace } : {}) });
+    await followUp;
+    return { recorded };
+  }
+
+  /** A one-tool task's result, which ends it; `limited`: its job passed limits per key, which it releases. */
+  async finishSingle(result: Omit<SingleResult, 'createdAt'>, limited = false): Promise<SingleRunRecorded> {
+    const createdAt = await this.core.createdAt(result.taskId);
+    const outcome = await this.singles.add({ ...result, createdAt });
+    if (outcome.recorded && outcome.task.callback) await this.core.deps.queues.enqueueCallback(result, this.core.deps.config.CALLBACK_MAX_ATTEMPTS);
+    if (outcome.recorded && limited) await this.core.verbs.releaseTasks([result.taskId]);
+    return outcome;
+  }
+
+  private async flushSingles(batch: SingleResult[]): Promise<SingleRunRecorded[]> {
+    const recorded = await finishSingleRuns(this.core.deps.sql, batch, this.core.deps.config, this.core.history);
+    const transitions: Transition[] = [];
+    recorded.forEach((outcome, index) => {
+      if (!outcome.recorded) return;
+      const result = batch[index]!;
+      const at = result.finishedAt.toISOString();
+      transitions.push({ taskId: result.taskId, stepId: result.stepId, status: result.status, at }, { taskId: result.taskId, status: outcome.taskStatus, at });
+      this.core.deps.onEnded?.({
+        taskId: result.taskId,
+        run: result.run,
+        status: outcome.taskStatus,
+        taskType: outcome.task.type,
+        createdAt: outcome.task.createdAt,
+        callback: outcome.task.callback,
+      });
+    });
+    this.core.publish(transitions);
+    return recorded;
+  }
+
+  private async flushReports(entries: { report: Report; trace?: Context }[]): Promise<{ recorded: boolean; followUp: Promise<void> }[]> {
+    const batch = entries.map((entry) => entry.report);
+    const traces = new Map(entries.flatMap((entry) => (entry.trace ? [[entry.report.taskId, entry.trace] as const] : [])));
+    const items = batch.flatMap((report) =>
+      (report.type === 'result' || report.type === 'lost' || report.type === 'admitted') && report.item !== undefined && report.stepId !== undefined
+        ? [{ taskId: report.taskId, stepId: report.stepId, item: report.item }]
+        : [],
+    );
+    const options = this.core.options();
+    const {
+      states,
+      decision,
+      applied,
+      heldItems: held,
+    } = await this.core.transaction(
+      batch.map((report) => report.taskId),
+      (loaded) => decide(loaded, batch, options),
+      // A lost job is made again from the input its step was given.
+      { items, inputs: batch.some((report) => report.type === 'lost') },
+    );
+    // Map items let in by a limit lose their holds once their jobs are in.
+    const admitted = batch.flatMap((report) =>
+      report.type === 'admitted' && report.item !== undefined && report.stepId !== undefined
+        ? [{ taskId: report.taskId, run: report.run, stepId: report.stepId, item: report.item }]
+        : [],
+    );
+    const followUp = this.core.verbs.carryOut(decision, applied, states, traces, { holds: held, admitted });
+    // Nobody waits on it within the batch: a child's end reports to its parent through this same batcher.
+    followUp.catch(() => undefined);
+    return batch.map((_, index) => ({ recorded: decision.recorded[index] ?? false, followUp }));
+  }
+}
