@@ -238,7 +238,7 @@ export interface Transition {
 /**
  * One event of a task's durable history (README "History"), stored by the ledger with the
  * decision. Every transition of the decision is one (historyEvent below); a step kind records
- * events that change no status through Run.record (a signal received, an approval decided), and
+ * events that change no status (a signal received, an approval decided: src/tasks/waits.ts), and
  * the decider records each attempt's end. `type` is snake_case; `data` is free-form JSON.
  */
 export interface HistoryEvent {
