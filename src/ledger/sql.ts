@@ -65,10 +65,12 @@ export function inline(query: string, values: readonly unknown[]): string | unde
   for (const value of values) {
     let literal: string;
     if (value === null || value === undefined) literal = 'NULL';
+    // Quoted as pg sends them (as text): an untyped literal takes its type from where it stands,
+    // as an untyped parameter does, so `WHERE name = $1` with a number means what it meant.
+    else if (typeof value === 'number' && Number.isFinite(value)) literal = `'${value}'`;
+    else if (typeof value === 'boolean') literal = `'${value}'`;
     // A NUL would end the simple protocol's query text early; PostgreSQL's text holds none anyway.
     else if (typeof value === 'string' && !value.includes('\0')) literal = pg.escapeLiteral(value);
-    else if (typeof value === 'number' && Number.isFinite(value)) literal = String(value);
-    else if (typeof value === 'boolean') literal = value ? 'TRUE' : 'FALSE';
     else return undefined;
     size += literal.length;
     if (size > INLINE_MAX_CHARS) return undefined;

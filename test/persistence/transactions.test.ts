@@ -43,8 +43,19 @@ describe('ledger transactions', () => {
       return tx.$queryAndCommit<{ id: number }[]>('INSERT INTO t (id, v) VALUES ($1::int, $2::text) RETURNING id', 1, 'one');
     });
     expect(rows).toEqual([{ id: 1 }]);
-    expect(sent).toEqual(['BEGIN;SELECT v FROM t WHERE id = 1::int', "INSERT INTO t (id, v) VALUES (1::int, 'one'::text) RETURNING id;COMMIT"]);
+    expect(sent).toEqual(["BEGIN;SELECT v FROM t WHERE id = '1'::int", "INSERT INTO t (id, v) VALUES ('1'::int, 'one'::text) RETURNING id;COMMIT"]);
     expect(await sql.$queryRawUnsafe('SELECT v FROM t WHERE id = 1')).toEqual([{ v: 'one' }]);
+  });
+
+  it('means by a value written in what its parameter meant: an untyped number compared with text, a boolean', async () => {
+    await sql.$executeRawUnsafe('CREATE TABLE IF NOT EXISTS named (name text, flag boolean)');
+    const rows = await sql.$transaction((tx) =>
+      tx.$queryAndCommit<{ name: string }[]>('INSERT INTO named (name, flag) VALUES ($1, $2) RETURNING name', 42, false),
+    );
+    expect(rows).toEqual([{ name: '42' }]);
+    expect(await sql.$transaction((tx) => tx.$queryAndCommit('SELECT count(*)::int AS n FROM named WHERE name = $1 AND flag = $2', 42, false))).toEqual([
+      { n: 1 },
+    ]);
   });
 
   it('gives back every value exactly, whatever it holds', async () => {
@@ -109,8 +120,8 @@ describe('ledger transactions', () => {
     expect(inline('SELECT $1::text -- $1', ['a'])).toBeUndefined();
     expect(inline('SELECT $1::text', ['a\0b'])).toBeUndefined();
     expect(inline('SELECT $2::text', ['a'])).toBeUndefined();
-    expect(inline('SELECT $1, $10, $2', [1, 'b', 3, 4, 5, 6, 7, 8, 9, 'ten'])).toBe("SELECT 1, 'ten', 'b'");
-    expect(inline('SELECT $1, $2, $3', [null, true, -1.5])).toBe('SELECT NULL, TRUE, -1.5');
+    expect(inline('SELECT $1, $10, $2', [1, 'b', 3, 4, 5, 6, 7, 8, 9, 'ten'])).toBe("SELECT '1', 'ten', 'b'");
+    expect(inline('SELECT $1, $2, $3', [null, true, -1.5])).toBe("SELECT NULL, 'true', '-1.5'");
   });
 
   it('writes in the worst inputs in linear time', () => {
@@ -124,7 +135,7 @@ describe('ledger transactions', () => {
     // Many parameters: the text is walked once whatever their number.
     const many = Array.from({ length: 5000 }, (_, i) => i);
     const query = `SELECT ${many.map((i) => `$${i + 1}`).join(',')}`;
-    expect(inline(query, many)).toBe(`SELECT ${many.join(',')}`);
+    expect(inline(query, many)).toBe(`SELECT ${many.map((i) => `'${i}'`).join(',')}`);
     // Generous on a busy machine; a quadratic pass over these sizes takes seconds.
     expect(performance.now() - started).toBeLessThan(500);
   });
