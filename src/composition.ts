@@ -20,7 +20,7 @@ import { openServiceRegistry, type ServiceRegistry } from './services/service-re
 import { PolicyHook } from './tasks/policy-hook.js';
 import { Runs } from './tasks/runs.js';
 import { TaskService } from './tasks/task-service.js';
-import { WorkGate } from './tasks/work-gate.js';
+import { admitChild, WorkGate } from './tasks/work-gate.js';
 import type { ToolRegistry } from './tools/tool.js';
 import { WorkflowService } from './workflows/workflow-service.js';
 
@@ -116,7 +116,7 @@ export async function openCore(options: CoreOptions): Promise<Core> {
     // A cancel tells every worker to abort the task's running steps, whichever process cancels
     // (the API for a client, a worker for the children of a run that failed).
     stopTask: (taskId, run) => publishStop(redis, config.QUEUE_PREFIX, { taskId, run, reason: 'cancelled' }),
-    gate,
+    admitChild: (child, planned, replan) => admitChild(gate, child, planned, replan),
     onEnded: (ended) => {
       metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
       quotas.release(ended.taskId);

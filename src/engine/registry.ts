@@ -28,7 +28,7 @@ import type { WorkflowDefinition, WorkflowStep } from './workflow-definition.js'
  * The registry of step kinds and modifiers: what a step does (its kind: tool, workflow, sleep,
  * wait) and what it may carry whatever it does (its modifiers: when, for_each, compensate,
  * service_call). The checks (check.ts), the compiler (compile.ts), the decider (decide.ts) and
- * the runtime that carries decisions out (src/tasks/run-effects.ts, src/ledger/, the reconciler, the
+ * the runtime that carries decisions out (src/tasks/runs/effects.ts, src/ledger/, the reconciler, the
  * task view) ask it about a step, and none of them names a kind.
  *
  * A new kind is its module, one line in KINDS, and tests:
@@ -45,7 +45,7 @@ import type { WorkflowDefinition, WorkflowStep } from './workflow-definition.js'
  * 4. Tests: the decider's (test/engine/decide.test.ts), and a workflow that runs it
  *    (test/workflows/kinds.test.ts).
  * If it needs the outside world in a new way (a new kind of job or report), that is the runtime's
- * part (src/tasks/run-effects.ts carries a Decision out), as it was for sleeps' timers.
+ * part (src/tasks/runs/effects.ts carries a Decision out), as it was for sleeps' timers.
  *
  * A new modifier is the same: `src/engine/modifiers/<name>.ts` (its plan fields added to
  * StepModifiers, and a StepModifier: src/engine/modifiers/modifier.ts), a line in MODIFIERS, its

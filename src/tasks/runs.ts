@@ -6,16 +6,16 @@ import type { SingleResult, SingleRunRecorded } from '../ledger/finish-single-ru
 import type { StepNote } from '../ledger/note-steps.js';
 import type { ErrorRecord } from '../lib/errors.js';
 import type { HoldRef, RunKey } from '../queue/task-queues.js';
-import { RunChildren } from './run-children.js';
-import { RunClaims } from './run-claims.js';
-import { type CreateOutcome, type PreparedTask, type ReportOutcome, RunCore, type RunsDeps } from './run-core.js';
-import { RunEffects } from './run-effects.js';
-import { RunLimits } from './run-limits.js';
-import { RunRecovery } from './run-recovery.js';
-import { RunReports } from './run-reports.js';
-import { RunSubmit } from './run-submit.js';
+import { RunChildren } from './runs/children.js';
+import { RunClaims } from './runs/claims.js';
+import { type CreateOutcome, type PlannedChild, type PreparedTask, type ReportOutcome, RunCore, type RunsDeps } from './runs/core.js';
+import { RunEffects } from './runs/effects.js';
+import { RunLimits } from './runs/limits.js';
+import { RunRecovery } from './runs/recovery.js';
+import { RunReports } from './runs/reports.js';
+import { RunSubmit } from './runs/submit.js';
 
-export type { CreateOutcome, ErrorRecord, PreparedTask, ReportOutcome, RunsDeps };
+export type { CreateOutcome, ErrorRecord, PlannedChild, PreparedTask, ReportOutcome, RunsDeps };
 
 /**
  * Every change to a task's run goes through here: starting it, a worker's claim, notes and
@@ -26,11 +26,12 @@ export type { CreateOutcome, ErrorRecord, PreparedTask, ReportOutcome, RunsDeps 
  * callbacks). Claims, notes and results are batched (group commit): one transaction serves
  * every step committing at that moment.
  *
- * One module per verb, this class only wires them: run-submit.ts (prepare, create), run-claims.ts
- * (claims and notes), run-reports.ts (reports and one-tool results), run-effects.ts (carrying a
- * decision out), run-children.ts (sub-workflows), run-limits.ts (limits per key),
- * run-recovery.ts (cancel, resume, repair, what a run waits on), and run-core.ts, what they share
- * (the transaction that loads, decides and applies).
+ * One module per verb in runs/, this class only wires them: submit.ts (prepare, create, a run's
+ * flow added), claims.ts (a worker's claims), reports.ts (reports, one-tool results, notes),
+ * effects.ts (carrying a decision out), children.ts (sub-workflows), limits.ts (limits per key:
+ * gates, admission of held steps, releases), recovery.ts (cancel, resume, repair, what a run waits
+ * on), flows.ts (the holds a run's root needs), and core.ts, what they share (the transaction
+ * that loads, decides and applies, and the verbs through which one module calls another).
  */
 export class Runs {
   private readonly core: RunCore;
@@ -74,7 +75,7 @@ export class Runs {
     await Promise.all([this.claims.idle(), this.reports.idle(), this.core.idle()]);
   }
 
-  // Starting tasks (run-submit.ts)
+  // Starting tasks (runs/submit.ts)
   prepare(task: StoredTask, plan: Plan, paramsField?: string): NewTask {
     return this.submit.prepare(task, plan, paramsField);
   }
@@ -82,12 +83,12 @@ export class Runs {
     return this.submit.create(prepared, parent);
   }
 
-  // A worker's step (run-claims.ts, run-reports.ts)
+  // A worker's step (runs/claims.ts, runs/reports.ts)
   claim(claim: Omit<StepClaim, 'createdAt'>): Promise<boolean> {
     return this.claims.claim(claim);
   }
   note(note: Omit<StepNote, 'createdAt'>): Promise<void> {
-    return this.claims.note(note);
+    return this.reports.note(note);
   }
   report(report: Report): Promise<ReportOutcome> {
     return this.reports.report(report);
@@ -96,10 +97,7 @@ export class Runs {
     return this.reports.finishSingle(result, limited);
   }
 
-  // Limits per key (run-limits.ts)
-  releaseTasks(taskIds: readonly string[]): Promise<void> {
-    return this.limits.releaseTasks(taskIds);
-  }
+  // Limits per key (runs/limits.ts)
   wakeGate(gate: string): Promise<void> {
     return this.limits.wakeGate(gate);
   }
@@ -107,7 +105,7 @@ export class Runs {
     return this.limits.reconcileGates();
   }
 
-  // Cancel, retry, recovery (run-recovery.ts)
+  // Cancel, retry, recovery (runs/recovery.ts)
   cancel(taskId: string, owner?: string, by?: string): ReturnType<RunRecovery['cancel']> {
     return this.recovery.cancel(taskId, owner, by);
   }

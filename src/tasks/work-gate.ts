@@ -59,7 +59,7 @@ export function ownerClient(owner: string): string {
  * (POLICY_URL) decides first, with its fail mode and its cache; then, for work that makes or
  * revives a task, the task is counted against its client's quotas. Limits per key on steps
  * (KEY_CONCURRENCY, KEY_RATE_PER_MINUTE, a plan's own) hold every task's steps in the ledger,
- * whichever path made the task (src/tasks/run-submit.ts, run-children.ts).
+ * whichever path made the task (src/tasks/runs/submit.ts, runs/children.ts).
  *
  * Refusals are thrown: PolicyDeniedError (403), PolicyUnavailableError (closed fail mode, 503),
  * QuotaExceededError (429), DependencyUnavailableError (Redis did not answer the reservation).

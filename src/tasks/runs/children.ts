@@ -1,13 +1,11 @@
-import type { NewTaskMeta } from '../engine/decide.js';
-import type { ChildStart, Report, TaskState } from '../engine/state.js';
-import { ACTIVE_TASK_STATUSES } from '../engine/status.js';
-import type { NewTask, StoredTask } from '../ledger/create-tasks.js';
-import { capErrorRecord, toErrorRecord, ValidationError } from '../lib/errors.js';
-import { PolicyDeniedError } from '../lib/policy-errors.js';
-import { uuidv7Time } from '../lib/uuid7.js';
-import type { RunKey } from '../queue/task-queues.js';
-import type { RunCore } from './run-core.js';
-import { admitChild } from './work-gate.js';
+import type { ChildStart, Report, TaskState } from '../../engine/state.js';
+import { ACTIVE_TASK_STATUSES } from '../../engine/status.js';
+import type { NewTask } from '../../ledger/create-tasks.js';
+import { capErrorRecord, toErrorRecord, ValidationError } from '../../lib/errors.js';
+import { PolicyDeniedError } from '../../lib/policy-errors.js';
+import { uuidv7Time } from '../../lib/uuid7.js';
+import type { RunKey } from '../../queue/task-queues.js';
+import type { RunCore } from './core.js';
 
 /** Sub-workflows: starting a step's child task, once, through the work gate. */
 export class RunChildren {
@@ -31,7 +29,7 @@ export class RunChildren {
     try {
       const planChild = (params: Record<string, unknown>) => this.core.deps.planChild!(child.workflow, params);
       const planned = await planChild(child.params);
-      const admitted = this.core.deps.gate ? await admitChild(this.core.deps.gate, child, planned, planChild) : planned;
+      const admitted = this.core.deps.admitChild ? await this.core.deps.admitChild(child, planned, planChild) : planned;
       if (admitted === 'held') {
         this.core.deps.logger.warn('the policy could not decide on a sub-workflow: its child starts once it can', {
           task_id: child.parentTaskId,
@@ -86,20 +84,7 @@ export class RunChildren {
   }
 }
 
-/** What the engine needs to know of a new task besides its plan. */
-function _taskMeta(task: StoredTask): NewTaskMeta {
-  return {
-    id: task.id,
-    createdAt: task.createdAt,
-    taskType: task.taskType,
-    params: task.params,
-    callback: task.callbackUrl !== undefined,
-    owner: task.owner ?? '',
-    depth: task.depth ?? 0,
-    parent: task.parent ? { taskId: task.parent.taskId, stepId: task.parent.stepId } : null,
-  };
-}
-
+/** What a child that completed already tells its parent's step (a start made again finds it done). */
 function childReport(child: ChildStart, state: TaskState): Report {
   return {
     type: 'child',

@@ -1,23 +1,22 @@
 import type { Context } from '@opentelemetry/api';
-import type { DecideOptions, EngineLimits } from '../engine/decide.js';
-import { holdBack } from '../engine/key-limits.js';
-import type { Plan } from '../engine/plan.js';
-import type { ChildStart, Decision, Report, TaskState, Transition } from '../engine/state.js';
-import type { ReadyStep } from '../engine/types.js';
-import { type Applied, applyDecision } from '../ledger/apply-decision.js';
-import type { NewTask, StoredTask } from '../ledger/create-tasks.js';
-import { loadMore, loadRuns, PlanCache } from '../ledger/load-runs.js';
-import type { Sql, SqlRunner } from '../ledger/sql.js';
-import { creationTimes } from '../ledger/task-days.js';
-import { ItemFailure } from '../lib/batcher.js';
-import type { Config } from '../lib/config.js';
-import type { Logger } from '../lib/logger.js';
-import { uuidv7Time } from '../lib/uuid7.js';
-import { isTransientDatabaseError, withRetries } from '../persistence/retry.js';
-import type { Gates } from '../queue/gates.js';
-import type { HoldRef, NewJob, NewRun, RunKey, TaskQueues } from '../queue/task-queues.js';
+import type { DecideOptions, EngineLimits } from '../../engine/decide.js';
+import { holdBack } from '../../engine/key-limits.js';
+import type { Plan } from '../../engine/plan.js';
+import type { ChildStart, Decision, Report, TaskState, Transition } from '../../engine/state.js';
+import type { ReadyStep } from '../../engine/types.js';
+import { type Applied, applyDecision } from '../../ledger/apply-decision.js';
+import type { NewTask, StoredTask } from '../../ledger/create-tasks.js';
+import { loadMore, loadRuns, PlanCache } from '../../ledger/load-runs.js';
+import type { Sql, SqlRunner } from '../../ledger/sql.js';
+import { creationTimes } from '../../ledger/task-days.js';
+import { ItemFailure } from '../../lib/batcher.js';
+import type { Config } from '../../lib/config.js';
+import type { Logger } from '../../lib/logger.js';
+import { uuidv7Time } from '../../lib/uuid7.js';
+import { isTransientDatabaseError, withRetries } from '../../persistence/retry.js';
+import type { Gates } from '../../queue/gates.js';
+import type { HoldRef, NewJob, NewRun, RunKey, TaskQueues } from '../../queue/task-queues.js';
 import { isFlow } from './flows.js';
-import type { WorkGate } from './work-gate.js';
 
 /**
  * The run driver's shared part: what every verb (runs.ts names them) needs — the dependencies,
@@ -25,6 +24,12 @@ import type { WorkGate } from './work-gate.js';
  * read so far, and work left running in the background — and `verbs`, through which one verb's
  * module calls another's without importing it.
  */
+
+/** A sub-workflow's child, planned: its plan and the params it starts with. */
+export interface PlannedChild {
+  plan: Plan;
+  params: Record<string, unknown>;
+}
 
 export interface RunsDeps {
   sql: Sql;
@@ -41,13 +46,16 @@ export interface RunsDeps {
    * A sub-workflow's child plan: the workflow version its parent pinned and the params the
    * parent's step gives (a ValidationError when they do not fit).
    */
-  planChild?(workflow: { name: string; version: number }, params: Record<string, unknown>): Promise<{ plan: Plan; params: Record<string, unknown> }>;
+  planChild?(workflow: { name: string; version: number }, params: Record<string, unknown>): Promise<PlannedChild>;
   /** Tells every worker to abort the running steps of a cancelled task. */
   stopTask?(taskId: string, run: number): Promise<void>;
   /** A task ended (metrics). */
   onEnded?(ended: Decision['ended'][number]): void;
-  /** Asked before a sub-workflow's child is created (src/tasks/work-gate.ts admitChild). */
-  gate?: WorkGate;
+  /**
+   * Asked before a sub-workflow's child is created (the work gate's admitChild, src/tasks/work-gate.ts):
+   * the plan to start (the policy may rewrite its params), or 'held' while the policy cannot decide.
+   */
+  admitChild?(child: ChildStart, planned: PlannedChild, replan: (params: Record<string, unknown>) => Promise<PlannedChild>): Promise<PlannedChild | 'held'>;
 }
 
 /** What a report did: recorded or not (a duplicate, or its run moved on); `done` settles once what it caused elsewhere has been carried out. */

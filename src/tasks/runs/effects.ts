@@ -1,12 +1,12 @@
 import type { Context } from '@opentelemetry/api';
-import { jobTool } from '../engine/registry.js';
-import type { Decision, JobRef, TaskState } from '../engine/state.js';
-import { ACTIVE_TASK_STATUSES, waitsForSomeone } from '../engine/status.js';
-import type { ReadyStep } from '../engine/types.js';
-import type { Applied } from '../ledger/apply-decision.js';
-import { type HoldRef, MissingRootError, type NewJob } from '../queue/task-queues.js';
+import { jobTool } from '../../engine/registry.js';
+import type { Decision, JobRef, TaskState } from '../../engine/state.js';
+import { ACTIVE_TASK_STATUSES, waitsForSomeone } from '../../engine/status.js';
+import type { ReadyStep } from '../../engine/types.js';
+import type { Applied } from '../../ledger/apply-decision.js';
+import { type HoldRef, MissingRootError, type NewJob } from '../../queue/task-queues.js';
+import { heldItems, heldKey, type RunCore } from './core.js';
 import { holdChanges, isFlow } from './flows.js';
-import { heldItems, heldKey, type RunCore } from './run-core.js';
 
 /**
  * Carrying a committed decision out in the world outside PostgreSQL: jobs, timers and holds under

@@ -1,10 +1,10 @@
-import { ownerLimits } from '../engine/key-limits.js';
-import type { Plan } from '../engine/plan.js';
-import type { Decision, TaskState } from '../engine/state.js';
-import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES } from '../engine/status.js';
-import type { KeyLimit, ReadyStep } from '../engine/types.js';
-import { type GateEntry, parseUnit, type Released, runUnit, stepUnit } from '../queue/gates.js';
-import { heldKey, type PreparedTask, type RunCore } from './run-core.js';
+import { ownerLimits } from '../../engine/key-limits.js';
+import type { Plan } from '../../engine/plan.js';
+import type { Decision, TaskState } from '../../engine/state.js';
+import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES } from '../../engine/status.js';
+import type { KeyLimit, ReadyStep } from '../../engine/types.js';
+import { type GateEntry, parseUnit, type Released, runUnit, stepUnit } from '../../queue/gates.js';
+import { heldKey, type PreparedTask, type RunCore } from './core.js';
 
 /**
  * Limits per key (src/engine/key-limits.ts, src/queue/gates.ts): jobs enter their gates where

@@ -1,10 +1,11 @@
 import type { Context } from '@opentelemetry/api';
-import { decide } from '../engine/decide.js';
-import type { Report, Transition } from '../engine/state.js';
-import { finishSingleRuns, type SingleResult, type SingleRunRecorded } from '../ledger/finish-single-runs.js';
-import { Batcher } from '../lib/batcher.js';
-import { captureTraceContext } from '../observability/tracing.js';
-import type { ReportOutcome, RunCore } from './run-core.js';
+import { decide } from '../../engine/decide.js';
+import type { Report, Transition } from '../../engine/state.js';
+import { finishSingleRuns, type SingleResult, type SingleRunRecorded } from '../../ledger/finish-single-runs.js';
+import { noteSteps, type StepNote } from '../../ledger/note-steps.js';
+import { Batcher } from '../../lib/batcher.js';
+import { captureTraceContext } from '../../observability/tracing.js';
+import type { ReportOutcome, RunCore } from './core.js';
 
 /** Items per batch: one ledger call writes at most this many. */
 const BATCH_MAX = 200;
@@ -12,21 +13,24 @@ const BATCH_MAX = 200;
 /**
  * Reports about steps (a result, a wake-up, a child's end, an admission), batched (group commit):
  * one transaction loads every task reported on, the engine decides, the ledger applies, and the
- * decision is carried out (run-effects.ts). A one-tool task's result skips the decider
- * (ledger_finish_singles).
+ * decision is carried out (effects.ts). A one-tool task's result skips the decider
+ * (ledger_finish_singles), and so does a note (progress, a failed attempt to be retried:
+ * ledger_note). Each has its own batcher.
  */
 export class RunReports {
   private readonly reports: Batcher<{ report: Report; trace?: Context }, { recorded: boolean; followUp: Promise<void> }>;
   private readonly singles: Batcher<SingleResult, SingleRunRecorded>;
+  private readonly notes: Batcher<StepNote, boolean>;
 
   constructor(private readonly core: RunCore) {
     this.reports = new Batcher((reports) => this.core.safely(reports, (batch) => this.flushReports(batch)), { maxSize: BATCH_MAX });
     this.singles = new Batcher((results) => this.core.safely(results, (batch) => this.flushSingles(batch)), { maxSize: BATCH_MAX });
+    this.notes = new Batcher((notes) => this.core.safely(notes, (batch) => this.flushNotes(batch)), { maxSize: BATCH_MAX });
   }
 
-  /** Resolves when every report and result handed in so far is written (or failed). */
+  /** Resolves when every report, result and note handed in so far is written (or failed). */
   async idle(): Promise<void> {
-    await Promise.all([this.reports.idle(), this.singles.idle()]);
+    await Promise.all([this.reports.idle(), this.singles.idle(), this.notes.idle()]);
   }
 
   /** A report about a step (a result, a wake-up, a child's end): recorded, decided and carried out. */
@@ -45,6 +49,12 @@ export class RunReports {
     if (outcome.recorded && outcome.task.callback) await this.core.deps.queues.enqueueCallback(result, this.core.deps.config.CALLBACK_MAX_ATTEMPTS);
     if (outcome.recorded && limited) await this.core.verbs.releaseTasks([result.taskId]);
     return outcome;
+  }
+
+  /** An adapter's progress, or a failed attempt that will be retried. */
+  async note(note: Omit<StepNote, 'createdAt'>): Promise<void> {
+    const createdAt = await this.core.createdAt(note.taskId);
+    await this.notes.add({ ...note, createdAt });
   }
 
   private async flushSingles(batch: SingleResult[]): Promise<SingleRunRecorded[]> {
@@ -98,5 +108,17 @@ export class RunReports {
     // Nobody waits on it within the batch: a child's end reports to its parent through this same batcher.
     followUp.catch(() => undefined);
     return batch.map((_, index) => ({ recorded: decision.recorded[index] ?? false, followUp }));
+  }
+
+  private async flushNotes(batch: StepNote[]): Promise<boolean[]> {
+    const taken = await noteSteps(this.core.deps.sql, batch, this.core.history);
+    const keys = new Set(taken.map((note) => `${note.taskId}/${note.stepId}/${note.item ?? ''}`));
+    const at = new Date().toISOString();
+    this.core.publish(
+      batch
+        .filter((note) => note.progress && note.item === undefined && keys.has(`${note.taskId}/${note.stepId}/`))
+        .map((note) => ({ taskId: note.taskId, stepId: note.stepId, status: 'running', at, progress: note.progress! })),
+    );
+    return batch.map((note) => keys.has(`${note.taskId}/${note.stepId}/${note.item ?? ''}`));
   }
 }

@@ -1,8 +1,8 @@
-import type { Plan, PlanStep } from '../engine/plan.js';
-import { waitsWithoutJob } from '../engine/registry.js';
-import type { Decision, TaskState } from '../engine/state.js';
-import { ACTIVE_TASK_STATUSES, type StepStatus } from '../engine/status.js';
-import type { HoldRef } from '../queue/task-queues.js';
+import type { Plan, PlanStep } from '../../engine/plan.js';
+import { waitsWithoutJob } from '../../engine/registry.js';
+import type { Decision, TaskState } from '../../engine/state.js';
+import { ACTIVE_TASK_STATUSES, type StepStatus } from '../../engine/status.js';
+import type { HoldRef } from '../../queue/task-queues.js';
 
 /**
  * How a workflow's run maps onto a BullMQ flow (src/queue/jobs.ts): which runs are flows, and

@@ -1,12 +1,12 @@
-import { cancel as cancelRuns, outstanding, resume as resumeRuns } from '../engine/decide.js';
-import type { Decision, Report, TaskState } from '../engine/state.js';
-import { ACTIVE_TASK_STATUSES, isFinished, type TaskStatus, waitsForTurn } from '../engine/status.js';
-import { loadMore } from '../ledger/load-runs.js';
-import type { ErrorRecord } from '../lib/errors.js';
-import { stepUnit } from '../queue/gates.js';
-import type { HoldRef } from '../queue/task-queues.js';
+import { cancel as cancelRuns, outstanding, resume as resumeRuns } from '../../engine/decide.js';
+import type { Decision, Report, TaskState } from '../../engine/state.js';
+import { ACTIVE_TASK_STATUSES, isFinished, type TaskStatus, waitsForTurn } from '../../engine/status.js';
+import { loadMore } from '../../ledger/load-runs.js';
+import type { ErrorRecord } from '../../lib/errors.js';
+import { stepUnit } from '../../queue/gates.js';
+import type { HoldRef } from '../../queue/task-queues.js';
+import type { RunCore } from './core.js';
 import { currentHolds, holdChanges, isFlow } from './flows.js';
-import type { RunCore } from './run-core.js';
 
 /**
  * Cancel, resume (retry), and what recovery asks: what a run waits on outside PostgreSQL, made
@@ -100,7 +100,7 @@ export class RunRecovery {
 
   /**
    * What these runs wait on outside PostgreSQL (the engine's outstanding), with the runs as
-   * loaded, and the holds their roots need (src/tasks/flows.ts): steps that wait with no job, and
+   * loaded, and the holds their roots need (flows.ts): steps that wait with no job, and
    * map items a limit per key holds back.
    */
   async outstanding(taskIds: readonly string[]): Promise<{ states: TaskState[]; decision: Decision; turns: Report[]; holds: HoldRef[] }> {

@@ -1,13 +1,13 @@
-import { freshState, type NewTaskMeta, start } from '../engine/decide.js';
-import { holdBack } from '../engine/key-limits.js';
-import type { Plan } from '../engine/plan.js';
-import { type Decision, emptyDecision } from '../engine/state.js';
-import type { ReadyStep } from '../engine/types.js';
-import { createTasks, type NewTask, type StoredTask } from '../ledger/create-tasks.js';
-import { ValidationError } from '../lib/errors.js';
-import { MissingRootError, type NewJob, type NewRun, type RunKey } from '../queue/task-queues.js';
+import { freshState, type NewTaskMeta, start } from '../../engine/decide.js';
+import { holdBack } from '../../engine/key-limits.js';
+import type { Plan } from '../../engine/plan.js';
+import { type Decision, emptyDecision } from '../../engine/state.js';
+import type { ReadyStep } from '../../engine/types.js';
+import { createTasks, type NewTask, type StoredTask } from '../../ledger/create-tasks.js';
+import { ValidationError } from '../../lib/errors.js';
+import { MissingRootError, type NewJob, type NewRun, type RunKey } from '../../queue/task-queues.js';
+import { type CreateOutcome, heldItems, type PreparedTask, type RunCore } from './core.js';
 import { holdChanges, isFlow } from './flows.js';
-import { type CreateOutcome, heldItems, type PreparedTask, type RunCore } from './run-core.js';
 
 /**
  * Starting tasks: a new task's plan started by the engine (prepare), then stored in one statement
