@@ -1,8 +1,7 @@
-import type { Sql } from './ledger/sql.js';
 import type { Config } from './lib/config.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './observability/metrics.js';
-import type { Prisma, Reachability } from './persistence/database.js';
+import { type Database, openDatabase } from './persistence/database.js';
 import { ScheduleStore } from './persistence/schedule-store.js';
 import { TaskStore } from './persistence/task-store.js';
 import { WorkflowStore } from './persistence/workflow-store.js';
@@ -28,10 +27,6 @@ export interface CoreOptions {
   config: Config;
   logger: Logger;
   metrics: Metrics;
-  prisma: Prisma;
-  sql: Sql;
-  /** Whether PostgreSQL answers (Database.reachability): a task service that knows answers 503 at once while it does not. */
-  reachability?: Reachability;
   /** Every tool the deployment knows; the registered services' operations are added to it. */
   tools: ToolRegistry;
   /** Which process this is: the API (its Redis connection fails fast) or a worker (it waits). */
@@ -39,12 +34,14 @@ export interface CoreOptions {
 }
 
 /**
- * What the API and a worker both run on, built in one place: the Redis connections (under one
- * outage report), the service registry, the queues, the event log, the workflows, quotas and the
+ * What the API and a worker both run on, built in one place: the database's pool, the Redis
+ * connections (under one outage report), the service registry, the queues, the event log, the workflows, quotas and the
  * work gate (policy), the run driver and the task service. Each process adds only its own: the
  * API its HTTP app and admission, a worker its BullMQ workers, reconciler and schedules' ticks.
  */
 export interface Core {
+  /** PostgreSQL: Prisma and the ledger's plain SQL on one pool (DATABASE_URL, DATABASE_POOL_SIZE). */
+  db: Database;
   outage: RedisOutage;
   /** The connection commands go on (the API's producer, a worker's). */
   redis: RedisClient;
@@ -68,14 +65,20 @@ export interface Core {
   tasks: TaskService;
   /** Stops listening: the service registry's change feed and the subscriber. */
   stopListening(): void;
-  /** Settles what runs and quotas still do in the background, closes the queues, then quits Redis. */
+  /** Settles what runs and quotas still do in the background, closes the queues, quits Redis, then closes the database. */
   close(): Promise<void>;
-  /** Drops the Redis connections at once (a shutdown past its bound). */
-  disconnect(): void;
+  /** Drops the Redis connections at once (a shutdown past its bound), then closes the database. */
+  disconnect(): Promise<void>;
 }
 
+/** Opens what `Core` lists; the database must already be migrated (src/bootstrap.ts prepareDatabase). */
 export async function openCore(options: CoreOptions): Promise<Core> {
-  const { config, logger, metrics, prisma, sql, role } = options;
+  const { config, logger, metrics, role } = options;
+  const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
+  const { prisma, sql } = db;
+  let dbClosed: Promise<void> | undefined;
+  // Once: a close that ran out of time is followed by disconnect.
+  const closeDatabase = () => (dbClosed ??= db.close());
   // Every connection of this process reports to one place: an outage is said once, not by each.
   const outage = new RedisOutage(logger, redisAddress(config));
   const redis = outage.watch(createRedis(config, role === 'api' ? 'producer' : 'worker', role));
@@ -133,7 +136,9 @@ export async function openCore(options: CoreOptions): Promise<Core> {
     events,
     metrics,
     runs,
-    ...(options.reachability ? { reachability: options.reachability } : {}),
+    // The API's submissions answer 503 at once while PostgreSQL is away; a worker's (schedule
+    // ticks) go through the ledger's retries.
+    ...(role === 'api' ? { reachability: db.reachability } : {}),
     gate,
     planWorkflow: (name, params, overrides, paramsField, version) => workflows.plan(name, params, overrides, paramsField, version),
     workflowNames: () => workflows.names(),
@@ -141,6 +146,7 @@ export async function openCore(options: CoreOptions): Promise<Core> {
   });
   const scheduleQueue = new ScheduleQueue(redis, queues.shards[0]!.prefix, logger);
   return {
+    db,
     outage,
     redis,
     subscriber,
@@ -169,10 +175,12 @@ export async function openCore(options: CoreOptions): Promise<Core> {
       await queues.close();
       await scheduleQueue.close();
       await redis.quit().catch(() => redis.disconnect());
+      await closeDatabase();
     },
-    disconnect() {
+    async disconnect() {
       redis.disconnect();
       void Promise.all([queues.close(), scheduleQueue.close()]).catch(() => undefined);
+      await closeDatabase();
     },
   };
 }

@@ -2,7 +2,6 @@ import http from 'node:http';
 import type { Config } from '../src/lib/config.js';
 import type { Logger } from '../src/lib/logger.js';
 import { Metrics, scrapeAuthorized } from '../src/observability/metrics.js';
-import { openDatabase } from '../src/persistence/database.js';
 import type { ToolRegistry } from '../src/tools/tool.js';
 import { startWorkerRuntime, type WorkerRuntime } from './runtime/worker-runtime.js';
 
@@ -43,12 +42,9 @@ export async function startWorker(config: Config, logger: Logger, registry: Tool
   const tools = registry.only(config.WORKER_TOOLS);
   // Before anything is opened: settings that do not fit their tool stop the worker at boot.
   const settings = tools.settings(config);
-  const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
   const runtime = await startWorkerRuntime({
     config,
     logger,
-    prisma: db.prisma,
-    sql: db.sql,
     registry: tools,
     settings,
     allTools: registry,
@@ -68,7 +64,6 @@ export async function startWorker(config: Config, logger: Logger, registry: Tool
       closing ??= (async () => {
         const outcome = await runtime.close();
         await new Promise((resolve) => (metricsServer ? metricsServer.close(resolve) : resolve(undefined)));
-        await db.close();
         return outcome;
       })();
       return closing;

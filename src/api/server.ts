@@ -7,7 +7,6 @@ import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { PACKAGE } from '../lib/package-root.js';
 import { Metrics } from '../observability/metrics.js';
-import { openDatabase } from '../persistence/database.js';
 import { StatsStore } from '../persistence/stats-store.js';
 import { toolQueueName } from '../queue/jobs.js';
 import { Shards } from '../queue/shards.js';
@@ -41,9 +40,8 @@ export interface ApiServer {
 export async function startApi(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics(), keys?: KeyRing): Promise<ApiServer> {
   const ring = keys ?? (await openKeyRing(config, logger));
   const tokens = IdentityTokens.fromConfig(config);
-  const db = openDatabase(config.DATABASE_URL, config.DATABASE_POOL_SIZE, logger);
-  const core = await openCore({ config, logger, metrics, prisma: db.prisma, sql: db.sql, reachability: db.reachability, tools: registry, role: 'api' });
-  const { redis, services, queues, events, eventLog, store, scheduleStore, scheduleQueue, quotas, workflows, tasks } = core;
+  const core = await openCore({ config, logger, metrics, tools: registry, role: 'api' });
+  const { db, redis, services, queues, events, eventLog, store, scheduleStore, scheduleQueue, quotas, workflows, tasks } = core;
   registry = core.tools;
   events.start();
   metrics.addGauges(
@@ -166,7 +164,6 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       await closing;
       core.stopListening();
       await core.close();
-      await db.close();
       ring.close();
     },
   };

@@ -1,12 +1,10 @@
 import { DelayedError, type Job, type MinimalJob, Worker } from 'bullmq';
 import { openCore } from '../../src/composition.js';
-import type { Sql } from '../../src/ledger/sql.js';
 import type { Config } from '../../src/lib/config.js';
 import { RetryableError, WorkerStoppingError } from '../../src/lib/errors.js';
 import type { Logger } from '../../src/lib/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import { bullmqTelemetry } from '../../src/observability/tracing.js';
-import type { Prisma } from '../../src/persistence/database.js';
 import {
   BACKOFF_TYPE,
   CALLBACKS_QUEUE,
@@ -37,9 +35,6 @@ import { StopSignals } from './stop-signals.js';
 export interface WorkerRuntimeOptions {
   config: Config;
   logger: Logger;
-  prisma: Prisma;
-  /** The ledger's plain SQL on the same pool (Database.sql). */
-  sql: Sql;
   /** The tools this process runs (already narrowed by WORKER_TOOLS). */
   registry: ToolRegistry;
   /** Each of those tools' ctx.settings (ToolRegistry.settings). */
@@ -93,8 +88,9 @@ export function shardLimiter(limit: RateLimit, shard: number, shards: number): {
  * rate limit with every other process.
  */
 export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise<WorkerRuntime> {
-  const { config, logger, prisma, sql, settings, metrics } = options;
-  const core = await openCore({ config, logger, metrics, prisma, sql, tools: options.allTools, role: 'worker' });
+  const { config, logger, settings, metrics } = options;
+  const core = await openCore({ config, logger, metrics, tools: options.allTools, role: 'worker' });
+  const { prisma, sql } = core.db;
   const { outage, redis: connection, subscriber, services, queues, runs, store, scheduleStore, scheduleQueue, tasks: submitter } = core;
   const registry = options.registry.withDynamic(services);
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
@@ -308,7 +304,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
           false,
         ));
       if (drained && !closed) logger.warn('Redis did not answer within the shutdown bound: closing without it');
-      if (!closed) core.disconnect();
+      if (!closed) await core.disconnect();
       return { drained };
     },
   };
