@@ -147,7 +147,7 @@ export class TaskStore {
 
   /** A page of a task's history, in order, after the event `after` (its seq); of one step with `stepId`. */
   history(taskId: string, page: { limit: number; after?: bigint; stepId?: string }) {
-    return this.prisma.taskEvent.findMany({
+    return this.prisma.historyEvent.findMany({
       where: {
         ...taskRef(taskId),
         ...(page.after !== undefined ? { seq: { gt: page.after } } : {}),

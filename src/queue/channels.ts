@@ -26,7 +26,7 @@ export async function publishStop(redis: RedisClient, prefix: string, message: S
 }
 
 /** What the events channel carries: the tasks that have new events, and which of them ended. */
-export interface EventsNotice {
+export interface EventNotice {
   tasks: string[];
   ended: string[];
 }

@@ -1,6 +1,6 @@
 import type { Transition } from '../engine/state.js';
 import { isFinished } from '../engine/status.js';
-import { type EventsNotice, eventsChannel } from './channels.js';
+import { type EventNotice, eventsChannel } from './channels.js';
 import type { RedisClient } from './redis.js';
 import type { Shards } from './shards.js';
 
@@ -85,7 +85,7 @@ export class EventLog {
     if (finishedSteps > 0) pipeline.incrby(finishedStepsKey(prefix), finishedSteps);
     for (const task of tasks)
       pipeline.expire(this.key(task), ended.has(task) ? Math.min(this.retention.afterEndSeconds, this.retention.ttlSeconds) : this.retention.ttlSeconds);
-    const notice: EventsNotice = { tasks: [...tasks], ended: [...ended] };
+    const notice: EventNotice = { tasks: [...tasks], ended: [...ended] };
     pipeline.publish(eventsChannel(this.shards.base), JSON.stringify(notice));
     const results = await pipeline.exec();
     const failed = results?.find(([error]) => error);

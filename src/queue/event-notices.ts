@@ -1,5 +1,5 @@
 import type { Logger } from '../lib/logger.js';
-import { type EventsNotice, eventsChannel } from './channels.js';
+import { type EventNotice, eventsChannel } from './channels.js';
 import { type RedisClient, subscribeWhenReady } from './redis.js';
 
 type Listener = (ended: boolean) => void;
@@ -23,7 +23,7 @@ export class EventNotices {
     this.subscriber.on('message', (channel: string, raw: string) => {
       if (channel !== eventsChannel(this.prefix)) return;
       try {
-        const notice = JSON.parse(raw) as EventsNotice;
+        const notice = JSON.parse(raw) as EventNotice;
         const ended = new Set(notice.ended);
         for (const taskId of notice.tasks) {
           for (const listener of this.listeners.get(taskId) ?? []) listener(ended.has(taskId));

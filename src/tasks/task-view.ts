@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { compensationOf } from '../engine/modifiers/compensate.js';
 import { KINDS, STEP_KINDS } from '../engine/registry.js';
 import { STEP_STATUSES, TASK_STATUSES, WAIT_REASONS, type WaitReason } from '../engine/status.js';
-import type { CallbackDelivery, Step, Task, TaskEvent } from '../generated/prisma/client.js';
+import type { CallbackDelivery, HistoryEvent, Step, Task } from '../generated/prisma/client.js';
 
 /**
  * A task as clients see it (GET /result, the event stream's snapshot, completion callbacks): its
@@ -210,7 +210,7 @@ export const LAST_ATTEMPTS = 3;
 type AttemptView = NonNullable<StepViewBody['last_attempts']>[number];
 
 /** The last LAST_ATTEMPTS ended attempts of each step in `run`, newest first, from its history's attempt_ended events (newest first). */
-function lastAttempts(events: readonly Pick<TaskEvent, 'stepId' | 'run' | 'attempt' | 'at' | 'data'>[], run: number): Map<string, AttemptView[]> {
+function lastAttempts(events: readonly Pick<HistoryEvent, 'stepId' | 'run' | 'attempt' | 'at' | 'data'>[], run: number): Map<string, AttemptView[]> {
   const byStep = new Map<string, AttemptView[]>();
   for (const event of events) {
     if (event.run !== run || event.stepId === null) continue;
@@ -304,7 +304,7 @@ function callbackView(url: string, deliveries: CallbackDelivery[]) {
 
 /** `waitingFor`: what a step waiting on someone waits for (src/tasks/waits.ts). */
 export function taskView(
-  task: Task & { steps: Step[]; callbacks?: CallbackDelivery[]; events?: Pick<TaskEvent, 'stepId' | 'run' | 'attempt' | 'at' | 'data'>[] },
+  task: Task & { steps: Step[]; callbacks?: CallbackDelivery[]; events?: Pick<HistoryEvent, 'stepId' | 'run' | 'attempt' | 'at' | 'data'>[] },
   waitingFor?: (step: Step) => StepViewBody['waiting_for'],
 ): TaskViewBody {
   const attempts = task.events ? lastAttempts(task.events, task.run) : undefined;

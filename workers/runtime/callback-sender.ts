@@ -117,7 +117,7 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
       // The task's history too, in the same transaction (README "History").
       await deps.prisma.$transaction([
         delivery,
-        deps.prisma.taskEvent.create({
+        deps.prisma.historyEvent.create({
           data: {
             taskId,
             taskCreatedAt: task.createdAt,
