@@ -92,7 +92,7 @@ export type Report =
       status: StepOutcome;
       output?: unknown;
       error?: ErrorRecord;
-      /** Deliveries of the job so far (the attempts PostgreSQL records). */
+      /** The attempt's number, as the step's `attempts` count them (README "Words, once"). */
       attempt: number;
       /** The retry policy's try it was (1 for the first), for the history. */
       try?: number;
@@ -250,7 +250,7 @@ export interface HistoryEvent {
   stepId?: string;
   item?: number;
   type: string;
-  /** The step's delivery count, for an attempt's events. */
+  /** The attempt's number (as the step's `attempts`), for an attempt's events. */
   attempt?: number;
   at: string;
   data?: Record<string, unknown>;

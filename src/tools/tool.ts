@@ -22,9 +22,12 @@ export interface ToolContext<Settings = unknown> {
   signal: AbortSignal;
   taskId: string;
   stepId: string;
-  /** 1 for the first try. */
+  /**
+   * The retry policy's try, 1 for the first (README "Words, once": a redelivery after a lost lock
+   * keeps it, so an adapter may see one try twice; the step's `attempts` count both).
+   */
   attempt: number;
-  /** Carries task id, step id, tool and attempt on every line. */
+  /** Carries task id, step id, tool, attempt and try on every line. */
   logger: Logger;
   /**
    * The settings the tool declares (Tool.settings), as the registry chose them from the

@@ -65,8 +65,9 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  * Runs one job of a step (or of a map's item): claims it with PostgreSQL, runs the adapter
  * under a timeout and the task's stop signal, reports how the attempt ended (the engine decides
  * what it means for the task, and its effects are carried out), and only then lets BullMQ
- * acknowledge the job. An attempt is one try of the step's retry policy; a delivery is one time
- * BullMQ hands the job to a worker (a redelivery after a lost lock is a delivery, not an attempt).
+ * acknowledge the job. A delivery is one time BullMQ hands the job to a worker; an attempt is a
+ * delivery that PostgreSQL counts (all but those an open circuit held back); a try is the retry
+ * policy's count (README "Words, once").
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
   const { registry, settings, runs, stops, config, metrics } = deps;
@@ -81,12 +82,21 @@ export function createStepProcessor(deps: StepProcessorDeps) {
 
   return async function processStep(job: Job<StepJobData>, token?: string): Promise<unknown> {
     const { taskId, run, stepId, item, tool: toolName } = job.data;
-    // The try number the retry policy counts (1 for the first); a redelivery after a lost lock
-    // keeps it. `delivery` counts every start but those its service's open circuit held back, and
-    // is what PostgreSQL records as attempts.
-    const attempt = job.attemptsMade + 1;
-    const delivery = Math.max(job.attemptsStarted - (job.data.heldDeliveries ?? 0), attempt);
-    const logger = deps.logger.child({ task_id: taskId, step_id: stepId, ...(item !== undefined ? { item } : {}), tool: toolName, attempt, job_id: job.id });
+    // The retry policy's try (1 for the first), which retry.attempts bounds and the tool sees as
+    // ctx.attempt; a redelivery after a lost lock, or one postponed while PostgreSQL was away,
+    // keeps it. The attempt, as PostgreSQL numbers them (a step's `attempts`): every delivery but
+    // those its service's open circuit held back.
+    const tryNumber = job.attemptsMade + 1;
+    const attempt = Math.max(job.attemptsStarted - (job.data.heldDeliveries ?? 0), tryNumber);
+    const logger = deps.logger.child({
+      task_id: taskId,
+      step_id: stepId,
+      ...(item !== undefined ? { item } : {}),
+      tool: toolName,
+      attempt,
+      try: tryNumber,
+      job_id: job.id,
+    });
     // A registered service's tool may be newer than this process's reading of the registry.
     const tool = await registry.resolve(toolName);
     if (!tool) throw new UnrecoverableError(`this worker has no tool ${toolName}`);
@@ -99,8 +109,8 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     }
 
     const startedAt = new Date();
-    const who = { try: attempt, worker, ...(job.id !== undefined ? { jobId: job.id } : {}) };
-    const claimStart = () => runs.claim({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt: delivery, at: startedAt, ...who });
+    const who = { try: tryNumber, worker, ...(job.id !== undefined ? { jobId: job.id } : {}) };
+    const claimStart = () => runs.claim({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt, at: startedAt, ...who });
     /** The step finished already (delivered again after its worker died), or its task ended: what its result caused is made sure of instead. */
     const notRunnable = async (): Promise<unknown> => {
       try {
@@ -118,17 +128,17 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     // delivery claims the step first, and so does one that its service's open circuit held back
     // before (its task may have been cancelled while it waited). A workflow's step always claims
     // first: a sibling's failure skips the steps not yet started, and a skipped step must not have run.
-    const lazy = job.data.single === true && delivery === 1 && !job.data.heldDeliveries && config.STEP_RUNNING_AFTER_MS > 0;
+    const lazy = job.data.single === true && attempt === 1 && !job.data.heldDeliveries && config.STEP_RUNNING_AFTER_MS > 0;
     // A workflow's step claimed in the commit that made it ready: its first delivery runs at once,
     // PostgreSQL shows it running already (one commit per level). A later delivery claims.
-    const preclaimed = job.data.claimed === true && delivery === 1 && !job.data.heldDeliveries;
+    const preclaimed = job.data.claimed === true && attempt === 1 && !job.data.heldDeliveries;
     if (!lazy && !preclaimed) {
       let runnable: boolean;
       try {
         runnable = await claimStart();
       } catch (error) {
         // PostgreSQL (or Redis) did not answer in time: however long that lasts, it is not a
-        // failed attempt of the step. Its job waits and comes back.
+        // failed try of the step. Its job waits and comes back.
         metrics.stepsPostponed.inc({ tool: toolName });
         return postpone(job, token, error, logger, 'could not start the step: its job comes back later');
       }
@@ -179,7 +189,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
             signal: controller.signal,
             taskId,
             stepId,
-            attempt,
+            attempt: tryNumber,
             logger,
             settings: settings.get(toolName),
             dependencies: job.data.dependencies,
@@ -202,13 +212,13 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       const error = controller.signal.aborted && controller.signal.reason ? coerceError(controller.signal.reason) : coerceError(thrown);
       span.fail(error);
       // The worker is being forced to stop: record nothing. The job's lock expires and another
-      // worker runs the step again; this is not a failed attempt.
+      // worker runs the step again; this is not a failed try.
       if (error instanceof WorkerStoppingError) throw error;
       clearTimeout(claimTimer);
       // A lazy start is claimed before a failure is recorded: a retried step shows as running
       // with its latest error while it waits, as a claimed one does.
       if (lazy && !(await claimed())) return notRunnable();
-      return await handleFailure(job, token, error, attempt, delivery, startedAt, logger);
+      return await handleFailure(job, token, error, tryNumber, attempt, startedAt, logger);
     } finally {
       clearTimeout(timer);
       clearTimeout(claimTimer);
@@ -221,7 +231,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const recorded = await commit(job, token, {
       status: 'completed',
       output,
-      attempt: delivery,
+      attempt,
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
     });
@@ -300,7 +310,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
   /**
    * Writes a step's final result (the engine decides what it means, and what it made ready is
    * enqueued) before the job is acknowledged. If PostgreSQL stays unreachable past the write
-   * retries, the result is parked in the job and the job delayed (not a failed attempt): the
+   * retries, the result is parked in the job and the job delayed (not a failed try): the
    * next delivery writes it without running the adapter again. Returns whether it was recorded.
    */
   async function commit(job: Job<StepJobData>, token: string | undefined, result: ParkedResult): Promise<boolean> {
@@ -370,14 +380,14 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     job: Job<StepJobData>,
     token: string | undefined,
     error: Error,
+    tryNumber: number,
     attempt: number,
-    delivery: number,
     startedAt: Date,
     logger: Logger,
   ): Promise<unknown> {
     const { taskId, run, stepId, item, tool } = job.data;
     const stopped = error instanceof TaskStoppedError;
-    const outcome = attemptOutcome(attempt, job.data.retry.attempts, {
+    const outcome = attemptOutcome(tryNumber, job.data.retry.attempts, {
       stopped,
       retryable: !(error instanceof NonRetryableError || error instanceof LimitExceededError),
     });
@@ -385,7 +395,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     if (outcome.retry) {
       // The delay is chosen here, to be recorded with the retry; the backoff strategy uses it (worker-runtime.ts).
       const retryAfterMs = error instanceof RetryableError ? error.retryAfterMs : undefined;
-      const delayMs = retryDelay(job.data.retry.backoff, attempt, retryAfterMs);
+      const delayMs = retryDelay(job.data.retry.backoff, tryNumber, retryAfterMs);
       // Only shows the latest error while the step waits for its next try: not worth failing over.
       await runs
         .note({
@@ -393,9 +403,9 @@ export function createStepProcessor(deps: StepProcessorDeps) {
           run,
           stepId,
           ...(item !== undefined ? { item } : {}),
-          attempt: delivery,
+          attempt,
           error: record,
-          try: attempt,
+          try: tryNumber,
           startedAt,
           finishedAt: new Date(),
           delayMs,
@@ -415,7 +425,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const recorded = await commit(job, token, {
       status,
       error: record,
-      attempt: delivery,
+      attempt,
       startedAt: startedAt.toISOString(),
       finishedAt: new Date().toISOString(),
     });
