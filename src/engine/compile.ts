@@ -1,7 +1,7 @@
 import { ValidationError, zodProblems } from '../lib/errors.js';
 import type { Catalog } from './catalog.js';
 import { resolveLimits } from './key-limits.js';
-import type { Plan, PlanStep, RunOverrides } from './plan.js';
+import type { Plan, PlanStep, TaskOverrides } from './plan.js';
 import { addedSteps, compileStep } from './registry.js';
 import { paramsSchema, type WorkflowDefinition } from './workflow-definition.js';
 
@@ -17,7 +17,7 @@ import { paramsSchema, type WorkflowDefinition } from './workflow-definition.js'
 export function compileWorkflow(
   definition: WorkflowDefinition,
   rawParams: Record<string, unknown>,
-  overrides: RunOverrides,
+  overrides: TaskOverrides,
   catalog: Catalog,
   paramsField = 'params',
 ): { params: Record<string, unknown>; plan: Plan } {

@@ -1,6 +1,6 @@
 import { capErrorRecord, type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
 import { jsonSize } from '../lib/limits.js';
-import type { EngineLimits, Resolved, Run, Settle } from './kinds/kind.js';
+import type { Decider, EngineLimits, Resolved, Settle } from './kinds/kind.js';
 import { assertStepMove, assertTaskMove } from './lifecycle.js';
 import type { Plan, PlanStep } from './plan.js';
 import { prepare } from './prepare.js';
@@ -32,7 +32,7 @@ export interface DecideOptions {
   /** Makes the id of a new task (a sub-workflow's child of `parentTaskId`), in its queue shard. */
   newTaskId(taskType: string, parentTaskId: string): string;
   /**
-   * Whether a running task's steps made ready are claimed at once (see Run.claimsReady): not for a
+   * Whether a running task's steps made ready are claimed at once (see Decider.claimsReady): not for a
    * task under limits per key (a job they hold back is not made, and its step waits instead).
    * @defaultValue every task
    */
@@ -50,7 +50,8 @@ function working(task: TaskState): TaskState {
   };
 }
 
-class TaskRun implements Run {
+/** The decider at work on one task (its current run): what a kind acts through (Decider), and the record of every change it makes. */
+class TaskDecider implements Decider {
   readonly task: TaskState;
   readonly now: Date;
   readonly limits: EngineLimits;
@@ -511,19 +512,19 @@ function attemptEnded(task: TaskState, report: Extract<Report, { type: 'result' 
   };
 }
 
-/** Merges the runs' needs; undefined when none lacks anything. */
-function neededBy(runs: TaskRun[]): Needs | undefined {
-  const needs: Needs = { outputs: runs.flatMap((run) => run.needs.outputs), items: runs.flatMap((run) => run.needs.items) };
+/** Merges the deciders' needs; undefined when none lacks anything. */
+function neededBy(deciders: TaskDecider[]): Needs | undefined {
+  const needs: Needs = { outputs: deciders.flatMap((decider) => decider.needs.outputs), items: deciders.flatMap((decider) => decider.needs.items) };
   return needs.outputs.length > 0 || needs.items.length > 0 ? needs : undefined;
 }
 
-function decideAll(tasks: readonly TaskState[], options: DecideOptions, act: (run: TaskRun) => void): Decision {
+function decideAll(tasks: readonly TaskState[], options: DecideOptions, act: (decider: TaskDecider) => void): Decision {
   const decision = emptyDecision();
-  const runs = tasks.map((task) => new TaskRun(task, decision, options));
-  for (const run of runs) act(run);
-  const needs = neededBy(runs);
+  const deciders = tasks.map((task) => new TaskDecider(task, decision, options));
+  for (const decider of deciders) act(decider);
+  const needs = neededBy(deciders);
   if (needs) return { ...emptyDecision(), needs };
-  for (const run of runs) run.flush();
+  for (const decider of deciders) decider.flush();
   return decision;
 }
 
@@ -534,12 +535,12 @@ export function decide(tasks: readonly TaskState[], reports: readonly Report[], 
   reports.forEach((report, index) => {
     byTask.set(report.taskId, [...(byTask.get(report.taskId) ?? []), index]);
   });
-  const decision = decideAll(tasks, options, (run) => {
-    for (const index of byTask.get(run.task.id) ?? []) {
-      if (run.blocked) return;
-      recorded[index] = run.report(reports[index]!);
+  const decision = decideAll(tasks, options, (decider) => {
+    for (const index of byTask.get(decider.task.id) ?? []) {
+      if (decider.blocked) return;
+      recorded[index] = decider.report(reports[index]!);
     }
-    run.advance();
+    decider.advance();
   });
   return decision.needs ? decision : { ...decision, recorded };
 }
@@ -591,14 +592,14 @@ export function freshState(task: NewTaskMeta, plan: Plan): TaskState {
 
 /** A new task: which of its steps start at once (the caller stores it with the decision's changes). */
 export function start(task: TaskState, options: DecideOptions): Decision {
-  return decideAll([task], options, (run) => run.advance());
+  return decideAll([task], options, (decider) => decider.advance());
 }
 
 /** Cancels active tasks; `cancelled` lists those that were (the others had ended). */
 export function cancel(tasks: readonly TaskState[], options: DecideOptions): Decision & { cancelled: string[] } {
   const cancelled: string[] = [];
-  const decision = decideAll(tasks, options, (run) => {
-    if (run.cancel()) cancelled.push(run.task.id);
+  const decision = decideAll(tasks, options, (decider) => {
+    if (decider.cancel()) cancelled.push(decider.task.id);
   });
   return { ...decision, cancelled: decision.needs ? [] : cancelled };
 }
@@ -606,15 +607,15 @@ export function cancel(tasks: readonly TaskState[], options: DecideOptions): Dec
 /** Starts a new run of failed or cancelled tasks; `resumed` lists those that were (the others were not resumable). */
 export function resume(tasks: readonly TaskState[], options: DecideOptions): Decision & { resumed: string[] } {
   const resumed: string[] = [];
-  const decision = decideAll(tasks, options, (run) => {
-    if (run.resume() && !run.blocked) resumed.push(run.task.id);
+  const decision = decideAll(tasks, options, (decider) => {
+    if (decider.resume() && !decider.blocked) resumed.push(decider.task.id);
   });
   return { ...decision, resumed: decision.needs ? [] : resumed };
 }
 
-/** What runs wait on outside PostgreSQL (TaskRun.outstanding), as a decision that changes nothing in the database. */
+/** What runs wait on outside PostgreSQL (TaskDecider.outstanding), as a decision that changes nothing in the database. */
 export function outstanding(tasks: readonly TaskState[], options: DecideOptions): Decision {
-  return decideAll(tasks, options, (run) => run.outstanding());
+  return decideAll(tasks, options, (decider) => decider.outstanding());
 }
 
 /** Why a step's failed attempt does not get another one. */

@@ -72,7 +72,7 @@ export interface RunPlan {
 }
 
 /** Per-task overrides of the tool or workflow defaults (POST /assign-task's retry, timeout_ms, priority). */
-export interface RunOverrides {
+export interface TaskOverrides {
   retry?: RetryPolicy;
   timeout_ms?: number;
   priority?: number;
@@ -80,11 +80,11 @@ export interface RunOverrides {
   limits?: KeyLimit[];
 }
 
-/** A one-tool task: a run with one step named after the tool; params are its literal input. */
+/** A one-tool task's plan: one step named after the tool; params are its literal input. */
 export function planToolTask(
   tool: { name: string; retry: RetryPolicy; timeout_ms: number; limits?: readonly KeyLimit[] },
   params: Record<string, unknown>,
-  overrides: RunOverrides = {},
+  overrides: TaskOverrides = {},
 ): Plan {
   const limits = [...(overrides.limits ?? []), ...(tool.limits ?? [])];
   return {

@@ -57,7 +57,7 @@ export interface ReadyStep {
   /** The key that submitted its task (the task's owner): a registered service's circuits count its calls by it. Absent without authentication. */
   owner?: string;
   /**
-   * Its step was claimed for its first delivery in the decision that made it ready (Run.claimsReady):
+   * Its step was claimed for its first delivery in the decision that made it ready (Decider.claimsReady):
    * that delivery runs without a claim of its own. Later deliveries (a retry, a lost lock) claim as ever.
    */
   claimed?: true;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { keyProblems, resolveLimits } from '../engine/key-limits.js';
-import { type Plan, planToolTask, type RunOverrides } from '../engine/plan.js';
+import { type Plan, planToolTask, type TaskOverrides } from '../engine/plan.js';
 import { isFinished, type StepStatus } from '../engine/status.js';
 import { IDENTIFIER } from '../engine/workflow-definition.js';
 import type { DeadLetter } from '../generated/prisma/client.js';
@@ -65,7 +65,7 @@ export interface TaskServiceDeps {
   planWorkflow?: (
     name: string,
     params: Record<string, unknown>,
-    overrides: RunOverrides,
+    overrides: TaskOverrides,
     paramsField: string,
     version?: number,
   ) => Promise<{ plan: Plan; params: Record<string, unknown>; workflow: { name: string; version: number } } | undefined>;
@@ -188,7 +188,7 @@ export class TaskService {
     body: TaskRequest,
     options: SubmitOptions,
   ): Promise<{ plan: Plan; params: Record<string, unknown>; workflow?: { name: string; version: number } }> {
-    const overrides: RunOverrides = {
+    const overrides: TaskOverrides = {
       ...(body.retry ? { retry: body.retry } : {}),
       ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
       ...(body.priority ? { priority: body.priority } : {}),

@@ -5,7 +5,7 @@ import type { Catalog, ToolSpec, WorkflowSpec } from '../engine/catalog.js';
 import { checkWorkflow } from '../engine/check.js';
 import { compileWorkflow } from '../engine/compile.js';
 import { referencedWorkflows } from '../engine/kinds/workflow.js';
-import type { Plan, RunOverrides } from '../engine/plan.js';
+import type { Plan, TaskOverrides } from '../engine/plan.js';
 import { expand } from '../engine/registry.js';
 import { IDENTIFIER, type WorkflowDefinition, workflowDefinitionSchema } from '../engine/workflow-definition.js';
 import { NotFoundError, type Problem, ValidationError, zodProblems } from '../lib/errors.js';
@@ -156,7 +156,7 @@ export class WorkflowService {
   async plan(
     name: string,
     params: Record<string, unknown>,
-    overrides: RunOverrides,
+    overrides: TaskOverrides,
     paramsField = 'params',
     version?: number,
   ): Promise<PlannedRun | undefined> {

@@ -1,14 +1,14 @@
 import type { ErrorRecord } from '../../lib/errors.js';
 import type { Limits } from '../../lib/limits.js';
 import type { Catalog, JsonSchema } from '../catalog.js';
-import type { PlanStep, RunOverrides, StepKind, StepKinds } from '../plan.js';
+import type { PlanStep, StepKind, StepKinds, TaskOverrides } from '../plan.js';
 import type { Decision, ItemSet, ItemState, Report, StepSet, StepState, TaskState } from '../state.js';
 import type { SkipReason, StepStatus } from '../status.js';
 import type { KeyLimit, StepOptions } from '../types.js';
 import type { ParameterType, WorkflowDefinition, WorkflowStep } from '../workflow-definition.js';
 
 /**
- * What a step kind and a modifier are made of: the run's view a kind acts through (Run), what
+ * What a step kind and a modifier are made of: the decider a kind acts through (Decider), what
  * it does at run time (StepRunner) and at definition time (StepKindDefinition). The registry
  * (src/engine/registry.ts) lists the kinds and the modifiers; src/engine/modifiers/modifier.ts says what a
  * modifier adds.
@@ -31,12 +31,12 @@ export type EngineLimits = Pick<
 export type Resolved = { ok: true; value: unknown } | { ok: false; missing: true } | { ok: false; error: ErrorRecord };
 
 /**
- * What a step kind may do to its task's run while the decider works on it (implemented by
- * decide.ts). A kind's module says what happens when its step becomes ready and what a report
- * about it means; the run keeps the record of every change, checks each against the state
- * machine (lifecycle.ts) and turns them into the decision.
+ * What a step kind may do to its task while the decider works on it (implemented by decide.ts's
+ * TaskDecider, one per task decided on). A kind's module says what happens when its step becomes
+ * ready and what a report about it means; the decider keeps the record of every change, checks
+ * each against the state machine (lifecycle.ts) and turns them into the decision.
  */
-export interface Run {
+export interface Decider {
   readonly task: TaskState;
   readonly now: Date;
   readonly limits: EngineLimits;
@@ -91,32 +91,32 @@ export type Settle = 'skipped' | 'cancelled';
  * every hook but `ready` is optional, and its absence says the step has nothing to do then.
  */
 export interface StepRunner<S = PlanStep> {
-  /** Its dependencies are done: start it (or skip it, fail it, or wait for data: Run.need). */
-  ready(run: Run, step: S, state: StepState): void;
+  /** Its dependencies are done: start it (or skip it, fail it, or wait for data: Decider.need). */
+  ready(decider: Decider, step: S, state: StepState): void;
   /**
    * A report about the step (a worker's result, a wake-up, a signal, a child task's end, a job
    * gone missing…), its run already checked; returns whether it was recorded.
    */
-  report?(run: Run, step: S, state: StepState, report: Report): boolean;
-  /** It failed with `error` (Run.fail has set its status): what goes with that, e.g. a dead letter, a map's items left. */
-  failed?(run: Run, step: S, state: StepState, error: ErrorRecord): void;
+  report?(decider: Decider, step: S, state: StepState, report: Report): boolean;
+  /** It failed with `error` (Decider.fail has set its status): what goes with that, e.g. a dead letter, a map's items left. */
+  failed?(decider: Decider, step: S, state: StepState, error: ErrorRecord): void;
   /**
    * Its task ended before it finished (`to`: what its unstarted steps become): end it, and drop
    * what it holds outside PostgreSQL. Absent: endUnstarted.
    */
-  settle?(run: Run, step: S, state: StepState, to: Settle): void;
+  settle?(decider: Decider, step: S, state: StepState, to: Settle): void;
   /**
    * What it waits on outside PostgreSQL (a job, a timer, a child task), to be made again where
    * it went missing (the reconciler asks). Asked of an ended task's steps too: then only a tool
    * step still running has anything (a job that finishes on its own).
    */
-  outstanding?(run: Run, step: S, state: StepState): void;
+  outstanding?(decider: Decider, step: S, state: StepState): void;
   /** Work a limit per key held back got its turn (`item`: one map item); returns whether something moved. */
-  admitted?(run: Run, step: S, state: StepState, item?: number): boolean;
+  admitted?(decider: Decider, step: S, state: StepState, item?: number): boolean;
   /** Its task is about to start a new run (`over`: from scratch, its compensations having run): ask for what must be loaded first. */
-  loadForRerun?(run: Run, step: S, state: StepState, over: boolean): void;
+  loadForRerun?(decider: Decider, step: S, state: StepState, over: boolean): void;
   /** Its task starts run `next` and the step runs again: what it keeps of the last run (a map: its completed items). */
-  rerun?(run: Run, step: S, state: StepState, over: boolean, next: number): Pick<StepSet, 'items'>;
+  rerun?(decider: Decider, step: S, state: StepState, over: boolean, next: number): Pick<StepSet, 'items'>;
 }
 
 /** Limits the checks enforce. */
@@ -155,7 +155,7 @@ export interface TemplatePlace {
 /** What compiling a kind's step may read: the catalog (tools' defaults, current workflow versions) and the task's overrides. */
 export interface CompileContext {
   catalog: Catalog;
-  overrides: RunOverrides;
+  overrides: TaskOverrides;
 }
 
 /**
@@ -214,17 +214,18 @@ export function refuseFields(step: WorkflowStep, index: number, context: CheckCo
  * failed (`task_failed`) or cancelled when it was cancelled; waiting, cancelled and its timer
  * dropped. A kind drops whatever else it holds (a queued job) first.
  */
-export function endUnstarted(run: Run, step: PlanStep, state: StepState, to: Settle): void {
+export function endUnstarted(decider: Decider, step: PlanStep, state: StepState, to: Settle): void {
   if (state.status === 'pending' || state.status === 'queued') {
-    if (to === 'skipped') run.skip(step, 'task_failed');
-    else run.setStep(step, { status: 'cancelled', finished_at: run.now.toISOString() });
+    if (to === 'skipped') decider.skip(step, 'task_failed');
+    else decider.setStep(step, { status: 'cancelled', finished_at: decider.now.toISOString() });
   } else if (state.status === 'waiting') {
-    run.decision.dropJobs.push({ taskId: run.task.id, run: run.task.run, stepId: step.id });
-    run.setStep(step, { status: 'cancelled', finished_at: run.now.toISOString() });
+    decider.decision.dropJobs.push({ taskId: decider.task.id, run: decider.task.run, stepId: step.id });
+    decider.setStep(step, { status: 'cancelled', finished_at: decider.now.toISOString() });
   }
 }
 
 /** A waiting step's timer (a sleep's wake-up, a wait's timeout), made again where it went missing. */
-export function outstandingTimer(run: Run, step: PlanStep, state: StepState): void {
-  if (state.status === 'waiting' && state.wakeAt) run.decision.timers.push({ taskId: run.task.id, run: run.task.run, stepId: step.id, at: state.wakeAt });
+export function outstandingTimer(decider: Decider, step: PlanStep, state: StepState): void {
+  if (state.status === 'waiting' && state.wakeAt)
+    decider.decision.timers.push({ taskId: decider.task.id, run: decider.task.run, stepId: step.id, at: state.wakeAt });
 }

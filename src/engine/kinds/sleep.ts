@@ -48,23 +48,23 @@ export const sleepKind: StepKindModule<'sleep'> = {
 
   templates: (step) => [step.sleep],
 
-  ready(run, step) {
-    const spec = run.resolve(step, step.sleep);
+  ready(decider, step) {
+    const spec = decider.resolve(step, step.sleep);
     if (!spec.ok) {
-      if ('error' in spec) run.fail(step, spec.error);
+      if ('error' in spec) decider.fail(step, spec.error);
       return;
     }
-    const wakeAt = wakeTime(spec.value as { ms?: unknown; until?: unknown }, run.now);
-    if (typeof wakeAt === 'string') return run.fail(step, { name: 'InvalidSleep', message: wakeAt, retryable: false });
-    if (wakeAt.getTime() <= run.now.getTime()) return run.complete(step, { woke_at: run.now.toISOString() });
-    run.setStep(step, { status: 'waiting', reason: 'sleep', wake_at: wakeAt.toISOString(), started_at: run.now.toISOString(), run: run.task.run });
-    run.decision.timers.push({ taskId: run.task.id, run: run.task.run, stepId: step.id, at: wakeAt });
+    const wakeAt = wakeTime(spec.value as { ms?: unknown; until?: unknown }, decider.now);
+    if (typeof wakeAt === 'string') return decider.fail(step, { name: 'InvalidSleep', message: wakeAt, retryable: false });
+    if (wakeAt.getTime() <= decider.now.getTime()) return decider.complete(step, { woke_at: decider.now.toISOString() });
+    decider.setStep(step, { status: 'waiting', reason: 'sleep', wake_at: wakeAt.toISOString(), started_at: decider.now.toISOString(), run: decider.task.run });
+    decider.decision.timers.push({ taskId: decider.task.id, run: decider.task.run, stepId: step.id, at: wakeAt });
   },
 
-  report(run, step, state, report) {
+  report(decider, step, state, report) {
     if (report.type !== 'wake' || state.status !== 'waiting') return false;
-    run.setStep(step, { reason: null });
-    run.complete(step, { woke_at: report.at.toISOString() });
+    decider.setStep(step, { reason: null });
+    decider.complete(step, { woke_at: report.at.toISOString() });
     return true;
   },
 

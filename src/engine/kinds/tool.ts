@@ -8,7 +8,7 @@ import { waitsForTurn } from '../status.js';
 import { stepFailure } from '../task-output.js';
 import { hasTemplates } from '../templates.js';
 import type { DependencyResult, ReadyStep } from '../types.js';
-import { endUnstarted, type KindStep, type Run, refuseFields, type StepKindModule } from './kind.js';
+import { type Decider, endUnstarted, type KindStep, refuseFields, type StepKindModule } from './kind.js';
 
 /**
  * A tool step runs a tool adapter: ready, its input is resolved and a job is enqueued in the
@@ -26,23 +26,23 @@ declare module '../plan.js' {
 
 export type ToolStep = PlanStep<'tool'>;
 
-function ready(run: Run, step: ToolStep): void {
-  const input = run.resolve(step, step.input);
+function ready(decider: Decider, step: ToolStep): void {
+  const input = decider.resolve(step, step.input);
   if (!input.ok) {
-    if ('error' in input) run.fail(step, input.error);
+    if ('error' in input) decider.fail(step, input.error);
     return;
   }
-  const at = run.now.toISOString();
-  if (!run.claimsReady) {
-    run.setStep(step, { status: 'queued', input: input.value, queued_at: at, run: run.task.run });
-    run.decision.jobs.push(readyJob(run, step, input.value));
+  const at = decider.now.toISOString();
+  if (!decider.claimsReady) {
+    decider.setStep(step, { status: 'queued', input: input.value, queued_at: at, run: decider.task.run });
+    decider.decision.jobs.push(readyJob(decider, step, input.value));
     return;
   }
-  // Claimed for its first delivery here, in the commit that made it ready (Run.claimsReady).
-  run.setStep(step, { status: 'running', input: input.value, queued_at: at, started_at: at, attempts: 1, run: run.task.run });
+  // Claimed for its first delivery here, in the commit that made it ready (Decider.claimsReady).
+  decider.setStep(step, { status: 'running', input: input.value, queued_at: at, started_at: at, attempts: 1, run: decider.task.run });
   // No worker yet: the attempt's end says which ran it.
-  run.record({ type: 'attempt_started', stepId: step.id, attempt: 1, data: { try: 1, delivery: 1, claimed_when_ready: true } });
-  run.decision.jobs.push({ ...readyJob(run, step, input.value), claimed: true });
+  decider.record({ type: 'attempt_started', stepId: step.id, attempt: 1, data: { try: 1, delivery: 1, claimed_when_ready: true } });
+  decider.decision.jobs.push({ ...readyJob(decider, step, input.value), claimed: true });
 }
 
 export const toolKind: StepKindModule<'tool'> = {
@@ -84,13 +84,13 @@ export const toolKind: StepKindModule<'tool'> = {
 
   ready,
 
-  report(run, step, state, report) {
-    if (report.type === 'circuit') return circuitReport(run, step, state, report.open);
-    if (report.type === 'withdrawn') return withdrawn(run, step, state, report.error, true);
-    if (report.type === 'lost') return report.item === undefined && lostReport(run, step, state);
+  report(decider, step, state, report) {
+    if (report.type === 'circuit') return circuitReport(decider, step, state, report.open);
+    if (report.type === 'withdrawn') return withdrawn(decider, step, state, report.error, true);
+    if (report.type === 'lost') return report.item === undefined && lostReport(decider, step, state);
     if (report.type !== 'result' || report.item !== undefined) return false;
     if (state.status !== 'queued' && state.status !== 'running') return false;
-    run.setStep(step, {
+    decider.setStep(step, {
       status: report.status,
       output: report.output ?? null,
       error: report.error ?? null,
@@ -99,24 +99,24 @@ export const toolKind: StepKindModule<'tool'> = {
       started_at: (report.attempt === 1 ? report.startedAt : (state.startedAt ?? report.startedAt)).toISOString(),
       finished_at: report.finishedAt.toISOString(),
     });
-    if (report.status === 'failed') deadLetter(run, step, report.stepId, report);
+    if (report.status === 'failed') deadLetter(decider, step, report.stepId, report);
     // A step of a task that ended already (it was running when a sibling failed it) is recorded, and counts for nothing.
-    if (!run.active || report.status === 'completed') return true;
+    if (!decider.active || report.status === 'completed') return true;
     if (report.status === 'failed' && step.onFailure === 'continue') return true;
     const error = report.error ?? { name: report.status === 'cancelled' ? 'Cancelled' : 'Error', message: `step ${report.status}` };
-    run.failTask(stepFailure(step.id, error));
+    decider.failTask(stepFailure(step.id, error));
     return true;
   },
 
-  failed(run, step, state, error) {
+  failed(decider, step, state, error) {
     // A step that failed without running (its condition, its input) is a dead letter too:
     // replaying it resumes the task.
     if (state.attempts !== 0) return;
-    run.decision.deadLetters.push({
-      taskId: run.task.id,
-      createdAt: run.task.createdAt,
+    decider.decision.deadLetters.push({
+      taskId: decider.task.id,
+      createdAt: decider.task.createdAt,
       stepId: step.id,
-      run: run.task.run,
+      run: decider.task.run,
       tool: step.tool,
       input: null,
       error: capErrorRecord(error),
@@ -124,24 +124,25 @@ export const toolKind: StepKindModule<'tool'> = {
     });
   },
 
-  settle(run, step, state, to) {
-    const job = { taskId: run.task.id, run: run.task.run, stepId: step.id, tool: step.tool };
+  settle(decider, step, state, to) {
+    const job = { taskId: decider.task.id, run: decider.task.run, stepId: step.id, tool: step.tool };
     if (state.status === 'running') {
       // Running: it finishes and is recorded; waiting out a retry's backoff, it stops here.
-      run.decision.dropJobs.push({ ...job, running: true });
+      decider.decision.dropJobs.push({ ...job, running: true });
       return;
     }
-    if (state.status === 'queued') run.decision.dropJobs.push(job);
-    endUnstarted(run, step, state, to);
+    if (state.status === 'queued') decider.decision.dropJobs.push(job);
+    endUnstarted(decider, step, state, to);
   },
 
-  outstanding(run, step, state) {
-    if ((state.status === 'queued' || state.status === 'running') && state.input !== undefined) run.decision.jobs.push(readyJob(run, step, state.input));
+  outstanding(decider, step, state) {
+    if ((state.status === 'queued' || state.status === 'running') && state.input !== undefined)
+      decider.decision.jobs.push(readyJob(decider, step, state.input));
   },
 
-  admitted(run, step, state) {
-    if (!run.live(step) || !waitsForTurn(state.status, state.reason)) return false;
-    ready(run, step);
+  admitted(decider, step, state) {
+    if (!decider.live(step) || !waitsForTurn(state.status, state.reason)) return false;
+    ready(decider, step);
     return true;
   },
 };
@@ -154,14 +155,14 @@ function toolOf(step: KindStep<'tool'>, catalog: Catalog): ToolSpec {
 }
 
 /** A step held back by its service's open circuit waits; let through, it is queued again (its job is still there). */
-function circuitReport(run: Run, step: ToolStep, state: StepState, open: boolean): boolean {
-  if (!run.live(step)) return false;
+function circuitReport(decider: Decider, step: ToolStep, state: StepState, open: boolean): boolean {
+  if (!decider.live(step)) return false;
   if (open && (state.status === 'queued' || state.status === 'running')) {
-    run.setStep(step, { status: 'waiting', reason: 'circuit_open' });
+    decider.setStep(step, { status: 'waiting', reason: 'circuit_open' });
     return true;
   }
   if (!open && state.status === 'waiting' && state.reason === 'circuit_open') {
-    run.setStep(step, { status: 'queued' });
+    decider.setStep(step, { status: 'queued' });
     return true;
   }
   return false;
@@ -172,41 +173,41 @@ function circuitReport(run: Run, step: ToolStep, state: StepState, open: boolean
  * job goes (a running one finishes, refused). `job`: whether the step has a job of its own (a
  * map's items are swept when it fails).
  */
-export function withdrawn(run: Run, step: ToolStep, state: StepState, error: ErrorRecord, job: boolean): boolean {
-  if (!run.active) return false;
+export function withdrawn(decider: Decider, step: ToolStep, state: StepState, error: ErrorRecord, job: boolean): boolean {
+  if (!decider.active) return false;
   if (state.status !== 'pending' && state.status !== 'queued' && state.status !== 'waiting' && state.status !== 'running') return false;
   if (job && state.status !== 'pending')
-    run.decision.dropJobs.push({
-      taskId: run.task.id,
-      run: run.task.run,
+    decider.decision.dropJobs.push({
+      taskId: decider.task.id,
+      run: decider.task.run,
       stepId: step.id,
       tool: step.tool,
       ...(state.status === 'running' ? { running: true } : {}),
     });
-  run.fail(step, error);
+  decider.fail(step, error);
   return true;
 }
 
 /** The step's job went missing (see Report 'lost'): queued again with its job made again, or cancelled if its task ended. Needs its input loaded. */
-function lostReport(run: Run, step: ToolStep, state: StepState): boolean {
-  if (state.run !== run.task.run || (state.status !== 'queued' && state.status !== 'running')) return false;
-  if (!run.live(step)) {
-    run.setStep(step, { status: 'cancelled', finished_at: run.now.toISOString() });
+function lostReport(decider: Decider, step: ToolStep, state: StepState): boolean {
+  if (state.run !== decider.task.run || (state.status !== 'queued' && state.status !== 'running')) return false;
+  if (!decider.live(step)) {
+    decider.setStep(step, { status: 'cancelled', finished_at: decider.now.toISOString() });
     return true;
   }
-  if (state.input === undefined) throw new Error(`step ${step.id} of task ${run.task.id}: its input was not loaded`);
-  run.setStep(step, { status: 'queued', queued_at: run.now.toISOString() });
-  run.decision.jobs.push(readyJob(run, step, state.input));
+  if (state.input === undefined) throw new Error(`step ${step.id} of task ${decider.task.id}: its input was not loaded`);
+  decider.setStep(step, { status: 'queued', queued_at: decider.now.toISOString() });
+  decider.decision.jobs.push(readyJob(decider, step, state.input));
   return true;
 }
 
 /** A dead letter: a step (or map item) that failed for good, with what it was given. */
-export function deadLetter(run: Run, step: ToolStep, stepId: string, report: Extract<Report, { type: 'result' }>): void {
-  run.decision.deadLetters.push({
-    taskId: run.task.id,
-    createdAt: run.task.createdAt,
+export function deadLetter(decider: Decider, step: ToolStep, stepId: string, report: Extract<Report, { type: 'result' }>): void {
+  decider.decision.deadLetters.push({
+    taskId: decider.task.id,
+    createdAt: decider.task.createdAt,
     stepId,
-    run: run.task.run,
+    run: decider.task.run,
     tool: step.tool,
     input: report.input ?? null,
     error: capErrorRecord(report.error ?? { name: 'Error', message: 'step failed' }),
@@ -215,15 +216,15 @@ export function deadLetter(run: Run, step: ToolStep, stepId: string, report: Ext
 }
 
 /** The job of a ready tool step: its input, and what its direct dependencies ended with (small outputs inline). */
-export function readyJob(run: Run, step: ToolStep, input: unknown, item?: number): ReadyStep {
+export function readyJob(decider: Decider, step: ToolStep, input: unknown, item?: number): ReadyStep {
   const dependencies: Record<string, DependencyResult> = {};
   if (item === undefined) {
     for (const dep of step.dependsOn) {
-      const found = run.state(dep);
+      const found = decider.state(dep);
       if (found.status !== 'completed' && found.status !== 'failed' && found.status !== 'skipped') continue;
       // Undefined: too large to have been loaded with the task, so too large to travel inline.
       const output = found.output;
-      const stored = output === undefined || (output !== null && jsonSize(output, run.limits.JOB_INLINE_OUTPUT_MAX_BYTES).over);
+      const stored = output === undefined || (output !== null && jsonSize(output, decider.limits.JOB_INLINE_OUTPUT_MAX_BYTES).over);
       dependencies[dep] = {
         status: found.status,
         ...(stored ? { output_stored_in: 'postgresql' as const } : output !== null ? { output } : {}),
@@ -232,8 +233,8 @@ export function readyJob(run: Run, step: ToolStep, input: unknown, item?: number
     }
   }
   return {
-    taskId: run.task.id,
-    run: run.task.run,
+    taskId: decider.task.id,
+    run: decider.task.run,
     stepId: step.id,
     ...(item !== undefined ? { item } : {}),
     tool: step.tool,
@@ -242,7 +243,7 @@ export function readyJob(run: Run, step: ToolStep, input: unknown, item?: number
     timeoutMs: step.options.timeout_ms,
     dependencies,
     ...(step.options.priority ? { priority: step.options.priority } : {}),
-    ...(run.task.owner ? { owner: run.task.owner } : {}),
+    ...(decider.task.owner ? { owner: decider.task.owner } : {}),
   };
 }
 

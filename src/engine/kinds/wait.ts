@@ -3,7 +3,7 @@ import type { JsonSchema } from '../catalog.js';
 import type { PlanStep } from '../plan.js';
 import { DEFAULT_RETRY_FOR_KINDS } from '../types.js';
 import type { WaitSpec, WorkflowStep } from '../workflow-definition.js';
-import { outstandingTimer, type Run, refuseFields, type StepKindModule } from './kind.js';
+import { type Decider, outstandingTimer, refuseFields, type StepKindModule } from './kind.js';
 
 /**
  * A wait step waits for someone: a signal sent with an API key (POST /tasks/:id/signals/:name,
@@ -119,54 +119,54 @@ export const waitKind: StepKindModule<'wait'> = {
     return { kind: 'wait', wait: { ...step.wait, signal: signalName(step) }, options: DEFAULT_RETRY_FOR_KINDS };
   },
 
-  ready(run, step) {
+  ready(decider, step) {
     // The input is what the wait is about: an approval page shows it.
-    const input = run.resolve(step, step.input);
+    const input = decider.resolve(step, step.input);
     if (!input.ok) {
-      if ('error' in input) run.fail(step, input.error);
+      if ('error' in input) decider.fail(step, input.error);
       return;
     }
     const spec = step.wait;
-    const wakeAt = spec.timeout_ms !== undefined ? new Date(run.now.getTime() + spec.timeout_ms) : undefined;
-    run.setStep(step, {
+    const wakeAt = spec.timeout_ms !== undefined ? new Date(decider.now.getTime() + spec.timeout_ms) : undefined;
+    decider.setStep(step, {
       status: 'waiting',
       reason: spec.approval !== undefined ? 'approval' : 'signal',
       input: input.value,
-      started_at: run.now.toISOString(),
-      run: run.task.run,
+      started_at: decider.now.toISOString(),
+      run: decider.task.run,
       ...(wakeAt ? { wake_at: wakeAt.toISOString() } : {}),
     });
-    if (wakeAt) run.decision.timers.push({ taskId: run.task.id, run: run.task.run, stepId: step.id, at: wakeAt });
+    if (wakeAt) decider.decision.timers.push({ taskId: decider.task.id, run: decider.task.run, stepId: step.id, at: wakeAt });
   },
 
-  report(run, step, state, report) {
+  report(decider, step, state, report) {
     if (state.status !== 'waiting' || (state.reason !== 'signal' && state.reason !== 'approval')) return false;
     const spec = step.wait;
     if (report.type === 'wake') {
-      run.record({ type: 'wait_timed_out', stepId: step.id, at: report.at, data: { on_timeout: spec.on_timeout } });
-      run.setStep(step, { reason: null });
-      if (spec.on_timeout === 'continue') completeTimedOut(run, step, report.at);
-      else run.fail(step, { name: 'WaitTimedOut', message: `no ${describe(step)} came within ${spec.timeout_ms} ms`, retryable: false });
+      decider.record({ type: 'wait_timed_out', stepId: step.id, at: report.at, data: { on_timeout: spec.on_timeout } });
+      decider.setStep(step, { reason: null });
+      if (spec.on_timeout === 'continue') completeTimedOut(decider, step, report.at);
+      else decider.fail(step, { name: 'WaitTimedOut', message: `no ${describe(step)} came within ${spec.timeout_ms} ms`, retryable: false });
       return true;
     }
     if (report.type !== 'signal' || report.signal !== spec.signal) return false;
     // Its timeout's timer is no longer wanted (in a flow, it would hold the run's root until then).
-    if (state.wakeAt) run.decision.dropJobs.push({ taskId: run.task.id, run: run.task.run, stepId: step.id });
+    if (state.wakeAt) decider.decision.dropJobs.push({ taskId: decider.task.id, run: decider.task.run, stepId: step.id });
     if (spec.approval === undefined) {
-      run.record({ type: 'signal_received', stepId: step.id, at: report.at, data: { signal: report.signal, by: report.by, via: report.via } });
-      run.setStep(step, { reason: null });
-      run.complete(step, report.payload);
+      decider.record({ type: 'signal_received', stepId: step.id, at: report.at, data: { signal: report.signal, by: report.by, via: report.via } });
+      decider.setStep(step, { reason: null });
+      decider.complete(step, report.payload);
       return true;
     }
     const decision = report.payload as { decision: (typeof APPROVAL_DECISIONS)[number]; comment?: string; fields?: Record<string, unknown> };
-    run.record({
+    decider.record({
       type: 'approval_decided',
       stepId: step.id,
       at: report.at,
       data: { decision: decision.decision, by: report.by, via: report.via, ...(decision.comment ? { comment: decision.comment } : {}) },
     });
-    run.setStep(step, { reason: null });
-    run.complete(step, {
+    decider.setStep(step, { reason: null });
+    decider.complete(step, {
       decision: decision.decision,
       approved: decision.decision === 'approved',
       ...(decision.comment ? { comment: decision.comment } : {}),
@@ -184,8 +184,8 @@ function describe(step: WaitStep): string {
   return step.wait.approval !== undefined ? 'decision' : `signal ${step.wait.signal}`;
 }
 
-function completeTimedOut(run: Run, step: WaitStep, at: Date): void {
-  run.complete(
+function completeTimedOut(decider: Decider, step: WaitStep, at: Date): void {
+  decider.complete(
     step,
     step.wait.approval !== undefined
       ? { decision: 'timed_out', approved: false, fields: {}, decided_at: at.toISOString(), timed_out: true }

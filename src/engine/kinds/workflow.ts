@@ -3,7 +3,7 @@ import type { PlanStep } from '../plan.js';
 import { hasTemplates } from '../templates.js';
 import { DEFAULT_RETRY_FOR_KINDS } from '../types.js';
 import { parameterType, type WorkflowDefinition } from '../workflow-definition.js';
-import { type CheckContext, endUnstarted, type Run, refuseFields, type StepKindModule } from './kind.js';
+import { type CheckContext, type Decider, endUnstarted, refuseFields, type StepKindModule } from './kind.js';
 
 /**
  * A sub-workflow step runs a stored workflow as a child task (with parent_task_id, in /tasks
@@ -24,17 +24,17 @@ declare module '../plan.js' {
 type SubWorkflowStep = PlanStep<'workflow'>;
 
 /** The child task the step starts, or resumes (`existing`) when its task was retried or its child went missing. */
-function childStart(run: Run, step: SubWorkflowStep, childTaskId: string, existing: boolean, params: Record<string, unknown>) {
-  run.decision.children.push({
-    parentTaskId: run.task.id,
-    parentCreatedAt: run.task.createdAt,
+function childStart(decider: Decider, step: SubWorkflowStep, childTaskId: string, existing: boolean, params: Record<string, unknown>) {
+  decider.decision.children.push({
+    parentTaskId: decider.task.id,
+    parentCreatedAt: decider.task.createdAt,
     stepId: step.id,
     childTaskId,
     existing,
     workflow: step.workflow,
     params,
-    depth: run.task.depth + 1,
-    owner: run.task.owner,
+    depth: decider.task.depth + 1,
+    owner: decider.task.owner,
     ...(step.options.priority ? { priority: step.options.priority } : {}),
   });
 }
@@ -99,38 +99,38 @@ export const workflowKind: StepKindModule<'workflow'> = {
     };
   },
 
-  ready(run, step, state) {
-    const depth = run.task.depth + 1;
-    if (depth > run.limits.SUBWORKFLOW_MAX_DEPTH) {
-      return run.fail(
+  ready(decider, step, state) {
+    const depth = decider.task.depth + 1;
+    if (depth > decider.limits.SUBWORKFLOW_MAX_DEPTH) {
+      return decider.fail(
         step,
         toErrorRecord(
-          new LimitExceededError('SubWorkflowTooDeep', `sub-workflows nest deeper than ${run.limits.SUBWORKFLOW_MAX_DEPTH} (SUBWORKFLOW_MAX_DEPTH)`, {
-            limit: run.limits.SUBWORKFLOW_MAX_DEPTH,
+          new LimitExceededError('SubWorkflowTooDeep', `sub-workflows nest deeper than ${decider.limits.SUBWORKFLOW_MAX_DEPTH} (SUBWORKFLOW_MAX_DEPTH)`, {
+            limit: decider.limits.SUBWORKFLOW_MAX_DEPTH,
             setting: 'SUBWORKFLOW_MAX_DEPTH',
           }),
         ),
       );
     }
-    const params = run.resolve(step, step.input);
+    const params = decider.resolve(step, step.input);
     if (!params.ok) {
-      if ('error' in params) run.fail(step, params.error);
+      if ('error' in params) decider.fail(step, params.error);
       return;
     }
     const existing = state.childTaskId !== null;
-    const childTaskId = state.childTaskId ?? run.newTaskId(step.workflow.name);
-    run.setStep(step, { status: 'running', input: params.value, child_task_id: childTaskId, started_at: run.now.toISOString(), run: run.task.run });
-    childStart(run, step, childTaskId, existing, params.value as Record<string, unknown>);
+    const childTaskId = state.childTaskId ?? decider.newTaskId(step.workflow.name);
+    decider.setStep(step, { status: 'running', input: params.value, child_task_id: childTaskId, started_at: decider.now.toISOString(), run: decider.task.run });
+    childStart(decider, step, childTaskId, existing, params.value as Record<string, unknown>);
   },
 
-  report(run, step, state, report) {
+  report(decider, step, state, report) {
     if (report.type !== 'child' || state.status !== 'running' || state.childTaskId !== report.childTaskId) return false;
     if (report.status === 'completed') {
-      run.complete(step, report.output ?? null);
+      decider.complete(step, report.output ?? null);
       return true;
     }
     const cause = report.error ?? { name: 'Cancelled', message: 'task was cancelled' };
-    run.fail(step, {
+    decider.fail(step, {
       name: report.status === 'cancelled' ? 'SubWorkflowCancelled' : 'SubWorkflowFailed',
       message: `child task ${report.childTaskId} ${report.status}: ${cause.message}`,
       retryable: false,
@@ -139,15 +139,15 @@ export const workflowKind: StepKindModule<'workflow'> = {
     return true;
   },
 
-  settle(run, step, state, to) {
-    if (state.status !== 'running') return endUnstarted(run, step, state, to);
+  settle(decider, step, state, to) {
+    if (state.status !== 'running') return endUnstarted(decider, step, state, to);
     // Its child ends with it.
-    run.setStep(step, { status: 'cancelled', finished_at: run.now.toISOString() });
-    if (state.childTaskId) run.decision.cancelChildren.push(state.childTaskId);
+    decider.setStep(step, { status: 'cancelled', finished_at: decider.now.toISOString() });
+    if (state.childTaskId) decider.decision.cancelChildren.push(state.childTaskId);
   },
 
-  outstanding(run, step, state) {
-    if (state.status === 'running' && state.childTaskId) childStart(run, step, state.childTaskId, true, (state.input ?? {}) as Record<string, unknown>);
+  outstanding(decider, step, state) {
+    if (state.status === 'running' && state.childTaskId) childStart(decider, step, state.childTaskId, true, (state.input ?? {}) as Record<string, unknown>);
   },
 };
 

@@ -1,7 +1,7 @@
 import type { Catalog } from '../catalog.js';
 import { type CheckContext, refuseFields } from '../kinds/kind.js';
 import { literalProblems } from '../kinds/tool.js';
-import type { PlanStep, RunOverrides } from '../plan.js';
+import type { PlanStep, TaskOverrides } from '../plan.js';
 import { rewriteOwnReferences } from '../templates.js';
 import type { WorkflowDefinition, WorkflowStep } from '../workflow-definition.js';
 import type { StepModifier } from './modifier.js';
@@ -57,14 +57,14 @@ export const compensate: StepModifier = {
   applies: (step) => step.compensationOf !== undefined,
 
   around: (inner) => ({
-    settle(run, step, state, to) {
+    settle(decider, step, state, to) {
       // A failed task's compensations are its compensator's (decide.ts) to run or skip.
-      if (to !== 'skipped') inner.settle(run, step, state, to);
+      if (to !== 'skipped') inner.settle(decider, step, state, to);
     },
 
-    report(run, step, state, report) {
+    report(decider, step, state, report) {
       // Its tool withdrawn, it is left alone: it runs only if its task fails, and is the compensating decider's to end.
-      return report.type !== 'withdrawn' && inner.report(run, step, state, report);
+      return report.type !== 'withdrawn' && inner.report(decider, step, state, report);
     },
   }),
 };
@@ -91,7 +91,7 @@ function checkCompensation(step: WorkflowStep, index: number, context: CheckCont
  * below its step: walking down from the step, a path stops at the first step that has one
  * (that one waits for those further down).
  */
-function compileCompensations(definition: WorkflowDefinition, catalog: Catalog, overrides: RunOverrides): PlanStep[] {
+function compileCompensations(definition: WorkflowDefinition, catalog: Catalog, overrides: TaskOverrides): PlanStep[] {
   const dependents = new Map<string, string[]>(definition.steps.map((step) => [step.id, []]));
   for (const step of definition.steps) for (const dep of step.depends_on) dependents.get(dep)?.push(step.id);
   const compensated = new Set(definition.steps.filter((step) => step.compensate).map((step) => step.id));

@@ -1,7 +1,7 @@
 import { LimitExceededError, toErrorRecord } from '../../lib/errors.js';
 import { jsonSize } from '../../lib/limits.js';
 import type { JsonSchema } from '../catalog.js';
-import { type CheckContext, type Run, refuseFields } from '../kinds/kind.js';
+import { type CheckContext, type Decider, refuseFields } from '../kinds/kind.js';
 import { deadLetter, readyJob, type ToolStep, withdrawn } from '../kinds/tool.js';
 import type { ItemCounts, Report, StepState } from '../state.js';
 import type { WorkflowStep } from '../workflow-definition.js';
@@ -53,68 +53,68 @@ export const map: StepModifier<'tool'> = {
   around: (inner) => ({
     ready,
 
-    report(run, step, state, report) {
-      if (report.type === 'result' && report.item !== undefined) return itemResult(run, step, state, report, report.item);
-      if (report.type === 'lost') return report.item !== undefined && lostItem(run, step, state, report.item);
+    report(decider, step, state, report) {
+      if (report.type === 'result' && report.item !== undefined) return itemResult(decider, step, state, report, report.item);
+      if (report.type === 'lost') return report.item !== undefined && lostItem(decider, step, state, report.item);
       // Its items wait for their service's circuit in their own jobs: the map itself never waits.
       if (report.type === 'circuit') return false;
       // Its items are swept when it fails: it has no job of its own to drop.
-      if (report.type === 'withdrawn') return withdrawn(run, step, state, report.error, false);
-      return inner.report(run, step, state, report);
+      if (report.type === 'withdrawn') return withdrawn(decider, step, state, report.error, false);
+      return inner.report(decider, step, state, report);
     },
 
     // Items not started never will; a failed map is no dead letter (its failed items are).
-    failed: (run, step) => stop(run, step, 'skipped'),
+    failed: (decider, step) => stop(decider, step, 'skipped'),
 
-    settle(run, step, state, to) {
-      if (state.status !== 'running') return inner.settle(run, step, state, to);
-      run.setStep(step, { status: 'cancelled', finished_at: run.now.toISOString() });
-      stop(run, step, to);
+    settle(decider, step, state, to) {
+      if (state.status !== 'running') return inner.settle(decider, step, state, to);
+      decider.setStep(step, { status: 'cancelled', finished_at: decider.now.toISOString() });
+      stop(decider, step, to);
     },
 
-    outstanding(run, step, state) {
+    outstanding(decider, step, state) {
       if (state.status !== 'running') return;
-      const items = run.allItems(step.id);
-      if (!items) return run.need('items', step.id);
+      const items = decider.allItems(step.id);
+      if (!items) return decider.need('items', step.id);
       for (const item of items) {
-        if ((item.status === 'queued' || item.status === 'running') && item.run === run.task.run)
-          run.decision.jobs.push(readyJob(run, step, item.input ?? null, item.item));
+        if ((item.status === 'queued' || item.status === 'running') && item.run === decider.task.run)
+          decider.decision.jobs.push(readyJob(decider, step, item.input ?? null, item.item));
       }
     },
 
-    admitted(run, step, state, only) {
-      if (!run.live(step) || state.status !== 'running') return false;
+    admitted(decider, step, state, only) {
+      if (!decider.live(step) || state.status !== 'running') return false;
       // Items held back stay queued without a job: each gets its job (one that has it already is not made twice).
-      const items = only !== undefined ? [run.item(step.id, only)].filter((item) => item !== undefined) : run.allItems(step.id);
+      const items = only !== undefined ? [decider.item(step.id, only)].filter((item) => item !== undefined) : decider.allItems(step.id);
       if (!items) {
-        run.need('items', step.id);
+        decider.need('items', step.id);
         return false;
       }
       let moved = false;
       for (const item of items) {
-        if (item.status !== 'queued' || item.run !== run.task.run) continue;
-        run.decision.jobs.push(readyJob(run, step, item.input ?? null, item.item));
+        if (item.status !== 'queued' || item.run !== decider.task.run) continue;
+        decider.decision.jobs.push(readyJob(decider, step, item.input ?? null, item.item));
         moved = true;
       }
       return moved;
     },
 
-    loadForRerun(run, step, state, over) {
+    loadForRerun(decider, step, state, over) {
       // Keeping its items, it needs them all, to count those that completed.
-      if (!over && state.status !== 'completed' && state.items && keepsItems(run, step) && !run.allItems(step.id)) run.need('items', step.id);
+      if (!over && state.status !== 'completed' && state.items && keepsItems(decider, step) && !decider.allItems(step.id)) decider.need('items', step.id);
     },
 
-    rerun(run, step, state, over, next) {
+    rerun(decider, step, state, over, next) {
       if (!state.items) return { items: null };
-      if (over || !keepsItems(run, step)) {
-        run.decision.sweeps.push({ taskId: run.task.id, createdAt: run.task.createdAt, stepId: step.id, delete: true });
+      if (over || !keepsItems(decider, step)) {
+        decider.decision.sweeps.push({ taskId: decider.task.id, createdAt: decider.task.createdAt, stepId: step.id, delete: true });
         return { items: null };
       }
       // Loaded: loadForRerun asked for them.
-      const done = run.allItems(step.id)!.filter((item) => item.status === 'completed').length;
-      run.decision.sweeps.push({
-        taskId: run.task.id,
-        createdAt: run.task.createdAt,
+      const done = decider.allItems(step.id)!.filter((item) => item.status === 'completed').length;
+      decider.decision.sweeps.push({
+        taskId: decider.task.id,
+        createdAt: decider.task.createdAt,
         stepId: step.id,
         from: ['pending', 'queued', 'running', 'failed', 'skipped', 'cancelled'],
         to: 'pending',
@@ -127,53 +127,53 @@ export const map: StepModifier<'tool'> = {
 };
 
 /** A retried map keeps its items when what its list came from is kept (every step it reads completed). */
-function keepsItems(run: Run, step: ToolStep): boolean {
-  return [...(run.task.plan.reads.get(step.id) ?? [])].every((id) => run.state(id).status === 'completed');
+function keepsItems(decider: Decider, step: ToolStep): boolean {
+  return [...(decider.task.plan.reads.get(step.id) ?? [])].every((id) => decider.state(id).status === 'completed');
 }
 
-function maxParallel(run: Run, step: ToolStep): number {
-  return step.maxParallel ?? run.limits.MAP_MAX_PARALLEL;
+function maxParallel(decider: Decider, step: ToolStep): number {
+  return step.maxParallel ?? decider.limits.MAP_MAX_PARALLEL;
 }
 
-function progress(run: Run, step: ToolStep, counts: ItemCounts): void {
-  run.decision.transitions.push({
-    taskId: run.task.id,
+function progress(decider: Decider, step: ToolStep, counts: ItemCounts): void {
+  decider.decision.transitions.push({
+    taskId: decider.task.id,
     stepId: step.id,
     status: 'running',
-    at: run.now.toISOString(),
+    at: decider.now.toISOString(),
     progress: { percent: counts.total === 0 ? 100 : Math.floor((counts.done * 100) / counts.total), message: `${counts.done}/${counts.total} items` },
   });
 }
 
 /** Queues up to max_parallel more items (the ledger picks the lowest pending ones and answers which). */
-function startMore(run: Run, step: ToolStep, counts: ItemCounts): void {
+function startMore(decider: Decider, step: ToolStep, counts: ItemCounts): void {
   const pending = counts.total - counts.done - counts.running;
-  const start = Math.min(pending, maxParallel(run, step) - counts.running);
+  const start = Math.min(pending, maxParallel(decider, step) - counts.running);
   if (start <= 0) return;
   counts.running += start;
-  run.decision.sweeps.push({ taskId: run.task.id, createdAt: run.task.createdAt, stepId: step.id, start });
+  decider.decision.sweeps.push({ taskId: decider.task.id, createdAt: decider.task.createdAt, stepId: step.id, start });
 }
 
-function ready(run: Run, step: ToolStep, state: StepState): void {
+function ready(decider: Decider, step: ToolStep, state: StepState): void {
   // Items kept from an earlier run (a retried task): the completed ones stay, the rest run again.
   if (state.items && state.items.total > 0) {
     const counts = { ...state.items, running: 0 };
     if (counts.done >= counts.total) {
-      completeMap(run, step, counts);
+      completeMap(decider, step, counts);
       return;
     }
-    run.setStep(step, { status: 'running', started_at: run.now.toISOString(), run: run.task.run });
-    startMore(run, step, counts);
-    run.setStep(step, { items: counts });
+    decider.setStep(step, { status: 'running', started_at: decider.now.toISOString(), run: decider.task.run });
+    startMore(decider, step, counts);
+    decider.setStep(step, { items: counts });
     return;
   }
-  const list = run.resolve(step, step.forEach);
+  const list = decider.resolve(step, step.forEach);
   if (!list.ok) {
-    if ('error' in list) run.fail(step, list.error);
+    if ('error' in list) decider.fail(step, list.error);
     return;
   }
   if (!Array.isArray(list.value)) {
-    run.fail(step, {
+    decider.fail(step, {
       name: 'ForEachNotAList',
       message: `for_each gave ${list.value === null ? 'null' : typeof list.value}, not a list`,
       retryable: false,
@@ -181,12 +181,12 @@ function ready(run: Run, step: ToolStep, state: StepState): void {
     return;
   }
   const items = list.value as unknown[];
-  if (items.length > run.limits.MAP_MAX_ITEMS) {
-    run.fail(
+  if (items.length > decider.limits.MAP_MAX_ITEMS) {
+    decider.fail(
       step,
       toErrorRecord(
-        new LimitExceededError('TooManyItems', `for_each gave ${items.length} items; at most ${run.limits.MAP_MAX_ITEMS} are allowed (MAP_MAX_ITEMS)`, {
-          limit: run.limits.MAP_MAX_ITEMS,
+        new LimitExceededError('TooManyItems', `for_each gave ${items.length} items; at most ${decider.limits.MAP_MAX_ITEMS} are allowed (MAP_MAX_ITEMS)`, {
+          limit: decider.limits.MAP_MAX_ITEMS,
           setting: 'MAP_MAX_ITEMS',
         }),
       ),
@@ -194,27 +194,27 @@ function ready(run: Run, step: ToolStep, state: StepState): void {
     return;
   }
   if (items.length === 0) {
-    run.complete(step, []);
+    decider.complete(step, []);
     return;
   }
   const inputs: unknown[] = [];
   let total = 0;
   for (const [index, value] of items.entries()) {
-    const input = run.resolve(step, step.input, { item: { value, index } });
+    const input = decider.resolve(step, step.input, { item: { value, index } });
     if (!input.ok) {
-      if ('error' in input) run.fail(step, { ...input.error, details: { ...(input.error.details as object), item: index } });
+      if ('error' in input) decider.fail(step, { ...input.error, details: { ...(input.error.details as object), item: index } });
       return;
     }
-    total += jsonSize(input.value, run.limits.MAP_INPUTS_MAX_BYTES).bytes;
-    if (total > run.limits.MAP_INPUTS_MAX_BYTES) {
-      run.fail(
+    total += jsonSize(input.value, decider.limits.MAP_INPUTS_MAX_BYTES).bytes;
+    if (total > decider.limits.MAP_INPUTS_MAX_BYTES) {
+      decider.fail(
         step,
         toErrorRecord(
           new LimitExceededError(
             'StepInputTooLarge',
-            `the items' inputs together are larger than ${run.limits.MAP_INPUTS_MAX_BYTES} bytes of JSON (MAP_INPUTS_MAX_BYTES)`,
+            `the items' inputs together are larger than ${decider.limits.MAP_INPUTS_MAX_BYTES} bytes of JSON (MAP_INPUTS_MAX_BYTES)`,
             {
-              limit: run.limits.MAP_INPUTS_MAX_BYTES,
+              limit: decider.limits.MAP_INPUTS_MAX_BYTES,
               setting: 'MAP_INPUTS_MAX_BYTES',
               at: `items[${index}]`,
             },
@@ -225,30 +225,30 @@ function ready(run: Run, step: ToolStep, state: StepState): void {
     }
     inputs.push(input.value);
   }
-  const start = Math.min(items.length, maxParallel(run, step));
+  const start = Math.min(items.length, maxParallel(decider, step));
   const counts: ItemCounts = { total: items.length, done: 0, failed: 0, running: start };
-  run.setStep(step, { status: 'running', started_at: run.now.toISOString(), run: run.task.run, items: counts });
+  decider.setStep(step, { status: 'running', started_at: decider.now.toISOString(), run: decider.task.run, items: counts });
   inputs.forEach((input, item) => {
     const queued = item < start;
-    run.decision.newItems.push({
-      taskId: run.task.id,
-      createdAt: run.task.createdAt,
+    decider.decision.newItems.push({
+      taskId: decider.task.id,
+      createdAt: decider.task.createdAt,
       stepId: step.id,
       item,
-      run: run.task.run,
+      run: decider.task.run,
       input,
       ...(queued ? { status: 'queued' as const } : {}),
     });
-    if (queued) run.decision.jobs.push(readyJob(run, step, input, item));
+    if (queued) decider.decision.jobs.push(readyJob(decider, step, input, item));
   });
-  progress(run, step, counts);
+  progress(decider, step, counts);
 }
 
 /** An item's result: recorded once (the first for its run); while the map runs, it may queue the next item, complete the map or fail it. */
-function itemResult(run: Run, step: ToolStep, state: StepState, report: Extract<Report, { type: 'result' }>, index: number): boolean {
-  const item = run.item(step.id, index);
+function itemResult(decider: Decider, step: ToolStep, state: StepState, report: Extract<Report, { type: 'result' }>, index: number): boolean {
+  const item = decider.item(step.id, index);
   if (!item || item.run !== report.run || (item.status !== 'queued' && item.status !== 'running')) return false;
-  run.setItem(step, index, {
+  decider.setItem(step, index, {
     status: report.status,
     output: report.output ?? null,
     error: report.error ?? null,
@@ -256,61 +256,61 @@ function itemResult(run: Run, step: ToolStep, state: StepState, report: Extract<
     started_at: (item.startedAt ?? report.startedAt).toISOString(),
     finished_at: report.finishedAt.toISOString(),
   });
-  if (report.status === 'failed') deadLetter(run, step, `${step.id}[${report.item}]`, report);
+  if (report.status === 'failed') deadLetter(decider, step, `${step.id}[${report.item}]`, report);
   // The task ended, or the map failed already: the item is recorded, and counts for nothing.
-  if (!run.active || state.status !== 'running' || !state.items) return true;
+  if (!decider.active || state.status !== 'running' || !state.items) return true;
   const counts = { ...state.items, running: Math.max(0, state.items.running - 1) };
   if (report.status === 'completed' || (report.status === 'failed' && step.onFailure === 'continue')) {
     counts.done += 1;
     if (report.status === 'failed') counts.failed += 1;
   } else {
-    run.setStep(step, { items: counts });
+    decider.setStep(step, { items: counts });
     const error = report.error ?? { name: 'Cancelled', message: 'item cancelled' };
-    run.fail(step, { name: error.name, message: `item ${report.item}: ${error.message}`, retryable: false, details: { item: report.item, error } });
+    decider.fail(step, { name: error.name, message: `item ${report.item}: ${error.message}`, retryable: false, details: { item: report.item, error } });
     return true;
   }
-  startMore(run, step, counts);
-  run.setStep(step, { items: counts });
-  progress(run, step, counts);
-  if (counts.done >= counts.total) completeMap(run, step, counts);
+  startMore(decider, step, counts);
+  decider.setStep(step, { items: counts });
+  progress(decider, step, counts);
+  if (counts.done >= counts.total) completeMap(decider, step, counts);
   return true;
 }
 
 /** An item's job went missing (see Report 'lost'): queued again with its job made again, or cancelled if its map or task ended. */
-function lostItem(run: Run, step: ToolStep, state: StepState, item: number): boolean {
-  const found = run.item(step.id, item);
-  if (!found || found.run !== run.task.run || (found.status !== 'queued' && found.status !== 'running')) return false;
-  if (!run.live(step) || state.status !== 'running') {
-    run.setItem(step, item, { status: 'cancelled', finished_at: run.now.toISOString() });
+function lostItem(decider: Decider, step: ToolStep, state: StepState, item: number): boolean {
+  const found = decider.item(step.id, item);
+  if (!found || found.run !== decider.task.run || (found.status !== 'queued' && found.status !== 'running')) return false;
+  if (!decider.live(step) || state.status !== 'running') {
+    decider.setItem(step, item, { status: 'cancelled', finished_at: decider.now.toISOString() });
     return true;
   }
-  run.setItem(step, item, { status: 'queued' });
-  run.decision.jobs.push(readyJob(run, step, found.input ?? null, item));
+  decider.setItem(step, item, { status: 'queued' });
+  decider.decision.jobs.push(readyJob(decider, step, found.input ?? null, item));
   return true;
 }
 
 /** The map stops early (it failed, or its task ended): items not started never will. */
-function stop(run: Run, step: ToolStep, to: 'skipped' | 'cancelled'): void {
-  run.decision.sweeps.push({ taskId: run.task.id, createdAt: run.task.createdAt, stepId: step.id, from: ['pending', 'queued'], to });
+function stop(decider: Decider, step: ToolStep, to: 'skipped' | 'cancelled'): void {
+  decider.decision.sweeps.push({ taskId: decider.task.id, createdAt: decider.task.createdAt, stepId: step.id, from: ['pending', 'queued'], to });
 }
 
 /** Every item is done: the map's output is their outputs in order. Needs every item loaded. */
-function completeMap(run: Run, step: ToolStep, counts: ItemCounts): void {
-  const items = run.allItems(step.id);
+function completeMap(decider: Decider, step: ToolStep, counts: ItemCounts): void {
+  const items = decider.allItems(step.id);
   if (!items) {
-    run.need('items', step.id);
+    decider.need('items', step.id);
     return;
   }
   const output = [...items].sort((a, b) => a.item - b.item).map((item) => (item.status === 'completed' ? (item.output ?? null) : { error: item.error }));
-  if (jsonSize(output, run.limits.STEP_OUTPUT_MAX_BYTES).over) {
-    run.fail(
+  if (jsonSize(output, decider.limits.STEP_OUTPUT_MAX_BYTES).over) {
+    decider.fail(
       step,
       toErrorRecord(
         new LimitExceededError(
           'StepOutputTooLarge',
-          `the items' outputs together are larger than ${run.limits.STEP_OUTPUT_MAX_BYTES} bytes of JSON (STEP_OUTPUT_MAX_BYTES)`,
+          `the items' outputs together are larger than ${decider.limits.STEP_OUTPUT_MAX_BYTES} bytes of JSON (STEP_OUTPUT_MAX_BYTES)`,
           {
-            limit: run.limits.STEP_OUTPUT_MAX_BYTES,
+            limit: decider.limits.STEP_OUTPUT_MAX_BYTES,
             setting: 'STEP_OUTPUT_MAX_BYTES',
           },
         ),
@@ -318,8 +318,8 @@ function completeMap(run: Run, step: ToolStep, counts: ItemCounts): void {
     );
     return;
   }
-  run.setStep(step, { items: { ...counts, running: 0 } });
-  run.complete(step, output);
+  decider.setStep(step, { items: { ...counts, running: 0 } });
+  decider.complete(step, output);
 }
 
 /** A map item's place in the map's output: the tool's output, or `{error}` under on_failure continue. */

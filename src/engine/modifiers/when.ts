@@ -1,6 +1,6 @@
 import { ConditionError, toErrorRecord } from '../../lib/errors.js';
 import { checkCondition, evaluateCondition } from '../condition.js';
-import type { Run } from '../kinds/kind.js';
+import type { Decider } from '../kinds/kind.js';
 import type { PlanStep } from '../plan.js';
 import type { StepModifier } from './modifier.js';
 
@@ -42,24 +42,24 @@ export const when: StepModifier = {
   reads: (step, ancestors) => (step.when !== undefined ? ancestors : []),
 
   around: (inner) => ({
-    ready(run, step, state) {
-      const verdict = decideWhen(run, step);
+    ready(decider, step, state) {
+      const verdict = decideWhen(decider, step);
       if (verdict === undefined) return;
-      if (!verdict) return run.skip(step, 'condition');
-      inner.ready(run, step, state);
+      if (!verdict) return decider.skip(step, 'condition');
+      inner.ready(decider, step, state);
     },
   }),
 };
 
 /** The condition's verdict; undefined when an ancestor's output is not loaded yet, or the step failed evaluating it. */
-function decideWhen(run: Run, step: PlanStep): boolean | undefined {
+function decideWhen(decider: Decider, step: PlanStep): boolean | undefined {
   if (step.when === undefined) return true;
   const steps: Record<string, { status: string; output?: unknown; error?: unknown }> = {};
   let missing = false;
-  for (const id of run.task.plan.ancestors.get(step.id) ?? []) {
-    const state = run.state(id);
+  for (const id of decider.task.plan.ancestors.get(step.id) ?? []) {
+    const state = decider.state(id);
     if (state.output === undefined) {
-      run.need('output', id);
+      decider.need('output', id);
       missing = true;
       continue;
     }
@@ -67,10 +67,10 @@ function decideWhen(run: Run, step: PlanStep): boolean | undefined {
   }
   if (missing) return undefined;
   try {
-    return evaluateCondition(step.when, { params: run.task.params, steps });
+    return evaluateCondition(step.when, { params: decider.task.params, steps });
   } catch (error) {
     const failure = error instanceof ConditionError ? error : new ConditionError(`when: ${(error as Error).message}`);
-    run.fail(step, { ...toErrorRecord(failure), retryable: false });
+    decider.fail(step, { ...toErrorRecord(failure), retryable: false });
     return undefined;
   }
 }
