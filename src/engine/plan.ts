@@ -53,7 +53,7 @@ export interface Plan {
 }
 
 /** A plan with what the decider looks up over and over, worked out once per task (src/engine/prepare.ts). */
-export interface RunPlan {
+export interface PreparedPlan {
   plan: Plan;
   byId: ReadonlyMap<string, PlanStep>;
   /** Steps in an order where every step comes after its dependencies. */

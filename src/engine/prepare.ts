@@ -1,4 +1,4 @@
-import type { Plan, PlanStep, RunPlan } from './plan.js';
+import type { Plan, PlanStep, PreparedPlan } from './plan.js';
 import { readsOf, templatesOf } from './registry.js';
 import { findReferences } from './templates.js';
 
@@ -14,7 +14,7 @@ function stepsNamedIn(value: unknown): Set<string> {
  * (src/engine/registry.ts): the steps its templates name, its dependencies, and for a `when`
  * every ancestor.
  */
-export function prepare(plan: Plan): RunPlan {
+export function prepare(plan: Plan): PreparedPlan {
   const byId = new Map(plan.steps.map((step) => [step.id, step]));
   const dependents = new Map<string, string[]>(plan.steps.map((step) => [step.id, []]));
   for (const step of plan.steps) for (const dep of step.dependsOn) dependents.get(dep)?.push(step.id);

@@ -1,5 +1,5 @@
 import type { ErrorRecord } from '../lib/errors.js';
-import type { RunPlan } from './plan.js';
+import type { PreparedPlan } from './plan.js';
 import type { StepOutcome, StepStatus, TaskStatus } from './status.js';
 import type { ReadyStep } from './types.js';
 
@@ -58,7 +58,7 @@ export interface TaskState {
   status: TaskStatus;
   run: number;
   params: Record<string, unknown>;
-  plan: RunPlan;
+  plan: PreparedPlan;
   /** Whether a callback_url waits for the task's end. */
   callback: boolean;
   owner: string;

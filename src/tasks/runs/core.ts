@@ -6,7 +6,7 @@ import type { ChildStart, Decision, Report, TaskState, Transition } from '../../
 import type { ReadyStep } from '../../engine/types.js';
 import { type Applied, applyDecision } from '../../ledger/apply-decision.js';
 import type { NewTask, StoredTask } from '../../ledger/create-tasks.js';
-import { loadMore, loadRuns, PlanCache } from '../../ledger/load-runs.js';
+import { loadMore, loadTasks, PlanCache } from '../../ledger/load-tasks.js';
 import type { Sql, SqlRunner } from '../../ledger/sql.js';
 import { creationTimes } from '../../ledger/task-days.js';
 import { ItemFailure } from '../../lib/batcher.js';
@@ -173,7 +173,7 @@ export class RunCore {
   ): Promise<Transaction> {
     const times = await creationTimes(this.deps.sql, taskIds);
     return this.deps.sql.$transaction(async (tx) => {
-      const states = await loadRuns(
+      const states = await loadTasks(
         tx,
         times,
         { taskIds: [...new Set(taskIds)].sort(), ...(options.items ? { items: options.items } : {}), inputs: options.inputs ?? false },
@@ -215,7 +215,7 @@ export class RunCore {
   /** Tasks as they are, without locking them. */
   async peek(taskIds: readonly string[]): Promise<TaskState[]> {
     const times = await creationTimes(this.deps.sql, taskIds);
-    return this.deps.sql.$transaction((tx) => loadRuns(tx, times, { taskIds, inputs: true }, this.plans));
+    return this.deps.sql.$transaction((tx) => loadTasks(tx, times, { taskIds, inputs: true }, this.plans));
   }
 
   async createdAt(taskId: string): Promise<Date> {

@@ -1,7 +1,7 @@
 import { cancel as cancelRuns, outstanding, resume as resumeRuns } from '../../engine/decide.js';
 import type { Decision, Report, TaskState } from '../../engine/state.js';
 import { ACTIVE_TASK_STATUSES, isFinished, type TaskStatus, waitsForTurn } from '../../engine/status.js';
-import { loadMore } from '../../ledger/load-runs.js';
+import { loadMore } from '../../ledger/load-tasks.js';
 import type { ErrorRecord } from '../../lib/errors.js';
 import { stepUnit } from '../../queue/gates.js';
 import type { HoldRef } from '../../queue/task-queues.js';

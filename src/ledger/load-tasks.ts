@@ -1,4 +1,4 @@
-import type { Plan, RunPlan } from '../engine/plan.js';
+import type { Plan, PreparedPlan } from '../engine/plan.js';
 import { prepare } from '../engine/prepare.js';
 import type { ItemState, Needs, StepState, TaskState } from '../engine/state.js';
 import type { StepStatus, TaskStatus } from '../engine/status.js';
@@ -17,11 +17,11 @@ import type { SqlRunner } from './sql.js';
  * the decider) and ledger_load leaves them out of its answer.
  */
 export class PlanCache {
-  private readonly plans = new Map<string, RunPlan>();
+  private readonly plans = new Map<string, PreparedPlan>();
 
   constructor(private readonly capacity = 10_000) {}
 
-  get(taskId: string): RunPlan | undefined {
+  get(taskId: string): PreparedPlan | undefined {
     const plan = this.plans.get(taskId);
     if (plan) {
       // Most recently used last: the first entry is the one to evict.
@@ -31,7 +31,7 @@ export class PlanCache {
     return plan;
   }
 
-  set(taskId: string, plan: RunPlan): void {
+  set(taskId: string, plan: PreparedPlan): void {
     this.plans.delete(taskId);
     this.plans.set(taskId, plan);
     if (this.plans.size > this.capacity) this.plans.delete(this.plans.keys().next().value!);
@@ -121,7 +121,7 @@ function addItems(states: Map<string, TaskState>, rows: ItemRow[]): void {
  * Loads and locks tasks (`times`: each one's created_at, see creationTimes), with the map items
  * given. Tasks not found (expired, removed) are left out.
  */
-export async function loadRuns(
+export async function loadTasks(
   tx: SqlRunner,
   times: ReadonlyMap<string, Date>,
   request: {
