@@ -223,7 +223,11 @@ export interface ChildStart {
   priority?: number;
 }
 
-/** A state change, as event streams show it; `item` and `progress` for a map's items. */
+/**
+ * A transition (README "Words, once"): a task's or step's status change the engine decides (or a
+ * claim makes). With `progress`, an adapter's progress report instead, its status unchanged. The
+ * live stream shows each as an event (src/queue/event-log.ts); the history records transitions.
+ */
 export interface Transition {
   taskId: string;
   stepId?: string;

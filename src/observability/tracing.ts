@@ -19,15 +19,17 @@
  *   (`opts.telemetry`): `addBulkFlows` > `addNode tasks` (the run's root) > `addNode tool.<name>`
  *   (PRODUCER) for a workflow run's flow (when concurrent submissions are enqueued together, their
  *   `addBulkFlows` round trip is a trace of its own, and each task's jobs still carry their own
- *   trace); `addBulk tool.<name>` (PRODUCER) for a one-tool task's job and for the dependents a
- *   worker enqueues once a step commits; `process tool.<name>` / `process tasks` / `process callbacks` (CONSUMER), each
- *   a child of the producer span of its job (every attempt of a job: a failed one gets a
+ *   trace); `add tool.<name>.<job>` (PRODUCER) for one job added alone, `addBulk tool.<name>` for
+ *   several at once: a one-tool task's job, and the dependents a worker enqueues once a step
+ *   commits; `process tool.<name>` / `process tasks` / `process callbacks` (CONSUMER), each
+ *   a child of the producer span of its job (every delivery of a job: a failed one gets a
  *   `delay tool.<name>` or `retry tool.<name>` child as BullMQ schedules the next); and under
  *   those `getNextJob <queue>`, `complete <queue>`, `fail <queue>`, `add callbacks.deliver`.
  * - `step <tool>` (INTERNAL), child of its job's `process tool.<tool>` span: the adapter call with
  *   its input and output checks. `orchestrator.task.id`, `orchestrator.task.run`,
  *   `orchestrator.step.id`, `orchestrator.step.tool`, `orchestrator.step.attempt`,
- *   `orchestrator.job.id`; error status and the exception when the attempt fails. An adapter's
+ *   `orchestrator.job.id` (`.step.attempt` is the attempt's number, as the step's `attempts`);
+ *   error status and the exception when the attempt fails. An adapter's
  *   own spans (OpenTelemetry API) become its children.
  * BullMQ's housekeeping (stalled-job checks, lock renewals, close) would start a trace of its own
  * every few seconds; such parentless INTERNAL spans are not sampled.

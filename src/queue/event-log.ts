@@ -17,7 +17,7 @@ export function finishedStepsKey(prefix: string): string {
 
 const STEP_ENDS = new Set(['completed', 'failed', 'cancelled', 'skipped']);
 
-/** One event as clients see it (SSE `data:`), with its stream id as the SSE `id:`. */
+/** One event of a task's live stream as clients see it (SSE `data:`), with its stream id as the SSE `id:`: a transition or a progress report. */
 export interface TaskEvent {
   id: string;
   type: 'task' | 'step' | 'progress';
@@ -32,9 +32,9 @@ export interface TaskEvent {
 }
 
 /**
- * The event history of each task, in a Redis stream per task in the task's shard (so a client
- * can resume with Last-Event-ID from any API process), plus a notice on the events channel
- * after each append.
+ * The live events of each task (its transitions and progress reports, README "Words, once"), in
+ * a Redis stream per task in the task's shard (so a client can resume with Last-Event-ID from any
+ * API process), plus a notice on the events channel after each append.
  * A stream expires EVENTS_TTL_S after its last event, or EVENTS_KEEP_AFTER_END_S after the task
  * ended: PostgreSQL holds the history, and a client resuming later gets a snapshot from there.
  */
@@ -56,32 +56,32 @@ export class EventLog {
    * the transaction goes to one node; PUBLISH has no key and rides along (the cluster forwards
    * it to subscribers on every node).
    */
-  async append(events: Transition[]): Promise<void> {
+  async append(transitions: Transition[]): Promise<void> {
     const byShard = new Map<string, Transition[]>();
-    for (const event of events) {
-      const prefix = this.shards.prefixOf(event.taskId);
-      byShard.set(prefix, [...(byShard.get(prefix) ?? []), event]);
+    for (const transition of transitions) {
+      const prefix = this.shards.prefixOf(transition.taskId);
+      byShard.set(prefix, [...(byShard.get(prefix) ?? []), transition]);
     }
-    await Promise.all([...byShard].map(([prefix, shardEvents]) => this.appendInShard(prefix, shardEvents)));
+    await Promise.all([...byShard].map(([prefix, inShard]) => this.appendInShard(prefix, inShard)));
   }
 
-  private async appendInShard(prefix: string, events: Transition[]): Promise<void> {
+  private async appendInShard(prefix: string, transitions: Transition[]): Promise<void> {
     const pipeline = this.redis.multi();
     const tasks = new Set<string>();
     const ended = new Set<string>();
-    for (const event of events) {
-      tasks.add(event.taskId);
-      const fields = ['type', event.progress ? 'progress' : event.stepId ? 'step' : 'task', 'status', event.status, 'at', event.at];
-      if (event.stepId) fields.push('step_id', event.stepId);
-      if (event.reason) fields.push('reason', event.reason);
-      if (event.progress) {
-        fields.push('percent', String(event.progress.percent));
-        if (event.progress.message !== undefined) fields.push('message', event.progress.message);
+    for (const transition of transitions) {
+      tasks.add(transition.taskId);
+      const fields = ['type', transition.progress ? 'progress' : transition.stepId ? 'step' : 'task', 'status', transition.status, 'at', transition.at];
+      if (transition.stepId) fields.push('step_id', transition.stepId);
+      if (transition.reason) fields.push('reason', transition.reason);
+      if (transition.progress) {
+        fields.push('percent', String(transition.progress.percent));
+        if (transition.progress.message !== undefined) fields.push('message', transition.progress.message);
       }
-      if (!event.stepId && isFinished(event.status)) ended.add(event.taskId);
-      pipeline.xadd(this.key(event.taskId), 'MAXLEN', '~', String(MAX_EVENTS_PER_TASK), '*', ...fields);
+      if (!transition.stepId && isFinished(transition.status)) ended.add(transition.taskId);
+      pipeline.xadd(this.key(transition.taskId), 'MAXLEN', '~', String(MAX_EVENTS_PER_TASK), '*', ...fields);
     }
-    const finishedSteps = events.filter((event) => event.stepId && !event.progress && STEP_ENDS.has(event.status)).length;
+    const finishedSteps = transitions.filter((transition) => transition.stepId && !transition.progress && STEP_ENDS.has(transition.status)).length;
     if (finishedSteps > 0) pipeline.incrby(finishedStepsKey(prefix), finishedSteps);
     for (const task of tasks)
       pipeline.expire(this.key(task), ended.has(task) ? Math.min(this.retention.afterEndSeconds, this.retention.ttlSeconds) : this.retention.ttlSeconds);
