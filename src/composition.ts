@@ -35,9 +35,10 @@ export interface CoreOptions {
 
 /**
  * What the API and a worker both run on, built in one place: the database's pool, the Redis
- * connections (under one outage report), the service registry, the queues, the event log, the workflows, quotas and the
- * work gate (policy), the run driver and the task service. Each process adds only its own: the
- * API its HTTP app and admission, a worker its BullMQ workers, reconciler and schedules' ticks.
+ * connections (under one outage report), the service registry, the queues, the event log, the
+ * workflows, quotas and the work gate (policy), the run driver and the task service. Each process
+ * adds only its own: the API its HTTP app and admission, a worker its BullMQ workers, reconciler
+ * and schedules' ticks.
  */
 export interface Core {
   /** PostgreSQL: Prisma and the ledger's plain SQL on one pool (DATABASE_URL, DATABASE_POOL_SIZE). */
