@@ -131,12 +131,17 @@ describe('identity tokens (JWT bearer tokens)', () => {
   });
 
   it('refuses a token without exp, and one that lives longer than AUTH_JWT_MAX_AGE_S (24 h by default), from iat or else from now', async () => {
+    // iat is pinned to this `now`: token() reads the clock again, and a second may have ticked since.
     const now = Math.floor(Date.now() / 1000);
     const day = 86_400;
     const cases: [string, string, RegExp][] = [
       ['without exp', await token(first, { exp: undefined }), /^the token has no expiry \(exp\)/],
       ['without exp nor iat', await token(first, { exp: undefined, iat: undefined }), /^the token has no expiry \(exp\)/],
-      ['a day and a minute from iat', await token(first, { exp: now + day + 60 }), /lives 86460 s \(exp - iat\), longer than AUTH_JWT_MAX_AGE_S \(86400 s\)/],
+      [
+        'a day and a minute from iat',
+        await token(first, { iat: now, exp: now + day + 60 }),
+        /lives 86460 s \(exp - iat\), longer than AUTH_JWT_MAX_AGE_S \(86400 s\)/,
+      ],
       ['issued a year ago, valid a minute more', await token(first, { iat: now - 365 * day, exp: now + 60 }), /\(exp - iat\), longer than AUTH_JWT_MAX_AGE_S/],
       ['without iat, a week from now', await token(first, { iat: undefined, exp: now + 7 * day }), /\(exp - now\), longer than AUTH_JWT_MAX_AGE_S/],
     ];
@@ -146,7 +151,7 @@ describe('identity tokens (JWT bearer tokens)', () => {
       expect(response.body.error.message, what).toMatch(reason);
     }
     // Exactly the longest life, and a short one without iat, are accepted.
-    expect((await h.request('GET', '/tasks', undefined, bearer(await token(first, { exp: now + day })))).status).toBe(200);
+    expect((await h.request('GET', '/tasks', undefined, bearer(await token(first, { iat: now, exp: now + day })))).status).toBe(200);
     expect((await h.request('GET', '/tasks', undefined, bearer(await token(first, { iat: undefined, exp: now + 600 })))).status).toBe(200);
     expect(loadConfig({ AUTH_JWT_MAX_AGE_S: '3600' }).AUTH_JWT_MAX_AGE_S).toBe(3600);
     expect(loadConfig({}).AUTH_JWT_MAX_AGE_S).toBe(86_400);

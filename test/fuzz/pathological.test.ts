@@ -13,11 +13,18 @@ import { createHarness, type Harness, submit, uniqueName, waitForTask } from '..
  *   step inputs, in steps that become ready later, and in the task's output.
  * Each is answered (or run) within 100 ms of what a benign input of the same size costs, is
  * refused cleanly where it is over a limit, and GET /health, polled all along, never takes more
- * than 100 ms beyond its idle latency. The heap stays far from the gigabytes.
+ * than 250 ms beyond its idle latency. The heap stays far from the gigabytes.
  */
 
-/** What a pathological input may cost beyond its benign twin, and /health beyond its idle latency. */
+/** What a pathological input may cost beyond its benign twin. */
 const MARGIN_MS = 100;
+/**
+ * What /health may take beyond its idle latency while an input is handled. Wider than MARGIN_MS:
+ * a legitimate 1 MB body holds the event loop while it is parsed and checked, and on a loaded
+ * 2-core machine that alone reached 151 ms over idle (landing CI, 2026-11-25). What this guards
+ * against costs seconds: the backtracking scanner held the API 8 s at 3,000 characters.
+ */
+const HEALTH_MARGIN_MS = 250;
 const HEAP_GROWTH_MAX = 256 * 1024 * 1024;
 /** Runs of a scenario, the best of which must be within the bounds (see `measured`). */
 const RUNS = 3;
@@ -45,7 +52,7 @@ describe('pathological inputs, with /health polled throughout', () => {
   afterAll(async () => {
     await h?.close();
     console.log(
-      `[pathological] idle /health: slowest ${idleMs.toFixed(0)} ms of 30; bound ${(idleMs + MARGIN_MS).toFixed(0)} ms. Best run of each input:\n  ${observed.join('\n  ')}`,
+      `[pathological] idle /health: slowest ${idleMs.toFixed(0)} ms of 30; bound ${(idleMs + HEALTH_MARGIN_MS).toFixed(0)} ms. Best run of each input:\n  ${observed.join('\n  ')}`,
     );
   });
 
@@ -59,7 +66,7 @@ describe('pathological inputs, with /health polled throughout', () => {
    * Runs `scenario` (which checks its own answers, and returns how much longer its pathological
    * request took than its benign twin, if it compares) while GET /health is polled back to back.
    * Checks that the heap stays far from the gigabytes, and that /health never took more than
-   * MARGIN_MS beyond its idle latency nor the pathological request more than MARGIN_MS beyond
+   * HEALTH_MARGIN_MS beyond its idle latency nor the pathological request more than MARGIN_MS beyond
    * its twin. The machine is shared, so a run can catch a pause that has nothing to do with the
    * input: up to RUNS runs are made and the best one counts. A super-linear input is slow in all.
    */
@@ -90,14 +97,14 @@ describe('pathological inputs, with /health polled throughout', () => {
       expect(answers, 'GET /health answered while the input was handled').toBeGreaterThan(0);
       expect(heapPeak - heapBefore, 'heap growth').toBeLessThan(HEAP_GROWTH_MAX);
       runs.push({ slowestMs, answers, extraMs: extraMs ?? 0 });
-      if (slowestMs < idleMs + MARGIN_MS && (extraMs ?? 0) < MARGIN_MS) break;
+      if (slowestMs < idleMs + HEALTH_MARGIN_MS && (extraMs ?? 0) < MARGIN_MS) break;
     }
     const best = runs.reduce((a, b) => (Math.max(b.slowestMs - idleMs, b.extraMs) < Math.max(a.slowestMs - idleMs, a.extraMs) ? b : a));
     observed.push(
       `${expect.getState().currentTestName?.split(' > ').at(-1)}: /health slowest ${best.slowestMs.toFixed(0)} ms of ${best.answers}, ${best.extraMs.toFixed(0)} ms over its twin (${runs.length} run${runs.length > 1 ? 's' : ''})`,
     );
     const all = JSON.stringify(runs.map((run) => ({ health_ms: Math.round(run.slowestMs), extra_ms: Math.round(run.extraMs) })));
-    expect(best.slowestMs, `slowest /health answer (idle: ${idleMs.toFixed(0)} ms), best of ${all}`).toBeLessThan(idleMs + MARGIN_MS);
+    expect(best.slowestMs, `slowest /health answer (idle: ${idleMs.toFixed(0)} ms), best of ${all}`).toBeLessThan(idleMs + HEALTH_MARGIN_MS);
     expect(best.extraMs, `time beyond the benign twin, best of ${all}`).toBeLessThan(MARGIN_MS);
   }
 
