@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { METHOD } from './lib/capacity.js';
 import { gitRevision, machineInfo, PgAdmin, packageVersion } from './lib/metrics.js';
-import { type BenchOptions, parseOptions, USAGE } from './lib/options.js';
+import { type BenchOptions, parseOptions, USAGE, type WorkloadId } from './lib/options.js';
 import { Releasers } from './lib/releasers.js';
 import { NOTES, type Report, summarize, summarizeFloors, targets, writeReport } from './lib/report.js';
 import { type RunResult, runOnce } from './lib/runner.js';
@@ -62,11 +62,14 @@ try {
 }
 await releasers.releaseAll();
 
-// STORM: bench/storm.ts, on npm start's build with its own Redis and database, after the rest.
-let storm: unknown;
-if (options.workloads.includes('STORM')) {
-  log('STORM: W5 closed loop, W5 fair and the cost of a refusal (bench/storm.ts)');
-  const child = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'bench/storm.ts'), '--runs', String(options.runs)], {
+/**
+ * STORM (bench/storm.ts) and LOOP (bench/loop.ts) run on npm start's build with their own Redis
+ * and databases, after the rest: each writes its JSON and says where.
+ */
+function runScript(id: WorkloadId, script: string, what: string, runs: number, workloads: readonly WorkloadId[]): unknown {
+  if (!workloads.includes(id)) return undefined;
+  log(`${id}: ${what} (${script})`);
+  const child = spawnSync(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, script), '--runs', String(runs)], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
     encoding: 'utf8',
@@ -74,11 +77,13 @@ if (options.workloads.includes('STORM')) {
   process.stderr.write(child.stdout);
   const written = /wrote (\S+\.json)/.exec(child.stdout)?.[1];
   if (child.status !== 0 || !written) {
-    log(`STORM failed (exit ${child.status})`);
+    log(`${id} failed (exit ${child.status})`);
     process.exit(1);
   }
-  storm = JSON.parse(readFileSync(written, 'utf8'));
+  return JSON.parse(readFileSync(written, 'utf8'));
 }
+const storm = runScript('STORM', 'bench/storm.ts', 'W5 closed loop, W5 fair and the cost of a refusal', options.runs, options.workloads);
+const loop = runScript('LOOP', 'bench/loop.ts', 'the closed loop at 1, 8 and 32 clients against the naive baseline', options.runs, options.workloads);
 
 let redisVersion = runs[0]?.redis.version ?? 'unknown';
 if (redisVersion === 'unknown') {
@@ -123,6 +128,7 @@ const report: Report = {
   targets: targets(runs),
   runs,
   ...(storm !== undefined ? { storm } : {}),
+  ...(loop !== undefined ? { loop } : {}),
   elapsedS: Math.round((epochNow() - started) / 1000),
 };
 const { markdown, files } = writeReport(report, outDir);

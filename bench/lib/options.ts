@@ -20,6 +20,7 @@ export const WORKLOAD_IDS = [
   'pg-boss',
   'graphile-worker',
   'STORM',
+  'LOOP',
 ] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
@@ -127,10 +128,12 @@ export const USAGE = `npm run bench -- [options]
 
   --quick                 fewer, shorter stages (about three minutes)
   --workloads W1,W3       run only these (W0, W1, W2, W3, W4, W6, RATE, HIST, IDLE, MAPSCALE, W5, DRAIN,
-                          pg-boss, graphile-worker, STORM); W0 is always run, and W1 too with W5
+                          pg-boss, graphile-worker, STORM, LOOP); W0 is always run, and W1 too with W5
                           (W5 offers twice W1's maximum). STORM: W5 under a retry storm on
                           npm start's build (bench/storm.ts: W5 closed loop, W5 fair, the cost
-                          of a refusal), after the other workloads; not in --quick unless named
+                          of a refusal), after the other workloads; not in --quick unless named.
+                          LOOP: the card's closed loop (submit, long-poll the result) at 1, 8 and
+                          32 clients against a naive baseline (bench/loop.ts), after the others
   --runs N                N complete runs; the table shows the median of each metric (default 1)
   --workers N             worker processes per system (default 2)
   --apis N                the orchestrator's API processes, requests spread over them (default 1)

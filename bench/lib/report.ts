@@ -1,5 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { Stages } from '../loop.js';
 import type { IdleFloor } from './costs.js';
 import { DRAIN_TRIM } from './drain.js';
 import type { MapScaleReport } from './mapscale.js';
@@ -226,6 +227,8 @@ export interface Report {
   runs: RunResult[];
   /** STORM: bench/storm.ts's results, one per run (its own JSON, as it wrote it). */
   storm?: unknown;
+  /** LOOP: bench/loop.ts's results, one per run (its own JSON, as it wrote it). */
+  loop?: unknown;
   elapsedS: number;
 }
 
@@ -988,6 +991,43 @@ function stormSection(report: Report): string[] {
   ];
 }
 
+/** LOOP (bench/loop.ts): per number of clients, the median over runs of each system's figures and of the ratio. */
+function loopSection(report: Report): string[] {
+  type Point = { clients: number; completedPerS: number; submit: { p50: number; p99: number }; result: { p50: number; p99: number }; stages?: Stages };
+  const runs = report.loop as { orchestrator: Point[]; naive: Point[] }[] | undefined;
+  if (!runs || runs.length === 0) return [];
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    return sorted[Math.floor((sorted.length - 1) / 2)]!;
+  };
+  return [
+    '',
+    `### LOOP: the closed loop (each client submits an echo task, long-polls its result, submits again; median of ${runs.length} run(s))`,
+    '',
+    '| Clients | Orchestrator tasks/s | submit p50 / p99 ms | result p50 / p99 ms | Naive tasks/s | submit p50 / p99 ms | result p50 / p99 ms | Orchestrator ÷ naive |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ...runs[0]!.orchestrator.map((_, index) => {
+      const of = (system: 'orchestrator' | 'naive', pick: (point: Point) => number) => median(runs.map((run) => pick(run[system][index]!)));
+      const cells = (system: 'orchestrator' | 'naive') =>
+        `${fmt(of(system, (p) => p.completedPerS))} | ${fmt(of(system, (p) => p.submit.p50))} / ${fmt(of(system, (p) => p.submit.p99))} | ${fmt(of(system, (p) => p.result.p50))} / ${fmt(of(system, (p) => p.result.p99))}`;
+      const ratio = median(runs.map((run) => run.orchestrator[index]!.completedPerS / run.naive[index]!.completedPerS));
+      return `| ${runs[0]!.orchestrator[index]!.clients} | ${cells('orchestrator')} | ${cells('naive')} | ${fmt(ratio, 2)} |`;
+    }),
+    '',
+    'Where a loop goes, medians in ms (bench/loop.ts, stages: the client clock against the task row): sent → created (the receipt), created → the submit answered, created → started → finished, finished → the result answered.',
+    '',
+    '| Clients | System | sent → created | created → accepted | created → started | started → finished | created → finished | finished → answered |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|',
+    ...runs[0]!.orchestrator.flatMap((_, index) =>
+      (['orchestrator', 'naive'] as const).map((system) => {
+        const stage = (key: keyof Stages) => median(runs.map((run) => run[system][index]!.stages?.[key] ?? Number.NaN));
+        const cell = (key: keyof Stages) => (Number.isNaN(stage(key)) ? '' : fmt(stage(key), 1));
+        return `| ${runs[0]!.orchestrator[index]!.clients} | ${system} | ${cell('sentToCreated')} | ${cell('createdToAccepted')} | ${cell('createdToStarted')} | ${cell('startedToFinished')} | ${cell('createdToFinished')} | ${cell('finishedToAnswered')} |`;
+      }),
+    ),
+  ];
+}
+
 export function markdown(report: Report): string {
   const { machine, settings } = report;
   const medianNote =
@@ -1039,6 +1079,7 @@ export function markdown(report: Report): string {
     ...redisMemorySection(report),
     ...floorSection(report),
     ...stormSection(report),
+    ...loopSection(report),
     '',
     `Method. ${report.method}`,
     '',

@@ -1,0 +1,326 @@
+/**
+ * LOOP (issue 32): the card's own loop, closed. Each of C clients submits an echo task
+ * (POST /assign-task), asks GET /result/:id?wait=30 until it has ended, then submits the next.
+ * Per C (1, 8, 32): completed tasks per second and the submit and result requests' p50/p99.
+ *
+ * Two systems in the same run, one after the other, on one private redis-server:
+ * - the orchestrator as `npm start` runs it (dist/src/main.js: supervisor, API, worker; one
+ *   client API key), on a scratch database;
+ * - the naive baseline (bench/naive/server.ts: Express, one BullMQ job per task, naturally
+ *   batched PostgreSQL insert and update, a result endpoint re-reading the row every 5 ms), an API
+ *   and a worker process, on another scratch database.
+ * The clients run in this process (fetch, kept-alive connections), the same for both. On a shared
+ * 2-core machine the absolute figures move from hour to hour; the ratio to the naive baseline in
+ * the same run is the figure that means something.
+ *
+ * npm run bench:loop -- [--seconds 8] [--clients 1,8,32] [--runs 1]
+ * Needs redis-server and PostgreSQL at postgresql://postgres@127.0.0.1:5432/.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { type Child, freePort, spawnNode, spawnRedis } from './lib/processes.js';
+import { poll, REPO_ROOT, shortId, sleep } from './lib/util.js';
+
+const { values } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '8' },
+    clients: { type: 'string', default: '1,8,32' },
+    runs: { type: 'string', default: '1' },
+  },
+});
+const SECONDS = Number(values.seconds);
+const CLIENTS = values.clients.split(',').map(Number);
+const RUNS = Number(values.runs);
+const WARMUP_S = 2;
+const ADMIN = 'postgresql://postgres@127.0.0.1:5432/postgres';
+const KEY = `loop-key-${shortId()}-0123456789abcdef`;
+const ENDED = new Set(['completed', 'failed', 'cancelled']);
+const NAIVE_SCHEMA =
+  'CREATE TABLE naive_tasks (id uuid PRIMARY KEY, params jsonb, status text NOT NULL, result jsonb, created_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz)';
+
+export interface LoopPoint {
+  clients: number;
+  seconds: number;
+  completed: number;
+  completedPerS: number;
+  submit: { p50: number; p99: number };
+  result: { p50: number; p99: number };
+  /** Result requests per task that ended (1 when every long-poll answered with the end). */
+  resultsPerTask: number;
+  /** Result answers that came before the end, by the status they gave. */
+  early: Record<string, number>;
+  errors: number;
+  /** Where a task's loop spends its time, medians in ms (see stages). */
+  stages?: Stages;
+  /** PostgreSQL transactions (statements outside a transaction count one each) of the system's database per completed task, every process together. */
+  transactionsPerTask?: number;
+}
+
+/** One completed loop: when the client sent the submit, got its answer, and got the result that showed the end (epoch ms). */
+interface Sample {
+  id: string;
+  sent: number;
+  accepted: number;
+  answered: number;
+}
+
+/**
+ * Medians, in ms, of the stages of a loop, from the client's clock and the task row's timestamps
+ * (one machine, one clock): sent → created (the system's receipt: the orchestrator takes created_at
+ * from its id, made after auth and the body are read; the naive one at its insert), created → the
+ * submit's answer, created → started (queue, fetch, claim) and started → finished (the tool and its
+ * commit; the orchestrator only), created → finished, and finished → the result's answer
+ * (notification or polling, the read, the answer).
+ */
+export interface Stages {
+  sentToCreated: number;
+  createdToAccepted: number;
+  createdToStarted?: number;
+  startedToFinished?: number;
+  createdToFinished: number;
+  finishedToAnswered: number;
+}
+
+const epochNow = () => performance.timeOrigin + performance.now();
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+/** C clients in a closed loop for `seconds`; what ends after the window is waited for, not counted. */
+async function closedLoop(url: string, headers: Record<string, string>, clients: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
+  const submit: number[] = [];
+  const result: number[] = [];
+  let completed = 0;
+  let ended = 0;
+  let errors = 0;
+  const early: Record<string, number> = {};
+  const deadline = performance.now() + seconds * 1000;
+  const client = async (index: number) => {
+    for (let n = 0; performance.now() < deadline; n += 1) {
+      const t0 = performance.now();
+      const sent = epochNow();
+      const submitted = await fetch(`${url}/assign-task`, {
+        method: 'POST',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: JSON.stringify({ task_type: 'echo', params: { message: `c${index}-${n}` } }),
+      });
+      const body = (await submitted.json()) as { task_id?: string };
+      submit.push(performance.now() - t0);
+      const accepted = epochNow();
+      if (submitted.status !== 202 || !body.task_id) {
+        errors += 1;
+        continue;
+      }
+      for (;;) {
+        const q0 = performance.now();
+        const answer = await fetch(`${url}/result/${body.task_id}?wait=30`, { headers });
+        const view = (await answer.json()) as { status?: string };
+        result.push(performance.now() - q0);
+        if (answer.status !== 200) {
+          errors += 1;
+          break;
+        }
+        if (!ENDED.has(view.status ?? '')) early[view.status ?? '?'] = (early[view.status ?? '?'] ?? 0) + 1;
+        else {
+          ended += 1;
+          if (view.status !== 'completed') errors += 1;
+          else if (performance.now() <= deadline) {
+            completed += 1;
+            samples?.push({ id: body.task_id, sent, accepted, answered: epochNow() });
+          }
+          break;
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: clients }, (_, index) => client(index)));
+  submit.sort((a, b) => a - b);
+  result.sort((a, b) => a - b);
+  const round = (ms: number) => Math.round(ms * 10) / 10;
+  return {
+    clients,
+    seconds,
+    completed,
+    completedPerS: completed / seconds,
+    submit: { p50: round(percentile(submit, 50)), p99: round(percentile(submit, 99)) },
+    result: { p50: round(percentile(result, 50)), p99: round(percentile(result, 99)) },
+    resultsPerTask: ended > 0 ? Math.round((result.length / ended) * 100) / 100 : Number.NaN,
+    early,
+    errors,
+  };
+}
+
+const median = (values: number[]) => {
+  const sorted = values.filter((value) => Number.isFinite(value)).sort((a, b) => a - b);
+  return sorted.length === 0 ? Number.NaN : Math.round(sorted[Math.floor((sorted.length - 1) / 2)]! * 10) / 10;
+};
+
+/** The stages of the loops measured, from the rows of `table` (tasks, or the naive baseline's naive_tasks). */
+async function stages(databaseUrl: string, table: string, samples: Sample[]): Promise<Stages> {
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  try {
+    const started = table === 'tasks' ? 'extract(epoch from started_at) * 1000' : 'NULL';
+    const { rows } = await db.query<{ id: string; created: number; started: number | null; finished: number }>(
+      `SELECT id, extract(epoch from created_at) * 1000 AS created, ${started} AS started, extract(epoch from finished_at) * 1000 AS finished FROM ${table} WHERE id = ANY($1::uuid[])`,
+      [samples.map((sample) => sample.id)],
+    );
+    const byId = new Map(
+      rows.map((row) => [
+        row.id,
+        { created: Number(row.created), started: row.started === null ? Number.NaN : Number(row.started), finished: Number(row.finished) },
+      ]),
+    );
+    const pairs = samples.flatMap((sample) => (byId.has(sample.id) ? [{ sample, row: byId.get(sample.id)! }] : []));
+    const of = (pick: (pair: (typeof pairs)[number]) => number) => median(pairs.map(pick));
+    const createdToStarted = of(({ row }) => row.started - row.created);
+    return {
+      sentToCreated: of(({ sample, row }) => row.created - sample.sent),
+      createdToAccepted: of(({ sample, row }) => sample.accepted - row.created),
+      ...(Number.isNaN(createdToStarted) ? {} : { createdToStarted, startedToFinished: of(({ row }) => row.finished - row.started) }),
+      createdToFinished: of(({ row }) => row.finished - row.created),
+      finishedToAnswered: of(({ sample, row }) => sample.answered - row.finished),
+    };
+  } finally {
+    await db.end();
+  }
+}
+
+/** Transactions committed or rolled back in the database so far (pg_stat_database), the bench's own two reads included. */
+async function transactions(databaseUrl: string): Promise<number> {
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  try {
+    const { rows } = await db.query<{ n: string }>('SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()');
+    return Number(rows[0]!.n);
+  } finally {
+    await db.end();
+  }
+}
+
+async function measure(system: string, url: string, headers: Record<string, string>, databaseUrl: string, table: string): Promise<LoopPoint[]> {
+  const points: LoopPoint[] = [];
+  for (const clients of CLIENTS) {
+    await closedLoop(url, headers, clients, WARMUP_S);
+    const samples: Sample[] = [];
+    const before = await transactions(databaseUrl);
+    const point = await closedLoop(url, headers, clients, SECONDS, samples);
+    // PostgreSQL flushes a backend's counters within a second of its last transaction.
+    await sleep(1_500);
+    point.transactionsPerTask = Math.round((((await transactions(databaseUrl)) - before) / Math.max(1, point.completed)) * 10) / 10;
+    point.stages = await stages(databaseUrl, table, samples);
+    console.log(JSON.stringify({ system, ...point }));
+    points.push(point);
+  }
+  return points;
+}
+
+async function withDatabase<T>(admin: pg.Pool, prefix: string, body: (url: string) => Promise<T>): Promise<T> {
+  const name = `${prefix}_${shortId()}`;
+  await admin.query(`CREATE DATABASE ${name}`);
+  try {
+    return await body(`postgresql://postgres@127.0.0.1:5432/${name}`);
+  } finally {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
+  }
+}
+
+async function ready(url: string, label: string): Promise<void> {
+  await poll(async () => (await fetch(`${url}/ready`).catch(() => undefined))?.status === 200, { label, timeoutMs: 120_000, intervalMs: 250 });
+}
+
+async function oneRun(run: number, logDir: string) {
+  const admin = new pg.Pool({ connectionString: ADMIN, max: 1 });
+  const redisPort = await freePort();
+  const redis = await spawnRedis(redisPort, logDir);
+  const children: Child[] = [];
+  const stopAll = async () => {
+    for (const child of children.splice(0).reverse()) await child.stop(30_000).catch(() => undefined);
+  };
+  try {
+    const orchestrator = await withDatabase(admin, 'orch_loop', async (databaseUrl) => {
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}`;
+      children.push(
+        spawnNode(
+          'npm-start',
+          'dist/src/main.js',
+          {
+            DATABASE_URL: databaseUrl,
+            REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+            PORT: String(port),
+            HOST: '127.0.0.1',
+            LOG_LEVEL: 'warn',
+            LOG_FORMAT: 'json',
+            API_KEYS: `client@loop:${KEY}`,
+          },
+          { logDir },
+        ),
+      );
+      await ready(url, 'npm start ready');
+      try {
+        return await measure('orchestrator', url, { authorization: `Bearer ${KEY}` }, databaseUrl, 'tasks');
+      } finally {
+        await stopAll();
+      }
+    });
+    const naive = await withDatabase(admin, 'naive_loop', async (databaseUrl) => {
+      const db = new pg.Client({ connectionString: databaseUrl });
+      await db.connect();
+      await db.query(NAIVE_SCHEMA);
+      await db.end();
+      const port = await freePort();
+      const url = `http://127.0.0.1:${port}`;
+      const env = { DATABASE_URL: databaseUrl, REDIS_URL: `redis://127.0.0.1:${redisPort}`, PORT: String(port) };
+      children.push(
+        spawnNode('naive-api', 'bench/naive/server.ts', { ...env, NAIVE_ROLE: 'api' }, { logDir }),
+        spawnNode('naive-worker', 'bench/naive/server.ts', { ...env, NAIVE_ROLE: 'worker' }, { logDir }),
+      );
+      await ready(url, 'the naive baseline ready');
+      try {
+        return await measure('naive', url, {}, databaseUrl, 'naive_tasks');
+      } finally {
+        await stopAll();
+      }
+    });
+    return {
+      run,
+      orchestrator,
+      naive,
+      ratio: orchestrator.map((point, index) => ({ clients: point.clients, ofNaive: point.completedPerS / naive[index]!.completedPerS })),
+    };
+  } finally {
+    await stopAll();
+    await redis.stop();
+    await admin.end();
+  }
+}
+
+const build = spawnSync(process.execPath, ['scripts/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
+if (build.status !== 0) process.exit(1);
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const results = [];
+for (let run = 1; run <= RUNS; run += 1) {
+  const logDir = path.join(REPO_ROOT, 'bench/results/logs', `loop-${stamp}`, `run-${run}`);
+  mkdirSync(logDir, { recursive: true });
+  results.push(await oneRun(run, logDir));
+  await sleep(1_000);
+}
+const out = path.join(REPO_ROOT, 'bench/results', `loop-${stamp}.json`);
+writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+for (const result of results) {
+  for (const [index, point] of result.orchestrator.entries()) {
+    const naive = result.naive[index]!;
+    console.log(
+      `run ${result.run} C=${point.clients}: orchestrator ${point.completedPerS.toFixed(1)}/s (submit p50/p99 ${point.submit.p50}/${point.submit.p99} ms, result ${point.result.p50}/${point.result.p99} ms, ${point.resultsPerTask} results/task, ${point.errors} errors); ` +
+        `naive ${naive.completedPerS.toFixed(1)}/s (submit ${naive.submit.p50}/${naive.submit.p99} ms, result ${naive.result.p50}/${naive.result.p99} ms); ratio ${(point.completedPerS / naive.completedPerS).toFixed(2)}`,
+    );
+  }
+}
+console.log(`wrote ${out}`);
+process.exit(0);
