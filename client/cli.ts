@@ -497,6 +497,13 @@ function describe(error: unknown): string[] {
   return [`error: ${error instanceof Error ? error.message : String(error)}`];
 }
 
+// A reader that stops early (`orchestrator workflows list | head`) closes the pipe: the output
+// ends there, quietly, as it does for other command-line tools (it was an EPIPE stack trace).
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  process.exit(process.exitCode ?? 0);
+});
+
 try {
   process.exitCode = await run(process.argv.slice(2));
 } catch (error) {

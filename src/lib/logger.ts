@@ -38,6 +38,11 @@ export function secretValues(value: unknown): string[] {
   return [...found];
 }
 
+/** A log line's fields with secret-named keys redacted, as the process's log writes them (a step's kept lines). */
+export function redactFields(value: unknown): unknown {
+  return redact(value);
+}
+
 /** `text` with every occurrence of the given secrets replaced. */
 export function redactValues(text: string, secrets: readonly string[]): string {
   let out = text;
@@ -65,11 +70,16 @@ const pretty = winston.format.printf(({ level, message, timestamp, stack, ...met
   return `${String(timestamp)} ${level} ${String(message)}${rest}${stack ? `\n${String(stack)}` : ''}`;
 });
 
-/** `destination` replaces the console (tests read what would have been printed). */
+/**
+ * `destination` replaces the console (tests read what would have been printed). Pretty lines are
+ * coloured only on a terminal: redirected to a file or a pipe (`npm start > app.log`) they carry no
+ * escape codes, and NO_COLOR (no-color.org) turns colour off everywhere.
+ */
 export function createLogger(config: Pick<Config, 'LOG_LEVEL' | 'LOG_FORMAT' | 'LOG_FILE'>, destination?: NodeJS.WritableStream): Logger {
   const base = [winston.format.errors({ stack: true }), withRequestId(), redactSecrets(), winston.format.timestamp()];
   const json = winston.format.combine(...base, winston.format.json());
-  const format = config.LOG_FORMAT === 'json' ? json : winston.format.combine(...base, winston.format.colorize(), pretty);
+  const terminal = ((destination ?? process.stdout) as { isTTY?: boolean }).isTTY === true && !process.env.NO_COLOR;
+  const format = config.LOG_FORMAT === 'json' ? json : winston.format.combine(...base, ...(terminal ? [winston.format.colorize()] : []), pretty);
   const transports: winston.transport[] = [
     destination ? new winston.transports.Stream({ stream: destination, format }) : new winston.transports.Console({ format }),
   ];

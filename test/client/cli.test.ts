@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -48,6 +49,17 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
     writeFileSync(file, JSON.stringify(definition));
     return file;
   }
+
+  it('ends quietly with status 0 when its reader closes the pipe early (orchestrator … | head)', async () => {
+    // stdout is a pipe this test closes before the CLI writes: its first write meets EPIPE.
+    const child = spawn(process.execPath, ['--import', 'tsx', 'client/cli.ts', '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    expect(stderr).toBe('');
+    expect(code).toBe(0);
+  });
 
   it('submit --wait prints the task and its result, and exits 0', async () => {
     const { code, output } = await cli('submit', 'echo', '--params', '{"hello": "cli"}', '--wait');

@@ -135,6 +135,8 @@ describe('the console: tasks list, sign-in and budgets', { timeout: 120_000 }, (
     const row = page.locator(`tr[data-task="${answer.body.task_id}"]`);
     await row.waitFor({ timeout: 10_000 });
     await row.getByText('completed').waitFor({ timeout: 10_000 });
+    // The id's random end is what shows (its beginning is its time, the same for a minute's tasks).
+    expect(await row.locator('a.mono').textContent()).toContain(`…${answer.body.task_id.slice(-12)}`);
     mkdirSync(SCREENSHOTS, { recursive: true });
     await page.screenshot({ path: new URL('tasks.png', SCREENSHOTS).pathname });
 

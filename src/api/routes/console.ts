@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { Router } from 'express';
 import { z } from 'zod';
+import { API_KEY_SCOPES } from '../../lib/config.js';
 import { ACCESS, type Access } from '../access.js';
 import { errorBody } from '../http.js';
 import * as ex from '../openapi-examples.js';
@@ -53,10 +54,10 @@ function consoleApp(dir: string): Router {
 const whoamiSchema = z
   .object({
     key_id: z.string().nullable().meta({ description: "The API key's id (its name or a hash prefix); null when authentication is off." }),
-    scope: z.enum(['admin', 'client', 'read']).nullable().meta({ description: "The key's scope; null when authentication is off (everything is allowed)." }),
+    scope: z.enum(API_KEY_SCOPES).nullable().meta({ description: "The key's scope; null when authentication is off (everything is allowed)." }),
     access: z
       .array(z.enum(Object.keys(ACCESS) as [Access, ...Access[]]))
-      .meta({ description: 'What this caller may do (src/api/access.ts): `submit`, `tasks`, `manageTasks`, `catalog`, `monitor`, `admin`.' }),
+      .meta({ description: 'What this caller may do (src/api/access.ts): `submit`, `tasks`, `manageTasks`, `catalog`, `monitor`, `admin`, `work`.' }),
   })
   .meta({ id: 'WhoAmI' });
 

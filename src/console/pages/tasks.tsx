@@ -147,7 +147,8 @@ function TaskTable({ items }: { items: TaskSummary[] }) {
             <tr key={task.task_id} data-task={task.task_id}>
               <td>
                 <Link to={`/tasks/${task.task_id}`} className="mono">
-                  {task.task_id.slice(0, 8)}…<span className="visually-hidden">{task.task_id.slice(8)}</span>
+                  {/* A UUIDv7 begins with its time, the same for every task of a minute: its random end tells tasks apart. */}
+                  <span className="visually-hidden">{task.task_id.slice(0, -12)}</span>…{task.task_id.slice(-12)}
                 </Link>
               </td>
               <td>{task.task_type}</td>

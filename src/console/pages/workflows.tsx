@@ -32,13 +32,14 @@ function editable(workflow: StoredWorkflow): string {
   return `${JSON.stringify(definition, null, 2)}\n`;
 }
 
-/** What a step runs, for its node: a tool, a sub-workflow, a sleep, a wait. */
+/** What a step runs, for its node: a tool, a sub-workflow, a sleep, a wait, a terminate. */
 function stepLabel(step: Record<string, unknown>): string {
   if (typeof step.tool === 'string') return step.for_each !== undefined ? `${step.tool} (for each)` : step.tool;
   if (typeof step.workflow === 'string') return `workflow ${step.workflow}`;
   if (step.service_call && typeof step.service_call === 'object') return `service ${String((step.service_call as { service?: unknown }).service ?? '')}`;
   if (step.sleep !== undefined) return 'sleep';
   if (step.wait !== undefined) return 'wait';
+  if (step.terminate !== undefined) return 'terminate';
   return '';
 }
 
