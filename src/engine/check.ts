@@ -1,6 +1,7 @@
 import { jsonPath, type Problem } from '../lib/errors.js';
 import { DEFAULT_LIMITS } from '../lib/limits.js';
 import { type Catalog, type JsonSchema, missingPath } from './catalog.js';
+import { type ConditionScope, checkExpression } from './condition.js';
 import { keyProblems, type LimitSpecs } from './key-limits.js';
 import type { CheckContext, CheckLimits, FlowContext, TemplatePlace } from './kinds/kind.js';
 import { checkDefinition, checkFlow, checkStep, outputSchemaOf, templatePlaces } from './registry.js';
@@ -107,6 +108,22 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
         const above = step ? ancestors?.get(step.id) : undefined;
         const allowed = as !== undefined && step && above ? new Set([...above, step.id]) : above;
         const stepId = as ?? step?.id;
+        if (reference.reference.kind === 'expression') {
+          // Checked as a `when` is, over the steps it may read: needs an acyclic graph.
+          if (step && !allowed) continue;
+          const scope: ConditionScope = {
+            params: Object.fromEntries([...parameters].map(([name, parameter]) => [name, parameter.type])),
+            steps: Object.fromEntries(
+              [...(allowed ?? steps.keys())].map((id) => {
+                const output = outputOf(id);
+                return [id, output ? { output } : {}];
+              }),
+            ),
+            ...(perItem ? { vars: { item: undefined, index: { type: 'integer' } } } : {}),
+          };
+          for (const message of checkExpression(reference.reference.expression, scope)) problems.push({ path, message });
+          continue;
+        }
         const message = checkReference(reference.reference, { parameters, steps, allowed, stepId, inMap: perItem === true, outputOf });
         if (message) problems.push({ path, message });
       }
@@ -162,7 +179,7 @@ interface ReferenceScope {
   outputOf(id: string): JsonSchema | undefined;
 }
 
-function checkReference(reference: Reference, scope: ReferenceScope): string | undefined {
+function checkReference(reference: Exclude<Reference, { kind: 'expression' }>, scope: ReferenceScope): string | undefined {
   if (reference.kind === 'item' || reference.kind === 'index') {
     return scope.inMap ? undefined : `{{${reference.kind}}} is only defined in the input of a for_each step`;
   }

@@ -28,15 +28,17 @@ import {
   isCelError,
   isCelList,
   isCelMap,
+  isCelUint,
   parse,
   plan,
   unparse,
 } from '@bufbuild/cel';
+import { strings } from '@bufbuild/cel/ext';
 import { ConstantSchema, type Expr, Expr_CallSchema, ExprSchema, type ParsedExpr, ParsedExprSchema } from '@bufbuild/cel-spec/cel/expr/syntax_pb.js';
 import { clone, create } from '@bufbuild/protobuf';
 import { RE2JS } from '@bufbuild/re2';
 import type { z } from 'zod';
-import { ConditionError } from '../lib/errors.js';
+import { ConditionError, ExpressionError } from '../lib/errors.js';
 import type { ParameterType } from './workflow-definition.js';
 
 /** Longest condition, in characters. */
@@ -82,6 +84,8 @@ export interface ConditionScope {
   params: Record<string, ParameterType>;
   /** The steps the condition may refer to (the step's ancestors), each with the JSON Schema of its output when known (otherwise any value). */
   steps: Record<string, { output?: JsonSchema }>;
+  /** Other names it sees (a repeat's `output`, `iteration`), with the JSON Schema of their values when known. */
+  vars?: Record<string, JsonSchema | undefined>;
 }
 
 /** What a condition sees when it runs. */
@@ -89,6 +93,8 @@ export interface ConditionData {
   params: Record<string, unknown>;
   /** The ancestors: status 'completed' | 'failed' | 'skipped'; output null (or absent) for a skipped step and for a failed one, which may carry `error: {name, message}`. */
   steps: Record<string, { status: string; output?: unknown; error?: unknown }>;
+  /** Values of the scope's other names. */
+  vars?: Record<string, unknown>;
 }
 
 /**
@@ -111,9 +117,82 @@ export function checkCondition(expression: string, scope: ConditionScope): strin
  * work than CONDITION_MAX_COST. In a step's data, `output` and `error` are null when absent.
  */
 export function evaluateCondition(expression: string, data: ConditionData): boolean {
+  const result = evaluate(expression, data, 'a condition', (message, cause) => new ConditionError(message, cause === undefined ? undefined : { cause }));
+  if (typeof result !== 'boolean') throw new ConditionError(`gives ${describeValue(result)}, not a boolean`);
+  return result;
+}
+
+/**
+ * A computed value (`{{= expression}}` in an input or an output, src/engine/templates.ts): the
+ * expression's value as JSON, over the same data as a condition. Ints and doubles become JSON
+ * numbers (a double that holds an integer is one, as JSON has it); lists and maps with string
+ * keys become arrays and objects. Throws ExpressionError when it cannot be evaluated, does more
+ * work than CONDITION_MAX_COST, or gives what JSON cannot hold (bytes, a type, an int past 2^53).
+ */
+export function evaluateExpression(expression: string, data: ConditionData, maxBytes = Number.POSITIVE_INFINITY): unknown {
+  const result = evaluate(expression, data, 'an expression', (message, cause) => new ExpressionError(message, cause === undefined ? undefined : { cause }));
+  return toJson(result, maxBytes);
+}
+
+/**
+ * A computed value whose JSON would pass the bytes it may take: thrown while it is converted,
+ * before it is built. The cost budget counts the work of an evaluation, not the size of what it
+ * gives: `list.map(x, list)` is cheap to run and its value shares one list N times.
+ */
+export class ValueTooLargeError extends Error {
+  override name = 'ValueTooLargeError';
+}
+
+/** Every problem of a computed value's expression against `scope`: a condition's checks, but any result type. */
+export function checkExpression(expression: string, scope: ConditionScope): string[] {
+  const compiled = compileUncached(expression);
+  remember(expression, compiled);
+  if ('error' in compiled) return [compiled.error];
+  return new Checker(compiled.parsed, scope, false).run();
+}
+
+/**
+ * The steps an expression reads (`steps.ID…` or `steps['ID']…`); undefined when it cannot be
+ * told (it uses `steps` otherwise, or does not compile): then it may read any step in its scope.
+ */
+export function stepsReadBy(expression: string): Set<string> | undefined {
+  let parsed: ParsedExpr & { expr: Expr };
+  try {
+    if (expression.length > CONDITION_MAX_CHARS || bracketDepth(expression) > CONDITION_MAX_DEPTH) return undefined;
+    parsed = parse(expression);
+  } catch {
+    return undefined;
+  }
+  const ids = new Set<string>();
+  let unknown = false;
+  const isSteps = (expr: Expr | undefined) => expr?.exprKind.case === 'identExpr' && expr.exprKind.value.name === 'steps';
+  const stack: Expr[] = [parsed.expr];
+  while (stack.length > 0) {
+    const expr = stack.pop()!;
+    const kind = expr.exprKind;
+    if (kind.case === 'selectExpr' && isSteps(kind.value.operand)) {
+      ids.add(kind.value.field);
+      continue;
+    }
+    if (kind.case === 'callExpr' && kind.value.function === '_[_]' && isSteps(kind.value.args[0])) {
+      const key = kind.value.args[1]?.exprKind;
+      if (key?.case === 'constExpr' && key.value.constantKind.case === 'stringValue') {
+        ids.add(key.value.constantKind.value);
+        continue;
+      }
+    }
+    if (isSteps(expr)) unknown = true;
+    stack.push(...children(expr));
+  }
+  return unknown ? undefined : ids;
+}
+
+/** Runs a compiled expression under the cost budget; its errors are made by `fail`. */
+function evaluate(expression: string, data: ConditionData, what: string, fail: (message: string, cause?: unknown) => Error): unknown {
   const program = compile(expression);
-  if (typeof program !== 'function') throw new ConditionError(program.error);
-  const bindings = { params: celData(data.params), steps: celMap(new LazyMap(data.steps, celStep)) };
+  if (typeof program !== 'function') throw fail(program.error);
+  const bindings: Record<string, unknown> = { params: celData(data.params), steps: celMap(new LazyMap(data.steps, celStep)) };
+  for (const [name, value] of Object.entries(data.vars ?? {})) bindings[name] = celData(value);
   const budget = new Budget(CONDITION_MAX_COST);
   running = budget;
   let result: unknown;
@@ -121,14 +200,64 @@ export function evaluateCondition(expression: string, data: ConditionData): bool
     result = program(bindings);
   } catch (error) {
     // The library returns its errors, but throws on a stack overflow.
-    throw new ConditionError(`could not be evaluated: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw fail(`could not be evaluated: ${error instanceof Error ? error.message : String(error)}`, error);
   } finally {
     running = undefined;
   }
-  if (budget.exceeded) throw new ConditionError(`does more work than a condition may (over ${CONDITION_MAX_COST} cost units)`);
-  if (isCelError(result)) throw new ConditionError(`could not be evaluated: ${result.message}`);
-  if (typeof result !== 'boolean') throw new ConditionError(`gives ${describeValue(result)}, not a boolean`);
+  if (budget.exceeded) throw fail(`does more work than ${what} may (over ${CONDITION_MAX_COST} cost units)`);
+  if (isCelError(result)) throw fail(`could not be evaluated: ${result.message}`);
   return result;
+}
+
+/**
+ * A CEL value as JSON; throws ExpressionError for what JSON cannot hold, and ValueTooLargeError
+ * once the JSON is known to pass `maxBytes` (counted in lower bounds as it goes: a string by its
+ * length, anything else by one or two). Without recursion: a value may nest deep.
+ */
+function toJson(value: unknown, maxBytes: number): unknown {
+  let bytes = 0;
+  const spend = (units: number) => {
+    bytes += units;
+    if (bytes > maxBytes) throw new ValueTooLargeError(`the value is larger than ${maxBytes} bytes of JSON`);
+  };
+  const scalar = (item: unknown): unknown => {
+    if (item === null || typeof item === 'boolean' || typeof item === 'string') return item;
+    if (typeof item === 'number') {
+      if (!Number.isFinite(item)) throw new ExpressionError(`gives ${item}, which JSON cannot hold`);
+      return item;
+    }
+    if (typeof item === 'bigint' || isCelUint(item)) {
+      const big = typeof item === 'bigint' ? item : item.value;
+      if (big > BigInt(Number.MAX_SAFE_INTEGER) || big < BigInt(Number.MIN_SAFE_INTEGER))
+        throw new ExpressionError(`gives the int ${big}, past what a JSON number holds exactly (2^53)`);
+      return Number(big);
+    }
+    throw new ExpressionError(`gives ${describeValue(item)}, which JSON cannot hold`);
+  };
+  const root: { value?: unknown } = {};
+  const stack: [unknown, (converted: unknown) => void][] = [[value, (converted) => (root.value = converted)]];
+  while (stack.length > 0) {
+    const [item, put] = stack.pop()!;
+    spend(typeof item === 'string' ? item.length + 2 : 2);
+    if (isCelList(item)) {
+      const out: unknown[] = [];
+      put(out);
+      let index = 0;
+      for (const child of item) {
+        const at = index++;
+        stack.push([child, (converted) => (out[at] = converted)]);
+      }
+    } else if (isCelMap(item)) {
+      const out: Record<string, unknown> = {};
+      put(out);
+      for (const [key, child] of item) {
+        if (typeof key !== 'string') throw new ExpressionError('gives a map with a key that is not a string, which JSON cannot hold');
+        // defineProperty: a "__proto__" key stays a plain key.
+        stack.push([child, (converted) => Object.defineProperty(out, key, { value: converted, enumerable: true, writable: true, configurable: true })]);
+      }
+    } else put(scalar(item));
+  }
+  return root.value;
 }
 
 /** How many conditions were compiled since the process started (cache misses, and every check), how many are cached, and how many may be. */
@@ -428,8 +557,14 @@ function compilePattern(pattern: string): Pattern {
   return compiled;
 }
 
+/**
+ * From the strings extension, those whose result is at most as large as what they are given, so
+ * the cost of their arguments bounds them (`replace` and `format` can grow text by a product).
+ */
+const LINEAR_STRING_FUNCTIONS = new Set(['join', 'split', 'trim', 'lowerAscii', 'upperAscii', 'substring', 'charAt', 'indexOf', 'lastIndexOf']);
+
 const env = celEnv({
-  funcs: costFunctions,
+  funcs: [...costFunctions, ...strings.filter((fn) => LINEAR_STRING_FUNCTIONS.has(fn.name))],
   re2: {
     compile(pattern: string) {
       const compiled = compilePattern(pattern);
@@ -747,10 +882,15 @@ class Checker {
   private readonly params: Type;
   private readonly steps: Type;
 
+  private readonly vars: ReadonlyMap<string, Type>;
+
   constructor(
     private readonly parsed: ParsedExpr & { expr: Expr },
     scope: ConditionScope,
+    /** A condition gives a boolean; a computed value anything. */
+    private readonly boolean = true,
   ) {
+    this.vars = new Map(Object.entries(scope.vars ?? {}).map(([name, schema]) => [name, schema ? schemaType(schema, name) : ANY]));
     this.params = {
       kind: 'object',
       fields: new Map(Object.entries(scope.params).map(([name, type]) => [name, PARAMETER_TYPES[type] ?? ANY])),
@@ -778,7 +918,7 @@ class Checker {
 
   run(): string[] {
     const result = this.check(this.parsed.expr, new Map());
-    if (!isAny(result) && !sameType(result, BOOL)) this.problems.add(`the result is ${article(typeName(result))}, not a boolean`);
+    if (this.boolean && !isAny(result) && !sameType(result, BOOL)) this.problems.add(`the result is ${article(typeName(result))}, not a boolean`);
     return [...this.problems];
   }
 
@@ -824,8 +964,11 @@ class Checker {
         if (local) return local;
         if (name === 'params') return this.params;
         if (name === 'steps') return this.steps;
+        const named = this.vars.get(name);
+        if (named) return named;
         if (TYPE_NAMES.has(name)) return TYPE;
-        this.problems.add(`unknown name ${name} (a condition sees params and steps)`);
+        const names = ['params', 'steps', ...this.vars.keys()];
+        this.problems.add(`unknown name ${name} (${this.boolean ? 'a condition' : 'an expression'} sees ${names.slice(0, -1).join(', ')} and ${names.at(-1)})`);
         return ANY;
       }
       case 'selectExpr': {

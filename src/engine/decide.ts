@@ -1,4 +1,4 @@
-import { capErrorRecord, type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
+import { capErrorRecord, type ErrorRecord, ExpressionError, LimitExceededError, toErrorRecord } from '../lib/errors.js';
 import { jsonSize } from '../lib/limits.js';
 import type { Decider, EngineLimits, Resolved, Settle } from './kinds/kind.js';
 import { assertStepMove, assertTaskMove } from './lifecycle.js';
@@ -8,7 +8,7 @@ import { runnerOf } from './registry.js';
 import type { Decision, HistoryEvent, ItemSet, ItemState, Needs, Report, StepSet, StepState, TaskSet, TaskState, Transition } from './state.js';
 import { emptyDecision, historyEvent } from './state.js';
 import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, type SkipReason } from './status.js';
-import { stepFailure, taskEnding } from './task-output.js';
+import { stepFailure, type TaskEnding, taskEnding } from './task-output.js';
 import { ResolvedSizeError, resolveTemplates } from './templates.js';
 
 /**
@@ -147,6 +147,7 @@ class TaskDecider implements Decider {
       return { ok: true, value: resolveTemplates(value, { params: this.task.params, steps, ...(options.item ? { item: options.item } : {}) }, { maxBytes }) };
     } catch (error) {
       if (error instanceof ResolvedSizeError) return tooLarge(error.at);
+      if (error instanceof ExpressionError) return { ok: false, error: { ...toErrorRecord(error), retryable: false } };
       throw error;
     }
   }
@@ -253,7 +254,53 @@ class TaskDecider implements Decider {
   }
 
   skip(step: PlanStep, reason: SkipReason): void {
-    this.setStep(step, { status: 'skipped', reason, finished_at: this.at });
+    // A skipped step has no output (a wait step may hold a kept signal until then).
+    const held = this.state(step.id).output !== null;
+    this.setStep(step, { status: 'skipped', reason, finished_at: this.at, ...(held ? { output: null } : {}) });
+  }
+
+  terminate(step: PlanStep, end: { status: 'completed' | 'failed'; reason?: string; output?: unknown }): void {
+    if (!this.active) return;
+    const ownOutput = end.status === 'completed' && 'output' in end;
+    if (end.status === 'completed' && !ownOutput) {
+      // The workflow's output is made once the run is settled: its outputs are loaded first.
+      const reads = this.task.plan.outputReads ?? new Set(this.task.plan.plan.steps.map((each) => each.id));
+      for (const id of reads) if (this.task.steps.get(id)?.output === undefined) this.need('output', id);
+      if (this.blocked) return;
+    }
+    const started = this.task.startedAt?.toISOString() ?? this.at;
+    const failure = { name: 'Terminated', message: end.reason ?? `the run was terminated by step ${step.id}` };
+    // Failing, the step fails too: a retry runs it again rather than going on past it.
+    if (end.status === 'failed') this.setStep(step, { status: 'failed', error: failure, finished_at: this.at });
+    else this.complete(step, { status: end.status, ...(end.reason !== undefined ? { reason: end.reason } : {}) });
+    for (const other of this.task.plan.order) {
+      const state = this.state(other.id);
+      if (FINISHED_STEP_STATUSES.has(state.status)) continue;
+      if (state.status === 'pending') this.skip(other, 'terminated');
+      else runnerOf(other).settle(this, other, state, 'cancelled');
+    }
+    // Steps that run in workers are told to stop, as a cancel tells them.
+    this.decision.stops.push({ taskId: this.task.id, run: this.task.run });
+    let ending: TaskEnding | undefined;
+    if (ownOutput) ending = { status: 'completed', result: end.output ?? null };
+    else if (end.status === 'completed') {
+      // Over what finished by now; a step still running reads as null.
+      ending = taskEnding(
+        { params: this.task.params, plan: this.task.plan.plan },
+        this.task.plan.plan.steps.map((each) => {
+          const state = this.state(each.id);
+          const finished = FINISHED_STEP_STATUSES.has(state.status);
+          return { id: each.id, status: state.status, output: finished ? (state.output ?? null) : null, error: state.error };
+        }),
+        this.limits,
+      );
+    }
+    if (ending?.status === 'completed') this.setTask({ status: 'completed', result: ending.result, finished_at: this.at, started_at: started });
+    else {
+      const error = ending?.error ?? stepFailure(step.id, failure);
+      this.setTask({ status: 'failed', error, finished_at: this.at, started_at: started });
+    }
+    this.ended();
   }
 
   /** Ends the task's steps that had not finished when the task ends, as each one's runner says (a running tool step finishes on its own). */
@@ -619,21 +666,22 @@ export function outstanding(tasks: readonly TaskState[], options: DecideOptions)
 }
 
 /** Why a step's failed attempt does not get another one. */
-export type FinalReason = 'no_attempts_left' | 'not_retryable' | 'stopped';
+export type FinalReason = 'no_attempts_left' | 'not_retryable' | 'stopped' | 'max_elapsed';
 
 /**
  * Whether a failed attempt is retried: not when the task was stopped, when the error says
- * retrying cannot help, or when the step's retry policy has no attempt left.
+ * retrying cannot help, when the step's retry policy has no attempt left, or when the next try
+ * would start (`nextTryInMs`, since the step's first try) past the policy's `max_elapsed_ms`.
  */
 export function attemptOutcome(
   attempt: number,
   attempts: number,
   error: { retryable?: boolean; stopped?: boolean },
+  budget?: { nextTryInMs: number; maxElapsedMs?: number },
 ): { retry: true } | { retry: false; why: FinalReason } {
   if (error.stopped) return { retry: false, why: 'stopped' };
   if (error.retryable === false) return { retry: false, why: 'not_retryable' };
   if (attempt >= attempts) return { retry: false, why: 'no_attempts_left' };
+  if (budget?.maxElapsedMs !== undefined && budget.nextTryInMs > budget.maxElapsedMs) return { retry: false, why: 'max_elapsed' };
   return { retry: true };
 }
-
-export type { ErrorRecord };

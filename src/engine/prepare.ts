@@ -1,10 +1,19 @@
+import { stepsReadBy } from './condition.js';
 import type { Plan, PlanStep, PreparedPlan } from './plan.js';
 import { readsOf, templatesOf } from './registry.js';
 import { findReferences } from './templates.js';
 
-function stepsNamedIn(value: unknown): Set<string> {
+/** The steps templates name; undefined when a computed value may read any step (it uses `steps` as a whole). */
+function stepsNamedIn(value: unknown): Set<string> | undefined {
   const ids = new Set<string>();
-  for (const found of findReferences(value)) if (found.reference?.kind === 'steps') ids.add(found.reference.step);
+  for (const { reference } of findReferences(value)) {
+    if (reference?.kind === 'steps') ids.add(reference.step);
+    else if (reference?.kind === 'expression') {
+      const read = stepsReadBy(reference.expression);
+      if (!read) return undefined;
+      for (const id of read) ids.add(id);
+    }
+  }
   return ids;
 }
 
@@ -36,7 +45,7 @@ export function prepare(plan: Plan): PreparedPlan {
   for (const step of plan.steps) visit(step);
   const reads = new Map(
     plan.steps.map((step) => {
-      const ids = stepsNamedIn(templatesOf(step));
+      const ids = stepsNamedIn(templatesOf(step)) ?? new Set(ancestors.get(step.id));
       for (const dep of step.dependsOn) ids.add(dep);
       for (const id of readsOf(step, ancestors.get(step.id)!)) ids.add(id);
       return [step.id, ids] as const;
@@ -49,7 +58,13 @@ export function prepare(plan: Plan): PreparedPlan {
     dependents,
     ancestors,
     reads,
-    ...(plan.output !== undefined && !plan.single ? { outputReads: stepsNamedIn(plan.output) } : {}),
+    ...(plan.output !== undefined && !plan.single ? outputReads(plan.output) : {}),
     compensations: order.filter((step) => step.compensationOf !== undefined),
   };
+}
+
+/** The steps the output template reads; none said (every step) when a computed value may read any. */
+function outputReads(output: unknown): { outputReads?: Set<string> } {
+  const ids = stepsNamedIn(output);
+  return ids ? { outputReads: ids } : {};
 }

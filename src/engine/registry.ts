@@ -12,6 +12,7 @@ import {
   type TemplatePlace,
 } from './kinds/kind.js';
 import { sleepKind } from './kinds/sleep.js';
+import { terminateKind } from './kinds/terminate.js';
 import { toolKind } from './kinds/tool.js';
 import { waitKind } from './kinds/wait.js';
 import { workflowKind } from './kinds/workflow.js';
@@ -26,7 +27,7 @@ import type { WorkflowDefinition, WorkflowStep } from './workflow-definition.js'
 
 /**
  * The registry of step kinds and modifiers: what a step does (its kind: tool, workflow, sleep,
- * wait) and what it may carry whatever it does (its modifiers: when, for_each, compensate,
+ * wait, terminate) and what it may carry whatever it does (its modifiers: when, for_each, compensate,
  * service_call). The checks (check.ts), the compiler (compile.ts), the decider (decide.ts) and
  * the runtime that carries decisions out (src/tasks/runs/effects.ts, src/ledger/, the reconciler, the
  * task view) ask it about a step, and none of them names a kind.
@@ -60,6 +61,7 @@ export const KINDS: { readonly [K in StepKind]: StepKindModule<K> } = {
   workflow: workflowKind,
   sleep: sleepKind,
   wait: waitKind,
+  terminate: terminateKind,
 };
 
 /**

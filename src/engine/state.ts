@@ -328,6 +328,8 @@ export interface Decision {
   children: ChildStart[];
   /** Active child tasks to cancel: their parent ended. */
   cancelChildren: string[];
+  /** Runs whose running steps workers are told to abort: a terminate step ended them. */
+  stops: { taskId: string; run: number }[];
   /** What ended child tasks report to their parents' steps. */
   parentReports: Report[];
   dropJobs: JobRef[];
@@ -355,6 +357,7 @@ export function emptyDecision(): Decision {
     timers: [],
     children: [],
     cancelChildren: [],
+    stops: [],
     parentReports: [],
     dropJobs: [],
     transitions: [],

@@ -38,7 +38,7 @@ export const FINISHED_STEP_STATUSES: ReadonlySet<string> = new Set<StepStatus>([
  * branch it is on was not taken); its task failed before it could run; or, a compensation,
  * there was nothing to undo (its task completed, or its step did not).
  */
-export const SKIP_REASONS = ['condition', 'branch_not_taken', 'task_failed', 'not_needed'] as const;
+export const SKIP_REASONS = ['condition', 'branch_not_taken', 'task_failed', 'not_needed', 'terminated'] as const;
 export type SkipReason = (typeof SKIP_REASONS)[number];
 
 /**

@@ -1,4 +1,4 @@
-import { capErrorRecord, type ErrorRecord, LimitExceededError, toErrorRecord } from '../lib/errors.js';
+import { capErrorRecord, type ErrorRecord, ExpressionError, LimitExceededError, toErrorRecord } from '../lib/errors.js';
 import { DEFAULT_LIMITS, jsonSize, type Limits } from '../lib/limits.js';
 import type { Plan } from './plan.js';
 import { ResolvedSizeError, resolveTemplates } from './templates.js';
@@ -51,6 +51,7 @@ export function taskEnding(
       return { status: 'completed', result: resolveTemplates(task.plan.output, { params: task.params, steps: byId }, { maxBytes }) ?? null };
     } catch (error) {
       if (error instanceof ResolvedSizeError) return tooLarge(error.at);
+      if (error instanceof ExpressionError) return { status: 'failed', error: toErrorRecord(error) };
       throw error;
     }
   } else {

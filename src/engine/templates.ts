@@ -1,9 +1,10 @@
 /**
  * `{{params.NAME}}` and `{{steps.ID.output.PATH}}` in workflow inputs and outputs, and in a
- * `for_each` step's input `{{item.PATH}}` and `{{index}}`.
+ * `for_each` step's input `{{item.PATH}}` and `{{index}}`; `{{= CEL}}` is a computed value, a
+ * CEL expression over what a `when` sees (src/engine/condition.ts bounds and evaluates it).
  *
- * Templates are data: a reference is looked up, never evaluated, and a substituted value is not
- * scanned again, so template syntax inside params stays text. A string that is exactly one
+ * Templates are data: a reference is looked up, an expression evaluated, and a substituted value
+ * is never scanned again, so template syntax inside params stays text. A string that is exactly one
  * template keeps the referenced value's type; a template inside a longer string is interpolated
  * as text.
  *
@@ -12,7 +13,9 @@
  * seconds.
  */
 
+import { ExpressionError } from '../lib/errors.js';
 import { jsonLengthAtLeast } from '../lib/limits.js';
+import { evaluateExpression, ValueTooLargeError } from './condition.js';
 
 const SEGMENT = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 const DIGITS = /^[0-9]+$/;
@@ -21,7 +24,9 @@ export type Reference =
   | { kind: 'params'; name: string; path: string[] }
   | { kind: 'steps'; step: string; field: 'output' | 'error' | 'status'; path: string[] }
   | { kind: 'item'; path: string[] }
-  | { kind: 'index' };
+  | { kind: 'index' }
+  /** `{{= CEL}}`: a computed value (src/engine/condition.ts evaluates it). */
+  | { kind: 'expression'; expression: string };
 
 export interface FoundReference {
   /** JSON path of the string holding the template, relative to the scanned value. */
@@ -109,6 +114,10 @@ export function splitPath(expression: string): { segments: string[]; invalid?: s
 }
 
 export function parseReference(expression: string): { reference?: Reference; problem?: string } {
+  if (expression.startsWith('=')) {
+    const cel = expression.slice(1).trim();
+    return cel ? { reference: { kind: 'expression', expression: cel } } : { problem: '{{=}} holds no expression' };
+  }
   const split = splitPath(expression);
   if (!split) return { problem: `malformed template {{${expression}}}` };
   if (split.invalid !== undefined) return { problem: `malformed path segment "${split.invalid}" in {{${expression}}}` };
@@ -134,7 +143,7 @@ export function parseReference(expression: string): { reference?: Reference; pro
     if (segments.length > 1) return { problem: `{{${expression}}}: index has no fields` };
     return { reference: { kind: 'index' } };
   }
-  return { problem: `{{${expression}}} must start with params., steps., item or index` };
+  return { problem: `{{${expression}}} must start with params., steps., item, index or = (a computed value)` };
 }
 
 function joinPath(base: string, key: string | number): string {
@@ -168,6 +177,11 @@ export interface TemplateContext {
   steps: Record<string, { status: string; output?: unknown; error?: unknown }>;
   /** A `for_each` step's item and its position, for `{{item}}` and `{{index}}`. */
   item?: { value: unknown; index: number };
+}
+
+/** The names a computed value sees besides params and steps: a map item's `item` and `index`. */
+export function expressionVars(context: Pick<TemplateContext, 'item'>): Record<string, unknown> | undefined {
+  return context.item ? { item: context.item.value, index: context.item.index } : undefined;
 }
 
 export interface ResolveOptions {
@@ -205,7 +219,17 @@ function lookup(root: unknown, first: string, path: readonly string[]): unknown 
   return current;
 }
 
-function referencedValue(reference: Reference, context: TemplateContext): unknown {
+function referencedValue(reference: Reference, context: TemplateContext, at: string, budget: Budget): unknown {
+  if (reference.kind === 'expression') {
+    try {
+      const vars = expressionVars(context);
+      return evaluateExpression(reference.expression, { params: context.params, steps: context.steps, ...(vars ? { vars } : {}) }, budget.remaining);
+    } catch (error) {
+      if (error instanceof ValueTooLargeError) throw new ResolvedSizeError(budget.maxBytes, at);
+      if (!(error instanceof ExpressionError)) throw error;
+      throw new ExpressionError(`{{= ${reference.expression}}}${at ? ` at ${at}` : ''} ${error.message}`, { cause: error });
+    }
+  }
   if (reference.kind === 'params') return lookup(context.params, reference.name, reference.path);
   if (reference.kind === 'index') return context.item?.index;
   if (reference.kind === 'item') return lookup({ item: context.item?.value }, 'item', reference.path);
@@ -219,7 +243,12 @@ function referencedValue(reference: Reference, context: TemplateContext): unknow
  */
 class Budget {
   used = 0;
-  constructor(private readonly maxBytes: number) {}
+  constructor(readonly maxBytes: number) {}
+
+  /** What may still be spent. */
+  get remaining(): number {
+    return this.maxBytes - this.used;
+  }
 
   spend(bytes: number, at: string): void {
     this.used += bytes;
@@ -248,7 +277,7 @@ function resolveString(text: string, context: TemplateContext, budget: Budget, a
   if (spans.length === 1 && spans[0]!.start === 0 && spans[0]!.end === text.length) {
     const { reference } = parseReference(spans[0]!.expression);
     // A missing value becomes null: JSON has no undefined, and the tool's schema decides.
-    const value = reference ? (referencedValue(reference, context) ?? null) : text;
+    const value = reference ? (referencedValue(reference, context, at, budget) ?? null) : text;
     budget.spendValue(value, at);
     return value;
   }
@@ -258,7 +287,7 @@ function resolveString(text: string, context: TemplateContext, budget: Budget, a
   for (const span of spans) {
     const { reference } = parseReference(span.expression);
     out += budget.text(text.slice(from, span.start), at);
-    out += reference ? budget.text(referencedValue(reference, context), at) : budget.text(text.slice(span.start, span.end), at);
+    out += reference ? budget.text(referencedValue(reference, context, at, budget), at) : budget.text(text.slice(span.start, span.end), at);
     from = span.end;
   }
   return out + budget.text(text.slice(from), at);

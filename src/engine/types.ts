@@ -7,7 +7,11 @@ export interface RetryPolicy {
     type: 'fixed' | 'exponential';
     /** Base delay before the second attempt. */
     delay_ms: number;
+    /** The longest delay, whatever the type made of it. */
+    max_delay_ms?: number;
   };
+  /** No try starts later than this long after the step's first try (workers/runtime/step-processor.ts). */
+  max_elapsed_ms?: number;
 }
 
 /**

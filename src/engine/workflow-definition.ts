@@ -22,9 +22,24 @@ export const retryPolicySchema = z
       .object({
         type: z.enum(['fixed', 'exponential']),
         delay_ms: z.int().min(0).max(86_400_000),
+        max_delay_ms: z
+          .int()
+          .min(0)
+          .max(86_400_000)
+          .optional()
+          .meta({ description: 'The longest delay between two tries, however many failed (a Retry-After asking for longer still wins).' }),
       })
       .strict()
       .default({ type: 'exponential', delay_ms: 1000 }),
+    max_elapsed_ms: z
+      .int()
+      .min(1)
+      .max(31 * 86_400_000)
+      .optional()
+      .meta({
+        description:
+          "No try starts once this long has passed since the step's first one (nor is one waited for that would start later): the step fails with its last error.",
+      }),
   })
   .strict();
 
@@ -151,6 +166,19 @@ export const compensateSchema = z
       'Run when the task fails under on_failure fail after this step completed: compensations run in reverse dependency order, each with its own retries, recorded as steps `<id>.compensate` with `compensation_of`.',
   });
 
+/** A terminate step's field (src/engine/kinds/terminate.ts). */
+export const terminateSchema = z
+  .object({
+    status: z.enum(['completed', 'failed']),
+    reason: z.string().min(1).max(2000).optional().meta({ description: "Why; a failed run's error message. Templates allowed." }),
+    output: z.unknown().optional().meta({ description: "The task's output (templates and computed values allowed); absent: the workflow's `output`." }),
+  })
+  .strict()
+  .meta({
+    description:
+      "A terminate step: the run ends at once with this status. Running steps are cancelled, pending ones skipped (reason `terminated`); the task's output is `output`, or the workflow's.",
+  });
+
 export const stepSchema = z
   .object({
     id: identifier('a step id'),
@@ -164,6 +192,7 @@ export const stepSchema = z
     version: z.int().min(1).optional().meta({ description: 'With `workflow`: the version to run; without it, the current one when the task starts.' }),
     sleep: sleepSchema.optional(),
     wait: waitSchema.optional().meta({ description: 'A wait step: it waits for a signal (`signal`) or an approval (`approval`), holding no worker.' }),
+    terminate: terminateSchema.optional(),
     service_call: serviceCallSchema.optional(),
     input: z.record(z.string(), z.unknown()).default({}).meta({
       description:

@@ -6,6 +6,7 @@ import type { Plan, PlanStep } from '../../src/engine/plan.js';
 import type { Decision, ItemState, Report, TaskState } from '../../src/engine/state.js';
 import { STEP_STATUSES } from '../../src/engine/status.js';
 import { DEFAULT_LIMITS } from '../../src/lib/limits.js';
+import { retryDelay } from '../../workers/runtime/backoff.js';
 
 /**
  * The decider, pure: states as the ledger would load them, decisions as it would apply them. A
@@ -426,6 +427,44 @@ describe('the decider: sleep and sub-workflows', () => {
     expect(timedOut.status).toBe('failed');
   });
 
+  it('keeps one signal sent before its step waits, and takes it then, checked against its schema', () => {
+    const plan = (schema?: Record<string, unknown>): PlanStep[] => [
+      tool('a'),
+      { ...common('go', ['a']), kind: 'wait', wait: { signal: 'go', on_timeout: 'fail', timeout_ms: 5_000, ...(schema ? { schema } : {}) } },
+    ];
+    const signal = (payload: unknown): Report => ({
+      type: 'signal',
+      taskId: '0197a000-0000-7000-8000-000000000001',
+      run: 1,
+      stepId: 'go',
+      signal: 'go',
+      payload,
+      by: 'k',
+      via: 'key',
+      at: NOW,
+    });
+    const { task: started } = run(taskOf(plan()));
+    const kept = decide([started], [signal({ n: 1 }), signal({ n: 2 })], options);
+    expect(kept.recorded).toEqual([true, false]);
+    expect(kept.history.map((event) => event.type)).toEqual(['signal_buffered']);
+    const waiting = apply(started, kept);
+    expect(waiting.steps.get('go')).toMatchObject({ status: 'pending' });
+    // `a` completes: `go` starts waiting, takes the kept signal, and needs no timer.
+    const taken = decide([waiting], [result('a', 'completed')], options);
+    expect(taken.timers).toEqual([]);
+    expect(apply(waiting, taken).steps.get('go')).toMatchObject({ status: 'completed', output: { n: 1 } });
+    expect(apply(waiting, taken).status).toBe('completed');
+
+    // One that does not fit the schema when the step takes it fails the step.
+    const { task: strict } = run(taskOf(plan({ type: 'object', required: ['amount'] })), [signal({ n: 1 })], [result('a', 'completed')]);
+    expect(strict.steps.get('go')).toMatchObject({ status: 'failed', error: { name: 'InvalidSignalPayload' } });
+    expect(strict.status).toBe('failed');
+
+    // A step skipped with a kept signal holds no output.
+    const { task: skipped } = run(taskOf(plan()), [signal({ n: 1 })], [result('a', 'failed')]);
+    expect(skipped.steps.get('go')).toMatchObject({ status: 'skipped', output: null });
+  });
+
   it('fails a sleep whose time does not resolve to one', () => {
     expect(run(taskOf([sleep('nap', { until: '{{params.at}}' })], { at: 'soon' })).task.steps.get('nap')).toMatchObject({
       status: 'failed',
@@ -527,6 +566,19 @@ describe('the decider: cancel, retry, lost jobs, what runs wait on', () => {
     expect(attemptOutcome(3, 3, {})).toEqual({ retry: false, why: 'no_attempts_left' });
     expect(attemptOutcome(1, 3, { retryable: false })).toEqual({ retry: false, why: 'not_retryable' });
     expect(attemptOutcome(1, 3, { stopped: true })).toEqual({ retry: false, why: 'stopped' });
+    // max_elapsed_ms: the next try would start past it (counted from the first try).
+    expect(attemptOutcome(1, 3, {}, { nextTryInMs: 900, maxElapsedMs: 1000 })).toEqual({ retry: true });
+    expect(attemptOutcome(1, 3, {}, { nextTryInMs: 1001, maxElapsedMs: 1000 })).toEqual({ retry: false, why: 'max_elapsed' });
+    expect(attemptOutcome(1, 3, {}, { nextTryInMs: 10_000_000 })).toEqual({ retry: true });
+  });
+
+  it('caps a backoff at max_delay_ms, and a longer Retry-After still wins', () => {
+    const policy = { type: 'exponential' as const, delay_ms: 100 };
+    expect(retryDelay(policy, 5, undefined, () => 1)).toBe(1600);
+    expect(retryDelay({ ...policy, max_delay_ms: 250 }, 5, undefined, () => 1)).toBe(250);
+    expect(retryDelay({ ...policy, max_delay_ms: 250 }, 5, undefined, () => 0)).toBe(125);
+    expect(retryDelay({ ...policy, max_delay_ms: 250 }, 1, undefined, () => 1)).toBe(100);
+    expect(retryDelay({ ...policy, max_delay_ms: 250 }, 5, 2000, () => 1)).toBe(2000);
   });
 });
 

@@ -19,6 +19,7 @@ const examples: Record<string, Record<string, unknown>> = {
   workflow: { workflow: 'child' },
   sleep: { sleep: { ms: 5 } },
   wait: { wait: { signal: 'go' } },
+  terminate: { terminate: { status: 'completed' } },
 };
 
 const NOW = new Date('2026-12-01T10:00:00.000Z');
@@ -43,7 +44,7 @@ describe('the registry of step kinds and modifiers', () => {
     expect(kindOf({ id: 'a', ...examples.tool, ...examples.sleep } as WorkflowStep)).toBeUndefined();
     expect(stepViewSchema.shape.kind.options).toEqual(STEP_KINDS);
     expect(stepViewSchema.shape.kind.description).toBe(
-      'tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits; wait: waits for a signal or an approval.',
+      'tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits; wait: waits for a signal or an approval; terminate: ends the run.',
     );
   });
 

@@ -412,8 +412,12 @@ describe('workflow definitions over HTTP', () => {
     });
 
     it('a step of no kind, or of two', async () => {
-      await oneProblem({ name: 'kindless', steps: [{ id: 'a' }] }, 'steps[0]', /exactly one of tool, workflow, sleep or wait/);
-      await oneProblem({ name: 'two_kinds', steps: [{ id: 'a', tool: 'echo', sleep: { ms: 5 } }] }, 'steps[0]', /exactly one of tool, workflow, sleep or wait/);
+      await oneProblem({ name: 'kindless', steps: [{ id: 'a' }] }, 'steps[0]', /exactly one of tool, workflow, sleep, wait or terminate/);
+      await oneProblem(
+        { name: 'two_kinds', steps: [{ id: 'a', tool: 'echo', sleep: { ms: 5 } }] },
+        'steps[0]',
+        /exactly one of tool, workflow, sleep, wait or terminate/,
+      );
     });
 
     it('a when that does not parse, names what it may not, or cannot be true or false: each at steps[i].when', async () => {

@@ -72,7 +72,7 @@ describe('random DAGs (property-based)', () => {
     );
   }, 180_000);
 
-  it('runs random DAGs of every kind (when, for_each of 0 to 4 items, sub-workflows, failures under continue) as a reference interpreter says', async () => {
+  it('runs random DAGs of every kind (when, for_each of 0 to 4 items, sub-workflows, failures under continue, a terminate at a random place) as a reference interpreter says', async () => {
     // A child every sub-workflow step runs: one recorded step.
     const child = await h.request('POST', '/workflows', {
       name: 'prop_child',
@@ -89,10 +89,25 @@ describe('random DAGs (property-based)', () => {
         when: fc.option(fc.boolean(), { nil: undefined }),
         size: fc.integer({ min: 0, max: 4 }),
       });
-    const graphs = fc.integer({ min: 1, max: 10 }).chain((size) => fc.tuple(...Array.from({ length: size }, (_, index) => stepArbitrary(index))));
+    // At most one terminate step, at a random position: it depends on every step before it and
+    // every step after it depends on it, so what ran before it is known, and what comes after
+    // never starts when it runs.
+    const terminateArbitrary = fc.option(fc.record({ at: fc.nat(), status: fc.constantFrom('completed', 'failed'), output: fc.boolean() }), { nil: undefined });
+    const graphs = fc.integer({ min: 1, max: 10 }).chain((size) =>
+      fc.tuple(fc.tuple(...Array.from({ length: size }, (_, index) => stepArbitrary(index))), terminateArbitrary).map(([steps, terminate]) => {
+        if (!terminate) return { generated: steps, terminate: undefined };
+        const at = terminate.at % steps.length;
+        const generated = steps.map((step, index) => {
+          if (index === at) return { ...step, kind: 'terminate' as const, deps: Array.from({ length: at }, (_, dep) => dep) };
+          if (index > at && !step.deps.includes(at)) return { ...step, deps: [...step.deps, at] };
+          return step;
+        });
+        return { generated, terminate: { ...terminate, at } };
+      }),
+    );
 
     await fc.assert(
-      fc.asyncProperty(graphs, async (generated) => {
+      fc.asyncProperty(graphs, async ({ generated, terminate }) => {
         counter += 1;
         const name = `kinds_${counter}`;
         const key = `${name}-${Date.now()}`;
@@ -105,6 +120,9 @@ describe('random DAGs (property-based)', () => {
             ...(step.when !== undefined ? { when: `params.w${index}` } : {}),
           };
           const byKind = {
+            terminate: {
+              terminate: { status: terminate?.status ?? 'completed', ...(terminate?.output ? { output: { terminated: true, at: '{{= size(params)}}' } } : {}) },
+            },
             tool: { tool: 'record', input: { key: `${key}-${id}` } },
             map: { tool: 'record', for_each: `{{params.list${index}}}`, max_parallel: 2, input: { key: `${key}-${id}-{{index}}` } },
             sub: { workflow: 'prop_child', input: { key: `${key}-${id}` } },
@@ -127,27 +145,42 @@ describe('random DAGs (property-based)', () => {
         expect(defined.status, JSON.stringify(defined.body)).toBe(201);
 
         // The reference interpreter: what each step ends as.
+        // A terminate step that runs ends the run: every step after it is skipped as terminated.
         const expected: string[] = [];
+        let terminated = false;
         generated.forEach((step, index) => {
           const deps = step.deps.map((dep) => expected[dep]!);
-          if (deps.length > 0 && deps.every((status) => status.startsWith('skipped'))) expected[index] = 'skipped:branch_not_taken';
+          if (terminated) expected[index] = 'skipped:terminated';
+          else if (deps.length > 0 && deps.every((status) => status.startsWith('skipped'))) expected[index] = 'skipped:branch_not_taken';
           else if (step.when === false) expected[index] = 'skipped:condition';
-          else expected[index] = step.kind === 'fail' ? 'failed' : 'completed';
+          else if (step.kind === 'terminate') {
+            // Failing the run, the terminate step fails with it.
+            expected[index] = terminate!.status;
+            terminated = true;
+          } else expected[index] = step.kind === 'fail' ? 'failed' : 'completed';
         });
+        const statuses = Object.fromEntries(expected.map((status, index) => [`s${index}`, status.split(':')[0]]));
 
         const taskId = await submit(h, { task_type: name, params });
         const task = await waitForTask(h, taskId, 60_000);
-        expect(task.status).toBe('completed');
         const byId = new Map<string, any>(task.steps.map((step: { id: string }) => [step.id, step]));
         const children: { queue: string; id: string }[] = [];
-        expect(task.result).toEqual(Object.fromEntries(expected.map((status, index) => [`s${index}`, status.split(':')[0]])));
+        if (terminated && terminate!.status === 'failed') {
+          expect(task.status).toBe('failed');
+          expect(task.error).toMatchObject({ name: 'Terminated', step: `s${terminate!.at}` });
+        } else {
+          expect(task.status).toBe('completed');
+          expect(task.result).toEqual(terminated && terminate!.output ? { terminated: true, at: Object.keys(params).length } : statuses);
+        }
         for (const [index, step] of generated.entries()) {
           const id = `s${index}`;
           const row = byId.get(id);
           expect(row.reason ? `${row.status}:${row.reason}` : row.status, id).toBe(expected[index]);
-          const runs = expected[index] === 'completed' || expected[index] === 'failed';
+          // A terminate step runs no job.
+          const runs = step.kind !== 'terminate' && (expected[index] === 'completed' || expected[index] === 'failed');
           // Each runnable step (each item of a map, a sub-workflow's child) ran exactly once; a skipped one never.
-          const keys = step.kind === 'map' ? Array.from({ length: step.size }, (_, item) => `${key}-${id}-${item}`) : [`${key}-${id}`];
+          const keys =
+            step.kind === 'terminate' ? [] : step.kind === 'map' ? Array.from({ length: step.size }, (_, item) => `${key}-${id}-${item}`) : [`${key}-${id}`];
           for (const observed of keys) expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, observed)), observed).toBe(runs ? 1 : 0);
           if (step.kind === 'map' && runs) expect(row.output).toHaveLength(step.size);
           // The jobs BullMQ ran for it, each a child of the run's root: a step's, each item's, a sub-workflow's root.

@@ -134,12 +134,15 @@ describe('wait steps', () => {
     expect(late.body.error.code).toBe('task_finished');
   });
 
-  it('refuses a signal before its step waits (409 not_waiting), and ends the wait when the task is cancelled', async () => {
+  it('keeps one signal sent before its step waits (202 buffered; a second is 409 already_signalled), and ends the wait when the task is cancelled', async () => {
     const id = await submit(h, { task_type: 'late_wait' });
     await waitingStep(id, 'nap');
     const early = await h.request('POST', `/tasks/${id}/signals/go`, {});
-    expect(early.status).toBe(409);
-    expect(early.body.error).toMatchObject({ code: 'not_waiting', details: { step: 'hold', status: 'pending' } });
+    expect(early.status).toBe(202);
+    expect(early.body).toMatchObject({ step_id: 'hold', status: 'buffered' });
+    const second = await h.request('POST', `/tasks/${id}/signals/go`, {});
+    expect(second.status).toBe(409);
+    expect(second.body.error).toMatchObject({ code: 'already_signalled', details: { step: 'hold', status: 'pending' } });
 
     const waiting = await submit(h, { task_type: 'wait_for_payment', params: { order: 'A-2' } });
     await waitingStep(waiting, 'paid');

@@ -67,6 +67,12 @@ export interface Decider {
   fail(step: PlanStep, error: ErrorRecord): void;
   /** The step was skipped for `reason`. */
   skip(step: PlanStep, reason: SkipReason): void;
+  /**
+   * A terminate step ends the run now: it completes, pending steps are skipped (`terminated`),
+   * unfinished ones settled as a cancel settles them, and the task ends with `status`: completed
+   * with `output` (absent: the workflow's output), or failed with `reason`.
+   */
+  terminate(step: PlanStep, end: { status: 'completed' | 'failed'; reason?: string; output?: unknown }): void;
   /** The task fails now with `error` (a step failed under on_failure fail, or a step was cancelled while the task ran). */
   failTask(error: ErrorRecord): void;
   /** The data is not loaded: the decision waits for it. */

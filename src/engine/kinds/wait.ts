@@ -1,9 +1,10 @@
-import { schemaProblem } from '../../lib/json-schema.js';
+import { schemaProblem, schemaProblems } from '../../lib/json-schema.js';
 import type { JsonSchema } from '../catalog.js';
 import type { PlanStep } from '../plan.js';
+import type { Report, StepState } from '../state.js';
 import { DEFAULT_RETRY_FOR_KINDS } from '../types.js';
 import type { WaitSpec, WorkflowStep } from '../workflow-definition.js';
-import { type Decider, outstandingTimer, refuseFields, type StepKindModule } from './kind.js';
+import { type Decider, endUnstarted, outstandingTimer, refuseFields, type StepKindModule } from './kind.js';
 
 /**
  * A wait step waits for someone: a signal sent with an API key (POST /tasks/:id/signals/:name,
@@ -16,6 +17,12 @@ import { type Decider, outstandingTimer, refuseFields, type StepKindModule } fro
  * comment and form fields, and who decided) is the step's output, which later steps branch on
  * with `when`. A later one is refused (the API answers 409). The timeout follows `on_timeout`;
  * the task's cancel ends the wait.
+ *
+ * A signal that comes while its step is still pending (its task runs) is kept, one per step: in
+ * the step's output column, `{buffered_signal: {payload, by, via, at}}`, which nothing reads as
+ * an output (only finished steps' outputs are read, and a skip or a settle clears it). The step
+ * takes it when it starts waiting: checked against its schema then, it completes the step, or
+ * fails it (InvalidSignalPayload). Approvals are decided once they wait, as before.
  */
 
 declare module '../plan.js' {
@@ -119,15 +126,18 @@ export const waitKind: StepKindModule<'wait'> = {
     return { kind: 'wait', wait: { ...step.wait, signal: signalName(step) }, options: DEFAULT_RETRY_FOR_KINDS };
   },
 
-  ready(decider, step) {
+  ready(decider, step, state) {
     // The input is what the wait is about: an approval page shows it.
     const input = decider.resolve(step, step.input);
     if (!input.ok) {
       if ('error' in input) decider.fail(step, input.error);
       return;
     }
+    // A signal kept while the step was pending is in its output column.
+    if (state.output === undefined) return decider.need('output', step.id);
+    const buffered = bufferedSignal(state.output);
     const spec = step.wait;
-    const wakeAt = spec.timeout_ms !== undefined ? new Date(decider.now.getTime() + spec.timeout_ms) : undefined;
+    const wakeAt = spec.timeout_ms !== undefined && !buffered ? new Date(decider.now.getTime() + spec.timeout_ms) : undefined;
     decider.setStep(step, {
       status: 'waiting',
       reason: spec.approval !== undefined ? 'approval' : 'signal',
@@ -137,9 +147,11 @@ export const waitKind: StepKindModule<'wait'> = {
       ...(wakeAt ? { wake_at: wakeAt.toISOString() } : {}),
     });
     if (wakeAt) decider.decision.timers.push({ taskId: decider.task.id, run: decider.task.run, stepId: step.id, at: wakeAt });
+    if (buffered) takeBuffered(decider, step, buffered);
   },
 
   report(decider, step, state, report) {
+    if (report.type === 'signal' && state.status === 'pending') return buffer(decider, step, state, report);
     if (state.status !== 'waiting' || (state.reason !== 'signal' && state.reason !== 'approval')) return false;
     const spec = step.wait;
     if (report.type === 'wake') {
@@ -178,7 +190,62 @@ export const waitKind: StepKindModule<'wait'> = {
   },
 
   outstanding: outstandingTimer,
+
+  settle(decider, step, state, to) {
+    // A kept signal goes with the step.
+    if (state.status === 'pending' && state.output !== null) decider.setStep(step, { output: null });
+    endUnstarted(decider, step, state, to);
+  },
 };
+
+/** A signal kept for a step that did not wait yet: what its output column holds meanwhile. */
+interface BufferedSignal {
+  payload: unknown;
+  by: string;
+  via: 'key' | 'link';
+  at: string;
+}
+
+/** The signal kept in a pending wait step's output column, if any. */
+export function bufferedSignal(output: unknown): BufferedSignal | undefined {
+  if (output === null || typeof output !== 'object' || !Object.hasOwn(output, 'buffered_signal')) return undefined;
+  return (output as { buffered_signal: BufferedSignal }).buffered_signal;
+}
+
+/** Keeps a signal for a step that does not wait yet: one per step, while its task runs; returns whether it was kept. */
+function buffer(decider: Decider, step: WaitStep, state: StepState, report: Extract<Report, { type: 'signal' }>): boolean {
+  if (!decider.active || step.wait.approval !== undefined || report.signal !== step.wait.signal) return false;
+  if (state.output === undefined) {
+    decider.need('output', step.id);
+    return false;
+  }
+  if (bufferedSignal(state.output)) return false;
+  const kept: BufferedSignal = { payload: report.payload, by: report.by, via: report.via, at: report.at.toISOString() };
+  decider.setStep(step, { output: { buffered_signal: kept } });
+  decider.record({ type: 'signal_buffered', stepId: step.id, at: report.at, data: { signal: report.signal, by: report.by, via: report.via } });
+  return true;
+}
+
+/** The step starts waiting with a kept signal: it takes it, checked against its schema now. */
+function takeBuffered(decider: Decider, step: WaitStep, kept: BufferedSignal): void {
+  const problems = step.wait.schema ? schemaProblems(step.wait.schema, kept.payload) : [];
+  decider.setStep(step, { reason: null });
+  if (problems.length > 0) {
+    decider.setStep(step, { output: null });
+    decider.fail(step, {
+      name: 'InvalidSignalPayload',
+      message: `the signal ${step.wait.signal} sent before the step waited does not fit its schema: ${problems.map((problem) => `${problem.path || '(payload)'} ${problem.message}`).join('; ')}`,
+      retryable: false,
+    });
+    return;
+  }
+  decider.record({
+    type: 'signal_received',
+    stepId: step.id,
+    data: { signal: step.wait.signal, by: kept.by, via: kept.via, buffered: true, sent_at: kept.at },
+  });
+  decider.complete(step, kept.payload);
+}
 
 function describe(step: WaitStep): string {
   return step.wait.approval !== undefined ? 'decision' : `signal ${step.wait.signal}`;
