@@ -8,7 +8,8 @@ AS $function$
 -- row is updated only while its run is still active (a cancel that committed first wins), the
 -- step's only when its task's was, and a failed step leaves a dead letter. With `history`, a
 -- task's end records its attempt (and its start, when the step was never claimed), the step's end
--- and the task's. Returns the tasks ended.
+-- and the task's. Returns the tasks ended, and (`before`) those whose run had ended already: a
+-- redelivered result whose ending committed while its answer was lost, or one that a cancel beat.
 DECLARE
   lo timestamptz;
   hi timestamptz;
@@ -61,8 +62,12 @@ BEGIN
      WHERE v.history AND x.wanted
      ORDER BY v.task_id, x.o
   )
-  SELECT COALESCE(jsonb_agg(jsonb_build_object('id', t.id, 'status', t.status, 'task_type', t.task_type, 'created_at', t.created_at,
-                                               'callback', t.callback)), '[]'::jsonb)
-    INTO answer FROM t;
+  SELECT jsonb_build_object(
+           'ended', COALESCE((SELECT jsonb_agg(jsonb_build_object('id', t.id, 'status', t.status, 'task_type', t.task_type,
+                                                                  'created_at', t.created_at, 'callback', t.callback)) FROM t), '[]'::jsonb),
+           -- Read as before this statement: a task this statement ends is not among them.
+           'before', COALESCE((SELECT jsonb_agg(o.id) FROM tasks o JOIN v ON o.id = v.task_id AND o.created_at = v.created_at AND o.run = v.run
+                                WHERE o.created_at BETWEEN lo AND hi AND o.status IN ('completed', 'failed', 'cancelled')), '[]'::jsonb))
+    INTO answer;
   RETURN answer;
 END $function$;

@@ -27,7 +27,8 @@ export interface SingleResult {
 
 /** What recording one result did: nothing (an earlier result, or the task ended meanwhile), or end its task. */
 export type SingleRunRecorded =
-  | { recorded: false }
+  /** `endedBefore`: the task's run had ended already (a redelivery after the ending's answer was lost, or a cancel came first). */
+  | { recorded: false; endedBefore: boolean }
   | { recorded: true; taskStatus: Extract<TaskStatus, 'completed' | 'failed'>; task: { type: string; createdAt: Date; callback: boolean } };
 
 /**
@@ -70,13 +71,14 @@ export async function finishSingleRuns(
     };
   });
   const [row] = await db.$queryRawUnsafe<
-    { ended: { id: string; status: 'completed' | 'failed'; task_type: string; created_at: string; callback: boolean }[] }[]
-  >('SELECT ledger_finish_singles($1::jsonb) AS ended', JSON.stringify(rows));
-  const byTask = new Map(row!.ended.map((ended) => [ended.id, ended]));
+    { answer: { ended: { id: string; status: 'completed' | 'failed'; task_type: string; created_at: string; callback: boolean }[]; before: string[] } }[]
+  >('SELECT ledger_finish_singles($1::jsonb) AS answer', JSON.stringify(rows));
+  const byTask = new Map(row!.answer.ended.map((ended) => [ended.id, ended]));
+  const before = new Set(row!.answer.before);
   return results.map((result, index): SingleRunRecorded => {
     const ended = first.get(`${result.taskId}/${result.run}`) === index ? byTask.get(result.taskId) : undefined;
     return ended
       ? { recorded: true, taskStatus: ended.status, task: { type: ended.task_type, createdAt: new Date(ended.created_at), callback: ended.callback } }
-      : { recorded: false };
+      : { recorded: false, endedBefore: before.has(result.taskId) };
   });
 }

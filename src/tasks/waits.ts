@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { APPROVAL_DECISIONS, type PlanWait, type WaitStep } from '../engine/kinds/wait.js';
+import { APPROVAL_DECISIONS, bufferedSignal, type PlanWait, type WaitStep } from '../engine/kinds/wait.js';
 import type { Plan } from '../engine/plan.js';
 import { isKind } from '../engine/registry.js';
 import { isFinished, waitsForSomeone } from '../engine/status.js';
@@ -141,7 +141,7 @@ export class Waits {
    * submitted the task is refused (403 `approval_by_submitter`), and the decision of another key
    * is recorded as `key:<id>`, apart from the approvers' names that links record.
    */
-  async signal(task: StoredTask, name: string, payload: unknown, sender: Sender): Promise<{ stepId: string }> {
+  async signal(task: StoredTask, name: string, payload: unknown, sender: Sender): Promise<{ stepId: string; buffered: boolean }> {
     const step = waitSteps(task).find((candidate) => candidate.wait.signal === name);
     if (!step) {
       const known = waitSteps(task).map((candidate) => candidate.wait.signal);
@@ -158,8 +158,8 @@ export class Waits {
     }
     const checked = this.checkPayload(step, payload, [], false);
     const by = sender.keyId === null ? 'anonymous' : approval ? `key:${sender.keyId}` : sender.keyId;
-    await this.record(task, step, checked, by, 'key', sender);
-    return { stepId: step.id };
+    const { buffered } = await this.record(task, step, checked, by, 'key', sender);
+    return { stepId: step.id, buffered };
   }
 
   /** The approval a link is for, to show on its page. */
@@ -254,11 +254,18 @@ export class Waits {
     return value;
   }
 
-  private async record(task: StoredTask, step: WaitStep, payload: unknown, by: string, via: 'key' | 'link', sender: Sender): Promise<void> {
+  /**
+   * Records a signal or a decision for a step that waits; a signal (not an approval) for a step
+   * that does not wait yet is kept for it (`buffered`), one per step: the step takes it when it
+   * starts waiting (src/engine/kinds/wait.ts).
+   */
+  private async record(task: StoredTask, step: WaitStep, payload: unknown, by: string, via: 'key' | 'link', sender: Sender): Promise<{ buffered: boolean }> {
     const state = task.steps.find((candidate) => candidate.stepId === step.id);
     if (isFinished(task.status))
       throw new ConflictError('task_finished', `the task already ended (${task.status}); it waits for nothing`, { status: task.status });
-    if (!state || !waitsForSomeone(state.status, state.reason)) throw notWaiting(step, state?.status);
+    const early = state?.status === 'pending' && step.wait.approval === undefined;
+    if (early && bufferedSignal(state.output)) throw alreadyKept(step);
+    if (!state || (!early && !waitsForSomeone(state.status, state.reason))) throw notWaiting(step, state?.status);
     // What the signal lets go on is work: the gate decides, as for a submission.
     await this.deps.gate?.admit({
       kind: 'signal',
@@ -282,8 +289,17 @@ export class Waits {
       at: new Date(),
     });
     // Another signal got there first (or the wait timed out, or the task ended) since it was read.
-    if (!recorded) throw notWaiting(step, 'completed');
+    if (!recorded) throw early ? alreadyKept(step) : notWaiting(step, 'completed');
+    return { buffered: early };
   }
+}
+
+function alreadyKept(step: WaitStep): ConflictError {
+  return new ConflictError(
+    'already_signalled',
+    `step ${step.id} does not wait yet, and already keeps a signal ${step.wait.signal} for when it does: the first signal stands`,
+    { step: step.id, status: 'pending' },
+  );
 }
 
 function notWaiting(step: WaitStep, status: string | undefined): ConflictError {

@@ -421,6 +421,27 @@ describe('failed authentications', () => {
     expect(await h.redis.keys(`${h.config.QUEUE_PREFIX}:authfail:*`)).toHaveLength(1);
   });
 
+  it('asks Redis at most once a second for an address with no failures, and at once after a wrong key here', async () => {
+    const address = '203.0.113.20';
+    expect((await h.request('GET', '/tools', undefined, from(address, bearer(ADMIN)))).status).toBe(200);
+    // Another API process counts the address past the limit: this one learns of it within the second it remembers the address as clean.
+    await h.redis.set(`${h.config.QUEUE_PREFIX}:authfail:${address}`, '3', 'PX', 60_000);
+    const since = Date.now();
+    await poll(async () => (await h.request('GET', '/tools', undefined, from(address, bearer(ADMIN)))).status === 429, {
+      label: 'the right key refused once the failures counted elsewhere are seen',
+      timeoutMs: 5_000,
+      intervalMs: 50,
+    });
+    expect(Date.now() - since).toBeLessThan(2_000);
+
+    // A wrong key on this process forgets the address's clean mark at once: the next request asks Redis.
+    const other = '203.0.113.21';
+    expect((await h.request('GET', '/tools', undefined, from(other, bearer(ADMIN)))).status).toBe(200);
+    await h.redis.set(`${h.config.QUEUE_PREFIX}:authfail:${other}`, '2', 'PX', 60_000);
+    expect((await h.request('GET', '/tools', undefined, from(other, bearer('wrong-key-x-0123456789')))).status).toBe(401);
+    expect((await h.request('GET', '/tools', undefined, from(other, bearer(ADMIN)))).status).toBe(429);
+  });
+
   it('counts only wrong keys, not requests that carry none', async () => {
     for (let i = 0; i < 5; i += 1) expect((await h.request('GET', '/tools', undefined, from('203.0.113.9'))).status).toBe(401);
     expect((await h.request('GET', '/tools', undefined, from('203.0.113.9', bearer(ADMIN)))).status).toBe(200);

@@ -1,6 +1,8 @@
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type Core, openCore } from '../../src/composition.js';
 import { loadConfig } from '../../src/lib/config.js';
+import { Metrics } from '../../src/observability/metrics.js';
 import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { TaskQueues } from '../../src/queue/task-queues.js';
@@ -12,7 +14,8 @@ import { startTcpProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
  * The repairs that the chaos suites reach only by chance, each from a broken state built by
  * hand: a step job removed from Redis, a step job that failed outside the step processor, a
  * result committed whose effects were never carried out, jobs Redis refused after the task was
- * stored, and a start claim that cannot reach PostgreSQL for longer than its retries.
+ * stored, a start claim that cannot reach PostgreSQL for longer than its retries, and an ending
+ * that committed while its answer was lost.
  */
 
 /** Takes one job of `queue` with a plain BullMQ worker (not the service's) and fails it for good. */
@@ -228,4 +231,68 @@ describe('a step whose start cannot reach PostgreSQL for longer than its write r
     const task = await waitForTask(h, id, 60_000);
     expect(task).toMatchObject({ status: 'completed', result: { patient: true } });
   }, 90_000);
+});
+
+describe('an ending that committed while its answer was lost (a connection cut as it committed)', () => {
+  let h: Harness;
+  let core: Core;
+  /** Records like a worker, and then does nothing more: its answer never came back. */
+  let lost: Runs;
+  const held = async () => [...(await core.quotas.counts()).values()].reduce((sum, n) => sum + n, 0);
+  beforeAll(async () => {
+    h = await createHarness({ worker: false, env: { QUOTA_MAX_BACKLOG_PER_KEY: '50' } });
+    await h.request('POST', '/workflows', {
+      name: 'pair',
+      steps: [
+        { id: 'first', tool: 'echo', input: { n: 1 } },
+        { id: 'second', tool: 'echo', depends_on: ['first'], input: { from_first: '{{steps.first.output.n}}' } },
+      ],
+    });
+    // What a worker runs on, wired as in production (its quotas, its onEnded).
+    core = await openCore({ config: h.config, logger: h.logger, metrics: new Metrics(), tools: h.registry, role: 'worker' });
+    lost = new Runs({ sql: core.db.sql, queues: core.queues, publish: async () => undefined, logger: h.logger, config: h.config });
+  });
+  afterAll(async () => {
+    await core?.close();
+    await h?.close();
+  });
+
+  it("gives a one-tool task's quota back when its result is delivered again", async () => {
+    const id = await submit(h, { task_type: 'echo', params: { answer: 'lost' } });
+    expect(await held()).toBe(1);
+    const now = new Date();
+    const result = {
+      taskId: id,
+      run: 1,
+      stepId: 'echo',
+      tool: 'echo',
+      attempt: 1,
+      status: 'completed' as const,
+      output: { ok: true },
+      startedAt: now,
+      finishedAt: now,
+    };
+    expect(await lost.finishSingle(result)).toMatchObject({ recorded: true, taskStatus: 'completed' });
+    expect(await held(), 'the ending committed, its release was lost with the answer').toBe(1);
+    // The job, not acknowledged, is delivered again: its result meets a run that has ended.
+    expect(await core.runs.finishSingle(result)).toEqual({ recorded: false, endedBefore: true });
+    await core.quotas.settled();
+    expect(await held()).toBe(0);
+    expect((await h.request('GET', `/result/${id}`)).body).toMatchObject({ status: 'completed', result: { ok: true } });
+  });
+
+  it("gives a workflow task's quota back when its last step's result is delivered again", async () => {
+    const id = await submit(h, { task_type: 'pair' });
+    expect(await held()).toBe(1);
+    const now = new Date();
+    const step = (stepId: string, output: unknown) =>
+      ({ type: 'result', taskId: id, run: 1, stepId, attempt: 1, status: 'completed', output, startedAt: now, finishedAt: now }) as const;
+    expect((await lost.report(step('first', { n: 1 }))).recorded).toBe(true);
+    expect((await lost.report(step('second', { from_first: 1 }))).recorded).toBe(true);
+    expect((await h.request('GET', `/result/${id}`)).body.status).toBe('completed');
+    expect(await held(), 'the ending committed, its release was lost with the answer').toBe(1);
+    expect((await core.runs.report(step('second', { from_first: 1 }))).recorded).toBe(false);
+    await core.quotas.settled();
+    expect(await held()).toBe(0);
+  });
 });

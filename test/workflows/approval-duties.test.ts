@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
+import { startServer, type TestServer } from '../helpers/http-server.js';
 import { openSse } from '../helpers/sse.js';
 
 /**
  * Separation of duties on approvals (issue 28, finding 2): a signed link decides for its
- * approver, so only those who hand links out see them (admin keys, the task.waiting callback);
- * the submitter's key, another client's and a read key see that the step waits and for whom,
+ * approver, so only those who hand links out see them (admin keys, and the task.waiting callback
+ * of a task an admin key submitted: a client key chooses its own callback_url); the submitter's key, another client's and a read key see that the step waits and for whom,
  * never a link, wherever a task shows (GET /result, GET /tasks, the event stream, history). The
  * submitter's key cannot decide its own approval by signal; an admin key can, recorded as
  * `key:<id>`; each approver's link decides for that approver.
@@ -21,10 +22,17 @@ const review = (task: { steps: StepView[] }) => task.steps.find((step) => step.i
 
 describe('approvals: separation of duties', () => {
   let h: Harness;
+  let receiver: TestServer;
 
   beforeAll(async () => {
+    receiver = await startServer((_request, res) => res.writeHead(204).end());
     h = await createHarness({
-      env: { API_KEYS: `client@alice:${ALICE},client@bob:${BOB},admin@ops:${OPS},read@audit:${AUDIT}`, APPROVAL_SECRET: 'duties-approval-secret-0123456789' },
+      env: {
+        API_KEYS: `client@alice:${ALICE},client@bob:${BOB},admin@ops:${OPS},read@audit:${AUDIT}`,
+        APPROVAL_SECRET: 'duties-approval-secret-0123456789',
+        CALLBACK_SECRET: 'duties-callback-secret-0123456789',
+        HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${receiver.port}`,
+      },
     });
     const defined = await h.request(
       'POST',
@@ -50,6 +58,7 @@ describe('approvals: separation of duties', () => {
   });
   afterAll(async () => {
     await h?.close();
+    await receiver?.close();
   });
 
   /** Alice's task waiting for its approval. */
@@ -116,6 +125,31 @@ describe('approvals: separation of duties', () => {
     ).toHaveLength(2);
     // Another client does not find the task at all.
     expect((await h.request('GET', `/result/${id}`, undefined, as(BOB))).status).toBe(404);
+  });
+
+  it("sends a client key's task.waiting callback (a URL the submitter chose) without links, and an admin key's with them", async () => {
+    const told = async (key: string, path: string) => {
+      const executed = await h.request(
+        'POST',
+        '/workflows/four_eyes/execute',
+        { parameters: { amount: 5 }, callback_url: `${receiver.origin}${path}` },
+        as(key),
+      );
+      expect(executed.status).toBe(202);
+      const request = await poll(
+        () => receiver.requests.find((candidate) => candidate.path === path && candidate.headers['x-orchestrator-event'] === 'task.waiting'),
+        {
+          label: `the task.waiting callback to ${path}`,
+        },
+      );
+      await h.request('POST', `/tasks/${executed.body.task_id}/cancel`, undefined, as(OPS));
+      return { raw: request.body, review: review(JSON.parse(request.body).task) };
+    };
+    const alice = await told(ALICE, '/alice');
+    expect(alice.review.waiting_for).toEqual({ signal: 'review', approval: { approvers: ['finance-manager', 'controller'] } });
+    expect(alice.raw).not.toContain('/approvals/');
+    const ops = await told(OPS, '/ops');
+    expect(ops.review.waiting_for.approval.links).toMatchObject([{ approver: 'finance-manager' }, { approver: 'controller' }]);
   });
 
   it('refuses the submitter deciding its own approval by signal (403 approval_by_submitter); another client finds no task; a read key may not signal', async () => {

@@ -103,7 +103,7 @@ export const WAIT_ROUTES: Route[] = [
     gated: true,
     summary: 'Send a signal to a wait step',
     description:
-      'The JSON body is the payload, checked against the step\'s `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step\'s output. The first signal stands: a later one gets 409, as does one sent before the step waits. The policy is asked first (POLICY_URL, kind `signal`). An approval is decided by someone other than the task\'s submitter: the key that submitted the task gets 403 `approval_by_submitter`, and another key\'s decision is recorded as `key:<id>`.',
+      'The JSON body is the payload, checked against the step\'s `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step\'s output. The first signal stands: a later one gets 409. One sent before the step waits, while the task runs, is kept for it (202 `buffered`; an approval that does not wait yet gets 409 `not_waiting`). The policy is asked first (POLICY_URL, kind `signal`). An approval is decided by someone other than the task\'s submitter: the key that submitted the task gets 403 `approval_by_submitter`, and another key\'s decision is recorded as `key:<id>`.',
     tags: ['tasks'],
     params: signalParams,
     body: z.unknown(),
@@ -111,6 +111,11 @@ export const WAIT_ROUTES: Route[] = [
     paramExamples: { name: 'approval' },
     responses: {
       200: { description: 'Recorded: the step completed with the payload as its output.', body: r.signalRecordedSchema, examples: ex.signalRecordedExamples },
+      202: {
+        description:
+          'Kept: the step does not wait yet (its task runs). It takes the signal when it starts waiting, checked against its schema then (a payload that does not fit fails the step, `InvalidSignalPayload`). One per step: a second gets 409 `already_signalled`. Approvals are not kept.',
+        body: r.signalBufferedSchema,
+      },
       400: invalid("The payload does not fit the signal's schema (`invalid_payload`), with one entry per problem."),
       403: {
         description:
@@ -119,14 +124,16 @@ export const WAIT_ROUTES: Route[] = [
       },
       404: notFound('No such task (`task_not_found`), or no step of it waits for that signal (`signal_not_found`).'),
       409: conflict(
-        'The step already got its signal or decision, timed out or ended (`already_signalled`), does not wait yet (`not_waiting`), or the task ended (`task_finished`).',
+        'The step already got (or, not waiting yet, keeps) its signal or decision, timed out or ended (`already_signalled`), is an approval that does not wait yet (`not_waiting`), or the task ended (`task_finished`).',
       ),
       410: gone,
       503: policyUnavailable,
     },
     handler: async ({ params, body, req }, { tasks }) => {
-      const { stepId } = await tasks.signal(params.task_id, params.name, body, asker(req));
-      return { status: 200, body: { task_id: params.task_id, step_id: stepId, signal: params.name, status: 'recorded', timestamp: new Date().toISOString() } };
+      const { stepId, buffered } = await tasks.signal(params.task_id, params.name, body, asker(req));
+      const timestamp = new Date().toISOString();
+      if (buffered) return { status: 202, body: { task_id: params.task_id, step_id: stepId, signal: params.name, status: 'buffered', timestamp } };
+      return { status: 200, body: { task_id: params.task_id, step_id: stepId, signal: params.name, status: 'recorded', timestamp } };
     },
   }),
   plainRoute({

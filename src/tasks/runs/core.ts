@@ -49,8 +49,14 @@ export interface RunsDeps {
   planChild?(workflow: { name: string; version: number }, params: Record<string, unknown>): Promise<PlannedChild>;
   /** Tells every worker to abort the running steps of a cancelled task. */
   stopTask?(taskId: string, run: number): Promise<void>;
-  /** A task ended (metrics). */
+  /** A task ended (metrics, quotas). */
   onEnded?(ended: Decision['ended'][number]): void;
+  /**
+   * A report met a run that had ended already. What an end gives back outside PostgreSQL (a quota
+   * count) is given back again, so it must be idempotent: the ending may have committed while its
+   * answer was lost (a connection cut), and the report is its job's redelivery.
+   */
+  onEndedBefore?(taskId: string): void;
   /**
    * Asked before a sub-workflow's child is created (the work gate's admitChild, src/tasks/work-gate.ts):
    * the plan to start (the policy may rewrite its params), or 'held' while the policy cannot decide.

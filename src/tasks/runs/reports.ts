@@ -1,6 +1,7 @@
 import type { Context } from '@opentelemetry/api';
 import { decide } from '../../engine/decide.js';
-import type { Report, Transition } from '../../engine/state.js';
+import type { Report, TaskState, Transition } from '../../engine/state.js';
+import { isFinished } from '../../engine/status.js';
 import { finishSingleRuns, type SingleResult, type SingleRunRecorded } from '../../ledger/finish-single-runs.js';
 import { noteSteps, type StepNote } from '../../ledger/note-steps.js';
 import { Batcher } from '../../lib/batcher.js';
@@ -47,7 +48,8 @@ export class RunReports {
     const createdAt = await this.core.createdAt(result.taskId);
     const outcome = await this.singles.add({ ...result, createdAt });
     if (outcome.recorded && outcome.task.callback) await this.core.deps.queues.enqueueCallback(result, this.core.deps.config.CALLBACK_MAX_ATTEMPTS);
-    if (outcome.recorded && limited) await this.core.verbs.releaseTasks([result.taskId]);
+    // A run that had ended already gives its limits back again: see onEndedBefore.
+    if ((outcome.recorded || outcome.endedBefore) && limited) await this.core.verbs.releaseTasks([result.taskId]);
     return outcome;
   }
 
@@ -61,8 +63,11 @@ export class RunReports {
     const recorded = await finishSingleRuns(this.core.deps.sql, batch, this.core.deps.config, this.core.history);
     const transitions: Transition[] = [];
     recorded.forEach((outcome, index) => {
-      if (!outcome.recorded) return;
       const result = batch[index]!;
+      if (!outcome.recorded) {
+        if (outcome.endedBefore) this.core.deps.onEndedBefore?.(result.taskId);
+        return;
+      }
       const at = result.finishedAt.toISOString();
       transitions.push({ taskId: result.taskId, stepId: result.stepId, status: result.status, at }, { taskId: result.taskId, status: outcome.taskStatus, at });
       this.core.deps.onEnded?.({
@@ -104,10 +109,27 @@ export class RunReports {
         ? [{ taskId: report.taskId, run: report.run, stepId: report.stepId, item: report.item }]
         : [],
     );
-    const followUp = this.core.verbs.carryOut(decision, applied, states, traces, { holds: held, admitted });
+    const followUp = Promise.all([
+      this.core.verbs.carryOut(decision, applied, states, traces, { holds: held, admitted }),
+      this.endedBefore(batch, decision.recorded, states),
+    ]).then(() => undefined);
     // Nobody waits on it within the batch: a child's end reports to its parent through this same batcher.
     followUp.catch(() => undefined);
     return batch.map((_, index) => ({ recorded: decision.recorded[index] ?? false, followUp }));
+  }
+
+  /** Reports not recorded because their run had ended already give back what it held again (onEndedBefore). */
+  private async endedBefore(batch: readonly Report[], recorded: readonly boolean[], states: readonly TaskState[]): Promise<void> {
+    const byId = new Map(states.map((state) => [state.id, state]));
+    const met = new Set(
+      batch.flatMap((report, index) => {
+        const task = byId.get(report.taskId);
+        return !recorded[index] && task && 'run' in report && task.run === report.run && isFinished(task.status) ? [task] : [];
+      }),
+    );
+    for (const task of met) this.core.deps.onEndedBefore?.(task.id);
+    const limited = [...met].filter((task) => this.core.limited(task.plan.plan)).map((task) => task.id);
+    await this.core.verbs.releaseTasks(limited);
   }
 
   private async flushNotes(batch: StepNote[]): Promise<boolean[]> {
