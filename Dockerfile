@@ -6,6 +6,17 @@
 # the API refuses to start without API_KEYS (or API_KEYS_FILE) unless AUTH_DISABLED=true. Each
 # process creates its database if missing and applies migrations and the database's functions on
 # start, so no separate migration step is needed.
+#
+# Your own tools run in an image of your own, not this one: a project with @orchestrator/worker
+# (examples/worker-app) needs only Node and its dependencies, and REDIS_URL, ORCHESTRATOR_URL and
+# a worker key (API_KEYS=worker:KEY) at run time, never DATABASE_URL:
+#   FROM node:22-bookworm-slim
+#   WORKDIR /app
+#   COPY package.json package-lock.json ./
+#   RUN npm ci --omit=dev
+#   COPY . .
+#   USER node
+#   CMD ["node", "index.js"]
 
 # ---- build: every dependency, the Prisma client, the compiled JavaScript -----------------------
 # A current LTS Node (22). The code also runs on Node 20.19 or newer (package.json "engines").
@@ -18,10 +29,12 @@ WORKDIR /app
 # src/generated/prisma. Generating needs no engine, and the script points
 # PRISMA_SCHEMA_ENGINE_BINARY at an existing file so the build works without binaries.prisma.sh
 # (the engine download that @prisma/engines attempts on install fails silently there).
-# client/package.json: the client is a workspace of the root package, which npm ci installs too.
+# client/package.json and workers/sdk/package.json: the client and the worker SDK are workspaces of
+# the root package, which npm ci installs too.
 # Of prisma/, only the schema: editing a migration or a function must not reinstall everything.
 COPY package.json package-lock.json prisma.config.ts ./
 COPY client/package.json ./client/
+COPY workers/sdk/package.json ./workers/sdk/
 COPY scripts ./scripts
 COPY prisma/schema.prisma ./prisma/
 RUN npm ci --no-audit --no-fund && npm cache clean --force
@@ -50,6 +63,7 @@ ENV NODE_ENV=production
 # @prisma/adapter-pg, pg) are regular dependencies.
 COPY package.json package-lock.json ./
 COPY client/package.json ./client/
+COPY workers/sdk/package.json ./workers/sdk/
 RUN npm ci --omit=dev --omit=optional --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
 # The compiled service (the console's files in dist/console), and the migrations and functions every process applies on start

@@ -95,6 +95,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/tasks/{task_id}/steps/{step_id}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Read what a step's tool logged through ctx.logger, attempt by attempt
+         * @description Each attempt keeps up to 200 lines or 64 kB of what its tool logged (`ctx.logger`), the rest counted in `dropped`; secret-named fields are redacted as in the process log. Kept with the task (RETENTION_DAYS), not with TASK_HISTORY=off. At most 50 attempts, oldest first.
+         */
+        get: operations["getStepLogs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/tasks/{task_id}/history": {
         parameters: {
             query?: never;
@@ -186,7 +206,7 @@ export interface paths {
         put?: never;
         /**
          * Send a signal to a wait step
-         * @description The JSON body is the payload, checked against the step's `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step's output. The first signal stands: a later one gets 409, as does one sent before the step waits. The policy is asked first (POLICY_URL, kind `signal`). An approval is decided by someone other than the task's submitter: the key that submitted the task gets 403 `approval_by_submitter`, and another key's decision is recorded as `key:<id>`.
+         * @description The JSON body is the payload, checked against the step's `wait.schema` (an approval: `{"decision": "approved" | "rejected", "comment"?, "fields"?}`); it becomes the step's output. The first signal stands: a later one gets 409. One sent before the step waits, while the task runs, is kept for it (202 `buffered`; an approval that does not wait yet gets 409 `not_waiting`). The policy is asked first (POLICY_URL, kind `signal`). An approval is decided by someone other than the task's submitter: the key that submitted the task gets 403 `approval_by_submitter`, and another key's decision is recorded as `key:<id>`.
          */
         post: operations["signalTask"];
         delete?: never;
@@ -475,6 +495,64 @@ export interface paths {
          * @description Given fields replace the stored ones; `null` removes an optional one. A new `openapi_url` is fetched at once; otherwise the document stays (see refresh).
          */
         patch: operations["updateService"];
+        trace?: never;
+    };
+    "/workers/{worker_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Register a worker and its tools (again: its heartbeat); answers where its jobs are
+         * @description Each tool is stored with its JSON Schemas (what `POST /assign-task` validates params with) and stays known when its workers stop: its tasks queue until one returns. A tool registered with other schemas, description, retry or timeout is a new version; while another live worker serves the old one it is refused (409 `tool_conflict`, naming what differs) unless `replace` is true. Answers the queue prefix and shards the worker takes its jobs from in Redis; never a database address.
+         */
+        put: operations["registerWorker"];
+        post?: never;
+        /** Forget a worker that stopped (its tools stay) */
+        delete: operations["forgetWorker"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the workers of users’ own: their tools, concurrency and last heartbeat */
+        get: operations["listWorkers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/workers/{worker_id}/steps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A worker's report on a step it runs: a claim, its result, a note (progress, a failed try), or settle
+         * @description What the built-in worker writes to PostgreSQL itself (src/tasks/step-ledger.ts), said over HTTP: the same rules apply. Only steps of tools registered through `/workers` may be reported on.
+         */
+        post: operations["reportStep"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/dead-letters": {
@@ -1298,7 +1376,11 @@ export interface components {
                 /** @enum {string} */
                 type: "fixed" | "exponential";
                 delay_ms: number;
+                /** @description The longest delay between two tries, however many failed (a Retry-After asking for longer still wins). */
+                max_delay_ms?: number;
             };
+            /** @description No try starts once this long has passed since the step's first one (nor is one waited for that would start later): the step fails with its last error. */
+            max_elapsed_ms?: number;
         };
         WorkflowDefinition: {
             name: string;
@@ -1374,6 +1456,15 @@ export interface components {
                  * @enum {string}
                  */
                 on_timeout?: "fail" | "continue";
+            };
+            /** @description A terminate step: the run ends at once with this status. Running steps are cancelled, pending ones skipped (reason `terminated`); the task's output is `output`, or the workflow's. */
+            terminate?: {
+                /** @enum {string} */
+                status: "completed" | "failed";
+                /** @description Why; a failed run's error message. Templates allowed. */
+                reason?: string;
+                /** @description The task's output (templates and computed values allowed); absent: the workflow's `output`. */
+                output?: unknown;
             };
             /** @description A call of a registered service's operation: stored as the tool step `<service>.<operationId>` with the input `{path, query, headers, body}`. */
             service_call?: {
@@ -1729,10 +1820,10 @@ export interface components {
         TaskStep: {
             id: string;
             /**
-             * @description tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits; wait: waits for a signal or an approval.
+             * @description tool: runs a tool; workflow: runs a sub-workflow as a child task; sleep: waits; wait: waits for a signal or an approval; terminate: ends the run.
              * @enum {string}
              */
-            kind: "tool" | "workflow" | "sleep" | "wait";
+            kind: "tool" | "workflow" | "sleep" | "wait" | "terminate";
             /** @description The tool a tool step runs; null for the other kinds. */
             tool: string | null;
             /** @enum {string} */
@@ -1915,6 +2006,11 @@ export interface components {
                 duration_ms: number;
             } | null;
             concurrency: number | null;
+            /** @description A tool that workers of users' own registered (/workers): its version, and how many live workers serve it now (0: its tasks queue until one returns). Absent for built-in tools and services' operations. */
+            fleet?: {
+                version: number;
+                live_workers: number;
+            };
         };
         AppliedRetryPolicy: {
             /** @description Tries in all, the first included. */
@@ -1929,7 +2025,11 @@ export interface components {
                 /** @enum {string} */
                 type: "fixed" | "exponential";
                 delay_ms: number;
+                /** @description The longest delay between two tries, however many failed (a Retry-After asking for longer still wins). */
+                max_delay_ms?: number;
             };
+            /** @description No try starts once this long has passed since the step's first one (nor is one waited for that would start later): the step fails with its last error. */
+            max_elapsed_ms?: number;
         };
         /** @description A stored version of a workflow definition, with its defaults filled in. */
         StoredWorkflow: {
@@ -2020,6 +2120,15 @@ export interface components {
                  * @enum {string}
                  */
                 on_timeout: "fail" | "continue";
+            };
+            /** @description A terminate step: the run ends at once with this status. Running steps are cancelled, pending ones skipped (reason `terminated`); the task's output is `output`, or the workflow's. */
+            terminate?: {
+                /** @enum {string} */
+                status: "completed" | "failed";
+                /** @description Why; a failed run's error message. Templates allowed. */
+                reason?: string;
+                /** @description The task's output (templates and computed values allowed); absent: the workflow's `output`. */
+                output?: unknown;
             };
             /** @description A call of a registered service's operation: stored as the tool step `<service>.<operationId>` with the input `{path, query, headers, body}`. */
             service_call?: {
@@ -2456,6 +2565,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such task (`task_not_found`). */
             404: {
                 headers: {
@@ -2550,6 +2668,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -2598,6 +2725,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -2713,6 +2849,118 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such task (`task_not_found`), or no such step (`step_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The task was created more than RETENTION_DAYS ago and its record is gone (`task_expired`); `details` has its `created_at` and the `retention_days`. */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    getStepLogs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The id (a UUID) that POST /assign-task answered. Anything else answers 404. */
+                task_id: string;
+                /** @description A for_each step of the task. */
+                step_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The step's attempts with their lines. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        task_id: string;
+                        step_id: string;
+                        attempts: {
+                            run: number;
+                            /** @description A map's item: its own attempts. */
+                            item?: number;
+                            attempt: number;
+                            try?: number;
+                            /** @description When the attempt ended. */
+                            at: string;
+                            lines: {
+                                at: string;
+                                level: string;
+                                message: string;
+                                fields?: unknown;
+                            }[];
+                            /** @description Lines past 200 or 64 kB, not kept. */
+                            dropped: number;
+                        }[];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such task (`task_not_found`), or no such step (`step_not_found`). */
             404: {
                 headers: {
@@ -2800,6 +3048,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -2902,6 +3159,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -3254,6 +3520,24 @@ export interface operations {
                     };
                 };
             };
+            /** @description Kept: the step does not wait yet (its task runs). It takes the signal when it starts waiting, checked against its schema then (a payload that does not fit fails the step, `InvalidSignalPayload`). One per step: a second gets 409 `already_signalled`. Approvals are not kept. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: uuid */
+                        task_id: string;
+                        /** @description The wait step that keeps the signal: it takes it when it starts waiting, checked against its schema then. */
+                        step_id: string;
+                        signal: string;
+                        /** @constant */
+                        status: "buffered";
+                        timestamp: components["schemas"]["Timestamp"];
+                    };
+                };
+            };
             /** @description The payload does not fit the signal's schema (`invalid_payload`), with one entry per problem. */
             400: {
                 headers: {
@@ -3292,7 +3576,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The step already got its signal or decision, timed out or ended (`already_signalled`), does not wait yet (`not_waiting`), or the task ended (`task_finished`). */
+            /** @description The step already got (or, not waiting yet, keeps) its signal or decision, timed out or ended (`already_signalled`), is an approval that does not wait yet (`not_waiting`), or the task ended (`task_finished`). */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3620,6 +3904,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -3680,6 +3973,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -3871,7 +4173,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3961,6 +4263,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -4282,6 +4593,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such workflow (`workflow_not_found`). */
             404: {
                 headers: {
@@ -4502,6 +4822,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -4671,6 +5000,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -5570,6 +5908,515 @@ export interface operations {
             };
         };
     };
+    registerWorker: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The worker process, as it names itself (the SDK: `<host>-<pid>-<random>`).
+                 * @example app-1-4242-9f3a
+                 */
+                worker_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    host: string;
+                    pid: number;
+                    /** @description The worker's own version (its package's). */
+                    version: string;
+                    concurrency: number;
+                    tools: {
+                        /** @description The tool, and the task_type that runs it alone. */
+                        name: string;
+                        description: string;
+                        /** @description A JSON Schema (2020-12), as z.toJSONSchema writes it; at most 64 kB, without `$ref`. */
+                        input_schema: {
+                            [key: string]: unknown;
+                        };
+                        /** @description A JSON Schema (2020-12), as z.toJSONSchema writes it; at most 64 kB, without `$ref`. */
+                        output_schema: {
+                            [key: string]: unknown;
+                        };
+                        retry: components["schemas"]["RetryPolicy"];
+                        timeout_ms: number;
+                    }[];
+                    /** @description Register tools whose schemas differ from what live workers serve anyway (a new version of each). @defaultValue false */
+                    replace?: boolean;
+                };
+            };
+        };
+        responses: {
+            /** @description Registered. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        worker_id: string;
+                        queue_prefix: string;
+                        queue_shards: number;
+                        heartbeat_ms: number;
+                        step_running_after_ms: number;
+                        task_result_max_bytes: number;
+                        tools: {
+                            name: string;
+                            version: number;
+                            changed: boolean;
+                        }[];
+                    };
+                };
+            };
+            /** @description The registration is invalid (`invalid_worker`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or worker. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A tool is built in, or differs from what live workers serve (`tool_conflict`). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    forgetWorker: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The worker process, as it names itself (the SDK: `<host>-<pid>-<random>`).
+                 * @example app-1-4242-9f3a
+                 */
+                worker_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Forgotten. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        worker_id: string;
+                        /** @constant */
+                        forgotten: true;
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No worker has this id (`worker_not_found`). */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    listWorkers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The workers, live or not. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        workers: {
+                            worker_id: string;
+                            /** @description The name of the key it registered with (`worker@NAME:KEY`); empty without one. */
+                            owner: string;
+                            host: string;
+                            pid: number;
+                            version: string;
+                            concurrency: number;
+                            tools: string[];
+                            started_at: string;
+                            last_heartbeat_at: string;
+                            /** @description It registered within three heartbeats. */
+                            live: boolean;
+                        }[];
+                    };
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    reportStep: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description Any value. A POST needs it unless it sends `Content-Type: application/json` (a cross-site form can send neither).
+                 * @example orchestrator-client
+                 */
+                "X-Requested-With"?: string;
+            };
+            path: {
+                /**
+                 * @description The worker process, as it names itself (the SDK: `<host>-<pid>-<random>`).
+                 * @example app-1-4242-9f3a
+                 */
+                worker_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @constant */
+                    op: "claim";
+                    /** Format: uuid */
+                    task_id: string;
+                    run: number;
+                    step_id: string;
+                    item?: number;
+                    tool: string;
+                    single?: boolean;
+                    limited?: boolean;
+                    attempt: number;
+                    try: number;
+                    job_id?: string;
+                    /** Format: date-time */
+                    at: string;
+                } | {
+                    /** @constant */
+                    op: "result";
+                    /** Format: uuid */
+                    task_id: string;
+                    run: number;
+                    step_id: string;
+                    item?: number;
+                    tool: string;
+                    single?: boolean;
+                    limited?: boolean;
+                    attempt: number;
+                    try: number;
+                    job_id?: string;
+                    /** @enum {string} */
+                    status: "completed" | "failed" | "cancelled";
+                    output?: unknown;
+                    error?: {
+                        name: string;
+                        message: string;
+                        retryable?: boolean;
+                        details?: unknown;
+                    } & {
+                        [key: string]: unknown;
+                    };
+                    input?: unknown;
+                    /** Format: date-time */
+                    started_at: string;
+                    /** Format: date-time */
+                    finished_at: string;
+                } | {
+                    /** @constant */
+                    op: "note";
+                    /** Format: uuid */
+                    task_id: string;
+                    run: number;
+                    step_id: string;
+                    item?: number;
+                    tool: string;
+                    single?: boolean;
+                    limited?: boolean;
+                    attempt?: number;
+                    try?: number;
+                    job_id?: string;
+                    error?: {
+                        name: string;
+                        message: string;
+                        retryable?: boolean;
+                        details?: unknown;
+                    } & {
+                        [key: string]: unknown;
+                    };
+                    progress?: {
+                        percent: number;
+                        message?: string;
+                    };
+                    delay_ms?: number;
+                    /** Format: date-time */
+                    started_at?: string;
+                    /** Format: date-time */
+                    finished_at?: string;
+                } | {
+                    /** @constant */
+                    op: "settle";
+                    /** Format: uuid */
+                    task_id: string;
+                    run: number;
+                    step_id: string;
+                    item?: number;
+                    tool: string;
+                    single?: boolean;
+                    limited?: boolean;
+                } | {
+                    /** @constant */
+                    op: "logs";
+                    /** Format: uuid */
+                    task_id: string;
+                    run: number;
+                    step_id: string;
+                    item?: number;
+                    tool: string;
+                    single?: boolean;
+                    limited?: boolean;
+                    attempt: number;
+                    try?: number;
+                    lines: {
+                        /** Format: date-time */
+                        at: string;
+                        level: string;
+                        message: string;
+                        fields?: unknown;
+                    }[];
+                    dropped: number;
+                };
+            };
+        };
+        responses: {
+            /** @description claim: whether the step may run; result: whether it was recorded. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        ok: boolean;
+                    };
+                };
+            };
+            /** @description The report is invalid, or its tool is not one registered through /workers (`validation_error`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description API keys (or identity tokens) are configured and no valid key or token was sent (`unauthorized`; for a token, the message says why it was refused). */
+            401: {
+                headers: {
+                    /** @description The scheme to use: Bearer, or Basic on browser pages. */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or worker. A POST without a bearer key and with neither `Content-Type: application/json` nor an `X-Requested-With` header (`csrf_header_required`): what a cross-site form sends. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The body is larger than BODY_LIMIT (`payload_too_large`). */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A body was sent that is not `application/json` (`unsupported_media_type`). */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before trying again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Redis or PostgreSQL does not answer (`service_unavailable`, `details.dependency`, with `Retry-After` in seconds); nothing was changed. Try again later. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     listDeadLetters: {
         parameters: {
             query?: {
@@ -6041,6 +6888,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -6218,6 +7074,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -6269,6 +7134,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -6305,6 +7179,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -6394,9 +7277,9 @@ export interface operations {
                         /** @description The API key's id (its name or a hash prefix); null when authentication is off. */
                         key_id: string | null;
                         /** @description The key's scope; null when authentication is off (everything is allowed). */
-                        scope: ("admin" | "client" | "read") | null;
-                        /** @description What this caller may do (src/api/access.ts): `submit`, `tasks`, `manageTasks`, `catalog`, `monitor`, `admin`. */
-                        access: ("submit" | "tasks" | "manageTasks" | "catalog" | "monitor" | "admin")[];
+                        scope: ("admin" | "client" | "read" | "worker") | null;
+                        /** @description What this caller may do (src/api/access.ts): `submit`, `tasks`, `manageTasks`, `catalog`, `monitor`, `admin`, `work`. */
+                        access: ("submit" | "tasks" | "manageTasks" | "catalog" | "monitor" | "admin" | "work")[];
                     };
                 };
             };
@@ -6405,6 +7288,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -6447,6 +7339,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -6530,6 +7431,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -6637,6 +7547,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -7006,6 +7925,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -7071,6 +7999,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -7233,6 +8170,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -7295,6 +8241,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description More than RATE_LIMIT_PER_MINUTE requests this minute with this key, or more than AUTH_FAILURES_PER_MINUTE wrong keys from this address (`rate_limited`). */
             429: {
                 headers: {
@@ -7339,6 +8294,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -7818,6 +8782,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Gone: an execution is a task here; its steps, history and events are read through the task routes. */
             410: {
                 headers: {
@@ -7857,6 +8830,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -7908,6 +8890,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Gone: the queues are BullMQ queues, watched in Bull Board and /stats/queues, and failed steps are dead letters. */
             410: {
                 headers: {
@@ -7953,6 +8944,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Gone: settings are environment variables, read once at start (change them and restart). */
             410: {
                 headers: {
@@ -7992,6 +8992,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -8238,6 +9247,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description No such session (`session_not_found`, `task_not_found`). */
             404: {
                 headers: {
@@ -8466,6 +9484,15 @@ export interface operations {
                 headers: {
                     /** @description The scheme to use: Bearer, or Basic on browser pages. */
                     "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or client or read. */
+            403: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {

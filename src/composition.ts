@@ -1,3 +1,4 @@
+import { WorkerFleet } from './fleet/worker-fleet.js';
 import type { Config } from './lib/config.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './observability/metrics.js';
@@ -20,7 +21,7 @@ import { PolicyHook } from './tasks/policy-hook.js';
 import { Runs } from './tasks/runs.js';
 import { TaskService } from './tasks/task-service.js';
 import { admitChild, WorkGate } from './tasks/work-gate.js';
-import type { ToolRegistry } from './tools/tool.js';
+import { dynamicTools, type ToolRegistry } from './tools/tool.js';
 import { WorkflowService } from './workflows/workflow-service.js';
 
 export interface CoreOptions {
@@ -49,6 +50,8 @@ export interface Core {
   /** The subscriber connection: task event notices, and a worker's stop signals. */
   subscriber: RedisClient;
   services: ServiceRegistry;
+  /** Workers of users' own and the tools they registered. */
+  fleet: WorkerFleet;
   /** `tools` with the registered services' operations. */
   tools: ToolRegistry;
   queues: TaskQueues;
@@ -98,7 +101,10 @@ export async function openCore(options: CoreOptions): Promise<Core> {
     checksHealth: role === 'api',
   });
   await services.start();
-  const tools = options.tools.withDynamic(services);
+  // Tools that workers of users' own registered (src/fleet): known to every process, run by none of ours.
+  const fleet = new WorkerFleet(db.prisma, logger);
+  await fleet.start();
+  const tools = options.tools.withDynamic(dynamicTools(services, fleet));
   const queues = new TaskQueues(redis, config, tools.names(), logger);
   const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const events = new EventNotices(subscriber, config.QUEUE_PREFIX, logger);
@@ -125,6 +131,7 @@ export async function openCore(options: CoreOptions): Promise<Core> {
       metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
       quotas.release(ended.taskId);
     },
+    onEndedBefore: (taskId) => quotas.release(taskId),
   });
   services.users = { using: (prefix) => store.unfinishedStepsCalling(prefix), fail: (steps, error) => runs.withdraw(steps, error) };
   const tasks = new TaskService({
@@ -152,6 +159,7 @@ export async function openCore(options: CoreOptions): Promise<Core> {
     redis,
     subscriber,
     services,
+    fleet,
     tools,
     queues,
     eventLog,
@@ -166,6 +174,7 @@ export async function openCore(options: CoreOptions): Promise<Core> {
     tasks,
     stopListening() {
       services.stop();
+      fleet.stop();
       subscriber.disconnect();
     },
     async close() {

@@ -20,6 +20,8 @@ export const ACCESS = {
   monitor: ['admin', 'read'],
   /** Changes to the deployment: workflow definitions, dead-letter replays, Bull Board actions. */
   admin: ['admin'],
+  /** A worker process of a user's own (src/fleet): registers its tools, reports its steps. */
+  work: ['admin', 'worker'],
 } as const satisfies Record<string, readonly ApiKeyScope[]>;
 
 export type Access = keyof typeof ACCESS;
@@ -55,7 +57,16 @@ export function ownerScope(req: Request): string | undefined {
  */
 export function viewer(req: Request): { owner?: string; links: boolean } {
   const owner = ownerScope(req);
-  return { ...(owner !== undefined ? { owner } : {}), links: req.apiKeyScope === undefined || req.apiKeyScope === 'admin' };
+  return { ...(owner !== undefined ? { owner } : {}), links: holdsLinks(req) };
+}
+
+/**
+ * Whether this request's key may hold approval links: an admin key, or anyone without
+ * authentication. A task it submits keeps the answer (callback_links), because its task.waiting
+ * callback goes to the URL the submitter chose.
+ */
+export function holdsLinks(req: Request): boolean {
+  return req.apiKeyScope === undefined || req.apiKeyScope === 'admin';
 }
 
 /** Who asks, for the services' gate (a retry, a replay, a signal): the key, its scope, its client, and the owner it is confined to. */

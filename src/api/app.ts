@@ -1,6 +1,7 @@
 import cors from 'cors';
 import express, { type Express } from 'express';
 import helmet from 'helmet';
+import type { WorkerFleet } from '../fleet/worker-fleet.js';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { traceRequests } from '../observability/http-tracing.js';
@@ -13,6 +14,7 @@ import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ScheduleService } from '../schedules/schedule-service.js';
 import type { ServiceRegistry } from '../services/service-registry.js';
+import type { StepLedger } from '../tasks/step-ledger.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
@@ -38,6 +40,8 @@ export interface AppDeps {
   redis: RedisClient;
   registry: ToolRegistry;
   services: ServiceRegistry;
+  fleet: WorkerFleet;
+  ledger: StepLedger;
   tasks: TaskService;
   workflows: WorkflowService;
   schedules: ScheduleService;
@@ -133,6 +137,8 @@ export function createApp(deps: AppDeps): Express {
     schedules: deps.schedules,
     tools: () => deps.registry.list().map(describeTool),
     services: deps.services,
+    fleet: deps.fleet,
+    ledger: deps.ledger,
     stats: deps.stats,
     statsMaxWindowDays: config.STATS_MAX_WINDOW_DAYS,
     statsSlots: { max: config.STATS_MAX_CONCURRENT, inUse: 0 },

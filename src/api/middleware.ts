@@ -126,12 +126,24 @@ const FAILURE_WINDOW_MS = 60_000;
 // The first failure of a window starts its expiry, in the same step, so a counter never outlives it.
 const COUNT_FAILURE = `local n = redis.call('INCR', KEYS[1]) if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n`;
 
+/** How long an address Redis counted no wrong key for is taken as clean without asking again. */
+const CLEAN_FOR_MS = 1_000;
+/** Addresses remembered as clean at most; past it the memory starts again (a flood of addresses costs a GET each, as before). */
+const CLEAN_MAX = 10_000;
+
 /**
  * Wrong keys per client address, counted in Redis so every API process sees them. Checked before
  * a key is compared: past the limit even the right key waits, or guessing would go on at full
  * speed (a 429 would just mean "wrong"). When Redis does not answer, nothing is limited.
+ *
+ * An address Redis counted no failure for is remembered as clean for a second, so a client that
+ * sends the right key pays no round trip per request (the closed loop's submit and result). A
+ * wrong key from it forgets that at once, here; another process learns of failures counted
+ * elsewhere within the second, so past the limit at most one more guess per process gets through.
  */
 class AuthFailures {
+  private readonly clean = new Map<string, number>();
+
   constructor(
     private readonly redis: RedisClient,
     private readonly prefix: string,
@@ -144,8 +156,13 @@ class AuthFailures {
 
   /** Seconds until the address may try again; undefined while under the limit. */
   async blockedFor(address: string): Promise<number | undefined> {
+    if ((this.clean.get(address) ?? 0) > Date.now()) return undefined;
     try {
       const count = Number((await this.redis.get(this.key(address))) ?? 0);
+      if (count === 0) {
+        if (this.clean.size >= CLEAN_MAX) this.clean.clear();
+        this.clean.set(address, Date.now() + CLEAN_FOR_MS);
+      }
       if (count < this.perMinute) return undefined;
       return Math.max(1, Math.ceil((await this.redis.pttl(this.key(address))) / 1000));
     } catch {
@@ -154,6 +171,7 @@ class AuthFailures {
   }
 
   async record(address: string): Promise<void> {
+    this.clean.delete(address);
     await this.redis.eval(COUNT_FAILURE, 1, this.key(address), FAILURE_WINDOW_MS).catch(() => undefined);
   }
 }

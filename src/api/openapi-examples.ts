@@ -271,6 +271,34 @@ const runningWorkflow = {
   timestamp: '2026-11-22T18:30:01.800Z',
 };
 
+export const stepLogsExamples: Record<string, ApiExample> = {
+  retried: {
+    summary: 'A step that failed once, then completed',
+    value: {
+      task_id: '0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f',
+      step_id: 'fetch',
+      attempts: [
+        {
+          run: 1,
+          attempt: 1,
+          try: 1,
+          at: '2026-11-25T09:12:05.120Z',
+          lines: [{ at: '2026-11-25T09:12:05.100Z', level: 'warn', message: 'upstream answered 503', fields: { status: 503 } }],
+          dropped: 0,
+        },
+        {
+          run: 1,
+          attempt: 2,
+          try: 2,
+          at: '2026-11-25T09:12:06.300Z',
+          lines: [{ at: '2026-11-25T09:12:06.290Z', level: 'info', message: 'fetched 12 rows' }],
+          dropped: 0,
+        },
+      ],
+    },
+  },
+};
+
 export const taskHistoryExamples: Record<string, ApiExample> = {
   retried: {
     summary: 'A one-tool task whose first attempt failed and was retried',

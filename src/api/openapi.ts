@@ -307,6 +307,10 @@ export function buildOpenApiDocument(operations: readonly Route[] = ROUTES, opti
       { name: 'workflows', description: 'Workflow definitions: versioned DAGs of tool steps.' },
       { name: 'schedules', description: 'Tasks made on every tick of a cron expression or an interval.' },
       { name: 'services', description: 'The service registry: third-party HTTP services whose OpenAPI operations are tools, each with a circuit breaker.' },
+      {
+        name: 'workers',
+        description: 'Workers of users’ own: they register their tools and report their steps with a `worker` key, and never hold the database.',
+      },
       { name: 'tools', description: 'The tool adapters workers run.' },
       { name: 'dead-letters', description: 'Steps that exhausted their retries.' },
       { name: 'system', description: 'Health, metrics and documentation.' },

@@ -78,6 +78,14 @@ export const signalRecordedSchema = z.object({
   timestamp,
 });
 
+export const signalBufferedSchema = z.object({
+  task_id: z.uuid(),
+  step_id: z.string().meta({ description: 'The wait step that keeps the signal: it takes it when it starts waiting, checked against its schema then.' }),
+  signal: z.string(),
+  status: z.literal('buffered'),
+  timestamp,
+});
+
 export const taskResumedSchema = z.object({
   task_id: z.uuid(),
   status: z.literal('queued'),
@@ -178,8 +186,31 @@ export const toolSchema = z.object({
   timeout_ms: z.int().min(1),
   rate_limit: z.object({ max: z.int().min(1), duration_ms: z.int().min(1) }).nullable(),
   concurrency: z.int().min(1).nullable(),
+  fleet: z
+    .object({ version: z.int().min(1), live_workers: z.int().min(0) })
+    .optional()
+    .meta({
+      description:
+        "A tool that workers of users' own registered (/workers): its version, and how many live workers serve it now (0: its tasks queue until one returns). Absent for built-in tools and services' operations.",
+    }),
 });
 export type ToolBody = z.infer<typeof toolSchema>;
+
+export const stepLogsSchema = z.object({
+  task_id: z.string(),
+  step_id: z.string(),
+  attempts: z.array(
+    z.object({
+      run: z.int(),
+      item: z.int().optional().meta({ description: "A map's item: its own attempts." }),
+      attempt: z.int(),
+      try: z.int().optional(),
+      at: z.string().meta({ description: 'When the attempt ended.' }),
+      lines: z.array(z.object({ at: z.string(), level: z.string(), message: z.string(), fields: z.unknown().optional() })),
+      dropped: z.int().min(0).meta({ description: 'Lines past 200 or 64 kB, not kept.' }),
+    }),
+  ),
+});
 
 export const toolListSchema = z.object({ tools: z.array(toolSchema) });
 

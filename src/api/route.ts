@@ -1,6 +1,7 @@
 import { type Request, type RequestHandler, type Response, Router } from 'express';
 import type pg from 'pg';
 import type { z } from 'zod';
+import type { WorkerFleet } from '../fleet/worker-fleet.js';
 import type { Config } from '../lib/config.js';
 import { ValidationError } from '../lib/errors.js';
 import { zodProblems } from '../lib/problems.js';
@@ -10,6 +11,7 @@ import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ScheduleService } from '../schedules/schedule-service.js';
 import type { ServiceRegistry } from '../services/service-registry.js';
+import type { StepLedger } from '../tasks/step-ledger.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
 import { type Access, requireAccess } from './access.js';
@@ -59,6 +61,10 @@ export interface RouteContext {
   tools: () => ToolBody[];
   /** The registered services (/services). */
   services: ServiceRegistry;
+  /** Workers of users' own and their tools (/workers). */
+  fleet: WorkerFleet;
+  /** Where a user's worker's step reports go (POST /workers/{worker_id}/steps). */
+  ledger: StepLedger;
   stats: StatsStore;
   /** STATS_MAX_WINDOW_DAYS */
   statsMaxWindowDays: number;

@@ -11,6 +11,7 @@ import { StatsStore } from '../persistence/stats-store.js';
 import { toolQueueName } from '../queue/jobs.js';
 import { Shards } from '../queue/shards.js';
 import { ScheduleService } from '../schedules/schedule-service.js';
+import { runsLedger } from '../tasks/step-ledger.js';
 import type { TaskService } from '../tasks/task-service.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { WorkflowService } from '../workflows/workflow-service.js';
@@ -96,6 +97,8 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     redis,
     registry,
     services,
+    fleet: core.fleet,
+    ledger: runsLedger(core.runs),
     tasks,
     workflows,
     schedules,

@@ -19,6 +19,8 @@ export interface StoredTask {
   priority: number;
   delayMs: number;
   callbackUrl?: string;
+  /** The task.waiting callback may carry approval links (its submitter could see them). @defaultValue false */
+  callbackLinks?: boolean;
   /** A sub-workflow's child: the parent task and its step that awaits it. */
   parent?: { taskId: string; createdAt: Date; stepId: string };
   depth?: number;
@@ -55,6 +57,7 @@ export async function createTasks(db: SqlRunner, entries: readonly NewTask[], op
       priority: task.priority,
       delay_ms: task.delayMs,
       callback_url: task.callbackUrl ?? null,
+      callback_links: task.callbackLinks ?? false,
       owner_key: task.owner ?? '',
       idempotency_key: task.idempotencyKey ?? null,
       request_hash: task.requestHash,

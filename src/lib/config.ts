@@ -12,8 +12,11 @@ const csv = z.string().transform(listEntries);
 
 const integer = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
-/** What an API key may do; README.md "Security" lists the endpoints of each. */
-export const API_KEY_SCOPES = ['admin', 'client', 'read'] as const;
+/**
+ * What an API key may do; README.md "Security" lists the endpoints of each. `worker`: a user's
+ * worker process (src/fleet), which registers its tools and reports its steps, and nothing else.
+ */
+export const API_KEY_SCOPES = ['admin', 'client', 'read', 'worker'] as const;
 export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
 
 /** One configured key: its scope, an optional owner name shared by the keys of one client, the secret. */

@@ -143,6 +143,15 @@ export class ConditionError extends NonRetryableError {
   }
 }
 
+/** A computed value (`{{= …}}`) that could not be evaluated, or gave what JSON cannot hold. */
+export class ExpressionError extends NonRetryableError {
+  override name = 'ExpressionError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message);
+    if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
 /** Thrown by a tool adapter for a transient failure; `retryAfterMs` overrides the backoff. */
 export class RetryableError extends Error {
   override name = 'RetryableError';

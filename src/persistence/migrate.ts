@@ -75,7 +75,7 @@ export async function readFunctions(dir = FUNCTIONS_DIR): Promise<FunctionFile[]
 export function functionFileText(definition: string, schema: string): string {
   const create = /^CREATE OR REPLACE (?:FUNCTION|PROCEDURE) /.exec(definition)?.[0] ?? '';
   const rest = definition.slice(create.length);
-  return `${create}${rest.startsWith(`${schema}.`) ? rest.slice(schema.length + 1) : rest}`.trimEnd() + ';\n';
+  return `${`${create}${rest.startsWith(`${schema}.`) ? rest.slice(schema.length + 1) : rest}`.trimEnd()};\n`;
 }
 
 const CREATE_HISTORY_TABLE = `

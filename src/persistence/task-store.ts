@@ -1,5 +1,6 @@
 import type { StepStatus, TaskStatus, WaitReason } from '../engine/status.js';
 import type { Prisma as P } from '../generated/prisma/client.js';
+import { ATTEMPT_LOGS } from '../ledger/attempt-logs.js';
 import { keyHolders } from '../ledger/create-tasks.js';
 import type { SqlRunner } from '../ledger/sql.js';
 import { taskById } from '../ledger/task-days.js';
@@ -80,10 +81,9 @@ export class TaskStore {
     return row ? { ...row, params: (row.params ?? {}) as Record<string, unknown> } : undefined;
   }
 
-  /** Status only: the cheap read behind long-polling. */
-  async status(id: string): Promise<TaskStatus | undefined> {
-    const row = await this.prisma.task.findFirst({ where: taskById(id), select: { status: true } });
-    return row?.status;
+  /** A long-poll's one read before it waits: whose task it is, and whether it has ended. */
+  async ownerAndStatus(id: string): Promise<{ ownerKey: string; status: TaskStatus } | undefined> {
+    return (await this.prisma.task.findFirst({ where: taskById(id), select: { ownerKey: true, status: true } })) ?? undefined;
   }
 
   /** Newest first; the cursor is the last row of the previous page. */
@@ -152,9 +152,21 @@ export class TaskStore {
         ...taskRef(taskId),
         ...(page.after !== undefined ? { seq: { gt: page.after } } : {}),
         ...(page.stepId !== undefined ? { stepId: page.stepId } : {}),
+        // A step's log lines have their own route (attemptLogs): the history stays a list of changes.
+        type: { not: ATTEMPT_LOGS },
       },
       orderBy: { seq: 'asc' },
       take: page.limit,
+    });
+  }
+
+  /** What a step's tool logged, attempt by attempt, oldest first (at most `limit` attempts). */
+  attemptLogs(taskId: string, stepId: string, limit: number) {
+    return this.prisma.historyEvent.findMany({
+      where: { ...taskRef(taskId), stepId, type: ATTEMPT_LOGS },
+      orderBy: { seq: 'asc' },
+      take: limit,
+      select: { run: true, item: true, attempt: true, at: true, data: true },
     });
   }
 

@@ -127,4 +127,6 @@ export interface StepJobData extends Omit<ReadyStep, 'priority' | 'delayMs'> {
    * but they ran nothing, so they are no attempts of the step.
    */
   heldDeliveries?: number;
+  /** When its first try started (ms since the epoch): set at its first retry when its policy has max_elapsed_ms. */
+  firstTryAt?: number;
 }

@@ -106,3 +106,13 @@ export class Shards {
 export function shareOf(total: number, shard: number, shards: number): number {
   return Math.floor(total / shards) + (shard < total % shards ? 1 : 0);
 }
+
+/**
+ * A shard's share of a tool's rate limit (max per duration), so that the shards together keep
+ * the tool's rate. With fewer than one job per shard per duration, each shard's duration
+ * stretches instead.
+ */
+export function shardLimiter(limit: { max: number; duration_ms: number }, shard: number, shards: number): { max: number; duration: number } {
+  if (limit.max >= shards) return { max: shareOf(limit.max, shard, shards), duration: limit.duration_ms };
+  return { max: 1, duration: Math.ceil((limit.duration_ms * shards) / limit.max) };
+}

@@ -1,5 +1,5 @@
 import type { Context } from '@opentelemetry/api';
-import { type FlowJob, FlowProducer, type JobsOptions, type ParentOptions, Queue } from 'bullmq';
+import { type FlowJob, FlowProducer, type JobsOptions, type ParentOptions, Queue, type QueueOptions } from 'bullmq';
 import type { JobRef } from '../engine/state.js';
 import type { ReadyStep } from '../engine/types.js';
 import type { Config } from '../lib/config.js';
@@ -47,6 +47,7 @@ export class QueueShard {
   /** Adds a run's root with its first children in one MULTI (a flow). */
   readonly flows: FlowProducer;
   private readonly toolQueues = new Map<string, Queue<StepJobData>>();
+  private readonly options: QueueOptions;
 
   constructor(
     readonly index: number,
@@ -57,6 +58,7 @@ export class QueueShard {
   ) {
     // With tracing on, BullMQ's producer spans join the caller's trace and every job carries it on.
     const options = { connection, prefix, ...bullmqTelemetry() };
+    this.options = options;
     this.tasks = new Queue<RootJobData>(TASKS_QUEUE, options);
     this.timers = new Queue<TimerJobData | GateTimerData | HoldJobData>(TIMERS_QUEUE, options);
     this.callbacks = new Queue<CallbackJobData>(CALLBACKS_QUEUE, options);
@@ -74,9 +76,14 @@ export class QueueShard {
     return { id: rootJobId(run.taskId, run.run), queue: this.tasks.qualifiedName };
   }
 
+  /** A tool's queue; a tool that workers registered after this process started (src/fleet) gets its queue at its first job. */
   toolQueue(tool: string): Queue<StepJobData> {
-    const queue = this.toolQueues.get(toolQueueName(tool));
-    if (!queue) throw new Error(`no queue for tool ${tool}`);
+    const name = toolQueueName(tool);
+    let queue = this.toolQueues.get(name);
+    if (!queue) {
+      queue = new Queue<StepJobData>(name, this.options);
+      this.toolQueues.set(name, queue);
+    }
     return queue;
   }
 

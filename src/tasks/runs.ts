@@ -1,5 +1,6 @@
 import type { Plan } from '../engine/plan.js';
 import type { Report, TaskState } from '../engine/state.js';
+import { type AttemptLogEntry, appendAttemptLogs } from '../ledger/attempt-logs.js';
 import type { StepClaim } from '../ledger/claim-steps.js';
 import type { NewTask, StoredTask } from '../ledger/create-tasks.js';
 import type { SingleResult, SingleRunRecorded } from '../ledger/finish-single-runs.js';
@@ -95,6 +96,11 @@ export class Runs {
   }
   finishSingle(result: Omit<SingleResult, 'createdAt'>, limited?: boolean): Promise<SingleRunRecorded> {
     return this.reports.finishSingle(result, limited);
+  }
+  /** Keeps what a tool logged during an attempt, in its task's history (not with TASK_HISTORY=off). */
+  async logs(entry: Omit<AttemptLogEntry, 'createdAt'>): Promise<void> {
+    if (!this.core.history.history) return;
+    await appendAttemptLogs(this.core.deps.sql, { ...entry, createdAt: await this.core.createdAt(entry.taskId) });
   }
 
   // Limits per key (runs/limits.ts)

@@ -45,6 +45,8 @@ export type { DeadLetter };
 export const SCHEDULE_KEY_PREFIX = 'schedule:';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Attempts GET /tasks/{id}/steps/{step}/logs returns, oldest first: a step retried more often shows its first ones. */
+const STEP_LOG_ATTEMPTS_MAX = 50;
 
 export interface TaskServiceDeps {
   config: Config;
@@ -96,6 +98,8 @@ export interface SubmitOptions {
   scope?: ApiKeyScope;
   /** Who the quotas count the task against (`key:<id>`, `ip:<address>`, ownerClient); undefined: not counted. */
   client?: string;
+  /** The submitter may hold approval links, so the task.waiting callback may carry them (src/api/access.ts holdsLinks). @defaultValue false */
+  callbackLinks?: boolean;
   /** Which path submits (or, for check, defines): the policy is told. @defaultValue 'submit' (check: the policy is not asked) */
   kind?: 'submit' | 'tick' | 'schedule';
   /** The schedule that defines or ticks the task, for the policy. */
@@ -327,7 +331,7 @@ export class TaskService {
           delayMs: body.delay_ms ?? 0,
           owner: options.owner ?? '',
           ...(body.idempotency_key ? { idempotencyKey: body.idempotency_key } : {}),
-          ...(body.callback_url ? { callbackUrl: body.callback_url } : {}),
+          ...(body.callback_url ? { callbackUrl: body.callback_url, callbackLinks: options.callbackLinks ?? false } : {}),
         },
         planned.plan,
         options.paramsField,
@@ -423,17 +427,18 @@ export class TaskService {
   async result(id: string, waitSeconds = 0, signal?: AbortSignal, viewer: Viewer = { links: false }) {
     const owner = viewer.owner;
     if (!UUID.test(id)) throw this.missing(id);
-    // Another owner's task is not found, and not waited for either: how long the answer takes
-    // would tell that it exists.
-    if (owner !== undefined && waitSeconds > 0 && (await this.database(() => this.deps.store.ownerOf(id))) !== owner) throw this.missing(id);
     const waitMs = Math.min(waitSeconds, this.deps.config.RESULT_WAIT_MAX_S) * 1000;
     if (waitMs > 0) {
+      // One read, once listening has begun (an end just before it is not missed), says both
+      // whether to wait and whose task it is: another owner's task is not found, and not waited
+      // for either, since how long the answer takes would tell that it exists.
       await this.deps.events.waitForEnd(
         id,
         waitMs,
         async () => {
-          const status = await this.database(() => this.deps.store.status(id));
-          return status === undefined || isFinished(status);
+          const found = await this.database(() => this.deps.store.ownerAndStatus(id));
+          if (found && owner !== undefined && found.ownerKey !== owner) throw this.missing(id);
+          return found === undefined || isFinished(found.status);
         },
         signal,
       );
@@ -447,7 +452,7 @@ export class TaskService {
   }
 
   /** Sends signal `name` to the wait step of task `id` that waits for it, through the gate (Waits.signal). */
-  async signal(id: string, name: string, payload: unknown, asker: Asker = {}): Promise<{ stepId: string }> {
+  async signal(id: string, name: string, payload: unknown, asker: Asker = {}): Promise<{ stepId: string; buffered: boolean }> {
     if (!UUID.test(id)) throw this.missing(id);
     const task = await this.database(() => this.deps.store.get(id));
     if (!task || (asker.owner !== undefined && task.ownerKey !== asker.owner)) throw this.missing(id);
@@ -494,6 +499,32 @@ export class TaskService {
    * A page of a task's durable history, in order (README "History"); `after` is the cursor of
    * the previous page, `stepId` keeps one step's events. A task of another owner is not found.
    */
+  /** What a step's tool logged through ctx.logger, attempt by attempt (GET /tasks/{id}/steps/{step}/logs). */
+  async stepLogs(id: string, stepId: string, owner?: string) {
+    if (!UUID.test(id)) throw this.missing(id);
+    const task = await this.database(() => this.deps.store.ownerOf(id));
+    if (task === undefined || (owner !== undefined && task !== owner)) throw this.missing(id);
+    if (!(await this.database(() => this.deps.store.hasStep(id, stepId))))
+      throw new NotFoundError('step_not_found', `task ${id} has no step ${JSON.stringify(stepId)}`);
+    const rows = await this.database(() => this.deps.store.attemptLogs(id, stepId, STEP_LOG_ATTEMPTS_MAX));
+    return {
+      task_id: id,
+      step_id: stepId,
+      attempts: rows.map((row) => {
+        const data = (row.data ?? {}) as { try?: number; lines?: unknown[]; dropped?: number };
+        return {
+          run: row.run,
+          ...(row.item !== null ? { item: row.item } : {}),
+          attempt: row.attempt ?? 0,
+          ...(data.try !== undefined ? { try: data.try } : {}),
+          at: row.at.toISOString(),
+          lines: (data.lines ?? []) as { at: string; level: string; message: string; fields?: unknown }[],
+          dropped: data.dropped ?? 0,
+        };
+      }),
+    };
+  }
+
   async history(id: string, page: { limit: number; after?: string; stepId?: string }, owner?: string) {
     if (!UUID.test(id)) throw this.missing(id);
     const after = page.after === undefined ? undefined : decodeHistoryCursor(page.after);

@@ -143,6 +143,21 @@ export interface DynamicTools {
   refresh(name: string): Promise<AnyTool | undefined>;
 }
 
+/** Several sources of dynamic tools as one: the first that knows a name answers. */
+export function dynamicTools(...sources: DynamicTools[]): DynamicTools {
+  return {
+    get: (name) => sources.map((source) => source.get(name)).find((tool) => tool !== undefined),
+    list: () => sources.flatMap((source) => source.list()),
+    async refresh(name) {
+      for (const source of sources) {
+        const tool = await source.refresh(name);
+        if (tool) return tool;
+      }
+      return undefined;
+    },
+  };
+}
+
 /** The tools a process knows, by name, and where each one's settings come from. */
 export class ToolRegistry {
   private readonly tools = new Map<string, AnyTool>();

@@ -20,6 +20,7 @@ import { DocumentSchemas, pointerSegment } from '../helpers/openapi.js';
 
 const API_KEY = 'openapi-test-key-0123456789';
 const READ_KEY = 'openapi-read-key-0123456789';
+const WORKER_KEY = 'openapi-worker-key-0123456789';
 const CLIENT_KEY = 'openapi-client-key-0123456789';
 const PACKAGE = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -109,7 +110,7 @@ describe('the OpenAPI document', () => {
       createHarness({ worker: false, env: { API_KEYS: API_KEY, RATE_LIMIT_PER_MINUTE: '3' } }),
       createHarness({
         worker: false,
-        env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY}`, METRICS_TOKEN: 'openapi-metrics-token-0123456789' },
+        env: { API_KEYS: `${API_KEY},read:${READ_KEY},client:${CLIENT_KEY},worker:${WORKER_KEY}`, METRICS_TOKEN: 'openapi-metrics-token-0123456789' },
       }),
     ]);
     // As a service with keys describes itself: the requirement of each operation is its key.
@@ -297,6 +298,11 @@ describe('the OpenAPI document', () => {
     expect(result.status).toBe(200);
     expect(result.body.steps[0].output).toEqual({ hello: 'world' });
     expect((await call('GET', `/tasks/${accepted.body.task_id}`)).body.result).toEqual({ hello: 'world' });
+    expect((await call('GET', `/tasks/${accepted.body.task_id}/steps/echo/logs`)).body).toEqual({
+      task_id: accepted.body.task_id,
+      step_id: 'echo',
+      attempts: [],
+    });
     expect((await call('GET', `/result/${accepted.body.task_id}?wait=-1`)).status).toBe(400);
     expect((await call('GET', `/result/${randomUUID()}`)).status).toBe(404);
     expect((await call('GET', `/tasks/not-a-task`)).status).toBe(404);
@@ -311,6 +317,7 @@ describe('the OpenAPI document', () => {
       ['GET', `/dead-letters?task_id=${expired}`],
       ['GET', `/tasks/${expired}/steps/a/items`],
       ['GET', `/tasks/${expired}/history`],
+      ['GET', `/tasks/${expired}/steps/a/logs`],
     ] as const) {
       expect((await call(method, path)).status, `${method} ${path}`).toBe(410);
     }
@@ -522,6 +529,39 @@ describe('the OpenAPI document', () => {
     expect((await call('DELETE', '/schedules/openapi-twin', undefined, client, scoped)).status).toBe(200);
   });
 
+  it('the worker endpoints answer as documented', async () => {
+    const tool = {
+      name: 'openapi_user_tool',
+      description: 'A tool of a user’s own worker.',
+      input_schema: { type: 'object', properties: { n: { type: 'integer' } } },
+      output_schema: { type: 'object' },
+      retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
+      timeout_ms: 1000,
+    };
+    const registration = { host: 'openapi', pid: 1, version: '1', concurrency: 1, tools: [tool] };
+    const registered = await call('PUT', '/workers/openapi-worker-1', registration);
+    expect(registered.status).toBe(200);
+    expect(registered.body).toMatchObject({ worker_id: 'openapi-worker-1', tools: [{ name: 'openapi_user_tool', version: 1, changed: true }] });
+    // Another live worker with other schemas for the same tool.
+    const other = await call('PUT', '/workers/openapi-worker-2', { ...registration, tools: [{ ...tool, description: 'Different.' }] });
+    expect(other.status).toBe(409);
+    expect((await call('PUT', '/workers/openapi-worker-2', { ...registration, tools: [] })).status).toBe(400);
+    expect((await call('GET', '/workers')).body.workers.map((worker: { worker_id: string }) => worker.worker_id)).toEqual(['openapi-worker-1']);
+    const settled = await call('POST', '/workers/openapi-worker-1/steps', {
+      op: 'settle',
+      task_id: randomUUID(),
+      run: 1,
+      step_id: 'x',
+      tool: 'openapi_user_tool',
+    });
+    expect(settled.status).toBe(200);
+    expect((await call('POST', '/workers/openapi-worker-1/steps', { op: 'settle', task_id: randomUUID(), run: 1, step_id: 'x', tool: 'echo' })).status).toBe(
+      400,
+    );
+    expect((await call('DELETE', '/workers/openapi-worker-1')).status).toBe(200);
+    expect((await call('DELETE', '/workers/openapi-worker-1')).status).toBe(404);
+  });
+
   it('the service endpoints answer as documented', async () => {
     const service = {
       name: 'openapi_hooks',
@@ -703,10 +743,13 @@ describe('the OpenAPI document', () => {
       steps: [
         { id: 'paid', wait: { signal: 'payment', schema: { type: 'object', properties: { amount: { type: 'number' } }, required: ['amount'] } } },
         { id: 'review', wait: { approval: { form: { type: 'object', properties: { ticket: { type: 'integer' } } } } } },
+        { id: 'later', depends_on: ['paid'], wait: { signal: 'later' } },
       ],
     });
     expect(defined.status).toBe(201);
     const id = await submit(h, { task_type: 'openapi_waits' });
+    // Sent before its step waits: kept (202).
+    expect((await call('POST', `/tasks/${id}/signals/later`, { early: true })).status).toBe(202);
     const links = await poll(
       async () => {
         const steps = (await call('GET', `/tasks/${id}`)).body.steps as {
@@ -714,7 +757,9 @@ describe('the OpenAPI document', () => {
           status: string;
           waiting_for?: { approval?: { links: { url: string }[] } };
         }[];
-        return steps.every((step) => step.status === 'waiting') ? steps.find((step) => step.id === 'review')!.waiting_for!.approval!.links : undefined;
+        return steps.every((step) => step.status === 'waiting' || step.id === 'later')
+          ? steps.find((step) => step.id === 'review')!.waiting_for!.approval!.links
+          : undefined;
       },
       { label: 'both steps to wait' },
     );
@@ -887,12 +932,12 @@ describe('the OpenAPI document', () => {
     expect(read.body).toEqual({ key_id: expect.any(String), scope: 'read', access: ['tasks', 'catalog', 'monitor'] });
     const admin = await call('GET', '/whoami', undefined, { authorization: `Bearer ${API_KEY}` }, scoped);
     expect(admin.body.scope).toBe('admin');
-    expect(admin.body.access).toEqual(['submit', 'tasks', 'manageTasks', 'catalog', 'monitor', 'admin']);
+    expect(admin.body.access).toEqual(['submit', 'tasks', 'manageTasks', 'catalog', 'monitor', 'admin', 'work']);
     // Without keys everything is allowed.
     expect((await call('GET', '/whoami')).body).toEqual({
       key_id: null,
       scope: null,
-      access: ['submit', 'tasks', 'manageTasks', 'catalog', 'monitor', 'admin'],
+      access: ['submit', 'tasks', 'manageTasks', 'catalog', 'monitor', 'admin', 'work'],
     });
   });
 
@@ -952,7 +997,7 @@ describe('the OpenAPI document', () => {
   });
 
   it('answers 403 to a key whose scope the operation does not list, and only then', async () => {
-    const keys = { admin: API_KEY, read: READ_KEY, client: CLIENT_KEY };
+    const keys = { admin: API_KEY, read: READ_KEY, client: CLIENT_KEY, worker: WORKER_KEY };
     let refused = 0;
     for (const [method, url] of everyOperation((_method, operation) => (operation.security ?? []).length > 0)) {
       const { operation } = operationFor(method, url);

@@ -142,7 +142,7 @@ describe(`the migration ${PARTITIONING}, on a database with data in it`, () => {
     try {
       expect(await runs.cancel(fresh)).toMatchObject({ outcome: 'cancelled' });
       expect(await runs.resume(ids[7]!)).toMatchObject({ outcome: 'resumed', run: 2 });
-      expect(await store.status(ids[7]!)).toBe('queued');
+      expect((await store.ownerAndStatus(ids[7]!))?.status).toBe('queued');
       // The step that had failed is queued again, its job made; the one that completed kept its output.
       const resumed = await store.get(ids[7]!);
       expect(resumed!.steps.map((step) => [step.stepId, step.status])).toEqual([

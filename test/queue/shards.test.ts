@@ -3,8 +3,7 @@ import calculateSlot from 'cluster-key-slot';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/lib/config.js';
 import { uuidv7Time } from '../../src/lib/uuid7.js';
-import { CLUSTER_SLOTS, Shards, shareOf } from '../../src/queue/shards.js';
-import { shardLimiter } from '../../workers/runtime/worker-runtime.js';
+import { CLUSTER_SLOTS, Shards, shardLimiter, shareOf } from '../../src/queue/shards.js';
 
 describe('queue shards', () => {
   it('keeps QUEUE_PREFIX itself with one shard, the default on one Redis', () => {

@@ -51,8 +51,10 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
     const waiting = waitingStep === undefined ? undefined : task.steps.find((step) => step.stepId === waitingStep);
     if (waiting && !waitsForSomeone(waiting.status, waiting.reason)) return { status: 0 };
     const event = waitingStep === undefined ? `task.${task.status}` : 'task.waiting';
-    // The task.waiting callback carries the approval links: it goes where the operator lets the owner's callbacks go (CALLBACK_HOSTS).
-    const view = taskView(task, (step) => waitingView(task, step, true));
+    // The task.waiting callback carries the approval links only when its submitter could see them
+    // (an admin key, or no authentication): a client key chooses the URL, and a link in its hands
+    // would let it decide for an approver (four eyes).
+    const view = taskView(task, (step) => waitingView(task, step, task.callbackLinks));
     const body = JSON.stringify({
       event,
       delivery_id: job.id,

@@ -1,7 +1,7 @@
 import type { Job } from 'bullmq';
 import type { Logger } from '../../src/lib/logger.js';
 import type { StepJobData } from '../../src/queue/jobs.js';
-import type { Runs } from '../../src/tasks/runs.js';
+import type { StepLedger } from '../../src/tasks/step-ledger.js';
 
 /** At most one write of a step's progress per interval; the latest report wins. */
 const INTERVAL_MS = 200;
@@ -10,7 +10,7 @@ const INTERVAL_MS = 200;
  * Turns an adapter's `ctx.progress()` calls into Bull Board progress, a PostgreSQL column and
  * an event, without letting a chatty adapter flood any of them.
  */
-export function progressReporter(job: Job<StepJobData>, runs: Runs, logger: Logger) {
+export function progressReporter(job: Job<StepJobData>, ledger: Pick<StepLedger, 'note'>, logger: Logger) {
   let latest: { percent: number; message?: string } | undefined;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -19,11 +19,11 @@ export function progressReporter(job: Job<StepJobData>, runs: Runs, logger: Logg
     if (!latest || stopped) return;
     const report = latest;
     latest = undefined;
-    const { taskId, run, stepId, item } = job.data;
+    const { taskId, run, stepId, item, tool } = job.data;
     job.updateProgress(report).catch((error: Error) => logger.debug('could not update job progress', { error: error.message }));
     // A map item's progress shows in Bull Board; the map step's own progress is its items done.
     if (item !== undefined) return;
-    runs.note({ taskId, run, stepId, progress: report }).catch((error: Error) => logger.warn('could not record progress', { error: error.message }));
+    ledger.note({ tool, taskId, run, stepId, progress: report }).catch((error: Error) => logger.warn('could not record progress', { error: error.message }));
   };
   return {
     report(percent: number, message?: string) {

@@ -21,8 +21,10 @@ import type { Metrics } from '../../src/observability/metrics.js';
 import { SpanAttributes, startSpan } from '../../src/observability/tracing.js';
 import type { ParkedResult, StepJobData } from '../../src/queue/jobs.js';
 import type { Runs } from '../../src/tasks/runs.js';
+import type { StepLedger, StepRef } from '../../src/tasks/step-ledger.js';
 import { isServiceTool } from '../../src/tools/openapi-tools.js';
 import type { ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
+import { capturingLogger } from './attempt-log.js';
 import { retryDelay } from './backoff.js';
 import { postpone } from './postpone.js';
 import { progressReporter } from './progress.js';
@@ -34,7 +36,10 @@ export interface StepProcessorDeps {
   registry: ToolRegistry;
   /** Each tool's ctx.settings (ToolRegistry.settings), resolved once at start. */
   settings: ToolSettings;
-  runs: Runs;
+  /** Where claims, results and notes go: the run driver in-process, or the API for a user's worker (src/tasks/step-ledger.ts). */
+  ledger: StepLedger;
+  /** The run driver, for what only the built-in worker does: services' circuits, and reading a task's secret params. */
+  runs?: Runs;
   stops: StopSignals;
   metrics: Metrics;
   /** The circuit breakers of registered services: a step whose service's circuit is open waits (reason circuit_open). */
@@ -51,6 +56,12 @@ class NotRunnable extends Error {
   constructor() {
     super('the step may not run: its task ended, or it finished already');
   }
+}
+
+/** The step a job runs, as the ledger names it. */
+function refOf(job: Job<StepJobData>): StepRef {
+  const { taskId, run, stepId, item, tool, single, limited } = job.data;
+  return { taskId, run, stepId, ...(item !== undefined ? { item } : {}), tool, ...(single ? { single } : {}), ...(limited ? { limited } : {}) };
 }
 
 /** Rejects when the signal fires, so an adapter that ignores its signal still loses the race. */
@@ -70,7 +81,7 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  * policy's count (README "Words, once").
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
-  const { registry, settings, runs, stops, config, metrics } = deps;
+  const { registry, settings, ledger, runs, stops, config, metrics } = deps;
   /** Who ran an attempt, in the history: this host and process. */
   const worker = `${hostname()}/${process.pid}`;
 
@@ -103,18 +114,18 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     // The step ran before, but PostgreSQL was down when its result had to be written: write it
     // now instead of running the adapter again.
     if (job.data.parked) return commitParked(job, token, logger);
-    if (isServiceTool(toolName) && deps.circuits) {
+    if (isServiceTool(toolName) && deps.circuits && runs) {
       const held = await holdForCircuit(job, token, logger);
       if (held) return held;
     }
 
     const startedAt = new Date();
     const who = { try: tryNumber, worker, ...(job.id !== undefined ? { jobId: job.id } : {}) };
-    const claimStart = () => runs.claim({ taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt, at: startedAt, ...who });
+    const claimStart = () => ledger.claim({ tool: toolName, taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt, at: startedAt, ...who });
     /** The step finished already (delivered again after its worker died), or its task ended: what its result caused is made sure of instead. */
     const notRunnable = async (): Promise<unknown> => {
       try {
-        await settle(job);
+        await ledger.settle(refOf(job));
       } catch (error) {
         metrics.stepsPostponed.inc({ tool: toolName });
         return postpone(job, token, error, logger, 'could not close a step that will not run: its job comes back later');
@@ -158,7 +169,8 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     const untrack = stops.track(taskId, controller);
     // Its task was cancelled before this delivery (a claim would have been refused): it does not start.
     if (stops.wasStopped(taskId, run)) controller.abort(new TaskStoppedError('cancelled'));
-    const progress = progressReporter(job, runs, logger);
+    const progress = progressReporter(job, ledger, logger);
+    const kept = capturingLogger(logger);
     const timer = setTimeout(() => controller.abort(new ToolTimeoutError(job.data.timeoutMs)), job.data.timeoutMs);
     const claimTimer = lazy
       ? setTimeout(() => {
@@ -190,7 +202,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
             taskId,
             stepId,
             attempt: tryNumber,
-            logger,
+            logger: kept.logger,
             settings: settings.get(toolName),
             dependencies: job.data.dependencies,
             progress: progress.report,
@@ -224,6 +236,12 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       clearTimeout(claimTimer);
       progress.stop();
       untrack();
+      // What the tool logged in this attempt, kept with it (best effort: a lost write loses lines, not the step).
+      const { lines, dropped } = kept.take();
+      if (lines.length > 0 || dropped > 0)
+        await ledger
+          .logs({ tool: toolName, taskId, run, stepId, ...(item !== undefined ? { item } : {}), attempt, try: tryNumber, lines, dropped })
+          .catch((error: Error) => logger.warn('could not keep the step’s log lines', { error: error.message }));
     }
     // Its start was claimed while it ran, and refused: the step must not record a result.
     if (claim && !(await claim)) return notRunnable();
@@ -249,6 +267,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
    * step may run now; otherwise throws DelayedError (or postpones, PostgreSQL away).
    */
   async function holdForCircuit(job: Job<StepJobData>, token: string | undefined, logger: Logger): Promise<unknown> {
+    const runs = deps.runs!;
     const { taskId, run, stepId, item, tool } = job.data;
     const admission = await deps.circuits!.admit(tool, job.data.owner);
     const report = (open: boolean) =>
@@ -283,43 +302,15 @@ export function createStepProcessor(deps: StepProcessorDeps) {
   }
 
   /**
-   * After a result that was not recorded (a duplicate, or its run moved on) or a delivery that
-   * may not run: what the recorded result caused is made again where it went missing (the
-   * worker that recorded it died before carrying it out). A one-tool task's result refused while
-   * its run is active and its step has none read the task before a retry's transaction committed
-   * (a retry adds the new run's job before it commits, and that job ran in between): it throws,
-   * and the result is written on the job's next delivery. A step left running in a task that
-   * ended meanwhile (its worker died) is closed as cancelled.
-   */
-  async function settle(job: Job<StepJobData>): Promise<void> {
-    const { taskId, run, stepId, item, single } = job.data;
-    const [task] = await runs.states([taskId]);
-    if (!task || task.run !== run) return;
-    const step = task.steps.get(stepId);
-    const active = task.status === 'queued' || task.status === 'running';
-    if (single && active && step && (step.status === 'queued' || step.status === 'running')) {
-      throw new Error(`the result of run ${run} was refused while that run is active: it is written on the job's next delivery`);
-    }
-    // A step (or item) left running by a task or map that ended meanwhile, whose job came back after a backoff or a crash: closed.
-    const stopped = !active || (item !== undefined && step?.status !== 'running');
-    if (stopped && (item !== undefined || step?.status === 'running'))
-      await runs.report({ type: 'lost', taskId, run, stepId, ...(item !== undefined ? { item } : {}), at: new Date() });
-    else await runs.repair([taskId]);
-  }
-
-  /**
    * Writes a step's final result (the engine decides what it means, and what it made ready is
    * enqueued) before the job is acknowledged. If PostgreSQL stays unreachable past the write
    * retries, the result is parked in the job and the job delayed (not a failed try): the
    * next delivery writes it without running the adapter again. Returns whether it was recorded.
    */
   async function commit(job: Job<StepJobData>, token: string | undefined, result: ParkedResult): Promise<boolean> {
-    const { taskId, run, stepId, item, tool } = job.data;
+    const { taskId, stepId, tool } = job.data;
     try {
-      const common = {
-        taskId,
-        run,
-        stepId,
+      return await ledger.finish(refOf(job), {
         attempt: result.attempt,
         try: job.attemptsMade + 1,
         worker,
@@ -330,12 +321,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
         ...(result.status === 'failed' ? { input: job.data.input } : {}),
         startedAt: new Date(result.startedAt),
         finishedAt: new Date(result.finishedAt),
-      };
-      const recorded = job.data.single
-        ? (await runs.finishSingle({ ...common, tool }, job.data.limited === true)).recorded
-        : (await runs.report({ type: 'result', ...common, ...(item !== undefined ? { item } : {}) })).recorded;
-      if (!recorded) await settle(job);
-      return recorded;
+      });
     } catch (error) {
       // The result could not be written, or what it caused could not be carried out (PostgreSQL
       // or Redis away, however long). Either way the result is kept in the job, and the job
@@ -370,7 +356,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
    */
   async function secretsOf(job: Job<StepJobData>): Promise<string[]> {
     const params = await runs
-      .states([job.data.taskId])
+      ?.states([job.data.taskId])
       .then(([task]) => task?.params)
       .catch(() => undefined);
     return secretValues(params ?? job.data.input);
@@ -387,18 +373,25 @@ export function createStepProcessor(deps: StepProcessorDeps) {
   ): Promise<unknown> {
     const { taskId, run, stepId, item, tool } = job.data;
     const stopped = error instanceof TaskStoppedError;
-    const outcome = attemptOutcome(tryNumber, job.data.retry.attempts, {
-      stopped,
-      retryable: !(error instanceof NonRetryableError || error instanceof LimitExceededError),
-    });
+    // The delay is chosen here, to be recorded with the retry; the backoff strategy uses it (worker-runtime.ts).
+    const retryAfterMs = error instanceof RetryableError ? error.retryAfterMs : undefined;
+    const delayMs = retryDelay(job.data.retry.backoff, tryNumber, retryAfterMs);
+    // max_elapsed_ms: no try starts later than that after the first one.
+    const firstTryAt = job.data.firstTryAt ?? startedAt.getTime();
+    const maxElapsedMs = job.data.retry.max_elapsed_ms;
+    const outcome = attemptOutcome(
+      tryNumber,
+      job.data.retry.attempts,
+      { stopped, retryable: !(error instanceof NonRetryableError || error instanceof LimitExceededError) },
+      { nextTryInMs: Date.now() + delayMs - firstTryAt, ...(maxElapsedMs !== undefined ? { maxElapsedMs } : {}) },
+    );
     const record = { ...toErrorRecord(error), retryable: outcome.retry };
     if (outcome.retry) {
-      // The delay is chosen here, to be recorded with the retry; the backoff strategy uses it (worker-runtime.ts).
-      const retryAfterMs = error instanceof RetryableError ? error.retryAfterMs : undefined;
-      const delayMs = retryDelay(job.data.retry.backoff, tryNumber, retryAfterMs);
+      if (maxElapsedMs !== undefined && job.data.firstTryAt === undefined) await job.updateData({ ...job.data, firstTryAt });
       // Only shows the latest error while the step waits for its next try: not worth failing over.
-      await runs
+      await ledger
         .note({
+          tool,
           taskId,
           run,
           stepId,

@@ -1,7 +1,7 @@
-import { DelayedError, type Job, type MinimalJob, Worker } from 'bullmq';
+import { DelayedError, type Job, Worker } from 'bullmq';
 import { openCore } from '../../src/composition.js';
 import type { Config } from '../../src/lib/config.js';
-import { RetryableError, WorkerStoppingError } from '../../src/lib/errors.js';
+import { WorkerStoppingError } from '../../src/lib/errors.js';
 import type { Logger } from '../../src/lib/logger.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import { bullmqTelemetry } from '../../src/observability/tracing.js';
@@ -19,11 +19,12 @@ import {
 } from '../../src/queue/jobs.js';
 import { isConnectionError } from '../../src/queue/redis.js';
 import { SCHEDULES_QUEUE, type ScheduleJobData, tickTime } from '../../src/queue/schedule-queue.js';
-import { shareOf } from '../../src/queue/shards.js';
+import { shardLimiter, shareOf } from '../../src/queue/shards.js';
 import { ScheduleService } from '../../src/schedules/schedule-service.js';
 import type { Runs } from '../../src/tasks/runs.js';
-import type { RateLimit, ToolRegistry, ToolSettings } from '../../src/tools/tool.js';
-import { retryDelay } from './backoff.js';
+import { runsLedger } from '../../src/tasks/step-ledger.js';
+import { dynamicTools, type RateLimit, type ToolRegistry, type ToolSettings } from '../../src/tools/tool.js';
+import { stepBackoff } from './backoff.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
 import { postpone } from './postpone.js';
 import { Reconciler } from './reconciler.js';
@@ -72,16 +73,6 @@ async function until<T>(work: Promise<T>, deadline: number, late: T): Promise<T>
 }
 
 /**
- * A shard's share of a tool's rate limit (max per duration), so that the shards together keep
- * the tool's rate. With fewer than one job per shard per duration, each shard's duration
- * stretches instead.
- */
-export function shardLimiter(limit: RateLimit, shard: number, shards: number): { max: number; duration: number } {
-  if (limit.max >= shards) return { max: shareOf(limit.max, shard, shards), duration: limit.duration_ms };
-  return { max: 1, duration: Math.ceil((limit.duration_ms * shards) / limit.max) };
-}
-
-/**
  * One BullMQ worker per tool queue this process serves, plus one for the runs' roots (the tasks
  * queue), one for timers and holds and one for callbacks, in every queue shard. A tool's workers together run up to
  * min(tool.concurrency, WORKER_CONCURRENCY) steps (at least one per shard) and share the tool's
@@ -92,7 +83,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const core = await openCore({ config, logger, metrics, tools: options.allTools, role: 'worker' });
   const { prisma, sql } = core.db;
   const { outage, redis: connection, subscriber, services, queues, runs, store, scheduleStore, scheduleQueue, tasks: submitter } = core;
-  const registry = options.registry.withDynamic(services);
+  const registry = options.registry.withDynamic(dynamicTools(services, core.fleet));
   const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
   await stops.start();
   // Ticks of schedules make tasks here, through the same gate as POST /assign-task (policy and the owner's quotas).
@@ -118,7 +109,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     return schedules.tick(scheduleId, tickAt);
   };
 
-  const processStep = createStepProcessor({ config, logger, registry, settings, runs, stops, metrics, circuits: services });
+  const processStep = createStepProcessor({ config, logger, registry, settings, ledger: runsLedger(runs), runs, stops, metrics, circuits: services });
   const sendCallback = createCallbackSender({ config, logger, prisma, store, metrics });
   const processRoot = createRootProcessor({ runs, logger });
   /** A sleep's wake-up (or a wait's timeout): the step is done. PostgreSQL away is no failure: the timer comes back. */
@@ -163,14 +154,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
         name: `${tool.name}${suffix}@${process.pid}`,
         concurrency: Math.max(1, shareOf(Math.min(tool.concurrency ?? Number.POSITIVE_INFINITY, config.WORKER_CONCURRENCY), shard.index, shards)),
         ...(tool.rate_limit ? { limiter: shardLimiter(tool.rate_limit, shard.index, shards) } : {}),
-        settings: {
-          backoffStrategy: (failures: number, type?: string, error?: Error, job?: MinimalJob) => {
-            if (type !== BACKOFF_TYPE || !job) return 0;
-            const data = job.data as StepJobData;
-            if (error instanceof RetryableError && error.delayMs !== undefined) return error.delayMs;
-            return retryDelay(data.retry.backoff, failures, error instanceof RetryableError ? error.retryAfterMs : undefined);
-          },
-        },
+        settings: { backoffStrategy: stepBackoff },
       });
       // A job BullMQ failed without the step processor (it stalled too often: its workers kept
       // dying): the worker that saw it records the step's failure (the reconciler would, later).

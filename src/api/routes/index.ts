@@ -13,6 +13,7 @@ import { SYSTEM_ROUTES } from './system.js';
 import { TASK_ROUTES } from './tasks.js';
 import { TOOL_ROUTES } from './tools.js';
 import { WAIT_ROUTES } from './waits.js';
+import { WORKER_ROUTES } from './workers.js';
 import { WORKFLOW_ROUTES } from './workflows.js';
 
 /**
@@ -29,6 +30,7 @@ export const ROUTES: readonly Route[] = [
   ...WORKFLOW_ROUTES,
   ...SCHEDULE_ROUTES,
   ...SERVICE_ROUTES,
+  ...WORKER_ROUTES,
   ...DEAD_LETTER_ROUTES,
   ...STATS_ROUTES,
   ...SYSTEM_ROUTES,

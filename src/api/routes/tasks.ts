@@ -5,7 +5,7 @@ import { UUID_PREFIX, uuidPrefixRange } from '../../lib/uuid7.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import type { Submitted } from '../../tasks/task-service.js';
 import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
-import { asker, ownerScope, submitter, viewer } from '../access.js';
+import { asker, holdsLinks, ownerScope, submitter, viewer } from '../access.js';
 import { clientOf, slotsFull } from '../client-slots.js';
 import type { Reply } from '../http.js';
 import * as ex from '../openapi-examples.js';
@@ -115,7 +115,10 @@ export const TASK_ROUTES: Route[] = [
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
     },
     handler: async ({ body, req }, { tasks }) =>
-      assignedReply(await tasks.submit(body, { owner: submitter(req), scope: req.apiKeyScope, client: clientOf(req) }), body.task_type),
+      assignedReply(
+        await tasks.submit(body, { owner: submitter(req), scope: req.apiKeyScope, client: clientOf(req), callbackLinks: holdsLinks(req) }),
+        body.task_type,
+      ),
   }),
   route({
     method: 'get',
@@ -228,6 +231,24 @@ export const TASK_ROUTES: Route[] = [
         ownerScope(req),
       ),
     }),
+  }),
+  route({
+    method: 'get',
+    path: '/tasks/{task_id}/steps/{step_id}/logs',
+    operationId: 'getStepLogs',
+    access: 'tasks',
+    summary: "Read what a step's tool logged through ctx.logger, attempt by attempt",
+    description:
+      'Each attempt keeps up to 200 lines or 64 kB of what its tool logged (`ctx.logger`), the rest counted in `dropped`; secret-named fields are redacted as in the process log. Kept with the task (RETENTION_DAYS), not with TASK_HISTORY=off. At most 50 attempts, oldest first.',
+    tags: tasksTag,
+    params: stepItemsParams,
+    responses: {
+      200: { description: "The step's attempts with their lines.", body: r.stepLogsSchema, examples: ex.stepLogsExamples },
+      404: notFound('No such task (`task_not_found`), or no such step (`step_not_found`).'),
+      410: gone,
+      503: unavailable,
+    },
+    handler: async ({ params, req }, { tasks }) => ({ status: 200, body: await tasks.stepLogs(params.task_id, params.step_id, ownerScope(req)) }),
   }),
   route({
     method: 'get',

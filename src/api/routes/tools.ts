@@ -36,6 +36,18 @@ export const TOOL_ROUTES: Route[] = [
     summary: 'List the tool adapters, with their input and output JSON Schemas and defaults',
     tags: ['tools'],
     responses: { 200: { description: 'Every tool this deployment knows.', body: r.toolListSchema, examples: ex.toolListExamples } },
-    handler: async (_input, { tools }) => ({ status: 200, body: { tools: tools() } }),
+    handler: async (_input, { tools, fleet }) => {
+      // Live workers per tool are read at each call; PostgreSQL away leaves the counts out, not the list.
+      const live = await fleet.servedBy().catch(() => undefined);
+      return {
+        status: 200,
+        body: {
+          tools: tools().map((tool) => {
+            const version = fleet.version(tool.name);
+            return version === undefined || !live ? tool : { ...tool, fleet: { version, live_workers: live.get(tool.name) ?? 0 } };
+          }),
+        },
+      };
+    },
   }),
 ];

@@ -137,6 +137,13 @@ export class RunEffects {
     const running = drops.filter((ref) => ref.running);
     const dropping = running.length > 0 ? this.core.deps.queues.dropJobs(running) : Promise.resolve([]);
     this.core.publish(decision.transitions);
+    // A terminate step ended these runs: workers abort the steps they still run, as on a cancel.
+    for (const stop of decision.stops)
+      this.core.deps
+        .stopTask?.(stop.taskId, stop.run)
+        .catch((stopError: Error) =>
+          this.core.deps.logger.warn('run terminated, but running steps could not be told', { task_id: stop.taskId, error: stopError.message }),
+        );
     for (const ended of decision.ended) this.core.deps.onEnded?.(ended);
     // A running step whose job waited out a retry's backoff is settled once its job is gone.
     const settling = dropping.then(

@@ -1,0 +1,195 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { type NodeProcess, runEntry } from '../helpers/child-process.js';
+import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
+
+/**
+ * A worker of a user's own (issue 30): a process with the SDK (workers/sdk) and one tool of its
+ * own, started with REDIS_URL, ORCHESTRATOR_URL and a `worker` key only, never DATABASE_URL. It
+ * registers its tool with the API, takes its jobs from Redis, and its results reach PostgreSQL
+ * through the API (POST /workers/{id}/steps).
+ */
+
+const ADMIN = 'admin:user-worker-admin-key-0123456789';
+const WORKER = 'worker@acme:user-worker-worker-key-0123456789';
+const CLIENT = 'client@alice:user-worker-client-key-0123456789';
+const bearer = (entry: string) => ({ authorization: `Bearer ${entry.slice(entry.indexOf(':') + 1)}` });
+
+describe('a worker of a user’s own', () => {
+  let h: Harness;
+  const children: NodeProcess[] = [];
+  const startUserWorker = async (env: Record<string, string> = {}) => {
+    const child = runEntry('test/fixtures/user-worker.ts', {
+      REDIS_URL: h.config.REDIS_URL,
+      ORCHESTRATOR_URL: h.url,
+      ORCHESTRATOR_API_KEY: WORKER.slice(WORKER.indexOf(':') + 1),
+      LOG_LEVEL: 'info',
+      ...env,
+    });
+    children.push(child);
+    await child.waitForOutput(/worker started/);
+    return child;
+  };
+  beforeAll(async () => {
+    h = await createHarness({ env: { API_KEYS: [ADMIN, WORKER, CLIENT].join(',') } });
+  });
+  afterEach(async () => {
+    for (const child of children.splice(0)) await child.kill();
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it('runs its tool without DATABASE_URL; the API validates params with the registered schema; a workflow mixes it with a built-in tool', async () => {
+    const child = await startUserWorker({ SHOUT_PREFIX: '>' });
+    expect(child.output).not.toContain(h.config.DATABASE_URL);
+    // What the API hands a worker names no database.
+    const registration = await h.request(
+      'PUT',
+      '/workers/probe-1',
+      {
+        host: 'probe',
+        pid: 1,
+        version: '1',
+        concurrency: 1,
+        tools: [
+          {
+            name: 'probe_tool',
+            description: 'p',
+            input_schema: { type: 'object' },
+            output_schema: { type: 'object' },
+            retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
+            timeout_ms: 1000,
+          },
+        ],
+      },
+      bearer(WORKER),
+    );
+    expect(registration.status, JSON.stringify(registration.body)).toBe(200);
+    const answer = JSON.stringify(registration.body);
+    expect(answer).not.toContain(new URL(h.config.DATABASE_URL).host);
+    expect(answer).not.toMatch(/postgres/i);
+
+    const submitted = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 'hello' } }, bearer(CLIENT));
+    expect(submitted.status, JSON.stringify(submitted.body)).toBe(202);
+    const task = await waitForTask(h, submitted.body.task_id, 30_000, bearer(ADMIN));
+    expect(task).toMatchObject({ status: 'completed', result: { text: '>HELLO', pid: child.child.pid } });
+    const step = await h.db.prisma.step.findFirst({ where: { taskId: submitted.body.task_id } });
+    expect(step).toMatchObject({ status: 'completed', output: { text: '>HELLO', pid: child.child.pid } });
+
+    // What the tool logged is kept with its attempt, secret-named fields redacted; not in the history.
+    const logs = await h.request('GET', `/tasks/${submitted.body.task_id}/steps/shout/logs`, undefined, bearer(CLIENT));
+    expect(logs.status, JSON.stringify(logs.body)).toBe(200);
+    expect(logs.body.attempts).toEqual([
+      expect.objectContaining({
+        attempt: 1,
+        dropped: 0,
+        lines: [expect.objectContaining({ level: 'info', message: 'shouting', fields: { length: 5, api_token: '[redacted]' } })],
+      }),
+    ]);
+    const history = await h.request('GET', `/tasks/${submitted.body.task_id}/history`, undefined, bearer(CLIENT));
+    expect(history.body.events.map((event: { type: string }) => event.type)).not.toContain('attempt_logs');
+    expect((await h.request('GET', `/tasks/${submitted.body.task_id}/steps/nope/logs`, undefined, bearer(CLIENT))).status).toBe(404);
+
+    // Params that do not fit the registered JSON Schema: 400, nothing stored.
+    const wrong = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 42 } }, bearer(CLIENT));
+    expect(wrong.status).toBe(400);
+    expect(JSON.stringify(wrong.body.error)).toMatch(/text/);
+
+    const workflow = await h.request(
+      'POST',
+      '/workflows',
+      {
+        name: 'echo_then_shout',
+        parameters: [{ name: 'text', type: 'string', required: true }],
+        steps: [
+          { id: 'say', tool: 'echo', input: { text: '{{params.text}}' } },
+          { id: 'loud', tool: 'shout', depends_on: ['say'], input: { text: '{{steps.say.output.text}}' } },
+        ],
+      },
+      bearer(ADMIN),
+    );
+    expect(workflow.status, JSON.stringify(workflow.body)).toBe(201);
+    const run = await h.request('POST', '/assign-task', { task_type: 'echo_then_shout', params: { text: 'mixed' } }, bearer(CLIENT));
+    expect(run.status, JSON.stringify(run.body)).toBe(202);
+    expect(await waitForTask(h, run.body.task_id, 30_000, bearer(ADMIN))).toMatchObject({ status: 'completed', result: { loud: { text: '>MIXED' } } });
+  });
+
+  it('is listed by GET /workers; its tool outlives it: tasks queue until a worker returns', async () => {
+    const first = await startUserWorker();
+    const listed = await h.request('GET', '/workers', undefined, bearer(ADMIN));
+    expect(listed.status).toBe(200);
+    const mine = listed.body.workers.find((worker: { pid: number }) => worker.pid === first.child.pid);
+    expect(mine).toMatchObject({ owner: 'acme', tools: ['shout'], live: true });
+    // A worker key may do nothing else.
+    expect((await h.request('GET', '/tasks', undefined, bearer(WORKER))).status).toBe(403);
+    expect((await h.request('POST', '/assign-task', { task_type: 'echo', params: {} }, bearer(WORKER))).status).toBe(403);
+
+    const served = async () => (await h.request('GET', '/tools', undefined, bearer(ADMIN))).body.tools.find((tool: { name: string }) => tool.name === 'shout');
+    // Live by heartbeat: the first test's worker, killed a moment ago, may still count.
+    expect((await served()).fleet.live_workers).toBeGreaterThanOrEqual(1);
+    expect((await first.signal('SIGTERM')).code).toBe(0);
+    // Still known (it counts as live until three heartbeats pass without one).
+    expect(await served()).toMatchObject({ name: 'shout', fleet: { version: 1 } });
+    const queued = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 'later' } }, bearer(CLIENT));
+    expect(queued.status, JSON.stringify(queued.body)).toBe(202);
+    expect((await h.request('GET', `/result/${queued.body.task_id}`, undefined, bearer(ADMIN))).body.status).toBe('queued');
+    const second = await startUserWorker();
+    expect(await waitForTask(h, queued.body.task_id, 30_000, bearer(ADMIN))).toMatchObject({
+      status: 'completed',
+      result: { text: 'LATER', pid: second.child.pid },
+    });
+
+    expect((await h.request('DELETE', `/workers/${encodeURIComponent(mine.worker_id)}`, undefined, bearer(ADMIN))).status).toBe(200);
+    expect((await h.request('DELETE', `/workers/${encodeURIComponent(mine.worker_id)}`, undefined, bearer(ADMIN))).status).toBe(404);
+  });
+
+  it('loses nothing when a worker is SIGKILLed mid-step: the step is delivered again, to another worker, and recorded once', async () => {
+    const lock = { WORKER_LOCK_DURATION_MS: '2000' };
+    const doomed = await startUserWorker({ ...lock, SHOUT_HANG: '1' });
+    const submitted = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 'hang' } }, bearer(CLIENT));
+    expect(submitted.status).toBe(202);
+    const id = submitted.body.task_id;
+    await poll(async () => (await h.request('GET', `/result/${id}`, undefined, bearer(ADMIN))).body.steps?.[0]?.status === 'running', {
+      label: 'the step to run in the doomed worker',
+      timeoutMs: 30_000,
+    });
+    doomed.child.kill('SIGKILL');
+    await doomed.exited;
+    const rescuer = await startUserWorker(lock);
+    const task = await waitForTask(h, id, 60_000, bearer(ADMIN));
+    expect(task).toMatchObject({ status: 'completed', result: { text: 'HANG', pid: rescuer.child.pid } });
+    const step = await h.db.prisma.step.findFirst({ where: { taskId: id } });
+    expect(step).toMatchObject({ status: 'completed', attempts: 2 });
+    expect(await h.db.prisma.task.count({ where: { id } })).toBe(1);
+  });
+
+  it('refuses a different schema for a tool that a live worker serves, naming the difference', async () => {
+    await startUserWorker();
+    const tool = {
+      name: 'shout',
+      description: 'Upper-cases a text, differently.',
+      input_schema: { type: 'object', properties: { words: { type: 'array' } } },
+      output_schema: { type: 'object' },
+      retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
+      timeout_ms: 1000,
+    };
+    const body = { host: 'other', pid: 2, version: '1', concurrency: 1, tools: [tool] };
+    const refused = await h.request('PUT', '/workers/other-2', body, bearer(WORKER));
+    expect(refused.status).toBe(409);
+    expect(refused.body.error).toMatchObject({
+      code: 'tool_conflict',
+      details: { tool: 'shout', differs_in: expect.arrayContaining(['description', 'input']) },
+    });
+    // A built-in tool's name is not a user's.
+    const builtIn = await h.request('PUT', '/workers/other-2', { ...body, tools: [{ ...tool, name: 'echo' }] }, bearer(WORKER));
+    expect(builtIn.status).toBe(409);
+    // Reports on steps of tools not registered through /workers are refused.
+    const report = await h.request(
+      'POST',
+      '/workers/other-2/steps',
+      { op: 'settle', task_id: '0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f', run: 1, step_id: 'echo', tool: 'echo' },
+      bearer(WORKER),
+    );
+    expect(report.status).toBe(400);
+  });
+});
