@@ -2382,6 +2382,33 @@ export interface components {
             created_at: components["schemas"]["Timestamp"];
             updated_at: components["schemas"]["Timestamp"];
         };
+        Worker: {
+            worker_id: string;
+            /** @description The name of the key it registered with (`worker@NAME:KEY`); empty without one. */
+            owner: string;
+            host: string;
+            pid: number;
+            version: string;
+            concurrency: number;
+            tools: string[];
+            started_at: string;
+            last_heartbeat_at: string;
+            /** @description It registered within three heartbeats. */
+            live: boolean;
+            /** @description The steps it ran at its last heartbeat, oldest first (at most 100); none when it is not live. */
+            running: components["schemas"]["RunningStep"][];
+            /** @description How many steps it ran at its last heartbeat. */
+            running_count: number;
+        };
+        RunningStep: {
+            /** Format: uuid */
+            task_id: string;
+            step_id: string;
+            item?: number;
+            tool: string;
+            /** Format: date-time */
+            since: string;
+        };
         /** @description The active workflows the change breaks: an operation they call is gone, or its schemas no longer fit their inputs or templates. */
         AffectedWorkflows: {
             name: string;
@@ -5944,6 +5971,18 @@ export interface operations {
                         retry: components["schemas"]["RetryPolicy"];
                         timeout_ms: number;
                     }[];
+                    /** @description The steps it runs now, oldest first (at most 100); the heartbeat sends them again each time. */
+                    running?: {
+                        /** Format: uuid */
+                        task_id: string;
+                        step_id: string;
+                        item?: number;
+                        tool: string;
+                        /** Format: date-time */
+                        since: string;
+                    }[];
+                    /** @description How many steps it runs now, those past the list included. */
+                    running_count?: number;
                     /** @description Register tools whose schemas differ from what live workers serve anyway (a new version of each). @defaultValue false */
                     replace?: boolean;
                 };
@@ -6144,20 +6183,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        workers: {
-                            worker_id: string;
-                            /** @description The name of the key it registered with (`worker@NAME:KEY`); empty without one. */
-                            owner: string;
-                            host: string;
-                            pid: number;
-                            version: string;
-                            concurrency: number;
-                            tools: string[];
-                            started_at: string;
-                            last_heartbeat_at: string;
-                            /** @description It registered within three heartbeats. */
-                            live: boolean;
-                        }[];
+                        workers: components["schemas"]["Worker"][];
                     };
                 };
             };

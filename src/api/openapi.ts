@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parameterSchema, retryPolicySchema, stepSchema, workflowDefinitionSchema } from '../engine/workflow-definition.js';
+import { runningStepSchema, workerViewSchema } from '../fleet/protocol.js';
 import { API_KEY_SCOPES } from '../lib/config.js';
 import { PACKAGE } from '../lib/package-root.js';
 import { catchUpSchema, createScheduleSchema, updateScheduleSchema } from '../schedules/schedule-request.js';
@@ -127,6 +128,8 @@ const RESPONSE_COMPONENTS: [string, z.ZodType][] = [
   ['ScheduleDetail', r.scheduleDetailSchema],
   ['ScheduleRun', r.scheduleRunSchema],
   ['Service', r.serviceSchema],
+  ['Worker', workerViewSchema],
+  ['RunningStep', runningStepSchema],
   ['AffectedWorkflows', r.affectedWorkflowsSchema],
 ];
 

@@ -22,6 +22,7 @@ export const PAGES: readonly PageEntry[] = [
   { path: 'dead-letters', nav: 'Dead letters', component: lazy(() => import('./pages/dead-letters.tsx')) },
   { path: 'schedules', nav: 'Schedules', component: lazy(() => import('./pages/schedules.tsx')) },
   { path: 'services', nav: 'Services', component: lazy(() => import('./pages/services.tsx')) },
+  { path: 'workers', nav: 'Workers', component: lazy(() => import('./pages/workers.tsx')) },
   { path: 'overview', nav: 'Overview', component: lazy(() => import('./pages/overview.tsx')) },
 ];
 

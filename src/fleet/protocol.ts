@@ -33,18 +33,53 @@ export const toolRegistrationSchema = z.strictObject({
 });
 export type ToolRegistration = z.output<typeof toolRegistrationSchema>;
 
+/** A step a worker runs now, as its heartbeat reports it (GET /workers). */
+export const runningStepSchema = z.strictObject({
+  task_id: z.uuid(),
+  step_id: z.string().min(1).max(200),
+  item: z.number().int().min(0).optional(),
+  tool: z.string().regex(TOOL_NAME),
+  since: z.iso.datetime(),
+});
+export type RunningStep = z.output<typeof runningStepSchema>;
+/** The most running steps a heartbeat reports; the rest are counted in `running_count`. */
+export const RUNNING_STEPS_MAX = 100;
+
 export const workerRegistrationSchema = z.strictObject({
   host: z.string().min(1).max(255),
   pid: z.number().int().min(0),
   version: z.string().min(1).max(100).meta({ description: "The worker's own version (its package's)." }),
   concurrency: z.number().int().min(1).max(10_000),
   tools: z.array(toolRegistrationSchema).min(1).max(TOOLS_PER_WORKER_MAX),
+  running: z
+    .array(runningStepSchema)
+    .max(RUNNING_STEPS_MAX)
+    .optional()
+    .meta({ description: `The steps it runs now, oldest first (at most ${RUNNING_STEPS_MAX}); the heartbeat sends them again each time.` }),
+  running_count: z.number().int().min(0).optional().meta({ description: 'How many steps it runs now, those past the list included.' }),
   replace: z
     .boolean()
     .optional()
     .meta({ description: 'Register tools whose schemas differ from what live workers serve anyway (a new version of each). @defaultValue false' }),
 });
 export type WorkerRegistration = z.output<typeof workerRegistrationSchema>;
+
+/** A worker as GET /workers shows it. */
+export const workerViewSchema = z.object({
+  worker_id: z.string(),
+  owner: z.string().meta({ description: 'The name of the key it registered with (`worker@NAME:KEY`); empty without one.' }),
+  host: z.string(),
+  pid: z.number().int(),
+  version: z.string(),
+  concurrency: z.number().int(),
+  tools: z.array(z.string()),
+  started_at: z.string(),
+  last_heartbeat_at: z.string(),
+  live: z.boolean().meta({ description: 'It registered within three heartbeats.' }),
+  running: z.array(runningStepSchema).meta({ description: 'The steps it ran at its last heartbeat, oldest first (at most 100); none when it is not live.' }),
+  running_count: z.number().int().meta({ description: 'How many steps it ran at its last heartbeat.' }),
+});
+export type FleetWorkerView = z.output<typeof workerViewSchema>;
 
 export const registeredWorkerSchema = z.object({
   worker_id: z.string(),

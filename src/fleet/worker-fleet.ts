@@ -6,7 +6,7 @@ import { ConflictError, NotFoundError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { runtimeType } from '../tools/openapi-tools.js';
 import type { AnyTool, DynamicTools } from '../tools/tool.js';
-import type { ToolRegistration, WorkerRegistration } from './protocol.js';
+import type { FleetWorkerView, RunningStep, ToolRegistration, WorkerRegistration } from './protocol.js';
 
 /** How often a worker registers again; one silent for LIVE_HEARTBEATS of these is not live. */
 export const HEARTBEAT_MS = 5_000;
@@ -22,19 +22,6 @@ interface StoredTool {
   outputSchema: unknown;
   retry: unknown;
   timeoutMs: number;
-}
-
-export interface FleetWorkerView {
-  worker_id: string;
-  owner: string;
-  host: string;
-  pid: number;
-  version: string;
-  concurrency: number;
-  tools: string[];
-  started_at: string;
-  last_heartbeat_at: string;
-  live: boolean;
 }
 
 /** The parts of a registration that make a tool's version: a change to any of them is a new version. */
@@ -167,7 +154,18 @@ export class WorkerFleet implements DynamicTools {
         await tx.workerTool.update({ where: { name: tool.name }, data: { ...data, version: before.version + 1, updatedAt: new Date() } });
         answer.push({ name: tool.name, version: before.version + 1, changed: true });
       }
-      const worker = { owner, host: body.host, pid: body.pid, version: body.version, concurrency: body.concurrency, tools: names, lastSeenAt: new Date() };
+      const running = body.running ?? [];
+      const worker = {
+        owner,
+        host: body.host,
+        pid: body.pid,
+        version: body.version,
+        concurrency: body.concurrency,
+        tools: names,
+        running,
+        runningCount: Math.max(body.running_count ?? 0, running.length),
+        lastSeenAt: new Date(),
+      };
       await tx.fleetWorker.upsert({ where: { id }, create: { id, ...worker }, update: worker });
       return answer;
     });
@@ -190,6 +188,9 @@ export class WorkerFleet implements DynamicTools {
       started_at: row.startedAt.toISOString(),
       last_heartbeat_at: row.lastSeenAt.toISOString(),
       live: row.lastSeenAt.getTime() >= liveSince,
+      // What it ran at its last heartbeat: a worker that is not live runs nothing we know of.
+      running: row.lastSeenAt.getTime() >= liveSince ? (row.running as RunningStep[]) : [],
+      running_count: row.lastSeenAt.getTime() >= liveSince ? row.runningCount : 0,
     }));
   }
 

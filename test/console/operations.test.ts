@@ -7,12 +7,14 @@ import { ADMIN_KEY, builtConsole, CONSOLE_KEYS, consolePage, launchBrowser, READ
 
 /**
  * The console's operations pages in a real browser: the workflow editor's problems at their
- * paths, Waiting, Dead letters (replay), Schedules (pause, resume), Services (circuit state),
+ * paths, Waiting, Dead letters (replay), Schedules (pause, resume), Services (circuit state), Workers,
  * Overview; axe on each, no console errors, no action buttons for a read key, a phone's width.
  */
 
 const admin = { authorization: `Bearer ${ADMIN_KEY}` };
-const PAGES = ['workflows', 'waiting', 'dead-letters', 'schedules', 'services', 'overview'] as const;
+const PAGES = ['workflows', 'waiting', 'dead-letters', 'schedules', 'services', 'workers', 'overview'] as const;
+/** A worker of a user's own registers with it (GET /workers lists it on the Workers page). */
+const WORKER_KEY = 'console-worker-key-0123456789';
 
 async function submit(h: Harness, body: Record<string, unknown>): Promise<string> {
   const response = await h.request('POST', '/assign-task', body, admin);
@@ -56,7 +58,12 @@ describe('the console: operations pages', () => {
     [h, browser] = await Promise.all([
       createHarness({
         tools: testTools,
-        env: { API_KEYS: CONSOLE_KEYS, CONSOLE_DIR: dir, HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${service.port}`, SERVICE_HEALTH_INTERVAL_MS: '200' },
+        env: {
+          API_KEYS: `${CONSOLE_KEYS},worker@acme:${WORKER_KEY}`,
+          CONSOLE_DIR: dir,
+          HTTP_TOOL_ALLOWED_HOSTS: `127.0.0.1:${service.port}`,
+          SERVICE_HEALTH_INTERVAL_MS: '200',
+        },
       }),
       launchBrowser(),
     ]);
@@ -70,6 +77,29 @@ describe('the console: operations pages', () => {
       admin,
     );
     expect(registered.status, JSON.stringify(registered.body)).toBe(201);
+    const shout = {
+      name: 'shout',
+      description: 'Upper-cases a text.',
+      input_schema: { type: 'object', properties: { text: { type: 'string' } } },
+      output_schema: { type: 'object' },
+      retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
+      timeout_ms: 1000,
+    };
+    const worker = await h.request(
+      'PUT',
+      '/workers/app-1-4242-beef',
+      {
+        host: 'app-1',
+        pid: 4242,
+        version: '1.2.3',
+        concurrency: 8,
+        tools: [shout],
+        running: [{ task_id: '0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f', step_id: 'loud', tool: 'shout', since: new Date().toISOString() }],
+        running_count: 1,
+      },
+      { authorization: `Bearer ${WORKER_KEY}` },
+    );
+    expect(worker.status, JSON.stringify(worker.body)).toBe(200);
     const failed = await submit(h, { task_type: 'broken', params: {} });
     await waitForTask(h, failed, 20_000, admin);
     const letters = await h.request('GET', `/dead-letters?task_id=${failed}`, undefined, admin);
@@ -192,6 +222,22 @@ describe('the console: operations pages', () => {
     await card.locator('[data-circuit="closed"]').waitFor();
     await card.locator('[data-health="up"]').waitFor();
     expect(await card.getByRole('button', { name: 'Refresh document of ping' }).count()).toBe(1);
+    expect(errors).toEqual([]);
+  });
+
+  it("shows a user's worker: its tools, what it runs, its heartbeat; a live one cannot be forgotten", async () => {
+    const { page, errors } = await consolePage(browser, h);
+    await page.goto('/console/workers');
+    const card = page.locator('[data-worker="app-1-4242-beef"]');
+    await card.waitFor();
+    expect(await card.getAttribute('data-live')).toBe('true');
+    expect(await card.locator('[data-tools]').textContent()).toBe('shout');
+    expect(await card.locator('[data-running]').textContent()).toBe('1 of 8');
+    await card.getByText('Steps running now').click();
+    expect(await card.getByRole('link', { name: '0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f' }).getAttribute('href')).toBe(
+      '/console/tasks/0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f',
+    );
+    expect(await card.getByRole('button', { name: /Forget/ }).count()).toBe(0);
     expect(errors).toEqual([]);
   });
 

@@ -153,6 +153,14 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
     const task = await waitForTask(h, id, 20_000, AUTH);
     expect(task.status).toBe('completed');
     expect(task.run).toBe(2);
+    // The step panel shows what the tool logged, attempt by attempt: run 1's failing call logged a
+    // warning; run 2's call logged nothing, so it has no block.
+    await page.getByRole('button', { name: 'call', exact: true }).click();
+    const logs = page.getByRole('region', { name: 'Logs' });
+    await logs.locator('figure[data-attempt]').first().waitFor();
+    expect(await logs.locator('figcaption').allTextContents()).toEqual([expect.stringMatching(/^Attempt 1 · ended /)]);
+    expect(await logs.locator('li[data-level="warn"]').allTextContents()).toEqual([expect.stringMatching(/ warn failing on purpose \{.*"attempt":1\b/)]);
+    expect(await seriousViolations(page)).toEqual([]);
     expect(errors).toEqual([]);
   });
 

@@ -153,6 +153,16 @@ describe('a worker of a user’s own', () => {
       label: 'the step to run in the doomed worker',
       timeoutMs: 30_000,
     });
+    // Its next heartbeat says what it runs (GET /workers, the console's Workers page).
+    const running = await poll(
+      async () => {
+        const listed = await h.request('GET', '/workers', undefined, bearer(ADMIN));
+        const worker = listed.body.workers.find((candidate: { pid: number }) => candidate.pid === doomed.child.pid);
+        return worker?.running_count === 1 ? worker.running : undefined;
+      },
+      { label: "the doomed worker's heartbeat to show the step", timeoutMs: 15_000 },
+    );
+    expect(running).toEqual([{ task_id: id, step_id: 'shout', tool: 'shout', since: expect.any(String) }]);
     doomed.child.kill('SIGKILL');
     await doomed.exited;
     const rescuer = await startUserWorker(lock);

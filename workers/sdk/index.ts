@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { Worker } from 'bullmq';
+import { type Job, Worker } from 'bullmq';
 import { z } from 'zod';
-import type { RegisteredWorker, WorkerRegistration } from '../../src/fleet/protocol.js';
+import { type RegisteredWorker, RUNNING_STEPS_MAX, type RunningStep, type WorkerRegistration } from '../../src/fleet/protocol.js';
 import { loadConfig } from '../../src/lib/config.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
@@ -124,7 +124,19 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
       const subscriber = createRedis(config, 'subscriber', `user-worker-${id}-stops`);
       const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
       await stops.start();
-      const processStep = createStepProcessor({ config, logger, registry, settings, ledger: remoteLedger(call, id), stops, metrics: new Metrics() });
+      const runStep = createStepProcessor({ config, logger, registry, settings, ledger: remoteLedger(call, id), stops, metrics: new Metrics() });
+      // The steps it runs now, for its heartbeat (GET /workers shows them); in start order.
+      const inFlight = new Map<string, RunningStep>();
+      const processStep = async (job: Job<StepJobData>, token?: string) => {
+        const key = `${job.queueQualifiedName}:${job.id}`;
+        const { taskId, stepId, item, tool } = job.data;
+        inFlight.set(key, { task_id: taskId, step_id: stepId, ...(item !== undefined ? { item } : {}), tool, since: new Date().toISOString() });
+        try {
+          return await runStep(job, token);
+        } finally {
+          inFlight.delete(key);
+        }
+      };
       const shards = Shards.of(config).prefixes;
       const workers = shards.flatMap((prefix, index) =>
         registry.adapters().map(
@@ -146,7 +158,9 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
       for (const worker of workers) worker.on('error', (error) => logger.warn('worker error', { error: error.message }));
       // The registration again is the heartbeat: the API counts a worker silent for three as gone.
       const heartbeat = setInterval(() => {
-        call('PUT', `/workers/${encodeURIComponent(id)}`, registration).catch((error: Error) => logger.warn('heartbeat failed', { error: error.message }));
+        const running = [...inFlight.values()];
+        const beat = { ...registration, running: running.slice(0, RUNNING_STEPS_MAX), running_count: running.length };
+        call('PUT', `/workers/${encodeURIComponent(id)}`, beat).catch((error: Error) => logger.warn('heartbeat failed', { error: error.message }));
       }, registered.heartbeat_ms);
       heartbeat.unref();
       logger.info('worker started', { tools: registry.names(), queue_prefix: config.QUEUE_PREFIX });

@@ -25,6 +25,8 @@ CREATE TABLE "workers" (
     "version" TEXT NOT NULL,
     "concurrency" INTEGER NOT NULL,
     "tools" TEXT[],
+    "running" JSONB NOT NULL DEFAULT '[]',
+    "running_count" INTEGER NOT NULL DEFAULT 0,
     "started_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     "last_seen_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { registeredWorkerSchema, stepReportAnswerSchema, stepReportSchema, workerRegistrationSchema } from '../../fleet/protocol.js';
+import { registeredWorkerSchema, stepReportAnswerSchema, stepReportSchema, workerRegistrationSchema, workerViewSchema } from '../../fleet/protocol.js';
 import { HEARTBEAT_MS } from '../../fleet/worker-fleet.js';
 import { ValidationError } from '../../lib/errors.js';
 import { submitter } from '../access.js';
@@ -14,19 +14,6 @@ const workerParam = z.object({
     .meta({ description: 'The worker process, as it names itself (the SDK: `<host>-<pid>-<random>`).' }),
 });
 const workersTag = ['workers'];
-
-const workerViewSchema = z.object({
-  worker_id: z.string(),
-  owner: z.string().meta({ description: 'The name of the key it registered with (`worker@NAME:KEY`); empty without one.' }),
-  host: z.string(),
-  pid: z.number().int(),
-  version: z.string(),
-  concurrency: z.number().int(),
-  tools: z.array(z.string()),
-  started_at: z.string(),
-  last_heartbeat_at: z.string(),
-  live: z.boolean().meta({ description: 'It registered within three heartbeats.' }),
-});
 
 const shout = {
   name: 'shout',
@@ -76,6 +63,8 @@ const exampleWorker = {
   started_at: '2026-11-25T09:00:00.000Z',
   last_heartbeat_at: '2026-11-25T09:12:05.000Z',
   live: true,
+  running: [{ task_id: '0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f', step_id: 'shout', tool: 'shout', since: '2026-11-25T09:12:04.210Z' }],
+  running_count: 1,
 };
 const reportExamples: Record<string, ApiExample> = {
   result: {

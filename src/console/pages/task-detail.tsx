@@ -304,6 +304,54 @@ function StepPanel({ task, step }: { task: TaskView; step: Step }) {
           </ul>
         </>
       )}
+      {step.kind === 'tool' && <StepLogs task={task} step={step} />}
+    </section>
+  );
+}
+
+/**
+ * What the step's tool logged through ctx.logger, attempt by attempt (GET …/steps/:step/logs),
+ * read again every 2 s while the task runs: lines are kept when an attempt ends.
+ */
+function StepLogs({ task, step }: { task: TaskView; step: Step }) {
+  const { client } = useApi();
+  const logs = useQuery({
+    queryKey: ['task', task.task_id, 'logs', step.id],
+    queryFn: ({ signal }) =>
+      call(client.api.GET('/tasks/{task_id}/steps/{step_id}/logs', { params: { path: { task_id: task.task_id, step_id: step.id } }, signal })),
+    refetchInterval: FINISHED_STATUSES.has(task.status) ? false : 2_000,
+  });
+  return (
+    <section aria-labelledby="step-logs-title">
+      <h3 id="step-logs-title">Logs</h3>
+      {logs.isPending ? (
+        <Loading label="Loading the step's logs" />
+      ) : logs.error ? (
+        <ErrorBox error={logs.error} title="The logs could not be loaded" />
+      ) : logs.data.attempts.length === 0 ? (
+        <p className="empty">No lines logged (ctx.logger) by an attempt that ended.</p>
+      ) : (
+        logs.data.attempts.map((attempt) => (
+          <figure className="step-log" key={`${attempt.run}-${attempt.item ?? ''}-${attempt.attempt}`} data-attempt={attempt.attempt}>
+            <figcaption>
+              Attempt {attempt.attempt}
+              {attempt.item !== undefined && <>, item {attempt.item}</>}
+              {attempt.run > 1 && <>, run {attempt.run}</>} · ended {formatTime(attempt.at)}
+              {attempt.dropped > 0 && <> · {attempt.dropped} more lines not kept</>}
+            </figcaption>
+            <ol className="log-lines">
+              {attempt.lines.map((line, index) => (
+                // Lines have no id of their own; their order within an attempt never changes.
+                // biome-ignore lint/suspicious/noArrayIndexKey: see above
+                <li key={index} data-level={line.level}>
+                  <time dateTime={line.at}>{new Date(line.at).toLocaleTimeString()}</time> <span className="log-level">{line.level}</span> {line.message}
+                  {line.fields !== undefined && <code> {JSON.stringify(line.fields)}</code>}
+                </li>
+              ))}
+            </ol>
+          </figure>
+        ))
+      )}
     </section>
   );
 }
