@@ -15,6 +15,14 @@ const admin = { authorization: `Bearer ${ADMIN_KEY}` };
 const PAGES = ['workflows', 'waiting', 'dead-letters', 'schedules', 'services', 'workers', 'overview'] as const;
 /** A worker of a user's own registers with it (GET /workers lists it on the Workers page). */
 const WORKER_KEY = 'console-worker-key-0123456789';
+const shoutTool = {
+  name: 'shout',
+  description: 'Upper-cases a text.',
+  input_schema: { type: 'object', properties: { text: { type: 'string' } } },
+  output_schema: { type: 'object' },
+  retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
+  timeout_ms: 1000,
+};
 
 async function submit(h: Harness, body: Record<string, unknown>): Promise<string> {
   const response = await h.request('POST', '/assign-task', body, admin);
@@ -77,14 +85,6 @@ describe('the console: operations pages', () => {
       admin,
     );
     expect(registered.status, JSON.stringify(registered.body)).toBe(201);
-    const shout = {
-      name: 'shout',
-      description: 'Upper-cases a text.',
-      input_schema: { type: 'object', properties: { text: { type: 'string' } } },
-      output_schema: { type: 'object' },
-      retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
-      timeout_ms: 1000,
-    };
     const worker = await h.request(
       'PUT',
       '/workers/app-1-4242-beef',
@@ -93,7 +93,7 @@ describe('the console: operations pages', () => {
         pid: 4242,
         version: '1.2.3',
         concurrency: 8,
-        tools: [shout],
+        tools: [shoutTool],
         running: [{ task_id: '0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f', step_id: 'loud', tool: 'shout', since: new Date().toISOString() }],
         running_count: 1,
       },
@@ -238,6 +238,25 @@ describe('the console: operations pages', () => {
       '/console/tasks/0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f',
     );
     expect(await card.getByRole('button', { name: /Forget/ }).count()).toBe(0);
+
+    // One silent for three heartbeats is gone: it runs nothing we know of, and an admin forgets it.
+    const gone = await h.request(
+      'PUT',
+      '/workers/app-2-77-dead',
+      { host: 'app-2', pid: 77, version: '1.2.3', concurrency: 2, tools: [shoutTool], running: [], running_count: 0 },
+      { authorization: `Bearer ${WORKER_KEY}` },
+    );
+    expect(gone.status).toBe(200);
+    await h.db.prisma.fleetWorker.update({ where: { id: 'app-2-77-dead' }, data: { lastSeenAt: new Date(Date.now() - 60_000) } });
+    await page.reload();
+    const dead = page.locator('[data-worker="app-2-77-dead"]');
+    await dead.waitFor();
+    expect(await dead.getAttribute('data-live')).toBe('false');
+    await dead.getByRole('button', { name: 'Forget app-2-77-dead' }).click();
+    await dead.waitFor({ state: 'detached' });
+    expect((await h.request('GET', '/workers', undefined, admin)).body.workers.map((worker: { worker_id: string }) => worker.worker_id)).toEqual([
+      'app-1-4242-beef',
+    ]);
     expect(errors).toEqual([]);
   });
 
