@@ -511,7 +511,10 @@ export interface paths {
          */
         put: operations["registerWorker"];
         post?: never;
-        /** Forget a worker that stopped (its tools stay) */
+        /**
+         * Forget a worker that stopped (its tools stay)
+         * @description An admin key forgets any worker; a worker key only one it registered itself, as the SDK does when its worker stops (so a restarted worker whose tools changed is not refused for the old one, which would count as live for three heartbeats).
+         */
         delete: operations["forgetWorker"];
         options?: never;
         head?: never;
@@ -6127,7 +6130,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description The key's scope may not do this (`forbidden`): it needs admin. */
+            /** @description The key's scope may not do this (`forbidden`): it needs admin or worker. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6136,7 +6139,7 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
-            /** @description No worker has this id (`worker_not_found`). */
+            /** @description No worker has this id, or none that this worker key registered (`worker_not_found`). */
             404: {
                 headers: {
                     [name: string]: unknown;

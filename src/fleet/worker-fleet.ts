@@ -201,8 +201,9 @@ export class WorkerFleet implements DynamicTools {
     return counts;
   }
 
-  async forget(id: string): Promise<void> {
-    const { count } = await this.prisma.fleetWorker.deleteMany({ where: { id } });
+  /** Forgets worker `id`; with `owner`, only if that key registered it (a worker forgetting itself). */
+  async forget(id: string, owner?: string): Promise<void> {
+    const { count } = await this.prisma.fleetWorker.deleteMany({ where: { id, ...(owner !== undefined ? { owner } : {}) } });
     if (count === 0) throw new NotFoundError('worker_not_found', `no worker ${id} has registered`);
   }
 }

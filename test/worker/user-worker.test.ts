@@ -12,6 +12,8 @@ import { createHarness, type Harness, poll, waitForTask } from '../helpers/harne
 const ADMIN = 'admin:user-worker-admin-key-0123456789';
 const WORKER = 'worker@acme:user-worker-worker-key-0123456789';
 const CLIENT = 'client@alice:user-worker-client-key-0123456789';
+/** Another team's worker key: it may not forget acme's workers. */
+const OTHER_WORKER = 'worker@zeta:user-worker-other-key-0123456789';
 const bearer = (entry: string) => ({ authorization: `Bearer ${entry.slice(entry.indexOf(':') + 1)}` });
 
 describe('a worker of a user’s own', () => {
@@ -23,6 +25,11 @@ describe('a worker of a user’s own', () => {
       ORCHESTRATOR_URL: h.url,
       ORCHESTRATOR_API_KEY: WORKER.slice(WORKER.indexOf(':') + 1),
       LOG_LEVEL: 'info',
+      // Every worker of the file alike, as in a deployment: a dead worker's job is taken back after
+      // 2 s. BullMQ lets one worker per stalled interval look for stalled jobs (a key with that
+      // interval's TTL), so a worker with the default 30 s would hold the SIGKILL test's rescuer
+      // back for up to 30 s.
+      WORKER_LOCK_DURATION_MS: '2000',
       ...env,
     });
     children.push(child);
@@ -30,7 +37,7 @@ describe('a worker of a user’s own', () => {
     return child;
   };
   beforeAll(async () => {
-    h = await createHarness({ env: { API_KEYS: [ADMIN, WORKER, CLIENT].join(',') } });
+    h = await createHarness({ env: { API_KEYS: [ADMIN, WORKER, CLIENT, OTHER_WORKER].join(',') } });
   });
   afterEach(async () => {
     for (const child of children.splice(0)) await child.kill();
@@ -114,7 +121,7 @@ describe('a worker of a user’s own', () => {
     expect(await waitForTask(h, run.body.task_id, 30_000, bearer(ADMIN))).toMatchObject({ status: 'completed', result: { loud: { text: '>MIXED' } } });
   });
 
-  it('is listed by GET /workers; its tool outlives it: tasks queue until a worker returns', async () => {
+  it('is listed by GET /workers and deregisters as it stops; its tool outlives it: tasks queue until a worker returns', async () => {
     const first = await startUserWorker();
     const listed = await h.request('GET', '/workers', undefined, bearer(ADMIN));
     expect(listed.status).toBe(200);
@@ -128,7 +135,10 @@ describe('a worker of a user’s own', () => {
     // Live by heartbeat: the first test's worker, killed a moment ago, may still count.
     expect((await served()).fleet.live_workers).toBeGreaterThanOrEqual(1);
     expect((await first.signal('SIGTERM')).code).toBe(0);
-    // Still known (it counts as live until three heartbeats pass without one).
+    // Stopped, it forgot itself (DELETE /workers/{id} with its own key); its tool is still known.
+    const ids = async () =>
+      (await h.request('GET', '/workers', undefined, bearer(ADMIN))).body.workers.map((worker: { worker_id: string }) => worker.worker_id);
+    expect(await ids()).not.toContain(mine.worker_id);
     expect(await served()).toMatchObject({ name: 'shout', fleet: { version: 1 } });
     const queued = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 'later' } }, bearer(CLIENT));
     expect(queued.status, JSON.stringify(queued.body)).toBe(202);
@@ -139,13 +149,20 @@ describe('a worker of a user’s own', () => {
       result: { text: 'LATER', pid: second.child.pid },
     });
 
-    expect((await h.request('DELETE', `/workers/${encodeURIComponent(mine.worker_id)}`, undefined, bearer(ADMIN))).status).toBe(200);
-    expect((await h.request('DELETE', `/workers/${encodeURIComponent(mine.worker_id)}`, undefined, bearer(ADMIN))).status).toBe(404);
+    // Another team's worker key may not forget it; an admin key may.
+    const secondId = (await h.request('GET', '/workers', undefined, bearer(ADMIN))).body.workers.find(
+      (worker: { pid: number }) => worker.pid === second.child.pid,
+    ).worker_id;
+    const forget = (entry: string) => h.request('DELETE', `/workers/${encodeURIComponent(secondId)}`, undefined, bearer(entry));
+    expect((await forget(OTHER_WORKER)).status).toBe(404);
+    expect(await ids()).toContain(secondId);
+    expect((await forget(ADMIN)).status).toBe(200);
+    expect((await forget(ADMIN)).status).toBe(404);
+    expect(await ids()).not.toContain(secondId);
   });
 
-  it('loses nothing when a worker is SIGKILLed mid-step: the step is delivered again, to another worker, and recorded once', async () => {
-    const lock = { WORKER_LOCK_DURATION_MS: '2000' };
-    const doomed = await startUserWorker({ ...lock, SHOUT_HANG: '1' });
+  it('loses nothing when a worker is SIGKILLed mid-step: the step is delivered again, to another worker, and recorded once', { timeout: 60_000 }, async () => {
+    const doomed = await startUserWorker({ SHOUT_HANG: '1' });
     const submitted = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 'hang' } }, bearer(CLIENT));
     expect(submitted.status).toBe(202);
     const id = submitted.body.task_id;
@@ -165,7 +182,7 @@ describe('a worker of a user’s own', () => {
     expect(running).toEqual([{ task_id: id, step_id: 'shout', tool: 'shout', since: expect.any(String) }]);
     doomed.child.kill('SIGKILL');
     await doomed.exited;
-    const rescuer = await startUserWorker(lock);
+    const rescuer = await startUserWorker();
     const task = await waitForTask(h, id, 60_000, bearer(ADMIN));
     expect(task).toMatchObject({ status: 'completed', result: { text: 'HANG', pid: rescuer.child.pid } });
     const step = await h.db.prisma.step.findFirst({ where: { taskId: id } });

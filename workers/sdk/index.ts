@@ -176,6 +176,9 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
           ]);
           clearTimeout(timer);
           if (!drained) await Promise.all(workers.map((worker) => worker.close(true)));
+          // Gone at once rather than after three silent heartbeats: a restart (node --watch, a
+          // deploy) registers changed tools without being refused for this process's old ones.
+          await call('DELETE', `/workers/${encodeURIComponent(id)}`).catch((error: Error) => logger.warn('could not deregister', { error: error.message }));
           subscriber.disconnect();
           await connection.quit().catch(() => connection.disconnect());
           return { drained };

@@ -149,8 +149,10 @@ export const WORKER_ROUTES: Route[] = [
     method: 'delete',
     path: '/workers/{worker_id}',
     operationId: 'forgetWorker',
-    access: 'admin',
+    access: 'work',
     summary: 'Forget a worker that stopped (its tools stay)',
+    description:
+      'An admin key forgets any worker; a worker key only one it registered itself, as the SDK does when its worker stops (so a restarted worker whose tools changed is not refused for the old one, which would count as live for three heartbeats).',
     tags: workersTag,
     params: workerParam,
     paramExamples: { worker_id: 'app-1-4242-9f3a' },
@@ -160,11 +162,11 @@ export const WORKER_ROUTES: Route[] = [
         body: z.object({ worker_id: z.string(), forgotten: z.literal(true) }),
         examples: { forgotten: { summary: 'Forgotten', value: { worker_id: 'app-1-4242-9f3a', forgotten: true } } },
       },
-      404: notFound('No worker has this id (`worker_not_found`).'),
+      404: notFound('No worker has this id, or none that this worker key registered (`worker_not_found`).'),
       503: unavailable,
     },
-    handler: async ({ params }, ctx) => {
-      await ctx.fleet.forget(params.worker_id);
+    handler: async ({ params, req }, ctx) => {
+      await ctx.fleet.forget(params.worker_id, req.apiKeyScope === 'worker' ? submitter(req) : undefined);
       return { status: 200, body: { worker_id: params.worker_id, forgotten: true } };
     },
   }),
