@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { dropDatabase } from '../../src/persistence/database.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
@@ -7,7 +10,7 @@ import { poll, uniqueName } from '../helpers/harness.js';
 /**
  * `npm start` (src/main.ts; npm start runs its compiled build): the database created and migrated
  * once, then the API and a worker as two processes; a worker that dies is started again; SIGTERM
- * stops both, each draining.
+ * stops both, each draining. `npm run dev` (--watch) restarts both when a source file changes.
  */
 
 interface Started {
@@ -86,5 +89,57 @@ describe('npm start', () => {
     expect((await supervisor.signal('SIGTERM')).code).toBe(0);
     expect(alive(api.pid)).toBe(false);
     expect(alive(again.pid)).toBe(false);
+  });
+
+  it('with --watch (npm run dev), restarts the API and the worker when a watched source file changes, and only then', { timeout: 90_000 }, async () => {
+    // A folder of its own stands for src/ and workers/: the test changes nothing of the repository.
+    const watched = await mkdtemp(path.join(tmpdir(), 'orch-watch-'));
+    try {
+      const supervisor = runEntry(
+        'src/main.ts',
+        {
+          DATABASE_URL: url,
+          REDIS_URL: TEST_REDIS_URL,
+          QUEUE_PREFIX: `{${uniqueName('watch')}}`,
+          HOST: '127.0.0.1',
+          PORT: '0',
+          LOG_FORMAT: 'json',
+          LOG_LEVEL: 'info',
+          DEV_WATCH_PATHS: watched,
+        },
+        { args: ['--watch'] },
+      );
+      children.push(supervisor);
+      await supervisor.waitForOutput(/"message":"worker started"/);
+      await supervisor.waitForOutput(/"message":"API listening"/);
+      const first = started(supervisor.output);
+      pids.push(...first.map((child) => child.pid));
+
+      // Not a source file: nothing restarts. Then a tool's file: both restart, once.
+      await writeFile(path.join(watched, 'notes.txt'), 'not code');
+      await writeFile(path.join(watched, 'my-tool.ts'), 'export const changed = 1;\n');
+      await supervisor.waitForOutput(/"message":"sources changed: restarting the API and the worker"/);
+      const next = await poll(
+        () => {
+          const now = started(supervisor.output);
+          return now.length === 4 ? now.slice(2) : undefined;
+        },
+        { label: 'the API and the worker started again', timeoutMs: 60_000 },
+      );
+      pids.push(...next.map((child) => child.pid));
+      expect(next.map((child) => child.name).sort()).toEqual(['api', 'worker']);
+      for (const child of first) expect(alive(child.pid), `${child.name} ${child.pid} stopped`).toBe(false);
+      expect(supervisor.output.match(/"message":"sources changed/g)).toHaveLength(1);
+      expect(supervisor.output).toMatch(/"changed":\["[^",]*my-tool\.ts"\]/);
+      await poll(() => (supervisor.output.match(/"message":"API listening"/g) ?? []).length === 2, { label: 'the new API listening', timeoutMs: 60_000 });
+      const listening = [...supervisor.output.matchAll(/"url":"(http:\/\/[^"]+)"/g)].at(-1)![1]!;
+      expect((await fetch(`${listening}/health`)).status).toBe(200);
+      // No "API exited" shutdown and no worker restart loop: a restart is not a crash.
+      expect(supervisor.output).not.toContain('the API exited');
+      expect(supervisor.output).not.toContain('worker exited; starting it again');
+      expect((await supervisor.signal('SIGTERM')).code).toBe(0);
+    } finally {
+      await rm(watched, { recursive: true, force: true });
+    }
   });
 });

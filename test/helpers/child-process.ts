@@ -27,9 +27,12 @@ export interface NodeProcess {
   kill(): Promise<void>;
 }
 
-/** `compiled`: `entry` is JavaScript (the build in dist/), run by node alone. `args`: its command line arguments. */
-export function runEntry(entry: string, env: Record<string, string>, options: { compiled?: boolean; args?: string[] } = {}): NodeProcess {
-  const child = spawn(process.execPath, [...(options.compiled ? [] : ['--import', 'tsx']), entry, ...(options.args ?? [])], {
+/**
+ * `compiled`: `entry` is JavaScript (the build in dist/), run by node alone. `args`: its command
+ * line arguments. `nodeFlags`: node's own (`--watch`).
+ */
+export function runEntry(entry: string, env: Record<string, string>, options: { compiled?: boolean; args?: string[]; nodeFlags?: string[] } = {}): NodeProcess {
+  const child = spawn(process.execPath, [...(options.nodeFlags ?? []), ...(options.compiled ? [] : ['--import', 'tsx']), entry, ...(options.args ?? [])], {
     cwd: REPO_ROOT,
     // PATH and HOME only from this process: every setting the service reads is explicit.
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', ...env },

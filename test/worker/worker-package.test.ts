@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
-import { createHarness, type Harness, waitForTask } from '../helpers/harness.js';
+import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
 
 const run = promisify(execFile);
 const SDK_DIR = fileURLToPath(new URL('../../workers/sdk/', import.meta.url));
@@ -94,6 +94,25 @@ describe('the worker package and its example app', { timeout: 240_000 }, () => {
     expect(await waitForTask(h, mixed.body.task_id, 30_000, bearer(ADMIN))).toMatchObject({ status: 'completed', result: { loud: { text: 'MIXED' } } });
     // SIGTERM drains it and exits 0.
     expect((await app.signal('SIGTERM')).code).toBe(0);
+  });
+
+  it('npm run dev (node --watch): an edit restarts the app, which registers its changed tool as a new version at once', async () => {
+    const appDir = path.join(dir, 'app');
+    const env = { REDIS_URL: h.config.REDIS_URL, ORCHESTRATOR_URL: h.url, ORCHESTRATOR_API_KEY: bearer(WORKER).authorization.slice(7) };
+    app = runEntry(path.join(appDir, 'index.js'), env, { compiled: true, nodeFlags: ['--watch'] });
+    await app.waitForOutput(/worker started/);
+    const tool = async () => (await h.request('GET', '/tools', undefined, bearer(ADMIN))).body.tools.find((entry: { name: string }) => entry.name === 'shout');
+    const before = await tool();
+    const source = readFileSync(path.join(appDir, 'index.js'), 'utf8');
+    writeFileSync(path.join(appDir, 'index.js'), source.replace("description: 'Upper-cases a text.'", "description: 'Upper-cases a text, loudly.'"));
+    await poll(() => (app!.output.match(/worker started/g) ?? []).length === 2, { label: 'the app restarted by node --watch', timeoutMs: 60_000 });
+    // The old process deregistered as it stopped, so the change is a new version, not a 409 against it.
+    expect(app.output).not.toContain('tool_conflict');
+    expect(await tool()).toMatchObject({ description: 'Upper-cases a text, loudly.', fleet: { version: before.fleet.version + 1, live_workers: 1 } });
+    const task = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 'again' } }, bearer(ADMIN));
+    expect(await waitForTask(h, task.body.task_id, 30_000, bearer(ADMIN))).toMatchObject({ status: 'completed', result: { text: 'AGAIN' } });
+    await app.kill();
+    writeFileSync(path.join(appDir, 'index.js'), source);
   });
 
   it("types defineTool through the package (a wrong input is a type error), and the README's example compiles as written", async () => {
