@@ -549,7 +549,7 @@ export interface paths {
         put?: never;
         /**
          * A worker's report on a step it runs: a claim, its result, a note (progress, a failed try), or settle
-         * @description What the built-in worker writes to PostgreSQL itself (src/tasks/step-ledger.ts), said over HTTP: the same rules apply. Only steps of tools registered through `/workers` may be reported on.
+         * @description What the built-in worker writes to PostgreSQL itself (src/tasks/step-ledger.ts), said over HTTP: the same rules apply. Only steps of tools registered through `/workers` may be reported on. One report, or `{reports: [...]}` (at most 100): the SDK sends the reports that queue while a request is on its way in the next one, so a busy worker makes one request for many steps.
          */
         post: operations["reportStep"];
         delete?: never;
@@ -6253,7 +6253,7 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": {
+                "application/json": ({
                     /** @constant */
                     op: "claim";
                     /** Format: uuid */
@@ -6362,11 +6362,122 @@ export interface operations {
                         fields?: unknown;
                     }[];
                     dropped: number;
+                }) | {
+                    reports: ({
+                        /** @constant */
+                        op: "claim";
+                        /** Format: uuid */
+                        task_id: string;
+                        run: number;
+                        step_id: string;
+                        item?: number;
+                        tool: string;
+                        single?: boolean;
+                        limited?: boolean;
+                        attempt: number;
+                        try: number;
+                        job_id?: string;
+                        /** Format: date-time */
+                        at: string;
+                    } | {
+                        /** @constant */
+                        op: "result";
+                        /** Format: uuid */
+                        task_id: string;
+                        run: number;
+                        step_id: string;
+                        item?: number;
+                        tool: string;
+                        single?: boolean;
+                        limited?: boolean;
+                        attempt: number;
+                        try: number;
+                        job_id?: string;
+                        /** @enum {string} */
+                        status: "completed" | "failed" | "cancelled";
+                        output?: unknown;
+                        error?: {
+                            name: string;
+                            message: string;
+                            retryable?: boolean;
+                            details?: unknown;
+                        } & {
+                            [key: string]: unknown;
+                        };
+                        input?: unknown;
+                        /** Format: date-time */
+                        started_at: string;
+                        /** Format: date-time */
+                        finished_at: string;
+                    } | {
+                        /** @constant */
+                        op: "note";
+                        /** Format: uuid */
+                        task_id: string;
+                        run: number;
+                        step_id: string;
+                        item?: number;
+                        tool: string;
+                        single?: boolean;
+                        limited?: boolean;
+                        attempt?: number;
+                        try?: number;
+                        job_id?: string;
+                        error?: {
+                            name: string;
+                            message: string;
+                            retryable?: boolean;
+                            details?: unknown;
+                        } & {
+                            [key: string]: unknown;
+                        };
+                        progress?: {
+                            percent: number;
+                            message?: string;
+                        };
+                        delay_ms?: number;
+                        /** Format: date-time */
+                        started_at?: string;
+                        /** Format: date-time */
+                        finished_at?: string;
+                    } | {
+                        /** @constant */
+                        op: "settle";
+                        /** Format: uuid */
+                        task_id: string;
+                        run: number;
+                        step_id: string;
+                        item?: number;
+                        tool: string;
+                        single?: boolean;
+                        limited?: boolean;
+                    } | {
+                        /** @constant */
+                        op: "logs";
+                        /** Format: uuid */
+                        task_id: string;
+                        run: number;
+                        step_id: string;
+                        item?: number;
+                        tool: string;
+                        single?: boolean;
+                        limited?: boolean;
+                        attempt: number;
+                        try?: number;
+                        lines: {
+                            /** Format: date-time */
+                            at: string;
+                            level: string;
+                            message: string;
+                            fields?: unknown;
+                        }[];
+                        dropped: number;
+                    })[];
                 };
             };
         };
         responses: {
-            /** @description claim: whether the step may run; result: whether it was recorded. */
+            /** @description claim: whether the step may run; result: whether it was recorded. For a batch, one answer per report, in order. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -6374,6 +6485,10 @@ export interface operations {
                 content: {
                     "application/json": {
                         ok: boolean;
+                    } | {
+                        answers: {
+                            ok: boolean;
+                        }[];
                     };
                 };
             };

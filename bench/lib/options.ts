@@ -17,6 +17,8 @@ export const WORKLOAD_IDS = [
   'MAPSCALE',
   'W5',
   'DRAIN',
+  'W1U',
+  'USER',
   'pg-boss',
   'graphile-worker',
   'STORM',
@@ -128,8 +130,10 @@ export const USAGE = `npm run bench -- [options]
 
   --quick                 fewer, shorter stages (about three minutes)
   --workloads W1,W3       run only these (W0, W1, W2, W3, W4, W6, RATE, HIST, IDLE, MAPSCALE, W5, DRAIN,
-                          pg-boss, graphile-worker, STORM, LOOP); W0 is always run, and W1 too with W5
-                          (W5 offers twice W1's maximum). STORM: W5 under a retry storm on
+                          W1U, USER, pg-boss, graphile-worker, STORM, LOOP); W0 is always run, and W1
+                          too with W5 (W5 offers twice W1's maximum) and W1U (compared with it). W1U:
+                          W1 on a user's own worker (bench/user-worker.mjs); USER: its CPU per task
+                          against W1's at the same rate. STORM: W5 under a retry storm on
                           npm start's build (bench/storm.ts: W5 closed loop, W5 fair, the cost
                           of a refusal), after the other workloads; not in --quick unless named.
                           LOOP: the card's closed loop (submit, long-poll the result) at 1, 8 and
@@ -181,7 +185,7 @@ function workloadList(value: string | undefined): WorkloadId[] {
   if (unknown.length > 0) throw new Error(`--workloads: unknown ${unknown.join(', ')} (known: ${WORKLOAD_IDS.join(', ')})`);
   // Always in the canonical order, W0 first: the baseline is measured before what is compared to
   // it, and W1 before W5, whose offered rate is twice W1's maximum.
-  const needed = new Set<string>(['W0', ...wanted, ...(wanted.includes('W5') ? ['W1'] : [])]);
+  const needed = new Set<string>(['W0', ...wanted, ...(wanted.includes('W5') || wanted.includes('W1U') ? ['W1'] : [])]);
   return WORKLOAD_IDS.filter((id) => needed.has(id));
 }
 

@@ -454,6 +454,20 @@ export function targets(runs: RunResult[]): TargetRow[] {
       const w1 = workloadOf(run, 'W1');
       return w1 ? ratio(w1, run) : undefined;
     }),
+    // Issue 30: a tool in a user's own worker (its results through the API) against the built-in echo.
+    row("W1U (a user's own worker) max tasks/s / W1 max tasks/s", 'W1, W1U capacity', 'x', '>=', 0.8, (run) => {
+      const w1 = workloadOf(run, 'W1')?.maxTasksPerS;
+      const w1u = workloadOf(run, 'W1U')?.maxTasksPerS;
+      return w1 && w1u ? w1u / w1 : undefined;
+    }),
+    row(
+      "CPU per W1U task (a user's own worker) / per W1 task, same tasks/s, all processes",
+      'USER',
+      'x',
+      '<=',
+      1.2,
+      (run) => workloadOf(run, 'USER')?.rate?.ratios.W1U,
+    ),
     // The issue says "a map of 1,000 items must not make /result or cancel slow. Measure both.",
     // without a figure: these targets are ours.
     row(

@@ -165,6 +165,17 @@ async function define(system: RunningSystem, definition: unknown): Promise<void>
 export const KINDS = {
   W1: { id: 'W1', title: 'one echo task over HTTP', stepsPerTask: 1, body: echoTask },
   W1L: { id: 'W1L', title: 'W1 under a concurrency limit per key (100 keys)', stepsPerTask: 1, body: limitedEchoTask },
+  // W1 on a tool of a user's own (bench/user-worker.mjs): its results reach PostgreSQL through the API.
+  W1U: {
+    id: 'W1U',
+    title: "W1 on a user's own worker (@orchestrator/worker)",
+    stepsPerTask: 1,
+    body: () => ({ task_type: 'user_echo', params: { value: 'x' } }),
+    prepare: (system) => {
+      if (!system.startUserWorkers) throw new Error(`${system.kind} cannot run workers of a user's own`);
+      return system.startUserWorkers();
+    },
+  },
   W2: {
     id: 'W2',
     title: '3-step chain workflow',
@@ -284,6 +295,18 @@ export const WORKLOADS: Workload[] = [
     baseline: 'W1',
     // The issue's target: a workflow drains at least 0.7 times as many steps per second as W1 tasks.
     targetRatio: 0.7,
+  },
+  // Last on the orchestrator: the user's workers, once started, stay (and count) with the service.
+  capacityOf(KINDS.W1U),
+  {
+    id: 'USER',
+    title: "CPU per task at the same rate: W1 on the built-in worker, W1U on a user's own",
+    system: 'orchestrator',
+    measure: 'rate',
+    kinds: [KINDS.W1, KINDS.W1U],
+    baseline: 'W1',
+    // Issue 30's target: a user's worker adds at most 1.2 times the CPU of a built-in step, summed over all processes.
+    targetRatio: 1.2,
   },
   {
     id: 'pg-boss',

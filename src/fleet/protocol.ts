@@ -152,3 +152,9 @@ export const stepReportAnswerSchema = z.object({
   /** claim: whether the step may run; result: whether it was recorded; note, settle: true. */
   ok: z.boolean(),
 });
+
+/** Most reports in one request. */
+export const REPORTS_PER_REQUEST_MAX = 100;
+/** Several reports in one request (the SDK's group send): each applied as if sent alone. */
+export const stepReportBatchSchema = z.strictObject({ reports: z.array(stepReportSchema).min(1).max(REPORTS_PER_REQUEST_MAX) });
+export const stepReportBatchAnswerSchema = z.object({ answers: z.array(stepReportAnswerSchema) });

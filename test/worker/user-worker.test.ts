@@ -190,6 +190,31 @@ describe('a worker of a user’s own', () => {
     expect(await h.db.prisma.task.count({ where: { id } })).toBe(1);
   });
 
+  it('runs 200 tasks submitted at once, each recorded once (its reports group-sent to the API)', { timeout: 90_000 }, async () => {
+    await startUserWorker();
+    const ids = await Promise.all(
+      Array.from({ length: 200 }, async (_, index) => {
+        const answer = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: `n${index}` } }, bearer(CLIENT));
+        expect(answer.status).toBe(202);
+        return answer.body.task_id as string;
+      }),
+    );
+    await poll(async () => (await h.db.prisma.task.count({ where: { id: { in: ids }, status: 'completed' } })) === ids.length || undefined, {
+      label: '200 tasks completed',
+      timeoutMs: 60_000,
+    });
+    const steps = await h.db.prisma.step.findMany({ where: { taskId: { in: ids } }, select: { status: true, attempts: true, output: true } });
+    expect(steps).toHaveLength(200);
+    expect(steps.every((step) => step.status === 'completed' && step.attempts === 1)).toBe(true);
+    expect(new Set(steps.map((step) => (step.output as { text: string }).text)).size).toBe(200);
+    // A batch is checked whole: one report of a tool not registered through /workers refuses it all.
+    const report = (tool: string) => ({ op: 'settle', task_id: ids[0], run: 1, step_id: tool, tool });
+    const mixed = await h.request('POST', '/workers/other-3/steps', { reports: [report('shout'), report('echo')] }, bearer(WORKER));
+    expect(mixed.status).toBe(400);
+    const tooMany = await h.request('POST', '/workers/other-3/steps', { reports: Array.from({ length: 101 }, () => report('shout')) }, bearer(WORKER));
+    expect(tooMany.status).toBe(400);
+  });
+
   it('refuses a different schema for a tool that a live worker serves, naming the difference', async () => {
     await startUserWorker();
     const tool = {

@@ -1,4 +1,5 @@
-import type { StepReport } from '../../src/fleet/protocol.js';
+import { REPORTS_PER_REQUEST_MAX, type StepReport } from '../../src/fleet/protocol.js';
+import { Batcher } from '../../src/lib/batcher.js';
 import type { StepLedger, StepRef } from '../../src/tasks/step-ledger.js';
 
 /** Calls the API: resolves with the answer's JSON, throws (with the API's message) on anything but 2xx. */
@@ -21,11 +22,22 @@ function wire(ref: StepRef) {
  * the API (`POST /workers/{worker_id}/steps`), which applies them with the built-in worker's own
  * rules (src/tasks/step-ledger.ts runsLedger). A request that fails throws, as PostgreSQL away
  * does in-process: the step processor parks the result in its job and the job comes back.
+ * Reports are group-sent: one request at a time, and those that queue meanwhile go together in
+ * the next (`{reports: [...]}`), as the built-in worker's writes are group-committed; alone, a
+ * report leaves at once.
  */
 export function remoteLedger(call: ApiCall, workerId: string): StepLedger {
+  const path = `/workers/${encodeURIComponent(workerId)}/steps`;
   // Typed by the protocol's input (what the API parses): StepReport['op'] names the kinds.
-  const send = async (report: { op: StepReport['op'] } & Record<string, unknown>) =>
-    ((await call('POST', `/workers/${encodeURIComponent(workerId)}/steps`, report)) as { ok: boolean }).ok;
+  type Report = { op: StepReport['op'] } & Record<string, unknown>;
+  const batcher = new Batcher<Report, boolean>(
+    async (reports) => {
+      if (reports.length === 1) return [((await call('POST', path, reports[0])) as { ok: boolean }).ok];
+      return ((await call('POST', path, { reports })) as { answers: { ok: boolean }[] }).answers.map((answer) => answer.ok);
+    },
+    { maxSize: REPORTS_PER_REQUEST_MAX },
+  );
+  const send = (report: Report) => batcher.add(report);
   return {
     claim: (claim) =>
       send({

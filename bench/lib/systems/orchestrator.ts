@@ -80,6 +80,8 @@ async function listenedQueues(redis: Redis, prefix: string): Promise<string[]> {
 
 /** The compiled build is made once per bench: a restart mid-bench (DRAIN) runs the same code as the phases before it. */
 let built = false;
+/** The worker SDK's bundle (workers/sdk/dist), built once per bench as `npm pack` builds it. */
+let sdkBuilt = false;
 
 /**
  * The service as in production: API and worker processes running the compiled build (dist/, as
@@ -151,7 +153,8 @@ export async function startOrchestrator(ctx: RunContext, extraEnv: Record<string
   const benchClient = new CountingClient(dbUrl);
   const closeClient = ctx.releasers.add('bench database client', () => benchClient.close());
   const records = taskRecords(benchClient);
-  return {
+  const userWorkers: Child[] = [];
+  const running: RunningSystem = {
     kind: 'orchestrator',
     processes: { api: apis.map((api) => api.pid), workers: workers.map((worker) => worker.pid) },
     database,
@@ -182,10 +185,31 @@ export async function startOrchestrator(ctx: RunContext, extraEnv: Record<string
         },
       };
     },
+    async startUserWorkers() {
+      if (userWorkers.length > 0) return;
+      if (!sdkBuilt) execFileSync(process.execPath, ['workers/sdk/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
+      sdkBuilt = true;
+      // What a user's worker is given: Redis and the API (no key: the bench runs without them), never the database.
+      const userEnv = {
+        REDIS_URL: ctx.redisUrl,
+        ORCHESTRATOR_URL: urls[0]!,
+        WORKER_CONCURRENCY: String(options.concurrency),
+        WORKER_SHUTDOWN_TIMEOUT_MS: '5000',
+        LOG_LEVEL: 'warn',
+        LOG_FORMAT: 'json',
+      };
+      for (let index = 0; index < options.workers; index += 1)
+        userWorkers.push(spawnNode(`user-worker-${index + 1}`, 'bench/user-worker.mjs', userEnv, { logDir: ctx.logDir }));
+      children.push(...userWorkers);
+      // Their CPU counts with the workers' from now on: the workloads that use them run last.
+      running.processes.workers.push(...userWorkers.map((child) => child.pid));
+      await waitForWorkers(ctx, prefix, 'tool.user_echo', options.workers, userWorkers);
+    },
     async stop() {
       await closeClient();
       await closeHttp();
       await stopAll();
     },
   };
+  return running;
 }

@@ -52,6 +52,11 @@ export interface RunningSystem {
    * what they hold and fetch nothing more) until `resume`. DRAIN builds its backlog this way.
    */
   pauseQueues?(): Promise<{ names: string[]; resume(): Promise<void> }>;
+  /**
+   * Starts workers of a user's own (bench/user-worker.mjs, on the packaged SDK) beside the service,
+   * once: as many processes as the service's workers, counted among them from then on (W1U).
+   */
+  startUserWorkers?(): Promise<void>;
   stop(): Promise<void>;
 }
 

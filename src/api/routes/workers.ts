@@ -1,11 +1,20 @@
 import { z } from 'zod';
-import { registeredWorkerSchema, stepReportAnswerSchema, stepReportSchema, workerRegistrationSchema, workerViewSchema } from '../../fleet/protocol.js';
+import {
+  registeredWorkerSchema,
+  type StepReport,
+  stepReportAnswerSchema,
+  stepReportBatchAnswerSchema,
+  stepReportBatchSchema,
+  stepReportSchema,
+  workerRegistrationSchema,
+  workerViewSchema,
+} from '../../fleet/protocol.js';
 import { HEARTBEAT_MS } from '../../fleet/worker-fleet.js';
 import { ValidationError } from '../../lib/errors.js';
 import { submitter } from '../access.js';
 import type { ApiExample } from '../openapi-examples.js';
 import { conflict, invalid, notFound, unavailable } from '../replies.js';
-import { type Route, route } from '../route.js';
+import { type Route, type RouteContext, route } from '../route.js';
 
 const workerParam = z.object({
   worker_id: z
@@ -177,96 +186,98 @@ export const WORKER_ROUTES: Route[] = [
     access: 'work',
     summary: "A worker's report on a step it runs: a claim, its result, a note (progress, a failed try), or settle",
     description:
-      'What the built-in worker writes to PostgreSQL itself (src/tasks/step-ledger.ts), said over HTTP: the same rules apply. Only steps of tools registered through `/workers` may be reported on.',
+      'What the built-in worker writes to PostgreSQL itself (src/tasks/step-ledger.ts), said over HTTP: the same rules apply. Only steps of tools registered through `/workers` may be reported on. One report, or `{reports: [...]}` (at most 100): the SDK sends the reports that queue while a request is on its way in the next one, so a busy worker makes one request for many steps.',
     tags: workersTag,
     params: workerParam,
     paramExamples: { worker_id: 'app-1-4242-9f3a' },
-    body: stepReportSchema,
+    body: z.union([stepReportSchema, stepReportBatchSchema]),
     bodyExamples: reportExamples,
     responses: {
       200: {
-        description: 'claim: whether the step may run; result: whether it was recorded.',
-        body: stepReportAnswerSchema,
+        description: 'claim: whether the step may run; result: whether it was recorded. For a batch, one answer per report, in order.',
+        body: z.union([stepReportAnswerSchema, stepReportBatchAnswerSchema]),
         examples: { recorded: { summary: 'Recorded', value: { ok: true } } },
       },
       400: invalid('The report is invalid, or its tool is not one registered through /workers (`validation_error`).'),
       503: unavailable,
     },
     handler: async ({ params, body }, ctx) => {
-      if (!ctx.fleet.get(body.tool))
-        throw new ValidationError(`${body.tool} is not a tool registered through /workers`, [{ path: 'tool', message: 'not registered through /workers' }]);
-      const worker = params.worker_id;
-      const ref = {
-        taskId: body.task_id,
-        run: body.run,
-        stepId: body.step_id,
-        ...(body.item !== undefined ? { item: body.item } : {}),
-        tool: body.tool,
-        ...(body.single ? { single: true } : {}),
-        ...(body.limited ? { limited: true } : {}),
-      };
-      const item = body.item !== undefined ? { item: body.item } : {};
-      // Which step a claim, a note or log lines are about, as the ledger names it.
-      const step = { tool: body.tool, taskId: body.task_id, run: body.run, stepId: body.step_id, ...item };
-      switch (body.op) {
-        case 'claim':
-          return {
-            status: 200,
-            body: {
-              ok: await ctx.ledger.claim({
-                ...step,
-                attempt: body.attempt,
-                at: new Date(body.at),
-                try: body.try,
-                worker,
-                ...(body.job_id !== undefined ? { jobId: body.job_id } : {}),
-              }),
-            },
-          };
-        case 'result':
-          return {
-            status: 200,
-            body: {
-              ok: await ctx.ledger.finish(ref, {
-                attempt: body.attempt,
-                try: body.try,
-                worker,
-                ...(body.job_id !== undefined ? { jobId: body.job_id } : {}),
-                status: body.status,
-                ...(body.output !== undefined ? { output: body.output } : {}),
-                ...(body.error !== undefined ? { error: body.error } : {}),
-                ...(body.input !== undefined ? { input: body.input } : {}),
-                startedAt: new Date(body.started_at),
-                finishedAt: new Date(body.finished_at),
-              }),
-            },
-          };
-        case 'note':
-          await ctx.ledger.note({
-            ...step,
-            ...(body.attempt !== undefined ? { attempt: body.attempt } : {}),
-            ...(body.try !== undefined ? { try: body.try } : {}),
-            ...(body.job_id !== undefined ? { jobId: body.job_id, worker } : {}),
-            ...(body.error !== undefined ? { error: body.error } : {}),
-            ...(body.progress !== undefined ? { progress: body.progress } : {}),
-            ...(body.delay_ms !== undefined ? { delayMs: body.delay_ms } : {}),
-            ...(body.started_at !== undefined ? { startedAt: new Date(body.started_at) } : {}),
-            ...(body.finished_at !== undefined ? { finishedAt: new Date(body.finished_at) } : {}),
-          });
-          return { status: 200, body: { ok: true } };
-        case 'settle':
-          await ctx.ledger.settle(ref);
-          return { status: 200, body: { ok: true } };
-        case 'logs':
-          await ctx.ledger.logs({
-            ...step,
-            attempt: body.attempt,
-            ...(body.try !== undefined ? { try: body.try } : {}),
-            lines: body.lines,
-            dropped: body.dropped,
-          });
-          return { status: 200, body: { ok: true } };
-      }
+      if (!('reports' in body)) return { status: 200, body: await applyReport(body, params.worker_id, ctx) };
+      return { status: 200, body: { answers: await Promise.all(body.reports.map((report) => applyReport(report, params.worker_id, ctx))) } };
     },
   }),
 ];
+
+/**
+ * Applies one report with the built-in worker's own rules (src/tasks/step-ledger.ts); reports of
+ * one batch go through the ledger side by side, so its group commit writes them together.
+ */
+async function applyReport(body: StepReport, worker: string, ctx: RouteContext): Promise<{ ok: boolean }> {
+  if (!ctx.fleet.get(body.tool))
+    throw new ValidationError(`${body.tool} is not a tool registered through /workers`, [{ path: 'tool', message: 'not registered through /workers' }]);
+  const ref = {
+    taskId: body.task_id,
+    run: body.run,
+    stepId: body.step_id,
+    ...(body.item !== undefined ? { item: body.item } : {}),
+    tool: body.tool,
+    ...(body.single ? { single: true } : {}),
+    ...(body.limited ? { limited: true } : {}),
+  };
+  const item = body.item !== undefined ? { item: body.item } : {};
+  // Which step a claim, a note or log lines are about, as the ledger names it.
+  const step = { tool: body.tool, taskId: body.task_id, run: body.run, stepId: body.step_id, ...item };
+  switch (body.op) {
+    case 'claim':
+      return {
+        ok: await ctx.ledger.claim({
+          ...step,
+          attempt: body.attempt,
+          at: new Date(body.at),
+          try: body.try,
+          worker,
+          ...(body.job_id !== undefined ? { jobId: body.job_id } : {}),
+        }),
+      };
+    case 'result':
+      return {
+        ok: await ctx.ledger.finish(ref, {
+          attempt: body.attempt,
+          try: body.try,
+          worker,
+          ...(body.job_id !== undefined ? { jobId: body.job_id } : {}),
+          status: body.status,
+          ...(body.output !== undefined ? { output: body.output } : {}),
+          ...(body.error !== undefined ? { error: body.error } : {}),
+          ...(body.input !== undefined ? { input: body.input } : {}),
+          startedAt: new Date(body.started_at),
+          finishedAt: new Date(body.finished_at),
+        }),
+      };
+    case 'note':
+      await ctx.ledger.note({
+        ...step,
+        ...(body.attempt !== undefined ? { attempt: body.attempt } : {}),
+        ...(body.try !== undefined ? { try: body.try } : {}),
+        ...(body.job_id !== undefined ? { jobId: body.job_id, worker } : {}),
+        ...(body.error !== undefined ? { error: body.error } : {}),
+        ...(body.progress !== undefined ? { progress: body.progress } : {}),
+        ...(body.delay_ms !== undefined ? { delayMs: body.delay_ms } : {}),
+        ...(body.started_at !== undefined ? { startedAt: new Date(body.started_at) } : {}),
+        ...(body.finished_at !== undefined ? { finishedAt: new Date(body.finished_at) } : {}),
+      });
+      return { ok: true };
+    case 'settle':
+      await ctx.ledger.settle(ref);
+      return { ok: true };
+    case 'logs':
+      await ctx.ledger.logs({
+        ...step,
+        attempt: body.attempt,
+        ...(body.try !== undefined ? { try: body.try } : {}),
+        lines: body.lines,
+        dropped: body.dropped,
+      });
+      return { ok: true };
+  }
+}
