@@ -112,9 +112,15 @@ export class WorkerFleet implements DynamicTools {
     const names = body.tools.map((tool) => tool.name);
     if (new Set(names).size !== names.length) throw new ConflictError('tool_conflict', 'two tools of the registration have the same name');
     const outcome = await this.prisma.$transaction(async (tx) => {
-      // One registration at a time per tool: rows locked in name order (no deadlock between two workers).
+      // One registration at a time per tool name, taken in name order (no deadlock between two
+      // workers): a row lock alone would not cover a name not stored yet, and two workers
+      // registering a new tool at once both inserted it (a unique violation, a 500).
+      await tx.$executeRawUnsafe(
+        `SELECT pg_advisory_xact_lock(key) FROM (SELECT hashtext('worker_tool:' || name) AS key FROM unnest($1::text[]) AS name ORDER BY name) AS names`,
+        names,
+      );
       const stored = (await tx.$queryRawUnsafe(
-        'SELECT name, version, description, input_schema AS "inputSchema", output_schema AS "outputSchema", retry, timeout_ms AS "timeoutMs" FROM worker_tools WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE',
+        'SELECT name, version, description, input_schema AS "inputSchema", output_schema AS "outputSchema", retry, timeout_ms AS "timeoutMs" FROM worker_tools WHERE name = ANY($1::text[])',
         names,
       )) as StoredTool[];
       const byName = new Map(stored.map((row) => [row.name, row]));

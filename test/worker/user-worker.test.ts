@@ -1,6 +1,8 @@
+import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
+import { freePort } from '../helpers/ports.js';
 
 /**
  * A worker of a user's own (issue 30): a process with the SDK (workers/sdk) and one tool of its
@@ -19,7 +21,7 @@ const bearer = (entry: string) => ({ authorization: `Bearer ${entry.slice(entry.
 describe('a worker of a user’s own', () => {
   let h: Harness;
   const children: NodeProcess[] = [];
-  const startUserWorker = async (env: Record<string, string> = {}) => {
+  const startUserWorker = async (env: Record<string, string> = {}, started = true) => {
     const child = runEntry('test/fixtures/user-worker.ts', {
       REDIS_URL: h.config.REDIS_URL,
       ORCHESTRATOR_URL: h.url,
@@ -33,7 +35,7 @@ describe('a worker of a user’s own', () => {
       ...env,
     });
     children.push(child);
-    await child.waitForOutput(/worker started/);
+    if (started) await child.waitForOutput(/worker started/);
     return child;
   };
   beforeAll(async () => {
@@ -213,6 +215,48 @@ describe('a worker of a user’s own', () => {
     expect(mixed.status).toBe(400);
     const tooMany = await h.request('POST', '/workers/other-3/steps', { reports: Array.from({ length: 101 }, () => report('shout')) }, bearer(WORKER));
     expect(tooMany.status).toBe(400);
+  });
+
+  it('registers a new tool from eight workers at once: each 200, one version', async () => {
+    const tool = {
+      name: 'brand_new',
+      description: 'Registered by many at once.',
+      input_schema: { type: 'object' },
+      output_schema: { type: 'object' },
+      retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
+      timeout_ms: 1000,
+    };
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, (_, index) =>
+        h.request('PUT', `/workers/many-${index}`, { host: 'many', pid: index, version: '1', concurrency: 1, tools: [tool] }, bearer(WORKER)),
+      ),
+    );
+    expect(answers.map((answer) => answer.status)).toEqual(Array(8).fill(200));
+    expect(new Set(answers.map((answer) => answer.body.tools[0].version))).toEqual(new Set([1]));
+    expect(answers.filter((answer) => answer.body.tools[0].changed)).toHaveLength(1);
+  });
+
+  it('started before the API answers, keeps registering until it does', async () => {
+    // Nothing listens on the port at first: the worker retries; then a relay to the API opens there.
+    const port = await freePort();
+    const child = await startUserWorker({ ORCHESTRATOR_URL: `http://127.0.0.1:${port}` }, false);
+    await child.waitForOutput(/registration failed, trying again/);
+    const target = new URL(h.url);
+    const relay = net.createServer((socket) => {
+      const upstream = net.connect(Number(target.port), target.hostname);
+      socket.pipe(upstream).pipe(socket);
+      socket.on('error', () => upstream.destroy());
+      upstream.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((resolve) => relay.listen(port, '127.0.0.1', resolve));
+    try {
+      await child.waitForOutput(/worker started/);
+      const task = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 'patient' } }, bearer(CLIENT));
+      expect(await waitForTask(h, task.body.task_id, 30_000, bearer(ADMIN))).toMatchObject({ status: 'completed', result: { text: 'PATIENT' } });
+    } finally {
+      await child.kill();
+      await new Promise((resolve) => relay.close(resolve));
+    }
   });
 
   it('refuses a different schema for a tool that a live worker serves, naming the difference', async () => {

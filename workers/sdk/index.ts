@@ -47,6 +47,37 @@ export interface OrchestratorWorker {
   close(): Promise<{ drained: boolean }>;
 }
 
+/** The API answered, with a status other than 2xx. */
+class ApiAnswerError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** How long a starting worker keeps trying to register while the API is away or answers 5xx. */
+const REGISTER_PATIENCE_MS = 60_000;
+
+/**
+ * Registers, again and again while the API cannot be reached or answers 5xx or 429 (it may be
+ * starting beside this worker), for up to REGISTER_PATIENCE_MS; a refusal (401, 403, 409 …) throws at once.
+ */
+async function registerPatiently(call: ApiCall, path: string, registration: WorkerRegistration, logger?: Logger): Promise<RegisteredWorker> {
+  const deadline = Date.now() + REGISTER_PATIENCE_MS;
+  for (let delayMs = 250; ; delayMs = Math.min(delayMs * 2, 5_000)) {
+    try {
+      return (await call('PUT', path, registration)) as RegisteredWorker;
+    } catch (error) {
+      const refused = error instanceof ApiAnswerError && error.status < 500 && error.status !== 429;
+      if (refused || Date.now() + delayMs > deadline) throw error;
+      (logger ?? console).warn(`registration failed, trying again in ${delayMs} ms: ${(error as Error).message}`);
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+
 function apiCaller(url: string, apiKey: string | undefined): ApiCall {
   const base = url.replace(/\/+$/, '');
   return async (method, path, body) => {
@@ -58,7 +89,10 @@ function apiCaller(url: string, apiKey: string | undefined): ApiCall {
     });
     const answer = (await response.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
     if (!response.ok)
-      throw new Error(`${method} ${path} answered ${response.status}: ${answer.error?.message ?? 'no message'} (${answer.error?.code ?? 'no code'})`);
+      throw new ApiAnswerError(
+        response.status,
+        `${method} ${path} answered ${response.status}: ${answer.error?.message ?? 'no message'} (${answer.error?.code ?? 'no code'})`,
+      );
     return answer;
   };
 }
@@ -101,7 +135,7 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
   return {
     id,
     async start() {
-      const registered = (await call('PUT', `/workers/${encodeURIComponent(id)}`, registration)) as RegisteredWorker;
+      const registered = await registerPatiently(call, `/workers/${encodeURIComponent(id)}`, registration, options.logger);
       // The settings the step path reads, from what the API answered; nothing of the database.
       const config = loadConfig({
         REDIS_URL: options.redisUrl ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
