@@ -49,6 +49,26 @@ COPY workers ./workers
 COPY client ./client
 RUN npm run build
 
+# ---- example-worker: a user's worker image (examples/worker-app), for compose's user-worker -------
+# What a user's own image holds: Node, the app and its dependencies, @orchestrator/worker among
+# them. Here the package is the one this build packs (users install it from their registry), so
+# the example always runs against the SDK of the same commit. Built only when asked for
+# (`--target example-worker`; compose's `user-worker` profile); the default target is the runtime.
+FROM build AS sdk-pack
+RUN mkdir /sdk && cd workers/sdk && npm pack --pack-destination /sdk
+
+FROM node:22-bookworm-slim AS example-worker
+WORKDIR /app
+ENV NODE_ENV=production
+COPY examples/worker-app/package.json ./
+COPY --from=sdk-pack /sdk /sdk
+# The dependency pointed at the packed file, as test/worker/worker-package.test.ts does.
+RUN npm pkg set "dependencies.@orchestrator/worker=file:$(ls /sdk/orchestrator-worker-*.tgz)" \
+  && npm install --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY examples/worker-app/index.js ./
+USER node
+CMD ["node", "index.js"]
+
 # ---- runtime: compiled JavaScript and production dependencies only -----------------------------
 FROM node:22-bookworm-slim AS runtime
 WORKDIR /app

@@ -243,6 +243,19 @@ describe('docker-compose.yml', () => {
     expect(environmentOf(services.worker!, { ...SECRETS, API_KEYS: 'compose-admin-key-0123456789' }).API_KEYS).toBeUndefined();
   });
 
+  it("runs a user's worker only under its profile, from the example-worker stage, with Redis, the API and a worker key but no database", () => {
+    const user = services['user-worker']!;
+    expect(user.profiles).toEqual(['user-worker']);
+    expect(user.build).toMatchObject({ context: '.', target: 'example-worker' });
+    expect(dockerfile.some((i) => i.keyword === 'FROM' && /\bAS\s+example-worker$/i.test(i.args))).toBe(true);
+    const env = environmentOf(user, { ...SECRETS, USER_WORKER_API_KEY: 'a-worker-key' });
+    expect(Object.keys(env).sort()).toEqual(['LOG_LEVEL', 'ORCHESTRATOR_API_KEY', 'ORCHESTRATOR_URL', 'REDIS_URL']);
+    expect(env.ORCHESTRATOR_URL).toBe('http://api:3000');
+    expect(env.REDIS_URL).toBe(environmentOf(services.worker!).REDIS_URL);
+    expect(user.depends_on).toMatchObject({ api: { condition: 'service_healthy' } });
+    expect(user.ports ?? []).toEqual([]);
+  });
+
   it('lets the worker scale: no container_name, no ports', () => {
     const worker = services.worker!;
     expect(worker).toBeDefined();
@@ -388,8 +401,11 @@ describe('Dockerfile', () => {
   });
 
   it('builds and runs on a current LTS Node, 22 or newer', () => {
+    // A stage may start from an earlier one (FROM build AS sdk-pack): its image is that stage's.
+    const stages = new Set(froms.map((from) => /\bAS\s+(\S+)/i.exec(from.args)?.[1]).filter(Boolean));
     for (const from of froms) {
       const image = splitArgs(from.args).find((arg) => !arg.startsWith('--'))!;
+      if (stages.has(image)) continue;
       const tag = /^(?:docker\.io\/)?(?:library\/)?node:(\d+)(?:\.\d+)*-/.exec(image);
       expect(tag, `FROM ${image} must name node:<major>[.<minor>]-<variant>`).not.toBeNull();
       const major = Number(tag![1]);
