@@ -20,7 +20,8 @@ const USAGE = `Usage: orchestrator <command> [options]
 
 Commands:
   submit <task_type> [--params JSON] [--idempotency-key KEY] [--priority N] [--delay-ms N] [--wait]
-                                   submit a tool or workflow task; --wait: wait for it to end
+                                   submit a tool or workflow task; --wait: show its progress
+                                   as follow does until it ends
   result <task_id> [--wait SECONDS]
                                    the task, its steps and its result (--wait: up to 30 s for the end)
   tasks [--status S] [--type T] [--limit N] [--cursor C]
@@ -175,10 +176,15 @@ function printTask(task: TaskView): void {
       Boolean,
     );
     print(`  ${step.id} (${stepLabel(step)}) ${facts.join(', ')}${step.reason ? ` (${step.reason})` : ''}${step.error ? `: ${step.error.message}` : ''}`);
-    if (step.waiting_for) print(`    waits for signal ${step.waiting_for.signal}${step.waiting_for.timeout_at ? ` until ${step.waiting_for.timeout_at}` : ''}`);
-    for (const link of step.waiting_for?.approval?.links ?? []) print(`    approve${link.approver ? ` (${link.approver})` : ''}: ${link.url}`);
+    printWaiting(step);
   }
   printOutcome(task);
+}
+
+/** What a waiting step waits for, and its approval links (shown to keys that may hold them). */
+function printWaiting(step: TaskView['steps'][number]): void {
+  if (step.waiting_for) print(`    waits for signal ${step.waiting_for.signal}${step.waiting_for.timeout_at ? ` until ${step.waiting_for.timeout_at}` : ''}`);
+  for (const link of step.waiting_for?.approval?.links ?? []) print(`    approve${link.approver ? ` (${link.approver})` : ''}: ${link.url}`);
 }
 
 /** What a step runs, by kind: `http`, `http for_each 3/10`, `workflow → <child task>`, `sleep until <time>`. */
@@ -196,12 +202,27 @@ function printOutcome(task: TaskView): void {
 
 const endStatus = (task: TaskView) => (task.status === 'completed' ? 0 : 1);
 
-/** Prints each event as a line, `[completed/total]` first; resolves with the exit status once the task ended. */
+/**
+ * Prints each event as a line, `[completed/total]` first, and under a step that starts waiting
+ * what it waits for (its approval links too); resolves with the exit status once the task ended.
+ */
 async function follow(client: OrchestratorClient, taskId: string, json: boolean): Promise<number> {
   const steps = new Map<string, string>();
   let total = 0;
   const counter = () => `[${[...steps.values()].filter((status) => STEP_ENDS.has(status)).length}/${total}]`;
   let last: FollowEvent | undefined;
+  // A step's event says it waits; what for (the signal, the links) is in the task.
+  const shown = new Set<string>();
+  const showWaiting = async (stepIds: string[]) => {
+    const fresh = stepIds.filter((id) => !shown.has(id));
+    if (fresh.length === 0) return;
+    const task = await client.result(taskId);
+    for (const step of task.steps)
+      if (fresh.includes(step.id) && step.waiting_for) {
+        shown.add(step.id);
+        printWaiting(step);
+      }
+  };
   for await (const event of client.follow(taskId)) {
     last = event;
     if (json) {
@@ -212,9 +233,11 @@ async function follow(client: OrchestratorClient, taskId: string, json: boolean)
       total = event.task.progress.total;
       for (const step of event.task.steps) steps.set(step.id, step.status);
       print(`${counter()} task ${event.task.task_id} ${event.task.task_type} ${event.task.status}`);
+      await showWaiting(event.task.steps.filter((step) => step.status === 'waiting').map((step) => step.id));
     } else if (event.type === 'step') {
       steps.set(event.step_id ?? '', event.status ?? '');
       print(`${counter()} step ${event.step_id} ${event.status}`);
+      if (event.status === 'waiting' && event.step_id) await showWaiting([event.step_id]);
     } else if (event.type === 'progress') {
       print(`${counter()} step ${event.step_id} ${event.percent}%${event.message ? ` ${event.message}` : ''}`);
     } else {
@@ -268,11 +291,14 @@ async function run(argv: string[]): Promise<number> {
         else print(submitted.replayed ? `task ${submitted.task_id} already submitted with this idempotency key` : `task ${submitted.task_id} assigned`);
         return 0;
       }
-      if (!json) print(`task ${submitted.task_id} assigned, waiting for it to end`);
-      const task = await client.waitForResult(submitted.task_id);
-      if (json) printJson(task);
-      else printTask(task);
-      return endStatus(task);
+      if (json) {
+        const task = await client.waitForResult(submitted.task_id);
+        printJson(task);
+        return endStatus(task);
+      }
+      // Its progress as follow shows it, then the task and its result.
+      print(`task ${submitted.task_id} assigned, waiting for it to end`);
+      return follow(client, submitted.task_id, false);
     }
     case 'result': {
       const task = await client.result(argument('a task id'), { wait: integer('wait', option('wait')) ?? 0 });

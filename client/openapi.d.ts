@@ -124,7 +124,7 @@ export interface paths {
         };
         /**
          * Read a task's durable history: every state change, attempt, retry and callback delivery, in order
-         * @description Kept as long as the task (RETENTION_DAYS). Each event has its `seq` (increasing in the order of the changes), `type`, `at`, `run`, the step (and item) it concerns and its `data`; README "History" lists them. A page at a time, oldest first; `?step=` keeps one step's events.
+         * @description Kept as long as the task (RETENTION_DAYS). Each event has its `seq` (increasing in the order of the changes), `type`, `at`, `run`, the step (and item) it concerns and its `data`; docs/workflows.md "History" lists them. A page at a time, oldest first; `?step=` keeps one step's events.
          */
         get: operations["getTaskHistory"];
         put?: never;
@@ -2239,7 +2239,7 @@ export interface components {
             /** @enum {string} */
             database: "up" | "down";
         };
-        /** @description A schedule: a task of `task_type` with `params` on every tick (README "Schedules"). */
+        /** @description A schedule: a task of `task_type` with `params` on every tick (docs/workflows.md "Schedules"). */
         Schedule: {
             name: string;
             /** @description The key whose schedule it is (its id): its ticks' tasks are that key's. Names are unique per owner. Null without authentication. */
@@ -6842,8 +6842,9 @@ export interface operations {
                                 };
                             }[];
                         };
-                        /** @description The window in 48 buckets of `bucket_ms`, oldest first, empty ones included: the tasks created in each, how many of them completed or failed, and their duration percentiles. A chart of throughput and latency over the window. */
+                        /** @description The window in at most 49 buckets of `bucket_ms`, on the clock's boundaries of that width (the first starts at or before the window; only the window's tasks count in it), oldest first, empty ones included: the tasks created in each, how many of them completed or failed, and their duration percentiles. A chart of throughput and latency over the window. */
                         series: {
+                            /** @description A round width (1, 2, 5, 10, 15 or 30 s or min; 1, 2, 3, 6 or 12 h; 1, 2 or 7 days): the smallest that covers the window in 48 buckets. */
                             bucket_ms: number;
                             points: {
                                 /** @description Where the bucket starts. */

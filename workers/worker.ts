@@ -12,11 +12,24 @@ export interface WorkerProcess {
   close(): Promise<{ drained: boolean }>;
 }
 
-/** Serves GET /metrics of this process on its own port, so a scraper sees every worker. */
-async function serveMetrics(metrics: Metrics, port: number, host: string, token: string | undefined): Promise<http.Server> {
+/**
+ * Serves GET /metrics of this process on its own port, so a scraper sees every worker, and GET
+ * /health for a container's healthcheck: 200 while its BullMQ workers run (an answer at all says
+ * the event loop turns), 503 once they stopped. Dependencies away are no reason to restart it:
+ * they are not checked here.
+ */
+async function serveMetrics(metrics: Metrics, port: number, host: string, token: string | undefined, running: () => boolean): Promise<http.Server> {
   const server = http.createServer((req, res) => {
-    if (req.method !== 'GET' || req.url?.split('?')[0] !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'route_not_found', message: 'only GET /metrics here' } }));
+    const path = req.url?.split('?')[0];
+    if (req.method === 'GET' && path === '/health') {
+      const up = running();
+      res.writeHead(up ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ status: up ? 'ok' : 'stopped' }));
+      return;
+    }
+    if (req.method !== 'GET' || path !== '/metrics') {
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ error: { code: 'route_not_found', message: 'only GET /metrics and GET /health here' } }));
       return;
     }
     if (!scrapeAuthorized(token, req.headers.authorization)) {
@@ -51,7 +64,9 @@ export async function startWorker(config: Config, logger: Logger, registry: Tool
     metrics,
   });
   const metricsServer =
-    config.WORKER_METRICS_PORT === undefined ? undefined : await serveMetrics(metrics, config.WORKER_METRICS_PORT, config.HOST, config.METRICS_TOKEN);
+    config.WORKER_METRICS_PORT === undefined
+      ? undefined
+      : await serveMetrics(metrics, config.WORKER_METRICS_PORT, config.HOST, config.METRICS_TOKEN, () => runtime.workers.some((worker) => worker.isRunning()));
   const address = metricsServer?.address();
   const metricsUrl = address && typeof address === 'object' ? `http://127.0.0.1:${address.port}/metrics` : undefined;
   if (metricsUrl) logger.info('worker metrics listening', { url: metricsUrl });

@@ -642,12 +642,12 @@ export const statsExamples: Record<string, ApiExample> = {
           { tool: 'sleep', total: 1, by_status: { completed: 1 }, last_created_at: '2026-11-22T18:29:30.004Z', duration_ms: percentiles(524, 524, 524, 524) },
         ],
       },
-      // 48 buckets of 75 s; here the last two (the others are empty alike).
+      // 31 buckets of 2 min; here the last two (the others are empty alike).
       series: {
-        bucket_ms: 75_000,
+        bucket_ms: 120_000,
         points: [
-          { at: '2026-11-22T18:27:32.116Z', created: 0, completed: 0, failed: 0, duration_ms: percentiles(null, null, null, null) },
-          { at: '2026-11-22T18:28:47.116Z', created: 1, completed: 1, failed: 0, duration_ms: percentiles(610, 610, 610, 610) },
+          { at: '2026-11-22T18:26:00.000Z', created: 0, completed: 0, failed: 0, duration_ms: percentiles(null, null, null, null) },
+          { at: '2026-11-22T18:28:00.000Z', created: 1, completed: 1, failed: 0, duration_ms: percentiles(610, 610, 610, 610) },
         ],
       },
       timestamp: '2026-11-22T18:30:02.122Z',
@@ -760,7 +760,7 @@ export const EXAMPLE_SCHEDULE = 'nightly-report';
 
 export const createScheduleExamples: Record<string, ApiExample> = {
   nightly: {
-    summary: 'Every night at 02:00 Berlin time (the example of README "Schedules")',
+    summary: 'Every night at 02:00 Berlin time (the example of docs/workflows.md "Schedules")',
     value: {
       name: EXAMPLE_SCHEDULE,
       cron: '0 2 * * *',

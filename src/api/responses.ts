@@ -115,7 +115,7 @@ export const stepItemListSchema = z.object({
   next_cursor: nextCursor,
 });
 
-/** One event of a task's durable history (GET /tasks/:id/history; README "History"). */
+/** One event of a task's durable history (GET /tasks/:id/history; docs/workflows.md "History"). */
 export const historyEventSchema = z
   .object({
     seq: z.int().min(1).meta({ description: "The event's place: increasing in the order of the task's changes." }),
@@ -321,7 +321,9 @@ export const statsSchema = z.object({
   }),
   series: z
     .object({
-      bucket_ms: z.int().min(1),
+      bucket_ms: z.int().min(1).meta({
+        description: 'A round width (1, 2, 5, 10, 15 or 30 s or min; 1, 2, 3, 6 or 12 h; 1, 2 or 7 days): the smallest that covers the window in 48 buckets.',
+      }),
       points: z.array(
         z.object({
           at: timestamp.meta({ description: 'Where the bucket starts.' }),
@@ -334,7 +336,7 @@ export const statsSchema = z.object({
     })
     .meta({
       description:
-        'The window in 48 buckets of `bucket_ms`, oldest first, empty ones included: the tasks created in each, how many of them completed or failed, and their duration percentiles. A chart of throughput and latency over the window.',
+        "The window in at most 49 buckets of `bucket_ms`, on the clock's boundaries of that width (the first starts at or before the window; only the window's tasks count in it), oldest first, empty ones included: the tasks created in each, how many of them completed or failed, and their duration percentiles. A chart of throughput and latency over the window.",
     }),
   timestamp,
 });
@@ -418,7 +420,7 @@ export const scheduleSchema = z
     created_at: timestamp,
     updated_at: timestamp,
   })
-  .meta({ description: 'A schedule: a task of `task_type` with `params` on every tick (README "Schedules").' });
+  .meta({ description: 'A schedule: a task of `task_type` with `params` on every tick (docs/workflows.md "Schedules").' });
 
 export const scheduleRunSchema = z.object({
   tick_at: timestamp.meta({ description: 'The tick the task was made for.' }),

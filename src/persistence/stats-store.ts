@@ -28,6 +28,13 @@ interface CountRow {
 
 /** How many points GET /stats's series has: enough for a chart, few enough to read at a glance. */
 export const SERIES_POINTS = 48;
+/** A series' bucket widths, in units a chart reads at a glance (`per 2 min`, not `per 1 min 15 s`). */
+const ROUND_BUCKETS_MS = [
+  ...[1, 2, 5, 10, 15, 30].map((s) => s * 1_000),
+  ...[1, 2, 5, 10, 15, 30].map((m) => m * 60_000),
+  ...[1, 2, 3, 6, 12].map((h) => h * 3_600_000),
+  ...[1, 2, 7].map((d) => d * 86_400_000),
+];
 
 interface BucketRow extends Record<'p50' | 'p90' | 'p95' | 'p99' | 'max', number | null> {
   at: Date;
@@ -93,8 +100,12 @@ export class StatsStore {
     };
     const taskMs = 'extract(epoch FROM t.finished_at - t.created_at) * 1000';
     const stepMs = 'extract(epoch FROM s.finished_at - s.started_at) * 1000';
-    // The window in SERIES_POINTS buckets of whole milliseconds, the first starting at `from`.
-    const bucketMs = Math.max(1, Math.ceil((to.getTime() - from.getTime()) / SERIES_POINTS));
+    // The window in at most SERIES_POINTS buckets of the smallest round width that fits, on the
+    // clock's boundaries of that width (the first bucket starts at or before `from`; only tasks
+    // of the window count in it).
+    const span = to.getTime() - from.getTime();
+    const bucketMs = ROUND_BUCKETS_MS.find((width) => width * SERIES_POINTS >= span) ?? Math.ceil(span / SERIES_POINTS);
+    const start = Math.floor(from.getTime() / bucketMs) * bucketMs;
     const [, taskCounts, taskDurations, stepCounts, stepDurations, buckets] = await this.prisma.$transaction([
       // SET LOCAL, with a bound value: the timeout ends with this transaction.
       this.prisma.$queryRawUnsafe(`SELECT set_config('statement_timeout', $1, true)`, String(this.options.statementTimeoutMs)),
@@ -125,19 +136,20 @@ export class StatsStore {
         to,
       ),
       this.prisma.$queryRawUnsafe<BucketRow[]>(
-        `SELECT date_bin($3::interval, t.created_at, $1) AS at, count(*) AS created,
+        `SELECT date_bin($3::interval, t.created_at, $4) AS at, count(*) AS created,
                 count(*) FILTER (WHERE t.status = 'completed') AS completed, count(*) FILTER (WHERE t.status = 'failed') AS failed,
                 ${percentilesOf(taskMs, 't.finished_at IS NOT NULL')}
            FROM tasks t WHERE t.created_at >= $1 AND t.created_at < $2 GROUP BY 1`,
         from,
         to,
         `${bucketMs} milliseconds`,
+        new Date(start),
       ),
     ]);
     const types = group(taskCounts, taskDurations);
     const byBucket = new Map(buckets.map((row) => [row.at.getTime(), row]));
-    const points = Array.from({ length: Math.ceil((to.getTime() - from.getTime()) / bucketMs) }, (_, index) => {
-      const at = from.getTime() + index * bucketMs;
+    const points = Array.from({ length: Math.ceil((to.getTime() - start) / bucketMs) }, (_, index) => {
+      const at = start + index * bucketMs;
       const row = byBucket.get(at);
       return {
         at: new Date(at).toISOString(),

@@ -42,11 +42,16 @@ describe('GET /stats', () => {
     expect(sleep.last_created_at).toBe(newest!.createdAt.toISOString());
   });
 
-  it('has a series of 48 buckets over the window for charts: tasks created in each, how they ended, their percentiles', async () => {
+  it('has a series of round buckets over the window for charts: tasks created in each, how they ended, their percentiles', async () => {
     const { body } = await h.request('GET', '/stats?window=1h');
-    expect(body.series.bucket_ms).toBe(75_000);
-    expect(body.series.points).toHaveLength(48);
-    expect(body.series.points[0].at).toBe(body.window.from);
+    // An hour over at most 48 buckets: 75 s, rounded up to 2 min, on the clock's 2-minute boundaries.
+    expect(body.series.bucket_ms).toBe(120_000);
+    const starts = body.series.points.map((point: { at: string }) => Date.parse(point.at));
+    expect(starts.every((at: number) => at % 120_000 === 0)).toBe(true);
+    expect(starts[0]).toBeLessThanOrEqual(Date.parse(body.window.from));
+    expect(starts[0] + 120_000).toBeGreaterThan(Date.parse(body.window.from));
+    expect(starts.at(-1) + 120_000).toBeGreaterThanOrEqual(Date.parse(body.window.to));
+    expect(body.series.points.length).toBeLessThanOrEqual(31);
     const sum = (field: 'created' | 'completed' | 'failed') =>
       body.series.points.reduce((total: number, point: Record<string, number>) => total + point[field]!, 0);
     expect([sum('created'), sum('completed'), sum('failed')]).toEqual([9, 8, 1]);

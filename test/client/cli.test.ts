@@ -61,10 +61,13 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
     expect(code).toBe(0);
   });
 
-  it('submit --wait prints the task and its result, and exits 0', async () => {
+  it('submit --wait prints its progress as follow does, then the result, and exits 0', async () => {
     const { code, output } = await cli('submit', 'echo', '--params', '{"hello": "cli"}', '--wait');
     expect(output).toMatch(/^task [0-9a-f-]{36} assigned, waiting for it to end$/m);
-    expect(output).toMatch(/^task [0-9a-f-]{36} echo completed \[1\/1\]$/m);
+    // The first line is the task as follow finds it (an echo may have ended already); the end is
+    // its own event, or that first line.
+    expect(output).toMatch(/^\[[01]\/1\] task [0-9a-f-]{36} echo (queued|running|completed)$/m);
+    expect(output).toMatch(/^\[1\/1\] task ([0-9a-f-]{36} echo )?completed$/m);
     expect(output).toContain('{\n  "hello": "cli"\n}');
     expect(code).toBe(0);
 
@@ -153,6 +156,11 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
     );
     expect(waiting.output).toMatch(/^ {4}waits for signal review$/m);
     expect(waiting.output).toMatch(/^ {4}approve: http:\/\/\S+\/approvals\/\S+$/m);
+    // follow shows the same under the waiting step, and goes on waiting.
+    const followed = start('follow', id);
+    await followed.waitForOutput(/^ {4}approve: http:\/\/\S+\/approvals\/\S+$/m);
+    expect(followed.output).toMatch(/^\[0\/2\] task \S+ \S+ (running|waiting)\n {4}waits for signal review\n {4}approve: /m);
+    expect(followed.child.exitCode).toBeNull();
     expect(JSON.parse((await cli('tasks', '--status', 'waiting', '--json')).output).items).toContainEqual(
       expect.objectContaining({ task_id: id, waiting_for: [expect.objectContaining({ step_id: 'review', reason: 'approval' })] }),
     );

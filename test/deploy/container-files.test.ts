@@ -40,6 +40,7 @@ function isConfigKey(name: string): boolean {
 type Env = Record<string, string>;
 
 interface ComposeService {
+  env_file?: { path: string; required?: boolean }[];
   image?: string;
   build?: unknown;
   command?: string | string[];
@@ -256,13 +257,21 @@ describe('docker-compose.yml', () => {
     expect(user.ports ?? []).toEqual([]);
   });
 
+  it("passes .env whole to api and worker (any setting reaches them; optional), never to a user's worker, which holds no database password", () => {
+    for (const name of APP_SERVICES) expect(services[name]!.env_file, name).toEqual([{ path: '.env', required: false }]);
+    expect(services['user-worker']!.env_file).toBeUndefined();
+  });
+
   it('lets the worker scale: no container_name, no ports', () => {
     const worker = services.worker!;
     expect(worker).toBeDefined();
     expect(worker.container_name).toBeUndefined();
     expect(worker.ports ?? []).toEqual([]);
-    // The image's HEALTHCHECK calls the HTTP API, which a worker does not serve.
-    expect(worker.healthcheck?.disable === true || worker.healthcheck?.test !== undefined).toBe(true);
+    // Not the image's HEALTHCHECK (the HTTP API, which a worker does not serve): its metrics port's
+    // /health, on the port the service sets.
+    const check = commandText(worker.healthcheck?.test);
+    expect(worker.healthcheck?.disable).not.toBe(true);
+    expect(check).toContain(`http://127.0.0.1:${environmentOf(worker).WORKER_METRICS_PORT}/health`);
   });
 
   it('runs api and worker from the same build, with compiled entry points whose sources exist', () => {

@@ -57,6 +57,9 @@ describe('Prometheus metrics', () => {
     expect(sample(text, 'orchestrator_step_duration_seconds_count', { tool: 'echo', status: 'completed' })).toBe(2);
     expect(sample(text, 'orchestrator_task_duration_seconds_count', { task_type: 'flaky', status: 'completed' })).toBe(1);
     expect((await fetch(url.replace('/metrics', '/other'))).status).toBe(404);
+    // Its /health, for a container's healthcheck (docker-compose.yml): up while its workers run.
+    const health = await fetch(url.replace('/metrics', '/health'));
+    expect([health.status, await health.json()]).toEqual([200, { status: 'ok' }]);
   });
 });
 

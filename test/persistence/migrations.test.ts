@@ -274,7 +274,9 @@ describe('the migrated database matches prisma/schema.prisma', () => {
         if (field.hasDefaultValue && !['uuid', 'cuid', 'nanoid', 'ulid'].includes(fn ?? '')) {
           expect(column.column_default, where).not.toBeNull();
           if (fn === 'now') expect(column.column_default, where).toBe('CURRENT_TIMESTAMP');
-          else if (fn === undefined) expect(column.column_default, where).toMatch(new RegExp(`^'?${String(field.default)}'?(::.*)?$`));
+          // The default as a literal (a JSON default such as [] has regex syntax in it).
+          else if (fn === undefined)
+            expect(column.column_default, where).toMatch(new RegExp(`^'?${String(field.default).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}'?(::.*)?$`));
         }
       }
     }

@@ -9,6 +9,11 @@ export function formatDuration(ms: number | null | undefined): string {
   if (ms === null || ms === undefined) return '—';
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
-  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
-  return `${Math.floor(ms / 3_600_000)} h ${Math.round((ms % 3_600_000) / 60_000)} min`;
+  // Whole minutes and hours without their zero remainder: `2 min`, `1 h`.
+  if (ms < 3_600_000) {
+    const seconds = Math.round((ms % 60_000) / 1000);
+    return `${Math.floor(ms / 60_000)} min${seconds ? ` ${seconds} s` : ''}`;
+  }
+  const minutes = Math.round((ms % 3_600_000) / 60_000);
+  return `${Math.floor(ms / 3_600_000)} h${minutes ? ` ${minutes} min` : ''}`;
 }

@@ -108,7 +108,7 @@ export default function WorkflowsPage() {
                   </td>
                   <td>v{workflow.version}</td>
                   <td>{workflow.steps}</td>
-                  <td>{workflow.description ?? ''}</td>
+                  <td className="prose">{workflow.description ?? ''}</td>
                   <td>{formatTime(workflow.created_at)}</td>
                 </tr>
               ))}
