@@ -1,5 +1,5 @@
 /**
- * `npm run bench:history`: what the durable history (README "History") adds to the ledger's
+ * `npm run bench:history`: what the durable history (docs/workflows.md "History") adds to the ledger's
  * statements of a one-tool task, in a throwaway database, with nothing else of the service
  * running: a W1 task's two statements, ledger_create and ledger_finish_singles (its step ran
  * unclaimed, the fast path), each over batches of one-tool tasks, with the history and without

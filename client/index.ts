@@ -137,7 +137,7 @@ export class OrchestratorClient {
   }
 
   /**
-   * Schedules: a task on every tick of a cron expression or an interval (README "Schedules").
+   * Schedules: a task on every tick of a cron expression or an interval (docs/workflows.md "Schedules").
    * Names are unique per owner: `owner` (a key id) says whose schedule of a name an admin or read
    * key means when several keys use it; a client key's is always its own.
    */

@@ -31,7 +31,7 @@ export async function boot(name: string, start: () => Promise<void>): Promise<vo
 /**
  * Creates the database when missing and applies pending migrations. Every process does this on
  * start, over DATABASE_DIRECT_URL: CREATE DATABASE and the migrations' session advisory lock do
- * not work through a pooler in transaction mode (README "Deploying behind PgBouncer"). A server
+ * not work through a pooler in transaction mode (docs/operations.md "Deploying behind PgBouncer"). A server
  * that cannot be reached (or refuses) stops the start with a line naming PostgreSQL, its host and
  * port, and the setting to look at.
  */

@@ -236,7 +236,7 @@ export const WORKLOADS: Workload[] = [
     targetRatio: 1.2,
   },
   {
-    // What the durable history costs (README "History"): RATE's W1 and W3 on a service without it.
+    // What the durable history costs (docs/workflows.md "History"): RATE's W1 and W3 on a service without it.
     id: 'HIST',
     title: "RATE's W1 and W3 with TASK_HISTORY=off",
     system: 'orchestrator',

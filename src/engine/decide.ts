@@ -82,7 +82,7 @@ class TaskDecider implements Decider {
   }
 
   /**
-   * The task failed and runs its compensations (README "Compensation"): it stays `running`
+   * The task failed and runs its compensations (docs/tools-and-workers.md "Compensation (sagas)"): it stays `running`
    * with its error recorded until they are done, then ends failed.
    */
   get compensating(): boolean {

@@ -2,7 +2,7 @@ import type { StepStatus, TaskStatus } from './status.js';
 
 /**
  * How a step (and a map item) moves between its statuses: the one statement of the state machine
- * (README "Workflows" draws it). The decider (decide.ts) checks every change it makes against it,
+ * (docs/workflows.md "Workflows" draws it). The decider (decide.ts) checks every change it makes against it,
  * so a change the machine does not allow is a bug that fails loudly instead of a wrong record.
  *
  *   pending  → queued     its dependencies are done and it is a one-tool task's step: a job is enqueued

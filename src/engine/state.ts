@@ -92,7 +92,7 @@ export type Report =
       status: StepOutcome;
       output?: unknown;
       error?: ErrorRecord;
-      /** The attempt's number, as the step's `attempts` count them (README "Words, once"). */
+      /** The attempt's number, as the step's `attempts` count them (docs/architecture.md "Words, once"). */
       attempt: number;
       /** The retry policy's try it was (1 for the first), for the history. */
       try?: number;
@@ -224,7 +224,7 @@ export interface ChildStart {
 }
 
 /**
- * A transition (README "Words, once"): a task's or step's status change the engine decides (or a
+ * A transition (docs/architecture.md "Words, once"): a task's or step's status change the engine decides (or a
  * claim makes). With `progress`, an adapter's progress report instead, its status unchanged. The
  * live stream shows each as an event (src/queue/event-log.ts); the history records transitions.
  */
@@ -240,7 +240,7 @@ export interface Transition {
 }
 
 /**
- * One event of a task's durable history (README "History"), stored by the ledger with the
+ * One event of a task's durable history (docs/workflows.md "History"), stored by the ledger with the
  * decision. Every transition of the decision is one (historyEvent below); a step kind records
  * events that change no status (a signal received, an approval decided: src/tasks/waits.ts), and
  * the decider records each attempt's end. `type` is snake_case; `data` is free-form JSON.

@@ -331,7 +331,7 @@ export function resolveTemplates(value: unknown, context: TemplateContext, optio
 }
 
 /**
- * A compensation's input (README "Compensation") refers to its step's own input and output as
+ * A compensation's input (docs/tools-and-workers.md "Compensation (sagas)") refers to its step's own input and output as
  * `{{input.PATH}}` and `{{output.PATH}}`; they are rewritten once, when the definition is
  * checked and compiled, into templates the resolver knows: `{{output.PATH}}` becomes
  * `{{steps.ID.output.PATH}}`, and `{{input.PATH}}` what the step's input holds at PATH (a

@@ -149,7 +149,7 @@ export const serviceCallSchema = z
 
 export type ServiceCall = z.output<typeof serviceCallSchema>;
 
-/** What undoes a tool step when its task fails (README "Compensation"): src/engine/modifiers/compensate.ts. */
+/** What undoes a tool step when its task fails (docs/tools-and-workers.md "Compensation (sagas)"): src/engine/modifiers/compensate.ts. */
 export const compensateSchema = z
   .object({
     tool: z.string().min(1).max(129).meta({ description: "The tool that undoes the step (a registered service's operation: `<service>.<operationId>`)." }),

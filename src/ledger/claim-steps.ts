@@ -2,7 +2,7 @@ import type { SqlRunner } from './sql.js';
 
 /**
  * A worker's claim to run a step (or a map item), made before the adapter runs. `attempt` is the
- * attempt's number (README "Words, once"): the job's deliveries but those an open circuit held
+ * attempt's number (docs/architecture.md "Words, once"): the job's deliveries but those an open circuit held
  * back (BullMQ's attemptsStarted grows with every delivery). A retry and a delivery after a lost
  * lock both count, so a step stuck "running" behind a dead worker can be claimed by the next
  * delivery, while an older delivery cannot take it back. Claiming again with the same number succeeds, so a claim whose commit was lost in

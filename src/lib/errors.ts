@@ -113,7 +113,7 @@ export class NonRetryableError extends Error {
   }
 }
 
-/** Names of the errors the size limits raise (README "Limits"). */
+/** Names of the errors the size limits raise (docs/configuration.md "Limits"). */
 export type LimitErrorName = 'StepInputTooLarge' | 'StepOutputTooLarge' | 'TaskResultTooLarge' | 'TooManyItems' | 'SubWorkflowTooDeep';
 
 /** Data over one of the size limits. Never retried: the same data is as large the next time. */

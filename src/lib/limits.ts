@@ -1,7 +1,7 @@
 import { type Config, loadConfig } from './config.js';
 import { LimitExceededError } from './errors.js';
 
-/** The size limits (README "Limits"), as configured. */
+/** The size limits (docs/configuration.md "Limits"), as configured. */
 export type Limits = Pick<
   Config,
   | 'TEMPLATE_STRING_MAX_CHARS'

@@ -121,7 +121,7 @@ export function openDatabase(url: string, poolSize: number, logger: Logger): Dat
   // flight still fails, and is retried by its caller.
   pool.on('connect', (client) => client.on('error', (error) => logger.warn('postgres connection lost', { error: error.message })));
   // No statementNameGenerator: named prepared statements outlive a transaction, which PgBouncer
-  // in transaction mode does not allow before 1.21 (README "Deploying behind PgBouncer").
+  // in transaction mode does not allow before 1.21 (docs/operations.md "Deploying behind PgBouncer").
   const prisma = new PrismaClient({ adapter: new PrismaPg(pool) });
   return {
     prisma,

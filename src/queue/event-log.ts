@@ -32,7 +32,7 @@ export interface TaskEvent {
 }
 
 /**
- * The live events of each task (its transitions and progress reports, README "Words, once"), in
+ * The live events of each task (its transitions and progress reports, docs/architecture.md "Words, once"), in
  * a Redis stream per task in the task's shard (so a client can resume with Last-Event-ID from any
  * API process), plus a notice on the events channel after each append.
  * A stream expires EVENTS_TTL_S after its last event, or EVENTS_KEEP_AFTER_END_S after the task

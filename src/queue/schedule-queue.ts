@@ -4,7 +4,7 @@ import { bullmqTelemetry } from '../observability/tracing.js';
 import type { RedisClient } from './redis.js';
 
 /**
- * Schedules' ticks (README "Schedules"): one BullMQ job scheduler per schedule fires `tick` jobs;
+ * Schedules' ticks (docs/workflows.md "Schedules"): one BullMQ job scheduler per schedule fires `tick` jobs;
  * `catch-up` jobs decide the ticks a pause or a stop missed; `drain` jobs start a buffered tick
  * once the schedule's running task ended. All in the first shard's prefix.
  */

@@ -496,7 +496,7 @@ export class TaskService {
   }
 
   /**
-   * A page of a task's durable history, in order (README "History"); `after` is the cursor of
+   * A page of a task's durable history, in order (docs/workflows.md "History"); `after` is the cursor of
    * the previous page, `stepId` keeps one step's events. A task of another owner is not found.
    */
   /** What a step's tool logged through ctx.logger, attempt by attempt (GET /tasks/{id}/steps/{step}/logs). */

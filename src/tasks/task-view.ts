@@ -255,7 +255,7 @@ export function stepView(step: Step, attempts?: AttemptView[]): StepViewBody {
   };
 }
 
-/** Whether a failed task's compensations ran, and how they ended (README "Compensation"). */
+/** Whether a failed task's compensations ran, and how they ended (docs/tools-and-workers.md "Compensation (sagas)"). */
 function compensationView(
   task: Pick<Task, 'status' | 'error'> & { steps: Pick<Step, 'stepId' | 'status'>[] },
 ): Pick<TaskViewBody, 'compensated' | 'compensating'> {

@@ -23,7 +23,7 @@ export interface ToolContext<Settings = unknown> {
   taskId: string;
   stepId: string;
   /**
-   * The retry policy's try, 1 for the first (README "Words, once": a redelivery after a lost lock
+   * The retry policy's try, 1 for the first (docs/architecture.md "Words, once": a redelivery after a lost lock
    * keeps it, so an adapter may see one try twice; the step's `attempts` count both).
    */
   attempt: number;

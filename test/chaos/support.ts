@@ -288,7 +288,7 @@ export const CHAOS_WORKFLOWS = [
     ],
   },
   {
-    // A saga that always fails at its last step: what a and b did is undone, b first (README "Compensation").
+    // A saga that always fails at its last step: what a and b did is undone, b first (docs/tools-and-workers.md "Compensation (sagas)").
     name: 'chaos_saga',
     parameters: keyParams,
     steps: [

@@ -123,7 +123,7 @@ describe('loadConfig', () => {
     expect(error.message).not.toContain('LOG_LEVEL');
   });
 
-  it('bounds sizes by default (README "Limits") and refuses limits out of range', () => {
+  it('bounds sizes by default (docs/configuration.md "Limits") and refuses limits out of range', () => {
     expect(loadConfig({})).toMatchObject({
       TEMPLATE_STRING_MAX_CHARS: 65_536,
       TEMPLATE_MAX_REFERENCES: 1_000,

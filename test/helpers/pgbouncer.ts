@@ -66,7 +66,7 @@ export async function startPgBouncer(options: PgBouncerOptions): Promise<PgBounc
     auth_type: 'trust',
     auth_file: path.join(dir, 'userlist.txt'),
     admin_users: user,
-    // README "Deploying behind PgBouncer" recommends these: with the defaults (120 s, 15 s) a query
+    // docs/operations.md "Deploying behind PgBouncer" recommends these: with the defaults (120 s, 15 s) a query
     // waits two minutes for a PostgreSQL that cannot be reached, then every query fails for 15 s
     // after it is back.
     query_wait_timeout: PGBOUNCER_QUERY_WAIT_TIMEOUT_S,

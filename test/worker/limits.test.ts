@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHarness, type Harness, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 
 /**
- * The size limits of README "Limits", each with small values so that a test can pass them:
+ * The size limits of docs/configuration.md "Limits", each with small values so that a test can pass them:
  * refused at definition or at submit (400) where that can be known, otherwise a named,
  * non-retryable failure recorded in PostgreSQL; and outputs that stay out of BullMQ's job data
  * and return values beyond JOB_INLINE_OUTPUT_MAX_BYTES.

@@ -4,7 +4,7 @@ import { closeTestConnections, observationKey, testTools } from '../fixtures/too
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 /**
- * Compensation (README "Compensation (sagas)") on random DAGs whose one step fails: whatever
+ * Compensation (docs/tools-and-workers.md "Compensation (sagas)") on random DAGs whose one step fails: whatever
  * completed before (or while) the task failed is undone exactly once, nothing else is, and every
  * compensation runs only after the compensations of the steps below its step and after its step
  * ended. Which steps complete before the failure depends on timing; the invariants do not.

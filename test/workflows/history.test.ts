@@ -4,7 +4,7 @@ import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 /**
- * The durable history (README "History") against a reference interpreter: from a random DAG and
+ * The durable history (docs/workflows.md "History") against a reference interpreter: from a random DAG and
  * its failure schedule (how many tries each step fails before it succeeds, or that it breaks for
  * good, or that its condition is false), what events each step, and the task, must have, in
  * which order. Every state change must appear once, in order, and nothing else.

@@ -5,7 +5,7 @@ import { closeTestConnections, observationKey, testTools } from '../fixtures/too
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 
 /**
- * Limits per key (README "Limits per key"): concurrency and rate limits on a one-tool task, a
+ * Limits per key (docs/workflows.md "Limits per key"): concurrency and rate limits on a one-tool task, a
  * workflow and a step, held in Redis across every worker process; work over a limit waits
  * (status waiting, with its reason) holding no worker; leases go back on completion, cancel,
  * a worker's SIGKILL, and through the reconciler when their release was lost.

@@ -116,7 +116,7 @@ export function createCallbackSender(deps: { config: Config; logger: Logger; pri
     });
     if (deps.config.TASK_HISTORY === 'off') await delivery;
     else {
-      // The task's history too, in the same transaction (README "History").
+      // The task's history too, in the same transaction (docs/workflows.md "History").
       await deps.prisma.$transaction([
         delivery,
         deps.prisma.historyEvent.create({

@@ -78,7 +78,7 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  * what it means for the task, and its effects are carried out), and only then lets BullMQ
  * acknowledge the job. A delivery is one time BullMQ hands the job to a worker; an attempt is a
  * delivery that PostgreSQL counts (all but those an open circuit held back); a try is the retry
- * policy's count (README "Words, once").
+ * policy's count (docs/architecture.md "Words, once").
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
   const { registry, settings, ledger, runs, stops, config, metrics } = deps;

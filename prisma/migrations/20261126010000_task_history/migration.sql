@@ -1,4 +1,4 @@
--- The durable history of every task (README "History"): one row per event, in the order of the
+-- The durable history of every task (docs/workflows.md "History"): one row per event, in the order of the
 -- task's changes. Written by the ledger's functions in the statements that make the changes (no
 -- round trip of its own), partitioned by the task's day like its steps, and dropped with that day.
 --

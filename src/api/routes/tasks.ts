@@ -257,7 +257,7 @@ export const TASK_ROUTES: Route[] = [
     access: 'tasks',
     summary: "Read a task's durable history: every state change, attempt, retry and callback delivery, in order",
     description:
-      'Kept as long as the task (RETENTION_DAYS). Each event has its `seq` (increasing in the order of the changes), `type`, `at`, `run`, the step (and item) it concerns and its `data`; README "History" lists them. A page at a time, oldest first; `?step=` keeps one step\'s events.',
+      'Kept as long as the task (RETENTION_DAYS). Each event has its `seq` (increasing in the order of the changes), `type`, `at`, `run`, the step (and item) it concerns and its `data`; docs/workflows.md "History" lists them. A page at a time, oldest first; `?step=` keeps one step\'s events.',
     tags: tasksTag,
     params: taskIdParam,
     query: historyQuery,

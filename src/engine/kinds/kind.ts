@@ -80,7 +80,7 @@ export interface Decider {
   /** The id of a new task (a sub-workflow's child). */
   newTaskId(taskType: string): string;
   /**
-   * Adds an event that is no status change to the task's history (README "History"), e.g.
+   * Adds an event that is no status change to the task's history (docs/workflows.md "History"), e.g.
    * `{ type: 'signal_received', stepId, data: { by, at } }`; status changes are recorded by
    * setStep and setTask themselves. `at` defaults to the decision's time.
    */

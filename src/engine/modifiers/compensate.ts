@@ -7,7 +7,7 @@ import type { WorkflowDefinition, WorkflowStep } from '../workflow-definition.js
 import type { StepModifier } from './modifier.js';
 
 /**
- * Compensation (sagas, README "Compensation"): a tool step may say what undoes it
+ * Compensation (sagas, docs/tools-and-workers.md "Compensation (sagas)"): a tool step may say what undoes it
  * (`compensate: {tool, input}`). Each becomes a step of the plan of its own, `<id>.compensate`
  * (a dot, which step ids cannot hold, so it never clashes), a tool step that waits for the
  * compensations of the steps below its step, so they run in reverse dependency order. It stays
