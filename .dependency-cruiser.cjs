@@ -168,6 +168,9 @@ module.exports = {
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
     doNotFollow: { path: ['node_modules', '^src/generated/'] },
+    // The worker SDK's build output (npm pack writes it; test/worker/worker-package.test.ts packs
+    // it during the test run): a bundle of the sources cruised already, not code of its own.
+    exclude: { path: ['^workers/sdk/dist/'] },
     enhancedResolveOptions: {
       exportsFields: ['exports'],
       // orchestrator-source: the client package's TypeScript sources, as the console's build reads them.

@@ -22,8 +22,13 @@ interface Violation {
 
 /** Runs dependency-cruiser on `dir`/src and `dir`/workers with `config`; the violations it reports. */
 function cruise(dir: string, config: string): Violation[] {
-  const run = spawnSync(process.execPath, [CLI, 'src', 'workers', '--config', config, '--output-type', 'json'], { cwd: dir, encoding: 'utf8' });
-  if (!run.stdout) throw new Error(`dependency-cruiser failed: ${run.stderr}`);
+  // Its JSON report of the whole tree is over a megabyte (spawnSync's default buffer, which cut it).
+  const run = spawnSync(process.execPath, [CLI, 'src', 'workers', '--config', config, '--output-type', 'json'], {
+    cwd: dir,
+    encoding: 'utf8',
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  if (run.error || !run.stdout) throw new Error(`dependency-cruiser failed: ${run.error?.message ?? run.stderr}`);
   return (JSON.parse(run.stdout) as { summary: { violations: Violation[] } }).summary.violations;
 }
 
