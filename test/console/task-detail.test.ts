@@ -164,14 +164,17 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
     expect(errors).toEqual([]);
   });
 
-  it('approves a waiting task from the step panel', async () => {
+  it("approves a waiting task from the top of its page, where a person's decision is asked", async () => {
     const { page, errors } = tab;
     // A client submits it; the admin signed in to the console decides it (the submitter's key may not).
     const id = await submit(h, { task_type: 'sign_off', params: {} }, CLIENT_KEY);
     await page.goto(`/console/tasks/${id}`);
     await node(page, 'review').and(page.locator('[data-status="waiting"]')).waitFor({ timeout: 20_000 });
-    await page.getByRole('button', { name: 'review', exact: true }).click();
+    // Asked at the top without selecting the step; the step's panel points there.
     await page.getByRole('heading', { name: 'Waiting for an approval' }).waitFor();
+    await page.getByRole('button', { name: 'review', exact: true }).click();
+    await page.getByText('Waiting for an approval: decide it at the top of the page.').waitFor();
+    expect(await page.getByRole('button', { name: 'Approve' }).count()).toBe(1);
     // The wait is on the timeline as a wait, not an attempt.
     await page.locator('.timeline-row', { hasText: 'review' }).locator('.bar.wait').first().waitFor();
     expect(await seriousViolations(page)).toEqual([]);

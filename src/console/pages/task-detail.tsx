@@ -155,6 +155,11 @@ function TaskDetail({ task }: { task: TaskView }) {
           {task.error_message}
         </p>
       )}
+      {/* A person's decision is what the task waits for: asked here, at the top, not only in the step's panel. */}
+      {task.steps.map(
+        (waiting) =>
+          waiting.waiting_for?.approval && <SignalForm key={waiting.id} task={task} signal={waiting.waiting_for.signal} approval stepId={waiting.id} />,
+      )}
       <h2>Graph</h2>
       <DagGraph steps={graphSteps} statuses={statuses} notes={notes} selected={selected} onSelect={setSelected} label={`Steps of task ${task.task_id}`} />
       <StepTable task={task} selected={selected} onSelect={setSelected} />
@@ -279,7 +284,12 @@ function StepPanel({ task, step }: { task: TaskView; step: Step }) {
           </>
         )}
       </dl>
-      {step.waiting_for && <SignalForm task={task} signal={step.waiting_for.signal} approval={step.waiting_for.approval !== undefined} />}
+      {step.waiting_for &&
+        (step.waiting_for.approval ? (
+          <p className="hint">Waiting for an approval: decide it at the top of the page.</p>
+        ) : (
+          <SignalForm task={task} signal={step.waiting_for.signal} approval={false} />
+        ))}
       <h3>Input</h3>
       <JsonView value={step.input} label="Input" />
       <h3>Output</h3>
@@ -430,8 +440,8 @@ function TaskActions({ task }: { task: TaskView }) {
   );
 }
 
-/** A wait step's signal: approve or reject an approval, or send a JSON payload. */
-function SignalForm({ task, signal, approval }: { task: TaskView; signal: string; approval: boolean }) {
+/** A wait step's signal: approve or reject an approval (`stepId` names its step), or send a JSON payload. */
+function SignalForm({ task, signal, approval, stepId }: { task: TaskView; signal: string; approval: boolean; stepId?: string }) {
   const { client } = useApi();
   const queryClient = useQueryClient();
   const canManage = useCan('manageTasks');
@@ -456,6 +466,11 @@ function SignalForm({ task, signal, approval }: { task: TaskView; signal: string
   return (
     <div className="panel signal">
       <h3>Waiting for {approval ? 'an approval' : `the signal ${signal}`}</h3>
+      {stepId && (
+        <p className="hint">
+          Step <span className="mono">{stepId}</span>
+        </p>
+      )}
       {approval ? (
         <div className="actions">
           <button type="button" disabled={send.isPending} onClick={() => send.mutate({ decision: 'approved' })}>
