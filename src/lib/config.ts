@@ -63,6 +63,10 @@ export const apiKeyEntry = z.string().transform((entry, ctx): ApiKeyEntry => {
  * `.env.template` documents each variable.
  */
 const configSchema = z.object({
+  /**
+   * production: refuses to start without keys (unless AUTH_DISABLED), JSON logs, the API on every
+   * interface, /metrics closed without METRICS_TOKEN, approval links only with a secret.
+   */
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   /** Port of the HTTP API. 0 picks a free port (tests). */
   PORT: integer(0, 65535).default(3000),
@@ -71,6 +75,7 @@ const configSchema = z.object({
    * 127.0.0.1 otherwise, so a developer's API without keys is not on the network by accident.
    */
   HOST: z.string().min(1).optional(),
+  /** Redis (rediss:// for TLS), with its user and password if it has them. */
   REDIS_URL: z.url({ protocol: /^rediss?$/ }).default('redis://127.0.0.1:6379'),
   /**
    * Redis Cluster seed nodes, `host:port` comma-separated. When set, every connection is a
@@ -103,6 +108,7 @@ const configSchema = z.object({
    * 2, 3 or 6 masters). Change it only with the queues drained: a task's shard follows from it.
    */
   QUEUE_SHARDS: integer(1, 256).optional(),
+  /** The least important log lines written. */
   LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
   /** json for machines (default in production), pretty for people. */
   LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
@@ -159,6 +165,7 @@ const configSchema = z.object({
    * input, up to STEP_INPUT_MAX_BYTES: 1,000 of 1 MiB held 1 GiB per queue, so fewer are kept.
    */
   QUEUE_KEEP_COMPLETED: integer(0, 1_000_000).default(100),
+  /** Failed BullMQ jobs kept in Redis per queue, for Bull Board (the dead letters are in PostgreSQL). */
   QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(1000),
   /** Upper bound on GET /result?wait=N, in seconds. */
   RESULT_WAIT_MAX_S: integer(0, 300).default(30),
