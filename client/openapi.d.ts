@@ -1810,6 +1810,10 @@ export interface components {
             };
             steps: components["schemas"]["TaskStep"][];
             callback?: components["schemas"]["TaskCallback"];
+            /** @description What the task was submitted with: only with `?include=params` (GET /result/{task_id}). */
+            params?: {
+                [key: string]: unknown;
+            };
             /** @description A task a schedule made: the schedule and the tick it was made for (GET /schedules/{name}). */
             schedule?: {
                 name: string;
@@ -2556,6 +2560,8 @@ export interface operations {
             query?: {
                 /** @description Hold the answer until the task ends or this many seconds pass (at most 30). */
                 wait?: number;
+                /** @description `params`: the answer has the task's `params` too (left out otherwise: a poll of the result need not carry them each time). */
+                include?: "params";
             };
             header?: never;
             path: {

@@ -123,6 +123,8 @@ export interface Viewer {
   owner?: string;
   /** Whether approval links are shown. */
   links: boolean;
+  /** Whether the answer carries the task's params (GET /result?include=params). */
+  params?: boolean;
 }
 
 /**
@@ -448,7 +450,11 @@ export class TaskService {
     // Only a schedule's tasks carry its idempotency keys (src/schedules/schedule-service.ts): no lookup for the others.
     const tick = task.idempotencyKey?.startsWith(SCHEDULE_KEY_PREFIX) ? await this.database(async () => this.deps.tickOf?.(id)) : undefined;
     const view = taskView(task, (step) => this.waits.waitingFor(task, step, viewer.links));
-    return tick ? { ...view, schedule: { name: tick.name, tick_at: tick.tickAt.toISOString() } } : view;
+    return {
+      ...view,
+      ...(viewer.params ? { params: (task.params ?? {}) as Record<string, unknown> } : {}),
+      ...(tick ? { schedule: { name: tick.name, tick_at: tick.tickAt.toISOString() } } : {}),
+    };
   }
 
   /** Sends signal `name` to the wait step of task `id` that waits for it, through the gate (Waits.signal). */

@@ -161,6 +161,10 @@ export const taskViewSchema = z.object({
     .meta({ description: "A sub-workflow's child task: its parent task and the step that awaits it." }),
   steps: z.array(stepViewSchema),
   callback: callbackSchema.optional(),
+  params: z
+    .record(z.string(), z.unknown())
+    .optional()
+    .meta({ description: 'What the task was submitted with: only with `?include=params` (GET /result/{task_id}).' }),
   schedule: z
     .object({ name: z.string(), tick_at: timestamp })
     .optional()

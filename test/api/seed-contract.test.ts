@@ -61,6 +61,15 @@ describe("the seed contract's examples", () => {
     expect(failed.error_message).toEqual(expect.stringContaining('Connection timeout to ESC system'));
   });
 
+  it("GET /result carries the task's params only when asked (?include=params); anything else there is a 400", async () => {
+    const id = await submit(h, { task_type: 'echo', params: { order: 42, tags: ['a'] } });
+    const plain = (await (await fetch(`${h.url}/result/${id}`)).json()) as Record<string, unknown>;
+    expect(plain).not.toHaveProperty('params');
+    const withParams = (await (await fetch(`${h.url}/result/${id}?include=params`)).json()) as Record<string, unknown>;
+    expect(withParams.params).toEqual({ order: 42, tags: ['a'] });
+    expect((await fetch(`${h.url}/result/${id}?include=secrets`)).status).toBe(400);
+  });
+
   it('GET /redoc answers an HTML page that loads the ReDoc bundle from this server, and the bundle is served', async () => {
     const page = await fetch(`${h.url}/redoc`);
     expect(page.status).toBe(200);

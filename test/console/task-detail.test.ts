@@ -140,7 +140,8 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
 
   it('retries a failed task: the failed step runs again and the task completes', async () => {
     const { page, errors } = tab;
-    const id = await submit(h, { task_type: 'second_time_lucky', params: { key: uniqueName('lucky') } });
+    const key = uniqueName('lucky');
+    const id = await submit(h, { task_type: 'second_time_lucky', params: { key } });
     expect((await waitForTask(h, id, 20_000, AUTH)).status).toBe('failed');
     await page.goto(`/console/tasks/${id}`);
     await node(page, 'call').and(page.locator('[data-status="failed"]')).waitFor();
@@ -153,6 +154,8 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
     const task = await waitForTask(h, id, 20_000, AUTH);
     expect(task.status).toBe('completed');
     expect(task.run).toBe(2);
+    // The task's params, on its page.
+    expect(await page.locator('details.params').textContent()).toContain(key);
     // The step panel shows what the tool logged, attempt by attempt: run 1's failing call logged a
     // warning; run 2's call logged nothing, so it has no block.
     await page.getByRole('button', { name: 'call', exact: true }).click();

@@ -16,6 +16,10 @@ import { TASK_EVENTS_ROUTE, taskIdParam } from './task-events.js';
 
 export const resultQuery = z.object({
   wait: z.coerce.number().min(0).optional().meta({ description: 'Hold the answer until the task ends or this many seconds pass (at most 30).' }),
+  include: z
+    .literal('params')
+    .optional()
+    .meta({ description: "`params`: the answer has the task's `params` too (left out otherwise: a poll of the result need not carry them each time)." }),
 });
 
 export const stepItemsParams = taskIdParam.extend({ step_id: z.string().max(64).meta({ description: 'A for_each step of the task.' }) });
@@ -151,7 +155,7 @@ export const TASK_ROUTES: Route[] = [
         // A client that hangs up stops its long-poll.
         const hungUp = new AbortController();
         res.on('close', () => hungUp.abort());
-        return { status: 200, body: await tasks.result(params.task_id, wait, hungUp.signal, viewer(req)) };
+        return { status: 200, body: await tasks.result(params.task_id, wait, hungUp.signal, { ...viewer(req), params: query.include === 'params' }) };
       } finally {
         release();
       }

@@ -74,7 +74,7 @@ export default function TaskDetailPage() {
   const { client } = useApi();
   const task = useQuery({
     queryKey: ['task', taskId, 'view'],
-    queryFn: ({ signal }) => call(client.api.GET('/result/{task_id}', { params: { path: { task_id: taskId }, query: {} }, signal })),
+    queryFn: ({ signal }) => call(client.api.GET('/result/{task_id}', { params: { path: { task_id: taskId }, query: { include: 'params' } }, signal })),
     // The stream carries the changes; this catches up if it breaks. A cancelled task's running step
     // is recorded as cancelled once its worker has stopped it, after the task's own end: until then
     // the page asks every second.
@@ -150,6 +150,12 @@ function TaskDetail({ task }: { task: TaskView }) {
           </>
         )}
       </dl>
+      {task.params && Object.keys(task.params).length > 0 && (
+        <details className="params" open>
+          <summary>Params</summary>
+          <JsonView value={task.params} label="Params" />
+        </details>
+      )}
       {task.error_message && (
         <p className="error-box" role="status">
           {task.error_message}
