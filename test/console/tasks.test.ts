@@ -150,6 +150,45 @@ describe('the console: tasks list, sign-in and budgets', { timeout: 120_000 }, (
     expect(errors).toEqual([]);
   });
 
+  it('cancels and retries the selected tasks of a filtered list, and says what the API refused', async () => {
+    const { page, errors } = tab;
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i += 1) {
+      const answer = await h.request('POST', '/assign-task', { task_type: 'sleep', params: { ms: 600_000 } }, AUTH);
+      expect(answer.status).toBe(202);
+      ids.push(answer.body.task_id);
+    }
+    const status = async (id: string) => (await h.request('GET', `/result/${id}`, undefined, AUTH)).body.status;
+    await page.goto('/console/tasks?status=running');
+    for (const id of ids) await page.locator(`tr[data-task="${id}"]`).waitFor({ timeout: 20_000 });
+    await page.getByLabel('Select every task of this page').check();
+    await page.getByRole('button', { name: /^Cancel selected \(\d+\)$/ }).click();
+    await page
+      .getByRole('status')
+      .filter({ hasText: /^Cancelled (\d+) of \1$/ })
+      .waitFor();
+    for (const id of ids) expect(await status(id)).toBe('cancelled');
+
+    await page.goto('/console/tasks?status=cancelled');
+    const [first, second] = ids as [string, string];
+    await page.getByLabel(`Select task ${first}`).check();
+    await page.getByRole('button', { name: 'Retry selected (1)' }).click();
+    await page.getByRole('status').filter({ hasText: 'Retried 1 of 1' }).waitFor();
+    expect(['queued', 'running']).toContain(await status(first));
+    // A finished task cannot be cancelled: the API's refusal is shown with the task.
+    await page.getByLabel(`Select task ${second}`).check();
+    await page.getByRole('button', { name: 'Cancel selected (1)' }).click();
+    await page
+      .getByRole('status')
+      .filter({ hasText: `Cancelled 0 of 1; refused: …${second.slice(-12)}` })
+      .waitFor();
+    expect(await status(second)).toBe('cancelled');
+    expect((await h.request('POST', `/tasks/${first}/cancel`, undefined, AUTH)).status).toBe(200);
+    expect(await seriousViolations(page)).toEqual([]);
+    // The browser logs the refused request; nothing else went wrong.
+    expect(errors).toEqual([expect.stringMatching(new RegExp(`status of 409 .*/tasks/${second}/cancel`))]);
+  });
+
   it('is readable on a phone (375 px): no sideways scrolling of the page', async () => {
     const phone = await consolePage(browser, h, { viewport: { width: 375, height: 740 } });
     try {

@@ -1,8 +1,8 @@
 import type { TaskQuery, TaskSummary } from '@orchestrator/client';
-import { keepPreviousData, useQuery } from '@tanstack/react-query';
+import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { type FormEvent, useState } from 'react';
 import { Link, useNavigate, useSearchParams } from 'react-router';
-import { call, useApi } from '../components/api.tsx';
+import { call, useApi, useCan } from '../components/api.tsx';
 import { formatDuration, formatTime } from '../components/format.ts';
 import { ErrorBox, Loading } from '../components/states.tsx';
 import { StatusBadge } from '../components/status-badge.tsx';
@@ -13,6 +13,8 @@ const PAGE_SIZE = 50;
 /** The list refreshes itself this often: new tasks and status changes appear without a reload. */
 const REFRESH_MS = 2_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Requests a bulk action keeps in flight at once: a page of 50 goes in a few rounds, not 50 at once. */
+const BULK_PARALLEL = 5;
 
 /** `datetime-local` (the browser's local time, no zone) to the API's ISO time; '' to nothing. */
 function isoOf(local: string | null): string | undefined {
@@ -118,7 +120,7 @@ export default function TasksPage() {
       ) : (
         <>
           {tasks.error && <ErrorBox error={tasks.error} title="Refreshing failed; showing the last answer" />}
-          <TaskTable items={tasks.data?.items ?? []} />
+          <TaskTable items={tasks.data?.items ?? []} key={`${search.toString()}|${cursor ?? ''}`} />
           <Pager cursors={cursors} setCursors={setCursors} next={tasks.data?.next_cursor} />
         </>
       )}
@@ -126,14 +128,115 @@ export default function TasksPage() {
   );
 }
 
+type BulkAction = 'cancel' | 'retry';
+
+/** What a bulk action did: how many it was asked for, how many the API did, and why the others were refused. */
+interface BulkOutcome {
+  action: BulkAction;
+  asked: number;
+  done: number;
+  refused: string[];
+}
+
+/**
+ * The filtered page's tasks, each with a checkbox for a key that may manage tasks: the selected
+ * ones are cancelled or retried together, one request per task (POST /tasks/:id/cancel or
+ * /retry, BULK_PARALLEL at a time); the API refuses what does not apply (a finished task's cancel).
+ */
 function TaskTable({ items }: { items: TaskSummary[] }) {
-  if (items.length === 0) return <p className="empty">No tasks match.</p>;
+  const { client } = useApi();
+  const queryClient = useQueryClient();
+  const canManage = useCan('manageTasks');
+  const [selected, setSelected] = useState<Set<string>>(new Set());
+  const bulk = useMutation({
+    mutationFn: async (action: BulkAction): Promise<BulkOutcome> => {
+      const ids = items.map((task) => task.task_id).filter((id) => selected.has(id));
+      const outcome: BulkOutcome = { action, asked: ids.length, done: 0, refused: [] };
+      for (let start = 0; start < ids.length; start += BULK_PARALLEL) {
+        await Promise.all(
+          ids.slice(start, start + BULK_PARALLEL).map(async (id) => {
+            try {
+              const path = action === 'cancel' ? '/tasks/{task_id}/cancel' : '/tasks/{task_id}/retry';
+              await call(client.api.POST(path, { params: { path: { task_id: id } } }));
+              outcome.done += 1;
+            } catch (error) {
+              outcome.refused.push(`…${id.slice(-12)}: ${error instanceof Error ? error.message : String(error)}`);
+            }
+          }),
+        );
+      }
+      return outcome;
+    },
+    onSettled: () => {
+      setSelected(new Set());
+      return queryClient.invalidateQueries({ queryKey: ['tasks'] });
+    },
+  });
+  const toggle = (id: string) =>
+    setSelected((before) => {
+      const next = new Set(before);
+      if (!next.delete(id)) next.add(id);
+      return next;
+    });
+  const allSelected = items.length > 0 && items.every((task) => selected.has(task.task_id));
+  return (
+    <>
+      {canManage && (
+        <div className="actions bulk" role="group" aria-label="Selected tasks">
+          <button type="button" className="danger" disabled={selected.size === 0 || bulk.isPending} onClick={() => bulk.mutate('cancel')}>
+            Cancel selected ({selected.size})
+          </button>
+          <button type="button" disabled={selected.size === 0 || bulk.isPending} onClick={() => bulk.mutate('retry')}>
+            Retry selected ({selected.size})
+          </button>
+          {bulk.data && (
+            <p role="status">
+              {bulk.data.action === 'cancel' ? 'Cancelled' : 'Retried'} {bulk.data.done} of {bulk.data.asked}
+              {bulk.data.refused.length > 0 && `; refused: ${bulk.data.refused.join('; ')}`}
+            </p>
+          )}
+        </div>
+      )}
+      {/* The bar stays when the list empties (the tasks just cancelled left this filter): it says what was done. */}
+      {items.length === 0 ? (
+        <p className="empty">No tasks match.</p>
+      ) : (
+        <TaskRows items={items} selected={canManage ? selected : undefined} toggle={toggle} allSelected={allSelected} setSelected={setSelected} />
+      )}
+    </>
+  );
+}
+
+function TaskRows({
+  items,
+  selected,
+  toggle,
+  allSelected,
+  setSelected,
+}: {
+  items: TaskSummary[];
+  /** Undefined: no checkboxes (a key that may not manage tasks). */
+  selected: Set<string> | undefined;
+  toggle: (id: string) => void;
+  allSelected: boolean;
+  setSelected: (ids: Set<string>) => void;
+}) {
   return (
     <div className="table-wrap">
       <table className="tasks">
         <caption className="visually-hidden">Tasks, newest first</caption>
         <thead>
           <tr>
+            {selected && (
+              <th scope="col">
+                <input
+                  type="checkbox"
+                  aria-label="Select every task of this page"
+                  checked={allSelected}
+                  onChange={() => setSelected(allSelected ? new Set() : new Set(items.map((task) => task.task_id)))}
+                />
+              </th>
+            )}
             <th scope="col">Task</th>
             <th scope="col">Type</th>
             <th scope="col">Status</th>
@@ -145,8 +248,12 @@ function TaskTable({ items }: { items: TaskSummary[] }) {
         <tbody>
           {items.map((task) => (
             <tr key={task.task_id} data-task={task.task_id}>
-              <td>
-                <Link to={`/tasks/${task.task_id}`} className="mono">
+              {selected && (
+                <td>
+                  <input type="checkbox" aria-label={`Select task ${task.task_id}`} checked={selected.has(task.task_id)} onChange={() => toggle(task.task_id)} />
+                </td>
+              )}
+              <td>                <Link to={`/tasks/${task.task_id}`} className="mono">
                   {/* A UUIDv7 begins with its time, the same for every task of a minute: its random end tells tasks apart. */}
                   <span className="visually-hidden">{task.task_id.slice(0, -12)}</span>…{task.task_id.slice(-12)}
                 </Link>
