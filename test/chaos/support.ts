@@ -499,19 +499,32 @@ export async function submitPaced(
 // ---------------------------------------------------------------------------------------------
 // Waiting and checking
 
-/** Waits until PostgreSQL holds no queued or running task; fails naming how many are left. */
+/** Waits until PostgreSQL holds no queued or running task, nor an open step of an ended one; fails naming how many are left. */
 export async function waitForAllEnded(h: Harness, timeoutMs: number, label: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let active = -1;
+  let open = -1;
   for (;;) {
     try {
       const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE status IN ('queued', 'running')`);
       active = Number(rows[0]!.n);
-      if (active === 0) return;
+      // A step still running when a sibling failed its task is closed by its own late report (its
+      // job comes back once the database answers again: a result put off through an outage) or,
+      // if that job was lost, by the reconciler's pass over ended tasks (RECONCILE_AFTER_MS):
+      // closed, in time, not at the instant its task ended. One never closed still fails here.
+      const { rows: steps } = await h.db.pool.query<{ n: string }>(
+        `SELECT count(*) AS n FROM steps s JOIN tasks t ON t.id = s.task_id AND t.created_at = s.task_created_at
+          WHERE t.status IN ('completed', 'failed', 'cancelled') AND s.status IN ('queued', 'running')`,
+      );
+      open = Number(steps[0]!.n);
+      if (active === 0 && open === 0) return;
     } catch {
       // The database may be the thing under test; ask again.
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}: ${active} task(s) still queued or running after ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out waiting for ${label}: ${active} task(s) still queued or running, ${open} step(s) of ended tasks still open, after ${timeoutMs} ms`,
+      );
     await sleep(250);
   }
 }
