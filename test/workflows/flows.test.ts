@@ -168,8 +168,10 @@ describe('runs as BullMQ flows', () => {
     expect((await waitForTask(h, id)).status).toBe('cancelled');
     const stepJob = await poll(
       async () => {
+        // As closedRoot reads a root: a job read while it was still active has no finishedOn (nor
+        // returnvalue), whatever its state is by the time getState answers.
         const job = await queue(id, toolQueueName('hang')).getJob(stepJobId(id, 1, 'long'));
-        return job && (await job.getState()) === 'completed' ? job : undefined;
+        return job?.finishedOn !== undefined && (await job.getState()) === 'completed' ? job : undefined;
       },
       { label: 'the step job to complete' },
     );
