@@ -1,28 +1,8 @@
-/**
- * LOOP (issue 32): the card's own loop, closed. Each of C clients submits an echo task
- * (POST /assign-task), asks GET /result/:id?wait=30 until it has ended, then submits the next.
- * Per C (1, 8, 32): completed tasks per second and the submit and result requests' p50/p99.
- *
- * Two systems in the same run, one after the other, on one private redis-server:
- * - the orchestrator as `npm start` runs it (dist/src/main.js: supervisor, API, worker; one
- *   client API key), on a scratch database;
- * - the naive baseline (bench/naive/server.ts: Express, one BullMQ job per task, naturally
- *   batched PostgreSQL insert and update, a result endpoint re-reading the row every 5 ms), an API
- *   and a worker process, on another scratch database.
- * The clients run in this process (fetch, kept-alive connections), the same for both. On a shared
- * 2-core machine the absolute figures move from hour to hour; the ratio to the naive baseline in
- * the same run is the figure that means something.
- *
- * npm run bench:loop -- [--seconds 8] [--clients 1,8,32] [--runs 1]
- * Needs redis-server and PostgreSQL at postgresql://postgres@127.0.0.1:5432/.
- */
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { type Child, freePort, spawnNode, spawnRedis } from './lib/processes.js';
-import { poll, REPO_ROOT, shortId, sleep } from './lib/util.js';
+import { runStandalone } from './lib/standalone.js';
+import { poll, shortId, sleep } from './lib/util.js';
 
 const { values } = parseArgs({
   options: {
@@ -301,18 +281,7 @@ async function oneRun(run: number, logDir: string) {
   }
 }
 
-const build = spawnSync(process.execPath, ['scripts/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
-if (build.status !== 0) process.exit(1);
-const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-const results = [];
-for (let run = 1; run <= RUNS; run += 1) {
-  const logDir = path.join(REPO_ROOT, 'bench/results/logs', `loop-${stamp}`, `run-${run}`);
-  mkdirSync(logDir, { recursive: true });
-  results.push(await oneRun(run, logDir));
-  await sleep(1_000);
-}
-const out = path.join(REPO_ROOT, 'bench/results', `loop-${stamp}.json`);
-writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+const { results, out } = await runStandalone('loop', RUNS, oneRun, 1_000);
 for (const result of results) {
   for (const [index, point] of result.orchestrator.entries()) {
     const naive = result.naive[index]!;

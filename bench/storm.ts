@@ -15,11 +15,12 @@
  * Needs wrk (apt-get install -y wrk), redis-server, PostgreSQL at postgresql://postgres@127.0.0.1:5432/.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { type Child, freePort, spawnNode, spawnRedis } from './lib/processes.js';
+import { runStandalone } from './lib/standalone.js';
 import { poll, REPO_ROOT, shortId, sleep } from './lib/util.js';
 
 const { values } = parseArgs({
@@ -253,17 +254,7 @@ async function oneRun(run: number, logDir: string) {
   }
 }
 
-const build = spawnSync(process.execPath, ['scripts/build.mjs'], { cwd: REPO_ROOT, stdio: 'inherit' });
-if (build.status !== 0) process.exit(1);
-const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-const results = [];
-for (let run = 1; run <= RUNS; run += 1) {
-  const logDir = path.join(REPO_ROOT, 'bench/results/logs', `storm-${stamp}`, `run-${run}`);
-  mkdirSync(logDir, { recursive: true });
-  results.push(await oneRun(run, logDir));
-}
-const out = path.join(REPO_ROOT, 'bench/results', `storm-${stamp}.json`);
-writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+const { results, out } = await runStandalone('storm', RUNS, oneRun);
 for (const result of results) {
   console.log(
     `run ${result.run}: 32 connections ${result.max.completedPerS.toFixed(1)}/s, max of the run ${result.maxPerS.toFixed(1)}/s; W5 closed loop ${result.storm.completedPerS.toFixed(1)}/s = ${(result.stormOverMax * 100).toFixed(0)} % of max, ` +
