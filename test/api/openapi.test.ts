@@ -14,6 +14,7 @@ import { approvalKey, signGrant } from '../../src/lib/approval-links.js';
 import { uuidv7 } from '../../src/lib/uuid7.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
+import { toolRegistration, workerRegistration } from '../fixtures/worker-registration.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { DocumentSchemas, pointerSegment } from '../helpers/openapi.js';
@@ -530,15 +531,8 @@ describe('the OpenAPI document', () => {
   });
 
   it('the worker endpoints answer as documented', async () => {
-    const tool = {
-      name: 'openapi_user_tool',
-      description: 'A tool of a user’s own worker.',
-      input_schema: { type: 'object', properties: { n: { type: 'integer' } } },
-      output_schema: { type: 'object' },
-      retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
-      timeout_ms: 1000,
-    };
-    const registration = { host: 'openapi', pid: 1, version: '1', concurrency: 1, tools: [tool] };
+    const tool = toolRegistration('openapi_user_tool');
+    const registration = workerRegistration([tool], { host: 'openapi' });
     const registered = await call('PUT', '/workers/openapi-worker-1', registration);
     expect(registered.status).toBe(200);
     expect(registered.body).toMatchObject({ worker_id: 'openapi-worker-1', tools: [{ name: 'openapi_user_tool', version: 1, changed: true }] });

@@ -1,6 +1,7 @@
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
+import { toolRegistration } from '../fixtures/worker-registration.js';
 import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
 import { ADMIN_KEY, builtConsole, CONSOLE_KEYS, consolePage, launchBrowser, READ_KEY, seriousViolations } from './support.js';
@@ -15,14 +16,7 @@ const admin = { authorization: `Bearer ${ADMIN_KEY}` };
 const PAGES = ['workflows', 'waiting', 'dead-letters', 'schedules', 'services', 'workers', 'overview'] as const;
 /** A worker of a user's own registers with it (GET /workers lists it on the Workers page). */
 const WORKER_KEY = 'console-worker-key-0123456789';
-const shoutTool = {
-  name: 'shout',
-  description: 'Upper-cases a text.',
-  input_schema: { type: 'object', properties: { text: { type: 'string' } } },
-  output_schema: { type: 'object' },
-  retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
-  timeout_ms: 1000,
-};
+const shoutTool = toolRegistration('shout', { description: 'Upper-cases a text.' });
 
 async function submit(h: Harness, body: Record<string, unknown>): Promise<string> {
   const response = await h.request('POST', '/assign-task', body, admin);

@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { toolRegistration, workerRegistration } from '../fixtures/worker-registration.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
 import { freePort } from '../helpers/ports.js';
@@ -52,27 +53,7 @@ describe('a worker of a user’s own', () => {
     const child = await startUserWorker({ SHOUT_PREFIX: '>' });
     expect(child.output).not.toContain(h.config.DATABASE_URL);
     // What the API hands a worker names no database.
-    const registration = await h.request(
-      'PUT',
-      '/workers/probe-1',
-      {
-        host: 'probe',
-        pid: 1,
-        version: '1',
-        concurrency: 1,
-        tools: [
-          {
-            name: 'probe_tool',
-            description: 'p',
-            input_schema: { type: 'object' },
-            output_schema: { type: 'object' },
-            retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
-            timeout_ms: 1000,
-          },
-        ],
-      },
-      bearer(WORKER),
-    );
+    const registration = await h.request('PUT', '/workers/probe-1', workerRegistration([toolRegistration('probe_tool')], { host: 'probe' }), bearer(WORKER));
     expect(registration.status, JSON.stringify(registration.body)).toBe(200);
     const answer = JSON.stringify(registration.body);
     expect(answer).not.toContain(new URL(h.config.DATABASE_URL).host);
@@ -218,17 +199,10 @@ describe('a worker of a user’s own', () => {
   });
 
   it('registers a new tool from eight workers at once: each 200, one version', async () => {
-    const tool = {
-      name: 'brand_new',
-      description: 'Registered by many at once.',
-      input_schema: { type: 'object' },
-      output_schema: { type: 'object' },
-      retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
-      timeout_ms: 1000,
-    };
+    const tool = toolRegistration('brand_new');
     const answers = await Promise.all(
       Array.from({ length: 8 }, (_, index) =>
-        h.request('PUT', `/workers/many-${index}`, { host: 'many', pid: index, version: '1', concurrency: 1, tools: [tool] }, bearer(WORKER)),
+        h.request('PUT', `/workers/many-${index}`, workerRegistration([tool], { host: 'many', pid: index }), bearer(WORKER)),
       ),
     );
     expect(answers.map((answer) => answer.status)).toEqual(Array(8).fill(200));
@@ -261,15 +235,11 @@ describe('a worker of a user’s own', () => {
 
   it('refuses a different schema for a tool that a live worker serves, naming the difference', async () => {
     await startUserWorker();
-    const tool = {
-      name: 'shout',
+    const tool = toolRegistration('shout', {
       description: 'Upper-cases a text, differently.',
       input_schema: { type: 'object', properties: { words: { type: 'array' } } },
-      output_schema: { type: 'object' },
-      retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 10 } },
-      timeout_ms: 1000,
-    };
-    const body = { host: 'other', pid: 2, version: '1', concurrency: 1, tools: [tool] };
+    });
+    const body = workerRegistration([tool], { host: 'other', pid: 2 });
     const refused = await h.request('PUT', '/workers/other-2', body, bearer(WORKER));
     expect(refused.status).toBe(409);
     expect(refused.body.error).toMatchObject({
