@@ -17,7 +17,8 @@ import type { Harness } from '../helpers/harness.js';
  *   stream has a TTL (they expire after EVENTS_TTL_S and are not orphans); the one key that is
  *   neither BullMQ's nor a task's is admission control's finished-steps counter (and each registered
  *   service's circuit breaker); of limits per key, nothing but rate windows (no lease, no line, no
- *   task holding one).
+ *   task holding one) once the reconciler had a pass to give back what a task that ended while
+ *   Redis was away still held.
  */
 
 /** Keys BullMQ keeps once per queue (see QueueKeys in bullmq), not per job. */
@@ -97,6 +98,12 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
       WHERE t.status IN ('completed', 'failed', 'cancelled') AND s.status IN ('pending', 'queued', 'running') LIMIT 20`,
   );
   for (const step of dangling) problems.push(`PostgreSQL: step ${step.step_id} of ${step.task_status} task ${step.task_id} is still ${step.status}`);
+
+  // Limits per key: a task that ended while Redis was away kept its leases (its release failed
+  // after its commit); the reconciler gives them back on its next pass (RECONCILE_INTERVAL_MS).
+  // Wait for that pass, bounded, before the keys are judged below.
+  const gatesDeadline = Date.now() + Math.max(options.settleMs ?? 90_000, 2 * h.config.RECONCILE_INTERVAL_MS + 5_000);
+  while ((await leftInGates(h, prefix)).length > 0 && Date.now() < gatesDeadline) await new Promise((resolve) => setTimeout(resolve, 500));
 
   // Redis keys.
   const keys: string[] = [];
@@ -180,4 +187,18 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
     throw new Error(`stuck-state sweep found ${problems.length} problem(s):\n  ${problems.slice(0, 40).join('\n  ')}`);
   }
   return { kept, eventStreams, keys: keys.length };
+}
+
+/** Keys of limits per key other than rate windows (which expire): leases, lines, tasks holding them. */
+async function leftInGates(h: Harness, prefix: string): Promise<string[]> {
+  const left: string[] = [];
+  for (const node of masters(h.redis)) {
+    let cursor = '0';
+    do {
+      const [next, found] = await node.scan(cursor, 'MATCH', `${prefix}:{gates}:*`, 'COUNT', 1000);
+      left.push(...found.filter((key) => !key.startsWith(`${prefix}:{gates}:s:`)));
+      cursor = next;
+    } while (cursor !== '0');
+  }
+  return left;
 }
