@@ -1485,7 +1485,7 @@ export interface components {
                 };
             };
             /**
-             * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
+             * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, in a for_each step {{item}} and {{index}}, in a repeat step {{iteration}} and {{previous.output.PATH}}.
              * @default {}
              */
             input?: {
@@ -1499,6 +1499,18 @@ export interface components {
             for_each?: string | unknown[];
             /** @description With `for_each`: most items running at once, across all workers. */
             max_parallel?: number;
+            /** @description Tool steps: run again until `until` holds, each iteration a job of its own with its own attempts; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's. */
+            repeat?: {
+                /** @description A CEL condition over `output` (this iteration's), `iteration` (0-based), `params` and the ancestors' `steps`: true ends the repeat with this iteration's output. */
+                until: string;
+                /** @description Past this many iterations the step fails with RepeatLimitReached. */
+                max_iterations: number;
+                /**
+                 * @description A durable wait between iterations: the next one is a delayed job, and no worker is held meanwhile.
+                 * @default 0
+                 */
+                delay_ms?: number;
+            };
             retry?: components["schemas"]["RetryPolicy"];
             timeout_ms?: number;
             /**
@@ -1891,6 +1903,8 @@ export interface components {
                 /** @description Items queued or running now (at most max_parallel). */
                 running: number;
             };
+            /** @description A repeat step: how many iterations it has run or is running (each one of its items, GET /tasks/{task_id}/steps/{step_id}/items). */
+            iterations?: number;
             /**
              * Format: uuid
              * @description A sub-workflow step: its child task (GET /result/{child_task_id}).
@@ -2153,7 +2167,7 @@ export interface components {
                 };
             };
             /**
-             * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.
+             * @description The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, in a for_each step {{item}} and {{index}}, in a repeat step {{iteration}} and {{previous.output.PATH}}.
              * @default {}
              */
             input: {
@@ -2167,6 +2181,18 @@ export interface components {
             for_each?: string | unknown[];
             /** @description With `for_each`: most items running at once, across all workers. */
             max_parallel?: number;
+            /** @description Tool steps: run again until `until` holds, each iteration a job of its own with its own attempts; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's. */
+            repeat?: {
+                /** @description A CEL condition over `output` (this iteration's), `iteration` (0-based), `params` and the ancestors' `steps`: true ends the repeat with this iteration's output. */
+                until: string;
+                /** @description Past this many iterations the step fails with RepeatLimitReached. */
+                max_iterations: number;
+                /**
+                 * @description A durable wait between iterations: the next one is a delayed job, and no worker is held meanwhile.
+                 * @default 0
+                 */
+                delay_ms: number;
+            };
             retry?: components["schemas"]["AppliedRetryPolicy"];
             timeout_ms?: number;
             /**

@@ -5,7 +5,7 @@ import { type ConditionScope, checkExpression } from './condition.js';
 import { keyProblems, type LimitSpecs } from './key-limits.js';
 import type { CheckContext, CheckLimits, FlowContext, TemplatePlace } from './kinds/kind.js';
 import { checkDefinition, checkFlow, checkStep, outputSchemaOf, templatePlaces } from './registry.js';
-import { type FoundReference, findReferences, type Reference, stringsIn } from './templates.js';
+import { type FoundReference, findReferences, type Local, type Reference, stringsIn } from './templates.js';
 import { parameterType, type WorkflowDefinition, type WorkflowStep } from './workflow-definition.js';
 
 /**
@@ -98,7 +98,7 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     });
   } else {
     // Each reference: to a declared parameter, to a step the step depends on (any step, for the output).
-    templated.forEach(({ base, step, perItem, as }, index) => {
+    templated.forEach(({ base, step, locals, as }, index) => {
       for (const reference of found[index]!) {
         const path = under(base, reference.at);
         if (!reference.reference) {
@@ -119,12 +119,12 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
                 return [id, output ? { output } : {}];
               }),
             ),
-            ...(perItem ? { vars: { item: undefined, index: { type: 'integer' } } } : {}),
+            ...(locals ? { vars: locals } : {}),
           };
           for (const message of checkExpression(reference.reference.expression, scope)) problems.push({ path, message });
           continue;
         }
-        const message = checkReference(reference.reference, { parameters, steps, allowed, stepId, inMap: perItem === true, outputOf });
+        const message = checkReference(reference.reference, { parameters, steps, allowed, stepId, locals: locals ?? {}, outputOf });
         if (message) problems.push({ path, message });
       }
     });
@@ -168,20 +168,23 @@ function nthReference(places: { base: string }[], found: FoundReference[][], n: 
   throw new Error('fewer references than counted');
 }
 
+/** Where each local is defined, for the message that names it elsewhere. */
+const LOCAL_HOMES: Record<Local, string> = { item: 'a for_each step', index: 'a for_each step', iteration: 'a repeat step', previous: 'a repeat step' };
+
 interface ReferenceScope {
   parameters: Map<string, unknown>;
   steps: Map<string, number>;
   /** Steps the referring step depends on, directly or not; undefined means any step (the output). */
   allowed: Set<string> | undefined;
   stepId: string | undefined;
-  /** The reference is in a for_each step's input, where {{item}} and {{index}} are. */
-  inMap: boolean;
+  /** The locals defined where the reference is (a for_each step's input: {{item}} and {{index}}). */
+  locals: Partial<Record<Local, unknown>>;
   outputOf(id: string): JsonSchema | undefined;
 }
 
 function checkReference(reference: Exclude<Reference, { kind: 'expression' }>, scope: ReferenceScope): string | undefined {
-  if (reference.kind === 'item' || reference.kind === 'index') {
-    return scope.inMap ? undefined : `{{${reference.kind}}} is only defined in the input of a for_each step`;
+  if (reference.kind === 'local') {
+    return Object.hasOwn(scope.locals, reference.name) ? undefined : `{{${reference.name}}} is only defined in the input of ${LOCAL_HOMES[reference.name]}`;
   }
   if (reference.kind === 'params') {
     return scope.parameters.has(reference.name) ? undefined : `parameter ${reference.name} is not declared`;

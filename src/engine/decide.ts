@@ -1,6 +1,6 @@
 import { capErrorRecord, type ErrorRecord, ExpressionError, LimitExceededError, toErrorRecord } from '../lib/errors.js';
 import { jsonSize } from '../lib/limits.js';
-import type { Decider, EngineLimits, Resolved, Settle } from './kinds/kind.js';
+import type { Decider, EngineLimits, Locals, Resolved, Settle } from './kinds/kind.js';
 import { assertStepMove, assertTaskMove } from './lifecycle.js';
 import type { Plan, PlanStep } from './plan.js';
 import { prepare } from './prepare.js';
@@ -113,7 +113,7 @@ class TaskDecider implements Decider {
     if (!list.some((entry) => entry.stepId === stepId)) list.push({ taskId: this.task.id, stepId });
   }
 
-  resolve(step: PlanStep, value: unknown, options: { item?: { value: unknown; index: number }; maxBytes?: number } = {}): Resolved {
+  resolve(step: PlanStep, value: unknown, options: { locals?: Locals; maxBytes?: number } = {}): Resolved {
     const maxBytes = options.maxBytes ?? this.limits.STEP_INPUT_MAX_BYTES;
     const tooLarge = (at: string): Resolved => ({
       ok: false,
@@ -144,7 +144,10 @@ class TaskDecider implements Decider {
     }
     if (missing) return { ok: false, missing: true };
     try {
-      return { ok: true, value: resolveTemplates(value, { params: this.task.params, steps, ...(options.item ? { item: options.item } : {}) }, { maxBytes }) };
+      return {
+        ok: true,
+        value: resolveTemplates(value, { params: this.task.params, steps, ...(options.locals ? { locals: options.locals } : {}) }, { maxBytes }),
+      };
     } catch (error) {
       if (error instanceof ResolvedSizeError) return tooLarge(error.at);
       if (error instanceof ExpressionError) return { ok: false, error: { ...toErrorRecord(error), retryable: false } };

@@ -19,6 +19,7 @@ import { workflowKind } from './kinds/workflow.js';
 import { compensate } from './modifiers/compensate.js';
 import { map } from './modifiers/map.js';
 import type { StepModifier } from './modifiers/modifier.js';
+import { repeat } from './modifiers/repeat.js';
 import { serviceCall } from './modifiers/service-call.js';
 import { when } from './modifiers/when.js';
 import type { PlanStep, StepKind, StepModifiers } from './plan.js';
@@ -68,7 +69,7 @@ export const KINDS: { readonly [K in StepKind]: StepKindModule<K> } = {
  * Every modifier, innermost first: at run time each wraps the runner of the ones before it, so
  * `when` is last (a false condition skips a map before its list is resolved).
  */
-export const MODIFIERS: readonly StepModifier[] = [serviceCall, map, compensate, when];
+export const MODIFIERS: readonly StepModifier[] = [serviceCall, map, repeat, compensate, when];
 
 /** The kinds' names, in KINDS's order (the API lists them so). */
 export const STEP_KINDS = Object.keys(KINDS) as StepKind[];
@@ -153,10 +154,16 @@ export function outputSchemaOf(step: WorkflowStep, catalog: Catalog): JsonSchema
  */
 export function templatePlaces(step: WorkflowStep, index: number): TemplatePlace[] {
   return [
-    { base: `steps[${index}].input`, value: step.input, perItem: MODIFIERS.some((modifier) => modifier.perItem?.(step)) },
+    { base: `steps[${index}].input`, value: step.input, ...localsOf(step) },
     ...kindsOf(step).flatMap((kind) => kindModule(kind).templatePlaces?.(step as KindStep<StepKind>, index) ?? []),
     ...MODIFIERS.flatMap((modifier) => modifier.templatePlaces?.(step, index) ?? []),
   ];
+}
+
+/** The locals the step's modifiers define in its input ({{item}} in a map's), as a template place carries them. */
+function localsOf(step: WorkflowStep): Pick<TemplatePlace, 'locals'> {
+  const locals = Object.assign({}, ...MODIFIERS.map((modifier) => modifier.locals?.(step) ?? {}));
+  return Object.keys(locals).length > 0 ? { locals } : {};
 }
 
 /** A checked step's kind's fields and its modifiers' fields of the plan. */

@@ -17,6 +17,8 @@ export interface ItemCounts {
   failed: number;
   /** Items queued or running: at most the step's max_parallel. */
   running: number;
+  /** The items are a repeat's iterations (src/engine/modifiers/repeat.ts), not a map's. */
+  iterations?: true;
 }
 
 export interface StepState {

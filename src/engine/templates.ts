@@ -1,7 +1,9 @@
 /**
  * `{{params.NAME}}` and `{{steps.ID.output.PATH}}` in workflow inputs and outputs, and in a
- * `for_each` step's input `{{item.PATH}}` and `{{index}}`; `{{= CEL}}` is a computed value, a
- * CEL expression over what a `when` sees (src/engine/condition.ts bounds and evaluates it).
+ * `for_each` step's input `{{item.PATH}}` and `{{index}}`, in a `repeat` step's input
+ * `{{iteration}}` and `{{previous.output.PATH}}` (locals: names a modifier defines in a step's
+ * input); `{{= CEL}}` is a computed value, a CEL expression over what a `when` sees, and the
+ * step's locals (src/engine/condition.ts bounds and evaluates it).
  *
  * Templates are data: a reference is looked up, an expression evaluated, and a substituted value
  * is never scanned again, so template syntax inside params stays text. A string that is exactly one
@@ -23,10 +25,18 @@ const DIGITS = /^[0-9]+$/;
 export type Reference =
   | { kind: 'params'; name: string; path: string[] }
   | { kind: 'steps'; step: string; field: 'output' | 'error' | 'status'; path: string[] }
-  | { kind: 'item'; path: string[] }
-  | { kind: 'index' }
+  /** A name a modifier defines in its step's input (LOCALS). */
+  | { kind: 'local'; name: Local; path: string[] }
   /** `{{= CEL}}`: a computed value (src/engine/condition.ts evaluates it). */
   | { kind: 'expression'; expression: string };
+
+/**
+ * Names a modifier defines in its step's input: a map's item and its position, a repeat's
+ * iteration (0-based) and what the iteration before it gave (`previous.output`, null on the first).
+ * True: the value has fields.
+ */
+export const LOCALS = { item: true, index: false, iteration: false, previous: true } as const;
+export type Local = keyof typeof LOCALS;
 
 export interface FoundReference {
   /** JSON path of the string holding the template, relative to the scanned value. */
@@ -138,12 +148,12 @@ export function parseReference(expression: string): { reference?: Reference; pro
     if (field === 'status' && segments.length > 3) return { problem: `{{${expression}}}: status has no fields` };
     return { reference: { kind: 'steps', step, field, path: segments.slice(3) } };
   }
-  if (root === 'item') return { reference: { kind: 'item', path: segments.slice(1) } };
-  if (root === 'index') {
-    if (segments.length > 1) return { problem: `{{${expression}}}: index has no fields` };
-    return { reference: { kind: 'index' } };
+  if (root !== undefined && Object.hasOwn(LOCALS, root)) {
+    const name = root as Local;
+    if (!LOCALS[name] && segments.length > 1) return { problem: `{{${expression}}}: ${name} has no fields` };
+    return { reference: { kind: 'local', name, path: segments.slice(1) } };
   }
-  return { problem: `{{${expression}}} must start with params., steps., item, index or = (a computed value)` };
+  return { problem: `{{${expression}}} must start with params., steps., item, index, iteration, previous or = (a computed value)` };
 }
 
 function joinPath(base: string, key: string | number): string {
@@ -175,13 +185,8 @@ export function hasTemplates(value: unknown): boolean {
 export interface TemplateContext {
   params: Record<string, unknown>;
   steps: Record<string, { status: string; output?: unknown; error?: unknown }>;
-  /** A `for_each` step's item and its position, for `{{item}}` and `{{index}}`. */
-  item?: { value: unknown; index: number };
-}
-
-/** The names a computed value sees besides params and steps: a map item's `item` and `index`. */
-export function expressionVars(context: Pick<TemplateContext, 'item'>): Record<string, unknown> | undefined {
-  return context.item ? { item: context.item.value, index: context.item.index } : undefined;
+  /** The step's locals (LOCALS): a map item's `item` and `index`, a repeat's `iteration` and `previous`. */
+  locals?: Partial<Record<Local, unknown>>;
 }
 
 export interface ResolveOptions {
@@ -222,8 +227,11 @@ function lookup(root: unknown, first: string, path: readonly string[]): unknown 
 function referencedValue(reference: Reference, context: TemplateContext, at: string, budget: Budget): unknown {
   if (reference.kind === 'expression') {
     try {
-      const vars = expressionVars(context);
-      return evaluateExpression(reference.expression, { params: context.params, steps: context.steps, ...(vars ? { vars } : {}) }, budget.remaining);
+      return evaluateExpression(
+        reference.expression,
+        { params: context.params, steps: context.steps, ...(context.locals ? { vars: context.locals } : {}) },
+        budget.remaining,
+      );
     } catch (error) {
       if (error instanceof ValueTooLargeError) throw new ResolvedSizeError(budget.maxBytes, at);
       if (!(error instanceof ExpressionError)) throw error;
@@ -231,8 +239,7 @@ function referencedValue(reference: Reference, context: TemplateContext, at: str
     }
   }
   if (reference.kind === 'params') return lookup(context.params, reference.name, reference.path);
-  if (reference.kind === 'index') return context.item?.index;
-  if (reference.kind === 'item') return lookup({ item: context.item?.value }, 'item', reference.path);
+  if (reference.kind === 'local') return lookup(context.locals, reference.name, reference.path);
   const step = own(context.steps, reference.step);
   return step === undefined ? undefined : lookup(step, reference.field, reference.path);
 }

@@ -179,6 +179,30 @@ export const terminateSchema = z
       "A terminate step: the run ends at once with this status. Running steps are cancelled, pending ones skipped (reason `terminated`); the task's output is `output`, or the workflow's.",
   });
 
+/** Most iterations a repeat step may run (src/engine/modifiers/repeat.ts). */
+export const REPEAT_MAX_ITERATIONS = 10_000;
+
+/** A repeat step's field (src/engine/modifiers/repeat.ts). */
+export const repeatSchema = z
+  .object({
+    until: z.string().min(1).max(100_000).meta({
+      description:
+        "A CEL condition over `output` (this iteration's), `iteration` (0-based), `params` and the ancestors' `steps`: true ends the repeat with this iteration's output.",
+    }),
+    max_iterations: z.int().min(1).max(REPEAT_MAX_ITERATIONS).meta({ description: 'Past this many iterations the step fails with RepeatLimitReached.' }),
+    delay_ms: z
+      .int()
+      .min(0)
+      .max(SLEEP_MAX_MS)
+      .default(0)
+      .meta({ description: 'A durable wait between iterations: the next one is a delayed job, and no worker is held meanwhile.' }),
+  })
+  .strict()
+  .meta({
+    description:
+      "Tool steps: run again until `until` holds, each iteration a job of its own with its own attempts; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's.",
+  });
+
 export const stepSchema = z
   .object({
     id: identifier('a step id'),
@@ -196,7 +220,7 @@ export const stepSchema = z
     service_call: serviceCallSchema.optional(),
     input: z.record(z.string(), z.unknown()).default({}).meta({
       description:
-        "The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, and in a for_each step {{item}} and {{index}}.",
+        "The tool's input (a sub-workflow: its parameters); strings may hold {{params.NAME}}, {{steps.ID.output.PATH}}, in a for_each step {{item}} and {{index}}, in a repeat step {{iteration}} and {{previous.output.PATH}}.",
     }),
     depends_on: z.array(z.string()).max(500).default([]),
     // CONDITION_MAX_CHARS (condition.ts, which reads these types): longer ones are refused by the check with their path.
@@ -211,6 +235,7 @@ export const stepSchema = z
         description: 'Tool steps: a template that gives a list (or a literal list); the tool runs once per item, and the output is the list of their outputs.',
       }),
     max_parallel: z.int().min(1).max(10_000).optional().meta({ description: 'With `for_each`: most items running at once, across all workers.' }),
+    repeat: repeatSchema.optional(),
     retry: retryPolicySchema.optional(),
     timeout_ms: z.int().min(1).max(86_400_000).optional(),
     on_failure: z.enum(['fail', 'continue']).default('fail').meta({

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { compensationOf } from '../engine/modifiers/compensate.js';
 import { KINDS, STEP_KINDS } from '../engine/registry.js';
+import type { ItemCounts } from '../engine/state.js';
 import { STEP_STATUSES, TASK_STATUSES, WAIT_REASONS, type WaitReason } from '../engine/status.js';
 import type { CallbackDelivery, HistoryEvent, Step, Task } from '../generated/prisma/client.js';
 
@@ -99,6 +100,9 @@ export const stepViewSchema = z.object({
   wake_at: timestamp.optional().meta({ description: 'A sleeping step: when it wakes; a wait step: when it times out.' }),
   waiting_for: waitingForSchema.optional(),
   items: itemCountsSchema.optional(),
+  iterations: count.optional().meta({
+    description: 'A repeat step: how many iterations it has run or is running (each one of its items, GET /tasks/{task_id}/steps/{step_id}/items).',
+  }),
   child_task_id: z.uuid().optional().meta({ description: 'A sub-workflow step: its child task (GET /result/{child_task_id}).' }),
   compensation_of: z.string().optional().meta({
     description: 'A compensation (`<step>.compensate`): the step it undoes. It runs only when the task fails after that step completed.',
@@ -253,10 +257,17 @@ export function stepView(step: Step, attempts?: AttemptView[]): StepViewBody {
     ...(step.output !== null ? { output: step.output } : {}),
     ...(step.error !== null ? { error: step.error as StepViewBody['error'] } : {}),
     ...(step.wakeAt !== null && step.status === 'waiting' ? { wake_at: step.wakeAt.toISOString() } : {}),
-    ...(step.items !== null ? { items: step.items as StepViewBody['items'] } : {}),
+    ...itemsView(step.items as ItemCounts | null),
     ...(step.childTaskId !== null ? { child_task_id: step.childTaskId } : {}),
     ...(compensationOf(step.stepId) !== undefined ? { compensation_of: compensationOf(step.stepId) } : {}),
   };
+}
+
+/** A map's items counted; a repeat's too, with how many iterations it ran. */
+function itemsView(items: ItemCounts | null): Pick<StepViewBody, 'items' | 'iterations'> {
+  if (items === null) return {};
+  const { iterations, ...counts } = items;
+  return { items: counts, ...(iterations ? { iterations: counts.total } : {}) };
 }
 
 /** Whether a failed task's compensations ran, and how they ended (docs/tools-and-workers.md "Compensation (sagas)"). */

@@ -804,6 +804,92 @@ describe('the decider: compensation (sagas)', () => {
   });
 });
 
+describe('the decider: a repeat step (src/engine/modifiers/repeat.ts)', () => {
+  const poll = (extra: Partial<NonNullable<PlanStep<'tool'>['repeat']>> = {}, step: Partial<PlanStep<'tool'>> = {}) =>
+    tool('poll', ['start'], {
+      input: { job: '{{steps.start.output.job}}', page: '{{iteration}}', cursor: '{{previous.output.next}}' },
+      repeat: { until: "output.state == 'done' || steps.start.output.job == 'instant'", maxIterations: 3, delayMs: 2_000, ...extra },
+      ...step,
+    });
+  const started = (job = 'j1', extra: Partial<NonNullable<PlanStep<'tool'>['repeat']>> = {}, step: Partial<PlanStep<'tool'>> = {}) =>
+    run(taskOf([tool('start'), poll(extra, step)]), [result('start', 'completed', { output: { job } })]).task;
+  const iteration = (n: number, output: unknown, status: 'completed' | 'failed' = 'completed') =>
+    result('poll', status, { item: n, ...(status === 'completed' ? { output } : {}) });
+
+  it('runs iteration 0 at once with {{iteration}} 0 and {{previous}} null; each false `until` queues the next, delayed, with the last output', () => {
+    const first = started();
+    expect(first.steps.get('poll')).toMatchObject({ status: 'running', items: { total: 1, done: 0, running: 1, iterations: true } });
+    const one = first.items.get('poll')!.get(0)!;
+    expect(one).toMatchObject({ status: 'queued', input: { job: 'j1', page: 0, cursor: null } });
+
+    const again = decide([first], [iteration(0, { state: 'running', next: 'c1' })], options);
+    expect(again.jobs).toEqual([expect.objectContaining({ stepId: 'poll', item: 1, input: { job: 'j1', page: 1, cursor: 'c1' }, delayMs: 2_000 })]);
+    expect(again.history.filter((event) => event.type === 'iteration_ended').map((event) => event.data)).toEqual([{ iteration: 0, until: false }]);
+    const second = apply(first, again);
+    expect(second.steps.get('poll')).toMatchObject({ status: 'running', items: { total: 2, done: 1, running: 1 } });
+
+    const done = apply(second, decide([second], [iteration(1, { state: 'done', n: 42 })], options));
+    expect(done.steps.get('poll')).toMatchObject({ status: 'completed', output: { state: 'done', n: 42 }, items: { total: 2, done: 2, running: 0 } });
+    expect(done.status).toBe('completed');
+  });
+
+  it('completes after one iteration when `until` holds at once, over an ancestor too; the first job is not delayed', () => {
+    const task = started('instant');
+    const decision = decide([task], [iteration(0, { state: 'running' })], options);
+    const done = apply(task, decision);
+    expect(done.steps.get('poll')).toMatchObject({ status: 'completed', output: { state: 'running' } });
+    const first = start(
+      taskOf([tool('alone', [], { input: { page: '{{iteration}}' }, repeat: { until: 'true', maxIterations: 2, delayMs: 1_000 } })]),
+      options,
+    );
+    expect(first.jobs).toEqual([expect.objectContaining({ stepId: 'alone', item: 0, input: { page: 0 } })]);
+    expect(first.jobs[0]!.delayMs).toBeUndefined();
+  });
+
+  it('fails with RepeatLimitReached when `until` is still false after max_iterations', () => {
+    let task = started('j1', { maxIterations: 2 });
+    task = apply(task, decide([task], [iteration(0, { state: 'running' })], options));
+    const last = decide([task], [iteration(1, { state: 'running' })], options);
+    expect(last.jobs).toEqual([]);
+    const failed = apply(task, last);
+    expect(failed.steps.get('poll')).toMatchObject({ status: 'failed', error: { name: 'RepeatLimitReached', details: { max_iterations: 2 } } });
+    expect(failed.status).toBe('failed');
+  });
+
+  it('fails the step on a failed iteration (no next one), and goes on under on_failure continue; a late result of an old iteration counts for nothing', () => {
+    const task = started();
+    const failed = apply(task, decide([task], [iteration(0, null, 'failed')], options));
+    expect(failed.steps.get('poll')).toMatchObject({
+      status: 'failed',
+      error: { name: 'Boom', message: 'iteration 0: poll broke', details: { iteration: 0 } },
+    });
+    expect(failed.status).toBe('failed');
+
+    const lenient = started('j1', {}, { onFailure: 'continue' });
+    const onwards = apply(lenient, decide([lenient], [iteration(0, null, 'failed')], options));
+    expect(onwards.steps.get('poll')!.status).toBe('failed');
+    expect(onwards.status).toBe('completed');
+  });
+
+  it('fails with ConditionError when `until` cannot be evaluated over the output', () => {
+    const task = started('j1', { until: 'output.missing.deeper == 1' });
+    const failed = apply(task, decide([task], [iteration(0, { state: 'x' })], options));
+    expect(failed.steps.get('poll')).toMatchObject({ status: 'failed', error: { name: 'ConditionError', details: { iteration: 0 } } });
+    expect(failed.steps.get('poll')!.error!.message).toMatch(/^repeat\.until: /);
+  });
+
+  it('cancels a repeat with its task: the queued iteration is swept, and starts over from iteration 0 on a retry', () => {
+    let task = started();
+    task = apply(task, decide([task], [iteration(0, { state: 'running' })], options));
+    const cancelled = cancel([task], options);
+    expect(cancelled.sweeps).toEqual([expect.objectContaining({ stepId: 'poll', from: ['pending', 'queued'], to: 'cancelled' })]);
+    const ended = apply(task, cancelled);
+    expect(ended.steps.get('poll')!.status).toBe('cancelled');
+    const retried = resume([ended], options);
+    expect(retried.sweeps).toEqual([expect.objectContaining({ stepId: 'poll', delete: true })]);
+  });
+});
+
 describe("the step's state machine (src/engine/lifecycle.ts)", () => {
   it('refuses every move it does not list', () => {
     for (const from of STEP_STATUSES) {

@@ -360,12 +360,13 @@ describe('the template scanner agrees with the regular expressions it replaced',
   it('parses the same paths (those that start with params. or steps., all it knew)', () => {
     fc.assert(
       fc.property(pathText, (expression) => {
-        // {{item…}} and {{index}} came later (for_each), and {{= …}} (computed values,
-        // test/engine/computed.test.ts); the message for other roots names them now.
-        if (/^\s*(item|index)\b/.test(expression) || expression.startsWith('=')) return;
+        // Locals came later ({{item…}} and {{index}} for for_each, {{iteration}} and {{previous…}} for
+        // repeat), and {{= …}} (computed values, test/engine/computed.test.ts); the message for other
+        // roots names them now.
+        if (/^\s*(item|index|iteration|previous)\b/.test(expression) || expression.startsWith('=')) return;
         const old = oldParseReference(expression);
         if (old.problem?.endsWith('must start with params. or steps.'))
-          old.problem = old.problem.replace('params. or steps.', 'params., steps., item, index or = (a computed value)');
+          old.problem = old.problem.replace('params. or steps.', 'params., steps., item, index, iteration, previous or = (a computed value)');
         expect(parseReference(expression)).toEqual(old);
       }),
       { numRuns: 3_000 },
@@ -373,17 +374,22 @@ describe('the template scanner agrees with the regular expressions it replaced',
   });
 });
 
-describe("a for_each step's {{item}} and {{index}}", () => {
-  it('are references of their own, and index has no fields', () => {
-    expect(parseReference('item')).toEqual({ reference: { kind: 'item', path: [] } });
-    expect(parseReference('item.urls[1].href')).toEqual({ reference: { kind: 'item', path: ['urls', '1', 'href'] } });
-    expect(parseReference('index')).toEqual({ reference: { kind: 'index' } });
+describe("locals: a for_each step's {{item}} and {{index}}, a repeat step's {{iteration}} and {{previous}}", () => {
+  it('are references of their own, and index and iteration have no fields', () => {
+    expect(parseReference('item')).toEqual({ reference: { kind: 'local', name: 'item', path: [] } });
+    expect(parseReference('item.urls[1].href')).toEqual({ reference: { kind: 'local', name: 'item', path: ['urls', '1', 'href'] } });
+    expect(parseReference('index')).toEqual({ reference: { kind: 'local', name: 'index', path: [] } });
     expect(parseReference('index.x')).toEqual({ problem: '{{index.x}}: index has no fields' });
-    expect(parseReference('env.HOME').problem).toMatch(/must start with params\., steps\., item, index or =/);
+    expect(parseReference('iteration')).toEqual({ reference: { kind: 'local', name: 'iteration', path: [] } });
+    expect(parseReference('iteration.x')).toEqual({ problem: '{{iteration.x}}: iteration has no fields' });
+    expect(parseReference('previous.output.next')).toEqual({ reference: { kind: 'local', name: 'previous', path: ['output', 'next'] } });
+    expect(parseReference('env.HOME').problem).toMatch(/must start with params\., steps\., item, index, iteration, previous or =/);
+    // Only the names LOCALS lists: not what Object.prototype has.
+    expect(parseReference('constructor').problem).toMatch(/must start with/);
   });
 
   it('resolve to the item (keeping its type) and its position; absent outside a map', () => {
-    const context = { params: {}, steps: {}, item: { value: { url: 'https://a', n: 3 }, index: 7 } };
+    const context = { params: {}, steps: {}, locals: { item: { url: 'https://a', n: 3 }, index: 7 } };
     expect(resolveTemplates({ whole: '{{item}}', url: '{{item.url}}', n: '{{item.n}}', at: '#{{index}} of {{item.url}}' }, context)).toEqual({
       whole: { url: 'https://a', n: 3 },
       url: 'https://a',
@@ -391,6 +397,20 @@ describe("a for_each step's {{item}} and {{index}}", () => {
       at: '#7 of https://a',
     });
     expect(resolveTemplates({ i: '{{index}}', v: '{{item}}' }, { params: {}, steps: {} })).toEqual({ i: null, v: null });
+  });
+
+  it("resolve to the iteration and the previous iteration's output, in templates and computed values", () => {
+    const context = { params: {}, steps: {}, locals: { iteration: 2, previous: { output: { next: 'c2', items: [1, 2] } } } };
+    expect(
+      resolveTemplates({ page: '{{iteration}}', cursor: '{{previous.output.next}}', n: '{{= double(size(previous.output.items)) + iteration}}' }, context),
+    ).toEqual({
+      page: 2,
+      cursor: 'c2',
+      n: 4,
+    });
+    expect(resolveTemplates({ cursor: '{{previous.output.next}}' }, { params: {}, steps: {}, locals: { iteration: 0, previous: null } })).toEqual({
+      cursor: null,
+    });
   });
 });
 

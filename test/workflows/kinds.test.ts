@@ -15,6 +15,7 @@ type StepView = {
   output?: unknown;
   error?: { name: string };
   items?: Record<string, number>;
+  iterations?: number;
   child_task_id?: string;
   wake_at?: string;
 };
@@ -212,6 +213,102 @@ describe('step kinds', () => {
       await poll(async () => (await h.redis.zscore(`${h.config.QUEUE_PREFIX}:${TIMERS_QUEUE}:delayed`, timerJobId(id, 1, 'cool_off'))) === null, {
         label: 'the timer to be removed',
       });
+    });
+  });
+
+  describe('repeat', () => {
+    beforeAll(async () => {
+      await define({
+        name: 'poll_pages',
+        parameters: [
+          { name: 'stop', type: 'integer', required: true },
+          { name: 'max', type: 'integer', default: 5 },
+        ],
+        steps: [
+          {
+            id: 'poll',
+            tool: 'echo',
+            input: { page: '{{iteration}}', before: '{{previous.output.page}}', label: '{{= params.stop == iteration ? "last" : "more"}}' },
+            repeat: { until: 'output.page >= params.stop', max_iterations: 4, delay_ms: 300 },
+          },
+        ],
+        output: { last: '{{steps.poll.output}}' },
+      });
+    });
+
+    it('runs again until `until` holds, each iteration an item with its own job and input, waiting delay_ms between them', async () => {
+      const id = await submit(h, { task_type: 'poll_pages', params: { stop: 2 } });
+      const task = await waitForTask(h, id, 30_000);
+      expect(task.status).toBe('completed');
+      expect(task.result).toEqual({ last: { page: 2, before: 1, label: 'last' } });
+      expect(byId(task).poll).toMatchObject({ status: 'completed', iterations: 3, items: { total: 3, done: 3, failed: 0, running: 0 } });
+      const items = (await h.request('GET', `/tasks/${id}/steps/poll/items`)).body.items as {
+        item: number;
+        status: string;
+        output: unknown;
+        started_at: string;
+        finished_at: string;
+      }[];
+      expect(items.map((item) => [item.item, item.status, item.output])).toEqual([
+        [0, 'completed', { page: 0, before: null, label: 'more' }],
+        [1, 'completed', { page: 1, before: 0, label: 'more' }],
+        [2, 'completed', { page: 2, before: 1, label: 'last' }],
+      ]);
+      // The delay is the next job's: it cannot start earlier.
+      for (const n of [1, 2]) expect(Date.parse(items[n]!.started_at) - Date.parse(items[n - 1]!.finished_at)).toBeGreaterThanOrEqual(290);
+      const history = (await h.request('GET', `/tasks/${id}/history?step=poll`)).body.events as { type: string; data?: unknown }[];
+      expect(history.filter((event) => event.type === 'iteration_ended').map((event) => event.data)).toEqual([
+        { iteration: 0, until: false },
+        { iteration: 1, until: false },
+        { iteration: 2, until: true },
+      ]);
+    });
+
+    it('fails with RepeatLimitReached past max_iterations, with every iteration recorded', async () => {
+      const id = await submit(h, { task_type: 'poll_pages', params: { stop: 99 } });
+      const task = await waitForTask(h, id, 30_000);
+      expect(task.status).toBe('failed');
+      expect(byId(task).poll).toMatchObject({ status: 'failed', iterations: 4, error: { name: 'RepeatLimitReached' } });
+    });
+
+    it('is cancelled with its task while it waits out its delay: the delayed iteration never runs', async () => {
+      await define({
+        name: 'poll_slowly',
+        steps: [{ id: 'poll', tool: 'echo', input: { page: '{{iteration}}' }, repeat: { until: 'false', max_iterations: 10, delay_ms: 600_000 } }],
+      });
+      const id = await submit(h, { task_type: 'poll_slowly' });
+      await poll(async () => byId((await h.request('GET', `/result/${id}`)).body).poll!.iterations === 2, { label: 'the second iteration to be queued' });
+      expect((await h.request('POST', `/tasks/${id}/cancel`)).status).toBe(200);
+      const task = await waitForTask(h, id);
+      expect(task.status).toBe('cancelled');
+      const items = (await h.request('GET', `/tasks/${id}/steps/poll/items`)).body.items as { item: number; status: string }[];
+      expect(items.map((item) => [item.item, item.status])).toEqual([
+        [0, 'completed'],
+        [1, 'cancelled'],
+      ]);
+    });
+
+    it('refuses, with their paths, an `until` that does not check and locals outside a repeat step', async () => {
+      const response = await h.request('POST', '/workflows', {
+        name: 'poll_wrong',
+        steps: [
+          { id: 'a', tool: 'echo', input: {}, repeat: { until: 'output.page +', max_iterations: 3 } },
+          { id: 'b', tool: 'echo', input: { page: '{{iteration}}' } },
+          { id: 'c', tool: 'echo', input: {}, for_each: [1], repeat: { until: 'true', max_iterations: 2 } },
+          { id: 'd', sleep: { ms: 1 }, repeat: { until: 'true', max_iterations: 2 } },
+        ],
+      });
+      expect(response.status).toBe(400);
+      expect(response.body.error.code).toBe('invalid_workflow');
+      const problems = response.body.error.details as { path: string; message: string }[];
+      expect(problems, JSON.stringify(problems)).toEqual(
+        expect.arrayContaining([
+          { path: 'steps[0].repeat.until', message: expect.any(String) },
+          { path: 'steps[1].input.page', message: '{{iteration}} is only defined in the input of a repeat step' },
+          { path: 'steps[2].repeat', message: 'a step either repeats or maps over a list (for_each), not both' },
+          { path: 'steps[3].repeat', message: 'a sleep step has no repeat' },
+        ]),
+      );
     });
   });
 

@@ -4,8 +4,12 @@ import type { Catalog, JsonSchema } from '../catalog.js';
 import type { PlanStep, StepKind, StepKinds, TaskOverrides } from '../plan.js';
 import type { Decision, ItemSet, ItemState, Report, StepSet, StepState, TaskState } from '../state.js';
 import type { SkipReason, StepStatus } from '../status.js';
+import type { Local } from '../templates.js';
 import type { KeyLimit, StepOptions } from '../types.js';
 import type { ParameterType, WorkflowDefinition, WorkflowStep } from '../workflow-definition.js';
+
+/** Values of a step's locals (src/engine/templates.ts LOCALS). */
+export type Locals = Partial<Record<Local, unknown>>;
 
 /**
  * What a step kind and a modifier are made of: the decider a kind acts through (Decider), what
@@ -53,8 +57,8 @@ export interface Decider {
   /** Whether reports about this step still count (a compensation's count while its task compensates). */
   live(step: PlanStep): boolean;
   state(stepId: string): StepState;
-  /** `value` with its templates resolved for `step` (and `item`, in a map); size-bounded by `maxBytes`. */
-  resolve(step: PlanStep, value: unknown, options?: { item?: { value: unknown; index: number }; maxBytes?: number }): Resolved;
+  /** `value` with its templates resolved for `step` (with its locals: a map's item, a repeat's iteration); size-bounded by `maxBytes`. */
+  resolve(step: PlanStep, value: unknown, options?: { locals?: Locals; maxBytes?: number }): Resolved;
   /** A loaded map item (the ones reported about, or every one after `needItems`). */
   item(stepId: string, item: number): ItemState | undefined;
   /** Every item of a map; undefined until they are loaded (the decider asks for them and decides again). */
@@ -150,8 +154,8 @@ export interface TemplatePlace {
   /** Its JSON path, e.g. `steps[2].sleep`. */
   base: string;
   value: unknown;
-  /** {{item}} and {{index}} are defined in it (a map's input). */
-  perItem?: boolean;
+  /** The locals defined in it (a map's input: {{item}} and {{index}}), with their values' JSON Schemas where known. */
+  locals?: Partial<Record<Local, JsonSchema | undefined>>;
   /** The step it is resolved for when not its own: one that runs after the step, and may name it and its ancestors (a compensation). */
   as?: string;
   /** Problems found making the value (paths relative to `base`). */

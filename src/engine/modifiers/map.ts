@@ -2,9 +2,10 @@ import { LimitExceededError, toErrorRecord } from '../../lib/errors.js';
 import { jsonSize } from '../../lib/limits.js';
 import type { JsonSchema } from '../catalog.js';
 import { type CheckContext, type Decider, refuseFields } from '../kinds/kind.js';
-import { deadLetter, readyJob, type ToolStep, withdrawn } from '../kinds/tool.js';
+import { readyJob, type ToolStep, withdrawn } from '../kinds/tool.js';
 import type { ItemCounts, Report, StepState } from '../state.js';
 import type { WorkflowStep } from '../workflow-definition.js';
+import { admittedItems, lostItem, outstandingItems, recordItem, settleItems, stopItems } from './items.js';
 import type { StepModifier } from './modifier.js';
 
 /**
@@ -39,7 +40,7 @@ export const map: StepModifier<'tool'> = {
 
   templatePlaces: (step, index) => (typeof step.for_each === 'string' ? [{ base: `steps[${index}].for_each`, value: step.for_each }] : []),
 
-  perItem: (step) => step.for_each !== undefined,
+  locals: (step) => (step.for_each !== undefined ? { item: undefined, index: { type: 'integer' } } : undefined),
 
   compile: (step) => ({
     ...(step.for_each !== undefined ? { forEach: step.for_each } : {}),
@@ -64,40 +65,13 @@ export const map: StepModifier<'tool'> = {
     },
 
     // Items not started never will; a failed map is no dead letter (its failed items are).
-    failed: (decider, step) => stop(decider, step, 'skipped'),
+    failed: (decider, step) => stopItems(decider, step, 'skipped'),
 
-    settle(decider, step, state, to) {
-      if (state.status !== 'running') return inner.settle(decider, step, state, to);
-      decider.setStep(step, { status: 'cancelled', finished_at: decider.now.toISOString() });
-      stop(decider, step, to);
-    },
+    settle: (decider, step, state, to) => settleItems(inner, decider, step, state, to),
 
-    outstanding(decider, step, state) {
-      if (state.status !== 'running') return;
-      const items = decider.allItems(step.id);
-      if (!items) return decider.need('items', step.id);
-      for (const item of items) {
-        if ((item.status === 'queued' || item.status === 'running') && item.run === decider.task.run)
-          decider.decision.jobs.push(readyJob(decider, step, item.input ?? null, item.item));
-      }
-    },
+    outstanding: outstandingItems,
 
-    admitted(decider, step, state, only) {
-      if (!decider.live(step) || state.status !== 'running') return false;
-      // Items held back stay queued without a job: each gets its job (one that has it already is not made twice).
-      const items = only !== undefined ? [decider.item(step.id, only)].filter((item) => item !== undefined) : decider.allItems(step.id);
-      if (!items) {
-        decider.need('items', step.id);
-        return false;
-      }
-      let moved = false;
-      for (const item of items) {
-        if (item.status !== 'queued' || item.run !== decider.task.run) continue;
-        decider.decision.jobs.push(readyJob(decider, step, item.input ?? null, item.item));
-        moved = true;
-      }
-      return moved;
-    },
+    admitted: admittedItems,
 
     loadForRerun(decider, step, state, over) {
       // Keeping its items, it needs them all, to count those that completed.
@@ -200,7 +174,7 @@ function ready(decider: Decider, step: ToolStep, state: StepState): void {
   const inputs: unknown[] = [];
   let total = 0;
   for (const [index, value] of items.entries()) {
-    const input = decider.resolve(step, step.input, { item: { value, index } });
+    const input = decider.resolve(step, step.input, { locals: { item: value, index } });
     if (!input.ok) {
       if ('error' in input) decider.fail(step, { ...input.error, details: { ...(input.error.details as object), item: index } });
       return;
@@ -246,17 +220,7 @@ function ready(decider: Decider, step: ToolStep, state: StepState): void {
 
 /** An item's result: recorded once (the first for its run); while the map runs, it may queue the next item, complete the map or fail it. */
 function itemResult(decider: Decider, step: ToolStep, state: StepState, report: Extract<Report, { type: 'result' }>, index: number): boolean {
-  const item = decider.item(step.id, index);
-  if (!item || item.run !== report.run || (item.status !== 'queued' && item.status !== 'running')) return false;
-  decider.setItem(step, index, {
-    status: report.status,
-    output: report.output ?? null,
-    error: report.error ?? null,
-    attempts: Math.max(item.attempts, report.attempt),
-    started_at: (item.startedAt ?? report.startedAt).toISOString(),
-    finished_at: report.finishedAt.toISOString(),
-  });
-  if (report.status === 'failed') deadLetter(decider, step, `${step.id}[${report.item}]`, report);
+  if (!recordItem(decider, step, report, index)) return false;
   // The task ended, or the map failed already: the item is recorded, and counts for nothing.
   if (!decider.active || state.status !== 'running' || !state.items) return true;
   const counts = { ...state.items, running: Math.max(0, state.items.running - 1) };
@@ -274,24 +238,6 @@ function itemResult(decider: Decider, step: ToolStep, state: StepState, report: 
   progress(decider, step, counts);
   if (counts.done >= counts.total) completeMap(decider, step, counts);
   return true;
-}
-
-/** An item's job went missing (see Report 'lost'): queued again with its job made again, or cancelled if its map or task ended. */
-function lostItem(decider: Decider, step: ToolStep, state: StepState, item: number): boolean {
-  const found = decider.item(step.id, item);
-  if (!found || found.run !== decider.task.run || (found.status !== 'queued' && found.status !== 'running')) return false;
-  if (!decider.live(step) || state.status !== 'running') {
-    decider.setItem(step, item, { status: 'cancelled', finished_at: decider.now.toISOString() });
-    return true;
-  }
-  decider.setItem(step, item, { status: 'queued' });
-  decider.decision.jobs.push(readyJob(decider, step, found.input ?? null, item));
-  return true;
-}
-
-/** The map stops early (it failed, or its task ended): items not started never will. */
-function stop(decider: Decider, step: ToolStep, to: 'skipped' | 'cancelled'): void {
-  decider.decision.sweeps.push({ taskId: decider.task.id, createdAt: decider.task.createdAt, stepId: step.id, from: ['pending', 'queued'], to });
 }
 
 /** Every item is done: the map's output is their outputs in order. Needs every item loaded. */

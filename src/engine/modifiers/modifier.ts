@@ -2,6 +2,7 @@ import type { Problem } from '../../lib/errors.js';
 import type { Catalog, JsonSchema } from '../catalog.js';
 import type { CheckContext, CompileContext, FlowContext, StepKindDefinition, StepRunner, TemplatePlace } from '../kinds/kind.js';
 import type { PlanStep, StepKind, StepModifiers } from '../plan.js';
+import type { Local } from '../templates.js';
 import type { WorkflowDefinition, WorkflowStep } from '../workflow-definition.js';
 
 /** What rewriting a definition may read: the catalog, and the kinds a step names. */
@@ -38,8 +39,8 @@ export interface StepModifier<K extends StepKind = StepKind> {
   outputSchema?(step: WorkflowStep, schema: JsonSchema | undefined): JsonSchema | undefined;
   /** Where its fields hold templates (check.ts checks them with the others). */
   templatePlaces?(step: WorkflowStep, index: number): TemplatePlace[];
-  /** Whether {{item}} and {{index}} are defined in the step's input. */
-  perItem?(step: WorkflowStep): boolean;
+  /** The locals it defines in the step's input ({{item}} and {{index}} in a map's), with their values' JSON Schemas where known. */
+  locals?(step: WorkflowStep): Partial<Record<Local, JsonSchema | undefined>> | undefined;
   /** Its fields of the step's plan. */
   compile?(step: WorkflowStep, context: CompileContext): StepModifiers;
   /** Steps it adds to the plan, after the definition's own (a compensation per compensated step). */

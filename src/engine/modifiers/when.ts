@@ -1,6 +1,6 @@
 import { ConditionError, toErrorRecord } from '../../lib/errors.js';
-import { checkCondition, evaluateCondition } from '../condition.js';
-import type { Decider } from '../kinds/kind.js';
+import { type ConditionData, type ConditionScope, checkCondition, evaluateCondition } from '../condition.js';
+import type { Decider, FlowContext } from '../kinds/kind.js';
 import type { PlanStep } from '../plan.js';
 import type { StepModifier } from './modifier.js';
 
@@ -22,16 +22,7 @@ declare module '../plan.js' {
 export const when: StepModifier = {
   checkFlow(step, index, context) {
     if (step.when === undefined) return;
-    const scope = {
-      params: context.parameters,
-      steps: Object.fromEntries(
-        [...context.ancestors(step.id)].map((id) => {
-          const output = context.outputOf(id);
-          return [id, output ? { output } : {}];
-        }),
-      ),
-    };
-    for (const message of checkCondition(step.when, scope)) context.add(['steps', index, 'when'], message);
+    for (const message of checkCondition(step.when, ancestorScope(step.id, context))) context.add(['steps', index, 'when'], message);
   },
 
   compile: (step) => (step.when !== undefined ? { when: step.when } : {}),
@@ -51,10 +42,22 @@ export const when: StepModifier = {
   }),
 };
 
-/** The condition's verdict; undefined when an ancestor's output is not loaded yet, or the step failed evaluating it. */
-function decideWhen(decider: Decider, step: PlanStep): boolean | undefined {
-  if (step.when === undefined) return true;
-  const steps: Record<string, { status: string; output?: unknown; error?: unknown }> = {};
+/** What a condition on a step may name when it is stored: the parameters, and its ancestors with their outputs' schemas. */
+export function ancestorScope(stepId: string, context: FlowContext): ConditionScope {
+  return {
+    params: context.parameters,
+    steps: Object.fromEntries(
+      [...context.ancestors(stepId)].map((id) => {
+        const output = context.outputOf(id);
+        return [id, output ? { output } : {}];
+      }),
+    ),
+  };
+}
+
+/** What a condition on a step sees of its ancestors when it runs; undefined when an output is not loaded yet (the decider asks for it). */
+export function ancestorData(decider: Decider, step: PlanStep): ConditionData['steps'] | undefined {
+  const steps: ConditionData['steps'] = {};
   let missing = false;
   for (const id of decider.task.plan.ancestors.get(step.id) ?? []) {
     const state = decider.state(id);
@@ -65,7 +68,14 @@ function decideWhen(decider: Decider, step: PlanStep): boolean | undefined {
     }
     steps[id] = { status: state.status, output: state.output, ...(state.error ? { error: state.error } : {}) };
   }
-  if (missing) return undefined;
+  return missing ? undefined : steps;
+}
+
+/** The condition's verdict; undefined when an ancestor's output is not loaded yet, or the step failed evaluating it. */
+function decideWhen(decider: Decider, step: PlanStep): boolean | undefined {
+  if (step.when === undefined) return true;
+  const steps = ancestorData(decider, step);
+  if (!steps) return undefined;
   try {
     return evaluateCondition(step.when, { params: decider.task.params, steps });
   } catch (error) {
