@@ -179,6 +179,8 @@ export interface PlannedTask {
   mayBeSkipped?: string[];
   /** for_each steps of the record tool: each item's observation key, in item order. */
   maps?: Record<string, string[]>;
+  /** repeat steps of the record tool: each iteration's observation key, in order (the step's output is the last one's). */
+  repeats?: Record<string, string[]>;
   /** Sub-workflow steps: what their child task is meant to do. */
   children?: Record<string, PlannedTask>;
 }
@@ -251,6 +253,21 @@ export const CHAOS_WORKFLOWS = [
       },
     ],
     output: { each: '{{steps.each.output}}' },
+  },
+  {
+    // Three iterations of a poll, a durable delay between them: a SIGKILL or an outage in a delay loses nothing and runs no iteration twice.
+    name: 'chaos_poll',
+    parameters: keyParams,
+    steps: [
+      {
+        id: 'poll',
+        tool: 'record',
+        input: { key: '{{params.key}}-poll-{{iteration}}', ms: '{{params.ms}}' },
+        repeat: { until: 'iteration >= 2.0', max_iterations: 5, delay_ms: 150 },
+      },
+      { id: 'after', depends_on: ['poll'], tool: 'echo', input: { last: '{{steps.poll.output.token}}' } },
+    ],
+    output: { last: '{{steps.poll.output.token}}', after: '{{steps.after.output}}' },
   },
   {
     name: 'chaos_nap',
@@ -330,6 +347,7 @@ const MIX: [string, number][] = [
   ['chaos_fan', 14],
   ['chaos_doomed', 5],
   ['chaos_map', 10],
+  ['chaos_poll', 8],
   ['chaos_nap', 6],
   ['chaos_parent', 6],
   ['chaos_saga', 5],
@@ -395,6 +413,13 @@ function plan(kind: string, key: string, index: number, ms: number, random: () =
         body: { task_type: kind, params: { key, ms } },
         records: {},
         maps: { each: [0, 1, 2, 3, 4, 5].map((item) => `${key}-each-${item}`) },
+      };
+    case 'chaos_poll':
+      return {
+        kind,
+        body: { task_type: kind, params: { key, ms } },
+        records: {},
+        repeats: { poll: [0, 1, 2].map((iteration) => `${key}-poll-${iteration}`) },
       };
     case 'chaos_parent': {
       const child = plan('chaos_chain', `${key}-sub`, index, ms, () => 1);
@@ -613,6 +638,7 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
   const keysOf = (task: PlannedTask): string[] => [
     ...Object.values(task.records).map((entry) => entry.key),
     ...Object.values(task.maps ?? {}).flat(),
+    ...Object.values(task.repeats ?? {}).flat(),
     ...Object.values(task.children ?? {}).flatMap(keysOf),
   ];
   const keys = [...accepted.values()].flatMap(keysOf);
@@ -688,7 +714,8 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
         case 'completed': {
           if (step.output === null && step.kind === 'tool') problem(`${where}: completed without an output`);
           if (step.error !== null) problem(`${where}: completed with an error ${JSON.stringify(step.error)}`);
-          if (step.kind === 'tool' && step.attempts < 1 && !planned.maps?.[step.step_id]) problem(`${where}: completed with ${step.attempts} attempts`);
+          if (step.kind === 'tool' && step.attempts < 1 && !planned.maps?.[step.step_id] && !planned.repeats?.[step.step_id])
+            problem(`${where}: completed with ${step.attempts} attempts`);
           if (!step.started_at || !step.finished_at || step.finished_at < step.started_at)
             problem(`${where}: completed with started_at ${step.started_at} and finished_at ${step.finished_at}`);
           if (isLetter) problem(`${where}: completed but has a dead letter`);
@@ -697,8 +724,10 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
             if (step.output && step.output.attempt > step.attempts)
               problem(`${where}: output of attempt ${step.output.attempt} but only ${step.attempts} attempts recorded`);
           }
-          // A map: every item recorded exactly once, each output quoting a call of its own, the step's output their list.
-          const itemKeys = planned.maps?.[step.step_id];
+          // A map (a repeat): every item (iteration) recorded exactly once, each output quoting a call of its own, the
+          // step's output their list (the last one's).
+          const repeated = planned.repeats?.[step.step_id];
+          const itemKeys = planned.maps?.[step.step_id] ?? repeated;
           if (itemKeys) {
             const rows = (itemsOf.get(`${task.id}/${step.step_id}`) ?? []).sort((a, b) => a.item - b.item);
             if (rows.map((row) => row.item).join() !== itemKeys.map((_, index) => index).join())
@@ -707,7 +736,10 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
               if (row.status !== 'completed') problem(`${where} item ${row.item}: ${row.status}`);
               else quoted(`${where} item ${row.item}`, itemKeys[row.item]!, row.output);
             }
-            if (JSON.stringify(step.output) !== JSON.stringify(rows.map((row) => row.output))) problem(`${where}: output is not its items' outputs in order`);
+            if (repeated) {
+              if (JSON.stringify(step.output) !== JSON.stringify(rows.at(-1)?.output)) problem(`${where}: output is not its last iteration's`);
+            } else if (JSON.stringify(step.output) !== JSON.stringify(rows.map((row) => row.output)))
+              problem(`${where}: output is not its items' outputs in order`);
           }
           // A sub-workflow: its child ended as meant, and its result is the step's output.
           const childPlan = planned.children?.[step.step_id];
