@@ -8,7 +8,21 @@ describe('example workflows shipped with the service', () => {
   let server: http.Server;
   let port: number;
   beforeAll(async () => {
+    // A job that is done on its third status request, and an API of three pages.
+    let polls = 0;
+    const pages: Record<string, { items: number[]; next?: string }> = { '': { items: [1, 2], next: 'c2' }, c2: { items: [3], next: 'c3' }, c3: { items: [4] } };
     server = http.createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const json = (body: unknown) => {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(body));
+      };
+      if (req.method === 'POST' && url.pathname === '/jobs') return json({ id: 'j1', status_url: `http://127.0.0.1:${port}/jobs/j1` });
+      if (url.pathname === '/jobs/j1') {
+        polls += 1;
+        return json(polls >= 3 ? { state: 'done', polls } : { state: 'running', polls });
+      }
+      if (url.pathname === '/pages') return json(pages[url.searchParams.get('cursor') ?? ''] ?? { items: [] });
       if (req.url === '/missing') {
         res.statusCode = 404;
         res.end('no such page');
@@ -38,6 +52,8 @@ describe('example workflows shipped with the service', () => {
       'fetch_urls',
       'order_approval',
       'order_with_profile',
+      'paginate_api',
+      'poll_until_done',
     ]);
   });
 
@@ -102,5 +118,27 @@ describe('example workflows shipped with the service', () => {
       status: 'completed',
       parent: { task_id: task.task_id },
     });
+  });
+
+  it('polls a job until it is done: three status requests, a second apart, then its final status', async () => {
+    const task = await waitForTask(h, await submit(h, { task_type: 'poll_until_done', params: { start_url: `http://127.0.0.1:${port}/jobs` } }), 30_000);
+    expect(task.status).toBe('completed');
+    expect(task.result).toEqual({ job: 'j1', status: { state: 'done', polls: 3 } });
+    const poll = task.steps.find((step: { id: string }) => step.id === 'poll');
+    expect(poll.iterations).toBe(3);
+    expect(Date.parse(poll.finished_at) - Date.parse(poll.started_at)).toBeGreaterThanOrEqual(2_000);
+  });
+
+  it('reads every page of an API, each request with the cursor the page before gave, until a page has none', async () => {
+    const id = await submit(h, { task_type: 'paginate_api', params: { url: `http://127.0.0.1:${port}/pages` } });
+    const task = await waitForTask(h, id, 30_000);
+    expect(task.status).toBe('completed');
+    expect(task.result).toEqual({ last_page: { items: [4] } });
+    const pages = (await h.request('GET', `/tasks/${id}/steps/page/items`)).body.items as { input: { url: string }; output: { body: unknown } }[];
+    expect(pages.map((page) => [page.input.url.replace(/^.*\/pages/, '/pages'), page.output.body])).toEqual([
+      ['/pages', { items: [1, 2], next: 'c2' }],
+      ['/pages?cursor=c2', { items: [3], next: 'c3' }],
+      ['/pages?cursor=c3', { items: [4] }],
+    ]);
   });
 });
