@@ -98,7 +98,9 @@ const commandText = (command: string | string[] | undefined) => (Array.isArray(c
 
 // `docker compose config` validates a file against the Compose specification without an
 // engine. CI machines have the docker client but not always its compose plugin (this one has
-// neither an engine nor the plugin), so only those checks are skipped when it is missing.
+// neither an engine nor the plugin), so only those checks are skipped when it is missing; the
+// Compose specification's JSON Schema is checked everywhere by `npm run lint:compose` (dclint, in
+// CI's static checks).
 const composeProbe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
 const composeMissing = composeProbe.error ? 'no docker binary on PATH' : composeProbe.status !== 0 ? 'docker has no compose plugin' : '';
 
