@@ -10,15 +10,20 @@ const root = fileURLToPath(new URL('..', import.meta.url));
 const SOURCE = `${root}src/lib/config.ts`;
 export const REFERENCE = `${root}docs/config-reference.md`;
 
-interface Setting {
+export interface Setting {
   name: string;
   defaultValue: string;
   accepts: string;
   meaning: string;
+  /**
+   * Tagged `@internal` in src/lib/config.ts: a tuning constant whose default is right for almost
+   * every deployment. It can still be set, but .env.template does not list it.
+   */
+  internal: boolean;
 }
 
 /** The settings of `configSchema = z.object({...})`, in the order they are declared. */
-function settings(): Setting[] {
+export function settings(): Setting[] {
   const text = readFileSync(SOURCE, 'utf8');
   const file = ts.createSourceFile(SOURCE, text, ts.ScriptTarget.Latest, true);
   let literal: ts.ObjectLiteralExpression | undefined;
@@ -40,7 +45,8 @@ function settings(): Setting[] {
       .join(' ')
       .replace(/\s+/g, ' ')
       .trim();
-    return { name: property.name.getText(), defaultValue: defaultOf(initializer), accepts: acceptsOf(initializer), meaning: doc };
+    const internal = ts.getJSDocTags(property).some((tag) => tag.tagName.text === 'internal');
+    return { name: property.name.getText(), defaultValue: defaultOf(initializer), accepts: acceptsOf(initializer), meaning: doc, internal };
   });
 }
 
@@ -73,18 +79,32 @@ const cell = (text: string) => text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 export function render(): string {
   const all = settings();
-  const rows = all.map(
-    (setting) =>
-      `| \`${setting.name}\` | ${cell(setting.defaultValue === 'unset' ? 'unset' : `\`${setting.defaultValue}\``)} | ${cell(setting.accepts)} | ${cell(setting.meaning || '—')} |`,
-  );
+  const table = (list: Setting[]) => [
+    '| Setting | Default | Accepts | Meaning |',
+    '|---|---|---|---|',
+    ...list.map(
+      (setting) =>
+        `| \`${setting.name}\` | ${cell(setting.defaultValue === 'unset' ? 'unset' : `\`${setting.defaultValue}\``)} | ${cell(setting.accepts)} | ${cell(setting.meaning || '—')} |`,
+    ),
+  ];
+  const operators = all.filter((setting) => !setting.internal);
+  const internal = all.filter((setting) => setting.internal);
   return [
     '# Configuration reference',
     '',
     `Every setting the service reads from its environment: ${all.length} of them, in the order \`src/lib/config.ts\` declares them, written from that file by \`npm run docs:config\` (a test fails when this page is out of date). Which ones a deployment sets, and why: [Configuration](configuration.md). Back to the [README](../README.md).`,
     '',
-    '| Setting | Default | Accepts | Meaning |',
-    '|---|---|---|---|',
-    ...rows,
+    `## For operators (${operators.length})`,
+    '',
+    `What a deployment may vary: addresses, secrets, access, limits per key, retention, observability. \`.env.template\` lists exactly these.`,
+    '',
+    ...table(operators),
+    '',
+    `## Internal tuning (${internal.length})`,
+    '',
+    'Constants of the code, tagged `@internal` in `src/lib/config.ts`: their defaults are right for almost every deployment, and the tests and benchmarks set them. Each can still be set from the environment; `.env.template` does not list them.',
+    '',
+    ...table(internal),
     '',
   ].join('\n');
 }

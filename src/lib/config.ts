@@ -124,6 +124,7 @@ const configSchema = z.object({
    * How long a worker's claim on a running step lasts without renewal (renewed every half of
    * it). A step whose worker died, or gave up at WORKER_SHUTDOWN_TIMEOUT_MS, is run again
    * elsewhere this long (up to twice this long) later; stalled steps are also looked for this often.
+   * @internal
    */
   WORKER_LOCK_DURATION_MS: integer(1_000, 600_000).default(30_000),
   /** Hosts the http tool (and webhooks) may call: `api.example.com`, `*.example.com`, `10.0.0.5`, `127.0.0.1:8080`. */
@@ -139,21 +140,37 @@ const configSchema = z.object({
    * SERVICE_SECRET_<REF> variables. Read when it changes; never copied into PostgreSQL.
    */
   SERVICE_SECRETS_FILE: z.string().min(1).optional(),
-  /** How often every process re-reads the service registry (changes are also announced at once through Redis). */
+  /**
+   * How often every process re-reads the service registry (changes are also announced at once through Redis).
+   * @internal
+   */
   SERVICES_RELOAD_MS: integer(100, 3_600_000).default(10_000),
-  /** How often the API checks each service's health_path. 0: never. */
+  /**
+   * How often the API checks each service's health_path. 0: never.
+   * @internal
+   */
   SERVICE_HEALTH_INTERVAL_MS: integer(0, 3_600_000).default(30_000),
-  /** Largest OpenAPI document a service may have (bytes). */
+  /**
+   * Largest OpenAPI document a service may have (bytes).
+   * @internal
+   */
   SERVICE_DOCUMENT_MAX_BYTES: integer(1_000, 50_000_000).default(2_000_000),
-  /** Most operations (tools) one service's document may have. */
+  /**
+   * Most operations (tools) one service's document may have.
+   * @internal
+   */
   SERVICE_MAX_OPERATIONS: integer(1, 10_000).default(500),
   /**
    * Most schema objects in one service's tools: every operation's input and output schema with
    * the `$defs` it reaches. A document over it (or over SERVICE_SCHEMA_MAX_BYTES) is refused
    * (400 `document_too_complex`), and a stored one is left without tools.
+   * @internal
    */
   SERVICE_SCHEMA_MAX_NODES: integer(100, 10_000_000).default(50_000),
-  /** Most bytes of JSON in one service's tools' schemas and summaries, as GET /tools serves them. */
+  /**
+   * Most bytes of JSON in one service's tools' schemas and summaries, as GET /tools serves them.
+   * @internal
+   */
   SERVICE_SCHEMA_MAX_BYTES: integer(10_000, 1_000_000_000).default(800_000),
   /** Largest JSON body the API accepts (a size string understood by body-parser). */
   BODY_LIMIT: z
@@ -163,9 +180,13 @@ const configSchema = z.object({
   /**
    * Finished BullMQ jobs kept in Redis per queue (PostgreSQL is the record). Each keeps its step's
    * input, up to STEP_INPUT_MAX_BYTES: 1,000 of 1 MiB held 1 GiB per queue, so fewer are kept.
+   * @internal
    */
   QUEUE_KEEP_COMPLETED: integer(0, 1_000_000).default(100),
-  /** Failed BullMQ jobs kept in Redis per queue, for Bull Board (the dead letters are in PostgreSQL). */
+  /**
+   * Failed BullMQ jobs kept in Redis per queue, for Bull Board (the dead letters are in PostgreSQL).
+   * @internal
+   */
   QUEUE_KEEP_FAILED: integer(0, 1_000_000).default(1000),
   /** Upper bound on GET /result?wait=N, in seconds. */
   RESULT_WAIT_MAX_S: integer(0, 300).default(30),
@@ -173,15 +194,25 @@ const configSchema = z.object({
   LONG_POLLS_PER_KEY: integer(0, 100_000).default(100),
   /** Open GET /tasks/:id/events streams per API key (per client address without keys), across API processes. 0: no limit. */
   EVENT_STREAMS_PER_KEY: integer(0, 100_000).default(100),
-  /** Longest life of an event stream, in seconds; then a `reconnect` event ends it (the client resumes with Last-Event-ID). */
+  /**
+   * Longest life of an event stream, in seconds; then a `reconnect` event ends it (the client resumes with Last-Event-ID).
+   * @internal
+   */
   EVENT_STREAM_MAX_S: integer(1, 86_400).default(3_600),
-  /** Widest window GET /stats computes, in days; a wider one answers 400. */
+  /**
+   * Widest window GET /stats computes, in days; a wider one answers 400.
+   * @internal
+   */
   STATS_MAX_WINDOW_DAYS: integer(1, 3650).default(31),
-  /** PostgreSQL statement_timeout of the GET /stats queries; past it the answer is 503 stats_timeout. */
+  /**
+   * PostgreSQL statement_timeout of the GET /stats queries; past it the answer is 503 stats_timeout.
+   * @internal
+   */
   STATS_STATEMENT_TIMEOUT_MS: integer(1, 600_000).default(10_000),
   /**
    * GET /stats requests one API process computes at once; more answer 503 `stats_busy` with
    * Retry-After, so monitors polling /stats cannot take the database pool from the tasks.
+   * @internal
    */
   STATS_MAX_CONCURRENT: integer(1, 100).default(2),
   /**
@@ -193,7 +224,10 @@ const configSchema = z.object({
   API_KEYS: csv.pipe(z.array(apiKeyEntry)).default([]),
   /** A file of keys, one entry per line as in API_KEYS (`#` starts a comment), re-read when it changes. */
   API_KEYS_FILE: z.string().min(1).optional(),
-  /** How often the API looks at API_KEYS_FILE for a change; a change is applied once the file has stayed the same for one more look. */
+  /**
+   * How often the API looks at API_KEYS_FILE for a change; a change is applied once the file has stayed the same for one more look.
+   * @internal
+   */
   API_KEYS_FILE_POLL_MS: integer(100, 3_600_000).default(2_000),
   /** Run the API without keys in production, on purpose. */
   AUTH_DISABLED: z
@@ -221,11 +255,20 @@ const configSchema = z.object({
    * A token without `exp` is refused whatever this says: a stolen one would open the API for ever.
    */
   AUTH_JWT_MAX_AGE_S: integer(60, 31_536_000).default(86_400),
-  /** Least time between two fetches of the JWKS for a `kid` it does not hold (a rotated key is seen at most this late). */
+  /**
+   * Least time between two fetches of the JWKS for a `kid` it does not hold (a rotated key is seen at most this late).
+   * @internal
+   */
   AUTH_JWKS_COOLDOWN_MS: integer(0, 3_600_000).default(30_000),
-  /** How long a fetched JWKS is used before it is fetched again. */
+  /**
+   * How long a fetched JWKS is used before it is fetched again.
+   * @internal
+   */
   AUTH_JWKS_MAX_AGE_MS: integer(1_000, 86_400_000).default(600_000),
-  /** Wrong keys per minute from one client address before its requests with a key get 429; shared across API processes. 0: no limit. */
+  /**
+   * Wrong keys per minute from one client address before its requests with a key get 429; shared across API processes. 0: no limit.
+   * @internal
+   */
   AUTH_FAILURES_PER_MINUTE: integer(0, 1_000_000).default(30),
   /** Origins allowed to call the API from a browser (CORS); `*` allows any. Empty: no CORS headers. */
   CORS_ORIGINS: csv.default([]),
@@ -236,23 +279,40 @@ const configSchema = z.object({
   /**
    * Admission control: POST /assign-task answers 503 `overloaded` (with Retry-After) while more
    * step jobs wait in the tool queues than the workers finish in this long. 0: off.
+   * @internal
    */
   ADMISSION_MAX_WAIT_MS: integer(0, 3_600_000).default(2_000),
-  /** The backlog always admitted, whatever the measured drain rate. */
+  /**
+   * The backlog always admitted, whatever the measured drain rate.
+   * @internal
+   */
   ADMISSION_MIN_BACKLOG: integer(0, 100_000_000).default(1_000),
-  /** A fixed ceiling on the admitted backlog, whatever the drain rate. 0: none. */
+  /**
+   * A fixed ceiling on the admitted backlog, whatever the drain rate. 0: none.
+   * @internal
+   */
   ADMISSION_MAX_BACKLOG: integer(0, 100_000_000).default(0),
-  /** How often each API process reads the backlog and the drain rate from Redis. */
+  /**
+   * How often each API process reads the backlog and the drain rate from Redis.
+   * @internal
+   */
   ADMISSION_SAMPLE_MS: integer(10, 60_000).default(200),
   /**
    * Most task submissions one API process handles at once (admitted, not yet answered); past it,
    * 503 `overloaded` at once. Protects a process that a flood of clients reaches before the
    * backlog shows it. 0: no limit.
+   * @internal
    */
   ADMISSION_MAX_IN_FLIGHT: integer(0, 1_000_000).default(128),
-  /** Of those, most one API key may hold in one process (half of ADMISSION_MAX_IN_FLIGHT: one key never takes them all); past it, 429 `too_many_in_flight`. Without keys, only ADMISSION_MAX_IN_FLIGHT applies. 0: no limit. */
+  /**
+   * Of those, most one API key may hold in one process (half of ADMISSION_MAX_IN_FLIGHT: one key never takes them all); past it, 429 `too_many_in_flight`. Without keys, only ADMISSION_MAX_IN_FLIGHT applies. 0: no limit.
+   * @internal
+   */
   ADMISSION_MAX_IN_FLIGHT_PER_KEY: integer(0, 1_000_000).default(64),
-  /** How long the front door holds a refusal (503 overloaded, 429 too_many_in_flight) before answering it, so that clients retrying at once come back less often. 0: at once. */
+  /**
+   * How long the front door holds a refusal (503 overloaded, 429 too_many_in_flight) before answering it, so that clients retrying at once come back less often. 0: at once.
+   * @internal
+   */
   ADMISSION_REFUSAL_DELAY_MS: integer(0, 30_000).default(500),
   /** Unfinished tasks (waiting, delayed, prioritized or running) one API key may have; past it, 429 `quota_exceeded`. 0: no limit. */
   QUOTA_MAX_BACKLOG_PER_KEY: integer(0, 100_000_000).default(100_000),
@@ -263,6 +323,7 @@ const configSchema = z.object({
   /**
    * Most missed ticks one catch-up runs (`catch_up: {"all_within_ms": N}` after a pause or while
    * no worker ran): the newest of them; older ones leave no trace, as missed ticks outside the window.
+   * @internal
    */
   SCHEDULE_CATCH_UP_MAX: integer(1, 1_000).default(24),
   /**
@@ -282,15 +343,30 @@ const configSchema = z.object({
   POLICY_TIMEOUT_MS: integer(1, 60_000).default(1_000),
   /** What a policy service that times out, fails or answers nonsense means: `open` accepts the task as submitted, `closed` answers 503 `policy_unavailable`. */
   POLICY_FAIL_MODE: z.enum(['open', 'closed']).default('closed'),
-  /** How long a decision is reused for an identical input (task type, params, key id, scope). 0: the policy is asked every time. */
+  /**
+   * How long a decision is reused for an identical input (task type, params, key id, scope). 0: the policy is asked every time.
+   * @internal
+   */
   POLICY_CACHE_TTL_MS: integer(0, 3_600_000).default(2_000),
-  /** Most decisions kept in the cache (least recently used go first). */
+  /**
+   * Most decisions kept in the cache (least recently used go first).
+   * @internal
+   */
   POLICY_CACHE_MAX: integer(1, 1_000_000).default(10_000),
-  /** Largest answer read from the policy service, in bytes; a larger one counts as a failure. */
+  /**
+   * Largest answer read from the policy service, in bytes; a larger one counts as a failure.
+   * @internal
+   */
   POLICY_MAX_RESPONSE_BYTES: integer(256, 16_777_216).default(1_048_576),
-  /** Longest an HTTP request may take to arrive whole (headers and body); past it the connection is closed with 408. */
+  /**
+   * Longest an HTTP request may take to arrive whole (headers and body); past it the connection is closed with 408.
+   * @internal
+   */
   HTTP_REQUEST_TIMEOUT_MS: integer(1_000, 600_000).default(15_000),
-  /** Longest the request line and headers may take to arrive. */
+  /**
+   * Longest the request line and headers may take to arrive.
+   * @internal
+   */
   HTTP_HEADERS_TIMEOUT_MS: integer(1_000, 600_000).default(10_000),
   /**
    * The root of the keys that sign completion callbacks: each API key's callbacks are signed with
@@ -325,26 +401,43 @@ const configSchema = z.object({
   APPROVAL_LINK_TTL_DAYS: integer(1, 366).default(30),
   /** The API's address as people reach it: approval links start with it. Unset: http://localhost:PORT. */
   PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
-  /** Tries per callback delivery (exponential backoff from 1 s). */
+  /**
+   * Tries per callback delivery (exponential backoff from 1 s).
+   * @internal
+   */
   CALLBACK_MAX_ATTEMPTS: integer(1, 50).default(8),
-  /** How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event. */
+  /**
+   * How long a task's event history (for GET /tasks/:id/events) is kept in Redis after its last event.
+   * @internal
+   */
   EVENTS_TTL_S: integer(60, 30 * 86_400).default(86_400),
   /**
    * How long a finished task's event history stays in Redis after its ending event. A client
    * that resumes later (Last-Event-ID) gets the task's snapshot from PostgreSQL instead.
+   * @internal
    */
   EVENTS_KEEP_AFTER_END_S: integer(1, 30 * 86_400).default(60),
   /**
    * A one-tool task's step is recorded as running once it has run this long (at once on a
    * redelivery or a retry, and always for a workflow's steps). A shorter step goes from queued to
    * its result in one write. 0: record every start before the adapter runs.
+   * @internal
    */
   STEP_RUNNING_AFTER_MS: integer(0, 3_600_000).default(50),
-  /** How long a worker retries a database write through lost connections before parking the step's result in its job. */
+  /**
+   * How long a worker retries a database write through lost connections before parking the step's result in its job.
+   * @internal
+   */
   DB_WRITE_RETRY_MS: integer(0, 3_600_000).default(60_000),
-  /** How often one worker looks for active runs whose jobs went missing in Redis (see workers/runtime/reconciler.ts). 0: never. */
+  /**
+   * How often one worker looks for active runs whose jobs went missing in Redis (see workers/runtime/reconciler.ts). 0: never.
+   * @internal
+   */
   RECONCILE_INTERVAL_MS: integer(0, 3_600_000).default(30_000),
-  /** Runs younger than this are not repaired: their jobs may still be on their way. */
+  /**
+   * Runs younger than this are not repaired: their jobs may still be on their way.
+   * @internal
+   */
   RECONCILE_AFTER_MS: integer(0, 86_400_000).default(60_000),
   /** Every API key's tool steps (and map items) running at once, across the deployment; the rest wait their turn. 0: no limit. */
   KEY_CONCURRENCY: integer(0, 100_000).default(0),
@@ -363,9 +456,15 @@ const configSchema = z.object({
    * (what is already stored stays readable).
    */
   TASK_HISTORY: z.enum(['on', 'off']).default('on'),
-  /** Days ahead whose partitions exist before their first task (created by one worker each pass). */
+  /**
+   * Days ahead whose partitions exist before their first task (created by one worker each pass).
+   * @internal
+   */
   PARTITIONS_AHEAD_DAYS: integer(1, 90).default(3),
-  /** How often one worker maintains the partitions: creates the days ahead, drops the expired ones. 0: never (not even at start). */
+  /**
+   * How often one worker maintains the partitions: creates the days ahead, drops the expired ones. 0: never (not even at start).
+   * @internal
+   */
   RETENTION_INTERVAL_MS: integer(0, 86_400_000).default(3_600_000),
   /** Port where a worker process serves its own /metrics. Unset: no metrics server in workers. */
   WORKER_METRICS_PORT: integer(0, 65535).optional(),
@@ -373,11 +472,15 @@ const configSchema = z.object({
    * Where the built console is (scripts/build.mjs writes it to dist/console). Unset: dist/console
    * beside the compiled API (dist/src/...); run from TypeScript (tsx) there is none, and /console
    * answers 503 until this names a build.
+   * @internal
    */
   CONSOLE_DIR: z.string().min(1).optional(),
   /** Bearer token that /metrics (the API's and the workers') requires. Unset: /metrics is open. */
   METRICS_TOKEN: z.string().min(16, 'use at least 16 characters').optional(),
-  /** How long the API reuses a reading of its queue, task and dead-letter gauges. 0: read at every scrape. */
+  /**
+   * How long the API reuses a reading of its queue, task and dead-letter gauges. 0: read at every scrape.
+   * @internal
+   */
   METRICS_CACHE_MS: integer(0, 600_000).default(5_000),
   /**
    * OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); spans go to
@@ -389,9 +492,13 @@ const configSchema = z.object({
   /**
    * Longest string (in characters) in a workflow definition's step inputs and output, the
    * strings templates are read from. A longer one is refused when the definition is posted.
+   * @internal
    */
   TEMPLATE_STRING_MAX_CHARS: integer(16, 100_000_000).default(65_536),
-  /** Most template references (`{{...}}`) one workflow definition may hold, inputs and output together. */
+  /**
+   * Most template references (`{{...}}`) one workflow definition may hold, inputs and output together.
+   * @internal
+   */
   TEMPLATE_MAX_REFERENCES: integer(1, 1_000_000).default(1_000),
   /**
    * Largest input of a step, in bytes of JSON, once its templates are resolved. Steps that start
@@ -401,7 +508,10 @@ const configSchema = z.object({
   STEP_INPUT_MAX_BYTES: integer(1_024, 1_073_741_824).default(1_048_576),
   /** Largest output a step may return, in bytes of JSON; over it the step fails with StepOutputTooLarge. */
   STEP_OUTPUT_MAX_BYTES: integer(1_024, 1_073_741_824).default(1_048_576),
-  /** Deepest nesting of arrays and objects in a step's output; deeper fails with StepOutputTooLarge. */
+  /**
+   * Deepest nesting of arrays and objects in a step's output; deeper fails with StepOutputTooLarge.
+   * @internal
+   */
   STEP_OUTPUT_MAX_DEPTH: integer(1, 1_000).default(64),
   /** Largest result of a task (the workflow's output, or the tool's), in bytes of JSON; over it the task fails with TaskResultTooLarge. */
   TASK_RESULT_MAX_BYTES: integer(1_024, 1_073_741_824).default(4_194_304),
@@ -409,11 +519,15 @@ const configSchema = z.object({
    * A step's output travels in BullMQ (its job's return value, its dependents' job data) only
    * up to this many bytes of JSON; a larger one stays in PostgreSQL alone, and a small marker
    * travels instead.
+   * @internal
    */
   JOB_INLINE_OUTPUT_MAX_BYTES: integer(0, 1_048_576).default(4_096),
   /** Most items a `for_each` step may map over; a longer list fails the step with TooManyItems. */
   MAP_MAX_ITEMS: integer(1, 1_000_000).default(1_000),
-  /** Largest sum of a map's item inputs, in bytes of JSON (they are stored when the map starts); over it the step fails with StepInputTooLarge. */
+  /**
+   * Largest sum of a map's item inputs, in bytes of JSON (they are stored when the map starts); over it the step fails with StepInputTooLarge.
+   * @internal
+   */
   MAP_INPUTS_MAX_BYTES: integer(1_024, 1_073_741_824).default(16_777_216),
   /** A `for_each` step's max_parallel when its definition sets none: most of its items queued or running at once. */
   MAP_MAX_PARALLEL: integer(1, 100_000).default(100),

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { settings as configSettings } from '../../scripts/config-reference.js';
 import { CLOSED_BY_DEFAULT, openKeyRing } from '../../src/api/api-keys.js';
 import { ConfigError, loadConfig } from '../../src/lib/config.js';
 import { silentLogger } from '../../src/lib/logger.js';
@@ -502,12 +503,19 @@ describe('.env.template', () => {
   // Lines like `PORT=3000` or `# PORT=3000`.
   const documented = new Set([...read('.env.template').matchAll(/^#?\s?([A-Z][A-Z0-9_]*)=/gm)].map((match) => match[1]!));
 
-  it('documents only variables that src/lib/config.ts reads', () => {
+  // What the configuration reference calls settings for operators, and internal tuning (`@internal` in src/lib/config.ts).
+  const all = configSettings();
+  const internal = new Set(all.filter((setting) => setting.internal).map((setting) => setting.name));
+
+  it('documents only variables that src/lib/config.ts reads, and none of its internal tuning', () => {
     for (const key of documented) expect(isConfigKey(key), `${key} is not read by src/lib/config.ts`).toBe(true);
+    for (const key of documented) expect(internal.has(key), `${key} is internal tuning: docs/config-reference.md has it, .env.template does not`).toBe(false);
   });
 
-  it('documents every variable that src/lib/config.ts reads', () => {
-    // Keys with a default (optional ones without a default, like LOG_FILE, are covered above).
-    for (const key of Object.keys(loadConfig({}))) expect(documented.has(key), `${key} missing from .env.template`).toBe(true);
+  it("documents every operator's setting, with or without a default", () => {
+    for (const { name } of all.filter((setting) => !setting.internal)) expect(documented.has(name), `${name} missing from .env.template`).toBe(true);
+    // The reference reads the same schema loadConfig does.
+    expect(all.map((setting) => setting.name).sort()).toEqual(expect.arrayContaining(Object.keys(loadConfig({})).sort()));
+    expect(internal.size).toBeGreaterThan(0);
   });
 });
