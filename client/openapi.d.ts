@@ -2688,6 +2688,12 @@ export interface operations {
                 id_prefix?: string;
                 created_after?: string;
                 created_before?: string;
+                /** @description Only the child tasks of this task (its sub-workflow steps' children). */
+                parent?: string;
+                /** @description `true`: only tasks that are no child of another (the console lists these, each with its children under it). */
+                top_level?: "true" | "false";
+                /** @description Only the tasks whose params have these top-level values, as a JSON object of at most 5 names and their string, number or boolean values, e.g. `{"customer_id":"c-9"}`. Not indexed: it looks at the tasks created in the last 7 days unless created_after says otherwise, and a window of at most 31 days (400 beyond); narrow it with task_type too on a large table. */
+                params?: string;
                 limit?: number;
                 cursor?: string;
             };

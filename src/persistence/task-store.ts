@@ -26,6 +26,12 @@ export interface TaskFilter {
   createdBefore?: Date;
   /** Only ids in this range (uuidPrefixRange), created in `created` when given. */
   ids?: { first: string; last: string; created?: { from: Date; to: Date } };
+  /** Only the children of this task. */
+  parent?: string;
+  /** Only tasks that are no child of another. */
+  topLevel?: boolean;
+  /** Only tasks whose params have these top-level values (not indexed: the caller bounds the creation window). */
+  params?: Record<string, string | number | boolean>;
   limit: number;
   cursor?: { createdAt: Date; id: string };
 }
@@ -96,6 +102,8 @@ export class TaskStore {
           ? { status: filter.status }
           : {}),
       ...(filter.taskType ? { taskType: filter.taskType } : {}),
+      ...(filter.parent ? { parentTaskId: filter.parent } : filter.topLevel ? { parentTaskId: null } : {}),
+      ...(filter.params ? { AND: Object.entries(filter.params).map(([name, value]) => ({ params: { path: [name], equals: value } })) } : {}),
       ...(filter.createdAfter || filter.createdBefore
         ? { createdAt: { ...(filter.createdAfter ? { gte: filter.createdAfter } : {}), ...(filter.createdBefore ? { lt: filter.createdBefore } : {}) } }
         : {}),

@@ -40,6 +40,35 @@ export const historyQuery = z
   })
   .strict();
 
+/** A search by params looks at this many days of tasks by default, and at most this many. */
+export const PARAM_SEARCH_DEFAULT_DAYS = 7;
+export const PARAM_SEARCH_MAX_DAYS = 31;
+const PARAM_FILTER_MAX_KEYS = 5;
+
+/** `params=`: a JSON object of top-level param names and scalar values. */
+const paramsFilter = z
+  .string()
+  .max(1000)
+  .transform((text, ctx) => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      ctx.addIssue({ code: 'custom', message: 'must be a JSON object, e.g. {"customer_id":"c-9"}' });
+      return z.NEVER;
+    }
+  })
+  .pipe(
+    z
+      .record(
+        z.string().min(1).max(200),
+        z.union([z.string().max(500), z.number(), z.boolean()]),
+        'must be a JSON object of names and string, number or boolean values',
+      )
+      .refine((filter) => Object.keys(filter).length >= 1 && Object.keys(filter).length <= PARAM_FILTER_MAX_KEYS, {
+        message: `names 1 to ${PARAM_FILTER_MAX_KEYS} params`,
+      }),
+  );
+
 export const listTasksQuery = z
   .object({
     status: z
@@ -67,10 +96,35 @@ export const listTasksQuery = z
     }),
     created_after: z.iso.datetime({ offset: true }).optional(),
     created_before: z.iso.datetime({ offset: true }).optional(),
+    parent: z.uuid().optional().meta({ description: "Only the child tasks of this task (its sub-workflow steps' children)." }),
+    top_level: z
+      .enum(['true', 'false'])
+      .optional()
+      .meta({ description: '`true`: only tasks that are no child of another (the console lists these, each with its children under it).' }),
+    params: paramsFilter.optional().meta({
+      description: `Only the tasks whose params have these top-level values, as a JSON object of at most ${PARAM_FILTER_MAX_KEYS} names and their string, number or boolean values, e.g. \`{"customer_id":"c-9"}\`. Not indexed: it looks at the tasks created in the last ${PARAM_SEARCH_DEFAULT_DAYS} days unless created_after says otherwise, and a window of at most ${PARAM_SEARCH_MAX_DAYS} days (400 beyond); narrow it with task_type too on a large table.`,
+      example: '{"customer_id":"c-9"}',
+    }),
     limit: z.coerce.number().int().min(1).max(200).default(50),
     cursor: z.string().max(200).optional(),
   })
   .strict();
+
+/**
+ * The creation times a search by params looks at: from created_after (default
+ * PARAM_SEARCH_DEFAULT_DAYS ago) to created_before (default now), at most PARAM_SEARCH_MAX_DAYS.
+ * The tasks are partitioned by day: the window bounds what the unindexed filter reads.
+ */
+function paramSearchWindow(createdAfter: string | undefined, createdBefore: string | undefined): { after: Date } {
+  const before = createdBefore ? Date.parse(createdBefore) : Date.now();
+  const after = createdAfter ? Date.parse(createdAfter) : before - PARAM_SEARCH_DEFAULT_DAYS * 86_400_000;
+  if (before - after > PARAM_SEARCH_MAX_DAYS * 86_400_000) {
+    throw new ValidationError('the query is invalid', [
+      { path: 'created_after', message: `a search by params looks at ${PARAM_SEARCH_MAX_DAYS} days of tasks at most: narrow created_after and created_before` },
+    ]);
+  }
+  return { after: new Date(after) };
+}
 
 /** The answer to a submitted task: 202, or 200 when its idempotency key replayed an earlier one. */
 export function assignedReply(submitted: Submitted, taskType: string): Reply {
@@ -179,6 +233,7 @@ export const TASK_ROUTES: Route[] = [
         throw new ValidationError('the query is invalid', [{ path: 'waiting_reason', message: 'goes with status=waiting' }]);
       }
       const owner = ownerScope(req);
+      const window = query.params ? paramSearchWindow(query.created_after, query.created_before) : undefined;
       const page = await tasks.list({
         limit: query.limit,
         ...(owner !== undefined ? { owner } : {}),
@@ -188,6 +243,10 @@ export const TASK_ROUTES: Route[] = [
         ...(query.id_prefix ? { ids: uuidPrefixRange(query.id_prefix) } : {}),
         ...(query.created_after ? { createdAfter: new Date(query.created_after) } : {}),
         ...(query.created_before ? { createdBefore: new Date(query.created_before) } : {}),
+        ...(window ? { createdAfter: window.after } : {}),
+        ...(query.parent ? { parent: query.parent } : {}),
+        ...(query.top_level === 'true' ? { topLevel: true } : {}),
+        ...(query.params ? { params: query.params } : {}),
         ...(query.cursor ? { cursor: query.cursor } : {}),
       });
       return { status: 200, body: { items: page.items.map((task) => taskSummary(task)), next_cursor: page.nextCursor } };
