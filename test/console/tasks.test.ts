@@ -150,6 +150,61 @@ describe('the console: tasks list, sign-in and budgets', { timeout: 120_000 }, (
     expect(errors).toEqual([]);
   });
 
+  it("nests child tasks under their parent, lists them all with a toggle, and searches by a param's value", async () => {
+    const { page, errors } = tab;
+    const customer = `cust-${Date.now()}`;
+    for (const definition of [
+      {
+        name: 'console_child',
+        parameters: [{ name: 'customer', type: 'string', required: true }],
+        steps: [{ id: 'c', tool: 'echo', input: { customer: '{{params.customer}}' } }],
+      },
+      {
+        name: 'console_parent',
+        parameters: [{ name: 'customer', type: 'string', required: true }],
+        steps: [{ id: 'sub', workflow: 'console_child', input: { customer: '{{params.customer}}' } }],
+      },
+    ]) {
+      const stored = await h.request('POST', '/workflows', definition, AUTH);
+      expect(stored.status, JSON.stringify(stored.body)).toBe(201);
+    }
+    const parent = await h.request('POST', '/assign-task', { task_type: 'console_parent', params: { customer } }, AUTH);
+    expect(parent.status).toBe(202);
+    const done = await waitForTask(h, parent.body.task_id, 20_000, AUTH);
+    const child = done.steps[0].child_task_id as string;
+
+    await page.goto('/console/tasks');
+    const parentRow = page.locator(`tr[data-task="${parent.body.task_id}"]`);
+    await parentRow.waitFor();
+    // The top level: the child is not among the others, and opens under its parent.
+    expect(await page.locator(`tr[data-task="${child}"]`).count()).toBe(0);
+    await page.getByRole('button', { name: `Show the child tasks of ${parent.body.task_id}` }).click();
+    const childRow = page.locator(`tr[data-task="${child}"][data-depth="1"]`);
+    await childRow.waitFor();
+    expect(await childRow.getByText('console_child').count()).toBe(1);
+    expect(await page.getByRole('button', { name: `Hide the child tasks of ${parent.body.task_id}` }).getAttribute('aria-expanded')).toBe('true');
+    expect(await seriousViolations(page)).toEqual([]);
+
+    // Every task, children among them.
+    await page.getByLabel('Include child tasks').check();
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/children=all/);
+    await page.locator(`tr[data-task="${child}"][data-depth="0"]`).waitFor();
+
+    // A param's value: the parent and its child carry it (with children listed), nothing else does.
+    await page.getByLabel('Param').fill(`customer=${customer}`);
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.waitForURL(/param=/);
+    await expect
+      .poll(async () => (await page.locator('table.tasks tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-task')))).sort())
+      .toEqual([parent.body.task_id, child].sort());
+    await page.getByLabel('Param').fill('no equals sign');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await page.getByText('Search a param as name=value').waitFor();
+    expect(await seriousViolations(page)).toEqual([]);
+    expect(errors).toEqual([]);
+  });
+
   it('cancels and retries the selected tasks of a filtered list, and says what the API refused', async () => {
     const { page, errors } = tab;
     const ids: string[] = [];

@@ -16,6 +16,26 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Requests a bulk action keeps in flight at once: a page of 50 goes in a few rounds, not 50 at once. */
 const BULK_PARALLEL = 5;
 
+/**
+ * The param search field, `name=value`, as GET /tasks' `params` filter: the value is a number or
+ * a boolean when it reads as one (`n=2`, `vip=true`), text otherwise (`"2"` in quotes is text).
+ */
+export function paramFilter(text: string | null): { filter?: string; problem?: string } {
+  if (!text) return {};
+  const at = text.indexOf('=');
+  const name = text.slice(0, at).trim();
+  if (at <= 0 || !name) return { problem: 'Search a param as name=value, e.g. customer_id=c-9.' };
+  const raw = text.slice(at + 1).trim();
+  let value: unknown = raw;
+  try {
+    const parsed: unknown = JSON.parse(raw);
+    if (typeof parsed === 'number' || typeof parsed === 'boolean' || typeof parsed === 'string') value = parsed;
+  } catch {
+    // Not JSON: the text as typed.
+  }
+  return { filter: JSON.stringify({ [name]: value }) };
+}
+
 /** `datetime-local` (the browser's local time, no zone) to the API's ISO time; '' to nothing. */
 function isoOf(local: string | null): string | undefined {
   if (!local) return undefined;
@@ -24,8 +44,10 @@ function isoOf(local: string | null): string | undefined {
 }
 
 /**
- * Every task, newest first, a page at a time (the API's cursor): filters by status, type and
- * creation time, kept in the URL so a filtered list can be shared and the back button works.
+ * Every task, newest first, a page at a time (the API's cursor): filters by status, type,
+ * creation time and a param's value, kept in the URL so a filtered list can be shared and the
+ * back button works. Child tasks (a sub-workflow step's) are listed under their parent, opened
+ * with its Children button; "Include child tasks" lists them among the others.
  */
 export default function TasksPage() {
   const { client } = useApi();
@@ -43,6 +65,10 @@ export default function TasksPage() {
   if (after) query.created_after = after;
   const before = isoOf(search.get('before'));
   if (before) query.created_before = before;
+  const withChildren = search.get('children') === 'all';
+  if (!withChildren) query.top_level = 'true';
+  const param = paramFilter(search.get('param'));
+  if (param.filter) query.params = param.filter;
   if (cursor) query.cursor = cursor;
 
   const tasks = useQuery({
@@ -56,7 +82,7 @@ export default function TasksPage() {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
     const next = new URLSearchParams();
-    for (const name of ['status', 'type', 'after', 'before']) {
+    for (const name of ['status', 'type', 'after', 'before', 'param', 'children']) {
       const value = String(form.get(name) ?? '').trim();
       if (value) next.set(name, value);
     }
@@ -98,7 +124,30 @@ export default function TasksPage() {
             Created before
             <input name="before" type="datetime-local" step="1" defaultValue={search.get('before') ?? ''} />
           </label>
+          <label>
+            Param
+            <input
+              name="param"
+              defaultValue={search.get('param') ?? ''}
+              placeholder="customer_id=c-9"
+              aria-invalid={param.problem ? true : undefined}
+              aria-describedby={param.problem ? 'param-error' : 'param-help'}
+            />
+          </label>
+          <label className="inline">
+            <input type="checkbox" name="children" value="all" defaultChecked={withChildren} />
+            Include child tasks
+          </label>
           <button type="submit">Filter</button>
+          {param.problem ? (
+            <p id="param-error" className="field-error" role="alert">
+              {param.problem}
+            </p>
+          ) : (
+            <p id="param-help" className="hint">
+              A param's value searches the last 7 days of tasks unless Created after says otherwise (31 days at most).
+            </p>
+          )}
         </form>
         <form className="filters" onSubmit={openById} aria-label="Open a task by id">
           <label>
@@ -120,7 +169,7 @@ export default function TasksPage() {
       ) : (
         <>
           {tasks.error && <ErrorBox error={tasks.error} title="Refreshing failed; showing the last answer" />}
-          <TaskTable items={tasks.data?.items ?? []} key={`${search.toString()}|${cursor ?? ''}`} />
+          <TaskTable items={tasks.data?.items ?? []} nested={!withChildren} key={`${search.toString()}|${cursor ?? ''}`} />
           <Pager cursors={cursors} setCursors={setCursors} next={tasks.data?.next_cursor} />
         </>
       )}
@@ -143,7 +192,7 @@ interface BulkOutcome {
  * ones are cancelled or retried together, one request per task (POST /tasks/:id/cancel or
  * /retry, BULK_PARALLEL at a time); the API refuses what does not apply (a finished task's cancel).
  */
-function TaskTable({ items }: { items: TaskSummary[] }) {
+function TaskTable({ items, nested }: { items: TaskSummary[]; nested: boolean }) {
   const { client } = useApi();
   const queryClient = useQueryClient();
   const canManage = useCan('manageTasks');
@@ -201,7 +250,14 @@ function TaskTable({ items }: { items: TaskSummary[] }) {
       {items.length === 0 ? (
         <p className="empty">No tasks match.</p>
       ) : (
-        <TaskRows items={items} selected={canManage ? selected : undefined} toggle={toggle} allSelected={allSelected} setSelected={setSelected} />
+        <TaskRows
+          items={items}
+          nested={nested}
+          selected={canManage ? selected : undefined}
+          toggle={toggle}
+          allSelected={allSelected}
+          setSelected={setSelected}
+        />
       )}
     </>
   );
@@ -209,12 +265,15 @@ function TaskTable({ items }: { items: TaskSummary[] }) {
 
 function TaskRows({
   items,
+  nested,
   selected,
   toggle,
   allSelected,
   setSelected,
 }: {
   items: TaskSummary[];
+  /** Top-level tasks: each workflow task may open its children under it. */
+  nested: boolean;
   /** Undefined: no checkboxes (a key that may not manage tasks). */
   selected: Set<string> | undefined;
   toggle: (id: string) => void;
@@ -247,28 +306,93 @@ function TaskRows({
         </thead>
         <tbody>
           {items.map((task) => (
-            <tr key={task.task_id} data-task={task.task_id}>
-              {selected && (
-                <td>
-                  <input type="checkbox" aria-label={`Select task ${task.task_id}`} checked={selected.has(task.task_id)} onChange={() => toggle(task.task_id)} />
-                </td>
-              )}
-              <td>                <Link to={`/tasks/${task.task_id}`} className="mono">
-                  {/* A UUIDv7 begins with its time, the same for every task of a minute: its random end tells tasks apart. */}
-                  <span className="visually-hidden">{task.task_id.slice(0, -12)}</span>…{task.task_id.slice(-12)}
-                </Link>
-              </td>
-              <td>{task.task_type}</td>
-              <td>
-                <StatusBadge status={task.waiting_for?.length ? 'waiting' : task.status} />
-              </td>
-              <td>{task.steps_total}</td>
-              <td>{formatTime(task.created_at)}</td>
-              <td>{task.started_at ? formatDuration(Date.parse(task.finished_at ?? new Date().toISOString()) - Date.parse(task.started_at)) : '—'}</td>
-            </tr>
+            <TaskRow key={task.task_id} task={task} nested={nested} selected={selected} toggle={toggle} depth={0} />
           ))}
         </tbody>
       </table>
     </div>
+  );
+}
+
+/** Children opened under a task at most this deep (a sub-workflow nests at most SUBWORKFLOW_MAX_DEPTH). */
+const MAX_NESTING = 5;
+
+/** One task's row; a workflow task's Children button lists its child tasks in rows under it (GET /tasks?parent=). */
+function TaskRow({
+  task,
+  nested,
+  selected,
+  toggle,
+  depth,
+}: {
+  task: TaskSummary;
+  nested: boolean;
+  selected: Set<string> | undefined;
+  toggle: (id: string) => void;
+  depth: number;
+}) {
+  const { client } = useApi();
+  const [open, setOpen] = useState(false);
+  const children = useQuery({
+    queryKey: ['tasks', { parent: task.task_id }],
+    queryFn: ({ signal }) => call(client.api.GET('/tasks', { params: { query: { parent: task.task_id, limit: 200 } }, signal })),
+    enabled: open,
+    refetchInterval: REFRESH_MS,
+  });
+  const canOpen = nested && task.workflow !== undefined && depth < MAX_NESTING;
+  const columns = selected ? 7 : 6;
+  return (
+    <>
+      <tr data-task={task.task_id} data-depth={depth} className={depth > 0 ? 'child' : undefined}>
+        {selected && (
+          <td>
+            <input type="checkbox" aria-label={`Select task ${task.task_id}`} checked={selected.has(task.task_id)} onChange={() => toggle(task.task_id)} />
+          </td>
+        )}
+        <td style={depth > 0 ? { paddingLeft: `${depth * 1.5}rem` } : undefined}>
+          {canOpen && (
+            <button
+              type="button"
+              className="link disclosure"
+              aria-expanded={open}
+              aria-label={`${open ? 'Hide' : 'Show'} the child tasks of ${task.task_id}`}
+              onClick={() => setOpen(!open)}
+            >
+              {open ? '▾' : '▸'}
+            </button>
+          )}
+          {depth > 0 && <span className="visually-hidden">child of {task.parent_task_id}: </span>}
+          <Link to={`/tasks/${task.task_id}`} className="mono">
+            {/* A UUIDv7 begins with its time, the same for every task of a minute: its random end tells tasks apart. */}
+            <span className="visually-hidden">{task.task_id.slice(0, -12)}</span>…{task.task_id.slice(-12)}
+          </Link>
+        </td>
+        <td>{task.task_type}</td>
+        <td>
+          <StatusBadge status={task.waiting_for?.length ? 'waiting' : task.status} />
+        </td>
+        <td>{task.steps_total}</td>
+        <td>{formatTime(task.created_at)}</td>
+        <td>{task.started_at ? formatDuration(Date.parse(task.finished_at ?? new Date().toISOString()) - Date.parse(task.started_at)) : '—'}</td>
+      </tr>
+      {open &&
+        (children.isPending ? (
+          <tr className="child">
+            <td colSpan={columns}>Loading the child tasks…</td>
+          </tr>
+        ) : children.error ? (
+          <tr className="child">
+            <td colSpan={columns}>The child tasks could not be loaded: {children.error.message}</td>
+          </tr>
+        ) : children.data.items.length === 0 ? (
+          <tr className="child">
+            <td colSpan={columns} style={{ paddingLeft: `${(depth + 1) * 1.5}rem` }}>
+              No child tasks.
+            </td>
+          </tr>
+        ) : (
+          children.data.items.map((child) => <TaskRow key={child.task_id} task={child} nested={nested} selected={selected} toggle={toggle} depth={depth + 1} />)
+        ))}
+    </>
   );
 }
