@@ -1499,7 +1499,7 @@ export interface components {
             for_each?: string | unknown[];
             /** @description With `for_each`: most items running at once, across all workers. */
             max_parallel?: number;
-            /** @description Tool steps: run again until `until` holds, each iteration a job of its own with its own attempts; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's. */
+            /** @description Tool and sub-workflow steps: run again until `until` holds, each iteration a job (a child task) of its own; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's. */
             repeat?: {
                 /** @description A CEL condition over `output` (this iteration's), `iteration` (0-based), `params` and the ancestors' `steps`: true ends the repeat with this iteration's output. */
                 until: string;
@@ -2181,7 +2181,7 @@ export interface components {
             for_each?: string | unknown[];
             /** @description With `for_each`: most items running at once, across all workers. */
             max_parallel?: number;
-            /** @description Tool steps: run again until `until` holds, each iteration a job of its own with its own attempts; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's. */
+            /** @description Tool and sub-workflow steps: run again until `until` holds, each iteration a job (a child task) of its own; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's. */
             repeat?: {
                 /** @description A CEL condition over `output` (this iteration's), `iteration` (0-based), `params` and the ancestors' `steps`: true ends the repeat with this iteration's output. */
                 until: string;

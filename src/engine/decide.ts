@@ -59,6 +59,8 @@ class TaskDecider implements Decider {
   private taskSet: TaskSet | undefined;
   private readonly stepSets = new Map<string, StepSet>();
   private readonly itemSets = new Map<string, { stepId: string; item: number; set: ItemSet }>();
+  /** The locals a modifier gives what runs inside it (withLocals). */
+  private locals: Locals | undefined;
   readonly needs: Needs = { outputs: [], items: [] };
 
   constructor(
@@ -113,7 +115,18 @@ class TaskDecider implements Decider {
     if (!list.some((entry) => entry.stepId === stepId)) list.push({ taskId: this.task.id, stepId });
   }
 
+  withLocals<T>(locals: Locals, run: () => T): T {
+    const before = this.locals;
+    this.locals = locals;
+    try {
+      return run();
+    } finally {
+      this.locals = before;
+    }
+  }
+
   resolve(step: PlanStep, value: unknown, options: { locals?: Locals; maxBytes?: number } = {}): Resolved {
+    const locals = options.locals ?? this.locals;
     const maxBytes = options.maxBytes ?? this.limits.STEP_INPUT_MAX_BYTES;
     const tooLarge = (at: string): Resolved => ({
       ok: false,
@@ -146,7 +159,7 @@ class TaskDecider implements Decider {
     try {
       return {
         ok: true,
-        value: resolveTemplates(value, { params: this.task.params, steps, ...(options.locals ? { locals: options.locals } : {}) }, { maxBytes }),
+        value: resolveTemplates(value, { params: this.task.params, steps, ...(locals ? { locals } : {}) }, { maxBytes }),
       };
     } catch (error) {
       if (error instanceof ResolvedSizeError) return tooLarge(error.at);
@@ -202,6 +215,7 @@ class TaskDecider implements Decider {
     if (set.status && set.status !== from && (from === 'waiting' || from === 'skipped') && set.reason === undefined) set = { ...set, reason: null };
     if (set.status) state.status = set.status;
     if (set.reason !== undefined) state.reason = set.reason;
+    if (set.input !== undefined) state.input = set.input;
     if (set.output !== undefined) state.output = set.output;
     if (set.error !== undefined) state.error = set.error;
     if (set.attempts !== undefined) state.attempts = set.attempts;

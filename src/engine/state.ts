@@ -320,7 +320,7 @@ export interface Decision {
   tasks: { taskId: string; createdAt: Date; set: TaskSet }[];
   steps: { taskId: string; createdAt: Date; stepId: string; set: StepSet }[];
   /** A map's items, stored when it starts: pending, or queued for the first max_parallel. */
-  newItems: { taskId: string; createdAt: Date; stepId: string; item: number; run: number; input: unknown; status?: 'queued' }[];
+  newItems: { taskId: string; createdAt: Date; stepId: string; item: number; run: number; input: unknown; status?: 'queued' | 'running' }[];
   items: { taskId: string; createdAt: Date; stepId: string; item: number; set: ItemSet }[];
   sweeps: ItemSweep[];
   deadLetters: DeadLetterRow[];

@@ -200,7 +200,7 @@ export const repeatSchema = z
   .strict()
   .meta({
     description:
-      "Tool steps: run again until `until` holds, each iteration a job of its own with its own attempts; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's.",
+      "Tool and sub-workflow steps: run again until `until` holds, each iteration a job (a child task) of its own; its input sees {{iteration}} and {{previous.output…}} (null on the first). The output is the last iteration's.",
   });
 
 export const stepSchema = z

@@ -878,6 +878,53 @@ describe('the decider: a repeat step (src/engine/modifiers/repeat.ts)', () => {
     expect(failed.steps.get('poll')!.error!.message).toMatch(/^repeat\.until: /);
   });
 
+  it('repeats a sub-workflow: each iteration a child task of its own, its params resolved with the locals, until `until` holds', () => {
+    let made = 0;
+    const counting = { ...options, newTaskId: () => `0197a000-0000-7000-8000-0000000000${String((made += 1)).padStart(2, '0')}` };
+    const flip: PlanStep = {
+      ...common('flip'),
+      kind: 'workflow',
+      workflow: { name: 'coin', version: 1 },
+      input: { round: '{{iteration}}', last: '{{previous.output.side}}' },
+      repeat: { until: "output.side == 'heads'", maxIterations: 3, delayMs: 0 },
+    };
+    let task = apply(taskOf([flip]), start(taskOf([flip]), counting));
+    const first = task.steps.get('flip')!;
+    expect(first).toMatchObject({ status: 'running', childTaskId: '0197a000-0000-7000-8000-000000000001', items: { total: 1, running: 1 } });
+    expect(task.items.get('flip')!.get(0)).toMatchObject({ status: 'running', input: { round: 0, last: null } });
+    const ended = (childTaskId: string, side: string) => ({
+      type: 'child' as const,
+      taskId: task.id,
+      stepId: 'flip',
+      childTaskId,
+      status: 'completed' as const,
+      output: { side },
+      at: NOW,
+    });
+
+    const second = decide([task], [ended(first.childTaskId!, 'tails')], counting);
+    expect(second.children).toMatchObject([{ childTaskId: '0197a000-0000-7000-8000-000000000002', existing: false, params: { round: 1, last: 'tails' } }]);
+    expect(second.items).toEqual([
+      expect.objectContaining({ stepId: 'flip', item: 0, set: expect.objectContaining({ status: 'completed', output: { side: 'tails' } }) }),
+    ]);
+    task = apply(task, second);
+    // The first child's report again (the reconciler repeats an ended child's report): it counts for nothing.
+    expect(decide([task], [ended(first.childTaskId!, 'heads')], counting).children).toEqual([]);
+
+    const done = apply(task, decide([task], [ended('0197a000-0000-7000-8000-000000000002', 'heads')], counting));
+    expect(done.steps.get('flip')).toMatchObject({ status: 'completed', output: { side: 'heads' }, items: { total: 2, done: 2, running: 0 } });
+    expect(done.status).toBe('completed');
+
+    // A failed child fails the step as a sub-workflow's does.
+    const failing = apply(taskOf([flip]), start(taskOf([flip]), counting));
+    const child = failing.steps.get('flip')!.childTaskId!;
+    const failed = apply(
+      failing,
+      decide([failing], [{ ...ended(child, ''), status: 'failed', output: undefined, error: { name: 'Boom', message: 'no' } }], counting),
+    );
+    expect(failed.steps.get('flip')).toMatchObject({ status: 'failed', error: { name: 'SubWorkflowFailed' } });
+  });
+
   it('cancels a repeat with its task: the queued iteration is swept, and starts over from iteration 0 on a retry', () => {
     let task = started();
     task = apply(task, decide([task], [iteration(0, { state: 'running' })], options));

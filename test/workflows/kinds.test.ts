@@ -288,6 +288,52 @@ describe('step kinds', () => {
       ]);
     });
 
+    it('repeats a sub-workflow: each iteration a child task, listed under the parent, until `until` holds over its result', async () => {
+      await define({
+        name: 'count_child',
+        parameters: [
+          { name: 'round', type: 'integer', required: true },
+          { name: 'last', type: 'integer' },
+        ],
+        steps: [{ id: 'c', tool: 'echo', input: { round: '{{params.round}}', last: '{{params.last}}' } }],
+        output: { round: '{{steps.c.output.round}}' },
+      });
+      await define({
+        name: 'count_parent',
+        steps: [
+          {
+            id: 'rounds',
+            workflow: 'count_child',
+            input: { round: '{{iteration}}', last: '{{= iteration == 0.0 ? -1 : previous.output.round}}' },
+            repeat: { until: 'output.round >= 2.0', max_iterations: 5 },
+          },
+        ],
+        output: { last: '{{steps.rounds.output}}' },
+      });
+      const id = await submit(h, { task_type: 'count_parent' });
+      const task = await waitForTask(h, id, 30_000);
+      expect(task.status).toBe('completed');
+      expect(task.result).toEqual({ last: { round: 2 } });
+      const step = byId(task).rounds!;
+      expect(step).toMatchObject({ status: 'completed', iterations: 3 });
+      const children = (await h.request('GET', `/tasks?parent=${id}`)).body.items as { task_id: string; status: string }[];
+      expect(children.map((child) => child.status)).toEqual(['completed', 'completed', 'completed']);
+      // The step names the latest child; each child's params were the iteration's.
+      expect(children[0]!.task_id).toBe(step.child_task_id);
+      const params = await Promise.all(children.map(async (child) => (await h.request('GET', `/result/${child.task_id}?include=params`)).body.params));
+      expect(params.reverse()).toEqual([
+        { round: 0, last: -1 },
+        { round: 1, last: 0 },
+        { round: 2, last: 1 },
+      ]);
+      const items = (await h.request('GET', `/tasks/${id}/steps/rounds/items`)).body.items as { item: number; status: string; output: unknown }[];
+      expect(items.map((item) => [item.item, item.status, item.output])).toEqual([
+        [0, 'completed', { round: 0 }],
+        [1, 'completed', { round: 1 }],
+        [2, 'completed', { round: 2 }],
+      ]);
+    });
+
     it('refuses, with their paths, an `until` that does not check and locals outside a repeat step', async () => {
       const response = await h.request('POST', '/workflows', {
         name: 'poll_wrong',
@@ -296,6 +342,7 @@ describe('step kinds', () => {
           { id: 'b', tool: 'echo', input: { page: '{{iteration}}' } },
           { id: 'c', tool: 'echo', input: {}, for_each: [1], repeat: { until: 'true', max_iterations: 2 } },
           { id: 'd', sleep: { ms: 1 }, repeat: { until: 'true', max_iterations: 2 } },
+          { id: 'e', workflow: 'poll_pages', input: { stop: 1 }, repeat: { until: 'true', max_iterations: 2, delay_ms: 10 } },
         ],
       });
       expect(response.status).toBe(400);
@@ -307,6 +354,7 @@ describe('step kinds', () => {
           { path: 'steps[1].input.page', message: '{{iteration}} is only defined in the input of a repeat step' },
           { path: 'steps[2].repeat', message: 'a step either repeats or maps over a list (for_each), not both' },
           { path: 'steps[3].repeat', message: 'a sleep step has no repeat' },
+          { path: 'steps[4].repeat.delay_ms', message: expect.stringContaining('repeats without a delay') },
         ]),
       );
     });

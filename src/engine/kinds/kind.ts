@@ -57,6 +57,11 @@ export interface Decider {
   /** Whether reports about this step still count (a compensation's count while its task compensates). */
   live(step: PlanStep): boolean;
   state(stepId: string): StepState;
+  /**
+   * Runs `run` with `locals` defined for every resolve in it that names none: a modifier gives the
+   * kind inside it its locals (a repeat's iteration, for a sub-workflow's params).
+   */
+  withLocals<T>(locals: Locals, run: () => T): T;
   /** `value` with its templates resolved for `step` (with its locals: a map's item, a repeat's iteration); size-bounded by `maxBytes`. */
   resolve(step: PlanStep, value: unknown, options?: { locals?: Locals; maxBytes?: number }): Resolved;
   /** A loaded map item (the ones reported about, or every one after `needItems`). */
