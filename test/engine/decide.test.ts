@@ -880,7 +880,13 @@ describe('the decider: a repeat step (src/engine/modifiers/repeat.ts)', () => {
 
   it('repeats a sub-workflow: each iteration a child task of its own, its params resolved with the locals, until `until` holds', () => {
     let made = 0;
-    const counting = { ...options, newTaskId: () => `0197a000-0000-7000-8000-0000000000${String((made += 1)).padStart(2, '0')}` };
+    const counting = {
+      ...options,
+      newTaskId: () => {
+        made += 1;
+        return `0197a000-0000-7000-8000-0000000000${String(made).padStart(2, '0')}`;
+      },
+    };
     const flip: PlanStep = {
       ...common('flip'),
       kind: 'workflow',
