@@ -72,7 +72,7 @@ describe('random DAGs (property-based)', () => {
     );
   }, 180_000);
 
-  it('runs random DAGs of every kind (when, for_each of 0 to 4 items, repeats of 1 to 5 iterations, sub-workflows, failures under continue, a terminate at a random place) as a reference interpreter says', async () => {
+  it('runs random DAGs of every kind (when, for_each of 0 to 4 items, repeats of 1 to 5 iterations of a tool or a sub-workflow, sub-workflows, failures under continue, a terminate at a random place) as a reference interpreter says', async () => {
     // A child every sub-workflow step runs: one recorded step.
     const child = await h.request('POST', '/workflows', {
       name: 'prop_child',
@@ -81,7 +81,7 @@ describe('random DAGs (property-based)', () => {
       output: { token: '{{steps.c.output.token}}' },
     });
     expect(child.status).toBe(201);
-    const kinds = ['tool', 'tool', 'map', 'repeat', 'sub', 'fail'] as const;
+    const kinds = ['tool', 'tool', 'map', 'repeat', 'sub', 'subrepeat', 'fail'] as const;
     const stepArbitrary = (index: number) =>
       fc.record({
         deps: index === 0 ? fc.constant<number[]>([]) : fc.uniqueArray(fc.integer({ min: 0, max: index - 1 }), { maxLength: Math.min(index, 3) }),
@@ -132,6 +132,12 @@ describe('random DAGs (property-based)', () => {
               repeat: { until: `iteration >= ${step.size}.0`, max_iterations: 5, delay_ms: step.size % 2 === 0 ? 0 : 30 },
             },
             sub: { workflow: 'prop_child', input: { key: `${key}-${id}` } },
+            // A child task per iteration.
+            subrepeat: {
+              workflow: 'prop_child',
+              input: { key: `${key}-${id}-{{iteration}}` },
+              repeat: { until: `iteration >= ${step.size}.0`, max_iterations: 5 },
+            },
             fail: { tool: 'broken', on_failure: 'continue', input: { key: `${key}-${id}` }, retry: { attempts: 1 } },
           };
           return { ...common, ...byKind[step.kind] };
@@ -185,7 +191,7 @@ describe('random DAGs (property-based)', () => {
           // A terminate step runs no job.
           const runs = step.kind !== 'terminate' && (expected[index] === 'completed' || expected[index] === 'failed');
           // Each runnable step (each item of a map, a sub-workflow's child) ran exactly once; a skipped one never.
-          const items = step.kind === 'map' ? step.size : step.kind === 'repeat' ? step.size + 1 : 0;
+          const items = step.kind === 'map' ? step.size : step.kind === 'repeat' || step.kind === 'subrepeat' ? step.size + 1 : 0;
           const keys =
             step.kind === 'terminate'
               ? []
@@ -195,8 +201,20 @@ describe('random DAGs (property-based)', () => {
           for (const observed of keys) expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, observed)), observed).toBe(runs ? 1 : 0);
           if (step.kind === 'map' && runs) expect(row.output).toHaveLength(step.size);
           // The jobs BullMQ ran for it, each a child of the run's root: a step's, each item's, a sub-workflow's root.
-          if (step.kind === 'repeat' && runs) expect(row.iterations).toBe(step.size + 1);
-          if (runs && (step.kind === 'map' || step.kind === 'repeat')) {
+          if ((step.kind === 'repeat' || step.kind === 'subrepeat') && runs) expect(row.iterations).toBe(step.size + 1);
+          if (step.kind === 'subrepeat' && runs) {
+            // Each iteration's child, oldest first: its root under the run's.
+            const { rows } = await h.db.pool.query<{ id: string }>(
+              'SELECT id::text AS id FROM tasks WHERE parent_task_id = $1 AND parent_step_id = $2 ORDER BY created_at, id',
+              [taskId, id],
+            );
+            expect(rows).toHaveLength(step.size + 1);
+            expect(rows.at(-1)!.id).toBe(row.child_task_id);
+            for (const child of rows) children.push({ queue: TASKS_QUEUE, id: rootJobId(child.id, 1) });
+          }
+          if (step.kind === 'subrepeat') {
+            // Its children's roots, above.
+          } else if (runs && (step.kind === 'map' || step.kind === 'repeat')) {
             for (let item = 0; item < items; item += 1) children.push({ queue: toolQueueName('record'), id: stepJobId(taskId, 1, id, item) });
           } else if (runs && step.kind === 'sub') children.push({ queue: TASKS_QUEUE, id: rootJobId(row.child_task_id, 1) });
           else if (runs) children.push({ queue: toolQueueName(step.kind === 'fail' ? 'broken' : 'record'), id: stepJobId(taskId, 1, id) });
