@@ -183,6 +183,8 @@ export interface PlannedTask {
   repeats?: Record<string, string[]>;
   /** Sub-workflow steps: what their child task is meant to do. */
   children?: Record<string, PlannedTask>;
+  /** Repeated sub-workflow steps: what each iteration's child task is meant to do, in order (no more children than these). */
+  repeatedChildren?: Record<string, PlannedTask[]>;
 }
 
 const record = (key: string, extra: Record<string, unknown> = {}) => ({ tool: 'record', input: { key, ms: '{{params.ms}}', ...extra } });
@@ -270,6 +272,20 @@ export const CHAOS_WORKFLOWS = [
     output: { last: '{{steps.poll.output.token}}', after: '{{steps.after.output}}' },
   },
   {
+    // Two iterations of a sub-workflow, a child task each: a SIGKILL or an outage between them loses nothing and starts no child twice.
+    name: 'chaos_rounds',
+    parameters: keyParams,
+    steps: [
+      {
+        id: 'rounds',
+        workflow: 'chaos_chain',
+        input: { key: '{{params.key}}-r{{iteration}}', ms: '{{params.ms}}' },
+        repeat: { until: 'iteration >= 1.0', max_iterations: 4 },
+      },
+    ],
+    output: { last: '{{steps.rounds.output}}' },
+  },
+  {
     name: 'chaos_nap',
     parameters: keyParams,
     steps: [
@@ -348,6 +364,7 @@ const MIX: [string, number][] = [
   ['chaos_doomed', 5],
   ['chaos_map', 10],
   ['chaos_poll', 8],
+  ['chaos_rounds', 5],
   ['chaos_nap', 6],
   ['chaos_parent', 6],
   ['chaos_saga', 5],
@@ -420,6 +437,13 @@ function plan(kind: string, key: string, index: number, ms: number, random: () =
         body: { task_type: kind, params: { key, ms } },
         records: {},
         repeats: { poll: [0, 1, 2].map((iteration) => `${key}-poll-${iteration}`) },
+      };
+    case 'chaos_rounds':
+      return {
+        kind,
+        body: { task_type: kind, params: { key, ms } },
+        records: {},
+        repeatedChildren: { rounds: [0, 1].map((iteration) => plan('chaos_chain', `${key}-r${iteration}`, index, ms, () => 1)) },
       };
     case 'chaos_parent': {
       const child = plan('chaos_chain', `${key}-sub`, index, ms, () => 1);
@@ -640,6 +664,9 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
     ...Object.values(task.maps ?? {}).flat(),
     ...Object.values(task.repeats ?? {}).flat(),
     ...Object.values(task.children ?? {}).flatMap(keysOf),
+    ...Object.values(task.repeatedChildren ?? {})
+      .flat()
+      .flatMap(keysOf),
   ];
   const keys = [...accepted.values()].flatMap(keysOf);
   const calls = new Map<string, RecordedCall[]>();
@@ -671,6 +698,13 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
   for (const list of calls.values()) figures.recordCalls += list.length;
   const seen = new Set<string>();
   const byParent = new Map(tasks.filter((task) => task.parent_task_id).map((task) => [`${task.parent_task_id}/${task.parent_step_id}`, task]));
+  // Every child of a step, oldest first (a UUIDv7 task id starts with its creation time): a repeated sub-workflow has one per iteration.
+  const allByParent = new Map<string, TaskRow[]>();
+  for (const task of [...tasks].sort((a, b) => (a.id < b.id ? -1 : 1))) {
+    if (!task.parent_task_id) continue;
+    const key = `${task.parent_task_id}/${task.parent_step_id}`;
+    allByParent.set(key, [...(allByParent.get(key) ?? []), task]);
+  }
   const itemsOf = new Map<string, ItemRow[]>();
   for (const item of items) {
     const key = `${item.task_id}/${item.step_id}`;
@@ -750,6 +784,15 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
               checkTask(child, childPlan, `${label} child ${child.id}`);
               if (JSON.stringify(step.output) !== JSON.stringify(child.result)) problem(`${where}: output differs from the child's result`);
             }
+          }
+          // A repeated sub-workflow: a child per iteration, no more (none started twice), each as meant; the output the last one's result.
+          const roundPlans = planned.repeatedChildren?.[step.step_id];
+          if (roundPlans) {
+            const rounds = allByParent.get(`${task.id}/${step.step_id}`) ?? [];
+            if (rounds.length !== roundPlans.length) problem(`${where}: ${rounds.length} child task(s), meant ${roundPlans.length}`);
+            for (const [at, round] of rounds.slice(0, roundPlans.length).entries())
+              checkTask(round, roundPlans[at]!, `${label} child ${round.id} (iteration ${at})`);
+            if (JSON.stringify(step.output) !== JSON.stringify(rounds.at(-1)?.result)) problem(`${where}: output differs from the last child's result`);
           }
           if (step.kind === 'sleep' && !step.output?.woke_at) problem(`${where}: a sleep completed without woke_at`);
           break;
@@ -832,6 +875,14 @@ function checkResult(result: any, steps: StepRow[], planned: PlannedTask, label:
       break;
     case 'chaos_map':
       same('each', result?.each, output('each'));
+      break;
+    case 'chaos_poll':
+      same('last', result?.last, output('poll')?.token);
+      same('after', result?.after, output('after'));
+      same('after (input of after)', output('after'), { last: output('poll')?.token });
+      break;
+    case 'chaos_rounds':
+      same('last', result?.last, output('rounds'));
       break;
     case 'chaos_nap':
       same('a', result?.a, output('a')?.token);
