@@ -8,6 +8,7 @@ import {
   type NewSchedule,
   type OrchestratorClient,
   OrchestratorError,
+  paramsFilter,
   type Schedule,
   type StepItemQuery,
   type TaskView,
@@ -24,8 +25,10 @@ Commands:
                                    as follow does until it ends
   result <task_id> [--wait SECONDS]
                                    the task, its steps and its result (--wait: up to 30 s for the end)
-  tasks [--status S] [--type T] [--limit N] [--cursor C]
-                                   tasks, newest first (--status waiting: those waiting for someone)
+  tasks [--status S] [--type T] [--param NAME=VALUE] [--parent ID] [--top-level] [--limit N] [--cursor C]
+                                   tasks, newest first (--status waiting: those waiting for someone;
+                                   --param: the last 7 days whose params have that value; --parent:
+                                   a task's child tasks; --top-level: no child tasks)
   items <task_id> <step_id> [--status S] [--limit N] [--cursor C]
                                    a for_each step's items, in order
   history <task_id> [--step ID] [--limit N] [--after C]
@@ -112,7 +115,15 @@ const COMMANDS: Record<string, Options> = {
     wait: { type: 'boolean' },
   },
   result: { wait: { type: 'string' } },
-  tasks: { status: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } },
+  tasks: {
+    status: { type: 'string' },
+    type: { type: 'string' },
+    param: { type: 'string' },
+    parent: { type: 'string' },
+    'top-level': { type: 'boolean' },
+    limit: { type: 'string' },
+    cursor: { type: 'string' },
+  },
   items: { status: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } },
   history: { step: { type: 'string' }, limit: { type: 'string' }, after: { type: 'string' } },
   follow: {},
@@ -187,8 +198,9 @@ function printWaiting(step: TaskView['steps'][number]): void {
   for (const link of step.waiting_for?.approval?.links ?? []) print(`    approve${link.approver ? ` (${link.approver})` : ''}: ${link.url}`);
 }
 
-/** What a step runs, by kind: `http`, `http for_each 3/10`, `workflow → <child task>`, `sleep until <time>`. */
+/** What a step runs, by kind: `http`, `http for_each 3/10`, `http repeat 4`, `workflow → <child task>`, `sleep until <time>`. */
 function stepLabel(step: TaskView['steps'][number]): string {
+  if (step.iterations !== undefined) return `${step.tool ?? `workflow${step.child_task_id ? ` → ${step.child_task_id}` : ''}`} repeat ${step.iterations}`;
   if (step.items) return `${step.tool} for_each ${step.items.done}/${step.items.total}`;
   if (step.kind === 'workflow') return `workflow${step.child_task_id ? ` → ${step.child_task_id}` : ''}`;
   if (step.kind === 'sleep') return `sleep${step.wake_at ? ` until ${step.wake_at}` : ''}`;
@@ -308,9 +320,14 @@ async function run(argv: string[]): Promise<number> {
     }
     case 'tasks': {
       const limit = integer('limit', option('limit'));
+      const param = paramsFilter(option('param'));
+      if (param.problem) throw new UsageError(`--param: ${param.problem}`);
       const page = await client.tasks({
         ...(option('status') !== undefined ? { status: option('status') as TaskView['status'] } : {}),
         ...(option('type') !== undefined ? { task_type: option('type')! } : {}),
+        ...(param.filter ? { params: param.filter } : {}),
+        ...(option('parent') !== undefined ? { parent: option('parent')! } : {}),
+        ...(values['top-level'] === true ? { top_level: 'true' as const } : {}),
         ...(limit !== undefined ? { limit } : {}),
         ...(option('cursor') !== undefined ? { cursor: option('cursor')! } : {}),
       });

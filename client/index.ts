@@ -12,6 +12,7 @@ import type { WorkflowDefinition, WorkflowParams } from './workflow.js';
 export { type CallbackPayload, type VerifiedCallback, type VerifyCallbackOptions, verifyCallback } from './callbacks.js';
 export { OrchestratorError, type Problem } from './errors.js';
 export type { components, operations, paths } from './openapi.js';
+export { paramsFilter } from './params-filter.js';
 export { defineWorkflow, type WorkflowDefinition, type WorkflowParams } from './workflow.js';
 
 type Schemas = components['schemas'];

@@ -193,6 +193,12 @@ describe('the orchestrator CLI', { timeout: 90_000 }, () => {
 
     const tasks = await cli('tasks', '--type', 'sleep', '--json');
     expect(JSON.parse(tasks.output).items).toContainEqual(expect.objectContaining({ task_id: id, status: 'cancelled' }));
+    // By a param's value (a number as typed), among the tasks that are no child; a malformed --param is a usage error.
+    const byParam = await cli('tasks', '--param', 'ms=600000', '--top-level', '--type', 'sleep', '--json');
+    expect(JSON.parse(byParam.output).items.map((task: { task_id: string }) => task.task_id)).toContain(id);
+    expect(JSON.parse((await cli('tasks', '--param', 'ms="600000"', '--json')).output).items).toEqual([]);
+    expect(JSON.parse((await cli('tasks', '--parent', id, '--json')).output).items).toEqual([]);
+    expect((await cli('tasks', '--param', 'no-equals-sign')).code).toBe(2);
 
     // The history: every change in order, a page at a time, as text or JSON; the typed client reads the same.
     const history = await cli('history', id, '--limit', '4');

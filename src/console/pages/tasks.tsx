@@ -1,4 +1,4 @@
-import type { TaskQuery, TaskSummary } from '@orchestrator/client';
+import { paramsFilter, type TaskQuery, type TaskSummary } from '@orchestrator/client';
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { type FormEvent, useState } from 'react';
 import { Link, useNavigate, useSearchParams } from 'react-router';
@@ -15,26 +15,6 @@ const REFRESH_MS = 2_000;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Requests a bulk action keeps in flight at once: a page of 50 goes in a few rounds, not 50 at once. */
 const BULK_PARALLEL = 5;
-
-/**
- * The param search field, `name=value`, as GET /tasks' `params` filter: the value is a number or
- * a boolean when it reads as one (`n=2`, `vip=true`), text otherwise (`"2"` in quotes is text).
- */
-export function paramFilter(text: string | null): { filter?: string; problem?: string } {
-  if (!text) return {};
-  const at = text.indexOf('=');
-  const name = text.slice(0, at).trim();
-  if (at <= 0 || !name) return { problem: 'Search a param as name=value, e.g. customer_id=c-9.' };
-  const raw = text.slice(at + 1).trim();
-  let value: unknown = raw;
-  try {
-    const parsed: unknown = JSON.parse(raw);
-    if (typeof parsed === 'number' || typeof parsed === 'boolean' || typeof parsed === 'string') value = parsed;
-  } catch {
-    // Not JSON: the text as typed.
-  }
-  return { filter: JSON.stringify({ [name]: value }) };
-}
 
 /** `datetime-local` (the browser's local time, no zone) to the API's ISO time; '' to nothing. */
 function isoOf(local: string | null): string | undefined {
@@ -67,7 +47,7 @@ export default function TasksPage() {
   if (before) query.created_before = before;
   const withChildren = search.get('children') === 'all';
   if (!withChildren) query.top_level = 'true';
-  const param = paramFilter(search.get('param'));
+  const param = paramsFilter(search.get('param'));
   if (param.filter) query.params = param.filter;
   if (cursor) query.cursor = cursor;
 
