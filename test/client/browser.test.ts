@@ -27,7 +27,15 @@ describe('the client library', () => {
         seen.add(target.endsWith('/openapi.ts') ? target.replace(/\.ts$/, '.d.ts') : target);
       }
     }
-    expect([...seen].map((file) => path.basename(file)).sort()).toEqual(['callbacks.ts', 'errors.ts', 'events.ts', 'index.ts', 'openapi.d.ts', 'params-filter.ts', 'workflow.ts']);
+    expect([...seen].map((file) => path.basename(file)).sort()).toEqual([
+      'callbacks.ts',
+      'errors.ts',
+      'events.ts',
+      'index.ts',
+      'openapi.d.ts',
+      'params-filter.ts',
+      'workflow.ts',
+    ]);
     expect(imports.filter((specifier) => !PACKAGES.has(specifier))).toEqual([]);
   });
 });

@@ -46,6 +46,7 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
         steps: [
           { id: 'each', tool: 'echo', for_each: '{{params.items}}', input: { item: '{{item}}' } },
           { id: 'child', workflow: 'diamond', depends_on: ['each'], input: { value: 'nested' } },
+          { id: 'again', tool: 'echo', depends_on: ['each'], input: { n: '{{iteration}}' }, repeat: { until: 'output.n >= 1.0', max_iterations: 3 } },
         ],
         parameters: [{ name: 'items', type: 'array', required: true }],
       },
@@ -209,13 +210,15 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
     expect(errors.filter((error) => !/status of 400 .*\/signals\/go/.test(error))).toEqual([]);
   });
 
-  it("shows a for_each step's items done out of total, and links a sub-workflow's child task and its parent", async () => {
+  it("shows a for_each step's items done out of total, a repeat's iterations, and links a sub-workflow's child task and its parent", async () => {
     const { page, errors } = tab;
     const id = await submit(h, { task_type: 'map_then_child', params: { items: ['x', 'y', 'z'] } });
     expect((await waitForTask(h, id, 30_000, AUTH)).status).toBe('completed');
     await page.goto(`/console/tasks/${id}`);
     await node(page, 'each').getByText('3/3 items').waitFor();
     await page.getByRole('row', { name: /each/ }).getByText('3/3 items').waitFor();
+    await node(page, 'again').getByText('2 iterations').waitFor();
+    await page.getByRole('row', { name: /again/ }).getByText('2 iterations').waitFor();
     await page.getByRole('link', { name: 'workflow (child task)' }).click();
     await page.getByRole('heading', { name: /diamond/ }).waitFor();
     await node(page, 'd').and(page.locator('[data-status="completed"]')).waitFor();

@@ -112,7 +112,7 @@ function TaskDetail({ task }: { task: TaskView }) {
     [task.steps.map((step) => `${step.id}<${step.depends_on.join(',')}`).join(';')],
   );
   const statuses = Object.fromEntries(task.steps.map((step) => [step.id, step.status]));
-  const notes = Object.fromEntries(task.steps.filter((step) => step.items).map((step) => [step.id, `${step.items!.done}/${step.items!.total} items`]));
+  const notes = Object.fromEntries(task.steps.filter((step) => step.items).map((step) => [step.id, itemsNote(step)]));
   const step = task.steps.find((candidate) => candidate.id === selected);
   return (
     <>
@@ -252,7 +252,8 @@ function StepTable({ task, selected, onSelect }: { task: TaskView; selected: str
               <td>
                 {step.items ? (
                   <>
-                    {step.items.done}/{step.items.total} items{step.items.failed ? `, ${step.items.failed} failed` : ''}
+                    {itemsNote(step)}
+                    {step.items.failed ? `, ${step.items.failed} failed` : ''}
                   </>
                 ) : step.progress ? (
                   <>
@@ -510,4 +511,10 @@ function SignalForm({ task, signal, approval, stepId }: { task: TaskView; signal
       {send.error && <ErrorBox error={send.error} title="The signal was refused" />}
     </div>
   );
+}
+
+/** A map's items done out of total; a repeat's iterations so far (its items are its iterations). */
+function itemsNote(step: TaskView['steps'][number]): string {
+  if (step.iterations !== undefined) return `${step.iterations} ${step.iterations === 1 ? 'iteration' : 'iterations'}`;
+  return `${step.items!.done}/${step.items!.total} items`;
 }
