@@ -113,15 +113,7 @@ function start(decider: Decider, step: RepeatedStep, iteration: number, previous
   const counts = { total: iteration + 1, done: iteration, failed: 0, running: 1, iterations: true as const };
   if (iteration === 0) decider.setStep(step, { status: 'running', started_at: decider.now.toISOString(), run: decider.task.run, items: counts });
   else decider.setStep(step, { items: counts });
-  decider.decision.newItems.push({
-    taskId: decider.task.id,
-    createdAt: decider.task.createdAt,
-    stepId: step.id,
-    item: iteration,
-    run: decider.task.run,
-    input: input.value,
-    status: 'queued',
-  });
+  newIteration(decider, step, iteration, input.value, 'queued');
   const delayMs = iteration > 0 ? step.repeat.delayMs : 0;
   decider.decision.jobs.push({ ...readyJob(decider, step, input.value, iteration), ...(delayMs > 0 ? { delayMs } : {}) });
   decider.decision.transitions.push({
@@ -146,14 +138,19 @@ function startChild(inner: Inner, decider: Decider, step: RepeatedChild, state: 
   decider.withLocals({ iteration, previous }, () => inner.ready(decider, step, state));
   if (state.status !== 'running' || state.childTaskId === null) return;
   decider.setStep(step, { items: { total: iteration + 1, done: iteration, failed: 0, running: 1, iterations: true } });
+  newIteration(decider, step, iteration, state.input ?? null, 'running');
+}
+
+/** An iteration's row among the step's items: queued with its job (a tool's), or running with its child (a sub-workflow's). */
+function newIteration(decider: Decider, step: PlanStep, iteration: number, input: unknown, status: 'queued' | 'running'): void {
   decider.decision.newItems.push({
     taskId: decider.task.id,
     createdAt: decider.task.createdAt,
     stepId: step.id,
     item: iteration,
     run: decider.task.run,
-    input: state.input ?? null,
-    status: 'running',
+    input,
+    status,
   });
 }
 
