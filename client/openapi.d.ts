@@ -2891,6 +2891,11 @@ export interface operations {
                             started_at: components["schemas"]["Timestamp"] | null;
                             finished_at: components["schemas"]["Timestamp"] | null;
                             duration_ms: number | null;
+                            /**
+                             * Format: uuid
+                             * @description A sub-workflow step's item: the child task it runs (GET /result/{task_id}).
+                             */
+                            child_task_id?: string;
                         }[];
                         /** @description Pass as `cursor` for the next page; null on the last page. */
                         next_cursor: string | null;

@@ -57,17 +57,26 @@ BEGIN
           FROM jsonb_array_elements(COALESCE(p->'steps', '[]'::jsonb)) e) c
   WHERE s.task_id = c.task_id AND s.task_created_at = c.created_at AND s.task_created_at BETWEEN lo AND hi AND s.step_id = c.step_id;
 
-  INSERT INTO step_items (task_id, task_created_at, step_id, item, run, status, input)
-  SELECT z.task_id, z.created_at, z.step_id, z.item, z.run, COALESCE(z.status, 'pending')::"StepStatus", z.input
-    FROM jsonb_to_recordset(COALESCE(p->'new_items', '[]'::jsonb)) AS z(task_id uuid, created_at timestamptz, step_id text, item int, run int, status text, input jsonb);
+  -- A step's items deleted (a retried task's map or repeat starts over) go before the new ones
+  -- go in: the same decision may start the step again, with items of the same numbers.
+  DELETE FROM step_items i USING jsonb_array_elements(COALESCE(p->'sweeps', '[]'::jsonb)) e
+   WHERE e ? 'delete' AND i.task_id = (e->>'task_id')::uuid AND i.task_created_at = (e->>'created_at')::timestamptz
+     AND i.task_created_at BETWEEN lo AND hi AND i.step_id = e->>'step_id';
+
+  INSERT INTO step_items (task_id, task_created_at, step_id, item, run, status, input, child_task_id, started_at)
+  SELECT z.task_id, z.created_at, z.step_id, z.item, z.run, COALESCE(z.status, 'pending')::"StepStatus", z.input, z.child_task_id, z.started_at
+    FROM jsonb_to_recordset(COALESCE(p->'new_items', '[]'::jsonb))
+      AS z(task_id uuid, created_at timestamptz, step_id text, item int, run int, status text, input jsonb, child_task_id uuid, started_at timestamptz);
 
   UPDATE step_items i SET
     status = CASE WHEN c.s ? 'status' THEN (c.s->>'status')::"StepStatus" ELSE i.status END,
+    run = CASE WHEN c.s ? 'run' THEN (c.s->>'run')::int ELSE i.run END,
     output = CASE WHEN c.s ? 'output' THEN NULLIF(c.s->'output', 'null'::jsonb) ELSE i.output END,
     error = CASE WHEN c.s ? 'error' THEN NULLIF(c.s->'error', 'null'::jsonb) ELSE i.error END,
     attempts = CASE WHEN c.s ? 'attempts' THEN (c.s->>'attempts')::int ELSE i.attempts END,
     started_at = CASE WHEN c.s ? 'started_at' THEN (c.s->>'started_at')::timestamptz ELSE i.started_at END,
-    finished_at = CASE WHEN c.s ? 'finished_at' THEN (c.s->>'finished_at')::timestamptz ELSE i.finished_at END
+    finished_at = CASE WHEN c.s ? 'finished_at' THEN (c.s->>'finished_at')::timestamptz ELSE i.finished_at END,
+    child_task_id = CASE WHEN c.s ? 'child_task_id' THEN (c.s->>'child_task_id')::uuid ELSE i.child_task_id END
   FROM (SELECT (e->>'task_id')::uuid AS task_id, (e->>'created_at')::timestamptz AS created_at, e->>'step_id' AS step_id,
                (e->>'item')::int AS item, e->'set' AS s
           FROM jsonb_array_elements(COALESCE(p->'items', '[]'::jsonb)) e) c
@@ -90,9 +99,7 @@ BEGIN
         INTO found FROM queued q;
       started := started || found;
     ELSIF sweep ? 'delete' THEN
-      DELETE FROM step_items i
-       WHERE i.task_id = (sweep->>'task_id')::uuid AND i.task_created_at = (sweep->>'created_at')::timestamptz
-         AND i.task_created_at BETWEEN lo AND hi AND i.step_id = sweep->>'step_id';
+      NULL; -- done above, before the new items
     ELSE
       -- One plain UPDATE per status swept from, each answering the status its rows had (the
       -- statement's own): joining the items to themselves to learn it was a nested loop over a

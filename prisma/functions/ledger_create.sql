@@ -39,9 +39,9 @@ BEGIN
            finished_at timestamptz, wake_at timestamptz, child_task_id uuid, items jsonb)
       JOIN t ON t.id = y.task_id
   ), i AS (
-    INSERT INTO step_items (task_id, task_created_at, step_id, item, run, status, input)
-    SELECT z.task_id, t.created_at, z.step_id, z.item, z.run, z.status::"StepStatus", z.input
-      FROM jsonb_to_recordset(p->'items') AS z(task_id uuid, step_id text, item int, run int, status text, input jsonb)
+    INSERT INTO step_items (task_id, task_created_at, step_id, item, run, status, input, child_task_id, started_at)
+    SELECT z.task_id, t.created_at, z.step_id, z.item, z.run, z.status::"StepStatus", z.input, z.child_task_id, z.started_at
+      FROM jsonb_to_recordset(p->'items') AS z(task_id uuid, step_id text, item int, run int, status text, input jsonb, child_task_id uuid, started_at timestamptz)
       JOIN t ON t.id = z.task_id
   ), e AS (
     -- A new task's history: submitted, then what starting it changed. Only for the tasks stored.

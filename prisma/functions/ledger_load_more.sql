@@ -17,7 +17,7 @@ BEGIN
                  WHERE s.task_created_at BETWEEN lo AND hi),
     'items', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
                 'task_id', i.task_id, 'step_id', i.step_id, 'item', i.item, 'run', i.run, 'status', i.status, 'attempts', i.attempts,
-                'output', i.output, 'error', i.error, 'started_at', i.started_at, 'input', i.input)), '[]'::jsonb)
+                'output', i.output, 'error', i.error, 'started_at', i.started_at, 'input', i.input, 'child_task_id', i.child_task_id)), '[]'::jsonb)
                 FROM jsonb_to_recordset(COALESCE(p->'items', '[]'::jsonb)) AS w(task_id uuid, created_at timestamptz, step_id text)
                 JOIN step_items i ON i.task_id = w.task_id AND i.task_created_at = w.created_at AND i.step_id = w.step_id
                WHERE i.task_created_at BETWEEN lo AND hi));

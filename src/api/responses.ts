@@ -106,6 +106,7 @@ export const stepItemSchema = z.object({
   started_at: timestamp.nullable(),
   finished_at: timestamp.nullable(),
   duration_ms: z.int().min(0).nullable(),
+  child_task_id: z.uuid().optional().meta({ description: "A sub-workflow step's item: the child task it runs (GET /result/{task_id})." }),
 });
 
 export const stepItemListSchema = z.object({

@@ -5,7 +5,7 @@ import { assertStepMove, assertTaskMove } from './lifecycle.js';
 import type { Plan, PlanStep } from './plan.js';
 import { prepare } from './prepare.js';
 import { runnerOf } from './registry.js';
-import type { Decision, HistoryEvent, ItemSet, ItemState, Needs, Report, StepSet, StepState, TaskSet, TaskState, Transition } from './state.js';
+import type { Decision, HistoryEvent, ItemSet, ItemState, Needs, NewItem, Report, StepSet, StepState, TaskSet, TaskState, Transition } from './state.js';
 import { emptyDecision, historyEvent } from './state.js';
 import { ACTIVE_TASK_STATUSES, FINISHED_STEP_STATUSES, type SkipReason } from './status.js';
 import { stepFailure, type TaskEnding, taskEnding } from './task-output.js';
@@ -245,6 +245,26 @@ class TaskDecider implements Decider {
     }
   }
 
+  addItems(step: PlanStep, items: NewItem[], all = false): void {
+    const known = this.task.items.get(step.id) ?? new Map<number, ItemState>();
+    for (const entry of items) {
+      this.decision.newItems.push({ taskId: this.task.id, createdAt: this.task.createdAt, stepId: step.id, run: this.task.run, ...entry });
+      known.set(entry.item, {
+        item: entry.item,
+        run: this.task.run,
+        status: entry.status ?? 'pending',
+        attempts: 0,
+        output: null,
+        error: null,
+        startedAt: entry.startedAt ? new Date(entry.startedAt) : null,
+        childTaskId: entry.childTaskId ?? null,
+        input: entry.input,
+      });
+    }
+    this.task.items.set(step.id, known);
+    if (all) this.task.allItemsLoaded.add(step.id);
+  }
+
   setItem(step: PlanStep, item: number, set: ItemSet): void {
     if (set.error) set = { ...set, error: capErrorRecord(set.error) };
     const state = this.item(step.id, item);
@@ -254,6 +274,9 @@ class TaskDecider implements Decider {
       if (set.output !== undefined) state.output = set.output;
       if (set.error !== undefined) state.error = set.error;
       if (set.attempts !== undefined) state.attempts = set.attempts;
+      if (set.run !== undefined) state.run = set.run;
+      if (set.started_at !== undefined) state.startedAt = set.started_at ? new Date(set.started_at) : null;
+      if (set.child_task_id !== undefined) state.childTaskId = set.child_task_id;
     }
     const key = `${step.id}/${item}`;
     this.itemSets.set(key, { stepId: step.id, item, set: { ...this.itemSets.get(key)?.set, ...set } });

@@ -50,6 +50,8 @@ export interface ItemState {
   output: unknown;
   error: ErrorRecord | null;
   startedAt: Date | null;
+  /** A sub-workflow map's item: the child task it runs (kept across its task's runs). */
+  childTaskId: string | null;
   input?: unknown;
 }
 
@@ -186,11 +188,23 @@ export interface TaskSet {
 
 export interface ItemSet {
   status?: StepStatus;
+  run?: number;
   output?: unknown;
   error?: ErrorRecord | null;
   attempts?: number;
   started_at?: string | null;
   finished_at?: string | null;
+  child_task_id?: string;
+}
+
+/** A map's item or a repeat's iteration, as it is stored: pending, or queued with its job, or running with its child task. */
+export interface NewItem {
+  item: number;
+  input: unknown;
+  status?: 'queued' | 'running';
+  /** A sub-workflow's item started at once: its child, and when. */
+  childTaskId?: string;
+  startedAt?: string;
 }
 
 /**
@@ -320,7 +334,7 @@ export interface Decision {
   tasks: { taskId: string; createdAt: Date; set: TaskSet }[];
   steps: { taskId: string; createdAt: Date; stepId: string; set: StepSet }[];
   /** A map's items, stored when it starts: pending, or queued for the first max_parallel. */
-  newItems: { taskId: string; createdAt: Date; stepId: string; item: number; run: number; input: unknown; status?: 'queued' | 'running' }[];
+  newItems: (NewItem & { taskId: string; createdAt: Date; stepId: string; run: number })[];
   items: { taskId: string; createdAt: Date; stepId: string; item: number; set: ItemSet }[];
   sweeps: ItemSweep[];
   deadLetters: DeadLetterRow[];

@@ -43,15 +43,7 @@ export async function applyDecision(
     JSON.stringify({
       tasks: decision.tasks.map((change) => ({ task_id: change.taskId, created_at: change.createdAt, set: change.set })),
       steps: decision.steps.map((change) => ({ task_id: change.taskId, created_at: change.createdAt, step_id: change.stepId, set: change.set })),
-      new_items: decision.newItems.map((item) => ({
-        task_id: item.taskId,
-        created_at: item.createdAt,
-        step_id: item.stepId,
-        item: item.item,
-        run: item.run,
-        status: item.status ?? 'pending',
-        input: item.input,
-      })),
+      new_items: decision.newItems.map(newItemRow),
       items: decision.items.map((change) => ({
         task_id: change.taskId,
         created_at: change.createdAt,
@@ -99,5 +91,20 @@ export function eventRow(event: HistoryEvent) {
     attempt: event.attempt ?? null,
     at: event.at,
     data: event.data ?? null,
+  };
+}
+
+/** A new item as ledger_apply and ledger_create store it. */
+export function newItemRow(item: Decision['newItems'][number]) {
+  return {
+    task_id: item.taskId,
+    created_at: item.createdAt,
+    step_id: item.stepId,
+    item: item.item,
+    run: item.run,
+    status: item.status ?? 'pending',
+    input: item.input,
+    ...(item.childTaskId ? { child_task_id: item.childTaskId } : {}),
+    ...(item.startedAt ? { started_at: item.startedAt } : {}),
   };
 }

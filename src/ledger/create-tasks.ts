@@ -1,7 +1,7 @@
 import type { Plan } from '../engine/plan.js';
 import { jobTool } from '../engine/registry.js';
 import type { Decision, StepSet, TaskSet } from '../engine/state.js';
-import { eventRow } from './apply-decision.js';
+import { eventRow, newItemRow } from './apply-decision.js';
 import type { SqlRunner } from './sql.js';
 
 /** What the API knows of a task when it stores it, besides its plan. */
@@ -99,11 +99,7 @@ export async function createTasks(db: SqlRunner, entries: readonly NewTask[], op
       };
     });
   });
-  const items = entries.flatMap(({ task, decision }) =>
-    decision.newItems
-      .filter((item) => item.taskId === task.id)
-      .map((item) => ({ task_id: task.id, step_id: item.stepId, item: item.item, run: item.run, status: item.status ?? 'pending', input: item.input })),
-  );
+  const items = entries.flatMap(({ task, decision }) => decision.newItems.filter((item) => item.taskId === task.id).map(newItemRow));
   // The history starts with the submission, then what starting the task changed.
   const events =
     options.history === false

@@ -90,6 +90,7 @@ interface ItemRow {
   error: ErrorRecord | null;
   started_at: string | null;
   input?: unknown;
+  child_task_id?: string | null;
 }
 
 const date = (value: string | null) => (value === null ? null : new Date(value));
@@ -103,6 +104,7 @@ function itemState(row: ItemRow): ItemState {
     output: row.output ?? null,
     error: row.error,
     startedAt: date(row.started_at),
+    childTaskId: row.child_task_id ?? null,
     ...(row.input !== undefined ? { input: row.input } : {}),
   };
 }

@@ -498,6 +498,7 @@ export class TaskService {
         started_at: row.startedAt?.toISOString() ?? null,
         finished_at: row.finishedAt?.toISOString() ?? null,
         duration_ms: row.startedAt && row.finishedAt ? row.finishedAt.getTime() - row.startedAt.getTime() : null,
+        ...(row.childTaskId ? { child_task_id: row.childTaskId } : {}),
       })),
       next_cursor: rows.length > page.limit ? String(items.at(-1)!.item) : null,
     };

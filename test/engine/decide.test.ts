@@ -74,6 +74,8 @@ function apply(task: TaskState, decision: Decision): TaskState {
       ...('input' in change.set ? { input: change.set.input } : {}),
     });
   }
+  // As the ledger does: a step's items deleted before new ones go in.
+  for (const sweep of decision.sweeps.filter((entry) => entry.taskId === task.id && entry.delete)) next.items.delete(sweep.stepId);
   for (const item of decision.newItems.filter((entry) => entry.taskId === task.id)) {
     const items = new Map(next.items.get(item.stepId) ?? []);
     items.set(item.item, {
@@ -83,7 +85,8 @@ function apply(task: TaskState, decision: Decision): TaskState {
       attempts: 0,
       output: null,
       error: null,
-      startedAt: null,
+      startedAt: item.startedAt ? new Date(item.startedAt) : null,
+      childTaskId: item.childTaskId ?? null,
       input: item.input,
     });
     next.items.set(item.stepId, items);
@@ -91,7 +94,13 @@ function apply(task: TaskState, decision: Decision): TaskState {
   }
   for (const change of decision.items.filter((entry) => entry.taskId === task.id)) {
     const item = next.items.get(change.stepId)!.get(change.item)!;
-    next.items.get(change.stepId)!.set(change.item, { ...item, ...(change.set as Partial<ItemState>) });
+    const { child_task_id, started_at, finished_at: _finished, ...set } = change.set;
+    next.items.get(change.stepId)!.set(change.item, {
+      ...item,
+      ...(set as Partial<ItemState>),
+      ...(child_task_id !== undefined ? { childTaskId: child_task_id } : {}),
+      ...(started_at !== undefined ? { startedAt: started_at ? new Date(started_at) : null } : {}),
+    });
   }
   for (const sweep of decision.sweeps.filter((entry) => entry.taskId === task.id)) {
     const items = next.items.get(sweep.stepId);
@@ -940,6 +949,159 @@ describe('the decider: a repeat step (src/engine/modifiers/repeat.ts)', () => {
     expect(ended.steps.get('poll')!.status).toBe('cancelled');
     const retried = resume([ended], options);
     expect(retried.sweeps).toEqual([expect.objectContaining({ stepId: 'poll', delete: true })]);
+  });
+});
+
+describe('the decider: a map over a sub-workflow (src/engine/modifiers/map-children.ts)', () => {
+  /** Child ids in order of making: c01, c02, … */
+  function counting() {
+    let made = 0;
+    return {
+      ...options,
+      newTaskId: () => {
+        made += 1;
+        return `0197a000-0000-7000-8000-0000000000${String(made).padStart(2, '0')}`;
+      },
+    };
+  }
+  const id = (n: number) => `0197a000-0000-7000-8000-0000000000${String(n).padStart(2, '0')}`;
+  const each = (extra: Partial<PlanStep<'workflow'>> = {}): PlanStep => ({
+    ...common('each'),
+    kind: 'workflow',
+    workflow: { name: 'enrich', version: 1 },
+    forEach: '{{params.ids}}',
+    input: { customer_id: '{{item}}', at: '{{index}}' },
+    ...extra,
+  });
+  const ended = (task: TaskState, childTaskId: string, status: 'completed' | 'failed' | 'cancelled', output?: unknown): Report => ({
+    type: 'child',
+    taskId: task.id,
+    stepId: 'each',
+    childTaskId,
+    status,
+    ...(status === 'completed' ? { output } : { error: { name: 'Boom', message: `${childTaskId} broke` } }),
+    at: NOW,
+  });
+  const items = (task: TaskState) => [...task.items.get('each')!.values()].sort((a, b) => a.item - b.item).map((item) => `${item.item}:${item.status}`);
+
+  it('runs a child per item, at most max_parallel at once, each with its params; its output is their results in item order', () => {
+    const ids = counting();
+    const fresh = taskOf([each()], { ids: ['a', 'b', 'c'] }, '{{steps.each.output}}');
+    const first = start(fresh, ids);
+    expect(first.children).toMatchObject([
+      { stepId: 'each', childTaskId: id(1), existing: false, params: { customer_id: 'a', at: 0 }, workflow: { name: 'enrich', version: 1 }, depth: 1 },
+      { stepId: 'each', childTaskId: id(2), existing: false, params: { customer_id: 'b', at: 1 } },
+    ]);
+    let task = apply(fresh, first);
+    expect(task.steps.get('each')).toMatchObject({ status: 'running', childTaskId: null, items: { total: 3, done: 0, running: 2 } });
+    expect(items(task)).toEqual(['0:running', '1:running', '2:pending']);
+
+    // The second child ends first: the third item's child starts in its place.
+    const second = decide([task], [ended(task, id(2), 'completed', { n: 2 })], ids);
+    expect(second.recorded).toEqual([true]);
+    expect(second.children).toMatchObject([{ childTaskId: id(3), existing: false, params: { customer_id: 'c', at: 2 } }]);
+    task = apply(task, second);
+    expect(items(task)).toEqual(['0:running', '1:completed', '2:running']);
+    // Its report again (the reconciler repeats an ended child's report), or an unknown child's: nothing.
+    expect(decide([task], [ended(task, id(2), 'completed', { n: 9 })], ids).recorded).toEqual([false]);
+    expect(decide([task], [ended(task, id(7), 'completed', {})], ids).recorded).toEqual([false]);
+
+    task = apply(task, decide([task], [ended(task, id(3), 'completed', { n: 3 }), ended(task, id(1), 'completed', { n: 1 })], ids));
+    expect(task.steps.get('each')).toMatchObject({ status: 'completed', output: [{ n: 1 }, { n: 2 }, { n: 3 }], items: { done: 3, running: 0 } });
+    expect(task.status).toBe('completed');
+  });
+
+  it('under on_failure fail, a failed child fails the step: the running child is cancelled, the pending items skipped', () => {
+    const ids = counting();
+    let task = apply(taskOf([each()], { ids: ['a', 'b', 'c'] }), start(taskOf([each()], { ids: ['a', 'b', 'c'] }), ids));
+    const failing = decide([task], [ended(task, id(1), 'failed')], ids);
+    expect(failing.children).toEqual([]);
+    expect(failing.cancelChildren).toEqual([id(2)]);
+    task = apply(task, failing);
+    expect(task.steps.get('each')).toMatchObject({
+      status: 'failed',
+      error: { name: 'SubWorkflowFailed', message: expect.stringMatching(/^item 0: child task /), details: { item: 0, task_id: id(1) } },
+    });
+    expect(items(task)).toEqual(['0:failed', '1:cancelled', '2:skipped']);
+    expect(task.status).toBe('failed');
+    // The cancelled child's own report comes later: its item is closed already.
+    expect(decide([task], [ended(task, id(2), 'cancelled')], ids).recorded).toEqual([false]);
+  });
+
+  it('under on_failure continue, a failed or cancelled child is `{error}` in the output, and the others go on', () => {
+    const ids = counting();
+    const fresh = taskOf([each({ onFailure: 'continue', maxParallel: 3 })], { ids: ['a', 'b', 'c'] });
+    let task = apply(fresh, start(fresh, ids));
+    task = apply(task, decide([task], [ended(task, id(1), 'failed'), ended(task, id(2), 'cancelled'), ended(task, id(3), 'completed', 'ok')], ids));
+    const step = task.steps.get('each')!;
+    expect(step).toMatchObject({ status: 'completed', items: { total: 3, done: 3, failed: 2 } });
+    expect(step.output).toEqual([
+      { error: expect.objectContaining({ name: 'SubWorkflowFailed' }) },
+      { error: expect.objectContaining({ name: 'SubWorkflowCancelled' }) },
+      'ok',
+    ]);
+  });
+
+  it('cancelled with its task, its running children are cancelled and its pending items too; they are listed as what the run waits on', () => {
+    const ids = counting();
+    const fresh = taskOf([each()], { ids: ['a', 'b', 'c'] });
+    const task = apply(fresh, start(fresh, ids));
+    expect(outstanding([task], ids).children).toMatchObject([
+      { childTaskId: id(1), existing: true, params: { customer_id: 'a', at: 0 } },
+      { childTaskId: id(2), existing: true, params: { customer_id: 'b', at: 1 } },
+    ]);
+    const cancelled = cancel([task], ids);
+    expect(cancelled.cancelChildren).toEqual([id(1), id(2)]);
+    const after = apply(task, cancelled);
+    expect(after.steps.get('each')!.status).toBe('cancelled');
+    expect(items(after)).toEqual(['0:cancelled', '1:cancelled', '2:cancelled']);
+  });
+
+  it('retried, it keeps its completed children and resumes the others (the same child ids); pending items start new ones', () => {
+    const ids = counting();
+    const fresh = taskOf([each()], { ids: ['a', 'b', 'c', 'd'] });
+    let task = apply(fresh, start(fresh, ids));
+    task = apply(task, decide([task], [ended(task, id(1), 'completed', 'A')], ids));
+    // Items: 0 completed (c1), 1 running (c2), 2 running (c3), 3 pending. Then c2 fails: c3 is cancelled, 3 skipped.
+    task = apply(task, decide([task], [ended(task, id(2), 'failed')], ids));
+    expect(items(task)).toEqual(['0:completed', '1:failed', '2:cancelled', '3:skipped']);
+    expect(task.status).toBe('failed');
+
+    const retried = resume([task], ids);
+    expect(retried.resumed).toEqual([task.id]);
+    expect(retried.sweeps).toEqual([]);
+    expect(retried.children).toMatchObject([
+      { childTaskId: id(2), existing: true, params: { customer_id: 'b', at: 1 } },
+      { childTaskId: id(3), existing: true, params: { customer_id: 'c', at: 2 } },
+    ]);
+    task = apply(task, retried);
+    expect(items(task)).toEqual(['0:completed', '1:running', '2:running', '3:pending']);
+    expect(task.items.get('each')!.get(1)).toMatchObject({ run: 2, output: null, error: null });
+    expect(task.steps.get('each')).toMatchObject({ status: 'running', items: { total: 4, done: 1, running: 2 } });
+    task = apply(task, decide([task], [ended(task, id(2), 'completed', 'B')], ids));
+    // The last item never had a child: it gets a new one.
+    expect(task.items.get('each')!.get(3)).toMatchObject({ status: 'running', childTaskId: id(4) });
+    task = apply(task, decide([task], [ended(task, id(3), 'completed', 'C'), ended(task, id(4), 'completed', 'D')], ids));
+    expect(task.steps.get('each')).toMatchObject({ status: 'completed', output: ['A', 'B', 'C', 'D'] });
+  });
+
+  it('a child started in the same decision as its task fails is not started at all (rather than cancelled before it exists)', () => {
+    const ids = counting();
+    const nap: PlanStep = { ...common('nap'), kind: 'sleep', sleep: { until: '{{params.at}}' } };
+    const decision = start(taskOf([each(), nap], { ids: ['a', 'b'], at: 'soon' }), ids);
+    expect(decision.children).toEqual([]);
+    expect(decision.cancelChildren).toEqual([]);
+    const task = apply(taskOf([each(), nap], { ids: ['a', 'b'], at: 'soon' }), decision);
+    expect(task.status).toBe('failed');
+    expect(items(task)).toEqual(['0:cancelled', '1:cancelled']);
+  });
+
+  it('refuses to nest deeper than SUBWORKFLOW_MAX_DEPTH, and completes over an empty list without a child', () => {
+    const deep = { ...taskOf([each()], { ids: ['a'] }), depth: 2 };
+    expect(run(deep).task.steps.get('each')).toMatchObject({ status: 'failed', error: { name: 'SubWorkflowTooDeep' } });
+    const { task, decision } = run(taskOf([each()], { ids: [] }));
+    expect(decision.children).toEqual([]);
+    expect(task.steps.get('each')).toMatchObject({ status: 'completed', output: [] });
   });
 });
 

@@ -48,11 +48,11 @@ describe('the registry of step kinds and modifiers', () => {
     );
   });
 
-  it('takes for_each on a tool step only, and refuses it on every other kind by its name', () => {
+  it('takes for_each on a tool or sub-workflow step only, and refuses it on every other kind by its name', () => {
     for (const kind of STEP_KINDS) {
       const definition = workflowDefinitionSchema.parse({ name: 'mapped', steps: [{ id: 'a', ...examples[kind], for_each: [1, 2], max_parallel: 2 }] });
       const problems = checkWorkflow(definition, catalog).filter((problem) => /for_each|max_parallel/.test(problem.path));
-      if (kind === 'tool') expect(problems).toEqual([]);
+      if (kind === 'tool' || kind === 'workflow') expect(problems).toEqual([]);
       else
         expect(problems).toEqual([
           { path: 'steps[0].for_each', message: `a ${KINDS[kind].label} step has no for_each` },

@@ -269,6 +269,12 @@ describe('step kinds', () => {
       const task = await waitForTask(h, id, 30_000);
       expect(task.status).toBe('failed');
       expect(byId(task).poll).toMatchObject({ status: 'failed', iterations: 4, error: { name: 'RepeatLimitReached' } });
+      // Retried, it starts over from its first iteration (the last run's iterations make way in the same commit).
+      expect((await h.request('POST', `/tasks/${id}/retry`)).status).toBe(202);
+      const again = await waitForTask(h, id, 30_000);
+      expect(again).toMatchObject({ status: 'failed', run: 2 });
+      const items = (await h.request('GET', `/tasks/${id}/steps/poll/items`)).body.items as { item: number; run: number; status: string }[];
+      expect(items.map((item) => [item.item, item.run, item.status])).toEqual([0, 1, 2, 3].map((n) => [n, 2, 'completed']));
     });
 
     it('is cancelled with its task while it waits out its delay: the delayed iteration never runs', async () => {
@@ -394,6 +400,114 @@ describe('step kinds', () => {
         ],
         output: { token: '{{steps.use.output.token}}' },
       });
+      await define({
+        name: 'fan_out_children',
+        parameters: [{ name: 'records', type: 'array', required: true }],
+        steps: [
+          {
+            id: 'each',
+            workflow: 'child_record',
+            for_each: '{{params.records}}',
+            input: { key: '{{item.key}}', fail: '{{item.fail}}' },
+            max_parallel: 2,
+          },
+          { id: 'join', tool: 'echo', depends_on: ['each'], input: { tokens: '{{steps.each.output}}' } },
+        ],
+        output: { tokens: '{{steps.join.output.tokens}}' },
+      });
+      await define({
+        name: 'fan_out_one_by_one',
+        parameters: [{ name: 'records', type: 'array', required: true }],
+        steps: [
+          { id: 'each', workflow: 'child_record', for_each: '{{params.records}}', input: { key: '{{item.key}}', fail: '{{item.fail}}' }, max_parallel: 1 },
+        ],
+      });
+    });
+
+    type ItemView = { item: number; status: string; run: number; child_task_id?: string; started_at: string | null; input?: unknown; output?: unknown };
+    const itemsOf = async (id: string, step: string) =>
+      ((await h.request('GET', `/tasks/${id}/steps/${step}/items?limit=100`)).body as { items: ItemView[] }).items;
+
+    it('maps over a sub-workflow: a child task per item, at most max_parallel at once, their results in item order', async () => {
+      const key = `fan-${Date.now()}`;
+      const records = [0, 1, 2, 3, 4].map((n) => ({ key: `${key}-${n}`, fail: false }));
+      const id = await submit(h, { task_type: 'fan_out_children', params: { records } });
+      const task = await waitForTask(h, id);
+      expect(task.status, JSON.stringify(task.error)).toBe('completed');
+      const each = byId(task).each!;
+      expect(each).toMatchObject({ status: 'completed', items: { total: 5, done: 5, failed: 0 } });
+      expect(each.child_task_id).toBeUndefined();
+      const items = await itemsOf(id, 'each');
+      expect(items.map((item) => item.status)).toEqual(Array(5).fill('completed'));
+      // Each item ran its own child, which ran its step once, with the item's key.
+      const children = items.map((item) => item.child_task_id!);
+      expect(new Set(children).size).toBe(5);
+      for (const [n, childId] of children.entries()) {
+        const child = (await h.request('GET', `/result/${childId}`)).body;
+        expect(child).toMatchObject({ status: 'completed', parent: { task_id: id, step_id: 'each' } });
+        expect(items[n]!.input).toEqual({ key: `${key}-${n}`, fail: false });
+        expect(items[n]!.output).toEqual(child.result);
+        expect(items[n]!.started_at).not.toBeNull();
+        expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-${n}`))).toBe(1);
+      }
+      expect(task.result.tokens).toEqual(items.map((item) => item.output));
+      const listed = (await h.request('GET', `/tasks?parent=${id}&limit=50`)).body as { items: { task_id: string }[] };
+      expect(listed.items.map((child) => child.task_id).sort()).toEqual([...children].sort());
+    });
+
+    it('a failed child fails the map (the next items skipped); a retry keeps the completed children and resumes the failed one', async () => {
+      const key = `fanfail-${Date.now()}`;
+      const records = [
+        { key: `${key}-0`, fail: false },
+        { key: `${key}-1`, fail: false },
+        { key: `${key}-2`, fail: true },
+        { key: `${key}-3`, fail: false },
+      ];
+      const id = await submit(h, { task_type: 'fan_out_one_by_one', params: { records } });
+      const failed = await waitForTask(h, id);
+      expect(failed).toMatchObject({ status: 'failed', error: { step: 'each', name: 'SubWorkflowFailed' } });
+      const before = await itemsOf(id, 'each');
+      expect(before.map((item) => item.status)).toEqual(['completed', 'completed', 'failed', 'skipped']);
+      expect(before[3]!.child_task_id).toBeUndefined();
+      const failedChild = before[2]!.child_task_id!;
+
+      expect((await h.request('POST', `/tasks/${id}/retry`)).status).toBe(202);
+      const again = await waitForTask(h, id);
+      expect(again).toMatchObject({ status: 'failed', run: 2, error: { step: 'each' } });
+      const after = await itemsOf(id, 'each');
+      // The completed children were kept (their steps ran once); the failed one was resumed, not replaced.
+      expect(after.slice(0, 2).map((item) => [item.status, item.run, item.child_task_id])).toEqual([
+        ['completed', 1, before[0]!.child_task_id],
+        ['completed', 1, before[1]!.child_task_id],
+      ]);
+      expect(after[2]).toMatchObject({ status: 'failed', run: 2, child_task_id: failedChild });
+      expect(after[3]).toMatchObject({ status: 'skipped', run: 2 });
+      expect((await h.request('GET', `/result/${failedChild}`)).body).toMatchObject({ status: 'failed', run: 2 });
+      for (const n of [0, 1, 2]) expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-${n}`))).toBe(1);
+      expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-2-flaky`))).toBe(2);
+    });
+
+    it('cancels the running children with their parent, and never starts the pending ones', async () => {
+      const key = `hangfan-${Date.now()}`;
+      const records = [0, 1, 2].map((n) => ({ key: `hang-${key}-${n}`, fail: false }));
+      const id = await submit(h, { task_type: 'fan_out_children', params: { records } });
+      await poll(
+        async () => {
+          const started = await Promise.all(
+            [0, 1].map(async (n) => (await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, `hang-${key}-${n}-hang`), 0, -1)).includes('started:1')),
+          );
+          return started.every(Boolean);
+        },
+        { label: 'the first two children to be running' },
+      );
+      expect((await h.request('POST', `/tasks/${id}/cancel`)).status).toBe(200);
+      expect((await waitForTask(h, id)).status).toBe('cancelled');
+      const items = await itemsOf(id, 'each');
+      expect(items.map((item) => item.status)).toEqual(['cancelled', 'cancelled', 'cancelled']);
+      expect(items[2]!.child_task_id).toBeUndefined();
+      for (const item of items.slice(0, 2)) expect((await waitForTask(h, item.child_task_id!)).status).toBe('cancelled');
+      const listed = (await h.request('GET', `/tasks?parent=${id}&limit=50`)).body as { items: unknown[] };
+      expect(listed.items).toHaveLength(2);
     });
 
     it("runs the child as a task of its own, linked both ways, and takes its result as the step's output", async () => {

@@ -2,7 +2,7 @@ import type { ErrorRecord } from '../../lib/errors.js';
 import type { Limits } from '../../lib/limits.js';
 import type { Catalog, JsonSchema } from '../catalog.js';
 import type { PlanStep, StepKind, StepKinds, TaskOverrides } from '../plan.js';
-import type { Decision, ItemSet, ItemState, Report, StepSet, StepState, TaskState } from '../state.js';
+import type { Decision, ItemSet, ItemState, NewItem, Report, StepSet, StepState, TaskState } from '../state.js';
 import type { SkipReason, StepStatus } from '../status.js';
 import type { Local } from '../templates.js';
 import type { KeyLimit, StepOptions } from '../types.js';
@@ -69,6 +69,8 @@ export interface Decider {
   /** Every item of a map; undefined until they are loaded (the decider asks for them and decides again). */
   allItems(stepId: string): ItemState[] | undefined;
   setStep(step: PlanStep, set: StepSet): void;
+  /** Stores new items of the step in its task's run, known to the rest of the decision (`all`: they are every item it has). */
+  addItems(step: PlanStep, items: NewItem[], all?: boolean): void;
   setItem(step: PlanStep, item: number, set: ItemSet): void;
   /** The step ends completed with `output`. */
   complete(step: PlanStep, output: unknown): void;

@@ -1,5 +1,6 @@
-import { LimitExceededError, toErrorRecord } from '../../lib/errors.js';
+import { type ErrorRecord, LimitExceededError, toErrorRecord } from '../../lib/errors.js';
 import type { PlanStep } from '../plan.js';
+import type { Report } from '../state.js';
 import { hasTemplates } from '../templates.js';
 import { DEFAULT_RETRY_FOR_KINDS } from '../types.js';
 import { parameterType, type WorkflowDefinition } from '../workflow-definition.js';
@@ -21,10 +22,10 @@ declare module '../plan.js' {
   }
 }
 
-type SubWorkflowStep = PlanStep<'workflow'>;
+export type SubWorkflowStep = PlanStep<'workflow'>;
 
 /** The child task the step starts, or resumes (`existing`) when its task was retried or its child went missing. */
-function childStart(decider: Decider, step: SubWorkflowStep, childTaskId: string, existing: boolean, params: Record<string, unknown>) {
+export function childStart(decider: Decider, step: SubWorkflowStep, childTaskId: string, existing: boolean, params: Record<string, unknown>) {
   decider.decision.children.push({
     parentTaskId: decider.task.id,
     parentCreatedAt: decider.task.createdAt,
@@ -100,18 +101,7 @@ export const workflowKind: StepKindModule<'workflow'> = {
   },
 
   ready(decider, step, state) {
-    const depth = decider.task.depth + 1;
-    if (depth > decider.limits.SUBWORKFLOW_MAX_DEPTH) {
-      return decider.fail(
-        step,
-        toErrorRecord(
-          new LimitExceededError('SubWorkflowTooDeep', `sub-workflows nest deeper than ${decider.limits.SUBWORKFLOW_MAX_DEPTH} (SUBWORKFLOW_MAX_DEPTH)`, {
-            limit: decider.limits.SUBWORKFLOW_MAX_DEPTH,
-            setting: 'SUBWORKFLOW_MAX_DEPTH',
-          }),
-        ),
-      );
-    }
+    if (tooDeep(decider, step)) return;
     const params = decider.resolve(step, step.input);
     if (!params.ok) {
       if ('error' in params) decider.fail(step, params.error);
@@ -129,13 +119,7 @@ export const workflowKind: StepKindModule<'workflow'> = {
       decider.complete(step, report.output ?? null);
       return true;
     }
-    const cause = report.error ?? { name: 'Cancelled', message: 'task was cancelled' };
-    decider.fail(step, {
-      name: report.status === 'cancelled' ? 'SubWorkflowCancelled' : 'SubWorkflowFailed',
-      message: `child task ${report.childTaskId} ${report.status}: ${cause.message}`,
-      retryable: false,
-      details: { task_id: report.childTaskId, error: cause },
-    });
+    decider.fail(step, childFailure(report));
     return true;
   },
 
@@ -143,13 +127,50 @@ export const workflowKind: StepKindModule<'workflow'> = {
     if (state.status !== 'running') return endUnstarted(decider, step, state, to);
     // Its child ends with it.
     decider.setStep(step, { status: 'cancelled', finished_at: decider.now.toISOString() });
-    if (state.childTaskId) decider.decision.cancelChildren.push(state.childTaskId);
+    if (state.childTaskId) cancelChild(decider, state.childTaskId);
   },
 
   outstanding(decider, step, state) {
     if (state.status === 'running' && state.childTaskId) childStart(decider, step, state.childTaskId, true, (state.input ?? {}) as Record<string, unknown>);
   },
 };
+
+/**
+ * A child task its step no longer waits for is cancelled; one whose start is in this very
+ * decision is not started instead (cancelled at once, it might not exist yet, and start after).
+ */
+export function cancelChild(decider: Decider, childTaskId: string): void {
+  const starts = decider.decision.children;
+  const index = starts.findIndex((start) => start.childTaskId === childTaskId && !start.existing);
+  if (index >= 0) starts.splice(index, 1);
+  else decider.decision.cancelChildren.push(childTaskId);
+}
+
+/** A child that failed or was cancelled, as its step's error: SubWorkflowFailed or SubWorkflowCancelled, with the child's own error. */
+export function childFailure(report: Extract<Report, { type: 'child' }>): ErrorRecord {
+  const cause = report.error ?? { name: 'Cancelled', message: 'task was cancelled' };
+  return {
+    name: report.status === 'cancelled' ? 'SubWorkflowCancelled' : 'SubWorkflowFailed',
+    message: `child task ${report.childTaskId} ${report.status}: ${cause.message}`,
+    retryable: false,
+    details: { task_id: report.childTaskId, error: cause },
+  };
+}
+
+/** Fails the step when its child would nest deeper than SUBWORKFLOW_MAX_DEPTH (the stored definitions allow it, a long chain of parents may not); true then. */
+export function tooDeep(decider: Decider, step: SubWorkflowStep): boolean {
+  if (decider.task.depth + 1 <= decider.limits.SUBWORKFLOW_MAX_DEPTH) return false;
+  decider.fail(
+    step,
+    toErrorRecord(
+      new LimitExceededError('SubWorkflowTooDeep', `sub-workflows nest deeper than ${decider.limits.SUBWORKFLOW_MAX_DEPTH} (SUBWORKFLOW_MAX_DEPTH)`, {
+        limit: decider.limits.SUBWORKFLOW_MAX_DEPTH,
+        setting: 'SUBWORKFLOW_MAX_DEPTH',
+      }),
+    ),
+  );
+  return true;
+}
 
 /** The workflows a definition's sub-workflow steps name (a version, or the current one). */
 export function referencedWorkflows(definition: Pick<WorkflowDefinition, 'steps'>): { name: string; version?: number }[] {

@@ -1,12 +1,59 @@
+import { LimitExceededError, toErrorRecord } from '../../lib/errors.js';
+import { jsonSize } from '../../lib/limits.js';
 import type { Decider, Settle, StepRunner } from '../kinds/kind.js';
 import { deadLetter, readyJob, type ToolStep } from '../kinds/tool.js';
-import type { Report, StepState } from '../state.js';
+import type { PlanStep } from '../plan.js';
+import type { ItemCounts, Report, StepState } from '../state.js';
 
 /**
- * What the modifiers that run a tool step as items share (a map's items: map.ts; a repeat's
- * iterations: repeat.ts): each item is a row of its own with its own job, attempts and result,
- * and the step runs while any of them does.
+ * What the modifiers that run a step as items share (a map's items: map.ts and map-children.ts;
+ * a repeat's iterations: repeat.ts): each item is a row of its own with its own job (or child
+ * task), attempts and result, and the step runs while any of them does.
  */
+
+/** Most items of a map queued or running at once. */
+export function maxParallel(decider: Decider, step: PlanStep): number {
+  return step.maxParallel ?? decider.limits.MAP_MAX_PARALLEL;
+}
+
+/** A map's progress event: items done out of total. */
+export function progress(decider: Decider, step: PlanStep, counts: ItemCounts): void {
+  decider.decision.transitions.push({
+    taskId: decider.task.id,
+    stepId: step.id,
+    status: 'running',
+    at: decider.now.toISOString(),
+    progress: { percent: counts.total === 0 ? 100 : Math.floor((counts.done * 100) / counts.total), message: `${counts.done}/${counts.total} items` },
+  });
+}
+
+/** Every item is done: the map's output is their outputs in order. Needs every item loaded. */
+export function completeMap(decider: Decider, step: PlanStep, counts: ItemCounts): void {
+  const items = decider.allItems(step.id);
+  if (!items) {
+    decider.need('items', step.id);
+    return;
+  }
+  const output = [...items].sort((a, b) => a.item - b.item).map((item) => (item.status === 'completed' ? (item.output ?? null) : { error: item.error }));
+  if (jsonSize(output, decider.limits.STEP_OUTPUT_MAX_BYTES).over) {
+    decider.fail(
+      step,
+      toErrorRecord(
+        new LimitExceededError(
+          'StepOutputTooLarge',
+          `the items' outputs together are larger than ${decider.limits.STEP_OUTPUT_MAX_BYTES} bytes of JSON (STEP_OUTPUT_MAX_BYTES)`,
+          {
+            limit: decider.limits.STEP_OUTPUT_MAX_BYTES,
+            setting: 'STEP_OUTPUT_MAX_BYTES',
+          },
+        ),
+      ),
+    );
+    return;
+  }
+  decider.setStep(step, { items: { ...counts, running: 0 } });
+  decider.complete(step, output);
+}
 
 /** An item's result, recorded once (the first for its run), a failed one with its dead letter; false when it does not count. */
 export function recordItem(decider: Decider, step: ToolStep, report: Extract<Report, { type: 'result' }>, index: number): boolean {
@@ -38,7 +85,7 @@ export function lostItem(decider: Decider, step: ToolStep, state: StepState, ite
 }
 
 /** The step stops early (it failed, or its task ended): items not started never will. */
-export function stopItems(decider: Decider, step: ToolStep, to: 'skipped' | 'cancelled'): void {
+export function stopItems(decider: Decider, step: PlanStep, to: 'skipped' | 'cancelled'): void {
   decider.decision.sweeps.push({ taskId: decider.task.id, createdAt: decider.task.createdAt, stepId: step.id, from: ['pending', 'queued'], to });
 }
 

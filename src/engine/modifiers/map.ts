@@ -3,9 +3,12 @@ import { jsonSize } from '../../lib/limits.js';
 import type { JsonSchema } from '../catalog.js';
 import { type CheckContext, type Decider, refuseFields } from '../kinds/kind.js';
 import { readyJob, type ToolStep, withdrawn } from '../kinds/tool.js';
+import type { SubWorkflowStep } from '../kinds/workflow.js';
+import type { PlanStep } from '../plan.js';
 import type { ItemCounts, Report, StepState } from '../state.js';
 import type { WorkflowStep } from '../workflow-definition.js';
-import { admittedItems, lostItem, outstandingItems, recordItem, settleItems, stopItems } from './items.js';
+import { admittedItems, completeMap, lostItem, maxParallel, outstandingItems, progress, recordItem, settleItems, stopItems } from './items.js';
+import { childEnded, keepChildren, outstandingChildren, resumeChildren, startChildren, stopChildren } from './map-children.js';
 import type { StepModifier } from './modifier.js';
 
 /**
@@ -16,8 +19,10 @@ import type { StepModifier } from './modifier.js';
  * outputs, in item order (a failed item under on_failure continue is `{"error": …}`); under
  * `fail`, the first failed item fails the step and no further item starts.
  *
- * Only tool steps map (`kinds`): the check refuses for_each on any other kind, and the
- * registry wraps no other kind in it.
+ * A sub-workflow step maps the same way, each item a child task of its own (./map-children.ts).
+ *
+ * Tool and sub-workflow steps map (`kinds`): the check refuses for_each on any other kind, and
+ * the registry wraps no other kind in it.
  */
 
 declare module '../plan.js' {
@@ -29,8 +34,10 @@ declare module '../plan.js' {
   }
 }
 
-export const map: StepModifier<'tool'> = {
-  kinds: ['tool'],
+type MapStep = PlanStep<'tool' | 'workflow'>;
+
+export const map: StepModifier<'tool' | 'workflow'> = {
+  kinds: ['tool', 'workflow'],
 
   check: checkForEach,
 
@@ -55,6 +62,7 @@ export const map: StepModifier<'tool'> = {
     ready,
 
     report(decider, step, state, report) {
+      if (isChildMap(step)) return report.type === 'child' ? childEnded(decider, step, state, report) : inner.report(decider, step, state, report);
       if (report.type === 'result' && report.item !== undefined) return itemResult(decider, step, state, report, report.item);
       if (report.type === 'lost') return report.item !== undefined && lostItem(decider, step, state, report.item);
       // Its items wait for their service's circuit in their own jobs: the map itself never waits.
@@ -65,13 +73,19 @@ export const map: StepModifier<'tool'> = {
     },
 
     // Items not started never will; a failed map is no dead letter (its failed items are).
-    failed: (decider, step) => stopItems(decider, step, 'skipped'),
+    failed: (decider, step, state) => (isChildMap(step) ? stopChildren(decider, step, state, 'skipped') : stopItems(decider, step, 'skipped')),
 
-    settle: (decider, step, state, to) => settleItems(inner, decider, step, state, to),
+    settle(decider, step, state, to) {
+      if (!isChildMap(step)) return settleItems(inner, decider, step, state, to);
+      if (state.status !== 'running') return inner.settle(decider, step, state, to);
+      if (!stopChildren(decider, step, state, to)) return;
+      decider.setStep(step, { status: 'cancelled', finished_at: decider.now.toISOString() });
+    },
 
-    outstanding: outstandingItems,
+    outstanding: (decider, step, state) => (isChildMap(step) ? outstandingChildren(decider, step, state) : outstandingItems(decider, step, state)),
 
-    admitted: admittedItems,
+    // A child task passes its limits per key as a task of its own.
+    admitted: (decider, step, state, item) => (isChildMap(step) ? inner.admitted(decider, step, state, item) : admittedItems(decider, step, state, item)),
 
     loadForRerun(decider, step, state, over) {
       // Keeping its items, it needs them all, to count those that completed.
@@ -85,6 +99,7 @@ export const map: StepModifier<'tool'> = {
         return { items: null };
       }
       // Loaded: loadForRerun asked for them.
+      if (isChildMap(step)) return { items: keepChildren(decider, step, state.items.total, next) };
       const done = decider.allItems(step.id)!.filter((item) => item.status === 'completed').length;
       decider.decision.sweeps.push({
         taskId: decider.task.id,
@@ -100,23 +115,13 @@ export const map: StepModifier<'tool'> = {
   }),
 };
 
+function isChildMap(step: MapStep): step is SubWorkflowStep {
+  return step.kind === 'workflow';
+}
+
 /** A retried map keeps its items when what its list came from is kept (every step it reads completed). */
-function keepsItems(decider: Decider, step: ToolStep): boolean {
+function keepsItems(decider: Decider, step: MapStep): boolean {
   return [...(decider.task.plan.reads.get(step.id) ?? [])].every((id) => decider.state(id).status === 'completed');
-}
-
-function maxParallel(decider: Decider, step: ToolStep): number {
-  return step.maxParallel ?? decider.limits.MAP_MAX_PARALLEL;
-}
-
-function progress(decider: Decider, step: ToolStep, counts: ItemCounts): void {
-  decider.decision.transitions.push({
-    taskId: decider.task.id,
-    stepId: step.id,
-    status: 'running',
-    at: decider.now.toISOString(),
-    progress: { percent: counts.total === 0 ? 100 : Math.floor((counts.done * 100) / counts.total), message: `${counts.done}/${counts.total} items` },
-  });
 }
 
 /** Queues up to max_parallel more items (the ledger picks the lowest pending ones and answers which). */
@@ -128,7 +133,7 @@ function startMore(decider: Decider, step: ToolStep, counts: ItemCounts): void {
   decider.decision.sweeps.push({ taskId: decider.task.id, createdAt: decider.task.createdAt, stepId: step.id, start });
 }
 
-function ready(decider: Decider, step: ToolStep, state: StepState): void {
+function ready(decider: Decider, step: MapStep, state: StepState): void {
   // Items kept from an earlier run (a retried task): the completed ones stay, the rest run again.
   if (state.items && state.items.total > 0) {
     const counts = { ...state.items, running: 0 };
@@ -136,11 +141,23 @@ function ready(decider: Decider, step: ToolStep, state: StepState): void {
       completeMap(decider, step, counts);
       return;
     }
+    if (isChildMap(step)) {
+      resumeChildren(decider, step, counts);
+      return;
+    }
     decider.setStep(step, { status: 'running', started_at: decider.now.toISOString(), run: decider.task.run });
     startMore(decider, step, counts);
     decider.setStep(step, { items: counts });
     return;
   }
+  const inputs = itemInputs(decider, step);
+  if (!inputs) return;
+  if (isChildMap(step)) startChildren(decider, step, inputs);
+  else startItems(decider, step, inputs);
+}
+
+/** Each item's input (a child's params), resolved with its locals; undefined when the step ended (failed, or completed over no items) or waits for data. */
+function itemInputs(decider: Decider, step: MapStep): unknown[] | undefined {
   const list = decider.resolve(step, step.forEach);
   if (!list.ok) {
     if ('error' in list) decider.fail(step, list.error);
@@ -199,22 +216,20 @@ function ready(decider: Decider, step: ToolStep, state: StepState): void {
     }
     inputs.push(input.value);
   }
-  const start = Math.min(items.length, maxParallel(decider, step));
-  const counts: ItemCounts = { total: items.length, done: 0, failed: 0, running: start };
+  return inputs;
+}
+
+/** A tool map's items stored, the first max_parallel queued with their jobs. */
+function startItems(decider: Decider, step: ToolStep, inputs: unknown[]): void {
+  const start = Math.min(inputs.length, maxParallel(decider, step));
+  const counts: ItemCounts = { total: inputs.length, done: 0, failed: 0, running: start };
   decider.setStep(step, { status: 'running', started_at: decider.now.toISOString(), run: decider.task.run, items: counts });
-  inputs.forEach((input, item) => {
-    const queued = item < start;
-    decider.decision.newItems.push({
-      taskId: decider.task.id,
-      createdAt: decider.task.createdAt,
-      stepId: step.id,
-      item,
-      run: decider.task.run,
-      input,
-      ...(queued ? { status: 'queued' as const } : {}),
-    });
-    if (queued) decider.decision.jobs.push(readyJob(decider, step, input, item));
-  });
+  decider.addItems(
+    step,
+    inputs.map((input, item) => ({ item, input, ...(item < start ? { status: 'queued' as const } : {}) })),
+    true,
+  );
+  for (const [item, input] of inputs.slice(0, start).entries()) decider.decision.jobs.push(readyJob(decider, step, input, item));
   progress(decider, step, counts);
 }
 
@@ -238,34 +253,6 @@ function itemResult(decider: Decider, step: ToolStep, state: StepState, report: 
   progress(decider, step, counts);
   if (counts.done >= counts.total) completeMap(decider, step, counts);
   return true;
-}
-
-/** Every item is done: the map's output is their outputs in order. Needs every item loaded. */
-function completeMap(decider: Decider, step: ToolStep, counts: ItemCounts): void {
-  const items = decider.allItems(step.id);
-  if (!items) {
-    decider.need('items', step.id);
-    return;
-  }
-  const output = [...items].sort((a, b) => a.item - b.item).map((item) => (item.status === 'completed' ? (item.output ?? null) : { error: item.error }));
-  if (jsonSize(output, decider.limits.STEP_OUTPUT_MAX_BYTES).over) {
-    decider.fail(
-      step,
-      toErrorRecord(
-        new LimitExceededError(
-          'StepOutputTooLarge',
-          `the items' outputs together are larger than ${decider.limits.STEP_OUTPUT_MAX_BYTES} bytes of JSON (STEP_OUTPUT_MAX_BYTES)`,
-          {
-            limit: decider.limits.STEP_OUTPUT_MAX_BYTES,
-            setting: 'STEP_OUTPUT_MAX_BYTES',
-          },
-        ),
-      ),
-    );
-    return;
-  }
-  decider.setStep(step, { items: { ...counts, running: 0 } });
-  decider.complete(step, output);
 }
 
 /** A map item's place in the map's output: the tool's output, or `{error}` under on_failure continue. */

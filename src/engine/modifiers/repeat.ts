@@ -143,15 +143,8 @@ function startChild(inner: Inner, decider: Decider, step: RepeatedChild, state: 
 
 /** An iteration's row among the step's items: queued with its job (a tool's), or running with its child (a sub-workflow's). */
 function newIteration(decider: Decider, step: PlanStep, iteration: number, input: unknown, status: 'queued' | 'running'): void {
-  decider.decision.newItems.push({
-    taskId: decider.task.id,
-    createdAt: decider.task.createdAt,
-    stepId: step.id,
-    item: iteration,
-    run: decider.task.run,
-    input,
-    status,
-  });
+  // A sub-workflow's iteration runs from now, with its child.
+  decider.addItems(step, [{ item: iteration, input, status, ...(status === 'running' ? { startedAt: decider.now.toISOString() } : {}) }]);
 }
 
 /** A sub-workflow iteration's child ended: its item takes the child's result, and `until` decides as for a tool's iteration. */
