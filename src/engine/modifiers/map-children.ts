@@ -30,7 +30,7 @@ export function startChildren(decider: Decider, step: SubWorkflowStep, inputs: u
     inputs.map((input, item) => ({ item, input, ...(item < start ? { status: 'running' as const, childTaskId: children[item]!, startedAt: at } : {}) })),
     true,
   );
-  children.forEach((childTaskId, item) => childStart(decider, step, childTaskId, false, params(inputs[item])));
+  for (const [item, childTaskId] of children.entries()) childStart(decider, step, childTaskId, false, params(inputs[item]));
   progress(decider, step, counts);
 }
 
