@@ -72,7 +72,7 @@ describe('random DAGs (property-based)', () => {
     );
   }, 180_000);
 
-  it('runs random DAGs of every kind (when, for_each of 0 to 4 items, repeats of 1 to 5 iterations of a tool or a sub-workflow, sub-workflows, failures under continue, a terminate at a random place) as a reference interpreter says', async () => {
+  it('runs random DAGs of every kind (when, for_each of 0 to 4 items over a tool or a sub-workflow, repeats of 1 to 5 iterations of a tool or a sub-workflow, sub-workflows, failures under continue, a terminate at a random place) as a reference interpreter says', async () => {
     // A child every sub-workflow step runs: one recorded step.
     const child = await h.request('POST', '/workflows', {
       name: 'prop_child',
@@ -81,13 +81,15 @@ describe('random DAGs (property-based)', () => {
       output: { token: '{{steps.c.output.token}}' },
     });
     expect(child.status).toBe(201);
-    const kinds = ['tool', 'tool', 'map', 'repeat', 'sub', 'subrepeat', 'fail'] as const;
+    const kinds = ['tool', 'tool', 'map', 'repeat', 'sub', 'subrepeat', 'submap', 'fail'] as const;
     const stepArbitrary = (index: number) =>
       fc.record({
         deps: index === 0 ? fc.constant<number[]>([]) : fc.uniqueArray(fc.integer({ min: 0, max: index - 1 }), { maxLength: Math.min(index, 3) }),
         kind: fc.constantFrom(...kinds),
         when: fc.option(fc.boolean(), { nil: undefined }),
         size: fc.integer({ min: 0, max: 4 }),
+        // A map's max_parallel.
+        parallel: fc.integer({ min: 1, max: 3 }),
       });
     // At most one terminate step, at a random position: it depends on every step before it and
     // every step after it depends on it, so what ran before it is known, and what comes after
@@ -124,7 +126,7 @@ describe('random DAGs (property-based)', () => {
               terminate: { status: terminate?.status ?? 'completed', ...(terminate?.output ? { output: { terminated: true, at: '{{= size(params)}}' } } : {}) },
             },
             tool: { tool: 'record', input: { key: `${key}-${id}` } },
-            map: { tool: 'record', for_each: `{{params.list${index}}}`, max_parallel: 2, input: { key: `${key}-${id}-{{index}}` } },
+            map: { tool: 'record', for_each: `{{params.list${index}}}`, max_parallel: step.parallel, input: { key: `${key}-${id}-{{index}}` } },
             // `size` loops after the first iteration (0: it runs once), some with a delay between them.
             repeat: {
               tool: 'record',
@@ -138,18 +140,24 @@ describe('random DAGs (property-based)', () => {
               input: { key: `${key}-${id}-{{iteration}}` },
               repeat: { until: `iteration >= ${step.size}.0`, max_iterations: 5 },
             },
+            // A child task per item, at most `parallel` at once.
+            submap: { workflow: 'prop_child', for_each: `{{params.list${index}}}`, max_parallel: step.parallel, input: { key: `${key}-${id}-{{index}}` } },
             fail: { tool: 'broken', on_failure: 'continue', input: { key: `${key}-${id}` }, retry: { attempts: 1 } },
           };
           return { ...common, ...byKind[step.kind] };
         });
         const parameters = [
           ...whens.map(([param]) => ({ name: param, type: 'boolean', required: true })),
-          ...generated.flatMap((step, index) => (step.kind === 'map' ? [{ name: `list${index}`, type: 'array', required: true }] : [])),
+          ...generated.flatMap((step, index) =>
+            step.kind === 'map' || step.kind === 'submap' ? [{ name: `list${index}`, type: 'array', required: true }] : [],
+          ),
         ];
         const params = {
           ...Object.fromEntries(whens),
           ...Object.fromEntries(
-            generated.flatMap((step, index) => (step.kind === 'map' ? [[`list${index}`, Array.from({ length: step.size }, (_, item) => item)]] : [])),
+            generated.flatMap((step, index) =>
+              step.kind === 'map' || step.kind === 'submap' ? [[`list${index}`, Array.from({ length: step.size }, (_, item) => item)]] : [],
+            ),
           ),
         };
         const output = Object.fromEntries(steps.map((step) => [step.id, `{{steps.${step.id}.status}}`]));
@@ -191,15 +199,12 @@ describe('random DAGs (property-based)', () => {
           // A terminate step runs no job.
           const runs = step.kind !== 'terminate' && (expected[index] === 'completed' || expected[index] === 'failed');
           // Each runnable step (each item of a map, a sub-workflow's child) ran exactly once; a skipped one never.
-          const items = step.kind === 'map' ? step.size : step.kind === 'repeat' || step.kind === 'subrepeat' ? step.size + 1 : 0;
+          const mapped = step.kind === 'map' || step.kind === 'submap';
+          const items = mapped ? step.size : step.kind === 'repeat' || step.kind === 'subrepeat' ? step.size + 1 : 0;
           const keys =
-            step.kind === 'terminate'
-              ? []
-              : items > 0 || step.kind === 'map'
-                ? Array.from({ length: items }, (_, item) => `${key}-${id}-${item}`)
-                : [`${key}-${id}`];
+            step.kind === 'terminate' ? [] : items > 0 || mapped ? Array.from({ length: items }, (_, item) => `${key}-${id}-${item}`) : [`${key}-${id}`];
           for (const observed of keys) expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, observed)), observed).toBe(runs ? 1 : 0);
-          if (step.kind === 'map' && runs) expect(row.output).toHaveLength(step.size);
+          if (mapped && runs) expect(row.output).toHaveLength(step.size);
           // The jobs BullMQ ran for it, each a child of the run's root: a step's, each item's, a sub-workflow's root.
           if ((step.kind === 'repeat' || step.kind === 'subrepeat') && runs) expect(row.iterations).toBe(step.size + 1);
           if (step.kind === 'subrepeat' && runs) {
@@ -212,7 +217,35 @@ describe('random DAGs (property-based)', () => {
             expect(rows.at(-1)!.id).toBe(row.child_task_id);
             for (const child of rows) children.push({ queue: TASKS_QUEUE, id: rootJobId(child.id, 1) });
           }
-          if (step.kind === 'subrepeat') {
+          if (step.kind === 'submap' && runs) {
+            // Each item ran one child of its own, linked to the run, whose result is the item's output.
+            const listed = await h.request('GET', `/tasks/${taskId}/steps/${id}/items?limit=100`);
+            expect(listed.status).toBe(200);
+            const views = (listed.body as { items: { item: number; status: string; child_task_id?: string; started_at: string; finished_at: string }[] }).items;
+            expect(views.map((view) => [view.item, view.status])).toEqual(Array.from({ length: step.size }, (_, item) => [item, 'completed']));
+            const ids = views.map((view) => view.child_task_id!);
+            const { rows } = await h.db.pool.query<{ id: string }>(
+              'SELECT id::text AS id FROM tasks WHERE parent_task_id = $1 AND parent_step_id = $2 ORDER BY id',
+              [taskId, id],
+            );
+            expect(rows.map((child) => child.id)).toEqual([...ids].sort());
+            const results = [];
+            for (const childId of ids) {
+              const result = (await h.request('GET', `/result/${childId}`)).body;
+              expect(result).toMatchObject({ status: 'completed', run: 1, parent: { task_id: taskId, step_id: id } });
+              results.push(result.result);
+              children.push({ queue: TASKS_QUEUE, id: rootJobId(childId, 1) });
+            }
+            // The step's output: the children's results, in item order.
+            expect(row.output).toEqual(results);
+            // Never more than max_parallel children at once: at each item's start, the items running.
+            for (const view of views) {
+              const at = Date.parse(view.started_at);
+              const running = views.filter((other) => Date.parse(other.started_at) <= at && at < Date.parse(other.finished_at));
+              expect(running.length, `items of ${id} running at ${view.started_at}`).toBeLessThanOrEqual(step.parallel);
+            }
+          }
+          if (step.kind === 'subrepeat' || step.kind === 'submap') {
             // Its children's roots, above.
           } else if (runs && (step.kind === 'map' || step.kind === 'repeat')) {
             for (let item = 0; item < items; item += 1) children.push({ queue: toolQueueName('record'), id: stepJobId(taskId, 1, id, item) });
