@@ -48,6 +48,7 @@ describe('example workflows shipped with the service', () => {
       'diamond',
       'document_analysis',
       'enrich_customer',
+      'fan_out_enrich',
       'fan_out_fan_in',
       'fetch_urls',
       'order_approval',
@@ -140,5 +141,85 @@ describe('example workflows shipped with the service', () => {
       ['/pages?cursor=c2', { items: [3], next: 'c3' }],
       ['/pages?cursor=c3', { items: [4] }],
     ]);
+  });
+  type Item = {
+    item: number;
+    status: string;
+    input: unknown;
+    output?: unknown;
+    error?: unknown;
+    child_task_id: string;
+    started_at: string;
+    finished_at: string;
+  };
+  const itemsOf = async (id: string, step: string) => (await h.request('GET', `/tasks/${id}/steps/${step}/items?limit=100`)).body.items as Item[];
+
+  it('fans enrich_customer out over the ids, a child task each and at most five at once, and joins their results in the order of the ids', async () => {
+    const ids = ['c-1', 'c-2', 'c-3', 'c-4', 'c-5', 'c-6', 'c-7'];
+    const id = await submit(h, { task_type: 'fan_out_enrich', params: { ids } });
+    const task = await waitForTask(h, id, 30_000);
+    expect(task.status).toBe('completed');
+    const customers = ids.map((customer_id) => ({ customer_id, tier: 'gold', score: 87 }));
+    expect(task.result).toEqual({ customers, enriched: 7, failed: 0, results: customers });
+    expect(task.steps.find((step: { id: string }) => step.id === 'enrich')).toMatchObject({
+      kind: 'workflow',
+      status: 'completed',
+      items: { total: 7, done: 7, failed: 0, running: 0 },
+    });
+
+    // Each item ran a child of its own with its id, and its result is the child's.
+    const items = await itemsOf(id, 'enrich');
+    expect(items.map((item) => [item.item, item.status, item.input, item.output])).toEqual(
+      customers.map((customer, n) => [n, 'completed', { customer_id: ids[n] }, customer]),
+    );
+    const children = items.map((item) => item.child_task_id);
+    expect(new Set(children).size).toBe(7);
+    for (const [n, child] of children.entries()) {
+      expect((await h.request('GET', `/result/${child}`)).body).toMatchObject({
+        task_type: 'enrich_customer',
+        status: 'completed',
+        result: customers[n],
+        parent: { task_id: id, step_id: 'enrich' },
+      });
+    }
+    const listed = (await h.request('GET', `/tasks?parent=${id}&limit=50`)).body.items as { task_id: string; task_type: string; parent_task_id: string }[];
+    expect(listed.map((child) => child.task_id).sort()).toEqual([...children].sort());
+    expect(new Set(listed.map((child) => `${child.task_type} ${child.parent_task_id}`))).toEqual(new Set([`enrich_customer ${id}`]));
+
+    // At most five children ran at once: the sixth and seventh started once others had ended.
+    const running = (at: number) => items.filter((item) => Date.parse(item.started_at) <= at && at < Date.parse(item.finished_at)).length;
+    for (const item of items) expect(running(Date.parse(item.started_at))).toBeLessThanOrEqual(5);
+    const firstEnd = Math.min(...items.map((item) => Date.parse(item.finished_at)));
+    expect(items.filter((item) => Date.parse(item.started_at) < firstEnd)).toHaveLength(5);
+  });
+
+  it('fans out with a failing child: its place in the results is its error, the join keeps the others, and the task completes', async () => {
+    // 42 is no string: enrich_customer's customer_id refuses it, so that child cannot start.
+    const id = await submit(h, { task_type: 'fan_out_enrich', params: { ids: ['c-1', 42, 'c-3'] } });
+    const task = await waitForTask(h, id, 30_000);
+    expect(task.status).toBe('completed');
+    const [first, third] = ['c-1', 'c-3'].map((customer_id) => ({ customer_id, tier: 'gold', score: 87 }));
+    const error = {
+      name: 'SubWorkflowFailed',
+      message: expect.stringContaining("params do not fit the parameters of workflow 'enrich_customer'"),
+      retryable: false,
+      details: {
+        task_id: expect.any(String),
+        error: expect.objectContaining({
+          name: 'InvalidChildParams',
+          details: [{ path: 'input.customer_id', message: expect.stringContaining('expected string') }],
+        }),
+      },
+    };
+    expect(task.result).toEqual({ customers: [first, third], enriched: 2, failed: 1, results: [first, { error }, third] });
+    expect(task.steps.find((step: { id: string }) => step.id === 'enrich')).toMatchObject({ status: 'completed', items: { total: 3, done: 3, failed: 1 } });
+
+    const items = await itemsOf(id, 'enrich');
+    expect(items.map((item) => item.status)).toEqual(['completed', 'failed', 'completed']);
+    expect(items[1]).toMatchObject({ input: { customer_id: 42 }, error });
+    // The failed item's child was never made: the parent lists the other two.
+    const listed = (await h.request('GET', `/tasks?parent=${id}&limit=50`)).body.items as { task_id: string; status: string }[];
+    expect(listed.map((child) => child.task_id).sort()).toEqual([items[0]!.child_task_id, items[2]!.child_task_id].sort());
+    expect((await h.request('GET', `/result/${items[1]!.child_task_id}`)).status).toBe(404);
   });
 });
