@@ -1393,6 +1393,8 @@ export interface components {
             steps: components["schemas"]["WorkflowStep"][];
             /** @description The task's result; templates allowed. Without it: every completed step's output by step id. */
             output?: unknown;
+            /** @description An exit handler: tool or sub-workflow steps that run once the run has ended (after any compensations), whatever its outcome. They may depend on each other, not on the main steps; they see every main step's output (null for one that did not run), `{{task.status}}` and `{{task.error}}`. They never change the task's status, output or error (the task shows `running` until they are done); their own failures are on their steps and in the history. A cancel runs them too; a second cancel stops them. */
+            on_exit?: components["schemas"]["WorkflowStep"][];
             /** @description At most `limit` runs of this workflow at once per key; the others wait before their first step. */
             concurrency?: {
                 /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
@@ -2061,6 +2063,8 @@ export interface components {
             steps: components["schemas"]["StoredWorkflowStep"][];
             /** @description The task's result; templates allowed. Without it: every completed step's output by step id. */
             output?: unknown;
+            /** @description An exit handler: tool or sub-workflow steps that run once the run has ended (after any compensations), whatever its outcome. They may depend on each other, not on the main steps; they see every main step's output (null for one that did not run), `{{task.status}}` and `{{task.error}}`. They never change the task's status, output or error (the task shows `running` until they are done); their own failures are on their steps and in the history. A cancel runs them too; a second cancel stops them. */
+            on_exit?: components["schemas"]["StoredWorkflowStep"][];
             /** @description At most `limit` runs of this workflow at once per key; the others wait before their first step. */
             concurrency?: {
                 /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
@@ -4422,6 +4426,8 @@ export interface operations {
                         steps: components["schemas"]["StoredWorkflowStep"][];
                         /** @description The task's result; templates allowed. Without it: every completed step's output by step id. */
                         output?: unknown;
+                        /** @description An exit handler: tool or sub-workflow steps that run once the run has ended (after any compensations), whatever its outcome. They may depend on each other, not on the main steps; they see every main step's output (null for one that did not run), `{{task.status}}` and `{{task.error}}`. They never change the task's status, output or error (the task shows `running` until they are done); their own failures are on their steps and in the history. A cancel runs them too; a second cancel stops them. */
+                        on_exit?: components["schemas"]["StoredWorkflowStep"][];
                         /** @description At most `limit` runs of this workflow at once per key; the others wait before their first step. */
                         concurrency?: {
                             /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */
@@ -7959,6 +7965,8 @@ export interface operations {
                         steps: components["schemas"]["StoredWorkflowStep"][];
                         /** @description The task's result; templates allowed. Without it: every completed step's output by step id. */
                         output?: unknown;
+                        /** @description An exit handler: tool or sub-workflow steps that run once the run has ended (after any compensations), whatever its outcome. They may depend on each other, not on the main steps; they see every main step's output (null for one that did not run), `{{task.status}}` and `{{task.error}}`. They never change the task's status, output or error (the task shows `running` until they are done); their own failures are on their steps and in the history. A cancel runs them too; a second cancel stops them. */
+                        on_exit?: components["schemas"]["StoredWorkflowStep"][];
                         /** @description At most `limit` runs of this workflow at once per key; the others wait before their first step. */
                         concurrency?: {
                             /** @description Text, and {{params.NAME}} of the task's params (a string, number or boolean): work with the same key shares the limit, across every worker. */

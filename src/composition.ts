@@ -125,7 +125,7 @@ export async function openCore(options: CoreOptions): Promise<Core> {
     planChild: (workflow, params) => workflows.planChild(workflow, params),
     // A cancel tells every worker to abort the task's running steps, whichever process cancels
     // (the API for a client, a worker for the children of a run that failed).
-    stopTask: (taskId, run) => publishStop(redis, config.QUEUE_PREFIX, { taskId, run, reason: 'cancelled' }),
+    stopTask: (taskId, run, spare) => publishStop(redis, config.QUEUE_PREFIX, { taskId, run, reason: 'cancelled', ...(spare ? { spare } : {}) }),
     admitChild: (child, planned, replan) => admitChild(gate, child, planned, replan),
     onEnded: (ended) => {
       metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);

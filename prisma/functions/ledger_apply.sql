@@ -30,6 +30,7 @@ BEGIN
   UPDATE tasks t SET
     status = CASE WHEN c.s ? 'status' THEN (c.s->>'status')::"TaskStatus" ELSE t.status END,
     run = CASE WHEN c.s ? 'run' THEN (c.s->>'run')::int ELSE t.run END,
+    exit_status = CASE WHEN c.s ? 'exit_status' THEN (c.s->>'exit_status')::"TaskStatus" ELSE t.exit_status END,
     result = CASE WHEN c.s ? 'result' THEN NULLIF(c.s->'result', 'null'::jsonb) ELSE t.result END,
     error = CASE WHEN c.s ? 'error' THEN NULLIF(c.s->'error', 'null'::jsonb) ELSE t.error END,
     started_at = CASE WHEN c.s ? 'started_at' THEN (c.s->>'started_at')::timestamptz ELSE t.started_at END,

@@ -23,8 +23,8 @@ BEGIN
                 'id', t.id, 'created_at', t.created_at, 'task_type', t.task_type, 'status', t.status, 'run', t.run, 'params', t.params,
                 'plan', CASE WHEN t.id = ANY(known) THEN NULL ELSE t.plan END, 'callback', t.callback_url IS NOT NULL,
                 'owner', t.owner_key, 'depth', t.depth, 'parent_task_id', t.parent_task_id, 'parent_step_id', t.parent_step_id,
-                'started_at', t.started_at, 'finished_at', t.finished_at,
-                'result', CASE WHEN (p->>'inputs')::boolean THEN t.result END, 'error', t.error)), '[]'::jsonb)
+                'started_at', t.started_at, 'finished_at', t.finished_at, 'exit_status', t.exit_status,
+                'result', CASE WHEN (p->>'inputs')::boolean OR t.exit_status IS NOT NULL THEN t.result END, 'error', t.error)), '[]'::jsonb)
                 FROM tasks t WHERE t.id = ANY(ids) AND t.created_at BETWEEN lo AND hi),
     'steps', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
                 'task_id', s.task_id, 'step_id', s.step_id, 'status', s.status, 'reason', s.reason, 'attempts', s.attempts, 'run', s.run,

@@ -4,6 +4,7 @@ import { type Catalog, type JsonSchema, missingPath } from './catalog.js';
 import { type ConditionScope, checkExpression } from './condition.js';
 import { keyProblems, type LimitSpecs } from './key-limits.js';
 import type { CheckContext, CheckLimits, FlowContext, TemplatePlace } from './kinds/kind.js';
+import { exitPath, isExitStep, withExitSteps } from './modifiers/on-exit.js';
 import { checkDefinition, checkFlow, checkStep, outputSchemaOf, templatePlaces } from './registry.js';
 import { type FoundReference, findReferences, type Local, type Reference, stringsIn } from './templates.js';
 import { parameterType, type WorkflowDefinition, type WorkflowStep } from './workflow-definition.js';
@@ -25,7 +26,14 @@ function under(base: string, at: string): string {
   return at ? `${base}${at.startsWith('[') ? '' : '.'}${at}` : base;
 }
 
-export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, limits: CheckLimits = DEFAULT_LIMITS): Problem[] {
+export function checkWorkflow(stored: WorkflowDefinition, catalog: Catalog, limits: CheckLimits = DEFAULT_LIMITS): Problem[] {
+  // The exit handler's steps are checked as steps after the definition's own, their paths on_exit[k] (modifiers/on-exit.ts).
+  const definition = withExitSteps(stored);
+  const problems = checkSteps(definition, catalog, limits);
+  return problems.map((problem) => exitPath(problem, stored.steps.length));
+}
+
+function checkSteps(definition: WorkflowDefinition, catalog: Catalog, limits: CheckLimits): Problem[] {
   const problems: Problem[] = [];
   const add = (path: (string | number)[], message: string) => problems.push({ path: jsonPath(path), message });
   const context: CheckContext = { catalog, definition, limits, add };
@@ -51,11 +59,14 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
     else steps.set(step.id, index);
     checkStep(step, index, context);
   });
+  const exits = new Set(definition.steps.filter(isExitStep).map((step) => step.id));
   definition.steps.forEach((step, index) => {
     const seen = new Set<string>();
     step.depends_on.forEach((dep, depIndex) => {
       if (dep === step.id) add(['steps', index, 'depends_on', depIndex], `step ${step.id} depends on itself`);
       else if (!steps.has(dep)) add(['steps', index, 'depends_on', depIndex], `no step is named ${dep}`);
+      else if (exits.has(dep) && !exits.has(step.id))
+        add(['steps', index, 'depends_on', depIndex], `${dep} is an on_exit step: it runs once the run has ended, so no main step can wait for it`);
       if (seen.has(dep)) add(['steps', index, 'depends_on', depIndex], `${dep} is listed twice`);
       seen.add(dep);
     });
@@ -65,6 +76,8 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
   const cycles = findCycles(edges);
   for (const cycle of cycles) add(['steps', steps.get(cycle[0]!)!, 'depends_on'], `dependency cycle: ${[...cycle, cycle[0]].join(' -> ')}`);
   const ancestors = cycles.length === 0 ? ancestorSets(edges) : undefined;
+  // An exit step may read every main step (they have all ended when it runs), not only the exit steps it depends on.
+  for (const id of exits) for (const other of steps.keys()) if (!exits.has(other)) ancestors?.get(id)?.add(other);
   const outputOf = (id: string): JsonSchema | undefined => outputSchemaOf(definition.steps[steps.get(id)!]!, catalog);
 
   // Where templates may be: step inputs, the kinds' and modifiers' fields (for_each, sleep, compensations), and
@@ -103,6 +116,13 @@ export function checkWorkflow(definition: WorkflowDefinition, catalog: Catalog, 
         const path = under(base, reference.at);
         if (!reference.reference) {
           problems.push({ path, message: reference.problem! });
+          continue;
+        }
+        if (!step && reference.reference.kind === 'steps' && exits.has(reference.reference.step)) {
+          problems.push({
+            path,
+            message: `the output is made when the run ends, before its exit handler runs: it cannot name on_exit step ${reference.reference.step}`,
+          });
           continue;
         }
         const above = step ? ancestors?.get(step.id) : undefined;
@@ -169,7 +189,13 @@ function nthReference(places: { base: string }[], found: FoundReference[][], n: 
 }
 
 /** Where each local is defined, for the message that names it elsewhere. */
-const LOCAL_HOMES: Record<Local, string> = { item: 'a for_each step', index: 'a for_each step', iteration: 'a repeat step', previous: 'a repeat step' };
+const LOCAL_HOMES: Record<Local, string> = {
+  item: 'a for_each step',
+  index: 'a for_each step',
+  iteration: 'a repeat step',
+  previous: 'a repeat step',
+  task: 'an on_exit step',
+};
 
 interface ReferenceScope {
   parameters: Map<string, unknown>;

@@ -1,6 +1,7 @@
 import { ValidationError, zodProblems } from '../lib/errors.js';
 import type { Catalog } from './catalog.js';
 import { resolveLimits } from './key-limits.js';
+import { withExitSteps } from './modifiers/on-exit.js';
 import type { Plan, PlanStep, TaskOverrides } from './plan.js';
 import { addedSteps, compileStep } from './registry.js';
 import { paramsSchema, type WorkflowDefinition } from './workflow-definition.js';
@@ -15,12 +16,14 @@ import { paramsSchema, type WorkflowDefinition } from './workflow-definition.js'
  * parameters are a 400 with one problem per field, at `paramsField`.
  */
 export function compileWorkflow(
-  definition: WorkflowDefinition,
+  stored: WorkflowDefinition,
   rawParams: Record<string, unknown>,
   overrides: TaskOverrides,
   catalog: Catalog,
   paramsField = 'params',
 ): { params: Record<string, unknown>; plan: Plan } {
+  // The exit handler's steps are steps of the plan, after the definition's own (they carry onExit).
+  const definition = withExitSteps(stored);
   const parsed = paramsSchema(definition.parameters).safeParse(rawParams);
   if (!parsed.success) {
     throw new ValidationError(`params do not fit the parameters of workflow '${definition.name}'`, zodProblems(parsed.error, [paramsField]), 'invalid_params');

@@ -78,9 +78,21 @@ class TaskDecider implements Decider {
     return !this.task.plan.plan.single && this.task.status === 'running' && (this.options.claimReady?.(this.task) ?? true);
   }
 
-  /** The task is queued or running and not compensating: its steps' results still decide its fate. */
+  /** The task is queued or running, not compensating and not running its exit handler: its steps' results still decide its fate. */
   get active(): boolean {
-    return ACTIVE_TASK_STATUSES.has(this.task.status) && !this.compensating;
+    return ACTIVE_TASK_STATUSES.has(this.task.status) && !this.compensating && !this.exiting;
+  }
+
+  /**
+   * The run has ended and its exit handler (on_exit) runs: the task stays `running`, the status it
+   * ended with in exit_status (its result or error recorded), until the exit steps are done.
+   */
+  get exiting(): boolean {
+    return this.task.status === 'running' && this.task.exitStatus !== null;
+  }
+
+  exitTask(): { status: string; error: ErrorRecord | null } | undefined {
+    return this.exiting ? { status: this.task.exitStatus!, error: this.task.error ?? null } : undefined;
   }
 
   /**
@@ -88,11 +100,12 @@ class TaskDecider implements Decider {
    * with its error recorded until they are done, then ends failed.
    */
   get compensating(): boolean {
-    return this.task.status === 'running' && this.task.error != null && this.task.plan.compensations.length > 0;
+    return this.task.status === 'running' && this.task.error != null && this.task.plan.compensations.length > 0 && this.task.exitStatus === null;
   }
 
-  /** Whether reports about a step still count: a compensation's while its task compensates, any other step's while the task is active. */
+  /** Whether reports about a step still count: a compensation's while its task compensates, an exit step's while its exit handler runs, any other step's while the task is active. */
   live(step: PlanStep): boolean {
+    if (step.onExit) return this.exiting;
     return step.compensationOf !== undefined ? this.compensating : this.active;
   }
 
@@ -182,6 +195,8 @@ class TaskDecider implements Decider {
     const from = this.task.status;
     if (set.status) this.task.status = set.status;
     if (set.run !== undefined) this.task.run = set.run;
+    if (set.exit_status !== undefined) this.task.exitStatus = set.exit_status;
+    if (set.result !== undefined) this.task.result = set.result;
     if (set.error !== undefined) this.task.error = set.error;
     if (set.started_at !== undefined) this.task.startedAt = set.started_at ? new Date(set.started_at) : null;
     if (set.finished_at !== undefined) this.task.finishedAt = set.finished_at ? new Date(set.finished_at) : null;
@@ -315,12 +330,14 @@ class TaskDecider implements Decider {
     else this.complete(step, { status: end.status, ...(end.reason !== undefined ? { reason: end.reason } : {}) });
     for (const other of this.task.plan.order) {
       const state = this.state(other.id);
-      if (FINISHED_STEP_STATUSES.has(state.status)) continue;
+      if (FINISHED_STEP_STATUSES.has(state.status) || other.onExit) continue;
       if (state.status === 'pending') this.skip(other, 'terminated');
       else runnerOf(other).settle(this, other, state, 'cancelled');
     }
     // Steps that run in workers are told to stop, as a cancel tells them.
-    this.decision.stops.push({ taskId: this.task.id, run: this.task.run });
+    // Its exit handler runs after it: its steps are spared.
+    const spare = this.task.plan.exits.map((exit) => exit.id);
+    this.decision.stops.push({ taskId: this.task.id, run: this.task.run, ...(spare.length > 0 ? { spare } : {}) });
     let ending: TaskEnding | undefined;
     if (ownOutput) ending = { status: 'completed', result: end.output ?? null };
     else if (end.status === 'completed') {
@@ -335,17 +352,59 @@ class TaskDecider implements Decider {
         this.limits,
       );
     }
-    if (ending?.status === 'completed') this.setTask({ status: 'completed', result: ending.result, finished_at: this.at, started_at: started });
+    if (ending?.status === 'completed') this.finish('completed', { result: ending.result, started_at: started });
+    else this.finish('failed', { error: ending?.error ?? stepFailure(step.id, failure), started_at: started });
+  }
+
+  /**
+   * The run ended with `status`: the task ends so, or, when its workflow has an exit handler, its
+   * exit steps run first (exiting), the outcome kept with the task until they are done.
+   */
+  private finish(status: 'completed' | 'failed' | 'cancelled', set: Pick<TaskSet, 'result' | 'error' | 'started_at'>, settle?: Settle): void {
+    const exits = this.task.plan.exits.length > 0;
+    if (!exits) this.setTask({ status, ...set, finished_at: this.at });
     else {
-      const error = ending?.error ?? stepFailure(step.id, failure);
-      this.setTask({ status: 'failed', error, finished_at: this.at, started_at: started });
+      this.setTask({
+        ...(this.task.status === 'queued' ? { status: 'running' as const, started_at: set.started_at ?? this.at } : {}),
+        ...set,
+        exit_status: status,
+      });
+      this.record({ type: 'exit_started', data: { status } });
     }
+    // What had not finished ends with it (the task no longer active), before anything of the exit handler runs.
+    if (settle) this.settle(settle);
+    if (exits) this.exit();
+    else this.ended();
+  }
+
+  /** Moves the exit handler on: an exit step whose exit dependencies are done runs (seeing `task`); when all are done, the task ends as its run did. */
+  private exit(): void {
+    const task = this.exitTask();
+    for (let moved = true; moved && !this.blocked; ) {
+      moved = false;
+      for (const step of this.task.plan.exits) {
+        const state = this.state(step.id);
+        if (state.status !== 'pending' || !step.dependsOn.every((dep) => FINISHED_STEP_STATUSES.has(this.state(dep).status))) continue;
+        this.withLocals({ task }, () => this.ready(step, state));
+        if (this.blocked) return;
+        if (state.status !== 'pending') moved = true;
+      }
+    }
+    if (this.blocked || !this.task.plan.exits.every((step) => FINISHED_STEP_STATUSES.has(this.state(step.id).status))) return;
+    this.endExit();
+  }
+
+  /** The exit handler is done (or stopped): the task ends with the outcome its run had. */
+  private endExit(): void {
+    const states = this.task.plan.exits.map((step) => this.state(step.id).status);
+    this.record({ type: 'exit_ended', data: { completed: states.filter((status) => status === 'completed').length, of: states.length } });
+    this.setTask({ status: this.task.exitStatus!, exit_status: null, finished_at: this.at });
     this.ended();
   }
 
   /** Ends the task's steps that had not finished when the task ends, as each one's runner says (a running tool step finishes on its own). */
-  private settle(to: Settle): void {
-    for (const step of this.task.plan.order) {
+  private settle(to: Settle, steps: readonly PlanStep[] = this.task.plan.order.filter((step) => !step.onExit)): void {
+    for (const step of steps) {
       const state = this.state(step.id);
       if (!FINISHED_STEP_STATUSES.has(state.status)) runnerOf(step).settle(this, step, state, to);
     }
@@ -361,9 +420,7 @@ class TaskDecider implements Decider {
       this.compensate();
       return;
     }
-    this.setTask({ status: 'failed', error, finished_at: this.at, ...(started ? { started_at: started } : {}) });
-    this.settle('skipped');
-    this.ended();
+    this.finish('failed', { error, ...(started ? { started_at: started } : {}) }, 'skipped');
   }
 
   /**
@@ -388,8 +445,7 @@ class TaskDecider implements Decider {
     const ran = compensations.filter((state) => state.status !== 'skipped');
     const compensated = ran.every((state) => state.status === 'completed') ? true : 'partial';
     this.record({ type: 'compensation_ended', data: { compensated, ran: ran.length } });
-    this.setTask({ status: 'failed', error: this.task.error!, finished_at: this.at });
-    this.ended();
+    this.finish('failed', { error: this.task.error! });
   }
 
   /** Whether this run's failure ran compensations (a retry then starts over: what completed was undone). */
@@ -473,6 +529,10 @@ class TaskDecider implements Decider {
 
   /** Moves every step whose dependencies are done on, as its kind says, until nothing moves; ends the task when nothing is left. */
   advance(): void {
+    if (this.exiting) {
+      if (!this.blocked) this.exit();
+      return;
+    }
     if (this.compensating) {
       if (!this.blocked) this.compensate();
       return;
@@ -481,7 +541,7 @@ class TaskDecider implements Decider {
       moved = false;
       for (const step of this.task.plan.order) {
         const state = this.state(step.id);
-        if (state.status !== 'pending' || step.compensationOf !== undefined) continue;
+        if (state.status !== 'pending' || step.compensationOf !== undefined || step.onExit) continue;
         if (!step.dependsOn.every((dep) => FINISHED_STEP_STATUSES.has(this.state(dep).status))) continue;
         this.ready(step, state);
         if (this.blocked || !this.active) return;
@@ -489,7 +549,8 @@ class TaskDecider implements Decider {
       }
     }
     if (!this.active || this.blocked) return;
-    if (this.task.plan.order.every((step) => step.compensationOf !== undefined || FINISHED_STEP_STATUSES.has(this.state(step.id).status))) this.end();
+    if (this.task.plan.order.every((step) => step.compensationOf !== undefined || step.onExit || FINISHED_STEP_STATUSES.has(this.state(step.id).status)))
+      this.end();
   }
 
   private ready(step: PlanStep, state: StepState): void {
@@ -520,15 +581,19 @@ class TaskDecider implements Decider {
     }
     // Nothing failed: nothing is to be undone.
     for (const step of this.task.plan.compensations) this.skip(step, 'not_needed');
-    this.setTask({ status: 'completed', result: ending.result, finished_at: this.at, started_at: started });
-    this.ended();
+    this.finish('completed', { result: ending.result, started_at: started });
   }
 
   cancel(): boolean {
     if (!ACTIVE_TASK_STATUSES.has(this.task.status)) return false;
-    this.setTask({ status: 'cancelled', error: { name: 'Cancelled', message: 'task was cancelled' }, finished_at: this.at });
-    this.settle('cancelled');
-    this.ended();
+    if (this.exiting) {
+      // Cancelled again while its exit handler runs: the handler stops, and the task ends as its run did.
+      this.settle('cancelled', this.task.plan.exits);
+      this.record({ type: 'exit_stopped' });
+      this.endExit();
+      return true;
+    }
+    this.finish('cancelled', { error: { name: 'Cancelled', message: 'task was cancelled' } }, 'cancelled');
     return true;
   }
 
@@ -542,7 +607,8 @@ class TaskDecider implements Decider {
     this.setTask({ status: 'queued', run, result: null, error: null, finished_at: null });
     for (const step of this.task.plan.order) {
       const state = this.state(step.id);
-      if (state.status === 'completed' && !over) continue;
+      // The exit handler is each run's: it runs again whatever it did last time.
+      if (state.status === 'completed' && !over && !step.onExit) continue;
       // What it keeps of the last run (a map: its completed items, when its list is kept).
       const { items } = runnerOf(step).rerun(this, step, state, over, run);
       this.setStep(step, {
@@ -653,6 +719,7 @@ export function freshState(task: NewTaskMeta, plan: Plan): TaskState {
     plan: prepare(plan),
     startedAt: null,
     finishedAt: null,
+    exitStatus: null,
     steps: new Map(
       plan.steps.map((step) => [
         step.id,

@@ -69,6 +69,8 @@ export interface PreparedPlan {
   outputReads?: ReadonlySet<string>;
   /** The compensations, in `order` (each after those it waits for). */
   compensations: readonly PlanStep[];
+  /** The exit handler's steps (on_exit), in `order`. */
+  exits: readonly PlanStep[];
 }
 
 /** Per-task overrides of the tool or workflow defaults (POST /assign-task's retry, timeout_ms, priority). */

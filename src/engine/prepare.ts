@@ -43,6 +43,9 @@ export function prepare(plan: Plan): PreparedPlan {
     order.push(step);
   };
   for (const step of plan.steps) visit(step);
+  // An exit step reads every main step (it runs once they have all ended), beyond the exit steps it depends on.
+  const main = plan.steps.filter((step) => !step.onExit && step.compensationOf === undefined).map((step) => step.id);
+  for (const step of plan.steps) if (step.onExit) for (const id of main) ancestors.get(step.id)!.add(id);
   const reads = new Map(
     plan.steps.map((step) => {
       const ids = stepsNamedIn(templatesOf(step)) ?? new Set(ancestors.get(step.id));
@@ -60,6 +63,7 @@ export function prepare(plan: Plan): PreparedPlan {
     reads,
     ...(plan.output !== undefined && !plan.single ? outputReads(plan.output) : {}),
     compensations: order.filter((step) => step.compensationOf !== undefined),
+    exits: order.filter((step) => step.onExit),
   };
 }
 

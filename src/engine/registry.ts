@@ -19,6 +19,7 @@ import { workflowKind } from './kinds/workflow.js';
 import { compensate } from './modifiers/compensate.js';
 import { map } from './modifiers/map.js';
 import type { StepModifier } from './modifiers/modifier.js';
+import { onExit } from './modifiers/on-exit.js';
 import { repeat } from './modifiers/repeat.js';
 import { serviceCall } from './modifiers/service-call.js';
 import { when } from './modifiers/when.js';
@@ -69,7 +70,7 @@ export const KINDS: { readonly [K in StepKind]: StepKindModule<K> } = {
  * Every modifier, innermost first: at run time each wraps the runner of the ones before it, so
  * `when` is last (a false condition skips a map before its list is resolved).
  */
-export const MODIFIERS: readonly StepModifier[] = [serviceCall, map, repeat, compensate, when];
+export const MODIFIERS: readonly StepModifier[] = [serviceCall, map, repeat, compensate, onExit, when];
 
 /** The kinds' names, in KINDS's order (the API lists them so). */
 export const STEP_KINDS = Object.keys(KINDS) as StepKind[];

@@ -71,7 +71,9 @@ export interface TaskState {
   parent: { taskId: string; stepId: string } | null;
   startedAt: Date | null;
   finishedAt: Date | null;
-  /** An ended task's error; its result only when loaded to repair what its end left undone. */
+  /** While its exit handler runs (on_exit): the status its run ended with (src/engine/exit.ts). */
+  exitStatus: TaskStatus | null;
+  /** An ended task's error; its result only when loaded to repair what its end left undone (or while its exit handler runs). */
   error?: ErrorRecord | null;
   result?: unknown;
   steps: Map<string, StepState>;
@@ -180,6 +182,7 @@ export interface StepSet {
 export interface TaskSet {
   status?: TaskStatus;
   run?: number;
+  exit_status?: TaskStatus | null;
   result?: unknown;
   error?: ErrorRecord | null;
   started_at?: string | null;
@@ -345,7 +348,7 @@ export interface Decision {
   /** Active child tasks to cancel: their parent ended. */
   cancelChildren: string[];
   /** Runs whose running steps workers are told to abort: a terminate step ended them. */
-  stops: { taskId: string; run: number }[];
+  stops: { taskId: string; run: number; spare?: string[] }[];
   /** What ended child tasks report to their parents' steps. */
   parentReports: Report[];
   dropJobs: JobRef[];

@@ -35,7 +35,7 @@ export type Reference =
  * iteration (0-based) and what the iteration before it gave (`previous.output`, null on the first).
  * True: the value has fields.
  */
-export const LOCALS = { item: true, index: false, iteration: false, previous: true } as const;
+export const LOCALS = { item: true, index: false, iteration: false, previous: true, task: true } as const;
 export type Local = keyof typeof LOCALS;
 
 export interface FoundReference {
@@ -153,7 +153,7 @@ export function parseReference(expression: string): { reference?: Reference; pro
     if (!LOCALS[name] && segments.length > 1) return { problem: `{{${expression}}}: ${name} has no fields` };
     return { reference: { kind: 'local', name, path: segments.slice(1) } };
   }
-  return { problem: `{{${expression}}} must start with params., steps., item, index, iteration, previous or = (a computed value)` };
+  return { problem: `{{${expression}}} must start with params., steps., item, index, iteration, previous, task or = (a computed value)` };
 }
 
 function joinPath(base: string, key: string | number): string {

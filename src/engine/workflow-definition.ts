@@ -256,6 +256,10 @@ export const workflowDefinitionSchema = z
     parameters: z.array(parameterSchema).max(200).default([]),
     steps: z.array(stepSchema).min(1).max(500),
     output: z.unknown().optional().meta({ description: "The task's result; templates allowed. Without it: every completed step's output by step id." }),
+    on_exit: z.array(stepSchema).min(1).max(20).optional().meta({
+      description:
+        "An exit handler: tool or sub-workflow steps that run once the run has ended (after any compensations), whatever its outcome. They may depend on each other, not on the main steps; they see every main step's output (null for one that did not run), `{{task.status}}` and `{{task.error}}`. They never change the task's status, output or error (the task shows `running` until they are done); their own failures are on their steps and in the history. A cancel runs them too; a second cancel stops them.",
+    }),
     concurrency: concurrencySchema
       .optional()
       .meta({ description: 'At most `limit` runs of this workflow at once per key; the others wait before their first step.' }),

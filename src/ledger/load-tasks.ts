@@ -57,6 +57,7 @@ interface TaskRow {
   parent_step_id: string | null;
   started_at: string | null;
   finished_at: string | null;
+  exit_status?: TaskStatus | null;
   result?: unknown;
   error: ErrorRecord | null;
 }
@@ -171,6 +172,7 @@ export async function loadTasks(
       parent: task.parent_task_id && task.parent_step_id ? { taskId: task.parent_task_id, stepId: task.parent_step_id } : null,
       startedAt: date(task.started_at),
       finishedAt: date(task.finished_at),
+      exitStatus: task.exit_status ?? null,
       error: task.error,
       ...(task.result !== undefined && task.result !== null ? { result: task.result } : {}),
       steps: new Map(),

@@ -19,6 +19,8 @@ export interface StopMessage {
   /** The run that was cancelled: a later run of the task (a retry) is not stopped by it. */
   run?: number;
   reason: 'cancelled';
+  /** Steps of that run it does not stop: its exit handler's (on_exit), which run once the run has ended. */
+  spare?: string[];
 }
 
 export async function publishStop(redis: RedisClient, prefix: string, message: StopMessage): Promise<void> {

@@ -58,6 +58,8 @@ function apply(task: TaskState, decision: Decision): TaskState {
     if (change.set.status) next.status = change.set.status;
     if (change.set.run !== undefined) next.run = change.set.run;
     if ('error' in change.set) next.error = change.set.error ?? null;
+    if ('exit_status' in change.set) next.exitStatus = change.set.exit_status ?? null;
+    if ('result' in change.set) next.result = change.set.result;
   }
   for (const change of decision.steps.filter((entry) => entry.taskId === task.id)) {
     const step = next.steps.get(change.stepId)!;
@@ -1102,6 +1104,78 @@ describe('the decider: a map over a sub-workflow (src/engine/modifiers/map-child
     const { task, decision } = run(taskOf([each()], { ids: [] }));
     expect(decision.children).toEqual([]);
     expect(task.steps.get('each')).toMatchObject({ status: 'completed', output: [] });
+  });
+});
+
+describe('the decider: an exit handler (on_exit, src/engine/modifiers/on-exit.ts)', () => {
+  const notify = (id = 'notify', dependsOn: string[] = [], extra: Partial<PlanStep<'tool'>> = {}) =>
+    tool(id, dependsOn, { onExit: true, input: { message: 'ended {{task.status}}: {{task.error.message}}', a: '{{steps.a.output}}' }, ...extra });
+  const exitStatuses = (task: TaskState) => ({ task: task.status, exit: task.exitStatus });
+
+  it('runs once the run completed, seeing how it ended and the main steps; the task ends completed with its result after it', () => {
+    const plan = [tool('a'), notify()];
+    let task = run(taskOf(plan, {}, { done: '{{steps.a.output}}' })).task;
+    expect(status(task)).toEqual({ a: 'queued', notify: 'pending' });
+    const ending = decide([task], [result('a', 'completed')], options);
+    expect(ending.jobs).toMatchObject([{ stepId: 'notify', input: { message: 'ended completed: ', a: { from: 'a' } } }]);
+    expect(ending.ended).toEqual([]);
+    task = apply(task, ending);
+    expect(exitStatuses(task)).toEqual({ task: 'running', exit: 'completed' });
+    expect(task.result).toEqual({ done: { from: 'a' } });
+    // A report about a main step now counts for nothing; the exit step's does.
+    const done = decide([task], [result('notify', 'failed')], options);
+    task = apply(task, done);
+    expect(exitStatuses(task)).toEqual({ task: 'completed', exit: null });
+    expect(done.ended).toMatchObject([{ status: 'completed' }]);
+    expect(task.steps.get('notify')!.status).toBe('failed');
+    expect(done.history.map((event) => event.type)).toContain('exit_ended');
+  });
+
+  it('runs after a failure, seeing the error; the task ends failed with the main error, whatever the handler does', () => {
+    const plan = [tool('a'), tool('b', ['a']), notify('notify'), notify('after', ['notify'])];
+    let task = run(taskOf(plan), [result('a', 'completed')]).task;
+    const failing = decide([task], [result('b', 'failed')], options);
+    expect(failing.jobs).toMatchObject([{ stepId: 'notify', input: { message: 'ended failed: b broke' } }]);
+    task = apply(task, failing);
+    expect(exitStatuses(task)).toEqual({ task: 'running', exit: 'failed' });
+    expect(task.error).toMatchObject({ step: 'b', name: 'Boom' });
+    task = apply(task, decide([task], [result('notify', 'completed')], options));
+    expect(status(task)).toMatchObject({ notify: 'completed', after: 'queued' });
+    task = apply(task, decide([task], [result('after', 'completed')], options));
+    expect(exitStatuses(task)).toEqual({ task: 'failed', exit: null });
+    expect(task.error).toMatchObject({ step: 'b', name: 'Boom' });
+  });
+
+  it('runs when the task is cancelled (task.status cancelled); a second cancel stops it, and the task ends cancelled', () => {
+    const plan = [tool('a'), notify()];
+    let task = run(taskOf(plan)).task;
+    const cancelled = cancel([task], options);
+    expect(cancelled.cancelled).toEqual([task.id]);
+    expect(cancelled.jobs).toMatchObject([{ stepId: 'notify', input: { message: 'ended cancelled: task was cancelled' } }]);
+    task = apply(task, cancelled);
+    expect(exitStatuses(task)).toEqual({ task: 'running', exit: 'cancelled' });
+    expect(task.steps.get('a')!.status).toBe('cancelled');
+    const again = cancel([task], options);
+    task = apply(task, again);
+    expect(exitStatuses(task)).toEqual({ task: 'cancelled', exit: null });
+    expect(task.steps.get('notify')!.status).toBe('cancelled');
+    expect(again.history.map((event) => event.type)).toContain('exit_stopped');
+  });
+
+  it('skips an exit step whose `when` over how the run ended is false; a retried task runs it again from pending', () => {
+    const plan = [tool('a'), notify('on_failure', [], { when: "task.status == 'failed'" })];
+    let task = run(taskOf(plan), [result('a', 'completed')]).task;
+    expect(exitStatuses(task)).toEqual({ task: 'completed', exit: null });
+    expect(task.steps.get('on_failure')).toMatchObject({ status: 'skipped', reason: 'condition' });
+
+    task = run(taskOf(plan), [result('a', 'failed')]).task;
+    expect(exitStatuses(task)).toEqual({ task: 'running', exit: 'failed' });
+    task = apply(task, decide([task], [result('on_failure', 'completed')], options));
+    expect(task.status).toBe('failed');
+    const retried = resume([task], options);
+    task = apply(task, retried);
+    expect(exitStatuses(task)).toEqual({ task: 'queued', exit: null });
+    expect(status(task)).toEqual({ a: 'queued', on_failure: 'pending' });
   });
 });
 

@@ -366,7 +366,7 @@ describe('the template scanner agrees with the regular expressions it replaced',
         if (/^\s*(item|index|iteration|previous)\b/.test(expression) || expression.startsWith('=')) return;
         const old = oldParseReference(expression);
         if (old.problem?.endsWith('must start with params. or steps.'))
-          old.problem = old.problem.replace('params. or steps.', 'params., steps., item, index, iteration, previous or = (a computed value)');
+          old.problem = old.problem.replace('params. or steps.', 'params., steps., item, index, iteration, previous, task or = (a computed value)');
         expect(parseReference(expression)).toEqual(old);
       }),
       { numRuns: 3_000 },
@@ -383,7 +383,7 @@ describe("locals: a for_each step's {{item}} and {{index}}, a repeat step's {{it
     expect(parseReference('iteration')).toEqual({ reference: { kind: 'local', name: 'iteration', path: [] } });
     expect(parseReference('iteration.x')).toEqual({ problem: '{{iteration.x}}: iteration has no fields' });
     expect(parseReference('previous.output.next')).toEqual({ reference: { kind: 'local', name: 'previous', path: ['output', 'next'] } });
-    expect(parseReference('env.HOME').problem).toMatch(/must start with params\., steps\., item, index, iteration, previous or =/);
+    expect(parseReference('env.HOME').problem).toMatch(/must start with params\., steps\., item, index, iteration, previous, task or =/);
     // Only the names LOCALS lists: not what Object.prototype has.
     expect(parseReference('constructor').problem).toMatch(/must start with/);
   });

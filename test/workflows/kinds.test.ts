@@ -565,6 +565,97 @@ describe('step kinds', () => {
     });
   });
 
+  describe('on_exit', () => {
+    beforeAll(async () => {
+      await define({
+        name: 'with_exit',
+        parameters: [
+          { name: 'mode', type: 'string', required: true },
+          { name: 'key', type: 'string', required: true },
+        ],
+        steps: [
+          { id: 'ok', tool: 'echo', when: "params.mode == 'ok'", input: { done: true } },
+          { id: 'bad', tool: 'broken', when: "params.mode == 'fail'", input: { message: 'the main step broke' }, retry: { attempts: 1 } },
+          { id: 'slow', tool: 'hang', when: "params.mode == 'hang'", input: { key: '{{params.key}}-main' } },
+        ],
+        output: { done: '{{steps.ok.output.done}}' },
+        on_exit: [
+          { id: 'cleanup', tool: 'echo', input: { message: 'ended {{task.status}}: {{task.error.message}}', ok: '{{steps.ok.output}}' } },
+          { id: 'alert', tool: 'record', depends_on: ['cleanup'], when: "task.status != 'completed'", input: { key: '{{params.key}}-alert' } },
+        ],
+      });
+    });
+
+    it('runs after a run that completed, seeing its outcome and outputs; the task keeps its own status and result', async () => {
+      const key = `exit-ok-${Date.now()}`;
+      const task = await waitForTask(h, await submit(h, { task_type: 'with_exit', params: { mode: 'ok', key } }));
+      expect(task).toMatchObject({ status: 'completed', result: { done: true } });
+      const steps = byId(task);
+      expect(steps.cleanup).toMatchObject({ status: 'completed', output: { message: 'ended completed: ', ok: { done: true } } });
+      expect(steps.alert).toMatchObject({ status: 'skipped', reason: 'condition' });
+      const history = (await h.request('GET', `/tasks/${task.task_id}/history`)).body.events as { type: string; step_id?: string }[];
+      const types = history.map((event) => event.type);
+      // The handler ran between the run's end and the task's.
+      expect(types.indexOf('exit_started')).toBeGreaterThan(-1);
+      expect(types.indexOf('exit_started')).toBeLessThan(types.lastIndexOf('exit_ended'));
+      expect(types.lastIndexOf('exit_ended')).toBeLessThan(types.indexOf('task_completed'));
+    });
+
+    it('runs after a failure, seeing the error; the task fails with the main step named, not the handler', async () => {
+      const key = `exit-fail-${Date.now()}`;
+      const task = await waitForTask(h, await submit(h, { task_type: 'with_exit', params: { mode: 'fail', key } }));
+      expect(task).toMatchObject({ status: 'failed', error: { step: 'bad', message: expect.stringContaining('the main step broke') } });
+      const steps = byId(task);
+      expect(steps.cleanup!.output).toMatchObject({ message: expect.stringMatching(/^ended failed: .*the main step broke/), ok: null });
+      expect(steps.alert!.status).toBe('completed');
+      expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-alert`))).toBe(1);
+    });
+
+    it('runs when the task is cancelled, and the task ends cancelled once it is done', async () => {
+      const key = `exit-cancel-${Date.now()}`;
+      const id = await submit(h, { task_type: 'with_exit', params: { mode: 'hang', key } });
+      await poll(async () => (await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, `${key}-main`), 0, -1)).includes('started:1'), {
+        label: 'the main step to start',
+      });
+      expect((await h.request('POST', `/tasks/${id}/cancel`)).status).toBe(200);
+      const task = await waitForTask(h, id);
+      expect(task).toMatchObject({ status: 'cancelled' });
+      const steps = byId(task);
+      expect(steps.slow!.status).toBe('cancelled');
+      expect(steps.cleanup).toMatchObject({ status: 'completed', output: { message: 'ended cancelled: task was cancelled' } });
+      expect(steps.alert!.status).toBe('completed');
+    });
+
+    it('refuses, with their paths, what an exit handler cannot be', async () => {
+      const response = await h.request('POST', '/workflows', {
+        name: 'bad_exit',
+        steps: [
+          { id: 'a', tool: 'echo', input: {} },
+          { id: 'b', tool: 'echo', depends_on: ['late'], input: {} },
+        ],
+        output: { late: '{{steps.late.output}}' },
+        on_exit: [
+          { id: 'late', tool: 'echo', depends_on: ['a'], input: { message: '{{params.missing}}', status: '{{task.status}}' } },
+          { id: 'nap', sleep: { ms: 10 } },
+        ],
+      });
+      expect(response.status).toBe(400);
+      const paths = (response.body.error.details as { path: string; message: string }[]).map((problem) => `${problem.path}: ${problem.message}`);
+      expect(paths).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/^steps\[1\]\.depends_on\[0\]: late is an on_exit step/),
+          expect.stringMatching(/^on_exit\[0\]\.depends_on\[0\]: an on_exit step depends only on on_exit steps/),
+          expect.stringMatching(/^on_exit\[0\]\.input\.message: parameter missing is not declared/),
+          expect.stringMatching(/^on_exit\[1\]\.sleep: an on_exit step runs a tool or a sub-workflow/),
+          expect.stringMatching(/^output\.late: the output is made when the run ends/),
+        ]),
+      );
+      // {{task}} is an exit step's only.
+      const outside = await h.request('POST', '/workflows', { name: 'task_outside', steps: [{ id: 'a', tool: 'echo', input: { s: '{{task.status}}' } }] });
+      expect(outside.body.error.details).toEqual([{ path: 'steps[0].input.s', message: '{{task}} is only defined in the input of an on_exit step' }]);
+    });
+  });
+
   describe('versions', () => {
     it('runs the version a request names, by execute or /assign-task; a tool has none, an unknown version is 404', async () => {
       const one = await define({ name: 'versioned', steps: [{ id: 'a', tool: 'echo', input: { v: 1 } }] });

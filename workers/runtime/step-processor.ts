@@ -166,9 +166,9 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     };
 
     const controller = new AbortController();
-    const untrack = stops.track(taskId, controller);
+    const untrack = stops.track(taskId, stepId, controller);
     // Its task was cancelled before this delivery (a claim would have been refused): it does not start.
-    if (stops.wasStopped(taskId, run)) controller.abort(new TaskStoppedError('cancelled'));
+    if (stops.wasStopped(taskId, run, stepId)) controller.abort(new TaskStoppedError('cancelled'));
     const progress = progressReporter(job, ledger, logger);
     const kept = capturingLogger(logger);
     const timer = setTimeout(() => controller.abort(new ToolTimeoutError(job.data.timeoutMs)), job.data.timeoutMs);

@@ -54,6 +54,8 @@ export interface Decider {
    * whose first jobs wait out a delay), and a one-tool task's start rides with its result.
    */
   readonly claimsReady: boolean;
+  /** How the run ended, as an exit step sees it (`{{task.status}}`, `{{task.error}}`); undefined unless its exit handler runs. */
+  exitTask(): { status: string; error: ErrorRecord | null } | undefined;
   /** Whether reports about this step still count (a compensation's count while its task compensates). */
   live(step: PlanStep): boolean;
   state(stepId: string): StepState;

@@ -173,8 +173,10 @@ export function tooDeep(decider: Decider, step: SubWorkflowStep): boolean {
 }
 
 /** The workflows a definition's sub-workflow steps name (a version, or the current one). */
-export function referencedWorkflows(definition: Pick<WorkflowDefinition, 'steps'>): { name: string; version?: number }[] {
-  return definition.steps.flatMap((step) => (step.workflow ? [{ name: step.workflow, ...(step.version !== undefined ? { version: step.version } : {}) }] : []));
+export function referencedWorkflows(definition: Pick<WorkflowDefinition, 'steps' | 'on_exit'>): { name: string; version?: number }[] {
+  return [...definition.steps, ...(definition.on_exit ?? [])].flatMap((step) =>
+    step.workflow ? [{ name: step.workflow, ...(step.version !== undefined ? { version: step.version } : {}) }] : [],
+  );
 }
 
 /**

@@ -3,6 +3,7 @@ import { type ConditionData, type ConditionScope, checkCondition, evaluateCondit
 import type { Decider, FlowContext } from '../kinds/kind.js';
 import type { PlanStep } from '../plan.js';
 import type { StepModifier } from './modifier.js';
+import { EXIT_TASK_SCHEMA, isExitStep } from './on-exit.js';
 
 /**
  * `when`: a CEL condition decided once the step's dependencies are done, over `params` and
@@ -22,7 +23,8 @@ declare module '../plan.js' {
 export const when: StepModifier = {
   checkFlow(step, index, context) {
     if (step.when === undefined) return;
-    for (const message of checkCondition(step.when, ancestorScope(step.id, context))) context.add(['steps', index, 'when'], message);
+    const scope = { ...ancestorScope(step.id, context), ...(isExitStep(step) ? { vars: { task: EXIT_TASK_SCHEMA } } : {}) };
+    for (const message of checkCondition(step.when, scope)) context.add(['steps', index, 'when'], message);
   },
 
   compile: (step) => (step.when !== undefined ? { when: step.when } : {}),
@@ -77,7 +79,9 @@ function decideWhen(decider: Decider, step: PlanStep): boolean | undefined {
   const steps = ancestorData(decider, step);
   if (!steps) return undefined;
   try {
-    return evaluateCondition(step.when, { params: decider.task.params, steps });
+    // An exit step's `when` may read how the run ended (`task`).
+    const task = step.onExit ? decider.exitTask() : undefined;
+    return evaluateCondition(step.when, { params: decider.task.params, steps, ...(task ? { vars: { task } } : {}) });
   } catch (error) {
     const failure = error instanceof ConditionError ? error : new ConditionError(`when: ${(error as Error).message}`);
     decider.fail(step, { ...toErrorRecord(failure), retryable: false });

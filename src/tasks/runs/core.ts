@@ -47,8 +47,8 @@ export interface RunsDeps {
    * parent's step gives (a ValidationError when they do not fit).
    */
   planChild?(workflow: { name: string; version: number }, params: Record<string, unknown>): Promise<PlannedChild>;
-  /** Tells every worker to abort the running steps of a cancelled task. */
-  stopTask?(taskId: string, run: number): Promise<void>;
+  /** Tells workers to abort the steps of this run they hold, and not to start any but `spare` (an exit handler's). */
+  stopTask?(taskId: string, run: number, spare?: string[]): Promise<void>;
   /** A task ended (metrics, quotas). */
   onEnded?(ended: Decision['ended'][number]): void;
   /**

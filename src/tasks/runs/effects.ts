@@ -140,7 +140,7 @@ export class RunEffects {
     // A terminate step ended these runs: workers abort the steps they still run, as on a cancel.
     for (const stop of decision.stops)
       this.core.deps
-        .stopTask?.(stop.taskId, stop.run)
+        .stopTask?.(stop.taskId, stop.run, stop.spare)
         .catch((stopError: Error) =>
           this.core.deps.logger.warn('run terminated, but running steps could not be told', { task_id: stop.taskId, error: stopError.message }),
         );

@@ -31,9 +31,12 @@ export class RunRecovery {
       return requestedBy(found ? cancelRuns([found], options) : { ...cancelRuns([], options) }, taskId, 'task_cancelled', by);
     });
     if (!found) return undefined;
-    if (!isFinished(found.status) && result.decision.ended.length > 0) {
+    // Cancelled: it ended, or it runs its exit handler first (whose steps are spared the stop).
+    const exiting = result.decision.tasks.some((change) => change.taskId === taskId && change.set.exit_status);
+    if (!isFinished(found.status) && (result.decision.ended.length > 0 || exiting)) {
+      const spare = exiting ? found.plan.exits.map((step) => step.id) : undefined;
       await this.core.deps
-        .stopTask?.(taskId, found.run)
+        .stopTask?.(taskId, found.run, spare)
         .catch((error: Error) => this.core.deps.logger.warn('task cancelled, but running steps could not be told', { task_id: taskId, error: error.message }));
       await this.core.verbs.carryOut(result.decision, result.applied, result.states);
       return { outcome: 'cancelled', task: found };
