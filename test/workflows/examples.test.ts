@@ -7,9 +7,14 @@ describe('example workflows shipped with the service', () => {
   let h: Harness;
   let server: http.Server;
   let port: number;
+  /** What the booking service was asked (method and path), and the notices it took. */
+  let trips: string[];
+  let notices: { message: string; data: Record<string, unknown> }[];
   beforeAll(async () => {
     // A job that is done on its third status request, and an API of three pages.
     let polls = 0;
+    trips = [];
+    notices = [];
     const pages: Record<string, { items: number[]; next?: string }> = { '': { items: [1, 2], next: 'c2' }, c2: { items: [3], next: 'c3' }, c3: { items: [4] } };
     server = http.createServer((req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost');
@@ -18,6 +23,26 @@ describe('example workflows shipped with the service', () => {
         res.end(JSON.stringify(body));
       };
       if (req.method === 'POST' && url.pathname === '/jobs') return json({ id: 'j1', status_url: `http://127.0.0.1:${port}/jobs/j1` });
+      // The trip bookings: a hotel, a flight and a car are booked (a car for a trip named no-car-… is refused), cancelled by DELETE; the notices kept.
+      const booking = /^\/(hotels|flights|cars)(?:\/([\w-]+))?$/.exec(url.pathname);
+      if (booking || url.pathname === '/notices') {
+        const chunks: Buffer[] = [];
+        req.on('data', (chunk: Buffer) => chunks.push(chunk));
+        req.on('end', () => {
+          const body = chunks.length > 0 ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
+          if (url.pathname === '/notices') {
+            notices.push(body);
+            return json({ ok: true });
+          }
+          trips.push(`${req.method} ${url.pathname}`);
+          if (req.method === 'POST' && booking![1] === 'cars' && String(body.trip).startsWith('no-car')) {
+            res.statusCode = 409;
+            return json({ error: 'no car left' });
+          }
+          return json({ id: `${booking![1]}-${String(body.trip ?? booking![2])}` });
+        });
+        return;
+      }
       if (url.pathname === '/jobs/j1') {
         polls += 1;
         return json(polls >= 3 ? { state: 'done', polls } : { state: 'running', polls });
@@ -45,6 +70,7 @@ describe('example workflows shipped with the service', () => {
     expect(status).toBe(200);
     expect(body.workflows.map((w: { name: string }) => w.name).sort()).toEqual([
       'batch_approval',
+      'book_trip',
       'diamond',
       'document_analysis',
       'enrich_customer',
@@ -56,6 +82,39 @@ describe('example workflows shipped with the service', () => {
       'paginate_api',
       'poll_until_done',
     ]);
+  });
+
+  it('runs the saga with an exit handler: booked, the traveller told; a refused car undoes the flight and the hotel, then the notice says why', async () => {
+    const params = (trip: string) => ({ trip_id: trip, base_url: `http://127.0.0.1:${port}`, notify_url: `http://127.0.0.1:${port}/notices` });
+    const booked = await waitForTask(h, await submit(h, { task_type: 'book_trip', params: params('t-1') }));
+    expect(booked).toMatchObject({ status: 'completed', result: { hotel: 'hotels-t-1', flight: 'flights-t-1', car: 'cars-t-1' } });
+    expect(notices.find((notice) => notice.data.trip === 't-1')).toMatchObject({
+      message: 'trip t-1 completed',
+      data: { status: 'completed', reason: null, booked: { hotel: 'completed', flight: 'completed', car: 'completed' } },
+    });
+
+    const refused = await waitForTask(h, await submit(h, { task_type: 'book_trip', params: params('no-car-2') }));
+    // The saga's own outcome: failed at the car, compensated; the notice did not change it.
+    expect(refused).toMatchObject({ status: 'failed', compensated: true, error: { step: 'car' } });
+    // Undone in reverse order, once each.
+    const undone = trips.filter((call) => call.startsWith('DELETE') && call.endsWith('no-car-2'));
+    expect(undone).toEqual(['DELETE /flights/flights-no-car-2', 'DELETE /hotels/hotels-no-car-2']);
+    expect(notices.filter((notice) => notice.data.trip === 'no-car-2')).toEqual([
+      expect.objectContaining({
+        message: 'trip no-car-2 failed',
+        data: expect.objectContaining({
+          status: 'failed',
+          reason: expect.stringContaining('409'),
+          booked: { hotel: 'completed', flight: 'completed', car: 'failed' },
+        }),
+      }),
+    ]);
+    // After the compensations: the exit step started once both had finished.
+    const steps = Object.fromEntries(refused.steps.map((step: { id: string }) => [step.id, step])) as Record<
+      string,
+      { started_at: string; finished_at: string }
+    >;
+    expect(Date.parse(steps.tell_traveller!.started_at)).toBeGreaterThanOrEqual(Date.parse(steps['hotel.compensate']!.finished_at));
   });
 
   it('runs the diamond: every step once, d after b and c', async () => {
