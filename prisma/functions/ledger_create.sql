@@ -12,7 +12,7 @@ BEGIN
     SELECT * FROM jsonb_to_recordset(p->'tasks') AS x(id uuid, task_type text, workflow_name text, workflow_version int, params jsonb,
            plan jsonb, priority int, delay_ms int, callback_url text, callback_links boolean, owner_key text, idempotency_key text, request_hash text,
            steps_total int, created_at timestamptz, status text, result jsonb, error jsonb, started_at timestamptz,
-           finished_at timestamptz, parent_task_id uuid, parent_created_at timestamptz, parent_step_id text, depth int)
+           finished_at timestamptz, exit_status text, parent_task_id uuid, parent_created_at timestamptz, parent_step_id text, depth int)
   ), k AS (
     INSERT INTO idempotency_keys (owner_key, idempotency_key, task_id, task_created_at)
     SELECT x.owner_key, x.idempotency_key, x.id, x.created_at FROM x WHERE x.idempotency_key IS NOT NULL
@@ -21,10 +21,10 @@ BEGIN
   ), t AS (
     INSERT INTO tasks (id, task_type, workflow_name, workflow_version, params, plan, priority, delay_ms, callback_url, callback_links, owner_key,
                        idempotency_key, request_hash, steps_total, created_at, status, result, error, started_at, finished_at,
-                       parent_task_id, parent_created_at, parent_step_id, depth)
+                       exit_status, parent_task_id, parent_created_at, parent_step_id, depth)
     SELECT x.id, x.task_type, x.workflow_name, x.workflow_version, x.params, x.plan, x.priority, x.delay_ms, x.callback_url, coalesce(x.callback_links, false), x.owner_key,
            x.idempotency_key, x.request_hash, x.steps_total, x.created_at, x.status::"TaskStatus", x.result, x.error, x.started_at,
-           x.finished_at, x.parent_task_id, x.parent_created_at, x.parent_step_id, x.depth
+           x.finished_at, x.exit_status::"TaskStatus", x.parent_task_id, x.parent_created_at, x.parent_step_id, x.depth
       FROM x WHERE x.idempotency_key IS NULL OR x.id IN (SELECT task_id FROM k)
     -- A task made again under the id it was given (a sub-workflow's child, whose id its parent's step holds) is made once.
     ON CONFLICT (id, created_at) DO NOTHING

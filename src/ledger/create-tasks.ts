@@ -68,6 +68,8 @@ export async function createTasks(db: SqlRunner, entries: readonly NewTask[], op
       error: set.error ?? null,
       started_at: set.started_at ?? null,
       finished_at: set.finished_at ?? null,
+      // A run that ended as it started (every step skipped) runs its exit handler at once.
+      exit_status: set.exit_status ?? null,
       parent_task_id: task.parent?.taskId ?? null,
       parent_created_at: task.parent?.createdAt ?? null,
       parent_step_id: task.parent?.stepId ?? null,

@@ -72,7 +72,7 @@ describe('random DAGs (property-based)', () => {
     );
   }, 180_000);
 
-  it('runs random DAGs of every kind (when, for_each of 0 to 4 items over a tool or a sub-workflow, repeats of 1 to 5 iterations of a tool or a sub-workflow, sub-workflows, failures under continue, a terminate at a random place) as a reference interpreter says', async () => {
+  it('runs random DAGs of every kind (when, for_each of 0 to 4 items over a tool or a sub-workflow, repeats of 1 to 5 iterations of a tool or a sub-workflow, sub-workflows, failures under continue, a terminate at a random place, an exit handler) as a reference interpreter says', async () => {
     // A child every sub-workflow step runs: one recorded step.
     const child = await h.request('POST', '/workflows', {
       name: 'prop_child',
@@ -95,21 +95,26 @@ describe('random DAGs (property-based)', () => {
     // every step after it depends on it, so what ran before it is known, and what comes after
     // never starts when it runs.
     const terminateArbitrary = fc.option(fc.record({ at: fc.nat(), status: fc.constantFrom('completed', 'failed'), output: fc.boolean() }), { nil: undefined });
+    // An exit handler (on_exit) or none: its first step fails or records; a second, after it, runs
+    // always or only when the run failed (`when` over task.status).
+    const exitArbitrary = fc.option(fc.record({ fails: fc.boolean(), second: fc.option(fc.boolean(), { nil: undefined }) }), { nil: undefined });
     const graphs = fc.integer({ min: 1, max: 10 }).chain((size) =>
-      fc.tuple(fc.tuple(...Array.from({ length: size }, (_, index) => stepArbitrary(index))), terminateArbitrary).map(([steps, terminate]) => {
-        if (!terminate) return { generated: steps, terminate: undefined };
-        const at = terminate.at % steps.length;
-        const generated = steps.map((step, index) => {
-          if (index === at) return { ...step, kind: 'terminate' as const, deps: Array.from({ length: at }, (_, dep) => dep) };
-          if (index > at && !step.deps.includes(at)) return { ...step, deps: [...step.deps, at] };
-          return step;
-        });
-        return { generated, terminate: { ...terminate, at } };
-      }),
+      fc
+        .tuple(fc.tuple(...Array.from({ length: size }, (_, index) => stepArbitrary(index))), terminateArbitrary, exitArbitrary)
+        .map(([steps, terminate, exit]) => {
+          if (!terminate) return { generated: steps, terminate: undefined, exit };
+          const at = terminate.at % steps.length;
+          const generated = steps.map((step, index) => {
+            if (index === at) return { ...step, kind: 'terminate' as const, deps: Array.from({ length: at }, (_, dep) => dep) };
+            if (index > at && !step.deps.includes(at)) return { ...step, deps: [...step.deps, at] };
+            return step;
+          });
+          return { generated, terminate: { ...terminate, at }, exit };
+        }),
     );
 
     await fc.assert(
-      fc.asyncProperty(graphs, async ({ generated, terminate }) => {
+      fc.asyncProperty(graphs, async ({ generated, terminate, exit }) => {
         counter += 1;
         const name = `kinds_${counter}`;
         const key = `${name}-${Date.now()}`;
@@ -161,7 +166,17 @@ describe('random DAGs (property-based)', () => {
           ),
         };
         const output = Object.fromEntries(steps.map((step) => [step.id, `{{steps.${step.id}.status}}`]));
-        const defined = await h.request('POST', '/workflows', { name, parameters, steps, output });
+        const exitSteps = exit
+          ? [
+              exit.fails
+                ? { id: 'e0', tool: 'broken', input: { key: `${key}-e0` }, retry: { attempts: 1 } }
+                : { id: 'e0', tool: 'record', input: { key: `${key}-e0` } },
+              ...(exit.second !== undefined
+                ? [{ id: 'e1', tool: 'record', depends_on: ['e0'], ...(exit.second ? { when: "task.status == 'failed'" } : {}), input: { key: `${key}-e1` } }]
+                : []),
+            ]
+          : undefined;
+        const defined = await h.request('POST', '/workflows', { name, parameters, steps, output, ...(exitSteps ? { on_exit: exitSteps } : {}) });
         expect(defined.status, JSON.stringify(defined.body)).toBe(201);
 
         // The reference interpreter: what each step ends as.
@@ -185,7 +200,23 @@ describe('random DAGs (property-based)', () => {
         const task = await waitForTask(h, taskId, 60_000);
         const byId = new Map<string, any>(task.steps.map((step: { id: string }) => [step.id, step]));
         const children: { queue: string; id: string }[] = [];
-        if (terminated && terminate!.status === 'failed') {
+        // The exit handler ran once the run ended, each step once, and changed nothing of the task's outcome.
+        const failedRun = terminated && terminate!.status === 'failed';
+        if (exit) {
+          expect(byId.get('e0')!.status).toBe(exit.fails ? 'failed' : 'completed');
+          expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-e0`))).toBe(1);
+          children.push({ queue: toolQueueName(exit.fails ? 'broken' : 'record'), id: stepJobId(taskId, 1, 'e0') });
+          if (exit.second !== undefined) {
+            const runs = !exit.second || failedRun;
+            const e1 = byId.get('e1')!;
+            expect(e1.reason ? `${e1.status}:${e1.reason}` : e1.status).toBe(runs ? 'completed' : 'skipped:condition');
+            expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-e1`))).toBe(runs ? 1 : 0);
+            if (runs) children.push({ queue: toolQueueName('record'), id: stepJobId(taskId, 1, 'e1') });
+          }
+          const lastMain = Math.max(...generated.map((_, index) => Date.parse(byId.get(`s${index}`)!.finished_at ?? '0')));
+          expect(Date.parse(byId.get('e0')!.started_at)).toBeGreaterThanOrEqual(lastMain);
+        }
+        if (failedRun) {
           expect(task.status).toBe('failed');
           expect(task.error).toMatchObject({ name: 'Terminated', step: `s${terminate!.at}` });
         } else {
