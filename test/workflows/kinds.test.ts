@@ -609,6 +609,12 @@ describe('step kinds', () => {
       expect(steps.cleanup!.output).toMatchObject({ message: expect.stringMatching(/^ended failed: .*the main step broke/), ok: null });
       expect(steps.alert!.status).toBe('completed');
       expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-alert`))).toBe(1);
+      // Retried, the run fails again and its exit handler runs again, in the new run.
+      expect((await h.request('POST', `/tasks/${task.task_id}/retry`)).status).toBe(202);
+      const again = await waitForTask(h, task.task_id);
+      expect(again).toMatchObject({ status: 'failed', run: 2, error: { step: 'bad' } });
+      expect(byId(again).cleanup).toMatchObject({ status: 'completed', output: { message: expect.stringMatching(/^ended failed: /) } });
+      expect(await h.redis.llen(observationKey(h.config.QUEUE_PREFIX, `${key}-alert`))).toBe(2);
     });
 
     it('runs when the task is cancelled, and the task ends cancelled once it is done', async () => {
