@@ -55,8 +55,10 @@ describe('the compiled build', () => {
     expect((await fetch(`${url}/metrics`)).status).toBe(404);
     const root = await fetch(`${url}/`, { headers: { authorization: `Bearer ${KEY}` } });
     expect(((await root.json()) as { version: string }).version).toMatch(/^\d+\.\d+\.\d+/);
-    // The CLI as a user runs it: `npx orchestrator` is bin/orchestrator.mjs, which runs the compiled dist/client/cli.js.
-    const cli = spawnSync(process.execPath, ['bin/orchestrator.mjs', 'tools', '--json'], {
+    // The CLI as a user runs it: `npx orchestrator` is bin/orchestrator.mjs (node_modules/.bin/orchestrator, linked after
+    // the install: scripts/link-cli.mjs), which runs the compiled dist/client/cli.js; npm runs it without reading the
+    // dependency tree first (what made it take 2-3 s).
+    const cli = spawnSync('npx', ['--loglevel', 'silly', 'orchestrator', 'tools', '--json'], {
       cwd: REPO_ROOT,
       encoding: 'utf8',
       timeout: 60_000,
@@ -64,6 +66,7 @@ describe('the compiled build', () => {
     });
     expect(cli.status, cli.stderr).toBe(0);
     expect((JSON.parse(cli.stdout) as { name: string }[]).map((tool) => tool.name)).toContain('echo');
+    expect(cli.stderr).not.toMatch(/shrinkwrap|loadActual|reify/);
     const refused = spawnSync(process.execPath, ['bin/orchestrator.mjs', 'tools'], {
       cwd: REPO_ROOT,
       encoding: 'utf8',
