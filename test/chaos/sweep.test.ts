@@ -14,7 +14,11 @@ describe('the stuck-state sweep', () => {
   });
 
   it('passes after tasks ran and ended, and names every leftover it finds', async () => {
-    for (let n = 0; n < 3; n += 1) expect((await waitForTask(h, await submit(h, { task_type: 'echo', params: { n } }))).status).toBe('completed');
+    const echoes: string[] = [];
+    for (let n = 0; n < 3; n += 1) {
+      echoes.push(await submit(h, { task_type: 'echo', params: { n } }));
+      expect((await waitForTask(h, echoes.at(-1)!)).status).toBe('completed');
+    }
     const clean = await sweep(h, { settleMs: 10_000 });
     expect(clean.eventStreams).toBe(3);
     // A one-tool task's run is one job in its tool's queue, and nothing else.
@@ -24,6 +28,10 @@ describe('the stuck-state sweep', () => {
     const stuck = await submit(h, { task_type: 'sleep', params: { ms: 1 } });
     await waitForTask(h, stuck);
     await h.db.pool.query(`UPDATE tasks SET status = 'running' WHERE id = $1`, [stuck]);
+    await h.db.pool.query(
+      `INSERT INTO step_items (task_id, task_created_at, step_id, item, status) SELECT id, created_at, 'echo', 0, 'running' FROM tasks WHERE id = $1`,
+      [echoes[0]],
+    );
     await h.redis.xadd(`${prefix}:events:no-ttl`, '*', 'type', 'task');
     await h.redis.hset(`${prefix}:tool.echo:orphan.1.echo`, 'name', 'echo', 'data', '{}');
     await h.redis.sadd(`${prefix}:tool.echo:gone.1.echo:dependencies`, 'x');
@@ -34,6 +42,7 @@ describe('the stuck-state sweep', () => {
       (error: Error) => error.message,
     );
     expect(found).toContain(`task ${stuck} is still running`);
+    expect(found).toContain(`item 0 of step echo of completed task ${echoes[0]} is still running`);
     expect(found).toContain(`event stream ${prefix}:events:no-ttl has no TTL`);
     expect(found).toContain(`job hash ${prefix}:tool.echo:orphan.1.echo belongs to no finished-job set`);
     expect(found).toContain(`${prefix}:tool.echo:gone.1.echo:dependencies outlived its job`);

@@ -9,8 +9,8 @@ import type { Harness } from '../helpers/harness.js';
  * tasks have ended nothing may be left behind:
  * - BullMQ: no job waiting, active, delayed or prioritized in any queue (it is given time to
  *   settle: a step running when its task ended finishes);
- * - PostgreSQL, then: no task queued or running, no step of a finished task still pending, queued
- *   or running;
+ * - PostgreSQL, then: no task queued or running, no step (no item of a for_each or repeat step)
+ *   of a finished task still pending, queued or running;
  * - Redis: no orphaned key of a finished task. Every job hash belongs to a job in one of its
  *   queue's state sets; finished jobs are no more than QUEUE_KEEP_COMPLETED / QUEUE_KEEP_FAILED
  *   per queue; every per-job key (lock, dependencies, processed, ...) has its job; every task event
@@ -98,6 +98,14 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
       WHERE t.status IN ('completed', 'failed', 'cancelled') AND s.status IN ('pending', 'queued', 'running') LIMIT 20`,
   );
   for (const step of dangling) problems.push(`PostgreSQL: step ${step.step_id} of ${step.task_status} task ${step.task_id} is still ${step.status}`);
+  // Nor an item of a map's (a repeat's) step: a sub-workflow map's running item has a child still to end.
+  const { rows: items } = await h.db.pool.query<{ task_id: string; step_id: string; item: number; status: string; task_status: string }>(
+    `SELECT i.task_id::text AS task_id, i.step_id, i.item, i.status::text AS status, t.status::text AS task_status
+       FROM step_items i JOIN tasks t ON t.id = i.task_id AND t.created_at = i.task_created_at
+      WHERE t.status IN ('completed', 'failed', 'cancelled') AND i.status IN ('pending', 'queued', 'running') LIMIT 20`,
+  );
+  for (const item of items)
+    problems.push(`PostgreSQL: item ${item.item} of step ${item.step_id} of ${item.task_status} task ${item.task_id} is still ${item.status}`);
 
   // Limits per key: a task that ended while Redis was away kept its leases (its release failed
   // after its commit); the reconciler gives them back on its next pass (RECONCILE_INTERVAL_MS).
