@@ -185,6 +185,8 @@ export interface PlannedTask {
   children?: Record<string, PlannedTask>;
   /** Repeated sub-workflow steps: what each iteration's child task is meant to do, in order (no more children than these). */
   repeatedChildren?: Record<string, PlannedTask[]>;
+  /** Sub-workflow steps with for_each: what each item's child task is meant to do, in item order (one child per item, no more). */
+  mappedChildren?: Record<string, PlannedTask[]>;
 }
 
 const record = (key: string, extra: Record<string, unknown> = {}) => ({ tool: 'record', input: { key, ms: '{{params.ms}}', ...extra } });
@@ -286,6 +288,17 @@ export const CHAOS_WORKFLOWS = [
     output: { last: '{{steps.rounds.output}}' },
   },
   {
+    // A map over a sub-workflow: a chaos_chain child per item, two at a time, then a join. A SIGKILL or an outage while
+    // children run loses none and starts no item's child twice; the output is the children's results in item order.
+    name: 'chaos_children',
+    parameters: keyParams,
+    steps: [
+      { id: 'fan', workflow: 'chaos_chain', for_each: [0, 1, 2], max_parallel: 2, input: { key: '{{params.key}}-f{{item}}', ms: '{{params.ms}}' } },
+      { id: 'join', depends_on: ['fan'], tool: 'echo', input: { results: '{{steps.fan.output}}' } },
+    ],
+    output: { each: '{{steps.fan.output}}', join: '{{steps.join.output}}' },
+  },
+  {
     name: 'chaos_nap',
     parameters: keyParams,
     steps: [
@@ -365,6 +378,7 @@ const MIX: [string, number][] = [
   ['chaos_map', 10],
   ['chaos_poll', 8],
   ['chaos_rounds', 5],
+  ['chaos_children', 4],
   ['chaos_nap', 6],
   ['chaos_parent', 6],
   ['chaos_saga', 5],
@@ -444,6 +458,13 @@ function plan(kind: string, key: string, index: number, ms: number, random: () =
         body: { task_type: kind, params: { key, ms } },
         records: {},
         repeatedChildren: { rounds: [0, 1].map((iteration) => plan('chaos_chain', `${key}-r${iteration}`, index, ms, () => 1)) },
+      };
+    case 'chaos_children':
+      return {
+        kind,
+        body: { task_type: kind, params: { key, ms } },
+        records: {},
+        mappedChildren: { fan: [0, 1, 2].map((item) => plan('chaos_chain', `${key}-f${item}`, index, ms, () => 1)) },
       };
     case 'chaos_parent': {
       const child = plan('chaos_chain', `${key}-sub`, index, ms, () => 1);
@@ -595,6 +616,8 @@ interface ItemRow {
   status: string;
   attempts: number;
   output: any;
+  /** A sub-workflow map's item: the child task it runs. */
+  child_task_id: string | null;
 }
 
 interface StepRow {
@@ -645,7 +668,7 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
     `SELECT task_id::text AS task_id, step_id, kind, tool, status::text AS status, attempts, output, error, started_at, finished_at FROM steps ORDER BY task_id, position`,
   );
   const { rows: items } = await h.db.pool.query<ItemRow>(
-    `SELECT task_id::text AS task_id, step_id, item, status::text AS status, attempts, output FROM step_items`,
+    `SELECT task_id::text AS task_id, step_id, item, status::text AS status, attempts, output, child_task_id::text AS child_task_id FROM step_items`,
   );
   const { rows: letters } = await h.db.pool.query<{ task_id: string; step_id: string }>(`SELECT task_id::text AS task_id, step_id FROM dead_letters`);
 
@@ -665,6 +688,9 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
     ...Object.values(task.repeats ?? {}).flat(),
     ...Object.values(task.children ?? {}).flatMap(keysOf),
     ...Object.values(task.repeatedChildren ?? {})
+      .flat()
+      .flatMap(keysOf),
+    ...Object.values(task.mappedChildren ?? {})
       .flat()
       .flatMap(keysOf),
   ];
@@ -794,6 +820,33 @@ export async function checkOutcomes(h: Harness, accepted: Map<string, PlannedTas
               checkTask(round, roundPlans[at]!, `${label} child ${round.id} (iteration ${at})`);
             if (JSON.stringify(step.output) !== JSON.stringify(rounds.at(-1)?.result)) problem(`${where}: output differs from the last child's result`);
           }
+          // A map over a sub-workflow: each item completed with exactly one child of its own, the step's children being those
+          // and no more (none started twice); each child ended as meant (its record steps quoting calls of their own), its
+          // result the item's output; the step's output the children's results in item order.
+          const itemPlans = planned.mappedChildren?.[step.step_id];
+          if (itemPlans) {
+            const rows = (itemsOf.get(`${task.id}/${step.step_id}`) ?? []).sort((a, b) => a.item - b.item);
+            if (rows.map((row) => row.item).join() !== itemPlans.map((_, index) => index).join())
+              problem(`${where}: items ${rows.map((row) => row.item).join()}, meant ${itemPlans.length}`);
+            const children = new Map((allByParent.get(`${task.id}/${step.step_id}`) ?? []).map((child) => [child.id, child]));
+            const claimed = new Set(rows.map((row) => row.child_task_id));
+            if (children.size !== itemPlans.length) problem(`${where}: ${children.size} child task(s), meant one per item (${itemPlans.length})`);
+            for (const id of children.keys()) if (!claimed.has(id)) problem(`${where}: child task ${id} belongs to no item`);
+            if (claimed.size !== rows.length) problem(`${where}: items share a child task (${[...claimed].join(', ')})`);
+            const results: unknown[] = [];
+            for (const row of rows) {
+              const child = row.child_task_id ? children.get(row.child_task_id) : undefined;
+              if (row.status !== 'completed') problem(`${where} item ${row.item}: ${row.status}`);
+              if (!child) {
+                problem(`${where} item ${row.item}: its child task ${row.child_task_id} is not the step's`);
+                continue;
+              }
+              checkTask(child, itemPlans[row.item]!, `${label} child ${child.id} (item ${row.item})`);
+              if (JSON.stringify(row.output) !== JSON.stringify(child.result)) problem(`${where} item ${row.item}: output differs from its child's result`);
+              results.push(child.result);
+            }
+            if (JSON.stringify(step.output) !== JSON.stringify(results)) problem(`${where}: output is not its children's results in item order`);
+          }
           if (step.kind === 'sleep' && !step.output?.woke_at) problem(`${where}: a sleep completed without woke_at`);
           break;
         }
@@ -883,6 +936,11 @@ function checkResult(result: any, steps: StepRow[], planned: PlannedTask, label:
       break;
     case 'chaos_rounds':
       same('last', result?.last, output('rounds'));
+      break;
+    case 'chaos_children':
+      same('each', result?.each, output('fan'));
+      same('join', result?.join, output('join'));
+      same('join (input of join)', output('join'), { results: output('fan') });
       break;
     case 'chaos_nap':
       same('a', result?.a, output('a')?.token);
