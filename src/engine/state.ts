@@ -158,6 +158,8 @@ export type Report =
       status: 'completed' | 'failed' | 'cancelled';
       output?: unknown;
       error?: ErrorRecord;
+      /** The child was never made (its params were refused, or the policy denied it): its id names no task. */
+      unstarted?: true;
       at: Date;
     };
 
@@ -197,7 +199,7 @@ export interface ItemSet {
   attempts?: number;
   started_at?: string | null;
   finished_at?: string | null;
-  child_task_id?: string;
+  child_task_id?: string | null;
 }
 
 /** A map's item or a repeat's iteration, as it is stored: pending, or queued with its job, or running with its child task. */

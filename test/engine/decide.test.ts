@@ -497,6 +497,16 @@ describe('the decider: sleep and sub-workflows', () => {
     const failed = apply(state, decide([state], [{ ...report, status: 'failed', error: { name: 'Boom', message: 'no' } }], options));
     expect(failed.steps.get('enrich')).toMatchObject({ status: 'failed', error: { name: 'SubWorkflowFailed', details: { task_id: child } } });
     expect(failed.status).toBe('failed');
+    // A child that could not be made (its params refused) leaves no id behind.
+    const refused = apply(
+      state,
+      decide([state], [{ ...report, status: 'failed', unstarted: true, error: { name: 'InvalidChildParams', message: 'params do not fit' } }], options),
+    );
+    expect(refused.steps.get('enrich')).toMatchObject({
+      status: 'failed',
+      childTaskId: null,
+      error: { name: 'SubWorkflowFailed', message: 'the child task could not start: params do not fit', details: { error: { name: 'InvalidChildParams' } } },
+    });
   });
 
   it('refuses to nest deeper than SUBWORKFLOW_MAX_DEPTH, and a child reports to its parent when it ends', () => {

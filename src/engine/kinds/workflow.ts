@@ -119,6 +119,8 @@ export const workflowKind: StepKindModule<'workflow'> = {
       decider.complete(step, report.output ?? null);
       return true;
     }
+    // A child never made leaves no id behind: a retry makes a new one.
+    if (report.unstarted) decider.setStep(step, { child_task_id: null });
     decider.fail(step, childFailure(report));
     return true;
   },
@@ -149,6 +151,9 @@ export function cancelChild(decider: Decider, childTaskId: string): void {
 /** A child that failed or was cancelled, as its step's error: SubWorkflowFailed or SubWorkflowCancelled, with the child's own error. */
 export function childFailure(report: Extract<Report, { type: 'child' }>): ErrorRecord {
   const cause = report.error ?? { name: 'Cancelled', message: 'task was cancelled' };
+  if (report.unstarted) {
+    return { name: 'SubWorkflowFailed', message: `the child task could not start: ${cause.message}`, retryable: false, details: { error: cause } };
+  }
   return {
     name: report.status === 'cancelled' ? 'SubWorkflowCancelled' : 'SubWorkflowFailed',
     message: `child task ${report.childTaskId} ${report.status}: ${cause.message}`,

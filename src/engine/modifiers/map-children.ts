@@ -60,7 +60,14 @@ export function childEnded(decider: Decider, step: SubWorkflowStep, state: StepS
   if (found?.status !== 'running') return false;
   const completed = report.status === 'completed';
   const error = completed ? null : childFailure(report);
-  decider.setItem(step, found.item, { status: report.status, output: completed ? (report.output ?? null) : null, error, finished_at: report.at.toISOString() });
+  decider.setItem(step, found.item, {
+    status: report.status,
+    output: completed ? (report.output ?? null) : null,
+    error,
+    finished_at: report.at.toISOString(),
+    // A child never made leaves no id behind: a retry makes a new one.
+    ...(report.unstarted ? { child_task_id: null } : {}),
+  });
   // The task ended, or the map failed already: the item is recorded, and counts for nothing.
   if (!decider.active || state.status !== 'running') return true;
   const counts = { ...state.items, running: Math.max(0, state.items.running - 1) };

@@ -63,6 +63,7 @@ export class RunChildren {
         stepId: child.stepId,
         childTaskId: child.childTaskId,
         status: 'failed',
+        unstarted: true,
         error: capErrorRecord({
           ...toErrorRecord(error),
           name: error instanceof PolicyDeniedError ? 'PolicyDenied' : 'InvalidChildParams',
