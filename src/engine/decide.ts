@@ -370,6 +370,8 @@ class TaskDecider implements Decider {
         exit_status: status,
       });
       this.record({ type: 'exit_started', data: { status } });
+      // A cancelled task's exit handler is bounded: a timer (the first exit step's) ends it once the time is up.
+      if (status === 'cancelled') this.decision.timers.push({ ...this.exitTimer(), at: new Date(this.now.getTime() + this.limits.EXIT_CANCEL_TIMEOUT_MS) });
     }
     // What had not finished ends with it (the task no longer active), before anything of the exit handler runs.
     if (settle) this.settle(settle);
@@ -394,9 +396,15 @@ class TaskDecider implements Decider {
     this.endExit();
   }
 
-  /** The exit handler is done (or stopped): the task ends with the outcome its run had. */
+  /** Where the bound of a cancelled task's exit handler waits: a timer named after its first exit step. */
+  private exitTimer(): { taskId: string; run: number; stepId: string } {
+    return { taskId: this.task.id, run: this.task.run, stepId: this.task.plan.exits[0]!.id };
+  }
+
+  /** The exit handler is done (or stopped): the task ends with the outcome its run had (a cancelled one's bound goes). */
   private endExit(): void {
     const states = this.task.plan.exits.map((step) => this.state(step.id).status);
+    if (this.task.exitStatus === 'cancelled') this.decision.dropJobs.push(this.exitTimer());
     this.record({ type: 'exit_ended', data: { completed: states.filter((status) => status === 'completed').length, of: states.length } });
     this.setTask({ status: this.task.exitStatus!, exit_status: null, finished_at: this.at });
     this.ended();
@@ -511,6 +519,8 @@ class TaskDecider implements Decider {
     const state = this.task.steps.get(report.stepId);
     if (!step || !state) return false;
     if (report.type !== 'child' && report.run !== this.task.run) return false;
+    // The bound of a cancelled task's exit handler (no exit step sleeps or waits: its only timer).
+    if (report.type === 'wake' && step.onExit) return this.exitTimedOut();
     if (report.type === 'result' && report.item === undefined && state.run !== report.run) return false;
     return runnerOf(step).report(this, step, state, report);
   }
@@ -582,6 +592,17 @@ class TaskDecider implements Decider {
     // Nothing failed: nothing is to be undone.
     for (const step of this.task.plan.compensations) this.skip(step, 'not_needed');
     this.finish('completed', { result: ending.result, started_at: started });
+  }
+
+  /** A cancelled task's exit handler ran out of time: its unfinished steps are cancelled, and the task ends cancelled. */
+  private exitTimedOut(): boolean {
+    if (!this.exiting || this.task.exitStatus !== 'cancelled') return false;
+    this.settle('cancelled', this.task.plan.exits);
+    this.record({ type: 'exit_timed_out', data: { after_ms: this.limits.EXIT_CANCEL_TIMEOUT_MS } });
+    // Workers abort what they still run of it.
+    this.decision.stops.push({ taskId: this.task.id, run: this.task.run });
+    this.endExit();
+    return true;
   }
 
   cancel(): boolean {

@@ -533,6 +533,12 @@ const configSchema = z.object({
   MAP_MAX_PARALLEL: integer(1, 100_000).default(100),
   /** Deepest nesting of sub-workflows (a child of a child …); checked when a definition is stored, and at run time. */
   SUBWORKFLOW_MAX_DEPTH: integer(1, 100).default(5),
+  /**
+   * How long a cancelled task's exit handler (a workflow's on_exit) may run: past it, its steps still
+   * running are cancelled and the task ends cancelled (history `exit_timed_out`).
+   * @internal
+   */
+  EXIT_CANCEL_TIMEOUT_MS: integer(100, 86_400_000).default(60_000),
 });
 
 export type Config = Readonly<

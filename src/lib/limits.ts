@@ -15,6 +15,7 @@ export type Limits = Pick<
   | 'MAP_INPUTS_MAX_BYTES'
   | 'MAP_MAX_PARALLEL'
   | 'SUBWORKFLOW_MAX_DEPTH'
+  | 'EXIT_CANCEL_TIMEOUT_MS'
 >;
 
 /** The defaults of src/lib/config.ts, for code built without a configuration at hand. */

@@ -1165,11 +1165,24 @@ describe('the decider: an exit handler (on_exit, src/engine/modifiers/on-exit.ts
     task = apply(task, cancelled);
     expect(exitStatuses(task)).toEqual({ task: 'running', exit: 'cancelled' });
     expect(task.steps.get('a')!.status).toBe('cancelled');
+    // Bounded: a timer at EXIT_CANCEL_TIMEOUT_MS, which goes when the handler ends.
+    expect(cancelled.timers).toEqual([{ taskId: task.id, run: 1, stepId: 'notify', at: new Date(NOW.getTime() + DEFAULT_LIMITS.EXIT_CANCEL_TIMEOUT_MS) }]);
     const again = cancel([task], options);
-    task = apply(task, again);
-    expect(exitStatuses(task)).toEqual({ task: 'cancelled', exit: null });
-    expect(task.steps.get('notify')!.status).toBe('cancelled');
+    expect(again.dropJobs).toContainEqual({ taskId: task.id, run: 1, stepId: 'notify' });
+    const stopped = apply(task, again);
+    expect(exitStatuses(stopped)).toEqual({ task: 'cancelled', exit: null });
+    expect(stopped.steps.get('notify')!.status).toBe('cancelled');
     expect(again.history.map((event) => event.type)).toContain('exit_stopped');
+
+    // Its time up, the handler is stopped as by a second cancel, and workers are told.
+    const late = decide([task], [{ type: 'wake', taskId: task.id, run: 1, stepId: 'notify', at: NOW }], options);
+    expect(late.recorded).toEqual([true]);
+    expect(late.stops).toEqual([{ taskId: task.id, run: 1 }]);
+    expect(late.history.map((event) => event.type)).toContain('exit_timed_out');
+    expect(exitStatuses(apply(task, late))).toEqual({ task: 'cancelled', exit: null });
+    // A failed run's exit handler has no such bound.
+    const failing = run(taskOf(plan), [result('a', 'failed')]).task;
+    expect(decide([failing], [{ type: 'wake', taskId: task.id, run: 1, stepId: 'notify', at: NOW }], options).recorded).toEqual([false]);
   });
 
   it('skips an exit step whose `when` over how the run ended is false; a retried task runs it again from pending', () => {

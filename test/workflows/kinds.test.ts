@@ -29,7 +29,7 @@ describe('step kinds', () => {
     return response.body as { version: number };
   };
   beforeAll(async () => {
-    h = await createHarness({ tools: testTools, env: { MAP_MAX_ITEMS: '50' } });
+    h = await createHarness({ tools: testTools, env: { MAP_MAX_ITEMS: '50', EXIT_CANCEL_TIMEOUT_MS: '1500' } });
   });
   afterAll(async () => {
     await h.close();
@@ -630,6 +630,35 @@ describe('step kinds', () => {
       expect(steps.slow!.status).toBe('cancelled');
       expect(steps.cleanup).toMatchObject({ status: 'completed', output: { message: 'ended cancelled: task was cancelled' } });
       expect(steps.alert!.status).toBe('completed');
+    });
+
+    it("bounds a cancelled task's exit handler: past EXIT_CANCEL_TIMEOUT_MS its running step is stopped and the task ends cancelled", async () => {
+      const key = `exit-bound-${Date.now()}`;
+      await define({
+        name: 'slow_exit',
+        parameters: [{ name: 'key', type: 'string', required: true }],
+        steps: [{ id: 'main', tool: 'hang', input: { key: '{{params.key}}-main' } }],
+        on_exit: [{ id: 'linger', tool: 'hang', input: { key: '{{params.key}}-exit' } }],
+      });
+      const id = await submit(h, { task_type: 'slow_exit', params: { key } });
+      await poll(async () => (await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, `${key}-main`), 0, -1)).includes('started:1'), {
+        label: 'the main step to start',
+      });
+      expect((await h.request('POST', `/tasks/${id}/cancel`)).status).toBe(200);
+      // The exit step is spared the cancel's stop: it starts, and hangs.
+      await poll(async () => (await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, `${key}-exit`), 0, -1)).includes('started:1'), {
+        label: 'the exit step to start',
+      });
+      expect((await h.request('GET', `/result/${id}`)).body.status).toBe('running');
+      const task = await waitForTask(h, id, 20_000);
+      expect(task.status).toBe('cancelled');
+      const history = (await h.request('GET', `/tasks/${id}/history`)).body.events as { type: string }[];
+      expect(history.map((event) => event.type)).toContain('exit_timed_out');
+      // Its worker was told to stop it, and the step closes with its attempt, as a cancelled task's running step does.
+      await poll(async () => (await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, `${key}-exit`), 0, -1)).some((entry) => entry.startsWith('aborted')), {
+        label: 'the exit step to be aborted',
+      });
+      await poll(async () => byId((await h.request('GET', `/result/${id}`)).body).linger!.status === 'cancelled', { label: 'the exit step to close' });
     });
 
     it('refuses, with their paths, what an exit handler cannot be', async () => {

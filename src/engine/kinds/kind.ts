@@ -29,6 +29,7 @@ export type EngineLimits = Pick<
   | 'MAP_INPUTS_MAX_BYTES'
   | 'MAP_MAX_PARALLEL'
   | 'SUBWORKFLOW_MAX_DEPTH'
+  | 'EXIT_CANCEL_TIMEOUT_MS'
 >;
 
 /** A template resolved for a step: its value, or why there is none yet (data to load) or at all (too large). */
