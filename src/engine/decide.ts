@@ -500,6 +500,9 @@ class TaskDecider implements Decider {
    */
   outstanding(): void {
     if (!ACTIVE_TASK_STATUSES.has(this.task.status)) this.ended();
+    // A cancelled task's exit handler's bound (made again from now: one that is still there stays as it is).
+    if (this.exiting && this.task.exitStatus === 'cancelled')
+      this.decision.timers.push({ ...this.exitTimer(), at: new Date(this.now.getTime() + this.limits.EXIT_CANCEL_TIMEOUT_MS) });
     for (const step of this.task.plan.order) runnerOf(step).outstanding(this, step, this.state(step.id));
   }
 

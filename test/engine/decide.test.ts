@@ -1167,6 +1167,8 @@ describe('the decider: an exit handler (on_exit, src/engine/modifiers/on-exit.ts
     expect(task.steps.get('a')!.status).toBe('cancelled');
     // Bounded: a timer at EXIT_CANCEL_TIMEOUT_MS, which goes when the handler ends.
     expect(cancelled.timers).toEqual([{ taskId: task.id, run: 1, stepId: 'notify', at: new Date(NOW.getTime() + DEFAULT_LIMITS.EXIT_CANCEL_TIMEOUT_MS) }]);
+    // The reconciler makes it again where Redis lost it (with the exit step's job).
+    expect(outstanding([task], options).timers).toMatchObject([{ stepId: 'notify' }]);
     const again = cancel([task], options);
     expect(again.dropJobs).toContainEqual({ taskId: task.id, run: 1, stepId: 'notify' });
     const stopped = apply(task, again);
