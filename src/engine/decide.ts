@@ -130,7 +130,8 @@ class TaskDecider implements Decider {
 
   withLocals<T>(locals: Locals, run: () => T): T {
     const before = this.locals;
-    this.locals = locals;
+    // Inside another's (a repeat in an exit step): both are defined.
+    this.locals = { ...before, ...locals };
     try {
       return run();
     } finally {
@@ -139,7 +140,7 @@ class TaskDecider implements Decider {
   }
 
   resolve(step: PlanStep, value: unknown, options: { locals?: Locals; maxBytes?: number } = {}): Resolved {
-    const locals = options.locals ?? this.locals;
+    const locals = options.locals ? { ...this.locals, ...options.locals } : this.locals;
     const maxBytes = options.maxBytes ?? this.limits.STEP_INPUT_MAX_BYTES;
     const tooLarge = (at: string): Resolved => ({
       ok: false,

@@ -1187,6 +1187,12 @@ describe('the decider: an exit handler (on_exit, src/engine/modifiers/on-exit.ts
     expect(decide([failing], [{ type: 'wake', taskId: task.id, run: 1, stepId: 'notify', at: NOW }], options).recorded).toEqual([false]);
   });
 
+  it("a map in an exit step sees how the run ended in each item's input, with its item", () => {
+    const each = notify('each', [], { forEach: [1, 2], input: { message: '{{task.status}} {{item}}' } });
+    const { decision } = run(taskOf([tool('a'), each]), [result('a', 'failed')]);
+    expect(decision.jobs.map((job) => job.input)).toEqual([{ message: 'failed 1' }, { message: 'failed 2' }]);
+  });
+
   it('skips an exit step whose `when` over how the run ended is false; a retried task runs it again from pending', () => {
     const plan = [tool('a'), notify('on_failure', [], { when: "task.status == 'failed'" })];
     let task = run(taskOf(plan), [result('a', 'completed')]).task;
