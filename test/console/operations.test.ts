@@ -17,6 +17,18 @@ const PAGES = ['workflows', 'waiting', 'dead-letters', 'schedules', 'services', 
 /** A worker of a user's own registers with it (GET /workers lists it on the Workers page). */
 const WORKER_KEY = 'console-worker-key-0123456789';
 const shoutTool = toolRegistration('shout', { description: 'Upper-cases a text.' });
+/** The heartbeat of a user's worker that runs one step. */
+const WORKER = {
+  host: 'app-1',
+  pid: 4242,
+  version: '1.2.3',
+  concurrency: 8,
+  tools: [shoutTool],
+  running: [{ task_id: '0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f', step_id: 'loud', tool: 'shout', since: new Date().toISOString() }],
+  running_count: 1,
+};
+/** A workflow's description of several sentences, with a long address that has no place to break. */
+const LONG_DESCRIPTION = `${'Waits for a go-ahead from the operations team before anything else runs, so a person decides. '.repeat(4)}See https://wiki.example.com/operations/runbooks/console-wait-for-a-go-ahead-before-anything-else-runs`;
 
 async function submit(h: Harness, body: Record<string, unknown>): Promise<string> {
   const response = await h.request('POST', '/assign-task', body, admin);
@@ -79,27 +91,15 @@ describe('the console: operations pages', () => {
       admin,
     );
     expect(registered.status, JSON.stringify(registered.body)).toBe(201);
-    const worker = await h.request(
-      'PUT',
-      '/workers/app-1-4242-beef',
-      {
-        host: 'app-1',
-        pid: 4242,
-        version: '1.2.3',
-        concurrency: 8,
-        tools: [shoutTool],
-        running: [{ task_id: '0193a0c2-7b1e-7c3a-9d4f-2a1b3c4d5e6f', step_id: 'loud', tool: 'shout', since: new Date().toISOString() }],
-        running_count: 1,
-      },
-      { authorization: `Bearer ${WORKER_KEY}` },
-    );
+    const worker = await h.request('PUT', '/workers/app-1-4242-beef', WORKER, { authorization: `Bearer ${WORKER_KEY}` });
     expect(worker.status, JSON.stringify(worker.body)).toBe(200);
     const failed = await submit(h, { task_type: 'broken', params: {} });
     await waitForTask(h, failed, 20_000, admin);
     const letters = await h.request('GET', `/dead-letters?task_id=${failed}`, undefined, admin);
     deadLetter = letters.body.items[0];
     expect(deadLetter).toBeDefined();
-    expect((await h.request('POST', '/workflows', { name: 'console_wait', steps: [{ id: 'go_ahead', wait: { signal: 'go' } }] }, admin)).status).toBe(201);
+    const waits = { name: 'console_wait', description: LONG_DESCRIPTION, steps: [{ id: 'go_ahead', wait: { signal: 'go' } }] };
+    expect((await h.request('POST', '/workflows', waits, admin)).status).toBe(201);
     waitingTask = await submit(h, { task_type: 'console_wait', params: {} });
     await poll(async () => ((await h.request('GET', '/tasks?status=waiting', undefined, admin)).body.items.length > 0 ? true : undefined), {
       label: 'the wait step waiting',
@@ -220,6 +220,8 @@ describe('the console: operations pages', () => {
   });
 
   it("shows a user's worker: its tools, what it runs, its heartbeat; a live one cannot be forgotten", async () => {
+    // Its heartbeat now, as a live worker's comes every few seconds (the tests before this one may have taken longer than three).
+    expect((await h.request('PUT', '/workers/app-1-4242-beef', WORKER, { authorization: `Bearer ${WORKER_KEY}` })).status).toBe(200);
     const { page, errors } = await consolePage(browser, h);
     await page.goto('/console/workers');
     const card = page.locator('[data-worker="app-1-4242-beef"]');
@@ -260,7 +262,11 @@ describe('the console: operations pages', () => {
     const row = page.locator(`tr[data-task="${waitingTask}"]`);
     await row.locator('li[data-reason="signal"]').waitFor();
     expect(await row.textContent()).toContain('go_ahead waits for a signal');
-    await row.getByRole('link').click();
+    // The id's random end shows, not its beginning (its time, alike for a minute's tasks); the whole id is its name and tooltip.
+    const link = row.getByRole('link', { name: `Task ${waitingTask}` });
+    expect(await link.textContent()).toBe(`…${waitingTask.slice(-12)}`);
+    expect(await link.getAttribute('title')).toBe(waitingTask);
+    await link.click();
     await page.waitForURL(`**/console/tasks/${waitingTask}`);
     expect(errors).toEqual([]);
   });
@@ -278,6 +284,38 @@ describe('the console: operations pages', () => {
     ]) {
       expect(await page.getByRole('link', { name }).getAttribute('href')).toBe(href);
     }
+    expect(errors).toEqual([]);
+  });
+
+  it("says each window's chart buckets in one round unit (per 2 min, not per 1 min 15 s)", async () => {
+    const { page, errors } = await consolePage(browser, h);
+    await page.goto('/console/overview');
+    for (const [window, unit] of [
+      ['1h', '2 min'],
+      ['6h', '10 min'],
+      ['24h', '30 min'],
+      ['7d', '6 h'],
+    ] as const) {
+      await page.getByLabel('Window').selectOption(window);
+      await page.locator('figure.chart figcaption strong', { hasText: `Throughput, tasks per ${unit}` }).waitFor();
+    }
+    expect(await page.locator('figure.chart figcaption strong').first().textContent()).toBe('Throughput, tasks per 6 h');
+    expect(errors).toEqual([]);
+  });
+
+  it("wraps a workflow's long description in its column: the list's table does not scroll sideways", async () => {
+    const { page, errors } = await consolePage(browser, h);
+    await page.goto('/console/workflows');
+    const name = page.getByRole('link', { name: 'console_wait', exact: true });
+    const cell = page.locator('tr', { has: name }).locator('td.prose');
+    await cell.waitFor();
+    expect(await cell.textContent()).toBe(LONG_DESCRIPTION);
+    // Several lines: far taller than the workflow's name, one line in the same row.
+    const line = (await name.boundingBox())!.height;
+    expect((await cell.boundingBox())!.height, 'the description takes several lines').toBeGreaterThan(3 * line);
+    const frame = page.locator('.table-wrap', { has: cell });
+    const [scrollWidth, clientWidth] = await frame.evaluate((element) => [element.scrollWidth, element.clientWidth]);
+    expect(scrollWidth).toBeLessThanOrEqual(clientWidth);
     expect(errors).toEqual([]);
   });
 

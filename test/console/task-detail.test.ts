@@ -174,6 +174,15 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
     const id = await submit(h, { task_type: 'sign_off', params: {} }, CLIENT_KEY);
     await page.goto(`/console/tasks/${id}`);
     await node(page, 'review').and(page.locator('[data-status="waiting"]')).waitFor({ timeout: 20_000 });
+    // Waiting for a person, not running: the state the lists and filters use, at the top of the page.
+    expect(await page.getByRole('heading', { level: 1 }).locator('.badge').textContent()).toBe('waiting');
+    // The workflow and its version, and the whole id with a button that copies it.
+    expect(await page.locator('dl.facts dt:text-is("Workflow") + dd').textContent()).toBe('sign_off v1');
+    expect(await page.locator('dl.facts dt:text-is("Task") + dd .mono').textContent()).toBe(id);
+    await tab.context.grantPermissions(['clipboard-read', 'clipboard-write']);
+    await page.getByRole('button', { name: 'Copy the task id' }).click();
+    await page.getByRole('status').filter({ hasText: 'Copied' }).waitFor();
+    expect(await page.evaluate('navigator.clipboard.readText()')).toBe(id);
     // Asked at the top without selecting the step; the step's panel points there.
     await page.getByRole('heading', { name: 'Waiting for an approval' }).waitFor();
     await page.getByRole('button', { name: 'review', exact: true }).click();
@@ -184,6 +193,7 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
     expect(await seriousViolations(page)).toEqual([]);
     await page.getByRole('button', { name: 'Approve' }).click();
     await node(page, 'pay').and(page.locator('[data-status="completed"]')).waitFor({ timeout: 20_000 });
+    await page.getByRole('heading', { level: 1 }).locator('.badge', { hasText: 'completed' }).waitFor();
     const task = await waitForTask(h, id, 20_000, AUTH);
     expect(task.status).toBe('completed');
     expect(task.steps.find((step: { id: string }) => step.id === 'review').output).toMatchObject({ decision: 'approved' });

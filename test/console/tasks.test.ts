@@ -136,7 +136,9 @@ describe('the console: tasks list, sign-in and budgets', { timeout: 120_000 }, (
     await row.waitFor({ timeout: 10_000 });
     await row.getByText('completed').waitFor({ timeout: 10_000 });
     // The id's random end is what shows (its beginning is its time, the same for a minute's tasks).
-    expect(await row.locator('a.mono').textContent()).toContain(`…${answer.body.task_id.slice(-12)}`);
+    expect(await row.locator('a.mono').textContent()).toBe(`…${answer.body.task_id.slice(-12)}`);
+    // The whole id is the link's name and tooltip.
+    expect(await row.getByRole('link', { name: `Task ${answer.body.task_id}` }).getAttribute('title')).toBe(answer.body.task_id);
     mkdirSync(SCREENSHOTS, { recursive: true });
     await page.screenshot({ path: new URL('tasks.png', SCREENSHOTS).pathname });
 

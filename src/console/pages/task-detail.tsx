@@ -8,6 +8,7 @@ import { formatDuration, formatTime } from '../components/format.ts';
 import { JsonView } from '../components/json-view.tsx';
 import { ErrorBox, Loading } from '../components/states.tsx';
 import { StatusBadge } from '../components/status-badge.tsx';
+import { CopyButton } from '../components/task-id.tsx';
 import { spansOf, Timeline } from '../components/timeline.tsx';
 
 type Step = TaskView['steps'][number];
@@ -103,6 +104,11 @@ export default function TaskDetailPage() {
   return <TaskDetail task={task.data} />;
 }
 
+/** An unfinished task with a step waiting for a signal or a person's approval: `waiting`, as the lists and filters say, not `running`. */
+function waitsForSomeone(task: TaskView): boolean {
+  return !FINISHED_STATUSES.has(task.status) && task.steps.some((step) => step.status === 'waiting' && step.waiting_for !== undefined);
+}
+
 function TaskDetail({ task }: { task: TaskView }) {
   const [selected, setSelected] = useState<string | undefined>();
   const graphSteps = useMemo<GraphStep[]>(
@@ -118,13 +124,16 @@ function TaskDetail({ task }: { task: TaskView }) {
     <>
       <div className="title-row">
         <h1>
-          {task.task_type} <StatusBadge status={task.status} />
+          {task.task_type} <StatusBadge status={waitsForSomeone(task) ? 'waiting' : task.status} />
         </h1>
         <TaskActions task={task} />
       </div>
       <dl className="facts">
         <dt>Task</dt>
-        <dd className="mono">{task.task_id}</dd>
+        <dd>
+          <span className="mono">{task.task_id}</span>
+          <CopyButton text={task.task_id} what="the task id" />
+        </dd>
         {task.workflow && (
           <>
             <dt>Workflow</dt>

@@ -6,6 +6,7 @@ import { call, useApi, useCan } from '../components/api.tsx';
 import { formatDuration, formatTime } from '../components/format.ts';
 import { ErrorBox, Loading } from '../components/states.tsx';
 import { StatusBadge } from '../components/status-badge.tsx';
+import { TaskIdLink } from '../components/task-id.tsx';
 import { Pager } from '../components/pager.tsx';
 
 const STATUSES = ['queued', 'running', 'waiting', 'completed', 'failed', 'cancelled'] as const;
@@ -342,10 +343,7 @@ function TaskRow({
             </button>
           )}
           {depth > 0 && <span className="visually-hidden">child of {task.parent_task_id}: </span>}
-          <Link to={`/tasks/${task.task_id}`} className="mono">
-            {/* A UUIDv7 begins with its time, the same for every task of a minute: its random end tells tasks apart. */}
-            <span className="visually-hidden">{task.task_id.slice(0, -12)}</span>…{task.task_id.slice(-12)}
-          </Link>
+          <TaskIdLink id={task.task_id} />
         </td>
         <td>{task.task_type}</td>
         <td>

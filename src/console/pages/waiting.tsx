@@ -5,6 +5,7 @@ import { call, useApi } from '../components/api.tsx';
 import { formatTime } from '../components/format.ts';
 import { ErrorBox, Loading } from '../components/states.tsx';
 import { Pager } from '../components/pager.tsx';
+import { TaskIdLink } from '../components/task-id.tsx';
 
 /** What a task can wait on that someone may want to act on or explain, with its label. */
 const REASONS = {
@@ -91,9 +92,7 @@ export default function WaitingPage() {
                   {tasks.data.items.map((task) => (
                     <tr key={task.task_id} data-task={task.task_id}>
                       <td>
-                        <Link to={`/tasks/${task.task_id}`} className="mono" aria-label={`Task ${task.task_id}`}>
-                          {task.task_id.slice(0, 13)}…
-                        </Link>
+                        <TaskIdLink id={task.task_id} />
                       </td>
                       <td>{task.task_type}</td>
                       <td>
