@@ -1,7 +1,7 @@
 import { paramsFilter, type TaskQuery, type TaskSummary } from '@orchestrator/client';
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { type FormEvent, useState } from 'react';
-import { Link, useNavigate, useSearchParams } from 'react-router';
+import { useNavigate, useSearchParams } from 'react-router';
 import { call, useApi, useCan } from '../components/api.tsx';
 import { formatDuration, formatTime } from '../components/format.ts';
 import { ErrorBox, Loading } from '../components/states.tsx';

@@ -1,6 +1,6 @@
 import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import { useState } from 'react';
-import { Link, useSearchParams } from 'react-router';
+import { useSearchParams } from 'react-router';
 import { call, useApi } from '../components/api.tsx';
 import { formatTime } from '../components/format.ts';
 import { ErrorBox, Loading } from '../components/states.tsx';
