@@ -507,9 +507,33 @@ describe('.env.template', () => {
   const all = configSettings();
   const internal = new Set(all.filter((setting) => setting.internal).map((setting) => setting.name));
 
-  it('documents only variables that src/lib/config.ts reads, and none of its internal tuning', () => {
-    for (const key of documented) expect(isConfigKey(key), `${key} is not read by src/lib/config.ts`).toBe(true);
+  // What docker compose refuses to start without: `${NAME:?…}` in docker-compose.yml (the passwords it hands Redis and PostgreSQL).
+  const composeRequired = [...new Set([...read('docker-compose.yml').matchAll(/\$\{([A-Z][A-Z0-9_]*):\?/g)].map((match) => match[1]!))];
+
+  it('documents only variables that src/lib/config.ts reads (and the passwords compose requires), and none of its internal tuning', () => {
+    for (const key of documented) if (!composeRequired.includes(key)) expect(isConfigKey(key), `${key} is not read by src/lib/config.ts`).toBe(true);
     for (const key of documented) expect(internal.has(key), `${key} is internal tuning: docs/config-reference.md has it, .env.template does not`).toBe(false);
+  });
+
+  it('opens with the production essentials, ready to fill: the passwords compose requires, API_KEYS, then what approval links need', () => {
+    const text = read('.env.template');
+    const order = [...text.matchAll(/^#?\s?([A-Z][A-Z0-9_]*)=/gm)].map((match) => match[1]!);
+    expect(composeRequired.sort()).toEqual(['ORCHESTRATOR_DB_PASSWORD', 'POSTGRES_PASSWORD', 'REDIS_PASSWORD']);
+    expect(new Set(order.slice(0, 3))).toEqual(new Set(composeRequired));
+    expect(order.slice(3, 6)).toEqual(['API_KEYS', 'APPROVAL_SECRET', 'PUBLIC_URL']);
+    // Lines to fill in, not comments to find and uncomment: `cp .env.template .env`, then set them.
+    for (const name of [...composeRequired, 'API_KEYS']) expect(text, name).toMatch(new RegExp(`^${name}=$`, 'm'));
+    for (const name of ['API_KEYS', 'APPROVAL_SECRET', 'PUBLIC_URL'])
+      expect(
+        order.filter((key) => key === name),
+        name,
+      ).toHaveLength(1);
+  });
+
+  it("the counts docs/configuration.md states are the reference's: every setting, the operators', the internal", () => {
+    const stated = /There are (\d+) settings: (\d+) a deployment may vary[\s\S]*?and (\d+)/.exec(read('docs/configuration.md'));
+    expect(stated, 'docs/configuration.md: "There are N settings: M a deployment may vary … and K"').not.toBeNull();
+    expect(stated!.slice(1, 4).map(Number)).toEqual([all.length, all.length - internal.size, internal.size]);
   });
 
   it("documents every operator's setting, with or without a default", () => {
