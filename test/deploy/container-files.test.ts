@@ -530,12 +530,6 @@ describe('.env.template', () => {
       ).toHaveLength(1);
   });
 
-  it("the counts docs/configuration.md states are the reference's: every setting, the operators', the internal", () => {
-    const stated = /There are (\d+) settings: (\d+) a deployment may vary[\s\S]*?and (\d+)/.exec(read('docs/configuration.md'));
-    expect(stated, 'docs/configuration.md: "There are N settings: M a deployment may vary … and K"').not.toBeNull();
-    expect(stated!.slice(1, 4).map(Number)).toEqual([all.length, all.length - internal.size, internal.size]);
-  });
-
   it("documents every operator's setting, with or without a default", () => {
     for (const { name } of all.filter((setting) => !setting.internal)) expect(documented.has(name), `${name} missing from .env.template`).toBe(true);
     // The reference reads the same schema loadConfig does.
