@@ -6848,14 +6848,14 @@ export interface operations {
                         };
                         tasks: {
                             total: number;
-                            /** @description How many, by status. */
+                            /** @description How many, by status; a task queued or running with a step waiting for a signal or an approval counts as `waiting`. */
                             by_status: {
                                 [key: string]: number;
                             };
                             by_type: {
                                 task_type: string;
                                 total: number;
-                                /** @description How many, by status. */
+                                /** @description How many, by status; a task queued or running with a step waiting for a signal or an approval counts as `waiting`. */
                                 by_status: {
                                     [key: string]: number;
                                 };
@@ -6875,7 +6875,7 @@ export interface operations {
                             by_tool: {
                                 tool: string;
                                 total: number;
-                                /** @description How many, by status. */
+                                /** @description How many, by status; a task queued or running with a step waiting for a signal or an approval counts as `waiting`. */
                                 by_status: {
                                     [key: string]: number;
                                 };

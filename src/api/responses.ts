@@ -307,7 +307,9 @@ const percentilesSchema = z
   .object({ p50: z.number().nullable(), p90: z.number().nullable(), p95: z.number().nullable(), p99: z.number().nullable(), max: z.number().nullable() })
   .meta({ description: 'Durations in milliseconds, of finished tasks or steps only; null when none finished.' });
 
-const byStatus = z.record(z.string(), count).meta({ description: 'How many, by status.' });
+const byStatus = z
+  .record(z.string(), count)
+  .meta({ description: 'How many, by status; a task queued or running with a step waiting for a signal or an approval counts as `waiting`.' });
 const lastCreatedAt = timestamp.meta({ description: 'When the newest of them (its task) was created.' });
 
 export const statsSchema = z.object({

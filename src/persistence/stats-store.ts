@@ -110,7 +110,13 @@ export class StatsStore {
       // SET LOCAL, with a bound value: the timeout ends with this transaction.
       this.prisma.$queryRawUnsafe(`SELECT set_config('statement_timeout', $1, true)`, String(this.options.statementTimeoutMs)),
       this.prisma.$queryRawUnsafe<CountRow[]>(
-        `SELECT t.task_type AS key, t.status::text AS status, count(*) AS count, max(t.created_at) AS last
+        // A task waiting for someone (a step waiting for a signal or an approval) counts as waiting, as the lists show it.
+        `SELECT t.task_type AS key,
+                CASE WHEN t.status IN ('queued', 'running') AND EXISTS (
+                       SELECT 1 FROM steps s WHERE s.task_id = t.id AND s.task_created_at = t.created_at
+                          AND s.status = 'waiting' AND s.reason IN ('signal', 'approval'))
+                     THEN 'waiting' ELSE t.status::text END AS status,
+                count(*) AS count, max(t.created_at) AS last
            FROM tasks t WHERE t.created_at >= $1 AND t.created_at < $2 GROUP BY 1, 2`,
         from,
         to,

@@ -134,7 +134,8 @@ export class TaskStore {
         workflowName: true,
         parentTaskId: true,
         workflowVersion: true,
-        ...(filter.status === 'waiting' ? { steps: { where: waitingFor(filter.waitingReasons), select: { stepId: true, reason: true, wakeAt: true } } } : {}),
+        // What each waits for (someone: a signal or an approval), so that any list shows a waiting task as waiting.
+        steps: { where: waitingFor(filter.status === 'waiting' ? filter.waitingReasons : undefined), select: { stepId: true, reason: true, wakeAt: true } },
       },
     });
   }

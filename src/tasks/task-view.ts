@@ -364,7 +364,7 @@ export function taskSummary(
     status: task.status,
     steps_total: task.stepsTotal,
     ...(task.parentTaskId ? { parent_task_id: task.parentTaskId } : {}),
-    ...(task.steps
+    ...(task.steps && task.steps.length > 0
       ? {
           waiting_for: task.steps.map((step) => ({
             step_id: step.stepId,

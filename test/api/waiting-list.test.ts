@@ -42,6 +42,15 @@ describe('GET /tasks?status=waiting&waiting_reason=', () => {
     return response.body.items as { task_id: string; waiting_for: { step_id: string; reason: string; timeout_at?: string }[] }[];
   };
 
+  it('shows a task waiting for someone as waiting in any list, and counts it as waiting in the statistics', async () => {
+    const items = await listed('limit=100');
+    const waiting = items.filter((task) => task.waiting_for !== undefined).map((task) => task.task_id);
+    expect(waiting.sort()).toEqual([byReason.get('signal'), byReason.get('approval')].sort());
+    const stats = await h.request('GET', '/stats');
+    expect(stats.status).toBe(200);
+    expect(stats.body.tasks.by_status).toMatchObject({ waiting: 2, queued: WAIT_REASONS.length - 2 });
+  });
+
   it('lists only the waits for someone by default, as before', async () => {
     const items = await listed('status=waiting');
     expect(items.map((task) => task.task_id).sort()).toEqual([byReason.get('signal'), byReason.get('approval')].sort());
