@@ -1,8 +1,8 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { Request } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
 import type { Logger } from '../lib/logger.js';
-import type { RedisClient } from '../queue/redis.js';
+import { luaScript, type RedisClient, runScript } from '../queue/redis.js';
 import { errorBody } from './http.js';
 
 /** Seconds a client over one of its slot limits is asked to wait. */
@@ -38,7 +38,7 @@ export interface ClientSlotsOptions {
  * `r:<member>` to give one back), in the order they were asked for. Answers one figure per
  * operation: 1 taken, 0 refused (a give-back answers 1).
  */
-const SLOTS = `
+const SLOTS = luaScript(`
 local now = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
@@ -63,11 +63,10 @@ for i, key in ipairs(KEYS) do
   end
 end
 return out
-`;
+`);
 
 /** Most operations one call of the script carries; more wait for the next call. */
 const SLOTS_BATCH_MAX = 500;
-const SLOTS_SHA = createHash('sha1').update(SLOTS).digest('hex');
 
 interface SlotOperation {
   key: string;
@@ -152,7 +151,7 @@ export class ClientSlots {
     }
   }
 
-  /** One call of the script for `batch` (its SHA first, its text when Redis does not know it yet). */
+  /** One call of the script for `batch`. */
   private async run(batch: readonly SlotOperation[]): Promise<number[]> {
     const { redis, leaseMs, max } = this.options;
     const args = [
@@ -162,11 +161,6 @@ export class ClientSlots {
       max,
       ...batch.map((operation) => `${operation.taken ? 'a' : 'r'}:${operation.member}`),
     ];
-    try {
-      return (await redis.evalsha(SLOTS_SHA, batch.length, ...args)) as number[];
-    } catch (error) {
-      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-      return (await redis.eval(SLOTS, batch.length, ...args)) as number[];
-    }
+    return (await runScript(redis, SLOTS, batch.length, args)) as number[];
   }
 }
