@@ -445,7 +445,7 @@ export class TaskService {
         signal,
       );
     }
-    const task = await this.database(() => this.deps.store.get(id));
+    const task = await this.database(() => this.deps.store.view(id));
     if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
     // Only a schedule's tasks carry its idempotency keys (src/schedules/schedule-service.ts): no lookup for the others.
     const tick = task.idempotencyKey?.startsWith(SCHEDULE_KEY_PREFIX) ? await this.database(async () => this.deps.tickOf?.(id)) : undefined;
