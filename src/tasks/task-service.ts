@@ -425,8 +425,13 @@ export class TaskService {
     return missing(id, this.deps.config.RETENTION_DAYS);
   }
 
-  /** `viewer`: whose tasks may be found, and whether approval links are shown (by default: any task, no links). */
-  async result(id: string, waitSeconds = 0, signal?: AbortSignal, viewer: Viewer = { links: false }) {
+  /**
+   * `viewer`: whose tasks may be found, and whether approval links are shown (by default: any task, no links).
+   * `hold`: asked once the task is found unfinished, before the answer waits for its end (a
+   * long-poll's slot, LONG_POLLS_PER_KEY); what it throws is thrown from here. A task that already
+   * ended (or is not found) answers without it.
+   */
+  async result(id: string, waitSeconds = 0, signal?: AbortSignal, viewer: Viewer = { links: false }, hold?: () => Promise<void>) {
     const owner = viewer.owner;
     if (!UUID.test(id)) throw this.missing(id);
     const waitMs = Math.min(waitSeconds, this.deps.config.RESULT_WAIT_MAX_S) * 1000;
@@ -440,7 +445,10 @@ export class TaskService {
         async () => {
           const found = await this.database(() => this.deps.store.ownerAndStatus(id));
           if (found && owner !== undefined && found.ownerKey !== owner) throw this.missing(id);
-          return found === undefined || isFinished(found.status);
+          if (found === undefined || isFinished(found.status)) return true;
+          // Listening already: an end while the slot is taken is not missed.
+          await hold?.();
+          return false;
         },
         signal,
       );
