@@ -65,18 +65,19 @@ const TASK_VIEW_INCLUDE = {
   events: { where: { type: 'attempt_ended', item: null }, orderBy: { seq: 'desc' }, take: ATTEMPT_EVENTS_READ },
 } satisfies P.TaskInclude;
 
+/** A task as GET /result reads it (TaskStore.get, TaskStore.view). */
+export type TaskRecord = NonNullable<Awaited<ReturnType<TaskStore['get']>>>;
+
 /**
  * What the API reads of tasks, their steps, items and dead letters. Every change to a run goes
  * through the ledger (src/tasks/runs.ts).
  */
 export class TaskStore {
   /**
-   * GET /result's two reads, each group-committed: the reads of a busy process asked for while
-   * one is on its way go out together in the next statement (one round trip, one plan), an idle
-   * process's at once.
+   * GET /result's reads, group-committed: those a busy process asks for while one is on its way
+   * go out together in the next statement (one round trip, one plan), an idle process's at once.
    */
   private readonly views = new Batcher((ids: string[]) => this.getMany(ids), { maxSize: READ_BATCH_MAX });
-  private readonly statuses = new Batcher((ids: string[]) => this.ownersAndStatuses(ids), { maxSize: READ_BATCH_MAX });
 
   constructor(
     private readonly prisma: Prisma,
@@ -95,7 +96,7 @@ export class TaskStore {
   }
 
   /** As get, read together with the other tasks asked for at the same moment (GET /result). */
-  async view(id: string): Promise<Awaited<ReturnType<TaskStore['get']>> | undefined> {
+  async view(id: string): Promise<TaskRecord | undefined> {
     return this.views.add(id);
   }
 
@@ -119,16 +120,9 @@ export class TaskStore {
     return row ? { ...row, params: (row.params ?? {}) as Record<string, unknown> } : undefined;
   }
 
-  /** A long-poll's one read before it waits: whose task it is, and whether it has ended (read together with the others asked for at the same moment). */
+  /** Whose task it is, and whether it has ended. */
   async ownerAndStatus(id: string): Promise<{ ownerKey: string; status: TaskStatus } | undefined> {
-    return this.statuses.add(id);
-  }
-
-  private async ownersAndStatuses(ids: readonly string[]): Promise<({ ownerKey: string; status: TaskStatus } | undefined)[]> {
-    const unique = [...new Set(ids)];
-    const rows = await this.prisma.task.findMany({ where: tasksByIds(unique), select: { id: true, ownerKey: true, status: true } });
-    const byId = new Map(rows.map((row) => [row.id, { ownerKey: row.ownerKey, status: row.status }]));
-    return ids.map((id) => byId.get(id));
+    return (await this.prisma.task.findFirst({ where: taskById(id), select: { ownerKey: true, status: true } })) ?? undefined;
   }
 
   /** Newest first; the cursor is the last row of the previous page. */
