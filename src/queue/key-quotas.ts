@@ -1,4 +1,4 @@
-import { Batcher } from '../lib/batcher.js';
+import { Batcher, ItemFailure } from '../lib/batcher.js';
 import type { Logger } from '../lib/logger.js';
 import { luaScript, type RedisClient, runScript } from './redis.js';
 import type { Shards } from './shards.js';
@@ -142,8 +142,11 @@ export class KeyQuotas {
     return this.reservations.add({ client, taskId, bytes, delayMs });
   }
 
-  /** One script call per shard for the reservations asked for together. */
-  private async reserveAll(batch: readonly Reservation[]): Promise<(QuotaRefusal | undefined)[]> {
+  /**
+   * One script call per shard for the reservations asked for together. A shard that does not
+   * answer fails its own reservations only (a master failing over refuses its shards' submissions).
+   */
+  private async reserveAll(batch: readonly Reservation[]): Promise<(QuotaRefusal | undefined | ItemFailure)[]> {
     const now = Date.now();
     const maxTasks = this.share(this.settings.maxTasks);
     const maxBytes = this.share(this.settings.maxBytes);
@@ -152,21 +155,27 @@ export class KeyQuotas {
       const prefix = this.shards.prefixOf(reservation.taskId);
       byShard.set(prefix, [...(byShard.get(prefix) ?? []), index]);
     });
-    const answers: (QuotaRefusal | undefined)[] = new Array(batch.length);
+    const answers: (QuotaRefusal | undefined | ItemFailure)[] = new Array(batch.length);
     await Promise.all(
       [...byShard].map(async ([prefix, indexes]) => {
         const shared = this.keys(prefix, '').slice(1);
         const reservations = indexes.map((index) => batch[index]!);
-        const replies = (await runScript(this.redis, RESERVE, 5 + reservations.length, [
-          `${prefix}:quota:tasks:`,
-          ...shared,
-          ...reservations.map((reservation) => this.keys(prefix, reservation.client)[0]!),
-          `${prefix}:quota:tasks:`,
-          now,
-          maxTasks,
-          maxBytes,
-          ...reservations.flatMap((reservation) => [reservation.client, reservation.taskId, reservation.bytes, now + reservation.delayMs + LEASE_MS]),
-        ])) as number[];
+        let replies: number[];
+        try {
+          replies = (await runScript(this.redis, RESERVE, 5 + reservations.length, [
+            `${prefix}:quota:tasks:`,
+            ...shared,
+            ...reservations.map((reservation) => this.keys(prefix, reservation.client)[0]!),
+            `${prefix}:quota:tasks:`,
+            now,
+            maxTasks,
+            maxBytes,
+            ...reservations.flatMap((reservation) => [reservation.client, reservation.taskId, reservation.bytes, now + reservation.delayMs + LEASE_MS]),
+          ])) as number[];
+        } catch (error) {
+          for (const index of indexes) answers[index] = new ItemFailure(error);
+          return;
+        }
         indexes.forEach((index, position) => {
           const refused = Number(replies[position * 2]);
           const held = Number(replies[position * 2 + 1]);
