@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { type Child, freePort, spawnNode, spawnRedis } from './lib/processes.js';
@@ -37,6 +38,12 @@ export interface LoopPoint {
   stages?: Stages;
   /** PostgreSQL transactions (statements outside a transaction count one each) of the system's database per completed task, every process together. */
   transactionsPerTask?: number;
+  /**
+   * CPU time per completed task, ms (user + system, from /proc): the system's own processes (the
+   * orchestrator's supervisor, API and worker; the naive API and worker), the bench's Redis, and
+   * every PostgreSQL process of the machine (other databases' work included, if any runs).
+   */
+  cpuMsPerTask?: { system: number; redis: number; postgres: number };
 }
 
 /** One completed loop: when the client sent the submit, got its answer, and got the result that showed the end (epoch ms). */
@@ -135,6 +142,52 @@ async function closedLoop(url: string, headers: Record<string, string>, clients:
   };
 }
 
+/** Every process's parent and CPU ticks (user + system) so far, from /proc; empty where /proc is not there. */
+function processTable(): Map<number, { ppid: number; ticks: number; comm: string }> {
+  const table = new Map<number, { ppid: number; ticks: number; comm: string }>();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return table;
+  }
+  for (const name of entries) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const comm = stat.slice(stat.indexOf('(') + 1, close);
+      const fields = stat.slice(close + 2).split(' ');
+      table.set(Number(name), { ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]), comm });
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return table;
+}
+
+/** CPU ms so far of the processes under `roots` (themselves included), of `redis`, and of every postgres process. */
+function cpuNow(roots: readonly number[], redis: number): { system: number; redis: number; postgres: number } {
+  const table = processTable();
+  const tree = new Set(roots);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, entry] of table) {
+      if (!tree.has(pid) && tree.has(entry.ppid)) {
+        tree.add(pid);
+        grew = true;
+      }
+    }
+  }
+  const ms = (ticks: number) => ticks * 10;
+  let system = 0;
+  let postgres = 0;
+  for (const [pid, entry] of table) {
+    if (tree.has(pid)) system += entry.ticks;
+    if (entry.comm.startsWith('postgres')) postgres += entry.ticks;
+  }
+  return { system: ms(system), redis: ms(table.get(redis)?.ticks ?? 0), postgres: ms(postgres) };
+}
+
 const median = (values: number[]) => {
   const sorted = values.filter((value) => Number.isFinite(value)).sort((a, b) => a - b);
   return sorted.length === 0 ? Number.NaN : Math.round(sorted[Math.floor((sorted.length - 1) / 2)]! * 10) / 10;
@@ -183,13 +236,28 @@ async function transactions(databaseUrl: string): Promise<number> {
   }
 }
 
-async function measure(system: string, url: string, headers: Record<string, string>, databaseUrl: string, table: string): Promise<LoopPoint[]> {
+async function measure(
+  system: string,
+  url: string,
+  headers: Record<string, string>,
+  databaseUrl: string,
+  table: string,
+  pids: { roots: number[]; redis: number },
+): Promise<LoopPoint[]> {
   const points: LoopPoint[] = [];
   for (const clients of CLIENTS) {
     await closedLoop(url, headers, clients, WARMUP_S);
     const samples: Sample[] = [];
     const before = await transactions(databaseUrl);
+    const cpuBefore = cpuNow(pids.roots, pids.redis);
     const point = await closedLoop(url, headers, clients, SECONDS, samples);
+    const cpuAfter = cpuNow(pids.roots, pids.redis);
+    const perTask = (ms: number) => Math.round((ms / Math.max(1, point.completed)) * 100) / 100;
+    point.cpuMsPerTask = {
+      system: perTask(cpuAfter.system - cpuBefore.system),
+      redis: perTask(cpuAfter.redis - cpuBefore.redis),
+      postgres: perTask(cpuAfter.postgres - cpuBefore.postgres),
+    };
     // PostgreSQL flushes a backend's counters within a second of its last transaction.
     await sleep(1_500);
     point.transactionsPerTask = Math.round((((await transactions(databaseUrl)) - before) / Math.max(1, point.completed)) * 10) / 10;
@@ -244,7 +312,10 @@ async function oneRun(run: number, logDir: string) {
       );
       await ready(url, 'npm start ready');
       try {
-        return await measure('orchestrator', url, { authorization: `Bearer ${KEY}` }, databaseUrl, 'tasks');
+        return await measure('orchestrator', url, { authorization: `Bearer ${KEY}` }, databaseUrl, 'tasks', {
+          roots: children.map((child) => child.pid),
+          redis: redis.pid,
+        });
       } finally {
         await stopAll();
       }
@@ -263,7 +334,7 @@ async function oneRun(run: number, logDir: string) {
       );
       await ready(url, 'the naive baseline ready');
       try {
-        return await measure('naive', url, {}, databaseUrl, 'naive_tasks');
+        return await measure('naive', url, {}, databaseUrl, 'naive_tasks', { roots: children.map((child) => child.pid), redis: redis.pid });
       } finally {
         await stopAll();
       }
@@ -281,13 +352,16 @@ async function oneRun(run: number, logDir: string) {
   }
 }
 
+const cpuText = (point: LoopPoint) =>
+  point.cpuMsPerTask ? `${point.cpuMsPerTask.system} + redis ${point.cpuMsPerTask.redis} + pg ${point.cpuMsPerTask.postgres}` : 'n/a';
+
 const { results, out } = await runStandalone('loop', RUNS, oneRun, 1_000);
 for (const result of results) {
   for (const [index, point] of result.orchestrator.entries()) {
     const naive = result.naive[index]!;
     console.log(
-      `run ${result.run} C=${point.clients}: orchestrator ${point.completedPerS.toFixed(1)}/s (submit p50/p99 ${point.submit.p50}/${point.submit.p99} ms, result ${point.result.p50}/${point.result.p99} ms, ${point.resultsPerTask} results/task, ${point.errors} errors); ` +
-        `naive ${naive.completedPerS.toFixed(1)}/s (submit ${naive.submit.p50}/${naive.submit.p99} ms, result ${naive.result.p50}/${naive.result.p99} ms); ratio ${(point.completedPerS / naive.completedPerS).toFixed(2)}`,
+      `run ${result.run} C=${point.clients}: orchestrator ${point.completedPerS.toFixed(1)}/s (submit p50/p99 ${point.submit.p50}/${point.submit.p99} ms, result ${point.result.p50}/${point.result.p99} ms, ${point.resultsPerTask} results/task, ${point.errors} errors, CPU ms/task ${cpuText(point)}); ` +
+        `naive ${naive.completedPerS.toFixed(1)}/s (submit ${naive.submit.p50}/${naive.submit.p99} ms, result ${naive.result.p50}/${naive.result.p99} ms, CPU ms/task ${cpuText(naive)}); ratio ${(point.completedPerS / naive.completedPerS).toFixed(2)}`,
     );
   }
 }

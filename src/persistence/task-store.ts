@@ -4,6 +4,7 @@ import { ATTEMPT_LOGS } from '../ledger/attempt-logs.js';
 import { keyHolders } from '../ledger/create-tasks.js';
 import type { SqlRunner } from '../ledger/sql.js';
 import { taskById } from '../ledger/task-days.js';
+import { Batcher } from '../lib/batcher.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 import type { Prisma } from './database.js';
 
@@ -45,11 +46,39 @@ function taskRef(taskId: string): { taskId: string; taskCreatedAt?: Date } {
   return at ? { taskId, taskCreatedAt: at } : { taskId };
 }
 
+/** Tasks asked for at the same moment that one read statement looks up at most. */
+const READ_BATCH_MAX = 100;
+
+/** Where clause of the tasks with these ids (with their creation times, where their ids hold them). */
+function tasksByIds(ids: readonly string[]): P.TaskWhereInput {
+  const times = ids.map((id) => uuidv7Time(id));
+  if (times.some((time) => time === undefined)) return { id: { in: [...ids] } };
+  // A task's created_at is its id's time: the pair of lists finds exactly these tasks, over their days' partitions.
+  return { id: { in: [...ids] }, createdAt: { in: [...new Map(times.map((time) => [time!.getTime(), time!])).values()] } };
+}
+
+/** What GET /result shows of a task: the task, its steps, its callback deliveries and its steps' last ended attempts. */
+const TASK_VIEW_INCLUDE = {
+  steps: { orderBy: { position: 'asc' } },
+  callbacks: { orderBy: { createdAt: 'asc' } },
+  // The steps' ended attempts, newest first, for their last few in GET /result (taskView).
+  events: { where: { type: 'attempt_ended', item: null }, orderBy: { seq: 'desc' }, take: ATTEMPT_EVENTS_READ },
+} satisfies P.TaskInclude;
+
+/** A task as GET /result reads it (TaskStore.get, TaskStore.view). */
+export type TaskRecord = NonNullable<Awaited<ReturnType<TaskStore['get']>>>;
+
 /**
  * What the API reads of tasks, their steps, items and dead letters. Every change to a run goes
  * through the ledger (src/tasks/runs.ts).
  */
 export class TaskStore {
+  /**
+   * GET /result's reads, group-committed: those a busy process asks for while one is on its way
+   * go out together in the next statement (one round trip, one plan), an idle process's at once.
+   */
+  private readonly views = new Batcher((ids: string[]) => this.getMany(ids), { maxSize: READ_BATCH_MAX });
+
   constructor(
     private readonly prisma: Prisma,
     /** Where the ledger's statements run: the pool's plain SQL in the service (Database.sql). */
@@ -63,16 +92,20 @@ export class TaskStore {
 
   /** The task and its steps, read in one statement so they show one moment. */
   get(id: string) {
-    return this.prisma.task.findFirst({
-      where: taskById(id),
-      include: {
-        steps: { orderBy: { position: 'asc' } },
-        callbacks: { orderBy: { createdAt: 'asc' } },
-        // The steps' ended attempts, newest first, for their last few in GET /result (taskView).
-        events: { where: { type: 'attempt_ended', item: null }, orderBy: { seq: 'desc' }, take: ATTEMPT_EVENTS_READ },
-      },
-      relationLoadStrategy: 'join',
-    });
+    return this.prisma.task.findFirst({ where: taskById(id), include: TASK_VIEW_INCLUDE, relationLoadStrategy: 'join' });
+  }
+
+  /** As get, read together with the other tasks asked for at the same moment (GET /result). */
+  async view(id: string): Promise<TaskRecord | undefined> {
+    return this.views.add(id);
+  }
+
+  /** Each task of `ids` as get reads it, in one statement; undefined where none is found. */
+  private async getMany(ids: readonly string[]) {
+    const unique = [...new Set(ids)];
+    const rows = await this.prisma.task.findMany({ where: tasksByIds(unique), include: TASK_VIEW_INCLUDE, relationLoadStrategy: 'join' });
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return ids.map((id) => byId.get(id));
   }
 
   /** The owner only, to refuse another owner's task before waiting for it. */
@@ -87,7 +120,7 @@ export class TaskStore {
     return row ? { ...row, params: (row.params ?? {}) as Record<string, unknown> } : undefined;
   }
 
-  /** A long-poll's one read before it waits: whose task it is, and whether it has ended. */
+  /** Whose task it is, and whether it has ended. */
   async ownerAndStatus(id: string): Promise<{ ownerKey: string; status: TaskStatus } | undefined> {
     return (await this.prisma.task.findFirst({ where: taskById(id), select: { ownerKey: true, status: true } })) ?? undefined;
   }

@@ -1,5 +1,6 @@
+import { Batcher, ItemFailure } from '../lib/batcher.js';
 import type { Logger } from '../lib/logger.js';
-import type { RedisClient } from './redis.js';
+import { luaScript, type RedisClient, runScript } from './redis.js';
 import type { Shards } from './shards.js';
 
 export interface KeyQuotaSettings {
@@ -14,6 +15,14 @@ export interface QuotaRefusal {
   limit: 'QUOTA_MAX_BACKLOG_PER_KEY' | 'QUOTA_MAX_BYTES_PER_KEY';
   max: number;
   held: number;
+}
+
+/** A task to count against its client. */
+interface Reservation {
+  client: string;
+  taskId: string;
+  bytes: number;
+  delayMs: number;
 }
 
 /**
@@ -41,28 +50,50 @@ local function drop(id)
 end
 `;
 
-// ARGV: the clients' key prefix, now, client, task id, bytes, lease end, max tasks, max bytes.
-const RESERVE = `${DROP}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])) do drop(id) end
--- Counted already (a retry of a task whose end was not released yet): once is enough.
-if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return {0, 0} end
-local tasks = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '0')
-local bytes = tonumber(redis.call('HGET', KEYS[5], ARGV[3]) or '0')
-if tonumber(ARGV[7]) > 0 and tasks + 1 > tonumber(ARGV[7]) then return {1, tasks} end
-if tonumber(ARGV[8]) > 0 and bytes + tonumber(ARGV[5]) > tonumber(ARGV[8]) then return {2, bytes} end
-redis.call('ZADD', KEYS[1], ARGV[6], ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[4], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
-redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
-redis.call('HINCRBY', KEYS[5], ARGV[3], ARGV[5])
-return {0, 0}
-`;
+// Reservations in the order asked, each as one used to be made alone. KEYS[1] unused (the clients'
+// key prefix), KEYS[2..5] as DROP's, then each reservation's client's tasks; ARGV: the clients' key
+// prefix, now, max tasks, max bytes, then client, task id, bytes, lease end per reservation.
+// Answers {refused, held} per reservation: 0 counted, 1 over max tasks, 2 over max bytes.
+const RESERVE = luaScript(`${DROP}
+local out = {}
+local n = #KEYS - 5
+for i = 1, n do
+  local tasksKey = KEYS[5 + i]
+  local at = 4 + (i - 1) * 4
+  local client, id, size = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', tasksKey, '-inf', ARGV[2])) do drop(old) end
+  -- Counted already (a retry of a task whose end was not released yet): once is enough.
+  if redis.call('HEXISTS', KEYS[2], id) == 1 then
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+  else
+    local tasks = tonumber(redis.call('HGET', KEYS[4], client) or '0')
+    local bytes = tonumber(redis.call('HGET', KEYS[5], client) or '0')
+    if tonumber(ARGV[3]) > 0 and tasks + 1 > tonumber(ARGV[3]) then
+      out[#out + 1] = 1
+      out[#out + 1] = tasks
+    elseif tonumber(ARGV[4]) > 0 and bytes + size > tonumber(ARGV[4]) then
+      out[#out + 1] = 2
+      out[#out + 1] = bytes
+    else
+      redis.call('ZADD', tasksKey, ARGV[at + 4], id)
+      redis.call('HSET', KEYS[2], id, client)
+      redis.call('HSET', KEYS[3], id, size)
+      redis.call('HINCRBY', KEYS[4], client, 1)
+      redis.call('HINCRBY', KEYS[5], client, size)
+      out[#out + 1] = 0
+      out[#out + 1] = 0
+    end
+  end
+end
+return out
+`);
 
 // ARGV: the clients' key prefix, then task ids.
-const RELEASE = `${DROP}
+const RELEASE = luaScript(`${DROP}
 for i = 2, #ARGV do drop(ARGV[i]) end
 return 0
-`;
+`);
 
 /**
  * Quotas per client (API key, or address without keys) on its unfinished tasks and on the bytes
@@ -73,10 +104,15 @@ return 0
  * A task counts in its own queue shard, against that shard's share of each limit: with a Redis
  * Cluster the counts spread over the masters with the tasks (new ids take the shards in turn), and
  * a master that fails over refuses only its own shards' submissions, as every other write does.
+ *
+ * Reservations are group-committed: those a busy process asks for while a call is on its way go
+ * out together in the next one, one script call per shard, each counted in the order asked, as
+ * if alone. An idle process sends each at once.
  */
 export class KeyQuotas {
   private readonly pending = new Set<string>();
   private flushing: Promise<void> | undefined;
+  private readonly reservations = new Batcher<Reservation, QuotaRefusal | undefined>((batch) => this.reserveAll(batch), { maxSize: 500 });
 
   constructor(
     private readonly redis: RedisClient,
@@ -101,28 +137,59 @@ export class KeyQuotas {
   }
 
   /** Counts a new task against its client; the limit it would pass instead, if any. Redis errors are thrown. */
-  async reserve(client: string, taskId: string, bytes: number, delayMs: number, now = Date.now()): Promise<QuotaRefusal | undefined> {
+  async reserve(client: string, taskId: string, bytes: number, delayMs: number): Promise<QuotaRefusal | undefined> {
     if (!this.enabled) return undefined;
-    const prefix = this.shards.prefixOf(taskId);
+    return this.reservations.add({ client, taskId, bytes, delayMs });
+  }
+
+  /**
+   * One script call per shard for the reservations asked for together. A shard that does not
+   * answer fails its own reservations only (a master failing over refuses its shards' submissions).
+   */
+  private async reserveAll(batch: readonly Reservation[]): Promise<(QuotaRefusal | undefined | ItemFailure)[]> {
+    const now = Date.now();
     const maxTasks = this.share(this.settings.maxTasks);
     const maxBytes = this.share(this.settings.maxBytes);
-    const [refused, held] = (await this.redis.eval(
-      RESERVE,
-      5,
-      ...this.keys(prefix, client),
-      `${prefix}:quota:tasks:`,
-      now,
-      client,
-      taskId,
-      bytes,
-      now + delayMs + LEASE_MS,
-      maxTasks,
-      maxBytes,
-    )) as [number, number];
-    // Named as the settings: what the client holds in this shard, against this shard's share.
-    if (refused === 1) return { limit: 'QUOTA_MAX_BACKLOG_PER_KEY', max: this.settings.maxTasks, held: held * this.shards.count };
-    if (refused === 2) return { limit: 'QUOTA_MAX_BYTES_PER_KEY', max: this.settings.maxBytes, held: held * this.shards.count };
-    return undefined;
+    const byShard = new Map<string, number[]>();
+    batch.forEach((reservation, index) => {
+      const prefix = this.shards.prefixOf(reservation.taskId);
+      byShard.set(prefix, [...(byShard.get(prefix) ?? []), index]);
+    });
+    const answers: (QuotaRefusal | undefined | ItemFailure)[] = new Array(batch.length);
+    await Promise.all(
+      [...byShard].map(async ([prefix, indexes]) => {
+        const shared = this.keys(prefix, '').slice(1);
+        const reservations = indexes.map((index) => batch[index]!);
+        let replies: number[];
+        try {
+          replies = (await runScript(this.redis, RESERVE, 5 + reservations.length, [
+            `${prefix}:quota:tasks:`,
+            ...shared,
+            ...reservations.map((reservation) => this.keys(prefix, reservation.client)[0]!),
+            `${prefix}:quota:tasks:`,
+            now,
+            maxTasks,
+            maxBytes,
+            ...reservations.flatMap((reservation) => [reservation.client, reservation.taskId, reservation.bytes, now + reservation.delayMs + LEASE_MS]),
+          ])) as number[];
+        } catch (error) {
+          for (const index of indexes) answers[index] = new ItemFailure(error);
+          return;
+        }
+        indexes.forEach((index, position) => {
+          const refused = Number(replies[position * 2]);
+          const held = Number(replies[position * 2 + 1]);
+          // Named as the settings: what the client holds in this shard, against this shard's share.
+          answers[index] =
+            refused === 1
+              ? { limit: 'QUOTA_MAX_BACKLOG_PER_KEY', max: this.settings.maxTasks, held: held * this.shards.count }
+              : refused === 2
+                ? { limit: 'QUOTA_MAX_BYTES_PER_KEY', max: this.settings.maxBytes, held: held * this.shards.count }
+                : undefined;
+        });
+      }),
+    );
+    return answers;
   }
 
   /** Stops counting ended (or never created) tasks; batched, in the background. A task that was never counted is ignored. */
@@ -150,7 +217,7 @@ export class KeyQuotas {
           // the client's count up until its lease lapses.
           for (let attempt = 1; ; attempt += 1) {
             try {
-              await this.redis.eval(RELEASE, 5, `${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardIds);
+              await runScript(this.redis, RELEASE, 5, [`${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardIds]);
               return;
             } catch (error) {
               if (attempt >= RELEASE_ATTEMPTS) {

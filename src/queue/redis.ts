@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import type { Config } from '../lib/config.js';
 
@@ -90,6 +91,30 @@ export async function sendCommand(redis: RedisClient, command: string, ...args: 
     if (nodes.length > 0) return (await Promise.all(nodes.map((node) => node.call(command, ...args))))[0];
   }
   return redis.call(command, ...args);
+}
+
+/** A Lua script and its SHA1, to be run with runScript. */
+export interface LuaScript {
+  text: string;
+  sha: string;
+}
+
+export function luaScript(text: string): LuaScript {
+  return { text, sha: createHash('sha1').update(text).digest('hex') };
+}
+
+/**
+ * Runs a script by its SHA (EVALSHA), sending its text (EVAL) only when Redis does not know it
+ * yet: a script called per request costs its arguments on the wire, not its text each time. A
+ * cluster routes it by its keys.
+ */
+export async function runScript(redis: RedisClient, script: LuaScript, numKeys: number, args: (string | number)[]): Promise<unknown> {
+  try {
+    return await redis.evalsha(script.sha, numKeys, ...args);
+  } catch (error) {
+    if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+    return redis.eval(script.text, numKeys, ...args);
+  }
 }
 
 /**

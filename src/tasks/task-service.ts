@@ -27,7 +27,7 @@ import { captureTraceContext, inSpan, SpanAttributes, type SpanHandle, withBatch
 import type { Reachability } from '../persistence/database.js';
 import { retentionCutoff } from '../persistence/partitions.js';
 import { isTransientDatabaseError } from '../persistence/retry.js';
-import type { TaskFilter, TaskStore } from '../persistence/task-store.js';
+import type { TaskFilter, TaskRecord, TaskStore } from '../persistence/task-store.js';
 import type { EventNotices } from '../queue/event-notices.js';
 import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
@@ -425,27 +425,43 @@ export class TaskService {
     return missing(id, this.deps.config.RETENTION_DAYS);
   }
 
-  /** `viewer`: whose tasks may be found, and whether approval links are shown (by default: any task, no links). */
-  async result(id: string, waitSeconds = 0, signal?: AbortSignal, viewer: Viewer = { links: false }) {
+  /**
+   * `viewer`: whose tasks may be found, and whether approval links are shown (by default: any task, no links).
+   * `hold`: asked once the task is found unfinished, before the answer waits for its end (a
+   * long-poll's slot, LONG_POLLS_PER_KEY); what it throws is thrown from here. A task that already
+   * ended (or is not found) answers without it.
+   */
+  async result(id: string, waitSeconds = 0, signal?: AbortSignal, viewer: Viewer = { links: false }, hold?: () => Promise<void>) {
     const owner = viewer.owner;
     if (!UUID.test(id)) throw this.missing(id);
     const waitMs = Math.min(waitSeconds, this.deps.config.RESULT_WAIT_MAX_S) * 1000;
+    let found: TaskRecord | undefined;
+    let read = false;
     if (waitMs > 0) {
-      // One read, once listening has begun (an end just before it is not missed), says both
-      // whether to wait and whose task it is: another owner's task is not found, and not waited
-      // for either, since how long the answer takes would tell that it exists.
+      // One read, once listening has begun (an end just before it is not missed), says whether to
+      // wait and whose task it is: another owner's task is not found, and not waited for either,
+      // since how long the answer takes would tell that it exists. It reads the whole task, so
+      // that one that already ended is answered from it.
       await this.deps.events.waitForEnd(
         id,
         waitMs,
         async () => {
-          const found = await this.database(() => this.deps.store.ownerAndStatus(id));
-          if (found && owner !== undefined && found.ownerKey !== owner) throw this.missing(id);
-          return found === undefined || isFinished(found.status);
+          const first = await this.database(() => this.deps.store.view(id));
+          if (first && owner !== undefined && first.ownerKey !== owner) throw this.missing(id);
+          if (first === undefined || isFinished(first.status)) {
+            found = first;
+            read = true;
+            return true;
+          }
+          // Listening already: an end while the slot is taken is not missed.
+          await hold?.();
+          return false;
         },
         signal,
       );
     }
-    const task = await this.database(() => this.deps.store.get(id));
+    if (!read) found = await this.database(() => this.deps.store.view(id));
+    const task = found;
     if (!task || (owner !== undefined && task.ownerKey !== owner)) throw this.missing(id);
     // Only a schedule's tasks carry its idempotency keys (src/schedules/schedule-service.ts): no lookup for the others.
     const tick = task.idempotencyKey?.startsWith(SCHEDULE_KEY_PREFIX) ? await this.database(async () => this.deps.tickOf?.(id)) : undefined;

@@ -126,6 +126,9 @@ function paramSearchWindow(createdAfter: string | undefined, createdBefore: stri
   return { after: new Date(after) };
 }
 
+/** Thrown by a long-poll's hold when its key has no slot left: the answer is 429. */
+const SLOTS_FULL = new Error('too_many_long_polls');
+
 /** The answer to a submitted task: 202, or 200 when its idempotency key replayed an earlier one. */
 export function assignedReply(submitted: Submitted, taskType: string): Reply {
   return {
@@ -201,17 +204,25 @@ export const TASK_ROUTES: Route[] = [
     },
     handler: async ({ params, query, req, res }, { tasks, longPolls }) => {
       const wait = query.wait ?? 0;
-      const release = wait > 0 ? await longPolls.acquire(clientOf(req)) : () => undefined;
-      if (!release) {
-        return slotsFull('too_many_long_polls', 'this API key (or address) has as many waiting requests open as LONG_POLLS_PER_KEY allows; retry later');
-      }
+      // Taken only by a request that is to wait (its task found unfinished): a task that ended answers at once, counting nothing.
+      let release: (() => void) | undefined;
+      const hold = async () => {
+        release = await longPolls.acquire(clientOf(req));
+        if (!release) throw SLOTS_FULL;
+      };
       try {
         // A client that hangs up stops its long-poll.
         const hungUp = new AbortController();
         res.on('close', () => hungUp.abort());
-        return { status: 200, body: await tasks.result(params.task_id, wait, hungUp.signal, { ...viewer(req), params: query.include === 'params' }) };
+        return {
+          status: 200,
+          body: await tasks.result(params.task_id, wait, hungUp.signal, { ...viewer(req), params: query.include === 'params' }, wait > 0 ? hold : undefined),
+        };
+      } catch (error) {
+        if (error !== SLOTS_FULL) throw error;
+        return slotsFull('too_many_long_polls', 'this API key (or address) has as many waiting requests open as LONG_POLLS_PER_KEY allows; retry later');
       } finally {
-        release();
+        release?.();
       }
     },
   }),
