@@ -3,13 +3,20 @@ import { jsonSize } from '../../lib/limits.js';
 import type { Decider, Settle, StepRunner } from '../kinds/kind.js';
 import { deadLetter, readyJob, type ToolStep } from '../kinds/tool.js';
 import type { PlanStep } from '../plan.js';
-import type { ItemCounts, Report, StepState } from '../state.js';
+import type { ItemCounts, ItemState, Report, StepState } from '../state.js';
 
 /**
  * What the modifiers that run a step as items share (a map's items: map.ts and map-children.ts;
  * a repeat's iterations: repeat.ts): each item is a row of its own with its own job (or child
  * task), attempts and result, and the step runs while any of them does.
  */
+
+/** Every item of the step, or undefined after asking the decider to load them (it decides again once they are). */
+export function everyItem(decider: Decider, step: PlanStep): ItemState[] | undefined {
+  const items = decider.allItems(step.id);
+  if (!items) decider.need('items', step.id);
+  return items;
+}
 
 /** Most items of a map queued or running at once. */
 export function maxParallel(decider: Decider, step: PlanStep): number {
@@ -29,11 +36,8 @@ export function progress(decider: Decider, step: PlanStep, counts: ItemCounts): 
 
 /** Every item is done: the map's output is their outputs in order. Needs every item loaded. */
 export function completeMap(decider: Decider, step: PlanStep, counts: ItemCounts): void {
-  const items = decider.allItems(step.id);
-  if (!items) {
-    decider.need('items', step.id);
-    return;
-  }
+  const items = everyItem(decider, step);
+  if (!items) return;
   const output = [...items].sort((a, b) => a.item - b.item).map((item) => (item.status === 'completed' ? (item.output ?? null) : { error: item.error }));
   if (jsonSize(output, decider.limits.STEP_OUTPUT_MAX_BYTES).over) {
     decider.fail(
@@ -102,11 +106,8 @@ export function settleItems(inner: Required<StepRunner<ToolStep>>, decider: Deci
 /** The jobs of its queued and running items, made again where they went missing. */
 export function outstandingItems(decider: Decider, step: ToolStep, state: StepState): void {
   if (state.status !== 'running') return;
-  const items = decider.allItems(step.id);
-  if (!items) {
-    decider.need('items', step.id);
-    return;
-  }
+  const items = everyItem(decider, step);
+  if (!items) return;
   for (const item of items) {
     if ((item.status === 'queued' || item.status === 'running') && item.run === decider.task.run)
       decider.decision.jobs.push(readyJob(decider, step, item.input ?? null, item.item));

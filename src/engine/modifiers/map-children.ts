@@ -1,7 +1,7 @@
 import type { Decider, Settle } from '../kinds/kind.js';
 import { cancelChild, childFailure, childStart, type SubWorkflowStep, tooDeep } from '../kinds/workflow.js';
 import type { ItemCounts, ItemState, Report, StepState } from '../state.js';
-import { completeMap, maxParallel, progress, stopItems } from './items.js';
+import { completeMap, everyItem, maxParallel, progress, stopItems } from './items.js';
 
 /**
  * A sub-workflow step with `for_each` (map.ts): each item runs a child task of its own, its
@@ -36,11 +36,8 @@ export function startChildren(decider: Decider, step: SubWorkflowStep, inputs: u
 
 /** A retried task's map with items kept: the pending ones start (or resume) their children. */
 export function resumeChildren(decider: Decider, step: SubWorkflowStep, counts: ItemCounts): void {
-  const items = decider.allItems(step.id);
-  if (!items) {
-    decider.need('items', step.id);
-    return;
-  }
+  const items = everyItem(decider, step);
+  if (!items) return;
   if (tooDeep(decider, step)) return;
   decider.setStep(step, { status: 'running', started_at: decider.now.toISOString(), run: decider.task.run });
   startMore(decider, step, items, counts);
@@ -51,11 +48,8 @@ export function resumeChildren(decider: Decider, step: SubWorkflowStep, counts: 
 /** A child ended: its item takes its result; while the map runs, the next child starts, or the map completes or fails. */
 export function childEnded(decider: Decider, step: SubWorkflowStep, state: StepState, report: Extract<Report, { type: 'child' }>): boolean {
   if (!state.items) return false;
-  const items = decider.allItems(step.id);
-  if (!items) {
-    decider.need('items', step.id);
-    return false;
-  }
+  const items = everyItem(decider, step);
+  if (!items) return false;
   const found = items.find((item) => item.childTaskId === report.childTaskId);
   if (found?.status !== 'running') return false;
   const completed = report.status === 'completed';
@@ -91,11 +85,8 @@ export function childEnded(decider: Decider, step: SubWorkflowStep, state: StepS
  */
 export function stopChildren(decider: Decider, step: SubWorkflowStep, state: StepState, to: Settle): boolean {
   if (!state.items) return true;
-  const items = decider.allItems(step.id);
-  if (!items) {
-    decider.need('items', step.id);
-    return false;
-  }
+  const items = everyItem(decider, step);
+  if (!items) return false;
   for (const item of items) {
     if (item.status !== 'running') continue;
     decider.setItem(step, item.item, { status: 'cancelled', finished_at: decider.now.toISOString() });
@@ -108,11 +99,8 @@ export function stopChildren(decider: Decider, step: SubWorkflowStep, state: Ste
 /** The children of running items, started again where a start went missing (a child that exists is left as it is). */
 export function outstandingChildren(decider: Decider, step: SubWorkflowStep, state: StepState): void {
   if (state.status !== 'running') return;
-  const items = decider.allItems(step.id);
-  if (!items) {
-    decider.need('items', step.id);
-    return;
-  }
+  const items = everyItem(decider, step);
+  if (!items) return;
   for (const item of items) if (item.status === 'running' && item.childTaskId) childStart(decider, step, item.childTaskId, true, params(item.input));
 }
 
