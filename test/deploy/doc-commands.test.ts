@@ -1,17 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  callsTheApi,
-  claimOf,
-  curlCalls,
-  docBlocks,
-  docPages,
-  mismatches,
-  parseShown,
-  type RunRecord,
-  readPage,
-  runBlock,
-  shellCommands,
-} from '../helpers/doc-commands.js';
+import { callsTheApi, claimOf, curlCalls, docBlocks, docPages, mismatches, parseShown, readPage, runBlock, shellCommands } from '../helpers/doc-commands.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
 
@@ -60,11 +48,19 @@ function bookingService(): Promise<TestServer> {
     info: { title: 'Bookings', version: '1' },
     paths: {
       '/reservations': {
-        post: { operationId: 'reserve', requestBody: body(object({ room: { type: 'string' } }, ['room'])), responses: answers(object({ reservation_id: { type: 'string' } })) },
+        post: {
+          operationId: 'reserve',
+          requestBody: body(object({ room: { type: 'string' } }, ['room'])),
+          responses: answers(object({ reservation_id: { type: 'string' } })),
+        },
       },
       '/reservations/{id}': { delete: { operationId: 'cancelReservation', parameters: id, responses: answers(object({})) } },
       '/charges': {
-        post: { operationId: 'charge', requestBody: body(object({ amount: { type: 'number' } }, ['amount'])), responses: answers(object({ charge_id: { type: 'string' } })) },
+        post: {
+          operationId: 'charge',
+          requestBody: body(object({ amount: { type: 'number' } }, ['amount'])),
+          responses: answers(object({ charge_id: { type: 'string' } })),
+        },
       },
       '/charges/{id}/refund': {
         post: { operationId: 'refund', parameters: id, requestBody: body(object({ amount: { type: 'number' } }, ['amount'])), responses: answers(object({})) },
@@ -142,9 +138,15 @@ describe("the docs' commands", { timeout: 60_000 }, () => {
       '# {"status": "completed", "steps": […, {"id": "b"}]}',
       '```',
     ].join('\n');
-    expect(docBlocks('x.md', page).map((block) => claimOf(block).kind)).toEqual(['unclaimed', 'unclaimed', 'unclaimed', 'unclaimed', 'unclaimed', 'not run', 'runs']);
-    expect(claimOf(docBlocks('x.md', page)[1]!)).toMatchObject({ why: expect.stringContaining('expands $') });
-    expect(docBlocks('x.md', page).map(callsTheApi)).toEqual([true, true, false, true, true, true, true]);
+    const blocks = docBlocks('x.md', page);
+    expect(blocks.map((block) => claimOf(block).kind)).toEqual(['unclaimed', 'unclaimed', 'not run', 'unclaimed', 'unclaimed', 'not run', 'runs']);
+    expect(blocks.map(callsTheApi)).toEqual([true, true, false, true, true, true, true]);
+    expect(claimOf(blocks[1]!)).toMatchObject({ why: expect.stringContaining('expands $') });
+    expect(claimOf(blocks[3]!)).toMatchObject({ why: expect.stringContaining('runs the CLI') });
+    // A test named as running a block must exist and name the page.
+    expect(claimOf({ ...blocks[3]!, marker: 'run by: test/client/no-such.test.ts' }).kind).toBe('unclaimed');
+    expect(claimOf({ ...blocks[3]!, marker: 'run by: test/client/cli-docs.test.ts' }).kind).toBe('unclaimed');
+    expect(claimOf({ ...blocks[3]!, page: 'docs/client-and-cli.md', marker: 'run by: test/client/cli-docs.test.ts' }).kind).toBe('run by');
   });
 
   it('reads commands and the answers their comments show as a reader would, and tells an answer that differs', () => {
@@ -165,24 +167,18 @@ describe("the docs' commands", { timeout: 60_000 }, () => {
     expect(() => parseShown('{"a": 1} and more')).toThrow(/more after the value/);
   });
 
-  describe.each(pages.filter(({ page }) => running.some((block) => block.page === page)))('$page', ({ page }) => {
-    const check = (records: RunRecord[]) => {
-      // Page-specific claims a comment makes in prose.
-      if (page === 'docs/tools-and-workers.md') {
-        // "When confirm fails: charge.compensate (refund) runs, then reserve.compensate (cancel)".
+  // The blocks are independent of one another (each makes its own tasks and names): they run side by side.
+  it.for(running.map((block) => ({ where: `${block.page}:${block.line}`, block })))(
+    'runs $where as written: every answer a success with what its comment shows',
+    async ({ block }, { expect }) => {
+      const { records, problems } = await runBlock(block.text, { baseUrl: h.url, hosts: { '127.0.0.1:4010': `127.0.0.1:${bookings.port}` } });
+      expect(problems).toEqual([]);
+      expect(records).toHaveLength(curlCalls(block.text).length);
+      if (block.page === 'docs/tools-and-workers.md' && block.text.includes('book_room')) {
+        // What the saga's prose says: "When confirm fails: charge.compensate (refund) runs, then reserve.compensate (cancel)".
         const calls = bookings.requests.filter((request) => request.path !== '/openapi.json').map((request) => `${request.method} ${request.path}`);
         expect(calls).toEqual(['POST /reservations', 'POST /charges', 'POST /confirm', 'POST /charges/c2/refund', 'DELETE /reservations/r1']);
       }
-      return records;
-    };
-    it.each(running.filter((block) => block.page === page).map((block) => ({ line: block.line, text: block.text })))(
-      'runs the block at line $line as written: every answer a success with what its comment shows',
-      async ({ text }) => {
-        const { records, problems } = await runBlock(text, { baseUrl: h.url, hosts: { '127.0.0.1:4010': `127.0.0.1:${bookings.port}` } });
-        expect(problems).toEqual([]);
-        expect(records.length).toBe(curlCalls(text).length);
-        check(records);
-      },
-    );
-  });
+    },
+  );
 });
