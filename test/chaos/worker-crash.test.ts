@@ -30,7 +30,12 @@ const SUBMIT_PER_SECOND = knob('CHAOS_SUBMIT_PER_SECOND', 25, 60);
 const KILL_EVERY_MS = knob('CHAOS_KILL_EVERY_MS', 3_000, 3_000);
 /** Kills go on this long after the last task was submitted (or until every task ended). */
 const KILL_AFTER_SUBMIT_MS = knob('CHAOS_KILL_AFTER_SUBMIT_MS', 6_000, 20_000);
-/** A killed worker's steps come back when their 30 s locks expire and a stalled check runs. */
+/**
+ * A killed worker's steps come back when their locks expire and a stalled check runs: CI waits
+ * 10 s for that instead of the default 30 s (the full profile keeps the default). Renewed every
+ * half of it, a 10 s lock holds on a busy machine, as circuit-crash's 5 s one does.
+ */
+const LOCK_MS = knob('CHAOS_LOCK_MS', 10_000, 30_000);
 const SETTLE_MS = knob('CHAOS_SETTLE_MS', 150_000, 300_000);
 
 describe('worker crashes under load', () => {
@@ -39,7 +44,7 @@ describe('worker crashes under load', () => {
   const seed = chaosSeed();
 
   beforeAll(async () => {
-    h = await createHarness({ worker: false, tools: testTools, env: CHAOS_ENV });
+    h = await createHarness({ worker: false, tools: testTools, env: { ...CHAOS_ENV, WORKER_LOCK_DURATION_MS: String(LOCK_MS) } });
     fleet = new WorkerFleet(h.env);
     await fleet.start(WORKERS);
     await defineChaosWorkflows(h);
