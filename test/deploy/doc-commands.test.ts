@@ -17,8 +17,8 @@ import { json, startServer, type TestServer } from '../helpers/http-server.js';
  *   have more members than shown; an array with `…` in it, more items around the ones shown, in
  *   order; without, exactly those). `4f1c…` and `<task_id>` stand for the task the block made
  *   last, in commands and in answers. Times and durations (`…_at`, `timestamp`, `duration_ms`) are
- *   compared by type. A `/result/…?wait=N` read is asked again while the task has not ended, as a
- *   reader on a busy machine would. A comment that starts otherwise is prose and shows nothing.
+ *   compared by type. A `/result/…?wait=N` read is asked again while the task has not ended, and
+ *   a 503 (a dependency slow to answer) asked again, as a reader on a busy machine would. A comment that starts otherwise is prose and shows nothing.
  * - A block marked `<!-- not run: REASON -->` on the line above its fence is illustrative: it needs
  *   what a test cannot have (a made-up host, Docker), and the reason says what.
  * - A block marked `<!-- run by: FILE -->` is run by that test (it must exist and name the page):
@@ -103,6 +103,7 @@ describe("the docs' commands", { timeout: 60_000 }, () => {
     const counts = Object.fromEntries(pages.map(({ page }) => [page, running.filter((block) => block.page === page).length]));
     expect(counts).toMatchObject({ 'README.md': 2, 'docs/workflows.md': 2, 'docs/tools-and-workers.md': 1 });
     expect(claimed.filter(({ claim }) => claim.kind === 'run by').map(({ block }) => block.page)).toContain('docs/client-and-cli.md');
+    expect(running.filter((block) => block.text.includes('"name": "book_room"')).map((block) => block.page)).toEqual(['docs/tools-and-workers.md']);
   });
 
   it('tells a block that calls the API and neither runs nor says why', () => {
@@ -167,14 +168,15 @@ describe("the docs' commands", { timeout: 60_000 }, () => {
     expect(() => parseShown('{"a": 1} and more')).toThrow(/more after the value/);
   });
 
-  // The blocks are independent of one another (each makes its own tasks and names): they run side by side.
+  // One after another: side by side took as long on a busy machine (one worker serves them all), and
+  // the saga's check below counts the booking service's calls.
   it.for(running.map((block) => ({ where: `${block.page}:${block.line}`, block })))(
     'runs $where as written: every answer a success with what its comment shows',
     async ({ block }, { expect }) => {
       const { records, problems } = await runBlock(block.text, { baseUrl: h.url, hosts: { '127.0.0.1:4010': `127.0.0.1:${bookings.port}` } });
       expect(problems).toEqual([]);
       expect(records).toHaveLength(curlCalls(block.text).length);
-      if (block.page === 'docs/tools-and-workers.md' && block.text.includes('book_room')) {
+      if (block.text.includes('"name": "book_room"')) {
         // What the saga's prose says: "When confirm fails: charge.compensate (refund) runs, then reserve.compensate (cancel)".
         const calls = bookings.requests.filter((request) => request.path !== '/openapi.json').map((request) => `${request.method} ${request.path}`);
         expect(calls).toEqual(['POST /reservations', 'POST /charges', 'POST /confirm', 'POST /charges/c2/refund', 'DELETE /reservations/r1']);
