@@ -133,8 +133,9 @@ function deepFreeze<T>(value: T): T {
 }
 
 /**
- * Tools that come and go while the process runs: the operations of registered services
- * (`<service>.<operationId>`, src/services/service-registry.ts), read from PostgreSQL.
+ * Tools that come and go while the process runs, read from PostgreSQL: the operations of
+ * registered services (`<service>.<operationId>`, src/services/service-registry.ts) and the tools
+ * workers registered (src/fleet/worker-fleet.ts), the built-in worker's included.
  */
 export interface DynamicTools {
   get(name: string): AnyTool | undefined;
@@ -173,7 +174,7 @@ export class ToolRegistry {
     }
   }
 
-  /** The same adapters, and the tools of `dynamic` (registered services' operations) besides. */
+  /** The same adapters, and the tools of `dynamic` (registered services' operations, workers' tools) besides. */
   withDynamic(dynamic: DynamicTools): ToolRegistry {
     return new ToolRegistry(this.tools.values(), this.choosers, dynamic);
   }
@@ -196,7 +197,9 @@ export class ToolRegistry {
   }
 
   list(): AnyTool[] {
-    return [...this.adapters(), ...(this.dynamic?.list() ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // A dynamic tool named like an adapter is that adapter as a worker registered it (a built-in worker's tools in its own process, or in a test's API): the adapter answers.
+    const dynamic = (this.dynamic?.list() ?? []).filter((tool) => !this.tools.has(tool.name));
+    return [...this.adapters(), ...dynamic].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /** The tool adapters alone (each with a queue of its own), without the dynamic tools. */
