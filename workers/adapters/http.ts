@@ -15,16 +15,27 @@ function decode(body: Buffer, contentType: string | undefined): unknown {
   return text;
 }
 
+/** An http or https URL, in the registered JSON Schema (RE2 syntax: no flags, so the case is spelled out). */
+export const HTTP_URL = '^[Hh][Tt][Tt][Pp][Ss]?://';
+/** A header value without line breaks or control characters, as headerProblem checks it (src/lib/outbound-http.ts). */
+const HEADER_VALUE = '^[\\t\\x20-\\x7e\\x80-\\xff]*$';
+
 export default defineTool({
   name: 'http',
   description:
     'Calls an HTTP endpoint on an allowlisted host (HTTP_TOOL_ALLOWED_HOSTS). Network errors, 5xx and 429 are retried (honouring Retry-After); other 4xx fail at once.',
   input: z.object({
     method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']).default('GET'),
-    url: z.url({ protocol: /^https?$/ }),
-    /** Host, Content-Length, Transfer-Encoding, Connection and the like are set by the client and refused here. */
+    // The API checks params with the registered JSON Schema, not with these zod types: the `pattern`s
+    // (HTTP_URL, HEADER_VALUE) say in it what the protocol and header checks say here, so such
+    // mistakes are a 400 at submit rather than a failed step.
+    url: z.url({ protocol: /^https?$/ }).meta({ pattern: HTTP_URL }),
+    /**
+     * Host, Content-Length, Transfer-Encoding, Connection and the like are set by the client and
+     * refused here (a JSON Schema cannot say it whatever the case: such a name fails the step at once).
+     */
     headers: z
-      .record(z.string(), z.string())
+      .record(z.string(), z.string().meta({ pattern: HEADER_VALUE }))
       .superRefine((headers, ctx) => {
         for (const [name, value] of Object.entries(headers)) {
           const problem = headerProblem(name, value);

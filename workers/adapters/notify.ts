@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { hostPolicyFor } from '../../src/lib/host-policy.js';
 import { outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
 import { defineTool, NonRetryableError, RetryableError } from '../../src/tools/tool.js';
+import { HTTP_URL } from './http.js';
 
 export default defineTool({
   name: 'notify',
@@ -11,13 +12,19 @@ export default defineTool({
       channel: z.enum(['log', 'webhook']).default('log'),
       message: z.string().min(1).max(10_000),
       level: z.enum(['info', 'warn', 'error']).default('info'),
-      url: z.url({ protocol: /^https?$/ }).optional(),
+      url: z
+        .url({ protocol: /^https?$/ })
+        .meta({ pattern: HTTP_URL })
+        .optional(),
       data: z.record(z.string(), z.unknown()).optional(),
     })
     .refine((input) => input.channel !== 'webhook' || input.url !== undefined, {
       message: 'a webhook needs a url',
       path: ['url'],
-    }),
+    })
+    // The refinement above, in the registered JSON Schema the API checks params with (a 400 at submit, not a failed step).
+    // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then, not a promise
+    .meta({ if: { properties: { channel: { const: 'webhook' } }, required: ['channel'] }, then: { required: ['url'] } }),
   output: z.object({ delivered: z.boolean(), channel: z.enum(['log', 'webhook']), status: z.int().optional() }),
   retry: { attempts: 3, backoff: { type: 'exponential', delay_ms: 1000 } },
   timeout_ms: 15_000,
