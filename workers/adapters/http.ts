@@ -20,6 +20,25 @@ export const HTTP_URL = '^[Hh][Tt][Tt][Pp][Ss]?://';
 /** A header value without line breaks or control characters, as headerProblem checks it (src/lib/outbound-http.ts). */
 const HEADER_VALUE = '^[\\t\\x20-\\x7e\\x80-\\xff]*$';
 
+/**
+ * What the http and notify tools read of their worker's environment, the variables the service's
+ * own outbound calls (registered services, callbacks) read too: the same allowlist for all.
+ */
+export const outboundSettings = z.object({
+  /** The hosts a request (and each redirect) may reach, comma-separated (src/lib/host-policy.ts). */
+  HTTP_TOOL_ALLOWED_HOSTS: z
+    .string()
+    .default('')
+    .transform((list) =>
+      list
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter((entry) => entry.length > 0),
+    ),
+  /** Whether an allowlisted hostname may resolve to a private address. */
+  HTTP_TOOL_PRIVATE_NAMES: z.enum(['allow', 'refuse']).default('allow'),
+});
+
 export default defineTool({
   name: 'http',
   description:
@@ -57,12 +76,7 @@ export default defineTool({
   retry: { attempts: 5, backoff: { type: 'exponential', delay_ms: 500 } },
   timeout_ms: 30_000,
   concurrency: 50,
-  settings: z.object({
-    /** HTTP_TOOL_ALLOWED_HOSTS: the hosts a request (and each redirect) may reach (src/lib/host-policy.ts). */
-    allowed_hosts: z.array(z.string()),
-    /** HTTP_TOOL_PRIVATE_NAMES: whether an allowlisted hostname may resolve to a private address. */
-    private_names: z.enum(['allow', 'refuse']).default('allow'),
-  }),
+  settings: outboundSettings,
   async run(input, { signal, settings }) {
     const headers = { ...input.headers };
     let body: string | undefined;
@@ -73,7 +87,7 @@ export default defineTool({
         if (!Object.keys(headers).some((key) => key.toLowerCase() === 'content-type')) headers['content-type'] = 'application/json';
       }
     }
-    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts, settings.private_names), {
+    const response = await outboundRequest(hostPolicyFor(settings.HTTP_TOOL_ALLOWED_HOSTS, settings.HTTP_TOOL_PRIVATE_NAMES), {
       method: input.method,
       url: input.url,
       headers,

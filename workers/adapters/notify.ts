@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { hostPolicyFor } from '../../src/lib/host-policy.js';
 import { outboundRequest, parseRetryAfter } from '../../src/lib/outbound-http.js';
 import { defineTool, NonRetryableError, RetryableError } from '../../src/tools/tool.js';
-import { HTTP_URL } from './http.js';
+import { HTTP_URL, outboundSettings } from './http.js';
 
 export default defineTool({
   name: 'notify',
@@ -28,18 +28,14 @@ export default defineTool({
   output: z.object({ delivered: z.boolean(), channel: z.enum(['log', 'webhook']), status: z.int().optional() }),
   retry: { attempts: 3, backoff: { type: 'exponential', delay_ms: 1000 } },
   timeout_ms: 15_000,
-  settings: z.object({
-    /** The hosts a webhook may be on (HTTP_TOOL_ALLOWED_HOSTS, as for the http tool). */
-    allowed_hosts: z.array(z.string()),
-    /** HTTP_TOOL_PRIVATE_NAMES: whether an allowlisted hostname may resolve to a private address. */
-    private_names: z.enum(['allow', 'refuse']).default('allow'),
-  }),
+  // A webhook's host must be on HTTP_TOOL_ALLOWED_HOSTS, as the http tool's.
+  settings: outboundSettings,
   async run(input, { logger, signal, settings, taskId, stepId }) {
     if (input.channel === 'log') {
       logger.log(input.level, input.message, { notification: input.data ?? {} });
       return { delivered: true, channel: 'log' as const };
     }
-    const response = await outboundRequest(hostPolicyFor(settings.allowed_hosts, settings.private_names), {
+    const response = await outboundRequest(hostPolicyFor(settings.HTTP_TOOL_ALLOWED_HOSTS, settings.HTTP_TOOL_PRIVATE_NAMES), {
       method: 'POST',
       url: input.url!,
       headers: { 'content-type': 'application/json' },
