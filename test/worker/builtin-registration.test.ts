@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkerRegistration } from '../../src/fleet/protocol.js';
-import { BUILT_IN_OWNER, WorkerFleet } from '../../src/fleet/worker-fleet.js';
+import { BUILT_IN_OWNER, fleetChannel, WorkerFleet } from '../../src/fleet/worker-fleet.js';
 import { ConflictError } from '../../src/lib/errors.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { defineTool, ToolRegistry } from '../../src/tools/tool.js';
@@ -121,6 +121,11 @@ describe('the built-in worker in the fleet', () => {
 
   it("a new release's first registration stores a new version while the older one runs; the older one's heartbeat is then refused", async () => {
     const before = await harnessWorker();
+    // Every process is told at once (Redis pub/sub), rather than at its next reload.
+    const listener = createRedis(h.config, 'subscriber', 'test-fleet-notices');
+    const notices: string[] = [];
+    listener.on('message', (channel: string) => notices.push(channel));
+    await listener.subscribe(fleetChannel(h.config.QUEUE_PREFIX));
     const changed = defineTool({ ...echo, description: 'Returns its input unchanged (a newer release).' });
     const release = await registerBuiltIns({
       fleet,
@@ -131,11 +136,13 @@ describe('the built-in worker in the fleet', () => {
       onRegistered: async () => undefined,
     });
     expect(await h.db.prisma.workerTool.findUnique({ where: { name: 'echo' } })).toMatchObject({ version: 2, description: changed.description });
-    // Announced: the harness's API reads it at once.
+    await poll(() => notices.length > 0, { label: 'the registration announced' });
+    listener.disconnect();
+    expect(notices).toEqual([fleetChannel(h.config.QUEUE_PREFIX)]);
     await poll(
       async () =>
         (await h.request('GET', '/tools', undefined, bearer(ADMIN))).body.tools.find((tool: { name: string }) => tool.name === 'echo').fleet.version === 2,
-      { label: 'the API to see version 2', timeoutMs: 3_000 },
+      { label: 'the API to see version 2', timeoutMs: 10_000 },
     );
     // The older worker's heartbeat (what it sends every 5 s), without replace: refused, naming the difference.
     const heartbeat = {

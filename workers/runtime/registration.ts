@@ -51,6 +51,8 @@ export class RunningSteps {
 export interface BuiltInRegistration {
   /** The id it registered under (GET /workers): `<host>-<pid>-<random>`, as the SDK names its workers. */
   readonly id: string;
+  /** Stops the heartbeat. */
+  stop(): void;
   /** Stops the heartbeat and leaves the fleet (WorkerFleet.leave). */
   close(): Promise<void>;
 }
@@ -134,6 +136,9 @@ export async function registerBuiltIns(options: BuiltInRegistrationOptions): Pro
   timer.unref();
   return {
     id,
+    stop() {
+      clearInterval(timer);
+    },
     async close() {
       clearInterval(timer);
       await beating;

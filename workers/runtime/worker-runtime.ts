@@ -294,8 +294,11 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
         stops.abortAll(new WorkerStoppingError());
         for (const worker of workers) void worker.close(true).catch(() => undefined);
       }
-      // Gone from the fleet once the steps it ran are done (or left to others), while PostgreSQL is still open.
-      await until(registration.close(), deadline, undefined);
+      // Drained, it leaves the fleet while PostgreSQL is still open. Past the bound it only stops
+      // its heartbeat: waiting on PostgreSQL here would give the forced workers time to fail
+      // their aborted jobs in Redis before the connections drop, when nothing may be recorded.
+      if (drained) await until(registration.close(), deadline, undefined);
+      else registration.stop();
       core.stopListening();
       // What the steps caused (the next steps' jobs, quota releases), then the queues: within what
       // is left of the bound. Whatever Redis did not take by then, the reconciler repairs.
