@@ -293,7 +293,7 @@ export class WorkerFleet implements DynamicTools {
     });
   }
 
-  /** Every worker that registered, live or not (a dead one stays until forgotten). */
+  /** Every worker that registered, live or not (a dead one stays until forgotten; a built-in one, until others serve its tools). */
   async workers(): Promise<FleetWorkerView[]> {
     const liveSince = Date.now() - HEARTBEAT_MS * LIVE_HEARTBEATS;
     const rows = await this.prisma.fleetWorker.findMany({ orderBy: { startedAt: 'asc' } });
