@@ -19,7 +19,9 @@
 // Beside the layers: the engine imports nothing but itself, the base modules it needs (src/lib's
 // errors.ts and limits.ts), zod and the CEL evaluator of step conditions (@bufbuild/cel with the
 // packages it is built on), and reaches no database, queue or HTTP code even indirectly; the adapters
-// (workers/adapters) import only the tool SDK and src/lib, and only entry points import them.
+// (workers/adapters) import only the tool SDK and src/lib, and only the worker's entry point imports
+// them: nothing of src/ does, not even the API's entry (it learns the built-in tools as the built-in
+// worker registers them, src/fleet), so the API and the tools ship apart.
 
 /** @type {{ name: string; path: string | string[] }[]} */
 const LAYERS = [
@@ -90,8 +92,16 @@ module.exports = {
       name: 'api-without-workers',
       severity: 'error',
       comment: 'the worker runtime and the API are two processes on the same services: neither imports the other',
-      from: { path: '^src/api/(?!main\\.ts$)' },
-      to: { path: '^workers/(?!adapters/)' },
+      from: { path: '^src/api/' },
+      to: { path: '^workers/' },
+    },
+    {
+      name: 'src-without-adapters',
+      severity: 'error',
+      comment:
+        'the API and the shared core know tools only as workers register them (src/fleet), the built-in ones too: no module of src/, entry points included, imports an adapter',
+      from: { path: '^src/' },
+      to: { path: '^workers/adapters/' },
     },
     {
       name: 'engine-is-pure',

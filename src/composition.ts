@@ -28,7 +28,10 @@ export interface CoreOptions {
   config: Config;
   logger: Logger;
   metrics: Metrics;
-  /** Every tool the deployment knows; the registered services' operations are added to it. */
+  /**
+   * The tools this process knows of its own (a worker's adapters; none in the production API); the
+   * registered services' operations and the tools workers registered are added to it.
+   */
   tools: ToolRegistry;
   /** Which process this is: the API (its Redis connection fails fast) or a worker (it waits). */
   role: 'api' | 'worker';
@@ -50,9 +53,9 @@ export interface Core {
   /** The subscriber connection: task event notices, and a worker's stop signals. */
   subscriber: RedisClient;
   services: ServiceRegistry;
-  /** Workers of users' own and the tools they registered. */
+  /** Worker processes (users' own and the built-in one) and the tools they registered. */
   fleet: WorkerFleet;
-  /** `tools` with the registered services' operations. */
+  /** `tools` with the registered services' operations and the workers' tools. */
   tools: ToolRegistry;
   queues: TaskQueues;
   eventLog: EventLog;
@@ -101,10 +104,12 @@ export async function openCore(options: CoreOptions): Promise<Core> {
     checksHealth: role === 'api',
   });
   await services.start();
-  // Tools that workers of users' own registered (src/fleet): known to every process, run by none of ours.
-  const fleet = new WorkerFleet(db.prisma, logger);
+  // Tools that workers registered (src/fleet), the built-in worker's among them: known to every
+  // process; read again at once when a process announces a registration (the API learns the
+  // built-in tools a moment after the built-in worker registers them).
+  const fleet = new WorkerFleet(db.prisma, logger, { redis, subscriber, prefix: config.QUEUE_PREFIX });
   await fleet.start();
-  const tools = options.tools.withDynamic(dynamicTools(services, fleet));
+  const tools = options.tools.withDynamic(dynamicTools(services, fleet.builtIns, fleet));
   const queues = new TaskQueues(redis, config, tools.names(), logger);
   const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const events = new EventNotices(subscriber, config.QUEUE_PREFIX, logger);

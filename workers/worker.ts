@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { Config } from '../src/lib/config.js';
 import type { Logger } from '../src/lib/logger.js';
 import { Metrics, scrapeAuthorized } from '../src/observability/metrics.js';
-import type { ToolRegistry } from '../src/tools/tool.js';
+import type { Environment, ToolRegistry } from '../src/tools/tool.js';
 import { startWorkerRuntime, type WorkerRuntime } from './runtime/worker-runtime.js';
 
 export interface WorkerProcess {
@@ -50,11 +50,20 @@ async function serveMetrics(metrics: Metrics, port: number, host: string, token:
   return server;
 }
 
-/** Starts the workers of this process: every tool of `registry`, narrowed by WORKER_TOOLS. */
-export async function startWorker(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics()): Promise<WorkerProcess> {
+/**
+ * Starts the workers of this process: every tool of `registry`, narrowed by WORKER_TOOLS, their
+ * settings read from `env` (the environment `config` was loaded from).
+ */
+export async function startWorker(
+  config: Config,
+  logger: Logger,
+  registry: ToolRegistry,
+  metrics = new Metrics(),
+  env: Environment = process.env,
+): Promise<WorkerProcess> {
   const tools = registry.only(config.WORKER_TOOLS);
   // Before anything is opened: settings that do not fit their tool stop the worker at boot.
-  const settings = tools.settings(config);
+  const settings = tools.settings(config, env);
   const runtime = await startWorkerRuntime({
     config,
     logger,

@@ -1,8 +1,8 @@
-import { createToolRegistry } from '../../workers/adapters/index.js';
 import { boot, closeOnSignals, prepareDatabase } from '../bootstrap.js';
 import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
 import { initTracing } from '../observability/tracing.js';
+import { ToolRegistry } from '../tools/tool.js';
 import { openKeyRing } from './api-keys.js';
 import { startApi } from './server.js';
 
@@ -15,7 +15,9 @@ await boot('api', async () => {
   const keys = await openKeyRing(config, logger);
   await prepareDatabase(config, logger);
   const tracing = await initTracing(config, logger, { role: 'api' });
-  const api = await startApi(config, logger, createToolRegistry(), undefined, keys);
+  // No tool of its own: every tool, echo and http included, is one a worker registered (the
+  // built-in worker registers its adapters at start), so the API and the tools ship apart.
+  const api = await startApi(config, logger, new ToolRegistry([]), undefined, keys);
   signals.closeWith(async () => {
     await api.close();
     await tracing.shutdown();

@@ -35,8 +35,11 @@ export interface ApiServer {
 }
 
 /**
- * Starts the HTTP API. The database must already be migrated (see prepareDatabase). `keys`: as
- * opened by openKeyRing at boot; opened here when not given. The server closes them.
+ * Starts the HTTP API. The database must already be migrated (see prepareDatabase). `registry`:
+ * tools of the API's own, beside those workers registered (the fleet's) and the services'; none in
+ * production (src/api/main.ts), the adapters and test doubles in tests that run the API in their
+ * own process. `keys`: as opened by openKeyRing at boot; opened here when not given. The server
+ * closes them.
  */
 export async function startApi(config: Config, logger: Logger, registry: ToolRegistry, metrics = new Metrics(), keys?: KeyRing): Promise<ApiServer> {
   const ring = keys ?? (await openKeyRing(config, logger));
@@ -54,6 +57,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     },
     { cacheMs: config.METRICS_CACHE_MS },
   );
+  // Examples whose tools no worker registered yet (a fresh database) wait: the built-in worker loads them once it has.
   await workflows.loadExamples();
   const schedules = new ScheduleService({
     store: scheduleStore,

@@ -4,6 +4,7 @@ import type { RetryPolicy } from '../engine/types.js';
 import type { PrismaClient } from '../generated/prisma/client.js';
 import { ConflictError, NotFoundError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
+import { type RedisClient, subscribeWhenReady } from '../queue/redis.js';
 import { runtimeType } from '../tools/openapi-tools.js';
 import type { AnyTool, DynamicTools } from '../tools/tool.js';
 import type { FleetWorkerView, RunningStep, ToolRegistration, WorkerRegistration } from './protocol.js';
@@ -11,8 +12,27 @@ import type { FleetWorkerView, RunningStep, ToolRegistration, WorkerRegistration
 /** How often a worker registers again; one silent for LIVE_HEARTBEATS of these is not live. */
 export const HEARTBEAT_MS = 5_000;
 const LIVE_HEARTBEATS = 3;
-/** Other API processes read tools registered through another one at least this often (and at once when a name is unknown). */
+/** Other processes read tools registered through another one at least this often (at once when told, or when a name is unknown). */
 const RELOAD_MS = 5_000;
+
+/**
+ * The owner of the built-in worker's registrations (workers/main.ts: echo, http, sleep, …), which
+ * register through this class directly rather than over HTTP. No API key's id can be it: a key's
+ * name has letters, digits and `_ . -` only, other ids start with `key:` or `jwt:`.
+ */
+export const BUILT_IN_OWNER = 'orchestrator:built-in';
+
+/** The channel on which a process announces that tools were registered or changed: every process reads them again. */
+export function fleetChannel(prefix: string): string {
+  return `${prefix}:fleet`;
+}
+
+/** Where a fleet announces its changes and hears other processes' (Redis pub/sub). */
+export interface FleetNotices {
+  redis: RedisClient;
+  subscriber: RedisClient;
+  prefix: string;
+}
 
 interface StoredTool {
   name: string;
@@ -37,25 +57,45 @@ function differences(before: ReturnType<typeof shapeOf>, after: ReturnType<typeo
 }
 
 /**
- * Workers of users' own and the tools they register (issue 30). A tool is stored at its first
- * registration and outlives its workers: tasks of it queue until a worker serves it again. Its
- * JSON Schemas are what the API validates params with (interpreted, patterns on RE2: see
- * runtimeType) and what the workflow checks read. The tools are dynamic tools of every process
- * (the API's and the built-in worker's registries), never run here: a user's worker runs them.
+ * Worker processes and the tools they register (issue 30): workers of users' own over HTTP
+ * (src/api/routes/workers.ts), and the built-in worker directly (BUILT_IN_OWNER, see
+ * workers/runtime/registration.ts). A tool is stored at its first registration and outlives its
+ * workers: tasks of it queue until a worker serves it again. Its JSON Schemas are what the API
+ * validates params with (interpreted, patterns on RE2: see runtimeType) and what the workflow
+ * checks read. The tools are dynamic tools of every process, never run here.
+ *
+ * As DynamicTools this class answers for users' tools only (what the /workers routes accept
+ * reports on); `builtIns` answers for the built-in worker's. A tool is built-in while a built-in
+ * worker's row lists it, live or not: such rows are only deleted once a live built-in worker
+ * serves each of their tools (sweepBuiltIns), so the name stays reserved when every built-in
+ * worker is stopped.
  */
 export class WorkerFleet implements DynamicTools {
   private tools = new Map<string, { stored: StoredTool; tool: AnyTool }>();
+  /** Names that built-in workers registered (BUILT_IN_OWNER). */
+  private builtInNames = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly prisma: PrismaClient,
     private readonly logger: Logger,
+    private readonly notices?: FleetNotices,
   ) {}
 
-  /** Reads the tools now, and again every RELOAD_MS; PostgreSQL away at start delays them, it does not stop the process. */
+  /**
+   * Reads the tools now, again every RELOAD_MS, and at once when another process announces a
+   * change; PostgreSQL away at start delays them, it does not stop the process.
+   */
   async start(): Promise<void> {
     const reload = () => this.reload().catch((error: Error) => this.logger.warn('could not read the workers’ tools', { error: error.message }));
     await reload();
+    if (this.notices) {
+      const channel = fleetChannel(this.notices.prefix);
+      this.notices.subscriber.on('message', (from: string) => {
+        if (from === channel) void reload();
+      });
+      subscribeWhenReady(this.notices.subscriber, channel, (error) => this.logger.warn('could not subscribe to tool registrations', { error: error.message }));
+    }
     this.timer = setInterval(reload, RELOAD_MS);
     this.timer.unref();
   }
@@ -65,23 +105,31 @@ export class WorkerFleet implements DynamicTools {
   }
 
   private async reload(): Promise<void> {
-    const rows = (await this.prisma.workerTool.findMany()) as StoredTool[];
+    const [rows, builtIn] = await Promise.all([
+      this.prisma.workerTool.findMany() as Promise<StoredTool[]>,
+      this.prisma.$queryRawUnsafe('SELECT DISTINCT unnest(tools) AS name FROM workers WHERE owner = $1', BUILT_IN_OWNER) as Promise<{ name: string }[]>,
+    ]);
     const next = new Map<string, { stored: StoredTool; tool: AnyTool }>();
     for (const stored of rows) {
       const known = this.tools.get(stored.name);
       next.set(stored.name, known && known.stored.version === stored.version ? known : { stored, tool: toolOf(stored) });
     }
     this.tools = next;
+    this.builtInNames = new Set(builtIn.map((row) => row.name));
   }
 
-  // DynamicTools
+  private stored(builtIn: boolean): AnyTool[] {
+    return [...this.tools.values()].filter((entry) => this.builtInNames.has(entry.stored.name) === builtIn).map((entry) => entry.tool);
+  }
+
+  // DynamicTools: the users' tools
 
   get(name: string): AnyTool | undefined {
-    return this.tools.get(name)?.tool;
+    return this.builtInNames.has(name) ? undefined : this.tools.get(name)?.tool;
   }
 
   list(): AnyTool[] {
-    return [...this.tools.values()].map((entry) => entry.tool);
+    return this.stored(false);
   }
 
   async refresh(name: string): Promise<AnyTool | undefined> {
@@ -89,7 +137,17 @@ export class WorkerFleet implements DynamicTools {
     return this.get(name);
   }
 
-  /** The tool's version, for GET /tools. */
+  /** The built-in worker's tools, as registered: how the API knows them without importing them. */
+  readonly builtIns: DynamicTools = {
+    get: (name) => (this.builtInNames.has(name) ? this.tools.get(name)?.tool : undefined),
+    list: () => this.stored(true),
+    refresh: async (name) => {
+      await this.reload();
+      return this.builtIns.get(name);
+    },
+  };
+
+  /** The tool's version, users' and built-in tools alike, for GET /tools. */
   version(name: string): number | undefined {
     return this.tools.get(name)?.stored.version;
   }
@@ -98,7 +156,9 @@ export class WorkerFleet implements DynamicTools {
    * Registers worker `id` and its tools (again: a heartbeat). A tool whose shape differs from
    * the stored one becomes a new version, unless a live worker other than this one serves the
    * stored one and the registration does not ask to replace: then it is refused (409
-   * `tool_conflict`), naming what differs, and nothing is stored.
+   * `tool_conflict`), naming what differs, and nothing is stored. A user's worker (any owner but
+   * BUILT_IN_OWNER) may not register a built-in tool's name, nor one of `builtIn` (the process's
+   * own adapters, the registered services' operations).
    */
   async register(
     id: string,
@@ -123,8 +183,20 @@ export class WorkerFleet implements DynamicTools {
         'SELECT name, version, description, input_schema AS "inputSchema", output_schema AS "outputSchema", retry, timeout_ms AS "timeoutMs" FROM worker_tools WHERE name = ANY($1::text[])',
         names,
       )) as StoredTool[];
-      const byName = new Map(stored.map((row) => [row.name, row]));
       const liveSince = new Date(Date.now() - HEARTBEAT_MS * LIVE_HEARTBEATS);
+      if (owner !== BUILT_IN_OWNER) {
+        // Read under the names' locks: a built-in worker registering one of them at the same moment waits, or went first.
+        const reserved = (await tx.$queryRawUnsafe(
+          'SELECT DISTINCT name FROM workers, unnest(tools) AS name WHERE owner = $1 AND name = ANY($2::text[]) ORDER BY name',
+          BUILT_IN_OWNER,
+          names,
+        )) as { name: string }[];
+        if (reserved.length > 0)
+          throw new ConflictError('tool_conflict', `these names are built-in tools: ${reserved.map((row) => row.name).join(', ')}`, {
+            tools: reserved.map((row) => row.name),
+          });
+      }
+      const byName = new Map(stored.map((row) => [row.name, row]));
       const answer: { name: string; version: number; changed: boolean }[] = [];
       for (const tool of body.tools) {
         const before = byName.get(tool.name);
@@ -173,13 +245,55 @@ export class WorkerFleet implements DynamicTools {
         lastSeenAt: new Date(),
       };
       await tx.fleetWorker.upsert({ where: { id }, create: { id, ...worker }, update: worker });
+      if (owner === BUILT_IN_OWNER) await this.sweepBuiltIns(tx, liveSince);
       return answer;
     });
-    if (outcome.some((tool) => tool.changed)) await this.reload();
+    // A built-in worker's first registration may make names built-in that were stored already: announced too.
+    if (outcome.some((tool) => tool.changed) || (owner === BUILT_IN_OWNER && body.replace)) {
+      await this.reload();
+      this.announce();
+    }
     return outcome;
   }
 
-  /** Every worker that registered, live or not (a dead one stays until forgotten). */
+  /**
+   * Deletes the rows of built-in workers that are not live (`leaving`: that one, live or not)
+   * when a live built-in worker serves each of their tools: a crashed or stopped one disappears
+   * once it is replaced, and the last one serving a tool stays (not live), so that the tool's
+   * name stays built-in.
+   */
+  private async sweepBuiltIns(tx: Pick<PrismaClient, '$executeRawUnsafe'>, liveSince: Date, leaving?: string): Promise<void> {
+    await tx.$executeRawUnsafe(
+      `DELETE FROM workers AS w
+        WHERE w.owner = $1 AND (w.id = $3::text OR ($3::text IS NULL AND w.last_seen_at < $2::timestamptz))
+          AND NOT EXISTS (
+            SELECT 1 FROM unnest(w.tools) AS tool
+             WHERE NOT EXISTS (
+               SELECT 1 FROM workers AS o WHERE o.owner = $1 AND o.id <> w.id AND o.last_seen_at >= $2::timestamptz AND tool = ANY(o.tools)))`,
+      BUILT_IN_OWNER,
+      liveSince,
+      leaving ?? null,
+    );
+  }
+
+  /**
+   * A built-in worker stopping: its row goes when live built-in workers serve all of its tools
+   * (a rolling deploy's old worker), and stays otherwise, so that its tools stay built-in.
+   */
+  async leave(id: string): Promise<void> {
+    await this.sweepBuiltIns(this.prisma, new Date(Date.now() - HEARTBEAT_MS * LIVE_HEARTBEATS), id);
+  }
+
+  /** Tells every process to read the tools again now rather than at its next RELOAD_MS. */
+  private announce(): void {
+    if (!this.notices) return;
+    // Not awaited: with Redis away the reload timer covers it.
+    this.notices.redis.publish(fleetChannel(this.notices.prefix), '1').catch((error: Error) => {
+      this.logger.warn('could not announce a tool registration; other processes see it within 5 s', { error: error.message });
+    });
+  }
+
+  /** Every worker that registered, live or not (a dead one stays until forgotten; a built-in one, until others serve its tools). */
   async workers(): Promise<FleetWorkerView[]> {
     const liveSince = Date.now() - HEARTBEAT_MS * LIVE_HEARTBEATS;
     const rows = await this.prisma.fleetWorker.findMany({ orderBy: { startedAt: 'asc' } });
@@ -214,7 +328,7 @@ export class WorkerFleet implements DynamicTools {
   }
 }
 
-/** A stored tool as the registries hold it: checked by its JSON Schemas, run only by a user's worker. */
+/** A stored tool as the registries hold it: checked by its JSON Schemas, run only by a worker that registered it. */
 function toolOf(stored: StoredTool): AnyTool {
   const input = stored.inputSchema as JsonSchema;
   const output = stored.outputSchema as JsonSchema;
@@ -226,6 +340,6 @@ function toolOf(stored: StoredTool): AnyTool {
     retry: stored.retry as RetryPolicy,
     timeout_ms: stored.timeoutMs,
     schemas: { input, output },
-    run: () => Promise.reject(new Error(`the ${stored.name} tool runs in a worker of its own (registered through /workers), not here`)),
+    run: () => Promise.reject(new Error(`the ${stored.name} tool runs in a worker that registered it, not in this process`)),
   });
 }

@@ -30,9 +30,9 @@ export interface ToolContext<Settings = unknown> {
   /** Carries task id, step id, tool, attempt and try on every line. */
   logger: Logger;
   /**
-   * The settings the tool declares (Tool.settings), as the registry chose them from the
-   * configuration: frozen. The tool sees nothing else of the configuration (no database URL,
-   * no API keys).
+   * The settings the tool declares (Tool.settings), read from its worker's environment: frozen.
+   * The tool sees nothing else of the environment or the configuration (no database URL, no API
+   * keys).
    */
   settings: Settings;
   /**
@@ -72,9 +72,10 @@ export interface Tool<In extends z.ZodType = z.ZodType, Out extends z.ZodType = 
   /** Most steps of this tool one worker process runs at once. @defaultValue WORKER_CONCURRENCY */
   concurrency?: number;
   /**
-   * What the tool needs from the deployment's configuration (an allowlist, a webhook secret),
-   * received as `ctx.settings`. The registry's settings choosers fill it from the configuration
-   * (see SettingsChooser); a worker does not start when they do not fit. @defaultValue none
+   * What the tool needs from its worker's environment (an allowlist, a bucket, a webhook secret):
+   * a `z.object` whose keys are the environment variables it reads (`{ IMAGE_BUCKET: z.string() }`),
+   * received parsed as `ctx.settings`. Only those variables reach the tool, and a worker does not
+   * start when they do not fit (ToolRegistry.settings). @defaultValue none
    */
   settings?: Settings;
   run(input: z.output<In>, ctx: ToolContext<z.output<Settings>>): Promise<z.input<Out>>;
@@ -112,16 +113,31 @@ export function defineTool<In extends z.ZodType, Out extends z.ZodType, Settings
 export type AnyTool = Tool<z.ZodType, z.ZodType, z.ZodType>;
 
 /**
- * Picks one tool's settings out of the configuration. The registry holds one per tool that
- * declares settings, all in one place (workers/adapters/index.ts for the built-in tools), so what
- * each adapter may see of the configuration is written down where it can be reviewed.
+ * Picks one tool's settings out of the parsed configuration, in place of its worker's environment:
+ * for a tool that needs what the configuration makes of the variables (the test doubles, which
+ * record where a test's Redis is). The tools of the service and of users' workers have none.
  */
 export type SettingsChooser = (config: Config) => unknown;
+
+/** A worker's environment, as process.env holds it. */
+export type Environment = Readonly<Record<string, string | undefined>>;
 
 /** Each tool's ctx.settings, by tool name (ToolRegistry.settings). */
 export type ToolSettings = ReadonlyMap<string, unknown>;
 
 const NO_SETTINGS = Object.freeze({});
+
+/** The variables of `env` that `declared` (a z.object) names, set and not empty: nothing else of the environment reaches the tool. */
+function variables(tool: AnyTool, declared: z.ZodType, env: Environment): Record<string, string> {
+  const shape = (declared as { shape?: unknown }).shape;
+  if (shape === null || typeof shape !== 'object') throw new Error(`the ${tool.name} tool's settings must be a z.object of the environment variables it reads`);
+  const picked: Record<string, string> = {};
+  for (const name of Object.keys(shape)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') picked[name] = value;
+  }
+  return picked;
+}
 
 /** Freezes a settings value all the way down: steps running at once share it. */
 function deepFreeze<T>(value: T): T {
@@ -133,8 +149,9 @@ function deepFreeze<T>(value: T): T {
 }
 
 /**
- * Tools that come and go while the process runs: the operations of registered services
- * (`<service>.<operationId>`, src/services/service-registry.ts), read from PostgreSQL.
+ * Tools that come and go while the process runs, read from PostgreSQL: the operations of
+ * registered services (`<service>.<operationId>`, src/services/service-registry.ts) and the tools
+ * workers registered (src/fleet/worker-fleet.ts), the built-in worker's included.
  */
 export interface DynamicTools {
   get(name: string): AnyTool | undefined;
@@ -173,7 +190,7 @@ export class ToolRegistry {
     }
   }
 
-  /** The same adapters, and the tools of `dynamic` (registered services' operations) besides. */
+  /** The same adapters, and the tools of `dynamic` (registered services' operations, workers' tools) besides. */
   withDynamic(dynamic: DynamicTools): ToolRegistry {
     return new ToolRegistry(this.tools.values(), this.choosers, dynamic);
   }
@@ -196,7 +213,9 @@ export class ToolRegistry {
   }
 
   list(): AnyTool[] {
-    return [...this.adapters(), ...(this.dynamic?.list() ?? [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    // A dynamic tool named like an adapter is that adapter as a worker registered it (a built-in worker's tools in its own process, or in a test's API): the adapter answers.
+    const dynamic = (this.dynamic?.list() ?? []).filter((tool) => !this.tools.has(tool.name));
+    return [...this.adapters(), ...dynamic].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   /** The tool adapters alone (each with a queue of its own), without the dynamic tools. */
@@ -217,12 +236,14 @@ export class ToolRegistry {
   }
 
   /**
-   * Each tool's settings under `config`: what its chooser picks, parsed by the tool's settings
-   * schema and frozen; a tool that declares none gets an empty object. Throws, naming the tool,
-   * when a tool's settings have no chooser or do not fit, or when a chooser serves a tool that
+   * Each tool's settings: the variables of `env` its settings declare (unset or empty ones left
+   * out, as the configuration leaves them out: the declaration's default applies), or what its
+   * chooser picks from `config`; parsed by the tool's settings schema and frozen. A tool that
+   * declares none gets an empty object. Throws, naming the tool, when a tool's settings do not fit
+   * (naming the variable) or are not an object of variables, or when a chooser serves a tool that
    * declares no settings, so a worker stops at boot rather than at the first step.
    */
-  settings(config: Config): ToolSettings {
+  settings(config: Config, env: Environment = process.env): ToolSettings {
     const settings = new Map<string, unknown>();
     for (const tool of this.adapters()) {
       const chooser = Object.hasOwn(this.choosers, tool.name) ? this.choosers[tool.name] : undefined;
@@ -231,8 +252,7 @@ export class ToolRegistry {
         settings.set(tool.name, NO_SETTINGS);
         continue;
       }
-      if (!chooser) throw new Error(`the ${tool.name} tool declares settings, but the registry has no chooser for them`);
-      const parsed = tool.settings.safeParse(chooser(config));
+      const parsed = tool.settings.safeParse(chooser ? chooser(config) : variables(tool, tool.settings, env));
       if (!parsed.success) throw new Error(`the ${tool.name} tool's settings do not fit its declaration: ${z.prettifyError(parsed.error)}`);
       settings.set(tool.name, deepFreeze(parsed.data));
     }

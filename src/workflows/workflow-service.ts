@@ -254,10 +254,13 @@ export class WorkflowService {
    * Stores each example shipped with the service unless a workflow of that name exists (even
    * archived). An example the configured limits refuse (TEMPLATE_MAX_REFERENCES set very low)
    * is left out with a warning rather than stopping the service. Examples that run others are
-   * stored after those (in file order, retried once the others are in).
+   * stored after those (in file order, retried once the others are in). An example whose tools
+   * no worker has registered yet (a fresh database, the API up before the built-in worker) waits
+   * without a warning: the built-in worker loads the examples once it registered its tools.
    */
   async loadExamples(dir = EXAMPLES_DIR): Promise<string[]> {
     const loaded: string[] = [];
+    const waiting: string[] = [];
     let left = (await readdir(dir)).filter((name) => name.endsWith('.json')).sort();
     for (let pass = 0; left.length > 0 && pass < 3; pass += 1) {
       const later: string[] = [];
@@ -267,7 +270,11 @@ export class WorkflowService {
           definition = await this.validate(JSON.parse(await readFile(path.join(dir, file), 'utf8')));
         } catch (error) {
           if (!(error instanceof ValidationError)) throw error;
-          if (pass < 2 && JSON.stringify(error.details).includes('no active workflow')) later.push(file);
+          const messages = Array.isArray(error.details) ? (error.details as Problem[]).map((problem) => problem.message) : [];
+          const noWorkflow = (message: string) => message.startsWith('no active workflow');
+          if (pass < 2 && messages.some(noWorkflow)) later.push(file);
+          // Its tools unknown, or a sub-workflow example that waits for its own.
+          else if (messages.length > 0 && messages.every((message) => message.startsWith('unknown tool ') || noWorkflow(message))) waiting.push(file);
           else this.logger.warn('example workflow left out: it does not pass the checks', { file, problems: error.details });
           continue;
         }
@@ -276,6 +283,7 @@ export class WorkflowService {
       }
       left = later;
     }
+    if (waiting.length > 0) this.logger.info('example workflows wait for their tools: a worker that registers them loads them', { files: waiting });
     if (loaded.length > 0) this.logger.info('loaded example workflows', { workflows: loaded });
     return loaded;
   }

@@ -37,7 +37,7 @@ describe('the notify tool', () => {
       },
     });
     const logger = winston.createLogger({ level: 'info', format: winston.format.json(), transports: [new winston.transports.Stream({ stream: sink })] });
-    const settings = h.registry.settings(h.config).get('notify') as { allowed_hosts: string[]; private_names: 'allow' | 'refuse' };
+    const settings = h.registry.settings(h.config, h.env).get('notify') as { HTTP_TOOL_ALLOWED_HOSTS: string[]; HTTP_TOOL_PRIVATE_NAMES: 'allow' | 'refuse' };
     const ctx = { logger, signal: new AbortController().signal, settings, taskId: 't', stepId: 's', attempt: 1, dependencies: {} } as ToolContext<
       typeof settings
     >;

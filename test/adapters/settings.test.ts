@@ -8,19 +8,23 @@ import { startWorker } from '../../workers/worker.js';
 import { createHarness, type Harness, submit, waitForTask } from '../helpers/harness.js';
 
 /**
- * An adapter receives the settings it declares, as the registry picks them from the
- * configuration, and nothing else of it: no database or Redis URL, no API key, no token.
+ * An adapter receives the settings it declares, read from its worker's environment (never
+ * through src/lib/config.ts), and nothing else of it: no database or Redis URL, no API key, no
+ * token.
  */
 
-const config = loadConfig({
+const env = {
   NODE_ENV: 'test',
   DATABASE_URL: 'postgresql://svc:db-password-7f3a@127.0.0.1:5432/orders',
   REDIS_URL: 'redis://:redis-password-19c2@127.0.0.1:6379',
   API_KEYS: 'api-key-0b5e61d2c9a84f7e',
   CALLBACK_SECRET: 'callback-secret-5d1e8a2b',
   METRICS_TOKEN: 'metrics-token-4c9b0e7a',
-  HTTP_TOOL_ALLOWED_HOSTS: 'api.example.com,*.hooks.example.org',
-});
+  HTTP_TOOL_ALLOWED_HOSTS: 'api.example.com, *.hooks.example.org,',
+  // Empty: not set, as in the configuration: the declared default applies.
+  HTTP_TOOL_PRIVATE_NAMES: '',
+};
+const config = loadConfig(env);
 const SECRETS = [
   'db-password-7f3a',
   'redis-password-19c2',
@@ -32,18 +36,21 @@ const SECRETS = [
 ];
 
 describe('settings of the built-in adapters', () => {
-  const settings = createToolRegistry().settings(config);
+  const settings = createToolRegistry().settings(config, env);
 
-  it('are what each adapter declares, chosen from the configuration', () => {
-    expect(Object.fromEntries(settings)).toEqual({
-      echo: {},
-      sleep: {},
-      http: { allowed_hosts: ['api.example.com', '*.hooks.example.org'], private_names: 'allow' },
-      notify: { allowed_hosts: ['api.example.com', '*.hooks.example.org'], private_names: 'allow' },
-      text_stats: {},
-      approve_batches: {},
-    });
+  it('are the variables each adapter declares, read from the environment', () => {
+    const outbound = { HTTP_TOOL_ALLOWED_HOSTS: ['api.example.com', '*.hooks.example.org'], HTTP_TOOL_PRIVATE_NAMES: 'allow' };
+    expect(Object.fromEntries(settings)).toEqual({ echo: {}, sleep: {}, http: outbound, notify: outbound, text_stats: {}, approve_batches: {} });
     expect([...settings.keys()].sort()).toEqual(builtinTools.map((tool) => tool.name).sort());
+    // Not the configuration: a worker's environment says, whatever `config` holds.
+    const other = createToolRegistry().settings(config, { HTTP_TOOL_ALLOWED_HOSTS: 'only.example.net', HTTP_TOOL_PRIVATE_NAMES: 'refuse' });
+    expect(other.get('http')).toEqual({ HTTP_TOOL_ALLOWED_HOSTS: ['only.example.net'], HTTP_TOOL_PRIVATE_NAMES: 'refuse' });
+  });
+
+  it('stop a worker at boot when a variable does not fit, naming it', () => {
+    expect(() => createToolRegistry().settings(config, { HTTP_TOOL_PRIVATE_NAMES: 'sometimes' })).toThrow(
+      /the http tool's settings do not fit its declaration: .*\n.*at HTTP_TOOL_PRIVATE_NAMES/,
+    );
   });
 
   it('hold none of the secrets of the configuration', () => {
@@ -78,8 +85,16 @@ describe('ToolRegistry.settings', () => {
     },
   }) as AnyTool;
 
-  it('refuses a tool that declares settings the registry does not choose', () => {
-    expect(() => new ToolRegistry([needsToken]).settings(config)).toThrow('the needs_token tool declares settings, but the registry has no chooser for them');
+  it('reads a tool’s declared variables from the environment, and only those', () => {
+    const declared = defineTool({ ...needsToken, settings: z.object({ SHOP_TOKEN: z.string().min(8) }) }) as AnyTool;
+    const settings = new ToolRegistry([declared]).settings(config, { ...env, SHOP_TOKEN: 'token-0123456789' });
+    expect(settings.get('needs_token')).toEqual({ SHOP_TOKEN: 'token-0123456789' });
+    expect(() => new ToolRegistry([declared]).settings(config, env)).toThrow(/the needs_token tool's settings do not fit its declaration: .*\n.*at SHOP_TOKEN/);
+    // Settings that are not an object of variables cannot say which variables they read.
+    const loose = defineTool({ ...needsToken, settings: z.record(z.string(), z.string()) }) as AnyTool;
+    expect(() => new ToolRegistry([loose]).settings(config, env)).toThrow(
+      "the needs_token tool's settings must be a z.object of the environment variables it reads",
+    );
   });
 
   it('refuses settings that do not fit the declaration, naming the tool and the field', () => {
@@ -99,8 +114,10 @@ describe('ToolRegistry.settings', () => {
     expect(Object.fromEntries(registry.only(['plain']).settings(config))).toEqual({ plain: {} });
   });
 
-  it('stops a worker at boot, before it connects to anything, when a tool has no chooser', async () => {
-    await expect(startWorker(config, silentLogger(), new ToolRegistry([needsToken]))).rejects.toThrow('the needs_token tool declares settings');
+  it('stops a worker at boot, before it connects to anything, when a tool’s variables are not set', async () => {
+    await expect(startWorker(config, silentLogger(), new ToolRegistry([needsToken]), undefined, env)).rejects.toThrow(
+      /the needs_token tool's settings do not fit its declaration: .*\n.*at token/,
+    );
   });
 });
 

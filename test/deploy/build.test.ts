@@ -5,12 +5,13 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { dropDatabase } from '../../src/persistence/database.js';
 import { type NodeProcess, REPO_ROOT, runEntry } from '../helpers/child-process.js';
 import { databaseUrl, TEST_REDIS_URL } from '../helpers/env.js';
-import { uniqueName } from '../helpers/harness.js';
+import { poll, uniqueName } from '../helpers/harness.js';
 
 /**
  * The production build: `npm run build` compiles to dist/, and the compiled entry points start
  * with node alone (no tsx), find their migrations, example workflows and package.json from
- * dist/, and serve. What the Dockerfile's runtime stage runs.
+ * dist/, and serve: the API knows the built-in tools once the worker registered them. What the
+ * Dockerfile's runtime stage runs.
  */
 
 const KEY = 'build-test-admin-key-0123456789';
@@ -25,12 +26,14 @@ describe('the compiled build', () => {
     for (const url of databases) await dropDatabase(url);
   });
 
+  const url = databaseUrl(uniqueName('orch_build'));
+  databases.push(url);
+  const prefix = `{${uniqueName('build')}}`;
+  /** The API and the worker on one fresh database and queue prefix, as a deployment runs them. */
   function start(entry: string, env: Record<string, string>): NodeProcess {
-    const url = databaseUrl(uniqueName('orch_build'));
-    databases.push(url);
     const child = runEntry(
       entry,
-      { NODE_ENV: 'production', DATABASE_URL: url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: `{${uniqueName('build')}}`, HOST: '127.0.0.1', PORT: '0', ...env },
+      { NODE_ENV: 'production', DATABASE_URL: url, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix, HOST: '127.0.0.1', PORT: '0', ...env },
       { compiled: true },
     );
     children.push(child);
@@ -48,13 +51,27 @@ describe('the compiled build', () => {
     await api.waitForOutput(/"message":"API listening".*"url":"(http:\/\/[^"]+)"/, 60_000);
     const url = /"url":"(http:\/\/[^"]+)"/.exec(api.output)![1]!;
     expect(api.output).toMatch(/"message":"applied migration"/);
-    expect(api.output).toMatch(/"message":"loaded example workflows"/);
+    // The API imports no adapter: on a fresh database the examples wait for the built-in worker to register their tools.
+    expect(api.output).toMatch(/"message":"example workflows wait for their tools/);
+    expect(api.output).not.toMatch(/"message":"loaded example workflows"/);
     expect((await fetch(`${url}/health`)).status).toBe(200);
     expect((await fetch(`${url}/tools`)).status).toBe(401);
     // Production without METRICS_TOKEN does not serve its metrics to whoever reaches the API.
     expect((await fetch(`${url}/metrics`)).status).toBe(404);
     const root = await fetch(`${url}/`, { headers: { authorization: `Bearer ${KEY}` } });
     expect(((await root.json()) as { version: string }).version).toMatch(/^\d+\.\d+\.\d+/);
+
+    // The built-in worker registers its tools (the API hears of it at once) and loads the examples.
+    const worker = start('dist/workers/main.js', {});
+    await worker.waitForOutput(/"message":"worker started"/, 60_000);
+    expect(worker.output).toMatch(/"message":"loaded example workflows"/);
+    await poll(
+      async () => {
+        const answer = await fetch(`${url}/tools`, { headers: { authorization: `Bearer ${KEY}` } });
+        return ((await answer.json()) as { tools: { name: string }[] }).tools.some((tool) => tool.name === 'echo');
+      },
+      { label: 'the API to know echo', timeoutMs: 5_000 },
+    );
     // The CLI as a user runs it: `npx orchestrator` is bin/orchestrator.mjs (node_modules/.bin/orchestrator, linked after
     // the install: scripts/link-cli.mjs), which runs the compiled dist/client/cli.js; npm runs it without reading the
     // dependency tree first (what made it take 2-3 s).
@@ -75,9 +92,6 @@ describe('the compiled build', () => {
     });
     expect(refused.status, 'without a key').not.toBe(0);
     expect((await api.signal('SIGTERM')).code).toBe(0);
-
-    const worker = start('dist/workers/main.js', {});
-    await worker.waitForOutput(/"message":"worker started"/, 60_000);
     expect((await worker.signal('SIGTERM')).code).toBe(0);
   });
 });

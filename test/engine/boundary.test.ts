@@ -65,9 +65,11 @@ describe('import boundaries', () => {
         'src/observability/metrics.ts': `import type { sql } from '../ledger/sql.js';\nexport const observe = (s?: typeof sql) => s;`,
         // A folder that has no layer yet.
         'src/billing/invoice.ts': `import { config } from '../lib/config.js';\nexport const invoice = config;`,
-        // Only entry points pick adapters.
+        // Only the worker's entry point picks adapters; nothing of src/ imports them, the API's entry point included.
         'src/api/app.ts': `import mail from '../../workers/adapters/mail.js';\nexport const app = mail;`,
         'src/main.ts': `import mail from '../workers/adapters/mail.js';\nexport const main = mail;`,
+        'src/api/main.ts': `import mail from '../../workers/adapters/mail.js';\nexport const api = mail;`,
+        'workers/main.ts': `import mail from './adapters/mail.js';\nexport const worker = mail;`,
       };
       for (const [file, source] of Object.entries(files)) {
         mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
@@ -95,11 +97,16 @@ describe('import boundaries', () => {
       expect(violations.filter((violation) => violation.includes('@bufbuild'))).toEqual([]);
     });
 
-    it('hold adapters to the tool SDK and src/lib, and let only entry points import them', () => {
+    it('hold adapters to the tool SDK and src/lib, and let only the worker’s entry point import them: the API knows tools as workers register them', () => {
       const adapters = violations.filter((violation) => /adapters/.test(violation));
       expect(adapters.sort()).toEqual([
         'adapters-use-the-sdk: workers/adapters/mail.ts -> src/lib/config.ts',
+        'api-without-workers: src/api/app.ts -> workers/adapters/mail.ts',
+        'api-without-workers: src/api/main.ts -> workers/adapters/mail.ts',
         'only-entry-points-choose-adapters: src/api/app.ts -> workers/adapters/mail.ts',
+        'src-without-adapters: src/api/app.ts -> workers/adapters/mail.ts',
+        'src-without-adapters: src/api/main.ts -> workers/adapters/mail.ts',
+        'src-without-adapters: src/main.ts -> workers/adapters/mail.ts',
       ]);
     });
 
@@ -123,14 +130,18 @@ describe('import boundaries', () => {
       );
     });
 
-    it('and nothing more: importing the SDK, src/lib and lower layers passes', () => {
-      // Those two are expected above: the configuration is the one part of src/lib an adapter may not read.
+    it('and nothing more: importing the SDK, src/lib and lower layers passes, and the worker’s entry point may import adapters', () => {
+      // Those are expected above: the configuration is the one part of src/lib an adapter may not
+      // read, and src/'s entry points may not import adapters.
       const expected = new Set([
         'adapters-use-the-sdk: workers/adapters/mail.ts -> src/lib/config.ts',
         'every-module-has-a-layer: src/billing/invoice.ts -> src/lib/config.ts',
+        'api-without-workers: src/api/main.ts -> workers/adapters/mail.ts',
+        'src-without-adapters: src/api/main.ts -> workers/adapters/mail.ts',
+        'src-without-adapters: src/main.ts -> workers/adapters/mail.ts',
       ]);
       expect(violations.filter((violation) => /-> src\/(tools|lib)\/|main\.ts ->/.test(violation) && !expected.has(violation))).toEqual([]);
-      expect(violations).toHaveLength(14);
+      expect(violations).toHaveLength(19);
     });
   });
 });

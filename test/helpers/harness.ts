@@ -132,7 +132,9 @@ export async function createHarness(options: HarnessOptions = {}): Promise<Harne
       return { status: response.status, body: parsed as never, headers: response.headers };
     },
     async startWorker(extraEnv = {}) {
-      const worker = await startWorker(loadConfig({ ...env, ...extraEnv }), logger, registry);
+      // The built-in tools' settings come from the worker's environment: this one's, not the test runner's.
+      const workerEnv = { ...env, ...extraEnv };
+      const worker = await startWorker(loadConfig(workerEnv), logger, registry, undefined, workerEnv);
       workers.push(worker);
       return worker;
     },

@@ -6,20 +6,15 @@ import notify from './notify.js';
 import sleep from './sleep.js';
 import textStats from './text-stats.js';
 
-/** Every tool adapter this deployment knows. Add yours here. */
+/** The built-in worker's tools (workers/main.ts registers them at start). Add yours here. */
 export const builtinTools: AnyTool[] = [echo, sleep, http, notify, textStats, approveBatches] as AnyTool[];
 
 /**
- * What each built-in adapter sees of the configuration (its ctx.settings): the settings it
- * declares, picked here and nowhere else. The rest (database URLs, Redis, API keys, tokens)
- * never reaches an adapter. An adapter that declares settings needs a line here.
+ * The built-in tools and `extra` ones; `extraSettings`: settings choosers of extra tools that take
+ * their settings from the configuration (test doubles). The built-in tools read theirs from the
+ * worker's environment, as their `settings` declare (ToolRegistry.settings): an adapter that needs
+ * one more variable declares it, and src/lib/config.ts does not hear of it.
  */
-export const builtinSettings: Readonly<Record<string, SettingsChooser>> = {
-  http: (config) => ({ allowed_hosts: config.HTTP_TOOL_ALLOWED_HOSTS, private_names: config.HTTP_TOOL_PRIVATE_NAMES }),
-  notify: (config) => ({ allowed_hosts: config.HTTP_TOOL_ALLOWED_HOSTS, private_names: config.HTTP_TOOL_PRIVATE_NAMES }),
-};
-
-/** The built-in tools and `extra` ones, with the built-in settings choosers and `extraSettings` for the extra tools. */
 export function createToolRegistry(extra: AnyTool[] = [], extraSettings: Readonly<Record<string, SettingsChooser>> = {}): ToolRegistry {
-  return new ToolRegistry([...builtinTools, ...extra], { ...builtinSettings, ...extraSettings });
+  return new ToolRegistry([...builtinTools, ...extra], extraSettings);
 }

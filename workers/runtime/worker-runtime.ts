@@ -28,6 +28,7 @@ import { stepBackoff } from './backoff.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
 import { postpone } from './postpone.js';
 import { Reconciler } from './reconciler.js';
+import { RunningSteps, registerBuiltIns } from './registration.js';
 import { RetentionTimer } from './retention.js';
 import { createRootProcessor, processHold } from './run-roots.js';
 import { createStepProcessor } from './step-processor.js';
@@ -109,7 +110,22 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     return schedules.tick(scheduleId, tickAt);
   };
 
-  const processStep = createStepProcessor({ config, logger, registry, settings, ledger: runsLedger(runs), runs, stops, metrics, circuits: services });
+  const running = new RunningSteps();
+  const processStep = running.track(
+    createStepProcessor({ config, logger, registry, settings, ledger: runsLedger(runs), runs, stops, metrics, circuits: services }),
+  );
+  // Its tools registered before it takes their jobs: the API, which imports no adapter, knows them
+  // (and loads the example workflows that use them) once this worker serves them.
+  const registration = await registerBuiltIns({
+    fleet: core.fleet,
+    tools: options.registry,
+    config,
+    logger,
+    running,
+    onRegistered: async () => {
+      await core.workflows.loadExamples();
+    },
+  });
   const sendCallback = createCallbackSender({ config, logger, prisma, store, metrics });
   const processRoot = createRootProcessor({ runs, logger });
   /** A sleep's wake-up (or a wait's timeout): the step is done. PostgreSQL away is no failure: the timer comes back. */
@@ -245,6 +261,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     (error: Error) => logger.error('could not install the schedules', { error: error.message }),
   );
   logger.info('worker started', {
+    worker_id: registration.id,
     tools: registry.adapters().map((tool) => tool.name),
     services: services.list().length,
     concurrency: config.WORKER_CONCURRENCY,
@@ -277,6 +294,11 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
         stops.abortAll(new WorkerStoppingError());
         for (const worker of workers) void worker.close(true).catch(() => undefined);
       }
+      // Drained, it leaves the fleet while PostgreSQL is still open. Past the bound it only stops
+      // its heartbeat: waiting on PostgreSQL here would give the forced workers time to fail
+      // their aborted jobs in Redis before the connections drop, when nothing may be recorded.
+      if (drained) await until(registration.close(), deadline, undefined);
+      else registration.stop();
       core.stopListening();
       // What the steps caused (the next steps' jobs, quota releases), then the queues: within what
       // is left of the bound. Whatever Redis did not take by then, the reconciler repairs.
