@@ -7,6 +7,12 @@
 export interface BatcherOptions {
   /** Most items per flush. */
   maxSize: number;
+  /**
+   * Flushes that may run at once. More than one suits a flush that is mostly waiting on a round
+   * trip (an HTTP request): an item then leaves on the next turn of the event loop instead of
+   * waiting for the flush before it, and the receiver batches again on its side. @defaultValue 1
+   */
+  maxInFlight?: number;
 }
 
 /** Returned by a flush in place of a result: that one item fails, the others succeed. */
@@ -22,7 +28,7 @@ interface Pending<In, Out> {
 
 export class Batcher<In, Out> {
   private queue: Pending<In, Out>[] = [];
-  private flushing = false;
+  private flushing = 0;
   private scheduled = false;
   private idleWaiters: (() => void)[] = [];
 
@@ -49,12 +55,16 @@ export class Batcher<In, Out> {
 
   /** Resolves when nothing is queued or being written. */
   async idle(): Promise<void> {
-    if (!this.flushing && this.queue.length === 0) return;
+    if (this.flushing === 0 && this.queue.length === 0) return;
     await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
+  private get full(): boolean {
+    return this.flushing >= (this.options.maxInFlight ?? 1);
+  }
+
   private schedule(): void {
-    if (this.flushing || this.scheduled) return;
+    if (this.full || this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -63,13 +73,15 @@ export class Batcher<In, Out> {
   }
 
   private async run(): Promise<void> {
-    if (this.flushing) return;
+    if (this.full) return;
     const batch = this.queue.splice(0, this.options.maxSize);
     if (batch.length === 0) {
-      for (const wake of this.idleWaiters.splice(0)) wake();
+      if (this.flushing === 0) for (const wake of this.idleWaiters.splice(0)) wake();
       return;
     }
-    this.flushing = true;
+    this.flushing += 1;
+    // Room for another flush, and items left over (more than maxSize queued): they go now too.
+    if (this.queue.length > 0) this.schedule();
     try {
       const results = await this.flush(batch.map((entry) => entry.item));
       batch.forEach((entry, index) => {
@@ -80,9 +92,9 @@ export class Batcher<In, Out> {
     } catch (error) {
       for (const entry of batch) entry.reject(error);
     } finally {
-      this.flushing = false;
+      this.flushing -= 1;
       if (this.queue.length > 0) this.schedule();
-      else for (const wake of this.idleWaiters.splice(0)) wake();
+      else if (this.flushing === 0) for (const wake of this.idleWaiters.splice(0)) wake();
     }
   }
 }

@@ -18,25 +18,45 @@ function wire(ref: StepRef) {
 }
 
 /**
+ * Report requests one worker process has on their way at once. A step holds its BullMQ slot
+ * until its result is acknowledged, so the time a report waits for the request before it is
+ * slot time: with one request at a time, a step's result waited for the one ahead of it and
+ * then for its own (W1U's steps held their slot about 1.5 round trips). The API group-commits
+ * across requests anyway (src/tasks/runs/reports.ts), so several requests cost no extra
+ * PostgreSQL transactions, only HTTP; measured in docs/performance.md ("This round: a user's worker").
+ */
+export const REPORT_REQUESTS_IN_FLIGHT = 4;
+
+export interface RemoteLedgerOptions {
+  /** @defaultValue REPORT_REQUESTS_IN_FLIGHT */
+  inFlight?: number;
+}
+
+/**
  * The step ledger of a worker without a database: each claim, result and note is a request to
  * the API (`POST /workers/{worker_id}/steps`), which applies them with the built-in worker's own
  * rules (src/tasks/step-ledger.ts runsLedger). A request that fails throws, as PostgreSQL away
  * does in-process: the step processor parks the result in its job and the job comes back.
- * Reports are group-sent: one request at a time, and those that queue meanwhile go together in
- * the next (`{reports: [...]}`), as the built-in worker's writes are group-committed; alone, a
- * report leaves at once.
+ * Reports are group-sent: up to `inFlight` requests at a time, and the reports that queue while
+ * they are all on their way go together in the next (`{reports: [...]}`), as the built-in
+ * worker's writes are group-committed; a report that finds a request free leaves at once (with
+ * those added in the same turn of the event loop). What the step processor must see in order
+ * (a claim's answer before the result, log lines before the result) it awaits before sending
+ * the next, so requests overtaking each other reorder nothing that matters (the reports of one
+ * request are applied side by side anyway). Notes (progress, a failed try) are nobody's wait and
+ * one step's may follow each other closely: they go one request at a time, in order, so a later
+ * progress is never overwritten by an earlier one.
  */
-export function remoteLedger(call: ApiCall, workerId: string): StepLedger {
+export function remoteLedger(call: ApiCall, workerId: string, options: RemoteLedgerOptions = {}): StepLedger {
   const path = `/workers/${encodeURIComponent(workerId)}/steps`;
   // Typed by the protocol's input (what the API parses): StepReport['op'] names the kinds.
   type Report = { op: StepReport['op'] } & Record<string, unknown>;
-  const batcher = new Batcher<Report, boolean>(
-    async (reports) => {
-      if (reports.length === 1) return [((await call('POST', path, reports[0])) as { ok: boolean }).ok];
-      return ((await call('POST', path, { reports })) as { answers: { ok: boolean }[] }).answers.map((answer) => answer.ok);
-    },
-    { maxSize: REPORTS_PER_REQUEST_MAX },
-  );
+  const post = async (reports: Report[]): Promise<boolean[]> => {
+    if (reports.length === 1) return [((await call('POST', path, reports[0])) as { ok: boolean }).ok];
+    return ((await call('POST', path, { reports })) as { answers: { ok: boolean }[] }).answers.map((answer) => answer.ok);
+  };
+  const batcher = new Batcher<Report, boolean>(post, { maxSize: REPORTS_PER_REQUEST_MAX, maxInFlight: options.inFlight ?? REPORT_REQUESTS_IN_FLIGHT });
+  const notes = new Batcher<Report, boolean>(post, { maxSize: REPORTS_PER_REQUEST_MAX });
   const send = (report: Report) => batcher.add(report);
   return {
     claim: (claim) =>
@@ -76,7 +96,7 @@ export function remoteLedger(call: ApiCall, workerId: string): StepLedger {
       });
     },
     note: async (note) => {
-      await send({
+      await notes.add({
         op: 'note',
         ...wire({ taskId: note.taskId, run: note.run, stepId: note.stepId, ...(note.item !== undefined ? { item: note.item } : {}), tool: note.tool }),
         ...(note.attempt !== undefined ? { attempt: note.attempt } : {}),
