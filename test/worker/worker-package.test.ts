@@ -33,6 +33,8 @@ describe('the worker package and its example app', { timeout: 240_000 }, () => {
   let h: Harness;
   let app: NodeProcess | undefined;
 
+  // npm pack builds the bundle and npm install reads npm's cache: the pack alone took 56 s on a
+  // loaded machine (2026-11-25), near the 60 s default for a hook. What it bounds is npm, not the SDK.
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'orchestrator-worker-app-'));
     const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: SDK_DIR });
@@ -51,7 +53,7 @@ describe('the worker package and its example app', { timeout: 240_000 }, () => {
     // Its dependencies come from npm's cache: they are the repository's own.
     await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--ignore-scripts'], { cwd: path.join(dir, 'app') });
     h = await createHarness({ env: { API_KEYS: [ADMIN, WORKER].join(',') } });
-  });
+  }, 180_000);
   afterAll(async () => {
     await app?.kill();
     await h?.close();
