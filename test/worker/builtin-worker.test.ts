@@ -84,6 +84,9 @@ describe('the built-in worker registers its tools with an API that imports none'
     );
     expect(listed.map((tool) => tool.name)).toEqual(BUILT_IN);
     for (const tool of listed) expect(tool.fleet, tool.name).toEqual({ version: 1, live_workers: 1 });
+    // Bull Board shows their queues before any task of them, though the API started knowing none.
+    const board = (await call('GET', '/admin/queues/api/queues')).body.queues as { name: string }[];
+    for (const name of BUILT_IN) expect(board.map((queue) => queue.name)).toContain(`tool.${name}`);
 
     const workers = (await call('GET', '/workers')).body.workers;
     expect(workers).toEqual([

@@ -4,22 +4,42 @@ import { ExpressAdapter } from '@bull-board/express';
 import type { Queue } from 'bullmq';
 import type express from 'express';
 import { z } from 'zod';
+import type { WorkerFleet } from '../../fleet/worker-fleet.js';
 import type { TaskQueues } from '../../queue/task-queues.js';
 import * as ex from '../openapi-examples.js';
 import { plainRoute, type Route } from '../route.js';
 
 const BASE_PATH = '/admin/queues';
 
-function bullBoard(queues: TaskQueues, others: Queue[], readOnlyMode: boolean): express.Router {
+/**
+ * The board, whose queue list follows the tools: a tool's queue is made when it is first needed,
+ * and workers register tools after the API started (on a fresh database, the built-in ones too),
+ * so each page load first makes the queues of the tools registered since, and the board takes in
+ * any queue it does not show yet.
+ */
+function bullBoard(queues: TaskQueues, others: Queue[], fleet: WorkerFleet, readOnlyMode: boolean): express.Router {
   const adapter = new ExpressAdapter();
   adapter.setBasePath(BASE_PATH);
   // With several shards each queue appears once per shard, named after its shard ("2.tool.echo").
-  const adapters = queues.shards.flatMap((shard) =>
-    shard.all().map((queue) => new BullMQAdapter(queue, { readOnlyMode, ...(queues.shards.length > 1 ? { prefix: `${shard.index}.` } : {}) })),
-  );
   // Queues outside the shards (the schedules' ticks) appear once.
-  createBullBoard({ queues: [...adapters, ...others.map((queue) => new BullMQAdapter(queue, { readOnlyMode }))], serverAdapter: adapter });
-  return adapter.getRouter() as express.Router;
+  const adapters = () => [
+    ...queues.shards.flatMap((shard) =>
+      shard.all().map((queue) => new BullMQAdapter(queue, { readOnlyMode, ...(queues.shards.length > 1 ? { prefix: `${shard.index}.` } : {}) })),
+    ),
+    ...others.map((queue) => new BullMQAdapter(queue, { readOnlyMode })),
+  ];
+  let shown = queues.all().length;
+  const board = createBullBoard({ queues: adapters(), serverAdapter: adapter });
+  const router = adapter.getRouter() as express.Router;
+  return ((req, res, next) => {
+    for (const tool of [...fleet.builtIns.list(), ...fleet.list()]) for (const shard of queues.shards) shard.toolQueue(tool.name);
+    const count = queues.all().length;
+    if (count !== shown) {
+      shown = count;
+      board.replaceQueues(adapters());
+    }
+    router(req, res, next);
+  }) as express.Router;
 }
 
 /**
@@ -40,10 +60,10 @@ export const BOARD_ROUTES: Route[] = [
     browser: true,
     mount: true,
     responses: { 200: { description: 'The Bull Board page.', mediaType: 'text/html', body: z.string(), examples: ex.boardPageExamples } },
-    serve: ({ queues, schedules, keysConfigured }) => {
+    serve: ({ queues, schedules, fleet, keysConfigured }) => {
       const others = [schedules.queue] as Queue[];
-      const board = bullBoard(queues, others, false);
-      const readOnlyBoard = keysConfigured ? bullBoard(queues, others, true) : board;
+      const board = bullBoard(queues, others, fleet, false);
+      const readOnlyBoard = keysConfigured ? bullBoard(queues, others, fleet, true) : board;
       return (req, res, next) => (req.apiKeyScope === undefined || req.apiKeyScope === 'admin' ? board : readOnlyBoard)(req, res, next);
     },
   }),
