@@ -2029,7 +2029,7 @@ export interface components {
                 duration_ms: number;
             } | null;
             concurrency: number | null;
-            /** @description A tool that workers of users' own registered (/workers): its version, and how many live workers serve it now (0: its tasks queue until one returns). Absent for built-in tools and services' operations. */
+            /** @description A tool that workers registered (/workers): users' own, and the built-in worker's six in a deployment. Its version, and how many live workers serve it now (0: its tasks queue until one returns). Absent for services' operations and for tools handed to a process in code (an embedded service, the tests' harness). */
             fleet?: {
                 version: number;
                 live_workers: number;
@@ -2421,7 +2421,7 @@ export interface components {
         };
         Worker: {
             worker_id: string;
-            /** @description The name of the key it registered with (`worker@NAME:KEY`); empty without one. */
+            /** @description The name of the key it registered with (`worker@NAME:KEY`); empty without one; `orchestrator:built-in` for the built-in worker, which registers without a key. */
             owner: string;
             host: string;
             pid: number;

@@ -192,7 +192,7 @@ export const toolSchema = z.object({
     .optional()
     .meta({
       description:
-        "A tool that workers of users' own registered (/workers): its version, and how many live workers serve it now (0: its tasks queue until one returns). Absent for built-in tools and services' operations.",
+        "A tool that workers registered (/workers): users' own, and the built-in worker's six in a deployment. Its version, and how many live workers serve it now (0: its tasks queue until one returns). Absent for services' operations and for tools handed to a process in code (an embedded service, the tests' harness).",
     }),
 });
 export type ToolBody = z.infer<typeof toolSchema>;
