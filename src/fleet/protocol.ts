@@ -67,12 +67,10 @@ export type WorkerRegistration = z.output<typeof workerRegistrationSchema>;
 /** A worker as GET /workers shows it. */
 export const workerViewSchema = z.object({
   worker_id: z.string(),
-  owner: z
-    .string()
-    .meta({
-      description:
-        'The name of the key it registered with (`worker@NAME:KEY`); empty without one; `orchestrator:built-in` for the built-in worker, which registers without a key.',
-    }),
+  owner: z.string().meta({
+    description:
+      'The name of the key it registered with (`worker@NAME:KEY`); empty without one; `orchestrator:built-in` for the built-in worker, which registers without a key.',
+  }),
   host: z.string(),
   pid: z.number().int(),
   version: z.string(),
