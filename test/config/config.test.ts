@@ -224,7 +224,7 @@ describe('Redis Cluster settings', () => {
   });
 });
 
-describe('a process with a bad configuration', () => {
+describe('a process with a bad configuration', { timeout: 90_000 }, () => {
   let child: NodeProcess | undefined;
   afterEach(async () => {
     await child?.kill();
@@ -312,7 +312,7 @@ describe('API key settings', () => {
   });
 });
 
-describe('closed by default', () => {
+describe('closed by default', { timeout: 90_000 }, () => {
   const children: NodeProcess[] = [];
   afterEach(async () => {
     await Promise.all(children.splice(0).map((child) => child.kill()));

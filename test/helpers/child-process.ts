@@ -69,7 +69,9 @@ export function runEntry(entry: string, env: Record<string, string>, options: { 
         throw new Error(`${error.message}\noutput so far:\n${output}`);
       });
     },
-    async waitForExit(timeoutMs = 20_000) {
+    // A guard against a hang, not a bound: a process that exits at boot first imports the whole
+    // service (tsx), 4-8 s alone on a busy machine and past 20 s in a loaded CI run (2026-11-25).
+    async waitForExit(timeoutMs = 60_000) {
       return poll(() => exit, { label: `${entry} to exit`, timeoutMs }).catch((error: Error) => {
         throw new Error(`${error.message}\noutput so far:\n${output}`);
       });
