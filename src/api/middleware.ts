@@ -213,7 +213,7 @@ export function apiKeyAuth(options: ApiKeyAuthOptions): RequestHandler {
           );
         return;
       }
-      const key = options.keys.match(presented);
+      const key = options.keys.match(presented, req);
       if (key) {
         req.apiKeyId = key.id;
         req.apiKeyScope = key.scope;

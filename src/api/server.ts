@@ -187,7 +187,7 @@ function frontDoorClient(config: Config, ring: KeyRing): (req: IncomingMessage) 
     return (req) => {
       const header = req.headers.authorization;
       if (header === undefined || !/^bearer /i.test(header)) return undefined;
-      const key = ring.match(header.slice(7).trim());
+      const key = ring.match(header.slice(7).trim(), req);
       return key ? `key:${key.id}` : undefined;
     };
   }

@@ -78,6 +78,12 @@ describe('API keys, CORS, request ids and security headers', () => {
       // Digests of equal length: the comparison itself takes the same time whatever the key.
       for (const [known, presented] of compare.mock.calls) expect([(known as Buffer).length, (presented as Buffer).length]).toEqual([32, 32]);
     }
+    // A submission's key is matched by the front door (its per-client checks) and by the
+    // authentication: once for both.
+    compare.mockClear();
+    const submitted = await h.request('POST', '/assign-task', { task_type: 'echo', params: {} }, { authorization: `Bearer ${KEY_A}` });
+    expect(submitted.status).toBe(202);
+    expect(compare).toHaveBeenCalledTimes(2);
   });
 
   it('echoes X-Request-Id, generates one when missing, and logs it on every line of the request', async () => {
