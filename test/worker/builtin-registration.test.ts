@@ -5,7 +5,8 @@ import { ConflictError } from '../../src/lib/errors.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { defineTool, ToolRegistry } from '../../src/tools/tool.js';
 import echo from '../../workers/adapters/echo.js';
-import { RunningSteps, registerBuiltIns, toolRegistration } from '../../workers/runtime/registration.js';
+import { registerBuiltIns } from '../../workers/runtime/registration.js';
+import { RunningSteps, toolRegistration } from '../../workers/runtime/tool-registration.js';
 import { toolRegistration as userTool, workerRegistration } from '../fixtures/worker-registration.js';
 import { createHarness, type Harness, poll } from '../helpers/harness.js';
 

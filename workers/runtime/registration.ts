@@ -1,52 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import type { Job } from 'bullmq';
 import { z } from 'zod';
-import { RUNNING_STEPS_MAX, type RunningStep, type ToolRegistration, type WorkerRegistration, workerRegistrationSchema } from '../../src/fleet/protocol.js';
+import { workerRegistrationSchema } from '../../src/fleet/protocol.js';
 import { BUILT_IN_OWNER, HEARTBEAT_MS, type WorkerFleet } from '../../src/fleet/worker-fleet.js';
 import type { Config } from '../../src/lib/config.js';
 import { ConflictError } from '../../src/lib/errors.js';
 import type { Logger } from '../../src/lib/logger.js';
 import { PACKAGE } from '../../src/lib/package-root.js';
-import type { StepJobData } from '../../src/queue/jobs.js';
-import type { AnyTool, ToolRegistry } from '../../src/tools/tool.js';
-
-/** What a worker tells the fleet of a tool: its JSON Schemas as zod writes them, as the SDK's workers register theirs. */
-export function toolRegistration(tool: AnyTool): ToolRegistration {
-  return {
-    name: tool.name,
-    description: tool.description,
-    input_schema: z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>,
-    output_schema: z.toJSONSchema(tool.output, { io: 'output' }) as Record<string, unknown>,
-    retry: tool.retry,
-    timeout_ms: tool.timeout_ms,
-  };
-}
-
-/** The steps a worker runs now, oldest first, for its heartbeat (GET /workers). */
-export class RunningSteps {
-  private readonly steps = new Map<string, RunningStep>();
-
-  /** `process`, with each job listed while it runs. */
-  track<R>(process: (job: Job<StepJobData>, token?: string) => Promise<R>): (job: Job<StepJobData>, token?: string) => Promise<R> {
-    return async (job, token) => {
-      const key = `${job.queueQualifiedName}:${job.id}`;
-      const { taskId, stepId, item, tool } = job.data;
-      this.steps.set(key, { task_id: taskId, step_id: stepId, ...(item !== undefined ? { item } : {}), tool, since: new Date().toISOString() });
-      try {
-        return await process(job, token);
-      } finally {
-        this.steps.delete(key);
-      }
-    };
-  }
-
-  /** What a heartbeat reports: the first RUNNING_STEPS_MAX steps, and how many run in all. */
-  report(): Pick<WorkerRegistration, 'running' | 'running_count'> {
-    const running = [...this.steps.values()];
-    return { running: running.slice(0, RUNNING_STEPS_MAX), running_count: running.length };
-  }
-}
+import type { ToolRegistry } from '../../src/tools/tool.js';
+import { type RunningSteps, toolRegistration } from './tool-registration.js';
 
 export interface BuiltInRegistration {
   /** The id it registered under (GET /workers): `<host>-<pid>-<random>`, as the SDK names its workers. */

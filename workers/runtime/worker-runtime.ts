@@ -28,11 +28,12 @@ import { stepBackoff } from './backoff.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
 import { postpone } from './postpone.js';
 import { Reconciler } from './reconciler.js';
-import { RunningSteps, registerBuiltIns } from './registration.js';
+import { registerBuiltIns } from './registration.js';
 import { RetentionTimer } from './retention.js';
 import { createRootProcessor, processHold } from './run-roots.js';
 import { createStepProcessor } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
+import { RunningSteps } from './tool-registration.js';
 
 export interface WorkerRuntimeOptions {
   config: Config;

@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { type Job, Worker } from 'bullmq';
-import { z } from 'zod';
-import { type RegisteredWorker, RUNNING_STEPS_MAX, type RunningStep, type WorkerRegistration } from '../../src/fleet/protocol.js';
+import { Worker } from 'bullmq';
+import type { RegisteredWorker, WorkerRegistration } from '../../src/fleet/protocol.js';
 import { loadConfig } from '../../src/lib/config.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
@@ -13,6 +12,7 @@ import { type AnyTool, ToolRegistry } from '../../src/tools/tool.js';
 import { stepBackoff } from '../runtime/backoff.js';
 import { createStepProcessor } from '../runtime/step-processor.js';
 import { StopSignals } from '../runtime/stop-signals.js';
+import { RunningSteps, toolRegistration } from '../runtime/tool-registration.js';
 import { type ApiCall, remoteLedger } from './remote-ledger.js';
 
 // What a user's code imports: the tool definition and the errors an adapter throws.
@@ -97,18 +97,6 @@ function apiCaller(url: string, apiKey: string | undefined): ApiCall {
   };
 }
 
-/** What the API is told of each tool: its JSON Schemas, as zod writes them. */
-function registrationOf(tool: AnyTool) {
-  return {
-    name: tool.name,
-    description: tool.description,
-    input_schema: z.toJSONSchema(tool.input, { io: 'input' }) as Record<string, unknown>,
-    output_schema: z.toJSONSchema(tool.output, { io: 'output' }) as Record<string, unknown>,
-    retry: tool.retry,
-    timeout_ms: tool.timeout_ms,
-  };
-}
-
 /**
  * A worker of your own tools, for embedding: `start()` registers them with the orchestrator's API
  * (with a `worker` key) and takes their jobs from Redis; results go back through the API, so
@@ -127,7 +115,7 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
     pid: process.pid,
     version: VERSION,
     concurrency,
-    tools: options.tools.map(registrationOf),
+    tools: options.tools.map(toolRegistration),
     ...(options.replace ? { replace: true } : {}),
   };
   let running: { close(): Promise<{ drained: boolean }> } | undefined;
@@ -159,18 +147,9 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
       const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
       await stops.start();
       const runStep = createStepProcessor({ config, logger, registry, settings, ledger: remoteLedger(call, id), stops, metrics: new Metrics() });
-      // The steps it runs now, for its heartbeat (GET /workers shows them); in start order.
-      const inFlight = new Map<string, RunningStep>();
-      const processStep = async (job: Job<StepJobData>, token?: string) => {
-        const key = `${job.queueQualifiedName}:${job.id}`;
-        const { taskId, stepId, item, tool } = job.data;
-        inFlight.set(key, { task_id: taskId, step_id: stepId, ...(item !== undefined ? { item } : {}), tool, since: new Date().toISOString() });
-        try {
-          return await runStep(job, token);
-        } finally {
-          inFlight.delete(key);
-        }
-      };
+      // The steps it runs now, for its heartbeat (GET /workers shows them).
+      const inFlight = new RunningSteps();
+      const processStep = inFlight.track(runStep);
       const shards = Shards.of(config).prefixes;
       const workers = shards.flatMap((prefix, index) =>
         registry.adapters().map(
@@ -192,8 +171,7 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
       for (const worker of workers) worker.on('error', (error) => logger.warn('worker error', { error: error.message }));
       // The registration again is the heartbeat: the API counts a worker silent for three as gone.
       const heartbeat = setInterval(() => {
-        const running = [...inFlight.values()];
-        const beat = { ...registration, running: running.slice(0, RUNNING_STEPS_MAX), running_count: running.length };
+        const beat = { ...registration, ...inFlight.report() };
         call('PUT', `/workers/${encodeURIComponent(id)}`, beat).catch((error: Error) => logger.warn('heartbeat failed', { error: error.message }));
       }, registered.heartbeat_ms);
       heartbeat.unref();
