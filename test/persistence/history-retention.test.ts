@@ -27,7 +27,7 @@ describe("a task's history under RETENTION_DAYS", () => {
 
   it("is made with its task's day of partitions, lives in it, and is dropped with it", async () => {
     for (const offset of [-31, -30]) await h.db.pool.query(`SELECT create_day_partitions($1::date)`, [day(offset)]);
-    expect(await partitions(day(-31))).toContain('task_events_p' + day(-31).replaceAll('-', ''));
+    expect(await partitions(day(-31))).toContain(`task_events_p${day(-31).replaceAll('-', '')}`);
 
     const expired = uuidv7(new Date(D - 31 * DAY_MS + 3_600_000)); // its whole day is past 30 days
     const kept = uuidv7(new Date(D - 30 * DAY_MS + 3_600_000));
@@ -50,8 +50,8 @@ describe("a task's history under RETENTION_DAYS", () => {
     expect((await events(kept)).map((row) => row.type)).toEqual(['submitted', 'step_queued']);
     // The day's history partition went with its tasks'.
     expect(await partitions(day(-31))).toEqual([]);
-    expect(await partitions(day(-30))).toContain('task_events_p' + day(-30).replaceAll('-', ''));
+    expect(await partitions(day(-30))).toContain(`task_events_p${day(-30).replaceAll('-', '')}`);
     // Days made ahead have their history partitions too.
-    expect(await partitions(day(1))).toContain('task_events_p' + day(1).replaceAll('-', ''));
+    expect(await partitions(day(1))).toContain(`task_events_p${day(1).replaceAll('-', '')}`);
   });
 });
