@@ -6022,6 +6022,13 @@ export interface operations {
                         };
                         retry: components["schemas"]["RetryPolicy"];
                         timeout_ms: number;
+                        /** @description Most steps of the tool one worker process runs at once. @defaultValue the worker's concurrency */
+                        concurrency?: number;
+                        /** @description At most `max` steps of the tool start per `duration_ms`, across all the workers serving it. @defaultValue none */
+                        rate_limit?: {
+                            max: number;
+                            duration_ms: number;
+                        };
                     }[];
                     /** @description The steps it runs now, oldest first (at most 100); the heartbeat sends them again each time. */
                     running?: {

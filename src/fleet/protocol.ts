@@ -30,6 +30,17 @@ export const toolRegistrationSchema = z.strictObject({
   output_schema: jsonSchema,
   retry: retryPolicySchema,
   timeout_ms: z.number().int().min(1).max(86_400_000),
+  concurrency: z
+    .number()
+    .int()
+    .min(1)
+    .max(10_000)
+    .optional()
+    .meta({ description: "Most steps of the tool one worker process runs at once. @defaultValue the worker's concurrency" }),
+  rate_limit: z
+    .strictObject({ max: z.number().int().min(1).max(1_000_000), duration_ms: z.number().int().min(1).max(86_400_000) })
+    .optional()
+    .meta({ description: 'At most `max` steps of the tool start per `duration_ms`, across all the workers serving it. @defaultValue none' }),
 });
 export type ToolRegistration = z.output<typeof toolRegistrationSchema>;
 

@@ -1,12 +1,12 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { JsonSchema } from '../engine/catalog.js';
 import type { RetryPolicy } from '../engine/types.js';
-import type { PrismaClient } from '../generated/prisma/client.js';
+import { Prisma, type PrismaClient } from '../generated/prisma/client.js';
 import { ConflictError, NotFoundError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { type RedisClient, subscribeWhenReady } from '../queue/redis.js';
 import { runtimeType } from '../tools/openapi-tools.js';
-import type { AnyTool, DynamicTools } from '../tools/tool.js';
+import type { AnyTool, DynamicTools, RateLimit } from '../tools/tool.js';
 import type { FleetWorkerView, RunningStep, ToolRegistration, WorkerRegistration } from './protocol.js';
 
 /** How often a worker registers again; one silent for LIVE_HEARTBEATS of these is not live. */
@@ -42,13 +42,31 @@ interface StoredTool {
   outputSchema: unknown;
   retry: unknown;
   timeoutMs: number;
+  concurrency: number | null;
+  rateLimit: unknown;
 }
 
 /** The parts of a registration that make a tool's version: a change to any of them is a new version. */
 function shapeOf(tool: ToolRegistration | StoredTool) {
   return 'input_schema' in tool
-    ? { description: tool.description, input: tool.input_schema, output: tool.output_schema, retry: tool.retry, timeout_ms: tool.timeout_ms }
-    : { description: tool.description, input: tool.inputSchema, output: tool.outputSchema, retry: tool.retry, timeout_ms: tool.timeoutMs };
+    ? {
+        description: tool.description,
+        input: tool.input_schema,
+        output: tool.output_schema,
+        retry: tool.retry,
+        timeout_ms: tool.timeout_ms,
+        concurrency: tool.concurrency ?? null,
+        rate_limit: tool.rate_limit ?? null,
+      }
+    : {
+        description: tool.description,
+        input: tool.inputSchema,
+        output: tool.outputSchema,
+        retry: tool.retry,
+        timeout_ms: tool.timeoutMs,
+        concurrency: tool.concurrency,
+        rate_limit: tool.rateLimit ?? null,
+      };
 }
 
 /** What changed between two shapes, named for the message of a refused registration. */
@@ -180,7 +198,7 @@ export class WorkerFleet implements DynamicTools {
         names,
       );
       const stored = (await tx.$queryRawUnsafe(
-        'SELECT name, version, description, input_schema AS "inputSchema", output_schema AS "outputSchema", retry, timeout_ms AS "timeoutMs" FROM worker_tools WHERE name = ANY($1::text[])',
+        'SELECT name, version, description, input_schema AS "inputSchema", output_schema AS "outputSchema", retry, timeout_ms AS "timeoutMs", concurrency, rate_limit AS "rateLimit" FROM worker_tools WHERE name = ANY($1::text[])',
         names,
       )) as StoredTool[];
       const liveSince = new Date(Date.now() - HEARTBEAT_MS * LIVE_HEARTBEATS);
@@ -206,6 +224,8 @@ export class WorkerFleet implements DynamicTools {
           outputSchema: tool.output_schema as object,
           retry: tool.retry as object,
           timeoutMs: tool.timeout_ms,
+          concurrency: tool.concurrency ?? null,
+          rateLimit: tool.rate_limit ?? Prisma.DbNull,
         };
         if (!before) {
           await tx.workerTool.create({ data: { name: tool.name, ...data } });
@@ -339,6 +359,8 @@ function toolOf(stored: StoredTool): AnyTool {
     output: runtimeType(output),
     retry: stored.retry as RetryPolicy,
     timeout_ms: stored.timeoutMs,
+    ...(stored.concurrency !== null ? { concurrency: stored.concurrency } : {}),
+    ...(stored.rateLimit ? { rate_limit: stored.rateLimit as RateLimit } : {}),
     schemas: { input, output },
     run: () => Promise.reject(new Error(`the ${stored.name} tool runs in a worker that registered it, not in this process`)),
   });

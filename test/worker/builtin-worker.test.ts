@@ -5,6 +5,7 @@ import { BUILT_IN_OWNER } from '../../src/fleet/worker-fleet.js';
 import { PACKAGE } from '../../src/lib/package-root.js';
 import { dropDatabase } from '../../src/persistence/database.js';
 import { EXAMPLES_DIR } from '../../src/workflows/workflow-service.js';
+import { createToolRegistry } from '../../workers/adapters/index.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { databaseUrl, TEST_REDIS_URL } from '../helpers/env.js';
 import { poll, uniqueName } from '../helpers/harness.js';
@@ -60,7 +61,13 @@ describe('the built-in worker registers its tools with an API that imports none'
       });
       return { status: response.status, body: (await response.json()) as any };
     };
-    const tools = async () => (await call('GET', '/tools')).body.tools as { name: string; fleet?: { version: number; live_workers: number } }[];
+    const tools = async () =>
+      (await call('GET', '/tools')).body.tools as {
+        name: string;
+        fleet?: { version: number; live_workers: number };
+        concurrency: number | null;
+        rate_limit: { max: number; duration_ms: number } | null;
+      }[];
 
     // Before the worker: the API knows no tool, a task of one is unknown, and the examples wait (no warning).
     expect(await tools()).toEqual([]);
@@ -84,6 +91,16 @@ describe('the built-in worker registers its tools with an API that imports none'
     );
     expect(listed.map((tool) => tool.name)).toEqual(BUILT_IN);
     for (const tool of listed) expect(tool.fleet, tool.name).toEqual({ version: 1, live_workers: 1 });
+    // The limits each adapter declares, registered with it: the API shows what the worker applies.
+    const adapters = createToolRegistry();
+    for (const tool of listed) {
+      const adapter = adapters.get(tool.name)!;
+      expect({ concurrency: tool.concurrency, rate_limit: tool.rate_limit }, tool.name).toEqual({
+        concurrency: adapter.concurrency ?? null,
+        rate_limit: adapter.rate_limit ?? null,
+      });
+    }
+    expect(listed.find((tool) => tool.name === 'approve_batches')).toMatchObject({ concurrency: 5, rate_limit: { max: 100, duration_ms: 1_000 } });
     // Bull Board shows their queues before any task of them, though the API started knowing none.
     const board = (await call('GET', '/admin/queues/api/queues')).body.queues as { name: string }[];
     for (const name of BUILT_IN) expect(board.map((queue) => queue.name)).toContain(`tool.${name}`);

@@ -122,7 +122,8 @@ describe('a worker of a user’s own', () => {
     const ids = async () =>
       (await h.request('GET', '/workers', undefined, bearer(ADMIN))).body.workers.map((worker: { worker_id: string }) => worker.worker_id);
     expect(await ids()).not.toContain(mine.worker_id);
-    expect(await served()).toMatchObject({ name: 'shout', fleet: { version: 1 } });
+    // With the limits its definition declares (test/fixtures/user-worker.ts), which its workers apply.
+    expect(await served()).toMatchObject({ name: 'shout', fleet: { version: 1 }, concurrency: 4, rate_limit: { max: 1_000, duration_ms: 1_000 } });
     const queued = await h.request('POST', '/assign-task', { task_type: 'shout', params: { text: 'later' } }, bearer(CLIENT));
     expect(queued.status, JSON.stringify(queued.body)).toBe(202);
     expect((await h.request('GET', `/result/${queued.body.task_id}`, undefined, bearer(ADMIN))).body.status).toBe('queued');

@@ -8,7 +8,7 @@ import type { AnyTool } from '../../src/tools/tool.js';
 // workers/sdk): its tools as registrations, and the steps it runs in each heartbeat. Nothing here
 // touches the database, so the SDK's bundle can take it.
 
-/** What a worker tells the fleet of a tool: its JSON Schemas, as zod writes them. */
+/** What a worker tells the fleet of a tool: its JSON Schemas, as zod writes them, and the limits it runs under. */
 export function toolRegistration(tool: AnyTool): ToolRegistration {
   return {
     name: tool.name,
@@ -17,6 +17,8 @@ export function toolRegistration(tool: AnyTool): ToolRegistration {
     output_schema: z.toJSONSchema(tool.output, { io: 'output' }) as Record<string, unknown>,
     retry: tool.retry,
     timeout_ms: tool.timeout_ms,
+    ...(tool.concurrency !== undefined ? { concurrency: tool.concurrency } : {}),
+    ...(tool.rate_limit ? { rate_limit: { max: tool.rate_limit.max, duration_ms: tool.rate_limit.duration_ms } } : {}),
   };
 }
 
