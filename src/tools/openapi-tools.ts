@@ -82,8 +82,12 @@ function problemOf(error: { instanceLocation: string; keyword: string; error: st
   return { path, message: error.error };
 }
 
-/** Keywords whose errors only say that something under them failed: the failure itself is reported too. */
+/**
+ * Keywords whose errors only say that something under them failed: the failure itself is reported
+ * too (`if`: 'does not match "then" schema', beside what of `then` or `else` failed).
+ */
 const WRAPPERS = new Set([
+  'if',
   'properties',
   'items',
   'prefixItems',
