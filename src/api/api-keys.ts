@@ -97,9 +97,9 @@ export class KeyRing {
   }
 
   /**
-   * The key matching `presented`, if any, remembered for `request` when given. Digests are compared with timingSafeEqual against
-   * every key, none skipped once one matched, so the time taken says nothing about how close a
-   * guess was or which key matched.
+   * The key matching `presented`, if any, remembered for `request` when given. Digests are
+   * compared with timingSafeEqual against every key, none skipped once one matched, so the time
+   * taken says nothing about how close a guess was or which key matched.
    */
   match(presented: string, request?: object): ApiKey | undefined {
     // The front door (its per-client checks) and the authentication both match the same request's
