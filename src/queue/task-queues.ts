@@ -34,10 +34,12 @@ export interface RunKey {
 
 /**
  * How long a hold waits before it looks again whether its step still waits (workers/runtime/
- * run-roots.ts): a hold whose drop was lost (Redis away at that moment) keeps its run's root
- * waiting at most this long after its step moved on.
+ * run-roots.ts). A hold whose drop was lost (Redis away at that moment, or its worker killed
+ * after the commit) is dropped by the reconciler's next pass, or else by this recheck.
  */
 export const HOLD_RECHECK_MS = 10 * 60_000;
+/** Delayed timers read at a time when the reconciler looks for holds. */
+const HOLDS_PAGE = 500;
 
 /** One shard's queues (see shards.ts): the runs' roots, one per tool adapter, one for services' tools, the timers and the callbacks, all under the shard's prefix. */
 export class QueueShard {
@@ -431,6 +433,25 @@ export class TaskQueues {
   /** Removes holds whose steps no longer wait (one that is being looked at, active, ends on its own). */
   async dropHolds(holds: readonly HoldRef[]): Promise<void> {
     await Promise.all(holds.map((hold) => this.shardOf(hold.taskId).timers.remove(holdJobId(hold.taskId, hold.run, hold.stepId, hold.item))));
+  }
+
+  /**
+   * The holds waiting in Redis that were made before `before` (epoch ms), a page of delayed
+   * timers at a time: the reconciler drops those whose steps no longer wait (Runs.standing).
+   */
+  async holdsMadeBefore(before: number): Promise<HoldRef[]> {
+    const found: HoldRef[] = [];
+    for (const shard of this.shards)
+      for (let start = 0; ; start += HOLDS_PAGE) {
+        const jobs = await shard.timers.getDelayed(start, start + HOLDS_PAGE - 1);
+        for (const job of jobs)
+          if (job && job.timestamp < before && 'hold' in job.data) {
+            const { taskId, run, stepId, item } = job.data as HoldJobData;
+            found.push({ taskId, run, stepId, ...(item !== undefined ? { item } : {}) });
+          }
+        if (jobs.length < HOLDS_PAGE) break;
+      }
+    return found;
   }
 
   /** Jobs of the timers queue, a bulk per shard; a child whose root is gone rejects with MissingRootError. */

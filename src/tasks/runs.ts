@@ -127,8 +127,8 @@ export class Runs {
   closeRun(taskId: string, run: number): Promise<boolean> {
     return this.recovery.closeRun(taskId, run);
   }
-  holds(hold: HoldRef): Promise<boolean> {
-    return this.recovery.holds(hold);
+  standing(holds: readonly HoldRef[]): Promise<boolean[]> {
+    return this.recovery.standing(holds);
   }
   withdraw(steps: readonly { taskId: string; run: number; stepId: string }[], error: ErrorRecord): Promise<string[]> {
     return this.recovery.withdraw(steps, error);

@@ -1,15 +1,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uuidv7 } from '../../src/lib/uuid7.js';
-import { createHarness, type Harness, waitForTask } from '../helpers/harness.js';
+import { holdJobId, TIMERS_QUEUE } from '../../src/queue/jobs.js';
+import { FlowInspector } from '../helpers/flows.js';
+import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { storeToolTasks } from '../helpers/stored-tasks.js';
 
 describe('the reconciler repairs runs whose jobs went missing', () => {
   let h: Harness;
+  let flows: FlowInspector;
   beforeAll(async () => {
     // No timer: the test runs sweeps itself. Every active run counts as stale at once.
     h = await createHarness({ env: { RECONCILE_INTERVAL_MS: '0', RECONCILE_AFTER_MS: '0' } });
+    flows = new FlowInspector(h);
+    const defined = await h.request('POST', '/workflows', { name: 'reconcile_gate', steps: [{ id: 'gate', wait: { signal: 'go' } }] });
+    expect(defined.status, JSON.stringify(defined.body)).toBe(201);
   });
   afterAll(async () => {
+    await flows?.close();
     await h.close();
   });
 
@@ -67,5 +74,29 @@ describe('the reconciler repairs runs whose jobs went missing', () => {
     expect(sweep.requeued).toBe(0);
     expect((await waitForTask(h, body.task_id)).status).toBe('completed');
     expect(await h.db.prisma.step.findFirst({ where: { taskId: body.task_id } })).toMatchObject({ attempts: 1 });
+  });
+
+  it("drops a hold whose step no longer waits (its drop was lost), and the run's root closes; a standing hold stays", async () => {
+    const id = await submit(h, { task_type: 'reconcile_gate' });
+    const timers = flows.queue(id, TIMERS_QUEUE);
+    const hold = await poll(
+      async () => {
+        const job = await timers.getJob(holdJobId(id, 1, 'gate'));
+        return job && (await job.getState()) === 'delayed' ? job : undefined;
+      },
+      { label: 'the wait to have its hold' },
+    );
+    // Its step waits: the hold stands, and the sweep leaves it.
+    expect((await h.worker!.runtime.reconciler.sweep()).unheld).toBe(0);
+    expect(await hold.getState()).toBe('delayed');
+    // The run ended in PostgreSQL, and the worker that committed it died before its Redis
+    // effects (the hold's drop, the root's end mark).
+    await h.db.prisma.step.updateMany({ where: { taskId: id }, data: { status: 'cancelled', finishedAt: new Date() } });
+    await h.db.prisma.task.updateMany({ where: { id }, data: { status: 'cancelled', finishedAt: new Date() } });
+    expect((await h.worker!.runtime.reconciler.sweep()).unheld).toBe(1);
+    expect(await timers.getJob(holdJobId(id, 1, 'gate'))).toBeUndefined();
+    const root = await flows.closedRoot(id);
+    expect(await flows.pending(root)).toEqual([]);
+    expect((await h.worker!.runtime.reconciler.sweep()).unheld).toBe(0);
   });
 });

@@ -37,6 +37,8 @@ export interface Sweep {
   repaired: number;
   /** Leases of limits per key whose work had ended (src/queue/gates.ts): given back. */
   released: number;
+  /** Holds whose steps no longer wait (their drop was lost): dropped, so that their runs' roots close. */
+  unheld: number;
 }
 
 /**
@@ -47,7 +49,8 @@ export interface Sweep {
  * gone, or that finished without its step having a result, is made again (the step queued
  * again: delivery is at least once); a job BullMQ failed outside the step processor (it stalled
  * too often: its workers kept dying) records the step's failure with BullMQ's reason; what else
- * is missing is made again (Runs.repair). One worker of the deployment runs it at a time (a lock in Redis).
+ * is missing is made again (Runs.repair); a hold whose step no longer waits (its drop was lost)
+ * goes, so that its run's root closes. One worker of the deployment runs it at a time (a lock in Redis).
  */
 export class Reconciler {
   private timer?: NodeJS.Timeout;
@@ -89,12 +92,29 @@ export class Reconciler {
    */
   async sweep(): Promise<Sweep> {
     const { store } = this.options;
-    const result: Sweep = { checked: 0, requeued: 0, failed: 0, repaired: 0, released: 0 };
+    const result: Sweep = { checked: 0, requeued: 0, failed: 0, repaired: 0, released: 0, unheld: 0 };
     await this.pages((after) => store.activeRuns(this.options.staleAfterMs, PAGE, after), result, true);
     await this.pages((after) => store.endedWithOpenSteps(this.options.staleAfterMs, PAGE, after), result, false);
     const gates = await this.options.runs.reconcileGates();
     result.released = gates.released;
+    result.unheld = await this.dropStaleHolds();
     return result;
+  }
+
+  /** Drops the holds older than staleAfterMs whose steps no longer wait; returns how many. */
+  private async dropStaleHolds(): Promise<number> {
+    const { queues, runs, logger } = this.options;
+    const holds = await queues.holdsMadeBefore(Date.now() - this.options.staleAfterMs);
+    const stale = [];
+    for (let start = 0; start < holds.length; start += PAGE) {
+      const page = holds.slice(start, start + PAGE);
+      const standing = await runs.standing(page);
+      stale.push(...page.filter((_, index) => !standing[index]));
+    }
+    if (stale.length === 0) return 0;
+    await queues.dropHolds(stale);
+    logger.warn('dropped holds whose steps no longer wait', { holds: stale.length, task_ids: [...new Set(stale.map((hold) => hold.taskId))].slice(0, 10) });
+    return stale.length;
   }
 
   private async pages(

@@ -48,7 +48,7 @@ export function createRootProcessor(deps: { runs: Runs; logger: Logger }) {
 export async function processHold(job: Job<HoldJobData>, token: string | undefined, runs: Runs, logger: Logger): Promise<unknown> {
   let holds: boolean;
   try {
-    holds = await runs.holds(job.data);
+    [holds = false] = await runs.standing([job.data]);
   } catch (error) {
     return postpone(job, token, error, logger.child({ task_id: job.data.taskId, step_id: job.data.stepId }), 'could not look at a hold: it comes back later');
   }

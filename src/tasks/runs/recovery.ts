@@ -160,14 +160,22 @@ export class RunRecovery {
     return false;
   }
 
-  /** Whether a hold still stands for a step (or map item) that waits with no job: its run is active and the step still waits so. */
-  async holds(hold: HoldRef): Promise<boolean> {
-    const [state] = await this.core.peek([hold.taskId]);
-    if (!state || state.run !== hold.run || isFinished(state.status)) return false;
-    const step = state.steps.get(hold.stepId);
-    if (!step || step.run !== hold.run) return false;
-    if (hold.item !== undefined) return step.status === 'running';
-    return currentHolds(state).some((current) => current.stepId === hold.stepId);
+  /**
+   * Which of these holds still stand for a step (or map item) that waits with no job: its run is
+   * active and the step still waits so. A hold's own recheck asks for one; the reconciler for
+   * every hold in Redis, to drop those whose drop was lost (a worker killed between a run's end
+   * and its Redis effects, or a drop that met the hold while its recheck had it).
+   */
+  async standing(holds: readonly HoldRef[]): Promise<boolean[]> {
+    const states = new Map((await this.core.peek([...new Set(holds.map((hold) => hold.taskId))])).map((state) => [state.id, state]));
+    return holds.map((hold) => {
+      const state = states.get(hold.taskId);
+      if (!state || state.run !== hold.run || isFinished(state.status)) return false;
+      const step = state.steps.get(hold.stepId);
+      if (!step || step.run !== hold.run) return false;
+      if (hold.item !== undefined) return step.status === 'running';
+      return currentHolds(state).some((current) => current.stepId === hold.stepId);
+    });
   }
 
   /** Fails these steps at once: the tool they call is gone for good (Report 'withdrawn'). Returns the tasks of the steps it failed. */
