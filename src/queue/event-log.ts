@@ -112,6 +112,11 @@ export class EventLog {
     });
   }
 
+  /** Whether the task's history is in Redis (it expires as a whole, EVENTS_KEEP_AFTER_END_S after the task ends). */
+  async exists(taskId: string): Promise<boolean> {
+    return (await this.redis.exists(this.key(taskId))) === 1;
+  }
+
   /** Id of the newest event, or "0-0" when the task has none (yet, or any more). */
   async lastId(taskId: string): Promise<string> {
     const [newest] = await this.redis.xrevrange(this.key(taskId), '+', '-', 'COUNT', 1);

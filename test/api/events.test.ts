@@ -1,7 +1,10 @@
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiServer, startApi } from '../../src/api/server.js';
+import type { Transition } from '../../src/engine/state.js';
+import { isFinished } from '../../src/engine/status.js';
 import { loadConfig } from '../../src/lib/config.js';
+import { EventLog } from '../../src/queue/event-log.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
 import { Shards } from '../../src/queue/shards.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
@@ -91,6 +94,44 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     expect(resumed.events.every((event) => !seenIds.has(event.id))).toBe(true);
     expect(finished(resumed.events)).toBe(true);
     expect(resumed.events.some((event) => event.event === 'step' && event.data.step_id === 'last' && event.data.status === 'completed')).toBe(true);
+  });
+
+  it('resumes a task that ended while its ending events are late (appended seconds after the commit) with those events, not a snapshot', async () => {
+    const id = await submit(h, { task_type: 'watched' });
+    const first = await openSse(`${h.url}/tasks/${id}/events`);
+    const seen = await first.waitFor((events) =>
+      events.some((event) => event.event === 'step' && event.data.step_id === 'first' && event.data.status === 'completed'),
+    );
+    first.close();
+    // The worker (in this process) appends the task's ending events 4 s after their commit, as a
+    // loaded machine once did 2 s late: longer than a fixed grace, which answered a snapshot.
+    const append = EventLog.prototype.append;
+    let released!: () => void;
+    const late = new Promise<void>((resolve) => {
+      released = resolve;
+    });
+    EventLog.prototype.append = async function (this: EventLog, transitions: Transition[]) {
+      if (transitions.some((transition) => transition.taskId === id && !transition.stepId && isFinished(transition.status))) {
+        await new Promise((resolve) => setTimeout(resolve, 4_000));
+        await append.call(this, transitions);
+        released();
+        return;
+      }
+      return append.call(this, transitions);
+    };
+    try {
+      await poll(async () => (await h.db.pool.query('SELECT status FROM tasks WHERE id = $1', [id])).rows[0]?.status === 'completed', {
+        label: 'the task to end in PostgreSQL',
+      });
+      const resumed = await openSse(`${secondUrl}/tasks/${id}/events`, { 'last-event-id': seen.at(-1)!.id! });
+      await resumed.ended;
+      await late;
+      expect(resumed.events.map((event) => event.event)).not.toContain('snapshot');
+      expect(resumed.events.at(-1)).toMatchObject({ event: 'task', data: { task_id: id, status: 'completed' } });
+      expect(resumed.events.some((event) => event.event === 'step' && event.data.step_id === 'last' && event.data.status === 'completed')).toBe(true);
+    } finally {
+      EventLog.prototype.append = append;
+    }
   });
 
   it("keeps a finished task's events in Redis only EVENTS_KEEP_AFTER_END_S; a later resume gets the snapshot", async () => {

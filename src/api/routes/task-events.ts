@@ -20,8 +20,13 @@ function write(res: Response, event: { id: string; type: string; data: unknown }
   res.write(`id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event.data)}\n\n`);
 }
 
-/** How long a resumed stream waits for a finished task's ending event before sending a snapshot instead. */
-const END_EVENT_GRACE_MS = 2_000;
+/**
+ * How long a resumed stream whose history is still in Redis waits for a finished task's ending
+ * event before sending a snapshot instead. The event is appended just after the commit that
+ * ended the task, and its notice wakes the wait at once: the bound is for an append that never
+ * comes (its write failed), not for a slow one (a loaded CI machine delayed one past 2 s).
+ */
+const END_EVENT_GRACE_MS = 10_000;
 
 const ends = (event: TaskEvent) => event.type === 'task' && isFinished(event.status ?? '');
 
@@ -169,9 +174,10 @@ async function stream(
           // The history may have expired: if the task ended, say so instead of waiting forever.
           const current = await deps.tasks.result(id, 0, undefined, reader);
           if (isFinished(current.status)) {
-            // The ending event is appended just after the commit that ended the task: give it
-            // a moment to arrive before concluding that the history is gone.
-            if (!awaitedEnd) {
+            // A history that expired went as a whole (its key): the snapshot at once. One still
+            // there has the ending event on its way, appended just after the commit that ended
+            // the task; its notice ends the wait.
+            if (!awaitedEnd && (await deps.eventLog.exists(id))) {
               awaitedEnd = true;
               await pause(END_EVENT_GRACE_MS);
               continue;
