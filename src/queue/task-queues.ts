@@ -38,8 +38,8 @@ export interface RunKey {
  * after the commit) is dropped by the reconciler's next pass, or else by this recheck.
  */
 export const HOLD_RECHECK_MS = 10 * 60_000;
-/** Delayed timers read at a time when the reconciler looks for holds. */
-const HOLDS_PAGE = 500;
+/** Ids of delayed timers read at a time when the reconciler looks for holds. */
+const HOLDS_PAGE = 1_000;
 
 /** One shard's queues (see shards.ts): the runs' roots, one per tool adapter, one for services' tools, the timers and the callbacks, all under the shard's prefix. */
 export class QueueShard {
@@ -436,21 +436,25 @@ export class TaskQueues {
   }
 
   /**
-   * The holds waiting in Redis that were made before `before` (epoch ms), a page of delayed
-   * timers at a time: the reconciler drops those whose steps no longer wait (Runs.standing).
+   * The holds waiting in Redis that were made before `before` (epoch ms), reading the delayed
+   * timers' ids a page at a time: the reconciler drops those whose steps no longer wait (Runs.standing).
    */
   async holdsMadeBefore(before: number): Promise<HoldRef[]> {
     const found: HoldRef[] = [];
-    for (const shard of this.shards)
+    for (const shard of this.shards) {
       for (let start = 0; ; start += HOLDS_PAGE) {
-        const jobs = await shard.timers.getDelayed(start, start + HOLDS_PAGE - 1);
+        // Ids first: only holds (their ids end in `.hold`, holdJobId) are read further, not the
+        // sleeps' timers beside them, of which there may be many more.
+        const ids = await shard.timers.getRanges(['delayed'], start, start + HOLDS_PAGE - 1, true);
+        const jobs = await Promise.all(ids.filter((id) => id.endsWith('.hold')).map((id) => shard.timers.getJob(id)));
         for (const job of jobs)
           if (job && job.timestamp < before && 'hold' in job.data) {
             const { taskId, run, stepId, item } = job.data as HoldJobData;
             found.push({ taskId, run, stepId, ...(item !== undefined ? { item } : {}) });
           }
-        if (jobs.length < HOLDS_PAGE) break;
+        if (ids.length < HOLDS_PAGE) break;
       }
+    }
     return found;
   }
 

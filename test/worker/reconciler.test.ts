@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uuidv7 } from '../../src/lib/uuid7.js';
-import { holdJobId, TIMERS_QUEUE } from '../../src/queue/jobs.js';
+import { holdJobId, TIMERS_QUEUE, timerJobId } from '../../src/queue/jobs.js';
 import { FlowInspector } from '../helpers/flows.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { storeToolTasks } from '../helpers/stored-tasks.js';
@@ -12,8 +12,13 @@ describe('the reconciler repairs runs whose jobs went missing', () => {
     // No timer: the test runs sweeps itself. Every active run counts as stale at once.
     h = await createHarness({ env: { RECONCILE_INTERVAL_MS: '0', RECONCILE_AFTER_MS: '0' } });
     flows = new FlowInspector(h);
-    const defined = await h.request('POST', '/workflows', { name: 'reconcile_gate', steps: [{ id: 'gate', wait: { signal: 'go' } }] });
-    expect(defined.status, JSON.stringify(defined.body)).toBe(201);
+    for (const definition of [
+      { name: 'reconcile_gate', steps: [{ id: 'gate', wait: { signal: 'go' } }] },
+      { name: 'reconcile_nap', steps: [{ id: 'nap', sleep: { ms: 600_000 } }] },
+    ]) {
+      const defined = await h.request('POST', '/workflows', definition);
+      expect(defined.status, JSON.stringify(defined.body)).toBe(201);
+    }
   });
   afterAll(async () => {
     await flows?.close();
@@ -78,6 +83,15 @@ describe('the reconciler repairs runs whose jobs went missing', () => {
 
   it("drops a hold whose step no longer waits (its drop was lost), and the run's root closes; a standing hold stays", async () => {
     const id = await submit(h, { task_type: 'reconcile_gate' });
+    // A sleep's timer beside it, in the same delayed set: not a hold, and left alone.
+    const napping = await submit(h, { task_type: 'reconcile_nap' });
+    const nap = await poll(
+      async () => {
+        const job = await flows.queue(napping, TIMERS_QUEUE).getJob(timerJobId(napping, 1, 'nap'));
+        return job && (await job.getState()) === 'delayed' ? job : undefined;
+      },
+      { label: 'the sleep to have its timer' },
+    );
     const timers = flows.queue(id, TIMERS_QUEUE);
     const hold = await poll(
       async () => {
@@ -98,5 +112,6 @@ describe('the reconciler repairs runs whose jobs went missing', () => {
     const root = await flows.closedRoot(id);
     expect(await flows.pending(root)).toEqual([]);
     expect((await h.worker!.runtime.reconciler.sweep()).unheld).toBe(0);
+    expect(await nap.getState()).toBe('delayed');
   });
 });
