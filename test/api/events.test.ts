@@ -79,13 +79,19 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     }
   });
 
-  it('resumes with Last-Event-ID without repeating what the client had', async () => {
+  /** A `watched` task, followed from its start until its first step completed; then the client goes away. */
+  async function watchUntilFirstStep(): Promise<{ id: string; seen: SseEvent[] }> {
     const id = await submit(h, { task_type: 'watched' });
     const first = await openSse(`${h.url}/tasks/${id}/events`);
     const seen = await first.waitFor((events) =>
       events.some((event) => event.event === 'step' && event.data.step_id === 'first' && event.data.status === 'completed'),
     );
     first.close();
+    return { id, seen };
+  }
+
+  it('resumes with Last-Event-ID without repeating what the client had', async () => {
+    const { id, seen } = await watchUntilFirstStep();
     const lastSeen = seen.at(-1)!.id!;
     const resumed = await openSse(`${secondUrl}/tasks/${id}/events`, { 'last-event-id': lastSeen });
     await resumed.ended;
@@ -97,12 +103,7 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
   });
 
   it('resumes a task that ended while its ending events are late (appended seconds after the commit) with those events, not a snapshot', async () => {
-    const id = await submit(h, { task_type: 'watched' });
-    const first = await openSse(`${h.url}/tasks/${id}/events`);
-    const seen = await first.waitFor((events) =>
-      events.some((event) => event.event === 'step' && event.data.step_id === 'first' && event.data.status === 'completed'),
-    );
-    first.close();
+    const { id, seen } = await watchUntilFirstStep();
     // The worker (in this process) appends the task's ending events 4 s after their commit, as a
     // loaded machine once did 2 s late: longer than a fixed grace, which answered a snapshot.
     const append = EventLog.prototype.append;
