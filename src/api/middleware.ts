@@ -65,6 +65,9 @@ export function requestIds(): RequestHandler {
 /** One `http`-level line per request, with its route, status and duration. */
 export function accessLog(logger: Logger): RequestHandler {
   return (req, res, next) => {
+    // Below LOG_LEVEL (as at the default, info) winston would still carry each line through its
+    // streams before dropping it: two per task in the seed's loop.
+    if (!logger.isLevelEnabled('http')) return next();
     const started = process.hrtime.bigint();
     res.on('finish', () => {
       logger.http('request', {

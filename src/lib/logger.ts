@@ -94,8 +94,13 @@ export function createLogger(config: Pick<Config, 'LOG_LEVEL' | 'LOG_FORMAT' | '
       }),
     );
   }
-  return winston.createLogger({ level: config.LOG_LEVEL, transports });
+  // Each transport formats what it writes: the logger's own format passes lines on as they are.
+  // Its default (JSON) turned every line into JSON before the transports dropped those below
+  // LOG_LEVEL: 1-2 % of the worker's busy time in the closed loop at 32 clients.
+  return winston.createLogger({ level: config.LOG_LEVEL, format: passThrough(), transports });
 }
+
+const passThrough = winston.format((info) => info);
 
 /** A logger that drops everything: for tests that do not look at logs. */
 export function silentLogger(): Logger {

@@ -194,7 +194,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       if (controller.signal.aborted) throw controller.signal.reason;
       const input = tool.input.safeParse(job.data.input);
       if (!input.success) throw new NonRetryableError(`input does not fit the ${toolName} tool's schema`, problems(input.error));
-      logger.debug('step started');
+      if (logger.isLevelEnabled('debug')) logger.debug('step started');
       const raw = await span.run(() =>
         Promise.race([
           tool.run(input.data, {
@@ -254,7 +254,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
       finishedAt: new Date().toISOString(),
     });
     if (recorded) count(toolName, 'completed', startedAt);
-    logger.info('step completed', { duration_ms: Date.now() - startedAt.getTime(), recorded });
+    if (logger.isLevelEnabled('info')) logger.info('step completed', { duration_ms: Date.now() - startedAt.getTime(), recorded });
     // The output is in PostgreSQL: BullMQ keeps it in Redis only when it is small.
     return jobReturnValue(output, outputBytes, config);
   };
