@@ -315,9 +315,13 @@ export class TaskService {
     const claim = options.client !== undefined && this.deps.gate?.counts ? { client: options.client, taskId: id, delayMs: body.delay_ms ?? 0 } : undefined;
     const planned = await this.admit(body, options, validated, claim);
     const release = () => claim && this.deps.gate?.release(id);
-    const requestHash = createHash('sha256')
-      .update(canonicalJson({ ...body, idempotency_key: undefined }))
-      .digest('hex');
+    // What a replay of the key is checked against (409 when it differs); a task without a key is
+    // never replayed, so it keeps none (as a sub-workflow's child), and its body is not hashed.
+    const requestHash = body.idempotency_key
+      ? createHash('sha256')
+          .update(canonicalJson({ ...body, idempotency_key: undefined }))
+          .digest('hex')
+      : '';
     let prepared: PreparedTask;
     try {
       // The engine starts the task (which steps start at once): a first step whose input is too large is a 400 now.
@@ -358,7 +362,8 @@ export class TaskService {
       return { taskId: created.id, replayed: true };
     }
     this.deps.metrics.tasksSubmitted.inc({ task_type: taskType });
-    this.deps.logger.debug('task assigned', { task_id: id, task_type: taskType, steps: planned.plan.steps.length });
+    if (this.deps.logger.isLevelEnabled('debug'))
+      this.deps.logger.debug('task assigned', { task_id: id, task_type: taskType, steps: planned.plan.steps.length });
     return { taskId: id, replayed: false };
   }
 
