@@ -69,15 +69,10 @@ const TASK_VIEW_INCLUDE = {
 export type TaskRecord = NonNullable<Awaited<ReturnType<TaskStore['get']>>>;
 
 /**
- * TASK_VIEW_INCLUDE as one plain statement: the tasks of $1 (created at one of $2), each with its
- * steps, callback deliveries and newest $3 ended attempts as JSON arrays of rows.
+ * TASK_VIEW_INCLUDE as one statement: the tasks named in $1 (`tasks`: id and created_at), each
+ * with its steps, callback deliveries and newest `events` ended attempts (prisma/functions/task_views.sql).
  */
-const VIEW_SQL = `SELECT t.*,
-   COALESCE((SELECT json_agg(s ORDER BY s.position) FROM steps s WHERE s.task_id = t.id AND s.task_created_at = t.created_at), '[]') AS steps,
-   COALESCE((SELECT json_agg(c ORDER BY c.created_at) FROM callback_deliveries c WHERE c.task_id = t.id AND c.task_created_at = t.created_at), '[]') AS callbacks,
-   COALESCE((SELECT json_agg(e ORDER BY e.seq DESC) FROM (SELECT * FROM task_events e WHERE e.task_id = t.id AND e.task_created_at = t.created_at
-       AND e.type = 'attempt_ended' AND e.item IS NULL ORDER BY e.seq DESC LIMIT $3) e), '[]') AS events
-  FROM tasks t WHERE t.id = ANY($1::uuid[]) AND t.created_at = ANY($2::timestamptz[])`;
+const VIEW_SQL = 'SELECT task_views($1::jsonb) AS answer';
 
 /** A model's fields with their columns (every column is its field's name in snake_case). */
 function columns(fields: Record<string, string>): [string, string][] {
@@ -101,12 +96,15 @@ function record(row: Record<string, unknown>, fields: readonly [string, string][
   return out;
 }
 
-function viewRecord(row: Record<string, unknown>): TaskRecord {
+type Row = Record<string, unknown>;
+
+/** One task of task_views' answer: its row, steps, callback deliveries and ended attempts. */
+function viewRecord([task, steps, callbacks, events]: [Row, Row[], Row[], Row[]]): TaskRecord {
   return {
-    ...record(row, TASK_COLUMNS),
-    steps: (row.steps as Record<string, unknown>[]).map((step) => record(step, STEP_COLUMNS)),
-    callbacks: (row.callbacks as Record<string, unknown>[]).map((callback) => record(callback, CALLBACK_COLUMNS)),
-    events: (row.events as Record<string, unknown>[]).map((event) => record(event, EVENT_COLUMNS)),
+    ...record(task, TASK_COLUMNS),
+    steps: steps.map((step) => record(step, STEP_COLUMNS)),
+    callbacks: callbacks.map((callback) => record(callback, CALLBACK_COLUMNS)),
+    events: events.map((event) => record(event, EVENT_COLUMNS)),
   } as unknown as TaskRecord;
 }
 
@@ -143,7 +141,7 @@ export class TaskStore {
   }
 
   /**
-   * Each task of `ids` as get reads it, in one statement on the pool's plain SQL (VIEW_SQL);
+   * Each task of `ids` as get reads it, in one statement on the pool's plain SQL (task_views);
    * undefined where none is found. The seed's loop reads here once or twice per task, and through
    * Prisma's client (about 8 % of the API's CPU) a read cost 1.5-2.5 times the API's CPU of this
    * one and 1.3-1.4 times PostgreSQL's (docs/performance.md, "This round: the submit path"). The
@@ -158,13 +156,11 @@ export class TaskStore {
       const byId = new Map(rows.map((row) => [row.id, row]));
       return ids.map((id) => byId.get(id));
     }
-    const rows = await this.sql.$queryRawUnsafe<Record<string, unknown>[]>(
+    const [{ answer }] = await this.sql.$queryRawUnsafe<[{ answer: [Row, Row[], Row[], Row[]][] }]>(
       VIEW_SQL,
-      unique,
-      [...new Set(times.map((time) => time!.toISOString()))],
-      ATTEMPT_EVENTS_READ,
+      JSON.stringify({ tasks: unique.map((id, index) => ({ id, created_at: times[index]!.toISOString() })), events: ATTEMPT_EVENTS_READ }),
     );
-    const byId = new Map(rows.map((row) => [row.id as string, viewRecord(row)]));
+    const byId = new Map(answer.map((view) => [view[0].id as string, viewRecord(view)]));
     return ids.map((id) => byId.get(id));
   }
 
