@@ -735,13 +735,24 @@ export interface NewTaskMeta {
   parent: { taskId: string; stepId: string } | null;
 }
 
+/**
+ * The lookups of a new task's plan, worked out once per plan: a submission starts its task twice
+ * from the same plan (to decide what starts, then to add its jobs). Plans are not changed once made.
+ */
+const newPlans = new WeakMap<Plan, ReturnType<typeof prepare>>();
+
 /** A task being submitted, as the engine starts it: queued, every step pending. */
 export function freshState(task: NewTaskMeta, plan: Plan): TaskState {
+  let prepared = newPlans.get(plan);
+  if (!prepared) {
+    prepared = prepare(plan);
+    newPlans.set(plan, prepared);
+  }
   return {
     ...task,
     status: 'queued',
     run: 1,
-    plan: prepare(plan),
+    plan: prepared,
     startedAt: null,
     finishedAt: null,
     exitStatus: null,
