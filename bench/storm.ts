@@ -67,9 +67,14 @@ function wrk(url: string, connections: number, seconds: number, key: string): Pr
 }
 
 /** Sends `rate` tasks a second for `seconds`, open loop, each answer awaited apart; never retries. */
-async function polite(url: string, rate: number, seconds: number): Promise<{ sent: number; accepted: string[]; statuses: Record<string, number> }> {
+async function polite(
+  url: string,
+  rate: number,
+  seconds: number,
+): Promise<{ sent: number; accepted: string[]; statuses: Record<string, number>; why: Record<string, string> }> {
   const accepted: string[] = [];
   const statuses: Record<string, number> = {};
+  const why: Record<string, string> = {};
   const inFlight: Promise<void>[] = [];
   const start = performance.now();
   const total = Math.round(rate * seconds);
@@ -85,8 +90,10 @@ async function polite(url: string, rate: number, seconds: number): Promise<{ sen
       }).then(
         async (response) => {
           statuses[response.status] = (statuses[response.status] ?? 0) + 1;
-          const body = (await response.json()) as { task_id?: string };
+          const body = (await response.json()) as { task_id?: string; error?: { message: string } };
           if (response.status === 202 && body.task_id) accepted.push(body.task_id);
+          // The first refusal of each status says which check refused the polite key.
+          else if (body.error) why[response.status] ??= body.error.message;
         },
         () => {
           statuses.error = (statuses.error ?? 0) + 1;
@@ -95,7 +102,7 @@ async function polite(url: string, rate: number, seconds: number): Promise<{ sen
     );
   }
   await Promise.all(inFlight);
-  return { sent: total, accepted, statuses };
+  return { sent: total, accepted, statuses, why };
 }
 
 async function completedBetween(db: pg.Pool, from: number, to: number): Promise<number> {
@@ -199,6 +206,7 @@ async function oneRun(run: number, logDir: string) {
         polite: {
           sent: politeResult.sent,
           statuses: politeResult.statuses,
+          why: politeResult.why,
           acceptedShare: politeResult.accepted.length / politeResult.sent,
           completedShare: latencies.length / politeResult.sent,
           p50Ms: percentile(latencies, 50),

@@ -1303,7 +1303,7 @@ export interface components {
             version?: number;
             /** @description Same key and body: the first task is returned (200). Same key, other body: 409. */
             idempotency_key?: string;
-            /** @description BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones. */
+            /** @description BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones. While work waits, a client holding more than an equal share of the unfinished tasks gets the lowest (2097151) instead, whatever it asks: other clients' tasks run first. */
             priority?: number;
             /** @description Start no earlier than this many milliseconds from now. */
             delay_ms?: number;
@@ -1335,7 +1335,7 @@ export interface components {
             version?: number;
             /** @description Same key and body: the first task is returned (200). Same key, other body: 409. */
             idempotency_key?: string;
-            /** @description BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones. */
+            /** @description BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones. While work waits, a client holding more than an equal share of the unfinished tasks gets the lowest (2097151) instead, whatever it asks: other clients' tasks run first. */
             priority?: number;
             /** @description Start no earlier than this many milliseconds from now. */
             delay_ms?: number;

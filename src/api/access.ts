@@ -69,6 +69,17 @@ export function holdsLinks(req: Request): boolean {
   return req.apiKeyScope === undefined || req.apiKeyScope === 'admin';
 }
 
+/** Who submits a task, as TaskService.submit takes it: owner, scope, client, links, and whether admission put it behind other clients' work. */
+export function submission(req: Request): { owner: string; scope?: ApiKeyScope; client: string; callbackLinks: boolean; behindOthers?: true } {
+  return {
+    owner: submitter(req),
+    ...(req.apiKeyScope !== undefined ? { scope: req.apiKeyScope } : {}),
+    client: clientOf(req),
+    callbackLinks: holdsLinks(req),
+    ...(req.behindOthers ? { behindOthers: true as const } : {}),
+  };
+}
+
 /** Who asks, for the services' gate (a retry, a replay, a signal): the key, its scope, its client, and the owner it is confined to. */
 export function asker(req: Request): { owner?: string; keyId?: string; scope?: ApiKeyScope; client: string } {
   const owner = ownerScope(req);

@@ -193,6 +193,18 @@ export class Admission {
   }
 
   /**
+   * Whether `client`'s new task should wait behind other clients' work: it holds more than an
+   * equal share of the unfinished tasks of two or more clients while work waits in the queues (as
+   * last read). Admitting a polite client past a flood's backlog is not enough: its tasks would
+   * join the end of that backlog and wait ADMISSION_MAX_WAIT_MS for it. Its jobs go in at the
+   * lowest BullMQ priority instead, so every other client's jobs (without a priority) run first.
+   */
+  behindOthers(client: string): boolean {
+    if (this.backlog === 0 || this.counts.size < 2) return false;
+    return (this.counts.get(client) ?? 0) * this.counts.size > this.countsTotal;
+  }
+
+  /**
    * The front door, in the HTTP server's request handler ahead of Express: refuses a submission
    * from what the last reading and this process's counts say, with nothing parsed, logged or
    * routed (a refusal costs next to nothing, or a retry storm takes the CPU the work needs).
@@ -289,6 +301,7 @@ export class Admission {
           max_in_flight: maxInFlight,
         });
       }
+      if (this.behindOthers(client)) req.behindOthers = true;
       this.inFlight += 1;
       this.inFlightOf.set(client, held + 1);
       // 'close' follows every response, answered or cut off.

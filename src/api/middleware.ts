@@ -49,6 +49,8 @@ declare module 'express-serve-static-core' {
     apiKeyId?: string;
     /** The scope of the API key used; undefined when authentication is off. */
     apiKeyScope?: ApiKeyScope;
+    /** Admission put this submission behind other clients' work (Admission.behindOthers). */
+    behindOthers?: boolean;
   }
 }
 

@@ -2,6 +2,9 @@ import { z } from 'zod';
 import { concurrencySchema, rateLimitSchema } from '../engine/key-limits.js';
 import { retryPolicySchema } from '../engine/workflow-definition.js';
 
+/** BullMQ's lowest priority, its largest number (BullMQ refuses 2 ** 21 and above): a task of a client over its share runs at it (SubmitOptions.behindOthers). */
+export const LOWEST_PRIORITY = 2_097_151;
+
 /**
  * What a client asks for when it submits a task: the body of POST /assign-task, and (with
  * `params` from its `parameters`) of POST /workflows/:name/execute.
@@ -17,12 +20,10 @@ export const taskRequestSchema = z
       .max(255)
       .optional()
       .meta({ description: 'Same key and body: the first task is returned (200). Same key, other body: 409.' }),
-    priority: z
-      .int()
-      .min(1)
-      .max(2_097_152)
-      .optional()
-      .meta({ description: 'BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones.' }),
+    priority: z.int().min(1).max(LOWEST_PRIORITY).optional().meta({
+      description:
+        "BullMQ priority: 1 runs first. Without one, a task goes before prioritised ones. While work waits, a client holding more than an equal share of the unfinished tasks gets the lowest (2097151) instead, whatever it asks: other clients' tasks run first.",
+    }),
     delay_ms: z
       .int()
       .min(0)

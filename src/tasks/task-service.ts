@@ -33,7 +33,7 @@ import type { RedisClient } from '../queue/redis.js';
 import type { TaskQueues } from '../queue/task-queues.js';
 import type { ToolRegistry } from '../tools/tool.js';
 import type { CreateOutcome, PreparedTask, Runs } from './runs.js';
-import type { TaskRequest } from './task-request.js';
+import { LOWEST_PRIORITY, type TaskRequest } from './task-request.js';
 import { taskView } from './task-view.js';
 import { type Sender, Waits } from './waits.js';
 import { ownerClient, type QuotaClaim, type WorkGate } from './work-gate.js';
@@ -98,6 +98,12 @@ export interface SubmitOptions {
   scope?: ApiKeyScope;
   /** Who the quotas count the task against (`key:<id>`, `ip:<address>`, ownerClient); undefined: not counted. */
   client?: string;
+  /**
+   * Admission found the client over its share while work waits (src/api/admission.ts
+   * behindOthers): the task's jobs take the lowest BullMQ priority, whatever it asked for, so
+   * other clients' work runs first. Its record keeps the priority asked for. @defaultValue false
+   */
+  behindOthers?: boolean;
   /** The submitter may hold approval links, so the task.waiting callback may carry them (src/api/access.ts holdsLinks). @defaultValue false */
   callbackLinks?: boolean;
   /** Which path submits (or, for check, defines): the policy is told. @defaultValue 'submit' (check: the policy is not asked) */
@@ -197,7 +203,7 @@ export class TaskService {
     const overrides: TaskOverrides = {
       ...(body.retry ? { retry: body.retry } : {}),
       ...(body.timeout_ms ? { timeout_ms: body.timeout_ms } : {}),
-      ...(body.priority ? { priority: body.priority } : {}),
+      ...(options.behindOthers ? { priority: LOWEST_PRIORITY } : body.priority ? { priority: body.priority } : {}),
     };
     const paramsField = options.paramsField ?? 'params';
     const nul = unstorableProblems(body.params, [paramsField]);

@@ -133,3 +133,65 @@ describe('admission control: POST /assign-task under overload', () => {
     }
   });
 });
+
+describe('admission: a client over its share waits behind the others', () => {
+  const KEY_A = 'client@flood:admission-test-key-flood-0123456789';
+  const KEY_B = 'client@polite:admission-test-key-polite-0123456789';
+  const ADMIN = 'admin@ops:admission-test-key-admin-0123456789';
+  const bearer = (entry: string) => ({ authorization: `Bearer ${entry.slice(entry.indexOf(':') + 1)}` });
+  let h: Harness;
+  beforeAll(async () => {
+    // No worker at first: what is submitted waits, so the backlog and the counts per key only grow.
+    h = await createHarness({ worker: false, env: { API_KEYS: `${KEY_A},${KEY_B},${ADMIN}`, ADMISSION_SAMPLE_MS: '20' } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  /** Echo jobs waiting at a priority (BullMQ's prioritized set), over the shards. */
+  async function prioritized(): Promise<number> {
+    let n = 0;
+    for (const prefix of Shards.of(h.config).prefixes) n += await h.redis.zcard(`${prefix}:${toolQueueName('echo')}:prioritized`);
+    return n;
+  }
+
+  it("puts the tasks of a key holding more than an equal share at BullMQ's lowest priority while work waits, so another key's later task runs first", async () => {
+    const submit = async (key: string, params: Record<string, unknown>) => {
+      const response = await h.request('POST', '/assign-task', { task_type: 'echo', params }, bearer(key));
+      expect(response.status, JSON.stringify(response.body)).toBe(202);
+      return response.body.task_id as string;
+    };
+    // B holds one task, A more and more: once the API has read both counts, A's next task goes in behind.
+    const early = [await submit(KEY_B, { b: 0 })];
+    const behind: string[] = [];
+    await poll(
+      async () => {
+        const before = await prioritized();
+        const id = await submit(KEY_A, { a: early.length + behind.length });
+        if ((await prioritized()) === before) {
+          early.push(id);
+          return undefined;
+        }
+        behind.push(id);
+        return behind.length === 3 ? true : undefined;
+      },
+      { label: "key A's tasks put behind", timeoutMs: 30_000 },
+    );
+    // Key B's next task is under its share: it goes ahead of A's demoted ones.
+    const late = await submit(KEY_B, { b: 1 });
+    expect(await prioritized()).toBe(3);
+
+    // One worker running one step at a time takes them in the queue's order.
+    await h.startWorker({ WORKER_CONCURRENCY: '1' });
+    for (const id of [...early, ...behind, late]) expect((await waitForTask(h, id, 20_000, bearer(ADMIN))).status).toBe('completed');
+    const { rows } = await h.db.pool.query<{ task_id: string; started_at: Date; priority: number }>(
+      'SELECT s.task_id, s.started_at, t.priority FROM steps s JOIN tasks t ON t.id = s.task_id',
+    );
+    const started = new Map(rows.map((row) => [row.task_id, row.started_at.getTime()]));
+    for (const id of behind) expect(started.get(late)!).toBeLessThan(started.get(id)!);
+    // Without a priority of its own, in the order asked, before every demoted task.
+    for (const id of early) expect(started.get(id)!).toBeLessThan(Math.min(...behind.map((b) => started.get(b)!)));
+    // The record keeps the priority the client asked for (none).
+    expect(rows.every((row) => row.priority === 0)).toBe(true);
+  });
+});

@@ -65,7 +65,14 @@ describe('POST /assign-task and GET /result', () => {
   });
 
   it('answers 400 for a body that is not the contract', async () => {
-    for (const body of [{}, { task_type: '' }, { task_type: 'echo', params: [] }, { task_type: 'echo', priority: 0 }, { task_type: 'echo', surprise: 1 }]) {
+    for (const body of [
+      {},
+      { task_type: '' },
+      { task_type: 'echo', params: [] },
+      { task_type: 'echo', priority: 0 },
+      { task_type: 'echo', priority: 2 ** 21 },
+      { task_type: 'echo', surprise: 1 },
+    ]) {
       const response = await h.request('POST', '/assign-task', body);
       expect(response.status, JSON.stringify(body)).toBe(400);
       expect(response.body.error.code).toBe('validation_error');

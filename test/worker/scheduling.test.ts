@@ -67,6 +67,8 @@ describe('priority', () => {
     const submitted: { id: string; label: string }[] = [];
     for (const [label, priority] of [
       ['p3', 3],
+      // BullMQ's largest: 2 ** 21 is refused (400), not taken and failed in Redis.
+      ['lowest', 2 ** 21 - 1],
       ['p1 first', 1],
       ['p2', 2],
       ['none', undefined],
@@ -87,7 +89,7 @@ describe('priority', () => {
       submitted.map((task) => task.id),
     );
     const label = new Map(submitted.map((task) => [task.id, task.label]));
-    expect(steps.map((step) => label.get(step.taskId))).toEqual(['none', 'p1 first', 'p1 second', 'p2', 'p3']);
+    expect(steps.map((step) => label.get(step.taskId))).toEqual(['none', 'p1 first', 'p1 second', 'p2', 'p3', 'lowest']);
     // One at a time: each started after the one before it finished, so the order is the queue's.
     for (let i = 1; i < steps.length; i += 1) expect(steps[i]!.started).toBeGreaterThanOrEqual(steps[i - 1]!.finished);
   });

@@ -5,7 +5,7 @@ import { UUID_PREFIX, uuidPrefixRange } from '../../lib/uuid7.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import type { Submitted } from '../../tasks/task-service.js';
 import { taskSummary, taskViewSchema } from '../../tasks/task-view.js';
-import { asker, holdsLinks, ownerScope, submitter, viewer } from '../access.js';
+import { asker, ownerScope, submission, submitter, viewer } from '../access.js';
 import { clientOf, slotsFull } from '../client-slots.js';
 import type { Reply } from '../http.js';
 import * as ex from '../openapi-examples.js';
@@ -175,11 +175,7 @@ export const TASK_ROUTES: Route[] = [
       404: { ...notFound('No tool or workflow has that name (`unknown_task_type`); `details` lists the known ones.'), examples: ex.unknownTaskTypeExamples },
       409: conflict('The `idempotency_key` was used with a different body (`idempotency_conflict`).'),
     },
-    handler: async ({ body, req }, { tasks }) =>
-      assignedReply(
-        await tasks.submit(body, { owner: submitter(req), scope: req.apiKeyScope, client: clientOf(req), callbackLinks: holdsLinks(req) }),
-        body.task_type,
-      ),
+    handler: async ({ body, req }, { tasks }) => assignedReply(await tasks.submit(body, submission(req)), body.task_type),
   }),
   route({
     method: 'get',

@@ -3,8 +3,7 @@ import { ValidationError } from '../../lib/errors.js';
 import type { StoredWorkflow } from '../../persistence/workflow-store.js';
 import { taskRequestSchema } from '../../tasks/task-request.js';
 import type { Submitted } from '../../tasks/task-service.js';
-import { holdsLinks, submitter } from '../access.js';
-import { clientOf } from '../client-slots.js';
+import { submission, submitter } from '../access.js';
 import type { Reply } from '../http.js';
 import * as ex from '../openapi-examples.js';
 import { conflict, invalid, notFound, unavailable } from '../replies.js';
@@ -295,7 +294,7 @@ export const WORKFLOW_ROUTES: Route[] = [
       const name = (await workflows.resolve(params.name)) ?? params.name;
       const submitted = await tasks.submit(
         { ...options, task_type: name, params: parameters },
-        { workflowOnly: true, paramsField: 'parameters', owner: submitter(req), scope: req.apiKeyScope, client: clientOf(req), callbackLinks: holdsLinks(req) },
+        { workflowOnly: true, paramsField: 'parameters', ...submission(req) },
       );
       return executedReply(submitted, name);
     },
