@@ -34,6 +34,8 @@ export interface LoopPoint {
   /** Result answers that came before the end, by the status they gave. */
   early: Record<string, number>;
   errors: number;
+  /** The errors by request and status (`submit 503`, `result 429`, `result completed?`), with the first error message of each. */
+  errorsBy: Record<string, { count: number; first: string }>;
   /** Where a task's loop spends its time, medians in ms (see stages). */
   stages?: Stages;
   /** PostgreSQL transactions (statements outside a transaction count one each) of the system's database per completed task, every process together. */
@@ -86,6 +88,12 @@ async function closedLoop(url: string, headers: Record<string, string>, clients:
   let ended = 0;
   let errors = 0;
   const early: Record<string, number> = {};
+  const errorsBy: Record<string, { count: number; first: string }> = {};
+  const failed = (what: string, body: unknown) => {
+    errors += 1;
+    errorsBy[what] ??= { count: 0, first: JSON.stringify(body).slice(0, 300) };
+    errorsBy[what].count += 1;
+  };
   const deadline = performance.now() + seconds * 1000;
   const client = async (index: number) => {
     for (let n = 0; performance.now() < deadline; n += 1) {
@@ -100,7 +108,7 @@ async function closedLoop(url: string, headers: Record<string, string>, clients:
       submit.push(performance.now() - t0);
       const accepted = epochNow();
       if (submitted.status !== 202 || !body.task_id) {
-        errors += 1;
+        failed(`submit ${submitted.status}`, body);
         continue;
       }
       for (;;) {
@@ -109,13 +117,13 @@ async function closedLoop(url: string, headers: Record<string, string>, clients:
         const view = (await answer.json()) as { status?: string };
         result.push(performance.now() - q0);
         if (answer.status !== 200) {
-          errors += 1;
+          failed(`result ${answer.status}`, view);
           break;
         }
         if (!ENDED.has(view.status ?? '')) early[view.status ?? '?'] = (early[view.status ?? '?'] ?? 0) + 1;
         else {
           ended += 1;
-          if (view.status !== 'completed') errors += 1;
+          if (view.status !== 'completed') failed(`result ${view.status}`, view);
           else if (performance.now() <= deadline) {
             completed += 1;
             samples?.push({ id: body.task_id, sent, accepted, answered: epochNow() });
@@ -139,6 +147,7 @@ async function closedLoop(url: string, headers: Record<string, string>, clients:
     resultsPerTask: ended > 0 ? Math.round((result.length / ended) * 100) / 100 : Number.NaN,
     early,
     errors,
+    errorsBy,
   };
 }
 
@@ -360,7 +369,7 @@ for (const result of results) {
   for (const [index, point] of result.orchestrator.entries()) {
     const naive = result.naive[index]!;
     console.log(
-      `run ${result.run} C=${point.clients}: orchestrator ${point.completedPerS.toFixed(1)}/s (submit p50/p99 ${point.submit.p50}/${point.submit.p99} ms, result ${point.result.p50}/${point.result.p99} ms, ${point.resultsPerTask} results/task, ${point.errors} errors, CPU ms/task ${cpuText(point)}); ` +
+      `run ${result.run} C=${point.clients}: orchestrator ${point.completedPerS.toFixed(1)}/s (submit p50/p99 ${point.submit.p50}/${point.submit.p99} ms, result ${point.result.p50}/${point.result.p99} ms, ${point.resultsPerTask} results/task, ${point.errors} errors${point.errors > 0 ? ` ${JSON.stringify(point.errorsBy)}` : ''}, CPU ms/task ${cpuText(point)}); ` +
         `naive ${naive.completedPerS.toFixed(1)}/s (submit ${naive.submit.p50}/${naive.submit.p99} ms, result ${naive.result.p50}/${naive.result.p99} ms, CPU ms/task ${cpuText(naive)}); ratio ${(point.completedPerS / naive.completedPerS).toFixed(2)}`,
     );
   }
