@@ -301,7 +301,10 @@ export class Admission {
           max_in_flight: maxInFlight,
         });
       }
-      if (this.behindOthers(client)) req.behindOthers = true;
+      if (this.behindOthers(client)) {
+        req.behindOthers = true;
+        this.metrics.admissionBehind.inc();
+      }
       this.inFlight += 1;
       this.inFlightOf.set(client, held + 1);
       // 'close' follows every response, answered or cut off.

@@ -157,6 +157,11 @@ export class Metrics {
     help: 'POST /assign-task refused with 503 overloaded by admission control.',
     registers: [this.registry],
   });
+  readonly admissionBehind = new client.Counter({
+    name: 'orchestrator_admission_behind_total',
+    help: "Submissions put behind other clients' work (BullMQ's lowest priority): their client held more than an equal share of the unfinished tasks while work waited.",
+    registers: [this.registry],
+  });
   readonly admissionBacklog = new client.Gauge({
     name: 'orchestrator_admission_backlog',
     help: 'Step jobs waiting in the tool queues, as admission control last read them.',

@@ -193,5 +193,7 @@ describe('admission: a client over its share waits behind the others', () => {
     for (const id of early) expect(started.get(id)!).toBeLessThan(Math.min(...behind.map((b) => started.get(b)!)));
     // The record keeps the priority the client asked for (none).
     expect(rows.every((row) => row.priority === 0)).toBe(true);
+    const metrics = await (await fetch(`${h.url}/metrics`, { headers: bearer(ADMIN) })).text();
+    expect(Number(/^orchestrator_admission_behind_total (\d+)$/m.exec(metrics)?.[1])).toBe(behind.length);
   });
 });
