@@ -13,7 +13,7 @@ import {
 import type { Logger } from '../lib/logger.js';
 import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { isTransientDatabaseError, sqlState } from '../persistence/retry.js';
-import { isRedisUnavailable } from '../queue/redis.js';
+import { isConnectionError, isRedisUnavailable } from '../queue/redis.js';
 
 /** What a handler answers; the wrapper writes it. Handlers never touch `res`. */
 export interface Reply {
@@ -77,6 +77,16 @@ const STATUS_OF: [new (...args: never[]) => ApiError, number][] = [
 /** Maps anything thrown to the contract's error body. Only genuine bugs answer 500. */
 export function toErrorReply(error: unknown, logger: Logger, req?: Request): Reply {
   if (error instanceof DependencyUnavailableError) {
+    // A dependency away is expected, and said by the 503 alone. Any other cause under it (a reply
+    // Redis refused, out of memory; an option BullMQ refused) would hide behind the 503: say it.
+    if (error.cause !== undefined && !isConnectionError(error.cause) && !isTransientDatabaseError(error.cause)) {
+      logger.warn('answered 503, but the dependency refused for a reason other than being away', {
+        dependency: (error.details as { dependency: string }).dependency,
+        error: error.cause instanceof Error ? error.cause.message : String(error.cause),
+        method: req?.method,
+        path: req?.path,
+      });
+    }
     return { status: 503, body: errorBody(error.code, error.message, error.details), headers: { 'retry-after': String(error.retryAfterS) } };
   }
   if (error instanceof QuotaExceededError) {
