@@ -107,7 +107,8 @@ describe('npm start', () => {
           LOG_LEVEL: 'info',
           DEV_WATCH_PATHS: watched,
         },
-        { args: ['--watch'] },
+        // Under tsx, as `npm run dev` runs it.
+        { args: ['--watch'], tsx: true },
       );
       children.push(supervisor);
       await supervisor.waitForOutput(/"message":"worker started"/);
