@@ -62,12 +62,13 @@ export default defineConfig({
     // busy machine the size-amplification tests' /health bound (test/fuzz/pathological) failed.
     pool: 'forks',
     maxWorkers: 2,
-    // A worker process keeps the modules it imported from one file to the next (the default
-    // project, cluster and pgbouncer below; the chaos projects stay isolated). Every file imports
-    // the whole service, and importing it again was 310 s of a loaded CI run's 801 s of default
-    // project (123 files); without it the project took 540 s (2026-11-25, two busy loops, with
-    // coverage). It is safe because each file builds its own service (createHarness: its own
-    // database, queue prefix, config and registries) and closes it; no test mocks modules.
+    // A worker process keeps the modules it imported from one file to the next (every project).
+    // Every file imports the whole service, and importing it again was 310 s of a loaded CI run's
+    // 801 s of default project (123 files); without it the project took 540 s (2026-11-25, two
+    // busy loops, with coverage); the chaos project's seven files, one after another, 2 min 52 s
+    // isolated against 2 min 29 s (2026-11-26, quiet). It is safe because each file builds its own
+    // service (createHarness: its own database, queue prefix, config and registries) and closes
+    // it; no test mocks modules.
     isolate: false,
     testTimeout: 30_000,
     hookTimeout: 60_000,
@@ -108,7 +109,6 @@ export default defineConfig({
         test: {
           name: 'chaos',
           include: ['test/chaos/**/*.test.ts'],
-          isolate: true,
           globalSetup: ['test/global-setup.ts'],
           fileParallelism: false,
           sequence: { groupOrder: 1 },
@@ -137,7 +137,6 @@ export default defineConfig({
         test: {
           name: 'pgbouncer-chaos',
           include: PGBOUNCER_CHAOS_FILES,
-          isolate: true,
           globalSetup: ['test/global-setup.ts', 'test/pgbouncer/global-setup.ts'],
           fileParallelism: false,
           sequence: { groupOrder: 2 },
