@@ -7,6 +7,7 @@ import { isFinished } from '../../src/engine/status.js';
 import { loadConfig } from '../../src/lib/config.js';
 import { EventLog } from '../../src/queue/event-log.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
+import { masters } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
@@ -241,6 +242,14 @@ describe('limits on event streams and long-polls', () => {
   });
 
   const auth = (key: string) => ({ authorization: `Bearer ${key}` });
+  /** Slots of a kind held now, every client's (one sorted set per client; on a cluster the prefix's hash tag keeps them on one node). */
+  const heldSlots = async (kind: string) => {
+    let held = 0;
+    for (const node of masters(h.redis)) {
+      for (const key of await node.keys(`${h.config.QUEUE_PREFIX}:slots:${kind}:*`)) held += await node.zcard(key);
+    }
+    return held;
+  };
 
   it('caps the event streams of a key across API processes, with 429 and Retry-After', async () => {
     const first = await openSse(`${h.url}/tasks/${taskId}/events`, auth(KEY_A));
@@ -279,13 +288,12 @@ describe('limits on event streams and long-polls', () => {
       fetch(`${url}/result/${taskId}?wait=30`, { headers: auth(KEY_A), signal: controller.signal }).catch(() => undefined),
     );
     try {
-      const refused = await poll(
-        async () => {
-          const response = await fetch(`${other.url}/result/${taskId}?wait=1`, { headers: auth(KEY_A) });
-          return response.status === 429 ? response : undefined;
-        },
-        { label: 'a third long-poll to be refused' },
-      );
+      // Both wait once their slots are taken (in Redis, counted across processes). A third is
+      // sent only then: sent before, it could take a slot first and leave one of the two refused
+      // (a loaded run did, and its probes then never met a full count).
+      await poll(async () => (await heldSlots('long-polls')) === 2, { label: 'the two long-polls to hold their slots' });
+      const refused = await fetch(`${other.url}/result/${taskId}?wait=1`, { headers: auth(KEY_A) });
+      expect(refused.status).toBe(429);
       expect(refused.headers.get('retry-after')).toBe('5');
       expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('too_many_long_polls');
       expect((await fetch(`${h.url}/result/${taskId}`, { headers: auth(KEY_A) })).status).toBe(200);
