@@ -61,7 +61,19 @@ function transpiledTree(): string {
     // Another process renamed its own first: the same sources, the same tree.
     rmSync(building, { recursive: true, force: true });
   }
+  pruneTrees(tree);
   return tree;
+}
+
+/** Trees (and abandoned half-built ones) of sources as they were over an hour ago: each edit makes one of about 5 MB. */
+function pruneTrees(current: string): void {
+  const before = Date.now() - 3_600_000;
+  for (const name of readdirSync(TREES)) {
+    const other = path.join(TREES, name);
+    // Another process may be removing it too (statSync throws once it is gone).
+    const old = other !== current && (statSync(other, { throwIfNoEntry: false })?.mtimeMs ?? Infinity) < before;
+    if (old) rmSync(other, { recursive: true, force: true });
+  }
 }
 
 /** Where `entry` runs from: its transpiled copy when it is a TypeScript source of TRANSPILED_FOLDERS. */
