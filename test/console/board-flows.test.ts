@@ -3,10 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootJobId } from '../../src/queue/jobs.js';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, type Harness, poll } from '../helpers/harness.js';
-import { launchBrowser } from './support.js';
+import { launchBrowser, screenshotPath } from './support.js';
 
 /** Written by this run and committed: the README's architecture section shows them. */
-const SCREENSHOTS = new URL('./screenshots/', import.meta.url);
 const KEY = 'board-admin-key-0123456789';
 const AUTH = { authorization: `Bearer ${KEY}` };
 
@@ -92,7 +91,7 @@ describe('Bull Board shows runs as flows', { timeout: 120_000 }, () => {
       const page = await context.newPage();
       await page.goto('/admin/queues/queue/tasks?status=waiting-children');
       await page.getByText(rootJobId(diamond, 1)).first().waitFor({ timeout: 30_000 });
-      await page.screenshot({ path: new URL('board-waiting-children.png', SCREENSHOTS).pathname, fullPage: true });
+      await page.screenshot({ path: screenshotPath('board-waiting-children.png'), fullPage: true });
       // Each root's flow view: the tree BullMQ holds (node names are job names: steps, `step[item]`, holds, child runs).
       for (const [name, id, shown] of [
         ['diamond', diamond, ['a', 'b', 'approve (hold)']],
@@ -106,7 +105,7 @@ describe('Bull Board shows runs as flows', { timeout: 120_000 }, () => {
           .first()
           .click({ timeout: 30_000 });
         for (const node of shown) await page.getByText(node, { exact: true }).first().waitFor({ timeout: 30_000 });
-        await page.screenshot({ path: new URL(`board-${name}.png`, SCREENSHOTS).pathname, fullPage: true });
+        await page.screenshot({ path: screenshotPath(`board-${name}.png`), fullPage: true });
       }
     } finally {
       await context.close();

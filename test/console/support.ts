@@ -1,5 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { buildConsole } from '../../scripts/build-console.mjs';
 import type { Harness } from '../helpers/harness.js';
@@ -20,6 +23,17 @@ export const CONSOLE_KEYS = `admin:${ADMIN_KEY},read:${READ_KEY},client@shop:${C
  */
 export async function builtConsole(): Promise<string> {
   return (await buildConsole()).outDir;
+}
+
+/**
+ * Where a test saves its screenshot `name`: the pictures the docs show (test/console/screenshots)
+ * with UPDATE_SCREENSHOTS=1, else a temporary folder, so that a test run leaves the checkout as it was.
+ */
+export function screenshotPath(name: string): string {
+  const folder =
+    process.env.UPDATE_SCREENSHOTS === '1' ? fileURLToPath(new URL('./screenshots/', import.meta.url)) : path.join(tmpdir(), 'orchestrator-screenshots');
+  mkdirSync(folder, { recursive: true });
+  return path.join(folder, name);
 }
 
 export function launchBrowser(): Promise<Browser> {

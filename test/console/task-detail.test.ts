@@ -1,12 +1,21 @@
-import { mkdirSync } from 'node:fs';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, type Harness, uniqueName, waitForTask } from '../helpers/harness.js';
-import { ADMIN_KEY, builtConsole, CLIENT_KEY, CONSOLE_KEYS, type ConsolePage, consolePage, launchBrowser, READ_KEY, seriousViolations } from './support.js';
+import {
+  ADMIN_KEY,
+  builtConsole,
+  CLIENT_KEY,
+  CONSOLE_KEYS,
+  type ConsolePage,
+  consolePage,
+  launchBrowser,
+  READ_KEY,
+  screenshotPath,
+  seriousViolations,
+} from './support.js';
 
 /** Written by this run and committed: the README shows them. */
-const SCREENSHOTS = new URL('./screenshots/', import.meta.url);
 const AUTH = { authorization: `Bearer ${ADMIN_KEY}` };
 
 /** The step's node in the graph, by step id. */
@@ -107,8 +116,7 @@ describe('the console: submit and task detail', { timeout: 120_000 }, () => {
     await page.getByRole('button', { name: 'd', exact: true }).click();
     await expect.poll(() => page.getByLabel('Output').textContent()).toContain('from the console-b+from the console-c');
     expect(await seriousViolations(page)).toEqual([]);
-    mkdirSync(SCREENSHOTS, { recursive: true });
-    await page.screenshot({ path: new URL('task-detail.png', SCREENSHOTS).pathname, fullPage: true });
+    await page.screenshot({ path: screenshotPath('task-detail.png'), fullPage: true });
     expect(errors).toEqual([]);
   });
 

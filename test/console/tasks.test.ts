@@ -1,12 +1,10 @@
-import { mkdirSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { closeTestConnections, testTools } from '../fixtures/tools.js';
 import { createHarness, type Harness, waitForTask } from '../helpers/harness.js';
-import { ADMIN_KEY, builtConsole, CONSOLE_KEYS, type ConsolePage, consolePage, launchBrowser, seriousViolations } from './support.js';
+import { ADMIN_KEY, builtConsole, CONSOLE_KEYS, type ConsolePage, consolePage, launchBrowser, screenshotPath, seriousViolations } from './support.js';
 
-const SCREENSHOTS = new URL('./screenshots/', import.meta.url);
 const AUTH = { authorization: `Bearer ${ADMIN_KEY}` };
 const STORED_TASKS = 10_000;
 /** Budgets of issue 23. */
@@ -139,8 +137,7 @@ describe('the console: tasks list, sign-in and budgets', { timeout: 120_000 }, (
     expect(await row.locator('a.mono').textContent()).toBe(`…${answer.body.task_id.slice(-12)}`);
     // The whole id is the link's name and tooltip.
     expect(await row.getByRole('link', { name: `Task ${answer.body.task_id}` }).getAttribute('title')).toBe(answer.body.task_id);
-    mkdirSync(SCREENSHOTS, { recursive: true });
-    await page.screenshot({ path: new URL('tasks.png', SCREENSHOTS).pathname });
+    await page.screenshot({ path: screenshotPath('tasks.png') });
 
     await page.getByLabel('Task id').fill('not-an-id');
     await page.getByRole('button', { name: 'Open' }).click();
