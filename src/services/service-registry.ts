@@ -115,6 +115,14 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
   private reloadTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private loading: Promise<void> | undefined;
+  /**
+   * Counts this process's own changes (a registration, an update, a delete, a reload's install),
+   * and when each service last changed here: a reload whose reading began before a change
+   * leaves that service as the change made it (its reading is older), so that a service
+   * registered while a reload was on its way is not taken out again for a moment.
+   */
+  private changes = 0;
+  private readonly changedAt = new Map<string, number>();
   private stopped = false;
   /** For POST /services/{name}/refresh and DELETE: the workflows a change breaks (set once made: they need these tools). */
   workflows: WorkflowService | undefined;
@@ -167,6 +175,8 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
   async refresh(name: string): Promise<AnyTool | undefined> {
     if (!isServiceTool(name)) return undefined;
     await this.reload();
+    // The reading joined may have begun before the service was registered (by another process): once more, from now.
+    if (!this.get(name)) await this.reload();
     return this.get(name);
   }
 
@@ -222,19 +232,19 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
   }
 
   private async readChanges(): Promise<void> {
+    const began = this.changes;
+    const changedSince = (name: string) => (this.changedAt.get(name) ?? 0) > began;
     const versions = await this.deps.store.versions();
     for (const name of [...this.installed.keys()]) {
-      if (!versions.has(name)) {
-        this.installed.delete(name);
-        this.loaded.delete(name);
-      }
+      if (!versions.has(name) && !changedSince(name)) this.forget(name);
     }
     for (const [name, at] of versions) {
-      if (this.loaded.get(name) === at) continue;
+      if (this.loaded.get(name) === at || changedSince(name)) continue;
       const record = await this.deps.store.get(name);
-      if (!record) continue;
+      if (!record || changedSince(name)) continue;
       const stored = record.documentVersion > 0 ? await this.deps.store.document(name, record.documentVersion) : undefined;
       const reading = stored ? await this.read(name, stored.text, true) : NO_OPERATIONS;
+      if (changedSince(name)) continue;
       // Marked read either way: a document over the budget is logged once, not at every reload.
       this.loaded.set(name, record.updatedAt.getTime());
       if (!reading.ok) {
@@ -261,6 +271,12 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     return reading;
   }
 
+  private forget(name: string): void {
+    this.installed.delete(name);
+    this.loaded.delete(name);
+    this.changedAt.set(name, ++this.changes);
+  }
+
   private install(record: ServiceRecord, { operations, skipped }: Operations, hash: string | null, error: string | null = null): Installed {
     const target = targetOf(record);
     const tools = new Map(
@@ -277,6 +293,7 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
       error,
     };
     this.installed.set(record.name, installed);
+    this.changedAt.set(record.name, ++this.changes);
     return installed;
   }
 
@@ -352,8 +369,7 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
     }
     const affected = (await this.workflows?.affectedBy(prefix, new Map())) ?? [];
     if (!(await this.deps.store.delete(name))) throw new NotFoundError('service_not_found', `no service is named ${JSON.stringify(name)}`);
-    this.installed.delete(name);
-    this.loaded.delete(name);
+    this.forget(name);
     await this.deps.circuits.forget(name).catch(() => undefined);
     await this.announce(name);
     let failed: string[] = [];
