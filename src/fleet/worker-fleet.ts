@@ -93,6 +93,13 @@ export class WorkerFleet implements DynamicTools {
   /** Names that built-in workers registered (BUILT_IN_OWNER). */
   private builtInNames = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
+  /**
+   * Readings begun and the latest one applied: readings overlap (the timer's, a notice's, a
+   * registration's), and one that began earlier may end later with what was stored before a
+   * registration; it is dropped rather than put the registered tool out of sight until the next.
+   */
+  private readingsBegun = 0;
+  private readingApplied = 0;
 
   constructor(
     private readonly prisma: PrismaClient,
@@ -123,10 +130,13 @@ export class WorkerFleet implements DynamicTools {
   }
 
   private async reload(): Promise<void> {
+    const reading = ++this.readingsBegun;
     const [rows, builtIn] = await Promise.all([
       this.prisma.workerTool.findMany() as Promise<StoredTool[]>,
       this.prisma.$queryRawUnsafe('SELECT DISTINCT unnest(tools) AS name FROM workers WHERE owner = $1', BUILT_IN_OWNER) as Promise<{ name: string }[]>,
     ]);
+    if (reading < this.readingApplied) return;
+    this.readingApplied = reading;
     const next = new Map<string, { stored: StoredTool; tool: AnyTool }>();
     for (const stored of rows) {
       const known = this.tools.get(stored.name);
