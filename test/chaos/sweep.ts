@@ -191,6 +191,23 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
     problems.push(`Redis: ${key} outlived its job (orphan)`);
   }
 
+  // Quotas per client count a task until its release: the tasks still counted, as PostgreSQL has them, say which path lost one.
+  if (problems.some((problem) => problem.includes(`${prefix}:quota:`))) {
+    const counted = await h.redis.hgetall(`${prefix}:quota:client-of`);
+    const ids = Object.keys(counted).slice(0, 20);
+    const { rows } = await h.db.pool.query<{ id: string; status: string; created_at: Date; finished_at: Date | null; task_type: string }>(
+      'SELECT id::text AS id, status::text AS status, created_at, finished_at, task_type FROM tasks WHERE id = ANY($1::uuid[])',
+      [ids],
+    );
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    for (const id of ids) {
+      const task = byId.get(id);
+      problems.push(
+        `Redis: quota still counts task ${id} (${counted[id]}): ${task ? `${task.task_type}, ${task.status}, created ${task.created_at.toISOString()}, finished ${task.finished_at?.toISOString() ?? '-'}` : 'not in PostgreSQL'}`,
+      );
+    }
+  }
+
   if (problems.length > 0) {
     throw new Error(`stuck-state sweep found ${problems.length} problem(s):\n  ${problems.slice(0, 40).join('\n  ')}`);
   }
