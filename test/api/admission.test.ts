@@ -7,6 +7,7 @@ import { finishedStepsKey } from '../../src/queue/event-log.js';
 import { toolQueueName } from '../../src/queue/jobs.js';
 import { Shards } from '../../src/queue/shards.js';
 import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
+import { latch } from '../helpers/latch.js';
 
 const MIN_BACKLOG = 5;
 
@@ -105,11 +106,10 @@ describe('admission control: POST /assign-task under overload', () => {
       h.logger,
     );
     // A route that holds its answers until told: two submissions stay in flight.
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
+    const held = latch();
     const app = express();
     app.post('/assign-task', admission.middleware(), async (_req, res) => {
-      await held;
+      await held.opened;
       res.status(202).json({ ok: true });
     });
     const server = app.listen(0, '127.0.0.1');
@@ -123,7 +123,7 @@ describe('admission control: POST /assign-task under overload', () => {
       expect(third.status).toBe(503);
       expect(third.headers.get('retry-after')).toBe('1');
       expect(((await third.json()) as { error: unknown }).error).toMatchObject({ code: 'overloaded', details: { in_flight: 2, max_in_flight: 2 } });
-      release();
+      held.open();
       expect((await first).status).toBe(202);
       expect((await second).status).toBe(202);
       await poll(() => admission.inFlightNow === 0, { label: 'answered submissions leave the count', timeoutMs: 10_000 });

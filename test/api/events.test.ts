@@ -11,6 +11,7 @@ import { masters } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
+import { latch } from '../helpers/latch.js';
 import { openSse, type SseEvent, type SseStream } from '../helpers/sse.js';
 
 const finished = (events: SseEvent[]) => events.some((event) => event.event === 'task' && ['completed', 'failed', 'cancelled'].includes(event.data.status));
@@ -129,15 +130,12 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     // The worker (in this process) appends the task's ending events 4 s after their commit, as a
     // loaded machine once did 2 s late: longer than a fixed grace, which answered a snapshot.
     const append = EventLog.prototype.append;
-    let released!: () => void;
-    const late = new Promise<void>((resolve) => {
-      released = resolve;
-    });
+    const late = latch();
     EventLog.prototype.append = async function (this: EventLog, transitions: Transition[]) {
       if (transitions.some((transition) => transition.taskId === id && !transition.stepId && isFinished(transition.status))) {
         await new Promise((resolve) => setTimeout(resolve, 4_000));
         await append.call(this, transitions);
-        released();
+        late.open();
         return;
       }
       return append.call(this, transitions);
@@ -148,7 +146,7 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
       });
       const resumed = await openSse(`${secondUrl}/tasks/${id}/events`, { 'last-event-id': seen.at(-1)!.id! });
       await resumed.ended;
-      await late;
+      await late.opened;
       expect(resumed.events.map((event) => event.event)).not.toContain('snapshot');
       expect(resumed.events.at(-1)).toMatchObject({ event: 'task', data: { task_id: id, status: 'completed' } });
       expect(resumed.events.some((event) => event.event === 'step' && event.data.step_id === 'last' && event.data.status === 'completed')).toBe(true);

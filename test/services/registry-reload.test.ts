@@ -3,6 +3,7 @@ import { ServiceStore } from '../../src/persistence/service-store.js';
 import { closeTestConnections } from '../fixtures/tools.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
 import { startServer, type TestServer } from '../helpers/http-server.js';
+import { latch } from '../helpers/latch.js';
 
 const pingDocument = {
   openapi: '3.1.0',
@@ -33,33 +34,27 @@ describe('a registry reading older than a registration', () => {
 
   it('leaves a service registered while it was on its way, and its tools usable at once', async () => {
     const versions = ServiceStore.prototype.versions;
-    let read!: () => void;
-    const wasRead = new Promise<void>((resolve) => {
-      read = resolve;
-    });
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    const read = latch();
+    const released = latch();
     // The next reading of the registry's versions is taken now, and handed over only once released.
     ServiceStore.prototype.versions = async function (this: ServiceStore) {
       ServiceStore.prototype.versions = versions;
       const snapshot = await versions.call(this);
-      read();
-      await released;
+      read.open();
+      await released.opened;
       return snapshot;
     };
     try {
       const listing = h.request('GET', '/services');
-      await wasRead;
+      await read.opened;
       const registered = await h.request('POST', '/services', { name: 'pinger', base_url: server.origin, openapi_url: `${server.origin}/openapi.json` });
       expect(registered.status, JSON.stringify(registered.body)).toBe(201);
-      release();
+      released.open();
       // The old reading is done: it answered GET /services, and the service stays.
       expect((await listing).status).toBe(200);
     } finally {
       ServiceStore.prototype.versions = versions;
-      release();
+      released.open();
     }
     const workflow = await h.request('POST', '/workflows', { name: 'ping_once', steps: [{ id: 'p', tool: 'pinger.ping' }] });
     expect(workflow.status, JSON.stringify(workflow.body)).toBe(201);

@@ -4,6 +4,7 @@ import { WorkerFleet } from '../../src/fleet/worker-fleet.js';
 import type { PrismaClient } from '../../src/generated/prisma/client.js';
 import { toolRegistration, workerRegistration } from '../fixtures/worker-registration.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
+import { latch } from '../helpers/latch.js';
 
 /**
  * A reading of the workers' tools (every few seconds, on a notice, after a registration) that
@@ -20,14 +21,8 @@ describe("the fleet's readings of the tools, overlapping", () => {
   });
 
   it('keeps a tool registered while an older reading was on its way', async () => {
-    let read!: () => void;
-    const wasRead = new Promise<void>((resolve) => {
-      read = resolve;
-    });
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => {
-      release = resolve;
-    });
+    const read = latch();
+    const released = latch();
     let held = false;
     // The real database; its first reading of the tools is handed over only once released.
     const workerTool = new Proxy(h.db.prisma.workerTool, {
@@ -36,8 +31,8 @@ describe("the fleet's readings of the tools, overlapping", () => {
         held = true;
         return async (...args: unknown[]) => {
           const rows = await (target.findMany as (...a: unknown[]) => Promise<unknown>)(...args);
-          read();
-          await released;
+          read.open();
+          await released.opened;
           return rows;
         };
       },
@@ -48,14 +43,14 @@ describe("the fleet's readings of the tools, overlapping", () => {
     const fleet = new WorkerFleet(prisma, h.logger);
     try {
       const older = fleet.refresh('ocr');
-      await wasRead;
+      await read.opened;
       await fleet.register('worker-1', 'acme', workerRegistration([toolRegistration('ocr')]) as WorkerRegistration, new Set());
       expect(fleet.get('ocr')?.name).toBe('ocr');
-      release();
+      released.open();
       await older;
       expect(fleet.get('ocr')?.name).toBe('ocr');
     } finally {
-      release();
+      released.open();
       fleet.stop();
     }
   });
