@@ -1,5 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { type Child, freePort, spawnNode, spawnRedis } from './lib/processes.js';
 import { runStandalone } from './lib/standalone.js';
@@ -46,6 +47,8 @@ export interface LoopPoint {
    * every PostgreSQL process of the machine (other databases' work included, if any runs).
    */
   cpuMsPerTask?: { system: number; redis: number; postgres: number };
+  /** Redis commands per completed task, every client together (INFO commandstats), with the commonest. */
+  redisCommandsPerTask?: { total: number; top: Record<string, number> };
 }
 
 /** One completed loop: when the client sent the submit, got its answer, and got the result that showed the end (epoch ms). */
@@ -233,6 +236,18 @@ async function stages(databaseUrl: string, table: string, samples: Sample[]): Pr
   }
 }
 
+/** Calls so far of each Redis command (INFO commandstats; EVALSHA counts once per script run). */
+async function redisCalls(redisUrl: string): Promise<Map<string, number>> {
+  const redis = new Redis(redisUrl, { lazyConnect: true });
+  try {
+    await redis.connect();
+    const info = await redis.info('commandstats');
+    return new Map([...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((match) => [match[1]!, Number(match[2])]));
+  } finally {
+    redis.disconnect();
+  }
+}
+
 /** Transactions committed or rolled back in the database so far (pg_stat_database), the bench's own two reads included. */
 async function transactions(databaseUrl: string): Promise<number> {
   const db = new pg.Client({ connectionString: databaseUrl });
@@ -252,12 +267,14 @@ async function measure(
   databaseUrl: string,
   table: string,
   pids: { roots: number[]; redis: number },
+  redisUrl: string,
 ): Promise<LoopPoint[]> {
   const points: LoopPoint[] = [];
   for (const clients of CLIENTS) {
     await closedLoop(url, headers, clients, WARMUP_S);
     const samples: Sample[] = [];
     const before = await transactions(databaseUrl);
+    const callsBefore = await redisCalls(redisUrl);
     const cpuBefore = cpuNow(pids.roots, pids.redis);
     const point = await closedLoop(url, headers, clients, SECONDS, samples);
     const cpuAfter = cpuNow(pids.roots, pids.redis);
@@ -266,6 +283,12 @@ async function measure(
       system: perTask(cpuAfter.system - cpuBefore.system),
       redis: perTask(cpuAfter.redis - cpuBefore.redis),
       postgres: perTask(cpuAfter.postgres - cpuBefore.postgres),
+    };
+    const calls = [...(await redisCalls(redisUrl))].map(([name, n]) => [name, n - (callsBefore.get(name) ?? 0)] as const);
+    const commonest = calls.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+    point.redisCommandsPerTask = {
+      total: perTask(commonest.reduce((sum, [, n]) => sum + n, 0)),
+      top: Object.fromEntries(commonest.slice(0, 12).map(([name, n]) => [name, perTask(n)])),
     };
     // PostgreSQL flushes a backend's counters within a second of its last transaction.
     await sleep(1_500);
@@ -321,10 +344,18 @@ async function oneRun(run: number, logDir: string) {
       );
       await ready(url, 'npm start ready');
       try {
-        return await measure('orchestrator', url, { authorization: `Bearer ${KEY}` }, databaseUrl, 'tasks', {
-          roots: children.map((child) => child.pid),
-          redis: redis.pid,
-        });
+        return await measure(
+          'orchestrator',
+          url,
+          { authorization: `Bearer ${KEY}` },
+          databaseUrl,
+          'tasks',
+          {
+            roots: children.map((child) => child.pid),
+            redis: redis.pid,
+          },
+          `redis://127.0.0.1:${redisPort}`,
+        );
       } finally {
         await stopAll();
       }
@@ -343,7 +374,7 @@ async function oneRun(run: number, logDir: string) {
       );
       await ready(url, 'the naive baseline ready');
       try {
-        return await measure('naive', url, {}, databaseUrl, 'naive_tasks', { roots: children.map((child) => child.pid), redis: redis.pid });
+        return await measure('naive', url, {}, databaseUrl, 'naive_tasks', { roots: children.map((child) => child.pid), redis: redis.pid }, env.REDIS_URL);
       } finally {
         await stopAll();
       }
