@@ -1,6 +1,7 @@
 import { Queue, UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Core, openCore } from '../../src/composition.js';
+import type { Transition } from '../../src/engine/state.js';
 import { loadConfig } from '../../src/lib/config.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
@@ -294,5 +295,41 @@ describe('an ending that committed while its answer was lost (a connection cut a
     expect((await core.runs.report(step('second', { from_first: 1 }))).recorded).toBe(false);
     await core.quotas.settled();
     expect(await held()).toBe(0);
+  });
+
+  it('publishes an ending and gives its quota back when a Redis effect of the ending fails after it committed', async () => {
+    const id = await submit(h, { task_type: 'pair' });
+    expect(await held()).toBe(1);
+    const published: Transition[] = [];
+    // Redis takes the ending's jobs and holds, then times out on the root's end mark.
+    const queues = new Proxy(core.queues, {
+      get: (target, name) => {
+        if (name === 'markEnded') return async () => Promise.reject(new Error('Command timed out'));
+        const value = Reflect.get(target, name);
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const runs = new Runs({
+      sql: core.db.sql,
+      queues,
+      publish: async (transitions) => {
+        published.push(...transitions);
+      },
+      logger: h.logger,
+      config: h.config,
+      onEnded: (ended) => core.quotas.release(ended.taskId),
+    });
+    const now = new Date();
+    const step = (stepId: string, output: unknown) =>
+      ({ type: 'result', taskId: id, run: 1, stepId, attempt: 1, status: 'completed', output, startedAt: now, finishedAt: now }) as const;
+    expect((await runs.report(step('first', { n: 1 }))).recorded).toBe(true);
+    await expect(runs.report(step('second', { from_first: 1 }))).rejects.toThrow('Command timed out');
+    expect(
+      published.filter((transition) => transition.stepId === undefined),
+      "the task's end is published",
+    ).toContainEqual(expect.objectContaining({ taskId: id, status: 'completed' }));
+    await core.quotas.settled();
+    expect(await held(), 'the ending gave its quota back').toBe(0);
+    expect((await h.request('GET', `/result/${id}`)).body.status).toBe('completed');
   });
 });

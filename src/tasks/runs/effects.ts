@@ -37,6 +37,12 @@ export class RunEffects {
     options: { treesMade?: boolean; holds?: HoldRef[]; admitted?: HoldRef[] } = {},
   ): Promise<void> {
     const byId = new Map(states.map((state) => [state.id, state]));
+    // What committed is told first, whatever Redis does next: the task's events (and the
+    // long-polls they wake) and the ends' releases (quotas, metrics) do not wait on the jobs,
+    // holds and callbacks below, and are not lost when one of those throws (a Redis command
+    // that timed out left a client's quota counted for an hour, and its long-polls asleep).
+    this.core.publish(decision.transitions);
+    for (const end of decision.ended) this.core.deps.onEnded?.(end);
     const ended = new Set(decision.ended.map((end) => end.taskId));
     const runOf = (task: TaskState) => decision.tasks.find((change) => change.taskId === task.id)?.set.run ?? task.run;
     /** A run's new children hang under its root while the run is active. */
@@ -136,7 +142,6 @@ export class RunEffects {
       );
     const running = drops.filter((ref) => ref.running);
     const dropping = running.length > 0 ? this.core.deps.queues.dropJobs(running) : Promise.resolve([]);
-    this.core.publish(decision.transitions);
     // A terminate step ended these runs: workers abort the steps they still run, as on a cancel.
     for (const stop of decision.stops)
       this.core.deps
@@ -144,7 +149,6 @@ export class RunEffects {
         .catch((stopError: Error) =>
           this.core.deps.logger.warn('run terminated, but running steps could not be told', { task_id: stop.taskId, error: stopError.message }),
         );
-    for (const ended of decision.ended) this.core.deps.onEnded?.(ended);
     // A running step whose job waited out a retry's backoff is settled once its job is gone.
     const settling = dropping.then(
       (dropped) =>
