@@ -11,12 +11,13 @@ const { values } = parseArgs({
     seconds: { type: 'string', default: '8' },
     clients: { type: 'string', default: '1,8,32' },
     runs: { type: 'string', default: '1' },
+    warmup: { type: 'string', default: '2' },
   },
 });
 const SECONDS = Number(values.seconds);
 const CLIENTS = values.clients.split(',').map(Number);
 const RUNS = Number(values.runs);
-const WARMUP_S = 2;
+const WARMUP_S = Number(values.warmup);
 const ADMIN = 'postgresql://postgres@127.0.0.1:5432/postgres';
 const KEY = `loop-key-${shortId()}-0123456789abcdef`;
 const ENDED = new Set(['completed', 'failed', 'cancelled']);
