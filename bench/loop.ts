@@ -319,6 +319,7 @@ async function oneRun(run: number, logDir: string) {
   const admin = new pg.Pool({ connectionString: ADMIN, max: 1 });
   const redisPort = await freePort();
   const redis = await spawnRedis(redisPort, logDir);
+  const redisUrl = `redis://127.0.0.1:${redisPort}`;
   const children: Child[] = [];
   const stopAll = async () => {
     for (const child of children.splice(0).reverse()) await child.stop(30_000).catch(() => undefined);
@@ -333,7 +334,7 @@ async function oneRun(run: number, logDir: string) {
           'dist/src/main.js',
           {
             DATABASE_URL: databaseUrl,
-            REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+            REDIS_URL: redisUrl,
             PORT: String(port),
             HOST: '127.0.0.1',
             LOG_LEVEL: 'warn',
@@ -355,7 +356,7 @@ async function oneRun(run: number, logDir: string) {
             roots: children.map((child) => child.pid),
             redis: redis.pid,
           },
-          `redis://127.0.0.1:${redisPort}`,
+          redisUrl,
         );
       } finally {
         await stopAll();
@@ -368,14 +369,14 @@ async function oneRun(run: number, logDir: string) {
       await db.end();
       const port = await freePort();
       const url = `http://127.0.0.1:${port}`;
-      const env = { DATABASE_URL: databaseUrl, REDIS_URL: `redis://127.0.0.1:${redisPort}`, PORT: String(port) };
+      const env = { DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, PORT: String(port) };
       children.push(
         spawnNode('naive-api', 'bench/naive/server.ts', { ...env, NAIVE_ROLE: 'api' }, { logDir }),
         spawnNode('naive-worker', 'bench/naive/server.ts', { ...env, NAIVE_ROLE: 'worker' }, { logDir }),
       );
       await ready(url, 'the naive baseline ready');
       try {
-        return await measure('naive', url, {}, databaseUrl, 'naive_tasks', { roots: children.map((child) => child.pid), redis: redis.pid }, env.REDIS_URL);
+        return await measure('naive', url, {}, databaseUrl, 'naive_tasks', { roots: children.map((child) => child.pid), redis: redis.pid }, redisUrl);
       } finally {
         await stopAll();
       }
