@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 let tsc;
 try {
-  tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+  ({ TSC_PATH: tsc } = await import('./tsc.mjs'));
 } catch {
   console.error('typescript is not installed: run npm install (with dev dependencies) to build, or start the built dist/ directly with node');
   process.exit(1);

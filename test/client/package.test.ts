@@ -1,15 +1,14 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TSC_PATH } from '../../scripts/tsc.mjs';
 
 const run = promisify(execFile);
 const CLIENT_DIR = fileURLToPath(new URL('../../client/', import.meta.url));
-const TSC = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 const PACKAGE = JSON.parse(readFileSync(path.join(CLIENT_DIR, 'package.json'), 'utf8')) as { name: string; version: string };
 
 /**
@@ -71,7 +70,7 @@ describe('the client package', { timeout: 180_000 }, () => {
         files: ['use.ts'],
       }),
     );
-    await expect(run(process.execPath, [TSC, '-p', dir], { cwd: dir })).resolves.toBeDefined();
+    await expect(run(process.execPath, [TSC_PATH, '-p', dir], { cwd: dir })).resolves.toBeDefined();
   });
 
   it("installs its CLI as `orchestrator-client` (in this repository `orchestrator` is the root package's, which builds first)", async () => {

@@ -1,18 +1,17 @@
 import { execFile } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TSC_PATH } from '../../scripts/tsc.mjs';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, waitForTask } from '../helpers/harness.js';
 
 const run = promisify(execFile);
 const SDK_DIR = fileURLToPath(new URL('../../workers/sdk/', import.meta.url));
 const EXAMPLE_DIR = fileURLToPath(new URL('../../examples/worker-app/', import.meta.url));
-const TSC = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 const ROOT = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   dependencies: Record<string, string>;
   devDependencies: Record<string, string>;
@@ -161,7 +160,9 @@ describe('the worker package and its example app', { timeout: 240_000 }, () => {
         files: ['typed.ts', 'readme-tool.ts'],
       }),
     );
-    const checked = await run(process.execPath, [TSC, '-p', path.join(dir, 'app')], { cwd: path.join(dir, 'app') }).catch((error: { stdout: string }) => error);
+    const checked = await run(process.execPath, [TSC_PATH, '-p', path.join(dir, 'app')], { cwd: path.join(dir, 'app') }).catch(
+      (error: { stdout: string }) => error,
+    );
     expect((checked as { stdout?: string }).stdout ?? '').toBe('');
   });
 });

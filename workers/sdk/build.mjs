@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { TSC_PATH } from '../../scripts/tsc.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 rmSync(`${here}dist`, { recursive: true, force: true });
@@ -19,4 +20,4 @@ await build({
   sourcemap: true,
   logLevel: 'warning',
 });
-execFileSync(process.execPath, [fileURLToPath(import.meta.resolve('typescript/bin/tsc')), '-p', `${here}tsconfig.json`], { stdio: 'inherit' });
+execFileSync(process.execPath, [TSC_PATH, '-p', `${here}tsconfig.json`], { stdio: 'inherit' });
