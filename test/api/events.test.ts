@@ -45,24 +45,32 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
     await h.close();
   });
 
-  it('streams a snapshot, then one event per step and task transition, and ends with the task — from the other API process', async () => {
-    // Submitted to the in-process API; watched on the other one. Its first step waits in a paused
-    // queue (in every queue shard: the task's is not known yet) until the stream has its
-    // snapshot, so every transition happens while it is open.
+  /**
+   * Submits a `watched` task and opens its event stream on the API at `url` before its first step
+   * can run: that step waits in a paused queue (in every queue shard: the task's is not known yet)
+   * until the stream has its snapshot, so every transition happens while it is open. (Opened
+   * after the submission without that, on a busy machine the stream began after the first step
+   * had completed, with a snapshot that held it.)
+   */
+  async function submitWatched(url: string): Promise<{ id: string; stream: SseStream }> {
     const echoes = Shards.of(h.config).prefixes.map((prefix) => new Queue(toolQueueName('echo'), { connection: h.redis, prefix }));
     await Promise.all(echoes.map((echo) => echo.pause()));
-    let id: string;
-    let stream: SseStream;
     try {
-      id = await submit(h, { task_type: 'watched' });
-      stream = await openSse(`${secondUrl}/tasks/${id}/events`);
-      expect(stream.status).toBe(200);
-      expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
+      const id = await submit(h, { task_type: 'watched' });
+      const stream = await openSse(`${url}/tasks/${id}/events`);
       await stream.waitFor((events) => events.length > 0);
+      return { id, stream };
     } finally {
       await Promise.all(echoes.map((echo) => echo.resume()));
       await Promise.all(echoes.map((echo) => echo.close()));
     }
+  }
+
+  it('streams a snapshot, then one event per step and task transition, and ends with the task — from the other API process', async () => {
+    // Submitted to the in-process API; watched on the other one.
+    const { id, stream } = await submitWatched(secondUrl);
+    expect(stream.status).toBe(200);
+    expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
     await stream.ended;
     const events = stream.events;
     expect(events[0]!.event).toBe('snapshot');
@@ -88,10 +96,10 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
 
   /** A `watched` task, followed from its start until its first step completed; then the client goes away. */
   async function watchUntilFirstStep(): Promise<{ id: string; seen: SseEvent[] }> {
-    const id = await submit(h, { task_type: 'watched' });
+    const { id, stream: first } = await submitWatched(h.url);
     let seen: SseEvent[] = [];
     onTestFailed(async () => {
-      // What a rare failure needs to be explained (once, in CI): the task's event log as Redis holds it, its row, and the logs.
+      // What a rare failure needs to be explained: the task's event log as Redis holds it, its row, and the logs.
       const entries = await h.redis.xrange(new EventLog(h.redis, Shards.of(h.config), { ttlSeconds: 60, afterEndSeconds: 60 }).key(id), '-', '+');
       const row = (await h.db.pool.query('SELECT status, finished_at FROM tasks WHERE id = $1', [id])).rows[0];
       console.error(
@@ -104,7 +112,6 @@ describe('live progress: GET /tasks/:id/events and ?wait=N', () => {
         ].join('\n'),
       );
     });
-    const first = await openSse(`${h.url}/tasks/${id}/events`);
     seen = await first.waitFor((events) =>
       events.some((event) => event.event === 'step' && event.data.step_id === 'first' && event.data.status === 'completed'),
     );
