@@ -10,12 +10,15 @@ const { values } = parseArgs({
   options: {
     seconds: { type: 'string', default: '8' },
     clients: { type: 'string', default: '1,8,32' },
+    // Open loop instead (tasks/s offered, e.g. 250): each system does the same work per second.
+    rates: { type: 'string' },
     runs: { type: 'string', default: '1' },
     warmup: { type: 'string', default: '2' },
   },
 });
 const SECONDS = Number(values.seconds);
 const CLIENTS = values.clients.split(',').map(Number);
+const RATES = values.rates?.split(',').map(Number);
 const RUNS = Number(values.runs);
 const WARMUP_S = Number(values.warmup);
 const ADMIN = 'postgresql://postgres@127.0.0.1:5432/postgres';
@@ -25,7 +28,10 @@ const NAIVE_SCHEMA =
   'CREATE TABLE naive_tasks (id uuid PRIMARY KEY, params jsonb, status text NOT NULL, result jsonb, created_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz)';
 
 export interface LoopPoint {
+  /** Clients of a closed loop; 0 in an open loop (`offeredPerS`). */
   clients: number;
+  /** Open loop (--rates): the tasks/s offered, each task one loop from submit to the result that shows its end. */
+  offeredPerS?: number;
   seconds: number;
   completed: number;
   completedPerS: number;
@@ -84,8 +90,8 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-/** C clients in a closed loop for `seconds`; what ends after the window is waited for, not counted. */
-async function closedLoop(url: string, headers: Record<string, string>, clients: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
+/** What the loops of one point saw: latencies, ends and errors. */
+function tally() {
   const submit: number[] = [];
   const result: number[] = [];
   let completed = 0;
@@ -98,61 +104,93 @@ async function closedLoop(url: string, headers: Record<string, string>, clients:
     errorsBy[what] ??= { count: 0, first: JSON.stringify(body).slice(0, 300) };
     errorsBy[what].count += 1;
   };
-  const deadline = performance.now() + seconds * 1000;
-  const client = async (index: number) => {
-    for (let n = 0; performance.now() < deadline; n += 1) {
-      const t0 = performance.now();
-      const sent = epochNow();
-      const submitted = await fetch(`${url}/assign-task`, {
-        method: 'POST',
-        headers: { ...headers, 'content-type': 'application/json' },
-        body: JSON.stringify({ task_type: 'echo', params: { message: `c${index}-${n}` } }),
-      });
-      const body = (await submitted.json()) as { task_id?: string };
-      submit.push(performance.now() - t0);
-      const accepted = epochNow();
-      if (submitted.status !== 202 || !body.task_id) {
-        failed(`submit ${submitted.status}`, body);
-        continue;
+
+  /** One loop: submit an echo task, long-poll its result until it ends; counted when it ends by `countUntil` (performance.now()). */
+  async function loopOnce(url: string, headers: Record<string, string>, message: string, countUntil: number, samples?: Sample[]): Promise<void> {
+    const t0 = performance.now();
+    const sent = epochNow();
+    const submitted = await fetch(`${url}/assign-task`, {
+      method: 'POST',
+      headers: { ...headers, 'content-type': 'application/json' },
+      body: JSON.stringify({ task_type: 'echo', params: { message } }),
+    });
+    const body = (await submitted.json()) as { task_id?: string };
+    submit.push(performance.now() - t0);
+    const accepted = epochNow();
+    if (submitted.status !== 202 || !body.task_id) {
+      failed(`submit ${submitted.status}`, body);
+      return;
+    }
+    for (;;) {
+      const q0 = performance.now();
+      const answer = await fetch(`${url}/result/${body.task_id}?wait=30`, { headers });
+      const view = (await answer.json()) as { status?: string };
+      result.push(performance.now() - q0);
+      if (answer.status !== 200) {
+        failed(`result ${answer.status}`, view);
+        return;
       }
-      for (;;) {
-        const q0 = performance.now();
-        const answer = await fetch(`${url}/result/${body.task_id}?wait=30`, { headers });
-        const view = (await answer.json()) as { status?: string };
-        result.push(performance.now() - q0);
-        if (answer.status !== 200) {
-          failed(`result ${answer.status}`, view);
-          break;
+      if (!ENDED.has(view.status ?? '')) early[view.status ?? '?'] = (early[view.status ?? '?'] ?? 0) + 1;
+      else {
+        ended += 1;
+        if (view.status !== 'completed') failed(`result ${view.status}`, view);
+        else if (performance.now() <= countUntil) {
+          completed += 1;
+          samples?.push({ id: body.task_id, sent, accepted, answered: epochNow() });
         }
-        if (!ENDED.has(view.status ?? '')) early[view.status ?? '?'] = (early[view.status ?? '?'] ?? 0) + 1;
-        else {
-          ended += 1;
-          if (view.status !== 'completed') failed(`result ${view.status}`, view);
-          else if (performance.now() <= deadline) {
-            completed += 1;
-            samples?.push({ id: body.task_id, sent, accepted, answered: epochNow() });
-          }
-          break;
-        }
+        return;
       }
     }
+  }
+
+  function point(clients: number, seconds: number): LoopPoint {
+    submit.sort((a, b) => a - b);
+    result.sort((a, b) => a - b);
+    const round = (ms: number) => Math.round(ms * 10) / 10;
+    return {
+      clients,
+      seconds,
+      completed,
+      completedPerS: completed / seconds,
+      submit: { p50: round(percentile(submit, 50)), p99: round(percentile(submit, 99)) },
+      result: { p50: round(percentile(result, 50)), p99: round(percentile(result, 99)) },
+      resultsPerTask: ended > 0 ? Math.round((result.length / ended) * 100) / 100 : Number.NaN,
+      early,
+      errors,
+      errorsBy,
+    };
+  }
+
+  return { loopOnce, point };
+}
+
+/** C clients in a closed loop for `seconds`; what ends after the window is waited for, not counted. */
+async function closedLoop(url: string, headers: Record<string, string>, clients: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
+  const seen = tally();
+  const deadline = performance.now() + seconds * 1000;
+  const client = async (index: number) => {
+    for (let n = 0; performance.now() < deadline; n += 1) await seen.loopOnce(url, headers, `c${index}-${n}`, deadline, samples);
   };
   await Promise.all(Array.from({ length: clients }, (_, index) => client(index)));
-  submit.sort((a, b) => a - b);
-  result.sort((a, b) => a - b);
-  const round = (ms: number) => Math.round(ms * 10) / 10;
-  return {
-    clients,
-    seconds,
-    completed,
-    completedPerS: completed / seconds,
-    submit: { p50: round(percentile(submit, 50)), p99: round(percentile(submit, 99)) },
-    result: { p50: round(percentile(result, 50)), p99: round(percentile(result, 99)) },
-    resultsPerTask: ended > 0 ? Math.round((result.length / ended) * 100) / 100 : Number.NaN,
-    early,
-    errors,
-    errorsBy,
-  };
+  return seen.point(clients, seconds);
+}
+
+/**
+ * Open loop: a new loop starts every 1/`rate` s for `seconds`, whatever the answers' pace, and
+ * each is waited for to its end and counted; so two systems that keep up do the same work per
+ * second, and their CPU per task compares at one rate (it falls as the rate rises).
+ */
+async function openLoop(url: string, headers: Record<string, string>, rate: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
+  const seen = tally();
+  const start = performance.now();
+  const loops: Promise<void>[] = [];
+  for (let n = 0; n < rate * seconds; n += 1) {
+    const wait = start + (n * 1000) / rate - performance.now();
+    if (wait > 0) await sleep(wait);
+    loops.push(seen.loopOnce(url, headers, `o-${n}`, Number.POSITIVE_INFINITY, samples));
+  }
+  await Promise.all(loops);
+  return { ...seen.point(0, seconds), offeredPerS: rate };
 }
 
 /** Every process's parent and CPU ticks (user + system) so far, from /proc; empty where /proc is not there. */
@@ -271,13 +309,16 @@ async function measure(
   redisUrl: string,
 ): Promise<LoopPoint[]> {
   const points: LoopPoint[] = [];
-  for (const clients of CLIENTS) {
-    await closedLoop(url, headers, clients, WARMUP_S);
+  const loads = RATES ? RATES.map((rate) => ({ rate })) : CLIENTS.map((clients) => ({ clients }));
+  for (const load of loads) {
+    const run = (seconds: number, samples?: Sample[]) =>
+      'rate' in load ? openLoop(url, headers, load.rate, seconds, samples) : closedLoop(url, headers, load.clients, seconds, samples);
+    await run(WARMUP_S);
     const samples: Sample[] = [];
     const before = await transactions(databaseUrl);
     const callsBefore = await redisCalls(redisUrl);
     const cpuBefore = cpuNow(pids.roots, pids.redis);
-    const point = await closedLoop(url, headers, clients, SECONDS, samples);
+    const point = await run(SECONDS, samples);
     const cpuAfter = cpuNow(pids.roots, pids.redis);
     const perTask = (ms: number) => Math.round((ms / Math.max(1, point.completed)) * 100) / 100;
     point.cpuMsPerTask = {
@@ -385,7 +426,12 @@ async function oneRun(run: number, logDir: string) {
       run,
       orchestrator,
       naive,
-      ratio: orchestrator.map((point, index) => ({ clients: point.clients, ofNaive: point.completedPerS / naive[index]!.completedPerS })),
+      ratio: orchestrator.map((point, index) => ({
+        ...(point.offeredPerS === undefined ? { clients: point.clients } : { offeredPerS: point.offeredPerS }),
+        ofNaive: point.completedPerS / naive[index]!.completedPerS,
+        // At one offered rate the work per second is the same: CPU per task compares (all of it: the system's processes, Redis, PostgreSQL).
+        ...(point.offeredPerS === undefined ? {} : { cpuOfNaive: cpuTotal(point) / cpuTotal(naive[index]!) }),
+      })),
     };
   } finally {
     await stopAll();
@@ -394,6 +440,7 @@ async function oneRun(run: number, logDir: string) {
   }
 }
 
+const cpuTotal = (point: LoopPoint) => (point.cpuMsPerTask ? point.cpuMsPerTask.system + point.cpuMsPerTask.redis + point.cpuMsPerTask.postgres : Number.NaN);
 const cpuText = (point: LoopPoint) =>
   point.cpuMsPerTask ? `${point.cpuMsPerTask.system} + redis ${point.cpuMsPerTask.redis} + pg ${point.cpuMsPerTask.postgres}` : 'n/a';
 
@@ -402,8 +449,9 @@ for (const result of results) {
   for (const [index, point] of result.orchestrator.entries()) {
     const naive = result.naive[index]!;
     console.log(
-      `run ${result.run} C=${point.clients}: orchestrator ${point.completedPerS.toFixed(1)}/s (submit p50/p99 ${point.submit.p50}/${point.submit.p99} ms, result ${point.result.p50}/${point.result.p99} ms, ${point.resultsPerTask} results/task, ${point.errors} errors${point.errors > 0 ? ` ${JSON.stringify(point.errorsBy)}` : ''}, CPU ms/task ${cpuText(point)}); ` +
-        `naive ${naive.completedPerS.toFixed(1)}/s (submit ${naive.submit.p50}/${naive.submit.p99} ms, result ${naive.result.p50}/${naive.result.p99} ms, CPU ms/task ${cpuText(naive)}); ratio ${(point.completedPerS / naive.completedPerS).toFixed(2)}`,
+      `run ${result.run} ${point.offeredPerS === undefined ? `C=${point.clients}` : `R=${point.offeredPerS}/s`}: orchestrator ${point.completedPerS.toFixed(1)}/s (submit p50/p99 ${point.submit.p50}/${point.submit.p99} ms, result ${point.result.p50}/${point.result.p99} ms, ${point.resultsPerTask} results/task, ${point.errors} errors${point.errors > 0 ? ` ${JSON.stringify(point.errorsBy)}` : ''}, CPU ms/task ${cpuText(point)}); ` +
+        `naive ${naive.completedPerS.toFixed(1)}/s (submit ${naive.submit.p50}/${naive.submit.p99} ms, result ${naive.result.p50}/${naive.result.p99} ms, CPU ms/task ${cpuText(naive)}); ratio ${(point.completedPerS / naive.completedPerS).toFixed(2)}` +
+        (point.offeredPerS === undefined ? '' : `, CPU per task ÷ naive ${(cpuTotal(point) / cpuTotal(naive)).toFixed(2)}`),
     );
   }
 }
