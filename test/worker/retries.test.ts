@@ -92,15 +92,15 @@ describe('retries and backoff', () => {
     const result = await waitForTask(h, id);
     expect(result.steps[0]).toMatchObject({ status: 'completed', attempts: 4 });
     const [first, second, third] = gaps((await observed(key)).map(Number)) as [number, number, number];
-    // Lower bounds half of 160, 320, 640. A fixed delay of 160 could never give the third gap.
+    // Lower bounds half of 160, 320, 640. A fixed delay of 160 could never give the third gap: that
+    // is the growth. Not "the third gap longer than the first": a busy machine may stretch any gap
+    // (once in CI the first took 1,027 ms), so only lower bounds hold for gaps.
     expect(first).toBeGreaterThanOrEqual(80);
     expect(second).toBeGreaterThanOrEqual(160);
     expect(third).toBeGreaterThanOrEqual(320);
     const delays = await scheduledDelays(id, 'flaky');
     expect(delays).toHaveLength(3);
     for (const [index, delay] of delays.entries()) expect(delay, `delay ${index + 1}`).toBeLessThanOrEqual(160 * 2 ** index);
-    // The largest first delay (160) is below the smallest third one (320): growth shows despite jitter.
-    expect(third).toBeGreaterThan(first);
   });
 
   it('uses the retry policy of the POST body: 2 attempts make a step that needs 3 fail', async () => {
