@@ -448,10 +448,11 @@ const { results, out } = await runStandalone('loop', RUNS, oneRun, 1_000);
 for (const result of results) {
   for (const [index, point] of result.orchestrator.entries()) {
     const naive = result.naive[index]!;
+    const { ofNaive, cpuOfNaive } = result.ratio[index]!;
     console.log(
       `run ${result.run} ${point.offeredPerS === undefined ? `C=${point.clients}` : `R=${point.offeredPerS}/s`}: orchestrator ${point.completedPerS.toFixed(1)}/s (submit p50/p99 ${point.submit.p50}/${point.submit.p99} ms, result ${point.result.p50}/${point.result.p99} ms, ${point.resultsPerTask} results/task, ${point.errors} errors${point.errors > 0 ? ` ${JSON.stringify(point.errorsBy)}` : ''}, CPU ms/task ${cpuText(point)}); ` +
-        `naive ${naive.completedPerS.toFixed(1)}/s (submit ${naive.submit.p50}/${naive.submit.p99} ms, result ${naive.result.p50}/${naive.result.p99} ms, CPU ms/task ${cpuText(naive)}); ratio ${(point.completedPerS / naive.completedPerS).toFixed(2)}` +
-        (point.offeredPerS === undefined ? '' : `, CPU per task ÷ naive ${(cpuTotal(point) / cpuTotal(naive)).toFixed(2)}`),
+        `naive ${naive.completedPerS.toFixed(1)}/s (submit ${naive.submit.p50}/${naive.submit.p99} ms, result ${naive.result.p50}/${naive.result.p99} ms, CPU ms/task ${cpuText(naive)}); ratio ${ofNaive.toFixed(2)}` +
+        (cpuOfNaive === undefined ? '' : `, CPU per task ÷ naive ${cpuOfNaive.toFixed(2)}`),
     );
   }
 }
