@@ -14,6 +14,8 @@ const { values } = parseArgs({
     rates: { type: 'string' },
     runs: { type: 'string', default: '1' },
     warmup: { type: 'string', default: '2' },
+    // NAME=VALUE, repeatable: a setting of the orchestrator's processes (what a feature costs: --env TASK_HISTORY=off).
+    env: { type: 'string', multiple: true, default: [] },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -21,6 +23,13 @@ const CLIENTS = values.clients.split(',').map(Number);
 const RATES = values.rates?.split(',').map(Number);
 const RUNS = Number(values.runs);
 const WARMUP_S = Number(values.warmup);
+const SETTINGS = Object.fromEntries(
+  values.env.map((pair) => {
+    const at = pair.indexOf('=');
+    if (at < 1) throw new Error(`--env takes NAME=VALUE, not ${JSON.stringify(pair)}`);
+    return [pair.slice(0, at), pair.slice(at + 1)];
+  }),
+);
 const ADMIN = 'postgresql://postgres@127.0.0.1:5432/postgres';
 const KEY = `loop-key-${shortId()}-0123456789abcdef`;
 const ENDED = new Set(['completed', 'failed', 'cancelled']);
@@ -54,6 +63,8 @@ export interface LoopPoint {
    * every PostgreSQL process of the machine (other databases' work included, if any runs).
    */
   cpuMsPerTask?: { system: number; redis: number; postgres: number };
+  /** The system's part of cpuMsPerTask by process: its API and its workers apart (a process seen at only one end of the window is left out). */
+  cpuMsPerTaskByProcess?: Record<string, number>;
   /** Redis commands per completed task, every client together (INFO commandstats), with the commonest. */
   redisCommandsPerTask?: { total: number; top: Record<string, number> };
 }
@@ -216,27 +227,58 @@ function processTable(): Map<number, { ppid: number; ticks: number; comm: string
   return table;
 }
 
-/** CPU ms so far of the processes under `roots` (themselves included), of `redis`, and of every postgres process. */
-function cpuNow(roots: readonly number[], redis: number): { system: number; redis: number; postgres: number } {
+/** What a process of the tree is called: its root's name, and below it the script it runs (`npm-start › api/main.js`). */
+function processLabel(pid: number, root: string | undefined, rootOf: string): string {
+  if (root !== undefined) return root;
+  let script = '?';
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    script =
+      argv
+        .findLast((arg) => /\.(m?js|ts)$/.test(arg))
+        ?.split('/')
+        .slice(-2)
+        .join('/') ??
+      argv[0] ??
+      '?';
+  } catch {
+    // Gone meanwhile.
+  }
+  return `${rootOf} › ${script}`;
+}
+
+/**
+ * CPU ms so far of the processes under `roots` (themselves included), in all and by process (the
+ * API and the worker apart), of `redis`, and of every postgres process.
+ */
+function cpuNow(roots: readonly { pid: number; name: string }[], redis: number) {
   const table = processTable();
-  const tree = new Set(roots);
+  const rootOf = new Map(roots.map(({ pid, name }) => [pid, name]));
   for (let grew = true; grew; ) {
     grew = false;
     for (const [pid, entry] of table) {
-      if (!tree.has(pid) && tree.has(entry.ppid)) {
-        tree.add(pid);
+      const parent = rootOf.get(entry.ppid);
+      if (!rootOf.has(pid) && parent !== undefined) {
+        rootOf.set(pid, parent);
         grew = true;
       }
     }
   }
+  const names = new Map(roots.map(({ pid, name }) => [pid, name]));
   const ms = (ticks: number) => ticks * 10;
   let system = 0;
   let postgres = 0;
+  const byProcess: Record<string, number> = {};
   for (const [pid, entry] of table) {
-    if (tree.has(pid)) system += entry.ticks;
+    const root = rootOf.get(pid);
+    if (root !== undefined) {
+      system += entry.ticks;
+      const label = processLabel(pid, names.get(pid), root);
+      byProcess[label] = (byProcess[label] ?? 0) + ms(entry.ticks);
+    }
     if (entry.comm.startsWith('postgres')) postgres += entry.ticks;
   }
-  return { system: ms(system), redis: ms(table.get(redis)?.ticks ?? 0), postgres: ms(postgres) };
+  return { system: ms(system), byProcess, redis: ms(table.get(redis)?.ticks ?? 0), postgres: ms(postgres) };
 }
 
 const median = (values: number[]) => {
@@ -305,7 +347,7 @@ async function measure(
   headers: Record<string, string>,
   databaseUrl: string,
   table: string,
-  pids: { roots: number[]; redis: number },
+  pids: { roots: { pid: number; name: string }[]; redis: number },
   redisUrl: string,
 ): Promise<LoopPoint[]> {
   const points: LoopPoint[] = [];
@@ -326,6 +368,11 @@ async function measure(
       redis: perTask(cpuAfter.redis - cpuBefore.redis),
       postgres: perTask(cpuAfter.postgres - cpuBefore.postgres),
     };
+    point.cpuMsPerTaskByProcess = Object.fromEntries(
+      Object.entries(cpuAfter.byProcess)
+        .filter(([label]) => label in cpuBefore.byProcess)
+        .map(([label, after]) => [label, perTask(after - cpuBefore.byProcess[label]!)]),
+    );
     const calls = [...(await redisCalls(redisUrl))].map(([name, n]) => [name, n - (callsBefore.get(name) ?? 0)] as const);
     const commonest = calls.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
     point.redisCommandsPerTask = {
@@ -381,6 +428,7 @@ async function oneRun(run: number, logDir: string) {
             LOG_LEVEL: 'warn',
             LOG_FORMAT: 'json',
             API_KEYS: `client@loop:${KEY}`,
+            ...SETTINGS,
           },
           { logDir },
         ),
@@ -394,7 +442,7 @@ async function oneRun(run: number, logDir: string) {
           databaseUrl,
           'tasks',
           {
-            roots: children.map((child) => child.pid),
+            roots: children.map(({ pid, name }) => ({ pid, name })),
             redis: redis.pid,
           },
           redisUrl,
@@ -417,7 +465,15 @@ async function oneRun(run: number, logDir: string) {
       );
       await ready(url, 'the naive baseline ready');
       try {
-        return await measure('naive', url, {}, databaseUrl, 'naive_tasks', { roots: children.map((child) => child.pid), redis: redis.pid }, redisUrl);
+        return await measure(
+          'naive',
+          url,
+          {},
+          databaseUrl,
+          'naive_tasks',
+          { roots: children.map(({ pid, name }) => ({ pid, name })), redis: redis.pid },
+          redisUrl,
+        );
       } finally {
         await stopAll();
       }
