@@ -119,7 +119,15 @@ export class WorkerFleet implements DynamicTools {
       this.notices.subscriber.on('message', (from: string) => {
         if (from === channel) void reload();
       });
-      subscribeWhenReady(this.notices.subscriber, channel, (error) => this.logger.warn('could not subscribe to tool registrations', { error: error.message }));
+      // Read again once subscribed, and after every reconnect: a registration announced before
+      // (a built-in worker that started first) or meanwhile is otherwise unseen until the next
+      // RELOAD_MS, and its tools' tasks are refused as unknown until then.
+      subscribeWhenReady(
+        this.notices.subscriber,
+        channel,
+        (error) => this.logger.warn('could not subscribe to tool registrations', { error: error.message }),
+        () => void reload(),
+      );
     }
     this.timer = setInterval(reload, RELOAD_MS);
     this.timer.unref();

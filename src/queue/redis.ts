@@ -121,11 +121,13 @@ export async function runScript(redis: RedisClient, script: LuaScript, numKeys: 
  * Subscribes to `channel` each time the connection becomes ready (at start and after every
  * reconnect; subscribing twice is harmless). Asked before that, ioredis writes SUBSCRIBE in the
  * middle of the connection handshake: the connection turns into subscriber mode, its ready check
- * (INFO) is refused, it reconnects, and the subscription is silently gone.
+ * (INFO) is refused, it reconnects, and the subscription is silently gone. `onSubscribed` runs
+ * after each subscription: what was published while there was none (before the first, during an
+ * outage) never arrives, so a reader of a change feed reads again there.
  */
-export function subscribeWhenReady(subscriber: RedisClient, channel: string, onError: (error: Error) => void): void {
+export function subscribeWhenReady(subscriber: RedisClient, channel: string, onError: (error: Error) => void, onSubscribed?: () => void): void {
   const subscribe = () => {
-    subscriber.subscribe(channel).catch(onError);
+    subscriber.subscribe(channel).then(() => onSubscribed?.(), onError);
   };
   subscriber.on('ready', subscribe);
   if (subscriber.status === 'ready') subscribe();

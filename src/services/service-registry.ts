@@ -17,7 +17,7 @@ import {
   DEFAULT_CIRCUIT,
   type KeyCircuitView,
 } from '../queue/circuits.js';
-import type { RedisClient } from '../queue/redis.js';
+import { type RedisClient, subscribeWhenReady } from '../queue/redis.js';
 import type { SchemaBudget, ServiceOperation } from '../tools/openapi-operations.js';
 import { type CallGuard, isServiceTool, type ServiceAuth, type ServiceTarget, serviceOf, serviceTool } from '../tools/openapi-tools.js';
 import type { AnyTool, DynamicTools } from '../tools/tool.js';
@@ -139,11 +139,15 @@ export class ServiceRegistry implements DynamicTools, CallGuard {
       this.deps.subscriber.on('message', (from: string) => {
         if (from === channel) void this.reload().catch(() => undefined);
       });
-      // Not awaited: with Redis down a subscription waits for it, and a process must start
-      // without Redis (it answers 503 meanwhile); the reload timer covers the gap.
-      void this.deps.subscriber
-        .subscribe(channel)
-        .catch((error: Error) => this.deps.logger.warn('could not subscribe to service changes', { error: error.message }));
+      // With Redis down the subscription waits for it, and a process must start without Redis
+      // (it answers 503 meanwhile). Once subscribed, and after every reconnect, it reads again:
+      // a change announced before or meanwhile is otherwise unseen until the next reload.
+      subscribeWhenReady(
+        this.deps.subscriber,
+        channel,
+        (error) => this.deps.logger.warn('could not subscribe to service changes', { error: error.message }),
+        () => void this.reload().catch(() => undefined),
+      );
     }
     this.reloadTimer = setInterval(() => void this.reload().catch(() => undefined), this.deps.reloadMs);
     this.reloadTimer.unref();
