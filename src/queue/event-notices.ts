@@ -2,7 +2,11 @@ import type { Logger } from '../lib/logger.js';
 import { type EventNotice, eventsChannel } from './channels.js';
 import { type RedisClient, subscribeWhenReady } from './redis.js';
 
-type Listener = (ended: boolean) => void;
+/**
+ * `ended`: the notice says the task ended. `missed`: there was no notice; the subscription came
+ * back after a loss, and notices published meanwhile never arrive: look again.
+ */
+type Listener = (ended: boolean, missed?: boolean) => void;
 
 /**
  * The API side of the events channel: one subscription per API process, fanned out to the
@@ -33,8 +37,16 @@ export class EventNotices {
       }
     });
     // Not awaited: an API started while Redis is down must still listen (and answer 503); it
-    // subscribes once Redis is ready, and again after every reconnect.
-    subscribeWhenReady(this.subscriber, eventsChannel(this.prefix), (error) => this.logger.warn('events subscription failed', { error: error.message }));
+    // subscribes once Redis is ready, and again after every reconnect, after which every
+    // listener looks again (a task that ended meanwhile would otherwise wait out its long-poll).
+    subscribeWhenReady(
+      this.subscriber,
+      eventsChannel(this.prefix),
+      (error) => this.logger.warn('events subscription failed', { error: error.message }),
+      () => {
+        for (const set of this.listeners.values()) for (const listener of set) listener(false, true);
+      },
+    );
   }
 
   /** Wakes every listener (the API is stopping): long-polls answer now with what they have. */
@@ -55,15 +67,30 @@ export class EventNotices {
 
   /**
    * Resolves when the task ends, `timeoutMs` passes or `signal` fires (or had fired). `isFinished` is asked
-   * once after listening starts, so an end that happened just before is not missed.
+   * once after listening starts, so an end that happened just before is not missed; `hasEnded`
+   * each time the subscription comes back, for an end it missed meanwhile (without it the wait
+   * then resolves, and the caller reads what there is).
    */
-  async waitForEnd(taskId: string, timeoutMs: number, isFinished: () => Promise<boolean>, signal?: AbortSignal): Promise<void> {
+  async waitForEnd(
+    taskId: string,
+    timeoutMs: number,
+    isFinished: () => Promise<boolean>,
+    signal?: AbortSignal,
+    hasEnded?: () => Promise<boolean>,
+  ): Promise<void> {
     let wake!: () => void;
     const woken = new Promise<void>((resolve) => {
       wake = resolve;
     });
-    const stop = this.listen(taskId, (ended) => {
-      if (ended) wake();
+    const stop = this.listen(taskId, (ended, missed) => {
+      if (ended) return wake();
+      if (!missed) return;
+      if (!hasEnded) return wake();
+      // A look that fails leaves the wait to the task's notice or to its timeout.
+      hasEnded().then(
+        (yes) => yes && wake(),
+        () => undefined,
+      );
     });
     const timer = setTimeout(wake, timeoutMs);
     signal?.addEventListener('abort', wake, { once: true });

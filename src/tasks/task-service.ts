@@ -469,6 +469,11 @@ export class TaskService {
           return false;
         },
         signal,
+        // After a lost subscription: whether it ended meanwhile (its answer is then read below).
+        async () => {
+          const now = await this.database(() => this.deps.store.view(id));
+          return now === undefined || isFinished(now.status);
+        },
       );
     }
     if (!read) found = await this.database(() => this.deps.store.view(id));
