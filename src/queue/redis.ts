@@ -127,7 +127,11 @@ export async function runScript(redis: RedisClient, script: LuaScript, numKeys: 
  */
 export function subscribeWhenReady(subscriber: RedisClient, channel: string, onError: (error: Error) => void, onSubscribed?: () => void): void {
   const subscribe = () => {
-    subscriber.subscribe(channel).then(() => onSubscribed?.(), onError);
+    // What onSubscribed throws is reported too, not left an unhandled rejection (which ends the process).
+    subscriber
+      .subscribe(channel)
+      .then(() => onSubscribed?.())
+      .catch(onError);
   };
   subscriber.on('ready', subscribe);
   if (subscriber.status === 'ready') subscribe();
