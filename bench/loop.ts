@@ -253,7 +253,9 @@ function processLabel(pid: number, root: string | undefined, rootOf: string): st
  */
 function cpuNow(roots: readonly { pid: number; name: string }[], redis: number) {
   const table = processTable();
-  const rootOf = new Map(roots.map(({ pid, name }) => [pid, name]));
+  // Each root's name; rootOf grows to every process below it, with its root's name.
+  const names = new Map(roots.map(({ pid, name }) => [pid, name]));
+  const rootOf = new Map(names);
   for (let grew = true; grew; ) {
     grew = false;
     for (const [pid, entry] of table) {
@@ -264,7 +266,6 @@ function cpuNow(roots: readonly { pid: number; name: string }[], redis: number) 
       }
     }
   }
-  const names = new Map(roots.map(({ pid, name }) => [pid, name]));
   const ms = (ticks: number) => ticks * 10;
   let system = 0;
   let postgres = 0;
