@@ -23,8 +23,24 @@ export interface StopMessage {
   spare?: string[];
 }
 
+/** How long a stop is remembered, by workers and in Redis: a job of its task taken meanwhile is not run. */
+export const STOP_REMEMBER_MS = 10 * 60_000;
+
+/** Where a stop is kept beside its message, for a worker whose subscriber was reconnecting when it was published. */
+export function stopKey(prefix: string, taskId: string): string {
+  return `${prefix}:stopped:${taskId}`;
+}
+
+/**
+ * Publishes the stop and keeps it for STOP_REMEMBER_MS: pub/sub delivers only to who is subscribed
+ * at that moment, and a worker reads the stops of the tasks it runs each time it subscribes again.
+ * One MULTI, so that no message goes out without its copy.
+ */
 export async function publishStop(redis: RedisClient, prefix: string, message: StopMessage): Promise<void> {
-  await redis.publish(stopChannel(prefix), JSON.stringify(message));
+  const raw = JSON.stringify(message);
+  const results = await redis.multi().set(stopKey(prefix, message.taskId), raw, 'PX', STOP_REMEMBER_MS).publish(stopChannel(prefix), raw).exec();
+  const failed = results?.find(([error]) => error);
+  if (failed) throw failed[0];
 }
 
 /** What the events channel carries: the tasks that have new events, and which of them ended. */

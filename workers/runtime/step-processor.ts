@@ -166,7 +166,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     };
 
     const controller = new AbortController();
-    const untrack = stops.track(taskId, stepId, controller);
+    const untrack = stops.track(taskId, run, stepId, controller);
     // Its task was cancelled before this delivery (a claim would have been refused): it does not start.
     if (stops.wasStopped(taskId, run, stepId)) controller.abort(new TaskStoppedError('cancelled'));
     const progress = progressReporter(job, ledger, logger);

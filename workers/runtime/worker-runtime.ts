@@ -86,7 +86,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
   const { prisma, sql } = core.db;
   const { outage, redis: connection, subscriber, services, queues, runs, store, scheduleStore, scheduleQueue, tasks: submitter } = core;
   const registry = options.registry.withDynamic(dynamicTools(services, core.fleet));
-  const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
+  const stops = new StopSignals(subscriber, connection, config.QUEUE_PREFIX, logger);
   await stops.start();
   // Ticks of schedules make tasks here, through the same gate as POST /assign-task (policy and the owner's quotas).
   const schedules = new ScheduleService({

@@ -144,7 +144,7 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
       const settings = registry.settings(config);
       const connection = createRedis(config, 'worker', `user-worker-${id}`);
       const subscriber = createRedis(config, 'subscriber', `user-worker-${id}-stops`);
-      const stops = new StopSignals(subscriber, config.QUEUE_PREFIX, logger);
+      const stops = new StopSignals(subscriber, connection, config.QUEUE_PREFIX, logger);
       await stops.start();
       const runStep = createStepProcessor({ config, logger, registry, settings, ledger: remoteLedger(call, id), stops, metrics: new Metrics() });
       // The steps it runs now, for its heartbeat (GET /workers shows them).
