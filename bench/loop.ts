@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { PostgresCluster } from './lib/metrics.js';
 import { type Child, freePort, spawnNode, spawnRedis } from './lib/processes.js';
 import { runStandalone } from './lib/standalone.js';
 import { poll, shortId, sleep } from './lib/util.js';
@@ -249,7 +250,9 @@ function processLabel(pid: number, root: string | undefined, rootOf: string): st
 
 /**
  * CPU ms so far of the processes under `roots` (themselves included), in all and by process (the
- * API and the worker apart), of `redis`, and of every postgres process.
+ * API and the worker apart), of `redis`, and of the PostgreSQL server: its postmaster, live children
+ * and reaped children (PostgresCluster), so that a backend or autovacuum worker that exits between
+ * two readings is counted, not taken away (summing the live processes alone gave -1.46 ms per task).
  */
 function cpuNow(roots: readonly { pid: number; name: string }[], redis: number) {
   const table = processTable();
@@ -268,7 +271,7 @@ function cpuNow(roots: readonly { pid: number; name: string }[], redis: number) 
   }
   const ms = (ticks: number) => ticks * 10;
   let system = 0;
-  let postgres = 0;
+  let postmaster: number | undefined;
   const byProcess: Record<string, number> = {};
   for (const [pid, entry] of table) {
     const root = rootOf.get(pid);
@@ -277,9 +280,10 @@ function cpuNow(roots: readonly { pid: number; name: string }[], redis: number) 
       const label = processLabel(pid, names.get(pid), root);
       byProcess[label] = (byProcess[label] ?? 0) + ms(entry.ticks);
     }
-    if (entry.comm.startsWith('postgres')) postgres += entry.ticks;
+    if (entry.comm.startsWith('postgres') && !table.get(entry.ppid)?.comm.startsWith('postgres')) postmaster = pid;
   }
-  return { system: ms(system), byProcess, redis: ms(table.get(redis)?.ticks ?? 0), postgres: ms(postgres) };
+  const postgres = postmaster === undefined ? Number.NaN : new PostgresCluster(postmaster).cpu().total * 1000;
+  return { system: ms(system), byProcess, redis: ms(table.get(redis)?.ticks ?? 0), postgres };
 }
 
 const median = (values: number[]) => {
