@@ -55,10 +55,15 @@ describe('a worker killed during a tick', { timeout: 120_000 }, () => {
     try {
       await lock.query('BEGIN');
       await lock.query('SELECT 1 FROM schedules WHERE id = $1::uuid FOR UPDATE', [id]);
+      const { rows } = await lock.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      // Once a tick waits on this lock, the newest active tick job is blocked: an older one may
+      // be the tick that held the row before this test took it, active until its job finishes.
       stuck = await poll(
         async () => {
-          const [job] = await queue.getActive();
-          return job?.name === 'tick' ? { id: job.id!, tickAt: tickTime(job.id)!.getTime() } : undefined;
+          const waiting = await lock.query('SELECT 1 FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))', [rows[0]!.pid]);
+          if (waiting.rowCount === 0) return undefined;
+          const ticking = (await queue.getActive()).filter((job) => job.name === 'tick').map((job) => ({ id: job.id!, tickAt: tickTime(job.id)!.getTime() }));
+          return ticking.sort((a, b) => b.tickAt - a.tickAt)[0];
         },
         { label: 'a tick job blocked on the row lock' },
       );
