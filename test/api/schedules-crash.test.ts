@@ -58,9 +58,11 @@ describe('a worker killed during a tick', { timeout: 120_000 }, () => {
       const { rows } = await lock.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
       // Once a tick waits on this lock, the newest active tick job is blocked: an older one may
       // be the tick that held the row before this test took it, active until its job finishes.
+      // Asked on another connection: inside the lock's transaction PostgreSQL reads the list of
+      // backends once, and a tick on a connection the worker's pool opened later would never show.
       stuck = await poll(
         async () => {
-          const waiting = await lock.query('SELECT 1 FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))', [rows[0]!.pid]);
+          const waiting = await h.db.pool.query('SELECT 1 FROM pg_stat_activity WHERE $1::int = ANY(pg_blocking_pids(pid))', [rows[0]!.pid]);
           if (waiting.rowCount === 0) return undefined;
           const ticking = (await queue.getActive()).filter((job) => job.name === 'tick').map((job) => ({ id: job.id!, tickAt: tickTime(job.id)!.getTime() }));
           return ticking.sort((a, b) => b.tickAt - a.tickAt)[0];
