@@ -33,7 +33,9 @@ describe('RedisOutage', () => {
     server = await startRedisServer();
   });
   afterAll(async () => {
-    await worker?.close().catch(() => undefined);
+    // Forced: a graceful close QUITs the worker's blocking connection, which waits for it to have
+    // reconnected after the restart (a CI run on a busy machine hung here past the hook's 60 s).
+    await worker?.close(true).catch(() => undefined);
     await queue?.close().catch(() => undefined);
     for (const client of clients) client.disconnect();
     await server?.close();
