@@ -249,6 +249,7 @@ describe('an ending that committed while its answer was lost (a connection cut a
         { id: 'second', tool: 'echo', depends_on: ['first'], input: { from_first: '{{steps.first.output.n}}' } },
       ],
     });
+    await h.request('POST', '/workflows', { name: 'pair_parent', steps: [{ id: 'sub', workflow: 'pair' }] });
     // What a worker runs on, wired as in production (its quotas, its onEnded).
     core = await openCore({ config: h.config, logger: h.logger, metrics: new Metrics(), tools: h.registry, role: 'worker' });
     lost = new Runs({ sql: core.db.sql, queues: core.queues, publish: async () => undefined, logger: h.logger, config: h.config });
@@ -293,6 +294,32 @@ describe('an ending that committed while its answer was lost (a connection cut a
     expect((await h.request('GET', `/result/${id}`)).body.status).toBe('completed');
     expect(await held(), 'the ending committed, its release was lost with the answer').toBe(1);
     expect((await core.runs.report(step('second', { from_first: 1 }))).recorded).toBe(false);
+    await core.quotas.settled();
+    expect(await held()).toBe(0);
+  });
+
+  it("gives a workflow task's quota back when its sub-workflow's end is reported again", async () => {
+    // The parent ends with its child: the report of the child's end committed, its answer lost
+    // (the chaos suite's severed connections), and the ledger's retry meets a parent that has ended.
+    const id = await submit(h, { task_type: 'pair_parent' });
+    const child = await poll(
+      async () => {
+        const { rows } = await h.db.pool.query<{ id: string }>('SELECT id::text AS id FROM tasks WHERE parent_task_id = $1', [id]);
+        return rows[0]?.id;
+      },
+      { label: 'the child task' },
+    );
+    // A child counts in its parent's quota, not in one of its own.
+    expect(await held()).toBe(1);
+    const now = new Date();
+    const step = (stepId: string, output: unknown) =>
+      ({ type: 'result', taskId: child, run: 1, stepId, attempt: 1, status: 'completed', output, startedAt: now, finishedAt: now }) as const;
+    expect((await lost.report(step('first', { n: 1 }))).recorded).toBe(true);
+    expect((await lost.report(step('second', { from_first: 1 }))).recorded).toBe(true);
+    expect((await h.request('GET', `/result/${id}`)).body.status).toBe('completed');
+    expect(await held(), 'the ending committed, its release was lost with the answer').toBe(1);
+    const again = { type: 'child', taskId: id, stepId: 'sub', childTaskId: child, status: 'completed', output: {}, at: now } as const;
+    expect((await core.runs.report(again)).recorded).toBe(false);
     await core.quotas.settled();
     expect(await held()).toBe(0);
   });

@@ -124,7 +124,11 @@ export class RunReports {
     const met = new Set(
       batch.flatMap((report, index) => {
         const task = byId.get(report.taskId);
-        return !recorded[index] && task && 'run' in report && task.run === report.run && isFinished(task.status) ? [task] : [];
+        // A child's end names no run: one that meets its parent finished is the retry of the
+        // report that ended it (its commit's answer lost), or a late one; a release of what was
+        // released already changes nothing, and a resumed run that is active is not finished.
+        const sameRun = 'run' in report ? task?.run === report.run : true;
+        return !recorded[index] && task && sameRun && isFinished(task.status) ? [task] : [];
       }),
     );
     for (const task of met) this.core.deps.onEndedBefore?.(task.id);
