@@ -48,7 +48,9 @@ export function prepare(plan: Plan): PreparedPlan {
   for (const step of plan.steps) if (step.onExit) for (const id of main) ancestors.get(step.id)!.add(id);
   const reads = new Map(
     plan.steps.map((step) => {
-      const ids = stepsNamedIn(templatesOf(step)) ?? new Set(ancestors.get(step.id));
+      // A one-tool task's input is its params as sent, never templates (decide.ts resolves none),
+      // and may be large: not walked on every submission and claim.
+      const ids = plan.single ? new Set<string>() : (stepsNamedIn(templatesOf(step)) ?? new Set(ancestors.get(step.id)));
       for (const dep of step.dependsOn) ids.add(dep);
       for (const id of readsOf(step, ancestors.get(step.id)!)) ids.add(id);
       return [step.id, ids] as const;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { checkWorkflow } from '../../src/engine/check.js';
 import { CONDITION_MAX_CHARS } from '../../src/engine/condition.js';
+import { planToolTask } from '../../src/engine/plan.js';
 import { prepare } from '../../src/engine/prepare.js';
 import { taskEnding } from '../../src/engine/task-output.js';
 import { ResolvedSizeError, resolveTemplates, type TemplateContext } from '../../src/engine/templates.js';
@@ -188,5 +189,12 @@ describe('computed values when stored', () => {
     expect([...plan.reads.get('c')!].sort()).toEqual(['a', 'b']);
     expect([...plan.reads.get('d')!]).toEqual(['a']);
     expect([...plan.outputReads!]).toEqual(['c']);
+  });
+
+  it('reads nothing for a one-tool task: its params are literal, whatever they look like', () => {
+    const params = { a: '{{steps.ghost.output}}', b: 'and {{params.a}}' };
+    const plan = prepare(planToolTask({ name: 'echo', retry: { attempts: 1, backoff: { type: 'fixed', delay_ms: 0 } }, timeout_ms: 0 }, params));
+    expect([...plan.reads.get('echo')!]).toEqual([]);
+    expect(plan.outputReads).toBeUndefined();
   });
 });
