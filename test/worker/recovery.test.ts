@@ -324,6 +324,17 @@ describe('an ending that committed while its answer was lost (a connection cut a
     expect(await held()).toBe(0);
   });
 
+  it("gives a task's quota back when its cancel is asked again after the first one's answer was lost", async () => {
+    const id = await submit(h, { task_type: 'pair' });
+    expect(await held()).toBe(1);
+    expect(await lost.cancel(id)).toMatchObject({ outcome: 'cancelled' });
+    expect(await held(), 'the cancel committed, its release was lost with the answer').toBe(1);
+    // The client, told 503, asks again: the task has ended.
+    expect(await core.runs.cancel(id)).toEqual({ outcome: 'finished', status: 'cancelled' });
+    await core.quotas.settled();
+    expect(await held()).toBe(0);
+  });
+
   it('publishes an ending and gives its quota back when a Redis effect of the ending fails after it committed', async () => {
     const id = await submit(h, { task_type: 'pair' });
     expect(await held()).toBe(1);

@@ -41,6 +41,12 @@ export class RunRecovery {
       await this.core.verbs.carryOut(result.decision, result.applied, result.states);
       return { outcome: 'cancelled', task: found };
     }
+    if (isFinished(found.status)) {
+      // A cancel that meets an ended run may be the client's retry of one that committed while
+      // its answer was lost: what the run held is given back again (nothing, when it was).
+      this.core.deps.onEndedBefore?.(taskId);
+      if (this.core.limited(found.plan.plan)) await this.core.verbs.releaseTasks([taskId]);
+    }
     return { outcome: 'finished', status: found.status };
   }
 
