@@ -240,6 +240,11 @@ describe('an ending that committed while its answer was lost (a connection cut a
   /** Records like a worker, and then does nothing more: its answer never came back. */
   let lost: Runs;
   const held = async () => [...(await core.quotas.counts()).values()].reduce((sum, n) => sum + n, 0);
+  /** A step of `pair` completed, as its worker reports it. */
+  const completed = (taskId: string, stepId: string, output: unknown) => {
+    const now = new Date();
+    return { type: 'result', taskId, run: 1, stepId, attempt: 1, status: 'completed', output, startedAt: now, finishedAt: now } as const;
+  };
   beforeAll(async () => {
     h = await createHarness({ worker: false, env: { QUOTA_MAX_BACKLOG_PER_KEY: '50' } });
     await h.request('POST', '/workflows', {
@@ -286,9 +291,7 @@ describe('an ending that committed while its answer was lost (a connection cut a
   it("gives a workflow task's quota back when its last step's result is delivered again", async () => {
     const id = await submit(h, { task_type: 'pair' });
     expect(await held()).toBe(1);
-    const now = new Date();
-    const step = (stepId: string, output: unknown) =>
-      ({ type: 'result', taskId: id, run: 1, stepId, attempt: 1, status: 'completed', output, startedAt: now, finishedAt: now }) as const;
+    const step = (stepId: string, output: unknown) => completed(id, stepId, output);
     expect((await lost.report(step('first', { n: 1 }))).recorded).toBe(true);
     expect((await lost.report(step('second', { from_first: 1 }))).recorded).toBe(true);
     expect((await h.request('GET', `/result/${id}`)).body.status).toBe('completed');
@@ -311,14 +314,12 @@ describe('an ending that committed while its answer was lost (a connection cut a
     );
     // A child counts in its parent's quota, not in one of its own.
     expect(await held()).toBe(1);
-    const now = new Date();
-    const step = (stepId: string, output: unknown) =>
-      ({ type: 'result', taskId: child, run: 1, stepId, attempt: 1, status: 'completed', output, startedAt: now, finishedAt: now }) as const;
+    const step = (stepId: string, output: unknown) => completed(child, stepId, output);
     expect((await lost.report(step('first', { n: 1 }))).recorded).toBe(true);
     expect((await lost.report(step('second', { from_first: 1 }))).recorded).toBe(true);
     expect((await h.request('GET', `/result/${id}`)).body.status).toBe('completed');
     expect(await held(), 'the ending committed, its release was lost with the answer').toBe(1);
-    const again = { type: 'child', taskId: id, stepId: 'sub', childTaskId: child, status: 'completed', output: {}, at: now } as const;
+    const again = { type: 'child', taskId: id, stepId: 'sub', childTaskId: child, status: 'completed', output: {}, at: new Date() } as const;
     expect((await core.runs.report(again)).recorded).toBe(false);
     await core.quotas.settled();
     expect(await held()).toBe(0);
@@ -357,9 +358,7 @@ describe('an ending that committed while its answer was lost (a connection cut a
       config: h.config,
       onEnded: (ended) => core.quotas.release(ended.taskId),
     });
-    const now = new Date();
-    const step = (stepId: string, output: unknown) =>
-      ({ type: 'result', taskId: id, run: 1, stepId, attempt: 1, status: 'completed', output, startedAt: now, finishedAt: now }) as const;
+    const step = (stepId: string, output: unknown) => completed(id, stepId, output);
     expect((await runs.report(step('first', { n: 1 }))).recorded).toBe(true);
     await expect(runs.report(step('second', { from_first: 1 }))).rejects.toThrow('Command timed out');
     expect(
