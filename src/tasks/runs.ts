@@ -64,6 +64,7 @@ export class Runs {
       admittedMeanwhile: (tasks, held) => limits.admittedMeanwhile(tasks, held),
       releaseTasks: (taskIds) => limits.releaseTasks(taskIds),
       releaseEnded: (decision, byId) => limits.releaseEnded(decision, byId),
+      releaseEndedBefore: (tasks) => limits.releaseEndedBefore(tasks),
       startChild: (child, parent) => children.startChild(child, parent),
       parentRun: (taskId) => children.parentRun(taskId),
       cancel: (taskId, owner, by) => recovery.cancel(taskId, owner, by),

@@ -95,6 +95,7 @@ export interface RunVerbs {
   admittedMeanwhile(tasks: readonly PreparedTask[], held: ReadonlyMap<string, 'c' | 'r'>): Promise<void>;
   releaseTasks(taskIds: readonly string[]): Promise<void>;
   releaseEnded(decision: Decision, byId: ReadonlyMap<string, TaskState>): Promise<void>;
+  releaseEndedBefore(tasks: readonly TaskState[]): Promise<void>;
   startChild(child: ChildStart, parent?: RunKey): Promise<void>;
   parentRun(taskId: string): Promise<RunKey | undefined>;
   cancel(taskId: string, owner?: string, by?: string): Promise<unknown>;

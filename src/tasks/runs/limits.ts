@@ -89,6 +89,16 @@ export class RunLimits {
     await this.admit(await this.core.deps.gates.release(taskIds.map((id) => ({ id, prefixes: [''] }))));
   }
 
+  /**
+   * Ended tasks met again (a report or a cancel retried after its commit's answer was lost) give
+   * back what they held once more: their quotas (onEndedBefore) and their gates. A release of
+   * what was released already changes nothing.
+   */
+  async releaseEndedBefore(tasks: readonly TaskState[]): Promise<void> {
+    for (const task of tasks) this.core.deps.onEndedBefore?.(task.id);
+    await this.releaseTasks(tasks.filter((task) => this.core.limited(task.plan.plan)).map((task) => task.id));
+  }
+
   /** What a committed decision ended gives its gates back: ended tasks all they hold, ended steps (and their items) theirs. */
   async releaseEnded(decision: Decision, byId: ReadonlyMap<string, TaskState>): Promise<void> {
     if (!this.core.deps.gates) return;

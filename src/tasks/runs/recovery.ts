@@ -41,16 +41,12 @@ export class RunRecovery {
       await this.core.verbs.carryOut(result.decision, result.applied, result.states);
       return { outcome: 'cancelled', task: found };
     }
-    if (isFinished(found.status)) {
-      // A cancel that meets an ended run may be the client's retry of one that committed while
-      // its answer was lost: what the run held is given back again (nothing, when it was).
-      this.core.deps.onEndedBefore?.(taskId);
-      // Best effort: the answer is about the task, and a Redis away must not turn it into a 503.
-      if (this.core.limited(found.plan.plan))
-        await this.core.verbs
-          .releaseTasks([taskId])
-          .catch((error: Error) => this.core.deps.logger.warn('could not give back what an ended task held', { task_id: taskId, error: error.message }));
-    }
+    // A cancel that meets an ended run may be the client's retry of one that committed while its
+    // answer was lost. Best effort: the answer is about the task, and a Redis away must not turn it into a 503.
+    if (isFinished(found.status))
+      await this.core.verbs
+        .releaseEndedBefore([found])
+        .catch((error: Error) => this.core.deps.logger.warn('could not give back what an ended task held', { task_id: taskId, error: error.message }));
     return { outcome: 'finished', status: found.status };
   }
 

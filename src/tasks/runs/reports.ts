@@ -131,9 +131,7 @@ export class RunReports {
         return !recorded[index] && task && sameRun && isFinished(task.status) ? [task] : [];
       }),
     );
-    for (const task of met) this.core.deps.onEndedBefore?.(task.id);
-    const limited = [...met].filter((task) => this.core.limited(task.plan.plan)).map((task) => task.id);
-    await this.core.verbs.releaseTasks(limited);
+    await this.core.verbs.releaseEndedBefore([...met]);
   }
 
   private async flushNotes(batch: StepNote[]): Promise<boolean[]> {
