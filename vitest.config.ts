@@ -1,4 +1,5 @@
 import { configDefaults, defineConfig } from 'vitest/config';
+import ChaosSpreadSequencer from './test/sequencer.js';
 
 /**
  * The core and workflow tests that run a second time against a private three-master Redis
@@ -46,12 +47,13 @@ const PGBOUNCER_FILES = [
   'test/pgbouncer/**/*.test.ts',
 ];
 /**
- * The PostgreSQL-fault chaos file: connections severed and PostgreSQL restarted behind PgBouncer.
- * Those that restart Redis stay out (they test Redis, not the database's connections), and so
- * does worker-crash: what it kills is a worker process, whose client connection then closes, and
- * PgBouncer in transaction mode rolls back a server connection whose client went away mid-
- * transaction (its documented behaviour) just as PostgreSQL does; the queries that recover are
- * those of the default run. Its rerun took 59 s of a loaded CI run (2026-11-25).
+ * The PostgreSQL-fault chaos file, in the pgbouncer project too: connections severed and
+ * PostgreSQL unreachable behind PgBouncer. Those that restart Redis stay out (they test Redis, not
+ * the database's connections), and so does worker-crash: what it kills is a worker process, whose
+ * client connection then closes, and PgBouncer in transaction mode rolls back a server connection
+ * whose client went away mid-transaction (its documented behaviour) just as PostgreSQL does; the
+ * queries that recover are those of the default run. Its rerun took 59 s of a loaded CI run
+ * (2026-11-25).
  */
 const PGBOUNCER_CHAOS_FILES = ['test/chaos/postgres-faults.test.ts'];
 
@@ -62,10 +64,12 @@ export default defineConfig({
     // busy machine the size-amplification tests' /health bound (test/fuzz/pathological) failed.
     pool: 'forks',
     maxWorkers: 2,
+    // The projects one after another, each project's chaos files spread through it (test/sequencer.ts).
+    sequence: { sequencer: ChaosSpreadSequencer },
     // A worker process keeps the modules it imported from one file to the next (every project).
     // Every file imports the whole service, and importing it again was 310 s of a loaded CI run's
     // 801 s of default project (123 files); without it the project took 540 s (2026-11-25, two
-    // busy loops, with coverage); the chaos project's seven files, one after another, 2 min 52 s
+    // busy loops, with coverage); the chaos suite's seven files, one after another, 2 min 52 s
     // isolated against 2 min 29 s (2026-11-26, quiet). It is safe because each file builds its own
     // service (createHarness: its own database, queue prefix, config and registries) and closes
     // it; no test mocks modules.
@@ -92,26 +96,18 @@ export default defineConfig({
     },
     projects: [
       {
+        // With the chaos suites, which kill processes, restart a private Redis and sever
+        // PostgreSQL connections (sizes: CHAOS_PROFILE=full, `npm run test:chaos`, one file at a
+        // time, or the knobs in test/chaos/support.ts). They ran after the other files, one at a
+        // time, until 2026-11-27, when most of that phase was waiting with a core idle; beside the
+        // others their bounds hold (test/sequencer.ts). `npx vitest run` beside two busy loops:
+        // 1,311 s that way (the last 277 s one file at a time), 1,151 s spread.
         extends: true,
         test: {
           name: 'default',
           include: ['test/**/*.test.ts'],
-          exclude: [...configDefaults.exclude, 'test/cluster/**', 'test/chaos/**', 'test/pgbouncer/**'],
+          exclude: [...configDefaults.exclude, 'test/cluster/**', 'test/pgbouncer/**'],
           globalSetup: ['test/global-setup.ts'],
-        },
-      },
-      {
-        // The chaos suites kill processes, restart Redis and sever PostgreSQL connections: they
-        // run after the other projects, one file at a time, so their timing bounds (503 within a
-        // second, drain within its bound) measure the service and not a machine busy with other
-        // files. Sizes: CHAOS_PROFILE=full (npm run test:chaos) or the knobs in test/chaos/support.ts.
-        extends: true,
-        test: {
-          name: 'chaos',
-          include: ['test/chaos/**/*.test.ts'],
-          globalSetup: ['test/global-setup.ts'],
-          fileParallelism: false,
-          sequence: { groupOrder: 1 },
         },
       },
       {
@@ -126,20 +122,8 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'pgbouncer',
-          include: PGBOUNCER_FILES,
+          include: [...PGBOUNCER_FILES, ...PGBOUNCER_CHAOS_FILES],
           globalSetup: ['test/global-setup.ts', 'test/pgbouncer/global-setup.ts'],
-        },
-      },
-      {
-        // One file at a time, for the reason the chaos project gives, and after it (a group of
-        // its own), so the two never run at once.
-        extends: true,
-        test: {
-          name: 'pgbouncer-chaos',
-          include: PGBOUNCER_CHAOS_FILES,
-          globalSetup: ['test/global-setup.ts', 'test/pgbouncer/global-setup.ts'],
-          fileParallelism: false,
-          sequence: { groupOrder: 2 },
         },
       },
     ],

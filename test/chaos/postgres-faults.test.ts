@@ -55,7 +55,7 @@ describe('PostgreSQL connections severed and PostgreSQL unreachable under load',
   beforeAll(async () => {
     // The harness itself (assertions) talks to PostgreSQL directly; the API and the workers go
     // through the proxy, in front of what their DATABASE_URL names: PostgreSQL, or PgBouncer in
-    // the pgbouncer-chaos project (where the outage is PgBouncer's; test/pgbouncer stages
+    // the pgbouncer project (where the outage is PgBouncer's; test/pgbouncer stages
     // PostgreSQL's behind it).
     h = await createHarness({ api: false, worker: false, tools: testTools, env: CHAOS_ENV });
     proxy = await startTcpProxy({ port: Number(new URL(h.config.DATABASE_URL).port || 5432) });
