@@ -25,12 +25,12 @@ export default class ChaosSpreadSequencer extends BaseSequencer {
 }
 
 /** The project's files with its chaos files at every (n / chaos)th place, from the first on. */
-function spread(files: TestSpecification[]): TestSpecification[] {
+export function spread<File extends { moduleId: string }>(files: File[]): File[] {
   const chaos = files.filter((file) => CHAOS.test(file.moduleId));
   if (chaos.length === 0) return files;
   const rest = files.filter((file) => !CHAOS.test(file.moduleId));
   const every = files.length / chaos.length;
-  const out: TestSpecification[] = [];
+  const out: File[] = [];
   let taken = 0;
   chaos.forEach((file, index) => {
     // The index-th chaos file goes to place round(index * every): the other files before it are those up to there.
