@@ -15,12 +15,14 @@ const CHAOS = /[/\\]test[/\\]chaos[/\\]/;
 export default class ChaosSpreadSequencer extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
     const sorted = await super.sort(files);
+    // vitest's order keeps each project's files together: spread within each.
     const byProject = new Map<string, TestSpecification[]>();
     for (const file of sorted) {
-      const key = `${file.project.config.sequence.groupOrder}:${file.project.name}`;
-      byProject.set(key, [...(byProject.get(key) ?? []), file]);
+      const files = byProject.get(file.project.name) ?? [];
+      files.push(file);
+      byProject.set(file.project.name, files);
     }
-    return [...byProject.values()].flatMap(spread);
+    return [...byProject.values()].flatMap((files) => spread(files));
   }
 }
 
