@@ -1,5 +1,5 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer, IncomingMessage, type Server, ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Express } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
 import { openCore } from '../composition.js';
@@ -22,6 +22,33 @@ import { EventStreams } from './event-streams.js';
 import { errorBody } from './http.js';
 import { IdentityTokens } from './identity-tokens.js';
 import { ROUTES } from './routes/index.js';
+
+/**
+ * Request and response constructors whose instances have the app's prototypes from the start.
+ * Express gives every request and response its app's prototypes (Object.setPrototypeOf, so that
+ * a mounted app can bring others), and changing an object's prototype deoptimizes every later
+ * access to it, Node's own HTTP code's included (expressjs/express#5998). Made by these, Express's
+ * setPrototypeOf finds the prototype in place and changes nothing. Node's IncomingMessage and
+ * ServerResponse are plain constructor functions, applied here to the new object as an old-style
+ * subclass's constructor would (Reflect.construct with another new.target measured slower than Express's
+ * own swap); should a later Node make them classes, the server keeps Node's (the swap's cost).
+ */
+function expressMade(app: Express): { IncomingMessage?: typeof IncomingMessage; ServerResponse?: typeof ServerResponse } {
+  const isClass = (made: unknown) => Function.prototype.toString.call(made).startsWith('class');
+  if (isClass(IncomingMessage) || isClass(ServerResponse)) return {};
+  function ExpressRequest(this: IncomingMessage, socket: Socket) {
+    Reflect.apply(IncomingMessage, this, [socket]);
+  }
+  ExpressRequest.prototype = app.request;
+  function ExpressResponse(this: ServerResponse, req: IncomingMessage, options?: unknown) {
+    Reflect.apply(ServerResponse, this, [req, options]);
+  }
+  ExpressResponse.prototype = app.response;
+  return {
+    IncomingMessage: ExpressRequest as unknown as typeof IncomingMessage,
+    ServerResponse: ExpressResponse as unknown as typeof ServerResponse,
+  };
+}
 
 export interface ApiServer {
   server: Server;
@@ -124,6 +151,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   // every second rather than every 30.
   const server = createServer(
     {
+      ...expressMade(app),
       requestTimeout: config.HTTP_REQUEST_TIMEOUT_MS,
       headersTimeout: Math.min(config.HTTP_HEADERS_TIMEOUT_MS, config.HTTP_REQUEST_TIMEOUT_MS),
       connectionsCheckingInterval: 1_000,

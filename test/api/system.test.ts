@@ -83,6 +83,22 @@ describe('system endpoints', () => {
     expect(byName.echo.input_schema).toMatchObject({ type: 'object', additionalProperties: {} });
   });
 
+  it("makes each request and response with the app's prototypes, so that Express has none to swap (expressjs/express#5998)", async () => {
+    const { server, app } = h.api!;
+    const seen: boolean[] = [];
+    // First of the server's listeners: what Node made, before Express has touched it.
+    const look = (req: object, res: object) => seen.push(Object.getPrototypeOf(req) === app.request, Object.getPrototypeOf(res) === app.response);
+    server.prependListener('request', look);
+    try {
+      const response = await h.request('GET', '/health');
+      expect(response.status).toBe(200);
+      expect(response.headers.get('x-request-id')).toBeTruthy();
+    } finally {
+      server.off('request', look);
+    }
+    expect(seen).toEqual([true, true]);
+  });
+
   it('GET /admin/queues serves the Bull Board page', async () => {
     const response = await h.request('GET', '/admin/queues');
     expect(response.status).toBe(200);
