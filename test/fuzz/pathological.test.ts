@@ -70,6 +70,8 @@ describe('pathological inputs, with /health polled throughout', () => {
    * its twin. The machine is shared, so a run can catch a pause that has nothing to do with the
    * input: up to RUNS runs are made and the best one counts. A super-linear input is slow in all.
    */
+  const within = (run: Run) => run.slowestMs < idleMs + HEALTH_MARGIN_MS && run.extraMs < MARGIN_MS;
+
   // biome-ignore lint/suspicious/noConfusingVoidType: a scenario without a benign twin to compare with returns nothing
   async function measured(scenario: () => Promise<number | void>): Promise<void> {
     const runs: Run[] = [];
@@ -97,9 +99,13 @@ describe('pathological inputs, with /health polled throughout', () => {
       expect(answers, 'GET /health answered while the input was handled').toBeGreaterThan(0);
       expect(heapPeak - heapBefore, 'heap growth').toBeLessThan(HEAP_GROWTH_MAX);
       runs.push({ slowestMs, answers, extraMs: extraMs ?? 0 });
-      if (slowestMs < idleMs + HEALTH_MARGIN_MS && (extraMs ?? 0) < MARGIN_MS) break;
+      if (within(runs.at(-1)!)) break;
     }
-    const best = runs.reduce((a, b) => (Math.max(b.slowestMs - idleMs, b.extraMs) < Math.max(a.slowestMs - idleMs, a.extraMs) ? b : a));
+    // A run within both bounds is the best (the last made); without one, the one nearest to them
+    // (which fails). Ranking by the larger excess alone could pass over a run within both for an
+    // earlier one that is not (a loaded CI run: /health 152 ms and 119 ms over the twin, ranked
+    // above 187 ms and 53 ms).
+    const best = runs.find(within) ?? runs.reduce((a, b) => (Math.max(b.slowestMs - idleMs, b.extraMs) < Math.max(a.slowestMs - idleMs, a.extraMs) ? b : a));
     observed.push(
       `${expect.getState().currentTestName?.split(' > ').at(-1)}: /health slowest ${best.slowestMs.toFixed(0)} ms of ${best.answers}, ${best.extraMs.toFixed(0)} ms over its twin (${runs.length} run${runs.length > 1 ? 's' : ''})`,
     );
