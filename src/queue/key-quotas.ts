@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import type { Logger } from '../lib/logger.js';
 import { luaScript, type RedisClient, runScript } from './redis.js';
@@ -31,6 +32,16 @@ interface Reservation {
  */
 const LEASE_MS = 3_600_000;
 
+/**
+ * A client is near its limit in a shard once the last reply for it there showed this share of
+ * either limit held (or refused it): its next reservations are answered before its tasks are
+ * stored, so a client at its quota costs Redis alone, not an insert and its removal.
+ */
+const NEAR = 0.9;
+
+/** Clients whose last counts a process remembers (per shard); one forgotten is taken as far from its limits. */
+const REMEMBERED = 10_000;
+
 /** A release that Redis refused is tried again this often, this many times (half a minute), before it is left to lapse. */
 const RELEASE_RETRY_MS = 1_000;
 const RELEASE_ATTEMPTS = 30;
@@ -53,7 +64,8 @@ end
 // Reservations in the order asked, each as one used to be made alone. KEYS[1] unused (the clients'
 // key prefix), KEYS[2..5] as DROP's, then each reservation's client's tasks; ARGV: the clients' key
 // prefix, now, max tasks, max bytes, then client, task id, bytes, lease end per reservation.
-// Answers {refused, held} per reservation: 0 counted, 1 over max tasks, 2 over max bytes.
+// Answers {refused, tasks, bytes} per reservation: 0 counted, 1 over max tasks, 2 over max bytes;
+// then what the client holds in the shard, with this task when it was counted.
 const RESERVE = luaScript(`${DROP}
 local out = {}
 local n = #KEYS - 5
@@ -62,29 +74,26 @@ for i = 1, n do
   local at = 4 + (i - 1) * 4
   local client, id, size = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
   for _, old in ipairs(redis.call('ZRANGEBYSCORE', tasksKey, '-inf', ARGV[2])) do drop(old) end
+  local tasks = tonumber(redis.call('HGET', KEYS[4], client) or '0')
+  local bytes = tonumber(redis.call('HGET', KEYS[5], client) or '0')
+  local refused = 0
   -- Counted already (a retry of a task whose end was not released yet): once is enough.
-  if redis.call('HEXISTS', KEYS[2], id) == 1 then
-    out[#out + 1] = 0
-    out[#out + 1] = 0
-  else
-    local tasks = tonumber(redis.call('HGET', KEYS[4], client) or '0')
-    local bytes = tonumber(redis.call('HGET', KEYS[5], client) or '0')
+  if redis.call('HEXISTS', KEYS[2], id) == 0 then
     if tonumber(ARGV[3]) > 0 and tasks + 1 > tonumber(ARGV[3]) then
-      out[#out + 1] = 1
-      out[#out + 1] = tasks
+      refused = 1
     elseif tonumber(ARGV[4]) > 0 and bytes + size > tonumber(ARGV[4]) then
-      out[#out + 1] = 2
-      out[#out + 1] = bytes
+      refused = 2
     else
       redis.call('ZADD', tasksKey, ARGV[at + 4], id)
       redis.call('HSET', KEYS[2], id, client)
       redis.call('HSET', KEYS[3], id, size)
-      redis.call('HINCRBY', KEYS[4], client, 1)
-      redis.call('HINCRBY', KEYS[5], client, size)
-      out[#out + 1] = 0
-      out[#out + 1] = 0
+      tasks = redis.call('HINCRBY', KEYS[4], client, 1)
+      bytes = redis.call('HINCRBY', KEYS[5], client, size)
     end
   end
+  out[#out + 1] = refused
+  out[#out + 1] = tasks
+  out[#out + 1] = bytes
 end
 return out
 `);
@@ -113,6 +122,8 @@ export class KeyQuotas {
   private readonly pending = new Set<string>();
   private flushing: Promise<void> | undefined;
   private readonly reservations = new Batcher<Reservation, QuotaRefusal | undefined>((batch) => this.reserveAll(batch), { maxSize: 500 });
+  /** Per shard and client, whether the last reply showed it near a limit (NEAR). */
+  private readonly near = new LRUCache<string, boolean>({ max: REMEMBERED });
 
   constructor(
     private readonly redis: RedisClient,
@@ -134,6 +145,15 @@ export class KeyQuotas {
   /** A limit's share in one shard (0 stays 0: no limit). */
   private share(limit: number): number {
     return limit > 0 ? Math.max(1, Math.ceil(limit / this.shards.count)) : 0;
+  }
+
+  /**
+   * Whether the client was near a limit in the task's shard when a reservation there last
+   * answered in this process (unknown: not near). A caller may store a task while the
+   * reservation of a client that is not near is on its way, and remove the task if it is refused.
+   */
+  isNear(client: string, taskId: string): boolean {
+    return this.near.get(`${this.shards.prefixOf(taskId)} ${client}`) === true;
   }
 
   /** Counts a new task against its client; the limit it would pass instead, if any. Redis errors are thrown. */
@@ -177,14 +197,19 @@ export class KeyQuotas {
           return;
         }
         indexes.forEach((index, position) => {
-          const refused = Number(replies[position * 2]);
-          const held = Number(replies[position * 2 + 1]);
+          const refused = Number(replies[position * 3]);
+          const tasks = Number(replies[position * 3 + 1]);
+          const bytes = Number(replies[position * 3 + 2]);
+          this.near.set(
+            `${prefix} ${batch[index]!.client}`,
+            refused !== 0 || (maxTasks > 0 && tasks >= maxTasks * NEAR) || (maxBytes > 0 && bytes >= maxBytes * NEAR),
+          );
           // Named as the settings: what the client holds in this shard, against this shard's share.
           answers[index] =
             refused === 1
-              ? { limit: 'QUOTA_MAX_BACKLOG_PER_KEY', max: this.settings.maxTasks, held: held * this.shards.count }
+              ? { limit: 'QUOTA_MAX_BACKLOG_PER_KEY', max: this.settings.maxTasks, held: tasks * this.shards.count }
               : refused === 2
-                ? { limit: 'QUOTA_MAX_BYTES_PER_KEY', max: this.settings.maxBytes, held: held * this.shards.count }
+                ? { limit: 'QUOTA_MAX_BYTES_PER_KEY', max: this.settings.maxBytes, held: bytes * this.shards.count }
                 : undefined;
         });
       }),

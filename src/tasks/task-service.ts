@@ -21,6 +21,7 @@ import {
 import { hostPolicyFor } from '../lib/host-policy.js';
 import type { Logger } from '../lib/logger.js';
 import { unstorableProblems, zodProblems } from '../lib/problems.js';
+import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
 import { uuidv7Time } from '../lib/uuid7.js';
 import type { Metrics } from '../observability/metrics.js';
 import { captureTraceContext, inSpan, SpanAttributes, type SpanHandle, withBatchTraceContext } from '../observability/tracing.js';
@@ -278,13 +279,14 @@ export class TaskService {
    * Admits a validated task through the gate (the policy, then its quota when `claim` is
    * given): params the policy rewrote are validated and planned again, as if submitted (400
    * when they do not fit, the quota given back). A workflow is planned again at the version
-   * found first.
+   * found first. The quota's reservation of a client far from its limits is returned on its way
+   * (`reserving`): the task is stored meanwhile, and enqueued only once it is counted (Runs.create).
    */
   private async admit(body: TaskRequest, options: SubmitOptions, planned: Awaited<ReturnType<TaskService['plan']>>, claim: QuotaClaim | undefined) {
     const gate = this.deps.gate;
-    if (!gate) return planned;
-    const { rewritten } = await gate.admit(this.workRequest(body, options, planned), claim);
-    if (!rewritten) return planned;
+    if (!gate) return { planned };
+    const { rewritten, reserving } = await gate.admit(this.workRequest(body, options, planned), claim, { inFlight: true });
+    if (!rewritten) return { planned, reserving };
     const again: TaskRequest = {
       ...body,
       task_type: planned.workflow?.name ?? body.task_type,
@@ -292,9 +294,9 @@ export class TaskService {
       ...(planned.workflow ? { version: planned.workflow.version } : {}),
     };
     try {
-      return await this.plan(again, options);
+      return { planned: await this.plan(again, options), reserving };
     } catch (error) {
-      if (claim) gate.release(claim.taskId);
+      if (claim) gate.release(claim.taskId, reserving);
       if (error instanceof ValidationError) {
         throw new ValidationError(`the params as the policy rewrote them do not fit: ${error.message}`, error.details as Problem[], error.code);
       }
@@ -319,8 +321,8 @@ export class TaskService {
     const id = this.deps.queues.newTaskId(receivedAt, taskType);
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const claim = options.client !== undefined && this.deps.gate?.counts ? { client: options.client, taskId: id, delayMs: body.delay_ms ?? 0 } : undefined;
-    const planned = await this.admit(body, options, validated, claim);
-    const release = () => claim && this.deps.gate?.release(id);
+    const { planned, reserving } = await this.admit(body, options, validated, claim);
+    const release = () => claim && this.deps.gate?.release(id, reserving);
     // What a replay of the key is checked against (409 when it differs); a task without a key is
     // never replayed, so it keeps none (as a sub-workflow's child), and its body is not hashed.
     const requestHash = body.idempotency_key
@@ -353,10 +355,12 @@ export class TaskService {
       throw error;
     }
     const trace = captureTraceContext();
-    const created = await this.submissions.add({ ...prepared, ...(trace ? { trace } : {}) }).catch((error: unknown) => {
-      release();
-      throw error;
-    });
+    const created = await this.submissions
+      .add({ ...prepared, ...(trace ? { trace } : {}), ...(reserving !== undefined ? { reserving } : {}) })
+      .catch((error: unknown) => {
+        release();
+        throw error;
+      });
     if (!created.created) {
       release();
       span.setAttributes({ [SpanAttributes.TASK_ID]: created.id, 'orchestrator.task.deduplicated': true });
@@ -397,7 +401,13 @@ export class TaskService {
     const byKey = new Map(holders.map((row) => [pair(row.owner_key, row.idempotency_key), row]));
     return batch.map(({ task }, index): CreateResult | ItemFailure => {
       const outcome = outcomes[index]!;
-      if ('refused' in outcome) return new ItemFailure(new DependencyUnavailableError('redis', outcome.refused));
+      // The quota's own refusal (its reservation answered beside the insert), or a shard's.
+      if ('refused' in outcome)
+        return new ItemFailure(
+          outcome.refused instanceof QuotaExceededError || outcome.refused instanceof DependencyUnavailableError
+            ? outcome.refused
+            : new DependencyUnavailableError('redis', outcome.refused),
+        );
       if (outcome.created) return { created: true };
       const holder = byKey.get(pair(task.owner ?? '', task.idempotencyKey ?? ''));
       if (!holder) return new ItemFailure(new Error(`task ${task.id} was neither stored nor found by its idempotency key`));

@@ -47,6 +47,18 @@ export interface QuotaClaim {
   delayMs?: number;
 }
 
+/** What the gate decided. */
+export interface Admission {
+  /** The params the policy rewrote (to be validated again by the caller); undefined: as asked. */
+  rewritten?: Record<string, unknown>;
+  /**
+   * The quota's reservation, when it was left on its way (admit's `inFlight`): resolves to its
+   * refusal (QuotaExceededError, DependencyUnavailableError), or undefined once the task is
+   * counted; it never rejects.
+   */
+  reserving?: Promise<Error | undefined>;
+}
+
 /** The client whose quotas a key's work counts against when no request of it is there to say (a tick, a retried task's owner). */
 export function ownerClient(owner: string): string {
   return owner ? `key:${owner}` : 'anonymous';
@@ -75,22 +87,39 @@ export class WorkGate {
   /**
    * Admits `request`, counting `claim` against its client's quotas when given. Returns the params
    * the policy rewrote (to be validated again by the caller, which calls release() if they do
-   * not fit); undefined: as asked.
+   * not fit). With `inFlight`, a client far from its limits is not waited for: the reservation is
+   * returned on its way (`reserving`), for a caller that stores the task meanwhile and must not
+   * enqueue it before the reservation answers, nor release it before then (release(id, reserving)).
    */
-  async admit(request: WorkRequest, claim?: QuotaClaim): Promise<{ rewritten?: Record<string, unknown> }> {
+  async admit(request: WorkRequest, claim?: QuotaClaim, options: { inFlight?: boolean } = {}): Promise<Admission> {
     let rewritten: Record<string, unknown> | undefined;
     if (this.deps.policy) {
       const decision = await this.deps.policy.decide(policyInput(request));
       if (!decision.allow) throw new PolicyDeniedError(decision.reason, REFUSED[request.kind]);
       rewritten = decision.params;
     }
-    if (claim) await this.reserve(claim, rewritten ?? request.params);
-    return rewritten ? { rewritten } : {};
+    const admission: Admission = rewritten ? { rewritten } : {};
+    if (!claim || !this.counts) return admission;
+    const reserving = this.reserve(claim, rewritten ?? request.params);
+    if (options.inFlight && !this.deps.quotas!.isNear(claim.client, claim.taskId)) {
+      admission.reserving = reserving.then(
+        () => undefined,
+        (error: Error) => error,
+      );
+    } else await reserving;
+    return admission;
   }
 
-  /** Stops counting a task admitted here that was not made after all (or whose reservation went unanswered). */
-  release(taskId: string): void {
-    this.deps.quotas?.release(taskId);
+  /**
+   * Stops counting a task admitted here that was not made after all (or whose reservation went
+   * unanswered). A reservation still on its way is waited for first: a release that reached Redis
+   * before it would find nothing to release, and the task would count until its lease lapsed.
+   */
+  release(taskId: string, reserving?: Promise<unknown>): void {
+    const quotas = this.deps.quotas;
+    if (!quotas) return;
+    if (reserving !== undefined) void reserving.then(() => quotas.release(taskId));
+    else quotas.release(taskId);
   }
 
   private async reserve(claim: QuotaClaim, params: Record<string, unknown>): Promise<void> {

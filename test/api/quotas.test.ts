@@ -1,5 +1,8 @@
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { uuidv7 } from '../../src/lib/uuid7.js';
+import { KeyQuotas } from '../../src/queue/key-quotas.js';
+import { Shards } from '../../src/queue/shards.js';
 import { createHarness, type Harness, poll } from '../helpers/harness.js';
 
 /**
@@ -84,6 +87,50 @@ describe('quotas per API key', () => {
       label: 'key A admitted once its tasks ended',
       timeoutMs: 15_000,
     });
+  });
+});
+
+describe('a reservation answered beside the insert', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await createHarness({ worker: false, env: { API_KEYS: `${KEY_A},${KEY_B}`, QUOTA_MAX_BACKLOG_PER_KEY: '3', ADMISSION_MAX_WAIT_MS: '0' } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+
+  it('a key that another API process filled is refused by a process that had not heard of it: the task stored meanwhile is removed, no job is added, nothing more is counted', async () => {
+    // Another API process: it counts three tasks of alice's in every shard, so whichever shard
+    // the next task lands in is full. This process has no reply about alice yet, so it stores
+    // her next task while its reservation is on its way.
+    const shards = Shards.of(h.config);
+    const other = new KeyQuotas(h.redis, shards, { maxTasks: 3, maxBytes: 0 }, h.logger);
+    const theirs: string[] = [];
+    for (let made = 0; new Set(theirs.map((id) => shards.indexOf(id))).size < shards.count || made < 3 * shards.count; made += 1) {
+      const id = uuidv7();
+      if (theirs.filter((mine) => shards.indexOf(mine) === shards.indexOf(id)).length < Math.ceil(3 / shards.count)) theirs.push(id);
+    }
+    for (const id of theirs) expect(await other.reserve('key:alice', id, 10, 0)).toBeUndefined();
+    const jobsBefore = await h.redis.keys(`${h.config.QUEUE_PREFIX}*`);
+
+    const refused = await h.request('POST', '/assign-task', { task_type: 'echo', params: { beside_insert: true } }, bearer(KEY_A));
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toMatchObject({ code: 'quota_exceeded', details: { limit: 'QUOTA_MAX_BACKLOG_PER_KEY', max: 3 } });
+    expect(await storedWith(h, 'beside_insert')).toBe(0);
+    // Its steps and history went with it, and no job or queue key was made for it.
+    const { rows } = await h.db.pool.query<{ n: string }>(`SELECT (SELECT count(*) FROM steps) + (SELECT count(*) FROM task_events) AS n`);
+    expect(Number(rows[0]!.n)).toBe(0);
+    expect((await h.redis.keys(`${h.config.QUEUE_PREFIX}*`)).filter((key) => !jobsBefore.includes(key) && !key.includes(':quota:'))).toEqual([]);
+    expect((await other.counts()).get('key:alice')).toBe(theirs.length);
+
+    // Another key is admitted as before, and alice is once the other process's tasks end.
+    expect((await h.request('POST', '/assign-task', { task_type: 'echo', params: { bob: 1 } }, bearer(KEY_B))).status).toBe(202);
+    for (const id of theirs) other.release(id);
+    await other.settled();
+    const again = await h.request('POST', '/assign-task', { task_type: 'echo', params: { after_release: true } }, bearer(KEY_A));
+    expect(again.status).toBe(202);
+    expect(await storedWith(h, 'after_release')).toBe(1);
+    expect((await other.counts()).get('key:alice')).toBe(1);
   });
 });
 

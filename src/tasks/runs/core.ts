@@ -72,6 +72,8 @@ export interface ReportOutcome {
 /** A new task, planned and started by the engine, ready to be stored (Runs.create). */
 export interface PreparedTask extends NewTask {
   trace?: Context;
+  /** Its quota's reservation on its way (WorkGate.admit's `inFlight`): its refusal, or undefined once counted. */
+  reserving?: Promise<Error | undefined>;
 }
 
 export type CreateOutcome = { created: true } | { created: false } | { refused: unknown };

@@ -63,12 +63,18 @@ export class RunSubmit {
       await release(entries);
       throw error;
     });
-    const fresh = entries.filter(({ task }) => stored.has(task.id));
     const refused = new Map<string, unknown>();
+    // A quota counted beside the insert answers before any job is added: a task it refused is
+    // removed as one a shard refused is.
+    const refusals = await Promise.all(entries.map(({ reserving }) => reserving));
+    entries.forEach(({ task }, index) => {
+      if (refusals[index] !== undefined && stored.has(task.id)) refused.set(task.id, refusals[index]);
+    });
+    const fresh = entries.filter(({ task }) => stored.has(task.id) && !refused.has(task.id));
+    const states = new Map(fresh.map(({ task, plan }) => [task.id, freshState(taskMeta(task), plan)]));
     if (fresh.length > 0) {
       // The jobs before limits held some back: a held map item's hold stands in for its job.
       const original = new Map(prepared.map(({ task, decision }) => [task.id, decision.jobs]));
-      const states = new Map(fresh.map(({ task, plan }) => [task.id, freshState(taskMeta(task), plan)]));
       try {
         const jobOf = ({ task, plan, trace }: PreparedTask, step: ReadyStep): NewJob => ({
           step: { ...step, ...(task.delayMs > 0 ? { delayMs: task.delayMs } : {}) },
@@ -101,9 +107,11 @@ export class RunSubmit {
       } catch (error) {
         for (const { task } of fresh) refused.set(task.id, error);
       }
-      if (refused.size > 0) await this.remove([...refused.keys()]);
-      await release(entries.filter(({ task }) => refused.has(task.id) || !stored.has(task.id)));
-      const accepted = fresh.filter(({ task }) => !refused.has(task.id));
+    }
+    if (refused.size > 0) await this.remove([...refused.keys()]);
+    await release(entries.filter(({ task }) => refused.has(task.id) || !stored.has(task.id)));
+    const accepted = fresh.filter(({ task }) => !refused.has(task.id));
+    if (accepted.length > 0) {
       const decision = merge(accepted.map(({ decision }) => decision));
       // Jobs, timers and holds are in (a flow's with its root); what else a start may ask for
       // (children, an immediate end) follows. A new task's first transitions are not published: a
@@ -116,7 +124,7 @@ export class RunSubmit {
         { treesMade: true },
       );
       if (held.size > 0) await this.core.verbs.admittedMeanwhile(accepted, held);
-    } else await release(entries);
+    }
     return entries.map(({ task }) => (refused.has(task.id) ? { refused: refused.get(task.id) } : stored.has(task.id) ? { created: true } : { created: false }));
   }
 
