@@ -111,6 +111,10 @@ describe('a reservation answered beside the insert', () => {
       if (theirs.filter((mine) => shards.indexOf(mine) === shards.indexOf(id)).length < Math.ceil(3 / shards.count)) theirs.push(id);
     }
     for (const id of theirs) expect(await other.reserve('key:alice', id, 10, 0)).toBeUndefined();
+    // That process knows alice is at her limit (its next reservation for her is waited for
+    // before her task is stored); of bob it knows nothing, which counts as far from it.
+    expect(theirs.every((id) => other.isNear('key:alice', id))).toBe(true);
+    expect(other.isNear('key:bob', theirs[0]!)).toBe(false);
     const jobsBefore = await h.redis.keys(`${h.config.QUEUE_PREFIX}*`);
 
     const refused = await h.request('POST', '/assign-task', { task_type: 'echo', params: { beside_insert: true } }, bearer(KEY_A));
@@ -131,6 +135,11 @@ describe('a reservation answered beside the insert', () => {
     expect(again.status).toBe(202);
     expect(await storedWith(h, 'after_release')).toBe(1);
     expect((await other.counts()).get('key:alice')).toBe(1);
+    // Far from the limit again by that process's next answer for her: 2 of 3 held, under 90 %
+    // (one shard: this file does not run against the cluster).
+    expect(shards.count).toBe(1);
+    expect(await other.reserve('key:alice', theirs[0]!, 10, 0)).toBeUndefined();
+    expect(other.isNear('key:alice', theirs[0]!)).toBe(false);
   });
 });
 
