@@ -50,6 +50,9 @@ function expressMade(app: Express): { IncomingMessage?: typeof IncomingMessage; 
   };
 }
 
+/** While closing: how often connections that turned idle (their last answer sent) are ended. */
+const CLOSE_IDLE_SWEEP_MS = 50;
+
 export interface ApiServer {
   server: Server;
   /** The Express app behind the server's front door (Admission.front). */
@@ -160,6 +163,13 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       if (!admission.front(req, res)) app(req, res);
     },
   );
+  // Connections that have sent nothing yet, as Node counts them, are not idle: it keeps them for
+  // headersTimeout. The close ends them (below), so it keeps every connection to find them.
+  const connections = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
+  });
   server.listen(config.PORT, config.HOST);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
@@ -195,8 +205,16 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
       const closing = new Promise<void>((resolve) => server.close(() => resolve()));
       streams.closeAll();
       events.wakeAll();
-      server.closeIdleConnections();
-      await closing;
+      // Requests in flight are answered; connections with none are ended: those idle after an
+      // answer, now and as they turn idle (each would hold the close for keepAliveTimeout, 65 s),
+      // and those that never sent a byte (a client's spare connection: held for headersTimeout).
+      const endIdle = () => {
+        server.closeIdleConnections();
+        for (const socket of connections) if (socket.bytesRead === 0) socket.destroy();
+      };
+      endIdle();
+      const idleSweep = setInterval(endIdle, CLOSE_IDLE_SWEEP_MS);
+      await closing.finally(() => clearInterval(idleSweep));
       core.stopListening();
       await core.close();
       ring.close();

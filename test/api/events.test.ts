@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
@@ -255,6 +256,25 @@ describe('limits on event streams and long-polls', () => {
     }
     return held;
   };
+
+  it('closes an API process promptly while a long-poll waits: the poll is answered, and no connection without a request holds the close', async () => {
+    const closing = await startApi(loadConfig(h.env), h.logger, h.registry);
+    const answer = fetch(`${closing.url}/result/${taskId}?wait=30`, { headers: auth(KEY_B) });
+    // A client's spare connection, open but never used (undici opens such).
+    const spare = connect(Number(new URL(closing.url).port), '127.0.0.1');
+    const spareClosed = new Promise((resolve) => spare.once('close', resolve));
+    await new Promise((resolve) => spare.once('connect', resolve));
+    await poll(async () => (await heldSlots('long-polls')) === 1, { label: 'the long-poll to hold its slot' });
+    const started = Date.now();
+    await closing.close();
+    const took = Date.now() - started;
+    const response = await answer;
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { status: string }).status).toBe('queued');
+    await spareClosed;
+    // The connection the answer left idle was held for keepAliveTimeout (65 s), the spare one for headersTimeout (60 s).
+    expect(took).toBeLessThan(10_000);
+  });
 
   it('caps the event streams of a key across API processes, with 429 and Retry-After', async () => {
     const first = await openSse(`${h.url}/tasks/${taskId}/events`, auth(KEY_A));
