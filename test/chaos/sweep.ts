@@ -181,7 +181,13 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
       problems.push(`Redis: ${queue} keeps ${completed.length} completed jobs, more than QUEUE_KEEP_COMPLETED=${keepCompleted}`);
     if (failed.length > keepFailed) problems.push(`Redis: ${queue} keeps ${failed.length} failed jobs, more than QUEUE_KEEP_FAILED=${keepFailed}`);
     const inSets = new Set([...completed, ...failed]);
-    for (const id of hashes) if (!inSets.has(id)) problems.push(`Redis: job hash ${prefix}:${queue}:${id} belongs to no finished-job set (orphan)`);
+    for (const id of hashes) {
+      if (inSets.has(id)) continue;
+      // What the hash holds says which of BullMQ's moves left it (or made it again) outside every set.
+      const fields = await h.redis.hgetall(`${prefix}:${queue}:${id}`);
+      const shown = Object.fromEntries(Object.entries(fields).map(([field, value]) => [field, value.length > 120 ? `${value.slice(0, 120)}…` : value]));
+      problems.push(`Redis: job hash ${prefix}:${queue}:${id} belongs to no finished-job set (orphan): ${JSON.stringify(shown)}`);
+    }
     for (const id of inSets) if (!hashes.has(id)) problems.push(`Redis: ${queue} lists finished job ${id} whose hash is gone`);
   }
   for (const { queue, id, key } of perJob) {
