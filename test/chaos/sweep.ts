@@ -183,7 +183,7 @@ export async function sweep(h: Harness, options: SweepOptions = {}): Promise<Swe
     const inSets = new Set([...completed, ...failed]);
     // The keys were scanned before the sets were read: a job removed in between (trimmed past
     // QUEUE_KEEP_COMPLETED, hash and entry at once) looked like an orphan whose hash was already
-    // gone when read back (a loaded CI run and 1 of 20 loaded runs of circuit-crash, 2026-11-28).
+    // gone when read back (a loaded CI run and 1 of 27 loaded runs of circuit-crash, 2026-11-28).
     // Each candidate is looked at again, alone: only one still there and still unlisted counts.
     const listed = async (id: string) =>
       (await h.redis.zscore(`${prefix}:${queue}:completed`, id)) !== null || (await h.redis.zscore(`${prefix}:${queue}:failed`, id)) !== null;
