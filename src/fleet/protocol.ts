@@ -89,7 +89,7 @@ export const workerViewSchema = z.object({
   tools: z.array(z.string()),
   started_at: z.string(),
   last_heartbeat_at: z.string(),
-  live: z.boolean().meta({ description: 'It registered within three heartbeats.' }),
+  live: z.boolean().meta({ description: 'It registered within three heartbeats, and has not said it stopped.' }),
   running: z.array(runningStepSchema).meta({ description: 'The steps it ran at its last heartbeat, oldest first (at most 100); none when it is not live.' }),
   running_count: z.number().int().meta({ description: 'How many steps it ran at its last heartbeat.' }),
 });

@@ -257,7 +257,7 @@ export class WorkerFleet implements DynamicTools {
         }
         if (!body.replace) {
           const others = await tx.fleetWorker.findMany({
-            where: { id: { not: id }, tools: { has: tool.name }, lastSeenAt: { gte: liveSince } },
+            where: { id: { not: id }, tools: { has: tool.name }, lastSeenAt: { gte: liveSince }, stoppedAt: null },
             select: { id: true },
           });
           if (others.length > 0)
@@ -281,6 +281,7 @@ export class WorkerFleet implements DynamicTools {
         running,
         runningCount: Math.max(body.running_count ?? 0, running.length),
         lastSeenAt: new Date(),
+        stoppedAt: null,
       };
       await tx.fleetWorker.upsert({ where: { id }, create: { id, ...worker }, update: worker });
       if (owner === BUILT_IN_OWNER) await this.sweepBuiltIns(tx, liveSince);
@@ -303,11 +304,12 @@ export class WorkerFleet implements DynamicTools {
   private async sweepBuiltIns(tx: Pick<PrismaClient, '$executeRawUnsafe'>, liveSince: Date, leaving?: string): Promise<void> {
     await tx.$executeRawUnsafe(
       `DELETE FROM workers AS w
-        WHERE w.owner = $1 AND (w.id = $3::text OR ($3::text IS NULL AND w.last_seen_at < $2::timestamptz))
+        WHERE w.owner = $1 AND (w.id = $3::text OR ($3::text IS NULL AND (w.last_seen_at < $2::timestamptz OR w.stopped_at IS NOT NULL)))
           AND NOT EXISTS (
             SELECT 1 FROM unnest(w.tools) AS tool
              WHERE NOT EXISTS (
-               SELECT 1 FROM workers AS o WHERE o.owner = $1 AND o.id <> w.id AND o.last_seen_at >= $2::timestamptz AND tool = ANY(o.tools)))`,
+               SELECT 1 FROM workers AS o
+                WHERE o.owner = $1 AND o.id <> w.id AND o.last_seen_at >= $2::timestamptz AND o.stopped_at IS NULL AND tool = ANY(o.tools)))`,
       BUILT_IN_OWNER,
       liveSince,
       leaving ?? null,
@@ -316,9 +318,11 @@ export class WorkerFleet implements DynamicTools {
 
   /**
    * A built-in worker stopping: its row goes when live built-in workers serve all of its tools
-   * (a rolling deploy's old worker), and stays otherwise, so that its tools stay built-in.
+   * (a rolling deploy's old worker), and stays otherwise, so that its tools stay built-in, but
+   * marked stopped: not live from now on, rather than for three more heartbeats.
    */
   async leave(id: string): Promise<void> {
+    await this.prisma.fleetWorker.updateMany({ where: { id }, data: { stoppedAt: new Date() } });
     await this.sweepBuiltIns(this.prisma, new Date(Date.now() - HEARTBEAT_MS * LIVE_HEARTBEATS), id);
   }
 
@@ -335,21 +339,24 @@ export class WorkerFleet implements DynamicTools {
   async workers(): Promise<FleetWorkerView[]> {
     const liveSince = Date.now() - HEARTBEAT_MS * LIVE_HEARTBEATS;
     const rows = await this.prisma.fleetWorker.findMany({ orderBy: { startedAt: 'asc' } });
-    return rows.map((row) => ({
-      worker_id: row.id,
-      owner: row.owner,
-      host: row.host,
-      pid: row.pid,
-      version: row.version,
-      concurrency: row.concurrency,
-      tools: row.tools,
-      started_at: row.startedAt.toISOString(),
-      last_heartbeat_at: row.lastSeenAt.toISOString(),
-      live: row.lastSeenAt.getTime() >= liveSince,
-      // What it ran at its last heartbeat: a worker that is not live runs nothing we know of.
-      running: row.lastSeenAt.getTime() >= liveSince ? (row.running as RunningStep[]) : [],
-      running_count: row.lastSeenAt.getTime() >= liveSince ? row.runningCount : 0,
-    }));
+    return rows.map((row) => {
+      const live = row.stoppedAt === null && row.lastSeenAt.getTime() >= liveSince;
+      return {
+        worker_id: row.id,
+        owner: row.owner,
+        host: row.host,
+        pid: row.pid,
+        version: row.version,
+        concurrency: row.concurrency,
+        tools: row.tools,
+        started_at: row.startedAt.toISOString(),
+        last_heartbeat_at: row.lastSeenAt.toISOString(),
+        live,
+        // What it ran at its last heartbeat: a worker that is not live runs nothing we know of.
+        running: live ? (row.running as RunningStep[]) : [],
+        running_count: live ? row.runningCount : 0,
+      };
+    });
   }
 
   /** Live workers per tool, for GET /tools. */

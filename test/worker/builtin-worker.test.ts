@@ -47,7 +47,7 @@ describe('the built-in worker registers its tools with an API that imports none'
   });
 
   it('on a fresh database: no tools before the worker; then echo runs, GET /tools and GET /workers show it, params are checked, examples load', {
-    // Four processes start (tsx) and a stopped worker's row outlives three heartbeats: minutes on a busy machine.
+    // Four processes start (tsx): minutes on a busy machine.
     timeout: 300_000,
   }, async () => {
     const api = start('src/api/main.ts', { PORT: '0' });
@@ -171,18 +171,24 @@ describe('the built-in worker registers its tools with an API that imports none'
     // Its tools outlive it: stopped, echo stays known and its task queues until a built-in worker returns.
     expect((await worker.signal('SIGTERM')).code).toBe(0);
     expect((await tools()).map((tool) => tool.name)).toEqual(BUILT_IN);
+    // Its row stays (the last to serve these tools), and says at once that it is not live, not three heartbeats later.
+    expect((await call('GET', '/workers')).body.workers).toEqual([
+      expect.objectContaining({ worker_id: workers[0].worker_id, live: false, running: [], running_count: 0 }),
+    ]);
+    for (const tool of await tools()) expect(tool.fleet, tool.name).toEqual({ version: 1, live_workers: 0 });
     const queued = await call('POST', '/assign-task', { task_type: 'echo', params: { later: true } });
     expect(queued.status).toBe(202);
     expect((await call('GET', `/result/${queued.body.task_id}`)).body.status).toBe('queued');
     const again = start('workers/main.ts');
     expect((await call('GET', `/result/${queued.body.task_id}?wait=30`)).body).toMatchObject({ status: 'completed', result: { later: true } });
-    // The stopped worker's row stays until a live one serves its tools and it is past three heartbeats; then only the new one is listed.
+    // The stopped worker's row goes once a live one serves its tools: the new one's first registration removes it
+    // (it used to wait until the stopped one was past three heartbeats).
     await poll(
       async () => {
-        const now = (await call('GET', '/workers')).body.workers as { pid: number }[];
-        return now.length === 1 && now[0]!.pid === again.child.pid;
+        const now = (await call('GET', '/workers')).body.workers as { pid: number; live: boolean }[];
+        return now.length === 1 && now[0]!.pid === again.child.pid && now[0]!.live;
       },
-      { label: 'only the new built-in worker listed', timeoutMs: 60_000 },
+      { label: 'only the new built-in worker listed', timeoutMs: 15_000 },
     );
     expect((await tools()).find((tool) => tool.name === 'echo')?.fleet).toEqual({ version: 1, live_workers: 1 });
     expect(api.output).not.toMatch(/"level":"(warn|error)"/);
