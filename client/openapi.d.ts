@@ -2430,7 +2430,7 @@ export interface components {
             tools: string[];
             started_at: string;
             last_heartbeat_at: string;
-            /** @description It registered within three heartbeats. */
+            /** @description It registered within three heartbeats, and has not said it stopped. */
             live: boolean;
             /** @description The steps it ran at its last heartbeat, oldest first (at most 100); none when it is not live. */
             running: components["schemas"]["RunningStep"][];
