@@ -188,7 +188,7 @@ describe('the built-in worker registers its tools with an API that imports none'
         const now = (await call('GET', '/workers')).body.workers as { pid: number; live: boolean }[];
         return now.length === 1 && now[0]!.pid === again.child.pid && now[0]!.live;
       },
-      { label: 'only the new built-in worker listed', timeoutMs: 15_000 },
+      { label: 'only the new built-in worker listed', timeoutMs: 60_000 },
     );
     expect((await tools()).find((tool) => tool.name === 'echo')?.fleet).toEqual({ version: 1, live_workers: 1 });
     expect(api.output).not.toMatch(/"level":"(warn|error)"/);
