@@ -15,6 +15,8 @@ const { values } = parseArgs({
     rates: { type: 'string' },
     runs: { type: 'string', default: '1' },
     warmup: { type: 'string', default: '2' },
+    // API keys the clients are spread over (client i uses key i mod N): what several tenants at once cost.
+    keys: { type: 'string', default: '1' },
     // NAME=VALUE, repeatable: a setting of the orchestrator's processes (what a feature costs: --env TASK_HISTORY=off).
     env: { type: 'string', multiple: true, default: [] },
   },
@@ -32,7 +34,7 @@ const SETTINGS = Object.fromEntries(
   }),
 );
 const ADMIN = 'postgresql://postgres@127.0.0.1:5432/postgres';
-const KEY = `loop-key-${shortId()}-0123456789abcdef`;
+const KEYS = Array.from({ length: Math.max(1, Number(values.keys)) }, (_, index) => `loop-key-${index}-${shortId()}-0123456789abcdef`);
 const ENDED = new Set(['completed', 'failed', 'cancelled']);
 const NAIVE_SCHEMA =
   'CREATE TABLE naive_tasks (id uuid PRIMARY KEY, params jsonb, status text NOT NULL, result jsonb, created_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz)';
@@ -177,11 +179,14 @@ function tally() {
 }
 
 /** C clients in a closed loop for `seconds`; what ends after the window is waited for, not counted. */
-async function closedLoop(url: string, headers: Record<string, string>, clients: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
+/** The headers of loop `index` (its client's, or the open loop's n-th task's). */
+type HeadersOf = (index: number) => Record<string, string>;
+
+async function closedLoop(url: string, headers: HeadersOf, clients: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
   const seen = tally();
   const deadline = performance.now() + seconds * 1000;
   const client = async (index: number) => {
-    for (let n = 0; performance.now() < deadline; n += 1) await seen.loopOnce(url, headers, `c${index}-${n}`, deadline, samples);
+    for (let n = 0; performance.now() < deadline; n += 1) await seen.loopOnce(url, headers(index), `c${index}-${n}`, deadline, samples);
   };
   await Promise.all(Array.from({ length: clients }, (_, index) => client(index)));
   return seen.point(clients, seconds);
@@ -192,14 +197,14 @@ async function closedLoop(url: string, headers: Record<string, string>, clients:
  * each is waited for to its end and counted; so two systems that keep up do the same work per
  * second, and their CPU per task compares at one rate (it falls as the rate rises).
  */
-async function openLoop(url: string, headers: Record<string, string>, rate: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
+async function openLoop(url: string, headers: HeadersOf, rate: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
   const seen = tally();
   const start = performance.now();
   const loops: Promise<void>[] = [];
   for (let n = 0; n < rate * seconds; n += 1) {
     const wait = start + (n * 1000) / rate - performance.now();
     if (wait > 0) await sleep(wait);
-    loops.push(seen.loopOnce(url, headers, `o-${n}`, Number.POSITIVE_INFINITY, samples));
+    loops.push(seen.loopOnce(url, headers(n), `o-${n}`, Number.POSITIVE_INFINITY, samples));
   }
   await Promise.all(loops);
   return { ...seen.point(0, seconds), offeredPerS: rate };
@@ -349,7 +354,7 @@ async function transactions(databaseUrl: string): Promise<number> {
 async function measure(
   system: string,
   url: string,
-  headers: Record<string, string>,
+  headers: HeadersOf,
   databaseUrl: string,
   table: string,
   pids: { roots: { pid: number; name: string }[]; redis: number },
@@ -432,7 +437,7 @@ async function oneRun(run: number, logDir: string) {
             HOST: '127.0.0.1',
             LOG_LEVEL: 'warn',
             LOG_FORMAT: 'json',
-            API_KEYS: `client@loop:${KEY}`,
+            API_KEYS: KEYS.map((key, index) => `client@loop${index}:${key}`).join(','),
             ...SETTINGS,
           },
           { logDir },
@@ -443,7 +448,7 @@ async function oneRun(run: number, logDir: string) {
         return await measure(
           'orchestrator',
           url,
-          { authorization: `Bearer ${KEY}` },
+          (index) => ({ authorization: `Bearer ${KEYS[index % KEYS.length]}` }),
           databaseUrl,
           'tasks',
           {
@@ -473,7 +478,7 @@ async function oneRun(run: number, logDir: string) {
         return await measure(
           'naive',
           url,
-          {},
+          () => ({}),
           databaseUrl,
           'naive_tasks',
           { roots: children.map(({ pid, name }) => ({ pid, name })), redis: redis.pid },
