@@ -34,7 +34,8 @@ const SETTINGS = Object.fromEntries(
   }),
 );
 const ADMIN = 'postgresql://postgres@127.0.0.1:5432/postgres';
-const KEYS = Array.from({ length: Math.max(1, Number(values.keys)) }, (_, index) => `loop-key-${index}-${shortId()}-0123456789abcdef`);
+if (!/^[1-9][0-9]{0,2}$/.test(values.keys)) throw new Error(`--keys takes a number of API keys from 1 to 999, not ${JSON.stringify(values.keys)}`);
+const KEYS = Array.from({ length: Number(values.keys) }, (_, index) => `loop-key-${index}-${shortId()}-0123456789abcdef`);
 const ENDED = new Set(['completed', 'failed', 'cancelled']);
 const NAIVE_SCHEMA =
   'CREATE TABLE naive_tasks (id uuid PRIMARY KEY, params jsonb, status text NOT NULL, result jsonb, created_at timestamptz NOT NULL DEFAULT now(), finished_at timestamptz)';
@@ -178,10 +179,10 @@ function tally() {
   return { loopOnce, point };
 }
 
-/** C clients in a closed loop for `seconds`; what ends after the window is waited for, not counted. */
 /** The headers of loop `index` (its client's, or the open loop's n-th task's). */
 type HeadersOf = (index: number) => Record<string, string>;
 
+/** C clients in a closed loop for `seconds`; what ends after the window is waited for, not counted. */
 async function closedLoop(url: string, headers: HeadersOf, clients: number, seconds: number, samples?: Sample[]): Promise<LoopPoint> {
   const seen = tally();
   const deadline = performance.now() + seconds * 1000;
