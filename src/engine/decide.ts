@@ -39,15 +39,17 @@ export interface DecideOptions {
   claimReady?(task: TaskState): boolean;
 }
 
-/** A copy of the task that the decider may change as it goes (the caller's stays as loaded). */
+/**
+ * A copy of the task that the decider may change as it goes (the caller's stays as loaded). Copied
+ * with Object.assign, not spread: on Node 20 an object made by a spread is slow to give new keys
+ * later (a step's `input` when it is made ready took 1-2 µs; see freshState).
+ */
 function working(task: TaskState): TaskState {
-  return {
-    ...task,
-    params: task.params,
-    steps: new Map([...task.steps].map(([id, step]) => [id, { ...step, items: step.items ? { ...step.items } : null }])),
-    items: new Map([...task.items].map(([id, items]) => [id, new Map([...items].map(([index, item]) => [index, { ...item }]))])),
+  return Object.assign({}, task, {
+    steps: new Map([...task.steps].map(([id, step]) => [id, Object.assign({}, step, { items: step.items ? { ...step.items } : null })])),
+    items: new Map([...task.items].map(([id, items]) => [id, new Map([...items].map(([index, item]) => [index, Object.assign({}, item)]))])),
     allItemsLoaded: new Set(task.allItemsLoaded),
-  };
+  });
 }
 
 /** The decider at work on one task (its current run): what a kind acts through (Decider), and the record of every change it makes. */
@@ -201,7 +203,7 @@ class TaskDecider implements Decider {
     if (set.error !== undefined) this.task.error = set.error;
     if (set.started_at !== undefined) this.task.startedAt = set.started_at ? new Date(set.started_at) : null;
     if (set.finished_at !== undefined) this.task.finishedAt = set.finished_at ? new Date(set.finished_at) : null;
-    this.taskSet = { ...this.taskSet, ...set };
+    this.taskSet = Object.assign({}, this.taskSet, set);
     if (set.status && set.status !== from) this.transition({ taskId: this.task.id, from, status: set.status, at: this.at }, { error: set.error ?? null });
   }
 
@@ -218,7 +220,7 @@ class TaskDecider implements Decider {
 
   record(event: { type: string; stepId?: string; item?: number; attempt?: number; at?: Date; data?: Record<string, unknown> }): void {
     const { at, ...rest } = event;
-    this.decision.history.push({ taskId: this.task.id, createdAt: this.task.createdAt, run: this.task.run, ...rest, at: at?.toISOString() ?? this.at });
+    this.decision.history.push({ at: at?.toISOString() ?? this.at, taskId: this.task.id, createdAt: this.task.createdAt, run: this.task.run, ...rest });
   }
 
   setStep(step: PlanStep, set: StepSet): void {
@@ -241,7 +243,7 @@ class TaskDecider implements Decider {
     if (set.wake_at !== undefined) state.wakeAt = set.wake_at ? new Date(set.wake_at) : null;
     if (set.child_task_id !== undefined) state.childTaskId = set.child_task_id;
     if (set.items !== undefined) state.items = set.items ? { ...set.items } : null;
-    this.stepSets.set(step.id, { ...this.stepSets.get(step.id), ...set });
+    this.stepSets.set(step.id, Object.assign({}, this.stepSets.get(step.id), set));
     if (set.status && set.status !== from) {
       this.transition(
         {
@@ -748,8 +750,20 @@ export function freshState(task: NewTaskMeta, plan: Plan): TaskState {
     prepared = prepare(plan);
     newPlans.set(plan, prepared);
   }
+  // The fields one by one, not `...task` and then the rest: on Node 20 (V8 11.3), once the code is
+  // optimized, each key that an object literal adds after a spread costs about 1.3 µs (a new
+  // hidden class each time), where Object.assign or a spread at the end costs a few hundred ns for
+  // the whole object. This literal took 13-17 µs a call, twice per submission (2.2 % of the API's
+  // busy time at 32 clients). The decider copies and merges with Object.assign for the same reason.
   return {
-    ...task,
+    id: task.id,
+    createdAt: task.createdAt,
+    taskType: task.taskType,
+    params: task.params,
+    callback: task.callback,
+    owner: task.owner,
+    depth: task.depth,
+    parent: task.parent,
     status: 'queued',
     run: 1,
     plan: prepared,
