@@ -98,14 +98,18 @@ function record(row: Record<string, unknown>, fields: readonly [string, string][
 
 type Row = Record<string, unknown>;
 
-/** One task of task_views' answer: its row, steps, callback deliveries and ended attempts. */
+/**
+ * One task of task_views' answer: its row, steps, callback deliveries and ended attempts. The
+ * lists are added to the task's record rather than spread with it into a new object: on Node 20
+ * that copy of a 30-field record, with keys added after it, took 15-22 µs a read against 3 µs
+ * (see freshState in src/engine/decide.ts).
+ */
 function viewRecord([task, steps, callbacks, events]: [Row, Row[], Row[], Row[]]): TaskRecord {
-  return {
-    ...record(task, TASK_COLUMNS),
-    steps: steps.map((step) => record(step, STEP_COLUMNS)),
-    callbacks: callbacks.map((callback) => record(callback, CALLBACK_COLUMNS)),
-    events: events.map((event) => record(event, EVENT_COLUMNS)),
-  } as unknown as TaskRecord;
+  const view = record(task, TASK_COLUMNS);
+  view.steps = steps.map((step) => record(step, STEP_COLUMNS));
+  view.callbacks = callbacks.map((callback) => record(callback, CALLBACK_COLUMNS));
+  view.events = events.map((event) => record(event, EVENT_COLUMNS));
+  return view as unknown as TaskRecord;
 }
 
 /**
