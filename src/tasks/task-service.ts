@@ -48,6 +48,8 @@ export const SCHEDULE_KEY_PREFIX = 'schedule:';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Attempts GET /tasks/{id}/steps/{step}/logs returns, oldest first: a step retried more often shows its first ones. */
 const STEP_LOG_ATTEMPTS_MAX = 50;
+/** A long-poll that began without reading its task looks at it this long into its wait (an end whose notice was lost). */
+const LOOK_AFTER_MS = 1_000;
 
 export interface TaskServiceDeps {
   config: Config;
@@ -355,13 +357,17 @@ export class TaskService {
       throw error;
     }
     const trace = captureTraceContext();
+    // Before its job is added, so that its end's notice cannot come first: a long-poll of it here need not read it before waiting.
+    this.deps.events.submitting(id, options.owner ?? '');
     const created = await this.submissions
       .add({ ...prepared, ...(trace ? { trace } : {}), ...(reserving !== undefined ? { reserving } : {}) })
       .catch((error: unknown) => {
+        this.deps.events.forget(id);
         release();
         throw error;
       });
     if (!created.created) {
+      this.deps.events.forget(id);
       release();
       span.setAttributes({ [SpanAttributes.TASK_ID]: created.id, 'orchestrator.task.deduplicated': true });
       if (created.requestHash !== requestHash) {
@@ -458,7 +464,30 @@ export class TaskService {
     const waitMs = Math.min(waitSeconds, this.deps.config.RESULT_WAIT_MAX_S) * 1000;
     let found: TaskRecord | undefined;
     let read = false;
-    if (waitMs > 0) {
+    // After a lost subscription: whether it ended meanwhile (its answer is then read below).
+    const hasEnded = async () => {
+      const now = await this.database(() => this.deps.store.view(id));
+      return now === undefined || isFinished(now.status);
+    };
+    // Submitted through this process, and no notice has said that it ended: whose it is is known,
+    // and the wait begins without a read (the seed's loop polls each task just after submitting
+    // it: a read of PostgreSQL per task less). It looks once after LOOK_AFTER_MS, in case the
+    // end's notice was lost.
+    const submittedBy = waitMs > 0 ? this.deps.events.unfinishedHere(id) : undefined;
+    if (submittedBy !== undefined) {
+      if (owner !== undefined && submittedBy !== owner) throw this.missing(id);
+      await this.deps.events.waitForEnd(
+        id,
+        waitMs,
+        async () => {
+          await hold?.();
+          return false;
+        },
+        signal,
+        hasEnded,
+        LOOK_AFTER_MS,
+      );
+    } else if (waitMs > 0) {
       // One read, once listening has begun (an end just before it is not missed), says whether to
       // wait and whose task it is: another owner's task is not found, and not waited for either,
       // since how long the answer takes would tell that it exists. It reads the whole task, so
@@ -479,11 +508,7 @@ export class TaskService {
           return false;
         },
         signal,
-        // After a lost subscription: whether it ended meanwhile (its answer is then read below).
-        async () => {
-          const now = await this.database(() => this.deps.store.view(id));
-          return now === undefined || isFinished(now.status);
-        },
+        hasEnded,
       );
     }
     if (!read) found = await this.database(() => this.deps.store.view(id));

@@ -49,4 +49,17 @@ describe('a long-poll across a lost events subscription', () => {
     // Reconnecting takes tens of milliseconds; a missed end would be answered only at 30 s.
     expect(Date.now() - killed).toBeLessThan(10_000);
   });
+
+  it("answers the end of a task submitted through this API about a second into its wait when the end's notice never comes", async () => {
+    // A long-poll of a task this API process submitted begins without reading it (no notice of
+    // its end has come), and looks once a second into its wait.
+    const id = await submit(h, { task_type: 'echo', params: { b: 2 } });
+    await h.db.pool.query(`UPDATE tasks SET status = 'completed', result = '{"b": 2}', finished_at = now() WHERE id = $1`, [id]);
+    const asked = Date.now();
+    const response = await h.request('GET', `/result/${id}?wait=30`);
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({ task_id: id, status: 'completed', result: { b: 2 } });
+    // Without the look, at 30 s.
+    expect(Date.now() - asked).toBeLessThan(10_000);
+  });
 });

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../src/lib/logger.js';
 import { eventsChannel } from '../../src/queue/channels.js';
-import { EventNotices } from '../../src/queue/event-notices.js';
+import { EventNotices, SUBMITTED_MAX } from '../../src/queue/event-notices.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { poll } from '../helpers/harness.js';
@@ -21,6 +21,38 @@ async function settlesWithin(wait: Promise<void>, ms: number): Promise<boolean> 
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * An EventNotices on a subscriber of its own, with a publisher to its channel; called inside a
+ * describe, which closes both connections after it.
+ */
+function noticesOnChannel(name: string) {
+  const prefix = `{test-task-${name}-${process.pid}}`;
+  const listening = createRedis({ REDIS_URL: TEST_REDIS_URL, REDIS_CLUSTER_NODES: [] }, 'subscriber', 'test');
+  const publisher = createRedis({ REDIS_URL: TEST_REDIS_URL, REDIS_CLUSTER_NODES: [] }, 'producer', 'test');
+  const notices = new EventNotices(listening, prefix, silentLogger());
+  afterAll(() => {
+    listening.disconnect();
+    publisher.disconnect();
+  });
+  const notice = (tasks: string[], ended: string[]) => publisher.publish(eventsChannel(prefix), JSON.stringify({ tasks, ended }));
+  /** Resolves once a notice is heard: the subscription is up. */
+  const subscribed = async () => {
+    let heard = false;
+    const stop = notices.listen('t-probe', () => {
+      heard = true;
+    });
+    await poll(
+      async () => {
+        await notice(['t-probe'], []);
+        return heard;
+      },
+      { label: 'the events subscription' },
+    );
+    stop();
+  };
+  return { listening, notices, notice, subscribed };
 }
 
 describe('EventNotices.waitForEnd', () => {
@@ -44,30 +76,11 @@ describe('EventNotices.waitForEnd', () => {
 });
 
 describe('EventNotices: a subscription lost and back', () => {
-  const prefix = `{test-task-resubscribed-${process.pid}}`;
-  const listening = createRedis({ REDIS_URL: TEST_REDIS_URL, REDIS_CLUSTER_NODES: [] }, 'subscriber', 'test');
-  const publisher = createRedis({ REDIS_URL: TEST_REDIS_URL, REDIS_CLUSTER_NODES: [] }, 'producer', 'test');
-  const notices = new EventNotices(listening, prefix, silentLogger());
-  afterAll(() => {
-    listening.disconnect();
-    publisher.disconnect();
-  });
+  const { listening, notices, notice, subscribed } = noticesOnChannel('resubscribed');
 
   it("asks a long-poll's wait whether its task ended meanwhile (a notice published then never arrives), and goes on waiting when it had not", async () => {
     notices.start();
-    // Subscribed once a notice is heard.
-    let heard = false;
-    const stopProbe = notices.listen('t-probe', () => {
-      heard = true;
-    });
-    await poll(
-      async () => {
-        await publisher.publish(eventsChannel(prefix), JSON.stringify({ tasks: ['t-probe'], ended: [] }));
-        return heard;
-      },
-      { label: 'the events subscription' },
-    );
-    stopProbe();
+    await subscribed();
     let ended = false;
     let asked = 0;
     const hasEnded = async () => {
@@ -93,7 +106,7 @@ describe('EventNotices: a subscription lost and back', () => {
     expect(asked).toBeGreaterThanOrEqual(1);
     // The other task had not ended: its wait goes on, and ends with its notice.
     expect(await settlesWithin(stillWaiting, 300)).toBe(false);
-    await publisher.publish(eventsChannel(prefix), JSON.stringify({ tasks: ['t-running'], ended: ['t-running'] }));
+    await notice(['t-running'], ['t-running']);
     expect(await settlesWithin(stillWaiting, 10_000)).toBe(true);
 
     // Without a way to ask, a wait resolves when the subscription is back: its caller reads what there is.
@@ -102,5 +115,82 @@ describe('EventNotices: a subscription lost and back', () => {
     listening.disconnect(true);
     await returned;
     expect(await settlesWithin(plain, 10_000)).toBe(true);
+  });
+});
+
+describe('EventNotices: the tasks submitted through this process', () => {
+  const { listening, notices, notice, subscribed } = noticesOnChannel('submitted');
+
+  it('remembers nothing before its subscription is up, then each task and its owner until the notice of its end', async () => {
+    notices.submitting('t-early', 'alpha');
+    expect(notices.unfinishedHere('t-early'), 'submitted with no subscription').toBeUndefined();
+    notices.start();
+    await subscribed();
+
+    notices.submitting('t-one', 'alpha');
+    notices.submitting('t-two', '');
+    notices.submitting('t-refused', 'alpha');
+    notices.forget('t-refused');
+    expect(notices.unfinishedHere('t-one')).toBe('alpha');
+    expect(notices.unfinishedHere('t-two')).toBe('');
+    expect(notices.unfinishedHere('t-refused')).toBeUndefined();
+    expect(notices.unfinishedHere('t-never')).toBeUndefined();
+
+    // A notice of new events is not an end; the end's notice forgets the task.
+    await notice(['t-one'], []);
+    await notice(['t-one', 't-two'], ['t-one']);
+    await poll(async () => notices.unfinishedHere('t-one') === undefined, { label: "t-one forgotten at its end's notice" });
+    expect(notices.unfinishedHere('t-two')).toBe('');
+  });
+
+  it('forgets every task when the subscription is lost (their ends may be told while it is down)', async () => {
+    await subscribed();
+    notices.submitting('t-before-loss', 'alpha');
+    const back = new Promise((resolve) => listening.once('ready', resolve));
+    listening.disconnect(true);
+    // Submitted as the connection goes: forgotten with the rest (no notice of its end could arrive).
+    notices.submitting('t-while-down', 'alpha');
+    await back;
+    expect(notices.unfinishedHere('t-before-loss')).toBeUndefined();
+    expect(notices.unfinishedHere('t-while-down')).toBeUndefined();
+    await subscribed();
+    notices.submitting('t-after', 'alpha');
+    expect(notices.unfinishedHere('t-after')).toBe('alpha');
+  });
+
+  it(`remembers at most ${SUBMITTED_MAX} tasks, forgetting the oldest first`, async () => {
+    await subscribed();
+    for (let n = 0; n <= SUBMITTED_MAX; n += 1) notices.submitting(`t-many-${n}`, 'alpha');
+    expect(notices.unfinishedHere('t-many-0')).toBeUndefined();
+    expect(notices.unfinishedHere('t-many-1')).toBe('alpha');
+    expect(notices.unfinishedHere(`t-many-${SUBMITTED_MAX}`)).toBe('alpha');
+  });
+
+  it('looks once, lookAfterMs into a wait, whether the task ended (its notice lost), and goes on waiting when it had not', async () => {
+    /** A wait that began without reading its task, and how often it asked whether the task ended. */
+    const looking = (taskId: string, ended: boolean) => {
+      let asked = 0;
+      const wait = notices.waitForEnd(
+        taskId,
+        60_000,
+        async () => false,
+        undefined,
+        async () => {
+          asked += 1;
+          return ended;
+        },
+        100,
+      );
+      return { wait, asked: () => asked };
+    };
+    const ended = looking('t-look-ended', true);
+    expect(await settlesWithin(ended.wait, 10_000)).toBe(true);
+    expect(ended.asked()).toBe(1);
+    const running = looking('t-look-running', false);
+    await poll(async () => running.asked() === 1, { label: 'the look' });
+    expect(await settlesWithin(running.wait, 500)).toBe(false);
+    expect(running.asked()).toBe(1);
+    await notice(['t-look-running'], ['t-look-running']);
+    expect(await settlesWithin(running.wait, 10_000)).toBe(true);
   });
 });
