@@ -464,51 +464,41 @@ export class TaskService {
     const waitMs = Math.min(waitSeconds, this.deps.config.RESULT_WAIT_MAX_S) * 1000;
     let found: TaskRecord | undefined;
     let read = false;
-    // After a lost subscription: whether it ended meanwhile (its answer is then read below).
-    const hasEnded = async () => {
-      const now = await this.database(() => this.deps.store.view(id));
-      return now === undefined || isFinished(now.status);
-    };
-    // Submitted through this process, and no notice has said that it ended: whose it is is known,
-    // and the wait begins without a read (the seed's loop polls each task just after submitting
-    // it: a read of PostgreSQL per task less). It looks once after LOOK_AFTER_MS, in case the
-    // end's notice was lost.
-    const submittedBy = waitMs > 0 ? this.deps.events.unfinishedHere(id) : undefined;
-    if (submittedBy !== undefined) {
-      if (owner !== undefined && submittedBy !== owner) throw this.missing(id);
+    if (waitMs > 0) {
+      // Submitted through this process, and no notice has said that it ended: whose it is is
+      // known, and the wait begins without a read (the seed's loop polls each task just after
+      // submitting it: a read of PostgreSQL per task less); it looks once LOOK_AFTER_MS in, in
+      // case the end's notice was lost. Otherwise one read, once listening has begun (an end just
+      // before it is not missed), says whether to wait and whose task it is. Either way another
+      // owner's task is not found, and not waited for either, since how long the answer takes
+      // would tell that it exists. The read is of the whole task, so that one that already ended
+      // is answered from it.
+      const submittedBy = this.deps.events.unfinishedHere(id);
+      if (submittedBy !== undefined && owner !== undefined && submittedBy !== owner) throw this.missing(id);
       await this.deps.events.waitForEnd(
         id,
         waitMs,
         async () => {
-          await hold?.();
-          return false;
-        },
-        signal,
-        hasEnded,
-        LOOK_AFTER_MS,
-      );
-    } else if (waitMs > 0) {
-      // One read, once listening has begun (an end just before it is not missed), says whether to
-      // wait and whose task it is: another owner's task is not found, and not waited for either,
-      // since how long the answer takes would tell that it exists. It reads the whole task, so
-      // that one that already ended is answered from it.
-      await this.deps.events.waitForEnd(
-        id,
-        waitMs,
-        async () => {
-          const first = await this.database(() => this.deps.store.view(id));
-          if (first && owner !== undefined && first.ownerKey !== owner) throw this.missing(id);
-          if (first === undefined || isFinished(first.status)) {
-            found = first;
-            read = true;
-            return true;
+          if (submittedBy === undefined) {
+            const first = await this.database(() => this.deps.store.view(id));
+            if (first && owner !== undefined && first.ownerKey !== owner) throw this.missing(id);
+            if (first === undefined || isFinished(first.status)) {
+              found = first;
+              read = true;
+              return true;
+            }
           }
           // Listening already: an end while the slot is taken is not missed.
           await hold?.();
           return false;
         },
         signal,
-        hasEnded,
+        // After a lost subscription (or LOOK_AFTER_MS in): whether it ended meanwhile (its answer is then read below).
+        async () => {
+          const now = await this.database(() => this.deps.store.view(id));
+          return now === undefined || isFinished(now.status);
+        },
+        submittedBy !== undefined ? LOOK_AFTER_MS : undefined,
       );
     }
     if (!read) found = await this.database(() => this.deps.store.view(id));
