@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bookingsDocument } from '../fixtures/bookings.js';
 import { callsTheApi, claimOf, curlCalls, docBlocks, docPages, mismatches, parseShown, readPage, runBlock, shellCommands } from '../helpers/doc-commands.js';
 import { createHarness, type Harness } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
@@ -39,34 +40,7 @@ import { json, startServer, type TestServer } from '../helpers/http-server.js';
 
 /** A stand-in for the saga's booking service: the four operations of its OpenAPI document, ids numbered by call, and a confirm that refuses. */
 function bookingService(): Promise<TestServer> {
-  const object = (properties: Record<string, unknown>, required: string[] = []) => ({ type: 'object', properties, required });
-  const body = (schema: unknown) => ({ required: true, content: { 'application/json': { schema } } });
-  const answers = (schema: unknown) => ({ '200': { description: 'done', content: { 'application/json': { schema } } } });
-  const id = [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }];
-  const document = {
-    openapi: '3.1.0',
-    info: { title: 'Bookings', version: '1' },
-    paths: {
-      '/reservations': {
-        post: {
-          operationId: 'reserve',
-          requestBody: body(object({ room: { type: 'string' } }, ['room'])),
-          responses: answers(object({ reservation_id: { type: 'string' } })),
-        },
-      },
-      '/reservations/{id}': { delete: { operationId: 'cancelReservation', parameters: id, responses: answers(object({})) } },
-      '/charges': {
-        post: {
-          operationId: 'charge',
-          requestBody: body(object({ amount: { type: 'number' } }, ['amount'])),
-          responses: answers(object({ charge_id: { type: 'string' } })),
-        },
-      },
-      '/charges/{id}/refund': {
-        post: { operationId: 'refund', parameters: id, requestBody: body(object({ amount: { type: 'number' } }, ['amount'])), responses: answers(object({})) },
-      },
-    },
-  };
+  const document = bookingsDocument();
   let counter = 0;
   return startServer((request, res) => {
     if (request.path === '/openapi.json') return json(res, 200, document);

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { answers, bookingsDocument, idParam, object } from '../fixtures/bookings.js';
 import { closeTestConnections } from '../fixtures/tools.js';
 import { createHarness, type Harness, poll, submit, waitForTask } from '../helpers/harness.js';
 import { json, startServer, type TestServer } from '../helpers/http-server.js';
@@ -9,43 +10,11 @@ import { json, startServer, type TestServer } from '../helpers/http-server.js';
  * every call in order, so the test sees what was undone, in which order and with what.
  */
 
-const object = (properties: Record<string, unknown>, required: string[] = []) => ({ type: 'object', properties, required });
-const jsonBody = (schema: unknown) => ({ required: true, content: { 'application/json': { schema } } });
-const answers = (schema: unknown) => ({ '200': { description: 'done', content: { 'application/json': { schema } } } });
-const idParam = [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }];
-
-const BOOKINGS_DOCUMENT = {
-  openapi: '3.1.0',
-  info: { title: 'Bookings', version: '1' },
-  paths: {
-    '/reservations': {
-      post: {
-        operationId: 'reserve',
-        requestBody: jsonBody(object({ room: { type: 'string' } }, ['room'])),
-        responses: answers(object({ reservation_id: { type: 'string' } })),
-      },
-    },
-    '/reservations/{id}': { delete: { operationId: 'cancelReservation', parameters: idParam, responses: answers(object({})) } },
-    '/charges': {
-      post: {
-        operationId: 'charge',
-        requestBody: jsonBody(object({ amount: { type: 'number' } }, ['amount'])),
-        responses: answers(object({ charge_id: { type: 'string' } })),
-      },
-    },
-    '/charges/{id}/refund': {
-      post: {
-        operationId: 'refund',
-        parameters: idParam,
-        requestBody: jsonBody(object({ amount: { type: 'number' } }, ['amount'])),
-        responses: answers(object({})),
-      },
-    },
-    '/holds': { post: { operationId: 'hold', responses: answers(object({ hold_id: { type: 'string' } })) } },
-    '/holds/{id}': { delete: { operationId: 'releaseHold', parameters: idParam, responses: answers(object({})) } },
-    '/shipments': { post: { operationId: 'ship', responses: answers(object({ shipment_id: { type: 'string' } })) } },
-  },
-};
+const BOOKINGS_DOCUMENT = bookingsDocument({
+  '/holds': { post: { operationId: 'hold', responses: answers(object({ hold_id: { type: 'string' } })) } },
+  '/holds/{id}': { delete: { operationId: 'releaseHold', parameters: idParam, responses: answers(object({})) } },
+  '/shipments': { post: { operationId: 'ship', responses: answers(object({ shipment_id: { type: 'string' } })) } },
+});
 
 /** A booking saga: reserve, then charge and hold side by side, then ship; each but ship says how it is undone. */
 const TRIP = {
