@@ -80,6 +80,11 @@ export default defineConfig({
     isolate: false,
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // expect.poll's own default (1 s) is shorter than a console page's fetch can take beside two
+    // busy loops: CI on a fresh clone failed once (2026-11-28, test/console/tasks' param search
+    // still showing the unfiltered list after 1 s). Playwright's own waits allow 30 s; a poll
+    // that can never pass still fails, only later.
+    expect: { poll: { timeout: 15_000 } },
     restoreMocks: true,
     // Off unless asked for (`npm test -- --coverage`; .ci/run asks for it on the default project).
     // Only code that runs inside vitest's own processes is counted: the API and worker processes
