@@ -123,8 +123,9 @@ export interface StepJobData extends Omit<ReadyStep, 'priority' | 'delayMs'> {
   /** Set while the step waits for its service's circuit (workers/runtime/step-processor.ts holdForCircuit). */
   held?: true;
   /**
-   * Deliveries that the open circuit held back (holdForCircuit): BullMQ counts them as started,
-   * but they ran nothing, so they are no attempts of the step.
+   * Deliveries that the open circuit held back (holdForCircuit) or a closing worker handed back
+   * (workers/runtime/hand-back.ts): BullMQ counts them as started, but they ran nothing, so they
+   * are no attempts of the step.
    */
   heldDeliveries?: number;
   /** When its first try started (ms since the epoch): set at its first retry when its policy has max_elapsed_ms. */

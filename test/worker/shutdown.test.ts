@@ -1,8 +1,11 @@
-import { Queue } from 'bullmq';
+import { type Job, Queue, WaitingError, Worker } from 'bullmq';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EventLog } from '../../src/queue/event-log.js';
-import { stepJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { type StepJobData, stepJobId, toolQueueName } from '../../src/queue/jobs.js';
+import { createRedis } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
+import { handBackWhenClosing } from '../../workers/runtime/hand-back.js';
+import { deliveredUnrun } from '../../workers/runtime/step-processor.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, submit, uniqueName, waitForTask } from '../helpers/harness.js';
@@ -74,6 +77,82 @@ describe('graceful shutdown of a worker process', () => {
     expect(finished.steps[0].attempts).toBe(1);
     expect((await next.signal('SIGTERM')).code).toBe(0);
   }, 120_000);
+
+  it('hands a job that BullMQ gives it while closing back to the front of its queue, unrun; the step counts no attempt for it', async () => {
+    // BullMQ 6.7 can still return a job from a blocking fetch that was on its way when close()
+    // began. Here the job is fetched by hand, and given to the wrapper the runtime puts around
+    // every processor, told that its worker is closing.
+    const first = await submit(h, { task_type: 'sleep', params: { ms: 10 } });
+    const connection = createRedis(h.config, 'worker', 'test-closing');
+    const fetcher = new Worker(toolQueueName('sleep'), null, { connection, prefix: h.config.QUEUE_PREFIX, autorun: false });
+    const queue = new Queue(toolQueueName('sleep'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    let ran = 0;
+    const processor = handBackWhenClosing(
+      () => true,
+      async () => {
+        ran += 1;
+      },
+      h.logger,
+      (job: Job<StepJobData>) => deliveredUnrun(job.data),
+    );
+    let second: string;
+    try {
+      const job = (await fetcher.getNextJob('closing-1')) as Job<StepJobData>;
+      expect(job.id).toBe(stepJobId(first, 1, 'sleep'));
+      await expect(processor(job, 'closing-1')).rejects.toBeInstanceOf(WaitingError);
+      const back = (await queue.getJob(job.id!))!;
+      expect(await back.getState()).toBe('waiting');
+      expect(back.attemptsStarted).toBe(1);
+      expect(back.data.heldDeliveries).toBe(1);
+      // It goes before a job added after it, and a second hand-back counts no attempt either.
+      second = await submit(h, { task_type: 'sleep', params: { ms: 10 } });
+      const again = (await fetcher.getNextJob('closing-2')) as Job<StepJobData>;
+      expect(again.id).toBe(job.id);
+      await expect(processor(again, 'closing-2')).rejects.toBeInstanceOf(WaitingError);
+      expect(ran).toBe(0);
+      expect((await queue.getJob(job.id!))!.data.heldDeliveries).toBe(2);
+    } finally {
+      await fetcher.close();
+      await connection.quit().catch(() => undefined);
+      await queue.close();
+    }
+    // Another worker runs both, each as its first attempt.
+    const worker = await startChild();
+    for (const id of [first, second]) {
+      const done = await waitForTask(h, id);
+      expect(done.steps[0]).toMatchObject({ status: 'completed', attempts: 1 });
+    }
+    expect((await worker.signal('SIGTERM')).code).toBe(0);
+  }, 120_000);
+
+  it('leaves a job it could not hand back active under its lock (the stall check delivers it again), and still runs nothing', async () => {
+    const name = uniqueName('handback');
+    const connection = createRedis(h.config, 'worker', 'test-closing');
+    const fetcher = new Worker(name, null, { connection, prefix: h.config.QUEUE_PREFIX, autorun: false });
+    const queue = new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    try {
+      await queue.add('probe', { n: 1 });
+      const job = (await fetcher.getNextJob('the-lock'))!;
+      let ran = 0;
+      const processor = handBackWhenClosing(
+        () => true,
+        async () => {
+          ran += 1;
+        },
+        h.logger,
+      );
+      // A token that is not the job's lock: Redis refuses the move, as it would a worker whose lock lapsed.
+      await expect(processor(job, 'not-the-lock')).rejects.toBeInstanceOf(WaitingError);
+      expect(ran).toBe(0);
+      expect(await job.getState()).toBe('active');
+      expect(await h.redis.get(`${queue.toKey(job.id!)}:lock`)).toBe('the-lock');
+    } finally {
+      await fetcher.close();
+      await connection.quit().catch(() => undefined);
+      await queue.obliterate({ force: true });
+      await queue.close();
+    }
+  });
 
   it('exits 0 at once on SIGTERM when it runs nothing', async () => {
     const worker = await startChild();

@@ -64,6 +64,11 @@ function refOf(job: Job<StepJobData>): StepRef {
   return { taskId, run, stepId, ...(item !== undefined ? { item } : {}), tool, ...(single ? { single } : {}), ...(limited ? { limited } : {}) };
 }
 
+/** A step job's data for its next delivery, this one having run nothing (held back, or handed back): no attempt of the step. */
+export function deliveredUnrun(data: StepJobData): StepJobData {
+  return { ...data, heldDeliveries: (data.heldDeliveries ?? 0) + 1 };
+}
+
 /** Rejects when the signal fires, so an adapter that ignores its signal still loses the race. */
 function whenAborted(signal: AbortSignal): Promise<never> {
   return new Promise((_, reject) => {
@@ -77,8 +82,9 @@ function whenAborted(signal: AbortSignal): Promise<never> {
  * under a timeout and the task's stop signal, reports how the attempt ended (the engine decides
  * what it means for the task, and its effects are carried out), and only then lets BullMQ
  * acknowledge the job. A delivery is one time BullMQ hands the job to a worker; an attempt is a
- * delivery that PostgreSQL counts (all but those an open circuit held back); a try is the retry
- * policy's count (docs/architecture.md "Words, once").
+ * delivery that PostgreSQL counts (all but those an open circuit held back, or a closing worker
+ * handed back: heldDeliveries); a try is the retry policy's count (docs/architecture.md "Words,
+ * once").
  */
 export function createStepProcessor(deps: StepProcessorDeps) {
   const { registry, settings, ledger, runs, stops, config, metrics } = deps;
@@ -96,7 +102,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     // The retry policy's try (1 for the first), which retry.attempts bounds and the tool sees as
     // ctx.attempt; a redelivery after a lost lock, or one postponed while PostgreSQL was away,
     // keeps it. The attempt, as PostgreSQL numbers them (a step's `attempts`): every delivery but
-    // those its service's open circuit held back.
+    // those its service's open circuit held back, or a closing worker handed back.
     const tryNumber = job.attemptsMade + 1;
     const attempt = Math.max(job.attemptsStarted - (job.data.heldDeliveries ?? 0), tryNumber);
     const logger = deps.logger.child({
@@ -295,7 +301,7 @@ export function createStepProcessor(deps: StepProcessorDeps) {
     } catch (error) {
       return postpone(job, token, error, logger, 'could not record a step waiting for its circuit: its job comes back later');
     }
-    await job.updateData({ ...job.data, held: true, heldDeliveries: (job.data.heldDeliveries ?? 0) + 1 });
+    await job.updateData({ ...deliveredUnrun(job.data), held: true });
     logger.info('service circuit open: the step waits', { until: new Date(admission.until).toISOString() });
     await job.moveToDelayed(Math.max(admission.until, Date.now() + 10), token);
     throw new DelayedError();

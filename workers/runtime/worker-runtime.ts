@@ -26,12 +26,13 @@ import { runsLedger } from '../../src/tasks/step-ledger.js';
 import { dynamicTools, type RateLimit, type ToolRegistry, type ToolSettings } from '../../src/tools/tool.js';
 import { stepBackoff } from './backoff.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
+import { handBackWhenClosing } from './hand-back.js';
 import { postpone } from './postpone.js';
 import { Reconciler } from './reconciler.js';
 import { registerBuiltIns } from './registration.js';
 import { RetentionTimer } from './retention.js';
 import { createRootProcessor, processHold } from './run-roots.js';
-import { createStepProcessor } from './step-processor.js';
+import { createStepProcessor, deliveredUnrun } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
 import { RunningSteps } from './tool-registration.js';
 
@@ -111,9 +112,14 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     return schedules.tick(scheduleId, tickAt);
   };
 
+  // Set when close() begins: a job BullMQ still hands this process then goes back to its queue.
+  let closing = false;
+  const unlessClosing = <J extends Job>(processor: (job: J, token?: string) => Promise<unknown>, mark?: (job: J) => J['data']) =>
+    handBackWhenClosing(() => closing, processor, logger, mark);
   const running = new RunningSteps();
-  const processStep = running.track(
-    createStepProcessor({ config, logger, registry, settings, ledger: runsLedger(runs), runs, stops, metrics, circuits: services }),
+  const processStep = unlessClosing(
+    running.track(createStepProcessor({ config, logger, registry, settings, ledger: runsLedger(runs), runs, stops, metrics, circuits: services })),
+    (job: Job<StepJobData>) => deliveredUnrun(job.data),
   );
   // Its tools registered before it takes their jobs: the API, which imports no adapter, knows them
   // (and loads the example workflows that use them) once this worker serves them.
@@ -199,17 +205,17 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     });
     return [
       ...toolWorkers,
-      new Worker(TASKS_QUEUE, processRoot, {
+      new Worker(TASKS_QUEUE, unlessClosing(processRoot), {
         ...common,
         name: `tasks${suffix}@${process.pid}`,
         concurrency: Math.max(1, shareOf(Math.max(10, config.WORKER_CONCURRENCY), shard.index, shards)),
       }),
-      new Worker(TIMERS_QUEUE, wake, {
+      new Worker(TIMERS_QUEUE, unlessClosing(wake), {
         ...common,
         name: `timers${suffix}@${process.pid}`,
         concurrency: Math.max(1, shareOf(Math.max(10, config.WORKER_CONCURRENCY), shard.index, shards)),
       }),
-      new Worker(CALLBACKS_QUEUE, sendCallback, {
+      new Worker(CALLBACKS_QUEUE, unlessClosing(sendCallback), {
         ...common,
         name: `callbacks${suffix}@${process.pid}`,
         concurrency: Math.max(1, shareOf(10, shard.index, shards)),
@@ -218,7 +224,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
     ];
   });
   workers.push(
-    new Worker(SCHEDULES_QUEUE, processSchedule, {
+    new Worker(SCHEDULES_QUEUE, unlessClosing(processSchedule), {
       connection,
       prefix: scheduleQueue.prefix,
       name: `schedules@${process.pid}`,
@@ -281,6 +287,7 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
       // their locks expire and another worker runs them again (delivery is at least once).
       // Stopping the reconciler may wait for its pass to end: the workers must not take new jobs
       // meanwhile (a busy machine's drain test saw one taken 14 ms after the signal).
+      closing = true;
       const deadline = Date.now() + config.WORKER_SHUTDOWN_TIMEOUT_MS;
       const draining = Promise.all([...workers.map((worker) => worker.close()), reconciler.stop(), retention.stop()]);
       const drained = await until(
