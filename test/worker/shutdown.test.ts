@@ -4,8 +4,7 @@ import { EventLog } from '../../src/queue/event-log.js';
 import { type StepJobData, stepJobId, toolQueueName } from '../../src/queue/jobs.js';
 import { createRedis } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
-import { handBackWhenClosing } from '../../workers/runtime/hand-back.js';
-import { deliveredUnrun } from '../../workers/runtime/step-processor.js';
+import { handBackStepsWhenClosing, handBackWhenClosing } from '../../workers/runtime/hand-back.js';
 import { closeTestConnections, observationKey, testTools } from '../fixtures/tools.js';
 import { type NodeProcess, runEntry } from '../helpers/child-process.js';
 import { createHarness, type Harness, poll, submit, uniqueName, waitForTask } from '../helpers/harness.js';
@@ -87,13 +86,12 @@ describe('graceful shutdown of a worker process', () => {
     const fetcher = new Worker(toolQueueName('sleep'), null, { connection, prefix: h.config.QUEUE_PREFIX, autorun: false });
     const queue = new Queue(toolQueueName('sleep'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
     let ran = 0;
-    const processor = handBackWhenClosing(
+    const processor = handBackStepsWhenClosing(
       () => true,
       async () => {
         ran += 1;
       },
       h.logger,
-      (job: Job<StepJobData>) => deliveredUnrun(job.data),
     );
     let second: string;
     try {

@@ -1,5 +1,7 @@
 import { type Job, WaitingError } from 'bullmq';
 import type { Logger } from '../../src/lib/logger.js';
+import type { StepJobData } from '../../src/queue/jobs.js';
+import { deliveredUnrun } from './step-processor.js';
 
 type Processor<J extends Job> = (job: J, token?: string) => Promise<unknown>;
 
@@ -39,4 +41,9 @@ export function handBackWhenClosing<J extends Job>(
     // BullMQ leaves a job whose processor threw this as it is (moved on purpose): no try is used.
     throw new WaitingError();
   };
+}
+
+/** handBackWhenClosing for a step's processor (the built-in worker's and a user's): the delivery handed back is no attempt of the step. */
+export function handBackStepsWhenClosing(closing: () => boolean, processor: Processor<Job<StepJobData>>, logger: Logger): Processor<Job<StepJobData>> {
+  return handBackWhenClosing(closing, processor, logger, (job) => deliveredUnrun(job.data));
 }

@@ -26,13 +26,13 @@ import { runsLedger } from '../../src/tasks/step-ledger.js';
 import { dynamicTools, type RateLimit, type ToolRegistry, type ToolSettings } from '../../src/tools/tool.js';
 import { stepBackoff } from './backoff.js';
 import { callbackRetryDelay, createCallbackSender } from './callback-sender.js';
-import { handBackWhenClosing } from './hand-back.js';
+import { handBackStepsWhenClosing, handBackWhenClosing } from './hand-back.js';
 import { postpone } from './postpone.js';
 import { Reconciler } from './reconciler.js';
 import { registerBuiltIns } from './registration.js';
 import { RetentionTimer } from './retention.js';
 import { createRootProcessor, processHold } from './run-roots.js';
-import { createStepProcessor, deliveredUnrun } from './step-processor.js';
+import { createStepProcessor } from './step-processor.js';
 import { StopSignals } from './stop-signals.js';
 import { RunningSteps } from './tool-registration.js';
 
@@ -114,12 +114,12 @@ export async function startWorkerRuntime(options: WorkerRuntimeOptions): Promise
 
   // Set when close() begins: a job BullMQ still hands this process then goes back to its queue.
   let closing = false;
-  const unlessClosing = <J extends Job>(processor: (job: J, token?: string) => Promise<unknown>, mark?: (job: J) => J['data']) =>
-    handBackWhenClosing(() => closing, processor, logger, mark);
+  const unlessClosing = <J extends Job>(processor: (job: J, token?: string) => Promise<unknown>) => handBackWhenClosing(() => closing, processor, logger);
   const running = new RunningSteps();
-  const processStep = unlessClosing(
+  const processStep = handBackStepsWhenClosing(
+    () => closing,
     running.track(createStepProcessor({ config, logger, registry, settings, ledger: runsLedger(runs), runs, stops, metrics, circuits: services })),
-    (job: Job<StepJobData>) => deliveredUnrun(job.data),
+    logger,
   );
   // Its tools registered before it takes their jobs: the API, which imports no adapter, knows them
   // (and loads the example workflows that use them) once this worker serves them.

@@ -10,6 +10,7 @@ import { createRedis } from '../../src/queue/redis.js';
 import { Shards, shardLimiter, shareOf } from '../../src/queue/shards.js';
 import { type AnyTool, ToolRegistry } from '../../src/tools/tool.js';
 import { stepBackoff } from '../runtime/backoff.js';
+import { handBackStepsWhenClosing } from '../runtime/hand-back.js';
 import { createStepProcessor } from '../runtime/step-processor.js';
 import { StopSignals } from '../runtime/stop-signals.js';
 import { RunningSteps, toolRegistration } from '../runtime/tool-registration.js';
@@ -149,7 +150,9 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
       const runStep = createStepProcessor({ config, logger, registry, settings, ledger: remoteLedger(call, id), stops, metrics: new Metrics() });
       // The steps it runs now, for its heartbeat (GET /workers shows them).
       const inFlight = new RunningSteps();
-      const processStep = inFlight.track(runStep);
+      // Set when close() begins: a job BullMQ still hands this process then goes back to its queue.
+      let closing = false;
+      const processStep = handBackStepsWhenClosing(() => closing, inFlight.track(runStep), logger);
       const shards = Shards.of(config).prefixes;
       const workers = shards.flatMap((prefix, index) =>
         registry.adapters().map(
@@ -178,6 +181,7 @@ export function createWorker(options: WorkerOptions): OrchestratorWorker {
       logger.info('worker started', { tools: registry.names(), queue_prefix: config.QUEUE_PREFIX });
       running = {
         async close() {
+          closing = true;
           clearInterval(heartbeat);
           let timer: NodeJS.Timeout | undefined;
           const drained = await Promise.race([
