@@ -14,16 +14,19 @@ import { ROUTES } from './routes/index.js';
 /** Endpoints a load balancer or scraper calls without a key: the routes declared open (without path parameters). */
 export const OPEN_PATHS = new Set(ROUTES.filter((route) => route.open && !route.path.includes('{')).map((route) => route.path));
 /**
- * Open routes with a path parameter: pages whose link carries its own authority (an approval
- * link's signature). Each parameter matches one path segment.
+ * A regular expression of the paths of `routes`, each parameter one path segment; `below`: with
+ * everything under them too. Never matches when there are none.
  */
-const OPEN_PATTERN = new RegExp(
-  `^(${
-    ROUTES.filter((route) => route.open && route.path.includes('{'))
-      .map((route) => route.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{\w+\}/g, '[^/]+'))
-      .join('|') || '(?!)'
-  })$`,
-);
+function pathsOf(routes: readonly { path: string }[], below = false): RegExp {
+  const paths = routes.map((route) => route.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{\w+\}/g, '[^/]+'));
+  return new RegExp(`^(${paths.join('|') || '(?!)'})${below ? '(/|$)' : '$'}`);
+}
+
+/**
+ * Open routes with a path parameter: pages whose link carries its own authority (an approval
+ * link's signature).
+ */
+const OPEN_PATTERN = pathsOf(ROUTES.filter((route) => route.open && route.path.includes('{')));
 
 /** Whether a path is served without a key. */
 export function isOpenPath(path: string): boolean {
@@ -33,10 +36,15 @@ export function isOpenPath(path: string): boolean {
  * Pages a person opens in a browser, with everything below them (their assets): they get a
  * basic-auth prompt instead of a bare 401.
  */
-export const BROWSER_PATHS = new RegExp(
-  `^(${ROUTES.filter((route) => route.browser)
-    .map((route) => route.path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
-    .join('|')})(/|$)`,
+export const BROWSER_PATHS = pathsOf(
+  ROUTES.filter((route) => route.browser),
+  true,
+);
+
+/** Operations that answer an HTML page (an approval link's, the docs', the console's): a document's security headers. */
+export const PAGE_PATHS = pathsOf(
+  ROUTES.filter((route) => Object.values(route.responses).some((reply) => reply.mediaType === 'text/html')),
+  true,
 );
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;

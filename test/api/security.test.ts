@@ -138,12 +138,32 @@ describe('API keys, CORS, request ids and security headers', () => {
     expect(other.headers.get('access-control-allow-origin')).toBeNull();
   });
 
-  it('sends security headers', async () => {
-    const response = await h.request('GET', '/health');
-    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
-    expect(response.headers.get('x-frame-options')).toBe('SAMEORIGIN');
-    expect(response.headers.get('content-security-policy')).toContain("default-src 'self'");
-    expect(response.headers.get('x-powered-by')).toBeNull();
+  it("sends security headers: a JSON answer the OWASP REST set, a page a document's", async () => {
+    for (const [method, path, body] of [
+      ['GET', '/health', undefined],
+      ['POST', '/assign-task', { task_type: 'echo', params: { message: 'x' } }],
+      ['GET', '/no-such-path', undefined],
+    ] as const) {
+      const response = await h.request(method, path, body);
+      expect(response.headers.get('content-type'), path).toMatch(/^application\/json/);
+      expect(response.headers.get('content-security-policy'), path).toBe("default-src 'none';frame-ancestors 'none'");
+      expect(response.headers.get('x-frame-options'), path).toBe('DENY');
+      expect(response.headers.get('x-content-type-options'), path).toBe('nosniff');
+      expect(response.headers.get('strict-transport-security'), path).toMatch(/^max-age=\d+/);
+      expect(response.headers.get('cross-origin-resource-policy'), path).toBe('same-origin');
+      // A document's headers are not sent with JSON.
+      for (const header of ['referrer-policy', 'cross-origin-opener-policy', 'origin-agent-cluster', 'x-dns-prefetch-control', 'x-xss-protection']) {
+        expect(response.headers.get(header), `${path} ${header}`).toBeNull();
+      }
+      expect(response.headers.get('x-powered-by')).toBeNull();
+    }
+    // An approval link's page (a malformed one answers its page too).
+    const page = await fetch(`${h.url}/approvals/not-a-token`);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(page.headers.get('content-security-policy')).toContain("default-src 'self'");
+    expect(page.headers.get('x-frame-options')).toBe('SAMEORIGIN');
+    expect(page.headers.get('referrer-policy')).toBe('no-referrer');
+    expect(page.headers.get('x-content-type-options')).toBe('nosniff');
   });
 });
 
