@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BROWSER_PATHS, isOpenPath, PAGE_PATHS } from '../../src/api/middleware.js';
 import { isRedisUnavailable } from '../../src/queue/redis.js';
 import { createHarness, type Harness, submit, uniqueName, waitForTask } from '../helpers/harness.js';
 
@@ -301,7 +302,7 @@ describe('pathological inputs, with /health polled throughout', () => {
   });
 });
 
-describe('other regular expressions on error text', () => {
+describe('other regular expressions: error text, request paths', () => {
   it('tells a Redis error from a message repeating ECONNREFUSED in well under 100 ms (the test was quadratic)', () => {
     expect(isRedisUnavailable(new Error('connect ECONNREFUSED 127.0.0.1:6379'))).toBe(true);
     expect(isRedisUnavailable(new Error('connect ECONNREFUSED ::1:6379'))).toBe(true);
@@ -314,5 +315,24 @@ describe('other regular expressions on error text', () => {
       fastest = Math.min(fastest, performance.now() - started);
     }
     expect(fastest).toBeLessThan(100);
+  });
+
+  it("matches a request's path against the routes' path patterns (open, browser pages, HTML pages) in well under 100 ms at 200,000 characters", () => {
+    expect(PAGE_PATHS.test('/approvals/abc.def')).toBe(true);
+    expect(PAGE_PATHS.test('/assign-task')).toBe(false);
+    expect(isOpenPath('/approvals/abc.def')).toBe(true);
+    expect(BROWSER_PATHS.test('/admin/queues/api')).toBe(true);
+    // A parameter's segment that never ends as the pattern wants, many of them, and no slash at all.
+    for (const path of [`/approvals/${'a'.repeat(200_000)}\n`, `/approvals${'/a'.repeat(100_000)}`, `/${'x'.repeat(200_000)}`]) {
+      let fastest = Number.POSITIVE_INFINITY;
+      for (let i = 0; i < 3; i += 1) {
+        const started = performance.now();
+        PAGE_PATHS.test(path);
+        BROWSER_PATHS.test(path);
+        isOpenPath(path);
+        fastest = Math.min(fastest, performance.now() - started);
+      }
+      expect(fastest, path.slice(0, 20)).toBeLessThan(100);
+    }
   });
 });
