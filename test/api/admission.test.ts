@@ -58,11 +58,15 @@ describe('admission control: POST /assign-task under overload', () => {
 
     // A worker drains the backlog: new tasks are admitted again, and every accepted one completes.
     await h.startWorker();
-    await poll(async () => (await h.request('POST', '/assign-task', { task_type: 'echo', params: { after: true } })).status === 202, {
-      label: 'admission after the drain',
-      timeoutMs: 30_000,
-    });
-    for (const id of accepted) expect((await waitForTask(h, id)).status).toBe('completed');
+    const after = await poll(
+      async () => {
+        const answer = await h.request('POST', '/assign-task', { task_type: 'echo', params: { after: true } });
+        return answer.status === 202 ? (answer.body.task_id as string) : undefined;
+      },
+      { label: 'admission after the drain', timeoutMs: 30_000 },
+    );
+    // Every accepted task ends here, so that the next test's finished-steps counter counts only its own.
+    for (const id of [...accepted, after]) expect((await waitForTask(h, id)).status).toBe('completed');
   });
 
   it('admits what the workers drain in ADMISSION_MAX_WAIT_MS, measured from the finished-steps counter in Redis', async () => {
