@@ -188,8 +188,9 @@ describe('step kinds', () => {
       const timers = h.api!.tasks as unknown as {
         deps: { queues: { shardOf(id: string): { timers: { getJob(id: string): Promise<{ getState(): Promise<string> } | undefined> } } } };
       };
-      const timer = await timers.deps.queues.shardOf(id).timers.getJob(timerJobId(id, 1, 'cool_off'));
-      expect(await timer!.getState()).toBe('delayed');
+      // The step is waiting once PostgreSQL commits; its timer is added to Redis just after.
+      const timer = await poll(async () => timers.deps.queues.shardOf(id).timers.getJob(timerJobId(id, 1, 'cool_off')), { label: 'the timer job' });
+      expect(await timer.getState()).toBe('delayed');
       for (const tool of h.registry.names()) {
         const active = await h.redis.llen(`${h.config.QUEUE_PREFIX}:${toolQueueName(tool)}:active`);
         expect(active, tool).toBe(0);
