@@ -139,9 +139,9 @@ export async function openCore(options: CoreOptions): Promise<Core> {
     admitChild: (child, planned, replan) => admitChild(gate, child, planned, replan),
     onEnded: (ended) => {
       metrics.taskEnded(ended.taskType, ended.status, ended.createdAt);
-      quotas.release(ended.taskId);
+      quotas.release(ended.taskId, ended.run);
     },
-    onEndedBefore: (taskId) => quotas.release(taskId),
+    onEndedBefore: (taskId, run) => quotas.release(taskId, run),
   });
   services.users = { using: (prefix) => store.unfinishedStepsCalling(prefix), fail: (steps, error) => runs.withdraw(steps, error) };
   const tasks = new TaskService({

@@ -175,8 +175,8 @@ export class TaskStore {
   }
 
   /** What the gate asks about a task that is to run again (a retry, a replay): its owner, type, params and status. */
-  async summary(id: string): Promise<{ ownerKey: string; taskType: string; params: Record<string, unknown>; status: TaskStatus } | undefined> {
-    const row = await this.prisma.task.findFirst({ where: taskById(id), select: { ownerKey: true, taskType: true, params: true, status: true } });
+  async summary(id: string): Promise<{ ownerKey: string; taskType: string; params: Record<string, unknown>; status: TaskStatus; run: number } | undefined> {
+    const row = await this.prisma.task.findFirst({ where: taskById(id), select: { ownerKey: true, taskType: true, params: true, status: true, run: true } });
     return row ? { ...row, params: (row.params ?? {}) as Record<string, unknown> } : undefined;
   }
 

@@ -18,12 +18,13 @@ export interface QuotaRefusal {
   held: number;
 }
 
-/** A task to count against its client. */
+/** A task to count against its client, for one of its runs. */
 interface Reservation {
   client: string;
   taskId: string;
   bytes: number;
   delayMs: number;
+  run: number;
 }
 
 /**
@@ -47,7 +48,8 @@ const RELEASE_RETRY_MS = 1_000;
 const RELEASE_ATTEMPTS = 30;
 
 // KEYS: the client's tasks (zset: id -> lease end), the task -> client hash, the task -> bytes
-// hash, the client -> count hash, the client -> bytes hash. Every key shares the prefix's hash tag.
+// hash, the client -> count hash, the client -> bytes hash, the task -> run hash (the latest run
+// that reserved it). Every key shares the prefix's hash tag.
 const DROP = `
 local function drop(id)
   local client = redis.call('HGET', KEYS[2], id)
@@ -56,40 +58,46 @@ local function drop(id)
   redis.call('ZREM', ARGV[1] .. client, id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
+  redis.call('HDEL', KEYS[6], id)
   if redis.call('HINCRBY', KEYS[4], client, -1) <= 0 then redis.call('HDEL', KEYS[4], client) end
   if redis.call('HINCRBY', KEYS[5], client, -bytes) <= 0 then redis.call('HDEL', KEYS[5], client) end
 end
 `;
 
 // Reservations in the order asked, each as one used to be made alone. KEYS[1] unused (the clients'
-// key prefix), KEYS[2..5] as DROP's, then each reservation's client's tasks; ARGV: the clients' key
-// prefix, now, max tasks, max bytes, then client, task id, bytes, lease end per reservation.
+// key prefix), KEYS[2..6] as DROP's, then each reservation's client's tasks; ARGV: the clients' key
+// prefix, now, max tasks, max bytes, then client, task id, bytes, lease end, run per reservation.
 // Answers {refused, tasks, bytes} per reservation: 0 counted, 1 over max tasks, 2 over max bytes;
 // then what the client holds in the shard, with this task when it was counted.
 const RESERVE = luaScript(`${DROP}
 local out = {}
-local n = #KEYS - 5
+local n = #KEYS - 6
 for i = 1, n do
-  local tasksKey = KEYS[5 + i]
-  local at = 4 + (i - 1) * 4
-  local client, id, size = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
+  local tasksKey = KEYS[6 + i]
+  local at = 4 + (i - 1) * 5
+  local client, id, size, run = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3]), tonumber(ARGV[at + 5])
   for _, old in ipairs(redis.call('ZRANGEBYSCORE', tasksKey, '-inf', ARGV[2])) do drop(old) end
   local tasks = tonumber(redis.call('HGET', KEYS[4], client) or '0')
   local bytes = tonumber(redis.call('HGET', KEYS[5], client) or '0')
   local refused = 0
-  -- Counted already (a retry of a task whose end was not released yet): once is enough.
-  if redis.call('HEXISTS', KEYS[2], id) == 0 then
-    if tonumber(ARGV[3]) > 0 and tasks + 1 > tonumber(ARGV[3]) then
-      refused = 1
-    elseif tonumber(ARGV[4]) > 0 and bytes + size > tonumber(ARGV[4]) then
-      refused = 2
-    else
-      redis.call('ZADD', tasksKey, ARGV[at + 4], id)
-      redis.call('HSET', KEYS[2], id, client)
-      redis.call('HSET', KEYS[3], id, size)
-      tasks = redis.call('HINCRBY', KEYS[4], client, 1)
-      bytes = redis.call('HINCRBY', KEYS[5], client, size)
+  if redis.call('HEXISTS', KEYS[2], id) == 1 then
+    -- Counted already (a retry of a task whose end's release is still on its way): once is
+    -- enough, but the count is the new run's now, so that the old run's release leaves it.
+    if run > tonumber(redis.call('HGET', KEYS[6], id) or '0') then
+      redis.call('HSET', KEYS[6], id, run)
+      redis.call('ZADD', ARGV[1] .. redis.call('HGET', KEYS[2], id), ARGV[at + 4], id)
     end
+  elseif tonumber(ARGV[3]) > 0 and tasks + 1 > tonumber(ARGV[3]) then
+    refused = 1
+  elseif tonumber(ARGV[4]) > 0 and bytes + size > tonumber(ARGV[4]) then
+    refused = 2
+  else
+    redis.call('ZADD', tasksKey, ARGV[at + 4], id)
+    redis.call('HSET', KEYS[2], id, client)
+    redis.call('HSET', KEYS[3], id, size)
+    redis.call('HSET', KEYS[6], id, run)
+    tasks = redis.call('HINCRBY', KEYS[4], client, 1)
+    bytes = redis.call('HINCRBY', KEYS[5], client, size)
   end
   out[#out + 1] = refused
   out[#out + 1] = tasks
@@ -98,9 +106,12 @@ end
 return out
 `);
 
-// ARGV: the clients' key prefix, then task ids.
+// ARGV: the clients' key prefix, then a task id and a run per release. A task that a later run
+// reserved again stays counted: the release is an earlier run's, late.
 const RELEASE = luaScript(`${DROP}
-for i = 2, #ARGV do drop(ARGV[i]) end
+for i = 2, #ARGV, 2 do
+  if tonumber(redis.call('HGET', KEYS[6], ARGV[i]) or '0') <= tonumber(ARGV[i + 1]) then drop(ARGV[i]) end
+end
 return 0
 `);
 
@@ -119,7 +130,8 @@ return 0
  * if alone. An idle process sends each at once.
  */
 export class KeyQuotas {
-  private readonly pending = new Set<string>();
+  /** Releases to send: task id -> the latest run released. */
+  private readonly pending = new Map<string, number>();
   private flushing: Promise<void> | undefined;
   private readonly reservations = new Batcher<Reservation, QuotaRefusal | undefined>((batch) => this.reserveAll(batch), { maxSize: 500 });
   /** Per shard and client, whether the last reply showed it near a limit (NEAR). */
@@ -139,7 +151,7 @@ export class KeyQuotas {
 
   private keys(prefix: string, client: string): string[] {
     const base = `${prefix}:quota`;
-    return [`${base}:tasks:${client}`, `${base}:client-of`, `${base}:bytes-of`, `${base}:count`, `${base}:bytes`];
+    return [`${base}:tasks:${client}`, `${base}:client-of`, `${base}:bytes-of`, `${base}:count`, `${base}:bytes`, `${base}:run-of`];
   }
 
   /** A limit's share in one shard (0 stays 0: no limit). */
@@ -156,10 +168,13 @@ export class KeyQuotas {
     return this.near.get(`${this.shards.prefixOf(taskId)} ${client}`) === true;
   }
 
-  /** Counts a new task against its client; the limit it would pass instead, if any. Redis errors are thrown. */
-  async reserve(client: string, taskId: string, bytes: number, delayMs: number): Promise<QuotaRefusal | undefined> {
+  /**
+   * Counts a task's run against its client (a new task's is its first; a retry's, the run it is
+   * to make); the limit it would pass instead, if any. Redis errors are thrown.
+   */
+  async reserve(client: string, taskId: string, bytes: number, delayMs: number, run = 1): Promise<QuotaRefusal | undefined> {
     if (!this.enabled) return undefined;
-    return this.reservations.add({ client, taskId, bytes, delayMs });
+    return this.reservations.add({ client, taskId, bytes, delayMs, run });
   }
 
   /**
@@ -182,7 +197,7 @@ export class KeyQuotas {
         const reservations = indexes.map((index) => batch[index]!);
         let replies: number[];
         try {
-          replies = (await runScript(this.redis, RESERVE, 5 + reservations.length, [
+          replies = (await runScript(this.redis, RESERVE, 6 + reservations.length, [
             `${prefix}:quota:tasks:`,
             ...shared,
             ...reservations.map((reservation) => this.keys(prefix, reservation.client)[0]!),
@@ -190,7 +205,13 @@ export class KeyQuotas {
             now,
             maxTasks,
             maxBytes,
-            ...reservations.flatMap((reservation) => [reservation.client, reservation.taskId, reservation.bytes, now + reservation.delayMs + LEASE_MS]),
+            ...reservations.flatMap((reservation) => [
+              reservation.client,
+              reservation.taskId,
+              reservation.bytes,
+              now + reservation.delayMs + LEASE_MS,
+              reservation.run,
+            ]),
           ])) as number[];
         } catch (error) {
           for (const index of indexes) answers[index] = new ItemFailure(error);
@@ -217,10 +238,14 @@ export class KeyQuotas {
     return answers;
   }
 
-  /** Stops counting ended (or never created) tasks; batched, in the background. A task that was never counted is ignored. */
-  release(taskId: string): void {
+  /**
+   * Stops counting a task whose `run` ended (or was never made); batched, in the background. A
+   * task that was never counted is ignored, and so is one a later run reserved again (a retry
+   * made before this release arrived): the count is that run's.
+   */
+  release(taskId: string, run: number): void {
     if (!this.enabled) return;
-    this.pending.add(taskId);
+    this.pending.set(taskId, Math.max(run, this.pending.get(taskId) ?? 0));
     this.flushing ??= Promise.resolve().then(() => this.flush());
   }
 
@@ -231,22 +256,25 @@ export class KeyQuotas {
 
   private async flush(): Promise<void> {
     while (this.pending.size > 0) {
-      const ids = [...this.pending].slice(0, 500);
-      for (const id of ids) this.pending.delete(id);
-      const byShard = new Map<string, string[]>();
-      for (const id of ids) byShard.set(this.shards.prefixOf(id), [...(byShard.get(this.shards.prefixOf(id)) ?? []), id]);
+      const releases = [...this.pending].slice(0, 500);
+      for (const [id] of releases) this.pending.delete(id);
+      const byShard = new Map<string, (string | number)[]>();
+      for (const [id, run] of releases) byShard.set(this.shards.prefixOf(id), [...(byShard.get(this.shards.prefixOf(id)) ?? []), id, run]);
       await Promise.all(
-        [...byShard].map(async ([prefix, shardIds]) => {
+        [...byShard].map(async ([prefix, shardReleases]) => {
           const [, ...keys] = this.keys(prefix, '');
           // Redis away (a restart, a failover) is waited out for a while: a release lost would hold
           // the client's count up until its lease lapses.
           for (let attempt = 1; ; attempt += 1) {
             try {
-              await runScript(this.redis, RELEASE, 5, [`${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardIds]);
+              await runScript(this.redis, RELEASE, 6, [`${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardReleases]);
               return;
             } catch (error) {
               if (attempt >= RELEASE_ATTEMPTS) {
-                this.logger.warn('could not release tasks from their quota; they lapse later', { error: (error as Error).message, tasks: shardIds.length });
+                this.logger.warn('could not release tasks from their quota; they lapse later', {
+                  error: (error as Error).message,
+                  tasks: shardReleases.length / 2,
+                });
                 return;
               }
               await new Promise((resolve) => setTimeout(resolve, RELEASE_RETRY_MS));

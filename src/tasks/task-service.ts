@@ -298,7 +298,7 @@ export class TaskService {
     try {
       return { planned: await this.plan(again, options), reserving };
     } catch (error) {
-      if (claim) gate.release(claim.taskId, reserving);
+      if (claim) gate.release(claim, reserving);
       if (error instanceof ValidationError) {
         throw new ValidationError(`the params as the policy rewrote them do not fit: ${error.message}`, error.details as Problem[], error.code);
       }
@@ -324,7 +324,7 @@ export class TaskService {
     span.setAttributes({ [SpanAttributes.TASK_ID]: id });
     const claim = options.client !== undefined && this.deps.gate?.counts ? { client: options.client, taskId: id, delayMs: body.delay_ms ?? 0 } : undefined;
     const { planned, reserving } = await this.admit(body, options, validated, claim);
-    const release = () => claim && this.deps.gate?.release(id, reserving);
+    const release = () => claim && this.deps.gate?.release(claim, reserving);
     // What a replay of the key is checked against (409 when it differs); a task without a key is
     // never replayed, so it keeps none (as a sub-workflow's child), and its body is not hashed.
     const requestHash = body.idempotency_key
@@ -659,13 +659,15 @@ export class TaskService {
       // Only what can be resumed is put to the policy: the 409 needs no decision.
       if (task.status !== 'failed' && task.status !== 'cancelled') throw notRetryable(task.status);
       const taskId = id;
-      claim = gate.counts ? { client: task.ownerKey ? ownerClient(task.ownerKey) : (asker.client ?? ownerClient('')), taskId } : undefined;
+      // Counted for the run it is to make: the release of the run that ended, if still on its
+      // way, then leaves the count to it (KeyQuotas.release).
+      claim = gate.counts ? { client: task.ownerKey ? ownerClient(task.ownerKey) : (asker.client ?? ownerClient('')), taskId, run: task.run + 1 } : undefined;
       await gate.admit(
         { kind, taskType: task.taskType, params: task.params, keyId: asker.keyId || null, scope: asker.scope ?? null, owner: task.ownerKey, taskId },
         claim,
       );
     }
-    const release = () => claim && gate?.release(id);
+    const release = () => claim && gate?.release(claim);
     let outcome: Awaited<ReturnType<Runs['resume']>>;
     try {
       outcome = await this.database(() => this.deps.runs.resume(id, asker.owner, asker.keyId ?? ''));
@@ -681,7 +683,9 @@ export class TaskService {
       throw this.missing(id);
     }
     if (outcome.outcome === 'not_resumable') {
-      release();
+      // Resumed meanwhile by another retry: the count is that run's now (each reserved the same
+      // run), and a release here would leave it uncounted. Anything else gives it back.
+      if (isFinished(outcome.status)) release();
       throw notRetryable(outcome.status);
     }
     this.deps.logger.info('task resumed', { task_id: id, run: outcome.run });

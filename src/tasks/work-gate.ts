@@ -44,6 +44,8 @@ export interface QuotaClaim {
   /** `key:<id>`, `ip:<address>`, or `anonymous` (a schedule made without authentication). */
   client: string;
   taskId: string;
+  /** The run it counts for: a new task's first (the default), or the run a retry is to make. */
+  run?: number;
   delayMs?: number;
 }
 
@@ -111,27 +113,31 @@ export class WorkGate {
   }
 
   /**
-   * Stops counting a task admitted here that was not made after all (or whose reservation went
-   * unanswered). A reservation still on its way is waited for first: a release that reached Redis
-   * before it would find nothing to release, and the task would count until its lease lapsed.
+   * Stops counting a task admitted here whose run was not made after all (or whose reservation
+   * went unanswered). A reservation still on its way is waited for first: a release that reached
+   * Redis before it would find nothing to release, and the task would count until its lease lapsed.
    */
-  release(taskId: string, reserving?: Promise<unknown>): void {
+  release(claim: QuotaClaim, reserving?: Promise<unknown>): void {
     const quotas = this.deps.quotas;
     if (!quotas) return;
-    if (reserving !== undefined) void reserving.then(() => quotas.release(taskId));
-    else quotas.release(taskId);
+    const run = claim.run ?? 1;
+    if (reserving !== undefined) void reserving.then(() => quotas.release(claim.taskId, run));
+    else quotas.release(claim.taskId, run);
   }
 
   private async reserve(claim: QuotaClaim, params: Record<string, unknown>): Promise<void> {
     const quotas = this.deps.quotas;
     if (!quotas?.enabled) return;
     // Only Redis is asked here: a lost connection is Redis away (a master failing over), not the database.
-    const refused = await quotas.reserve(claim.client, claim.taskId, Buffer.byteLength(JSON.stringify(params)), claim.delayMs ?? 0).catch((error: unknown) => {
-      // Unanswered is not undone: the client may resend the reservation once Redis is back
-      // (an in-flight command is replayed on reconnect), so it is released as well.
-      quotas.release(claim.taskId);
-      throw isRedisUnavailable(error) ? new DependencyUnavailableError('redis', error) : error;
-    });
+    const run = claim.run ?? 1;
+    const refused = await quotas
+      .reserve(claim.client, claim.taskId, Buffer.byteLength(JSON.stringify(params)), claim.delayMs ?? 0, run)
+      .catch((error: unknown) => {
+        // Unanswered is not undone: the client may resend the reservation once Redis is back
+        // (an in-flight command is replayed on reconnect), so it is released as well.
+        quotas.release(claim.taskId, run);
+        throw isRedisUnavailable(error) ? new DependencyUnavailableError('redis', error) : error;
+      });
     if (refused) {
       throw new QuotaExceededError(
         refused.limit,

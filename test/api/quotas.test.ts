@@ -129,7 +129,7 @@ describe('a reservation answered beside the insert', () => {
 
     // Another key is admitted as before, and alice is once the other process's tasks end.
     expect((await h.request('POST', '/assign-task', { task_type: 'echo', params: { bob: 1 } }, bearer(KEY_B))).status).toBe(202);
-    for (const id of theirs) other.release(id);
+    for (const id of theirs) other.release(id, 1);
     await other.settled();
     const again = await h.request('POST', '/assign-task', { task_type: 'echo', params: { after_release: true } }, bearer(KEY_A));
     expect(again.status).toBe(202);
@@ -140,6 +140,59 @@ describe('a reservation answered beside the insert', () => {
     expect(shards.count).toBe(1);
     expect(await other.reserve('key:alice', theirs[0]!, 10, 0)).toBeUndefined();
     expect(other.isNear('key:alice', theirs[0]!)).toBe(false);
+  });
+});
+
+describe("a retry's count", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // No worker: a task resumed stays queued, counted, until it is cancelled again.
+    h = await createHarness({ worker: false, env: { API_KEYS: `${KEY_A},${KEY_B}`, QUOTA_MAX_BACKLOG_PER_KEY: '3', ADMISSION_MAX_WAIT_MS: '0' } });
+  });
+  afterAll(async () => {
+    await h.close();
+  });
+  // Releases go out in the background: the count is awaited, not read once.
+  const holds = async (client: string, count: number) => {
+    const quotas = new KeyQuotas(h.redis, Shards.of(h.config), { maxTasks: 3, maxBytes: 0 }, h.logger);
+    await poll(async () => ((await quotas.counts()).get(client) ?? 0) === count, { label: `${client} to hold ${count}` });
+  };
+
+  it('two retries of one task at once: the one that resumes it holds the count, and the one refused (409) does not give it back', async () => {
+    const submitted = await h.request('POST', '/assign-task', { task_type: 'echo', params: { twice_retried: true } }, bearer(KEY_A));
+    expect(submitted.status).toBe(202);
+    const id = submitted.body.task_id as string;
+    await holds('key:alice', 1);
+    expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
+    await holds('key:alice', 0);
+
+    // Both are admitted (each reserves the run they would make), one resumes the task, the other finds it queued.
+    const answers = await Promise.all([1, 2].map(() => h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A))));
+    expect(answers.map((answer) => answer.status).sort()).toEqual([202, 409]);
+    expect(answers.find((answer) => answer.status === 409)!.body.error.code).toBe('task_not_retryable');
+    await holds('key:alice', 1);
+
+    // Its run's end gives the count back.
+    expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
+    await holds('key:alice', 0);
+  });
+
+  it("a run's release that arrives after the next run reserved the task leaves the count to the new run", async () => {
+    const quotas = new KeyQuotas(h.redis, Shards.of(h.config), { maxTasks: 3, maxBytes: 0 }, h.logger);
+    const id = uuidv7();
+    expect(await quotas.reserve('key:bob', id, 10, 0, 1)).toBeUndefined();
+    // Run 1 ended and its release is late; the retry's reservation for run 2 finds the task counted.
+    expect(await quotas.reserve('key:bob', id, 10, 0, 2)).toBeUndefined();
+    expect((await quotas.counts()).get('key:bob')).toBe(1);
+    quotas.release(id, 1);
+    await quotas.settled();
+    expect((await quotas.counts()).get('key:bob')).toBe(1);
+    // Run 2's end (or a retry of it, released again) drops it.
+    quotas.release(id, 2);
+    quotas.release(id, 2);
+    await quotas.settled();
+    expect((await quotas.counts()).get('key:bob')).toBeUndefined();
+    expect(await h.redis.hget(`${Shards.of(h.config).prefixOf(id)}:quota:run-of`, id)).toBeNull();
   });
 });
 

@@ -356,7 +356,7 @@ describe('an ending that committed while its answer was lost (a connection cut a
       },
       logger: h.logger,
       config: h.config,
-      onEnded: (ended) => core.quotas.release(ended.taskId),
+      onEnded: (ended) => core.quotas.release(ended.taskId, ended.run),
     });
     const step = (stepId: string, output: unknown) => completed(id, stepId, output);
     expect((await runs.report(step('first', { n: 1 }))).recorded).toBe(true);

@@ -56,7 +56,7 @@ export interface RunsDeps {
    * count) is given back again, so it must be idempotent: the ending may have committed while its
    * answer was lost (a connection cut), and the report is its job's redelivery.
    */
-  onEndedBefore?(taskId: string): void;
+  onEndedBefore?(taskId: string, run: number): void;
   /**
    * Asked before a sub-workflow's child is created (the work gate's admitChild, src/tasks/work-gate.ts):
    * the plan to start (the policy may rewrite its params), or 'held' while the policy cannot decide.

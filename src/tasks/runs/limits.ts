@@ -95,7 +95,7 @@ export class RunLimits {
    * what was released already changes nothing.
    */
   async releaseEndedBefore(tasks: readonly TaskState[]): Promise<void> {
-    for (const task of tasks) this.core.deps.onEndedBefore?.(task.id);
+    for (const task of tasks) this.core.deps.onEndedBefore?.(task.id, task.run);
     await this.releaseTasks(tasks.filter((task) => this.core.limited(task.plan.plan)).map((task) => task.id));
   }
 

@@ -65,7 +65,7 @@ export class RunReports {
     recorded.forEach((outcome, index) => {
       const result = batch[index]!;
       if (!outcome.recorded) {
-        if (outcome.endedBefore) this.core.deps.onEndedBefore?.(result.taskId);
+        if (outcome.endedBefore) this.core.deps.onEndedBefore?.(result.taskId, result.run);
         return;
       }
       const at = result.finishedAt.toISOString();
