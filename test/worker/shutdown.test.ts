@@ -36,6 +36,40 @@ describe('graceful shutdown of a worker process', () => {
     return child;
   }
 
+  /**
+   * A fetcher of `name`'s jobs made by hand (a worker that runs nothing itself: the test hands
+   * what it fetches to a wrapped processor) and the queue, closed once `use` has ended.
+   */
+  async function withFetcher(name: string, use: (fetcher: Worker, queue: Queue) => Promise<void>, options: { obliterate?: boolean } = {}): Promise<void> {
+    const connection = createRedis(h.config, 'worker', 'test-closing');
+    const fetcher = new Worker(name, null, { connection, prefix: h.config.QUEUE_PREFIX, autorun: false });
+    const queue = new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
+    try {
+      await use(fetcher, queue);
+    } finally {
+      await fetcher.close();
+      await connection.quit().catch(() => undefined);
+      if (options.obliterate) await queue.obliterate({ force: true });
+      await queue.close();
+    }
+  }
+
+  /** A processor that counts its runs, wrapped as the runtime wraps every processor, told that its worker is closing. */
+  function closingProcessor<P>(wrap: (closing: () => boolean, processor: () => Promise<void>, logger: Harness['logger']) => P): {
+    processor: P;
+    ran: () => number;
+  } {
+    let ran = 0;
+    const processor = wrap(
+      () => true,
+      async () => {
+        ran += 1;
+      },
+      h.logger,
+    );
+    return { processor, ran: () => ran };
+  }
+
   async function result(id: string) {
     const response = await h.request('GET', `/result/${id}`);
     expect(response.status).toBe(200);
@@ -82,19 +116,9 @@ describe('graceful shutdown of a worker process', () => {
     // began. Here the job is fetched by hand, and given to the wrapper the runtime puts around
     // every processor, told that its worker is closing.
     const first = await submit(h, { task_type: 'sleep', params: { ms: 10 } });
-    const connection = createRedis(h.config, 'worker', 'test-closing');
-    const fetcher = new Worker(toolQueueName('sleep'), null, { connection, prefix: h.config.QUEUE_PREFIX, autorun: false });
-    const queue = new Queue(toolQueueName('sleep'), { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
-    let ran = 0;
-    const processor = handBackStepsWhenClosing(
-      () => true,
-      async () => {
-        ran += 1;
-      },
-      h.logger,
-    );
-    let second: string;
-    try {
+    const { processor, ran } = closingProcessor(handBackStepsWhenClosing);
+    let second = '';
+    await withFetcher(toolQueueName('sleep'), async (fetcher, queue) => {
       const job = (await fetcher.getNextJob('closing-1')) as Job<StepJobData>;
       expect(job.id).toBe(stepJobId(first, 1, 'sleep'));
       await expect(processor(job, 'closing-1')).rejects.toBeInstanceOf(WaitingError);
@@ -107,13 +131,9 @@ describe('graceful shutdown of a worker process', () => {
       const again = (await fetcher.getNextJob('closing-2')) as Job<StepJobData>;
       expect(again.id).toBe(job.id);
       await expect(processor(again, 'closing-2')).rejects.toBeInstanceOf(WaitingError);
-      expect(ran).toBe(0);
+      expect(ran()).toBe(0);
       expect((await queue.getJob(job.id!))!.data.heldDeliveries).toBe(2);
-    } finally {
-      await fetcher.close();
-      await connection.quit().catch(() => undefined);
-      await queue.close();
-    }
+    });
     // Another worker runs both, each as its first attempt.
     const worker = await startChild();
     for (const id of [first, second]) {
@@ -124,32 +144,20 @@ describe('graceful shutdown of a worker process', () => {
   }, 120_000);
 
   it('leaves a job it could not hand back active under its lock (the stall check delivers it again), and still runs nothing', async () => {
-    const name = uniqueName('handback');
-    const connection = createRedis(h.config, 'worker', 'test-closing');
-    const fetcher = new Worker(name, null, { connection, prefix: h.config.QUEUE_PREFIX, autorun: false });
-    const queue = new Queue(name, { connection: h.redis, prefix: h.config.QUEUE_PREFIX });
-    try {
-      await queue.add('probe', { n: 1 });
-      const job = (await fetcher.getNextJob('the-lock'))!;
-      let ran = 0;
-      const processor = handBackWhenClosing(
-        () => true,
-        async () => {
-          ran += 1;
-        },
-        h.logger,
-      );
-      // A token that is not the job's lock: Redis refuses the move, as it would a worker whose lock lapsed.
-      await expect(processor(job, 'not-the-lock')).rejects.toBeInstanceOf(WaitingError);
-      expect(ran).toBe(0);
-      expect(await job.getState()).toBe('active');
-      expect(await h.redis.get(`${queue.toKey(job.id!)}:lock`)).toBe('the-lock');
-    } finally {
-      await fetcher.close();
-      await connection.quit().catch(() => undefined);
-      await queue.obliterate({ force: true });
-      await queue.close();
-    }
+    const { processor, ran } = closingProcessor(handBackWhenClosing);
+    await withFetcher(
+      uniqueName('handback'),
+      async (fetcher, queue) => {
+        await queue.add('probe', { n: 1 });
+        const job = (await fetcher.getNextJob('the-lock'))!;
+        // A token that is not the job's lock: Redis refuses the move, as it would a worker whose lock lapsed.
+        await expect(processor(job, 'not-the-lock')).rejects.toBeInstanceOf(WaitingError);
+        expect(ran()).toBe(0);
+        expect(await job.getState()).toBe('active');
+        expect(await h.redis.get(`${queue.toKey(job.id!)}:lock`)).toBe('the-lock');
+      },
+      { obliterate: true },
+    );
   });
 
   it('exits 0 at once on SIGTERM when it runs nothing', async () => {
