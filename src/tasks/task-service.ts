@@ -672,7 +672,7 @@ export class TaskService {
     try {
       outcome = await this.database(() => this.deps.runs.resume(id, asker.owner, asker.keyId ?? ''));
     } catch (error) {
-      release();
+      if (claim) await this.releaseUnlessResumed(claim);
       if (error instanceof DependencyUnavailableError || isTransientDatabaseError(error)) throw error;
       // Adding the new run's jobs failed (the transaction rolled back): Redis is away.
       if (this.deps.redis.status !== 'ready') throw new DependencyUnavailableError('redis', error);
@@ -690,6 +690,18 @@ export class TaskService {
     }
     this.deps.logger.info('task resumed', { task_id: id, run: outcome.run });
     return { run: outcome.run };
+  }
+
+  /**
+   * Gives back the count of a retry whose resume failed, unless the task runs in the run it was
+   * counted for: its commit went through and only the answer was lost (a connection cut), or
+   * another retry resumed it. One read before the error is answered (bounded by the pool's
+   * connection timeout); a task that cannot be read (PostgreSQL away) is given back: a quota
+   * fails open.
+   */
+  private async releaseUnlessResumed(claim: QuotaClaim): Promise<void> {
+    const task = this.deps.reachability?.reachable === false ? undefined : await this.deps.store.summary(claim.taskId).catch(() => undefined);
+    if (!task || task.run < (claim.run ?? 1) || isFinished(task.status)) this.deps.gate?.release(claim);
   }
 
   async deadLetters(filter: { taskId?: string; tool?: string; limit: number; cursor?: string }): Promise<Page<DeadLetter>> {

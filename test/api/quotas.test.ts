@@ -177,6 +177,40 @@ describe("a retry's count", () => {
     await holds('key:alice', 0);
   });
 
+  it('a retry whose commit went through but whose answer was lost (503) keeps the count for the run it started; one that changed nothing gives it back', async () => {
+    const submitted = await h.request('POST', '/assign-task', { task_type: 'echo', params: { answer_lost: true } }, bearer(KEY_A));
+    const id = submitted.body.task_id as string;
+    expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
+    await holds('key:alice', 0);
+    // The connection is cut after the commit (or before it): the service sees a lost connection either way.
+    const runs = (h.api!.tasks as unknown as { deps: { runs: { resume: (...args: unknown[]) => Promise<unknown> } } }).deps.runs;
+    const resume = runs.resume;
+    const lost = () => Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
+    try {
+      runs.resume = async function (this: unknown, ...args: unknown[]) {
+        await resume.apply(this, args);
+        throw lost();
+      };
+      const committed = await h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A));
+      expect(committed.status).toBe(503);
+      expect((await h.request('GET', `/result/${id}`, undefined, bearer(KEY_A))).body.status).toBe('queued');
+      await holds('key:alice', 1);
+      expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
+      await holds('key:alice', 0);
+
+      runs.resume = async () => {
+        throw lost();
+      };
+      const rolledBack = await h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A));
+      expect(rolledBack.status).toBe(503);
+      expect((await h.request('GET', `/result/${id}`, undefined, bearer(KEY_A))).body.status).toBe('cancelled');
+    } finally {
+      runs.resume = resume;
+    }
+    // Nothing was started that time: its reservation is given back.
+    await holds('key:alice', 0);
+  });
+
   it("a run's release that arrives after the next run reserved the task leaves the count to the new run", async () => {
     const quotas = new KeyQuotas(h.redis, Shards.of(h.config), { maxTasks: 3, maxBytes: 0 }, h.logger);
     const id = uuidv7();
