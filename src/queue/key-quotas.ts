@@ -80,12 +80,13 @@ for i = 1, n do
   local tasks = tonumber(redis.call('HGET', KEYS[4], client) or '0')
   local bytes = tonumber(redis.call('HGET', KEYS[5], client) or '0')
   local refused = 0
-  if redis.call('HEXISTS', KEYS[2], id) == 1 then
+  local holder = redis.call('HGET', KEYS[2], id)
+  if holder then
     -- Counted already (a retry of a task whose end's release is still on its way): once is
     -- enough, but the count is the new run's now, so that the old run's release leaves it.
     if run > tonumber(redis.call('HGET', KEYS[6], id) or '0') then
       redis.call('HSET', KEYS[6], id, run)
-      redis.call('ZADD', ARGV[1] .. redis.call('HGET', KEYS[2], id), ARGV[at + 4], id)
+      redis.call('ZADD', ARGV[1] .. holder, ARGV[at + 4], id)
     end
   elseif tonumber(ARGV[3]) > 0 and tasks + 1 > tonumber(ARGV[3]) then
     refused = 1
@@ -259,7 +260,12 @@ export class KeyQuotas {
       const releases = [...this.pending].slice(0, 500);
       for (const [id] of releases) this.pending.delete(id);
       const byShard = new Map<string, (string | number)[]>();
-      for (const [id, run] of releases) byShard.set(this.shards.prefixOf(id), [...(byShard.get(this.shards.prefixOf(id)) ?? []), id, run]);
+      for (const [id, run] of releases) {
+        const prefix = this.shards.prefixOf(id);
+        const shard = byShard.get(prefix) ?? [];
+        shard.push(id, run);
+        byShard.set(prefix, shard);
+      }
       await Promise.all(
         [...byShard].map(async ([prefix, shardReleases]) => {
           const [, ...keys] = this.keys(prefix, '');
