@@ -291,16 +291,18 @@ function summarizeChainLevels(results: WorkloadResult[]): ChainLevelsSummary | u
 /**
  * DRAIN's and RATE's summaries share a shape: per kind, medians over the runs of each run's
  * figures, and the kind's ratio to the baseline as each run computed it. `figures` adds a
- * measure's own medians (`m` takes one over that kind's reports).
+ * measure's own medians (`m` takes one over that kind's reports). Undefined when no run measured it.
  */
 function perKind<K extends { id: string; title: string; stepsPerTask: number }, F>(
-  reports: readonly { kinds: readonly K[]; ratios: Record<string, number> }[],
+  reports: readonly ({ kinds: readonly K[]; ratios: Record<string, number> } | undefined)[],
   figures: (m: (pick: (kind: K) => number | undefined) => number | undefined, kinds: K[]) => F,
 ) {
-  const ids = [...new Set(reports.flatMap((report) => report.kinds.map((kind) => kind.id)))];
+  const measured = reports.filter((report) => report !== undefined);
+  if (measured.length === 0) return undefined;
+  const ids = [...new Set(measured.flatMap((report) => report.kinds.map((kind) => kind.id)))];
   return ids.map((id) => {
-    const kinds = reports.flatMap((report) => report.kinds.filter((kind) => kind.id === id));
-    const ratios = reports.flatMap((report) => (report.ratios[id] !== undefined ? [report.ratios[id]] : []));
+    const kinds = measured.flatMap((report) => report.kinds.filter((kind) => kind.id === id));
+    const ratios = measured.flatMap((report) => (report.ratios[id] !== undefined ? [report.ratios[id]] : []));
     return {
       id,
       title: kinds[0]!.title,
@@ -313,35 +315,37 @@ function perKind<K extends { id: string; title: string; stepsPerTask: number }, 
 }
 
 function summarizeDrain(results: WorkloadResult[]): DrainSummary[] | undefined {
-  const reports = results.flatMap((result) => (result.drain ? [result.drain] : []));
-  if (reports.length === 0) return undefined;
-  return perKind(reports, (m) => ({
-    tasks: m((kind) => kind.accepted),
-    stepsPerS: m((kind) => kind.stepsPerS),
-    tasksPerS: m((kind) => kind.tasksPerS),
-    submitMs: m((kind) => kind.submitMs),
-    finishedWhileSubmittingShare: m((kind) => kind.finishedWhileSubmittingShare),
-  }));
+  return perKind(
+    results.map((result) => result.drain),
+    (m) => ({
+      tasks: m((kind) => kind.accepted),
+      stepsPerS: m((kind) => kind.stepsPerS),
+      tasksPerS: m((kind) => kind.tasksPerS),
+      submitMs: m((kind) => kind.submitMs),
+      finishedWhileSubmittingShare: m((kind) => kind.finishedWhileSubmittingShare),
+    }),
+  );
 }
 
 function summarizeRate(results: WorkloadResult[]): RateSummary[] | undefined {
-  const reports = results.flatMap((result) => (result.rate ? [result.rate] : []));
-  if (reports.length === 0) return undefined;
-  return perKind(reports, (m, kinds) => ({
-    tasksPerS: m((kind) => kind.tasksPerS),
-    unitsPerS: m((kind) => kind.unitsPerS),
-    cpuMsPerUnit: {
-      api: m((kind) => kind.cpuMsPerUnit.api),
-      workers: m((kind) => kind.cpuMsPerUnit.workers),
-      redis: m((kind) => kind.cpuMsPerUnit.redis),
-      postgres: m((kind) => kind.cpuMsPerUnit.postgres),
-      total: m((kind) => kind.cpuMsPerUnit.total),
-    },
-    pgTransactionsPerStep: m((kind) => kind.costs.pgTransactionsPerStep),
-    p50Ms: m((kind) => kind.p50Ms),
-    aboveMaxRuns: kinds.filter((kind) => kind.aboveMax).length,
-    runs: kinds.length,
-  }));
+  return perKind(
+    results.map((result) => result.rate),
+    (m, kinds) => ({
+      tasksPerS: m((kind) => kind.tasksPerS),
+      unitsPerS: m((kind) => kind.unitsPerS),
+      cpuMsPerUnit: {
+        api: m((kind) => kind.cpuMsPerUnit.api),
+        workers: m((kind) => kind.cpuMsPerUnit.workers),
+        redis: m((kind) => kind.cpuMsPerUnit.redis),
+        postgres: m((kind) => kind.cpuMsPerUnit.postgres),
+        total: m((kind) => kind.cpuMsPerUnit.total),
+      },
+      pgTransactionsPerStep: m((kind) => kind.costs.pgTransactionsPerStep),
+      p50Ms: m((kind) => kind.p50Ms),
+      aboveMaxRuns: kinds.filter((kind) => kind.aboveMax).length,
+      runs: kinds.length,
+    }),
+  );
 }
 
 export function summarizeFloors(runs: RunResult[]): FloorSummary[] {
