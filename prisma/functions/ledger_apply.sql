@@ -12,6 +12,7 @@ AS $function$
 DECLARE
   lo timestamptz;
   hi timestamptz;
+  cas timestamptz[];
   sweep jsonb;
   swept "StepStatus";
   started jsonb := '[]'::jsonb;
@@ -27,6 +28,8 @@ BEGIN
     RETURN jsonb_build_object('started', started, 'moved', moved);
   END IF;
 
+  -- The tasks by their keys (cas): a range of created_at alone would read every task created in between.
+  SELECT array_agg(DISTINCT (e->>'created_at')::timestamptz) INTO cas FROM jsonb_array_elements(COALESCE(p->'tasks', '[]'::jsonb)) e;
   UPDATE tasks t SET
     status = CASE WHEN c.s ? 'status' THEN (c.s->>'status')::"TaskStatus" ELSE t.status END,
     run = CASE WHEN c.s ? 'run' THEN (c.s->>'run')::int ELSE t.run END,
@@ -37,7 +40,7 @@ BEGIN
     finished_at = CASE WHEN c.s ? 'finished_at' THEN (c.s->>'finished_at')::timestamptz ELSE t.finished_at END
   FROM (SELECT (e->>'task_id')::uuid AS task_id, (e->>'created_at')::timestamptz AS created_at, e->'set' AS s
           FROM jsonb_array_elements(COALESCE(p->'tasks', '[]'::jsonb)) e) c
-  WHERE t.id = c.task_id AND t.created_at = c.created_at AND t.created_at BETWEEN lo AND hi;
+  WHERE t.id = c.task_id AND t.created_at = c.created_at AND t.created_at = ANY(cas) AND t.created_at BETWEEN lo AND hi;
 
   UPDATE steps s SET
     status = CASE WHEN c.s ? 'status' THEN (c.s->>'status')::"StepStatus" ELSE s.status END,

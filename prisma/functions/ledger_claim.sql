@@ -16,21 +16,23 @@ DECLARE
   lo timestamptz;
   hi timestamptz;
   ids uuid[];
+  cas timestamptz[];
   answer jsonb;
   history boolean;
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
-  SELECT min(c.created_at), max(c.created_at), array_agg(DISTINCT c.task_id) INTO lo, hi, ids
+  SELECT min(c.created_at), max(c.created_at), array_agg(DISTINCT c.task_id), array_agg(DISTINCT c.created_at) INTO lo, hi, ids, cas
     FROM jsonb_to_recordset(p) AS c(task_id uuid, created_at timestamptz);
   history := COALESCE((p->0->>'history')::boolean, false);
-  PERFORM 1 FROM tasks WHERE id = ANY(ids) AND created_at BETWEEN lo AND hi ORDER BY id FOR SHARE;
+  -- Tasks by their keys (ids, cas): a range of created_at alone would read every task created in between.
+  PERFORM 1 FROM tasks WHERE id = ANY(ids) AND created_at = ANY(cas) AND created_at BETWEEN lo AND hi ORDER BY id FOR SHARE;
   WITH c AS (
     SELECT * FROM ROWS FROM (jsonb_to_recordset(p) AS (task_id uuid, created_at timestamptz, run int, step_id text, item int, attempt int, at timestamptz,
                                                        try int, worker text, job_id text)) WITH ORDINALITY
                   AS c(task_id, created_at, run, step_id, item, attempt, at, try, worker, job_id, n)
   ), active AS (
     SELECT c.* FROM c JOIN tasks t ON t.id = c.task_id AND t.created_at = c.created_at AND t.created_at BETWEEN lo AND hi
-     WHERE t.run = c.run AND t.status IN ('queued', 'running')
+     WHERE t.id = ANY(ids) AND t.created_at = ANY(cas) AND t.run = c.run AND t.status::text IN ('queued', 'running')
   ), st AS (
     UPDATE steps s SET status = 'running', attempts = GREATEST(s.attempts, a.attempt), started_at = COALESCE(s.started_at, a.at)
       FROM active a
@@ -48,7 +50,8 @@ BEGIN
     SELECT * FROM st UNION ALL SELECT * FROM it
   ), began AS (
     UPDATE tasks t SET status = 'running', started_at = COALESCE(t.started_at, now())
-     WHERE t.id IN (SELECT task_id FROM claimed) AND t.created_at BETWEEN lo AND hi AND t.status = 'queued'
+     WHERE t.id IN (SELECT task_id FROM claimed) AND t.id = ANY(ids) AND t.created_at = ANY(cas) AND t.created_at BETWEEN lo AND hi
+       AND t.status::text = 'queued'
     RETURNING t.id
   ), was AS (
     -- The steps' statuses before this statement (its snapshot): a claim of a queued step moved it.

@@ -10,25 +10,34 @@ AS $function$
 -- task's end records its attempt (and its start, when the step was never claimed), the step's end
 -- and the task's. Returns the tasks ended, and (`before`) those whose run had ended already: a
 -- redelivered result whose ending committed while its answer was lost, or one that a cancel beat.
+-- Rows are found by their keys, never by the batch's range of created_at alone (which prunes the
+-- partitions): a generic plan that joined the batch to that range read every task, or every
+-- active one, created between its oldest and newest. LATERAL ... LIMIT 1 keeps a lookup per
+-- entry; the tasks update names its keys (ids, cas) and compares status as text, so that neither
+-- the status index nor a created_at range is the cheaper plan.
 DECLARE
   lo timestamptz;
   hi timestamptz;
+  ids uuid[];
+  cas timestamptz[];
   answer jsonb;
 BEGIN
-  SELECT min(c.created_at), max(c.created_at) INTO lo, hi FROM jsonb_to_recordset(p) AS c(created_at timestamptz);
+  SELECT min(c.created_at), max(c.created_at), array_agg(c.task_id), array_agg(c.created_at) INTO lo, hi, ids, cas
+    FROM jsonb_to_recordset(p) AS c(task_id uuid, created_at timestamptz);
   WITH v AS (
     SELECT * FROM jsonb_to_recordset(p) AS v(task_id uuid, created_at timestamptz, run int, step_id text, tool text, attempt int, status text,
            output jsonb, error jsonb, input jsonb, started_at timestamptz, finished_at timestamptz, task_status text,
            task_result jsonb, task_error jsonb, try int, worker text, job_id text, history boolean)
   ), was AS (
     -- The step's status before this statement: queued, it was never claimed (a fast first delivery).
-    SELECT s.task_id, s.status FROM steps s JOIN v ON s.task_id = v.task_id AND s.task_created_at = v.created_at AND s.step_id = v.step_id
-     WHERE v.history AND s.task_created_at BETWEEN lo AND hi
+    SELECT v.task_id, s.status FROM v CROSS JOIN LATERAL (
+             SELECT s.status FROM steps s WHERE s.task_id = v.task_id AND s.task_created_at = v.created_at AND s.step_id = v.step_id LIMIT 1) s
+     WHERE v.history
   ), t AS (
     UPDATE tasks t SET status = v.task_status::"TaskStatus", result = v.task_result, error = v.task_error,
            started_at = COALESCE(t.started_at, v.started_at), finished_at = now()
       FROM v
-     WHERE t.id = v.task_id AND t.created_at = v.created_at AND t.created_at BETWEEN lo AND hi AND t.run = v.run AND t.status IN ('queued', 'running')
+     WHERE t.id = ANY(ids) AND t.created_at = ANY(cas) AND t.id = v.task_id AND t.created_at = v.created_at AND t.created_at BETWEEN lo AND hi AND t.run = v.run AND t.status::text IN ('queued', 'running')
     RETURNING t.id, t.created_at, t.status::text AS status, t.task_type, t.callback_url IS NOT NULL AS callback
   ), s AS (
     UPDATE steps s SET status = v.status::"StepStatus", output = v.output, error = v.error, attempts = GREATEST(s.attempts, v.attempt),
@@ -66,8 +75,9 @@ BEGIN
            'ended', COALESCE((SELECT jsonb_agg(jsonb_build_object('id', t.id, 'status', t.status, 'task_type', t.task_type,
                                                                   'created_at', t.created_at, 'callback', t.callback)) FROM t), '[]'::jsonb),
            -- Read as before this statement: a task this statement ends is not among them.
-           'before', COALESCE((SELECT jsonb_agg(o.id) FROM tasks o JOIN v ON o.id = v.task_id AND o.created_at = v.created_at AND o.run = v.run
-                                WHERE o.created_at BETWEEN lo AND hi AND o.status IN ('completed', 'failed', 'cancelled')), '[]'::jsonb))
+           'before', COALESCE((SELECT jsonb_agg(v.task_id) FROM v CROSS JOIN LATERAL (
+                                 SELECT 1 FROM tasks o WHERE o.id = v.task_id AND o.created_at = v.created_at AND o.run = v.run
+                                    AND o.status IN ('completed', 'failed', 'cancelled') LIMIT 1) o), '[]'::jsonb))
     INTO answer;
   RETURN answer;
 END $function$;

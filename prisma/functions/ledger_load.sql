@@ -7,17 +7,19 @@ AS $function$
 -- the transaction that applies the decision commits: each task (its plan unless the caller has
 -- it), every step (outputs over 64 kB of stored JSON left out: the engine asks for them when a
 -- step needs them; with `inputs`, the inputs of queued and running steps, to make their jobs
--- again), and the map items the batch reports about.
+-- again), and the map items the batch reports about. Tasks are found by their keys (ids, cas), never by
+-- the batch's range of created_at alone, which would read every task created in between.
 DECLARE
   lo timestamptz;
   hi timestamptz;
   ids uuid[];
+  cas timestamptz[];
   known uuid[];
 BEGIN
-  SELECT min(c.created_at), max(c.created_at), array_agg(DISTINCT c.id) INTO lo, hi, ids
+  SELECT min(c.created_at), max(c.created_at), array_agg(DISTINCT c.id), array_agg(DISTINCT c.created_at) INTO lo, hi, ids, cas
     FROM jsonb_to_recordset(p->'tasks') AS c(id uuid, created_at timestamptz);
   SELECT COALESCE(array_agg(value::uuid), '{}') INTO known FROM jsonb_array_elements_text(COALESCE(p->'known', '[]'::jsonb));
-  PERFORM 1 FROM tasks WHERE id = ANY(ids) AND created_at BETWEEN lo AND hi ORDER BY id FOR UPDATE;
+  PERFORM 1 FROM tasks WHERE id = ANY(ids) AND created_at = ANY(cas) AND created_at BETWEEN lo AND hi ORDER BY id FOR UPDATE;
   RETURN jsonb_build_object(
     'tasks', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
                 'id', t.id, 'created_at', t.created_at, 'task_type', t.task_type, 'status', t.status, 'run', t.run, 'params', t.params,
@@ -25,7 +27,7 @@ BEGIN
                 'owner', t.owner_key, 'depth', t.depth, 'parent_task_id', t.parent_task_id, 'parent_step_id', t.parent_step_id,
                 'started_at', t.started_at, 'finished_at', t.finished_at, 'exit_status', t.exit_status,
                 'result', CASE WHEN (p->>'inputs')::boolean OR t.exit_status IS NOT NULL THEN t.result END, 'error', t.error)), '[]'::jsonb)
-                FROM tasks t WHERE t.id = ANY(ids) AND t.created_at BETWEEN lo AND hi),
+                FROM tasks t WHERE t.id = ANY(ids) AND t.created_at = ANY(cas) AND t.created_at BETWEEN lo AND hi),
     'steps', (SELECT COALESCE(jsonb_agg(jsonb_build_object(
                 'task_id', s.task_id, 'step_id', s.step_id, 'status', s.status, 'reason', s.reason, 'attempts', s.attempts, 'run', s.run,
                 'output', CASE WHEN pg_column_size(s.output) > 65536 THEN NULL ELSE s.output END,

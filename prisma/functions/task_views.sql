@@ -24,7 +24,9 @@ BEGIN
                       WHERE e.task_id = t.id AND e.task_created_at = t.created_at AND e.task_created_at BETWEEN lo AND hi
                         AND e.type = 'attempt_ended' AND e.item IS NULL ORDER BY e.seq DESC LIMIT (p->>'events')::int) e), '[]')))
     INTO answer
-    FROM tasks t JOIN jsonb_to_recordset(p->'tasks') AS v(id uuid, created_at timestamptz) ON t.id = v.id AND t.created_at = v.created_at
-   WHERE t.created_at BETWEEN lo AND hi;
+    -- Each task looked up by its key (LIMIT 1 keeps the subquery a lookup per entry): joined, the
+    -- generic plan hashed every task created between the batch's oldest and newest.
+    FROM jsonb_to_recordset(p->'tasks') AS v(id uuid, created_at timestamptz)
+   CROSS JOIN LATERAL (SELECT * FROM tasks t WHERE t.id = v.id AND t.created_at = v.created_at AND t.created_at BETWEEN lo AND hi LIMIT 1) t;
   RETURN COALESCE(answer, '[]');
 END $function$;
