@@ -44,7 +44,12 @@ describe('batch lookups read the rows of their batch, not the tasks created in b
    * `tasks` and `steps`. The counts are this backend's not yet flushed (earlier transactions'
    * included), so they are taken before and after.
    */
-  async function reading<T>(statement: string, params: unknown[]): Promise<{ answer: T; tasksRead: number; stepsRead: number }> {
+  async function reading<T>(
+    statement: string,
+    params: unknown[],
+    /** Read after the counts, in the same transaction: what the statement changed. */
+    after?: { sql: string; params: unknown[] },
+  ): Promise<{ answer: T; tasksRead: number; stepsRead: number; changed?: unknown[] }> {
     const client: pg.PoolClient = await h.db.pool.connect();
     const counts = async () =>
       (
@@ -58,8 +63,9 @@ describe('batch lookups read the rows of their batch, not the tasks created in b
       await client.query('BEGIN');
       const before = await counts();
       const answer = (await client.query<{ answer: T }>(statement, params)).rows[0]!.answer;
-      const after = await counts();
-      return { answer, tasksRead: after.tasks - before.tasks, stepsRead: after.steps - before.steps };
+      const read = await counts();
+      const changed = after ? (await client.query(after.sql, after.params)).rows : undefined;
+      return { answer, tasksRead: read.tasks - before.tasks, stepsRead: read.steps - before.steps, ...(changed ? { changed } : {}) };
     } finally {
       await client.query('ROLLBACK');
       client.release();
@@ -137,5 +143,23 @@ describe('batch lookups read the rows of their batch, not the tasks created in b
     );
     expect(tasksRead).toBeLessThanOrEqual(2 * 4);
     expect(stepsRead).toBeLessThanOrEqual(2 * 4);
+  });
+  it('ledger_apply: both tasks changed, their rows read and no others', async () => {
+    const decision = {
+      tasks: [oldest, newest].map((task) => ({ task_id: task.id, created_at: task.createdAt.toISOString(), set: { status: 'running' } })),
+      steps: [],
+      new_items: [],
+      items: [],
+      sweeps: [],
+      dead_letters: [],
+      events: [],
+    };
+    const ids = [oldest.id, newest.id];
+    const { tasksRead, changed } = await reading<unknown>(`SELECT ledger_apply($1::jsonb) AS answer`, [JSON.stringify(decision)], {
+      sql: `SELECT id, status FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY id`,
+      params: [ids],
+    });
+    expect(changed).toEqual(ids.sort().map((id) => ({ id, status: 'running' })));
+    expect(tasksRead).toBeLessThanOrEqual(2 * 4);
   });
 });
