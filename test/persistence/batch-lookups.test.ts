@@ -9,8 +9,8 @@ import { storeToolTasks } from '../helpers/stored-tasks.js';
  * created_at (which prunes the day partitions). A generic plan that joined the batch to that
  * range scanned every task created in between: a long-poll of a task an hour old, read beside a
  * new one, or the end of a retried task finishing beside a new task's, read an hour of tasks.
- * These count the rows each function reads (pg_stat_xact_user_tables, this transaction's own
- * counts), with many tasks created between the two it is given.
+ * These count the rows each function reads (pg_stat_xact_user_tables, before and after the call
+ * in one transaction), with many tasks created between the two it is given.
  */
 
 const BETWEEN = 400;
