@@ -31,7 +31,8 @@ BEGIN
   ), was AS (
     -- The step's status before this statement: queued, it was never claimed (a fast first delivery).
     SELECT v.task_id, s.status FROM v CROSS JOIN LATERAL (
-             SELECT s.status FROM steps s WHERE s.task_id = v.task_id AND s.task_created_at = v.created_at AND s.step_id = v.step_id LIMIT 1) s
+             SELECT s.status FROM steps s WHERE s.task_id = v.task_id AND s.task_created_at = v.created_at AND s.step_id = v.step_id
+                AND s.task_created_at BETWEEN lo AND hi LIMIT 1) s
      WHERE v.history
   ), t AS (
     UPDATE tasks t SET status = v.task_status::"TaskStatus", result = v.task_result, error = v.task_error,
@@ -76,8 +77,8 @@ BEGIN
                                                                   'created_at', t.created_at, 'callback', t.callback)) FROM t), '[]'::jsonb),
            -- Read as before this statement: a task this statement ends is not among them.
            'before', COALESCE((SELECT jsonb_agg(v.task_id) FROM v CROSS JOIN LATERAL (
-                                 SELECT 1 FROM tasks o WHERE o.id = v.task_id AND o.created_at = v.created_at AND o.run = v.run
-                                    AND o.status IN ('completed', 'failed', 'cancelled') LIMIT 1) o), '[]'::jsonb))
+                                 SELECT 1 FROM tasks o WHERE o.id = v.task_id AND o.created_at = v.created_at AND o.created_at BETWEEN lo AND hi
+                                    AND o.run = v.run AND o.status IN ('completed', 'failed', 'cancelled') LIMIT 1) o), '[]'::jsonb))
     INTO answer;
   RETURN answer;
 END $function$;
