@@ -19,12 +19,13 @@ interface Call {
 
 /**
  * How much later than its admission a rate-limited step's tool may record its start. The limiter
- * admits by Redis's clock; `started` is taken by the tool after its worker's claim, not the same
- * delay for every start: 133 ms apart between two starts in a CI run with every core busy
- * (2026-11-25; the bound was 10 ms then, and failed). Without the limit the starts land within a
- * few tens of ms of each other, so a second less this still tells the two apart.
+ * admits by the worker's clock when it calls the gates' script; `started` is taken by the tool after
+ * its worker's claim, not the same delay for every start. With every core busy that delay has
+ * differed by 133 ms between two starts (CI, 2026-11-25) and by 478 ms (CI, 2026-11-29: four starts
+ * of the map at 3/s within 522 ms). Without the limit four starts land within tens of ms (21 ms
+ * with the map's limit removed, 2026-11-29), so a second less this still tells the two apart.
  */
-const START_JITTER_MS = 300;
+const START_JITTER_MS = 600;
 
 async function calls(h: Harness, key: string): Promise<Call[]> {
   const raw = await h.redis.lrange(observationKey(h.config.QUEUE_PREFIX, key), 0, -1);
