@@ -49,7 +49,8 @@ const RELEASE_ATTEMPTS = 30;
 
 // KEYS: the client's tasks (zset: id -> lease end), the task -> client hash, the task -> bytes
 // hash, the client -> count hash, the client -> bytes hash, the task -> run hash (the latest run
-// that reserved it). Every key shares the prefix's hash tag.
+// that reserved it), the task -> claims hash (how many reservations of that run are not yet
+// undone: two retries of one task at once both reserve it). Every key shares the prefix's hash tag.
 const DROP = `
 local function drop(id)
   local client = redis.call('HGET', KEYS[2], id)
@@ -59,21 +60,22 @@ local function drop(id)
   redis.call('HDEL', KEYS[2], id)
   redis.call('HDEL', KEYS[3], id)
   redis.call('HDEL', KEYS[6], id)
+  redis.call('HDEL', KEYS[7], id)
   if redis.call('HINCRBY', KEYS[4], client, -1) <= 0 then redis.call('HDEL', KEYS[4], client) end
   if redis.call('HINCRBY', KEYS[5], client, -bytes) <= 0 then redis.call('HDEL', KEYS[5], client) end
 end
 `;
 
 // Reservations in the order asked, each as one used to be made alone. KEYS[1] unused (the clients'
-// key prefix), KEYS[2..6] as DROP's, then each reservation's client's tasks; ARGV: the clients' key
+// key prefix), KEYS[2..7] as DROP's, then each reservation's client's tasks; ARGV: the clients' key
 // prefix, now, max tasks, max bytes, then client, task id, bytes, lease end, run per reservation.
 // Answers {refused, tasks, bytes} per reservation: 0 counted, 1 over max tasks, 2 over max bytes;
 // then what the client holds in the shard, with this task when it was counted.
 const RESERVE = luaScript(`${DROP}
 local out = {}
-local n = #KEYS - 6
+local n = #KEYS - 7
 for i = 1, n do
-  local tasksKey = KEYS[6 + i]
+  local tasksKey = KEYS[7 + i]
   local at = 4 + (i - 1) * 5
   local client, id, size, run = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3]), tonumber(ARGV[at + 5])
   for _, old in ipairs(redis.call('ZRANGEBYSCORE', tasksKey, '-inf', ARGV[2])) do drop(old) end
@@ -82,11 +84,16 @@ for i = 1, n do
   local refused = 0
   local holder = redis.call('HGET', KEYS[2], id)
   if holder then
-    -- Counted already (a retry of a task whose end's release is still on its way): once is
-    -- enough, but the count is the new run's now, so that the old run's release leaves it.
-    if run > tonumber(redis.call('HGET', KEYS[6], id) or '0') then
+    -- Counted already (a retry of a task whose end's release is still on its way, or another
+    -- retry of the same run): once is enough, but the count is the newest run's, so that the old
+    -- run's release leaves it, and each of that run's claimants is remembered.
+    local counted = tonumber(redis.call('HGET', KEYS[6], id) or '0')
+    if run > counted then
       redis.call('HSET', KEYS[6], id, run)
+      redis.call('HSET', KEYS[7], id, 1)
       redis.call('ZADD', ARGV[1] .. holder, ARGV[at + 4], id)
+    elseif run == counted then
+      redis.call('HINCRBY', KEYS[7], id, 1)
     end
   elseif tonumber(ARGV[3]) > 0 and tasks + 1 > tonumber(ARGV[3]) then
     refused = 1
@@ -97,6 +104,7 @@ for i = 1, n do
     redis.call('HSET', KEYS[2], id, client)
     redis.call('HSET', KEYS[3], id, size)
     redis.call('HSET', KEYS[6], id, run)
+    redis.call('HSET', KEYS[7], id, 1)
     tasks = redis.call('HINCRBY', KEYS[4], client, 1)
     bytes = redis.call('HINCRBY', KEYS[5], client, size)
   end
@@ -107,11 +115,15 @@ end
 return out
 `);
 
-// ARGV: the clients' key prefix, then a task id and a run per release. A task that a later run
-// reserved again stays counted: the release is an earlier run's, late.
+// ARGV: the clients' key prefix, then a task id, a run and a kind per release: 'e' a run's end,
+// 'u' a claimant's undo (its run was not made). A task that a later run reserved again stays
+// counted: the release is an earlier run's, late. An undo of the counted run takes back one
+// claim, and drops the task with the last: another retry of that run may still be committing.
 const RELEASE = luaScript(`${DROP}
-for i = 2, #ARGV, 2 do
-  if tonumber(redis.call('HGET', KEYS[6], ARGV[i]) or '0') <= tonumber(ARGV[i + 1]) then drop(ARGV[i]) end
+for i = 2, #ARGV, 3 do
+  local id, run = ARGV[i], tonumber(ARGV[i + 1])
+  local counted = tonumber(redis.call('HGET', KEYS[6], id) or '0')
+  if counted < run or (counted == run and (ARGV[i + 2] == 'e' or redis.call('HINCRBY', KEYS[7], id, -1) <= 0)) then drop(id) end
 end
 return 0
 `);
@@ -131,8 +143,10 @@ return 0
  * if alone. An idle process sends each at once.
  */
 export class KeyQuotas {
-  /** Releases to send: task id -> the latest run released. */
-  private readonly pending = new Map<string, number>();
+  /** Ends to send: task id -> the latest run that ended. */
+  private readonly ended = new Map<string, number>();
+  /** Undos to send, one per claimant (two of one task take back two claims). */
+  private undone: [taskId: string, run: number][] = [];
   private flushing: Promise<void> | undefined;
   private readonly reservations = new Batcher<Reservation, QuotaRefusal | undefined>((batch) => this.reserveAll(batch), { maxSize: 500 });
   /** Per shard and client, whether the last reply showed it near a limit (NEAR). */
@@ -152,7 +166,7 @@ export class KeyQuotas {
 
   private keys(prefix: string, client: string): string[] {
     const base = `${prefix}:quota`;
-    return [`${base}:tasks:${client}`, `${base}:client-of`, `${base}:bytes-of`, `${base}:count`, `${base}:bytes`, `${base}:run-of`];
+    return [`${base}:tasks:${client}`, `${base}:client-of`, `${base}:bytes-of`, `${base}:count`, `${base}:bytes`, `${base}:run-of`, `${base}:claims-of`];
   }
 
   /** A limit's share in one shard (0 stays 0: no limit). */
@@ -198,7 +212,7 @@ export class KeyQuotas {
         const reservations = indexes.map((index) => batch[index]!);
         let replies: number[];
         try {
-          replies = (await runScript(this.redis, RESERVE, 6 + reservations.length, [
+          replies = (await runScript(this.redis, RESERVE, 7 + reservations.length, [
             `${prefix}:quota:tasks:`,
             ...shared,
             ...reservations.map((reservation) => this.keys(prefix, reservation.client)[0]!),
@@ -240,13 +254,26 @@ export class KeyQuotas {
   }
 
   /**
-   * Stops counting a task whose `run` ended (or was never made); batched, in the background. A
-   * task that was never counted is ignored, and so is one a later run reserved again (a retry
-   * made before this release arrived): the count is that run's.
+   * Stops counting a task whose `run` ended; batched, in the background. A task that was never
+   * counted is ignored, and so is one a later run reserved again (a retry made before this
+   * release arrived): the count is that run's.
    */
   release(taskId: string, run: number): void {
     if (!this.enabled) return;
-    this.pending.set(taskId, Math.max(run, this.pending.get(taskId) ?? 0));
+    this.ended.set(taskId, Math.max(run, this.ended.get(taskId) ?? 0));
+    this.flushing ??= Promise.resolve().then(() => this.flush());
+  }
+
+  /**
+   * Takes back one reservation of a task's `run` that was not made after all (a submission or a
+   * retry that failed, a reservation left unanswered). The task stops counting once every
+   * claimant of that run has taken its reservation back, or when the run ends: two retries of one
+   * task at once both reserve its next run, and the one that fails must not uncount the one that
+   * is committing it. Batched, in the background, as release.
+   */
+  undo(taskId: string, run: number): void {
+    if (!this.enabled) return;
+    this.undone.push([taskId, run]);
     this.flushing ??= Promise.resolve().then(() => this.flush());
   }
 
@@ -256,15 +283,21 @@ export class KeyQuotas {
   }
 
   private async flush(): Promise<void> {
-    while (this.pending.size > 0) {
-      const releases = [...this.pending].slice(0, 500);
-      for (const [id] of releases) this.pending.delete(id);
+    while (this.ended.size > 0 || this.undone.length > 0) {
+      const ends = [...this.ended].slice(0, 500);
+      for (const [id] of ends) this.ended.delete(id);
+      const undos = this.undone.splice(0, 500);
       const byShard = new Map<string, (string | number)[]>();
-      for (const [id, run] of releases) {
-        const prefix = this.shards.prefixOf(id);
-        const shard = byShard.get(prefix) ?? [];
-        shard.push(id, run);
-        byShard.set(prefix, shard);
+      for (const [releases, kind] of [
+        [ends, 'e'],
+        [undos, 'u'],
+      ] as const) {
+        for (const [id, run] of releases) {
+          const prefix = this.shards.prefixOf(id);
+          const shard = byShard.get(prefix) ?? [];
+          shard.push(id, run, kind);
+          byShard.set(prefix, shard);
+        }
       }
       await Promise.all(
         [...byShard].map(async ([prefix, shardReleases]) => {
@@ -273,13 +306,13 @@ export class KeyQuotas {
           // the client's count up until its lease lapses.
           for (let attempt = 1; ; attempt += 1) {
             try {
-              await runScript(this.redis, RELEASE, 6, [`${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardReleases]);
+              await runScript(this.redis, RELEASE, 7, [`${prefix}:quota:tasks:`, ...keys, `${prefix}:quota:tasks:`, ...shardReleases]);
               return;
             } catch (error) {
               if (attempt >= RELEASE_ATTEMPTS) {
                 this.logger.warn('could not release tasks from their quota; they lapse later', {
                   error: (error as Error).message,
-                  tasks: shardReleases.length / 2,
+                  tasks: shardReleases.length / 3,
                 });
                 return;
               }

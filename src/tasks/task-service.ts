@@ -683,9 +683,9 @@ export class TaskService {
       throw this.missing(id);
     }
     if (outcome.outcome === 'not_resumable') {
-      // Resumed meanwhile by another retry: the count is that run's now (each reserved the same
-      // run), and a release here would leave it uncounted. Anything else gives it back.
-      if (isFinished(outcome.status)) release();
+      // Resumed meanwhile by another retry, or not resumable at all: this retry's claim on the run
+      // goes back either way, and the other retry's claim keeps the task counted (KeyQuotas.undo).
+      release();
       throw notRetryable(outcome.status);
     }
     this.deps.logger.info('task resumed', { task_id: id, run: outcome.run });
@@ -693,11 +693,11 @@ export class TaskService {
   }
 
   /**
-   * Gives back the count of a retry whose resume failed, unless the task runs in the run it was
-   * counted for: its commit went through and only the answer was lost (a connection cut), or
-   * another retry resumed it. One read before the error is answered (bounded by the pool's
-   * connection timeout); a task that cannot be read (PostgreSQL away) is given back: a quota
-   * fails open.
+   * Gives back the claim of a retry whose resume failed, unless the task runs in the run it was
+   * counted for: its commit may have gone through with only the answer lost (a connection cut).
+   * Another retry of the same run still committing when this reads keeps the task counted by its
+   * own claim. One read before the error is answered (bounded by the pool's connection timeout);
+   * a task that cannot be read (PostgreSQL away) is given back: a quota fails open.
    */
   private async releaseUnlessResumed(claim: QuotaClaim): Promise<void> {
     const task = this.deps.reachability?.reachable === false ? undefined : await this.deps.store.summary(claim.taskId).catch(() => undefined);

@@ -113,16 +113,18 @@ export class WorkGate {
   }
 
   /**
-   * Stops counting a task admitted here whose run was not made after all (or whose reservation
-   * went unanswered). A reservation still on its way is waited for first: a release that reached
-   * Redis before it would find nothing to release, and the task would count until its lease lapsed.
+   * Takes back the reservation of a task admitted here whose run was not made after all (or whose
+   * reservation went unanswered): the task stops counting unless another claimant of the same run
+   * (a second retry at once) still holds it (KeyQuotas.undo). A reservation still on its way is
+   * waited for first: an undo that reached Redis before it would find nothing to take back, and
+   * the task would count until its lease lapsed.
    */
   release(claim: QuotaClaim, reserving?: Promise<unknown>): void {
     const quotas = this.deps.quotas;
     if (!quotas) return;
     const run = claim.run ?? 1;
-    if (reserving !== undefined) void reserving.then(() => quotas.release(claim.taskId, run));
-    else quotas.release(claim.taskId, run);
+    if (reserving !== undefined) void reserving.then(() => quotas.undo(claim.taskId, run));
+    else quotas.undo(claim.taskId, run);
   }
 
   private async reserve(claim: QuotaClaim, params: Record<string, unknown>): Promise<void> {
@@ -135,7 +137,7 @@ export class WorkGate {
       .catch((error: unknown) => {
         // Unanswered is not undone: the client may resend the reservation once Redis is back
         // (an in-flight command is replayed on reconnect), so it is released as well.
-        quotas.release(claim.taskId, run);
+        quotas.undo(claim.taskId, run);
         throw isRedisUnavailable(error) ? new DependencyUnavailableError('redis', error) : error;
       });
     if (refused) {

@@ -15,6 +15,8 @@ const KEY_A = 'client@alice:quota-test-key-alice-0123456789';
 const KEY_B = 'client@bob:quota-test-key-bob-0123456789';
 const KEY_C = 'client@carol:quota-test-key-carol-0123456789';
 const bearer = (entry: string) => ({ authorization: `Bearer ${entry.slice(entry.indexOf(':') + 1)}` });
+/** A second view of the harness's quota counts (maxTasks 3, as its API is set), as another process holds them. */
+const quotasOf = (h: Harness) => new KeyQuotas(h.redis, Shards.of(h.config), { maxTasks: 3, maxBytes: 0 }, h.logger);
 
 async function storedWith(h: Harness, marker: string): Promise<number> {
   const { rows } = await h.db.pool.query<{ n: string }>(`SELECT count(*) AS n FROM tasks WHERE params ? $1`, [marker]);
@@ -154,9 +156,20 @@ describe("a retry's count", () => {
   });
   // Releases go out in the background: the count is awaited, not read once.
   const holds = async (client: string, count: number) => {
-    const quotas = new KeyQuotas(h.redis, Shards.of(h.config), { maxTasks: 3, maxBytes: 0 }, h.logger);
+    const quotas = quotasOf(h);
     await poll(async () => ((await quotas.counts()).get(client) ?? 0) === count, { label: `${client} to hold ${count}` });
   };
+  /** A task of alice's, cancelled and no longer counted: ready to be retried. */
+  const cancelledTask = async (params: Record<string, unknown>) => {
+    const submitted = await h.request('POST', '/assign-task', { task_type: 'echo', params }, bearer(KEY_A));
+    const id = submitted.body.task_id as string;
+    expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
+    await holds('key:alice', 0);
+    return id;
+  };
+  /** The API's runs, whose resume a test replaces (and puts back). */
+  const apiRuns = () => (h.api!.tasks as unknown as { deps: { runs: { resume: (...args: unknown[]) => Promise<unknown> } } }).deps.runs;
+  const lost = () => Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
 
   it('two retries of one task at once: the one that resumes it holds the count, and the one refused (409) does not give it back', async () => {
     const submitted = await h.request('POST', '/assign-task', { task_type: 'echo', params: { twice_retried: true } }, bearer(KEY_A));
@@ -178,14 +191,10 @@ describe("a retry's count", () => {
   });
 
   it('a retry whose commit went through but whose answer was lost (503) keeps the count for the run it started; one that changed nothing gives it back', async () => {
-    const submitted = await h.request('POST', '/assign-task', { task_type: 'echo', params: { answer_lost: true } }, bearer(KEY_A));
-    const id = submitted.body.task_id as string;
-    expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
-    await holds('key:alice', 0);
+    const id = await cancelledTask({ answer_lost: true });
     // The connection is cut after the commit (or before it): the service sees a lost connection either way.
-    const runs = (h.api!.tasks as unknown as { deps: { runs: { resume: (...args: unknown[]) => Promise<unknown> } } }).deps.runs;
+    const runs = apiRuns();
     const resume = runs.resume;
-    const lost = () => Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
     try {
       runs.resume = async function (this: unknown, ...args: unknown[]) {
         await resume.apply(this, args);
@@ -211,22 +220,101 @@ describe("a retry's count", () => {
     await holds('key:alice', 0);
   });
 
-  it("a run's release that arrives after the next run reserved the task leaves the count to the new run", async () => {
-    const quotas = new KeyQuotas(h.redis, Shards.of(h.config), { maxTasks: 3, maxBytes: 0 }, h.logger);
+  it('a retry that fails while another retry of the same run is committing leaves the task counted by the other', async () => {
+    const id = await cancelledTask({ raced: true });
+    const runs = apiRuns();
+    const resume = runs.resume;
+    // The first retry to get there is held before its commit; the second fails before its own
+    // (a connection cut), so its read finds the task not yet resumed and it gives its claim back.
+    let open!: () => void;
+    const held = new Promise<void>((resolve) => (open = resolve));
+    let calls = 0;
+    try {
+      runs.resume = async function (this: unknown, ...args: unknown[]) {
+        calls += 1;
+        if (calls === 1) {
+          await held;
+          return resume.apply(this, args);
+        }
+        throw lost();
+      };
+      const committing = h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A));
+      await poll(async () => calls === 1, { label: 'the first retry to reach its commit' });
+      const failed = await h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A));
+      expect(failed.status).toBe(503);
+      // The failed retry's claim is taken back (its undo sent by the API's quotas) ...
+      const gate = (h.api!.tasks as unknown as { deps: { gate: { deps: { quotas: KeyQuotas } } } }).deps.gate;
+      await gate.deps.quotas.settled();
+      // ... and the task still counts by the other retry's claim: that retry is committing its run.
+      expect((await quotasOf(h).counts()).get('key:alice')).toBe(1);
+      expect(await h.redis.hget(`${Shards.of(h.config).prefixOf(id)}:quota:claims-of`, id)).toBe('1');
+      open();
+      expect((await committing).status).toBe(202);
+    } finally {
+      open();
+      runs.resume = resume;
+    }
+    await holds('key:alice', 1);
+    expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
+    await holds('key:alice', 0);
+  });
+
+  /** One task of bob's in a second view of the counts: reserve a run of it, end a run, undo a claim, and what bob holds once sent. */
+  const bobsTask = () => {
+    const quotas = quotasOf(h);
     const id = uuidv7();
-    expect(await quotas.reserve('key:bob', id, 10, 0, 1)).toBeUndefined();
+    const key = (hash: string) => `${Shards.of(h.config).prefixOf(id)}:quota:${hash}`;
+    return {
+      id,
+      key,
+      reserve: async (run: number) => expect(await quotas.reserve('key:bob', id, 10, 0, run)).toBeUndefined(),
+      end: (run: number) => quotas.release(id, run),
+      undo: (run: number) => quotas.undo(id, run),
+      held: async () => {
+        await quotas.settled();
+        return (await quotas.counts()).get('key:bob') ?? 0;
+      },
+    };
+  };
+
+  it("each claimant of a run takes back its own reservation; the run's end drops the task whatever claims are left", async () => {
+    const task = bobsTask();
+    await task.reserve(2);
+    await task.reserve(2);
+    expect(await task.held()).toBe(1);
+    task.undo(2);
+    expect(await task.held()).toBe(1);
+    task.undo(2);
+    expect(await task.held()).toBe(0);
+    expect(await h.redis.hget(task.key('claims-of'), task.id)).toBeNull();
+
+    // Two claims, one undo that arrives with the end in one flush: the end drops it.
+    await task.reserve(3);
+    await task.reserve(3);
+    task.undo(3);
+    task.end(3);
+    expect(await task.held()).toBe(0);
+    // An undo of an earlier run leaves the later run's count alone.
+    await task.reserve(4);
+    task.undo(3);
+    expect(await task.held()).toBe(1);
+    task.end(4);
+    expect(await task.held()).toBe(0);
+  });
+
+  it("a run's release that arrives after the next run reserved the task leaves the count to the new run", async () => {
+    const task = bobsTask();
+    await task.reserve(1);
     // Run 1 ended and its release is late; the retry's reservation for run 2 finds the task counted.
-    expect(await quotas.reserve('key:bob', id, 10, 0, 2)).toBeUndefined();
-    expect((await quotas.counts()).get('key:bob')).toBe(1);
-    quotas.release(id, 1);
-    await quotas.settled();
-    expect((await quotas.counts()).get('key:bob')).toBe(1);
+    await task.reserve(2);
+    expect(await task.held()).toBe(1);
+    task.end(1);
+    expect(await task.held()).toBe(1);
     // Run 2's end (or a retry of it, released again) drops it.
-    quotas.release(id, 2);
-    quotas.release(id, 2);
-    await quotas.settled();
-    expect((await quotas.counts()).get('key:bob')).toBeUndefined();
-    expect(await h.redis.hget(`${Shards.of(h.config).prefixOf(id)}:quota:run-of`, id)).toBeNull();
+    task.end(2);
+    task.end(2);
+    expect(await task.held()).toBe(0);
+    expect(await h.redis.hget(task.key('run-of'), task.id)).toBeNull();
   });
 });
 
