@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { Batcher, ItemFailure } from '../lib/batcher.js';
 import type { Logger } from '../lib/logger.js';
@@ -25,6 +26,7 @@ interface Reservation {
   bytes: number;
   delayMs: number;
   run: number;
+  claimant: string;
 }
 
 /**
@@ -43,14 +45,25 @@ const NEAR = 0.9;
 /** Clients whose last counts a process remembers (per shard); one forgotten is taken as far from its limits. */
 const REMEMBERED = 10_000;
 
+/** This process's part of each claimant's mark: marks of two processes never meet. */
+const PROCESS_MARK = randomBytes(6).toString('hex');
+let claimants = 0;
+
+/** A mark for one reservation (no spaces: the claims hash keeps them separated by spaces). */
+export function newClaimant(): string {
+  claimants += 1;
+  return `${PROCESS_MARK}.${claimants.toString(36)}`;
+}
+
 /** A release that Redis refused is tried again this often, this many times (half a minute), before it is left to lapse. */
 const RELEASE_RETRY_MS = 1_000;
 const RELEASE_ATTEMPTS = 30;
 
 // KEYS: the client's tasks (zset: id -> lease end), the task -> client hash, the task -> bytes
 // hash, the client -> count hash, the client -> bytes hash, the task -> run hash (the latest run
-// that reserved it), the task -> claims hash (how many reservations of that run are not yet
-// undone: two retries of one task at once both reserve it). Every key shares the prefix's hash tag.
+// that reserved it), the task -> claims hash (the claimants of that run not yet undone, their
+// marks separated by spaces: two retries of one task at once both reserve it). Every key shares
+// the prefix's hash tag.
 const DROP = `
 local function drop(id)
   local client = redis.call('HGET', KEYS[2], id)
@@ -68,16 +81,27 @@ end
 
 // Reservations in the order asked, each as one used to be made alone. KEYS[1] unused (the clients'
 // key prefix), KEYS[2..7] as DROP's, then each reservation's client's tasks; ARGV: the clients' key
-// prefix, now, max tasks, max bytes, then client, task id, bytes, lease end, run per reservation.
+// prefix, now, max tasks, max bytes, then client, task id, bytes, lease end, run, claimant per
+// reservation. A claimant's mark is added once, however often its reservation runs (a command
+// resent after a reconnect).
 // Answers {refused, tasks, bytes} per reservation: 0 counted, 1 over max tasks, 2 over max bytes;
 // then what the client holds in the shard, with this task when it was counted.
 const RESERVE = luaScript(`${DROP}
+local function claim(id, claimant)
+  local claims = redis.call('HGET', KEYS[7], id)
+  if not claims or claims == '' then
+    redis.call('HSET', KEYS[7], id, claimant)
+  elseif not string.find(' ' .. claims .. ' ', ' ' .. claimant .. ' ', 1, true) then
+    redis.call('HSET', KEYS[7], id, claims .. ' ' .. claimant)
+  end
+end
+
 local out = {}
 local n = #KEYS - 7
 for i = 1, n do
   local tasksKey = KEYS[7 + i]
-  local at = 4 + (i - 1) * 5
-  local client, id, size, run = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3]), tonumber(ARGV[at + 5])
+  local at = 4 + (i - 1) * 6
+  local client, id, size, run, claimant = ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3]), tonumber(ARGV[at + 5]), ARGV[at + 6]
   for _, old in ipairs(redis.call('ZRANGEBYSCORE', tasksKey, '-inf', ARGV[2])) do drop(old) end
   local tasks = tonumber(redis.call('HGET', KEYS[4], client) or '0')
   local bytes = tonumber(redis.call('HGET', KEYS[5], client) or '0')
@@ -90,10 +114,10 @@ for i = 1, n do
     local counted = tonumber(redis.call('HGET', KEYS[6], id) or '0')
     if run > counted then
       redis.call('HSET', KEYS[6], id, run)
-      redis.call('HSET', KEYS[7], id, 1)
+      redis.call('HSET', KEYS[7], id, claimant)
       redis.call('ZADD', ARGV[1] .. holder, ARGV[at + 4], id)
     elseif run == counted then
-      redis.call('HINCRBY', KEYS[7], id, 1)
+      claim(id, claimant)
     end
   elseif tonumber(ARGV[3]) > 0 and tasks + 1 > tonumber(ARGV[3]) then
     refused = 1
@@ -104,7 +128,7 @@ for i = 1, n do
     redis.call('HSET', KEYS[2], id, client)
     redis.call('HSET', KEYS[3], id, size)
     redis.call('HSET', KEYS[6], id, run)
-    redis.call('HSET', KEYS[7], id, 1)
+    redis.call('HSET', KEYS[7], id, claimant)
     tasks = redis.call('HINCRBY', KEYS[4], client, 1)
     bytes = redis.call('HINCRBY', KEYS[5], client, size)
   end
@@ -115,15 +139,26 @@ end
 return out
 `);
 
-// ARGV: the clients' key prefix, then a task id, a run and a kind per release: 'e' a run's end,
-// 'u' a claimant's undo (its run was not made). A task that a later run reserved again stays
-// counted: the release is an earlier run's, late. An undo of the counted run takes back one
-// claim, and drops the task with the last: another retry of that run may still be committing.
+// ARGV: the clients' key prefix, then a task id, a run and a claimant per release: '' for a run's
+// end, else that claimant's undo (its run was not made). A task that a later run reserved again
+// stays counted: the release is an earlier run's, late. An undo takes back its own claimant's mark
+// alone (none, if its reservation never ran), and drops the task with the last mark: another
+// retry of that run may still be committing.
 const RELEASE = luaScript(`${DROP}
 for i = 2, #ARGV, 3 do
-  local id, run = ARGV[i], tonumber(ARGV[i + 1])
+  local id, run, claimant = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local counted = tonumber(redis.call('HGET', KEYS[6], id) or '0')
-  if counted < run or (counted == run and (ARGV[i + 2] == 'e' or redis.call('HINCRBY', KEYS[7], id, -1) <= 0)) then drop(id) end
+  if claimant == '' then
+    if counted <= run then drop(id) end
+  elseif counted == run then
+    local claims = ' ' .. (redis.call('HGET', KEYS[7], id) or '') .. ' '
+    local at = string.find(claims, ' ' .. claimant .. ' ', 1, true)
+    if at then
+      local left = string.sub(claims, 1, at) .. string.sub(claims, at + #claimant + 2)
+      left = string.sub(left, 2, -2)
+      if left == '' then drop(id) else redis.call('HSET', KEYS[7], id, left) end
+    end
+  end
 end
 return 0
 `);
@@ -145,8 +180,8 @@ return 0
 export class KeyQuotas {
   /** Ends to send: task id -> the latest run that ended. */
   private readonly ended = new Map<string, number>();
-  /** Undos to send, one per claimant (two of one task take back two claims). */
-  private undone: [taskId: string, run: number][] = [];
+  /** Undos to send, each with its claimant's mark. */
+  private undone: [taskId: string, run: number, claimant: string][] = [];
   private flushing: Promise<void> | undefined;
   private readonly reservations = new Batcher<Reservation, QuotaRefusal | undefined>((batch) => this.reserveAll(batch), { maxSize: 500 });
   /** Per shard and client, whether the last reply showed it near a limit (NEAR). */
@@ -185,11 +220,12 @@ export class KeyQuotas {
 
   /**
    * Counts a task's run against its client (a new task's is its first; a retry's, the run it is
-   * to make); the limit it would pass instead, if any. Redis errors are thrown.
+   * to make) for `claimant` (newClaimant(): what undo takes back); the limit it would pass
+   * instead, if any. Redis errors are thrown.
    */
-  async reserve(client: string, taskId: string, bytes: number, delayMs: number, run = 1): Promise<QuotaRefusal | undefined> {
+  async reserve(client: string, taskId: string, bytes: number, delayMs: number, run: number, claimant: string): Promise<QuotaRefusal | undefined> {
     if (!this.enabled) return undefined;
-    return this.reservations.add({ client, taskId, bytes, delayMs, run });
+    return this.reservations.add({ client, taskId, bytes, delayMs, run, claimant });
   }
 
   /**
@@ -226,6 +262,7 @@ export class KeyQuotas {
               reservation.bytes,
               now + reservation.delayMs + LEASE_MS,
               reservation.run,
+              reservation.claimant,
             ]),
           ])) as number[];
         } catch (error) {
@@ -265,15 +302,16 @@ export class KeyQuotas {
   }
 
   /**
-   * Takes back one reservation of a task's `run` that was not made after all (a submission or a
-   * retry that failed, a reservation left unanswered). The task stops counting once every
-   * claimant of that run has taken its reservation back, or when the run ends: two retries of one
-   * task at once both reserve its next run, and the one that fails must not uncount the one that
-   * is committing it. Batched, in the background, as release.
+   * Takes back `claimant`'s reservation of a task's `run` that was not made after all (a
+   * submission or a retry that failed, a reservation left unanswered). The task stops counting
+   * once every claimant of that run has taken its reservation back, or when the run ends: two
+   * retries of one task at once both reserve its next run, and the one that fails must not
+   * uncount the one that is committing it. A claimant's reservation counts once however often it
+   * ran, and an undo takes back nothing if it never ran. Batched, in the background, as release.
    */
-  undo(taskId: string, run: number): void {
+  undo(taskId: string, run: number, claimant: string): void {
     if (!this.enabled) return;
-    this.undone.push([taskId, run]);
+    this.undone.push([taskId, run, claimant]);
     this.flushing ??= Promise.resolve().then(() => this.flush());
   }
 
@@ -288,16 +326,12 @@ export class KeyQuotas {
       for (const [id] of ends) this.ended.delete(id);
       const undos = this.undone.splice(0, 500);
       const byShard = new Map<string, (string | number)[]>();
-      for (const [releases, kind] of [
-        [ends, 'e'],
-        [undos, 'u'],
-      ] as const) {
-        for (const [id, run] of releases) {
-          const prefix = this.shards.prefixOf(id);
-          const shard = byShard.get(prefix) ?? [];
-          shard.push(id, run, kind);
-          byShard.set(prefix, shard);
-        }
+      // An end is sent with no claimant.
+      for (const [id, run, claimant] of [...ends.map(([id, run]) => [id, run, ''] as const), ...undos]) {
+        const prefix = this.shards.prefixOf(id);
+        const shard = byShard.get(prefix) ?? [];
+        shard.push(id, run, claimant);
+        byShard.set(prefix, shard);
       }
       await Promise.all(
         [...byShard].map(async ([prefix, shardReleases]) => {

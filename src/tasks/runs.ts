@@ -116,8 +116,8 @@ export class Runs {
   cancel(taskId: string, owner?: string, by?: string): ReturnType<RunRecovery['cancel']> {
     return this.recovery.cancel(taskId, owner, by);
   }
-  resume(taskId: string, owner?: string, by?: string): ReturnType<RunRecovery['resume']> {
-    return this.recovery.resume(taskId, owner, by);
+  resume(taskId: string, owner?: string, by?: string, run?: number): ReturnType<RunRecovery['resume']> {
+    return this.recovery.resume(taskId, owner, by, run);
   }
   outstanding(taskIds: readonly string[]): ReturnType<RunRecovery['outstanding']> {
     return this.recovery.outstanding(taskIds);

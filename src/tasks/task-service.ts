@@ -653,15 +653,19 @@ export class TaskService {
     assertRedis(this.deps.redis);
     const gate = this.deps.gate;
     let claim: QuotaClaim | undefined;
+    // The run this retry was admitted (and counted) for: another retry that made it first leaves
+    // this one nothing to make (moved_on), not a run after it that nothing counts.
+    let expectedRun: number | undefined;
     if (gate) {
       const task = await this.database(() => this.deps.store.summary(id));
       if (!task || (asker.owner !== undefined && task.ownerKey !== asker.owner)) throw this.missing(id);
       // Only what can be resumed is put to the policy: the 409 needs no decision.
       if (task.status !== 'failed' && task.status !== 'cancelled') throw notRetryable(task.status);
       const taskId = id;
+      expectedRun = task.run + 1;
       // Counted for the run it is to make: the release of the run that ended, if still on its
       // way, then leaves the count to it (KeyQuotas.release).
-      claim = gate.counts ? { client: task.ownerKey ? ownerClient(task.ownerKey) : (asker.client ?? ownerClient('')), taskId, run: task.run + 1 } : undefined;
+      claim = gate.counts ? { client: task.ownerKey ? ownerClient(task.ownerKey) : (asker.client ?? ownerClient('')), taskId, run: expectedRun } : undefined;
       await gate.admit(
         { kind, taskType: task.taskType, params: task.params, keyId: asker.keyId || null, scope: asker.scope ?? null, owner: task.ownerKey, taskId },
         claim,
@@ -670,7 +674,7 @@ export class TaskService {
     const release = () => claim && gate?.release(claim);
     let outcome: Awaited<ReturnType<Runs['resume']>>;
     try {
-      outcome = await this.database(() => this.deps.runs.resume(id, asker.owner, asker.keyId ?? ''));
+      outcome = await this.database(() => this.deps.runs.resume(id, asker.owner, asker.keyId ?? '', expectedRun));
     } catch (error) {
       if (claim) await this.releaseUnlessResumed(claim);
       if (error instanceof DependencyUnavailableError || isTransientDatabaseError(error)) throw error;
@@ -687,6 +691,13 @@ export class TaskService {
       // goes back either way, and the other retry's claim keeps the task counted (KeyQuotas.undo).
       release();
       throw notRetryable(outcome.status);
+    }
+    if (outcome.outcome === 'moved_on') {
+      release();
+      throw new ConflictError('task_not_retryable', `another retry made run ${outcome.run} of this task meanwhile; this one made nothing`, {
+        status: outcome.status,
+        run: outcome.run,
+      });
     }
     this.deps.logger.info('task resumed', { task_id: id, run: outcome.run });
     return { run: outcome.run };

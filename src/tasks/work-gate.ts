@@ -3,7 +3,7 @@ import type { ApiKeyScope } from '../lib/config.js';
 import { DependencyUnavailableError } from '../lib/errors.js';
 import { PolicyDeniedError, PolicyUnavailableError } from '../lib/policy-errors.js';
 import { QuotaExceededError } from '../lib/quota-exceeded-error.js';
-import type { KeyQuotas } from '../queue/key-quotas.js';
+import { type KeyQuotas, newClaimant } from '../queue/key-quotas.js';
 import { isRedisUnavailable } from '../queue/redis.js';
 import type { PolicyHook, PolicyInput } from './policy-hook.js';
 
@@ -47,6 +47,8 @@ export interface QuotaClaim {
   /** The run it counts for: a new task's first (the default), or the run a retry is to make. */
   run?: number;
   delayMs?: number;
+  /** Set by WorkGate.admit: this claim's mark on the run (newClaimant), which release takes back. */
+  claimant?: string;
 }
 
 /** What the gate decided. */
@@ -123,8 +125,11 @@ export class WorkGate {
     const quotas = this.deps.quotas;
     if (!quotas) return;
     const run = claim.run ?? 1;
-    if (reserving !== undefined) void reserving.then(() => quotas.undo(claim.taskId, run));
-    else quotas.undo(claim.taskId, run);
+    // A claim never reserved (admitted without quotas) has nothing to take back.
+    const claimant = claim.claimant;
+    if (claimant === undefined) return;
+    if (reserving !== undefined) void reserving.then(() => quotas.undo(claim.taskId, run, claimant));
+    else quotas.undo(claim.taskId, run, claimant);
   }
 
   private async reserve(claim: QuotaClaim, params: Record<string, unknown>): Promise<void> {
@@ -132,12 +137,15 @@ export class WorkGate {
     if (!quotas?.enabled) return;
     // Only Redis is asked here: a lost connection is Redis away (a master failing over), not the database.
     const run = claim.run ?? 1;
+    const claimant = newClaimant();
+    claim.claimant = claimant;
     const refused = await quotas
-      .reserve(claim.client, claim.taskId, Buffer.byteLength(JSON.stringify(params)), claim.delayMs ?? 0, run)
+      .reserve(claim.client, claim.taskId, Buffer.byteLength(JSON.stringify(params)), claim.delayMs ?? 0, run, claimant)
       .catch((error: unknown) => {
         // Unanswered is not undone: the client may resend the reservation once Redis is back
-        // (an in-flight command is replayed on reconnect), so it is released as well.
-        quotas.undo(claim.taskId, run);
+        // (an in-flight command is replayed on reconnect), so it is taken back as well (its mark
+        // alone: nothing, if it never ran).
+        quotas.undo(claim.taskId, run, claimant);
         throw isRedisUnavailable(error) ? new DependencyUnavailableError('redis', error) : error;
       });
     if (refused) {

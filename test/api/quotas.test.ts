@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uuidv7 } from '../../src/lib/uuid7.js';
-import { KeyQuotas } from '../../src/queue/key-quotas.js';
+import { KeyQuotas, newClaimant } from '../../src/queue/key-quotas.js';
 import { Shards } from '../../src/queue/shards.js';
 import { createHarness, type Harness, poll } from '../helpers/harness.js';
 
@@ -112,7 +112,7 @@ describe('a reservation answered beside the insert', () => {
       const id = uuidv7();
       if (theirs.filter((mine) => shards.indexOf(mine) === shards.indexOf(id)).length < Math.ceil(3 / shards.count)) theirs.push(id);
     }
-    for (const id of theirs) expect(await other.reserve('key:alice', id, 10, 0)).toBeUndefined();
+    for (const id of theirs) expect(await other.reserve('key:alice', id, 10, 0, 1, newClaimant())).toBeUndefined();
     // That process knows alice is at her limit (its next reservation for her is waited for
     // before her task is stored); of bob it knows nothing, which counts as far from it.
     expect(theirs.every((id) => other.isNear('key:alice', id))).toBe(true);
@@ -140,7 +140,7 @@ describe('a reservation answered beside the insert', () => {
     // Far from the limit again by that process's next answer for her: 2 of 3 held, under 90 %
     // (one shard: this file does not run against the cluster).
     expect(shards.count).toBe(1);
-    expect(await other.reserve('key:alice', theirs[0]!, 10, 0)).toBeUndefined();
+    expect(await other.reserve('key:alice', theirs[0]!, 10, 0, 1, newClaimant())).toBeUndefined();
     expect(other.isNear('key:alice', theirs[0]!)).toBe(false);
   });
 });
@@ -220,26 +220,39 @@ describe("a retry's count", () => {
     await holds('key:alice', 0);
   });
 
-  it('a retry that fails while another retry of the same run is committing leaves the task counted by the other', async () => {
-    const id = await cancelledTask({ raced: true });
+  /**
+   * Sends a retry of `id` and holds it before its commit (until `open`); the retries after it go
+   * to `later` (the real resume when not given). `restore` opens it and puts the resume back.
+   */
+  const heldRetry = async (id: string, later?: () => Promise<unknown>) => {
     const runs = apiRuns();
     const resume = runs.resume;
-    // The first retry to get there is held before its commit; the second fails before its own
-    // (a connection cut), so its read finds the task not yet resumed and it gives its claim back.
     let open!: () => void;
     const held = new Promise<void>((resolve) => (open = resolve));
     let calls = 0;
+    runs.resume = async function (this: unknown, ...args: unknown[]) {
+      calls += 1;
+      if (calls === 1) await held;
+      else if (later) return later();
+      return resume.apply(this, args);
+    };
+    const answer = h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A));
+    await poll(async () => calls === 1, { label: 'the first retry to reach its commit' });
+    const restore = () => {
+      open();
+      runs.resume = resume;
+    };
+    return { answer, open, restore };
+  };
+
+  it('a retry that fails while another retry of the same run is committing leaves the task counted by the other', async () => {
+    const id = await cancelledTask({ raced: true });
+    // The first retry is held before its commit; the second fails before its own (a connection
+    // cut), so its read finds the task not yet resumed and it gives its claim back.
+    const committing = await heldRetry(id, async () => {
+      throw lost();
+    });
     try {
-      runs.resume = async function (this: unknown, ...args: unknown[]) {
-        calls += 1;
-        if (calls === 1) {
-          await held;
-          return resume.apply(this, args);
-        }
-        throw lost();
-      };
-      const committing = h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A));
-      await poll(async () => calls === 1, { label: 'the first retry to reach its commit' });
       const failed = await h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A));
       expect(failed.status).toBe(503);
       // The failed retry's claim is taken back (its undo sent by the API's quotas) ...
@@ -247,19 +260,40 @@ describe("a retry's count", () => {
       await gate.deps.quotas.settled();
       // ... and the task still counts by the other retry's claim: that retry is committing its run.
       expect((await quotasOf(h).counts()).get('key:alice')).toBe(1);
-      expect(await h.redis.hget(`${Shards.of(h.config).prefixOf(id)}:quota:claims-of`, id)).toBe('1');
-      open();
-      expect((await committing).status).toBe(202);
+      expect((await h.redis.hget(`${Shards.of(h.config).prefixOf(id)}:quota:claims-of`, id))?.split(' ')).toHaveLength(1);
+      committing.open();
+      expect((await committing.answer).status).toBe(202);
     } finally {
-      open();
-      runs.resume = resume;
+      committing.restore();
     }
     await holds('key:alice', 1);
     expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
     await holds('key:alice', 0);
   });
 
-  /** One task of bob's in a second view of the counts: reserve a run of it, end a run, undo a claim, and what bob holds once sent. */
+  it('a retry that reaches its commit after another retry made the run, and that run already ended, makes nothing (409): no run goes uncounted', async () => {
+    const id = await cancelledTask({ overtaken: true });
+    // The first retry read the task (run 1, cancelled) and is held before its commit ...
+    const late = await heldRetry(id);
+    try {
+      // ... while a second makes run 2, which is cancelled: its end gives the count back.
+      expect((await h.request('POST', `/tasks/${id}/retry`, undefined, bearer(KEY_A))).status).toBe(202);
+      expect((await h.request('POST', `/tasks/${id}/cancel`, undefined, bearer(KEY_A))).status).toBe(200);
+      await holds('key:alice', 0);
+      late.open();
+      const answer = await late.answer;
+      expect(answer.status).toBe(409);
+      expect(answer.body.error).toMatchObject({ code: 'task_not_retryable', details: { status: 'cancelled', run: 2 } });
+    } finally {
+      late.restore();
+    }
+    // Nothing more was made, and nothing is counted.
+    const task = await h.request('GET', `/result/${id}`, undefined, bearer(KEY_A));
+    expect(task.body).toMatchObject({ status: 'cancelled' });
+    await holds('key:alice', 0);
+  });
+
+  /** One task of bob's in a second view of the counts: reserve a run of it (as a claimant), end a run, undo a claim, and what bob holds once sent. */
   const bobsTask = () => {
     const quotas = quotasOf(h);
     const id = uuidv7();
@@ -267,9 +301,9 @@ describe("a retry's count", () => {
     return {
       id,
       key,
-      reserve: async (run: number) => expect(await quotas.reserve('key:bob', id, 10, 0, run)).toBeUndefined(),
+      reserve: async (run: number, claimant = 'first') => expect(await quotas.reserve('key:bob', id, 10, 0, run, claimant)).toBeUndefined(),
       end: (run: number) => quotas.release(id, run),
-      undo: (run: number) => quotas.undo(id, run),
+      undo: (run: number, claimant = 'first') => quotas.undo(id, run, claimant),
       held: async () => {
         await quotas.settled();
         return (await quotas.counts()).get('key:bob') ?? 0;
@@ -279,26 +313,43 @@ describe("a retry's count", () => {
 
   it("each claimant of a run takes back its own reservation; the run's end drops the task whatever claims are left", async () => {
     const task = bobsTask();
-    await task.reserve(2);
-    await task.reserve(2);
+    await task.reserve(2, 'a');
+    await task.reserve(2, 'b');
     expect(await task.held()).toBe(1);
-    task.undo(2);
+    task.undo(2, 'a');
     expect(await task.held()).toBe(1);
-    task.undo(2);
+    // Taken back once is taken back: a second undo of a's takes nothing of b's.
+    task.undo(2, 'a');
+    expect(await task.held()).toBe(1);
+    task.undo(2, 'b');
     expect(await task.held()).toBe(0);
     expect(await h.redis.hget(task.key('claims-of'), task.id)).toBeNull();
 
     // Two claims, one undo that arrives with the end in one flush: the end drops it.
-    await task.reserve(3);
-    await task.reserve(3);
-    task.undo(3);
+    await task.reserve(3, 'a');
+    await task.reserve(3, 'b');
+    task.undo(3, 'a');
     task.end(3);
     expect(await task.held()).toBe(0);
     // An undo of an earlier run leaves the later run's count alone.
-    await task.reserve(4);
-    task.undo(3);
+    await task.reserve(4, 'a');
+    task.undo(3, 'a');
     expect(await task.held()).toBe(1);
     task.end(4);
+    expect(await task.held()).toBe(0);
+  });
+
+  it("a reservation that ran twice (resent after a reconnect) is one claim; an undo whose reservation never ran takes back nobody's", async () => {
+    const task = bobsTask();
+    await task.reserve(1, 'resent');
+    await task.reserve(1, 'resent');
+    await task.reserve(1, 'other');
+    expect(await h.redis.hget(task.key('claims-of'), task.id)).toBe('resent other');
+    task.undo(1, 'never-ran');
+    expect(await task.held()).toBe(1);
+    task.undo(1, 'resent');
+    expect(await task.held()).toBe(1);
+    task.undo(1, 'other');
     expect(await task.held()).toBe(0);
   });
 

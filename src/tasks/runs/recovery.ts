@@ -54,20 +54,29 @@ export class RunRecovery {
    * Resumes a failed or cancelled task as a new run: completed steps (and map items) keep their
    * outputs, the others run again as their dependencies allow; a sub-workflow's child is
    * resumed too. The new run's jobs are added before its transaction commits, so a Redis that
-   * refuses them leaves the task as it was.
+   * refuses them leaves the task as it was. With `expectedRun`, only that run is made: a task another
+   * retry resumed meanwhile (its run may even have ended already) is `moved_on`, left alone.
    */
   async resume(
     taskId: string,
     owner?: string,
     by?: string,
-  ): Promise<{ outcome: 'resumed'; run: number; task: TaskState } | { outcome: 'not_resumable'; status: TaskStatus } | undefined> {
+    expectedRun?: number,
+  ): Promise<
+    | { outcome: 'resumed'; run: number; task: TaskState }
+    | { outcome: 'not_resumable'; status: TaskStatus }
+    | { outcome: 'moved_on'; status: TaskStatus; run: number }
+    | undefined
+  > {
     let found: TaskState | undefined;
+    let movedOn = false;
     const options = this.core.options();
     const result = await this.core.transaction(
       [taskId],
       (states) => {
         found = states.find((state) => state.id === taskId && (owner === undefined || state.owner === owner));
-        return requestedBy(resumeRuns(found ? [found] : [], options), taskId, 'task_resumed', by);
+        movedOn = found !== undefined && expectedRun !== undefined && found.run + 1 !== expectedRun;
+        return requestedBy(resumeRuns(found && !movedOn ? [found] : [], options), taskId, 'task_resumed', by);
       },
       {
         // The new run's jobs (a workflow's: its flow, root first) go in before the commit.
@@ -98,13 +107,14 @@ export class RunRecovery {
       },
     );
     if (!found) return undefined;
-    const run = result.decision.tasks.find((change) => change.taskId === taskId)?.set.run;
-    if (run === undefined) return { outcome: 'not_resumable', status: found.status };
+    if (movedOn) return { outcome: 'moved_on', status: found.status, run: found.run };
+    const made = result.decision.tasks.find((change) => change.taskId === taskId)?.set.run;
+    if (made === undefined) return { outcome: 'not_resumable', status: found.status };
     const flow = isFlow(found.plan.plan);
     await this.core.verbs.carryOut({ ...result.decision, jobs: [], ...(flow ? { timers: [] } : {}) }, result.applied, result.states, new Map(), {
       treesMade: flow,
     });
-    return { outcome: 'resumed', run, task: found };
+    return { outcome: 'resumed', run: made, task: found };
   }
 
   /**
