@@ -82,6 +82,19 @@ async function plainRegistration(h: Harness, origin: string, name: string): Prom
   return { took, slowest };
 }
 
+/**
+ * How slow GET /health may answer while a document registers: what the budget guards against is
+ * a stall of seconds (issue 28's 43.8 s). Quiet, the slowest answer is under 10 ms. With every
+ * core busy a process also waits its turn with no document to blame: 110 ms was seen in CI
+ * (2026-11-29, every core busy) just after an idle API and a one-operation registration had
+ * answered within 50 ms, and 232 ms in an earlier run. Within HEALTH_FLOOR_MS, or
+ * twice what an idle API, or one registering a one-operation document, took just before.
+ */
+const HEALTH_FLOOR_MS = 250;
+function healthBound(idle: number, plain: { slowest: number }): number {
+  return Math.max(HEALTH_FLOOR_MS, 2 * idle, 2 * plain.slowest);
+}
+
 /** Calls GET /health back to back until stopped; the slowest answer, in ms. */
 function watchHealth(url: string): { stop: () => Promise<{ slowest: number; answers: number }> } {
   let running = true;
@@ -135,7 +148,7 @@ describe('OpenAPI documents with a budget', () => {
     await closeTestConnections();
   });
 
-  it('registers the 4 kB fan-out document within 1 s, /health answering within 100 ms throughout, and GET /tools stays small', async () => {
+  it('registers the 4 kB fan-out document within 1 s, /health answering within HEALTH_FLOOR_MS throughout, and GET /tools stays small', async () => {
     expect(JSON.stringify(fanOutDocument()).length).toBeLessThan(4_500);
     const idle = await idleHealth(h.url, 1_000);
     const plain = await plainRegistration(h, server.origin, 'plain1');
@@ -149,9 +162,7 @@ describe('OpenAPI documents with a budget', () => {
     // Within 1 s, or (a loaded machine) about what a one-operation document takes.
     expect(took).toBeLessThan(Math.max(1_000, 3 * plain.took));
     expect(answers).toBeGreaterThan(0);
-    // Within 100 ms, or (a loaded machine) within twice what an idle API, or one registering a
-    // one-operation document, took just before.
-    expect(slowest).toBeLessThan(Math.max(100, 2 * idle, 2 * plain.slowest));
+    expect(slowest).toBeLessThan(healthBound(idle, plain));
 
     const tools = await fetch(`${h.url}/tools`);
     const text = await tools.text();
@@ -197,7 +208,7 @@ describe('OpenAPI documents with a budget', () => {
     expect(problem.path).toMatch(/^openapi_document\.(paths\.\/r\d\d\.get|components\.schemas\.Wide)/);
     expect(problem.message).toMatch(/stopped at #\/.*\(making wide\.read\d+, GET \/r\d\d\)/);
     expect(took).toBeLessThan(Math.max(1_000, 3 * plain.took));
-    expect(slowest).toBeLessThan(Math.max(100, 2 * idle, 2 * plain.slowest));
+    expect(slowest).toBeLessThan(healthBound(idle, plain));
     console.log(
       `wide document: refused in ${took.toFixed(0)} ms (a one-operation document: ${plain.took.toFixed(0)} ms, /health at most ${plain.slowest.toFixed(0)} ms), /health at most ${slowest.toFixed(0)} ms (idle: ${idle.toFixed(0)} ms)`,
     );
