@@ -1,5 +1,5 @@
 import cors from 'cors';
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import helmet from 'helmet';
 import type { WorkerFleet } from '../fleet/worker-fleet.js';
 import type { Config } from '../lib/config.js';
@@ -22,12 +22,13 @@ import type { Admission } from './admission.js';
 import type { KeyRing } from './api-keys.js';
 import { ClientSlots } from './client-slots.js';
 import type { EventStreams } from './event-streams.js';
+import { hotRoutes } from './hot-routes.js';
 import { errorBody, errorMiddleware, jsonDepth, MAX_JSON_DEPTH } from './http.js';
 import type { IdentityTokens } from './identity-tokens.js';
 import { accessLog, apiKeyAuth, BROWSER_PATHS, csrfGuard, isPreflight, PAGE_PATHS, requestIds, requestRateLimit } from './middleware.js';
 import { openApiJson } from './openapi.js';
 import type { SystemInfo } from './route.js';
-import { expressPath, type RouteContext, routeRouter } from './route.js';
+import { expressPath, type JsonRoute, jsonRouteHandlers, type RouteContext, routeRouter } from './route.js';
 import { CONSOLE_PATH, DEFAULT_CONSOLE_DIR } from './routes/console.js';
 import { ROUTES } from './routes/index.js';
 import { describeTool } from './routes/tools.js';
@@ -70,7 +71,31 @@ function routeOf(req: express.Request): string {
   return 'unmatched';
 }
 
-export function createApp(deps: AppDeps): Express {
+/** The API's HTTP handling: Express, and the hot routes served ahead of it with the same functions (src/api/hot-routes.ts). */
+export interface ApiApp {
+  app: Express;
+  /** Serves a request on a hot route (true), or leaves it to `app` (false). */
+  hot: (req: express.Request, res: express.Response) => boolean;
+}
+
+/**
+ * Records the headers a helmet middleware sets: for a given configuration they are the same on
+ * every answer, and setting them from a list costs a fraction of running helmet each time.
+ */
+function fixedHeaders(middleware: RequestHandler): RequestHandler {
+  const headers: [string, string][] = [];
+  const recorder = {
+    setHeader: (name: string, value: string) => headers.push([name, value]),
+    removeHeader: () => undefined,
+  };
+  middleware({} as express.Request, recorder as unknown as express.Response, () => undefined);
+  return (_req, res, next) => {
+    for (const [name, value] of headers) res.setHeader(name, value);
+    next();
+  };
+}
+
+export function createApp(deps: AppDeps): ApiApp {
   const { config, metrics } = deps;
   const app = express();
   app.disable('x-powered-by');
@@ -80,11 +105,11 @@ export function createApp(deps: AppDeps): Express {
   app.set('etag', false);
   app.set('trust proxy', config.TRUST_PROXY === undefined ? false : /^\d+$/.test(config.TRUST_PROXY) ? Number(config.TRUST_PROXY) : config.TRUST_PROXY);
 
-  app.use(requestIds());
+  // What every request passes first, in this order (the hot routes too).
+  const front: RequestHandler[] = [requestIds()];
   // Off, not even mounted: tracing costs nothing per request.
-  if (tracingEnabled()) app.use(traceRequests());
-  app.use(accessLog(deps.logger));
-  app.use((req, res, next) => {
+  if (tracingEnabled()) front.push(traceRequests());
+  front.push(accessLog(deps.logger), (req, res, next) => {
     const stop = metrics.httpDuration.startTimer();
     res.on('finish', () => {
       const route = routeOf(req);
@@ -99,17 +124,19 @@ export function createApp(deps: AppDeps): Express {
   // Flash's and IE8's) say nothing to a JSON body and were 430 bytes of every answer: at 250
   // tasks/s of submit-then-wait, 0.14 ms of the API's CPU per task (docs/performance.md,
   // 2026-11-28). A page of the API's own (an approval link's) gets helmet's defaults.
-  const apiHeaders = helmet({
-    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    xFrameOptions: { action: 'deny' },
-    crossOriginOpenerPolicy: false,
-    originAgentCluster: false,
-    referrerPolicy: false,
-    xDnsPrefetchControl: false,
-    xDownloadOptions: false,
-    xPermittedCrossDomainPolicies: false,
-    xXssProtection: false,
-  });
+  const apiHeaders = fixedHeaders(
+    helmet({
+      contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+      xFrameOptions: { action: 'deny' },
+      crossOriginOpenerPolicy: false,
+      originAgentCluster: false,
+      referrerPolicy: false,
+      xDnsPrefetchControl: false,
+      xDownloadOptions: false,
+      xPermittedCrossDomainPolicies: false,
+      xXssProtection: false,
+    }),
+  );
   const pageHeaders = helmet();
   // Bull Board brings inline scripts and styles: no CSP there. ReDoc's page has none; it needs
   // only to start its search worker from a blob: URL (its logo, which the bundle fetches from
@@ -132,7 +159,7 @@ export function createApp(deps: AppDeps): Express {
           : PAGE_PATHS.test(path)
             ? pageHeaders
             : apiHeaders;
-  app.use((req, res, next) => headersFor(req.path)(req, res, next));
+  front.push((req, res, next) => headersFor(req.path)(req, res, next));
   const corsEnabled = config.CORS_ORIGINS.length > 0;
   if (corsEnabled) {
     const corsHeaders = cors({
@@ -141,22 +168,25 @@ export function createApp(deps: AppDeps): Express {
       maxAge: 600,
     });
     // cors() would answer any OPTIONS as a preflight; one that is not goes through the key check.
-    app.use((req, res, next) => (req.method === 'OPTIONS' && !isPreflight(req) ? next() : corsHeaders(req, res, next)));
+    front.push((req, res, next) => (req.method === 'OPTIONS' && !isPreflight(req) ? next() : corsHeaders(req, res, next)));
   }
-  if (deps.keys) {
-    app.use(
-      apiKeyAuth({
+  for (const handler of front) app.use(handler);
+  const keyAuth = deps.keys
+    ? apiKeyAuth({
         keys: deps.keys,
         failuresPerMinute: config.AUTH_FAILURES_PER_MINUTE,
         redis: deps.redis,
         prefix: config.QUEUE_PREFIX,
         cors: corsEnabled,
         ...(deps.tokens ? { tokens: deps.tokens } : {}),
-      }),
-    );
-  }
-  if (config.RATE_LIMIT_PER_MINUTE > 0) app.use(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));
-  app.use(csrfGuard());
+      })
+    : undefined;
+  if (keyAuth) app.use(keyAuth.middleware);
+  // After the key: what counts requests per key, and the check of a browser's cross-site POST.
+  const keyed: RequestHandler[] = [];
+  if (config.RATE_LIMIT_PER_MINUTE > 0) keyed.push(requestRateLimit(config.RATE_LIMIT_PER_MINUTE, deps.redis, config.QUEUE_PREFIX));
+  keyed.push(csrfGuard());
+  for (const handler of keyed) app.use(handler);
   const slots = (kind: string, max: number, leaseMs: number) =>
     new ClientSlots({ redis: deps.redis, logger: deps.logger, prefix: config.QUEUE_PREFIX, kind, max, leaseMs });
   const context: RouteContext = {
@@ -200,29 +230,32 @@ export function createApp(deps: AppDeps): Express {
     ),
   );
 
-  // A body that is not JSON is refused up front rather than read as empty.
-  app.use((req, res, next) => {
-    const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
-    if (BODY_METHODS.has(req.method) && hasBody && !req.is('application/json') && !req.path.startsWith('/admin/')) {
-      res.status(415).json(errorBody('unsupported_media_type', 'send the body as application/json'));
-      return;
-    }
-    next();
-  });
-  app.use(express.json({ limit: deps.config.BODY_LIMIT, strict: true }));
-  // Every later walk of the body (validation, templates, hashing) may recurse: bound it here.
-  app.use((req, res, next) => {
-    if (req.body !== undefined && jsonDepth(req.body) > MAX_JSON_DEPTH) {
-      res.status(400).json(errorBody('invalid_json', `the request body is nested deeper than ${MAX_JSON_DEPTH} levels`));
-      return;
-    }
-    next();
-  });
+  const body: RequestHandler[] = [
+    // A body that is not JSON is refused up front rather than read as empty.
+    (req, res, next) => {
+      const hasBody = Number(req.headers['content-length'] ?? 0) > 0 || req.headers['transfer-encoding'] !== undefined;
+      if (BODY_METHODS.has(req.method) && hasBody && !req.is('application/json') && !req.path.startsWith('/admin/')) {
+        res.status(415).json(errorBody('unsupported_media_type', 'send the body as application/json'));
+        return;
+      }
+      next();
+    },
+    express.json({ limit: deps.config.BODY_LIMIT, strict: true }),
+    // Every later walk of the body (validation, templates, hashing) may recurse: bound it here.
+    (req, res, next) => {
+      if (req.body !== undefined && jsonDepth(req.body) > MAX_JSON_DEPTH) {
+        res.status(400).json(errorBody('invalid_json', `the request body is nested deeper than ${MAX_JSON_DEPTH} levels`));
+        return;
+      }
+      next();
+    },
+  ];
+  for (const handler of body) app.use(handler);
 
   // The in-flight slot of a submission: after the key and the body, so that slow uploads hold
   // none. The cheap refusals come before Express (Admission.front, in src/api/server.ts).
-  if (deps.admission?.enabled) {
-    const admit = deps.admission.middleware();
+  const admit = deps.admission?.enabled ? deps.admission.middleware() : undefined;
+  if (admit) {
     for (const route of ROUTES.filter((candidate) => candidate.admission)) app[route.method](expressPath(route.path), admit);
   }
   app.use(
@@ -235,6 +268,23 @@ export function createApp(deps: AppDeps): Express {
   app.use((req, res) => {
     res.status(404).json(errorBody('route_not_found', `no route for ${req.method} ${req.path}`));
   });
-  app.use(errorMiddleware(deps.logger));
-  return app;
+  const onError = errorMiddleware(deps.logger);
+  app.use(onError);
+  const hot = hotRoutes({
+    before: [...front, ...keyed, ...body],
+    ...(keyAuth ? { passesAtOnce: keyAuth.passesAtOnce } : {}),
+    ...(admit ? { admit } : {}),
+    handlers: (route) => jsonRouteHandlers(route, context),
+    submit: jsonRoute('assignTask'),
+    result: jsonRoute('getResult'),
+    onError,
+  });
+  return { app, hot };
+}
+
+/** A JSON route by its operation id. */
+function jsonRoute(operationId: string): JsonRoute {
+  const found = ROUTES.find((route) => route.operationId === operationId);
+  if (!found || found.serve) throw new Error(`no JSON route ${operationId}`);
+  return found;
 }

@@ -212,38 +212,42 @@ function guard(route: Route): RequestHandler[] {
 }
 
 /**
- * The Express router of some routes, in their order: the scope check, then (JSON routes) the
- * path parameters, query and body parsed with the route's schemas (400 with every problem),
- * then the handler.
+ * What serves a JSON route once it is matched: the scope check, then the path parameters, query
+ * and body parsed with the route's schemas (400 with every problem), then the handler. The
+ * router below and the hot routes (src/api/hot-routes.ts) both serve a route with these.
  */
+export function jsonRouteHandlers(declared: JsonRoute, ctx: RouteContext): RequestHandler[] {
+  const { handler, params, query, body } = declared;
+  const invalidBody = declared.invalidBody ?? INVALID_BODY;
+  return [
+    ...guard(declared),
+    handle(async (req, res) => {
+      const input: RouteInput = {
+        params: parse(params, req.params, INVALID_PATH),
+        query: parse(query, req.query, INVALID_QUERY),
+        // A request without a body is read as {}: the schema says whether that is enough.
+        body: parse(body, req.body ?? {}, invalidBody),
+        req,
+        res,
+      };
+      return handler(input as RouteInput<never, never, never>, ctx);
+    }),
+  ];
+}
+
+/** The Express router of some routes, in their order (a JSON route served by jsonRouteHandlers). */
 export function routeRouter(routes: readonly Route[], ctx: RouteContext): Router {
   const router = Router();
   for (const declared of routes) {
     const path = expressPath(declared.path);
-    const checks = guard(declared);
     if (declared.serve) {
+      const checks = guard(declared);
       const served = declared.serve(ctx);
       if (declared.mount) router.use(path, ...checks, served);
       else router[declared.method](path, ...checks, served);
       continue;
     }
-    const { handler, params, query, body } = declared;
-    const invalidBody = declared.invalidBody ?? INVALID_BODY;
-    router[declared.method](
-      path,
-      ...checks,
-      handle(async (req, res) => {
-        const input: RouteInput = {
-          params: parse(params, req.params, INVALID_PATH),
-          query: parse(query, req.query, INVALID_QUERY),
-          // A request without a body is read as {}: the schema says whether that is enough.
-          body: parse(body, req.body ?? {}, invalidBody),
-          req,
-          res,
-        };
-        return handler(input as RouteInput<never, never, never>, ctx);
-      }),
-    );
+    router[declared.method](path, ...jsonRouteHandlers(declared, ctx));
   }
   return router;
 }

@@ -1,6 +1,6 @@
 import { createServer, IncomingMessage, type Server, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { Express } from 'express';
+import type { Express, Request, Response } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
 import { openCore } from '../composition.js';
 import type { Config } from '../lib/config.js';
@@ -124,7 +124,7 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
     },
   );
   admission.start();
-  const app = createApp({
+  const { app, hot } = createApp({
     config,
     logger,
     metrics,
@@ -152,15 +152,20 @@ export async function startApi(config: Config, logger: Logger, registry: ToolReg
   // submission is only taken once its body has arrived); long-polls and streams are not affected,
   // these bound how long the request takes to arrive, not the answer. The timeouts are checked
   // every second rather than every 30.
+  const made = expressMade(app);
+  // A request made by Node's own constructors (see expressMade) lacks Express's prototypes: Express's alone.
+  const hotRoutes = config.HTTP_HOT_ROUTES === 'on' && made.IncomingMessage !== undefined;
   const server = createServer(
     {
-      ...expressMade(app),
+      ...made,
       requestTimeout: config.HTTP_REQUEST_TIMEOUT_MS,
       headersTimeout: Math.min(config.HTTP_HEADERS_TIMEOUT_MS, config.HTTP_REQUEST_TIMEOUT_MS),
       connectionsCheckingInterval: 1_000,
     },
     (req, res) => {
-      if (!admission.front(req, res)) app(req, res);
+      if (admission.front(req, res)) return;
+      if (hotRoutes && hot(req as Request, res as Response)) return;
+      app(req, res);
     },
   );
   // Connections that have sent nothing yet, as Node counts them, are not idle: it keeps them for

@@ -369,6 +369,13 @@ const configSchema = z.object({
    */
   HTTP_HEADERS_TIMEOUT_MS: integer(1_000, 600_000).default(10_000),
   /**
+   * `on`: POST /assign-task and GET /result/{task_id} (the seed's loop) are served without
+   * Express's router, by the same functions in the same order and with the same answers; `off`:
+   * every request goes through Express, to compare or to rule the hot routes out.
+   * @internal
+   */
+  HTTP_HOT_ROUTES: z.enum(['on', 'off']).default('on'),
+  /**
    * The root of the keys that sign completion callbacks: each API key's callbacks are signed with
    * a secret derived from it and the key's id (GET /callback-secret). Without it, callback_url is refused.
    */
