@@ -278,6 +278,7 @@ export function createApp(deps: AppDeps): ApiApp {
     submit: jsonRoute('assignTask'),
     result: jsonRoute('getResult'),
     onError,
+    served: (route) => metrics.httpHotRequests.inc({ route }),
   });
   return { app, hot };
 }

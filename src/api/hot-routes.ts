@@ -36,6 +36,8 @@ export interface HotRoutesDeps {
   result: JsonRoute;
   /** Express's last word on an error (errorMiddleware). */
   onError: ErrorRequestHandler;
+  /** Counts a request served here, by route pattern (orchestrator_http_hot_requests_total). */
+  served: (route: string) => void;
 }
 
 /** A result's id as a hot route takes it: nothing to decode (anything else is Express's, which decodes and refuses). */
@@ -73,6 +75,7 @@ export function hotRoutes(deps: HotRoutesDeps): (req: Request, res: Response) =>
     res.locals = Object.create(null) as Record<string, unknown>;
     req.originalUrl = url;
     req.baseUrl = '';
+    deps.served(req.route.path);
     run(chain, req, res, deps.onError);
     return true;
   };

@@ -70,6 +70,12 @@ export class Metrics {
     labelNames: ['method', 'route', 'status'] as const,
     registers: [this.registry],
   });
+  readonly httpHotRequests = new client.Counter({
+    name: 'orchestrator_http_hot_requests_total',
+    help: "Requests of the seed's loop (POST /assign-task, GET /result/{task_id}) served without Express's router (HTTP_HOT_ROUTES); the others of those routes went through Express.",
+    labelNames: ['route'] as const,
+    registers: [this.registry],
+  });
   readonly httpDuration = new client.Histogram({
     name: 'orchestrator_http_request_duration_seconds',
     help: 'Time to answer an HTTP request (a long-poll or event stream counts its whole duration).',

@@ -1,26 +1,8 @@
 import { request as httpRequest } from 'node:http';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ApiServer, startApi } from '../../src/api/server.js';
 import { loadConfig } from '../../src/lib/config.js';
 import { createHarness, type Harness, waitForTask } from '../helpers/harness.js';
-
-// Counts the requests the hot routes served (src/api/hot-routes.ts), so that each comparison
-// below knows it compared the hot route with Express, not Express with itself.
-const served = vi.hoisted(() => ({ hot: 0 }));
-vi.mock('../../src/api/hot-routes.js', async (importOriginal) => {
-  const original = await importOriginal<typeof import('../../src/api/hot-routes.js')>();
-  return {
-    ...original,
-    hotRoutes: (deps: Parameters<typeof original.hotRoutes>[0]) => {
-      const hot = original.hotRoutes(deps);
-      return (req: Parameters<typeof hot>[0], res: Parameters<typeof hot>[1]) => {
-        const taken = hot(req, res);
-        if (taken) served.hot += 1;
-        return taken;
-      };
-    },
-  };
-});
 
 const ADMIN = 'admin-key-0123456789abcdef';
 const READER = 'read-key-0123456789abcdef';
@@ -74,13 +56,19 @@ describe('hot routes (POST /assign-task, GET /result/{task_id}) answer as Expres
     await h?.close();
   });
 
+  /** Requests the hot routes of a server served (orchestrator_http_hot_requests_total), so that a comparison knows it compared a hot route with Express. */
+  async function hotServed(url: string): Promise<number> {
+    const text = await (await fetch(`${url}/metrics`)).text();
+    return [...text.matchAll(/^orchestrator_http_hot_requests_total\{[^}]*\} (\d+)$/gm)].reduce((sum, match) => sum + Number(match[1]), 0);
+  }
+
   /** Sends the request to both servers and compares the answers; `hot`: whether the hot route is to serve it. */
   async function same(method: string, path: string, headers: Record<string, string>, body?: string, hot = true): Promise<Answer> {
-    const before = served.hot;
+    const before = await hotServed(h.url);
     const fast = await send(h.url, method, path, headers, body);
-    expect(served.hot - before, `${method} ${path} served by the hot route`).toBe(hot ? 1 : 0);
+    expect((await hotServed(h.url)) - before, `${method} ${path} served by the hot route`).toBe(hot ? 1 : 0);
     const slow = await send(express.url, method, path, headers, body);
-    expect(served.hot - before, 'the Express server serves no hot route').toBe(hot ? 1 : 0);
+    expect(await hotServed(express.url), 'the Express server serves no hot route').toBe(0);
     expect(comparable(fast), `${method} ${path} ${body ?? ''}`).toEqual(comparable(slow));
     return fast;
   }
