@@ -14,7 +14,8 @@ import { expressPath } from './route.js';
  * other: the layers every request passes (the request id, the metrics, the security headers, the
  * key, the body's checks and parser...), admission, then the route's own scope check, schemas and
  * handler; an error goes to the same error handler. So it answers as Express would, byte for byte
- * but the request id and the date (test/api/hot-routes.test.ts). What is not plain is left to
+ * but what differs between any two answers (the date, a generated request id, a new task's id and
+ * times: test/api/hot-routes.test.ts). What is not plain is left to
  * Express: another path or method, a query on the submission's path, an id that is not plain
  * letters, digits and dashes (Express decodes it), a key that does not pass at once (none, a
  * wrong one, an identity token, an address with wrong keys counted: KeyAuth.passesAtOnce).
