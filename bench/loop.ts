@@ -69,6 +69,12 @@ export interface LoopPoint {
   cpuMsPerTask?: { system: number; redis: number; postgres: number };
   /** The system's part of cpuMsPerTask by process: its API and its workers apart (a process seen at only one end of the window is left out). */
   cpuMsPerTaskByProcess?: Record<string, number>;
+  /**
+   * Write system calls per completed task by process (/proc/<pid>/io syscw, every thread): on this
+   * kind of machine a socket write costs its writer far more than the bytes in it (it wakes the
+   * reader), so this counts the round trips each process makes per task.
+   */
+  writesPerTaskByProcess?: Record<string, number>;
   /** Redis commands per completed task, every client together (INFO commandstats), with the commonest. */
   redisCommandsPerTask?: { total: number; top: Record<string, number> };
 }
@@ -234,6 +240,15 @@ function processTable(): Map<number, { ppid: number; ticks: number; comm: string
   return table;
 }
 
+/** A process's write system calls so far (/proc/<pid>/io syscw); 0 where it cannot be read. */
+function writeCalls(pid: number): number {
+  try {
+    return Number(/^syscw: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
 /** What a process of the tree is called: its root's name, and below it the script it runs (`npm-start › api/main.js`). */
 function processLabel(pid: number, root: string | undefined, rootOf: string): string {
   if (root !== undefined) return root;
@@ -279,17 +294,19 @@ function cpuNow(roots: readonly { pid: number; name: string }[], redis: number) 
   let system = 0;
   let postmaster: number | undefined;
   const byProcess: Record<string, number> = {};
+  const writesByProcess: Record<string, number> = {};
   for (const [pid, entry] of table) {
     const root = rootOf.get(pid);
     if (root !== undefined) {
       system += entry.ticks;
       const label = processLabel(pid, names.get(pid), root);
       byProcess[label] = (byProcess[label] ?? 0) + ms(entry.ticks);
+      writesByProcess[label] = (writesByProcess[label] ?? 0) + writeCalls(pid);
     }
     if (entry.comm.startsWith('postgres') && !table.get(entry.ppid)?.comm.startsWith('postgres')) postmaster = pid;
   }
   const postgres = postmaster === undefined ? Number.NaN : new PostgresCluster(postmaster).cpu().total * 1000;
-  return { system: ms(system), byProcess, redis: ms(table.get(redis)?.ticks ?? 0), postgres };
+  return { system: ms(system), byProcess, writesByProcess, redis: ms(table.get(redis)?.ticks ?? 0), postgres };
 }
 
 const median = (values: number[]) => {
@@ -383,6 +400,11 @@ async function measure(
       Object.entries(cpuAfter.byProcess)
         .filter(([label]) => label in cpuBefore.byProcess)
         .map(([label, after]) => [label, perTask(after - cpuBefore.byProcess[label]!)]),
+    );
+    point.writesPerTaskByProcess = Object.fromEntries(
+      Object.entries(cpuAfter.writesByProcess)
+        .filter(([label]) => label in cpuBefore.writesByProcess)
+        .map(([label, after]) => [label, perTask(after - cpuBefore.writesByProcess[label]!)]),
     );
     const calls = [...(await redisCalls(redisUrl))].map(([name, n]) => [name, n - (callsBefore.get(name) ?? 0)] as const);
     const commonest = calls.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
