@@ -369,57 +369,59 @@ async function transactions(databaseUrl: string): Promise<number> {
   }
 }
 
-async function measure(
-  system: string,
-  url: string,
-  headers: HeadersOf,
-  databaseUrl: string,
-  table: string,
-  pids: { roots: { pid: number; name: string }[]; redis: number },
-  redisUrl: string,
-): Promise<LoopPoint[]> {
-  const points: LoopPoint[] = [];
-  const loads = RATES ? RATES.map((rate) => ({ rate })) : CLIENTS.map((clients) => ({ clients }));
-  for (const load of loads) {
-    const run = (seconds: number, samples?: Sample[]) =>
-      'rate' in load ? openLoop(url, headers, load.rate, seconds, samples) : closedLoop(url, headers, load.clients, seconds, samples);
-    await run(WARMUP_S);
-    const samples: Sample[] = [];
-    const before = await transactions(databaseUrl);
-    const callsBefore = await redisCalls(redisUrl);
-    const cpuBefore = cpuNow(pids.roots, pids.redis);
-    const point = await run(SECONDS, samples);
-    const cpuAfter = cpuNow(pids.roots, pids.redis);
-    const perTask = (ms: number) => Math.round((ms / Math.max(1, point.completed)) * 100) / 100;
-    point.cpuMsPerTask = {
-      system: perTask(cpuAfter.system - cpuBefore.system),
-      redis: perTask(cpuAfter.redis - cpuBefore.redis),
-      postgres: perTask(cpuAfter.postgres - cpuBefore.postgres),
-    };
-    point.cpuMsPerTaskByProcess = Object.fromEntries(
-      Object.entries(cpuAfter.byProcess)
-        .filter(([label]) => label in cpuBefore.byProcess)
-        .map(([label, after]) => [label, perTask(after - cpuBefore.byProcess[label]!)]),
-    );
-    point.writesPerTaskByProcess = Object.fromEntries(
-      Object.entries(cpuAfter.writesByProcess)
-        .filter(([label]) => label in cpuBefore.writesByProcess)
-        .map(([label, after]) => [label, perTask(after - cpuBefore.writesByProcess[label]!)]),
-    );
-    const calls = [...(await redisCalls(redisUrl))].map(([name, n]) => [name, n - (callsBefore.get(name) ?? 0)] as const);
-    const commonest = calls.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
-    point.redisCommandsPerTask = {
-      total: perTask(commonest.reduce((sum, [, n]) => sum + n, 0)),
-      top: Object.fromEntries(commonest.slice(0, 12).map(([name, n]) => [name, perTask(n)])),
-    };
-    // PostgreSQL flushes a backend's counters within a second of its last transaction.
-    await sleep(1_500);
-    point.transactionsPerTask = Math.round((((await transactions(databaseUrl)) - before) / Math.max(1, point.completed)) * 10) / 10;
-    point.stages = await stages(databaseUrl, table, samples);
-    console.log(JSON.stringify({ system, ...point }));
-    points.push(point);
-  }
-  return points;
+/** One system as the bench drives it: where it answers, whose processes it is, where it stores its tasks. */
+interface System {
+  name: 'orchestrator' | 'naive';
+  url: string;
+  headers: HeadersOf;
+  databaseUrl: string;
+  table: string;
+  pids: { roots: { pid: number; name: string }[]; redis: number };
+  redisUrl: string;
+}
+
+type Load = { clients: number } | { rate: number };
+
+/** One point of one system: its warm-up, then the measured window, with what it cost. */
+async function measure(system: System, load: Load): Promise<LoopPoint> {
+  const { url, headers, databaseUrl, table, pids, redisUrl } = system;
+  const run = (seconds: number, samples?: Sample[]) =>
+    'rate' in load ? openLoop(url, headers, load.rate, seconds, samples) : closedLoop(url, headers, load.clients, seconds, samples);
+  await run(WARMUP_S);
+  const samples: Sample[] = [];
+  const before = await transactions(databaseUrl);
+  const callsBefore = await redisCalls(redisUrl);
+  const cpuBefore = cpuNow(pids.roots, pids.redis);
+  const point = await run(SECONDS, samples);
+  const cpuAfter = cpuNow(pids.roots, pids.redis);
+  const perTask = (ms: number) => Math.round((ms / Math.max(1, point.completed)) * 100) / 100;
+  point.cpuMsPerTask = {
+    system: perTask(cpuAfter.system - cpuBefore.system),
+    redis: perTask(cpuAfter.redis - cpuBefore.redis),
+    postgres: perTask(cpuAfter.postgres - cpuBefore.postgres),
+  };
+  point.cpuMsPerTaskByProcess = Object.fromEntries(
+    Object.entries(cpuAfter.byProcess)
+      .filter(([label]) => label in cpuBefore.byProcess)
+      .map(([label, after]) => [label, perTask(after - cpuBefore.byProcess[label]!)]),
+  );
+  point.writesPerTaskByProcess = Object.fromEntries(
+    Object.entries(cpuAfter.writesByProcess)
+      .filter(([label]) => label in cpuBefore.writesByProcess)
+      .map(([label, after]) => [label, perTask(after - cpuBefore.writesByProcess[label]!)]),
+  );
+  const calls = [...(await redisCalls(redisUrl))].map(([name, n]) => [name, n - (callsBefore.get(name) ?? 0)] as const);
+  const commonest = calls.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  point.redisCommandsPerTask = {
+    total: perTask(commonest.reduce((sum, [, n]) => sum + n, 0)),
+    top: Object.fromEntries(commonest.slice(0, 12).map(([name, n]) => [name, perTask(n)])),
+  };
+  // PostgreSQL flushes a backend's counters within a second of its last transaction.
+  await sleep(1_500);
+  point.transactionsPerTask = Math.round((((await transactions(databaseUrl)) - before) / Math.max(1, point.completed)) * 10) / 10;
+  point.stages = await stages(databaseUrl, table, samples);
+  console.log(JSON.stringify({ system: system.name, ...point }));
+  return point;
 }
 
 async function withDatabase<T>(admin: pg.Pool, prefix: string, body: (url: string) => Promise<T>): Promise<T> {
@@ -446,71 +448,80 @@ async function oneRun(run: number, logDir: string) {
     for (const child of children.splice(0).reverse()) await child.stop(30_000).catch(() => undefined);
   };
   try {
-    const orchestrator = await withDatabase(admin, 'orch_loop', async (databaseUrl) => {
-      const port = await freePort();
-      const url = `http://127.0.0.1:${port}`;
-      children.push(
-        spawnNode(
-          'npm-start',
-          'dist/src/main.js',
+    // Both systems are up for the whole run and each load is measured on one, then at once on the
+    // other, the order alternating from run to run: on a shared machine whose speed drifts over
+    // tens of seconds, the two points of a ratio are seconds apart rather than a minute, and a
+    // drift within a load favours neither system over the runs. The idle one costs next to
+    // nothing meanwhile (its blocking reads and timers), counted in the other's Redis and
+    // PostgreSQL figures.
+    const { orchestrator, naive } = await withDatabase(admin, 'orch_loop', (orchestratorDb) =>
+      withDatabase(admin, 'naive_loop', async (naiveDb) => {
+        const orchestratorPort = await freePort();
+        const orchestratorUrl = `http://127.0.0.1:${orchestratorPort}`;
+        const orchestratorChildren = [
+          spawnNode(
+            'npm-start',
+            'dist/src/main.js',
+            {
+              DATABASE_URL: orchestratorDb,
+              REDIS_URL: redisUrl,
+              PORT: String(orchestratorPort),
+              HOST: '127.0.0.1',
+              LOG_LEVEL: 'warn',
+              LOG_FORMAT: 'json',
+              API_KEYS: KEYS.map((key, index) => `client@loop${index}:${key}`).join(','),
+              ...SETTINGS,
+            },
+            { logDir },
+          ),
+        ];
+        children.push(...orchestratorChildren);
+        const db = new pg.Client({ connectionString: naiveDb });
+        await db.connect();
+        await db.query(NAIVE_SCHEMA);
+        await db.end();
+        const naivePort = await freePort();
+        const naiveUrl = `http://127.0.0.1:${naivePort}`;
+        const env = { DATABASE_URL: naiveDb, REDIS_URL: redisUrl, PORT: String(naivePort) };
+        const naiveChildren = [
+          spawnNode('naive-api', 'bench/naive/server.ts', { ...env, NAIVE_ROLE: 'api' }, { logDir }),
+          spawnNode('naive-worker', 'bench/naive/server.ts', { ...env, NAIVE_ROLE: 'worker' }, { logDir }),
+        ];
+        children.push(...naiveChildren);
+        await ready(orchestratorUrl, 'npm start ready');
+        await ready(naiveUrl, 'the naive baseline ready');
+        const systems: System[] = [
           {
-            DATABASE_URL: databaseUrl,
-            REDIS_URL: redisUrl,
-            PORT: String(port),
-            HOST: '127.0.0.1',
-            LOG_LEVEL: 'warn',
-            LOG_FORMAT: 'json',
-            API_KEYS: KEYS.map((key, index) => `client@loop${index}:${key}`).join(','),
-            ...SETTINGS,
+            name: 'orchestrator',
+            url: orchestratorUrl,
+            headers: (index) => ({ authorization: `Bearer ${KEYS[index % KEYS.length]}` }),
+            databaseUrl: orchestratorDb,
+            table: 'tasks',
+            pids: { roots: orchestratorChildren.map(({ pid, name }) => ({ pid, name })), redis: redis.pid },
+            redisUrl,
           },
-          { logDir },
-        ),
-      );
-      await ready(url, 'npm start ready');
-      try {
-        return await measure(
-          'orchestrator',
-          url,
-          (index) => ({ authorization: `Bearer ${KEYS[index % KEYS.length]}` }),
-          databaseUrl,
-          'tasks',
           {
-            roots: children.map(({ pid, name }) => ({ pid, name })),
-            redis: redis.pid,
+            name: 'naive',
+            url: naiveUrl,
+            headers: () => ({}),
+            databaseUrl: naiveDb,
+            table: 'naive_tasks',
+            pids: { roots: naiveChildren.map(({ pid, name }) => ({ pid, name })), redis: redis.pid },
+            redisUrl,
           },
-          redisUrl,
-        );
-      } finally {
-        await stopAll();
-      }
-    });
-    const naive = await withDatabase(admin, 'naive_loop', async (databaseUrl) => {
-      const db = new pg.Client({ connectionString: databaseUrl });
-      await db.connect();
-      await db.query(NAIVE_SCHEMA);
-      await db.end();
-      const port = await freePort();
-      const url = `http://127.0.0.1:${port}`;
-      const env = { DATABASE_URL: databaseUrl, REDIS_URL: redisUrl, PORT: String(port) };
-      children.push(
-        spawnNode('naive-api', 'bench/naive/server.ts', { ...env, NAIVE_ROLE: 'api' }, { logDir }),
-        spawnNode('naive-worker', 'bench/naive/server.ts', { ...env, NAIVE_ROLE: 'worker' }, { logDir }),
-      );
-      await ready(url, 'the naive baseline ready');
-      try {
-        return await measure(
-          'naive',
-          url,
-          () => ({}),
-          databaseUrl,
-          'naive_tasks',
-          { roots: children.map(({ pid, name }) => ({ pid, name })), redis: redis.pid },
-          redisUrl,
-        );
-      } finally {
-        await stopAll();
-      }
-    });
+        ];
+        const points: Record<System['name'], LoopPoint[]> = { orchestrator: [], naive: [] };
+        const loads: Load[] = RATES ? RATES.map((rate) => ({ rate })) : CLIENTS.map((clients) => ({ clients }));
+        try {
+          for (const load of loads) {
+            for (const system of run % 2 === 1 ? systems : [...systems].reverse()) points[system.name].push(await measure(system, load));
+          }
+        } finally {
+          await stopAll();
+        }
+        return points;
+      }),
+    );
     return {
       run,
       orchestrator,
