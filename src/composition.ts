@@ -89,14 +89,9 @@ export async function openCore(options: CoreOptions): Promise<Core> {
   // Every connection of this process reports to one place: an outage is said once, not by each.
   const outage = new RedisOutage(logger, redisAddress(config));
   const redis = outage.watch(createRedis(config, role === 'api' ? 'producer' : 'worker', role));
-  // The event log's MULTIs go on a connection of their own: ioredis copies every script a
-  // connection knows onto each MULTI built on it, and BullMQ defines its 64 on the connection the
-  // queues share (107 µs a MULTI there against 22 on one without, on this project's machine: about
-  // one per finished task).
-  const eventsRedis = outage.watch(createRedis(config, role === 'api' ? 'producer' : 'worker', `${role}-event-log`));
   const subscriber = outage.watch(createRedis(config, 'subscriber', role === 'api' ? 'api-events' : 'worker-stop'));
   // The API starts even while Redis is down (the outage says so): it then answers 503 and recovers by itself.
-  if (role === 'api') await Promise.all([redis, eventsRedis].map((connection) => waitForRedis(connection, 2_000).catch(() => undefined)));
+  if (role === 'api') await waitForRedis(redis, 2_000).catch(() => undefined);
   // Registered services' operations are tools too: read now, and again on every change. The API
   // checks their health; workers only call them.
   const services = openServiceRegistry({
@@ -116,7 +111,7 @@ export async function openCore(options: CoreOptions): Promise<Core> {
   await fleet.start();
   const tools = options.tools.withDynamic(dynamicTools(services, fleet.builtIns, fleet));
   const queues = new TaskQueues(redis, config, tools.names(), logger);
-  const eventLog = new EventLog(eventsRedis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
+  const eventLog = new EventLog(redis, Shards.of(config), { ttlSeconds: config.EVENTS_TTL_S, afterEndSeconds: config.EVENTS_KEEP_AFTER_END_S });
   const events = new EventNotices(subscriber, config.QUEUE_PREFIX, logger);
   const store = new TaskStore(prisma, sql);
   const scheduleStore = new ScheduleStore(sql);
@@ -194,12 +189,11 @@ export async function openCore(options: CoreOptions): Promise<Core> {
       await quotas.settled();
       await queues.close();
       await scheduleQueue.close();
-      await Promise.all([redis, eventsRedis].map((connection) => connection.quit().catch(() => connection.disconnect())));
+      await redis.quit().catch(() => redis.disconnect());
       await closeDatabase();
     },
     async disconnect() {
       redis.disconnect();
-      eventsRedis.disconnect();
       void Promise.all([queues.close(), scheduleQueue.close()]).catch(() => undefined);
       await closeDatabase();
     },
