@@ -17,7 +17,12 @@ import { createHarness, type Harness, submit, uniqueName, waitForTask } from '..
  * than 250 ms beyond its idle latency. The heap stays far from the gigabytes.
  */
 
-/** What a pathological input may cost beyond its benign twin. */
+/**
+ * What a pathological input may cost beyond its benign twin, at the least: on a machine whose idle
+ * /health already stalls longer (the slowest of 30 idle answers), that stall is the margin, since
+ * a pause of the machine lands on either request (landing CI on a slow VM, 2026-11-29: idle 197
+ * ms, the twins 101 and 153 ms apart in their best runs). What this guards against costs seconds.
+ */
 const MARGIN_MS = 100;
 /**
  * What /health may take beyond its idle latency while an input is handled. Wider than MARGIN_MS:
@@ -67,11 +72,12 @@ describe('pathological inputs, with /health polled throughout', () => {
    * Runs `scenario` (which checks its own answers, and returns how much longer its pathological
    * request took than its benign twin, if it compares) while GET /health is polled back to back.
    * Checks that the heap stays far from the gigabytes, and that /health never took more than
-   * HEALTH_MARGIN_MS beyond its idle latency nor the pathological request more than MARGIN_MS beyond
+   * HEALTH_MARGIN_MS beyond its idle latency nor the pathological request more than MARGIN_MS (or the idle stall) beyond
    * its twin. The machine is shared, so a run can catch a pause that has nothing to do with the
    * input: up to RUNS runs are made and the best one counts. A super-linear input is slow in all.
    */
-  const within = (run: Run) => run.slowestMs < idleMs + HEALTH_MARGIN_MS && run.extraMs < MARGIN_MS;
+  const extraMarginMs = () => Math.max(MARGIN_MS, idleMs);
+  const within = (run: Run) => run.slowestMs < idleMs + HEALTH_MARGIN_MS && run.extraMs < extraMarginMs();
 
   // biome-ignore lint/suspicious/noConfusingVoidType: a scenario without a benign twin to compare with returns nothing
   async function measured(scenario: () => Promise<number | void>): Promise<void> {
@@ -112,7 +118,7 @@ describe('pathological inputs, with /health polled throughout', () => {
     );
     const all = JSON.stringify(runs.map((run) => ({ health_ms: Math.round(run.slowestMs), extra_ms: Math.round(run.extraMs) })));
     expect(best.slowestMs, `slowest /health answer (idle: ${idleMs.toFixed(0)} ms), best of ${all}`).toBeLessThan(idleMs + HEALTH_MARGIN_MS);
-    expect(best.extraMs, `time beyond the benign twin, best of ${all}`).toBeLessThan(MARGIN_MS);
+    expect(best.extraMs, `time beyond the benign twin (idle: ${idleMs.toFixed(0)} ms), best of ${all}`).toBeLessThan(extraMarginMs());
   }
 
   /**
