@@ -400,16 +400,15 @@ async function measure(system: System, load: Load): Promise<LoopPoint> {
     redis: perTask(cpuAfter.redis - cpuBefore.redis),
     postgres: perTask(cpuAfter.postgres - cpuBefore.postgres),
   };
-  point.cpuMsPerTaskByProcess = Object.fromEntries(
-    Object.entries(cpuAfter.byProcess)
-      .filter(([label]) => label in cpuBefore.byProcess)
-      .map(([label, after]) => [label, perTask(after - cpuBefore.byProcess[label]!)]),
-  );
-  point.writesPerTaskByProcess = Object.fromEntries(
-    Object.entries(cpuAfter.writesByProcess)
-      .filter(([label]) => label in cpuBefore.writesByProcess)
-      .map(([label, after]) => [label, perTask(after - cpuBefore.writesByProcess[label]!)]),
-  );
+  // Per process, over the window: a process seen at only one end of it is left out.
+  const perProcess = (after: Record<string, number>, before: Record<string, number>) =>
+    Object.fromEntries(
+      Object.entries(after)
+        .filter(([label]) => label in before)
+        .map(([label, value]) => [label, perTask(value - before[label]!)]),
+    );
+  point.cpuMsPerTaskByProcess = perProcess(cpuAfter.byProcess, cpuBefore.byProcess);
+  point.writesPerTaskByProcess = perProcess(cpuAfter.writesByProcess, cpuBefore.writesByProcess);
   const calls = [...(await redisCalls(redisUrl))].map(([name, n]) => [name, n - (callsBefore.get(name) ?? 0)] as const);
   const commonest = calls.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
   point.redisCommandsPerTask = {

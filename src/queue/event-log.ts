@@ -72,9 +72,9 @@ export class EventLog {
    * (atomic, as a MULTI was, so that a connection lost half-way — a worker stopped hard, Redis
    * restarting — cannot leave a stream without its expiry, kept for ever). The client builds one
    * command where a MULTI built two per event: the ends of four one-tool tasks cost the worker
-   * 45 µs of CPU against 145-165 (docs/performance.md). On a cluster a shard's keys share its hash tag, so the script runs on
-   * one node; PUBLISH has no key and rides along (the cluster forwards it to subscribers on every
-   * node).
+   * 45 µs of CPU against 145-165 (docs/performance.md). On a cluster a shard's keys share its
+   * hash tag, so the script runs on one node; PUBLISH has no key and rides along (the cluster
+   * forwards it to subscribers on every node).
    */
   async append(transitions: Transition[]): Promise<void> {
     const byShard = new Map<string, Transition[]>();
