@@ -1,14 +1,17 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Transition } from '../../src/engine/state.js';
 import { eventsChannel } from '../../src/queue/channels.js';
 import { EventLog, finishedStepsKey } from '../../src/queue/event-log.js';
-import { createRedis } from '../../src/queue/redis.js';
+import { createRedis, waitForRedis } from '../../src/queue/redis.js';
 import { Shards } from '../../src/queue/shards.js';
 import { TEST_REDIS_URL } from '../helpers/env.js';
 import { poll } from '../helpers/harness.js';
 
 const redis = createRedis({ REDIS_URL: TEST_REDIS_URL, REDIS_CLUSTER_NODES: [] }, 'producer', 'test');
 const subscriber = createRedis({ REDIS_URL: TEST_REDIS_URL, REDIS_CLUSTER_NODES: [] }, 'subscriber', 'test');
+// A producer's connection has no offline queue: a command sent before it is ready fails at once
+// (a loaded CI run did that).
+beforeAll(() => Promise.all([waitForRedis(redis, 30_000), waitForRedis(subscriber, 30_000)]));
 afterAll(async () => {
   await redis.quit();
   subscriber.disconnect();
