@@ -11,8 +11,10 @@ const STORED_TASKS = 10_000;
 const FIRST_LOAD_GZIP_BYTES = 300 * 1024;
 const DAG_STEPS = 200;
 const DAG_RENDER_MS = 1_000;
-/** The tasks list over 10,000 tasks: from a click on Next to the next page's rows on screen, on a busy 2-core machine. */
+/** The tasks list over 10,000 tasks: from a click on Next to the next page's rows on screen, on a busy 2-core machine (the median of PAGE_TURNS turns). */
 const LIST_PAGE_MS = 1_500;
+/** Page turns measured: their median is held to LIST_PAGE_MS. */
+const PAGE_TURNS = 3;
 
 /**
  * The console's tasks list, sign-in and performance budgets in headless Chromium against a real
@@ -95,26 +97,37 @@ describe('the console: tasks list, sign-in and budgets', { timeout: 120_000 }, (
     await page.goto('/console/tasks');
     await page.locator('table.tasks tbody tr').nth(49).waitFor();
     console.info(`tasks list over ${STORED_TASKS} tasks: first page on screen ${Date.now() - started} ms after navigation (the app's start included)`);
-    const firstPage = await page.locator('table.tasks tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-task')));
-    started = Date.now();
-    await page.getByRole('button', { name: 'Next' }).click();
-    // A function, not a string: the page's CSP (no unsafe-eval) refuses a string polled each frame.
-    await page.waitForFunction(
-      (first) => {
-        const doc = (globalThis as unknown as { document: { querySelector(selector: string): { getAttribute(name: string): string | null } | null } }).document;
-        return doc.querySelector('table.tasks tbody tr')?.getAttribute('data-task') !== first;
-      },
-      firstPage[0],
-      { polling: 'raf' },
-    );
-    const pageMs = Date.now() - started;
-    console.info(`tasks list over ${STORED_TASKS} tasks: next page on screen ${pageMs} ms after the click`);
-    expect(pageMs).toBeLessThan(LIST_PAGE_MS);
-    await page.getByText('Page 2').waitFor();
-    const secondPage = await page.locator('table.tasks tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-task')));
-    expect(secondPage.filter((id) => firstPage.includes(id))).toEqual([]);
+    const rowsOnScreen = () => page.locator('table.tasks tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-task')));
+    // Three page turns, judged by their median: one turn that a scheduler stall of the shared
+    // machine delays is not the list being slow, and a slow query or render slows every turn.
+    const pages = [await rowsOnScreen()];
+    const turns: number[] = [];
+    for (let turn = 1; turn <= PAGE_TURNS; turn++) {
+      const shown = pages[turn - 1] ?? [];
+      started = Date.now();
+      await page.getByRole('button', { name: 'Next' }).click();
+      // A function, not a string: the page's CSP (no unsafe-eval) refuses a string polled each frame.
+      await page.waitForFunction(
+        (first) => {
+          const doc = (globalThis as unknown as { document: { querySelector(selector: string): { getAttribute(name: string): string | null } | null } })
+            .document;
+          return doc.querySelector('table.tasks tbody tr')?.getAttribute('data-task') !== first;
+        },
+        shown[0],
+        { polling: 'raf' },
+      );
+      turns.push(Date.now() - started);
+      await page.getByText(`Page ${turn + 1}`).waitFor();
+      const next = await rowsOnScreen();
+      expect(next).toHaveLength(50);
+      expect(next.filter((id) => shown.includes(id))).toEqual([]);
+      pages.push(next);
+    }
+    const medianMs = [...turns].sort((a, b) => a - b)[Math.floor(PAGE_TURNS / 2)];
+    console.info(`tasks list over ${STORED_TASKS} tasks: next page on screen ${turns.join(', ')} ms after the click (median ${medianMs})`);
+    expect(medianMs).toBeLessThan(LIST_PAGE_MS);
     await page.getByRole('button', { name: 'Previous' }).click();
-    await expect.poll(async () => page.locator('table.tasks tbody tr').first().getAttribute('data-task')).toBe(firstPage[0]);
+    await expect.poll(async () => page.locator('table.tasks tbody tr').first().getAttribute('data-task')).toBe(pages[PAGE_TURNS - 1]?.[0]);
 
     await page.getByLabel('Status').selectOption('failed');
     await page.getByRole('button', { name: 'Filter' }).click();
