@@ -14,7 +14,8 @@ import { createHarness, type Harness, submit, uniqueName, waitForTask } from '..
  *   step inputs, in steps that become ready later, and in the task's output.
  * Each is answered (or run) within 100 ms of what a benign input of the same size costs, is
  * refused cleanly where it is over a limit, and GET /health, polled all along, never takes more
- * than 250 ms beyond its idle latency. The heap stays far from the gigabytes.
+ * than 250 ms beyond its idle latency. The heap stays far from the gigabytes. The file runs
+ * last, alone (the `alone` project, vitest.config.ts): its bounds are tens of milliseconds.
  */
 
 /**
@@ -128,7 +129,10 @@ describe('pathological inputs, with /health polled throughout', () => {
    */
   async function againstTwin(path: string, body: () => unknown, twin: () => unknown, twinPath = path) {
     let answer: { status: number; body: any } | undefined;
-    // Once first, so that both measured requests find the code warm.
+    // Each once first, so that both measured requests find their code warm: the pathological one
+    // runs code its twin does not (a reference's check against a tool's output schema, converted
+    // on first use), and cold it took 40-90 ms more on a quiet machine, all of it paid once.
+    expect((await h.request('POST', path, body())).status).toBeLessThan(500);
     expect((await h.request('POST', twinPath, twin())).status).toBeLessThan(500);
     const pathologicalMs = await timed(async () => (answer = await h.request('POST', path, body())));
     const benignMs = await timed(async () => expect((await h.request('POST', twinPath, twin())).status).toBeLessThan(500));
