@@ -76,7 +76,7 @@ export default defineConfig({
     // bound, 279-314 ms against 249), when each input ran once; it now keeps the best of three
     // runs of each, and passed (its slowest /health 63 ms against a 309 ms bound).
     pool: 'forks',
-    maxWorkers: 4,
+    maxWorkers: 3,
     // The projects one after another, each project's chaos files spread through it (test/sequencer.ts).
     sequence: { sequencer: ChaosSpreadSequencer },
     // A worker process keeps the modules it imported from one file to the next (every project).
