@@ -13,6 +13,7 @@ import {
   checkOutcomes,
   defineChaosWorkflows,
   emptySubmitted,
+  healthyAnswerMs,
   knob,
   mixedWorkload,
   report,
@@ -115,15 +116,7 @@ describe('PostgreSQL connections severed and PostgreSQL unreachable under load',
     let sweeps = 0;
     const probes = { answered: 0, unanswered: 0, slowestMs: 0, healthySlowestMs: 0, notUnavailable: [] as { status: number; body: unknown }[] };
     // The baseline: the same request as the probes below, answered with PostgreSQL reachable.
-    for (let n = 0; n < BASELINE_PROBES; n += 1) {
-      const body = { task_type: 'echo', params: { baseline: n } };
-      const sent = Date.now();
-      const response = await h.request('POST', '/assign-task', body);
-      probes.healthySlowestMs = Math.max(probes.healthySlowestMs, Date.now() - sent);
-      expect(response.status, 'a baseline probe with PostgreSQL reachable').toBe(202);
-      submitted.accepted.set(response.body.task_id, { kind: 'echo', body, records: {} });
-      await sleep(100);
-    }
+    probes.healthySlowestMs = await healthyAnswerMs(h, submitted, BASELINE_PROBES, 'postgres');
     for (let round = 1; round <= ROUNDS; round += 1) {
       // Severed connections: statements and transactions of the API and the workers cut mid-way.
       const until = Date.now() + TERMINATE_FOR_MS;

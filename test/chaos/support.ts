@@ -517,6 +517,25 @@ export function emptySubmitted(): Submitted {
 }
 
 /**
+ * The slowest of `count` answers to the probe request (an echo submission, 100 ms apart) with
+ * every dependency up, under whatever load runs: what a chaos file's "no answer hangs" bounds sit
+ * on, since a busy machine slows every answer, not only refusals. The tasks join `submitted`.
+ */
+export async function healthyAnswerMs(h: Harness, submitted: Submitted, count: number, tag: string): Promise<number> {
+  let slowest = 0;
+  for (let n = 0; n < count; n += 1) {
+    const body = { task_type: 'echo', params: { baseline: `${tag}-${n}` } };
+    const sent = Date.now();
+    const response = await h.request('POST', '/assign-task', body);
+    slowest = Math.max(slowest, Date.now() - sent);
+    if (response.status !== 202) throw new Error(`a baseline probe (${tag}) was answered ${response.status}: ${JSON.stringify(response.body)}`);
+    submitted.accepted.set(response.body.task_id, { kind: 'echo', body, records: {} });
+    await sleep(100);
+  }
+  return slowest;
+}
+
+/**
  * Submits `tasks` at about `perSecond` (at most `concurrency` requests in flight), recording
  * which were accepted, as a careful client does: every task has an idempotency key, and a 503
  * is asked again with the same key until it is answered otherwise (a 200 then names the task
